@@ -1,0 +1,46 @@
+"""lseg: language-driven semantic segmentation (LSeg, Li et al., ICLR 2022).
+
+Public API::
+
+    import lseg
+    model = lseg.load_model("path/to/lseg-folder-or-official.ckpt")
+    predictor = lseg.LSegPredictor(model)
+    result = predictor.segment("photo.jpg", "dog, grass, sky, other")
+    result.label_map, result.probs
+"""
+
+from lseg.checkpoints import (
+    convert_official_state_dict,
+    create_model,
+    load_model,
+    read_state_dict,
+    save_pretrained,
+)
+from lseg.errors import CheckpointError, ConfigError, ImageLoadError, LabelError, LSegError
+from lseg.inference import ImageEmbedding, LSegPredictor, MultiScaleConfig, SegmentationResult
+from lseg.models import LSeg, LSegConfig, TextEncoderConfig, ViTConfig, get_config, list_models
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "ImageEmbedding",
+    "ImageLoadError",
+    "LSeg",
+    "LSegConfig",
+    "LSegError",
+    "LSegPredictor",
+    "LabelError",
+    "MultiScaleConfig",
+    "SegmentationResult",
+    "TextEncoderConfig",
+    "ViTConfig",
+    "convert_official_state_dict",
+    "create_model",
+    "get_config",
+    "list_models",
+    "load_model",
+    "read_state_dict",
+    "save_pretrained",
+]

@@ -1,0 +1,381 @@
+"""Reading, converting and writing LSeg weights: the one place that knows checkpoint formats.
+
+Formats:
+
+* **Official** lang-seg PyTorch-Lightning ``.ckpt`` (``demo_e200.ckpt``, ``lseg_ade20k_l16.ckpt``,
+  ``fss_l16.ckpt``, ...): ``ckpt["state_dict"]`` with keys ``net.<reference key>``; CLIP weights in
+  fp16. Read with ``torch.load(weights_only=True)``: a pickle that would run code is refused.
+* **lseg folder** (ours, = huggingface_hub ``PyTorchModelHubMixin`` layout): ``model.safetensors``
+  (fp32, our key names) + ``config.json`` (:class:`LSegConfig` + ``format_version``).
+
+:func:`convert_official_state_dict` is the single documented key map between the two.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import re
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from lseg.errors import CheckpointError, ConfigError
+from lseg.models.config import LSegConfig, TextEncoderConfig, ViTConfig
+from lseg.models.lseg import LSeg
+from lseg.models.registry import get_config, list_models
+
+_logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+# --------------------------------------------------------------------------- official key map
+
+# (reference key pattern, our key template). Stage numbers are 1-based in the reference and
+# 0-based here; ``{i}`` is the reference number minus one, ``{rest}`` the remainder of the key.
+_KEY_MAP: list[tuple[str, str]] = [
+    (r"pretrained\.model\.(?P<rest>.+)", "backbone.vit.{rest}"),
+    (r"pretrained\.act_postprocess(?P<n>\d)\.0\.project\.0\.(?P<rest>.+)", "decoder.reassemble.{i}.readout.proj.0.{rest}"),
+    (r"pretrained\.act_postprocess(?P<n>\d)\.3\.(?P<rest>.+)", "decoder.reassemble.{i}.project.{rest}"),
+    (r"pretrained\.act_postprocess(?P<n>\d)\.4\.(?P<rest>.+)", "decoder.reassemble.{i}.resample.{rest}"),
+    (r"scratch\.layer(?P<n>\d)_rn\.(?P<rest>.+)", "decoder.layer_rn.{i}.{rest}"),
+    (r"scratch\.refinenet(?P<n>\d)\.resConfUnit1\.(?P<rest>.+)", "decoder.fusion.{i}.rcu_skip.{rest}"),
+    (r"scratch\.refinenet(?P<n>\d)\.resConfUnit2\.(?P<rest>.+)", "decoder.fusion.{i}.rcu.{rest}"),
+    (r"scratch\.refinenet(?P<n>\d)\.out_conv\.(?P<rest>.+)", "decoder.fusion.{i}.out_conv.{rest}"),
+    (r"scratch\.head1\.(?P<rest>.+)", "pixel_proj.{rest}"),
+    (r"scratch\.head_block\.depthwise\.depthwise\.(?P<rest>.+)", "spatial_block.conv.{rest}"),
+    (r"clip_pretrained\.(?P<rest>.+)", "text_encoder.model.{rest}"),
+]
+_KEY_MAP_RE = [(re.compile(p), t) for p, t in _KEY_MAP]
+
+#: Reference keys that LSeg never uses and that conversion drops (spec section 11, bug 5).
+UNUSED_OFFICIAL_KEYS: list[str] = [
+    r"clip_pretrained\.visual\..+",  # CLIP image tower (87.8 M parameters)
+    r"clip_pretrained\.logit_scale",  # CLIP's own temperature; LSeg's is fixed at 1/0.07
+    r"pretrained\.model\.head\..+",  # timm ImageNet classifier
+    r"pretrained\.model\.norm\..+",  # final ViT norm: computed and discarded by the reference
+    r"scratch\.refinenet4\.resConfUnit1\..+",  # deepest fusion block has no skip input
+]
+_UNUSED_RE = re.compile("|".join(f"(?:{p})" for p in UNUSED_OFFICIAL_KEYS))
+_WRAPPER_PREFIXES = ("net.", "module.", "_orig_mod.", "model.")
+
+
+def is_official_state_dict(state_dict: Mapping[str, Any]) -> bool:
+    """True if the keys look like the reference's ``LSegNet`` (``scratch.``/``pretrained.`` prefixes)."""
+    return any(k.startswith("scratch.") for k in state_dict) and any(k.startswith("pretrained.") for k in state_dict)
+
+
+def strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Remove ``net.`` (Lightning module attribute), ``module.`` (DDP) and ``_orig_mod.``
+    (torch.compile) prefixes when every key carries them."""
+    sd = dict(state_dict)
+    changed = True
+    while changed and sd:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in sd):
+                sd = {k[len(prefix):]: v for k, v in sd.items()}
+                changed = True
+    return sd
+
+
+def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map an official (reference ``LSegNet``) state dict to this package's key names.
+
+    Accepts keys with or without the Lightning ``net.`` prefix. Unused reference weights
+    (:data:`UNUSED_OFFICIAL_KEYS`) are dropped; floating tensors are cast to fp32 (the official CLIP
+    tower is stored in fp16). A key that matches neither the map nor the unused list raises
+    :class:`CheckpointError` listing it: nothing is silently ignored.
+    """
+    out: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    for key, value in strip_wrappers(state_dict).items():
+        if _UNUSED_RE.fullmatch(key):
+            continue
+        for pattern, template in _KEY_MAP_RE:
+            m = pattern.fullmatch(key)
+            if m:
+                groups = m.groupdict()
+                i = int(groups["n"]) - 1 if "n" in groups else 0
+                out[template.format(i=i, rest=groups["rest"])] = _to_fp32(value)
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        raise CheckpointError(f"not an LSeg checkpoint: {len(unknown)} unknown key(s): {_short(unknown)}")
+    return out
+
+
+def _to_fp32(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.is_floating_point() else t
+
+
+def _short(keys: list[str], n: int = 6) -> str:
+    keys = sorted(keys)
+    more = f" ... (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+# --------------------------------------------------------------------------- config inference
+
+def infer_config(
+    state_dict: Mapping[str, torch.Tensor],
+    arch_option: int | None = None,
+    block_depth: int | None = None,
+    activation: str | None = None,
+) -> LSegConfig:
+    """Reconstruct the :class:`LSegConfig` of a state dict (ours or official) from tensor shapes.
+
+    Matches a registered model when the shapes agree. What shapes cannot tell: ``arch_option``
+    1 vs 2 and ``block_depth`` (the spatial block's weights are the same for both); pass them for a
+    checkpoint with a spatial block, else :class:`CheckpointError` says so.
+    """
+    sd = strip_wrappers(state_dict)
+    if is_official_state_dict(sd):
+        sd = convert_official_state_dict(sd)
+    try:
+        pos = sd["backbone.vit.pos_embed"]
+        patch = sd["backbone.vit.patch_embed.proj.weight"].shape[-1]
+        depth = 1 + max(int(k.split(".")[3]) for k in sd if k.startswith("backbone.vit.blocks."))
+        channels = tuple(sd[f"decoder.reassemble.{i}.project.weight"].shape[0] for i in range(4))
+        features = sd["decoder.layer_rn.0.weight"].shape[0]
+        t_pos = sd["text_encoder.model.positional_embedding"]
+        t_proj = sd["text_encoder.model.text_projection"]
+        t_layers = 1 + max(
+            int(k.split(".")[4]) for k in sd if k.startswith("text_encoder.model.transformer.resblocks.")
+        )
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"not an LSeg state dict (missing {e})") from None
+    dim = pos.shape[-1]
+    grid = int(round((pos.shape[1] - 1) ** 0.5))
+    readout = "project" if "decoder.reassemble.0.readout.proj.0.weight" in sd else "ignore"
+    width = t_pos.shape[1]
+    text = TextEncoderConfig(
+        clip_name="ViT-B-32" if width == 512 else "RN50x16" if width == 768 else f"width{width}",
+        width=width, layers=t_layers, heads=max(1, width // 64), embed_dim=t_proj.shape[1],
+        context_length=t_pos.shape[0], vocab_size=sd["text_encoder.model.token_embedding.weight"].shape[0],
+    )
+    has_block = "spatial_block.conv.weight" in sd
+    if has_block and (arch_option not in (1, 2) or block_depth is None):
+        raise CheckpointError(
+            "this checkpoint has a spatial regularisation block: say which with "
+            "arch_option=1|2 and block_depth=N (CLI: --arch-option, --block-depth); shapes cannot tell"
+        )
+    # Prefer a registered config with the same shapes (it knows heads and hooks for sure).
+    base = None
+    for name in list_models(include_test=True):
+        c = get_config(name)
+        b = c.backbone
+        if (
+            c.text == text
+            and b.reassemble_channels == channels
+            and c.features == features
+            and (b.depth or depth) == depth
+            and (b.embed_dim or dim) == dim
+            and (b.patch_size or patch) == patch
+            and (b.patch_size is not None or f"patch{patch}" in b.timm_name)
+            and (b.img_size // patch) == grid
+        ):
+            base = c
+            break
+    if base is None:
+        step = depth // 4
+        base = LSegConfig(
+            name="custom",
+            backbone=ViTConfig(
+                timm_name="vit_large_patch16_384", hooks=tuple(step * (k + 1) - 1 for k in range(4)),  # type: ignore[arg-type]
+                reassemble_channels=channels, img_size=grid * patch, patch_size=patch,  # type: ignore[arg-type]
+                embed_dim=dim, depth=depth, num_heads=max(1, dim // 64),
+            ),
+            text=text,
+            features=features,
+        )
+    return base.replace(
+        readout=readout,
+        arch_option=arch_option if has_block else 0,
+        block_depth=block_depth if has_block and block_depth is not None else 0,
+        activation=activation or base.activation,
+    )
+
+
+# --------------------------------------------------------------------------- file reading
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read tensors from ``.safetensors`` or a torch pickle (``.ckpt``/``.pth``/``.pt``), safely.
+
+    Torch files are opened with ``weights_only=True``: only tensors and plain containers are
+    allowed, so a checkpoint that embeds code is refused instead of executed. Lightning
+    (``state_dict``) and ``{"model": ...}`` wrappers are unwrapped.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / WEIGHTS_NAME
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint is empty (0 bytes): {p}")
+    if _is_safetensors(p):
+        try:
+            return load_file(str(p))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"cannot read safetensors file {p} (truncated or corrupt?): {e}") from None
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(p))
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"refusing to load {p}: it contains Python objects that are not plain tensors "
+            f"(loading it would run code; weights_only=True): {str(e).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        raise CheckpointError(f"cannot read checkpoint {p} (truncated or corrupt?): {str(e).splitlines()[0]}") from None
+    return _unwrap(obj, p)
+
+
+def _is_safetensors(p: Path) -> bool:
+    if p.suffix == ".safetensors":
+        return True
+    with open(p, "rb") as f:  # safetensors = 8-byte little-endian header length + JSON header
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def _unwrap(obj: Any, p: Path) -> dict[str, torch.Tensor]:
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{p} does not hold a state dict of tensors")
+    return obj
+
+
+# --------------------------------------------------------------------------- loading into a model
+
+def load_weights(model: LSeg, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Strictly load a state dict (ours or official) into ``model``.
+
+    Every missing, unexpected or mis-shaped key is reported in one :class:`CheckpointError`;
+    floating tensors of another precision are cast, other dtype mismatches are errors.
+    """
+    sd = strip_wrappers(state_dict)
+    if is_official_state_dict(sd):
+        sd = convert_official_state_dict(sd)
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    bad_shape = [f"{k} {tuple(sd[k].shape)} != {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    bad_dtype = [
+        f"{k} {sd[k].dtype} (expected {own[k].dtype})"
+        for k in own
+        if k in sd and sd[k].is_floating_point() != own[k].is_floating_point()
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing: {_short(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected: {_short(unexpected)}")
+    if bad_shape:
+        problems.append(f"{len(bad_shape)} with wrong shape: {_short(bad_shape, 3)}")
+    if bad_dtype:
+        problems.append(f"{len(bad_dtype)} with wrong dtype: {_short(bad_dtype, 3)}")
+    if problems:
+        raise CheckpointError(
+            f"checkpoint does not fit {model.config.name}: " + "; ".join(problems)
+        )
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True)
+
+
+# --------------------------------------------------------------------------- our folder format
+
+def save_pretrained(model: LSeg, directory: str | os.PathLike[str]) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` into ``directory`` (each written atomically)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    _atomic(d / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    config = {"format_version": FORMAT_VERSION, **model.config.to_dict()}
+    _atomic(d / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
+    return d
+
+
+def _atomic(target: Path, write: Callable[[Path], Any]) -> None:
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_config(directory: str | os.PathLike[str]) -> LSegConfig:
+    """Read ``config.json`` of an lseg folder."""
+    p = Path(directory) / CONFIG_NAME
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{p.parent} has no {CONFIG_NAME}: not an lseg model folder") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{p} is not valid JSON: {e}") from None
+    version = data.pop("format_version", None)
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{p}: unsupported format_version {version!r} (this lseg reads {FORMAT_VERSION})")
+    try:
+        return LSegConfig.from_dict(data)
+    except ConfigError as e:
+        raise CheckpointError(f"{p}: {e}") from None
+
+
+def load_model(
+    source: str | os.PathLike[str],
+    *,
+    arch_option: int | None = None,
+    block_depth: int | None = None,
+    activation: str | None = None,
+    map_location: str | torch.device = "cpu",
+) -> LSeg:
+    """Build an :class:`LSeg` from an lseg folder, a ``.safetensors`` file or an official ``.ckpt``.
+
+    For files without a ``config.json`` the architecture is inferred from the tensor shapes
+    (:func:`infer_config`). The model is returned in eval mode.
+    """
+    p = Path(source)
+    if p.is_dir():
+        config = read_config(p)
+        sd = read_state_dict(p / WEIGHTS_NAME)
+    else:
+        sd = read_state_dict(p)
+        if (p.parent / CONFIG_NAME).is_file() and not is_official_state_dict(strip_wrappers(sd)):
+            config = read_config(p.parent)
+        else:
+            config = infer_config(sd, arch_option=arch_option, block_depth=block_depth, activation=activation)
+    model = LSeg(config)
+    load_weights(model, sd)
+    return model.to(map_location).eval()
+
+
+def create_model(
+    name: str = "lseg_vitl16_384",
+    checkpoint: str | os.PathLike[str] | None = None,
+    *,
+    pretrained_backbone: bool = False,
+) -> LSeg:
+    """A registered architecture, randomly initialised or loaded from ``checkpoint``.
+
+    Args:
+        name: registry name (``lseg.list_models()``) or a reference backbone name.
+        checkpoint: weights to load strictly (any format :func:`read_state_dict` reads).
+        pretrained_backbone: start the ViT from timm's ImageNet weights (for training).
+    """
+    model = LSeg(get_config(name), pretrained_backbone=pretrained_backbone)
+    if checkpoint is not None:
+        load_weights(model, read_state_dict(checkpoint))
+    return model.eval()

@@ -1,0 +1,32 @@
+"""Exception types raised by lseg.
+
+Every error a user can cause (bad image, bad label list, bad checkpoint, bad config) is an
+``LSegError`` with a one-line, actionable message. The CLI prints ``error: <message>`` and exits
+non-zero for these; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class LSegError(Exception):
+    """Base class for user-facing errors."""
+
+
+class ImageLoadError(LSegError):
+    """An image could not be read or decoded (corrupt, truncated, empty, not an image, too large)."""
+
+
+class LabelError(LSegError, ValueError):
+    """A label list is unusable (empty, duplicates, empty strings, too long for the text encoder)."""
+
+
+class CheckpointError(LSegError):
+    """A checkpoint is unreadable, unsafe, truncated, or does not fit the architecture."""
+
+
+class ConfigError(LSegError, ValueError):
+    """An unknown model name or an invalid configuration value."""
+
+
+class DatasetError(LSegError):
+    """A dataset folder does not have the expected layout."""

@@ -1,0 +1,368 @@
+"""Predictor: encode an image once, score any label set against it.
+
+>>> predictor = LSegPredictor(lseg.load_model("lseg-vitl16/"))          # doctest: +SKIP
+>>> emb = predictor.embed_image("street.jpg")                           # doctest: +SKIP
+>>> a = predictor.segment(emb, ["road", "car", "sky", "other"])         # doctest: +SKIP
+>>> b = predictor.segment(emb, ["person", "building", "other"])         # no image pass again
+
+Geometry. By default the image is resized so that its long side is ``size`` (480) and run whole
+(any aspect ratio; the model pads to a multiple of 32 internally). Larger working sizes are run as
+overlapping ``crop_size`` windows (stride ``stride``) whose pixel embeddings are averaged, so memory
+stays bounded whatever the image size. ``multiscale=True`` runs the reference evaluator instead
+(scales 0.5-1.75 of base 520, 480 crops with stride 320, flip, logits summed: spec section 7).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lseg.io import load_image
+from lseg.labels import parse_labels
+from lseg.models.lseg import LSeg
+
+#: Reference multi-scale evaluation settings (ADE20K and the others; spec section 7).
+ADE20K_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+
+
+@dataclass(frozen=True)
+class MultiScaleConfig:
+    """The reference's ``MultiEvalModule`` settings."""
+
+    scales: tuple[float, ...] = ADE20K_SCALES
+    base_size: int = 520
+    crop_size: int = 480
+    stride_rate: float = 2 / 3
+    flip: bool = True
+
+
+@dataclass
+class ImageEmbedding:
+    """Pixel embeddings of one image, reusable for any number of label sets.
+
+    Attributes:
+        pixels: (D, h', w') float32 L2-normalised pixel embeddings at half the working resolution
+            (averaged, hence slightly shorter than unit length, where sliding windows overlap).
+        input_size: (h, w) working resolution the network saw (after resizing).
+        image_size: (H, W) original image size.
+    """
+
+    pixels: torch.Tensor
+    input_size: tuple[int, int]
+    image_size: tuple[int, int]
+
+
+@dataclass
+class SegmentationResult:
+    """Output of :meth:`LSegPredictor.segment`.
+
+    Attributes:
+        labels: the label strings, index ``i`` in ``label_map`` is ``labels[i]``.
+        label_map: (H, W) int32 argmax label index at the original resolution.
+        logits: (K, h, w) float32 scaled cosine similarities at the working resolution.
+        embeddings: (D, h', w') float32 pixel embeddings if requested, else ``None``.
+    """
+
+    labels: list[str]
+    label_map: np.ndarray
+    logits: torch.Tensor = field(repr=False)
+    image_size: tuple[int, int] = (0, 0)
+    embeddings: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def probs(self) -> np.ndarray:
+        """(K, H, W) float32 softmax over the labels at the original resolution.
+
+        Computed on access (K*H*W*4 bytes): use :meth:`probs_at` for another size.
+        """
+        return self.probs_at(self.image_size)
+
+    def probs_at(self, size: tuple[int, int]) -> np.ndarray:
+        """(K, size[0], size[1]) float32 per-label probabilities."""
+        logits = _resize(self.logits[None], size)[0]
+        return torch.softmax(logits, dim=0).numpy()
+
+    def scores(self) -> dict[str, float]:
+        """Fraction of pixels assigned to each label."""
+        counts = np.bincount(self.label_map.ravel(), minlength=len(self.labels))
+        total = max(1, self.label_map.size)
+        return {label: float(c) / total for label, c in zip(self.labels, counts)}
+
+
+class LSegPredictor:
+    """Image -> pixel embeddings (cached per call) and labels -> text embeddings (LRU-cached).
+
+    Args:
+        model: an :class:`LSeg` network (put in eval mode; CPU/GPU speed-ups enabled).
+        device: where to run; default: the model's device.
+        size: long side of the working resolution (``None``: the image's own size).
+        crop_size, stride: sliding-window geometry when the working size exceeds ``crop_size``.
+        text_cache_size: how many label embeddings to keep.
+        templates: optional prompt templates with ``{}`` (e.g. ``"a photo of a {}."``); the
+            embeddings of all templates are averaged per label. ``None``: the raw label, as the
+            reference (and the official checkpoints' training) did.
+        label_chunk_size: labels scored at once (bounds memory for thousands of labels).
+    """
+
+    def __init__(
+        self,
+        model: LSeg,
+        device: str | torch.device | None = None,
+        *,
+        size: int | None = 480,
+        crop_size: int = 480,
+        stride: int = 320,
+        text_cache_size: int = 4096,
+        templates: Sequence[str] | None = None,
+        label_chunk_size: int = 256,
+    ) -> None:
+        self.model = model.eval()
+        if device is not None:
+            self.model.to(device)
+        self.model.set_inference_optimizations(True)
+        self.size = size
+        self.crop_size = crop_size
+        self.stride = stride
+        self.templates = tuple(templates) if templates else None
+        if self.templates:
+            for t in self.templates:
+                if t.count("{}") != 1:
+                    raise ValueError(f"prompt template {t!r} must contain exactly one '{{}}'")
+        self.label_chunk_size = label_chunk_size
+        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._text_cache_size = text_cache_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # ------------------------------------------------------------------ text
+    @torch.inference_mode()
+    def embed_text(self, labels: str | Sequence[str]) -> torch.Tensor:
+        """Labels (a comma-separated string or a list) -> (K, D) L2-normalised embeddings.
+
+        Each label's embedding is cached (LRU, ``text_cache_size`` entries), so repeated label sets
+        cost nothing. Label strings are validated with :func:`lseg.labels.parse_labels`.
+        """
+        labels = parse_labels(labels)
+        missing = [lb for lb in dict.fromkeys(labels) if lb not in self._text_cache]
+        for i in range(0, len(missing), self.label_chunk_size):
+            chunk = missing[i : i + self.label_chunk_size]
+            for label, emb in zip(chunk, self._encode_labels(chunk)):
+                self._text_cache[label] = emb
+        out = []
+        for label in labels:
+            self._text_cache.move_to_end(label)
+            out.append(self._text_cache[label])
+        while len(self._text_cache) > self._text_cache_size:
+            self._text_cache.popitem(last=False)
+        return torch.stack(out)
+
+    def _encode_labels(self, labels: list[str]) -> torch.Tensor:
+        if not self.templates:
+            return self.model.encode_text(labels).float()
+        per_template = torch.stack(
+            [self.model.encode_text([t.format(lb) for lb in labels]).float() for t in self.templates]
+        )
+        return F.normalize(per_template.mean(0), dim=-1)
+
+    # ------------------------------------------------------------------ image
+    def _to_tensor(self, image: Any) -> torch.Tensor:
+        """Any accepted image -> (1, 3, H, W) float in [0, 1] on the model's device."""
+        rgb = load_image(image)
+        return torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
+
+    def _working_size(self, h: int, w: int) -> tuple[int, int]:
+        if self.size is None:
+            return h, w
+        s = self.size / max(h, w)
+        return max(1, int(h * s + 0.5)), max(1, int(w * s + 0.5))
+
+    @torch.inference_mode()
+    def embed_image(self, image: Any) -> ImageEmbedding:
+        """Image (path, PIL, HxWx3 uint8 array, CHW tensor) -> :class:`ImageEmbedding`."""
+        x = self._to_tensor(image)
+        image_size = (x.shape[-2], x.shape[-1])
+        size = self._working_size(*image_size)
+        if size != image_size:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        x = self.model.normalize(x)
+        return ImageEmbedding(self._embed_windows(x)[0], size, image_size)
+
+    def _embed_windows(self, x: torch.Tensor) -> torch.Tensor:
+        """(1, 3, h, w) -> (1, D, ceil(h/2), ceil(w/2)); sliding windows above ``crop_size``."""
+        h, w = x.shape[-2:]
+        c = self.crop_size
+        if h <= c and w <= c:
+            return self.model.encode_image(x)
+        canvas: torch.Tensor | None = None
+        count = torch.zeros(1, 1, math.ceil(h / 2), math.ceil(w / 2), device=x.device)
+        for y0, x0 in _windows(h, w, c, self.stride):
+            e = self.model.encode_image(x[..., y0 : y0 + c, x0 : x0 + c])
+            if canvas is None:
+                canvas = torch.zeros(1, e.shape[1], *count.shape[-2:], device=x.device)
+            ys, xs = y0 // 2, x0 // 2
+            canvas[..., ys : ys + e.shape[-2], xs : xs + e.shape[-1]] += e
+            count[..., ys : ys + e.shape[-2], xs : xs + e.shape[-1]] += 1
+        assert canvas is not None
+        return canvas.div_(count)
+
+    # ------------------------------------------------------------------ scoring
+    @torch.inference_mode()
+    def segment(
+        self,
+        image: Any,
+        labels: str | Sequence[str],
+        *,
+        multiscale: bool | MultiScaleConfig = False,
+        return_embeddings: bool = False,
+    ) -> SegmentationResult:
+        """Segment one image (or a precomputed :class:`ImageEmbedding`) with a label set.
+
+        Args:
+            image: path, PIL image, HxWx3 uint8 RGB array, CHW tensor, or an ``ImageEmbedding``.
+            labels: comma-separated string or list of label strings.
+            multiscale: run the reference's multi-scale + flip + sliding-window evaluator
+                (``True`` for the ADE20K settings, or a :class:`MultiScaleConfig`).
+            return_embeddings: also return the (D, h', w') pixel embeddings.
+        """
+        label_list = parse_labels(labels)
+        text = self.embed_text(label_list)
+        if multiscale:
+            if isinstance(image, ImageEmbedding):
+                raise ValueError("multiscale needs the image itself, not an ImageEmbedding")
+            cfg = multiscale if isinstance(multiscale, MultiScaleConfig) else MultiScaleConfig()
+            x = self._to_tensor(image)
+            logits = multiscale_logits(self.model, self.model.normalize(x), text, cfg)[0]
+            emb = self.embed_image(image) if return_embeddings else None
+            return self._result(label_list, logits, (x.shape[-2], x.shape[-1]), emb)
+        emb = image if isinstance(image, ImageEmbedding) else self.embed_image(image)
+        logits = self._score(emb, text)
+        return self._result(label_list, logits, emb.image_size, emb if return_embeddings else None)
+
+    def _score(self, emb: ImageEmbedding, text: torch.Tensor) -> torch.Tensor:
+        chunks = [
+            self.model.score(emb.pixels[None], text[i : i + self.label_chunk_size], size=emb.input_size)[0]
+            for i in range(0, text.shape[0], self.label_chunk_size)
+        ]
+        return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+
+    def _result(
+        self, labels: list[str], logits: torch.Tensor, image_size: tuple[int, int], emb: ImageEmbedding | None
+    ) -> SegmentationResult:
+        logits = logits.float().cpu()
+        return SegmentationResult(
+            labels=labels,
+            label_map=_argmax_resized(logits, image_size),
+            logits=logits,
+            image_size=image_size,
+            embeddings=emb.pixels.cpu().numpy() if emb is not None else None,
+        )
+
+    def segment_batch(self, images: Sequence[Any], labels: str | Sequence[str], **kwargs: Any) -> list[SegmentationResult]:
+        """:meth:`segment` for several images with the same labels (text is encoded once)."""
+        return [self.segment(img, labels, **kwargs) for img in images]
+
+
+# ---------------------------------------------------------------------- geometry helpers
+
+def _windows(h: int, w: int, crop: int, stride: int) -> Iterator[tuple[int, int]]:
+    """Top-left corners of ``crop`` windows covering (h, w), the last one flush with the edge."""
+    ny = max(1, math.ceil((h - crop) / stride) + 1) if h > crop else 1
+    nx = max(1, math.ceil((w - crop) / stride) + 1) if w > crop else 1
+    for iy in range(ny):
+        for ix in range(nx):
+            y0 = max(0, min(iy * stride, h - crop))
+            x0 = max(0, min(ix * stride, w - crop))
+            yield y0, x0
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+
+
+def _argmax_resized(logits: torch.Tensor, size: tuple[int, int], max_elems: int = 1 << 25) -> np.ndarray:
+    """argmax over K of ``logits`` (K, h, w) bilinearly resized to ``size``, in row strips so
+    memory stays ~``max_elems`` floats however large the output."""
+    k = logits.shape[0]
+    H, W = size
+    h = logits.shape[1]
+    if (h, logits.shape[2]) == (H, W):
+        return logits.argmax(0).to(torch.int32).numpy()
+    out = np.empty((H, W), dtype=np.int32)
+    rows = max(1, max_elems // max(1, k * W))
+    # align_corners=True resize, row strip by strip: sample rows via the same grid as the full resize.
+    y = torch.linspace(0, h - 1, H) if H > 1 else torch.zeros(1)
+    for r0 in range(0, H, rows):
+        ys = y[r0 : r0 + rows]
+        lo = ys.floor().long().clamp(max=h - 1)
+        hi = (lo + 1).clamp(max=h - 1)
+        t = (ys - lo.float()).view(1, -1, 1)
+        band = logits[:, lo] * (1 - t) + logits[:, hi] * t  # (K, rows, w)
+        band = F.interpolate(band[None], size=(band.shape[1], W), mode="bilinear", align_corners=True)[0]
+        out[r0 : r0 + rows] = band.argmax(0).to(torch.int32).numpy()
+    return out
+
+
+def multiscale_logits(
+    model: LSeg, x: torch.Tensor, text: torch.Tensor, cfg: MultiScaleConfig = MultiScaleConfig()
+) -> torch.Tensor:
+    """The reference's ``MultiEvalModule``: (1, 3, H, W) normalised image -> (1, K, H, W) summed logits.
+
+    For each scale: resize the long side to ``ceil(base_size * scale)`` (bilinear, align_corners=True);
+    if it fits in ``crop_size`` pad to a square crop with the normalised black value and run once,
+    else slide ``crop_size`` windows with stride ``int(crop_size * stride_rate)`` (edge windows padded),
+    averaging overlaps;
+    with ``flip`` add the flipped prediction; resize back and add to the running sum.
+    """
+    _, _, h, w = x.shape
+    crop = cfg.crop_size
+    stride = int(crop * cfg.stride_rate)
+    pad_value = -1.0
+    total = torch.zeros(1, text.shape[0], h, w, device=x.device)
+
+    def infer(img: torch.Tensor) -> torch.Tensor:
+        out = model(img, text)
+        if cfg.flip:
+            out = out + model(img.flip(-1), text).flip(-1)
+        return out
+
+    for scale in cfg.scales:
+        long_size = int(math.ceil(cfg.base_size * scale))
+        if h > w:
+            height, width = long_size, int(1.0 * w * long_size / h + 0.5)
+        else:
+            width, height = long_size, int(1.0 * h * long_size / w + 0.5)
+        cur = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=True)
+        if long_size <= crop:
+            pad = F.pad(cur, (0, crop - width, 0, crop - height), value=pad_value)
+            out = infer(pad)[..., :height, :width]
+        else:
+            ph, pw = max(height, crop), max(width, crop)
+            pad = F.pad(cur, (0, pw - width, 0, ph - height), value=pad_value)
+            out = torch.zeros(1, text.shape[0], ph, pw, device=x.device)
+            count = torch.zeros(1, 1, ph, pw, device=x.device)
+            ny = int(math.ceil(1.0 * (ph - crop) / stride)) + 1
+            nx = int(math.ceil(1.0 * (pw - crop) / stride)) + 1
+            for iy in range(ny):
+                for ix in range(nx):
+                    y0, x0 = iy * stride, ix * stride
+                    # As the reference: the last windows are partial and padded, not shifted back.
+                    y1, x1 = min(y0 + crop, ph), min(x0 + crop, pw)
+                    window = pad[..., y0:y1, x0:x1]
+                    wp = F.pad(window, (0, crop - window.shape[-1], 0, crop - window.shape[-2]), value=pad_value)
+                    o = infer(wp)
+                    out[..., y0:y1, x0:x1] += o[..., : y1 - y0, : x1 - x0]
+                    count[..., y0:y1, x0:x1] += 1
+            out = (out / count)[..., :height, :width]
+        total += F.interpolate(out, size=(h, w), mode="bilinear", align_corners=True)
+    return total

@@ -1,0 +1,97 @@
+"""ViT image encoder: a timm VisionTransformer tapped at four blocks.
+
+The reference monkey-patches ``forward_flex`` into the timm model and collects block outputs with
+forward hooks in a module-global dict (reference bug 6: replicas overwrite each other). Here the
+same computation is an explicit loop over ``vit.blocks`` that returns the tapped tokens, stops at the
+last hook (the reference's final ``norm`` output is discarded anyway) and keeps no global state.
+
+timm's own ``forward_intermediates``/``dynamic_img_size`` resample the position embedding bicubically
+with antialiasing; the LSeg checkpoints were trained with the reference's plain bilinear
+(``align_corners=False``) resize, which :func:`resize_pos_embed` reproduces exactly.
+"""
+
+from __future__ import annotations
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lseg.models.config import ViTConfig
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, grid_h: int, grid_w: int, num_prefix: int = 1) -> torch.Tensor:
+    """Bilinearly resize a square ViT position embedding to a ``grid_h x grid_w`` grid.
+
+    Args:
+        pos_embed: (1, num_prefix + S*S, C) position embedding.
+        grid_h, grid_w: target patch grid.
+        num_prefix: leading tokens (cls) that are kept as they are.
+
+    Returns:
+        (1, num_prefix + grid_h*grid_w, C).
+    """
+    prefix, grid = pos_embed[:, :num_prefix], pos_embed[0, num_prefix:]
+    side = int(round(grid.shape[0] ** 0.5))
+    grid = grid.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    # Same call as the reference's _resize_pos_embed (align_corners left at its default, False).
+    grid = F.interpolate(grid, size=(grid_h, grid_w), mode="bilinear")
+    grid = grid.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, -1)
+    return torch.cat([prefix, grid], dim=1)
+
+
+class ViTBackbone(nn.Module):
+    """timm ViT returning the token sequences of four blocks.
+
+    The timm model lives at ``self.vit`` with timm's own parameter names, so timm/augreg weights load
+    into it directly. Its classifier head and final norm are removed: LSeg never uses them.
+    """
+
+    def __init__(self, cfg: ViTConfig, pretrained: bool = False) -> None:
+        super().__init__()
+        overrides = {
+            k: v
+            for k, v in (
+                ("patch_size", cfg.patch_size),
+                ("embed_dim", cfg.embed_dim),
+                ("depth", cfg.depth),
+                ("num_heads", cfg.num_heads),
+            )
+            if v is not None
+        }
+        self.vit = timm.create_model(
+            cfg.timm_name, pretrained=pretrained, num_classes=0, img_size=cfg.img_size, **overrides
+        )
+        self.vit.norm = nn.Identity()  # computed and discarded by the reference (bug 5)
+        self.hooks = tuple(cfg.hooks)
+        depth = len(self.vit.blocks)
+        if sorted(self.hooks) != list(self.hooks) or self.hooks[-1] >= depth or self.hooks[0] < 0:
+            raise ValueError(f"hooks {self.hooks} must be increasing block indices < depth {depth}")
+        # Blocks after the last hook never influence the output; drop them (saves memory and time).
+        self.vit.blocks = self.vit.blocks[: self.hooks[-1] + 1]
+        self.patch_size: int = self.vit.patch_embed.proj.kernel_size[0]
+        self.embed_dim: int = self.vit.embed_dim
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], tuple[int, int]]:
+        """Run the ViT.
+
+        Args:
+            x: (B, 3, H, W) normalised images.
+
+        Returns:
+            The tokens of the four hooked blocks, each (B, 1 + h*w, C), and the patch grid (h, w)
+            with h = H // patch, w = W // patch (the patch conv floors, as in the reference).
+        """
+        vit = self.vit
+        x = vit.patch_embed.proj(x)  # (B, C, h, w)
+        grid = (x.shape[2], x.shape[3])
+        x = x.flatten(2).transpose(1, 2)
+        x = torch.cat([vit.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = x + resize_pos_embed(vit.pos_embed, *grid)
+        x = vit.pos_drop(x)
+        taps: list[torch.Tensor] = []
+        for i, block in enumerate(vit.blocks):
+            x = block(x)
+            if i in self.hooks:
+                taps.append(x)
+        return taps, grid

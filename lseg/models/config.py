@@ -1,0 +1,135 @@
+"""Typed configuration of an LSeg network.
+
+One frozen dataclass tree describes the whole architecture; it is what ``config.json`` stores next
+to ``model.safetensors`` and what the registry (:mod:`lseg.models.registry`) names. Field names follow
+the reference's constructor arguments where one exists (``features``, ``readout``, ``arch_option``,
+``block_depth``, ``activation``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from lseg.errors import ConfigError
+
+Readout = Literal["ignore", "add", "project"]
+Activation = Literal["relu", "lrelu", "tanh"]
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Image encoder: a timm ViT tapped at four blocks.
+
+    Attributes:
+        timm_name: timm architecture (``vit_large_patch16_384``, ``vit_base_patch32_384``).
+        hooks: indices of the four blocks whose outputs feed the decoder.
+        reassemble_channels: output channels of the four reassemble stages (1/4, 1/8, 1/16, 1/32).
+        img_size: side of the square grid the stored position embedding was trained for.
+        patch_size, embed_dim, depth, num_heads: overrides of the timm architecture (tiny test models);
+            ``None`` keeps timm's value for ``timm_name``.
+    """
+
+    timm_name: str = "vit_large_patch16_384"
+    hooks: tuple[int, int, int, int] = (5, 11, 17, 23)
+    reassemble_channels: tuple[int, int, int, int] = (256, 512, 1024, 1024)
+    img_size: int = 384
+    patch_size: int | None = None
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+
+
+@dataclass(frozen=True)
+class TextEncoderConfig:
+    """Frozen CLIP text tower (OpenAI layout), built with open_clip.
+
+    Attributes:
+        clip_name: the OpenAI CLIP model the weights come from (``ViT-B-32``, ``RN50x16``).
+        width, layers, heads: transformer size (ViT-B/32: 512/12/8; RN50x16: 768/12/12).
+        embed_dim: output (= pixel embedding) dimension: 512 for ViT-B/32, 768 for RN50x16.
+    """
+
+    clip_name: str = "ViT-B-32"
+    width: int = 512
+    layers: int = 12
+    heads: int = 8
+    embed_dim: int = 512
+    context_length: int = 77
+    vocab_size: int = 49408
+
+
+@dataclass(frozen=True)
+class LSegConfig:
+    """Complete LSeg architecture.
+
+    Attributes:
+        name: registry name this config was made from (informational).
+        backbone: image encoder config.
+        text: text encoder config; ``text.embed_dim`` is the pixel embedding size.
+        features: decoder width (reference ``num_features``, 256).
+        readout: how the ViT cls token is used (reference default ``project``).
+        arch_option: 0 plain logits, 1 bottleneck blocks, 2 depthwise blocks after the logits.
+        block_depth: spatial regularisation repetitions (arch_option 1/2 only).
+        activation: activation of the regularisation blocks.
+        logit_scale: fixed temperature (the reference's 1/0.07, never learned).
+        mean, std: input normalisation (the reference uses 0.5/0.5, i.e. RGB in [-1, 1]).
+    """
+
+    name: str = "lseg_vitl16_384"
+    backbone: ViTConfig = field(default_factory=ViTConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    features: int = 256
+    readout: Readout = "project"
+    arch_option: int = 0
+    block_depth: int = 0
+    activation: Activation = "lrelu"
+    logit_scale: float = 1 / 0.07
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    def __post_init__(self) -> None:
+        if self.readout not in ("ignore", "add", "project"):
+            raise ConfigError(f"readout must be ignore|add|project, got {self.readout!r}")
+        if self.arch_option not in (0, 1, 2):
+            raise ConfigError(f"arch_option must be 0, 1 or 2, got {self.arch_option!r}")
+        if self.activation not in ("relu", "lrelu", "tanh"):
+            raise ConfigError(f"activation must be relu|lrelu|tanh, got {self.activation!r}")
+        if self.block_depth < 0:
+            raise ConfigError(f"block_depth must be >= 0, got {self.block_depth}")
+        if len(self.backbone.hooks) != 4 or len(self.backbone.reassemble_channels) != 4:
+            raise ConfigError("backbone.hooks and backbone.reassemble_channels need exactly 4 entries")
+
+    @property
+    def embed_dim(self) -> int:
+        """Pixel / text embedding dimension."""
+        return self.text.embed_dim
+
+    def replace(self, **changes: Any) -> LSegConfig:
+        """A copy with top-level fields changed (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LSegConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        data = dict(data)
+        try:
+            backbone = _build(ViTConfig, data.pop("backbone", {}))
+            text = _build(TextEncoderConfig, data.pop("text", {}))
+            return _build(cls, data, backbone=backbone, text=text)
+        except TypeError as e:  # missing/unknown fields
+            raise ConfigError(f"invalid LSeg config: {e}") from None
+
+
+def _build(cls: type, data: dict[str, Any], **extra: Any) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return cls(**kwargs, **extra)

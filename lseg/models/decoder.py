@@ -1,0 +1,149 @@
+"""DPT decoder: readout, reassemble, and RefineNet fusion (reference ``lseg_vit.py``/``lseg_blocks.py``).
+
+Shapes for ViT-L/16 at 480x480: tokens (B, 901, 1024) -> reassembled 256@120², 512@60², 1024@30²,
+1024@15² -> ``layer_rn`` 256 channels -> fused top-down to 256@240² (1/2 resolution).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lseg.models.config import Readout
+
+_STAGE_STRIDES = (4, 8, 16, 32)
+
+
+class ReadoutProject(nn.Module):
+    """Concatenate each patch token with the cls token, then Linear(2C -> C) + GELU."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU())
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        cls = tokens[:, :1].expand_as(tokens[:, 1:])
+        return self.proj(torch.cat([tokens[:, 1:], cls], dim=-1))
+
+
+class ReadoutIgnore(nn.Module):
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens[:, 1:]
+
+
+class ReadoutAdd(nn.Module):
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens[:, 1:] + tokens[:, :1]
+
+
+def _make_readout(kind: Readout, dim: int) -> nn.Module:
+    if kind == "project":
+        return ReadoutProject(dim)
+    return ReadoutAdd() if kind == "add" else ReadoutIgnore()
+
+
+def _make_resample(channels: int, patch_size: int, stride: int) -> nn.Module:
+    """Resample a 1/patch grid to 1/stride: transposed conv up, identity, or 3x3 stride-2 conv down."""
+    if patch_size > stride:
+        f = patch_size // stride
+        return nn.ConvTranspose2d(channels, channels, kernel_size=f, stride=f)
+    if patch_size == stride:
+        return nn.Identity()
+    if stride != 2 * patch_size:
+        raise ValueError(f"cannot resample patch {patch_size} to stride {stride}")
+    return nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1)
+
+
+class Reassemble(nn.Module):
+    """Tokens -> image-like feature map at one pyramid level (reference ``act_postprocessN``)."""
+
+    def __init__(self, readout: Readout, dim: int, out_channels: int, patch_size: int, stride: int) -> None:
+        super().__init__()
+        self.readout = _make_readout(readout, dim)
+        self.project = nn.Conv2d(dim, out_channels, kernel_size=1)
+        self.resample = _make_resample(out_channels, patch_size, stride)
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        x = self.readout(tokens)  # (B, h*w, C)
+        x = x.transpose(1, 2).unflatten(2, grid)  # (B, C, h, w)
+        return self.resample(self.project(x))
+
+
+class ResidualConvUnit(nn.Module):
+    """Pre-activation residual unit with BatchNorm: ``x + BN2(conv2(relu(BN1(conv1(relu(x))))))``.
+
+    In eval mode the BatchNorm is folded into the preceding conv on the fly (same numbers up to
+    rounding, one pass over the activations instead of two); parameters and state dict are untouched.
+    """
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(features, features, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(features)
+        self.conv2 = nn.Conv2d(features, features, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(features)
+        self.fold_bn = True
+
+    def _conv_bn(self, x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:
+        if self.training or not self.fold_bn:
+            return bn(conv(x))
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        weight = conv.weight * scale.view(-1, 1, 1, 1)
+        bias = bn.bias - bn.running_mean * scale
+        return F.conv2d(x, weight, bias, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._conv_bn(F.relu(x), self.conv1, self.bn1)
+        out = self._conv_bn(F.relu(out), self.conv2, self.bn2)
+        return x + out
+
+
+class FusionBlock(nn.Module):
+    """RefineNet fusion (reference ``FeatureFusionBlock_custom``): add skip, refine, upsample x2, 1x1."""
+
+    def __init__(self, features: int, has_skip: bool) -> None:
+        super().__init__()
+        # The reference's deepest block also owns an unused skip unit; we do not build it.
+        self.rcu_skip = ResidualConvUnit(features) if has_skip else None
+        self.rcu = ResidualConvUnit(features)
+        self.out_conv = nn.Conv2d(features, features, kernel_size=1)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        if skip is not None:
+            assert self.rcu_skip is not None
+            x = x + self.rcu_skip(skip)
+        x = self.rcu(x)
+        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+        return self.out_conv(x)
+
+
+class DPTDecoder(nn.Module):
+    """Four reassemble stages, four 3x3 ``layer_rn`` convs and four fusion blocks.
+
+    ``reassemble[i]``, ``layer_rn[i]`` and ``fusion[i]`` correspond to the reference's
+    ``act_postprocess{i+1}``, ``scratch.layer{i+1}_rn`` and ``scratch.refinenet{i+1}``.
+    """
+
+    def __init__(
+        self, dim: int, patch_size: int, channels: tuple[int, ...], features: int, readout: Readout
+    ) -> None:
+        super().__init__()
+        self.reassemble = nn.ModuleList(
+            Reassemble(readout, dim, c, patch_size, s) for c, s in zip(channels, _STAGE_STRIDES)
+        )
+        self.layer_rn = nn.ModuleList(nn.Conv2d(c, features, 3, padding=1, bias=False) for c in channels)
+        self.fusion = nn.ModuleList(FusionBlock(features, has_skip=i < 3) for i in range(4))
+        self.channels_last = False
+
+    def forward(self, taps: list[torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
+        """Tokens of four ViT blocks -> (B, features, H/2, W/2)."""
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        feats = [
+            rn(re(t, grid).contiguous(memory_format=fmt))
+            for t, re, rn in zip(taps, self.reassemble, self.layer_rn)
+        ]
+        path = self.fusion[3](feats[3])  # 1/32 -> 1/16
+        path = self.fusion[2](path, feats[2])  # -> 1/8
+        path = self.fusion[1](path, feats[1])  # -> 1/4
+        return self.fusion[0](path, feats[0])  # -> 1/2

@@ -1,0 +1,177 @@
+"""The LSeg network: ViT encoder + DPT decoder -> per-pixel embeddings, scored against label embeddings.
+
+``logits = scale * cos(pixel_embedding, label_embedding)`` at 1/2 resolution, optional spatial
+regularisation blocks, then x2 bilinear upsampling (align_corners=True), as in the reference's
+``LSeg.forward``. The image and text halves are separate methods so a caller can encode an image
+once and score any number of label sets against it (see :class:`lseg.inference.LSegPredictor`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lseg.models.backbone import ViTBackbone
+from lseg.models.config import Activation, LSegConfig
+from lseg.models.decoder import DPTDecoder
+from lseg.models.text_encoder import CLIPTextEncoder
+
+#: Inputs are padded to a multiple of this (the decoder's coarsest stride) with the normalised value of
+#: black, as the reference's evaluator pads; outputs are cropped back.
+SIZE_MULTIPLE = 32
+
+
+def _activation(name: Activation) -> nn.Module:
+    return {"relu": nn.ReLU(), "lrelu": nn.LeakyReLU(), "tanh": nn.Tanh()}[name]
+
+
+class SpatialBlock(nn.Module):
+    """Reference ``depthwise_block`` (arch_option 2) / ``bottleneck_block`` (arch_option 1).
+
+    One shared 3x3 conv (1 -> 1 channel) is applied to every class map; the bottleneck variant adds
+    the per-pixel max over classes. The same instance is reused at every depth (shared weights).
+    """
+
+    def __init__(self, bottleneck: bool, activation: Activation) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, kernel_size=3, padding=1)
+        self.bottleneck = bottleneck
+        self.activation = _activation(activation)
+
+    def forward(self, x: torch.Tensor, act: bool = True) -> torch.Tensor:
+        b, k, h, w = x.shape
+        out = self.conv(x.reshape(b * k, 1, h, w)).view(b, k, h, w)
+        if self.bottleneck:
+            out = out + x.max(dim=1, keepdim=True)[0]
+        return self.activation(out) if act else out
+
+
+class LSeg(nn.Module):
+    """LSeg network (reference ``LSegNet``).
+
+    Submodules: ``backbone`` (timm ViT), ``decoder`` (reassemble + RefineNet), ``pixel_proj``
+    (1x1 conv to the embedding dimension, reference ``head1``), optional ``spatial_block``
+    (reference ``head_block``), and ``text_encoder`` (frozen CLIP text tower).
+
+    Args:
+        config: architecture.
+        pretrained_backbone: initialise the ViT from timm's ImageNet weights (needs network access
+            or a timm cache; only useful for training from scratch).
+    """
+
+    def __init__(self, config: LSegConfig, pretrained_backbone: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = ViTBackbone(config.backbone, pretrained=pretrained_backbone)
+        self.decoder = DPTDecoder(
+            dim=self.backbone.embed_dim,
+            patch_size=self.backbone.patch_size,
+            channels=config.backbone.reassemble_channels,
+            features=config.features,
+            readout=config.readout,
+        )
+        self.pixel_proj = nn.Conv2d(config.features, config.embed_dim, kernel_size=1)
+        self.spatial_block = (
+            SpatialBlock(bottleneck=config.arch_option == 1, activation=config.activation)
+            if config.arch_option in (1, 2)
+            else None
+        )
+        self.text_encoder = CLIPTextEncoder(config.text)
+        # Fixed temperature; a buffer (not a parameter, not saved) so it follows .to(device).
+        self.register_buffer("logit_scale", torch.tensor(config.logit_scale), persistent=False)
+        self.register_buffer("pixel_mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
+        #: Reproduce the reference's fp16 text tower and fp16 similarity (see README).
+        self.reference_numerics = False
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 or [0, 1] float (B, 3, H, W) RGB -> the network's input normalisation."""
+        if images.dtype == torch.uint8:
+            images = images.float() / 255.0
+        return (images - self.pixel_mean) / self.pixel_std
+
+    def set_inference_optimizations(self, enabled: bool = True) -> LSeg:
+        """Toggle CPU/GPU speed-ups that leave the weights untouched: channels-last decoder
+        convolutions and BatchNorm folded into the convs in eval mode. Returns ``self``."""
+        self.decoder.channels_last = enabled
+        self.decoder.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+        self.pixel_proj.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+        for m in self.decoder.modules():
+            if hasattr(m, "fold_bn"):
+                m.fold_bn = enabled
+        return self
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters split as the reference's optimiser groups: ``encoder`` (ViT +
+        reassemble: the reference's ``pretrained``) and ``decoder`` (fusion + heads: ``scratch``,
+        trained with 10x the learning rate). The text encoder is frozen and in neither."""
+        encoder = list(self.backbone.parameters()) + list(self.decoder.reassemble.parameters())
+        enc_ids = {id(p) for p in encoder}
+        decoder = [
+            p for n, p in self.named_parameters()
+            if id(p) not in enc_ids and not n.startswith("text_encoder.")
+        ]
+        return {"encoder": [p for p in encoder if p.requires_grad], "decoder": [p for p in decoder if p.requires_grad]}
+
+    # ------------------------------------------------------------------ halves
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images (B, 3, H, W) -> L2-normalised pixel embeddings (B, D, ceil(H/2), ceil(W/2)).
+
+        Any H, W is accepted: the input is padded at the bottom/right to a multiple of 32 with the
+        normalised value of black (the reference evaluator's pad value) and the output is cropped.
+        """
+        h, w = x.shape[-2:]
+        ph, pw = -h % SIZE_MULTIPLE, -w % SIZE_MULTIPLE
+        if ph or pw:
+            pad_value = -1.0 if self.config.mean == (0.5, 0.5, 0.5) and self.config.std == (0.5, 0.5, 0.5) else 0.0
+            x = F.pad(x, (0, pw, 0, ph), value=pad_value)
+        taps, grid = self.backbone(x)
+        feats = self.pixel_proj(self.decoder(taps, grid))  # (B, D, H'/2, W'/2)
+        feats = feats[..., : math.ceil(h / 2), : math.ceil(w / 2)].contiguous()
+        if torch.is_grad_enabled() and feats.requires_grad:
+            return F.normalize(feats, dim=1)
+        # In place at inference: saves a full-size copy (118 MB at 480x480).
+        return feats.div_(feats.norm(dim=1, keepdim=True).clamp_min_(1e-12))
+
+    def encode_text(self, labels: list[str]) -> torch.Tensor:
+        """Label strings -> (K, D) L2-normalised embeddings (fp16 in reference-numerics mode)."""
+        return self.text_encoder(labels, reference=self.reference_numerics)
+
+    def score(
+        self, pixel_embeddings: torch.Tensor, text_embeddings: torch.Tensor, size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Pixel embeddings (B, D, h, w) x text embeddings (K, D) -> logits (B, K, H, W).
+
+        ``H, W`` defaults to ``(2h, 2w)``; a ``size`` crops the x2-upsampled map (for odd inputs).
+        """
+        if self.reference_numerics:
+            # Reference order: (fp16(img) * fp32 0-dim scale) stays fp16, @ fp16 text, then .float().
+            img = pixel_embeddings.permute(0, 2, 3, 1).half()
+            logits = (img * self.logit_scale) @ text_embeddings.half().t()
+            logits = logits.float().permute(0, 3, 1, 2)
+        else:
+            logits = torch.einsum(
+                "bdhw,kd->bkhw", pixel_embeddings, text_embeddings.to(pixel_embeddings.dtype)
+            ) * self.logit_scale
+        if self.spatial_block is not None:
+            for _ in range(self.config.block_depth - 1):
+                logits = self.spatial_block(logits)
+            logits = self.spatial_block(logits, act=False)
+        logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=True)
+        if size is not None:
+            logits = logits[..., : size[0], : size[1]]
+        return logits
+
+    def forward(self, x: torch.Tensor, labels: list[str] | torch.Tensor) -> torch.Tensor:
+        """Normalised images (B, 3, H, W) and labels (strings or precomputed (K, D) embeddings)
+        -> logits (B, K, H, W)."""
+        text = labels if isinstance(labels, torch.Tensor) else self.encode_text(list(labels))
+        return self.score(self.encode_image(x), text, size=(x.shape[-2], x.shape[-1]))

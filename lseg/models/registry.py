@@ -1,0 +1,97 @@
+"""Named LSeg configurations (``create_model("lseg_vitl16_384")``), timm-style.
+
+The three main-network backbones of the reference (section 3.2 of the spec), under our names and
+under the reference's ``--backbone`` names, plus tiny variants used by the tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from lseg.errors import ConfigError
+from lseg.models.config import LSegConfig, TextEncoderConfig, ViTConfig
+
+_REGISTRY: dict[str, Callable[[], LSegConfig]] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register(name: str, *aliases: str) -> Callable[[Callable[[], LSegConfig]], Callable[[], LSegConfig]]:
+    def deco(fn: Callable[[], LSegConfig]) -> Callable[[], LSegConfig]:
+        _REGISTRY[name] = fn
+        for a in aliases:
+            _ALIASES[a] = name
+        return fn
+
+    return deco
+
+
+_CLIP_VITB32_TEXT = TextEncoderConfig()
+_CLIP_RN50X16_TEXT = TextEncoderConfig(clip_name="RN50x16", width=768, layers=12, heads=12, embed_dim=768)
+_VITL16 = ViTConfig()
+_VITB32 = ViTConfig(
+    timm_name="vit_base_patch32_384", hooks=(2, 5, 8, 11), reassemble_channels=(96, 192, 384, 768)
+)
+
+
+@register("lseg_vitl16_384", "clip_vitl16_384")
+def lseg_vitl16_384() -> LSegConfig:
+    """ViT-L/16 image encoder + CLIP ViT-B/32 text encoder (512-d): the demo / ADE20K / FSS model."""
+    return LSegConfig(name="lseg_vitl16_384", backbone=_VITL16, text=_CLIP_VITB32_TEXT)
+
+
+@register("lseg_vitb32_384", "clip_vitb32_384")
+def lseg_vitb32_384() -> LSegConfig:
+    """ViT-B/32 image encoder + CLIP ViT-B/32 text encoder (512-d)."""
+    return LSegConfig(name="lseg_vitb32_384", backbone=_VITB32, text=_CLIP_VITB32_TEXT)
+
+
+@register("lseg_rn50x16_vitl16_384", "clipRN50x16_vitl16_384")
+def lseg_rn50x16_vitl16_384() -> LSegConfig:
+    """ViT-L/16 image encoder + CLIP RN50x16 text encoder (768-d)."""
+    return LSegConfig(name="lseg_rn50x16_vitl16_384", backbone=_VITL16, text=_CLIP_RN50X16_TEXT)
+
+
+_TINY_TEXT = TextEncoderConfig(width=32, layers=2, heads=2, embed_dim=32)
+
+
+@register("lseg_tiny_test")
+def lseg_tiny_test() -> LSegConfig:
+    """A few-MB random model with the ViT-L/16 layout (patch 16), for tests and CI."""
+    return LSegConfig(
+        name="lseg_tiny_test",
+        backbone=ViTConfig(
+            timm_name="vit_large_patch16_384", hooks=(0, 1, 2, 3), reassemble_channels=(8, 16, 32, 32),
+            img_size=64, embed_dim=32, depth=4, num_heads=2,
+        ),
+        text=_TINY_TEXT,
+        features=16,
+    )
+
+
+@register("lseg_tiny_test_p32")
+def lseg_tiny_test_p32() -> LSegConfig:
+    """Tiny random model with the ViT-B/32 layout (patch 32), for tests."""
+    return LSegConfig(
+        name="lseg_tiny_test_p32",
+        backbone=ViTConfig(
+            timm_name="vit_base_patch32_384", hooks=(0, 1, 2, 3), reassemble_channels=(8, 16, 32, 32),
+            img_size=64, embed_dim=32, depth=4, num_heads=2,
+        ),
+        text=_TINY_TEXT,
+        features=16,
+    )
+
+
+def list_models(include_test: bool = False) -> list[str]:
+    """Registered model names (tiny test models only with ``include_test``)."""
+    return sorted(n for n in _REGISTRY if include_test or "test" not in n)
+
+
+def get_config(name: str) -> LSegConfig:
+    """The config registered under ``name`` (or a reference backbone alias)."""
+    key = _ALIASES.get(name, name)
+    if key not in _REGISTRY:
+        raise ConfigError(
+            f"unknown model {name!r}; available: {', '.join(list_models(include_test=True))}"
+        )
+    return _REGISTRY[key]()
