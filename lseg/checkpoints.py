@@ -13,6 +13,7 @@ Formats:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -176,7 +177,8 @@ def infer_config(
         c = get_config(name)
         b = c.backbone
         if (
-            c.text == text
+            # attention heads are not visible in weight shapes: take the registered value
+            c.text == dataclasses.replace(text, heads=c.text.heads, clip_name=c.text.clip_name)
             and b.reassemble_channels == channels
             and c.features == features
             and (b.depth or depth) == depth

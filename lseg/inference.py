@@ -126,7 +126,7 @@ class LSegPredictor:
         self.model = model.eval()
         if device is not None:
             self.model.to(device)
-        self.model.set_inference_optimizations(True)
+        self.model.set_inference_optimizations(not self.model.reference_numerics)
         self.size = size
         self.crop_size = crop_size
         self.stride = stride

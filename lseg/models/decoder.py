@@ -138,11 +138,14 @@ class DPTDecoder(nn.Module):
 
     def forward(self, taps: list[torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
         """Tokens of four ViT blocks -> (B, features, H/2, W/2)."""
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        feats = [
-            rn(re(t, grid).contiguous(memory_format=fmt))
-            for t, re, rn in zip(taps, self.reassemble, self.layer_rn)
-        ]
+        feats = []
+        for t, re, rn in zip(taps, self.reassemble, self.layer_rn):
+            x = re(t, grid)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            # else keep the layout the token transpose produced: the reference does, and the conv
+            # kernel (hence the last bits of the result) depends on it.
+            feats.append(rn(x))
         path = self.fusion[3](feats[3])  # 1/32 -> 1/16
         path = self.fusion[2](path, feats[2])  # -> 1/8
         path = self.fusion[1](path, feats[1])  # -> 1/4

@@ -84,8 +84,7 @@ class LSeg(nn.Module):
         self.register_buffer("logit_scale", torch.tensor(config.logit_scale), persistent=False)
         self.register_buffer("pixel_mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
-        #: Reproduce the reference's fp16 text tower and fp16 similarity (see README).
-        self.reference_numerics = False
+        self._reference_numerics = False
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -97,6 +96,18 @@ class LSeg(nn.Module):
         if images.dtype == torch.uint8:
             images = images.float() / 255.0
         return (images - self.pixel_mean) / self.pixel_std
+
+    @property
+    def reference_numerics(self) -> bool:
+        """Reproduce the reference's computation op for op: fp16 CLIP text tower on the full
+        77-token context, fp16 similarity, and the plain (unfolded, contiguous) decoder. Setting it
+        turns the inference optimisations off (and clearing it turns them back on)."""
+        return self._reference_numerics
+
+    @reference_numerics.setter
+    def reference_numerics(self, enabled: bool) -> None:
+        self._reference_numerics = bool(enabled)
+        self.set_inference_optimizations(not enabled)
 
     def set_inference_optimizations(self, enabled: bool = True) -> LSeg:
         """Toggle CPU/GPU speed-ups that leave the weights untouched: channels-last decoder
@@ -136,6 +147,13 @@ class LSeg(nn.Module):
         taps, grid = self.backbone(x)
         feats = self.pixel_proj(self.decoder(taps, grid))  # (B, D, H'/2, W'/2)
         feats = feats[..., : math.ceil(h / 2), : math.ceil(w / 2)].contiguous()
+        if self._reference_numerics:
+            # The reference normalises the (B*h*w, D) matrix; the same reduction order matters
+            # once the result is rounded to fp16.
+            b, d, fh, fw = feats.shape
+            flat = feats.permute(0, 2, 3, 1).reshape(-1, d)
+            flat = flat / flat.norm(dim=-1, keepdim=True)
+            return flat.view(b, fh, fw, d).permute(0, 3, 1, 2)
         if torch.is_grad_enabled() and feats.requires_grad:
             return F.normalize(feats, dim=1)
         # In place at inference: saves a full-size copy (118 MB at 480x480).
@@ -153,10 +171,13 @@ class LSeg(nn.Module):
         ``H, W`` defaults to ``(2h, 2w)``; a ``size`` crops the x2-upsampled map (for odd inputs).
         """
         if self.reference_numerics:
-            # Reference order: (fp16(img) * fp32 0-dim scale) stays fp16, @ fp16 text, then .float().
-            img = pixel_embeddings.permute(0, 2, 3, 1).half()
-            logits = (img * self.logit_scale) @ text_embeddings.half().t()
-            logits = logits.float().permute(0, 3, 1, 2)
+            # Reference order: (fp32 0-dim scale * fp16(img)) stays fp16, @ fp16 text, then .float().
+            b, d, h, w = pixel_embeddings.shape
+            img = pixel_embeddings.permute(0, 2, 3, 1).reshape(-1, d).half()
+            # `scale * fp16` (this operand order) rounds the scale to fp16 first: the reference's
+            # effective temperature is 14.2890625, not 14.2857. `fp16 * scale` would compute in fp32.
+            logits = self.logit_scale * img @ text_embeddings.half().t()  # 2-D mm, as the reference
+            logits = logits.float().view(b, h, w, -1).permute(0, 3, 1, 2)
         else:
             logits = torch.einsum(
                 "bdhw,kd->bkhw", pixel_embeddings, text_embeddings.to(pixel_embeddings.dtype)

@@ -1,0 +1,259 @@
+"""``lseg`` command line: segment, features, convert, info (+ train, eval, demo, export).
+
+Every user error is one line on stderr (``error: ...``) and a non-zero exit code; outputs are
+written atomically, so an interrupted run leaves no half-written files and can simply be re-run
+(finished outputs are skipped unless ``--overwrite``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from lseg.errors import LSegError
+
+_logger = logging.getLogger("lseg")
+
+#: Modules that add sub-commands: each defines ``register(subparsers)``. They import their heavy
+#: dependencies (Lightning, Gradio, ONNX) only when their command runs.
+EXTENSIONS = ("lseg.train.cli", "lseg.eval.cli", "lseg.app.cli", "lseg.export.cli")
+
+
+# ---------------------------------------------------------------------------- shared options
+
+def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """``--checkpoint`` / ``--random-weights`` / ``--device`` (shared by every model command)."""
+    g = p.add_mutually_exclusive_group(required=required)
+    g.add_argument("--checkpoint", "-c", help="lseg folder, .safetensors or official lang-seg .ckpt")
+    g.add_argument(
+        "--random-weights", metavar="MODEL",
+        help="use a randomly initialised registered model (output is noise; for trying the tool)",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--arch-option", type=int, choices=(1, 2), default=None,
+                   help="official checkpoints with a spatial block: 1 bottleneck, 2 depthwise")
+    p.add_argument("--block-depth", type=int, default=None, help="with --arch-option")
+    p.add_argument("--activation", choices=("relu", "lrelu", "tanh"), default=None, help="with --arch-option")
+
+
+def load_model_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """Build the model the shared options describe (on ``args.device``)."""
+    import torch
+
+    from lseg.checkpoints import create_model, load_model
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if getattr(args, "random_weights", None):
+        _logger.warning("using random weights for %s: the output is noise", args.random_weights)
+        model = create_model(args.random_weights)
+    else:
+        model = load_model(
+            args.checkpoint, arch_option=args.arch_option, block_depth=args.block_depth,
+            activation=args.activation,
+        )
+    return model.to(device).eval()
+
+
+def add_predictor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", type=int, default=480, help="long side of the working resolution (0: native)")
+    p.add_argument("--crop-size", type=int, default=480, help="sliding-window size above --size")
+    p.add_argument("--stride", type=int, default=320, help="sliding-window stride")
+    p.add_argument("--template", action="append", default=None,
+                   help="prompt template with {} (repeatable; default: the raw label, as the reference)")
+
+
+def make_predictor(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from lseg.inference import LSegPredictor
+
+    return LSegPredictor(
+        load_model_from_args(args), size=args.size or None, crop_size=args.crop_size, stride=args.stride,
+        templates=args.template,
+    )
+
+
+# ---------------------------------------------------------------------------- segment
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from lseg.features import BatchReport, collect_inputs
+    from lseg.io import atomic_write, load_image, save_png
+    from lseg.labels import parse_labels
+    from lseg.viz import overlay, palette
+
+    labels = parse_labels(args.labels)
+    pairs = collect_inputs(args.images)
+    out = Path(args.out)
+    predictor = make_predictor(args)
+    report = BatchReport()
+    for src, stem in tqdm(pairs, desc="segment", unit="img", disable=args.quiet):
+        base = out / stem
+        targets = [base.with_name(base.name + "_labels.png"), base.with_name(base.name + "_overlay.png")]
+        if args.scores:
+            targets.append(base.with_name(base.name + "_scores.npz"))
+        if not args.overwrite and all(t.exists() for t in targets):
+            report.skipped.append(targets[0])
+            continue
+        try:
+            image = load_image(src)
+            result = predictor.segment(image, labels, multiscale=args.multiscale)
+        except LSegError as e:
+            print(f"warning: skipping {src}: {e}", file=sys.stderr)
+            report.failed.append((src, str(e)))
+            continue
+        lm = result.label_map
+        if len(labels) <= 256:
+            save_png(targets[0], lm.astype(np.uint8), palette=palette(len(labels)))
+        else:
+            save_png(targets[0], lm.astype(np.uint16))
+        if args.scores:
+            probs = result.probs.astype(np.float16)
+            atomic_write(targets[2], lambda p, pr=probs: _save_npz(p, probs=pr, labels=np.array(labels)))
+        picture = overlay(image, lm, labels, alpha=args.alpha)
+        atomic_write(targets[1], lambda p, im=picture: im.save(p, format="PNG"))
+        report.written.append(targets[0])
+    return _finish(report, "segment")
+
+
+def _save_npz(path: Path, **arrays) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def _finish(report, what: str) -> int:  # type: ignore[no-untyped-def]
+    print(f"{what}: {report.summary()}", file=sys.stderr)
+    for path, reason in report.failed:
+        print(f"  failed: {path}: {reason}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+# ---------------------------------------------------------------------------- features
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from lseg.features import export_features
+
+    predictor = make_predictor(args)
+    report = export_features(
+        predictor, args.inputs, args.out, dtype=args.dtype, overwrite=args.overwrite, progress=not args.quiet
+    )
+    return _finish(report, "features")
+
+
+# ---------------------------------------------------------------------------- convert / info
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from lseg.checkpoints import load_model, save_pretrained
+
+    model = load_model(
+        args.checkpoint, arch_option=args.arch_option, block_depth=args.block_depth, activation=args.activation
+    )
+    out = save_pretrained(model, args.out)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"converted {args.checkpoint} -> {out} ({model.config.name}, {n / 1e6:.1f} M parameters)")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from lseg.checkpoints import CONFIG_NAME, infer_config, read_config, read_state_dict
+
+    p = Path(args.checkpoint)
+    sd = None
+    if p.is_dir() or (p.parent / CONFIG_NAME).is_file() and p.suffix == ".safetensors":
+        config = read_config(p if p.is_dir() else p.parent)
+    else:
+        sd = read_state_dict(p)
+        config = infer_config(sd, arch_option=args.arch_option, block_depth=args.block_depth,
+                              activation=args.activation)
+    info = {"config": config.to_dict()}
+    if sd is not None:
+        info["tensors"] = len(sd)
+        info["parameters"] = int(sum(t.numel() for t in sd.values()))
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lseg", description="Language-driven semantic segmentation (LSeg).")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("segment", help="segment images with any labels")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--labels", "-l", required=True, help='comma-separated labels, e.g. "dog,grass,other"')
+    p.add_argument("--out", "-o", required=True, help="output folder")
+    p.add_argument("--scores", action="store_true", help="also write per-label probabilities (.npz, fp16)")
+    p.add_argument("--multiscale", action="store_true", help="reference multi-scale + flip evaluation (slow)")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    p.add_argument("--overwrite", action="store_true", help="redo images whose outputs exist")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_model_args(p)
+    add_predictor_args(p)
+    p.set_defaults(func=_cmd_segment)
+
+    p = sub.add_parser("features", help="export dense pixel embeddings for images")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--out", "-o", required=True, help="output folder")
+    p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true")
+    add_model_args(p)
+    add_predictor_args(p)
+    p.set_defaults(func=_cmd_features)
+
+    p = sub.add_parser("convert", help="convert an official lang-seg .ckpt to an lseg folder")
+    p.add_argument("checkpoint", help="official .ckpt (or any readable checkpoint)")
+    p.add_argument("out", help="output folder (model.safetensors + config.json)")
+    _add_arch_args(p)
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("info", help="print a checkpoint's configuration")
+    p.add_argument("checkpoint")
+    _add_arch_args(p)
+    p.set_defaults(func=_cmd_info)
+
+    for name in EXTENSIONS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name is None or not name.startswith(e.name):  # a missing dependency is a real error
+                raise
+            continue
+        register: Callable[[argparse._SubParsersAction], None] = module.register
+        register(sub)
+    return parser
+
+
+def _add_arch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch-option", type=int, choices=(1, 2), default=None)
+    p.add_argument("--block-depth", type=int, default=None)
+    p.add_argument("--activation", choices=("relu", "lrelu", "tanh"), default=None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except LSegError as e:
+        if args.verbose:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

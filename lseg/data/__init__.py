@@ -1,0 +1,93 @@
+"""Dataset readers, class strings and joint image + mask transforms.
+
+Semantic segmentation readers (:class:`ADE20K`, :class:`PascalVOC`, :class:`PascalContext59`,
+:class:`PascalContext459`, :class:`COCOStuff`, :class:`FolderDataset`) return
+``{"image": uint8 (3, H, W), "mask": int64 (H, W), "path": str}`` with ``ignore_index`` = 255 for
+unlabelled pixels (the reference uses -1 for the same pixels; PASCAL-Context-459 uses 65535).
+
+Few-shot readers (:class:`Pascal5i`, :class:`COCO20i`, :class:`FSS1000`) return zero-shot-protocol
+episodes: a query image, a binary mask (1 = class, 0 = rest, 255 = PASCAL boundary), the class id and
+the class name.
+
+See ``docs/datasets.md`` for layouts and every difference from the reference.
+"""
+
+from lseg.data.base import IGNORE_INDEX, SampleRecord, SegmentationDataset, read_image, read_mask_array
+from lseg.data.datasets import (
+    ADE20K,
+    COCOSTUFF_RAW_TO_TRAIN_ID,
+    COCOStuff,
+    FolderDataset,
+    PascalContext59,
+    PascalContext459,
+    PascalVOC,
+)
+from lseg.data.fewshot import (
+    FSS1000,
+    COCO20i,
+    Episode,
+    FewShotDataset,
+    Pascal5i,
+    coco20i_fold_classes,
+    convert_coco20i_splits,
+    pascal5i_fold_classes,
+)
+from lseg.data.labels import (
+    FEWSHOT_PASCAL_CLASSES,
+    VOC_CLASSES,
+    ade20k_labels,
+    clean_fewshot_name,
+    coco_stuff_labels,
+    fewshot_labels,
+    load_label_file,
+    pascal_context_labels,
+    voc_labels,
+)
+from lseg.data.transforms import (
+    JointCompose,
+    denormalize,
+    fewshot_transform,
+    normalize,
+    testval_transform,
+    train_transform,
+    val_transform,
+)
+
+__all__ = [
+    "ADE20K",
+    "COCOSTUFF_RAW_TO_TRAIN_ID",
+    "FEWSHOT_PASCAL_CLASSES",
+    "FSS1000",
+    "IGNORE_INDEX",
+    "VOC_CLASSES",
+    "COCO20i",
+    "COCOStuff",
+    "Episode",
+    "FewShotDataset",
+    "FolderDataset",
+    "JointCompose",
+    "Pascal5i",
+    "PascalContext59",
+    "PascalContext459",
+    "PascalVOC",
+    "SampleRecord",
+    "SegmentationDataset",
+    "ade20k_labels",
+    "clean_fewshot_name",
+    "coco20i_fold_classes",
+    "coco_stuff_labels",
+    "convert_coco20i_splits",
+    "denormalize",
+    "fewshot_labels",
+    "fewshot_transform",
+    "load_label_file",
+    "normalize",
+    "pascal5i_fold_classes",
+    "pascal_context_labels",
+    "read_image",
+    "read_mask_array",
+    "testval_transform",
+    "train_transform",
+    "val_transform",
+    "voc_labels",
+]

@@ -1,0 +1,227 @@
+"""Class strings for every supported dataset.
+
+LSeg feeds the raw class string to the CLIP text encoder (no prompt template), so the exact spelling of
+each label matters: a model trained on ``"coffee"`` is evaluated with ``"coffee"``. Every function here
+returns a fresh ``list[str]`` whose index ``i`` is the string for class index ``i`` of the matching
+dataset reader in :mod:`lseg.data`.
+
+Sources (the shipped files are copies of public data, see ``docs/datasets.md``):
+
+* ``ade20k_objectInfo150.txt``: lang-seg ``label_files/ade20k_objectInfo150.txt`` (spaces and synonym
+  separators both written as ``;``), used for ``style="reference"``.
+* ``ade20k_objectInfo150_csail.txt``: CSAILVision/sceneparsing ``objectInfo150.txt`` (tab separated,
+  synonyms separated by ``", "``), used for ``style="full"``.
+* ``coco_stuff171.txt``: the 171 COCO-Stuff-164k train-id names (mmsegmentation ``COCOStuffDataset``).
+* ``pascal_context59.txt`` / ``pascal_context459.txt``: PASCAL-Context 59 (mmsegmentation
+  ``PascalContextDataset59`` order) and the full 459-class list (the dataset's alphabetical
+  ``labels.txt`` order used by the detectron2-style ``pc459`` annotations).
+* ``fewshot_coco.txt``: lang-seg ``label_files/fewshot_coco.txt``; FSS-1000 names are rebuilt from the
+  shipped HSNet split lists exactly as lang-seg's ``fewshot_fss.txt`` (sorted trn + sorted val + sorted test).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from lseg.errors import DatasetError, LabelError
+
+__all__ = [
+    "FEWSHOT_PASCAL_CLASSES",
+    "VOC_CLASSES",
+    "ade20k_labels",
+    "clean_fewshot_name",
+    "coco_stuff_labels",
+    "fewshot_labels",
+    "fss_split_categories",
+    "load_label_file",
+    "pascal_context_labels",
+    "read_package_file",
+    "voc_labels",
+]
+
+LabelStyle = Literal["reference", "clean"]
+
+# PASCAL VOC order (class index 1..20); index 0 is "background" in the 21-class semantic task.
+# The few-shot benchmarks use the same 20 names without spaces (lang-seg label_files/fewshot_pascal.txt).
+FEWSHOT_PASCAL_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+VOC_CLASSES: tuple[str, ...] = ("background", *FEWSHOT_PASCAL_CLASSES)
+
+# Concatenated reference names -> readable words. Only names that glue several words together are
+# listed; everything else is already a plain word ("motorbike", "aeroplane", "sofa" stay as they are).
+_CLEAN_NAMES: dict[str, str] = {
+    "diningtable": "dining table",
+    "pottedplant": "potted plant",
+    "tvmonitor": "tv monitor",
+    "trafficlight": "traffic light",
+    "firehydrant": "fire hydrant",
+    "stopsign": "stop sign",
+    "parkingmeter": "parking meter",
+    "sportsball": "sports ball",
+    "baseballbat": "baseball bat",
+    "baseballglove": "baseball glove",
+    "tennisracket": "tennis racket",
+    "wineglass": "wine glass",
+    "hotdog": "hot dog",
+    "cellphone": "cell phone",
+    "teddybear": "teddy bear",
+    "hairdrier": "hair drier",
+}
+
+_FSS_SPLITS = ("trn", "val", "test")
+
+
+def read_package_file(name: str) -> str:
+    """Return the text of a file shipped in ``lseg/data/label_files``.
+
+    Args:
+        name: File name inside ``lseg/data/label_files``.
+
+    Raises:
+        FileNotFoundError: If the file is not part of the installed package.
+    """
+    return resources.files("lseg.data").joinpath("label_files", name).read_text(encoding="utf-8")
+
+
+def _lines(name: str) -> list[str]:
+    # splitlines() also swallows "\r\n" so a file re-saved on Windows still parses.
+    return [line for line in read_package_file(name).splitlines() if line.strip()]
+
+
+@cache
+def _ade20k(style: str) -> tuple[str, ...]:
+    if style == "reference":
+        # lang-seg LSegModule.get_labels: last comma field, then the text before the first ';'.
+        rows = _lines("ade20k_objectInfo150.txt")[1:]
+        return tuple(row.strip().split(",")[-1].split(";")[0] for row in rows)
+    # CSAIL objectInfo150.txt: tab separated; Name = "coffee table, cocktail table". The first synonym
+    # is the class's proper name; strip() removes the stray trailing spaces some rows carry ("bed ").
+    rows = _lines("ade20k_objectInfo150_csail.txt")[1:]
+    return tuple(row.split("\t")[-1].split(",")[0].strip() for row in rows)
+
+
+def ade20k_labels(style: Literal["full", "reference"] = "full") -> list[str]:
+    """The 150 ADE20K (SceneParse150) class strings, index ``i`` = annotation value ``i + 1``.
+
+    Args:
+        style: ``"full"`` gives each class's first synonym from objectInfo150 with its spaces kept
+            (``"coffee table"``, ``"kitchen island"``, ``"screen door"`` vs ``"screen"``).
+            ``"reference"`` reproduces lang-seg's parser, which truncates multi-word names at the first
+            word (``"coffee"``, ``"kitchen"``, and ``"screen"`` twice, for classes 58 and 130). The
+            official ADE20K checkpoints were trained with the reference strings.
+
+    Returns:
+        150 strings.
+    """
+    if style not in ("full", "reference"):
+        raise LabelError(f"unknown ADE20K label style {style!r}; expected 'full' or 'reference'")
+    return list(_ade20k(style))
+
+
+def voc_labels(style: LabelStyle = "clean") -> list[str]:
+    """The 21 PASCAL VOC class strings (index 0 = ``"background"``).
+
+    Args:
+        style: ``"clean"`` writes multi-word names with spaces (``"dining table"``);
+            ``"reference"`` keeps the glued VOC spellings (``"diningtable"``).
+    """
+    return [_style(name, style) for name in VOC_CLASSES]
+
+
+def coco_stuff_labels() -> list[str]:
+    """The 171 COCO-Stuff-164k class strings in train-id order (80 things, then 91 stuff)."""
+    return _lines("coco_stuff171.txt")
+
+
+def pascal_context_labels(num_classes: Literal[59, 459] = 59) -> list[str]:
+    """PASCAL-Context class strings.
+
+    Args:
+        num_classes: 59 (mmseg ``PascalContextDataset59`` order: alphabetical, background excluded) or
+            459 (the full alphabetical list; index ``i`` = label ``i + 1`` of the original annotations).
+    """
+    if num_classes == 59:
+        return _lines("pascal_context59.txt")
+    if num_classes == 459:
+        return _lines("pascal_context459.txt")
+    raise LabelError(f"PASCAL-Context has 59 or 459 classes, not {num_classes}")
+
+
+@cache
+def fss_split_categories(split: str) -> tuple[str, ...]:
+    """FSS-1000 category folder names of one HSNet split, in file order (not sorted).
+
+    Args:
+        split: ``"trn"`` (520), ``"val"`` (240) or ``"test"`` (240).
+    """
+    if split not in _FSS_SPLITS:
+        raise DatasetError(f"unknown FSS-1000 split {split!r}; expected one of {_FSS_SPLITS}")
+    return tuple(_lines(f"fss1000_{split}.txt"))
+
+
+def fewshot_labels(benchmark: Literal["pascal", "coco", "fss"], style: LabelStyle = "reference") -> list[str]:
+    """Class strings of the few-shot (zero-shot protocol) benchmarks, indexed by the benchmark class id.
+
+    Args:
+        benchmark: ``"pascal"`` (20), ``"coco"`` (80) or ``"fss"`` (1000).
+        style: ``"reference"`` returns the strings lang-seg feeds to CLIP (``"diningtable"``,
+            ``"trafficlight"``, ``"ac_wall"``); ``"clean"`` splits glued words and turns underscores into
+            spaces (``"dining table"``, ``"traffic light"``, ``"ac wall"``).
+    """
+    if benchmark == "pascal":
+        names = list(FEWSHOT_PASCAL_CLASSES)
+    elif benchmark == "coco":
+        names = _lines("fewshot_coco.txt")
+    elif benchmark == "fss":
+        # lang-seg fewshot_fss.txt == sorted(trn) + sorted(val) + sorted(test); class id = position.
+        names = [name for split in _FSS_SPLITS for name in sorted(fss_split_categories(split))]
+    else:
+        raise DatasetError(f"unknown few-shot benchmark {benchmark!r}; expected 'pascal', 'coco' or 'fss'")
+    return [_style(name, style) for name in names]
+
+
+def clean_fewshot_name(name: str) -> str:
+    """Readable form of a reference few-shot name: ``"diningtable"`` -> ``"dining table"``, ``"ac_wall"`` -> ``"ac wall"``."""
+    return _CLEAN_NAMES.get(name, name).replace("_", " ")
+
+
+def _style(name: str, style: str) -> str:
+    if style == "reference":
+        return name
+    if style == "clean":
+        return clean_fewshot_name(name)
+    raise LabelError(f"unknown label style {style!r}; expected 'reference' or 'clean'")
+
+
+def load_label_file(path: str | Path) -> list[str]:
+    """Read a user label file: one class string per line, line ``i`` = class ``i``.
+
+    Surrounding whitespace is stripped; blank lines are an error (they would silently shift every
+    following class index), except trailing blank lines at the end of the file.
+
+    Raises:
+        DatasetError: If the file is missing.
+        LabelError: If it is empty, has an inner blank line, or repeats a label (case-insensitively).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"label file not found: {path}")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        raise LabelError(f"label file {path} is empty")
+    if "" in lines:
+        raise LabelError(f"label file {path} has a blank line at line {lines.index('') + 1}")
+    seen: dict[str, int] = {}
+    for i, label in enumerate(lines):
+        key = label.casefold()  # CLIP lower-cases text: "Dog" and "dog" would be the same class
+        if key in seen:
+            raise LabelError(f"label file {path}: {label!r} on line {i + 1} repeats line {seen[key] + 1}")
+        seen[key] = i
+    return lines

@@ -1,0 +1,873 @@
+"""Robust image / video input and atomic output ("the front door").
+
+Everything a user hands to lseg goes through :func:`load_image` (or :func:`iter_frames` for
+animations and videos), which turns it into one canonical format: an ``HxWx3 uint8 RGB``
+C-contiguous numpy array that owns its memory. Anything that cannot be turned into that raises
+:class:`~lseg.errors.ImageLoadError` with a one-line message naming the input, what is wrong and
+what to do about it.
+
+Conventions (decided once, here):
+
+* **Alpha** (RGBA, LA, palette with transparency, ...) is composited onto **white**
+  (:data:`ALPHA_BACKGROUND`), the way image viewers and browsers show transparent images, then
+  dropped.
+* **High bit depth**: 16-bit data is reduced to 8 bits by ``>> 8``; 32-bit integer ('I') images by
+  the bit range they actually use (see :func:`_int_to_uint8`); float data in ``[0, 1]`` is
+  multiplied by 255.
+* **Size limit**: images with more than ``max_pixels`` pixels are refused *before* decoding
+  (:data:`DEFAULT_MAX_PIXELS` = 16384 * 16384 ~ 268 M pixels, i.e. ~805 MB as ``HxWx3 uint8``;
+  memory is 3 bytes/pixel for the result, more transiently while decoding). Pillow's own global
+  ``Image.MAX_IMAGE_PIXELS`` guard is not consulted for the main size check so that
+  ``max_pixels`` is the single, per-call knob; no global Pillow state is ever modified.
+* **Truncated files are errors**: pixels are fully decoded inside a ``try`` and Pillow's
+  ``ImageFile.LOAD_TRUNCATED_IMAGES`` is left untouched (default ``False``).
+
+All writers in lseg go through :func:`atomic_write` so that a killed job never leaves a
+half-written output file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import secrets
+import struct
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from lseg.errors import ImageLoadError
+
+__all__ = [
+    "ALPHA_BACKGROUND",
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "ImageSource",
+    "atomic_open",
+    "atomic_write",
+    "iter_frames",
+    "list_images",
+    "load_image",
+    "save_png",
+]
+
+#: Default pixel limit of :func:`load_image`: 16384 * 16384 = 268,435,456 pixels (~805 MB as
+#: ``HxWx3 uint8``). Large photos (e.g. 12000x8000 = 96 M pixels) load; absurd or malicious
+#: headers ("decompression bombs") are refused before any pixel memory is allocated.
+DEFAULT_MAX_PIXELS: int = 16384 * 16384
+
+#: Colour that transparent pixels are composited onto (white, as viewers and browsers show them).
+ALPHA_BACKGROUND: tuple[int, int, int] = (255, 255, 255)
+
+#: Lower-case file extensions recognised as still/animated images by :func:`list_images`.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+)
+
+#: Lower-case file extensions that :func:`iter_frames` decodes with PyAV (everything not in
+#: :data:`IMAGE_EXTENSIONS` is also tried with PyAV; this set is only used for error hints).
+VIDEO_EXTENSIONS: frozenset[str] = frozenset(
+    {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"}
+)
+
+#: GIF/WebP frames with a missing or zero duration are shown for 100 ms by browsers; we use the
+#: same convention for frame timestamps.
+_DEFAULT_FRAME_DURATION_MS = 100
+
+# Exceptions Pillow's format plugins raise while *identifying* a file that is not theirs
+# (the same set PIL.Image.open swallows before trying the next plugin).
+_IDENTIFY_ERRORS = (SyntaxError, IndexError, TypeError, struct.error)
+
+# Modes Pillow can convert to RGBA directly (used to honour transparency).
+_ALPHA_CAPABLE_MODES = frozenset({"1", "L", "P", "RGB", "LA", "PA", "La", "RGBA", "RGBa"})
+
+ImageSource = Any
+"""Anything :func:`load_image` accepts: ``str | os.PathLike`` (path), ``bytes | bytearray |
+memoryview`` (encoded file content), a binary file object, ``PIL.Image.Image``, ``np.ndarray``
+or ``torch.Tensor``."""
+
+_T = TypeVar("_T")
+
+
+# --------------------------------------------------------------------------------------------
+# load_image
+# --------------------------------------------------------------------------------------------
+
+
+def load_image(
+    source: ImageSource,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    frame: int = 0,
+) -> np.ndarray:
+    """Load any supported image input as an ``HxWx3 uint8 RGB`` array.
+
+    Args:
+        source: One of
+
+            * ``str`` / ``os.PathLike``: path to an image file (``~`` is expanded). Any format
+              Pillow can decode (JPEG, PNG, BMP, GIF, WebP, TIFF, ...). EXIF orientation is
+              applied, so the array is upright as a viewer would show it.
+            * ``bytes`` / ``bytearray`` / ``memoryview``: the *encoded* content of an image file.
+            * a binary file object (``read()`` returning bytes); read from its current position,
+              never closed.
+            * ``PIL.Image.Image`` in any mode (not modified; its frame position is restored).
+            * ``np.ndarray``: ``HxW`` (gray), ``HxWx1``, ``HxWx3`` (RGB) or ``HxWx4`` (RGBA) of
+              dtype ``uint8``, ``uint16`` (scaled by ``>> 8``), ``bool`` (0/255) or float
+              (values must be finite and in ``[0, 1]``; scaled by 255 and rounded).
+            * ``torch.Tensor``: ``CxHxW`` with C in {1, 3, 4}, or ``HxW``; dtype ``uint8``,
+              ``bool`` or float in ``[0, 1]``; may live on any device.
+
+        max_pixels: Refuse images with more than this many pixels (``H * W``) with an
+            :class:`~lseg.errors.ImageLoadError`, checked from the file header before decoding.
+            ``None`` disables the check (only for trusted inputs). The result needs
+            3 bytes/pixel.
+        frame: Frame index for multi-frame files (animated GIF/WebP/PNG, multi-page TIFF).
+            Must be 0 for single-frame inputs.
+
+    Returns:
+        A new (never aliasing the input) C-contiguous ``HxWx3 uint8`` RGB array, ``H, W >= 1``.
+        Alpha is composited onto white (:data:`ALPHA_BACKGROUND`).
+
+    Raises:
+        ImageLoadError: Missing/empty/unreadable file, not an image, truncated or corrupt data,
+            too many pixels, frame out of range, unsupported array shape or dtype.
+        TypeError: ``source`` is of an unsupported Python type.
+        TypeError: ``frame`` is not an int.
+        ValueError: ``max_pixels`` is not a positive int or None.
+    """
+    if max_pixels is not None and (isinstance(max_pixels, bool) or int(max_pixels) != max_pixels
+                                   or max_pixels < 1):
+        raise ValueError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
+    if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)):
+        raise TypeError(f"frame must be an int, got {type(frame).__name__}")
+    frame = int(frame)
+
+    if isinstance(source, (str, os.PathLike)):
+        return _load_path(source, max_pixels=max_pixels, frame=frame)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        return _load_encoded(io.BytesIO(data), f"<{len(data)} bytes>", len(data),
+                             max_pixels=max_pixels, frame=frame)
+    if isinstance(source, Image.Image):
+        return _load_pil_object(source, max_pixels=max_pixels, frame=frame)
+    if isinstance(source, np.ndarray):
+        _check_no_frame(frame, "numpy array")
+        return _array_to_rgb(source, "numpy array", max_pixels=max_pixels)
+    torch = sys.modules.get("torch")  # a tensor can only exist if torch was imported already
+    if torch is not None and isinstance(source, torch.Tensor):
+        _check_no_frame(frame, "torch tensor")
+        return _tensor_to_rgb(source, max_pixels=max_pixels)
+    if hasattr(source, "read"):
+        return _load_file_object(source, max_pixels=max_pixels, frame=frame)
+    raise TypeError(
+        f"load_image: unsupported source type {type(source).__name__}; pass a path, bytes, a binary "
+        "file object, a PIL image, a numpy array or a torch tensor"
+    )
+
+
+def _load_path(path: str | os.PathLike[str], *, max_pixels: int | None, frame: int) -> np.ndarray:
+    """Open a file path with helpful errors for the usual filesystem problems."""
+    text = os.fspath(path)
+    if isinstance(text, bytes):  # os.PathLike[bytes]
+        text = os.fsdecode(text)
+    if text.startswith(("http://", "https://", "ftp://")):
+        raise ImageLoadError(f"cannot load image '{text}': URLs are not supported; download the file "
+                             "first and pass its local path")
+    p = Path(text).expanduser()
+    try:
+        f = open(p, "rb")  # noqa: SIM115 - closed in the finally below
+    except FileNotFoundError:
+        raise ImageLoadError(f"image file not found: '{p}'; check the path and spelling") from None
+    except IsADirectoryError:
+        raise ImageLoadError(f"cannot load image '{p}': it is a directory, not an image file; "
+                             "use list_images() to find the images inside it") from None
+    except PermissionError:
+        raise ImageLoadError(f"cannot load image '{p}': permission denied; check the file's read "
+                             "permissions") from None
+    except (OSError, ValueError) as e:  # ValueError: embedded NUL byte in the path
+        raise ImageLoadError(f"cannot load image '{p}': cannot open the file ({_one_line(e)}); "
+                             "check the path") from None
+    try:
+        size = os.fstat(f.fileno()).st_size
+        return _load_encoded(f, str(p), size, max_pixels=max_pixels, frame=frame)
+    finally:
+        f.close()
+
+
+def _load_file_object(f: IO[Any], *, max_pixels: int | None, frame: int) -> np.ndarray:
+    """Read a (binary) file object from its current position into memory and decode it."""
+    name = getattr(f, "name", None)
+    name = f"file object '{name}'" if isinstance(name, (str, os.PathLike)) else "file object"
+    try:
+        data = f.read()
+    except OSError as e:
+        raise ImageLoadError(f"cannot load image from {name}: read failed ({_one_line(e)})") from None
+    if isinstance(data, str):
+        raise ImageLoadError(f"cannot load image from {name}: it is opened in text mode; open it "
+                             "with mode 'rb'")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ImageLoadError(f"cannot load image from {name}: read() returned "
+                             f"{type(data).__name__}, expected bytes")
+    data = bytes(data)
+    return _load_encoded(io.BytesIO(data), name, len(data), max_pixels=max_pixels, frame=frame)
+
+
+def _load_encoded(
+    fp: IO[bytes], name: str, nbytes: int, *, max_pixels: int | None, frame: int
+) -> np.ndarray:
+    """Identify, size-check, fully decode and convert one frame of an encoded image."""
+    if nbytes == 0:
+        raise ImageLoadError(f"cannot load image '{name}': the file is empty (0 bytes); it was probably "
+                             "not fully downloaded or written - re-create it")
+    im = _identify(fp, name)
+    try:
+        _check_pixels(im.size, name, max_pixels)
+        _seek_frame(im, frame, name)
+        return _pil_to_rgb(im, name, max_pixels=max_pixels)
+    finally:
+        im.close()
+
+
+def _identify(fp: IO[bytes], name: str) -> Image.Image:
+    """Identify the format of ``fp`` without decoding pixels.
+
+    This mirrors what ``PIL.Image.open`` does, minus its global ``MAX_IMAGE_PIXELS`` check and
+    warning (we apply ``max_pixels`` ourselves, per call, without touching global state).
+    """
+    fp.seek(0)
+    prefix = fp.read(16)
+    Image.preinit()  # common formats first, like Image.open
+    Image.init()
+    claimed: list[tuple[str, BaseException]] = []  # formats whose signature matched but failed
+    for fmt in list(Image.ID):
+        factory, accept = Image.OPEN[fmt]
+        try:
+            if accept is not None:
+                verdict = accept(prefix)
+                if not verdict or isinstance(verdict, str):  # a str is a "maybe, but..." warning
+                    continue
+            fp.seek(0)
+            return factory(fp, name)  # type: ignore[no-any-return]
+        except _IDENTIFY_ERRORS as e:
+            if accept is not None:
+                claimed.append((fmt, e))
+            continue
+        except Image.DecompressionBombError:
+            raise ImageLoadError(
+                f"cannot load image '{name}': its header declares an absurd size (decompression bomb "
+                "guard); if the file is trusted, re-save it in a simpler format") from None
+        except Exception as e:  # a plugin recognised the file but its header is broken
+            raise ImageLoadError(f"cannot load image '{name}': truncated or corrupt {fmt} header "
+                                 f"({_one_line(e)}); re-export or re-download the file") from e
+    if claimed:
+        fmt, err = claimed[0]
+        raise ImageLoadError(f"cannot load image '{name}': it looks like {fmt} but its header is corrupt "
+                             f"({_one_line(err)}); re-export or re-download the file")
+    raise ImageLoadError(f"cannot load image '{name}': {_describe_unknown(prefix, name)}")
+
+
+def _describe_unknown(prefix: bytes, name: str) -> str:
+    """Explain an unidentified file as helpfully as one line allows."""
+    suffix = Path(name).suffix.lower()
+    if suffix in VIDEO_EXTENSIONS:
+        return "this is a video, not an image; use lseg.io.iter_frames() for videos"
+    head = prefix.lstrip()
+    if head[:1] == b"<":
+        return ("not an image but HTML/XML text (a failed download or an SVG?); download the real "
+                "image or convert it to PNG")
+    text = prefix.decode("utf-8", errors="ignore")  # a cut multi-byte char at the end is fine
+    if len(text) >= len(prefix) // 2 and all(c.isprintable() or c in "\r\n\t" for c in text):
+        return "not an image but a text file; check that the path points to the actual image"
+    return (f"not a recognised image format (first bytes {prefix[:8].hex()}); check the file is a "
+            "JPEG/PNG/BMP/GIF/WebP/TIFF image and re-export it if needed")
+
+
+def _load_pil_object(im: Image.Image, *, max_pixels: int | None, frame: int) -> np.ndarray:
+    """Convert a caller-owned PIL image (restoring its frame position afterwards)."""
+    name = f"PIL image ({im.format or 'in memory'}, mode {im.mode}, {im.width}x{im.height})"
+    _check_pixels(im.size, name, max_pixels)
+    n_frames = _n_frames(im)
+    if n_frames == 1 or (frame == 0 and im.tell() == 0):
+        _seek_frame(im, frame, name)
+        return _pil_to_rgb(im, name, max_pixels=max_pixels)
+    position = im.tell()
+    try:
+        _seek_frame(im, frame, name)
+        return _pil_to_rgb(im, name, max_pixels=max_pixels)
+    finally:
+        with contextlib.suppress(Exception):  # restoring the caller's position is best effort
+            im.seek(position)
+
+
+def _n_frames(im: Image.Image) -> int:
+    try:
+        return max(1, int(getattr(im, "n_frames", 1)))
+    except Exception:  # noqa: BLE001 - some plugins compute n_frames lazily and may fail
+        return 1
+
+
+def _seek_frame(im: Image.Image, frame: int, name: str) -> None:
+    """Seek ``im`` to ``frame`` or raise a clear out-of-range error."""
+    n = _n_frames(im)
+    if not 0 <= frame < n:
+        valid = "only frame 0" if n == 1 else f"frames 0..{n - 1}"
+        raise ImageLoadError(f"cannot load frame {frame} of image '{name}': it has {n} frame(s); "
+                             f"use {valid}")
+    if frame == 0 and im.tell() == 0:
+        return
+    try:
+        im.seek(frame)
+    except Exception as e:  # noqa: BLE001 - corrupt animations fail in many ways
+        raise ImageLoadError(f"cannot load frame {frame} of image '{name}': the file is corrupt "
+                             f"({_one_line(e)}); re-export it") from None
+
+
+def _check_pixels(size: tuple[int, int], name: str, max_pixels: int | None) -> None:
+    """Refuse empty images and images above ``max_pixels`` (size from the header)."""
+    w, h = int(size[0]), int(size[1])
+    if w < 1 or h < 1:
+        raise ImageLoadError(f"cannot load image '{name}': it has size {w}x{h} (no pixels); "
+                             "re-export it")
+    if max_pixels is not None and w * h > max_pixels:
+        mb = 3 * w * h / 1e6
+        raise ImageLoadError(
+            f"image '{name}' is {w}x{h} = {w * h / 1e6:.1f} M pixels, above max_pixels={max_pixels} "
+            f"(it would need ~{mb:.0f} MB as HxWx3 uint8); downscale it, or pass a larger max_pixels "
+            "(None = no limit) if the file is trusted")
+
+
+def _pil_to_rgb(im: Image.Image, name: str, *, max_pixels: int | None = None) -> np.ndarray:
+    """Fully decode ``im`` (current frame) and convert it to ``HxWx3 uint8`` RGB.
+
+    Any decoding failure (truncated data, corrupt streams, broken EXIF) becomes an
+    :class:`ImageLoadError`; nothing is silently accepted.
+    """
+    try:
+        im.load()  # force the full decode here, inside the try (Image.open is lazy)
+    except Image.DecompressionBombError:
+        raise ImageLoadError(f"cannot load image '{name}': a frame declares an absurd size "
+                             "(decompression bomb guard); re-save the file") from None
+    except MemoryError:
+        raise ImageLoadError(f"cannot load image '{name}': out of memory while decoding "
+                             f"{im.width}x{im.height} pixels; pass a smaller max_pixels or "
+                             "downscale the image") from None
+    except Exception as e:
+        raise ImageLoadError(f"cannot load image '{name}': the file is truncated or corrupt "
+                             f"({_one_line(e)}); re-download or re-export it") from e
+    try:
+        im = _exif_upright(im)
+        _check_pixels(im.size, name, max_pixels)  # decoders may change the size (e.g. ICO, MPO)
+        return _convert_mode(im, name)
+    except ImageLoadError:
+        raise
+    except MemoryError:
+        raise ImageLoadError(f"cannot load image '{name}': out of memory while converting "
+                             f"{im.width}x{im.height} pixels; downscale the image") from None
+    except Exception as e:
+        raise ImageLoadError(f"cannot load image '{name}': cannot convert mode {im.mode} to RGB "
+                             f"({_one_line(e)}); re-export it as 8-bit RGB") from e
+
+
+def _exif_upright(im: Image.Image) -> Image.Image:
+    """Apply the EXIF Orientation tag. A corrupt EXIF block only loses the rotation."""
+    try:
+        upright = ImageOps.exif_transpose(im)
+    except Exception as e:  # noqa: BLE001 - the pixels are fine; only metadata is broken
+        warnings.warn(f"ignoring unreadable EXIF orientation ({_one_line(e)})", stacklevel=4)
+        return im
+    return upright if upright is not None else im
+
+
+def _convert_mode(im: Image.Image, name: str) -> np.ndarray:
+    """Convert a decoded PIL image of any mode to a fresh ``HxWx3 uint8`` RGB array."""
+    mode = im.mode
+    if mode in _ALPHA_CAPABLE_MODES and (mode in {"LA", "PA", "La", "RGBA", "RGBa"}
+                                          or im.has_transparency_data):
+        return _composite_on_background(im.convert("RGBA"))
+    if mode == "RGB":
+        return np.array(im, dtype=np.uint8, order="C")
+    if mode.startswith("I;16") or mode == "I":
+        return _gray_to_rgb(_int_to_uint8(np.asarray(im)))
+    if mode == "F":
+        values = np.asarray(im, dtype=np.float32)
+        if not np.isfinite(values).all():
+            raise ImageLoadError(f"cannot load image '{name}': float image contains NaN or inf values; "
+                                 "fix the file")
+        return _gray_to_rgb(_float_image_to_uint8(values))
+    # 1, L, P, CMYK, YCbCr, HSV, RGBX, ...: Pillow's converters are exact for these.
+    return np.array(im.convert("RGB"), dtype=np.uint8, order="C")
+
+
+def _composite_on_background(rgba: Image.Image) -> np.ndarray:
+    """Composite an RGBA image onto :data:`ALPHA_BACKGROUND` and drop alpha."""
+    background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
+    return np.array(Image.alpha_composite(background, rgba).convert("RGB"), dtype=np.uint8, order="C")
+
+
+def _int_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Scale integer gray values to 8 bits by the bit range they occupy.
+
+    ``uint16`` containers (Pillow 'I;16*' modes, 16-bit PNGs) are shifted by 8. For 32-bit 'I'
+    images (which Pillow also uses for 16-bit data) the shift is chosen from the maximum value:
+    ``<= 255`` is kept, ``<= 65535`` is treated as 16-bit, larger values shift by
+    ``bit_length - 8``. Negative values are clipped to 0.
+    """
+    if values.dtype.kind == "u" and values.dtype.itemsize == 2:
+        return (values.astype(np.uint16) >> 8).astype(np.uint8)
+    v = np.clip(values.astype(np.int64), 0, None)
+    vmax = int(v.max()) if v.size else 0
+    if vmax <= 255:
+        return v.astype(np.uint8)
+    shift = 8 if vmax <= 0xFFFF else vmax.bit_length() - 8
+    return (v >> shift).astype(np.uint8)
+
+
+def _float_image_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Float *image file* data ('F' mode) to 8 bits.
+
+    A float file has no defined white level: ``[0, 1]`` data is scaled by 255, ``[0, 255]`` data
+    is rounded, anything else is min-max normalised.
+    """
+    lo, hi = float(values.min()), float(values.max())
+    if lo >= 0.0 and hi <= 1.0:
+        scaled = values * 255.0
+    elif lo >= 0.0 and hi <= 255.0:
+        scaled = values
+    else:
+        scaled = (values - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(values)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2), dtype=np.uint8)
+
+
+def _array_to_rgb(arr: np.ndarray, name: str, *, max_pixels: int | None) -> np.ndarray:
+    """Validate and convert an ``HxW``/``HxWx{1,3,4}`` array (see :func:`load_image`)."""
+    shape = "x".join(str(s) for s in arr.shape) or "scalar"
+    if arr.ndim == 3 and arr.shape[2] not in (1, 3, 4) and arr.shape[0] in (1, 3, 4):
+        raise ImageLoadError(f"cannot load {name} of shape {shape}: expected HxW, HxWx3 or HxWx4 "
+                             "(channels last); this looks channels-first, use arr.transpose(1, 2, 0)")
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
+        raise ImageLoadError(f"cannot load {name} of shape {shape}: expected HxW (gray), HxWx3 (RGB) "
+                             "or HxWx4 (RGBA)")
+    h, w = int(arr.shape[0]), int(arr.shape[1])
+    if h < 1 or w < 1:
+        raise ImageLoadError(f"cannot load {name} of shape {shape}: it has no pixels")
+    if max_pixels is not None and h * w > max_pixels:
+        raise ImageLoadError(f"cannot load {name} of shape {shape}: {h * w} pixels is above "
+                             f"max_pixels={max_pixels}; downscale it or pass a larger max_pixels")
+    dtype = arr.dtype
+    if dtype == np.bool_:
+        u8 = arr.astype(np.uint8) * np.uint8(255)
+    elif dtype.kind == "u" and dtype.itemsize == 1:
+        u8 = arr.astype(np.uint8)
+    elif dtype.kind == "u" and dtype.itemsize == 2:
+        u8 = (arr.astype(np.uint16) >> 8).astype(np.uint8)
+    elif dtype.kind == "f":
+        # Validate in the input dtype: casting huge float64 values to float32 would overflow.
+        if not np.isfinite(arr).all():
+            raise ImageLoadError(f"cannot load {name}: float data contains NaN or inf; fix the values")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ImageLoadError(f"cannot load {name}: float values must be in [0, 1], got "
+                                 f"[{lo:.4g}, {hi:.4g}]; divide by 255 or cast 0-255 data to uint8")
+        u8 = np.rint(arr.astype(np.float32) * 255.0).astype(np.uint8)
+    else:
+        raise ImageLoadError(f"cannot load {name}: unsupported dtype {dtype}; use uint8 (0-255), "
+                             "uint16, bool or float in [0, 1] (e.g. arr.astype(np.uint8))")
+    if u8.ndim == 2:
+        return _gray_to_rgb(u8)
+    channels = u8.shape[2]
+    if channels == 1:
+        return _gray_to_rgb(u8[:, :, 0])
+    if channels == 3:
+        return np.array(u8, dtype=np.uint8, order="C", copy=True)
+    return _composite_on_background(Image.fromarray(np.ascontiguousarray(u8)))
+
+
+def _tensor_to_rgb(tensor: Any, *, max_pixels: int | None) -> np.ndarray:
+    """Convert a ``CxHxW``/``HxW`` torch tensor (see :func:`load_image`)."""
+    import torch  # already imported by the caller's process; local import for typing only
+
+    shape = "x".join(str(s) for s in tensor.shape) or "scalar"
+    t = tensor.detach()
+    if t.ndim == 4:
+        raise ImageLoadError(f"cannot load torch tensor of shape {shape}: expected one image CxHxW, got "
+                             "a batch; pass tensor[i]")
+    if t.ndim == 3:
+        if t.shape[0] not in (1, 3, 4):
+            raise ImageLoadError(f"cannot load torch tensor of shape {shape}: expected CxHxW with C in "
+                                 "{1, 3, 4} (channels first); use tensor.permute(2, 0, 1)")
+        t = t.permute(1, 2, 0)
+    elif t.ndim != 2:
+        raise ImageLoadError(f"cannot load torch tensor of shape {shape}: expected CxHxW or HxW")
+    if t.dtype == torch.uint8 or t.dtype == torch.bool:
+        arr = t.cpu().numpy()
+    elif t.is_floating_point():
+        arr = t.to(device="cpu", dtype=torch.float32).numpy()
+    else:
+        raise ImageLoadError(f"cannot load torch tensor: unsupported dtype {t.dtype}; use uint8 (0-255), "
+                             "bool or float in [0, 1]")
+    return _array_to_rgb(arr, f"torch tensor of shape {shape}", max_pixels=max_pixels)
+
+
+def _check_no_frame(frame: int, what: str) -> None:
+    if frame != 0:
+        raise ImageLoadError(f"cannot load frame {frame} of a {what}: it has 1 frame; use frame=0")
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception as a short single line (for embedding in our messages)."""
+    kind = type(e).__name__
+    text = " ".join(str(e).split())
+    if not text:
+        return kind
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return f"{kind}: {text}"
+
+
+# --------------------------------------------------------------------------------------------
+# iter_frames
+# --------------------------------------------------------------------------------------------
+
+
+def iter_frames(
+    path: str | os.PathLike[str],
+    *,
+    every_n: int | None = None,
+    fps: float | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> Iterator[tuple[int, float, np.ndarray]]:
+    """Decode frames of an animated image or a video, sampled at a requested rate.
+
+    Animated images (extensions in :data:`IMAGE_EXTENSIONS`: GIF, WebP, APNG, multi-page TIFF;
+    still images yield one frame) are decoded with Pillow; anything else (mp4, mov, mkv, webm,
+    avi, ...) with PyAV (``pip install av``), imported only when needed. Video frames are
+    rotated upright according to the stream's display matrix (phone videos).
+
+    Args:
+        path: Path to the file.
+        every_n: Keep frames ``0, n, 2n, ...`` (by decoded frame index).
+        fps: Keep at most ``fps`` frames per second of media time: the first frame of each
+            ``1/fps`` interval. If the source has fewer frames per second, all are kept.
+            Give at most one of ``every_n`` / ``fps``; with neither, every frame is yielded.
+        max_pixels: Per-frame pixel limit, as in :func:`load_image`.
+
+    Yields:
+        ``(frame_index, timestamp_seconds, frame)`` with ``frame_index`` the index of the frame
+        in the file (0-based, counting skipped frames), ``timestamp_seconds`` its presentation
+        time (GIF/WebP: cumulative frame durations; missing/zero durations count as 100 ms) and
+        ``frame`` an ``HxWx3 uint8`` RGB array.
+
+    Raises:
+        ImageLoadError: The file is missing, empty, corrupt, not decodable, or PyAV is missing
+            for a video. Errors can also surface mid-iteration (a truncated video).
+        ValueError: ``every_n`` / ``fps`` are invalid or both given.
+    """
+    if every_n is not None and fps is not None:
+        raise ValueError("iter_frames: give every_n or fps, not both")
+    if every_n is not None and (isinstance(every_n, bool) or not isinstance(every_n, (int, np.integer))
+                                or every_n < 1):
+        raise ValueError(f"iter_frames: every_n must be a positive int, got {every_n!r}")
+    if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"iter_frames: fps must be a positive finite number, got {fps!r}")
+    p = Path(os.fspath(path)).expanduser()
+    if not p.exists():
+        raise ImageLoadError(f"file not found: '{p}'; check the path and spelling")
+    if p.is_dir():
+        raise ImageLoadError(f"cannot read frames from '{p}': it is a directory; use list_images() "
+                             "for folders of images")
+    if p.stat().st_size == 0:
+        raise ImageLoadError(f"cannot read frames from '{p}': the file is empty (0 bytes); re-create it")
+    sampler = _FrameSampler(every_n=every_n, fps=fps)
+    if p.suffix.lower() in IMAGE_EXTENSIONS:
+        frames = _iter_image_frames(p, max_pixels)
+    else:
+        frames = _iter_video_frames(p, max_pixels)
+    for index, timestamp, get_frame in frames:
+        if sampler.keep(index, timestamp):
+            yield index, timestamp, get_frame()
+
+
+class _FrameSampler:
+    """Decides which frames to keep for ``every_n`` / ``fps`` sampling."""
+
+    def __init__(self, *, every_n: int | None, fps: float | None) -> None:
+        self.every_n = every_n
+        self.fps = fps
+        self._last_bucket: int | None = None
+
+    def keep(self, index: int, timestamp: float) -> bool:
+        if self.every_n is not None:
+            return index % self.every_n == 0
+        if self.fps is None:
+            return True
+        # Bucket k covers [k/fps, (k+1)/fps); the epsilon absorbs float error in timestamps
+        # like 0.30000000000000004 that are meant to sit exactly on a bucket boundary.
+        bucket = math.floor(timestamp * self.fps + 1e-6)
+        if self._last_bucket is not None and bucket <= self._last_bucket:
+            return False
+        self._last_bucket = bucket
+        return True
+
+
+def _iter_image_frames(
+    p: Path, max_pixels: int | None
+) -> Iterator[tuple[int, float, Callable[[], np.ndarray]]]:
+    """Frames of an (animated) image file via Pillow; decoding is deferred to the callback."""
+    name = str(p)
+    with open(p, "rb") as f:
+        im = _identify(f, name)
+        try:
+            _check_pixels(im.size, name, max_pixels)
+            n = _n_frames(im)
+            t_ms = 0.0
+            for index in range(n):
+                _seek_frame(im, index, name)
+                duration = im.info.get("duration") or _DEFAULT_FRAME_DURATION_MS
+                yield index, t_ms / 1000.0, _bind(_pil_to_rgb, im, name, max_pixels=max_pixels)
+                t_ms += float(duration)
+        finally:
+            im.close()
+
+
+def _bind(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> Callable[[], _T]:
+    return lambda: fn(*args, **kwargs)
+
+
+def _iter_video_frames(
+    p: Path, max_pixels: int | None
+) -> Iterator[tuple[int, float, Callable[[], np.ndarray]]]:
+    """Frames of a video file via PyAV; conversion to RGB is deferred to the callback."""
+    try:
+        import av
+    except ImportError:
+        raise ImageLoadError(f"cannot read video '{p}': PyAV is not installed; install it with "
+                             "`pip install av` (or `pip install lseg[video]`)") from None
+    try:
+        container = av.open(str(p))
+    except Exception as e:  # noqa: BLE001 - FFmpeg reports many error types
+        raise ImageLoadError(f"cannot read video '{p}': not a readable video or animated image "
+                             f"({_one_line(e)}); check the file") from None
+    try:
+        if not container.streams.video:
+            raise ImageLoadError(f"cannot read video '{p}': it has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame-level threading: decode order is unchanged
+        rate = stream.average_rate or stream.guessed_rate
+        fallback_fps = float(rate) if rate else 25.0
+        first_pts_time: float | None = None
+        index = 0
+        decoded = container.decode(stream)
+        while True:
+            try:
+                frame = next(decoded)
+            except StopIteration:
+                break
+            except Exception as e:  # noqa: BLE001
+                raise ImageLoadError(f"cannot read video '{p}': decoding failed at frame {index} "
+                                     f"({_one_line(e)}); the file may be truncated") from None
+            _check_pixels((frame.width, frame.height), f"{p} frame {index}", max_pixels)
+            if frame.time is not None:
+                # Timestamps relative to the first frame: streams often start at a non-zero pts.
+                first_pts_time = frame.time if first_pts_time is None else first_pts_time
+                timestamp = float(frame.time - first_pts_time)
+            else:
+                timestamp = index / fallback_fps
+            yield index, timestamp, _bind(_video_frame_to_rgb, frame)
+            index += 1
+        if index == 0:
+            raise ImageLoadError(f"cannot read video '{p}': no frames could be decoded; check the file")
+    finally:
+        container.close()
+
+
+def _video_frame_to_rgb(frame: Any) -> np.ndarray:
+    """A PyAV VideoFrame to an upright ``HxWx3 uint8`` RGB array."""
+    rgb = frame.to_ndarray(format="rgb24")
+    rotation = int(getattr(frame, "rotation", 0) or 0)  # counter-clockwise degrees (display matrix)
+    k = round(rotation / 90) % 4
+    if k:
+        rgb = np.rot90(rgb, k=k)
+    return np.ascontiguousarray(rgb, dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# list_images
+# --------------------------------------------------------------------------------------------
+
+
+def list_images(folder: str | os.PathLike[str], recursive: bool = True) -> list[Path]:
+    """List image files in a folder.
+
+    Args:
+        folder: Directory to search.
+        recursive: Also search sub-directories (symlinked directories are not followed, to avoid
+            cycles).
+
+    Returns:
+        Paths (``folder`` joined with the relative path) of files whose extension, compared
+        case-insensitively, is in :data:`IMAGE_EXTENSIONS`, sorted lexicographically by path
+        components. Hidden files and files inside hidden directories (name starting with
+        ``.``, e.g. ``.git``, ``.ipynb_checkpoints``) are ignored.
+
+    Raises:
+        ImageLoadError: ``folder`` does not exist or is not a directory.
+    """
+    root = Path(os.fspath(folder)).expanduser()
+    if not root.exists():
+        raise ImageLoadError(f"image folder not found: '{root}'; check the path")
+    if not root.is_dir():
+        raise ImageLoadError(f"'{root}' is not a folder; pass a directory (or load the file directly)")
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")] if recursive else []
+        base = Path(dirpath)
+        for fn in filenames:
+            if not fn.startswith(".") and Path(fn).suffix.lower() in IMAGE_EXTENSIONS:
+                candidate = base / fn
+                if candidate.is_file():  # skips broken symlinks
+                    found.append(candidate)
+    return sorted(found, key=lambda q: q.relative_to(root).parts)
+
+
+# --------------------------------------------------------------------------------------------
+# atomic writes
+# --------------------------------------------------------------------------------------------
+
+
+def _temp_path_for(target: Path) -> tuple[Path, int]:
+    """Create (exclusively) a hidden temp file next to ``target``; return its path and fd.
+
+    Created with mode 0o666 so the process umask applies, as for a normal ``open()`` (mkstemp
+    would give 0o600). The suffix is kept so extension-sniffing writers (PIL) pick the format.
+    """
+    for _ in range(100):
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp{target.suffix}")
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file next to '{target}'")
+
+
+def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], object]) -> Path:
+    """Write a file atomically via a temporary file in the same directory.
+
+    ``writer`` is called with the path of a fresh, empty temporary file next to ``path`` (same
+    extension, hidden name) and must write the complete content there. On success the temp file
+    atomically replaces ``path`` (``os.replace``); if ``writer`` raises (or the process is
+    interrupted by an exception), the temp file is removed and ``path`` is left untouched - a
+    reader never sees a half-written file. Parent directories are created.
+
+    Args:
+        path: Final destination.
+        writer: ``writer(tmp_path)``, e.g. ``lambda p: image.save(p, format="PNG")``.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    target = Path(os.fspath(path)).expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp, fd = _temp_path_for(target)
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
+    """Context manager form of :func:`atomic_write` yielding an open file object.
+
+    ``with atomic_open("out.json", "w", encoding="utf-8") as f: json.dump(obj, f)`` - the
+    destination appears only when the ``with`` block completes without an exception.
+
+    Args:
+        path: Final destination (parent directories are created).
+        mode: A write mode (``"w"``, ``"wb"``, ``"wt"``, ...); no reading or appending.
+        **kwargs: Passed to :func:`open` (``encoding``, ``newline``, ...).
+    """
+    if not mode.startswith("w") or "+" in mode:
+        raise ValueError(f"atomic_open: mode must be a write-only mode like 'w' or 'wb', got {mode!r}")
+    target = Path(os.fspath(path)).expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp, fd = _temp_path_for(target)
+    try:
+        with open(fd, mode, **kwargs) as f:
+            yield f
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_png(
+    path: str | os.PathLike[str],
+    array: np.ndarray | Image.Image,
+    palette: np.ndarray | Sequence[Sequence[int]] | None = None,
+) -> Path:
+    """Save an image or label map as PNG, atomically (see :func:`atomic_write`).
+
+    Args:
+        path: Destination file (conventionally ``.png``; the format is always PNG).
+        array: One of ``HxW uint8`` (label map or gray), ``HxW uint16`` (label map with more than
+            256 ids, written as 16-bit gray), ``HxWx3 uint8`` RGB, ``HxWx4 uint8`` RGBA, ``HxW``
+            bool (0/255 gray) or a ``PIL.Image``.
+        palette: Optional ``(n, 3) uint8`` colours, ``n <= 256``, for an ``HxW uint8`` label map:
+            the PNG is written in palette mode so pixel values stay class ids while viewers show
+            colours (see :func:`lseg.viz.palette`).
+
+    Returns:
+        The destination path.
+
+    Raises:
+        ValueError: Unsupported shape/dtype, or a palette with an unsupported array.
+    """
+    if isinstance(array, Image.Image):
+        if palette is not None:
+            raise ValueError("save_png: palette is only supported for HxW uint8 label-map arrays")
+        img = array
+    else:
+        arr = np.asarray(array)
+        shape = "x".join(str(s) for s in arr.shape)
+        if arr.ndim == 2 and arr.dtype == np.bool_:
+            arr = arr.astype(np.uint8) * np.uint8(255)
+        if palette is not None:
+            if arr.ndim != 2 or arr.dtype != np.uint8:
+                raise ValueError(f"save_png: palette needs an HxW uint8 label map, got {shape} {arr.dtype}")
+            pal = np.asarray(palette)
+            if pal.ndim != 2 or pal.shape[1] != 3 or not 1 <= pal.shape[0] <= 256:
+                raise ValueError(f"save_png: palette must have shape (n, 3) with 1 <= n <= 256, got "
+                                 f"{pal.shape}")
+            if pal.dtype.kind not in "ui" or pal.min() < 0 or pal.max() > 255:
+                raise ValueError("save_png: palette values must be integers in [0, 255]")
+            if arr.size and int(arr.max()) >= pal.shape[0]:
+                raise ValueError(f"save_png: label map has value {int(arr.max())} but the palette has only "
+                                 f"{pal.shape[0]} colours")
+            img = Image.fromarray(np.ascontiguousarray(arr))  # mode L
+            img.putpalette(pal.astype(np.uint8).tobytes())  # L -> P, pixel values unchanged
+        elif arr.ndim == 2 and arr.dtype == np.uint8:
+            img = Image.fromarray(np.ascontiguousarray(arr))
+        elif arr.ndim == 2 and arr.dtype == np.uint16:
+            img = Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint16))
+        elif arr.ndim == 3 and arr.shape[2] in (3, 4) and arr.dtype == np.uint8:
+            img = Image.fromarray(np.ascontiguousarray(arr))
+        else:
+            raise ValueError(f"save_png: unsupported array {shape} {arr.dtype}; expected HxW uint8/uint16, "
+                             "HxWx3 uint8 or HxWx4 uint8")
+    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))

@@ -1,0 +1,183 @@
+"""Label lists and prompt templates (pure Python: no tokenizer, no model).
+
+LSeg segments an image into whatever classes the user names, e.g. ``"dog, grass, sky, other"``.
+:func:`parse_labels` turns such input into a clean, validated ``list[str]``; the index of a label
+in that list is its class id in the predicted label map.
+
+Normalisation and policy (decided here, once):
+
+* A ``str`` is split on commas and line breaks (``"dog, cat"``, or the lines of a label file).
+  Surrounding whitespace of the whole string is ignored first, so a trailing newline at the end
+  of a file is fine; any other empty entry (``"dog,,cat"``, ``"dog,"``, a blank line between
+  labels) is an error naming its position. A sequence of strings is taken item by item (so a
+  label may contain a comma there, e.g. ``["person, human", "sky"]``).
+* Each label is stripped and inner runs of whitespace are collapsed to one space.
+* Duplicates are detected **case-insensitively** (after Unicode NFC normalisation): CLIP's
+  tokenizer lower-cases its input, so ``"Dog"`` and ``"dog"`` would get identical embeddings and
+  the second could never win the per-pixel argmax. The returned labels keep the user's case.
+* Unicode and emoji are accepted as-is.
+
+Prompt templates: LSeg (the reference implementation) feeds the raw label text to CLIP, i.e.
+:data:`NO_TEMPLATE`. :data:`DEFAULT_TEMPLATES` is an optional prompt ensemble;
+:func:`apply_templates` expands labels into one prompt per template.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
+
+from lseg.errors import ConfigError, LabelError
+
+__all__ = [
+    "DEFAULT_TEMPLATES",
+    "NO_TEMPLATE",
+    "apply_templates",
+    "parse_labels",
+    "validate_templates",
+]
+
+#: The reference LSeg behaviour: the raw label is the prompt.
+NO_TEMPLATE: tuple[str, ...] = ("{}",)
+
+#: A short prompt ensemble for dense prediction: CLIP's basic "a photo of a {}." prompt
+#: (Radford et al., 2021) plus the scene-level templates used for open-vocabulary detection and
+#: segmentation (ViLD, Gu et al., 2022; MaskCLIP, Zhou et al., 2022). Text embeddings of the
+#: prompts of one label are meant to be averaged. Not used by the original LSeg.
+DEFAULT_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {}.",
+    "a photo of the {}.",
+    "there is a {} in the scene.",
+    "there is the {} in the scene.",
+    "this is a {} in the scene.",
+    "this is the {} in the scene.",
+    "this is one {} in the scene.",
+)
+
+# Separators inside a single label string: comma or any line break (\r\n counts once).
+_SEPARATORS = re.compile(r",|\r\n|\n|\r")
+
+
+def _describe(label: str) -> str:
+    """Quote a label for an error message, keeping the message on one line."""
+    return repr(label if len(label) <= 60 else label[:57] + "...")
+
+
+def _dedup_key(label: str) -> str:
+    # CLIP lower-cases text (its tokenizer also fixes Unicode, hence NFC) -> these collide.
+    return unicodedata.normalize("NFC", label).lower()
+
+
+def parse_labels(labels: str | Sequence[str]) -> list[str]:
+    """Parse and validate a list of class names.
+
+    Args:
+        labels: Either one string with labels separated by commas and/or line breaks
+            (``"dog, grass, sky, other"``), or a sequence of strings (one label each; commas are
+            kept). Sets are refused because label order defines class ids.
+
+    Returns:
+        Labels in input order, each stripped with inner whitespace runs collapsed to a single
+        space, non-empty, and unique ignoring case. ``result[i]`` is class id ``i``.
+
+    Raises:
+        LabelError: No labels; a label that is empty or whitespace-only (the message gives its
+            1-based position); a non-string item; two labels that are equal ignoring case (both
+            positions are named).
+    """
+    if isinstance(labels, str):
+        text = labels.strip()
+        if not text:
+            raise LabelError("no labels given; pass class names separated by commas, e.g. "
+                             "'dog, grass, sky, other'")
+        items: list[object] = list(_SEPARATORS.split(text))
+    elif isinstance(labels, (bytes, bytearray)):
+        raise LabelError("labels must be text, not bytes; decode them first, e.g. labels.decode('utf-8')")
+    elif isinstance(labels, AbstractSet):
+        raise LabelError("labels must be an ordered sequence (list/tuple), not a set: the order of "
+                         "labels defines the class ids")
+    elif isinstance(labels, Iterable):
+        items = list(labels)
+    else:
+        raise LabelError(f"labels must be a string or a list of strings, got {type(labels).__name__}")
+    if not items:
+        raise LabelError("no labels given; pass at least one class name, e.g. ['dog', 'sky']")
+
+    result: list[str] = []
+    seen: dict[str, int] = {}  # dedup key -> index in result
+    for position, item in enumerate(items, start=1):
+        if not isinstance(item, str):
+            raise LabelError(f"label {position} is a {type(item).__name__} ({_describe(str(item))}), "
+                             "not a string; pass class names as text")
+        label = " ".join(item.split())
+        if not label:
+            hint = " (trailing or doubled separator?)" if isinstance(labels, str) else ""
+            raise LabelError(f"label {position} of {len(items)} is empty{hint}; remove it or give it "
+                             "a name")
+        key = _dedup_key(label)
+        if key in seen:
+            first = seen[key]
+            how = "" if result[first] == label else " ignoring case (CLIP lower-cases text)"
+            raise LabelError(f"duplicate label {_describe(label)} at position {position}: same as "
+                             f"{_describe(result[first])} at position {first + 1}{how}; remove one")
+        seen[key] = len(result)
+        result.append(label)
+    return result
+
+
+def validate_templates(templates: Sequence[str]) -> tuple[str, ...]:
+    """Check prompt templates: a non-empty sequence of strings, each with exactly one ``{}``.
+
+    Args:
+        templates: E.g. :data:`DEFAULT_TEMPLATES` or :data:`NO_TEMPLATE`. Other braces are
+            allowed (substitution is a plain replacement of ``{}``, not ``str.format``).
+
+    Returns:
+        The templates as a tuple.
+
+    Raises:
+        ConfigError: Empty, a bare string instead of a sequence, a non-string item, a template
+            without exactly one ``{}``, or duplicate templates.
+    """
+    if isinstance(templates, str):
+        raise ConfigError(f"templates must be a list of strings, not one string; use [{templates!r}]")
+    try:
+        items = tuple(templates)
+    except TypeError:
+        raise ConfigError(f"templates must be a list of strings, got {type(templates).__name__}") from None
+    if not items:
+        raise ConfigError("templates is empty; use NO_TEMPLATE ('{}',) to use the raw labels")
+    for position, template in enumerate(items, start=1):
+        if not isinstance(template, str):
+            raise ConfigError(f"template {position} is a {type(template).__name__}, not a string")
+        count = template.count("{}")
+        if count != 1:
+            raise ConfigError(f"template {position} {_describe(template)} must contain exactly one '{{}}' "
+                              f"placeholder for the label, found {count}; e.g. 'a photo of a {{}}.'")
+    if len(set(items)) != len(items):
+        duplicate = next(t for i, t in enumerate(items) if t in items[:i])
+        raise ConfigError(f"template {_describe(duplicate)} is given twice; remove the duplicate")
+    return items
+
+
+def apply_templates(labels: str | Sequence[str], templates: Sequence[str] = NO_TEMPLATE) -> list[list[str]]:
+    """Expand each label into one prompt per template.
+
+    Args:
+        labels: Anything :func:`parse_labels` accepts (it is parsed and validated first).
+        templates: Templates with exactly one ``{}`` each (see :func:`validate_templates`).
+            The default :data:`NO_TEMPLATE` reproduces LSeg (raw labels).
+
+    Returns:
+        ``prompts[i][j]`` = template ``j`` filled with label ``i``; shape
+        ``len(labels) x len(templates)``.
+
+    Raises:
+        LabelError: Invalid labels.
+        ConfigError: Invalid templates.
+    """
+    parsed = parse_labels(labels)
+    checked = validate_templates(templates)
+    return [[template.replace("{}", label) for template in checked] for label in parsed]

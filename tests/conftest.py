@@ -1,0 +1,47 @@
+"""Shared fixtures. Everything runs offline on CPU with tiny random models."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+def make_photo(height: int = 96, width: int = 128, seed: int = 0) -> np.ndarray:
+    """A photograph-like HxWx3 uint8 RGB scene: sky gradient, sun, hills of textured grass."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.zeros((height, width, 3), np.float32)
+    t = yy / height
+    img[..., 0] = 110 + 60 * t
+    img[..., 1] = 160 + 50 * t
+    img[..., 2] = 235 - 20 * t
+    sun = (yy - 0.2 * height) ** 2 + (xx - 0.75 * width) ** 2 < (0.1 * height) ** 2
+    img[sun] = (250, 230, 120)
+    horizon = 0.55 * height + 0.08 * height * np.sin(xx / width * 6.0)
+    grass = yy > horizon
+    noise = rng.normal(0, 18, size=(height, width))
+    img[grass] = np.stack([40 + noise, 120 + 1.5 * noise, 35 + noise], -1)[grass]
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def photo() -> np.ndarray:
+    return make_photo()
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A tiny random LSeg (patch-16 layout); treat as read-only."""
+    import lseg
+
+    torch.manual_seed(0)
+    return lseg.create_model("lseg_tiny_test")

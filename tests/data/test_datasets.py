@@ -1,0 +1,234 @@
+"""Each reader against a tiny dataset written in its real on-disk layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lseg.data import (
+    ADE20K,
+    COCOSTUFF_RAW_TO_TRAIN_ID,
+    COCOStuff,
+    FolderDataset,
+    PascalContext59,
+    PascalContext459,
+    PascalVOC,
+    ade20k_labels,
+    read_image,
+    val_transform,
+)
+from lseg.errors import DatasetError
+
+
+def _check_sample(sample, image_pixels, expected_mask):
+    assert sample["image"].dtype == torch.uint8 and sample["image"].shape == (3, *expected_mask.shape)
+    assert sample["mask"].dtype == torch.int64
+    if image_pixels is not None:  # PNG images are lossless: pixels must round-trip exactly (RGB order)
+        assert torch.equal(sample["image"], torch.from_numpy(image_pixels).permute(2, 0, 1))
+    assert torch.equal(sample["mask"], torch.as_tensor(expected_mask, dtype=torch.int64))
+
+
+def test_ade20k(tmp_path, files):
+    root = tmp_path / "ADEChallengeData2016"
+    stored = files.mask_with([0, 1, 2, 150])
+    for split, names in (
+        ("training", ["ADE_train_00000002", "ADE_train_00000001"]),
+        ("validation", ["ADE_val_00000001"]),
+    ):
+        for i, name in enumerate(names):
+            files.rgb(root / "images" / split / f"{name}.jpg", seed=i, fmt="JPEG")
+            files.mask(root / "annotations" / split / f"{name}.png", stored)
+    ds = ADE20K(tmp_path, split="train")  # parent folder accepted
+    assert len(ds) == 2 and ds.num_classes == 150 and ds.ignore_index == 255
+    assert ds.labels == ade20k_labels("full") and ds.labels[64] == "coffee table"
+    assert [r.image.name for r in ds.records] == ["ADE_train_00000001.jpg", "ADE_train_00000002.jpg"]
+    expected = np.array([255, 0, 1, 149])[np.arange(12) % 4][None].repeat(8, 0)  # 0 -> ignore, v -> v - 1
+    s = ds[0]
+    _check_sample(s, None, expected)
+    assert s["path"].endswith("ADE_train_00000001.jpg")
+    assert len(ADE20K(root, split="val", label_style="reference")) == 1
+    assert ADE20K(root, split="val", label_style="reference").labels[64] == "coffee"
+
+    (root / "annotations" / "validation" / "ADE_val_00000001.png").unlink()
+    with pytest.raises(DatasetError, match="ADE_val_00000001.png"):
+        ADE20K(root, split="val")
+    with pytest.raises(DatasetError, match="images/training|images"):
+        ADE20K(tmp_path / "missing")
+
+
+def _voc(tmp_path, files):
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    stored = files.mask_with([0, 1, 20, 255])
+    pix = {}
+    for i, name in enumerate(["2007_000032", "2007_000033", "2007_000039", "2008_000001"]):
+        # JPEGImages hold PNG bytes under .jpg here so the pixel check is exact (PIL sniffs the format)
+        pix[name] = files.rgb(voc / "JPEGImages" / f"{name}.jpg", seed=i, fmt="PNG")
+        files.mask(voc / "SegmentationClass" / f"{name}.png", stored, palette=True)
+        files.mask(voc / "SegmentationClassAug" / f"{name}.png", files.mask_with([0, 15, 255]))
+    sets = voc / "ImageSets" / "Segmentation"
+    sets.mkdir(parents=True)
+    (sets / "train.txt").write_text("2007_000032\n2007_000039\n")
+    (sets / "val.txt").write_text("2007_000033\n")
+    return voc, stored, pix
+
+
+def test_pascal_voc_palette_masks_read_as_indices(tmp_path, files):
+    voc, stored, pix = _voc(tmp_path, files)
+    ds = PascalVOC(tmp_path, split="train")
+    assert len(ds) == 2 and ds.num_classes == 21 and ds.labels[0] == "background"
+    assert (
+        ds.labels[11] == "dining table"
+        and PascalVOC(voc, "val", label_style="reference").labels[11] == "diningtable"
+    )
+    assert Image.open(ds.records[0].mask).mode == "P"
+    _check_sample(ds[0], pix["2007_000032"], stored)  # 255 boundary stays 255 (ignored)
+    assert len(PascalVOC(voc, split="val")) == 1
+
+
+def test_pascal_voc_aug(tmp_path, files):
+    voc, _, _ = _voc(tmp_path, files)
+    # No train_aug list: every SegmentationClassAug mask except the val ids.
+    ds = PascalVOC(voc, split="train", aug=True)
+    assert [r.image.stem for r in ds.records] == ["2007_000032", "2007_000039", "2008_000001"]
+    assert set(ds[0]["mask"].unique().tolist()) == {0, 15, 255}
+    (voc / "ImageSets" / "Segmentation" / "train_aug.txt").write_text("2008_000001\n")
+    ds = PascalVOC(voc, split="train", aug=True)
+    assert [r.image.stem for r in ds.records] == ["2008_000001"]
+    assert "SegmentationClassAug" in str(ds.records[0].mask)
+    (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("2007_000033\n2099_000000\n")
+    with pytest.raises(DatasetError, match="2099_000000"):
+        PascalVOC(voc, split="val")
+
+
+def test_pascal_context59_mmseg_layout(tmp_path, files):
+    root = tmp_path / "VOCdevkit" / "VOC2010"
+    files.rgb(root / "JPEGImages" / "2008_000002.jpg", fmt="JPEG")
+    files.mask(root / "SegmentationClassContext" / "2008_000002.png", files.mask_with([0, 1, 30, 59]))
+    (root / "ImageSets" / "SegmentationContext").mkdir(parents=True)
+    (root / "ImageSets" / "SegmentationContext" / "val.txt").write_text("2008_000002\n")
+    ds = PascalContext59(tmp_path / "VOCdevkit")
+    assert len(ds) == 1 and ds.num_classes == 59 and ds.labels[0] == "aeroplane"
+    _check_sample(ds[0], None, files.mask_with([255, 0, 29, 58]))  # reduce_zero_label
+
+
+def test_pascal_context59_detectron2_layout(tmp_path, files):
+    root = tmp_path / "VOC2010"
+    files.rgb(root / "JPEGImages" / "2008_000002.jpg", fmt="JPEG")
+    files.mask(
+        root / "annotations_detectron2" / "pc59_val" / "2008_000002.png", files.mask_with([0, 58, 255])
+    )
+    ds = PascalContext59(root)
+    _check_sample(ds[0], None, files.mask_with([0, 58, 255]))
+    with pytest.raises(DatasetError, match="pc59_train"):
+        PascalContext59(root, split="train")
+
+
+def test_pascal_context459_uint16(tmp_path, files):
+    root = tmp_path / "VOCdevkit" / "VOC2010"
+    stored = files.mask_with([0, 255, 300, 458, 65535], dtype=np.uint16)
+    files.rgb(root / "JPEGImages" / "2008_000002.jpg", fmt="JPEG")
+    files.mask(root / "annotations_detectron2" / "pc459_val" / "2008_000002.tif", stored)
+    ds = PascalContext459(tmp_path)
+    assert ds.ignore_index == 65535 and ds.num_classes == 459
+    # 255 is a real class here; only 65535 is ignored
+    _check_sample(ds[0], None, stored.astype(np.int64))
+    labels = tmp_path / "names.txt"
+    labels.write_text("\n".join(f"c{i}" for i in range(459)))
+    assert PascalContext459(root, labels_file=labels).labels[3] == "c3"
+    labels.write_text("a\nb\n")
+    with pytest.raises(DatasetError, match="459"):
+        PascalContext459(root, labels_file=labels)
+
+
+def test_coco_stuff_train_ids(tmp_path, files):
+    root = tmp_path / "coco_stuff164k"
+    files.rgb(root / "images" / "val2017" / "000000000139.jpg", fmt="JPEG")
+    stored = files.mask_with([0, 11, 170, 255])
+    # mmseg layout: converted and raw maps side by side
+    files.mask(root / "annotations" / "val2017" / "000000000139_labelTrainIds.png", stored)
+    files.mask(root / "annotations" / "val2017" / "000000000139.png", files.mask_with([181]))
+    ds = COCOStuff(root, split="val")
+    assert len(ds) == 1 and ds.num_classes == 171 and ds.labels[-1] == "wood"
+    _check_sample(ds[0], None, stored)
+    raw = COCOStuff(root, split="val", mask_format="raw")
+    assert torch.equal(raw[0]["mask"], torch.full((8, 12), 170))
+
+
+def test_coco_stuff_raw_stuffthingmaps(tmp_path, files):
+    root = tmp_path / "coco"
+    files.rgb(root / "images" / "train2017" / "000000000009.jpg", fmt="JPEG")
+    files.mask(
+        root / "stuffthingmaps_trainval2017" / "train2017" / "000000000009.png",
+        files.mask_with([0, 11, 12, 90, 91, 181, 255]),
+    )
+    ds = COCOStuff(root, split="train")
+    # 182 -> 171: unused thing ids (11, 90) become ignore; ids above shift down
+    _check_sample(ds[0], None, files.mask_with([0, 255, 11, 255, 80, 170, 255]))
+    assert len(COCOSTUFF_RAW_TO_TRAIN_ID) == 171 and sorted(COCOSTUFF_RAW_TO_TRAIN_ID.values()) == list(
+        range(171)
+    )
+    assert COCOSTUFF_RAW_TO_TRAIN_ID[66] == 60 and COCOSTUFF_RAW_TO_TRAIN_ID[83] == 73
+
+
+def _folder(tmp_path, files):
+    root = tmp_path / "mydata"
+    (root).mkdir()
+    (root / "labels.txt").write_text("road\nsky\ntree\n")
+    pix = {
+        "a": files.rgb(root / "images" / "a.png", seed=1),
+        "b": files.rgb(root / "images" / "b.png", seed=2),
+    }
+    files.rgb(root / "images" / "c.jpg", seed=3, fmt="JPEG")  # no mask -> skipped without a split list
+    files.mask(root / "masks" / "a.png", files.mask_with([0, 1, 2, 255]))
+    files.mask(root / "masks" / "b.png", files.mask_with([2, 2, 1]), palette=True)
+    return root, pix
+
+
+def test_folder_dataset(tmp_path, files):
+    root, pix = _folder(tmp_path, files)
+    ds = FolderDataset(root)
+    assert ds.labels == ["road", "sky", "tree"] and len(ds) == 2
+    _check_sample(ds[0], pix["a"], files.mask_with([0, 1, 2, 255]))
+    _check_sample(ds[1], pix["b"], files.mask_with([2, 2, 1]))
+    (root / "splits").mkdir()
+    (root / "splits" / "val.txt").write_text("b\n")
+    assert [r.image.name for r in FolderDataset(root, split="val").records] == ["b.png"]
+    (root / "splits" / "train.txt").write_text("a\nc\n")
+    with pytest.raises(DatasetError, match="c.png"):
+        FolderDataset(root, split="train")
+    with pytest.raises(DatasetError, match="splits/test.txt"):
+        FolderDataset(root, split="test")
+
+
+def test_folder_dataset_rejects_bad_masks(tmp_path, files):
+    root, _ = _folder(tmp_path, files)
+    files.mask(root / "masks" / "a.png", files.mask_with([0, 3, 7]))
+    ds = FolderDataset(root)
+    with pytest.raises(DatasetError, match=r"\[3, 7\].*3 classes"):
+        ds[0]
+    Image.fromarray(np.zeros((8, 12, 3), np.uint8)).save(root / "masks" / "a.png")  # RGB mask
+    with pytest.raises(DatasetError, match="colour image"):
+        ds[0]
+    files.mask(root / "masks" / "a.png", files.mask_with([0], h=4))  # wrong size
+    with pytest.raises(DatasetError, match=r"mask .* is \(4, 12\)"):
+        ds[0]
+    (root / "labels.txt").unlink()
+    with pytest.raises(DatasetError, match="labels.txt"):
+        FolderDataset(root)
+
+
+def test_transform_applied_to_both(tmp_path, files):
+    root, _ = _folder(tmp_path, files)
+    ds = FolderDataset(root, transform=val_transform(crop_size=6))
+    s = ds[0]
+    assert s["image"].shape == (3, 6, 6) and s["mask"].shape == (6, 6) and s["mask"].dtype == torch.int64
+    assert set(s["mask"].unique().tolist()) <= {0, 1, 2, 255}
+
+
+def test_read_image_errors(tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match="bad.jpg"):
+        read_image(bad)

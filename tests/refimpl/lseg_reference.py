@@ -1,0 +1,272 @@
+"""An independent port of the reference network (isl-org/lang-seg ``LSegNet``) for parity tests.
+
+Written from the reference's code as described in ``shared/docs/reference-lseg.md`` sections 3-4:
+the same module names (so its ``state_dict()`` has exactly the official keys and shapes), forward
+hooks collecting block outputs, ``forward_flex`` with the bilinear pos-embed resize, the
+``act_postprocess`` ``nn.Sequential`` stacks run as ``[0:2]`` + unflatten + ``[3:]``, RefineNet
+fusion blocks, and the fp16 CLIP text path / fp16 similarity of ``LSeg.forward``. It shares no code
+with ``lseg.models`` on purpose.
+"""
+
+from __future__ import annotations
+
+import math
+
+import open_clip
+import timm
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIPTextCfg, CLIPVisionCfg, convert_weights_to_lp
+from torch import nn
+
+BACKBONES = {
+    # name: (timm model, hooks, reassemble features, CLIP model)
+    "clip_vitl16_384": ("vit_large_patch16_384", [5, 11, 17, 23], [256, 512, 1024, 1024], "ViT-B-32"),
+    "clipRN50x16_vitl16_384": ("vit_large_patch16_384", [5, 11, 17, 23], [256, 512, 1024, 1024], "RN50x16"),
+    "clip_vitb32_384": ("vit_base_patch32_384", [2, 5, 8, 11], [96, 192, 384, 768], "ViT-B-32"),
+}
+
+
+class Transpose(nn.Module):
+    def __init__(self, d0: int, d1: int) -> None:
+        super().__init__()
+        self.d0, self.d1 = d0, d1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(self.d0, self.d1)
+
+
+class ProjectReadout(nn.Module):
+    def __init__(self, in_features: int, start_index: int = 1) -> None:
+        super().__init__()
+        self.start_index = start_index
+        self.project = nn.Sequential(nn.Linear(2 * in_features, in_features), nn.GELU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        readout = x[:, 0].unsqueeze(1).expand_as(x[:, self.start_index:])
+        return self.project(torch.cat((x[:, self.start_index:], readout), -1))
+
+
+class Slice(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 1:]
+
+
+class AddReadout(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 1:] + x[:, 0].unsqueeze(1)
+
+
+class Interpolate(nn.Module):
+    def __init__(self, scale_factor: float, mode: str, align_corners: bool = False) -> None:
+        super().__init__()
+        self.scale_factor, self.mode, self.align_corners = scale_factor, mode, align_corners
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=self.scale_factor, mode=self.mode, align_corners=self.align_corners)
+
+
+class ResidualConvUnit_custom(nn.Module):  # noqa: N801 - reference name
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(features, features, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(features, features, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(features)
+        self.bn2 = nn.BatchNorm2d(features)
+        self.activation = nn.ReLU(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.activation(x)
+        out = self.bn1(self.conv1(out))
+        out = self.activation(out)
+        out = self.bn2(self.conv2(out))
+        return out + x
+
+
+class FeatureFusionBlock_custom(nn.Module):  # noqa: N801 - reference name
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.out_conv = nn.Conv2d(features, features, 1, 1, 0, bias=True)
+        self.resConfUnit1 = ResidualConvUnit_custom(features)
+        self.resConfUnit2 = ResidualConvUnit_custom(features)
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        output = xs[0]
+        if len(xs) == 2:
+            output = output + self.resConfUnit1(xs[1])
+        output = self.resConfUnit2(output)
+        output = F.interpolate(output, scale_factor=2, mode="bilinear", align_corners=True)
+        return self.out_conv(output)
+
+
+class depthwise_conv(nn.Module):  # noqa: N801
+    def __init__(self) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(1, 1, kernel_size=3, stride=1, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        C, H, W = x.shape[1:]
+        return self.depthwise(x.reshape(-1, 1, H, W)).view(-1, C, H, W)
+
+
+class HeadBlock(nn.Module):
+    """``bottleneck_block`` (arch_option 1) / ``depthwise_block`` (arch_option 2)."""
+
+    def __init__(self, bottleneck: bool, activation: str) -> None:
+        super().__init__()
+        self.depthwise = depthwise_conv()
+        self.bottleneck = bottleneck
+        self.activation = {"relu": nn.ReLU(), "lrelu": nn.LeakyReLU(), "tanh": nn.Tanh()}[activation]
+
+    def forward(self, x: torch.Tensor, act: bool = True) -> torch.Tensor:
+        if self.bottleneck:
+            sum_layer = torch.max(x, dim=1, keepdim=True)[0]
+            x = self.depthwise(x) + sum_layer
+        else:
+            x = self.depthwise(x)
+        return self.activation(x) if act else x
+
+
+def _ln(mod: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """OpenAI CLIP LayerNorm: compute in fp32, cast back to the input dtype."""
+    return F.layer_norm(x.type(torch.float32), mod.normalized_shape, mod.weight, mod.bias, mod.eps).type(x.dtype)
+
+
+class RefLSegNet(nn.Module):
+    """``LSegNet`` as the reference builds it. ``tiny`` overrides sizes for fast tests.
+
+    Args:
+        backbone: a key of :data:`BACKBONES`.
+        vit_overrides: timm kwargs (embed_dim, depth, num_heads, img_size) for tiny variants.
+        hooks, vit_features, features: tiny-variant overrides.
+        clip_text / clip_vision / clip_embed: open_clip configs of the CLIP model (tiny variants).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "clip_vitl16_384",
+        features: int = 256,
+        readout: str = "project",
+        arch_option: int = 0,
+        block_depth: int = 0,
+        activation: str = "lrelu",
+        vit_overrides: dict | None = None,
+        hooks: list[int] | None = None,
+        vit_features: list[int] | None = None,
+        clip_cfg: tuple[int, CLIPVisionCfg, CLIPTextCfg] | None = None,
+    ) -> None:
+        super().__init__()
+        timm_name, def_hooks, def_feats, clip_name = BACKBONES[backbone]
+        self.hooks = hooks or def_hooks
+        feats = vit_features or def_feats
+        if clip_cfg is None:
+            self.clip_pretrained = open_clip.create_model(clip_name, pretrained=None, device=torch.get_default_device())
+        else:
+            embed, vcfg, tcfg = clip_cfg
+            self.clip_pretrained = open_clip.CLIP(embed, vcfg, tcfg, quick_gelu=True)
+        convert_weights_to_lp(self.clip_pretrained)  # clip.load(device="cuda") keeps fp16 weights
+        # Reference: one nn.Module holding the timm model and the reassemble stacks.
+        self.pretrained = nn.Module()
+        self.pretrained.model = timm.create_model(timm_name, pretrained=False, **(vit_overrides or {}))
+        vit = self.pretrained.model
+        self.patch = vit.patch_embed.proj.kernel_size[0]
+        dim = vit.embed_dim
+        self.activations: dict[str, torch.Tensor] = {}
+        for i, h in enumerate(self.hooks):
+            vit.blocks[h].register_forward_hook(self._hook(str(i + 1)))
+        size = [384, 384]
+        for i, (c, stride) in enumerate(zip(feats, (4, 8, 16, 32))):
+            readout_op = {"project": ProjectReadout(dim), "ignore": Slice(), "add": AddReadout()}[readout]
+            layers = [readout_op, Transpose(1, 2), nn.Unflatten(2, torch.Size([size[0] // 16, size[1] // 16])),
+                      nn.Conv2d(dim, c, kernel_size=1, stride=1, padding=0)]
+            if self.patch > stride:
+                f = self.patch // stride
+                layers.append(nn.ConvTranspose2d(c, c, kernel_size=f, stride=f, padding=0, bias=True, dilation=1, groups=1))
+            elif self.patch < stride:
+                layers.append(nn.Conv2d(c, c, kernel_size=3, stride=2, padding=1))
+            setattr(self.pretrained, f"act_postprocess{i + 1}", nn.Sequential(*layers))
+        self.scratch = nn.Module()
+        for i, c in enumerate(feats):
+            setattr(self.scratch, f"layer{i + 1}_rn", nn.Conv2d(c, features, 3, 1, 1, bias=False))
+            setattr(self.scratch, f"refinenet{i + 1}", FeatureFusionBlock_custom(features))
+        out_c = self.clip_pretrained.text_projection.shape[1]
+        self.scratch.head1 = nn.Conv2d(features, out_c, kernel_size=1)
+        self.arch_option, self.block_depth = arch_option, block_depth
+        if arch_option in (1, 2):
+            self.scratch.head_block = HeadBlock(arch_option == 1, activation)
+        self.scratch.output_conv = nn.Sequential(Interpolate(scale_factor=2, mode="bilinear", align_corners=True))
+        self.logit_scale = torch.tensor(math.exp(math.log(1 / 0.07)), dtype=torch.float32)
+
+    def _hook(self, name: str):  # type: ignore[no-untyped-def]
+        def fn(module, inp, out):  # type: ignore[no-untyped-def]
+            self.activations[name] = out
+        return fn
+
+    def _resize_pos_embed(self, posemb: torch.Tensor, gs_h: int, gs_w: int) -> torch.Tensor:
+        posemb_tok, posemb_grid = posemb[:, :1], posemb[0, 1:]
+        gs_old = int(math.sqrt(len(posemb_grid)))
+        posemb_grid = posemb_grid.reshape(1, gs_old, gs_old, -1).permute(0, 3, 1, 2)
+        posemb_grid = F.interpolate(posemb_grid, size=(gs_h, gs_w), mode="bilinear")
+        posemb_grid = posemb_grid.permute(0, 2, 3, 1).reshape(1, gs_h * gs_w, -1)
+        return torch.cat([posemb_tok, posemb_grid], dim=1)
+
+    def forward_flex(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.pretrained.model
+        b, c, h, w = x.shape
+        pos_embed = self._resize_pos_embed(m.pos_embed, h // self.patch, w // self.patch)
+        x = m.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        x = torch.cat((m.cls_token.expand(b, -1, -1), x), dim=1)
+        x = m.pos_drop(x + pos_embed)
+        for blk in m.blocks:
+            x = blk(x)
+        return m.norm(x)
+
+    def forward_vit(self, x: torch.Tensor) -> list[torch.Tensor]:
+        b, c, h, w = x.shape
+        self.forward_flex(x)
+        out = []
+        for i in range(4):
+            pp = getattr(self.pretrained, f"act_postprocess{i + 1}")
+            layer = pp[0:2](self.activations[str(i + 1)])
+            layer = nn.Unflatten(2, torch.Size([h // self.patch, w // self.patch]))(layer)
+            out.append(pp[3: len(pp)](layer))
+        return out
+
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+        """OpenAI ``CLIP.encode_text`` on the fp16 weights (sequence-first MultiheadAttention)."""
+        clip = self.clip_pretrained
+        dtype = clip.text_projection.dtype
+        x = clip.token_embedding(text).type(dtype) + clip.positional_embedding.type(dtype)
+        x = x.permute(1, 0, 2)
+        mask = clip.attn_mask.to(dtype)
+        for r in clip.transformer.resblocks:
+            attn = nn.MultiheadAttention(r.attn.embed_dim, r.attn.num_heads).to(dtype)
+            attn.load_state_dict(r.attn.state_dict())
+            x = x + attn(_ln(r.ln_1, x), _ln(r.ln_1, x), _ln(r.ln_1, x), need_weights=False, attn_mask=mask)[0]
+            h = r.mlp.c_fc(_ln(r.ln_2, x))
+            x = x + r.mlp.c_proj(h * torch.sigmoid(1.702 * h))
+        x = x.permute(1, 0, 2)
+        x = _ln(clip.ln_final, x).type(dtype)
+        return x[torch.arange(x.shape[0]), text.argmax(dim=-1)] @ clip.text_projection
+
+    def forward(self, x: torch.Tensor, labelset: list[str]) -> torch.Tensor:
+        text = open_clip.tokenize(labelset)
+        l1, l2, l3, l4 = self.forward_vit(x)
+        s = self.scratch
+        path_4 = s.refinenet4(s.layer4_rn(l4))
+        path_3 = s.refinenet3(path_4, s.layer3_rn(l3))
+        path_2 = s.refinenet2(path_3, s.layer2_rn(l2))
+        path_1 = s.refinenet1(path_2, s.layer1_rn(l1))
+        text_features = self.encode_text(text)
+        image_features = s.head1(path_1)
+        imshape = image_features.shape
+        image_features = image_features.permute(0, 2, 3, 1).reshape(-1, s.head1.out_channels)
+        image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+        text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+        logits = self.logit_scale * image_features.half() @ text_features.t()
+        out = logits.float().view(imshape[0], imshape[2], imshape[3], -1).permute(0, 3, 1, 2)
+        if self.arch_option in (1, 2):
+            for _ in range(self.block_depth - 1):
+                out = s.head_block(out)
+            out = s.head_block(out, False)
+        return s.output_conv(out)
