@@ -266,7 +266,8 @@ def load_weights(model: LSeg, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Strictly load a state dict (ours or official) into ``model``.
 
     Every missing, unexpected or mis-shaped key is reported in one :class:`CheckpointError`;
-    floating tensors of another precision are cast, other dtype mismatches are errors.
+    floating tensors of another precision are cast, other dtype mismatches are errors. A model
+    built on the meta device takes the tensors over (``assign=True``): no second copy in memory.
     """
     sd = strip_wrappers(state_dict)
     if is_official_state_dict(sd):
@@ -293,7 +294,10 @@ def load_weights(model: LSeg, state_dict: Mapping[str, torch.Tensor]) -> None:
         raise CheckpointError(
             f"checkpoint does not fit {model.config.name}: " + "; ".join(problems)
         )
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True)
+    on_meta = model.pixel_mean.is_meta
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True, assign=on_meta)
+    if on_meta:
+        model.init_non_persistent_buffers("cpu")
 
 
 # --------------------------------------------------------------------------- our folder format
@@ -359,7 +363,8 @@ def load_model(
             config = read_config(p.parent)
         else:
             config = infer_config(sd, arch_option=arch_option, block_depth=block_depth, activation=activation)
-    model = LSeg(config)
+    with torch.device("meta"):  # no random init: saves the time and a second copy of the weights
+        model = LSeg(config)
     load_weights(model, sd)
     return model.to(map_location).eval()
 
@@ -377,7 +382,10 @@ def create_model(
         checkpoint: weights to load strictly (any format :func:`read_state_dict` reads).
         pretrained_backbone: start the ViT from timm's ImageNet weights (for training).
     """
-    model = LSeg(get_config(name), pretrained_backbone=pretrained_backbone)
-    if checkpoint is not None:
-        load_weights(model, read_state_dict(checkpoint))
+    if checkpoint is None:
+        return LSeg(get_config(name), pretrained_backbone=pretrained_backbone).eval()
+    sd = read_state_dict(checkpoint)
+    with torch.device("meta"):
+        model = LSeg(get_config(name))
+    load_weights(model, sd)
     return model.eval()

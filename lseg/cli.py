@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -138,13 +139,23 @@ def _finish(report, what: str) -> int:  # type: ignore[no-untyped-def]
 # ---------------------------------------------------------------------------- features
 
 def _cmd_features(args: argparse.Namespace) -> int:
-    from lseg.features import export_features
+    from lseg.features import combine_shards, export_features, parse_resolution, parse_shard, torchrun_rank
 
+    resolution = parse_resolution(args.resolution)  # fail before loading the model
+    rank, world = torchrun_rank()
+    part, parts = combine_shards(parse_shard(args.shard) if args.shard else None, (rank, world))
+    if args.device is None and world > 1:  # torchrun on a multi-GPU machine: one GPU per process
+        import torch
+
+        if torch.cuda.is_available():
+            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count()}"
     predictor = make_predictor(args)
     report = export_features(
-        predictor, args.inputs, args.out, dtype=args.dtype, overwrite=args.overwrite, progress=not args.quiet
+        predictor, args.inputs, args.out, dtype=args.dtype, overwrite=args.overwrite, progress=not args.quiet,
+        resolution=resolution, pca=args.pca, fps=args.fps, every_n=args.every_n, shard=(part, parts),
+        write_manifest=rank == 0,
     )
-    return _finish(report, "features")
+    return _finish(report, "features" if parts == 1 else f"features (part {part + 1}/{parts})")
 
 
 # ---------------------------------------------------------------------------- convert / info
@@ -200,10 +211,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_predictor_args(p)
     p.set_defaults(func=_cmd_segment)
 
-    p = sub.add_parser("features", help="export dense pixel embeddings for images")
-    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p = sub.add_parser(
+        "features", help="export dense pixel embeddings for images and videos",
+        description="One (D, h, w) .npy per image or sampled video frame (<video>/<frame:06d>.npy) and a "
+        "features.json manifest; finished outputs are skipped on re-runs. Shard with torchrun "
+        "(--nproc_per_node=N: input i goes to rank i %% N) and/or --shard k/M across machines.",
+    )
+    p.add_argument("inputs", nargs="+", help="image / video files or folders")
     p.add_argument("--out", "-o", required=True, help="output folder")
     p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    p.add_argument("--resolution", default="half", metavar="half|input|original|HxW",
+                   help="half: the network's output (default); input: the working size; original: the "
+                   "image's size; HxW: that size (upsampled bilinearly and re-normalised)")
+    p.add_argument("--pca", action="store_true", help="also write <stem>_pca.png (3 principal components)")
+    frames = p.add_mutually_exclusive_group()
+    frames.add_argument("--fps", type=float, default=None, help="videos: sample at most this many frames/s")
+    frames.add_argument("--every-n", type=int, default=None, help="videos: every n-th frame")
+    p.add_argument("--shard", default=None, metavar="k/M",
+                   help="do only inputs i with i %% M == k (split a collection across machines)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", "-q", action="store_true")
     add_model_args(p)
@@ -243,6 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    from lseg.inference import tune_allocator
+
+    tune_allocator()  # before any model is built (see its docstring)
     try:
         return int(args.func(args) or 0)
     except LSegError as e:

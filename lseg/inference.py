@@ -14,7 +14,9 @@ stays bounded whatever the image size. ``multiscale=True`` runs the reference ev
 
 from __future__ import annotations
 
+import ctypes
 import math
+import sys
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +29,25 @@ import torch.nn.functional as F
 from lseg.io import load_image
 from lseg.labels import parse_labels
 from lseg.models.lseg import LSeg
+
+def tune_allocator() -> bool:
+    """Stop glibc from growing its mmap threshold (Linux only; returns whether it applied).
+
+    glibc raises the threshold above which ``malloc`` uses ``mmap`` each time a large block is freed,
+    so the multi-megabyte activations of a forward end up on the heap, where freed memory is kept
+    and fragments: peak RSS of a ViT-L/480 forward grows by ~150-250 MB over repeated calls. Setting
+    the threshold (to glibc's own default, 128 KiB) fixes it and disables that adaptation. Process
+    wide and harmless; called by :class:`LSegPredictor` and the CLI.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # musl or another libc: nothing to do
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 128 * 1024)) and bool(libc.mallopt(m_trim_threshold, 128 * 1024))
+
 
 #: Reference multi-scale evaluation settings (ADE20K and the others; spec section 7).
 ADE20K_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -123,6 +144,7 @@ class LSegPredictor:
         templates: Sequence[str] | None = None,
         label_chunk_size: int = 256,
     ) -> None:
+        tune_allocator()
         self.model = model.eval()
         if device is not None:
             self.model.to(device)

@@ -9,6 +9,9 @@ once and score any number of label sets against it (see :class:`lseg.inference.L
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -81,12 +84,25 @@ class LSeg(nn.Module):
         )
         self.text_encoder = CLIPTextEncoder(config.text)
         # Fixed temperature; a buffer (not a parameter, not saved) so it follows .to(device).
-        self.register_buffer("logit_scale", torch.tensor(config.logit_scale), persistent=False)
-        self.register_buffer("pixel_mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("logit_scale", torch.empty(()), persistent=False)
+        self.register_buffer("pixel_mean", torch.empty(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.empty(1, 3, 1, 1), persistent=False)
+        self.init_non_persistent_buffers()
         self._reference_numerics = False
 
     # ------------------------------------------------------------------ helpers
+    def init_non_persistent_buffers(self, device: torch.device | str | None = None) -> None:
+        """(Re)create the buffers that are not in the state dict (constants derived from the
+        config). Needed after building on the meta device and loading weights with ``assign=True``."""
+        device = device if device is not None else self.pixel_mean.device
+        if torch.device(device).type == "meta":
+            return
+        cfg = self.config
+        self.logit_scale = torch.tensor(cfg.logit_scale, device=device)
+        self.pixel_mean = torch.tensor(cfg.mean, device=device).view(1, 3, 1, 1)
+        self.pixel_std = torch.tensor(cfg.std, device=device).view(1, 3, 1, 1)
+        self.text_encoder.model.attn_mask = self.text_encoder.model.build_causal_mask().to(device)
+
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
@@ -196,3 +212,28 @@ class LSeg(nn.Module):
         -> logits (B, K, H, W)."""
         text = labels if isinstance(labels, torch.Tensor) else self.encode_text(list(labels))
         return self.score(self.encode_image(x), text, size=(x.shape[-2], x.shape[-1]))
+
+    # ------------------------------------------------------------------ Hugging Face Hub (lseg.hub)
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike[str], **kwargs: Any) -> LSeg:
+        """Load from a local folder / ``.safetensors`` / official ``.ckpt``, or a Hub repo id
+        (``owner/name``; downloaded and cached). See :func:`lseg.hub.from_pretrained` for ``kwargs``."""
+        from lseg.hub import from_pretrained
+
+        return from_pretrained(name_or_path, **kwargs)
+
+    def save_pretrained(
+        self, save_directory: str | os.PathLike[str], *, model_card: bool = False, **card_fields: str
+    ) -> Path:
+        """Write ``model.safetensors`` + ``config.json`` (the ``PyTorchModelHubMixin`` layout), and a
+        ``README.md`` model card with ``model_card=True``. Returns the folder."""
+        from lseg.hub import save_pretrained_dir
+
+        return save_pretrained_dir(self, save_directory, model_card=model_card, **card_fields)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Upload weights, config and model card to the Hub repo ``repo_id`` (created if needed).
+        Returns the commit URL. See :func:`lseg.hub.push_to_hub` for ``kwargs``."""
+        from lseg.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
