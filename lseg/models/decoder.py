@@ -109,11 +109,14 @@ class FusionBlock(nn.Module):
         self.rcu = ResidualConvUnit(features)
         self.out_conv = nn.Conv2d(features, features, kernel_size=1)
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None, refine_only: bool = False) -> torch.Tensor:
+        """Fuse ``skip`` into ``x``; ``refine_only`` stops before the x2 upsampling and ``out_conv``."""
         if skip is not None:
             assert self.rcu_skip is not None
             x = x + self.rcu_skip(skip)
         x = self.rcu(x)
+        if refine_only:
+            return x
         x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
         return self.out_conv(x)
 
@@ -136,8 +139,12 @@ class DPTDecoder(nn.Module):
         self.fusion = nn.ModuleList(FusionBlock(features, has_skip=i < 3) for i in range(4))
         self.channels_last = False
 
-    def forward(self, taps: list[torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
-        """Tokens of four ViT blocks -> (B, features, H/2, W/2)."""
+    def forward(self, taps: list[torch.Tensor], grid: tuple[int, int], refine_only: bool = False) -> torch.Tensor:
+        """Tokens of four ViT blocks -> (B, features, H/2, W/2).
+
+        With ``refine_only`` the last fusion block stops before its upsampling and ``out_conv``:
+        (B, features, H/4, W/4), for callers that fuse ``out_conv`` with a following 1x1 conv.
+        """
         feats = []
         for t, re, rn in zip(taps, self.reassemble, self.layer_rn):
             x = re(t, grid)
@@ -149,4 +156,4 @@ class DPTDecoder(nn.Module):
         path = self.fusion[3](feats[3])  # 1/32 -> 1/16
         path = self.fusion[2](path, feats[2])  # -> 1/8
         path = self.fusion[1](path, feats[1])  # -> 1/4
-        return self.fusion[0](path, feats[0])  # -> 1/2
+        return self.fusion[0](path, feats[0], refine_only=refine_only)  # -> 1/2
