@@ -19,6 +19,7 @@ import logging
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -231,15 +232,51 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"cannot read safetensors file {p} (truncated or corrupt?): {e}") from None
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(p))
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"refusing to load {p}: it contains Python objects that are not plain tensors "
-            f"(loading it would run code; weights_only=True): {str(e).splitlines()[0]}"
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        raise CheckpointError(f"cannot read checkpoint {p} (truncated or corrupt?): {str(e).splitlines()[0]}") from None
+        with warnings.catch_warnings():  # non-torch pickles: the refusal below says it in one line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(p, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(p))
+    except Exception as e:  # noqa: BLE001 - torch.load fails in many ways (KeyError for text files, ...)
+        raise _torch_load_error(p, e) from None
     return _unwrap(obj, p)
+
+
+def _torch_load_error(p: Path, e: Exception) -> CheckpointError:
+    """One clear line for a failed ``torch.load``: not a checkpoint / unsafe pickle / corrupt."""
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch zip, or a pickle (protocol >= 2)
+        return CheckpointError(
+            f"{p} is not a checkpoint: neither safetensors nor a PyTorch zip/pickle file (first bytes "
+            f"{head.hex()}); check the path"
+        )
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    if isinstance(e, pickle.UnpicklingError) and "weights only" in str(e).lower():
+        detail = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), "weights_only=True")
+        return CheckpointError(
+            f"refusing to load {p}: it contains Python objects that are not plain tensors "
+            f"(loading it would run code): {detail}"
+        )
+    first = lines[0] if lines else type(e).__name__
+    return CheckpointError(f"cannot read checkpoint {p} (truncated or corrupt?): {first}")
+
+
+def safetensors_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a ``.safetensors`` file (or an lseg folder's weights), read from
+    its header without loading data; a truncated or corrupt file raises :class:`CheckpointError`."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / WEIGHTS_NAME
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint is empty (0 bytes): {p}")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read safetensors file {p} (truncated or corrupt?): {e}") from None
 
 
 def _is_safetensors(p: Path) -> bool:

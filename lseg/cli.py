@@ -84,13 +84,21 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from lseg.features import BatchReport, collect_inputs
-    from lseg.io import atomic_write, load_image, save_png
+    from lseg.io import atomic_write, load_image, remove_stale_temp_files, save_png
     from lseg.labels import parse_labels
-    from lseg.viz import overlay, palette
+    from lseg.viz import heatmaps, overlay, palette
 
     labels = parse_labels(args.labels)
+    if len(labels) > 65536:
+        raise LSegError(f"{len(labels)} labels: label maps are written as 16-bit PNGs, at most 65536 labels")
     pairs = collect_inputs(args.images)
+    first: dict[Path, Path] = {}
+    for src, stem in pairs:  # a.jpg and a.png would overwrite each other's outputs
+        if first.setdefault(stem, src) != src:
+            raise LSegError(f"{first[stem]} and {src} would both write {stem}_labels.png: rename one or "
+                            "segment them into different folders")
     out = Path(args.out)
+    remove_stale_temp_files(out)  # hidden temp files of a killed earlier run
     predictor = make_predictor(args)
     report = BatchReport()
     for src, stem in tqdm(pairs, desc="segment", unit="img", disable=args.quiet):
@@ -98,6 +106,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         targets = [base.with_name(base.name + "_labels.png"), base.with_name(base.name + "_overlay.png")]
         if args.scores:
             targets.append(base.with_name(base.name + "_scores.npz"))
+        heat_targets = [base.with_name(f"{base.name}_heat_{i:02d}_{_safe(lb)}.png") for i, lb in enumerate(labels)]
+        if args.heatmaps:
+            targets += heat_targets
         if not args.overwrite and all(t.exists() for t in targets):
             report.skipped.append(targets[0])
             continue
@@ -113,13 +124,23 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             save_png(targets[0], lm.astype(np.uint8), palette=palette(len(labels)))
         else:
             save_png(targets[0], lm.astype(np.uint16))
+        if args.scores or args.heatmaps:
+            probs = result.probs
         if args.scores:
-            probs = result.probs.astype(np.float16)
-            atomic_write(targets[2], lambda p, pr=probs: _save_npz(p, probs=pr, labels=np.array(labels)))
+            half = probs.astype(np.float16)
+            atomic_write(targets[2], lambda p, pr=half: _save_npz(p, probs=pr, labels=np.array(labels)))
+        if args.heatmaps:
+            for target, heat in zip(heat_targets, heatmaps(probs, labels, image).values()):
+                atomic_write(target, lambda p, im=heat: im.save(p, format="PNG"))
         picture = overlay(image, lm, labels, alpha=args.alpha)
         atomic_write(targets[1], lambda p, im=picture: im.save(p, format="PNG"))
         report.written.append(targets[0])
     return _finish(report, "segment")
+
+
+def _safe(label: str) -> str:
+    """A label as a file-name fragment (heatmap files)."""
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in label)[:40] or "label"
 
 
 def _save_npz(path: Path, **arrays) -> None:  # type: ignore[no-untyped-def]
@@ -149,6 +170,9 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
         if torch.cuda.is_available():
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count()}"
+    from lseg.io import remove_stale_temp_files
+
+    remove_stale_temp_files(args.out)  # hidden temp files of a killed earlier run
     predictor = make_predictor(args)
     report = export_features(
         predictor, args.inputs, args.out, dtype=args.dtype, overwrite=args.overwrite, progress=not args.quiet,
@@ -173,12 +197,19 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from lseg.checkpoints import CONFIG_NAME, infer_config, read_config, read_state_dict
+    import math
+
+    from lseg.checkpoints import CONFIG_NAME, infer_config, read_config, read_state_dict, safetensors_shapes
 
     p = Path(args.checkpoint)
     sd = None
     if p.is_dir() or (p.parent / CONFIG_NAME).is_file() and p.suffix == ".safetensors":
         config = read_config(p if p.is_dir() else p.parent)
+        shapes = safetensors_shapes(p)  # header only: also catches a truncated weights file
+        info = {"config": config.to_dict(), "tensors": len(shapes),
+                "parameters": sum(math.prod(s) for s in shapes.values())}
+        print(json.dumps(info, indent=2))
+        return 0
     else:
         sd = read_state_dict(p)
         config = infer_config(sd, arch_option=args.arch_option, block_depth=args.block_depth,
@@ -203,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", "-l", required=True, help='comma-separated labels, e.g. "dog,grass,other"')
     p.add_argument("--out", "-o", required=True, help="output folder")
     p.add_argument("--scores", action="store_true", help="also write per-label probabilities (.npz, fp16)")
+    p.add_argument("--heatmaps", action="store_true",
+                   help="also write one probability heatmap per label over the image "
+                   "(<stem>_heat_<index>_<label>.png)")
     p.add_argument("--multiscale", action="store_true", help="reference multi-scale + flip evaluation (slow)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs exist")
@@ -214,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "features", help="export dense pixel embeddings for images and videos",
         description="One (D, h, w) .npy per image or sampled video frame (<video>/<frame:06d>.npy) and a "
-        "features.json manifest; finished outputs are skipped on re-runs. Shard with torchrun "
+        "features.json manifest; finished outputs are skipped on re-runs. Shard with torchrun -m lseg.cli "
         "(--nproc_per_node=N: input i goes to rank i %% N) and/or --shard k/M across machines.",
     )
     p.add_argument("inputs", nargs="+", help="image / video files or folders")

@@ -1,14 +1,35 @@
-"""Dense feature export: one ``.npy`` of pixel embeddings per image, resumable and atomic.
+"""Dense feature export: one ``.npy`` of pixel embeddings per image or video frame; resumable,
+atomic, and shardable across processes and machines.
 
 Layout of an output folder::
 
-    OUT/features.json              # manifest: model config, dtype, layout (written first)
-    OUT/<relative/path/stem>.npy   # (D, h, w) array, L2-normalised CLIP-space pixel embeddings
+    OUT/features.json                     # manifest: model config, dtype, resolution, sampling
+    OUT/<relative/path/stem>.npy          # image: (D, h, w) L2-normalised CLIP-space embeddings
+    OUT/<relative/path/stem>_pca.png      # with pca=True: first 3 principal components as RGB
+    OUT/<video stem>/<frame:06d>.npy      # video: one array per sampled frame (index in the file)
+    OUT/<video stem>/frames.json          # video: sampled frame indices and timestamps (written last)
 
-``h, w`` are half the working resolution (see :class:`lseg.inference.LSegPredictor`: long side
-``size``, default 480, so a 640x480 photo gives (512, 180, 240) for the 512-d models). A file
-appears only once complete (written to a temporary name, then renamed), so a killed job can be
-restarted: finished files are skipped.
+Resolution (``resolution=``):
+
+* ``"half"`` (default): the network's output, half the working resolution (long side ``size``,
+  default 480, so a 640x480 photo gives (512, 180, 240) for the 512-d models);
+* ``"input"``: the working resolution, i.e. the x2 bilinear upsampling (align_corners=True) that
+  LSeg applies to its logits, cropped to the working size;
+* ``"original"``: the image's own size; ``"HxW"`` (e.g. ``"240x320"``) or ``(H, W)``: that size.
+
+Upsampled embeddings follow the logits' path (x2 with align_corners=True, crop, then
+align_corners=True to the target size) and are re-normalised to unit length. They are computed in
+row strips and written through a memory map, so a 4000x3000 export needs little RAM (but D*H*W*2
+bytes of disk).
+
+A file appears only once complete (temporary name, then rename), so a killed job is simply
+restarted: finished outputs are skipped (a video's ``frames.json`` marks it complete).
+
+Sharding: with ``torchrun --nproc_per_node=N -m lseg.cli features ...`` (``RANK``/``WORLD_SIZE`` in the
+environment; no process group is needed) input ``i`` (an image or a whole video, in sorted order) is
+done by rank ``i % WORLD_SIZE``; only rank 0 of each job writes the manifest (the same for every
+shard). ``--shard k/M`` splits the inputs across machines the same way, and composes with torchrun
+(part ``k * WORLD_SIZE + RANK`` of ``M * WORLD_SIZE``).
 """
 
 from __future__ import annotations
@@ -16,21 +37,28 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from lseg.errors import LSegError
 from lseg.inference import LSegPredictor
-from lseg.io import atomic_write, list_images
+from lseg.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, atomic_write, iter_frames, list_images
 
 _logger = logging.getLogger(__name__)
 
 MANIFEST = "features.json"
+FRAMES_INDEX = "frames.json"
 DTYPES = {"float16": np.float16, "float32": np.float32}
+#: Floats per strip when upsampling embeddings (bounds the working memory to ~256 MB).
+_STRIP_ELEMS = 1 << 26
+
+Resolution = str | tuple[int, int]
 
 
 @dataclass
@@ -45,8 +73,23 @@ class BatchReport:
         return f"{len(self.written)} written, {len(self.skipped)} already done, {len(self.failed)} failed"
 
 
+@dataclass(frozen=True)
+class MediaItem:
+    """One input: an image (one output) or a video (one output per sampled frame).
+
+    Attributes:
+        path: the file.
+        stem: output path relative to OUT without suffix (``a/b`` -> ``a/b.npy`` or ``a/b/000000.npy``).
+        is_video: decode with :func:`lseg.io.iter_frames` instead of as one image.
+    """
+
+    path: Path
+    stem: Path
+    is_video: bool = False
+
+
 def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, Path]]:
-    """Expand files and folders into ``(image path, output stem relative to OUT)`` pairs."""
+    """Expand image files and folders into ``(image path, output stem relative to OUT)`` pairs."""
     pairs: list[tuple[Path, Path]] = []
     for item in inputs:
         p = Path(item)
@@ -59,6 +102,158 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[tuple[Path,
     return pairs
 
 
+def collect_media(inputs: Sequence[str | os.PathLike[str]]) -> list[MediaItem]:
+    """Expand files and folders into images and videos (extensions in :data:`lseg.io.VIDEO_EXTENSIONS`),
+    sorted by path within each folder.
+
+    Raises:
+        LSegError: an input does not exist, or two inputs would write the same output
+            (``a.jpg`` and ``a.png`` in one folder).
+    """
+    items: list[MediaItem] = []
+    for entry in inputs:
+        p = Path(entry)
+        if p.is_dir():
+            found = [f for f in _walk(p) if f.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS]
+            found.sort(key=lambda f: f.relative_to(p).parts)
+            items += [
+                MediaItem(f, f.relative_to(p).with_suffix(""), f.suffix.lower() in VIDEO_EXTENSIONS) for f in found
+            ]
+        elif p.is_file():
+            items.append(MediaItem(p, Path(p.stem), p.suffix.lower() in VIDEO_EXTENSIONS))
+        else:
+            raise LSegError(f"input not found: {p}")
+    seen: dict[Path, Path] = {}
+    for it in items:
+        if it.stem in seen:
+            raise LSegError(f"{seen[it.stem]} and {it.path} would both write {it.stem}.npy: rename one or "
+                            "export them into different folders")
+        seen[it.stem] = it.path
+    return items
+
+
+def _walk(root: Path) -> list[Path]:
+    """Files under ``root``, skipping hidden files and folders (as :func:`lseg.io.list_images`)."""
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        out += [Path(dirpath) / f for f in filenames if not f.startswith(".")]
+    return [f for f in out if f.is_file()]
+
+
+# ---------------------------------------------------------------------------- sharding
+
+def torchrun_rank() -> tuple[int, int]:
+    """``(RANK, WORLD_SIZE)`` from the environment (set by torchrun), ``(0, 1)`` if unset."""
+    try:
+        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise LSegError("RANK and WORLD_SIZE must be integers") from None
+    if world < 1 or not 0 <= rank < world:
+        raise LSegError(f"invalid RANK={rank} / WORLD_SIZE={world}")
+    return rank, world
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"k/M"`` -> ``(k, M)`` with ``0 <= k < M`` (``--shard``)."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m or not 0 <= int(m.group(1)) < int(m.group(2)):
+        raise LSegError(f"--shard must be k/M with 0 <= k < M (e.g. 0/4), got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def combine_shards(machine: tuple[int, int] | None, process: tuple[int, int]) -> tuple[int, int]:
+    """Part ``k * W + r`` of ``M * W`` for machine shard ``(k, M)`` and process ``(r, W)``."""
+    k, m = machine or (0, 1)
+    r, w = process
+    return k * w + r, m * w
+
+
+# ---------------------------------------------------------------------------- resolution
+
+def parse_resolution(value: Resolution) -> Resolution:
+    """Validate ``half | input | original | HxW | (H, W)``; returns the keyword or ``(H, W)``."""
+    if isinstance(value, tuple):
+        h, w = value
+        if int(h) < 1 or int(w) < 1:
+            raise LSegError(f"resolution must be positive, got {value}")
+        return int(h), int(w)
+    text = str(value).strip().lower()
+    if text in ("half", "input", "original"):
+        return text
+    m = re.fullmatch(r"(\d+)\s*x\s*(\d+)", text)
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        raise LSegError(f"resolution must be half, input, original or HxW (e.g. 240x320), got {value!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _target_size(resolution: Resolution, pixels_hw: tuple[int, int], input_size: tuple[int, int],
+                 image_size: tuple[int, int]) -> tuple[int, int]:
+    if resolution == "half":
+        return pixels_hw
+    if resolution == "input":
+        return input_size
+    if resolution == "original":
+        return image_size
+    assert isinstance(resolution, tuple)
+    return resolution
+
+
+def _axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights of a bilinear align_corners=True resize along one axis."""
+    pos = np.arange(n_out, dtype=np.float64) * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros(1)
+    lo = np.clip(np.floor(pos).astype(np.int64), 0, n_in - 1)
+    hi = np.minimum(lo + 1, n_in - 1)
+    return lo, hi, (pos - lo).astype(np.float32)
+
+
+def iter_resized_embeddings(
+    pixels: np.ndarray, input_size: tuple[int, int], size: tuple[int, int], rows: int | None = None
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """Upsample half-resolution embeddings in row strips, as LSeg upsamples its logits.
+
+    Args:
+        pixels: (D, h', w') embeddings at half the working resolution.
+        input_size: (h, w) working resolution (``h' = ceil(h/2)``).
+        size: (H, W) target size.
+        rows: output rows per strip (default: about 64 M floats per strip).
+
+    Yields:
+        ``(row_slice, strip)`` with strip (D, rows, W) float32, L2-normalised over D: x2 bilinear
+        (align_corners=True) cropped to ``input_size``, then bilinear (align_corners=True) to ``size``.
+    """
+    d, h2, w2 = pixels.shape
+    h, w = input_size
+    big_h, big_w = size
+    y1lo, y1hi, y1t = (a[:h] for a in _axis(h2, 2 * h2))
+    x1lo, x1hi, x1t = (a[:w] for a in _axis(w2, 2 * w2))
+    y2lo, y2hi, y2t = _axis(h, big_h)
+    x2lo, x2hi, x2t = _axis(w, big_w)
+    step = rows or max(1, _STRIP_ELEMS // max(1, d * max(big_w, w) * 2))
+    src = pixels.astype(np.float32, copy=False)
+    for r0 in range(0, big_h, step):
+        sl = slice(r0, min(big_h, r0 + step))
+        need = np.unique(np.concatenate([y2lo[sl], y2hi[sl]]))  # working-resolution rows used
+        a = src[:, y1lo[need]] * (1 - y1t[need])[None, :, None] + src[:, y1hi[need]] * y1t[need][None, :, None]
+        a = a[:, :, x1lo] * (1 - x1t) + a[:, :, x1hi] * x1t  # (D, len(need), w)
+        ia, ib = np.searchsorted(need, y2lo[sl]), np.searchsorted(need, y2hi[sl])
+        t = y2t[sl][None, :, None]
+        b = a[:, ia] * (1 - t) + a[:, ib] * t
+        b = b[:, :, x2lo] * (1 - x2t) + b[:, :, x2hi] * x2t  # (D, rows, W)
+        b /= np.maximum(np.linalg.norm(b, axis=0, keepdims=True), 1e-12)
+        yield sl, b
+
+
+def resize_embeddings(pixels: np.ndarray, input_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """(D, h', w') -> (D, H, W) float32 in one array (see :func:`iter_resized_embeddings`)."""
+    out = np.empty((pixels.shape[0], *size), np.float32)
+    for sl, strip in iter_resized_embeddings(pixels, input_size, size):
+        out[:, sl] = strip
+    return out
+
+
+# ---------------------------------------------------------------------------- export
+
 def export_features(
     predictor: LSegPredictor,
     inputs: Sequence[str | os.PathLike[str]],
@@ -67,45 +262,207 @@ def export_features(
     dtype: str = "float16",
     overwrite: bool = False,
     progress: bool = True,
+    resolution: Resolution = "half",
+    pca: bool = False,
+    fps: float | None = None,
+    every_n: int | None = None,
+    shard: tuple[int, int] | None = None,
+    write_manifest: bool | None = None,
 ) -> BatchReport:
-    """Write the pixel embeddings of every image under ``inputs`` to ``out_dir`` (see module doc).
+    """Write the pixel embeddings of every image / sampled video frame under ``inputs`` (module doc).
 
-    A bad image is logged and counted in ``failed``; the others are still processed.
+    Args:
+        predictor: computes the embeddings (its ``size`` sets the working resolution).
+        inputs: image / video files and folders (searched recursively).
+        out_dir: output folder.
+        dtype: ``float16`` (default) or ``float32``.
+        overwrite: redo finished outputs (and accept a folder made with other settings).
+        progress: show a progress bar.
+        resolution: ``half`` | ``input`` | ``original`` | ``"HxW"`` | ``(H, W)``.
+        pca: also write ``<stem>_pca.png`` (:func:`lseg.viz.pca_rgb` of the embeddings, computed at
+            half resolution and resized to the output resolution).
+        fps, every_n: video frame sampling (:func:`lseg.io.iter_frames`); default every frame.
+        shard: ``(k, M)``: do only inputs ``i`` with ``i % M == k``. Default: ``(RANK, WORLD_SIZE)``
+            from the environment (torchrun), i.e. everything in a plain run.
+        write_manifest: default: only when ``RANK`` is 0 (or unset).
+
+    Returns:
+        :class:`BatchReport` of this process's part. Bad inputs are logged and counted in
+        ``failed``; the others are still processed.
+
+    Raises:
+        LSegError: bad options, a missing input, or an output folder holding features made with
+            different settings (unless ``overwrite``).
     """
     if dtype not in DTYPES:
         raise LSegError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    res = parse_resolution(resolution)
+    if fps is not None and every_n is not None:
+        raise LSegError("give fps or every_n for videos, not both")
+    if fps is not None and not fps > 0:
+        raise LSegError(f"fps must be positive, got {fps}")
+    if every_n is not None and every_n < 1:
+        raise LSegError(f"every_n must be >= 1, got {every_n}")
+    part, parts = shard if shard is not None else torchrun_rank()
+    if not 0 <= part < parts:
+        raise LSegError(f"shard must be (k, M) with 0 <= k < M, got {(part, parts)}")
+    if write_manifest is None:
+        write_manifest = torchrun_rank()[0] == 0
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    manifest = _manifest(predictor, dtype, res, fps, every_n, pca)
+    _check_manifest(out / MANIFEST, manifest, overwrite)
+    if write_manifest:
+        atomic_write(out / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
+    items = collect_media(inputs)[part::parts]
+    writer = _Writer(predictor, out, DTYPES[dtype], res, pca, overwrite)
+    report = BatchReport()
+    desc = "features" if parts == 1 else f"features {part + 1}/{parts}"
+    for item in tqdm(items, desc=desc, unit="input", disable=not progress, position=part if parts > 1 else None):
+        if item.is_video:
+            writer.video(item, report, fps=fps, every_n=every_n)
+        else:
+            writer.image(item, report)
+    return report
+
+
+def _manifest(
+    predictor: LSegPredictor, dtype: str, res: Resolution, fps: float | None, every_n: int | None, pca: bool
+) -> dict[str, Any]:
+    notes = {
+        "half": "half of the working size (long side = size)",
+        "input": "working size (x2 bilinear, align_corners=True, as the logits), re-normalised",
+        "original": "original image size (bilinear, align_corners=True), re-normalised",
+    }
+    note = notes[res] if isinstance(res, str) else "fixed HxW (bilinear, align_corners=True), re-normalised"
     manifest = {
         "format": "lseg-features",
         "version": 1,
         "layout": "CHW",
         "dtype": dtype,
         "normalized": True,
-        "resolution": "half of the working size (long side = size)",
+        "resolution": list(res) if isinstance(res, tuple) else res,
+        "resolution_note": note,
         "size": predictor.size,
+        "video_sampling": {"fps": fps, "every_n": every_n},
+        "pca": pca,
         "model": predictor.model.config.to_dict(),
     }
-    atomic_write(out / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
-    report = BatchReport()
-    pairs = collect_inputs(inputs)
-    for src, stem in tqdm(pairs, desc="features", unit="img", disable=not progress):
-        target = out / stem.with_suffix(".npy")
-        if target.exists() and not overwrite:
-            report.skipped.append(target)
-            continue
+    return json.loads(json.dumps(manifest))  # as it reads back (tuples -> lists), for comparisons
+
+
+def _check_manifest(path: Path, manifest: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to mix outputs of different settings in one folder (resuming would skip wrong files)."""
+    if overwrite or not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return  # unreadable manifest: rewritten below
+    keys = ("dtype", "resolution", "size", "video_sampling", "model")
+    changed = [k for k in keys if k in old and old[k] != manifest[k]]
+    if changed:
+        raise LSegError(f"{path.parent} holds features made with other settings ({', '.join(changed)} differ); "
+                        "use another --out folder or --overwrite")
+
+
+class _Writer:
+    """Writes the outputs of one image or video frame (embedding array + optional PCA picture)."""
+
+    def __init__(
+        self, predictor: LSegPredictor, out: Path, dtype: type, res: Resolution, pca: bool, overwrite: bool
+    ) -> None:
+        self.predictor, self.out, self.dtype, self.res, self.pca, self.overwrite = (
+            predictor, out, dtype, res, pca, overwrite
+        )
+
+    def targets(self, stem: Path) -> list[Path]:
+        base = self.out / stem
+        t = [base.with_name(base.name + ".npy")]
+        if self.pca:
+            t.append(base.with_name(base.name + "_pca.png"))
+        return t
+
+    def done(self, stem: Path) -> bool:
+        return not self.overwrite and all(t.exists() for t in self.targets(stem))
+
+    def image(self, item: MediaItem, report: BatchReport) -> None:
+        targets = self.targets(item.stem)
+        if self.done(item.stem):
+            report.skipped.append(targets[0])
+            return
         try:
-            emb = predictor.embed_image(src)
+            emb = self.predictor.embed_image(item.path)
         except LSegError as e:
-            _logger.warning("skipping %s: %s", src, e)
-            report.failed.append((src, str(e)))
-            continue
-        arr = emb.pixels.cpu().numpy().astype(DTYPES[dtype])
-        atomic_write(target, lambda p, a=arr: _save_npy(p, a))
-        report.written.append(target)
-    return report
+            _logger.warning("skipping %s: %s", item.path, e)
+            report.failed.append((item.path, str(e)))
+            return
+        self.write(emb, targets)
+        report.written.append(targets[0])
+
+    def video(self, item: MediaItem, report: BatchReport, *, fps: float | None, every_n: int | None) -> None:
+        folder = self.out / item.stem
+        index_path = folder / FRAMES_INDEX
+        if not self.overwrite and index_path.is_file():
+            try:
+                frames = json.loads(index_path.read_text())["frames"]
+                stems = [item.stem / f"{f['index']:06d}" for f in frames]
+            except (OSError, ValueError, KeyError, TypeError):
+                stems = None
+            if stems is not None and all(self.done(s) for s in stems):
+                report.skipped += [self.targets(s)[0] for s in stems]
+                return
+        record: list[dict[str, float]] = []
+        try:
+            for index, t, frame in iter_frames(item.path, fps=fps, every_n=every_n):
+                stem = item.stem / f"{index:06d}"
+                record.append({"index": index, "time": round(float(t), 6)})
+                if self.done(stem):
+                    report.skipped.append(self.targets(stem)[0])
+                    continue
+                self.write(self.predictor.embed_image(frame), self.targets(stem))
+                report.written.append(self.targets(stem)[0])
+        except LSegError as e:
+            _logger.warning("video %s: stopped after %d sampled frames: %s", item.path, len(record), e)
+            report.failed.append((item.path, str(e)))
+            return
+        if not record:
+            report.failed.append((item.path, "no frames decoded"))
+            return
+        index = {"source": str(item.path), "fps": fps, "every_n": every_n, "frames": record}
+        atomic_write(index_path, lambda p: p.write_text(json.dumps(index, indent=1) + "\n"))
+
+    def write(self, emb: Any, targets: list[Path]) -> None:
+        pixels = emb.pixels.float().cpu().numpy()  # (D, h', w')
+        size = _target_size(self.res, tuple(pixels.shape[1:]), tuple(emb.input_size), tuple(emb.image_size))
+        if size == tuple(pixels.shape[1:]) and self.res == "half":
+            arr = pixels.astype(self.dtype)
+            atomic_write(targets[0], lambda p: _save_npy(p, arr))
+        else:
+            atomic_write(targets[0], lambda p: self._save_resized(p, pixels, emb.input_size, size))
+        if self.pca:
+            atomic_write(targets[1], lambda p: _save_pca(p, pixels, size))
+
+    def _save_resized(self, path: Path, pixels: np.ndarray, input_size: tuple[int, int],
+                      size: tuple[int, int]) -> None:
+        arr = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=(pixels.shape[0], *size))
+        for sl, strip in iter_resized_embeddings(pixels, tuple(input_size), size):
+            arr[:, sl] = strip
+        arr.flush()
+        del arr
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
     with open(path, "wb") as f:
         np.save(f, arr)
+
+
+def _save_pca(path: Path, pixels: np.ndarray, size: tuple[int, int]) -> None:
+    from PIL import Image
+
+    from lseg.viz import pca_rgb
+
+    img = Image.fromarray(pca_rgb(pixels))
+    if img.size != (size[1], size[0]):
+        img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    img.save(path, format="PNG")

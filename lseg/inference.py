@@ -15,6 +15,7 @@ stays bounded whatever the image size. ``multiscale=True`` runs the reference ev
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import sys
 from collections import OrderedDict
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lseg.io import load_image
+from lseg.io import DEFAULT_MAX_PIXELS, load_image
 from lseg.labels import parse_labels
 from lseg.models.lseg import LSeg
 
@@ -87,7 +88,10 @@ class SegmentationResult:
     Attributes:
         labels: the label strings, index ``i`` in ``label_map`` is ``labels[i]``.
         label_map: (H, W) int32 argmax label index at the original resolution.
-        logits: (K, h, w) float32 scaled cosine similarities at the working resolution.
+        logits: (K, h, w) float32 scaled cosine similarities at the working resolution. With more
+            labels than the predictor's ``label_chunk_size`` they are not kept (the label map is a
+            running argmax over label chunks, so memory does not grow with K); they are computed
+            on first access then (K*h*w*4 bytes; the result keeps the image embedding for that).
         embeddings: (D, h', w') float32 pixel embeddings if requested, else ``None``.
     """
 
@@ -115,6 +119,29 @@ class SegmentationResult:
         counts = np.bincount(self.label_map.ravel(), minlength=len(self.labels))
         total = max(1, self.label_map.size)
         return {label: float(c) / total for label, c in zip(self.labels, counts)}
+
+
+class _LazyTensor:
+    """Data descriptor for a dataclass field that may be given as a zero-argument function: it is
+    called on first access and its result kept (``SegmentationResult.logits`` for many labels)."""
+
+    def __init__(self, name: str) -> None:
+        self.attr = f"_{name}_value"
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.attr]
+        if callable(value) and not isinstance(value, torch.Tensor):
+            value = obj.__dict__[self.attr] = value()
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.attr] = value
+
+
+# Installed after the dataclass is built, so ``logits`` stays a required, repr-less field.
+SegmentationResult.logits = _LazyTensor("logits")  # type: ignore[assignment]
 
 
 class LSegPredictor:
@@ -209,12 +236,16 @@ class LSegPredictor:
 
     @torch.inference_mode()
     def embed_image(self, image: Any) -> ImageEmbedding:
-        """Image (path, PIL, HxWx3 uint8 array, CHW tensor) -> :class:`ImageEmbedding`."""
-        x = self._to_tensor(image)
-        image_size = (x.shape[-2], x.shape[-1])
+        """Image (path, PIL, HxWx3 uint8 array, CHW tensor) -> :class:`ImageEmbedding`.
+
+        The image is resized from its uint8 pixels in row strips, so a large photo costs its own
+        3 bytes/pixel plus a few MB, not a float copy of it (12000x8000: 288 MB, not 1.15 GB).
+        """
+        rgb = _rgb_array(image)
+        image_size = (int(rgb.shape[0]), int(rgb.shape[1]))
         size = self._working_size(*image_size)
-        if size != image_size:
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        x = _resize_rgb(rgb, size, self.device)
+        del rgb
         x = self.model.normalize(x)
         return ImageEmbedding(self._embed_windows(x)[0], size, image_size)
 
@@ -266,13 +297,42 @@ class LSegPredictor:
             emb = self.embed_image(image) if return_embeddings else None
             return self._result(label_list, logits, (x.shape[-2], x.shape[-1]), emb)
         emb = image if isinstance(image, ImageEmbedding) else self.embed_image(image)
-        logits = self._score(emb, text)
-        return self._result(label_list, logits, emb.image_size, emb if return_embeddings else None)
+        chunk = self._chunk_size()
+        if text.shape[0] <= chunk:
+            logits = self._score(emb, text)
+            return self._result(label_list, logits, emb.image_size, emb if return_embeddings else None)
+        # Many labels: a running argmax over label chunks; the K x h x w logits are never all held
+        # (computed on demand if ``result.logits`` is read).
+        argmax = _ResizedArgmax(emb.image_size)
+        for i in range(0, text.shape[0], chunk):
+            part = self.model.score(emb.pixels[None], text[i : i + chunk], size=emb.input_size)[0]
+            argmax.add(part.float().cpu(), more=i + chunk < text.shape[0])
+            del part
+        return SegmentationResult(
+            labels=label_list,
+            label_map=argmax.result(),
+            logits=functools.partial(self._lazy_logits, emb, text),  # type: ignore[arg-type]
+            image_size=emb.image_size,
+            embeddings=emb.pixels.cpu().numpy() if return_embeddings else None,
+        )
+
+    @torch.inference_mode()
+    def _lazy_logits(self, emb: ImageEmbedding, text: torch.Tensor) -> torch.Tensor:
+        return self._score(emb, text).float().cpu()
+
+    def _chunk_size(self) -> int:
+        """Labels scored at once. The bottleneck spatial block (arch_option 1) mixes the labels (it
+        adds their per-pixel maximum), so those models score all labels together."""
+        block = self.model.spatial_block
+        if block is not None and getattr(block, "bottleneck", False):
+            return 1 << 62
+        return max(1, int(self.label_chunk_size))
 
     def _score(self, emb: ImageEmbedding, text: torch.Tensor) -> torch.Tensor:
+        chunk = self._chunk_size()
         chunks = [
-            self.model.score(emb.pixels[None], text[i : i + self.label_chunk_size], size=emb.input_size)[0]
-            for i in range(0, text.shape[0], self.label_chunk_size)
+            self.model.score(emb.pixels[None], text[i : i + chunk], size=emb.input_size)[0]
+            for i in range(0, text.shape[0], chunk)
         ]
         return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
 
@@ -282,7 +342,7 @@ class LSegPredictor:
         logits = logits.float().cpu()
         return SegmentationResult(
             labels=labels,
-            label_map=_argmax_resized(logits, image_size),
+            label_map=_ResizedArgmax(image_size).add(logits).result(),
             logits=logits,
             image_size=image_size,
             embeddings=emb.pixels.cpu().numpy() if emb is not None else None,
@@ -312,27 +372,113 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 
 
-def _argmax_resized(logits: torch.Tensor, size: tuple[int, int], max_elems: int = 1 << 25) -> np.ndarray:
-    """argmax over K of ``logits`` (K, h, w) bilinearly resized to ``size``, in row strips so
-    memory stays ~``max_elems`` floats however large the output."""
-    k = logits.shape[0]
+def _rgb_array(image: Any) -> np.ndarray:
+    """``HxWx3 uint8`` pixels of any accepted image; a plain C-contiguous writable RGB uint8 array
+    within :data:`lseg.io.DEFAULT_MAX_PIXELS` is used as is (read only, not copied)."""
+    if (
+        isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+        and image.flags.c_contiguous and image.flags.writeable
+        and 0 < image.shape[0] * image.shape[1] <= DEFAULT_MAX_PIXELS
+    ):
+        return image
+    return load_image(image)
+
+
+def _resize_rgb(rgb: np.ndarray, size: tuple[int, int], device: torch.device, max_elems: int = 1 << 22) -> torch.Tensor:
+    """``HxWx3 uint8`` -> (1, 3, h, w) float in [0, 1], resized bilinearly with antialiasing.
+
+    Bit for bit ``F.interpolate(whole_float_image, size, antialias=True)`` (whose filter is separable,
+    width first), but only ``max_elems`` floats of the input are converted at a time: the width pass
+    runs on row strips, the height pass on the (3, H, w) result.
+    """
+    H, W = rgb.shape[:2]
+    h, w = size
+    if (h, w) == (H, W):
+        return torch.from_numpy(rgb).to(device).permute(2, 0, 1)[None].float().div_(255.0)
+    rows = max(1, max_elems // (3 * W))
+    mid = torch.empty(1, 3, H, w, device=device)
+    for r0 in range(0, H, rows):
+        strip = torch.from_numpy(rgb[r0 : r0 + rows]).to(device).permute(2, 0, 1)[None].float().div_(255.0)
+        if w != W:
+            strip = F.interpolate(strip, size=(strip.shape[-2], w), mode="bilinear", align_corners=False,
+                                  antialias=True)
+        mid[..., r0 : r0 + strip.shape[-2], :] = strip
+    if h == H:
+        return mid
+    return F.interpolate(mid, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+
+
+class _ResizedArgmax:
+    """Label map = argmax over labels of (K, h, w) logits bilinearly resized (align_corners=True)
+    to ``size``, computed in row strips of about ``max_elems`` floats and fed in label chunks (a
+    running maximum), so memory is the (H, W) result (+ (H, W) float32 between chunks) plus
+    one strip, whatever K and the image size. Ties go to the lowest label index, as ``argmax``."""
+
+    def __init__(self, size: tuple[int, int], max_elems: int = 1 << 23) -> None:
+        self.size = (int(size[0]), int(size[1]))
+        self.max_elems = max_elems
+        self.index = torch.empty(self.size, dtype=torch.int32)  # every row is written by add()
+        self.best: torch.Tensor | None = None
+        self.offset = 0
+
+    def add(self, logits: torch.Tensor, more: bool = False) -> _ResizedArgmax:
+        """Feed the next ``k`` labels' logits (k, h, w) on the CPU; ``more``: other chunks follow."""
+        first = self.offset == 0
+        if more and self.best is None:
+            self.best = torch.empty(self.size)
+        for r0, r1, band in _resized_row_strips(logits, self.size, self.max_elems):
+            values, idx = band.max(0)
+            idx = idx.to(torch.int32)
+            if self.offset:
+                idx += self.offset
+            if first:
+                self.index[r0:r1] = idx
+                if self.best is not None:
+                    self.best[r0:r1] = values
+            else:
+                assert self.best is not None
+                better = values > self.best[r0:r1]
+                self.index[r0:r1] = torch.where(better, idx, self.index[r0:r1])
+                self.best[r0:r1] = torch.where(better, values, self.best[r0:r1])
+        self.offset += logits.shape[0]
+        if not more:
+            self.best = None
+        return self
+
+    def result(self) -> np.ndarray:
+        return self.index.numpy()
+
+
+def _resized_row_strips(
+    logits: torch.Tensor, size: tuple[int, int], max_elems: int
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """``(r0, r1, band)``: rows r0:r1 of ``logits`` (K, h, w) resized to ``size`` (bilinear,
+    align_corners=True): rows blended at the input width, then a linear pass along the width."""
+    k, h, w = logits.shape
     H, W = size
-    h = logits.shape[1]
-    if (h, logits.shape[2]) == (H, W):
-        return logits.argmax(0).to(torch.int32).numpy()
-    out = np.empty((H, W), dtype=np.int32)
-    rows = max(1, max_elems // max(1, k * W))
-    # align_corners=True resize, row strip by strip: sample rows via the same grid as the full resize.
+    # pixels per strip: the band holds k floats for each, the max() results 12 bytes.
+    rows = max(1, max_elems // max(3, k) // max(1, W))
+    if (h, w) == (H, W):
+        for r0 in range(0, H, rows):
+            yield r0, min(H, r0 + rows), logits[:, r0 : r0 + rows]
+        return
     y = torch.linspace(0, h - 1, H) if H > 1 else torch.zeros(1)
     for r0 in range(0, H, rows):
         ys = y[r0 : r0 + rows]
         lo = ys.floor().long().clamp(max=h - 1)
         hi = (lo + 1).clamp(max=h - 1)
         t = (ys - lo.float()).view(1, -1, 1)
-        band = logits[:, lo] * (1 - t) + logits[:, hi] * t  # (K, rows, w)
-        band = F.interpolate(band[None], size=(band.shape[1], W), mode="bilinear", align_corners=True)[0]
-        out[r0 : r0 + rows] = band.argmax(0).to(torch.int32).numpy()
-    return out
+        band = torch.lerp(logits.index_select(1, lo), logits.index_select(1, hi), t)  # (K, rows, w)
+        if w != W:
+            n = band.shape[1]
+            band = F.interpolate(band.reshape(1, k * n, w), size=W, mode="linear", align_corners=True).view(k, n, W)
+        yield r0, r0 + band.shape[1], band
+
+
+def _argmax_resized(logits: torch.Tensor, size: tuple[int, int], max_elems: int = 1 << 23) -> np.ndarray:
+    """argmax over K of ``logits`` (K, h, w) bilinearly resized to ``size``, in row strips so
+    memory stays ~``max_elems`` floats however large the output."""
+    return _ResizedArgmax(size, max_elems).add(logits.float().cpu()).result()
 
 
 def multiscale_logits(

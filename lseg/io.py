@@ -23,16 +23,20 @@ Conventions (decided once, here):
   ``ImageFile.LOAD_TRUNCATED_IMAGES`` is left untouched (default ``False``).
 
 All writers in lseg go through :func:`atomic_write` so that a killed job never leaves a
-half-written output file behind.
+half-written output file behind; the hidden temp files of a killed job are removed by
+:func:`remove_stale_temp_files`, which the batch commands run when they start.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import math
 import os
+import re
 import secrets
+import socket
 import struct
 import sys
 import warnings
@@ -41,7 +45,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from lseg.errors import ImageLoadError
 
@@ -56,6 +60,7 @@ __all__ = [
     "iter_frames",
     "list_images",
     "load_image",
+    "remove_stale_temp_files",
     "save_png",
 ]
 
@@ -378,8 +383,14 @@ def _pil_to_rgb(im: Image.Image, name: str, *, max_pixels: int | None = None) ->
 
 
 def _exif_upright(im: Image.Image) -> Image.Image:
-    """Apply the EXIF Orientation tag. A corrupt EXIF block only loses the rotation."""
+    """Apply the EXIF Orientation tag. A corrupt EXIF block only loses the rotation.
+
+    Without a rotation the image itself is returned (``exif_transpose`` would copy it: 4 bytes per
+    pixel more at the peak for nothing).
+    """
     try:
+        if im.getexif().get(ExifTags.Base.Orientation, 1) not in (2, 3, 4, 5, 6, 7, 8):
+            return im
         upright = ImageOps.exif_transpose(im)
     except Exception as e:  # noqa: BLE001 - the pixels are fine; only metadata is broken
         warnings.warn(f"ignoring unreadable EXIF orientation ({_one_line(e)})", stacklevel=4)
@@ -387,8 +398,26 @@ def _exif_upright(im: Image.Image) -> Image.Image:
     return upright if upright is not None else im
 
 
+#: Large images are converted to RGB in row strips of this many pixels: the peak is then the
+#: decoded image plus the result (12000x8000 RGB PNG: 384 + 288 MB), not several full-size copies.
+_STRIP_PIXELS = 1 << 21
+
+
 def _convert_mode(im: Image.Image, name: str) -> np.ndarray:
-    """Convert a decoded PIL image of any mode to a fresh ``HxWx3 uint8`` RGB array."""
+    """Convert a decoded PIL image of any mode to a fresh ``HxWx3 uint8`` RGB array (in row strips
+    for large images, except 'I'/'F' modes, whose scaling depends on the whole image)."""
+    w, h = im.size
+    if w * h <= _STRIP_PIXELS or im.mode.startswith(("I", "F")):
+        return _convert_whole(im, name)
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    rows = max(1, _STRIP_PIXELS // w)
+    for y0 in range(0, h, rows):
+        y1 = min(h, y0 + rows)
+        out[y0:y1] = _convert_whole(im.crop((0, y0, w, y1)), name)
+    return out
+
+
+def _convert_whole(im: Image.Image, name: str) -> np.ndarray:
     mode = im.mode
     if mode in _ALPHA_CAPABLE_MODES and (mode in {"LA", "PA", "La", "RGBA", "RGBa"}
                                           or im.has_transparency_data):
@@ -746,19 +775,69 @@ def list_images(folder: str | os.PathLike[str], recursive: bool = True) -> list[
 # --------------------------------------------------------------------------------------------
 
 
+# Temp files of atomic_write: ``.<name>.<host>-<pid>-<random>.tmp<suffix>``; the host (hash of the
+# host name) and pid let remove_stale_temp_files() recognise leftovers of killed processes.
+_TEMP_RE = re.compile(r"\.(?P<name>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}\.tmp(\.[^.]*)?")
+
+
+def _host_tag() -> str:
+    return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
 def _temp_path_for(target: Path) -> tuple[Path, int]:
     """Create (exclusively) a hidden temp file next to ``target``; return its path and fd.
 
     Created with mode 0o666 so the process umask applies, as for a normal ``open()`` (mkstemp
     would give 0o600). The suffix is kept so extension-sniffing writers (PIL) pick the format.
     """
+    owner = f"{_host_tag()}-{os.getpid()}"
     for _ in range(100):
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp{target.suffix}")
+        tmp = target.with_name(f".{target.name}.{owner}-{secrets.token_hex(4)}.tmp{target.suffix}")
         try:
             return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             continue
     raise FileExistsError(f"could not create a temporary file next to '{target}'")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # exists (another user's), or cannot tell: keep its files
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete temp files that :func:`atomic_write` / :func:`atomic_open` left behind in ``folder``
+    (recursively) when their process was killed (SIGKILL, power loss) before it could clean up.
+
+    Only files named like this module's temp files *and* created on this host by a process that
+    no longer exists are removed, so jobs still writing into the same folder (other torchrun
+    ranks, a second shard) are safe. Batch commands call this when they start.
+
+    Returns:
+        The removed paths.
+    """
+    root = Path(os.fspath(folder)).expanduser()
+    if not root.is_dir():
+        return []
+    host = _host_tag()
+    removed: list[Path] = []
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for fn in filenames:
+            m = _TEMP_RE.fullmatch(fn) if fn.startswith(".") else None
+            if m is None or m.group("host") != host or _pid_alive(int(m.group("pid"))):
+                continue
+            path = Path(dirpath) / fn
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], object]) -> Path:

@@ -100,8 +100,9 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _label_map(label_map: Any, name: str = "label_map") -> np.ndarray:
-    """Validate an ``HxW`` integer label map and return it as an int64 array."""
+def _label_map(label_map: Any, name: str = "label_map", int64: bool = True) -> np.ndarray:
+    """Validate an ``HxW`` integer label map and return it as an int64 array (``int64=False``:
+    integer arrays keep their dtype, no copy)."""
     arr = _to_numpy(label_map)
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]  # tolerate 1xHxW model outputs
@@ -110,6 +111,8 @@ def _label_map(label_map: Any, name: str = "label_map") -> np.ndarray:
     if arr.dtype != np.bool_ and arr.dtype.kind not in "ui":
         raise ValueError(f"{name} must hold integer class ids, got dtype {arr.dtype}; use argmax over "
                          "classes first")
+    if not int64 and arr.dtype.kind in "ui":
+        return arr
     return arr.astype(np.int64)
 
 
@@ -228,24 +231,37 @@ def overlay(
     """
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"overlay: alpha must be in [0, 1], got {alpha}")
-    photo = load_image(image_rgb, max_pixels=None)
-    ids = _label_map(label_map)
+    if isinstance(image_rgb, np.ndarray) and image_rgb.ndim == 3 and image_rgb.shape[2] == 3 \
+            and image_rgb.dtype == np.uint8:
+        photo = image_rgb  # only read: no copy of a large photo
+    else:
+        photo = load_image(image_rgb, max_pixels=None)
+    ids = _label_map(label_map, int64=False)
     if ids.shape != photo.shape[:2]:
         raise ValueError(f"overlay: label_map is {ids.shape[0]}x{ids.shape[1]} but the image is "
                          f"{photo.shape[0]}x{photo.shape[1]} (HxW); resize the label map (nearest) first")
     labels = list(labels)
     k = len(labels)
-    valid = (ids >= 0) & (ids < k)
     colours = palette(k)
-    blended = photo.astype(np.float32)
-    if k:
-        colour_img = colours[np.where(valid, ids, 0)].astype(np.float32)
-        mixed = (1.0 - alpha) * blended + alpha * colour_img
-        blended = np.where(valid[:, :, None], mixed, blended)
-    out = Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
+    # Row strips (~1 M pixels): temporaries stay small for very large photos.
+    result = np.empty((*photo.shape[:2], 3), dtype=np.uint8)
+    counts = np.zeros(max(k, 1), dtype=np.int64)
+    step = max(1, (1 << 20) // max(1, photo.shape[1]))
+    for r0 in range(0, photo.shape[0], step):
+        rows = slice(r0, r0 + step)
+        strip = ids[rows].astype(np.int64)
+        valid = (strip >= 0) & (strip < k)
+        blended = photo[rows].astype(np.float32)
+        if k:
+            colour_img = colours[np.where(valid, strip, 0)].astype(np.float32)
+            mixed = (1.0 - alpha) * blended + alpha * colour_img
+            blended = np.where(valid[:, :, None], mixed, blended)
+            counts += np.bincount(strip[valid], minlength=k)
+        result[rows] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    out = Image.fromarray(result)
+    del result  # Pillow copied it; the legend canvas below is another full-size image
     if not legend or k == 0:
         return out
-    counts = np.bincount(ids[valid], minlength=k)
     present = sorted((i for i in range(k) if counts[i] > 0), key=lambda i: (-counts[i], i))
     return _with_legend(out, [(colours[i], str(labels[i]), counts[i] / ids.size) for i in present])
 

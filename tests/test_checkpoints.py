@@ -22,6 +22,13 @@ from lseg.checkpoints import (
 )
 from lseg.errors import CheckpointError
 
+@pytest.fixture
+def tiny_model():
+    """A fresh model: exact round-trip comparisons must not see another test's settings."""
+    torch.manual_seed(0)
+    return lseg.create_model("lseg_tiny_test")
+
+
 OFFICIAL = {
     # reference --backbone name: (our registry name, official key count from the spec for ViT-L)
     "clip_vitl16_384": "lseg_vitl16_384",

@@ -72,14 +72,28 @@ class CLIPTextEncoder(nn.Module):
         if not labels:
             raise LabelError("no labels given: pass at least one label string")
         limit = self.cfg.context_length - 2
-        for label in labels:
+        cut = []
+        for i, label in enumerate(labels):
             n = len(self.tokenizer.encode(label))
             if n > limit:
+                cut.append(i)
                 warnings.warn(
                     f"label {label[:40]!r}... has {n} tokens; CLIP reads only the first {limit}",
                     stacklevel=3,
                 )
-        return self.tokenizer(labels)
+        tokens = self.tokenizer(labels)
+        if cut:  # two labels equal in their first `limit` tokens would get one embedding
+            rows = [tuple(r) for r in tokens.tolist()]
+            first = {}
+            for i, row in enumerate(rows):
+                j = first.setdefault(row, i)
+                if j != i and (i in cut or j in cut):
+                    raise LabelError(
+                        f"labels {j + 1} and {i + 1} ({labels[j][:30]!r}..., {labels[i][:30]!r}...) are identical "
+                        f"within CLIP's {limit}-token context and would get the same embedding; make them "
+                        "differ earlier"
+                    )
+        return tokens
 
     def encode_tokens(self, tokens: torch.Tensor, reference: bool = False) -> torch.Tensor:
         """Token ids (K, T) -> L2-normalised embeddings (K, D): fp32, or fp16 if ``reference``."""

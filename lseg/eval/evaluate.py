@@ -1,0 +1,460 @@
+"""Dataset-level evaluation of an LSeg model: the reference protocols, single- or multi-process.
+
+Protocols (``EvalConfig.protocol``):
+
+``semantic``
+    The reference ``test_lseg.py --eval``: every image of a split, labelled with the dataset's class
+    strings (the ones the model was trained with; for the official ADE20K checkpoint pass
+    ``label_style="reference"``). pixAcc and mIoU from one confusion matrix accumulated over the split.
+``open-vocab``
+    The same loop for benchmarks the model was not trained on (ADE-150, PC-59, PC-459, VOC-20,
+    COCO-Stuff ...): readable class names (``pottedplant`` -> ``potted plant``), optionally averaged
+    over prompt templates.
+``fewshot``
+    LSeg's "zero-shot" protocol on PASCAL-5i / COCO-20i / FSS-1000 (reference
+    ``test_lseg_zs.py``): each episode's query image resized to 480x480, labels
+    ``["others", class name]``, binary argmax; mIoU (mean foreground IoU over the fold's classes) and
+    FB-IoU per fold (:class:`lseg.eval.FewShotMeter`).
+
+Geometry (``semantic``/``open-vocab``): single scale resizes the image so that its long side is
+``size`` (``size=None``: the original resolution, the reference's ``testval``), pads to a square
+``crop_size`` crop or slides ``crop_size`` windows (stride ``crop_size * stride_rate``), and
+resizes the logits back to the original resolution, where the metric is computed. ``multiscale``
+is the reference ``MultiEvalModule`` (scales 0.5-1.75 of ``base_size`` 520, flip, logits summed):
+:func:`lseg.inference.multiscale_logits`.
+
+Metrics (all in percent in the report):
+
+* ``pixAcc``: correct / labelled pixels (reference).
+* ``mIoU``: mean IoU over **all** classes, a class absent from both ground truth and prediction
+  counting 0 (reference PyTorch-Encoding; equals the others when every class occurs).
+* ``mIoU_excl_absent``: classes with an empty union left out (torchmetrics / mmseg).
+* ``mIoU_gt_present``: mean over the classes present in the ground truth (detectron2's
+  ``SemSegEvaluator``, used by most open-vocabulary papers for ADE-847 / PC-459).
+
+Distributed: when ``torch.distributed`` is initialised (``lseg eval --devices N`` or torchrun),
+process ``r`` of ``W`` evaluates images ``r, r + W, ...`` and the integer confusion matrices are
+summed, so the numbers are identical to a single-process run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from lseg.data.transforms import fewshot_transform
+from lseg.errors import ConfigError, LSegError
+from lseg.eval.datasets import (
+    FEWSHOT_DATASETS,
+    build_dataset,
+    build_fewshot_dataset,
+    canonical_name,
+    ignore_index_of,
+    open_vocab_labels,
+)
+from lseg.eval.metrics import FewShotMeter, SegmentationMeter
+from lseg.inference import ADE20K_SCALES, MultiScaleConfig, multiscale_logits
+from lseg.models.lseg import LSeg
+
+__all__ = [
+    "EvalConfig",
+    "encode_labels",
+    "evaluate",
+    "evaluate_fewshot",
+    "evaluate_segmentation",
+    "format_report",
+    "mean_iou_gt_present",
+]
+
+Protocol = Literal["semantic", "open-vocab", "fewshot"]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate, and how.
+
+    Attributes:
+        protocol: ``semantic``, ``open-vocab`` or ``fewshot`` (see the module docstring).
+        dataset: dataset name (:mod:`lseg.eval.datasets`; few-shot: ``pascal5i``, ``coco20i``,
+            ``fss1000``).
+        data_root: the dataset folder.
+        split: split to evaluate; ``None``: ``val`` (``folder``: every image; few-shot: the
+            reference's test episodes).
+        dataset_kwargs: extra reader arguments.
+        label_style: class-string style (ADE20K ``full``/``reference``; VOC and few-shot
+            ``clean``/``reference``); ``None``: the reader's default (``semantic``/``fewshot``) or
+            the readable form (``open-vocab``).
+        templates: prompt templates with ``{}``; each class embedding is the normalised mean over
+            templates. Empty: the raw class string (the reference).
+        multiscale: reference multi-scale + flip evaluation (``scales``, ``base_size``).
+        size: long side for single-scale evaluation; ``None`` = original resolution ("testval").
+        crop_size, stride_rate: network input crop and sliding-window stride fraction (480, 2/3).
+        scales, base_size: multi-scale settings (ADE20K: 0.5..1.75 of 520).
+        flip: add the horizontally flipped prediction; ``None``: on for multiscale, off otherwise.
+        folds: few-shot folds to run (PASCAL-5i / COCO-20i; ignored for FSS-1000).
+        fewshot_size: few-shot resize (480x480, aspect not kept).
+        num_episodes: few-shot episodes per fold; ``None``: the reference's (1000 for PASCAL/COCO).
+        seed: COCO-20i episode sampler seed (the reference's ``fix_randseed(0)``).
+        batch_size: few-shot episodes per forward (semantic evaluation runs one image at a time).
+        num_workers: DataLoader workers per process.
+        max_samples: evaluate only the first N images / episodes (debugging; not a benchmark number).
+        precision: ``32-true``, ``bf16-mixed`` or ``16-mixed`` (autocast).
+        progress: tqdm bar on rank 0.
+    """
+
+    protocol: Protocol = "semantic"
+    dataset: str = "ade20k"
+    data_root: str | None = None
+    split: str | None = None
+    dataset_kwargs: dict[str, Any] = field(default_factory=dict)
+    label_style: str | None = None
+    templates: tuple[str, ...] = ()
+    multiscale: bool = False
+    size: int | None = 480
+    crop_size: int = 480
+    stride_rate: float = 2 / 3
+    scales: tuple[float, ...] = ADE20K_SCALES
+    base_size: int = 520
+    flip: bool | None = None
+    folds: tuple[int, ...] = (0,)
+    fewshot_size: int = 480
+    num_episodes: int | None = None
+    seed: int = 0
+    batch_size: int = 1
+    num_workers: int = 2
+    max_samples: int | None = None
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.protocol not in ("semantic", "open-vocab", "fewshot"):
+            raise ConfigError(f"protocol must be semantic, open-vocab or fewshot, got {self.protocol!r}")
+        is_fewshot = canonical_name(self.dataset) in FEWSHOT_DATASETS
+        if is_fewshot != (self.protocol == "fewshot"):
+            raise ConfigError(
+                f"dataset {self.dataset!r} goes with protocol {'fewshot' if is_fewshot else 'semantic/open-vocab'}"
+            )
+        for t in self.templates:
+            if t.count("{}") != 1:
+                raise ConfigError(f"prompt template {t!r} must contain exactly one '{{}}'")
+        if self.size is not None and self.size < 1 or self.crop_size < 1 or self.batch_size < 1:
+            raise ConfigError("size, crop_size and batch_size must be >= 1")
+        if not 0 < self.stride_rate <= 1:
+            raise ConfigError(f"stride_rate must be in (0, 1], got {self.stride_rate}")
+        if any(f not in (0, 1, 2, 3) for f in self.folds) or not self.folds:
+            raise ConfigError(f"folds must be among 0..3, got {self.folds}")
+        if self.precision not in ("32-true", "bf16-mixed", "16-mixed"):
+            raise ConfigError(f"precision must be 32-true, bf16-mixed or 16-mixed, got {self.precision!r}")
+
+    @property
+    def use_flip(self) -> bool:
+        return self.multiscale if self.flip is None else self.flip
+
+
+# ---------------------------------------------------------------------- helpers
+
+@torch.no_grad()
+def encode_labels(model: LSeg, labels: Sequence[str], templates: Sequence[str] = (), chunk: int = 256) -> torch.Tensor:
+    """Class strings -> (K, D) fp32 L2-normalised text embeddings.
+
+    With templates, each class's embedding is the normalised mean of its prompts' embeddings.
+    Duplicated strings are allowed (the reference ADE list has ``screen`` twice).
+    """
+    prompts = list(templates) or ["{}"]
+    per_template = []
+    for t in prompts:
+        texts = [t.format(lb) for lb in labels]
+        parts = [model.encode_text(texts[i : i + chunk]).float() for i in range(0, len(texts), chunk)]
+        per_template.append(torch.cat(parts))
+    emb = torch.stack(per_template).mean(0)
+    return emb / emb.norm(dim=-1, keepdim=True)
+
+
+def mean_iou_gt_present(cm: torch.Tensor) -> float:
+    """Mean IoU over the classes that occur in the ground truth (detectron2 ``SemSegEvaluator``)."""
+    cm = cm.double().cpu()
+    inter = cm.diagonal()
+    gt = cm.sum(1)
+    union = gt + cm.sum(0) - inter
+    present = gt > 0
+    return float((inter[present] / union[present]).mean()) if bool(present.any()) else math.nan
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _SafeDataset(Dataset):
+    """Turns a failing sample into ``{"error": message, "path": ...}`` so one bad file does not end the run."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            return self.dataset[index]
+        except (LSegError, OSError, ValueError) as e:
+            return {"error": str(e).splitlines()[0] if str(e) else type(e).__name__, "path": _sample_path(self.dataset, index)}
+
+
+def _sample_path(dataset: Any, index: int) -> str:
+    for attr, field_name in (("records", "image"), ("episodes", "image")):
+        items = getattr(dataset, attr, None)
+        if items is not None:
+            return str(getattr(items[index], field_name))
+    return f"#{index}"
+
+
+def _loader(dataset: Dataset, cfg: EvalConfig, batch_size: int) -> DataLoader:
+    """This process's shard (``rank::world``; no padding, so nothing is counted twice)."""
+    rank, world = _dist_info()
+    n = len(dataset)  # type: ignore[arg-type]
+    if cfg.max_samples is not None:
+        n = min(n, cfg.max_samples)
+    shard = Subset(_SafeDataset(dataset), list(range(rank, n, world)))
+    return DataLoader(shard, batch_size=batch_size, num_workers=cfg.num_workers, collate_fn=list)
+
+
+def _progress(loader: DataLoader, cfg: EvalConfig, desc: str) -> Iterator[list[dict[str, Any]]]:
+    from tqdm.auto import tqdm
+
+    rank, _ = _dist_info()
+    yield from tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True, disable=not cfg.progress or rank != 0)
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    if precision == "32-true":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _gather_failures(failed: list[dict[str, str]]) -> list[dict[str, str]]:
+    _, world = _dist_info()
+    if world == 1:
+        return failed
+    everything: list[Any] = [None] * world
+    dist.all_gather_object(everything, failed)
+    return [f for part in everything for f in part]
+
+
+def _count(n: int, device: torch.device) -> int:
+    _, world = _dist_info()
+    if world == 1:
+        return n
+    t = torch.tensor([n], dtype=torch.int64, device=device)
+    dist.all_reduce(t)
+    return int(t)
+
+
+def _pct(x: float) -> float | None:
+    return None if math.isnan(x) else round(100.0 * x, 4)
+
+
+# ---------------------------------------------------------------------- semantic / open-vocab
+
+@torch.inference_mode()
+def evaluate_segmentation(
+    model: LSeg,
+    dataset: Dataset,
+    labels: Sequence[str],
+    cfg: EvalConfig,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on every image of ``dataset`` (samples ``{"image", "mask"}``, original
+    resolution) with the class strings ``labels`` (index i = mask value i).
+
+    Returns the report dict (see :func:`evaluate`). Runs on ``model``'s device; shards over processes
+    when ``torch.distributed`` is initialised.
+    """
+    model.eval()
+    device = model.device
+    text = encode_labels(model, labels, cfg.templates).to(device)
+    ignore_index = ignore_index_of(dataset)
+    meter = SegmentationMeter(len(labels), ignore_index=ignore_index, device=device)
+    failed: list[dict[str, str]] = []
+    n_done = 0
+    t0 = time.perf_counter()
+    for batch in _progress(_loader(dataset, cfg, 1), cfg, f"eval {cfg.dataset}"):
+        for sample in batch:
+            if "error" in sample:
+                failed.append({"path": sample["path"], "error": sample["error"]})
+                continue
+            image = sample["image"].to(device)[None]
+            x = model.normalize(image)
+            h, w = x.shape[-2:]
+            # Single scale = the same evaluator with one scale whose long side is `size` (or the image's).
+            ms = MultiScaleConfig(
+                scales=cfg.scales if cfg.multiscale else (1.0,),
+                base_size=cfg.base_size if cfg.multiscale else cfg.size or max(h, w),
+                crop_size=cfg.crop_size, stride_rate=cfg.stride_rate, flip=cfg.use_flip,
+            )
+            with _autocast(device, cfg.precision):
+                logits = multiscale_logits(model, x, text, ms)
+            meter.update(logits.argmax(1), sample["mask"].to(device)[None])
+            n_done += 1
+    meter.reduce()
+    failed = _gather_failures(failed)
+    cm = meter.cm.cpu()
+    metrics = meter.compute()
+    iou = metrics["iou_per_class"]
+    assert isinstance(iou, torch.Tensor)
+    return {
+        "protocol": cfg.protocol,
+        "dataset": canonical_name(cfg.dataset),
+        "split": cfg.split or ("all" if canonical_name(cfg.dataset) == "folder" else "val"),
+        "num_classes": len(labels),
+        "num_images": _count(n_done, device),
+        "num_failed": len(failed),
+        "failed": failed,
+        "metrics": {
+            "pixAcc": _pct(float(metrics["pixAcc"])),  # type: ignore[arg-type]
+            "mIoU": _pct(float(metrics["mIoU"])),  # type: ignore[arg-type]
+            "mIoU_excl_absent": _pct(float(metrics["mIoU_excl_absent"])),  # type: ignore[arg-type]
+            "mIoU_gt_present": _pct(mean_iou_gt_present(cm)),
+        },
+        "per_class": [
+            {"label": lb, "iou": _pct(float(v)), "gt_pixels": int(cm[i].sum())}
+            for i, (lb, v) in enumerate(zip(labels, iou.tolist()))
+        ],
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+# ---------------------------------------------------------------------- few-shot
+
+@torch.inference_mode()
+def evaluate_fewshot(model: LSeg, dataset: Any, cfg: EvalConfig) -> dict[str, Any]:
+    """The zero-shot protocol on one fold: 2-way ``["others", class name]`` per episode.
+
+    ``dataset`` is a :class:`lseg.data.FewShotDataset` whose transform already resizes to
+    ``fewshot_size`` (see :func:`evaluate`). Returns ``miou``, ``fb_iou`` (percent), per-class IoU.
+    """
+    model.eval()
+    device = model.device
+    class_ids = list(dataset.class_ids)
+    names = [dataset.labels[c] for c in class_ids]
+    text = encode_labels(model, ["others", *names], cfg.templates).to(device)
+    row = {c: i + 1 for i, c in enumerate(class_ids)}
+    meter = FewShotMeter(class_ids, num_classes=len(dataset.labels), ignore_index=ignore_index_of(dataset))
+    failed: list[dict[str, str]] = []
+    n_done = 0
+    t0 = time.perf_counter()
+    for batch in _progress(_loader(dataset, cfg, cfg.batch_size), cfg, f"eval {cfg.dataset}"):
+        good = []
+        for sample in batch:
+            if "error" in sample:
+                failed.append({"path": sample["path"], "error": sample["error"]})
+            else:
+                good.append(sample)
+        if not good:
+            continue
+        images = torch.stack([s["image"] for s in good]).to(device)
+        x = model.normalize(images)
+        with _autocast(device, cfg.precision):
+            pixels = model.encode_image(x)
+            for s, pix in zip(good, pixels):
+                pair = text[[0, row[int(s["class_id"])]]]
+                logits = model.score(pix[None], pair, size=(x.shape[-2], x.shape[-1]))
+                meter.update(logits.argmax(1), s["mask"].to(device)[None], int(s["class_id"]))
+        n_done += len(good)
+    meter.reduce()
+    failed = _gather_failures(failed)
+    result = meter.compute()
+    per_class = result["iou_per_class"]
+    assert isinstance(per_class, dict)
+    return {
+        "miou": round(float(result["miou"]), 4),  # type: ignore[arg-type]
+        "fb_iou": round(float(result["fb_iou"]), 4),  # type: ignore[arg-type]
+        "num_episodes": _count(n_done, device),
+        "num_failed": len(failed),
+        "failed": failed,
+        "per_class": [{"class_id": c, "label": dataset.labels[c], "iou": round(per_class[c], 4)} for c in class_ids],
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+# ---------------------------------------------------------------------- entry point
+
+def evaluate(model: LSeg, cfg: EvalConfig) -> dict[str, Any]:
+    """Build the dataset(s) ``cfg`` names and evaluate ``model`` (on its device) under the protocol.
+
+    Returns a JSON-serialisable report: ``protocol``, ``dataset``, ``settings`` (the config) and
+
+    * ``semantic`` / ``open-vocab``: ``metrics`` (``pixAcc``, ``mIoU``, ``mIoU_excl_absent``,
+      ``mIoU_gt_present``, percent), ``per_class`` IoUs, ``num_images``, ``failed`` (skipped files);
+    * ``fewshot``: ``folds`` (``{fold: {miou, fb_iou, per_class, ...}}``) and their ``mean``.
+    """
+    _, world = _dist_info()
+    settings = asdict(cfg)
+    if cfg.protocol == "fewshot":
+        name = canonical_name(cfg.dataset)
+        folds = (0,) if name == "fss1000" else cfg.folds
+        per_fold: dict[str, Any] = {}
+        for fold in folds:
+            kwargs = dict(cfg.dataset_kwargs)
+            if cfg.num_episodes is not None:
+                kwargs["num_episodes"] = cfg.num_episodes
+            if name == "coco20i":
+                kwargs.setdefault("seed", cfg.seed)
+            ds = build_fewshot_dataset(
+                name, cfg.data_root, fold=fold, split=cfg.split, transform=fewshot_transform(cfg.fewshot_size),
+                label_style=cfg.label_style, **kwargs,
+            )
+            per_fold[str(fold)] = evaluate_fewshot(model, ds, cfg)
+        mean = {
+            k: round(sum(r[k] for r in per_fold.values()) / len(per_fold), 4) for k in ("miou", "fb_iou")
+        }
+        return {
+            "protocol": "fewshot", "dataset": name, "folds": per_fold, "mean": mean,
+            "world_size": world, "settings": settings,
+        }
+
+    style = cfg.label_style
+    ds = build_dataset(cfg.dataset, cfg.data_root, cfg.split, None, style, **cfg.dataset_kwargs)
+    labels = list(ds.labels)
+    if cfg.protocol == "open-vocab" and style is None:
+        labels = open_vocab_labels(labels)
+    report = evaluate_segmentation(model, ds, labels, cfg)
+    report.update(world_size=world, settings=settings)
+    return report
+
+
+def format_report(report: dict[str, Any], per_class: bool = False) -> str:
+    """A plain-text table of a report (percentages)."""
+    lines = []
+    if report["protocol"] == "fewshot":
+        lines.append(f"{report['dataset']}  zero-shot protocol (2-way, {report['settings']['fewshot_size']}px)")
+        lines.append(f"{'fold':>6} {'mIoU':>8} {'FB-IoU':>8} {'episodes':>9}")
+        for fold, r in report["folds"].items():
+            lines.append(f"{fold:>6} {r['miou']:8.2f} {r['fb_iou']:8.2f} {r['num_episodes']:9d}")
+            if per_class:
+                lines += [f"{'':>6}   {c['label']:<24} {c['iou']:7.2f}" for c in r["per_class"]]
+        if len(report["folds"]) > 1:
+            lines.append(f"{'mean':>6} {report['mean']['miou']:8.2f} {report['mean']['fb_iou']:8.2f}")
+        return "\n".join(lines)
+    s = report["settings"]
+    mode = "multi-scale+flip" if s["multiscale"] else f"single-scale ({s['size'] or 'native'})"
+    lines.append(f"{report['dataset']} {report['split']}  {report['protocol']}  {mode}  {report['num_images']} images")
+    for key, value in report["metrics"].items():
+        lines.append(f"  {key:<18} {'n/a' if value is None else f'{value:.2f}':>8}")
+    if report["num_failed"]:
+        lines.append(f"  skipped {report['num_failed']} unreadable sample(s)")
+    if per_class:
+        lines.append(f"  {'class':<28} {'IoU':>7}")
+        for c in report["per_class"]:
+            iou = "n/a" if c["iou"] is None else f"{c['iou']:.2f}"
+            lines.append(f"  {c['label']:<28} {iou:>7}")
+    return "\n".join(lines)

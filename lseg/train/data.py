@@ -1,0 +1,123 @@
+"""Deterministic, resumable training data: which images, in which order, with which augmentation.
+
+Exact resume and process-count independence come from two rules:
+
+* **Order** is a pure function of ``(seed, epoch)``: :class:`ResumableShardSampler` draws one global
+  permutation per epoch, cuts it into optimizer steps of ``global_batch`` images, and gives process
+  ``rank`` every ``world_size``-th image of each step (``DistributedSampler``'s striding). Resuming
+  at step ``s`` of an epoch simply starts the iteration ``s`` steps in.
+* **Augmentation** is a pure function of ``(seed, epoch, index)``: :class:`SeededSamples` seeds
+  torch's RNG from those three numbers around each sample's transform (and restores the caller's
+  RNG afterwards). It therefore does not depend on the number of DataLoader workers, on the
+  number of processes, or on where a run was interrupted.
+
+So one process with batch 4 sees exactly the same images, identically augmented, as two processes
+with batch 2 each, and a resumed run sees exactly what the uninterrupted run saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sized
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+__all__ = ["ResumableShardSampler", "SeededSamples", "sample_seed", "steps_per_epoch"]
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A well-mixed 63-bit seed for one (seed, epoch, index) triple (stable across platforms)."""
+    digest = hashlib.blake2b(f"{seed}/{epoch}/{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def steps_per_epoch(num_samples: int, global_batch: int) -> int:
+    """Optimizer steps per epoch: only whole global batches are used (the remainder of the shuffled
+    epoch, fewer than ``global_batch`` images, is left out, a different subset every epoch)."""
+    return num_samples // global_batch
+
+
+class SeededSamples(Dataset):
+    """Wraps a dataset so that item ``(epoch, index)`` is ``dataset[index]`` drawn under torch RNG seed
+    :func:`sample_seed` ``(seed, epoch, index)``.
+
+    The wrapped dataset's own transform (torchvision v2 ops use torch's global RNG) is what gets
+    seeded. Python's ``random`` and NumPy are not used by the lseg transforms.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        assert isinstance(self.dataset, Sized)
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, epoch, index))
+            return self.dataset[index]
+
+
+class ResumableShardSampler(Sampler[tuple[int, int]]):
+    """Yields ``(epoch, index)`` keys for one process, one epoch at a time (see the module docstring).
+
+    Args:
+        num_samples: dataset length.
+        batch_size: images per process per forward.
+        accumulate: forwards per optimizer step.
+        rank, world_size: this process and the number of processes.
+        seed: base seed of the permutation.
+
+    Call :meth:`set_position` before iterating; each iteration yields
+    ``steps_per_epoch * accumulate * batch_size`` keys (minus the skipped ones).
+    """
+
+    def __init__(
+        self, num_samples: int, batch_size: int, accumulate: int, rank: int, world_size: int, seed: int
+    ) -> None:
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.accumulate = accumulate
+        self.rank = rank
+        self.world_size = world_size
+        self.seed = seed
+        self.global_batch = batch_size * accumulate * world_size
+        self.steps = steps_per_epoch(num_samples, self.global_batch)
+        if self.steps == 0:
+            raise ValueError(
+                f"the dataset has {num_samples} images, fewer than one global batch ({self.global_batch} = "
+                f"{batch_size} per device x {world_size} devices x {accumulate} accumulated)"
+            )
+        self.epoch = 0
+        self.start_step = 0
+
+    def set_position(self, epoch: int, start_step: int = 0) -> None:
+        """Select the epoch, and the optimizer step within it to start from (mid-epoch resume).
+
+        Deliberately not called ``set_epoch``: Lightning's dataloader wrapper calls ``set_epoch(n)``
+        with its own count of ``iter()`` calls, which would undo a mid-epoch resume.
+        """
+        if not 0 <= start_step < self.steps:
+            raise ValueError(f"start_step {start_step} outside 0..{self.steps - 1}")
+        self.epoch = epoch
+        self.start_step = start_step
+
+    def epoch_indices(self, epoch: int) -> list[int]:
+        """This process's dataset indices for a whole epoch, in order."""
+        g = torch.Generator().manual_seed(sample_seed(self.seed, epoch, -1))
+        perm = torch.randperm(self.num_samples, generator=g)[: self.steps * self.global_batch]
+        per_step = perm.view(self.steps, self.accumulate, self.world_size * self.batch_size)
+        # Within each forward's global slice, process r takes every world_size-th image.
+        return per_step[:, :, self.rank :: self.world_size].reshape(-1).tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        skip = self.start_step * self.accumulate * self.batch_size
+        for index in self.epoch_indices(self.epoch)[skip:]:
+            yield (self.epoch, index)
+
+    def __len__(self) -> int:
+        return (self.steps - self.start_step) * self.accumulate * self.batch_size

@@ -1,0 +1,434 @@
+"""The training loop (Lightning Fabric), top to bottom.
+
+What one optimizer step does, on every process:
+
+1. take ``accumulate_grad_batches`` batches of ``batch_size`` augmented crops
+   (:mod:`lseg.train.data`: order and augmentation are functions of the seed only);
+2. for each: ``logits = model(images, text)`` at full crop resolution, per-pixel cross-entropy with
+   the dataset's ignore index, ``backward(loss / accumulate)`` (gradients are all-reduced by DDP
+   on the last batch only: ``fabric.no_backward_sync``);
+3. one SGD (or Adam) step with two parameter groups: encoder (ViT + reassemble) at ``lr`` and
+   decoder at ``lr * decoder_lr_mult``; the poly schedule sets both.
+
+The frozen text encoder embeds the dataset's label strings **once** per run (the reference re-ran
+CLIP on all 150 labels at every step, with autograd on: reference bug 4).
+
+Run folder (``out_dir``)::
+
+    config.yaml               the resolved config (re-run with ``lseg train --config``)
+    checkpoints/last.ckpt     model + optimizer + scheduler + step + RNG; written atomically;
+                              a later run with the same out_dir resumes from it
+    logs/version_N/           metrics.csv (or TensorBoard events), one version per invocation
+    model/                    the trained model (``lseg.save_pretrained``) when the run finishes
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.optim.lr_scheduler import LRScheduler
+from torch.utils.data import DataLoader
+
+from lseg.checkpoints import save_pretrained
+from lseg.data.transforms import train_transform
+from lseg.errors import CheckpointError, ConfigError
+from lseg.eval.datasets import build_dataset, ignore_index_of
+from lseg.models.lseg import LSeg
+from lseg.train.config import TrainConfig, dump_config
+from lseg.train.data import ResumableShardSampler, SeededSamples
+from lseg.train.init import build_model
+from lseg.train.sync_bn import convert_sync_batchnorm
+
+if TYPE_CHECKING:
+    from lightning.fabric import Fabric
+
+__all__ = [
+    "PolyLR", "TrainResult", "build_optimizer", "load_checkpoint", "poly_factor", "rng_state", "set_rng_state", "train",
+]
+
+_logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "lseg-train-checkpoint"
+CHECKPOINT_VERSION = 1
+_STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true")
+# Changing these between an interrupted run and its resumption changes the result.
+_RESUME_SENSITIVE = (
+    "model", "init_checkpoint", "dataset", "split", "label_style", "batch_size", "accumulate_grad_batches",
+    "epochs", "max_steps", "optimizer", "base_lr", "lr_scaling", "decoder_lr_mult", "momentum", "weight_decay",
+    "poly_power", "lr_schedule_interval", "seed", "crop_size", "base_size", "scale_range", "hflip_prob",
+)  # fmt: skip
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did.
+
+    Attributes:
+        out_dir: the run folder.
+        step: optimizer steps done (including those of earlier, resumed invocations).
+        total_steps: the run's planned length.
+        finished: ``step == total_steps`` (``model_dir`` was written).
+        checkpoint: ``out_dir/checkpoints/last.ckpt``.
+        model_dir: ``out_dir/model`` if the run finished, else ``None``.
+        resumed_from: the checkpoint this invocation started from, if any.
+        last_loss: mean training loss of the last logged step (``None`` if nothing was logged).
+        rank: this process's global rank (0 in a single-process run).
+    """
+
+    out_dir: Path
+    step: int
+    total_steps: int
+    finished: bool
+    checkpoint: Path
+    model_dir: Path | None
+    resumed_from: Path | None
+    last_loss: float | None
+    rank: int = 0
+
+
+# ---------------------------------------------------------------------- schedule and optimizer
+
+def poly_factor(t: int, total: int, power: float) -> float:
+    """``(1 - t / total) ** power``, 0 once ``t >= total``."""
+    return max(0.0, 1.0 - t / total) ** power if total > 0 else 0.0
+
+
+class PolyLR(LRScheduler):
+    """Polynomial decay ``lr_t = lr_0 * (1 - t / total) ** power`` (t = number of ``step()`` calls).
+
+    Stepped once per optimizer step (``lr_schedule_interval="step"``) or once per epoch
+    (``"epoch"``, the reference). Its state dict holds plain numbers only.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total: int, power: float, last_epoch: int = -1) -> None:
+        self.total = total
+        self.power = power
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:  # type: ignore[override]
+        f = poly_factor(self.last_epoch, self.total, self.power)
+        return [base * f for base in self.base_lrs]
+
+
+def build_optimizer(model: LSeg, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD / Adam over the reference's two groups: encoder at ``lr``, decoder at ``lr * decoder_lr_mult``.
+
+    The frozen text encoder is in neither group (and has ``requires_grad=False``).
+    """
+    lr = cfg.lr
+    groups = model.param_groups()
+    params = [
+        {"params": groups["encoder"], "lr": lr, "name": "encoder"},
+        {"params": groups["decoder"], "lr": lr * cfg.decoder_lr_mult, "name": "decoder"},
+    ]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+
+
+# ---------------------------------------------------------------------- RNG state as plain tensors
+
+def rng_state() -> dict[str, Any]:
+    """torch / NumPy / Python RNG states as tensors and numbers (``torch.load(weights_only=True)``-safe)."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
+                   "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["internal"].tolist()), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------- checkpoints
+
+def _save_checkpoint(fabric: Fabric, path: Path, state: dict[str, Any]) -> None:
+    """Rank 0 writes ``path`` via a temporary file + rename, so ``last.ckpt`` is always complete."""
+    if fabric.is_global_zero:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    fabric.barrier()
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a training checkpoint (``weights_only=True``) and check its format."""
+    try:
+        ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError) as e:
+        raise CheckpointError(f"cannot read training checkpoint {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not an lseg training checkpoint (made by `lseg train`)")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: unsupported training checkpoint version {ckpt.get('version')!r}")
+    return ckpt
+
+
+def _resolve_resume(resume: str | Path | bool | None, ckpt_path: Path) -> Path | None:
+    if resume in (None, False, "never"):
+        return None
+    if resume in (True, "auto"):
+        return ckpt_path if ckpt_path.is_file() else None
+    path = Path(str(resume))
+    if not path.is_file():
+        raise CheckpointError(f"--resume: checkpoint not found: {path}")
+    return path
+
+
+# ---------------------------------------------------------------------- Fabric
+
+def _make_fabric(cfg: TrainConfig) -> Fabric:
+    from lightning.fabric import Fabric
+
+    if cfg.strategy not in _STRATEGIES:
+        raise ConfigError(f"strategy must be one of {', '.join(_STRATEGIES)} (checkpoints are DDP-style), got {cfg.strategy!r}")
+    multi = cfg.world_size > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
+    strategy = "ddp" if cfg.strategy == "auto" and multi else cfg.strategy
+    loggers: list[Any] = []
+    if cfg.logger == "csv":
+        from lightning.fabric.loggers import CSVLogger
+
+        loggers.append(CSVLogger(root_dir=cfg.out_dir, name="logs", flush_logs_every_n_steps=100))
+    elif cfg.logger == "tensorboard":
+        from lightning.fabric.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(root_dir=cfg.out_dir, name="logs"))
+    return Fabric(
+        accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=strategy,
+        precision=cfg.precision, loggers=loggers,
+    )
+
+
+def _flush_loggers(fabric: Fabric) -> None:
+    for logger in fabric.loggers:
+        logger.save()
+
+
+# ---------------------------------------------------------------------- the loop
+
+def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainResult:
+    """Train (or continue training) an LSeg model as ``cfg`` describes.
+
+    Args:
+        cfg: the run's configuration.
+        resume: ``"auto"`` (default): continue from ``out_dir/checkpoints/last.ckpt`` if it exists;
+            a checkpoint path; or ``"never"``/``None`` to start from scratch (an existing
+            ``last.ckpt`` in ``out_dir`` is then overwritten).
+
+    With ``devices > 1`` and no launcher, Fabric starts the other processes by re-running the
+    current command (use the ``lseg train`` CLI or ``torchrun``, not an interactive session).
+    """
+    from tqdm.auto import tqdm
+
+    fabric = _make_fabric(cfg)
+    fabric.launch()
+    if fabric.world_size != cfg.world_size:  # e.g. torchrun without --devices
+        cfg = cfg.replace(devices=max(1, fabric.world_size // cfg.num_nodes))
+    fabric.seed_everything(cfg.seed, verbose=False)
+    if fabric.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
+
+    out_dir = Path(cfg.out_dir)
+    ckpt_path = out_dir / "checkpoints" / "last.ckpt"
+    resume_path = _resolve_resume(resume, ckpt_path)
+    if fabric.is_global_zero:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out_dir / "config.yaml")
+
+    # --- data: the reference augmentation, seeded per (seed, epoch, image); sharded per process
+    dataset = build_dataset(cfg.dataset, cfg.data_root, cfg.split, None, cfg.label_style, **cfg.dataset_kwargs)
+    ignore_index = ignore_index_of(dataset)
+    if cfg.ignore_index is not None and cfg.ignore_index != ignore_index:
+        raise ConfigError(f"ignore_index={cfg.ignore_index}, but {cfg.dataset} masks mark ignored pixels with {ignore_index}")
+    dataset.transform = train_transform(
+        base_size=cfg.base_size, crop_size=cfg.crop_size, scale_range=cfg.scale_range,
+        hflip_p=cfg.hflip_prob, ignore_index=ignore_index,
+    )
+    sampler = ResumableShardSampler(
+        len(dataset), cfg.batch_size, cfg.accumulate_grad_batches, fabric.global_rank, fabric.world_size, cfg.seed
+    )
+    loader = DataLoader(
+        SeededSamples(dataset, cfg.seed), batch_size=cfg.batch_size, sampler=sampler,
+        num_workers=cfg.num_workers, pin_memory=fabric.device.type == "cuda", collate_fn=_collate,
+    )
+    loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False)
+    steps_per_epoch = sampler.steps
+    if cfg.max_steps is None and cfg.epochs is None:
+        raise ConfigError("set the run length: epochs or max_steps")
+    total_steps = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch  # type: ignore[operator]
+    stop_step = min(total_steps, cfg.stop_after_steps or total_steps)
+
+    # --- model, optimizer, schedule
+    model = build_model(cfg)
+    if fabric.world_size > 1 and cfg.sync_batchnorm:
+        model = convert_sync_batchnorm(model, fabric.device.type)
+    optimizer = build_optimizer(model, cfg)
+    if cfg.lr_schedule_interval == "step":
+        scheduler = PolyLR(optimizer, total=total_steps, power=cfg.poly_power)
+    else:
+        scheduler = PolyLR(optimizer, total=math.ceil(total_steps / steps_per_epoch), power=cfg.poly_power)
+    model, optimizer = fabric.setup(model, optimizer)
+    raw: LSeg = model.module
+
+    # --- resume: weights, optimizer (momentum), schedule, step, RNG
+    step = 0
+    if resume_path is not None:
+        ckpt = load_checkpoint(resume_path)
+        _warn_changed(ckpt.get("config", {}), cfg, resume_path)
+        raw.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        step = int(ckpt["step"])
+        set_rng_state(ckpt["rng"])
+        if step > total_steps:
+            raise ConfigError(f"{resume_path} is at step {step}, beyond this config's {total_steps} steps")
+        _logger.info("resumed from %s at step %d", resume_path, step)
+
+    with torch.no_grad():  # frozen text tower: embed the label strings once per run (fp32)
+        text = raw.encode_text(list(dataset.labels)).float()
+
+    def checkpoint_state() -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+            "model": raw.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "step": step, "epoch": step // steps_per_epoch, "steps_per_epoch": steps_per_epoch,
+            "total_steps": total_steps, "rng": rng_state(), "config": cfg.to_dict(),
+            "labels": list(dataset.labels), "world_size": fabric.world_size,
+        }
+
+    accumulate = cfg.accumulate_grad_batches
+    bar = tqdm(
+        total=stop_step, initial=step, desc="train", unit="step", dynamic_ncols=True,
+        disable=not (fabric.is_global_zero and cfg.progress_bar),
+    )
+    last_loss: float | None = None
+    saved_at = step if resume_path is not None else -1
+    model.train()
+    t_log = time.perf_counter()
+    while step < stop_step:
+        epoch, step_in_epoch = divmod(step, steps_per_epoch)
+        sampler.set_position(epoch, step_in_epoch)
+        batches = iter(loader)
+        for _ in range(step_in_epoch, steps_per_epoch):
+            lr_now = [g["lr"] for g in optimizer.param_groups]
+            loss_sum = torch.zeros((), device=fabric.device)
+            hits = torch.zeros(2, device=fabric.device)  # correct, labelled pixels (training pixAcc)
+            for micro in range(accumulate):
+                batch = next(batches)
+                # DDP all-reduces the gradients on the last forward of the step only.
+                with fabric.no_backward_sync(model, enabled=micro < accumulate - 1):
+                    logits = model(raw.normalize(batch["image"]), text)
+                    loss = _pixel_cross_entropy(logits, batch["mask"], ignore_index, fabric)
+                    fabric.backward(loss / accumulate)
+                loss_sum += loss.detach()
+                with torch.no_grad():
+                    valid = batch["mask"] != ignore_index
+                    hits += torch.stack([((logits.argmax(1) == batch["mask"]) & valid).sum(), valid.sum()]).float()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if cfg.lr_schedule_interval == "step" or step % steps_per_epoch == 0:
+                scheduler.step()
+
+            if step % cfg.log_every_n_steps == 0 or step == stop_step:
+                loss_mean = fabric.all_reduce(loss_sum / accumulate, reduce_op="mean")
+                hits = fabric.all_reduce(hits, reduce_op="sum")
+                last_loss = float(loss_mean)
+                if not math.isfinite(last_loss):
+                    raise FloatingPointError(f"training loss is {last_loss} at step {step}: stopping")
+                now = time.perf_counter()
+                metrics = {
+                    "train/loss": last_loss, "train/pixAcc": float(hits[0] / hits[1].clamp_min(1)),
+                    "lr/encoder": lr_now[0], "lr/decoder": lr_now[1], "epoch": epoch,
+                    "time/step_s": (now - t_log) / cfg.log_every_n_steps,
+                }
+                t_log = now
+                fabric.log_dict(metrics, step=step)
+                bar.set_postfix(loss=f"{last_loss:.4f}", epoch=epoch)
+            bar.update(1)
+
+            if cfg.checkpoint_every_n_steps and step % cfg.checkpoint_every_n_steps == 0 and step < stop_step:
+                _save_checkpoint(fabric, ckpt_path, checkpoint_state())
+                _flush_loggers(fabric)
+                saved_at = step
+            if step >= stop_step:
+                break
+    bar.close()
+
+    if saved_at != step:
+        _save_checkpoint(fabric, ckpt_path, checkpoint_state())
+    finished = step >= total_steps
+    model_dir = None
+    if finished:
+        model_dir = out_dir / "model"
+        if fabric.is_global_zero:
+            save_pretrained(raw, model_dir)
+        fabric.barrier()
+    for logger in fabric.loggers:
+        logger.finalize("success")
+    return TrainResult(
+        out_dir=out_dir, step=step, total_steps=total_steps, finished=finished, checkpoint=ckpt_path,
+        model_dir=model_dir, resumed_from=resume_path, last_loss=last_loss, rank=fabric.global_rank,
+    )
+
+
+def _pixel_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, fabric: Fabric) -> torch.Tensor:
+    """Per-pixel cross-entropy, averaged over the labelled pixels of the **global** forward batch.
+
+    Each process returns ``its pixel-loss sum * world_size / labelled pixels on all processes``, so
+    the gradient mean DDP takes equals the gradient of the global mean: identical to one process with
+    the whole batch even when processes see different numbers of ignored pixels. (The reference
+    averaged per-GPU means, which weighs crops with many ignored pixels more.) 0 if nothing is labelled.
+    """
+    total = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="sum")
+    count = (target != ignore_index).sum().float()
+    if fabric.world_size > 1:
+        count = fabric.all_reduce(count, reduce_op="sum")
+    return total * fabric.world_size / count.clamp_min(1)
+
+
+def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "image": torch.stack([s["image"] for s in samples]),
+        "mask": torch.stack([s["mask"] for s in samples]),
+    }
+
+
+def _warn_changed(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
+    now = cfg.to_dict()
+    changed = [k for k in _RESUME_SENSITIVE if k in saved and saved[k] != now.get(k)]
+    if changed:
+        _logger.warning(
+            "resuming %s with changed settings (%s): the result will differ from an uninterrupted run",
+            path, ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed),
+        )
+

@@ -1,0 +1,130 @@
+"""ONNX export: two graphs, run with onnxruntime, compared with eager PyTorch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+import lseg
+from lseg.cli import main
+from lseg.export.onnx import OnnxPredictor, export_onnx, pad_to_multiple, resize_bilinear
+from lseg.models.lseg import LSeg
+
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def block_model() -> LSeg:
+    """Tiny random model with the bottleneck spatial block (exercises the numpy block too)."""
+    torch.manual_seed(0)
+    cfg = lseg.get_config("lseg_tiny_test").replace(arch_option=1, block_depth=2, activation="lrelu")
+    return LSeg(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def exported(block_model: LSeg, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("onnx")
+    result = export_onnx(block_model, out, size=(64, 96), verify=False)
+    assert result.exporter == "dynamo" and result.dynamic_size
+    return out
+
+
+def test_export_files_and_metadata(exported: Path, block_model: LSeg) -> None:
+    assert sorted(p.name for p in exported.iterdir()) == [
+        "image_encoder.onnx", "lseg_onnx.json", "text_encoder.onnx"
+    ]
+    meta = json.loads((exported / "lseg_onnx.json").read_text())
+    assert meta["dynamic_size"] is True and meta["exporter"] == "dynamo"
+    assert meta["size_multiple"] == 32 and meta["pad_value"] == -1.0
+    assert meta["logit_scale"] == pytest.approx(1 / 0.07)
+    assert meta["spatial_block"]["bottleneck"] is True and meta["spatial_block"]["depth"] == 2
+    assert lseg.LSegConfig.from_dict(meta["model"]) == block_model.config
+
+
+@pytest.mark.parametrize("hw", [(64, 96), (49, 77), (160, 32)])  # example size, odd/non-32, another
+def test_image_graph_matches_pytorch(exported: Path, block_model: LSeg, hw: tuple[int, int]) -> None:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(exported / "image_encoder.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(1, 3, *hw, generator=torch.Generator().manual_seed(hw[0]))
+    with torch.no_grad():
+        ref = block_model.encode_image(x).numpy()
+    padded = pad_to_multiple(x.numpy(), -1.0)
+    assert padded.shape[-2] % 32 == 0 and padded.shape[-1] % 32 == 0
+    got = session.run(None, {"image": padded})[0]
+    assert got.shape[-2:] == (padded.shape[-2] // 2, padded.shape[-1] // 2)
+    got = got[..., : (hw[0] + 1) // 2, : (hw[1] + 1) // 2]
+    assert got.shape == ref.shape == (1, 32, (hw[0] + 1) // 2, (hw[1] + 1) // 2)
+    diff = float(np.abs(got - ref).max())
+    print(f"image {hw}: max abs diff {diff:.2e}")
+    assert diff < ATOL
+
+
+def test_text_graph_dynamic_labels_and_tokens(exported: Path, block_model: LSeg) -> None:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(exported / "text_encoder.onnx"), providers=["CPUExecutionProvider"])
+    for labels in (["dog"], ["dog", "grass", "sky", "other"], ["a very long description of a red car", "x"]):
+        tokens = block_model.text_encoder.tokenize(labels)
+        with torch.no_grad():
+            ref = block_model.text_encoder.encode_tokens(tokens).numpy()
+        trimmed = tokens[:, : int(tokens.argmax(-1).max()) + 1]
+        for t in (trimmed, tokens):  # cut after the longest label, and the full 77-token context
+            got = session.run(None, {"tokens": t.numpy()})[0]
+            diff = float(np.abs(got - ref).max())
+            print(f"text {tuple(t.shape)}: max abs diff {diff:.2e}")
+            assert got.shape == ref.shape and diff < ATOL
+
+
+def test_onnx_predictor_matches_torch_predictor(exported: Path, block_model: LSeg, photo: np.ndarray) -> None:
+    labels = "dog, grass, sky, sun, other"
+    ref = lseg.LSegPredictor(block_model, size=None).segment(photo, labels)  # no resize: same input
+    pred = OnnxPredictor(exported, size=None)
+    got = pred.segment(photo, labels)
+    assert got.labels == ref.labels
+    assert got.logits.shape == tuple(ref.logits.shape)
+    diff = float(np.abs(got.logits - ref.logits.numpy()).max())
+    print(f"logits (spatial block, x2 upsample in numpy): max abs diff {diff:.2e}")
+    assert diff < 1e-3  # logits are scaled by 14.3 and go through the block twice
+    assert got.label_map.dtype == np.int32
+    # The argmax may only differ where two labels are (numerically) tied.
+    assert (got.label_map == ref.label_map).mean() > 0.999
+    np.testing.assert_allclose(got.probs, ref.probs, atol=1e-4)
+    # The text embeddings are cached: a second label set re-uses the image embedding.
+    emb = pred.embed_image(photo)
+    again = pred.segment(emb, ["sky", "grass"])
+    assert again.label_map.shape == photo.shape[:2] and set(np.unique(again.label_map)) <= {0, 1}
+
+
+def test_resize_bilinear_matches_torch() -> None:
+    x = np.random.default_rng(0).normal(size=(3, 7, 5)).astype(np.float32)
+    ref = torch.nn.functional.interpolate(torch.from_numpy(x)[None], size=(15, 11), mode="bilinear",
+                                          align_corners=True)[0].numpy()
+    np.testing.assert_allclose(resize_bilinear(x, (15, 11)), ref, atol=1e-5)
+
+
+def test_cli_fixed_size_export(tmp_path: Path, photo: np.ndarray, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "onnx"
+    assert main(["export", "onnx", "--random-weights", "lseg_tiny_test_p32", "--size", "64", "--fixed-size",
+                 "--out", str(out)]) == 0
+    stderr = capsys.readouterr().err
+    assert "max abs diff" in stderr
+    meta = json.loads((out / "lseg_onnx.json").read_text())
+    assert meta["dynamic_size"] is False and meta["input_size"] == [64, 64]
+    assert max(meta["max_abs_diff"].values()) < ATOL
+    # A fixed-size graph gets letterboxed images: 96x128 -> 48x64 padded to 64x64.
+    result = OnnxPredictor(out).segment(photo, "sky, grass")
+    assert result.label_map.shape == photo.shape[:2]
+    assert result.logits.shape == (2, 48, 64)
+
+
+def test_predictor_rejects_non_export_folder(tmp_path: Path) -> None:
+    with pytest.raises(lseg.CheckpointError, match="not an lseg ONNX export"):
+        OnnxPredictor(tmp_path)

@@ -1,0 +1,163 @@
+"""Dense feature export: sharding (torchrun), resume, video frames, resolutions, PCA pictures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import lseg
+from lseg.cli import main
+from lseg.features import collect_media, export_features, resize_embeddings
+
+MODEL_ARGS = ["--random-weights", "lseg_tiny_test_p32", "--size", "64", "--device", "cpu", "-q"]
+
+
+def _images(folder: Path, n: int = 6) -> list[Path]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        p = folder / f"img{i}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (40 + 4 * i, 56, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+def _files(out: Path) -> list[str]:
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def predictor() -> lseg.LSegPredictor:
+    torch.manual_seed(0)
+    return lseg.LSegPredictor(lseg.create_model("lseg_tiny_test_p32"), size=64)
+
+
+def test_torchrun_two_processes_write_each_output_once(tmp_path: Path) -> None:
+    _images(tmp_path / "in")
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "lseg.cli", "features",
+           str(tmp_path / "in"), "--out", str(out), *MODEL_ARGS]
+    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Each rank reports its own part: 3 + 3 written, so no image was done twice.
+    assert "features (part 1/2): 3 written, 0 already done, 0 failed" in proc.stderr
+    assert "features (part 2/2): 3 written, 0 already done, 0 failed" in proc.stderr
+    assert _files(out) == ["features.json"] + [f"img{i}.npy" for i in range(6)]  # no temp files left
+    for i in range(6):
+        arr = np.load(out / f"img{i}.npy")
+        assert arr.dtype == np.float16 and arr.shape[0] == 32
+    assert json.loads((out / "features.json").read_text())["format"] == "lseg-features"
+
+
+def test_resume_rewrites_only_missing_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _images(tmp_path / "in")
+    out = tmp_path / "out"
+    args = ["features", str(tmp_path / "in"), "--out", str(out), *MODEL_ARGS]
+    assert main(args) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.npy")}
+    (out / "img1.npy").unlink()
+    (out / "img4.npy").unlink()
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "features: 2 written, 4 already done, 0 failed" in capsys.readouterr().err
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("*.npy")}
+    assert sorted(after) == sorted(before)
+    changed = sorted(n for n in after if after[n] != before.get(n))
+    assert changed == ["img1.npy", "img4.npy"]
+
+
+def test_manual_shard_and_settings_guard(
+    tmp_path: Path, predictor: lseg.LSegPredictor, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _images(tmp_path / "in")
+    out = tmp_path / "out"
+    report = export_features(predictor, [tmp_path / "in"], out, shard=(1, 3), progress=False)
+    assert sorted(p.name for p in report.written) == ["img1.npy", "img4.npy"]
+    with pytest.raises(lseg.LSegError, match="other settings \\(dtype differ"):
+        export_features(predictor, [tmp_path / "in"], out, dtype="float32", progress=False)
+    assert main(["features", str(tmp_path / "in"), "--out", str(out), "--shard", "3/3", *MODEL_ARGS]) == 2
+    assert "error: --shard must be k/M with 0 <= k < M" in capsys.readouterr().err
+
+
+def _write_video(path: Path, n_frames: int, rate: int) -> None:
+    av = pytest.importorskip("av")
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(n_frames):
+            img = np.zeros((48, 64, 3), np.uint8)
+            img[:, : 4 * (i + 1)] = (200, 30 * (i % 8), 40)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_video_frames(tmp_path: Path, predictor: lseg.LSegPredictor, capsys: pytest.CaptureFixture[str]) -> None:
+    video = tmp_path / "in" / "clip.mp4"
+    video.parent.mkdir()
+    _write_video(video, n_frames=10, rate=10)
+    _images(tmp_path / "in", n=1)
+    out = tmp_path / "out"
+    assert main(["features", str(tmp_path / "in"), "--out", str(out), "--fps", "5", *MODEL_ARGS]) == 0
+    expected = [f"clip/{i:06d}.npy" for i in (0, 2, 4, 6, 8)]
+    assert _files(out) == sorted(["clip/frames.json", *expected, "features.json", "img0.npy"])
+    index = json.loads((out / "clip" / "frames.json").read_text())
+    assert [f["index"] for f in index["frames"]] == [0, 2, 4, 6, 8]
+    assert [f["time"] for f in index["frames"]] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8], abs=1e-3)
+    assert np.load(out / "clip" / "000004.npy").shape == (32, 24, 32)  # 48x64 -> working 48x64 -> half
+    # Frames differ (the bar grows), so the embeddings do too.
+    assert not np.array_equal(np.load(out / "clip" / "000000.npy"), np.load(out / "clip" / "000008.npy"))
+    capsys.readouterr()
+    assert main(["features", str(tmp_path / "in"), "--out", str(out), "--fps", "5", *MODEL_ARGS]) == 0
+    assert "0 written, 6 already done" in capsys.readouterr().err  # frames.json marks the video done
+    report = export_features(predictor, [video], tmp_path / "out3", every_n=3, progress=False)
+    assert [p.name for p in report.written] == ["000000.npy", "000003.npy", "000006.npy", "000009.npy"]
+
+
+def test_resolutions_and_pca(tmp_path: Path, predictor: lseg.LSegPredictor) -> None:
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (50, 70, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    half = export_features(predictor, [tmp_path / "a.png"], tmp_path / "half", dtype="float32", progress=False)
+    pixels = np.load(half.written[0])
+    assert pixels.shape == (32, 23, 32)  # working size 46x64 (long side 64)
+    cases = {"input": (46, 64), "original": (50, 70), "20x30": (20, 30)}
+    for res, hw in cases.items():
+        out = tmp_path / res
+        export_features(predictor, [tmp_path / "a.png"], out, dtype="float32", resolution=res, pca=True,
+                        progress=False)
+        arr = np.load(out / "a.npy")
+        assert arr.shape == (32, *hw)
+        np.testing.assert_allclose(np.linalg.norm(arr, axis=0), 1.0, atol=1e-5)
+        assert Image.open(out / "a_pca.png").size == (hw[1], hw[0])
+        # The same two resizes LSeg applies to its logits, in torch, then re-normalised.
+        t = torch.from_numpy(pixels)[None]
+        ref = torch.nn.functional.interpolate(t, scale_factor=2, mode="bilinear", align_corners=True)[..., :46, :64]
+        ref = torch.nn.functional.interpolate(ref, size=hw, mode="bilinear", align_corners=True)
+        ref = torch.nn.functional.normalize(ref, dim=1)[0].numpy()
+        np.testing.assert_allclose(arr, ref, atol=2e-5)
+    # Strip-wise computation gives the same result as a single pass.
+    small = resize_embeddings(pixels, (46, 64), (50, 70))
+    from lseg.features import iter_resized_embeddings
+
+    strips = np.concatenate([s for _, s in iter_resized_embeddings(pixels, (46, 64), (50, 70), rows=7)], axis=1)
+    np.testing.assert_array_equal(small, strips)
+    with pytest.raises(lseg.LSegError, match="resolution must be"):
+        export_features(predictor, [tmp_path / "a.png"], tmp_path / "bad", resolution="quarter")
+
+
+def test_same_stem_is_an_error(tmp_path: Path) -> None:
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.jpg")
+    with pytest.raises(lseg.LSegError, match="would both write a.npy"):
+        collect_media([tmp_path])

@@ -1,0 +1,262 @@
+"""Batch jobs on messy folders: bad files are reported and skipped while the rest complete
+(``lseg segment``, ``lseg features``, ``lseg eval``), and a job killed with SIGKILL mid-write,
+then restarted, ends with every output present exactly once and no temporary or partial files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hardening.helpers import cli_env, scene
+from PIL import Image
+
+from lseg.cli import main
+from lseg.io import _host_tag, remove_stale_temp_files
+
+GOOD_KINDS = ["rgb.jpg", "rgb.png", "gray16.png", "palette.png", "rgba.png", "cmyk.jpg", "exif_rotated.jpg",
+              "animated.gif", "one_pixel.png"]
+BAD_KINDS = ["zero_bytes.png", "truncated.jpg", "truncated.png", "corrupt_data.png", "text_file.jpg",
+             "html_page.png", "random_bytes.jpg", "bomb.png"]
+MODEL = ["--size", "32", "-q"]
+
+
+@pytest.fixture
+def messy_folder(tmp_path, good_images, bad_images) -> tuple[Path, dict[str, tuple[int, int]], list[str]]:
+    """A photo folder with good images of every kind (one in a sub-folder) and broken files."""
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    sizes = {}
+    for i, name in enumerate(GOOD_KINDS):
+        stem = f"good_{Path(name).stem}"
+        rel = Path("sub" if i == 0 else ".") / f"{stem}{Path(name).suffix}"
+        shutil.copy(good_images[name].path, folder / rel)
+        sizes[(rel.parent / stem).as_posix().removeprefix("./")] = good_images[name].size
+    bad = []
+    for name in BAD_KINDS:
+        unique = f"bad_{Path(name).stem}_{Path(name).suffix[1:]}{Path(name).suffix}"  # a.jpg + a.png: one stem
+        shutil.copy(bad_images[name], folder / unique)
+        bad.append(unique)
+    (folder / ".hidden.png").write_bytes(b"ignored: hidden files are not inputs")
+    (folder / "notes.txt").write_text("ignored: not an image extension")
+    return folder, sizes, bad
+
+
+def _files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def _hidden(root: Path) -> list[Path]:
+    return [p for p in root.rglob(".*")]
+
+
+def _check_segment_outputs(out: Path, sizes: dict[str, tuple[int, int]]) -> None:
+    expected = {f"{s}_{kind}.png" for s in sizes for kind in ("labels", "overlay")}
+    assert _files(out) == expected  # every output exactly once, nothing else (no temp files)
+    for stem, (h, w) in sizes.items():
+        lm = Image.open(out / f"{stem}_labels.png")
+        assert lm.mode == "P" and lm.size == (w, h)
+        assert np.array(lm).max() < 2
+        ov = Image.open(out / f"{stem}_overlay.png")
+        ov.load()
+        assert ov.size[1] >= h
+
+
+def _check_feature_outputs(out: Path, stems: list[str]) -> None:
+    assert _files(out) == {f"{s}.npy" for s in stems} | {"features.json"}
+    for s in stems:
+        arr = np.load(out / f"{s}.npy")
+        assert arr.dtype == np.float16 and arr.ndim == 3 and arr.shape[0] == 32
+        assert np.isfinite(arr).all()
+        np.testing.assert_allclose(np.linalg.norm(arr.astype(np.float32), axis=0), 1, atol=5e-3)
+
+
+def test_segment_reports_and_skips_bad_files(messy_folder, tiny_dir, tmp_path, capsys):
+    folder, sizes, bad = messy_folder
+    out = tmp_path / "out"
+    args = ["segment", str(folder), "-l", "sky,grass", "-c", str(tiny_dir), "-o", str(out), *MODEL]
+    assert main(args) == 1  # some inputs failed
+    err = capsys.readouterr().err
+    assert f"{len(sizes)} written, 0 already done, {len(bad)} failed" in err
+    for name in bad:
+        assert f"skipping {folder / name}:" in err and f"failed: {folder / name}:" in err
+    assert "Traceback" not in err
+    _check_segment_outputs(out, sizes)
+    # re-run: finished outputs are skipped, the bad files are reported again
+    assert main(args) == 1
+    assert f"0 written, {len(sizes)} already done, {len(bad)} failed" in capsys.readouterr().err
+    # once the bad files are gone the job succeeds
+    for name in bad:
+        (folder / name).unlink()
+    assert main(args) == 0
+
+
+def test_features_reports_and_skips_bad_files(messy_folder, tiny_dir, tmp_path, capsys):
+    folder, sizes, bad = messy_folder
+    out = tmp_path / "feats"
+    args = ["features", str(folder), "-c", str(tiny_dir), "-o", str(out), *MODEL]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"{len(sizes)} written, 0 already done, {len(bad)} failed" in err
+    for name in bad:
+        assert f"failed: {folder / name}:" in err
+    _check_feature_outputs(out, list(sizes))
+    assert main(args) == 1
+    assert f"0 written, {len(sizes)} already done, {len(bad)} failed" in capsys.readouterr().err
+
+
+def test_eval_reports_and_skips_bad_files(tmp_path, good_images, bad_images, capsys):
+    """``lseg eval`` on a folder dataset with a truncated image, an empty image and a broken mask."""
+    pytest.importorskip("lseg.eval.cli")
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "labels.txt").write_text("sky\ngrass\n")
+    for i in range(4):
+        Image.fromarray(scene(24, 32, seed=i)).save(root / "images" / f"ok{i}.png")
+        Image.fromarray((np.arange(24 * 32).reshape(24, 32) % 2).astype(np.uint8)).save(root / "masks" / f"ok{i}.png")
+    shutil.copy(bad_images["truncated.jpg"], root / "images" / "cut.jpg")
+    shutil.copy(bad_images["zero_bytes.png"], root / "images" / "empty.png")
+    shutil.copy(good_images["rgb.png"].path, root / "images" / "badmask.png")
+    for stem in ("cut", "empty"):
+        Image.fromarray(np.zeros((24, 32), np.uint8)).save(root / "masks" / f"{stem}.png")
+    (root / "masks" / "badmask.png").write_bytes(b"not a png")
+    report_path = tmp_path / "report.json"
+    rc = main(["eval", "--random-weights", "lseg_tiny_test", "--dataset", "folder", "--data-root", str(root),
+               "--size", "32", "--crop-size", "32", "--num-workers", "0", "--device", "cpu", "--out",
+               str(report_path), "-q"])
+    err = capsys.readouterr().err
+    # The skipped files are reported (stderr and the JSON report) and, as for segment/features,
+    # the exit code is 1 when inputs failed.
+    assert rc == 1
+    report = json.loads(report_path.read_text())
+    assert report["num_images"] == 4 and report["num_failed"] == 3
+    assert sorted(Path(f["path"]).name for f in report["failed"]) == ["badmask.png", "cut.jpg", "empty.png"]
+    assert all(f["error"] and "\n" not in f["error"] for f in report["failed"])
+    for name in ("cut.jpg", "empty.png", "badmask.png"):
+        assert name in err
+    assert "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------ killed and restarted
+
+HANGING_CLI = r"""
+import os, sys, time
+import lseg.features, lseg.io
+hang_at, calls, original = int(os.environ["HANG_AT"]), [0], lseg.io.atomic_write
+def atomic_write(path, writer):
+    def write(tmp):
+        writer(tmp)  # the whole temp file is written ...
+        calls[0] += 1
+        if calls[0] == hang_at:  # ... and the process is killed before it is renamed
+            print("HANGING", path, flush=True)
+            time.sleep(600)
+    return original(path, write)
+lseg.io.atomic_write = lseg.features.atomic_write = atomic_write
+from lseg.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _run_until_hang_then_kill(args: list[str], hang_at: int, tmp_path: Path) -> str:
+    env = dict(cli_env(), HANG_AT=str(hang_at))
+    with open(tmp_path / "stderr.txt", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-c", HANGING_CLI, *args], env=env, stdout=subprocess.PIPE,
+                                stderr=err, text=True)
+        try:
+            line = proc.stdout.readline()
+            assert line.startswith("HANGING"), (line, (tmp_path / "stderr.txt").read_text())
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(timeout=30) == -signal.SIGKILL
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()
+    return line.split(None, 1)[1].strip()
+
+
+@pytest.fixture
+def twenty_images(tmp_path) -> Path:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(20):
+        Image.fromarray(scene(20 + i, 28, seed=i)).save(folder / f"img{i:02d}.png")
+    return folder
+
+
+def test_segment_killed_mid_write_and_restarted(twenty_images, tmp_path, capsys):
+    out = tmp_path / "seg"
+    args = ["segment", str(twenty_images), "-l", "sky,grass", "--random-weights", "lseg_tiny_test", "-o",
+            str(out), *MODEL]
+    # 2 files per image: killed after img03's label map is in place, while its overlay is a temp file
+    hanging = _run_until_hang_then_kill(args, hang_at=8, tmp_path=tmp_path)
+    assert Path(hanging) == out / "img03_overlay.png"
+    assert (out / "img03_labels.png").exists() and not (out / "img03_overlay.png").exists()
+    stale = _hidden(out)
+    assert len(stale) == 1 and stale[0].name.startswith(".img03_overlay.png.")  # what SIGKILL leaves
+    assert len(_files(out)) == 8  # 7 finished outputs + the temp file
+    assert main(args) == 0
+    assert "17 written, 3 already done, 0 failed" in capsys.readouterr().err
+    sizes = {f"img{i:02d}": (20 + i, 28) for i in range(20)}
+    _check_segment_outputs(out, sizes)
+    assert not _hidden(out)
+
+
+def test_features_killed_mid_write_and_restarted(twenty_images, tmp_path, capsys):
+    out = tmp_path / "feats"
+    args = ["features", str(twenty_images), "--random-weights", "lseg_tiny_test", "-o", str(out), *MODEL]
+    # the manifest is write 1; killed while img06.npy is a complete temp file not yet renamed
+    hanging = _run_until_hang_then_kill(args, hang_at=8, tmp_path=tmp_path)
+    assert Path(hanging) == out / "img06.npy"
+    stale = _hidden(out)
+    assert len(stale) == 1 and stale[0].name.startswith(".img06.npy.")
+    assert _files(out) - {stale[0].name} == {"features.json"} | {f"img{i:02d}.npy" for i in range(6)}
+    assert main(args) == 0
+    assert "14 written, 6 already done, 0 failed" in capsys.readouterr().err
+    _check_feature_outputs(out, [f"img{i:02d}" for i in range(20)])
+    assert not _hidden(out)
+
+
+def test_two_inputs_with_one_output_name_are_refused_before_any_work(tmp_path, capsys):
+    """photo.jpg and photo.png in one folder would overwrite each other's outputs (and a re-run
+    would skip the second as done): refused up front, naming both files."""
+    folder = tmp_path / "dups"
+    folder.mkdir()
+    Image.fromarray(scene(20, 20)).save(folder / "photo.jpg")
+    Image.fromarray(scene(20, 20)).save(folder / "photo.png")
+    for command in (["segment", str(folder), "-l", "a,b"], ["features", str(folder)]):
+        out = tmp_path / command[0]
+        assert main([*command, "--random-weights", "lseg_tiny_test", "-o", str(out), *MODEL]) == 2
+        err = capsys.readouterr().err
+        assert "photo.jpg and " in err and "photo.png would both write" in err
+        assert not out.exists() or not _files(out) - {"features.json"}
+
+
+def test_remove_stale_temp_files_only_removes_dead_local_writers(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    dead_pid = int(dead.stdout)
+    host = _host_tag()
+    (tmp_path / "sub").mkdir()
+    names = {
+        f".a.png.{host}-{dead_pid}-0123abcd.tmp.png": False,  # killed writer on this host: removed
+        f"sub/.b.npy.{host}-{dead_pid}-89abcdef.tmp.npy": False,
+        f".c.png.{host}-{os.getpid()}-0123abcd.tmp.png": True,  # a live writer (this process)
+        f".d.png.00000000-{dead_pid}-0123abcd.tmp.png": True,  # another host's writer: cannot tell
+        ".e.png.0123456789ab.tmp.png": True,  # not ours (other naming)
+        ".gitignore": True,
+        "a.png": True,
+    }
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    removed = remove_stale_temp_files(tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in removed) == sorted(n for n, keep in names.items()
+                                                                               if not keep)
+    assert {n for n, keep in names.items() if keep} == _files(tmp_path)
+    assert remove_stale_temp_files(tmp_path / "missing") == []

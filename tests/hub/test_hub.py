@@ -1,0 +1,86 @@
+"""Hub-style save/load: bit-exact round trip, offline behaviour, model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import lseg
+from lseg import LSeg
+
+
+@pytest.fixture(scope="module")
+def model() -> LSeg:
+    torch.manual_seed(0)
+    return lseg.create_model("lseg_tiny_test_p32")
+
+
+def test_save_load_round_trip_is_bit_exact(model: LSeg, tmp_path: Path) -> None:
+    out = model.save_pretrained(tmp_path / "m")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = LSeg.from_pretrained(out)
+    assert loaded.config == model.config
+    assert json.loads((out / "config.json").read_text())["name"] == "lseg_tiny_test_p32"
+    ref, got = model.state_dict(), loaded.state_dict()
+    assert ref.keys() == got.keys()
+    for k in ref:
+        assert ref[k].dtype == got[k].dtype, k  # fp16 CLIP matrices stay fp16
+        assert torch.equal(ref[k], got[k]), k
+    x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(model(model.normalize(x), ["dog", "grass", "other"]),
+                           loaded(loaded.normalize(x), ["dog", "grass", "other"]))
+
+
+def test_method_writes_the_same_files_as_the_function(model: LSeg, tmp_path: Path) -> None:
+    a = model.save_pretrained(tmp_path / "a")
+    b = lseg.save_pretrained(model, tmp_path / "b")
+    for name in ("model.safetensors", "config.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+
+
+def test_from_pretrained_local_folder_offline(model: LSeg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    d = model.save_pretrained(tmp_path / "local")
+    assert LSeg.from_pretrained(str(d)).config == model.config
+    # a single .safetensors file next to its config.json works too
+    assert LSeg.from_pretrained(d / "model.safetensors").config == model.config
+
+
+def test_hub_id_offline_gives_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # so "someone/lseg-model" is not a local folder
+    with pytest.raises(lseg.CheckpointError, match="offline.*not in the local Hub cache"):
+        LSeg.from_pretrained("someone/lseg-model", cache_dir=tmp_path / "cache", local_files_only=True)
+
+
+def test_missing_local_path_is_not_sent_to_the_hub(tmp_path: Path) -> None:
+    with pytest.raises(lseg.CheckpointError, match="checkpoint not found"):
+        LSeg.from_pretrained(str(tmp_path / "nope" / "model.safetensors"))
+
+
+def test_push_to_hub_offline_is_a_clear_error(model: LSeg, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(lseg.LSegError, match="cannot push to 'me/lseg'"):
+        model.push_to_hub("me/lseg", token="hf_dummy")
+
+
+def test_model_card(model: LSeg, tmp_path: Path) -> None:
+    d = model.save_pretrained(tmp_path / "card", model_card=True, repo_id="me/lseg-tiny", trained_on="nothing")
+    card = (d / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: lseg\n")
+    assert "# me/lseg-tiny: LSeg (lseg_tiny_test_p32)" in card
+    assert "| Trained on | nothing |" in card
+    for ckpt in ("demo_e200.ckpt", "lseg_ade20k_l16.ckpt", "fss_l16.ckpt", "fss_rn101.ckpt", "pascal_fold{0,1,2,3}",
+                 "coco_fold{0,1,2,3}"):
+        assert ckpt in card
+    assert "lseg convert demo_e200.ckpt lseg-demo/" in card
+    assert "{{" not in card
+    # the card does not change what is loaded
+    assert LSeg.from_pretrained(d).config == model.config

@@ -1,0 +1,93 @@
+"""TrainConfig, recipes, config files and the `lseg train` flag parsing (no training here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lseg.cli import main
+from lseg.errors import ConfigError
+from lseg.train import TrainConfig, get_recipe, list_recipes, load_config
+from lseg.train.config import dump_config
+
+
+def test_paper_recipe_matches_reference_train_sh():
+    cfg = get_recipe("ade20k_vitl16_paper")
+    assert (cfg.dataset, cfg.model, cfg.batch_size, cfg.accumulate_grad_batches, cfg.epochs) == (
+        "ade20k", "lseg_vitl16_384", 1, 2, 240,
+    )
+    assert (cfg.optimizer, cfg.momentum, cfg.weight_decay, cfg.poly_power) == ("sgd", 0.9, 1e-4, 0.9)
+    assert (cfg.crop_size, cfg.base_size, cfg.label_style, cfg.precision) == (480, 520, "reference", "32-true")
+    # Reference bug 12: base_lr / 16 * per-GPU batch, whatever the GPU count: 2.5e-4 (decoder x10).
+    assert cfg.replace(devices=8).lr == pytest.approx(2.5e-4)
+    assert cfg.decoder_lr_mult == 10
+    # The linear-scaling alternative uses the global batch: 8 GPUs x 1 x 2 = 16 images -> 0.004.
+    assert cfg.replace(devices=8, lr_scaling="global").lr == pytest.approx(0.004)
+    assert cfg.replace(lr_scaling="none", base_lr=0.1).lr == 0.1
+    assert "folder_finetune" in list_recipes()
+
+
+def test_file_with_recipe_and_overrides(tmp_path: Path):
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "recipe: folder_finetune\nbatch_size: 2\ndataset_kwargs: {}\nscale_range: [0.75, 1.25]\n", encoding="utf-8"
+    )
+    cfg = load_config(path, {"base-lr": "0.002", "dataset_kwargs.aug": True, "epochs": None, "max_steps": "100"})
+    assert cfg.batch_size == 2 and cfg.epochs is None and cfg.max_steps == 100
+    assert cfg.base_lr == 0.002 and cfg.dataset_kwargs == {"aug": True}
+    assert cfg.scale_range == (0.75, 1.25)
+    assert cfg.out_dir == get_recipe("folder_finetune").out_dir  # untouched recipe field
+    json_path = tmp_path / "run.json"
+    json_path.write_text(json.dumps({"optimizer": "adam", "devices": 2}), encoding="utf-8")
+    assert load_config(json_path).optimizer == "adam"
+
+
+def test_dumped_config_round_trips(tmp_path: Path):
+    cfg = get_recipe("ade20k_vitl16_paper").replace(data_root="/data", devices=8, dataset_kwargs={"x": 1})
+    path = dump_config(cfg, tmp_path / "config.yaml")
+    assert load_config(path) == cfg
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"batch_sise": 2}, "unknown"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": "two"}, "integer"),
+        ({"optimizer": "lamb"}, "optimizer"),
+        ({"precision": "fp8"}, "precision"),
+        ({"scale_range": [2.0, 1.0]}, "scale_range"),
+        ({"pretrained_backbone": "maybe"}, "true or false"),
+    ],
+)
+def test_invalid_values_are_config_errors(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig().replace(**changes)
+
+
+def test_unknown_recipe_or_file():
+    with pytest.raises(ConfigError, match="neither a recipe"):
+        load_config("no_such_recipe")
+
+
+def test_cli_flags_override_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    path = tmp_path / "run.yaml"
+    path.write_text("recipe: ade20k_vitl16_paper\nbatch_size: 2\n", encoding="utf-8")
+    rc = main([
+        "train", "--config", str(path), "--batch-size", "4", "--lr", "1e-3", "--pretrained-backbone",
+        "--progress-bar", "false", "--set", "dataset_kwargs.aug=true", "--set", "epochs=null",
+        "--max-steps", "10", "--print-config",
+    ])
+    assert rc == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["batch_size"] == 4 and cfg["base_lr"] == 1e-3 and cfg["pretrained_backbone"] is True
+    assert cfg["progress_bar"] is False and cfg["dataset_kwargs"] == {"aug": True}
+    assert cfg["epochs"] is None and cfg["max_steps"] == 10 and cfg["accumulate_grad_batches"] == 2
+
+
+def test_cli_reports_bad_config(capsys: pytest.CaptureFixture[str]):
+    assert main(["train", "--config", "ade20k_vitl16_paper", "--batch-size", "-1", "--print-config"]) == 2
+    assert "batch_size" in capsys.readouterr().err
