@@ -192,7 +192,8 @@ class LSeg(nn.Module):
         wp = self.pixel_proj.weight.flatten(1)  # (D, F)
         weight = (wp @ out_conv.weight.flatten(1))[..., None, None]
         bias = wp @ out_conv.bias + self.pixel_proj.bias
-        y = F.conv2d(x, weight, bias)
+        # contiguous here (a quarter of the size) so the upsampled map needs no layout copy later
+        y = F.conv2d(x, weight, bias).contiguous()
         return F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=True)
 
     def encode_text(self, labels: list[str]) -> torch.Tensor:
