@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         "features", help="export dense pixel embeddings for images and videos",
         description="One (D, h, w) .npy per image or sampled video frame (<video>/<frame:06d>.npy) and a "
         "features.json manifest; finished outputs are skipped on re-runs. Shard with torchrun -m lseg.cli "
-        "(--nproc_per_node=N: input i goes to rank i %% N) and/or --shard k/M across machines.",
+        "(--nproc_per_node=N: input i goes to rank i % N) and/or --shard k/M across machines.",
     )
     p.add_argument("inputs", nargs="+", help="image / video files or folders")
     p.add_argument("--out", "-o", required=True, help="output folder")

@@ -19,7 +19,7 @@ import functools
 import math
 import sys
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,9 +100,18 @@ class SegmentationResult:
 
     labels: list[str]
     label_map: np.ndarray
-    logits: torch.Tensor = field(repr=False)
-    image_size: tuple[int, int] = (0, 0)
+    image_size: tuple[int, int]
     embeddings: np.ndarray | None = field(default=None, repr=False)
+    # The logits, or (many labels) a function that computes them on first access.
+    _logits: torch.Tensor | Callable[[], torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """(K, h, w) float32 logits at the working resolution (see the class docstring)."""
+        if not isinstance(self._logits, torch.Tensor):
+            assert self._logits is not None
+            self._logits = self._logits()
+        return self._logits
 
     @property
     def probs(self) -> np.ndarray:
@@ -122,29 +131,6 @@ class SegmentationResult:
         counts = np.bincount(self.label_map.ravel(), minlength=len(self.labels))
         total = max(1, self.label_map.size)
         return {label: float(c) / total for label, c in zip(self.labels, counts)}
-
-
-class _LazyTensor:
-    """Data descriptor for a dataclass field that may be given as a zero-argument function: it is
-    called on first access and its result kept (``SegmentationResult.logits`` for many labels)."""
-
-    def __init__(self, name: str) -> None:
-        self.attr = f"_{name}_value"
-
-    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
-        if obj is None:
-            return self
-        value = obj.__dict__[self.attr]
-        if callable(value) and not isinstance(value, torch.Tensor):
-            value = obj.__dict__[self.attr] = value()
-        return value
-
-    def __set__(self, obj: Any, value: Any) -> None:
-        obj.__dict__[self.attr] = value
-
-
-# Installed after the dataclass is built, so ``logits`` stays a required, repr-less field.
-SegmentationResult.logits = _LazyTensor("logits")  # type: ignore[assignment]
 
 
 class LSegPredictor:
@@ -314,8 +300,8 @@ class LSegPredictor:
         return SegmentationResult(
             labels=label_list,
             label_map=argmax.result(),
-            logits=functools.partial(self._lazy_logits, emb, text),  # type: ignore[arg-type]
             image_size=emb.image_size,
+            _logits=functools.partial(self._lazy_logits, emb, text),
             embeddings=emb.pixels.cpu().numpy() if return_embeddings else None,
         )
 
@@ -346,8 +332,8 @@ class LSegPredictor:
         return SegmentationResult(
             labels=labels,
             label_map=_ResizedArgmax(image_size).add(logits).result(),
-            logits=logits,
             image_size=image_size,
+            _logits=logits,
             embeddings=emb.pixels.cpu().numpy() if emb is not None else None,
         )
 
@@ -476,12 +462,6 @@ def _resized_row_strips(
             n = band.shape[1]
             band = F.interpolate(band.reshape(1, k * n, w), size=W, mode="linear", align_corners=True).view(k, n, W)
         yield r0, r0 + band.shape[1], band
-
-
-def _argmax_resized(logits: torch.Tensor, size: tuple[int, int], max_elems: int = 1 << 23) -> np.ndarray:
-    """argmax over K of ``logits`` (K, h, w) bilinearly resized to ``size``, in row strips so
-    memory stays ~``max_elems`` floats however large the output."""
-    return _ResizedArgmax(size, max_elems).add(logits.float().cpu()).result()
 
 
 def multiscale_logits(
