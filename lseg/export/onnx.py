@@ -70,7 +70,7 @@ def _graph_modules() -> tuple[type, type]:
     import torch
     from torch import nn
 
-    from lseg.models.text_encoder import CLIPTextEncoder, _linear
+    from lseg.models.text_encoder import CLIPTextEncoder
 
     class ImageEncoderGraph(nn.Module):
         """Normalised image (1, 3, H, W) -> L2-normalised pixel embeddings (1, D, H/2, W/2).
@@ -100,18 +100,8 @@ def _graph_modules() -> tuple[type, type]:
             self.encoder = encoder
 
         def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            m = self.encoder.model
-            t = tokens.shape[1]
-            eot = tokens.argmax(dim=-1)  # the end-of-text token has the largest id
-            x = m.token_embedding(tokens).float() + m.positional_embedding[:t].float()
-            mask = m.attn_mask[:t, :t].float()
-            for block in m.transformer.resblocks:
-                x = x + CLIPTextEncoder._attention(block, block.ln_1(x), mask)
-                hidden = _linear(block.ln_2(x), block.mlp.c_fc, torch.float32)
-                x = x + _linear(hidden * torch.sigmoid(1.702 * hidden), block.mlp.c_proj, torch.float32)
-            x = m.ln_final(x)
-            x = x[torch.arange(x.shape[0], device=x.device), eot] @ m.text_projection.float()
-            return x / x.norm(dim=-1, keepdim=True)
+            # one group of the given (dynamic) length: no data-dependent grouping in the graph
+            return self.encoder.encode_groups(tokens, [(None, tokens.shape[1])], torch.float32)
 
     return ImageEncoderGraph, TextEncoderGraph
 

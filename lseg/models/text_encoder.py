@@ -97,23 +97,33 @@ class CLIPTextEncoder(nn.Module):
 
     def encode_tokens(self, tokens: torch.Tensor, reference: bool = False) -> torch.Tensor:
         """Token ids (K, T) -> L2-normalised embeddings (K, D): fp32, or fp16 if ``reference``."""
+        tokens = tokens.to(self.model.token_embedding.weight.device)
+        if reference:  # the reference always runs the full 77-token context in fp16
+            return self.encode_groups(tokens, [(None, tokens.shape[1])], torch.float16)
+        # The causal mask and EOT pooling make each label's result independent of the positions
+        # after its EOT, so labels run in groups of equal length, each cut right after its EOT
+        # (same result up to ~4e-6; 150 ADE20K labels: 483 token positions instead of 11,550).
+        lengths = tokens.argmax(dim=-1) + 1  # EOT has the largest id in CLIP's vocabulary
+        groups = [(torch.nonzero(lengths == n).squeeze(1), int(n)) for n in torch.unique(lengths)]
+        return self.encode_groups(tokens, groups, torch.float32)
+
+    def encode_groups(
+        self, tokens: torch.Tensor, groups: list[tuple[torch.Tensor | None, int]], dtype: torch.dtype
+    ) -> torch.Tensor:
+        """Run the text tower on groups of rows of ``tokens``, each cut to its length.
+
+        Args:
+            tokens: (K, T) token ids.
+            groups: ``(row indices or None for all rows, sequence length)`` pairs covering every row.
+            dtype: compute dtype (fp32, or fp16 for the reference numerics).
+
+        Returns:
+            (K, D) L2-normalised embeddings in ``dtype``.
+        """
         m = self.model
-        tokens = tokens.to(m.token_embedding.weight.device)
-        eot = tokens.argmax(dim=-1)  # EOT has the largest id in CLIP's vocabulary
-        dtype = torch.float16 if reference else torch.float32
-        # The reference always runs the full 77-token context. The causal mask and EOT pooling make
-        # every label's result independent of the positions after its EOT, so by default labels are
-        # run in groups of equal length, each cut right after its EOT (same result up to ~4e-6;
-        # 150 ADE20K labels: 483 token positions instead of 11,550).
-        if reference:
-            groups = [(torch.arange(tokens.shape[0], device=tokens.device), tokens.shape[1])]
-        else:
-            lengths = eot + 1
-            groups = [(torch.nonzero(lengths == n).squeeze(1), int(n)) for n in torch.unique(lengths)]
-        xs = [
-            m.token_embedding(tokens[idx, :n]).to(dtype) + m.positional_embedding[:n].to(dtype)
-            for idx, n in groups
-        ]
+        eot = tokens.argmax(dim=-1)
+        rows = [tokens if idx is None else tokens[idx] for idx, _ in groups]
+        xs = [m.token_embedding(r[:, :n]).to(dtype) + m.positional_embedding[:n].to(dtype) for r, (_, n) in zip(rows, groups)]
         masks = [m.attn_mask[:n, :n].to(dtype) for _, n in groups]
         for block in m.transformer.resblocks:
             # cast this block's (fp16-stored) matrices once for all groups
@@ -132,10 +142,16 @@ class CLIPTextEncoder(nn.Module):
                 h = F.linear(block.ln_2(x), w_fc, b_fc)
                 xs[g] = x + F.linear(h * torch.sigmoid(1.702 * h), w_proj, b_proj)  # QuickGELU
         projection = m.text_projection.to(dtype)
-        out = torch.empty(tokens.shape[0], projection.shape[1], dtype=dtype, device=tokens.device)
+        pooled = []
         for (idx, _), x in zip(groups, xs):
-            x = m.ln_final(x)
-            out[idx] = x[torch.arange(x.shape[0], device=x.device), eot[idx]] @ projection
+            e = eot if idx is None else eot[idx]
+            pooled.append(m.ln_final(x)[torch.arange(x.shape[0], device=x.device), e] @ projection)
+        if len(groups) == 1 and groups[0][0] is None:
+            out = pooled[0]
+        else:
+            out = torch.empty(tokens.shape[0], projection.shape[1], dtype=dtype, device=tokens.device)
+            for (idx, _), p in zip(groups, pooled):
+                out[idx] = p
         return out / out.norm(dim=-1, keepdim=True)
 
     def forward(self, labels: list[str], reference: bool = False) -> torch.Tensor:
