@@ -212,13 +212,9 @@ def infer_config(
 
 # --------------------------------------------------------------------------- file reading
 
-def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read tensors from ``.safetensors`` or a torch pickle (``.ckpt``/``.pth``/``.pt``), safely.
-
-    Torch files are opened with ``weights_only=True``: only tensors and plain containers are
-    allowed, so a checkpoint that embeds code is refused instead of executed. Lightning
-    (``state_dict``) and ``{"model": ...}`` wrappers are unwrapped.
-    """
+def _checkpoint_file(path: str | os.PathLike[str]) -> Path:
+    """The weights file ``path`` names (an lseg folder means its ``model.safetensors``); it must
+    exist and not be empty."""
     p = Path(path)
     if p.is_dir():
         p = p / WEIGHTS_NAME
@@ -226,6 +222,17 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint not found: {p}")
     if p.stat().st_size == 0:
         raise CheckpointError(f"checkpoint is empty (0 bytes): {p}")
+    return p
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read tensors from ``.safetensors`` or a torch pickle (``.ckpt``/``.pth``/``.pt``), safely.
+
+    Torch files are opened with ``weights_only=True``: only tensors and plain containers are
+    allowed, so a checkpoint that embeds code is refused instead of executed. Lightning
+    (``state_dict``) and ``{"model": ...}`` wrappers are unwrapped.
+    """
+    p = _checkpoint_file(path)
     if _is_safetensors(p):
         try:
             return load_file(str(p))
@@ -265,13 +272,7 @@ def safetensors_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...
     its header without loading data; a truncated or corrupt file raises :class:`CheckpointError`."""
     from safetensors import safe_open
 
-    p = Path(path)
-    if p.is_dir():
-        p = p / WEIGHTS_NAME
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint not found: {p}")
-    if p.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint is empty (0 bytes): {p}")
+    p = _checkpoint_file(path)
     try:
         with safe_open(str(p), framework="pt") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
