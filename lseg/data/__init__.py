@@ -1,9 +1,9 @@
 """Dataset readers, class strings and joint image + mask transforms.
 
-Semantic segmentation readers (:class:`ADE20K`, :class:`PascalVOC`, :class:`PascalContext59`,
-:class:`PascalContext459`, :class:`COCOStuff`, :class:`FolderDataset`) return
+Semantic segmentation readers (:class:`ADE20K`, :class:`ADE20K847`, :class:`PascalVOC`,
+:class:`PascalContext59`, :class:`PascalContext459`, :class:`COCOStuff`, :class:`FolderDataset`) return
 ``{"image": uint8 (3, H, W), "mask": int64 (H, W), "path": str}`` with ``ignore_index`` = 255 for
-unlabelled pixels (the reference uses -1 for the same pixels; PASCAL-Context-459 uses 65535).
+unlabelled pixels (the reference uses -1 for the same pixels; PASCAL-Context-459 and ADE-847 use 65535).
 
 Few-shot readers (:class:`Pascal5i`, :class:`COCO20i`, :class:`FSS1000`) return zero-shot-protocol
 episodes: a query image, a binary mask (1 = class, 0 = rest, 255 = PASCAL boundary), the class id and
@@ -15,6 +15,7 @@ See ``docs/datasets.md`` for layouts and every difference from the reference.
 from lseg.data.base import IGNORE_INDEX, SampleRecord, SegmentationDataset, read_image, read_mask_array
 from lseg.data.datasets import (
     ADE20K,
+    ADE20K847,
     COCOSTUFF_RAW_TO_TRAIN_ID,
     COCOStuff,
     FolderDataset,
@@ -35,6 +36,7 @@ from lseg.data.fewshot import (
 from lseg.data.labels import (
     FEWSHOT_PASCAL_CLASSES,
     VOC_CLASSES,
+    ade20k_847_labels,
     ade20k_labels,
     clean_fewshot_name,
     coco_stuff_labels,
@@ -55,6 +57,7 @@ from lseg.data.transforms import (
 
 __all__ = [
     "ADE20K",
+    "ADE20K847",
     "COCOSTUFF_RAW_TO_TRAIN_ID",
     "FEWSHOT_PASCAL_CLASSES",
     "FSS1000",
@@ -72,6 +75,7 @@ __all__ = [
     "PascalVOC",
     "SampleRecord",
     "SegmentationDataset",
+    "ade20k_847_labels",
     "ade20k_labels",
     "clean_fewshot_name",
     "coco20i_fold_classes",

@@ -27,6 +27,7 @@ from lseg.data.base import (
     require_dir,
 )
 from lseg.data.labels import (
+    ade20k_847_labels,
     ade20k_labels,
     coco_stuff_labels,
     load_label_file,
@@ -37,6 +38,7 @@ from lseg.errors import DatasetError
 
 __all__ = [
     "ADE20K",
+    "ADE20K847",
     "COCOSTUFF_RAW_TO_TRAIN_ID",
     "COCOStuff",
     "FolderDataset",
@@ -254,6 +256,51 @@ class PascalContext459(SegmentationDataset):
         if len(labels) != 459:
             raise DatasetError(f"PASCAL-Context-459 needs 459 labels, {labels_file} has {len(labels)}")
         lut = build_lut({v: v for v in range(459)}, size=65536, default=self.ignore_index)
+        super().__init__(records, labels, lut, transform)
+
+
+class ADE20K847(SegmentationDataset):
+    """ADE20K-Full (ADE-847): the full ADE20K release, 847 classes, detectron2 layout.
+
+    Layout (detectron2 / MaskFormer ``prepare_ade20k_full_sem_seg.py`` output)::
+
+        ADE20K_2021_17_01/
+          images_detectron2/{training,validation}/*.jpg
+          annotations_detectron2/{training,validation}/*.tif   # uint16: 0..846 classes, 65535 ignore
+
+    Stored value ``v`` (0..846) is class ``v`` of :func:`lseg.data.ade20k_847_labels` (MaskFormer
+    ``ADE20K_SEM_SEG_FULL_CATEGORIES`` order); 65535 (unlabelled) is ignored.
+
+    **Ignore index is 65535 here, not 255**: 255 is a valid class index, so
+    ``dataset.ignore_index == 65535``. Pass ``ignore_index=dataset.ignore_index`` to the loss, the metrics
+    and the transforms.
+
+    Args:
+        root: ``ADE20K_2021_17_01`` or the folder holding it.
+        split: ``"train"`` or ``"val"`` (2,000 images).
+        transform: Joint ``(image, mask)`` transform (build it with ``ignore_index=65535``).
+        labels_file: Optional user label file (one string per line) replacing the shipped 847 names.
+    """
+
+    ignore_index = 65535
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: Split = "val",
+        transform: JointTransform | None = None,
+        labels_file: str | Path | None = None,
+    ) -> None:
+        _check_split(split)
+        root = _descend(Path(root), "ADE20K_2021_17_01")
+        sub = "training" if split == "train" else "validation"
+        image_dir = require_dir(root / "images_detectron2" / sub, "ADE-847 images")
+        mask_dir = require_dir(root / "annotations_detectron2" / sub, "ADE-847 masks")
+        records = pair_by_stem(image_dir, mask_dir, None, (".jpg",), ".tif")
+        labels = load_label_file(labels_file) if labels_file is not None else ade20k_847_labels()
+        if len(labels) != 847:
+            raise DatasetError(f"ADE-847 needs 847 labels, {labels_file} has {len(labels)}")
+        lut = build_lut({v: v for v in range(847)}, size=65536, default=self.ignore_index)
         super().__init__(records, labels, lut, transform)
 
 

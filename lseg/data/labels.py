@@ -15,6 +15,8 @@ Sources (the shipped files are copies of public data, see ``docs/datasets.md``):
 * ``pascal_context59.txt`` / ``pascal_context459.txt``: PASCAL-Context 59 (mmsegmentation
   ``PascalContextDataset59`` order) and the full 459-class list (the dataset's alphabetical
   ``labels.txt`` order used by the detectron2-style ``pc459`` annotations).
+* ``ade20k_847.txt``: the 847 ADE20K-Full names (``ADE20K_SEM_SEG_FULL_CATEGORIES`` "name" fields of
+  MaskFormer ``mask_former/data/datasets/register_ade20k_full.py``, trainId order), one per line.
 * ``fewshot_coco.txt``: lang-seg ``label_files/fewshot_coco.txt``; FSS-1000 names are rebuilt from the
   shipped HSNet split lists exactly as lang-seg's ``fewshot_fss.txt`` (sorted trn + sorted val + sorted test).
 """
@@ -31,6 +33,7 @@ from lseg.errors import DatasetError, LabelError
 __all__ = [
     "FEWSHOT_PASCAL_CLASSES",
     "VOC_CLASSES",
+    "ade20k_847_labels",
     "ade20k_labels",
     "clean_fewshot_name",
     "coco_stuff_labels",
@@ -121,6 +124,15 @@ def ade20k_labels(style: Literal["full", "reference"] = "full") -> list[str]:
     if style not in ("full", "reference"):
         raise LabelError(f"unknown ADE20K label style {style!r}; expected 'full' or 'reference'")
     return list(_ade20k(style))
+
+
+def ade20k_847_labels() -> list[str]:
+    """The 847 ADE20K-Full (ADE-847) class strings, index ``i`` = stored value ``i`` of the detectron2
+    ``annotations_detectron2`` masks (MaskFormer ``ADE20K_SEM_SEG_FULL_CATEGORIES`` order).
+
+    Each string is the detectron2 name verbatim, synonyms included (``"building, edifice"``).
+    """
+    return _lines("ade20k_847.txt")
 
 
 def voc_labels(style: LabelStyle = "clean") -> list[str]:

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", choices=("semantic", "open-vocab", "fewshot"), default=None,
                    help="default: fewshot for pascal5i/coco20i/fss1000, else semantic")
     p.add_argument("--dataset", "-d", required=True,
-                   help="ade20k, pascal_voc, voc20, pc59, pc459, coco_stuff, folder | pascal5i, coco20i, fss1000")
+                   help="ade20k, pascal_voc, voc20, pc59, pc459, coco_stuff, ade847, folder | pascal5i, coco20i, fss1000")
     p.add_argument("--data-root", required=True, help="dataset folder")
     p.add_argument("--split", default=None, help="default: val (folder: all images; few-shot: the test episodes)")
     p.add_argument("--label-style", default=None, help="ADE20K full|reference, VOC / few-shot clean|reference")

@@ -12,7 +12,7 @@ name (aliases)                reader                                            
 ``pascal_context459`` (pc459) :class:`lseg.data.PascalContext459` (ignore 65535)          459
 ``coco_stuff``                :class:`lseg.data.COCOStuff`                                171
 ``folder``                    :class:`lseg.data.FolderDataset` (your own data)            any
-``ade847``                    not available: see ``docs/training.md`` for the layout      847
+``ade847`` (``ade-847``)      :class:`lseg.data.ADE20K847` (ignore 65535)                 847
 ============================  ========================================================  =========
 
 Few-shot (zero-shot protocol) benchmarks (``build_fewshot_dataset``): ``pascal5i``, ``coco20i``,
@@ -26,6 +26,7 @@ from typing import Any
 
 from lseg.data import (
     ADE20K,
+    ADE20K847,
     FSS1000,
     COCO20i,
     COCOStuff,
@@ -75,13 +76,6 @@ _ALIASES = {
     "fss-1000": "fss1000",
 }
 
-ADE847_LAYOUT = (
-    "ADE-847 needs the full ADE20K release converted to the detectron2 layout "
-    "(ADE20K_2021_17_01/images_detectron2/validation/*.jpg + annotations_detectron2/validation/*.tif, "
-    "uint16 class ids 0..846 with 65535 = ignore) and the 847 class names; lseg has no reader for it yet "
-    "(see docs/training.md)"
-)
-
 
 class PascalVOC20(PascalVOC):
     """PASCAL VOC without the background class: the open-vocabulary "VOC-20" benchmark.
@@ -130,8 +124,6 @@ def build_dataset(
         raise DatasetError(f"dataset {key!r} needs a data root (--data-root)")
     if label_style is not None:
         kwargs["label_style"] = label_style
-    if key == "ade847":
-        raise DatasetError(ADE847_LAYOUT)
     if key in FEWSHOT_DATASETS:
         raise DatasetError(f"{key!r} is a few-shot benchmark: use the fewshot protocol")
     if key == "folder":
@@ -150,6 +142,9 @@ def build_dataset(
     if key == "pascal_context459":
         _no_label_style(key, kwargs)
         return PascalContext459(root, split=split, transform=transform, **kwargs)  # type: ignore[arg-type]
+    if key == "ade847":
+        _no_label_style(key, kwargs)
+        return ADE20K847(root, split=split, transform=transform, **kwargs)  # type: ignore[arg-type]
     _no_label_style(key, kwargs)
     return COCOStuff(root, split=split, transform=transform, **kwargs)  # type: ignore[arg-type]
 
@@ -194,5 +189,5 @@ def open_vocab_labels(labels: list[str]) -> list[str]:
 
 
 def ignore_index_of(dataset: Any) -> int:
-    """The dataset's ignore marker (255, or 65535 for PASCAL-Context-459)."""
+    """The dataset's ignore marker (255, or 65535 for PASCAL-Context-459 and ADE-847)."""
     return int(getattr(dataset, "ignore_index", IGNORE_INDEX))
