@@ -158,7 +158,7 @@ def infer_config(
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"not an LSeg state dict (missing {e})") from None
     dim = pos.shape[-1]
-    grid = int(round((pos.shape[1] - 1) ** 0.5))
+    grid = round((pos.shape[1] - 1) ** 0.5)
     readout = "project" if "decoder.reassemble.0.readout.proj.0.weight" in sd else "ignore"
     width = t_pos.shape[1]
     text = TextEncoderConfig(

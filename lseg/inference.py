@@ -31,6 +31,7 @@ from lseg.io import DEFAULT_MAX_PIXELS, load_image
 from lseg.labels import parse_labels
 from lseg.models.lseg import LSeg
 
+
 def tune_allocator() -> bool:
     """Pin glibc's malloc thresholds for inference (Linux/glibc only; returns whether it applied).
 
@@ -488,7 +489,7 @@ def multiscale_logits(
         return out
 
     for scale in cfg.scales:
-        long_size = int(math.ceil(cfg.base_size * scale))
+        long_size = math.ceil(cfg.base_size * scale)
         if h > w:
             height, width = long_size, int(1.0 * w * long_size / h + 0.5)
         else:
@@ -502,8 +503,8 @@ def multiscale_logits(
             pad = F.pad(cur, (0, pw - width, 0, ph - height), value=pad_value)
             out = torch.zeros(1, text.shape[0], ph, pw, device=x.device)
             count = torch.zeros(1, 1, ph, pw, device=x.device)
-            ny = int(math.ceil(1.0 * (ph - crop) / stride)) + 1
-            nx = int(math.ceil(1.0 * (pw - crop) / stride)) + 1
+            ny = math.ceil(1.0 * (ph - crop) / stride) + 1
+            nx = math.ceil(1.0 * (pw - crop) / stride) + 1
             for iy in range(ny):
                 for ix in range(nx):
                     y0, x0 = iy * stride, ix * stride

@@ -22,6 +22,7 @@ from lseg.checkpoints import (
 )
 from lseg.errors import CheckpointError
 
+
 @pytest.fixture
 def tiny_model():
     """A fresh model: exact round-trip comparisons must not see another test's settings."""

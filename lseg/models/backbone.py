@@ -32,7 +32,7 @@ def resize_pos_embed(pos_embed: torch.Tensor, grid_h: int, grid_w: int, num_pref
         (1, num_prefix + grid_h*grid_w, C).
     """
     prefix, grid = pos_embed[:, :num_prefix], pos_embed[0, num_prefix:]
-    side = int(round(grid.shape[0] ** 0.5))
+    side = round(grid.shape[0] ** 0.5)
     grid = grid.reshape(1, side, side, -1).permute(0, 3, 1, 2)
     # Same call as the reference's _resize_pos_embed (align_corners left at its default, False).
     grid = F.interpolate(grid, size=(grid_h, grid_w), mode="bilinear")

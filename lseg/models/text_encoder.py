@@ -18,9 +18,9 @@ import warnings
 from functools import cached_property
 
 import torch
+import torch.nn.functional as F
 from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transformer import LayerNormFp32, QuickGELU, TextTransformer
-import torch.nn.functional as F
 from torch import nn
 
 from lseg.errors import LabelError

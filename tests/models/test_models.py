@@ -50,7 +50,7 @@ def test_config_json_round_trip_and_validation():
 
 
 VARIANTS = [
-    dict(readout=r, arch_option=a, block_depth=d, activation=act)
+    {"readout": r, "arch_option": a, "block_depth": d, "activation": act}
     for r, (a, d, act) in itertools.product(
         ["project", "add", "ignore"],
         [(0, 0, "lrelu"), (1, 0, "lrelu"), (1, 2, "lrelu"), (2, 3, "tanh"), (2, 2, "relu")],

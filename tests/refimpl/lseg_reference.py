@@ -66,7 +66,7 @@ class Interpolate(nn.Module):
         return F.interpolate(x, scale_factor=self.scale_factor, mode=self.mode, align_corners=self.align_corners)
 
 
-class ResidualConvUnit_custom(nn.Module):  # noqa: N801 - reference name
+class ResidualConvUnit_custom(nn.Module):
     def __init__(self, features: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(features, features, 3, 1, 1, bias=False)
@@ -83,7 +83,7 @@ class ResidualConvUnit_custom(nn.Module):  # noqa: N801 - reference name
         return out + x
 
 
-class FeatureFusionBlock_custom(nn.Module):  # noqa: N801 - reference name
+class FeatureFusionBlock_custom(nn.Module):
     def __init__(self, features: int) -> None:
         super().__init__()
         self.out_conv = nn.Conv2d(features, features, 1, 1, 0, bias=True)
@@ -99,7 +99,7 @@ class FeatureFusionBlock_custom(nn.Module):  # noqa: N801 - reference name
         return self.out_conv(output)
 
 
-class depthwise_conv(nn.Module):  # noqa: N801
+class depthwise_conv(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.depthwise = nn.Conv2d(1, 1, kernel_size=3, stride=1, padding=1)
@@ -212,7 +212,7 @@ class RefLSegNet(nn.Module):
 
     def forward_flex(self, x: torch.Tensor) -> torch.Tensor:
         m = self.pretrained.model
-        b, c, h, w = x.shape
+        b, _, h, w = x.shape
         pos_embed = self._resize_pos_embed(m.pos_embed, h // self.patch, w // self.patch)
         x = m.patch_embed.proj(x).flatten(2).transpose(1, 2)
         x = torch.cat((m.cls_token.expand(b, -1, -1), x), dim=1)
@@ -222,7 +222,7 @@ class RefLSegNet(nn.Module):
         return m.norm(x)
 
     def forward_vit(self, x: torch.Tensor) -> list[torch.Tensor]:
-        b, c, h, w = x.shape
+        h, w = x.shape[-2:]
         self.forward_flex(x)
         out = []
         for i in range(4):

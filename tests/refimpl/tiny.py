@@ -21,6 +21,6 @@ def tiny_reference(name: str, **overrides) -> RefLSegNet:
     return RefLSegNet(
         backbone=backbone, features=cfg.features, readout=cfg.readout, arch_option=cfg.arch_option,
         block_depth=cfg.block_depth, activation=cfg.activation,
-        vit_overrides=dict(embed_dim=b.embed_dim, depth=b.depth, num_heads=b.num_heads, img_size=b.img_size),
+        vit_overrides={"embed_dim": b.embed_dim, "depth": b.depth, "num_heads": b.num_heads, "img_size": b.img_size},
         hooks=list(b.hooks), vit_features=list(b.reassemble_channels), clip_cfg=(t.embed_dim, vision, text),
     ).eval()
