@@ -83,7 +83,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from lseg.features import BatchReport, collect_inputs
+    from lseg.features import BatchReport, check_unique_outputs, collect_inputs
     from lseg.io import atomic_write, load_image, remove_stale_temp_files, save_png
     from lseg.labels import parse_labels
     from lseg.viz import heatmaps, overlay, palette
@@ -92,11 +92,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if len(labels) > 65536:
         raise LSegError(f"{len(labels)} labels: label maps are written as 16-bit PNGs, at most 65536 labels")
     pairs = collect_inputs(args.images)
-    first: dict[Path, Path] = {}
-    for src, stem in pairs:  # a.jpg and a.png would overwrite each other's outputs
-        if first.setdefault(stem, src) != src:
-            raise LSegError(f"{first[stem]} and {src} would both write {stem}_labels.png: rename one or "
-                            "segment them into different folders")
+    check_unique_outputs(pairs, "_labels.png")
     out = Path(args.out)
     remove_stale_temp_files(out)  # hidden temp files of a killed earlier run
     predictor = make_predictor(args)

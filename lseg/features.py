@@ -38,7 +38,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,13 +123,18 @@ def collect_media(inputs: Sequence[str | os.PathLike[str]]) -> list[MediaItem]:
             items.append(MediaItem(p, Path(p.stem), p.suffix.lower() in VIDEO_EXTENSIONS))
         else:
             raise LSegError(f"input not found: {p}")
-    seen: dict[Path, Path] = {}
-    for it in items:
-        if it.stem in seen:
-            raise LSegError(f"{seen[it.stem]} and {it.path} would both write {it.stem}.npy: rename one or "
-                            "export them into different folders")
-        seen[it.stem] = it.path
+    check_unique_outputs(((it.path, it.stem) for it in items), ".npy")
     return items
+
+
+def check_unique_outputs(pairs: Iterable[tuple[Path, Path]], suffix: str) -> None:
+    """Refuse two inputs whose outputs would share a name (``a.jpg`` and ``a.png`` in one folder):
+    one would overwrite the other, and a re-run would skip the second as done."""
+    seen: dict[Path, Path] = {}
+    for src, stem in pairs:
+        if seen.setdefault(stem, src) != src:
+            raise LSegError(f"{seen[stem]} and {src} would both write {stem}{suffix}: rename one or "
+                            "process them into different folders")
 
 
 def _walk(root: Path) -> list[Path]:

@@ -252,11 +252,23 @@ class PascalContext459(SegmentationDataset):
         mask_dir = require_dir(root / "annotations_detectron2" / "pc459_val", "PASCAL-Context-459 masks")
         suffix = ".tif" if any(mask_dir.glob("*.tif")) else ".png"
         records = pair_by_stem(image_dir, mask_dir, None, (".jpg",), suffix)
-        labels = load_label_file(labels_file) if labels_file is not None else pascal_context_labels(459)
-        if len(labels) != 459:
-            raise DatasetError(f"PASCAL-Context-459 needs 459 labels, {labels_file} has {len(labels)}")
-        lut = build_lut({v: v for v in range(459)}, size=65536, default=self.ignore_index)
-        super().__init__(records, labels, lut, transform)
+        labels = _labels_of_length(labels_file, pascal_context_labels(459), "PASCAL-Context-459")
+        super().__init__(records, labels, _uint16_identity_lut(459, self.ignore_index), transform)
+
+
+def _labels_of_length(labels_file: str | Path | None, shipped: list[str], name: str) -> list[str]:
+    """The shipped class names, or a user's label file with the same number of lines."""
+    if labels_file is None:
+        return shipped
+    labels = load_label_file(labels_file)
+    if len(labels) != len(shipped):
+        raise DatasetError(f"{name} needs {len(shipped)} labels, {labels_file} has {len(labels)}")
+    return labels
+
+
+def _uint16_identity_lut(num_classes: int, ignore_index: int) -> np.ndarray:
+    """uint16 masks storing class ids directly (0..num_classes-1); every other value is ignored."""
+    return build_lut({v: v for v in range(num_classes)}, size=65536, default=ignore_index)
 
 
 class ADE20K847(SegmentationDataset):
@@ -297,11 +309,8 @@ class ADE20K847(SegmentationDataset):
         image_dir = require_dir(root / "images_detectron2" / sub, "ADE-847 images")
         mask_dir = require_dir(root / "annotations_detectron2" / sub, "ADE-847 masks")
         records = pair_by_stem(image_dir, mask_dir, None, (".jpg",), ".tif")
-        labels = load_label_file(labels_file) if labels_file is not None else ade20k_847_labels()
-        if len(labels) != 847:
-            raise DatasetError(f"ADE-847 needs 847 labels, {labels_file} has {len(labels)}")
-        lut = build_lut({v: v for v in range(847)}, size=65536, default=self.ignore_index)
-        super().__init__(records, labels, lut, transform)
+        labels = _labels_of_length(labels_file, ade20k_847_labels(), "ADE-847")
+        super().__init__(records, labels, _uint16_identity_lut(847, self.ignore_index), transform)
 
 
 # mmsegmentation tools/dataset_converters/coco_stuff164k.py `clsID_to_trID`: the stuffthingmaps store
