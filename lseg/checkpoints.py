@@ -13,9 +13,11 @@ Formats:
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import pickle
 import re
@@ -30,9 +32,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lseg.errors import CheckpointError, ConfigError
-from lseg.models.config import LSegConfig, TextEncoderConfig, ViTConfig
+from lseg.models.config import LSegConfig, ResNetConfig, TextEncoderConfig, ViTConfig
 from lseg.models.lseg import LSeg
-from lseg.models.registry import get_config, list_models
+from lseg.models.registry import IMAGENET_MEAN, IMAGENET_STD, get_config, list_models
 
 _logger = logging.getLogger(__name__)
 
@@ -46,6 +48,11 @@ CONFIG_NAME = "config.json"
 # 0-based here; ``{i}`` is the reference number minus one, ``{rest}`` the remainder of the key.
 _KEY_MAP: list[tuple[str, str]] = [
     (r"pretrained\.model\.(?P<rest>.+)", "backbone.vit.{rest}"),
+    # zero-shot ResNet-101 (LSegRNNetZS): layer1 = Sequential(conv1, bn1, relu, maxpool, layer1)
+    (r"pretrained\.layer1\.0\.(?P<rest>.+)", "backbone.resnet.conv1.{rest}"),
+    (r"pretrained\.layer1\.1\.(?P<rest>.+)", "backbone.resnet.bn1.{rest}"),
+    (r"pretrained\.layer1\.4\.(?P<rest>.+)", "backbone.resnet.layer1.{rest}"),
+    (r"pretrained\.layer(?P<s>[234])\.(?P<rest>.+)", "backbone.resnet.layer{s}.{rest}"),
     (r"pretrained\.act_postprocess(?P<n>\d)\.0\.project\.0\.(?P<rest>.+)", "decoder.reassemble.{i}.readout.proj.0.{rest}"),
     (r"pretrained\.act_postprocess(?P<n>\d)\.3\.(?P<rest>.+)", "decoder.reassemble.{i}.project.{rest}"),
     (r"pretrained\.act_postprocess(?P<n>\d)\.4\.(?P<rest>.+)", "decoder.reassemble.{i}.resample.{rest}"),
@@ -94,7 +101,7 @@ def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[
     """Map an official (reference ``LSegNet``) state dict to this package's key names.
 
     Accepts keys with or without the Lightning ``net.`` prefix. Unused reference weights
-    (:data:`UNUSED_OFFICIAL_KEYS`) are dropped; floating tensors are cast to fp32 (the official CLIP
+    (:data:`UNUSED_OFFICIAL_KEYS`) are dropped; tensors keep their dtype (the official CLIP
     tower is stored in fp16). A key that matches neither the map nor the unused list raises
     :class:`CheckpointError` listing it: nothing is silently ignored.
     """
@@ -108,7 +115,7 @@ def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[
             if m:
                 groups = m.groupdict()
                 i = int(groups["n"]) - 1 if "n" in groups else 0
-                out[template.format(i=i, rest=groups["rest"])] = _to_fp32(value)
+                out[template.format(i=i, **groups)] = value
                 break
         else:
             unknown.append(key)
@@ -117,8 +124,13 @@ def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[
     return out
 
 
-def _to_fp32(t: torch.Tensor) -> torch.Tensor:
-    return t.float() if t.is_floating_point() else t
+_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")  # BatchNorm statistics
+
+
+def count_parameters(shapes: Mapping[str, tuple[int, ...]]) -> int:
+    """Number of parameters (not BatchNorm buffers) in a state dict given as ``{key: shape}``:
+    what ``sum(p.numel() for p in net.parameters())`` of the network that saved it says."""
+    return sum(math.prod(s) for k, s in shapes.items() if not k.endswith(_BUFFER_SUFFIXES))
 
 
 def _short(keys: list[str], n: int = 6) -> str:
@@ -141,72 +153,96 @@ def infer_config(
     1 vs 2 and ``block_depth`` (the spatial block's weights are the same for both); pass them for a
     checkpoint with a spatial block, else :class:`CheckpointError` says so.
     """
-    sd = strip_wrappers(state_dict)
-    if is_official_state_dict(sd):
-        sd = convert_official_state_dict(sd)
+    sd = to_lseg_keys(state_dict)
     try:
-        pos = sd["backbone.vit.pos_embed"]
-        patch = sd["backbone.vit.patch_embed.proj.weight"].shape[-1]
-        depth = 1 + max(int(k.split(".")[3]) for k in sd if k.startswith("backbone.vit.blocks."))
-        channels = tuple(sd[f"decoder.reassemble.{i}.project.weight"].shape[0] for i in range(4))
         features = sd["decoder.layer_rn.0.weight"].shape[0]
         t_pos = sd["text_encoder.model.positional_embedding"]
         t_proj = sd["text_encoder.model.text_projection"]
-        t_layers = 1 + max(
-            int(k.split(".")[4]) for k in sd if k.startswith("text_encoder.model.transformer.resblocks.")
-        )
+        t_layers = 1 + _max_index(sd, "text_encoder.model.transformer.resblocks.")
+        backbone = _infer_resnet(sd) if "backbone.resnet.conv1.weight" in sd else _infer_vit(sd)
+        vocab_size = sd["text_encoder.model.token_embedding.weight"].shape[0]
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"not an LSeg state dict (missing {e})") from None
-    dim = pos.shape[-1]
-    grid = round((pos.shape[1] - 1) ** 0.5)
-    readout = "project" if "decoder.reassemble.0.readout.proj.0.weight" in sd else "ignore"
     width = t_pos.shape[1]
     text = TextEncoderConfig(
         clip_name="ViT-B-32" if width == 512 else "RN50x16" if width == 768 else f"width{width}",
         width=width, layers=t_layers, heads=max(1, width // 64), embed_dim=t_proj.shape[1],
-        context_length=t_pos.shape[0], vocab_size=sd["text_encoder.model.token_embedding.weight"].shape[0],
+        context_length=t_pos.shape[0], vocab_size=vocab_size,
     )
+    is_vit = isinstance(backbone, ViTConfig)
+    readout = "project" if "decoder.reassemble.0.readout.proj.0.weight" in sd or not is_vit else "ignore"
     has_block = "spatial_block.conv.weight" in sd
     if has_block and (arch_option not in (1, 2) or block_depth is None):
         raise CheckpointError(
             "this checkpoint has a spatial regularisation block: say which with "
             "arch_option=1|2 and block_depth=N (CLI: --arch-option, --block-depth); shapes cannot tell"
         )
-    # Prefer a registered config with the same shapes (it knows heads and hooks for sure).
-    base = None
-    for name in list_models(include_test=True):
-        c = get_config(name)
-        b = c.backbone
-        if (
-            # attention heads are not visible in weight shapes: take the registered value
-            c.text == dataclasses.replace(text, heads=c.text.heads, clip_name=c.text.clip_name)
-            and b.reassemble_channels == channels
-            and c.features == features
-            and (b.depth or depth) == depth
-            and (b.embed_dim or dim) == dim
-            and (b.patch_size or patch) == patch
-            and (b.patch_size is not None or f"patch{patch}" in b.timm_name)
-            and (b.img_size // patch) == grid
-        ):
-            base = c
-            break
+    # Prefer a registered config with the same shapes (it knows heads, hooks and normalisation).
+    base = next((c for c in map(get_config, list_models(include_test=True))
+                 if _same_shapes(c, backbone, text, features)), None)
     if base is None:
-        step = depth // 4
-        base = LSegConfig(
-            name="custom",
-            backbone=ViTConfig(
-                timm_name="vit_large_patch16_384", hooks=tuple(step * (k + 1) - 1 for k in range(4)),  # type: ignore[arg-type]
-                reassemble_channels=channels, img_size=grid * patch, patch_size=patch,  # type: ignore[arg-type]
-                embed_dim=dim, depth=depth, num_heads=max(1, dim // 64),
-            ),
-            text=text,
-            features=features,
-        )
+        norm = {} if is_vit else {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}  # the reference's ResNets
+        base = LSegConfig(name="custom", backbone=backbone, text=text, features=features, **norm)  # type: ignore[arg-type]
     return base.replace(
         readout=readout,
         arch_option=arch_option if has_block else 0,
         block_depth=block_depth if has_block and block_depth is not None else 0,
         activation=activation or base.activation,
+    )
+
+
+def to_lseg_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Any accepted state dict (ours or official, with or without wrapper prefixes) under our keys."""
+    sd = strip_wrappers(state_dict)
+    return convert_official_state_dict(sd) if is_official_state_dict(sd) else sd
+
+
+def _max_index(sd: Mapping[str, Any], prefix: str) -> int:
+    """Largest ``N`` of the keys ``prefix + "N." ...`` (ValueError if there are none)."""
+    return max(int(k[len(prefix):].split(".", 1)[0]) for k in sd if k.startswith(prefix))
+
+
+def _infer_vit(sd: Mapping[str, torch.Tensor]) -> ViTConfig:
+    pos = sd["backbone.vit.pos_embed"]
+    patch = sd["backbone.vit.patch_embed.proj.weight"].shape[-1]
+    depth = 1 + _max_index(sd, "backbone.vit.blocks.")
+    dim = pos.shape[-1]
+    channels = tuple(sd[f"decoder.reassemble.{i}.project.weight"].shape[0] for i in range(4))
+    grid = round((pos.shape[1] - 1) ** 0.5)
+    step = depth // 4
+    # timm_name/hooks/heads are not visible in shapes: a registered config with these shapes supplies
+    # them (see _same_shapes); otherwise hooks are spread evenly as in the released networks.
+    return ViTConfig(
+        timm_name="vit_base_patch32_384" if patch == 32 else "vit_large_patch16_384",
+        hooks=tuple(step * (k + 1) - 1 for k in range(4)),  # type: ignore[arg-type]
+        reassemble_channels=channels, img_size=grid * patch, patch_size=patch,  # type: ignore[arg-type]
+        embed_dim=dim, depth=depth, num_heads=max(1, dim // 64),
+    )
+
+
+def _infer_resnet(sd: Mapping[str, torch.Tensor]) -> ResNetConfig:
+    layers = tuple(1 + _max_index(sd, f"backbone.resnet.layer{s}.") for s in range(1, 5))
+    width = sd["backbone.resnet.layer1.0.conv1.weight"].shape[0]  # = width_per_group (planes 64)
+    return ResNetConfig(layers=layers, width_per_group=width)  # type: ignore[arg-type]
+
+
+def _same_shapes(c: LSegConfig, backbone: ViTConfig | ResNetConfig, text: TextEncoderConfig, features: int) -> bool:
+    """Whether the registered ``c`` has the weight shapes that ``backbone``/``text``/``features``
+    were read from (fields that shapes cannot show are taken from ``c``)."""
+    # attention heads are not visible in weight shapes: take the registered value
+    if c.text != dataclasses.replace(text, heads=c.text.heads, clip_name=c.text.clip_name) or c.features != features:
+        return False
+    b = c.backbone
+    if isinstance(backbone, ResNetConfig) or isinstance(b, ResNetConfig):
+        return b == backbone
+    patch = backbone.patch_size
+    return (
+        b.reassemble_channels == backbone.reassemble_channels
+        and (b.depth or backbone.depth) == backbone.depth
+        and (b.embed_dim or backbone.embed_dim) == backbone.embed_dim
+        and (b.patch_size or patch) == patch
+        and (b.patch_size is not None or f"patch{patch}" in b.timm_name)
+        and (b.img_size // patch) * patch == backbone.img_size  # type: ignore[operator]
     )
 
 
@@ -225,26 +261,115 @@ def _checkpoint_file(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read tensors from ``.safetensors`` or a torch pickle (``.ckpt``/``.pth``/``.pt``), safely.
+#: Globals that released LSeg-family PyTorch-Lightning 1.x checkpoints carry and that are inert
+#: (full name -> why it is there). Each resolves to a stand-in that stores nothing and runs nothing;
+#: any other global is refused. Lightning 1.x keys ``ckpt["callbacks"]`` by the callback *class*
+#: (``callback_states[type(callback)]``), so the class itself is pickled as a dict key.
+ALLOWED_GLOBALS: dict[str, str] = {
+    **{
+        f"pytorch_lightning.callbacks.{name}": "Lightning 1.x callback class, used as the key of its saved state"
+        for name in (
+            "model_checkpoint.ModelCheckpoint",
+            "early_stopping.EarlyStopping",
+            "lr_monitor.LearningRateMonitor",
+            "progress.ProgressBar",
+            "progress.tqdm_progress.TQDMProgressBar",
+            "gpu_stats_monitor.GPUStatsMonitor",
+            "stochastic_weight_avg.StochasticWeightAveraging",
+            "timer.Timer",
+            "model_summary.ModelSummary",
+            "finetuning.BackboneFinetuning",
+        )
+    },
+    "argparse.Namespace": "hyper_parameters of fine-tuned checkpoints (plain attribute bag)",
+    "pytorch_lightning.utilities.parsing.AttributeDict": "hyper_parameters saved by save_hyperparameters() (a dict)",
+}
 
-    Torch files are opened with ``weights_only=True``: only tensors and plain containers are
-    allowed, so a checkpoint that embeds code is refused instead of executed. Lightning
-    (``state_dict``) and ``{"model": ...}`` wrappers are unwrapped.
+
+class _InertStandIn:
+    """What an allowlisted class resolves to: accepts any arguments and state, does nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} (not loaded)>"
+
+
+class _AttributeDictStandIn:
+    """Lightning's ``AttributeDict`` is a dict subclass: rebuild it as a plain dict (the unpickler
+    fills only exact dicts)."""
+
+    def __new__(cls, *args: Any) -> dict[str, Any]:  # type: ignore[misc]
+        return {}
+
+
+def _stand_ins() -> list[tuple[Any, str]]:
+    out: list[tuple[Any, str]] = []
+    for full in ALLOWED_GLOBALS:
+        module, _, name = full.rpartition(".")
+        if full == "argparse.Namespace":
+            out.append((argparse.Namespace, full))  # inert already: a bag of attributes
+        elif full.endswith("AttributeDict"):
+            out.append((_AttributeDictStandIn, full))
+        else:
+            out.append((type(name, (_InertStandIn,), {"__module__": module, "__qualname__": name}), full))
+    return out
+
+
+@dataclasses.dataclass
+class CheckpointFile:
+    """What :func:`read_checkpoint` found in a weights file.
+
+    Attributes:
+        state_dict: the model tensors (wrappers such as Lightning's ``state_dict`` removed).
+        format: ``safetensors``, ``lightning`` (a PyTorch-Lightning ``.ckpt``) or ``torch``.
+        metadata: for Lightning files ``pytorch-lightning_version``, ``epoch``, ``global_step`` (as
+            found), ``callbacks`` (class names) and ``contents`` (the top-level keys).
+    """
+
+    state_dict: dict[str, torch.Tensor]
+    format: str
+    metadata: dict[str, Any]
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointFile:
+    """Read tensors and metadata from ``.safetensors`` or a torch file (``.ckpt``/``.pth``/``.pt``), safely.
+
+    Torch files are opened with ``torch.load(weights_only=True)``: only tensors, plain containers and
+    the inert names of :data:`ALLOWED_GLOBALS` are accepted, so a checkpoint that embeds code is
+    refused, never executed. Zip files (every torch >= 1.6 file, the released LSeg checkpoints
+    included) are memory-mapped: only the tensors that are used are ever read, so optimizer state
+    (about the size of the weights again) costs no memory. Legacy (non-zip) files are read whole.
+    Tensors saved on a GPU are mapped to the CPU.
     """
     p = _checkpoint_file(path)
     if _is_safetensors(p):
         try:
-            return load_file(str(p))
+            return CheckpointFile(load_file(str(p)), "safetensors", {})
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"cannot read safetensors file {p} (truncated or corrupt?): {e}") from None
     try:
-        with warnings.catch_warnings():  # non-torch pickles: the refusal below says it in one line
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_stand_ins()):
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # the refusal below says it
             obj = torch.load(p, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(p))
     except Exception as e:  # noqa: BLE001 - torch.load fails in many ways (KeyError for text files, ...)
         raise _torch_load_error(p, e) from None
-    return _unwrap(obj, p)
+    metadata: dict[str, Any] = {}
+    fmt = "torch"
+    if isinstance(obj, dict) and "pytorch-lightning_version" in obj:
+        fmt = "lightning"
+        metadata = {k: obj[k] for k in ("pytorch-lightning_version", "epoch", "global_step") if k in obj}
+        callbacks = obj.get("callbacks")
+        if isinstance(callbacks, dict):
+            metadata["callbacks"] = sorted(getattr(k, "__name__", str(k)) for k in callbacks)
+        metadata["contents"] = sorted(str(k) for k in obj)
+    return CheckpointFile(_unwrap(obj, p), fmt, metadata)
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The model tensors of a weights file (see :func:`read_checkpoint`)."""
+    return read_checkpoint(path).state_dict
 
 
 def _torch_load_error(p: Path, e: Exception) -> CheckpointError:
@@ -256,9 +381,14 @@ def _torch_load_error(p: Path, e: Exception) -> CheckpointError:
             f"{p} is not a checkpoint: neither safetensors nor a PyTorch zip/pickle file (first bytes "
             f"{head.hex()}); check the path"
         )
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    if isinstance(e, pickle.UnpicklingError) and "weights only" in str(e).lower():
-        detail = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), "weights_only=True")
+    text = str(e)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if isinstance(e, pickle.UnpicklingError) and "weights only" in text.lower():
+        m = re.search(r"GLOBAL (\S+?)[ ,.]* was not an allowed global|GLOBAL (\S+)", text)
+        detail = f"Unsupported global: GLOBAL {m.group(1) or m.group(2)}" if m else next(
+            (line for line in lines if "Unsupported" in line or "Trying" in line or "Can only" in line),
+            "weights_only=True",
+        )
         return CheckpointError(
             f"refusing to load {p}: it contains Python objects that are not plain tensors "
             f"(loading it would run code): {detail}"
@@ -307,9 +437,7 @@ def load_weights(model: LSeg, state_dict: Mapping[str, torch.Tensor]) -> None:
     floating tensors of another precision are cast, other dtype mismatches are errors. A model
     built on the meta device takes the tensors over (``assign=True``): no second copy in memory.
     """
-    sd = strip_wrappers(state_dict)
-    if is_official_state_dict(sd):
-        sd = convert_official_state_dict(sd)
+    sd = to_lseg_keys(state_dict)
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
@@ -396,8 +524,9 @@ def load_model(
         config = read_config(p)
         sd = read_state_dict(p / WEIGHTS_NAME)
     else:
-        sd = read_state_dict(p)
-        if (p.parent / CONFIG_NAME).is_file() and not is_official_state_dict(strip_wrappers(sd)):
+        raw = strip_wrappers(read_state_dict(p))
+        sd = to_lseg_keys(raw)  # converted once, here
+        if (p.parent / CONFIG_NAME).is_file() and not is_official_state_dict(raw):
             config = read_config(p.parent)
         else:
             config = infer_config(sd, arch_option=arch_option, block_depth=block_depth, activation=activation)

@@ -193,28 +193,33 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    import math
-
-    from lseg.checkpoints import CONFIG_NAME, infer_config, read_config, read_state_dict, safetensors_shapes
+    from lseg.checkpoints import (
+        CONFIG_NAME,
+        count_parameters,
+        infer_config,
+        read_checkpoint,
+        read_config,
+        safetensors_shapes,
+    )
 
     p = Path(args.checkpoint)
-    sd = None
+    info: dict = {}
     if p.is_dir() or (p.parent / CONFIG_NAME).is_file() and p.suffix == ".safetensors":
         config = read_config(p if p.is_dir() else p.parent)
         shapes = safetensors_shapes(p)  # header only: also catches a truncated weights file
-        info = {"config": config.to_dict(), "tensors": len(shapes),
-                "parameters": sum(math.prod(s) for s in shapes.values())}
-        print(json.dumps(info, indent=2))
-        return 0
+        info["format"] = "lseg"
     else:
-        sd = read_state_dict(p)
-        config = infer_config(sd, arch_option=args.arch_option, block_depth=args.block_depth,
+        ckpt = read_checkpoint(p)
+        config = infer_config(ckpt.state_dict, arch_option=args.arch_option, block_depth=args.block_depth,
                               activation=args.activation)
-    info = {"config": config.to_dict()}
-    if sd is not None:
-        info["tensors"] = len(sd)
-        info["parameters"] = int(sum(t.numel() for t in sd.values()))
-    print(json.dumps(info, indent=2))
+        shapes = {k: tuple(v.shape) for k, v in ckpt.state_dict.items()}
+        info["format"] = ckpt.format
+        if ckpt.metadata:
+            info["lightning" if ckpt.format == "lightning" else "metadata"] = ckpt.metadata
+    info["config"] = config.to_dict()
+    info["tensors"] = len(shapes)
+    info["parameters"] = count_parameters(shapes)  # as the reference counts: BatchNorm statistics excluded
+    print(json.dumps(info, indent=2, default=str))
     return 0
 
 

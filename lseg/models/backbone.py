@@ -1,4 +1,4 @@
-"""ViT image encoder: a timm VisionTransformer tapped at four blocks.
+"""Image encoders: a timm VisionTransformer tapped at four blocks, or a torchvision ResNet trunk.
 
 The reference monkey-patches ``forward_flex`` into the timm model and collects block outputs with
 forward hooks in a module-global dict (reference bug 6: replicas overwrite each other). Here the
@@ -16,8 +16,9 @@ import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models import resnet
 
-from lseg.models.config import ViTConfig
+from lseg.models.config import ResNetConfig, ViTConfig
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, grid_h: int, grid_w: int, num_prefix: int = 1) -> torch.Tensor:
@@ -95,3 +96,33 @@ class ViTBackbone(nn.Module):
             if i in self.hooks:
                 taps.append(x)
         return taps, grid
+
+
+class ResNetBackbone(nn.Module):
+    """torchvision ResNet (Bottleneck) returning the outputs of ``layer1..layer4`` (strides 4-32).
+
+    The reference's ``_make_resnet_backbone`` wraps torchvision's ``resnet101`` as
+    ``layer1 = Sequential(conv1, bn1, relu, maxpool, layer1)``, ``layer2..4``; the model lives at
+    ``self.resnet`` with torchvision's own names (``lseg.checkpoints`` maps the reference keys), so
+    torchvision's ImageNet weights load into it directly. The classifier (``fc``) is not built.
+    """
+
+    def __init__(self, cfg: ResNetConfig, pretrained: bool = False) -> None:
+        super().__init__()
+        if pretrained:  # the reference's `models.resnet101(pretrained=True)`: ImageNet V1 weights
+            if cfg.torchvision_name != "resnet101" or cfg.layers != (3, 4, 23, 3) or cfg.width_per_group != 64:
+                raise ValueError("ImageNet weights exist only for the full ResNet-101 layout")
+            self.resnet = resnet.resnet101(weights=resnet.ResNet101_Weights.IMAGENET1K_V1)
+        else:
+            self.resnet = resnet.ResNet(resnet.Bottleneck, list(cfg.layers), width_per_group=cfg.width_per_group)
+        self.resnet.fc = nn.Identity()  # type: ignore[assignment]  # no parameters: not in the state dict
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], None]:
+        """Normalised images (B, 3, H, W) -> four feature maps (strides 4, 8, 16, 32) and no grid."""
+        r = self.resnet
+        x = r.maxpool(r.relu(r.bn1(r.conv1(x))))
+        feats = []
+        for layer in (r.layer1, r.layer2, r.layer3, r.layer4):
+            x = layer(x)
+            feats.append(x)
+        return feats, None

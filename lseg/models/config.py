@@ -40,6 +40,33 @@ class ViTConfig:
     depth: int | None = None
     num_heads: int | None = None
 
+    @property
+    def pyramid_channels(self) -> tuple[int, int, int, int]:
+        return self.reassemble_channels
+
+
+@dataclass(frozen=True)
+class ResNetConfig:
+    """Image encoder of the zero-shot ``LSegRNNetZS``: a torchvision ResNet trunk (Bottleneck blocks).
+
+    The reference feeds the outputs of ``layer1..layer4`` (strides 4/8/16/32) straight to the
+    decoder's ``layer_rn`` convs: no tokens, no reassemble stage.
+
+    Attributes:
+        torchvision_name: the torchvision builder the layout follows (``resnet101``).
+        layers: Bottleneck blocks per stage (ResNet-101: 3, 4, 23, 3).
+        width_per_group: inner width of the first stage's blocks (64 for the real network; smaller in
+            tiny test models). Output channels are always 256/512/1024/2048.
+    """
+
+    torchvision_name: str = "resnet101"
+    layers: tuple[int, int, int, int] = (3, 4, 23, 3)
+    width_per_group: int = 64
+
+    @property
+    def pyramid_channels(self) -> tuple[int, int, int, int]:
+        return (256, 512, 1024, 2048)  # Bottleneck expansion 4 x (64, 128, 256, 512)
+
 
 @dataclass(frozen=True)
 class TextEncoderConfig:
@@ -66,7 +93,8 @@ class LSegConfig:
 
     Attributes:
         name: registry name this config was made from (informational).
-        backbone: image encoder config.
+        backbone: image encoder config: a ViT (every released network but the zero-shot ResNet-101
+            ones) or a ResNet (:class:`ResNetConfig`).
         text: text encoder config; ``text.embed_dim`` is the pixel embedding size.
         features: decoder width (reference ``num_features``, 256).
         readout: how the ViT cls token is used (reference default ``project``).
@@ -74,11 +102,12 @@ class LSegConfig:
         block_depth: spatial regularisation repetitions (arch_option 1/2 only).
         activation: activation of the regularisation blocks.
         logit_scale: fixed temperature (the reference's 1/0.07, never learned).
-        mean, std: input normalisation (the reference uses 0.5/0.5, i.e. RGB in [-1, 1]).
+        mean, std: input normalisation (the reference uses 0.5/0.5, i.e. RGB in [-1, 1]; its ResNet
+            networks use the ImageNet statistics).
     """
 
     name: str = "lseg_vitl16_384"
-    backbone: ViTConfig = field(default_factory=ViTConfig)
+    backbone: ViTConfig | ResNetConfig = field(default_factory=ViTConfig)
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     features: int = 256
     readout: Readout = "project"
@@ -98,8 +127,11 @@ class LSegConfig:
             raise ConfigError(f"activation must be relu|lrelu|tanh, got {self.activation!r}")
         if self.block_depth < 0:
             raise ConfigError(f"block_depth must be >= 0, got {self.block_depth}")
-        if len(self.backbone.hooks) != 4 or len(self.backbone.reassemble_channels) != 4:
+        b = self.backbone
+        if isinstance(b, ViTConfig) and (len(b.hooks) != 4 or len(b.reassemble_channels) != 4):
             raise ConfigError("backbone.hooks and backbone.reassemble_channels need exactly 4 entries")
+        if isinstance(b, ResNetConfig) and len(b.layers) != 4:
+            raise ConfigError("backbone.layers needs exactly 4 entries")
 
     @property
     def embed_dim(self) -> int:
@@ -119,7 +151,9 @@ class LSegConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
         data = dict(data)
         try:
-            backbone = _build(ViTConfig, data.pop("backbone", {}))
+            b = data.pop("backbone", {})
+            # a ResNet config is told apart by its own field (configs written before it had none)
+            backbone = _build(ResNetConfig if isinstance(b, dict) and "torchvision_name" in b else ViTConfig, b)
             text = _build(TextEncoderConfig, data.pop("text", {}))
             return _build(cls, data, backbone=backbone, text=text)
         except TypeError as e:  # missing/unknown fields

@@ -6,6 +6,8 @@ Shapes for ViT-L/16 at 480x480: tokens (B, 901, 1024) -> reassembled 256@120², 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -121,33 +123,44 @@ class FusionBlock(nn.Module):
         return self.out_conv(x)
 
 
+@dataclass(frozen=True)
+class TokenLayout:
+    """How a ViT's tokens become feature maps: token width, patch size, cls-token readout."""
+
+    dim: int
+    patch_size: int
+    readout: Readout
+
+
 class DPTDecoder(nn.Module):
-    """Four reassemble stages, four 3x3 ``layer_rn`` convs and four fusion blocks.
+    """Four reassemble stages (ViT tokens only), four 3x3 ``layer_rn`` convs and four fusion blocks.
 
     ``reassemble[i]``, ``layer_rn[i]`` and ``fusion[i]`` correspond to the reference's
-    ``act_postprocess{i+1}``, ``scratch.layer{i+1}_rn`` and ``scratch.refinenet{i+1}``.
+    ``act_postprocess{i+1}``, ``scratch.layer{i+1}_rn`` and ``scratch.refinenet{i+1}``. With
+    ``tokens=None`` (a ResNet trunk) there is no reassemble stage: the four feature maps go straight
+    to ``layer_rn``, as in the reference's ``LSegRN``.
     """
 
-    def __init__(
-        self, dim: int, patch_size: int, channels: tuple[int, ...], features: int, readout: Readout
-    ) -> None:
+    def __init__(self, channels: tuple[int, ...], features: int, tokens: TokenLayout | None) -> None:
         super().__init__()
-        self.reassemble = nn.ModuleList(
-            Reassemble(readout, dim, c, patch_size, s) for c, s in zip(channels, _STAGE_STRIDES)
+        self.reassemble = None if tokens is None else nn.ModuleList(
+            Reassemble(tokens.readout, tokens.dim, c, tokens.patch_size, s) for c, s in zip(channels, _STAGE_STRIDES)
         )
         self.layer_rn = nn.ModuleList(nn.Conv2d(c, features, 3, padding=1, bias=False) for c in channels)
         self.fusion = nn.ModuleList(FusionBlock(features, has_skip=i < 3) for i in range(4))
         self.channels_last = False
 
-    def forward(self, taps: list[torch.Tensor], grid: tuple[int, int], refine_only: bool = False) -> torch.Tensor:
-        """Tokens of four ViT blocks -> (B, features, H/2, W/2).
+    def forward(
+        self, taps: list[torch.Tensor], grid: tuple[int, int] | None, refine_only: bool = False
+    ) -> torch.Tensor:
+        """Tokens of four ViT blocks on a ``grid`` (or four ResNet feature maps) -> (B, features, H/2, W/2).
 
         With ``refine_only`` the last fusion block stops before its upsampling and ``out_conv``:
         (B, features, H/4, W/4), for callers that fuse ``out_conv`` with a following 1x1 conv.
         """
         feats = []
-        for t, re, rn in zip(taps, self.reassemble, self.layer_rn):
-            x = re(t, grid)
+        for i, (t, rn) in enumerate(zip(taps, self.layer_rn)):
+            x = t if self.reassemble is None or grid is None else self.reassemble[i](t, grid)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             # else keep the layout the token transpose produced: the reference does, and the conv

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lseg.models.backbone import ViTBackbone
-from lseg.models.config import Activation, LSegConfig
-from lseg.models.decoder import DPTDecoder
+from lseg.models.backbone import ResNetBackbone, ViTBackbone
+from lseg.models.config import Activation, LSegConfig, ResNetConfig
+from lseg.models.decoder import DPTDecoder, TokenLayout
 from lseg.models.text_encoder import CLIPTextEncoder
 
 #: Inputs are padded to a multiple of this (the decoder's coarsest stride) with the normalised value of
@@ -53,9 +53,13 @@ class SpatialBlock(nn.Module):
 
 
 class LSeg(nn.Module):
-    """LSeg network (reference ``LSegNet``).
+    """LSeg network (reference ``LSegNet``; with a ResNet config, the zero-shot ``LSegRNNetZS``).
 
-    Submodules: ``backbone`` (timm ViT), ``decoder`` (reassemble + RefineNet), ``pixel_proj``
+    The reference's zero-shot networks (``LSegNetZS``, ``LSegRNNetZS``) have the same parameters as
+    ``LSegNet`` without the spatial block; their forward scores each sample against its own
+    ``["others", class name]``: :meth:`score` with per-sample text embeddings (B, K, D).
+
+    Submodules: ``backbone`` (timm ViT or torchvision ResNet), ``decoder`` (reassemble + RefineNet), ``pixel_proj``
     (1x1 conv to the embedding dimension, reference ``head1``), optional ``spatial_block``
     (reference ``head_block``), and ``text_encoder`` (frozen CLIP text tower).
 
@@ -68,14 +72,14 @@ class LSeg(nn.Module):
     def __init__(self, config: LSegConfig, pretrained_backbone: bool = False) -> None:
         super().__init__()
         self.config = config
-        self.backbone = ViTBackbone(config.backbone, pretrained=pretrained_backbone)
-        self.decoder = DPTDecoder(
-            dim=self.backbone.embed_dim,
-            patch_size=self.backbone.patch_size,
-            channels=config.backbone.reassemble_channels,
-            features=config.features,
-            readout=config.readout,
-        )
+        tokens: TokenLayout | None
+        if isinstance(config.backbone, ResNetConfig):
+            self.backbone: ViTBackbone | ResNetBackbone = ResNetBackbone(config.backbone, pretrained=pretrained_backbone)
+            tokens = None
+        else:
+            vit = ViTBackbone(config.backbone, pretrained=pretrained_backbone)
+            self.backbone, tokens = vit, TokenLayout(vit.embed_dim, vit.patch_size, config.readout)
+        self.decoder = DPTDecoder(config.backbone.pyramid_channels, config.features, tokens)
         self.pixel_proj = nn.Conv2d(config.features, config.embed_dim, kernel_size=1)
         self.spatial_block = (
             SpatialBlock(bottleneck=config.arch_option == 1, activation=config.activation)
@@ -143,7 +147,8 @@ class LSeg(nn.Module):
         """Trainable parameters split as the reference's optimiser groups: ``encoder`` (ViT +
         reassemble: the reference's ``pretrained``) and ``decoder`` (fusion + heads: ``scratch``,
         trained with 10x the learning rate). The text encoder is frozen and in neither."""
-        encoder = list(self.backbone.parameters()) + list(self.decoder.reassemble.parameters())
+        reassemble = self.decoder.reassemble
+        encoder = list(self.backbone.parameters()) + (list(reassemble.parameters()) if reassemble is not None else [])
         enc_ids = {id(p) for p in encoder}
         decoder = [
             p for n, p in self.named_parameters()
@@ -161,8 +166,11 @@ class LSeg(nn.Module):
         h, w = x.shape[-2:]
         ph, pw = -h % SIZE_MULTIPLE, -w % SIZE_MULTIPLE
         if ph or pw:
-            pad_value = -1.0 if self.config.mean == (0.5, 0.5, 0.5) and self.config.std == (0.5, 0.5, 0.5) else 0.0
-            x = F.pad(x, (0, pw, 0, ph), value=pad_value)
+            # normalised black, per channel (-1 everywhere for the 0.5/0.5 normalisation)
+            black = (-self.pixel_mean / self.pixel_std).to(x.dtype)
+            padded = black.expand(x.shape[0], 3, h + ph, w + pw).clone()
+            padded[..., :h, :w] = x
+            x = padded
         taps, grid = self.backbone(x)
         if self._optimized and not self.training:
             feats = self._fused_head(self.decoder(taps, grid, refine_only=True))
@@ -206,7 +214,14 @@ class LSeg(nn.Module):
         """Pixel embeddings (B, D, h, w) x text embeddings (K, D) -> logits (B, K, H, W).
 
         ``H, W`` defaults to ``(2h, 2w)``; a ``size`` crops the x2-upsampled map (for odd inputs).
+        Text of shape (B, K, D) scores each sample against its own labels, as the reference's
+        zero-shot networks do with ``["others", class name]`` per episode.
         """
+        if text_embeddings.ndim == 3:
+            return torch.cat([
+                self.score(pixel_embeddings[i : i + 1], text_embeddings[i], size)
+                for i in range(pixel_embeddings.shape[0])
+            ])
         if self.reference_numerics:
             # Reference order: (fp32 0-dim scale * fp16(img)) stays fp16, @ fp16 text, then .float().
             b, d, h, w = pixel_embeddings.shape

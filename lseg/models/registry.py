@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from lseg.errors import ConfigError
-from lseg.models.config import LSegConfig, TextEncoderConfig, ViTConfig
+from lseg.models.config import LSegConfig, ResNetConfig, TextEncoderConfig, ViTConfig
 
 _REGISTRY: dict[str, Callable[[], LSegConfig]] = {}
 _ALIASES: dict[str, str] = {}
@@ -51,6 +51,20 @@ def lseg_rn50x16_vitl16_384() -> LSegConfig:
     return LSegConfig(name="lseg_rn50x16_vitl16_384", backbone=_VITL16, text=_CLIP_RN50X16_TEXT)
 
 
+#: torchvision's ImageNet statistics, which the reference's ResNet-101 zero-shot networks use.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@register("lseg_rn101_zs", "clip_resnet101")
+def lseg_rn101_zs() -> LSegConfig:
+    """ResNet-101 image encoder + CLIP ViT-B/32 text encoder (512-d), ImageNet normalisation: the
+    reference's zero-shot ``LSegRNNetZS`` (``pascal_fold*``, ``coco_fold*``, ``fss_rn101``)."""
+    return LSegConfig(
+        name="lseg_rn101_zs", backbone=ResNetConfig(), text=_CLIP_VITB32_TEXT, mean=IMAGENET_MEAN, std=IMAGENET_STD
+    )
+
+
 _TINY_TEXT = TextEncoderConfig(width=32, layers=2, heads=2, embed_dim=32)
 
 
@@ -79,6 +93,19 @@ def lseg_tiny_test_p32() -> LSegConfig:
         ),
         text=_TINY_TEXT,
         features=16,
+    )
+
+
+@register("lseg_tiny_test_rn")
+def lseg_tiny_test_rn() -> LSegConfig:
+    """Tiny random model with the ResNet zero-shot layout (one Bottleneck per stage), for tests."""
+    return LSegConfig(
+        name="lseg_tiny_test_rn",
+        backbone=ResNetConfig(layers=(1, 1, 1, 1), width_per_group=8),
+        text=_TINY_TEXT,
+        features=16,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
     )
 
 

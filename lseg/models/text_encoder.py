@@ -98,8 +98,8 @@ class CLIPTextEncoder(nn.Module):
     def encode_tokens(self, tokens: torch.Tensor, reference: bool = False) -> torch.Tensor:
         """Token ids (K, T) -> L2-normalised embeddings (K, D): fp32, or fp16 if ``reference``."""
         tokens = tokens.to(self.model.token_embedding.weight.device)
-        if reference:  # the reference always runs the full 77-token context in fp16
-            return self.encode_groups(tokens, [(None, tokens.shape[1])], torch.float16)
+        if reference:
+            return self.encode_reference(tokens)
         # The causal mask and EOT pooling make each label's result independent of the positions
         # after its EOT, so labels run in groups of equal length, each cut right after its EOT
         # (same result up to ~4e-6; 150 ADE20K labels: 483 token positions instead of 11,550).
@@ -115,7 +115,7 @@ class CLIPTextEncoder(nn.Module):
         Args:
             tokens: (K, T) token ids.
             groups: ``(row indices or None for all rows, sequence length)`` pairs covering every row.
-            dtype: compute dtype (fp32, or fp16 for the reference numerics).
+            dtype: compute dtype.
 
         Returns:
             (K, D) L2-normalised embeddings in ``dtype``.
@@ -152,6 +152,33 @@ class CLIPTextEncoder(nn.Module):
             out = torch.empty(tokens.shape[0], projection.shape[1], dtype=dtype, device=tokens.device)
             for (idx, _), p in zip(groups, pooled):
                 out[idx] = p
+        return out / out.norm(dim=-1, keepdim=True)
+
+    def encode_reference(self, tokens: torch.Tensor) -> torch.Tensor:
+        """OpenAI ``CLIP.encode_text`` as the reference runs it: fp16, full context, L2-normalised.
+
+        Follows ``clip/model.py`` op for op *and* layout for layout: the sequence-first view made by
+        one ``permute`` of the embeddings, LayerNorm in fp32 (contiguous output) fed to attention as
+        one tensor (``attn(x, x, x)``), residual adds on the view. fp16 matrix products round
+        differently for different memory layouts, so this is what makes the result bit-identical to
+        ``clip.model.CLIP.encode_text`` (tested against the ``openai-clip`` package).
+        """
+        m, dt = self.model, torch.float16
+        x = m.token_embedding(tokens).to(dt) + m.positional_embedding.to(dt)
+        x = x.permute(1, 0, 2)  # NLD -> LND
+        mask = m.attn_mask.to(dt)
+        for block in m.transformer.resblocks:
+            attn, fc, proj = block.attn, block.mlp.c_fc, block.mlp.c_proj
+            h = block.ln_1(x)
+            x = x + F.multi_head_attention_forward(
+                h, h, h, attn.embed_dim, attn.num_heads, attn.in_proj_weight.to(dt), attn.in_proj_bias.to(dt),
+                None, None, False, 0.0, attn.out_proj.weight.to(dt), attn.out_proj.bias.to(dt),
+                training=False, need_weights=False, attn_mask=mask,
+            )[0]
+            h = F.linear(block.ln_2(x), fc.weight.to(dt), fc.bias.to(dt))
+            x = x + F.linear(h * torch.sigmoid(1.702 * h), proj.weight.to(dt), proj.bias.to(dt))  # QuickGELU
+        x = m.ln_final(x.permute(1, 0, 2)).to(dt)
+        out = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)] @ m.text_projection.to(dt)
         return out / out.norm(dim=-1, keepdim=True)
 
     def forward(self, labels: list[str], reference: bool = False) -> torch.Tensor:

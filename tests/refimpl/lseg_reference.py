@@ -4,20 +4,47 @@ Written from the reference's code as described in ``shared/docs/reference-lseg.m
 the same module names (so its ``state_dict()`` has exactly the official keys and shapes), forward
 hooks collecting block outputs, ``forward_flex`` with the bilinear pos-embed resize, the
 ``act_postprocess`` ``nn.Sequential`` stacks run as ``[0:2]`` + unflatten + ``[3:]``, RefineNet
-fusion blocks, and the fp16 CLIP text path / fp16 similarity of ``LSeg.forward``. It shares no code
-with ``lseg.models`` on purpose.
+fusion blocks, and the fp16 similarity of ``LSeg.forward``. The CLIP model is OpenAI's own code
+(the ``openai-clip`` package, the module lang-seg imports as ``clip``), converted to fp16 as
+``clip.load(device="cuda")`` leaves it, and the ResNet-101 trunk of the zero-shot ``LSegRNNetZS`` is
+torchvision's, as in the reference. It shares no code with ``lseg.models`` on purpose.
 """
 
 from __future__ import annotations
 
 import math
 
-import open_clip
+import warnings
+
 import timm
 import torch
 import torch.nn.functional as F
-from open_clip.model import CLIPTextCfg, CLIPVisionCfg, convert_weights_to_lp
 from torch import nn
+from torchvision import models
+
+with warnings.catch_warnings():  # openai-clip imports pkg_resources (deprecated)
+    warnings.simplefilter("ignore")
+    import clip
+    from clip.model import CLIP, convert_weights
+
+#: ``clip.model.CLIP`` constructor arguments of the released models (as ``clip.build_model`` reads
+#: them from the OpenAI state dicts).
+CLIP_DIMS = {
+    "ViT-B-32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=32,
+                     context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8,
+                     transformer_layers=12),
+    "RN50x16": dict(embed_dim=768, image_resolution=384, vision_layers=(6, 8, 18, 8), vision_width=96,
+                    vision_patch_size=None, context_length=77, vocab_size=49408, transformer_width=768,
+                    transformer_heads=12, transformer_layers=12),
+}
+
+
+def make_clip(dims: dict) -> CLIP:
+    """OpenAI's CLIP with the fp16 weights ``clip.load(..., device="cuda", jit=False)`` returns."""
+    model = CLIP(**dims)
+    convert_weights(model)
+    return model
+
 
 BACKBONES = {
     # name: (timm model, hooks, reassemble features, CLIP model)
@@ -127,11 +154,6 @@ class HeadBlock(nn.Module):
         return self.activation(x) if act else x
 
 
-def _ln(mod: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    """OpenAI CLIP LayerNorm: compute in fp32, cast back to the input dtype."""
-    return F.layer_norm(x.type(torch.float32), mod.normalized_shape, mod.weight, mod.bias, mod.eps).type(x.dtype)
-
-
 class RefLSegNet(nn.Module):
     """``LSegNet`` as the reference builds it. ``tiny`` overrides sizes for fast tests.
 
@@ -139,7 +161,7 @@ class RefLSegNet(nn.Module):
         backbone: a key of :data:`BACKBONES`.
         vit_overrides: timm kwargs (embed_dim, depth, num_heads, img_size) for tiny variants.
         hooks, vit_features, features: tiny-variant overrides.
-        clip_text / clip_vision / clip_embed: open_clip configs of the CLIP model (tiny variants).
+        clip_dims: ``clip.model.CLIP`` arguments (tiny variants; default: the released model's).
     """
 
     def __init__(
@@ -153,18 +175,13 @@ class RefLSegNet(nn.Module):
         vit_overrides: dict | None = None,
         hooks: list[int] | None = None,
         vit_features: list[int] | None = None,
-        clip_cfg: tuple[int, CLIPVisionCfg, CLIPTextCfg] | None = None,
+        clip_dims: dict | None = None,
     ) -> None:
         super().__init__()
         timm_name, def_hooks, def_feats, clip_name = BACKBONES[backbone]
         self.hooks = hooks or def_hooks
         feats = vit_features or def_feats
-        if clip_cfg is None:
-            self.clip_pretrained = open_clip.create_model(clip_name, pretrained=None, device=torch.get_default_device())
-        else:
-            embed, vcfg, tcfg = clip_cfg
-            self.clip_pretrained = open_clip.CLIP(embed, vcfg, tcfg, quick_gelu=True)
-        convert_weights_to_lp(self.clip_pretrained)  # clip.load(device="cuda") keeps fp16 weights
+        self.clip_pretrained = make_clip(clip_dims or CLIP_DIMS[clip_name])
         # Reference: one nn.Module holding the timm model and the reassemble stacks.
         self.pretrained = nn.Module()
         self.pretrained.model = timm.create_model(timm_name, pretrained=False, **(vit_overrides or {}))
@@ -233,30 +250,12 @@ class RefLSegNet(nn.Module):
         return out
 
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:
-        """OpenAI ``CLIP.encode_text`` on the fp16 weights (sequence-first MultiheadAttention)."""
-        clip = self.clip_pretrained
-        dtype = clip.text_projection.dtype
-        x = clip.token_embedding(text).type(dtype) + clip.positional_embedding.type(dtype)
-        x = x.permute(1, 0, 2)
-        mask = clip.attn_mask.to(dtype)
-        for r in clip.transformer.resblocks:
-            attn = nn.MultiheadAttention(r.attn.embed_dim, r.attn.num_heads).to(dtype)
-            attn.load_state_dict(r.attn.state_dict())
-            x = x + attn(_ln(r.ln_1, x), _ln(r.ln_1, x), _ln(r.ln_1, x), need_weights=False, attn_mask=mask)[0]
-            h = r.mlp.c_fc(_ln(r.ln_2, x))
-            x = x + r.mlp.c_proj(h * torch.sigmoid(1.702 * h))
-        x = x.permute(1, 0, 2)
-        x = _ln(clip.ln_final, x).type(dtype)
-        return x[torch.arange(x.shape[0]), text.argmax(dim=-1)] @ clip.text_projection
+        return self.clip_pretrained.encode_text(text)  # OpenAI's code, fp16
 
     def forward(self, x: torch.Tensor, labelset: list[str]) -> torch.Tensor:
-        text = open_clip.tokenize(labelset)
-        l1, l2, l3, l4 = self.forward_vit(x)
+        text = clip.tokenize(labelset)
+        path_1 = self._path_1(x)
         s = self.scratch
-        path_4 = s.refinenet4(s.layer4_rn(l4))
-        path_3 = s.refinenet3(path_4, s.layer3_rn(l3))
-        path_2 = s.refinenet2(path_3, s.layer2_rn(l2))
-        path_1 = s.refinenet1(path_2, s.layer1_rn(l1))
         text_features = self.encode_text(text)
         image_features = s.head1(path_1)
         imshape = image_features.shape
@@ -270,3 +269,75 @@ class RefLSegNet(nn.Module):
                 out = s.head_block(out)
             out = s.head_block(out, False)
         return s.output_conv(out)
+
+    def _path_1(self, x: torch.Tensor) -> torch.Tensor:
+        l1, l2, l3, l4 = self.forward_vit(x)
+        return _fuse(self.scratch, l1, l2, l3, l4)
+
+    def forward_zs(self, x: torch.Tensor, labels: list[str]) -> torch.Tensor:
+        """``LSegNetZS.forward(x, class_info)``: sample i scored against ``["others", labels[i]]``."""
+        return _forward_zs(self, self._path_1(x), labels)
+
+
+def _fuse(s: nn.Module, l1: torch.Tensor, l2: torch.Tensor, l3: torch.Tensor, l4: torch.Tensor) -> torch.Tensor:
+    path_4 = s.refinenet4(s.layer4_rn(l4))
+    path_3 = s.refinenet3(path_4, s.layer3_rn(l3))
+    path_2 = s.refinenet2(path_3, s.layer2_rn(l2))
+    return s.refinenet1(path_2, s.layer1_rn(l1))
+
+
+def _forward_zs(net: nn.Module, path_1: torch.Tensor, labels: list[str]) -> torch.Tensor:
+    """The zero-shot networks' forward after the decoder (``lseg_net_zs.py``), per sample."""
+    texts = [clip.tokenize(["others", label]) for label in labels]
+    text_features = [net.clip_pretrained.encode_text(t) for t in texts]
+    image_features = net.scratch.head1(path_1)
+    imshape = image_features.shape
+    out_c = imshape[1]
+    image_features = [image_features[i].unsqueeze(0).permute(0, 2, 3, 1).reshape(-1, out_c) for i in range(imshape[0])]
+    image_features = [f / f.norm(dim=-1, keepdim=True) for f in image_features]
+    text_features = [f / f.norm(dim=-1, keepdim=True) for f in text_features]
+    logits = [net.logit_scale * f.half() @ t.t() for f, t in zip(image_features, text_features)]
+    outs = [lg.float().view(1, imshape[2], imshape[3], -1).permute(0, 3, 1, 2) for lg in logits]
+    return net.scratch.output_conv(torch.cat(outs, dim=0))
+
+
+class RefLSegRNNetZS(nn.Module):
+    """``LSegRNNetZS`` as the reference builds it: torchvision ResNet-101 trunk wrapped by
+    ``_make_resnet_backbone``, scratch on [256, 512, 1024, 2048], CLIP ViT-B/32 (fp16).
+
+    Args:
+        layers, width_per_group: torchvision ``ResNet(Bottleneck, layers, width_per_group=...)``
+            (tiny variants; default: ResNet-101).
+    """
+
+    def __init__(
+        self, features: int = 256, layers: tuple[int, ...] = (3, 4, 23, 3), width_per_group: int = 64,
+        clip_dims: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.clip_pretrained = make_clip(clip_dims or CLIP_DIMS["ViT-B-32"])
+        if tuple(layers) == (3, 4, 23, 3) and width_per_group == 64:
+            resnet = models.resnet101()
+        else:
+            resnet = models.ResNet(models.resnet.Bottleneck, list(layers), width_per_group=width_per_group)
+        self.pretrained = nn.Module()
+        self.pretrained.layer1 = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool, resnet.layer1)
+        self.pretrained.layer2 = resnet.layer2
+        self.pretrained.layer3 = resnet.layer3
+        self.pretrained.layer4 = resnet.layer4
+        self.scratch = nn.Module()
+        for i, c in enumerate([256, 512, 1024, 2048]):
+            setattr(self.scratch, f"layer{i + 1}_rn", nn.Conv2d(c, features, 3, 1, 1, bias=False))
+            setattr(self.scratch, f"refinenet{i + 1}", FeatureFusionBlock_custom(features))
+        self.auxlayer = nn.Sequential(Interpolate(scale_factor=2, mode="bilinear", align_corners=True))
+        self.scratch.head1 = nn.Conv2d(features, self.clip_pretrained.text_projection.shape[1], kernel_size=1)
+        self.scratch.output_conv = nn.Sequential(Interpolate(scale_factor=2, mode="bilinear", align_corners=True))
+        self.logit_scale = torch.tensor(math.exp(math.log(1 / 0.07)), dtype=torch.float32)
+
+    def forward_zs(self, x: torch.Tensor, labels: list[str]) -> torch.Tensor:
+        p = self.pretrained
+        l1 = p.layer1(x)
+        l2 = p.layer2(l1)
+        l3 = p.layer3(l2)
+        l4 = p.layer4(l3)
+        return _forward_zs(self, _fuse(self.scratch, l1, l2, l3, l4), labels)
