@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from lseg.checkpoints import CONFIG_NAME, WEIGHTS_NAME, load_model, save_pretrained
 from lseg.errors import CheckpointError, LSegError
 from lseg.io import atomic_write
+from lseg.models.config import ResNetConfig
 
 if TYPE_CHECKING:
     import torch
@@ -176,7 +177,11 @@ def render_model_card(model: LSeg, repo_id: str | None = None, **fields: str) ->
     values = {
         "repo_id": repo_id or "<owner>/<repo>",
         "model_name": cfg.name,
-        "image_encoder": f"{cfg.backbone.timm_name} (timm; hooks {list(cfg.backbone.hooks)})",
+        "image_encoder": (
+            f"{cfg.backbone.torchvision_name} (torchvision; layers {list(cfg.backbone.layers)})"
+            if isinstance(cfg.backbone, ResNetConfig)
+            else f"{cfg.backbone.timm_name} (timm; hooks {list(cfg.backbone.hooks)})"
+        ),
         "text_encoder": f"CLIP {cfg.text.clip_name} text tower (frozen)",
         "embed_dim": str(cfg.embed_dim),
         "parameters": f"{n_params / 1e6:.1f} M",

@@ -178,12 +178,18 @@ class LSeg(nn.Module):
             feats = self.pixel_proj(self.decoder(taps, grid))  # (B, D, H'/2, W'/2)
         feats = feats[..., : math.ceil(h / 2), : math.ceil(w / 2)].contiguous()
         if self._reference_numerics:
-            # The reference normalises the (B*h*w, D) matrix; the same reduction order matters
-            # once the result is rounded to fp16.
+            # The reference normalises (N, D) matrices: the whole (B*h*w, D) batch in LSegNet, one
+            # (h*w, D) image at a time in the zero-shot networks. The reduction order depends on the
+            # shape, and it shows once the result is rounded to fp16. ViT features come out in a
+            # layout where the two give the same bits (tested); the ResNet network exists only as
+            # the zero-shot one, so it normalises per image.
             b, d, fh, fw = feats.shape
-            flat = feats.permute(0, 2, 3, 1).reshape(-1, d)
-            flat = flat / flat.norm(dim=-1, keepdim=True)
-            return flat.view(b, fh, fw, d).permute(0, 3, 1, 2)
+            chunks = [feats[i : i + 1] for i in range(b)] if isinstance(self.backbone, ResNetBackbone) else [feats]
+            out = []
+            for f in chunks:
+                flat = f.permute(0, 2, 3, 1).reshape(-1, d)
+                out.append((flat / flat.norm(dim=-1, keepdim=True)).view(f.shape[0], fh, fw, d).permute(0, 3, 1, 2))
+            return out[0] if len(out) == 1 else torch.cat(out)
         if torch.is_grad_enabled() and feats.requires_grad:
             return F.normalize(feats, dim=1)
         # In place at inference: saves a full-size copy (118 MB at 480x480).

@@ -201,7 +201,8 @@ def test_fewshot_pascal5i_metrics_match_hsnet_definitions(tmp_path: Path):
     assert [c["label"] for c in fold["per_class"]] == ["aeroplane", "bicycle", "bird", "boat", "bottle"]
 
 
-def test_fewshot_fss1000_cli_with_a_real_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+@pytest.mark.parametrize("model_name", ["lseg_tiny_test", "lseg_tiny_test_rn"])  # LSegNetZS, LSegRNNetZS layouts
+def test_fewshot_fss1000_cli_with_a_real_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str], model_name: str):
     from lseg.data.labels import fss_split_categories
 
     root = tmp_path / "FSS-1000"
@@ -211,7 +212,7 @@ def test_fewshot_fss1000_cli_with_a_real_tiny_model(tmp_path: Path, capsys: pyte
         _write_png(root / cat / "1.jpg", img)
         _write_png(root / cat / "1.png", np.where(rng.random((16, 16)) < 0.4, 255, 0).astype(np.uint8))
     torch.manual_seed(0)
-    model_dir = lseg.save_pretrained(lseg.create_model("lseg_tiny_test"), tmp_path / "tiny")
+    model_dir = lseg.save_pretrained(lseg.create_model(model_name), tmp_path / "tiny")
     out = tmp_path / "fss.json"
     rc = main([
         "eval", "-c", str(model_dir), "--protocol", "fewshot", "--dataset", "fss1000", "--data-root", str(tmp_path),

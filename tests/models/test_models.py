@@ -28,19 +28,22 @@ def test_registry_lists_reference_backbones():
         lseg.get_config("nope")
 
 
-@pytest.mark.parametrize("name", ["lseg_vitl16_384", "lseg_vitb32_384", "lseg_rn50x16_vitl16_384"])
+@pytest.mark.parametrize("name", ["lseg_vitl16_384", "lseg_vitb32_384", "lseg_rn50x16_vitl16_384", "lseg_rn101_zs"])
 def test_full_size_configs_build_on_meta(name):
     with torch.device("meta"):
         model = lseg.LSeg(lseg.get_config(name))
     n = sum(p.numel() for p in model.parameters())
-    # ViT-L/16 (303.3 M without head) + decoder + text tower; ViT-B/32 is much smaller
-    assert (n > 380e6) if "vitl16" in name else (150e6 < n < 200e6)
+    # ViT-L/16 (303.3 M without head) + decoder + text tower; ViT-B/32 and ResNet-101 are much smaller
+    assert (n > 380e6) if "vitl16" in name else (100e6 < n < 200e6)
     assert model.pixel_proj.out_channels == lseg.get_config(name).embed_dim
 
 
 def test_config_json_round_trip_and_validation():
     cfg = lseg.get_config("lseg_rn50x16_vitl16_384").replace(arch_option=2, block_depth=3, activation="tanh")
     assert LSegConfig.from_dict(cfg.to_dict()) == cfg
+    rn = lseg.get_config("lseg_rn101_zs")
+    assert LSegConfig.from_dict(rn.to_dict()) == rn and rn.backbone.layers == (3, 4, 23, 3)
+    assert lseg.get_config("clip_resnet101") == rn  # the reference's --backbone name
     with pytest.raises(ConfigError):
         _tiny(readout="mean")
     with pytest.raises(ConfigError):
@@ -58,8 +61,12 @@ VARIANTS = [
 ]
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(str(x) for x in v.values()))
-@pytest.mark.parametrize("base", ["lseg_tiny_test", "lseg_tiny_test_p32"])
+@pytest.mark.parametrize(
+    "base,variant",
+    [(b, v) for b in ("lseg_tiny_test", "lseg_tiny_test_p32", "lseg_tiny_test_rn") for v in VARIANTS
+     if b != "lseg_tiny_test_rn" or v["readout"] == "project"],  # readout concerns ViT tokens only
+    ids=lambda x: x if isinstance(x, str) else "-".join(str(y) for y in x.values()),
+)
 def test_every_variant_runs_forward_and_backward(base, variant):
     torch.manual_seed(0)
     model = lseg.LSeg(lseg.get_config(base).replace(**variant)).train()
@@ -134,6 +141,20 @@ def test_inference_optimizations_do_not_change_outputs(tiny_model):
         plain = model.set_inference_optimizations(False).encode_image(x)
         fast = model.set_inference_optimizations(True).encode_image(x)
     torch.testing.assert_close(plain, fast, atol=1e-5, rtol=1e-4)
+
+
+def test_resnet_network_pads_with_normalised_black_per_channel():
+    """Any input size: padded with the ImageNet-normalised value of black, cropped back."""
+    torch.manual_seed(0)
+    model = lseg.create_model("lseg_tiny_test_rn")
+    image = torch.randint(0, 256, (1, 3, 50, 70), dtype=torch.uint8)
+    padded = torch.zeros(1, 3, 64, 96, dtype=torch.uint8)
+    padded[..., :50, :70] = image
+    with torch.no_grad():
+        a = model.encode_image(model.normalize(image))
+        b = model.encode_image(model.normalize(padded))[..., :25, :35]
+    assert a.shape == (1, 32, 25, 35)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_param_groups_follow_reference_split(tiny_model):

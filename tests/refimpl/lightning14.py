@@ -212,6 +212,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("out")
     p.add_argument("--legacy", action="store_true")
     p.add_argument("--hyper-parameters", action="store_true")
+    p.add_argument("--extra-optimizer-mb", type=int, default=0,
+                   help="add this much optimizer state (stands in for a full-size network's momentum)")
     p.add_argument("--payload", choices=("none", "unknown-global", "code"), default="none",
                    help="negative cases: an unknown class instance / a reduce that runs code")
     args = p.parse_args(argv)
@@ -220,6 +222,9 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message="TypedStorage is deprecated")  # torch 1.9's storages are typed
     classes = _register_fake_lightning()
     ckpt = lightning_checkpoint(load_file(args.state_dict), classes, hyper_parameters=args.hyper_parameters)
+    if args.extra_optimizer_mb:
+        n = args.extra_optimizer_mb * 2**20 // 4
+        ckpt["optimizer_states"][0]["state"][10**6] = {"momentum_buffer": torch.ones(n)}
     if args.payload == "unknown-global":
         ckpt["callbacks"][type("CustomCallback", (), {"__module__": "my_project.callbacks"})] = {"x": 1}
         sys.modules["my_project"] = types.ModuleType("my_project")
