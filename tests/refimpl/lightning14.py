@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import argparse
 import io
-import warnings
 import pickle
 import struct
 import sys
 import types
+import warnings
 import zipfile
 from collections import OrderedDict
 from pathlib import Path

@@ -13,7 +13,6 @@ torchvision's, as in the reference. It shares no code with ``lseg.models`` on pu
 from __future__ import annotations
 
 import math
-
 import warnings
 
 import timm
@@ -30,12 +29,12 @@ with warnings.catch_warnings():  # openai-clip imports pkg_resources (deprecated
 #: ``clip.model.CLIP`` constructor arguments of the released models (as ``clip.build_model`` reads
 #: them from the OpenAI state dicts).
 CLIP_DIMS = {
-    "ViT-B-32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=32,
-                     context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8,
-                     transformer_layers=12),
-    "RN50x16": dict(embed_dim=768, image_resolution=384, vision_layers=(6, 8, 18, 8), vision_width=96,
-                    vision_patch_size=None, context_length=77, vocab_size=49408, transformer_width=768,
-                    transformer_heads=12, transformer_layers=12),
+    "ViT-B-32": {"embed_dim": 512, "image_resolution": 224, "vision_layers": 12, "vision_width": 768, "vision_patch_size": 32,
+                     "context_length": 77, "vocab_size": 49408, "transformer_width": 512, "transformer_heads": 8,
+                     "transformer_layers": 12},
+    "RN50x16": {"embed_dim": 768, "image_resolution": 384, "vision_layers": (6, 8, 18, 8), "vision_width": 96,
+                    "vision_patch_size": None, "context_length": 77, "vocab_size": 49408, "transformer_width": 768,
+                    "transformer_heads": 12, "transformer_layers": 12},
 }
 
 

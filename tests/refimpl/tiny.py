@@ -15,11 +15,11 @@ def tiny_reference(name: str, **overrides) -> RefLSegNet | RefLSegRNNetZS:
     cfg = lseg.get_config(name).replace(**{k: v for k, v in overrides.items() if k in ("readout", "arch_option", "block_depth", "activation")})
     b, t = cfg.backbone, cfg.text
     # OpenAI's CLIP derives the image tower's heads as width // 64: a 64-wide, 1-layer ViT
-    clip_dims = dict(
-        embed_dim=t.embed_dim, image_resolution=64, vision_layers=1, vision_width=64, vision_patch_size=32,
-        context_length=t.context_length, vocab_size=t.vocab_size, transformer_width=t.width,
-        transformer_heads=t.heads, transformer_layers=t.layers,
-    )
+    clip_dims = {
+        "embed_dim": t.embed_dim, "image_resolution": 64, "vision_layers": 1, "vision_width": 64, "vision_patch_size": 32,
+        "context_length": t.context_length, "vocab_size": t.vocab_size, "transformer_width": t.width,
+        "transformer_heads": t.heads, "transformer_layers": t.layers,
+    }
     if isinstance(b, ResNetConfig):
         return RefLSegRNNetZS(
             features=cfg.features, layers=b.layers, width_per_group=b.width_per_group, clip_dims=clip_dims
