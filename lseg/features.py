@@ -47,7 +47,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lseg.errors import LSegError
-from lseg.inference import LSegPredictor
+from lseg.inference import LSegPredictor, to_numpy
 from lseg.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, atomic_write, iter_frames, list_images
 
 _logger = logging.getLogger(__name__)
@@ -438,7 +438,7 @@ class _Writer:
         atomic_write(index_path, lambda p: p.write_text(json.dumps(index, indent=1) + "\n"))
 
     def write(self, emb: Any, targets: list[Path]) -> None:
-        pixels = emb.pixels.float().cpu().numpy()  # (D, h', w')
+        pixels = to_numpy(emb.pixels)  # (D, h', w') float32
         size = _target_size(self.res, tuple(pixels.shape[1:]), tuple(emb.input_size), tuple(emb.image_size))
         if size == tuple(pixels.shape[1:]) and self.res == "half":
             arr = pixels.astype(self.dtype)

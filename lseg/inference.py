@@ -75,7 +75,8 @@ class ImageEmbedding:
 
     Attributes:
         pixels: (D, h', w') float32 L2-normalised pixel embeddings at half the working resolution
-            (averaged, hence slightly shorter than unit length, where sliding windows overlap).
+            (averaged, hence slightly shorter than unit length, where sliding windows overlap), on
+            the model's device; float32 whatever the model's dtype or an active autocast.
         input_size: (h, w) working resolution the network saw (after resizing).
         image_size: (H, W) original image size.
     """
@@ -92,10 +93,11 @@ class SegmentationResult:
     Attributes:
         labels: the label strings, index ``i`` in ``label_map`` is ``labels[i]``.
         label_map: (H, W) int32 argmax label index at the original resolution.
-        logits: (K, h, w) float32 scaled cosine similarities at the working resolution. With more
-            labels than the predictor's ``label_chunk_size`` they are not kept (the label map is a
-            running argmax over label chunks, so memory does not grow with K); they are computed
-            on first access then (K*h*w*4 bytes; the result keeps the image embedding for that).
+        logits: (K, h, w) float32 scaled cosine similarities at the working resolution, on the CPU.
+            With more labels than the predictor's ``label_chunk_size`` they are not kept (the label
+            map is a running argmax over label chunks on the model's device, so memory does not
+            grow with K); they are computed on first access then (K*h*w*4 bytes; for that the result
+            keeps a CPU copy of the image embedding and the text, never memory on the GPU).
         embeddings: (D, h', w') float32 pixel embeddings if requested, else ``None``.
     """
 
@@ -138,7 +140,9 @@ class LSegPredictor:
     """Image -> pixel embeddings (cached per call) and labels -> text embeddings (LRU-cached).
 
     Args:
-        model: an :class:`LSeg` network (put in eval mode; CPU/GPU speed-ups enabled).
+        model: an :class:`LSeg` network (put in eval mode; CPU/GPU speed-ups enabled). It may be
+            cast to fp16/bf16 (``model.half()``), and calls may run under ``torch.autocast``:
+            outputs keep their documented dtypes (float32 embeddings and logits, int32 label maps).
         device: where to run; default: the model's device.
         size: long side of the working resolution (``None``: the image's own size).
         crop_size, stride: sliding-window geometry when the working size exceeds ``crop_size``.
@@ -175,7 +179,9 @@ class LSegPredictor:
                 if t.count("{}") != 1:
                     raise ValueError(f"prompt template {t!r} must contain exactly one '{{}}'")
         self.label_chunk_size = label_chunk_size
-        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        # Keyed by (device, dtype, numerics, label): moving or casting the model, or toggling
+        # reference_numerics, must not return embeddings computed for another state.
+        self._text_cache: OrderedDict[tuple[str, torch.dtype, bool, str], torch.Tensor] = OrderedDict()
         self._text_cache_size = text_cache_size
 
     @property
@@ -191,15 +197,16 @@ class LSegPredictor:
         cost nothing. Label strings are validated with :func:`lseg.labels.parse_labels`.
         """
         labels = parse_labels(labels)
-        missing = [lb for lb in dict.fromkeys(labels) if lb not in self._text_cache]
+        state = (str(self.device), self.model.dtype, self.model.reference_numerics)
+        missing = [lb for lb in dict.fromkeys(labels) if (*state, lb) not in self._text_cache]
         for i in range(0, len(missing), self.label_chunk_size):
             chunk = missing[i : i + self.label_chunk_size]
             for label, emb in zip(chunk, self._encode_labels(chunk)):
-                self._text_cache[label] = emb
+                self._text_cache[(*state, label)] = emb
         out = []
         for label in labels:
-            self._text_cache.move_to_end(label)
-            out.append(self._text_cache[label])
+            self._text_cache.move_to_end((*state, label))
+            out.append(self._text_cache[(*state, label)])
         while len(self._text_cache) > self._text_cache_size:
             self._text_cache.popitem(last=False)
         return torch.stack(out)
@@ -215,8 +222,7 @@ class LSegPredictor:
     # ------------------------------------------------------------------ image
     def _to_tensor(self, image: Any) -> torch.Tensor:
         """Any accepted image -> (1, 3, H, W) float in [0, 1] on the model's device."""
-        rgb = load_image(image)
-        return torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
+        return _as_tensor(_rgb_pixels(image, self.device)).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
 
     def _working_size(self, h: int, w: int) -> tuple[int, int]:
         if self.size is None:
@@ -229,15 +235,16 @@ class LSegPredictor:
         """Image (path, PIL, HxWx3 uint8 array, CHW tensor) -> :class:`ImageEmbedding`.
 
         The image is resized from its uint8 pixels in row strips, so a large photo costs its own
-        3 bytes/pixel plus a few MB, not a float copy of it (12000x8000: 288 MB, not 1.15 GB).
+        3 bytes/pixel plus a few MB, not a float copy of it (12000x8000: 288 MB, not 1.15 GB). An
+        RGB tensor already on the model's device is used there (no trip through the host).
         """
-        rgb = _rgb_array(image)
+        rgb = _rgb_pixels(image, self.device)
         image_size = (int(rgb.shape[0]), int(rgb.shape[1]))
         size = self._working_size(*image_size)
         x = _resize_rgb(rgb, size, self.device)
         del rgb
         x = self.model.normalize(x)
-        return ImageEmbedding(self._embed_windows(x)[0], size, image_size)
+        return ImageEmbedding(self._embed_windows(x)[0].float(), size, image_size)
 
     def _embed_windows(self, x: torch.Tensor) -> torch.Tensor:
         """(1, 3, h, w) -> (1, D, ceil(h/2), ceil(w/2)); sliding windows above ``crop_size``."""
@@ -293,22 +300,26 @@ class LSegPredictor:
             return self._result(label_list, logits, emb.image_size, emb if return_embeddings else None)
         # Many labels: a running argmax over label chunks; the K x h x w logits are never all held
         # (computed on demand if ``result.logits`` is read).
-        argmax = _ResizedArgmax(emb.image_size)
+        argmax = _ResizedArgmax(emb.image_size, emb.pixels.device)
         for i in range(0, text.shape[0], chunk):
             part = self.model.score(emb.pixels[None], text[i : i + chunk], size=emb.input_size)[0]
-            argmax.add(part.float().cpu(), more=i + chunk < text.shape[0])
+            argmax.add(part.float(), more=i + chunk < text.shape[0])
             del part
+        # The lazy logits keep host copies: a list of results must not pin GPU memory.
+        pixels = emb.pixels.cpu()
+        host_emb = ImageEmbedding(pixels, emb.input_size, emb.image_size)
         return SegmentationResult(
             labels=label_list,
             label_map=argmax.result(),
             image_size=emb.image_size,
-            _logits=functools.partial(self._lazy_logits, emb, text),
-            embeddings=emb.pixels.cpu().numpy() if return_embeddings else None,
+            _logits=functools.partial(self._lazy_logits, host_emb, text.cpu()),
+            embeddings=to_numpy(pixels) if return_embeddings else None,
         )
 
     @torch.inference_mode()
     def _lazy_logits(self, emb: ImageEmbedding, text: torch.Tensor) -> torch.Tensor:
-        return self._score(emb, text).float().cpu()
+        on_device = ImageEmbedding(emb.pixels.to(self.device), emb.input_size, emb.image_size)
+        return self._score(on_device, text.to(self.device)).float().cpu()
 
     def _chunk_size(self) -> int:
         """Labels scored at once. The bottleneck spatial block (arch_option 1) mixes the labels (it
@@ -329,13 +340,13 @@ class LSegPredictor:
     def _result(
         self, labels: list[str], logits: torch.Tensor, image_size: tuple[int, int], emb: ImageEmbedding | None
     ) -> SegmentationResult:
-        logits = logits.float().cpu()
+        logits = logits.float()
         return SegmentationResult(
             labels=labels,
-            label_map=_ResizedArgmax(image_size).add(logits).result(),
+            label_map=_ResizedArgmax(image_size, logits.device).add(logits).result(),
             image_size=image_size,
-            _logits=logits,
-            embeddings=emb.pixels.cpu().numpy() if emb is not None else None,
+            _logits=logits.cpu(),
+            embeddings=to_numpy(emb.pixels) if emb is not None else None,
         )
 
     def segment_batch(self, images: Sequence[Any], labels: str | Sequence[str], **kwargs: Any) -> list[SegmentationResult]:
@@ -362,6 +373,31 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 
 
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A result tensor as a numpy array: the one place results cross from the device to the host."""
+    return t.cpu().numpy()
+
+
+def _as_tensor(rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(rgb) if isinstance(rgb, np.ndarray) else rgb
+
+
+def _rgb_pixels(image: Any, device: torch.device) -> np.ndarray | torch.Tensor:
+    """``HxWx3 uint8`` pixels of any accepted image: a numpy array, or a tensor view where the image
+    is a ``3xHxW`` uint8 or [0, 1] float tensor already on ``device`` (not the CPU), so a GPU image
+    is never copied to the host and back; other inputs go through :func:`lseg.io.load_image`."""
+    if isinstance(image, torch.Tensor) and image.device.type != "cpu" and image.device == torch.device(device):
+        t = image.detach()
+        if t.ndim == 3 and t.shape[0] == 3 and 0 < t.shape[1] * t.shape[2] <= DEFAULT_MAX_PIXELS:
+            if t.dtype == torch.uint8:
+                return t.permute(1, 2, 0)
+            # As load_image: [0, 1] floats, rounded to uint8 (one check, one sync; bad values go
+            # to load_image for its error message).
+            if t.is_floating_point() and not bool(((t < 0) | (t > 1) | t.isnan()).any()):
+                return t.float().mul(255.0).round_().to(torch.uint8).permute(1, 2, 0)
+    return _rgb_array(image)
+
+
 def _rgb_array(image: Any) -> np.ndarray:
     """``HxWx3 uint8`` pixels of any accepted image; a plain C-contiguous writable RGB uint8 array
     within :data:`lseg.io.DEFAULT_MAX_PIXELS` is used as is (read only, not copied)."""
@@ -374,21 +410,25 @@ def _rgb_array(image: Any) -> np.ndarray:
     return load_image(image)
 
 
-def _resize_rgb(rgb: np.ndarray, size: tuple[int, int], device: torch.device, max_elems: int = 1 << 22) -> torch.Tensor:
-    """``HxWx3 uint8`` -> (1, 3, h, w) float in [0, 1], resized bilinearly with antialiasing.
+def _resize_rgb(
+    rgb: np.ndarray | torch.Tensor, size: tuple[int, int], device: torch.device, max_elems: int = 1 << 22
+) -> torch.Tensor:
+    """``HxWx3 uint8`` (array, or tensor on any device) -> (1, 3, h, w) float in [0, 1] on ``device``,
+    resized bilinearly with antialiasing.
 
     Bit for bit ``F.interpolate(whole_float_image, size, antialias=True)`` (whose filter is separable,
     width first), but only ``max_elems`` floats of the input are converted at a time: the width pass
     runs on row strips, the height pass on the (3, H, w) result.
     """
-    H, W = rgb.shape[:2]
+    src = _as_tensor(rgb)
+    H, W = src.shape[:2]
     h, w = size
     if (h, w) == (H, W):
-        return torch.from_numpy(rgb).to(device).permute(2, 0, 1)[None].float().div_(255.0)
+        return src.to(device).permute(2, 0, 1)[None].float().div_(255.0)
     rows = max(1, max_elems // (3 * W))
     mid = torch.empty(1, 3, H, w, device=device)
     for r0 in range(0, H, rows):
-        strip = torch.from_numpy(rgb[r0 : r0 + rows]).to(device).permute(2, 0, 1)[None].float().div_(255.0)
+        strip = src[r0 : r0 + rows].to(device).permute(2, 0, 1)[None].float().div_(255.0)
         if w != W:
             strip = F.interpolate(strip, size=(strip.shape[-2], w), mode="bilinear", align_corners=False,
                                   antialias=True)
@@ -402,20 +442,22 @@ class _ResizedArgmax:
     """Label map = argmax over labels of (K, h, w) logits bilinearly resized (align_corners=True)
     to ``size``, computed in row strips of about ``max_elems`` floats and fed in label chunks (a
     running maximum), so memory is the (H, W) result (+ (H, W) float32 between chunks) plus
-    one strip, whatever K and the image size. Ties go to the lowest label index, as ``argmax``."""
+    one strip, whatever K and the image size. Ties go to the lowest label index, as ``argmax``.
+    Runs on ``device`` (the logits' device): only the int32 label map goes to the host."""
 
-    def __init__(self, size: tuple[int, int], max_elems: int = 1 << 23) -> None:
+    def __init__(self, size: tuple[int, int], device: torch.device | str = "cpu", max_elems: int = 1 << 23) -> None:
         self.size = (int(size[0]), int(size[1]))
+        self.device = torch.device(device)
         self.max_elems = max_elems
-        self.index = torch.empty(self.size, dtype=torch.int32)  # every row is written by add()
+        self.index = torch.empty(self.size, dtype=torch.int32, device=self.device)  # every row is written by add()
         self.best: torch.Tensor | None = None
         self.offset = 0
 
     def add(self, logits: torch.Tensor, more: bool = False) -> _ResizedArgmax:
-        """Feed the next ``k`` labels' logits (k, h, w) on the CPU; ``more``: other chunks follow."""
+        """Feed the next ``k`` labels' logits (k, h, w) on ``device``; ``more``: other chunks follow."""
         first = self.offset == 0
         if more and self.best is None:
-            self.best = torch.empty(self.size)
+            self.best = torch.empty(self.size, dtype=logits.dtype, device=self.device)
         for r0, r1, band in _resized_row_strips(logits, self.size, self.max_elems):
             values, idx = band.max(0)
             idx = idx.to(torch.int32)
@@ -436,7 +478,7 @@ class _ResizedArgmax:
         return self
 
     def result(self) -> np.ndarray:
-        return self.index.numpy()
+        return to_numpy(self.index)
 
 
 def _resized_row_strips(
@@ -452,7 +494,7 @@ def _resized_row_strips(
         for r0 in range(0, H, rows):
             yield r0, min(H, r0 + rows), logits[:, r0 : r0 + rows]
         return
-    y = torch.linspace(0, h - 1, H) if H > 1 else torch.zeros(1)
+    y = torch.linspace(0, h - 1, H, device=logits.device) if H > 1 else torch.zeros(1, device=logits.device)
     for r0 in range(0, H, rows):
         ys = y[r0 : r0 + rows]
         lo = ys.floor().long().clamp(max=h - 1)

@@ -67,19 +67,23 @@ def confusion_matrix(
         raise ValueError(f"pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
     pred = pred.reshape(-1).to(target.device, torch.int64)
     target = target.reshape(-1).to(torch.int64)
-    if ignore_index is not None:
-        keep = target != ignore_index
-        pred, target = pred[keep], target[keep]
-    if target.numel():
-        for name, t in (("target", target), ("pred", pred)):
+    keep = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
+    # One host sync per call (the range check): no boolean indexing or bincount, which on a GPU
+    # each wait for the device. Ignored pixels are counted in an extra bin that is dropped.
+    bad = keep & ((target < 0) | (target >= num_classes) | (pred < 0) | (pred >= num_classes))
+    if bool(bad.any()):
+        for name, t in (("target", target[keep]), ("pred", pred[keep])):
             lo, hi = int(t.min()), int(t.max())
             if lo < 0 or hi >= num_classes:
-                bad = lo if lo < 0 else hi
+                value = lo if lo < 0 else hi
                 raise ValueError(
-                    f"{name} holds {bad}, outside 0..{num_classes - 1} (ignore_index={ignore_index})"
+                    f"{name} holds {value}, outside 0..{num_classes - 1} (ignore_index={ignore_index})"
                 )
-    counts = torch.bincount(target * num_classes + pred, minlength=num_classes * num_classes)
-    return counts.reshape(num_classes, num_classes)
+    n = num_classes * num_classes
+    index = torch.where(keep, target * num_classes + pred, n)
+    counts = torch.zeros(n + 1, dtype=torch.int64, device=target.device)
+    counts.scatter_add_(0, index, index.new_ones(()).expand_as(index))
+    return counts[:n].reshape(num_classes, num_classes)
 
 
 def iou_per_class(cm: torch.Tensor) -> torch.Tensor:
@@ -241,6 +245,7 @@ class FewShotMeter:
         self.class_ids = torch.as_tensor(list(class_ids), dtype=torch.int64)
         self.num_classes = num_classes if num_classes is not None else int(self.class_ids.max()) + 1
         self.ignore_index = ignore_index
+        # On the device of the first update's target (counting there needs no host sync).
         self.inter = torch.zeros(2, self.num_classes, dtype=torch.int64)
         self.union = torch.zeros(2, self.num_classes, dtype=torch.int64)
 
@@ -266,7 +271,9 @@ class FewShotMeter:
             pred, target = pred[None], target[None]
         if pred.shape != target.shape:
             raise ValueError(f"pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
-        ids = torch.as_tensor(class_id, dtype=torch.int64).reshape(-1).cpu()
+        if self.inter.device != target.device:
+            self.inter, self.union = self.inter.to(target.device), self.union.to(target.device)
+        ids = torch.as_tensor(class_id, dtype=torch.int64).reshape(-1).to(target.device)
         if ids.numel() != pred.shape[0]:
             raise ValueError(f"{ids.numel()} class ids for a batch of {pred.shape[0]}")
         pred = pred.to(target.device).long()
@@ -278,15 +285,15 @@ class FewShotMeter:
         )
         for k in (0, 1):
             p, t = (pred == k) & valid, (target == k) & valid
-            inter = (p & t).flatten(1).sum(1).cpu()
-            union = (p.flatten(1).sum(1) + t.flatten(1).sum(1)).cpu() - inter
+            inter = (p & t).flatten(1).sum(1)
+            union = p.flatten(1).sum(1) + t.flatten(1).sum(1) - inter
             self.inter[k].index_add_(0, ids, inter)
             self.union[k].index_add_(0, ids, union)
 
     def compute(self) -> dict[str, float | dict[int, float]]:
         """Returns ``miou`` and ``fb_iou`` (percent, as HSNet logs them) and ``iou_per_class`` (fg IoU x 100)."""
-        inter = self.inter[:, self.class_ids].double()
-        union = self.union[:, self.class_ids].double()
+        inter = self.inter.cpu()[:, self.class_ids].double()
+        union = self.union.cpu()[:, self.class_ids].double()
         fg_iou = inter[1] / union[1].clamp(min=1)
         fb = inter.sum(1) / union.sum(1)
         return {
@@ -301,7 +308,7 @@ class FewShotMeter:
 
     def load_state(self, state: torch.Tensor) -> None:
         """Replace the buffers by a :meth:`state` tensor."""
-        self.inter, self.union = (s.clone().cpu().long() for s in state)
+        self.inter, self.union = (s.to(self.inter.device, torch.int64).clone() for s in state)
 
     def reduce(self, fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         """Sum the buffers across processes (see :meth:`SegmentationMeter.reduce`). Call once."""

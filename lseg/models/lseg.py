@@ -112,11 +112,18 @@ class LSeg(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The image path's compute dtype: fp32, or what ``model.half()`` / ``.to(torch.bfloat16)``
+        cast it to. Inputs are cast to it at the boundaries (:meth:`normalize`, :meth:`encode_image`,
+        :meth:`score`); autocast, where active, then decides the dtype of each op as usual."""
+        return self.pixel_proj.weight.dtype
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 or [0, 1] float (B, 3, H, W) RGB -> the network's input normalisation."""
-        if images.dtype == torch.uint8:
-            images = images.float() / 255.0
-        return (images - self.pixel_mean) / self.pixel_std
+        """uint8 or [0, 1] float (B, 3, H, W) RGB -> the network's input normalisation, in :attr:`dtype`
+        (computed in fp32, then cast)."""
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        return ((x - self.pixel_mean.float()) / self.pixel_std.float()).to(self.dtype)
 
     @property
     def reference_numerics(self) -> bool:
@@ -133,14 +140,17 @@ class LSeg(nn.Module):
     def set_inference_optimizations(self, enabled: bool = True) -> LSeg:
         """Toggle CPU/GPU speed-ups that leave the weights untouched (eval mode only): channels-last
         decoder convolutions, BatchNorm folded into the convs, and the last 1x1 convs merged and
-        moved before the final x2 upsampling (:meth:`_fused_head`). Returns ``self``."""
-        self._optimized = enabled
+        moved before the final x2 upsampling (:meth:`_fused_head`). Returns ``self``. The weights
+        are re-laid out only when the setting changes (not by every new predictor)."""
         self.decoder.channels_last = enabled
-        self.decoder.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
-        self.pixel_proj.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
         for m in self.decoder.modules():
             if hasattr(m, "fold_bn"):
                 m.fold_bn = enabled
+        if enabled != self._optimized:
+            fmt = torch.channels_last if enabled else torch.contiguous_format
+            self.decoder.to(memory_format=fmt)
+            self.pixel_proj.to(memory_format=fmt)
+        self._optimized = enabled
         return self
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -158,11 +168,13 @@ class LSeg(nn.Module):
 
     # ------------------------------------------------------------------ halves
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised images (B, 3, H, W) -> L2-normalised pixel embeddings (B, D, ceil(H/2), ceil(W/2)).
+        """Normalised images (B, 3, H, W) -> L2-normalised pixel embeddings (B, D, ceil(H/2), ceil(W/2))
+        in :attr:`dtype` (or the autocast dtype under autocast).
 
         Any H, W is accepted: the input is padded at the bottom/right to a multiple of 32 with the
         normalised value of black (the reference evaluator's pad value) and the output is cropped.
         """
+        x = x.to(self.dtype)
         h, w = x.shape[-2:]
         ph, pw = -h % SIZE_MULTIPLE, -w % SIZE_MULTIPLE
         if ph or pw:
@@ -221,7 +233,9 @@ class LSeg(nn.Module):
 
         ``H, W`` defaults to ``(2h, 2w)``; a ``size`` crops the x2-upsampled map (for odd inputs).
         Text of shape (B, K, D) scores each sample against its own labels, as the reference's
-        zero-shot networks do with ``["others", class name]`` per episode.
+        zero-shot networks do with ``["others", class name]`` per episode. Both inputs are cast to
+        :attr:`dtype`; the logits come back in it (or in the autocast dtype; fp32 in
+        reference-numerics mode).
         """
         if text_embeddings.ndim == 3:
             return torch.cat([
@@ -238,7 +252,7 @@ class LSeg(nn.Module):
             logits = logits.float().view(b, h, w, -1).permute(0, 3, 1, 2)
         else:
             logits = torch.einsum(
-                "bdhw,kd->bkhw", pixel_embeddings, text_embeddings.to(pixel_embeddings.dtype)
+                "bdhw,kd->bkhw", pixel_embeddings.to(self.dtype), text_embeddings.to(self.dtype)
             ) * self.logit_scale
         if self.spatial_block is not None:
             for _ in range(self.config.block_depth - 1):

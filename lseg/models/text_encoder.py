@@ -69,12 +69,19 @@ class CLIPTextEncoder(nn.Module):
         CLIP's context is 77 tokens including start/end; longer labels are cut (the reference raises
         instead). An empty label list raises :class:`LabelError`.
         """
+        return self._tokenize(labels)[0]
+
+    def _tokenize(self, labels: list[str]) -> tuple[torch.Tensor, list[int]]:
+        """:meth:`tokenize`, plus each label's sequence length (start and end tokens included),
+        known here without reading the tensor back (so grouping never waits on a device)."""
         if not labels:
             raise LabelError("no labels given: pass at least one label string")
         limit = self.cfg.context_length - 2
         cut = []
+        lengths = []
         for i, label in enumerate(labels):
             n = len(self.tokenizer.encode(label))
+            lengths.append(min(n, limit) + 2)
             if n > limit:
                 cut.append(i)
                 warnings.warn(
@@ -93,19 +100,31 @@ class CLIPTextEncoder(nn.Module):
                         f"within CLIP's {limit}-token context and would get the same embedding; make them "
                         "differ earlier"
                     )
-        return tokens
+        return tokens, lengths
 
-    def encode_tokens(self, tokens: torch.Tensor, reference: bool = False) -> torch.Tensor:
-        """Token ids (K, T) -> L2-normalised embeddings (K, D): fp32, or fp16 if ``reference``."""
-        tokens = tokens.to(self.model.token_embedding.weight.device)
-        if reference:
-            return self.encode_reference(tokens)
-        # The causal mask and EOT pooling make each label's result independent of the positions
-        # after its EOT, so labels run in groups of equal length, each cut right after its EOT
-        # (same result up to ~4e-6; 150 ADE20K labels: 483 token positions instead of 11,550).
-        lengths = tokens.argmax(dim=-1) + 1  # EOT has the largest id in CLIP's vocabulary
-        groups = [(torch.nonzero(lengths == n).squeeze(1), int(n)) for n in torch.unique(lengths)]
-        return self.encode_groups(tokens, groups, torch.float32)
+    def encode_tokens(
+        self, tokens: torch.Tensor, reference: bool = False, lengths: list[int] | None = None
+    ) -> torch.Tensor:
+        """Token ids (K, T) -> L2-normalised embeddings (K, D): fp32, or fp16 if ``reference``.
+
+        The tower computes in that dtype whatever the storage dtype of its weights (``model.half()``)
+        and whatever autocast is active around it: the embeddings of a label never depend on the
+        caller's precision context. ``lengths`` (from :meth:`_tokenize`) saves reading ``tokens``.
+        """
+        device = self.model.token_embedding.weight.device
+        with torch.autocast(device.type, enabled=False):
+            if reference:
+                return self.encode_reference(tokens.to(device))
+            # The causal mask and EOT pooling make each label's result independent of the positions
+            # after its EOT, so labels run in groups of equal length, each cut right after its EOT
+            # (same result up to ~4e-6; 150 ADE20K labels: 483 token positions instead of 11,550).
+            if lengths is None:  # EOT has the largest id in CLIP's vocabulary
+                lengths = (tokens.argmax(dim=-1) + 1).tolist()
+            rows: dict[int, list[int]] = {}
+            for i, n in enumerate(lengths):
+                rows.setdefault(n, []).append(i)
+            groups = [(torch.tensor(r).to(device), n) for n, r in sorted(rows.items())]
+            return self.encode_groups(tokens.to(device), groups, torch.float32)
 
     def encode_groups(
         self, tokens: torch.Tensor, groups: list[tuple[torch.Tensor | None, int]], dtype: torch.dtype
@@ -133,19 +152,19 @@ class CLIPTextEncoder(nn.Module):
             fc, proj = block.mlp.c_fc, block.mlp.c_proj
             w_fc, b_fc, w_proj, b_proj = fc.weight.to(dtype), fc.bias.to(dtype), proj.weight.to(dtype), proj.bias.to(dtype)
             for g, (x, mask) in enumerate(zip(xs, masks)):
-                q = block.ln_1(x).transpose(0, 1)  # (T, K, C): nn.MultiheadAttention's sequence-first layout
+                q = _layer_norm(block.ln_1, x).transpose(0, 1)  # (T, K, C): nn.MultiheadAttention's sequence-first layout
                 h = F.multi_head_attention_forward(
                     q, q, q, attn.embed_dim, attn.num_heads, w_in, b_in, None, None, False, 0.0, w_out, b_out,
                     training=False, need_weights=False, attn_mask=mask,
                 )[0]
                 x = x + h.transpose(0, 1)
-                h = F.linear(block.ln_2(x), w_fc, b_fc)
+                h = F.linear(_layer_norm(block.ln_2, x), w_fc, b_fc)
                 xs[g] = x + F.linear(h * torch.sigmoid(1.702 * h), w_proj, b_proj)  # QuickGELU
         projection = m.text_projection.to(dtype)
         pooled = []
         for (idx, _), x in zip(groups, xs):
             e = eot if idx is None else eot[idx]
-            pooled.append(m.ln_final(x)[torch.arange(x.shape[0], device=x.device), e] @ projection)
+            pooled.append(_layer_norm(m.ln_final, x)[torch.arange(x.shape[0], device=x.device), e] @ projection)
         if len(groups) == 1 and groups[0][0] is None:
             out = pooled[0]
         else:
@@ -169,21 +188,30 @@ class CLIPTextEncoder(nn.Module):
         mask = m.attn_mask.to(dt)
         for block in m.transformer.resblocks:
             attn, fc, proj = block.attn, block.mlp.c_fc, block.mlp.c_proj
-            h = block.ln_1(x)
+            h = _layer_norm(block.ln_1, x)
             x = x + F.multi_head_attention_forward(
                 h, h, h, attn.embed_dim, attn.num_heads, attn.in_proj_weight.to(dt), attn.in_proj_bias.to(dt),
                 None, None, False, 0.0, attn.out_proj.weight.to(dt), attn.out_proj.bias.to(dt),
                 training=False, need_weights=False, attn_mask=mask,
             )[0]
-            h = F.linear(block.ln_2(x), fc.weight.to(dt), fc.bias.to(dt))
+            h = F.linear(_layer_norm(block.ln_2, x), fc.weight.to(dt), fc.bias.to(dt))
             x = x + F.linear(h * torch.sigmoid(1.702 * h), proj.weight.to(dt), proj.bias.to(dt))  # QuickGELU
-        x = m.ln_final(x.permute(1, 0, 2)).to(dt)
+        x = _layer_norm(m.ln_final, x.permute(1, 0, 2)).to(dt)
         out = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)] @ m.text_projection.to(dt)
         return out / out.norm(dim=-1, keepdim=True)
 
     def forward(self, labels: list[str], reference: bool = False) -> torch.Tensor:
         """Label strings -> (K, D) L2-normalised embeddings."""
-        return self.encode_tokens(self.tokenize(labels), reference=reference)
+        tokens, lengths = self._tokenize(labels)
+        return self.encode_tokens(tokens, reference=reference, lengths=lengths)
+
+
+def _layer_norm(ln: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """OpenAI's LayerNorm (``LayerNormFp32``): computed in fp32 and cast back to ``x``'s dtype, with
+    the weights read in fp32 whatever they are stored in (a model cast with ``.half()``)."""
+    weight = ln.weight.float() if ln.weight is not None else None
+    bias = ln.bias.float() if ln.bias is not None else None
+    return F.layer_norm(x.float(), ln.normalized_shape, weight, bias, ln.eps).to(x.dtype)
 
 
 def _matrix_names(model: nn.Module) -> list[str]:

@@ -16,8 +16,9 @@ CLIP on all 150 labels at every step, with autograd on: reference bug 4).
 Run folder (``out_dir``)::
 
     config.yaml               the resolved config (re-run with ``lseg train --config``)
-    checkpoints/last.ckpt     model + optimizer + scheduler + step + RNG; written atomically;
-                              a later run with the same out_dir resumes from it
+    checkpoints/last.ckpt     model + optimizer + scheduler + fp16 GradScaler + step + data
+                              position + RNG; written atomically; a later run with the same
+                              out_dir resumes from it
     logs/version_N/           metrics.csv (or TensorBoard events), one version per invocation
     model/                    the trained model (``lseg.save_pretrained``) when the run finishes
 """
@@ -254,8 +255,8 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     if fabric.world_size != cfg.world_size:  # e.g. torchrun without --devices
         cfg = cfg.replace(devices=max(1, fabric.world_size // cfg.num_nodes))
     fabric.seed_everything(cfg.seed, verbose=False)
-    if fabric.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
+    # No cudnn.benchmark: it is process wide and picks kernels by timing, which makes GPU runs differ
+    # from run to run (README "Training and evaluation" says what resume reproduces on GPUs).
 
     out_dir = Path(cfg.out_dir)
     ckpt_path = out_dir / "checkpoints" / "last.ckpt"
@@ -298,9 +299,12 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         scheduler = PolyLR(optimizer, total=math.ceil(total_steps / steps_per_epoch), power=cfg.poly_power)
     model, optimizer = fabric.setup(model, optimizer)
     raw: LSeg = model.module
+    precision = fabric.strategy.precision
+    scaler: torch.amp.GradScaler | None = getattr(precision, "scaler", None)  # fp16 mixed precision only
 
-    # --- resume: weights, optimizer (momentum), schedule, step, RNG
-    step = 0
+    # --- resume: weights, optimizer (momentum), schedule, GradScaler, step, data position, RNG
+    step = 0  # optimizer steps applied (the LR schedule's clock)
+    position = 0  # optimizer steps' worth of batches consumed: step + steps the fp16 scaler skipped
     if resume_path is not None:
         ckpt = load_checkpoint(resume_path)
         _warn_changed(ckpt.get("config", {}), cfg, resume_path)
@@ -308,6 +312,9 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         step = int(ckpt["step"])
+        position = int(ckpt.get("position", step))
+        if ckpt.get("precision"):
+            precision.load_state_dict(ckpt["precision"])
         set_rng_state(ckpt["rng"])
         if step > total_steps:
             raise ConfigError(f"{resume_path} is at step {step}, beyond this config's {total_steps} steps")
@@ -320,7 +327,8 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         return {
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
             "model": raw.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "step": step, "epoch": step // steps_per_epoch, "steps_per_epoch": steps_per_epoch,
+            "step": step, "position": position, "epoch": position // steps_per_epoch,
+            "steps_per_epoch": steps_per_epoch, "precision": precision.state_dict(),
             "total_steps": total_steps, "rng": rng_state(), "config": cfg.to_dict(),
             "labels": list(dataset.labels), "world_size": fabric.world_size,
         }
@@ -335,7 +343,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     model.train()
     t_log = time.perf_counter()
     while step < stop_step:
-        epoch, step_in_epoch = divmod(step, steps_per_epoch)
+        epoch, step_in_epoch = divmod(position, steps_per_epoch)
         sampler.set_position(epoch, step_in_epoch)
         batches = iter(loader)
         for _ in range(step_in_epoch, steps_per_epoch):
@@ -353,10 +361,16 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
                 with torch.no_grad():
                     valid = batch["mask"] != ignore_index
                     hits += torch.stack([((logits.argmax(1) == batch["mask"]) & valid).sum(), valid.sum()]).float()
-            optimizer.step()
+            applied = _optimizer_step(optimizer, scaler)
             optimizer.zero_grad(set_to_none=True)
+            position += 1
+            if cfg.lr_schedule_interval == "epoch" and position % steps_per_epoch == 0:
+                scheduler.step()
+            if not applied:  # inf/NaN fp16 gradients: the scaler lowered its scale and skipped
+                _logger.info("fp16 GradScaler skipped a step (scale now %g); not counted", scaler.get_scale())  # type: ignore[union-attr]
+                continue
             step += 1
-            if cfg.lr_schedule_interval == "step" or step % steps_per_epoch == 0:
+            if cfg.lr_schedule_interval == "step":
                 scheduler.step()
 
             if step % cfg.log_every_n_steps == 0 or step == stop_step:
@@ -399,6 +413,20 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         out_dir=out_dir, step=step, total_steps=total_steps, finished=finished, checkpoint=ckpt_path,
         model_dir=model_dir, resumed_from=resume_path, last_loss=last_loss, rank=fabric.global_rank,
     )
+
+
+def _optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> bool:
+    """``optimizer.step()``; False if the fp16 GradScaler skipped it (inf/NaN gradients).
+
+    The scaler lowers its scale exactly when it skips (``GradScaler.update``), so comparing the scale
+    around the step tells (one host sync per step, fp16 only).
+    """
+    if scaler is None or not scaler.is_enabled():
+        optimizer.step()
+        return True
+    before = scaler.get_scale()
+    optimizer.step()
+    return scaler.get_scale() >= before
 
 
 def _pixel_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, fabric: Fabric) -> torch.Tensor:
