@@ -149,7 +149,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         picture = overlay(image, lm, labels, alpha=args.alpha)
         atomic_write(targets[1], lambda p, im=picture: im.save(p, format="PNG"))
         report.written.append(targets[0])
-    return _finish(report, "segment")
+    return _finish(report, f"segment (into {out})")
 
 
 def _safe(label: str) -> str:
@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("segment", help="segment images with any labels")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--labels", "-l", required=True, help='comma-separated labels, e.g. "dog,grass,other"')
-    p.add_argument("--out", "-o", required=True, help="output folder")
+    p.add_argument("--out", "-o", default="lseg-output", help="output folder (default: lseg-output)")
     p.add_argument("--scores", action="store_true", help="also write per-label probabilities (.npz, fp16)")
     p.add_argument("--heatmaps", action="store_true",
                    help="also write one probability heatmap per label over the image "

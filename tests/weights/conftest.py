@@ -72,7 +72,7 @@ def _handler(drive: FakeDrive) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             try:
                 self._get()
             except (BrokenPipeError, ConnectionResetError):  # the client closed early (checks done)

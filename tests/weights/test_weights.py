@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import lseg
-import lseg.weights as weights
+from lseg import weights
 from lseg.errors import CheckpointError, WeightsDownloadError
 
 NAME = "tiny_test"
@@ -297,4 +297,4 @@ def test_the_registry_and_the_readme_hold_the_released_files():
         assert miou is None or w.paper.startswith(f"{miou} mIoU")
         row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}`"))
         assert drive_id in row and (miou is None or miou in row) and w.filename in row, row
-    assert re.search(r"^lseg\.load_model\(\"demo\"\)|model = lseg\.load_model\(\"demo\"\)", readme, re.M)
+    assert re.search(r"^lseg\.load_model\(\"demo\"\)|model = lseg\.load_model\(\"demo\"\)", readme, re.MULTILINE)
