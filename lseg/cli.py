@@ -69,8 +69,8 @@ def load_model_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-d
 
             checkpoint = DEFAULT
             entry = get_weights(checkpoint)
-            print(f"no --checkpoint given: using the released weights {checkpoint!r} ({entry.network}, "
-                  f"{entry.trained_on}); `lseg weights list` shows the others", file=sys.stderr)
+            print(f"no --checkpoint given: using the released weights {checkpoint!r} ({entry.network}); "
+                  "`lseg weights list` shows the others", file=sys.stderr)
         model = load_model(
             checkpoint, arch_option=args.arch_option, block_depth=args.block_depth,
             activation=args.activation,

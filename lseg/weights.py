@@ -359,7 +359,7 @@ def _verify_cached(entry: PretrainedWeights, ckpt: Path, record: dict[str, Any] 
     """Check a released file already in the cache against its record; a file put there by hand
     (no record yet) is checked like a download and recorded."""
     if record is None or record.get("file") != entry.filename:
-        size, digest = _check_file(entry, ckpt, source=f"{ckpt} (placed by hand?)")
+        size, digest = _check_file(entry, ckpt, url=None)
         record = {"name": entry.name, "file": entry.filename, "size": size, "sha256": digest, "source": "local"}
         _write_record(d, record)
         return record
@@ -390,7 +390,7 @@ def _download(entry: PretrainedWeights, d: Path) -> dict[str, Any]:
     if not target.is_file():  # else a complete download whose check a killed process did not finish
         _fetch(entry, url, drive, target)
     try:
-        size, digest = _check_file(entry, target, source=url)
+        size, digest = _check_file(entry, target, url=url)
     except CheckpointError:
         target.unlink(missing_ok=True)
         raise
@@ -460,6 +460,8 @@ def _confirm_drive(entry: PretrainedWeights, url: str, target: Path) -> str:
     the file at once (small files). A quota page or any other HTML page without a download form is a
     :class:`WeightsDownloadError`; an HTML page served instead of the file later is caught by
     :func:`_check_file`."""
+    from urllib.parse import urljoin
+
     import requests
     from gdown.download import get_url_from_gdrive_confirmation
     from gdown.exceptions import FileURLRetrievalError
@@ -470,7 +472,7 @@ def _confirm_drive(entry: PretrainedWeights, url: str, target: Path) -> str:
             return url  # the file itself: gdown streams it from this URL
         page = r.raw.read(1 << 20, decode_content=True).decode(r.encoding or "utf-8", "replace")
     try:
-        return get_url_from_gdrive_confirmation(page)
+        return urljoin(r.url, get_url_from_gdrive_confirmation(page))
     except FileURLRetrievalError as e:
         raise _html_error(entry, str(e), target) from None
 
@@ -503,36 +505,42 @@ def _page_detail(page: str) -> str:
     return page
 
 
-def _check_file(entry: PretrainedWeights, path: Path, *, source: str) -> tuple[int, str]:
+def _check_file(entry: PretrainedWeights, path: Path, *, url: str | None) -> tuple[int, str]:
     """Size and sha256 of a complete-looking file, after checking that it is the checkpoint: not an
-    HTML page, the registry's size, intact zip structure and member CRCs, the registry's sha256."""
+    HTML page, the registry's size, intact zip structure and member CRCs, the registry's sha256.
+    ``url``: where it was downloaded from (None: put into the cache by hand)."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(1 << 16)
     if head.lstrip()[:1] == b"<":
-        if source.startswith("http"):  # a server's page saved as the file (e.g. Drive's quota page)
+        if url is None:
+            raise CheckpointError(f"{path} is an HTML page, not {entry.filename}: download {entry.url} again")
+        if url.startswith(DRIVE_URL):  # a page served instead of the file (e.g. Drive's quota page)
             raise _html_error(entry, _page_detail(head.decode("utf-8", "replace")), path)
-        raise CheckpointError(f"{path} is an HTML page, not {entry.filename}: download {entry.url} again")
+        raise WeightsDownloadError(
+            f"{_host(url)} answered with an HTML page, not {entry.filename} ({entry.name!r}): check "
+            "LSEG_WEIGHTS_MIRROR (it must serve the files themselves)"
+        )
     if entry.size is not None and size != entry.size:
-        raise _corrupt(entry, path, source, f"{size} bytes, expected {entry.size} (truncated?)")
+        raise _corrupt(entry, path, url, f"{size} bytes, expected {entry.size} (truncated?)")
     if head.startswith(b"PK\x03\x04"):  # torch zip: its central directory and CRCs prove it complete
         try:
             with zipfile.ZipFile(path) as z:
                 bad = z.testzip()
         except (zipfile.BadZipFile, EOFError, zlib.error, ValueError, OSError) as e:
-            raise _corrupt(entry, path, source, f"broken zip archive, truncated? ({_reason(e)})") from None
+            raise _corrupt(entry, path, url, f"broken zip archive, truncated? ({_reason(e)})") from None
         if bad is not None:
-            raise _corrupt(entry, path, source, f"CRC mismatch in {bad}")
+            raise _corrupt(entry, path, url, f"CRC mismatch in {bad}")
     elif head[:1] != b"\x80":  # a legacy torch pickle starts with the protocol opcode
-        raise _corrupt(entry, path, source, f"not a PyTorch checkpoint (first bytes {head[:8].hex()})")
+        raise _corrupt(entry, path, url, f"not a PyTorch checkpoint (first bytes {head[:8].hex()})")
     digest = sha256_file(path)
     if entry.sha256 is not None and digest != entry.sha256:
-        raise _corrupt(entry, path, source, f"sha256 {digest} != the released {entry.sha256}")
+        raise _corrupt(entry, path, url, f"sha256 {digest} != the released {entry.sha256}")
     return size, digest
 
 
-def _corrupt(entry: PretrainedWeights, path: Path, source: str, why: str) -> CheckpointError:
-    if source.startswith("http"):
+def _corrupt(entry: PretrainedWeights, path: Path, url: str | None, why: str) -> CheckpointError:
+    if url is not None:
         return WeightsDownloadError(
             f"the download of {entry.filename} ({entry.name!r}) is corrupt ({why}); it was deleted, not cached: "
             f"run the command again, or download {entry.url} by hand and put it at {path.parent / entry.filename}"
