@@ -436,8 +436,8 @@ def _transfer_error(entry: PretrainedWeights, url: str, target: Path, e: Excepti
     import requests
 
     partial = _partial_bytes(target)
-    kept = (f"; the {partial / 1e6:.1f} MB downloaded so far are kept and the next run resumes from there"
-            if partial else "")
+    again = (f"the {partial / 1e6:.1f} MB downloaded so far are kept and the next run resumes from there"
+             if partial else "run the command again")
     where = f"download {entry.url} by hand and put it at {target.parent / entry.filename}"
     cause = e.__cause__ if e.__cause__ is not None else e
     if isinstance(e, requests.HTTPError):
@@ -450,7 +450,7 @@ def _transfer_error(entry: PretrainedWeights, url: str, target: Path, e: Excepti
             f"({_reason(cause)}); {where}, or set LSEG_WEIGHTS_MIRROR"
         )
     return WeightsDownloadError(
-        f"the download of {entry.filename} ({entry.name!r}) from {_host(url)} broke off ({_reason(e)}){kept}; "
+        f"the download of {entry.filename} ({entry.name!r}) from {_host(url)} broke off ({_reason(e)}); {again}, "
         f"or {where}"
     )
 
@@ -483,11 +483,11 @@ def _html_error(entry: PretrainedWeights, detail: str, target: Path) -> WeightsD
     if re.search(r"too many users|quota|try .* again later", detail, re.IGNORECASE):
         return WeightsDownloadError(
             f"Google Drive's download quota for {entry.filename} ({entry.name!r}) is exceeded: it answered with "
-            f"an HTML page, not the file (\"{detail[:120]}\"); try again later (up to 24 h), {where}, or set "
+            f"an HTML page, not the file (\"{_first_sentence(detail)}\"); try again later (up to 24 h), {where}, or set "
             "LSEG_WEIGHTS_MIRROR"
         )
     return WeightsDownloadError(
-        f"Google Drive answered with an HTML page, not {entry.filename} ({entry.name!r}): \"{detail[:160]}\"; "
+        f"Google Drive answered with an HTML page, not {entry.filename} ({entry.name!r}): \"{_first_sentence(detail)}\"; "
         f"{where}, or set LSEG_WEIGHTS_MIRROR"
     )
 
@@ -626,4 +626,8 @@ def _reason(e: BaseException) -> str:
     m = re.search(r"\[Errno[^\]]*\][^')\"]*", text)  # e.g. "[Errno 111] Connection refused"
     if m:
         return m.group(0).strip()
-    return text[:200]
+    return _first_sentence(text)
+
+
+def _first_sentence(text: str) -> str:
+    return re.split(r"\.\s+(?=[A-Z])", text, maxsplit=1)[0].rstrip(".")[:200]
