@@ -104,12 +104,11 @@ def _fold(kind: str, fold: int, drive_id: str, miou: str) -> PretrainedWeights:
     return PretrainedWeights(
         name=f"{kind}_fold{fold}", filename=f"{kind}_fold{fold}.ckpt", drive_id=drive_id,
         network="ResNet-101 zero-shot", trained_on=f"{dataset} fold {fold} (train classes)",
-        paper=f"{miou} mIoU ({dataset} fold {fold}, zero-shot)",
+        paper=f"{miou} mIoU ({dataset} fold {fold}, zero-shot)", config="lseg_rn101_zs",
     )
 
 
-#: The released files (official lang-seg README; zero-shot mIoU as reported in the paper). The
-#: ResNet-101 entries have no ``config`` yet: their network (``LSegRNNetZS``) is not implemented here.
+#: The released files (official lang-seg README; zero-shot mIoU as reported in the paper).
 WEIGHTS: dict[str, PretrainedWeights] = {
     w.name: w
     for w in [
@@ -129,7 +128,7 @@ WEIGHTS: dict[str, PretrainedWeights] = {
         PretrainedWeights(
             name="fss_rn101", filename="fss_rn101.ckpt", drive_id="1UIj49Wp1mAopPub5M6O4WW-Z79VB1bhw",
             network="ResNet-101 zero-shot", trained_on="FSS-1000 (train classes)",
-            paper="84.7 mIoU (FSS-1000, zero-shot)",
+            paper="84.7 mIoU (FSS-1000, zero-shot)", config="lseg_rn101_zs",
         ),
         PretrainedWeights(
             name="fss_l16", filename="fss_l16.ckpt", drive_id="1Nplkc_JsHIS55d--K2vonOOC3HrppzYy",

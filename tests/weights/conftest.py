@@ -11,9 +11,11 @@ serves the files directly, as a ``LSEG_WEIGHTS_MIRROR`` does.
 from __future__ import annotations
 
 import hashlib
-import io
+import os
 import secrets
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -158,20 +160,22 @@ def drive() -> Iterator[FakeDrive]:
 
 
 @pytest.fixture(scope="session")
-def tiny_ckpt_bytes() -> bytes:
-    """A tiny official-layout Lightning 1.4 checkpoint (``net.`` + reference keys) of ``lseg_tiny_test``."""
+def tiny_ckpt_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A tiny ``lseg_tiny_test`` checkpoint laid out exactly as the released ``.ckpt`` files
+    (Lightning 1.4.9 container with callback classes and optimizer state, torch 1.9 zip), written
+    by ``refimpl.lightning14`` in its own process."""
     from refimpl.tiny import tiny_reference
+    from safetensors.torch import save_file
 
     torch.manual_seed(0)
     ref = tiny_reference("lseg_tiny_test")
-    ckpt = {
-        "epoch": 199, "global_step": 1000, "pytorch-lightning_version": "1.4.9",
-        "state_dict": {"net." + k: v for k, v in ref.state_dict().items()},
-        "optimizer_states": [], "lr_schedulers": [], "callbacks": {},
-    }
-    buf = io.BytesIO()
-    torch.save(ckpt, buf)
-    return buf.getvalue()
+    d = tmp_path_factory.mktemp("released")
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(d / "official.safetensors"))
+    tests = Path(__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")])}
+    subprocess.run([sys.executable, "-m", "refimpl.lightning14", str(d / "official.safetensors"), str(d / "tiny.ckpt")],
+                   check=True, env=env, timeout=300)
+    return (d / "tiny.ckpt").read_bytes()
 
 
 TINY = PretrainedWeights(

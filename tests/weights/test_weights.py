@@ -298,3 +298,27 @@ def test_the_registry_and_the_readme_hold_the_released_files():
         row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}`"))
         assert drive_id in row and (miou is None or miou in row) and w.filename in row, row
     assert re.search(r"^lseg\.load_model\(\"demo\"\)|model = lseg\.load_model\(\"demo\"\)", readme, re.MULTILINE)
+
+
+def test_resnet_zero_shot_layout_converts_and_a_wrong_network_is_refused(released, monkeypatch, tmp_path):
+    import dataclasses
+    import io
+
+    from refimpl.tiny import tiny_reference
+
+    torch.manual_seed(0)
+    ref = tiny_reference("lseg_tiny_test_rn")  # the reference LSegRNNetZS layout, tiny
+    buf = io.BytesIO()
+    torch.save({"state_dict": {"net." + k: v for k, v in ref.state_dict().items()}, "epoch": 0,
+                "global_step": 0, "pytorch-lightning_version": "1.4.9"}, buf)
+    rn = dataclasses.replace(weights.WEIGHTS[NAME], name="tiny_rn", filename="tiny_rn.ckpt", drive_id="1TinyRN",
+                             network="tiny ResNet zero-shot (tests)", config="lseg_tiny_test_rn")
+    monkeypatch.setitem(weights.WEIGHTS, rn.name, rn)
+    released.files[rn.drive_id] = (rn.filename, buf.getvalue())
+    assert lseg.load_model("tiny_rn").config.name == "lseg_tiny_test_rn"
+    # the ViT file registered as a ResNet: kept (it is intact) but not converted, one line
+    wrong = dataclasses.replace(rn, name="tiny_wrong", filename="tiny_wrong.ckpt", drive_id=weights.WEIGHTS[NAME].drive_id)
+    monkeypatch.setitem(weights.WEIGHTS, wrong.name, wrong)
+    with pytest.raises(CheckpointError, match="holds a lseg_tiny_test network, not the lseg_tiny_test_rn"):
+        weights.download("tiny_wrong")
+    assert weights.cached_folder("tiny_wrong") is None
