@@ -3,7 +3,7 @@
 Public API::
 
     import lseg
-    model = lseg.load_model("path/to/lseg-folder-or-official.ckpt")
+    model = lseg.load_model("demo")   # released weights by name, or a path / Hub repo id
     predictor = lseg.LSegPredictor(model)
     result = predictor.segment("photo.jpg", "dog, grass, sky, other")
     result.label_map, result.probs
@@ -16,9 +16,17 @@ from lseg.checkpoints import (
     read_state_dict,
     save_pretrained,
 )
-from lseg.errors import CheckpointError, ConfigError, ImageLoadError, LabelError, LSegError
+from lseg.errors import (
+    CheckpointError,
+    ConfigError,
+    ImageLoadError,
+    LabelError,
+    LSegError,
+    WeightsDownloadError,
+)
 from lseg.inference import ImageEmbedding, LSegPredictor, MultiScaleConfig, SegmentationResult
 from lseg.models import LSeg, LSegConfig, TextEncoderConfig, ViTConfig, get_config, list_models
+from lseg.weights import list_pretrained
 
 __version__ = "0.1.0"
 
@@ -36,10 +44,12 @@ __all__ = [
     "SegmentationResult",
     "TextEncoderConfig",
     "ViTConfig",
+    "WeightsDownloadError",
     "convert_official_state_dict",
     "create_model",
     "get_config",
     "list_models",
+    "list_pretrained",
     "load_model",
     "read_state_dict",
     "save_pretrained",

@@ -514,12 +514,15 @@ def load_model(
     activation: str | None = None,
     map_location: str | torch.device = "cpu",
 ) -> LSeg:
-    """Build an :class:`LSeg` from an lseg folder, a ``.safetensors`` file or an official ``.ckpt``.
+    """Build an :class:`LSeg` from an lseg folder, a ``.safetensors`` file or an official ``.ckpt``,
+    or from a released weights name (``"demo"``) or Hub repo id (see :func:`lseg.weights.resolve`).
 
     For files without a ``config.json`` the architecture is inferred from the tensor shapes
     (:func:`infer_config`). The model is returned in eval mode.
     """
-    p = Path(source)
+    from lseg.weights import resolve  # imported here: lseg.weights builds on this module
+
+    p = resolve(source)
     if p.is_dir():
         config = read_config(p)
         sd = read_state_dict(p / WEIGHTS_NAME)
@@ -551,7 +554,9 @@ def create_model(
     """
     if checkpoint is None:
         return LSeg(get_config(name), pretrained_backbone=pretrained_backbone).eval()
-    sd = read_state_dict(checkpoint)
+    from lseg.weights import resolve
+
+    sd = read_state_dict(resolve(checkpoint))
     with torch.device("meta"):
         model = LSeg(get_config(name))
     load_weights(model, sd)

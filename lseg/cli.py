@@ -27,14 +27,24 @@ EXTENSIONS = ("lseg.train.cli", "lseg.eval.cli", "lseg.app.cli", "lseg.export.cl
 
 # ---------------------------------------------------------------------------- shared options
 
-def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    """``--checkpoint`` / ``--random-weights`` / ``--device`` (shared by every model command)."""
-    g = p.add_mutually_exclusive_group(required=required)
-    g.add_argument("--checkpoint", "-c", help="lseg folder, .safetensors or official lang-seg .ckpt")
+def add_model_args(p: argparse.ArgumentParser, required: bool = True, pretrained_default: bool = False) -> None:
+    """``--checkpoint`` / ``--random-weights`` / ``--device`` (shared by every model command).
+
+    With ``pretrained_default`` neither option is required: without them the command uses the
+    released weights :data:`lseg.weights.DEFAULT` and says so.
+    """
+    from lseg.weights import DEFAULT
+
+    g = p.add_mutually_exclusive_group(required=required and not pretrained_default)
+    default = f" (default: the released weights {DEFAULT})" if pretrained_default else ""
+    g.add_argument("--checkpoint", "-c",
+                   help="released weights name (lseg weights list), lseg folder, .safetensors, official "
+                   f"lang-seg .ckpt, or Hub repo id owner/name{default}")
     g.add_argument(
         "--random-weights", metavar="MODEL",
         help="use a randomly initialised registered model (output is noise; for trying the tool)",
     )
+    p.set_defaults(pretrained_default=pretrained_default)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--arch-option", type=int, choices=(1, 2), default=None,
                    help="official checkpoints with a spatial block: 1 bottleneck, 2 depthwise")
@@ -53,8 +63,16 @@ def load_model_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-d
         _logger.warning("using random weights for %s: the output is noise", args.random_weights)
         model = create_model(args.random_weights)
     else:
+        checkpoint = args.checkpoint
+        if checkpoint is None and getattr(args, "pretrained_default", False):
+            from lseg.weights import DEFAULT, get_weights
+
+            checkpoint = DEFAULT
+            entry = get_weights(checkpoint)
+            print(f"no --checkpoint given: using the released weights {checkpoint!r} ({entry.network}); "
+                  "`lseg weights list` shows the others", file=sys.stderr)
         model = load_model(
-            args.checkpoint, arch_option=args.arch_option, block_depth=args.block_depth,
+            checkpoint, arch_option=args.arch_option, block_depth=args.block_depth,
             activation=args.activation,
         )
     return model.to(device).eval()
@@ -171,7 +189,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                     fail(src, str(e))
             progress.update(len(batch))
     progress.close()
-    return _finish(report, "segment")
+    return _finish(report, f"segment (into {out})")
 
 
 def _safe(label: str) -> str:
@@ -241,8 +259,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         read_config,
         safetensors_shapes,
     )
+    from lseg.weights import resolve
 
-    p = Path(args.checkpoint)
+    p = resolve(args.checkpoint)
     info: dict = {}
     if p.is_dir() or (p.parent / CONFIG_NAME).is_file() and p.suffix == ".safetensors":
         config = read_config(p if p.is_dir() else p.parent)
@@ -263,6 +282,40 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- weights
+
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from lseg import weights
+
+    if args.weights_command == "list":
+        rows = [("name", "network", "result in the paper", "file", "cached")]
+        for w in weights.WEIGHTS.values():
+            d = weights.weights_dir(w.name)
+            state = "converted" if weights.cached_folder(w.name) else "downloaded" if (d / w.filename).is_file() else "-"
+            rows.append((w.name, w.network, w.paper, w.filename, state))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            print("  ".join(c.ljust(n) for c, n in zip(r, widths)).rstrip())
+        print(f"cache: {weights.cache_dir() / 'weights'}" + (" (offline mode)" if weights.is_offline() else ""))
+        return 0
+    if args.weights_command == "download":
+        names = list(weights.WEIGHTS) if args.names == ["all"] else args.names
+        for name in names:
+            weights.get_weights(name)  # every name is checked before the first download starts
+        for name in names:
+            print(weights.download(name, force=args.force, check_all=True))
+        return 0
+    folder = weights.cached_folder(args.name)
+    if folder is None:
+        entry = weights.get_weights(args.name)
+        raise LSegError(
+            f"{args.name!r} is not in the cache: run `lseg weights download {args.name}`, or put {entry.filename} "
+            f"(from {entry.url}) at {weights.weights_dir(args.name) / entry.filename}"
+        )
+    print(folder)
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -273,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("segment", help="segment images with any labels")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--labels", "-l", required=True, help='comma-separated labels, e.g. "dog,grass,other"')
-    p.add_argument("--out", "-o", required=True, help="output folder")
+    p.add_argument("--out", "-o", default="lseg-output", help="output folder (default: lseg-output)")
     p.add_argument("--scores", action="store_true", help="also write per-label probabilities (.npz, fp16)")
     p.add_argument("--heatmaps", action="store_true",
                    help="also write one probability heatmap per label over the image "
@@ -282,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs exist")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    add_model_args(p)
+    add_model_args(p, pretrained_default=True)
     add_predictor_args(p)
     p.set_defaults(func=_cmd_segment)
 
@@ -306,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do only inputs i with i %% M == k (split a collection across machines)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", "-q", action="store_true")
-    add_model_args(p)
+    add_model_args(p, pretrained_default=True)
     add_predictor_args(p)
     p.set_defaults(func=_cmd_features)
 
@@ -315,6 +368,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output folder (model.safetensors + config.json)")
     _add_arch_args(p)
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser(
+        "weights", help="the released LSeg weights by name: list, download, path",
+        description="Released weights are downloaded once (Google Drive, or $LSEG_WEIGHTS_MIRROR), checked, "
+        "converted to an lseg folder and cached in $LSEG_HOME (default ~/.cache/lseg); every --checkpoint "
+        "accepts their names. LSEG_OFFLINE=1 (or HF_HUB_OFFLINE=1) uses the cache only.",
+    )
+    wsub = p.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+    wsub.add_parser("list", help="names, networks, the paper's numbers, and what is cached")
+    w = wsub.add_parser("download", help="download, verify and convert (already cached: verify)")
+    w.add_argument("names", nargs="+", metavar="NAME", help="released weights names, or all")
+    w.add_argument("--force", action="store_true", help="discard the cached files and download again")
+    w = wsub.add_parser("path", help="print the cached lseg folder of NAME (for scripts)")
+    w.add_argument("name", metavar="NAME")
+    p.set_defaults(func=_cmd_weights)
 
     p = sub.add_parser("info", help="print a checkpoint's configuration")
     p.add_argument("checkpoint")

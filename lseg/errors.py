@@ -24,6 +24,11 @@ class CheckpointError(LSegError):
     """A checkpoint is unreadable, unsafe, truncated, or does not fit the architecture."""
 
 
+class WeightsDownloadError(CheckpointError):
+    """Released weights could not be downloaded: offline, no network, Google Drive's quota, disk full,
+    an interrupted transfer (kept for resuming) or a corrupt download (never kept)."""
+
+
 class ConfigError(LSegError, ValueError):
     """An unknown model name or an invalid configuration value."""
 

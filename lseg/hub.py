@@ -44,26 +44,45 @@ def from_pretrained(
     map_location: str | torch.device = "cpu",
     **load_kwargs: Any,
 ) -> LSeg:
-    """Load an LSeg from a local path (folder, ``.safetensors``, official ``.ckpt``) or a Hub repo id.
+    """Load an LSeg from a released weights name, a local path or a Hub repo id.
 
-    A path that exists is loaded with :func:`lseg.load_model` and never touches the network.
-    Anything else is taken as a Hub repo id (``owner/name``): ``model.safetensors`` and
+    ``name_or_path`` goes through :func:`lseg.weights.resolve`: a name such as ``"demo"``
+    (:func:`lseg.weights.list_pretrained`) is downloaded, verified and converted once into the lseg
+    cache; a path that exists (folder, ``.safetensors``, official ``.ckpt``) is loaded as it is and
+    never touches the network; ``owner/name`` is a Hub repo whose ``model.safetensors`` and
     ``config.json`` are downloaded (or taken from the Hub cache) with ``snapshot_download``.
 
     Args:
-        name_or_path: local path or Hub repo id.
-        revision, cache_dir, force_download, token, local_files_only: as for
-            ``huggingface_hub.snapshot_download``.
+        name_or_path: released weights name, local path or Hub repo id.
+        revision, cache_dir, token: as for ``huggingface_hub.snapshot_download`` (Hub repos).
+        force_download, local_files_only: download again / never download (names and Hub repos).
         map_location: device for the weights.
         **load_kwargs: ``arch_option``, ``block_depth``, ``activation`` for official checkpoints.
 
     Raises:
         CheckpointError: not found locally and not downloadable (offline, unknown repo, no access).
     """
-    path = Path(os.fspath(name_or_path)).expanduser()
-    if path.exists():
-        return load_model(path, map_location=map_location, **load_kwargs)
-    repo_id = os.fspath(name_or_path)
+    from lseg.weights import resolve
+
+    local = resolve(
+        name_or_path, revision=revision, cache_dir=cache_dir, force_download=force_download, token=token,
+        local_files_only=local_files_only,
+    )
+    return load_model(local, map_location=map_location, **load_kwargs)
+
+
+def download_repo(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    force_download: bool = False,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
+) -> Path:
+    """The local folder of Hub repo ``repo_id`` (``model.safetensors`` + ``config.json``), downloaded
+    to or found in the Hub cache with ``snapshot_download``; every failure is one
+    :class:`CheckpointError`."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -84,7 +103,7 @@ def from_pretrained(
                               "repo id like 'owner/name')") from None
     except LocalEntryNotFoundError:
         raise CheckpointError(
-            f"cannot get {repo_id!r} from the Hugging Face Hub: offline (HF_HUB_OFFLINE=1, "
+            f"cannot get {repo_id!r} from the Hugging Face Hub: offline (HF_HUB_OFFLINE=1, LSEG_OFFLINE=1, "
             "local_files_only, or no network) and not in the local Hub cache; there is also no local "
             f"folder {repo_id!r}. Download it where the Hub is reachable "
             f"(hf download {repo_id} --local-dir DIR) and pass DIR"
@@ -103,7 +122,7 @@ def from_pretrained(
     if not (local / WEIGHTS_NAME).is_file() or not (local / CONFIG_NAME).is_file():
         raise CheckpointError(f"Hub repo {repo_id!r} is not an lseg model: it needs {WEIGHTS_NAME} and "
                               f"{CONFIG_NAME} (convert an official checkpoint with `lseg convert`)")
-    return load_model(local, map_location=map_location, **load_kwargs)
+    return local
 
 
 def save_pretrained_dir(

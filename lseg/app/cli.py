@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0: any free port)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted image file")
     p.add_argument("--max-labels", type=int, default=64, help="most labels per request")
-    add_model_args(p)
+    add_model_args(p, pretrained_default=True)
     add_predictor_args(p)
     p.set_defaults(func=_cmd_demo)
 
