@@ -307,7 +307,7 @@ class LSegPredictor:
                     if len(part) == 1:
                         raise
                     del x
-                    self.batch_size = max(1, len(part) // 2)  # back off, and stay there
+                    self.batch_size = (len(part) + 1) // 2  # back off, and stay there
                     if self.device.type == "cuda":
                         torch.cuda.empty_cache()
                     continue
