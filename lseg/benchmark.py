@@ -30,6 +30,7 @@ class BenchRow:
     precision: str  # as asked; ``ran`` is what it resolved to
     ran: str
     batch: int
+    compiled: bool
     latency_s: float  # median seconds per forward of the whole batch
     images_per_s: float
     peak_mib: float
@@ -111,22 +112,23 @@ def run_one(model_name: str, checkpoint: str | None, precision: str, batch: int,
         np.save(argmax_out, logits[0].argmax(0).cpu().numpy().astype(np.uint16))
     latency = statistics.median(times)
     ran = "fp32 (reference numerics)" if precision == "reference" else model.precision
-    return BenchRow(precision, ran, batch, latency, batch / latency, peak)
+    return BenchRow(precision, ran, batch, compile, latency, batch / latency, peak)
 
 
 def bench(model_name: str = "lseg_vitl16_384", checkpoint: str | None = None, precisions: tuple[str, ...] = ("fp32", "auto"),
           batches: tuple[int, ...] = (1,), size: int = 480, device: str = "cpu", repeats: int = 3,
-          threads: int | None = None, compile: bool = False) -> list[BenchRow]:
-    """Every ``(precision, batch)`` plus the reference baseline (batch 1), each in a fresh process."""
+          threads: int | None = None, compiles: tuple[bool, ...] = (False,)) -> list[BenchRow]:
+    """Every ``(precision, batch, compiled)`` plus the reference baseline (batch 1), each in a fresh
+    process."""
     if threads is None:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     rows: list[BenchRow] = []
     with tempfile.TemporaryDirectory() as tmp:
-        configs = [("reference", 1)] + [(p, b) for p in precisions for b in batches]
+        configs = [("reference", 1, False)] + [(p, b, c) for c in compiles for p in precisions for b in batches]
         if "fp32" not in precisions:
-            configs.append(("fp32", batches[0]))  # the agreement reference
-        for precision, batch in configs:
-            out = str(Path(tmp) / f"{precision}-{batch}.npy")
+            configs.append(("fp32", batches[0], False))  # the agreement reference
+        for precision, batch, compile in configs:
+            out = str(Path(tmp) / f"{precision}-{batch}-{compile}.npy")
             cmd = [sys.executable, "-m", "lseg.benchmark", json.dumps({
                 "model_name": model_name, "checkpoint": checkpoint, "precision": precision, "batch": batch,
                 "size": size, "device": device, "repeats": repeats, "threads": threads, "compile": compile,
@@ -136,22 +138,22 @@ def bench(model_name: str = "lseg_vitl16_384", checkpoint: str | None = None, pr
             if r.returncode != 0:
                 raise RuntimeError(f"bench {precision} batch {batch} failed: {r.stderr.strip().splitlines()[-1:]}")
             rows.append(BenchRow(**json.loads(r.stdout.strip().splitlines()[-1])))
-        fp32 = next(Path(tmp).glob("fp32-*.npy"))
-        ref_map = np.load(fp32)
+        ref_map = np.load(next(Path(tmp).glob("fp32-*-False.npy")))
         for row in rows:
-            mine = np.load(Path(tmp) / f"{row.precision}-{row.batch}.npy")
+            mine = np.load(Path(tmp) / f"{row.precision}-{row.batch}-{row.compiled}.npy")
             row.agreement = float((mine == ref_map).mean())
     return rows
 
 
 def format_table(rows: list[BenchRow], title: str) -> str:
     base = rows[0]
-    header = (f"{'precision':>10} {'ran':>26} {'batch':>5} {'latency s':>10} {'img/s':>8} "
+    header = (f"{'precision':>10} {'ran':>26} {'batch':>5} {'compile':>7} {'latency s':>10} {'img/s':>8} "
               f"{'vs baseline':>11} {'peak MiB':>9} {'argmax agree':>12}")
     lines = [title, header]
     for r in rows:
         agree = f"{r.agreement:.2%}" if r.agreement is not None else "-"
-        lines.append(f"{r.precision:>10} {r.ran:>26} {r.batch:>5} {r.latency_s:>10.3f} {r.images_per_s:>8.2f} "
+        lines.append(f"{r.precision:>10} {r.ran:>26} {r.batch:>5} {'on' if r.compiled else 'off':>7} "
+                     f"{r.latency_s:>10.3f} {r.images_per_s:>8.2f} "
                      f"{r.images_per_s / base.images_per_s:>10.2f}x {r.peak_mib:>9.0f} {agree:>12}")
     return "\n".join(lines)
 

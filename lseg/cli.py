@@ -341,7 +341,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         hardware = f"{platform.processor() or platform.machine()} CPU, capability {torch.backends.cpu.get_cpu_capability()}, " \
             f"native bf16 {'yes' if cpu_has_native_bf16() else 'no'}"
     rows = bench(args.model, args.checkpoint, precisions, batches, args.size, args.device,
-                 args.repeats, args.threads, args.compile)
+                 args.repeats, args.threads, tuple(c == "on" for c in args.compile.split(",")))
     title = (f"{args.checkpoint or args.model}, {args.size}x{args.size}, {args.device} ({hardware}), "
              f"median of {args.repeats}; baseline: eager fp32 reference numerics, batch 1")
     print(format_table(rows, title))
@@ -432,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the image path")
+    p.add_argument("--compile", default="off", choices=("off", "on", "off,on"),
+                   help="torch.compile the image path (off,on: both, side by side)")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     p.set_defaults(func=_cmd_bench)
 
