@@ -2,7 +2,9 @@
 
 LSeg's "zero-shot" evaluation (reference ``test_lseg_zs.py`` on HSNet's loaders) gives the model the
 query image and the **name** of one class known to be in it, and scores a binary (others vs. class)
-prediction. The support set is never used, so these readers return only the query side.
+prediction. The support set is not used there, so by default these readers return only the query
+side. Zero-shot *training* (reference ``LSegmentationModuleZS``) adds one support image of the same
+class to every query: pass ``num_support=1``.
 
 Every item is::
 
@@ -10,6 +12,12 @@ Every item is::
      "mask": int64 tensor (H, W): 1 = the episode's class, 0 = anything else, 255 = ignored boundary
              (PASCAL only; COCO / FSS masks have no ignored pixels),
      "class_id": int (benchmark class id), "class_name": str, "path": str}
+
+plus, with ``num_support=S > 0``, ``"support_images"`` / ``"support_masks"`` (lists of S tensors, same
+conventions, each passed through the transform) and ``"support_paths"``. Supports are drawn, as
+HSNet does, uniformly among the other images of the episode's class in the same split (never the
+query itself), with torch's global RNG: the training loop seeds it per (seed, epoch, item), so the
+draws are reproducible and differ from epoch to epoch.
 
 Images and masks are returned at their original resolution. The reference evaluates at 480x480
 (image bilinear, mask nearest, aspect ratio not kept); use
@@ -104,13 +112,18 @@ class FewShotDataset(Dataset):
         labels: Sequence[str],
         class_ids: Sequence[int],
         transform: JointTransform | None = None,
+        num_support: int = 0,
     ) -> None:
         if len(episodes) == 0:
             raise DatasetError(f"{type(self).__name__}: no episodes")
+        if num_support < 0:
+            raise DatasetError(f"num_support must be >= 0, got {num_support}")
         self.episodes = list(episodes)
         self.labels = list(labels)
         self.class_ids = list(class_ids)
         self.transform = transform
+        self.num_support = num_support
+        self._pools: dict[int, list[Episode]] | None = None
 
     def __len__(self) -> int:
         return len(self.episodes)
@@ -119,8 +132,24 @@ class FewShotDataset(Dataset):
         """Read ``path`` and return the int64 ``(H, W)`` mask: 1 = ``class_id``, 0 = rest (+255 if any)."""
         raise NotImplementedError
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        ep = self.episodes[index]
+    def query_episode(self, index: int) -> Episode:
+        """The episode item ``index`` shows (COCO-20i ``trn`` draws it instead, as the reference)."""
+        return self.episodes[index]
+
+    def pool_episodes(self) -> Sequence[Episode]:
+        """Every (image, class) pair of the split; supports are drawn from it. Default: the episodes."""
+        return self.episodes
+
+    def support_pool(self, class_id: int) -> list[Episode]:
+        """The distinct images of ``class_id`` a support can come from (query not excluded)."""
+        if self._pools is None:
+            pools: dict[int, list[Episode]] = {}
+            for ep in dict.fromkeys(self.pool_episodes()):
+                pools.setdefault(ep.class_id, []).append(ep)
+            self._pools = pools
+        return self._pools.get(class_id, [])
+
+    def _load(self, ep: Episode) -> tuple[torch.Tensor, torch.Tensor]:
         image = read_image(ep.image)
         mask = self.binary_mask(ep.mask, ep.class_id)
         if tuple(image.shape[-2:]) != tuple(mask.shape):
@@ -129,13 +158,31 @@ class FewShotDataset(Dataset):
             )
         if self.transform is not None:
             image, mask = self.transform(image, mask)
-        return {
+        return image, mask
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        ep = self.query_episode(index)
+        image, mask = self._load(ep)
+        item: dict[str, Any] = {
             "image": image,
             "mask": mask,
             "class_id": ep.class_id,
             "class_name": self.labels[ep.class_id],
             "path": str(ep.image),
         }
+        if self.num_support:
+            pool = [e for e in self.support_pool(ep.class_id) if e.image != ep.image]
+            if len(pool) < self.num_support:
+                raise DatasetError(
+                    f"class {ep.class_id} ({self.labels[ep.class_id]!r}) has {len(pool)} image(s) besides "
+                    f"{ep.image}; {self.num_support} support(s) needed"
+                )
+            picks = [pool[int(i)] for i in torch.randperm(len(pool))[: self.num_support]]
+            supports = [self._load(e) for e in picks]
+            item["support_images"] = [im for im, _ in supports]
+            item["support_masks"] = [m for _, m in supports]
+            item["support_paths"] = [str(e.image) for e in picks]
+        return item
 
 
 class Pascal5i(FewShotDataset):
@@ -150,7 +197,10 @@ class Pascal5i(FewShotDataset):
     Fold ``i`` tests classes ``5i .. 5i+4`` (0-based). The val episode lists (``<image>__<class 1-based>``
     lines, 346/451/725/346 per fold) are shipped with the package, copied from lang-seg
     ``fewshot_data/data/splits/pascal/val``. Training lists (``trn``) are not shipped; pass
-    ``splits_dir`` holding ``trn/fold{i}.txt`` (HSNet layout) to read them.
+    ``splits_dir`` holding ``trn/fold{0..3}.txt`` (HSNet layout: lang-seg
+    ``fewshot_data/data/splits/pascal/trn``, 2286/3425/5883/2086 lines). Training fold ``i`` reads
+    the three other folds' ``trn`` lists. A ``val/fold{i}.txt`` missing from ``splits_dir`` falls back
+    to the shipped list.
 
     Episode ``k`` uses list entry ``k % n``. For ``val`` the reference fixes 1000 episodes, so the list
     (n = 346..725) is cycled and every entry counts 1000 / n = 1.4-2.9 times, the entries at the start
@@ -169,6 +219,7 @@ class Pascal5i(FewShotDataset):
             (the list is cycled), or ``None`` for one pass.
         transform: Joint ``(image, mask)`` transform.
         label_style: ``"reference"`` (``"diningtable"``) or ``"clean"`` (``"dining table"``).
+        num_support: Support images per item (0: query only, the evaluation protocol; 1: training).
     """
 
     def __init__(
@@ -180,6 +231,7 @@ class Pascal5i(FewShotDataset):
         num_episodes: int | Literal["reference"] | None = "reference",
         transform: JointTransform | None = None,
         label_style: LabelStyle = "reference",
+        num_support: int = 0,
     ) -> None:
         _check_fold(fold)
         split = "val" if split in ("val", "test") else split
@@ -210,20 +262,19 @@ class Pascal5i(FewShotDataset):
         class_ids = pascal5i_fold_classes(fold)
         if split == "trn":
             class_ids = [c for c in range(20) if c not in class_ids]
-        super().__init__(episodes, fewshot_labels("pascal", label_style), class_ids, transform)
+        super().__init__(episodes, fewshot_labels("pascal", label_style), class_ids, transform, num_support)
 
     @staticmethod
     def _read_fold(split: str, fold: int, splits_dir: str | Path | None) -> list[tuple[str, int]]:
-        if splits_dir is not None:
-            text = require_file(
-                Path(splits_dir) / split / f"fold{fold}.txt", "PASCAL-5i split list"
-            ).read_text()
+        path = None if splits_dir is None else Path(splits_dir) / split / f"fold{fold}.txt"
+        if path is not None and (path.is_file() or split == "trn"):
+            text = require_file(path, "PASCAL-5i split list").read_text()
         elif split == "val":
             text = read_package_file(f"pascal5i_val_fold{fold}.txt")
         else:
             raise DatasetError(
-                "PASCAL-5i training lists are not shipped; pass splits_dir=<folder with trn/fold{i}.txt> "
-                "(HSNet's fewshot_data/data/splits/pascal)"
+                "PASCAL-5i training lists are not shipped; pass splits_dir=<folder with trn/fold{0..3}.txt> "
+                "(HSNet's lists: lang-seg fewshot_data/data/splits/pascal)"
             )
         out = []
         for line in text.splitlines():
@@ -254,21 +305,27 @@ class COCO20i(FewShotDataset):
     Without ``splits_dir`` they are derived by scanning every mask of the split for the fold's classes;
     HSNet's lists are not guaranteed to be identical, so the episodes (and scores) can differ.
 
-    Episodes are drawn once at construction, replaying the reference: with
+    ``val`` episodes are drawn once at construction, replaying the reference: with
     ``rs = numpy.random.RandomState(seed)``, each episode takes ``c = rs.choice(class_ids, 1,
     replace=False)[0]`` then ``rs.choice(images[c], 1, replace=False)[0]``. With ``seed=0`` and HSNet's
     lists this is the stream the reference's ``fix_randseed(0)`` produces (as long as nothing else draws
     from ``np.random`` in between), and it does not depend on DataLoader workers.
+
+    ``trn`` items are drawn the same way (a class uniformly, then one of its images) but afresh at every
+    ``__getitem__``, from torch's global RNG, ignoring the index, as HSNet's training loader does; the
+    length (one epoch) is the number of (class, image) pairs in the lists, HSNet's ``len(img_metadata)``.
 
     Args:
         root: ``COCO2014`` or a folder holding it.
         fold: 0..3.
         split: ``"val"`` (``"test"`` is an alias) or ``"trn"``.
         splits_dir: Folder with ``{trn,val}/fold{i}.json``; ``None`` derives the lists from the masks.
-        num_episodes: Number of episodes (1000 in the reference).
-        seed: Seed of the episode sampler.
+        num_episodes: Number of episodes; ``"reference"``: 1000 for val, the (class, image) pair count
+            for trn.
+        seed: Seed of the val episode sampler.
         transform: Joint ``(image, mask)`` transform.
         label_style: ``"reference"`` (``"trafficlight"``) or ``"clean"`` (``"traffic light"``).
+        num_support: Support images per item (0: query only; 1: training).
     """
 
     def __init__(
@@ -277,10 +334,11 @@ class COCO20i(FewShotDataset):
         fold: int,
         split: Literal["val", "test", "trn"] = "val",
         splits_dir: str | Path | None = None,
-        num_episodes: int = 1000,
+        num_episodes: int | Literal["reference"] = "reference",
         seed: int = 0,
         transform: JointTransform | None = None,
         label_style: LabelStyle = "reference",
+        num_support: int = 0,
     ) -> None:
         _check_fold(fold)
         split = "val" if split in ("val", "test") else split
@@ -305,17 +363,42 @@ class COCO20i(FewShotDataset):
             if not classwise.get(c):
                 raise DatasetError(f"COCO-20i fold {fold} ({split}): no image lists class {c}")
 
-        rs = np.random.RandomState(seed)
-        episodes = []
-        for _ in range(num_episodes):
-            cls = int(rs.choice(class_ids, 1, replace=False)[0])
-            name = str(rs.choice(classwise[cls], 1, replace=False)[0])
-            stem = name[: name.rindex(".")]
-            episodes.append(Episode(root / name, root / "annotations" / f"{stem}.png", cls))
-        for ep in dict.fromkeys(episodes):
+        self._root = root
+        self._classwise = {c: [self._episode(name, c) for name in classwise[c]] for c in class_ids}
+        self._draw_per_item = split == "trn"
+        pairs = [ep for c in class_ids for ep in self._classwise[c]]
+        if num_episodes == "reference":
+            num_episodes = len(pairs) if split == "trn" else 1000
+        if split == "trn":  # placeholders that set the epoch length: each item draws its own episode
+            episodes = [pairs[k % len(pairs)] for k in range(int(num_episodes))]
+            to_check = pairs
+        else:
+            rs = np.random.RandomState(seed)
+            episodes = []
+            for _ in range(int(num_episodes)):
+                cls = int(rs.choice(class_ids, 1, replace=False)[0])
+                name = str(rs.choice(classwise[cls], 1, replace=False)[0])
+                episodes.append(self._episode(name, cls))
+            to_check = episodes
+        for ep in dict.fromkeys(to_check):
             require_file(ep.image, "COCO-20i image")
             require_file(ep.mask, "COCO-20i mask")
-        super().__init__(episodes, fewshot_labels("coco", label_style), class_ids, transform)
+        self._pairs = pairs
+        super().__init__(episodes, fewshot_labels("coco", label_style), class_ids, transform, num_support)
+
+    def _episode(self, name: str, class_id: int) -> Episode:
+        stem = name[: name.rindex(".")]
+        return Episode(self._root / name, self._root / "annotations" / f"{stem}.png", class_id)
+
+    def query_episode(self, index: int) -> Episode:
+        if not self._draw_per_item:
+            return self.episodes[index]
+        cls = self.class_ids[int(torch.randint(len(self.class_ids), ()))]
+        images = self._classwise[cls]
+        return images[int(torch.randint(len(images), ()))]
+
+    def pool_episodes(self) -> Sequence[Episode]:
+        return self._pairs
 
     def binary_mask(self, path: Path, class_id: int) -> torch.Tensor:
         return torch.from_numpy((read_mask_array(path) == class_id + 1).astype(np.int64))
@@ -421,6 +504,7 @@ class FSS1000(FewShotDataset):
         split: ``"test"``, ``"val"`` or ``"trn"``.
         transform: Joint ``(image, mask)`` transform.
         label_style: ``"reference"`` (``"ac_wall"``) or ``"clean"`` (``"ac wall"``).
+        num_support: Support images per item, from the query's category (0: query only; 1: training).
     """
 
     _OFFSETS: ClassVar[dict[str, int]] = {"trn": 0, "val": 520, "test": 760}
@@ -431,6 +515,7 @@ class FSS1000(FewShotDataset):
         split: Literal["trn", "val", "test"] = "test",
         transform: JointTransform | None = None,
         label_style: LabelStyle = "reference",
+        num_support: int = 0,
     ) -> None:
         if split not in self._OFFSETS:
             raise DatasetError(f"unknown FSS-1000 split {split!r}; expected 'trn', 'val' or 'test'")
@@ -451,7 +536,7 @@ class FSS1000(FewShotDataset):
                         Episode(Path(img), require_file(mask, "FSS-1000 mask"), i + self._OFFSETS[split])
                     )
         class_ids = list(range(self._OFFSETS[split], self._OFFSETS[split] + len(categories)))
-        super().__init__(episodes, fewshot_labels("fss", label_style), class_ids, transform)
+        super().__init__(episodes, fewshot_labels("fss", label_style), class_ids, transform, num_support)
 
     def binary_mask(self, path: Path, class_id: int) -> torch.Tensor:
         # FSS masks are stored as RGB/gray images; the reference converts to 'L' and thresholds at 128.

@@ -9,6 +9,8 @@ Examples::
     lseg train --config folder_finetune --init-checkpoint lseg-vitl16/ --data-root my_data
     lseg train --config run.yaml --set base_lr=0.002 --resume never
     lseg train --config ade20k_vitl16_paper --print-config > my_run.yaml
+    lseg train --recipe pascal5i_fold0_zs --data-root /data/Datasets_HSN \
+        --set dataset_kwargs.splits_dir=/data/hsnet_splits/pascal
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", help=f"recipe ({', '.join(list_recipes())}) or YAML/JSON config file")
+    p.add_argument(
+        "--config", "--recipe", help=f"recipe ({', '.join(list_recipes())}) or YAML/JSON config file"
+    )
     p.add_argument(
         "--resume", default="auto",
         help="auto (default): continue from OUT_DIR/checkpoints/last.ckpt if present; never; or a checkpoint path",
@@ -91,7 +95,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         for name in list_recipes():
             doc = (RECIPES[name].__doc__ or "").strip().splitlines()[0]
-            print(f"{name:<24} {doc}")
+            print(f"{name:<22} {doc}")
         return 0
     cfg = load_config(args.config, _overrides(args))
     if args.print_config:

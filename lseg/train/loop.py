@@ -13,12 +13,23 @@ What one optimizer step does, on every process:
 The frozen text encoder embeds the dataset's label strings **once** per run (the reference re-ran
 CLIP on all 150 labels at every step, with autograd on: reference bug 4).
 
+Zero-shot training (``dataset`` = ``pascal5i``/``coco20i``/``fss1000``, reference
+``LSegmentationModuleZS``): each batch holds the queries and their supports, every image scored
+against its own ``["others", class name]`` pair (the fold's class names are embedded once, then
+gathered per image), 2-way cross-entropy.
+
+Validation (``val_split``): after every ``val_every_n_epochs``-th epoch, with :mod:`lseg.eval`'s
+semantic or zero-shot protocol, sharded over the processes; the best ``save_top_k`` states by
+``monitor`` are kept as ``checkpoints/best-epochNNN-<monitor><value>.ckpt`` and the ranking travels
+in ``last.ckpt``, so a resumed run keeps selecting among the same files.
+
 Run folder (``out_dir``)::
 
     config.yaml               the resolved config (re-run with ``lseg train --config``)
     checkpoints/last.ckpt     model + optimizer + scheduler + fp16 GradScaler + step + data
-                              position + RNG; written atomically; a later run with the same
-                              out_dir resumes from it
+                              position + RNG + best-k ranking; written atomically; a later run
+                              with the same out_dir resumes from it
+    checkpoints/best-*.ckpt   the best validated states (same format as last.ckpt)
     logs/version_N/           metrics.csv (or TensorBoard events), one version per invocation
     model/                    the trained model (``lseg.save_pretrained``) when the run finishes
 """
@@ -30,20 +41,28 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
 
 from lseg.checkpoints import save_pretrained
-from lseg.data.transforms import train_transform
+from lseg.data.transforms import fewshot_transform, train_transform, val_transform
 from lseg.errors import CheckpointError, ConfigError
-from lseg.eval.datasets import build_dataset, ignore_index_of
+from lseg.eval.datasets import (
+    FEWSHOT_DATASETS,
+    build_dataset,
+    build_fewshot_dataset,
+    canonical_name,
+    ignore_index_of,
+)
+from lseg.eval.evaluate import EvalConfig, encode_labels, evaluate_fewshot, evaluate_segmentation
 from lseg.models.lseg import LSeg
 from lseg.train.config import TrainConfig, dump_config
 from lseg.train.data import ResumableShardSampler, SeededSamples
@@ -67,6 +86,7 @@ _RESUME_SENSITIVE = (
     "model", "init_checkpoint", "dataset", "split", "label_style", "batch_size", "accumulate_grad_batches",
     "epochs", "max_steps", "optimizer", "base_lr", "lr_scaling", "decoder_lr_mult", "momentum", "weight_decay",
     "poly_power", "lr_schedule_interval", "seed", "crop_size", "base_size", "scale_range", "hflip_prob",
+    "fold", "fewshot_support", "fewshot_boundary", "schedule_epochs", "loss_reduction",
 )  # fmt: skip
 
 
@@ -84,6 +104,8 @@ class TrainResult:
         resumed_from: the checkpoint this invocation started from, if any.
         last_loss: mean training loss of the last logged step (``None`` if nothing was logged).
         rank: this process's global rank (0 in a single-process run).
+        val_metrics: the last validation's metrics (percent), if any ran in this invocation.
+        best: the kept ``best-*.ckpt`` files, best first (``save_top_k``).
     """
 
     out_dir: Path
@@ -95,6 +117,8 @@ class TrainResult:
     resumed_from: Path | None
     last_loss: float | None
     rank: int = 0
+    val_metrics: dict[str, float] | None = None
+    best: list[Path] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------- schedule and optimizer
@@ -265,15 +289,34 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         out_dir.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, out_dir / "config.yaml")
 
+    if cfg.reference_devices is not None and fabric.world_size != cfg.reference_devices and fabric.is_global_zero:
+        _logger.warning(
+            "this recipe reproduces a run on %d GPUs; this one has %d process(es): the global batch is %d "
+            "instead of %d%s", cfg.reference_devices, fabric.world_size, cfg.global_batch_size,
+            cfg.replace(devices=cfg.reference_devices, num_nodes=1).global_batch_size,
+            " and the LR does not follow it (lr_scaling=reference)" if cfg.lr_scaling == "reference" else "",
+        )
+
     # --- data: the reference augmentation, seeded per (seed, epoch, image); sharded per process
-    dataset = build_dataset(cfg.dataset, cfg.data_root, cfg.split, None, cfg.label_style, **cfg.dataset_kwargs)
+    fewshot = canonical_name(cfg.dataset) in FEWSHOT_DATASETS
+    if cfg.monitor == "FB-IoU" and not fewshot:
+        raise ConfigError("monitor FB-IoU is a few-shot metric; use pixAcc or mIoU")
+    if fewshot:  # zero-shot training: Resize((crop, crop)), no augmentation (reference)
+        dataset: Any = build_fewshot_dataset(
+            cfg.dataset, cfg.data_root, fold=cfg.fold, split=cfg.split, transform=fewshot_transform(cfg.crop_size),
+            label_style=cfg.label_style, num_support=cfg.fewshot_support, **cfg.dataset_kwargs,
+        )
+    else:
+        dataset = build_dataset(cfg.dataset, cfg.data_root, cfg.split, None, cfg.label_style, **cfg.dataset_kwargs)
     ignore_index = ignore_index_of(dataset)
     if cfg.ignore_index is not None and cfg.ignore_index != ignore_index:
         raise ConfigError(f"ignore_index={cfg.ignore_index}, but {cfg.dataset} masks mark ignored pixels with {ignore_index}")
-    dataset.transform = train_transform(
-        base_size=cfg.base_size, crop_size=cfg.crop_size, scale_range=cfg.scale_range,
-        hflip_p=cfg.hflip_prob, ignore_index=ignore_index,
-    )
+    if not fewshot:
+        dataset.transform = train_transform(
+            base_size=cfg.base_size, crop_size=cfg.crop_size, scale_range=cfg.scale_range,
+            hflip_p=cfg.hflip_prob, ignore_index=ignore_index,
+        )
+    val_dataset = _build_val_dataset(cfg, fewshot)
     sampler = ResumableShardSampler(
         len(dataset), cfg.batch_size, cfg.accumulate_grad_batches, fabric.global_rank, fabric.world_size, cfg.seed
     )
@@ -286,6 +329,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     if cfg.max_steps is None and cfg.epochs is None:
         raise ConfigError("set the run length: epochs or max_steps")
     total_steps = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch  # type: ignore[operator]
+    schedule_steps = cfg.schedule_epochs * steps_per_epoch if cfg.schedule_epochs else total_steps
     stop_step = min(total_steps, cfg.stop_after_steps or total_steps)
 
     # --- model, optimizer, schedule
@@ -294,17 +338,19 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         model = convert_sync_batchnorm(model, fabric.device.type)
     optimizer = build_optimizer(model, cfg)
     if cfg.lr_schedule_interval == "step":
-        scheduler = PolyLR(optimizer, total=total_steps, power=cfg.poly_power)
+        scheduler = PolyLR(optimizer, total=schedule_steps, power=cfg.poly_power)
     else:
-        scheduler = PolyLR(optimizer, total=math.ceil(total_steps / steps_per_epoch), power=cfg.poly_power)
-    model, optimizer = fabric.setup(model, optimizer)
-    raw: LSeg = model.module
+        scheduler = PolyLR(optimizer, total=math.ceil(schedule_steps / steps_per_epoch), power=cfg.poly_power)
+    # Through the wrapper's forward so DDP sees every forward (per-image label pairs need it).
+    net, optimizer = fabric.setup(PerImageLabels(model), optimizer)
+    raw: LSeg = net.module.model
     precision = fabric.strategy.precision
     scaler: torch.amp.GradScaler | None = getattr(precision, "scaler", None)  # fp16 mixed precision only
 
-    # --- resume: weights, optimizer (momentum), schedule, GradScaler, step, data position, RNG
+    # --- resume: weights, optimizer (momentum), schedule, GradScaler, step, data position, RNG, best-k
     step = 0  # optimizer steps applied (the LR schedule's clock)
     position = 0  # optimizer steps' worth of batches consumed: step + steps the fp16 scaler skipped
+    best: list[dict[str, Any]] = []  # {"path", "score", "epoch", "step"}, best first
     if resume_path is not None:
         ckpt = load_checkpoint(resume_path)
         _warn_changed(ckpt.get("config", {}), cfg, resume_path)
@@ -316,12 +362,19 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         if ckpt.get("precision"):
             precision.load_state_dict(ckpt["precision"])
         set_rng_state(ckpt["rng"])
+        best = list(ckpt.get("best", []))
         if step > total_steps:
             raise ConfigError(f"{resume_path} is at step {step}, beyond this config's {total_steps} steps")
         _logger.info("resumed from %s at step %d", resume_path, step)
 
     with torch.no_grad():  # frozen text tower: embed the label strings once per run (fp32)
-        text = raw.encode_text(list(dataset.labels)).float()
+        if fewshot:  # rows: "others", then the fold's training classes; row_of maps class id -> row
+            class_ids = list(dataset.class_ids)
+            text = encode_labels(raw, ["others", *(dataset.labels[c] for c in class_ids)])
+            row_of = torch.zeros(len(dataset.labels), dtype=torch.long, device=text.device)
+            row_of[class_ids] = torch.arange(1, len(class_ids) + 1, device=text.device)
+        else:
+            text = raw.encode_text(list(dataset.labels)).float()
 
     def checkpoint_state() -> dict[str, Any]:
         return {
@@ -329,9 +382,28 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
             "model": raw.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "step": step, "position": position, "epoch": position // steps_per_epoch,
             "steps_per_epoch": steps_per_epoch, "precision": precision.state_dict(),
-            "total_steps": total_steps, "rng": rng_state(), "config": cfg.to_dict(),
-            "labels": list(dataset.labels), "world_size": fabric.world_size,
+            "total_steps": total_steps, "schedule_steps": schedule_steps, "rng": rng_state(), "config": cfg.to_dict(),
+            "labels": list(dataset.labels), "world_size": fabric.world_size, "best": [dict(b) for b in best],
         }
+
+    def validate_and_rank(epochs_done: int) -> dict[str, float]:
+        metrics = _validate(raw, val_dataset, cfg, fewshot)
+        net.train()
+        fabric.log_dict({f"val/{k}": v for k, v in metrics.items()}, step=step)
+        score = metrics[cfg.monitor]
+        if cfg.save_top_k and (len(best) < cfg.save_top_k or score > best[-1]["score"]):
+            path = out_dir / "checkpoints" / f"best-epoch{epochs_done:03d}-{cfg.monitor}{score:.2f}.ckpt"
+            best.append({"path": str(path), "score": score, "epoch": epochs_done, "step": step})
+            best.sort(key=lambda b: -b["score"])  # stable: on a tie the earlier epoch ranks first
+            dropped = best[cfg.save_top_k:]
+            del best[cfg.save_top_k:]
+            if any(b["path"] == str(path) for b in best):
+                _save_checkpoint(fabric, path, checkpoint_state())
+            if fabric.is_global_zero:
+                for b in dropped:
+                    if b["path"] != str(path):
+                        Path(b["path"]).unlink(missing_ok=True)
+        return metrics
 
     accumulate = cfg.accumulate_grad_batches
     bar = tqdm(
@@ -339,8 +411,9 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         disable=not (fabric.is_global_zero and cfg.progress_bar),
     )
     last_loss: float | None = None
+    val_metrics: dict[str, float] | None = None
     saved_at = step if resume_path is not None else -1
-    model.train()
+    net.train()
     t_log = time.perf_counter()
     while step < stop_step:
         epoch, step_in_epoch = divmod(position, steps_per_epoch)
@@ -352,15 +425,18 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
             hits = torch.zeros(2, device=fabric.device)  # correct, labelled pixels (training pixAcc)
             for micro in range(accumulate):
                 batch = next(batches)
+                images, target, labels = batch["image"], batch["mask"], text
+                if fewshot:
+                    images, target, labels = _zero_shot_batch(batch, text, row_of, ignore_index, cfg.fewshot_boundary)
                 # DDP all-reduces the gradients on the last forward of the step only.
-                with fabric.no_backward_sync(model, enabled=micro < accumulate - 1):
-                    logits = model(raw.normalize(batch["image"]), text)
-                    loss = _pixel_cross_entropy(logits, batch["mask"], ignore_index, fabric)
+                with fabric.no_backward_sync(net, enabled=micro < accumulate - 1):
+                    logits = net(raw.normalize(images), labels)
+                    loss = _pixel_cross_entropy(logits, target, ignore_index, fabric, cfg.loss_reduction)
                     fabric.backward(loss / accumulate)
                 loss_sum += loss.detach()
                 with torch.no_grad():
-                    valid = batch["mask"] != ignore_index
-                    hits += torch.stack([((logits.argmax(1) == batch["mask"]) & valid).sum(), valid.sum()]).float()
+                    valid = target != ignore_index
+                    hits += torch.stack([((logits.argmax(1) == target) & valid).sum(), valid.sum()]).float()
             applied = _optimizer_step(optimizer, scaler)
             optimizer.zero_grad(set_to_none=True)
             position += 1
@@ -390,6 +466,10 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
                 bar.set_postfix(loss=f"{last_loss:.4f}", epoch=epoch)
             bar.update(1)
 
+            epochs_done, mid_epoch = divmod(position, steps_per_epoch)
+            if val_dataset is not None and not mid_epoch and epochs_done % cfg.val_every_n_epochs == 0:
+                val_metrics = validate_and_rank(epochs_done)  # before last.ckpt, which records the ranking
+
             if cfg.checkpoint_every_n_steps and step % cfg.checkpoint_every_n_steps == 0 and step < stop_step:
                 _save_checkpoint(fabric, ckpt_path, checkpoint_state())
                 _flush_loggers(fabric)
@@ -412,6 +492,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     return TrainResult(
         out_dir=out_dir, step=step, total_steps=total_steps, finished=finished, checkpoint=ckpt_path,
         model_dir=model_dir, resumed_from=resume_path, last_loss=last_loss, rank=fabric.global_rank,
+        val_metrics=val_metrics, best=[Path(b["path"]) for b in best],
     )
 
 
@@ -429,26 +510,97 @@ def _optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScal
     return scaler.get_scale() >= before
 
 
-def _pixel_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, fabric: Fabric) -> torch.Tensor:
-    """Per-pixel cross-entropy, averaged over the labelled pixels of the **global** forward batch.
+class PerImageLabels(nn.Module):
+    """The model's forward with labels shared by the batch, ``(K, D)``, or one label set per image,
+    ``(B, K, D)`` (zero-shot training: each image's ``["others", its class]``). A module so that DDP
+    wraps the whole computation in one forward."""
 
-    Each process returns ``its pixel-loss sum * world_size / labelled pixels on all processes``, so
-    the gradient mean DDP takes equals the gradient of the global mean: identical to one process with
-    the whole batch even when processes see different numbers of ignored pixels. (The reference
-    averaged per-GPU means, which weighs crops with many ignored pixels more.) 0 if nothing is labelled.
+    def __init__(self, model: LSeg) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        if text.dim() == 2:
+            return self.model(x, text)
+        pixels = self.model.encode_image(x)
+        size = (x.shape[-2], x.shape[-1])
+        return torch.cat([self.model.score(pixels[i : i + 1], text[i], size=size) for i in range(len(x))])
+
+
+def _zero_shot_batch(
+    batch: dict[str, Any], text: torch.Tensor, row_of: torch.Tensor, ignore_index: int, boundary: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Supports then queries in one batch (the reference's ``cat(support, query)``), their binary masks,
+    and each image's ``["others", class]`` embeddings ``(N, 2, D)``."""
+    images, target, cls = batch["image"], batch["mask"], batch["class_id"]
+    if "support_images" in batch:
+        s = batch["support_images"].shape[1]
+        images = torch.cat([batch["support_images"].flatten(0, 1), images])
+        target = torch.cat([batch["support_masks"].flatten(0, 1), target])
+        cls = torch.cat([cls.repeat_interleave(s), cls])
+    if boundary == "others":  # the reference's 2-way loss has no ignore index: boundaries are background
+        target = target.masked_fill(target == ignore_index, 0)
+    rows = torch.stack([torch.zeros_like(cls), row_of[cls]], dim=1)
+    return images, target, text[rows]
+
+
+def _build_val_dataset(cfg: TrainConfig, fewshot: bool) -> Any:
+    """The validation split, transformed as the reference validates (``None`` without ``val_split``)."""
+    if cfg.val_split is None:
+        return None
+    kwargs = {**cfg.dataset_kwargs, **cfg.val_dataset_kwargs}
+    if fewshot:
+        return build_fewshot_dataset(
+            cfg.dataset, cfg.data_root, fold=cfg.fold, split=cfg.val_split,
+            transform=fewshot_transform(cfg.crop_size), label_style=cfg.label_style, **kwargs,
+        )
+    return build_dataset(cfg.dataset, cfg.data_root, cfg.val_split, val_transform(cfg.crop_size), cfg.label_style, **kwargs)
+
+
+def _validate(model: LSeg, dataset: Any, cfg: TrainConfig, fewshot: bool) -> dict[str, float]:
+    """The :mod:`lseg.eval` protocol on the validation split (sharded over processes, summed), percent."""
+    ecfg = EvalConfig(
+        protocol="fewshot" if fewshot else "semantic", dataset=cfg.dataset, size=cfg.crop_size,
+        crop_size=cfg.crop_size, fewshot_size=cfg.crop_size, batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers, precision=cfg.precision, progress=False,
+    )
+    if fewshot:
+        report = evaluate_fewshot(model, dataset, ecfg)
+        return {"mIoU": float(report["miou"]), "FB-IoU": float(report["fb_iou"])}
+    report = evaluate_segmentation(model, dataset, list(dataset.labels), ecfg)
+    return {"pixAcc": float(report["metrics"]["pixAcc"] or 0.0), "mIoU": float(report["metrics"]["mIoU"] or 0.0)}
+
+
+def _pixel_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int, fabric: Fabric, reduction: str = "global"
+) -> torch.Tensor:
+    """Per-pixel cross-entropy over the labelled pixels; 0 if nothing is labelled.
+
+    ``global``: each process returns ``its pixel-loss sum * world_size / labelled pixels on all
+    processes``, so the gradient mean DDP takes equals the gradient of the mean over the **global**
+    forward batch: identical to one process with the whole batch even when processes see different
+    numbers of padded / ignored pixels. ``reference``: each process's own pixel mean (DDP then averages
+    them, as lang-seg), so every process's crops weigh the same whatever their labelled area.
     """
     total = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="sum")
     count = (target != ignore_index).sum().float()
-    if fabric.world_size > 1:
-        count = fabric.all_reduce(count, reduce_op="sum")
+    if reduction == "reference" or fabric.world_size == 1:
+        return total / count.clamp_min(1)
+    count = fabric.all_reduce(count, reduce_op="sum")
     return total * fabric.world_size / count.clamp_min(1)
 
 
 def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
+    out = {
         "image": torch.stack([s["image"] for s in samples]),
         "mask": torch.stack([s["mask"] for s in samples]),
     }
+    if "class_id" in samples[0]:  # few-shot items: class ids and (B, S, ...) supports
+        out["class_id"] = torch.tensor([int(s["class_id"]) for s in samples])
+        if "support_images" in samples[0]:
+            out["support_images"] = torch.stack([torch.stack(s["support_images"]) for s in samples])
+            out["support_masks"] = torch.stack([torch.stack(s["support_masks"]) for s in samples])
+    return out
 
 
 def _warn_changed(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:

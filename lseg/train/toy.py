@@ -1,22 +1,31 @@
-"""A synthetic dataset in the ``folder`` layout, for smoke tests and for trying the pipeline on a CPU.
+"""Synthetic datasets in real on-disk layouts, for smoke tests and for trying the pipeline on a CPU.
 
->>> from lseg.train.toy import make_toy_dataset
+>>> from lseg.train.toy import make_toy_dataset, make_toy_fewshot
 >>> root = make_toy_dataset("toy", num_images=8, size=64)          # doctest: +SKIP
 >>> # lseg train --random-weights ... --dataset folder --data-root toy ...
+>>> hsn = make_toy_fewshot("toy_hsn", "pascal5i")                   # doctest: +SKIP
+>>> # lseg train --recipe pascal5i_fold0_zs --model lseg_tiny_test --data-root toy_hsn
+>>> #     --set dataset_kwargs.splits_dir=toy_hsn/splits/pascal ...
 
-Each image is a textured background (class 0) with a few rectangles and ellipses of the other
-classes, each class a distinct colour with per-pixel noise, so a small model can learn it quickly.
+``make_toy_dataset``: each image is a textured background (class 0) with a few rectangles and
+ellipses of the other classes, each class a distinct colour with per-pixel noise, so a small model
+can learn it quickly. ``make_toy_fewshot``: HSNet's PASCAL-5i / COCO-20i / FSS-1000 layouts, every
+image one object of its class (a random saturated colour: the colour does not tell the class) on a
+striped grey-green background, so "which pixels are the named object" can be learnt on some classes
+and carried over to held-out ones.
 """
 
 from __future__ import annotations
 
+import colorsys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["TOY_COLOURS", "make_toy_dataset"]
+__all__ = ["TOY_COLOURS", "make_toy_dataset", "make_toy_fewshot"]
 
 #: Mean RGB colour of each toy class (background first).
 TOY_COLOURS: tuple[tuple[int, int, int], ...] = (
@@ -81,4 +90,115 @@ def make_toy_dataset(
             mask[edge] = 255
         Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / "images" / f"toy_{i:04d}.png")
         Image.fromarray(mask).save(root / "masks" / f"toy_{i:04d}.png")
+    return root
+
+
+def _object_scene(rng: np.random.Generator, h: int, w: int, noise: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+    """One object (an ellipse or rectangle of a saturated colour) on the striped background.
+
+    Returns the RGB uint8 image and a boolean object mask.
+    """
+    yy, xx = np.mgrid[0:h, 0:w]
+    ch, cw = int(rng.integers(h // 3, 2 * h // 3)), int(rng.integers(w // 3, 2 * w // 3))
+    cy, cx = int(rng.integers(ch // 2, h - ch // 2)), int(rng.integers(cw // 2, w - cw // 2))
+    if rng.random() < 0.5:
+        obj = (abs(yy - cy) <= ch // 2) & (abs(xx - cx) <= cw // 2)
+    else:
+        obj = ((yy - cy) / (ch / 2)) ** 2 + ((xx - cx) / (cw / 2)) ** 2 <= 1.0
+    # A random saturated colour per image, not per class: the class cannot be told from the colour,
+    # so what a model learns is "the named object vs the rest", which carries over to held-out classes.
+    colour = np.asarray(colorsys.hsv_to_rgb(float(rng.random()), 0.85, 0.95)) * 255.0
+    image = np.empty((h, w, 3), np.float32)
+    image[:] = (110.0, 125.0, 100.0)
+    image += (22.0 * np.sin((xx + yy * float(rng.uniform(0.3, 1.0))) / 2.5))[..., None]
+    image[obj] = colour
+    image += rng.normal(0.0, noise, (h, w, 3)).astype(np.float32)
+    return np.clip(image, 0, 255).astype(np.uint8), obj
+
+
+def _ring(mask: np.ndarray) -> np.ndarray:
+    """Pixels whose 4-neighbourhood crosses the object border (VOC-style 255 boundary)."""
+    edge = np.zeros_like(mask, bool)
+    edge[1:, :] |= mask[1:, :] != mask[:-1, :]
+    edge[:-1, :] |= mask[1:, :] != mask[:-1, :]
+    edge[:, 1:] |= mask[:, 1:] != mask[:, :-1]
+    edge[:, :-1] |= mask[:, 1:] != mask[:, :-1]
+    return edge
+
+
+def make_toy_fewshot(
+    root: str | Path,
+    benchmark: Literal["pascal5i", "coco20i", "fss1000"],
+    per_class: int = 2,
+    size: int = 64,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny few-shot benchmark in HSNet's ``Datasets_HSN`` layout under ``root``.
+
+    * ``pascal5i``: ``VOC2012/{JPEGImages,SegmentationClassAug}`` (values class + 1, a 255 boundary
+      ring) and the episode lists ``splits/pascal/{trn,val}/fold{0..3}.txt`` (pass that folder as
+      ``splits_dir``): ``per_class`` trn and ``per_class`` val images for each of the 20 classes.
+    * ``coco20i``: ``COCO2014/{train2014,val2014}`` + ``annotations/`` (values class + 1);
+      ``per_class`` images per class and split; the class lists are derived from the masks.
+    * ``fss1000``: ``FSS-1000/<category>/{1..per_class}.{jpg,png}`` for all 1,000 categories.
+
+    ``per_class >= 2`` so that every query has another image of its class to draw a support from.
+
+    Returns:
+        ``root`` as a ``Path`` (the ``data_root``).
+    """
+    if per_class < 2:
+        raise ValueError(f"per_class must be >= 2 (a support needs another image of the class), got {per_class}")
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+
+    def save(image: np.ndarray, mask: np.ndarray, image_path: Path, mask_path: Path) -> None:
+        image_path.parent.mkdir(parents=True, exist_ok=True)
+        mask_path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(image_path, quality=95)
+        Image.fromarray(mask).save(mask_path)
+
+    if benchmark == "pascal5i":
+        voc = root / "VOC2012"
+        lists: dict[tuple[str, int], list[str]] = {}
+        k = 0
+        for split in ("trn", "val"):
+            for cls in range(20):
+                for _ in range(per_class):
+                    name = f"{2007 + (split == 'val')}_{k:06d}"
+                    k += 1
+                    image, obj = _object_scene(rng, size, size)
+                    mask = np.where(obj, cls + 1, 0).astype(np.uint8)
+                    mask[_ring(obj)] = 255
+                    save(image, mask, voc / "JPEGImages" / f"{name}.jpg", voc / "SegmentationClassAug" / f"{name}.png")
+                    lists.setdefault((split, cls // 5), []).append(f"{name}__{cls + 1:02d}")
+        for (split, fold), lines in lists.items():
+            path = root / "splits" / "pascal" / split / f"fold{fold}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    elif benchmark == "coco20i":
+        coco = root / "COCO2014"
+        k = 0
+        for split in ("train2014", "val2014"):
+            for cls in range(80):
+                for _ in range(per_class):
+                    k += 1
+                    stem = f"COCO_{split}_{k:012d}"
+                    image, obj = _object_scene(rng, size, size)
+                    mask = np.where(obj, cls + 1, 0).astype(np.uint8)
+                    save(image, mask, coco / split / f"{stem}.jpg", coco / "annotations" / split / f"{stem}.png")
+    elif benchmark == "fss1000":
+        from lseg.data.labels import fss_split_categories
+
+        fss = root / "FSS-1000"
+        cls = 0
+        for split in ("trn", "val", "test"):
+            for cat in sorted(fss_split_categories(split)):
+                for n in range(1, per_class + 1):
+                    image, obj = _object_scene(rng, size, size)
+                    mask = np.where(obj, 255, 0).astype(np.uint8)
+                    save(image, mask, fss / cat / f"{n}.jpg", fss / cat / f"{n}.png")
+                cls += 1
+    else:
+        raise ValueError(f"unknown few-shot benchmark {benchmark!r}; expected pascal5i, coco20i or fss1000")
     return root

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,3 +204,66 @@ def test_fss1000_test_split(tmp_path, files):
     shutil.rmtree(root / "tower_pisa")
     with pytest.raises(DatasetError, match="tower_pisa"):
         FSS1000(root, split="test")
+
+
+def test_supports_same_class_never_the_query_and_seeded(tmp_path):
+    """Zero-shot training items (issue 15): a query plus a support of its class, as HSNet draws them."""
+    from lseg.train.toy import make_toy_fewshot
+
+    root = make_toy_fewshot(tmp_path / "hsn", "pascal5i", per_class=3, size=32)
+    splits = root / "splits" / "pascal"
+    ds = Pascal5i(root, fold=0, split="trn", splits_dir=splits, num_support=1, transform=fewshot_transform(16))
+    assert len(ds) == 15 * 3 and ds.class_ids == list(range(5, 20))
+    seen = set()
+    for i in range(len(ds)):
+        torch.manual_seed(i)
+        item = ds[i]
+        assert len(item["support_images"]) == len(item["support_masks"]) == 1
+        assert item["support_images"][0].shape == (3, 16, 16) and item["support_masks"][0].shape == (16, 16)
+        support = item["support_paths"][0]
+        assert support != item["path"]
+        # the support shows the same class: its (binary) mask has foreground
+        assert (item["support_masks"][0] == 1).any()
+        names = {line.split("__")[0] for line in (splits / "trn" / f"fold{item['class_id'] // 5}.txt").read_text().split()
+                 if int(line.split("__")[1]) - 1 == item["class_id"]}
+        assert Path(support).stem in names
+        seen.add(support)
+        torch.manual_seed(i)
+        assert ds[i]["support_paths"] == [support]  # a function of torch's RNG: reproducible
+    assert len(seen) > 15  # and it varies
+    # the val lists come from splits_dir when it has them, else from the shipped lists
+    assert Pascal5i(root, fold=0, splits_dir=splits, num_episodes=None).episodes[0].image.stem.startswith("2008_")
+    (splits / "val" / "fold0.txt").unlink()
+    with pytest.raises(DatasetError, match="JPEGImages|image"):  # shipped list: real VOC names, absent here
+        Pascal5i(root, fold=0, splits_dir=splits)
+    with pytest.raises(DatasetError, match="besides"):
+        lone = tmp_path / "lone"
+        (lone / "trn").mkdir(parents=True)
+        for f in (1, 2, 3):  # one image per class: no other image to draw a support from
+            first = (splits / "trn" / f"fold{f}.txt").read_text().split()[0]
+            (lone / "trn" / f"fold{f}.txt").write_text(first + "\n")
+        Pascal5i(root, fold=0, split="trn", splits_dir=lone, num_support=1)[0]
+
+
+def test_coco20i_trn_draws_each_item_and_fss_supports(tmp_path):
+    from lseg.train.toy import make_toy_fewshot
+
+    coco = make_toy_fewshot(tmp_path / "coco", "coco20i", per_class=2, size=16)
+    trn = COCO20i(coco, fold=0, split="trn", num_support=1)
+    assert len(trn) == 60 * 2 and 0 not in trn.class_ids  # HSNet's trn length: (class, image) pairs
+    torch.manual_seed(0)
+    draws = [(trn[0]["class_id"], trn[0]["path"]) for _ in range(20)]
+    assert len(set(draws)) > 5  # the index is ignored: every item draws its class and query
+    torch.manual_seed(0)
+    assert [(trn[7]["class_id"], trn[7]["path"]) for _ in range(20)] == draws
+    item = trn[3]
+    assert item["support_paths"][0] != item["path"] and (item["mask"] == 1).any()
+    val = COCO20i(coco, fold=0, num_episodes=10)
+    assert [val[i]["path"] for i in range(3)] == [val[i]["path"] for i in range(3)]  # val: fixed episodes
+
+    fss = make_toy_fewshot(tmp_path / "fss", "fss1000", per_class=2, size=16)
+    ds = FSS1000(fss, split="trn", num_support=1)
+    torch.manual_seed(0)
+    item = ds[0]
+    assert Path(item["support_paths"][0]).parent == Path(item["path"]).parent
+    assert Path(item["support_paths"][0]).name != Path(item["path"]).name

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from torchvision import tv_tensors
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
 
 from lseg.data import denormalize, fewshot_transform, normalize, train_transform, val_transform
 from lseg.data import transforms as T
@@ -111,8 +113,9 @@ def test_val_transform_short_side_then_center_crop():
     image, mask = _blocky_pair(h=30, w=60)
     img, msk = val_transform(crop_size=15)(image, mask)
     assert img.shape == (3, 15, 15) and msk.shape == (15, 15)
-    # resized to 15 x 30 (nearest for the mask), centre crop starts at column round((30 - 15) / 2) = 8
-    expected = mask[::2, ::2][:, 8:23]
+    # resized to 15 x 30 (nearest at pixel centres, as PIL: source row/col 2i + 1), centre crop starts
+    # at column round((30 - 15) / 2) = 8
+    expected = mask[1::2, 1::2][:, 8:23]
     assert torch.equal(msk, expected)
     assert _agreement(img, msk) > 0.9
 
@@ -137,3 +140,70 @@ def test_normalize_matches_reference_mean_std():
     assert torch.equal(denormalize(y), x)
     with pytest.raises(TypeError):
         normalize(y)
+
+
+def _pil_train_pipeline(image, mask, size_hw, flip, crop_size, ignore_index=255):
+    """The reference's PIL steps (PyTorch-Encoding ``_sync_transform``) for given random draws:
+    flip, resize (image BILINEAR, mask NEAREST), pad bottom/right (0 / ignore). Returns the padded
+    arrays; the random crop is searched for by the caller."""
+    import numpy as np
+    from PIL import Image
+
+    img = Image.fromarray(image.permute(1, 2, 0).numpy())
+    msk = Image.fromarray(mask.numpy().astype(np.uint8))
+    if flip:
+        img, msk = img.transpose(Image.FLIP_LEFT_RIGHT), msk.transpose(Image.FLIP_LEFT_RIGHT)
+    oh, ow = size_hw
+    img = np.asarray(img.resize((ow, oh), Image.BILINEAR)).astype(np.int64)
+    msk = np.asarray(msk.resize((ow, oh), Image.NEAREST)).astype(np.int64)
+    ph, pw = max(crop_size - oh, 0), max(crop_size - ow, 0)
+    img = np.pad(img, ((0, ph), (0, pw), (0, 0)), constant_values=0)
+    msk = np.pad(msk, ((0, ph), (0, pw)), constant_values=ignore_index)
+    return img, msk
+
+
+@pytest.mark.parametrize("flip", [0.0, 1.0])
+def test_train_transform_matches_pil_nearest_and_bilinear(flip):
+    """Issue 15 item 1: the training transform against the reference's PIL resampling, pixel for pixel.
+
+    A 525 x 700 image (ADE-like 3:4) of 7-pixel label blocks, long side drawn as 600 (-> 450 x 600),
+    padded to 480 rows, then a random 480 crop: the mask equals PIL's NEAREST exactly, the image PIL's
+    BILINEAR within 1 grey level, at the crop offset the transform drew.
+    """
+    import numpy as np
+
+    g = torch.Generator().manual_seed(15)
+    blocks = torch.randint(0, 150, (525 // 7 + 1, 700 // 7 + 1), generator=g)
+    mask = blocks.repeat_interleave(7, 0).repeat_interleave(7, 1)[:525, :700].long()
+    image = torch.randint(0, 256, (3, 525, 700), generator=g, dtype=torch.uint8)
+    crop = 480
+    t = train_transform(base_size=600, crop_size=crop, scale_range=(1.0, 1.0), hflip_p=flip)
+    torch.manual_seed(0)
+    img, msk = t(image, mask)
+    ref_img, ref_msk = _pil_train_pipeline(image, mask, (450, 600), bool(flip), crop)
+    assert ref_msk.shape == (480, 600)
+    out_msk, out_img = msk.numpy(), img.permute(1, 2, 0).numpy().astype(np.int64)
+    offsets = [x for x in range(600 - crop + 1) if np.array_equal(ref_msk[:, x : x + crop], out_msk)]
+    assert len(offsets) == 1, "the mask must equal PIL's NEAREST at exactly one crop offset"
+    x = offsets[0]
+    diff = np.abs(ref_img[:, x : x + crop] - out_img)
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    # torchvision's legacy NEAREST (top-left sampling), the bug this replaces, is visibly off.
+    legacy = F.resize(tv_tensors.Mask(mask.flip(-1) if flip else mask), [450, 600], interpolation=InterpolationMode.NEAREST)
+    assert (legacy.numpy() != ref_msk[:450]).mean() > 0.05
+
+
+def test_resize_pair_item_matches_pil_nearest_on_the_issue_case():
+    """700 x 525 -> 480 x 360 (the issue's example): NEAREST_EXACT equals PIL's NEAREST."""
+    import numpy as np
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    mask = torch.randint(0, 150, (700, 525), generator=g)
+    ref = np.asarray(Image.fromarray(mask.numpy().astype(np.uint8)).resize((360, 480), Image.NEAREST))
+    out = T.resize_pair_item(tv_tensors.Mask(mask), [480, 360])
+    assert isinstance(out, tv_tensors.Mask) and np.array_equal(out.numpy(), ref)
+    # val / few-shot transforms resize masks the same way
+    _, msk = fewshot_transform(480)(torch.zeros(3, 700, 525, dtype=torch.uint8), mask)
+    ref_sq = np.asarray(Image.fromarray(mask.numpy().astype(np.uint8)).resize((480, 480), Image.NEAREST))
+    assert np.array_equal(msk.numpy(), ref_sq)

@@ -42,6 +42,18 @@ def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_toy_dataset(tmp_path_factory.mktemp("toy") / "data", num_images=8, size=64, seed=0)
 
 
+@pytest.fixture(scope="session")
+def toy_val_root(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toy folder dataset plus ``splits/val.txt`` (4 of its 8 images), for validation runs."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("toyval") / "data"
+    shutil.copytree(toy_root, root)
+    (root / "splits").mkdir()
+    (root / "splits" / "val.txt").write_text("".join(f"toy_{i:04d}\n" for i in range(4)))
+    return root
+
+
 @pytest.fixture
 def tiny_cfg(toy_root: Path, tmp_path: Path) -> TrainConfig:
     """A CPU config for the tiny model on the toy data (64 px crops, no workers, no progress bar)."""

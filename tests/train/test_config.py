@@ -20,7 +20,13 @@ def test_paper_recipe_matches_reference_train_sh():
         "ade20k", "lseg_vitl16_384", 1, 2, 240,
     )
     assert (cfg.optimizer, cfg.momentum, cfg.weight_decay, cfg.poly_power) == ("sgd", 0.9, 1e-4, 0.9)
-    assert (cfg.crop_size, cfg.base_size, cfg.label_style, cfg.precision) == (480, 520, "reference", "32-true")
+    assert (cfg.crop_size, cfg.base_size, cfg.precision) == (480, 520, "32-true")
+    # Deliberately different: the full ADE names (the truncated list's duplicate "screen" makes class 130
+    # unpredictable); --label-style reference restores them.
+    assert cfg.label_style == "full"
+    # Issue 15: validation every epoch, top 3 by pixel accuracy; per-GPU loss means; 8 GPUs recorded.
+    assert (cfg.val_split, cfg.val_every_n_epochs, cfg.save_top_k, cfg.monitor) == ("val", 1, 3, "pixAcc")
+    assert (cfg.loss_reduction, cfg.reference_devices, cfg.lr_schedule_interval) == ("reference", 8, "epoch")
     # Reference bug 12: base_lr / 16 * per-GPU batch, whatever the GPU count: 2.5e-4 (decoder x10).
     assert cfg.replace(devices=8).lr == pytest.approx(2.5e-4)
     assert cfg.decoder_lr_mult == 10
@@ -28,6 +34,32 @@ def test_paper_recipe_matches_reference_train_sh():
     assert cfg.replace(devices=8, lr_scaling="global").lr == pytest.approx(0.004)
     assert cfg.replace(lr_scaling="none", base_lr=0.1).lr == 0.1
     assert "folder_finetune" in list_recipes()
+
+
+@pytest.mark.parametrize("fold", [0, 3])
+def test_zero_shot_recipes_match_the_reference_zs_module(fold: int):
+    cfg = get_recipe(f"pascal5i_fold{fold}_zs")
+    assert (cfg.dataset, cfg.split, cfg.fold, cfg.val_split, cfg.model) == ("pascal5i", "trn", fold, "val", "lseg_rn101_zs")
+    assert (cfg.batch_size, cfg.fewshot_support, cfg.fewshot_boundary, cfg.crop_size) == (20, 1, "others", 480)
+    assert cfg.lr == pytest.approx(0.005) and cfg.lr * cfg.decoder_lr_mult == pytest.approx(0.05)
+    # exit() after epoch index 3, before its checkpoint: epochs 0-2 of a 200-epoch poly schedule survive
+    assert (cfg.epochs, cfg.schedule_epochs, cfg.lr_schedule_interval) == (3, 200, "epoch")
+    assert (cfg.monitor, cfg.loss_reduction, cfg.reference_devices) == ("mIoU", "reference", None)
+    assert get_recipe(f"coco20i_fold{fold}_zs").replace(model="x").dataset == "coco20i"
+    assert get_recipe("fss1000_vitl16_zs").model == "lseg_vitl16_384"
+    assert get_recipe("fss1000_rn101_zs").model == "lseg_rn101_zs"
+    assert get_recipe("fss1000_rn101_zs").epochs == 200
+
+
+def test_schedule_epochs_and_new_field_checks():
+    with pytest.raises(ConfigError, match="schedule_epochs"):
+        TrainConfig(epochs=5, schedule_epochs=3)
+    with pytest.raises(ConfigError, match="schedule_epochs"):
+        TrainConfig(max_steps=5, schedule_epochs=3)
+    with pytest.raises(ConfigError, match="fold"):
+        TrainConfig(fold=4)
+    with pytest.raises(ConfigError, match="monitor"):
+        TrainConfig(monitor="loss")  # type: ignore[arg-type]
 
 
 def test_file_with_recipe_and_overrides(tmp_path: Path):
