@@ -84,15 +84,28 @@ def add_predictor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=int, default=320, help="sliding-window stride")
     p.add_argument("--template", action="append", default=None,
                    help="prompt template with {} (repeatable; default: the raw label, as the reference)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="image path precision (default auto: bf16 on CPUs with AMX/AVX512-BF16 and on recent "
+                   "GPUs, fp16 on older GPUs, else fp32; text and similarity always fp32)")
+    p.add_argument("--batch-size", type=int, default=4,
+                   help="images per forward (images of equal working size are batched; default 4)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the image path (GPU; the first batch takes a minute)")
 
 
 def make_predictor(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from lseg.inference import LSegPredictor
 
-    return LSegPredictor(
-        load_model_from_args(args), size=args.size or None, crop_size=args.crop_size, stride=args.stride,
-        templates=args.template,
+    if args.batch_size < 1:
+        raise LSegError(f"--batch-size must be >= 1, got {args.batch_size}")
+    model = load_model_from_args(args)
+    predictor = LSegPredictor(
+        model, size=args.size or None, crop_size=args.crop_size, stride=args.stride,
+        templates=args.template, precision=args.precision, batch_size=args.batch_size, compile=args.compile,
     )
+    how = " (auto)" if args.precision == "auto" else ""
+    print(f"lseg: running on {predictor.device} in {predictor.precision}{how}", file=sys.stderr)
+    return predictor
 
 
 # ---------------------------------------------------------------------------- segment
@@ -104,6 +117,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from lseg.features import BatchReport, check_unique_outputs, collect_inputs
     from lseg.io import atomic_write, load_image, remove_stale_temp_files, save_png
     from lseg.labels import parse_labels
+    from lseg.loader import prepared_batches
     from lseg.viz import heatmaps, overlay, palette
 
     labels = parse_labels(args.labels)
@@ -115,7 +129,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     remove_stale_temp_files(out)  # hidden temp files of a killed earlier run
     predictor = make_predictor(args)
     report = BatchReport()
-    for src, stem in tqdm(pairs, desc="segment", unit="img", disable=args.quiet):
+    todo: list[tuple[Path, list[Path], list[Path]]] = []
+    for src, stem in pairs:
         base = out / stem
         targets = [base.with_name(base.name + "_labels.png"), base.with_name(base.name + "_overlay.png")]
         if args.scores:
@@ -125,14 +140,11 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             targets += heat_targets
         if not args.overwrite and all(t.exists() for t in targets):
             report.skipped.append(targets[0])
-            continue
-        try:
-            image = load_image(src)
-            result = predictor.segment(image, labels, multiscale=args.multiscale)
-        except LSegError as e:
-            print(f"warning: skipping {src}: {e}", file=sys.stderr)
-            report.failed.append((src, str(e)))
-            continue
+        else:
+            todo.append((src, targets, heat_targets))
+
+    def write(src: Path, targets: list[Path], heat_targets: list[Path], result) -> None:  # type: ignore[no-untyped-def]
+        image = load_image(src)  # full resolution for the overlay (the loader kept only the resized copy)
         lm = result.label_map
         if len(labels) <= 256:
             save_png(targets[0], lm.astype(np.uint8), palette=palette(len(labels)))
@@ -149,6 +161,34 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         picture = overlay(image, lm, labels, alpha=args.alpha)
         atomic_write(targets[1], lambda p, im=picture: im.save(p, format="PNG"))
         report.written.append(targets[0])
+
+    def fail(src: Path, e: str) -> None:
+        print(f"warning: skipping {src}: {e}", file=sys.stderr)
+        report.failed.append((src, e))
+
+    progress = tqdm(total=len(todo), desc="segment", unit="img", disable=args.quiet)
+    if args.multiscale:  # the reference evaluator: one image at a time
+        for src, targets, heat_targets in todo:
+            try:
+                write(src, targets, heat_targets, predictor.segment(load_image(src), labels, multiscale=True))
+            except LSegError as e:
+                fail(src, str(e))
+            progress.update()
+    else:
+        for batch in prepared_batches(predictor, [t[0] for t in todo]):
+            for item in batch:
+                if item.error is not None:
+                    fail(item.path, item.error)
+            good = [item for item in batch if item.image is not None]
+            results = predictor.segment_batch([item.image for item in good], labels) if good else []
+            for item, result in zip(good, results):
+                src, targets, heat_targets = todo[item.index]
+                try:
+                    write(src, targets, heat_targets, result)
+                except LSegError as e:
+                    fail(src, str(e))
+            progress.update(len(batch))
+    progress.close()
     return _finish(report, f"segment (into {out})")
 
 
@@ -276,6 +316,40 @@ def _cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import dataclasses
+    import platform
+
+    import torch
+
+    from lseg.benchmark import bench, format_table
+    from lseg.models.precision import PRECISIONS, cpu_has_native_bf16
+
+    precisions = tuple(p.strip() for p in args.precision.split(",") if p.strip())
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad or not precisions:
+        raise LSegError(f"--precision takes {', '.join(PRECISIONS)}; got {args.precision!r}")
+    try:
+        batches = tuple(int(b) for b in args.batch_size.split(","))
+    except ValueError:
+        raise LSegError(f"--batch-size takes comma-separated integers, got {args.batch_size!r}") from None
+    if any(b < 1 for b in batches) or args.size < 32 or args.repeats < 1:
+        raise LSegError("--batch-size, --repeats must be >= 1 and --size >= 32")
+    if args.device.startswith("cuda"):
+        hardware = torch.cuda.get_device_name(args.device) if torch.cuda.is_available() else "no CUDA"
+    else:
+        hardware = f"{platform.processor() or platform.machine()} CPU, capability {torch.backends.cpu.get_cpu_capability()}, " \
+            f"native bf16 {'yes' if cpu_has_native_bf16() else 'no'}"
+    rows = bench(args.model, args.checkpoint, precisions, batches, args.size, args.device,
+                 args.repeats, args.threads, tuple(c == "on" for c in args.compile.split(",")))
+    title = (f"{args.checkpoint or args.model}, {args.size}x{args.size}, {args.device} ({hardware}), "
+             f"median of {args.repeats}; baseline: eager fp32 reference numerics, batch 1")
+    print(format_table(rows, title))
+    if args.json:
+        Path(args.json).write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -343,6 +417,25 @@ def build_parser() -> argparse.ArgumentParser:
     w = wsub.add_parser("path", help="print the cached lseg folder of NAME (for scripts)")
     w.add_argument("name", metavar="NAME")
     p.set_defaults(func=_cmd_weights)
+
+    p = sub.add_parser(
+        "bench", help="images/s, latency and peak memory per precision and batch size",
+        description="Times the full forward (image + text for 4 labels + similarity) of a model on synthetic "
+        "photos for each precision and batch size, each in a fresh process, next to the eager fp32 "
+        "reference-numerics baseline, and prints one table.",
+    )
+    p.add_argument("--model", default="lseg_vitl16_384", help="registered model (random weights)")
+    p.add_argument("--checkpoint", "-c", default=None, help="time this checkpoint instead")
+    p.add_argument("--precision", default="fp32,auto", help="comma-separated: auto, fp32, bf16, fp16")
+    p.add_argument("--batch-size", default="1", help="comma-separated batch sizes (e.g. 1,8)")
+    p.add_argument("--size", type=int, default=480, help="square input side (default 480)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available)")
+    p.add_argument("--compile", default="off", choices=("off", "on", "off,on"),
+                   help="torch.compile the image path (off,on: both, side by side)")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("info", help="print a checkpoint's configuration")
     p.add_argument("checkpoint")

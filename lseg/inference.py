@@ -87,6 +87,19 @@ class ImageEmbedding:
 
 
 @dataclass
+class PreparedImage:
+    """An image decoded and resized to the working size, ready for the model.
+
+    Attributes:
+        pixels: (3, h, w) float32 RGB in [0, 1] (on the CPU when made by a loader worker).
+        image_size: (H, W) of the original image.
+    """
+
+    pixels: torch.Tensor
+    image_size: tuple[int, int]
+
+
+@dataclass
 class SegmentationResult:
     """Output of :meth:`LSegPredictor.segment`.
 
@@ -151,6 +164,13 @@ class LSegPredictor:
             embeddings of all templates are averaged per label. ``None``: the raw label, as the
             reference (and the official checkpoints' training) did.
         label_chunk_size: labels scored at once (bounds memory for thousands of labels).
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``: store and run the image path in that
+            precision (:meth:`LSeg.set_precision`; ``auto`` picks by the device's capability: bf16 on
+            CPUs with AMX/AVX512-BF16 and on recent GPUs, fp16 on older GPUs, else fp32). This
+            casts the model in place. ``None`` (default) leaves the model as it is.
+        batch_size: images per forward in :meth:`embed_images` / :meth:`segment_batch`; halved
+            (and kept halved) when a batch runs out of GPU memory.
+        compile: ``torch.compile`` the image encoder and decoder (in place; pays off on GPUs).
     """
 
     def __init__(
@@ -164,11 +184,22 @@ class LSegPredictor:
         text_cache_size: int = 4096,
         templates: Sequence[str] | None = None,
         label_chunk_size: int = 256,
+        precision: str | None = None,
+        batch_size: int = 8,
+        compile: bool = False,
     ) -> None:
         tune_allocator()
         self.model = model.eval()
         if device is not None:
             self.model.to(device)
+        if precision is not None:
+            self.model.set_precision(precision)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        if compile:
+            self.model.backbone.compile()
+            self.model.decoder.compile()
         self.model.set_inference_optimizations(not self.model.reference_numerics)
         self.size = size
         self.crop_size = crop_size
@@ -187,6 +218,11 @@ class LSegPredictor:
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    @property
+    def precision(self) -> str:
+        """The precision the image path runs in (``fp32``, ``bf16``, ``fp16``)."""
+        return self.model.precision
 
     # ------------------------------------------------------------------ text
     @torch.inference_mode()
@@ -225,10 +261,7 @@ class LSegPredictor:
         return _as_tensor(_rgb_pixels(image, self.device)).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
 
     def _working_size(self, h: int, w: int) -> tuple[int, int]:
-        if self.size is None:
-            return h, w
-        s = self.size / max(h, w)
-        return max(1, int(h * s + 0.5)), max(1, int(w * s + 0.5))
+        return working_size(h, w, self.size)
 
     @torch.inference_mode()
     def embed_image(self, image: Any) -> ImageEmbedding:
@@ -245,6 +278,56 @@ class LSegPredictor:
         del rgb
         x = self.model.normalize(x)
         return ImageEmbedding(self._embed_windows(x)[0].float(), size, image_size)
+
+    def prepare(self, image: Any, device: torch.device | str = "cpu") -> PreparedImage:
+        """Decode and resize one image to the working size, on ``device`` (by default the CPU work
+        that a DataLoader worker can do ahead of the model: see :func:`prepare_image`)."""
+        return prepare_image(image, self.size, device)
+
+    @torch.inference_mode()
+    def embed_images(self, images: Sequence[Any]) -> list[ImageEmbedding]:
+        """Several images -> one :class:`ImageEmbedding` each, ``batch_size`` images per forward.
+
+        Images whose working sizes are equal share a forward (bucketing); images above
+        ``crop_size`` run through sliding windows one at a time. Items may be anything
+        :meth:`embed_image` takes, or :class:`PreparedImage` (already decoded and resized).
+        """
+        out: list[ImageEmbedding | None] = [None] * len(images)
+        buckets: dict[tuple[int, int], list[tuple[int, PreparedImage]]] = {}
+
+        def flush(key: tuple[int, int]) -> None:
+            items = buckets.pop(key)
+            start = 0
+            while start < len(items):
+                part = items[start : start + self.batch_size]
+                x = torch.stack([p.pixels for _, p in part]).to(self.device, non_blocking=True)
+                try:
+                    pixels = self.model.encode_image(self.model.normalize(x)).float()
+                except torch.OutOfMemoryError:
+                    if len(part) == 1:
+                        raise
+                    del x
+                    self.batch_size = (len(part) + 1) // 2  # back off, and stay there
+                    if self.device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    continue
+                for (i, p), e in zip(part, pixels):
+                    out[i] = ImageEmbedding(e, key, p.image_size)
+                start += len(part)
+
+        for i, image in enumerate(images):
+            prepared = image if isinstance(image, PreparedImage) else self.prepare(image, self.device)
+            h, w = prepared.pixels.shape[-2:]
+            if h > self.crop_size or w > self.crop_size:  # sliding windows: one image at a time
+                x = self.model.normalize(prepared.pixels[None].to(self.device))
+                out[i] = ImageEmbedding(self._embed_windows(x)[0].float(), (h, w), prepared.image_size)
+                continue
+            buckets.setdefault((h, w), []).append((i, prepared))
+            if len(buckets[(h, w)]) >= self.batch_size:
+                flush((h, w))
+        for key in list(buckets):
+            flush(key)
+        return [e for e in out if e is not None]
 
     def _embed_windows(self, x: torch.Tensor) -> torch.Tensor:
         """(1, 3, h, w) -> (1, D, ceil(h/2), ceil(w/2)); sliding windows above ``crop_size``."""
@@ -349,12 +432,37 @@ class LSegPredictor:
             embeddings=to_numpy(emb.pixels) if emb is not None else None,
         )
 
-    def segment_batch(self, images: Sequence[Any], labels: str | Sequence[str], **kwargs: Any) -> list[SegmentationResult]:
-        """:meth:`segment` for several images with the same labels (text is encoded once)."""
-        return [self.segment(img, labels, **kwargs) for img in images]
+    def segment_batch(
+        self, images: Sequence[Any], labels: str | Sequence[str], *, multiscale: bool | MultiScaleConfig = False,
+        return_embeddings: bool = False,
+    ) -> list[SegmentationResult]:
+        """:meth:`segment` for several images with the same labels: text encoded once, images
+        ``batch_size`` per forward (see :meth:`embed_images`). ``multiscale`` runs one image at a time."""
+        if multiscale:
+            return [self.segment(img, labels, multiscale=multiscale, return_embeddings=return_embeddings)
+                    for img in images]
+        return [self.segment(e, labels, return_embeddings=return_embeddings) for e in self.embed_images(images)]
 
 
 # ---------------------------------------------------------------------- geometry helpers
+
+def working_size(h: int, w: int, size: int | None) -> tuple[int, int]:
+    """The working resolution of an (h, w) image: long side ``size``, aspect kept (``None``: as is)."""
+    if size is None:
+        return h, w
+    s = size / max(h, w)
+    return max(1, int(h * s + 0.5)), max(1, int(w * s + 0.5))
+
+
+def prepare_image(image: Any, size: int | None, device: torch.device | str = "cpu") -> PreparedImage:
+    """Any accepted image -> :class:`PreparedImage` at the working size for long side ``size``.
+
+    Needs no model: DataLoader workers run it ahead of the forward (:mod:`lseg.loader`)."""
+    device = torch.device(device)
+    rgb = _rgb_pixels(image, device)
+    image_size = (int(rgb.shape[0]), int(rgb.shape[1]))
+    return PreparedImage(_resize_rgb(rgb, working_size(*image_size, size), device)[0], image_size)
+
 
 def _windows(h: int, w: int, crop: int, stride: int) -> Iterator[tuple[int, int]]:
     """Top-left corners of ``crop`` windows covering (h, w), the last one flush with the edge."""

@@ -74,7 +74,7 @@ def test_cast_model_forward(model: lseg.LSeg, dtype: torch.dtype, optimized: boo
         assert m.encode_text(LABELS).dtype == torch.float32
         out = m(m.normalize(x), LABELS)
         out_fp32_input = m(x.sub(0.5).div(0.5), LABELS)  # an fp32 input is cast at the boundary
-    assert out.dtype == out_fp32_input.dtype == dtype
+    assert out.dtype == out_fp32_input.dtype == torch.float32  # the similarity runs in fp32
     tol = 0.1 if dtype == torch.bfloat16 else 0.02
     torch.testing.assert_close(out.float(), ref, atol=tol, rtol=0)
     assert (out.float().argmax(1) == ref.argmax(1)).float().mean() > 0.98

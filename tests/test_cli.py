@@ -118,3 +118,37 @@ def test_random_weights_and_help(photos, tmp_path, capsys):
         main(["--help"])
     assert e.value.code == 0
     assert "segment" in capsys.readouterr().out
+
+
+def test_segment_batches_with_prefetch_and_reports_the_precision(photos, model_dir, tmp_path, capsys):
+    """Several images per forward, decoded ahead in a loader worker; an unreadable file is reported
+    and the rest still written; the run says which precision it used."""
+    (photos / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    args = ["segment", str(photos), "-l", "sky, grass, other", "-c", str(model_dir), "-o", str(out), "-q",
+            "--size", "64", "--batch-size", "2"]
+    assert main([*args, "--precision", "fp32"]) == 1  # the broken file fails the batch job at the end
+    err = capsys.readouterr().err
+    assert "in fp32" in err and "broken.png" in err and "3 written" in err and "1 failed" in err
+    batched = {p.name: np.array(Image.open(p)) for p in out.rglob("*_labels.png")}
+    assert len(batched) == 3
+    one = tmp_path / "one"
+    main([*args[:-2], "--batch-size", "1", "--precision", "fp32", "-o", str(one)])
+    capsys.readouterr()
+    for p in one.rglob("*_labels.png"):
+        assert (np.array(Image.open(p)) == batched[p.name]).mean() > 0.999
+    assert main([*args, "--precision", "auto", "-o", str(tmp_path / "auto")]) == 1
+    assert "(auto)" in capsys.readouterr().err
+    assert main([*args, "--batch-size", "0"]) == 2
+
+
+def test_bench_prints_one_table_with_the_baseline(capsys, tmp_path):
+    rc = main(["bench", "--model", "lseg_tiny_test", "--size", "64", "--precision", "fp32,bf16", "--repeats", "1",
+               "--threads", "1", "--json", str(tmp_path / "bench.json")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "reference numerics" in out and "img/s" in out and "argmax agree" in out
+    rows = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["precision"] for r in rows] == ["reference", "fp32", "bf16"]
+    assert rows[1]["agreement"] == 1.0 and all(r["images_per_s"] > 0 and r["peak_mib"] > 0 for r in rows)
+    assert main(["bench", "--precision", "int4"]) == 2

@@ -60,7 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=1, help="few-shot episodes per forward")
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers per process")
     p.add_argument("--max-samples", type=int, default=None, help="only the first N samples (debugging)")
-    p.add_argument("--precision", choices=("32-true", "bf16-mixed", "16-mixed"), default="32-true")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="fp32",
+                   help="image path precision (default fp32: the reference's numbers; auto: bf16 where the "
+                   "CPU/GPU computes it natively)")
     p.add_argument("--dataset-kwargs", default=None, help="extra reader arguments as a YAML mapping")
     p.add_argument("--devices", type=int, default=1, help="processes (GPUs) on this node; >1 runs DDP via Fabric")
     p.add_argument("--num-nodes", type=int, default=1)

@@ -39,7 +39,6 @@ summed, so the numbers are identical to a single-process run.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -63,6 +62,7 @@ from lseg.eval.datasets import (
 from lseg.eval.metrics import FewShotMeter, SegmentationMeter
 from lseg.inference import ADE20K_SCALES, MultiScaleConfig, multiscale_logits
 from lseg.models.lseg import LSeg
+from lseg.models.precision import PRECISIONS, Precision
 
 __all__ = [
     "EvalConfig",
@@ -106,7 +106,9 @@ class EvalConfig:
         batch_size: few-shot episodes per forward (semantic evaluation runs one image at a time).
         num_workers: DataLoader workers per process.
         max_samples: evaluate only the first N images / episodes (debugging; not a benchmark number).
-        precision: ``32-true``, ``bf16-mixed`` or ``16-mixed`` (autocast).
+        precision: the image path's precision (``lseg.models.precision``): ``fp32`` (default: the
+            reference's numbers), ``bf16``, ``fp16`` or ``auto``. The similarity and the metrics stay
+            in fp32. Casts the model in place.
         progress: tqdm bar on rank 0.
     """
 
@@ -131,7 +133,7 @@ class EvalConfig:
     batch_size: int = 1
     num_workers: int = 2
     max_samples: int | None = None
-    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
+    precision: Precision = "fp32"
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -151,8 +153,8 @@ class EvalConfig:
             raise ConfigError(f"stride_rate must be in (0, 1], got {self.stride_rate}")
         if any(f not in (0, 1, 2, 3) for f in self.folds) or not self.folds:
             raise ConfigError(f"folds must be among 0..3, got {self.folds}")
-        if self.precision not in ("32-true", "bf16-mixed", "16-mixed"):
-            raise ConfigError(f"precision must be 32-true, bf16-mixed or 16-mixed, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     @property
     def use_flip(self) -> bool:
@@ -235,13 +237,6 @@ def _progress(loader: DataLoader, cfg: EvalConfig, desc: str) -> Iterator[list[d
     yield from tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True, disable=not cfg.progress or rank != 0)
 
 
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    if precision == "32-true":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
 def _gather_failures(failed: list[dict[str, str]]) -> list[dict[str, str]]:
     _, world = _dist_info()
     if world == 1:
@@ -301,8 +296,7 @@ def evaluate_segmentation(
                 base_size=cfg.base_size if cfg.multiscale else cfg.size or max(h, w),
                 crop_size=cfg.crop_size, stride_rate=cfg.stride_rate, flip=cfg.use_flip,
             )
-            with _autocast(device, cfg.precision):
-                logits = multiscale_logits(model, x, text, ms)
+            logits = multiscale_logits(model, x, text, ms)
             meter.update(logits.argmax(1), sample["mask"].to(device)[None])
             n_done += 1
     meter.reduce()
@@ -363,12 +357,11 @@ def evaluate_fewshot(model: LSeg, dataset: Any, cfg: EvalConfig) -> dict[str, An
             continue
         images = torch.stack([s["image"] for s in good]).to(device)
         x = model.normalize(images)
-        with _autocast(device, cfg.precision):
-            pixels = model.encode_image(x)
-            for s, pix in zip(good, pixels):
-                pair = text[[0, row[int(s["class_id"])]]]
-                logits = model.score(pix[None], pair, size=(x.shape[-2], x.shape[-1]))
-                meter.update(logits.argmax(1), s["mask"].to(device)[None], int(s["class_id"]))
+        pixels = model.encode_image(x)
+        for s, pix in zip(good, pixels):
+            pair = text[[0, row[int(s["class_id"])]]]
+            logits = model.score(pix[None], pair, size=(x.shape[-2], x.shape[-1]))
+            meter.update(logits.argmax(1), s["mask"].to(device)[None], int(s["class_id"]))
         n_done += len(good)
     meter.reduce()
     failed = _gather_failures(failed)
@@ -398,7 +391,8 @@ def evaluate(model: LSeg, cfg: EvalConfig) -> dict[str, Any]:
     * ``fewshot``: ``folds`` (``{fold: {miou, fb_iou, per_class, ...}}``) and their ``mean``.
     """
     _, world = _dist_info()
-    settings = asdict(cfg)
+    model.set_precision(cfg.precision)
+    settings = {**asdict(cfg), "precision_ran": model.precision}
     if cfg.protocol == "fewshot":
         name = canonical_name(cfg.dataset)
         folds = (0,) if name == "fss1000" else cfg.folds

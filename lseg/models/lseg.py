@@ -17,9 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lseg.errors import ConfigError
 from lseg.models.backbone import ResNetBackbone, ViTBackbone
 from lseg.models.config import Activation, LSegConfig, ResNetConfig
 from lseg.models.decoder import DPTDecoder, TokenLayout
+from lseg.models.precision import DTYPES, resolve_precision
 from lseg.models.text_encoder import CLIPTextEncoder
 
 #: Inputs are padded to a multiple of this (the decoder's coarsest stride) with the normalised value of
@@ -134,8 +136,31 @@ class LSeg(nn.Module):
 
     @reference_numerics.setter
     def reference_numerics(self, enabled: bool) -> None:
+        if enabled and self.dtype != torch.float32:
+            raise ConfigError(
+                f"reference numerics need the fp32 weights, but the image path is stored in {self.dtype} "
+                "(rounded for good): load the model again"
+            )
         self._reference_numerics = bool(enabled)
         self.set_inference_optimizations(not enabled)
+
+    @property
+    def precision(self) -> str:
+        """The image path's precision: ``fp32``, ``bf16`` or ``fp16`` (see :meth:`set_precision`)."""
+        return {v: k for k, v in DTYPES.items()}.get(self.dtype, str(self.dtype))
+
+    def set_precision(self, precision: str = "auto") -> LSeg:
+        """Store and run the image path (image encoder, decoder, pixel head) in ``precision``
+        (``auto``: what :func:`lseg.models.precision.resolve_precision` picks for the model's
+        device). The text tower, the similarity and the spatial block stay in fp32, so logits and
+        embeddings are fp32 whatever the policy. Casting is in place and lossy: the weights' memory
+        halves, and going back to fp32 later keeps the rounding. With :attr:`reference_numerics` on,
+        the policy is overridden: fp32. Returns ``self``."""
+        chosen = "fp32" if self.reference_numerics else resolve_precision(precision, self.device)
+        dtype = DTYPES[chosen]
+        for module in (self.backbone, self.decoder, self.pixel_proj):
+            module.to(dtype)
+        return self
 
     def set_inference_optimizations(self, enabled: bool = True) -> LSeg:
         """Toggle CPU/GPU speed-ups that leave the weights untouched (eval mode only): channels-last
@@ -169,7 +194,8 @@ class LSeg(nn.Module):
     # ------------------------------------------------------------------ halves
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised images (B, 3, H, W) -> L2-normalised pixel embeddings (B, D, ceil(H/2), ceil(W/2))
-        in :attr:`dtype` (or the autocast dtype under autocast).
+        in float32 whatever the image path's precision or an active autocast (normalised in fp32: a
+        bf16 normalisation alone is off by ~2e-3).
 
         Any H, W is accepted: the input is padded at the bottom/right to a multiple of 32 with the
         normalised value of black (the reference evaluator's pad value) and the output is cropped.
@@ -202,6 +228,7 @@ class LSeg(nn.Module):
                 flat = f.permute(0, 2, 3, 1).reshape(-1, d)
                 out.append((flat / flat.norm(dim=-1, keepdim=True)).view(f.shape[0], fh, fw, d).permute(0, 3, 1, 2))
             return out[0] if len(out) == 1 else torch.cat(out)
+        feats = feats.float()
         if torch.is_grad_enabled() and feats.requires_grad:
             return F.normalize(feats, dim=1)
         # In place at inference: saves a full-size copy (118 MB at 480x480).
@@ -233,9 +260,9 @@ class LSeg(nn.Module):
 
         ``H, W`` defaults to ``(2h, 2w)``; a ``size`` crops the x2-upsampled map (for odd inputs).
         Text of shape (B, K, D) scores each sample against its own labels, as the reference's
-        zero-shot networks do with ``["others", class name]`` per episode. Both inputs are cast to
-        :attr:`dtype`; the logits come back in it (or in the autocast dtype; fp32 in
-        reference-numerics mode).
+        zero-shot networks do with ``["others", class name]`` per episode. The similarity, the
+        spatial block and the upsampling run in fp32 whatever the image path's precision or an
+        active autocast (cheap, and where precision shows in the argmax): logits are fp32.
         """
         if text_embeddings.ndim == 3:
             return torch.cat([
@@ -250,18 +277,26 @@ class LSeg(nn.Module):
             # effective temperature is 14.2890625, not 14.2857. `fp16 * scale` would compute in fp32.
             logits = self.logit_scale * img @ text_embeddings.half().t()  # 2-D mm, as the reference
             logits = logits.float().view(b, h, w, -1).permute(0, 3, 1, 2)
-        else:
+            return self._upsample(self._spatial_block(logits), size)
+        with torch.autocast(pixel_embeddings.device.type, enabled=False):
             logits = torch.einsum(
-                "bdhw,kd->bkhw", pixel_embeddings.to(self.dtype), text_embeddings.to(self.dtype)
-            ) * self.logit_scale
-        if self.spatial_block is not None:
-            for _ in range(self.config.block_depth - 1):
-                logits = self.spatial_block(logits)
-            logits = self.spatial_block(logits, act=False)
+                "bdhw,kd->bkhw", pixel_embeddings.float(), text_embeddings.float()
+            ) * self.logit_scale.float()
+            return self._upsample(self._spatial_block(logits), size)
+
+    def _spatial_block(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.spatial_block is None:
+            return logits
+        dtype = logits.dtype
+        logits = logits.to(self.spatial_block.conv.weight.dtype)  # a model cast whole with .half()
+        for _ in range(self.config.block_depth - 1):
+            logits = self.spatial_block(logits)
+        return self.spatial_block(logits, act=False).to(dtype)
+
+    @staticmethod
+    def _upsample(logits: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
         logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=True)
-        if size is not None:
-            logits = logits[..., : size[0], : size[1]]
-        return logits
+        return logits if size is None else logits[..., : size[0], : size[1]]
 
     def forward(self, x: torch.Tensor, labels: list[str] | torch.Tensor) -> torch.Tensor:
         """Normalised images (B, 3, H, W) and labels (strings or precomputed (K, D) embeddings)

@@ -562,7 +562,7 @@ def _validate(model: LSeg, dataset: Any, cfg: TrainConfig, fewshot: bool) -> dic
     ecfg = EvalConfig(
         protocol="fewshot" if fewshot else "semantic", dataset=cfg.dataset, size=cfg.crop_size,
         crop_size=cfg.crop_size, fewshot_size=cfg.crop_size, batch_size=cfg.batch_size,
-        num_workers=cfg.num_workers, precision=cfg.precision, progress=False,
+        num_workers=cfg.num_workers, progress=False,  # fp32: never cast the model being trained
     )
     if fewshot:
         report = evaluate_fewshot(model, dataset, ecfg)

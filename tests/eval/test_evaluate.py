@@ -49,6 +49,11 @@ class ColourOracle(torch.nn.Module):
     def device(self) -> torch.device:
         return self.anchor.device
 
+    precision = "fp32"
+
+    def set_precision(self, precision: str) -> ColourOracle:
+        return self
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return images.float() / 255.0
 
