@@ -24,7 +24,8 @@ def test_segment_heatmaps(tmp_path: Path, photo: np.ndarray, capsys: pytest.Capt
     model = lseg.create_model("lseg_tiny_test_p32")
     lseg.save_pretrained(model, tmp_path / "m")
     args = ["segment", str(tmp_path / "p.png"), "--labels", "sky, grass, big tree", "--out", str(tmp_path / "o"),
-            "--checkpoint", str(tmp_path / "m"), "--size", "64", "--device", "cpu", "--heatmaps", "-q"]
+            "--checkpoint", str(tmp_path / "m"), "--size", "64", "--device", "cpu", "--heatmaps", "-q",
+            "--precision", "fp32"]  # compared with the fp32 predictor below
     assert main(args) == 0
     names = sorted(p.name for p in (tmp_path / "o").iterdir())
     assert names == ["p_heat_00_sky.png", "p_heat_01_grass.png", "p_heat_02_big_tree.png", "p_labels.png",
