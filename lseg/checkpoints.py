@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from lseg.errors import CheckpointError, ConfigError
 from lseg.models.config import LSegConfig, ResNetConfig, TextEncoderConfig, ViTConfig
 from lseg.models.lseg import LSeg
-from lseg.models.registry import IMAGENET_MEAN, IMAGENET_STD, get_config, list_models
+from lseg.models.registry import IMAGENET_MEAN, IMAGENET_STD, check_limits, get_config, list_models
 
 _logger = logging.getLogger(__name__)
 
@@ -349,6 +349,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointFile:
             return CheckpointFile(load_file(str(p)), "safetensors", {})
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"cannot read safetensors file {p} (truncated or corrupt?): {e}") from None
+    if zipfile.is_zipfile(p):
+        _check_torch_zip(p)
     try:
         with warnings.catch_warnings(), torch.serialization.safe_globals(_stand_ins()):
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # the refusal below says it
@@ -365,6 +367,33 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointFile:
             metadata["callbacks"] = sorted(getattr(k, "__name__", str(k)) for k in callbacks)
         metadata["contents"] = sorted(str(k) for k in obj)
     return CheckpointFile(_unwrap(obj, p), fmt, metadata)
+
+
+#: The pickle of a torch zip holds structure only (about 100 bytes per tensor); a larger one is not a
+#: checkpoint, and unpickling it would cost memory before any error.
+MAX_PICKLE_BYTES = 256 << 20
+
+
+def _check_torch_zip(p: Path) -> None:
+    """Refuse a zip that could inflate on reading, before ``torch.load`` touches it: torch stores its
+    records uncompressed, so a compressed record, a record reaching past the end of the file, or an
+    oversized pickle means a corrupt or hostile file."""
+    size = p.stat().st_size
+    try:
+        with zipfile.ZipFile(p) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"cannot read checkpoint {p} (truncated or corrupt?): {e}") from None
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(f"{p}: record {info.filename} is compressed; PyTorch never compresses its "
+                                  "records, so this is not a checkpoint")
+        if info.header_offset + info.file_size > size:
+            raise CheckpointError(f"cannot read checkpoint {p} (truncated or corrupt?): record {info.filename} "
+                                  f"claims {info.file_size} bytes past the end of the file")
+        if info.filename.endswith("data.pkl") and info.file_size > MAX_PICKLE_BYTES:
+            raise CheckpointError(f"{p}: its pickle is {info.file_size / 2**20:.0f} MiB (at most "
+                                  f"{MAX_PICKLE_BYTES >> 20} MiB for a checkpoint): refusing to unpickle it")
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -497,13 +526,17 @@ def read_config(directory: str | os.PathLike[str]) -> LSegConfig:
         raise CheckpointError(f"{p.parent} has no {CONFIG_NAME}: not an lseg model folder") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{p} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{p}: an lseg config must be a JSON object, got {type(data).__name__}")
     version = data.pop("format_version", None)
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{p}: unsupported format_version {version!r} (this lseg reads {FORMAT_VERSION})")
     try:
-        return LSegConfig.from_dict(data)
+        config = LSegConfig.from_dict(data)
+        check_limits(config)  # before anything is allocated
     except ConfigError as e:
         raise CheckpointError(f"{p}: {e}") from None
+    return config
 
 
 def load_model(

@@ -9,6 +9,9 @@ the reference's constructor arguments where one exists (``features``, ``readout`
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -132,6 +135,13 @@ class LSegConfig:
             raise ConfigError("backbone.hooks and backbone.reassemble_channels need exactly 4 entries")
         if isinstance(b, ResNetConfig) and len(b.layers) != 4:
             raise ConfigError("backbone.layers needs exactly 4 entries")
+        # NaN/inf or a zero std would give NaN probabilities without any error
+        if not (math.isfinite(self.logit_scale) and self.logit_scale > 0):
+            raise ConfigError(f"logit_scale must be a positive finite number, got {self.logit_scale!r}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ConfigError("mean and std need exactly 3 entries (RGB)")
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)) or min(self.std) <= 0:
+            raise ConfigError(f"mean must be finite and std finite and > 0, got mean {self.mean}, std {self.std}")
 
     @property
     def embed_dim(self) -> int:
@@ -148,7 +158,9 @@ class LSegConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LSegConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        """Inverse of :meth:`to_dict`; unknown keys and wrong types raise :class:`ConfigError`."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"an LSeg config must be a JSON object, got {type(data).__name__}")
         data = dict(data)
         try:
             b = data.pop("backbone", {})
@@ -160,10 +172,45 @@ class LSegConfig:
             raise ConfigError(f"invalid LSeg config: {e}") from None
 
 
-def _build(cls: type, data: dict[str, Any], **extra: Any) -> Any:
+def _build(cls: type, data: Any, **extra: Any) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _checked(f"{cls.__name__}.{k}", v, hints[k]) for k, v in data.items()}
     return cls(**kwargs, **extra)
+
+
+def _checked(name: str, value: Any, hint: Any) -> Any:
+    """``value`` as the field's type, or :class:`ConfigError` (a config file is untrusted input)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{name} must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or (args[-1] is not Ellipsis and len(value) != len(args)):
+            raise ConfigError(f"{name} must be a list of {len(args)} numbers, got {value!r}")
+        return tuple(_checked(name, v, args[0]) for v in value)
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif hint is str:
+        ok = isinstance(value, str)
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"{name} must be {getattr(hint, '__name__', hint)}, got {type(value).__name__} {value!r}")
+    return value

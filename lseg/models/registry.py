@@ -109,6 +109,69 @@ def lseg_tiny_test_rn() -> LSegConfig:
     )
 
 
+#: (depth, embed_dim, num_heads, patch_size) of the timm ViTs the registered networks use: a config
+#: may only name these (any other timm name could build an arbitrarily large model).
+TIMM_VIT_DIMS = {"vit_large_patch16_384": (24, 1024, 16, 16), "vit_base_patch32_384": (12, 768, 12, 32)}
+#: How far beyond the largest registered network a config may go in any dimension.
+LIMIT_FACTOR = 2
+
+
+def check_limits(config: LSegConfig) -> None:
+    """Refuse a config (from an untrusted ``config.json``) that would build a network more than
+    :data:`LIMIT_FACTOR` times the largest registered one in any dimension, before anything is
+    allocated (``depth=1e9`` would otherwise grow without bound)."""
+    regs = [get_config(n) for n in _REGISTRY]
+    vits = [r.backbone for r in regs if isinstance(r.backbone, ViTConfig)]
+    rns = [r.backbone for r in regs if isinstance(r.backbone, ResNetConfig)]
+
+    def cap(values: list[int]) -> int:
+        return LIMIT_FACTOR * max(values)
+
+    checks: list[tuple[str, int, int]] = [
+        ("features", config.features, cap([r.features for r in regs])),
+        ("block_depth", config.block_depth, 16),
+        ("text.width", config.text.width, cap([r.text.width for r in regs])),
+        ("text.layers", config.text.layers, cap([r.text.layers for r in regs])),
+        ("text.heads", config.text.heads, cap([r.text.heads for r in regs])),
+        ("text.embed_dim", config.text.embed_dim, cap([r.text.embed_dim for r in regs])),
+        ("text.context_length", config.text.context_length, cap([r.text.context_length for r in regs])),
+        ("text.vocab_size", config.text.vocab_size, cap([r.text.vocab_size for r in regs])),
+    ]
+    b = config.backbone
+    if isinstance(b, ViTConfig):
+        if b.timm_name not in TIMM_VIT_DIMS:
+            raise ConfigError(f"backbone.timm_name must be one of {', '.join(TIMM_VIT_DIMS)}, got {b.timm_name!r}")
+
+        def dims(v: ViTConfig) -> tuple[int, int, int, int]:
+            d, e, h, p = TIMM_VIT_DIMS[v.timm_name]
+            return (v.depth or d, v.embed_dim or e, v.num_heads or h, v.patch_size or p)
+
+        depth, dim, heads, patch = dims(b)
+        checks += [
+            ("backbone.depth", depth, cap([dims(v)[0] for v in vits])),
+            ("backbone.embed_dim", dim, cap([dims(v)[1] for v in vits])),
+            ("backbone.num_heads", heads, cap([dims(v)[2] for v in vits])),
+            ("backbone.patch_size", patch, cap([dims(v)[3] for v in vits])),
+            ("backbone.img_size", b.img_size, cap([v.img_size for v in vits])),
+            *((f"backbone.reassemble_channels[{i}]", c, cap([max(v.reassemble_channels) for v in vits]))
+              for i, c in enumerate(b.reassemble_channels)),
+            *((f"backbone.hooks[{i}]", h + 1, depth) for i, h in enumerate(b.hooks)),
+        ]
+        if min(b.hooks) < 0:
+            raise ConfigError(f"backbone.hooks must be >= 0, got {b.hooks}")
+    else:
+        if b.torchvision_name != "resnet101":
+            raise ConfigError(f"backbone.torchvision_name must be resnet101, got {b.torchvision_name!r}")
+        checks += [(f"backbone.layers[{i}]", n, cap([r.layers[i] for r in rns])) for i, n in enumerate(b.layers)]
+        checks.append(("backbone.width_per_group", b.width_per_group, cap([r.width_per_group for r in rns])))
+    for name, value, limit in checks:
+        if name.startswith("backbone.hooks") and value > limit:
+            raise ConfigError(f"{name} = {value - 1} must be below the backbone depth {limit}")
+        if not 1 <= value <= limit and not (name == "block_depth" and value == 0):
+            raise ConfigError(f"{name} = {value} is outside 1..{limit} (at most {LIMIT_FACTOR}x the largest "
+                              "registered network)")
+
+
 def list_models(include_test: bool = False) -> list[str]:
     """Registered model names (tiny test models only with ``include_test``)."""
     return sorted(n for n in _REGISTRY if include_test or "test" not in n)
