@@ -239,6 +239,28 @@ class LSegPredictor:
         x = self.model.normalize(x)
         return ImageEmbedding(self._embed_windows(x)[0], size, image_size)
 
+    @torch.inference_mode()
+    def embed_images(self, images: Sequence[Any]) -> list[ImageEmbedding]:
+        """:meth:`embed_image` for several images: those of one size that fit in one window (video
+        frames) run as one batch; the others one by one. Equal to per-image calls up to float
+        rounding (batched kernels may sum in another order)."""
+        rgbs = [_rgb_array(im) for im in images]
+        out: list[ImageEmbedding | None] = [None] * len(rgbs)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, rgb in enumerate(rgbs):
+            size = self._working_size(rgb.shape[0], rgb.shape[1])
+            if len(rgbs) > 1 and size[0] <= self.crop_size and size[1] <= self.crop_size:
+                groups.setdefault((rgb.shape[0], rgb.shape[1]), []).append(i)
+            else:
+                out[i] = self.embed_image(rgb)
+        for (h, w), idx in groups.items():
+            size = self._working_size(h, w)
+            x = self.model.normalize(torch.cat([_resize_rgb(rgbs[i], size, self.device) for i in idx]))
+            pixels = self.model.encode_image(x)
+            for j, i in enumerate(idx):
+                out[i] = ImageEmbedding(pixels[j], size, (h, w))
+        return [e for e in out if e is not None]
+
     def _embed_windows(self, x: torch.Tensor) -> torch.Tensor:
         """(1, 3, h, w) -> (1, D, ceil(h/2), ceil(w/2)); sliding windows above ``crop_size``."""
         h, w = x.shape[-2:]
