@@ -82,7 +82,8 @@ def export_store_ray(
 
     Args:
         num_workers: actors (one model each).
-        num_gpus_per_worker: GPUs per actor (0: CPU actors, one CPU each).
+        num_gpus_per_worker: GPUs per actor (0: CPU actors, one CPU each). With GPUs, the
+            extractor's model is moved to the CPU to be shipped (each actor moves its copy to its GPU).
     """
     try:
         import ray

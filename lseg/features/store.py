@@ -2,7 +2,8 @@
 
 Layout::
 
-    STORE/store.json                          settings: preset + geometry, resolution, dtype, model
+    STORE/store.json                          settings: preset + geometry, resolution, dtype (stored
+                                              and computed), model
                                               config, weights hash, checkpoint, video sampling, the
                                               planned units (which inputs go in which unit)
     STORE/shards/u000003-c0001.safetensors    fp16 (D, H, W) maps, one tensor per frame, named by
@@ -153,6 +154,7 @@ def build_manifest(extractor: FeatureExtractor, units: list[Unit], settings: Sto
         "version": VERSION,
         "layout": "CHW",
         "dtype": "float16",
+        "compute_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "normalized": True,
         "extractor": extractor.describe(),
         "model": model.config.to_dict(),

@@ -46,6 +46,7 @@ def test_store_layout_metadata_and_frame_reads(tmp_path: Path, predictor: lseg.L
         "shards/u000001-c0000.safetensors", "shards/u000002-c0000.safetensors"]
     m = store.manifest
     assert m["format"] == "lseg-feature-store" and m["dtype"] == "float16" and m["checkpoint"] == "ckpt/"
+    assert m["compute_dtype"] == "float32"
     assert m["extractor"]["preset"]["name"] == "ours" and m["extractor"]["resolution"] == "half"
     assert m["extractor"]["geometry"] == {"size": 64, "crop_size": 480, "stride": 320, "normalization": "model"}
     assert m["weights_sha256"] == weights_sha256(predictor.model) and m["video_sampling"] == {"fps": 5, "every_n": None}
