@@ -207,10 +207,12 @@ def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], repor
     nothing stale stays next to the new ones. ``new``: nothing there yet.
     """
     old = _read_record(record)
-    if not overwrite and old is not None and old.get("digest") == _digest(recipe) \
-            and all(t.exists() for t in targets):
-        report.skipped.append(targets[0])
-        return "done"
+    same = old is not None and old.get("digest") == _digest(recipe)
+    if not overwrite and same:
+        if all(t.exists() for t in targets):
+            report.skipped.append(targets[0])
+            return "done"
+        return "new"  # same recipe, an output missing (deleted, or not asked for before): write it
     if old is None and not any(t.exists() for t in targets):
         return "new"
     if old is not None:

@@ -151,7 +151,7 @@ class SegmentationResult:
     @property
     def logits(self) -> np.ndarray:
         """(K, h, w) float32 logits at the working resolution (see the class docstring)."""
-        return self._logits_tensor().numpy()
+        return to_numpy(self._logits_tensor())
 
     @property
     def probs(self) -> np.ndarray:
@@ -164,7 +164,7 @@ class SegmentationResult:
     def probs_at(self, size: tuple[int, int]) -> np.ndarray:
         """(K, size[0], size[1]) float32 per-label probabilities."""
         logits = _resize(self._logits_tensor()[None], size)[0]
-        return torch.softmax(logits, dim=0).numpy()
+        return to_numpy(torch.softmax(logits, dim=0))
 
     def scores(self) -> dict[str, float]:
         """Fraction of pixels assigned to each label."""

@@ -118,7 +118,8 @@ def _palette(n: int) -> np.ndarray:
         v = 0.65 + 0.30 * ((i * 0.5698402910) % 1.0)
         rgb = tuple(round(255 * c) for c in colorsys.hsv_to_rgb(h, s, v))
         i += 1
-        if rgb not in seen:
+        luma = (0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2]) / 255
+        if rgb not in seen and 0.15 <= luma <= 0.78:  # neither near-black nor near-white (yellows)
             seen.add(rgb)
             out.append(rgb)
     arr = np.array(out, dtype=np.uint8).reshape(n, 3)
@@ -129,8 +130,8 @@ def _palette(n: int) -> np.ndarray:
 def palette(n: int) -> np.ndarray:
     """``n`` distinct colours, each visible over photos: ``(n, 3) uint8`` RGB, row ``i`` for label ``i``.
 
-    The first 9 are :data:`TAB10`; the others have golden-ratio-spaced hues with saturation >= 0.55
-    and value in [0.65, 0.95] (never black, white or grey). Label 0, usually the one people care
+    The first 9 are :data:`TAB10`; the others have golden-ratio-spaced hues with saturation >= 0.55,
+    value in [0.65, 0.95] and luma in [0.15, 0.78] (never black, white or grey). Label 0, usually the one people care
     about most, is blue rather than the black of the VOC palette (:func:`voc_palette`).
 
     Args:

@@ -1,0 +1,268 @@
+"""Gradio web demo: upload an image, type labels, get a segmentation (``lseg demo``).
+
+:func:`build_demo` returns a ``gr.Blocks`` without launching it; :class:`SegmentDemo` holds the logic
+and can be called without Gradio (the tests do). Layout: image upload + labels textbox + Segment
+button -> ``gr.AnnotatedImage`` (overlay, legend, per-class masks highlighted on hover; colours from
+:func:`lseg.viz.palette`), a downloadable label-map PNG, and a status line that shows errors (bad
+labels, oversized or unreadable images) in words.
+
+>>> demo = build_demo(lseg.LSegPredictor(lseg.load_model("lseg-demo/")))   # doctest: +SKIP
+>>> demo.launch(server_name="127.0.0.1")                                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from lseg.errors import ImageLoadError, LabelError
+from lseg.io import load_image
+from lseg.labels import parse_labels
+from lseg.viz import hex_colors, save_label_map
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+    from lseg.inference import LSegPredictor
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_LABELS = "dog, grass, sky, other"
+EXAMPLE_LABELS = [
+    "dog, grass, sky, other",
+    "person, car, road, building, tree, sky, other",
+    "cat, sofa, floor, wall, window, other",
+]
+#: Opacity of the colour masks over the photo (Gradio uses the mask value as alpha).
+MASK_OPACITY = 0.6
+#: Most recent label-map files kept on disk (older ones are deleted; Gradio keeps its own copies).
+_KEEP_FILES = 32
+
+
+@dataclass
+class DemoOutput:
+    """One segmentation as the demo shows it.
+
+    Attributes:
+        ok: ``False`` if the input was refused (``status`` says why).
+        status: Markdown status line (the error message when ``ok`` is ``False``).
+        image: (h, w, 3) uint8 display image (the input, downscaled to ``max_display_side``).
+        masks: ``(mask, label)`` per label present: (h, w) float32, :data:`MASK_OPACITY` where the
+            label wins, else 0 (Gradio draws the value as the colour's opacity).
+        color_map: ``{label: "#rrggbb"}`` for every label (palette order).
+        label_png: full-resolution label map PNG (palette mode; pixel value = label index; the labels
+            are also stored in its ``lseg:labels`` text chunk as JSON).
+        shares: fraction of pixels per label.
+    """
+
+    ok: bool
+    status: str
+    image: np.ndarray | None = None
+    masks: list[tuple[np.ndarray, str]] = field(default_factory=list)
+    color_map: dict[str, str] = field(default_factory=dict)
+    label_png: Path | None = None
+    shares: dict[str, float] = field(default_factory=dict)
+
+
+class SegmentDemo:
+    """The demo's logic: validate inputs, segment, prepare the outputs.
+
+    Args:
+        predictor: runs the model (not thread-safe: the demo queue runs one request at a time).
+        max_upload_mb: larger files are refused with a message.
+        max_labels: longer label lists are refused with a message.
+        max_pixels: larger images (width x height) are refused with a message.
+        max_display_side: the annotated image is downscaled to this long side (the label-map PNG
+            keeps the full resolution).
+        out_dir: where label-map PNGs are written (default: a new temporary folder).
+    """
+
+    def __init__(
+        self,
+        predictor: LSegPredictor,
+        *,
+        max_upload_mb: float = 20.0,
+        max_labels: int = 64,
+        max_pixels: int = 40_000_000,
+        max_display_side: int = 1024,
+        out_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.predictor = predictor
+        self.max_upload_mb = max_upload_mb
+        self.max_labels = max_labels
+        self.max_pixels = max_pixels
+        self.max_display_side = max_display_side
+        self.out_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="lseg-demo-"))
+        self._recent: deque[Path] = deque()
+
+    def run(self, image: str | os.PathLike[str] | None, labels: str | None) -> DemoOutput:
+        """Segment the image file ``image`` with the comma-separated ``labels``."""
+        if image is None:
+            return _error("Upload an image first.")
+        path = Path(image)
+        try:
+            size_mb = path.stat().st_size / 2**20
+        except OSError as e:
+            return _error(f"Cannot read the uploaded file: {e.strerror or e}.")
+        if size_mb > self.max_upload_mb:
+            return _error(f"The image is {size_mb:.1f} MB; this demo accepts files up to "
+                          f"{self.max_upload_mb:g} MB. Use a smaller image.")
+        try:
+            label_list = parse_labels(labels or "")
+        except LabelError as e:
+            return _error(f"Bad labels: {e}")
+        if len(label_list) > self.max_labels:
+            return _error(f"{len(label_list)} labels given; this demo accepts at most {self.max_labels}.")
+        try:
+            rgb = load_image(path, max_pixels=self.max_pixels)
+        except ImageLoadError as e:
+            return _error(f"Cannot use this image: {e}")
+        start = time.perf_counter()
+        result = self.predictor.segment(rgb, label_list)
+        seconds = time.perf_counter() - start
+        label_map = result.label_map
+        shares = result.scores()
+        color_map = dict(zip(label_list, hex_colors(len(label_list)), strict=True))
+        disp_image, disp_map = self._display(rgb, label_map)
+        masks = [
+            ((disp_map == i).astype(np.float32) * np.float32(MASK_OPACITY), lb)
+            for i, lb in enumerate(label_list) if shares[lb] > 0
+        ]
+        png = self._write_label_png(label_map, label_list, path.stem)
+        ranked = sorted(shares.items(), key=lambda kv: -kv[1])
+        listing = " · ".join(f"{lb} {share:.0%}" for lb, share in ranked if share > 0)
+        h, w = label_map.shape
+        status = f"Segmented a {w}x{h} image into {len(label_list)} labels in {seconds:.2f} s: {listing}"
+        return DemoOutput(True, status, disp_image, masks, color_map, png, shares)
+
+    def _display(self, rgb: np.ndarray, label_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        h, w = label_map.shape
+        scale = self.max_display_side / max(h, w)
+        if scale >= 1:
+            return rgb, label_map
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        small = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+        # Nearest-neighbour sampling of the label map (class ids must not be blended).
+        ys = np.minimum((np.arange(size[1]) + 0.5) * h / size[1], h - 1).astype(np.int64)
+        xs = np.minimum((np.arange(size[0]) + 0.5) * w / size[0], w - 1).astype(np.int64)
+        return small, label_map[ys[:, None], xs[None, :]]
+
+    def _write_label_png(self, label_map: np.ndarray, labels: list[str], stem: str) -> Path:
+        folder = self.out_dir / uuid.uuid4().hex[:12]
+        target = save_label_map(folder / f"{_safe_name(stem)}_labels.png", label_map, labels)
+        self._recent.append(folder)
+        while len(self._recent) > _KEEP_FILES:
+            shutil.rmtree(self._recent.popleft(), ignore_errors=True)
+        return target
+
+    def callback(self, image: str | None, labels: str | None) -> tuple[dict[str, Any], str | None, str]:
+        """The Gradio event handler: (annotated image update, label-map file, status Markdown)."""
+        import gradio as gr
+
+        out = self.run(image, labels)
+        if not out.ok:  # the same word in the toast and the status line
+            gr.Warning(out.status, title="Error")
+            return gr.update(value=None), None, f"**Error:** {out.status}"
+        annotated = (out.image, out.masks)
+        return gr.update(value=annotated, color_map=out.color_map), str(out.label_png), out.status
+
+
+def _error(message: str) -> DemoOutput:
+    return DemoOutput(False, message)
+
+
+def _safe_name(stem: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:80].strip("._")
+    return cleaned or "image"
+
+
+def build_demo(
+    predictor: LSegPredictor,
+    *,
+    max_upload_mb: float = 20.0,
+    max_labels: int = 64,
+    max_pixels: int = 40_000_000,
+    banner: str | None = None,
+    title: str = "LSeg: language-driven semantic segmentation",
+) -> gr.Blocks:
+    """The demo as a ``gr.Blocks`` (not launched). ``banner`` is shown above the inputs (e.g. a
+    random-weights warning). Launch with :func:`launch_demo` to also enforce ``max_upload_mb`` at upload."""
+    import gradio as gr
+
+    app = SegmentDemo(predictor, max_upload_mb=max_upload_mb, max_labels=max_labels, max_pixels=max_pixels)
+    with gr.Blocks(title=title) as demo:
+        gr.Markdown(f"# {title}\nUpload an image, list the labels to look for (comma-separated; include a "
+                    "catch-all such as `other`), and press **Segment**. Every pixel gets the label whose "
+                    "text embedding is closest to its pixel embedding.")
+        if banner:
+            gr.Markdown(f"> **{banner}**", elem_id="lseg-banner")
+        with gr.Row():
+            with gr.Column():
+                image = _upload_component()(label="Image", type="filepath", image_mode=None,
+                                            sources=["upload", "clipboard"], elem_id="lseg-image")
+                labels = gr.Textbox(label="Labels", value=DEFAULT_LABELS, lines=2, max_lines=6,
+                                    placeholder="dog, grass, sky, other", elem_id="lseg-labels")
+                button = gr.Button("Segment", variant="primary", elem_id="lseg-segment")
+                gr.Examples(examples=[[lb] for lb in EXAMPLE_LABELS], inputs=[labels], label="Label sets")
+            with gr.Column():
+                annotated = gr.AnnotatedImage(label="Segmentation", show_legend=True, format="png",
+                                              elem_id="lseg-result")
+                status = gr.Markdown("", elem_id="lseg-status")
+                label_file = gr.File(label="Label map (PNG; pixel value = label index)", elem_id="lseg-file")
+        inputs = [image, labels]
+        outputs = [annotated, label_file, status]
+        button.click(app.callback, inputs=inputs, outputs=outputs, api_name="segment")
+        labels.submit(app.callback, inputs=inputs, outputs=outputs)
+    demo.queue(default_concurrency_limit=1)  # one model, CPU-bound: one request at a time
+    return demo
+
+
+def _upload_component() -> type:
+    """``gr.Image`` that hands any uploaded file to the demo, which says what is wrong with one it
+    cannot read (Gradio's own check fails with a bare "Error" badge and no message)."""
+    import gradio as gr
+from gradio.events import Dependency
+
+    class Upload(gr.Image):
+        def preprocess(self, payload: Any) -> Any:
+            try:
+                return super().preprocess(payload)
+            except Exception:  # noqa: BLE001 - any undecodable upload: SegmentDemo.run reports it
+                return getattr(payload, "path", None)
+
+    return Upload
+
+
+#: Frontend strings Gradio leaves untranslated (its status tracker shows the raw key).
+_I18N = {"en": {"common.complete": "Complete", "common.error": "Error"}}
+
+
+def launch_demo(
+    demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860, max_upload_mb: float = 20.0,
+    **kwargs: Any,
+) -> Any:
+    """``demo.launch`` bound to ``host`` (loopback by default) with Gradio's upload limit set."""
+    import gradio as gr
+
+    # quiet: Gradio's banner suggests `share=True` in `launch()`, which a CLI user cannot set; the
+    # address is printed here instead.
+    kwargs.setdefault("quiet", True)
+    kwargs.setdefault("i18n", gr.I18n(**_I18N))
+    block = not kwargs.pop("prevent_thread_lock", False)
+    result = demo.launch(server_name=host, server_port=port, max_file_size=f"{max_upload_mb:g}mb",
+                         prevent_thread_lock=True, **kwargs)
+    print(f"lseg demo: serving on {demo.local_url} (Ctrl+C to stop)", flush=True)
+    if block:
+        demo.block_thread()
+    return result
