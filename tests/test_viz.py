@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lseg import viz
 from lseg.io import load_image, save_png
 from lseg.viz import (
-    voc_palette,
     VIRIDIS_ANCHORS,
     colorize,
     colorize_rgb,
@@ -21,6 +19,7 @@ from lseg.viz import (
     overlay,
     palette,
     pca_rgb,
+    voc_palette,
 )
 
 RNG = np.random.default_rng(7)

@@ -209,8 +209,8 @@ def build_demo(
             gr.Markdown(f"> **{banner}**", elem_id="lseg-banner")
         with gr.Row():
             with gr.Column():
-                image = _upload_component()(label="Image", type="filepath", image_mode=None,
-                                            sources=["upload", "clipboard"], elem_id="lseg-image")
+                image = lenient_upload(gr.Image(label="Image", type="filepath", image_mode=None,
+                                                sources=["upload", "clipboard"], elem_id="lseg-image"))
                 labels = gr.Textbox(label="Labels", value=DEFAULT_LABELS, lines=2, max_lines=6,
                                     placeholder="dog, grass, sky, other", elem_id="lseg-labels")
                 button = gr.Button("Segment", variant="primary", elem_id="lseg-segment")
@@ -228,19 +228,20 @@ def build_demo(
     return demo
 
 
-def _upload_component() -> type:
-    """``gr.Image`` that hands any uploaded file to the demo, which says what is wrong with one it
-    cannot read (Gradio's own check fails with a bare "Error" badge and no message)."""
-    import gradio as gr
+def lenient_upload(component: Any) -> Any:
+    """Make a ``gr.Image`` hand any uploaded file to the demo, which says what is wrong with one it
+    cannot read (Gradio's own check fails with a bare "Error" badge and no message). Patched on the
+    instance: a subclass would make Gradio write a ``.pyi`` stub into this package."""
+    original = component.preprocess
 
-    class Upload(gr.Image):
-        def preprocess(self, payload: Any) -> Any:
-            try:
-                return super().preprocess(payload)
-            except Exception:  # noqa: BLE001 - any undecodable upload: SegmentDemo.run reports it
-                return getattr(payload, "path", None)
+    def preprocess(payload: Any) -> Any:
+        try:
+            return original(payload)
+        except Exception:  # noqa: BLE001 - any undecodable upload: SegmentDemo.run reports it
+            return getattr(payload, "path", None)
 
-    return Upload
+    component.preprocess = preprocess
+    return component
 
 
 #: Frontend strings Gradio leaves untranslated (its status tracker shows the raw key).

@@ -120,7 +120,7 @@ def test_build_demo_is_importable_without_launching(predictor: lseg.LSegPredicto
     demo = build_demo(predictor, max_upload_mb=5, max_labels=8, banner="Random weights")
     assert isinstance(demo, gr.Blocks)
     kinds = {type(b).__name__ for b in demo.blocks.values()}
-    assert {"Upload", "Textbox", "Button", "AnnotatedImage", "File", "Markdown"} <= kinds
+    assert {"Image", "Textbox", "Button", "AnnotatedImage", "File", "Markdown"} <= kinds
 
 
 def test_loopback_detection() -> None:
