@@ -202,9 +202,10 @@ def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], repor
     """Whether the outputs ``targets`` of one input (recorded in ``record``) must be written.
 
     ``done``: the record has this recipe and every target exists (skip; counted in ``report``).
-    ``redo``: outputs exist but were made with another recipe (or without a record, or
-    ``overwrite``): the old record's outputs that the new recipe does not write are deleted now, so
-    nothing stale stays next to the new ones. ``new``: nothing there yet.
+    ``redo``: the outputs were made with another recipe (or ``overwrite``): the old record's outputs
+    that the new recipe does not write are deleted now, so nothing stale stays next to the new ones.
+    ``new``: no record yet (nothing there, or what a killed run left before writing its record), or
+    the same recipe with an output missing.
     """
     old = _read_record(record)
     same = old is not None and old.get("digest") == _digest(recipe)
@@ -213,7 +214,7 @@ def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], repor
             report.skipped.append(targets[0])
             return "done"
         return "new"  # same recipe, an output missing (deleted, or not asked for before): write it
-    if old is None and not any(t.exists() for t in targets):
+    if old is None:  # nothing there, or the outputs of a run killed before its record: write them
         return "new"
     if old is not None:
         old_recipe = old.get("recipe") or {}
@@ -225,8 +226,6 @@ def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], repor
                     (record.parent / name).unlink()
     if overwrite:
         report.changed.add("--overwrite")
-    elif old is None:
-        report.changed.add("no record")
     return "redo"
 
 

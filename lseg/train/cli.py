@@ -28,7 +28,7 @@ __all__ = ["register"]
 
 #: Short names for the most used fields.
 _ALIASES = {"lr": "base_lr", "checkpoint": "init_checkpoint", "accumulate": "accumulate_grad_batches",
-            "out": "out_dir"}
+            "out": "out_dir", "device": "accelerator"}
 
 
 def _type_name(tp: Any) -> str:
