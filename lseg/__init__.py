@@ -7,28 +7,43 @@ Public API::
     predictor = lseg.LSegPredictor(model)
     result = predictor.segment("photo.jpg", "dog, grass, sky, other")
     result.label_map, result.probs
+
+The names below are imported on first use (PEP 562), so ``import lseg`` and ``lseg --help`` do not
+pay for importing torch.
 """
 
-from lseg.checkpoints import (
-    convert_official_state_dict,
-    create_model,
-    load_model,
-    read_state_dict,
-    save_pretrained,
-)
-from lseg.errors import (
-    CheckpointError,
-    ConfigError,
-    ImageLoadError,
-    LabelError,
-    LSegError,
-    WeightsDownloadError,
-)
-from lseg.inference import ImageEmbedding, LSegPredictor, MultiScaleConfig, SegmentationResult
-from lseg.models import LSeg, LSegConfig, TextEncoderConfig, ViTConfig, get_config, list_models
-from lseg.weights import list_pretrained
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+#: public name -> module that defines it
+_EXPORTS = {
+    "convert_official_state_dict": "lseg.checkpoints",
+    "create_model": "lseg.checkpoints",
+    "load_model": "lseg.checkpoints",
+    "read_state_dict": "lseg.checkpoints",
+    "save_pretrained": "lseg.checkpoints",
+    "CheckpointError": "lseg.errors",
+    "ConfigError": "lseg.errors",
+    "ImageLoadError": "lseg.errors",
+    "LabelError": "lseg.errors",
+    "LSegError": "lseg.errors",
+    "WeightsDownloadError": "lseg.errors",
+    "ImageEmbedding": "lseg.inference",
+    "LSegPredictor": "lseg.inference",
+    "MultiScaleConfig": "lseg.inference",
+    "SegmentationResult": "lseg.inference",
+    "LSeg": "lseg.models",
+    "LSegConfig": "lseg.models",
+    "TextEncoderConfig": "lseg.models",
+    "ViTConfig": "lseg.models",
+    "get_config": "lseg.models",
+    "list_models": "lseg.models",
+    "list_pretrained": "lseg.weights",
+}
 
 __all__ = [
     "CheckpointError",
@@ -54,3 +69,37 @@ __all__ = [
     "read_state_dict",
     "save_pretrained",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lseg' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports them
+    from lseg.checkpoints import (
+        convert_official_state_dict,
+        create_model,
+        load_model,
+        read_state_dict,
+        save_pretrained,
+    )
+    from lseg.errors import (
+        CheckpointError,
+        ConfigError,
+        ImageLoadError,
+        LabelError,
+        LSegError,
+        WeightsDownloadError,
+    )
+    from lseg.inference import ImageEmbedding, LSegPredictor, MultiScaleConfig, SegmentationResult
+    from lseg.models import LSeg, LSegConfig, TextEncoderConfig, ViTConfig, get_config, list_models
+    from lseg.weights import list_pretrained

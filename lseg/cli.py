@@ -8,13 +8,16 @@ written atomically, so an interrupted run leaves no half-written files and can s
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 from lseg.errors import LSegError
 
@@ -25,7 +28,46 @@ _logger = logging.getLogger("lseg")
 EXTENSIONS = ("lseg.train.cli", "lseg.eval.cli", "lseg.app.cli", "lseg.export.cli")
 
 
+# ---------------------------------------------------------------------------- parser conventions
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written (plain text, no reST); every option shows its default, if it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "%(default)" in text or default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        return f"{text} (default: {shown})" if text else f"(default: {shown})"
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``argparse`` parser whose usage errors are one line (``error: ...``, exit code 2), as
+    every other lseg error, and whose sub-commands share its help formatter."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def plain_doc(text: str | None) -> str:
+    """A reST docstring as plain help text: ``code`` -> code, :role:`x` -> x, ``Examples::`` -> ``Examples:``."""
+    text = text or ""
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    text = re.sub(r"``([^`]+)``", r"\1", text)
+    return re.sub(r"::\n", ":\n", text).strip() + "\n"
+
+
 # ---------------------------------------------------------------------------- shared options
+
+#: The seed of ``--random-weights`` models: the same command gives the same network every time
+#: (a resumed batch job must not mix two random networks).
+RANDOM_WEIGHTS_SEED = 0
+
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True, pretrained_default: bool = False) -> None:
     """``--checkpoint`` / ``--random-weights`` / ``--device`` (shared by every model command).
@@ -35,17 +77,18 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True, pretrained
     """
     from lseg.weights import DEFAULT
 
-    g = p.add_mutually_exclusive_group(required=required and not pretrained_default)
     default = f" (default: the released weights {DEFAULT})" if pretrained_default else ""
+    g = p.add_mutually_exclusive_group(required=required and not pretrained_default)
     g.add_argument("--checkpoint", "-c",
                    help="released weights name (lseg weights list), lseg folder, .safetensors, official "
                    f"lang-seg .ckpt, or Hub repo id owner/name{default}")
     g.add_argument(
         "--random-weights", metavar="MODEL",
-        help="use a randomly initialised registered model (output is noise; for trying the tool)",
+        help="use a randomly initialised registered model, e.g. lseg_tiny_test (seeded: the same network "
+        "every run; the output is noise; for trying the tool)",
     )
     p.set_defaults(pretrained_default=pretrained_default)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available, else cpu)")
     p.add_argument("--arch-option", type=int, choices=(1, 2), default=None,
                    help="official checkpoints with a spatial block: 1 bottleneck, 2 depthwise")
     p.add_argument("--block-depth", type=int, default=None, help="with --arch-option")
@@ -61,7 +104,9 @@ def load_model_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-d
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if getattr(args, "random_weights", None):
         _logger.warning("using random weights for %s: the output is noise", args.random_weights)
-        model = create_model(args.random_weights)
+        with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG state
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            model = create_model(args.random_weights)
     else:
         checkpoint = args.checkpoint
         if checkpoint is None and getattr(args, "pretrained_default", False):
@@ -80,24 +125,31 @@ def load_model_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-d
 
 def add_predictor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=480, help="long side of the working resolution (0: native)")
-    p.add_argument("--crop-size", type=int, default=480, help="sliding-window size above --size")
-    p.add_argument("--stride", type=int, default=320, help="sliding-window stride")
+    p.add_argument("--crop-size", type=int, default=480, help="sliding-window size above --size (>= 32)")
+    p.add_argument("--stride", type=int, default=320, help="sliding-window stride (1 to --crop-size)")
     p.add_argument("--template", action="append", default=None,
-                   help="prompt template with {} (repeatable; default: the raw label, as the reference)")
+                   help='prompt template with one {}, e.g. "a photo of a {}." (repeatable: averaged; '
+                   "default: the raw label, as the reference)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                   help="image path precision (default auto: bf16 on CPUs with AMX/AVX512-BF16 and on recent "
+                   help="image path precision (auto: bf16 on CPUs with AMX/AVX512-BF16 and on recent "
                    "GPUs, fp16 on older GPUs, else fp32; text and similarity always fp32)")
     p.add_argument("--batch-size", type=int, default=4,
-                   help="images per forward (images of equal working size are batched; default 4)")
+                   help="images per forward (images of equal working size are batched)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the image path (GPU; the first batch takes a minute)")
+
+
+def add_labels_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--labels", "-l", help='comma-separated labels, e.g. "dog, grass, other"')
+    g.add_argument("--labels-file", metavar="FILE",
+                   help="UTF-8 text file of labels separated by line breaks or commas (blank lines and "
+                   "lines starting with # are ignored)")
 
 
 def make_predictor(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from lseg.inference import LSegPredictor
 
-    if args.batch_size < 1:
-        raise LSegError(f"--batch-size must be >= 1, got {args.batch_size}")
     model = load_model_from_args(args)
     predictor = LSegPredictor(
         model, size=args.size or None, crop_size=args.crop_size, stride=args.stride,
@@ -108,59 +160,191 @@ def make_predictor(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return predictor
 
 
+# ---------------------------------------------------------------------------- validation
+
+#: Commands whose ``--out`` / ``out`` is a folder (for ``eval`` it is a JSON file).
+_OUT_IS_FOLDER = ("segment", "features", "convert", "export")
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Check every option a command has, by name, before any model or file work: each bad value is
+    an :class:`LSegError` (``error: ...``, exit code 2) naming the option and what to give instead.
+    ``--labels`` / ``--labels-file`` are parsed here into ``args.labels`` (a list)."""
+    get = functools.partial(getattr, args)
+    if get("device", None) is not None:
+        check_device(args.device)
+    for name, low, what in (("size", 0, "0 (native) or a positive number of pixels"),
+                            ("crop_size", 32, "at least 32 pixels"), ("stride", 1, "at least 1"),
+                            ("batch_size", 1, "at least 1"), ("max_labels", 1, "at least 1"),
+                            ("every_n", 1, "at least 1"), ("base_size", 32, "at least 32 pixels"),
+                            ("fewshot_size", 32, "at least 32 pixels"), ("repeats", 1, "at least 1"),
+                            ("num_workers", 0, "0 or more"), ("max_samples", 1, "at least 1")):
+        value = get(name, None)
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not v >= low:
+                raise LSegError(f"--{name.replace('_', '-')} must be {what}, got {v}")
+    if get("stride", None) is not None and get("crop_size", None) is not None and args.stride > args.crop_size:
+        raise LSegError(f"--stride ({args.stride}) must not exceed --crop-size ({args.crop_size}): windows would "
+                        "leave gaps")
+    for name in ("alpha", "stride_rate"):
+        value = get(name, None)
+        if value is not None and not (0 <= value <= 1 and (name == "alpha" or value > 0)):
+            raise LSegError(f"--{name.replace('_', '-')} must be in {'[0, 1]' if name == 'alpha' else '(0, 1]'}, "
+                            f"got {value}")
+    for name in ("fps", "max_upload_mb"):
+        value = get(name, None)
+        if value is not None and not value > 0:
+            raise LSegError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if get("port", None) is not None and not 0 <= args.port <= 65535:
+        raise LSegError(f"--port must be in 0..65535 (0: any free port), got {args.port}")
+    templates = [t for t in get("template", None) or [] if not (t == "default" and args.command == "eval")]
+    if templates:
+        from lseg.labels import validate_templates
+
+        try:
+            validate_templates(templates)
+        except LSegError as e:
+            raise LSegError(f"--template: {e}") from None
+    if get("resolution", None) is not None:
+        from lseg.features import parse_resolution
+
+        parse_resolution(args.resolution)
+    if get("shard", None):
+        from lseg.features import parse_shard
+
+        parse_shard(args.shard)
+    out = get("out", None)
+    if isinstance(out, str) and args.command in _OUT_IS_FOLDER and Path(out).exists() and not Path(out).is_dir():
+        raise LSegError(f"--out {out} is a file, not a folder: give a folder (it is created if needed)")
+    if get("random_weights", None):
+        from lseg.models import get_config
+
+        try:
+            get_config(args.random_weights)
+        except LSegError as e:
+            raise LSegError(f"--random-weights: {e}") from None
+    if get("labels_file", None) is not None or isinstance(get("labels", None), str):
+        args.labels = read_labels_arg(get("labels", None), get("labels_file", None))
+
+
+def check_device(device: str) -> None:
+    """``cpu``, ``cuda``, ``cuda:N`` (or ``mps``) that this machine has; one line otherwise."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise LSegError(f"--device {device!r} is not a device: use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this PyTorch has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise LSegError(f"--device {device}: {why} on this machine; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise LSegError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s) "
+                            f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise LSegError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+    elif dev.type != "cpu":
+        raise LSegError(f"--device {device!r} is not supported: use cpu, cuda or cuda:N")
+
+
+def read_labels_arg(labels: str | None, labels_file: str | None) -> list[str]:
+    """The labels of ``--labels`` or ``--labels-file`` (parsed and checked: :func:`lseg.labels.parse_labels`)."""
+    from lseg.labels import parse_labels
+
+    if labels_file is not None:
+        path = Path(labels_file).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except FileNotFoundError:
+            raise LSegError(f"--labels-file {path}: no such file") from None
+        except UnicodeDecodeError:
+            raise LSegError(f"--labels-file {path} is not UTF-8 text") from None
+        except OSError as e:
+            raise LSegError(f"--labels-file {path}: {e.strerror or e}") from None
+        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        parsed = parse_labels("\n".join(lines)) if lines else parse_labels("")
+        source = f"--labels-file {path}"
+    else:
+        assert labels is not None
+        parsed = parse_labels(labels)
+        source = "--labels"
+        if len(parsed) == 1 and (Path(parsed[0]).expanduser().is_file() or
+                                 Path(parsed[0]).suffix.lower() in (".txt", ".csv", ".json")):
+            raise LSegError(f"--labels {parsed[0]!r} looks like a file name: to read labels from a file use "
+                            f"--labels-file {parsed[0]}")
+    if len(parsed) == 1:
+        print(f"warning: {source} gives one label ({parsed[0]!r}): every pixel gets it; add the others and "
+              "a catch-all such as 'other'", file=sys.stderr)
+    return parsed
+
+
 # ---------------------------------------------------------------------------- segment
 
 def _cmd_segment(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from lseg.features import BatchReport, check_unique_outputs, collect_inputs
-    from lseg.io import atomic_write, load_image, remove_stale_temp_files, save_png
-    from lseg.labels import parse_labels
+    from lseg.batch import (
+        BatchReport,
+        check_unique_outputs,
+        collect_inputs,
+        finish,
+        model_identity,
+        plan,
+        write_record,
+    )
+    from lseg.io import IMAGE_EXTENSIONS, atomic_write, load_image, remove_stale_temp_files
     from lseg.loader import prepared_batches
-    from lseg.viz import heatmaps, overlay, palette
+    from lseg.viz import heatmaps, hex_colors, overlay, save_label_map
 
-    labels = parse_labels(args.labels)
+    labels: list[str] = args.labels
     if len(labels) > 65536:
         raise LSegError(f"{len(labels)} labels: label maps are written as 16-bit PNGs, at most 65536 labels")
-    pairs = collect_inputs(args.images)
-    check_unique_outputs(pairs, "_labels.png")
     out = Path(args.out)
+    pairs = collect_inputs(args.images, IMAGE_EXTENSIONS, out=out)
+    check_unique_outputs(pairs, "_labels.png")
     remove_stale_temp_files(out)  # hidden temp files of a killed earlier run
     predictor = make_predictor(args)
+    recipe = {
+        "labels": labels, "templates": list(predictor.templates or []), "size": predictor.size,
+        "crop_size": predictor.crop_size, "stride": predictor.stride, "precision": predictor.precision,
+        "multiscale": bool(args.multiscale), "alpha": args.alpha,
+        "model": model_identity(args.checkpoint, args.random_weights, RANDOM_WEIGHTS_SEED),
+    }
     report = BatchReport()
-    todo: list[tuple[Path, list[Path], list[Path]]] = []
+    todo: list[tuple[Path, list[Path], Path, str]] = []
     for src, stem in pairs:
         base = out / stem
         targets = [base.with_name(base.name + "_labels.png"), base.with_name(base.name + "_overlay.png")]
         if args.scores:
             targets.append(base.with_name(base.name + "_scores.npz"))
-        heat_targets = [base.with_name(f"{base.name}_heat_{i:02d}_{_safe(lb)}.png") for i, lb in enumerate(labels)]
         if args.heatmaps:
-            targets += heat_targets
-        if not args.overwrite and all(t.exists() for t in targets):
-            report.skipped.append(targets[0])
-        else:
-            todo.append((src, targets, heat_targets))
+            targets += [base.with_name(f"{base.name}_heat_{i:02d}_{_safe(lb)}.png") for i, lb in enumerate(labels)]
+        record = base.with_name(base.name + "_labels.json")
+        status = plan(targets, record, recipe, report, overwrite=args.overwrite)
+        if status != "done":
+            todo.append((src, targets, record, status))
 
-    def write(src: Path, targets: list[Path], heat_targets: list[Path], result) -> None:  # type: ignore[no-untyped-def]
+    def write(src: Path, targets: list[Path], record: Path, status: str, result) -> None:  # type: ignore[no-untyped-def]
         image = load_image(src)  # full resolution for the overlay (the loader kept only the resized copy)
         lm = result.label_map
-        if len(labels) <= 256:
-            save_png(targets[0], lm.astype(np.uint8), palette=palette(len(labels)))
-        else:
-            save_png(targets[0], lm.astype(np.uint16))
+        save_label_map(targets[0], lm, labels)
         if args.scores or args.heatmaps:
             probs = result.probs
         if args.scores:
             half = probs.astype(np.float16)
             atomic_write(targets[2], lambda p, pr=half: _save_npz(p, probs=pr, labels=np.array(labels)))
         if args.heatmaps:
-            for target, heat in zip(heat_targets, heatmaps(probs, labels, image).values()):
+            heat_targets = targets[3 if args.scores else 2:]
+            for target, heat in zip(heat_targets, heatmaps(probs, labels, image, annotate=True).values()):
                 atomic_write(target, lambda p, im=heat: im.save(p, format="PNG"))
         picture = overlay(image, lm, labels, alpha=args.alpha)
         atomic_write(targets[1], lambda p, im=picture: im.save(p, format="PNG"))
-        report.written.append(targets[0])
+        write_record(record, "segment", src, recipe, targets, labels=labels, colors=hex_colors(min(len(labels), 65536)),
+                     shares=result.scores())
+        finish(report, targets[0], status)  # type: ignore[arg-type]
 
     def fail(src: Path, e: str) -> None:
         print(f"warning: skipping {src}: {e}", file=sys.stderr)
@@ -168,9 +352,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
     progress = tqdm(total=len(todo), desc="segment", unit="img", disable=args.quiet)
     if args.multiscale:  # the reference evaluator: one image at a time
-        for src, targets, heat_targets in todo:
+        for src, targets, record, status in todo:
             try:
-                write(src, targets, heat_targets, predictor.segment(load_image(src), labels, multiscale=True))
+                write(src, targets, record, status, predictor.segment(load_image(src), labels, multiscale=True))
             except LSegError as e:
                 fail(src, str(e))
             progress.update()
@@ -182,9 +366,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             good = [item for item in batch if item.image is not None]
             results = predictor.segment_batch([item.image for item in good], labels) if good else []
             for item, result in zip(good, results):
-                src, targets, heat_targets = todo[item.index]
+                src, targets, record, status = todo[item.index]
                 try:
-                    write(src, targets, heat_targets, result)
+                    write(src, targets, record, status, result)
                 except LSegError as e:
                     fail(src, str(e))
             progress.update(len(batch))
@@ -214,6 +398,7 @@ def _finish(report, what: str) -> int:  # type: ignore[no-untyped-def]
 # ---------------------------------------------------------------------------- features
 
 def _cmd_features(args: argparse.Namespace) -> int:
+    from lseg.batch import model_identity
     from lseg.features import combine_shards, export_features, parse_resolution, parse_shard, torchrun_rank
 
     resolution = parse_resolution(args.resolution) if args.resolution else None  # fail before loading the model
@@ -235,7 +420,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
     report = export_features(
         predictor, args.inputs, args.out, dtype=args.dtype, overwrite=args.overwrite, progress=not args.quiet,
         resolution=resolution or "half", pca=args.pca, fps=args.fps, every_n=args.every_n, shard=(part, parts),
-        write_manifest=rank == 0,
+        write_manifest=rank == 0, model_id=model_identity(args.checkpoint, args.random_weights, RANDOM_WEIGHTS_SEED),
     )
     return _finish(report, "features" if parts == 1 else f"features (part {part + 1}/{parts})")
 
@@ -454,21 +639,30 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lseg", description="Language-driven semantic segmentation (LSeg).")
+    from lseg import __version__
+
+    parser = Parser(prog="lseg", description="Language-driven semantic segmentation (LSeg).")
+    parser.add_argument("--version", action="version", version=f"lseg {__version__}")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging and full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("segment", help="segment images with any labels")
-    p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("--labels", "-l", required=True, help='comma-separated labels, e.g. "dog,grass,other"')
-    p.add_argument("--out", "-o", default="lseg-output", help="output folder (default: lseg-output)")
+    p = sub.add_parser(
+        "segment", help="segment images with any labels",
+        description="Writes OUT/<stem>_labels.png (pixel value = label index; label names in its lseg:labels "
+        "text chunk), <stem>_labels.json (label names and colours, and the settings that made the outputs), "
+        "<stem>_overlay.png (photo, colours, legend) and optionally scores and heatmaps. A re-run skips "
+        "images done with the same settings and redoes those whose settings changed.",
+    )
+    p.add_argument("images", nargs="+", help="image files or folders (the output folder inside them is skipped)")
+    add_labels_args(p)
+    p.add_argument("--out", "-o", default="lseg-output", help="output folder")
     p.add_argument("--scores", action="store_true", help="also write per-label probabilities (.npz, fp16)")
     p.add_argument("--heatmaps", action="store_true",
-                   help="also write one probability heatmap per label over the image "
-                   "(<stem>_heat_<index>_<label>.png)")
+                   help="also write one probability heatmap per label over the image, with its name and a "
+                   "colour bar (<stem>_heat_<index>_<label>.png)")
     p.add_argument("--multiscale", action="store_true", help="reference multi-scale + flip evaluation (slow)")
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
-    p.add_argument("--overwrite", action="store_true", help="redo images whose outputs exist")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity, 0 to 1")
+    p.add_argument("--overwrite", action="store_true", help="redo every image, even those already done")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     add_model_args(p, pretrained_default=True)
     add_predictor_args(p)
@@ -482,7 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", help="image / video files or folders")
     p.add_argument("--out", "-o", required=True, help="output folder")
-    p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    p.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="stored dtype")
     p.add_argument("--resolution", default=None, metavar="half|input|original|HxW",
                    help="half: the network's output (default; with --format store: the preset's own); input: "
                    "the working size; original: the image's size; HxW: that size (upsampled bilinearly and "
@@ -493,8 +687,8 @@ def build_parser() -> argparse.ArgumentParser:
     frames.add_argument("--every-n", type=int, default=None, help="videos: every n-th frame")
     p.add_argument("--shard", default=None, metavar="k/M",
                    help="do only inputs i with i %% M == k (split a collection across machines)")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--quiet", "-q", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="redo every input, even those already done")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     g = p.add_argument_group("feature store (--format store; lseg.features.store)")
     g.add_argument("--format", choices=("npy", "store"), default="npy",
                    help="npy: one .npy per image/frame (default); store: one self-describing store "
@@ -568,7 +762,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("names", nargs="+", metavar="NAME", help="released weights names, or all")
     w.add_argument("--force", action="store_true", help="discard the cached files and download again")
     w = wsub.add_parser("path", help="print the cached lseg folder of NAME (for scripts)")
-    w.add_argument("name", metavar="NAME")
+    w.add_argument("name", metavar="NAME", help="released weights name")
     p.set_defaults(func=_cmd_weights)
 
     p = sub.add_parser(
@@ -581,9 +775,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", "-c", default=None, help="time this checkpoint instead")
     p.add_argument("--precision", default="fp32,auto", help="comma-separated: auto, fp32, bf16, fp16")
     p.add_argument("--batch-size", default="1", help="comma-separated batch sizes (e.g. 1,8)")
-    p.add_argument("--size", type=int, default=480, help="square input side (default 480)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--size", type=int, default=480, help="square input side")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per setting (the median is shown)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available)")
     p.add_argument("--compile", default="off", choices=("off", "on", "off,on"),
                    help="torch.compile the image path (off,on: both, side by side)")
@@ -591,7 +785,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("info", help="print a checkpoint's configuration")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="lseg folder, .safetensors, official .ckpt or released weights name")
     _add_arch_args(p)
     p.set_defaults(func=_cmd_info)
 
@@ -604,23 +798,37 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         register: Callable[[argparse._SubParsersAction], None] = module.register
         register(sub)
+    _add_verbose(sub)
     return parser
 
 
+def _add_verbose(sub: argparse._SubParsersAction) -> None:
+    """``-v`` after the command too (``lseg segment ... -v``); SUPPRESS keeps a ``-v`` given before it."""
+    for p in sub.choices.values():
+        if "--verbose" not in p._option_string_actions:
+            p.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
+                           help="debug logging and full tracebacks")
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _add_verbose(action)
+
+
 def _add_arch_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch-option", type=int, choices=(1, 2), default=None)
-    p.add_argument("--block-depth", type=int, default=None)
-    p.add_argument("--activation", choices=("relu", "lrelu", "tanh"), default=None)
+    p.add_argument("--arch-option", type=int, choices=(1, 2), default=None,
+                   help="official checkpoints with a spatial block: 1 bottleneck, 2 depthwise")
+    p.add_argument("--block-depth", type=int, default=None, help="with --arch-option")
+    p.add_argument("--activation", choices=("relu", "lrelu", "tanh"), default=None, help="with --arch-option")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
-    from lseg.inference import tune_allocator
-
-    tune_allocator()  # before any model is built (see its docstring)
     try:
+        validate_args(args)  # every option, before any model or file work
+        from lseg.inference import tune_allocator
+
+        tune_allocator()  # before any model is built (see its docstring)
         return int(args.func(args) or 0)
     except LSegError as e:
         if args.verbose:

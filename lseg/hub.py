@@ -177,8 +177,9 @@ def push_to_hub(
         except OfflineModeIsEnabled:
             raise LSegError(f"cannot push to {repo_id!r}: Hugging Face Hub offline mode is on "
                             "(HF_HUB_OFFLINE=1)") from None
-        except (HfHubHTTPError, OSError) as e:
-            raise LSegError(f"cannot push to {repo_id!r}: {_one_line(e)}") from None
+        except (HfHubHTTPError, OSError, *_network_errors()) as e:
+            raise LSegError(f"cannot push to {repo_id!r}: {_one_line(e)} (no network, or the Hub is "
+                            "unreachable?)") from None
     url = getattr(info, "pr_url", None) or getattr(info, "commit_url", None)
     return str(url or f"https://huggingface.co/{repo_id}")
 
@@ -219,6 +220,25 @@ def render_model_card(model: LSeg, repo_id: str | None = None, **fields: str) ->
         start = text.index("{{ ")
         raise ValueError(f"model card template has an unfilled placeholder: {text[start:start + 30]!r}")
     return text
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Transport errors of the HTTP clients huggingface_hub uses (httpx; requests in older versions),
+    which it lets through as they are (e.g. ``httpx.ConnectError`` without network)."""
+    errors: list[type[BaseException]] = []
+    try:
+        import httpx
+
+        errors.append(httpx.TransportError)
+    except ImportError:
+        pass
+    try:
+        import requests
+
+        errors.append(requests.RequestException)
+    except ImportError:
+        pass
+    return tuple(errors)
 
 
 def _one_line(e: BaseException) -> str:

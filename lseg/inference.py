@@ -17,18 +17,21 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
+import os
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lseg.errors import ConfigError
 from lseg.io import DEFAULT_MAX_PIXELS, load_image
-from lseg.labels import parse_labels
+from lseg.labels import parse_labels, validate_templates
 from lseg.models.lseg import LSeg
 
 
@@ -85,6 +88,11 @@ class ImageEmbedding:
     input_size: tuple[int, int]
     image_size: tuple[int, int]
 
+    def __repr__(self) -> str:  # the shape, not the tensor's values
+        p = self.pixels
+        return (f"ImageEmbedding(pixels=<{tuple(p.shape)} {str(p.dtype).replace('torch.', '')} on {p.device}>, "
+                f"input_size={self.input_size}, image_size={self.image_size})")
+
 
 @dataclass
 class PreparedImage:
@@ -106,12 +114,18 @@ class SegmentationResult:
     Attributes:
         labels: the label strings, index ``i`` in ``label_map`` is ``labels[i]``.
         label_map: (H, W) int32 argmax label index at the original resolution.
-        logits: (K, h, w) float32 scaled cosine similarities at the working resolution, on the CPU.
+        logits: (K, h, w) float32 numpy array of scaled cosine similarities at the working resolution.
             With more labels than the predictor's ``label_chunk_size`` they are not kept (the label
             map is a running argmax over label chunks on the model's device, so memory does not
             grow with K); they are computed on first access then (K*h*w*4 bytes; for that the result
             keeps a CPU copy of the image embedding and the text, never memory on the GPU).
+        probs: (K, H, W) float32 numpy softmax over the labels at the original resolution.
+        masks: ``{label: (H, W) bool mask}``; :meth:`mask` gives one.
         embeddings: (D, h', w') float32 pixel embeddings if requested, else ``None``.
+        image: the input image as given (path, array, ...), for :meth:`overlay` and :meth:`save`;
+            ``None`` when segmenting an :class:`ImageEmbedding`.
+
+    Every array attribute is numpy; :meth:`overlay` and :meth:`save` write what ``lseg segment`` writes.
     """
 
     labels: list[str]
@@ -120,14 +134,24 @@ class SegmentationResult:
     embeddings: np.ndarray | None = field(default=None, repr=False)
     # The logits, or (many labels) a function that computes them on first access.
     _logits: torch.Tensor | Callable[[], torch.Tensor] | None = field(default=None, repr=False)
+    image: Any = field(default=None, repr=False)
 
-    @property
-    def logits(self) -> torch.Tensor:
-        """(K, h, w) float32 logits at the working resolution (see the class docstring)."""
+    def __repr__(self) -> str:
+        h, w = self.image_size
+        top = sorted(self.scores().items(), key=lambda kv: -kv[1])[:5]
+        shares = ", ".join(f"{lb!r}: {v:.0%}" for lb, v in top)
+        return f"SegmentationResult({len(self.labels)} labels, {w}x{h}, {{{shares}{', ...' if len(self.labels) > 5 else ''}}})"
+
+    def _logits_tensor(self) -> torch.Tensor:
         if not isinstance(self._logits, torch.Tensor):
             assert self._logits is not None
             self._logits = self._logits()
         return self._logits
+
+    @property
+    def logits(self) -> np.ndarray:
+        """(K, h, w) float32 logits at the working resolution (see the class docstring)."""
+        return to_numpy(self._logits_tensor())
 
     @property
     def probs(self) -> np.ndarray:
@@ -139,14 +163,76 @@ class SegmentationResult:
 
     def probs_at(self, size: tuple[int, int]) -> np.ndarray:
         """(K, size[0], size[1]) float32 per-label probabilities."""
-        logits = _resize(self.logits[None], size)[0]
-        return torch.softmax(logits, dim=0).numpy()
+        logits = _resize(self._logits_tensor()[None], size)[0]
+        return to_numpy(torch.softmax(logits, dim=0))
 
     def scores(self) -> dict[str, float]:
         """Fraction of pixels assigned to each label."""
         counts = np.bincount(self.label_map.ravel(), minlength=len(self.labels))
         total = max(1, self.label_map.size)
         return {label: float(c) / total for label, c in zip(self.labels, counts)}
+
+    def mask(self, label: str | int) -> np.ndarray:
+        """(H, W) bool: the pixels assigned to ``label`` (its name, or its index)."""
+        if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+            if not 0 <= label < len(self.labels):
+                raise IndexError(f"label index {label} out of range for {len(self.labels)} labels")
+            return self.label_map == label
+        key = " ".join(str(label).split())
+        matches = [i for i, lb in enumerate(self.labels) if lb == key] or \
+            [i for i, lb in enumerate(self.labels) if lb.casefold() == key.casefold()]
+        if not matches:
+            raise KeyError(f"{label!r} is not one of the labels: {', '.join(map(repr, self.labels))}")
+        return self.label_map == matches[0]
+
+    @property
+    def masks(self) -> dict[str, np.ndarray]:
+        """``{label: (H, W) bool mask}`` for every label, in label order."""
+        return {lb: self.label_map == i for i, lb in enumerate(self.labels)}
+
+    def _image(self, image: Any) -> Any:
+        image = self.image if image is None else image
+        if image is None:
+            raise ValueError("this result was made from an ImageEmbedding: pass the image, e.g. result.overlay(image)")
+        return image
+
+    def overlay(self, image: Any = None, *, alpha: float = 0.5, legend: bool = True) -> Any:
+        """The photo with each label's colour and a legend (:func:`lseg.viz.overlay`), as a PIL image."""
+        from lseg.viz import overlay
+
+        return overlay(self._image(image), self.label_map, self.labels, alpha=alpha, legend=legend)
+
+    def save(self, folder: str | os.PathLike[str], stem: str | None = None, *, image: Any = None,
+             alpha: float = 0.5, scores: bool = False) -> dict[str, Path]:
+        """Write what ``lseg segment`` writes into ``folder``: ``<stem>_labels.png`` (label indices,
+        names in its ``lseg:labels`` text chunk), ``<stem>_labels.json`` (labels, colours, shares),
+        ``<stem>_overlay.png`` when the image is known, and with ``scores`` ``<stem>_scores.npz``.
+        ``stem`` defaults to the image file's stem (else ``"image"``). Returns ``{kind: path}``."""
+        import json
+
+        from lseg.io import atomic_write
+        from lseg.viz import hex_colors, save_label_map
+
+        source = self.image if image is None else image
+        if stem is None:
+            stem = Path(source).stem if isinstance(source, (str, os.PathLike)) else "image"
+        out = Path(folder)
+        paths = {"labels": save_label_map(out / f"{stem}_labels.png", self.label_map, self.labels)}
+        if source is not None:
+            picture = self.overlay(source, alpha=alpha)
+            paths["overlay"] = atomic_write(out / f"{stem}_overlay.png", lambda p: picture.save(p, format="PNG"))
+        if scores:
+            probs = self.probs.astype(np.float16)
+
+            def write_npz(p: Path) -> None:
+                with open(p, "wb") as f:
+                    np.savez_compressed(f, probs=probs, labels=np.array(self.labels))
+
+            paths["scores"] = atomic_write(out / f"{stem}_scores.npz", write_npz)
+        info = {"labels": self.labels, "colors": hex_colors(len(self.labels)), "shares": self.scores()}
+        text = json.dumps(info, indent=1, ensure_ascii=False) + "\n"
+        paths["json"] = atomic_write(out / f"{stem}_labels.json", lambda p: p.write_text(text, encoding="utf-8"))
+        return paths
 
 
 class LSegPredictor:
@@ -188,6 +274,14 @@ class LSegPredictor:
         batch_size: int = 8,
         compile: bool = False,
     ) -> None:
+        if not isinstance(model, torch.nn.Module):
+            hint = f"lseg.load_model({model!r})" if isinstance(model, (str, os.PathLike)) else "lseg.load_model(...)"
+            raise TypeError(f"LSegPredictor takes a model, not a {type(model).__name__}: use "
+                            f"LSegPredictor({hint})")
+        if size is not None and size < 1:
+            raise ConfigError(f"size must be a positive number of pixels or None (native), got {size}")
+        if crop_size < 32 or not 1 <= stride <= crop_size:
+            raise ConfigError(f"crop_size must be >= 32 and stride in [1, crop_size], got {crop_size} and {stride}")
         tune_allocator()
         self.model = model.eval()
         if device is not None:
@@ -204,11 +298,7 @@ class LSegPredictor:
         self.size = size
         self.crop_size = crop_size
         self.stride = stride
-        self.templates = tuple(templates) if templates else None
-        if self.templates:
-            for t in self.templates:
-                if t.count("{}") != 1:
-                    raise ValueError(f"prompt template {t!r} must contain exactly one '{{}}'")
+        self.templates = validate_templates(templates) if templates else None
         self.label_chunk_size = label_chunk_size
         # Keyed by (device, dtype, numerics, label): moving or casting the model, or toggling
         # reference_numerics, must not return embeddings computed for another state.
@@ -375,12 +465,17 @@ class LSegPredictor:
             x = self._to_tensor(image)
             logits = multiscale_logits(self.model, self.model.normalize(x), text, cfg)[0]
             emb = self.embed_image(image) if return_embeddings else None
-            return self._result(label_list, logits, (x.shape[-2], x.shape[-1]), emb)
+            result = self._result(label_list, logits, (x.shape[-2], x.shape[-1]), emb)
+            result.image = image
+            return result
         emb = image if isinstance(image, ImageEmbedding) else self.embed_image(image)
+        source = None if isinstance(image, ImageEmbedding) else image
         chunk = self._chunk_size()
         if text.shape[0] <= chunk:
             logits = self._score(emb, text)
-            return self._result(label_list, logits, emb.image_size, emb if return_embeddings else None)
+            result = self._result(label_list, logits, emb.image_size, emb if return_embeddings else None)
+            result.image = source
+            return result
         # Many labels: a running argmax over label chunks; the K x h x w logits are never all held
         # (computed on demand if ``result.logits`` is read).
         argmax = _ResizedArgmax(emb.image_size, emb.pixels.device)
@@ -397,6 +492,7 @@ class LSegPredictor:
             image_size=emb.image_size,
             _logits=functools.partial(self._lazy_logits, host_emb, text.cpu()),
             embeddings=to_numpy(pixels) if return_embeddings else None,
+            image=source,
         )
 
     @torch.inference_mode()
@@ -441,7 +537,10 @@ class LSegPredictor:
         if multiscale:
             return [self.segment(img, labels, multiscale=multiscale, return_embeddings=return_embeddings)
                     for img in images]
-        return [self.segment(e, labels, return_embeddings=return_embeddings) for e in self.embed_images(images)]
+        results = [self.segment(e, labels, return_embeddings=return_embeddings) for e in self.embed_images(images)]
+        for result, image in zip(results, images):
+            result.image = None if isinstance(image, PreparedImage) else image
+        return results
 
 
 # ---------------------------------------------------------------------- geometry helpers

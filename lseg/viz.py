@@ -1,9 +1,9 @@
 """Visualisation: label-map colours, overlays with legends, probability heatmaps, feature PCA.
 
-Everything here is numpy + Pillow (no matplotlib). Colours for class ``i`` come from
-:func:`palette`, the PASCAL-VOC-style bit-interleaved palette used by the reference LSeg code
-(``get_new_pallete`` in lang-seg), so ids map to the same colours as in the paper's demos
-(class 0 is black).
+Everything here is numpy + Pillow (matplotlib is not imported; its DejaVu font file is used by
+:mod:`lseg.fonts`). Colours for class ``i`` come from :func:`palette`: colours that all show over
+photos (no black, white or grey); :func:`voc_palette` is the reference code's VOC palette, whose
+class 0 is black.
 
 Image arguments accept anything :func:`lseg.io.load_image` accepts (``HxWx3 uint8`` arrays,
 PIL images, float arrays in ``[0, 1]``, CHW tensors, paths, ...); label maps and probabilities
@@ -12,12 +12,18 @@ accept numpy arrays or torch tensors (moved to CPU).
 
 from __future__ import annotations
 
+import colorsys
+import functools
+import json
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from lseg.fonts import TextRenderer
 from lseg.io import load_image
 
 __all__ = [
@@ -27,9 +33,13 @@ __all__ = [
     "colormap",
     "grid",
     "heatmaps",
+    "hex_colors",
     "overlay",
     "palette",
     "pca_rgb",
+    "read_label_names",
+    "save_label_map",
+    "voc_palette",
 ]
 
 #: The 10 anchor colours of matplotlib's *viridis* (as in R's ``viridisLite::viridis(10)``),
@@ -65,29 +75,125 @@ def _viridis_lut() -> np.ndarray:
 
 _VIRIDIS_LUT = _viridis_lut()  # (256, 3) uint8, computed once at import (cheap)
 
-_MAX_PALETTE = 1 << 24  # the bit-interleaving spreads 24 bits of the id over 3 x 8 colour bits
+_MAX_VOC = 1 << 24  # the bit-interleaving spreads 24 bits of the id over 3 x 8 colour bits
+#: Most colours :func:`palette` makes (label maps hold at most 65536 labels).
+MAX_COLORS = 1 << 16
+
+#: The first colours of :func:`palette`: matplotlib's ``tab10`` (Tableau's categorical palette) without
+#: its grey, in its order. Each is mid-light and saturated, so it shows over dark and bright photos.
+TAB10: np.ndarray = np.array(
+    [
+        [0x1F, 0x77, 0xB4],  # blue
+        [0xFF, 0x7F, 0x0E],  # orange
+        [0x2C, 0xA0, 0x2C],  # green
+        [0xD6, 0x27, 0x28],  # red
+        [0x94, 0x67, 0xBD],  # purple
+        [0x8C, 0x56, 0x4B],  # brown
+        [0xE3, 0x77, 0xC2],  # pink
+        [0xBC, 0xBD, 0x22],  # olive
+        [0x17, 0xBE, 0xCF],  # cyan
+    ],
+    dtype=np.uint8,
+)
+TAB10.setflags(write=False)
+
+
+def _check_n(n: Any, limit: int, name: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= limit:
+        raise ValueError(f"{name}: n must be an int in [0, {limit}], got {n!r}")
+    return int(n)
+
+
+@functools.lru_cache(maxsize=16)
+def _palette(n: int) -> np.ndarray:
+    out = [tuple(int(c) for c in rgb) for rgb in TAB10[:n]]
+    seen = set(out)
+    i = 0
+    golden = (5 ** 0.5 - 1) / 2
+    while len(out) < n:
+        # Hues spread by the golden ratio; saturation 0.55-0.9 and value 0.65-0.95 keep every colour
+        # away from black, white and grey.
+        h = (0.11 + i * golden) % 1.0
+        s = 0.55 + 0.35 * ((i * 0.7548776662) % 1.0)
+        v = 0.65 + 0.30 * ((i * 0.5698402910) % 1.0)
+        rgb = tuple(round(255 * c) for c in colorsys.hsv_to_rgb(h, s, v))
+        i += 1
+        luma = (0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2]) / 255
+        if rgb not in seen and 0.15 <= luma <= 0.78:  # neither near-black nor near-white (yellows)
+            seen.add(rgb)
+            out.append(rgb)
+    arr = np.array(out, dtype=np.uint8).reshape(n, 3)
+    arr.setflags(write=False)
+    return arr
 
 
 def palette(n: int) -> np.ndarray:
-    """The VOC-style palette of LSeg's ``get_new_pallete``: ``(n, 3) uint8`` RGB.
+    """``n`` distinct colours, each visible over photos: ``(n, 3) uint8`` RGB, row ``i`` for label ``i``.
 
-    Bit ``3k + c`` of the class id sets bit ``7 - k`` of colour channel ``c``, so ids
-    ``0..n-1`` get distinct colours (0 = black, 1 = dark red, 2 = dark green, ...).
+    The first 9 are :data:`TAB10`; the others have golden-ratio-spaced hues with saturation >= 0.55,
+    value in [0.65, 0.95] and luma in [0.15, 0.78] (never black, white or grey). Label 0, usually the one people care
+    about most, is blue rather than the black of the VOC palette (:func:`voc_palette`).
 
     Args:
-        n: Number of colours, ``0 <= n <= 2**24``.
-
-    Returns:
-        ``(n, 3) uint8`` array; row ``i`` is the RGB colour of class ``i``.
+        n: Number of colours, ``0 <= n <=`` :data:`MAX_COLORS`.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= _MAX_PALETTE:
-        raise ValueError(f"palette: n must be an int in [0, {_MAX_PALETTE}], got {n!r}")
-    ids = np.arange(int(n), dtype=np.int64)
-    colours = np.zeros((int(n), 3), dtype=np.int64)
+    return _palette(_check_n(n, MAX_COLORS, "palette")).copy()
+
+
+def voc_palette(n: int) -> np.ndarray:
+    """The VOC-style palette of LSeg's ``get_new_pallete``: ``(n, 3) uint8`` RGB (0 = black,
+    1 = dark red, ...), as the reference code and the PASCAL VOC masks colour class ids.
+
+    Bit ``3k + c`` of the class id sets bit ``7 - k`` of colour channel ``c``.
+    """
+    ids = np.arange(_check_n(n, _MAX_VOC, "voc_palette"), dtype=np.int64)
+    colours = np.zeros((len(ids), 3), dtype=np.int64)
     for k in range(8):
         for c in range(3):
             colours[:, c] |= ((ids >> (3 * k + c)) & 1) << (7 - k)
     return colours.astype(np.uint8)
+
+
+def hex_colors(n: int) -> list[str]:
+    """:func:`palette` as ``"#rrggbb"`` strings."""
+    return ["#{:02x}{:02x}{:02x}".format(*c) for c in palette(n)]
+
+
+def save_label_map(path: str | os.PathLike[str], label_map: Any, labels: Sequence[str]) -> Path:
+    """Write a label map as PNG (atomically) that says which index is which label.
+
+    Pixel value ``i`` is ``labels[i]``: an 8-bit palette PNG coloured with :func:`palette` (up to 256
+    labels) or 16-bit grey (up to 65536). The label names are stored in an ``lseg:labels`` text chunk
+    (iTXt, UTF-8 JSON list): ``json.loads(Image.open(path).text["lseg:labels"])``.
+    """
+    from PIL.PngImagePlugin import PngInfo
+
+    from lseg.io import atomic_write
+
+    names = [str(lb) for lb in labels]
+    ids = _label_map(label_map, int64=False)
+    if len(names) > MAX_COLORS:
+        raise ValueError(f"save_label_map: {len(names)} labels; a PNG label map holds at most {MAX_COLORS}")
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= max(1, len(names))):
+        raise ValueError(f"save_label_map: label ids must be in [0, {len(names)}), got [{int(ids.min())}, "
+                         f"{int(ids.max())}]")
+    if len(names) <= 256:
+        img = Image.fromarray(np.ascontiguousarray(ids, dtype=np.uint8))
+        img.putpalette(palette(max(1, len(names))).tobytes())
+    else:
+        img = Image.fromarray(np.ascontiguousarray(ids, dtype=np.uint16))
+    info = PngInfo()
+    info.add_itxt("lseg:labels", json.dumps(names, ensure_ascii=False))
+    return atomic_write(path, lambda p: img.save(p, format="PNG", pnginfo=info))
+
+
+def read_label_names(path: str | os.PathLike[str]) -> list[str]:
+    """The label names a PNG written by :func:`save_label_map` stores (index ``i`` is pixel value ``i``)."""
+    with Image.open(path) as img:
+        text = getattr(img, "text", {}).get("lseg:labels")
+    if text is None:
+        raise ValueError(f"{path} holds no lseg:labels text chunk (not written by lseg?)")
+    return list(json.loads(text))
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -160,41 +266,10 @@ def colorize(label_map: Any) -> Image.Image:
     return img
 
 
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    """Pillow's bundled font at ``size`` px (a fixed-size bitmap font on Pillow < 10.1)."""
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError, ImportError):  # old Pillow / no FreeType
-        return ImageFont.load_default()
-
-
-def _renderable(text: str, font: Any) -> str:
-    """``text`` if ``font`` can lay it out, else an ASCII approximation (never raises).
-
-    FreeType draws missing glyphs as boxes; Pillow's bitmap fallback font only knows Latin-1,
-    and text with e.g. emoji would raise there.
-    """
-    text = " ".join(text.split())
-    try:
-        font.getbbox(text)
-        return text
-    except Exception:  # noqa: BLE001 - any font failure falls back to ASCII
-        return text.encode("ascii", "replace").decode("ascii")
-
-
-def _text_width(text: str, font: Any) -> int:
-    try:
-        left, _, right, _ = font.getbbox(text)
-        return int(np.ceil(right - min(left, 0)))
-    except Exception:  # noqa: BLE001 - width estimate only
-        return 8 * len(text)
-
-
-def _draw_text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, font: Any) -> None:
-    try:
-        draw.text(xy, text, font=font, fill=(0, 0, 0))
-    except Exception:  # noqa: BLE001 - a legend must never crash a run
-        draw.text(xy, text.encode("ascii", "replace").decode("ascii"), fill=(0, 0, 0))
+def legend_font_size(image_size: tuple[int, int]) -> int:
+    """Legend text height in pixels for a ``(W, H)`` picture: 1/45 of its long side (at least 12),
+    so the legend reads the same on a thumbnail and on a 6000x4000 photo viewed whole."""
+    return max(12, round(max(image_size) / 45))
 
 
 def _format_share(fraction: float) -> str:
@@ -219,9 +294,11 @@ def overlay(
             255) are left uncoloured.
         labels: Class names, ``len(labels)`` classes.
         alpha: Colour opacity in ``[0, 1]``: output = ``(1 - alpha) * photo + alpha * colour``.
-        legend: Append a white panel to the right listing the classes present in the label
-            map, largest area first: colour swatch, name and share of the image. The output is
-            then wider (and taller if the list does not fit).
+        legend: Append a white panel to the right listing every label in index order (up to 256;
+            above, those present, largest first): colour swatch, name (any Unicode, see
+            :mod:`lseg.fonts`) and share of the image, absent labels in grey. The text scales with
+            the image (:func:`legend_font_size`); long lists wrap into columns. The output is then
+            wider (and taller if the list does not fit).
 
     Returns:
         PIL RGB image; ``W x H`` without legend, wider with it.
@@ -262,31 +339,47 @@ def overlay(
     del result  # Pillow copied it; the legend canvas below is another full-size image
     if not legend or k == 0:
         return out
-    present = sorted((i for i in range(k) if counts[i] > 0), key=lambda i: (-counts[i], i))
-    return _with_legend(out, [(colours[i], str(labels[i]), counts[i] / ids.size) for i in present])
+    if k <= _LEGEND_ALL:
+        shown = list(range(k))  # every label, in index order: the colour of an absent one too
+    else:  # thousands of labels: the present ones, largest first
+        shown = sorted((i for i in range(k) if counts[i] > 0), key=lambda i: (-counts[i], i))
+    entries = [(colours[i], str(labels[i]), counts[i] / ids.size) for i in shown]
+    note = f"+ {k - len(shown)} labels not present" if len(shown) < k else None
+    return _with_legend(out, entries, note)
 
 
-def _with_legend(img: Image.Image, entries: list[tuple[np.ndarray, str, float]]) -> Image.Image:
-    """Append a legend panel (swatch, label, area share) to the right of ``img``."""
+#: Up to this many labels the legend lists them all; above, only those present.
+_LEGEND_ALL = 256
+
+
+def _with_legend(img: Image.Image, entries: list[tuple[np.ndarray, str, float]], note: str | None = None) -> Image.Image:
+    """Append a legend panel (swatch, label, area share) to the right of ``img``, in columns of at
+    least 8 rows that fill the picture's height; text scales with the picture."""
     w, h = img.size
-    font_size = int(np.clip(round(h / 30), 12, 40))  # readable on thumbnails and large photos
-    font = _font(font_size)
-    pad = max(4, font_size // 2)
-    swatch = font_size
-    row = int(font_size * 1.5)
-    texts = [_renderable(f"{label} {_format_share(share)}", font) for _, label, share in entries]
-    text_w = max((_text_width(t, font) for t in texts), default=0)
-    panel_w = pad + swatch + pad + text_w + pad
-    panel_h = pad + row * len(entries) + pad
-    canvas = Image.new("RGB", (w + panel_w, max(h, panel_h)), (255, 255, 255))
+    size = legend_font_size((w, h))
+    text = TextRenderer(size)
+    pad = max(4, size // 2)
+    row = int(size * 1.5)
+    lines = [(colour, f"{label}  {_format_share(share)}", share > 0) for colour, label, share in entries]
+    if note:
+        lines.append((None, note, False))
+    per_col = max(8, (h - 2 * pad) // row)
+    cols = [lines[i : i + per_col] for i in range(0, len(lines), per_col)] or [[]]
+    col_w = [pad + size + pad + max((text.width(t) for _, t, _ in c), default=0) + pad for c in cols]
+    panel_h = 2 * pad + row * max(len(c) for c in cols)
+    canvas = Image.new("RGB", (w + sum(col_w), max(h, panel_h)), (255, 255, 255))
     canvas.paste(img, (0, 0))
     draw = ImageDraw.Draw(canvas)
-    for r, ((colour, _, _), text) in enumerate(zip(entries, texts, strict=True)):
-        y = pad + r * row
-        x = w + pad
-        draw.rectangle([x, y, x + swatch - 1, y + swatch - 1], fill=tuple(int(c) for c in colour),
-                       outline=(128, 128, 128))
-        _draw_text(draw, (x + swatch + pad, y), text, font)
+    x = w
+    for col, cw in zip(cols, col_w, strict=True):
+        for r, (colour, label, present) in enumerate(col):
+            y = pad + r * row
+            if colour is not None:
+                draw.rectangle([x + pad, y, x + pad + size - 1, y + size - 1], fill=tuple(int(c) for c in colour),
+                               outline=(128, 128, 128))
+            # Absent labels in grey text, so the eye finds the present ones first.
+            text.draw(draw, (x + pad + size + pad, y), label, fill=(0, 0, 0) if present else (120, 120, 120))
+        x += cw
     return canvas
 
 
@@ -318,6 +411,7 @@ def heatmaps(
     alpha: float = 0.5,
     vmin: float = 0.0,
     vmax: float = 1.0,
+    annotate: bool = False,
 ) -> dict[str, Image.Image]:
     """One viridis heatmap per class.
 
@@ -330,9 +424,11 @@ def heatmaps(
         alpha: Heatmap opacity in ``[0, 1]`` when ``image`` is given.
         vmin: Score shown darkest (clipped below).
         vmax: Score shown brightest (clipped above).
+        annotate: Add a strip below each map with the label's name and a colour bar from
+            ``vmin`` to ``vmax`` (the image is then taller than ``H``).
 
     Returns:
-        ``{label: PIL RGB image of size W x H}`` in label order.
+        ``{label: PIL RGB image of size W x H}`` in label order (``W x (H + strip)`` with ``annotate``).
     """
     p = _to_numpy(probs)
     if p.ndim == 4 and p.shape[0] == 1:
@@ -359,8 +455,32 @@ def heatmaps(
         heat = colormap(score, vmin=vmin, vmax=vmax)
         if photo is not None:
             heat = np.rint((1.0 - alpha) * photo + alpha * heat).astype(np.uint8)
-        result[name] = Image.fromarray(np.ascontiguousarray(heat))
+        img = Image.fromarray(np.ascontiguousarray(heat))
+        result[name] = _heat_caption(img, name, vmin, vmax) if annotate else img
     return result
+
+
+def _heat_caption(img: Image.Image, name: str, vmin: float, vmax: float) -> Image.Image:
+    """``img`` with a strip below: the label's name, then a viridis colour bar with its end values."""
+    w, h = img.size
+    size = legend_font_size((w, h))
+    text = TextRenderer(size)
+    pad = max(4, size // 2)
+    strip_h = 3 * pad + int(2.4 * size)
+    canvas = Image.new("RGB", (w, h + strip_h), (255, 255, 255))
+    canvas.paste(img, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    text.draw(draw, (pad, h + pad), name)
+    lo, hi = f"{vmin:g}", f"{vmax:g}"
+    bar_x0 = pad + text.width(lo) + pad
+    bar_x1 = w - pad - text.width(hi) - pad
+    y = h + 2 * pad + int(1.2 * size)
+    if bar_x1 - bar_x0 >= 8:  # room for a bar: the ramp with its two end values
+        ramp = _VIRIDIS_LUT[np.linspace(0, 255, bar_x1 - bar_x0).round().astype(np.intp)]
+        canvas.paste(Image.fromarray(np.ascontiguousarray(np.repeat(ramp[None], size - 2, axis=0))), (bar_x0, y))
+        text.draw(draw, (pad, y - 1), lo)
+        text.draw(draw, (bar_x1 + pad, y - 1), hi)
+    return canvas
 
 
 def pca_rgb(

@@ -69,7 +69,7 @@ def test_segment_error_is_one_line(photos, model_dir, tmp_path, capsys):
     rc = main(["segment", str(photos / "a.jpg"), "-l", "sky,,grass", "-c", str(model_dir), "-o", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: label 2 of 3 is empty")
-    rc = main(["segment", str(tmp_path / "nope.jpg"), "-l", "a", "-c", str(model_dir), "-o", str(tmp_path / "o")])
+    rc = main(["segment", str(tmp_path / "nope.jpg"), "-l", "a, b", "-c", str(model_dir), "-o", str(tmp_path / "o")])
     assert rc == 2 and capsys.readouterr().err.startswith("error: input not found")
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
 

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFont
+from PIL import Image
 
-from lseg import viz
 from lseg.io import load_image, save_png
 from lseg.viz import (
     VIRIDIS_ANCHORS,
@@ -20,6 +19,7 @@ from lseg.viz import (
     overlay,
     palette,
     pca_rgb,
+    voc_palette,
 )
 
 RNG = np.random.default_rng(7)
@@ -47,12 +47,12 @@ def _reference_palette(num_cls: int) -> list[int]:
 # ------------------------------------------------------------------------------------------ palette
 
 
-def test_palette_matches_reference() -> None:
+def test_voc_palette_matches_reference() -> None:
     for n in (0, 1, 21, 150, 256, 1000):
-        p = palette(n)
+        p = voc_palette(n)
         assert p.shape == (n, 3) and p.dtype == np.uint8
         assert p.reshape(-1).tolist() == _reference_palette(n)
-    assert palette(5).tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128]]
+    assert voc_palette(5).tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128]]
 
 
 def test_palette_colours_unique() -> None:
@@ -156,14 +156,14 @@ def _swatch_order(img: Image.Image, x0: int, colours: np.ndarray) -> list[int]:
     return order
 
 
-def test_overlay_legend_sorted_by_area() -> None:
+def test_overlay_legend_lists_every_label_in_index_order() -> None:
     photo, ids = _scene()
     labels = ["zero", "one", "two", "three"]
     out = overlay(photo, ids, labels)
     assert out.mode == "RGB" and out.width > 90 and out.height >= 60
     np.testing.assert_array_equal(np.asarray(out)[:60, :90], np.asarray(overlay(photo, ids, labels,
                                                                                   legend=False)))
-    assert _swatch_order(out, 90, palette(4)[1:]) == [1, 0, 2]  # i.e. classes 2, 1, 3 (0 absent)
+    assert _swatch_order(out, 90, palette(4)) == [0, 1, 2, 3]  # class 0 is absent and still listed
 
 
 def test_overlay_legend_taller_than_image() -> None:
@@ -172,10 +172,12 @@ def test_overlay_legend_taller_than_image() -> None:
     assert out.height > 5 and out.width > 8
 
 
-@pytest.mark.parametrize("use_bitmap_font", [False, True])
-def test_overlay_unicode_labels_never_crash(monkeypatch: pytest.MonkeyPatch, use_bitmap_font: bool) -> None:
-    if use_bitmap_font:  # Pillow's Latin-1-only bitmap font (what you get without FreeType)
-        monkeypatch.setattr(viz, "_font", lambda size: ImageFont.load_default_imagefont())
+@pytest.mark.parametrize("without_font_packages", [False, True])
+def test_overlay_unicode_labels_never_crash(monkeypatch: pytest.MonkeyPatch, without_font_packages: bool) -> None:
+    if without_font_packages:  # neither matplotlib's DejaVu nor mplfonts: Pillow's own font
+        import lseg.fonts
+
+        monkeypatch.setattr(lseg.fonts, "font_files", lambda: ())
     labels = ["🐶 dog", "猫", "Straße", "", "tab\tand\nnewline", "\x00nul", "e\u0301", "\ud800"]
     ids = np.arange(len(labels)).repeat(4).reshape(4, -1)
     out = overlay(np.full((4, 8, 3), 90, np.uint8), ids, labels)

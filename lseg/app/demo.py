@@ -12,7 +12,6 @@ labels, oversized or unreadable images) in words.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -26,12 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
 from lseg.errors import ImageLoadError, LabelError
-from lseg.io import atomic_write, load_image
+from lseg.io import load_image
 from lseg.labels import parse_labels
-from lseg.viz import palette
+from lseg.viz import hex_colors, save_label_map
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -135,8 +133,7 @@ class SegmentDemo:
         seconds = time.perf_counter() - start
         label_map = result.label_map
         shares = result.scores()
-        colours = palette(len(label_list))
-        color_map = {lb: "#{:02x}{:02x}{:02x}".format(*colours[i]) for i, lb in enumerate(label_list)}
+        color_map = dict(zip(label_list, hex_colors(len(label_list)), strict=True))
         disp_image, disp_map = self._display(rgb, label_map)
         masks = [
             ((disp_map == i).astype(np.float32) * np.float32(MASK_OPACITY), lb)
@@ -163,15 +160,7 @@ class SegmentDemo:
 
     def _write_label_png(self, label_map: np.ndarray, labels: list[str], stem: str) -> Path:
         folder = self.out_dir / uuid.uuid4().hex[:12]
-        target = folder / f"{_safe_name(stem)}_labels.png"
-        info = PngInfo()
-        info.add_text("lseg:labels", json.dumps(labels))
-        if len(labels) <= 256:
-            img = Image.fromarray(label_map.astype(np.uint8))
-            img.putpalette(palette(len(labels)).tobytes())
-        else:
-            img = Image.fromarray(label_map.astype(np.uint16))
-        atomic_write(target, lambda p: img.save(p, format="PNG", pnginfo=info))
+        target = save_label_map(folder / f"{_safe_name(stem)}_labels.png", label_map, labels)
         self._recent.append(folder)
         while len(self._recent) > _KEEP_FILES:
             shutil.rmtree(self._recent.popleft(), ignore_errors=True)
@@ -182,8 +171,8 @@ class SegmentDemo:
         import gradio as gr
 
         out = self.run(image, labels)
-        if not out.ok:
-            gr.Warning(out.status)
+        if not out.ok:  # the same word in the toast and the status line
+            gr.Warning(out.status, title="Error")
             return gr.update(value=None), None, f"**Error:** {out.status}"
         annotated = (out.image, out.masks)
         return gr.update(value=annotated, color_map=out.color_map), str(out.label_png), out.status
@@ -220,8 +209,8 @@ def build_demo(
             gr.Markdown(f"> **{banner}**", elem_id="lseg-banner")
         with gr.Row():
             with gr.Column():
-                image = gr.Image(label="Image", type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                                 elem_id="lseg-image")
+                image = lenient_upload(gr.Image(label="Image", type="filepath", image_mode=None,
+                                                sources=["upload", "clipboard"], elem_id="lseg-image"))
                 labels = gr.Textbox(label="Labels", value=DEFAULT_LABELS, lines=2, max_lines=6,
                                     placeholder="dog, grass, sky, other", elem_id="lseg-labels")
                 button = gr.Button("Segment", variant="primary", elem_id="lseg-segment")
@@ -239,9 +228,41 @@ def build_demo(
     return demo
 
 
+def lenient_upload(component: Any) -> Any:
+    """Make a ``gr.Image`` hand any uploaded file to the demo, which says what is wrong with one it
+    cannot read (Gradio's own check fails with a bare "Error" badge and no message). Patched on the
+    instance: a subclass would make Gradio write a ``.pyi`` stub into this package."""
+    original = component.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        try:
+            return original(payload)
+        except Exception:  # noqa: BLE001 - any undecodable upload: SegmentDemo.run reports it
+            return getattr(payload, "path", None)
+
+    component.preprocess = preprocess
+    return component
+
+
+#: Frontend strings Gradio leaves untranslated (its status tracker shows the raw key).
+_I18N = {"en": {"common.complete": "Complete", "common.error": "Error"}}
+
+
 def launch_demo(
     demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860, max_upload_mb: float = 20.0,
     **kwargs: Any,
 ) -> Any:
     """``demo.launch`` bound to ``host`` (loopback by default) with Gradio's upload limit set."""
-    return demo.launch(server_name=host, server_port=port, max_file_size=f"{max_upload_mb:g}mb", **kwargs)
+    import gradio as gr
+
+    # quiet: Gradio's banner suggests `share=True` in `launch()`, which a CLI user cannot set; the
+    # address is printed here instead.
+    kwargs.setdefault("quiet", True)
+    kwargs.setdefault("i18n", gr.I18n(**_I18N))
+    block = not kwargs.pop("prevent_thread_lock", False)
+    result = demo.launch(server_name=host, server_port=port, max_file_size=f"{max_upload_mb:g}mb",
+                         prevent_thread_lock=True, **kwargs)
+    print(f"lseg demo: serving on {demo.local_url} (Ctrl+C to stop)", flush=True)
+    if block:
+        demo.block_thread()
+    return result

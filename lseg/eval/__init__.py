@@ -1,13 +1,11 @@
-"""Segmentation metrics (confusion-matrix based) and the few-shot meter; see :mod:`lseg.eval.metrics`."""
+"""Segmentation metrics (confusion-matrix based) and the few-shot meter; see :mod:`lseg.eval.metrics`.
 
-from lseg.eval.metrics import (
-    FewShotMeter,
-    SegmentationMeter,
-    confusion_matrix,
-    iou_per_class,
-    mean_iou,
-    pixel_accuracy,
-)
+The metrics (and torch) are imported on first use, so building the ``lseg`` command line stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "FewShotMeter",
@@ -17,3 +15,11 @@ __all__ = [
     "mean_iou",
     "pixel_accuracy",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from lseg.eval import metrics
+
+        return getattr(metrics, name)
+    raise AttributeError(f"module 'lseg.eval' has no attribute {name!r}")

@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Any
 
-from lseg.cli import add_model_args, load_model_from_args
+from lseg.cli import add_model_args, load_model_from_args, plain_doc
 from lseg.errors import ConfigError
 
 __all__ = ["register"]
@@ -32,8 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "eval",
         help="evaluate on a dataset (mIoU / pixAcc, open-vocabulary, few-shot protocol)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=plain_doc(__doc__),
     )
     p.add_argument("--protocol", choices=("semantic", "open-vocab", "fewshot"), default=None,
                    help="default: fewshot for pascal5i/coco20i/fss1000, else semantic")
@@ -41,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="ade20k, pascal_voc, voc20, pc59, pc459, coco_stuff, ade847, folder | pascal5i, coco20i, fss1000")
     p.add_argument("--data-root", required=True, help="dataset folder")
     p.add_argument("--split", default=None, help="default: val (folder: all images; few-shot: the test episodes)")
-    p.add_argument("--label-style", default=None, help="ADE20K full|reference, VOC / few-shot clean|reference")
+    p.add_argument("--label-style", default=None, help="label names: ADE20K full|reference, VOC / few-shot clean|reference (default: full / clean)")
     p.add_argument("--template", action="append", default=None,
                    help="prompt template with {} (repeatable); 'default' = lseg.labels.DEFAULT_TEMPLATES")
     p.add_argument("--multiscale", action="store_true", help="reference multi-scale + flip evaluation")
@@ -65,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "CPU/GPU computes it natively)")
     p.add_argument("--dataset-kwargs", default=None, help="extra reader arguments as a YAML mapping")
     p.add_argument("--devices", type=int, default=1, help="processes (GPUs) on this node; >1 runs DDP via Fabric")
-    p.add_argument("--num-nodes", type=int, default=1)
+    p.add_argument("--num-nodes", type=int, default=1, help="nodes (machines), with --devices each")
     p.add_argument("--out", "-o", default=None, help="write the JSON report here (atomically)")
     p.add_argument("--per-class", action="store_true", help="print per-class IoU")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

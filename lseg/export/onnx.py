@@ -389,6 +389,16 @@ class OnnxSegmentation:
         e = np.exp(logits - logits.max(axis=0, keepdims=True))
         return (e / e.sum(axis=0, keepdims=True)).astype(np.float32)
 
+    def scores(self) -> dict[str, float]:
+        """Fraction of pixels assigned to each label (as :meth:`lseg.SegmentationResult.scores`)."""
+        counts = np.bincount(self.label_map.ravel(), minlength=len(self.labels))
+        total = max(1, self.label_map.size)
+        return {label: float(c) / total for label, c in zip(self.labels, counts)}
+
+    def mask(self, label: str) -> np.ndarray:
+        """(H, W) bool: the pixels assigned to ``label``."""
+        return self.label_map == self.labels.index(label)
+
 
 class OnnxPredictor:
     """Run an :func:`export_onnx` folder with onnxruntime; scoring and upsampling in numpy.

@@ -39,17 +39,18 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from lseg.batch import BatchReport, Status, check_unique_outputs, collect_inputs, finish, plan, write_record
 from lseg.errors import LSegError
 from lseg.inference import LSegPredictor, to_numpy
-from lseg.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, atomic_write, iter_frames, list_images
+from lseg.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, atomic_write, iter_frames
 
 _logger = logging.getLogger(__name__)
 
@@ -60,18 +61,6 @@ DTYPES = {"float16": np.float16, "float32": np.float32}
 _STRIP_ELEMS = 1 << 26
 
 Resolution = str | tuple[int, int]
-
-
-@dataclass
-class BatchReport:
-    """What a batch job did: written, skipped (already done) and failed (path, reason)."""
-
-    written: list[Path] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)
-    failed: list[tuple[Path, str]] = field(default_factory=list)
-
-    def summary(self) -> str:
-        return f"{len(self.written)} written, {len(self.skipped)} already done, {len(self.failed)} failed"
 
 
 @dataclass(frozen=True)
@@ -89,62 +78,18 @@ class MediaItem:
     is_video: bool = False
 
 
-def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, Path]]:
-    """Expand image files and folders into ``(image path, output stem relative to OUT)`` pairs."""
-    pairs: list[tuple[Path, Path]] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            pairs += [(f, f.relative_to(p).with_suffix("")) for f in list_images(p)]
-        elif p.exists():
-            pairs.append((p, Path(p.stem)))
-        else:
-            raise LSegError(f"input not found: {p}")
-    return pairs
-
-
-def collect_media(inputs: Sequence[str | os.PathLike[str]]) -> list[MediaItem]:
+def collect_media(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None = None) -> list[MediaItem]:
     """Expand files and folders into images and videos (extensions in :data:`lseg.io.VIDEO_EXTENSIONS`),
-    sorted by path within each folder.
+    sorted by path within each folder; never the output folder ``out`` nor recorded lseg outputs
+    (:func:`lseg.batch.collect_inputs`).
 
     Raises:
         LSegError: an input does not exist, or two inputs would write the same output
             (``a.jpg`` and ``a.png`` in one folder).
     """
-    items: list[MediaItem] = []
-    for entry in inputs:
-        p = Path(entry)
-        if p.is_dir():
-            found = [f for f in _walk(p) if f.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS]
-            found.sort(key=lambda f: f.relative_to(p).parts)
-            items += [
-                MediaItem(f, f.relative_to(p).with_suffix(""), f.suffix.lower() in VIDEO_EXTENSIONS) for f in found
-            ]
-        elif p.is_file():
-            items.append(MediaItem(p, Path(p.stem), p.suffix.lower() in VIDEO_EXTENSIONS))
-        else:
-            raise LSegError(f"input not found: {p}")
-    check_unique_outputs(((it.path, it.stem) for it in items), ".npy")
-    return items
-
-
-def check_unique_outputs(pairs: Iterable[tuple[Path, Path]], suffix: str) -> None:
-    """Refuse two inputs whose outputs would share a name (``a.jpg`` and ``a.png`` in one folder):
-    one would overwrite the other, and a re-run would skip the second as done."""
-    seen: dict[Path, Path] = {}
-    for src, stem in pairs:
-        if seen.setdefault(stem, src) != src:
-            raise LSegError(f"{seen[stem]} and {src} would both write {stem}{suffix}: rename one or "
-                            "process them into different folders")
-
-
-def _walk(root: Path) -> list[Path]:
-    """Files under ``root``, skipping hidden files and folders (as :func:`lseg.io.list_images`)."""
-    out: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        out += [Path(dirpath) / f for f in filenames if not f.startswith(".")]
-    return [f for f in out if f.is_file()]
+    pairs = collect_inputs(inputs, IMAGE_EXTENSIONS | VIDEO_EXTENSIONS, out=out)
+    check_unique_outputs(pairs, ".npy")
+    return [MediaItem(f, stem, f.suffix.lower() in VIDEO_EXTENSIONS) for f, stem in pairs]
 
 
 # ---------------------------------------------------------------------------- sharding
@@ -274,6 +219,7 @@ def export_features(
     every_n: int | None = None,
     shard: tuple[int, int] | None = None,
     write_manifest: bool | None = None,
+    model_id: Mapping[str, Any] | None = None,
 ) -> BatchReport:
     """Write the pixel embeddings of every image / sampled video frame under ``inputs`` (module doc).
 
@@ -291,14 +237,19 @@ def export_features(
         shard: ``(k, M)``: do only inputs ``i`` with ``i % M == k``. Default: ``(RANK, WORLD_SIZE)``
             from the environment (torchrun), i.e. everything in a plain run.
         write_manifest: default: only when ``RANK`` is 0 (or unset).
+        model_id: what identifies the weights in the outputs' records (default: the model's config;
+            the CLI passes the checkpoint and its files' sizes and dates).
+
+    Each input's outputs get a record (``<stem>.json``; a video's ``frames.json``) of the settings
+    that made them: a re-run skips inputs whose record matches and redoes those whose settings
+    changed (:mod:`lseg.batch`).
 
     Returns:
         :class:`BatchReport` of this process's part. Bad inputs are logged and counted in
         ``failed``; the others are still processed.
 
     Raises:
-        LSegError: bad options, a missing input, or an output folder holding features made with
-            different settings (unless ``overwrite``).
+        LSegError: bad options, a missing input, or two inputs that would write the same output.
     """
     if dtype not in DTYPES:
         raise LSegError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -317,11 +268,15 @@ def export_features(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     manifest = _manifest(predictor, dtype, res, fps, every_n, pca)
-    _check_manifest(out / MANIFEST, manifest, overwrite)
-    if write_manifest:
+    if write_manifest:  # describes the latest run; each output's own record says what made it
         atomic_write(out / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
-    items = collect_media(inputs)[part::parts]
-    writer = _Writer(predictor, out, DTYPES[dtype], res, pca, overwrite)
+    items = collect_media(inputs, out=out)[part::parts]
+    recipe = {
+        "size": predictor.size, "crop_size": predictor.crop_size, "stride": predictor.stride,
+        "precision": predictor.precision, "dtype": dtype, "resolution": manifest["resolution"],
+        "model": dict(model_id) if model_id is not None else manifest["model"],
+    }
+    writer = _Writer(predictor, out, DTYPES[dtype], res, pca, overwrite, recipe)
     report = BatchReport()
     desc = "features" if parts == 1 else f"features {part + 1}/{parts}"
     for item in tqdm(items, desc=desc, unit="input", disable=not progress, position=part if parts > 1 else None):
@@ -357,29 +312,15 @@ def _manifest(
     return json.loads(json.dumps(manifest))  # as it reads back (tuples -> lists), for comparisons
 
 
-def _check_manifest(path: Path, manifest: dict[str, Any], overwrite: bool) -> None:
-    """Refuse to mix outputs of different settings in one folder (resuming would skip wrong files)."""
-    if overwrite or not path.is_file():
-        return
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return  # unreadable manifest: rewritten below
-    keys = ("dtype", "resolution", "size", "video_sampling", "model")
-    changed = [k for k in keys if k in old and old[k] != manifest[k]]
-    if changed:
-        raise LSegError(f"{path.parent} holds features made with other settings ({', '.join(changed)} differ); "
-                        "use another --out folder or --overwrite")
-
-
 class _Writer:
     """Writes the outputs of one image or video frame (embedding array + optional PCA picture)."""
 
     def __init__(
-        self, predictor: LSegPredictor, out: Path, dtype: type, res: Resolution, pca: bool, overwrite: bool
+        self, predictor: LSegPredictor, out: Path, dtype: type, res: Resolution, pca: bool, overwrite: bool,
+        recipe: dict[str, Any],
     ) -> None:
-        self.predictor, self.out, self.dtype, self.res, self.pca, self.overwrite = (
-            predictor, out, dtype, res, pca, overwrite
+        self.predictor, self.out, self.dtype, self.res, self.pca, self.overwrite, self.recipe = (
+            predictor, out, dtype, res, pca, overwrite, recipe
         )
 
     def targets(self, stem: Path) -> list[Path]:
@@ -389,13 +330,11 @@ class _Writer:
             t.append(base.with_name(base.name + "_pca.png"))
         return t
 
-    def done(self, stem: Path) -> bool:
-        return not self.overwrite and all(t.exists() for t in self.targets(stem))
-
     def image(self, item: MediaItem, report: BatchReport) -> None:
         targets = self.targets(item.stem)
-        if self.done(item.stem):
-            report.skipped.append(targets[0])
+        record = targets[0].with_suffix(".json")
+        status = plan(targets, record, self.recipe, report, overwrite=self.overwrite)
+        if status == "done":
             return
         try:
             emb = self.predictor.embed_image(item.path)
@@ -404,30 +343,36 @@ class _Writer:
             report.failed.append((item.path, str(e)))
             return
         self.write(emb, targets)
-        report.written.append(targets[0])
+        write_record(record, "features", item.path, self.recipe, targets, shape=self.shape)
+        finish(report, targets[0], status)
 
     def video(self, item: MediaItem, report: BatchReport, *, fps: float | None, every_n: int | None) -> None:
         folder = self.out / item.stem
         index_path = folder / FRAMES_INDEX
-        if not self.overwrite and index_path.is_file():
-            try:
-                frames = json.loads(index_path.read_text())["frames"]
-                stems = [item.stem / f"{f['index']:06d}" for f in frames]
-            except (OSError, ValueError, KeyError, TypeError):
-                stems = None
-            if stems is not None and all(self.done(s) for s in stems):
-                report.skipped += [self.targets(s)[0] for s in stems]
-                return
+        # The video's record is its frames.json (written last): same recipe and every frame there: done.
+        recipe = {**self.recipe, "video_sampling": {"fps": fps, "every_n": every_n}}
+        old_targets: list[Path] = []
+        try:
+            old_targets = [folder / name for name in json.loads(index_path.read_text())["outputs"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        status: Status = plan(old_targets or [index_path], index_path, recipe, report, overwrite=self.overwrite)
+        if status == "done":
+            report.skipped += [t for t in old_targets[1:] if t.suffix == ".npy"]
+            return
         record: list[dict[str, float]] = []
+        written: list[Path] = []
         try:
             for index, t, frame in iter_frames(item.path, fps=fps, every_n=every_n):
                 stem = item.stem / f"{index:06d}"
                 record.append({"index": index, "time": round(float(t), 6)})
-                if self.done(stem):
-                    report.skipped.append(self.targets(stem)[0])
+                targets = self.targets(stem)
+                written += targets
+                if status == "new" and all(p.exists() for p in targets):  # an interrupted run's frames
+                    report.skipped.append(targets[0])
                     continue
-                self.write(self.predictor.embed_image(frame), self.targets(stem))
-                report.written.append(self.targets(stem)[0])
+                self.write(self.predictor.embed_image(frame), targets)
+                finish(report, targets[0], status)
         except LSegError as e:
             _logger.warning("video %s: stopped after %d sampled frames: %s", item.path, len(record), e)
             report.failed.append((item.path, str(e)))
@@ -435,12 +380,15 @@ class _Writer:
         if not record:
             report.failed.append((item.path, "no frames decoded"))
             return
-        index = {"source": str(item.path), "fps": fps, "every_n": every_n, "frames": record}
-        atomic_write(index_path, lambda p: p.write_text(json.dumps(index, indent=1) + "\n"))
+        write_record(index_path, "features-video", item.path, recipe, written, fps=fps, every_n=every_n,
+                     frames=record)
+        for stale in set(old_targets) - set(written):  # frames the old sampling took, this one does not
+            stale.unlink(missing_ok=True)
 
     def write(self, emb: Any, targets: list[Path]) -> None:
         pixels = to_numpy(emb.pixels)  # (D, h', w') float32
         size = _target_size(self.res, tuple(pixels.shape[1:]), tuple(emb.input_size), tuple(emb.image_size))
+        self.shape = [int(pixels.shape[0]), *size]
         if size == tuple(pixels.shape[1:]) and self.res == "half":
             arr = pixels.astype(self.dtype)
             atomic_write(targets[0], lambda p: _save_npy(p, arr))

@@ -20,13 +20,15 @@ import sys
 import typing
 from typing import Any
 
+from lseg.cli import plain_doc
 from lseg.errors import ConfigError
 from lseg.train.config import TrainConfig, field_types, list_recipes, load_config, parse_value
 
 __all__ = ["register"]
 
 #: Short names for the most used fields.
-_ALIASES = {"lr": "base_lr", "checkpoint": "init_checkpoint", "accumulate": "accumulate_grad_batches"}
+_ALIASES = {"lr": "base_lr", "checkpoint": "init_checkpoint", "accumulate": "accumulate_grad_batches",
+            "out": "out_dir", "device": "accelerator"}
 
 
 def _type_name(tp: Any) -> str:
@@ -48,15 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
         help="train or fine-tune LSeg (Lightning Fabric; single GPU, multi-GPU DDP, CPU)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=plain_doc(__doc__),
     )
     p.add_argument(
         "--config", "--recipe", help=f"recipe ({', '.join(list_recipes())}) or YAML/JSON config file"
     )
     p.add_argument(
         "--resume", default="auto",
-        help="auto (default): continue from OUT_DIR/checkpoints/last.ckpt if present; never; or a checkpoint path",
+        help="auto: continue from OUT_DIR/checkpoints/last.ckpt if present; never; or a checkpoint path",
     )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any field (repeatable)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")

@@ -274,6 +274,12 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     """
     from tqdm.auto import tqdm
 
+    fewshot = canonical_name(cfg.dataset) in FEWSHOT_DATASETS
+    if cfg.world_size > 1 and "LOCAL_RANK" not in os.environ:
+        # Check the data before Fabric starts the other processes: a wrong --data-root is then one
+        # error, not one per process after each has started.
+        _build_train_dataset(cfg, fewshot)
+        _build_val_dataset(cfg, fewshot)
     fabric = _make_fabric(cfg)
     fabric.launch()
     if fabric.world_size != cfg.world_size:  # e.g. torchrun without --devices
@@ -285,10 +291,6 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     out_dir = Path(cfg.out_dir)
     ckpt_path = out_dir / "checkpoints" / "last.ckpt"
     resume_path = _resolve_resume(resume, ckpt_path)
-    if fabric.is_global_zero:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out_dir / "config.yaml")
-
     if cfg.reference_devices is not None and fabric.world_size != cfg.reference_devices and fabric.is_global_zero:
         _logger.warning(
             "this recipe reproduces a run on %d GPUs; this one has %d process(es): the global batch is %d "
@@ -298,16 +300,9 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         )
 
     # --- data: the reference augmentation, seeded per (seed, epoch, image); sharded per process
-    fewshot = canonical_name(cfg.dataset) in FEWSHOT_DATASETS
     if cfg.monitor == "FB-IoU" and not fewshot:
         raise ConfigError("monitor FB-IoU is a few-shot metric; use pixAcc or mIoU")
-    if fewshot:  # zero-shot training: Resize((crop, crop)), no augmentation (reference)
-        dataset: Any = build_fewshot_dataset(
-            cfg.dataset, cfg.data_root, fold=cfg.fold, split=cfg.split, transform=fewshot_transform(cfg.crop_size),
-            label_style=cfg.label_style, num_support=cfg.fewshot_support, **cfg.dataset_kwargs,
-        )
-    else:
-        dataset = build_dataset(cfg.dataset, cfg.data_root, cfg.split, None, cfg.label_style, **cfg.dataset_kwargs)
+    dataset = _build_train_dataset(cfg, fewshot)
     ignore_index = ignore_index_of(dataset)
     if cfg.ignore_index is not None and cfg.ignore_index != ignore_index:
         raise ConfigError(f"ignore_index={cfg.ignore_index}, but {cfg.dataset} masks mark ignored pixels with {ignore_index}")
@@ -317,6 +312,9 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
             hflip_p=cfg.hflip_prob, ignore_index=ignore_index,
         )
     val_dataset = _build_val_dataset(cfg, fewshot)
+    if fabric.is_global_zero:  # only once the data is known to be readable: a failed start leaves nothing
+        out_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out_dir / "config.yaml")
     sampler = ResumableShardSampler(
         len(dataset), cfg.batch_size, cfg.accumulate_grad_batches, fabric.global_rank, fabric.world_size, cfg.seed
     )
@@ -542,6 +540,15 @@ def _zero_shot_batch(
         target = target.masked_fill(target == ignore_index, 0)
     rows = torch.stack([torch.zeros_like(cls), row_of[cls]], dim=1)
     return images, target, text[rows]
+
+
+def _build_train_dataset(cfg: TrainConfig, fewshot: bool) -> Any:
+    if fewshot:  # zero-shot training: Resize((crop, crop)), no augmentation (reference)
+        return build_fewshot_dataset(
+            cfg.dataset, cfg.data_root, fold=cfg.fold, split=cfg.split, transform=fewshot_transform(cfg.crop_size),
+            label_style=cfg.label_style, num_support=cfg.fewshot_support, **cfg.dataset_kwargs,
+        )
+    return build_dataset(cfg.dataset, cfg.data_root, cfg.split, None, cfg.label_style, **cfg.dataset_kwargs)
 
 
 def _build_val_dataset(cfg: TrainConfig, fewshot: bool) -> Any:

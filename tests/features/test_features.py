@@ -53,7 +53,8 @@ def test_torchrun_two_processes_write_each_output_once(tmp_path: Path) -> None:
     # Each rank reports its own part: 3 + 3 written, so no image was done twice.
     assert "features (part 1/2): 3 written, 0 already done, 0 failed" in proc.stderr
     assert "features (part 2/2): 3 written, 0 already done, 0 failed" in proc.stderr
-    assert _files(out) == ["features.json"] + [f"img{i}.npy" for i in range(6)]  # no temp files left
+    # no temp files left; each array has its record (the settings that made it)
+    assert _files(out) == sorted(["features.json"] + [f"img{i}.{ext}" for i in range(6) for ext in ("json", "npy")])
     for i in range(6):
         arr = np.load(out / f"img{i}.npy")
         assert arr.dtype == np.float16 and arr.shape[0] == 32
@@ -84,8 +85,10 @@ def test_manual_shard_and_settings_guard(
     out = tmp_path / "out"
     report = export_features(predictor, [tmp_path / "in"], out, shard=(1, 3), progress=False)
     assert sorted(p.name for p in report.written) == ["img1.npy", "img4.npy"]
-    with pytest.raises(lseg.LSegError, match="other settings \\(dtype differ"):
-        export_features(predictor, [tmp_path / "in"], out, dtype="float32", progress=False)
+    # Other settings: the outputs made with the old ones are redone, not skipped, not refused.
+    report = export_features(predictor, [tmp_path / "in"], out, dtype="float32", progress=False)
+    assert len(report.written) == 6 and sorted(p.name for p in report.redone) == ["img1.npy", "img4.npy"]
+    assert "dtype changed" in report.summary() and np.load(out / "img1.npy").dtype == np.float32
     assert main(["features", str(tmp_path / "in"), "--out", str(out), "--shard", "3/3", *MODEL_ARGS]) == 2
     assert "error: --shard must be k/M with 0 <= k < M" in capsys.readouterr().err
 
@@ -112,7 +115,7 @@ def test_video_frames(tmp_path: Path, predictor: lseg.LSegPredictor, capsys: pyt
     out = tmp_path / "out"
     assert main(["features", str(tmp_path / "in"), "--out", str(out), "--fps", "5", *MODEL_ARGS]) == 0
     expected = [f"clip/{i:06d}.npy" for i in (0, 2, 4, 6, 8)]
-    assert _files(out) == sorted(["clip/frames.json", *expected, "features.json", "img0.npy"])
+    assert _files(out) == sorted(["clip/frames.json", *expected, "features.json", "img0.json", "img0.npy"])
     index = json.loads((out / "clip" / "frames.json").read_text())
     assert [f["index"] for f in index["frames"]] == [0, 2, 4, 6, 8]
     assert [f["time"] for f in index["frames"]] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8], abs=1e-3)

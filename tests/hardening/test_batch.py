@@ -57,8 +57,8 @@ def _hidden(root: Path) -> list[Path]:
 
 
 def _check_segment_outputs(out: Path, sizes: dict[str, tuple[int, int]]) -> None:
-    expected = {f"{s}_{kind}.png" for s in sizes for kind in ("labels", "overlay")}
-    assert _files(out) == expected  # every output exactly once, nothing else (no temp files)
+    expected = {f"{s}_{kind}" for s in sizes for kind in ("labels.png", "overlay.png", "labels.json")}
+    assert _files(out) == expected  # every output and its record exactly once, nothing else (no temp files)
     for stem, (h, w) in sizes.items():
         lm = Image.open(out / f"{stem}_labels.png")
         assert lm.mode == "P" and lm.size == (w, h)
@@ -69,7 +69,7 @@ def _check_segment_outputs(out: Path, sizes: dict[str, tuple[int, int]]) -> None
 
 
 def _check_feature_outputs(out: Path, stems: list[str]) -> None:
-    assert _files(out) == {f"{s}.npy" for s in stems} | {"features.json"}
+    assert _files(out) == {f"{s}.{ext}" for s in stems for ext in ("npy", "json")} | {"features.json"}
     for s in stems:
         arr = np.load(out / f"{s}.npy")
         assert arr.dtype == np.float16 and arr.ndim == 3 and arr.shape[0] == 32
@@ -194,13 +194,14 @@ def test_segment_killed_mid_write_and_restarted(twenty_images, tmp_path, capsys)
     out = tmp_path / "seg"
     args = ["segment", str(twenty_images), "-l", "sky,grass", "--random-weights", "lseg_tiny_test", "-o",
             str(out), *MODEL]
-    # 2 files per image: killed after img03's label map is in place, while its overlay is a temp file
-    hanging = _run_until_hang_then_kill(args, hang_at=8, tmp_path=tmp_path)
+    # 3 files per image (label map, overlay, record): killed after img03's label map is in place,
+    # while its overlay is a temp file
+    hanging = _run_until_hang_then_kill(args, hang_at=11, tmp_path=tmp_path)
     assert Path(hanging) == out / "img03_overlay.png"
     assert (out / "img03_labels.png").exists() and not (out / "img03_overlay.png").exists()
     stale = _hidden(out)
     assert len(stale) == 1 and stale[0].name.startswith(".img03_overlay.png.")  # what SIGKILL leaves
-    assert len(_files(out)) == 8  # 7 finished outputs + the temp file
+    assert len(_files(out)) == 11  # 10 finished outputs + the temp file
     assert main(args) == 0
     assert "17 written, 3 already done, 0 failed" in capsys.readouterr().err
     sizes = {f"img{i:02d}": (20 + i, 28) for i in range(20)}
@@ -211,12 +212,13 @@ def test_segment_killed_mid_write_and_restarted(twenty_images, tmp_path, capsys)
 def test_features_killed_mid_write_and_restarted(twenty_images, tmp_path, capsys):
     out = tmp_path / "feats"
     args = ["features", str(twenty_images), "--random-weights", "lseg_tiny_test", "-o", str(out), *MODEL]
-    # the manifest is write 1; killed while img06.npy is a complete temp file not yet renamed
-    hanging = _run_until_hang_then_kill(args, hang_at=8, tmp_path=tmp_path)
+    # the manifest is write 1, then .npy + record per image; killed while img06.npy is a complete
+    # temp file not yet renamed
+    hanging = _run_until_hang_then_kill(args, hang_at=14, tmp_path=tmp_path)
     assert Path(hanging) == out / "img06.npy"
     stale = _hidden(out)
     assert len(stale) == 1 and stale[0].name.startswith(".img06.npy.")
-    assert _files(out) - {stale[0].name} == {"features.json"} | {f"img{i:02d}.npy" for i in range(6)}
+    assert _files(out) - {stale[0].name} == {"features.json"} | {f"img{i:02d}.{e}" for i in range(6) for e in ("npy", "json")}
     assert main(args) == 0
     assert "14 written, 6 already done, 0 failed" in capsys.readouterr().err
     _check_feature_outputs(out, [f"img{i:02d}" for i in range(20)])

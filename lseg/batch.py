@@ -1,0 +1,254 @@
+"""What ``lseg segment`` and ``lseg features`` share as batch jobs over files and folders.
+
+* **Inputs** (:func:`collect_inputs`, :func:`walk`): files under the given folders, never the job's
+  own output tree (an ``--out`` inside an input folder) nor files an earlier lseg run recorded as its
+  outputs, so re-running a job never reads its results back as inputs.
+* **Collisions** (:func:`check_unique_outputs`): two inputs that would write the same output
+  (``a.jpg`` and ``a.png`` in one folder) are refused before any work, every clash listed.
+* **Recipes** (:func:`plan`, :func:`write_record`): each input's outputs get a JSON record (written
+  last, atomically) of what made them: the settings that change their content (labels, templates,
+  size, precision, model identity, ...) and the files written. A re-run skips an input whose record
+  has the same recipe and whose files all exist, and redoes it when the recipe changed (removing the
+  outputs of the old recipe that the new one does not write), so a folder never mixes settings.
+* **Report** (:class:`BatchReport`): ``N written (R redone: labels changed), M already done, F failed``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from lseg.errors import LSegError
+
+__all__ = [
+    "RECORD_KEY",
+    "BatchReport",
+    "check_unique_outputs",
+    "collect_inputs",
+    "model_identity",
+    "plan",
+    "walk",
+    "write_record",
+]
+
+#: Key that marks a JSON file as an lseg output record (its value: the record format version).
+RECORD_KEY = "lseg_record"
+_RECORD_VERSION = 1
+#: Records larger than this are not lseg's (never parsed while walking inputs).
+_MAX_RECORD_BYTES = 1 << 22
+
+Status = Literal["new", "done", "redo"]
+
+
+@dataclass
+class BatchReport:
+    """What a batch job did: written (``redone``: of those, the ones whose recipe changed), skipped
+    (already done with the same recipe) and failed (path, reason)."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    redone: list[Path] = field(default_factory=list)
+    changed: set[str] = field(default_factory=set)  # recipe keys that differed, for the summary
+
+    def summary(self) -> str:
+        redo = ""
+        if self.redone:
+            why = ", ".join(sorted(self.changed)) or "settings"
+            redo = f" ({len(self.redone)} redone: {why} changed)"
+        return f"{len(self.written)} written{redo}, {len(self.skipped)} already done, {len(self.failed)} failed"
+
+
+# ---------------------------------------------------------------------------- inputs
+
+def _resolved(p: Path) -> Path:
+    with contextlib.suppress(OSError):
+        return p.resolve()
+    return p.absolute()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def recorded_outputs(folder: Path, filenames: Iterable[str]) -> set[str]:
+    """Names of the files in ``folder`` that lseg records (among ``filenames``) list as outputs,
+    the records themselves included."""
+    out: set[str] = set()
+    for fn in filenames:
+        if not fn.endswith(".json"):
+            continue
+        path = folder / fn
+        try:
+            if path.stat().st_size > _MAX_RECORD_BYTES:
+                continue
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and RECORD_KEY in data:
+            out.add(fn)
+            out.update(str(o) for o in data.get("outputs", ()) if isinstance(o, str))
+    return out
+
+
+def walk(root: Path, suffixes: Iterable[str], exclude: Path | None = None) -> list[Path]:
+    """Files under ``root`` with one of ``suffixes`` (lower case, with the dot), sorted by path
+    components; hidden files and folders, the folder ``exclude`` (a job's output) and recorded lseg
+    outputs are left out. Symlinked folders are not followed (no cycles)."""
+    wanted = {s.lower() for s in suffixes}
+    skip = _resolved(exclude) if exclude is not None else None
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        base = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and (skip is None or _resolved(base / d) != skip))
+        outputs = recorded_outputs(base, filenames)
+        for fn in filenames:
+            if fn.startswith(".") or fn in outputs or Path(fn).suffix.lower() not in wanted:
+                continue
+            candidate = base / fn
+            if candidate.is_file():  # not a broken symlink
+                found.append(candidate)
+    return sorted(found, key=lambda q: q.relative_to(root).parts)
+
+
+def collect_inputs(
+    inputs: Sequence[str | os.PathLike[str]], suffixes: Iterable[str], out: str | os.PathLike[str] | None = None,
+) -> list[tuple[Path, Path]]:
+    """Expand files and folders into ``(file, output stem relative to OUT)`` pairs.
+
+    A folder contributes its files with ``suffixes`` (stem: the path inside the folder), never those
+    under ``out`` or recorded as lseg outputs (:func:`walk`); a file is taken as given (stem: its
+    name), unless it is a recorded lseg output.
+
+    Raises:
+        LSegError: an input does not exist.
+    """
+    suffixes = tuple(suffixes)
+    exclude = Path(out) if out is not None else None
+    pairs: list[tuple[Path, Path]] = []
+    for item in inputs:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            pairs += [(f, f.relative_to(p).with_suffix("")) for f in walk(p, suffixes, exclude)]
+        elif p.is_file():
+            if p.name in recorded_outputs(p.parent, os.listdir(p.parent)):
+                raise LSegError(f"{p} is an output of an earlier lseg run (see the .json record next to it), "
+                                "not an input; pass the original image")
+            pairs.append((p, Path(p.stem)))
+        else:
+            raise LSegError(f"input not found: {p}")
+    return pairs
+
+
+def check_unique_outputs(pairs: Iterable[tuple[Path, Path]], suffix: str) -> None:
+    """Refuse inputs whose outputs would share a name (``a.jpg`` and ``a.png`` in one folder: one
+    would overwrite the other), listing every clash before any work is done."""
+    by_stem: dict[Path, list[Path]] = {}
+    for src, stem in pairs:
+        sources = by_stem.setdefault(stem, [])
+        if src not in sources:
+            sources.append(src)
+    clashes = [(stem, srcs) for stem, srcs in by_stem.items() if len(srcs) > 1]
+    if not clashes:
+        return
+    shown = "; ".join(f"{' and '.join(str(s) for s in srcs)} would all write {stem}{suffix}"
+                      if len(srcs) > 2 else f"{srcs[0]} and {srcs[1]} would both write {stem}{suffix}"
+                      for stem, srcs in clashes[:20])
+    more = f"; and {len(clashes) - 20} more" if len(clashes) > 20 else ""
+    raise LSegError(f"{len(clashes)} output name clash{'es' if len(clashes) > 1 else ''}: {shown}{more}; "
+                    "rename the files or process them into different --out folders")
+
+
+# ---------------------------------------------------------------------------- recipes
+
+def model_identity(checkpoint: str | None, random_weights: str | None, seed: int | None = None) -> dict[str, Any]:
+    """What identifies the weights of a run without loading them: a random model's name and seed,
+    or the checkpoint argument with the size and modification time of its files when it is a
+    local path (a released name or Hub id is its name)."""
+    if random_weights:
+        return {"random_weights": random_weights, "seed": seed}
+    ident: dict[str, Any] = {"checkpoint": checkpoint}
+    p = Path(checkpoint).expanduser() if checkpoint else None
+    if p is not None and p.exists():
+        ident["checkpoint"] = str(_resolved(p))
+        files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
+        ident["files"] = {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files
+                          if f.suffix in (".safetensors", ".json", ".ckpt", ".pt", ".pth", ".bin")}
+    return ident
+
+
+def _digest(recipe: Mapping[str, Any]) -> str:
+    text = json.dumps(recipe, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and RECORD_KEY in data else None
+
+
+def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], report: BatchReport,
+         overwrite: bool = False) -> Status:
+    """Whether the outputs ``targets`` of one input (recorded in ``record``) must be written.
+
+    ``done``: the record has this recipe and every target exists (skip; counted in ``report``).
+    ``redo``: the outputs were made with another recipe (or ``overwrite``): the old record's outputs
+    that the new recipe does not write are deleted now, so nothing stale stays next to the new ones.
+    ``new``: no record yet (nothing there, or what a killed run left before writing its record), or
+    the same recipe with an output missing.
+    """
+    old = _read_record(record)
+    same = old is not None and old.get("digest") == _digest(recipe)
+    if not overwrite and same:
+        if all(t.exists() for t in targets):
+            report.skipped.append(targets[0])
+            return "done"
+        return "new"  # same recipe, an output missing (deleted, or not asked for before): write it
+    if old is None:  # nothing there, or the outputs of a run killed before its record: write them
+        return "new"
+    if old is not None:
+        old_recipe = old.get("recipe") or {}
+        report.changed.update(k for k in set(old_recipe) | set(recipe) if old_recipe.get(k) != recipe.get(k))
+        keep = {t.name for t in targets}
+        for name in old.get("outputs", ()):
+            if isinstance(name, str) and name not in keep and "/" not in name and name != record.name:
+                with contextlib.suppress(OSError):
+                    (record.parent / name).unlink()
+    if overwrite:
+        report.changed.add("--overwrite")
+    return "redo"
+
+
+def write_record(record: Path, kind: str, source: Path, recipe: Mapping[str, Any], outputs: Sequence[Path],
+                 **extra: Any) -> None:
+    """Write the record of one input's outputs (after them: its presence marks them complete)."""
+    from lseg.io import atomic_write
+
+    data = {
+        RECORD_KEY: _RECORD_VERSION,
+        "kind": kind,
+        "source": str(source),
+        **extra,
+        "outputs": [o.name for o in outputs],
+        "recipe": dict(recipe),
+        "digest": _digest(recipe),
+    }
+    text = json.dumps(data, indent=1, ensure_ascii=False, default=str) + "\n"
+    atomic_write(record, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def finish(report: BatchReport, written: Path, status: Status) -> None:
+    """Count one input's outputs as written (and as redone if its recipe changed)."""
+    report.written.append(written)
+    if status == "redo":
+        report.redone.append(written)
