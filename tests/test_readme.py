@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import make_photo
+from features.helpers import write_video
 from PIL import Image
 
 import lseg
@@ -47,6 +48,7 @@ def _sandbox(root: Path) -> dict[str, str]:
     Image.fromarray(make_photo(64, 80, seed=2)).save(photos / "a.jpg")
     Image.fromarray(make_photo(48, 64, seed=3)).save(photos / "b.png")
     (root / "labels.txt").write_text("# labels, one per line\ndog\ngrass\nsky\nother\n", encoding="utf-8")
+    write_video(root / "scan.mp4", n_frames=30, rate=10)  # "Features for 3D": 3 s, sampled at 5 frames/s
     torch.manual_seed(0)
     tiny = lseg.create_model("lseg_tiny_test")
     lseg.save_pretrained(tiny, root / "lseg-demo")
@@ -80,6 +82,7 @@ def test_readme_blocks_run(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-4000:]
     assert (tmp_path / "seg" / "a_labels.png").is_file() and (tmp_path / "feats" / "a.npy").is_file()
     assert (tmp_path / "lseg-output" / "photo_overlay.png").is_file()
+    assert (tmp_path / "query" / "scan" / "000006_labels.png").is_file()
     # python blocks: one session, in order (later blocks use the names earlier ones define).
     session = "\n".join(f"# README line {line}\n{code}" for lang, code, line in tested if lang == "python")
     run = subprocess.run([sys.executable, "-c", session], cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
