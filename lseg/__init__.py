@@ -22,6 +22,7 @@ from lseg.errors import (
     ImageLoadError,
     LabelError,
     LSegError,
+    OutputWriteError,
     WeightsDownloadError,
 )
 from lseg.inference import ImageEmbedding, LSegPredictor, MultiScaleConfig, SegmentationResult
@@ -41,6 +42,7 @@ __all__ = [
     "LSegPredictor",
     "LabelError",
     "MultiScaleConfig",
+    "OutputWriteError",
     "SegmentationResult",
     "TextEncoderConfig",
     "ViTConfig",

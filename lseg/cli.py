@@ -114,8 +114,10 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
+    from lseg.claims import ClaimSet, remove_stale_claims
+    from lseg.errors import OutputWriteError
     from lseg.features import BatchReport, check_unique_outputs, collect_inputs
-    from lseg.io import atomic_write, load_image, remove_stale_temp_files, save_png
+    from lseg.io import atomic_write, check_writable, load_image, remove_stale_temp_files, save_png
     from lseg.labels import parse_labels
     from lseg.loader import prepared_batches
     from lseg.viz import heatmaps, overlay, palette
@@ -127,7 +129,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     check_unique_outputs(pairs, "_labels.png")
     out = Path(args.out)
     remove_stale_temp_files(out)  # hidden temp files of a killed earlier run
-    predictor = make_predictor(args)
+    remove_stale_claims(out)  # and its claims
     report = BatchReport()
     todo: list[tuple[Path, list[Path], list[Path]]] = []
     for src, stem in pairs:
@@ -142,6 +144,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             report.skipped.append(targets[0])
         else:
             todo.append((src, targets, heat_targets))
+    if todo:
+        check_writable(out)  # a read-only or forbidden folder: one error before the model loads
+    predictor = make_predictor(args)
 
     def write(src: Path, targets: list[Path], heat_targets: list[Path], result) -> None:  # type: ignore[no-untyped-def]
         image = load_image(src)  # full resolution for the overlay (the loader kept only the resized copy)
@@ -162,32 +167,60 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         atomic_write(targets[1], lambda p, im=picture: im.save(p, format="PNG"))
         report.written.append(targets[0])
 
-    def fail(src: Path, e: str) -> None:
-        print(f"warning: skipping {src}: {e}", file=sys.stderr)
-        report.failed.append((src, e))
+    def fail(src: Path, e: LSegError | str) -> None:
+        """One line per file; a full disk or read-only file system stops the batch (re-raised)."""
+        print(f"error: {e}" if isinstance(e, OutputWriteError) else f"warning: skipping {src}: {e}", file=sys.stderr)
+        report.failed.append((src, str(e)))
+        if isinstance(e, OutputWriteError) and e.fatal:
+            raise e
 
     progress = tqdm(total=len(todo), desc="segment", unit="img", disable=args.quiet)
-    if args.multiscale:  # the reference evaluator: one image at a time
-        for src, targets, heat_targets in todo:
+    with ClaimSet() as claims:  # workers sharing this output folder split the images
+
+        def take(i: int) -> bool:
+            src, targets, _ = todo[i]
             try:
-                write(src, targets, heat_targets, predictor.segment(load_image(src), labels, multiscale=True))
+                if not claims.take(targets[0]):
+                    report.others.append(targets[0])
+                    return False
+            except OutputWriteError as e:
+                fail(src, e)
+                return False
+            if not args.overwrite and all(t.exists() for t in targets):  # another worker finished it
+                claims.release(targets[0])
+                report.skipped.append(targets[0])
+                return False
+            return True
+
+        def run(src: Path, targets: list[Path], compute: Callable[[], object]) -> None:
+            try:
+                write(src, targets, heat_targets_of[src], compute())
             except LSegError as e:
-                fail(src, str(e))
-            progress.update()
-    else:
-        for batch in prepared_batches(predictor, [t[0] for t in todo]):
-            for item in batch:
-                if item.error is not None:
-                    fail(item.path, item.error)
-            good = [item for item in batch if item.image is not None]
-            results = predictor.segment_batch([item.image for item in good], labels) if good else []
-            for item, result in zip(good, results):
-                src, targets, heat_targets = todo[item.index]
-                try:
-                    write(src, targets, heat_targets, result)
-                except LSegError as e:
-                    fail(src, str(e))
-            progress.update(len(batch))
+                fail(src, e)
+            finally:
+                claims.release(targets[0])
+
+        heat_targets_of = {src: heat for src, _, heat in todo}
+        try:
+            if args.multiscale:  # the reference evaluator: one image at a time
+                for i, (src, targets, _) in enumerate(todo):
+                    if take(i):
+                        run(src, targets, lambda s=src: predictor.segment(load_image(s), labels, multiscale=True))
+                    progress.update()
+            else:
+                for batch in prepared_batches(predictor, [t[0] for t in todo], take=take):
+                    for item in batch:
+                        if item.error is not None:
+                            claims.release(todo[item.index][1][0])
+                            fail(item.path, item.error)
+                    good = [item for item in batch if item.image is not None]
+                    results = predictor.segment_batch([item.image for item in good], labels) if good else []
+                    for item, result in zip(good, results):
+                        src, targets, _ = todo[item.index]
+                        run(src, targets, lambda r=result: r)
+                    progress.update(len(batch))
+        except OutputWriteError as e:  # fatal (raised by fail): every later write would fail the same way
+            report.stopped = str(e)
     progress.close()
     return _finish(report, f"segment (into {out})")
 
@@ -205,10 +238,11 @@ def _save_npz(path: Path, **arrays) -> None:  # type: ignore[no-untyped-def]
 
 
 def _finish(report, what: str) -> int:  # type: ignore[no-untyped-def]
+    """Summary and failed files; exit 2 if the job stopped early (disk full...), 1 if files failed."""
     print(f"{what}: {report.summary()}", file=sys.stderr)
     for path, reason in report.failed:
         print(f"  failed: {path}: {reason}", file=sys.stderr)
-    return 1 if report.failed else 0
+    return 2 if report.stopped else 1 if report.failed else 0
 
 
 # ---------------------------------------------------------------------------- features
@@ -224,9 +258,12 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
         if torch.cuda.is_available():
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count()}"
-    from lseg.io import remove_stale_temp_files
+    from lseg.claims import remove_stale_claims
+    from lseg.io import check_writable, remove_stale_temp_files
 
     remove_stale_temp_files(args.out)  # hidden temp files of a killed earlier run
+    remove_stale_claims(args.out)  # and its claims
+    check_writable(args.out)  # a read-only or forbidden folder: one error before the model loads
     predictor = make_predictor(args)
     report = export_features(
         predictor, args.inputs, args.out, dtype=args.dtype, overwrite=args.overwrite, progress=not args.quiet,

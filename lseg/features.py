@@ -19,11 +19,15 @@ Resolution (``resolution=``):
 
 Upsampled embeddings follow the logits' path (x2 with align_corners=True, crop, then
 align_corners=True to the target size) and are re-normalised to unit length. They are computed in
-row strips and written through a memory map, so a 4000x3000 export needs little RAM (but D*H*W*2
-bytes of disk).
+row strips, each written at its place in the file with ``pwrite`` (never through a memory map, whose
+writes die of SIGBUS on a full disk), so a 4000x3000 export needs little RAM (but D*H*W*2 bytes of
+disk).
 
 A file appears only once complete (temporary name, then rename), so a killed job is simply
-restarted: finished outputs are skipped (a video's ``frames.json`` marks it complete).
+restarted: finished outputs are skipped (a video's ``frames.json`` marks it complete). Jobs started
+on one output folder split the work through claim files (:mod:`lseg.claims`). A write that fails
+(:class:`~lseg.errors.OutputWriteError`) fails its input, and the others go on; a full disk or a
+read-only file system stops the job (``BatchReport.stopped``), and a re-run completes it.
 
 Sharding: with ``torchrun --nproc_per_node=N -m lseg.cli features ...`` (``RANK``/``WORLD_SIZE`` in the
 environment; no process group is needed) input ``i`` (an image or a whole video, in sorted order) is
@@ -46,9 +50,18 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from lseg.errors import LSegError
+from lseg.claims import ClaimSet
+from lseg.errors import LSegError, OutputWriteError
 from lseg.inference import LSegPredictor, to_numpy
-from lseg.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, atomic_write, iter_frames, list_images
+from lseg.io import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    atomic_write,
+    check_writable,
+    iter_frames,
+    list_images,
+    walk_files,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -63,14 +76,21 @@ Resolution = str | tuple[int, int]
 
 @dataclass
 class BatchReport:
-    """What a batch job did: written, skipped (already done) and failed (path, reason)."""
+    """What a batch job did: written, skipped (already done), failed (path, reason), left to other
+    workers (claimed by a live job on the same output folder), and why it stopped early (a full
+    disk, a read-only file system), if it did."""
 
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    others: list[Path] = field(default_factory=list)
+    stopped: str | None = None
 
     def summary(self) -> str:
-        return f"{len(self.written)} written, {len(self.skipped)} already done, {len(self.failed)} failed"
+        text = f"{len(self.written)} written, {len(self.skipped)} already done, {len(self.failed)} failed"
+        if self.others:
+            text += f", {len(self.others)} left to other workers"
+        return text + (f"; stopped early: {self.stopped}" if self.stopped else "")
 
 
 @dataclass(frozen=True)
@@ -119,7 +139,7 @@ def collect_media(inputs: Sequence[str | os.PathLike[str]]) -> list[MediaItem]:
             items += [
                 MediaItem(f, f.relative_to(p).with_suffix(""), f.suffix.lower() in VIDEO_EXTENSIONS) for f in found
             ]
-        elif p.is_file():
+        elif p.exists():  # a FIFO or device too: the loader refuses it (without blocking), as a failed input
             items.append(MediaItem(p, Path(p.stem), p.suffix.lower() in VIDEO_EXTENSIONS))
         else:
             raise LSegError(f"input not found: {p}")
@@ -138,12 +158,8 @@ def check_unique_outputs(pairs: Iterable[tuple[Path, Path]], suffix: str) -> Non
 
 
 def _walk(root: Path) -> list[Path]:
-    """Files under ``root``, skipping hidden files and folders (as :func:`lseg.io.list_images`)."""
-    out: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        out += [Path(dirpath) / f for f in filenames if not f.startswith(".")]
-    return [f for f in out if f.is_file()]
+    """Files under ``root`` as :func:`lseg.io.list_images` finds them (:func:`lseg.io.walk_files`)."""
+    return walk_files(root)
 
 
 # ---------------------------------------------------------------------------- sharding
@@ -313,21 +329,27 @@ def export_features(
         raise LSegError(f"shard must be (k, M) with 0 <= k < M, got {(part, parts)}")
     if write_manifest is None:
         write_manifest = torchrun_rank()[0] == 0
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable(out_dir)
     manifest = _manifest(predictor, dtype, res, fps, every_n, pca)
     _check_manifest(out / MANIFEST, manifest, overwrite)
     if write_manifest:
         atomic_write(out / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
     items = collect_media(inputs)[part::parts]
-    writer = _Writer(predictor, out, DTYPES[dtype], res, pca, overwrite)
     report = BatchReport()
     desc = "features" if parts == 1 else f"features {part + 1}/{parts}"
-    for item in tqdm(items, desc=desc, unit="input", disable=not progress, position=part if parts > 1 else None):
-        if item.is_video:
-            writer.video(item, report, fps=fps, every_n=every_n)
-        else:
-            writer.image(item, report)
+    with ClaimSet() as claims:
+        writer = _Writer(predictor, out, DTYPES[dtype], res, pca, overwrite, claims)
+        for item in tqdm(items, desc=desc, unit="input", disable=not progress, position=part if parts > 1 else None):
+            try:
+                if item.is_video:
+                    writer.video(item, report, fps=fps, every_n=every_n)
+                else:
+                    writer.image(item, report)
+            except OutputWriteError as e:  # only fatal ones get here: every later write would fail too
+                _logger.error("%s", e)
+                report.failed.append((item.path, str(e)))
+                report.stopped = str(e)
+                break
     return report
 
 
@@ -375,10 +397,11 @@ class _Writer:
     """Writes the outputs of one image or video frame (embedding array + optional PCA picture)."""
 
     def __init__(
-        self, predictor: LSegPredictor, out: Path, dtype: type, res: Resolution, pca: bool, overwrite: bool
+        self, predictor: LSegPredictor, out: Path, dtype: type, res: Resolution, pca: bool, overwrite: bool,
+        claims: ClaimSet,
     ) -> None:
-        self.predictor, self.out, self.dtype, self.res, self.pca, self.overwrite = (
-            predictor, out, dtype, res, pca, overwrite
+        self.predictor, self.out, self.dtype, self.res, self.pca, self.overwrite, self.claims = (
+            predictor, out, dtype, res, pca, overwrite, claims
         )
 
     def targets(self, stem: Path) -> list[Path]:
@@ -396,16 +419,35 @@ class _Writer:
         if self.done(item.stem):
             report.skipped.append(targets[0])
             return
+        if not self.claims.take(targets[0]):
+            report.others.append(targets[0])
+            return
         try:
+            if self.done(item.stem):  # finished by another worker since the check above
+                report.skipped.append(targets[0])
+                return
             emb = self.predictor.embed_image(item.path)
+            self.write(emb, targets)
+            report.written.append(targets[0])
         except LSegError as e:
+            if isinstance(e, OutputWriteError) and e.fatal:
+                raise
             _logger.warning("skipping %s: %s", item.path, e)
             report.failed.append((item.path, str(e)))
-            return
-        self.write(emb, targets)
-        report.written.append(targets[0])
+        finally:
+            self.claims.release(targets[0])
 
     def video(self, item: MediaItem, report: BatchReport, *, fps: float | None, every_n: int | None) -> None:
+        folder = self.out / item.stem
+        if not self.claims.take(folder):  # a video is one unit of work
+            report.others.append(folder)
+            return
+        try:
+            self._video(item, report, fps=fps, every_n=every_n)
+        finally:
+            self.claims.release(folder)
+
+    def _video(self, item: MediaItem, report: BatchReport, *, fps: float | None, every_n: int | None) -> None:
         folder = self.out / item.stem
         index_path = folder / FRAMES_INDEX
         if not self.overwrite and index_path.is_file():
@@ -428,6 +470,8 @@ class _Writer:
                 self.write(self.predictor.embed_image(frame), self.targets(stem))
                 report.written.append(self.targets(stem)[0])
         except LSegError as e:
+            if isinstance(e, OutputWriteError) and e.fatal:
+                raise
             _logger.warning("video %s: stopped after %d sampled frames: %s", item.path, len(record), e)
             report.failed.append((item.path, str(e)))
             return
@@ -450,11 +494,21 @@ class _Writer:
 
     def _save_resized(self, path: Path, pixels: np.ndarray, input_size: tuple[int, int],
                       size: tuple[int, int]) -> None:
-        arr = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=(pixels.shape[0], *size))
-        for sl, strip in iter_resized_embeddings(pixels, tuple(input_size), size):
-            arr[:, sl] = strip
-        arr.flush()
-        del arr
+        """A (D, H, W) ``.npy`` written strip by strip: the rows of a strip lie at D places in the
+        file (one per channel), each written with a seek and an ordinary write, so a full disk is an
+        ``OSError`` (ENOSPC), not the SIGBUS of a store through a memory map."""
+        d, (big_h, big_w) = pixels.shape[0], size
+        row_bytes = big_w * np.dtype(self.dtype).itemsize
+        with open(path, "wb") as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": np.lib.format.dtype_to_descr(np.dtype(self.dtype)), "fortran_order": False,
+                    "shape": (d, big_h, big_w)})
+            start = f.tell()
+            for sl, strip in iter_resized_embeddings(pixels, tuple(input_size), size):
+                block = strip.astype(self.dtype)
+                for c in range(d):
+                    f.seek(start + (c * big_h + sl.start) * row_bytes)
+                    f.write(np.ascontiguousarray(block[c]).data)
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
