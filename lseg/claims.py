@@ -161,14 +161,14 @@ class ClaimSet:
                 _remove_stale(path, content)
                 continue
             except OSError as e:
-                raise write_error(path, e) from None
+                raise write_error(target, e) from None
             try:
                 with open(fd, "w", encoding="utf-8") as f:
                     f.write(mine)
             except OSError as e:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
-                raise write_error(path, e) from None
+                raise write_error(target, e) from None
             self._held[target] = (path, mine)
             self._start_heartbeat()
             return True

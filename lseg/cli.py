@@ -140,7 +140,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         heat_targets = [base.with_name(f"{base.name}_heat_{i:02d}_{_safe(lb)}.png") for i, lb in enumerate(labels)]
         if args.heatmaps:
             targets += heat_targets
-        if not args.overwrite and all(t.exists() for t in targets):
+        if not args.overwrite and all(map(os.path.exists, targets)):
             report.skipped.append(targets[0])
         else:
             todo.append((src, targets, heat_targets))
@@ -186,7 +186,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             except OutputWriteError as e:
                 fail(src, e)
                 return False
-            if not args.overwrite and all(t.exists() for t in targets):  # another worker finished it
+            if not args.overwrite and all(map(os.path.exists, targets)):  # another worker finished it
                 claims.release(targets[0])
                 report.skipped.append(targets[0])
                 return False

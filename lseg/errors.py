@@ -47,6 +47,9 @@ class OutputWriteError(LSegError, OSError):
     batch goes on.
     """
 
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""  # OSError's own format would add "[Errno N]"
+
     @property
     def fatal(self) -> bool:
         import errno

@@ -90,7 +90,7 @@ class BatchReport:
         text = f"{len(self.written)} written, {len(self.skipped)} already done, {len(self.failed)} failed"
         if self.others:
             text += f", {len(self.others)} left to other workers"
-        return text + (f"; stopped early: {self.stopped}" if self.stopped else "")
+        return text + ("; stopped early" if self.stopped else "")  # the reason is its failed file's
 
 
 @dataclass(frozen=True)
@@ -412,7 +412,7 @@ class _Writer:
         return t
 
     def done(self, stem: Path) -> bool:
-        return not self.overwrite and all(t.exists() for t in self.targets(stem))
+        return not self.overwrite and all(map(os.path.exists, self.targets(stem)))  # False for a name too long
 
     def image(self, item: MediaItem, report: BatchReport) -> None:
         targets = self.targets(item.stem)

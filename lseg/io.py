@@ -835,11 +835,12 @@ def list_images(folder: str | os.PathLike[str], recursive: bool = True) -> list[
 def walk_files(folder: str | os.PathLike[str], recursive: bool = True) -> list[Path]:
     """Every non-hidden entry under ``folder`` that is not a folder, sorted by path components.
 
-    Symlinked sub-folders are followed; each real folder is visited once (by device and inode), so
-    a link back to a parent cannot loop and a folder linked twice is listed under the first path in
-    sorted order. Hidden files and folders (``.name``) and broken symlinks are left out. A folder
-    that cannot be read raises instead of being skipped: a job must not report success while
-    missing part of its input.
+    Symlinked sub-folders are followed, except a link to a folder inside ``folder`` (its files are
+    listed under their real path); each folder is visited once (by device and inode), so a link
+    back to a parent cannot loop and a folder linked twice is listed under the first path in sorted
+    order. Hidden files and folders (``.name``) and broken symlinks are left out. A folder that
+    cannot be read raises instead of being skipped: a job must not report success while missing
+    part of its input.
 
     Raises:
         ImageLoadError: ``folder`` is missing or not a directory, or a folder under it is unreadable.
@@ -854,6 +855,7 @@ def walk_files(folder: str | os.PathLike[str], recursive: bool = True) -> list[P
         raise ImageLoadError(f"cannot read folder '{e.filename}': {e.strerror or _one_line(e)}; fix its "
                              "permissions or move it out of the input folder")
 
+    real_root = os.path.realpath(root)
     seen = {_dir_key(root)}
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
@@ -861,12 +863,17 @@ def walk_files(folder: str | os.PathLike[str], recursive: bool = True) -> list[P
         keep = []
         for d in sorted(dirnames) if recursive else []:
             key = _dir_key(base / d)
-            if not d.startswith(".") and key is not None and key not in seen:
+            inside = (base / d).is_symlink() and _is_within(os.path.realpath(base / d), real_root)
+            if not d.startswith(".") and key is not None and key not in seen and not inside:
                 seen.add(key)
                 keep.append(d)
         dirnames[:] = keep
         found += [base / fn for fn in filenames if not fn.startswith(".") and os.path.exists(base / fn)]
     return sorted(found, key=lambda q: q.relative_to(root).parts)
+
+
+def _is_within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def _dir_key(path: Path) -> tuple[int, int] | None:
