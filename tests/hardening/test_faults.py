@@ -16,6 +16,7 @@ with the reason.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -271,3 +272,20 @@ def test_file_name_too_long_for_the_temp_name(tmp_path, capsys):
     feats = tmp_path / "feats"  # b...b.npy is 254 bytes: fits, its temp name is shortened
     assert main(["features", str(photos), "-o", str(feats), *MODEL]) == 0
     assert _files(feats) == {f"{s}.npy" for s in (fits, too_long, "c")} | {"features.json"}
+
+
+@pytest.mark.parametrize(("code", "fatal"), [
+    (errno.ENOSPC, True), (errno.EDQUOT, True), (errno.EROFS, True), (errno.EIO, True),
+    (errno.EACCES, False), (errno.EPERM, False), (errno.ENAMETOOLONG, False), (errno.EFBIG, False),
+])
+def test_which_write_faults_stop_a_batch(tmp_path, code, fatal):
+    """The disk as a whole (full, over quota, read-only, failing) stops a batch; one file's fault does not."""
+
+    def writer(_: Path) -> None:
+        raise OSError(code, os.strerror(code))
+
+    with pytest.raises(OutputWriteError) as info:
+        atomic_write(tmp_path / "a.png", writer)
+    assert info.value.fatal is fatal and info.value.errno == code
+    assert str(info.value).startswith(f"cannot write {tmp_path / 'a.png'}: {os.strerror(code)}; ")
+    assert not list(tmp_path.iterdir())  # the temp file is removed
