@@ -30,7 +30,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import lseg
-import lseg.features
+import lseg.features.export
 import lseg.inference
 from lseg.inference import ImageEmbedding, LSegPredictor, MultiScaleConfig
 
@@ -112,7 +112,7 @@ def to_numpy_log(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[int, 
         return np.zeros(tuple(t.shape), dtype=_NUMPY[t.dtype])
 
     monkeypatch.setattr(lseg.inference, "to_numpy", fake_to_numpy)
-    monkeypatch.setattr(lseg.features, "to_numpy", fake_to_numpy)
+    monkeypatch.setattr(lseg.features.export, "to_numpy", fake_to_numpy)
     return seen
 
 

@@ -148,7 +148,7 @@ def test_eval_reports_and_skips_bad_files(tmp_path, good_images, bad_images, cap
 
 HANGING_CLI = r"""
 import os, sys, time
-import lseg.features, lseg.io
+import lseg.features.export, lseg.io
 hang_at, calls, original = int(os.environ["HANG_AT"]), [0], lseg.io.atomic_write
 def atomic_write(path, writer):
     def write(tmp):
@@ -158,7 +158,7 @@ def atomic_write(path, writer):
             print("HANGING", path, flush=True)
             time.sleep(600)
     return original(path, write)
-lseg.io.atomic_write = lseg.features.atomic_write = atomic_write
+lseg.io.atomic_write = lseg.features.export.atomic_write = atomic_write
 from lseg.cli import main
 sys.exit(main(sys.argv[1:]))
 """

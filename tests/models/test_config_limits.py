@@ -4,7 +4,6 @@ refused in one line before anything is allocated."""
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import zipfile
@@ -69,14 +68,15 @@ def test_every_registered_config_round_trips_through_json():
 
 
 _PEAK = """
-import resource, sys
+import sys
 import lseg
 from lseg.errors import CheckpointError
 try:
     lseg.load_model(sys.argv[1])
 except CheckpointError as e:
     print("REFUSED", e)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the (large) parent across exec
+print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")))
 """
 
 
@@ -94,7 +94,6 @@ def test_a_zip_whose_pickle_inflates_is_refused_without_reading_it(tmp_path):
     out = r.stdout.split("\n")
     assert out[0].startswith("REFUSED") and "compressed" in out[0]
     assert int(out[1]) / 1024 < 1500  # MiB: nothing near the 3 GB was ever allocated
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
 
 
 def test_a_stored_record_that_claims_more_than_the_file_holds_is_corrupt(tmp_path):

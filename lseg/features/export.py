@@ -1,5 +1,6 @@
-"""Dense feature export: one ``.npy`` of pixel embeddings per image or video frame; resumable,
-atomic, and shardable across processes and machines.
+"""Dense feature export to the ``npy`` layout: one ``.npy`` of pixel embeddings per image or video
+frame; resumable, atomic, and shardable across processes and machines. (The self-describing store
+of :mod:`lseg.features.store` is the other output format.)
 
 Layout of an output folder::
 

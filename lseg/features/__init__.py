@@ -1,0 +1,62 @@
+"""Dense pixel features for 3D and robotics pipelines.
+
+* :mod:`~lseg.features.export`: the ``npy`` layout (one array per image / video frame), sharding helpers;
+* :mod:`~lseg.features.presets`: reference-exact preprocessing presets (reference evaluator, OpenScene,
+  VLMaps, ours) and output resolution;
+* :mod:`~lseg.features.store`: one self-describing store per run (fp16 safetensors shards + JSON
+  index), readable frame by frame; exporters to the OpenScene / Feature 3DGS layouts;
+* :mod:`~lseg.features.reduce`: scene-level PCA fitted in one streaming pass, with ``decode()``;
+* :mod:`~lseg.features.query`: label maps / similarity maps from a store without the image encoder;
+* :mod:`~lseg.features.ray_export`: the store export on Ray Data (optional ``lseg[scale]``).
+"""
+
+from lseg.features.export import (
+    DTYPES,
+    FRAMES_INDEX,
+    MANIFEST,
+    BatchReport,
+    MediaItem,
+    check_unique_outputs,
+    collect_inputs,
+    collect_media,
+    combine_shards,
+    export_features,
+    iter_resized_embeddings,
+    parse_resolution,
+    parse_shard,
+    resize_embeddings,
+    torchrun_rank,
+)
+from lseg.features.presets import PRESETS, FeatureExtractor, Preset, get_preset
+from lseg.features.query import query_store
+from lseg.features.reduce import PCAFit, Reduction, fit_reduction
+from lseg.features.store import FeatureStore, export_layout, export_store
+
+__all__ = [
+    "DTYPES",
+    "FRAMES_INDEX",
+    "MANIFEST",
+    "PRESETS",
+    "BatchReport",
+    "FeatureExtractor",
+    "FeatureStore",
+    "MediaItem",
+    "PCAFit",
+    "Preset",
+    "Reduction",
+    "check_unique_outputs",
+    "collect_inputs",
+    "collect_media",
+    "combine_shards",
+    "export_features",
+    "export_layout",
+    "export_store",
+    "fit_reduction",
+    "get_preset",
+    "iter_resized_embeddings",
+    "parse_resolution",
+    "parse_shard",
+    "query_store",
+    "resize_embeddings",
+    "torchrun_rank",
+]

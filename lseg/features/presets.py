@@ -1,0 +1,306 @@
+"""Preprocessing presets: the feature maps each LSeg consumer computes, reproduced step by step.
+
+Every 3D pipeline that vendors LSeg preprocesses differently, and the difference costs accuracy
+(31 vs 49 mIoU on ScanNet in openscene#9). A preset names one of these recipes exactly, and the
+store records it. All presets start from the image's uint8 RGB pixels ``x`` (h x w) and end with
+one (D, H, W) feature map, L2-normalised per pixel (the consumers keep un-normalised sums or
+``logit_scale``-scaled copies; the direction, all a cosine query reads, is the same).
+
+``ours`` (default; :class:`lseg.inference.LSegPredictor`)
+    1. resize (antialiased bilinear) so the long side is ``size`` (480), aspect kept;
+    2. normalise with the model's mean/std; run the whole image if it fits in ``crop_size``
+       (padded at the bottom/right to a multiple of 32 with normalised black, output cropped back),
+       else ``crop_size`` windows with stride ``stride``, averaged;
+    3. native output: the network's half-resolution map (``resolution="half"``).
+
+``reference``, ``reference-ss``, ``openscene``, ``vlmaps`` (the reference evaluator's geometry,
+``MultiEvalModule`` of lang-seg, spec section 7):
+    1. ``x / 255``, normalised with the preset's mean/std (at the original size);
+    2. for each scale ``s``: ``long = ceil(base * s)``; resize (bilinear, align_corners=True, no
+       antialiasing) to ``long`` on the long side, short side ``int(short * long / long_side + 0.5)``;
+    3. pad at the bottom/right to at least ``crop x crop`` with ``-mean/std`` (normalised black);
+    4. windows ``crop x crop`` at ``0, stride, 2*stride, ...`` (``stride = int(crop * 2/3)``, the
+       last ones partial and padded, not shifted back); each window's map is the network's
+       half-resolution map upsampled x2 (bilinear, align_corners=True: the network's own
+       ``output_conv``) or, for ``openscene``, the half-resolution map itself; with ``flip``, plus
+       the map of the mirrored window mirrored back (summed, as the reference);
+    5. window maps summed into a canvas, divided by the per-pixel window count, cropped to the
+       resized image (un-padding comes before any resize);
+    6. each scale's map resized (bilinear, align_corners=True) to the output size and summed; then
+       L2-normalised.
+
+    ========== ======= ======= ========================= ====== ========== ==============
+    preset     base    crop    scales                    flip   window map default output
+    ========== ======= ======= ========================= ====== ========== ==============
+    reference  520     480     0.5 .. 1.75 (6)           yes    x2         original (h, w)
+    reference-ss 520   480     1.0                       yes    x2         original (h, w)
+    openscene  2 x L   2 x L   1.0                       yes    half-res   original (h, w)
+    vlmaps     520     480     1.0                       no     x2         input (long 520)
+    ========== ======= ======= ========================= ====== ========== ==============
+
+    ``L`` is the image's long side: OpenScene's extractor sets ``crop_size = base_size =
+    2 * img_long_side``, so the whole image, upscaled x2 and padded to a square, is one window
+    whose half-resolution map is exactly h x w (its evaluator crops to the image size and returns
+    before resizing). OpenScene and VLMaps normalise with mean = std = 0.5; ``reference`` uses the
+    model's (0.5 for the ViT models). VLMaps keeps the map at the working size (long side 520).
+    Feature 3DGS runs ``reference`` with scales (0.75, 1, 1.25, 1.75):
+    ``dataclasses.replace(get_preset("reference"), scales=(0.75, 1.0, 1.25, 1.75))``.
+
+Output resolution (``resolution=``; default: the preset's ``output``): ``half`` = half the working
+size (ceil), ``input`` = the working size (for the evaluator presets: at scale 1), ``original`` =
+the image's size, ``HxW`` / ``(H, W)``. ``ours`` upsamples its half-resolution map the way LSeg
+upsamples its logits (x2 align_corners=True, cropped to the working size, then align_corners=True to
+the target); the evaluator presets resize each scale's un-padded map straight to the target.
+
+Memory of the evaluator presets: the canvas of one scale, ``D * ph * pw * 4`` bytes (ph, pw: the
+padded working size; 512 x 520 x 480 -> 0.5 GB), as the reference's evaluator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lseg.errors import LSegError
+from lseg.features.export import Resolution, parse_resolution
+from lseg.inference import ADE20K_SCALES, LSegPredictor
+from lseg.io import load_image
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One preprocessing recipe (module docstring).
+
+    Attributes:
+        name: preset name (recorded in the store).
+        engine: ``predictor`` (:class:`LSegPredictor` geometry: ``ours``) or ``evaluator`` (the
+            reference's ``MultiEvalModule`` geometry).
+        base_size: long side at scale 1; ``None``: twice the image's long side (OpenScene).
+        crop_size: window size; ``None``: the base size.
+        stride_rate: window stride = ``int(crop * stride_rate)``.
+        scales: scales of ``base_size``.
+        flip: add the mirrored image's (mirrored back) map.
+        half_res_windows: windows give the network's half-resolution map (OpenScene's extractor)
+            instead of the x2-upsampled one.
+        mean, std: input normalisation; ``None``: the model's.
+        output: default output resolution (``half | input | original``).
+    """
+
+    name: str
+    engine: Literal["predictor", "evaluator"] = "evaluator"
+    base_size: int | None = 520
+    crop_size: int | None = 480
+    stride_rate: float = 2 / 3
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    half_res_windows: bool = False
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    output: str = "original"
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(dataclasses.asdict(self))
+
+
+def json_safe(obj: Any) -> Any:
+    """Tuples -> lists, recursively (what a JSON round trip gives, for comparisons)."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+_HALF = (0.5, 0.5, 0.5)
+
+PRESETS: dict[str, Preset] = {
+    "ours": Preset("ours", engine="predictor", base_size=None, crop_size=None, output="half"),
+    "reference": Preset("reference", scales=ADE20K_SCALES, flip=True),
+    "reference-ss": Preset("reference-ss", flip=True),
+    "openscene": Preset("openscene", base_size=None, crop_size=None, flip=True, half_res_windows=True,
+                        mean=_HALF, std=_HALF),
+    "vlmaps": Preset("vlmaps", mean=_HALF, std=_HALF, output="input"),
+}
+
+
+def get_preset(preset: str | Preset) -> Preset:
+    """A :class:`Preset` by name (:data:`PRESETS`), or the preset itself."""
+    if isinstance(preset, Preset):
+        return preset
+    if preset not in PRESETS:
+        raise LSegError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
+    return PRESETS[preset]
+
+
+class FeatureExtractor:
+    """Images -> (D, H, W) float32 L2-normalised feature maps, with one preset and one resolution.
+
+    Args:
+        predictor: holds the model (and, for ``ours``, the geometry: ``size``, ``crop_size``, ``stride``).
+        preset: a name in :data:`PRESETS` or a :class:`Preset`.
+        resolution: ``half | input | original | HxW | (H, W)``; ``None``: the preset's ``output``.
+    """
+
+    def __init__(self, predictor: LSegPredictor, preset: str | Preset = "ours",
+                 resolution: Resolution | None = None) -> None:
+        self.predictor = predictor
+        self.preset = get_preset(preset)
+        p = self.preset
+        self.resolution = parse_resolution(resolution if resolution is not None else p.output)
+        if p.engine == "evaluator":
+            if not p.scales or min(p.scales) <= 0 or not 0 < p.stride_rate <= 1:
+                raise LSegError(f"preset {p.name}: scales must be positive and 0 < stride_rate <= 1")
+            if p.half_res_windows and p.base_size is not None:
+                stride = int((p.crop_size or p.base_size) * p.stride_rate)
+                if stride % 2 or (p.crop_size or p.base_size) % 2:
+                    raise LSegError(f"preset {p.name}: half-resolution windows need an even crop and stride")
+            model = predictor.model
+            mean = torch.tensor(p.mean, device=model.device) if p.mean else model.pixel_mean.flatten()
+            std = torch.tensor(p.std, device=model.device) if p.std else model.pixel_std.flatten()
+            self._mean, self._std = mean.view(1, 3, 1, 1).float(), std.view(1, 3, 1, 1).float()
+
+    @property
+    def model(self):  # type: ignore[no-untyped-def]
+        return self.predictor.model
+
+    def to(self, device: str | torch.device) -> FeatureExtractor:
+        """Move the model (and the preset's constants) to ``device``; returns ``self``."""
+        self.predictor.model.to(device)
+        if self.preset.engine == "evaluator":
+            self._mean, self._std = self._mean.to(device), self._std.to(device)
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        """Preset, effective geometry and resolution, as recorded in a store's manifest."""
+        out: dict[str, Any] = {"preset": self.preset.to_dict()}
+        if self.preset.engine == "predictor":
+            pr = self.predictor
+            out["geometry"] = {"size": pr.size, "crop_size": pr.crop_size, "stride": pr.stride,
+                               "normalization": "model"}
+        r = self.resolution
+        out["resolution"] = list(r) if isinstance(r, tuple) else r
+        return json_safe(out)
+
+    # ------------------------------------------------------------------ sizes
+    def working_size(self, h: int, w: int) -> tuple[int, int]:
+        """(height, width) the network sees (the evaluator presets: at scale 1)."""
+        p = self.preset
+        if p.engine == "predictor":
+            return self.predictor._working_size(h, w)
+        return _scaled_size(h, w, math.ceil(self._base(h, w) * 1.0))
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        """(H, W) of the map for an h x w image."""
+        r = self.resolution
+        if isinstance(r, tuple):
+            return r
+        if r == "original":
+            return h, w
+        wh, ww = self.working_size(h, w)
+        return (wh, ww) if r == "input" else (math.ceil(wh / 2), math.ceil(ww / 2))
+
+    def _base(self, h: int, w: int) -> int:
+        return self.preset.base_size if self.preset.base_size is not None else 2 * max(h, w)
+
+    # ------------------------------------------------------------------ maps
+    @torch.inference_mode()
+    def __call__(self, images: Sequence[Any]) -> list[torch.Tensor]:
+        """Images (paths, arrays, PIL: anything :func:`lseg.io.load_image` reads) -> maps on the CPU."""
+        rgbs = [load_image(im) if not _is_rgb(im) else im for im in images]
+        if self.preset.engine == "predictor":
+            embs = self.predictor.embed_images(rgbs)
+            return [self._from_half(e.pixels, e.input_size, self.output_size(*e.image_size)) for e in embs]
+        return [self._evaluate(rgb) for rgb in rgbs]
+
+    def _from_half(self, pixels: torch.Tensor, input_size: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+        x = pixels[None].float()
+        if tuple(size) != tuple(x.shape[-2:]):
+            # as LSeg upsamples its logits: x2 (align_corners=True), crop to the working size, resize
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)[..., : input_size[0], : input_size[1]]
+            x = _resize(x, size)
+        return F.normalize(x, dim=1)[0].cpu()
+
+    def _evaluate(self, rgb: np.ndarray) -> torch.Tensor:
+        p, model = self.preset, self.model
+        h, w = rgb.shape[:2]
+        out_size = self.output_size(h, w)
+        x = torch.from_numpy(rgb).to(model.device).permute(2, 0, 1)[None].float().div_(255.0)
+        x = (x - self._mean) / self._std
+        pad_value = -self._mean / self._std  # normalised black, per channel
+        base = self._base(h, w)
+        crop = p.crop_size if p.crop_size is not None else base
+        stride = int(crop * p.stride_rate)
+        f = 2 if p.half_res_windows else 1  # window maps on the half-resolution grid
+        total: torch.Tensor | None = None
+        for scale in p.scales:
+            height, width = _scaled_size(h, w, math.ceil(base * scale))
+            cur = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=True)
+            ph, pw = max(height, crop), max(width, crop)
+            padded = _pad(cur, ph, pw, pad_value)
+            canvas: torch.Tensor | None = None
+            count = torch.zeros(1, 1, math.ceil(ph / f), math.ceil(pw / f), device=x.device)
+            for iy in range(math.ceil((ph - crop) / stride) + 1):
+                for ix in range(math.ceil((pw - crop) / stride) + 1):
+                    y0, x0 = iy * stride, ix * stride
+                    y1, x1 = min(y0 + crop, ph), min(x0 + crop, pw)
+                    e = self._window(_pad(padded[..., y0:y1, x0:x1], crop, crop, pad_value))
+                    if canvas is None:
+                        canvas = torch.zeros(1, e.shape[1], *count.shape[-2:], device=x.device)
+                    ys, xs = slice(y0 // f, math.ceil(y1 / f)), slice(x0 // f, math.ceil(x1 / f))
+                    canvas[..., ys, xs] += e[..., : ys.stop - ys.start, : xs.stop - xs.start]
+                    count[..., ys, xs] += 1
+            assert canvas is not None
+            m = (canvas / count)[..., : math.ceil(height / f), : math.ceil(width / f)]  # un-pad first
+            m = _resize(m, out_size)
+            total = m if total is None else total.add_(m)
+            del canvas, count, m
+        assert total is not None
+        return F.normalize(total, dim=1)[0].cpu()
+
+    def _window(self, win: torch.Tensor) -> torch.Tensor:
+        """(1, 3, crop, crop) -> its map (+ the mirrored window's, mirrored back, with ``flip``)."""
+        out = self._window_map(win)
+        if self.preset.flip:
+            out += self._window_map(win.flip(-1)).flip(-1)
+        return out
+
+    def _window_map(self, win: torch.Tensor) -> torch.Tensor:
+        half = self.model.encode_image(win).float()
+        if self.preset.half_res_windows:
+            return half
+        up = F.interpolate(half, scale_factor=2, mode="bilinear", align_corners=True)
+        return up[..., : win.shape[-2], : win.shape[-1]]
+
+
+def _is_rgb(image: Any) -> bool:
+    return isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+
+
+def _scaled_size(h: int, w: int, long_size: int) -> tuple[int, int]:
+    """The reference's resize: long side ``long_size``, the other ``int(x * long / L + 0.5)``."""
+    if h > w:
+        return long_size, int(1.0 * w * long_size / h + 0.5)
+    return int(1.0 * h * long_size / w + 0.5), long_size
+
+
+def _pad(x: torch.Tensor, ph: int, pw: int, value: torch.Tensor) -> torch.Tensor:
+    """Pad (1, 3, h, w) at the bottom/right to at least (ph, pw) with a per-channel value."""
+    h, w = x.shape[-2:]
+    if h >= ph and w >= pw:
+        return x
+    out = value.expand(x.shape[0], 3, max(h, ph), max(w, pw)).clone()
+    out[..., :h, :w] = x
+    return out
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)

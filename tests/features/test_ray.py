@@ -1,0 +1,52 @@
+"""The store export on Ray Data, on a local 2-CPU cluster: the same store as one process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from features.helpers import make_inputs
+
+import lseg
+from lseg.features import FeatureExtractor, FeatureStore, export_store
+from lseg.features.store import StoreSettings
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'lseg[scale]')")
+
+
+@pytest.fixture(scope="module")
+def local_cluster(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    mp = pytest.MonkeyPatch()
+    # keep the cluster local and quiet: no usage reporting, no dashboard, loopback only
+    mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    mp.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             _node_ip_address="127.0.0.1", _temp_dir=str(tmp_path_factory.mktemp("ray")))
+    yield
+    ray.shutdown()
+    mp.undo()
+
+
+def test_ray_store_equals_single_process_store(local_cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from lseg.features.ray_export import export_store_ray
+
+    inputs = make_inputs(tmp_path)
+    torch.manual_seed(0)
+    predictor = lseg.LSegPredictor(lseg.create_model("lseg_tiny_test"), size=64)
+    ex = FeatureExtractor(predictor, "ours")
+    settings = StoreSettings(fps=5, frames_per_shard=2, batch_size=2)
+    export_store(ex, [inputs], tmp_path / "local", settings=settings, progress=False, reduce=4)
+    report = export_store_ray(ex, [inputs], tmp_path / "ray", num_workers=2, settings=settings, reduce=4)
+    assert report.summary() == "8 written, 0 already done, 0 failed"
+    a, b = FeatureStore(tmp_path / "local"), FeatureStore(tmp_path / "ray")
+    assert a.manifest == b.manifest and a.index == b.index  # same frames, shards, reduction figures
+    for i in range(len(a)):
+        np.testing.assert_array_equal(a.read(i), b.read(i))
+        np.testing.assert_array_equal(a.read(i, reduced=True), b.read(i, reduced=True))
+    assert sorted(p.name for p in (tmp_path / "ray" / "shards").iterdir()) == sorted(
+        p.name for p in (tmp_path / "local" / "shards").iterdir())
+    # a re-run finds every unit done
+    again = export_store_ray(ex, [inputs], tmp_path / "ray", num_workers=2, settings=settings)
+    assert again.summary() == "0 written, 3 already done, 0 failed"

@@ -1,0 +1,94 @@
+"""Scene-level reduction: the streaming fit is the exact PCA, decode(encode(x)) error, one projection
+for every view (lseg.features.reduce, lseg.features.store.reduce_store)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from features.helpers import make_inputs
+
+import lseg
+from lseg.features import FeatureExtractor, FeatureStore, PCAFit, export_store, fit_reduction
+from lseg.features.reduce import STRIP_PIXELS
+from lseg.features.store import StoreSettings, reduce_store
+
+
+def _data(n: int = 20000, d: int = 24, rank: int = 6, seed: int = 0) -> np.ndarray:
+    """Unit vectors near a low-dimensional subspace (as CLIP-space pixel embeddings are)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, rank)) @ rng.normal(size=(rank, d)) + 0.05 * rng.normal(size=(n, d)) + 2.0
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_streaming_fit_is_the_exact_pca_and_merges() -> None:
+    x = _data()
+    assert x.shape[0] > 2 * STRIP_PIXELS  # several strips
+    red = PCAFit(24).update(x).result(6)
+    # numpy's exact PCA of all vectors at once (float64 SVD of the centred data)
+    xc = x.astype(np.float64) - x.mean(0, dtype=np.float64)
+    _, s, vt = np.linalg.svd(xc, full_matrices=False)
+    np.testing.assert_allclose(red.eigenvalues.numpy(), s**2 / len(x), atol=1e-9)
+    np.testing.assert_allclose(np.abs(red.components.numpy()), np.abs(vt[:6]), atol=1e-5)
+    # sign convention: each component's largest loading is positive
+    c = red.components.numpy()
+    assert (c[np.arange(6), np.abs(c).argmax(1)] > 0).all()
+    # fits of two halves, merged, give the same projection as one pass
+    merged = PCAFit(24).update(x[:7000]).merge(PCAFit(24).update(x[7000:])).result(6)
+    torch.testing.assert_close(merged.components, red.components, atol=1e-6, rtol=0)
+    # mse is the measured reconstruction error over the fitted vectors
+    rec = red.decode(red.encode(x)).numpy()
+    err = ((rec - x) ** 2).sum(1).mean()
+    assert red.mse == pytest.approx(err, rel=1e-3)
+    assert red.relative_error == pytest.approx(np.sqrt(err / (x**2).sum(1).mean()), rel=1e-3)
+    assert red.relative_error < 0.15 and red.explained_variance_ratio > 0.95
+    # maps: the same as their pixels as vectors
+    maps = [torch.from_numpy(x[i * 4000 : (i + 1) * 4000].T.reshape(24, 40, 100).copy()) for i in range(5)]
+    torch.testing.assert_close(fit_reduction(maps, 6).components, red.components, atol=1e-6, rtol=0)
+    with pytest.raises(lseg.LSegError, match="1 <= k <= 24"):
+        PCAFit(24).update(x).result(25)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> FeatureStore:
+    tmp = tmp_path_factory.mktemp("red")
+    torch.manual_seed(0)
+    predictor = lseg.LSegPredictor(lseg.create_model("lseg_tiny_test"), size=64)
+    export_store(FeatureExtractor(predictor, "ours", "input"), [make_inputs(tmp)], tmp / "st",
+                 settings=StoreSettings(fps=5, frames_per_shard=3), progress=False, reduce=8)
+    return FeatureStore(tmp / "st")
+
+
+def test_one_projection_for_every_view_and_decode_error(store: FeatureStore) -> None:
+    red = store.reduction
+    assert red is not None and red.k == 8 and red.dim == 32
+    assert red.count == sum(np.prod(f["shape"][1:]) for f in store.frames)  # every pixel of every frame
+    summary = store.index["reduction"]
+    assert summary["k"] == 8 and summary["relative_error"] == pytest.approx(red.relative_error, abs=1e-6)
+    sq_err, sq_norm = 0.0, 0.0
+    for i in range(len(store)):
+        full = torch.from_numpy(store.read(i)).float()
+        z = torch.from_numpy(store.read(i, reduced=True)).float()
+        # the stored reduced frame is this frame encoded with the one scene projection
+        torch.testing.assert_close(z, red.encode(full), atol=2e-3, rtol=2e-3)
+        dec = red.decode(z)
+        sq_err += float(((dec - full) ** 2).sum())
+        sq_norm += float((full**2).sum())
+        cos = torch.nn.functional.cosine_similarity(store.read_decoded(i), full, dim=0)
+        assert float(cos.mean()) > 0.9
+    # measured decode(encode(x)) error on the stored (fp16) maps = the fit's own figure
+    assert np.sqrt(sq_err / sq_norm) == pytest.approx(red.relative_error, rel=0.02)
+
+
+def test_reduce_all_dimensions_is_lossless(store: FeatureStore, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "st"
+    shutil.copytree(store.path, copy)
+    red = reduce_store(copy, 32, overwrite=True)
+    assert red.mse < 1e-9
+    s = FeatureStore(copy)
+    full = torch.from_numpy(s.read(3)).float()
+    torch.testing.assert_close(s.read_decoded(3), full, atol=2e-3, rtol=0)  # fp16 storage only

@@ -1,0 +1,138 @@
+"""The feature store: layout, frame-by-frame reads, metadata, resume, sharding, other layouts, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from features.helpers import make_inputs
+from safetensors import safe_open
+
+import lseg
+from lseg.cli import main
+from lseg.features import FeatureExtractor, FeatureStore, export_layout, export_store
+from lseg.features.store import StoreSettings, weights_sha256
+
+SETTINGS = StoreSettings(fps=5, frames_per_shard=2, batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def predictor() -> lseg.LSegPredictor:
+    torch.manual_seed(0)
+    return lseg.LSegPredictor(lseg.create_model("lseg_tiny_test"), size=64)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_inputs(tmp_path_factory.mktemp("in"))
+
+
+def test_store_layout_metadata_and_frame_reads(tmp_path: Path, predictor: lseg.LSegPredictor, inputs: Path) -> None:
+    ex = FeatureExtractor(predictor, "ours")
+    report = export_store(ex, [inputs], tmp_path / "st", settings=SETTINGS, checkpoint="ckpt/", progress=False)
+    assert report.summary() == "8 written, 0 already done, 0 failed"
+    store = FeatureStore(tmp_path / "st")
+    keys = [f["key"] for f in store.frames]
+    assert keys == [f"clip/{i:06d}" for i in (0, 2, 4, 6, 8)] + ["img0", "img1", "img2"]
+    clip4 = store.frames[2]
+    assert (clip4["frame"], clip4["time"], clip4["image_size"], clip4["shape"]) == (4, pytest.approx(0.4), [48, 64],
+                                                                                     [32, 24, 32])
+    assert store.frames[5]["frame"] is None and store.frames[5]["source"].endswith("img0.png")
+    # units: the video (shards of 2 frames), then runs of 2 images
+    assert store.shards() == [f"shards/u000000-c000{c}.safetensors" for c in range(3)] + [
+        "shards/u000001-c0000.safetensors", "shards/u000002-c0000.safetensors"]
+    m = store.manifest
+    assert m["format"] == "lseg-feature-store" and m["dtype"] == "float16" and m["checkpoint"] == "ckpt/"
+    assert m["compute_dtype"] == "float32"
+    assert m["extractor"]["preset"]["name"] == "ours" and m["extractor"]["resolution"] == "half"
+    assert m["extractor"]["geometry"] == {"size": 64, "crop_size": 480, "stride": 320, "normalization": "model"}
+    assert m["weights_sha256"] == weights_sha256(predictor.model) and m["video_sampling"] == {"fps": 5, "every_n": None}
+    # one frame, by key or id, equals the extractor's output in fp16; the shard holds only its own frames
+    import av
+
+    with av.open(str(inputs / "clip.mp4")) as c:
+        frame4 = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)][4]
+    want = ex([frame4])[0].half().numpy()
+    np.testing.assert_array_equal(store.read("clip/000004"), want)
+    np.testing.assert_array_equal(store.read(2), want)
+    assert store.read("img2").shape == (32, 15, 32) and store.read("img2").dtype == np.float16
+    with safe_open(str(store.path / clip4["shard"]), framework="np") as f:
+        assert sorted(f.keys()) == ["clip/000004", "clip/000006"]
+        assert [r["frame"] for r in json.loads(f.metadata()["frames"])] == [4, 6]
+    with pytest.raises(lseg.LSegError, match="no frame"):
+        store.read("nope")
+
+
+def test_resume_sharding_and_settings_guard(tmp_path: Path, predictor: lseg.LSegPredictor, inputs: Path) -> None:
+    ex = FeatureExtractor(predictor, "ours")
+    out = tmp_path / "st"
+    # two "machines" (shard 0/2 and 1/2) write one store; the second to finish writes the index
+    r0 = export_store(ex, [inputs], out, settings=SETTINGS, shard=(0, 2), progress=False)
+    assert not (out / "index.json").exists() and r0.summary() == "6 written, 0 already done, 0 failed"
+    with pytest.raises(lseg.LSegError, match="incomplete \\(2 of 3 units done\\)"):
+        FeatureStore(out)
+    export_store(ex, [inputs], out, settings=SETTINGS, shard=(1, 2), progress=False)
+    whole = tmp_path / "whole"
+    export_store(ex, [inputs], whole, settings=SETTINGS, progress=False)
+    a, b = FeatureStore(out), FeatureStore(whole)
+    assert a.index == b.index
+    for i in range(len(a)):
+        np.testing.assert_array_equal(a.read(i), b.read(i))
+    # killed mid-video: a shard and the unit record missing -> only that shard is recomputed
+    (out / "units" / "u000000.json").unlink()
+    (out / "shards" / "u000000-c0001.safetensors").unlink()
+    (out / "index.json").unlink()
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()}
+    report = export_store(ex, [inputs], out, settings=SETTINGS, progress=False)
+    assert report.summary() == "2 written, 6 already done, 0 failed"
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()}
+    assert sorted(n for n in after if after[n] != before.get(n)) == ["u000000-c0001.safetensors"]
+    assert FeatureStore(out).index == b.index
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temp files left
+    with pytest.raises(lseg.LSegError, match="other settings or inputs \\(extractor differ"):
+        export_store(FeatureExtractor(predictor, "openscene"), [inputs], out, settings=SETTINGS, progress=False)
+
+
+def test_export_to_openscene_and_feature3dgs_layouts(tmp_path: Path, predictor: lseg.LSegPredictor,
+                                                     inputs: Path) -> None:
+    export_store(FeatureExtractor(predictor, "openscene"), [inputs], tmp_path / "st", settings=SETTINGS,
+                 progress=False)
+    store = FeatureStore(tmp_path / "st")
+    assert store.read("img0").shape == (32, 40, 56)  # OpenScene: the image's own size
+    written = export_layout(tmp_path / "st", "openscene", tmp_path / "os")
+    assert sorted(str(p.relative_to(tmp_path / "os")) for p in written) == sorted(
+        [f"clip/{i:06d}.pt" for i in (0, 2, 4, 6, 8)] + ["img0.pt", "img1.pt", "img2.pt"])
+    t = torch.load(tmp_path / "os" / "img1.pt")
+    assert t.dtype == torch.float16 and t.shape == (32, 48, 48)
+    np.testing.assert_array_equal(t.numpy(), store.read("img1"))
+    export_layout(tmp_path / "st", "feature3dgs", tmp_path / "f3")
+    assert (tmp_path / "f3" / "clip" / "000008_fmap_CxHxW.pt").is_file()
+    np.testing.assert_array_equal(torch.load(tmp_path / "f3" / "img2_fmap_CxHxW.pt").numpy(), store.read("img2"))
+
+
+def test_cli_store_info_reduce_export(tmp_path: Path, inputs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    torch.manual_seed(0)
+    lseg.save_pretrained(lseg.create_model("lseg_tiny_test"), tmp_path / "m")
+    common = ["-c", str(tmp_path / "m"), "--size", "64", "--device", "cpu", "-q"]
+    args = ["features", str(inputs), "-o", str(tmp_path / "st"), "--format", "store", "--preset", "vlmaps",
+            "--resolution", "24x32", "--fps", "5", "--reduce", "4", "--frames-per-shard", "4", *common]
+    assert main(args) == 0
+    assert "features: 8 written, 0 already done, 0 failed" in capsys.readouterr().err
+    assert main(["store", "info", str(tmp_path / "st")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["frames"] == 8 and info["extractor"]["preset"]["name"] == "vlmaps"
+    assert info["extractor"]["resolution"] == [24, 32] and info["reduction"]["k"] == 4
+    assert FeatureStore(tmp_path / "st").read("img1", reduced=True).shape == (4, 24, 32)
+    assert main(["store", "reduce", str(tmp_path / "st"), "8", "-q"]) == 2  # another k: refused ...
+    assert "already holds a 4-d reduction" in capsys.readouterr().err
+    assert main(["store", "reduce", str(tmp_path / "st"), "8", "--overwrite", "-q"]) == 0  # ... unless asked
+    assert json.loads(capsys.readouterr().out)["k"] == 8
+    assert main(["store", "export", str(tmp_path / "st"), "--layout", "feature3dgs", "--reduced",
+                 "-o", str(tmp_path / "f3")]) == 0
+    assert torch.load(tmp_path / "f3" / "img0_fmap_CxHxW.pt").shape == (8, 24, 32)
+    # presets are a store feature; the npy layout refuses them
+    assert main(["features", str(inputs), "-o", str(tmp_path / "npy"), "--preset", "vlmaps", *common]) == 2
+    assert "need --format store" in capsys.readouterr().err
