@@ -44,16 +44,21 @@ def _start(*args: str) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True)
 
 
-# A worker that imports torch and lseg (seconds, and uneven on a busy machine), says it is ready and
-# waits for the start signal: the workers start their jobs together, as jobs started at once would
-# if importing took no time.
+# A worker that imports torch and builds the model (seconds, and uneven on a busy machine), then says
+# it is ready and waits for the start signal: the workers start their loops together, as jobs started
+# at once would if starting up took no time (the tiny model computes an image in milliseconds).
 WORKER = r"""
 import sys, time
 from pathlib import Path
-import lseg.cli, lseg.features, lseg.inference, lseg.loader
-Path(sys.argv[1]).touch()
-while not Path(sys.argv[2]).exists():
-    time.sleep(0.01)
+import lseg.cli
+build = lseg.cli.make_predictor
+def make_predictor(args):
+    predictor = build(args)
+    Path(sys.argv[1]).touch()
+    while not Path(sys.argv[2]).exists():
+        time.sleep(0.01)
+    return predictor
+lseg.cli.make_predictor = make_predictor
 sys.exit(lseg.cli.main(sys.argv[3:]))
 """
 
@@ -88,6 +93,7 @@ def test_two_workers_split_the_work(command, forty_images, tmp_path):
         m = re.search(r"(\d+) written, (\d+) already done, 0 failed(?:, (\d+) left to other workers)?", err)
         assert m, err
         written.append(int(m.group(1)))
+    print(f"{command}: the two workers computed {written} of {N}")  # shown with pytest -s
     assert sum(written) == N, errs  # every output computed once, by one of them
     assert all(0.3 * N <= n <= 0.7 * N for n in written), (written, errs)
     assert _files(out) == _expected(command)  # every output present once, no claim or temp file left
