@@ -140,14 +140,14 @@ def test_claims_are_exclusive_and_released(tmp_path):
 
 
 def test_stale_claims_are_taken_over(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True)
-    dead_pid = int(dead.stdout)
+    dead = subprocess.run([sys.executable, "-c", "import os, lseg.claims as c; print(os.getpid(), c._start_time(os.getpid()))"],
+                          capture_output=True, text=True, env=cli_env(), check=True)
+    dead_pid, dead_start = int(dead.stdout.split()[0]), dead.stdout.split()[1]  # (stale even if the pid is reused)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         host = _host()
         cases = {
-            "dead.npy": {"host": host, "pid": dead_pid, "start": None},  # its process is gone: stale
+            "dead.npy": {"host": host, "pid": dead_pid, "start": dead_start},  # its process is gone: stale
             "reused.npy": {"host": host, "pid": sleeper.pid, "start": "another-boot:1"},  # pid reused: stale
             "live.npy": {"host": host, "pid": sleeper.pid, "start": None},  # a live process: kept
             "remote.npy": {"host": f"{socket.gethostname()}-elsewhere/1", "pid": 1, "start": "x"},  # another host: kept
