@@ -31,6 +31,7 @@ _EXPORTS = {
     "ImageLoadError": "lseg.errors",
     "LabelError": "lseg.errors",
     "LSegError": "lseg.errors",
+    "OutputWriteError": "lseg.errors",
     "WeightsDownloadError": "lseg.errors",
     "ImageEmbedding": "lseg.inference",
     "LSegPredictor": "lseg.inference",
@@ -56,6 +57,7 @@ __all__ = [
     "LSegPredictor",
     "LabelError",
     "MultiScaleConfig",
+    "OutputWriteError",
     "SegmentationResult",
     "TextEncoderConfig",
     "ViTConfig",
@@ -98,6 +100,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
         ImageLoadError,
         LabelError,
         LSegError,
+        OutputWriteError,
         WeightsDownloadError,
     )
     from lseg.inference import ImageEmbedding, LSegPredictor, MultiScaleConfig, SegmentationResult

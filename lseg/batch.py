@@ -49,20 +49,27 @@ Status = Literal["new", "done", "redo"]
 @dataclass
 class BatchReport:
     """What a batch job did: written (``redone``: of those, the ones whose recipe changed), skipped
-    (already done with the same recipe) and failed (path, reason)."""
+    (already done with the same recipe), failed (path, reason), left to other workers (``others``:
+    claimed by a live job on the same output folder, :mod:`lseg.claims`), and why it stopped early
+    (``stopped``: a full disk, a read-only file system), if it did."""
 
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     redone: list[Path] = field(default_factory=list)
     changed: set[str] = field(default_factory=set)  # recipe keys that differed, for the summary
+    others: list[Path] = field(default_factory=list)
+    stopped: str | None = None
 
     def summary(self) -> str:
         redo = ""
         if self.redone:
             why = ", ".join(sorted(self.changed)) or "settings"
             redo = f" ({len(self.redone)} redone: {why} changed)"
-        return f"{len(self.written)} written{redo}, {len(self.skipped)} already done, {len(self.failed)} failed"
+        text = f"{len(self.written)} written{redo}, {len(self.skipped)} already done, {len(self.failed)} failed"
+        if self.others:
+            text += f", {len(self.others)} left to other workers"
+        return text + ("; stopped early" if self.stopped else "")  # the reason is its failed file's
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -99,22 +106,19 @@ def recorded_outputs(folder: Path, filenames: Iterable[str]) -> set[str]:
 
 def walk(root: Path, suffixes: Iterable[str], exclude: Path | None = None) -> list[Path]:
     """Files under ``root`` with one of ``suffixes`` (lower case, with the dot), sorted by path
-    components; hidden files and folders, the folder ``exclude`` (a job's output) and recorded lseg
-    outputs are left out. Symlinked folders are not followed (no cycles)."""
+    components, as :func:`lseg.io.walk_files` lists them (symlinked folders followed without loops,
+    an unreadable folder an error, FIFOs and other special files listed so that they fail as
+    inputs); hidden files and folders, the folder ``exclude`` (a job's output) and recorded lseg
+    outputs are left out."""
+    from lseg.io import walk_files
+
     wanted = {s.lower() for s in suffixes}
-    skip = _resolved(exclude) if exclude is not None else None
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        base = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and (skip is None or _resolved(base / d) != skip))
-        outputs = recorded_outputs(base, filenames)
-        for fn in filenames:
-            if fn.startswith(".") or fn in outputs or Path(fn).suffix.lower() not in wanted:
-                continue
-            candidate = base / fn
-            if candidate.is_file():  # not a broken symlink
-                found.append(candidate)
+    files = walk_files(root, exclude=exclude)
+    names: dict[Path, list[str]] = {}
+    for f in files:
+        names.setdefault(f.parent, []).append(f.name)
+    outputs = {folder: recorded_outputs(folder, fns) for folder, fns in names.items()}
+    found = [f for f in files if f.suffix.lower() in wanted and f.name not in outputs[f.parent]]
     return sorted(found, key=lambda q: q.relative_to(root).parts)
 
 
@@ -137,8 +141,8 @@ def collect_inputs(
         p = Path(item).expanduser()
         if p.is_dir():
             pairs += [(f, f.relative_to(p).with_suffix("")) for f in walk(p, suffixes, exclude)]
-        elif p.is_file():
-            if p.name in recorded_outputs(p.parent, os.listdir(p.parent)):
+        elif p.exists():  # a FIFO or device too: the loader refuses it (without blocking), as a failed input
+            if p.is_file() and p.name in recorded_outputs(p.parent, os.listdir(p.parent)):
                 raise LSegError(f"{p} is an output of an earlier lseg run (see the .json record next to it), "
                                 "not an input; pass the original image")
             pairs.append((p, Path(p.stem)))
@@ -210,7 +214,7 @@ def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], repor
     old = _read_record(record)
     same = old is not None and old.get("digest") == _digest(recipe)
     if not overwrite and same:
-        if all(t.exists() for t in targets):
+        if all(map(os.path.exists, targets)):  # False (not an error) for a name too long
             report.skipped.append(targets[0])
             return "done"
         return "new"  # same recipe, an output missing (deleted, or not asked for before): write it

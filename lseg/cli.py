@@ -295,7 +295,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         plan,
         write_record,
     )
-    from lseg.io import IMAGE_EXTENSIONS, atomic_write, load_image, remove_stale_temp_files
+    from lseg.claims import ClaimSet, remove_stale_claims
+    from lseg.errors import OutputWriteError
+    from lseg.io import IMAGE_EXTENSIONS, atomic_write, check_writable, load_image, remove_stale_temp_files
     from lseg.loader import prepared_batches
     from lseg.viz import heatmaps, hex_colors, overlay, save_label_map
 
@@ -306,6 +308,20 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     pairs = collect_inputs(args.images, IMAGE_EXTENSIONS, out=out)
     check_unique_outputs(pairs, "_labels.png")
     remove_stale_temp_files(out)  # hidden temp files of a killed earlier run
+    remove_stale_claims(out)  # and its claims
+    jobs: list[tuple[Path, list[Path], Path]] = []
+    for src, stem in pairs:
+        base = out / stem
+        targets = [base.with_name(base.name + "_labels.png"), base.with_name(base.name + "_overlay.png")]
+        if args.scores:
+            targets.append(base.with_name(base.name + "_scores.npz"))
+        if args.heatmaps:
+            targets += [base.with_name(f"{base.name}_heat_{i:02d}_{_safe(lb)}.png") for i, lb in enumerate(labels)]
+        jobs.append((src, targets, base.with_name(base.name + "_labels.json")))
+    checked = False
+    if args.overwrite or not all(all(map(os.path.exists, [*t, r])) for _, t, r in jobs):
+        check_writable(out)  # a read-only or forbidden folder: one error before the model loads
+        checked = True
     predictor = make_predictor(args)
     recipe = {
         "labels": labels, "templates": list(predictor.templates or []), "size": predictor.size,
@@ -315,17 +331,12 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     }
     report = BatchReport()
     todo: list[tuple[Path, list[Path], Path, str]] = []
-    for src, stem in pairs:
-        base = out / stem
-        targets = [base.with_name(base.name + "_labels.png"), base.with_name(base.name + "_overlay.png")]
-        if args.scores:
-            targets.append(base.with_name(base.name + "_scores.npz"))
-        if args.heatmaps:
-            targets += [base.with_name(f"{base.name}_heat_{i:02d}_{_safe(lb)}.png") for i, lb in enumerate(labels)]
-        record = base.with_name(base.name + "_labels.json")
+    for src, targets, record in jobs:
         status = plan(targets, record, recipe, report, overwrite=args.overwrite)
         if status != "done":
             todo.append((src, targets, record, status))
+    if todo and not checked:  # outputs made with other settings, to be redone
+        check_writable(out)
 
     def write(src: Path, targets: list[Path], record: Path, status: str, result) -> None:  # type: ignore[no-untyped-def]
         image = load_image(src)  # full resolution for the overlay (the loader kept only the resized copy)
@@ -346,32 +357,61 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                      shares=result.scores())
         finish(report, targets[0], status)  # type: ignore[arg-type]
 
-    def fail(src: Path, e: str) -> None:
-        print(f"warning: skipping {src}: {e}", file=sys.stderr)
-        report.failed.append((src, e))
+    def fail(src: Path, e: LSegError | str) -> None:
+        """One line per file; a full disk or read-only file system stops the batch (re-raised)."""
+        print(f"error: {e}" if isinstance(e, OutputWriteError) else f"warning: skipping {src}: {e}", file=sys.stderr)
+        report.failed.append((src, str(e)))
+        if isinstance(e, OutputWriteError) and e.fatal:
+            raise e
 
     progress = tqdm(total=len(todo), desc="segment", unit="img", disable=args.quiet)
-    if args.multiscale:  # the reference evaluator: one image at a time
-        for src, targets, record, status in todo:
+    with ClaimSet() as claims:  # workers sharing this output folder split the images
+        statuses = [status for *_, status in todo]
+
+        def take(i: int) -> bool:
+            src, targets, record, _ = todo[i]
             try:
-                write(src, targets, record, status, predictor.segment(load_image(src), labels, multiscale=True))
+                if not claims.take(targets[0]):
+                    report.others.append(targets[0])
+                    return False
+            except OutputWriteError as e:
+                fail(src, e)
+                return False
+            # another worker may have finished it meanwhile (then plan counts it as already done)
+            statuses[i] = plan(targets, record, recipe, report, overwrite=args.overwrite)
+            if statuses[i] == "done":
+                claims.release(targets[0])
+                return False
+            return True
+
+        def run(i: int, compute: Callable[[], object]) -> None:
+            src, targets, record, _ = todo[i]
+            try:
+                write(src, targets, record, statuses[i], compute())
             except LSegError as e:
-                fail(src, str(e))
-            progress.update()
-    else:
-        for batch in prepared_batches(predictor, [t[0] for t in todo]):
-            for item in batch:
-                if item.error is not None:
-                    fail(item.path, item.error)
-            good = [item for item in batch if item.image is not None]
-            results = predictor.segment_batch([item.image for item in good], labels) if good else []
-            for item, result in zip(good, results):
-                src, targets, record, status = todo[item.index]
-                try:
-                    write(src, targets, record, status, result)
-                except LSegError as e:
-                    fail(src, str(e))
-            progress.update(len(batch))
+                fail(src, e)
+            finally:
+                claims.release(targets[0])
+
+        try:
+            if args.multiscale:  # the reference evaluator: one image at a time
+                for i, (src, *_) in enumerate(todo):
+                    if take(i):
+                        run(i, lambda s=src: predictor.segment(load_image(s), labels, multiscale=True))
+                    progress.update()
+            else:
+                for batch in prepared_batches(predictor, [t[0] for t in todo], take=take):
+                    for item in batch:
+                        if item.error is not None:
+                            claims.release(todo[item.index][1][0])
+                            fail(item.path, item.error)
+                    good = [item for item in batch if item.image is not None]
+                    results = predictor.segment_batch([item.image for item in good], labels) if good else []
+                    for item, result in zip(good, results):
+                        run(item.index, lambda r=result: r)
+                    progress.update(len(batch))
+        except OutputWriteError as e:  # fatal (raised by fail): every later write would fail the same way
+            report.stopped = str(e)
     progress.close()
     return _finish(report, f"segment (into {out})")
 
@@ -389,10 +429,11 @@ def _save_npz(path: Path, **arrays) -> None:  # type: ignore[no-untyped-def]
 
 
 def _finish(report, what: str) -> int:  # type: ignore[no-untyped-def]
+    """Summary and failed files; exit 2 if the job stopped early (disk full...), 1 if files failed."""
     print(f"{what}: {report.summary()}", file=sys.stderr)
     for path, reason in report.failed:
         print(f"  failed: {path}: {reason}", file=sys.stderr)
-    return 1 if report.failed else 0
+    return 2 if report.stopped else 1 if report.failed else 0
 
 
 # ---------------------------------------------------------------------------- features
@@ -409,9 +450,12 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
         if torch.cuda.is_available():
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count()}"
-    from lseg.io import remove_stale_temp_files
+    from lseg.claims import remove_stale_claims
+    from lseg.io import check_writable, remove_stale_temp_files
 
     remove_stale_temp_files(args.out)  # hidden temp files of a killed earlier run
+    remove_stale_claims(args.out)  # and its claims
+    check_writable(args.out)  # a read-only or forbidden folder: one error before the model loads
     if args.format == "store":
         return _features_store(args, resolution, (part, parts), rank)
     if args.preset != "ours" or args.reduce or args.engine != "local" or args.scales or args.flip is not None:

@@ -35,3 +35,23 @@ class ConfigError(LSegError, ValueError):
 
 class DatasetError(LSegError):
     """A dataset folder does not have the expected layout."""
+
+
+class OutputWriteError(LSegError, OSError):
+    """An output file could not be written: disk full, read-only folder, no permission, a name too
+    long for the file system. Also an ``OSError`` (``errno`` is set), so code catching ``OSError``
+    around writes still works.
+
+    :attr:`fatal` errors (disk full, quota, read-only file system, I/O error) concern every later
+    write as well: a batch stops cleanly on them. The others concern one file: it is reported and the
+    batch goes on.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""  # OSError's own format would add "[Errno N]"
+
+    @property
+    def fatal(self) -> bool:
+        import errno
+
+        return self.errno in {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}

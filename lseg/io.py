@@ -30,6 +30,7 @@ half-written output file behind; the hidden temp files of a killed job are remov
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import math
@@ -37,6 +38,7 @@ import os
 import re
 import secrets
 import socket
+import stat
 import struct
 import sys
 import warnings
@@ -47,7 +49,7 @@ from typing import IO, Any, TypeVar
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from lseg.errors import ImageLoadError
+from lseg.errors import ImageLoadError, OutputWriteError
 
 __all__ = [
     "ALPHA_BACKGROUND",
@@ -57,11 +59,15 @@ __all__ = [
     "ImageSource",
     "atomic_open",
     "atomic_write",
+    "check_writable",
+    "hidden_sibling",
     "iter_frames",
     "list_images",
     "load_image",
     "remove_stale_temp_files",
     "save_png",
+    "walk_files",
+    "write_error",
 ]
 
 #: Default pixel limit of :func:`load_image`: 16384 * 16384 = 268,435,456 pixels (~805 MB as
@@ -74,7 +80,7 @@ ALPHA_BACKGROUND: tuple[int, int, int] = (255, 255, 255)
 
 #: Lower-case file extensions recognised as still/animated images by :func:`list_images`.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif"}
 )
 
 #: Lower-case file extensions that :func:`iter_frames` decodes with PyAV (everything not in
@@ -188,24 +194,57 @@ def _load_path(path: str | os.PathLike[str], *, max_pixels: int | None, frame: i
         raise ImageLoadError(f"cannot load image '{text}': URLs are not supported; download the file "
                              "first and pass its local path")
     p = Path(text).expanduser()
-    try:
-        f = open(p, "rb")  # noqa: SIM115 - closed in the finally below
-    except FileNotFoundError:
-        raise ImageLoadError(f"image file not found: '{p}'; check the path and spelling") from None
-    except IsADirectoryError:
-        raise ImageLoadError(f"cannot load image '{p}': it is a directory, not an image file; "
-                             "use list_images() to find the images inside it") from None
-    except PermissionError:
-        raise ImageLoadError(f"cannot load image '{p}': permission denied; check the file's read "
-                             "permissions") from None
-    except (OSError, ValueError) as e:  # ValueError: embedded NUL byte in the path
-        raise ImageLoadError(f"cannot load image '{p}': cannot open the file ({_one_line(e)}); "
-                             "check the path") from None
-    try:
+    with _open_regular(p, "cannot load image") as f:
         size = os.fstat(f.fileno()).st_size
         return _load_encoded(f, str(p), size, max_pixels=max_pixels, frame=frame)
-    finally:
-        f.close()
+
+
+#: What a path that is not a regular file is, for messages (stat.S_IFMT -> words).
+_SPECIAL_FILES = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device",
+                  stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+
+
+def _open_regular(p: Path, doing: str) -> IO[bytes]:
+    """Open ``p`` for reading if it is a regular file (a symlink to one is fine), else one clear
+    :class:`ImageLoadError` - without blocking: a FIFO named ``x.jpg`` would block ``open()`` until a
+    writer appears, a device could stream forever.
+
+    ``O_NONBLOCK`` makes the open itself return at once whatever ``p`` turns out to be (it could be
+    swapped for a FIFO after any check), and ``fstat`` on the opened file decides; for a regular
+    file the flag changes nothing.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(p, flags)
+    except FileNotFoundError:
+        raise ImageLoadError(f"image file not found: '{p}'; check the path and spelling") from None
+    except PermissionError:
+        raise ImageLoadError(f"{doing} '{p}': permission denied; check the file's read "
+                             "permissions") from None
+    except (OSError, ValueError) as e:  # ValueError: embedded NUL byte; ENXIO: a socket
+        kind = _special_kind(p)
+        if kind is not None:
+            raise ImageLoadError(f"{doing} '{p}': it is {kind}, not a regular file; pass an image "
+                                 "file") from None
+        raise ImageLoadError(f"{doing} '{p}': cannot open the file ({_one_line(e)}); "
+                             "check the path") from None
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISREG(mode):
+        return os.fdopen(fd, "rb")
+    os.close(fd)
+    if stat.S_ISDIR(mode):
+        raise ImageLoadError(f"{doing} '{p}': it is a directory, not an image file; "
+                             "use list_images() to find the images inside it")
+    kind = _SPECIAL_FILES.get(stat.S_IFMT(mode), "not a regular file")
+    raise ImageLoadError(f"{doing} '{p}': it is {kind}, not a regular file; pass an image file")
+
+
+def _special_kind(p: Path) -> str | None:
+    """``a FIFO (named pipe)`` etc. if ``p`` is such a file (``stat`` never blocks), else None."""
+    try:
+        return _SPECIAL_FILES.get(stat.S_IFMT(os.stat(p).st_mode))
+    except (OSError, ValueError):
+        return None
 
 
 def _load_file_object(f: IO[Any], *, max_pixels: int | None, frame: int) -> np.ndarray:
@@ -236,10 +275,46 @@ def _load_encoded(
     im = _identify(fp, name)
     try:
         _check_pixels(im.size, name, max_pixels)
+        if im.format in ("JPEG", "MPO"):
+            _check_jpeg_stream(fp, name)
         _seek_frame(im, frame, name)
         return _pil_to_rgb(im, name, max_pixels=max_pixels)
     finally:
         im.close()
+
+
+#: libjpeg's warnings about the compressed data (jerror.h, JWRN_*): the decoder recovers by filling
+#: the rest of the image with gray, and Pillow discards these warnings, so a JPEG with a corrupt
+#: middle would decode "successfully" into a half-gray picture. Other warnings (an unknown JFIF
+#: revision, a bad ICC profile) leave the pixels intact and are ignored.
+_JPEG_CORRUPTION = ("Corrupt JPEG data:", "Premature end of JPEG file", "Inconsistent progression")
+_JPEG_METADATA_ONLY = ("Corrupt JPEG data: bad ICC marker",)
+
+
+def _check_jpeg_stream(fp: IO[bytes], name: str) -> None:
+    """Refuse a JPEG whose compressed data libjpeg reports as corrupt.
+
+    The whole stream is entropy-decoded by libjpeg-turbo (simplejpeg, strict: its warnings become
+    errors) at 1/8 scale: every Huffman code is read, the inverse DCT works on 1/64 of the pixels
+    (about half of Pillow's decoding time). Files that TurboJPEG's API does not take (unusual
+    sampling factors, 12-bit) are left to Pillow: nothing to check them with. A flipped bit that
+    still decodes cannot be detected (JPEG has no checksum).
+    """
+    import simplejpeg
+
+    position = fp.tell()
+    fp.seek(0)
+    data = fp.read()
+    fp.seek(position)
+    try:
+        colorspace = simplejpeg.decode_jpeg_header(data)[2]
+        simplejpeg.decode_jpeg(data, colorspace="CMYK" if colorspace in ("CMYK", "YCCK") else "GRAY",
+                               fastdct=True, min_height=1, min_width=1, strict=True)
+    except ValueError as e:
+        message = " ".join(str(e).split())
+        if message.startswith(_JPEG_CORRUPTION) and not message.startswith(_JPEG_METADATA_ONLY):
+            raise ImageLoadError(f"cannot load image '{name}': the file is truncated or corrupt "
+                                 f"({message}); re-download or re-export it") from None
 
 
 def _identify(fp: IO[bytes], name: str) -> Image.Image:
@@ -611,13 +686,9 @@ def iter_frames(
     if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
         raise ValueError(f"iter_frames: fps must be a positive finite number, got {fps!r}")
     p = Path(os.fspath(path)).expanduser()
-    if not p.exists():
-        raise ImageLoadError(f"file not found: '{p}'; check the path and spelling")
-    if p.is_dir():
-        raise ImageLoadError(f"cannot read frames from '{p}': it is a directory; use list_images() "
-                             "for folders of images")
-    if p.stat().st_size == 0:
-        raise ImageLoadError(f"cannot read frames from '{p}': the file is empty (0 bytes); re-create it")
+    with _open_regular(p, "cannot read frames from") as f:  # never block on a FIFO or a device
+        if os.fstat(f.fileno()).st_size == 0:
+            raise ImageLoadError(f"cannot read frames from '{p}': the file is empty (0 bytes); re-create it")
     sampler = _FrameSampler(every_n=every_n, fps=fps)
     if p.suffix.lower() in IMAGE_EXTENSIONS:
         frames = _iter_image_frames(p, max_pixels)
@@ -655,10 +726,12 @@ def _iter_image_frames(
 ) -> Iterator[tuple[int, float, Callable[[], np.ndarray]]]:
     """Frames of an (animated) image file via Pillow; decoding is deferred to the callback."""
     name = str(p)
-    with open(p, "rb") as f:
+    with _open_regular(p, "cannot read frames from") as f:
         im = _identify(f, name)
         try:
             _check_pixels(im.size, name, max_pixels)
+            if im.format in ("JPEG", "MPO"):
+                _check_jpeg_stream(f, name)
             n = _n_frames(im)
             t_ms = 0.0
             for index in range(n):
@@ -741,33 +814,80 @@ def list_images(folder: str | os.PathLike[str], recursive: bool = True) -> list[
 
     Args:
         folder: Directory to search.
-        recursive: Also search sub-directories (symlinked directories are not followed, to avoid
-            cycles).
+        recursive: Also search sub-directories, as :func:`walk_files` does (symlinked folders
+            are followed, each real folder once).
 
     Returns:
         Paths (``folder`` joined with the relative path) of files whose extension, compared
         case-insensitively, is in :data:`IMAGE_EXTENSIONS`, sorted lexicographically by path
         components. Hidden files and files inside hidden directories (name starting with
-        ``.``, e.g. ``.git``, ``.ipynb_checkpoints``) are ignored.
+        ``.``, e.g. ``.git``, ``.ipynb_checkpoints``) are ignored. A FIFO, device or socket with an
+        image name is listed: :func:`load_image` refuses it (without blocking), so it is reported,
+        not silently left out.
 
     Raises:
-        ImageLoadError: ``folder`` does not exist or is not a directory.
+        ImageLoadError: ``folder`` does not exist or is not a directory, or a folder inside it
+            cannot be read (permission denied).
+    """
+    return [f for f in walk_files(folder, recursive) if f.suffix.lower() in IMAGE_EXTENSIONS]
+
+
+def walk_files(
+    folder: str | os.PathLike[str], recursive: bool = True, exclude: str | os.PathLike[str] | None = None
+) -> list[Path]:
+    """Every non-hidden entry under ``folder`` that is not a folder, sorted by path components.
+
+    Symlinked sub-folders are followed, except a link to a folder inside ``folder`` (its files are
+    listed under their real path); each folder is visited once (by device and inode), so a link
+    back to a parent cannot loop and a folder linked twice is listed under the first path in sorted
+    order. Hidden files and folders (``.name``) and broken symlinks are left out. A folder that
+    cannot be read raises instead of being skipped: a job must not report success while missing
+    part of its input. The folder ``exclude`` (a job's output folder, wherever it is linked from)
+    is left out.
+
+    Raises:
+        ImageLoadError: ``folder`` is missing or not a directory, or a folder under it is unreadable.
     """
     root = Path(os.fspath(folder)).expanduser()
     if not root.exists():
         raise ImageLoadError(f"image folder not found: '{root}'; check the path")
     if not root.is_dir():
         raise ImageLoadError(f"'{root}' is not a folder; pass a directory (or load the file directly)")
+
+    def unreadable(e: OSError) -> None:
+        raise ImageLoadError(f"cannot read folder '{e.filename}': {e.strerror or _one_line(e)}; fix its "
+                             "permissions or move it out of the input folder")
+
+    real_root = os.path.realpath(root)
+    seen = {_dir_key(root)}
+    skip = os.path.realpath(os.path.expanduser(exclude)) if exclude is not None else None
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")] if recursive else []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
         base = Path(dirpath)
-        for fn in filenames:
-            if not fn.startswith(".") and Path(fn).suffix.lower() in IMAGE_EXTENSIONS:
-                candidate = base / fn
-                if candidate.is_file():  # skips broken symlinks
-                    found.append(candidate)
+        keep = []
+        for d in sorted(dirnames) if recursive else []:
+            key = _dir_key(base / d)
+            inside = (base / d).is_symlink() and _is_within(os.path.realpath(base / d), real_root)
+            excluded = skip is not None and os.path.realpath(base / d) == skip
+            if not d.startswith(".") and key is not None and key not in seen and not inside and not excluded:
+                seen.add(key)
+                keep.append(d)
+        dirnames[:] = keep
+        found += [base / fn for fn in filenames if not fn.startswith(".") and os.path.exists(base / fn)]
     return sorted(found, key=lambda q: q.relative_to(root).parts)
+
+
+def _is_within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _dir_key(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the folder ``path`` resolves to; None if it vanished."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 # --------------------------------------------------------------------------------------------
@@ -784,6 +904,23 @@ def _host_tag() -> str:
     return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
 
 
+#: Longest file name (bytes) that the usual file systems take (ext4, XFS, btrfs, tmpfs, APFS, NTFS).
+NAME_MAX = 255
+
+
+def hidden_sibling(target: Path, tail: str) -> Path:
+    """``.<target name><tail>`` next to ``target``, the name part shortened (with a hash of it, so
+    names stay distinct) when the whole would exceed :data:`NAME_MAX` bytes: an output whose own name
+    fits must not fail because of the longer name of its temp or claim file."""
+    name = target.name
+    room = NAME_MAX - 1 - len(os.fsencode(tail))
+    if len(os.fsencode(name)) > room:
+        digest = hashlib.sha1(os.fsencode(name)).hexdigest()[:8]
+        keep = os.fsencode(name)[: max(0, room - 9)].decode("utf-8", "ignore")  # whole characters only
+        name = f"{keep}~{digest}"
+    return target.with_name(f".{name}{tail}")
+
+
 def _temp_path_for(target: Path) -> tuple[Path, int]:
     """Create (exclusively) a hidden temp file next to ``target``; return its path and fd.
 
@@ -792,12 +929,50 @@ def _temp_path_for(target: Path) -> tuple[Path, int]:
     """
     owner = f"{_host_tag()}-{os.getpid()}"
     for _ in range(100):
-        tmp = target.with_name(f".{target.name}.{owner}-{secrets.token_hex(4)}.tmp{target.suffix}")
+        tmp = hidden_sibling(target, f".{owner}-{secrets.token_hex(4)}.tmp{target.suffix}")
         try:
             return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             continue
     raise FileExistsError(f"could not create a temporary file next to '{target}'")
+
+
+#: What to do about a failed write, by errno (the message starts with the system's own words).
+_WRITE_REMEDIES = {
+    errno.ENOSPC: "free some space and re-run (finished outputs are kept)",
+    errno.EDQUOT: "the disk quota is exhausted: free some space and re-run (finished outputs are kept)",
+    errno.EROFS: "the file system is read-only: write to another output folder",
+    errno.EACCES: "no permission to write there: fix the folder's permissions or write to another folder",
+    errno.EPERM: "no permission to write there: fix the folder's permissions or write to another folder",
+    errno.ENAMETOOLONG: "the name is too long for the file system: rename the input or use a shorter "
+                        "output folder",
+    errno.EFBIG: "the file is too large for this file system (or the process's file size limit)",
+}
+
+
+def write_error(target: Path, e: OSError) -> OutputWriteError:
+    """``cannot write <target>: <strerror>; <remedy>`` as an :class:`OutputWriteError` (same errno)."""
+    reason = e.strerror or (os.strerror(e.errno) if e.errno else _one_line(e))
+    remedy = _WRITE_REMEDIES.get(e.errno or 0, "check the output folder")
+    error = OutputWriteError(f"cannot write {target}: {reason}; {remedy}")
+    error.errno, error.strerror, error.filename = e.errno, reason, str(target)
+    return error
+
+
+def check_writable(folder: str | os.PathLike[str]) -> Path:
+    """Create ``folder`` (with parents) and a temp file in it, or raise :class:`OutputWriteError`:
+    a batch learns that it cannot write there before it loads a model or reads an image."""
+    root = Path(os.fspath(folder)).expanduser()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp, fd = _temp_path_for(root / "write-test")
+        os.close(fd)
+        tmp.unlink()
+    except OSError as e:
+        if isinstance(e, OutputWriteError):
+            raise
+        raise write_error(root, e) from None
+    return root
 
 
 def _pid_alive(pid: int) -> bool:
@@ -834,7 +1009,7 @@ def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
             if m is None or m.group("host") != host or _pid_alive(int(m.group("pid"))):
                 continue
             path = Path(dirpath) / fn
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # gone already, or a read-only folder: leave it
                 path.unlink()
                 removed.append(path)
     return removed
@@ -855,18 +1030,41 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], object])
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        OutputWriteError: the file system refused (disk full, read-only, permission, name too
+            long, ...): one line naming ``path``; the temp file is removed.
     """
     target = Path(os.fspath(path)).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp, fd = _temp_path_for(target)
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with _write_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp, fd = _temp_path_for(target)
+        os.close(fd)
+        try:
+            writer(tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
     return target
+
+
+@contextlib.contextmanager
+def _write_errors(target: Path) -> Iterator[None]:
+    """File-system errors while writing ``target`` -> :class:`OutputWriteError` naming it.
+
+    Only errors with an errno are the file system's; others (PIL's "cannot write mode X as PNG")
+    are bugs and keep their type.
+    """
+    try:
+        yield
+    except OutputWriteError:
+        raise
+    except OSError as e:
+        if e.errno is None:
+            raise
+        raise write_error(target, e) from None
 
 
 @contextlib.contextmanager
@@ -876,6 +1074,8 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -
     ``with atomic_open("out.json", "w", encoding="utf-8") as f: json.dump(obj, f)`` - the
     destination appears only when the ``with`` block completes without an exception.
 
+    File-system errors become :class:`OutputWriteError`, as in :func:`atomic_write`.
+
     Args:
         path: Final destination (parent directories are created).
         mode: A write mode (``"w"``, ``"wb"``, ``"wt"``, ...); no reading or appending.
@@ -884,15 +1084,17 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -
     if not mode.startswith("w") or "+" in mode:
         raise ValueError(f"atomic_open: mode must be a write-only mode like 'w' or 'wb', got {mode!r}")
     target = Path(os.fspath(path)).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp, fd = _temp_path_for(target)
-    try:
-        with open(fd, mode, **kwargs) as f:
-            yield f
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with _write_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp, fd = _temp_path_for(target)
+        try:
+            with open(fd, mode, **kwargs) as f:
+                yield f
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
 
 
 def save_png(

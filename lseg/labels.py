@@ -12,9 +12,11 @@ Normalisation and policy (decided here, once):
   labels) is an error naming its position. A sequence of strings is taken item by item (so a
   label may contain a comma there, e.g. ``["person, human", "sky"]``).
 * Each label is stripped and inner runs of whitespace are collapsed to one space.
-* Duplicates are detected **case-insensitively** (after Unicode NFC normalisation): CLIP's
-  tokenizer lower-cases its input, so ``"Dog"`` and ``"dog"`` would get identical embeddings and
-  the second could never win the per-pixel argmax. The returned labels keep the user's case.
+* Duplicates are detected **case-insensitively after Unicode compatibility normalisation (NFKC)**:
+  CLIP's tokenizer lower-cases its input and (through ftfy) unfolds ligatures and full-width
+  characters, so ``"Dog"``/``"dog"``, ``"ﬁsh"``/``"fish"`` and ``"ＤＯＧ"``/``"dog"`` would get
+  identical embeddings and the second could never win the per-pixel argmax. The returned labels
+  keep the user's text.
 * Unicode and emoji are accepted as-is.
 
 Prompt templates: LSeg (the reference implementation) feeds the raw label text to CLIP, i.e.
@@ -66,8 +68,9 @@ def _describe(label: str) -> str:
 
 
 def _dedup_key(label: str) -> str:
-    # CLIP lower-cases text (its tokenizer also fixes Unicode, hence NFC) -> these collide.
-    return unicodedata.normalize("NFC", label).lower()
+    # CLIP lower-cases text and its tokenizer's ftfy unfolds ligatures and full-width forms (NFKC
+    # covers both) -> these collide.
+    return unicodedata.normalize("NFKC", label).lower()
 
 
 def parse_labels(labels: str | Sequence[str]) -> list[str]:
@@ -84,8 +87,8 @@ def parse_labels(labels: str | Sequence[str]) -> list[str]:
 
     Raises:
         LabelError: No labels; a label that is empty or whitespace-only (the message gives its
-            1-based position); a non-string item; two labels that are equal ignoring case (both
-            positions are named).
+            1-based position); a non-string item; two labels that are equal after NFKC
+            normalisation, ignoring case (both positions are named).
     """
     if isinstance(labels, str):
         text = labels.strip()
@@ -119,7 +122,13 @@ def parse_labels(labels: str | Sequence[str]) -> list[str]:
         key = _dedup_key(label)
         if key in seen:
             first = seen[key]
-            how = "" if result[first] == label else " ignoring case (CLIP lower-cases text)"
+            if result[first] == label:
+                how = ""
+            elif result[first].lower() == label.lower():
+                how = " ignoring case (CLIP lower-cases text)"
+            else:
+                how = (" after Unicode compatibility normalisation (NFKC, which unfolds ligatures and "
+                       "full-width letters as CLIP's tokenizer does) and ignoring case")
             raise LabelError(f"duplicate label {_describe(label)} at position {position}: same as "
                              f"{_describe(result[first])} at position {first + 1}{how}; remove one")
         seen[key] = len(result)

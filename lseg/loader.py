@@ -9,7 +9,7 @@ error record instead of stopping the run.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,15 +59,34 @@ def _init_worker(_: int) -> None:
     torch.set_num_threads(1)  # each worker resizes one image at a time; the model keeps the cores
 
 
+class _Taken:
+    """Indices ``0..n-1`` for which ``take(i)`` is true, asked lazily: the DataLoader draws an index
+    only when it dispatches that item to a worker, so ``take`` (claiming an output) runs in this
+    process, about ``prefetch`` batches ahead of the model, not for the whole list at the start."""
+
+    def __init__(self, n: int, take: Callable[[int], bool]) -> None:
+        self.n, self.take = n, take
+
+    def __iter__(self) -> Iterator[int]:
+        return (i for i in range(self.n) if self.take(i))
+
+
 def prepared_batches(
-    predictor: LSegPredictor, paths: Sequence[Path], num_workers: int | None = None
+    predictor: LSegPredictor, paths: Sequence[Path], num_workers: int | None = None,
+    take: Callable[[int], bool] | None = None,
 ) -> Iterator[list[Loaded]]:
-    """``paths`` in order, ``predictor.batch_size`` at a time, decoded and resized ahead in workers."""
+    """``paths`` in order, ``predictor.batch_size`` at a time, decoded and resized ahead in workers.
+
+    With ``take``, only the inputs ``i`` for which ``take(i)`` returns True (asked in this process,
+    just before input ``i`` goes to a worker) are loaded: how workers sharing an output folder claim
+    their inputs.
+    """
     if not paths:
         return
     workers = default_workers() if num_workers is None else num_workers
     loader = DataLoader(
         _Prepared(predictor.size, paths), batch_size=predictor.batch_size, shuffle=False, num_workers=workers,
+        sampler=_Taken(len(paths), take) if take is not None else None,
         collate_fn=_collate, worker_init_fn=_init_worker if workers else None,
         pin_memory=predictor.device.type == "cuda", persistent_workers=False,
         prefetch_factor=2 if workers else None,

@@ -20,11 +20,15 @@ Resolution (``resolution=``):
 
 Upsampled embeddings follow the logits' path (x2 with align_corners=True, crop, then
 align_corners=True to the target size) and are re-normalised to unit length. They are computed in
-row strips and written through a memory map, so a 4000x3000 export needs little RAM (but D*H*W*2
-bytes of disk).
+row strips, each written at its place in the file with ``pwrite`` (never through a memory map, whose
+writes die of SIGBUS on a full disk), so a 4000x3000 export needs little RAM (but D*H*W*2 bytes of
+disk).
 
 A file appears only once complete (temporary name, then rename), so a killed job is simply
-restarted: finished outputs are skipped (a video's ``frames.json`` marks it complete).
+restarted: finished outputs are skipped (a video's ``frames.json`` marks it complete). Jobs started
+on one output folder split the work through claim files (:mod:`lseg.claims`). A write that fails
+(:class:`~lseg.errors.OutputWriteError`) fails its input, and the others go on; a full disk or a
+read-only file system stops the job (``BatchReport.stopped``), and a re-run completes it.
 
 Sharding: with ``torchrun --nproc_per_node=N -m lseg.cli features ...`` (``RANK``/``WORLD_SIZE`` in the
 environment; no process group is needed) input ``i`` (an image or a whole video, in sorted order) is
@@ -48,9 +52,10 @@ import numpy as np
 from tqdm import tqdm
 
 from lseg.batch import BatchReport, Status, check_unique_outputs, collect_inputs, finish, plan, write_record
-from lseg.errors import LSegError
+from lseg.claims import ClaimSet
+from lseg.errors import LSegError, OutputWriteError
 from lseg.inference import LSegPredictor, to_numpy
-from lseg.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, atomic_write, iter_frames
+from lseg.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, atomic_write, check_writable, iter_frames
 
 _logger = logging.getLogger(__name__)
 
@@ -265,8 +270,7 @@ def export_features(
         raise LSegError(f"shard must be (k, M) with 0 <= k < M, got {(part, parts)}")
     if write_manifest is None:
         write_manifest = torchrun_rank()[0] == 0
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable(out_dir)
     manifest = _manifest(predictor, dtype, res, fps, every_n, pca)
     if write_manifest:  # describes the latest run; each output's own record says what made it
         atomic_write(out / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
@@ -276,14 +280,21 @@ def export_features(
         "precision": predictor.precision, "dtype": dtype, "resolution": manifest["resolution"],
         "model": dict(model_id) if model_id is not None else manifest["model"],
     }
-    writer = _Writer(predictor, out, DTYPES[dtype], res, pca, overwrite, recipe)
     report = BatchReport()
     desc = "features" if parts == 1 else f"features {part + 1}/{parts}"
-    for item in tqdm(items, desc=desc, unit="input", disable=not progress, position=part if parts > 1 else None):
-        if item.is_video:
-            writer.video(item, report, fps=fps, every_n=every_n)
-        else:
-            writer.image(item, report)
+    with ClaimSet() as claims:
+        writer = _Writer(predictor, out, DTYPES[dtype], res, pca, overwrite, recipe, claims)
+        for item in tqdm(items, desc=desc, unit="input", disable=not progress, position=part if parts > 1 else None):
+            try:
+                if item.is_video:
+                    writer.video(item, report, fps=fps, every_n=every_n)
+                else:
+                    writer.image(item, report)
+            except OutputWriteError as e:  # only fatal ones get here: every later write would fail too
+                _logger.error("%s", e)
+                report.failed.append((item.path, str(e)))
+                report.stopped = str(e)
+                break
     return report
 
 
@@ -317,10 +328,10 @@ class _Writer:
 
     def __init__(
         self, predictor: LSegPredictor, out: Path, dtype: type, res: Resolution, pca: bool, overwrite: bool,
-        recipe: dict[str, Any],
+        recipe: dict[str, Any], claims: ClaimSet,
     ) -> None:
-        self.predictor, self.out, self.dtype, self.res, self.pca, self.overwrite, self.recipe = (
-            predictor, out, dtype, res, pca, overwrite, recipe
+        self.predictor, self.out, self.dtype, self.res, self.pca, self.overwrite, self.recipe, self.claims = (
+            predictor, out, dtype, res, pca, overwrite, recipe, claims
         )
 
     def targets(self, stem: Path) -> list[Path]:
@@ -336,17 +347,37 @@ class _Writer:
         status = plan(targets, record, self.recipe, report, overwrite=self.overwrite)
         if status == "done":
             return
+        if not self.claims.take(targets[0]):
+            report.others.append(targets[0])
+            return
         try:
+            # finished by another worker since the check above (counted as skipped by plan)
+            status = plan(targets, record, self.recipe, report, overwrite=self.overwrite)
+            if status == "done":
+                return
             emb = self.predictor.embed_image(item.path)
+            self.write(emb, targets)
+            write_record(record, "features", item.path, self.recipe, targets, shape=self.shape)
+            finish(report, targets[0], status)
         except LSegError as e:
+            if isinstance(e, OutputWriteError) and e.fatal:
+                raise
             _logger.warning("skipping %s: %s", item.path, e)
             report.failed.append((item.path, str(e)))
-            return
-        self.write(emb, targets)
-        write_record(record, "features", item.path, self.recipe, targets, shape=self.shape)
-        finish(report, targets[0], status)
+        finally:
+            self.claims.release(targets[0])
 
     def video(self, item: MediaItem, report: BatchReport, *, fps: float | None, every_n: int | None) -> None:
+        folder = self.out / item.stem
+        if not self.claims.take(folder):  # a video is one unit of work
+            report.others.append(folder)
+            return
+        try:
+            self._video(item, report, fps=fps, every_n=every_n)
+        finally:
+            self.claims.release(folder)
+
+    def _video(self, item: MediaItem, report: BatchReport, *, fps: float | None, every_n: int | None) -> None:
         folder = self.out / item.stem
         index_path = folder / FRAMES_INDEX
         # The video's record is its frames.json (written last): same recipe and every frame there: done.
@@ -374,14 +405,23 @@ class _Writer:
                 self.write(self.predictor.embed_image(frame), targets)
                 finish(report, targets[0], status)
         except LSegError as e:
+            if isinstance(e, OutputWriteError) and e.fatal:
+                raise
             _logger.warning("video %s: stopped after %d sampled frames: %s", item.path, len(record), e)
             report.failed.append((item.path, str(e)))
             return
         if not record:
             report.failed.append((item.path, "no frames decoded"))
             return
-        write_record(index_path, "features-video", item.path, recipe, written, fps=fps, every_n=every_n,
-                     frames=record)
+        try:
+            write_record(index_path, "features-video", item.path, recipe, written, fps=fps, every_n=every_n,
+                         frames=record)
+        except OutputWriteError as e:
+            if e.fatal:
+                raise
+            _logger.warning("video %s: %s", item.path, e)
+            report.failed.append((item.path, str(e)))
+            return
         for stale in set(old_targets) - set(written):  # frames the old sampling took, this one does not
             stale.unlink(missing_ok=True)
 
@@ -399,11 +439,21 @@ class _Writer:
 
     def _save_resized(self, path: Path, pixels: np.ndarray, input_size: tuple[int, int],
                       size: tuple[int, int]) -> None:
-        arr = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=(pixels.shape[0], *size))
-        for sl, strip in iter_resized_embeddings(pixels, tuple(input_size), size):
-            arr[:, sl] = strip
-        arr.flush()
-        del arr
+        """A (D, H, W) ``.npy`` written strip by strip: the rows of a strip lie at D places in the
+        file (one per channel), each written with a seek and an ordinary write, so a full disk is an
+        ``OSError`` (ENOSPC), not the SIGBUS of a store through a memory map."""
+        d, (big_h, big_w) = pixels.shape[0], size
+        row_bytes = big_w * np.dtype(self.dtype).itemsize
+        with open(path, "wb") as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": np.lib.format.dtype_to_descr(np.dtype(self.dtype)), "fortran_order": False,
+                    "shape": (d, big_h, big_w)})
+            start = f.tell()
+            for sl, strip in iter_resized_embeddings(pixels, tuple(input_size), size):
+                block = strip.astype(self.dtype)
+                for c in range(d):
+                    f.seek(start + (c * big_h + sl.start) * row_bytes)
+                    f.write(np.ascontiguousarray(block[c]).data)
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:

@@ -199,9 +199,13 @@ def test_segment_killed_mid_write_and_restarted(twenty_images, tmp_path, capsys)
     hanging = _run_until_hang_then_kill(args, hang_at=11, tmp_path=tmp_path)
     assert Path(hanging) == out / "img03_overlay.png"
     assert (out / "img03_labels.png").exists() and not (out / "img03_overlay.png").exists()
-    stale = _hidden(out)
-    assert len(stale) == 1 and stale[0].name.startswith(".img03_overlay.png.")  # what SIGKILL leaves
-    assert len(_files(out)) == 11  # 10 finished outputs + the temp file
+    # what SIGKILL leaves: the temp file, and the claims of the images being computed (img03 and the
+    # ones the loader had taken ahead), found stale by the next run
+    claims = {p.name for p in _hidden(out) if p.name.endswith(".claim")}
+    stale = [p for p in _hidden(out) if p.name not in claims]
+    assert len(stale) == 1 and stale[0].name.startswith(".img03_overlay.png.")
+    assert ".img03_labels.png.claim" in claims
+    assert len(_files(out)) - len(claims) == 11  # 10 finished outputs (records included) + the temp file
     assert main(args) == 0
     assert "17 written, 3 already done, 0 failed" in capsys.readouterr().err
     sizes = {f"img{i:02d}": (20 + i, 28) for i in range(20)}
@@ -216,9 +220,12 @@ def test_features_killed_mid_write_and_restarted(twenty_images, tmp_path, capsys
     # temp file not yet renamed
     hanging = _run_until_hang_then_kill(args, hang_at=14, tmp_path=tmp_path)
     assert Path(hanging) == out / "img06.npy"
-    stale = _hidden(out)
-    assert len(stale) == 1 and stale[0].name.startswith(".img06.npy.")
-    assert _files(out) - {stale[0].name} == {"features.json"} | {f"img{i:02d}.{e}" for i in range(6) for e in ("npy", "json")}
+    claim = out / ".img06.npy.claim"  # the killed job's claim on the output it was writing
+    stale = [p for p in _hidden(out) if p != claim]
+    assert len(stale) == 1 and stale[0].name.startswith(".img06.npy.") and claim.is_file()
+    assert _files(out) - {stale[0].name, claim.name} == {"features.json"} | {
+        f"img{i:02d}.{e}" for i in range(6) for e in ("npy", "json")
+    }
     assert main(args) == 0
     assert "14 written, 6 already done, 0 failed" in capsys.readouterr().err
     _check_feature_outputs(out, [f"img{i:02d}" for i in range(20)])

@@ -1,0 +1,183 @@
+"""Several jobs on one output folder split the work (issue 11, class 7): each output is claimed by
+one worker with a claim file taken atomically (``O_CREAT | O_EXCL``), released when it is written,
+and found stale when its process is gone - so two workers each compute about half, no output is
+computed twice, and a worker killed with SIGKILL at any point leaves nothing that stops the next run."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hardening.helpers import cli_env, scene
+from PIL import Image
+
+from lseg.claims import STALE_AFTER, ClaimSet, _host, remove_stale_claims
+from lseg.cli import main
+
+MODEL = ["--random-weights", "lseg_tiny_test", "--size", "32", "--batch-size", "2", "-q"]
+N = 40
+
+
+@pytest.fixture(scope="module")
+def forty_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("forty")
+    for i in range(N):
+        Image.fromarray(scene(24 + i % 5, 32, seed=i)).save(folder / f"img{i:02d}.png")
+    return folder
+
+
+def _files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def _start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "lseg.cli", *args], env=cli_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+# A worker that imports torch and builds the model (seconds, and uneven on a busy machine), then says
+# it is ready and waits for the start signal: the workers start their loops together, as jobs started
+# at once would if starting up took no time (the tiny model computes an image in milliseconds).
+WORKER = r"""
+import sys, time
+from pathlib import Path
+import lseg.cli
+build = lseg.cli.make_predictor
+def make_predictor(args):
+    predictor = build(args)
+    Path(sys.argv[1]).touch()
+    while not Path(sys.argv[2]).exists():
+        time.sleep(0.01)
+    return predictor
+lseg.cli.make_predictor = make_predictor
+sys.exit(lseg.cli.main(sys.argv[3:]))
+"""
+
+
+def _start_together(n: int, tmp_path: Path, *args: str) -> list[subprocess.Popen[str]]:
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / f"ready{i}"), str(tmp_path / "go"), *args],
+                                env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               for i in range(n)]
+    deadline = time.monotonic() + 300
+    while not all((tmp_path / f"ready{i}").exists() for i in range(n)) and time.monotonic() < deadline:
+        assert all(w.poll() is None for w in workers), [w.communicate()[1] for w in workers]
+        time.sleep(0.02)
+    (tmp_path / "go").touch()
+    return workers
+
+
+def _expected(command: str) -> set[str]:
+    if command == "segment":
+        return {f"img{i:02d}_{kind}" for i in range(N) for kind in ("labels.png", "overlay.png", "labels.json")}
+    return {f"img{i:02d}.{e}" for i in range(N) for e in ("npy", "json")} | {"features.json"}
+
+
+@pytest.mark.parametrize("command", ["segment", "features"])
+def test_two_workers_split_the_work(command, forty_images, tmp_path):
+    out = tmp_path / "out"
+    args = [command, str(forty_images), "-o", str(out), *MODEL] + (["-l", "sky,grass"] if command == "segment" else [])
+    workers = _start_together(2, tmp_path, *args)
+    errs = [w.communicate(timeout=600)[1] for w in workers]
+    written = []
+    for w, err in zip(workers, errs):
+        assert w.returncode == 0, err
+        m = re.search(r"(\d+) written, (\d+) already done, 0 failed(?:, (\d+) left to other workers)?", err)
+        assert m, err
+        written.append(int(m.group(1)))
+    print(f"{command}: the two workers computed {written} of {N}")  # shown with pytest -s
+    assert sum(written) == N, errs  # every output computed once, by one of them
+    assert all(0.3 * N <= n <= 0.7 * N for n in written), (written, errs)
+    assert _files(out) == _expected(command)  # every output present once, no claim or temp file left
+
+
+def test_a_worker_killed_at_random_points_leaves_nothing_that_stops_the_next_run(forty_images, tmp_path, capsys):
+    """SIGKILL after a random number of outputs, twice, with a second worker running beside the
+    first: the dead worker's claims are found stale (its pid is gone), the next run completes."""
+    rng = random.Random(int(os.environ.get("LSEG_TEST_SEED", "11")))
+    out = tmp_path / "out"
+    args = ["segment", str(forty_images), "-l", "sky,grass", "-o", str(out), *MODEL]
+    for _ in range(2):
+        victim, other = _start(*args), _start(*args)
+        target = len(_files(out)) + rng.randint(2, 16)
+        deadline = time.monotonic() + 300
+        while len(_files(out)) < target and victim.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        victim.send_signal(signal.SIGKILL)
+        assert victim.wait(timeout=60) in (-signal.SIGKILL, 0)
+        victim.stderr.close()
+        other.communicate(timeout=600)
+        assert other.returncode == 0
+    assert main(args) == 0
+    assert "0 failed" in capsys.readouterr().err
+    assert _files(out) == _expected("segment")
+
+
+# ------------------------------------------------------------------------------ claims themselves
+
+def _claim_file(target: Path, **info: object) -> Path:
+    path = target.with_name(f".{target.name}.claim")
+    path.write_text(json.dumps(info))
+    return path
+
+
+def test_claims_are_exclusive_and_released(tmp_path):
+    target = tmp_path / "sub" / "a.npy"
+    with ClaimSet() as one, ClaimSet() as two:
+        assert one.take(target) and (tmp_path / "sub" / ".a.npy.claim").is_file()
+        assert not two.take(target)  # held by a live worker (this process)
+        one.release(target)
+        assert two.take(target)
+    assert not list(tmp_path.rglob("*.claim"))  # released on exit
+
+
+def test_stale_claims_are_taken_over(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os, lseg.claims as c; print(os.getpid(), c._start_time(os.getpid()))"],
+                          capture_output=True, text=True, env=cli_env(), check=True)
+    dead_pid, dead_start = int(dead.stdout.split()[0]), dead.stdout.split()[1]  # (stale even if the pid is reused)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        host = _host()
+        cases = {
+            "dead.npy": {"host": host, "pid": dead_pid, "start": dead_start},  # its process is gone: stale
+            "reused.npy": {"host": host, "pid": sleeper.pid, "start": "another-boot:1"},  # pid reused: stale
+            "live.npy": {"host": host, "pid": sleeper.pid, "start": None},  # a live process: kept
+            "remote.npy": {"host": f"{socket.gethostname()}-elsewhere/1", "pid": 1, "start": "x"},  # another host: kept
+            "remote_old.npy": {"host": "elsewhere/1", "pid": 1, "start": "x"},  # another host, not refreshed: stale
+        }
+        for name, info in cases.items():
+            _claim_file(tmp_path / name, **info)
+        old = time.time() - STALE_AFTER - 60
+        os.utime(tmp_path / ".remote_old.npy.claim", (old, old))
+        (tmp_path / ".half_written.npy.claim").write_text("")  # created, not yet filled: live for now
+        with ClaimSet() as claims:
+            taken = {name for name in [*cases, "half_written.npy"] if claims.take(tmp_path / name)}
+        assert taken == {"dead.npy", "reused.npy", "remote_old.npy"}
+        assert sorted(p.name for p in remove_stale_claims(tmp_path)) == []  # the live ones stay
+        os.utime(tmp_path / ".half_written.npy.claim", (old, old))
+        assert [p.name for p in remove_stale_claims(tmp_path)] == [".half_written.npy.claim"]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_holder_refreshes_its_claims(tmp_path):
+    """Another host's claim is judged by its age: a live holder keeps it fresh (heartbeat)."""
+    target = tmp_path / "a.npy"
+    with ClaimSet(heartbeat=0.05) as claims:
+        assert claims.take(target)
+        claim = tmp_path / ".a.npy.claim"
+        old = time.time() - STALE_AFTER - 60
+        os.utime(claim, (old, old))
+        deadline = time.monotonic() + 10
+        while claim.stat().st_mtime < time.time() - 60 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert claim.stat().st_mtime > time.time() - 60
