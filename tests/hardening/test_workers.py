@@ -95,7 +95,10 @@ def test_two_workers_split_the_work(command, forty_images, tmp_path):
         written.append(int(m.group(1)))
     print(f"{command}: the two workers computed {written} of {N}")  # shown with pytest -s
     assert sum(written) == N, errs  # every output computed once, by one of them
-    assert all(0.3 * N <= n <= 0.7 * N for n in written), (written, errs)
+    # Both took part. How evenly they split depends on how the OS schedules two processes on a
+    # loaded machine (20/20 and 22/18 when quiet, 8/32 seen under CI load), so it is reported, not
+    # asserted; what must hold is above and below: every output computed once, nothing left over.
+    assert all(n >= 1 for n in written), (written, errs)
     assert _files(out) == _expected(command)  # every output present once, no claim or temp file left
 
 
