@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from features.helpers import write_video
 from PIL import Image
 
 import lseg
@@ -93,24 +94,10 @@ def test_manual_shard_and_settings_guard(
     assert "error: --shard must be k/M with 0 <= k < M" in capsys.readouterr().err
 
 
-def _write_video(path: Path, n_frames: int, rate: int) -> None:
-    av = pytest.importorskip("av")
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("mpeg4", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(n_frames):
-            img = np.zeros((48, 64, 3), np.uint8)
-            img[:, : 4 * (i + 1)] = (200, 30 * (i % 8), 40)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def test_video_frames(tmp_path: Path, predictor: lseg.LSegPredictor, capsys: pytest.CaptureFixture[str]) -> None:
     video = tmp_path / "in" / "clip.mp4"
     video.parent.mkdir()
-    _write_video(video, n_frames=10, rate=10)
+    write_video(video, n_frames=10, rate=10)
     _images(tmp_path / "in", n=1)
     out = tmp_path / "out"
     assert main(["features", str(tmp_path / "in"), "--out", str(out), "--fps", "5", *MODEL_ARGS]) == 0
