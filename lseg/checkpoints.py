@@ -349,12 +349,13 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointFile:
             return CheckpointFile(load_file(str(p)), "safetensors", {})
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"cannot read safetensors file {p} (truncated or corrupt?): {e}") from None
-    if zipfile.is_zipfile(p):
+    is_zip = zipfile.is_zipfile(p)
+    if is_zip:
         _check_torch_zip(p)
     try:
         with warnings.catch_warnings(), torch.serialization.safe_globals(_stand_ins()):
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # the refusal below says it
-            obj = torch.load(p, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(p))
+            obj = torch.load(p, map_location="cpu", weights_only=True, mmap=is_zip)
     except Exception as e:  # noqa: BLE001 - torch.load fails in many ways (KeyError for text files, ...)
         raise _torch_load_error(p, e) from None
     metadata: dict[str, Any] = {}

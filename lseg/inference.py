@@ -350,9 +350,6 @@ class LSegPredictor:
         """Any accepted image -> (1, 3, H, W) float in [0, 1] on the model's device."""
         return _as_tensor(_rgb_pixels(image, self.device)).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
 
-    def _working_size(self, h: int, w: int) -> tuple[int, int]:
-        return working_size(h, w, self.size)
-
     @torch.inference_mode()
     def embed_image(self, image: Any) -> ImageEmbedding:
         """Image (path, PIL, HxWx3 uint8 array, CHW tensor) -> :class:`ImageEmbedding`.
@@ -361,13 +358,10 @@ class LSegPredictor:
         3 bytes/pixel plus a few MB, not a float copy of it (12000x8000: 288 MB, not 1.15 GB). An
         RGB tensor already on the model's device is used there (no trip through the host).
         """
-        rgb = _rgb_pixels(image, self.device)
-        image_size = (int(rgb.shape[0]), int(rgb.shape[1]))
-        size = self._working_size(*image_size)
-        x = _resize_rgb(rgb, size, self.device)
-        del rgb
-        x = self.model.normalize(x)
-        return ImageEmbedding(self._embed_windows(x)[0].float(), size, image_size)
+        prepared = prepare_image(image, self.size, self.device)
+        image_size, x = prepared.image_size, self.model.normalize(prepared.pixels[None])
+        del prepared  # the resized float copy: only its normalised version is needed from here
+        return ImageEmbedding(self._embed_windows(x)[0].float(), (x.shape[-2], x.shape[-1]), image_size)
 
     def prepare(self, image: Any, device: torch.device | str = "cpu") -> PreparedImage:
         """Decode and resize one image to the working size, on ``device`` (by default the CPU work

@@ -70,7 +70,7 @@ import torch.nn.functional as F
 
 from lseg.errors import LSegError
 from lseg.features.export import Resolution, parse_resolution
-from lseg.inference import ADE20K_SCALES, LSegPredictor
+from lseg.inference import ADE20K_SCALES, LSegPredictor, working_size
 from lseg.io import load_image
 
 
@@ -193,7 +193,7 @@ class FeatureExtractor:
         """(height, width) the network sees (the evaluator presets: at scale 1)."""
         p = self.preset
         if p.engine == "predictor":
-            return self.predictor._working_size(h, w)
+            return working_size(h, w, self.predictor.size)
         return _scaled_size(h, w, math.ceil(self._base(h, w) * 1.0))
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
