@@ -19,10 +19,8 @@ import functools
 import math
 import os
 import sys
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,9 +28,26 @@ import torch
 import torch.nn.functional as F
 
 from lseg.errors import ConfigError
+from lseg.geometry import (
+    ResizedArgmax,
+    pad_to,
+    pad_value,
+    reference_windows,
+    resize,
+    resize_rgb,
+    scaled_size,
+    windows,
+    working_size,
+)
 from lseg.io import DEFAULT_MAX_PIXELS, load_image
-from lseg.labels import parse_labels, validate_templates
+from lseg.labels import LabelCache, apply_templates, parse_labels, validate_templates
 from lseg.models.lseg import LSeg
+from lseg.results import ImageEmbedding, PreparedImage, SegmentationResult, to_numpy
+
+__all__ = [
+    "ADE20K_SCALES", "ImageEmbedding", "LSegPredictor", "MultiScaleConfig", "PreparedImage", "SegmentationResult",
+    "multiscale_logits", "prepare_image", "to_numpy", "tune_allocator", "working_size",
+]
 
 
 def tune_allocator() -> bool:
@@ -70,169 +85,6 @@ class MultiScaleConfig:
     crop_size: int = 480
     stride_rate: float = 2 / 3
     flip: bool = True
-
-
-@dataclass
-class ImageEmbedding:
-    """Pixel embeddings of one image, reusable for any number of label sets.
-
-    Attributes:
-        pixels: (D, h', w') float32 L2-normalised pixel embeddings at half the working resolution
-            (averaged, hence slightly shorter than unit length, where sliding windows overlap), on
-            the model's device; float32 whatever the model's dtype or an active autocast.
-        input_size: (h, w) working resolution the network saw (after resizing).
-        image_size: (H, W) original image size.
-    """
-
-    pixels: torch.Tensor
-    input_size: tuple[int, int]
-    image_size: tuple[int, int]
-
-    def __repr__(self) -> str:  # the shape, not the tensor's values
-        p = self.pixels
-        return (f"ImageEmbedding(pixels=<{tuple(p.shape)} {str(p.dtype).replace('torch.', '')} on {p.device}>, "
-                f"input_size={self.input_size}, image_size={self.image_size})")
-
-
-@dataclass
-class PreparedImage:
-    """An image decoded and resized to the working size, ready for the model.
-
-    Attributes:
-        pixels: (3, h, w) float32 RGB in [0, 1] (on the CPU when made by a loader worker).
-        image_size: (H, W) of the original image.
-    """
-
-    pixels: torch.Tensor
-    image_size: tuple[int, int]
-
-
-@dataclass
-class SegmentationResult:
-    """Output of :meth:`LSegPredictor.segment`.
-
-    Attributes:
-        labels: the label strings, index ``i`` in ``label_map`` is ``labels[i]``.
-        label_map: (H, W) int32 argmax label index at the original resolution.
-        logits: (K, h, w) float32 numpy array of scaled cosine similarities at the working resolution.
-            With more labels than the predictor's ``label_chunk_size`` they are not kept (the label
-            map is a running argmax over label chunks on the model's device, so memory does not
-            grow with K); they are computed on first access then (K*h*w*4 bytes; for that the result
-            keeps a CPU copy of the image embedding and the text, never memory on the GPU).
-        probs: (K, H, W) float32 numpy softmax over the labels at the original resolution.
-        masks: ``{label: (H, W) bool mask}``; :meth:`mask` gives one.
-        embeddings: (D, h', w') float32 pixel embeddings if requested, else ``None``.
-        image: the input image as given (path, array, ...), for :meth:`overlay` and :meth:`save`;
-            ``None`` when segmenting an :class:`ImageEmbedding`.
-
-    Every array attribute is numpy; :meth:`overlay` and :meth:`save` write what ``lseg segment`` writes.
-    """
-
-    labels: list[str]
-    label_map: np.ndarray
-    image_size: tuple[int, int]
-    embeddings: np.ndarray | None = field(default=None, repr=False)
-    # The logits, or (many labels) a function that computes them on first access.
-    _logits: torch.Tensor | Callable[[], torch.Tensor] | None = field(default=None, repr=False)
-    image: Any = field(default=None, repr=False)
-
-    def __repr__(self) -> str:
-        h, w = self.image_size
-        top = sorted(self.scores().items(), key=lambda kv: -kv[1])[:5]
-        shares = ", ".join(f"{lb!r}: {v:.0%}" for lb, v in top)
-        return f"SegmentationResult({len(self.labels)} labels, {w}x{h}, {{{shares}{', ...' if len(self.labels) > 5 else ''}}})"
-
-    def _logits_tensor(self) -> torch.Tensor:
-        if not isinstance(self._logits, torch.Tensor):
-            assert self._logits is not None
-            self._logits = self._logits()
-        return self._logits
-
-    @property
-    def logits(self) -> np.ndarray:
-        """(K, h, w) float32 logits at the working resolution (see the class docstring)."""
-        return to_numpy(self._logits_tensor())
-
-    @property
-    def probs(self) -> np.ndarray:
-        """(K, H, W) float32 softmax over the labels at the original resolution.
-
-        Computed on access (K*H*W*4 bytes): use :meth:`probs_at` for another size.
-        """
-        return self.probs_at(self.image_size)
-
-    def probs_at(self, size: tuple[int, int]) -> np.ndarray:
-        """(K, size[0], size[1]) float32 per-label probabilities."""
-        logits = _resize(self._logits_tensor()[None], size)[0]
-        return to_numpy(torch.softmax(logits, dim=0))
-
-    def scores(self) -> dict[str, float]:
-        """Fraction of pixels assigned to each label."""
-        counts = np.bincount(self.label_map.ravel(), minlength=len(self.labels))
-        total = max(1, self.label_map.size)
-        return {label: float(c) / total for label, c in zip(self.labels, counts)}
-
-    def mask(self, label: str | int) -> np.ndarray:
-        """(H, W) bool: the pixels assigned to ``label`` (its name, or its index)."""
-        if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
-            if not 0 <= label < len(self.labels):
-                raise IndexError(f"label index {label} out of range for {len(self.labels)} labels")
-            return self.label_map == label
-        key = " ".join(str(label).split())
-        matches = [i for i, lb in enumerate(self.labels) if lb == key] or \
-            [i for i, lb in enumerate(self.labels) if lb.casefold() == key.casefold()]
-        if not matches:
-            raise KeyError(f"{label!r} is not one of the labels: {', '.join(map(repr, self.labels))}")
-        return self.label_map == matches[0]
-
-    @property
-    def masks(self) -> dict[str, np.ndarray]:
-        """``{label: (H, W) bool mask}`` for every label, in label order."""
-        return {lb: self.label_map == i for i, lb in enumerate(self.labels)}
-
-    def _image(self, image: Any) -> Any:
-        image = self.image if image is None else image
-        if image is None:
-            raise ValueError("this result was made from an ImageEmbedding: pass the image, e.g. result.overlay(image)")
-        return image
-
-    def overlay(self, image: Any = None, *, alpha: float = 0.5, legend: bool = True) -> Any:
-        """The photo with each label's colour and a legend (:func:`lseg.viz.overlay`), as a PIL image."""
-        from lseg.viz import overlay
-
-        return overlay(self._image(image), self.label_map, self.labels, alpha=alpha, legend=legend)
-
-    def save(self, folder: str | os.PathLike[str], stem: str | None = None, *, image: Any = None,
-             alpha: float = 0.5, scores: bool = False) -> dict[str, Path]:
-        """Write what ``lseg segment`` writes into ``folder``: ``<stem>_labels.png`` (label indices,
-        names in its ``lseg:labels`` text chunk), ``<stem>_labels.json`` (labels, colours, shares),
-        ``<stem>_overlay.png`` when the image is known, and with ``scores`` ``<stem>_scores.npz``.
-        ``stem`` defaults to the image file's stem (else ``"image"``). Returns ``{kind: path}``."""
-        import json
-
-        from lseg.io import atomic_write
-        from lseg.viz import hex_colors, save_label_map
-
-        source = self.image if image is None else image
-        if stem is None:
-            stem = Path(source).stem if isinstance(source, (str, os.PathLike)) else "image"
-        out = Path(folder)
-        paths = {"labels": save_label_map(out / f"{stem}_labels.png", self.label_map, self.labels)}
-        if source is not None:
-            picture = self.overlay(source, alpha=alpha)
-            paths["overlay"] = atomic_write(out / f"{stem}_overlay.png", lambda p: picture.save(p, format="PNG"))
-        if scores:
-            probs = self.probs.astype(np.float16)
-
-            def write_npz(p: Path) -> None:
-                with open(p, "wb") as f:
-                    np.savez_compressed(f, probs=probs, labels=np.array(self.labels))
-
-            paths["scores"] = atomic_write(out / f"{stem}_scores.npz", write_npz)
-        info = {"labels": self.labels, "colors": hex_colors(len(self.labels)), "shares": self.scores()}
-        text = json.dumps(info, indent=1, ensure_ascii=False) + "\n"
-        paths["json"] = atomic_write(out / f"{stem}_labels.json", lambda p: p.write_text(text, encoding="utf-8"))
-        return paths
 
 
 class LSegPredictor:
@@ -300,10 +152,9 @@ class LSegPredictor:
         self.stride = stride
         self.templates = validate_templates(templates) if templates else None
         self.label_chunk_size = label_chunk_size
-        # Keyed by (device, dtype, numerics, label): moving or casting the model, or toggling
+        # Scoped by (device, dtype, numerics): moving or casting the model, or toggling
         # reference_numerics, must not return embeddings computed for another state.
-        self._text_cache: OrderedDict[tuple[str, torch.dtype, bool, str], torch.Tensor] = OrderedDict()
-        self._text_cache_size = text_cache_size
+        self._text_cache: LabelCache[torch.Tensor] = LabelCache(text_cache_size)
 
     @property
     def device(self) -> torch.device:
@@ -324,24 +175,20 @@ class LSegPredictor:
         """
         labels = parse_labels(labels)
         state = (str(self.device), self.model.dtype, self.model.reference_numerics)
-        missing = [lb for lb in dict.fromkeys(labels) if (*state, lb) not in self._text_cache]
-        for i in range(0, len(missing), self.label_chunk_size):
-            chunk = missing[i : i + self.label_chunk_size]
-            for label, emb in zip(chunk, self._encode_labels(chunk)):
-                self._text_cache[(*state, label)] = emb
-        out = []
-        for label in labels:
-            self._text_cache.move_to_end((*state, label))
-            out.append(self._text_cache[(*state, label)])
-        while len(self._text_cache) > self._text_cache_size:
-            self._text_cache.popitem(last=False)
-        return torch.stack(out)
+        return torch.stack(self._text_cache.get(labels, self._encode_labels, scope=state))
 
-    def _encode_labels(self, labels: list[str]) -> torch.Tensor:
+    def _encode_labels(self, labels: list[str]) -> list[torch.Tensor]:
+        out: list[torch.Tensor] = []
+        for i in range(0, len(labels), self.label_chunk_size):
+            out.extend(self._encode_chunk(labels[i : i + self.label_chunk_size]))
+        return out
+
+    def _encode_chunk(self, labels: list[str]) -> torch.Tensor:
         if not self.templates:
             return self.model.encode_text(labels).float()
+        prompts = apply_templates(labels, self.templates)  # prompts[label][template]
         per_template = torch.stack(
-            [self.model.encode_text([t.format(lb) for lb in labels]).float() for t in self.templates]
+            [self.model.encode_text([p[j] for p in prompts]).float() for j in range(len(self.templates))]
         )
         return F.normalize(per_template.mean(0), dim=-1)
 
@@ -421,7 +268,7 @@ class LSegPredictor:
             return self.model.encode_image(x)
         canvas: torch.Tensor | None = None
         count = torch.zeros(1, 1, math.ceil(h / 2), math.ceil(w / 2), device=x.device)
-        for y0, x0 in _windows(h, w, c, self.stride):
+        for y0, x0 in windows(h, w, c, self.stride):
             e = self.model.encode_image(x[..., y0 : y0 + c, x0 : x0 + c])
             if canvas is None:
                 canvas = torch.zeros(1, e.shape[1], *count.shape[-2:], device=x.device)
@@ -472,7 +319,7 @@ class LSegPredictor:
             return result
         # Many labels: a running argmax over label chunks; the K x h x w logits are never all held
         # (computed on demand if ``result.logits`` is read).
-        argmax = _ResizedArgmax(emb.image_size, emb.pixels.device)
+        argmax = ResizedArgmax(emb.image_size)
         for i in range(0, text.shape[0], chunk):
             part = self.model.score(emb.pixels[None], text[i : i + chunk], size=emb.input_size)[0]
             argmax.add(part.float(), more=i + chunk < text.shape[0])
@@ -482,7 +329,7 @@ class LSegPredictor:
         host_emb = ImageEmbedding(pixels, emb.input_size, emb.image_size)
         return SegmentationResult(
             labels=label_list,
-            label_map=argmax.result(),
+            label_map=to_numpy(argmax.result()),
             image_size=emb.image_size,
             _logits=functools.partial(self._lazy_logits, host_emb, text.cpu()),
             embeddings=to_numpy(pixels) if return_embeddings else None,
@@ -516,7 +363,7 @@ class LSegPredictor:
         logits = logits.float()
         return SegmentationResult(
             labels=labels,
-            label_map=_ResizedArgmax(image_size, logits.device).add(logits).result(),
+            label_map=to_numpy(ResizedArgmax(image_size).add(logits).result()),
             image_size=image_size,
             _logits=logits.cpu(),
             embeddings=to_numpy(emb.pixels) if emb is not None else None,
@@ -537,15 +384,7 @@ class LSegPredictor:
         return results
 
 
-# ---------------------------------------------------------------------- geometry helpers
-
-def working_size(h: int, w: int, size: int | None) -> tuple[int, int]:
-    """The working resolution of an (h, w) image: long side ``size``, aspect kept (``None``: as is)."""
-    if size is None:
-        return h, w
-    s = size / max(h, w)
-    return max(1, int(h * s + 0.5)), max(1, int(w * s + 0.5))
-
+# ---------------------------------------------------------------------- images
 
 def prepare_image(image: Any, size: int | None, device: torch.device | str = "cpu") -> PreparedImage:
     """Any accepted image -> :class:`PreparedImage` at the working size for long side ``size``.
@@ -554,29 +393,8 @@ def prepare_image(image: Any, size: int | None, device: torch.device | str = "cp
     device = torch.device(device)
     rgb = _rgb_pixels(image, device)
     image_size = (int(rgb.shape[0]), int(rgb.shape[1]))
-    return PreparedImage(_resize_rgb(rgb, working_size(*image_size, size), device)[0], image_size)
+    return PreparedImage(resize_rgb(rgb, working_size(*image_size, size), device)[0], image_size)
 
-
-def _windows(h: int, w: int, crop: int, stride: int) -> Iterator[tuple[int, int]]:
-    """Top-left corners of ``crop`` windows covering (h, w), the last one flush with the edge."""
-    ny = max(1, math.ceil((h - crop) / stride) + 1) if h > crop else 1
-    nx = max(1, math.ceil((w - crop) / stride) + 1) if w > crop else 1
-    for iy in range(ny):
-        for ix in range(nx):
-            y0 = max(0, min(iy * stride, h - crop))
-            x0 = max(0, min(ix * stride, w - crop))
-            yield y0, x0
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
-
-
-def to_numpy(t: torch.Tensor) -> np.ndarray:
-    """A result tensor as a numpy array: the one place results cross from the device to the host."""
-    return t.cpu().numpy()
 
 
 def _as_tensor(rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -611,101 +429,6 @@ def _rgb_array(image: Any) -> np.ndarray:
     return load_image(image)
 
 
-def _resize_rgb(
-    rgb: np.ndarray | torch.Tensor, size: tuple[int, int], device: torch.device, max_elems: int = 1 << 22
-) -> torch.Tensor:
-    """``HxWx3 uint8`` (array, or tensor on any device) -> (1, 3, h, w) float in [0, 1] on ``device``,
-    resized bilinearly with antialiasing.
-
-    Bit for bit ``F.interpolate(whole_float_image, size, antialias=True)`` (whose filter is separable,
-    width first), but only ``max_elems`` floats of the input are converted at a time: the width pass
-    runs on row strips, the height pass on the (3, H, w) result.
-    """
-    src = _as_tensor(rgb)
-    H, W = src.shape[:2]
-    h, w = size
-    if (h, w) == (H, W):
-        return src.to(device).permute(2, 0, 1)[None].float().div_(255.0)
-    rows = max(1, max_elems // (3 * W))
-    mid = torch.empty(1, 3, H, w, device=device)
-    for r0 in range(0, H, rows):
-        strip = src[r0 : r0 + rows].to(device).permute(2, 0, 1)[None].float().div_(255.0)
-        if w != W:
-            strip = F.interpolate(strip, size=(strip.shape[-2], w), mode="bilinear", align_corners=False,
-                                  antialias=True)
-        mid[..., r0 : r0 + strip.shape[-2], :] = strip
-    if h == H:
-        return mid
-    return F.interpolate(mid, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-
-
-class _ResizedArgmax:
-    """Label map = argmax over labels of (K, h, w) logits bilinearly resized (align_corners=True)
-    to ``size``, computed in row strips of about ``max_elems`` floats and fed in label chunks (a
-    running maximum), so memory is the (H, W) result (+ (H, W) float32 between chunks) plus
-    one strip, whatever K and the image size. Ties go to the lowest label index, as ``argmax``.
-    Runs on ``device`` (the logits' device): only the int32 label map goes to the host."""
-
-    def __init__(self, size: tuple[int, int], device: torch.device | str = "cpu", max_elems: int = 1 << 23) -> None:
-        self.size = (int(size[0]), int(size[1]))
-        self.device = torch.device(device)
-        self.max_elems = max_elems
-        self.index = torch.empty(self.size, dtype=torch.int32, device=self.device)  # every row is written by add()
-        self.best: torch.Tensor | None = None
-        self.offset = 0
-
-    def add(self, logits: torch.Tensor, more: bool = False) -> _ResizedArgmax:
-        """Feed the next ``k`` labels' logits (k, h, w) on ``device``; ``more``: other chunks follow."""
-        first = self.offset == 0
-        if more and self.best is None:
-            self.best = torch.empty(self.size, dtype=logits.dtype, device=self.device)
-        for r0, r1, band in _resized_row_strips(logits, self.size, self.max_elems):
-            values, idx = band.max(0)
-            idx = idx.to(torch.int32)
-            if self.offset:
-                idx += self.offset
-            if first:
-                self.index[r0:r1] = idx
-                if self.best is not None:
-                    self.best[r0:r1] = values
-            else:
-                assert self.best is not None
-                better = values > self.best[r0:r1]
-                self.index[r0:r1] = torch.where(better, idx, self.index[r0:r1])
-                self.best[r0:r1] = torch.where(better, values, self.best[r0:r1])
-        self.offset += logits.shape[0]
-        if not more:
-            self.best = None
-        return self
-
-    def result(self) -> np.ndarray:
-        return to_numpy(self.index)
-
-
-def _resized_row_strips(
-    logits: torch.Tensor, size: tuple[int, int], max_elems: int
-) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """``(r0, r1, band)``: rows r0:r1 of ``logits`` (K, h, w) resized to ``size`` (bilinear,
-    align_corners=True): rows blended at the input width, then a linear pass along the width."""
-    k, h, w = logits.shape
-    H, W = size
-    # pixels per strip: the band holds k floats for each, the max() results 12 bytes.
-    rows = max(1, max_elems // max(3, k) // max(1, W))
-    if (h, w) == (H, W):
-        for r0 in range(0, H, rows):
-            yield r0, min(H, r0 + rows), logits[:, r0 : r0 + rows]
-        return
-    y = torch.linspace(0, h - 1, H, device=logits.device) if H > 1 else torch.zeros(1, device=logits.device)
-    for r0 in range(0, H, rows):
-        ys = y[r0 : r0 + rows]
-        lo = ys.floor().long().clamp(max=h - 1)
-        hi = (lo + 1).clamp(max=h - 1)
-        t = (ys - lo.float()).view(1, -1, 1)
-        band = torch.lerp(logits.index_select(1, lo), logits.index_select(1, hi), t)  # (K, rows, w)
-        if w != W:
-            n = band.shape[1]
-            band = F.interpolate(band.reshape(1, k * n, w), size=W, mode="linear", align_corners=True).view(k, n, W)
-        yield r0, r0 + band.shape[1], band
 
 
 def multiscale_logits(
@@ -722,7 +445,7 @@ def multiscale_logits(
     _, _, h, w = x.shape
     crop = cfg.crop_size
     stride = int(crop * cfg.stride_rate)
-    pad_value = -1.0
+    black = pad_value(model.pixel_mean, model.pixel_std)  # -1 everywhere for the 0.5/0.5 normalisation
     total = torch.zeros(1, text.shape[0], h, w, device=x.device)
 
     def infer(img: torch.Tensor) -> torch.Tensor:
@@ -733,31 +456,20 @@ def multiscale_logits(
 
     for scale in cfg.scales:
         long_size = math.ceil(cfg.base_size * scale)
-        if h > w:
-            height, width = long_size, int(1.0 * w * long_size / h + 0.5)
-        else:
-            width, height = long_size, int(1.0 * h * long_size / w + 0.5)
+        height, width = scaled_size(h, w, long_size)
         cur = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=True)
         if long_size <= crop:
-            pad = F.pad(cur, (0, crop - width, 0, crop - height), value=pad_value)
-            out = infer(pad)[..., :height, :width]
+            out = infer(pad_to(cur, (crop, crop), black))[..., :height, :width]
         else:
-            ph, pw = max(height, crop), max(width, crop)
-            pad = F.pad(cur, (0, pw - width, 0, ph - height), value=pad_value)
+            pad = pad_to(cur, (crop, crop), black)
+            ph, pw = pad.shape[-2:]
             out = torch.zeros(1, text.shape[0], ph, pw, device=x.device)
             count = torch.zeros(1, 1, ph, pw, device=x.device)
-            ny = math.ceil(1.0 * (ph - crop) / stride) + 1
-            nx = math.ceil(1.0 * (pw - crop) / stride) + 1
-            for iy in range(ny):
-                for ix in range(nx):
-                    y0, x0 = iy * stride, ix * stride
-                    # As the reference: the last windows are partial and padded, not shifted back.
-                    y1, x1 = min(y0 + crop, ph), min(x0 + crop, pw)
-                    window = pad[..., y0:y1, x0:x1]
-                    wp = F.pad(window, (0, crop - window.shape[-1], 0, crop - window.shape[-2]), value=pad_value)
-                    o = infer(wp)
-                    out[..., y0:y1, x0:x1] += o[..., : y1 - y0, : x1 - x0]
-                    count[..., y0:y1, x0:x1] += 1
+            # As the reference: the last windows are partial and padded, not shifted back.
+            for y0, y1, x0, x1 in reference_windows(ph, pw, crop, stride):
+                o = infer(pad_to(pad[..., y0:y1, x0:x1], (crop, crop), black))
+                out[..., y0:y1, x0:x1] += o[..., : y1 - y0, : x1 - x0]
+                count[..., y0:y1, x0:x1] += 1
             out = (out / count)[..., :height, :width]
-        total += F.interpolate(out, size=(h, w), mode="bilinear", align_corners=True)
+        total += resize(out, (h, w))
     return total

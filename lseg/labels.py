@@ -20,23 +20,33 @@ Normalisation and policy (decided here, once):
 * Unicode and emoji are accepted as-is.
 
 Prompt templates: LSeg (the reference implementation) feeds the raw label text to CLIP, i.e.
-:data:`NO_TEMPLATE`. :data:`DEFAULT_TEMPLATES` is an optional prompt ensemble;
-:func:`apply_templates` expands labels into one prompt per template.
+:data:`NO_TEMPLATE`. :data:`DEFAULT_TEMPLATES` is an optional prompt ensemble. The one template
+path: :func:`validate_templates` checks them (the predictor, the evaluator's config, the CLI) and
+:func:`fill_template` fills one (a plain replacement of ``{}``, never ``str.format``: other braces
+stay as they are, so ``"a {} {x}"`` gives ``"a dog {x}"``); :func:`apply_templates` expands a label
+list into one prompt per template.
+
+:class:`LabelCache` is the LRU cache of per-label text embeddings shared by the torch predictor and
+the ONNX runtime.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
+from typing import Generic, TypeVar
 
 from lseg.errors import ConfigError, LabelError
 
 __all__ = [
     "DEFAULT_TEMPLATES",
     "NO_TEMPLATE",
+    "LabelCache",
     "apply_templates",
+    "fill_template",
     "parse_labels",
     "validate_templates",
 ]
@@ -189,4 +199,48 @@ def apply_templates(labels: str | Sequence[str], templates: Sequence[str] = NO_T
     """
     parsed = parse_labels(labels)
     checked = validate_templates(templates)
-    return [[template.replace("{}", label) for template in checked] for label in parsed]
+    return [[fill_template(template, label) for template in checked] for label in parsed]
+
+
+def fill_template(template: str, label: str) -> str:
+    """The prompt for ``label``: ``template`` with its ``{}`` replaced (plainly: other braces, and braces
+    in the label, are kept; ``str.format`` would raise ``KeyError`` on ``"a {} {x}"``)."""
+    return template.replace("{}", label)
+
+
+V = TypeVar("V")
+
+
+class LabelCache(Generic[V]):
+    """LRU cache of per-label values (text embeddings), at most ``capacity`` entries (0: keeps nothing).
+
+    Keys are ``(scope, label)``: the torch predictor scopes by the model's device, dtype and numerics,
+    so moving or casting the model never returns embeddings computed for another state.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[tuple[Hashable, str], V] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[tuple[Hashable, str]]:
+        """The ``(scope, label)`` keys, least recently used first."""
+        return iter(self._items)
+
+    def get(self, labels: Sequence[str], encode: Callable[[list[str]], Iterable[V]], scope: Hashable = ()) -> list[V]:
+        """The values of ``labels`` (in order; repeats allowed); ``encode(missing)`` computes the ones
+        not cached, once each. Least recently used entries beyond ``capacity`` are dropped after the
+        lookup (so a request larger than the cache still gets all its values)."""
+        missing = [lb for lb in dict.fromkeys(labels) if (scope, lb) not in self._items]
+        if missing:
+            for label, value in zip(missing, encode(missing), strict=True):
+                self._items[(scope, label)] = value
+        out = []
+        for label in labels:
+            self._items.move_to_end((scope, label))
+            out.append(self._items[(scope, label)])
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return out

@@ -32,6 +32,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import lseg
 import lseg.features.export
 import lseg.inference
+import lseg.results
 from lseg.inference import ImageEmbedding, LSegPredictor, MultiScaleConfig
 
 CUDA = torch.device("cuda", 0)
@@ -112,6 +113,7 @@ def to_numpy_log(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[int, 
         return np.zeros(tuple(t.shape), dtype=_NUMPY[t.dtype])
 
     monkeypatch.setattr(lseg.inference, "to_numpy", fake_to_numpy)
+    monkeypatch.setattr(lseg.results, "to_numpy", fake_to_numpy)
     monkeypatch.setattr(lseg.features.export, "to_numpy", fake_to_numpy)
     return seen
 

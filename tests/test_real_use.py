@@ -306,7 +306,7 @@ def test_12_python_api_masks_overlay_save_batch_and_numpy(pin, tmp_path, monkeyp
     assert calls == [3] and len(batch) == 3
     for photo, r in zip(photos, batch, strict=True):
         np.testing.assert_array_equal(r.label_map, predictor.segment(photo, "cat, other").label_map)
-    from lseg.export.onnx import OnnxSegmentation
+    from lseg.export.onnx_runtime import OnnxSegmentation
 
     onnx_result = OnnxSegmentation(["a", "b"], np.array([[0, 1], [1, 1]], np.int32), np.zeros((2, 1, 1), np.float32))
     assert onnx_result.scores() == {"a": 0.25, "b": 0.75}

@@ -61,6 +61,7 @@ from lseg.eval.datasets import (
 )
 from lseg.eval.metrics import FewShotMeter, SegmentationMeter
 from lseg.inference import ADE20K_SCALES, MultiScaleConfig, multiscale_logits
+from lseg.labels import NO_TEMPLATE, fill_template, validate_templates
 from lseg.models.lseg import LSeg
 from lseg.models.precision import PRECISIONS, Precision
 
@@ -144,9 +145,8 @@ class EvalConfig:
             raise ConfigError(
                 f"dataset {self.dataset!r} goes with protocol {'fewshot' if is_fewshot else 'semantic/open-vocab'}"
             )
-        for t in self.templates:
-            if t.count("{}") != 1:
-                raise ConfigError(f"prompt template {t!r} must contain exactly one '{{}}'")
+        if self.templates:
+            validate_templates(self.templates)
         if self.size is not None and self.size < 1 or self.crop_size < 1 or self.batch_size < 1:
             raise ConfigError("size, crop_size and batch_size must be >= 1")
         if not 0 < self.stride_rate <= 1:
@@ -170,10 +170,10 @@ def encode_labels(model: LSeg, labels: Sequence[str], templates: Sequence[str] =
     With templates, each class's embedding is the normalised mean of its prompts' embeddings.
     Duplicated strings are allowed (the reference ADE list has ``screen`` twice).
     """
-    prompts = list(templates) or ["{}"]
+    prompts = list(templates) or list(NO_TEMPLATE)
     per_template = []
     for t in prompts:
-        texts = [t.format(lb) for lb in labels]
+        texts = [fill_template(t, lb) for lb in labels]
         parts = [model.encode_text(texts[i : i + chunk]).float() for i in range(0, len(texts), chunk)]
         per_template.append(torch.cat(parts))
     emb = torch.stack(per_template).mean(0)

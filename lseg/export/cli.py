@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     o = sub.add_parser(
         "onnx", help="two ONNX graphs: image -> pixel embeddings, tokens -> text embeddings",
         description="Export image_encoder.onnx (dynamic H, W) and text_encoder.onnx (dynamic labels and "
-        "tokens); the scoring runs in numpy (lseg.export.onnx.OnnxPredictor). Needs lseg[export].",
+        "tokens); the scoring runs in numpy (lseg.export.onnx_runtime.OnnxPredictor). Needs lseg[export].",
     )
     o.add_argument("--out", "-o", required=True, help="output folder")
     o.add_argument("--size", type=int, nargs="+", default=[480], metavar="N",

@@ -54,6 +54,7 @@ from tqdm import tqdm
 from lseg.batch import BatchReport, Status, check_unique_outputs, collect_inputs, finish, plan, write_record
 from lseg.claims import ClaimSet
 from lseg.errors import LSegError, OutputWriteError
+from lseg.geometry import axis_weights
 from lseg.inference import LSegPredictor, to_numpy
 from lseg.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, atomic_write, check_writable, iter_frames
 
@@ -155,14 +156,6 @@ def _target_size(resolution: Resolution, pixels_hw: tuple[int, int], input_size:
     return resolution
 
 
-def _axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices and weights of a bilinear align_corners=True resize along one axis."""
-    pos = np.arange(n_out, dtype=np.float64) * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros(1)
-    lo = np.clip(np.floor(pos).astype(np.int64), 0, n_in - 1)
-    hi = np.minimum(lo + 1, n_in - 1)
-    return lo, hi, (pos - lo).astype(np.float32)
-
-
 def iter_resized_embeddings(
     pixels: np.ndarray, input_size: tuple[int, int], size: tuple[int, int], rows: int | None = None
 ) -> Iterator[tuple[slice, np.ndarray]]:
@@ -181,10 +174,10 @@ def iter_resized_embeddings(
     d, h2, w2 = pixels.shape
     h, w = input_size
     big_h, big_w = size
-    y1lo, y1hi, y1t = (a[:h] for a in _axis(h2, 2 * h2))
-    x1lo, x1hi, x1t = (a[:w] for a in _axis(w2, 2 * w2))
-    y2lo, y2hi, y2t = _axis(h, big_h)
-    x2lo, x2hi, x2t = _axis(w, big_w)
+    y1lo, y1hi, y1t = (a[:h] for a in axis_weights(h2, 2 * h2))
+    x1lo, x1hi, x1t = (a[:w] for a in axis_weights(w2, 2 * w2))
+    y2lo, y2hi, y2t = axis_weights(h, big_h)
+    x2lo, x2hi, x2t = axis_weights(w, big_w)
     step = rows or max(1, _STRIP_ELEMS // max(1, d * max(big_w, w) * 2))
     src = pixels.astype(np.float32, copy=False)
     for r0 in range(0, big_h, step):

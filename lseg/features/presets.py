@@ -70,7 +70,8 @@ import torch.nn.functional as F
 
 from lseg.errors import LSegError
 from lseg.features.export import Resolution, parse_resolution
-from lseg.inference import ADE20K_SCALES, LSegPredictor, working_size
+from lseg.geometry import pad_to, pad_value, reference_windows, resize, scaled_size, working_size
+from lseg.inference import ADE20K_SCALES, LSegPredictor
 from lseg.io import load_image
 
 
@@ -194,7 +195,7 @@ class FeatureExtractor:
         p = self.preset
         if p.engine == "predictor":
             return working_size(h, w, self.predictor.size)
-        return _scaled_size(h, w, math.ceil(self._base(h, w) * 1.0))
+        return scaled_size(h, w, math.ceil(self._base(h, w) * 1.0))
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         """(H, W) of the map for an h x w image."""
@@ -224,7 +225,7 @@ class FeatureExtractor:
         if tuple(size) != tuple(x.shape[-2:]):
             # as LSeg upsamples its logits: x2 (align_corners=True), crop to the working size, resize
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)[..., : input_size[0], : input_size[1]]
-            x = _resize(x, size)
+            x = resize(x, size)
         return F.normalize(x, dim=1)[0].cpu()
 
     def _evaluate(self, rgb: np.ndarray) -> torch.Tensor:
@@ -233,32 +234,29 @@ class FeatureExtractor:
         out_size = self.output_size(h, w)
         x = torch.from_numpy(rgb).to(model.device).permute(2, 0, 1)[None].float().div_(255.0)
         x = (x - self._mean) / self._std
-        pad_value = -self._mean / self._std  # normalised black, per channel
+        black = pad_value(self._mean, self._std)  # the preset's normalisation, not necessarily the model's
         base = self._base(h, w)
         crop = p.crop_size if p.crop_size is not None else base
         stride = int(crop * p.stride_rate)
         f = 2 if p.half_res_windows else 1  # window maps on the half-resolution grid
         total: torch.Tensor | None = None
         for scale in p.scales:
-            height, width = _scaled_size(h, w, math.ceil(base * scale))
+            height, width = scaled_size(h, w, math.ceil(base * scale))
             cur = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=True)
-            ph, pw = max(height, crop), max(width, crop)
-            padded = _pad(cur, ph, pw, pad_value)
+            padded = pad_to(cur, (crop, crop), black)
+            ph, pw = padded.shape[-2:]
             canvas: torch.Tensor | None = None
             count = torch.zeros(1, 1, math.ceil(ph / f), math.ceil(pw / f), device=x.device)
-            for iy in range(math.ceil((ph - crop) / stride) + 1):
-                for ix in range(math.ceil((pw - crop) / stride) + 1):
-                    y0, x0 = iy * stride, ix * stride
-                    y1, x1 = min(y0 + crop, ph), min(x0 + crop, pw)
-                    e = self._window(_pad(padded[..., y0:y1, x0:x1], crop, crop, pad_value))
-                    if canvas is None:
-                        canvas = torch.zeros(1, e.shape[1], *count.shape[-2:], device=x.device)
-                    ys, xs = slice(y0 // f, math.ceil(y1 / f)), slice(x0 // f, math.ceil(x1 / f))
-                    canvas[..., ys, xs] += e[..., : ys.stop - ys.start, : xs.stop - xs.start]
-                    count[..., ys, xs] += 1
+            for y0, y1, x0, x1 in reference_windows(ph, pw, crop, stride):
+                e = self._window(pad_to(padded[..., y0:y1, x0:x1], (crop, crop), black))
+                if canvas is None:
+                    canvas = torch.zeros(1, e.shape[1], *count.shape[-2:], device=x.device)
+                ys, xs = slice(y0 // f, math.ceil(y1 / f)), slice(x0 // f, math.ceil(x1 / f))
+                canvas[..., ys, xs] += e[..., : ys.stop - ys.start, : xs.stop - xs.start]
+                count[..., ys, xs] += 1
             assert canvas is not None
             m = (canvas / count)[..., : math.ceil(height / f), : math.ceil(width / f)]  # un-pad first
-            m = _resize(m, out_size)
+            m = resize(m, out_size)
             total = m if total is None else total.add_(m)
             del canvas, count, m
         assert total is not None
@@ -281,26 +279,3 @@ class FeatureExtractor:
 
 def _is_rgb(image: Any) -> bool:
     return isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
-
-
-def _scaled_size(h: int, w: int, long_size: int) -> tuple[int, int]:
-    """The reference's resize: long side ``long_size``, the other ``int(x * long / L + 0.5)``."""
-    if h > w:
-        return long_size, int(1.0 * w * long_size / h + 0.5)
-    return int(1.0 * h * long_size / w + 0.5), long_size
-
-
-def _pad(x: torch.Tensor, ph: int, pw: int, value: torch.Tensor) -> torch.Tensor:
-    """Pad (1, 3, h, w) at the bottom/right to at least (ph, pw) with a per-channel value."""
-    h, w = x.shape[-2:]
-    if h >= ph and w >= pw:
-        return x
-    out = value.expand(x.shape[0], 3, max(h, ph), max(w, pw)).clone()
-    out[..., :h, :w] = x
-    return out
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)

@@ -18,15 +18,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from lseg.errors import ConfigError
+from lseg.geometry import SIZE_MULTIPLE, pad_to_multiple, pad_value
 from lseg.models.backbone import ResNetBackbone, ViTBackbone
 from lseg.models.config import Activation, LSegConfig, ResNetConfig
 from lseg.models.decoder import DPTDecoder, TokenLayout
 from lseg.models.precision import DTYPES, resolve_precision
 from lseg.models.text_encoder import CLIPTextEncoder
-
-#: Inputs are padded to a multiple of this (the decoder's coarsest stride) with the normalised value of
-#: black, as the reference's evaluator pads; outputs are cropped back.
-SIZE_MULTIPLE = 32
 
 
 def _activation(name: Activation) -> nn.Module:
@@ -202,13 +199,8 @@ class LSeg(nn.Module):
         """
         x = x.to(self.dtype)
         h, w = x.shape[-2:]
-        ph, pw = -h % SIZE_MULTIPLE, -w % SIZE_MULTIPLE
-        if ph or pw:
-            # normalised black, per channel (-1 everywhere for the 0.5/0.5 normalisation)
-            black = (-self.pixel_mean / self.pixel_std).to(x.dtype)
-            padded = black.expand(x.shape[0], 3, h + ph, w + pw).clone()
-            padded[..., :h, :w] = x
-            x = padded
+        if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE:
+            x = pad_to_multiple(x, pad_value(self.pixel_mean, self.pixel_std))
         taps, grid = self.backbone(x)
         if self._optimized and not self.training:
             feats = self._fused_head(self.decoder(taps, grid, refine_only=True))

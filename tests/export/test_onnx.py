@@ -14,7 +14,9 @@ pytest.importorskip("onnxscript")
 
 import lseg
 from lseg.cli import main
-from lseg.export.onnx import OnnxPredictor, export_onnx, pad_to_multiple, resize_bilinear
+from lseg.export.onnx import export_onnx
+from lseg.export.onnx_runtime import OnnxPredictor
+from lseg.geometry import pad_to_multiple, resize_bilinear
 from lseg.models.lseg import LSeg
 
 ATOL = 1e-4

@@ -1,0 +1,239 @@
+"""Run an :func:`lseg.export.onnx.export_onnx` folder: onnxruntime for the two graphs, numpy for the rest.
+
+Deliberately free of torch (a deployment needs numpy, Pillow, onnxruntime and open_clip's tokenizer
+only): nothing on this module's import path imports torch (tested). The geometry (working size,
+letterbox, padding, resizing, the resized argmax) is :mod:`lseg.geometry`'s, the label parsing and
+the text cache are :mod:`lseg.labels`'s, shared with the torch predictor.
+
+>>> OnnxPredictor("lseg-onnx/").segment("dog.jpg", "dog, grass, other").label_map   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lseg.errors import CheckpointError, LSegError
+from lseg.geometry import (
+    argmax_resized,
+    fit_size,
+    half_size,
+    pad_to,
+    pad_to_multiple,
+    resize_bilinear,
+    working_size,
+)
+from lseg.io import load_image
+from lseg.labels import LabelCache, parse_labels
+
+__all__ = ["OnnxImageEmbedding", "OnnxPredictor", "OnnxSegmentation", "session"]
+
+IMAGE_ENCODER = "image_encoder.onnx"
+TEXT_ENCODER = "text_encoder.onnx"
+METADATA = "lseg_onnx.json"
+FORMAT_VERSION = 1
+
+
+def session(path: Path, providers: Sequence[str] | None = None, threads: int | None = None) -> Any:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise LSegError("onnxruntime is not installed: pip install 'lseg[export]'") from None
+    if not path.is_file():
+        raise CheckpointError(f"ONNX graph not found: {path}")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
+
+
+@dataclass
+class OnnxImageEmbedding:
+    """Pixel embeddings of one image from the ONNX image graph.
+
+    Attributes:
+        pixels: (D, h', w') float32 L2-normalised embeddings, ``h' = ceil(h/2), w' = ceil(w/2)``.
+        input_size: (h, w) working resolution the graph saw (before letterbox padding).
+        image_size: (H, W) original image size.
+    """
+
+    pixels: np.ndarray
+    input_size: tuple[int, int]
+    image_size: tuple[int, int]
+
+
+@dataclass
+class OnnxSegmentation:
+    """Output of :meth:`OnnxPredictor.segment` (numpy twin of :class:`lseg.SegmentationResult`).
+
+    Attributes:
+        labels: label strings; value ``i`` in ``label_map`` is ``labels[i]``.
+        label_map: (H, W) int32 argmax at the original resolution.
+        logits: (K, h, w) float32 scaled cosine similarities at the working resolution.
+    """
+
+    labels: list[str]
+    label_map: np.ndarray
+    logits: np.ndarray = field(repr=False)
+    image_size: tuple[int, int] = (0, 0)
+
+    @property
+    def probs(self) -> np.ndarray:
+        """(K, H, W) float32 softmax over labels at the original resolution."""
+        logits = resize_bilinear(self.logits, self.image_size)
+        e = np.exp(logits - logits.max(axis=0, keepdims=True))
+        return (e / e.sum(axis=0, keepdims=True)).astype(np.float32)
+
+    def scores(self) -> dict[str, float]:
+        """Fraction of pixels assigned to each label (as :meth:`lseg.SegmentationResult.scores`)."""
+        counts = np.bincount(self.label_map.ravel(), minlength=len(self.labels))
+        total = max(1, self.label_map.size)
+        return {label: float(c) / total for label, c in zip(self.labels, counts)}
+
+    def mask(self, label: str) -> np.ndarray:
+        """(H, W) bool: the pixels assigned to ``label``."""
+        return self.label_map == self.labels.index(label)
+
+
+class OnnxPredictor:
+    """Run an :func:`export_onnx` folder with onnxruntime; scoring and upsampling in numpy.
+
+    Mirrors :class:`lseg.LSegPredictor` (whole-image inference; no sliding windows): the image is
+    resized so its long side is ``size`` (Pillow bilinear with antialiasing), normalised, encoded
+    once; any label set is then scored against the cached embedding. A fixed-size export is fed
+    letterboxed images (resized to fit, padded bottom/right with black).
+
+    Args:
+        directory: folder with ``lseg_onnx.json`` and the two graphs.
+        size: long side of the working resolution (``None``: the image's own size; ignored by
+            fixed-size exports, which use their export size).
+        providers: onnxruntime execution providers (default CPU).
+        threads: intra-op threads (default: onnxruntime's choice).
+        tokenizer: ``labels -> (K, context_length)`` int token ids; default open_clip's CLIP BPE
+            tokenizer (the one the model was trained with).
+        text_cache_size: how many label embeddings to keep (as :class:`lseg.LSegPredictor`).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        size: int | None = 480,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        tokenizer: Callable[[list[str]], Any] | None = None,
+        text_cache_size: int = 4096,
+    ) -> None:
+        d = Path(directory)
+        try:
+            self.meta: dict[str, Any] = json.loads((d / METADATA).read_text())
+        except FileNotFoundError:
+            raise CheckpointError(f"{d} has no {METADATA}: not an lseg ONNX export (lseg export onnx)") from None
+        if self.meta.get("format") != "lseg-onnx" or self.meta.get("version") != FORMAT_VERSION:
+            raise CheckpointError(f"{d / METADATA}: not an lseg ONNX export of version {FORMAT_VERSION}")
+        self.image_session = session(d / self.meta["image_encoder"], providers, threads)
+        self.text_session = session(d / self.meta["text_encoder"], providers, threads)
+        self.size = size
+        self.mean = np.asarray(self.meta["mean"], np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(self.meta["std"], np.float32).reshape(3, 1, 1)
+        self.logit_scale = np.float32(self.meta["logit_scale"])
+        self._tokenizer = tokenizer
+        # one value, or one per channel (exports of models with another normalisation than 0.5/0.5)
+        self.pad_value = np.asarray(self.meta["pad_value"], np.float32)
+        self._text_cache: LabelCache[np.ndarray] = LabelCache(text_cache_size)
+
+    # ------------------------------------------------------------------ text
+    def tokenize(self, labels: list[str]) -> np.ndarray:
+        """Labels -> (K, T) int64 token ids, cut after the longest label's end token."""
+        if self._tokenizer is None:
+            from open_clip.tokenizer import SimpleTokenizer
+
+            self._tokenizer = SimpleTokenizer(context_length=int(self.meta["context_length"]))
+        tokens = np.asarray(self._tokenizer(labels), dtype=np.int64)
+        return tokens[:, : int(tokens.argmax(axis=1).max()) + 1]
+
+    def embed_text(self, labels: str | Sequence[str]) -> np.ndarray:
+        """Labels (comma-separated string or list) -> (K, D) float32 L2-normalised embeddings (cached)."""
+        return np.stack(self._text_cache.get(parse_labels(labels), self._encode_labels))
+
+    def _encode_labels(self, labels: list[str]) -> list[np.ndarray]:
+        return list(self.text_session.run(None, {"tokens": self.tokenize(labels)})[0].astype(np.float32))
+
+    # ------------------------------------------------------------------ image
+    def working_size(self, h: int, w: int) -> tuple[int, int]:
+        """(h, w) the image graph sees for an (h, w) image (a fixed-size export: fitted into its size)."""
+        if not self.meta["dynamic_size"]:
+            return fit_size(h, w, tuple(self.meta["input_size"]))
+        return working_size(h, w, self.size)
+
+    def embed_image(self, image: Any) -> OnnxImageEmbedding:
+        """Image (path, PIL, HxWx3 uint8, ...: anything :func:`lseg.io.load_image` takes) -> embedding."""
+        from PIL import Image
+
+        rgb = load_image(image)
+        image_size = (rgb.shape[0], rgb.shape[1])
+        h, w = self.working_size(*image_size)
+        if (h, w) != image_size:
+            rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BILINEAR))
+        x = (rgb.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0) - self.mean) / self.std
+        if self.meta["dynamic_size"]:
+            x = pad_to_multiple(x, self.pad_value, self.meta["size_multiple"])
+        else:  # letterbox into the export size
+            x = pad_to(x, tuple(self.meta["input_size"]), self.pad_value)
+        pixels = self.image_session.run(None, {"image": np.ascontiguousarray(x[None])})[0][0]
+        hh, ww = half_size(h, w)
+        pixels = pixels[:, :hh, :ww]
+        return OnnxImageEmbedding(np.ascontiguousarray(pixels, dtype=np.float32), (h, w), image_size)
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, pixels: np.ndarray, text: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """(D, h', w') pixels x (K, D) text -> (K, size[0], size[1]) logits at the working resolution.
+
+        ``scale * cos``, the spatial block if the model has one, x2 bilinear upsampling
+        (align_corners=True) and a crop to ``size``: :meth:`lseg.LSeg.score` in numpy.
+        """
+        d, hh, ww = pixels.shape
+        logits = (text.astype(np.float32) @ pixels.reshape(d, hh * ww)).reshape(-1, hh, ww) * self.logit_scale
+        block = self.meta.get("spatial_block")
+        if block:
+            for i in range(block["depth"]):
+                logits = _spatial_block(logits, block, activate=i < block["depth"] - 1)
+        logits = resize_bilinear(logits, (2 * hh, 2 * ww))
+        return np.ascontiguousarray(logits[:, : size[0], : size[1]])
+
+    def segment(self, image: Any, labels: str | Sequence[str]) -> OnnxSegmentation:
+        """Segment an image (or an :class:`OnnxImageEmbedding`) with a label set."""
+        label_list = parse_labels(labels)
+        emb = image if isinstance(image, OnnxImageEmbedding) else self.embed_image(image)
+        logits = self.score(emb.pixels, self.embed_text(label_list), emb.input_size)
+        return OnnxSegmentation(
+            labels=label_list, label_map=argmax_resized(logits, emb.image_size), logits=logits,
+            image_size=emb.image_size,
+        )
+
+
+def _spatial_block(x: np.ndarray, block: dict[str, Any], activate: bool) -> np.ndarray:
+    """The shared 3x3 conv over each class map (+ the per-pixel class max for the bottleneck variant)."""
+    weight = np.asarray(block["weight"], np.float32)
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+    h, w = x.shape[1:]
+    out = np.full_like(x, np.float32(block["bias"]))
+    for dy in range(3):
+        for dx in range(3):
+            out += weight[dy, dx] * padded[:, dy : dy + h, dx : dx + w]
+    if block["bottleneck"]:
+        out += x.max(axis=0, keepdims=True)
+    if not activate:
+        return out
+    act = block["activation"]
+    if act == "relu":
+        return np.maximum(out, 0)
+    if act == "tanh":
+        return np.tanh(out)
+    return np.where(out >= 0, out, np.float32(0.01) * out)  # LeakyReLU's default slope
