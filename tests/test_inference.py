@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
+from conftest import make_photo
 from PIL import Image
 
 import lseg
@@ -120,3 +123,89 @@ def test_multiscale_flip_and_sliding_window(tiny_model, photo):
 def test_batch(predictor, photo):
     results = predictor.segment_batch([photo, photo[:50]], ["sky", "grass"])
     assert [r.label_map.shape for r in results] == [photo.shape[:2], (50, photo.shape[1])]
+
+
+def _explicit_multiscale(model, x, text, scales, base, crop, stride):
+    """The reference's MultiEvalModule written out: scale, pad with -1, windows averaged, flip averaged
+    in, cut and resize back, summed over scales."""
+    F = torch.nn.functional
+    _, _, h, w = x.shape
+    total = torch.zeros(1, text.shape[0], h, w)
+    for scale in scales:
+        long = math.ceil(base * scale)
+        hh, ww = (long, int(w * long / h + 0.5)) if h > w else (int(h * long / w + 0.5), long)
+        cur = F.interpolate(x, size=(hh, ww), mode="bilinear", align_corners=True)
+        ph, pw = max(hh, crop), max(ww, crop)
+        canvas = F.pad(cur, (0, pw - ww, 0, ph - hh), value=-1.0)
+        acc = torch.zeros(1, text.shape[0], ph, pw)
+        count = torch.zeros(1, 1, ph, pw)
+        for y0 in range(0, ph - crop + stride, stride):
+            for x0 in range(0, pw - crop + stride, stride):
+                y1, x1 = min(y0 + crop, ph), min(x0 + crop, pw)
+                win = F.pad(canvas[..., y0:y1, x0:x1], (0, crop - (x1 - x0), 0, crop - (y1 - y0)), value=-1.0)
+                out = model(win, text) + model(win.flip(-1), text).flip(-1)
+                acc[..., y0:y1, x0:x1] += out[..., : y1 - y0, : x1 - x0]
+                count[..., y0:y1, x0:x1] += 1
+        mean = (acc / count)[..., :hh, :ww]
+        total += F.interpolate(mean, size=(h, w), mode="bilinear", align_corners=True)
+    return total
+
+
+def test_multiscale_equals_the_explicit_computation(tiny_model):
+    x = torch.randn(1, 3, 50, 70, generator=torch.Generator().manual_seed(3))
+    # scale 0.5: one padded 48x48 crop; 1.25: 71x100 in overlapping windows, the last ones partial
+    cfg = MultiScaleConfig(scales=(0.5, 1.25), base_size=80, crop_size=48, stride_rate=2 / 3, flip=True)
+    with torch.no_grad():
+        text = tiny_model.encode_text(["a", "b", "c"])
+        got = multiscale_logits(tiny_model, x, text, cfg)
+        expected = _explicit_multiscale(tiny_model, x, text, cfg.scales, 80, 48, 32)
+    assert got.shape == (1, 3, 50, 70)
+    torch.testing.assert_close(got, expected)
+
+
+def test_sliding_windows_equal_the_explicit_average(tiny_model, photo):
+    p = lseg.LSegPredictor(tiny_model, size=128, crop_size=64, stride=48)
+    emb = p.embed_image(photo)
+    x = tiny_model.normalize(p.prepare(photo).pixels[None])  # 96x128 working size
+    canvas = torch.zeros(1, 32, 48, 64)
+    count = torch.zeros(1, 1, 48, 64)
+    with torch.no_grad():
+        for y0 in (0, 32):  # 96 = 64 + 32: the second row of windows is shifted back to the edge
+            for x0 in (0, 48, 64):  # 128: windows at 0 and 48, the last one flush with the edge
+                canvas[..., y0 // 2 : y0 // 2 + 32, x0 // 2 : x0 // 2 + 32] += tiny_model.encode_image(
+                    x[..., y0 : y0 + 64, x0 : x0 + 64])
+                count[..., y0 // 2 : y0 // 2 + 32, x0 // 2 : x0 // 2 + 32] += 1
+        expected = (canvas / count)[0]
+        torch.testing.assert_close(emb.pixels, expected)
+        text = p.embed_text(["sky", "grass"])
+        r = p.segment(photo, ["sky", "grass"])
+        logits = tiny_model.score(expected[None], text, size=(96, 128))[0]
+    torch.testing.assert_close(torch.from_numpy(r.logits), logits)
+    big = torch.nn.functional.interpolate(logits[None], size=photo.shape[:2], mode="bilinear", align_corners=True)
+    assert (r.label_map == big[0].argmax(0).numpy()).mean() > 0.999
+
+
+def test_segment_batch_equals_per_image_segment(tiny_model):
+    # two images share a working size (one batched forward), one has another, one runs in windows
+    images = [make_photo(96, 128, seed=0), make_photo(60, 80, seed=1), make_photo(70, 50, seed=2),
+              make_photo(150, 200, seed=3)]
+    p = lseg.LSegPredictor(tiny_model, size=64, crop_size=480, batch_size=4)
+    windowed = lseg.LSegPredictor(tiny_model, size=None, crop_size=96, stride=64, batch_size=4)
+    labels = ["sky", "grass", "sun", "other"]
+    for predictor in (p, windowed):
+        batch = predictor.segment_batch(images, labels)
+        assert len(batch) == len(images)
+        for image, got in zip(images, batch, strict=True):
+            single = predictor.segment(image, labels)
+            assert got.label_map.shape == image.shape[:2]
+            np.testing.assert_array_equal(got.label_map, single.label_map)
+            np.testing.assert_allclose(got.logits, single.logits, atol=1e-5, rtol=0)
+            assert got.image is image
+
+
+def test_templates_are_filled_literally(tiny_model):
+    # plain replacement of {} (lseg.labels): other braces stay, str.format would raise KeyError
+    p = lseg.LSegPredictor(tiny_model, templates=["a {} {x}"])
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(tiny_model.encode_text(["a dog {x}"]).float(), dim=-1)
+    torch.testing.assert_close(p.embed_text(["dog"]), expected)

@@ -10,7 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lseg.errors import ConfigError, LabelError, LSegError
-from lseg.labels import DEFAULT_TEMPLATES, NO_TEMPLATE, apply_templates, parse_labels, validate_templates
+from lseg.labels import (
+    DEFAULT_TEMPLATES,
+    NO_TEMPLATE,
+    LabelCache,
+    apply_templates,
+    fill_template,
+    parse_labels,
+    validate_templates,
+)
 
 #: Examples per property test.
 PROPERTY_EXAMPLES = 300
@@ -117,6 +125,36 @@ def test_template_errors() -> None:
             validate_templates(bad)  # type: ignore[arg-type]
     with pytest.raises(LabelError):
         apply_templates("dog, dog", DEFAULT_TEMPLATES)
+
+
+def test_template_with_other_braces_is_filled_literally() -> None:
+    # Documented behaviour: a plain replacement of {}. "a {} {x}" is valid (one placeholder) and
+    # gives "a dog {x}" (str.format raised KeyError: 'x' here).
+    assert validate_templates(["a {} {x}"]) == ("a {} {x}",)
+    assert fill_template("a {} {x}", "dog") == "a dog {x}"
+    assert fill_template("{{}} {}", "dog") == "{dog} dog"  # "{{}}" holds a "{}" too: not str.format's escape
+    assert apply_templates(["dog", "{0}"], ["a {} {x}"]) == [["a dog {x}"], ["a {0} {x}"]]
+
+
+def test_label_cache_is_lru_and_bounded() -> None:
+    calls: list[list[str]] = []
+
+    def encode(labels: list[str]) -> list[str]:
+        calls.append(labels)
+        return [lb.upper() for lb in labels]
+
+    cache: LabelCache[str] = LabelCache(3)
+    assert cache.get(["a", "b", "a"], encode) == ["A", "B", "A"]
+    assert calls == [["a", "b"]]  # each missing label encoded once
+    assert cache.get(["c", "b"], encode) == ["C", "B"] and calls[-1] == ["c"]
+    assert cache.get(["d"], encode) == ["D"]  # evicts "a", the least recently used
+    assert [key[-1] for key in cache] == ["c", "b", "d"] and len(cache) == 3
+    # scopes are separate entries (the predictor's device, dtype and numerics)
+    assert cache.get(["d"], encode, scope="other") == ["D"] and calls[-1] == ["d"]
+    # a request larger than the cache still gets every value; then the cache is trimmed
+    assert cache.get(list("uvwxyz"), encode) == list("UVWXYZ") and len(cache) == 3
+    empty: LabelCache[str] = LabelCache(0)
+    assert empty.get(["a"], encode) == ["A"] and len(empty) == 0
 
 
 def _key(label: str) -> str:

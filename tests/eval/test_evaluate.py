@@ -312,3 +312,16 @@ def test_cli_random_weights_and_user_errors(tmp_path: Path, capsys: pytest.Captu
     assert "goes with protocol" in capsys.readouterr().err
     assert main(["eval", "--random-weights", "lseg_tiny_test", "--dataset", "ade847", "--data-root", str(root)]) == 2
     assert "ADE-847 images" in capsys.readouterr().err  # reader exists; the toy root lacks its layout
+
+
+def test_prompt_templates_are_filled_literally():
+    # one template path (lseg.labels.fill_template): "a {} {x}" is a valid template, not a KeyError
+    torch.manual_seed(0)
+    model = lseg.create_model("lseg_tiny_test").eval()
+    got = encode_labels(model, ["dog"], ["a {} {x}"])
+    with torch.no_grad():
+        ref = model.encode_text(["a dog {x}"])
+    torch.testing.assert_close(got, ref / ref.norm(dim=-1, keepdim=True))
+    assert EvalConfig(dataset="ade20k", templates=("a {} {x}",)).templates == ("a {} {x}",)
+    with pytest.raises(lseg.ConfigError, match="exactly one"):
+        EvalConfig(dataset="ade20k", templates=("a {} {}",))

@@ -12,6 +12,8 @@ import torch
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
+from conftest import make_photo
+
 import lseg
 from lseg.cli import main
 from lseg.export.onnx import export_onnx
@@ -130,3 +132,30 @@ def test_cli_fixed_size_export(tmp_path: Path, photo: np.ndarray, capsys: pytest
 def test_predictor_rejects_non_export_folder(tmp_path: Path) -> None:
     with pytest.raises(lseg.CheckpointError, match="not an lseg ONNX export"):
         OnnxPredictor(tmp_path)
+
+
+def test_dynamic_export_pads_non_multiple_of_32_like_torch(exported: Path, block_model: LSeg) -> None:
+    # 49x77 (no resize with size=None) is padded to 64x96 with normalised black, as encode_image pads
+    image = make_photo(49, 77, seed=5)
+    labels = ["sky", "grass", "sun", "other"]
+    ref = lseg.LSegPredictor(block_model, size=None).segment(image, labels)
+    got = OnnxPredictor(exported, size=None).segment(image, labels)
+    assert got.logits.shape == tuple(ref.logits.shape) == (4, 49, 77)
+    np.testing.assert_allclose(got.logits, ref.logits, atol=1e-3, rtol=0)
+    assert (got.label_map == ref.label_map).mean() > 0.999
+    np.testing.assert_allclose(got.probs, ref.probs, atol=1e-4)
+
+
+def test_fixed_size_letterbox_matches_torch(block_model: LSeg, tmp_path: Path) -> None:
+    # A 64x64 graph; a 42x64 image is letterboxed (padded bottom/right to 64x64) and must give what
+    # the torch predictor gives on the same image (it pads to a multiple of 32, i.e. the same 64x64).
+    export_onnx(block_model, tmp_path, size=64, dynamic=False, verify=False)
+    image = make_photo(42, 64, seed=6)
+    labels = ["sky", "grass", "other"]
+    pred = OnnxPredictor(tmp_path)
+    assert pred.working_size(42, 64) == (42, 64) and pred.working_size(84, 128) == (42, 64)
+    got = pred.segment(image, labels)
+    ref = lseg.LSegPredictor(block_model, size=64).segment(image, labels)
+    assert got.logits.shape == tuple(ref.logits.shape) == (3, 42, 64)
+    np.testing.assert_allclose(got.logits, ref.logits, atol=1e-3, rtol=0)
+    assert (got.label_map == ref.label_map).mean() > 0.999
