@@ -10,6 +10,8 @@ Geometry. By default the image is resized so that its long side is ``size`` (480
 overlapping ``crop_size`` windows (stride ``stride``) whose pixel embeddings are averaged, so memory
 stays bounded whatever the image size. ``multiscale=True`` runs the reference evaluator instead
 (scales 0.5-1.75 of base 520, 480 crops with stride 320, flip, logits summed: spec section 7).
+The size, padding, window and resize arithmetic is :mod:`lseg.geometry`'s (shared with the ONNX
+runtime and feature export); the result types live in :mod:`lseg.results`.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ import numpy as np
 
 from lseg.errors import LSegError
 from lseg.export.onnx_runtime import FORMAT_VERSION, IMAGE_ENCODER, METADATA, TEXT_ENCODER, session
-from lseg.geometry import SIZE_MULTIPLE, pad_to_multiple, pad_value, padded_size
+from lseg.geometry import SIZE_MULTIPLE, half_size, pad_to_multiple, pad_value, padded_size
 from lseg.io import atomic_write
 
 if TYPE_CHECKING:  # imported inside the functions: importing this module stays cheap
@@ -256,7 +256,8 @@ def _verify(
         with torch.no_grad():
             ref = model.encode_image(x).numpy()
         feed = pad_to_multiple(x.numpy(), black) if dynamic else x.numpy()
-        got = image_session.run(None, {"image": feed})[0][..., : (h + 1) // 2, : (w + 1) // 2]
+        hh, ww = half_size(h, w)
+        got = image_session.run(None, {"image": feed})[0][..., :hh, :ww]
         diffs[f"image {h}x{w}"] = _maxdiff(got, ref)
     with torch.no_grad():
         ref_text = model.text_encoder.encode_tokens(tokens).numpy()
