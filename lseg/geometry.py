@@ -74,9 +74,7 @@ def pad_value(mean: Any, std: Any) -> Any:
 
     A property of the model's normalisation, not a constant: -1 everywhere for LSeg's 0.5/0.5, other
     values for CLIP's. ``mean``/``std`` are tensors (the model's float32 buffers: a tensor comes
-    back) or sequences/arrays (computed in float32 as well, so both give the same bits). It is what
-    the model's ``normalize`` makes of a black pixel (:func:`lseg.inference.multiscale_logits` asks
-    it that way, so it also works with stand-in models)."""
+    back) or sequences/arrays (computed in float32 as well, so both give the same bits)."""
     if isinstance(mean, (list, tuple)):
         mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
     return -mean / std

@@ -33,6 +33,7 @@ from lseg.errors import ConfigError
 from lseg.geometry import (
     ResizedArgmax,
     pad_to,
+    pad_value,
     reference_windows,
     resize,
     resize_rgb,
@@ -446,9 +447,7 @@ def multiscale_logits(
     _, _, h, w = x.shape
     crop = cfg.crop_size
     stride = int(crop * cfg.stride_rate)
-    # The normalised value of black, asked of the model's own normalisation: for LSeg the same bits as
-    # geometry.pad_value(mean, std) (-1 everywhere for 0.5/0.5), and any stand-in with a normalize works.
-    black = model.normalize(x.new_zeros(1, 3, 1, 1))
+    black = pad_value(model.pixel_mean, model.pixel_std)  # -1 everywhere for the 0.5/0.5 normalisation
     total = torch.zeros(1, text.shape[0], h, w, device=x.device)
 
     def infer(img: torch.Tensor) -> torch.Tensor:

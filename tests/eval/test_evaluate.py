@@ -44,6 +44,9 @@ class ColourOracle(torch.nn.Module):
         super().__init__()
         self.step = step
         self.register_buffer("anchor", torch.zeros(1))
+        # the normalisation of normalize() below (the evaluator pads with its value of black)
+        self.register_buffer("pixel_mean", torch.zeros(1, 3, 1, 1))
+        self.register_buffer("pixel_std", torch.full((1, 3, 1, 1), 1 / 255))
 
     @property
     def device(self) -> torch.device:
