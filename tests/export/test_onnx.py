@@ -159,3 +159,21 @@ def test_fixed_size_letterbox_matches_torch(block_model: LSeg, tmp_path: Path) -
     assert got.logits.shape == tuple(ref.logits.shape) == (3, 42, 64)
     np.testing.assert_allclose(got.logits, ref.logits, atol=1e-3, rtol=0)
     assert (got.label_map == ref.label_map).mean() > 0.999
+
+
+def test_other_normalisation_pads_with_its_black(tmp_path: Path) -> None:
+    # CLIP's normalisation: black is a different value per channel; the metadata carries all three and
+    # the runtime pads with them, as encode_image does (verify checks odd sizes against eager PyTorch).
+    torch.manual_seed(0)
+    cfg = lseg.get_config("lseg_tiny_test").replace(mean=(0.48145466, 0.4578275, 0.40821073),
+                                                    std=(0.26862954, 0.26130258, 0.27577711))
+    model = LSeg(cfg).eval()
+    result = export_onnx(model, tmp_path, size=(64, 64), verify=True)
+    assert max(result.max_abs_diff.values()) < ATOL
+    meta = json.loads((tmp_path / "lseg_onnx.json").read_text())
+    black = [-m / s for m, s in zip(cfg.mean, cfg.std, strict=True)]
+    assert meta["pad_value"] == pytest.approx(black)
+    image = make_photo(49, 77, seed=7)
+    ref = lseg.LSegPredictor(model, size=None).segment(image, ["sky", "grass"])
+    got = OnnxPredictor(tmp_path, size=None).segment(image, ["sky", "grass"])
+    np.testing.assert_allclose(got.logits, ref.logits, atol=1e-3, rtol=0)
