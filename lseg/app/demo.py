@@ -13,7 +13,6 @@ labels, oversized or unreadable images) in words.
 from __future__ import annotations
 
 import contextlib
-
 import logging
 import os
 import shutil
