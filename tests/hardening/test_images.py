@@ -62,10 +62,10 @@ def test_every_image_kind_segments_at_its_original_size(predictor, good_images, 
 @pytest.mark.parametrize("name", GOOD)
 def test_large_images_convert_in_strips_exactly(good_images, name, monkeypatch):
     """Large images are converted to RGB in row strips (bounded memory): same pixels as whole."""
-    import lseg.io
+    import lseg.io.pixels
 
     whole = load_image(good_images[name].path)
-    monkeypatch.setattr(lseg.io, "_STRIP_PIXELS", 97)  # every test image is "large" now
+    monkeypatch.setattr(lseg.io.pixels, "_STRIP_PIXELS", 97)  # every test image is "large" now
     np.testing.assert_array_equal(load_image(good_images[name].path), whole)
 
 
