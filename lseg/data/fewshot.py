@@ -50,7 +50,7 @@ from lseg.data.base import (
     require_dir,
     require_file,
 )
-from lseg.data.labels import fewshot_labels, fss_split_categories, read_package_file
+from lseg.data.label_sets import fewshot_labels, fss_split_categories, read_package_file
 from lseg.errors import DatasetError
 from lseg.io import atomic_write
 
