@@ -181,7 +181,7 @@ _VALID_FILES = {
     fmt: encode(Image.fromarray(scene(24, 32)), fmt) for fmt in ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 }
 #: Fuzz length: examples per run of the predictor-level byte fuzz (env FUZZ_EXAMPLES overrides;
-#: tests/test_io.py runs the same kind of fuzz on load_image alone).
+#: tests/io/test_images.py runs the same kind of fuzz on load_image alone).
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 
 
