@@ -79,6 +79,7 @@ def test_atomic_files_moves_every_file_main_one_last(tmp_path: Path, monkeypatch
         (folder / "graph.onnx").write_bytes(b"graph")
         (folder / "graph.onnx.data").write_bytes(b"weights")
         assert not target.exists()  # nothing visible until the block completes
+        assert remove_stale_temp_files(tmp_path) == []  # a live process's temp folder is kept
         monkeypatch.setattr(os, "replace", spy)
     monkeypatch.undo()
     assert moved == ["graph.onnx.data", "graph.onnx"]  # the graph appears once its data is in place
