@@ -68,7 +68,6 @@ def png_with_size(width: int, height: int) -> bytes:
     return bytes(data)
 
 
-
 def animated_gif(path: Path, n: int = 5, duration: int = 100) -> Path:
     frames = [Image.new("RGB", (8, 6), (25 * i, 0, 0)) for i in range(n)]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=duration, loop=0)

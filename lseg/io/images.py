@@ -26,7 +26,9 @@ from lseg.errors import ImageLoadError
 from lseg.io._text import one_line as _one_line
 from lseg.io.pixels import ALPHA_BACKGROUND, _array_to_rgb, _convert_mode, _tensor_to_rgb
 
-__all__ = ["ALPHA_BACKGROUND", "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "ImageSource", "load_image"]
+__all__ = [
+    "ALPHA_BACKGROUND", "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "ImageSource", "load_image",
+]
 
 #: Default pixel limit of :func:`load_image`: 16384 * 16384 = 268,435,456 pixels (~805 MB as
 #: ``HxWx3 uint8``). Large photos (e.g. 12000x8000 = 96 M pixels) load; absurd or malicious
@@ -53,7 +55,6 @@ ImageSource = Any
 """Anything :func:`load_image` accepts: ``str | os.PathLike`` (path), ``bytes | bytearray |
 memoryview`` (encoded file content), a binary file object, ``PIL.Image.Image``, ``np.ndarray``
 or ``torch.Tensor``."""
-
 
 
 def load_image(
@@ -419,4 +420,3 @@ def _exif_upright(im: Image.Image) -> Image.Image:
 def _check_no_frame(frame: int, what: str) -> None:
     if frame != 0:
         raise ImageLoadError(f"cannot load frame {frame} of a {what}: it has 1 frame; use frame=0")
-

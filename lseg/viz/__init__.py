@@ -37,4 +37,3 @@ __all__ = [
     "save_label_map",
     "voc_palette",
 ]
-

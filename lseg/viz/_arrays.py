@@ -31,4 +31,3 @@ def _label_map(label_map: Any, name: str = "label_map", int64: bool = True) -> n
     if not int64 and arr.dtype.kind in "ui":
         return arr
     return arr.astype(np.int64)
-

@@ -127,7 +127,6 @@ def hex_colors(n: int) -> list[str]:
     return ["#{:02x}{:02x}{:02x}".format(*c) for c in palette(n)]
 
 
-
 def colormap(values: Any, vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
     """Map scalar values to viridis colours.
 

@@ -49,8 +49,6 @@ def test_palette_rejects_bad_n() -> None:
             palette(bad)  # type: ignore[arg-type]
 
 
-
-
 def test_colormap_is_viridis_with_increasing_lightness() -> None:
     ramp = colormap(np.linspace(0, 1, 256))
     assert ramp.shape == (256, 3) and ramp.dtype == np.uint8

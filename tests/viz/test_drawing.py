@@ -107,8 +107,6 @@ def test_overlay_without_labels_is_the_photo() -> None:
     assert np.array_equal(np.asarray(overlay(photo, ids, [])), photo)
 
 
-
-
 # ------------------------------------------------------------------------------------------ heatmaps
 
 
