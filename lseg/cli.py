@@ -656,6 +656,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from lseg.benchmark import bench, format_table
+    from lseg.io import atomic_write
     from lseg.models.precision import PRECISIONS, cpu_has_native_bf16
 
     precisions = tuple(p.strip() for p in args.precision.split(",") if p.strip())
@@ -679,7 +680,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
              f"median of {args.repeats}; baseline: eager fp32 reference numerics, batch 1")
     print(format_table(rows, title))
     if args.json:
-        Path(args.json).write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        text = json.dumps([dataclasses.asdict(r) for r in rows], indent=2)
+        atomic_write(args.json, lambda p: p.write_text(text))
     return 0
 
 

@@ -18,7 +18,8 @@ from hardening.helpers import cli_env, scene
 from PIL import Image
 
 from lseg.cli import main
-from lseg.io import _host_tag, remove_stale_temp_files
+from lseg.io import remove_stale_temp_files
+from lseg.io.atomic import _host_tag
 
 GOOD_KINDS = ["rgb.jpg", "rgb.png", "gray16.png", "palette.png", "rgba.png", "cmyk.jpg", "exif_rotated.jpg",
               "animated.gif", "one_pixel.png"]
