@@ -82,7 +82,7 @@ def _parse_folds(text: str) -> tuple[int, ...]:
 
 
 def _eval_config(args: argparse.Namespace) -> Any:
-    from lseg.eval.datasets import FEWSHOT_DATASETS, canonical_name
+    from lseg.data.registry import FEWSHOT_DATASETS, canonical_name
     from lseg.eval.evaluate import EvalConfig
     from lseg.labels import DEFAULT_TEMPLATES
     from lseg.train.config import parse_value

@@ -51,7 +51,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from lseg.data.transforms import fewshot_transform
 from lseg.errors import ConfigError, LSegError
-from lseg.eval.datasets import (
+from lseg.data.registry import (
     FEWSHOT_DATASETS,
     build_dataset,
     build_fewshot_dataset,
@@ -83,7 +83,7 @@ class EvalConfig:
 
     Attributes:
         protocol: ``semantic``, ``open-vocab`` or ``fewshot`` (see the module docstring).
-        dataset: dataset name (:mod:`lseg.eval.datasets`; few-shot: ``pascal5i``, ``coco20i``,
+        dataset: dataset name (:mod:`lseg.data.registry`; few-shot: ``pascal5i``, ``coco20i``,
             ``fss1000``).
         data_root: the dataset folder.
         split: split to evaluate; ``None``: ``val`` (``folder``: every image; few-shot: the

@@ -55,7 +55,7 @@ class TrainConfig:
 
     Data:
         dataset: ``ade20k``, ``pascal_voc``, ``pascal_context59``, ``coco_stuff`` or ``folder``
-            (see :func:`lseg.eval.datasets.build_dataset`); or a few-shot benchmark, ``pascal5i``,
+            (see :func:`lseg.data.registry.build_dataset`); or a few-shot benchmark, ``pascal5i``,
             ``coco20i`` or ``fss1000``, for **zero-shot training** (reference
             ``LSegmentationModuleZS``): each item is a query plus ``fewshot_support`` support images of
             the same class, concatenated into one batch, every image scored against

@@ -55,7 +55,7 @@ from torch.utils.data import DataLoader
 from lseg.checkpoints import save_pretrained
 from lseg.data.transforms import fewshot_transform, train_transform, val_transform
 from lseg.errors import CheckpointError, ConfigError
-from lseg.eval.datasets import (
+from lseg.data.registry import (
     FEWSHOT_DATASETS,
     build_dataset,
     build_fewshot_dataset,
