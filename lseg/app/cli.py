@@ -11,7 +11,7 @@ _logger = logging.getLogger("lseg")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``demo`` command to the ``lseg`` parser."""
-    from lseg.cli import add_model_args, add_predictor_args
+    from lseg.cli.common import add_model_args, add_predictor_args
 
     p = subparsers.add_parser(
         "demo", help="web demo: upload an image, type labels, see the segmentation",
@@ -40,7 +40,7 @@ def is_loopback(host: str) -> bool:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from lseg.app.demo import build_demo, launch_demo
-    from lseg.cli import make_predictor
+    from lseg.cli.common import make_predictor
     from lseg.errors import LSegError
 
     if not is_loopback(args.host):

@@ -8,7 +8,7 @@ import sys
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``export`` command group (``export onnx``) to the ``lseg`` parser."""
-    from lseg.cli import add_model_args
+    from lseg.cli.common import add_model_args
 
     p = subparsers.add_parser("export", help="export the model for deployment (ONNX)")
     sub = p.add_subparsers(dest="export_format", required=True, metavar="FORMAT")
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
-    from lseg.cli import load_model_from_args
+    from lseg.cli.common import load_model_from_args
     from lseg.errors import LSegError
     from lseg.export.onnx import export_onnx
 

@@ -53,8 +53,6 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
 
 from lseg.checkpoints import save_pretrained
-from lseg.data.transforms import fewshot_transform, train_transform, val_transform
-from lseg.errors import CheckpointError, ConfigError
 from lseg.data.registry import (
     FEWSHOT_DATASETS,
     build_dataset,
@@ -62,6 +60,8 @@ from lseg.data.registry import (
     canonical_name,
     ignore_index_of,
 )
+from lseg.data.transforms import fewshot_transform, train_transform, val_transform
+from lseg.errors import CheckpointError, ConfigError
 from lseg.eval.evaluate import EvalConfig, encode_labels, evaluate_fewshot, evaluate_segmentation
 from lseg.models.lseg import LSeg
 from lseg.train.config import TrainConfig, dump_config
