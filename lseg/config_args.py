@@ -52,8 +52,9 @@ _OVERRIDE_PREFIX = "field_"
 # ---------------------------------------------------------------------- values
 
 def parse_value(text: str) -> Any:
-    """Parse a command-line value with YAML rules (``4`` -> int, ``1e-4`` -> float, ``true``,
-    ``[0.5, 2.0]``, ``{aug: true}``); anything else stays a string. Needs pyyaml."""
+    """Parse a command-line value with YAML rules (``4`` -> int, ``0.5`` -> float, ``true``,
+    ``[0.5, 2.0]``, ``{aug: true}``); anything else stays a string (YAML 1.1: ``1e-4`` too, which
+    :func:`coerce_value` reads as a number for a ``float`` field). Needs pyyaml."""
     import yaml  # the `train` extra; only commands that take YAML values get here
 
     try:
@@ -195,7 +196,8 @@ class Flag:
             default: ``None`` for "derived" (``--protocol``) or "the field's default", as
             :func:`config_from_args` leaves ``None`` out for a field that cannot be ``None``.
         required: the option must be given.
-        repeat: the option may be given several times (a list of texts in the namespace).
+        repeat: the option may be given several times (a list of texts in the namespace; ``None``
+            when absent).
         convert: the parsed option -> the field's value (``all`` -> ``(0, 1, 2, 3)``); default:
             :func:`coerce_value` to the field's type.
     """
@@ -259,7 +261,8 @@ def add_config_args(
             kwargs["metavar"] = spec.metavar
         base = _non_none(tp)
         if spec.repeat:
-            kwargs.update(action="append", default=None if default in ((), None) else list(default))
+            # absent: None (argparse would append to a default list); the field's default then applies
+            kwargs.update(action="append", default=None)
         elif base is bool:
             # False: a switch; None (three states: on, off, decided by another setting): --x / --no-x
             kwargs["action"] = argparse.BooleanOptionalAction if default is None else "store_true"

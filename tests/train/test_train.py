@@ -14,7 +14,7 @@ import lseg
 from lseg.cli import main
 from lseg.eval.evaluate import EvalConfig, evaluate
 from lseg.train import TrainConfig, train
-from lseg.train.loop import PolyLR, build_optimizer, poly_factor
+from lseg.train.optim import PolyLR, build_optimizer, poly_factor
 
 
 def _logged(run_dir: Path, column: str = "train/loss") -> dict[int, float]:
