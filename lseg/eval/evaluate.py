@@ -49,8 +49,6 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from lseg.data.transforms import fewshot_transform
-from lseg.errors import ConfigError, LSegError
 from lseg.data.registry import (
     FEWSHOT_DATASETS,
     build_dataset,
@@ -59,6 +57,8 @@ from lseg.data.registry import (
     ignore_index_of,
     open_vocab_labels,
 )
+from lseg.data.transforms import fewshot_transform
+from lseg.errors import ConfigError, LSegError
 from lseg.eval.metrics import FewShotMeter, SegmentationMeter
 from lseg.inference import ADE20K_SCALES, MultiScaleConfig, multiscale_logits
 from lseg.models.lseg import LSeg
