@@ -4,11 +4,71 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from lseg.errors import LSegError
+from lseg.config_args import Flag, add_config_args, config_from_args
+from lseg.errors import ConfigError, LSegError
 
-__all__ = ["register"]
+__all__ = ["BENCH_FLAGS", "BenchOptions", "register"]
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What ``lseg bench`` times (:func:`lseg.benchmark.bench`).
+
+    Attributes:
+        model: registered model (random weights), unless ``checkpoint``.
+        checkpoint: time this checkpoint instead.
+        precisions: precisions to time (``lseg.models.precision``), next to the baseline.
+        batch_sizes: batch sizes to time.
+        size: square input side.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        repeats: timed runs per setting (the median is shown).
+        threads: CPU threads (``None``: all available).
+        compile: ``torch.compile`` the image path: ``off``, ``on`` or both (``off,on``).
+        json: also write the rows to this JSON file.
+    """
+
+    model: str = "lseg_vitl16_384"
+    checkpoint: str | None = None
+    precisions: tuple[str, ...] = ("fp32", "auto")
+    batch_sizes: tuple[int, ...] = (1,)
+    size: int = 480
+    device: str = "cpu"
+    repeats: int = 3
+    threads: int | None = None
+    compile: Literal["off", "on", "off,on"] = "off"
+    json: str | None = None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--batch-size takes comma-separated integers, got {text!r}") from None
+
+
+#: The command-line side of :class:`BenchOptions` (lists are comma-separated).
+BENCH_FLAGS = {
+    "model": Flag("registered model (random weights)"),
+    "checkpoint": Flag("time this checkpoint instead", aliases=("-c",)),
+    "precisions": Flag("comma-separated: auto, fp32, bf16, fp16", name="precision", default="fp32,auto",
+                       convert=_names),
+    "batch_sizes": Flag("comma-separated batch sizes (e.g. 1,8)", name="batch-size", default="1",
+                        convert=_batch_sizes),
+    "size": Flag("square input side"),
+    "device": Flag("cpu, cuda or cuda:N"),
+    "repeats": Flag("timed runs per setting (the median is shown)"),
+    "threads": Flag("CPU threads (default: all available)"),
+    "compile": Flag("torch.compile the image path (off,on: both, side by side)"),
+    "json": Flag("also write the rows to this JSON file"),
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,17 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "photos for each precision and batch size, each in a fresh process, next to the eager fp32 "
         "reference-numerics baseline, and prints one table.",
     )
-    p.add_argument("--model", default="lseg_vitl16_384", help="registered model (random weights)")
-    p.add_argument("--checkpoint", "-c", default=None, help="time this checkpoint instead")
-    p.add_argument("--precision", default="fp32,auto", help="comma-separated: auto, fp32, bf16, fp16")
-    p.add_argument("--batch-size", default="1", help="comma-separated batch sizes (e.g. 1,8)")
-    p.add_argument("--size", type=int, default=480, help="square input side")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per setting (the median is shown)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available)")
-    p.add_argument("--compile", default="off", choices=("off", "on", "off,on"),
-                   help="torch.compile the image path (off,on: both, side by side)")
-    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    add_config_args(p, BenchOptions, BENCH_FLAGS)
     p.set_defaults(func=_cmd_bench)
 
 
@@ -42,27 +92,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from lseg.benchmark import bench, format_table
     from lseg.models.precision import PRECISIONS, cpu_has_native_bf16
 
-    precisions = tuple(p.strip() for p in args.precision.split(",") if p.strip())
+    opts: BenchOptions = config_from_args(BenchOptions, args, BENCH_FLAGS)
+    precisions, batches = opts.precisions, opts.batch_sizes
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad or not precisions:
         raise LSegError(f"--precision takes {', '.join(PRECISIONS)}; got {args.precision!r}")
-    try:
-        batches = tuple(int(b) for b in args.batch_size.split(","))
-    except ValueError:
-        raise LSegError(f"--batch-size takes comma-separated integers, got {args.batch_size!r}") from None
-    if any(b < 1 for b in batches) or args.size < 32 or args.repeats < 1:
+    if any(b < 1 for b in batches) or opts.size < 32 or opts.repeats < 1:
         raise LSegError("--batch-size, --repeats must be >= 1 and --size >= 32")
-    if args.device.startswith("cuda"):
-        hardware = torch.cuda.get_device_name(args.device) if torch.cuda.is_available() else "no CUDA"
+    if opts.device.startswith("cuda"):
+        hardware = torch.cuda.get_device_name(opts.device) if torch.cuda.is_available() else "no CUDA"
     else:
         hardware = f"{platform.processor() or platform.machine()} CPU, capability {torch.backends.cpu.get_cpu_capability()}, " \
             f"native bf16 {'yes' if cpu_has_native_bf16() else 'no'}"
-    rows = bench(args.model, args.checkpoint, precisions, batches, args.size, args.device,
-                 args.repeats, args.threads, tuple(c == "on" for c in args.compile.split(",")))
-    title = (f"{args.checkpoint or args.model}, {args.size}x{args.size}, {args.device} ({hardware}), "
-             f"median of {args.repeats}; baseline: eager fp32 reference numerics, batch 1")
+    rows = bench(opts.model, opts.checkpoint, precisions, batches, opts.size, opts.device,
+                 opts.repeats, opts.threads, tuple(c == "on" for c in opts.compile.split(",")))
+    title = (f"{opts.checkpoint or opts.model}, {opts.size}x{opts.size}, {opts.device} ({hardware}), "
+             f"median of {opts.repeats}; baseline: eager fp32 reference numerics, batch 1")
     print(format_table(rows, title))
-    if args.json:
-        Path(args.json).write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+    if opts.json:
+        Path(opts.json).write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
     return 0
 

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from lseg.cli import common
@@ -16,9 +17,46 @@ from lseg.cli.common import (
     add_predictor_args,
     finish_batch,
 )
+from lseg.config_args import Flag, add_config_args, config_from_args
 from lseg.errors import LSegError
 
-__all__ = ["register"]
+__all__ = ["SEGMENT_FLAGS", "SegmentOptions", "register"]
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """What ``lseg segment`` writes, and how (the predictor's settings are :class:`PredictorOptions`).
+
+    Attributes:
+        out: the output folder.
+        scores: also write per-label probabilities (``.npz``, fp16).
+        heatmaps: also write one probability heatmap per label.
+        multiscale: the reference multi-scale + flip evaluation, one image at a time.
+        alpha: overlay opacity, 0 to 1.
+        overwrite: redo every image, even those already done.
+        quiet: no progress bar.
+    """
+
+    out: str = "lseg-output"
+    scores: bool = False
+    heatmaps: bool = False
+    multiscale: bool = False
+    alpha: float = 0.5
+    overwrite: bool = False
+    quiet: bool = False
+
+
+#: The command-line side of :class:`SegmentOptions`.
+SEGMENT_FLAGS = {
+    "out": Flag("output folder", aliases=("-o",)),
+    "scores": Flag("also write per-label probabilities (.npz, fp16)"),
+    "heatmaps": Flag("also write one probability heatmap per label over the image, with its name and a "
+                     "colour bar (<stem>_heat_<index>_<label>.png)"),
+    "multiscale": Flag("reference multi-scale + flip evaluation (slow)"),
+    "alpha": Flag("overlay opacity, 0 to 1"),
+    "overwrite": Flag("redo every image, even those already done"),
+    "quiet": Flag("no progress bar", aliases=("-q",)),
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,15 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("images", nargs="+", help="image files or folders (the output folder inside them is skipped)")
     add_labels_args(p)
-    p.add_argument("--out", "-o", default="lseg-output", help="output folder")
-    p.add_argument("--scores", action="store_true", help="also write per-label probabilities (.npz, fp16)")
-    p.add_argument("--heatmaps", action="store_true",
-                   help="also write one probability heatmap per label over the image, with its name and a "
-                   "colour bar (<stem>_heat_<index>_<label>.png)")
-    p.add_argument("--multiscale", action="store_true", help="reference multi-scale + flip evaluation (slow)")
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity, 0 to 1")
-    p.add_argument("--overwrite", action="store_true", help="redo every image, even those already done")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_config_args(p, SegmentOptions, SEGMENT_FLAGS)
     add_model_args(p, pretrained_default=True)
     add_predictor_args(p)
     p.set_defaults(func=_cmd_segment)
@@ -65,10 +95,11 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from lseg.loader import prepared_batches
     from lseg.viz import heatmaps, hex_colors, overlay, save_label_map
 
+    opts: SegmentOptions = config_from_args(SegmentOptions, args, SEGMENT_FLAGS)
     labels: list[str] = args.labels
     if len(labels) > 65536:
         raise LSegError(f"{len(labels)} labels: label maps are written as 16-bit PNGs, at most 65536 labels")
-    out = Path(args.out)
+    out = Path(opts.out)
     pairs = collect_inputs(args.images, IMAGE_EXTENSIONS, out=out)
     check_unique_outputs(pairs, "_labels.png")
     remove_stale_temp_files(out)  # hidden temp files of a killed earlier run
@@ -77,26 +108,26 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     for src, stem in pairs:
         base = out / stem
         targets = [base.with_name(base.name + "_labels.png"), base.with_name(base.name + "_overlay.png")]
-        if args.scores:
+        if opts.scores:
             targets.append(base.with_name(base.name + "_scores.npz"))
-        if args.heatmaps:
+        if opts.heatmaps:
             targets += [base.with_name(f"{base.name}_heat_{i:02d}_{_safe(lb)}.png") for i, lb in enumerate(labels)]
         jobs.append((src, targets, base.with_name(base.name + "_labels.json")))
     checked = False
-    if args.overwrite or not all(all(map(os.path.exists, [*t, r])) for _, t, r in jobs):
+    if opts.overwrite or not all(all(map(os.path.exists, [*t, r])) for _, t, r in jobs):
         check_writable(out)  # a read-only or forbidden folder: one error before the model loads
         checked = True
     predictor = common.make_predictor(args)
     recipe = {
         "labels": labels, "templates": list(predictor.templates or []), "size": predictor.size,
         "crop_size": predictor.crop_size, "stride": predictor.stride, "precision": predictor.precision,
-        "multiscale": bool(args.multiscale), "alpha": args.alpha,
+        "multiscale": bool(opts.multiscale), "alpha": opts.alpha,
         "model": model_identity(args.checkpoint, args.random_weights, RANDOM_WEIGHTS_SEED),
     }
     report = BatchReport()
     todo: list[tuple[Path, list[Path], Path, str]] = []
     for src, targets, record in jobs:
-        status = plan(targets, record, recipe, report, overwrite=args.overwrite)
+        status = plan(targets, record, recipe, report, overwrite=opts.overwrite)
         if status != "done":
             todo.append((src, targets, record, status))
     if todo and not checked:  # outputs made with other settings, to be redone
@@ -106,16 +137,16 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         image = load_image(src)  # full resolution for the overlay (the loader kept only the resized copy)
         lm = result.label_map
         save_label_map(targets[0], lm, labels)
-        if args.scores or args.heatmaps:
+        if opts.scores or opts.heatmaps:
             probs = result.probs
-        if args.scores:
+        if opts.scores:
             half = probs.astype(np.float16)
             atomic_write(targets[2], lambda p, pr=half: _save_npz(p, probs=pr, labels=np.array(labels)))
-        if args.heatmaps:
-            heat_targets = targets[3 if args.scores else 2:]
+        if opts.heatmaps:
+            heat_targets = targets[3 if opts.scores else 2:]
             for target, heat in zip(heat_targets, heatmaps(probs, labels, image, annotate=True).values()):
                 atomic_write(target, lambda p, im=heat: im.save(p, format="PNG"))
-        picture = overlay(image, lm, labels, alpha=args.alpha)
+        picture = overlay(image, lm, labels, alpha=opts.alpha)
         atomic_write(targets[1], lambda p, im=picture: im.save(p, format="PNG"))
         write_record(record, "segment", src, recipe, targets, labels=labels, colors=hex_colors(min(len(labels), 65536)),
                      shares=result.scores())
@@ -128,7 +159,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         if isinstance(e, OutputWriteError) and e.fatal:
             raise e
 
-    progress = tqdm(total=len(todo), desc="segment", unit="img", disable=args.quiet)
+    progress = tqdm(total=len(todo), desc="segment", unit="img", disable=opts.quiet)
     with ClaimSet() as claims:  # workers sharing this output folder split the images
         statuses = [status for *_, status in todo]
 
@@ -142,7 +173,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                 fail(src, e)
                 return False
             # another worker may have finished it meanwhile (then plan counts it as already done)
-            statuses[i] = plan(targets, record, recipe, report, overwrite=args.overwrite)
+            statuses[i] = plan(targets, record, recipe, report, overwrite=opts.overwrite)
             if statuses[i] == "done":
                 claims.release(targets[0])
                 return False
@@ -158,7 +189,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                 claims.release(targets[0])
 
         try:
-            if args.multiscale:  # the reference evaluator: one image at a time
+            if opts.multiscale:  # the reference evaluator: one image at a time
                 for i, (src, *_) in enumerate(todo):
                     if take(i):
                         run(i, lambda s=src: predictor.segment(load_image(s), labels, multiscale=True))
