@@ -196,6 +196,7 @@ class Flag:
             default: ``None`` for "derived" (``--protocol``) or "the field's default", as
             :func:`config_from_args` leaves ``None`` out for a field that cannot be ``None``.
         required: the option must be given.
+        exclusive: options with the same name here form one mutually exclusive group.
         repeat: the option may be given several times (a list of texts in the namespace; ``None``
             when absent).
         convert: the parsed option -> the field's value (``all`` -> ``(0, 1, 2, 3)``); default:
@@ -208,6 +209,7 @@ class Flag:
     metavar: str | None = None
     default: Any = FIELD_DEFAULT
     required: bool = False
+    exclusive: str | None = None
     repeat: bool = False
     convert: Callable[[Any], Any] | None = None
 
@@ -237,6 +239,7 @@ def add_config_args(
     """
     hints = field_types(cls)
     defaults = field_defaults(cls)
+    exclusive: dict[str, argparse._MutuallyExclusiveGroup] = {}
     for name in list(flags) if flags is not None else list(hints):
         tp = hints[name]
         if overrides:
@@ -271,7 +274,12 @@ def add_config_args(
         elif base in (int, float, str):
             kwargs["type"] = base  # argparse's own one-line message for a bad number
         # tuples and mappings stay text: `convert` or coerce_value reads them
-        parser.add_argument(*options, **kwargs)
+        target = parser
+        if spec.exclusive:
+            if spec.exclusive not in exclusive:
+                exclusive[spec.exclusive] = parser.add_mutually_exclusive_group()
+            target = exclusive[spec.exclusive]
+        target.add_argument(*options, **kwargs)
 
 
 def _shown(value: Any) -> Any:

@@ -7,12 +7,101 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
+from typing import Literal
 
 from lseg.cli import common
 from lseg.cli.common import RANDOM_WEIGHTS_SEED, add_model_args, add_predictor_args, finish_batch
+from lseg.config_args import Flag, add_config_args, config_from_args
 from lseg.errors import LSegError
 
-__all__ = ["register"]
+__all__ = ["FEATURES_FLAGS", "STORE_FLAGS", "FeaturesOptions", "StoreOptions", "register"]
+
+
+@dataclass(frozen=True)
+class FeaturesOptions:
+    """What ``lseg features`` writes, from which frames.
+
+    Attributes:
+        out: the output folder.
+        dtype: the stored dtype (``--format npy``).
+        resolution: ``half``, ``input``, ``original`` or ``HxW`` (:func:`lseg.features.parse_resolution`);
+            ``None``: the network's output (the preset's own with ``--format store``).
+        pca: also write a 3-component PCA picture per image (``--format npy``).
+        fps, every_n: videos: sample at most ``fps`` frames/s, or every n-th frame.
+        shard: ``k/M``: only the inputs ``i`` with ``i % M == k``.
+        overwrite: redo every input, even those already done.
+        quiet: no progress bar.
+    """
+
+    out: str
+    dtype: Literal["float16", "float32"] = "float16"
+    resolution: str | None = None
+    pca: bool = False
+    fps: float | None = None
+    every_n: int | None = None
+    shard: str | None = None
+    overwrite: bool = False
+    quiet: bool = False
+
+
+#: The command-line side of :class:`FeaturesOptions`.
+FEATURES_FLAGS = {
+    "out": Flag("output folder", aliases=("-o",), required=True),
+    "dtype": Flag("stored dtype"),
+    "resolution": Flag("half: the network's output (default; with --format store: the preset's own); input: "
+                       "the working size; original: the image's size; HxW: that size (upsampled bilinearly and "
+                       "re-normalised)", metavar="half|input|original|HxW"),
+    "pca": Flag("also write <stem>_pca.png (3 principal components)"),
+    "fps": Flag("videos: sample at most this many frames/s", exclusive="frames"),
+    "every_n": Flag("videos: every n-th frame", exclusive="frames"),
+    "shard": Flag("do only inputs i with i %% M == k (split a collection across machines)", metavar="k/M"),
+    "overwrite": Flag("redo every input, even those already done"),
+    "quiet": Flag("no progress bar", aliases=("-q",)),
+}
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """How ``lseg features --format store`` extracts and stores (:mod:`lseg.features.store`).
+
+    Attributes:
+        format: ``npy`` (one file per image/frame) or ``store``.
+        preset: the preprocessing recipe (:mod:`lseg.features.presets`).
+        scales, flip: evaluator presets: other scales, with or without the mirrored image.
+        reduce: also fit a K-d scene PCA and store the reduced maps.
+        frames_per_shard: frames per shard file (and images per unit of work).
+        engine: ``local``, or ``ray`` (Ray Data actors).
+        workers, gpus_per_worker, ray_address: ``--engine ray``: actors, GPUs per actor, cluster.
+    """
+
+    format: Literal["npy", "store"] = "npy"
+    preset: Literal["ours", "reference", "reference-ss", "openscene", "vlmaps"] = "ours"
+    scales: tuple[float, ...] | None = None
+    flip: bool | None = None
+    reduce: int | None = None
+    frames_per_shard: int = 16
+    engine: Literal["local", "ray"] = "local"
+    workers: int = 2
+    gpus_per_worker: float = 0.0
+    ray_address: str | None = None
+
+
+#: The command-line side of :class:`StoreOptions`.
+STORE_FLAGS = {
+    "format": Flag("npy: one .npy per image/frame (default); store: one self-describing store "
+                   "(fp16 safetensors shards + index.json) that `lseg query` reads"),
+    "preset": Flag("preprocessing recipe (lseg.features.presets): ours (default), the reference evaluator "
+                   "(6 scales + flip, or -ss: single scale + flip), OpenScene's or VLMaps' extractor"),
+    "scales": Flag("evaluator presets: comma-separated scales (e.g. 0.75,1,1.25,1.75)"),
+    "flip": Flag("evaluator presets: add the mirrored image's map"),
+    "reduce": Flag("also fit a K-d scene PCA over all frames (streaming) and store the reduced maps", metavar="K"),
+    "frames_per_shard": Flag("frames per shard file (and images per unit)"),
+    "engine": Flag("ray: spread the units over Ray Data actors (pip install 'lseg[scale]')"),
+    "workers": Flag("--engine ray: actors (one model each)"),
+    "gpus_per_worker": Flag("--engine ray: GPUs per actor"),
+    "ray_address": Flag("--engine ray: cluster address (default: a local one)"),
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,38 +113,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(--nproc_per_node=N: input i goes to rank i % N) and/or --shard k/M across machines.",
     )
     p.add_argument("inputs", nargs="+", help="image / video files or folders")
-    p.add_argument("--out", "-o", required=True, help="output folder")
-    p.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="stored dtype")
-    p.add_argument("--resolution", default=None, metavar="half|input|original|HxW",
-                   help="half: the network's output (default; with --format store: the preset's own); input: "
-                   "the working size; original: the image's size; HxW: that size (upsampled bilinearly and "
-                   "re-normalised)")
-    p.add_argument("--pca", action="store_true", help="also write <stem>_pca.png (3 principal components)")
-    frames = p.add_mutually_exclusive_group()
-    frames.add_argument("--fps", type=float, default=None, help="videos: sample at most this many frames/s")
-    frames.add_argument("--every-n", type=int, default=None, help="videos: every n-th frame")
-    p.add_argument("--shard", default=None, metavar="k/M",
-                   help="do only inputs i with i %% M == k (split a collection across machines)")
-    p.add_argument("--overwrite", action="store_true", help="redo every input, even those already done")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_config_args(p, FeaturesOptions, FEATURES_FLAGS)
     g = p.add_argument_group("feature store (--format store; lseg.features.store)")
-    g.add_argument("--format", choices=("npy", "store"), default="npy",
-                   help="npy: one .npy per image/frame (default); store: one self-describing store "
-                   "(fp16 safetensors shards + index.json) that `lseg query` reads")
-    g.add_argument("--preset", choices=("ours", "reference", "reference-ss", "openscene", "vlmaps"), default="ours",
-                   help="preprocessing recipe (lseg.features.presets): ours (default), the reference evaluator "
-                   "(6 scales + flip, or -ss: single scale + flip), OpenScene's or VLMaps' extractor")
-    g.add_argument("--scales", default=None, help="evaluator presets: comma-separated scales (e.g. 0.75,1,1.25,1.75)")
-    g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="evaluator presets: add the mirrored image's map")
-    g.add_argument("--reduce", type=int, default=None, metavar="K",
-                   help="also fit a K-d scene PCA over all frames (streaming) and store the reduced maps")
-    g.add_argument("--frames-per-shard", type=int, default=16, help="frames per shard file (and images per unit)")
-    g.add_argument("--engine", choices=("local", "ray"), default="local",
-                   help="ray: spread the units over Ray Data actors (pip install 'lseg[scale]')")
-    g.add_argument("--workers", type=int, default=2, help="--engine ray: actors (one model each)")
-    g.add_argument("--gpus-per-worker", type=float, default=0, help="--engine ray: GPUs per actor")
-    g.add_argument("--ray-address", default=None, help="--engine ray: cluster address (default: a local one)")
+    add_config_args(g, StoreOptions, STORE_FLAGS)
     add_model_args(p, pretrained_default=True)
     add_predictor_args(p)
     p.set_defaults(func=_cmd_features)
@@ -98,9 +158,11 @@ def _cmd_features(args: argparse.Namespace) -> int:
     from lseg.batch import model_identity
     from lseg.features import combine_shards, export_features, parse_resolution, parse_shard, torchrun_rank
 
-    resolution = parse_resolution(args.resolution) if args.resolution else None  # fail before loading the model
+    opts: FeaturesOptions = config_from_args(FeaturesOptions, args, FEATURES_FLAGS)
+    store: StoreOptions = config_from_args(StoreOptions, args, STORE_FLAGS)
+    resolution = parse_resolution(opts.resolution) if opts.resolution else None  # fail before loading the model
     rank, world = torchrun_rank()
-    part, parts = combine_shards(parse_shard(args.shard) if args.shard else None, (rank, world))
+    part, parts = combine_shards(parse_shard(opts.shard) if opts.shard else None, (rank, world))
     if args.device is None and world > 1:  # torchrun on a multi-GPU machine: one GPU per process
         import torch
 
@@ -109,58 +171,58 @@ def _cmd_features(args: argparse.Namespace) -> int:
     from lseg.claims import remove_stale_claims
     from lseg.io import check_writable, remove_stale_temp_files
 
-    remove_stale_temp_files(args.out)  # hidden temp files of a killed earlier run
-    remove_stale_claims(args.out)  # and its claims
-    check_writable(args.out)  # a read-only or forbidden folder: one error before the model loads
-    if args.format == "store":
-        return _features_store(args, resolution, (part, parts), rank)
-    if args.preset != "ours" or args.reduce or args.engine != "local" or args.scales or args.flip is not None:
+    remove_stale_temp_files(opts.out)  # hidden temp files of a killed earlier run
+    remove_stale_claims(opts.out)  # and its claims
+    check_writable(opts.out)  # a read-only or forbidden folder: one error before the model loads
+    if store.format == "store":
+        return _features_store(args, opts, store, resolution, (part, parts), rank)
+    if store.preset != "ours" or store.reduce or store.engine != "local" or store.scales or store.flip is not None:
         raise LSegError("--preset, --scales, --flip, --reduce and --engine need --format store")
     predictor = common.make_predictor(args)
     report = export_features(
-        predictor, args.inputs, args.out, dtype=args.dtype, overwrite=args.overwrite, progress=not args.quiet,
-        resolution=resolution or "half", pca=args.pca, fps=args.fps, every_n=args.every_n, shard=(part, parts),
+        predictor, args.inputs, opts.out, dtype=opts.dtype, overwrite=opts.overwrite, progress=not opts.quiet,
+        resolution=resolution or "half", pca=opts.pca, fps=opts.fps, every_n=opts.every_n, shard=(part, parts),
         write_manifest=rank == 0, model_id=model_identity(args.checkpoint, args.random_weights, RANDOM_WEIGHTS_SEED),
     )
     return finish_batch(report, "features" if parts == 1 else f"features (part {part + 1}/{parts})")
 
 
-def _features_store(args: argparse.Namespace, resolution, shard: tuple[int, int], rank: int) -> int:  # type: ignore[no-untyped-def]
+def _features_store(args: argparse.Namespace, opts: FeaturesOptions, store: StoreOptions, resolution, shard: tuple[int, int], rank: int) -> int:  # type: ignore[no-untyped-def]
     """``lseg features --format store``: the self-describing store (lseg.features.store)."""
     import dataclasses
 
     from lseg.features.presets import FeatureExtractor, get_preset
     from lseg.features.store import StoreSettings, export_store
 
-    if args.dtype != "float16" or args.pca:
+    if opts.dtype != "float16" or opts.pca:
         raise LSegError("--format store writes float16 maps; --dtype float32 and --pca are for --format npy")
-    preset = get_preset(args.preset)
-    if args.scales or args.flip is not None:
+    preset = get_preset(store.preset)
+    if store.scales or store.flip is not None:
         if preset.engine != "evaluator":
             raise LSegError(f"--scales and --flip apply to the evaluator presets, not {preset.name!r}")
-        scales = tuple(float(v) for v in args.scales.split(",")) if args.scales else preset.scales
-        flip = preset.flip if args.flip is None else args.flip
+        scales = store.scales or preset.scales
+        flip = preset.flip if store.flip is None else store.flip
         preset = dataclasses.replace(preset, name=f"{preset.name}-custom", scales=scales, flip=flip)
-    settings = StoreSettings(fps=args.fps, every_n=args.every_n, frames_per_shard=args.frames_per_shard,
+    settings = StoreSettings(fps=opts.fps, every_n=opts.every_n, frames_per_shard=store.frames_per_shard,
                              batch_size=args.batch_size)
     extractor = FeatureExtractor(common.make_predictor(args), preset, resolution)
     checkpoint = getattr(args, "checkpoint", None)
-    if args.engine == "ray":
+    if store.engine == "ray":
         from lseg.features.ray_export import export_store_ray
 
         if shard[1] > 1:
             raise LSegError("--engine ray spreads the work itself: no --shard or torchrun")
-        if args.ray_address:
+        if store.ray_address:
             import ray
 
-            ray.init(address=args.ray_address)
-        report = export_store_ray(extractor, args.inputs, args.out, num_workers=args.workers,
-                                  num_gpus_per_worker=args.gpus_per_worker, settings=settings,
-                                  checkpoint=checkpoint, overwrite=args.overwrite, reduce=args.reduce)
+            ray.init(address=store.ray_address)
+        report = export_store_ray(extractor, args.inputs, opts.out, num_workers=store.workers,
+                                  num_gpus_per_worker=store.gpus_per_worker, settings=settings,
+                                  checkpoint=checkpoint, overwrite=opts.overwrite, reduce=store.reduce)
     else:
-        report = export_store(extractor, args.inputs, args.out, settings=settings, checkpoint=checkpoint,
-                              overwrite=args.overwrite, progress=not args.quiet, shard=shard,
-                              write_manifest=rank == 0, reduce=args.reduce)
+        report = export_store(extractor, args.inputs, opts.out, settings=settings, checkpoint=checkpoint,
+                              overwrite=opts.overwrite, progress=not opts.quiet, shard=shard,
+                              write_manifest=rank == 0, reduce=store.reduce)
     return finish_batch(report, "features" if shard[1] == 1 else f"features (part {shard[0] + 1}/{shard[1]})")
 
 
