@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
-from lseg.cli import main
+from lseg.cli import build_parser, main
+from lseg.cli.features import FEATURES_FLAGS, STORE_FLAGS, FeaturesOptions, StoreOptions
+from lseg.config_args import config_from_args
 
 
 def test_features_export_is_resumable(photos, model_dir, tmp_path, capsys):
@@ -25,3 +28,23 @@ def test_features_export_is_resumable(photos, model_dir, tmp_path, capsys):
     assert "1 written, 2 already done" in capsys.readouterr().err
     after = {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")}
     assert {p for p in after if after[p] != before.get(p)} == {out / "sub" / "c.npy"}
+
+
+def test_features_options_come_from_typed_configs():
+
+    parser = build_parser()
+    args = parser.parse_args(["features", "in", "-o", "out"])
+    assert config_from_args(FeaturesOptions, args, FEATURES_FLAGS) == FeaturesOptions(out="out")
+    assert config_from_args(StoreOptions, args, STORE_FLAGS) == StoreOptions()
+    args = parser.parse_args(["features", "in", "-o", "out", "--dtype", "float32", "--resolution", "input", "--pca",
+                              "--every-n", "3", "--shard", "0/2", "--overwrite", "-q", "--format", "store",
+                              "--preset", "reference", "--scales", "0.5,1", "--no-flip", "--reduce", "8",
+                              "--frames-per-shard", "4", "--engine", "ray", "--workers", "3",
+                              "--gpus-per-worker", "0.5", "--ray-address", "auto"])
+    assert config_from_args(FeaturesOptions, args, FEATURES_FLAGS) == FeaturesOptions(
+        out="out", dtype="float32", resolution="input", pca=True, every_n=3, shard="0/2", overwrite=True, quiet=True)
+    assert config_from_args(StoreOptions, args, STORE_FLAGS) == StoreOptions(
+        format="store", preset="reference", scales=(0.5, 1.0), flip=False, reduce=8, frames_per_shard=4,
+        engine="ray", workers=3, gpus_per_worker=0.5, ray_address="auto")
+    with pytest.raises(SystemExit):  # one way to sample video frames
+        parser.parse_args(["features", "in", "-o", "out", "--fps", "2", "--every-n", "3"])

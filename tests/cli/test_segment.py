@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from lseg.cli import main
+from lseg.cli import build_parser, main
+from lseg.cli.segment import SEGMENT_FLAGS, SegmentOptions
+from lseg.config_args import config_from_args
 
 
 def test_segment_writes_label_map_overlay_and_scores(photos, model_dir, tmp_path, capsys):
@@ -71,3 +73,13 @@ def test_segment_batches_with_prefetch_and_reports_the_precision(photos, model_d
     assert main([*args, "--precision", "auto", "-o", str(tmp_path / "auto")]) == 1
     assert "(auto)" in capsys.readouterr().err
     assert main([*args, "--batch-size", "0"]) == 2
+
+
+def test_segment_options_come_from_its_typed_config():
+    parser = build_parser()
+    args = parser.parse_args(["segment", "x.png", "-l", "a, b"])
+    assert config_from_args(SegmentOptions, args, SEGMENT_FLAGS) == SegmentOptions()
+    args = parser.parse_args(["segment", "x.png", "-l", "a, b", "-o", "o", "--scores", "--heatmaps", "--multiscale",
+                              "--alpha", "0.25", "--overwrite", "-q"])
+    assert config_from_args(SegmentOptions, args, SEGMENT_FLAGS) == SegmentOptions(
+        out="o", scores=True, heatmaps=True, multiscale=True, alpha=0.25, overwrite=True, quiet=True)
