@@ -294,17 +294,19 @@ def _non_none(tp: Any) -> Any:
     return tp
 
 
-def config_from_args(cls: type, args: argparse.Namespace, flags: Mapping[str, Flag], **values: Any) -> Any:
-    """Build the dataclass ``cls`` from the typed options of ``flags`` in ``args``, and ``values``.
+def config_from_args(
+    cls: type, args: argparse.Namespace, flags: Mapping[str, Flag], computed: Mapping[str, Any] | None = None
+) -> Any:
+    """Build the dataclass ``cls`` from the typed options of ``flags`` in ``args``, and ``computed``.
 
     Each option's value goes through its :attr:`Flag.convert` (or :func:`coerce_value`); ``None``
-    for a field that cannot be ``None`` is left out (the field's default applies). ``values`` are
-    fields the command computes itself; they win over the options.
+    for a field that cannot be ``None`` is left out (the field's default applies). ``computed`` holds
+    the fields the command works out itself (``protocol`` from the dataset); they win over the options.
     """
     hints = field_types(cls)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(computed or {})
     for name, spec in flags.items():
-        if name in values:
+        if name in kwargs:
             continue
         value = getattr(args, spec.dest(name))
         if spec.convert is not None:
@@ -314,7 +316,7 @@ def config_from_args(cls: type, args: argparse.Namespace, flags: Mapping[str, Fl
         if value is None and type(None) not in typing.get_args(hints[name]):
             continue
         kwargs[name] = value
-    return cls(**kwargs, **values)
+    return cls(**kwargs)
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:

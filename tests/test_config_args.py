@@ -87,8 +87,8 @@ def test_typed_options_follow_the_annotations():
     assert config_from_args(Settings, args, FLAGS) == Settings()
     args = p.parse_args(["-n", "y", "--size", "0", "--rate", "0.25", "--mode", "slow", "--scale", "1,2",
                          "--verbose", "--no-flip"])
-    cfg = config_from_args(Settings, args, FLAGS, pair=(1.0, 1.0))
-    assert cfg == Settings(name="y", size=None, rate=0.25, mode="slow", scales=(1.0, 2.0), pair=(1.0, 1.0),
+    cfg = config_from_args(Settings, args, FLAGS, {"pair": (1.0, 1.0), "rate": 0.75})
+    assert cfg == Settings(name="y", size=None, rate=0.75, mode="slow", scales=(1.0, 2.0), pair=(1.0, 1.0),
                            verbose=True, flip=False)
     with pytest.raises(argparse.ArgumentError, match="invalid int value"):
         p.parse_args(["--size", "abc"])

@@ -148,7 +148,7 @@ def _eval_config(args: argparse.Namespace) -> Any:
     from lseg.eval.evaluate import EvalConfig
 
     protocol = args.protocol or ("fewshot" if canonical_name(args.dataset) in FEWSHOT_DATASETS else "semantic")
-    return config_from_args(EvalConfig, args, EVAL_FLAGS, protocol=protocol, progress=not args.quiet)
+    return config_from_args(EvalConfig, args, EVAL_FLAGS, {"protocol": protocol, "progress": not args.quiet})
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
