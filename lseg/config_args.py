@@ -199,6 +199,7 @@ class Flag:
         exclusive: options with the same name here form one mutually exclusive group.
         repeat: the option may be given several times (a list of texts in the namespace; ``None``
             when absent).
+        nargs: several values after one option (``"+"``) for a ``tuple[X, ...]`` field.
         convert: the parsed option -> the field's value (``all`` -> ``(0, 1, 2, 3)``); default:
             :func:`coerce_value` to the field's type.
     """
@@ -211,6 +212,7 @@ class Flag:
     required: bool = False
     exclusive: str | None = None
     repeat: bool = False
+    nargs: str | None = None
     convert: Callable[[Any], Any] | None = None
 
     def dest(self, field: str) -> str:
@@ -230,7 +232,8 @@ def add_config_args(
 
     Typed options (default): the fields named in ``flags``, in its order, each as its :class:`Flag`
     says; the option's type (``int``, ``float``, ``str``), choices (``Literal``) and switch
-    (``bool``: ``--x`` for a ``False`` default, ``--x/--no-x`` for ``None``) follow the annotation.
+    (``bool``: ``--x`` for a ``False`` default, ``--x/--no-x`` for ``None``, the option named by the
+    :class:`Flag` turning a ``True`` default off) follow the annotation.
 
     ``overrides=True``: every field (or those in ``flags``), ``--field-name VALUE`` with the raw
     text kept, absent from the namespace unless given, help ``<type> (default <value>)``;
@@ -267,8 +270,12 @@ def add_config_args(
             # absent: None (argparse would append to a default list); the field's default then applies
             kwargs.update(action="append", default=None)
         elif base is bool:
-            # False: a switch; None (three states: on, off, decided by another setting): --x / --no-x
-            kwargs["action"] = argparse.BooleanOptionalAction if default is None else "store_true"
+            # False: a switch that turns it on; True: one that turns it off (named so: --no-verify);
+            # None (three states: on, off, decided by another setting): --x / --no-x
+            kwargs["action"] = (argparse.BooleanOptionalAction if default is None else
+                                "store_false" if default else "store_true")
+        elif spec.nargs:
+            kwargs.update(nargs=spec.nargs, type=typing.get_args(base)[0])
         elif typing.get_origin(base) is Literal:
             kwargs["choices"] = typing.get_args(base)
         elif base in (int, float, str):
