@@ -125,3 +125,29 @@ def test_override_options_keep_only_what_was_given():
     assert given == {"name": "z", "size": None, "verbose": True, "pair": [1, 2]}
     text = " ".join(p.format_help().split())
     assert "--pair PAIR float,float (default [0.5, 2.0])" in text and "--verbose [BOOL]" in text
+
+
+@dataclass(frozen=True)
+class Run:
+    fps: float | None = None
+    every_n: int | None = None
+    size: tuple[int, ...] = (480,)
+    verify: bool = True
+
+
+RUN_FLAGS = {
+    "fps": Flag("frames per second", exclusive="frames"),
+    "every_n": Flag("every n-th frame", exclusive="frames"),
+    "size": Flag("S or H W", nargs="+", metavar="N"),
+    "verify": Flag("do not verify", name="no-verify"),
+}
+
+
+def test_exclusive_groups_several_values_and_off_switches():
+    p = argparse.ArgumentParser(exit_on_error=False)
+    add_config_args(p, Run, RUN_FLAGS)
+    assert config_from_args(Run, p.parse_args([]), RUN_FLAGS) == Run()
+    args = p.parse_args(["--every-n", "2", "--size", "64", "96", "--no-verify"])
+    assert config_from_args(Run, args, RUN_FLAGS) == Run(every_n=2, size=(64, 96), verify=False)
+    with pytest.raises(argparse.ArgumentError, match="not allowed with argument"):
+        p.parse_args(["--fps", "1", "--every-n", "2"])
