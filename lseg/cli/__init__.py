@@ -36,6 +36,7 @@ _COMMANDS = (segment, features, models, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``lseg`` parser with every command (those of a missing extra left out); imports no torch."""
     from lseg import __version__
 
     parser = Parser(prog="lseg", description="Language-driven semantic segmentation (LSeg).")
@@ -73,6 +74,7 @@ def _add_verbose_option(p: Parser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``lseg`` command; the exit code (0, 1: some files failed, 2: an error, 130: interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
