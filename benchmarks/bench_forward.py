@@ -38,7 +38,7 @@ def run_variant(variant: str, repeats: int, size: int, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     import lseg
-    from lseg.data.labels import ade20k_labels
+    from lseg.data.label_sets import ade20k_labels
     from lseg.inference import tune_allocator
 
     if variant == "lseg":

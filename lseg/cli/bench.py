@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from lseg.config_args import Flag, add_config_args, config_from_args
@@ -90,6 +89,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from lseg.benchmark import bench, format_table
+    from lseg.io import atomic_write
     from lseg.models.precision import PRECISIONS, cpu_has_native_bf16
 
     opts: BenchOptions = config_from_args(BenchOptions, args, BENCH_FLAGS)
@@ -110,6 +110,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
              f"median of {opts.repeats}; baseline: eager fp32 reference numerics, batch 1")
     print(format_table(rows, title))
     if opts.json:
-        Path(opts.json).write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        text = json.dumps([dataclasses.asdict(r) for r in rows], indent=2)
+        atomic_write(opts.json, lambda p: p.write_text(text))
     return 0
 

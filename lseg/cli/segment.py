@@ -82,6 +82,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
     from lseg.batch import (
         BatchReport,
+        check_outputs,
         check_unique_outputs,
         collect_inputs,
         finish,
@@ -113,6 +114,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         if opts.heatmaps:
             targets += [base.with_name(f"{base.name}_heat_{i:02d}_{_safe(lb)}.png") for i, lb in enumerate(labels)]
         jobs.append((src, targets, base.with_name(base.name + "_labels.json")))
+    check_outputs([(src, [*t, r]) for src, t, r in jobs], overwrite=opts.overwrite)
     checked = False
     if opts.overwrite or not all(all(map(os.path.exists, [*t, r])) for _, t, r in jobs):
         check_writable(out)  # a read-only or forbidden folder: one error before the model loads
@@ -134,6 +136,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         check_writable(out)
 
     def write(src: Path, targets: list[Path], record: Path, status: str, result) -> None:  # type: ignore[no-untyped-def]
+        write_record(record, "segment", src, recipe, targets, pending=True)
         image = load_image(src)  # full resolution for the overlay (the loader kept only the resized copy)
         lm = result.label_map
         save_label_map(targets[0], lm, labels)

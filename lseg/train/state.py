@@ -5,7 +5,6 @@ Checkpoints hold tensors and plain numbers only, so they load with ``torch.load(
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 
 from lseg.errors import CheckpointError
+from lseg.io import atomic_write
 
 if TYPE_CHECKING:
     from lightning.fabric import Fabric
@@ -57,13 +57,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(fabric: Fabric, path: Path, state: dict[str, Any]) -> None:
     """Rank 0 writes ``path`` via a temporary file + rename, so ``last.ckpt`` is always complete."""
     if fabric.is_global_zero:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            torch.save(state, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(path, lambda p: torch.save(state, p))
     fabric.barrier()
 
 
