@@ -98,7 +98,6 @@ def load_model_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-d
     return model.to(device).eval()
 
 
-
 @dataclass(frozen=True)
 class PredictorOptions:
     """The :class:`~lseg.inference.LSegPredictor` settings of the image commands (segment, features, demo).
@@ -198,7 +197,6 @@ def read_labels_arg(labels: str | None, labels_file: str | None) -> list[str]:
         print(f"warning: {source} gives one label ({parsed[0]!r}): every pixel gets it; add the others and "
               "a catch-all such as 'other'", file=sys.stderr)
     return parsed
-
 
 
 def finish_batch(report, what: str) -> int:  # type: ignore[no-untyped-def]

@@ -27,8 +27,6 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: {shown})" if text else f"(default: {shown})"
 
 
-
-
 class Parser(argparse.ArgumentParser):
     """An ``argparse`` parser whose usage errors are one line (``error: ...``, exit code 2), as
     every other lseg error, and whose sub-commands share its help formatter.
