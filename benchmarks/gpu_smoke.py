@@ -187,7 +187,7 @@ def training_rows(name: str, make: Callable[[], lseg.LSeg], device: torch.device
 
 def train_rows(device: torch.device) -> None:
     from lseg.train import TrainConfig, train
-    from lseg.train.loop import load_checkpoint
+    from lseg.train.state import load_checkpoint
     from lseg.train.toy import make_toy_dataset
 
     def run() -> str:

@@ -276,7 +276,7 @@ def test_training_step(saved_model: Path, dtype: torch.dtype | None) -> None:
     the CUDA driver for its device threads ("hasPrimaryContext expects a valid device index"), so
     gradients are faked with the parameters' own shape, device and dtype; ``tests/test_autocast.py``
     runs the real backward under CPU autocast."""
-    from lseg.train.loop import _optimizer_step
+    from lseg.train.optim import optimizer_step as _optimizer_step
 
     mode, model = _fake_cuda_model(saved_model)
     with mode, OpLog() as log:

@@ -19,57 +19,33 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
-from lseg.cli import add_model_args, load_model_from_args, plain_doc
+from lseg.cli.common import add_model_args, load_model_from_args, none_if_zero
+from lseg.cli.parser import Parser, plain_doc
+from lseg.config_args import Flag, add_config_args, config_from_args, parse_value
 from lseg.errors import ConfigError
 
-__all__ = ["register"]
+__all__ = ["EVAL_FLAGS", "RUN_FLAGS", "EvalRun", "register"]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``eval`` sub-command."""
-    p = subparsers.add_parser(
-        "eval",
-        help="evaluate on a dataset (mIoU / pixAcc, open-vocabulary, few-shot protocol)",
-        description=plain_doc(__doc__),
-    )
-    p.add_argument("--protocol", choices=("semantic", "open-vocab", "fewshot"), default=None,
-                   help="default: fewshot for pascal5i/coco20i/fss1000, else semantic")
-    p.add_argument("--dataset", "-d", required=True,
-                   help="ade20k, pascal_voc, voc20, pc59, pc459, coco_stuff, ade847, folder | pascal5i, coco20i, fss1000")
-    p.add_argument("--data-root", required=True, help="dataset folder")
-    p.add_argument("--split", default=None, help="default: val (folder: all images; few-shot: the test episodes)")
-    p.add_argument("--label-style", default=None, help="label names: ADE20K full|reference, VOC / few-shot clean|reference (default: full / clean)")
-    p.add_argument("--template", action="append", default=None,
-                   help="prompt template with {} (repeatable); 'default' = lseg.labels.DEFAULT_TEMPLATES")
-    p.add_argument("--multiscale", action="store_true", help="reference multi-scale + flip evaluation")
-    p.add_argument("--size", type=int, default=480, help="single-scale long side; 0 = original resolution (testval)")
-    p.add_argument("--crop-size", type=int, default=480, help="network crop / sliding-window size")
-    p.add_argument("--stride-rate", type=float, default=2 / 3, help="sliding-window stride as a fraction of the crop")
-    p.add_argument("--scales", default=None, help="multi-scale factors, comma separated (default 0.5,...,1.75)")
-    p.add_argument("--base-size", type=int, default=520, help="multi-scale base long side")
-    flip = p.add_mutually_exclusive_group()
-    flip.add_argument("--flip", dest="flip", action="store_true", default=None, help="add flipped predictions")
-    flip.add_argument("--no-flip", dest="flip", action="store_false", help="no flipped predictions")
-    p.add_argument("--fold", default="0", help="few-shot fold(s): 0..3, a comma list, or 'all'")
-    p.add_argument("--fewshot-size", type=int, default=480, help="few-shot square resize")
-    p.add_argument("--num-episodes", type=int, default=None, help="few-shot episodes per fold (default: reference)")
-    p.add_argument("--seed", type=int, default=0, help="COCO-20i episode seed")
-    p.add_argument("--batch-size", type=int, default=1, help="few-shot episodes per forward")
-    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers per process")
-    p.add_argument("--max-samples", type=int, default=None, help="only the first N samples (debugging)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="fp32",
-                   help="image path precision (default fp32: the reference's numbers; auto: bf16 where the "
-                   "CPU/GPU computes it natively)")
-    p.add_argument("--dataset-kwargs", default=None, help="extra reader arguments as a YAML mapping")
-    p.add_argument("--devices", type=int, default=1, help="processes (GPUs) on this node; >1 runs DDP via Fabric")
-    p.add_argument("--num-nodes", type=int, default=1, help="nodes (machines), with --devices each")
-    p.add_argument("--out", "-o", default=None, help="write the JSON report here (atomically)")
-    p.add_argument("--per-class", action="store_true", help="print per-class IoU")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    add_model_args(p)
-    p.set_defaults(func=_cmd_eval)
+def _templates(given: list[str] | None) -> tuple[str, ...]:
+    from lseg.labels import DEFAULT_TEMPLATES
+
+    templates: list[str] = []
+    for t in given or []:
+        templates += list(DEFAULT_TEMPLATES) if t == "default" else [t]
+    return tuple(templates)
+
+
+def _scales(text: str | None) -> tuple[float, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(float(s) for s in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--scales must be comma-separated numbers, got {text!r}") from None
 
 
 def _parse_folds(text: str) -> tuple[int, ...]:
@@ -81,34 +57,98 @@ def _parse_folds(text: str) -> tuple[int, ...]:
         raise ConfigError(f"--fold must be 0..3, a comma list or 'all', got {text!r}") from None
 
 
-def _eval_config(args: argparse.Namespace) -> Any:
-    from lseg.eval.datasets import FEWSHOT_DATASETS, canonical_name
+def _dataset_kwargs(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    kwargs = parse_value(text)
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"--dataset-kwargs must be a YAML mapping, got {text!r}")
+    return kwargs
+
+
+#: The command-line side of :class:`lseg.eval.evaluate.EvalConfig` (its ``progress`` is ``--quiet``).
+EVAL_FLAGS = {
+    "protocol": Flag("default: fewshot for pascal5i/coco20i/fss1000, else semantic", default=None),
+    "dataset": Flag("ade20k, pascal_voc, voc20, pc59, pc459, coco_stuff, ade847, folder | pascal5i, coco20i, fss1000",
+                    aliases=("-d",), required=True),
+    "data_root": Flag("dataset folder", required=True),
+    "split": Flag("default: val (folder: all images; few-shot: the test episodes)"),
+    "label_style": Flag("label names: ADE20K full|reference, VOC / few-shot clean|reference (default: full / clean)"),
+    "templates": Flag("prompt template with {} (repeatable); 'default' = lseg.labels.DEFAULT_TEMPLATES",
+                      name="template", repeat=True, convert=_templates),
+    "multiscale": Flag("reference multi-scale + flip evaluation"),
+    "size": Flag("single-scale long side; 0 = original resolution (testval)", convert=none_if_zero),
+    "crop_size": Flag("network crop / sliding-window size"),
+    "stride_rate": Flag("sliding-window stride as a fraction of the crop"),
+    "scales": Flag("multi-scale factors, comma separated (default 0.5,...,1.75)", default=None, convert=_scales),
+    "base_size": Flag("multi-scale base long side"),
+    "flip": Flag("add flipped predictions (--no-flip: none; default: with --multiscale only)"),
+    "folds": Flag("few-shot fold(s): 0..3, a comma list, or 'all'", name="fold", default="0", convert=_parse_folds),
+    "fewshot_size": Flag("few-shot square resize"),
+    "num_episodes": Flag("few-shot episodes per fold (default: reference)"),
+    "seed": Flag("COCO-20i episode seed"),
+    "batch_size": Flag("few-shot episodes per forward"),
+    "num_workers": Flag("DataLoader workers per process"),
+    "max_samples": Flag("only the first N samples (debugging)"),
+    "precision": Flag("image path precision (default fp32: the reference's numbers; auto: bf16 where the "
+                      "CPU/GPU computes it natively)"),
+    "dataset_kwargs": Flag("extra reader arguments as a YAML mapping", default=None, convert=_dataset_kwargs),
+}
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    """How ``lseg eval`` runs and reports (the rest of its settings are an ``EvalConfig``).
+
+    Attributes:
+        devices, num_nodes: processes (GPUs) per node and nodes; more than one runs DDP via Fabric.
+        out: where the JSON report is written (atomically); ``None``: printed only.
+        per_class: print the per-class IoU.
+        quiet: no progress bar.
+    """
+
+    devices: int = 1
+    num_nodes: int = 1
+    out: str | None = None
+    per_class: bool = False
+    quiet: bool = False
+
+
+#: The command-line side of :class:`EvalRun`.
+RUN_FLAGS = {
+    "devices": Flag("processes (GPUs) on this node; >1 runs DDP via Fabric"),
+    "num_nodes": Flag("nodes (machines), with --devices each"),
+    "out": Flag("write the JSON report here (atomically)", aliases=("-o",)),
+    "per_class": Flag("print per-class IoU"),
+    "quiet": Flag("no progress bar", aliases=("-q",)),
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``eval`` sub-command (its options are built when it is used: the config imports torch)."""
+    subparsers.add_parser(
+        "eval",
+        help="evaluate on a dataset (mIoU / pixAcc, open-vocabulary, few-shot protocol)",
+        description=plain_doc(__doc__),
+        populate=_add_options,
+    )
+
+
+def _add_options(p: Parser) -> None:
     from lseg.eval.evaluate import EvalConfig
-    from lseg.labels import DEFAULT_TEMPLATES
-    from lseg.train.config import parse_value
+
+    add_config_args(p, EvalConfig, EVAL_FLAGS)
+    add_config_args(p, EvalRun, RUN_FLAGS)
+    add_model_args(p)
+    p.set_defaults(func=_cmd_eval)
+
+
+def _eval_config(args: argparse.Namespace) -> Any:
+    from lseg.data.registry import FEWSHOT_DATASETS, canonical_name
+    from lseg.eval.evaluate import EvalConfig
 
     protocol = args.protocol or ("fewshot" if canonical_name(args.dataset) in FEWSHOT_DATASETS else "semantic")
-    templates: list[str] = []
-    for t in args.template or []:
-        templates += list(DEFAULT_TEMPLATES) if t == "default" else [t]
-    kwargs = parse_value(args.dataset_kwargs) if args.dataset_kwargs else {}
-    if not isinstance(kwargs, dict):
-        raise ConfigError(f"--dataset-kwargs must be a YAML mapping, got {args.dataset_kwargs!r}")
-    extra: dict[str, Any] = {}
-    if args.scales:
-        try:
-            extra["scales"] = tuple(float(s) for s in args.scales.split(","))
-        except ValueError:
-            raise ConfigError(f"--scales must be comma-separated numbers, got {args.scales!r}") from None
-    return EvalConfig(
-        protocol=protocol, dataset=args.dataset, data_root=args.data_root, split=args.split,
-        dataset_kwargs=kwargs, label_style=args.label_style, templates=tuple(templates),
-        multiscale=args.multiscale, size=args.size or None, crop_size=args.crop_size,
-        stride_rate=args.stride_rate, base_size=args.base_size, flip=args.flip, folds=_parse_folds(args.fold),
-        fewshot_size=args.fewshot_size, num_episodes=args.num_episodes, seed=args.seed,
-        batch_size=args.batch_size, num_workers=args.num_workers, max_samples=args.max_samples,
-        precision=args.precision, progress=not args.quiet, **extra,
-    )
+    return config_from_args(EvalConfig, args, EVAL_FLAGS, {"protocol": protocol, "progress": not args.quiet})
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -116,15 +156,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from lseg.io import atomic_write
 
     cfg = _eval_config(args)
+    run: EvalRun = config_from_args(EvalRun, args, RUN_FLAGS)
     rank = 0
-    if args.devices * args.num_nodes > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if run.devices * run.num_nodes > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # Distributed: Fabric starts the other processes (or joins torchrun's) and the process group;
         # each process then evaluates its shard and the confusion matrices are summed.
         from lightning.fabric import Fabric
 
         accelerator = "cpu" if (args.device or "").startswith("cpu") else ("cuda" if args.device else "auto")
-        devices = int(os.environ.get("LOCAL_WORLD_SIZE", args.devices)) if "WORLD_SIZE" in os.environ else args.devices
-        fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=args.num_nodes, strategy="ddp")
+        devices = int(os.environ.get("LOCAL_WORLD_SIZE", run.devices)) if "WORLD_SIZE" in os.environ else run.devices
+        fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=run.num_nodes, strategy="ddp")
         fabric.launch()
         args.device = str(fabric.device)
         rank = fabric.global_rank
@@ -132,10 +173,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     report = evaluate(model, cfg)
     report["model"] = args.checkpoint or f"random:{args.random_weights}"
     if rank == 0:
-        if args.out:
+        if run.out:
             text = json.dumps(report, indent=2) + "\n"
-            atomic_write(args.out, lambda p: p.write_text(text, encoding="utf-8"))
-        print(format_report(report, per_class=args.per_class))
+            atomic_write(run.out, lambda p: p.write_text(text, encoding="utf-8"))
+        print(format_report(report, per_class=run.per_class))
         failed = report.get("failed") or [f for r in report.get("folds", {}).values() for f in r["failed"]]
         for f in failed:
             print(f"warning: skipped {f['path']}: {f['error']}", file=sys.stderr)

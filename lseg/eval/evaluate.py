@@ -49,9 +49,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from lseg.data.transforms import fewshot_transform
-from lseg.errors import ConfigError, LSegError
-from lseg.eval.datasets import (
+from lseg.data.registry import (
     FEWSHOT_DATASETS,
     build_dataset,
     build_fewshot_dataset,
@@ -59,6 +57,8 @@ from lseg.eval.datasets import (
     ignore_index_of,
     open_vocab_labels,
 )
+from lseg.data.transforms import fewshot_transform
+from lseg.errors import ConfigError, LSegError
 from lseg.eval.metrics import FewShotMeter, SegmentationMeter
 from lseg.inference import ADE20K_SCALES, MultiScaleConfig, multiscale_logits
 from lseg.labels import NO_TEMPLATE, fill_template, validate_templates
@@ -84,7 +84,7 @@ class EvalConfig:
 
     Attributes:
         protocol: ``semantic``, ``open-vocab`` or ``fewshot`` (see the module docstring).
-        dataset: dataset name (:mod:`lseg.eval.datasets`; few-shot: ``pascal5i``, ``coco20i``,
+        dataset: dataset name (:mod:`lseg.data.registry`; few-shot: ``pascal5i``, ``coco20i``,
             ``fss1000``).
         data_root: the dataset folder.
         split: split to evaluate; ``None``: ``val`` (``folder``: every image; few-shot: the

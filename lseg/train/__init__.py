@@ -10,7 +10,8 @@ line stays cheap.
 
 from typing import Any
 
-from lseg.train.config import RECIPES, TrainConfig, get_recipe, list_recipes, load_config
+from lseg.train.config import TrainConfig
+from lseg.train.recipes import RECIPES, get_recipe, list_recipes, load_config
 
 __all__ = ["RECIPES", "TrainConfig", "TrainResult", "get_recipe", "list_recipes", "load_config", "train"]
 

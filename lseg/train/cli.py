@@ -17,32 +17,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-import typing
 from typing import Any
 
-from lseg.cli import plain_doc
+from lseg.cli.parser import plain_doc
+from lseg.config_args import add_config_args, overrides_from_args, parse_value
 from lseg.errors import ConfigError
-from lseg.train.config import TrainConfig, field_types, list_recipes, load_config, parse_value
+from lseg.train.config import TrainConfig
+from lseg.train.recipes import RECIPES, list_recipes, load_config
 
 __all__ = ["register"]
 
 #: Short names for the most used fields.
 _ALIASES = {"lr": "base_lr", "checkpoint": "init_checkpoint", "accumulate": "accumulate_grad_batches",
             "out": "out_dir", "device": "accelerator"}
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is typing.Literal:
-        return "{" + ",".join(str(a) for a in args) + "}"
-    if args and type(None) in args:
-        return "|".join(_type_name(a) for a in args if a is not type(None)) + "|null"
-    if origin is tuple:
-        return ",".join(_type_name(a) for a in args)
-    if origin is dict:
-        return "YAML mapping"
-    return getattr(tp, "__name__", str(tp))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,23 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.add_argument("--list-recipes", action="store_true", help="list the built-in recipes and exit")
     fields = p.add_argument_group("config fields (see lseg.train.TrainConfig)")
-    defaults = TrainConfig().to_dict()
-    for name, tp in field_types().items():
-        flags = ["--" + name.replace("_", "-")]
-        flags += ["--" + a for a, target in _ALIASES.items() if target == name]
-        extra: dict[str, Any] = {"nargs": "?", "const": "true"} if tp is bool else {}
-        fields.add_argument(
-            *flags, dest=f"field_{name}", default=argparse.SUPPRESS, metavar=name.upper() if tp is not bool else "BOOL",
-            help=f"{_type_name(tp)} (default {defaults[name]!r})", **extra,
-        )
+    add_config_args(fields, TrainConfig, overrides=True, aliases=_ALIASES)
     p.set_defaults(func=_cmd_train)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in vars(args).items():
-        if key.startswith("field_"):
-            out[key[len("field_"):]] = parse_value(value) if isinstance(value, str) else value
+    out = overrides_from_args(args)
     for item in args.set:
         if "=" not in item:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
@@ -92,8 +68,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import yaml
 
     if args.list_recipes:
-        from lseg.train.config import RECIPES
-
         for name in list_recipes():
             doc = (RECIPES[name].__doc__ or "").strip().splitlines()[0]
             print(f"{name:<22} {doc}")

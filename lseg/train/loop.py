@@ -39,48 +39,50 @@ from __future__ import annotations
 import logging
 import math
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
 
 from lseg.checkpoints import save_pretrained
-from lseg.data.transforms import fewshot_transform, train_transform, val_transform
-from lseg.errors import CheckpointError, ConfigError
-from lseg.eval.datasets import (
+from lseg.data.registry import (
     FEWSHOT_DATASETS,
     build_dataset,
     build_fewshot_dataset,
     canonical_name,
     ignore_index_of,
 )
+from lseg.data.transforms import fewshot_transform, train_transform, val_transform
+from lseg.errors import ConfigError
 from lseg.eval.evaluate import EvalConfig, encode_labels, evaluate_fewshot, evaluate_segmentation
-from lseg.io import atomic_write
 from lseg.models.lseg import LSeg
 from lseg.train.config import TrainConfig, dump_config
 from lseg.train.data import ResumableShardSampler, SeededSamples
 from lseg.train.init import build_model
+from lseg.train.optim import PolyLR, build_optimizer, optimizer_step
+from lseg.train.state import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    load_checkpoint,
+    resolve_resume,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from lseg.train.sync_bn import convert_sync_batchnorm
 
 if TYPE_CHECKING:
     from lightning.fabric import Fabric
 
-__all__ = [
-    "PolyLR", "TrainResult", "build_optimizer", "load_checkpoint", "poly_factor", "rng_state", "set_rng_state", "train",
-]
+__all__ = ["TrainResult", "train"]
 
 _logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "lseg-train-checkpoint"
-CHECKPOINT_VERSION = 1
 _STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true")
 # Changing these between an interrupted run and its resumption changes the result.
 _RESUME_SENSITIVE = (
@@ -120,108 +122,6 @@ class TrainResult:
     rank: int = 0
     val_metrics: dict[str, float] | None = None
     best: list[Path] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------------- schedule and optimizer
-
-def poly_factor(t: int, total: int, power: float) -> float:
-    """``(1 - t / total) ** power``, 0 once ``t >= total``."""
-    return max(0.0, 1.0 - t / total) ** power if total > 0 else 0.0
-
-
-class PolyLR(LRScheduler):
-    """Polynomial decay ``lr_t = lr_0 * (1 - t / total) ** power`` (t = number of ``step()`` calls).
-
-    Stepped once per optimizer step (``lr_schedule_interval="step"``) or once per epoch
-    (``"epoch"``, the reference). Its state dict holds plain numbers only.
-    """
-
-    def __init__(self, optimizer: torch.optim.Optimizer, total: int, power: float, last_epoch: int = -1) -> None:
-        self.total = total
-        self.power = power
-        super().__init__(optimizer, last_epoch)
-
-    def get_lr(self) -> list[float]:  # type: ignore[override]
-        f = poly_factor(self.last_epoch, self.total, self.power)
-        return [base * f for base in self.base_lrs]
-
-
-def build_optimizer(model: LSeg, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD / Adam over the reference's two groups: encoder at ``lr``, decoder at ``lr * decoder_lr_mult``.
-
-    The frozen text encoder is in neither group (and has ``requires_grad=False``).
-    """
-    lr = cfg.lr
-    groups = model.param_groups()
-    params = [
-        {"params": groups["encoder"], "lr": lr, "name": "encoder"},
-        {"params": groups["decoder"], "lr": lr * cfg.decoder_lr_mult, "name": "decoder"},
-    ]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
-
-
-# ---------------------------------------------------------------------- RNG state as plain tensors
-
-def rng_state() -> dict[str, Any]:
-    """torch / NumPy / Python RNG states as tensors and numbers (``torch.load(weights_only=True)``-safe)."""
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
-                   "gauss_next": gauss_next},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`rng_state`."""
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(int(v) for v in p["internal"].tolist()), p["gauss_next"]))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ---------------------------------------------------------------------- checkpoints
-
-def _save_checkpoint(fabric: Fabric, path: Path, state: dict[str, Any]) -> None:
-    """Rank 0 writes ``path`` via a temporary file + rename, so ``last.ckpt`` is always complete."""
-    if fabric.is_global_zero:
-        atomic_write(path, lambda p: torch.save(state, p))
-    fabric.barrier()
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a training checkpoint (``weights_only=True``) and check its format."""
-    try:
-        ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as e:
-        raise CheckpointError(f"cannot read training checkpoint {path}: {str(e).splitlines()[0]}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not an lseg training checkpoint (made by `lseg train`)")
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: unsupported training checkpoint version {ckpt.get('version')!r}")
-    return ckpt
-
-
-def _resolve_resume(resume: str | Path | bool | None, ckpt_path: Path) -> Path | None:
-    if resume in (None, False, "never"):
-        return None
-    if resume in (True, "auto"):
-        return ckpt_path if ckpt_path.is_file() else None
-    path = Path(str(resume))
-    if not path.is_file():
-        raise CheckpointError(f"--resume: checkpoint not found: {path}")
-    return path
 
 
 # ---------------------------------------------------------------------- Fabric
@@ -285,7 +185,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
 
     out_dir = Path(cfg.out_dir)
     ckpt_path = out_dir / "checkpoints" / "last.ckpt"
-    resume_path = _resolve_resume(resume, ckpt_path)
+    resume_path = resolve_resume(resume, ckpt_path)
     if cfg.reference_devices is not None and fabric.world_size != cfg.reference_devices and fabric.is_global_zero:
         _logger.warning(
             "this recipe reproduces a run on %d GPUs; this one has %d process(es): the global batch is %d "
@@ -391,7 +291,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
             dropped = best[cfg.save_top_k:]
             del best[cfg.save_top_k:]
             if any(b["path"] == str(path) for b in best):
-                _save_checkpoint(fabric, path, checkpoint_state())
+                save_checkpoint(fabric, path, checkpoint_state())
             if fabric.is_global_zero:
                 for b in dropped:
                     if b["path"] != str(path):
@@ -430,7 +330,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
                 with torch.no_grad():
                     valid = target != ignore_index
                     hits += torch.stack([((logits.argmax(1) == target) & valid).sum(), valid.sum()]).float()
-            applied = _optimizer_step(optimizer, scaler)
+            applied = optimizer_step(optimizer, scaler)
             optimizer.zero_grad(set_to_none=True)
             position += 1
             if cfg.lr_schedule_interval == "epoch" and position % steps_per_epoch == 0:
@@ -464,7 +364,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
                 val_metrics = validate_and_rank(epochs_done)  # before last.ckpt, which records the ranking
 
             if cfg.checkpoint_every_n_steps and step % cfg.checkpoint_every_n_steps == 0 and step < stop_step:
-                _save_checkpoint(fabric, ckpt_path, checkpoint_state())
+                save_checkpoint(fabric, ckpt_path, checkpoint_state())
                 _flush_loggers(fabric)
                 saved_at = step
             if step >= stop_step:
@@ -472,7 +372,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     bar.close()
 
     if saved_at != step:
-        _save_checkpoint(fabric, ckpt_path, checkpoint_state())
+        save_checkpoint(fabric, ckpt_path, checkpoint_state())
     finished = step >= total_steps
     model_dir = None
     if finished:
@@ -487,20 +387,6 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         model_dir=model_dir, resumed_from=resume_path, last_loss=last_loss, rank=fabric.global_rank,
         val_metrics=val_metrics, best=[Path(b["path"]) for b in best],
     )
-
-
-def _optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> bool:
-    """``optimizer.step()``; False if the fp16 GradScaler skipped it (inf/NaN gradients).
-
-    The scaler lowers its scale exactly when it skips (``GradScaler.update``), so comparing the scale
-    around the step tells (one host sync per step, fp16 only).
-    """
-    if scaler is None or not scaler.is_enabled():
-        optimizer.step()
-        return True
-    before = scaler.get_scale()
-    optimizer.step()
-    return scaler.get_scale() >= before
 
 
 class PerImageLabels(nn.Module):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from lseg.data import ADE20K847, ade20k_847_labels
+from lseg.data.registry import build_dataset, canonical_name, ignore_index_of
 from lseg.errors import DatasetError
-from lseg.eval.datasets import build_dataset, canonical_name, ignore_index_of
 
 
 def _write(root, files):

@@ -241,7 +241,7 @@ def test_multiscale_evaluation_sums_the_reference_evaluator(tmp_path: Path):
     model = lseg.create_model("lseg_tiny_test").eval()
     cfg = EvalConfig(dataset="folder", data_root=str(root), multiscale=True, scales=(0.5, 1.0, 1.5), base_size=48,
                      crop_size=32, num_workers=0, progress=False)
-    from lseg.eval.datasets import build_dataset
+    from lseg.data.registry import build_dataset
     from lseg.eval.metrics import SegmentationMeter
 
     ds = build_dataset("folder", root, None)

@@ -51,14 +51,15 @@ WORKER = r"""
 import sys, time
 from pathlib import Path
 import lseg.cli
-build = lseg.cli.make_predictor
+import lseg.cli.common
+build = lseg.cli.common.make_predictor
 def make_predictor(args):
     predictor = build(args)
     Path(sys.argv[1]).touch()
     while not Path(sys.argv[2]).exists():
         time.sleep(0.01)
     return predictor
-lseg.cli.make_predictor = make_predictor
+lseg.cli.common.make_predictor = make_predictor
 sys.exit(lseg.cli.main(sys.argv[3:]))
 """
 

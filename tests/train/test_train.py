@@ -14,7 +14,6 @@ import lseg
 from lseg.cli import main
 from lseg.eval.evaluate import EvalConfig, evaluate
 from lseg.train import TrainConfig, train
-from lseg.train.loop import PolyLR, build_optimizer, poly_factor
 
 
 def _logged(run_dir: Path, column: str = "train/loss") -> dict[int, float]:
@@ -36,23 +35,6 @@ def _ckpt(run_dir: Path) -> dict:
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     assert a.keys() == b.keys()
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].numel())
-
-
-def test_optimizer_groups_and_poly_schedule():
-    torch.manual_seed(0)
-    model = lseg.create_model("lseg_tiny_test")
-    cfg = TrainConfig(base_lr=0.016, lr_scaling="global", batch_size=2, accumulate_grad_batches=2, devices=2)
-    opt = build_optimizer(model, cfg)
-    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.008, 0.08])  # 0.016/16*8, decoder x10
-    in_groups = {id(p) for g in opt.param_groups for p in g["params"]}
-    assert not any(id(p) in in_groups for p in model.text_encoder.parameters())  # frozen, not optimised
-    assert len(in_groups) == sum(1 for p in model.parameters() if p.requires_grad)
-    sched = PolyLR(opt, total=10, power=0.9)
-    for t in range(10):
-        assert opt.param_groups[0]["lr"] == pytest.approx(0.008 * poly_factor(t, 10, 0.9))
-        opt.step()
-        sched.step()
-    assert poly_factor(10, 10, 0.9) == 0.0
 
 
 def test_tiny_model_learns_the_toy_dataset(toy_root: Path, tiny_cfg: TrainConfig):

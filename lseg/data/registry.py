@@ -1,4 +1,4 @@
-"""Dataset names used by ``lseg train`` and ``lseg eval``, mapped to the readers of :mod:`lseg.data`.
+"""Dataset names used by ``lseg train`` and ``lseg eval``, mapped to the readers of :mod:`lseg.data` (the registry).
 
 Semantic segmentation (``build_dataset``):
 

@@ -1,0 +1,95 @@
+"""``lseg`` command line: segment, features, query, store, convert, info, weights, bench (+ train, eval,
+demo, export).
+
+Every user error is one line on stderr (``error: ...``) and a non-zero exit code; outputs are
+written atomically, so an interrupted run leaves no half-written files and can simply be re-run
+(finished outputs are skipped unless ``--overwrite``).
+
+One module per command group (:mod:`~lseg.cli.segment`, :mod:`~lseg.cli.features`,
+:mod:`~lseg.cli.models`, :mod:`~lseg.cli.bench`), each with ``register(subparsers)``; the options
+several commands share in :mod:`lseg.cli.common`, their checks in :mod:`lseg.cli.validate`, the
+parser conventions in :mod:`lseg.cli.parser`. Typed configs become options through one mechanism,
+:mod:`lseg.config_args`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from lseg.cli import bench, features, models, segment
+from lseg.cli.parser import Parser
+from lseg.cli.validate import validate_args
+from lseg.errors import LSegError
+
+__all__ = ["EXTENSIONS", "build_parser", "main"]
+
+#: Modules that add sub-commands: each defines ``register(subparsers)``. They import their heavy
+#: dependencies (Lightning, Gradio, ONNX) only when their command runs.
+EXTENSIONS = ("lseg.train.cli", "lseg.eval.cli", "lseg.app.cli", "lseg.export.cli")
+
+#: The command groups of this package, in the order ``lseg --help`` lists them.
+_COMMANDS = (segment, features, models, bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``lseg`` parser with every command (those of a missing extra left out); imports no torch."""
+    from lseg import __version__
+
+    parser = Parser(prog="lseg", description="Language-driven semantic segmentation (LSeg).")
+    parser.add_argument("--version", action="version", version=f"lseg {__version__}")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in _COMMANDS:
+        group.register(sub)
+    for name in EXTENSIONS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name is None or not name.startswith(e.name):  # a missing dependency is a real error
+                raise
+            continue
+        register: Callable[[argparse._SubParsersAction], None] = module.register
+        register(sub)
+    _add_verbose(sub)
+    return parser
+
+
+def _add_verbose(sub: argparse._SubParsersAction) -> None:
+    """``-v`` after the command too (``lseg segment ... -v``); SUPPRESS keeps a ``-v`` given before it."""
+    for p in sub.choices.values():
+        p.when_populated(_add_verbose_option)
+
+
+def _add_verbose_option(p: Parser) -> None:
+    if "--verbose" not in p._option_string_actions:
+        p.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
+                       help="debug logging and full tracebacks")
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            _add_verbose(action)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``lseg`` command; the exit code (0, 1: some files failed, 2: an error, 130: interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        validate_args(args)  # every option, before any model or file work
+        from lseg.inference import tune_allocator
+
+        tune_allocator()  # before any model is built (see its docstring)
+        return int(args.func(args) or 0)
+    except LSegError as e:
+        if args.verbose:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+

@@ -1,0 +1,285 @@
+"""``lseg features`` (dense pixel embeddings: .npy files or a feature store), ``lseg query`` and
+``lseg store`` (what a feature store holds, its scene PCA, other layouts)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Literal
+
+from lseg.cli import common
+from lseg.cli.common import RANDOM_WEIGHTS_SEED, add_model_args, add_predictor_args, finish_batch
+from lseg.config_args import Flag, add_config_args, config_from_args
+from lseg.errors import LSegError
+
+__all__ = ["FEATURES_FLAGS", "STORE_FLAGS", "FeaturesOptions", "StoreOptions", "register"]
+
+
+@dataclass(frozen=True)
+class FeaturesOptions:
+    """What ``lseg features`` writes, from which frames.
+
+    Attributes:
+        out: the output folder.
+        dtype: the stored dtype (``--format npy``).
+        resolution: ``half``, ``input``, ``original`` or ``HxW`` (:func:`lseg.features.parse_resolution`);
+            ``None``: the network's output (the preset's own with ``--format store``).
+        pca: also write a 3-component PCA picture per image (``--format npy``).
+        fps, every_n: videos: sample at most ``fps`` frames/s, or every n-th frame.
+        shard: ``k/M``: only the inputs ``i`` with ``i % M == k``.
+        overwrite: redo every input, even those already done.
+        quiet: no progress bar.
+    """
+
+    out: str
+    dtype: Literal["float16", "float32"] = "float16"
+    resolution: str | None = None
+    pca: bool = False
+    fps: float | None = None
+    every_n: int | None = None
+    shard: str | None = None
+    overwrite: bool = False
+    quiet: bool = False
+
+
+#: The command-line side of :class:`FeaturesOptions`.
+FEATURES_FLAGS = {
+    "out": Flag("output folder", aliases=("-o",), required=True),
+    "dtype": Flag("stored dtype"),
+    "resolution": Flag("half: the network's output (default; with --format store: the preset's own); input: "
+                       "the working size; original: the image's size; HxW: that size (upsampled bilinearly and "
+                       "re-normalised)", metavar="half|input|original|HxW"),
+    "pca": Flag("also write <stem>_pca.png (3 principal components)"),
+    "fps": Flag("videos: sample at most this many frames/s", exclusive="frames"),
+    "every_n": Flag("videos: every n-th frame", exclusive="frames"),
+    "shard": Flag("do only inputs i with i %% M == k (split a collection across machines)", metavar="k/M"),
+    "overwrite": Flag("redo every input, even those already done"),
+    "quiet": Flag("no progress bar", aliases=("-q",)),
+}
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """How ``lseg features --format store`` extracts and stores (:mod:`lseg.features.store`).
+
+    Attributes:
+        format: ``npy`` (one file per image/frame) or ``store``.
+        preset: the preprocessing recipe (:mod:`lseg.features.presets`).
+        scales, flip: evaluator presets: other scales, with or without the mirrored image.
+        reduce: also fit a K-d scene PCA and store the reduced maps.
+        frames_per_shard: frames per shard file (and images per unit of work).
+        engine: ``local``, or ``ray`` (Ray Data actors).
+        workers, gpus_per_worker, ray_address: ``--engine ray``: actors, GPUs per actor, cluster.
+    """
+
+    format: Literal["npy", "store"] = "npy"
+    preset: Literal["ours", "reference", "reference-ss", "openscene", "vlmaps"] = "ours"
+    scales: tuple[float, ...] | None = None
+    flip: bool | None = None
+    reduce: int | None = None
+    frames_per_shard: int = 16
+    engine: Literal["local", "ray"] = "local"
+    workers: int = 2
+    gpus_per_worker: float = 0.0
+    ray_address: str | None = None
+
+
+#: The command-line side of :class:`StoreOptions`.
+STORE_FLAGS = {
+    "format": Flag("npy: one .npy per image/frame (default); store: one self-describing store "
+                   "(fp16 safetensors shards + index.json) that `lseg query` reads"),
+    "preset": Flag("preprocessing recipe (lseg.features.presets): ours (default), the reference evaluator "
+                   "(6 scales + flip, or -ss: single scale + flip), OpenScene's or VLMaps' extractor"),
+    "scales": Flag("evaluator presets: comma-separated scales (e.g. 0.75,1,1.25,1.75)"),
+    "flip": Flag("evaluator presets: add the mirrored image's map"),
+    "reduce": Flag("also fit a K-d scene PCA over all frames (streaming) and store the reduced maps", metavar="K"),
+    "frames_per_shard": Flag("frames per shard file (and images per unit)"),
+    "engine": Flag("ray: spread the units over Ray Data actors (pip install 'lseg[scale]')"),
+    "workers": Flag("--engine ray: actors (one model each)"),
+    "gpus_per_worker": Flag("--engine ray: GPUs per actor"),
+    "ray_address": Flag("--engine ray: cluster address (default: a local one)"),
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the commands of this module to the ``lseg`` parser."""
+    p = sub.add_parser(
+        "features", help="export dense pixel embeddings for images and videos",
+        description="One (D, h, w) .npy per image or sampled video frame (<video>/<frame:06d>.npy) and a "
+        "features.json manifest; finished outputs are skipped on re-runs. Shard with torchrun -m lseg.cli "
+        "(--nproc_per_node=N: input i goes to rank i % N) and/or --shard k/M across machines.",
+    )
+    p.add_argument("inputs", nargs="+", help="image / video files or folders")
+    add_config_args(p, FeaturesOptions, FEATURES_FLAGS)
+    g = p.add_argument_group("feature store (--format store; lseg.features.store)")
+    add_config_args(g, StoreOptions, STORE_FLAGS)
+    add_model_args(p, pretrained_default=True)
+    add_predictor_args(p)
+    p.set_defaults(func=_cmd_features)
+
+    p = sub.add_parser(
+        "query", help="label maps / similarity heatmaps from a feature store (no image encoder)",
+        description="Scores every stored frame against the labels with the store's model's text encoder: "
+        "OUT/<key>_labels.png, and optionally heatmaps and per-label probabilities.",
+    )
+    p.add_argument("store", help="a store written by `lseg features --format store`")
+    p.add_argument("labels", help='comma-separated labels, e.g. "chair, table, other"')
+    p.add_argument("--out", "-o", required=True, help="output folder")
+    p.add_argument("--frames", default=None, help="a:b (frame ids) or a comma-separated list of ids / keys")
+    p.add_argument("--reduced", action="store_true", help="score the reduced maps (decoded to the text space)")
+    p.add_argument("--heatmaps", action="store_true", help="also write one probability heatmap per label")
+    p.add_argument("--scores", action="store_true", help="also write per-label probabilities (.npz, fp16)")
+    p.add_argument("--template", action="append", default=None, help="prompt template with {} (repeatable)")
+    add_model_args(p, required=False)
+    p.set_defaults(func=_cmd_query)
+
+    p = sub.add_parser("store", help="feature store tools: info, reduce, export to other layouts")
+    ssub = p.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    q = ssub.add_parser("info", help="what a store holds and how it was made")
+    q.add_argument("store")
+    q = ssub.add_parser("reduce", help="fit a K-d scene PCA over all frames and store the reduced maps")
+    q.add_argument("store")
+    q.add_argument("k", type=int)
+    q.add_argument("--overwrite", action="store_true", help="replace a reduction of another K")
+    q.add_argument("--quiet", "-q", action="store_true")
+    q = ssub.add_parser("export", help="write per-image files in the OpenScene or Feature 3DGS layout")
+    q.add_argument("store")
+    q.add_argument("--layout", choices=("openscene", "feature3dgs"), required=True)
+    q.add_argument("--out", "-o", required=True)
+    q.add_argument("--reduced", action="store_true", help="the reduced maps instead of the full ones")
+    q.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_store)
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from lseg.batch import model_identity
+    from lseg.features import combine_shards, export_features, parse_resolution, parse_shard, torchrun_rank
+
+    opts: FeaturesOptions = config_from_args(FeaturesOptions, args, FEATURES_FLAGS)
+    store: StoreOptions = config_from_args(StoreOptions, args, STORE_FLAGS)
+    resolution = parse_resolution(opts.resolution) if opts.resolution else None  # fail before loading the model
+    rank, world = torchrun_rank()
+    part, parts = combine_shards(parse_shard(opts.shard) if opts.shard else None, (rank, world))
+    if args.device is None and world > 1:  # torchrun on a multi-GPU machine: one GPU per process
+        import torch
+
+        if torch.cuda.is_available():
+            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count()}"
+    from lseg.claims import remove_stale_claims
+    from lseg.io import check_writable, remove_stale_temp_files
+
+    remove_stale_temp_files(opts.out)  # hidden temp files of a killed earlier run
+    remove_stale_claims(opts.out)  # and its claims
+    check_writable(opts.out)  # a read-only or forbidden folder: one error before the model loads
+    if store.format == "store":
+        return _features_store(args, opts, store, resolution, (part, parts), rank)
+    if store.preset != "ours" or store.reduce or store.engine != "local" or store.scales or store.flip is not None:
+        raise LSegError("--preset, --scales, --flip, --reduce and --engine need --format store")
+    predictor = common.make_predictor(args)
+    report = export_features(
+        predictor, args.inputs, opts.out, dtype=opts.dtype, overwrite=opts.overwrite, progress=not opts.quiet,
+        resolution=resolution or "half", pca=opts.pca, fps=opts.fps, every_n=opts.every_n, shard=(part, parts),
+        write_manifest=rank == 0, model_id=model_identity(args.checkpoint, args.random_weights, RANDOM_WEIGHTS_SEED),
+    )
+    return finish_batch(report, "features" if parts == 1 else f"features (part {part + 1}/{parts})")
+
+
+def _features_store(args: argparse.Namespace, opts: FeaturesOptions, store: StoreOptions, resolution, shard: tuple[int, int], rank: int) -> int:  # type: ignore[no-untyped-def]
+    """``lseg features --format store``: the self-describing store (lseg.features.store)."""
+    import dataclasses
+
+    from lseg.features.presets import FeatureExtractor, get_preset
+    from lseg.features.store import StoreSettings, export_store
+
+    if opts.dtype != "float16" or opts.pca:
+        raise LSegError("--format store writes float16 maps; --dtype float32 and --pca are for --format npy")
+    preset = get_preset(store.preset)
+    if store.scales or store.flip is not None:
+        if preset.engine != "evaluator":
+            raise LSegError(f"--scales and --flip apply to the evaluator presets, not {preset.name!r}")
+        scales = store.scales or preset.scales
+        flip = preset.flip if store.flip is None else store.flip
+        preset = dataclasses.replace(preset, name=f"{preset.name}-custom", scales=scales, flip=flip)
+    settings = StoreSettings(fps=opts.fps, every_n=opts.every_n, frames_per_shard=store.frames_per_shard,
+                             batch_size=args.batch_size)
+    extractor = FeatureExtractor(common.make_predictor(args), preset, resolution)
+    checkpoint = getattr(args, "checkpoint", None)
+    if store.engine == "ray":
+        from lseg.features.ray_export import export_store_ray
+
+        if shard[1] > 1:
+            raise LSegError("--engine ray spreads the work itself: no --shard or torchrun")
+        if store.ray_address:
+            import ray
+
+            ray.init(address=store.ray_address)
+        report = export_store_ray(extractor, args.inputs, opts.out, num_workers=store.workers,
+                                  num_gpus_per_worker=store.gpus_per_worker, settings=settings,
+                                  checkpoint=checkpoint, overwrite=opts.overwrite, reduce=store.reduce)
+    else:
+        report = export_store(extractor, args.inputs, opts.out, settings=settings, checkpoint=checkpoint,
+                              overwrite=opts.overwrite, progress=not opts.quiet, shard=shard,
+                              write_manifest=rank == 0, reduce=store.reduce)
+    return finish_batch(report, "features" if shard[1] == 1 else f"features (part {shard[0] + 1}/{shard[1]})")
+
+
+# ---------------------------------------------------------------------------- query / store
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    from lseg.features.query import query_store
+    from lseg.features.store import FeatureStore, weights_sha256
+    from lseg.labels import parse_labels
+
+    store = FeatureStore(args.store)  # fail before loading the model
+    labels = parse_labels(args.labels)
+    if not args.checkpoint and not args.random_weights:
+        args.checkpoint = store.manifest.get("checkpoint")
+        if not args.checkpoint:
+            raise LSegError(f"{args.store} records no checkpoint (made with --random-weights): give --checkpoint")
+    model = common.load_model_from_args(args)
+    # the store hashed the weights as they ran: cast the same way before comparing
+    model.set_precision(store.manifest.get("precision", "fp32"))
+    if not args.random_weights and weights_sha256(model) != store.manifest["weights_sha256"]:
+        raise LSegError(f"{args.checkpoint} is not the model that made {args.store} (weights hash differs)")
+    from lseg.inference import LSegPredictor
+
+    text = LSegPredictor(model, templates=args.template).embed_text(labels)
+    frames = _parse_frames(args.frames, len(store)) if args.frames else None
+    written = query_store(store, text, labels, args.out, logit_scale=float(model.logit_scale), frames=frames,
+                          reduced=args.reduced, heatmaps=args.heatmaps, scores=args.scores)
+    print(f"query: {len(written)} frames -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def _parse_frames(text: str, n: int) -> list[int | str]:
+    """``a:b`` (ids a..b-1) or a comma-separated list of ids and keys."""
+    if ":" in text and "," not in text:
+        a, _, b = text.partition(":")
+        try:
+            return list(range(n))[slice(int(a) if a else None, int(b) if b else None)]
+        except ValueError:
+            raise LSegError(f"--frames must be a:b or a comma-separated list, got {text!r}") from None
+    return [int(t) if t.strip().isdigit() else t.strip() for t in text.split(",") if t.strip()]
+
+
+def _cmd_store(args: argparse.Namespace) -> int:
+    from lseg.features.store import FeatureStore, export_layout, reduce_store
+
+    if args.store_command == "reduce":
+        red = reduce_store(args.store, args.k, overwrite=args.overwrite, progress=not args.quiet)
+        print(json.dumps(red.summary(), indent=2))
+    elif args.store_command == "export":
+        written = export_layout(args.store, args.layout, args.out, reduced=args.reduced, overwrite=args.overwrite)
+        print(f"store export: {len(written)} files -> {args.out}", file=sys.stderr)
+    else:
+        store = FeatureStore(args.store)
+        m = store.manifest
+        info = {"frames": len(store), "failed": len(store.index["failed"]), "extractor": m["extractor"],
+                "model": m["model"]["name"], "weights_sha256": m["weights_sha256"], "checkpoint": m["checkpoint"],
+                "video_sampling": m["video_sampling"], "reduction": store.index.get("reduction")}
+        print(json.dumps(info, indent=2))
+    return 0
+

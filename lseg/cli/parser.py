@@ -1,0 +1,76 @@
+"""The ``lseg`` parser's conventions: plain help text with defaults, one-line usage errors.
+
+Every command's parser is a :class:`Parser`; a command whose options come from a config that is
+expensive to import (torch) builds them on first use (``populate``), so ``lseg --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+__all__ = ["HelpFormatter", "Parser", "plain_doc"]
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written (plain text, no reST); every option shows its default, if it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or default in (None, False, argparse.SUPPRESS) or not action.option_strings
+                or action.nargs == 0):  # a switch: its default is "not given"
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        return f"{text} (default: {shown})" if text else f"(default: {shown})"
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``argparse`` parser whose usage errors are one line (``error: ...``, exit code 2), as
+    every other lseg error, and whose sub-commands share its help formatter.
+
+    ``populate(parser)`` adds the options when the parser is first used (parsing or help), for a
+    sub-command whose options come from a module that imports torch; :meth:`when_populated` runs
+    more additions after it.
+    """
+
+    def __init__(self, *args: Any, populate: Callable[[Parser], None] | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self._pending: list[Callable[[Parser], None]] = [populate] if populate else []
+
+    def when_populated(self, add: Callable[[Parser], None]) -> None:
+        """Run ``add(self)`` once the options exist (now, or after ``populate``)."""
+        if self._pending:
+            self._pending.append(add)
+        else:
+            add(self)
+
+    def _populate(self) -> None:
+        while self._pending:
+            self._pending.pop(0)(self)
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+        self._populate()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._populate()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        self._populate()
+        return super().format_usage()
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def plain_doc(text: str | None) -> str:
+    """A reST docstring as plain help text: ``code`` -> code, :role:`x` -> x, ``Examples::`` -> ``Examples:``."""
+    text = text or ""
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    text = re.sub(r"``([^`]+)``", r"\1", text)
+    return re.sub(r"::\n", ":\n", text).strip() + "\n"

@@ -1,0 +1,85 @@
+"""A training run's state on disk: ``last.ckpt`` / ``best-*.ckpt`` files and the RNG state in them.
+
+Checkpoints hold tensors and plain numbers only, so they load with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from lseg.errors import CheckpointError
+from lseg.io import atomic_write
+
+if TYPE_CHECKING:
+    from lightning.fabric import Fabric
+
+__all__ = [
+    "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "load_checkpoint", "resolve_resume", "rng_state", "save_checkpoint",
+    "set_rng_state",
+]
+
+CHECKPOINT_FORMAT = "lseg-train-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def rng_state() -> dict[str, Any]:
+    """torch / NumPy / Python RNG states as tensors and numbers (``torch.load(weights_only=True)``-safe)."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
+                   "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["internal"].tolist()), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(fabric: Fabric, path: Path, state: dict[str, Any]) -> None:
+    """Rank 0 writes ``path`` via a temporary file + rename, so ``last.ckpt`` is always complete."""
+    if fabric.is_global_zero:
+        atomic_write(path, lambda p: torch.save(state, p))
+    fabric.barrier()
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a training checkpoint (``weights_only=True``) and check its format."""
+    try:
+        ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError) as e:
+        raise CheckpointError(f"cannot read training checkpoint {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not an lseg training checkpoint (made by `lseg train`)")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: unsupported training checkpoint version {ckpt.get('version')!r}")
+    return ckpt
+
+
+def resolve_resume(resume: str | Path | bool | None, ckpt_path: Path) -> Path | None:
+    if resume in (None, False, "never"):
+        return None
+    if resume in (True, "auto"):
+        return ckpt_path if ckpt_path.is_file() else None
+    path = Path(str(resume))
+    if not path.is_file():
+        raise CheckpointError(f"--resume: checkpoint not found: {path}")
+    return path

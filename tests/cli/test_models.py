@@ -1,0 +1,29 @@
+"""The model-file commands: ``lseg convert`` and ``lseg info`` on an official-layout checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+import lseg
+from lseg.cli import main
+
+
+def test_convert_and_info_official_checkpoint(tmp_path, capsys):
+    from refimpl.tiny import tiny_reference
+
+    torch.manual_seed(0)
+    ref = tiny_reference("lseg_tiny_test")
+    ckpt = tmp_path / "demo_e200.ckpt"
+    torch.save({"state_dict": {"net." + k: v for k, v in ref.state_dict().items()}, "epoch": 200}, ckpt)
+    assert main(["info", str(ckpt)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["config"]["name"] == "lseg_tiny_test" and info["tensors"] == len(ref.state_dict())
+    out = tmp_path / "converted"
+    assert main(["convert", str(ckpt), str(out)]) == 0
+    assert "converted" in capsys.readouterr().out
+    model = lseg.load_model(out)
+    torch.testing.assert_close(model.pixel_proj.weight, ref.scratch.head1.weight)
+    assert main(["info", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["features"] == 16

@@ -1,0 +1,55 @@
+"""The dataset registry (:mod:`lseg.data.registry`): names and aliases, readers by name, few-shot benchmarks."""
+
+from __future__ import annotations
+
+import pytest
+
+from lseg.data import FolderDataset
+from lseg.data.registry import (
+    FEWSHOT_DATASETS,
+    SEMANTIC_DATASETS,
+    build_dataset,
+    build_fewshot_dataset,
+    canonical_name,
+    ignore_index_of,
+    open_vocab_labels,
+)
+from lseg.errors import DatasetError
+
+
+@pytest.mark.parametrize(("alias", "name"), [
+    ("ADE150", "ade20k"), (" pc59 ", "pascal_context59"), ("voc21", "pascal_voc"), ("coco-stuff", "coco_stuff"),
+    ("fss-1000", "fss1000"), ("folder", "folder"),
+])
+def test_aliases_resolve_to_canonical_names(alias, name):
+    assert canonical_name(alias) == name
+    assert name in SEMANTIC_DATASETS + FEWSHOT_DATASETS
+
+
+def test_unknown_names_list_the_known_ones():
+    with pytest.raises(DatasetError, match="unknown dataset 'nope'; known: ade20k"):
+        canonical_name("nope")
+
+
+def test_build_dataset_needs_a_root_and_a_semantic_name(tmp_path):
+    with pytest.raises(DatasetError, match="needs a data root"):
+        build_dataset("ade20k", None)
+    with pytest.raises(DatasetError, match="few-shot benchmark"):
+        build_dataset("pascal5i", tmp_path)
+    with pytest.raises(DatasetError, match="not a few-shot benchmark"):
+        build_fewshot_dataset("ade20k", tmp_path)
+
+
+def test_folder_dataset_by_name(tmp_path, files):
+    (tmp_path / "labels.txt").write_text("sky\ngrass\n")
+    for i in range(2):
+        files.rgb(tmp_path / "images" / f"{i}.png", seed=i)
+        files.mask(tmp_path / "masks" / f"{i}.png", files.mask_with([0, 1]))
+    ds = build_dataset("folder", tmp_path, None)
+    assert isinstance(ds, FolderDataset) and len(ds) == 2 and ignore_index_of(ds) == 255
+    with pytest.raises(DatasetError, match="single label style"):
+        build_dataset("folder", tmp_path, None, label_style="full")
+
+
+def test_open_vocab_labels_are_readable():
+    assert open_vocab_labels(["pottedplant", "tv_monitor", "cat"]) == ["potted plant", "tv monitor", "cat"]

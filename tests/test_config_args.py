@@ -1,0 +1,153 @@
+"""Typed dataclass configs on the command line (:mod:`lseg.config_args`): values, types, generated options."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pytest
+
+from lseg.config_args import (
+    Flag,
+    add_config_args,
+    coerce_value,
+    config_from_args,
+    field_defaults,
+    field_types,
+    overrides_from_args,
+    parse_value,
+    type_name,
+)
+from lseg.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Settings:
+    name: str = "x"
+    size: int | None = 480
+    rate: float = 0.5
+    mode: Literal["fast", "slow"] = "fast"
+    scales: tuple[float, ...] = (1.0,)
+    pair: tuple[float, float] = (0.5, 2.0)
+    verbose: bool = False
+    flip: bool | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+FLAGS = {
+    "name": Flag("a name", aliases=("-n",)),
+    "size": Flag("long side (0: native)", convert=lambda v: v or None),
+    "rate": Flag("a rate"),
+    "mode": Flag("how"),
+    "scales": Flag("comma-separated factors", name="scale"),
+    "verbose": Flag("say more"),
+    "flip": Flag("mirror too"),
+}
+
+
+def _parser(flags: dict[str, Flag] = FLAGS) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(exit_on_error=False)
+    add_config_args(p, Settings, flags)
+    return p
+
+
+def test_values_parse_with_yaml_rules():
+    assert parse_value("4") == 4 and parse_value("0.5") == 0.5 and parse_value("true") is True
+    assert parse_value("1e-4") == "1e-4" and coerce_value(parse_value("1e-4"), float) == 1e-4  # YAML 1.1
+    assert parse_value("{aug: true}") == {"aug": True} and parse_value("[0.5, 2]") == [0.5, 2]
+    assert parse_value("a: b: c") == "a: b: c"  # not YAML: the text itself
+
+
+def test_coerce_value_checks_and_converts():
+    assert coerce_value("4", int) == 4 and coerce_value(4.0, int) == 4 and coerce_value("on", bool) is True
+    assert coerce_value("null", int | None) is None and coerce_value("0.5,2", tuple[float, float]) == (0.5, 2.0)
+    assert coerce_value("1,2,3", tuple[float, ...]) == (1.0, 2.0, 3.0)
+    assert coerce_value("{a: 1}", dict[str, Any]) == {"a": 1}
+    with pytest.raises(ConfigError, match="size must be an integer, got True"):
+        coerce_value(True, int, "size")
+    with pytest.raises(ConfigError, match="mode must be one of 'fast', 'slow'"):
+        coerce_value("medium", Literal["fast", "slow"], "mode")
+    with pytest.raises(ConfigError, match="list of 2 values"):
+        coerce_value("1,2,3", tuple[float, float], "pair")
+
+
+def test_field_types_defaults_and_type_names():
+    types = field_types(Settings)
+    assert list(types) == [f for f in Settings.__dataclass_fields__]
+    assert field_defaults(Settings)["extra"] == {} and field_defaults(Settings)["size"] == 480
+    assert type_name(types["size"]) == "int|null" and type_name(types["mode"]) == "{fast,slow}"
+    assert type_name(types["pair"]) == "float,float" and type_name(types["extra"]) == "YAML mapping"
+
+
+def test_typed_options_follow_the_annotations():
+    p = _parser()
+    args = p.parse_args([])
+    assert (args.name, args.size, args.rate, args.mode, args.verbose, args.flip) == ("x", 480, 0.5, "fast", False, None)
+    assert config_from_args(Settings, args, FLAGS) == Settings()
+    args = p.parse_args(["-n", "y", "--size", "0", "--rate", "0.25", "--mode", "slow", "--scale", "1,2",
+                         "--verbose", "--no-flip"])
+    cfg = config_from_args(Settings, args, FLAGS, {"pair": (1.0, 1.0), "rate": 0.75})
+    assert cfg == Settings(name="y", size=None, rate=0.75, mode="slow", scales=(1.0, 2.0), pair=(1.0, 1.0),
+                           verbose=True, flip=False)
+    with pytest.raises(argparse.ArgumentError, match="invalid int value"):
+        p.parse_args(["--size", "abc"])
+    with pytest.raises(argparse.ArgumentError, match="invalid choice"):
+        p.parse_args(["--mode", "medium"])
+    with pytest.raises(ConfigError, match="--scale must be a number"):
+        config_from_args(Settings, p.parse_args(["--scale", "a,b"]), FLAGS)
+
+
+def test_help_keeps_the_given_text_and_shows_defaults():
+    from lseg.cli.parser import HelpFormatter
+
+    p = argparse.ArgumentParser(formatter_class=HelpFormatter)
+    add_config_args(p, Settings, {**FLAGS, "name": Flag("a name", required=True),
+                                  "scales": Flag("factors (default: all)", default=None)})
+    text = " ".join(p.format_help().split())
+    assert "--size SIZE long side (0: native) (default: 480)" in text
+    assert "--name NAME a name" in text and "(default: x)" not in text  # required: no default shown
+    assert "--scales SCALES factors (default: all) --verbose" in text and "--flip, --no-flip mirror too" in text
+
+
+def test_repeated_options_collect_a_list():
+    flags = {"scales": Flag("one factor", name="scale", repeat=True, convert=lambda v: tuple(map(float, v or ())))}
+    p = _parser(flags)
+    assert p.parse_args([]).scale is None
+    assert config_from_args(Settings, p.parse_args(["--scale", "1", "--scale", "2"]), flags).scales == (1.0, 2.0)
+
+
+def test_override_options_keep_only_what_was_given():
+    p = argparse.ArgumentParser()
+    add_config_args(p, Settings, overrides=True, aliases={"n": "name"})
+    assert overrides_from_args(p.parse_args([])) == {}
+    given = overrides_from_args(p.parse_args(["--n", "z", "--size", "null", "--verbose", "--pair", "[1, 2]"]))
+    assert given == {"name": "z", "size": None, "verbose": True, "pair": [1, 2]}
+    text = " ".join(p.format_help().split())
+    assert "--pair PAIR float,float (default [0.5, 2.0])" in text and "--verbose [BOOL]" in text
+
+
+@dataclass(frozen=True)
+class Run:
+    fps: float | None = None
+    every_n: int | None = None
+    size: tuple[int, ...] = (480,)
+    verify: bool = True
+
+
+RUN_FLAGS = {
+    "fps": Flag("frames per second", exclusive="frames"),
+    "every_n": Flag("every n-th frame", exclusive="frames"),
+    "size": Flag("S or H W", nargs="+", metavar="N"),
+    "verify": Flag("do not verify", name="no-verify"),
+}
+
+
+def test_exclusive_groups_several_values_and_off_switches():
+    p = argparse.ArgumentParser(exit_on_error=False)
+    add_config_args(p, Run, RUN_FLAGS)
+    assert config_from_args(Run, p.parse_args([]), RUN_FLAGS) == Run()
+    args = p.parse_args(["--every-n", "2", "--size", "64", "96", "--no-verify"])
+    assert config_from_args(Run, args, RUN_FLAGS) == Run(every_n=2, size=(64, 96), verify=False)
+    with pytest.raises(argparse.ArgumentError, match="not allowed with argument"):
+        p.parse_args(["--fps", "1", "--every-n", "2"])
