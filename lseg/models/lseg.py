@@ -21,7 +21,8 @@ from lseg.errors import ConfigError
 from lseg.models.backbone import ResNetBackbone, ViTBackbone
 from lseg.models.config import Activation, LSegConfig, ResNetConfig
 from lseg.models.decoder import DPTDecoder, TokenLayout
-from lseg.models.precision import DTYPES, resolve_precision
+from lseg.models.numerics import Numerics, check_numerics
+from lseg.models.precision import DTYPES, Precision, resolve_precision
 from lseg.models.text_encoder import CLIPTextEncoder
 
 #: Inputs are padded to a multiple of this (the decoder's coarsest stride) with the normalised value of
@@ -94,8 +95,7 @@ class LSeg(nn.Module):
         self.register_buffer("pixel_mean", torch.empty(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.empty(1, 3, 1, 1), persistent=False)
         self.init_non_persistent_buffers()
-        self._reference_numerics = False
-        self._optimized = False
+        self._numerics: Numerics = "plain"  # the one numerics setting (lseg.models.numerics)
 
     # ------------------------------------------------------------------ helpers
     def init_non_persistent_buffers(self, device: torch.device | str | None = None) -> None:
@@ -127,22 +127,51 @@ class LSeg(nn.Module):
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         return ((x - self.pixel_mean.float()) / self.pixel_std.float()).to(self.dtype)
 
+    # ------------------------------------------------------------------ numerics (lseg.models.numerics)
+    @property
+    def numerics(self) -> Numerics:
+        """The numerics mode: ``reference``, ``plain`` (a new or loaded model) or ``fast`` (see
+        :mod:`lseg.models.numerics`). Change it with :meth:`set_numerics`."""
+        return self._numerics
+
+    def set_numerics(self, numerics: Numerics | None = None, *, precision: Precision | None = None) -> LSeg:
+        """The one switch for how the model computes: the numerics mode and, beside it, the image
+        path's precision. Returns ``self``.
+
+        Args:
+            numerics: ``reference``, ``plain`` or ``fast`` (:mod:`lseg.models.numerics`); ``None``
+                keeps the mode. ``reference`` needs fp32 weights (:class:`ConfigError` for weights
+                already rounded to bf16/fp16) and re-lays nothing out; ``fast`` re-lays the decoder
+                and pixel head out channels-last, once, when the mode changes (not by every call).
+            precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (:meth:`set_precision`); ``None``
+                keeps the weights as they are. Set after the mode, so ``reference`` overrides it.
+        """
+        if numerics is not None:
+            numerics = check_numerics(numerics)
+            if numerics == "reference" and self.dtype != torch.float32:
+                raise ConfigError(
+                    f"reference numerics need the fp32 weights, but the image path is stored in {self.dtype} "
+                    "(rounded for good): load the model again"
+                )
+            if (numerics == "fast") != (self._numerics == "fast"):
+                fmt = torch.channels_last if numerics == "fast" else torch.contiguous_format
+                self.decoder.to(memory_format=fmt)
+                self.pixel_proj.to(memory_format=fmt)
+            self._numerics = numerics
+        if precision is not None:
+            self.set_precision(precision)
+        return self
+
     @property
     def reference_numerics(self) -> bool:
-        """Reproduce the reference's computation op for op: fp16 CLIP text tower on the full
-        77-token context, fp16 similarity, and the plain (unfolded, contiguous) decoder. Setting it
-        turns the inference optimisations off (and clearing it turns them back on)."""
-        return self._reference_numerics
+        """Whether the mode is ``reference``: the official computation op for op (fp16 CLIP text
+        tower on the full 77-token context, fp16 similarity, the plain decoder). Setting it is
+        ``set_numerics("reference")``; clearing it is ``set_numerics("fast")``."""
+        return self._numerics == "reference"
 
     @reference_numerics.setter
     def reference_numerics(self, enabled: bool) -> None:
-        if enabled and self.dtype != torch.float32:
-            raise ConfigError(
-                f"reference numerics need the fp32 weights, but the image path is stored in {self.dtype} "
-                "(rounded for good): load the model again"
-            )
-        self._reference_numerics = bool(enabled)
-        self.set_inference_optimizations(not enabled)
+        self.set_numerics("reference" if enabled else "fast")
 
     @property
     def precision(self) -> str:
@@ -154,28 +183,12 @@ class LSeg(nn.Module):
         (``auto``: what :func:`lseg.models.precision.resolve_precision` picks for the model's
         device). The text tower, the similarity and the spatial block stay in fp32, so logits and
         embeddings are fp32 whatever the policy. Casting is in place and lossy: the weights' memory
-        halves, and going back to fp32 later keeps the rounding. With :attr:`reference_numerics` on,
-        the policy is overridden: fp32. Returns ``self``."""
+        halves, and going back to fp32 later keeps the rounding. In ``reference`` numerics the
+        policy is overridden: fp32. Returns ``self``. (``set_numerics(precision=...)`` calls this.)"""
         chosen = "fp32" if self.reference_numerics else resolve_precision(precision, self.device)
         dtype = DTYPES[chosen]
         for module in (self.backbone, self.decoder, self.pixel_proj):
             module.to(dtype)
-        return self
-
-    def set_inference_optimizations(self, enabled: bool = True) -> LSeg:
-        """Toggle CPU/GPU speed-ups that leave the weights untouched (eval mode only): channels-last
-        decoder convolutions, BatchNorm folded into the convs, and the last 1x1 convs merged and
-        moved before the final x2 upsampling (:meth:`_fused_head`). Returns ``self``. The weights
-        are re-laid out only when the setting changes (not by every new predictor)."""
-        self.decoder.channels_last = enabled
-        for m in self.decoder.modules():
-            if hasattr(m, "fold_bn"):
-                m.fold_bn = enabled
-        if enabled != self._optimized:
-            fmt = torch.channels_last if enabled else torch.contiguous_format
-            self.decoder.to(memory_format=fmt)
-            self.pixel_proj.to(memory_format=fmt)
-        self._optimized = enabled
         return self
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -210,12 +223,12 @@ class LSeg(nn.Module):
             padded[..., :h, :w] = x
             x = padded
         taps, grid = self.backbone(x)
-        if self._optimized and not self.training:
-            feats = self._fused_head(self.decoder(taps, grid, refine_only=True))
+        if self._numerics == "fast" and not self.training:
+            feats = self._fused_head(self.decoder(taps, grid, refine_only=True, numerics="fast"))
         else:
-            feats = self.pixel_proj(self.decoder(taps, grid))  # (B, D, H'/2, W'/2)
+            feats = self.pixel_proj(self.decoder(taps, grid, numerics=self._numerics))  # (B, D, H'/2, W'/2)
         feats = feats[..., : math.ceil(h / 2), : math.ceil(w / 2)].contiguous()
-        if self._reference_numerics:
+        if self._numerics == "reference":
             # The reference normalises (N, D) matrices: the whole (B*h*w, D) batch in LSegNet, one
             # (h*w, D) image at a time in the zero-shot networks. The reduction order depends on the
             # shape, and it shows once the result is rounded to fp16. ViT features come out in a
