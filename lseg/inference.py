@@ -33,7 +33,6 @@ from lseg.io import DEFAULT_MAX_PIXELS, load_image
 from lseg.labels import parse_labels, validate_templates
 from lseg.models.lseg import LSeg
 
-
 #: Reference multi-scale evaluation settings (ADE20K and the others; spec section 7).
 ADE20K_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
