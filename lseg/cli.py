@@ -89,17 +89,14 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True, pretrained
     )
     p.set_defaults(pretrained_default=pretrained_default)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available, else cpu)")
-    p.add_argument("--arch-option", type=int, choices=(1, 2), default=None,
-                   help="official checkpoints with a spatial block: 1 bottleneck, 2 depthwise")
-    p.add_argument("--block-depth", type=int, default=None, help="with --arch-option")
-    p.add_argument("--activation", choices=("relu", "lrelu", "tanh"), default=None, help="with --arch-option")
+    _add_arch_args(p)
 
 
 def load_model_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """Build the model the shared options describe (on ``args.device``)."""
     import torch
 
-    from lseg.checkpoints import create_model, load_model
+    from lseg.loading import create_model, load_model
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if getattr(args, "random_weights", None):
@@ -116,10 +113,7 @@ def load_model_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-d
             entry = get_weights(checkpoint)
             print(f"no --checkpoint given: using the released weights {checkpoint!r} ({entry.network}); "
                   "`lseg weights list` shows the others", file=sys.stderr)
-        model = load_model(
-            checkpoint, arch_option=args.arch_option, block_depth=args.block_depth,
-            activation=args.activation,
-        )
+        model = load_model(checkpoint, spatial_block=spatial_block_from_args(args))
     return model.to(device).eval()
 
 
@@ -569,11 +563,10 @@ def _cmd_store(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- convert / info
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from lseg.checkpoints import load_model, save_pretrained
+    from lseg.checkpoints import save_pretrained
+    from lseg.loading import load_model
 
-    model = load_model(
-        args.checkpoint, arch_option=args.arch_option, block_depth=args.block_depth, activation=args.activation
-    )
+    model = load_model(args.checkpoint, spatial_block=spatial_block_from_args(args))
     out = save_pretrained(model, args.out)
     n = sum(p.numel() for p in model.parameters())
     print(f"converted {args.checkpoint} -> {out} ({model.config.name}, {n / 1e6:.1f} M parameters)")
@@ -599,8 +592,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         info["format"] = "lseg"
     else:
         ckpt = read_checkpoint(p)
-        config = infer_config(ckpt.state_dict, arch_option=args.arch_option, block_depth=args.block_depth,
-                              activation=args.activation)
+        config = infer_config(ckpt.state_dict, spatial_block=spatial_block_from_args(args))
         shapes = {k: tuple(v.shape) for k, v in ckpt.state_dict.items()}
         info["format"] = ckpt.format
         if ckpt.metadata:
@@ -858,10 +850,21 @@ def _add_verbose(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_arch_args(p: argparse.ArgumentParser) -> None:
+    """The spatial-block options of official checkpoints (read back by :func:`spatial_block_from_args`)."""
     p.add_argument("--arch-option", type=int, choices=(1, 2), default=None,
                    help="official checkpoints with a spatial block: 1 bottleneck, 2 depthwise")
     p.add_argument("--block-depth", type=int, default=None, help="with --arch-option")
     p.add_argument("--activation", choices=("relu", "lrelu", "tanh"), default=None, help="with --arch-option")
+
+
+def spatial_block_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """``--arch-option/--block-depth/--activation`` as one :class:`SpatialBlockConfig`, or ``None``
+    when they do not name a block (both of the first two are needed)."""
+    from lseg.models.config import SpatialBlockConfig
+
+    if args.arch_option is None or args.block_depth is None:
+        return None
+    return SpatialBlockConfig(args.arch_option, args.block_depth, args.activation or "lrelu")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

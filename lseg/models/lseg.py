@@ -9,15 +9,13 @@ once and score any number of label sets against it (see :class:`lseg.inference.L
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lseg.errors import ConfigError
+from lseg.hub import HubMixin
 from lseg.models.backbone import ResNetBackbone, ViTBackbone
 from lseg.models.config import Activation, LSegConfig, ResNetConfig
 from lseg.models.decoder import DPTDecoder, TokenLayout
@@ -55,12 +53,15 @@ class SpatialBlock(nn.Module):
         return self.activation(out) if act else out
 
 
-class LSeg(nn.Module):
+class LSeg(nn.Module, HubMixin):
     """LSeg network (reference ``LSegNet``; with a ResNet config, the zero-shot ``LSegRNNetZS``).
 
     The reference's zero-shot networks (``LSegNetZS``, ``LSegRNNetZS``) have the same parameters as
     ``LSegNet`` without the spatial block; their forward scores each sample against its own
     ``["others", class name]``: :meth:`score` with per-sample text embeddings (B, K, D).
+
+    ``save_pretrained`` / ``push_to_hub`` come from :class:`lseg.hub.HubMixin`; load with
+    :func:`lseg.load_model`.
 
     Submodules: ``backbone`` (timm ViT or torchvision ResNet), ``decoder`` (reassemble + RefineNet), ``pixel_proj``
     (1x1 conv to the embedding dimension, reference ``head1``), optional ``spatial_block``
@@ -84,9 +85,10 @@ class LSeg(nn.Module):
             self.backbone, tokens = vit, TokenLayout(vit.embed_dim, vit.patch_size, config.readout)
         self.decoder = DPTDecoder(config.backbone.pyramid_channels, config.features, tokens)
         self.pixel_proj = nn.Conv2d(config.features, config.embed_dim, kernel_size=1)
+        block = config.spatial_block
         self.spatial_block = (
-            SpatialBlock(bottleneck=config.arch_option == 1, activation=config.activation)
-            if config.arch_option in (1, 2)
+            SpatialBlock(bottleneck=block.arch_option == 1, activation=block.activation)
+            if block.arch_option in (1, 2)
             else None
         )
         self.text_encoder = CLIPTextEncoder(config.text)
@@ -316,28 +318,3 @@ class LSeg(nn.Module):
         -> logits (B, K, H, W)."""
         text = labels if isinstance(labels, torch.Tensor) else self.encode_text(list(labels))
         return self.score(self.encode_image(x), text, size=(x.shape[-2], x.shape[-1]))
-
-    # ------------------------------------------------------------------ Hugging Face Hub (lseg.hub)
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike[str], **kwargs: Any) -> LSeg:
-        """Load from a local folder / ``.safetensors`` / official ``.ckpt``, or a Hub repo id
-        (``owner/name``; downloaded and cached). See :func:`lseg.hub.from_pretrained` for ``kwargs``."""
-        from lseg.hub import from_pretrained
-
-        return from_pretrained(name_or_path, **kwargs)
-
-    def save_pretrained(
-        self, save_directory: str | os.PathLike[str], *, model_card: bool = False, **card_fields: str
-    ) -> Path:
-        """Write ``model.safetensors`` + ``config.json`` (the ``PyTorchModelHubMixin`` layout), and a
-        ``README.md`` model card with ``model_card=True``. Returns the folder."""
-        from lseg.hub import save_pretrained_dir
-
-        return save_pretrained_dir(self, save_directory, model_card=model_card, **card_fields)
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
-        """Upload weights, config and model card to the Hub repo ``repo_id`` (created if needed).
-        Returns the commit URL. See :func:`lseg.hub.push_to_hub` for ``kwargs``."""
-        from lseg.hub import push_to_hub
-
-        return push_to_hub(self, repo_id, **kwargs)
