@@ -15,7 +15,7 @@ same keys, the safe reading of every accepted file format (the ``torch.load`` al
 checks) and our folder format are one job, "what a checkpoint file holds and how it maps onto the
 model", and each part is needed to change any other (a new released format touches the reader, the
 key map and the inference together). Loading by name, path or Hub id is :func:`lseg.load_model`
-(:mod:`lseg.loading`); this module never builds a model class itself (:func:`load_local` is given it).
+(:mod:`lseg.loading`); this module never imports the model class (:func:`load_local` is given it).
 """
 
 from __future__ import annotations

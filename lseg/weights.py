@@ -33,6 +33,12 @@ not call ``gdown.download(id=...)`` for the whole flow because gdown recognises 
 host name, so the flow could not be exercised against the local server the tests run; resolving
 the confirmation page here keeps one code path for Drive and for the tests (:data:`DRIVE_URL` is
 the only thing they replace).
+
+One module on purpose (over 500 lines): resolving a name, the download, its integrity checks, the
+cache record and the one-time conversion are one state machine under one file lock (partial file ->
+checked file -> recorded -> converted folder -> verified on every load); each step reads what the
+previous one wrote, and the error messages of each name the files of the others. The transport
+helpers at the end (Drive confirmation page, error wording) serve only that machine.
 """
 
 from __future__ import annotations
