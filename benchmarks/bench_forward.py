@@ -39,7 +39,7 @@ def run_variant(variant: str, repeats: int, size: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     import lseg
     from lseg.allocator import tune_allocator
-    from lseg.data.labels import ade20k_labels
+    from lseg.data.label_sets import ade20k_labels
 
     if variant == "lseg":
         tune_allocator()  # as the CLI does

@@ -240,7 +240,7 @@ def timed(results: list[float], device: torch.device) -> Iterator[None]:
 
 
 def speed_rows(model: lseg.LSeg, device: torch.device, repeats: int) -> None:
-    from lseg.data.labels import ade20k_labels
+    from lseg.data.label_sets import ade20k_labels
 
     x = torch.randn(1, 3, 480, 480, generator=torch.Generator().manual_seed(0)).to(device)
     for label, dt in (("fp32", None), ("fp16-autocast", torch.float16), ("bf16-autocast", torch.bfloat16)):

@@ -3,10 +3,13 @@
 * **Inputs** (:func:`collect_inputs`, :func:`walk`): files under the given folders, never the job's
   own output tree (an ``--out`` inside an input folder) nor files an earlier lseg run recorded as its
   outputs, so re-running a job never reads its results back as inputs.
-* **Collisions** (:func:`check_unique_outputs`): two inputs that would write the same output
-  (``a.jpg`` and ``a.png`` in one folder) are refused before any work, every clash listed.
-* **Recipes** (:func:`plan`, :func:`write_record`): each input's outputs get a JSON record (written
-  last, atomically) of what made them: the settings that change their content (labels, templates,
+* **Collisions** (:func:`check_unique_outputs`, :func:`check_outputs`): two inputs that would write
+  the same output (``a.jpg`` and ``a.png`` in one folder), an output that is an input of the same
+  run, an image output inside the folder a video writes its frames to, and an existing file no lseg
+  record lists (the user's own ``a_labels.png``) are refused before any work, every clash listed.
+* **Recipes** (:func:`plan`, :func:`write_record`): each input's outputs get a JSON record of what
+  made them, written atomically twice: *pending* before the first output (so a killed run's files
+  are still known as lseg's, never mistaken for the user's) and complete after the last: the settings that change their content (labels, templates,
   size, precision, model identity, ...) and the files written. A re-run skips an input whose record
   has the same recipe and whose files all exist, and redoes it when the recipe changed (removing the
   outputs of the old recipe that the new one does not write), so a folder never mixes settings.
@@ -29,6 +32,7 @@ from lseg.errors import LSegError
 __all__ = [
     "RECORD_KEY",
     "BatchReport",
+    "check_outputs",
     "check_unique_outputs",
     "collect_inputs",
     "model_identity",
@@ -170,6 +174,78 @@ def check_unique_outputs(pairs: Iterable[tuple[Path, Path]], suffix: str) -> Non
                     "rename the files or process them into different --out folders")
 
 
+def _lseg_folder(folder: Path, index: str) -> bool:
+    """Whether ``folder`` (a video's frame folder) belongs to lseg: its ``index`` is an lseg record."""
+    return _read_record(folder / index) is not None
+
+
+def check_outputs(
+    jobs: Sequence[tuple[Path, Sequence[Path]]],
+    folders: Sequence[tuple[Path, Path]] = (),
+    *,
+    index: str = "frames.json",
+    overwrite: bool = False,
+) -> None:
+    """Refuse, before any work and all at once, outputs that would destroy data.
+
+    Args:
+        jobs: ``(input, files it writes)``, its record included.
+        folders: ``(input, folder it writes into)``: a video's frame folder, whose files are only
+            known while decoding; the folder is lseg's once its ``index`` record exists.
+        overwrite: accept replacing existing files that no lseg record lists.
+
+    Raises:
+        LSegError: an output is also an input of this run; an output lies in a folder another input
+            writes its frames to; an existing output (or a file in a frame folder) is not an lseg
+            output (no record lists it) and ``overwrite`` is off.
+    """
+    inputs = {_resolved(src): src for src, _ in jobs} | {_resolved(src): src for src, _ in folders}
+    owned = [(_resolved(folder), folder, src) for src, folder in folders]
+    problems: list[str] = []
+    foreign = False  # existing files of the user's: --overwrite may replace them
+    recorded: dict[Path, set[str]] = {}
+
+    def is_recorded(target: Path) -> bool:
+        folder = target.parent
+        if folder not in recorded:
+            try:
+                recorded[folder] = recorded_outputs(folder, os.listdir(folder))
+            except OSError:
+                recorded[folder] = set()
+        return target.name in recorded[folder]
+
+    for src, targets in jobs:
+        for target in targets:
+            real = _resolved(target)
+            if real in inputs and inputs[real] != src:
+                problems.append(f"{inputs[real]} is an input and also an output of {src}")
+                continue
+            inside = next(((f, owner) for r, f, owner in owned if owner != src and _inside(real, r)), None)
+            if inside is not None:
+                problems.append(f"{src} would write {target.name} into {inside[0]}, where the video "
+                                f"{inside[1]} writes its frames")
+                break  # one line per input
+            if not overwrite and os.path.lexists(target) and not is_recorded(target):
+                problems.append(f"{target} exists and is not an lseg output (no record lists it)")
+                foreign = True
+    for src, folder in folders:
+        if overwrite or not folder.is_dir() or _lseg_folder(folder, index):
+            continue
+        with contextlib.suppress(OSError):
+            theirs = sorted(n for n in os.listdir(folder) if not n.startswith("."))
+            if theirs:
+                foreign = True
+                problems.append(f"{folder} (the frame folder of {src}) already holds files lseg did not "
+                                f"write ({', '.join(theirs[:3])}{', ...' if len(theirs) > 3 else ''})")
+    if not problems:
+        return
+    shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
+    hint = "; move those files or choose another --out folder" + (
+        " (or pass --overwrite to replace the files lseg did not write)" if foreign else "")
+    raise LSegError(f"{len(problems)} output clash{'es' if len(problems) > 1 else ''}, nothing was written: "
+                    f"{shown}{hint}")
+
+
 # ---------------------------------------------------------------------------- recipes
 
 def model_identity(checkpoint: str | None, random_weights: str | None, seed: int | None = None) -> dict[str, Any]:
@@ -208,18 +284,19 @@ def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], repor
     ``done``: the record has this recipe and every target exists (skip; counted in ``report``).
     ``redo``: the outputs were made with another recipe (or ``overwrite``): the old record's outputs
     that the new recipe does not write are deleted now, so nothing stale stays next to the new ones.
-    ``new``: no record yet (nothing there, or what a killed run left before writing its record), or
-    the same recipe with an output missing.
+    ``new``: no record yet, a pending record of this recipe (a killed run's), or the same recipe
+    with an output missing.
     """
     old = _read_record(record)
-    same = old is not None and old.get("digest") == _digest(recipe)
+    # A pending record (a run killed between its first output and its complete record): redo.
+    same = old is not None and old.get("digest") == _digest(recipe) and old.get("complete", True) is True
     if not overwrite and same:
         if all(map(os.path.exists, targets)):  # False (not an error) for a name too long
             report.skipped.append(targets[0])
             return "done"
         return "new"  # same recipe, an output missing (deleted, or not asked for before): write it
-    if old is None:  # nothing there, or the outputs of a run killed before its record: write them
-        return "new"
+    if old is None or (old.get("digest") == _digest(recipe) and not overwrite):
+        return "new"  # nothing there, or a killed run's pending record of this recipe: write them
     if old is not None:
         old_recipe = old.get("recipe") or {}
         report.changed.update(k for k in set(old_recipe) | set(recipe) if old_recipe.get(k) != recipe.get(k))
@@ -234,14 +311,16 @@ def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], repor
 
 
 def write_record(record: Path, kind: str, source: Path, recipe: Mapping[str, Any], outputs: Sequence[Path],
-                 **extra: Any) -> None:
-    """Write the record of one input's outputs (after them: its presence marks them complete)."""
+                 *, pending: bool = False, **extra: Any) -> None:
+    """Write the record of one input's outputs: ``pending`` before the first of them (they are
+    lseg's, not complete yet), then complete after the last (they are complete)."""
     from lseg.io import atomic_write
 
     data = {
         RECORD_KEY: _RECORD_VERSION,
         "kind": kind,
         "source": str(source),
+        **({"complete": False} if pending else {}),
         **extra,
         "outputs": [o.name for o in outputs],
         "recipe": dict(recipe),

@@ -30,7 +30,7 @@ import pickle
 import re
 import warnings
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lseg.errors import CheckpointError, ConfigError
+from lseg.io import atomic_write
 from lseg.models.config import LSegConfig, ResNetConfig, SpatialBlockConfig, TextEncoderConfig, ViTConfig
 from lseg.models.registry import IMAGENET_MEAN, IMAGENET_STD, check_limits, get_config, list_models
 
@@ -509,19 +510,10 @@ def save_pretrained(model: LSeg, directory: str | os.PathLike[str]) -> Path:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic(d / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    atomic_write(d / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     config = {"format_version": FORMAT_VERSION, **model.config.to_dict()}
-    _atomic(d / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
+    atomic_write(d / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
     return d
-
-
-def _atomic(target: Path, write: Callable[[Path], Any]) -> None:
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_config(directory: str | os.PathLike[str]) -> LSegConfig:

@@ -282,6 +282,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
     from lseg.batch import (
         BatchReport,
+        check_outputs,
         check_unique_outputs,
         collect_inputs,
         finish,
@@ -312,6 +313,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         if args.heatmaps:
             targets += [base.with_name(f"{base.name}_heat_{i:02d}_{_safe(lb)}.png") for i, lb in enumerate(labels)]
         jobs.append((src, targets, base.with_name(base.name + "_labels.json")))
+    check_outputs([(src, [*t, r]) for src, t, r in jobs], overwrite=args.overwrite)
     checked = False
     if args.overwrite or not all(all(map(os.path.exists, [*t, r])) for _, t, r in jobs):
         check_writable(out)  # a read-only or forbidden folder: one error before the model loads
@@ -333,6 +335,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         check_writable(out)
 
     def write(src: Path, targets: list[Path], record: Path, status: str, result) -> None:  # type: ignore[no-untyped-def]
+        write_record(record, "segment", src, recipe, targets, pending=True)
         image = load_image(src)  # full resolution for the overlay (the loader kept only the resized copy)
         lm = result.label_map
         save_label_map(targets[0], lm, labels)
@@ -645,6 +648,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from lseg.benchmark import bench, format_table
+    from lseg.io import atomic_write
     from lseg.models.precision import PRECISIONS, cpu_has_native_bf16
 
     precisions = tuple(p.strip() for p in args.precision.split(",") if p.strip())
@@ -668,7 +672,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
              f"median of {args.repeats}; baseline: eager fp32 reference numerics, batch 1")
     print(format_table(rows, title))
     if args.json:
-        Path(args.json).write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        text = json.dumps([dataclasses.asdict(r) for r in rows], indent=2)
+        atomic_write(args.json, lambda p: p.write_text(text))
     return 0
 
 

@@ -12,6 +12,7 @@ labels, oversized or unreadable images) in words.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -127,7 +128,8 @@ class SegmentDemo:
         try:
             rgb = load_image(path, max_pixels=self.max_pixels)
         except ImageLoadError as e:
-            return _error(f"Cannot use this image: {e}")
+            # The upload's path is the server's temp file: the web user sees its name only.
+            return _error(f"Cannot use this image: {_hide_folder(str(e), path)}")
         start = time.perf_counter()
         result = self.predictor.segment(rgb, label_list)
         seconds = time.perf_counter() - start
@@ -180,6 +182,16 @@ class SegmentDemo:
 
 def _error(message: str) -> DemoOutput:
     return DemoOutput(False, message)
+
+
+def _hide_folder(message: str, path: Path) -> str:
+    """``message`` with every spelling of ``path`` (as given, absolute, resolved) shown as its name."""
+    spellings = {str(path), str(path.absolute())}
+    with contextlib.suppress(OSError):
+        spellings.add(str(path.resolve()))
+    for spelling in sorted(spellings, key=len, reverse=True):
+        message = message.replace(spelling, path.name)
+    return message
 
 
 def _safe_name(stem: str) -> str:

@@ -33,7 +33,7 @@ from lseg.data.fewshot import (
     convert_coco20i_splits,
     pascal5i_fold_classes,
 )
-from lseg.data.labels import (
+from lseg.data.label_sets import (
     FEWSHOT_PASCAL_CLASSES,
     VOC_CLASSES,
     ade20k_847_labels,
@@ -47,10 +47,7 @@ from lseg.data.labels import (
 )
 from lseg.data.transforms import (
     JointCompose,
-    denormalize,
     fewshot_transform,
-    normalize,
-    testval_transform,
     train_transform,
     val_transform,
 )
@@ -81,16 +78,13 @@ __all__ = [
     "coco20i_fold_classes",
     "coco_stuff_labels",
     "convert_coco20i_splits",
-    "denormalize",
     "fewshot_labels",
     "fewshot_transform",
     "load_label_file",
-    "normalize",
     "pascal5i_fold_classes",
     "pascal_context_labels",
     "read_image",
     "read_mask_array",
-    "testval_transform",
     "train_transform",
     "val_transform",
     "voc_labels",

@@ -26,7 +26,7 @@ from lseg.data.base import (
     read_split_file,
     require_dir,
 )
-from lseg.data.labels import (
+from lseg.data.label_sets import (
     ade20k_847_labels,
     ade20k_labels,
     coco_stuff_labels,

@@ -50,8 +50,9 @@ from lseg.data.base import (
     require_dir,
     require_file,
 )
-from lseg.data.labels import fewshot_labels, fss_split_categories, read_package_file
+from lseg.data.label_sets import fewshot_labels, fss_split_categories, read_package_file
 from lseg.errors import DatasetError
+from lseg.io import atomic_write
 
 __all__ = [
     "FSS1000",
@@ -476,8 +477,8 @@ def convert_coco20i_splits(pkl_dir: str | Path, out_dir: str | Path) -> list[Pat
                 continue
             data = _load_split_pickle(src)
             dst = out_dir / split / f"fold{fold}.json"
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_text(json.dumps({str(k): v for k, v in data.items()}, indent=0), encoding="utf-8")
+            text = json.dumps({str(k): v for k, v in data.items()}, indent=0)
+            atomic_write(dst, lambda p, text=text: p.write_text(text, encoding="utf-8"))
             written.append(dst)
     if not written:
         raise DatasetError(

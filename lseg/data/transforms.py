@@ -22,7 +22,6 @@ Recipes (reference: PyTorch-Encoding ``BaseDataset._sync_transform`` / ``_val_sy
   ``crop_size`` (image 0, mask ``ignore_index``; the reference pads the mask with 0 before its ``-1``
   shift, which also makes padding ignored); random ``crop_size`` crop.
 * :func:`val_transform`: resize so the **short** side is ``crop_size``, then centre crop.
-* :func:`testval_transform`: identity (full-resolution evaluation).
 * :func:`fewshot_transform`: resize to ``size x size`` without keeping the aspect (zero-shot protocol).
 
 The reference resamples PIL images; here tensors are resampled with antialiasing, which matches PIL's
@@ -49,11 +48,8 @@ __all__ = [
     "JointResize",
     "PadToMinSize",
     "RandomLongSideResize",
-    "denormalize",
     "fewshot_transform",
-    "normalize",
     "resize_pair_item",
-    "testval_transform",
     "train_transform",
     "val_transform",
 ]
@@ -193,23 +189,6 @@ def val_transform(crop_size: int = 480) -> JointCompose:
     return JointCompose([JointResize(crop_size), v2.CenterCrop(crop_size)])
 
 
-def testval_transform() -> JointCompose:
-    """Identity: the reference ``testval`` mode evaluates full-resolution images and masks."""
-    return JointCompose([])
-
-
 def fewshot_transform(size: int = 480) -> JointCompose:
     """Zero-shot protocol: resize image (bilinear) and mask (nearest) to ``size x size``, aspect not kept."""
     return JointCompose([JointResize((size, size))])
-
-
-def normalize(image: torch.Tensor) -> torch.Tensor:
-    """uint8 RGB ``(..., 3, H, W)`` -> float32 in [-1, 1]: ``(x / 255 - 0.5) / 0.5`` (LSeg's mean = std = 0.5)."""
-    if image.dtype != torch.uint8:
-        raise TypeError(f"normalize expects a uint8 image, got {image.dtype}")
-    return (image.float() / 255.0 - 0.5) / 0.5
-
-
-def denormalize(image: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`normalize`: float in [-1, 1] -> uint8 (rounded, clamped)."""
-    return ((image * 0.5 + 0.5) * 255.0).round().clamp(0, 255).to(torch.uint8)

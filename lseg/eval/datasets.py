@@ -39,7 +39,7 @@ from lseg.data import (
 )
 from lseg.data.base import IGNORE_INDEX, JointTransform, SegmentationDataset, build_lut
 from lseg.data.fewshot import FewShotDataset
-from lseg.data.labels import voc_labels
+from lseg.data.label_sets import voc_labels
 from lseg.errors import DatasetError
 
 __all__ = [

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lseg.errors import CheckpointError, LSegError
-from lseg.io import atomic_write, load_image
+from lseg.io import atomic_files, atomic_write, load_image
 from lseg.labels import parse_labels
 
 if TYPE_CHECKING:  # torch is needed to export, not to run the exported graphs
@@ -213,15 +213,14 @@ def _export_graph(
 ) -> None:
     """Export one graph to ``path`` (plus ``path.data`` if the weights are stored outside it).
 
-    Written into a temporary folder next to ``path`` and moved into place when complete, so an
-    interrupted export never leaves a half-written graph under the final name.
+    Written into a temporary folder next to ``path`` (:func:`lseg.io.atomic_files`: the graph names
+    its external data file, so both are written under their final names) and moved into place when
+    complete, so an interrupted export never leaves a half-written graph under the final name.
     """
-    import tempfile
-
     import torch
 
-    with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=path.parent) as tmp:
-        tmp_path = Path(tmp) / path.name
+    with atomic_files(path) as tmp:
+        tmp_path = tmp / path.name
         try:
             program = torch.onnx.export(
                 module, (example,), dynamo=True, opset_version=opset, verbose=False,
@@ -233,10 +232,7 @@ def _export_graph(
         assert program is not None
         # Weights are inlined unless the graph is over protobuf's 2 GB limit (ViT-L is 1.2 GB).
         program.save(str(tmp_path), external_data=_too_big(module))
-        data = path.with_name(path.name + ".data")
-        data.unlink(missing_ok=True)
-        for f in Path(tmp).iterdir():  # the graph and, for large models, its external data file
-            os.replace(f, path.parent / f.name)
+        path.with_name(path.name + ".data").unlink(missing_ok=True)  # a stale one from a larger export
 
 
 def _too_big(module: torch.nn.Module) -> bool:

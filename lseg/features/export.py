@@ -51,7 +51,16 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from lseg.batch import BatchReport, Status, check_unique_outputs, collect_inputs, finish, plan, write_record
+from lseg.batch import (
+    BatchReport,
+    Status,
+    check_outputs,
+    check_unique_outputs,
+    collect_inputs,
+    finish,
+    plan,
+    write_record,
+)
 from lseg.claims import ClaimSet
 from lseg.errors import LSegError, OutputWriteError
 from lseg.inference import LSegPredictor, to_numpy
@@ -274,7 +283,14 @@ def export_features(
     manifest = _manifest(predictor, dtype, res, fps, every_n, pca)
     if write_manifest:  # describes the latest run; each output's own record says what made it
         atomic_write(out / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
-    items = collect_media(inputs, out=out)[part::parts]
+    media = collect_media(inputs, out=out)
+    check_outputs(  # every shard checks them all: a clash anywhere is refused by every process
+        [(m.path, [*_targets(out, m.stem, pca), _targets(out, m.stem, pca)[0].with_suffix(".json")])
+         for m in media if not m.is_video],
+        [(m.path, out / m.stem) for m in media if m.is_video],
+        index=FRAMES_INDEX, overwrite=overwrite,
+    )
+    items = media[part::parts]
     recipe = {
         "size": predictor.size, "crop_size": predictor.crop_size, "stride": predictor.stride,
         "precision": predictor.precision, "dtype": dtype, "resolution": manifest["resolution"],
@@ -323,6 +339,12 @@ def _manifest(
     return json.loads(json.dumps(manifest))  # as it reads back (tuples -> lists), for comparisons
 
 
+def _targets(out: Path, stem: Path, pca: bool) -> list[Path]:
+    """The files one image or video frame writes: ``<stem>.npy`` (and ``<stem>_pca.png``)."""
+    base = out / stem
+    return [base.with_name(base.name + ".npy")] + ([base.with_name(base.name + "_pca.png")] if pca else [])
+
+
 class _Writer:
     """Writes the outputs of one image or video frame (embedding array + optional PCA picture)."""
 
@@ -335,11 +357,7 @@ class _Writer:
         )
 
     def targets(self, stem: Path) -> list[Path]:
-        base = self.out / stem
-        t = [base.with_name(base.name + ".npy")]
-        if self.pca:
-            t.append(base.with_name(base.name + "_pca.png"))
-        return t
+        return _targets(self.out, stem, self.pca)
 
     def image(self, item: MediaItem, report: BatchReport) -> None:
         targets = self.targets(item.stem)
@@ -356,6 +374,7 @@ class _Writer:
             if status == "done":
                 return
             emb = self.predictor.embed_image(item.path)
+            write_record(record, "features", item.path, self.recipe, targets, pending=True)
             self.write(emb, targets)
             write_record(record, "features", item.path, self.recipe, targets, shape=self.shape)
             finish(report, targets[0], status)
@@ -393,6 +412,7 @@ class _Writer:
             return
         record: list[dict[str, float]] = []
         written: list[Path] = []
+        pending = False
         try:
             for index, t, frame in iter_frames(item.path, fps=fps, every_n=every_n):
                 stem = item.stem / f"{index:06d}"
@@ -402,7 +422,11 @@ class _Writer:
                 if status == "new" and all(p.exists() for p in targets):  # an interrupted run's frames
                     report.skipped.append(targets[0])
                     continue
-                self.write(self.predictor.embed_image(frame), targets)
+                emb = self.predictor.embed_image(frame)
+                if not pending:  # the folder is lseg's from now on; old outputs stay listed until replaced
+                    write_record(index_path, "features-video", item.path, recipe, old_targets, pending=True)
+                    pending = True
+                self.write(emb, targets)
                 finish(report, targets[0], status)
         except LSegError as e:
             if isinstance(e, OutputWriteError) and e.fatal:

@@ -63,6 +63,7 @@ from lseg.eval.datasets import (
     ignore_index_of,
 )
 from lseg.eval.evaluate import EvalConfig, encode_labels, evaluate_fewshot, evaluate_segmentation
+from lseg.io import atomic_write
 from lseg.models.lseg import LSeg
 from lseg.train.config import TrainConfig, dump_config
 from lseg.train.data import ResumableShardSampler, SeededSamples
@@ -195,13 +196,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def _save_checkpoint(fabric: Fabric, path: Path, state: dict[str, Any]) -> None:
     """Rank 0 writes ``path`` via a temporary file + rename, so ``last.ckpt`` is always complete."""
     if fabric.is_global_zero:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            torch.save(state, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(path, lambda p: torch.save(state, p))
     fabric.barrier()
 
 

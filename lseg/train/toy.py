@@ -188,7 +188,7 @@ def make_toy_fewshot(
                     mask = np.where(obj, cls + 1, 0).astype(np.uint8)
                     save(image, mask, coco / split / f"{stem}.jpg", coco / "annotations" / split / f"{stem}.png")
     elif benchmark == "fss1000":
-        from lseg.data.labels import fss_split_categories
+        from lseg.data.label_sets import fss_split_categories
 
         fss = root / "FSS-1000"
         cls = 0

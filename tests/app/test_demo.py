@@ -103,6 +103,34 @@ def test_bad_images(predictor: lseg.LSegPredictor, tmp_path: Path) -> None:
     assert demo.run(None, "a, b").status == "Upload an image first."
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "the file is empty"),
+        (b"<!DOCTYPE html><html><body>404</body></html>", "HTML"),
+        (b"just some words\n", "not an image but a text file"),
+        ("bomb", "M pixels, above max_pixels"),
+    ],
+    ids=["empty", "html", "text", "bomb"],
+)
+def test_hostile_uploads_get_a_message_without_server_paths(
+    predictor: lseg.LSegPredictor, tmp_path: Path, content: bytes | str, message: str,
+) -> None:
+    """Issue 11, class 6: every unreadable upload gets lseg's one-line reason, and the server's
+    temporary folder (where Gradio stores uploads) never reaches the web user."""
+    server_dir = tmp_path / "gradio" / "3f9a0c1d"
+    server_dir.mkdir(parents=True)
+    upload = server_dir / "holiday.png"
+    if content == "bomb":  # 9.6 M pixels of one colour: a 10 kB PNG
+        Image.new("L", (4000, 2400)).save(upload)
+    else:
+        upload.write_bytes(content)  # type: ignore[arg-type]
+    out = SegmentDemo(predictor, max_pixels=1_000_000).run(str(upload), "a, b")
+    assert not out.ok and message in out.status, out.status
+    assert "holiday.png" in out.status
+    assert str(tmp_path) not in out.status and "3f9a0c1d" not in out.status
+
+
 def test_large_image_display_is_downscaled(predictor: lseg.LSegPredictor, tmp_path: Path) -> None:
     path = tmp_path / "large.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 200, 3), dtype=np.uint8)).save(path)

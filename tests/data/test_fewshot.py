@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from lseg.data import FSS1000, COCO20i, Pascal5i, convert_coco20i_splits, fewshot_labels, fewshot_transform
-from lseg.data.labels import fss_split_categories, read_package_file
+from lseg.data.label_sets import fss_split_categories, read_package_file
 from lseg.errors import DatasetError
 
 

@@ -8,7 +8,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from lseg.data import denormalize, fewshot_transform, normalize, train_transform, val_transform
+from lseg.data import fewshot_transform, train_transform, val_transform
 from lseg.data import transforms as T
 from lseg.data.transforms import PadToMinSize, RandomLongSideResize
 
@@ -120,26 +120,16 @@ def test_val_transform_short_side_then_center_crop():
     assert _agreement(img, msk) > 0.9
 
 
-def test_testval_identity_and_fewshot_resize():
+def test_empty_compose_identity_and_fewshot_resize():
     image, mask = _blocky_pair(h=20, w=30)
-    img, msk = T.testval_transform()(image, mask)
+    img, msk = T.JointCompose([])(image, mask)
     assert torch.equal(img, image) and torch.equal(msk, mask)
     mask[0, 0] = 255
     img, msk = fewshot_transform(12)(image, mask)
     assert img.shape == (3, 12, 12) and msk.shape == (12, 12)
     assert set(msk.unique().tolist()) <= {0, 1, 2, 3, 255}
     with pytest.raises(ValueError, match="same size"):
-        T.testval_transform()(image, mask[:5])
-
-
-def test_normalize_matches_reference_mean_std():
-    x = torch.tensor([0, 51, 127, 255], dtype=torch.uint8).view(1, 4, 1).expand(3, 4, 1)
-    y = normalize(x)
-    assert y.dtype == torch.float32
-    torch.testing.assert_close(y[0, :, 0], torch.tensor([-1.0, 51 / 127.5 - 1, 127 / 127.5 - 1, 1.0]))
-    assert torch.equal(denormalize(y), x)
-    with pytest.raises(TypeError):
-        normalize(y)
+        T.JointCompose([])(image, mask[:5])
 
 
 def _pil_train_pipeline(image, mask, size_hw, flip, crop_size, ignore_index=255):

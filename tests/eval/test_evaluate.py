@@ -208,7 +208,7 @@ def test_fewshot_pascal5i_metrics_match_hsnet_definitions(tmp_path: Path):
 
 @pytest.mark.parametrize("model_name", ["lseg_tiny_test", "lseg_tiny_test_rn"])  # LSegNetZS, LSegRNNetZS layouts
 def test_fewshot_fss1000_cli_with_a_real_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str], model_name: str):
-    from lseg.data.labels import fss_split_categories
+    from lseg.data.label_sets import fss_split_categories
 
     root = tmp_path / "FSS-1000"
     rng = np.random.default_rng(0)

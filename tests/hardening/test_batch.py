@@ -18,7 +18,8 @@ from hardening.helpers import cli_env, scene
 from PIL import Image
 
 from lseg.cli import main
-from lseg.io import _host_tag, remove_stale_temp_files
+from lseg.io import remove_stale_temp_files
+from lseg.io.atomic import _host_tag
 
 GOOD_KINDS = ["rgb.jpg", "rgb.png", "gray16.png", "palette.png", "rgba.png", "cmyk.jpg", "exif_rotated.jpg",
               "animated.gif", "one_pixel.png"]
@@ -194,9 +195,9 @@ def test_segment_killed_mid_write_and_restarted(twenty_images, tmp_path, capsys)
     out = tmp_path / "seg"
     args = ["segment", str(twenty_images), "-l", "sky,grass", "--random-weights", "lseg_tiny_test", "-o",
             str(out), *MODEL]
-    # 3 files per image (label map, overlay, record): killed after img03's label map is in place,
-    # while its overlay is a temp file
-    hanging = _run_until_hang_then_kill(args, hang_at=11, tmp_path=tmp_path)
+    # 4 writes per image (pending record, label map, overlay, complete record): killed after img03's
+    # label map is in place, while its overlay is a temp file
+    hanging = _run_until_hang_then_kill(args, hang_at=15, tmp_path=tmp_path)
     assert Path(hanging) == out / "img03_overlay.png"
     assert (out / "img03_labels.png").exists() and not (out / "img03_overlay.png").exists()
     # what SIGKILL leaves: the temp file, and the claims of the images being computed (img03 and the
@@ -205,7 +206,9 @@ def test_segment_killed_mid_write_and_restarted(twenty_images, tmp_path, capsys)
     stale = [p for p in _hidden(out) if p.name not in claims]
     assert len(stale) == 1 and stale[0].name.startswith(".img03_overlay.png.")
     assert ".img03_labels.png.claim" in claims
-    assert len(_files(out)) - len(claims) == 11  # 10 finished outputs (records included) + the temp file
+    # 10 finished outputs (records included) + img03's pending record + the temp file
+    assert len(_files(out)) - len(claims) == 12
+    assert json.loads((out / "img03_labels.json").read_text())["complete"] is False
     assert main(args) == 0
     assert "17 written, 3 already done, 0 failed" in capsys.readouterr().err
     sizes = {f"img{i:02d}": (20 + i, 28) for i in range(20)}
@@ -216,16 +219,16 @@ def test_segment_killed_mid_write_and_restarted(twenty_images, tmp_path, capsys)
 def test_features_killed_mid_write_and_restarted(twenty_images, tmp_path, capsys):
     out = tmp_path / "feats"
     args = ["features", str(twenty_images), "--random-weights", "lseg_tiny_test", "-o", str(out), *MODEL]
-    # the manifest is write 1, then .npy + record per image; killed while img06.npy is a complete
-    # temp file not yet renamed
-    hanging = _run_until_hang_then_kill(args, hang_at=14, tmp_path=tmp_path)
+    # the manifest is write 1, then pending record + .npy + complete record per image; killed while
+    # img06.npy is a complete temp file not yet renamed
+    hanging = _run_until_hang_then_kill(args, hang_at=21, tmp_path=tmp_path)
     assert Path(hanging) == out / "img06.npy"
     claim = out / ".img06.npy.claim"  # the killed job's claim on the output it was writing
     stale = [p for p in _hidden(out) if p != claim]
     assert len(stale) == 1 and stale[0].name.startswith(".img06.npy.") and claim.is_file()
-    assert _files(out) - {stale[0].name, claim.name} == {"features.json"} | {
+    assert _files(out) - {stale[0].name, claim.name} == {"features.json", "img06.json"} | {
         f"img{i:02d}.{e}" for i in range(6) for e in ("npy", "json")
-    }
+    }  # img06.json: its pending record
     assert main(args) == 0
     assert "14 written, 6 already done, 0 failed" in capsys.readouterr().err
     _check_feature_outputs(out, [f"img{i:02d}" for i in range(20)])
@@ -245,6 +248,71 @@ def test_two_inputs_with_one_output_name_are_refused_before_any_work(tmp_path, c
         err = capsys.readouterr().err
         assert "photo.jpg and " in err and "photo.png would both write" in err
         assert not out.exists() or not _files(out) - {"features.json"}
+
+
+def test_outputs_never_replace_inputs_or_the_users_files(tmp_path, capsys):
+    """Issue 11, class 1: ``lseg segment photos -o photos`` where the folder holds the user's own
+    ``a_labels.png`` (an input there, and the output of ``a.png``), and a user's file in another
+    --out folder: refused before any work, every clash listed, nothing written; ``--overwrite``
+    replaces the user's file but never an input."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.png", "a_labels.png", "b.png"):
+        Image.fromarray(scene(20, 24, seed=len(name))).save(folder / name)
+    mine = (folder / "a_labels.png").read_bytes()
+    seg = ["segment", "-l", "sky,grass", "--random-weights", "lseg_tiny_test", *MODEL]
+    for extra in ([], ["--overwrite"]):
+        assert main([*seg, str(folder), "-o", str(folder), *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"{folder / 'a_labels.png'} is an input and also an output of {folder / 'a.png'}" in err
+        assert "--overwrite" not in err.split("nothing was written")[1]  # it would not help
+        assert _files(folder) == {"a.png", "a_labels.png", "b.png"}
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b_overlay.png").write_bytes(b"my own overlay")
+    (out / "b_labels.json").write_text('{"mine": true}')
+    assert main([*seg, str(folder / "a.png"), str(folder / "b.png"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "2 output clashes, nothing was written" in err
+    assert f"{out / 'b_overlay.png'} exists and is not an lseg output" in err
+    assert f"{out / 'b_labels.json'} exists and is not an lseg output" in err
+    assert (out / "b_overlay.png").read_bytes() == b"my own overlay" and _files(out) == {"b_overlay.png", "b_labels.json"}
+    assert main([*seg, str(folder / "a.png"), str(folder / "b.png"), "-o", str(out), "--overwrite"]) == 0
+    assert (folder / "a_labels.png").read_bytes() == mine and (out / "b_overlay.png").read_bytes() != b"my own overlay"
+    # lseg's own outputs (listed by their records) are not the user's: a re-run is fine
+    assert main([*seg, str(folder / "a.png"), str(folder / "b.png"), "-o", str(out)]) == 0
+    assert "0 written, 2 already done" in capsys.readouterr().err
+
+
+def test_video_frames_and_images_never_share_an_output(tmp_path, capsys):
+    """Issue 11, class 1: a video ``v.mp4`` writes ``v/000000.npy``..., which the image
+    ``v/000000.png`` would also write: refused before any work; and a frame folder that already
+    holds the user's files is refused too (until --overwrite)."""
+    from features.helpers import write_video
+
+    folder = tmp_path / "scan"
+    write_video(folder / "v.mp4", n_frames=3)
+    (folder / "v").mkdir()
+    Image.fromarray(scene(20, 24)).save(folder / "v" / "000000.png")
+    Image.fromarray(scene(20, 24)).save(folder / "other.png")
+    feats = ["features", "--random-weights", "lseg_tiny_test", *MODEL]
+    out = tmp_path / "feats"
+    assert main([*feats, str(folder), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (f"{folder / 'v' / '000000.png'} would write 000000.npy into {out / 'v'}, where the video "
+            f"{folder / 'v.mp4'} writes its frames") in err
+    assert not out.exists() or not _files(out) - {"features.json"}
+    (folder / "v" / "000000.png").unlink()
+    (out / "v").mkdir(parents=True, exist_ok=True)
+    (out / "v" / "notes.txt").write_text("mine")
+    assert main([*feats, str(folder), "-o", str(out)]) == 2
+    assert f"{out / 'v'} (the frame folder of {folder / 'v.mp4'}) already holds files lseg did not write" in (
+        capsys.readouterr().err)
+    (out / "v" / "notes.txt").unlink()
+    assert main([*feats, str(folder), "-o", str(out)]) == 0
+    assert "4 written, 0 already done, 0 failed" in capsys.readouterr().err
+    assert main([*feats, str(folder), "-o", str(out)]) == 0  # its own frames: done, not a clash
+    assert "0 written, 4 already done" in capsys.readouterr().err
 
 
 def test_remove_stale_temp_files_only_removes_dead_local_writers(tmp_path):

@@ -62,10 +62,10 @@ def test_every_image_kind_segments_at_its_original_size(predictor, good_images, 
 @pytest.mark.parametrize("name", GOOD)
 def test_large_images_convert_in_strips_exactly(good_images, name, monkeypatch):
     """Large images are converted to RGB in row strips (bounded memory): same pixels as whole."""
-    import lseg.io
+    import lseg.io.pixels
 
     whole = load_image(good_images[name].path)
-    monkeypatch.setattr(lseg.io, "_STRIP_PIXELS", 97)  # every test image is "large" now
+    monkeypatch.setattr(lseg.io.pixels, "_STRIP_PIXELS", 97)  # every test image is "large" now
     np.testing.assert_array_equal(load_image(good_images[name].path), whole)
 
 
@@ -181,7 +181,7 @@ _VALID_FILES = {
     fmt: encode(Image.fromarray(scene(24, 32)), fmt) for fmt in ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 }
 #: Fuzz length: examples per run of the predictor-level byte fuzz (env FUZZ_EXAMPLES overrides;
-#: tests/test_io.py runs the same kind of fuzz on load_image alone).
+#: tests/io/test_images.py runs the same kind of fuzz on load_image alone).
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 
 

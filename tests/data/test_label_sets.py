@@ -16,7 +16,7 @@ from lseg.data import (
     pascal_context_labels,
     voc_labels,
 )
-from lseg.data.labels import fss_split_categories, read_package_file
+from lseg.data.label_sets import fss_split_categories, read_package_file
 from lseg.errors import DatasetError, LabelError
 
 

@@ -1,4 +1,4 @@
-"""Tests for lseg.viz: palette fidelity, colorize, overlay + legend, heatmaps, feature PCA, grid."""
+"""Tests for lseg.viz.drawing: overlay + legend, heatmaps, grid."""
 
 from __future__ import annotations
 
@@ -9,101 +9,9 @@ import pytest
 from PIL import Image
 
 from lseg.io import load_image, save_png
-from lseg.viz import (
-    VIRIDIS_ANCHORS,
-    colorize,
-    colorize_rgb,
-    colormap,
-    grid,
-    heatmaps,
-    overlay,
-    palette,
-    pca_rgb,
-    voc_palette,
-)
+from lseg.viz import VIRIDIS_ANCHORS, colormap, grid, heatmaps, overlay, palette
 
 RNG = np.random.default_rng(7)
-
-
-def _reference_palette(num_cls: int) -> list[int]:
-    """lang-seg's ``get_new_pallete`` (modules/models/lseg_net / test scripts), verbatim logic."""
-    n = num_cls
-    pallete = [0] * (n * 3)
-    for j in range(n):
-        lab = j
-        pallete[j * 3 + 0] = 0
-        pallete[j * 3 + 1] = 0
-        pallete[j * 3 + 2] = 0
-        i = 0
-        while lab > 0:
-            pallete[j * 3 + 0] |= ((lab >> 0) & 1) << (7 - i)
-            pallete[j * 3 + 1] |= ((lab >> 1) & 1) << (7 - i)
-            pallete[j * 3 + 2] |= ((lab >> 2) & 1) << (7 - i)
-            i = i + 1
-            lab >>= 3
-    return pallete
-
-
-# ------------------------------------------------------------------------------------------ palette
-
-
-def test_voc_palette_matches_reference() -> None:
-    for n in (0, 1, 21, 150, 256, 1000):
-        p = voc_palette(n)
-        assert p.shape == (n, 3) and p.dtype == np.uint8
-        assert p.reshape(-1).tolist() == _reference_palette(n)
-    assert voc_palette(5).tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128]]
-
-
-def test_palette_colours_unique() -> None:
-    p = palette(4096)
-    assert len({tuple(c) for c in p.tolist()}) == 4096
-
-
-def test_palette_rejects_bad_n() -> None:
-    for bad in (-1, 1.5, True, (1 << 24) + 1):
-        with pytest.raises(ValueError, match="palette"):
-            palette(bad)  # type: ignore[arg-type]
-
-
-# ------------------------------------------------------------------------------------------ colorize
-
-
-def test_colorize_keeps_ids_and_palette(tmp_path: Path) -> None:
-    ids = RNG.integers(0, 30, size=(9, 11))
-    img = colorize(ids)
-    assert img.mode == "P" and img.size == (11, 9)
-    np.testing.assert_array_equal(np.asarray(img), ids)
-    np.testing.assert_array_equal(np.array(img.getpalette()[: 3 * 256]).reshape(256, 3), palette(256))
-    np.testing.assert_array_equal(np.asarray(img.convert("RGB")), palette(30)[ids])
-    img.save(tmp_path / "ids.png")
-    with Image.open(tmp_path / "ids.png") as reread:
-        np.testing.assert_array_equal(np.asarray(reread), ids)
-
-
-def test_colorize_inputs_and_errors() -> None:
-    torch = pytest.importorskip("torch")
-    ids = torch.tensor([[0, 1], [2, 255]])
-    np.testing.assert_array_equal(np.asarray(colorize(ids)), ids.numpy())
-    np.testing.assert_array_equal(np.asarray(colorize(ids[None])), ids.numpy())  # 1xHxW
-    with pytest.raises(ValueError, match="colorize_rgb"):
-        colorize(np.array([[256]]))
-    with pytest.raises(ValueError, match=r"\[0, 255\]"):
-        colorize(np.array([[-1]]))
-    with pytest.raises(ValueError, match="integer"):
-        colorize(np.zeros((2, 2), np.float32))
-    with pytest.raises(ValueError, match="HxW"):
-        colorize(np.zeros((2, 2, 2), np.int64))
-
-
-def test_colorize_rgb_many_classes() -> None:
-    ids = np.array([[0, 300], [1000, -1]])
-    rgb = colorize_rgb(ids)
-    assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
-    p = palette(1001)
-    np.testing.assert_array_equal(rgb[0, 1], p[300])
-    np.testing.assert_array_equal(rgb[1, 0], p[1000])
-    np.testing.assert_array_equal(rgb[1, 1], [0, 0, 0])
 
 
 # ------------------------------------------------------------------------------------------ overlay
@@ -202,21 +110,6 @@ def test_overlay_without_labels_is_the_photo() -> None:
 # ------------------------------------------------------------------------------------------ heatmaps
 
 
-def test_colormap_is_viridis_with_increasing_lightness() -> None:
-    ramp = colormap(np.linspace(0, 1, 256))
-    assert ramp.shape == (256, 3) and ramp.dtype == np.uint8
-    np.testing.assert_array_equal(ramp[0], VIRIDIS_ANCHORS[0])
-    np.testing.assert_array_equal(ramp[-1], VIRIDIS_ANCHORS[-1])
-    luma = ramp.astype(float) @ [0.2126, 0.7152, 0.0722]
-    assert (np.diff(luma) >= -0.5).all() and luma[-1] - luma[0] > 150
-    np.testing.assert_array_equal(colormap(np.array([-5.0, 7.0])), colormap(np.array([0.0, 1.0])))
-    np.testing.assert_array_equal(colormap(np.array([5.0]), vmin=0, vmax=10)[0], ramp[128])
-    with pytest.raises(ValueError, match="NaN"):
-        colormap(np.array([np.nan]))
-    with pytest.raises(ValueError, match="vmax"):
-        colormap(np.zeros(2), vmin=1, vmax=1)
-
-
 def test_heatmaps() -> None:
     probs = np.zeros((3, 4, 5), np.float32)
     probs[0] = 1.0
@@ -247,59 +140,6 @@ def test_heatmaps_over_image_and_errors() -> None:
         heatmaps(probs, ["a", "b"], image=np.zeros((8, 10, 3), np.uint8))
     with pytest.raises(ValueError, match="KxHxW"):
         heatmaps(np.zeros((4, 5)), ["a"])
-
-
-# ------------------------------------------------------------------------------------------ PCA
-
-
-def _clustered_features(d: int = 64, h: int = 12, w: int = 15) -> tuple[np.ndarray, np.ndarray]:
-    centres = RNG.normal(size=(3, d)) * 5
-    ids = np.zeros((h, w), np.int64)
-    ids[:, 5:10] = 1
-    ids[:, 10:] = 2
-    feats = centres[ids] + RNG.normal(size=(h, w, d)) * 0.05  # HxWxD
-    return feats.transpose(2, 0, 1).astype(np.float32), ids  # DxHxW
-
-
-def test_pca_rgb_separates_clusters() -> None:
-    feats, ids = _clustered_features()
-    rgb = pca_rgb(feats)
-    assert rgb.shape == (12, 15, 3) and rgb.dtype == np.uint8 and rgb.flags.c_contiguous
-    # 3 centred clusters span 2 dimensions: channels 0-1 carry them, channel 2 is (stretched) noise.
-    top2 = rgb[..., :2].astype(float)
-    means = [top2[ids == k].mean(axis=0) for k in range(3)]
-    spreads = [np.abs(top2[ids == k] - means[k]).max() for k in range(3)]
-    gaps = [np.abs(means[a] - means[b]).max() for a, b in [(0, 1), (0, 2), (1, 2)]]
-    assert max(spreads) < 20 and min(gaps) > 100
-    assert (rgb[..., :2].reshape(-1, 2).min(axis=0) == 0).all()  # min-max per channel
-    assert (rgb[..., :2].reshape(-1, 2).max(axis=0) == 255).all()
-
-
-def test_pca_rgb_deterministic_and_layouts() -> None:
-    torch = pytest.importorskip("torch")
-    feats, _ = _clustered_features()
-    a = pca_rgb(feats, n_samples=50)
-    np.testing.assert_array_equal(a, pca_rgb(feats, n_samples=50))
-    np.testing.assert_array_equal(a, pca_rgb(np.ascontiguousarray(feats.transpose(1, 2, 0)), layout="HWD",
-                                             n_samples=50))
-    np.testing.assert_array_equal(a, pca_rgb(torch.from_numpy(feats)[None], n_samples=50))
-    # The sign convention makes the result independent of the features' overall sign flips
-    # only up to inversion; what matters is that it does not depend on SVD internals:
-    b = pca_rgb(feats.astype(np.float64), n_samples=50)
-    assert np.abs(a.astype(int) - b).max() <= 1
-
-
-def test_pca_rgb_degenerate_inputs() -> None:
-    np.testing.assert_array_equal(pca_rgb(np.ones((8, 4, 4), np.float32)), np.zeros((4, 4, 3), np.uint8))
-    one = pca_rgb(np.arange(16, dtype=np.float32).reshape(1, 4, 4))  # D = 1
-    assert one[..., 0].min() == 0 and one[..., 0].max() == 255 and (one[..., 1:] == 0).all()
-    assert pca_rgb(RNG.normal(size=(2, 1, 1))).shape == (1, 1, 3)
-    with pytest.raises(ValueError, match="NaN"):
-        pca_rgb(np.full((3, 2, 2), np.nan))
-    with pytest.raises(ValueError, match="3-D"):
-        pca_rgb(np.zeros((2, 2)))
-    with pytest.raises(ValueError, match="layout"):
-        pca_rgb(np.zeros((3, 2, 2)), layout="CHW")  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------ grid

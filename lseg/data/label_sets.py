@@ -1,4 +1,5 @@
-"""Class strings for every supported dataset.
+"""Label sets of the datasets: the class strings of every supported dataset (parsing a user's own
+label list and templates is :mod:`lseg.labels`'s job).
 
 LSeg feeds the raw class string to the CLIP text encoder (no prompt template), so the exact spelling of
 each label matters: a model trained on ``"coffee"`` is evaluated with ``"coffee"``. Every function here

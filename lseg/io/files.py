@@ -1,0 +1,94 @@
+"""Listing input files: :func:`walk_files` (every non-hidden file, symlinks followed without loops)
+and :func:`list_images` (those with an image extension)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lseg.errors import ImageLoadError
+from lseg.io._text import one_line as _one_line
+from lseg.io.images import IMAGE_EXTENSIONS
+
+__all__ = ["list_images", "walk_files"]
+
+
+def list_images(folder: str | os.PathLike[str], recursive: bool = True) -> list[Path]:
+    """List image files in a folder.
+
+    Args:
+        folder: Directory to search.
+        recursive: Also search sub-directories, as :func:`walk_files` does (symlinked folders
+            are followed, each real folder once).
+
+    Returns:
+        Paths (``folder`` joined with the relative path) of files whose extension, compared
+        case-insensitively, is in :data:`IMAGE_EXTENSIONS`, sorted lexicographically by path
+        components. Hidden files and files inside hidden directories (name starting with
+        ``.``, e.g. ``.git``, ``.ipynb_checkpoints``) are ignored. A FIFO, device or socket with an
+        image name is listed: :func:`load_image` refuses it (without blocking), so it is reported,
+        not silently left out.
+
+    Raises:
+        ImageLoadError: ``folder`` does not exist or is not a directory, or a folder inside it
+            cannot be read (permission denied).
+    """
+    return [f for f in walk_files(folder, recursive) if f.suffix.lower() in IMAGE_EXTENSIONS]
+
+
+def walk_files(
+    folder: str | os.PathLike[str], recursive: bool = True, exclude: str | os.PathLike[str] | None = None
+) -> list[Path]:
+    """Every non-hidden entry under ``folder`` that is not a folder, sorted by path components.
+
+    Symlinked sub-folders are followed, except a link to a folder inside ``folder`` (its files are
+    listed under their real path); each folder is visited once (by device and inode), so a link
+    back to a parent cannot loop and a folder linked twice is listed under the first path in sorted
+    order. Hidden files and folders (``.name``) and broken symlinks are left out. A folder that
+    cannot be read raises instead of being skipped: a job must not report success while missing
+    part of its input. The folder ``exclude`` (a job's output folder, wherever it is linked from)
+    is left out.
+
+    Raises:
+        ImageLoadError: ``folder`` is missing or not a directory, or a folder under it is unreadable.
+    """
+    root = Path(os.fspath(folder)).expanduser()
+    if not root.exists():
+        raise ImageLoadError(f"image folder not found: '{root}'; check the path")
+    if not root.is_dir():
+        raise ImageLoadError(f"'{root}' is not a folder; pass a directory (or load the file directly)")
+
+    def unreadable(e: OSError) -> None:
+        raise ImageLoadError(f"cannot read folder '{e.filename}': {e.strerror or _one_line(e)}; fix its "
+                             "permissions or move it out of the input folder")
+
+    real_root = os.path.realpath(root)
+    seen = {_dir_key(root)}
+    skip = os.path.realpath(os.path.expanduser(exclude)) if exclude is not None else None
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
+        base = Path(dirpath)
+        keep = []
+        for d in sorted(dirnames) if recursive else []:
+            key = _dir_key(base / d)
+            inside = (base / d).is_symlink() and _is_within(os.path.realpath(base / d), real_root)
+            excluded = skip is not None and os.path.realpath(base / d) == skip
+            if not d.startswith(".") and key is not None and key not in seen and not inside and not excluded:
+                seen.add(key)
+                keep.append(d)
+        dirnames[:] = keep
+        found += [base / fn for fn in filenames if not fn.startswith(".") and os.path.exists(base / fn)]
+    return sorted(found, key=lambda q: q.relative_to(root).parts)
+
+
+def _is_within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _dir_key(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the folder ``path`` resolves to; None if it vanished."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino

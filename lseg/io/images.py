@@ -1,0 +1,422 @@
+"""Decoding images: :func:`load_image` turns any supported input into one ``HxWx3 uint8 RGB`` array.
+
+Paths are opened without ever blocking (a FIFO or device named ``x.jpg`` is refused), the format
+is identified without Pillow's global size guard (``max_pixels`` is the per-call limit, checked from
+the header before decoding), JPEG streams are checked for corruption, and every decoding failure
+becomes one :class:`~lseg.errors.ImageLoadError`. Converting decoded pixels to RGB is
+:mod:`lseg.io.pixels`'s job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import stat
+import struct
+import sys
+import warnings
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from PIL import ExifTags, Image, ImageOps
+
+from lseg.errors import ImageLoadError
+from lseg.io._text import one_line as _one_line
+from lseg.io.pixels import ALPHA_BACKGROUND, _array_to_rgb, _convert_mode, _tensor_to_rgb
+
+__all__ = [
+    "ALPHA_BACKGROUND", "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "ImageSource", "load_image",
+]
+
+#: Default pixel limit of :func:`load_image`: 16384 * 16384 = 268,435,456 pixels (~805 MB as
+#: ``HxWx3 uint8``). Large photos (e.g. 12000x8000 = 96 M pixels) load; absurd or malicious
+#: headers ("decompression bombs") are refused before any pixel memory is allocated.
+DEFAULT_MAX_PIXELS: int = 16384 * 16384
+
+#: Lower-case file extensions recognised as still/animated images by :func:`list_images`.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif"}
+)
+
+#: Lower-case file extensions that :func:`iter_frames` decodes with PyAV (everything not in
+#: :data:`IMAGE_EXTENSIONS` is also tried with PyAV; this set is only used for error hints).
+VIDEO_EXTENSIONS: frozenset[str] = frozenset(
+    {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"}
+)
+
+
+# Exceptions Pillow's format plugins raise while *identifying* a file that is not theirs
+# (the same set PIL.Image.open swallows before trying the next plugin).
+_IDENTIFY_ERRORS = (SyntaxError, IndexError, TypeError, struct.error)
+
+ImageSource = Any
+"""Anything :func:`load_image` accepts: ``str | os.PathLike`` (path), ``bytes | bytearray |
+memoryview`` (encoded file content), a binary file object, ``PIL.Image.Image``, ``np.ndarray``
+or ``torch.Tensor``."""
+
+
+def load_image(
+    source: ImageSource,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    frame: int = 0,
+) -> np.ndarray:
+    """Load any supported image input as an ``HxWx3 uint8 RGB`` array.
+
+    Args:
+        source: One of
+
+            * ``str`` / ``os.PathLike``: path to an image file (``~`` is expanded). Any format
+              Pillow can decode (JPEG, PNG, BMP, GIF, WebP, TIFF, ...). EXIF orientation is
+              applied, so the array is upright as a viewer would show it.
+            * ``bytes`` / ``bytearray`` / ``memoryview``: the *encoded* content of an image file.
+            * a binary file object (``read()`` returning bytes); read from its current position,
+              never closed.
+            * ``PIL.Image.Image`` in any mode (not modified; its frame position is restored).
+            * ``np.ndarray``: ``HxW`` (gray), ``HxWx1``, ``HxWx3`` (RGB) or ``HxWx4`` (RGBA) of
+              dtype ``uint8``, ``uint16`` (scaled by ``>> 8``), ``bool`` (0/255) or float
+              (values must be finite and in ``[0, 1]``; scaled by 255 and rounded).
+            * ``torch.Tensor``: ``CxHxW`` with C in {1, 3, 4}, or ``HxW``; dtype ``uint8``,
+              ``bool`` or float in ``[0, 1]``; may live on any device.
+
+        max_pixels: Refuse images with more than this many pixels (``H * W``) with an
+            :class:`~lseg.errors.ImageLoadError`, checked from the file header before decoding.
+            ``None`` disables the check (only for trusted inputs). The result needs
+            3 bytes/pixel.
+        frame: Frame index for multi-frame files (animated GIF/WebP/PNG, multi-page TIFF).
+            Must be 0 for single-frame inputs.
+
+    Returns:
+        A new (never aliasing the input) C-contiguous ``HxWx3 uint8`` RGB array, ``H, W >= 1``.
+        Alpha is composited onto white (:data:`ALPHA_BACKGROUND`).
+
+    Raises:
+        ImageLoadError: Missing/empty/unreadable file, not an image, truncated or corrupt data,
+            too many pixels, frame out of range, unsupported array shape or dtype.
+        TypeError: ``source`` is of an unsupported Python type.
+        TypeError: ``frame`` is not an int.
+        ValueError: ``max_pixels`` is not a positive int or None.
+    """
+    if max_pixels is not None and (isinstance(max_pixels, bool) or int(max_pixels) != max_pixels
+                                   or max_pixels < 1):
+        raise ValueError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
+    if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)):
+        raise TypeError(f"frame must be an int, got {type(frame).__name__}")
+    frame = int(frame)
+
+    if isinstance(source, (str, os.PathLike)):
+        return _load_path(source, max_pixels=max_pixels, frame=frame)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        return _load_encoded(io.BytesIO(data), f"<{len(data)} bytes>", len(data),
+                             max_pixels=max_pixels, frame=frame)
+    if isinstance(source, Image.Image):
+        return _load_pil_object(source, max_pixels=max_pixels, frame=frame)
+    if isinstance(source, np.ndarray):
+        _check_no_frame(frame, "numpy array")
+        return _array_to_rgb(source, "numpy array", max_pixels=max_pixels)
+    torch = sys.modules.get("torch")  # a tensor can only exist if torch was imported already
+    if torch is not None and isinstance(source, torch.Tensor):
+        _check_no_frame(frame, "torch tensor")
+        return _tensor_to_rgb(source, max_pixels=max_pixels)
+    if hasattr(source, "read"):
+        return _load_file_object(source, max_pixels=max_pixels, frame=frame)
+    raise TypeError(
+        f"load_image: unsupported source type {type(source).__name__}; pass a path, bytes, a binary "
+        "file object, a PIL image, a numpy array or a torch tensor"
+    )
+
+
+def _load_path(path: str | os.PathLike[str], *, max_pixels: int | None, frame: int) -> np.ndarray:
+    """Open a file path with helpful errors for the usual filesystem problems."""
+    text = os.fspath(path)
+    if isinstance(text, bytes):  # os.PathLike[bytes]
+        text = os.fsdecode(text)
+    if text.startswith(("http://", "https://", "ftp://")):
+        raise ImageLoadError(f"cannot load image '{text}': URLs are not supported; download the file "
+                             "first and pass its local path")
+    p = Path(text).expanduser()
+    with _open_regular(p, "cannot load image") as f:
+        size = os.fstat(f.fileno()).st_size
+        return _load_encoded(f, str(p), size, max_pixels=max_pixels, frame=frame)
+
+
+#: What a path that is not a regular file is, for messages (stat.S_IFMT -> words).
+_SPECIAL_FILES = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device",
+                  stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+
+
+def _open_regular(p: Path, doing: str) -> IO[bytes]:
+    """Open ``p`` for reading if it is a regular file (a symlink to one is fine), else one clear
+    :class:`ImageLoadError` - without blocking: a FIFO named ``x.jpg`` would block ``open()`` until a
+    writer appears, a device could stream forever.
+
+    ``O_NONBLOCK`` makes the open itself return at once whatever ``p`` turns out to be (it could be
+    swapped for a FIFO after any check), and ``fstat`` on the opened file decides; for a regular
+    file the flag changes nothing.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(p, flags)
+    except FileNotFoundError:
+        raise ImageLoadError(f"image file not found: '{p}'; check the path and spelling") from None
+    except PermissionError:
+        raise ImageLoadError(f"{doing} '{p}': permission denied; check the file's read "
+                             "permissions") from None
+    except (OSError, ValueError) as e:  # ValueError: embedded NUL byte; ENXIO: a socket
+        kind = _special_kind(p)
+        if kind is not None:
+            raise ImageLoadError(f"{doing} '{p}': it is {kind}, not a regular file; pass an image "
+                                 "file") from None
+        raise ImageLoadError(f"{doing} '{p}': cannot open the file ({_one_line(e)}); "
+                             "check the path") from None
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISREG(mode):
+        return os.fdopen(fd, "rb")
+    os.close(fd)
+    if stat.S_ISDIR(mode):
+        raise ImageLoadError(f"{doing} '{p}': it is a directory, not an image file; "
+                             "use list_images() to find the images inside it")
+    kind = _SPECIAL_FILES.get(stat.S_IFMT(mode), "not a regular file")
+    raise ImageLoadError(f"{doing} '{p}': it is {kind}, not a regular file; pass an image file")
+
+
+def _special_kind(p: Path) -> str | None:
+    """``a FIFO (named pipe)`` etc. if ``p`` is such a file (``stat`` never blocks), else None."""
+    try:
+        return _SPECIAL_FILES.get(stat.S_IFMT(os.stat(p).st_mode))
+    except (OSError, ValueError):
+        return None
+
+
+def _load_file_object(f: IO[Any], *, max_pixels: int | None, frame: int) -> np.ndarray:
+    """Read a (binary) file object from its current position into memory and decode it."""
+    name = getattr(f, "name", None)
+    name = f"file object '{name}'" if isinstance(name, (str, os.PathLike)) else "file object"
+    try:
+        data = f.read()
+    except OSError as e:
+        raise ImageLoadError(f"cannot load image from {name}: read failed ({_one_line(e)})") from None
+    if isinstance(data, str):
+        raise ImageLoadError(f"cannot load image from {name}: it is opened in text mode; open it "
+                             "with mode 'rb'")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ImageLoadError(f"cannot load image from {name}: read() returned "
+                             f"{type(data).__name__}, expected bytes")
+    data = bytes(data)
+    return _load_encoded(io.BytesIO(data), name, len(data), max_pixels=max_pixels, frame=frame)
+
+
+def _load_encoded(
+    fp: IO[bytes], name: str, nbytes: int, *, max_pixels: int | None, frame: int
+) -> np.ndarray:
+    """Identify, size-check, fully decode and convert one frame of an encoded image."""
+    if nbytes == 0:
+        raise ImageLoadError(f"cannot load image '{name}': the file is empty (0 bytes); it was probably "
+                             "not fully downloaded or written - re-create it")
+    im = _identify(fp, name)
+    try:
+        _check_pixels(im.size, name, max_pixels)
+        if im.format in ("JPEG", "MPO"):
+            _check_jpeg_stream(fp, name)
+        _seek_frame(im, frame, name)
+        return _pil_to_rgb(im, name, max_pixels=max_pixels)
+    finally:
+        im.close()
+
+
+#: libjpeg's warnings about the compressed data (jerror.h, JWRN_*): the decoder recovers by filling
+#: the rest of the image with gray, and Pillow discards these warnings, so a JPEG with a corrupt
+#: middle would decode "successfully" into a half-gray picture. Other warnings (an unknown JFIF
+#: revision, a bad ICC profile) leave the pixels intact and are ignored.
+_JPEG_CORRUPTION = ("Corrupt JPEG data:", "Premature end of JPEG file", "Inconsistent progression")
+_JPEG_METADATA_ONLY = ("Corrupt JPEG data: bad ICC marker",)
+
+
+def _check_jpeg_stream(fp: IO[bytes], name: str) -> None:
+    """Refuse a JPEG whose compressed data libjpeg reports as corrupt.
+
+    The whole stream is entropy-decoded by libjpeg-turbo (simplejpeg, strict: its warnings become
+    errors) at 1/8 scale: every Huffman code is read, the inverse DCT works on 1/64 of the pixels
+    (about half of Pillow's decoding time). Files that TurboJPEG's API does not take (unusual
+    sampling factors, 12-bit) are left to Pillow: nothing to check them with. A flipped bit that
+    still decodes cannot be detected (JPEG has no checksum).
+    """
+    import simplejpeg
+
+    position = fp.tell()
+    fp.seek(0)
+    data = fp.read()
+    fp.seek(position)
+    try:
+        colorspace = simplejpeg.decode_jpeg_header(data)[2]
+        simplejpeg.decode_jpeg(data, colorspace="CMYK" if colorspace in ("CMYK", "YCCK") else "GRAY",
+                               fastdct=True, min_height=1, min_width=1, strict=True)
+    except ValueError as e:
+        message = " ".join(str(e).split())
+        if message.startswith(_JPEG_CORRUPTION) and not message.startswith(_JPEG_METADATA_ONLY):
+            raise ImageLoadError(f"cannot load image '{name}': the file is truncated or corrupt "
+                                 f"({message}); re-download or re-export it") from None
+
+
+def _identify(fp: IO[bytes], name: str) -> Image.Image:
+    """Identify the format of ``fp`` without decoding pixels.
+
+    This mirrors what ``PIL.Image.open`` does, minus its global ``MAX_IMAGE_PIXELS`` check and
+    warning (we apply ``max_pixels`` ourselves, per call, without touching global state).
+    """
+    fp.seek(0)
+    prefix = fp.read(16)
+    Image.preinit()  # common formats first, like Image.open
+    Image.init()
+    claimed: list[tuple[str, BaseException]] = []  # formats whose signature matched but failed
+    for fmt in list(Image.ID):
+        factory, accept = Image.OPEN[fmt]
+        try:
+            if accept is not None:
+                verdict = accept(prefix)
+                if not verdict or isinstance(verdict, str):  # a str is a "maybe, but..." warning
+                    continue
+            fp.seek(0)
+            return factory(fp, name)  # type: ignore[no-any-return]
+        except _IDENTIFY_ERRORS as e:
+            if accept is not None:
+                claimed.append((fmt, e))
+            continue
+        except Image.DecompressionBombError:
+            raise ImageLoadError(
+                f"cannot load image '{name}': its header declares an absurd size (decompression bomb "
+                "guard); if the file is trusted, re-save it in a simpler format") from None
+        except Exception as e:  # a plugin recognised the file but its header is broken
+            raise ImageLoadError(f"cannot load image '{name}': truncated or corrupt {fmt} header "
+                                 f"({_one_line(e)}); re-export or re-download the file") from e
+    if claimed:
+        fmt, err = claimed[0]
+        raise ImageLoadError(f"cannot load image '{name}': it looks like {fmt} but its header is corrupt "
+                             f"({_one_line(err)}); re-export or re-download the file")
+    raise ImageLoadError(f"cannot load image '{name}': {_describe_unknown(prefix, name)}")
+
+
+def _describe_unknown(prefix: bytes, name: str) -> str:
+    """Explain an unidentified file as helpfully as one line allows."""
+    suffix = Path(name).suffix.lower()
+    if suffix in VIDEO_EXTENSIONS:
+        return "this is a video, not an image; use lseg.io.iter_frames() for videos"
+    head = prefix.lstrip()
+    if head[:1] == b"<":
+        return ("not an image but HTML/XML text (a failed download or an SVG?); download the real "
+                "image or convert it to PNG")
+    text = prefix.decode("utf-8", errors="ignore")  # a cut multi-byte char at the end is fine
+    if len(text) >= len(prefix) // 2 and all(c.isprintable() or c in "\r\n\t" for c in text):
+        return "not an image but a text file; check that the path points to the actual image"
+    return (f"not a recognised image format (first bytes {prefix[:8].hex()}); check the file is a "
+            "JPEG/PNG/BMP/GIF/WebP/TIFF image and re-export it if needed")
+
+
+def _load_pil_object(im: Image.Image, *, max_pixels: int | None, frame: int) -> np.ndarray:
+    """Convert a caller-owned PIL image (restoring its frame position afterwards)."""
+    name = f"PIL image ({im.format or 'in memory'}, mode {im.mode}, {im.width}x{im.height})"
+    _check_pixels(im.size, name, max_pixels)
+    n_frames = _n_frames(im)
+    if n_frames == 1 or (frame == 0 and im.tell() == 0):
+        _seek_frame(im, frame, name)
+        return _pil_to_rgb(im, name, max_pixels=max_pixels)
+    position = im.tell()
+    try:
+        _seek_frame(im, frame, name)
+        return _pil_to_rgb(im, name, max_pixels=max_pixels)
+    finally:
+        with contextlib.suppress(Exception):  # restoring the caller's position is best effort
+            im.seek(position)
+
+
+def _n_frames(im: Image.Image) -> int:
+    try:
+        return max(1, int(getattr(im, "n_frames", 1)))
+    except Exception:  # noqa: BLE001 - some plugins compute n_frames lazily and may fail
+        return 1
+
+
+def _seek_frame(im: Image.Image, frame: int, name: str) -> None:
+    """Seek ``im`` to ``frame`` or raise a clear out-of-range error."""
+    n = _n_frames(im)
+    if not 0 <= frame < n:
+        valid = "only frame 0" if n == 1 else f"frames 0..{n - 1}"
+        raise ImageLoadError(f"cannot load frame {frame} of image '{name}': it has {n} frame(s); "
+                             f"use {valid}")
+    if frame == 0 and im.tell() == 0:
+        return
+    try:
+        im.seek(frame)
+    except Exception as e:  # noqa: BLE001 - corrupt animations fail in many ways
+        raise ImageLoadError(f"cannot load frame {frame} of image '{name}': the file is corrupt "
+                             f"({_one_line(e)}); re-export it") from None
+
+
+def _check_pixels(size: tuple[int, int], name: str, max_pixels: int | None) -> None:
+    """Refuse empty images and images above ``max_pixels`` (size from the header)."""
+    w, h = int(size[0]), int(size[1])
+    if w < 1 or h < 1:
+        raise ImageLoadError(f"cannot load image '{name}': it has size {w}x{h} (no pixels); "
+                             "re-export it")
+    if max_pixels is not None and w * h > max_pixels:
+        mb = 3 * w * h / 1e6
+        raise ImageLoadError(
+            f"image '{name}' is {w}x{h} = {w * h / 1e6:.1f} M pixels, above max_pixels={max_pixels} "
+            f"(it would need ~{mb:.0f} MB as HxWx3 uint8); downscale it, or pass a larger max_pixels "
+            "(None = no limit) if the file is trusted")
+
+
+def _pil_to_rgb(im: Image.Image, name: str, *, max_pixels: int | None = None) -> np.ndarray:
+    """Fully decode ``im`` (current frame) and convert it to ``HxWx3 uint8`` RGB.
+
+    Any decoding failure (truncated data, corrupt streams, broken EXIF) becomes an
+    :class:`ImageLoadError`; nothing is silently accepted.
+    """
+    try:
+        im.load()  # force the full decode here, inside the try (Image.open is lazy)
+    except Image.DecompressionBombError:
+        raise ImageLoadError(f"cannot load image '{name}': a frame declares an absurd size "
+                             "(decompression bomb guard); re-save the file") from None
+    except MemoryError:
+        raise ImageLoadError(f"cannot load image '{name}': out of memory while decoding "
+                             f"{im.width}x{im.height} pixels; pass a smaller max_pixels or "
+                             "downscale the image") from None
+    except Exception as e:
+        raise ImageLoadError(f"cannot load image '{name}': the file is truncated or corrupt "
+                             f"({_one_line(e)}); re-download or re-export it") from e
+    try:
+        im = _exif_upright(im)
+        _check_pixels(im.size, name, max_pixels)  # decoders may change the size (e.g. ICO, MPO)
+        return _convert_mode(im, name)
+    except ImageLoadError:
+        raise
+    except MemoryError:
+        raise ImageLoadError(f"cannot load image '{name}': out of memory while converting "
+                             f"{im.width}x{im.height} pixels; downscale the image") from None
+    except Exception as e:
+        raise ImageLoadError(f"cannot load image '{name}': cannot convert mode {im.mode} to RGB "
+                             f"({_one_line(e)}); re-export it as 8-bit RGB") from e
+
+
+def _exif_upright(im: Image.Image) -> Image.Image:
+    """Apply the EXIF Orientation tag. A corrupt EXIF block only loses the rotation.
+
+    Without a rotation the image itself is returned (``exif_transpose`` would copy it: 4 bytes per
+    pixel more at the peak for nothing).
+    """
+    try:
+        if im.getexif().get(ExifTags.Base.Orientation, 1) not in (2, 3, 4, 5, 6, 7, 8):
+            return im
+        upright = ImageOps.exif_transpose(im)
+    except Exception as e:  # noqa: BLE001 - the pixels are fine; only metadata is broken
+        warnings.warn(f"ignoring unreadable EXIF orientation ({_one_line(e)})", stacklevel=4)
+        return im
+    return upright if upright is not None else im
+
+
+def _check_no_frame(frame: int, what: str) -> None:
+    if frame != 0:
+        raise ImageLoadError(f"cannot load frame {frame} of a {what}: it has 1 frame; use frame=0")

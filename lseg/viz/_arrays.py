@@ -1,0 +1,33 @@
+"""Array inputs of the viz functions: numpy arrays or torch tensors, and label maps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    """numpy array from an array-like or a torch tensor (detached, on CPU)."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor without importing torch
+        x = x.detach().cpu()
+        if hasattr(x, "is_floating_point") and x.is_floating_point():
+            x = x.float()  # numpy has no bfloat16
+        return x.numpy()
+    return np.asarray(x)
+
+
+def _label_map(label_map: Any, name: str = "label_map", int64: bool = True) -> np.ndarray:
+    """Validate an ``HxW`` integer label map and return it as an int64 array (``int64=False``:
+    integer arrays keep their dtype, no copy)."""
+    arr = _to_numpy(label_map)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]  # tolerate 1xHxW model outputs
+    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"{name} must be an HxW array of class ids, got shape {tuple(arr.shape)}")
+    if arr.dtype != np.bool_ and arr.dtype.kind not in "ui":
+        raise ValueError(f"{name} must hold integer class ids, got dtype {arr.dtype}; use argmax over "
+                         "classes first")
+    if not int64 and arr.dtype.kind in "ui":
+        return arr
+    return arr.astype(np.int64)

@@ -1,0 +1,147 @@
+"""Colours: the label palettes (:func:`palette`, :func:`voc_palette`) and the viridis colour map."""
+
+from __future__ import annotations
+
+import colorsys
+import functools
+from typing import Any
+
+import numpy as np
+
+from lseg.viz._arrays import _to_numpy
+
+#: The 10 anchor colours of matplotlib's *viridis* (as in R's ``viridisLite::viridis(10)``),
+#: evenly spaced on ``[0, 1]``. :func:`colormap` interpolates linearly between them, which is
+#: visually indistinguishable from the full 256-entry table and keeps viridis' monotonically
+#: increasing lightness (important for reading probabilities).
+VIRIDIS_ANCHORS: np.ndarray = np.array(
+    [
+        [0x44, 0x01, 0x54],
+        [0x48, 0x28, 0x78],
+        [0x3E, 0x4A, 0x89],
+        [0x31, 0x68, 0x8E],
+        [0x26, 0x82, 0x8E],
+        [0x1F, 0x9E, 0x89],
+        [0x35, 0xB7, 0x79],
+        [0x6D, 0xCD, 0x59],
+        [0xB4, 0xDE, 0x2C],
+        [0xFD, 0xE7, 0x25],
+    ],
+    dtype=np.uint8,
+)
+VIRIDIS_ANCHORS.setflags(write=False)
+
+
+def _viridis_lut() -> np.ndarray:
+    x = np.linspace(0.0, 1.0, 256)
+    xp = np.linspace(0.0, 1.0, len(VIRIDIS_ANCHORS))
+    lut = np.stack([np.interp(x, xp, VIRIDIS_ANCHORS[:, c].astype(np.float64)) for c in range(3)], axis=1)
+    out = np.rint(lut).astype(np.uint8)
+    out.setflags(write=False)
+    return out
+
+
+_VIRIDIS_LUT = _viridis_lut()  # (256, 3) uint8, computed once at import (cheap)
+
+_MAX_VOC = 1 << 24  # the bit-interleaving spreads 24 bits of the id over 3 x 8 colour bits
+#: Most colours :func:`palette` makes (label maps hold at most 65536 labels).
+MAX_COLORS = 1 << 16
+
+#: The first colours of :func:`palette`: matplotlib's ``tab10`` (Tableau's categorical palette) without
+#: its grey, in its order. Each is mid-light and saturated, so it shows over dark and bright photos.
+TAB10: np.ndarray = np.array(
+    [
+        [0x1F, 0x77, 0xB4],  # blue
+        [0xFF, 0x7F, 0x0E],  # orange
+        [0x2C, 0xA0, 0x2C],  # green
+        [0xD6, 0x27, 0x28],  # red
+        [0x94, 0x67, 0xBD],  # purple
+        [0x8C, 0x56, 0x4B],  # brown
+        [0xE3, 0x77, 0xC2],  # pink
+        [0xBC, 0xBD, 0x22],  # olive
+        [0x17, 0xBE, 0xCF],  # cyan
+    ],
+    dtype=np.uint8,
+)
+TAB10.setflags(write=False)
+
+
+def _check_n(n: Any, limit: int, name: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= limit:
+        raise ValueError(f"{name}: n must be an int in [0, {limit}], got {n!r}")
+    return int(n)
+
+
+@functools.lru_cache(maxsize=16)
+def _palette(n: int) -> np.ndarray:
+    out = [tuple(int(c) for c in rgb) for rgb in TAB10[:n]]
+    seen = set(out)
+    i = 0
+    golden = (5 ** 0.5 - 1) / 2
+    while len(out) < n:
+        # Hues spread by the golden ratio; saturation 0.55-0.9 and value 0.65-0.95 keep every colour
+        # away from black, white and grey.
+        h = (0.11 + i * golden) % 1.0
+        s = 0.55 + 0.35 * ((i * 0.7548776662) % 1.0)
+        v = 0.65 + 0.30 * ((i * 0.5698402910) % 1.0)
+        rgb = tuple(round(255 * c) for c in colorsys.hsv_to_rgb(h, s, v))
+        i += 1
+        luma = (0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2]) / 255
+        if rgb not in seen and 0.15 <= luma <= 0.78:  # neither near-black nor near-white (yellows)
+            seen.add(rgb)
+            out.append(rgb)
+    arr = np.array(out, dtype=np.uint8).reshape(n, 3)
+    arr.setflags(write=False)
+    return arr
+
+
+def palette(n: int) -> np.ndarray:
+    """``n`` distinct colours, each visible over photos: ``(n, 3) uint8`` RGB, row ``i`` for label ``i``.
+
+    The first 9 are :data:`TAB10`; the others have golden-ratio-spaced hues with saturation >= 0.55,
+    value in [0.65, 0.95] and luma in [0.15, 0.78] (never black, white or grey). Label 0, usually the one people care
+    about most, is blue rather than the black of the VOC palette (:func:`voc_palette`).
+
+    Args:
+        n: Number of colours, ``0 <= n <=`` :data:`MAX_COLORS`.
+    """
+    return _palette(_check_n(n, MAX_COLORS, "palette")).copy()
+
+
+def voc_palette(n: int) -> np.ndarray:
+    """The VOC-style palette of LSeg's ``get_new_pallete``: ``(n, 3) uint8`` RGB (0 = black,
+    1 = dark red, ...), as the reference code and the PASCAL VOC masks colour class ids.
+
+    Bit ``3k + c`` of the class id sets bit ``7 - k`` of colour channel ``c``.
+    """
+    ids = np.arange(_check_n(n, _MAX_VOC, "voc_palette"), dtype=np.int64)
+    colours = np.zeros((len(ids), 3), dtype=np.int64)
+    for k in range(8):
+        for c in range(3):
+            colours[:, c] |= ((ids >> (3 * k + c)) & 1) << (7 - k)
+    return colours.astype(np.uint8)
+
+
+def hex_colors(n: int) -> list[str]:
+    """:func:`palette` as ``"#rrggbb"`` strings."""
+    return ["#{:02x}{:02x}{:02x}".format(*c) for c in palette(n)]
+
+
+def colormap(values: Any, vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
+    """Map scalar values to viridis colours.
+
+    Args:
+        values: Array of any shape (float), e.g. ``HxW`` probabilities; must be finite.
+        vmin: Value mapped to the darkest colour (values below are clipped).
+        vmax: Value mapped to the brightest colour (values above are clipped).
+
+    Returns:
+        ``values.shape + (3,)`` uint8 RGB.
+    """
+    v = _to_numpy(values).astype(np.float64)
+    if not np.isfinite(v).all():
+        raise ValueError("colormap: values contain NaN or inf")
+    if not vmax > vmin:
+        raise ValueError(f"colormap: need vmax > vmin, got vmin={vmin}, vmax={vmax}")
+    idx = np.rint(np.clip((v - vmin) / (vmax - vmin), 0.0, 1.0) * 255.0).astype(np.intp)
+    return _VIRIDIS_LUT[idx]
