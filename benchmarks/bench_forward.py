@@ -5,7 +5,7 @@ one invocation, and prints a side-by-side table:
 
 * ``lseg``: our defaults: fp32 text tower on trimmed tokens, BatchNorm folded, channels-last
   decoder, in-place normalisation, fp16-stored CLIP matrices, glibc mmap threshold pinned
-  (:func:`lseg.inference.tune_allocator`).
+  (:func:`lseg.allocator.tune_allocator`).
 * ``eager-reference``: the same network with every optimisation off and ``reference_numerics``
   (fp16 CLIP text tower on the full 77-token context, re-encoded on every call, as the reference).
 
@@ -38,19 +38,19 @@ def run_variant(variant: str, repeats: int, size: int, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     import lseg
+    from lseg.allocator import tune_allocator
     from lseg.data.label_sets import ade20k_labels
-    from lseg.inference import tune_allocator
 
     if variant == "lseg":
-        tune_allocator()  # as LSegPredictor and the CLI do
+        tune_allocator()  # as the CLI does
 
     t0 = time.perf_counter()
     model = lseg.create_model("lseg_vitl16_384")
     build_s = time.perf_counter() - t0
     if variant == "eager-reference":
-        model.reference_numerics = True
+        model.set_numerics("reference")
     else:
-        model.set_inference_optimizations(True)
+        model.set_numerics("fast")  # as LSegPredictor does
     rss_model = _status("VmRSS")
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     labels = ["other", "dog", "grass", "sky"]

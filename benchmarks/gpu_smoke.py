@@ -76,7 +76,7 @@ def inference_rows(name: str, model: lseg.LSeg, device: torch.device, size: int)
     img = photo()
     gpu_img = torch.from_numpy(img).permute(2, 0, 1).contiguous().to(device)
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
-    model.set_inference_optimizations(True)
+    model.set_numerics("fast")
     with torch.inference_mode():
         ref = model(model.normalize(x), LABELS).float()
         ref_emb = LSegPredictor(model, size=size).embed_image(img).pixels

@@ -22,8 +22,8 @@ __version__ = "0.1.0"
 #: public name -> module that defines it
 _EXPORTS = {
     "convert_official_state_dict": "lseg.checkpoints",
-    "create_model": "lseg.checkpoints",
-    "load_model": "lseg.checkpoints",
+    "create_model": "lseg.loading",
+    "load_model": "lseg.loading",
     "read_state_dict": "lseg.checkpoints",
     "save_pretrained": "lseg.checkpoints",
     "CheckpointError": "lseg.errors",
@@ -37,8 +37,9 @@ _EXPORTS = {
     "LSegPredictor": "lseg.inference",
     "MultiScaleConfig": "lseg.inference",
     "SegmentationResult": "lseg.inference",
-    "LSeg": "lseg.models",
+    "LSeg": "lseg.models.lseg",
     "LSegConfig": "lseg.models",
+    "SpatialBlockConfig": "lseg.models",
     "TextEncoderConfig": "lseg.models",
     "ViTConfig": "lseg.models",
     "get_config": "lseg.models",
@@ -59,6 +60,7 @@ __all__ = [
     "MultiScaleConfig",
     "OutputWriteError",
     "SegmentationResult",
+    "SpatialBlockConfig",
     "TextEncoderConfig",
     "ViTConfig",
     "WeightsDownloadError",
@@ -89,8 +91,6 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports them
     from lseg.checkpoints import (
         convert_official_state_dict,
-        create_model,
-        load_model,
         read_state_dict,
         save_pretrained,
     )
@@ -104,5 +104,14 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
         WeightsDownloadError,
     )
     from lseg.inference import ImageEmbedding, LSegPredictor, MultiScaleConfig, SegmentationResult
-    from lseg.models import LSeg, LSegConfig, TextEncoderConfig, ViTConfig, get_config, list_models
+    from lseg.loading import create_model, load_model
+    from lseg.models import (
+        LSegConfig,
+        SpatialBlockConfig,
+        TextEncoderConfig,
+        ViTConfig,
+        get_config,
+        list_models,
+    )
+    from lseg.models.lseg import LSeg
     from lseg.weights import list_pretrained

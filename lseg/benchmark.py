@@ -75,16 +75,16 @@ def run_one(model_name: str, checkpoint: str | None, precision: str, batch: int,
     import torch
 
     import lseg
-    from lseg.inference import tune_allocator
+    from lseg.allocator import tune_allocator
 
     torch.set_num_threads(threads)
     tune_allocator()
     torch.manual_seed(0)
     model = (lseg.load_model(checkpoint) if checkpoint else lseg.create_model(model_name)).to(device).eval()
     if precision == "reference":
-        model.reference_numerics = True
+        model.set_numerics("reference")
     else:
-        model.set_inference_optimizations(True).set_precision(precision)
+        model.set_numerics("fast", precision=precision)
         if compile:
             model.backbone.compile()
             model.decoder.compile()

@@ -9,6 +9,13 @@ Formats:
   (fp32, our key names) + ``config.json`` (:class:`LSegConfig` + ``format_version``).
 
 :func:`convert_official_state_dict` is the single documented key map between the two.
+
+One module on purpose (it is over 500 lines): the key map, the config inference that reads the
+same keys, the safe reading of every accepted file format (the ``torch.load`` allowlist and the zip
+checks) and our folder format are one job, "what a checkpoint file holds and how it maps onto the
+model", and each part is needed to change any other (a new released format touches the reader, the
+key map and the inference together). Loading by name, path or Hub id is :func:`lseg.load_model`
+(:mod:`lseg.loading`); this module never imports the model class (:func:`load_local` is given it).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -33,9 +40,11 @@ from safetensors.torch import load_file, save_file
 
 from lseg.errors import CheckpointError, ConfigError
 from lseg.io import atomic_write
-from lseg.models.config import LSegConfig, ResNetConfig, TextEncoderConfig, ViTConfig
-from lseg.models.lseg import LSeg
+from lseg.models.config import LSegConfig, ResNetConfig, SpatialBlockConfig, TextEncoderConfig, ViTConfig
 from lseg.models.registry import IMAGENET_MEAN, IMAGENET_STD, check_limits, get_config, list_models
+
+if TYPE_CHECKING:  # the model imports lseg.hub, which imports this module: no run-time import back
+    from lseg.models.lseg import LSeg
 
 _logger = logging.getLogger(__name__)
 
@@ -143,16 +152,14 @@ def _short(keys: list[str], n: int = 6) -> str:
 # --------------------------------------------------------------------------- config inference
 
 def infer_config(
-    state_dict: Mapping[str, torch.Tensor],
-    arch_option: int | None = None,
-    block_depth: int | None = None,
-    activation: str | None = None,
+    state_dict: Mapping[str, torch.Tensor], spatial_block: SpatialBlockConfig | None = None
 ) -> LSegConfig:
     """Reconstruct the :class:`LSegConfig` of a state dict (ours or official) from tensor shapes.
 
     Matches a registered model when the shapes agree. What shapes cannot tell: ``arch_option``
-    1 vs 2 and ``block_depth`` (the spatial block's weights are the same for both); pass them for a
-    checkpoint with a spatial block, else :class:`CheckpointError` says so.
+    1 vs 2 and ``block_depth`` (the spatial block's weights are the same for both); pass
+    ``spatial_block`` for a checkpoint with a spatial block, else :class:`CheckpointError` says so.
+    It is ignored for a checkpoint without one.
     """
     sd = to_lseg_keys(state_dict)
     try:
@@ -173,7 +180,7 @@ def infer_config(
     is_vit = isinstance(backbone, ViTConfig)
     readout = "project" if "decoder.reassemble.0.readout.proj.0.weight" in sd or not is_vit else "ignore"
     has_block = "spatial_block.conv.weight" in sd
-    if has_block and (arch_option not in (1, 2) or block_depth is None):
+    if has_block and (spatial_block is None or spatial_block.arch_option not in (1, 2)):
         raise CheckpointError(
             "this checkpoint has a spatial regularisation block: say which with "
             "arch_option=1|2 and block_depth=N (CLI: --arch-option, --block-depth); shapes cannot tell"
@@ -184,12 +191,11 @@ def infer_config(
     if base is None:
         norm = {} if is_vit else {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}  # the reference's ResNets
         base = LSegConfig(name="custom", backbone=backbone, text=text, features=features, **norm)  # type: ignore[arg-type]
-    return base.replace(
-        readout=readout,
-        arch_option=arch_option if has_block else 0,
-        block_depth=block_depth if has_block and block_depth is not None else 0,
-        activation=activation or base.activation,
-    )
+    if has_block and spatial_block is not None:
+        block = spatial_block
+    else:  # no block: only the (unused) activation is kept, as given
+        block = SpatialBlockConfig(activation=spatial_block.activation if spatial_block else base.activation)
+    return base.replace(readout=readout).with_spatial_block(block)
 
 
 def to_lseg_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -532,23 +538,23 @@ def read_config(directory: str | os.PathLike[str]) -> LSegConfig:
     return config
 
 
-def load_model(
-    source: str | os.PathLike[str],
+def load_local(
+    model_cls: type[LSeg],
+    path: str | os.PathLike[str],
     *,
-    arch_option: int | None = None,
-    block_depth: int | None = None,
-    activation: str | None = None,
-    map_location: str | torch.device = "cpu",
+    spatial_block: SpatialBlockConfig | None = None,
 ) -> LSeg:
-    """Build an :class:`LSeg` from an lseg folder, a ``.safetensors`` file or an official ``.ckpt``,
-    or from a released weights name (``"demo"``) or Hub repo id (see :func:`lseg.weights.resolve`).
+    """Build ``model_cls`` (:class:`lseg.LSeg`) from a *local* lseg folder, ``.safetensors`` file or
+    official ``.ckpt``, on the CPU, in eval mode. Users call :func:`lseg.load_model`, which also takes
+    released names and Hub repo ids; this is its local half (and the converter's, in
+    :mod:`lseg.weights`). The class is passed in so that this module never imports the model (the
+    model imports :mod:`lseg.hub`, which imports this module).
 
     For files without a ``config.json`` the architecture is inferred from the tensor shapes
-    (:func:`infer_config`). The model is returned in eval mode.
+    (:func:`infer_config`; ``spatial_block`` says what shapes cannot). The state dict is converted
+    to our keys once, here.
     """
-    from lseg.weights import resolve  # imported here: lseg.weights builds on this module
-
-    p = resolve(source)
+    p = Path(path)
     if p.is_dir():
         config = read_config(p)
         sd = read_state_dict(p / WEIGHTS_NAME)
@@ -558,32 +564,14 @@ def load_model(
         if (p.parent / CONFIG_NAME).is_file() and not is_official_state_dict(raw):
             config = read_config(p.parent)
         else:
-            config = infer_config(sd, arch_option=arch_option, block_depth=block_depth, activation=activation)
-    with torch.device("meta"):  # no random init: saves the time and a second copy of the weights
-        model = LSeg(config)
-    load_weights(model, sd)
-    return model.to(map_location).eval()
+            config = infer_config(sd, spatial_block=spatial_block)
+    return build(model_cls, config, sd)
 
 
-def create_model(
-    name: str = "lseg_vitl16_384",
-    checkpoint: str | os.PathLike[str] | None = None,
-    *,
-    pretrained_backbone: bool = False,
-) -> LSeg:
-    """A registered architecture, randomly initialised or loaded from ``checkpoint``.
-
-    Args:
-        name: registry name (``lseg.list_models()``) or a reference backbone name.
-        checkpoint: weights to load strictly (any format :func:`read_state_dict` reads).
-        pretrained_backbone: start the ViT from timm's ImageNet weights (for training).
-    """
-    if checkpoint is None:
-        return LSeg(get_config(name), pretrained_backbone=pretrained_backbone).eval()
-    from lseg.weights import resolve
-
-    sd = read_state_dict(resolve(checkpoint))
+def build(model_cls: type[LSeg], config: LSegConfig, state_dict: Mapping[str, torch.Tensor]) -> LSeg:
+    """``model_cls(config)`` with ``state_dict`` loaded strictly (:func:`load_weights`), built on the
+    meta device (no random init: saves the time and a second copy of the weights), in eval mode."""
     with torch.device("meta"):
-        model = LSeg(get_config(name))
-    load_weights(model, sd)
+        model = model_cls(config)
+    load_weights(model, state_dict)
     return model.eval()

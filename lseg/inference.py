@@ -16,11 +16,9 @@ runtime and feature export); the result types live in :mod:`lseg.results`.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import math
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lseg.allocator import tune_allocator  # its old home: lseg.inference.tune_allocator
 from lseg.errors import ConfigError
 from lseg.geometry import (
     ResizedArgmax,
@@ -51,29 +50,6 @@ __all__ = [
     "multiscale_logits", "prepare_image", "to_numpy", "tune_allocator", "working_size",
 ]
 
-
-def tune_allocator() -> bool:
-    """Pin glibc's malloc thresholds for inference (Linux/glibc only; returns whether it applied).
-
-    By default glibc raises its mmap threshold (up to 32 MiB) each time a large block is freed, so
-    the multi-megabyte activations of a forward end up on the heap, where freed memory is kept and
-    fragments: peak RSS of a ViT-L/480 forward grows by ~150 MB over repeated calls. A fixed 4 MiB
-    mmap threshold (bigger tensors are mapped and returned to the system when freed) with a 32 MiB
-    trim threshold keeps the peak flat; a lower threshold saves a little more memory but costs ~1 s
-    per forward in page faults (measured with ``benchmarks/bench_forward.py``). Process wide;
-    called by :class:`LSegPredictor` and the CLI.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl or another libc: nothing to do
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, 4 << 20)) and bool(mallopt(m_trim_threshold, 32 << 20))
-
-
 #: Reference multi-scale evaluation settings (ADE20K and the others; spec section 7).
 ADE20K_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
@@ -93,9 +69,9 @@ class LSegPredictor:
     """Image -> pixel embeddings (cached per call) and labels -> text embeddings (LRU-cached).
 
     Args:
-        model: an :class:`LSeg` network (put in eval mode; CPU/GPU speed-ups enabled). It may be
-            cast to fp16/bf16 (``model.half()``), and calls may run under ``torch.autocast``:
-            outputs keep their documented dtypes (float32 embeddings and logits, int32 label maps).
+        model: an :class:`LSeg` network, put in eval mode. It may be cast to fp16/bf16
+            (``model.half()``), and calls may run under ``torch.autocast``: outputs keep their
+            documented dtypes (float32 embeddings and logits, int32 label maps).
         device: where to run; default: the model's device.
         size: long side of the working resolution (``None``: the image's own size).
         crop_size, stride: sliding-window geometry when the working size exceeds ``crop_size``.
@@ -108,6 +84,10 @@ class LSegPredictor:
             precision (:meth:`LSeg.set_precision`; ``auto`` picks by the device's capability: bf16 on
             CPUs with AMX/AVX512-BF16 and on recent GPUs, fp16 on older GPUs, else fp32). This
             casts the model in place. ``None`` (default) leaves the model as it is.
+        fast: switch a model in ``plain`` numerics to ``fast`` (BatchNorm folded, channels-last
+            decoder, merged head convs: :mod:`lseg.models.numerics`). This changes the model in
+            place (``model.set_numerics("fast")``), for every user of it; a model in ``reference``
+            numerics is left in it. ``False`` leaves the mode as it is.
         batch_size: images per forward in :meth:`embed_images` / :meth:`segment_batch`; halved
             (and kept halved) when a batch runs out of GPU memory.
         compile: ``torch.compile`` the image encoder and decoder (in place; pays off on GPUs).
@@ -127,6 +107,7 @@ class LSegPredictor:
         precision: str | None = None,
         batch_size: int = 8,
         compile: bool = False,
+        fast: bool = True,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             hint = f"lseg.load_model({model!r})" if isinstance(model, (str, os.PathLike)) else "lseg.load_model(...)"
@@ -136,7 +117,6 @@ class LSegPredictor:
             raise ConfigError(f"size must be a positive number of pixels or None (native), got {size}")
         if crop_size < 32 or not 1 <= stride <= crop_size:
             raise ConfigError(f"crop_size must be >= 32 and stride in [1, crop_size], got {crop_size} and {stride}")
-        tune_allocator()
         self.model = model.eval()
         if device is not None:
             self.model.to(device)
@@ -148,7 +128,8 @@ class LSegPredictor:
         if compile:
             self.model.backbone.compile()
             self.model.decoder.compile()
-        self.model.set_inference_optimizations(not self.model.reference_numerics)
+        if fast and model.numerics == "plain":
+            self.model.set_numerics("fast")
         self.size = size
         self.crop_size = crop_size
         self.stride = stride

@@ -4,7 +4,7 @@ One function, :func:`resolve`, turns what a user passes as a checkpoint into a l
 registered name (:data:`WEIGHTS`, the files of the official lang-seg README) becomes the cached,
 converted lseg folder (downloaded and converted on first use); an existing path is itself; a string
 of the form ``owner/name`` is a Hugging Face Hub repo id (:func:`lseg.hub.download_repo`).
-:func:`lseg.load_model`, :meth:`lseg.LSeg.from_pretrained` and every ``--checkpoint`` go through it.
+:func:`lseg.load_model` and every ``--checkpoint`` go through it.
 
 Cache (shared by every command and process; a file lock serialises concurrent first uses)::
 
@@ -33,6 +33,12 @@ not call ``gdown.download(id=...)`` for the whole flow because gdown recognises 
 host name, so the flow could not be exercised against the local server the tests run; resolving
 the confirmation page here keeps one code path for Drive and for the tests (:data:`DRIVE_URL` is
 the only thing they replace).
+
+One module on purpose (over 500 lines): resolving a name, the download, its integrity checks, the
+cache record and the one-time conversion are one state machine under one file lock (partial file ->
+checked file -> recorded -> converted folder -> verified on every load); each step reads what the
+previous one wrote, and the error messages of each name the files of the others. The transport
+helpers at the end (Drive confirmation page, error wording) serve only that machine.
 """
 
 from __future__ import annotations
@@ -549,10 +555,11 @@ def _corrupt(entry: PretrainedWeights, path: Path, url: str | None, why: str) ->
 
 def _convert(entry: PretrainedWeights, ckpt: Path, d: Path, record: dict[str, Any]) -> Path:
     """Convert the released file once to an lseg folder (atomically) and record its sha256."""
-    from lseg.checkpoints import WEIGHTS_NAME, load_model, save_pretrained
+    from lseg.checkpoints import WEIGHTS_NAME, load_local, save_pretrained
+    from lseg.models.lseg import LSeg
 
     try:
-        model = load_model(ckpt)
+        model = load_local(LSeg, ckpt)
     except CheckpointError as e:
         raise CheckpointError(f"cannot convert the released weights {entry.name!r} ({entry.network}): {e}") from None
     if entry.config is not None and model.config.name != entry.config:

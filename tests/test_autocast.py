@@ -65,7 +65,7 @@ def test_forward_and_training_step_under_autocast(model: lseg.LSeg, dtype: torch
 @pytest.mark.parametrize("optimized", [False, True], ids=["plain", "optimized"])
 def test_cast_model_forward(model: lseg.LSeg, dtype: torch.dtype, optimized: bool) -> None:
     """Item 2: ``model.half()`` / ``.to(torch.bfloat16)`` runs, close to fp32."""
-    m = copy.deepcopy(model).set_inference_optimizations(optimized)
+    m = copy.deepcopy(model).set_numerics("fast" if optimized else "plain")
     x = torch.rand(1, 3, 70, 90, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         ref = m(m.normalize(x), LABELS)

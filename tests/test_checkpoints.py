@@ -104,7 +104,7 @@ def test_spatial_block_checkpoint_needs_arch_option(tmp_path):
     path, _ = _tiny_official(tmp_path, arch_option=1)
     with pytest.raises(CheckpointError, match="arch_option=1\\|2 and block_depth"):
         lseg.load_model(path)
-    model = lseg.load_model(path, arch_option=1, block_depth=2)
+    model = lseg.load_model(path, spatial_block=lseg.SpatialBlockConfig(arch_option=1, block_depth=2))
     assert model.config.arch_option == 1 and model.spatial_block is not None
 
 

@@ -131,7 +131,7 @@ def _fake_cuda_model(saved: Path) -> tuple[FakeTensorMode, lseg.LSeg]:
     # Fake parameters cannot be converted a second time (module._apply swaps tensors, and the fake
     # mode's memo holds weak references to them), so the layout a predictor sets is set here, before
     # the move; on a GPU the order does not matter.
-    model.set_inference_optimizations(True)
+    model.set_numerics("fast")
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     with mode:
         model = model.to("cuda")

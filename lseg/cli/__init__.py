@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         validate_args(args)  # every option, before any model or file work
-        from lseg.inference import tune_allocator
+        from lseg.allocator import tune_allocator
 
         tune_allocator()  # before any model is built (see its docstring)
         return int(args.func(args) or 0)

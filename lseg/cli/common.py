@@ -30,6 +30,7 @@ __all__ = [
     "load_model_from_args",
     "make_predictor",
     "read_labels_arg",
+    "spatial_block_from_args",
 ]
 
 _logger = logging.getLogger("lseg")
@@ -70,11 +71,21 @@ def add_arch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--activation", choices=("relu", "lrelu", "tanh"), default=None, help="with --arch-option")
 
 
+
+def spatial_block_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """``--arch-option/--block-depth/--activation`` as one :class:`SpatialBlockConfig`, or ``None``
+    when they do not name a block (both of the first two are needed)."""
+    from lseg.models.config import SpatialBlockConfig
+
+    if args.arch_option is None or args.block_depth is None:
+        return None
+    return SpatialBlockConfig(args.arch_option, args.block_depth, args.activation or "lrelu")
+
 def load_model_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """Build the model the shared options describe (on ``args.device``)."""
     import torch
 
-    from lseg.checkpoints import create_model, load_model
+    from lseg.loading import create_model, load_model
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if getattr(args, "random_weights", None):
@@ -91,10 +102,7 @@ def load_model_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-d
             entry = get_weights(checkpoint)
             print(f"no --checkpoint given: using the released weights {checkpoint!r} ({entry.network}); "
                   "`lseg weights list` shows the others", file=sys.stderr)
-        model = load_model(
-            checkpoint, arch_option=args.arch_option, block_depth=args.block_depth,
-            activation=args.activation,
-        )
+        model = load_model(checkpoint, spatial_block=spatial_block_from_args(args))
     return model.to(device).eval()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from lseg.cli.common import add_arch_args
+from lseg.cli.common import add_arch_args, spatial_block_from_args
 from lseg.errors import LSegError
 
 __all__ = ["register"]
@@ -42,11 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from lseg.checkpoints import load_model, save_pretrained
+    from lseg.checkpoints import save_pretrained
+    from lseg.loading import load_model
 
-    model = load_model(
-        args.checkpoint, arch_option=args.arch_option, block_depth=args.block_depth, activation=args.activation
-    )
+    model = load_model(args.checkpoint, spatial_block=spatial_block_from_args(args))
     out = save_pretrained(model, args.out)
     n = sum(p.numel() for p in model.parameters())
     print(f"converted {args.checkpoint} -> {out} ({model.config.name}, {n / 1e6:.1f} M parameters)")
@@ -72,8 +71,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         info["format"] = "lseg"
     else:
         ckpt = read_checkpoint(p)
-        config = infer_config(ckpt.state_dict, arch_option=args.arch_option, block_depth=args.block_depth,
-                              activation=args.activation)
+        config = infer_config(ckpt.state_dict, spatial_block=spatial_block_from_args(args))
         shapes = {k: tuple(v.shape) for k, v in ckpt.state_dict.items()}
         info["format"] = ckpt.format
         if ckpt.metadata:

@@ -1,7 +1,11 @@
-"""LSeg network components and the registry of named configurations."""
+"""LSeg network components and the registry of named configurations.
 
-from lseg.models.config import LSegConfig, TextEncoderConfig, ViTConfig
-from lseg.models.lseg import LSeg
+The network itself is :class:`lseg.models.lseg.LSeg` (``lseg.LSeg``). It is not imported here: the
+model class inherits :class:`lseg.hub.HubMixin`, and the checkpoint layer under the hub imports the
+configs of this package, so importing a config must not import the model.
+"""
+
+from lseg.models.config import LSegConfig, SpatialBlockConfig, TextEncoderConfig, ViTConfig
 from lseg.models.registry import get_config, list_models
 
-__all__ = ["LSeg", "LSegConfig", "TextEncoderConfig", "ViTConfig", "get_config", "list_models"]
+__all__ = ["LSegConfig", "SpatialBlockConfig", "TextEncoderConfig", "ViTConfig", "get_config", "list_models"]

@@ -91,6 +91,33 @@ class TextEncoderConfig:
 
 
 @dataclass(frozen=True)
+class SpatialBlockConfig:
+    """The optional spatial regularisation block after the logits (reference ``head_block``).
+
+    One typed value for the three options that travel together (checkpoint loading, the CLI, the
+    model card); in :class:`LSegConfig` and its ``config.json`` they are the flat fields of the
+    same names (:attr:`LSegConfig.spatial_block` groups them).
+
+    Attributes:
+        arch_option: 0 plain logits, 1 bottleneck blocks, 2 depthwise blocks.
+        block_depth: repetitions (arch_option 1/2 only).
+        activation: activation between the repetitions.
+    """
+
+    arch_option: int = 0
+    block_depth: int = 0
+    activation: Activation = "lrelu"
+
+    def __post_init__(self) -> None:
+        if self.arch_option not in (0, 1, 2):
+            raise ConfigError(f"arch_option must be 0, 1 or 2, got {self.arch_option!r}")
+        if self.activation not in ("relu", "lrelu", "tanh"):
+            raise ConfigError(f"activation must be relu|lrelu|tanh, got {self.activation!r}")
+        if self.block_depth < 0:
+            raise ConfigError(f"block_depth must be >= 0, got {self.block_depth}")
+
+
+@dataclass(frozen=True)
 class LSegConfig:
     """Complete LSeg architecture.
 
@@ -101,9 +128,9 @@ class LSegConfig:
         text: text encoder config; ``text.embed_dim`` is the pixel embedding size.
         features: decoder width (reference ``num_features``, 256).
         readout: how the ViT cls token is used (reference default ``project``).
-        arch_option: 0 plain logits, 1 bottleneck blocks, 2 depthwise blocks after the logits.
-        block_depth: spatial regularisation repetitions (arch_option 1/2 only).
-        activation: activation of the regularisation blocks.
+        arch_option, block_depth, activation: the spatial regularisation block
+            (:class:`SpatialBlockConfig`, read together as :attr:`spatial_block`); flat here so that
+            ``config.json`` keeps its format.
         logit_scale: fixed temperature (the reference's 1/0.07, never learned).
         mean, std: input normalisation (the reference uses 0.5/0.5, i.e. RGB in [-1, 1]; its ResNet
             networks use the ImageNet statistics).
@@ -124,12 +151,7 @@ class LSegConfig:
     def __post_init__(self) -> None:
         if self.readout not in ("ignore", "add", "project"):
             raise ConfigError(f"readout must be ignore|add|project, got {self.readout!r}")
-        if self.arch_option not in (0, 1, 2):
-            raise ConfigError(f"arch_option must be 0, 1 or 2, got {self.arch_option!r}")
-        if self.activation not in ("relu", "lrelu", "tanh"):
-            raise ConfigError(f"activation must be relu|lrelu|tanh, got {self.activation!r}")
-        if self.block_depth < 0:
-            raise ConfigError(f"block_depth must be >= 0, got {self.block_depth}")
+        self.spatial_block  # noqa: B018 - validates the three spatial-block fields in one place
         b = self.backbone
         if isinstance(b, ViTConfig) and (len(b.hooks) != 4 or len(b.reassemble_channels) != 4):
             raise ConfigError("backbone.hooks and backbone.reassemble_channels need exactly 4 entries")
@@ -142,6 +164,15 @@ class LSegConfig:
             raise ConfigError("mean and std need exactly 3 entries (RGB)")
         if not all(math.isfinite(v) for v in (*self.mean, *self.std)) or min(self.std) <= 0:
             raise ConfigError(f"mean must be finite and std finite and > 0, got mean {self.mean}, std {self.std}")
+
+    @property
+    def spatial_block(self) -> SpatialBlockConfig:
+        """``arch_option``, ``block_depth`` and ``activation`` as one typed value."""
+        return SpatialBlockConfig(self.arch_option, self.block_depth, self.activation)
+
+    def with_spatial_block(self, block: SpatialBlockConfig) -> LSegConfig:
+        """A copy with the spatial block replaced."""
+        return self.replace(arch_option=block.arch_option, block_depth=block.block_depth, activation=block.activation)
 
     @property
     def embed_dim(self) -> int:

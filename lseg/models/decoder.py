@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lseg.models.config import Readout
+from lseg.models.numerics import Numerics
 
 _STAGE_STRIDES = (4, 8, 16, 32)
 
@@ -75,8 +76,9 @@ class Reassemble(nn.Module):
 class ResidualConvUnit(nn.Module):
     """Pre-activation residual unit with BatchNorm: ``x + BN2(conv2(relu(BN1(conv1(relu(x))))))``.
 
-    In eval mode the BatchNorm is folded into the preceding conv on the fly (same numbers up to
-    rounding, one pass over the activations instead of two); parameters and state dict are untouched.
+    With ``fold_bn`` (in eval mode only) the BatchNorm is folded into the preceding conv on the fly
+    (same numbers up to rounding, one pass over the activations instead of two); parameters and
+    state dict are untouched. The caller passes it (from the model's numerics mode).
     """
 
     def __init__(self, features: int) -> None:
@@ -85,19 +87,18 @@ class ResidualConvUnit(nn.Module):
         self.bn1 = nn.BatchNorm2d(features)
         self.conv2 = nn.Conv2d(features, features, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(features)
-        self.fold_bn = True
 
-    def _conv_bn(self, x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:
-        if self.training or not self.fold_bn:
+    def _conv_bn(self, x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, fold_bn: bool) -> torch.Tensor:
+        if self.training or not fold_bn:
             return bn(conv(x))
         scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
         weight = conv.weight * scale.view(-1, 1, 1, 1)
         bias = bn.bias - bn.running_mean * scale
         return F.conv2d(x, weight, bias, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self._conv_bn(F.relu(x), self.conv1, self.bn1)
-        out = self._conv_bn(F.relu(out), self.conv2, self.bn2)
+    def forward(self, x: torch.Tensor, fold_bn: bool = False) -> torch.Tensor:
+        out = self._conv_bn(F.relu(x), self.conv1, self.bn1, fold_bn)
+        out = self._conv_bn(F.relu(out), self.conv2, self.bn2, fold_bn)
         return x + out
 
 
@@ -111,12 +112,15 @@ class FusionBlock(nn.Module):
         self.rcu = ResidualConvUnit(features)
         self.out_conv = nn.Conv2d(features, features, kernel_size=1)
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None, refine_only: bool = False) -> torch.Tensor:
-        """Fuse ``skip`` into ``x``; ``refine_only`` stops before the x2 upsampling and ``out_conv``."""
+    def forward(
+        self, x: torch.Tensor, skip: torch.Tensor | None = None, refine_only: bool = False, fold_bn: bool = False
+    ) -> torch.Tensor:
+        """Fuse ``skip`` into ``x``; ``refine_only`` stops before the x2 upsampling and ``out_conv``;
+        ``fold_bn``: see :class:`ResidualConvUnit`."""
         if skip is not None:
             assert self.rcu_skip is not None
-            x = x + self.rcu_skip(skip)
-        x = self.rcu(x)
+            x = x + self.rcu_skip(skip, fold_bn)
+        x = self.rcu(x, fold_bn)
         if refine_only:
             return x
         x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
@@ -148,25 +152,28 @@ class DPTDecoder(nn.Module):
         )
         self.layer_rn = nn.ModuleList(nn.Conv2d(c, features, 3, padding=1, bias=False) for c in channels)
         self.fusion = nn.ModuleList(FusionBlock(features, has_skip=i < 3) for i in range(4))
-        self.channels_last = False
 
     def forward(
-        self, taps: list[torch.Tensor], grid: tuple[int, int] | None, refine_only: bool = False
+        self, taps: list[torch.Tensor], grid: tuple[int, int] | None, refine_only: bool = False,
+        numerics: Numerics = "plain",
     ) -> torch.Tensor:
         """Tokens of four ViT blocks on a ``grid`` (or four ResNet feature maps) -> (B, features, H/2, W/2).
 
         With ``refine_only`` the last fusion block stops before its upsampling and ``out_conv``:
         (B, features, H/4, W/4), for callers that fuse ``out_conv`` with a following 1x1 conv.
+        ``numerics`` is the model's mode (:mod:`lseg.models.numerics`): BatchNorm folding in
+        ``plain``/``fast``, channels-last activations in ``fast``.
         """
+        fold_bn = numerics != "reference"
         feats = []
         for i, (t, rn) in enumerate(zip(taps, self.layer_rn)):
             x = t if self.reassemble is None or grid is None else self.reassemble[i](t, grid)
-            if self.channels_last:
+            if numerics == "fast":
                 x = x.contiguous(memory_format=torch.channels_last)
             # else keep the layout the token transpose produced: the reference does, and the conv
             # kernel (hence the last bits of the result) depends on it.
             feats.append(rn(x))
-        path = self.fusion[3](feats[3])  # 1/32 -> 1/16
-        path = self.fusion[2](path, feats[2])  # -> 1/8
-        path = self.fusion[1](path, feats[1])  # -> 1/4
-        return self.fusion[0](path, feats[0], refine_only=refine_only)  # -> 1/2
+        path = self.fusion[3](feats[3], fold_bn=fold_bn)  # 1/32 -> 1/16
+        path = self.fusion[2](path, feats[2], fold_bn=fold_bn)  # -> 1/8
+        path = self.fusion[1](path, feats[1], fold_bn=fold_bn)  # -> 1/4
+        return self.fusion[0](path, feats[0], refine_only=refine_only, fold_bn=fold_bn)  # -> 1/2

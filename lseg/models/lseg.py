@@ -9,9 +9,6 @@ once and score any number of label sets against it (see :class:`lseg.inference.L
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,10 +16,12 @@ from torch import nn
 
 from lseg.errors import ConfigError
 from lseg.geometry import SIZE_MULTIPLE, pad_to_multiple, pad_value
+from lseg.hub import HubMixin
 from lseg.models.backbone import ResNetBackbone, ViTBackbone
 from lseg.models.config import Activation, LSegConfig, ResNetConfig
 from lseg.models.decoder import DPTDecoder, TokenLayout
-from lseg.models.precision import DTYPES, resolve_precision
+from lseg.models.numerics import Numerics, check_numerics
+from lseg.models.precision import DTYPES, Precision, resolve_precision
 from lseg.models.text_encoder import CLIPTextEncoder
 
 
@@ -51,12 +50,15 @@ class SpatialBlock(nn.Module):
         return self.activation(out) if act else out
 
 
-class LSeg(nn.Module):
+class LSeg(nn.Module, HubMixin):
     """LSeg network (reference ``LSegNet``; with a ResNet config, the zero-shot ``LSegRNNetZS``).
 
     The reference's zero-shot networks (``LSegNetZS``, ``LSegRNNetZS``) have the same parameters as
     ``LSegNet`` without the spatial block; their forward scores each sample against its own
     ``["others", class name]``: :meth:`score` with per-sample text embeddings (B, K, D).
+
+    ``save_pretrained`` / ``push_to_hub`` come from :class:`lseg.hub.HubMixin`; load with
+    :func:`lseg.load_model`.
 
     Submodules: ``backbone`` (timm ViT or torchvision ResNet), ``decoder`` (reassemble + RefineNet), ``pixel_proj``
     (1x1 conv to the embedding dimension, reference ``head1``), optional ``spatial_block``
@@ -80,9 +82,10 @@ class LSeg(nn.Module):
             self.backbone, tokens = vit, TokenLayout(vit.embed_dim, vit.patch_size, config.readout)
         self.decoder = DPTDecoder(config.backbone.pyramid_channels, config.features, tokens)
         self.pixel_proj = nn.Conv2d(config.features, config.embed_dim, kernel_size=1)
+        block = config.spatial_block
         self.spatial_block = (
-            SpatialBlock(bottleneck=config.arch_option == 1, activation=config.activation)
-            if config.arch_option in (1, 2)
+            SpatialBlock(bottleneck=block.arch_option == 1, activation=block.activation)
+            if block.arch_option in (1, 2)
             else None
         )
         self.text_encoder = CLIPTextEncoder(config.text)
@@ -91,8 +94,7 @@ class LSeg(nn.Module):
         self.register_buffer("pixel_mean", torch.empty(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.empty(1, 3, 1, 1), persistent=False)
         self.init_non_persistent_buffers()
-        self._reference_numerics = False
-        self._optimized = False
+        self._numerics: Numerics = "plain"  # the one numerics setting (lseg.models.numerics)
 
     # ------------------------------------------------------------------ helpers
     def init_non_persistent_buffers(self, device: torch.device | str | None = None) -> None:
@@ -124,22 +126,51 @@ class LSeg(nn.Module):
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         return ((x - self.pixel_mean.float()) / self.pixel_std.float()).to(self.dtype)
 
+    # ------------------------------------------------------------------ numerics (lseg.models.numerics)
+    @property
+    def numerics(self) -> Numerics:
+        """The numerics mode: ``reference``, ``plain`` (a new or loaded model) or ``fast`` (see
+        :mod:`lseg.models.numerics`). Change it with :meth:`set_numerics`."""
+        return self._numerics
+
+    def set_numerics(self, numerics: Numerics | None = None, *, precision: Precision | None = None) -> LSeg:
+        """The one switch for how the model computes: the numerics mode and, beside it, the image
+        path's precision. Returns ``self``.
+
+        Args:
+            numerics: ``reference``, ``plain`` or ``fast`` (:mod:`lseg.models.numerics`); ``None``
+                keeps the mode. ``reference`` needs fp32 weights (:class:`ConfigError` for weights
+                already rounded to bf16/fp16) and re-lays nothing out; ``fast`` re-lays the decoder
+                and pixel head out channels-last, once, when the mode changes (not by every call).
+            precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (:meth:`set_precision`); ``None``
+                keeps the weights as they are. Set after the mode, so ``reference`` overrides it.
+        """
+        if numerics is not None:
+            numerics = check_numerics(numerics)
+            if numerics == "reference" and self.dtype != torch.float32:
+                raise ConfigError(
+                    f"reference numerics need the fp32 weights, but the image path is stored in {self.dtype} "
+                    "(rounded for good): load the model again"
+                )
+            if (numerics == "fast") != (self._numerics == "fast"):
+                fmt = torch.channels_last if numerics == "fast" else torch.contiguous_format
+                self.decoder.to(memory_format=fmt)
+                self.pixel_proj.to(memory_format=fmt)
+            self._numerics = numerics
+        if precision is not None:
+            self.set_precision(precision)
+        return self
+
     @property
     def reference_numerics(self) -> bool:
-        """Reproduce the reference's computation op for op: fp16 CLIP text tower on the full
-        77-token context, fp16 similarity, and the plain (unfolded, contiguous) decoder. Setting it
-        turns the inference optimisations off (and clearing it turns them back on)."""
-        return self._reference_numerics
+        """Whether the mode is ``reference``: the official computation op for op (fp16 CLIP text
+        tower on the full 77-token context, fp16 similarity, the plain decoder). Setting it is
+        ``set_numerics("reference")``; clearing it is ``set_numerics("fast")``."""
+        return self._numerics == "reference"
 
     @reference_numerics.setter
     def reference_numerics(self, enabled: bool) -> None:
-        if enabled and self.dtype != torch.float32:
-            raise ConfigError(
-                f"reference numerics need the fp32 weights, but the image path is stored in {self.dtype} "
-                "(rounded for good): load the model again"
-            )
-        self._reference_numerics = bool(enabled)
-        self.set_inference_optimizations(not enabled)
+        self.set_numerics("reference" if enabled else "fast")
 
     @property
     def precision(self) -> str:
@@ -151,28 +182,12 @@ class LSeg(nn.Module):
         (``auto``: what :func:`lseg.models.precision.resolve_precision` picks for the model's
         device). The text tower, the similarity and the spatial block stay in fp32, so logits and
         embeddings are fp32 whatever the policy. Casting is in place and lossy: the weights' memory
-        halves, and going back to fp32 later keeps the rounding. With :attr:`reference_numerics` on,
-        the policy is overridden: fp32. Returns ``self``."""
+        halves, and going back to fp32 later keeps the rounding. In ``reference`` numerics the
+        policy is overridden: fp32. Returns ``self``. (``set_numerics(precision=...)`` calls this.)"""
         chosen = "fp32" if self.reference_numerics else resolve_precision(precision, self.device)
         dtype = DTYPES[chosen]
         for module in (self.backbone, self.decoder, self.pixel_proj):
             module.to(dtype)
-        return self
-
-    def set_inference_optimizations(self, enabled: bool = True) -> LSeg:
-        """Toggle CPU/GPU speed-ups that leave the weights untouched (eval mode only): channels-last
-        decoder convolutions, BatchNorm folded into the convs, and the last 1x1 convs merged and
-        moved before the final x2 upsampling (:meth:`_fused_head`). Returns ``self``. The weights
-        are re-laid out only when the setting changes (not by every new predictor)."""
-        self.decoder.channels_last = enabled
-        for m in self.decoder.modules():
-            if hasattr(m, "fold_bn"):
-                m.fold_bn = enabled
-        if enabled != self._optimized:
-            fmt = torch.channels_last if enabled else torch.contiguous_format
-            self.decoder.to(memory_format=fmt)
-            self.pixel_proj.to(memory_format=fmt)
-        self._optimized = enabled
         return self
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -202,12 +217,12 @@ class LSeg(nn.Module):
         if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE:
             x = pad_to_multiple(x, pad_value(self.pixel_mean, self.pixel_std))
         taps, grid = self.backbone(x)
-        if self._optimized and not self.training:
-            feats = self._fused_head(self.decoder(taps, grid, refine_only=True))
+        if self._numerics == "fast" and not self.training:
+            feats = self._fused_head(self.decoder(taps, grid, refine_only=True, numerics="fast"))
         else:
-            feats = self.pixel_proj(self.decoder(taps, grid))  # (B, D, H'/2, W'/2)
+            feats = self.pixel_proj(self.decoder(taps, grid, numerics=self._numerics))  # (B, D, H'/2, W'/2)
         feats = feats[..., : math.ceil(h / 2), : math.ceil(w / 2)].contiguous()
-        if self._reference_numerics:
+        if self._numerics == "reference":
             # The reference normalises (N, D) matrices: the whole (B*h*w, D) batch in LSegNet, one
             # (h*w, D) image at a time in the zero-shot networks. The reduction order depends on the
             # shape, and it shows once the result is rounded to fp16. ViT features come out in a
@@ -295,28 +310,3 @@ class LSeg(nn.Module):
         -> logits (B, K, H, W)."""
         text = labels if isinstance(labels, torch.Tensor) else self.encode_text(list(labels))
         return self.score(self.encode_image(x), text, size=(x.shape[-2], x.shape[-1]))
-
-    # ------------------------------------------------------------------ Hugging Face Hub (lseg.hub)
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike[str], **kwargs: Any) -> LSeg:
-        """Load from a local folder / ``.safetensors`` / official ``.ckpt``, or a Hub repo id
-        (``owner/name``; downloaded and cached). See :func:`lseg.hub.from_pretrained` for ``kwargs``."""
-        from lseg.hub import from_pretrained
-
-        return from_pretrained(name_or_path, **kwargs)
-
-    def save_pretrained(
-        self, save_directory: str | os.PathLike[str], *, model_card: bool = False, **card_fields: str
-    ) -> Path:
-        """Write ``model.safetensors`` + ``config.json`` (the ``PyTorchModelHubMixin`` layout), and a
-        ``README.md`` model card with ``model_card=True``. Returns the folder."""
-        from lseg.hub import save_pretrained_dir
-
-        return save_pretrained_dir(self, save_directory, model_card=model_card, **card_fields)
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
-        """Upload weights, config and model card to the Hub repo ``repo_id`` (created if needed).
-        Returns the commit URL. See :func:`lseg.hub.push_to_hub` for ``kwargs``."""
-        from lseg.hub import push_to_hub
-
-        return push_to_hub(self, repo_id, **kwargs)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
-from lseg.checkpoints import create_model, load_model, read_state_dict, strip_wrappers
+from lseg.checkpoints import read_state_dict, strip_wrappers
 from lseg.errors import CheckpointError, LSegError
+from lseg.loading import create_model, load_model
 from lseg.models.lseg import LSeg
 from lseg.train.config import TrainConfig
 

@@ -21,7 +21,7 @@ def model() -> LSeg:
 def test_save_load_round_trip_is_bit_exact(model: LSeg, tmp_path: Path) -> None:
     out = model.save_pretrained(tmp_path / "m")
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
-    loaded = LSeg.from_pretrained(out)
+    loaded = lseg.load_model(out)
     assert loaded.config == model.config
     assert json.loads((out / "config.json").read_text())["name"] == "lseg_tiny_test_p32"
     ref, got = model.state_dict(), loaded.state_dict()
@@ -47,20 +47,20 @@ def test_from_pretrained_local_folder_offline(model: LSeg, tmp_path: Path, monke
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     d = model.save_pretrained(tmp_path / "local")
-    assert LSeg.from_pretrained(str(d)).config == model.config
+    assert lseg.load_model(str(d)).config == model.config
     # a single .safetensors file next to its config.json works too
-    assert LSeg.from_pretrained(d / "model.safetensors").config == model.config
+    assert lseg.load_model(d / "model.safetensors").config == model.config
 
 
 def test_hub_id_offline_gives_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # so "someone/lseg-model" is not a local folder
     with pytest.raises(lseg.CheckpointError, match="offline.*not in the local Hub cache"):
-        LSeg.from_pretrained("someone/lseg-model", cache_dir=tmp_path / "cache", local_files_only=True)
+        lseg.load_model("someone/lseg-model", cache_dir=tmp_path / "cache", local_files_only=True)
 
 
 def test_missing_local_path_is_not_sent_to_the_hub(tmp_path: Path) -> None:
     with pytest.raises(lseg.CheckpointError, match="checkpoint not found"):
-        LSeg.from_pretrained(str(tmp_path / "nope" / "model.safetensors"))
+        lseg.load_model(str(tmp_path / "nope" / "model.safetensors"))
 
 
 def test_push_to_hub_offline_is_a_clear_error(model: LSeg, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,4 +83,4 @@ def test_model_card(model: LSeg, tmp_path: Path) -> None:
     assert "lseg convert demo_e200.ckpt lseg-demo/" in card
     assert "{{" not in card
     # the card does not change what is loaded
-    assert LSeg.from_pretrained(d).config == model.config
+    assert lseg.load_model(d).config == model.config

@@ -54,7 +54,7 @@ def test_name_downloads_through_drive_confirmation_then_loads_from_the_cache(rel
     reference = lseg.load_model(_dir() / "tiny_test.ckpt")
     for k, v in reference.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
-    assert lseg.LSeg.from_pretrained(NAME).config.name == "lseg_tiny_test"
+    assert lseg.load_model(NAME).config.name == "lseg_tiny_test"
     assert weights.resolve(NAME) == folder
     assert released.log == []
 

@@ -1,14 +1,18 @@
-"""Hugging Face Hub integration: ``LSeg.from_pretrained`` / ``save_pretrained`` / ``push_to_hub``.
+"""Hugging Face Hub integration: Hub download, upload and the model card (``model_card.md``, here).
 
 The files are those of huggingface_hub's ``PyTorchModelHubMixin`` (``model.safetensors`` +
 ``config.json``, optionally a ``README.md`` model card), written and read by :mod:`lseg.checkpoints`;
-this module only adds the Hub download/upload and the model card. The methods on
-:class:`lseg.LSeg` delegate here.
+this package adds the Hub download (:func:`download_repo`, which :func:`lseg.weights.resolve` uses
+for ``owner/name``), the upload and the model card. :class:`HubMixin` gives :class:`lseg.LSeg` its
+``save_pretrained`` / ``push_to_hub`` methods; loading is :func:`lseg.load_model` (one way to load:
+a Hub repo id is one of the sources it takes).
 
->>> model = LSeg.from_pretrained("lseg-demo/")              # a local folder (works offline)  # doctest: +SKIP
->>> model = LSeg.from_pretrained("someone/lseg-vitl16")     # a Hub repo (downloaded, cached)  # doctest: +SKIP
->>> model.save_pretrained("out/", model_card=True)                                            # doctest: +SKIP
->>> model.push_to_hub("me/lseg-vitl16")                                                      # doctest: +SKIP
+Nothing here imports :mod:`lseg.models.lseg` (the model class inherits :class:`HubMixin`), so the
+model, this package and :mod:`lseg.checkpoints` form no import cycle.
+
+>>> model = lseg.load_model("someone/lseg-vitl16")     # a Hub repo (downloaded, cached)  # doctest: +SKIP
+>>> model.save_pretrained("out/", model_card=True)                                       # doctest: +SKIP
+>>> model.push_to_hub("me/lseg-vitl16")                                                 # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -19,56 +23,35 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lseg.checkpoints import CONFIG_NAME, WEIGHTS_NAME, load_model, save_pretrained
+from lseg.checkpoints import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
 from lseg.errors import CheckpointError, LSegError
 from lseg.io import atomic_write
-from lseg.models.config import ResNetConfig
+from lseg.models.config import ResNetConfig, SpatialBlockConfig
 
 if TYPE_CHECKING:
-    import torch
-
     from lseg.models.lseg import LSeg
 
 MODEL_CARD_NAME = "README.md"
-_TEMPLATE = ("lseg.app", "model_card.md")
+_TEMPLATE = ("lseg.hub", "model_card.md")
 
 
-def from_pretrained(
-    name_or_path: str | os.PathLike[str],
-    *,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    force_download: bool = False,
-    token: str | bool | None = None,
-    local_files_only: bool = False,
-    map_location: str | torch.device = "cpu",
-    **load_kwargs: Any,
-) -> LSeg:
-    """Load an LSeg from a released weights name, a local path or a Hub repo id.
+class HubMixin:
+    """``save_pretrained`` / ``push_to_hub`` methods for :class:`lseg.LSeg` (the functions below)."""
 
-    ``name_or_path`` goes through :func:`lseg.weights.resolve`: a name such as ``"demo"``
-    (:func:`lseg.weights.list_pretrained`) is downloaded, verified and converted once into the lseg
-    cache; a path that exists (folder, ``.safetensors``, official ``.ckpt``) is loaded as it is and
-    never touches the network; ``owner/name`` is a Hub repo whose ``model.safetensors`` and
-    ``config.json`` are downloaded (or taken from the Hub cache) with ``snapshot_download``.
+    def save_pretrained(
+        self, save_directory: str | os.PathLike[str], *, model_card: bool = False, repo_id: str | None = None,
+        **card_fields: str,
+    ) -> Path:
+        """Write ``model.safetensors`` + ``config.json`` (the ``PyTorchModelHubMixin`` layout), and a
+        ``README.md`` model card with ``model_card=True``. Returns the folder. Load it with
+        :func:`lseg.load_model`."""
+        return save_pretrained_dir(self, save_directory, model_card=model_card, repo_id=repo_id,  # type: ignore[arg-type]
+                                   **card_fields)
 
-    Args:
-        name_or_path: released weights name, local path or Hub repo id.
-        revision, cache_dir, token: as for ``huggingface_hub.snapshot_download`` (Hub repos).
-        force_download, local_files_only: download again / never download (names and Hub repos).
-        map_location: device for the weights.
-        **load_kwargs: ``arch_option``, ``block_depth``, ``activation`` for official checkpoints.
-
-    Raises:
-        CheckpointError: not found locally and not downloadable (offline, unknown repo, no access).
-    """
-    from lseg.weights import resolve
-
-    local = resolve(
-        name_or_path, revision=revision, cache_dir=cache_dir, force_download=force_download, token=token,
-        local_files_only=local_files_only,
-    )
-    return load_model(local, map_location=map_location, **load_kwargs)
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Upload weights, config and model card to the Hub repo ``repo_id`` (created if needed).
+        Returns the commit URL. See :func:`push_to_hub` for ``kwargs``."""
+        return push_to_hub(self, repo_id, **kwargs)  # type: ignore[arg-type]
 
 
 def download_repo(
@@ -185,7 +168,7 @@ def push_to_hub(
 
 
 def render_model_card(model: LSeg, repo_id: str | None = None, **fields: str) -> str:
-    """The model card (``lseg/app/model_card.md``) filled in for ``model``.
+    """The model card (``lseg/hub/model_card.md``) filled in for ``model``.
 
     ``{{ name }}`` placeholders are replaced by: ``repo_id``, ``model_name``, ``image_encoder``,
     ``text_encoder``, ``embed_dim``, ``parameters``, ``spatial_block``, ``trained_on``, ``license``
@@ -205,10 +188,7 @@ def render_model_card(model: LSeg, repo_id: str | None = None, **fields: str) ->
         "text_encoder": f"CLIP {cfg.text.clip_name} text tower (frozen)",
         "embed_dim": str(cfg.embed_dim),
         "parameters": f"{n_params / 1e6:.1f} M",
-        "spatial_block": (
-            "none" if cfg.arch_option == 0
-            else f"arch_option {cfg.arch_option}, block_depth {cfg.block_depth}, {cfg.activation}"
-        ),
+        "spatial_block": _describe(cfg.spatial_block),
         "trained_on": "unknown (fill in: which official checkpoint or which fine-tuning data)",
         "license": "other",
     }
@@ -220,6 +200,12 @@ def render_model_card(model: LSeg, repo_id: str | None = None, **fields: str) ->
         start = text.index("{{ ")
         raise ValueError(f"model card template has an unfilled placeholder: {text[start:start + 30]!r}")
     return text
+
+
+def _describe(block: SpatialBlockConfig) -> str:
+    if block.arch_option == 0:
+        return "none"
+    return f"arch_option {block.arch_option}, block_depth {block.block_depth}, {block.activation}"
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:

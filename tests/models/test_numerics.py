@@ -1,0 +1,117 @@
+"""The numerics setting (lseg.models.numerics): one named mode per model, stored once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lseg
+from lseg.errors import ConfigError
+from lseg.inference import LSegPredictor
+from lseg.models.decoder import DPTDecoder, ResidualConvUnit
+from lseg.models.numerics import NUMERICS
+
+
+def _with_bn_stats(name: str = "lseg_tiny_test") -> lseg.LSeg:
+    """A tiny model whose BatchNorm statistics are not the identity, so folding does something."""
+    torch.manual_seed(0)
+    model = lseg.create_model(name)
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model.eval()
+
+
+def _layout_is_channels_last(model: lseg.LSeg) -> bool:
+    return model.decoder.layer_rn[0].weight.is_contiguous(memory_format=torch.channels_last) and not (
+        model.decoder.layer_rn[0].weight.is_contiguous()
+    )
+
+
+def test_every_state_has_a_name_and_a_new_model_is_plain(tmp_path):
+    assert NUMERICS == ("reference", "plain", "fast")
+    model = lseg.create_model("lseg_tiny_test")
+    assert model.numerics == "plain" and not model.reference_numerics
+    assert lseg.LSeg(model.config).numerics == "plain"
+    assert lseg.load_model(lseg.save_pretrained(model, tmp_path / "m")).numerics == "plain"
+    # no per-module flags: the decoder reads the mode from its forward call
+    assert not any(hasattr(m, "fold_bn") for m in model.modules())
+    assert not hasattr(model.decoder, "channels_last")
+
+
+def test_set_numerics_switches_mode_layout_and_precision():
+    model = lseg.create_model("lseg_tiny_test")
+    assert not _layout_is_channels_last(model)
+    assert model.set_numerics("fast") is model and model.numerics == "fast"
+    assert _layout_is_channels_last(model)
+    model.reference_numerics = True
+    assert model.numerics == "reference" and not _layout_is_channels_last(model)
+    model.reference_numerics = False  # clearing it turns the speed-ups on, as it always did
+    assert model.numerics == "fast"
+    model.set_numerics("plain", precision="bf16")
+    assert (model.numerics, model.precision) == ("plain", "bf16")
+    assert not _layout_is_channels_last(model)
+    with pytest.raises(ConfigError, match="fp32 weights"):
+        model.set_numerics("reference")  # weights rounded to bf16 for good
+    assert model.numerics == "plain"
+    with pytest.raises(ConfigError, match="numerics must be one of reference, plain, fast"):
+        model.set_numerics("quick")  # type: ignore[arg-type]
+
+
+def test_reference_overrides_the_precision_in_the_same_call():
+    model = lseg.create_model("lseg_tiny_test").set_numerics("reference", precision="bf16")
+    assert (model.numerics, model.precision) == ("reference", "fp32")
+
+
+@pytest.mark.parametrize("name", ["lseg_tiny_test", "lseg_tiny_test_rn"])
+def test_modes_compute_the_same_image_embeddings(name):
+    """plain folds BatchNorm (reference does not), fast also merges the head convs and changes the
+    layout: the same numbers up to fp32 rounding."""
+    model = _with_bn_stats(name)
+    x = torch.randn(2, 3, 96, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        out = {mode: model.set_numerics(mode).encode_image(x) for mode in ("reference", "plain", "fast")}
+    torch.testing.assert_close(out["plain"], out["reference"], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out["fast"], out["plain"], atol=1e-5, rtol=1e-4)
+    assert not torch.equal(out["plain"], out["reference"])  # folding did happen
+
+
+def test_bn_folding_is_the_decoders_choice_per_call():
+    unit = ResidualConvUnit(8).eval()
+    with torch.no_grad():
+        unit.bn1.running_var.fill_(2.0)
+        unit.bn2.running_mean.fill_(0.3)
+        x = torch.randn(1, 8, 6, 6)
+        folded, separate = unit(x, fold_bn=True), unit(x, fold_bn=False)
+    torch.testing.assert_close(folded, separate, atol=1e-5, rtol=1e-4)
+    assert "numerics" in DPTDecoder.forward.__code__.co_varnames
+
+
+def test_training_runs_the_decoder_as_written_whatever_the_mode():
+    model = _with_bn_stats().set_numerics("fast").train()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    logits = model(x, ["a", "b"])
+    logits.sum().backward()
+    assert model.decoder.fusion[0].rcu.bn1.weight.grad is not None  # BatchNorm ran as an op
+    assert model.pixel_proj.weight.grad is not None  # the head was not merged
+
+
+def test_predictor_switches_only_plain_models_and_only_when_asked():
+    plain = lseg.create_model("lseg_tiny_test")
+    assert LSegPredictor(plain, fast=False).model.numerics == "plain"
+    assert LSegPredictor(plain).model.numerics == "fast"  # documented: changes the model in place
+    ref = lseg.create_model("lseg_tiny_test").set_numerics("reference")
+    assert LSegPredictor(ref).model.numerics == "reference"
+
+
+def test_predictor_leaves_the_allocator_alone(monkeypatch):
+    import lseg.allocator
+
+    calls = []
+    monkeypatch.setattr(lseg.allocator, "tune_allocator", lambda: calls.append(1) or True)
+    monkeypatch.setattr(lseg.inference, "tune_allocator", lambda: calls.append(1) or True)
+    LSegPredictor(lseg.create_model("lseg_tiny_test"))
+    assert calls == []
