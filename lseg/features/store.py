@@ -31,6 +31,9 @@ Ray worker). A unit's frames go into shards of at most ``frames_per_shard`` fram
 ``shard_bytes`` bytes, so the layout does not depend on who wrote it: the Ray export writes the
 same files as one process. Every file is written atomically; a killed run restarts where it
 stopped (finished units are skipped, and so are finished shards of an unfinished video).
+
+One module on purpose (just over 500 lines): the writer, the reader and the resume logic
+are one file format; each reads what the others write, so a change to the layout touches all three.
 """
 
 from __future__ import annotations

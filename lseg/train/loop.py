@@ -32,6 +32,10 @@ Run folder (``out_dir``)::
     checkpoints/best-*.ckpt   the best validated states (same format as last.ckpt)
     logs/version_N/           metrics.csv (or TensorBoard events), one version per invocation
     model/                    the trained model (``lseg.save_pretrained``) when the run finishes
+
+One module on purpose (just over 500 lines): the loop, its validation pass and its resume
+are one sequence over one state (optimizer and schedule live in :mod:`lseg.train.optim`, the
+checkpoint format in :mod:`lseg.train.state`).
 """
 
 from __future__ import annotations

@@ -133,14 +133,14 @@ onnx._export_graph(torch.nn.Identity(), torch.zeros(1), out / "image_encoder.onn
 """,
     "train_checkpoint": """
 import torch
-from lseg.train import loop
+from lseg.train import state
 class Fabric:
     is_global_zero = True
 def save(obj, path):
     Path(path).write_bytes(b"half")
     os._exit(0)
 torch.save = save
-loop._save_checkpoint(Fabric(), out / "last.ckpt", {})
+state.save_checkpoint(Fabric(), out / "last.ckpt", {})
 """,
 }
 
