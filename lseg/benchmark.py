@@ -2,7 +2,9 @@
 the eager fp32 reference-numerics baseline, each configuration in a fresh process of the same run.
 
 A row is one ``(precision, batch size)``: the full forward (image encoder + decoder + text for 4
-labels + similarity + upsampling) on ``batch`` synthetic photos, timed after one warm-up. Memory is
+labels + similarity + upsampling) on ``batch`` synthetic photos, run as :class:`lseg.LSegPredictor`
+runs a batch (text encoded once; images stacked on a GPU, one by one on a CPU:
+:func:`lseg.inference.images_per_forward`), timed after one warm-up. Memory is
 the peak resident set of the process during the timed forwards (the kernel's high-water mark,
 reset after the model is built and cast), or ``torch.cuda.max_memory_allocated`` on a GPU.
 Agreement is the share of pixels whose argmax equals the fp32 run's on the same image.
@@ -76,6 +78,7 @@ def run_one(model_name: str, checkpoint: str | None, precision: str, batch: int,
 
     import lseg
     from lseg.allocator import tune_allocator
+    from lseg.inference import images_per_forward
 
     torch.set_num_threads(threads)
     tune_allocator()
@@ -91,8 +94,11 @@ def run_one(model_name: str, checkpoint: str | None, precision: str, batch: int,
     images = torch.from_numpy(np.stack([_photo(size, i) for i in range(batch)])).permute(0, 3, 1, 2).to(device)
     cuda = torch.device(device).type == "cuda"
 
+    step = images_per_forward(device, batch)  # as the predictor runs a batch (one by one on a CPU)
+
     def forward() -> torch.Tensor:
-        logits = model(model.normalize(images), LABELS)
+        text = model.encode_text(LABELS)  # once per batch, as the predictor does
+        logits = torch.cat([model(model.normalize(images[i : i + step]), text) for i in range(0, batch, step)])
         if cuda:
             torch.cuda.synchronize()
         return logits

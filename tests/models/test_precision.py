@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import lseg
+import lseg.inference
 from lseg.errors import ConfigError
 from lseg.inference import LSegPredictor
 from lseg.models import precision as prec
@@ -74,7 +75,25 @@ def test_bf16_agrees_with_fp32(photo):
     assert cos.mean() > 0.999
 
 
+def test_a_cpu_runs_a_batch_image_by_image(monkeypatch):
+    """Stacking images only overflows a CPU's caches (measured in images_per_forward's docstring)."""
+    assert lseg.inference.images_per_forward("cpu", 8) == 1
+    assert lseg.inference.images_per_forward(torch.device("cuda", 0), 8) == 8
+    predictor = LSegPredictor(lseg.create_model("lseg_tiny_test"), size=32, batch_size=4)
+    calls = []
+    encode = predictor.model.encode_image
+    monkeypatch.setattr(predictor.model, "encode_image", lambda x: calls.append(x.shape[0]) or encode(x))
+    assert len(predictor.segment_batch([np.zeros((32, 32, 3), np.uint8)] * 5, "a, b")) == 5
+    assert calls == [1] * 5
+
+
+def _gpu_batching(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stack images as on a GPU (the bucketing and back-off logic, run on the CPU)."""
+    monkeypatch.setattr(lseg.inference, "images_per_forward", lambda device, batch_size: batch_size)
+
+
 def test_segment_batch_is_batched_and_equals_one_by_one(monkeypatch):
+    _gpu_batching(monkeypatch)
     torch.manual_seed(0)
     predictor = LSegPredictor(lseg.create_model("lseg_tiny_test"), size=64, batch_size=3, precision="fp32")
     rng = np.random.default_rng(0)
@@ -95,6 +114,7 @@ def test_segment_batch_is_batched_and_equals_one_by_one(monkeypatch):
 
 
 def test_out_of_memory_halves_the_batch_and_stays_there(monkeypatch):
+    _gpu_batching(monkeypatch)
     torch.manual_seed(0)
     predictor = LSegPredictor(lseg.create_model("lseg_tiny_test"), size=32, batch_size=8, precision="fp32")
     encode = predictor.model.encode_image
