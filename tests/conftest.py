@@ -1,16 +1,26 @@
-"""Shared fixtures. Everything runs offline on CPU with tiny random models."""
+"""Shared fixtures. Everything runs offline on CPU with tiny random models.
+
+Fixtures for the hardening tests: every kind of good and bad input file (written once per
+session), the tiny model as an lseg folder, and a runner for the ``lseg`` command line.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from hostile_inputs import GoodImage, cli_env, write_bad, write_good
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import numpy as np
-import pytest
-import torch
 
 # Tiny models: one thread avoids two threads waiting on busy cores (CI has 2; torchrun tests use both).
 torch.set_num_threads(1)
@@ -47,3 +57,35 @@ def tiny_model():
 
     torch.manual_seed(0)
     return lseg.create_model("lseg_tiny_test")
+
+
+@pytest.fixture(scope="session")
+def good_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, GoodImage]:
+    return write_good(tmp_path_factory.mktemp("good"))
+
+
+@pytest.fixture(scope="session")
+def bad_images(tmp_path_factory: pytest.TempPathFactory, good_images: dict[str, GoodImage]) -> dict[str, Path]:
+    return write_bad(tmp_path_factory.mktemp("bad"), good_images)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random model saved as an lseg folder (model.safetensors + config.json)."""
+    import lseg
+
+    torch.manual_seed(0)
+    return lseg.save_pretrained(lseg.create_model("lseg_tiny_test"), tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture
+def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``python -m lseg.cli ARGS`` in a fresh process (real stderr, real exit code)."""
+
+    def run(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "lseg.cli", *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, check=False,
+            timeout=timeout,
+        )
+
+    return run

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hostile_inputs import encode
 from PIL import Image
 
 from lseg.errors import ImageLoadError
@@ -21,10 +21,6 @@ RGB = RNG.integers(0, 256, size=(24, 32, 3), dtype=np.uint8)  # H=24, W=32
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def encode(img: Image.Image, fmt: str, **kwargs: object) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kwargs)
-    return buf.getvalue()
 
 
 def write(path: Path, data: bytes) -> Path:

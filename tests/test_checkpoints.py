@@ -1,25 +1,47 @@
-"""Official checkpoint remapping, strict key accounting, safe loading, and our folder format."""
+"""Official checkpoint remapping, strict key accounting, safe loading, and our folder format.
+
+Bad checkpoints through the command line (``lseg info``, ``lseg convert``, ``lseg segment -c``):
+each exits with code 2 and exactly one ``error: ...`` line on stderr, no traceback, no output files;
+a pickle that would run code is refused without running it.
+
+Released-checkpoint containers, read as downloaded.
+
+Every file here is written by ``refimpl.lightning14`` in a subprocess, laid out exactly as the
+released lang-seg ``.ckpt`` files (PyTorch-Lightning 1.4.9 / torch 1.9 zip under ``archive/``,
+storages tagged ``cuda:0``, callback *classes* as dict keys, optimizer and scheduler state), one per
+network family. This process never imports the stand-in ``pytorch_lightning`` modules.
+"""
 
 from __future__ import annotations
 
 import json
 import pickle
+import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
+from hostile_inputs import one_error_line, scene
+from PIL import Image
 from refimpl.lseg_reference import RefLSegNet
+from refimpl.tiny import tiny_reference
+from safetensors.torch import load_file, save_file
 
 import lseg
 from lseg.checkpoints import (
+    ALLOWED_GLOBALS,
     UNUSED_OFFICIAL_KEYS,
     convert_official_state_dict,
     infer_config,
     load_weights,
+    read_checkpoint,
     read_state_dict,
     save_pretrained,
 )
+from lseg.cli import main
 from lseg.errors import CheckpointError
 
 
@@ -210,3 +232,317 @@ def test_non_state_dict_pickle(tmp_path):
     with pytest.raises(CheckpointError, match="does not hold a state dict"):
         read_state_dict(path)
     assert zipfile.is_zipfile(path)
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PWNED_BY_PICKLE",))
+
+
+@pytest.fixture(scope="module")
+def photo_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("photo") / "photo.png"
+    Image.fromarray(scene(40, 56)).save(path)
+    return path
+
+
+def _folder(root: Path, name: str, tiny_dir: Path, tensors: dict | None = None, config: str | None = None) -> Path:
+    """An lseg model folder: tiny_dir's config.json + the given tensors (default: tiny_dir's)."""
+    d = root / name
+    d.mkdir()
+    if config is None:
+        shutil.copy(tiny_dir / "config.json", d / "config.json")
+    else:
+        (d / "config.json").write_text(config)
+    if tensors is None:
+        shutil.copy(tiny_dir / "model.safetensors", d / "model.safetensors")
+    else:
+        save_file(tensors, str(d / "model.safetensors"))
+    return d
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoints(tmp_path_factory, tiny_dir) -> dict[str, tuple[Path, str]]:
+    """name -> (checkpoint path, text the error line must contain)."""
+    root = tmp_path_factory.mktemp("bad_ckpt")
+    sd = load_file(str(tiny_dir / "model.safetensors"))
+    out: dict[str, tuple[Path, str]] = {}
+
+    d = _folder(root, "truncated_folder", tiny_dir)
+    data = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(data[: len(data) // 2])
+    out["truncated safetensors (folder)"] = (d, "truncated or corrupt")
+
+    p = root / "truncated.safetensors"
+    p.write_bytes(data[: len(data) // 3])
+    out["truncated safetensors (file)"] = (p, "truncated or corrupt")
+
+    p = root / "truncated.ckpt"
+    torch.save({"state_dict": {"net." + k: v for k, v in sd.items()}}, p)
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    out["truncated ckpt"] = (p, "truncated or corrupt")
+
+    p = root / "empty.ckpt"
+    p.write_bytes(b"")
+    out["empty file"] = (p, "empty (0 bytes)")
+
+    p = root / "evil.ckpt"
+    torch.save({"state_dict": {"net.x": torch.zeros(1)}, "payload": _Evil()}, p)
+    out["pickle that runs code (zip)"] = (p, "refusing to load")
+
+    p = root / "evil_legacy.pth"
+    with open(p, "wb") as f:
+        pickle.dump({"state_dict": _Evil()}, f)
+    out["pickle that runs code (legacy)"] = (p, "refusing to load")
+
+    p = root / "notes.ckpt"
+    p.write_text("these are my notes, not a checkpoint\n")
+    out["text file"] = (p, "is not a checkpoint")
+
+    p = root / "page.pth"
+    p.write_text("<html><body>403 Forbidden</body></html>")
+    out["html page"] = (p, "is not a checkpoint")
+
+    p = root / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(4, 3, 3, 3), "fc.weight": torch.zeros(10, 4)}, p)
+    out["another network's weights"] = (p, "not an LSeg state dict")
+
+    other = lseg.create_model("lseg_tiny_test_p32").state_dict()
+    d = _folder(root, "wrong_architecture", tiny_dir, tensors={k: v.contiguous() for k, v in other.items()})
+    out["wrong architecture (p32 weights, p16 config)"] = (d, "does not fit lseg_tiny_test")
+
+    missing = {k: v for k, v in sd.items() if not k.startswith("decoder.fusion.0.")}
+    out["missing keys"] = (_folder(root, "missing_keys", tiny_dir, tensors=missing), "missing: decoder.fusion.0.")
+
+    extra = dict(sd, **{"decoder.extra.weight": torch.zeros(3)})
+    out["extra keys"] = (_folder(root, "extra_keys", tiny_dir, tensors=extra), "1 unexpected: decoder.extra.weight")
+
+    wrong_shape = dict(sd, **{"pixel_proj.weight": torch.zeros(7, 7)})
+    out["wrong shape"] = (_folder(root, "wrong_shape", tiny_dir, tensors=wrong_shape), "wrong shape: pixel_proj.weight")
+
+    wrong_dtype = dict(sd, **{"pixel_proj.weight": sd["pixel_proj.weight"].to(torch.int32)})
+    out["wrong dtype"] = (_folder(root, "wrong_dtype", tiny_dir, tensors=wrong_dtype), "wrong dtype: pixel_proj.weight")
+
+    p = root / "wrong_dtype.safetensors"  # no config.json next to it: the shapes are inspected
+    save_file(wrong_dtype, str(p))
+    out["wrong dtype (file)"] = (p, "wrong dtype: pixel_proj.weight")
+
+    out["broken config.json"] = (_folder(root, "bad_config", tiny_dir, config="{not json"), "not valid JSON")
+    cfg = json.dumps({**json.loads((tiny_dir / "config.json").read_text()), "format_version": 99})
+    out["future config version"] = (_folder(root, "future", tiny_dir, config=cfg), "unsupported format_version 99")
+
+    d = root / "no_config"
+    d.mkdir()
+    out["folder without config.json"] = (d, "no config.json")
+    out["missing path"] = (root / "does_not_exist.ckpt", "not found")
+    return out
+
+
+CASES = [
+    "truncated safetensors (folder)", "truncated safetensors (file)", "truncated ckpt", "empty file",
+    "pickle that runs code (zip)", "pickle that runs code (legacy)", "text file", "html page",
+    "another network's weights", "wrong architecture (p32 weights, p16 config)", "missing keys", "extra keys",
+    "wrong shape", "wrong dtype", "wrong dtype (file)", "broken config.json", "future config version",
+    "folder without config.json", "missing path",
+]
+#: ``lseg info`` describes a checkpoint (config.json + the safetensors header, or the architecture
+#: inferred from tensor shapes) without building the model, so weights that do not fit are only
+#: an error for the commands that load them.
+INFO_DESCRIBES_ONLY = {
+    "missing keys", "extra keys", "wrong shape", "wrong dtype", "wrong dtype (file)",
+    "wrong architecture (p32 weights, p16 config)",
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_checkpoint_is_one_error_line_for_every_command(case, bad_checkpoints, photo_path, tmp_path, capsys,
+                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the evil pickle would drop its file
+    path, expected = bad_checkpoints[case]
+    commands = {
+        "convert": ["convert", str(path), str(tmp_path / "converted")],
+        "segment": ["segment", str(photo_path), "-l", "sky,grass", "-c", str(path), "-o", str(tmp_path / "seg"),
+                    "-q", "--size", "32"],
+    }
+    if case not in INFO_DESCRIBES_ONLY:
+        commands["info"] = ["info", str(path)]
+    for name, argv in commands.items():
+        rc = main(argv)
+        captured = capsys.readouterr()
+        assert rc == 2, (name, captured)
+        line = one_error_line(captured.err)
+        assert expected in line, (name, line)
+        assert captured.out == ""
+    assert not (tmp_path / "PWNED_BY_PICKLE").exists()
+    assert not (tmp_path / "converted").exists() or not any((tmp_path / "converted").iterdir())
+    assert not (tmp_path / "seg").exists() or not any((tmp_path / "seg").iterdir())
+
+
+def test_info_on_a_folder_with_mismatched_weights_reports_their_count(bad_checkpoints, capsys):
+    """``lseg info`` describes a folder from config.json and the weights' header (no loading); the
+    mismatch surfaces as an error as soon as the weights are used (convert / segment above)."""
+    path, _ = bad_checkpoints["extra keys"]
+    assert main(["info", str(path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["config"]["name"] == "lseg_tiny_test" and info["tensors"] == 202
+
+
+def test_evil_pickle_in_a_real_process(bad_checkpoints, photo_path, tmp_path, run_cli):
+    """The installed entry point: one stderr line, exit code 2, the payload never ran."""
+    path, _ = bad_checkpoints["pickle that runs code (zip)"]
+    proc = run_cli("segment", str(photo_path), "-l", "sky,grass", "-c", str(path), "-o", str(tmp_path / "o"),
+                   cwd=tmp_path)
+    assert proc.returncode == 2
+    line = one_error_line(proc.stderr)
+    assert "refusing to load" in line and "would run code" in line and "posix.system" in line
+    assert not (tmp_path / "PWNED_BY_PICKLE").exists()
+
+
+def test_good_checkpoint_still_loads(tiny_dir, photo_path, tmp_path, capsys):
+    assert main(["info", str(tiny_dir)]) == 0
+    assert json.loads(capsys.readouterr().out)["tensors"] == 201
+    assert main(["segment", str(photo_path), "-l", "sky,grass", "-c", str(tiny_dir), "-o", str(tmp_path), "-q",
+                 "--size", "32"]) == 0
+
+
+TESTS = Path(__file__).parent
+FAMILIES = {
+    # our tiny registry name: the released network family it has the layout of
+    "lseg_tiny_test": "ViT-L/16 (demo_e200, fss_l16)",
+    "lseg_tiny_test_p32": "ViT-B/32",
+    "lseg_tiny_test_rn": "ResNet-101 zero-shot (pascal_fold*, coco_fold*, fss_rn101)",
+}
+
+
+def write_released_layout(tmp_path: Path, name: str, *args: str, seed: int = 0) -> tuple[Path, torch.nn.Module]:
+    """A tiny reference network of family ``name`` saved as a released checkpoint (in a subprocess)."""
+    torch.manual_seed(seed)
+    ref = tiny_reference(name)
+    sd_path = tmp_path / f"{name}-sd.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(sd_path))
+    out = tmp_path / f"{name}{'-'.join(('',) + args).replace('--', '')}.ckpt"
+    subprocess.run(
+        [sys.executable, "-m", "refimpl.lightning14", str(sd_path), str(out), *args],
+        cwd=TESTS, check=True, capture_output=True, text=True,
+    )
+    return out, ref
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, torch.nn.Module]]:
+    d = tmp_path_factory.mktemp("released")
+    return {name: write_released_layout(d, name) for name in FAMILIES}
+
+
+def test_the_fixture_is_the_torch19_lightning14_container(released):
+    path, _ = released["lseg_tiny_test"]
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        assert names[0] == "archive/data.pkl" and names[-1] == "archive/version"
+        assert all(n.startswith("archive/data/") for n in names[1:-1])
+        assert zf.read("archive/version") == b"3\n"
+        assert not any("byteorder" in n or ".data/" in n for n in names)  # torch >= 2 adds those
+        for info in zf.infolist()[1:-1]:  # data records are 64-byte aligned, as torch's writer does
+            assert (info.header_offset + 30 + len(info.filename) + len(info.extra)) % 64 == 0
+        pkl = zf.read("archive/data.pkl")
+    assert pkl[:2] == b"\x80\x02"  # pickle protocol 2
+    assert b"cuda:0" in pkl and b"\ncpu" not in pkl
+    assert b"pytorch_lightning.callbacks.model_checkpoint\nModelCheckpoint" in pkl
+    for key in (b"optimizer_states", b"lr_schedulers", b"native_amp_scaling_state", b"momentum_buffer"):
+        assert key in pkl
+    assert "pytorch_lightning" not in sys.modules
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_released_layout_loads_strictly_and_equals_the_bare_state_dict(released, name, tmp_path, capsys):
+    path, ref = released[name]
+    ckpt = read_checkpoint(path)
+    assert ckpt.format == "lightning"
+    assert ckpt.metadata["pytorch-lightning_version"] == "1.4.9"
+    assert ckpt.metadata["epoch"] == 199 and ckpt.metadata["global_step"] == 101_400
+    assert ckpt.metadata["callbacks"] == ["EarlyStopping", "ModelCheckpoint"]
+
+    model = lseg.load_model(path)
+    assert model.config == lseg.get_config(name)
+    bare = lseg.LSeg(lseg.get_config(name))
+    load_weights(bare, ref.state_dict())  # the bare state dict, straight from the network
+    a, b = model.state_dict(), bare.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
+
+    assert main(["info", str(path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["format"] == "lightning"
+    assert info["lightning"]["pytorch-lightning_version"] == "1.4.9" and info["lightning"]["epoch"] == 199
+    assert info["config"]["name"] == name
+    # parameters as the reference counts them (BatchNorm statistics are buffers, not parameters)
+    assert info["parameters"] == sum(p.numel() for p in ref.parameters())
+    assert info["tensors"] == len(ref.state_dict())
+
+    out = tmp_path / "converted"
+    assert main(["convert", str(path), str(out)]) == 0
+    converted = lseg.load_model(out)
+    c = converted.state_dict()
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize("variant", [("--legacy",), ("--hyper-parameters",), ("--legacy", "--hyper-parameters")])
+def test_legacy_container_and_hyper_parameters_load(tmp_path, variant):
+    path, ref = write_released_layout(tmp_path, "lseg_tiny_test", *variant)
+    assert zipfile.is_zipfile(path) == ("--legacy" not in variant)
+    ckpt = read_checkpoint(path)
+    if "--hyper-parameters" in variant:
+        assert "hyper_parameters" in ckpt.metadata["contents"]
+    model = lseg.load_model(path)
+    torch.testing.assert_close(model.pixel_proj.weight, ref.scratch.head1.weight, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("payload,name", [("unknown-global", "my_project.callbacks.CustomCallback"),
+                                          ("code", "posix.system")])
+def test_unknown_globals_and_code_are_refused_in_one_line(tmp_path, capsys, payload, name):
+    path, _ = write_released_layout(tmp_path, "lseg_tiny_test", "--payload", payload)
+    with pytest.raises(CheckpointError) as e:
+        lseg.load_model(path)
+    assert f"Unsupported global: GLOBAL {name}" in str(e.value) and "\n" not in str(e.value)
+    for cmd in (["info", str(path)], ["convert", str(path), str(tmp_path / "out")]):
+        assert main(cmd) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: refusing to load") and err.count("\n") == 1
+    assert not path.with_suffix(".PWNED").exists()  # the reduce never ran
+    assert not (tmp_path / "out").exists()
+
+
+def test_allowlisted_names_resolve_to_inert_stand_ins():
+    from lseg.checkpoints import _stand_ins
+
+    pairs = {name: obj for obj, name in _stand_ins()}
+    assert set(pairs) == set(ALLOWED_GLOBALS)
+    cb = pairs["pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"]
+    assert cb.__module__ == "pytorch_lightning.callbacks.model_checkpoint" and cb(1, x=2) is not None
+    assert pairs["pytorch_lightning.utilities.parsing.AttributeDict"]() == {}
+
+
+_PEAK = """
+import sys
+from lseg.cli import main
+rc = main(["convert", sys.argv[1], sys.argv[2]])
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the (large) parent across exec
+print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")))  # KiB
+sys.exit(rc)
+"""
+
+
+def test_optimizer_state_is_never_read_into_memory(tmp_path):
+    """Converting a file with ~300 MB of optimizer state costs no more memory than one without:
+    the zip is memory-mapped and only the model's tensors are touched."""
+    small, _ = write_released_layout(tmp_path, "lseg_tiny_test")
+    big, _ = write_released_layout(tmp_path, "lseg_tiny_test", "--extra-optimizer-mb", "300")
+    assert big.stat().st_size > small.stat().st_size + 300e6
+    peaks = []
+    for path in (small, big):
+        r = subprocess.run([sys.executable, "-c", _PEAK, str(path), str(tmp_path / path.stem)],
+                           capture_output=True, text=True, check=True)
+        peaks.append(int(r.stdout.split()[-1]) / 1024)
+    assert peaks[1] - peaks[0] < 100, peaks  # MiB

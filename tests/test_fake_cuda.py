@@ -274,7 +274,7 @@ def test_training_step(saved_model: Path, dtype: torch.dtype | None) -> None:
     """The body of ``lseg.train.loop.train``: normalise, forward in train mode (no BatchNorm folding,
     autograd on), loss in fp32, and the SGD update. Not the backward pass: the autograd engine asks
     the CUDA driver for its device threads ("hasPrimaryContext expects a valid device index"), so
-    gradients are faked with the parameters' own shape, device and dtype; ``tests/test_autocast.py``
+    gradients are faked with the parameters' own shape, device and dtype; ``tests/models/test_precision.py``
     runs the real backward under CPU autocast."""
     from lseg.train.optim import optimizer_step as _optimizer_step
 

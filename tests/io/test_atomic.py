@@ -1,19 +1,51 @@
-"""Tests for lseg.io.atomic: atomic writes, and the stale-temp cleanup after a crash in any writer."""
+"""Tests for lseg.io.atomic: atomic writes, and the stale-temp cleanup after a crash in any writer.
+
+Faults of the machine, not of the input (issue 11, classes 2 and 4), from the user's side:
+
+* special files (a FIFO, a socket, a device) given as an argument or found in a folder are refused
+  without blocking;
+* real disk faults - a full disk (a small tmpfs the test mounts), a read-only output folder (a
+  read-only bind mount), a missing permission (root's permission override dropped with ``setpriv``), a
+  file name too long for the temp file name - end in one line per file (``error: cannot write ...:
+  No space left on device``), the batch goes on (one file's fault) or stops cleanly (a full or
+  read-only disk), no temp file is left, and a re-run after the fault is fixed completes;
+* ``features --resolution original`` writes no memory map, so a full disk is an error, not SIGBUS.
+
+The tests mount file systems and so need root (CAP_SYS_ADMIN); where mounting is refused they skip
+with the reason.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import re
+import shutil
+import socket
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hostile_inputs import cli_env, one_error_line, scene
 from io_helpers import leftovers
+from PIL import Image
 
-from lseg.io import atomic_files, atomic_open, atomic_write, remove_stale_temp_files
-
-# ------------------------------------------------------------------------------------------ writing
+from lseg.cli import main
+from lseg.errors import ImageLoadError, OutputWriteError
+from lseg.io import (
+    atomic_files,
+    atomic_open,
+    atomic_write,
+    iter_frames,
+    list_images,
+    load_image,
+    remove_stale_temp_files,
+)
 
 
 def test_atomic_write_success_and_permissions(tmp_path: Path) -> None:
@@ -158,3 +190,260 @@ def test_a_crashed_writer_leaves_only_what_the_cleanup_removes(tmp_path: Path, w
     assert left and all(p.name.startswith(".") and ".tmp" in p.name for p in left), left  # no output
     assert sorted(remove_stale_temp_files(out)) == left
     assert list(out.iterdir()) == []
+
+
+MODEL = ["--random-weights", "lseg_tiny_test", "--size", "32", "-q"]
+
+
+def _files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def _hidden(root: Path) -> list[Path]:
+    return list(root.rglob(".*"))
+
+
+def _images(folder: Path, n: int, h: int = 40, w: int = 56) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(scene(h, w, seed=i)).save(folder / f"img{i:02d}.png")
+    return [f"img{i:02d}" for i in range(n)]
+
+
+def _mount(*args: str) -> None:
+    r = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
+    if r.returncode:
+        pytest.skip(f"cannot mount ({' '.join(args)}): {r.stderr.strip()} - these tests need root with CAP_SYS_ADMIN")
+
+
+@contextlib.contextmanager
+def _tmpfs(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir(parents=True, exist_ok=True)
+    _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path))
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _fill(folder: Path, leave: int) -> Path:
+    """Fill the file system of ``folder`` up to ``leave`` free bytes."""
+    st = os.statvfs(folder)
+    filler = folder / "filler.bin"
+    filler.write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - leave))
+    return filler
+
+
+# ------------------------------------------------------------------------------ class 2: special files
+
+@pytest.mark.timeout(60)
+def test_fifo_socket_and_device_are_refused_without_blocking(tmp_path):
+    """A FIFO named like an image blocked ``open()`` forever; a socket or device is no image either."""
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "s.png"))
+    (tmp_path / "zero.png").symlink_to("/dev/zero")  # a character device that never ends
+    os.mkfifo(tmp_path / "v.mp4")
+    try:
+        for name, kind in [("x.jpg", "a FIFO"), ("s.png", "a socket"), ("zero.png", "a character device")]:
+            with pytest.raises(ImageLoadError, match=f"it is {kind}.*not a regular file"):
+                load_image(tmp_path / name)
+            with pytest.raises(ImageLoadError, match=f"it is {kind}"):
+                next(iter_frames(tmp_path / name))
+        with pytest.raises(ImageLoadError, match="it is a FIFO"):
+            next(iter_frames(tmp_path / "v.mp4"))
+        # found in a folder: listed, so that it is reported (not silently left out)
+        assert [p.name for p in list_images(tmp_path)] == ["s.png", "x.jpg", "zero.png"]
+    finally:
+        sock.close()
+
+
+@pytest.mark.timeout(300)
+def test_cli_reports_special_files_and_finishes(tmp_path, run_cli):
+    """``lseg segment``/``features`` on a folder with a FIFO, a socket and a device among images, and
+    a FIFO given as an argument: each is one failed input, the images are written, exit 1."""
+    folder = tmp_path / "photos"
+    _images(folder, 2)
+    os.mkfifo(folder / "pipe.jpg")
+    (folder / "zero.png").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "arg.jpg")
+    os.mkfifo(folder / "clip.mp4")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(folder / "sock.png"))
+    try:
+        for command in (["segment", "-l", "sky,grass"], ["features"]):
+            out = tmp_path / command[0]
+            r = run_cli(*command, str(folder), str(tmp_path / "arg.jpg"), "-o", str(out), *MODEL, timeout=240)
+            assert r.returncode == 1, r.stderr
+            assert "Traceback" not in r.stderr
+            for name, kind in [("pipe.jpg", "a FIFO"), ("zero.png", "a character device"), ("sock.png", "a socket")]:
+                assert f"failed: {folder / name}: " in r.stderr and f"it is {kind}" in r.stderr
+            assert f"failed: {tmp_path / 'arg.jpg'}: " in r.stderr
+            if command[0] == "features":
+                assert f"failed: {folder / 'clip.mp4'}: " in r.stderr
+                assert {"img00.npy", "img01.npy"} <= _files(out)
+            else:
+                assert {"img00_labels.png", "img01_overlay.png"} <= _files(out)
+    finally:
+        sock.close()
+
+
+# ------------------------------------------------------------------------------ class 4: disk faults
+
+def test_segment_on_a_full_disk_stops_cleanly_and_a_rerun_completes(tmp_path, capsys):
+    stems = _images(tmp_path / "photos", 20)
+    with _tmpfs(tmp_path / "disk", "1m") as disk:
+        out = disk / "seg"
+        # room for the claims the loader takes ahead (4 KiB each) and a few images (12 KiB each)
+        filler = _fill(disk, leave=96 << 10)
+        args = ["segment", str(tmp_path / "photos"), "-l", "sky,grass", "-o", str(out), *MODEL]
+        assert main(args) == 2  # stopped early
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        lines = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert len(lines) == 1 and re.fullmatch(r"error: cannot write .*: No space left on device; free some "
+                                                 r"space and re-run \(finished outputs are kept\)", lines[0])
+        done = int(re.search(r"(\d+) written, 0 already done, 1 failed; stopped early\n", err).group(1))
+        assert 0 < done < len(stems)
+        assert not _hidden(out)  # temp files removed, claims released
+        filler.unlink()  # the fault is fixed
+        assert main(args) == 0
+        assert f"{len(stems) - done} written, {done} already done, 0 failed" in capsys.readouterr().err
+        assert _files(out) == {f"{s}_{kind}" for s in stems for kind in ("labels.png", "overlay.png", "labels.json")}
+        assert not _hidden(out)
+
+
+def test_features_at_original_resolution_on_a_full_disk_is_an_error_not_sigbus(tmp_path, run_cli):
+    """The upsampled features were written through a memory map: on a full tmpfs the store died of
+    SIGBUS, and so did every re-run. Now the write fails with ENOSPC like any other."""
+    stems = _images(tmp_path / "photos", 6, 64, 64)  # 32 x 64 x 64 fp16 = 256 KiB each
+    with _tmpfs(tmp_path / "disk", "1m") as disk:
+        out = disk / "feats"
+        args = ["features", str(tmp_path / "photos"), "-o", str(out), "--resolution", "original", *MODEL]
+        r = run_cli(*args)
+        assert r.returncode == 2, r.stderr  # not -SIGBUS
+        assert "Traceback" not in r.stderr
+        assert re.search(r"cannot write \S+\.npy: No space left on device", r.stderr)
+        done = int(re.search(r"(\d+) written, 0 already done, 1 failed; stopped early", r.stderr).group(1))
+        assert 0 < done < len(stems)
+        assert not _hidden(out)
+        subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)  # the fault is fixed
+        r = run_cli(*args)
+        assert r.returncode == 0, r.stderr
+        assert f"{len(stems) - done} written, {done} already done, 0 failed" in r.stderr
+        assert _files(out) == {f"{s}.{e}" for s in stems for e in ("npy", "json")} | {"features.json"}
+        for s in stems:
+            assert np.load(out / f"{s}.npy").shape == (32, 64, 64)
+
+
+def test_read_only_output_folder(tmp_path, capsys):
+    """A read-only file system: one line before any work; a folder whose outputs are all done
+    already is fine (nothing to write)."""
+    _images(tmp_path / "photos", 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    _mount("--bind", str(out), str(out))
+    try:
+        _mount("-o", "remount,bind,ro", str(out))
+        for command in (["segment", "-l", "sky,grass"], ["features"]):
+            assert main([*command, str(tmp_path / "photos"), "-o", str(out), *MODEL]) == 2
+            line = one_error_line(capsys.readouterr().err)
+            assert line.startswith(f"error: cannot write {out}: Read-only file system; ")
+        with pytest.raises(OutputWriteError, match="Read-only file system") as info:
+            atomic_write(out / "x.txt", lambda p: p.write_text("x"))
+        assert info.value.fatal and isinstance(info.value, OSError)
+        subprocess.run(["mount", "-o", "remount,bind,rw", str(out)], check=True)
+        assert main(["segment", str(tmp_path / "photos"), "-l", "sky,grass", "-o", str(out), *MODEL]) == 0
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(out)], check=True)
+        assert main(["segment", str(tmp_path / "photos"), "-l", "sky,grass", "-o", str(out), *MODEL]) == 0
+        assert "0 written, 2 already done, 0 failed" in capsys.readouterr().err
+    finally:
+        subprocess.run(["umount", "-l", str(out)], check=False)
+
+
+def _without_root_override(tmp_path: Path) -> list[str]:
+    """A command prefix that runs as root without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH, so that
+    permission bits apply (the interpreter lives under /root, which another user could not read)."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed: cannot drop root's permission override")
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    probe = tmp_path / "probe"
+    probe.mkdir(mode=0o555)
+    r = subprocess.run([*prefix, sys.executable, "-c", f"open({str(probe / 'x')!r}, 'w')"], capture_output=True,
+                       check=False)
+    probe.rmdir()
+    if r.returncode == 0:
+        pytest.skip("permission bits are not enforced even without CAP_DAC_OVERRIDE here")
+    return prefix
+
+
+def _run_cli_as(prefix: list[str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*prefix, sys.executable, "-m", "lseg.cli", *args], env=cli_env(), capture_output=True,
+                          text=True, check=False, timeout=240)
+
+
+def test_missing_permission_one_line_per_file_and_the_rest_is_written(tmp_path):
+    prefix = _without_root_override(tmp_path)
+    photos = tmp_path / "photos"
+    _images(photos, 1)
+    _images(photos / "sub", 2)
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "sub").chmod(0o555)  # one sub-folder of the output is not writable
+    args = ["segment", str(photos), "-l", "sky,grass", "-o", str(out), *MODEL]
+    r = _run_cli_as(prefix, *args)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert lines == [f"error: cannot write {out / 'sub' / s}_labels.png: Permission denied; no permission to write "
+                     "there: fix the folder's permissions or write to another folder" for s in ("img00", "img01")]
+    assert _files(out) == {"img00_labels.png", "img00_overlay.png", "img00_labels.json"}
+    (out / "sub").chmod(0o755)  # fixed
+    r = _run_cli_as(prefix, *args)
+    assert r.returncode == 0 and "2 written, 1 already done, 0 failed" in r.stderr, r.stderr
+    # the output folder itself not writable: one line, before any work
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    r = _run_cli_as(prefix, "features", str(photos), "-o", str(locked), *MODEL)
+    assert r.returncode == 2
+    assert one_error_line(r.stderr).startswith(f"error: cannot write {locked}: Permission denied; ")
+
+
+def test_file_name_too_long_for_the_temp_name(tmp_path, capsys):
+    """An output whose own name fits (255 bytes) is written although its temp file's name would not;
+    one whose own name is too long fails alone, in one line, and the others are written."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    fits, too_long = "a" * 236, "b" * 250  # a..._overlay.png: 248 bytes; b..._labels.png: 261
+    for stem in (fits, too_long, "c"):
+        Image.fromarray(scene(20, 24)).save(photos / f"{stem}.png")
+    out = tmp_path / "out"
+    assert main(["segment", str(photos), "-l", "sky,grass", "-o", str(out), *MODEL]) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    # the first file an input writes is its pending record (b..._labels.json: 262 bytes)
+    assert lines == [(f"error: cannot write {out / too_long}_labels.json: File name too long; the name is too long for "
+                     "the file system: rename the input or use a shorter output folder")]
+    assert _files(out) == {f"{s}_{kind}" for s in (fits, "c") for kind in ("labels.png", "overlay.png", "labels.json")}
+    assert not _hidden(out)
+    feats = tmp_path / "feats"  # b...b.npy is 254 bytes: fits, its temp name is shortened
+    assert main(["features", str(photos), "-o", str(feats), *MODEL]) == 0
+    assert _files(feats) == {f"{s}.{e}" for s in (fits, too_long, "c") for e in ("npy", "json")} | {"features.json"}
+
+
+@pytest.mark.parametrize(("code", "fatal"), [
+    (errno.ENOSPC, True), (errno.EDQUOT, True), (errno.EROFS, True), (errno.EIO, True),
+    (errno.EACCES, False), (errno.EPERM, False), (errno.ENAMETOOLONG, False), (errno.EFBIG, False),
+])
+def test_which_write_faults_stop_a_batch(tmp_path, code, fatal):
+    """The disk as a whole (full, over quota, read-only, failing) stops a batch; one file's fault does not."""
+
+    def writer(_: Path) -> None:
+        raise OSError(code, os.strerror(code))
+
+    with pytest.raises(OutputWriteError) as info:
+        atomic_write(tmp_path / "a.png", writer)
+    assert info.value.fatal is fatal and info.value.errno == code
+    assert str(info.value).startswith(f"cannot write {tmp_path / 'a.png'}: {os.strerror(code)}; ")
+    assert not list(tmp_path.iterdir())  # the temp file is removed

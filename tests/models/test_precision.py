@@ -1,10 +1,22 @@
-"""The precision policy: chosen by capability, image path stored in it, text/similarity in fp32."""
+"""The precision policy: chosen by capability, image path stored in it, text/similarity in fp32.
+
+Real CPU runs under bf16/fp16 autocast and with the model cast to bf16/fp16, against fp32.
+
+CPU autocast and cast models hit the dtype bugs CUDA mixed precision hits (an in-place op gets no
+autocast promotion on either device); ``tests/test_fake_cuda.py`` checks the CUDA rules themselves.
+"""
 
 from __future__ import annotations
+
+import copy
+import functools
+from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import lseg
 import lseg.inference
@@ -131,3 +143,164 @@ def test_out_of_memory_halves_the_batch_and_stays_there(monkeypatch):
     results = predictor.segment_batch(images, "a, b")
     assert len(results) == 7 and predictor.batch_size == 2
     assert sizes == [7, 4, 2, 2, 2, 1]
+
+
+DTYPES = [torch.bfloat16, torch.float16]
+LABELS = ["sky", "grass", "a photo of the sun", "other"]
+
+
+@pytest.fixture(scope="module")
+def model() -> lseg.LSeg:
+    torch.manual_seed(0)
+    return lseg.create_model("lseg_tiny_test").eval()
+
+
+def _autocast(dtype: torch.dtype) -> torch.autocast:
+    return torch.autocast("cpu", dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_label_encoding_under_autocast(model: lseg.LSeg, dtype: torch.dtype) -> None:
+    """Item 1: labels of different token lengths (several groups) under autocast."""
+    ref = model.encode_text(LABELS)
+    with _autocast(dtype):
+        out = model.encode_text(LABELS)
+        emb = LSegPredictor(copy.deepcopy(model)).embed_text(LABELS)
+    assert out.dtype == emb.dtype == torch.float32
+    torch.testing.assert_close(out, ref)  # the text tower ignores autocast: same embeddings
+    torch.testing.assert_close(emb, ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_forward_and_training_step_under_autocast(model: lseg.LSeg, dtype: torch.dtype) -> None:
+    m = copy.deepcopy(model).train()
+    x = m.normalize(torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
+    mask = torch.randint(0, 4, (2, 64, 64), generator=torch.Generator().manual_seed(1))
+    ref = F.cross_entropy(m(x, LABELS).float(), mask)
+    with _autocast(dtype):
+        logits = m(x, LABELS)  # labels encoded inside the autocast region, as in users' loops
+        loss = F.cross_entropy(logits.float(), mask)
+    loss.backward()
+    assert loss.dtype == torch.float32
+    assert abs(loss.item() - ref.item()) < 0.05
+    grads = [p.grad for p in m.parameters() if p.requires_grad]
+    assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("optimized", [False, True], ids=["plain", "optimized"])
+def test_cast_model_forward(model: lseg.LSeg, dtype: torch.dtype, optimized: bool) -> None:
+    """Item 2: ``model.half()`` / ``.to(torch.bfloat16)`` runs, close to fp32."""
+    m = copy.deepcopy(model).set_numerics("fast" if optimized else "plain")
+    x = torch.rand(1, 3, 70, 90, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ref = m(m.normalize(x), LABELS)
+        m = m.to(dtype)
+        assert m.normalize(x).dtype == dtype
+        assert m.encode_text(LABELS).dtype == torch.float32
+        out = m(m.normalize(x), LABELS)
+        out_fp32_input = m(x.sub(0.5).div(0.5), LABELS)  # an fp32 input is cast at the boundary
+    assert out.dtype == out_fp32_input.dtype == torch.float32  # the similarity runs in fp32
+    tol = 0.1 if dtype == torch.bfloat16 else 0.02
+    torch.testing.assert_close(out.float(), ref, atol=tol, rtol=0)
+    assert (out.float().argmax(1) == ref.argmax(1)).float().mean() > 0.98
+
+
+def _results(p: LSegPredictor, photo: np.ndarray) -> dict[str, lseg.inference.SegmentationResult]:
+    return {
+        "single": p.segment(photo, LABELS, return_embeddings=True),
+        "windows": LSegPredictor(p.model, size=96, crop_size=64, stride=48).segment(photo, LABELS),
+        "chunks": LSegPredictor(p.model, label_chunk_size=3).segment(photo, LABELS),
+        "multiscale": p.segment(photo, LABELS[:2], multiscale=lseg.inference.MultiScaleConfig(
+            scales=(0.75, 1.0), base_size=96, crop_size=64)),
+    }
+
+
+@pytest.mark.parametrize("how", ["autocast", "cast"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_predictor_paths_against_fp32(model: lseg.LSeg, photo: np.ndarray, how: str, dtype: torch.dtype) -> None:
+    """Items 1, 2, 4: every predictor path under autocast and with a cast model, against fp32."""
+    ref = _results(LSegPredictor(copy.deepcopy(model), size=64), photo)
+    if how == "autocast":
+        p = LSegPredictor(copy.deepcopy(model), size=64)
+        with _autocast(dtype):
+            emb = p.embed_image(photo)
+            got = _results(p, photo)
+    else:
+        p = LSegPredictor(copy.deepcopy(model).to(dtype), size=64)
+        emb = p.embed_image(photo)
+        got = _results(p, photo)
+    assert emb.pixels.dtype == torch.float32  # item 4: as documented, whatever the precision
+    assert got["single"].embeddings is not None and got["single"].embeddings.dtype == np.float32
+    tol = 0.15 if dtype == torch.bfloat16 else 0.03
+    for name, r in got.items():
+        assert r.logits.dtype == np.float32 and r.label_map.dtype == np.int32, name
+        torch.testing.assert_close(r.logits, ref[name].logits, atol=tol, rtol=0, msg=name)
+        assert (r.label_map == ref[name].label_map).mean() > 0.97, name
+
+
+def test_text_cache_is_keyed_by_numerics_and_dtype(model: lseg.LSeg) -> None:
+    """Item 3: toggling reference_numerics or casting the model does not return stale embeddings,
+    and cached and new labels mix."""
+    m = copy.deepcopy(model)
+    p = LSegPredictor(m)
+    fp32 = p.embed_text(["sky", "grass"])
+    m.reference_numerics = True
+    ref = p.embed_text(["sky", "grass"])
+    torch.testing.assert_close(ref, m.encode_text(["sky", "grass"]).float())
+    assert not torch.equal(ref, fp32)  # fp16 reference tower, full context
+    m.reference_numerics = False
+    torch.testing.assert_close(p.embed_text(["sky", "grass"]), fp32, rtol=0, atol=0)
+    m.to(torch.bfloat16)
+    mixed = p.embed_text(["grass", "dog"])  # "grass" was cached for the fp32 model
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, m.encode_text(["grass", "dog"]))
+
+
+def test_chunked_result_keeps_no_model_tensors(model: lseg.LSeg, photo: np.ndarray) -> None:
+    """Item 7: the lazy logits hold the embedding on the host (on the CPU that is the embedding
+    itself, no copy; ``test_fake_cuda`` checks a GPU embedding is not held) and compute the same
+    logits as scoring directly."""
+    p = LSegPredictor(copy.deepcopy(model), size=64, label_chunk_size=2)
+    emb = p.embed_image(photo)
+    r = p.segment(emb, LABELS)
+    assert isinstance(r._logits, functools.partial)
+    held = r._logits.args[0].pixels
+    assert held.device.type == "cpu" and held.untyped_storage().data_ptr() == emb.pixels.untyped_storage().data_ptr()
+    ref = p.segment(emb, LABELS[:2]).logits
+    torch.testing.assert_close(r.logits[:2], ref)
+
+
+class _Syncs(TorchDispatchMode):
+    """Counts the ops that make a GPU wait (values read back, data-dependent output sizes)."""
+
+    OPS: ClassVar[set[str]] = {"aten::_local_scalar_dense", "aten::nonzero", "aten::_unique2", "aten::bincount", "aten::masked_select"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if func._schema.name in self.OPS:
+            self.seen.append(func._schema.name)
+        return func(*args, **(kwargs or {}))
+
+
+def test_no_host_syncs_in_segment_and_one_per_meter_update(model: lseg.LSeg, photo: np.ndarray) -> None:
+    """Item 6 (CPU view): nothing in a predictor call reads a value back, the eval meter once."""
+    from lseg.eval.metrics import SegmentationMeter
+
+    p = LSegPredictor(copy.deepcopy(model), size=64, label_chunk_size=3)
+    p.embed_text(LABELS)  # the tokenizer's Python work is not what is measured
+    with _Syncs() as s:
+        p.segment(photo, LABELS)
+        p.segment(photo, LABELS[:2])
+        p.segment(photo, LABELS[:2], multiscale=lseg.inference.MultiScaleConfig(scales=(1.0,), base_size=64))
+    assert s.seen == []
+    meter = SegmentationMeter(4)
+    target = torch.randint(0, 4, (1, 48, 64))
+    target[0, :4] = 255
+    with _Syncs() as s:
+        meter.update(torch.randint(0, 4, (1, 48, 64)), target)
+    assert s.seen == ["aten::_local_scalar_dense"]
+    assert int(meter.cm.sum()) == 44 * 64

@@ -1,4 +1,4 @@
-"""Helpers for the hardening tests (import as ``hardening.helpers``): good and bad image files,
+"""Hostile and odd inputs for the tests (import as ``hostile_inputs``): good and bad image files,
 CLI runners and output checks."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def scene(h: int, w: int, seed: int = 0) -> np.ndarray:

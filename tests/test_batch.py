@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hardening.helpers import cli_env, scene
+from hostile_inputs import cli_env, scene
 from PIL import Image
 
 from lseg.cli import main

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hardening.helpers import cli_env, scene
+from hostile_inputs import cli_env, scene
 from PIL import Image
 
 from lseg.claims import STALE_AFTER, ClaimSet, _host, remove_stale_claims
