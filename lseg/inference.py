@@ -392,7 +392,6 @@ def prepare_image(image: Any, size: int | None, device: torch.device | str = "cp
     return PreparedImage(resize_rgb(rgb, working_size(*image_size, size), device)[0], image_size)
 
 
-
 def _as_tensor(rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(rgb) if isinstance(rgb, np.ndarray) else rgb
 
