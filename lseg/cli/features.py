@@ -17,11 +17,13 @@ from lseg.errors import LSegError
 
 __all__ = [
     "FEATURES_FLAGS",
+    "FEATURES_INPUT_FLAGS",
     "QUERY_FLAGS",
     "STORE_EXPORT_FLAGS",
     "STORE_FLAGS",
     "STORE_INFO_FLAGS",
     "STORE_REDUCE_FLAGS",
+    "FeaturesInputs",
     "FeaturesOptions",
     "QueryOptions",
     "StoreExportOptions",
@@ -57,6 +59,18 @@ class FeaturesOptions:
     shard: str | None = None
     overwrite: bool = False
     quiet: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturesInputs:
+    """What ``lseg features`` reads: image / video files or folders (kept apart from
+    :class:`FeaturesOptions`, the settings)."""
+
+    inputs: tuple[str, ...]
+
+
+#: The command-line side of :class:`FeaturesInputs`.
+FEATURES_INPUT_FLAGS = {"inputs": Flag("image / video files or folders", positional=True, nargs="+")}
 
 
 #: The command-line side of :class:`FeaturesOptions`.
@@ -231,7 +245,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "features.json manifest; finished outputs are skipped on re-runs. Shard with torchrun -m lseg.cli "
         "(--nproc_per_node=N: input i goes to rank i % N) and/or --shard k/M across machines.",
     )
-    p.add_argument("inputs", nargs="+", help="image / video files or folders")
+    add_config_args(p, FeaturesInputs, FEATURES_INPUT_FLAGS)
     add_config_args(p, FeaturesOptions, FEATURES_FLAGS)
     g = p.add_argument_group("feature store (--format store; lseg.features.store)")
     add_config_args(g, StoreOptions, STORE_FLAGS)
@@ -284,8 +298,9 @@ def _cmd_features(args: argparse.Namespace) -> int:
     if store.preset != "ours" or store.reduce or store.engine != "local" or store.scales or store.flip is not None:
         raise LSegError("--preset, --scales, --flip, --reduce and --engine need --format store")
     predictor = common.make_predictor(args)
+    inputs = list(config_from_args(FeaturesInputs, args, FEATURES_INPUT_FLAGS).inputs)
     report = export_features(
-        predictor, args.inputs, opts.out, dtype=opts.dtype, overwrite=opts.overwrite, progress=not opts.quiet,
+        predictor, inputs, opts.out, dtype=opts.dtype, overwrite=opts.overwrite, progress=not opts.quiet,
         resolution=resolution or "half", pca=opts.pca, fps=opts.fps, every_n=opts.every_n, shard=(part, parts),
         write_manifest=rank == 0, model_id=model_identity(args.checkpoint, args.random_weights, RANDOM_WEIGHTS_SEED),
     )
@@ -310,6 +325,7 @@ def _features_store(args: argparse.Namespace, opts: FeaturesOptions, store: Stor
                              batch_size=args.batch_size)
     extractor = FeatureExtractor(common.make_predictor(args), preset, resolution)
     checkpoint = getattr(args, "checkpoint", None)
+    inputs = list(config_from_args(FeaturesInputs, args, FEATURES_INPUT_FLAGS).inputs)
     if store.engine == "ray":
         from lseg.features.ray_export import export_store_ray
 
@@ -319,11 +335,11 @@ def _features_store(args: argparse.Namespace, opts: FeaturesOptions, store: Stor
             import ray
 
             ray.init(address=store.ray_address)
-        report = export_store_ray(extractor, args.inputs, opts.out, num_workers=store.workers,
+        report = export_store_ray(extractor, inputs, opts.out, num_workers=store.workers,
                                   num_gpus_per_worker=store.gpus_per_worker, settings=settings,
                                   checkpoint=checkpoint, overwrite=opts.overwrite, reduce=store.reduce)
     else:
-        report = export_store(extractor, args.inputs, opts.out, settings=settings, checkpoint=checkpoint,
+        report = export_store(extractor, inputs, opts.out, settings=settings, checkpoint=checkpoint,
                               overwrite=opts.overwrite, progress=not opts.quiet, shard=shard,
                               write_manifest=rank == 0, reduce=store.reduce)
     return finish_batch(report, "features" if shard[1] == 1 else f"features (part {shard[0] + 1}/{shard[1]})")
