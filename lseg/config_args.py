@@ -195,8 +195,9 @@ class Flag:
         default: what the namespace holds when the option is absent, when that is not the field's
             default: ``None`` for "derived" (``--protocol``) or "the field's default", as
             :func:`config_from_args` leaves ``None`` out for a field that cannot be ``None``.
-        required: the option must be given.
+        required: the option must be given; for an ``exclusive`` option: one of its group must be.
         exclusive: options with the same name here form one mutually exclusive group.
+        positional: a positional argument named by the field (or ``name``), not an option.
         repeat: the option may be given several times (a list of texts in the namespace; ``None``
             when absent).
         nargs: several values after one option (``"+"``) for a ``tuple[X, ...]`` field.
@@ -211,6 +212,7 @@ class Flag:
     default: Any = FIELD_DEFAULT
     required: bool = False
     exclusive: str | None = None
+    positional: bool = False
     repeat: bool = False
     nargs: str | None = None
     convert: Callable[[Any], Any] | None = None
@@ -231,7 +233,8 @@ def add_config_args(
     """Add one option per field of the dataclass ``cls`` to ``parser`` (or an argument group).
 
     Typed options (default): the fields named in ``flags``, in its order, each as its :class:`Flag`
-    says; the option's type (``int``, ``float``, ``str``), choices (``Literal``) and switch
+    says (a positional argument for :attr:`Flag.positional`); the option's type (``int``, ``float``,
+    ``str``), choices (``Literal``, of that type for numbers) and switch
     (``bool``: ``--x`` for a ``False`` default, ``--x/--no-x`` for ``None``, the option named by the
     :class:`Flag` turning a ``True`` default off) follow the annotation.
 
@@ -258,10 +261,17 @@ def add_config_args(
             continue
         assert flags is not None
         spec = flags[name]
-        options = ["--" + (spec.name or name).replace("_", "-"), *spec.aliases]
+        if spec.positional:
+            options = [spec.dest(name)]  # argparse names a positional by its namespace attribute
+        else:
+            options = ["--" + (spec.name or name).replace("_", "-"), *spec.aliases]
         default = defaults.get(name) if spec.default is FIELD_DEFAULT else spec.default
         kwargs: dict[str, Any] = {"help": spec.help, "default": default}
-        if spec.required:
+        if spec.positional and spec.nargs not in ("?", "*"):
+            kwargs.pop("default")  # always given: argparse refuses required= for a positional
+        elif spec.required and spec.exclusive:
+            kwargs["default"] = None  # the group is required, not each of its options
+        elif spec.required:
             kwargs.update(required=True, default=None)  # no default to show
         if spec.metavar:
             kwargs["metavar"] = spec.metavar
@@ -278,13 +288,16 @@ def add_config_args(
             kwargs.update(nargs=spec.nargs, type=typing.get_args(base)[0])
         elif typing.get_origin(base) is Literal:
             kwargs["choices"] = typing.get_args(base)
+            kinds = {type(c) for c in kwargs["choices"]}
+            if len(kinds) == 1 and kinds <= {int, float}:
+                kwargs["type"] = kinds.pop()  # "1" on the command line is the choice 1
         elif base in (int, float, str):
             kwargs["type"] = base  # argparse's own one-line message for a bad number
         # tuples and mappings stay text: `convert` or coerce_value reads them
         target = parser
         if spec.exclusive:
             if spec.exclusive not in exclusive:
-                exclusive[spec.exclusive] = parser.add_mutually_exclusive_group()
+                exclusive[spec.exclusive] = parser.add_mutually_exclusive_group(required=spec.required)
             target = exclusive[spec.exclusive]
         target.add_argument(*options, **kwargs)
 

@@ -151,3 +151,41 @@ def test_exclusive_groups_several_values_and_off_switches():
     assert config_from_args(Run, args, RUN_FLAGS) == Run(every_n=2, size=(64, 96), verify=False)
     with pytest.raises(argparse.ArgumentError, match="not allowed with argument"):
         p.parse_args(["--fps", "1", "--every-n", "2"])
+
+
+@dataclass(frozen=True)
+class Job:
+    source: str
+    names: tuple[str, ...]
+    k: int
+    level: Literal[1, 2] | None = None
+    checkpoint: str | None = None
+    random: str | None = None
+
+
+JOB_FLAGS = {
+    "source": Flag("where from", positional=True),
+    "k": Flag("", positional=True),
+    "names": Flag("names, or all", positional=True, nargs="+", metavar="NAME"),
+    "level": Flag("1 or 2"),
+    "checkpoint": Flag("a file", aliases=("-c",), exclusive="model", required=True),
+    "random": Flag("a random one", metavar="MODEL", exclusive="model", required=True),
+}
+
+
+def test_positionals_numeric_choices_and_required_exclusive_groups():
+    p = argparse.ArgumentParser(prog="x", exit_on_error=False)
+    add_config_args(p, Job, JOB_FLAGS)
+    args = p.parse_args(["s", "3", "a", "b", "--level", "2", "-c", "f"])
+    assert (args.source, args.k, args.names, args.level) == ("s", 3, ["a", "b"], 2)
+    assert config_from_args(Job, args, JOB_FLAGS) == Job("s", ("a", "b"), 3, 2, "f", None)
+    usage = " ".join(p.format_usage().split())
+    assert usage == "usage: x [-h] [--level {1,2}] (--checkpoint CHECKPOINT | --random MODEL) source k NAME [NAME ...]"
+    with pytest.raises(argparse.ArgumentError, match="invalid choice"):
+        p.parse_args(["s", "3", "a", "--level", "3", "-c", "f"])
+    with pytest.raises(argparse.ArgumentError, match="not allowed with argument"):
+        p.parse_args(["s", "3", "a", "-c", "f", "--random", "m"])
+    with pytest.raises(SystemExit):  # one of --checkpoint / --random is required
+        p.parse_args(["s", "3", "a"])
+    with pytest.raises(argparse.ArgumentError, match="invalid int value"):  # k is a number
+        p.parse_args(["s", "x", "a", "-c", "f"])

@@ -1,9 +1,10 @@
 """Options several ``lseg`` commands share, and what they build: the model, the predictor, the labels.
 
-The predictor settings are one typed config, :class:`PredictorOptions`, whose options
-:func:`add_predictor_args` generates (:mod:`lseg.config_args`); the model source (a mutually
-exclusive ``--checkpoint`` / ``--random-weights`` pair) and the labels (``--labels`` /
-``--labels-file``) are option groups written out here, as argparse groups them.
+Each group is one typed config whose options :mod:`lseg.config_args` generates: the model source
+(:class:`ModelSource`: a mutually exclusive ``--checkpoint`` / ``--random-weights`` pair, the device
+and the spatial block of official checkpoints, :class:`ArchOptions`), the labels
+(:class:`LabelsOptions`: ``--labels`` or ``--labels-file``) and the predictor settings
+(:class:`PredictorOptions`).
 """
 
 from __future__ import annotations
@@ -13,14 +14,22 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from lseg.config_args import Flag, add_config_args, config_from_args
 from lseg.errors import LSegError
 
+if TYPE_CHECKING:
+    from lseg.models.config import SpatialBlockConfig
+
 __all__ = [
+    "ARCH_FLAGS",
+    "LABELS_FLAGS",
     "PREDICTOR_FLAGS",
     "RANDOM_WEIGHTS_SEED",
+    "ArchOptions",
+    "LabelsOptions",
+    "ModelSource",
     "PredictorOptions",
     "add_arch_args",
     "add_labels_args",
@@ -28,7 +37,10 @@ __all__ = [
     "add_predictor_args",
     "finish_batch",
     "load_model_from_args",
+    "load_source_model",
     "make_predictor",
+    "model_source_flags",
+    "model_source_from_args",
     "read_labels_arg",
     "spatial_block_from_args",
 ]
@@ -40,69 +52,132 @@ _logger = logging.getLogger("lseg")
 RANDOM_WEIGHTS_SEED = 0
 
 
-def add_model_args(p: argparse.ArgumentParser, required: bool = True, pretrained_default: bool = False) -> None:
-    """``--checkpoint`` / ``--random-weights`` / ``--device`` (shared by every model command).
+@dataclass(frozen=True)
+class ArchOptions:
+    """The spatial block of an official checkpoint, which its shapes cannot tell (every model command,
+    ``convert`` and ``info``).
 
-    With ``pretrained_default`` neither option is required: without them the command uses the
-    released weights :data:`lseg.weights.DEFAULT` and says so.
+    Attributes:
+        arch_option: 1 bottleneck, 2 depthwise; ``None``: no block named.
+        block_depth: the block's repetitions.
+        activation: the block's activation; ``None``: ``lrelu``.
     """
+
+    arch_option: Literal[1, 2] | None = None
+    block_depth: int | None = None
+    activation: Literal["relu", "lrelu", "tanh"] | None = None
+
+    def spatial_block(self) -> SpatialBlockConfig | None:
+        """One :class:`SpatialBlockConfig`, or ``None`` when the options do not name a block (both of
+        ``arch_option`` and ``block_depth`` are needed)."""
+        from lseg.models.config import SpatialBlockConfig  # lseg.models imports torch: only when used
+
+        if self.arch_option is None or self.block_depth is None:
+            return None
+        return SpatialBlockConfig(self.arch_option, self.block_depth, self.activation or "lrelu")
+
+
+#: The command-line side of :class:`ArchOptions`.
+ARCH_FLAGS = {
+    "arch_option": Flag("official checkpoints with a spatial block: 1 bottleneck, 2 depthwise"),
+    "block_depth": Flag("with --arch-option"),
+    "activation": Flag("with --arch-option"),
+}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Which model a command runs, and where.
+
+    Attributes:
+        checkpoint: released weights name, lseg folder, .safetensors, official .ckpt or Hub repo id.
+        random_weights: a registered model name, randomly initialised (seeded: :data:`RANDOM_WEIGHTS_SEED`).
+        device: ``cpu``, ``cuda``, ``cuda:N``; ``None``: cuda if available, else cpu.
+        arch: the spatial block of an official checkpoint.
+        pretrained_default: neither ``checkpoint`` nor ``random_weights``: the released weights
+            :data:`lseg.weights.DEFAULT` (the command says so); otherwise one of them is required.
+    """
+
+    checkpoint: str | None = None
+    random_weights: str | None = None
+    device: str | None = None
+    arch: ArchOptions = ArchOptions()
+    pretrained_default: bool = False
+
+
+def model_source_flags(required: bool = True, pretrained_default: bool = False) -> dict[str, Flag]:
+    """The command-line side of :class:`ModelSource` (``arch``: :data:`ARCH_FLAGS`): one of
+    ``--checkpoint`` / ``--random-weights`` is required unless ``required`` is false or the command
+    falls back to the released weights (``pretrained_default``, said in ``--checkpoint``'s help)."""
     from lseg.weights import DEFAULT
 
     default = f" (default: the released weights {DEFAULT})" if pretrained_default else ""
-    g = p.add_mutually_exclusive_group(required=required and not pretrained_default)
-    g.add_argument("--checkpoint", "-c",
-                   help="released weights name (lseg weights list), lseg folder, .safetensors, official "
-                   f"lang-seg .ckpt, or Hub repo id owner/name{default}")
-    g.add_argument(
-        "--random-weights", metavar="MODEL",
-        help="use a randomly initialised registered model, e.g. lseg_tiny_test (seeded: the same network "
-        "every run; the output is noise; for trying the tool)",
-    )
+    needed = required and not pretrained_default
+    return {
+        "checkpoint": Flag("released weights name (lseg weights list), lseg folder, .safetensors, official "
+                           f"lang-seg .ckpt, or Hub repo id owner/name{default}", aliases=("-c",),
+                           exclusive="model", required=needed),
+        "random_weights": Flag("use a randomly initialised registered model, e.g. lseg_tiny_test (seeded: the same "
+                               "network every run; the output is noise; for trying the tool)", metavar="MODEL",
+                               exclusive="model", required=needed),
+        "device": Flag("cpu, cuda, cuda:N (default: cuda if available, else cpu)"),
+    }
+
+
+def add_model_args(p: argparse.ArgumentParser, required: bool = True, pretrained_default: bool = False) -> None:
+    """The :class:`ModelSource` options (shared by every model command); read them back with
+    :func:`model_source_from_args`."""
+    add_config_args(p, ModelSource, model_source_flags(required, pretrained_default))
     p.set_defaults(pretrained_default=pretrained_default)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available, else cpu)")
     add_arch_args(p)
 
 
 def add_arch_args(p: argparse.ArgumentParser) -> None:
-    """The spatial-block options of official checkpoints (every model command, convert and info)."""
-    p.add_argument("--arch-option", type=int, choices=(1, 2), default=None,
-                   help="official checkpoints with a spatial block: 1 bottleneck, 2 depthwise")
-    p.add_argument("--block-depth", type=int, default=None, help="with --arch-option")
-    p.add_argument("--activation", choices=("relu", "lrelu", "tanh"), default=None, help="with --arch-option")
+    """The :class:`ArchOptions` options (every model command, convert and info)."""
+    add_config_args(p, ArchOptions, ARCH_FLAGS)
 
 
+def spatial_block_from_args(args: argparse.Namespace) -> SpatialBlockConfig | None:
+    """The :class:`ArchOptions` of ``args`` as one :class:`SpatialBlockConfig` (or ``None``)."""
+    arch: ArchOptions = config_from_args(ArchOptions, args, ARCH_FLAGS)
+    return arch.spatial_block()
 
-def spatial_block_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """``--arch-option/--block-depth/--activation`` as one :class:`SpatialBlockConfig`, or ``None``
-    when they do not name a block (both of the first two are needed)."""
-    from lseg.models.config import SpatialBlockConfig
 
-    if args.arch_option is None or args.block_depth is None:
-        return None
-    return SpatialBlockConfig(args.arch_option, args.block_depth, args.activation or "lrelu")
+def model_source_from_args(args: argparse.Namespace) -> ModelSource:
+    """The :class:`ModelSource` of the shared options in ``args``."""
+    computed = {"arch": config_from_args(ArchOptions, args, ARCH_FLAGS),
+                "pretrained_default": getattr(args, "pretrained_default", False)}
+    source: ModelSource = config_from_args(ModelSource, args, model_source_flags(), computed)
+    return source
+
 
 def load_model_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """Build the model the shared options describe (on ``args.device``)."""
+    return load_source_model(model_source_from_args(args))
+
+
+def load_source_model(source: ModelSource):  # type: ignore[no-untyped-def]
+    """Build the model of ``source`` on its device (eval mode)."""
     import torch
 
     from lseg.loading import create_model, load_model
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if getattr(args, "random_weights", None):
-        _logger.warning("using random weights for %s: the output is noise", args.random_weights)
+    device = source.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if source.random_weights:
+        _logger.warning("using random weights for %s: the output is noise", source.random_weights)
         with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG state
             torch.manual_seed(RANDOM_WEIGHTS_SEED)
-            model = create_model(args.random_weights)
+            model = create_model(source.random_weights)
     else:
-        checkpoint = args.checkpoint
-        if checkpoint is None and getattr(args, "pretrained_default", False):
+        checkpoint = source.checkpoint
+        if checkpoint is None and source.pretrained_default:
             from lseg.weights import DEFAULT, get_weights
 
             checkpoint = DEFAULT
             entry = get_weights(checkpoint)
             print(f"no --checkpoint given: using the released weights {checkpoint!r} ({entry.network}); "
                   "`lseg weights list` shows the others", file=sys.stderr)
-        model = load_model(checkpoint, spatial_block=spatial_block_from_args(args))
+        model = load_model(checkpoint, spatial_block=source.arch.spatial_block())
     return model.to(device).eval()
 
 
@@ -153,12 +228,32 @@ def add_predictor_args(p: argparse.ArgumentParser) -> None:
     add_config_args(p, PredictorOptions, PREDICTOR_FLAGS)
 
 
+@dataclass(frozen=True)
+class LabelsOptions:
+    """The labels of a segmentation command: one of the two is given (``validate_args`` reads them
+    into one list: :func:`read_labels_arg`).
+
+    Attributes:
+        labels: comma-separated labels.
+        labels_file: a UTF-8 text file of labels.
+    """
+
+    labels: str | None = None
+    labels_file: str | None = None
+
+
+#: The command-line side of :class:`LabelsOptions`.
+LABELS_FLAGS = {
+    "labels": Flag('comma-separated labels, e.g. "dog, grass, other"', aliases=("-l",), exclusive="labels",
+                   required=True),
+    "labels_file": Flag("UTF-8 text file of labels separated by line breaks or commas (blank lines and "
+                        "lines starting with # are ignored)", metavar="FILE", exclusive="labels", required=True),
+}
+
+
 def add_labels_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--labels", "-l", help='comma-separated labels, e.g. "dog, grass, other"')
-    g.add_argument("--labels-file", metavar="FILE",
-                   help="UTF-8 text file of labels separated by line breaks or commas (blank lines and "
-                   "lines starting with # are ignored)")
+    """The :class:`LabelsOptions` options (one of them required)."""
+    add_config_args(p, LabelsOptions, LABELS_FLAGS)
 
 
 def make_predictor(args: argparse.Namespace):  # type: ignore[no-untyped-def]

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
-from dataclasses import dataclass
 from typing import Literal
 
 from lseg.cli import common
@@ -15,10 +15,26 @@ from lseg.cli.common import RANDOM_WEIGHTS_SEED, add_model_args, add_predictor_a
 from lseg.config_args import Flag, add_config_args, config_from_args
 from lseg.errors import LSegError
 
-__all__ = ["FEATURES_FLAGS", "STORE_FLAGS", "FeaturesOptions", "StoreOptions", "register"]
+__all__ = [
+    "FEATURES_FLAGS",
+    "FEATURES_INPUT_FLAGS",
+    "QUERY_FLAGS",
+    "STORE_EXPORT_FLAGS",
+    "STORE_FLAGS",
+    "STORE_INFO_FLAGS",
+    "STORE_REDUCE_FLAGS",
+    "FeaturesInputs",
+    "FeaturesOptions",
+    "QueryOptions",
+    "StoreExportOptions",
+    "StoreInfoOptions",
+    "StoreOptions",
+    "StoreReduceOptions",
+    "register",
+]
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class FeaturesOptions:
     """What ``lseg features`` writes, from which frames.
 
@@ -45,6 +61,18 @@ class FeaturesOptions:
     quiet: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class FeaturesInputs:
+    """What ``lseg features`` reads: image / video files or folders (kept apart from
+    :class:`FeaturesOptions`, the settings)."""
+
+    inputs: tuple[str, ...]
+
+
+#: The command-line side of :class:`FeaturesInputs`.
+FEATURES_INPUT_FLAGS = {"inputs": Flag("image / video files or folders", positional=True, nargs="+")}
+
+
 #: The command-line side of :class:`FeaturesOptions`.
 FEATURES_FLAGS = {
     "out": Flag("output folder", aliases=("-o",), required=True),
@@ -61,7 +89,7 @@ FEATURES_FLAGS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class StoreOptions:
     """How ``lseg features --format store`` extracts and stores (:mod:`lseg.features.store`).
 
@@ -104,6 +132,111 @@ STORE_FLAGS = {
 }
 
 
+def _query_labels(value: str | list[str]) -> tuple[str, ...]:
+    """The positional labels (``validate_args`` has parsed them into a list already)."""
+    from lseg.labels import parse_labels
+
+    return tuple(parse_labels(value))
+
+
+@dataclasses.dataclass(frozen=True)
+class QueryOptions:
+    """``lseg query`` (the model: :class:`~lseg.cli.common.ModelSource`, by default the store's).
+
+    Attributes:
+        store: a store written by ``lseg features --format store``.
+        labels: the labels, parsed (:func:`lseg.labels.parse_labels`).
+        out: the output folder.
+        frames: ``a:b`` (frame ids) or a comma-separated list of ids / keys; ``None``: all.
+        reduced: score the reduced maps (decoded to the text space).
+        heatmaps, scores: also write probability heatmaps / per-label probabilities.
+        templates: prompt templates with one ``{}``; empty: the raw label.
+    """
+
+    store: str
+    labels: tuple[str, ...]
+    out: str
+    frames: str | None = None
+    reduced: bool = False
+    heatmaps: bool = False
+    scores: bool = False
+    templates: tuple[str, ...] = ()
+
+
+#: The command-line side of :class:`QueryOptions`.
+QUERY_FLAGS = {
+    "store": Flag("a store written by `lseg features --format store`", positional=True),
+    "labels": Flag('comma-separated labels, e.g. "chair, table, other"', positional=True, convert=_query_labels),
+    "out": Flag("output folder", aliases=("-o",), required=True),
+    "frames": Flag("a:b (frame ids) or a comma-separated list of ids / keys"),
+    "reduced": Flag("score the reduced maps (decoded to the text space)"),
+    "heatmaps": Flag("also write one probability heatmap per label"),
+    "scores": Flag("also write per-label probabilities (.npz, fp16)"),
+    "templates": Flag("prompt template with {} (repeatable)", name="template", repeat=True,
+                      convert=lambda v: tuple(v or ())),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreInfoOptions:
+    """``lseg store info``: the store to describe."""
+
+    store: str
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreReduceOptions:
+    """``lseg store reduce``.
+
+    Attributes:
+        store: the feature store.
+        k: the reduced dimension (scene PCA components).
+        overwrite: replace a reduction of another K.
+        quiet: no progress bar.
+    """
+
+    store: str
+    k: int
+    overwrite: bool = False
+    quiet: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreExportOptions:
+    """``lseg store export``.
+
+    Attributes:
+        store: the feature store.
+        layout: the per-image layout written.
+        out: the output folder.
+        reduced: the reduced maps instead of the full ones.
+        overwrite: replace files already there.
+    """
+
+    store: str
+    layout: Literal["openscene", "feature3dgs"]
+    out: str
+    reduced: bool = False
+    overwrite: bool = False
+
+
+#: The command-line side of the ``lseg store`` actions (their help texts are as they were: some none).
+STORE_INFO_FLAGS = {"store": Flag("", positional=True)}
+STORE_REDUCE_FLAGS = {
+    "store": Flag("", positional=True),
+    "k": Flag("", positional=True),
+    "overwrite": Flag("replace a reduction of another K"),
+    "quiet": Flag("", aliases=("-q",)),
+}
+STORE_EXPORT_FLAGS = {
+    "store": Flag("", positional=True),
+    "layout": Flag("", required=True),
+    "out": Flag("", aliases=("-o",), required=True),
+    "reduced": Flag("the reduced maps instead of the full ones"),
+    "overwrite": Flag(""),
+}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the commands of this module to the ``lseg`` parser."""
     p = sub.add_parser(
@@ -112,7 +245,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "features.json manifest; finished outputs are skipped on re-runs. Shard with torchrun -m lseg.cli "
         "(--nproc_per_node=N: input i goes to rank i % N) and/or --shard k/M across machines.",
     )
-    p.add_argument("inputs", nargs="+", help="image / video files or folders")
+    add_config_args(p, FeaturesInputs, FEATURES_INPUT_FLAGS)
     add_config_args(p, FeaturesOptions, FEATURES_FLAGS)
     g = p.add_argument_group("feature store (--format store; lseg.features.store)")
     add_config_args(g, StoreOptions, STORE_FLAGS)
@@ -125,32 +258,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Scores every stored frame against the labels with the store's model's text encoder: "
         "OUT/<key>_labels.png, and optionally heatmaps and per-label probabilities.",
     )
-    p.add_argument("store", help="a store written by `lseg features --format store`")
-    p.add_argument("labels", help='comma-separated labels, e.g. "chair, table, other"')
-    p.add_argument("--out", "-o", required=True, help="output folder")
-    p.add_argument("--frames", default=None, help="a:b (frame ids) or a comma-separated list of ids / keys")
-    p.add_argument("--reduced", action="store_true", help="score the reduced maps (decoded to the text space)")
-    p.add_argument("--heatmaps", action="store_true", help="also write one probability heatmap per label")
-    p.add_argument("--scores", action="store_true", help="also write per-label probabilities (.npz, fp16)")
-    p.add_argument("--template", action="append", default=None, help="prompt template with {} (repeatable)")
+    add_config_args(p, QueryOptions, QUERY_FLAGS)
     add_model_args(p, required=False)
     p.set_defaults(func=_cmd_query)
 
     p = sub.add_parser("store", help="feature store tools: info, reduce, export to other layouts")
     ssub = p.add_subparsers(dest="store_command", required=True, metavar="ACTION")
     q = ssub.add_parser("info", help="what a store holds and how it was made")
-    q.add_argument("store")
+    add_config_args(q, StoreInfoOptions, STORE_INFO_FLAGS)
     q = ssub.add_parser("reduce", help="fit a K-d scene PCA over all frames and store the reduced maps")
-    q.add_argument("store")
-    q.add_argument("k", type=int)
-    q.add_argument("--overwrite", action="store_true", help="replace a reduction of another K")
-    q.add_argument("--quiet", "-q", action="store_true")
+    add_config_args(q, StoreReduceOptions, STORE_REDUCE_FLAGS)
     q = ssub.add_parser("export", help="write per-image files in the OpenScene or Feature 3DGS layout")
-    q.add_argument("store")
-    q.add_argument("--layout", choices=("openscene", "feature3dgs"), required=True)
-    q.add_argument("--out", "-o", required=True)
-    q.add_argument("--reduced", action="store_true", help="the reduced maps instead of the full ones")
-    q.add_argument("--overwrite", action="store_true")
+    add_config_args(q, StoreExportOptions, STORE_EXPORT_FLAGS)
     p.set_defaults(func=_cmd_store)
 
 
@@ -179,8 +298,9 @@ def _cmd_features(args: argparse.Namespace) -> int:
     if store.preset != "ours" or store.reduce or store.engine != "local" or store.scales or store.flip is not None:
         raise LSegError("--preset, --scales, --flip, --reduce and --engine need --format store")
     predictor = common.make_predictor(args)
+    inputs = list(config_from_args(FeaturesInputs, args, FEATURES_INPUT_FLAGS).inputs)
     report = export_features(
-        predictor, args.inputs, opts.out, dtype=opts.dtype, overwrite=opts.overwrite, progress=not opts.quiet,
+        predictor, inputs, opts.out, dtype=opts.dtype, overwrite=opts.overwrite, progress=not opts.quiet,
         resolution=resolution or "half", pca=opts.pca, fps=opts.fps, every_n=opts.every_n, shard=(part, parts),
         write_manifest=rank == 0, model_id=model_identity(args.checkpoint, args.random_weights, RANDOM_WEIGHTS_SEED),
     )
@@ -189,8 +309,6 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 def _features_store(args: argparse.Namespace, opts: FeaturesOptions, store: StoreOptions, resolution, shard: tuple[int, int], rank: int) -> int:  # type: ignore[no-untyped-def]
     """``lseg features --format store``: the self-describing store (lseg.features.store)."""
-    import dataclasses
-
     from lseg.features.presets import FeatureExtractor, get_preset
     from lseg.features.store import StoreSettings, export_store
 
@@ -207,6 +325,7 @@ def _features_store(args: argparse.Namespace, opts: FeaturesOptions, store: Stor
                              batch_size=args.batch_size)
     extractor = FeatureExtractor(common.make_predictor(args), preset, resolution)
     checkpoint = getattr(args, "checkpoint", None)
+    inputs = list(config_from_args(FeaturesInputs, args, FEATURES_INPUT_FLAGS).inputs)
     if store.engine == "ray":
         from lseg.features.ray_export import export_store_ray
 
@@ -216,11 +335,11 @@ def _features_store(args: argparse.Namespace, opts: FeaturesOptions, store: Stor
             import ray
 
             ray.init(address=store.ray_address)
-        report = export_store_ray(extractor, args.inputs, opts.out, num_workers=store.workers,
+        report = export_store_ray(extractor, inputs, opts.out, num_workers=store.workers,
                                   num_gpus_per_worker=store.gpus_per_worker, settings=settings,
                                   checkpoint=checkpoint, overwrite=opts.overwrite, reduce=store.reduce)
     else:
-        report = export_store(extractor, args.inputs, opts.out, settings=settings, checkpoint=checkpoint,
+        report = export_store(extractor, inputs, opts.out, settings=settings, checkpoint=checkpoint,
                               overwrite=opts.overwrite, progress=not opts.quiet, shard=shard,
                               write_manifest=rank == 0, reduce=store.reduce)
     return finish_batch(report, "features" if shard[1] == 1 else f"features (part {shard[0] + 1}/{shard[1]})")
@@ -231,26 +350,27 @@ def _features_store(args: argparse.Namespace, opts: FeaturesOptions, store: Stor
 def _cmd_query(args: argparse.Namespace) -> int:
     from lseg.features.query import query_store
     from lseg.features.store import FeatureStore, weights_sha256
-    from lseg.labels import parse_labels
 
-    store = FeatureStore(args.store)  # fail before loading the model
-    labels = parse_labels(args.labels)
-    if not args.checkpoint and not args.random_weights:
-        args.checkpoint = store.manifest.get("checkpoint")
-        if not args.checkpoint:
-            raise LSegError(f"{args.store} records no checkpoint (made with --random-weights): give --checkpoint")
-    model = common.load_model_from_args(args)
+    opts: QueryOptions = config_from_args(QueryOptions, args, QUERY_FLAGS)
+    store = FeatureStore(opts.store)  # fail before loading the model
+    labels = list(opts.labels)
+    source = common.model_source_from_args(args)
+    if not source.checkpoint and not source.random_weights:
+        source = dataclasses.replace(source, checkpoint=store.manifest.get("checkpoint"))
+        if not source.checkpoint:
+            raise LSegError(f"{opts.store} records no checkpoint (made with --random-weights): give --checkpoint")
+    model = common.load_source_model(source)
     # the store hashed the weights as they ran: cast the same way before comparing
     model.set_precision(store.manifest.get("precision", "fp32"))
-    if not args.random_weights and weights_sha256(model) != store.manifest["weights_sha256"]:
-        raise LSegError(f"{args.checkpoint} is not the model that made {args.store} (weights hash differs)")
+    if not source.random_weights and weights_sha256(model) != store.manifest["weights_sha256"]:
+        raise LSegError(f"{source.checkpoint} is not the model that made {opts.store} (weights hash differs)")
     from lseg.inference import LSegPredictor
 
-    text = LSegPredictor(model, templates=args.template).embed_text(labels)
-    frames = _parse_frames(args.frames, len(store)) if args.frames else None
-    written = query_store(store, text, labels, args.out, logit_scale=float(model.logit_scale), frames=frames,
-                          reduced=args.reduced, heatmaps=args.heatmaps, scores=args.scores)
-    print(f"query: {len(written)} frames -> {args.out}", file=sys.stderr)
+    text = LSegPredictor(model, templates=list(opts.templates) or None).embed_text(labels)
+    frames = _parse_frames(opts.frames, len(store)) if opts.frames else None
+    written = query_store(store, text, labels, opts.out, logit_scale=float(model.logit_scale), frames=frames,
+                          reduced=opts.reduced, heatmaps=opts.heatmaps, scores=opts.scores)
+    print(f"query: {len(written)} frames -> {opts.out}", file=sys.stderr)
     return 0
 
 
@@ -269,13 +389,15 @@ def _cmd_store(args: argparse.Namespace) -> int:
     from lseg.features.store import FeatureStore, export_layout, reduce_store
 
     if args.store_command == "reduce":
-        red = reduce_store(args.store, args.k, overwrite=args.overwrite, progress=not args.quiet)
+        r: StoreReduceOptions = config_from_args(StoreReduceOptions, args, STORE_REDUCE_FLAGS)
+        red = reduce_store(r.store, r.k, overwrite=r.overwrite, progress=not r.quiet)
         print(json.dumps(red.summary(), indent=2))
     elif args.store_command == "export":
-        written = export_layout(args.store, args.layout, args.out, reduced=args.reduced, overwrite=args.overwrite)
-        print(f"store export: {len(written)} files -> {args.out}", file=sys.stderr)
+        e: StoreExportOptions = config_from_args(StoreExportOptions, args, STORE_EXPORT_FLAGS)
+        written = export_layout(e.store, e.layout, e.out, reduced=e.reduced, overwrite=e.overwrite)
+        print(f"store export: {len(written)} files -> {e.out}", file=sys.stderr)
     else:
-        store = FeatureStore(args.store)
+        store = FeatureStore(config_from_args(StoreInfoOptions, args, STORE_INFO_FLAGS).store)
         m = store.manifest
         info = {"frames": len(store), "failed": len(store.index["failed"]), "extractor": m["extractor"],
                 "model": m["model"]["name"], "weights_sha256": m["weights_sha256"], "checkpoint": m["checkpoint"],

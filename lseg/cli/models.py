@@ -5,18 +5,101 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 
 from lseg.cli.common import add_arch_args, spatial_block_from_args
+from lseg.config_args import Flag, add_config_args, config_from_args
 from lseg.errors import LSegError
 
-__all__ = ["register"]
+__all__ = [
+    "CONVERT_FLAGS",
+    "DOWNLOAD_FLAGS",
+    "INFO_FLAGS",
+    "PATH_FLAGS",
+    "ConvertOptions",
+    "DownloadOptions",
+    "InfoOptions",
+    "PathOptions",
+    "register",
+]
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """``lseg convert`` (the spatial block: :class:`~lseg.cli.common.ArchOptions`).
+
+    Attributes:
+        checkpoint: the official .ckpt (or any readable checkpoint).
+        out: the output lseg folder.
+    """
+
+    checkpoint: str
+    out: str
+
+
+#: The command-line side of :class:`ConvertOptions`.
+CONVERT_FLAGS = {
+    "checkpoint": Flag("official .ckpt (or any readable checkpoint)", positional=True),
+    "out": Flag("output folder (model.safetensors + config.json)", positional=True),
+}
+
+
+@dataclass(frozen=True)
+class InfoOptions:
+    """``lseg info`` (the spatial block: :class:`~lseg.cli.common.ArchOptions`).
+
+    Attributes:
+        checkpoint: lseg folder, .safetensors, official .ckpt or released weights name.
+    """
+
+    checkpoint: str
+
+
+#: The command-line side of :class:`InfoOptions`.
+INFO_FLAGS = {
+    "checkpoint": Flag("lseg folder, .safetensors, official .ckpt or released weights name", positional=True),
+}
+
+
+@dataclass(frozen=True)
+class DownloadOptions:
+    """``lseg weights download``.
+
+    Attributes:
+        names: released weights names, or ``all``.
+        force: discard the cached files and download again.
+    """
+
+    names: tuple[str, ...]
+    force: bool = False
+
+
+#: The command-line side of :class:`DownloadOptions`.
+DOWNLOAD_FLAGS = {
+    "names": Flag("released weights names, or all", positional=True, nargs="+", metavar="NAME"),
+    "force": Flag("discard the cached files and download again"),
+}
+
+
+@dataclass(frozen=True)
+class PathOptions:
+    """``lseg weights path``.
+
+    Attributes:
+        name: a released weights name.
+    """
+
+    name: str
+
+
+#: The command-line side of :class:`PathOptions`.
+PATH_FLAGS = {"name": Flag("released weights name", positional=True, metavar="NAME")}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the commands of this module to the ``lseg`` parser."""
     p = sub.add_parser("convert", help="convert an official lang-seg .ckpt to an lseg folder")
-    p.add_argument("checkpoint", help="official .ckpt (or any readable checkpoint)")
-    p.add_argument("out", help="output folder (model.safetensors + config.json)")
+    add_config_args(p, ConvertOptions, CONVERT_FLAGS)
     add_arch_args(p)
     p.set_defaults(func=_cmd_convert)
 
@@ -29,14 +112,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     wsub = p.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
     wsub.add_parser("list", help="names, networks, the paper's numbers, and what is cached")
     w = wsub.add_parser("download", help="download, verify and convert (already cached: verify)")
-    w.add_argument("names", nargs="+", metavar="NAME", help="released weights names, or all")
-    w.add_argument("--force", action="store_true", help="discard the cached files and download again")
+    add_config_args(w, DownloadOptions, DOWNLOAD_FLAGS)
     w = wsub.add_parser("path", help="print the cached lseg folder of NAME (for scripts)")
-    w.add_argument("name", metavar="NAME", help="released weights name")
+    add_config_args(w, PathOptions, PATH_FLAGS)
     p.set_defaults(func=_cmd_weights)
 
     p = sub.add_parser("info", help="print a checkpoint's configuration")
-    p.add_argument("checkpoint", help="lseg folder, .safetensors, official .ckpt or released weights name")
+    add_config_args(p, InfoOptions, INFO_FLAGS)
     add_arch_args(p)
     p.set_defaults(func=_cmd_info)
 
@@ -45,10 +127,11 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from lseg.checkpoints import save_pretrained
     from lseg.loading import load_model
 
-    model = load_model(args.checkpoint, spatial_block=spatial_block_from_args(args))
-    out = save_pretrained(model, args.out)
+    opts: ConvertOptions = config_from_args(ConvertOptions, args, CONVERT_FLAGS)
+    model = load_model(opts.checkpoint, spatial_block=spatial_block_from_args(args))
+    out = save_pretrained(model, opts.out)
     n = sum(p.numel() for p in model.parameters())
-    print(f"converted {args.checkpoint} -> {out} ({model.config.name}, {n / 1e6:.1f} M parameters)")
+    print(f"converted {opts.checkpoint} -> {out} ({model.config.name}, {n / 1e6:.1f} M parameters)")
     return 0
 
 
@@ -63,7 +146,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     )
     from lseg.weights import resolve
 
-    p = resolve(args.checkpoint)
+    opts: InfoOptions = config_from_args(InfoOptions, args, INFO_FLAGS)
+    p = resolve(opts.checkpoint)
     info: dict = {}
     if p.is_dir() or (p.parent / CONFIG_NAME).is_file() and p.suffix == ".safetensors":
         config = read_config(p if p.is_dir() else p.parent)
@@ -100,18 +184,20 @@ def _cmd_weights(args: argparse.Namespace) -> int:
         print(f"cache: {weights.cache_dir() / 'weights'}" + (" (offline mode)" if weights.is_offline() else ""))
         return 0
     if args.weights_command == "download":
-        names = list(weights.WEIGHTS) if args.names == ["all"] else args.names
+        download: DownloadOptions = config_from_args(DownloadOptions, args, DOWNLOAD_FLAGS)
+        names = list(weights.WEIGHTS) if download.names == ("all",) else list(download.names)
         for name in names:
             weights.get_weights(name)  # every name is checked before the first download starts
         for name in names:
-            print(weights.download(name, force=args.force, check_all=True))
+            print(weights.download(name, force=download.force, check_all=True))
         return 0
-    folder = weights.cached_folder(args.name)
+    name = config_from_args(PathOptions, args, PATH_FLAGS).name
+    folder = weights.cached_folder(name)
     if folder is None:
-        entry = weights.get_weights(args.name)
+        entry = weights.get_weights(name)
         raise LSegError(
-            f"{args.name!r} is not in the cache: run `lseg weights download {args.name}`, or put {entry.filename} "
-            f"(from {entry.url}) at {weights.weights_dir(args.name) / entry.filename}"
+            f"{name!r} is not in the cache: run `lseg weights download {name}`, or put {entry.filename} "
+            f"(from {entry.url}) at {weights.weights_dir(name) / entry.filename}"
         )
     print(folder)
     return 0

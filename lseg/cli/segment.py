@@ -20,7 +20,7 @@ from lseg.cli.common import (
 from lseg.config_args import Flag, add_config_args, config_from_args
 from lseg.errors import LSegError
 
-__all__ = ["SEGMENT_FLAGS", "SegmentOptions", "register"]
+__all__ = ["SEGMENT_FLAGS", "SEGMENT_INPUT_FLAGS", "SegmentInputs", "SegmentOptions", "register"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,20 @@ SEGMENT_FLAGS = {
 }
 
 
+@dataclass(frozen=True)
+class SegmentInputs:
+    """What ``lseg segment`` reads: image files or folders (kept apart from :class:`SegmentOptions`,
+    the settings recorded with the outputs)."""
+
+    images: tuple[str, ...]
+
+
+#: The command-line side of :class:`SegmentInputs`.
+SEGMENT_INPUT_FLAGS = {
+    "images": Flag("image files or folders (the output folder inside them is skipped)", positional=True, nargs="+"),
+}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the commands of this module to the ``lseg`` parser."""
     p = sub.add_parser(
@@ -68,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "<stem>_overlay.png (photo, colours, legend) and optionally scores and heatmaps. A re-run skips "
         "images done with the same settings and redoes those whose settings changed.",
     )
-    p.add_argument("images", nargs="+", help="image files or folders (the output folder inside them is skipped)")
+    add_config_args(p, SegmentInputs, SEGMENT_INPUT_FLAGS)
     add_labels_args(p)
     add_config_args(p, SegmentOptions, SEGMENT_FLAGS)
     add_model_args(p, pretrained_default=True)
@@ -101,7 +115,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if len(labels) > 65536:
         raise LSegError(f"{len(labels)} labels: label maps are written as 16-bit PNGs, at most 65536 labels")
     out = Path(opts.out)
-    pairs = collect_inputs(args.images, IMAGE_EXTENSIONS, out=out)
+    images = config_from_args(SegmentInputs, args, SEGMENT_INPUT_FLAGS).images
+    pairs = collect_inputs(list(images), IMAGE_EXTENSIONS, out=out)
     check_unique_outputs(pairs, "_labels.png")
     remove_stale_temp_files(out)  # hidden temp files of a killed earlier run
     remove_stale_claims(out)  # and its claims

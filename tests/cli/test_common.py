@@ -55,3 +55,26 @@ def test_model_and_labels_are_exclusive_pairs():
         p.parse_args(["--checkpoint", "a"])  # labels required
     args = p.parse_args(["-c", "a", "--labels-file", "f.txt"])
     assert (args.checkpoint, args.labels_file, args.labels) == ("a", "f.txt", None)
+
+
+def test_model_source_and_spatial_block_come_from_typed_configs():
+    from lseg.cli.common import LABELS_FLAGS, ArchOptions, LabelsOptions, ModelSource, model_source_from_args
+    from lseg.models.config import SpatialBlockConfig
+
+    p = Parser(prog="lseg x")
+    add_model_args(p)
+    add_labels_args(p)
+    args = p.parse_args(["-c", "a", "--device", "cpu", "--arch-option", "2", "--block-depth", "3", "-l", "x, y"])
+    assert model_source_from_args(args) == ModelSource(
+        checkpoint="a", device="cpu", arch=ArchOptions(arch_option=2, block_depth=3))
+    assert model_source_from_args(args).arch.spatial_block() == SpatialBlockConfig(2, 3, "lrelu")
+    assert config_from_args(LabelsOptions, args, LABELS_FLAGS) == LabelsOptions(labels="x, y")
+    args = p.parse_args(["--random-weights", "m", "--arch-option", "1", "--activation", "tanh", "-l", "x"])
+    source = model_source_from_args(args)
+    assert (source.random_weights, source.checkpoint, source.pretrained_default) == ("m", None, False)
+    assert source.arch.spatial_block() is None  # no --block-depth: no block named
+    with pytest.raises(SystemExit):
+        p.parse_args(["-c", "a", "--arch-option", "3", "-l", "x"])
+    optional = Parser(prog="lseg y")
+    add_model_args(optional, pretrained_default=True)
+    assert model_source_from_args(optional.parse_args([])) == ModelSource(pretrained_default=True)

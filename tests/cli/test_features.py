@@ -48,3 +48,27 @@ def test_features_options_come_from_typed_configs():
         engine="ray", workers=3, gpus_per_worker=0.5, ray_address="auto")
     with pytest.raises(SystemExit):  # one way to sample video frames
         parser.parse_args(["features", "in", "-o", "out", "--fps", "2", "--every-n", "3"])
+
+
+def test_query_and_store_read_typed_configs():
+    from lseg.cli.features import (
+        QUERY_FLAGS,
+        STORE_EXPORT_FLAGS,
+        STORE_REDUCE_FLAGS,
+        QueryOptions,
+        StoreExportOptions,
+        StoreReduceOptions,
+    )
+
+    parser = build_parser()
+    args = parser.parse_args(["query", "st", "chair, table", "-o", "q", "--frames", "0:3", "--heatmaps",
+                              "--template", "a {}."])
+    assert config_from_args(QueryOptions, args, QUERY_FLAGS) == QueryOptions(
+        store="st", labels=("chair", "table"), out="q", frames="0:3", heatmaps=True, templates=("a {}.",))
+    args = parser.parse_args(["store", "reduce", "st", "8", "-q"])
+    assert config_from_args(StoreReduceOptions, args, STORE_REDUCE_FLAGS) == StoreReduceOptions("st", 8, quiet=True)
+    args = parser.parse_args(["store", "export", "st", "--layout", "openscene", "-o", "x", "--reduced"])
+    assert config_from_args(StoreExportOptions, args, STORE_EXPORT_FLAGS) == StoreExportOptions(
+        "st", "openscene", "x", reduced=True)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["store", "export", "st", "--layout", "other", "-o", "x"])

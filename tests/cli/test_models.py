@@ -27,3 +27,26 @@ def test_convert_and_info_official_checkpoint(tmp_path, capsys):
     torch.testing.assert_close(model.pixel_proj.weight, ref.scratch.head1.weight)
     assert main(["info", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["config"]["features"] == 16
+
+
+def test_model_file_commands_read_typed_configs():
+    from lseg.cli import build_parser
+    from lseg.cli.models import (
+        CONVERT_FLAGS,
+        DOWNLOAD_FLAGS,
+        INFO_FLAGS,
+        PATH_FLAGS,
+        ConvertOptions,
+        DownloadOptions,
+        InfoOptions,
+        PathOptions,
+    )
+    from lseg.config_args import config_from_args
+
+    parser = build_parser()
+    args = parser.parse_args(["convert", "a.ckpt", "out"])
+    assert config_from_args(ConvertOptions, args, CONVERT_FLAGS) == ConvertOptions("a.ckpt", "out")
+    assert config_from_args(InfoOptions, parser.parse_args(["info", "x"]), INFO_FLAGS) == InfoOptions("x")
+    args = parser.parse_args(["weights", "download", "a", "b", "--force"])
+    assert config_from_args(DownloadOptions, args, DOWNLOAD_FLAGS) == DownloadOptions(("a", "b"), force=True)
+    assert config_from_args(PathOptions, parser.parse_args(["weights", "path", "n"]), PATH_FLAGS) == PathOptions("n")
