@@ -288,23 +288,21 @@ def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], repor
     with an output missing.
     """
     old = _read_record(record)
-    # A pending record (a run killed between its first output and its complete record): redo.
-    same = old is not None and old.get("digest") == _digest(recipe) and old.get("complete", True) is True
-    if not overwrite and same:
-        if all(map(os.path.exists, targets)):  # False (not an error) for a name too long
+    if old is None:
+        return "new"
+    if not overwrite and old.get("digest") == _digest(recipe):
+        # a pending record is a run killed between its first output and its complete record
+        if old.get("complete", True) is True and all(map(os.path.exists, targets)):  # False for a name too long
             report.skipped.append(targets[0])
             return "done"
-        return "new"  # same recipe, an output missing (deleted, or not asked for before): write it
-    if old is None or (old.get("digest") == _digest(recipe) and not overwrite):
-        return "new"  # nothing there, or a killed run's pending record of this recipe: write them
-    if old is not None:
-        old_recipe = old.get("recipe") or {}
-        report.changed.update(k for k in set(old_recipe) | set(recipe) if old_recipe.get(k) != recipe.get(k))
-        keep = {t.name for t in targets}
-        for name in old.get("outputs", ()):
-            if isinstance(name, str) and name not in keep and "/" not in name and name != record.name:
-                with contextlib.suppress(OSError):
-                    (record.parent / name).unlink()
+        return "new"  # same recipe, an output missing or never completed: write them
+    old_recipe = old.get("recipe") or {}
+    report.changed.update(k for k in set(old_recipe) | set(recipe) if old_recipe.get(k) != recipe.get(k))
+    keep = {t.name for t in targets}
+    for name in old.get("outputs", ()):
+        if isinstance(name, str) and name not in keep and "/" not in name and name != record.name:
+            with contextlib.suppress(OSError):
+                (record.parent / name).unlink()
     if overwrite:
         report.changed.add("--overwrite")
     return "redo"

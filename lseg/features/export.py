@@ -277,12 +277,14 @@ def export_features(
     if write_manifest:  # describes the latest run; each output's own record says what made it
         atomic_write(out / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
     media = collect_media(inputs, out=out)
-    check_outputs(  # every shard checks them all: a clash anywhere is refused by every process
-        [(m.path, [*_targets(out, m.stem, pca), _targets(out, m.stem, pca)[0].with_suffix(".json")])
-         for m in media if not m.is_video],
-        [(m.path, out / m.stem) for m in media if m.is_video],
-        index=FRAMES_INDEX, overwrite=overwrite,
-    )
+    images: list[tuple[Path, list[Path]]] = []
+    for m in media:
+        if not m.is_video:
+            targets = _targets(out, m.stem, pca)
+            images.append((m.path, [*targets, _record(targets)]))
+    # every shard checks them all: a clash anywhere is refused by every process
+    check_outputs(images, [(m.path, out / m.stem) for m in media if m.is_video], index=FRAMES_INDEX,
+                  overwrite=overwrite)
     items = media[part::parts]
     recipe = {
         "size": predictor.size, "crop_size": predictor.crop_size, "stride": predictor.stride,
@@ -338,6 +340,11 @@ def _targets(out: Path, stem: Path, pca: bool) -> list[Path]:
     return [base.with_name(base.name + ".npy")] + ([base.with_name(base.name + "_pca.png")] if pca else [])
 
 
+def _record(targets: list[Path]) -> Path:
+    """An image's record, ``<stem>.json``, next to its outputs."""
+    return targets[0].with_suffix(".json")
+
+
 class _Writer:
     """Writes the outputs of one image or video frame (embedding array + optional PCA picture)."""
 
@@ -354,7 +361,7 @@ class _Writer:
 
     def image(self, item: MediaItem, report: BatchReport) -> None:
         targets = self.targets(item.stem)
-        record = targets[0].with_suffix(".json")
+        record = _record(targets)
         status = plan(targets, record, self.recipe, report, overwrite=self.overwrite)
         if status == "done":
             return
