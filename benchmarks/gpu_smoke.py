@@ -101,7 +101,7 @@ def inference_rows(name: str, model: lseg.LSeg, device: torch.device, size: int)
             m = copy.deepcopy(model).to(dt)
             with torch.inference_mode():
                 out = m(m.normalize(x), LABELS)
-            check(out.dtype == dt, f"logits {out.dtype}")
+            check(out.dtype == torch.float32, f"logits {out.dtype}")  # the similarity runs in fp32
             err = (out.float() - ref).abs().max().item()
             del m
             return f"max|d| {err:.3g}"
@@ -123,7 +123,7 @@ def inference_rows(name: str, model: lseg.LSeg, device: torch.device, size: int)
                 check(r.label_map.shape == img.shape[:2], "gpu image")
                 LSegPredictor(model, size=int(size * 1.5), crop_size=size, stride=size * 2 // 3).segment(img, LABELS)
                 r = LSegPredictor(model, size=size, label_chunk_size=2).segment(img, LABELS)
-                check(r.logits.device.type == "cpu", "lazy logits")
+                check(isinstance(r.logits, np.ndarray) and r.logits.shape[0] == len(LABELS), "chunked logits")
                 p.segment(img, LABELS[:2], multiscale=MultiScaleConfig(scales=(0.75, 1.0)))
             return "; ".join(notes)
 
@@ -218,16 +218,16 @@ def eval_rows(device: torch.device) -> None:
     def run() -> str:
         with tempfile.TemporaryDirectory() as tmp:
             root = make_toy_dataset(Path(tmp) / "data", num_images=4, size=64, seed=0)
-            torch.manual_seed(0)
-            model = lseg.create_model("lseg_tiny_test").to(device)
             out = {}
-            for precision in ("32-true", "16-mixed", "bf16-mixed"):
+            for precision in ("fp32", "fp16", "bf16"):
+                torch.manual_seed(0)  # the same weights each time: set_precision casts in place
+                model = lseg.create_model("lseg_tiny_test").to(device)
                 cfg = EvalConfig(dataset="folder", data_root=str(root), size=None, crop_size=64, num_workers=0,
                                  progress=False, precision=precision)
                 out[precision] = evaluate(model, cfg)["metrics"]["mIoU"]
             return ", ".join(f"{k} mIoU {v}" for k, v in out.items())
 
-    row("eval (autocast)", "lseg_tiny_test", "fp32/fp16/bf16", device, run)
+    row("eval (precision)", "lseg_tiny_test", "fp32/fp16/bf16", device, run)
 
 
 @contextlib.contextmanager

@@ -19,8 +19,8 @@ def tune_allocator() -> bool:
     fragments: peak RSS of a ViT-L/480 forward grows by ~150 MB over repeated calls. A fixed 4 MiB
     mmap threshold (bigger tensors are mapped and returned to the system when freed) with a 32 MiB
     trim threshold keeps the peak flat; a lower threshold saves a little more memory but costs ~1 s
-    per forward in page faults (measured with ``benchmarks/bench_forward.py``). Process wide: called
-    by the CLI's entry point, ``lseg bench`` and the benchmarks; library users opt in.
+    per forward in page faults (measured on this project's 2-core hosts). Process wide: called by the
+    CLI's entry point, ``lseg bench`` and the benchmarks; library users opt in.
     """
     if not sys.platform.startswith("linux"):
         return False

@@ -277,6 +277,12 @@ def _read_record(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and RECORD_KEY in data else None
 
 
+def _listed_outputs(old: Mapping[str, Any], record: Path) -> list[str]:
+    """The output names a record lists that may be touched: plain names next to it (a record read
+    from disk is not trusted with paths), never the record itself."""
+    return [n for n in old.get("outputs", ()) if isinstance(n, str) and "/" not in n and n != record.name]
+
+
 def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], report: BatchReport,
          overwrite: bool = False) -> Status:
     """Whether the outputs ``targets`` of one input (recorded in ``record``) must be written.
@@ -299,8 +305,8 @@ def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], repor
     old_recipe = old.get("recipe") or {}
     report.changed.update(k for k in set(old_recipe) | set(recipe) if old_recipe.get(k) != recipe.get(k))
     keep = {t.name for t in targets}
-    for name in old.get("outputs", ()):
-        if isinstance(name, str) and name not in keep and "/" not in name and name != record.name:
+    for name in _listed_outputs(old, record):
+        if name not in keep:
             with contextlib.suppress(OSError):
                 (record.parent / name).unlink()
     if overwrite:
@@ -311,16 +317,25 @@ def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], repor
 def write_record(record: Path, kind: str, source: Path, recipe: Mapping[str, Any], outputs: Sequence[Path],
                  *, pending: bool = False, **extra: Any) -> None:
     """Write the record of one input's outputs: ``pending`` before the first of them (they are
-    lseg's, not complete yet), then complete after the last (they are complete)."""
+    lseg's, not complete yet), then complete after the last (they are complete).
+
+    Outputs that the record already lists for this same recipe and that still exist stay listed: a
+    run with ``--scores`` then one with ``--heatmaps`` leaves both, still lseg's (unlisted, the
+    scores would be refused as a stranger's file by the next ``--scores`` run). A changed recipe's
+    old outputs were deleted by :func:`plan`."""
     from lseg.io import atomic_write
 
+    names = [o.name for o in outputs]
+    old = _read_record(record)
+    if old is not None and old.get("digest") == _digest(recipe):
+        names += [n for n in _listed_outputs(old, record) if n not in names and os.path.lexists(record.parent / n)]
     data = {
         RECORD_KEY: _RECORD_VERSION,
         "kind": kind,
         "source": str(source),
         **({"complete": False} if pending else {}),
         **extra,
-        "outputs": [o.name for o in outputs],
+        "outputs": names,
         "recipe": dict(recipe),
         "digest": _digest(recipe),
     }

@@ -7,7 +7,19 @@ runs a batch (text encoded once; images stacked on a GPU, one by one on a CPU:
 :func:`lseg.inference.images_per_forward`), timed after one warm-up. Memory is
 the peak resident set of the process during the timed forwards (the kernel's high-water mark,
 reset after the model is built and cast), or ``torch.cuda.max_memory_allocated`` on a GPU.
-Agreement is the share of pixels whose argmax equals the fp32 run's on the same image.
+Agreement is the share of pixels whose argmax equals the fp32 run's on the same image. "150 labels"
+is one ``encode_text`` of the 150 ADE20K class names after the warm-up (what a new label set costs
+before a predictor's cache holds it; the reference re-encodes them on every forward).
+
+The speed-up over the baseline is measured in pairs: after its own timed forwards, each row's
+process builds the baseline model too and alternates one baseline forward (batch 1) with one of its
+own, ``repeats`` times; the column is the median of the per-pair ratios of seconds per image. Pairs
+run seconds apart, so a host whose speed drifts over minutes (shared cloud CPUs: 15-40% here) moves
+both sides of a ratio alike, where rows timed minutes apart would not compare. Rows with a batch
+``b`` above 1 are paired the same way with their own model run as ``b`` calls at batch 1, back to
+back ("vs batch 1": the seconds of those ``b`` calls over the seconds of one batch call; >= 1.00x
+means batching costs nothing). ``b`` single calls, not one, so both sides of a pair are the same
+work under the same sustained load (a CPU that slows down after seconds of AMX work slows both).
 """
 
 from __future__ import annotations
@@ -21,8 +33,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from lseg.models.lseg import LSeg
 
 LABELS = ["sky", "grass", "sun", "other"]
 
@@ -36,7 +52,10 @@ class BenchRow:
     latency_s: float  # median seconds per forward of the whole batch
     images_per_s: float
     peak_mib: float
+    speedup: float = 1.0  # median over back-to-back pairs of baseline s/image / this row's s/image
     agreement: float | None = None  # argmax agreement with the fp32 row (first image)
+    vs_batch1: float | None = None  # batch b > 1: median over pairs of (b calls at batch 1) s / one batch call s
+    labels150_s: float | None = None  # one encode_text of the 150 ADE20K class names
 
 
 def _photo(size: int, seed: int) -> np.ndarray:
@@ -76,14 +95,13 @@ def run_one(model_name: str, checkpoint: str | None, precision: str, batch: int,
     """One configuration, in this process."""
     import torch
 
-    import lseg
     from lseg.allocator import tune_allocator
+    from lseg.data.label_sets import ade20k_labels
     from lseg.inference import images_per_forward
 
     torch.set_num_threads(threads)
     tune_allocator()
-    torch.manual_seed(0)
-    model = (lseg.load_model(checkpoint) if checkpoint else lseg.create_model(model_name)).to(device).eval()
+    model = _build(model_name, checkpoint, device)
     if precision == "reference":
         model.set_numerics("reference")
     else:
@@ -94,31 +112,64 @@ def run_one(model_name: str, checkpoint: str | None, precision: str, batch: int,
     images = torch.from_numpy(np.stack([_photo(size, i) for i in range(batch)])).permute(0, 3, 1, 2).to(device)
     cuda = torch.device(device).type == "cuda"
 
-    step = images_per_forward(device, batch)  # as the predictor runs a batch (one by one on a CPU)
-
-    def forward() -> torch.Tensor:
+    def forward(model: LSeg, batch: int) -> torch.Tensor:
+        step = images_per_forward(device, batch)  # as the predictor runs a batch (one by one on a CPU)
         text = model.encode_text(LABELS)  # once per batch, as the predictor does
         logits = torch.cat([model(model.normalize(images[i : i + step]), text) for i in range(0, batch, step)])
         if cuda:
             torch.cuda.synchronize()
         return logits
 
+    def timed(model: LSeg, batch: int) -> float:
+        t = time.perf_counter()
+        forward(model, batch)
+        return time.perf_counter() - t
+
     with torch.inference_mode():
-        logits = forward()  # warm-up (and compilation)
+        logits = forward(model, batch)  # warm-up (and compilation)
         _reset_peak()
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            forward()
-            times.append(time.perf_counter() - t)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_mib()
+        times = [timed(model, batch) for _ in range(repeats)]
+        peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_mib()
+        speedup = 1.0
+        if precision != "reference":  # the baseline, alternated with this row (see the module docstring)
+            baseline = _build(model_name, checkpoint, device).set_numerics("reference")
+            forward(baseline, 1)  # its warm-up
+            ratios = []
+            for _ in range(repeats):
+                base_s = timed(baseline, 1)
+                mine_s = timed(model, batch)
+                times.append(mine_s)
+                ratios.append(base_s / (mine_s / batch))
+            speedup = statistics.median(ratios)
+        vs_batch1 = None
+        if batch > 1:  # `batch` calls at batch 1, alternated with one call of the whole batch: what batching
+            ratios = []  # changes for the same work under the same sustained load
+            for _ in range(repeats):
+                singles_s = sum(timed(model, 1) for _ in range(batch))
+                mine_s = timed(model, batch)
+                times.append(mine_s)
+                ratios.append(singles_s / mine_s)
+            vs_batch1 = statistics.median(ratios)
+        t = time.perf_counter()
+        model.encode_text(list(dict.fromkeys(ade20k_labels())))
+        labels150_s = time.perf_counter() - t
     if argmax_out:
         np.save(argmax_out, logits[0].argmax(0).cpu().numpy().astype(np.uint16))
     latency = statistics.median(times)
     ran = "fp32 (reference numerics)" if precision == "reference" else model.precision
-    return BenchRow(precision, ran, batch, compile, latency, batch / latency, peak)
+    return BenchRow(precision, ran, batch, compile, latency, batch / latency, peak, speedup,
+                    vs_batch1=vs_batch1, labels150_s=labels150_s)
+
+
+def _build(model_name: str, checkpoint: str | None, device: str) -> LSeg:
+    import torch
+
+    import lseg
+
+    torch.manual_seed(0)  # the same random weights in every process
+    return (lseg.load_model(checkpoint) if checkpoint else lseg.create_model(model_name)).to(device).eval()
 
 
 def bench(model_name: str = "lseg_vitl16_384", checkpoint: str | None = None, precisions: tuple[str, ...] = ("fp32", "auto"),
@@ -152,15 +203,16 @@ def bench(model_name: str = "lseg_vitl16_384", checkpoint: str | None = None, pr
 
 
 def format_table(rows: list[BenchRow], title: str) -> str:
-    base = rows[0]
     header = (f"{'precision':>10} {'ran':>26} {'batch':>5} {'compile':>7} {'latency s':>10} {'img/s':>8} "
-              f"{'vs baseline':>11} {'peak MiB':>9} {'argmax agree':>12}")
+              f"{'vs baseline':>11} {'vs batch 1':>10} {'peak MiB':>9} {'argmax agree':>12} {'150 labels s':>12}")
     lines = [title, header]
     for r in rows:
         agree = f"{r.agreement:.2%}" if r.agreement is not None else "-"
+        text = f"{r.labels150_s:.3f}" if r.labels150_s is not None else "-"
+        per_image = f"{r.vs_batch1:.2f}x" if r.vs_batch1 is not None else "-"
         lines.append(f"{r.precision:>10} {r.ran:>26} {r.batch:>5} {'on' if r.compiled else 'off':>7} "
                      f"{r.latency_s:>10.3f} {r.images_per_s:>8.2f} "
-                     f"{r.images_per_s / base.images_per_s:>10.2f}x {r.peak_mib:>9.0f} {agree:>12}")
+                     f"{r.speedup:>10.2f}x {per_image:>10} {r.peak_mib:>9.0f} {agree:>12} {text:>12}")
     return "\n".join(lines)
 
 

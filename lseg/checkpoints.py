@@ -21,12 +21,14 @@ key map and the inference together). Loading by name, path or Hub id is :func:`l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import os
 import pickle
+import pickletools
 import re
 import warnings
 import zipfile
@@ -356,15 +358,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointFile:
             return CheckpointFile(load_file(str(p)), "safetensors", {})
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"cannot read safetensors file {p} (truncated or corrupt?): {e}") from None
-    is_zip = zipfile.is_zipfile(p)
-    if is_zip:
-        _check_torch_zip(p)
-    try:
-        with warnings.catch_warnings(), torch.serialization.safe_globals(_stand_ins()):
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # the refusal below says it
-            obj = torch.load(p, map_location="cpu", weights_only=True, mmap=is_zip)
-    except Exception as e:  # noqa: BLE001 - torch.load fails in many ways (KeyError for text files, ...)
-        raise _torch_load_error(p, e) from None
+    obj = load_torch_file(p)
     metadata: dict[str, Any] = {}
     fmt = "torch"
     if isinstance(obj, dict) and "pytorch-lightning_version" in obj:
@@ -377,12 +371,33 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointFile:
     return CheckpointFile(_unwrap(obj, p), fmt, metadata)
 
 
+def load_torch_file(path: str | os.PathLike[str], *, kind: str = "checkpoint", mmap: bool = True) -> Any:
+    """lseg's one ``torch.load``: ``weights_only=True`` (plus the inert :data:`ALLOWED_GLOBALS`), a zip
+    checked before it is read (:func:`_check_torch_zip`), every failure one line naming ``path`` as a
+    ``kind`` ("checkpoint", "training checkpoint"). ``mmap``: map a zip's tensors instead of reading
+    them (only those used are ever read); a legacy non-zip file is read whole. Loaded to the CPU.
+
+    Raises:
+        CheckpointError: unreadable, not a torch file, or it would run code.
+    """
+    p = Path(os.fspath(path))
+    is_zip = zipfile.is_zipfile(p)
+    if is_zip:
+        _check_torch_zip(p, kind)
+    try:
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_stand_ins()):
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # the refusal below says it
+            return torch.load(p, map_location="cpu", weights_only=True, mmap=mmap and is_zip)
+    except Exception as e:  # noqa: BLE001 - torch.load fails in many ways (KeyError for text files, ...)
+        raise _torch_load_error(p, e, kind) from None
+
+
 #: The pickle of a torch zip holds structure only (about 100 bytes per tensor); a larger one is not a
 #: checkpoint, and unpickling it would cost memory before any error.
 MAX_PICKLE_BYTES = 256 << 20
 
 
-def _check_torch_zip(p: Path) -> None:
+def _check_torch_zip(p: Path, kind: str) -> None:
     """Refuse a zip that could inflate on reading, before ``torch.load`` touches it: torch stores its
     records uncompressed, so a compressed record, a record reaching past the end of the file, or an
     oversized pickle means a corrupt or hostile file."""
@@ -391,17 +406,17 @@ def _check_torch_zip(p: Path) -> None:
         with zipfile.ZipFile(p) as zf:
             infos = zf.infolist()
     except (zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(f"cannot read checkpoint {p} (truncated or corrupt?): {e}") from None
+        raise CheckpointError(f"cannot read {kind} {p} (truncated or corrupt?): {e}") from None
     for info in infos:
         if info.compress_type != zipfile.ZIP_STORED:
             raise CheckpointError(f"{p}: record {info.filename} is compressed; PyTorch never compresses its "
-                                  "records, so this is not a checkpoint")
+                                  f"records, so this is not a {kind}")
         if info.header_offset + info.file_size > size:
-            raise CheckpointError(f"cannot read checkpoint {p} (truncated or corrupt?): record {info.filename} "
+            raise CheckpointError(f"cannot read {kind} {p} (truncated or corrupt?): record {info.filename} "
                                   f"claims {info.file_size} bytes past the end of the file")
         if info.filename.endswith("data.pkl") and info.file_size > MAX_PICKLE_BYTES:
             raise CheckpointError(f"{p}: its pickle is {info.file_size / 2**20:.0f} MiB (at most "
-                                  f"{MAX_PICKLE_BYTES >> 20} MiB for a checkpoint): refusing to unpickle it")
+                                  f"{MAX_PICKLE_BYTES >> 20} MiB for a {kind}): refusing to unpickle it")
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -409,29 +424,75 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return read_checkpoint(path).state_dict
 
 
-def _torch_load_error(p: Path, e: Exception) -> CheckpointError:
+def _torch_load_error(p: Path, e: Exception, kind: str) -> CheckpointError:
     """One clear line for a failed ``torch.load``: not a checkpoint / unsafe pickle / corrupt."""
     with open(p, "rb") as f:
         head = f.read(8)
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch zip, or a pickle (protocol >= 2)
         return CheckpointError(
-            f"{p} is not a checkpoint: neither safetensors nor a PyTorch zip/pickle file (first bytes "
+            f"{p} is not a {kind}: neither safetensors nor a PyTorch zip/pickle file (first bytes "
             f"{head.hex()}); check the path"
         )
     text = str(e)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if isinstance(e, pickle.UnpicklingError) and "weights only" in text.lower():
         m = re.search(r"GLOBAL (\S+?)[ ,.]* was not an allowed global|GLOBAL (\S+)", text)
-        detail = f"Unsupported global: GLOBAL {m.group(1) or m.group(2)}" if m else next(
-            (line for line in lines if "Unsupported" in line or "Trying" in line or "Can only" in line),
-            "weights_only=True",
-        )
+        if m:
+            detail = f"Unsupported global: GLOBAL {m.group(1) or m.group(2)}"
+        elif "Unsupported operand" in text:
+            # An opcode the safe unpickler lacks (protocol 4/5 framing, or garbage): the stream's
+            # globals say whether it names code to run.
+            foreign = _foreign_global(p)
+            if foreign is None:
+                op = next(line for line in lines if "Unsupported operand" in line)
+                return CheckpointError(f"cannot read {kind} {p}: torch's safe loader does not support its pickle "
+                                       f"({op}: a damaged file, or saved with a pickle protocol above 2; re-save it "
+                                       "with torch.save's default protocol)")
+            detail = f"Unsupported global: GLOBAL {foreign}"
+        else:
+            detail = next((line for line in lines if "Unsupported" in line or "Trying" in line or "Can only" in line),
+                          "weights_only=True")
         return CheckpointError(
             f"refusing to load {p}: it contains Python objects that are not plain tensors "
             f"(loading it would run code): {detail}"
         )
     first = lines[0] if lines else type(e).__name__
-    return CheckpointError(f"cannot read checkpoint {p} (truncated or corrupt?): {first}")
+    return CheckpointError(f"cannot read {kind} {p} (truncated or corrupt?): {first}")
+
+
+def _foreign_global(p: Path) -> str | None:
+    """The first global that a torch file's pickles name and ``weights_only`` does not allow, found by
+    reading the opcodes (:mod:`pickletools`: nothing is unpickled); None if there is none before the
+    streams end or break."""
+    from torch._weights_only_unpickler import _get_allowed_globals
+
+    allowed = {*_get_allowed_globals(), *ALLOWED_GLOBALS}
+    with contextlib.ExitStack() as stack:
+        if zipfile.is_zipfile(p):
+            zf = stack.enter_context(zipfile.ZipFile(p))
+            pkl = next((n for n in zf.namelist() if n.endswith("data.pkl")), None)
+            if pkl is None:
+                return None
+            f = stack.enter_context(zf.open(pkl))
+        else:
+            f = stack.enter_context(open(p, "rb"))  # a legacy file: several pickles in a row
+        strings: list[str] = []
+        try:
+            while f.read(1):
+                f.seek(-1, os.SEEK_CUR)
+                for op, arg, _ in pickletools.genops(f):
+                    name = None
+                    if op.name in ("GLOBAL", "INST"):
+                        name = str(arg).replace(" ", ".")
+                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        name = ".".join(strings[-2:])
+                    elif isinstance(arg, str):
+                        strings = [*strings[-1:], arg]  # STACK_GLOBAL takes the last two
+                    if name is not None and name not in allowed:
+                        return name
+        except Exception:  # noqa: BLE001 - a broken stream: what was read named nothing foreign
+            return None
+    return None
 
 
 def safetensors_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
@@ -476,21 +537,12 @@ def load_weights(model: LSeg, state_dict: Mapping[str, torch.Tensor]) -> None:
     """
     sd = to_lseg_keys(state_dict)
     own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    bad_shape = [f"{k} {tuple(sd[k].shape)} != {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    problems = fit_problems(own, {k: tuple(v.shape) for k, v in sd.items()})
     bad_dtype = [
         f"{k} {sd[k].dtype} (expected {own[k].dtype})"
         for k in own
         if k in sd and sd[k].is_floating_point() != own[k].is_floating_point()
     ]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing: {_short(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected: {_short(unexpected)}")
-    if bad_shape:
-        problems.append(f"{len(bad_shape)} with wrong shape: {_short(bad_shape, 3)}")
     if bad_dtype:
         problems.append(f"{len(bad_dtype)} with wrong dtype: {_short(bad_dtype, 3)}")
     if problems:
@@ -501,6 +553,24 @@ def load_weights(model: LSeg, state_dict: Mapping[str, torch.Tensor]) -> None:
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True, assign=on_meta)
     if on_meta:
         model.init_non_persistent_buffers("cpu")
+
+
+def fit_problems(own: Mapping[str, torch.Tensor], shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """What keeps tensors of these ``shapes`` (lseg keys) from loading into a model whose state dict is
+    ``own``: missing, unexpected and mis-shaped keys, one phrase each (empty: they fit). Shapes are
+    enough, so a model on the meta device and a safetensors header check a file without loading it."""
+    missing = [k for k in own if k not in shapes]
+    unexpected = [k for k in shapes if k not in own]
+    bad_shape = [f"{k} {tuple(shapes[k])} != {tuple(own[k].shape)}"
+                 for k in own if k in shapes and tuple(shapes[k]) != tuple(own[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing: {_short(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected: {_short(unexpected)}")
+    if bad_shape:
+        problems.append(f"{len(bad_shape)} with wrong shape: {_short(bad_shape, 3)}")
+    return problems
 
 
 # --------------------------------------------------------------------------- our folder format

@@ -1,11 +1,11 @@
 """Claims: workers writing into one output folder split the work instead of each doing all of it.
 
-Before computing an output, a worker creates ``.<output name>.claim`` next to it with
-``O_CREAT | O_EXCL`` (atomic, also on NFSv3+), holding who it is: host, pid namespace, pid, the
-process's start time and a random token. It deletes the claim after writing the output (or failing
-to); a worker that finds a claim leaves that output to its holder. So ``N`` workers started on one
-folder (one per GPU, or on several machines sharing it) each compute about ``1/N`` of the outputs,
-and none computes an output twice.
+Before computing an output, a worker creates ``.<output name>.claim`` next to it, complete and
+only if it does not exist (:func:`lseg.io.create_exclusive`: a hard link, atomic also on NFS),
+holding who it is: host, pid namespace, pid, the process's start time and a random token. It
+deletes the claim after writing the output (or failing to); a worker that finds a claim leaves that
+output to its holder. So ``N`` workers started on one folder (one per GPU, or on several machines
+sharing it) each compute about ``1/N`` of the outputs, and none computes an output twice.
 
 A claim is *stale*, and taken over, when its holder is gone:
 
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from lseg.io import hidden_sibling, write_error
+from lseg.io import create_exclusive, hidden_sibling, write_error
 
 __all__ = ["HEARTBEAT", "STALE_AFTER", "ClaimSet", "remove_stale_claims"]
 
@@ -93,7 +93,8 @@ def _stale(path: Path, content: str, host: str) -> bool:
         info = json.loads(content)
         same_host = info["host"] == host
         pid, start = int(info["pid"]), info.get("start")
-    except (ValueError, KeyError, TypeError):  # being written (created, not yet filled), or garbage
+    except (ValueError, KeyError, TypeError):
+        # Garbage, or (only where the file system has no hard links) created but not yet filled.
         return age > STALE_AFTER
     if same_host:
         return not _alive(pid, start)
@@ -102,7 +103,8 @@ def _stale(path: Path, content: str, host: str) -> bool:
 
 def _remove_stale(path: Path, content: str) -> None:
     """Remove the stale claim ``path`` read as ``content``, unless a live one replaced it meanwhile."""
-    grave = hidden_sibling(path, f".stale-{secrets.token_hex(4)}")
+    # Named as a claim, so that if this process dies before unlinking it, remove_stale_claims does.
+    grave = hidden_sibling(path, f".stale-{secrets.token_hex(4)}{_SUFFIX}")
     try:
         os.rename(path, grave)
     except OSError:
@@ -151,27 +153,19 @@ class ClaimSet:
         for _ in range(5):
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            except FileExistsError:
-                content = _read_file(path)
-                if not _stale(path, content, self._host):
-                    if path.exists():
-                        return False
-                    continue  # released meanwhile
-                _remove_stale(path, content)
-                continue
+                created = create_exclusive(path, mine.encode("utf-8"))
             except OSError as e:
                 raise write_error(target, e) from None
-            try:
-                with open(fd, "w", encoding="utf-8") as f:
-                    f.write(mine)
-            except OSError as e:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-                raise write_error(target, e) from None
-            self._held[target] = (path, mine)
-            self._start_heartbeat()
-            return True
+            if created:
+                self._held[target] = (path, mine)
+                self._start_heartbeat()
+                return True
+            content = _read_file(path)
+            if not _stale(path, content, self._host):
+                if path.exists():
+                    return False
+                continue  # released meanwhile
+            _remove_stale(path, content)
         return False  # contended on every try: leave it to the others
 
     def release(self, output: str | os.PathLike[str]) -> None:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -157,6 +159,31 @@ def field_defaults(cls: type) -> dict[str, Any]:
     return out
 
 
+def field_docs(cls: type) -> dict[str, str]:
+    """A dataclass's field name -> the first sentence of its entry in the class docstring (Google
+    style: ``name: text`` or ``a, b: text`` / ``a / b: text`` under a section header, continuation
+    lines indented deeper), RST literals unquoted. Fields without an entry are absent."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    entries: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in inspect.cleandoc(cls.__doc__ or "").splitlines():
+        indent = len(line) - len(line.lstrip())
+        m = re.fullmatch(r" {4}([\w ,/]+): (.*)", line)
+        if m and all(n.strip() in names for n in re.split(r"[,/]", m.group(1))):
+            current = [m.group(2)]
+            for n in re.split(r"[,/]", m.group(1)):
+                entries[n.strip()] = current
+        elif current is not None and indent > 4 and line.strip():
+            current.append(line.strip())
+        else:
+            current = None
+    docs = {}
+    for name, parts in entries.items():
+        text = re.sub(r":\w+:`~?([^`]+)`", r"\1", " ".join(parts)).replace("``", "").replace("**", "")
+        docs[name] = re.split(r"(?<=[a-z0-9)])\. (?=[A-Z`(])", text, maxsplit=1)[0].rstrip(".")
+    return docs
+
+
 def type_name(tp: Any) -> str:
     """A short readable name of an annotation: ``{sgd,adam}``, ``int|null``, ``float,float``."""
     origin = typing.get_origin(tp)
@@ -239,12 +266,14 @@ def add_config_args(
     :class:`Flag` turning a ``True`` default off) follow the annotation.
 
     ``overrides=True``: every field (or those in ``flags``), ``--field-name VALUE`` with the raw
-    text kept, absent from the namespace unless given, help ``<type> (default <value>)``;
-    ``aliases`` maps more option names to fields (``{"lr": "base_lr"}``). Read them back with
+    text kept, absent from the namespace unless given, help ``<description> (<type>, default
+    <value>)`` (the description from the class docstring: :func:`field_docs`); ``aliases`` maps
+    more option names to fields (``{"lr": "base_lr"}``). Read them back with
     :func:`overrides_from_args`.
     """
     hints = field_types(cls)
     defaults = field_defaults(cls)
+    docs = field_docs(cls) if overrides else {}
     exclusive: dict[str, argparse._MutuallyExclusiveGroup] = {}
     for name in list(flags) if flags is not None else list(hints):
         tp = hints[name]
@@ -256,7 +285,8 @@ def add_config_args(
             parser.add_argument(
                 *options, dest=_OVERRIDE_PREFIX + name, default=argparse.SUPPRESS,
                 metavar="BOOL" if tp is bool else name.upper(),
-                help=spec.help if spec else f"{type_name(tp)} (default {_shown(defaults[name])!r})", **extra,
+                help=spec.help if spec else (f"{docs[name]} " if name in docs else "")
+                + f"({type_name(tp)}, default {_shown(defaults[name])!r})", **extra,
             )
             continue
         assert flags is not None

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from lseg.allocator import tune_allocator  # its old home: lseg.inference.tune_allocator
+from lseg.devices import check_device
 from lseg.errors import ConfigError
 from lseg.geometry import (
     ResizedArgmax,
@@ -41,7 +42,7 @@ from lseg.geometry import (
     working_size,
 )
 from lseg.io import DEFAULT_MAX_PIXELS, load_image
-from lseg.labels import LabelCache, apply_templates, parse_labels, validate_templates
+from lseg.labels import NO_TEMPLATE, LabelCache, apply_templates, parse_labels, validate_templates
 from lseg.models.lseg import LSeg
 from lseg.results import ImageEmbedding, PreparedImage, SegmentationResult, to_numpy
 
@@ -74,7 +75,8 @@ class LSegPredictor:
             documented dtypes (float32 embeddings and logits, int32 label maps).
         device: where to run; default: the model's device.
         size: long side of the working resolution (``None``: the image's own size).
-        crop_size, stride: sliding-window geometry when the working size exceeds ``crop_size``.
+        crop_size, stride: sliding-window geometry when the working size exceeds ``crop_size``;
+            ``stride=None``: 2/3 of the crop (the reference's 320 for 480).
         text_cache_size: how many label embeddings to keep.
         templates: optional prompt templates with ``{}`` (e.g. ``"a photo of a {}."``); the
             embeddings of all templates are averaged per label. ``None``: the raw label, as the
@@ -101,7 +103,7 @@ class LSegPredictor:
         *,
         size: int | None = 480,
         crop_size: int = 480,
-        stride: int = 320,
+        stride: int | None = None,
         text_cache_size: int = 4096,
         templates: Sequence[str] | None = None,
         label_chunk_size: int = 256,
@@ -116,15 +118,18 @@ class LSegPredictor:
                             f"LSegPredictor({hint})")
         if size is not None and size < 1:
             raise ConfigError(f"size must be a positive number of pixels or None (native), got {size}")
+        stride = stride if stride is not None else crop_size * 2 // 3 // 2 * 2  # even: windows land on whole half-res pixels
         if crop_size < 32 or not 1 <= stride <= crop_size:
             raise ConfigError(f"crop_size must be >= 32 and stride in [1, crop_size], got {crop_size} and {stride}")
+        if batch_size < 1 or label_chunk_size < 1:
+            raise ConfigError(f"batch_size and label_chunk_size must be >= 1, got {batch_size} and {label_chunk_size}")
+        if device is not None:
+            check_device(device)
         self.model = model.eval()
         if device is not None:
             self.model.to(device)
         if precision is not None:
             self.model.set_precision(precision)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         if compile:
             self.model.backbone.compile()
@@ -158,6 +163,8 @@ class LSegPredictor:
         cost nothing. Label strings are validated with :func:`lseg.labels.parse_labels`.
         """
         labels = parse_labels(labels)
+        # cached labels are not re-encoded, so the encoder's own check would miss a clash with them
+        self.model.text_encoder.check_distinct(labels, self.templates or NO_TEMPLATE)
         state = (str(self.device), self.model.dtype, self.model.reference_numerics)
         return torch.stack(self._text_cache.get(labels, self._encode_labels, scope=state))
 
@@ -283,9 +290,10 @@ class LSegPredictor:
         """
         label_list = parse_labels(labels)
         text = self.embed_text(label_list)
+        image = _decoded_if_stream(image)
         if multiscale:
             if isinstance(image, ImageEmbedding):
-                raise ValueError("multiscale needs the image itself, not an ImageEmbedding")
+                raise ConfigError("multiscale needs the image itself, not an ImageEmbedding")
             cfg = multiscale if isinstance(multiscale, MultiScaleConfig) else MultiScaleConfig()
             x = self._to_tensor(image)
             logits = multiscale_logits(self.model, self.model.normalize(x), text, cfg)[0]
@@ -358,17 +366,32 @@ class LSegPredictor:
         return_embeddings: bool = False,
     ) -> list[SegmentationResult]:
         """:meth:`segment` for several images with the same labels: text encoded once, images
-        ``batch_size`` per forward (see :meth:`embed_images`). ``multiscale`` runs one image at a time."""
+        ``batch_size`` per forward (see :meth:`embed_images`); :class:`ImageEmbedding` items are scored
+        as they are. ``multiscale`` runs one image at a time."""
+        if isinstance(images, (str, bytes, os.PathLike)):  # would be iterated character by character
+            raise ConfigError(f"segment_batch takes a list of images, not a {type(images).__name__}: "
+                              "segment_batch([image, ...], labels), or segment(image, labels) for one")
+        images = [_decoded_if_stream(img) for img in images]
         if multiscale:
             return [self.segment(img, labels, multiscale=multiscale, return_embeddings=return_embeddings)
                     for img in images]
-        results = [self.segment(e, labels, return_embeddings=return_embeddings) for e in self.embed_images(images)]
+        # images through the batched forward; embeddings (already computed) straight to scoring
+        todo = [img for img in images if not isinstance(img, ImageEmbedding)]
+        embedded = iter(self.embed_images(todo)) if todo else iter(())
+        embeddings = [img if isinstance(img, ImageEmbedding) else next(embedded) for img in images]
+        results = [self.segment(e, labels, return_embeddings=return_embeddings) for e in embeddings]
         for result, image in zip(results, images):
-            result.image = None if isinstance(image, PreparedImage) else image
+            result.image = None if isinstance(image, (PreparedImage, ImageEmbedding)) else image
         return results
 
 
 # ---------------------------------------------------------------------- images
+
+def _decoded_if_stream(image: Any) -> Any:
+    """A binary file object, decoded: it can be read once, and a result keeps its image for
+    ``overlay()`` / ``save()``, which would otherwise find the stream exhausted."""
+    return load_image(image) if hasattr(image, "read") else image
+
 
 def images_per_forward(device: torch.device | str, batch_size: int) -> int:
     """How many same-size images one forward takes: ``batch_size`` on GPUs, 1 on CPUs.

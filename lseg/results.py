@@ -154,13 +154,14 @@ class SegmentationResult:
     def save(self, folder: str | os.PathLike[str], stem: str | None = None, *, image: Any = None,
              alpha: float = 0.5, scores: bool = False) -> dict[str, Path]:
         """Write what ``lseg segment`` writes into ``folder``: ``<stem>_labels.png`` (label indices,
-        names in its ``lseg:labels`` text chunk), ``<stem>_labels.json`` (labels, colours, shares),
+        names in its ``lseg:labels`` text chunk), ``<stem>_labels.json`` (labels, colours, shares: a
+        record like ``lseg segment``'s, so a later ``lseg segment`` into ``folder`` redoes these files),
         ``<stem>_overlay.png`` when the image is known, and with ``scores`` ``<stem>_scores.npz``.
-        ``stem`` defaults to the image file's stem (else ``"image"``). Returns ``{kind: path}``."""
-        import json
-
+        ``stem`` defaults to the image file's stem, else ``"image"`` (give ``stem`` when saving several
+        in-memory images into one folder: the same stem is overwritten). Returns ``{kind: path}``."""
+        from lseg.batch import write_record
         from lseg.io import atomic_write
-        from lseg.viz import hex_colors, save_label_map
+        from lseg.viz import hex_colors, save_label_map, save_scores
 
         source = self.image if image is None else image
         if stem is None:
@@ -171,14 +172,13 @@ class SegmentationResult:
             picture = self.overlay(source, alpha=alpha)
             paths["overlay"] = atomic_write(out / f"{stem}_overlay.png", lambda p: picture.save(p, format="PNG"))
         if scores:
-            probs = self.probs.astype(np.float16)
-
-            def write_npz(p: Path) -> None:
-                with open(p, "wb") as f:
-                    np.savez_compressed(f, probs=probs, labels=np.array(self.labels))
-
-            paths["scores"] = atomic_write(out / f"{stem}_scores.npz", write_npz)
-        info = {"labels": self.labels, "colors": hex_colors(len(self.labels)), "shares": self.scores()}
-        text = json.dumps(info, indent=1, ensure_ascii=False) + "\n"
-        paths["json"] = atomic_write(out / f"{stem}_labels.json", lambda p: p.write_text(text, encoding="utf-8"))
+            paths["scores"] = save_scores(out / f"{stem}_scores.npz", self.probs, self.labels)
+        # an lseg record, as `lseg segment` writes: a later `lseg segment` into this folder knows these
+        # files as lseg's (redone, not refused as the user's), and never takes them for inputs
+        record = out / f"{stem}_labels.json"
+        named = isinstance(source, (str, os.PathLike))
+        write_record(record, "segment", Path(source) if named else Path("<in-memory image>"),
+                     {"saved_by": "SegmentationResult.save", "alpha": alpha}, list(paths.values()),
+                     labels=self.labels, colors=hex_colors(len(self.labels)), shares=self.scores())
+        paths["json"] = record
         return paths

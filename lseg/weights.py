@@ -237,7 +237,7 @@ def resolve(
     if path.exists():
         return path
     if not isinstance(source, str) or _looks_like_path(text):
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {text}")  # as given (Path drops a trailing slash)
     if "/" not in text:
         get_weights(text)  # raises: an unknown name, listing the known ones
     from lseg.hub import download_repo

@@ -89,3 +89,19 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
         )
 
     return run
+
+
+def with_bn_stats(name: str = "lseg_tiny_test"):
+    """A tiny model (seed 0, eval mode) whose BatchNorm statistics are not the identity, so folding
+    them into the convs does something."""
+    import lseg
+
+    torch.manual_seed(0)
+    model = lseg.create_model(name)
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model.eval()

@@ -183,6 +183,20 @@ def test_pickle_that_runs_code_is_refused(tmp_path, monkeypatch):
     assert not (tmp_path / "PWNED_BY_PICKLE").exists()
 
 
+def test_a_pickle_protocol_weights_only_cannot_read_is_judged_by_its_opcodes(tmp_path, monkeypatch):
+    """weights_only lacks protocol 4's opcodes: the error says whether the pickle names code to run
+    (read with pickletools, nothing unpickled) or just needs re-saving."""
+    monkeypatch.chdir(tmp_path)
+    evil, plain = tmp_path / "evil4.ckpt", tmp_path / "plain4.ckpt"
+    torch.save({"state_dict": {"net.x": torch.zeros(1)}, "payload": _Evil()}, evil, pickle_protocol=4)
+    torch.save({"state_dict": {"net.x": torch.zeros(1)}}, plain, pickle_protocol=4)
+    with pytest.raises(CheckpointError, match="would run code.*GLOBAL posix.system"):
+        read_state_dict(evil)
+    with pytest.raises(CheckpointError, match="pickle protocol above 2; re-save it"):
+        read_state_dict(plain)
+    assert not (tmp_path / "PWNED_BY_PICKLE").exists()
+
+
 @pytest.mark.parametrize("kind", ["ckpt", "safetensors"])
 def test_truncated_and_empty_files(tiny_model, tmp_path, kind):
     path = tmp_path / f"m.{kind}"
@@ -232,13 +246,6 @@ def test_non_state_dict_pickle(tmp_path):
     with pytest.raises(CheckpointError, match="does not hold a state dict"):
         read_state_dict(path)
     assert zipfile.is_zipfile(path)
-
-
-class _Evil:
-    def __reduce__(self):
-        import os
-
-        return (os.system, ("touch PWNED_BY_PICKLE",))
 
 
 @pytest.fixture(scope="module")
@@ -297,6 +304,10 @@ def bad_checkpoints(tmp_path_factory, tiny_dir) -> dict[str, tuple[Path, str]]:
         pickle.dump({"state_dict": _Evil()}, f)
     out["pickle that runs code (legacy)"] = (p, "refusing to load")
 
+    p = root / "garbage.pth"  # starts like a pickle; an opcode weights_only lacks, and no global
+    p.write_bytes(b"\x80\x02garbage" * 3)
+    out["pickle-like garbage"] = (p, "torch's safe loader does not support its pickle (Unsupported operand")
+
     p = root / "notes.ckpt"
     p.write_text("these are my notes, not a checkpoint\n")
     out["text file"] = (p, "is not a checkpoint")
@@ -342,7 +353,7 @@ def bad_checkpoints(tmp_path_factory, tiny_dir) -> dict[str, tuple[Path, str]]:
 
 CASES = [
     "truncated safetensors (folder)", "truncated safetensors (file)", "truncated ckpt", "empty file",
-    "pickle that runs code (zip)", "pickle that runs code (legacy)", "text file", "html page",
+    "pickle that runs code (zip)", "pickle that runs code (legacy)", "pickle-like garbage", "text file", "html page",
     "another network's weights", "wrong architecture (p32 weights, p16 config)", "missing keys", "extra keys",
     "wrong shape", "wrong dtype", "wrong dtype (file)", "broken config.json", "future config version",
     "folder without config.json", "missing path",
@@ -381,12 +392,14 @@ def test_bad_checkpoint_is_one_error_line_for_every_command(case, bad_checkpoint
 
 
 def test_info_on_a_folder_with_mismatched_weights_reports_their_count(bad_checkpoints, capsys):
-    """``lseg info`` describes a folder from config.json and the weights' header (no loading); the
-    mismatch surfaces as an error as soon as the weights are used (convert / segment above)."""
+    """``lseg info`` describes a folder from config.json and the weights' header (no loading), then
+    refuses weights that do not fit the config, as loading them would (convert / segment above)."""
     path, _ = bad_checkpoints["extra keys"]
-    assert main(["info", str(path)]) == 0
-    info = json.loads(capsys.readouterr().out)
-    assert info["config"]["name"] == "lseg_tiny_test" and info["tensors"] == 202
+    assert main(["info", str(path)]) == 2
+    captured = capsys.readouterr()
+    info = json.loads(captured.out)
+    assert info["config"]["name"] == "lseg_tiny_test" and info["tensors"] == 202 and not info["weights_fit"]
+    assert "does not fit lseg_tiny_test: 1 unexpected" in captured.err
 
 
 def test_evil_pickle_in_a_real_process(bad_checkpoints, photo_path, tmp_path, run_cli):

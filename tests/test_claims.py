@@ -1,10 +1,11 @@
 """Several jobs on one output folder split the work (issue 11, class 7): each output is claimed by
-one worker with a claim file taken atomically (``O_CREAT | O_EXCL``), released when it is written,
+one worker with a claim file created atomically and complete (``lseg.io.create_exclusive``), released when it is written,
 and found stale when its process is gone - so two workers each compute about half, no output is
 computed twice, and a worker killed with SIGKILL at any point leaves nothing that stops the next run."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -22,6 +23,7 @@ from PIL import Image
 
 from lseg.claims import STALE_AFTER, ClaimSet, _host, remove_stale_claims
 from lseg.cli import main
+from lseg.io import remove_stale_temp_files
 
 MODEL = ["--random-weights", "lseg_tiny_test", "--size", "32", "--batch-size", "2", "-q"]
 N = 40
@@ -161,7 +163,8 @@ def test_stale_claims_are_taken_over(tmp_path):
             _claim_file(tmp_path / name, **info)
         old = time.time() - STALE_AFTER - 60
         os.utime(tmp_path / ".remote_old.npy.claim", (old, old))
-        (tmp_path / ".half_written.npy.claim").write_text("")  # created, not yet filled: live for now
+        # unreadable (only a file system without hard links leaves a claim half-written): judged by age
+        (tmp_path / ".half_written.npy.claim").write_text("")
         with ClaimSet() as claims:
             taken = {name for name in [*cases, "half_written.npy"] if claims.take(tmp_path / name)}
         assert taken == {"dead.npy", "reused.npy", "remote_old.npy"}
@@ -185,3 +188,50 @@ def test_a_holder_refreshes_its_claims(tmp_path):
         while claim.stat().st_mtime < time.time() - 60 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert claim.stat().st_mtime > time.time() - 60
+
+
+def test_a_worker_killed_while_taking_a_claim_leaves_no_claim(tmp_path):
+    """SIGKILL at the worst moment of ``take`` (its claim's content written, not yet in place)
+    leaves only a temp file: the next job claims the output at once and its start-up cleanup
+    removes the temp file. (An empty claim file, as ``O_EXCL`` + write left it, blocked the output
+    for STALE_AFTER seconds: CI saw a re-run skip it.)"""
+    target = tmp_path / "a.npy"
+    code = ("import os, signal, lseg.claims as c\n"
+            "os.link = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
+            f"c.ClaimSet().take({str(target)!r})\n")
+    killed = subprocess.run([sys.executable, "-c", code], env=cli_env(), check=False)
+    assert killed.returncode == -signal.SIGKILL
+    assert not (tmp_path / ".a.npy.claim").exists()
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith("..a.npy.claim.") and ".tmp" in left[0]
+    with ClaimSet() as claims:
+        assert claims.take(target)
+    assert [p.name for p in remove_stale_temp_files(tmp_path)] == left
+
+
+def test_claims_on_a_file_system_without_hard_links(tmp_path, monkeypatch):
+    """``link()`` refused (FAT, some FUSE/SMB mounts): claims fall back to ``O_EXCL`` + write."""
+    def no_links(*args):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    target = tmp_path / "a.npy"
+    with ClaimSet() as one, ClaimSet() as two:
+        assert one.take(target) and not two.take(target)
+        assert json.loads((tmp_path / ".a.npy.claim").read_text())["pid"] == os.getpid()
+    assert list(tmp_path.iterdir()) == []  # released, no temp file left
+
+
+def test_a_stale_claim_being_removed_when_its_remover_is_killed_is_removed_next_time(tmp_path):
+    """Removing a stale claim renames it away first; a remover killed before the unlink leaves the
+    renamed file, which is named as a claim, so the next start-up cleanup removes it."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    path = _claim_file(tmp_path / "a.npy", host=_host(), pid=int(dead.stdout), start=None)
+    code = ("import os, signal, lseg.claims as c\n"
+            "os.unlink = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
+            f"c.remove_stale_claims({str(tmp_path)!r})\n")
+    assert subprocess.run([sys.executable, "-c", code], env=cli_env(), check=False).returncode == -signal.SIGKILL
+    (grave,) = tmp_path.iterdir()
+    assert grave != path and grave.name.endswith(".claim")
+    assert remove_stale_claims(tmp_path) == [grave] and list(tmp_path.iterdir()) == []

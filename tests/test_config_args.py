@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pytest
 
+from lseg.cli import main
 from lseg.config_args import (
     Flag,
     add_config_args,
@@ -124,7 +126,7 @@ def test_override_options_keep_only_what_was_given():
     given = overrides_from_args(p.parse_args(["--n", "z", "--size", "null", "--verbose", "--pair", "[1, 2]"]))
     assert given == {"name": "z", "size": None, "verbose": True, "pair": [1, 2]}
     text = " ".join(p.format_help().split())
-    assert "--pair PAIR float,float (default [0.5, 2.0])" in text and "--verbose [BOOL]" in text
+    assert "--pair PAIR (float,float, default [0.5, 2.0])" in text and "--verbose [BOOL]" in text
 
 
 @dataclass(frozen=True)
@@ -189,3 +191,21 @@ def test_positionals_numeric_choices_and_required_exclusive_groups():
         p.parse_args(["s", "3", "a"])
     with pytest.raises(argparse.ArgumentError, match="invalid int value"):  # k is a number
         p.parse_args(["s", "x", "a", "-c", "f"])
+
+
+def test_override_options_take_their_help_from_the_class_docstring(capsys):
+    """``lseg train --help`` describes every TrainConfig field (first sentence of its docstring
+    entry, grouped names and continuation lines included), then its type and default."""
+    from lseg.config_args import field_docs
+    from lseg.train.config import TrainConfig
+
+    docs = field_docs(TrainConfig)
+    assert set(docs) == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert docs["crop_size"] == docs["base_size"] and docs["max_steps"] == docs["epochs"]
+    assert docs["stop_after_steps"].startswith("end this invocation after this many optimizer steps of its own")
+    assert "``" not in "".join(docs.values()) and ":func:" not in "".join(docs.values())
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--stop-after-steps STOP_AFTER_STEPS end this invocation after this many" in text
+    assert "(int|null, default None)" in text

@@ -16,6 +16,8 @@ check for infs on the data).
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import lseg
 import lseg.features.export
 import lseg.inference
+import lseg.models.lseg
 import lseg.results
 from lseg.inference import ImageEmbedding, LSegPredictor, MultiScaleConfig
 
@@ -64,6 +67,16 @@ def cuda_autocast(dtype: torch.dtype | None) -> Iterator[None]:
             torch.clear_autocast_cache()
         torch.set_autocast_enabled("cuda", enabled)
         torch.set_autocast_dtype("cuda", old)
+
+
+@pytest.fixture(autouse=True)
+def _image_path_autocast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image path of a bf16/fp16 model runs under ``torch.autocast("cuda")``, which switches
+    itself off without a driver: the same state is set by :func:`cuda_autocast` instead."""
+    real = lseg.models.lseg.image_path_compute
+    monkeypatch.setattr(lseg.models.lseg, "image_path_compute",
+                        lambda device_type, dtype: cuda_autocast(None if dtype == torch.float32 else dtype)
+                        if device_type == "cuda" else real(device_type, dtype))
 
 
 _TO = {torch.ops.aten.to.dtype_layout, torch.ops.aten.to.device, torch.ops.aten.to.dtype, torch.ops.aten.to.other}
@@ -188,6 +201,20 @@ def test_forward_of_a_cast_model(saved_model: Path, cast: torch.dtype) -> None:
         assert model.encode_image(x).dtype == torch.float32  # normalised in fp32
         assert model(x, ["dog", "sky"]).dtype == torch.float32  # the similarity runs in fp32
         assert model.encode_text(["dog"]).dtype == torch.float32
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_forward_in_a_precision(saved_model: Path, precision: str) -> None:
+    """``set_precision``: matrix weights in bf16/fp16, the rest fp32, the image path under autocast."""
+    model = lseg.load_model(saved_model).set_numerics("fast", precision=precision)
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    with mode, OpLog() as log, torch.inference_mode():
+        model = model.to("cuda")
+        assert model.precision == precision
+        x = model.normalize(torch.randint(0, 255, (1, 3, 70, 90), dtype=torch.uint8, device="cuda"))
+        assert model.encode_image(x).dtype == torch.float32
+        assert model(x, ["dog", "sky"]).dtype == torch.float32
+    assert log.syncs == [] and log.to_host == []
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -315,3 +342,13 @@ def test_eval_meters_count_on_the_device() -> None:
         assert fs.inter.device == CUDA
     assert log.syncs == ["aten::_local_scalar_dense"]
 
+
+
+def test_the_gpu_smoke_script_runs_clean_on_the_cpu() -> None:
+    """``benchmarks/gpu_smoke.py`` is what a GPU session runs first: on the CPU (tiny model) every row
+    passes, so a failure on a GPU is the GPU's, not the script's drift from the API."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_smoke.py"
+    out = subprocess.run([sys.executable, str(script), "--device", "cpu", "--skip-full"],
+                         capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1].endswith("ok") and "FAIL" not in out.stdout

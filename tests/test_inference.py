@@ -227,6 +227,36 @@ def test_segment_batch_equals_per_image_segment(tiny_model):
             assert got.image is image
 
 
+def test_file_objects_embeddings_and_mistakes_in_segment_and_segment_batch(predictor, tmp_path):
+    import io
+
+    image = make_photo(40, 50, seed=4)
+    data = io.BytesIO()
+    Image.fromarray(image).save(data, format="PNG")
+    data.seek(0)
+    result = predictor.segment(data, "sky, grass")  # a stream is read once: the result keeps the pixels
+    assert result.overlay().size[0] >= 50 and "overlay" in result.save(tmp_path)
+    data.seek(0)
+    with open(tmp_path / "p.png", "wb") as f:
+        f.write(data.getvalue())
+    with open(tmp_path / "p.png", "rb") as f:
+        batch = predictor.segment_batch([f, image, predictor.embed_image(image)], "sky, grass")
+    np.testing.assert_array_equal(batch[1].label_map, batch[2].label_map)  # an embedding is scored as it is
+    assert batch[0].overlay() is not None and batch[2].image is None
+    with pytest.raises(lseg.errors.ConfigError, match="takes a list of images, not a str"):
+        predictor.segment_batch("p.png", "sky, grass")
+    with pytest.raises(lseg.errors.ConfigError, match="label_chunk_size must be >= 1"):
+        lseg.LSegPredictor(predictor.model, label_chunk_size=0)
+
+
+def test_labels_equal_within_the_context_are_refused_even_when_one_is_cached(predictor):
+    long = "word " * 100
+    with pytest.warns(UserWarning, match="CLIP reads only the first 75"):
+        predictor.embed_text([long, "cat"])  # cached now
+    with pytest.raises(lseg.errors.LabelError, match="identical within CLIP's 75-token context"):
+        predictor.embed_text([long, long + "x"])
+
+
 def test_templates_are_filled_literally(tiny_model):
     # plain replacement of {} (lseg.labels): other braces stay, str.format would raise KeyError
     p = lseg.LSegPredictor(tiny_model, templates=["a {} {x}"])
@@ -338,3 +368,9 @@ def test_large_image_sliding_windows_are_bounded(report):
 def test_five_thousand_labels_are_bounded_by_chunking(report):
     r = report["labels_5000"]
     assert r["peak_growth"] <= 200 * MB, r
+
+
+def test_the_default_stride_follows_the_crop(tiny_model):
+    assert lseg.LSegPredictor(tiny_model).stride == 320  # the reference's 480 / 320
+    assert lseg.LSegPredictor(tiny_model, crop_size=64).stride == 42  # a small crop needs no --stride
+    assert lseg.LSegPredictor(tiny_model, crop_size=53).stride == 34  # even: whole half-resolution pixels

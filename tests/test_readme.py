@@ -58,7 +58,7 @@ def _sandbox(root: Path) -> dict[str, str]:
     Image.fromarray(make_photo(72, 96, seed=1)).save(root / "photo.jpg")
     Image.fromarray(make_photo(64, 80, seed=2)).save(photos / "a.jpg")
     Image.fromarray(make_photo(48, 64, seed=3)).save(photos / "b.png")
-    (root / "labels.txt").write_text("# labels, one per line\ndog\ngrass\nsky\nother\n", encoding="utf-8")
+    (root / "labels.txt").write_text("# labels, one per line\ncat\ntree\nsky\nother\n", encoding="utf-8")
     write_video(root / "scan.mp4", n_frames=30, rate=10)  # "Features for 3D": 3 s, sampled at 5 frames/s
     torch.manual_seed(0)
     tiny = lseg.create_model("lseg_tiny_test")

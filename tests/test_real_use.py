@@ -65,6 +65,23 @@ def test_01_rerun_redoes_exactly_the_outputs_whose_recipe_changed(pin, tmp_path,
     assert record["recipe"]["size"] == 32 and record["recipe"]["model"]["random_weights"] == "lseg_tiny_test"
 
 
+def test_01b_switching_output_options_keeps_the_earlier_outputs_lseg_s(pin, tmp_path, capsys):
+    """--scores, then --heatmaps (same recipe): the scores stay listed in the record, so a later
+    --scores run finds them done instead of refusing them as a stranger's files."""
+    seg = tmp_path / "seg"
+    base = ["segment", str(pin), "--out", str(seg), "--labels", "cat, other", *RANDOM]
+    assert main([*base, "--scores"]) == 0
+    assert main([*base, "--heatmaps"]) == 0
+    assert "2 written, 0 already done" in capsys.readouterr().err
+    outputs = json.loads((seg / "chelsea_labels.json").read_text())["outputs"]
+    assert {"chelsea_scores.npz", "chelsea_heat_00_cat.png"} <= set(outputs)
+    assert main([*base, "--scores"]) == 0
+    assert "0 written, 2 already done" in capsys.readouterr().err
+    assert main([*base, "--labels", "dog, other", "--scores"]) == 0  # a new recipe: the old outputs go
+    assert "2 redone: labels changed" in capsys.readouterr().err
+    assert not list(seg.glob("*_heat_*")) and len(list(seg.glob("*_scores.npz"))) == 2
+
+
 # 2 ------------------------------------------------------------------------ output never read as input
 
 def test_02_output_tree_inside_or_equal_to_the_input_is_never_read_back(pin, capsys):
@@ -294,6 +311,13 @@ def test_12_python_api_masks_overlay_save_batch_and_numpy(pin, tmp_path, monkeyp
     paths = result.save(tmp_path / "saved", scores=True)
     assert sorted(p.name for p in paths.values()) == ["chelsea_labels.json", "chelsea_labels.png",
                                                       "chelsea_overlay.png", "chelsea_scores.npz"]
+    record = json.loads(paths["json"].read_text())
+    assert record["labels"] == ["cat", "person", "other"] and set(record["shares"]) == set(record["labels"])
+    # the files are lseg's: `lseg segment` into the same folder redoes them instead of refusing them
+    assert main(["segment", str(pin / "chelsea.png"), "-l", "cat, dog", "-o", str(tmp_path / "saved"),
+                 *RANDOM]) == 0
+    assert json.loads(paths["json"].read_text())["labels"] == ["cat", "dog"]
+    assert not (tmp_path / "saved" / "chelsea_scores.npz").exists()  # the old recipe's output, removed
     assert "SegmentationResult(3 labels, 80x60" in repr(result)
     emb = predictor.embed_image(pin / "chelsea.png")
     assert repr(emb).startswith("ImageEmbedding(pixels=<(32, ") and len(repr(emb)) < 200

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from lseg.errors import ImageLoadError, LabelError
-from lseg.io import load_image
+from lseg.io import file_fragment, load_image
 from lseg.labels import parse_labels
 from lseg.viz import hex_colors, save_label_map
 
@@ -162,7 +162,7 @@ class SegmentDemo:
 
     def _write_label_png(self, label_map: np.ndarray, labels: list[str], stem: str) -> Path:
         folder = self.out_dir / uuid.uuid4().hex[:12]
-        target = save_label_map(folder / f"{_safe_name(stem)}_labels.png", label_map, labels)
+        target = save_label_map(folder / f"{file_fragment(stem, 80, 'image')}_labels.png", label_map, labels)
         self._recent.append(folder)
         while len(self._recent) > _KEEP_FILES:
             shutil.rmtree(self._recent.popleft(), ignore_errors=True)
@@ -192,11 +192,6 @@ def _hide_folder(message: str, path: Path) -> str:
     for spelling in sorted(spellings, key=len, reverse=True):
         message = message.replace(spelling, path.name)
     return message
-
-
-def _safe_name(stem: str) -> str:
-    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:80].strip("._")
-    return cleaned or "image"
 
 
 def build_demo(

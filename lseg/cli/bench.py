@@ -65,7 +65,7 @@ BENCH_FLAGS = {
     "device": Flag("cpu, cuda or cuda:N"),
     "repeats": Flag("timed runs per setting (the median is shown)"),
     "threads": Flag("CPU threads (default: all available)"),
-    "compile": Flag("torch.compile the image path (off,on: both, side by side)"),
+    "compile": Flag("torch.compile the image path (off,on: both, side by side)", metavar="off|on|off,on"),
     "json": Flag("also write the rows to this JSON file"),
 }
 
@@ -107,7 +107,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     rows = bench(opts.model, opts.checkpoint, precisions, batches, opts.size, opts.device,
                  opts.repeats, opts.threads, tuple(c == "on" for c in opts.compile.split(",")))
     title = (f"{opts.checkpoint or opts.model}, {opts.size}x{opts.size}, {opts.device} ({hardware}), "
-             f"median of {opts.repeats}; baseline: eager fp32 reference numerics, batch 1")
+             f"latency: median of the row's timed runs; vs baseline: median of {opts.repeats} back-to-back "
+             "pairs with the eager fp32 reference-numerics baseline, batch 1, in the row's own process; "
+             f"vs batch 1: median of {opts.repeats} back-to-back pairs of one call of the row's batch with as "
+             "many calls at batch 1")
     print(format_table(rows, title))
     if opts.json:
         text = json.dumps([dataclasses.asdict(r) for r in rows], indent=2)

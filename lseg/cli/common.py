@@ -187,7 +187,7 @@ class PredictorOptions:
 
     Attributes:
         size: long side of the working resolution; ``None``: native.
-        crop_size, stride: sliding windows above ``size``.
+        crop_size, stride: sliding windows above ``size`` (stride ``None``: 2/3 of the crop, 320 for 480).
         templates: prompt templates with one ``{}`` (averaged); empty: the raw label.
         precision: the image path's precision (:mod:`lseg.models.precision`).
         batch_size: images per forward.
@@ -196,7 +196,7 @@ class PredictorOptions:
 
     size: int | None = 480
     crop_size: int = 480
-    stride: int = 320
+    stride: int | None = None
     templates: tuple[str, ...] = ()
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     batch_size: int = 4
@@ -212,7 +212,7 @@ def none_if_zero(value: int | None) -> int | None:
 PREDICTOR_FLAGS = {
     "size": Flag("long side of the working resolution (0: native)", convert=none_if_zero),
     "crop_size": Flag("sliding-window size above --size (>= 32)"),
-    "stride": Flag("sliding-window stride (1 to --crop-size)"),
+    "stride": Flag("sliding-window stride (1 to --crop-size; default 2/3 of --crop-size, 320 for 480)"),
     "templates": Flag('prompt template with one {}, e.g. "a photo of a {}." (repeatable: averaged; '
                       "default: the raw label, as the reference)", name="template", repeat=True,
                       convert=lambda v: tuple(v or ())),

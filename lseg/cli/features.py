@@ -280,6 +280,12 @@ def _cmd_features(args: argparse.Namespace) -> int:
     opts: FeaturesOptions = config_from_args(FeaturesOptions, args, FEATURES_FLAGS)
     store: StoreOptions = config_from_args(StoreOptions, args, STORE_FLAGS)
     resolution = parse_resolution(opts.resolution) if opts.resolution else None  # fail before loading the model
+    # options of the other format: refused before anything is created
+    if store.format == "store" and (opts.dtype != "float16" or opts.pca):
+        raise LSegError("--format store writes float16 maps; --dtype float32 and --pca are for --format npy")
+    if store.format != "store" and (store.preset != "ours" or store.reduce or store.engine != "local"
+                                    or store.scales or store.flip is not None):
+        raise LSegError("--preset, --scales, --flip, --reduce and --engine need --format store")
     rank, world = torchrun_rank()
     part, parts = combine_shards(parse_shard(opts.shard) if opts.shard else None, (rank, world))
     if args.device is None and world > 1:  # torchrun on a multi-GPU machine: one GPU per process
@@ -295,8 +301,6 @@ def _cmd_features(args: argparse.Namespace) -> int:
     check_writable(opts.out)  # a read-only or forbidden folder: one error before the model loads
     if store.format == "store":
         return _features_store(args, opts, store, resolution, (part, parts), rank)
-    if store.preset != "ours" or store.reduce or store.engine != "local" or store.scales or store.flip is not None:
-        raise LSegError("--preset, --scales, --flip, --reduce and --engine need --format store")
     predictor = common.make_predictor(args)
     inputs = list(config_from_args(FeaturesInputs, args, FEATURES_INPUT_FLAGS).inputs)
     report = export_features(
@@ -312,8 +316,6 @@ def _features_store(args: argparse.Namespace, opts: FeaturesOptions, store: Stor
     from lseg.features.presets import FeatureExtractor, get_preset
     from lseg.features.store import StoreSettings, export_store
 
-    if opts.dtype != "float16" or opts.pca:
-        raise LSegError("--format store writes float16 maps; --dtype float32 and --pca are for --format npy")
     preset = get_preset(store.preset)
     if store.scales or store.flip is not None:
         if preset.engine != "evaluator":
@@ -358,7 +360,9 @@ def _cmd_query(args: argparse.Namespace) -> int:
     if not source.checkpoint and not source.random_weights:
         source = dataclasses.replace(source, checkpoint=store.manifest.get("checkpoint"))
         if not source.checkpoint:
-            raise LSegError(f"{opts.store} records no checkpoint (made with --random-weights): give --checkpoint")
+            name = (store.manifest.get("model") or {}).get("name", "NAME")
+            raise LSegError(f"{opts.store} records no checkpoint (made with --random-weights {name}): give "
+                            f"--random-weights {name} (the same seeded network) or the --checkpoint of the weights")
     model = common.load_source_model(source)
     # the store hashed the weights as they ran: cast the same way before comparing
     model.set_precision(store.manifest.get("precision", "fp32"))
@@ -400,7 +404,8 @@ def _cmd_store(args: argparse.Namespace) -> int:
         store = FeatureStore(config_from_args(StoreInfoOptions, args, STORE_INFO_FLAGS).store)
         m = store.manifest
         info = {"frames": len(store), "failed": len(store.index["failed"]), "extractor": m["extractor"],
-                "model": m["model"]["name"], "weights_sha256": m["weights_sha256"], "checkpoint": m["checkpoint"],
+                "model": m["model"]["name"], "precision": m.get("precision", "fp32"),
+                "weights_sha256": m["weights_sha256"], "checkpoint": m["checkpoint"],
                 "video_sampling": m["video_sampling"], "reduction": store.index.get("reduction")}
         print(json.dumps(info, indent=2))
     return 0

@@ -136,14 +136,20 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    import torch
+
     from lseg.checkpoints import (
         CONFIG_NAME,
         count_parameters,
+        fit_problems,
         infer_config,
         read_checkpoint,
         read_config,
         safetensors_shapes,
+        to_lseg_keys,
     )
+    from lseg.errors import CheckpointError
+    from lseg.models.lseg import LSeg
     from lseg.weights import resolve
 
     opts: InfoOptions = config_from_args(InfoOptions, args, INFO_FLAGS)
@@ -152,18 +158,26 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if p.is_dir() or (p.parent / CONFIG_NAME).is_file() and p.suffix == ".safetensors":
         config = read_config(p if p.is_dir() else p.parent)
         shapes = safetensors_shapes(p)  # header only: also catches a truncated weights file
+        ours = shapes
         info["format"] = "lseg"
     else:
         ckpt = read_checkpoint(p)
         config = infer_config(ckpt.state_dict, spatial_block=spatial_block_from_args(args))
         shapes = {k: tuple(v.shape) for k, v in ckpt.state_dict.items()}
+        ours = {k: tuple(v.shape) for k, v in to_lseg_keys(ckpt.state_dict).items()}
         info["format"] = ckpt.format
         if ckpt.metadata:
             info["lightning" if ckpt.format == "lightning" else "metadata"] = ckpt.metadata
     info["config"] = config.to_dict()
     info["tensors"] = len(shapes)
     info["parameters"] = count_parameters(shapes)  # as the reference counts: BatchNorm statistics excluded
+    with torch.device("meta"):  # the network the config describes, without allocating it
+        own = LSeg(config).state_dict()
+    problems = fit_problems(own, ours)
+    info["weights_fit"] = not problems
     print(json.dumps(info, indent=2, default=str))
+    if problems:  # after the report, which shows what the file holds
+        raise CheckpointError(f"{opts.checkpoint}: checkpoint does not fit {config.name}: " + "; ".join(problems))
     return 0
 
 

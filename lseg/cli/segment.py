@@ -91,9 +91,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    import numpy as np
-    from tqdm import tqdm
-
     from lseg.batch import (
         BatchReport,
         check_outputs,
@@ -108,7 +105,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from lseg.errors import OutputWriteError
     from lseg.io import IMAGE_EXTENSIONS, atomic_write, check_writable, load_image, remove_stale_temp_files
     from lseg.loader import prepared_batches
-    from lseg.viz import heatmaps, hex_colors, overlay, save_label_map
+    from lseg.progress import progress_bar
+    from lseg.viz import heatmap_path, heatmaps, hex_colors, overlay, save_label_map, save_scores
 
     opts: SegmentOptions = config_from_args(SegmentOptions, args, SEGMENT_FLAGS)
     labels: list[str] = args.labels
@@ -127,7 +125,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         if opts.scores:
             targets.append(base.with_name(base.name + "_scores.npz"))
         if opts.heatmaps:
-            targets += [base.with_name(f"{base.name}_heat_{i:02d}_{_safe(lb)}.png") for i, lb in enumerate(labels)]
+            targets += [heatmap_path(base, i, lb) for i, lb in enumerate(labels)]
         jobs.append((src, targets, base.with_name(base.name + "_labels.json")))
     check_outputs([(src, [*t, r]) for src, t, r in jobs], overwrite=opts.overwrite)
     checked = False
@@ -158,8 +156,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         if opts.scores or opts.heatmaps:
             probs = result.probs
         if opts.scores:
-            half = probs.astype(np.float16)
-            atomic_write(targets[2], lambda p, pr=half: _save_npz(p, probs=pr, labels=np.array(labels)))
+            save_scores(targets[2], probs, labels)
         if opts.heatmaps:
             heat_targets = targets[3 if opts.scores else 2:]
             for target, heat in zip(heat_targets, heatmaps(probs, labels, image, annotate=True).values()):
@@ -177,7 +174,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         if isinstance(e, OutputWriteError) and e.fatal:
             raise e
 
-    progress = tqdm(total=len(todo), desc="segment", unit="img", disable=opts.quiet)
+    # every input counted, the ones already done from the start (as `lseg features` counts them)
+    progress = progress_bar(total=len(jobs), initial=len(jobs) - len(todo), desc="segment", unit="img",
+                            disable=opts.quiet)
     with ClaimSet() as claims:  # workers sharing this output folder split the images
         statuses = [status for *_, status in todo]
 
@@ -227,16 +226,3 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             report.stopped = str(e)
     progress.close()
     return finish_batch(report, f"segment (into {out})")
-
-
-def _safe(label: str) -> str:
-    """A label as a file-name fragment (heatmap files)."""
-    return "".join(c if c.isalnum() or c in "-." else "_" for c in label)[:40] or "label"
-
-
-def _save_npz(path: Path, **arrays) -> None:  # type: ignore[no-untyped-def]
-    import numpy as np
-
-    with open(path, "wb") as f:
-        np.savez_compressed(f, **arrays)
-

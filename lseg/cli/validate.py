@@ -7,12 +7,15 @@ import functools
 from pathlib import Path
 
 from lseg.cli.common import read_labels_arg
+from lseg.devices import check_device
 from lseg.errors import LSegError
 
 __all__ = ["check_device", "validate_args"]
 
 #: Commands whose ``--out`` / ``out`` is a folder (for ``eval`` it is a JSON file).
 _OUT_IS_FOLDER = ("segment", "features", "convert", "export")
+#: Report files written after the work (an evaluation may take hours): checked before it starts.
+_REPORT_FILES = {"eval": "out", "bench": "json"}
 
 
 def validate_args(args: argparse.Namespace) -> None:
@@ -21,7 +24,7 @@ def validate_args(args: argparse.Namespace) -> None:
     ``--labels`` / ``--labels-file`` are parsed here into ``args.labels`` (a list)."""
     get = functools.partial(getattr, args)
     if get("device", None) is not None:
-        check_device(args.device)
+        check_device(args.device, "--device")
     for name, low, what in (("size", 0, "0 (native) or a positive number of pixels"),
                             ("crop_size", 32, "at least 32 pixels"), ("stride", 1, "at least 1"),
                             ("batch_size", 1, "at least 1"), ("max_labels", 1, "at least 1"),
@@ -65,6 +68,9 @@ def validate_args(args: argparse.Namespace) -> None:
     out = get("out", None)
     if isinstance(out, str) and args.command in _OUT_IS_FOLDER and Path(out).exists() and not Path(out).is_dir():
         raise LSegError(f"--out {out} is a file, not a folder: give a folder (it is created if needed)")
+    report = _REPORT_FILES.get(get("command", None) or "")
+    if report and isinstance(get(report, None), str):
+        check_report_file(getattr(args, report), f"--{report}")
     if get("random_weights", None):
         from lseg.models import get_config
 
@@ -76,24 +82,12 @@ def validate_args(args: argparse.Namespace) -> None:
         args.labels = read_labels_arg(get("labels", None), get("labels_file", None))
 
 
-def check_device(device: str) -> None:
-    """``cpu``, ``cuda``, ``cuda:N`` (or ``mps``) that this machine has; one line otherwise."""
-    import torch
+def check_report_file(path: str, flag: str) -> None:
+    """A file the command writes at its end: not a folder, and its folder writable (created if
+    needed), so that a finished run never fails to save its result."""
+    from lseg.io import check_writable
 
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise LSegError(f"--device {device!r} is not a device: use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            why = "this PyTorch has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise LSegError(f"--device {device}: {why} on this machine; use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise LSegError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s) "
-                            f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
-    elif dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise LSegError(f"--device {device}: MPS is not available on this machine; use --device cpu")
-    elif dev.type != "cpu":
-        raise LSegError(f"--device {device!r} is not supported: use cpu, cuda or cuda:N")
-
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise LSegError(f"{flag} {path} is a folder: give a file name, e.g. {target / 'report.json'}")
+    check_writable(target.parent)

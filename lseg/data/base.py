@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -63,9 +63,15 @@ def require_file(path: Path, what: str) -> Path:
 
 
 def read_split_file(path: Path) -> list[str]:
-    """Read a split list (one id per line; blank lines and surrounding whitespace ignored)."""
+    """Read a split list: one id per line (blank lines and surrounding whitespace ignored), or the
+    DeepLab-style pairs ``/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png`` (the image's stem)."""
     require_file(path, "split list")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    ids = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        cols = line.split()
+        if cols:
+            ids.append(PurePosixPath(cols[0]).stem if len(cols) > 1 else cols[0])
+    return ids
 
 
 def read_image(path: str | Path) -> torch.Tensor:

@@ -369,7 +369,7 @@ class COCOStuff(SegmentationDataset):
             records = pair_by_stem(image_dir, ann, stems, (".jpg",), ".png")
             lut = build_lut(COCOSTUFF_RAW_TO_TRAIN_ID)
         else:
-            raise DatasetError(f"unknown COCO-Stuff mask_format {mask_format!r}")
+            raise DatasetError(f"unknown COCO-Stuff mask_format {mask_format!r}: use auto, train_ids or raw")
         super().__init__(records, coco_stuff_labels(), lut, transform)
 
 

@@ -219,7 +219,8 @@ def load_label_file(path: str | Path) -> list[str]:
 
     Raises:
         DatasetError: If the file is missing.
-        LabelError: If it is empty, has an inner blank line, or repeats a label (case-insensitively).
+        LabelError: If it is empty, has an inner blank line or a line starting with ``#``, or repeats a
+            label (case-insensitively).
     """
     path = Path(path)
     if not path.is_file():
@@ -231,6 +232,10 @@ def load_label_file(path: str | Path) -> list[str]:
         raise LabelError(f"label file {path} is empty")
     if "" in lines:
         raise LabelError(f"label file {path} has a blank line at line {lines.index('') + 1}")
+    comment = next((i for i, line in enumerate(lines) if line.startswith("#")), None)
+    if comment is not None:  # as a class it would be wrong, as a comment it would shift the ids: refuse
+        raise LabelError(f"label file {path}: line {comment + 1} starts with '#'; a dataset's label file has "
+                         "no comments (line i is class i): remove the line")
     seen: dict[str, int] = {}
     for i, label in enumerate(lines):
         key = label.casefold()  # CLIP lower-cases text: "Dog" and "dog" would be the same class

@@ -73,7 +73,7 @@ EVAL_FLAGS = {
                     aliases=("-d",), required=True),
     "data_root": Flag("dataset folder", required=True),
     "split": Flag("default: val (folder: all images; few-shot: the test episodes)"),
-    "label_style": Flag("label names: ADE20K full|reference, VOC / few-shot clean|reference (default: full / clean)"),
+    "label_style": Flag("label names: ADE20K full|reference, VOC clean|reference, few-shot clean|reference (default: full, clean, reference)"),
     "templates": Flag("prompt template with {} (repeatable); 'default' = lseg.labels.DEFAULT_TEMPLATES",
                       name="template", repeat=True, convert=_templates),
     "multiscale": Flag("reference multi-scale + flip evaluation"),
@@ -173,10 +173,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     report = evaluate(model, cfg)
     report["model"] = args.checkpoint or f"random:{args.random_weights}"
     if rank == 0:
+        print(format_report(report, per_class=run.per_class), flush=True)  # first: a failed write keeps it
         if run.out:
             text = json.dumps(report, indent=2) + "\n"
             atomic_write(run.out, lambda p: p.write_text(text, encoding="utf-8"))
-        print(format_report(report, per_class=run.per_class))
         failed = report.get("failed") or [f for r in report.get("folds", {}).values() for f in r["failed"]]
         for f in failed:
             print(f"warning: skipped {f['path']}: {f['error']}", file=sys.stderr)

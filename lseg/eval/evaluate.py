@@ -64,6 +64,7 @@ from lseg.inference import ADE20K_SCALES, MultiScaleConfig, multiscale_logits
 from lseg.labels import NO_TEMPLATE, fill_template, validate_templates
 from lseg.models.lseg import LSeg
 from lseg.models.precision import PRECISIONS, Precision
+from lseg.progress import progress_bar
 
 __all__ = [
     "EvalConfig",
@@ -231,10 +232,8 @@ def _loader(dataset: Dataset, cfg: EvalConfig, batch_size: int) -> DataLoader:
 
 
 def _progress(loader: DataLoader, cfg: EvalConfig, desc: str) -> Iterator[list[dict[str, Any]]]:
-    from tqdm.auto import tqdm
-
     rank, _ = _dist_info()
-    yield from tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True, disable=not cfg.progress or rank != 0)
+    yield from progress_bar(loader, desc=desc, unit="batch", disable=not cfg.progress or rank != 0)
 
 
 def _gather_failures(failed: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -305,12 +304,15 @@ def evaluate_segmentation(
     metrics = meter.compute()
     iou = metrics["iou_per_class"]
     assert isinstance(iou, torch.Tensor)
+    num_images = _count(n_done, device)
+    if not num_images:  # nothing was evaluated: no figure, not 0 (the other metrics are n/a already)
+        metrics["mIoU"] = float("nan")
     return {
         "protocol": cfg.protocol,
         "dataset": canonical_name(cfg.dataset),
         "split": cfg.split or ("all" if canonical_name(cfg.dataset) == "folder" else "val"),
         "num_classes": len(labels),
-        "num_images": _count(n_done, device),
+        "num_images": num_images,
         "num_failed": len(failed),
         "failed": failed,
         "metrics": {

@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from lseg.batch import (
     BatchReport,
@@ -66,6 +65,7 @@ from lseg.errors import LSegError, OutputWriteError
 from lseg.geometry import axis_weights
 from lseg.inference import LSegPredictor, to_numpy
 from lseg.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, atomic_write, check_writable, iter_frames
+from lseg.progress import progress_bar
 
 _logger = logging.getLogger(__name__)
 
@@ -295,7 +295,7 @@ def export_features(
     desc = "features" if parts == 1 else f"features {part + 1}/{parts}"
     with ClaimSet() as claims:
         writer = _Writer(predictor, out, DTYPES[dtype], res, pca, overwrite, recipe, claims)
-        for item in tqdm(items, desc=desc, unit="input", disable=not progress, position=part if parts > 1 else None):
+        for item in progress_bar(items, desc=desc, unit="input", disable=not progress, position=part if parts > 1 else None):
             try:
                 if item.is_video:
                     writer.video(item, report, fps=fps, every_n=every_n)

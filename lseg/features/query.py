@@ -14,12 +14,11 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from lseg.errors import LSegError
 from lseg.features.store import FeatureStore
-from lseg.io import atomic_write, save_png
+from lseg.io import atomic_write
 
 _logger = logging.getLogger(__name__)
 
@@ -56,11 +55,12 @@ def query_store(
     heatmaps: bool = False,
     scores: bool = False,
 ) -> list[Path]:
-    """Write ``OUT/<key>_labels.png`` per frame (palette PNG; 16-bit above 256 labels), and with
+    """Write ``OUT/<key>_labels.png`` per frame (:func:`lseg.viz.save_label_map`: palette PNG, 16-bit
+    above 256 labels, the label names in its ``lseg:labels`` chunk), and with
     ``heatmaps`` one ``OUT/<key>_heat_<i>_<label>.png`` per label (viridis probability), with
     ``scores`` ``OUT/<key>_scores.npz`` (``probs`` float16 (K, H, W), ``labels``). Returns the label maps."""
+    from lseg.viz import heatmap_path, save_label_map, save_scores
     from lseg.viz import heatmaps as make_heatmaps
-    from lseg.viz import palette
 
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)
     if len(labels) != text.shape[0]:
@@ -73,25 +73,13 @@ def query_store(
         base = out / info["key"]
         label_map = sim.argmax(0).numpy()
         target = base.with_name(base.name + "_labels.png")
-        if len(labels) <= 256:
-            save_png(target, label_map.astype(np.uint8), palette=palette(len(labels)))
-        else:
-            save_png(target, label_map.astype(np.uint16))
+        save_label_map(target, label_map, labels)  # with the label names, as `lseg segment` writes them
         written.append(target)
         if heatmaps or scores:
             probs = torch.softmax(sim * logit_scale, dim=0).numpy()
         if scores:
-            half = probs.astype(np.float16)
-            atomic_write(base.with_name(base.name + "_scores.npz"),
-                         lambda p, pr=half: _save_npz(p, probs=pr, labels=np.array(list(labels))))
+            save_scores(base.with_name(base.name + "_scores.npz"), probs, labels)
         if heatmaps:
             for i, (label, pic) in enumerate(make_heatmaps(probs, labels).items()):
-                name = "".join(c if c.isalnum() or c in "-." else "_" for c in label)[:40] or "label"
-                atomic_write(base.with_name(f"{base.name}_heat_{i:02d}_{name}.png"),
-                             lambda p, im=pic: im.save(p, format="PNG"))
+                atomic_write(heatmap_path(base, i, label), lambda p, im=pic: im.save(p, format="PNG"))
     return written
-
-
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        np.savez_compressed(f, **arrays)

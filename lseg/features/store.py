@@ -50,7 +50,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 import lseg
 from lseg.errors import LSegError
@@ -58,6 +57,7 @@ from lseg.features.export import BatchReport, MediaItem, collect_media, torchrun
 from lseg.features.presets import FeatureExtractor, json_safe
 from lseg.features.reduce import PCAFit, Reduction
 from lseg.io import atomic_write, iter_frames, load_image
+from lseg.progress import progress_bar
 
 _logger = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def build_manifest(extractor: FeatureExtractor, units: list[Unit], settings: Sto
         "version": VERSION,
         "layout": "CHW",
         "dtype": "float16",
-        "compute_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "compute_dtype": str(model.dtype).removeprefix("torch."),
         "precision": model.precision,  # the image path's; the weights hash is of the weights as run
         "normalized": True,
         "extractor": extractor.describe(),
@@ -234,7 +234,7 @@ def export_store(
     report = BatchReport()
     mine = units[part::parts]
     desc = "store" if parts == 1 else f"store {part + 1}/{parts}"
-    for unit in tqdm(mine, desc=desc, unit="unit", disable=not progress):
+    for unit in progress_bar(mine, desc=desc, unit="unit", disable=not progress):
         process_unit(extractor, out, unit, settings, overwrite, report)
     if finalize_store(out) and reduce:
         reduce_store(out, reduce, progress=progress)
@@ -458,7 +458,7 @@ def reduce_store(path: str | os.PathLike[str], k: int, *, overwrite: bool = Fals
         red = Reduction.load(proj)
     else:
         fit: PCAFit | None = None
-        for i in tqdm(range(len(store)), desc="fit reduction", unit="frame", disable=not progress):
+        for i in progress_bar(range(len(store)), desc="fit reduction", unit="frame", disable=not progress):
             fmap = torch.from_numpy(store.read(i))
             fit = fit or PCAFit(int(fmap.shape[0]))
             fit.update_map(fmap)
@@ -467,7 +467,7 @@ def reduce_store(path: str | os.PathLike[str], k: int, *, overwrite: bool = Fals
         red = fit.result(k)
         atomic_write(proj, red.save)
         overwrite = True  # a new projection: every reduced shard is stale
-    for rel in tqdm(store.shards(), desc="reduce", unit="shard", disable=not progress):
+    for rel in progress_bar(store.shards(), desc="reduce", unit="shard", disable=not progress):
         target = folder / rel
         if target.is_file() and not overwrite:
             continue

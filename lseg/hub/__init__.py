@@ -209,21 +209,16 @@ def _describe(block: SpatialBlockConfig) -> str:
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
-    """Transport errors of the HTTP clients huggingface_hub uses (httpx; requests in older versions),
-    which it lets through as they are (e.g. ``httpx.ConnectError`` without network)."""
+    """Transport errors of the HTTP clients huggingface_hub uses (httpx2 from 2.x, httpx, requests in
+    older versions), which it lets through as they are (e.g. ``httpx2.ConnectError`` without network)."""
+    import importlib
+
     errors: list[type[BaseException]] = []
-    try:
-        import httpx
-
-        errors.append(httpx.TransportError)
-    except ImportError:
-        pass
-    try:
-        import requests
-
-        errors.append(requests.RequestException)
-    except ImportError:
-        pass
+    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "RequestException")):
+        try:
+            errors.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
     return tuple(errors)
 
 

@@ -3,8 +3,9 @@
 * :mod:`lseg.io.images`: :func:`load_image` (decoding, size limits, file-system guards);
 * :mod:`lseg.io.pixels`: pixels of any mode, arrays and tensors to ``HxWx3 uint8 RGB``;
 * :mod:`lseg.io.frames`: :func:`iter_frames` (animated images and videos);
-* :mod:`lseg.io.files`: :func:`list_images` / :func:`walk_files` (input folders);
-* :mod:`lseg.io.atomic`: :func:`atomic_write` and friends, temp names, stale-temp cleanup, write errors;
+* :mod:`lseg.io.files`: :func:`list_images` / :func:`walk_files` (input folders), :func:`file_fragment`;
+* :mod:`lseg.io.atomic`: :func:`atomic_write` and friends, :func:`create_exclusive`, temp names,
+  stale-temp cleanup, write errors;
 * :mod:`lseg.io.png`: :func:`save_png`.
 
 The io layer imports only :mod:`lseg.errors` and third-party libraries.
@@ -45,11 +46,12 @@ from lseg.io.atomic import (
     atomic_open,
     atomic_write,
     check_writable,
+    create_exclusive,
     hidden_sibling,
     remove_stale_temp_files,
     write_error,
 )
-from lseg.io.files import list_images, walk_files
+from lseg.io.files import file_fragment, list_images, walk_files
 from lseg.io.frames import iter_frames
 from lseg.io.images import (
     ALPHA_BACKGROUND,
@@ -72,6 +74,8 @@ __all__ = [
     "atomic_open",
     "atomic_write",
     "check_writable",
+    "create_exclusive",
+    "file_fragment",
     "hidden_sibling",
     "iter_frames",
     "list_images",

@@ -22,8 +22,8 @@ from lseg.errors import OutputWriteError
 from lseg.io._text import one_line as _one_line
 
 __all__ = [
-    "NAME_MAX", "atomic_files", "atomic_open", "atomic_write", "check_writable", "hidden_sibling",
-    "remove_stale_temp_files", "write_error",
+    "NAME_MAX", "atomic_files", "atomic_open", "atomic_write", "check_writable", "create_exclusive",
+    "hidden_sibling", "remove_stale_temp_files", "write_error",
 ]
 
 # Temp files of atomic_write: ``.<name>.<host>-<pid>-<random>.tmp<suffix>``; the host (hash of the
@@ -57,14 +57,14 @@ def _temp_name(target: Path, suffix: str) -> Path:
     return hidden_sibling(target, f".{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}.tmp{suffix}")
 
 
-def _temp_path_for(target: Path) -> tuple[Path, int]:
+def _temp_path_for(target: Path, keep_suffix: bool = True) -> tuple[Path, int]:
     """Create (exclusively) a hidden temp file next to ``target``; return its path and fd.
 
     Created with mode 0o666 so the process umask applies, as for a normal ``open()`` (mkstemp
     would give 0o600). The suffix is kept so extension-sniffing writers (PIL) pick the format.
     """
     for _ in range(100):
-        tmp = _temp_name(target, target.suffix)
+        tmp = _temp_name(target, target.suffix if keep_suffix else "")
         try:
             return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
@@ -196,15 +196,65 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], object])
     with _write_errors(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp, fd = _temp_path_for(target)
+        mode = os.fstat(fd).st_mode & 0o777  # 0o666 less the umask, as a plain open() gives
         os.close(fd)
         try:
             writer(tmp)
+            if os.stat(tmp).st_mode & 0o777 != mode:  # a writer that replaced the file (safetensors: 0600)
+                os.chmod(tmp, mode)
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
             raise
     return target
+
+
+#: errnos of ``link()`` on file systems without hard links (FAT, some FUSE and SMB mounts).
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
+
+
+def create_exclusive(path: str | os.PathLike[str], data: bytes) -> bool:
+    """Create ``path`` holding ``data`` unless it exists; True if this call created it.
+
+    The file is complete from the instant it exists: ``data`` goes to a temp file that is then
+    hard-linked to ``path`` (``link()`` fails if ``path`` exists, atomically, also on NFS). Creating
+    ``path`` with ``O_EXCL`` and then writing would let a process killed in between leave an empty
+    file that nobody can attribute. A killed process leaves only the temp file, which
+    :func:`remove_stale_temp_files` removes. Where the file system has no hard links, falls back to
+    ``O_EXCL`` + write.
+
+    Raises:
+        OSError: the file system refused (the caller names what it was creating).
+    """
+    target = Path(os.fspath(path))
+    tmp, fd = _temp_path_for(target, keep_suffix=False)  # not a look-alike of ``path`` to globbing readers
+    try:
+        with open(fd, "wb") as f:
+            f.write(data)
+        try:
+            os.link(tmp, target)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as e:
+            if e.errno not in _NO_HARD_LINKS:
+                raise
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            return False
+        try:
+            with open(fd, "wb") as f:
+                f.write(data)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                target.unlink()
+            raise
+        return True
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 @contextlib.contextmanager

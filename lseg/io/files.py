@@ -13,6 +13,14 @@ from lseg.io.images import IMAGE_EXTENSIONS
 __all__ = ["list_images", "walk_files"]
 
 
+def file_fragment(text: str, limit: int = 40, default: str = "label") -> str:
+    """``text`` as a piece of a file name (a label in a heatmap's name, an upload's stem): letters,
+    digits, ``-``, ``_`` and ``.`` kept, anything else ``_``; at most ``limit`` characters, no leading
+    or trailing dots or underscores (no hidden files); ``default`` when nothing is left."""
+    kept = "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:limit].strip("._")
+    return kept or default
+
+
 def list_images(folder: str | os.PathLike[str], recursive: bool = True) -> list[Path]:
     """List image files in a folder.
 

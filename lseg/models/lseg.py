@@ -21,7 +21,7 @@ from lseg.models.backbone import ResNetBackbone, ViTBackbone
 from lseg.models.config import Activation, LSegConfig, ResNetConfig
 from lseg.models.decoder import DPTDecoder, TokenLayout
 from lseg.models.numerics import Numerics, check_numerics
-from lseg.models.precision import DTYPES, Precision, resolve_precision
+from lseg.models.precision import DTYPES, Precision, image_path_compute, resolve_precision, store_image_path
 from lseg.models.text_encoder import CLIPTextEncoder
 
 
@@ -115,9 +115,9 @@ class LSeg(nn.Module, HubMixin):
 
     @property
     def dtype(self) -> torch.dtype:
-        """The image path's compute dtype: fp32, or what ``model.half()`` / ``.to(torch.bfloat16)``
-        cast it to. Inputs are cast to it at the boundaries (:meth:`normalize`, :meth:`encode_image`,
-        :meth:`score`); autocast, where active, then decides the dtype of each op as usual."""
+        """The image path's compute dtype: fp32, what :meth:`set_precision` stored its matrix weights
+        in, or what ``model.half()`` / ``.to(torch.bfloat16)`` cast it to. Anything but fp32 runs the
+        image path under autocast to this dtype (:meth:`encode_image`)."""
         return self.pixel_proj.weight.dtype
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -156,6 +156,8 @@ class LSeg(nn.Module, HubMixin):
                 fmt = torch.channels_last if numerics == "fast" else torch.contiguous_format
                 self.decoder.to(memory_format=fmt)
                 self.pixel_proj.to(memory_format=fmt)
+            if isinstance(self.backbone, ViTBackbone):
+                self.backbone.set_explicit_attention(numerics == "reference")
             self._numerics = numerics
         if precision is not None:
             self.set_precision(precision)
@@ -180,14 +182,14 @@ class LSeg(nn.Module, HubMixin):
     def set_precision(self, precision: str = "auto") -> LSeg:
         """Store and run the image path (image encoder, decoder, pixel head) in ``precision``
         (``auto``: what :func:`lseg.models.precision.resolve_precision` picks for the model's
-        device). The text tower, the similarity and the spatial block stay in fp32, so logits and
+        device): its matrix weights are stored in that dtype, its norms, biases and position
+        embedding in fp32, and it runs under autocast (:func:`lseg.models.precision.store_image_path`).
+        The text tower, the similarity and the spatial block stay in fp32, so logits and
         embeddings are fp32 whatever the policy. Casting is in place and lossy: the weights' memory
         halves, and going back to fp32 later keeps the rounding. In ``reference`` numerics the
         policy is overridden: fp32. Returns ``self``. (``set_numerics(precision=...)`` calls this.)"""
         chosen = "fp32" if self.reference_numerics else resolve_precision(precision, self.device)
-        dtype = DTYPES[chosen]
-        for module in (self.backbone, self.decoder, self.pixel_proj):
-            module.to(dtype)
+        store_image_path((self.backbone, self.decoder, self.pixel_proj), DTYPES[chosen])
         return self
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -216,11 +218,12 @@ class LSeg(nn.Module, HubMixin):
         h, w = x.shape[-2:]
         if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE:
             x = pad_to_multiple(x, pad_value(self.pixel_mean, self.pixel_std))
-        taps, grid = self.backbone(x)
-        if self._numerics == "fast" and not self.training:
-            feats = self._fused_head(self.decoder(taps, grid, refine_only=True, numerics="fast"))
-        else:
-            feats = self.pixel_proj(self.decoder(taps, grid, numerics=self._numerics))  # (B, D, H'/2, W'/2)
+        with image_path_compute(x.device.type, self.dtype):
+            taps, grid = self.backbone(x)
+            if self._numerics == "fast" and not self.training:
+                feats = self._fused_head(self.decoder(taps, grid, refine_only=True, numerics="fast"))
+            else:
+                feats = self.pixel_proj(self.decoder(taps, grid, numerics=self._numerics))  # (B, D, H'/2, W'/2)
         feats = feats[..., : math.ceil(h / 2), : math.ceil(w / 2)].contiguous()
         if self._numerics == "reference":
             # The reference normalises (N, D) matrices: the whole (B*h*w, D) batch in LSegNet, one
@@ -249,11 +252,13 @@ class LSeg(nn.Module, HubMixin):
         work for the two largest convolutions of the decoder.
         """
         out_conv = self.decoder.fusion[0].out_conv
-        wp = self.pixel_proj.weight.flatten(1)  # (D, F)
-        weight = (wp @ out_conv.weight.flatten(1))[..., None, None]
-        bias = wp @ out_conv.bias + self.pixel_proj.bias
-        # contiguous here (a quarter of the size) so the upsampled map needs no layout copy later
-        y = F.conv2d(x, weight, bias).contiguous()
+        with torch.autocast(x.device.type, enabled=False):  # merged in fp32 whatever the storage
+            wp = self.pixel_proj.weight.flatten(1).float()  # (D, F)
+            weight = (wp @ out_conv.weight.flatten(1).float())[..., None, None]
+            bias = wp @ out_conv.bias.float() + self.pixel_proj.bias.float()
+        # contiguous and fp32 here, at a quarter of the size: the upsampled map (the largest tensor
+        # of the forward) then needs no layout copy and no cast later, and is interpolated in fp32
+        y = F.conv2d(x, weight, bias).contiguous().float()
         return F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=True)
 
     def encode_text(self, labels: list[str]) -> torch.Tensor:

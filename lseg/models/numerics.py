@@ -4,15 +4,18 @@ Every model is in exactly one of three named modes (``model.numerics``), set wit
 :meth:`lseg.LSeg.set_numerics`; the decoder reads the mode from its forward call, it keeps no flags
 of its own:
 
-============ ================== ============ ============= =============== ===================
-mode         CLIP text tower    similarity   BatchNorm     decoder layout  last two 1x1 convs
-============ ================== ============ ============= =============== ===================
-reference    fp16, 77 tokens    fp16         separate op   as computed     as written
-plain        fp32, trimmed      fp32         folded [1]_   as computed     as written
-fast         fp32, trimmed      fp32         folded [1]_   channels-last   merged, before x2 up
-============ ================== ============ ============= =============== ===================
+============ ================== ============ ============= =============== =================== ==============
+mode         CLIP text tower    similarity   BatchNorm     decoder layout  last two 1x1 convs  ViT attention
+============ ================== ============ ============= =============== =================== ==============
+reference    fp16, 77 tokens    fp16         separate op   as computed     as written          explicit [2]_
+plain        fp32, trimmed      fp32         folded [1]_   as computed     as written          timm's (fused)
+fast         fp32, trimmed      fp32         folded [1]_   channels-last   merged, before x2 up timm's (fused)
+============ ================== ============ ============= =============== =================== ==============
 
 .. [1] folded into the preceding conv on the fly at inference; parameters and state dict untouched.
+.. [2] ``softmax(q k^T / 8) v`` as matrices, as the official code's pinned timm 0.4.12 computes it
+   (:meth:`lseg.models.backbone.ViTBackbone.set_explicit_attention`); timm's default is the fused
+   ``scaled_dot_product_attention``, ~1.25x faster on a CPU.
 
 * ``reference`` reproduces the official code op for op (fp32 weights only: it refuses weights that
   were already rounded to bf16/fp16, and it overrides the precision policy).

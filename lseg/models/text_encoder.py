@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from functools import cached_property
 
 import torch
@@ -24,6 +25,7 @@ from open_clip.transformer import LayerNormFp32, QuickGELU, TextTransformer
 from torch import nn
 
 from lseg.errors import LabelError
+from lseg.labels import NO_TEMPLATE, apply_templates
 from lseg.models.config import TextEncoderConfig
 
 _logger = logging.getLogger(__name__)
@@ -70,6 +72,22 @@ class CLIPTextEncoder(nn.Module):
         instead). An empty label list raises :class:`LabelError`.
         """
         return self._tokenize(labels)[0]
+
+    def check_distinct(self, labels: list[str], templates: Sequence[str] = NO_TEMPLATE) -> None:
+        """Refuse (:class:`LabelError`) labels that CLIP reads as equal: two labels whose prompts
+        (``templates`` filled with them) match within the context for a template would get one
+        embedding. :meth:`tokenize` checks the labels it encodes the same way; this checks a whole
+        set. Cheap unless some prompt may exceed the context (each token covers at least one UTF-8
+        byte, so shorter prompts never do): only then are the prompts built and tokenised."""
+        limit = self.cfg.context_length - 2
+        if len(labels) < 2 or (max(len(lb.encode()) for lb in labels)
+                               + max(len(t.encode()) for t in templates)) <= limit:
+            return
+        prompts = apply_templates(labels, templates)
+        with warnings.catch_warnings():  # the over-long warning comes once, when they are encoded
+            warnings.simplefilter("ignore")
+            for j in range(len(templates)):
+                self._tokenize([row[j] for row in prompts])
 
     def _tokenize(self, labels: list[str]) -> tuple[torch.Tensor, list[int]]:
         """:meth:`tokenize`, plus each label's sequence length (start and end tokens included),

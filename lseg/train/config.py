@@ -88,8 +88,9 @@ class TrainConfig:
         schedule_epochs: length of the poly schedule in epochs when it is longer than the run
             (``None``: ``epochs``). The reference's zero-shot runs decay over ``--max_epochs`` 200 but
             end after 3 epochs (section 8.3 of the spec).
-        stop_after_steps: end this invocation once this many optimizer steps are done (the schedule
-            still follows ``epochs``/``max_steps``); a later run resumes. For job time limits.
+        stop_after_steps: end this invocation after this many optimizer steps of its own (the
+            schedule still follows ``epochs``/``max_steps``); the same command run again resumes and
+            does the next ones. For job time limits.
         optimizer: ``sgd`` (reference; momentum ``momentum``) or ``adam`` (reference
             ``--midasproto``; betas 0.9/0.999).
         base_lr: learning rate per 16 images, scaled according to ``lr_scaling``.
@@ -256,13 +257,20 @@ def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainConfig)]
 
 
+#: Fields that are folders on this machine: written absolute, so that ``--config`` replayed from
+#: another working directory (a cluster job script) resumes the same run on the same data.
+_FOLDER_FIELDS = ("out_dir", "data_root")
+
+
 def dump_config(cfg: TrainConfig, path: str | Path) -> Path:
-    """Write ``cfg`` as YAML (atomically)."""
+    """Write ``cfg`` as YAML (atomically), its folders (``out_dir``, ``data_root``) made absolute."""
     import yaml
 
     from lseg.io import atomic_write
 
-    text = "# lseg train config (re-run with: lseg train --config this-file)\n" + yaml.safe_dump(
-        cfg.to_dict(), sort_keys=False
-    )
+    data = cfg.to_dict()
+    for name in _FOLDER_FIELDS:
+        if isinstance(data.get(name), str):
+            data[name] = str(Path(data[name]).expanduser().absolute())
+    text = "# lseg train config (re-run with: lseg train --config this-file)\n" + yaml.safe_dump(data, sort_keys=False)
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))

@@ -65,6 +65,7 @@ from lseg.data.transforms import fewshot_transform, train_transform, val_transfo
 from lseg.errors import ConfigError
 from lseg.eval.evaluate import EvalConfig, encode_labels, evaluate_fewshot, evaluate_segmentation
 from lseg.models.lseg import LSeg
+from lseg.progress import progress_bar
 from lseg.train.config import TrainConfig, dump_config
 from lseg.train.data import ResumableShardSampler, SeededSamples
 from lseg.train.init import build_model
@@ -171,8 +172,6 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     With ``devices > 1`` and no launcher, Fabric starts the other processes by re-running the
     current command (use the ``lseg train`` CLI or ``torchrun``, not an interactive session).
     """
-    from tqdm.auto import tqdm
-
     fewshot = canonical_name(cfg.dataset) in FEWSHOT_DATASETS
     if cfg.world_size > 1 and "LOCAL_RANK" not in os.environ:
         # Check the data before Fabric starts the other processes: a wrong --data-root is then one
@@ -227,7 +226,6 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         raise ConfigError("set the run length: epochs or max_steps")
     total_steps = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch  # type: ignore[operator]
     schedule_steps = cfg.schedule_epochs * steps_per_epoch if cfg.schedule_epochs else total_steps
-    stop_step = min(total_steps, cfg.stop_after_steps or total_steps)
 
     # --- model, optimizer, schedule
     model = build_model(cfg)
@@ -263,6 +261,8 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         if step > total_steps:
             raise ConfigError(f"{resume_path} is at step {step}, beyond this config's {total_steps} steps")
         _logger.info("resumed from %s at step %d", resume_path, step)
+    # steps of this invocation: a job script resubmitted unchanged advances by that many each time
+    stop_step = min(total_steps, step + cfg.stop_after_steps) if cfg.stop_after_steps else total_steps
 
     with torch.no_grad():  # frozen text tower: embed the label strings once per run (fp32)
         if fewshot:  # rows: "others", then the fold's training classes; row_of maps class id -> row
@@ -303,9 +303,8 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         return metrics
 
     accumulate = cfg.accumulate_grad_batches
-    bar = tqdm(
-        total=stop_step, initial=step, desc="train", unit="step", dynamic_ncols=True,
-        disable=not (fabric.is_global_zero and cfg.progress_bar),
+    bar = progress_bar(
+        total=stop_step, initial=step, desc="train", unit="step", disable=not (fabric.is_global_zero and cfg.progress_bar),
     )
     last_loss: float | None = None
     val_metrics: dict[str, float] | None = None

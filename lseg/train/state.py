@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from lseg.checkpoints import load_torch_file
 from lseg.errors import CheckpointError
 from lseg.io import atomic_write
 
@@ -62,11 +63,9 @@ def save_checkpoint(fabric: Fabric, path: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a training checkpoint (``weights_only=True``) and check its format."""
-    try:
-        ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as e:
-        raise CheckpointError(f"cannot read training checkpoint {path}: {str(e).splitlines()[0]}") from None
+    """Read a training checkpoint (safely, :func:`lseg.checkpoints.load_torch_file`) and check its format."""
+    # Read whole, not mapped: resuming uses every tensor in it (weights, optimizer state, RNG).
+    ckpt = load_torch_file(path, kind="training checkpoint", mmap=False)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not an lseg training checkpoint (made by `lseg train`)")
     if ckpt.get("version") != CHECKPOINT_VERSION:

@@ -1,7 +1,7 @@
 """Visualisation: label-map colours, overlays with legends, probability heatmaps, feature PCA.
 
 One module per job: :mod:`lseg.viz.colors` (palettes, viridis), :mod:`lseg.viz.labelmaps` (colouring,
-saving and reading label maps), :mod:`lseg.viz.drawing` (overlays with legends, heatmaps, grids),
+saving and reading label maps, score files, heatmap names), :mod:`lseg.viz.drawing` (overlays with legends, heatmaps, grids),
 :mod:`lseg.viz.pca` (feature maps as RGB).
 
 Everything here is numpy + Pillow (matplotlib is not imported; its DejaVu font file is used by
@@ -16,7 +16,14 @@ accept numpy arrays or torch tensors (moved to CPU).
 
 from lseg.viz.colors import MAX_COLORS, TAB10, VIRIDIS_ANCHORS, colormap, hex_colors, palette, voc_palette
 from lseg.viz.drawing import grid, heatmaps, legend_font_size, overlay
-from lseg.viz.labelmaps import colorize, colorize_rgb, read_label_names, save_label_map
+from lseg.viz.labelmaps import (
+    colorize,
+    colorize_rgb,
+    heatmap_path,
+    read_label_names,
+    save_label_map,
+    save_scores,
+)
 from lseg.viz.pca import pca_rgb
 
 __all__ = [
@@ -27,6 +34,7 @@ __all__ = [
     "colorize_rgb",
     "colormap",
     "grid",
+    "heatmap_path",
     "heatmaps",
     "hex_colors",
     "legend_font_size",
@@ -35,5 +43,6 @@ __all__ = [
     "pca_rgb",
     "read_label_names",
     "save_label_map",
+    "save_scores",
     "voc_palette",
 ]

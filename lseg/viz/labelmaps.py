@@ -1,5 +1,8 @@
-"""Label maps as pictures: palette colouring (:func:`colorize`, :func:`colorize_rgb`) and PNG files that
-name their labels (:func:`save_label_map`, :func:`read_label_names`)."""
+"""Label maps as pictures: palette colouring (:func:`colorize`, :func:`colorize_rgb`), PNG files that
+name their labels (:func:`save_label_map`, :func:`read_label_names`), and the other files of a
+segmentation, written the same way by ``lseg segment``, ``lseg features query`` and
+:meth:`lseg.SegmentationResult.save`: score files (:func:`save_scores`) and heatmap names
+(:func:`heatmap_path`)."""
 
 from __future__ import annotations
 
@@ -42,6 +45,30 @@ def save_label_map(path: str | os.PathLike[str], label_map: Any, labels: Sequenc
     info = PngInfo()
     info.add_itxt("lseg:labels", json.dumps(names, ensure_ascii=False))
     return atomic_write(path, lambda p: img.save(p, format="PNG", pnginfo=info))
+
+
+def save_scores(path: str | os.PathLike[str], probs: Any, labels: Sequence[str]) -> Path:
+    """Write per-label probabilities (atomically) as ``.npz``: ``probs`` float16 (K, H, W) and
+    ``labels`` (K,) strings. Returns the path."""
+    from lseg.io import atomic_write
+
+    half = np.asarray(probs, dtype=np.float16)
+    names = np.array([str(lb) for lb in labels])
+
+    def write(p: Path) -> None:
+        with open(p, "wb") as f:
+            np.savez_compressed(f, probs=half, labels=names)
+
+    return atomic_write(path, write)
+
+
+def heatmap_path(base: str | os.PathLike[str], index: int, label: str) -> Path:
+    """The file of label ``index``'s heatmap next to ``base`` (``out/<stem>``):
+    ``<stem>_heat_<index, 2 digits>_<label as a file-name fragment>.png``."""
+    from lseg.io import file_fragment
+
+    base = Path(base)
+    return base.with_name(f"{base.name}_heat_{index:02d}_{file_fragment(label)}.png")
 
 
 def read_label_names(path: str | os.PathLike[str]) -> list[str]:

@@ -27,6 +27,20 @@ def test_convert_and_info_official_checkpoint(tmp_path, capsys):
     torch.testing.assert_close(model.pixel_proj.weight, ref.scratch.head1.weight)
     assert main(["info", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["config"]["features"] == 16
+    # a tensor dropped, one added, one reshaped: the header check catches it without loading
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(out / "model.safetensors")
+    sd.pop("pixel_proj.bias")
+    sd["extra.weight"] = torch.zeros(2)
+    sd["pixel_proj.weight"] = sd["pixel_proj.weight"][:, :8].contiguous()
+    save_file(sd, out / "model.safetensors")
+    assert main(["info", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["weights_fit"] is False
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "does not fit lseg_tiny_test: 1 missing: pixel_proj.bias; 1 unexpected: extra.weight; " \
+        "1 with wrong shape: pixel_proj.weight" in err[0]
 
 
 def test_model_file_commands_read_typed_configs():

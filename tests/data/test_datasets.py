@@ -103,6 +103,10 @@ def test_pascal_voc_aug(tmp_path, files):
     ds = PascalVOC(voc, split="train", aug=True)
     assert [r.image.stem for r in ds.records] == ["2008_000001"]
     assert "SegmentationClassAug" in str(ds.records[0].mask)
+    # DeepLab's list format: image and mask paths per line
+    (voc / "ImageSets" / "Segmentation" / "train_aug.txt").write_text(
+        "/JPEGImages/2007_000039.jpg /SegmentationClassAug/2007_000039.png\n")
+    assert [r.image.stem for r in PascalVOC(voc, split="train", aug=True).records] == ["2007_000039"]
     (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("2007_000033\n2099_000000\n")
     with pytest.raises(DatasetError, match="2099_000000"):
         PascalVOC(voc, split="val")

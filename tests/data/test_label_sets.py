@@ -185,6 +185,9 @@ def test_load_label_file(tmp_path):
     p.write_text("cat\n\ndog\n")
     with pytest.raises(LabelError, match="blank line"):
         load_label_file(p)
+    p.write_text("# classes\ncat\ndog\n")  # neither a class nor a comment: every id would be off by one
+    with pytest.raises(LabelError, match="line 1 starts with '#'"):
+        load_label_file(p)
     p.write_text("cat\ndog\nCat\n")
     with pytest.raises(LabelError, match="line 3 repeats line 1"):
         load_label_file(p)

@@ -64,3 +64,22 @@ def test_the_parser_imports_the_config_only_for_eval():
             "print('lseg.eval.evaluate' in sys.modules)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert run.stdout.split() == ["False", "True"], run.stderr
+
+
+def test_a_report_path_that_cannot_be_written_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    from lseg.cli import main
+
+    def no_model(*a, **k):
+        raise AssertionError("the model must not load")
+
+    monkeypatch.setattr("lseg.eval.cli.load_model_from_args", no_model)
+    (tmp_path / "img").mkdir()
+    base = ["eval", "--random-weights", "lseg_tiny_test", "-d", "folder", "--data-root", str(tmp_path)]
+    assert main([*base, "--out", str(tmp_path / "img")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out" in err[0] and "is a folder: give a file name" in err[0]
+    (tmp_path / "f").write_text("x")  # a file where the report's folder should be
+    assert main([*base, "--out", str(tmp_path / "f" / "r.json")]) == 2
+    assert "f" in capsys.readouterr().err
+    assert main(["bench", "--json", str(tmp_path / "img")]) == 2
+    assert "--json" in capsys.readouterr().err

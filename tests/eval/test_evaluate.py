@@ -138,6 +138,11 @@ def test_semantic_metrics_match_their_definitions(folder_with_known_errors):
     per_class = {c["label"]: c for c in report["per_class"]}
     assert per_class["boat"]["iou"] is None and per_class["car"]["iou"] == 0.0 and per_class["car"]["gt_pixels"] == 0
     json.dumps(report)  # the report is JSON-serialisable
+    for image in (root / "images").iterdir():  # every image unreadable: no figure at all, not mIoU 0
+        image.write_bytes(b"broken")
+    empty = evaluate(ColourOracle(), cfg)
+    assert empty["num_images"] == 0 and empty["num_failed"] == 2
+    assert set(empty["metrics"].values()) == {None}
 
 
 def test_bad_image_is_reported_and_skipped(folder_with_known_errors):

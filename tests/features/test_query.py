@@ -14,6 +14,7 @@ import lseg
 from lseg.cli import main
 from lseg.features import FeatureStore
 from lseg.features.query import iter_similarities
+from lseg.viz import read_label_names
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,7 @@ def test_query_label_maps_equal_argmax_of_similarities(made: tuple[Path, Path], 
         want = torch.einsum("dhw,kd->khw", feats, text).argmax(0).numpy()
         np.testing.assert_array_equal(got, want)
         assert got.shape == tuple(info["shape"][1:])
+        assert read_label_names(tmp_path / "q" / f"{info['key']}_labels.png") == labels
     assert (tmp_path / "q" / "clip" / "000004_heat_01_table.png").is_file()
     probs = np.load(tmp_path / "q" / "img2_scores.npz")["probs"]
     assert probs.shape == (3, 15, 32) and np.allclose(probs.astype(np.float32).sum(0), 1, atol=3e-3)
@@ -62,3 +64,14 @@ def test_query_refuses_another_model(made: tuple[Path, Path], tmp_path: Path,
     lseg.save_pretrained(lseg.create_model("lseg_tiny_test"), tmp_path / "other")
     assert main(["query", str(st), "a, b", "-o", str(tmp_path / "q"), "-c", str(tmp_path / "other")]) == 2
     assert "is not the model that made" in capsys.readouterr().err
+
+
+def test_query_of_a_random_weights_store_names_the_model_to_give(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["features", str(make_inputs(tmp_path)), "-o", str(tmp_path / "st"), "--format", "store", "--fps", "5",
+            "--random-weights", "lseg_tiny_test", "--size", "64", "-q"]
+    assert main(args) == 0
+    assert main(["query", str(tmp_path / "st"), "a, b", "-o", str(tmp_path / "q")]) == 2
+    assert "give --random-weights lseg_tiny_test (the same seeded network)" in capsys.readouterr().err
+    assert main(["query", str(tmp_path / "st"), "a, b", "-o", str(tmp_path / "q"), "--random-weights",
+                 "lseg_tiny_test"]) == 0

@@ -125,6 +125,7 @@ def test_cli_store_info_reduce_export(tmp_path: Path, inputs: Path, capsys: pyte
     info = json.loads(capsys.readouterr().out)
     assert info["frames"] == 8 and info["extractor"]["preset"]["name"] == "vlmaps"
     assert info["extractor"]["resolution"] == [24, 32] and info["reduction"]["k"] == 4
+    assert info["precision"] == FeatureStore(tmp_path / "st").manifest["precision"] in ("fp32", "bf16")
     assert FeatureStore(tmp_path / "st").read("img1", reduced=True).shape == (4, 24, 32)
     assert main(["store", "reduce", str(tmp_path / "st"), "8", "-q"]) == 2  # another k: refused ...
     assert "already holds a 4-d reduction" in capsys.readouterr().err
@@ -136,3 +137,6 @@ def test_cli_store_info_reduce_export(tmp_path: Path, inputs: Path, capsys: pyte
     # presets are a store feature; the npy layout refuses them
     assert main(["features", str(inputs), "-o", str(tmp_path / "npy"), "--preset", "vlmaps", *common]) == 2
     assert "need --format store" in capsys.readouterr().err
+    assert main(["features", str(inputs), "-o", str(tmp_path / "st2"), "--format", "store", "--pca", *common]) == 2
+    assert "--pca are for --format npy" in capsys.readouterr().err
+    assert not (tmp_path / "npy").exists() and not (tmp_path / "st2").exists()  # refused before creating -o

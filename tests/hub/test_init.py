@@ -71,6 +71,16 @@ def test_push_to_hub_offline_is_a_clear_error(model: LSeg, monkeypatch: pytest.M
         model.push_to_hub("me/lseg", token="hf_dummy")
 
 
+def test_push_to_hub_without_network_is_a_clear_error(model: LSeg, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The HTTP client's own error (httpx2 for huggingface_hub 2.x) becomes one line."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(lseg.LSegError, match="cannot push to 'me/lseg': .*no network, or the Hub is unreachable"):
+        model.push_to_hub("me/lseg", token="hf_dummy")
+
+
 def test_model_card(model: LSeg, tmp_path: Path) -> None:
     d = model.save_pretrained(tmp_path / "card", model_card=True, repo_id="me/lseg-tiny", trained_on="nothing")
     card = (d / "README.md").read_text()

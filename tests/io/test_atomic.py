@@ -447,3 +447,15 @@ def test_which_write_faults_stop_a_batch(tmp_path, code, fatal):
     assert info.value.fatal is fatal and info.value.errno == code
     assert str(info.value).startswith(f"cannot write {tmp_path / 'a.png'}: {os.strerror(code)}; ")
     assert not list(tmp_path.iterdir())  # the temp file is removed
+
+
+def test_a_writer_that_replaces_its_file_still_gets_the_umask_mode(tmp_path):
+    """safetensors writes its own 0600 file over the temp path: the output gets 0o666 less the umask,
+    as a plain open() would give (model.safetensors next to 0644 config.json in a shared folder)."""
+    import torch
+    from safetensors.torch import save_file
+
+    target = atomic_write(tmp_path / "w.safetensors", lambda p: save_file({"x": torch.zeros(2)}, str(p)))
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")  # open(): 0o666 less the umask
+    assert stat.S_IMODE(target.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)

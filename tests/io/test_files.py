@@ -8,6 +8,7 @@ import pytest
 
 from lseg.errors import ImageLoadError
 from lseg.io import (
+    file_fragment,
     list_images,
 )
 
@@ -32,3 +33,15 @@ def test_list_images(tmp_path: Path) -> None:
     with pytest.raises(ImageLoadError, match="not a folder"):
         list_images(tmp_path / "b.png")
     assert list_images(tmp_path / "sub" / "deeper") == [tmp_path / "sub" / "deeper" / "d.webp"]
+
+
+# ------------------------------------------------------------------------------------------ names
+
+
+def test_file_fragment_keeps_safe_characters_only() -> None:
+    assert file_fragment("big tree") == "big_tree"
+    assert file_fragment("café crème") == "café_crème"  # letters of any script are letters
+    assert file_fragment("../etc/passwd") == "etc_passwd"  # no path, no hidden file
+    assert file_fragment("a/b\\c:d*e") == "a_b_c_d_e"
+    assert file_fragment("x" * 100) == "x" * 40 and file_fragment("x" * 100, 80) == "x" * 80
+    assert file_fragment("...") == "label" and file_fragment("", default="image") == "image"

@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+from conftest import with_bn_stats
 
 import lseg
 from lseg.errors import ConfigError
@@ -125,17 +126,8 @@ def test_trimmed_text_tokens_match_full_context(tiny_model):
     torch.testing.assert_close(trimmed, full, atol=1e-5, rtol=0)
 
 
-def test_inference_optimizations_do_not_change_outputs(tiny_model):
-    # randomise BatchNorm statistics so folding actually does something
-    model = lseg.LSeg(tiny_model.config)
-    model.load_state_dict(tiny_model.state_dict())
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    model.eval()
+def test_inference_optimizations_do_not_change_outputs():
+    model = with_bn_stats()  # BatchNorm statistics that folding changes something with
     x = torch.randn(1, 3, 96, 64)
     with torch.no_grad():
         plain = model.set_numerics("reference").encode_image(x)  # BatchNorm unfolded, layout as computed

@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import with_bn_stats
 
 import lseg
 from lseg.errors import ConfigError
 from lseg.inference import LSegPredictor
 from lseg.models.decoder import DPTDecoder, ResidualConvUnit
 from lseg.models.numerics import NUMERICS
-
-
-def _with_bn_stats(name: str = "lseg_tiny_test") -> lseg.LSeg:
-    """A tiny model whose BatchNorm statistics are not the identity, so folding does something."""
-    torch.manual_seed(0)
-    model = lseg.create_model(name)
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return model.eval()
 
 
 def _layout_is_channels_last(model: lseg.LSeg) -> bool:
@@ -61,6 +49,24 @@ def test_set_numerics_switches_mode_layout_and_precision():
         model.set_numerics("quick")  # type: ignore[arg-type]
 
 
+def test_reference_computes_attention_as_the_official_timm_does():
+    """timm 0.4.12 (pinned by the official code) has no fused attention: reference numerics compute
+    it explicitly, the other modes use timm's default (fused on torch >= 2)."""
+    model = lseg.create_model("lseg_tiny_test")
+    fused = lambda: {b.attn.fused_attn for b in model.backbone.vit.blocks}
+    assert fused() == {True}
+    model.set_numerics("reference")
+    assert fused() == {False}
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        explicit = model.encode_image(x)
+        for block in model.backbone.vit.blocks:  # the same network through the fused kernel
+            block.attn.fused_attn = True
+        torch.testing.assert_close(model.encode_image(x), explicit, atol=1e-5, rtol=1e-4)
+    model.set_numerics("fast")
+    assert fused() == {True}
+
+
 def test_reference_overrides_the_precision_in_the_same_call():
     model = lseg.create_model("lseg_tiny_test").set_numerics("reference", precision="bf16")
     assert (model.numerics, model.precision) == ("reference", "fp32")
@@ -70,7 +76,7 @@ def test_reference_overrides_the_precision_in_the_same_call():
 def test_modes_compute_the_same_image_embeddings(name):
     """plain folds BatchNorm (reference does not), fast also merges the head convs and changes the
     layout: the same numbers up to fp32 rounding."""
-    model = _with_bn_stats(name)
+    model = with_bn_stats(name)
     x = torch.randn(2, 3, 96, 64, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         out = {mode: model.set_numerics(mode).encode_image(x) for mode in ("reference", "plain", "fast")}
@@ -91,7 +97,7 @@ def test_bn_folding_is_the_decoders_choice_per_call():
 
 
 def test_training_runs_the_decoder_as_written_whatever_the_mode():
-    model = _with_bn_stats().set_numerics("fast").train()
+    model = with_bn_stats().set_numerics("fast").train()
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     logits = model(x, ["a", "b"])
     logits.sum().backward()

@@ -185,6 +185,10 @@ class RefLSegNet(nn.Module):
         self.pretrained = nn.Module()
         self.pretrained.model = timm.create_model(timm_name, pretrained=False, **(vit_overrides or {}))
         vit = self.pretrained.model
+        # The reference pins timm 0.4.12, whose attention is explicit (softmax((q @ k^T) * scale) @ v);
+        # timm's unfused path scales q first, the same bits for head widths 16 and 64 (scale 1/4, 1/8).
+        for block in vit.blocks:
+            block.attn.fused_attn = False
         self.patch = vit.patch_embed.proj.kernel_size[0]
         dim = vit.embed_dim
         self.activations: dict[str, torch.Tensor] = {}

@@ -25,9 +25,19 @@ def test_schedule_epochs_and_new_field_checks():
 
 
 def test_dumped_config_round_trips(tmp_path: Path):
-    cfg = get_recipe("ade20k_vitl16_paper").replace(data_root="/data", devices=8, dataset_kwargs={"x": 1})
+    cfg = get_recipe("ade20k_vitl16_paper").replace(data_root="/data", devices=8, dataset_kwargs={"x": 1},
+                                                    out_dir="/runs/ade")
     path = dump_config(cfg, tmp_path / "config.yaml")
     assert load_config(path) == cfg
+
+
+def test_dumped_config_names_its_folders_absolutely(tmp_path: Path, monkeypatch):
+    """Replayed from another working directory (a job script), the config resumes the same run."""
+    monkeypatch.chdir(tmp_path)
+    path = dump_config(TrainConfig(data_root="toy", out_dir="runs/a"), tmp_path / "config.yaml")
+    monkeypatch.chdir("/")
+    cfg = load_config(path)
+    assert (cfg.data_root, cfg.out_dir) == (str(tmp_path / "toy"), str(tmp_path / "runs" / "a"))
 
 
 @pytest.mark.parametrize(

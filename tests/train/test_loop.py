@@ -364,3 +364,10 @@ def test_fp16_resume_restores_the_scaler_and_skipped_steps_do_not_count(
     assert (b["position"], b["precision"]) == (a["position"], a["precision"])
     for k, v in a["model"].items():
         torch.testing.assert_close(b["model"][k], v, rtol=0, atol=1e-6, msg=k)
+
+
+def test_stop_after_steps_counts_the_steps_of_each_invocation(tiny_cfg):
+    """A job script resubmitted unchanged (``--stop-after-steps 2``) goes on: 2, 4, then finished."""
+    cfg = tiny_cfg.replace(stop_after_steps=2, max_steps=5)
+    steps = [(r.step, r.finished) for r in (train(cfg) for _ in range(3))]
+    assert steps == [(2, False), (4, False), (5, True)]

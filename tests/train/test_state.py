@@ -44,6 +44,16 @@ def test_load_checkpoint_checks_the_format(tmp_path: Path):
     (tmp_path / "broken.ckpt").write_bytes(good.read_bytes()[:200])  # a truncated file
     with pytest.raises(CheckpointError, match="cannot read training checkpoint"):
         load_checkpoint(tmp_path / "broken.ckpt")
+    # an empty file, garbage, a pickle that would run code: one line each, nothing executed
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    (tmp_path / "garbage.ckpt").write_bytes(b"\x80\x02garbage" * 3)
+    torch.save({"format": CHECKPOINT_FORMAT, "step": Path("x")}, tmp_path / "code.ckpt")
+    for name, says in [("empty", "is not a training checkpoint: neither"),
+                       ("garbage", "cannot read training checkpoint .*: torch's safe loader does not support its pickle"),
+                       ("code", "refusing to load .*: it contains Python objects .*(loading it would run code)")]:
+        with pytest.raises(CheckpointError, match=says) as error:
+            load_checkpoint(tmp_path / f"{name}.ckpt")
+        assert f"{name}.ckpt" in str(error.value) and "\n" not in str(error.value)
 
 
 def test_resolve_resume(tmp_path: Path):

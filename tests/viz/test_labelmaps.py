@@ -1,4 +1,4 @@
-"""Tests for lseg.viz.labelmaps: colorize, colorize_rgb."""
+"""Tests for lseg.viz.labelmaps: colorize, colorize_rgb, score files, heatmap names."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lseg.viz import colorize, colorize_rgb, palette
+from lseg.viz import colorize, colorize_rgb, heatmap_path, palette, save_scores
 
 RNG = np.random.default_rng(7)
 
@@ -51,3 +51,20 @@ def test_colorize_rgb_many_classes() -> None:
     np.testing.assert_array_equal(rgb[0, 1], p[300])
     np.testing.assert_array_equal(rgb[1, 0], p[1000])
     np.testing.assert_array_equal(rgb[1, 1], [0, 0, 0])
+
+
+# ------------------------------------------------------------------------------------------ files
+
+
+def test_save_scores_writes_float16_probs_and_labels(tmp_path: Path) -> None:
+    probs = RNG.random((3, 5, 7)).astype(np.float32)
+    path = save_scores(tmp_path / "a_scores.npz", probs, ["sky", "big tree", "café"])
+    with np.load(path) as z:  # plain arrays: no pickle needed to read it
+        assert z["probs"].dtype == np.float16 and np.allclose(z["probs"], probs, atol=1e-3)
+        assert z["labels"].tolist() == ["sky", "big tree", "café"]
+    assert [p.name for p in tmp_path.iterdir()] == ["a_scores.npz"]  # written atomically: no temp left
+
+
+def test_heatmap_path_names_the_label_safely(tmp_path: Path) -> None:
+    assert heatmap_path(tmp_path / "p", 2, "big tree") == tmp_path / "p_heat_02_big_tree.png"
+    assert heatmap_path(tmp_path / "p", 0, "../x").name == "p_heat_00_x.png"

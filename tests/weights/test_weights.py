@@ -255,7 +255,7 @@ def test_resolve_names_paths_and_hub_ids(released, tmp_path, monkeypatch):
     assert weights.resolve(NAME) == _dir() / "lseg"  # a str name is the released weights
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         weights.resolve("missing/model.safetensors")
-    with pytest.raises(CheckpointError, match="checkpoint not found"):
+    with pytest.raises(CheckpointError, match="checkpoint not found: missing-folder/$"):  # as typed
         weights.resolve("missing-folder/")
     monkeypatch.setenv("LSEG_OFFLINE", "1")  # owner/name goes to the Hub, which is offline too
     with pytest.raises(CheckpointError, match="from the Hugging Face Hub: offline"):
