@@ -118,7 +118,7 @@ def _synthetic_store(path: Path, n_frames: int, hw: tuple[int, int], d: int = 51
 
 def _child(mode: str, store: str, k: int) -> None:
     from lseg.features.store import FeatureStore, reduce_store
-    from lseg.inference import tune_allocator
+    from lseg.inference.predictor import tune_allocator
 
     tune_allocator()  # as `lseg store reduce` does
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 import lseg
 import lseg.features
-from lseg.inference import LSegPredictor, MultiScaleConfig
+from lseg.inference.predictor import LSegPredictor, MultiScaleConfig
 
 LABELS = ["sky", "grass", "a photo of the sun", "other"]
 ROWS: list[tuple[str, str, str, str, str, str, str]] = []

@@ -21,11 +21,12 @@ __version__ = "0.1.0"
 
 #: public name -> module that defines it
 _EXPORTS = {
-    "convert_official_state_dict": "lseg.checkpoints",
-    "create_model": "lseg.loading",
-    "load_model": "lseg.loading",
-    "read_state_dict": "lseg.checkpoints",
-    "save_pretrained": "lseg.checkpoints",
+    "convert_official_state_dict": "lseg.pretrained.checkpoints",
+    "create_model": "lseg.pretrained.load",
+    "load_model": "lseg.pretrained.load",
+    "read_state_dict": "lseg.pretrained.checkpoints",
+    "save_pretrained": "lseg.pretrained.hub",
+    "push_to_hub": "lseg.pretrained.hub",
     "CheckpointError": "lseg.errors",
     "ConfigError": "lseg.errors",
     "ImageLoadError": "lseg.errors",
@@ -33,10 +34,10 @@ _EXPORTS = {
     "LSegError": "lseg.errors",
     "OutputWriteError": "lseg.errors",
     "WeightsDownloadError": "lseg.errors",
-    "ImageEmbedding": "lseg.inference",
-    "LSegPredictor": "lseg.inference",
-    "MultiScaleConfig": "lseg.inference",
-    "SegmentationResult": "lseg.inference",
+    "ImageEmbedding": "lseg.inference.predictor",
+    "LSegPredictor": "lseg.inference.predictor",
+    "MultiScaleConfig": "lseg.inference.predictor",
+    "SegmentationResult": "lseg.inference.predictor",
     "LSeg": "lseg.models.lseg",
     "LSegConfig": "lseg.models",
     "SpatialBlockConfig": "lseg.models",
@@ -44,7 +45,7 @@ _EXPORTS = {
     "ViTConfig": "lseg.models",
     "get_config": "lseg.models",
     "list_models": "lseg.models",
-    "list_pretrained": "lseg.weights",
+    "list_pretrained": "lseg.pretrained.released",
 }
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "list_models",
     "list_pretrained",
     "load_model",
+    "push_to_hub",
     "read_state_dict",
     "save_pretrained",
 ]
@@ -89,11 +91,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports them
-    from lseg.checkpoints import (
-        convert_official_state_dict,
-        read_state_dict,
-        save_pretrained,
-    )
     from lseg.errors import (
         CheckpointError,
         ConfigError,
@@ -103,8 +100,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
         OutputWriteError,
         WeightsDownloadError,
     )
-    from lseg.inference import ImageEmbedding, LSegPredictor, MultiScaleConfig, SegmentationResult
-    from lseg.loading import create_model, load_model
+    from lseg.inference.predictor import ImageEmbedding, LSegPredictor, MultiScaleConfig, SegmentationResult
     from lseg.models import (
         LSegConfig,
         SpatialBlockConfig,
@@ -114,4 +110,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
         list_models,
     )
     from lseg.models.lseg import LSeg
-    from lseg.weights import list_pretrained
+    from lseg.pretrained.checkpoints import convert_official_state_dict, read_state_dict
+    from lseg.pretrained.hub import push_to_hub, save_pretrained
+    from lseg.pretrained.load import create_model, load_model
+    from lseg.pretrained.released import list_pretrained

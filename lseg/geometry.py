@@ -1,6 +1,6 @@
 """Image geometry: the one owner of sizes, padding, windows, resizing back and the resized argmax.
 
-Used by the torch predictor (:mod:`lseg.inference`), the model's own padding (:mod:`lseg.models.lseg`),
+Used by the torch predictor (:mod:`lseg.inference.predictor`), the model's own padding (:mod:`lseg.models.lseg`),
 the ONNX runtime (:mod:`lseg.export.onnx_runtime`, which never imports torch) and feature export.
 So this module imports no torch at module level and nothing from ``lseg``: the size arithmetic is
 plain Python, the numpy functions are numpy, and the functions that take tensors import torch

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from refimpl.lseg_reference import RefLSegNet, RefLSegRNNetZS
 
 import lseg
-from lseg.checkpoints import load_weights
+from lseg.pretrained.checkpoints import load_weights
 
 
 def main(kinds: list[str]) -> int:

@@ -22,6 +22,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import numpy as np
 
+#: The local stand-in for Google Drive (fixtures of the released-weights tests, API and CLI).
+pytest_plugins = ["fake_drive"]
+
 # Tiny models: one thread avoids two threads waiting on busy cores (CI has 2; torchrun tests use both).
 torch.set_num_threads(1)
 

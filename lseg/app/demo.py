@@ -35,7 +35,7 @@ from lseg.viz import hex_colors, save_label_map
 if TYPE_CHECKING:
     import gradio as gr
 
-    from lseg.inference import LSegPredictor
+    from lseg.inference.predictor import LSegPredictor
 
 _logger = logging.getLogger(__name__)
 

@@ -9,14 +9,14 @@ One module per command group (:mod:`~lseg.cli.segment`, :mod:`~lseg.cli.features
 :mod:`~lseg.cli.models`, :mod:`~lseg.cli.bench`), each with ``register(subparsers)``; the options
 several commands share in :mod:`lseg.cli.common`, their checks in :mod:`lseg.cli.validate`, the
 parser conventions in :mod:`lseg.cli.parser`. Typed configs become options through one mechanism,
-:mod:`lseg.config_args`.
+:mod:`lseg.options`.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -29,7 +29,7 @@ __all__ = ["EXTENSIONS", "build_parser", "main"]
 
 #: Modules that add sub-commands: each defines ``register(subparsers)``. They import their heavy
 #: dependencies (Lightning, Gradio, ONNX) only when their command runs.
-EXTENSIONS = ("lseg.train.cli", "lseg.eval.cli", "lseg.app.cli", "lseg.export.cli")
+EXTENSIONS = ("lseg.cli.train", "lseg.cli.eval", "lseg.cli.demo", "lseg.cli.export")
 
 #: The command groups of this package, in the order ``lseg --help`` lists them.
 _COMMANDS = (segment, features, models, bench)
@@ -75,12 +75,14 @@ def _add_verbose_option(p: Parser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``lseg`` command; the exit code (0, 1: some files failed, 2: an error, 130: interrupted)."""
+    from lseg.console import setup_logging
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    setup_logging(args.verbose)
     try:
         validate_args(args)  # every option, before any model or file work
-        from lseg.allocator import tune_allocator
+        from lseg.inference.allocator import tune_allocator
 
         tune_allocator()  # before any model is built (see its docstring)
         return int(args.func(args) or 0)
@@ -92,4 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader closed the pipe (`lseg weights list | head -1`): a normal end
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit would fail again
+        return 0
 

@@ -1,4 +1,4 @@
-"""``lseg bench``: images/s, latency and peak memory per precision and batch size (:mod:`lseg.benchmark`)."""
+"""``lseg bench``: images/s, latency and peak memory per precision and batch size (:mod:`lseg.eval.benchmark`)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
-from lseg.config_args import Flag, add_config_args, config_from_args
 from lseg.errors import ConfigError, LSegError
+from lseg.options import Flag, add_config_args, config_from_args
 
 __all__ = ["BENCH_FLAGS", "BenchOptions", "register"]
 
 
 @dataclass(frozen=True)
 class BenchOptions:
-    """What ``lseg bench`` times (:func:`lseg.benchmark.bench`).
+    """What ``lseg bench`` times (:func:`lseg.eval.benchmark.bench`).
 
     Attributes:
         model: registered model (random weights), unless ``checkpoint``.
@@ -88,7 +88,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     import torch
 
-    from lseg.benchmark import bench, format_table
+    from lseg.eval.benchmark import bench, format_table
     from lseg.io import atomic_write
     from lseg.models.precision import PRECISIONS, cpu_has_native_bf16
 

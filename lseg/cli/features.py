@@ -12,8 +12,8 @@ from typing import Literal
 
 from lseg.cli import common
 from lseg.cli.common import RANDOM_WEIGHTS_SEED, add_model_args, add_predictor_args, finish_batch
-from lseg.config_args import Flag, add_config_args, config_from_args
 from lseg.errors import LSegError
+from lseg.options import Flag, add_config_args, config_from_args
 
 __all__ = [
     "FEATURES_FLAGS",
@@ -274,8 +274,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
-    from lseg.batch import model_identity
     from lseg.features import combine_shards, export_features, parse_resolution, parse_shard, torchrun_rank
+    from lseg.jobs.records import model_identity
 
     opts: FeaturesOptions = config_from_args(FeaturesOptions, args, FEATURES_FLAGS)
     store: StoreOptions = config_from_args(StoreOptions, args, STORE_FLAGS)
@@ -293,8 +293,8 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
         if torch.cuda.is_available():
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count()}"
-    from lseg.claims import remove_stale_claims
     from lseg.io import check_writable, remove_stale_temp_files
+    from lseg.jobs.claims import remove_stale_claims
 
     remove_stale_temp_files(opts.out)  # hidden temp files of a killed earlier run
     remove_stale_claims(opts.out)  # and its claims
@@ -368,7 +368,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     model.set_precision(store.manifest.get("precision", "fp32"))
     if not source.random_weights and weights_sha256(model) != store.manifest["weights_sha256"]:
         raise LSegError(f"{source.checkpoint} is not the model that made {opts.store} (weights hash differs)")
-    from lseg.inference import LSegPredictor
+    from lseg.inference.predictor import LSegPredictor
 
     text = LSegPredictor(model, templates=list(opts.templates) or None).embed_text(labels)
     frames = _parse_frames(opts.frames, len(store)) if opts.frames else None

@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass
 
 from lseg.cli.common import add_arch_args, spatial_block_from_args
-from lseg.config_args import Flag, add_config_args, config_from_args
 from lseg.errors import LSegError
+from lseg.options import Flag, add_config_args, config_from_args
 
 __all__ = [
     "CONVERT_FLAGS",
@@ -124,8 +124,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from lseg.checkpoints import save_pretrained
-    from lseg.loading import load_model
+    from lseg.pretrained.checkpoints import save_pretrained
+    from lseg.pretrained.load import load_model
 
     opts: ConvertOptions = config_from_args(ConvertOptions, args, CONVERT_FLAGS)
     model = load_model(opts.checkpoint, spatial_block=spatial_block_from_args(args))
@@ -138,7 +138,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     import torch
 
-    from lseg.checkpoints import (
+    from lseg.errors import CheckpointError
+    from lseg.models.lseg import LSeg
+    from lseg.pretrained.checkpoints import (
         CONFIG_NAME,
         count_parameters,
         fit_problems,
@@ -148,9 +150,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         safetensors_shapes,
         to_lseg_keys,
     )
-    from lseg.errors import CheckpointError
-    from lseg.models.lseg import LSeg
-    from lseg.weights import resolve
+    from lseg.pretrained.released import resolve
 
     opts: InfoOptions = config_from_args(InfoOptions, args, INFO_FLAGS)
     p = resolve(opts.checkpoint)
@@ -184,7 +184,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- weights
 
 def _cmd_weights(args: argparse.Namespace) -> int:
-    from lseg import weights
+    from lseg.pretrained import released as weights
 
     if args.weights_command == "list":
         rows = [("name", "network", "result in the paper", "file", "cached")]

@@ -6,9 +6,8 @@ import argparse
 import functools
 from pathlib import Path
 
-from lseg.cli.common import read_labels_arg
-from lseg.devices import check_device
 from lseg.errors import LSegError
+from lseg.inference.devices import check_device
 
 __all__ = ["check_device", "validate_args"]
 
@@ -20,8 +19,7 @@ _REPORT_FILES = {"eval": "out", "bench": "json"}
 
 def validate_args(args: argparse.Namespace) -> None:
     """Check every option a command has, by name, before any model or file work: each bad value is
-    an :class:`LSegError` (``error: ...``, exit code 2) naming the option and what to give instead.
-    ``--labels`` / ``--labels-file`` are parsed here into ``args.labels`` (a list)."""
+    an :class:`LSegError` (``error: ...``, exit code 2) naming the option and what to give instead."""
     get = functools.partial(getattr, args)
     if get("device", None) is not None:
         check_device(args.device, "--device")
@@ -78,8 +76,6 @@ def validate_args(args: argparse.Namespace) -> None:
             get_config(args.random_weights)
         except LSegError as e:
             raise LSegError(f"--random-weights: {e}") from None
-    if get("labels_file", None) is not None or isinstance(get("labels", None), str):
-        args.labels = read_labels_arg(get("labels", None), get("labels_file", None))
 
 
 def check_report_file(path: str, flag: str) -> None:

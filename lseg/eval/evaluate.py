@@ -21,7 +21,7 @@ Geometry (``semantic``/``open-vocab``): single scale resizes the image so that i
 ``crop_size`` crop or slides ``crop_size`` windows (stride ``crop_size * stride_rate``), and
 resizes the logits back to the original resolution, where the metric is computed. ``multiscale``
 is the reference ``MultiEvalModule`` (scales 0.5-1.75 of ``base_size`` 520, flip, logits summed):
-:func:`lseg.inference.multiscale_logits`.
+:func:`lseg.inference.predictor.multiscale_logits`.
 
 Metrics (all in percent in the report):
 
@@ -49,6 +49,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from lseg.console import progress_bar
 from lseg.data.registry import (
     FEWSHOT_DATASETS,
     build_dataset,
@@ -60,11 +61,10 @@ from lseg.data.registry import (
 from lseg.data.transforms import fewshot_transform
 from lseg.errors import ConfigError, LSegError
 from lseg.eval.metrics import FewShotMeter, SegmentationMeter
-from lseg.inference import ADE20K_SCALES, MultiScaleConfig, multiscale_logits
+from lseg.inference.predictor import ADE20K_SCALES, MultiScaleConfig, multiscale_logits
 from lseg.labels import NO_TEMPLATE, fill_template, validate_templates
 from lseg.models.lseg import LSeg
 from lseg.models.precision import PRECISIONS, Precision
-from lseg.progress import progress_bar
 
 __all__ = [
     "EvalConfig",

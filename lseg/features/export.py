@@ -26,7 +26,7 @@ disk).
 
 A file appears only once complete (temporary name, then rename), so a killed job is simply
 restarted: finished outputs are skipped (a video's ``frames.json`` marks it complete). Jobs started
-on one output folder split the work through claim files (:mod:`lseg.claims`). A write that fails
+on one output folder split the work through claim files (:mod:`lseg.jobs.claims`). A write that fails
 (:class:`~lseg.errors.OutputWriteError`) fails its input, and the others go on; a full disk or a
 read-only file system stops the job (``BatchReport.stopped``), and a re-run completes it.
 
@@ -50,7 +50,13 @@ from typing import Any
 
 import numpy as np
 
-from lseg.batch import (
+from lseg.console import progress_bar
+from lseg.errors import LSegError, OutputWriteError
+from lseg.geometry import axis_weights
+from lseg.inference.predictor import LSegPredictor, to_numpy
+from lseg.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, atomic_write, check_writable, iter_frames
+from lseg.jobs.claims import ClaimSet
+from lseg.jobs.records import (
     BatchReport,
     Status,
     check_outputs,
@@ -60,12 +66,6 @@ from lseg.batch import (
     plan,
     write_record,
 )
-from lseg.claims import ClaimSet
-from lseg.errors import LSegError, OutputWriteError
-from lseg.geometry import axis_weights
-from lseg.inference import LSegPredictor, to_numpy
-from lseg.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, atomic_write, check_writable, iter_frames
-from lseg.progress import progress_bar
 
 _logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class MediaItem:
 def collect_media(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None = None) -> list[MediaItem]:
     """Expand files and folders into images and videos (extensions in :data:`lseg.io.VIDEO_EXTENSIONS`),
     sorted by path within each folder; never the output folder ``out`` nor recorded lseg outputs
-    (:func:`lseg.batch.collect_inputs`).
+    (:func:`lseg.jobs.records.collect_inputs`).
 
     Raises:
         LSegError: an input does not exist, or two inputs would write the same output
@@ -249,7 +249,7 @@ def export_features(
 
     Each input's outputs get a record (``<stem>.json``; a video's ``frames.json``) of the settings
     that made them: a re-run skips inputs whose record matches and redoes those whose settings
-    changed (:mod:`lseg.batch`).
+    changed (:mod:`lseg.jobs.records`).
 
     Returns:
         :class:`BatchReport` of this process's part. Bad inputs are logged and counted in

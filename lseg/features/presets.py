@@ -6,7 +6,7 @@ store records it. All presets start from the image's uint8 RGB pixels ``x`` (h x
 one (D, H, W) feature map, L2-normalised per pixel (the consumers keep un-normalised sums or
 ``logit_scale``-scaled copies; the direction, all a cosine query reads, is the same).
 
-``ours`` (default; :class:`lseg.inference.LSegPredictor`)
+``ours`` (default; :class:`lseg.inference.predictor.LSegPredictor`)
     1. resize (antialiased bilinear) so the long side is ``size`` (480), aspect kept;
     2. normalise with the model's mean/std; run the whole image if it fits in ``crop_size``
        (padded at the bottom/right to a multiple of 32 with normalised black, output cropped back),
@@ -71,7 +71,7 @@ import torch.nn.functional as F
 from lseg.errors import LSegError
 from lseg.features.export import Resolution, parse_resolution
 from lseg.geometry import pad_to, pad_value, reference_windows, resize, scaled_size, working_size
-from lseg.inference import ADE20K_SCALES, LSegPredictor
+from lseg.inference.predictor import ADE20K_SCALES, LSegPredictor
 from lseg.io import load_image
 
 

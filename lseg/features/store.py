@@ -52,12 +52,12 @@ import numpy as np
 import torch
 
 import lseg
+from lseg.console import progress_bar
 from lseg.errors import LSegError
 from lseg.features.export import BatchReport, MediaItem, collect_media, torchrun_rank
 from lseg.features.presets import FeatureExtractor, json_safe
 from lseg.features.reduce import PCAFit, Reduction
 from lseg.io import atomic_write, iter_frames, load_image
-from lseg.progress import progress_bar
 
 _logger = logging.getLogger(__name__)
 

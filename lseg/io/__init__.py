@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from lseg.io.atomic import (
     NAME_MAX,
+    Staged,
     atomic_files,
     atomic_open,
     atomic_write,
@@ -68,6 +69,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
     "NAME_MAX",
+    "Staged",
     "VIDEO_EXTENSIONS",
     "ImageSource",
     "atomic_files",

@@ -22,7 +22,7 @@ from lseg.errors import OutputWriteError
 from lseg.io._text import one_line as _one_line
 
 __all__ = [
-    "NAME_MAX", "atomic_files", "atomic_open", "atomic_write", "check_writable", "create_exclusive",
+    "NAME_MAX", "Staged", "atomic_files", "atomic_open", "atomic_write", "check_writable", "create_exclusive",
     "hidden_sibling", "remove_stale_temp_files", "write_error",
 ]
 
@@ -328,3 +328,39 @@ def atomic_files(path: str | os.PathLike[str]) -> Iterator[Path]:
                 os.replace(f, target.parent / f.name)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+class Staged:
+    """Files of one unit of work that must appear together: :meth:`path` gives a hidden temp file
+    next to each target; :meth:`commit` moves them all into place (``os.replace`` each, in the order
+    given), :meth:`discard` removes them. A killed process leaves only temp files, which
+    :func:`remove_stale_temp_files` removes."""
+
+    def __init__(self) -> None:
+        self._temps: list[tuple[Path, Path]] = []
+
+    def path(self, target: str | os.PathLike[str]) -> Path:
+        """A fresh temp file for ``target`` (its folder created), to be written completely."""
+        final = Path(os.fspath(target))
+        with _write_errors(final):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp, fd = _temp_path_for(final)
+            os.close(fd)
+        self._temps.append((tmp, final))
+        return tmp
+
+    def commit(self) -> list[Path]:
+        """Move every staged file into place; the targets."""
+        done = []
+        for tmp, final in self._temps:
+            with _write_errors(final):
+                os.replace(tmp, final)
+            done.append(final)
+        self._temps.clear()
+        return done
+
+    def discard(self) -> None:
+        for tmp, _ in self._temps:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self._temps.clear()

@@ -1,7 +1,7 @@
 """LSeg network components and the registry of named configurations.
 
 The network itself is :class:`lseg.models.lseg.LSeg` (``lseg.LSeg``). It is not imported here: the
-model class inherits :class:`lseg.hub.HubMixin`, and the checkpoint layer under the hub imports the
+model class inherits :class:`lseg.pretrained.hub.HubMixin`, and the checkpoint layer under the hub imports the
 configs of this package, so importing a config must not import the model.
 """
 

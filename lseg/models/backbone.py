@@ -114,7 +114,7 @@ class ResNetBackbone(nn.Module):
 
     The reference's ``_make_resnet_backbone`` wraps torchvision's ``resnet101`` as
     ``layer1 = Sequential(conv1, bn1, relu, maxpool, layer1)``, ``layer2..4``; the model lives at
-    ``self.resnet`` with torchvision's own names (``lseg.checkpoints`` maps the reference keys), so
+    ``self.resnet`` with torchvision's own names (``lseg.pretrained.checkpoints`` maps the reference keys), so
     torchvision's ImageNet weights load into it directly. The classifier (``fc``) is not built.
     """
 

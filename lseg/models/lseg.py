@@ -3,7 +3,7 @@
 ``logits = scale * cos(pixel_embedding, label_embedding)`` at 1/2 resolution, optional spatial
 regularisation blocks, then x2 bilinear upsampling (align_corners=True), as in the reference's
 ``LSeg.forward``. The image and text halves are separate methods so a caller can encode an image
-once and score any number of label sets against it (see :class:`lseg.inference.LSegPredictor`).
+once and score any number of label sets against it (see :class:`lseg.inference.predictor.LSegPredictor`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from torch import nn
 
 from lseg.errors import ConfigError
 from lseg.geometry import SIZE_MULTIPLE, pad_to_multiple, pad_value
-from lseg.hub import HubMixin
 from lseg.models.backbone import ResNetBackbone, ViTBackbone
 from lseg.models.config import Activation, LSegConfig, ResNetConfig
 from lseg.models.decoder import DPTDecoder, TokenLayout
@@ -50,15 +49,14 @@ class SpatialBlock(nn.Module):
         return self.activation(out) if act else out
 
 
-class LSeg(nn.Module, HubMixin):
+class LSeg(nn.Module):
     """LSeg network (reference ``LSegNet``; with a ResNet config, the zero-shot ``LSegRNNetZS``).
 
     The reference's zero-shot networks (``LSegNetZS``, ``LSegRNNetZS``) have the same parameters as
     ``LSegNet`` without the spatial block; their forward scores each sample against its own
     ``["others", class name]``: :meth:`score` with per-sample text embeddings (B, K, D).
 
-    ``save_pretrained`` / ``push_to_hub`` come from :class:`lseg.hub.HubMixin`; load with
-    :func:`lseg.load_model`.
+    Save with :func:`lseg.save_pretrained` / :func:`lseg.push_to_hub`; load with :func:`lseg.load_model`.
 
     Submodules: ``backbone`` (timm ViT or torchvision ResNet), ``decoder`` (reassemble + RefineNet), ``pixel_proj``
     (1x1 conv to the embedding dimension, reference ``head1``), optional ``spatial_block``

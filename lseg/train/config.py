@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lseg.config_args import coerce_value, field_types
 from lseg.errors import ConfigError
+from lseg.options import coerce_value, field_types
 
 __all__ = ["TrainConfig", "dump_config", "field_names"]
 

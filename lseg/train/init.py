@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from lseg.checkpoints import read_state_dict, strip_wrappers
 from lseg.errors import CheckpointError, LSegError
-from lseg.loading import create_model, load_model
 from lseg.models.lseg import LSeg
+from lseg.pretrained.checkpoints import read_state_dict, strip_wrappers
+from lseg.pretrained.load import create_model, load_model
 from lseg.train.config import TrainConfig
 
 __all__ = ["build_model", "load_clip_text_weights"]

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from lseg.checkpoints import save_pretrained
+from lseg.console import progress_bar
 from lseg.data.registry import (
     FEWSHOT_DATASETS,
     build_dataset,
@@ -65,7 +65,7 @@ from lseg.data.transforms import fewshot_transform, train_transform, val_transfo
 from lseg.errors import ConfigError
 from lseg.eval.evaluate import EvalConfig, encode_labels, evaluate_fewshot, evaluate_segmentation
 from lseg.models.lseg import LSeg
-from lseg.progress import progress_bar
+from lseg.pretrained.checkpoints import save_pretrained
 from lseg.train.config import TrainConfig, dump_config
 from lseg.train.data import ResumableShardSampler, SeededSamples
 from lseg.train.init import build_model

@@ -5,7 +5,7 @@ saving and reading label maps, score files, heatmap names), :mod:`lseg.viz.drawi
 :mod:`lseg.viz.pca` (feature maps as RGB).
 
 Everything here is numpy + Pillow (matplotlib is not imported; its DejaVu font file is used by
-:mod:`lseg.fonts`). Colours for class ``i`` come from :func:`palette`: colours that all show over
+:mod:`lseg.viz.fonts`). Colours for class ``i`` come from :func:`palette`: colours that all show over
 photos (no black, white or grey); :func:`voc_palette` is the reference code's VOC palette, whose
 class 0 is black.
 

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lseg.fonts import TextRenderer
 from lseg.io import load_image
 from lseg.viz._arrays import _label_map, _to_numpy
 from lseg.viz.colors import _VIRIDIS_LUT, colormap, palette
+from lseg.viz.fonts import TextRenderer
 
 
 def legend_font_size(image_size: tuple[int, int]) -> int:
@@ -45,7 +45,7 @@ def overlay(
         alpha: Colour opacity in ``[0, 1]``: output = ``(1 - alpha) * photo + alpha * colour``.
         legend: Append a white panel to the right listing every label in index order (up to 256;
             above, those present, largest first): colour swatch, name (any Unicode, see
-            :mod:`lseg.fonts`) and share of the image, absent labels in grey. The text scales with
+            :mod:`lseg.viz.fonts`) and share of the image, absent labels in grey. The text scales with
             the image (:func:`legend_font_size`); long lists wrap into columns. The output is then
             wider (and taller if the list does not fit).
 

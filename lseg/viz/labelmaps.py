@@ -62,13 +62,15 @@ def save_scores(path: str | os.PathLike[str], probs: Any, labels: Sequence[str])
     return atomic_write(path, write)
 
 
-def heatmap_path(base: str | os.PathLike[str], index: int, label: str) -> Path:
-    """The file of label ``index``'s heatmap next to ``base`` (``out/<stem>``):
-    ``<stem>_heat_<index, 2 digits>_<label as a file-name fragment>.png``."""
+def heatmap_path(base: str | os.PathLike[str], index: int, label: str, count: int = 100) -> Path:
+    """The file of label ``index``'s heatmap (of ``count`` labels) next to ``base`` (``out/<stem>``):
+    ``<stem>_heat_<index>_<label as a file-name fragment>.png``, the index padded to at least 2 digits
+    and to the digits of ``count - 1``, so the files sort in label order."""
     from lseg.io import file_fragment
 
     base = Path(base)
-    return base.with_name(f"{base.name}_heat_{index:02d}_{file_fragment(label)}.png")
+    width = max(2, len(str(max(count, 1) - 1)))
+    return base.with_name(f"{base.name}_heat_{index:0{width}d}_{file_fragment(label)}.png")
 
 
 def read_label_names(path: str | os.PathLike[str]) -> list[str]:

@@ -13,8 +13,8 @@ from PIL import Image
 pytest.importorskip("gradio")
 
 import lseg
-from lseg.app.cli import is_loopback
 from lseg.app.demo import DEFAULT_LABELS, MASK_OPACITY, SegmentDemo, build_demo
+from lseg.cli.demo import is_loopback
 from lseg.viz import palette
 
 

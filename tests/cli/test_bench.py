@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from lseg.benchmark import bench
 from lseg.cli import build_parser, main
 from lseg.cli.bench import BENCH_FLAGS, BenchOptions
-from lseg.config_args import config_from_args
 from lseg.errors import ConfigError
+from lseg.eval.benchmark import bench
+from lseg.options import config_from_args
 
 
 def test_bench_prints_one_table_with_the_baseline(capsys, tmp_path):

@@ -13,7 +13,7 @@ from lseg.cli.common import (
     make_predictor,
 )
 from lseg.cli.parser import Parser
-from lseg.config_args import config_from_args
+from lseg.options import config_from_args
 
 
 def _parser() -> Parser:

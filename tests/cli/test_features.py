@@ -9,7 +9,7 @@ import pytest
 
 from lseg.cli import build_parser, main
 from lseg.cli.features import FEATURES_FLAGS, STORE_FLAGS, FeaturesOptions, StoreOptions
-from lseg.config_args import config_from_args
+from lseg.options import config_from_args
 
 
 def test_features_export_is_resumable(photos, model_dir, tmp_path, capsys):

@@ -55,7 +55,7 @@ def test_model_file_commands_read_typed_configs():
         InfoOptions,
         PathOptions,
     )
-    from lseg.config_args import config_from_args
+    from lseg.options import config_from_args
 
     parser = build_parser()
     args = parser.parse_args(["convert", "a.ckpt", "out"])

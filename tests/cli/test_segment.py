@@ -17,7 +17,7 @@ from PIL import Image
 import lseg
 from lseg.cli import build_parser, main
 from lseg.cli.segment import SEGMENT_FLAGS, SegmentOptions
-from lseg.config_args import config_from_args
+from lseg.options import config_from_args
 from lseg.viz import heatmaps
 
 

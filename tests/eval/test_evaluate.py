@@ -18,7 +18,7 @@ from PIL import Image
 import lseg
 from lseg.cli import main
 from lseg.eval.evaluate import EvalConfig, encode_labels, evaluate, evaluate_segmentation
-from lseg.inference import MultiScaleConfig, multiscale_logits
+from lseg.inference.predictor import MultiScaleConfig, multiscale_logits
 from lseg.train.toy import make_toy_dataset
 
 REPO = Path(__file__).resolve().parents[2]

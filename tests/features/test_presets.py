@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import lseg
 from lseg.features import PRESETS, FeatureExtractor, get_preset
-from lseg.inference import MultiScaleConfig, multiscale_logits
+from lseg.inference.predictor import MultiScaleConfig, multiscale_logits
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_reference_evaluator_matches_direct_computation_and_its_logits(predictor
     with torch.inference_mode():
         want = _direct_evaluator(predictor.model, rgb, 80, 64, (0.75, 1.25), True, (30, 50))
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
-        # Scoring the features gives the reference evaluator's prediction (lseg.inference, tested
+        # Scoring the features gives the reference evaluator's prediction (lseg.inference.predictor, tested
         # against lang-seg): its logits are logit_scale * <text, un-normalised summed features>.
         text = predictor.embed_text(["sky", "grass", "tree", "road"])
         cfg = MultiScaleConfig(scales=(0.75, 1.25), base_size=80, crop_size=64, flip=True)

@@ -145,11 +145,11 @@ with atomic_files(out / "g.onnx") as folder:
     os._exit(0)
 """,
     "save_pretrained": """
-import lseg, lseg.checkpoints
+import lseg, lseg.pretrained.checkpoints
 def save_file(tensors, path, metadata=None):
     Path(path).write_bytes(b"half")
     os._exit(0)
-lseg.checkpoints.save_file = save_file
+lseg.pretrained.checkpoints.save_file = save_file
 lseg.save_pretrained(lseg.create_model("lseg_tiny_test"), out)
 """,
     "onnx_export": """

@@ -8,7 +8,7 @@ from conftest import with_bn_stats
 
 import lseg
 from lseg.errors import ConfigError
-from lseg.inference import LSegPredictor
+from lseg.inference.predictor import LSegPredictor
 from lseg.models.decoder import DPTDecoder, ResidualConvUnit
 from lseg.models.numerics import NUMERICS
 
@@ -114,10 +114,10 @@ def test_predictor_switches_only_plain_models_and_only_when_asked():
 
 
 def test_predictor_leaves_the_allocator_alone(monkeypatch):
-    import lseg.allocator
+    import lseg.inference.allocator
 
     calls = []
-    monkeypatch.setattr(lseg.allocator, "tune_allocator", lambda: calls.append(1) or True)
-    monkeypatch.setattr(lseg.inference, "tune_allocator", lambda: calls.append(1) or True)
+    monkeypatch.setattr(lseg.inference.allocator, "tune_allocator", lambda: calls.append(1) or True)
+    monkeypatch.setattr(lseg.inference.predictor, "tune_allocator", lambda: calls.append(1) or True)
     LSegPredictor(lseg.create_model("lseg_tiny_test"))
     assert calls == []

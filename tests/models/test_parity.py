@@ -15,7 +15,7 @@ import torch
 from refimpl.tiny import tiny_reference
 
 import lseg
-from lseg.checkpoints import load_weights
+from lseg.pretrained.checkpoints import load_weights
 
 LABELS = ["other", "dog", "grass", "sky", "a photo of a traffic light"]
 
@@ -158,7 +158,7 @@ def test_full_size_resnet101_zero_shot_network_has_the_official_keys_and_runs_an
     from refimpl.lseg_reference import RefLSegRNNetZS
     from torchvision.models import resnet101
 
-    from lseg.checkpoints import convert_official_state_dict, infer_config
+    from lseg.pretrained.checkpoints import convert_official_state_dict, infer_config
 
     with torch.device("meta"):
         ref = RefLSegRNNetZS()

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import lseg
-import lseg.inference
+import lseg.inference.predictor
 from lseg.errors import ConfigError
-from lseg.inference import LSegPredictor
+from lseg.inference.predictor import LSegPredictor
 from lseg.models import precision as prec
 
 
@@ -123,8 +123,8 @@ def test_bf16_agrees_with_fp32(photo):
 
 def test_a_cpu_runs_a_batch_image_by_image(monkeypatch):
     """Stacking images only overflows a CPU's caches (measured in images_per_forward's docstring)."""
-    assert lseg.inference.images_per_forward("cpu", 8) == 1
-    assert lseg.inference.images_per_forward(torch.device("cuda", 0), 8) == 8
+    assert lseg.inference.predictor.images_per_forward("cpu", 8) == 1
+    assert lseg.inference.predictor.images_per_forward(torch.device("cuda", 0), 8) == 8
     predictor = LSegPredictor(lseg.create_model("lseg_tiny_test"), size=32, batch_size=4)
     calls = []
     encode = predictor.model.encode_image
@@ -135,7 +135,7 @@ def test_a_cpu_runs_a_batch_image_by_image(monkeypatch):
 
 def _gpu_batching(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stack images as on a GPU (the bucketing and back-off logic, run on the CPU)."""
-    monkeypatch.setattr(lseg.inference, "images_per_forward", lambda device, batch_size: batch_size)
+    monkeypatch.setattr(lseg.inference.predictor, "images_per_forward", lambda device, batch_size: batch_size)
 
 
 def test_segment_batch_is_batched_and_equals_one_by_one(monkeypatch):
@@ -240,12 +240,12 @@ def test_cast_model_forward(model: lseg.LSeg, dtype: torch.dtype, optimized: boo
     assert (out.float().argmax(1) == ref.argmax(1)).float().mean() > 0.98
 
 
-def _results(p: LSegPredictor, photo: np.ndarray) -> dict[str, lseg.inference.SegmentationResult]:
+def _results(p: LSegPredictor, photo: np.ndarray) -> dict[str, lseg.inference.predictor.SegmentationResult]:
     return {
         "single": p.segment(photo, LABELS, return_embeddings=True),
         "windows": LSegPredictor(p.model, size=96, crop_size=64, stride=48).segment(photo, LABELS),
         "chunks": LSegPredictor(p.model, label_chunk_size=3).segment(photo, LABELS),
-        "multiscale": p.segment(photo, LABELS[:2], multiscale=lseg.inference.MultiScaleConfig(
+        "multiscale": p.segment(photo, LABELS[:2], multiscale=lseg.inference.predictor.MultiScaleConfig(
             scales=(0.75, 1.0), base_size=96, crop_size=64)),
     }
 
@@ -329,7 +329,7 @@ def test_no_host_syncs_in_segment_and_one_per_meter_update(model: lseg.LSeg, pho
     with _Syncs() as s:
         p.segment(photo, LABELS)
         p.segment(photo, LABELS[:2])
-        p.segment(photo, LABELS[:2], multiscale=lseg.inference.MultiScaleConfig(scales=(1.0,), base_size=64))
+        p.segment(photo, LABELS[:2], multiscale=lseg.inference.predictor.MultiScaleConfig(scales=(1.0,), base_size=64))
     assert s.seen == []
     meter = SegmentationMeter(4)
     target = torch.randint(0, 4, (1, 48, 64))

@@ -83,9 +83,9 @@ def test_overlay_legend_taller_than_image() -> None:
 @pytest.mark.parametrize("without_font_packages", [False, True])
 def test_overlay_unicode_labels_never_crash(monkeypatch: pytest.MonkeyPatch, without_font_packages: bool) -> None:
     if without_font_packages:  # neither matplotlib's DejaVu nor mplfonts: Pillow's own font
-        import lseg.fonts
+        import lseg.viz.fonts
 
-        monkeypatch.setattr(lseg.fonts, "font_files", lambda: ())
+        monkeypatch.setattr(lseg.viz.fonts, "font_files", lambda: ())
     labels = ["🐶 dog", "猫", "Straße", "", "tab\tand\nnewline", "\x00nul", "e\u0301", "\ud800"]
     ids = np.arange(len(labels)).repeat(4).reshape(4, -1)
     out = overlay(np.full((4, 8, 3), 90, np.uint8), ids, labels)

@@ -1,0 +1,90 @@
+"""``lseg train``: every :class:`~lseg.train.config.TrainConfig` field is a flag.
+
+Precedence: field defaults < ``--config`` (recipe name or YAML/JSON file) < explicit flags
+(``--batch-size 4``) < ``--set key=value`` (repeatable; ``--set dataset_kwargs.aug=true``).
+
+Examples::
+
+    lseg train --config ade20k_vitl16_paper --data-root /data/ade --devices 8
+    lseg train --config folder_finetune --init-checkpoint lseg-vitl16/ --data-root my_data
+    lseg train --config run.yaml --set base_lr=0.002 --resume never
+    lseg train --config ade20k_vitl16_paper --print-config > my_run.yaml
+    lseg train --recipe pascal5i_fold0_zs --data-root /data/Datasets_HSN \
+        --set dataset_kwargs.splits_dir=/data/hsnet_splits/pascal
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from lseg.cli.parser import plain_doc
+from lseg.errors import ConfigError
+from lseg.options import add_config_args, overrides_from_args, parse_value
+from lseg.train.config import TrainConfig
+from lseg.train.recipes import RECIPES, list_recipes, load_config
+
+__all__ = ["register"]
+
+#: Short names for the most used fields.
+_ALIASES = {"lr": "base_lr", "checkpoint": "init_checkpoint", "accumulate": "accumulate_grad_batches",
+            "out": "out_dir", "device": "accelerator"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train`` sub-command."""
+    p = subparsers.add_parser(
+        "train",
+        help="train or fine-tune LSeg (Lightning Fabric; single GPU, multi-GPU DDP, CPU)",
+        description=plain_doc(__doc__),
+    )
+    p.add_argument(
+        "--config", "--recipe", help=f"recipe ({', '.join(list_recipes())}) or YAML/JSON config file"
+    )
+    p.add_argument(
+        "--resume", default="auto",
+        help="auto: continue from OUT_DIR/checkpoints/last.ckpt if present; never; or a checkpoint path",
+    )
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any field (repeatable)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.add_argument("--list-recipes", action="store_true", help="list the built-in recipes and exit")
+    fields = p.add_argument_group("config fields (see lseg.train.TrainConfig)")
+    add_config_args(fields, TrainConfig, overrides=True, aliases=_ALIASES)
+    p.set_defaults(func=_cmd_train)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out = overrides_from_args(args)
+    for item in args.set:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = parse_value(value)
+    return out
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import yaml
+
+    if args.list_recipes:
+        for name in list_recipes():
+            doc = (RECIPES[name].__doc__ or "").strip().splitlines()[0]
+            print(f"{name:<22} {doc}")
+        return 0
+    cfg = load_config(args.config, _overrides(args))
+    if args.print_config:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    from lseg.train.loop import train
+
+    result = train(cfg, resume=args.resume)
+    if result.rank == 0:
+        state = "finished" if result.finished else "stopped"
+        loss = "n/a" if result.last_loss is None else f"{result.last_loss:.4f}"
+        print(
+            f"train: {state} at step {result.step}/{result.total_steps} (last loss {loss}); "
+            f"checkpoint {result.checkpoint}" + (f"; model {result.model_dir}" if result.model_dir else ""),
+            file=sys.stderr,
+        )
+    return 0

@@ -1,0 +1,69 @@
+"""What lseg prints on stderr, in one style: progress bars, ``warning: ...`` lines and messages.
+
+On a terminal a bar redraws in place up to 10 times a second (tqdm). Into a log file or a pipe
+(batch schedulers, ``nohup``, ``| tee``) each redraw is a line of its own, every
+:data:`LOG_INTERVAL` seconds, so a day-long job's log stays readable and a warning never lands in
+the middle of a bar. ``TQDM_MININTERVAL`` in the environment still wins (tqdm's own override).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from tqdm.auto import tqdm  # a widget in Jupyter, the text bar elsewhere
+
+__all__ = ["LOG_INTERVAL", "progress_bar", "say", "setup_logging", "warn"]
+
+#: Seconds between redraws when stderr is not a terminal.
+LOG_INTERVAL = 30.0
+
+
+class _Lines:
+    """stderr for a bar outside a terminal: each frame a line (no carriage returns)."""
+
+    def write(self, text: str) -> None:
+        text = text.replace("\r", "").replace("\x1b[A", "")
+        if text.strip():
+            sys.stderr.write(text if text.endswith("\n") else text + "\n")
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def progress_bar(
+    iterable: Iterable[Any] | None = None, *, desc: str, unit: str, total: int | None = None, initial: int = 0,
+    disable: bool = False, position: int | None = None,
+) -> tqdm:
+    """A tqdm bar on stderr (use it like ``tqdm``: iterate, or ``update()`` and ``close()``)."""
+    interactive = sys.stderr.isatty()
+    interval = {} if interactive or "TQDM_MININTERVAL" in os.environ else {"mininterval": LOG_INTERVAL}
+    return tqdm(iterable, desc=desc, unit=unit, total=total, initial=initial, disable=disable, position=position,
+                dynamic_ncols=interactive, file=sys.stderr if interactive else _Lines(), **interval)
+
+
+def say(message: str) -> None:
+    """A line on stderr, above any progress bar."""
+    tqdm.write(message, file=sys.stderr)
+
+
+def warn(message: str) -> None:
+    """``warning: <message>`` on stderr, above any progress bar."""
+    say(f"warning: {message}")
+
+
+class _Handler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        say(f"{record.levelname.lower()}: {record.getMessage()}")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """lseg's log records as ``warning: ...`` lines (``debug:`` too with ``verbose``), in the style of
+    :func:`warn`."""
+    logger = logging.getLogger("lseg")
+    logger.handlers[:] = [_Handler()]
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logger.propagate = False

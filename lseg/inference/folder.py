@@ -1,0 +1,175 @@
+"""Segmentation files: what ``lseg segment``, :func:`segment_folder` and
+:meth:`SegmentationResult.save` write for one image, and the batch writer over files and folders.
+
+Per image ``<stem>``: ``<stem>_labels.png`` (pixel value = label index; the names in its
+``lseg:labels`` text chunk), ``<stem>_overlay.png`` (photo, colours, legend), optionally
+``<stem>_scores.npz`` (fp16 probabilities) and ``<stem>_heat_<i>_<label>.png``, and the record
+``<stem>_labels.json`` (labels, colours, shares and the recipe: :mod:`lseg.jobs.records`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lseg.errors import LSegError
+from lseg.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Staged, load_image
+from lseg.jobs.engine import Report, Unit, Writer, run_job
+from lseg.jobs.inputs import check_unique, collect
+from lseg.jobs.records import model_identity
+from lseg.labels import parse_labels
+
+if TYPE_CHECKING:
+    from lseg.inference.options import PredictorOptions, SegmentOptions
+    from lseg.inference.predictor import LSegPredictor
+    from lseg.inference.results import SegmentationResult
+
+__all__ = ["SegmentWriter", "model_identity", "segment_files", "segment_folder", "weights_sha256", "write_segment_files"]
+
+
+def segment_files(base: Path, labels: Sequence[str], *, overlay: bool = True, scores: bool = False,
+                  heatmaps: bool = False) -> dict[str, Path]:
+    """The files of one image: ``{"labels", "overlay", "scores", "heat:<i>"}`` -> path, for ``base``
+    = ``out/<stem>``; the record is ``<stem>_labels.json``."""
+    from lseg.viz import heatmap_path
+
+    files = {"labels": base.with_name(base.name + "_labels.png")}
+    if overlay:
+        files["overlay"] = base.with_name(base.name + "_overlay.png")
+    if scores:
+        files["scores"] = base.with_name(base.name + "_scores.npz")
+    if heatmaps:
+        files.update({f"heat:{i}": heatmap_path(base, i, lb, len(labels)) for i, lb in enumerate(labels)})
+    return files
+
+
+def write_segment_files(result: SegmentationResult, image: Any, files: dict[str, Path],
+                        path: Callable[[Path], Path], alpha: float) -> dict[str, Any]:
+    """Write ``files`` (:func:`segment_files`) of ``result`` for the full-size ``image``, each at
+    ``path(target)`` (a staged temp file); returns the record's extra fields."""
+    from lseg.viz import heatmaps as make_heatmaps
+    from lseg.viz import hex_colors, overlay, save_label_map, save_scores
+
+    labels = result.labels
+    save_label_map(path(files["labels"]), result.label_map, labels)
+    heat = [k for k in files if k.startswith("heat:")]
+    if "scores" in files or heat:
+        probs = result.probs
+        if "scores" in files:
+            save_scores(path(files["scores"]), probs, labels)
+        if heat:
+            for key, pic in zip(heat, make_heatmaps(probs, labels, image, annotate=True).values()):
+                pic.save(path(files[key]), format="PNG")
+    if "overlay" in files:
+        overlay(image, result.label_map, labels, alpha=alpha).save(path(files["overlay"]), format="PNG")
+    return {"labels": labels, "colors": hex_colors(min(len(labels), 65536)), "shares": result.scores()}
+
+
+class SegmentWriter(Writer):
+    """``lseg segment`` as a batch writer: one unit per image (:mod:`lseg.jobs.engine`)."""
+
+    kind = "segment"
+
+    def __init__(self, inputs: Sequence[str | os.PathLike[str]], labels: Sequence[str], options: SegmentOptions,
+                 predictor_options: PredictorOptions, precision: str, model: dict[str, Any],
+                 make_predictor: Callable[[], LSegPredictor]) -> None:
+        """``precision``: the image path's, resolved (it is in the recipe); ``model``: what identifies
+        the weights (:func:`lseg.jobs.records.model_identity`); ``make_predictor`` builds the
+        predictor once some image is to be written."""
+        self.inputs, self.labels, self.options = list(inputs), list(labels), options
+        self.out = Path(options.out)
+        self.predictor_options, self.precision, self.model = predictor_options, precision, model
+        self._make_predictor = make_predictor
+        self.predictor: LSegPredictor | None = None
+        if len(self.labels) > 65536:
+            raise LSegError(f"{len(self.labels)} labels: label maps are 16-bit PNGs, at most 65536 labels")
+
+    def units(self) -> list[Unit]:
+        for item in self.inputs:
+            if Path(item).suffix.lower() in VIDEO_EXTENSIONS and Path(item).is_file():
+                raise LSegError(f"{item} is a video; `lseg segment` takes images. For per-frame features use "
+                                f"`lseg features {item} -o OUT`; to segment its frames, extract them first "
+                                f"(ffmpeg -i {item} frames/%06d.png) and segment that folder")
+        pairs = collect(self.inputs, IMAGE_EXTENSIONS, out=self.out)
+        check_unique(pairs, "_labels.png")
+        o = self.options
+        units = []
+        for src, stem in pairs:
+            base = self.out / stem
+            files = segment_files(base, self.labels, scores=o.scores, heatmaps=o.heatmaps)
+            units.append(Unit(src, list(files.values()), base.with_name(base.name + "_labels.json"), data=files))
+        return units
+
+    def recipe(self) -> dict[str, Any]:
+        p = self.predictor_options
+        return {"labels": self.labels, "templates": list(p.templates), "size": p.size, "crop_size": p.crop_size,
+                "stride": p.window_stride, "precision": self.precision, "multiscale": self.options.multiscale,
+                "alpha": self.options.alpha, "model": self.model}
+
+    def setup(self) -> None:
+        self.predictor = self._make_predictor()
+
+    def compute(self, units: Iterator[Unit]) -> Iterator[tuple[Unit, Any]]:
+        from lseg.inference.loader import prepared_batches
+
+        predictor = self.predictor
+        assert predictor is not None
+        if self.options.multiscale:  # the reference evaluator: one image at a time
+            for unit in units:
+                try:
+                    yield unit, predictor.segment(load_image(unit.source), self.labels, multiscale=True)
+                except LSegError as e:
+                    yield unit, e
+            return
+        for batch in prepared_batches(predictor, units):
+            good = [(unit, image) for unit, image in batch if not isinstance(image, LSegError)]
+            results = predictor.segment_batch([image for _, image in good], self.labels, errors="return") if good else []
+            done = dict(zip((id(u) for u, _ in good), results))
+            for unit, image in batch:
+                yield unit, image if isinstance(image, LSegError) else done[id(unit)]
+
+    def write(self, unit: Unit, result: Any, staged: Staged) -> dict[str, Any]:
+        image = load_image(unit.source)  # full resolution for the overlay (the loader kept the resized copy)
+        return write_segment_files(result, image, unit.data, staged.path, self.options.alpha)
+
+
+def segment_folder(
+    predictor: LSegPredictor,
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    labels: str | Sequence[str],
+    options: SegmentOptions | None = None,
+) -> Report:
+    """Segment every image under ``inputs`` (files and folders, searched recursively) into
+    ``options.out``, as ``lseg segment`` does: the same files, records and re-run rules (images done
+    with the same settings are skipped, those made with other settings redone), claims shared with
+    concurrent workers, and a :class:`~lseg.jobs.engine.Report` (``report.summary()``) where a failed
+    image is listed, not raised.
+
+    >>> report = lseg.segment_folder(predictor, "photos/", "dog, grass, other")   # doctest: +SKIP
+    """
+    from lseg.inference.options import SegmentOptions
+
+    options = options or SegmentOptions()
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    model = predictor.model
+    ident = {"config": model.config.to_dict(), "weights_sha256": weights_sha256(model)}
+    writer = SegmentWriter(items, parse_labels(labels), options, predictor.options, predictor.precision, ident,
+                           lambda: predictor)
+    return run_job(writer, overwrite=options.overwrite, progress=not options.quiet)
+
+
+def weights_sha256(model: Any) -> str:
+    """SHA-256 of a model's state dict (names, dtypes, shapes, bytes): which weights made outputs."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().reshape(-1).contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+

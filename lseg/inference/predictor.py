@@ -1,0 +1,537 @@
+"""Predictor: encode an image once, score any label set against it.
+
+>>> predictor = LSegPredictor(lseg.load_model("lseg-vitl16/"))          # doctest: +SKIP
+>>> emb = predictor.embed_image("street.jpg")                           # doctest: +SKIP
+>>> a = predictor.segment(emb, ["road", "car", "sky", "other"])         # doctest: +SKIP
+>>> b = predictor.segment(emb, ["person", "building", "other"])         # no image pass again
+
+Geometry. By default the image is resized so that its long side is ``size`` (480) and run whole
+(any aspect ratio; the model pads to a multiple of 32 internally). Larger working sizes are run as
+overlapping ``crop_size`` windows (stride ``stride``) whose pixel embeddings are averaged, so memory
+stays bounded whatever the image size. ``multiscale=True`` runs the reference evaluator instead
+(scales 0.5-1.75 of base 520, 480 crops with stride 320, flip, logits summed: spec section 7).
+The size, padding, window and resize arithmetic is :mod:`lseg.geometry`'s (shared with the ONNX
+runtime and feature export); the result types live in :mod:`lseg.inference.results`.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lseg.errors import ConfigError, LSegError
+from lseg.geometry import (
+    ResizedArgmax,
+    pad_to,
+    pad_value,
+    reference_windows,
+    resize,
+    resize_rgb,
+    scaled_size,
+    windows,
+    working_size,
+)
+from lseg.inference.allocator import tune_allocator  # its old home: lseg.inference.predictor.tune_allocator
+from lseg.inference.devices import check_device
+from lseg.inference.options import PredictorOptions
+from lseg.inference.results import ImageEmbedding, PreparedImage, SegmentationResult, to_numpy
+from lseg.io import DEFAULT_MAX_PIXELS, load_image
+from lseg.labels import NO_TEMPLATE, LabelCache, apply_templates, parse_labels
+from lseg.models.lseg import LSeg
+from lseg.models.precision import resolve_precision
+
+__all__ = [
+    "ADE20K_SCALES", "ImageEmbedding", "LSegPredictor", "MultiScaleConfig", "PreparedImage", "SegmentationResult",
+    "images_per_forward", "multiscale_logits", "prepare_image", "to_numpy", "tune_allocator", "working_size",
+]
+
+#: Reference multi-scale evaluation settings (ADE20K and the others; spec section 7).
+ADE20K_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+
+
+@dataclass(frozen=True)
+class MultiScaleConfig:
+    """The reference's ``MultiEvalModule`` settings."""
+
+    scales: tuple[float, ...] = ADE20K_SCALES
+    base_size: int = 520
+    crop_size: int = 480
+    stride_rate: float = 2 / 3
+    flip: bool = True
+
+
+_DEFAULTS = PredictorOptions()
+
+
+class LSegPredictor:
+    """Image -> pixel embeddings (cached per call) and labels -> text embeddings (LRU-cached).
+
+    The settings are :class:`~lseg.inference.options.PredictorOptions` (their ranges and defaults
+    are declared there, for the command line too); ``options=`` takes them as one object.
+
+    Args:
+        model: an :class:`LSeg` network. Outputs keep their documented dtypes (float32 embeddings
+            and logits, int32 label maps) whatever the model's dtype or an active autocast.
+        device: where to run; default: the model's device.
+        size, crop_size, stride, templates, batch_size, compile: see :class:`PredictorOptions`;
+            ``templates=None``: the raw label. ``batch_size`` is halved (and kept halved) when a
+            GPU batch runs out of memory.
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``: run the image path in that precision
+            (:meth:`LSeg.set_precision`); ``None`` (default) keeps the model's.
+        fast: run a ``plain`` model in ``fast`` numerics (BatchNorm folded, channels-last decoder,
+            merged head convs: :mod:`lseg.models.numerics`); a ``reference`` model stays as it is.
+        inplace: prepare ``model`` itself (device, precision, numerics, compile, eval mode). By
+            default the predictor never changes the model it is given: when a setting needs a change,
+            it works on a copy (which costs the model's memory once more while it is made).
+        text_cache_size: how many label embeddings to keep.
+        label_chunk_size: labels scored at once (bounds memory for thousands of labels).
+    """
+
+    def __init__(
+        self,
+        model: LSeg,
+        device: str | torch.device | None = None,
+        *,
+        size: int | None = _DEFAULTS.size,
+        crop_size: int = _DEFAULTS.crop_size,
+        stride: int | None = _DEFAULTS.stride,
+        templates: Sequence[str] | None = None,
+        precision: str | None = None,
+        batch_size: int = _DEFAULTS.batch_size,
+        compile: bool = _DEFAULTS.compile,
+        fast: bool = True,
+        inplace: bool = False,
+        text_cache_size: int = 4096,
+        label_chunk_size: int = 256,
+        options: PredictorOptions | None = None,
+    ) -> None:
+        if not isinstance(model, torch.nn.Module):
+            hint = f"lseg.load_model({model!r})" if isinstance(model, (str, os.PathLike)) else "lseg.load_model(...)"
+            raise TypeError(f"LSegPredictor takes a model, not a {type(model).__name__}: use "
+                            f"LSegPredictor({hint})")
+        if options is None:
+            options = PredictorOptions(size=size, crop_size=crop_size, stride=stride, templates=tuple(templates or ()),
+                                       precision=precision or "auto", batch_size=batch_size, compile=compile)
+        elif precision is None:
+            precision = options.precision
+        if label_chunk_size < 1 or text_cache_size < 0:
+            raise ConfigError(f"label_chunk_size must be >= 1 and text_cache_size >= 0, got {label_chunk_size} "
+                              f"and {text_cache_size}")
+        if device is not None:
+            check_device(device)
+        self.options = options
+        self.model = _prepared(model, device, precision, fast, options.compile, inplace)
+        self.batch_size = options.batch_size
+        size, crop_size, stride = options.size, options.crop_size, options.window_stride
+        templates = list(options.templates)
+        self.size = size
+        self.crop_size = crop_size
+        self.stride = stride
+        self.templates = templates or None
+        self.label_chunk_size = label_chunk_size
+        # Scoped by (device, dtype, numerics): moving or casting the model, or toggling
+        # reference_numerics, must not return embeddings computed for another state.
+        self._text_cache: LabelCache[torch.Tensor] = LabelCache(text_cache_size)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def precision(self) -> str:
+        """The precision the image path runs in (``fp32``, ``bf16``, ``fp16``)."""
+        return self.model.precision
+
+    # ------------------------------------------------------------------ text
+    @torch.inference_mode()
+    def embed_text(self, labels: str | Sequence[str]) -> torch.Tensor:
+        """Labels (a comma-separated string or a list) -> (K, D) L2-normalised embeddings.
+
+        Each label's embedding is cached (LRU, ``text_cache_size`` entries), so repeated label sets
+        cost nothing. Label strings are validated with :func:`lseg.labels.parse_labels`.
+        """
+        labels = parse_labels(labels)
+        # cached labels are not re-encoded, so the encoder's own check would miss a clash with them
+        self.model.text_encoder.check_distinct(labels, self.templates or NO_TEMPLATE)
+        state = (str(self.device), self.model.dtype, self.model.reference_numerics)
+        return torch.stack(self._text_cache.get(labels, self._encode_labels, scope=state))
+
+    def _encode_labels(self, labels: list[str]) -> list[torch.Tensor]:
+        out: list[torch.Tensor] = []
+        for i in range(0, len(labels), self.label_chunk_size):
+            out.extend(self._encode_chunk(labels[i : i + self.label_chunk_size]))
+        return out
+
+    def _encode_chunk(self, labels: list[str]) -> torch.Tensor:
+        if not self.templates:
+            return self.model.encode_text(labels).float()
+        prompts = apply_templates(labels, self.templates)  # prompts[label][template]
+        per_template = torch.stack(
+            [self.model.encode_text([p[j] for p in prompts]).float() for j in range(len(self.templates))]
+        )
+        return F.normalize(per_template.mean(0), dim=-1)
+
+    # ------------------------------------------------------------------ image
+    def _to_tensor(self, image: Any) -> torch.Tensor:
+        """Any accepted image -> (1, 3, H, W) float in [0, 1] on the model's device."""
+        return _as_tensor(_rgb_pixels(image, self.device)).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
+
+    @torch.inference_mode()
+    def embed_image(self, image: Any) -> ImageEmbedding:
+        """Image (path, PIL, HxWx3 uint8 array, CHW tensor) -> :class:`ImageEmbedding`.
+
+        The image is resized from its uint8 pixels in row strips, so a large photo costs its own
+        3 bytes/pixel plus a few MB, not a float copy of it (12000x8000: 288 MB, not 1.15 GB). An
+        RGB tensor already on the model's device is used there (no trip through the host).
+        """
+        prepared = prepare_image(image, self.size, self.device)
+        image_size, x = prepared.image_size, self.model.normalize(prepared.pixels[None])
+        del prepared  # the resized float copy: only its normalised version is needed from here
+        return ImageEmbedding(self._embed_windows(x)[0].float(), (x.shape[-2], x.shape[-1]), image_size)
+
+    def prepare(self, image: Any, device: torch.device | str = "cpu") -> PreparedImage:
+        """Decode and resize one image to the working size, on ``device`` (by default the CPU work
+        that a DataLoader worker can do ahead of the model: see :func:`prepare_image`)."""
+        return prepare_image(image, self.size, device)
+
+    @torch.inference_mode()
+    def embed_images(self, images: Sequence[Any]) -> list[ImageEmbedding]:
+        """Several images -> one :class:`ImageEmbedding` each, ``batch_size`` images per forward.
+
+        Images whose working sizes are equal share a forward (bucketing); images above
+        ``crop_size`` run through sliding windows one at a time. Items may be anything
+        :meth:`embed_image` takes, or :class:`PreparedImage` (already decoded and resized).
+        """
+        out: list[ImageEmbedding | None] = [None] * len(images)
+        buckets: dict[tuple[int, int], list[tuple[int, PreparedImage]]] = {}
+
+        def flush(key: tuple[int, int]) -> None:
+            items = buckets.pop(key)
+            start = 0
+            while start < len(items):
+                part = items[start : start + images_per_forward(self.device, self.batch_size)]
+                x = torch.stack([p.pixels for _, p in part]).to(self.device, non_blocking=True)
+                try:
+                    pixels = self.model.encode_image(self.model.normalize(x)).float()
+                except torch.OutOfMemoryError:
+                    if len(part) == 1:
+                        raise
+                    del x
+                    self.batch_size = (len(part) + 1) // 2  # back off, and stay there
+                    if self.device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    continue
+                for (i, p), e in zip(part, pixels):
+                    out[i] = ImageEmbedding(e, key, p.image_size)
+                start += len(part)
+
+        for i, image in enumerate(images):
+            prepared = image if isinstance(image, PreparedImage) else self.prepare(image, self.device)
+            h, w = prepared.pixels.shape[-2:]
+            if h > self.crop_size or w > self.crop_size:  # sliding windows: one image at a time
+                x = self.model.normalize(prepared.pixels[None].to(self.device))
+                out[i] = ImageEmbedding(self._embed_windows(x)[0].float(), (h, w), prepared.image_size)
+                continue
+            buckets.setdefault((h, w), []).append((i, prepared))
+            if len(buckets[(h, w)]) >= self.batch_size:
+                flush((h, w))
+        for key in list(buckets):
+            flush(key)
+        return [e for e in out if e is not None]
+
+    def _embed_windows(self, x: torch.Tensor) -> torch.Tensor:
+        """(1, 3, h, w) -> (1, D, ceil(h/2), ceil(w/2)); sliding windows above ``crop_size``."""
+        h, w = x.shape[-2:]
+        c = self.crop_size
+        if h <= c and w <= c:
+            return self.model.encode_image(x)
+        canvas: torch.Tensor | None = None
+        count = torch.zeros(1, 1, math.ceil(h / 2), math.ceil(w / 2), device=x.device)
+        for y0, x0 in windows(h, w, c, self.stride):
+            e = self.model.encode_image(x[..., y0 : y0 + c, x0 : x0 + c])
+            if canvas is None:
+                canvas = torch.zeros(1, e.shape[1], *count.shape[-2:], device=x.device)
+            ys, xs = y0 // 2, x0 // 2
+            canvas[..., ys : ys + e.shape[-2], xs : xs + e.shape[-1]] += e
+            count[..., ys : ys + e.shape[-2], xs : xs + e.shape[-1]] += 1
+        assert canvas is not None
+        return canvas.div_(count)
+
+    # ------------------------------------------------------------------ scoring
+    @torch.inference_mode()
+    def segment(
+        self,
+        image: Any,
+        labels: str | Sequence[str],
+        *,
+        multiscale: bool | MultiScaleConfig = False,
+        return_embeddings: bool = False,
+    ) -> SegmentationResult:
+        """Segment one image (or a precomputed :class:`ImageEmbedding`) with a label set.
+
+        Args:
+            image: path, PIL image, HxWx3 uint8 RGB array, CHW tensor, or an ``ImageEmbedding``.
+            labels: comma-separated string or list of label strings.
+            multiscale: run the reference's multi-scale + flip + sliding-window evaluator
+                (``True`` for the ADE20K settings, or a :class:`MultiScaleConfig`).
+            return_embeddings: also return the (D, h', w') pixel embeddings.
+        """
+        label_list = parse_labels(labels)
+        text = self.embed_text(label_list)
+        image = _decoded_if_stream(image)
+        if multiscale:
+            if isinstance(image, ImageEmbedding):
+                raise ConfigError("multiscale needs the image itself, not an ImageEmbedding")
+            cfg = multiscale if isinstance(multiscale, MultiScaleConfig) else MultiScaleConfig()
+            x = self._to_tensor(image)
+            logits = multiscale_logits(self.model, self.model.normalize(x), text, cfg)[0]
+            emb = self.embed_image(image) if return_embeddings else None
+            result = self._result(label_list, logits, (x.shape[-2], x.shape[-1]), emb)
+            result.image = image
+            return result
+        emb = image if isinstance(image, ImageEmbedding) else self.embed_image(image)
+        source = None if isinstance(image, ImageEmbedding) else image
+        chunk = self._chunk_size()
+        if text.shape[0] <= chunk:
+            logits = self._score(emb, text)
+            result = self._result(label_list, logits, emb.image_size, emb if return_embeddings else None)
+            result.image = source
+            return result
+        # Many labels: a running argmax over label chunks; the K x h x w logits are never all held
+        # (computed on demand if ``result.logits`` is read).
+        argmax = ResizedArgmax(emb.image_size)
+        for i in range(0, text.shape[0], chunk):
+            part = self.model.score(emb.pixels[None], text[i : i + chunk], size=emb.input_size)[0]
+            argmax.add(part.float(), more=i + chunk < text.shape[0])
+            del part
+        # The lazy logits keep host copies: a list of results must not pin GPU memory.
+        pixels = emb.pixels.cpu()
+        host_emb = ImageEmbedding(pixels, emb.input_size, emb.image_size)
+        return SegmentationResult(
+            labels=label_list,
+            label_map=to_numpy(argmax.result()),
+            image_size=emb.image_size,
+            _logits=functools.partial(self._lazy_logits, host_emb, text.cpu()),
+            embeddings=to_numpy(pixels) if return_embeddings else None,
+            image=source,
+        )
+
+    @torch.inference_mode()
+    def _lazy_logits(self, emb: ImageEmbedding, text: torch.Tensor) -> torch.Tensor:
+        on_device = ImageEmbedding(emb.pixels.to(self.device), emb.input_size, emb.image_size)
+        return self._score(on_device, text.to(self.device)).float().cpu()
+
+    def _chunk_size(self) -> int:
+        """Labels scored at once. The bottleneck spatial block (arch_option 1) mixes the labels (it
+        adds their per-pixel maximum), so those models score all labels together."""
+        block = self.model.spatial_block
+        if block is not None and getattr(block, "bottleneck", False):
+            return 1 << 62
+        return max(1, int(self.label_chunk_size))
+
+    def _score(self, emb: ImageEmbedding, text: torch.Tensor) -> torch.Tensor:
+        chunk = self._chunk_size()
+        chunks = [
+            self.model.score(emb.pixels[None], text[i : i + chunk], size=emb.input_size)[0]
+            for i in range(0, text.shape[0], chunk)
+        ]
+        return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+
+    def _result(
+        self, labels: list[str], logits: torch.Tensor, image_size: tuple[int, int], emb: ImageEmbedding | None
+    ) -> SegmentationResult:
+        logits = logits.float()
+        return SegmentationResult(
+            labels=labels,
+            label_map=to_numpy(ResizedArgmax(image_size).add(logits).result()),
+            image_size=image_size,
+            _logits=logits.cpu(),
+            embeddings=to_numpy(emb.pixels) if emb is not None else None,
+        )
+
+    def segment_batch(
+        self, images: Sequence[Any], labels: str | Sequence[str], *, multiscale: bool | MultiScaleConfig = False,
+        return_embeddings: bool = False, errors: Literal["raise", "return"] = "raise",
+    ) -> list[SegmentationResult]:
+        """:meth:`segment` for several images with the same labels: text encoded once, images
+        ``batch_size`` per forward (see :meth:`embed_images`); :class:`ImageEmbedding` items are scored
+        as they are. ``multiscale`` runs one image at a time.
+
+        ``errors="return"``: an image that cannot be read or segmented (an :class:`LSegError`) takes
+        its error's place in the list, and the others are still segmented; ``"raise"``: the first
+        such error is raised."""
+        if isinstance(images, (str, bytes, os.PathLike)):  # would be iterated character by character
+            raise ConfigError(f"segment_batch takes a list of images, not a {type(images).__name__}: "
+                              "segment_batch([image, ...], labels), or segment(image, labels) for one")
+        if errors not in ("raise", "return"):
+            raise ConfigError(f"errors must be 'raise' or 'return', got {errors!r}")
+        self.embed_text(labels)  # a bad label set is the caller's error, never one per image
+        out: list[Any] = [None] * len(images)
+        todo: list[tuple[int, Any]] = []
+        for i, image in enumerate(images):
+            try:
+                image = _decoded_if_stream(image)
+                if not multiscale and not isinstance(image, (ImageEmbedding, PreparedImage)):
+                    image = (image, self.prepare(image, self.device))  # decoded here: a bad file fails alone
+                todo.append((i, image))
+            except LSegError as e:
+                if errors == "raise":
+                    raise
+                out[i] = e
+        if multiscale:
+            for i, image in todo:
+                try:
+                    out[i] = self.segment(image, labels, multiscale=multiscale, return_embeddings=return_embeddings)
+                except LSegError as e:
+                    if errors == "raise":
+                        raise
+                    out[i] = e
+            return out
+        # images through the batched forward; embeddings (already computed) straight to scoring
+        pending = [(i, img) for i, img in todo if not isinstance(img, ImageEmbedding)]
+        embedded = self.embed_images([img[1] if isinstance(img, tuple) else img for _, img in pending])
+        embeddings = dict(zip((i for i, _ in pending), embedded))
+        for i, image in todo:
+            emb = image if isinstance(image, ImageEmbedding) else embeddings[i]
+            result = self.segment(emb, labels, return_embeddings=return_embeddings)
+            source = image[0] if isinstance(image, tuple) else image
+            result.image = None if isinstance(source, (PreparedImage, ImageEmbedding)) else source
+            out[i] = result
+        return out
+
+
+def _prepared(model: LSeg, device: str | torch.device | None, precision: str | None, fast: bool, compile: bool,
+              inplace: bool) -> LSeg:
+    """``model`` (or, unless ``inplace``, a copy where something must change) on ``device``, in eval
+    mode, ``precision``, ``fast`` numerics where asked, compiled where asked."""
+    target = torch.device(device) if device is not None else model.device
+    wanted = resolve_precision(precision, target) if precision is not None else model.precision
+    to_fast = fast and model.numerics == "plain"
+    if not inplace and (model.training or target != model.device or wanted != model.precision or to_fast or compile):
+        model = copy.deepcopy(model)
+    model = model.eval().to(target)
+    if wanted != model.precision:
+        model.set_precision(wanted)
+    if compile:
+        model.backbone.compile()
+        model.decoder.compile()
+    if to_fast:
+        model.set_numerics("fast")
+    return model
+
+
+# ---------------------------------------------------------------------- images
+
+def _decoded_if_stream(image: Any) -> Any:
+    """A binary file object, decoded: it can be read once, and a result keeps its image for
+    ``overlay()`` / ``save()``, which would otherwise find the stream exhausted."""
+    return load_image(image) if hasattr(image, "read") else image
+
+
+def images_per_forward(device: torch.device | str, batch_size: int) -> int:
+    """How many same-size images one forward takes: ``batch_size`` on GPUs, 1 on CPUs.
+
+    A CPU gains nothing from stacking images: one 480x480 image already gives the ViT's matrix
+    products 901 rows, and a stack of 8 only overflows the caches (``lseg bench``, Intel Xeon with
+    AMX, 2 threads, full-size model: bf16 0.63 img/s at batch 1 against 0.44 stacked by 8; fp32
+    0.26 against 0.23). So on a CPU a batch is run image by image, after the text is encoded once
+    and while the loader prefetches the next images."""
+    return batch_size if torch.device(device).type != "cpu" else 1
+
+
+
+def prepare_image(image: Any, size: int | None, device: torch.device | str = "cpu") -> PreparedImage:
+    """Any accepted image -> :class:`PreparedImage` at the working size for long side ``size``.
+
+    Needs no model: DataLoader workers run it ahead of the forward (:mod:`lseg.inference.loader`)."""
+    device = torch.device(device)
+    rgb = _rgb_pixels(image, device)
+    image_size = (int(rgb.shape[0]), int(rgb.shape[1]))
+    return PreparedImage(resize_rgb(rgb, working_size(*image_size, size), device)[0], image_size)
+
+
+def _as_tensor(rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(rgb) if isinstance(rgb, np.ndarray) else rgb
+
+
+def _rgb_pixels(image: Any, device: torch.device) -> np.ndarray | torch.Tensor:
+    """``HxWx3 uint8`` pixels of any accepted image: a numpy array, or a tensor view where the image
+    is a ``3xHxW`` uint8 or [0, 1] float tensor already on ``device`` (not the CPU), so a GPU image
+    is never copied to the host and back; other inputs go through :func:`lseg.io.load_image`."""
+    if isinstance(image, torch.Tensor) and image.device.type != "cpu" and image.device == torch.device(device):
+        t = image.detach()
+        if t.ndim == 3 and t.shape[0] == 3 and 0 < t.shape[1] * t.shape[2] <= DEFAULT_MAX_PIXELS:
+            if t.dtype == torch.uint8:
+                return t.permute(1, 2, 0)
+            # As load_image: [0, 1] floats, rounded to uint8 (one check, one sync; bad values go
+            # to load_image for its error message).
+            if t.is_floating_point() and not bool(((t < 0) | (t > 1) | t.isnan()).any()):
+                return t.float().mul(255.0).round_().to(torch.uint8).permute(1, 2, 0)
+    return _rgb_array(image)
+
+
+def _rgb_array(image: Any) -> np.ndarray:
+    """``HxWx3 uint8`` pixels of any accepted image; a plain C-contiguous writable RGB uint8 array
+    within :data:`lseg.io.DEFAULT_MAX_PIXELS` is used as is (read only, not copied)."""
+    if (
+        isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+        and image.flags.c_contiguous and image.flags.writeable
+        and 0 < image.shape[0] * image.shape[1] <= DEFAULT_MAX_PIXELS
+    ):
+        return image
+    return load_image(image)
+
+
+
+
+def multiscale_logits(
+    model: LSeg, x: torch.Tensor, text: torch.Tensor, cfg: MultiScaleConfig = MultiScaleConfig()
+) -> torch.Tensor:
+    """The reference's ``MultiEvalModule``: (1, 3, H, W) normalised image -> (1, K, H, W) summed logits.
+
+    For each scale: resize the long side to ``ceil(base_size * scale)`` (bilinear, align_corners=True);
+    if it fits in ``crop_size`` pad to a square crop with the normalised black value and run once,
+    else slide ``crop_size`` windows with stride ``int(crop_size * stride_rate)`` (edge windows padded),
+    averaging overlaps;
+    with ``flip`` add the flipped prediction; resize back and add to the running sum.
+    """
+    _, _, h, w = x.shape
+    crop = cfg.crop_size
+    stride = int(crop * cfg.stride_rate)
+    black = pad_value(model.pixel_mean, model.pixel_std)  # -1 everywhere for the 0.5/0.5 normalisation
+    total = torch.zeros(1, text.shape[0], h, w, device=x.device)
+
+    def infer(img: torch.Tensor) -> torch.Tensor:
+        out = model(img, text)
+        if cfg.flip:
+            out = out + model(img.flip(-1), text).flip(-1)
+        return out
+
+    for scale in cfg.scales:
+        long_size = math.ceil(cfg.base_size * scale)
+        height, width = scaled_size(h, w, long_size)
+        cur = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=True)
+        if long_size <= crop:
+            out = infer(pad_to(cur, (crop, crop), black))[..., :height, :width]
+        else:
+            pad = pad_to(cur, (crop, crop), black)
+            ph, pw = pad.shape[-2:]
+            out = torch.zeros(1, text.shape[0], ph, pw, device=x.device)
+            count = torch.zeros(1, 1, ph, pw, device=x.device)
+            # As the reference: the last windows are partial and padded, not shifted back.
+            for y0, y1, x0, x1 in reference_windows(ph, pw, crop, stride):
+                o = infer(pad_to(pad[..., y0:y1, x0:x1], (crop, crop), black))
+                out[..., y0:y1, x0:x1] += o[..., : y1 - y0, : x1 - x0]
+                count[..., y0:y1, x0:x1] += 1
+            out = (out / count)[..., :height, :width]
+        total += resize(out, (h, w))
+    return total

@@ -1,0 +1,184 @@
+"""Result types of the torch predictor: :class:`ImageEmbedding`, :class:`PreparedImage`,
+:class:`SegmentationResult`, and :func:`to_numpy`, the one place results cross from the device to
+the host (made by :class:`lseg.inference.predictor.LSegPredictor`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lseg.geometry import resize
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A result tensor as a numpy array: the one place results cross from the device to the host."""
+    return t.cpu().numpy()
+
+
+@dataclass
+class ImageEmbedding:
+    """Pixel embeddings of one image, reusable for any number of label sets.
+
+    Attributes:
+        pixels: (D, h', w') float32 L2-normalised pixel embeddings at half the working resolution
+            (averaged, hence slightly shorter than unit length, where sliding windows overlap), on
+            the model's device; float32 whatever the model's dtype or an active autocast.
+        input_size: (h, w) working resolution the network saw (after resizing).
+        image_size: (H, W) original image size.
+    """
+
+    pixels: torch.Tensor
+    input_size: tuple[int, int]
+    image_size: tuple[int, int]
+
+    def __repr__(self) -> str:  # the shape, not the tensor's values
+        p = self.pixels
+        return (f"ImageEmbedding(pixels=<{tuple(p.shape)} {str(p.dtype).replace('torch.', '')} on {p.device}>, "
+                f"input_size={self.input_size}, image_size={self.image_size})")
+
+
+@dataclass
+class PreparedImage:
+    """An image decoded and resized to the working size, ready for the model.
+
+    Attributes:
+        pixels: (3, h, w) float32 RGB in [0, 1] (on the CPU when made by a loader worker).
+        image_size: (H, W) of the original image.
+    """
+
+    pixels: torch.Tensor
+    image_size: tuple[int, int]
+
+
+@dataclass
+class SegmentationResult:
+    """Output of :meth:`LSegPredictor.segment`.
+
+    Attributes:
+        labels: the label strings, index ``i`` in ``label_map`` is ``labels[i]``.
+        label_map: (H, W) int32 argmax label index at the original resolution.
+        logits: (K, h, w) float32 numpy array of scaled cosine similarities at the working resolution.
+            With more labels than the predictor's ``label_chunk_size`` they are not kept (the label
+            map is a running argmax over label chunks on the model's device, so memory does not
+            grow with K); they are computed on first access then (K*h*w*4 bytes; for that the result
+            keeps a CPU copy of the image embedding and the text, never memory on the GPU).
+        probs: (K, H, W) float32 numpy softmax over the labels at the original resolution.
+        masks: ``{label: (H, W) bool mask}``; :meth:`mask` gives one.
+        embeddings: (D, h', w') float32 pixel embeddings if requested, else ``None``.
+        image: the input image as given (path, array, ...), for :meth:`overlay` and :meth:`save`;
+            ``None`` when segmenting an :class:`ImageEmbedding`.
+
+    Every array attribute is numpy; :meth:`overlay` and :meth:`save` write what ``lseg segment`` writes.
+    """
+
+    labels: list[str]
+    label_map: np.ndarray
+    image_size: tuple[int, int]
+    embeddings: np.ndarray | None = field(default=None, repr=False)
+    # The logits, or (many labels) a function that computes them on first access.
+    _logits: torch.Tensor | Callable[[], torch.Tensor] | None = field(default=None, repr=False)
+    image: Any = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        h, w = self.image_size
+        top = sorted(self.scores().items(), key=lambda kv: -kv[1])[:5]
+        shares = ", ".join(f"{lb!r}: {v:.0%}" for lb, v in top)
+        return f"SegmentationResult({len(self.labels)} labels, {w}x{h}, {{{shares}{', ...' if len(self.labels) > 5 else ''}}})"
+
+    def _logits_tensor(self) -> torch.Tensor:
+        if not isinstance(self._logits, torch.Tensor):
+            assert self._logits is not None
+            self._logits = self._logits()
+        return self._logits
+
+    @property
+    def logits(self) -> np.ndarray:
+        """(K, h, w) float32 logits at the working resolution (see the class docstring)."""
+        return to_numpy(self._logits_tensor())
+
+    @property
+    def probs(self) -> np.ndarray:
+        """(K, H, W) float32 softmax over the labels at the original resolution.
+
+        Computed on access (K*H*W*4 bytes): use :meth:`probs_at` for another size.
+        """
+        return self.probs_at(self.image_size)
+
+    def probs_at(self, size: tuple[int, int]) -> np.ndarray:
+        """(K, size[0], size[1]) float32 per-label probabilities."""
+        logits = resize(self._logits_tensor()[None], size)[0]
+        return to_numpy(torch.softmax(logits, dim=0))
+
+    def scores(self) -> dict[str, float]:
+        """Fraction of pixels assigned to each label."""
+        counts = np.bincount(self.label_map.ravel(), minlength=len(self.labels))
+        total = max(1, self.label_map.size)
+        return {label: float(c) / total for label, c in zip(self.labels, counts)}
+
+    def mask(self, label: str | int) -> np.ndarray:
+        """(H, W) bool: the pixels assigned to ``label`` (its name, or its index)."""
+        if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+            if not 0 <= label < len(self.labels):
+                raise IndexError(f"label index {label} out of range for {len(self.labels)} labels")
+            return self.label_map == label
+        key = " ".join(str(label).split())
+        matches = [i for i, lb in enumerate(self.labels) if lb == key] or \
+            [i for i, lb in enumerate(self.labels) if lb.casefold() == key.casefold()]
+        if not matches:
+            raise KeyError(f"{label!r} is not one of the labels: {', '.join(map(repr, self.labels))}")
+        return self.label_map == matches[0]
+
+    @property
+    def masks(self) -> dict[str, np.ndarray]:
+        """``{label: (H, W) bool mask}`` for every label, in label order."""
+        return {lb: self.label_map == i for i, lb in enumerate(self.labels)}
+
+    def _image(self, image: Any) -> Any:
+        image = self.image if image is None else image
+        if image is None:
+            raise ValueError("this result was made from an ImageEmbedding: pass the image, e.g. result.overlay(image)")
+        return image
+
+    def overlay(self, image: Any = None, *, alpha: float = 0.5, legend: bool = True) -> Any:
+        """The photo with each label's colour and a legend (:func:`lseg.viz.overlay`), as a PIL image."""
+        from lseg.viz import overlay
+
+        return overlay(self._image(image), self.label_map, self.labels, alpha=alpha, legend=legend)
+
+    def save(self, folder: str | os.PathLike[str], stem: str | None = None, *, image: Any = None,
+             alpha: float = 0.5, scores: bool = False) -> dict[str, Path]:
+        """Write what ``lseg segment`` writes into ``folder``: ``<stem>_labels.png`` (label indices,
+        names in its ``lseg:labels`` text chunk), ``<stem>_labels.json`` (labels, colours, shares: a
+        record like ``lseg segment``'s, so a later ``lseg segment`` into ``folder`` redoes these files),
+        ``<stem>_overlay.png`` when the image is known, and with ``scores`` ``<stem>_scores.npz``.
+        ``stem`` defaults to the image file's stem, else ``"image"`` (give ``stem`` when saving several
+        in-memory images into one folder: the same stem is overwritten). Returns ``{kind: path}``."""
+        from lseg.io import atomic_write
+        from lseg.jobs.records import write_record
+        from lseg.viz import hex_colors, save_label_map, save_scores
+
+        source = self.image if image is None else image
+        if stem is None:
+            stem = Path(source).stem if isinstance(source, (str, os.PathLike)) else "image"
+        out = Path(folder)
+        paths = {"labels": save_label_map(out / f"{stem}_labels.png", self.label_map, self.labels)}
+        if source is not None:
+            picture = self.overlay(source, alpha=alpha)
+            paths["overlay"] = atomic_write(out / f"{stem}_overlay.png", lambda p: picture.save(p, format="PNG"))
+        if scores:
+            paths["scores"] = save_scores(out / f"{stem}_scores.npz", self.probs, self.labels)
+        # an lseg record, as `lseg segment` writes: a later `lseg segment` into this folder knows these
+        # files as lseg's (redone, not refused as the user's), and never takes them for inputs
+        record = out / f"{stem}_labels.json"
+        named = isinstance(source, (str, os.PathLike))
+        write_record(record, "segment", Path(source) if named else Path("<in-memory image>"),
+                     {"saved_by": "SegmentationResult.save", "alpha": alpha}, list(paths.values()),
+                     labels=self.labels, colors=hex_colors(len(self.labels)), shares=self.scores())
+        paths["json"] = record
+        return paths

@@ -1,0 +1,249 @@
+"""Claims: workers writing into one output folder split the work instead of each doing all of it.
+
+Before computing an output, a worker creates ``.<output name>.claim`` next to it, complete and
+only if it does not exist (:func:`lseg.io.create_exclusive`: a hard link, atomic also on NFS),
+holding who it is: host, pid namespace, pid, the process's start time and a random token. It
+deletes the claim after writing the output (or failing to); a worker that finds a claim leaves that
+output to its holder. So ``N`` workers started on one folder (one per GPU, or on several machines
+sharing it) each compute about ``1/N`` of the outputs, and none computes an output twice.
+
+A claim is *stale*, and taken over, when its holder is gone:
+
+* on the same host (and pid namespace): the pid no longer exists, or belongs to a process started
+  at another time (a reused pid) - known at once, e.g. after SIGKILL;
+* anywhere (the only test for another host's claims): its file was not refreshed for
+  :data:`STALE_AFTER` seconds - a holder touches its claims every :data:`HEARTBEAT` seconds.
+
+Taking over renames the stale file away, then competes with ``O_EXCL`` like a fresh claim. Outputs
+are written atomically (:func:`lseg.io.atomic_write`), so a lost race costs time, never a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+from lseg.io import create_exclusive, hidden_sibling, write_error
+
+__all__ = ["HEARTBEAT", "STALE_AFTER", "ClaimSet", "hold_recipe", "remove_stale_claims"]
+
+#: Seconds between refreshes of the claims a worker holds (their mtime).
+HEARTBEAT = 60.0
+#: A claim not refreshed for this long is stale whoever holds it (another host's crashed job).
+STALE_AFTER = 600.0
+
+_SUFFIX = ".claim"
+
+
+def _read_file(path: Path) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _host() -> str:
+    """This host and pid namespace: pids are comparable only within one (containers with the
+    host's network share its host name, not its pids)."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}/{namespace}"
+
+
+def _boot_id() -> str:
+    return _read_file(Path("/proc/sys/kernel/random/boot_id")).strip()
+
+
+def _start_time(pid: int) -> str | None:
+    """When ``pid`` started (boot id + clock ticks since boot), None where /proc cannot tell."""
+    stat = _read_file(Path(f"/proc/{pid}/stat"))
+    if ")" not in stat:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return f"{_boot_id()}:{fields[19]}" if len(fields) > 19 else None  # field 22: starttime
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, another user's
+        pass
+    now = _start_time(pid)
+    return start is None or now is None or now == start
+
+
+def _stale(path: Path, content: str, host: str) -> bool:
+    try:
+        age = time.time() - os.stat(path).st_mtime
+    except FileNotFoundError:
+        return False  # released meanwhile: the caller tries again
+    try:
+        info = json.loads(content)
+        same_host = info["host"] == host
+        pid, start = int(info["pid"]), info.get("start")
+    except (ValueError, KeyError, TypeError):
+        # Garbage, or (only where the file system has no hard links) created but not yet filled.
+        return age > STALE_AFTER
+    if same_host:
+        return not _alive(pid, start)
+    return age > STALE_AFTER
+
+
+def _remove_stale(path: Path, content: str) -> None:
+    """Remove the stale claim ``path`` read as ``content``, unless a live one replaced it meanwhile."""
+    # Named as a claim, so that if this process dies before unlinking it, remove_stale_claims does.
+    grave = hidden_sibling(path, f".stale-{secrets.token_hex(4)}{_SUFFIX}")
+    try:
+        os.rename(path, grave)
+    except OSError:
+        return  # already removed or taken over by another worker
+    if _read_file(grave) != content:
+        # A worker took it over between our read and our rename: put its claim back (unless a third
+        # one claimed the place meanwhile; then two may compute this output, atomically).
+        with contextlib.suppress(OSError):
+            os.link(grave, path)
+    with contextlib.suppress(OSError):
+        os.unlink(grave)
+
+
+class ClaimSet:
+    """The claims one batch job holds. Use as a context manager: every claim still held is released
+    when the block ends, however it ends (an exception, Ctrl-C); SIGKILL leaves them stale.
+
+    ``take(output)`` -> True if this job now holds ``output`` (compute it, then ``release(output)``);
+    False if a live worker holds it.
+    """
+
+    def __init__(self, heartbeat: float = HEARTBEAT) -> None:
+        self._host = _host()
+        self._identity = {"host": self._host, "pid": os.getpid(), "start": _start_time(os.getpid())}
+        self._held: dict[Path, tuple[Path, str]] = {}
+        self._heartbeat = heartbeat
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> ClaimSet:  # noqa: PYI034 - typing.Self needs Python 3.11
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def take(self, output: str | os.PathLike[str], extra: dict | None = None) -> bool:
+        """Claim ``output`` (a path; its parent folder is created); ``extra`` is stored in the claim.
+
+        Raises:
+            OutputWriteError: the claim file cannot be created (read-only folder, disk full, ...).
+        """
+        target = Path(os.fspath(output))
+        path = hidden_sibling(target, _SUFFIX)
+        mine = json.dumps({**self._identity, "token": secrets.token_hex(8), "output": target.name, **(extra or {})})
+        for _ in range(5):
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                created = create_exclusive(path, mine.encode("utf-8"))
+            except OSError as e:
+                raise write_error(target, e) from None
+            if created:
+                self._held[target] = (path, mine)
+                self._start_heartbeat()
+                return True
+            content = _read_file(path)
+            if not _stale(path, content, self._host):
+                if path.exists():
+                    return False
+                continue  # released meanwhile
+            _remove_stale(path, content)
+        return False  # contended on every try: leave it to the others
+
+    def release(self, output: str | os.PathLike[str]) -> None:
+        """Give up the claim on ``output`` (after writing it, or failing to)."""
+        held = self._held.pop(Path(os.fspath(output)), None)
+        if held is not None and _read_file(held[0]) == held[1]:  # still ours (not taken over as stale)
+            with contextlib.suppress(OSError):
+                os.unlink(held[0])
+
+    def close(self) -> None:
+        """Release every claim still held and stop the heartbeat."""
+        for target in list(self._held):
+            self.release(target)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _start_heartbeat(self) -> None:
+        if self._thread is None and self._heartbeat > 0:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._beat, name="lseg-claims", daemon=True)
+            self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._heartbeat):
+            for path, _ in list(self._held.values()):
+                with contextlib.suppress(OSError):
+                    os.utime(path)
+
+
+def remove_stale_claims(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the stale claims under ``folder`` (those of killed jobs; see the module doc), e.g. of
+    outputs a killed job finished but could not release. Live workers' claims stay.
+
+    Returns:
+        The removed claim files.
+    """
+    root = Path(os.fspath(folder)).expanduser()
+    host = _host()
+    removed = []
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for fn in filenames:
+            path = Path(dirpath) / fn
+            if fn.startswith(".") and fn.endswith(_SUFFIX):
+                content = _read_file(path)
+                if _stale(path, content, host):
+                    _remove_stale(path, content)
+                    removed.append(path)
+    return removed
+
+
+_JOB_PREFIX = "lseg-job-"
+
+
+def hold_recipe(claims: ClaimSet, folder: Path, recipe_digest: str, what: str) -> None:
+    """Mark ``folder`` as being written with the recipe ``recipe_digest`` by this job (a claim file
+    ``.lseg-job-<token>.claim``, held by ``claims``), and refuse to go on while a live job writes
+    there with another recipe: concurrent workers share a folder only with the same settings.
+
+    Raises:
+        LSegError: a live job with other settings writes into ``folder``.
+    """
+    from lseg.errors import LSegError
+
+    mine = folder / f"{_JOB_PREFIX}{secrets.token_hex(6)}"
+    claims.take(mine, extra={"recipe": recipe_digest})
+    host = _host()
+    for path in sorted(folder.glob(f".{_JOB_PREFIX}*{_SUFFIX}")):
+        content = _read_file(path)
+        if path == hidden_sibling(mine, _SUFFIX) or _stale(path, content, host):
+            continue
+        try:
+            theirs = json.loads(content)
+        except ValueError:
+            continue
+        if theirs.get("recipe") != recipe_digest:
+            claims.release(mine)
+            raise LSegError(f"another lseg job (pid {theirs.get('pid')} on {str(theirs.get('host')).split('/')[0]}) "
+                            f"is writing into {folder} with other settings: wait for it to finish, or {what} "
+                            "into another folder")

@@ -1,0 +1,317 @@
+"""The batch engine: one loop for every command that walks inputs and writes outputs.
+
+A command is a :class:`Writer`: it lists its :class:`Unit` s (what one unit reads, the files it
+writes and the record that lists them) and its recipe (the settings that change those files),
+builds its model only when there is work, and computes and writes one unit at a time. The engine
+does the rest, the same way for every command (:func:`run_job`):
+
+1. before any model is built: output clashes (two inputs writing one file, an output that is an
+   input, an existing file no lseg record lists), and the output folder writable;
+2. staleness (:mod:`.records`): a unit whose record holds this recipe and whose files exist is done;
+   one made with another recipe is redone, the old recipe's files removed; nothing to do, no model;
+3. concurrent workers (:mod:`.claims`): jobs sharing a folder split its units, and a job with other
+   settings is refused while another writes there;
+4. writing: a unit's files appear together (staged, then moved into place), its record last;
+   a failed unit leaves nothing; a full disk or read-only file system stops the job;
+5. the summary (``N written, M already done, F failed``), also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lseg.console import progress_bar
+from lseg.errors import LSegError, OutputWriteError
+from lseg.io import Staged, check_writable, remove_stale_temp_files
+from lseg.jobs.claims import ClaimSet, hold_recipe, remove_stale_claims
+from lseg.jobs.inputs import read_record, recorded_outputs
+from lseg.jobs.records import Status, digest, listed_outputs, plan, write_record
+
+__all__ = ["Report", "Unit", "Writer", "check_clashes", "exit_code", "run_job"]
+
+
+@dataclass
+class Unit:
+    """One unit of work.
+
+    Attributes:
+        source: what it reads (named in messages and its record).
+        targets: the files it writes (its record apart); a :attr:`folder` unit fills this list as
+            it writes.
+        record: its record (:mod:`.records`).
+        folder: a folder the unit fills as it goes (a video's frames): its files are known only while
+            writing; they appear one by one, the record last.
+        data: the writer's own (a store unit, a frame id).
+    """
+
+    source: Path
+    targets: list[Path]
+    record: Path
+    folder: Path | None = None
+    data: Any = None
+    status: Status = "new"
+
+
+@dataclass
+class Report:
+    """What a job did: written (``redone``: those whose recipe changed, ``changed``: which keys),
+    skipped (already done), failed (path, reason), left to other workers, why it stopped early
+    (``stopped``: a full disk...) and whether it was interrupted (Ctrl-C)."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    redone: list[Path] = field(default_factory=list)
+    changed: set[str] = field(default_factory=set)
+    others: list[Path] = field(default_factory=list)
+    stopped: str | None = None
+    interrupted: bool = False
+
+    def summary(self) -> str:
+        redo = ""
+        if self.redone:
+            redo = f" ({len(self.redone)} redone: {', '.join(sorted(self.changed)) or 'settings'} changed)"
+        text = f"{len(self.written)} written{redo}, {len(self.skipped)} already done, {len(self.failed)} failed"
+        if self.others:
+            text += f", {len(self.others)} left to other workers"
+        return text + ("; stopped early" if self.stopped else "") + ("; interrupted" if self.interrupted else "")
+
+
+def exit_code(report: Report) -> int:
+    """130 interrupted, 2 stopped early (disk full...), 1 some units failed, else 0."""
+    return 130 if report.interrupted else 2 if report.stopped else 1 if report.failed else 0
+
+
+class Writer:
+    """A batch command plugged into :func:`run_job`. Subclasses set :attr:`kind` and :attr:`out` and
+    implement :meth:`units` and :meth:`write` (and :meth:`compute_one` or :meth:`compute`)."""
+
+    #: The record's ``kind``.
+    kind = "batch"
+    #: What a unit is, for the progress bar.
+    unit_name = "img"
+    out: Path
+
+    def units(self) -> list[Unit]:
+        """Every unit, from the inputs alone (no model); refuse bad inputs here (:class:`LSegError`)."""
+        raise NotImplementedError
+
+    def recipe(self) -> dict[str, Any]:
+        """The settings that change the outputs' content (known without building the model)."""
+        return {}
+
+    def setup(self) -> None:
+        """Build the model: called once, only when some unit is to be written."""
+
+    def compute(self, units: Iterator[Unit]) -> Iterator[tuple[Unit, Any]]:
+        """``(unit, result or LSegError)`` for each unit, pulling units from ``units`` lazily (each is
+        claimed when pulled: prefetching loaders pull ahead)."""
+        for unit in units:
+            try:
+                yield unit, self.compute_one(unit)
+            except LSegError as e:
+                if isinstance(e, OutputWriteError) and e.fatal:
+                    raise
+                yield unit, e
+
+    def compute_one(self, unit: Unit) -> Any:
+        return None
+
+    def write(self, unit: Unit, result: Any, staged: Staged) -> dict[str, Any]:
+        """Write ``unit.targets`` through ``staged.path(target)`` (they appear together afterwards);
+        a :attr:`Unit.folder` unit writes its files itself and appends them to ``unit.targets``.
+        Returns extra fields for the record."""
+        raise NotImplementedError
+
+    def finish(self, report: Report) -> None:
+        """After the loop (not after an interruption): e.g. a store's index."""
+
+
+# ---------------------------------------------------------------------------- clashes
+
+def _resolved(p: Path) -> Path:
+    with contextlib.suppress(OSError):
+        return p.resolve()
+    return p.absolute()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_clashes(units: Sequence[Unit], overwrite: bool = False) -> None:
+    """Refuse, before any work and all at once, outputs that would destroy data: an output that is
+    an input of this run, an output inside the frame folder another input (a video) fills, an
+    existing file no lseg record lists (unless ``overwrite``)."""
+    inputs = {_resolved(u.source): u.source for u in units}
+    owned = [(_resolved(u.folder), u.folder, u.source) for u in units if u.folder is not None]
+    problems: list[str] = []
+    foreign = False
+    listed: dict[Path, set[str]] = {}
+
+    def is_recorded(target: Path, record: Path) -> bool:
+        folder = target.parent
+        if folder not in listed:
+            try:
+                listed[folder] = recorded_outputs(folder, os.listdir(folder))
+            except OSError:
+                listed[folder] = set()
+        if target.name in listed[folder]:
+            return True
+        own = read_record(record)  # written by a concurrent worker since the folder was listed
+        return own is not None and (target == record or target.name in listed_outputs(own, record))
+
+    for u in units:
+        for target in [*u.targets, u.record]:
+            real = _resolved(target)
+            if real in inputs and inputs[real] != u.source:
+                problems.append(f"{inputs[real]} is an input and also an output of {u.source}")
+                continue
+            inside = next(((f, src) for r, f, src in owned if src != u.source and _inside(real, r)), None)
+            if inside is not None:
+                problems.append(f"{u.source} would write {target.name} into {inside[0]}, where the video "
+                                f"{inside[1]} writes its frames")
+                break
+            if not overwrite and os.path.lexists(target) and not is_recorded(target, u.record):
+                problems.append(f"{target} exists and is not an lseg output (no record lists it)")
+                foreign = True
+        if u.folder is not None and not overwrite and u.folder.is_dir() and read_record(u.record) is None:
+            with contextlib.suppress(OSError):
+                theirs = sorted(n for n in os.listdir(u.folder) if not n.startswith("."))
+                if theirs:
+                    foreign = True
+                    problems.append(f"{u.folder} (the frame folder of {u.source}) already holds files lseg did "
+                                    f"not write ({', '.join(theirs[:3])}{', ...' if len(theirs) > 3 else ''})")
+    if not problems:
+        return
+    shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
+    hint = "; move those files or choose another --out folder" + (
+        " (or pass --overwrite to replace the files lseg did not write)" if foreign else "")
+    raise LSegError(f"{len(problems)} output clash{'es' if len(problems) > 1 else ''}, nothing was written: "
+                    f"{shown}{hint}")
+
+
+# ---------------------------------------------------------------------------- the loop
+
+def _targets_now(unit: Unit) -> list[Path]:
+    """A unit's files as its record lists them (a folder unit's files are known from its record)."""
+    if unit.folder is None:
+        return unit.targets
+    old = read_record(unit.record)
+    return [unit.record.parent / n for n in listed_outputs(old, unit.record)] if old else [unit.record]
+
+
+def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, shard: tuple[int, int] = (0, 1),
+            desc: str | None = None) -> Report:
+    """Run ``writer``'s units (module docstring): those of shard ``k`` of ``M`` (``units[k::M]``).
+
+    Returns:
+        The :class:`Report`; a full disk or read-only file system stops the job (``stopped``), Ctrl-C
+        too (``interrupted``); a unit that fails for its own reasons is listed in ``failed``.
+
+    Raises:
+        LSegError: bad inputs, output clashes, another job with other settings, an unwritable folder.
+    """
+    part, parts = shard
+    units = writer.units()
+    check_clashes(units, overwrite)
+    recipe = writer.recipe()
+    key = digest(recipe)
+    report = Report()
+    mine = units[part::parts]
+    todo: list[Unit] = []
+    for unit in mine:
+        status, _ = _peek(unit, recipe, overwrite)
+        if status == "done":
+            report.skipped.append(unit.targets[0] if unit.targets else unit.record)
+        else:
+            todo.append(unit)
+    if not todo:
+        return report
+    out = check_writable(writer.out)  # one error before the model loads
+    remove_stale_temp_files(out)  # of a killed earlier run
+    remove_stale_claims(out)
+    bar = None
+    try:
+        with ClaimSet() as claims:
+            hold_recipe(claims, out, key, "write")
+            writer.setup()
+            bar = progress_bar(total=len(mine), initial=len(mine) - len(todo), desc=desc or writer.kind,
+                               unit=writer.unit_name, disable=not progress)
+            for unit, result in writer.compute(_claimed(todo, claims, recipe, overwrite, report, bar)):
+                try:
+                    if isinstance(result, LSegError):
+                        raise result
+                    _write(writer, unit, result, recipe, report)
+                except OutputWriteError as e:
+                    report.failed.append((unit.source, str(e)))
+                    if e.fatal:
+                        report.stopped = str(e)
+                        break
+                except LSegError as e:
+                    report.failed.append((unit.source, str(e)))
+                finally:
+                    claims.release(unit.record)
+                    bar.update()
+    except KeyboardInterrupt:
+        report.interrupted = True
+    except OutputWriteError as e:  # fatal, raised while claiming or computing
+        report.stopped = str(e)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not report.interrupted and not report.stopped:
+        writer.finish(report)
+    return report
+
+
+def _peek(unit: Unit, recipe: dict[str, Any], overwrite: bool) -> tuple[Status, set[str]]:
+    """The unit's status without touching anything (``redo`` is decided again, and acted on, once claimed)."""
+    old = read_record(unit.record)
+    if old is None:
+        return "new", set()
+    if not overwrite and old.get("digest") == digest(recipe):
+        done = old.get("complete", True) is True and all(map(os.path.exists, _targets_now(unit)))
+        return ("done" if done else "new"), set()
+    return "redo", set()
+
+
+def _claimed(todo: list[Unit], claims: ClaimSet, recipe: dict[str, Any], overwrite: bool, report: Report,
+             bar: Any) -> Iterator[Unit]:
+    """The units this worker claims, as the writer pulls them; a unit another worker holds or finished
+    meanwhile is counted and passed over."""
+    for unit in todo:
+        if not claims.take(unit.record):
+            report.others.append(unit.record)
+            bar.update()
+            continue
+        status, changed = plan(_targets_now(unit), unit.record, recipe, overwrite)
+        if status == "done":
+            claims.release(unit.record)
+            report.skipped.append(unit.targets[0] if unit.targets else unit.record)
+            bar.update()
+            continue
+        unit.status = status
+        report.changed |= changed
+        yield unit
+
+
+def _write(writer: Writer, unit: Unit, result: Any, recipe: dict[str, Any], report: Report) -> None:
+    staged = Staged()
+    write_record(unit.record, writer.kind, unit.source, recipe, unit.targets, pending=True)
+    try:
+        extra = writer.write(unit, result, staged)
+        staged.commit()
+    except BaseException:
+        staged.discard()
+        raise
+    write_record(unit.record, writer.kind, unit.source, recipe, unit.targets, extra=extra)
+    written = unit.targets[0] if unit.targets else unit.record
+    report.written.append(written)
+    if unit.status == "redo":
+        report.redone.append(written)

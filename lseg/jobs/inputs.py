@@ -1,0 +1,123 @@
+"""Inputs of a batch job: the files under the given paths, never a job's own outputs.
+
+A folder contributes its files with the wanted extensions, sorted by path, leaving out hidden
+files, the job's output folder (an ``--out`` inside an input folder) and files an earlier lseg run
+recorded as its outputs, so re-running a job never reads its results back. A file is taken as
+given, unless it is a recorded lseg output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lseg.errors import LSegError
+from lseg.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, walk_files
+
+__all__ = ["RECORD_KEY", "MAX_RECORD_BYTES", "Media", "check_unique", "collect", "collect_media", "recorded_outputs"]
+
+#: Key that marks a JSON file as an lseg output record (its value: the record format version).
+RECORD_KEY = "lseg_record"
+#: Records larger than this are not lseg's (never parsed while walking inputs).
+MAX_RECORD_BYTES = 1 << 22
+
+
+@dataclass(frozen=True)
+class Media:
+    """One input: an image (one output) or a video (one output per sampled frame).
+
+    Attributes:
+        path: the file.
+        stem: its outputs' path relative to the output folder, without suffix (``a/b``).
+        is_video: decoded frame by frame (:func:`lseg.io.iter_frames`).
+    """
+
+    path: Path
+    stem: Path
+    is_video: bool = False
+
+
+def read_record(path: Path) -> dict | None:
+    """The lseg record at ``path``, or None (absent, unreadable, too large, not a record)."""
+    try:
+        if path.stat().st_size > MAX_RECORD_BYTES:
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and RECORD_KEY in data else None
+
+
+def recorded_outputs(folder: Path, filenames: Iterable[str]) -> set[str]:
+    """Names in ``folder`` (among ``filenames``) that lseg records list, the records included."""
+    out: set[str] = set()
+    for fn in filenames:
+        data = read_record(folder / fn) if fn.endswith(".json") else None
+        if data is not None:
+            out.add(fn)
+            out.update(o for o in data.get("outputs", ()) if isinstance(o, str))
+    return out
+
+
+def _walk(root: Path, suffixes: set[str], exclude: Path | None) -> list[Path]:
+    files = walk_files(root, exclude=exclude)
+    names: dict[Path, list[str]] = {}
+    for f in files:
+        names.setdefault(f.parent, []).append(f.name)
+    outputs = {folder: recorded_outputs(folder, fns) for folder, fns in names.items()}
+    found = [f for f in files if f.suffix.lower() in suffixes and f.name not in outputs[f.parent]]
+    return sorted(found, key=lambda q: q.relative_to(root).parts)
+
+
+def collect(inputs: Sequence[str | os.PathLike[str]], suffixes: Iterable[str],
+            out: str | os.PathLike[str] | None = None) -> list[tuple[Path, Path]]:
+    """Files and folders -> ``(file, output stem relative to OUT)`` pairs (module docstring).
+
+    Raises:
+        LSegError: an input does not exist, or is a recorded lseg output.
+    """
+    wanted = {s.lower() for s in suffixes}
+    exclude = Path(out) if out is not None else None
+    pairs: list[tuple[Path, Path]] = []
+    for item in inputs:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            pairs += [(f, f.relative_to(p).with_suffix("")) for f in _walk(p, wanted, exclude)]
+        elif p.exists():  # a FIFO or device too: the loader refuses it (without blocking), as a failed input
+            if p.is_file() and p.name in recorded_outputs(p.parent, os.listdir(p.parent)):
+                raise LSegError(f"{p} is an output of an earlier lseg run (see the .json record next to it), "
+                                "not an input; pass the original image")
+            pairs.append((p, Path(p.stem)))
+        else:
+            raise LSegError(f"input not found: {p}")
+    return pairs
+
+
+def check_unique(pairs: Iterable[tuple[Path, Path]], suffix: str) -> None:
+    """Refuse inputs whose outputs would share a name (``a.jpg`` and ``a.png`` in one folder), every
+    clash listed, before any work."""
+    by_stem: dict[Path, list[Path]] = {}
+    for src, stem in pairs:
+        sources = by_stem.setdefault(stem, [])
+        if src not in sources:
+            sources.append(src)
+    clashes = [(stem, srcs) for stem, srcs in by_stem.items() if len(srcs) > 1]
+    if not clashes:
+        return
+    shown = "; ".join(f"{' and '.join(str(s) for s in srcs)} would {'all' if len(srcs) > 2 else 'both'} "
+                      f"write {stem}{suffix}" for stem, srcs in clashes[:20])
+    more = f"; and {len(clashes) - 20} more" if len(clashes) > 20 else ""
+    raise LSegError(f"{len(clashes)} output name clash{'es' if len(clashes) > 1 else ''}: {shown}{more}; "
+                    "rename the files or process them into different --out folders")
+
+
+def collect_media(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None = None,
+                  videos: bool = True, suffix: str = ".npy") -> list[Media]:
+    """Images (and with ``videos`` videos) under ``inputs``, as :func:`collect` finds them; two
+    inputs that would write the same ``<stem><suffix>`` are refused."""
+    pairs = collect(inputs, IMAGE_EXTENSIONS | (VIDEO_EXTENSIONS if videos else set()), out=out)
+    check_unique(pairs, suffix)
+    return [Media(f, stem, f.suffix.lower() in VIDEO_EXTENSIONS) for f, stem in pairs]

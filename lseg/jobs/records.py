@@ -1,0 +1,105 @@
+"""Records: each unit's outputs get a JSON record of what made them.
+
+A record is written twice, atomically: *pending* (``"complete": false``) before the first output,
+so a killed run's files are known as lseg's and never mistaken for the user's, and complete after
+the last. It holds the recipe (the settings that change the outputs' content: labels, templates,
+size, precision, model identity, ...), its digest, and the files written. A re-run skips a unit
+whose record has the same digest and whose files exist, and redoes one made with another recipe,
+removing the old recipe's files first, so every output matches its record's recipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from lseg.jobs.inputs import RECORD_KEY, read_record
+
+__all__ = ["Status", "digest", "listed_outputs", "model_identity", "plan", "write_record"]
+
+_RECORD_VERSION = 1
+
+Status = Literal["new", "done", "redo"]
+
+
+def digest(recipe: Mapping[str, Any]) -> str:
+    """SHA-256 of a recipe (key order and tuples/lists do not matter)."""
+    text = json.dumps(recipe, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8", "backslashreplace")).hexdigest()
+
+
+def model_identity(checkpoint: str | None, random_weights: str | None, seed: int | None = None) -> dict[str, Any]:
+    """What identifies a run's weights without loading them: a random model's name and seed, or the
+    checkpoint with the size and modification time of its files when it is a local path (a released
+    name or Hub id is its name)."""
+    if random_weights:
+        return {"random_weights": random_weights, "seed": seed}
+    ident: dict[str, Any] = {"checkpoint": checkpoint}
+    p = Path(checkpoint).expanduser() if checkpoint else None
+    if p is not None and p.exists():
+        ident["checkpoint"] = str(p.resolve())
+        files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
+        ident["files"] = {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files
+                          if f.suffix in (".safetensors", ".json", ".ckpt", ".pt", ".pth", ".bin")}
+    return ident
+
+
+def listed_outputs(record: Mapping[str, Any], path: Path) -> list[str]:
+    """The output names a record (read from ``path``) lists that may be touched: names inside its
+    folder (a record read from disk is not trusted with ``..``), never the record itself."""
+    names = [n for n in record.get("outputs", ()) if isinstance(n, str)]
+    return [n for n in names if n != path.name and ".." not in Path(n).parts and not Path(n).is_absolute()]
+
+
+def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], overwrite: bool = False
+         ) -> tuple[Status, set[str]]:
+    """Whether the outputs ``targets`` of one unit (recorded in ``record``) must be written, and
+    which recipe keys changed.
+
+    ``done``: the record is complete, has this recipe, and every target exists. ``redo``: made with
+    another recipe (or ``overwrite``): the old record's outputs are deleted now, so nothing stale
+    stays next to the new ones. ``new``: no record, a pending record of this recipe (a killed run's),
+    or the same recipe with an output missing.
+    """
+    old = read_record(record)
+    if old is None:
+        return "new", set()
+    if not overwrite and old.get("digest") == digest(recipe):
+        done = old.get("complete", True) is True and all(map(os.path.exists, targets))
+        return ("done" if done else "new"), set()
+    old_recipe = old.get("recipe") or {}
+    changed = {"--overwrite"} if overwrite else {
+        k for k in set(old_recipe) | set(recipe)
+        if json.dumps(old_recipe.get(k), default=str, sort_keys=True) != json.dumps(recipe.get(k), default=str,
+                                                                                  sort_keys=True)}
+    for name in listed_outputs(old, record):
+        with contextlib.suppress(OSError):
+            (record.parent / name).unlink()
+    return "redo", changed or {"settings"}
+
+
+def write_record(record: Path, kind: str, source: Path | str, recipe: Mapping[str, Any], outputs: Sequence[Path | str],
+                 *, pending: bool = False, extra: Mapping[str, Any] | None = None) -> None:
+    """Write the record of one unit's outputs (``pending`` before the first of them).
+
+    Outputs the record already lists for this same recipe that still exist stay listed (a run with
+    ``--scores`` then one with ``--heatmaps`` leaves both, still lseg's)."""
+    from lseg.io import atomic_write
+
+    base = record.parent
+    names = [Path(o).relative_to(base).as_posix() if Path(o).is_relative_to(base) else str(o) for o in outputs]
+    key = digest(recipe)
+    old = read_record(record)
+    if old is not None and old.get("digest") == key:
+        names += [n for n in listed_outputs(old, record) if n not in names and os.path.lexists(base / n)]
+    data = {RECORD_KEY: _RECORD_VERSION, "kind": kind, "source": str(source),
+            **({"complete": False} if pending else {}), **(extra or {}),
+            "outputs": names, "recipe": dict(recipe), "digest": key}
+    # a file name that is not valid UTF-8 (surrogates) is written as its JSON escape, not an error
+    raw = (json.dumps(data, indent=1, ensure_ascii=False, default=str) + "\n").encode("utf-8", "backslashreplace")
+    atomic_write(record, lambda p: p.write_bytes(raw))

@@ -1,0 +1,639 @@
+"""The released LSeg weights by name: ``lseg.load_model("demo")``, ``lseg weights download demo``.
+
+One function, :func:`resolve`, turns what a user passes as a checkpoint into a local path: a
+registered name (:data:`WEIGHTS`, the files of the official lang-seg README) becomes the cached,
+converted lseg folder (downloaded and converted on first use); an existing path is itself; a string
+of the form ``owner/name`` is a Hugging Face Hub repo id (:func:`lseg.pretrained.hub.download_repo`).
+:func:`lseg.load_model` and every ``--checkpoint`` go through it.
+
+Cache (shared by every command and process; a file lock serialises concurrent first uses)::
+
+    $LSEG_HOME (else $XDG_CACHE_HOME/lseg, else ~/.cache/lseg)
+      weights/<name>/<file>            the released file as downloaded (e.g. demo_e200.ckpt)
+      weights/<name>/lseg/             converted once: model.safetensors + config.json
+      weights/<name>/record.json       size and sha256 of both, recorded on the first complete download
+
+Integrity: a download is written to a partial file first (resumed with an HTTP ``Range`` request
+when interrupted), then checked (not an HTML page, the announced size, every zip member's CRC, the
+registry's size/sha256 where known) and only then renamed into place and recorded. The converted
+weights are checked against their recorded size and sha256 on every load; the released file
+whenever it is converted again. Loading never unpickles anything but tensors
+(:func:`lseg.pretrained.checkpoints.read_state_dict`), and later loads read only safetensors.
+
+Environment: ``LSEG_HOME`` (cache root), ``LSEG_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` (never touch the
+network: cached weights only), ``LSEG_WEIGHTS_MIRROR`` (a base URL serving the files by their file
+name, instead of Google Drive; also ``{"weights_mirror": URL}`` in ``$LSEG_HOME/config.json``).
+
+Google Drive: large files are not served at ``uc?export=download&id=ID`` directly but behind an
+HTML confirmation page (a form whose hidden fields carry a token), and an exhausted download quota
+is an HTML page too. The page is parsed with gdown's own parser
+(``gdown.download.get_url_from_gdrive_confirmation``) and the resulting direct URL downloaded with
+``gdown.download`` (progress bar, ``Range`` resume of its ``.part`` file, retries, size check). We do
+not call ``gdown.download(id=...)`` for the whole flow because gdown recognises Drive only by its
+host name, so the flow could not be exercised against the local server the tests run; resolving
+the confirmation page here keeps one code path for Drive and for the tests (:data:`DRIVE_URL` is
+the only thing they replace).
+
+One module on purpose (over 500 lines): resolving a name, the download, its integrity checks, the
+cache record and the one-time conversion are one state machine under one file lock (partial file ->
+checked file -> recorded -> converted folder -> verified on every load); each step reads what the
+previous one wrote, and the error messages of each name the files of the others. The transport
+helpers at the end (Drive confirmation page, error wording) serve only that machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import hashlib
+import html
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from lseg.errors import CheckpointError, WeightsDownloadError
+
+_T = TypeVar("_T")
+_logger = logging.getLogger(__name__)
+
+#: Google Drive's download endpoint (``?export=download&id=<file id>`` is appended). Tests point it
+#: at a local server that answers as Drive does; nothing else changes it.
+DRIVE_URL = "https://drive.google.com/uc"
+#: Retries of a dropped transfer within one call (each resumes where the last stopped).
+RETRIES = 3
+#: (connect, read) timeouts in seconds for every request.
+TIMEOUT = (15.0, 60.0)
+#: Drive serves browsers and scripts differently; this is a browser's, as gdown sends.
+USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
+#: The weights ``segment``, ``features`` and ``demo`` use when no checkpoint is given.
+DEFAULT = "demo"
+MODEL_DIR = "lseg"
+RECORD_NAME = "record.json"
+_DOWNLOAD_SUFFIX = ".download"  # gdown's output; its partial file is <that><8 chars>.part
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedWeights:
+    """One released weights file.
+
+    ``config`` is the registered architecture the file must convert to (``None``: not checked);
+    ``size`` / ``sha256`` are checked when known, else recorded on the first complete download.
+    """
+
+    name: str
+    filename: str
+    drive_id: str
+    network: str
+    trained_on: str
+    paper: str
+    config: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+
+    @property
+    def url(self) -> str:
+        """Where a person downloads the file by hand."""
+        return f"https://drive.google.com/uc?export=download&id={self.drive_id}"
+
+
+def _fold(kind: str, fold: int, drive_id: str, miou: str) -> PretrainedWeights:
+    dataset = {"pascal": "PASCAL-5i", "coco": "COCO-20i"}[kind]
+    return PretrainedWeights(
+        name=f"{kind}_fold{fold}", filename=f"{kind}_fold{fold}.ckpt", drive_id=drive_id,
+        network="ResNet-101 zero-shot", trained_on=f"{dataset} fold {fold} (train classes)",
+        paper=f"{miou} mIoU ({dataset} fold {fold}, zero-shot)", config="lseg_rn101_zs",
+    )
+
+
+#: The released files (official lang-seg README; zero-shot mIoU as reported in the paper).
+WEIGHTS: dict[str, PretrainedWeights] = {
+    w.name: w
+    for w in [
+        PretrainedWeights(
+            name="demo", filename="demo_e200.ckpt", drive_id="1FTuHY1xPUkM-5gaDtMfgCl3D0gR89WV7",
+            network="ViT-L/16", trained_on="7-dataset mix (ADE20K, BDD, Cityscapes, COCO-Panoptic, IDD, "
+            "Mapillary, SUN RGB-D)", paper="qualitative (the paper's figures)", config="lseg_vitl16_384",
+        ),
+        _fold("pascal", 0, "1y4z4_yNGlZtn6osaeN4ZjMs6c0vr0F3m", "52.8"),
+        _fold("pascal", 1, "1UZzN8kWkH-G8v6P8xcBXEHRZlQKPRxrX", "53.8"),
+        _fold("pascal", 2, "1KCq1JphSMvj8X78bkWbdNIFm5zYzLTMX", "44.4"),
+        _fold("pascal", 3, "1A_fllOJqyBg0ZTJcm85Cn0NAcwQbXnhl", "38.5"),
+        _fold("coco", 0, "1nSYO3XtAv4mzWi4x-MFUfk04cpBKJT38", "22.1"),
+        _fold("coco", 1, "1w0vz3yjEi_ZLgECRrgtoLxEHugyJkrs5", "25.1"),
+        _fold("coco", 2, "1wmHtmJLdta18XuWQv6oX9llidCll_HrD", "24.9"),
+        _fold("coco", 3, "1dliBUSOog7taJxMmb9cdefKH4XOKChVJ", "21.5"),
+        PretrainedWeights(
+            name="fss_rn101", filename="fss_rn101.ckpt", drive_id="1UIj49Wp1mAopPub5M6O4WW-Z79VB1bhw",
+            network="ResNet-101 zero-shot", trained_on="FSS-1000 (train classes)",
+            paper="84.7 mIoU (FSS-1000, zero-shot)", config="lseg_rn101_zs",
+        ),
+        PretrainedWeights(
+            name="fss_l16", filename="fss_l16.ckpt", drive_id="1Nplkc_JsHIS55d--K2vonOOC3HrppzYy",
+            network="ViT-L/16 zero-shot", trained_on="FSS-1000 (train classes)",
+            paper="87.8 mIoU (FSS-1000, zero-shot)", config="lseg_vitl16_384",
+        ),
+    ]
+}
+
+
+# --------------------------------------------------------------------------- names, cache, settings
+
+def list_pretrained() -> list[str]:
+    """Names of the released weights (``lseg.load_model(name)``, ``--checkpoint name``)."""
+    return list(WEIGHTS)
+
+
+def get_weights(name: str) -> PretrainedWeights:
+    """The registry entry of ``name``; an unknown name is a :class:`CheckpointError` listing them."""
+    try:
+        return WEIGHTS[name]
+    except KeyError:
+        raise CheckpointError(
+            f"no released weights named {name!r} (and no such file or folder); the names are: "
+            f"{', '.join(WEIGHTS)} (lseg weights list); a Hub repo id looks like 'owner/name'"
+        ) from None
+
+
+def cache_dir() -> Path:
+    """``$LSEG_HOME``, else ``$XDG_CACHE_HOME/lseg``, else ``~/.cache/lseg``."""
+    if os.environ.get("LSEG_HOME"):
+        return Path(os.environ["LSEG_HOME"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "lseg"
+
+
+def is_offline() -> bool:
+    """True when ``LSEG_OFFLINE`` or ``HF_HUB_OFFLINE`` is set to 1/true/yes/on."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("LSEG_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def mirror_url() -> str | None:
+    """``$LSEG_WEIGHTS_MIRROR``, else ``weights_mirror`` in ``$LSEG_HOME/config.json``, else None."""
+    url = os.environ.get("LSEG_WEIGHTS_MIRROR")
+    if url:
+        return url
+    config = cache_dir() / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        url = json.loads(config.read_text()).get("weights_mirror")
+    except (json.JSONDecodeError, AttributeError, OSError) as e:
+        raise CheckpointError(f"{config} is not a JSON object: {e}") from None
+    if url is not None and not isinstance(url, str):
+        raise CheckpointError(f"{config}: weights_mirror must be a URL string, got {url!r}")
+    return url or None
+
+
+def weights_dir(name: str) -> Path:
+    """The cache folder of the released weights ``name``."""
+    return cache_dir() / "weights" / get_weights(name).name
+
+
+def cached_folder(name: str) -> Path | None:
+    """The converted lseg folder of ``name`` if it is in the cache (not verified), else None."""
+    folder = weights_dir(name) / MODEL_DIR
+    return folder if (folder / "model.safetensors").is_file() and (weights_dir(name) / RECORD_NAME).is_file() else None
+
+
+# --------------------------------------------------------------------------- the resolver
+
+def resolve(
+    source: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    force_download: bool = False,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
+) -> Path:
+    """The local path a checkpoint argument stands for.
+
+    * a registered name (a ``str`` in :data:`WEIGHTS`, e.g. ``"demo"``): the cached converted lseg
+      folder, downloaded, verified and converted first if needed (:func:`download`). Names never
+      contain a slash: ``"./demo"`` or ``Path("demo")`` is the local folder;
+    * an existing file or folder: itself;
+    * ``owner/name``: a Hugging Face Hub repo, downloaded to (or found in) the Hub cache.
+
+    ``force_download`` and ``local_files_only`` apply to names and Hub repos; ``revision``,
+    ``cache_dir`` and ``token`` to Hub repos (as for ``huggingface_hub.snapshot_download``).
+
+    Raises:
+        CheckpointError: not found, unknown name, or not obtainable (offline, ...).
+    """
+    if isinstance(source, str) and source in WEIGHTS:
+        return download(source, force=force_download, offline=local_files_only or None)
+    text = os.fspath(source)
+    path = Path(text).expanduser()
+    if path.exists():
+        return path
+    if not isinstance(source, str) or _looks_like_path(text):
+        raise CheckpointError(f"checkpoint not found: {text}")  # as given (Path drops a trailing slash)
+    if "/" not in text:
+        get_weights(text)  # raises: an unknown name, listing the known ones
+    from lseg.pretrained.hub import download_repo
+
+    return download_repo(
+        text, revision=revision, cache_dir=cache_dir, force_download=force_download, token=token,
+        local_files_only=local_files_only or is_offline(),
+    )
+
+
+def _looks_like_path(text: str) -> bool:
+    """Strings that are meant as local paths, never as Hub ids (which are ``owner/name``)."""
+    return (
+        text.startswith((".", "~", "/")) or text.endswith(("/", os.sep)) or text.count("/") > 1
+        or os.sep != "/" and os.sep in text
+        or Path(text).suffix.lower() in (".ckpt", ".pt", ".pth", ".safetensors", ".bin", ".json")
+    )
+
+
+# --------------------------------------------------------------------------- download, verify, convert
+
+def download(name: str, *, force: bool = False, offline: bool | None = None, check_all: bool = False) -> Path:
+    """The converted lseg folder of the released weights ``name``, downloaded and converted if needed.
+
+    Args:
+        name: a registered name (:func:`list_pretrained`).
+        force: discard what the cache holds for ``name`` (partial downloads too) and download again.
+        offline: never use the network (default: :func:`is_offline`).
+        check_all: also verify the released file when the converted folder is present
+            (``lseg weights download`` does; a load verifies only what it reads).
+
+    Raises:
+        WeightsDownloadError: not cached and cannot be downloaded (offline, no network, Drive quota,
+            disk full, interrupted), or the download is corrupt (it is then not kept).
+        CheckpointError: unknown name; the cached file changed since it was recorded; the file
+            cannot be converted.
+    """
+    entry = get_weights(name)
+    offline = is_offline() if offline is None else offline
+    d = weights_dir(name)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot create the weights cache {d}: {e.strerror or e}; set LSEG_HOME to a "
+                              "writable folder") from None
+    with _locked(d, entry):
+        if force:
+            _clear(d, entry)
+        record = _read_record(d)
+        model_dir = d / MODEL_DIR
+        ckpt = d / entry.filename
+        if record is not None and "model" in record and _model_matches(model_dir, record["model"]):
+            if check_all and ckpt.is_file():  # the released file may have been deleted to save space
+                _verify_cached(entry, ckpt, record, d)
+            return model_dir
+        if ckpt.is_file():
+            record = _verify_cached(entry, ckpt, record, d)
+        else:
+            if offline:
+                raise WeightsDownloadError(
+                    f"the weights {name!r} ({entry.filename}) are not in the cache and offline mode is on "
+                    f"(LSEG_OFFLINE / HF_HUB_OFFLINE): download {entry.url} where there is network and put "
+                    f"it at {ckpt} (it is checked and converted on first use), or unset offline mode"
+                )
+            record = _download(entry, d)
+        return _convert(entry, ckpt, d, record)
+
+
+@contextlib.contextmanager
+def _locked(d: Path, entry: PretrainedWeights) -> Iterator[None]:
+    """Hold ``d``'s file lock: one process downloads and converts, the others wait and reuse."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(d / ".lock"))
+    try:
+        lock.acquire(timeout=1)
+    except Timeout:
+        print(f"waiting for another process that is fetching {entry.name} ({d})", file=sys.stderr)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _clear(d: Path, entry: PretrainedWeights) -> None:
+    shutil.rmtree(d / MODEL_DIR, ignore_errors=True)
+    for p in d.iterdir():
+        if p.name == RECORD_NAME or p.name == entry.filename or p.name.startswith(entry.filename + _DOWNLOAD_SUFFIX):
+            p.unlink(missing_ok=True)
+
+
+def _read_record(d: Path) -> dict[str, Any] | None:
+    p = d / RECORD_NAME
+    if not p.is_file():
+        return None
+    try:
+        record = json.loads(p.read_text())
+    except (json.JSONDecodeError, OSError):
+        _logger.warning("ignoring the unreadable %s: the cached files are checked afresh", p)
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("sha256"), str) else None
+
+
+def _write_record(d: Path, record: dict[str, Any]) -> None:
+    from lseg.io import atomic_write
+
+    text = json.dumps(record, indent=2) + "\n"
+    _disk_guard(lambda: atomic_write(d / RECORD_NAME, lambda p: p.write_text(text)), d, "writing", RECORD_NAME)
+
+
+def _model_matches(model_dir: Path, recorded: dict[str, Any]) -> bool:
+    """The converted weights still have their recorded size and sha256 (else they are converted again)."""
+    weights = model_dir / "model.safetensors"
+    if not weights.is_file() or not (model_dir / "config.json").is_file():
+        return False
+    if weights.stat().st_size != recorded.get("size") or sha256_file(weights) != recorded.get("sha256"):
+        _logger.warning("%s changed since it was converted (size or sha256): converting again", weights)
+        return False
+    return True
+
+
+def _verify_cached(entry: PretrainedWeights, ckpt: Path, record: dict[str, Any] | None, d: Path) -> dict[str, Any]:
+    """Check a released file already in the cache against its record; a file put there by hand
+    (no record yet) is checked like a download and recorded."""
+    if record is None or record.get("file") != entry.filename:
+        size, digest = _check_file(entry, ckpt, url=None)
+        record = {"name": entry.name, "file": entry.filename, "size": size, "sha256": digest, "source": "local"}
+        _write_record(d, record)
+        return record
+    size = ckpt.stat().st_size
+    digest = sha256_file(ckpt) if size == record["size"] else None
+    if digest != record["sha256"]:
+        what = f"size {size} != {record['size']}" if digest is None else f"sha256 {digest[:12]}... != {record['sha256'][:12]}..."
+        raise CheckpointError(
+            f"{ckpt} changed since it was downloaded ({what}): the cached file is corrupt; run "
+            f"`lseg weights download {entry.name} --force` to fetch it again"
+        )
+    return record
+
+
+def _source(entry: PretrainedWeights) -> tuple[str, bool]:
+    """(URL, is Google Drive)."""
+    mirror = mirror_url()
+    if mirror:
+        return f"{mirror.rstrip('/')}/{entry.filename}", False
+    return f"{DRIVE_URL}?export=download&id={entry.drive_id}", True
+
+
+def _download(entry: PretrainedWeights, d: Path) -> dict[str, Any]:
+    """Download ``entry`` into ``d`` (resuming a partial download), check it, rename it into place
+    and record its size and sha256. A file that fails the checks is deleted, never kept."""
+    url, drive = _source(entry)
+    target = d / (entry.filename + _DOWNLOAD_SUFFIX)
+    if not target.is_file():  # else a complete download whose check a killed process did not finish
+        _fetch(entry, url, drive, target)
+    try:
+        size, digest = _check_file(entry, target, url=url)
+    except CheckpointError:
+        target.unlink(missing_ok=True)
+        raise
+    _disk_guard(lambda: os.replace(target, d / entry.filename), d, "moving", entry.filename)
+    record = {"name": entry.name, "file": entry.filename, "size": size, "sha256": digest,
+              "source": url if not drive else f"drive:{entry.drive_id}"}
+    _write_record(d, record)
+    return record
+
+
+def _fetch(entry: PretrainedWeights, url: str, drive: bool, target: Path) -> None:
+    """Download ``url`` (through Drive's confirmation page if ``drive``) to ``target`` with gdown,
+    resuming gdown's partial file of an earlier run; every failure is one :class:`WeightsDownloadError`."""
+    import gdown
+    import requests
+    from gdown.exceptions import DownloadError
+
+    for attempt in range(2):
+        try:
+            direct = _confirm_drive(entry, url, target) if drive else url
+            gdown.download(
+                url=direct, output=str(target), quiet=False, resume=True, use_cookies=False, timeout=TIMEOUT,
+                retries=RETRIES, user_agent=USER_AGENT,
+                log_messages={"start": f"Downloading {entry.name} ({entry.filename})\n",
+                              "output": f"To: {target.parent}\n"},
+            )
+            return
+        except DownloadError as e:
+            if attempt == 0 and "byte range" in str(e):  # no Range support, or the file changed: start over
+                for part in target.parent.glob(f"{target.name}*.part"):
+                    part.unlink()
+                continue
+            raise _transfer_error(entry, url, target, e) from None
+        except requests.RequestException as e:
+            raise _transfer_error(entry, url, target, e) from None
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise _disk_full(target.parent, "downloading", entry.filename, kept=_partial_bytes(target)) from None
+            raise WeightsDownloadError(f"cannot write {entry.filename} into {target.parent}: {_reason(e)}") from None
+
+
+def _transfer_error(entry: PretrainedWeights, url: str, target: Path, e: Exception) -> WeightsDownloadError:
+    import requests
+
+    partial = _partial_bytes(target)
+    again = (f"the {partial / 1e6:.1f} MB downloaded so far are kept and the next run resumes from there"
+             if partial else "run the command again")
+    where = f"download {entry.url} by hand and put it at {target.parent / entry.filename}"
+    cause = e.__cause__ if e.__cause__ is not None else e
+    if isinstance(e, requests.HTTPError):
+        return WeightsDownloadError(
+            f"cannot download {entry.filename} ({entry.name!r}): {_host(url)} answered {_reason(e)}; {where}"
+        )
+    if isinstance(cause, (requests.ConnectionError, requests.Timeout)) and not partial:
+        return WeightsDownloadError(
+            f"cannot download {entry.filename} ({entry.name!r}) from {_host(url)}: no network connection "
+            f"({_reason(cause)}); {where}, or set LSEG_WEIGHTS_MIRROR"
+        )
+    return WeightsDownloadError(
+        f"the download of {entry.filename} ({entry.name!r}) from {_host(url)} broke off ({_reason(e)}); {again}, "
+        f"or {where}"
+    )
+
+
+def _confirm_drive(entry: PretrainedWeights, url: str, target: Path) -> str:
+    """The direct download URL behind Drive's confirmation page, or ``url`` itself when Drive serves
+    the file at once (small files). A quota page or any other HTML page without a download form is a
+    :class:`WeightsDownloadError`; an HTML page served instead of the file later is caught by
+    :func:`_check_file`."""
+    from urllib.parse import urljoin
+
+    import requests
+    from gdown.download import get_url_from_gdrive_confirmation
+    from gdown.exceptions import FileURLRetrievalError
+
+    with requests.get(url, stream=True, timeout=TIMEOUT, headers={"User-Agent": USER_AGENT}) as r:
+        if "text/html" not in r.headers.get("Content-Type", ""):
+            r.raise_for_status()
+            return url  # the file itself: gdown streams it from this URL
+        page = r.raw.read(1 << 20, decode_content=True).decode(r.encoding or "utf-8", "replace")
+    try:
+        return urljoin(r.url, get_url_from_gdrive_confirmation(page))
+    except FileURLRetrievalError as e:
+        raise _html_error(entry, str(e), target) from None
+
+
+def _html_error(entry: PretrainedWeights, detail: str, target: Path) -> WeightsDownloadError:
+    detail = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", detail)).split())
+    where = f"download {entry.url} in a browser and put it at {target.parent / entry.filename}"
+    if re.search(r"too many users|quota|try .* again later", detail, re.IGNORECASE):
+        return WeightsDownloadError(
+            f"Google Drive's download quota for {entry.filename} ({entry.name!r}) is exceeded: it answered with "
+            f"an HTML page, not the file (\"{_first_sentence(detail)}\"); try again later (up to 24 h), {where}, or set "
+            "LSEG_WEIGHTS_MIRROR"
+        )
+    return WeightsDownloadError(
+        f"Google Drive answered with an HTML page, not {entry.filename} ({entry.name!r}): \"{_first_sentence(detail)}\"; "
+        f"{where}, or set LSEG_WEIGHTS_MIRROR"
+    )
+
+
+def _page_detail(page: str) -> str:
+    """What an HTML page served instead of the file says (Drive's error line when it has one)."""
+    from gdown.download import get_url_from_gdrive_confirmation
+    from gdown.exceptions import FileURLRetrievalError
+
+    try:
+        get_url_from_gdrive_confirmation(page)
+    except FileURLRetrievalError as e:
+        if "uc-error" in page:
+            return str(e)
+    return page
+
+
+def _check_file(entry: PretrainedWeights, path: Path, *, url: str | None) -> tuple[int, str]:
+    """Size and sha256 of a complete-looking file, after checking that it is the checkpoint: not an
+    HTML page, the registry's size, intact zip structure and member CRCs, the registry's sha256.
+    ``url``: where it was downloaded from (None: put into the cache by hand)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if head.lstrip()[:1] == b"<":
+        if url is None:
+            raise CheckpointError(f"{path} is an HTML page, not {entry.filename}: download {entry.url} again")
+        if url.startswith(DRIVE_URL):  # a page served instead of the file (e.g. Drive's quota page)
+            raise _html_error(entry, _page_detail(head.decode("utf-8", "replace")), path)
+        raise WeightsDownloadError(
+            f"{_host(url)} answered with an HTML page, not {entry.filename} ({entry.name!r}): check "
+            "LSEG_WEIGHTS_MIRROR (it must serve the files themselves)"
+        )
+    if entry.size is not None and size != entry.size:
+        raise _corrupt(entry, path, url, f"{size} bytes, expected {entry.size} (truncated?)")
+    if head.startswith(b"PK\x03\x04"):  # torch zip: its central directory and CRCs prove it complete
+        try:
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+        except (zipfile.BadZipFile, EOFError, zlib.error, ValueError, OSError) as e:
+            raise _corrupt(entry, path, url, f"broken zip archive, truncated? ({_reason(e)})") from None
+        if bad is not None:
+            raise _corrupt(entry, path, url, f"CRC mismatch in {bad}")
+    elif head[:1] != b"\x80":  # a legacy torch pickle starts with the protocol opcode
+        raise _corrupt(entry, path, url, f"not a PyTorch checkpoint (first bytes {head[:8].hex()})")
+    digest = sha256_file(path)
+    if entry.sha256 is not None and digest != entry.sha256:
+        raise _corrupt(entry, path, url, f"sha256 {digest} != the released {entry.sha256}")
+    return size, digest
+
+
+def _corrupt(entry: PretrainedWeights, path: Path, url: str | None, why: str) -> CheckpointError:
+    if url is not None:
+        return WeightsDownloadError(
+            f"the download of {entry.filename} ({entry.name!r}) is corrupt ({why}); it was deleted, not cached: "
+            f"run the command again, or download {entry.url} by hand and put it at {path.parent / entry.filename}"
+        )
+    return CheckpointError(f"{path} is not a valid {entry.filename} ({why}); delete it or download {entry.url} again")
+
+
+def _convert(entry: PretrainedWeights, ckpt: Path, d: Path, record: dict[str, Any]) -> Path:
+    """Convert the released file once to an lseg folder (atomically) and record its sha256."""
+    from lseg.models.lseg import LSeg
+    from lseg.pretrained.checkpoints import WEIGHTS_NAME, load_local, save_pretrained
+
+    try:
+        model = load_local(LSeg, ckpt)
+    except CheckpointError as e:
+        raise CheckpointError(f"cannot convert the released weights {entry.name!r} ({entry.network}): {e}") from None
+    if entry.config is not None and model.config.name != entry.config:
+        raise CheckpointError(
+            f"{ckpt} holds a {model.config.name} network, not the {entry.config} that {entry.name!r} is: delete it "
+            f"(lseg weights download {entry.name} --force)"
+        )
+    final = d / MODEL_DIR
+    tmp = d / f".{MODEL_DIR}.tmp-{os.getpid()}"
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _disk_guard(lambda: save_pretrained(model, tmp), d, "converting", entry.filename)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    weights = final / WEIGHTS_NAME
+    record = {**record, "model": {"size": weights.stat().st_size, "sha256": sha256_file(weights),
+                                  "config": json.loads((final / "config.json").read_text())["name"]}}
+    _write_record(d, record)
+    print(f"converted {entry.name} to {final}", file=sys.stderr)
+    return final
+
+
+# --------------------------------------------------------------------------- helpers
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _partial_bytes(target: Path) -> int:
+    """Bytes in gdown's partial file(s) of ``target`` (``<target name><8 chars>.part``)."""
+    return sum(p.stat().st_size for p in target.parent.glob(f"{target.name}*.part") if p.is_file())
+
+
+def _disk_full(d: Path, doing: str, filename: str, kept: int = 0) -> WeightsDownloadError:
+    free = shutil.disk_usage(d).free if d.exists() else 0
+    keep = f"; the {kept / 1e6:.1f} MB already downloaded are kept and the download resumes" if kept else ""
+    return WeightsDownloadError(
+        f"disk full while {doing} {filename} in {d} ({free / 1e6:.0f} MB free): free some space or set LSEG_HOME "
+        f"to a folder on another disk{keep}"
+    )
+
+
+def _disk_guard(action: Callable[[], _T], d: Path, doing: str, filename: str) -> _T:
+    """Run ``action()``; a full disk becomes one clear line."""
+    try:
+        return action()
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise _disk_full(d, doing, filename) from None
+        raise
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _reason(e: BaseException) -> str:
+    """The last informative line of an exception chain (requests nests urllib3's reasons)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    m = re.search(r"\[Errno[^\]]*\][^')\"]*", text)  # e.g. "[Errno 111] Connection refused"
+    if m:
+        return m.group(0).strip()
+    return _first_sentence(text)
+
+
+def _first_sentence(text: str) -> str:
+    return re.split(r"\.\s+(?=[A-Z])", text, maxsplit=1)[0].rstrip(".")[:200]

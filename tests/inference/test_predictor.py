@@ -1,0 +1,376 @@
+"""LSegPredictor: encode once, score any labels; caching, templates, windows, multi-scale.
+
+Bounded memory for very large images and very many labels, measured in a fresh process.
+
+Peak resident memory of each step is read from ``VmHWM`` in ``/proc/self/status`` after resetting
+it (``/proc/self/clear_refs``), relative to the resident size before the step (so the interpreter,
+torch and the model are not counted). Linux only.
+
+Bounds (MB = 10**6 bytes), for a 12000x8000 photo (96 M pixels) and the tiny model:
+
+* load (PNG -> HxWx3 uint8): <= 7 bytes/pixel + 64 MB = 736 MB: Pillow's decoded image
+  (4 bytes/pixel for RGB) plus the 3-byte result, converted in row strips.
+* ``segment`` of the loaded array, default size 480: <= 4 bytes/pixel + 160 MB = 544 MB: the int32
+  label map, plus row strips of the resized logits; the input array is only read, never copied
+  or converted to float as a whole.
+* ``segment`` of the file with sliding windows at a 1024 working size (256 crops, stride 192):
+  <= 7 bytes/pixel + 64 MB (the load dominates; everything after it fits under it).
+* 5000 labels on a 240x320 image at working size 320 (chunks of 256): <= 200 MB, where the K x h x w
+  logits alone would be 5000 * 240 * 320 * 4 = 1536 MB.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_photo
+from hostile_inputs import cli_env
+from PIL import Image
+
+import lseg
+from lseg.inference.predictor import MultiScaleConfig, multiscale_logits
+
+
+@pytest.fixture
+def predictor(tiny_model):
+    return lseg.LSegPredictor(tiny_model, size=128)
+
+
+def test_segment_outputs(predictor, photo):
+    r = predictor.segment(photo, "sky, grass, sun, other", return_embeddings=True)
+    assert r.labels == ["sky", "grass", "sun", "other"]
+    assert r.label_map.shape == photo.shape[:2] and r.label_map.dtype == np.int32
+    assert r.label_map.min() >= 0 and r.label_map.max() < 4
+    probs = r.probs
+    assert probs.shape == (4, *photo.shape[:2])
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
+    # label map is the argmax of the same scores
+    assert (probs.argmax(0) == r.label_map).mean() > 0.99
+    assert r.embeddings.shape == (32, 48, 64)  # (D, h/2, w/2) at the 96x128 working size
+    assert abs(sum(r.scores().values()) - 1) < 1e-9
+
+
+def test_image_encoded_once_for_many_label_sets(predictor, photo, monkeypatch):
+    emb = predictor.embed_image(photo)
+    calls = []
+    monkeypatch.setattr(predictor.model, "encode_image", lambda *a: calls.append(1))
+    a = predictor.segment(emb, ["sky", "grass"])
+    b = predictor.segment(emb, ["dog", "cat", "tree"])
+    assert not calls
+    assert a.label_map.shape == b.label_map.shape == photo.shape[:2]
+
+
+def test_embedding_reuse_equals_direct_segment(predictor, photo):
+    direct = predictor.segment(photo, ["sky", "grass"])
+    reused = predictor.segment(predictor.embed_image(photo), ["sky", "grass"])
+    assert np.array_equal(direct.label_map, reused.label_map)
+    torch.testing.assert_close(direct.logits, reused.logits)
+
+
+def test_text_cache(predictor, monkeypatch):
+    first = predictor.embed_text(["sky", "grass"])
+    seen = []
+    orig = predictor.model.encode_text
+    monkeypatch.setattr(predictor.model, "encode_text", lambda labels: seen.append(list(labels)) or orig(labels))
+    again = predictor.embed_text("grass, sky, dog")
+    assert seen == [["dog"]]  # only the new label is encoded
+    torch.testing.assert_close(again[1], first[0])
+    torch.testing.assert_close(again[0], first[1])
+    # bounded cache
+    small = lseg.LSegPredictor(predictor.model, text_cache_size=2)
+    small.embed_text(["a", "b", "c"])
+    assert [key[-1] for key in small._text_cache] == ["b", "c"]
+
+
+def test_prompt_templates_average_embeddings(tiny_model):
+    p = lseg.LSegPredictor(tiny_model, templates=["a photo of a {}.", "{}"])
+    emb = p.embed_text(["dog"])
+    with torch.no_grad():
+        a = tiny_model.encode_text(["a photo of a dog."])
+        b = tiny_model.encode_text(["dog"])
+    expected = torch.nn.functional.normalize((a + b) / 2, dim=-1)
+    torch.testing.assert_close(emb, expected)
+    with pytest.raises(ValueError, match="exactly one"):
+        lseg.LSegPredictor(tiny_model, templates=["no placeholder"])
+
+
+def test_accepts_paths_pil_arrays_tensors(predictor, photo, tmp_path):
+    path = tmp_path / "p.png"
+    Image.fromarray(photo).save(path)
+    maps = [
+        predictor.segment(src, ["sky", "grass"]).label_map
+        for src in (str(path), path, Image.fromarray(photo), photo, torch.from_numpy(photo).permute(2, 0, 1))
+    ]
+    for m in maps[1:]:
+        assert np.array_equal(m, maps[0])
+
+
+def test_sliding_windows_cover_large_working_sizes(tiny_model, photo):
+    whole = lseg.LSegPredictor(tiny_model, size=128, crop_size=512)
+    tiled = lseg.LSegPredictor(tiny_model, size=128, crop_size=64, stride=32)
+    a, b = whole.embed_image(photo), tiled.embed_image(photo)
+    assert a.pixels.shape == b.pixels.shape
+    # windows see less context, so embeddings differ somewhat but stay strongly aligned
+    cos = torch.nn.functional.cosine_similarity(a.pixels, b.pixels, dim=0)
+    assert cos.mean() > 0.5
+    r = tiled.segment(photo, ["sky", "grass"])
+    assert r.label_map.shape == photo.shape[:2]
+
+
+def test_multiscale_single_scale_without_flip_is_padded_forward(tiny_model):
+    x = torch.randn(1, 3, 40, 60)
+    cfg = MultiScaleConfig(scales=(1.0,), base_size=60, crop_size=64, flip=False)
+    with torch.no_grad():
+        text = tiny_model.encode_text(["a", "b"])
+        got = multiscale_logits(tiny_model, x, text, cfg)
+        pad = torch.nn.functional.pad(x, (0, 4, 0, 24), value=-1.0)
+        expected = tiny_model(pad, text)[..., :40, :60]
+    torch.testing.assert_close(got, expected)
+
+
+def test_multiscale_flip_and_sliding_window(tiny_model, photo):
+    p = lseg.LSegPredictor(tiny_model)
+    cfg = MultiScaleConfig(scales=(0.75, 1.5), base_size=96, crop_size=64)
+    r = p.segment(photo, ["sky", "grass"], multiscale=cfg)
+    assert r.label_map.shape == photo.shape[:2]
+    with pytest.raises(ValueError):
+        p.segment(p.embed_image(photo), ["sky"], multiscale=True)
+
+
+def test_batch(predictor, photo):
+    results = predictor.segment_batch([photo, photo[:50]], ["sky", "grass"])
+    assert [r.label_map.shape for r in results] == [photo.shape[:2], (50, photo.shape[1])]
+
+
+def _explicit_multiscale(model, x, text, scales, base, crop, stride):
+    """The reference's MultiEvalModule written out: scale, pad with -1, windows averaged, flip averaged
+    in, cut and resize back, summed over scales."""
+    F = torch.nn.functional
+    _, _, h, w = x.shape
+    total = torch.zeros(1, text.shape[0], h, w)
+    for scale in scales:
+        long = math.ceil(base * scale)
+        hh, ww = (long, int(w * long / h + 0.5)) if h > w else (int(h * long / w + 0.5), long)
+        cur = F.interpolate(x, size=(hh, ww), mode="bilinear", align_corners=True)
+        ph, pw = max(hh, crop), max(ww, crop)
+        canvas = F.pad(cur, (0, pw - ww, 0, ph - hh), value=-1.0)
+        acc = torch.zeros(1, text.shape[0], ph, pw)
+        count = torch.zeros(1, 1, ph, pw)
+        for y0 in range(0, ph - crop + stride, stride):
+            for x0 in range(0, pw - crop + stride, stride):
+                y1, x1 = min(y0 + crop, ph), min(x0 + crop, pw)
+                win = F.pad(canvas[..., y0:y1, x0:x1], (0, crop - (x1 - x0), 0, crop - (y1 - y0)), value=-1.0)
+                out = model(win, text) + model(win.flip(-1), text).flip(-1)
+                acc[..., y0:y1, x0:x1] += out[..., : y1 - y0, : x1 - x0]
+                count[..., y0:y1, x0:x1] += 1
+        mean = (acc / count)[..., :hh, :ww]
+        total += F.interpolate(mean, size=(h, w), mode="bilinear", align_corners=True)
+    return total
+
+
+def test_multiscale_equals_the_explicit_computation(tiny_model):
+    x = torch.randn(1, 3, 50, 70, generator=torch.Generator().manual_seed(3))
+    # scale 0.5: one padded 48x48 crop; 1.25: 71x100 in overlapping windows, the last ones partial
+    cfg = MultiScaleConfig(scales=(0.5, 1.25), base_size=80, crop_size=48, stride_rate=2 / 3, flip=True)
+    with torch.no_grad():
+        text = tiny_model.encode_text(["a", "b", "c"])
+        got = multiscale_logits(tiny_model, x, text, cfg)
+        expected = _explicit_multiscale(tiny_model, x, text, cfg.scales, 80, 48, 32)
+    assert got.shape == (1, 3, 50, 70)
+    torch.testing.assert_close(got, expected)
+
+
+def test_sliding_windows_equal_the_explicit_average(tiny_model, photo):
+    p = lseg.LSegPredictor(tiny_model, size=128, crop_size=64, stride=48)
+    emb = p.embed_image(photo)
+    x = tiny_model.normalize(p.prepare(photo).pixels[None])  # 96x128 working size
+    canvas = torch.zeros(1, 32, 48, 64)
+    count = torch.zeros(1, 1, 48, 64)
+    with torch.no_grad():
+        for y0 in (0, 32):  # 96 = 64 + 32: the second row of windows is shifted back to the edge
+            for x0 in (0, 48, 64):  # 128: windows at 0 and 48, the last one flush with the edge
+                canvas[..., y0 // 2 : y0 // 2 + 32, x0 // 2 : x0 // 2 + 32] += tiny_model.encode_image(
+                    x[..., y0 : y0 + 64, x0 : x0 + 64])
+                count[..., y0 // 2 : y0 // 2 + 32, x0 // 2 : x0 // 2 + 32] += 1
+        expected = (canvas / count)[0]
+        torch.testing.assert_close(emb.pixels, expected)
+        text = p.embed_text(["sky", "grass"])
+        r = p.segment(photo, ["sky", "grass"])
+        logits = tiny_model.score(expected[None], text, size=(96, 128))[0]
+    torch.testing.assert_close(torch.from_numpy(r.logits), logits)
+    big = torch.nn.functional.interpolate(logits[None], size=photo.shape[:2], mode="bilinear", align_corners=True)
+    assert (r.label_map == big[0].argmax(0).numpy()).mean() > 0.999
+
+
+def test_segment_batch_equals_per_image_segment(tiny_model):
+    # two images share a working size (one batched forward), one has another, one runs in windows
+    images = [make_photo(96, 128, seed=0), make_photo(60, 80, seed=1), make_photo(70, 50, seed=2),
+              make_photo(150, 200, seed=3)]
+    p = lseg.LSegPredictor(tiny_model, size=64, crop_size=480, batch_size=4)
+    windowed = lseg.LSegPredictor(tiny_model, size=None, crop_size=96, stride=64, batch_size=4)
+    labels = ["sky", "grass", "sun", "other"]
+    for predictor in (p, windowed):
+        batch = predictor.segment_batch(images, labels)
+        assert len(batch) == len(images)
+        for image, got in zip(images, batch, strict=True):
+            single = predictor.segment(image, labels)
+            assert got.label_map.shape == image.shape[:2]
+            np.testing.assert_array_equal(got.label_map, single.label_map)
+            np.testing.assert_allclose(got.logits, single.logits, atol=1e-5, rtol=0)
+            assert got.image is image
+
+
+def test_file_objects_embeddings_and_mistakes_in_segment_and_segment_batch(predictor, tmp_path):
+    import io
+
+    image = make_photo(40, 50, seed=4)
+    data = io.BytesIO()
+    Image.fromarray(image).save(data, format="PNG")
+    data.seek(0)
+    result = predictor.segment(data, "sky, grass")  # a stream is read once: the result keeps the pixels
+    assert result.overlay().size[0] >= 50 and "overlay" in result.save(tmp_path)
+    data.seek(0)
+    with open(tmp_path / "p.png", "wb") as f:
+        f.write(data.getvalue())
+    with open(tmp_path / "p.png", "rb") as f:
+        batch = predictor.segment_batch([f, image, predictor.embed_image(image)], "sky, grass")
+    np.testing.assert_array_equal(batch[1].label_map, batch[2].label_map)  # an embedding is scored as it is
+    assert batch[0].overlay() is not None and batch[2].image is None
+    with pytest.raises(lseg.errors.ConfigError, match="takes a list of images, not a str"):
+        predictor.segment_batch("p.png", "sky, grass")
+    with pytest.raises(lseg.errors.ConfigError, match="label_chunk_size must be >= 1"):
+        lseg.LSegPredictor(predictor.model, label_chunk_size=0)
+
+
+def test_labels_equal_within_the_context_are_refused_even_when_one_is_cached(predictor):
+    long = "word " * 100
+    with pytest.warns(UserWarning, match="CLIP reads only the first 75"):
+        predictor.embed_text([long, "cat"])  # cached now
+    with pytest.raises(lseg.errors.LabelError, match="identical within CLIP's 75-token context"):
+        predictor.embed_text([long, long + "x"])
+
+
+def test_templates_are_filled_literally(tiny_model):
+    # plain replacement of {} (lseg.labels): other braces stay, str.format would raise KeyError
+    p = lseg.LSegPredictor(tiny_model, templates=["a {} {x}"])
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(tiny_model.encode_text(["a dog {x}"]).float(), dim=-1)
+    torch.testing.assert_close(p.embed_text(["dog"]), expected)
+
+
+needs_clear_refs = pytest.mark.skipif(
+    not Path("/proc/self/clear_refs").exists() or not sys.platform.startswith("linux"),
+    reason="needs Linux /proc/self/clear_refs to measure peak memory",
+)
+
+MB = 1e6
+PIXELS = 12000 * 8000
+
+SCRIPT = r"""
+import gc, json, sys, time
+import numpy as np, torch
+from PIL import Image
+
+torch.set_num_threads(1)  # 2 threads on 2 busy cores: OpenMP barriers make small ops 10x slower
+import lseg
+from lseg.io import load_image
+
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+def measure(fn):
+    gc.collect()
+    open("/proc/self/clear_refs", "w").write("5")  # reset VmHWM to the current RSS
+    base = status("VmRSS")
+    t = time.perf_counter()
+    out = fn()
+    return out, {"peak_growth": status("VmHWM") - base, "seconds": round(time.perf_counter() - t, 2)}
+
+path, = sys.argv[1:]
+Image.new("RGB", (12000, 8000), (40, 160, 60)).save(path, compress_level=1)
+torch.manual_seed(0)
+model = lseg.create_model("lseg_tiny_test")
+default = lseg.LSegPredictor(model)
+windows = lseg.LSegPredictor(model, size=1024, crop_size=256, stride=192)
+calls = []
+encode = model.encode_image
+model.encode_image = lambda x: calls.append(tuple(x.shape[-2:])) or encode(x)
+small = np.zeros((64, 96, 3), np.uint8)
+for p in (default, windows):
+    p.segment(small, ["grass", "sky", "other"])  # warm up: allocator, tokenizer, kernels
+report = {}
+
+image, report["load"] = measure(lambda: load_image(path))
+assert image.shape == (8000, 12000, 3) and (image[::1000, ::1000] == (40, 160, 60)).all()
+
+r, report["segment_array"] = measure(lambda: default.segment(image, ["grass", "sky", "other"]))
+assert r.label_map.shape == (8000, 12000) and r.label_map.max() < 3
+assert len(np.unique(r.label_map[::97, ::89])) == 1  # a solid image: one label everywhere
+del r, image
+
+calls.clear()
+r, report["segment_file_windows"] = measure(lambda: windows.segment(path, ["grass", "sky", "other"]))
+assert r.label_map.shape == (8000, 12000) and r.label_map.max() < 3
+report["windows"] = len(calls)
+report["window_size"] = calls[0]
+del r
+
+labels = [f"object number {i}" for i in range(5000)]
+many = lseg.LSegPredictor(model, size=320, text_cache_size=8192)
+many.embed_text(labels)  # text encoding is not what is measured here
+yy, xx = np.mgrid[0:240, 0:320]
+img = np.stack([yy, xx, 255 - yy], -1).astype(np.uint8)
+emb = many.embed_image(img)
+r, report["labels_5000"] = measure(lambda: many.segment(emb, labels))
+assert r.label_map.shape == (240, 320) and r.label_map.max() < 5000
+report["labels_5000"]["distinct_labels_in_map"] = int(len(np.unique(r.label_map)))
+print("REPORT " + json.dumps(report))
+"""
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> dict:
+    path = tmp_path_factory.mktemp("large") / "large.png"
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(path)], env=cli_env(), capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("REPORT "))
+    data = json.loads(line[len("REPORT "):])
+    print(json.dumps(data, indent=1))  # shown with -s / on failure: the measured peaks
+    return data
+
+
+@needs_clear_refs
+def test_large_image_load_is_bounded(report):
+    assert report["load"]["peak_growth"] <= 7 * PIXELS + 64 * MB, report["load"]
+
+
+@needs_clear_refs
+def test_large_image_segment_default_size_is_bounded(report):
+    assert report["segment_array"]["peak_growth"] <= 4 * PIXELS + 160 * MB, report["segment_array"]
+
+
+@needs_clear_refs
+def test_large_image_sliding_windows_are_bounded(report):
+    assert report["windows"] > 1 and max(report["window_size"]) <= 256
+    assert report["segment_file_windows"]["peak_growth"] <= 7 * PIXELS + 64 * MB, report["segment_file_windows"]
+
+
+@needs_clear_refs
+def test_five_thousand_labels_are_bounded_by_chunking(report):
+    r = report["labels_5000"]
+    assert r["peak_growth"] <= 200 * MB, r
+
+
+def test_the_default_stride_follows_the_crop(tiny_model):
+    assert lseg.LSegPredictor(tiny_model).stride == 320  # the reference's 480 / 320
+    assert lseg.LSegPredictor(tiny_model, crop_size=64).stride == 42  # a small crop needs no --stride
+    assert lseg.LSegPredictor(tiny_model, crop_size=53).stride == 34  # even: whole half-resolution pixels

@@ -1,0 +1,561 @@
+"""Official checkpoint remapping, strict key accounting, safe loading, and our folder format.
+
+Bad checkpoints through the command line (``lseg info``, ``lseg convert``, ``lseg segment -c``):
+each exits with code 2 and exactly one ``error: ...`` line on stderr, no traceback, no output files;
+a pickle that would run code is refused without running it.
+
+Released-checkpoint containers, read as downloaded.
+
+Every file here is written by ``refimpl.lightning14`` in a subprocess, laid out exactly as the
+released lang-seg ``.ckpt`` files (PyTorch-Lightning 1.4.9 / torch 1.9 zip under ``archive/``,
+storages tagged ``cuda:0``, callback *classes* as dict keys, optimizer and scheduler state), one per
+network family. This process never imports the stand-in ``pytorch_lightning`` modules.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from hostile_inputs import one_error_line, scene
+from PIL import Image
+from refimpl.lseg_reference import RefLSegNet
+from refimpl.tiny import tiny_reference
+from safetensors.torch import load_file, save_file
+
+import lseg
+from lseg.cli import main
+from lseg.errors import CheckpointError
+from lseg.pretrained.checkpoints import (
+    ALLOWED_GLOBALS,
+    UNUSED_OFFICIAL_KEYS,
+    convert_official_state_dict,
+    infer_config,
+    load_weights,
+    read_checkpoint,
+    read_state_dict,
+    save_pretrained,
+)
+
+
+@pytest.fixture
+def tiny_model():
+    """A fresh model: exact round-trip comparisons must not see another test's settings."""
+    torch.manual_seed(0)
+    return lseg.create_model("lseg_tiny_test")
+
+
+OFFICIAL = {
+    # reference --backbone name: (our registry name, official key count from the spec for ViT-L)
+    "clip_vitl16_384": "lseg_vitl16_384",
+    "clipRN50x16_vitl16_384": "lseg_rn50x16_vitl16_384",
+    "clip_vitb32_384": "lseg_vitb32_384",
+}
+
+
+@pytest.mark.parametrize("backbone", list(OFFICIAL))
+def test_official_key_map_is_exact_for_every_backbone(backbone):
+    """The full-size official state dict (exact reference key names and shapes, built on the meta
+    device) maps onto our model with no missing, unexpected or mis-shaped key."""
+    with torch.device("meta"):
+        ref = RefLSegNet(backbone)
+        ours = lseg.LSeg(lseg.get_config(OFFICIAL[backbone]))
+    official = {"net." + k: v for k, v in ref.state_dict().items()}  # Lightning module attribute
+    if backbone == "clip_vitl16_384":  # the spec's census of the demo/ADE20K network (section 4.1)
+        assert len(official) == 730
+        assert sum(v.numel() for k, v in official.items() if "running_" not in k and "num_batches" not in k) == 495_136_489
+    converted = convert_official_state_dict(official)
+    expected = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in converted.items()} == expected
+    # everything that was dropped is on the documented list of unused reference weights
+    import re
+
+    unused = re.compile("|".join(UNUSED_OFFICIAL_KEYS))
+    dropped = [k[4:] for k in official if not _maps(k)]
+    assert dropped and all(unused.fullmatch(k) for k in dropped)
+    assert any(k.startswith("clip_pretrained.visual.") for k in dropped)
+    # the architecture can be recovered from shapes alone
+    assert infer_config(official) == lseg.get_config(OFFICIAL[backbone])
+
+
+def _maps(key: str) -> bool:
+    try:
+        return bool(convert_official_state_dict({key: torch.empty(0)}))
+    except CheckpointError:
+        return False
+
+
+def _tiny_official(tmp_path: Path, arch_option: int = 0) -> tuple[Path, dict]:
+    from refimpl.tiny import tiny_reference
+
+    torch.manual_seed(0)
+    ref = tiny_reference("lseg_tiny_test", arch_option=arch_option, block_depth=2 if arch_option else 0)
+    ckpt = {
+        "epoch": 3, "global_step": 100, "pytorch-lightning_version": "1.4.9",
+        "state_dict": {"net." + k: v for k, v in ref.state_dict().items()},
+        "optimizer_states": [], "lr_schedulers": [], "callbacks": {},
+    }
+    path = tmp_path / "official.ckpt"
+    torch.save(ckpt, path)
+    return path, ckpt
+
+
+def test_load_official_lightning_ckpt_strictly(tmp_path):
+    path, ckpt = _tiny_official(tmp_path)
+    model = lseg.load_model(path)
+    assert model.config.name == "lseg_tiny_test"
+    sd = ckpt["state_dict"]
+    torch.testing.assert_close(
+        model.decoder.fusion[3].rcu.conv1.weight, sd["net.scratch.refinenet4.resConfUnit2.conv1.weight"]
+    )
+    # fp16 CLIP matrices load losslessly, fp32 embeddings stay fp32
+    w = model.text_encoder.model.transformer.resblocks[0].attn.in_proj_weight
+    assert w.dtype == torch.float16
+    assert torch.equal(w, sd["net.clip_pretrained.transformer.resblocks.0.attn.in_proj_weight"])
+    assert model.text_encoder.model.token_embedding.weight.dtype == torch.float32
+
+
+def test_spatial_block_checkpoint_needs_arch_option(tmp_path):
+    path, _ = _tiny_official(tmp_path, arch_option=1)
+    with pytest.raises(CheckpointError, match="arch_option=1\\|2 and block_depth"):
+        lseg.load_model(path)
+    model = lseg.load_model(path, spatial_block=lseg.SpatialBlockConfig(arch_option=1, block_depth=2))
+    assert model.config.arch_option == 1 and model.spatial_block is not None
+
+
+def test_missing_unexpected_and_misshaped_keys_are_listed(tiny_model):
+    sd = dict(tiny_model.state_dict())
+    sd.pop("pixel_proj.bias")
+    sd["decoder.extra.weight"] = torch.zeros(1)
+    sd["decoder.layer_rn.0.weight"] = torch.zeros(3, 3)
+    model = lseg.LSeg(tiny_model.config)
+    with pytest.raises(CheckpointError) as e:
+        load_weights(model, sd)
+    msg = str(e.value)
+    assert "1 missing: pixel_proj.bias" in msg
+    assert "1 unexpected: decoder.extra.weight" in msg
+    assert "decoder.layer_rn.0.weight (3, 3) != (16, 8, 3, 3)" in msg
+    assert "\n" not in msg
+
+
+def test_unknown_official_key_is_an_error():
+    with pytest.raises(CheckpointError, match="unknown key"):
+        convert_official_state_dict({"scratch.head1.weight": torch.zeros(1), "pretrained.foo.bar": torch.zeros(1)})
+
+
+def test_wrong_dtype_in_safetensors_is_refused(tiny_model, tmp_path):
+    from safetensors.torch import save_file
+
+    sd = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    sd["pixel_proj.weight"] = sd["pixel_proj.weight"].to(torch.int32)
+    save_file(sd, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(CheckpointError, match="wrong dtype: pixel_proj.weight torch.int32"):
+        lseg.create_model("lseg_tiny_test", checkpoint=tmp_path / "bad.safetensors")
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PWNED_BY_PICKLE",))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {"net.x": torch.zeros(1)}, "payload": _Evil()}, path)
+    with pytest.raises(CheckpointError, match="refusing to load .*would run code"):
+        read_state_dict(path)
+    assert not (tmp_path / "PWNED_BY_PICKLE").exists()
+    # an old-style (non-zip) pickle is refused too
+    legacy = tmp_path / "evil.pth"
+    with open(legacy, "wb") as f:
+        pickle.dump(_Evil(), f)
+    with pytest.raises(CheckpointError):
+        read_state_dict(legacy)
+    assert not (tmp_path / "PWNED_BY_PICKLE").exists()
+
+
+def test_a_pickle_protocol_weights_only_cannot_read_is_judged_by_its_opcodes(tmp_path, monkeypatch):
+    """weights_only lacks protocol 4's opcodes: the error says whether the pickle names code to run
+    (read with pickletools, nothing unpickled) or just needs re-saving."""
+    monkeypatch.chdir(tmp_path)
+    evil, plain = tmp_path / "evil4.ckpt", tmp_path / "plain4.ckpt"
+    torch.save({"state_dict": {"net.x": torch.zeros(1)}, "payload": _Evil()}, evil, pickle_protocol=4)
+    torch.save({"state_dict": {"net.x": torch.zeros(1)}}, plain, pickle_protocol=4)
+    with pytest.raises(CheckpointError, match="would run code.*GLOBAL posix.system"):
+        read_state_dict(evil)
+    with pytest.raises(CheckpointError, match="pickle protocol above 2; re-save it"):
+        read_state_dict(plain)
+    assert not (tmp_path / "PWNED_BY_PICKLE").exists()
+
+
+@pytest.mark.parametrize("kind", ["ckpt", "safetensors"])
+def test_truncated_and_empty_files(tiny_model, tmp_path, kind):
+    path = tmp_path / f"m.{kind}"
+    if kind == "ckpt":
+        torch.save({"state_dict": tiny_model.state_dict()}, path)
+    else:
+        save_pretrained(tiny_model, tmp_path)
+        path = tmp_path / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        read_state_dict(path)
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty"):
+        read_state_dict(path)
+    with pytest.raises(CheckpointError, match="not found"):
+        read_state_dict(tmp_path / "missing.ckpt")
+
+
+def test_save_load_round_trip_is_bit_exact(tiny_model, tmp_path):
+    out = save_pretrained(tiny_model, tmp_path / "model")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["format_version"] == 1 and cfg["name"] == "lseg_tiny_test"
+    loaded = lseg.load_model(out)
+    a, b = tiny_model.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(tiny_model(x, ["a", "b"]), loaded(x, ["a", "b"]))
+
+
+def test_bad_config_json(tiny_model, tmp_path):
+    out = save_pretrained(tiny_model, tmp_path / "m")
+    (out / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        lseg.load_model(out)
+    (out / "config.json").write_text(json.dumps({"format_version": 99}))
+    with pytest.raises(CheckpointError, match="unsupported format_version 99"):
+        lseg.load_model(out)
+
+
+def test_non_state_dict_pickle(tmp_path):
+    path = tmp_path / "x.pt"
+    torch.save([1, 2, 3], path)
+    with pytest.raises(CheckpointError, match="does not hold a state dict"):
+        read_state_dict(path)
+    assert zipfile.is_zipfile(path)
+
+
+@pytest.fixture(scope="module")
+def photo_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("photo") / "photo.png"
+    Image.fromarray(scene(40, 56)).save(path)
+    return path
+
+
+def _folder(root: Path, name: str, tiny_dir: Path, tensors: dict | None = None, config: str | None = None) -> Path:
+    """An lseg model folder: tiny_dir's config.json + the given tensors (default: tiny_dir's)."""
+    d = root / name
+    d.mkdir()
+    if config is None:
+        shutil.copy(tiny_dir / "config.json", d / "config.json")
+    else:
+        (d / "config.json").write_text(config)
+    if tensors is None:
+        shutil.copy(tiny_dir / "model.safetensors", d / "model.safetensors")
+    else:
+        save_file(tensors, str(d / "model.safetensors"))
+    return d
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoints(tmp_path_factory, tiny_dir) -> dict[str, tuple[Path, str]]:
+    """name -> (checkpoint path, text the error line must contain)."""
+    root = tmp_path_factory.mktemp("bad_ckpt")
+    sd = load_file(str(tiny_dir / "model.safetensors"))
+    out: dict[str, tuple[Path, str]] = {}
+
+    d = _folder(root, "truncated_folder", tiny_dir)
+    data = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(data[: len(data) // 2])
+    out["truncated safetensors (folder)"] = (d, "truncated or corrupt")
+
+    p = root / "truncated.safetensors"
+    p.write_bytes(data[: len(data) // 3])
+    out["truncated safetensors (file)"] = (p, "truncated or corrupt")
+
+    p = root / "truncated.ckpt"
+    torch.save({"state_dict": {"net." + k: v for k, v in sd.items()}}, p)
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    out["truncated ckpt"] = (p, "truncated or corrupt")
+
+    p = root / "empty.ckpt"
+    p.write_bytes(b"")
+    out["empty file"] = (p, "empty (0 bytes)")
+
+    p = root / "evil.ckpt"
+    torch.save({"state_dict": {"net.x": torch.zeros(1)}, "payload": _Evil()}, p)
+    out["pickle that runs code (zip)"] = (p, "refusing to load")
+
+    p = root / "evil_legacy.pth"
+    with open(p, "wb") as f:
+        pickle.dump({"state_dict": _Evil()}, f)
+    out["pickle that runs code (legacy)"] = (p, "refusing to load")
+
+    p = root / "garbage.pth"  # starts like a pickle; an opcode weights_only lacks, and no global
+    p.write_bytes(b"\x80\x02garbage" * 3)
+    out["pickle-like garbage"] = (p, "torch's safe loader does not support its pickle (Unsupported operand")
+
+    p = root / "notes.ckpt"
+    p.write_text("these are my notes, not a checkpoint\n")
+    out["text file"] = (p, "is not a checkpoint")
+
+    p = root / "page.pth"
+    p.write_text("<html><body>403 Forbidden</body></html>")
+    out["html page"] = (p, "is not a checkpoint")
+
+    p = root / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(4, 3, 3, 3), "fc.weight": torch.zeros(10, 4)}, p)
+    out["another network's weights"] = (p, "not an LSeg state dict")
+
+    other = lseg.create_model("lseg_tiny_test_p32").state_dict()
+    d = _folder(root, "wrong_architecture", tiny_dir, tensors={k: v.contiguous() for k, v in other.items()})
+    out["wrong architecture (p32 weights, p16 config)"] = (d, "does not fit lseg_tiny_test")
+
+    missing = {k: v for k, v in sd.items() if not k.startswith("decoder.fusion.0.")}
+    out["missing keys"] = (_folder(root, "missing_keys", tiny_dir, tensors=missing), "missing: decoder.fusion.0.")
+
+    extra = dict(sd, **{"decoder.extra.weight": torch.zeros(3)})
+    out["extra keys"] = (_folder(root, "extra_keys", tiny_dir, tensors=extra), "1 unexpected: decoder.extra.weight")
+
+    wrong_shape = dict(sd, **{"pixel_proj.weight": torch.zeros(7, 7)})
+    out["wrong shape"] = (_folder(root, "wrong_shape", tiny_dir, tensors=wrong_shape), "wrong shape: pixel_proj.weight")
+
+    wrong_dtype = dict(sd, **{"pixel_proj.weight": sd["pixel_proj.weight"].to(torch.int32)})
+    out["wrong dtype"] = (_folder(root, "wrong_dtype", tiny_dir, tensors=wrong_dtype), "wrong dtype: pixel_proj.weight")
+
+    p = root / "wrong_dtype.safetensors"  # no config.json next to it: the shapes are inspected
+    save_file(wrong_dtype, str(p))
+    out["wrong dtype (file)"] = (p, "wrong dtype: pixel_proj.weight")
+
+    out["broken config.json"] = (_folder(root, "bad_config", tiny_dir, config="{not json"), "not valid JSON")
+    cfg = json.dumps({**json.loads((tiny_dir / "config.json").read_text()), "format_version": 99})
+    out["future config version"] = (_folder(root, "future", tiny_dir, config=cfg), "unsupported format_version 99")
+
+    d = root / "no_config"
+    d.mkdir()
+    out["folder without config.json"] = (d, "no config.json")
+    out["missing path"] = (root / "does_not_exist.ckpt", "not found")
+    return out
+
+
+CASES = [
+    "truncated safetensors (folder)", "truncated safetensors (file)", "truncated ckpt", "empty file",
+    "pickle that runs code (zip)", "pickle that runs code (legacy)", "pickle-like garbage", "text file", "html page",
+    "another network's weights", "wrong architecture (p32 weights, p16 config)", "missing keys", "extra keys",
+    "wrong shape", "wrong dtype", "wrong dtype (file)", "broken config.json", "future config version",
+    "folder without config.json", "missing path",
+]
+#: ``lseg info`` describes a checkpoint (config.json + the safetensors header, or the architecture
+#: inferred from tensor shapes) without building the model, so weights that do not fit are only
+#: an error for the commands that load them.
+INFO_DESCRIBES_ONLY = {
+    "missing keys", "extra keys", "wrong shape", "wrong dtype", "wrong dtype (file)",
+    "wrong architecture (p32 weights, p16 config)",
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_checkpoint_is_one_error_line_for_every_command(case, bad_checkpoints, photo_path, tmp_path, capsys,
+                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the evil pickle would drop its file
+    path, expected = bad_checkpoints[case]
+    commands = {
+        "convert": ["convert", str(path), str(tmp_path / "converted")],
+        "segment": ["segment", str(photo_path), "-l", "sky,grass", "-c", str(path), "-o", str(tmp_path / "seg"),
+                    "-q", "--size", "32"],
+    }
+    if case not in INFO_DESCRIBES_ONLY:
+        commands["info"] = ["info", str(path)]
+    for name, argv in commands.items():
+        rc = main(argv)
+        captured = capsys.readouterr()
+        assert rc == 2, (name, captured)
+        line = one_error_line(captured.err)
+        assert expected in line, (name, line)
+        assert captured.out == ""
+    assert not (tmp_path / "PWNED_BY_PICKLE").exists()
+    assert not (tmp_path / "converted").exists() or not any((tmp_path / "converted").iterdir())
+    assert not (tmp_path / "seg").exists() or not any((tmp_path / "seg").iterdir())
+
+
+def test_info_on_a_folder_with_mismatched_weights_reports_their_count(bad_checkpoints, capsys):
+    """``lseg info`` describes a folder from config.json and the weights' header (no loading), then
+    refuses weights that do not fit the config, as loading them would (convert / segment above)."""
+    path, _ = bad_checkpoints["extra keys"]
+    assert main(["info", str(path)]) == 2
+    captured = capsys.readouterr()
+    info = json.loads(captured.out)
+    assert info["config"]["name"] == "lseg_tiny_test" and info["tensors"] == 202 and not info["weights_fit"]
+    assert "does not fit lseg_tiny_test: 1 unexpected" in captured.err
+
+
+def test_evil_pickle_in_a_real_process(bad_checkpoints, photo_path, tmp_path, run_cli):
+    """The installed entry point: one stderr line, exit code 2, the payload never ran."""
+    path, _ = bad_checkpoints["pickle that runs code (zip)"]
+    proc = run_cli("segment", str(photo_path), "-l", "sky,grass", "-c", str(path), "-o", str(tmp_path / "o"),
+                   cwd=tmp_path)
+    assert proc.returncode == 2
+    line = one_error_line(proc.stderr)
+    assert "refusing to load" in line and "would run code" in line and "posix.system" in line
+    assert not (tmp_path / "PWNED_BY_PICKLE").exists()
+
+
+def test_good_checkpoint_still_loads(tiny_dir, photo_path, tmp_path, capsys):
+    assert main(["info", str(tiny_dir)]) == 0
+    assert json.loads(capsys.readouterr().out)["tensors"] == 201
+    assert main(["segment", str(photo_path), "-l", "sky,grass", "-c", str(tiny_dir), "-o", str(tmp_path), "-q",
+                 "--size", "32"]) == 0
+
+
+TESTS = Path(__file__).parents[1]
+FAMILIES = {
+    # our tiny registry name: the released network family it has the layout of
+    "lseg_tiny_test": "ViT-L/16 (demo_e200, fss_l16)",
+    "lseg_tiny_test_p32": "ViT-B/32",
+    "lseg_tiny_test_rn": "ResNet-101 zero-shot (pascal_fold*, coco_fold*, fss_rn101)",
+}
+
+
+def write_released_layout(tmp_path: Path, name: str, *args: str, seed: int = 0) -> tuple[Path, torch.nn.Module]:
+    """A tiny reference network of family ``name`` saved as a released checkpoint (in a subprocess)."""
+    torch.manual_seed(seed)
+    ref = tiny_reference(name)
+    sd_path = tmp_path / f"{name}-sd.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(sd_path))
+    out = tmp_path / f"{name}{'-'.join(('',) + args).replace('--', '')}.ckpt"
+    subprocess.run(
+        [sys.executable, "-m", "refimpl.lightning14", str(sd_path), str(out), *args],
+        cwd=TESTS, check=True, capture_output=True, text=True,
+    )
+    return out, ref
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, torch.nn.Module]]:
+    d = tmp_path_factory.mktemp("released")
+    return {name: write_released_layout(d, name) for name in FAMILIES}
+
+
+def test_the_fixture_is_the_torch19_lightning14_container(released):
+    path, _ = released["lseg_tiny_test"]
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        assert names[0] == "archive/data.pkl" and names[-1] == "archive/version"
+        assert all(n.startswith("archive/data/") for n in names[1:-1])
+        assert zf.read("archive/version") == b"3\n"
+        assert not any("byteorder" in n or ".data/" in n for n in names)  # torch >= 2 adds those
+        for info in zf.infolist()[1:-1]:  # data records are 64-byte aligned, as torch's writer does
+            assert (info.header_offset + 30 + len(info.filename) + len(info.extra)) % 64 == 0
+        pkl = zf.read("archive/data.pkl")
+    assert pkl[:2] == b"\x80\x02"  # pickle protocol 2
+    assert b"cuda:0" in pkl and b"\ncpu" not in pkl
+    assert b"pytorch_lightning.callbacks.model_checkpoint\nModelCheckpoint" in pkl
+    for key in (b"optimizer_states", b"lr_schedulers", b"native_amp_scaling_state", b"momentum_buffer"):
+        assert key in pkl
+    assert "pytorch_lightning" not in sys.modules
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_released_layout_loads_strictly_and_equals_the_bare_state_dict(released, name, tmp_path, capsys):
+    path, ref = released[name]
+    ckpt = read_checkpoint(path)
+    assert ckpt.format == "lightning"
+    assert ckpt.metadata["pytorch-lightning_version"] == "1.4.9"
+    assert ckpt.metadata["epoch"] == 199 and ckpt.metadata["global_step"] == 101_400
+    assert ckpt.metadata["callbacks"] == ["EarlyStopping", "ModelCheckpoint"]
+
+    model = lseg.load_model(path)
+    assert model.config == lseg.get_config(name)
+    bare = lseg.LSeg(lseg.get_config(name))
+    load_weights(bare, ref.state_dict())  # the bare state dict, straight from the network
+    a, b = model.state_dict(), bare.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
+
+    assert main(["info", str(path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["format"] == "lightning"
+    assert info["lightning"]["pytorch-lightning_version"] == "1.4.9" and info["lightning"]["epoch"] == 199
+    assert info["config"]["name"] == name
+    # parameters as the reference counts them (BatchNorm statistics are buffers, not parameters)
+    assert info["parameters"] == sum(p.numel() for p in ref.parameters())
+    assert info["tensors"] == len(ref.state_dict())
+
+    out = tmp_path / "converted"
+    assert main(["convert", str(path), str(out)]) == 0
+    converted = lseg.load_model(out)
+    c = converted.state_dict()
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize("variant", [("--legacy",), ("--hyper-parameters",), ("--legacy", "--hyper-parameters")])
+def test_legacy_container_and_hyper_parameters_load(tmp_path, variant):
+    path, ref = write_released_layout(tmp_path, "lseg_tiny_test", *variant)
+    assert zipfile.is_zipfile(path) == ("--legacy" not in variant)
+    ckpt = read_checkpoint(path)
+    if "--hyper-parameters" in variant:
+        assert "hyper_parameters" in ckpt.metadata["contents"]
+    model = lseg.load_model(path)
+    torch.testing.assert_close(model.pixel_proj.weight, ref.scratch.head1.weight, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("payload,name", [("unknown-global", "my_project.callbacks.CustomCallback"),
+                                          ("code", "posix.system")])
+def test_unknown_globals_and_code_are_refused_in_one_line(tmp_path, capsys, payload, name):
+    path, _ = write_released_layout(tmp_path, "lseg_tiny_test", "--payload", payload)
+    with pytest.raises(CheckpointError) as e:
+        lseg.load_model(path)
+    assert f"Unsupported global: GLOBAL {name}" in str(e.value) and "\n" not in str(e.value)
+    for cmd in (["info", str(path)], ["convert", str(path), str(tmp_path / "out")]):
+        assert main(cmd) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: refusing to load") and err.count("\n") == 1
+    assert not path.with_suffix(".PWNED").exists()  # the reduce never ran
+    assert not (tmp_path / "out").exists()
+
+
+def test_allowlisted_names_resolve_to_inert_stand_ins():
+    from lseg.pretrained.checkpoints import _stand_ins
+
+    pairs = {name: obj for obj, name in _stand_ins()}
+    assert set(pairs) == set(ALLOWED_GLOBALS)
+    cb = pairs["pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"]
+    assert cb.__module__ == "pytorch_lightning.callbacks.model_checkpoint" and cb(1, x=2) is not None
+    assert pairs["pytorch_lightning.utilities.parsing.AttributeDict"]() == {}
+
+
+_PEAK = """
+import sys
+from lseg.cli import main
+rc = main(["convert", sys.argv[1], sys.argv[2]])
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the (large) parent across exec
+print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")))  # KiB
+sys.exit(rc)
+"""
+
+
+def test_optimizer_state_is_never_read_into_memory(tmp_path):
+    """Converting a file with ~300 MB of optimizer state costs no more memory than one without:
+    the zip is memory-mapped and only the model's tensors are touched."""
+    small, _ = write_released_layout(tmp_path, "lseg_tiny_test")
+    big, _ = write_released_layout(tmp_path, "lseg_tiny_test", "--extra-optimizer-mb", "300")
+    assert big.stat().st_size > small.stat().st_size + 300e6
+    peaks = []
+    for path in (small, big):
+        r = subprocess.run([sys.executable, "-c", _PEAK, str(path), str(tmp_path / path.stem)],
+                           capture_output=True, text=True, check=True)
+        peaks.append(int(r.stdout.split()[-1]) / 1024)
+    assert peaks[1] - peaks[0] < 100, peaks  # MiB

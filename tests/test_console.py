@@ -1,0 +1,26 @@
+"""lseg.console: one bar for every long job; into a log file it redraws every LOG_INTERVAL seconds,
+not 10 times a second."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from hostile_inputs import cli_env
+
+LOOP = ("import time\nfrom lseg.console import progress_bar\n"
+        "for _ in progress_bar(range(20), desc='work', unit='it'):\n    time.sleep(0.05)\n")
+
+
+def _redraws(env: dict[str, str]) -> int:
+    proc = subprocess.run([sys.executable, "-c", LOOP], env=env, capture_output=True, check=True)  # bytes: keep \r
+    assert b"work: 100%" in proc.stderr and b"20/20" in proc.stderr
+    return proc.stderr.count(b"\r")
+
+
+def test_a_bar_into_a_pipe_redraws_at_the_start_and_the_end_only():
+    assert _redraws(cli_env()) <= 3  # tqdm's default: one redraw per item here (~20)
+
+
+def test_tqdm_mininterval_in_the_environment_wins():
+    assert _redraws({**cli_env(), "TQDM_MININTERVAL": "0"}) >= 15
