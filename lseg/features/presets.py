@@ -69,7 +69,7 @@ import torch
 import torch.nn.functional as F
 
 from lseg.errors import LSegError
-from lseg.features.export import Resolution, parse_resolution
+from lseg.features.options import Resolution, parse_resolution
 from lseg.geometry import pad_to, pad_value, reference_windows, resize, scaled_size, working_size
 from lseg.inference.predictor import ADE20K_SCALES, LSegPredictor
 from lseg.io import load_image
@@ -140,6 +140,20 @@ def get_preset(preset: str | Preset) -> Preset:
     return PRESETS[preset]
 
 
+def describe(preset: str | Preset, resolution: Resolution | None, geometry: tuple[int | None, int, int]
+             ) -> dict[str, Any]:
+    """What an extraction computes, known before the model is built: the preset, the predictor's
+    ``(size, crop_size, stride)`` for ``ours``, and the output resolution (``None``: the preset's)."""
+    p = get_preset(preset)
+    out: dict[str, Any] = {"preset": p.to_dict()}
+    if p.engine == "predictor":
+        size, crop, stride = geometry
+        out["geometry"] = {"size": size, "crop_size": crop, "stride": stride, "normalization": "model"}
+    r = parse_resolution(resolution if resolution is not None else p.output)
+    out["resolution"] = list(r) if isinstance(r, tuple) else r
+    return json_safe(out)
+
+
 class FeatureExtractor:
     """Images -> (D, H, W) float32 L2-normalised feature maps, with one preset and one resolution.
 
@@ -180,14 +194,8 @@ class FeatureExtractor:
 
     def describe(self) -> dict[str, Any]:
         """Preset, effective geometry and resolution, as recorded in a store's manifest."""
-        out: dict[str, Any] = {"preset": self.preset.to_dict()}
-        if self.preset.engine == "predictor":
-            pr = self.predictor
-            out["geometry"] = {"size": pr.size, "crop_size": pr.crop_size, "stride": pr.stride,
-                               "normalization": "model"}
-        r = self.resolution
-        out["resolution"] = list(r) if isinstance(r, tuple) else r
-        return json_safe(out)
+        pr = self.predictor
+        return describe(self.preset, self.resolution, (pr.size, pr.crop_size, pr.stride))
 
     # ------------------------------------------------------------------ sizes
     def working_size(self, h: int, w: int) -> tuple[int, int]:

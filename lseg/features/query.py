@@ -5,20 +5,31 @@ are decoded to the text space and re-normalised), ``label_map = argmax_k sim[k]`
 and ``probs = softmax(logit_scale * sim)``: LSeg's head without its x2 upsampling, at the store's
 resolution. Models with a spatial block (``arch_option`` 1/2) refine their logits with
 convolutions; a query scores the plain similarity (logged once).
+
+Per frame ``<key>``: ``OUT/<key>_labels.png`` (label names in its ``lseg:labels`` chunk), its record
+``<key>_labels.json`` (labels, colours and the recipe, as ``lseg segment`` writes), and optionally
+``<key>_scores.npz`` and ``<key>_heat_<i>_<label>.png``. A query with other labels redoes the
+frames and removes the old labels' files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from lseg.errors import LSegError
 from lseg.features.store import FeatureStore
-from lseg.io import atomic_write
+from lseg.io import Staged
+from lseg.jobs.engine import Report, Unit, Writer, run_job
+
+__all__ = ["QueryWriter", "iter_similarities", "parse_frames", "query_store"]
 
 _logger = logging.getLogger(__name__)
 
@@ -34,13 +45,106 @@ def iter_similarities(
         frames: frame ids or keys (default: all).
         reduced: score the reduced maps, decoded (:meth:`FeatureStore.read_decoded`).
     """
-    text = text.float().cpu()
     for frame in frames if frames is not None else range(len(store)):
         info = store.frames[store.frame_id(frame)]
-        f = store.read_decoded(info["id"]) if reduced else torch.from_numpy(store.read(info["id"])).float()
-        if f.shape[0] != text.shape[1]:
-            raise LSegError(f"the store's features are {f.shape[0]}-d but the text embeddings {text.shape[1]}-d")
-        yield info, torch.einsum("dhw,kd->khw", f, text)
+        yield info, similarity(store, info["id"], text, reduced)
+
+
+def similarity(store: FeatureStore, frame: int, text: torch.Tensor, reduced: bool) -> torch.Tensor:
+    f = torch.from_numpy(store.read_decoded(frame) if reduced else store.read(frame)).float()
+    if f.shape[0] != text.shape[1]:
+        raise LSegError(f"the store's features are {f.shape[0]}-d but the text embeddings {text.shape[1]}-d")
+    return torch.einsum("dhw,kd->khw", f, text.float().cpu())
+
+
+def parse_frames(text: str, store: FeatureStore) -> list[int]:
+    """``a:b`` (ids a..b-1) or a comma-separated list of ids and keys -> frame ids; a selection with
+    no frame of the store is refused."""
+    n = len(store)
+    if ":" in text and "," not in text:
+        a, _, b = text.partition(":")
+        try:
+            ids = list(range(n))[slice(int(a) if a else None, int(b) if b else None)]
+        except ValueError:
+            raise LSegError(f"--frames must be a:b or a comma-separated list, got {text!r}") from None
+        if not ids:
+            raise LSegError(f"--frames {text} selects none of the {n} frames of {store.path} (ids 0..{n - 1})")
+        return ids
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise LSegError(f"--frames must be a:b or a comma-separated list, got {text!r}")
+    return [store.frame_id(int(t) if t.isdigit() else t) for t in items]
+
+
+class QueryWriter(Writer):
+    """``lseg query`` as a batch writer: a unit per frame (module docstring)."""
+
+    kind = "query"
+    unit_name = "frame"
+
+    def __init__(self, store: FeatureStore, labels: Sequence[str], out: str | os.PathLike[str], *,
+                 frames: Sequence[int] | None = None, reduced: bool = False, heatmaps: bool = False,
+                 scores: bool = False, model: dict[str, Any], templates: Sequence[str] = (),
+                 text: Callable[[], tuple[torch.Tensor, float]] | tuple[torch.Tensor, float]) -> None:
+        """``model``: what identifies the text encoder's weights; ``text``: the (K, D) text embeddings
+        and the logit scale, or a function that computes them (called only when a frame is to be
+        written)."""
+        if reduced and store.reduction is None:
+            raise LSegError(f"{store.path} has no reduction (run `lseg store reduce`)")
+        if len(labels) > 65536:
+            raise LSegError(f"{len(labels)} labels: label maps are 16-bit PNGs, at most 65536 labels")
+        self.store, self.labels, self.out = store, list(labels), Path(out)
+        self.frames = list(frames) if frames is not None else list(range(len(store)))
+        self.reduced, self.heatmaps, self.scores = reduced, heatmaps, scores
+        self.model, self.templates, self._text = model, list(templates), text
+        self.text: torch.Tensor | None = None
+        self.logit_scale = 0.0
+
+    def units(self) -> list[Unit]:
+        from lseg.inference.folder import segment_files
+
+        units = []
+        for frame in self.frames:
+            info = self.store.frames[frame]
+            base = self.out / info["key"]
+            files = segment_files(base, self.labels, overlay=False, scores=self.scores, heatmaps=self.heatmaps)
+            source = self.store.path / info["shard"]
+            units.append(Unit(source, list(files.values()), base.with_name(base.name + "_labels.json"),
+                              data=(frame, files)))
+        return units
+
+    def recipe(self) -> dict[str, Any]:
+        return {"labels": self.labels, "templates": self.templates, "reduced": self.reduced, "model": self.model,
+                "store": self.store.identity()}
+
+    def setup(self) -> None:
+        self.text, self.logit_scale = self._text() if callable(self._text) else self._text
+        if len(self.labels) != self.text.shape[0]:
+            raise LSegError(f"{len(self.labels)} labels but {self.text.shape[0]} text embeddings")
+        if self.store.manifest["model"].get("arch_option") in (1, 2):
+            _logger.warning("the store's model has a spatial block; the query scores the plain similarity")
+
+    def compute_one(self, unit: Unit) -> torch.Tensor:
+        assert self.text is not None
+        return similarity(self.store, unit.data[0], self.text, self.reduced)
+
+    def write(self, unit: Unit, result: torch.Tensor, staged: Staged) -> dict[str, Any]:
+        from lseg.viz import heatmaps as make_heatmaps
+        from lseg.viz import hex_colors, save_label_map, save_scores
+
+        files = unit.data[1]
+        label_map = result.argmax(0).numpy()
+        save_label_map(staged.path(files["labels"]), label_map, self.labels)
+        heat = [k for k in files if k.startswith("heat:")]
+        if heat or "scores" in files:
+            probs = torch.softmax(result * self.logit_scale, dim=0).numpy()
+            if "scores" in files:
+                save_scores(staged.path(files["scores"]), probs, self.labels)
+            for key, pic in zip(heat, make_heatmaps(probs, self.labels).values()):
+                pic.save(staged.path(files[key]), format="PNG")
+        counts = np.bincount(label_map.ravel(), minlength=len(self.labels)) / max(1, label_map.size)
+        return {"labels": self.labels, "colors": hex_colors(min(len(self.labels), 65536)),
+                "shares": dict(zip(self.labels, counts.tolist()))}
 
 
 def query_store(
@@ -54,32 +158,14 @@ def query_store(
     reduced: bool = False,
     heatmaps: bool = False,
     scores: bool = False,
-) -> list[Path]:
-    """Write ``OUT/<key>_labels.png`` per frame (:func:`lseg.viz.save_label_map`: palette PNG, 16-bit
-    above 256 labels, the label names in its ``lseg:labels`` chunk), and with
-    ``heatmaps`` one ``OUT/<key>_heat_<i>_<label>.png`` per label (viridis probability), with
-    ``scores`` ``OUT/<key>_scores.npz`` (``probs`` float16 (K, H, W), ``labels``). Returns the label maps."""
-    from lseg.viz import heatmap_path, save_label_map, save_scores
-    from lseg.viz import heatmaps as make_heatmaps
-
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Report:
+    """Score the frames of ``store`` against ``text`` (the (K, D) embeddings of ``labels``) into
+    ``out_dir`` (module docstring), with the batch engine's records and re-runs."""
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)
-    if len(labels) != text.shape[0]:
-        raise LSegError(f"{len(labels)} labels but {text.shape[0]} text embeddings")
-    if store.manifest["model"].get("arch_option") in (1, 2):
-        _logger.warning("the store's model has a spatial block; the query scores the plain similarity")
-    out = Path(out_dir)
-    written = []
-    for info, sim in iter_similarities(store, text, frames, reduced=reduced):
-        base = out / info["key"]
-        label_map = sim.argmax(0).numpy()
-        target = base.with_name(base.name + "_labels.png")
-        save_label_map(target, label_map, labels)  # with the label names, as `lseg segment` writes them
-        written.append(target)
-        if heatmaps or scores:
-            probs = torch.softmax(sim * logit_scale, dim=0).numpy()
-        if scores:
-            save_scores(base.with_name(base.name + "_scores.npz"), probs, labels)
-        if heatmaps:
-            for i, (label, pic) in enumerate(make_heatmaps(probs, labels).items()):
-                atomic_write(heatmap_path(base, i, label), lambda p, im=pic: im.save(p, format="PNG"))
-    return written
+    ids = [store.frame_id(f) for f in frames] if frames is not None else None
+    writer = QueryWriter(store, labels, out_dir, frames=ids, reduced=reduced, heatmaps=heatmaps, scores=scores,
+                         model={"text_sha256": hashlib.sha256(text.float().cpu().numpy().tobytes()).hexdigest(),
+                                "logit_scale": float(logit_scale)}, text=(text, float(logit_scale)))
+    return run_job(writer, overwrite=overwrite, progress=progress, desc="query")

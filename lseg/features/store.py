@@ -10,7 +10,8 @@ Layout::
                                               the frame key (``a/b`` for image a/b.jpg,
                                               ``clip/000042`` for frame 42 of clip.mp4); the
                                               frames' records in the ``__metadata__``
-    STORE/units/u000003.json                  a unit's frame records, written last: the unit is done
+    STORE/shards/u000003.json                 the unit's record (:mod:`lseg.jobs.records`: its
+                                              shards, frames and recipe), written last
     STORE/index.json                          every frame in order (id, key, source, frame index,
                                               timestamp, image size, shape, shard), written once
                                               all units are done: readers need only this file
@@ -29,20 +30,17 @@ Units: the inputs are cut, in sorted order, into units (a video, or ``frames_per
 consecutive images), and unit ``i`` is done by shard ``i % M`` (torchrun rank, ``--shard k/M`` or a
 Ray worker). A unit's frames go into shards of at most ``frames_per_shard`` frames and
 ``shard_bytes`` bytes, so the layout does not depend on who wrote it: the Ray export writes the
-same files as one process. Every file is written atomically; a killed run restarts where it
-stopped (finished units are skipped, and so are finished shards of an unfinished video).
-
-One module on purpose (just over 500 lines): the writer, the reader and the resume logic
-are one file format; each reads what the others write, so a change to the layout touches all three.
+same files as one process. The store is written, reduced and exported by batch writers of
+:mod:`lseg.jobs.engine` (records, re-runs, claims); a killed run restarts where it stopped
+(finished units are skipped, and so are finished shards of an unfinished video).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -52,12 +50,18 @@ import numpy as np
 import torch
 
 import lseg
-from lseg.console import progress_bar
 from lseg.errors import LSegError
-from lseg.features.export import BatchReport, MediaItem, collect_media, torchrun_rank
 from lseg.features.presets import FeatureExtractor, json_safe
 from lseg.features.reduce import PCAFit, Reduction
-from lseg.io import atomic_write, iter_frames, load_image
+from lseg.io import Staged, atomic_write, iter_frames, load_image
+from lseg.jobs.engine import Report, Unit, Writer, run_job
+from lseg.jobs.inputs import Media, collect_media, read_record
+from lseg.jobs.records import digest
+
+__all__ = [
+    "LAYOUTS", "FeatureStore", "LayoutWriter", "ReduceWriter", "StoreSettings", "StoreUnit", "StoreWriter",
+    "export_layout", "export_store", "finalize_store", "plan_units", "reduce_store",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -72,11 +76,11 @@ LAYOUTS = {"openscene": "{key}.pt", "feature3dgs": "{key}_fmap_CxHxW.pt"}
 
 
 @dataclass(frozen=True)
-class Unit:
+class StoreUnit:
     """A unit of work: one video, or a run of consecutive images."""
 
     id: int
-    items: tuple[MediaItem, ...]
+    items: tuple[Media, ...]
 
     @property
     def name(self) -> str:
@@ -91,41 +95,32 @@ class Unit:
                 "sources": [str(it.path) for it in self.items], "keys": [it.stem.as_posix() for it in self.items]}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Unit:
+    def from_dict(cls, d: dict[str, Any]) -> StoreUnit:
         video = d["kind"] == "video"
-        return cls(int(d["id"]), tuple(MediaItem(Path(s), Path(k), video) for s, k in zip(d["sources"], d["keys"])))
+        return cls(int(d["id"]), tuple(Media(Path(s), Path(k), video) for s, k in zip(d["sources"], d["keys"])))
 
 
-def plan_units(inputs: Sequence[str | os.PathLike[str]], frames_per_shard: int) -> list[Unit]:
-    """Cut the inputs (sorted as :func:`collect_media`) into units (module docstring)."""
-    units: list[Unit] = []
-    images: list[MediaItem] = []
+def plan_units(inputs: Sequence[str | os.PathLike[str]], frames_per_shard: int,
+               out: str | os.PathLike[str] | None = None) -> list[StoreUnit]:
+    """Cut the inputs (sorted as :func:`lseg.jobs.inputs.collect_media`) into units (module docstring)."""
+    units: list[StoreUnit] = []
+    images: list[Media] = []
 
     def flush() -> None:
         if images:
-            units.append(Unit(len(units), tuple(images)))
+            units.append(StoreUnit(len(units), tuple(images)))
             images.clear()
 
-    for item in collect_media(inputs):
+    for item in collect_media(inputs, out=out):
         if item.is_video:
             flush()
-            units.append(Unit(len(units), (item,)))
+            units.append(StoreUnit(len(units), (item,)))
         else:
             images.append(item)
             if len(images) == frames_per_shard:
                 flush()
     flush()
     return units
-
-
-def weights_sha256(model: torch.nn.Module) -> str:
-    """SHA-256 of a model's state dict (names, dtypes, shapes, bytes): which weights made a store."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().reshape(-1).contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -149,46 +144,87 @@ class StoreSettings:
             raise LSegError("frames_per_shard, batch_size and shard_bytes must be >= 1")
 
 
-def build_manifest(extractor: FeatureExtractor, units: list[Unit], settings: StoreSettings,
-                   checkpoint: str | None = None) -> dict[str, Any]:
-    model = extractor.model
-    return json_safe({
-        "format": FORMAT,
-        "version": VERSION,
-        "layout": "CHW",
-        "dtype": "float16",
-        "compute_dtype": str(model.dtype).removeprefix("torch."),
-        "precision": model.precision,  # the image path's; the weights hash is of the weights as run
-        "normalized": True,
-        "extractor": extractor.describe(),
-        "model": model.config.to_dict(),
-        "weights_sha256": weights_sha256(model),
-        "checkpoint": checkpoint,
-        "video_sampling": {"fps": settings.fps, "every_n": settings.every_n},
-        "frames_per_shard": settings.frames_per_shard,
-        "shard_bytes": settings.shard_bytes,
-        "lseg_version": lseg.__version__,
-        "units": [u.to_dict() for u in units],
-    })
+def _record_path(out: Path, unit: StoreUnit) -> Path:
+    return out / "shards" / f"{unit.name}.json"
 
 
-def prepare_store(out: Path, manifest: dict[str, Any], overwrite: bool, write: bool) -> None:
-    """Refuse a folder holding another run's store (unless ``overwrite``); write the manifest."""
-    path = out / STORE_MANIFEST
-    if path.is_file() and not overwrite:
+class StoreWriter(Writer):
+    """``lseg features --format store`` as a batch writer: a unit per video or run of images, its
+    shards written as they fill (:mod:`lseg.jobs.engine`)."""
+
+    kind = "store"
+    unit_name = "unit"
+
+    def __init__(self, inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
+                 description: Mapping[str, Any], model: Mapping[str, Any], extractor: FeatureExtractor | Any,
+                 settings: StoreSettings | None = None, checkpoint: str | None = None, overwrite: bool = False,
+                 write_manifest: bool = True, reduce: int | None = None) -> None:
+        """``description``: what is extracted (:func:`lseg.features.presets.describe`); ``model``: what
+        identifies the weights; ``extractor``: a :class:`FeatureExtractor` or a function that builds
+        it (called only when some unit is to be written)."""
+        self.inputs, self.out = list(inputs), Path(out)
+        self.description, self.model = json_safe(dict(description)), json_safe(dict(model))
+        self.settings = settings or StoreSettings()
+        self._extractor = extractor
+        self.extractor: FeatureExtractor | None = extractor if isinstance(extractor, FeatureExtractor) else None
+        self.checkpoint, self.overwrite, self.write_manifest, self.reduce = checkpoint, overwrite, write_manifest, reduce
+
+    def units(self) -> list[Unit]:
+        self.plan = plan_units(self.inputs, self.settings.frames_per_shard, out=self.out)
+        self._check_store()
+        return [Unit(u.items[0].path, [], _record_path(self.out, u), data=u) for u in self.plan]
+
+    def recipe(self) -> dict[str, Any]:
+        s = self.settings
+        return {"extractor": self.description, "model": self.model, "dtype": "float16",
+                "video_sampling": {"fps": s.fps, "every_n": s.every_n}, "frames_per_shard": s.frames_per_shard,
+                "shard_bytes": s.shard_bytes}
+
+    def _check_store(self) -> None:
+        """Refuse a folder holding another run's store (other settings or inputs), unless ``overwrite``."""
+        path = self.out / STORE_MANIFEST
+        if self.overwrite or not path.is_file():
+            return
         try:
             old = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
-            old = None
-        ignore = {"lseg_version"}
-        if old is not None:
-            changed = sorted(k for k in manifest if k not in ignore and old.get(k) != manifest[k])
-            if changed:
-                raise LSegError(f"{out} holds a store made with other settings or inputs "
-                                f"({', '.join(changed)} differ); use another --out folder or --overwrite")
-    if write:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda p: p.write_text(json.dumps(manifest, indent=1) + "\n"))
+            return
+        ours = {"recipe": digest(self.recipe()), "units": [u.to_dict() for u in self.plan]}
+        changed = [k for k in ours if old.get(k) != json_safe(ours[k])]
+        if changed:
+            what = "settings" if "recipe" in changed else "inputs"
+            raise LSegError(f"{self.out} holds a store made with other {what}; use another --out folder or "
+                            "--overwrite")
+
+    def setup(self) -> None:
+        if self.extractor is None:
+            self.extractor = self._extractor()
+        if self.write_manifest:
+            model = self.extractor.model
+            manifest = json_safe({
+                "format": FORMAT, "version": VERSION, "layout": "CHW", "dtype": "float16",
+                "compute_dtype": str(model.dtype).removeprefix("torch."), "precision": model.precision,
+                "normalized": True, "extractor": self.extractor.describe(), "model": model.config.to_dict(),
+                "weights_sha256": weights_sha256(model), "checkpoint": self.checkpoint,
+                "video_sampling": {"fps": self.settings.fps, "every_n": self.settings.every_n},
+                "frames_per_shard": self.settings.frames_per_shard, "shard_bytes": self.settings.shard_bytes,
+                "lseg_version": lseg.__version__, "recipe": digest(self.recipe()),
+                "units": [u.to_dict() for u in self.plan]})
+            atomic_write(self.out / STORE_MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1) + "\n"))
+
+    def write(self, unit: Unit, result: Any, staged: Staged) -> dict[str, Any]:
+        assert self.extractor is not None
+        return write_unit(self.extractor, self.out, unit.data, self.settings, unit.status == "new", unit.targets)
+
+    def finish(self, report: Report) -> None:
+        if finalize_store(self.out) and self.reduce:
+            reduce_store(self.out, self.reduce, progress=False)
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    from lseg.inference.folder import weights_sha256 as sha
+
+    return sha(model)
 
 
 def export_store(
@@ -203,7 +239,7 @@ def export_store(
     shard: tuple[int, int] | None = None,
     write_manifest: bool | None = None,
     reduce: int | None = None,
-) -> BatchReport:
+) -> Report:
     """Write the feature maps of every image / sampled video frame under ``inputs`` into a store.
 
     Args:
@@ -219,35 +255,26 @@ def export_store(
         reduce: once every unit is done, fit a ``reduce``-dimensional scene PCA (:func:`reduce_store`).
 
     Returns:
-        :class:`BatchReport` of this process's part (written / skipped: frame keys' shard paths).
+        The :class:`~lseg.jobs.engine.Report` of this process's part (a unit per entry).
     """
-    out = Path(out_dir)
-    settings = settings or StoreSettings()
+    from lseg.features.export import torchrun_rank
+
     part, parts = shard if shard is not None else torchrun_rank()
     if not 0 <= part < parts:
         raise LSegError(f"shard must be (k, M) with 0 <= k < M, got {(part, parts)}")
     if write_manifest is None:
         write_manifest = torchrun_rank()[0] == 0
-    units = plan_units(inputs, settings.frames_per_shard)
-    manifest = build_manifest(extractor, units, settings, checkpoint)
-    prepare_store(out, manifest, overwrite, write_manifest)
-    report = BatchReport()
-    mine = units[part::parts]
+    model = {"config": extractor.model.config.to_dict(), "weights_sha256": weights_sha256(extractor.model)}
+    writer = StoreWriter(inputs, out_dir, description=extractor.describe(), model=model, extractor=extractor,
+                         settings=settings, checkpoint=checkpoint, overwrite=overwrite,
+                         write_manifest=write_manifest, reduce=reduce)
     desc = "store" if parts == 1 else f"store {part + 1}/{parts}"
-    for unit in progress_bar(mine, desc=desc, unit="unit", disable=not progress):
-        process_unit(extractor, out, unit, settings, overwrite, report)
-    if finalize_store(out) and reduce:
-        reduce_store(out, reduce, progress=progress)
-    return report
+    return run_job(writer, overwrite=overwrite, progress=progress, shard=(part, parts), desc=desc)
 
 
 # ---------------------------------------------------------------------------- writing units
 
-def unit_done(out: Path, unit: Unit) -> bool:
-    return (out / "units" / f"{unit.name}.json").is_file()
-
-
-def _unit_frames(unit: Unit, settings: StoreSettings) -> Iterator[tuple[dict[str, Any], Any]]:
+def _unit_frames(unit: StoreUnit, settings: StoreSettings) -> Iterator[tuple[dict[str, Any], Any]]:
     """``(record, image)`` per frame; a bad image yields ``(record with "error", None)``."""
     if unit.is_video:
         item = unit.items[0]
@@ -263,15 +290,11 @@ def _unit_frames(unit: Unit, settings: StoreSettings) -> Iterator[tuple[dict[str
             yield {**rec, "error": str(e)}, None
 
 
-def process_unit(extractor: FeatureExtractor, out: Path, unit: Unit, settings: StoreSettings,
-                 overwrite: bool, report: BatchReport) -> dict[str, Any] | None:
-    """Compute and write one unit (its shards, then its record). Returns the record, or ``None``
-    when a video stopped early (no record: a re-run retries it)."""
-    record_path = out / "units" / f"{unit.name}.json"
-    if record_path.is_file() and not overwrite:
-        rec = json.loads(record_path.read_text())
-        report.skipped += [out / f["shard"] for f in rec["frames"]]
-        return rec
+def write_unit(extractor: FeatureExtractor, out: Path, unit: StoreUnit, settings: StoreSettings, resume: bool,
+               written: list[Path]) -> dict[str, Any]:
+    """Compute and write one unit's shards (each atomically, appended to ``written``; with ``resume``
+    a finished shard of the same frames is kept); returns the unit record's fields (``frames``,
+    ``failed``: the images that could not be read). A video that stops early raises."""
     frames: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
     chunk: list[tuple[dict[str, Any], Any]] = []
@@ -282,49 +305,37 @@ def process_unit(extractor: FeatureExtractor, out: Path, unit: Unit, settings: S
         nonlocal chunk, chunk_bytes, n_chunks
         if chunk:
             rel = f"shards/{unit.name}-c{n_chunks:04d}.safetensors"
-            _write_chunk(extractor, out, rel, chunk, settings, overwrite, report)
+            _write_chunk(extractor, out / rel, chunk, settings, resume)
+            written.append(out / rel)
             frames.extend({**r, "shard": rel} for r, _ in chunk)
             n_chunks += 1
         chunk, chunk_bytes = [], 0
 
-    try:
-        for rec, image in _unit_frames(unit, settings):
-            if image is None:
-                _logger.warning("skipping %s: %s", rec["source"], rec["error"])
-                report.failed.append((Path(rec["source"]), rec["error"]))
-                failed.append({"source": rec["source"], "error": rec["error"]})
-                continue
-            h, w = image.shape[:2]
-            oh, ow = extractor.output_size(h, w)
-            rec.update(image_size=[h, w], shape=[d, oh, ow])
-            nbytes = d * oh * ow * 2
-            if chunk and (len(chunk) == settings.frames_per_shard or chunk_bytes + nbytes > settings.shard_bytes):
-                flush()
-            chunk.append((rec, image))
-            chunk_bytes += nbytes
-        flush()
-    except LSegError as e:
-        src = unit.items[0].path
-        _logger.warning("%s: stopped after %d frames: %s", src, len(frames) + len(chunk), e)
-        report.failed.append((src, str(e)))
-        return None
+    for rec, image in _unit_frames(unit, settings):
+        if image is None:
+            failed.append({"source": rec["source"], "error": rec["error"]})
+            continue
+        h, w = image.shape[:2]
+        oh, ow = extractor.output_size(h, w)
+        rec.update(image_size=[h, w], shape=[d, oh, ow])
+        nbytes = d * oh * ow * 2
+        if chunk and (len(chunk) == settings.frames_per_shard or chunk_bytes + nbytes > settings.shard_bytes):
+            flush()
+        chunk.append((rec, image))
+        chunk_bytes += nbytes
+    flush()
     if unit.is_video and not frames:
-        report.failed.append((unit.items[0].path, "no frames decoded"))
-        return None
-    rec = {"unit": unit.id, "frames": frames, "failed": failed}
-    atomic_write(record_path, lambda p: p.write_text(json.dumps(rec, indent=1) + "\n"))
-    return rec
+        raise LSegError("no frames decoded")
+    return {"unit": unit.id, "frames": frames, "failed": failed}
 
 
-def _write_chunk(extractor: FeatureExtractor, out: Path, rel: str, chunk: list[tuple[dict[str, Any], Any]],
-                 settings: StoreSettings, overwrite: bool, report: BatchReport) -> None:
+def _write_chunk(extractor: FeatureExtractor, path: Path, chunk: list[tuple[dict[str, Any], Any]],
+                 settings: StoreSettings, resume: bool) -> None:
     from safetensors.numpy import save_file
 
-    path = out / rel
     keys = [r["key"] for r, _ in chunk]
-    if path.is_file() and not overwrite and _shard_keys(path) == keys:
-        report.skipped += [path] * len(chunk)  # a finished shard of an unfinished video
-        return
+    if resume and path.is_file() and _shard_keys(path) == keys:
+        return  # a finished shard of an unfinished unit
     tensors: dict[str, np.ndarray] = {}
     for i in range(0, len(chunk), settings.batch_size):
         part = chunk[i : i + settings.batch_size]
@@ -332,7 +343,6 @@ def _write_chunk(extractor: FeatureExtractor, out: Path, rel: str, chunk: list[t
             tensors[rec["key"]] = fmap.to(torch.float16).numpy()
     meta = {"frames": json.dumps([r for r, _ in chunk])}
     atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))
-    report.written += [path] * len(chunk)
 
 
 def _shard_keys(path: Path) -> list[str] | None:
@@ -355,10 +365,10 @@ def finalize_store(out: str | os.PathLike[str]) -> bool:
     manifest = json.loads((out / STORE_MANIFEST).read_text())
     records = []
     for u in manifest["units"]:
-        p = out / "units" / f"u{int(u['id']):06d}.json"
-        if not p.is_file():
+        rec = read_record(out / "shards" / f"u{int(u['id']):06d}.json")
+        if rec is None or rec.get("complete", True) is not True:
             return False
-        records.append(json.loads(p.read_text()))
+        records.append(rec)
     frames = [{"id": i, **f} for i, f in enumerate(f for r in records for f in r["frames"])]
     failed = [f for r in records for f in r["failed"]]
     index = {"format": FORMAT, "version": VERSION, "num_frames": len(frames), "frames": frames, "failed": failed,
@@ -392,7 +402,8 @@ class FeatureStore:
             raise LSegError(f"{self.path}/{STORE_MANIFEST} is not an {FORMAT} manifest")
         index = self.path / STORE_INDEX
         if not index.is_file():
-            done = len(list((self.path / "units").glob("u*.json"))) if (self.path / "units").is_dir() else 0
+            done = sum(read_record(self.path / "shards" / f"u{int(u['id']):06d}.json") is not None
+                       for u in self.manifest["units"])
             raise LSegError(f"{self.path} is incomplete ({done} of {len(self.manifest['units'])} units done); "
                             "re-run the same export to finish it")
         self.index: dict[str, Any] = json.loads(index.read_text())
@@ -422,13 +433,13 @@ class FeatureStore:
         with safe_open(str(shard), framework="np") as f:
             return f.get_tensor(info["key"])
 
-    def read_decoded(self, frame: int | str) -> torch.Tensor:
+    def read_decoded(self, frame: int | str) -> np.ndarray:
         """A reduced frame decoded back to the text space: (D, H, W) float32, re-normalised."""
         red = self.reduction
         if red is None:
             raise LSegError(f"{self.path} has no reduction (run `lseg store reduce`)")
         z = torch.from_numpy(self.read(frame, reduced=True)).float()
-        return torch.nn.functional.normalize(red.decode(z), dim=0)
+        return torch.nn.functional.normalize(red.decode(z), dim=0).numpy()
 
     @cached_property
     def reduction(self) -> Reduction | None:
@@ -440,52 +451,92 @@ class FeatureStore:
         return list(dict.fromkeys(f["shard"] for f in self.frames))
 
 
+    def identity(self) -> dict[str, Any]:
+        """What identifies the store's content: its weights, frames and reduction."""
+        frames = digest({"frames": self.frames})
+        return {"weights_sha256": self.manifest.get("weights_sha256"), "frames": frames,
+                "reduction": (self.index.get("reduction") or {}).get("k")}
+
+
 # ---------------------------------------------------------------------------- reduction
 
-def reduce_store(path: str | os.PathLike[str], k: int, *, overwrite: bool = False, progress: bool = False) -> Reduction:
-    """Fit a k-dimensional scene PCA over every pixel of every frame (one streaming pass,
-    :class:`~lseg.features.reduce.PCAFit`), then write the reduced maps next to the full ones."""
-    from safetensors import safe_open
-    from safetensors.numpy import save_file
+class ReduceWriter(Writer):
+    """``lseg store reduce``: a k-dimensional scene PCA fitted over every pixel of every frame (one
+    streaming pass, :class:`~lseg.features.reduce.PCAFit`, in :meth:`setup`), then a unit per shard:
+    its reduced copy under ``reduction/``."""
 
-    store = FeatureStore(path)
-    folder = store.path / REDUCTION_DIR
-    old = store.index.get("reduction")
-    if old and old["k"] != k and not overwrite:
-        raise LSegError(f"{store.path} already holds a {old['k']}-d reduction; use --overwrite to replace it")
-    proj = folder / PROJECTION
-    if old and old["k"] == k and proj.is_file() and not overwrite:
-        red = Reduction.load(proj)
-    else:
+    kind = "reduce"
+    unit_name = "shard"
+
+    def __init__(self, store: FeatureStore, k: int, overwrite: bool = False, progress: bool = False) -> None:
+        dim = int(store.manifest["model"]["text"]["embed_dim"])
+        if not 1 <= k <= dim:
+            raise LSegError(f"reduce to k dimensions with 1 <= k <= {dim} (the features' dimension), got {k}")
+        old = store.index.get("reduction")
+        if old and old["k"] != k and not overwrite:
+            raise LSegError(f"{store.path} already holds a {old['k']}-d reduction; use --overwrite to replace it")
+        self.store, self.k, self.overwrite, self.progress = store, k, overwrite, progress
+        self.out = store.path / REDUCTION_DIR
+        self.reduction: Reduction | None = None
+
+    def units(self) -> list[Unit]:
+        return [Unit(self.store.path / rel, [self.out / rel], (self.out / rel).with_suffix(".json"), data=rel)
+                for rel in self.store.shards()]
+
+    def recipe(self) -> dict[str, Any]:
+        return {"k": self.k, "store": {**self.store.identity(), "reduction": None}}
+
+    def setup(self) -> None:
+        proj = self.out / PROJECTION
+        old = self.store.index.get("reduction")
+        if old and old["k"] == self.k and proj.is_file() and not self.overwrite:
+            self.reduction = Reduction.load(proj)
+            return
+        from lseg.console import progress_bar
+
         fit: PCAFit | None = None
-        for i in progress_bar(range(len(store)), desc="fit reduction", unit="frame", disable=not progress):
-            fmap = torch.from_numpy(store.read(i))
+        for i in progress_bar(range(len(self.store)), desc="fit reduction", unit="frame", disable=not self.progress):
+            fmap = torch.from_numpy(self.store.read(i))
             fit = fit or PCAFit(int(fmap.shape[0]))
             fit.update_map(fmap)
         if fit is None:
-            raise LSegError(f"{store.path} holds no frames")
-        red = fit.result(k)
-        atomic_write(proj, red.save)
-        overwrite = True  # a new projection: every reduced shard is stale
-    for rel in progress_bar(store.shards(), desc="reduce", unit="shard", disable=not progress):
-        target = folder / rel
-        if target.is_file() and not overwrite:
-            continue
-        with safe_open(str(store.path / rel), framework="np") as f:
+            raise LSegError(f"{self.store.path} holds no frames")
+        self.reduction = fit.result(self.k)
+        atomic_write(proj, self.reduction.save)
+
+    def write(self, unit: Unit, result: Any, staged: Staged) -> dict[str, Any]:
+        from safetensors import safe_open
+        from safetensors.numpy import save_file
+
+        assert self.reduction is not None
+        with safe_open(str(unit.source), framework="np") as f:
             meta = f.metadata()
-            tensors = {key: red.encode(torch.from_numpy(f.get_tensor(key))).to(torch.float16).numpy()
+            tensors = {key: self.reduction.encode(torch.from_numpy(f.get_tensor(key))).to(torch.float16).numpy()
                        for key in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
-        atomic_write(target, lambda p, t=tensors, m=meta: save_file(t, str(p), metadata=m))
-    index = dict(store.index, reduction={**red.summary(), "projection": f"{REDUCTION_DIR}/{PROJECTION}"})
-    atomic_write(store.path / STORE_INDEX, lambda p: p.write_text(json.dumps(index, indent=1) + "\n"))
-    return red
+        save_file(tensors, str(staged.path(unit.targets[0])), metadata=meta)
+        return {}
+
+    def finish(self, report: Report) -> None:
+        if self.reduction is None:  # nothing was to be done: the reduction in place is this one
+            return
+        store = self.store
+        index = dict(store.index, reduction={**self.reduction.summary(), "projection": f"{REDUCTION_DIR}/{PROJECTION}"})
+        atomic_write(store.path / STORE_INDEX, lambda p: p.write_text(json.dumps(index, indent=1) + "\n"))
+
+
+def reduce_store(path: str | os.PathLike[str], k: int, *, overwrite: bool = False, progress: bool = False) -> Report:
+    """Fit a k-dimensional scene PCA over the store's frames and write the reduced maps next to the
+    full ones (:class:`ReduceWriter`); :attr:`FeatureStore.reduction` reads it back."""
+    store = FeatureStore(path)
+    writer = ReduceWriter(store, k, overwrite, progress)
+    return run_job(writer, overwrite=overwrite, progress=progress, desc="reduce")
 
 
 # ---------------------------------------------------------------------------- other layouts
 
-def export_layout(path: str | os.PathLike[str], layout: Literal["openscene", "feature3dgs"],
-                  out_dir: str | os.PathLike[str], *, reduced: bool = False, overwrite: bool = False) -> list[Path]:
-    """Write a store's frames as the per-image files a 3D pipeline reads.
+class LayoutWriter(Writer):
+    """``lseg store export``: a store's frames as the per-image files a 3D pipeline reads, a unit per
+    frame (its record ``<file>.json`` next to it).
 
     * ``openscene``: ``OUT/<key>.pt``, a ``torch.save`` of the (D, H, W) float16 tensor, as
       ``lseg_feature_extraction.py`` writes for OpenScene's fusion scripts;
@@ -493,18 +544,41 @@ def export_layout(path: str | os.PathLike[str], layout: Literal["openscene", "fe
       (``encoders/lseg_encoder/encode_images.py``).
 
     ``key`` is the frame key (``clip/000042`` for video frames). With ``reduced``, the (k, H, W)
-    reduced maps (Feature 3DGS's speed-up trains on low-dimensional features).
-    """
-    if layout not in LAYOUTS:
-        raise LSegError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-    store = FeatureStore(path)
-    out = Path(out_dir)
-    written = []
-    for info in store.frames:
-        target = out / LAYOUTS[layout].format(key=info["key"])
-        if target.exists() and not overwrite:
-            continue
-        t = torch.from_numpy(store.read(info["id"], reduced=reduced))
-        atomic_write(target, lambda p, t=t: torch.save(t, p))
-        written.append(target)
-    return written
+    reduced maps (Feature 3DGS's speed-up trains on low-dimensional features)."""
+
+    kind = "store-export"
+    unit_name = "frame"
+
+    def __init__(self, store: FeatureStore, layout: str, out: str | os.PathLike[str], reduced: bool = False) -> None:
+        if layout not in LAYOUTS:
+            raise LSegError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        self.out = Path(out)
+        inside = self.out.resolve()
+        if inside == store.path.resolve() or store.path.resolve() in inside.parents:
+            raise LSegError(f"the export folder {out} is inside the store {store.path}: choose a folder outside it")
+        if reduced and store.reduction is None:
+            raise LSegError(f"{store.path} has no reduction (run `lseg store reduce`)")
+        self.store, self.layout, self.reduced = store, layout, reduced
+
+    def units(self) -> list[Unit]:
+        units = []
+        for info in self.store.frames:
+            target = self.out / LAYOUTS[self.layout].format(key=info["key"])
+            units.append(Unit(self.store.path / info["shard"], [target], target.with_suffix(".json"), data=info["id"]))
+        return units
+
+    def recipe(self) -> dict[str, Any]:
+        return {"layout": self.layout, "reduced": self.reduced, "store": self.store.identity()}
+
+    def write(self, unit: Unit, result: Any, staged: Staged) -> dict[str, Any]:
+        t = torch.from_numpy(self.store.read(unit.data, reduced=self.reduced))
+        torch.save(t, staged.path(unit.targets[0]))
+        return {}
+
+
+def export_layout(path: str | os.PathLike[str], layout: Literal["openscene", "feature3dgs"],
+                  out_dir: str | os.PathLike[str], *, reduced: bool = False, overwrite: bool = False,
+                  progress: bool = False) -> Report:
+    """Write a store's frames in a 3D pipeline's per-image layout (:class:`LayoutWriter`)."""
+    writer = LayoutWriter(FeatureStore(path), layout, out_dir, reduced)
+    return run_job(writer, overwrite=overwrite, progress=progress, desc="export")

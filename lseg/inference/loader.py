@@ -49,9 +49,9 @@ class _Keys:
         self.items, self.seen = items, {}
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
-        for item in self.items:
-            self.seen[len(self.seen)] = item
-            yield len(self.seen) - 1, str(item.source)
+        for index, item in enumerate(self.items):
+            self.seen[index] = item
+            yield index, str(item.source)
 
 
 def default_workers() -> int:

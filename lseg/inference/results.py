@@ -152,33 +152,43 @@ class SegmentationResult:
         return overlay(self._image(image), self.label_map, self.labels, alpha=alpha, legend=legend)
 
     def save(self, folder: str | os.PathLike[str], stem: str | None = None, *, image: Any = None,
-             alpha: float = 0.5, scores: bool = False) -> dict[str, Path]:
+             alpha: float = 0.5, scores: bool = False, overwrite: bool = False) -> dict[str, Path]:
         """Write what ``lseg segment`` writes into ``folder``: ``<stem>_labels.png`` (label indices,
-        names in its ``lseg:labels`` text chunk), ``<stem>_labels.json`` (labels, colours, shares: a
-        record like ``lseg segment``'s, so a later ``lseg segment`` into ``folder`` redoes these files),
-        ``<stem>_overlay.png`` when the image is known, and with ``scores`` ``<stem>_scores.npz``.
-        ``stem`` defaults to the image file's stem, else ``"image"`` (give ``stem`` when saving several
-        in-memory images into one folder: the same stem is overwritten). Returns ``{kind: path}``."""
-        from lseg.io import atomic_write
+        names in its ``lseg:labels`` text chunk), ``<stem>_overlay.png`` when the image is known, with
+        ``scores`` ``<stem>_scores.npz``, and the record ``<stem>_labels.json`` (labels, colours,
+        shares: a later ``lseg segment`` into ``folder`` knows these files as lseg's).
+
+        ``stem`` defaults to the image file's stem, else ``"image"``. Files that another image saved
+        there (another source, or any in-memory image) are not replaced unless ``overwrite``: give
+        each in-memory image its own ``stem``. Returns ``{kind: path}``."""
+        from lseg.errors import LSegError
+        from lseg.inference.folder import segment_files, write_segment_files
+        from lseg.io import Staged
+        from lseg.jobs.inputs import read_record
         from lseg.jobs.records import write_record
-        from lseg.viz import hex_colors, save_label_map, save_scores
 
         source = self.image if image is None else image
-        if stem is None:
-            stem = Path(source).stem if isinstance(source, (str, os.PathLike)) else "image"
-        out = Path(folder)
-        paths = {"labels": save_label_map(out / f"{stem}_labels.png", self.label_map, self.labels)}
-        if source is not None:
-            picture = self.overlay(source, alpha=alpha)
-            paths["overlay"] = atomic_write(out / f"{stem}_overlay.png", lambda p: picture.save(p, format="PNG"))
-        if scores:
-            paths["scores"] = save_scores(out / f"{stem}_scores.npz", self.probs, self.labels)
-        # an lseg record, as `lseg segment` writes: a later `lseg segment` into this folder knows these
-        # files as lseg's (redone, not refused as the user's), and never takes them for inputs
-        record = out / f"{stem}_labels.json"
         named = isinstance(source, (str, os.PathLike))
-        write_record(record, "segment", Path(source) if named else Path("<in-memory image>"),
-                     {"saved_by": "SegmentationResult.save", "alpha": alpha}, list(paths.values()),
-                     labels=self.labels, colors=hex_colors(len(self.labels)), shares=self.scores())
-        paths["json"] = record
-        return paths
+        if stem is None:
+            stem = Path(source).stem if named else "image"
+        out = Path(folder)
+        if out.exists() and not out.is_dir():
+            raise LSegError(f"{out} is a file, not a folder: save() takes the output folder, e.g. "
+                            f"result.save('{out.parent / 'out'}/')")
+        record = out / f"{stem}_labels.json"
+        old = read_record(record)
+        origin = str(Path(source).resolve()) if named else "<in-memory image>"
+        if not overwrite and (record.exists() and (old is None or not named or old.get("source") != origin)):
+            raise LSegError(f"{record} is already there (saved from {old.get('source') if old else 'another file'}): "
+                            "give this image its own stem (save(folder, stem='...')) or overwrite=True")
+        files = segment_files(out / stem, self.labels, overlay=source is not None, scores=scores)
+        staged = Staged()
+        try:
+            extra = write_segment_files(self, source, files, staged.path, alpha)
+            staged.commit()
+        except BaseException:
+            staged.discard()
+            raise
+        write_record(record, "segment", origin, {"saved_by": "SegmentationResult.save", "alpha": alpha},
+                     list(files.values()), extra=extra)
+        return {**files, "json": record}

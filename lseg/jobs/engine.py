@@ -32,7 +32,7 @@ from lseg.jobs.claims import ClaimSet, hold_recipe, remove_stale_claims
 from lseg.jobs.inputs import read_record, recorded_outputs
 from lseg.jobs.records import Status, digest, listed_outputs, plan, write_record
 
-__all__ = ["Report", "Unit", "Writer", "check_clashes", "exit_code", "run_job"]
+__all__ = ["Report", "Unit", "Writer", "check_clashes", "exit_code", "pending_units", "run_job", "write_unit"]
 
 
 @dataclass
@@ -41,11 +41,11 @@ class Unit:
 
     Attributes:
         source: what it reads (named in messages and its record).
-        targets: the files it writes (its record apart); a :attr:`folder` unit fills this list as
-            it writes.
+        targets: the files it writes (its record apart). Empty for a unit whose files are known only
+            while it writes (a video's frames, a store's shards): it writes them one by one (each
+            atomically) and appends them here; its record comes last.
         record: its record (:mod:`.records`).
-        folder: a folder the unit fills as it goes (a video's frames): its files are known only while
-            writing; they appear one by one, the record last.
+        folder: the folder a video unit fills with its frames (no other input may write there).
         data: the writer's own (a store unit, a frame id).
     """
 
@@ -75,7 +75,8 @@ class Report:
     def summary(self) -> str:
         redo = ""
         if self.redone:
-            redo = f" ({len(self.redone)} redone: {', '.join(sorted(self.changed)) or 'settings'} changed)"
+            why = "--overwrite" if self.changed == {"--overwrite"} else f"{', '.join(sorted(self.changed - {'--overwrite'}))} changed"
+            redo = f" ({len(self.redone)} redone: {why})"
         text = f"{len(self.written)} written{redo}, {len(self.skipped)} already done, {len(self.failed)} failed"
         if self.others:
             text += f", {len(self.others)} left to other workers"
@@ -124,8 +125,9 @@ class Writer:
 
     def write(self, unit: Unit, result: Any, staged: Staged) -> dict[str, Any]:
         """Write ``unit.targets`` through ``staged.path(target)`` (they appear together afterwards);
-        a :attr:`Unit.folder` unit writes its files itself and appends them to ``unit.targets``.
-        Returns extra fields for the record."""
+        a unit without targets up front writes its files itself and appends them to ``unit.targets``.
+        Returns extra fields for the record; ``"failed"``: ``[{"source", "error"}]`` of items inside
+        the unit that could not be read (reported; the unit is still done)."""
         raise NotImplementedError
 
     def finish(self, report: Report) -> None:
@@ -199,8 +201,8 @@ def check_clashes(units: Sequence[Unit], overwrite: bool = False) -> None:
 # ---------------------------------------------------------------------------- the loop
 
 def _targets_now(unit: Unit) -> list[Path]:
-    """A unit's files as its record lists them (a folder unit's files are known from its record)."""
-    if unit.folder is None:
+    """A unit's files: known up front, or (a unit that writes as it goes) as its record lists them."""
+    if unit.targets:
         return unit.targets
     old = read_record(unit.record)
     return [unit.record.parent / n for n in listed_outputs(old, unit.record)] if old else [unit.record]
@@ -217,20 +219,9 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
     Raises:
         LSegError: bad inputs, output clashes, another job with other settings, an unwritable folder.
     """
-    part, parts = shard
-    units = writer.units()
-    check_clashes(units, overwrite)
-    recipe = writer.recipe()
-    key = digest(recipe)
     report = Report()
-    mine = units[part::parts]
-    todo: list[Unit] = []
-    for unit in mine:
-        status, _ = _peek(unit, recipe, overwrite)
-        if status == "done":
-            report.skipped.append(unit.targets[0] if unit.targets else unit.record)
-        else:
-            todo.append(unit)
+    mine, todo, recipe = pending_units(writer, overwrite, report, shard)
+    key = digest(recipe)
     if not todo:
         return report
     out = check_writable(writer.out)  # one error before the model loads
@@ -247,7 +238,7 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
                 try:
                     if isinstance(result, LSegError):
                         raise result
-                    _write(writer, unit, result, recipe, report)
+                    write_unit(writer, unit, result, recipe, report)
                 except OutputWriteError as e:
                     report.failed.append((unit.source, str(e)))
                     if e.fatal:
@@ -268,6 +259,24 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
     if not report.interrupted and not report.stopped:
         writer.finish(report)
     return report
+
+
+def pending_units(writer: Writer, overwrite: bool, report: Report, shard: tuple[int, int] = (0, 1)
+                  ) -> tuple[list[Unit], list[Unit], dict[str, Any]]:
+    """The writer's units checked for clashes; this shard's units, those not done yet (the others
+    counted as skipped in ``report``), and the recipe."""
+    units = writer.units()
+    check_clashes(units, overwrite)
+    recipe = writer.recipe()
+    mine = units[shard[0]::shard[1]]
+    todo = []
+    for unit in mine:
+        if _peek(unit, recipe, overwrite)[0] == "done":
+            frames = (read_record(unit.record) or {}).get("frames") or [None]
+            report.skipped += [unit.targets[0] if unit.targets else unit.record] * len(frames)
+        else:
+            todo.append(unit)
+    return mine, todo, recipe
 
 
 def _peek(unit: Unit, recipe: dict[str, Any], overwrite: bool) -> tuple[Status, set[str]]:
@@ -301,7 +310,9 @@ def _claimed(todo: list[Unit], claims: ClaimSet, recipe: dict[str, Any], overwri
         yield unit
 
 
-def _write(writer: Writer, unit: Unit, result: Any, recipe: dict[str, Any], report: Report) -> None:
+def write_unit(writer: Writer, unit: Unit, result: Any, recipe: dict[str, Any], report: Report) -> None:
+    """Write one claimed unit: its pending record, its files (staged, then moved into place), its
+    complete record; counted in ``report``. Other processes (Ray actors) call it as the loop does."""
     staged = Staged()
     write_record(unit.record, writer.kind, unit.source, recipe, unit.targets, pending=True)
     try:
@@ -311,7 +322,9 @@ def _write(writer: Writer, unit: Unit, result: Any, recipe: dict[str, Any], repo
         staged.discard()
         raise
     write_record(unit.record, writer.kind, unit.source, recipe, unit.targets, extra=extra)
-    written = unit.targets[0] if unit.targets else unit.record
-    report.written.append(written)
+    report.failed += [(Path(f["source"]), f["error"]) for f in extra.get("failed", ())]
+    # a unit of several frames (a video, a store's run of images) counts its frames
+    written = [unit.targets[0] if unit.targets else unit.record] * len(extra.get("frames") or [None])
+    report.written += written
     if unit.status == "redo":
-        report.redone.append(written)
+        report.redone += written

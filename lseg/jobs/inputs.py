@@ -17,7 +17,7 @@ from pathlib import Path
 from lseg.errors import LSegError
 from lseg.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, walk_files
 
-__all__ = ["RECORD_KEY", "MAX_RECORD_BYTES", "Media", "check_unique", "collect", "collect_media", "recorded_outputs"]
+__all__ = ["MAX_RECORD_BYTES", "RECORD_KEY", "Media", "check_unique", "collect", "collect_media", "recorded_outputs"]
 
 #: Key that marks a JSON file as an lseg output record (its value: the record format version).
 RECORD_KEY = "lseg_record"

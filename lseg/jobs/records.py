@@ -73,14 +73,13 @@ def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], overw
         done = old.get("complete", True) is True and all(map(os.path.exists, targets))
         return ("done" if done else "new"), set()
     old_recipe = old.get("recipe") or {}
-    changed = {"--overwrite"} if overwrite else {
-        k for k in set(old_recipe) | set(recipe)
-        if json.dumps(old_recipe.get(k), default=str, sort_keys=True) != json.dumps(recipe.get(k), default=str,
-                                                                                  sort_keys=True)}
+    changed = {k for k in set(old_recipe) | set(recipe)
+               if json.dumps(old_recipe.get(k), default=str, sort_keys=True)
+               != json.dumps(recipe.get(k), default=str, sort_keys=True)}
     for name in listed_outputs(old, record):
         with contextlib.suppress(OSError):
             (record.parent / name).unlink()
-    return "redo", changed or {"settings"}
+    return "redo", changed or ({"--overwrite"} if overwrite else {"settings"})
 
 
 def write_record(record: Path, kind: str, source: Path | str, recipe: Mapping[str, Any], outputs: Sequence[Path | str],

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from lseg.cli import build_parser, main
-from lseg.cli.features import FEATURES_FLAGS, STORE_FLAGS, FeaturesOptions, StoreOptions
-from lseg.options import config_from_args
+from lseg.features.options import FeaturesOptions, StoreOptions
+from lseg.options import options_from_args
 
 
 def test_features_export_is_resumable(photos, model_dir, tmp_path, capsys):
@@ -34,16 +34,16 @@ def test_features_options_come_from_typed_configs():
 
     parser = build_parser()
     args = parser.parse_args(["features", "in", "-o", "out"])
-    assert config_from_args(FeaturesOptions, args, FEATURES_FLAGS) == FeaturesOptions(out="out")
-    assert config_from_args(StoreOptions, args, STORE_FLAGS) == StoreOptions()
+    assert options_from_args(FeaturesOptions, args) == FeaturesOptions(out="out")
+    assert options_from_args(StoreOptions, args) == StoreOptions()
     args = parser.parse_args(["features", "in", "-o", "out", "--dtype", "float32", "--resolution", "input", "--pca",
                               "--every-n", "3", "--shard", "0/2", "--overwrite", "-q", "--format", "store",
                               "--preset", "reference", "--scales", "0.5,1", "--no-flip", "--reduce", "8",
                               "--frames-per-shard", "4", "--engine", "ray", "--workers", "3",
                               "--gpus-per-worker", "0.5", "--ray-address", "auto"])
-    assert config_from_args(FeaturesOptions, args, FEATURES_FLAGS) == FeaturesOptions(
+    assert options_from_args(FeaturesOptions, args) == FeaturesOptions(
         out="out", dtype="float32", resolution="input", pca=True, every_n=3, shard="0/2", overwrite=True, quiet=True)
-    assert config_from_args(StoreOptions, args, STORE_FLAGS) == StoreOptions(
+    assert options_from_args(StoreOptions, args) == StoreOptions(
         format="store", preset="reference", scales=(0.5, 1.0), flip=False, reduce=8, frames_per_shard=4,
         engine="ray", workers=3, gpus_per_worker=0.5, ray_address="auto")
     with pytest.raises(SystemExit):  # one way to sample video frames
@@ -51,10 +51,7 @@ def test_features_options_come_from_typed_configs():
 
 
 def test_query_and_store_read_typed_configs():
-    from lseg.cli.features import (
-        QUERY_FLAGS,
-        STORE_EXPORT_FLAGS,
-        STORE_REDUCE_FLAGS,
+    from lseg.features.options import (
         QueryOptions,
         StoreExportOptions,
         StoreReduceOptions,
@@ -63,12 +60,12 @@ def test_query_and_store_read_typed_configs():
     parser = build_parser()
     args = parser.parse_args(["query", "st", "chair, table", "-o", "q", "--frames", "0:3", "--heatmaps",
                               "--template", "a {}."])
-    assert config_from_args(QueryOptions, args, QUERY_FLAGS) == QueryOptions(
-        store="st", labels=("chair", "table"), out="q", frames="0:3", heatmaps=True, templates=("a {}.",))
+    assert options_from_args(QueryOptions, args) == QueryOptions(
+        store="st", labels="chair, table", out="q", frames="0:3", heatmaps=True, templates=("a {}.",))
     args = parser.parse_args(["store", "reduce", "st", "8", "-q"])
-    assert config_from_args(StoreReduceOptions, args, STORE_REDUCE_FLAGS) == StoreReduceOptions("st", 8, quiet=True)
+    assert options_from_args(StoreReduceOptions, args) == StoreReduceOptions("st", 8, quiet=True)
     args = parser.parse_args(["store", "export", "st", "--layout", "openscene", "-o", "x", "--reduced"])
-    assert config_from_args(StoreExportOptions, args, STORE_EXPORT_FLAGS) == StoreExportOptions(
+    assert options_from_args(StoreExportOptions, args) == StoreExportOptions(
         "st", "openscene", "x", reduced=True)
     with pytest.raises(SystemExit):
         parser.parse_args(["store", "export", "st", "--layout", "other", "-o", "x"])

@@ -16,8 +16,8 @@ from PIL import Image
 
 import lseg
 from lseg.cli import build_parser, main
-from lseg.cli.segment import SEGMENT_FLAGS, SegmentOptions
-from lseg.options import config_from_args
+from lseg.inference.options import SegmentOptions
+from lseg.options import options_from_args
 from lseg.viz import heatmaps
 
 
@@ -89,10 +89,10 @@ def test_segment_batches_with_prefetch_and_reports_the_precision(photos, model_d
 def test_segment_options_come_from_its_typed_config():
     parser = build_parser()
     args = parser.parse_args(["segment", "x.png", "-l", "a, b"])
-    assert config_from_args(SegmentOptions, args, SEGMENT_FLAGS) == SegmentOptions()
+    assert options_from_args(SegmentOptions, args) == SegmentOptions()
     args = parser.parse_args(["segment", "x.png", "-l", "a, b", "-o", "o", "--scores", "--heatmaps", "--multiscale",
                               "--alpha", "0.25", "--overwrite", "-q"])
-    assert config_from_args(SegmentOptions, args, SEGMENT_FLAGS) == SegmentOptions(
+    assert options_from_args(SegmentOptions, args) == SegmentOptions(
         out="o", scores=True, heatmaps=True, multiscale=True, alpha=0.25, overwrite=True, quiet=True)
 
 

@@ -16,7 +16,8 @@ from PIL import Image
 
 import lseg
 from lseg.cli import main
-from lseg.features import collect_media, export_features, resize_embeddings
+from lseg.features import export_features, resize_embeddings
+from lseg.jobs.inputs import collect_media
 
 MODEL_ARGS = ["--random-weights", "lseg_tiny_test_p32", "--size", "64", "--device", "cpu", "-q"]
 
@@ -113,7 +114,9 @@ def test_video_frames(tmp_path: Path, predictor: lseg.LSegPredictor, capsys: pyt
     assert main(["features", str(tmp_path / "in"), "--out", str(out), "--fps", "5", *MODEL_ARGS]) == 0
     assert "0 written, 6 already done" in capsys.readouterr().err  # frames.json marks the video done
     report = export_features(predictor, [video], tmp_path / "out3", every_n=3, progress=False)
-    assert [p.name for p in report.written] == ["000000.npy", "000003.npy", "000006.npy", "000009.npy"]
+    assert report.summary() == "4 written, 0 already done, 0 failed"  # its frames
+    assert _files(tmp_path / "out3") == ["clip/000000.npy", "clip/000003.npy", "clip/000006.npy", "clip/000009.npy",
+                                         "clip/frames.json", "features.json"]
 
 
 def test_resolutions_and_pca(tmp_path: Path, predictor: lseg.LSegPredictor) -> None:

@@ -34,7 +34,7 @@ def test_query_label_maps_equal_argmax_of_similarities(made: tuple[Path, Path], 
     labels = ["chair", "table", "other"]
     # the store remembers its checkpoint: no model option needed
     assert main(["query", str(st), ", ".join(labels), "-o", str(tmp_path / "q"), "--heatmaps", "--scores"]) == 0
-    assert "query: 8 frames" in capsys.readouterr().err
+    assert "8 written, 0 already done, 0 failed" in capsys.readouterr().err
     store = FeatureStore(st)
     model = lseg.load_model(store.manifest["checkpoint"])
     text = lseg.LSegPredictor(model).embed_text(labels)

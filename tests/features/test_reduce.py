@@ -76,7 +76,7 @@ def test_one_projection_for_every_view_and_decode_error(store: FeatureStore) -> 
         dec = red.decode(z)
         sq_err += float(((dec - full) ** 2).sum())
         sq_norm += float((full**2).sum())
-        cos = torch.nn.functional.cosine_similarity(store.read_decoded(i), full, dim=0)
+        cos = torch.nn.functional.cosine_similarity(torch.from_numpy(store.read_decoded(i)), full, dim=0)
         assert float(cos.mean()) > 0.9
     # measured decode(encode(x)) error on the stored (fp16) maps = the fit's own figure
     assert np.sqrt(sq_err / sq_norm) == pytest.approx(red.relative_error, rel=0.02)
@@ -87,8 +87,14 @@ def test_reduce_all_dimensions_is_lossless(store: FeatureStore, tmp_path: Path) 
 
     copy = tmp_path / "st"
     shutil.copytree(store.path, copy)
-    red = reduce_store(copy, 32, overwrite=True)
-    assert red.mse < 1e-9
+    assert reduce_store(copy, 32, overwrite=True).summary() == "3 written (3 redone: k changed), 0 already done, 0 failed"
     s = FeatureStore(copy)
+    assert s.reduction is not None and s.reduction.mse < 1e-9
     full = torch.from_numpy(s.read(3)).float()
-    torch.testing.assert_close(s.read_decoded(3), full, atol=2e-3, rtol=0)  # fp16 storage only
+    torch.testing.assert_close(torch.from_numpy(s.read_decoded(3)), full, atol=2e-3, rtol=0)  # fp16 storage only
+
+
+def test_read_and_read_decoded_give_one_array_type(store: FeatureStore) -> None:
+    full, decoded = store.read(0), store.read_decoded(0)
+    assert isinstance(full, np.ndarray) and isinstance(decoded, np.ndarray)
+    assert full.dtype == np.float16 and decoded.dtype == np.float32 and decoded.shape == full.shape
