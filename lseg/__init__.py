@@ -35,6 +35,9 @@ _EXPORTS = {
     "OutputWriteError": "lseg.errors",
     "WeightsDownloadError": "lseg.errors",
     "ImageEmbedding": "lseg.inference.predictor",
+    "PredictorOptions": "lseg.inference.options",
+    "SegmentOptions": "lseg.inference.options",
+    "segment_folder": "lseg.inference.folder",
     "LSegPredictor": "lseg.inference.predictor",
     "MultiScaleConfig": "lseg.inference.predictor",
     "SegmentationResult": "lseg.inference.predictor",
@@ -60,6 +63,8 @@ __all__ = [
     "LabelError",
     "MultiScaleConfig",
     "OutputWriteError",
+    "PredictorOptions",
+    "SegmentOptions",
     "SegmentationResult",
     "SpatialBlockConfig",
     "TextEncoderConfig",
@@ -74,6 +79,7 @@ __all__ = [
     "push_to_hub",
     "read_state_dict",
     "save_pretrained",
+    "segment_folder",
 ]
 
 
@@ -100,6 +106,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
         OutputWriteError,
         WeightsDownloadError,
     )
+    from lseg.inference.folder import segment_folder
+    from lseg.inference.options import PredictorOptions, SegmentOptions
     from lseg.inference.predictor import ImageEmbedding, LSegPredictor, MultiScaleConfig, SegmentationResult
     from lseg.models import (
         LSegConfig,

@@ -66,4 +66,4 @@ def setup_logging(verbose: bool = False) -> None:
     logger = logging.getLogger("lseg")
     logger.handlers[:] = [_Handler()]
     logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    logger.propagate = False
+    logger.propagate = True  # to the root logger too (the application's, or a test's capture)

@@ -6,7 +6,8 @@ in that list is its class id in the predicted label map.
 
 Normalisation and policy (decided here, once):
 
-* A ``str`` is split on commas and line breaks (``"dog, cat"``, or the lines of a label file).
+* A ``str`` is split on commas and line breaks (``"dog, cat"``, or the lines of a label file);
+  double quotes group a label that holds a comma, as in CSV: ``'"salt, pepper", sky'``.
   Surrounding whitespace of the whole string is ignored first, so a trailing newline at the end
   of a file is fine; any other empty entry (``"dog,,cat"``, ``"dog,"``, a blank line between
   labels) is an error naming its position. A sequence of strings is taken item by item (so a
@@ -72,6 +73,22 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
 _SEPARATORS = re.compile(r",|\r\n|\n|\r")
 
 
+def _split(text: str) -> list[object]:
+    """A label string's items: commas and line breaks separate; double quotes group (CSV rules)."""
+    if '"' not in text:
+        return list(_SEPARATORS.split(text))
+    import csv
+
+    items: list[object] = []
+    for line in text.splitlines() or [""]:
+        try:
+            items += next(csv.reader([line], skipinitialspace=True, strict=True), [""])
+        except csv.Error:
+            raise LabelError(f"unbalanced double quote in {_describe(line)}: quote a whole label, e.g. "
+                             "'\"salt, pepper\", sky', or read labels from a file with --labels-file") from None
+    return items
+
+
 def _describe(label: str) -> str:
     """Quote a label for an error message, keeping the message on one line."""
     return repr(label if len(label) <= 60 else label[:57] + "...")
@@ -105,7 +122,7 @@ def parse_labels(labels: str | Sequence[str]) -> list[str]:
         if not text:
             raise LabelError("no labels given; pass class names separated by commas, e.g. "
                              "'dog, grass, sky, other'")
-        items: list[object] = list(_SEPARATORS.split(text))
+        items: list[object] = _split(text)
     elif isinstance(labels, (bytes, bytearray)):
         raise LabelError("labels must be text, not bytes; decode them first, e.g. labels.decode('utf-8')")
     elif isinstance(labels, AbstractSet):

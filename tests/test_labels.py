@@ -7,6 +7,7 @@ running argmax, checked against the unchunked computation), and a property test.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 import warnings
 
@@ -275,15 +276,16 @@ def test_unicode_and_emoji_labels(predictor, emb):
     assert (sims - torch.eye(len(labels))).abs().max() < 0.9999  # all different embeddings
 
 
-def test_label_longer_than_clip_context_warns_and_is_truncated(predictor, emb):
+def test_label_longer_than_clip_context_warns_and_is_truncated(predictor, emb, caplog):
     """CLIP reads 75 tokens (+ start/end). Policy: warn naming the label and use its first 75
     tokens, as the text encoder can only see those. A warning, not an error: a long description
     still means what its beginning says, and one long label should not stop a batch job. What
     would be wrong silently - two labels that only differ after token 75 - is an error."""
     long = "a photo of a very " + "very " * 100 + "large dog"
-    with pytest.warns(UserWarning, match=r"label 'a photo of a very very very .*'\.\.\. has 107 tokens; "
-                      r"CLIP reads only the first 75"):
+    with caplog.at_level("WARNING", "lseg"):  # a log record: the CLI prints it as one `warning:` line
         r = predictor.segment(emb, [long, "cat"])
+    assert re.search(r"label 'a photo of a very very very .*'\.\.\. has 107 tokens; CLIP reads only the first 75",
+                     caplog.text)
     assert r.label_map.max() < 2
     truncated = "a photo of a very " + "very " * 71
     with warnings.catch_warnings():

@@ -339,8 +339,11 @@ def _save_resized(path: Path, pixels: np.ndarray, input_size: tuple[int, int], s
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
+    """``np.save``'s format, written with Python's file write: a full disk is an ``OSError`` with its
+    errno (ENOSPC), where numpy's own write reports only ``N requested and M written``."""
     with open(path, "wb") as f:
-        np.save(f, arr)
+        np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(arr))
+        f.write(np.ascontiguousarray(arr).data)
 
 
 def _save_pca(path: Path, pixels: np.ndarray, size: tuple[int, int]) -> None:

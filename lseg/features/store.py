@@ -199,6 +199,9 @@ class StoreWriter(Writer):
     def setup(self) -> None:
         if self.extractor is None:
             self.extractor = self._extractor()
+        dim = self.extractor.model.config.text.embed_dim
+        if self.reduce is not None and not 1 <= self.reduce <= dim:  # refused before any frame is extracted
+            raise LSegError(f"--reduce {self.reduce}: the features are {dim}-d; reduce to 1..{dim} dimensions")
         if self.write_manifest:
             model = self.extractor.model
             manifest = json_safe({

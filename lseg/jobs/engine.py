@@ -224,6 +224,7 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
     key = digest(recipe)
     if not todo:
         return report
+    created = not os.path.lexists(writer.out)
     out = check_writable(writer.out)  # one error before the model loads
     remove_stale_temp_files(out)  # of a killed earlier run
     remove_stale_claims(out)
@@ -253,6 +254,11 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
         report.interrupted = True
     except OutputWriteError as e:  # fatal, raised while claiming or computing
         report.stopped = str(e)
+    except BaseException:
+        if created:  # a model that failed to load: leave no empty output folder behind
+            with contextlib.suppress(OSError):
+                os.rmdir(out)
+        raise
     finally:
         if bar is not None:
             bar.close()

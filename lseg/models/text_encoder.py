@@ -14,7 +14,6 @@ Two numerics:
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 from functools import cached_property
 
@@ -79,17 +78,37 @@ class CLIPTextEncoder(nn.Module):
         embedding. :meth:`tokenize` checks the labels it encodes the same way; this checks a whole
         set. Cheap unless some prompt may exceed the context (each token covers at least one UTF-8
         byte, so shorter prompts never do): only then are the prompts built and tokenised."""
+        self._check_tokenizer_text(labels)
         limit = self.cfg.context_length - 2
         if len(labels) < 2 or (max(len(lb.encode()) for lb in labels)
                                + max(len(t.encode()) for t in templates)) <= limit:
             return
         prompts = apply_templates(labels, templates)
-        with warnings.catch_warnings():  # the over-long warning comes once, when they are encoded
-            warnings.simplefilter("ignore")
-            for j in range(len(templates)):
-                self._tokenize([row[j] for row in prompts])
+        for j in range(len(templates)):  # the over-long warning comes once, when they are encoded
+            self._tokenize([row[j] for row in prompts], warn=False)
 
-    def _tokenize(self, labels: list[str]) -> tuple[torch.Tensor, list[int]]:
+    def _check_tokenizer_text(self, labels: list[str]) -> None:
+        """Refuse two labels that CLIP's tokenizer reads as the same text: it repairs mojibake and
+        unescapes HTML (ftfy, ``html.unescape``) and lower-cases, so ``"salt &amp; pepper"`` is
+        ``"salt & pepper"`` and ``"cafÃ©"`` is ``"café"``; their embeddings would be identical."""
+        clean = getattr(self.tokenizer, "clean_fn", None)
+        if clean is None or len(labels) < 2:
+            return
+        memo = self.__dict__.setdefault("_clean_memo", {})
+        if len(memo) > 65536:
+            memo.clear()
+        seen: dict[str, int] = {}
+        for i, label in enumerate(labels):
+            key = memo.get(label)
+            if key is None:
+                key = memo[label] = clean(label)
+            j = seen.setdefault(key, i)
+            if j != i:
+                raise LabelError(f"labels {labels[j]!r} (position {j + 1}) and {label!r} (position {i + 1}) are "
+                                 "the same text to CLIP's tokenizer (it repairs mojibake, unescapes HTML and "
+                                 "lower-cases) and would get one embedding; remove one")
+
+    def _tokenize(self, labels: list[str], warn: bool = True) -> tuple[torch.Tensor, list[int]]:
         """:meth:`tokenize`, plus each label's sequence length (start and end tokens included),
         known here without reading the tensor back (so grouping never waits on a device)."""
         if not labels:
@@ -102,10 +121,8 @@ class CLIPTextEncoder(nn.Module):
             lengths.append(min(n, limit) + 2)
             if n > limit:
                 cut.append(i)
-                warnings.warn(
-                    f"label {label[:40]!r}... has {n} tokens; CLIP reads only the first {limit}",
-                    stacklevel=3,
-                )
+                if warn:
+                    _logger.warning("label %r... has %d tokens; CLIP reads only the first %d", label[:40], n, limit)
         tokens = self.tokenizer(labels)
         if cut:  # two labels equal in their first `limit` tokens would get one embedding
             rows = [tuple(r) for r in tokens.tolist()]

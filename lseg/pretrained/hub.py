@@ -159,6 +159,7 @@ def render_model_card(model: LSeg, repo_id: str | None = None, **fields: str) ->
     n_params = sum(p.numel() for p in model.parameters())
     values = {
         "repo_id": repo_id or "<owner>/<repo>",
+        "title": f"{repo_id}: LSeg ({cfg.name})" if repo_id else f"LSeg ({cfg.name})",
         "model_name": cfg.name,
         "image_encoder": (
             f"{cfg.backbone.torchvision_name} (torchvision; layers {list(cfg.backbone.layers)})"

@@ -1,0 +1,203 @@
+"""The batch engine's rules, as every command meets them (issue 22's list, tried as a user would):
+records and staleness for query and store export, argument checks before any work, no model for a
+finished job, a summary on Ctrl-C, concurrent workers that never fail each other or mix recipes, and
+the Python folder entry point."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from features.helpers import make_inputs
+from hostile_inputs import cli_env
+from PIL import Image
+
+import lseg
+from lseg.cli import main
+from lseg.errors import LSegError
+from lseg.io import Staged
+from lseg.jobs.engine import Report, Unit, Writer, run_job
+
+TINY = ["--random-weights", "lseg_tiny_test", "--size", "32", "-q"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    inputs = make_inputs(tmp_path_factory.mktemp("in"))
+    out = tmp_path_factory.mktemp("st") / "store"
+    assert main(["features", str(inputs), "-o", str(out), "--format", "store", "--fps", "5", *TINY]) == 0
+    return out
+
+
+def test_query_redoes_frames_for_other_labels_and_records_them(store: Path, tmp_path: Path) -> None:
+    q = tmp_path / "q"
+    assert main(["query", str(store), "chair, table, other", "-o", str(q), "--heatmaps", *TINY[:2], "-q"]) == 0
+    assert sorted(p.name for p in q.glob("img0_*")) == [
+        "img0_heat_00_chair.png", "img0_heat_01_table.png", "img0_heat_02_other.png", "img0_labels.json",
+        "img0_labels.png"]
+    assert main(["query", str(store), "dog, other", "-o", str(q), "--heatmaps", *TINY[:2], "-q"]) == 0
+    assert sorted(p.name for p in q.glob("img0_*")) == [  # the old labels' heatmaps are gone
+        "img0_heat_00_dog.png", "img0_heat_01_other.png", "img0_labels.json", "img0_labels.png"]
+    record = json.loads((q / "img0_labels.json").read_text())
+    assert record["labels"] == ["dog", "other"] and record["recipe"]["labels"] == ["dog", "other"]
+    assert json.loads(Image.open(q / "img0_labels.png").text["lseg:labels"]) == ["dog", "other"]
+
+
+def test_query_refuses_another_random_model_and_an_empty_frame_range(store: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    q = tmp_path / "q"
+    assert main(["query", str(store), "a, b", "-o", str(q), "--random-weights", "lseg_tiny_test_p32"]) == 2
+    assert "was made with 'lseg_tiny_test'" in capsys.readouterr().err
+    assert main(["query", str(store), "a, b", "-o", str(q), "--random-weights", "lseg_tiny_test",
+                 "--frames", "100:200"]) == 2
+    assert "selects none of the 8 frames" in capsys.readouterr().err
+    assert not q.exists()
+
+
+def test_store_export_redoes_reduced_after_full_and_refuses_the_store_as_output(
+        store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["store", "reduce", str(store), "4", "-q"]) == 0
+    x = tmp_path / "x"
+    assert main(["store", "export", str(store), "--layout", "openscene", "-o", str(x), "-q"]) == 0
+    assert torch.load(x / "img0.pt").shape[0] == 32
+    capsys.readouterr()
+    assert main(["store", "export", str(store), "--layout", "openscene", "-o", str(x), "--reduced", "-q"]) == 0
+    assert "8 written (8 redone: reduced changed)" in capsys.readouterr().err
+    assert torch.load(x / "img0.pt").shape[0] == 4
+    assert main(["store", "export", str(store), "--layout", "openscene", "-o", str(store / "x")]) == 2
+    assert "inside the store" in capsys.readouterr().err and not (store / "x").exists()
+
+
+def test_reduce_k_is_checked_before_the_fit(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = sorted(p.name for p in store.rglob("*"))
+    assert main(["store", "reduce", str(store), "0", "--overwrite"]) == 2
+    assert main(["store", "reduce", str(store), "33", "--overwrite"]) == 2
+    assert "1 <= k <= 32" in capsys.readouterr().err
+    assert sorted(p.name for p in store.rglob("*")) == before  # nothing fitted or written
+
+
+def test_features_store_reduce_above_the_dimension_is_refused_before_extracting(tmp_path: Path,
+                                                                                capsys: pytest.CaptureFixture[str]
+                                                                                ) -> None:
+    inputs = make_inputs(tmp_path / "in")
+    out = tmp_path / "st"
+    assert main(["features", str(inputs), "-o", str(out), "--format", "store", "--reduce", "64", *TINY]) == 2
+    assert "the features are 32-d" in capsys.readouterr().err
+    assert not list(out.glob("shards/*.safetensors"))
+
+
+def test_a_finished_job_builds_no_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.full((20, 30, 3), 90, np.uint8)).save(photo)
+    args = ["segment", str(photo), "-l", "a, b", "-o", str(tmp_path / "o"), *TINY]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "0 written, 1 already done" in err and "running on" not in err and "random weights" not in err
+
+
+class _Stops(Writer):
+    """Three units; the second one's computation is interrupted (Ctrl-C)."""
+
+    kind = "test"
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def units(self) -> list[Unit]:
+        return [Unit(Path(f"in{i}"), [self.out / f"o{i}.txt"], self.out / f"o{i}.json") for i in range(3)]
+
+    def compute_one(self, unit: Unit) -> str:
+        if unit.source.name == "in1":
+            raise KeyboardInterrupt
+        return unit.source.name
+
+    def write(self, unit: Unit, result: str, staged: Staged) -> dict:
+        staged.path(unit.targets[0]).write_text(result)
+        return {}
+
+
+def test_ctrl_c_returns_what_was_written(tmp_path: Path) -> None:
+    report = run_job(_Stops(tmp_path), progress=False)
+    assert report.interrupted and report.summary() == "1 written, 0 already done, 0 failed; interrupted"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o0.json", "o0.txt"]  # nothing half-made, no claims
+
+
+def test_the_cli_prints_the_summary_on_ctrl_c(tmp_path: Path) -> None:
+    photos = tmp_path / "in"
+    photos.mkdir()
+    for i in range(40):
+        Image.fromarray(np.full((24, 24, 3), i * 5, np.uint8)).save(photos / f"p{i:02d}.png")
+    proc = subprocess.Popen([sys.executable, "-m", "lseg.cli", "segment", str(photos), "-l", "a, b", "-o",
+                             str(tmp_path / "o"), "--random-weights", "lseg_tiny_test", "--size", "32",
+                             "--batch-size", "1"], env=cli_env(), stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "o").glob("*_labels.json")):
+        time.sleep(0.2)
+    proc.send_signal(2)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "segment (into" in err and "already done" in err and "; interrupted" in err
+
+
+def test_two_workers_with_other_settings_never_mix(tmp_path: Path) -> None:
+    """A live job holds the folder's recipe: a job with other settings is refused while it runs."""
+    from lseg.jobs.claims import ClaimSet, hold_recipe
+
+    with ClaimSet() as first:
+        hold_recipe(first, tmp_path, "recipe-a", "write")
+        with ClaimSet() as same:
+            hold_recipe(same, tmp_path, "recipe-a", "write")  # the same settings share the folder
+        with ClaimSet() as other, pytest.raises(LSegError, match="with other settings"):
+            hold_recipe(other, tmp_path, "recipe-b", "write")
+    with ClaimSet() as later:  # the first has ended: its claim is gone
+        hold_recipe(later, tmp_path, "recipe-b", "write")
+
+
+def test_concurrent_features_workers_share_a_folder(tmp_path: Path) -> None:
+    photos = tmp_path / "in"
+    photos.mkdir()
+    for i in range(24):
+        Image.fromarray(np.full((24, 24, 3), i * 9, np.uint8)).save(photos / f"img{i:04d}.png")
+    cmd = [sys.executable, "-m", "lseg.cli", "features", str(photos), "-o", str(tmp_path / "o"),
+           "--random-weights", "lseg_tiny_test", "--size", "32", "-q"]
+    procs = [subprocess.Popen(cmd, env=cli_env(), stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    assert len(list((tmp_path / "o").glob("*.npy"))) == 24
+    assert not [p for p in (tmp_path / "o").iterdir() if p.name.startswith(".")]
+
+
+def test_segment_folder_and_per_item_failures(tmp_path: Path, tiny_model) -> None:
+    photos = tmp_path / "in"
+    photos.mkdir()
+    Image.fromarray(np.full((20, 30, 3), 90, np.uint8)).save(photos / "a.png")
+    (photos / "b.png").write_bytes(b"not an image")
+    predictor = lseg.LSegPredictor(tiny_model, size=32)
+    options = lseg.SegmentOptions(out=str(tmp_path / "o"), quiet=True)
+    report = lseg.segment_folder(predictor, photos, "sky, other", options)
+    assert isinstance(report, Report) and report.summary() == "1 written, 0 already done, 1 failed"
+    assert (tmp_path / "o" / "a_labels.png").is_file() and not (tmp_path / "o" / "b_labels.png").exists()
+    assert lseg.segment_folder(predictor, photos, "sky, other", options).summary().startswith("0 written, 1 already")
+    results = predictor.segment_batch([photos / "a.png", photos / "b.png"], "sky, other", errors="return")
+    assert isinstance(results[0], lseg.SegmentationResult) and isinstance(results[1], lseg.ImageLoadError)
+    with pytest.raises(lseg.ImageLoadError):
+        predictor.segment_batch([photos / "a.png", photos / "b.png"], "sky, other")
+
+
+def test_the_predictor_never_changes_the_callers_model(tiny_model) -> None:
+    model = lseg.create_model("lseg_tiny_test").train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    predictor = lseg.LSegPredictor(model, precision="bf16", size=32)
+    assert predictor.model is not model and predictor.precision == "bf16" and predictor.model.numerics == "fast"
+    assert model.training and model.numerics == "plain" and model.precision == "fp32"
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    owned = lseg.LSegPredictor(model, precision="bf16", inplace=True)
+    assert owned.model is model and model.precision == "bf16" and not model.training
