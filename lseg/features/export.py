@@ -204,7 +204,7 @@ class NpyWriter(Writer):
 
     def write(self, unit: Unit, result: Any, staged: Staged) -> dict[str, Any]:
         if unit.folder is None:
-            return {"shape": self._save(result, unit.targets, staged.path)}
+            return {"shape": self._save(result, unit.targets, staged.write)}
         return self._video(unit)
 
     def _video(self, unit: Unit) -> dict[str, Any]:
@@ -220,23 +220,24 @@ class NpyWriter(Writer):
             unit.targets += targets
             if resume and all(p.exists() for p in targets):
                 continue
-            self._save(self.predictor.embed_image(frame), targets, lambda p: p)
+            self._save(self.predictor.embed_image(frame), targets, atomic_write)
         if not frames:
             raise LSegError("no frames decoded")
         return {"fps": self.fps, "every_n": self.every_n, "frames": frames}
 
-    def _save(self, emb: Any, targets: list[Path], path: Any) -> list[int]:
-        """Write one embedding (and its PCA picture) to ``path(target)``; its stored shape."""
+    def _save(self, emb: Any, targets: list[Path], write: Any) -> list[int]:
+        """Write one embedding (and its PCA picture) with ``write(target, writer)`` (staged or
+        atomic); its stored shape."""
         pixels = to_numpy(emb.pixels)  # (D, h', w') float32
         size = _target_size(self.res, tuple(pixels.shape[1:]), tuple(emb.input_size), tuple(emb.image_size))
         dtype = DTYPES[self.dtype]
         if size == tuple(pixels.shape[1:]) and self.res == "half":
             arr = pixels.astype(dtype)
-            atomic_write(path(targets[0]), lambda p: _save_npy(p, arr))
+            write(targets[0], lambda p: _save_npy(p, arr))
         else:
-            atomic_write(path(targets[0]), lambda p: _save_resized(p, pixels, emb.input_size, size, dtype))
+            write(targets[0], lambda p: _save_resized(p, pixels, emb.input_size, size, dtype))
         if self.pca:
-            atomic_write(path(targets[1]), lambda p: _save_pca(p, pixels, size))
+            write(targets[1], lambda p: _save_pca(p, pixels, size))
         return [int(pixels.shape[0]), *size]
 
 

@@ -134,14 +134,14 @@ class QueryWriter(Writer):
 
         files = unit.data[1]
         label_map = result.argmax(0).numpy()
-        save_label_map(staged.path(files["labels"]), label_map, self.labels)
+        staged.write(files["labels"], lambda p: save_label_map(p, label_map, self.labels))
         heat = [k for k in files if k.startswith("heat:")]
         if heat or "scores" in files:
             probs = torch.softmax(result * self.logit_scale, dim=0).numpy()
             if "scores" in files:
-                save_scores(staged.path(files["scores"]), probs, self.labels)
+                staged.write(files["scores"], lambda p: save_scores(p, probs, self.labels))
             for key, pic in zip(heat, make_heatmaps(probs, self.labels).values()):
-                pic.save(staged.path(files[key]), format="PNG")
+                staged.write(files[key], lambda p, pic=pic: pic.save(p, format="PNG"))
         counts = np.bincount(label_map.ravel(), minlength=len(self.labels)) / max(1, label_map.size)
         return {"labels": self.labels, "colors": hex_colors(min(len(self.labels), 65536)),
                 "shares": dict(zip(self.labels, counts.tolist()))}

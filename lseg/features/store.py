@@ -516,7 +516,7 @@ class ReduceWriter(Writer):
             meta = f.metadata()
             tensors = {key: self.reduction.encode(torch.from_numpy(f.get_tensor(key))).to(torch.float16).numpy()
                        for key in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
-        save_file(tensors, str(staged.path(unit.targets[0])), metadata=meta)
+        staged.write(unit.targets[0], lambda p: save_file(tensors, str(p), metadata=meta))
         return {}
 
     def finish(self, report: Report) -> None:
@@ -575,7 +575,7 @@ class LayoutWriter(Writer):
 
     def write(self, unit: Unit, result: Any, staged: Staged) -> dict[str, Any]:
         t = torch.from_numpy(self.store.read(unit.data, reduced=self.reduced))
-        torch.save(t, staged.path(unit.targets[0]))
+        staged.write(unit.targets[0], lambda p: torch.save(t, p))
         return {}
 
 

@@ -45,25 +45,26 @@ def segment_files(base: Path, labels: Sequence[str], *, overlay: bool = True, sc
     return files
 
 
-def write_segment_files(result: SegmentationResult, image: Any, files: dict[str, Path],
-                        path: Callable[[Path], Path], alpha: float) -> dict[str, Any]:
-    """Write ``files`` (:func:`segment_files`) of ``result`` for the full-size ``image``, each at
-    ``path(target)`` (a staged temp file); returns the record's extra fields."""
+def write_segment_files(result: SegmentationResult, image: Any, files: dict[str, Path], staged: Staged,
+                        alpha: float) -> dict[str, Any]:
+    """Write ``files`` (:func:`segment_files`) of ``result`` for the full-size ``image`` through
+    ``staged`` (they appear together on its commit); returns the record's extra fields."""
     from lseg.viz import heatmaps as make_heatmaps
     from lseg.viz import hex_colors, overlay, save_label_map, save_scores
 
     labels = result.labels
-    save_label_map(path(files["labels"]), result.label_map, labels)
+    staged.write(files["labels"], lambda p: save_label_map(p, result.label_map, labels))
     heat = [k for k in files if k.startswith("heat:")]
     if "scores" in files or heat:
         probs = result.probs
         if "scores" in files:
-            save_scores(path(files["scores"]), probs, labels)
+            staged.write(files["scores"], lambda p: save_scores(p, probs, labels))
         if heat:
             for key, pic in zip(heat, make_heatmaps(probs, labels, image, annotate=True).values()):
-                pic.save(path(files[key]), format="PNG")
+                staged.write(files[key], lambda p, pic=pic: pic.save(p, format="PNG"))
     if "overlay" in files:
-        overlay(image, result.label_map, labels, alpha=alpha).save(path(files["overlay"]), format="PNG")
+        picture = overlay(image, result.label_map, labels, alpha=alpha)
+        staged.write(files["overlay"], lambda p: picture.save(p, format="PNG"))
     return {"labels": labels, "colors": hex_colors(min(len(labels), 65536)), "shares": result.scores()}
 
 
@@ -132,7 +133,7 @@ class SegmentWriter(Writer):
 
     def write(self, unit: Unit, result: Any, staged: Staged) -> dict[str, Any]:
         image = load_image(unit.source)  # full resolution for the overlay (the loader kept the resized copy)
-        return write_segment_files(result, image, unit.data, staged.path, self.options.alpha)
+        return write_segment_files(result, image, unit.data, staged, self.options.alpha)
 
 
 def segment_folder(

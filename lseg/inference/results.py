@@ -184,7 +184,7 @@ class SegmentationResult:
         files = segment_files(out / stem, self.labels, overlay=source is not None, scores=scores)
         staged = Staged()
         try:
-            extra = write_segment_files(self, source, files, staged.path, alpha)
+            extra = write_segment_files(self, source, files, staged, alpha)
             staged.commit()
         except BaseException:
             staged.discard()

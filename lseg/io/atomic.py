@@ -349,6 +349,18 @@ class Staged:
         self._temps.append((tmp, final))
         return tmp
 
+    def write(self, target: str | os.PathLike[str], writer: Callable[[Path], object]) -> Path:
+        """``writer(temp file)`` for ``target``; a file-system error names ``target`` (not the temp
+        file), as :func:`atomic_write` does."""
+        tmp = self.path(target)
+        try:
+            writer(tmp)
+        except OSError as e:
+            if e.errno is None:
+                raise
+            raise write_error(Path(os.fspath(target)), e) from None
+        return tmp
+
     def commit(self) -> list[Path]:
         """Move every staged file into place; the targets."""
         done = []

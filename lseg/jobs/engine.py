@@ -326,6 +326,9 @@ def write_unit(writer: Writer, unit: Unit, result: Any, recipe: dict[str, Any], 
         staged.commit()
     except BaseException:
         staged.discard()
+        if unit.targets and not any(map(os.path.lexists, unit.targets)):  # nothing of it exists: no record
+            with contextlib.suppress(OSError):
+                unit.record.unlink()
         raise
     write_record(unit.record, writer.kind, unit.source, recipe, unit.targets, extra=extra)
     report.failed += [(Path(f["source"]), f["error"]) for f in extra.get("failed", ())]

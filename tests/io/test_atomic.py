@@ -307,6 +307,9 @@ def test_segment_on_a_full_disk_stops_cleanly_and_a_rerun_completes(tmp_path, ca
         done = int(re.search(r"(\d+) written, 0 already done, 1 failed; stopped early\n", err).group(1))
         assert 0 < done < len(stems)
         assert not _hidden(out)  # temp files removed, claims released
+        # an image's files appear together or not at all (never a label map without its overlay)
+        made = {f.split("_")[0] for f in _files(out)}
+        assert _files(out) == {f"{s}_{kind}" for s in made for kind in ("labels.png", "overlay.png", "labels.json")}
         filler.unlink()  # the fault is fixed
         assert main(args) == 0
         assert f"{len(stems) - done} written, {done} already done, 0 failed" in capsys.readouterr().err
@@ -335,6 +338,19 @@ def test_features_at_original_resolution_on_a_full_disk_is_an_error_not_sigbus(t
         assert _files(out) == {f"{s}.{e}" for s in stems for e in ("npy", "json")} | {"features.json"}
         for s in stems:
             assert np.load(out / f"{s}.npy").shape == (32, 64, 64)
+
+
+def test_features_npy_on_a_full_disk_is_one_error_line(tmp_path, run_cli):
+    """The network's own resolution is written with numpy's format: on a full disk that was a
+    traceback (``OSError: 55296 requested and 28608 written``); now one line, as every write."""
+    stems = _images(tmp_path / "photos", 8, 64, 64)  # 32 x 32 x 32 fp16 = 64 KiB each at --size 64
+    with _tmpfs(tmp_path / "disk", "256k") as disk:
+        out = disk / "feats"
+        r = run_cli("features", str(tmp_path / "photos"), "-o", str(out), *MODEL[:2], "--size", "64", "-q")
+        assert r.returncode == 2, r.stderr
+        assert "Traceback" not in r.stderr and "requested and" not in r.stderr
+        assert re.search(r"cannot write \S+\.npy: No space left on device", r.stderr)
+        assert not _hidden(out) and len(stems) > len(list(out.glob("*.npy")))
 
 
 def test_read_only_output_folder(tmp_path, capsys):
