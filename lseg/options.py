@@ -474,6 +474,8 @@ def _bounds(name: str, value: Any, opt: Option) -> None:
         return
     if opt.min is not None and opt.max is not None:
         what = f"in [{opt.min:g}, {opt.max:g}]"
+    elif opt.gt is not None and opt.max is not None:
+        what = f"in ({opt.gt:g}, {opt.max:g}]"
     elif opt.gt is not None:
         what = "positive" if opt.gt == 0 else f"above {opt.gt:g}"
     elif opt.min is not None:

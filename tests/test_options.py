@@ -13,11 +13,16 @@ from lseg.cli import main
 from lseg.errors import ConfigError
 from lseg.options import (
     Flag,
+    OptionError,
     add_config_args,
+    add_options,
+    check_options,
     coerce_value,
     config_from_args,
     field_defaults,
     field_types,
+    option,
+    options_from_args,
     overrides_from_args,
     parse_value,
     type_name,
@@ -209,3 +214,89 @@ def test_override_options_take_their_help_from_the_class_docstring(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--stop-after-steps STOP_AFTER_STEPS end this invocation after this many" in text
     assert "(int|null, default None)" in text
+
+
+# ---------------------------------------------------------------------- one declaration per option
+
+def _even_not_13(value: int) -> int:
+    """A ``check=``: refuses 13, rounds up to even (the value it returns is the field's)."""
+    if value == 13:
+        raise OptionError("`count` must not be 13")
+    return value + value % 2
+
+
+@dataclass(frozen=True)
+class Inner:
+    """A nested group.
+
+    Attributes:
+        depth: how deep.
+    """
+
+    depth: int | None = option(None, min=1)
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+
+@dataclass(frozen=True)
+class Declared:
+    """A command's options, declared once.
+
+    Attributes:
+        source: where from.
+        names: one or more names.
+        size: long side (0 on the command line: native).
+        rate: a fraction.
+        templates: prompt templates.
+        verify: check afterwards.
+        count: how many.
+        internal: a Python-only field.
+        inner: a nested group.
+    """
+
+    source: str = option(positional=True)
+    names: tuple[str, ...] = option(positional=True, nargs="+", metavar="NAME")
+    size: int | None = option(480, min=1, parse=lambda v: v or None)
+    rate: float = option(0.5, gt=0, max=1)
+    templates: tuple[str, ...] = option((), flag="template", metavar="T", repeat=True)
+    verify: bool = option(True, flag="no-verify", help="skip the check")
+    count: int = option(2, short="-n", check=_even_not_13)
+    internal: int = option(0, cli=False)
+    inner: Inner = field(default_factory=Inner)
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+
+def test_declared_options_make_the_command_line_and_check_alike():
+    from lseg.cli.parser import HelpFormatter
+
+    p = argparse.ArgumentParser(prog="x", formatter_class=HelpFormatter, exit_on_error=False)
+    add_options(p, Declared)
+    text = " ".join(p.format_help().split())
+    assert "usage: x [-h] [--size SIZE] [--rate RATE] [--template T] [--no-verify] [--count COUNT] [--depth DEPTH] " \
+        "SOURCE NAME [NAME ...]" in text
+    assert "SOURCE where from NAME one or more names" in text
+    assert "--size SIZE long side (0 on the command line: native) (default: 480)" in text
+    assert "--no-verify skip the check --count COUNT, -n COUNT how many (default: 2) --depth DEPTH how deep" in text
+    assert "--internal" not in text
+    args = p.parse_args(["s", "a", "b", "--size", "0", "--template", "a {}", "--template", "{}!", "--no-verify",
+                         "-n", "3", "--depth", "2"])
+    got = options_from_args(Declared, args, internal=7)
+    assert (got.source, got.names, got.size, got.templates, got.verify, got.count, got.internal, got.inner.depth) == \
+        ("s", ("a", "b"), None, ("a {}", "{}!"), False, 4, 7, 2)  # count: the check's normalised value
+    assert options_from_args(Declared, p.parse_args(["s", "a"])) == Declared("s", ("a",))
+    # A bad value names the option on the command line, the field in Python.
+    for extra, message in ((["--rate", "1.5"], "--rate must be in (0, 1], got 1.5"),
+                           (["--rate", "0"], "--rate must be in (0, 1], got 0"),
+                           (["--size", "-1"], "--size must be at least 1, got -1"),
+                           (["-n", "13"], "--count must not be 13"),
+                           (["--depth", "0"], "--depth must be at least 1, got 0")):
+        with pytest.raises(ConfigError) as e:
+            options_from_args(Declared, p.parse_args(["s", "a", *extra]))
+        assert str(e.value) == message
+    with pytest.raises(ConfigError, match=r"^rate must be in \(0, 1\], got 2$"):
+        Declared("s", ("a",), rate=2.0)
+    normalised = Declared("s", ["a"], count="5")  # type: ignore[arg-type]
+    assert normalised.names == ("a",) and normalised.count == 6

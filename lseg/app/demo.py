@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from lseg.app.options import DemoOptions
 from lseg.errors import ImageLoadError, LabelError
 from lseg.io import file_fragment, load_image
 from lseg.labels import parse_labels
@@ -93,12 +94,13 @@ class SegmentDemo:
         self,
         predictor: LSegPredictor,
         *,
-        max_upload_mb: float = 20.0,
-        max_labels: int = 64,
+        max_upload_mb: float = DemoOptions.max_upload_mb,
+        max_labels: int = DemoOptions.max_labels,
         max_pixels: int = 40_000_000,
         max_display_side: int = 1024,
         out_dir: str | os.PathLike[str] | None = None,
     ) -> None:
+        DemoOptions(max_upload_mb=max_upload_mb, max_labels=max_labels)  # the checks of `lseg demo`'s options
         self.predictor = predictor
         self.max_upload_mb = max_upload_mb
         self.max_labels = max_labels
@@ -197,8 +199,8 @@ def _hide_folder(message: str, path: Path) -> str:
 def build_demo(
     predictor: LSegPredictor,
     *,
-    max_upload_mb: float = 20.0,
-    max_labels: int = 64,
+    max_upload_mb: float = DemoOptions.max_upload_mb,
+    max_labels: int = DemoOptions.max_labels,
     max_pixels: int = 40_000_000,
     banner: str | None = None,
     title: str = "LSeg: language-driven semantic segmentation",
@@ -256,11 +258,15 @@ _I18N = {"en": {"common.complete": "Complete", "common.error": "Error"}}
 
 
 def launch_demo(
-    demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = 7860, max_upload_mb: float = 20.0,
+    demo: gr.Blocks, *, host: str = DemoOptions.host, port: int | None = DemoOptions.port,
+    max_upload_mb: float = DemoOptions.max_upload_mb,
     **kwargs: Any,
 ) -> Any:
-    """``demo.launch`` bound to ``host`` (loopback by default) with Gradio's upload limit set."""
+    """``demo.launch`` bound to ``host`` (loopback by default) with Gradio's upload limit set
+    (``port`` ``None`` or 0: any free port)."""
     import gradio as gr
+
+    DemoOptions(host=host, port=port or 0, max_upload_mb=max_upload_mb)  # the checks of `lseg demo`'s options
 
     # quiet: Gradio's banner suggests `share=True` in `launch()`, which a CLI user cannot set; the
     # address is printed here instead.

@@ -4,13 +4,41 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from lseg.errors import ConfigError, LSegError
-from lseg.options import Flag, add_config_args, config_from_args
+from lseg.cli.outputs import report_file
+from lseg.options import OptionError, add_options, check_options, option, options_from_args
 
-__all__ = ["BENCH_FLAGS", "BenchOptions", "register"]
+__all__ = ["BenchOptions", "register"]
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+def _comma_list(value: Any) -> Any:
+    """``fp32, bf16`` -> ``("fp32", "bf16")`` (the type check reads the items)."""
+    return tuple(p.strip() for p in value.split(",") if p.strip()) if isinstance(value, str) else value
+
+
+def _not_empty(name: str) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    def check(value: tuple[Any, ...]) -> tuple[Any, ...]:
+        if not value:
+            raise OptionError(f"`{name}` takes at least one value")
+        return value
+
+    return check
+
+
+def _device(name: str) -> str:
+    from lseg.errors import LSegError
+    from lseg.inference.devices import check_device
+
+    try:
+        check_device(name, "`device`")
+    except LSegError as e:
+        raise OptionError(str(e)) from None
+    return name
 
 
 @dataclass(frozen=True)
@@ -18,56 +46,32 @@ class BenchOptions:
     """What ``lseg bench`` times (:func:`lseg.eval.benchmark.bench`).
 
     Attributes:
-        model: registered model (random weights), unless ``checkpoint``.
+        model: registered model, run with random weights (unless ``checkpoint``).
         checkpoint: time this checkpoint instead.
-        precisions: precisions to time (``lseg.models.precision``), next to the baseline.
-        batch_sizes: batch sizes to time.
+        precisions: precisions to time next to the baseline, comma-separated: auto, fp32, bf16, fp16.
+        batch_sizes: batch sizes to time, comma-separated (e.g. 1,8).
         size: square input side.
-        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        device: cpu, cuda or cuda:N.
         repeats: timed runs per setting (the median is shown).
         threads: CPU threads (``None``: all available).
-        compile: ``torch.compile`` the image path: ``off``, ``on`` or both (``off,on``).
+        compile: torch.compile the image path: off, on, or both side by side (off,on).
         json: also write the rows to this JSON file.
     """
 
     model: str = "lseg_vitl16_384"
-    checkpoint: str | None = None
-    precisions: tuple[str, ...] = ("fp32", "auto")
-    batch_sizes: tuple[int, ...] = (1,)
-    size: int = 480
-    device: str = "cpu"
-    repeats: int = 3
-    threads: int | None = None
-    compile: Literal["off", "on", "off,on"] = "off"
-    json: str | None = None
+    checkpoint: str | None = option(None, short="-c")
+    precisions: tuple[Precision, ...] = option(("fp32", "auto"), flag="precision", parse=_comma_list,
+                                               check=_not_empty("precisions"))
+    batch_sizes: tuple[int, ...] = option((1,), flag="batch-size", min=1, check=_not_empty("batch_sizes"))
+    size: int = option(480, min=32)
+    device: str = option("cpu", check=_device)
+    repeats: int = option(3, min=1)
+    threads: int | None = option(None, min=1)
+    compile: Literal["off", "on", "off,on"] = option("off", metavar="off|on|off,on")
+    json: str | None = option(None, check=report_file("json"))
 
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in text.split(",") if p.strip())
-
-
-def _batch_sizes(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(b) for b in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--batch-size takes comma-separated integers, got {text!r}") from None
-
-
-#: The command-line side of :class:`BenchOptions` (lists are comma-separated).
-BENCH_FLAGS = {
-    "model": Flag("registered model (random weights)"),
-    "checkpoint": Flag("time this checkpoint instead", aliases=("-c",)),
-    "precisions": Flag("comma-separated: auto, fp32, bf16, fp16", name="precision", default="fp32,auto",
-                       convert=_names),
-    "batch_sizes": Flag("comma-separated batch sizes (e.g. 1,8)", name="batch-size", default="1",
-                        convert=_batch_sizes),
-    "size": Flag("square input side"),
-    "device": Flag("cpu, cuda or cuda:N"),
-    "repeats": Flag("timed runs per setting (the median is shown)"),
-    "threads": Flag("CPU threads (default: all available)"),
-    "compile": Flag("torch.compile the image path (off,on: both, side by side)", metavar="off|on|off,on"),
-    "json": Flag("also write the rows to this JSON file"),
-}
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -78,11 +82,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "photos for each precision and batch size, each in a fresh process, next to the eager fp32 "
         "reference-numerics baseline, and prints one table.",
     )
-    add_config_args(p, BenchOptions, BENCH_FLAGS)
+    add_options(p, BenchOptions)
     p.set_defaults(func=_cmd_bench)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    opts: BenchOptions = options_from_args(BenchOptions, args)  # every option checked before the imports
     import dataclasses
     import platform
 
@@ -90,15 +95,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from lseg.eval.benchmark import bench, format_table
     from lseg.io import atomic_write
-    from lseg.models.precision import PRECISIONS, cpu_has_native_bf16
+    from lseg.models.precision import cpu_has_native_bf16
 
-    opts: BenchOptions = config_from_args(BenchOptions, args, BENCH_FLAGS)
     precisions, batches = opts.precisions, opts.batch_sizes
-    bad = [p for p in precisions if p not in PRECISIONS]
-    if bad or not precisions:
-        raise LSegError(f"--precision takes {', '.join(PRECISIONS)}; got {args.precision!r}")
-    if any(b < 1 for b in batches) or opts.size < 32 or opts.repeats < 1:
-        raise LSegError("--batch-size, --repeats must be >= 1 and --size >= 32")
     if opts.device.startswith("cuda"):
         hardware = torch.cuda.get_device_name(opts.device) if torch.cuda.is_available() else "no CUDA"
     else:

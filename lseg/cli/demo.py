@@ -5,39 +5,13 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
-from dataclasses import dataclass
 
-from lseg.options import Flag, add_config_args, config_from_args
+from lseg.app.options import DemoOptions
+from lseg.options import add_options, options_from_args
 
 _logger = logging.getLogger("lseg")
 
-__all__ = ["DEMO_FLAGS", "DemoOptions", "is_loopback", "register"]
-
-
-@dataclass(frozen=True)
-class DemoOptions:
-    """Where the demo serves and what it accepts.
-
-    Attributes:
-        host: address to bind (``127.0.0.1``: this machine only; there is no authentication).
-        port: port (0: any free port).
-        max_upload_mb: largest accepted image file.
-        max_labels: most labels per request.
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 7860
-    max_upload_mb: float = 20.0
-    max_labels: int = 64
-
-
-#: The command-line side of :class:`DemoOptions`.
-DEMO_FLAGS = {
-    "host": Flag("address to bind (default 127.0.0.1; 0.0.0.0 exposes the demo to the network)"),
-    "port": Flag("port (default 7860; 0: any free port)"),
-    "max_upload_mb": Flag("largest accepted image file"),
-    "max_labels": Flag("most labels per request"),
-}
+__all__ = ["DemoOptions", "is_loopback", "register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Serve the Gradio demo. Bound to 127.0.0.1 (this machine only) unless --host says "
         "otherwise; there is no authentication.",
     )
-    add_config_args(p, DemoOptions, DEMO_FLAGS)
+    add_options(p, DemoOptions)
     add_model_args(p, pretrained_default=True)
     add_predictor_args(p)
     p.set_defaults(func=_cmd_demo)
@@ -66,20 +40,23 @@ def is_loopback(host: str) -> bool:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from lseg.app.demo import build_demo, launch_demo
-    from lseg.cli.common import make_predictor
+    from lseg.cli.common import make_predictor, model_source_from_args, predictor_options_from_args
     from lseg.errors import LSegError
 
-    opts: DemoOptions = config_from_args(DemoOptions, args, DEMO_FLAGS)
+    opts: DemoOptions = options_from_args(DemoOptions, args)
+    source = model_source_from_args(args)
+    popts = predictor_options_from_args(args)
+    from lseg.app.demo import build_demo, launch_demo  # Gradio: once every option is known to be good
+
     if not is_loopback(opts.host):
         _logger.warning(
             "serving on %s: anyone who can reach this machine can use the demo (no authentication); "
             "use --host 127.0.0.1 to keep it local", opts.host,
         )
-    predictor = make_predictor(args)
+    predictor = make_predictor(args, source, popts)
     banner = None
-    if args.random_weights:
-        banner = f"Random weights ({args.random_weights}): the segmentation is noise. Use --checkpoint."
+    if source.random_weights:
+        banner = f"Random weights ({source.random_weights}): the segmentation is noise. Use --checkpoint."
     demo = build_demo(predictor, max_upload_mb=opts.max_upload_mb, max_labels=opts.max_labels, banner=banner)
     try:
         launch_demo(demo, host=opts.host, port=opts.port or None, max_upload_mb=opts.max_upload_mb)

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from dataclasses import dataclass
 
-from lseg.options import Flag, add_config_args, config_from_args
+from lseg.cli.outputs import output_folder
+from lseg.options import OptionError, add_options, check_options, option, options_from_args
 
-__all__ = ["ONNX_FLAGS", "OnnxExportOptions", "register"]
+__all__ = ["OnnxExportOptions", "register"]
+
+
+def _one_or_two(size: tuple[int, ...]) -> tuple[int, ...]:
+    if len(size) not in (1, 2):
+        raise OptionError(f"`size` takes one or two numbers (S or H W), got {len(size)}")
+    return size
 
 
 @dataclass(frozen=True)
@@ -16,30 +24,23 @@ class OnnxExportOptions:
     """What ``lseg export onnx`` writes (:func:`lseg.export.onnx.export_onnx`).
 
     Attributes:
-        out: the output folder.
-        size: example input size, ``(S,)`` or ``(H, W)`` (with ``fixed_size`` the only size accepted).
+        out: output folder.
+        size: example input size, S or H W (with ``fixed_size`` the only size accepted).
         fixed_size: export the image graph for exactly ``size`` (default: any H, W).
         opset: the ONNX opset.
         verify: compare onnxruntime with PyTorch after the export, within ``atol``.
+        atol: verification tolerance.
     """
 
-    out: str
-    size: tuple[int, ...] = (480,)
+    out: str = option(short="-o", required=True, check=output_folder("out"))
+    size: tuple[int, ...] = option((480,), nargs="+", metavar="N", min=1, check=_one_or_two)
     fixed_size: bool = False
-    opset: int = 18
-    verify: bool = True
-    atol: float = 1e-4
+    opset: int = option(18, min=1)
+    verify: bool = option(True, flag="no-verify", help="skip the onnxruntime vs PyTorch comparison after export")
+    atol: float = option(1e-4, gt=0)
 
-
-#: The command-line side of :class:`OnnxExportOptions`.
-ONNX_FLAGS = {
-    "out": Flag("output folder", aliases=("-o",), required=True),
-    "size": Flag("example input size S or H W (with --fixed-size the only size accepted)", nargs="+", metavar="N"),
-    "fixed_size": Flag("export the image graph for exactly --size (default: any H, W)"),
-    "opset": Flag(""),
-    "verify": Flag("skip the onnxruntime vs PyTorch comparison after export", name="no-verify"),
-    "atol": Flag("verification tolerance"),
-}
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,22 +54,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Export image_encoder.onnx (dynamic H, W) and text_encoder.onnx (dynamic labels and "
         "tokens); the scoring runs in numpy (lseg.export.onnx_runtime.OnnxPredictor). Needs lseg[export].",
     )
-    add_config_args(o, OnnxExportOptions, ONNX_FLAGS)
+    add_options(o, OnnxExportOptions)
     add_model_args(o)
     o.set_defaults(func=_cmd_export_onnx)
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
-    from lseg.cli.common import load_model_from_args
-    from lseg.errors import LSegError
+    from lseg.cli.common import load_source_model, model_source_from_args
+
+    opts: OnnxExportOptions = options_from_args(OnnxExportOptions, args)
+    size = (opts.size[0], opts.size[0]) if len(opts.size) == 1 else (opts.size[0], opts.size[1])
+    # exported on CPU; the graphs run on any onnxruntime provider
+    source = dataclasses.replace(model_source_from_args(args), device="cpu")
     from lseg.export.onnx import export_onnx
 
-    opts: OnnxExportOptions = config_from_args(OnnxExportOptions, args, ONNX_FLAGS)
-    if len(opts.size) not in (1, 2):
-        raise LSegError(f"--size takes one or two numbers (S or H W), got {len(opts.size)}")
-    size = (opts.size[0], opts.size[0]) if len(opts.size) == 1 else (opts.size[0], opts.size[1])
-    args.device = "cpu"  # exported on CPU; the graphs run on any onnxruntime provider
-    model = load_model_from_args(args)
+    model = load_source_model(source)
     result = export_onnx(
         model, opts.out, size=size, dynamic=not opts.fixed_size, opset=opts.opset,
         verify=opts.verify, atol=opts.atol,

@@ -5,60 +5,48 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from lseg.cli.common import add_arch_args, spatial_block_from_args
+from lseg.cli.common import ArchOptions
+from lseg.cli.outputs import output_folder
 from lseg.errors import LSegError
-from lseg.options import Flag, add_config_args, config_from_args
+from lseg.options import add_options, check_options, option, options_from_args
 
-__all__ = [
-    "CONVERT_FLAGS",
-    "DOWNLOAD_FLAGS",
-    "INFO_FLAGS",
-    "PATH_FLAGS",
-    "ConvertOptions",
-    "DownloadOptions",
-    "InfoOptions",
-    "PathOptions",
-    "register",
-]
+__all__ = ["ConvertOptions", "DownloadOptions", "InfoOptions", "PathOptions", "register"]
 
 
 @dataclass(frozen=True)
 class ConvertOptions:
-    """``lseg convert`` (the spatial block: :class:`~lseg.cli.common.ArchOptions`).
+    """``lseg convert``.
 
     Attributes:
-        checkpoint: the official .ckpt (or any readable checkpoint).
-        out: the output lseg folder.
+        checkpoint: official .ckpt (or any readable checkpoint).
+        out: output folder (model.safetensors + config.json).
+        arch: the spatial block of an official checkpoint.
     """
 
-    checkpoint: str
-    out: str
+    checkpoint: str = option(positional=True)
+    out: str = option(positional=True, check=output_folder("out"))
+    arch: ArchOptions = field(default_factory=ArchOptions)
 
-
-#: The command-line side of :class:`ConvertOptions`.
-CONVERT_FLAGS = {
-    "checkpoint": Flag("official .ckpt (or any readable checkpoint)", positional=True),
-    "out": Flag("output folder (model.safetensors + config.json)", positional=True),
-}
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass(frozen=True)
 class InfoOptions:
-    """``lseg info`` (the spatial block: :class:`~lseg.cli.common.ArchOptions`).
+    """``lseg info``.
 
     Attributes:
         checkpoint: lseg folder, .safetensors, official .ckpt or released weights name.
+        arch: the spatial block of an official checkpoint.
     """
 
-    checkpoint: str
+    checkpoint: str = option(positional=True)
+    arch: ArchOptions = field(default_factory=ArchOptions)
 
-
-#: The command-line side of :class:`InfoOptions`.
-INFO_FLAGS = {
-    "checkpoint": Flag("lseg folder, .safetensors, official .ckpt or released weights name", positional=True),
-}
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass(frozen=True)
@@ -66,19 +54,15 @@ class DownloadOptions:
     """``lseg weights download``.
 
     Attributes:
-        names: released weights names, or ``all``.
+        names: released weights names, or all.
         force: discard the cached files and download again.
     """
 
-    names: tuple[str, ...]
+    names: tuple[str, ...] = option(positional=True, nargs="+", metavar="NAME")
     force: bool = False
 
-
-#: The command-line side of :class:`DownloadOptions`.
-DOWNLOAD_FLAGS = {
-    "names": Flag("released weights names, or all", positional=True, nargs="+", metavar="NAME"),
-    "force": Flag("discard the cached files and download again"),
-}
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass(frozen=True)
@@ -86,21 +70,19 @@ class PathOptions:
     """``lseg weights path``.
 
     Attributes:
-        name: a released weights name.
+        name: released weights name.
     """
 
-    name: str
+    name: str = option(positional=True, metavar="NAME")
 
-
-#: The command-line side of :class:`PathOptions`.
-PATH_FLAGS = {"name": Flag("released weights name", positional=True, metavar="NAME")}
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the commands of this module to the ``lseg`` parser."""
     p = sub.add_parser("convert", help="convert an official lang-seg .ckpt to an lseg folder")
-    add_config_args(p, ConvertOptions, CONVERT_FLAGS)
-    add_arch_args(p)
+    add_options(p, ConvertOptions)
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser(
@@ -112,23 +94,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     wsub = p.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
     wsub.add_parser("list", help="names, networks, the paper's numbers, and what is cached")
     w = wsub.add_parser("download", help="download, verify and convert (already cached: verify)")
-    add_config_args(w, DownloadOptions, DOWNLOAD_FLAGS)
+    add_options(w, DownloadOptions)
     w = wsub.add_parser("path", help="print the cached lseg folder of NAME (for scripts)")
-    add_config_args(w, PathOptions, PATH_FLAGS)
+    add_options(w, PathOptions)
     p.set_defaults(func=_cmd_weights)
 
     p = sub.add_parser("info", help="print a checkpoint's configuration")
-    add_config_args(p, InfoOptions, INFO_FLAGS)
-    add_arch_args(p)
+    add_options(p, InfoOptions)
     p.set_defaults(func=_cmd_info)
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    opts: ConvertOptions = options_from_args(ConvertOptions, args)
     from lseg.pretrained.checkpoints import save_pretrained
     from lseg.pretrained.load import load_model
 
-    opts: ConvertOptions = config_from_args(ConvertOptions, args, CONVERT_FLAGS)
-    model = load_model(opts.checkpoint, spatial_block=spatial_block_from_args(args))
+    model = load_model(opts.checkpoint, spatial_block=opts.arch.spatial_block())
     out = save_pretrained(model, opts.out)
     n = sum(p.numel() for p in model.parameters())
     print(f"converted {opts.checkpoint} -> {out} ({model.config.name}, {n / 1e6:.1f} M parameters)")
@@ -136,6 +117,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    opts: InfoOptions = options_from_args(InfoOptions, args)
     import torch
 
     from lseg.errors import CheckpointError
@@ -152,7 +134,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
     )
     from lseg.pretrained.released import resolve
 
-    opts: InfoOptions = config_from_args(InfoOptions, args, INFO_FLAGS)
     p = resolve(opts.checkpoint)
     info: dict = {}
     if p.is_dir() or (p.parent / CONFIG_NAME).is_file() and p.suffix == ".safetensors":
@@ -162,7 +143,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         info["format"] = "lseg"
     else:
         ckpt = read_checkpoint(p)
-        config = infer_config(ckpt.state_dict, spatial_block=spatial_block_from_args(args))
+        config = infer_config(ckpt.state_dict, spatial_block=opts.arch.spatial_block())
         shapes = {k: tuple(v.shape) for k, v in ckpt.state_dict.items()}
         ours = {k: tuple(v.shape) for k, v in to_lseg_keys(ckpt.state_dict).items()}
         info["format"] = ckpt.format
@@ -198,14 +179,14 @@ def _cmd_weights(args: argparse.Namespace) -> int:
         print(f"cache: {weights.cache_dir() / 'weights'}" + (" (offline mode)" if weights.is_offline() else ""))
         return 0
     if args.weights_command == "download":
-        download: DownloadOptions = config_from_args(DownloadOptions, args, DOWNLOAD_FLAGS)
+        download: DownloadOptions = options_from_args(DownloadOptions, args)
         names = list(weights.WEIGHTS) if download.names == ("all",) else list(download.names)
         for name in names:
             weights.get_weights(name)  # every name is checked before the first download starts
         for name in names:
             print(weights.download(name, force=download.force, check_all=True))
         return 0
-    name = config_from_args(PathOptions, args, PATH_FLAGS).name
+    name = options_from_args(PathOptions, args).name
     folder = weights.cached_folder(name)
     if folder is None:
         entry = weights.get_weights(name)

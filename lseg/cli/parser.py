@@ -20,11 +20,17 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("%(default)" in text or default in (None, False, argparse.SUPPRESS) or not action.option_strings
-                or action.nargs == 0):  # a switch: its default is "not given"
+        if ("%(default)" in text or default is None or default is False or default is argparse.SUPPRESS
+                or not action.option_strings or action.nargs == 0  # a switch: its default is "not given"
+                or isinstance(default, (str, list, tuple, dict)) and not default):  # nothing to show
             return text
-        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        shown = ",".join(map(_shown, default)) if isinstance(default, (list, tuple)) else _shown(default)
         return f"{text} (default: {shown})" if text else f"(default: {shown})"
+
+
+def _shown(value: Any) -> str:
+    """A default as the command line would spell it: ``0.6666666666666666`` -> ``0.666667``."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 class Parser(argparse.ArgumentParser):

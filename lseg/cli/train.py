@@ -9,7 +9,7 @@ Examples::
     lseg train --config folder_finetune --init-checkpoint lseg-vitl16/ --data-root my_data
     lseg train --config run.yaml --set base_lr=0.002 --resume never
     lseg train --config ade20k_vitl16_paper --print-config > my_run.yaml
-    lseg train --recipe pascal5i_fold0_zs --data-root /data/Datasets_HSN \
+    lseg train --recipe pascal5i_fold0_zs --data-root /data/Datasets_HSN \\
         --set dataset_kwargs.splits_dir=/data/hsnet_splits/pascal
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from lseg.cli.parser import plain_doc
 from lseg.errors import ConfigError
-from lseg.options import add_config_args, overrides_from_args, parse_value
+from lseg.options import OptionError, add_config_args, overrides_from_args, parse_value
 from lseg.train.config import TrainConfig
 from lseg.train.recipes import RECIPES, list_recipes, load_config
 
@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--resume", default="auto",
         help="auto: continue from OUT_DIR/checkpoints/last.ckpt if present; never; or a checkpoint path",
     )
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any field (repeatable)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any field (repeatable)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.add_argument("--list-recipes", action="store_true", help="list the built-in recipes and exit")
     fields = p.add_argument_group("config fields (see lseg.train.TrainConfig)")
@@ -54,14 +54,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_train)
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+def _overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """The fields the command line sets, and the option that set each (for error messages)."""
     out = overrides_from_args(args)
-    for item in args.set:
+    given = {name: "--" + name.replace("_", "-") for name in out}
+    for item in args.set or []:
         if "=" not in item:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         out[key.strip()] = parse_value(value)
-    return out
+        given[key.strip().split(".")[0].replace("-", "_")] = f"--set {key.strip()}"
+    return out, given
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -72,13 +75,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
             doc = (RECIPES[name].__doc__ or "").strip().splitlines()[0]
             print(f"{name:<22} {doc}")
         return 0
-    cfg = load_config(args.config, _overrides(args))
-    if args.print_config:
-        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
-        return 0
-    from lseg.train.loop import train
+    overrides, given = _overrides(args)
+    try:
+        cfg = load_config(args.config, overrides)
+        if args.print_config:
+            print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+            return 0
+        from lseg.train.loop import train
 
-    result = train(cfg, resume=args.resume)
+        result = train(cfg, resume=args.resume)
+    except OptionError as e:  # a bad field: named as the command line gave it (else: from --config)
+        raise ConfigError(e.named(given)) from None
     if result.rank == 0:
         state = "finished" if result.finished else "stopped"
         loss = "n/a" if result.last_loss is None else f"{result.last_loss:.4f}"

@@ -42,8 +42,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -51,7 +51,6 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from lseg.console import progress_bar
 from lseg.data.registry import (
-    FEWSHOT_DATASETS,
     build_dataset,
     build_fewshot_dataset,
     canonical_name,
@@ -59,12 +58,12 @@ from lseg.data.registry import (
     open_vocab_labels,
 )
 from lseg.data.transforms import fewshot_transform
-from lseg.errors import ConfigError, LSegError
+from lseg.errors import LSegError
+from lseg.eval.config import EvalConfig
 from lseg.eval.metrics import FewShotMeter, SegmentationMeter
-from lseg.inference.predictor import ADE20K_SCALES, MultiScaleConfig, multiscale_logits
-from lseg.labels import NO_TEMPLATE, fill_template, validate_templates
+from lseg.inference.predictor import MultiScaleConfig, multiscale_logits
+from lseg.labels import NO_TEMPLATE, fill_template
 from lseg.models.lseg import LSeg
-from lseg.models.precision import PRECISIONS, Precision
 
 __all__ = [
     "EvalConfig",
@@ -75,92 +74,6 @@ __all__ = [
     "format_report",
     "mean_iou_gt_present",
 ]
-
-Protocol = Literal["semantic", "open-vocab", "fewshot"]
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """What to evaluate, and how.
-
-    Attributes:
-        protocol: ``semantic``, ``open-vocab`` or ``fewshot`` (see the module docstring).
-        dataset: dataset name (:mod:`lseg.data.registry`; few-shot: ``pascal5i``, ``coco20i``,
-            ``fss1000``).
-        data_root: the dataset folder.
-        split: split to evaluate; ``None``: ``val`` (``folder``: every image; few-shot: the
-            reference's test episodes).
-        dataset_kwargs: extra reader arguments.
-        label_style: class-string style (ADE20K ``full``/``reference``; VOC and few-shot
-            ``clean``/``reference``); ``None``: the reader's default (``semantic``/``fewshot``) or
-            the readable form (``open-vocab``).
-        templates: prompt templates with ``{}``; each class embedding is the normalised mean over
-            templates. Empty: the raw class string (the reference).
-        multiscale: reference multi-scale + flip evaluation (``scales``, ``base_size``).
-        size: long side for single-scale evaluation; ``None`` = original resolution ("testval").
-        crop_size, stride_rate: network input crop and sliding-window stride fraction (480, 2/3).
-        scales, base_size: multi-scale settings (ADE20K: 0.5..1.75 of 520).
-        flip: add the horizontally flipped prediction; ``None``: on for multiscale, off otherwise.
-        folds: few-shot folds to run (PASCAL-5i / COCO-20i; ignored for FSS-1000).
-        fewshot_size: few-shot resize (480x480, aspect not kept).
-        num_episodes: few-shot episodes per fold; ``None``: the reference's (1000 for PASCAL/COCO).
-        seed: COCO-20i episode sampler seed (the reference's ``fix_randseed(0)``).
-        batch_size: few-shot episodes per forward (semantic evaluation runs one image at a time).
-        num_workers: DataLoader workers per process.
-        max_samples: evaluate only the first N images / episodes (debugging; not a benchmark number).
-        precision: the image path's precision (``lseg.models.precision``): ``fp32`` (default: the
-            reference's numbers), ``bf16``, ``fp16`` or ``auto``. The similarity and the metrics stay
-            in fp32. Casts the model in place.
-        progress: tqdm bar on rank 0.
-    """
-
-    protocol: Protocol = "semantic"
-    dataset: str = "ade20k"
-    data_root: str | None = None
-    split: str | None = None
-    dataset_kwargs: dict[str, Any] = field(default_factory=dict)
-    label_style: str | None = None
-    templates: tuple[str, ...] = ()
-    multiscale: bool = False
-    size: int | None = 480
-    crop_size: int = 480
-    stride_rate: float = 2 / 3
-    scales: tuple[float, ...] = ADE20K_SCALES
-    base_size: int = 520
-    flip: bool | None = None
-    folds: tuple[int, ...] = (0,)
-    fewshot_size: int = 480
-    num_episodes: int | None = None
-    seed: int = 0
-    batch_size: int = 1
-    num_workers: int = 2
-    max_samples: int | None = None
-    precision: Precision = "fp32"
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.protocol not in ("semantic", "open-vocab", "fewshot"):
-            raise ConfigError(f"protocol must be semantic, open-vocab or fewshot, got {self.protocol!r}")
-        is_fewshot = canonical_name(self.dataset) in FEWSHOT_DATASETS
-        if is_fewshot != (self.protocol == "fewshot"):
-            raise ConfigError(
-                f"dataset {self.dataset!r} goes with protocol {'fewshot' if is_fewshot else 'semantic/open-vocab'}"
-            )
-        if self.templates:
-            validate_templates(self.templates)
-        if self.size is not None and self.size < 1 or self.crop_size < 1 or self.batch_size < 1:
-            raise ConfigError("size, crop_size and batch_size must be >= 1")
-        if not 0 < self.stride_rate <= 1:
-            raise ConfigError(f"stride_rate must be in (0, 1], got {self.stride_rate}")
-        if any(f not in (0, 1, 2, 3) for f in self.folds) or not self.folds:
-            raise ConfigError(f"folds must be among 0..3, got {self.folds}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-
-    @property
-    def use_flip(self) -> bool:
-        return self.multiscale if self.flip is None else self.flip
-
 
 # ---------------------------------------------------------------------- helpers
 

@@ -16,11 +16,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lseg.errors import ConfigError
-from lseg.options import coerce_value, field_types
+from lseg.options import OptionError, check_options, option
 
-__all__ = ["TrainConfig", "dump_config", "field_names"]
+__all__ = ["TrainConfig", "check_accelerator", "dump_config", "field_names"]
 
 Precision = Literal["32-true", "bf16-mixed", "16-mixed"]
+#: Lightning Fabric's accelerators that lseg trains on (gpu: cuda or mps, whichever the machine has).
+Accelerator = Literal["auto", "cpu", "cuda", "gpu", "mps"]
+
+
+def _low_high(value: tuple[float, float]) -> tuple[float, float]:
+    if not value[0] <= value[1]:
+        raise OptionError(f"`scale_range` must be (low, high) with low <= high, got {list(value)}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -91,7 +99,7 @@ class TrainConfig:
         stop_after_steps: end this invocation after this many optimizer steps of its own (the
             schedule still follows ``epochs``/``max_steps``); the same command run again resumes and
             does the next ones. For job time limits.
-        optimizer: ``sgd`` (reference; momentum ``momentum``) or ``adam`` (reference
+        optimizer: ``sgd`` (the reference's, with ``momentum``) or ``adam`` (reference
             ``--midasproto``; betas 0.9/0.999).
         base_lr: learning rate per 16 images, scaled according to ``lr_scaling``.
         lr_scaling: ``global``: ``lr = base_lr / 16 * global_batch`` (linear scaling rule);
@@ -100,18 +108,22 @@ class TrainConfig:
             ``none``: ``lr = base_lr``.
         decoder_lr_mult: LR multiplier of the decoder group (reference ``scratch``: x10).
         momentum, weight_decay: SGD momentum, weight decay on every group (reference 0.9, 1e-4).
-        poly_power: ``lr_t = lr * (1 - t / T) ** poly_power``.
-        loss_reduction: how the per-pixel cross-entropy is averaged over processes. ``global``
-            (default): the mean over the labelled pixels of the global batch, so N processes with
-            batch B train exactly like one with batch N x B; ``reference``: each process's own
-            pixel mean, averaged over processes by DDP (lang-seg), so a crop with many padded or
-            ignored pixels weighs as much as a full one. Identical on one process.
-        lr_schedule_interval: ``step`` (t counts optimizer steps; default) or ``epoch`` (the
-            reference: Lightning's LambdaLR stepped once per epoch).
+        poly_power: the poly schedule's exponent: ``lr_t = lr * (1 - t / T) ^ poly_power``.
+        loss_reduction: how the per-pixel cross-entropy is averaged over processes: ``global``, the
+            mean over the labelled pixels of the global batch, so N processes with batch B train
+            exactly like one with batch N x B; ``reference``, each process's own pixel mean, averaged
+            over processes by DDP (lang-seg), so a crop with many padded or ignored pixels weighs as
+            much as a full one. Identical on one process.
+        lr_schedule_interval: ``step`` (t counts optimizer steps) or ``epoch`` (the reference:
+            Lightning's LambdaLR stepped once per epoch).
 
     Runtime:
-        accelerator, devices, num_nodes, strategy, precision: Lightning Fabric settings. With more
-            than one process the strategy defaults to DDP.
+        accelerator: Lightning Fabric's accelerator, checked against this machine before the run starts
+            (:func:`check_accelerator`).
+        devices, num_nodes: processes per node and nodes (Lightning Fabric).
+        strategy: Lightning Fabric's strategy (``auto``: DDP with more than one process; checkpoints are
+            DDP-style).
+        precision: Lightning Fabric's precision.
         sync_batchnorm: use synchronised BatchNorm in the decoder when running on more than one
             process (the reference's ``sync_batchnorm=True``).
         reference_devices: how many GPUs the run this recipe reproduces used (``None``: not known).
@@ -136,83 +148,61 @@ class TrainConfig:
     dataset: str = "folder"
     data_root: str | None = None
     split: str | None = "train"
-    fold: int = 0
-    fewshot_support: int = 1
+    fold: int = option(0, min=0, max=3)
+    fewshot_support: int = option(1, min=0)
     fewshot_boundary: Literal["others", "ignore"] = "others"
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)
     label_style: str | None = None
-    base_size: int = 520
-    crop_size: int = 480
-    scale_range: tuple[float, float] = (0.5, 2.0)
-    hflip_prob: float = 0.5
+    base_size: int = option(520, min=1)
+    crop_size: int = option(480, min=32)  # as lseg eval: validation runs at crop_size
+    scale_range: tuple[float, float] = option((0.5, 2.0), gt=0, check=_low_high)
+    hflip_prob: float = option(0.5, min=0, max=1)
     ignore_index: int | None = None
-    num_workers: int = 4
+    num_workers: int = option(4, min=0)
     # validation
     val_split: str | None = None
-    val_every_n_epochs: int = 1
+    val_every_n_epochs: int = option(1, min=1)
     val_dataset_kwargs: dict[str, Any] = field(default_factory=dict)
-    save_top_k: int = 3
+    save_top_k: int = option(3, min=0)
     monitor: Literal["pixAcc", "mIoU", "FB-IoU"] = "pixAcc"
     # optimisation
-    batch_size: int = 1
-    accumulate_grad_batches: int = 1
-    epochs: int | None = None
-    max_steps: int | None = None
-    schedule_epochs: int | None = None
-    stop_after_steps: int | None = None
+    batch_size: int = option(1, min=1)
+    accumulate_grad_batches: int = option(1, min=1)
+    epochs: int | None = option(None, min=1)
+    max_steps: int | None = option(None, min=1)
+    schedule_epochs: int | None = option(None, min=1)
+    stop_after_steps: int | None = option(None, min=1)
     optimizer: Literal["sgd", "adam"] = "sgd"
-    base_lr: float = 0.004
+    base_lr: float = option(0.004, gt=0)
     lr_scaling: Literal["global", "reference", "none"] = "global"
-    decoder_lr_mult: float = 10.0
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    poly_power: float = 0.9
+    decoder_lr_mult: float = option(10.0, min=0)
+    momentum: float = option(0.9, min=0)
+    weight_decay: float = option(1e-4, min=0)
+    poly_power: float = option(0.9, min=0)
     lr_schedule_interval: Literal["step", "epoch"] = "step"
     loss_reduction: Literal["global", "reference"] = "global"
     # runtime
-    accelerator: str = "auto"
-    devices: int = 1
-    num_nodes: int = 1
-    strategy: str = "auto"
+    accelerator: Accelerator = "auto"
+    devices: int = option(1, min=1)
+    num_nodes: int = option(1, min=1)
+    strategy: Literal["auto", "ddp", "ddp_find_unused_parameters_true"] = "auto"
     precision: Precision = "32-true"
     sync_batchnorm: bool = True
-    reference_devices: int | None = None
+    reference_devices: int | None = option(None, min=1)
     seed: int = 0
     out_dir: str = "runs/lseg"
-    checkpoint_every_n_steps: int = 1000
-    log_every_n_steps: int = 10
+    checkpoint_every_n_steps: int = option(1000, min=0)
+    log_every_n_steps: int = option(10, min=1)
     logger: Literal["csv", "tensorboard", "none"] = "csv"
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
-        hints = field_types(TrainConfig)
-        for f in dataclasses.fields(self):
-            object.__setattr__(self, f.name, coerce_value(getattr(self, f.name), hints[f.name], f.name))
-        positive = (
-            "batch_size", "accumulate_grad_batches", "devices", "num_nodes", "crop_size", "base_size",
-            "val_every_n_epochs",
-        )  # fmt: skip
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("epochs", "max_steps", "schedule_epochs", "stop_after_steps", "reference_devices"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be >= 1 (or null), got {value}")
+        check_options(self)
         if self.schedule_epochs is not None and (self.epochs is None or self.max_steps is not None):
-            raise ConfigError("schedule_epochs needs epochs (and no max_steps): it extends an epoch-based schedule")
+            raise OptionError("`schedule_epochs` needs `epochs` (and no `max_steps`): it extends an epoch-based "
+                              "schedule")
         if self.schedule_epochs is not None and self.epochs is not None and self.schedule_epochs < self.epochs:
-            raise ConfigError(f"schedule_epochs ({self.schedule_epochs}) must be >= epochs ({self.epochs})")
-        if self.fold not in (0, 1, 2, 3) or self.fewshot_support < 0 or self.save_top_k < 0:
-            raise ConfigError("fold must be 0..3; fewshot_support and save_top_k must be >= 0")
-        if self.num_workers < 0 or self.checkpoint_every_n_steps < 0 or self.log_every_n_steps < 1:
-            raise ConfigError("num_workers, checkpoint_every_n_steps must be >= 0 and log_every_n_steps >= 1")
-        if not 0 < self.scale_range[0] <= self.scale_range[1]:
-            raise ConfigError(f"scale_range must be 0 < lo <= hi, got {self.scale_range}")
-        if not 0.0 <= self.hflip_prob <= 1.0:
-            raise ConfigError(f"hflip_prob must be in [0, 1], got {self.hflip_prob}")
-        if self.base_lr <= 0 or self.decoder_lr_mult < 0 or self.weight_decay < 0 or self.poly_power < 0:
-            raise ConfigError("base_lr must be > 0; decoder_lr_mult, weight_decay, poly_power >= 0")
+            raise OptionError(f"`schedule_epochs` ({self.schedule_epochs}) must be at least `epochs` ({self.epochs})")
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -250,6 +240,29 @@ class TrainConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         """Build from a mapping of field names (unknown names raise :class:`ConfigError`)."""
         return cls().replace(**dict(data))
+
+
+def check_accelerator(cfg: TrainConfig) -> None:
+    """The accelerator and device count of ``cfg`` on this machine, checked before Fabric starts: a
+    missing GPU is one :class:`ConfigError` naming the field, not a traceback from inside Lightning
+    (``No supported gpu backend found!``)."""
+    if cfg.accelerator == "cpu":
+        return
+    import torch  # here: building a config (``lseg train --print-config``) needs no torch
+
+    use_cpu = "use `accelerator` cpu"
+    mps = torch.backends.mps.is_available()
+    if cfg.accelerator == "mps" or cfg.accelerator == "gpu" and not torch.cuda.is_available() and mps:
+        if not mps:
+            raise OptionError(f"`accelerator` mps: MPS is not available on this machine; {use_cpu}")
+        return
+    if cfg.accelerator in ("cuda", "gpu") and not torch.cuda.is_available():
+        why = "this PyTorch has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise OptionError(f"`accelerator` {cfg.accelerator}: {why} on this machine; {use_cpu}")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count and cfg.devices > count:  # cuda, gpu, or auto on a machine with CUDA GPUs
+        raise OptionError(f"`devices` {cfg.devices}: this machine has {count} CUDA GPU(s); give at most {count} "
+                          "(or more nodes)")
 
 
 def field_names() -> list[str]:

@@ -66,7 +66,7 @@ from lseg.errors import ConfigError
 from lseg.eval.evaluate import EvalConfig, encode_labels, evaluate_fewshot, evaluate_segmentation
 from lseg.models.lseg import LSeg
 from lseg.pretrained.checkpoints import save_pretrained
-from lseg.train.config import TrainConfig, dump_config
+from lseg.train.config import TrainConfig, check_accelerator, dump_config
 from lseg.train.data import ResumableShardSampler, SeededSamples
 from lseg.train.init import build_model
 from lseg.train.optim import PolyLR, build_optimizer, optimizer_step
@@ -88,7 +88,6 @@ __all__ = ["TrainResult", "train"]
 
 _logger = logging.getLogger(__name__)
 
-_STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true")
 # Changing these between an interrupted run and its resumption changes the result.
 _RESUME_SENSITIVE = (
     "model", "init_checkpoint", "dataset", "split", "label_style", "batch_size", "accumulate_grad_batches",
@@ -134,8 +133,6 @@ class TrainResult:
 def _make_fabric(cfg: TrainConfig) -> Fabric:
     from lightning.fabric import Fabric
 
-    if cfg.strategy not in _STRATEGIES:
-        raise ConfigError(f"strategy must be one of {', '.join(_STRATEGIES)} (checkpoints are DDP-style), got {cfg.strategy!r}")
     multi = cfg.world_size > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
     strategy = "ddp" if cfg.strategy == "auto" and multi else cfg.strategy
     loggers: list[Any] = []
@@ -172,6 +169,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     With ``devices > 1`` and no launcher, Fabric starts the other processes by re-running the
     current command (use the ``lseg train`` CLI or ``torchrun``, not an interactive session).
     """
+    check_accelerator(cfg)  # a GPU this machine lacks: one error before Fabric starts
     fewshot = canonical_name(cfg.dataset) in FEWSHOT_DATASETS
     if cfg.world_size > 1 and "LOCAL_RANK" not in os.environ:
         # Check the data before Fabric starts the other processes: a wrong --data-root is then one

@@ -151,6 +151,17 @@ def test_build_demo_is_importable_without_launching(predictor: lseg.LSegPredicto
     assert {"Image", "Textbox", "Button", "AnnotatedImage", "File", "Markdown"} <= kinds
 
 
+def test_the_python_api_checks_the_options_as_lseg_demo(predictor: lseg.LSegPredictor) -> None:
+    from lseg.app.demo import launch_demo
+
+    with pytest.raises(lseg.ConfigError, match="max_upload_mb must be positive, got 0"):
+        SegmentDemo(predictor, max_upload_mb=0)
+    with pytest.raises(lseg.ConfigError, match="max_labels must be at least 1, got 0"):
+        build_demo(predictor, max_labels=0)
+    with pytest.raises(lseg.ConfigError, match=r"port must be in \[0, 65535\], got 70000"):
+        launch_demo(None, port=70000)  # type: ignore[arg-type]  # refused before Gradio is touched
+
+
 def test_loopback_detection() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4") and not is_loopback("example.com")

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from lseg.cli import build_parser, main
-from lseg.cli.bench import BENCH_FLAGS, BenchOptions
+from lseg.cli.bench import BenchOptions
 from lseg.errors import ConfigError
 from lseg.eval.benchmark import bench
-from lseg.options import config_from_args
+from lseg.options import options_from_args
 
 
 def test_bench_prints_one_table_with_the_baseline(capsys, tmp_path):
@@ -25,7 +25,7 @@ def test_bench_prints_one_table_with_the_baseline(capsys, tmp_path):
     assert rows[0]["speedup"] == 1.0 and all(r["speedup"] > 0 for r in rows)  # paired with the baseline
     assert "back-to-back pairs" in out
     assert "150 labels s" in out and all(r["labels150_s"] > 0 for r in rows)
-    assert main(["bench", "--precision", "int4"]) == 2
+    assert main(["bench", "--precision", "int4"]) == 2  # more bad values: test_bad_bench_options_are_one_line...
 
 
 def test_bench_pairs_a_batch_with_batch_1(capsys):
@@ -37,12 +37,33 @@ def test_bench_pairs_a_batch_with_batch_1(capsys):
 
 def test_bench_options_come_from_its_typed_config():
     parser = build_parser()
-    assert config_from_args(BenchOptions, parser.parse_args(["bench"]), BENCH_FLAGS) == BenchOptions()
+    assert options_from_args(BenchOptions, parser.parse_args(["bench"])) == BenchOptions()
     args = parser.parse_args(["bench", "--model", "m", "-c", "ck", "--precision", "bf16, fp16", "--batch-size", "1,8",
-                              "--size", "64", "--device", "cuda", "--repeats", "2", "--threads", "4",
+                              "--size", "64", "--device", "cpu", "--repeats", "2", "--threads", "4",
                               "--compile", "off,on", "--json", "r.json"])
-    assert config_from_args(BenchOptions, args, BENCH_FLAGS) == BenchOptions(
-        model="m", checkpoint="ck", precisions=("bf16", "fp16"), batch_sizes=(1, 8), size=64, device="cuda",
+    assert options_from_args(BenchOptions, args) == BenchOptions(
+        model="m", checkpoint="ck", precisions=("bf16", "fp16"), batch_sizes=(1, 8), size=64, device="cpu",
         repeats=2, threads=4, compile="off,on", json="r.json")
-    with pytest.raises(ConfigError, match="--batch-size takes comma-separated integers"):
-        config_from_args(BenchOptions, parser.parse_args(["bench", "--batch-size", "1,x"]), BENCH_FLAGS)
+    with pytest.raises(ConfigError, match="--batch-size must be an integer, got 'x'"):
+        options_from_args(BenchOptions, parser.parse_args(["bench", "--batch-size", "1,x"]))
+    text = " ".join(parser._subparsers._group_actions[0].choices["bench"].format_help().split())
+    assert "--compile off|on|off,on torch.compile" in text and "{off,on,off,on}" not in text
+    assert "auto, fp32, bf16, fp16 (default: fp32,auto)" in text
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--precision", "int4"], "--precision must be one of 'auto', 'fp32', 'bf16', 'fp16', got 'int4'"),
+    (["--precision", ","], "--precision takes at least one value"),
+    (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    (["--size", "16"], "--size must be at least 32, got 16"),
+    (["--repeats", "0"], "--repeats must be at least 1, got 0"),
+    (["--threads", "0"], "--threads must be at least 1, got 0"),
+    (["--device", "gpu"], "--device 'gpu' is not a device"),
+])
+def test_bad_bench_options_are_one_line_before_any_work(extra, message, capsys, monkeypatch):
+    import lseg.eval.benchmark
+
+    monkeypatch.setattr(lseg.eval.benchmark, "bench", lambda *a, **k: pytest.fail("benchmark ran"))
+    assert main(["bench", *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err

@@ -5,15 +5,16 @@ from __future__ import annotations
 import pytest
 
 from lseg.cli.common import (
-    PREDICTOR_FLAGS,
     PredictorOptions,
     add_labels_args,
     add_model_args,
     add_predictor_args,
     make_predictor,
+    predictor_options_from_args,
 )
 from lseg.cli.parser import Parser
-from lseg.options import config_from_args
+from lseg.errors import ConfigError
+from lseg.options import options_from_args
 
 
 def _parser() -> Parser:
@@ -25,15 +26,21 @@ def _parser() -> Parser:
 
 def test_predictor_options_from_the_command_line():
     p = _parser()
-    assert config_from_args(PredictorOptions, p.parse_args([]), PREDICTOR_FLAGS) == PredictorOptions()
+    assert predictor_options_from_args(p.parse_args([])) == PredictorOptions()
     args = p.parse_args(["--size", "0", "--crop-size", "64", "--stride", "32", "--template", "a {}.",
                          "--template", "the {}", "--precision", "fp32", "--batch-size", "2", "--compile"])
-    assert config_from_args(PredictorOptions, args, PREDICTOR_FLAGS) == PredictorOptions(
+    assert predictor_options_from_args(args) == PredictorOptions(
         size=None, crop_size=64, stride=32, templates=("a {}.", "the {}"), precision="fp32", batch_size=2,
         compile=True,
     )
     text = " ".join(p.format_help().split())
-    assert "(0: native) (default: 480)" in text and "--precision {auto,fp32,bf16,fp16}" in text
+    assert "native) (default: 480)" in text and "--precision {auto,fp32,bf16,fp16}" in text
+    for bad, message in ((["--crop-size", "16"], "--crop-size must be at least 32, got 16"),
+                         (["--stride", "600"], "--stride (600) must not exceed --crop-size (480)"),
+                         (["--template", "a photo"], "--template: template 1 'a photo' must contain exactly one")):
+        with pytest.raises(ConfigError) as e:
+            predictor_options_from_args(p.parse_args(bad))
+        assert message in str(e.value)
 
 
 def test_make_predictor_uses_the_options(capsys):
@@ -58,7 +65,7 @@ def test_model_and_labels_are_exclusive_pairs():
 
 
 def test_model_source_and_spatial_block_come_from_typed_configs():
-    from lseg.cli.common import LABELS_FLAGS, ArchOptions, LabelsOptions, ModelSource, model_source_from_args
+    from lseg.cli.common import ArchOptions, LabelsOptions, ModelSource, model_source_from_args
     from lseg.models.config import SpatialBlockConfig
 
     p = Parser(prog="lseg x")
@@ -68,13 +75,14 @@ def test_model_source_and_spatial_block_come_from_typed_configs():
     assert model_source_from_args(args) == ModelSource(
         checkpoint="a", device="cpu", arch=ArchOptions(arch_option=2, block_depth=3))
     assert model_source_from_args(args).arch.spatial_block() == SpatialBlockConfig(2, 3, "lrelu")
-    assert config_from_args(LabelsOptions, args, LABELS_FLAGS) == LabelsOptions(labels="x, y")
-    args = p.parse_args(["--random-weights", "m", "--arch-option", "1", "--activation", "tanh", "-l", "x"])
+    assert options_from_args(LabelsOptions, args) == LabelsOptions(labels="x, y")
+    args = p.parse_args(["--random-weights", "lseg_tiny_test", "--arch-option", "1", "--activation", "tanh", "-l", "x"])
     source = model_source_from_args(args)
-    assert (source.random_weights, source.checkpoint, source.pretrained_default) == ("m", None, False)
+    assert (source.random_weights, source.checkpoint, args.pretrained_default) == ("lseg_tiny_test", None, False)
     assert source.arch.spatial_block() is None  # no --block-depth: no block named
     with pytest.raises(SystemExit):
         p.parse_args(["-c", "a", "--arch-option", "3", "-l", "x"])
     optional = Parser(prog="lseg y")
     add_model_args(optional, pretrained_default=True)
-    assert model_source_from_args(optional.parse_args([])) == ModelSource(pretrained_default=True)
+    args = optional.parse_args([])
+    assert model_source_from_args(args) == ModelSource() and args.pretrained_default

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 import lseg
@@ -45,22 +46,29 @@ def test_convert_and_info_official_checkpoint(tmp_path, capsys):
 
 def test_model_file_commands_read_typed_configs():
     from lseg.cli import build_parser
-    from lseg.cli.models import (
-        CONVERT_FLAGS,
-        DOWNLOAD_FLAGS,
-        INFO_FLAGS,
-        PATH_FLAGS,
-        ConvertOptions,
-        DownloadOptions,
-        InfoOptions,
-        PathOptions,
-    )
-    from lseg.options import config_from_args
+    from lseg.cli.common import ArchOptions
+    from lseg.cli.models import ConvertOptions, DownloadOptions, InfoOptions, PathOptions
+    from lseg.options import options_from_args
 
     parser = build_parser()
     args = parser.parse_args(["convert", "a.ckpt", "out"])
-    assert config_from_args(ConvertOptions, args, CONVERT_FLAGS) == ConvertOptions("a.ckpt", "out")
-    assert config_from_args(InfoOptions, parser.parse_args(["info", "x"]), INFO_FLAGS) == InfoOptions("x")
+    assert options_from_args(ConvertOptions, args) == ConvertOptions("a.ckpt", "out")
+    args = parser.parse_args(["info", "x", "--arch-option", "2", "--block-depth", "3"])
+    assert options_from_args(InfoOptions, args) == InfoOptions("x", ArchOptions(arch_option=2, block_depth=3))
     args = parser.parse_args(["weights", "download", "a", "b", "--force"])
-    assert config_from_args(DownloadOptions, args, DOWNLOAD_FLAGS) == DownloadOptions(("a", "b"), force=True)
-    assert config_from_args(PathOptions, parser.parse_args(["weights", "path", "n"]), PATH_FLAGS) == PathOptions("n")
+    assert options_from_args(DownloadOptions, args) == DownloadOptions(("a", "b"), force=True)
+    assert options_from_args(PathOptions, parser.parse_args(["weights", "path", "n"])) == PathOptions("n")
+    text = " ".join(parser._subparsers._group_actions[0].choices["convert"].format_help().split())
+    assert "CHECKPOINT official .ckpt (or any readable checkpoint) OUT output folder" in text
+
+
+def test_convert_refuses_a_file_as_its_output_folder_before_loading(tmp_path, capsys, monkeypatch):
+    import lseg.pretrained.load
+
+    monkeypatch.setattr(lseg.pretrained.load, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    (tmp_path / "taken").write_text("x")
+    assert main(["convert", "a.ckpt", str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: OUT ") and "is a file, not a folder" in err[0]
+    assert main(["info", "a.ckpt", "--block-depth", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --block-depth must be at least 1, got 0"

@@ -166,7 +166,7 @@ def test_open_vocab_voc20_ignores_background_and_uses_readable_names(tmp_path: P
     _write_png(voc / "SegmentationClass" / "a.png", mask)
     (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
     (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("a\n")
-    cfg = EvalConfig(protocol="open-vocab", dataset="voc20", data_root=str(tmp_path), size=None, crop_size=16,
+    cfg = EvalConfig(protocol="open-vocab", dataset="voc20", data_root=str(tmp_path), size=None, crop_size=32,
                      num_workers=0, progress=False)
     report = evaluate(ColourOracle(step=10), cfg)
     labels = [c["label"] for c in report["per_class"]]
@@ -317,7 +317,7 @@ def test_cli_random_weights_and_user_errors(tmp_path: Path, capsys: pytest.Captu
     assert "unknown dataset 'ade999'" in capsys.readouterr().err
     args = ["eval", "--random-weights", "lseg_tiny_test", "--dataset", "folder", "--data-root", str(root)]
     assert main([*args, "--protocol", "fewshot"]) == 2
-    assert "goes with protocol" in capsys.readouterr().err
+    assert "error: --dataset 'folder' goes with --protocol semantic or open-vocab, not 'fewshot'" in capsys.readouterr().err
     assert main(["eval", "--random-weights", "lseg_tiny_test", "--dataset", "ade847", "--data-root", str(root)]) == 2
     assert "ADE-847 images" in capsys.readouterr().err  # reader exists; the toy root lacks its layout
 

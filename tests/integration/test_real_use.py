@@ -104,9 +104,9 @@ def test_02_output_tree_inside_or_equal_to_the_input_is_never_read_back(pin, cap
 @pytest.mark.parametrize(("extra", "message"), [
     (["--device", "gpu"], "--device 'gpu' is not a device"),
     (["--template", "a photo of a"], "--template: template 1 'a photo of a' must contain exactly one"),
-    (["--alpha", "2"], "--alpha must be in [0, 1], got 2.0"),
-    (["--crop-size", "0"], "--crop-size must be at least 32 pixels, got 0"),
-    (["--size", "-5"], "--size must be 0 (native) or a positive number of pixels, got -5"),
+    (["--alpha", "2"], "--alpha must be in [0, 1], got 2"),
+    (["--crop-size", "0"], "--crop-size must be at least 32, got 0"),
+    (["--size", "-5"], "--size must be at least 1, got -5"),
     (["--stride", "600"], "--stride (600) must not exceed --crop-size (480)"),
     (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
     (["--random-weights", "nope"], "--random-weights: unknown model 'nope'"),
