@@ -4,6 +4,7 @@ map per class) and :func:`grid` (a gallery)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,9 +17,26 @@ from lseg.viz.fonts import TextRenderer
 
 
 def legend_font_size(image_size: tuple[int, int]) -> int:
-    """Legend text height in pixels for a ``(W, H)`` picture: 1/45 of its long side (at least 12),
-    so the legend reads the same on a thumbnail and on a 6000x4000 photo viewed whole."""
-    return max(12, round(max(image_size) / 45))
+    """Legend text height in pixels for a ``(W, H)`` picture: 1/30 of its short side (at least 12),
+    so the legend reads the same on a thumbnail and on a 6000x4000 photo viewed whole, and a long
+    thin strip (4000x40) gets small text, not text sized from its length."""
+    return max(12, round(min(image_size) / 30))
+
+
+def legend_limits(image_size: tuple[int, int]) -> dict[str, tuple[int, int]]:
+    """The largest legend :func:`overlay` adds to a ``(W, H)`` photo: ``{"right": (width, height),
+    "below": (width, height)}``, the band's size on either side, with ``f`` the
+    :func:`legend_font_size`:
+
+    * on the right: at most ``max(W // 2, 16 f)`` wide and ``max(H, 16 f)`` high;
+    * below: at most ``max(W, 16 f)`` wide and ``max(H // 2, 16 f)`` high.
+
+    So the overlay of a photo is at most half as large again as the photo in one direction (or
+    ``16 f`` pixels, 192 for a photo whose short side is under 360, enough for a readable column), and
+    no larger in the other, except that a photo thinner than ``16 f`` gets a band that long."""
+    w, h = image_size
+    floor = 16 * legend_font_size(image_size)
+    return {"right": (max(w // 2, floor), max(h, floor)), "below": (max(w, floor), max(h // 2, floor))}
 
 
 def _format_share(fraction: float) -> str:
@@ -43,14 +61,19 @@ def overlay(
             255) are left uncoloured.
         labels: Class names, ``len(labels)`` classes.
         alpha: Colour opacity in ``[0, 1]``: output = ``(1 - alpha) * photo + alpha * colour``.
-        legend: Append a white panel to the right listing every label in index order (up to 256;
-            above, those present, largest first): colour swatch, name (any Unicode, see
-            :mod:`lseg.viz.fonts`) and share of the image, absent labels in grey. The text scales with
-            the image (:func:`legend_font_size`); long lists wrap into columns. The output is then
-            wider (and taller if the list does not fit).
+        legend: Add a white legend band, on the right of the photo (below it for a photo more than
+            twice as wide as high, or when that shows more or larger text), listing every label in
+            index order (up to 256; above, those present, largest first): colour swatch, share of
+            the image, name (any Unicode, see :mod:`lseg.viz.fonts`; wrapped to two lines, then cut
+            with '…'), absent labels in grey. The text is 1/30 of the photo's short side
+            (:func:`legend_font_size`); long lists go into columns (rows below), and if they still
+            do not fit the text shrinks down to half that size (not below 12 px) and then only the
+            largest labels are listed with a '+ N more labels' line. The band never exceeds
+            :func:`legend_limits`: at most half the photo's width (height below) or ``16 x`` the
+            text size, whichever is larger.
 
     Returns:
-        PIL RGB image; ``W x H`` without legend, wider with it.
+        PIL RGB image; ``W x H`` without legend, larger by the band with it.
 
     Raises:
         ValueError: Mismatched sizes, ``alpha`` outside ``[0, 1]``, or a bad label map.
@@ -92,43 +115,215 @@ def overlay(
         shown = list(range(k))  # every label, in index order: the colour of an absent one too
     else:  # thousands of labels: the present ones, largest first
         shown = sorted((i for i in range(k) if counts[i] > 0), key=lambda i: (-counts[i], i))
-    entries = [(colours[i], str(labels[i]), counts[i] / ids.size) for i in shown]
-    note = f"+ {k - len(shown)} labels not present" if len(shown) < k else None
-    return _with_legend(out, entries, note)
+    items = [_Item(tuple(int(c) for c in colours[i]), str(labels[i]), counts[i] / ids.size) for i in shown]
+    return _with_legend(out, items, absent_left_out=k - len(shown))
 
 
 #: Up to this many labels the legend lists them all; above, only those present.
 _LEGEND_ALL = 256
+#: A label takes at most this many lines in the legend; the rest is cut with an ellipsis.
+_LEGEND_LINES = 2
 
 
-def _with_legend(img: Image.Image, entries: list[tuple[np.ndarray, str, float]], note: str | None = None) -> Image.Image:
-    """Append a legend panel (swatch, label, area share) to the right of ``img``, in columns of at
-    least 8 rows that fill the picture's height; text scales with the picture."""
+@dataclass
+class _Item:
+    """One legend entry: a label (swatch, share, name), or the closing note (``colour`` None)."""
+
+    colour: tuple[int, int, int] | None
+    label: str
+    fraction: float = 0.0
+
+    @property
+    def share(self) -> str:
+        return _format_share(self.fraction) if self.colour is not None else ""
+
+
+@dataclass
+class _Layout:
+    """A legend laid out at one text size: the band's size and each entry's lines and place in it."""
+
+    side: str  # "right" or "below"
+    metrics: _Metrics
+    width: int
+    height: int
+    placed: list[tuple[_Item, list[str], int, int]]  # item, its lines, x, y in the band
+
+
+class _Metrics:
+    """Sizes in a legend with ``size`` px text (padding, line height), with the widths and wrapped
+    lines of the names measured so far (a layout is tried at several sizes and column counts)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.text = TextRenderer(size)
+        self.pad = max(4, size // 2)
+        self.gap = max(3, size // 3)
+        self.line = round(1.25 * size)
+        self.spacing = max(2, round(0.2 * size))
+        self._widths: dict[str, int] = {}
+        self._wrapped: dict[tuple[str, int], list[str]] = {}
+        self.share_w = self.head = 0
+
+    def for_items(self, items: Sequence[_Item]) -> _Metrics:
+        """Set the share column to the widest share of ``items``; returns self."""
+        self.share_w = max((self.width(it.share) for it in items if it.colour is not None), default=0)
+        self.head = self.size + self.gap + self.share_w + self.gap  # swatch, share, then the name
+        return self
+
+    def width(self, text: str) -> int:
+        if text not in self._widths:
+            self._widths[text] = self.text.width(text)
+        return self._widths[text]
+
+    def least_width(self, item: _Item, cap: int) -> int:
+        """A lower bound of the item's width with names at most ``cap`` px wide (no wrapping done)."""
+        return (self.head if item.colour is not None else 0) + min(self.width(item.label), cap // 2)
+
+    def measure(self, item: _Item, cap: int) -> tuple[list[str], int, int]:
+        """The item's lines with names at most ``cap`` px wide, its width and its height."""
+        if self.width(item.label) <= cap:
+            lines = [item.label]
+        else:
+            if (item.label, cap) not in self._wrapped:
+                self._wrapped[item.label, cap] = self.text.wrap(item.label, cap, _LEGEND_LINES)
+            lines = self._wrapped[item.label, cap]
+        head = self.head if item.colour is not None else 0
+        return lines, head + max(self.width(line) for line in lines), len(lines) * self.line + self.spacing
+
+
+def _layout_right(m: _Metrics, items: Sequence[_Item], max_w: int, max_h: int) -> _Layout | None:
+    """Columns filled top to bottom, as few as fit in ``max_h``; None if they need more than ``max_w``."""
+    room = max_h - 2 * m.pad
+    one = m.line + m.spacing  # an entry is at least one line high
+    if room < one:
+        return None
+    ncols = -(-len(items) // (room // one))  # at least this many columns
+    while True:
+        cap = min(20 * m.size, (max_w - m.pad * (ncols + 1)) // ncols - m.head)
+        if cap < 4 * m.size:
+            return None
+        measured = [m.measure(it, cap) for it in items]
+        if any(h > room for _, _, h in measured):
+            return None
+        cols: list[list[int]] = [[]]
+        used = 0
+        for i, (_, _, h) in enumerate(measured):
+            if cols[-1] and used + h > room:
+                cols.append([])
+                used = 0
+            cols[-1].append(i)
+            used += h
+        if len(cols) > ncols:
+            ncols += 1
+            continue
+        placed, x, height = [], m.pad, 0
+        for col in cols:
+            y = m.pad
+            for i in col:
+                placed.append((items[i], measured[i][0], x, y))
+                y += measured[i][2]
+            height = max(height, y + m.pad)
+            x += max(measured[i][1] for i in col) + m.pad
+        return _Layout("right", m, x, height, placed)
+
+
+def _layout_below(m: _Metrics, items: Sequence[_Item], max_w: int, max_h: int) -> _Layout | None:
+    """Entries side by side in rows of at most ``max_w``; None if the rows need more than ``max_h``."""
+    room = max_w - 2 * m.pad
+    cap = min(20 * m.size, room - m.head)
+    if cap < 4 * m.size:
+        return None
+    rows_needed = sum(m.least_width(it, cap) + m.size for it in items) / room  # a lower bound
+    if 2 * m.pad + int(rows_needed) * (m.line + m.spacing) > max_h:
+        return None
+    placed, x, y, row_h, width = [], 0, m.pad, 0, 0
+    for it in items:
+        lines, w, h = m.measure(it, cap)
+        if x and x + w > room:
+            x, y, row_h = 0, y + row_h, 0
+            if y > max_h:
+                return None
+        placed.append((it, lines, m.pad + x, y))
+        width = max(width, x + w)
+        x += w + m.size
+        row_h = max(row_h, h)
+    height = y + row_h + m.pad
+    return _Layout("below", m, width + 2 * m.pad, height, placed) if height <= max_h else None
+
+
+def _legend_layout(size: tuple[int, int], items: list[_Item], absent_left_out: int) -> _Layout:
+    """The legend for a ``(W, H)`` photo: every item at the largest text size (from
+    :func:`legend_font_size` down to half of it, not below 12) on the side where it fits, else as
+    many items as fit, largest share first, and a note for the rest."""
+    w, h = size
+    limits = legend_limits(size)
+    sides = ("right", "below") if w <= 2 * h else ("below", "right")
+    f = legend_font_size(size)
+    smallest = max(12, f // 2)
+    sizes = [f]
+    while sizes[-1] > smallest:
+        sizes.append(max(smallest, min(sizes[-1] - 1, round(sizes[-1] * 0.9))))
+    metrics: dict[int, _Metrics] = {}
+
+    def attempt(side: str, s: int, shown: list[_Item], left_out: int, absent: int) -> _Layout | None:
+        if left_out:
+            shown = [*shown, _Item(None, f"+ {left_out} labels not present" if left_out == absent
+                                   else f"+ {left_out} more labels")]
+        m = metrics.setdefault(s, _Metrics(s)).for_items(shown)
+        return (_layout_right if side == "right" else _layout_below)(m, shown, *limits[side])
+
+    for s in sizes:  # everything, at the largest size that fits on either side
+        for side in sides:
+            layout = attempt(side, s, items, absent_left_out, absent_left_out)
+            if layout is not None:
+                return layout
+    ranked = sorted(items, key=lambda it: -it.fraction)  # stable: index order among equal shares
+    best: _Layout | None = None
+    for side in sides:  # as many as fit at the smallest size, largest share first
+        lo, hi = 0, len(ranked) - 1
+        while lo <= hi:
+            n = (lo + hi) // 2
+            absent = absent_left_out + sum(1 for it in ranked[n:] if it.fraction == 0)
+            layout = attempt(side, smallest, ranked[:n], len(ranked) - n + absent_left_out, absent)
+            if layout is not None:
+                lo = n + 1
+                if best is None or len(layout.placed) > len(best.placed):
+                    best = layout
+            else:
+                hi = n - 1
+    if best is None:  # not even the note fits (cannot happen within legend_limits): an empty band
+        best = _Layout(sides[0], metrics.setdefault(smallest, _Metrics(smallest)).for_items([]), 0, 0, [])
+    return best
+
+
+def _with_legend(img: Image.Image, items: list[_Item], absent_left_out: int = 0) -> Image.Image:
+    """``img`` with a legend band (swatch, share, name) on its right or below it (see :func:`overlay`)."""
     w, h = img.size
-    size = legend_font_size((w, h))
-    text = TextRenderer(size)
-    pad = max(4, size // 2)
-    row = int(size * 1.5)
-    lines = [(colour, f"{label}  {_format_share(share)}", share > 0) for colour, label, share in entries]
-    if note:
-        lines.append((None, note, False))
-    per_col = max(8, (h - 2 * pad) // row)
-    cols = [lines[i : i + per_col] for i in range(0, len(lines), per_col)] or [[]]
-    col_w = [pad + size + pad + max((text.width(t) for _, t, _ in c), default=0) + pad for c in cols]
-    panel_h = 2 * pad + row * max(len(c) for c in cols)
-    canvas = Image.new("RGB", (w + sum(col_w), max(h, panel_h)), (255, 255, 255))
+    layout = _legend_layout((w, h), items, absent_left_out)
+    m = layout.metrics
+    if layout.side == "right":
+        canvas = Image.new("RGB", (w + layout.width, max(h, layout.height)), (255, 255, 255))
+        ox, oy = w, 0
+    else:
+        canvas = Image.new("RGB", (max(w, layout.width), h + layout.height), (255, 255, 255))
+        ox, oy = 0, h
     canvas.paste(img, (0, 0))
     draw = ImageDraw.Draw(canvas)
-    x = w
-    for col, cw in zip(cols, col_w, strict=True):
-        for r, (colour, label, present) in enumerate(col):
-            y = pad + r * row
-            if colour is not None:
-                draw.rectangle([x + pad, y, x + pad + size - 1, y + size - 1], fill=tuple(int(c) for c in colour),
-                               outline=(128, 128, 128))
-            # Absent labels in grey text, so the eye finds the present ones first.
-            text.draw(draw, (x + pad + size + pad, y), label, fill=(0, 0, 0) if present else (120, 120, 120))
-        x += cw
+    ascent, descent = m.text.font(0).getmetrics()
+    top = max(0, (m.line - ascent - descent) // 2)  # text centred in its line
+    for item, lines, x, y in layout.placed:
+        x, y = ox + x, oy + y
+        # Absent labels in grey text, so the eye finds the present ones first.
+        fill = (0, 0, 0) if item.fraction > 0 or item.colour is None else (120, 120, 120)
+        if item.colour is not None:
+            sy = y + (m.line - m.size) // 2
+            draw.rectangle([x, sy, x + m.size - 1, sy + m.size - 1], fill=item.colour, outline=(128, 128, 128))
+            # The share and the name are separate runs: a right-to-left name cannot reorder the number.
+            share_x = x + m.size + m.gap + m.share_w - m.width(item.share)
+            m.text.draw(draw, (share_x, y + top), item.share, fill=fill)
+            x += m.head
+        for i, line in enumerate(lines):
+            m.text.draw(draw, (x, y + top + i * m.line), line, fill=fill)
     return canvas
 
 
@@ -190,7 +385,7 @@ def heatmaps(
 
 
 def _heat_caption(img: Image.Image, name: str, vmin: float, vmax: float) -> Image.Image:
-    """``img`` with a strip below: the label's name, then a viridis colour bar with its end values."""
+    """``img`` with a strip below: the label's name (one line), then a viridis colour bar with its end values."""
     w, h = img.size
     size = legend_font_size((w, h))
     text = TextRenderer(size)
@@ -199,7 +394,7 @@ def _heat_caption(img: Image.Image, name: str, vmin: float, vmax: float) -> Imag
     canvas = Image.new("RGB", (w, h + strip_h), (255, 255, 255))
     canvas.paste(img, (0, 0))
     draw = ImageDraw.Draw(canvas)
-    text.draw(draw, (pad, h + pad), name)
+    text.draw(draw, (pad, h + pad), text.fit(name, w - 2 * pad))  # a long name cut with '…'
     lo, hi = f"{vmin:g}", f"{vmax:g}"
     bar_x0 = pad + text.width(lo) + pad
     bar_x1 = w - pad - text.width(hi) - pad

@@ -1,18 +1,32 @@
 """Text in pictures (legends, heatmap titles) for any Unicode label, with fonts from pip packages.
 
-Fonts, tried in this order for each character:
+Fonts, tried in this order for each character (:func:`font_files`, :func:`font_for`):
 
 1. DejaVu Sans, shipped by matplotlib (a dependency; it is not imported, only its font file is
    read): Latin, Greek, Cyrillic, Armenian, Georgian, Hebrew, Arabic and many symbols;
-2. Noto Sans CJK SC, shipped by the ``mplfonts`` package (``pip install 'lseg[cjk]'``; 85 MB):
+2. with ``pip install 'lseg[fonts]'`` (the ``manimgx-fonts`` package: Noto, OFL-1.1, a 3.5 MB
+   wheel, 6.5 MB installed): Noto Sans, then Noto Sans for Arabic, Armenian, Bengali, Devanagari,
+   Ethiopic, Georgian, Gujarati, Gurmukhi, Hebrew, Kannada, Khmer, Lao, Malayalam, Myanmar, Oriya,
+   Sinhala, Tamil, Telugu and Thai;
+3. Noto Sans CJK SC, shipped by the ``mplfonts`` package (``pip install 'lseg[cjk]'``; 85 MB):
    Chinese, Japanese kana and kanji, Korean hangul;
-3. Pillow's built-in font, if neither is installed (ASCII).
+4. with ``lseg[fonts]``: Noto Sans Symbols and Noto Emoji (emoji in black and white);
+5. Pillow's built-in font, if none of them is installed (ASCII).
 
-A character that none of them has (emoji, scripts such as Devanagari or Thai without a font) is
-written as its Unicode name in brackets (``[CAT FACE]``) or code point (``[U+0E01]``) instead of a
-box, so the text stays readable; invisible modifiers (variation selectors, joiners, combining marks
-without a glyph) are dropped. The label files (``*_labels.json``, the PNG text chunk) always keep
-the exact label text.
+A combining mark, and a space, digit or punctuation sign, stays in the font of the character before
+it when that font has it, so a word is shaped in one font. A character that no font has (emoji or
+Devanagari without ``lseg[fonts]``, CJK without ``lseg[cjk]``) is written as its Unicode name in
+brackets (``[CAT FACE]``) or code point (``[U+0E01]``) instead of a box, so the text stays readable;
+invisible modifiers (variation selectors, joiners, combining marks without a glyph) are dropped. The
+label files (``*_labels.json``, the PNG text chunk) always keep the exact label text.
+
+Shaping: with Pillow's raqm layout (``PIL.features.check('raqm')``, true for Pillow's wheels where
+FriBiDi is found) Arabic letters are joined, Devanagari and the other Indic scripts get their
+conjuncts and vowel signs, and right-to-left text reads right to left. Without raqm, Pillow's basic
+layout draws one glyph per character: the text is put in visual order here first (right-to-left
+stretches reversed, numbers kept left to right), so Hebrew reads correctly and Arabic has its letters
+in the right order but unjoined (isolated forms); Devanagari and the other Indic scripts are drawn
+unshaped (no conjuncts, vowel signs where they are typed), Thai is readable.
 """
 
 from __future__ import annotations
@@ -20,37 +34,55 @@ from __future__ import annotations
 import functools
 import importlib.util
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from PIL import ImageDraw, ImageFont
+from PIL import ImageDraw, ImageFont, features
 
-__all__ = ["TextRenderer", "font_files"]
+__all__ = ["TextRenderer", "font_files", "font_for"]
+
+#: Pillow's raqm layout (shaping and bidirectional text) is available.
+_RAQM: bool = bool(features.check("raqm"))
+
+_ELLIPSIS = "\u2026"
+
+
+def _package_dir(package: str) -> Path | None:
+    """The folder of an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return next((Path(root) for root in spec.submodule_search_locations if Path(root).is_dir()), None)
 
 
 def _package_file(package: str, *parts: str) -> Path | None:
     """A data file of an installed package, found without importing the package."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for root in spec.submodule_search_locations:
-        path = Path(root).joinpath(*parts)
-        if path.is_file():
-            return path
-    return None
+    root = _package_dir(package)
+    path = root.joinpath(*parts) if root is not None else None
+    return path if path is not None and path.is_file() else None
 
 
 @functools.lru_cache(maxsize=1)
 def font_files() -> tuple[Path, ...]:
     """The font files used, in fallback order (see the module docstring)."""
+    noto = _package_dir("manimgx_fonts")
+    ttfs = sorted(noto.glob("*.ttf")) if noto is not None else []
+    noto_sans = [p for p in ttfs if p.name.startswith("NotoSans[")]
+    last = [p for p in ttfs if p.name.startswith(("NotoSansSymbols", "NotoEmoji"))]
+    scripts = [p for p in ttfs if p.name.startswith("NotoSans") and p not in noto_sans and p not in last
+               and "Italic" not in p.name]
     candidates = (
         _package_file("matplotlib", "mpl-data", "fonts", "ttf", "DejaVuSans.ttf"),
+        *noto_sans,
+        *scripts,
         _package_file("mplfonts", "fonts", "NotoSansCJKsc-Regular.otf"),
+        *sorted(last, key=lambda p: p.name.startswith("NotoEmoji")),  # symbols, then emoji
     )
     return tuple(p for p in candidates if p is not None)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=64)
 def _coverage(path: Path) -> frozenset[int]:
     """Code points that the font at ``path`` has glyphs for (its cmap)."""
     from fontTools.ttLib import TTFont
@@ -59,11 +91,53 @@ def _coverage(path: Path) -> frozenset[int]:
         return frozenset(font.getBestCmap() or ())
 
 
-@functools.lru_cache(maxsize=32)
-def _font(path: Path | None, size: int) -> Any:
+_ASCII = frozenset(range(32, 127))
+
+
+def _chain(files: Iterable[Path]) -> list[Path | None]:
+    return list(files) or [None]  # no font package: Pillow's own (ASCII)
+
+
+def _covers(path: Path | None, cp: int) -> bool:
+    """The font at ``path`` (``None``: Pillow's own) has the code point ``cp`` (cmaps read when first
+    needed: a Latin label never opens the script fonts)."""
+    return cp in (_ASCII if path is None else _coverage(path))
+
+
+def _sticky(ch: str) -> bool:
+    """A character that may stay in the previous character's font: a combining mark, a joiner, a
+    space, a digit or a punctuation sign (so a word, its marks and a phrase are drawn in one font)."""
+    return unicodedata.category(ch)[0] in "MZNPC" or unicodedata.category(ch) == "Sk"
+
+
+def _choose(chain: list[Path | None], text: str, i: int, prev: int | None) -> int | None:
+    """Index in ``chain`` of the font that draws ``text[i]``, the previous character being drawn
+    with font ``prev``: ``prev`` for a mark it has, and for a space, digit or punctuation sign it
+    has when the next letter is drawn with it too (or none follows); else the first that has it."""
+    cp = ord(text[i])
+    if prev is not None and _covers(chain[prev], cp) and _sticky(text[i]):
+        if unicodedata.category(text[i])[0] == "M":
+            return prev
+        nxt = next((j for j in range(i + 1, len(text)) if not _sticky(text[j])), None)
+        if nxt is None or _choose(chain, text, nxt, None) == prev:
+            return prev
+    return next((k for k, path in enumerate(chain) if _covers(path, cp)), None)
+
+
+def font_for(ch: str) -> Path | None:
+    """The font file that draws the character ``ch`` (the first in :func:`font_files` that has it),
+    or ``None`` when none has it (it is then written as its name, see the module docstring)."""
+    chain = _chain(font_files())
+    i = _choose(chain, ch, 0, None)
+    return None if i is None else chain[i]
+
+
+@functools.lru_cache(maxsize=256)
+def _font(path: Path | None, size: int, raqm: bool) -> Any:
     if path is None:
         return ImageFont.load_default(size=size)
-    return ImageFont.truetype(str(path), size=size)
+    engine = ImageFont.Layout.RAQM if raqm else ImageFont.Layout.BASIC
+    return ImageFont.truetype(str(path), size=size, layout_engine=engine)
 
 
 def _stand_in(ch: str) -> str:
@@ -76,43 +150,158 @@ def _stand_in(ch: str) -> str:
     return f"[U+{ord(ch):04X}]"
 
 
+def _joins_previous(text: str, i: int) -> bool:
+    """``text[i]`` belongs to the cluster of ``text[i - 1]`` (a mark, a joiner, after a virama)."""
+    ch, prev = text[i], text[i - 1]
+    return (unicodedata.category(ch)[0] == "M" or ch in "\u200c\u200d" or 0xFE00 <= ord(ch) <= 0xFE0F
+            or prev == "\u200d" or unicodedata.combining(prev) == 9)  # 9: virama (conjunct follows)
+
+
+def _clusters(text: str) -> list[str]:
+    """``text`` cut where a line may break (never inside a base letter with its marks)."""
+    out: list[str] = []
+    for i, ch in enumerate(text):
+        if out and _joins_previous(text, i):
+            out[-1] += ch
+        else:
+            out.append(ch)
+    return out
+
+
+def _visual_order(text: str) -> str:
+    """``text`` in display order for Pillow's basic layout (no raqm): a small bidirectional
+    algorithm on clusters (rules W/N/L2 of UAX #9, without explicit embeddings): right-to-left
+    stretches reversed, numbers in them kept left to right, the paragraph direction from the first
+    strong character."""
+    clusters = _clusters(text)
+    kinds = []
+    for c in clusters:
+        bidi = unicodedata.bidirectional(c[0])
+        kinds.append("R" if bidi in ("R", "AL") else "L" if bidi == "L" else "EN" if bidi in ("EN", "AN") else "N")
+    if "R" not in kinds:
+        return text
+    para = next(k for k in kinds if k in "LR")
+    strong = []  # a number counts as the strong direction before it when neutrals are resolved
+    for kind in kinds:
+        strong.append(kind if kind != "EN" else next((k for k in reversed(strong) if k in "LR"), para))
+    levels = []
+    for i, kind in enumerate(kinds):
+        if kind == "EN":  # a number: left to right inside any stretch
+            levels.append(2 if strong[i] == "R" or para == "R" else 0)
+            continue
+        if kind == "N":
+            before = next((k for k in reversed(strong[:i]) if k in "LR"), para)
+            after = next((k for k in strong[i + 1:] if k in "LR"), para)
+            kind = before if before == after else para
+        levels.append((1 if kind == "R" else 0) if para == "L" else (1 if kind == "R" else 2))
+    order = list(range(len(clusters)))
+    for level in range(max(levels), 0, -1):  # L2: reverse every stretch at this level or higher
+        i = 0
+        while i < len(order):
+            if levels[order[i]] >= level:
+                j = i
+                while j < len(order) and levels[order[j]] >= level:
+                    j += 1
+                order[i:j] = order[i:j][::-1]
+                i = j
+            else:
+                i += 1
+    return "".join(clusters[i] for i in order)
+
+
 class TextRenderer:
-    """Measure and draw one line of text at ``size`` pixels with the font fallback chain."""
+    """Measure, wrap and draw one line of text at ``size`` pixels with the font fallback chain."""
 
     def __init__(self, size: int) -> None:
         self.size = max(1, int(size))
-        files = font_files()
-        self._fonts: list[tuple[Any, frozenset[int] | None]] = [
-            (_font(p, self.size), _coverage(p)) for p in files
-        ]
-        if not self._fonts:  # no font package: Pillow's own (ASCII)
-            self._fonts = [(_font(None, self.size), frozenset(range(32, 127)))]
+        self._raqm = _RAQM
+        self._chain = _chain(font_files())
+        #: Baseline below the top of a line: the first font's ascent (the one most text is in).
+        self.ascent = self.font(0).getmetrics()[0]
+
+    def font(self, index: int) -> Any:
+        """The Pillow font of ``font_files()[index]`` at this size (loaded when first drawn with)."""
+        return _font(self._chain[index], self.size, self._raqm)
 
     def runs(self, text: str) -> list[tuple[Any, str]]:
-        """``text`` split into ``(font, substring)`` runs; characters without a font replaced."""
-        out: list[tuple[Any, str]] = []
-        for ch in " ".join(text.split()):
-            font = next((f for f, cov in self._fonts if cov is None or ord(ch) in cov), None)
-            if font is None:
-                ascii_font = self._fonts[0][0]
+        """``text`` split into ``(font, substring)`` runs, in drawing order (left to right; without
+        raqm in visual order already); characters without a font replaced (module docstring)."""
+        text = " ".join(text.split())
+        if not self._raqm:
+            text = _visual_order(text)
+        out: list[tuple[int, str]] = []
+        for i, ch in enumerate(text):
+            index = _choose(self._chain, text, i, out[-1][0] if out else None)
+            if index is None:
                 piece = _stand_in(ch)
                 if not piece:
                     continue
-                font, ch = ascii_font, piece
-            if out and out[-1][0] is font:
-                out[-1] = (font, out[-1][1] + ch)
+                index, ch = 0, piece
+            if out and out[-1][0] == index:
+                out[-1] = (index, out[-1][1] + ch)
             else:
-                out.append((font, ch))
-        return out
+                out.append((index, ch))
+        return [(self.font(i), s) for i, s in out]
 
     def width(self, text: str) -> int:
         return int(sum(font.getlength(s) for font, s in self.runs(text)) + 0.5)
+
+    def wrap(self, text: str, max_width: int, max_lines: int = 2) -> list[str]:
+        """``text`` broken into at most ``max_lines`` lines no wider than ``max_width`` pixels: at
+        spaces where it can, else between characters (never inside a letter with its marks); what
+        does not fit ends the last line with an ellipsis ('…')."""
+        text = " ".join(text.split())
+        if self.width(text) <= max_width or max_width <= 0:
+            return [text]
+        lines: list[str] = []
+        rest = text
+        while rest and len(lines) < max_lines - 1:
+            line, rest = self._take_line(rest, max_width)
+            lines.append(line)
+        if rest:
+            lines.append(rest if self.width(rest) <= max_width else self._ellipsized(rest, max_width))
+        return lines
+
+    def fit(self, text: str, max_width: int) -> str:
+        """``text`` on one line of at most ``max_width`` pixels (cut with an ellipsis if longer)."""
+        return self.wrap(text, max_width, 1)[0]
+
+    def _longest_prefix(self, clusters: list[str], fits: Any) -> int:
+        """The most clusters ``n`` (at least 1) for which ``fits(''.join(clusters[:n]))`` holds."""
+        lo, hi = 1, len(clusters)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if fits("".join(clusters[:mid])):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def _take_line(self, text: str, max_width: int) -> tuple[str, str]:
+        """The first line of ``text`` (at most ``max_width``) and the rest."""
+        words = text.split(" ")
+        line = ""
+        for i, word in enumerate(words):
+            candidate = f"{line} {word}" if line else word
+            if self.width(candidate) <= max_width:
+                line = candidate
+                continue
+            if line:  # break at the space before this word
+                return line, " ".join(words[i:])
+            clusters = _clusters(word)  # one word wider than the line: break inside it
+            n = self._longest_prefix(clusters, lambda s: self.width(s) <= max_width)
+            return "".join(clusters[:n]), " ".join(["".join(clusters[n:]), *words[i + 1:]]).strip()
+        return line, ""
+
+    def _ellipsized(self, text: str, max_width: int) -> str:
+        clusters = _clusters(text)
+        n = self._longest_prefix(clusters, lambda s: self.width(s.rstrip() + _ELLIPSIS) <= max_width)
+        return "".join(clusters[:n]).rstrip() + _ELLIPSIS
 
     def draw(self, draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str,
              fill: tuple[int, int, int] = (0, 0, 0)) -> None:
         """Draw ``text`` with its top-left corner at ``xy`` (the runs share a baseline)."""
         x, y = xy
-        ascent = max(font.getmetrics()[0] for font, _ in self._fonts)
         for font, s in self.runs(text):
-            draw.text((x, y + ascent), s, font=font, fill=fill, anchor="ls")
+            draw.text((x, y + self.ascent), s, font=font, fill=fill, anchor="ls")
             x += font.getlength(s)

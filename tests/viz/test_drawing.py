@@ -9,7 +9,17 @@ import pytest
 from PIL import Image
 
 from lseg.io import load_image, save_png
-from lseg.viz import VIRIDIS_ANCHORS, colormap, grid, heatmaps, overlay, palette
+from lseg.viz import (
+    VIRIDIS_ANCHORS,
+    colormap,
+    grid,
+    heatmaps,
+    legend_font_size,
+    legend_limits,
+    overlay,
+    palette,
+)
+from lseg.viz.drawing import _Item, _legend_layout
 
 RNG = np.random.default_rng(7)
 
@@ -90,6 +100,92 @@ def test_overlay_unicode_labels_never_crash(monkeypatch: pytest.MonkeyPatch, wit
     ids = np.arange(len(labels)).repeat(4).reshape(4, -1)
     out = overlay(np.full((4, 8, 3), 90, np.uint8), ids, labels)
     assert out.mode == "RGB" and out.width > 8
+
+
+# Issue 23, item 18: the legend is sized from the photo it sits beside and stays within a band.
+
+LONG_LABEL = ("a red bicycle leaning against a weathered brick wall beside a green door under a striped awning "
+              "on a sunny afternoon, " * 4)[:300]
+COMMON = ["sky", "building", "tree", "road", "sidewalk", "person", "car", "bicycle", "traffic light", "pole",
+          "grass", "dog", "cat", "bench", "window", "door", "sign", "fence", "water", "other"]
+
+
+def _bands(w: int, h: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """A grey ``w x h`` photo and ``k`` vertical bands of labels (all present)."""
+    ids = np.minimum(np.arange(w) * k // max(w, 1), k - 1)
+    return np.full((h, w, 3), 100, np.uint8), np.broadcast_to(ids, (h, w))
+
+
+def _within_limits(out: Image.Image, w: int, h: int) -> bool:
+    """The overlay is the photo plus one band no larger than legend_limits, on the right or below."""
+    right, below = legend_limits((w, h))["right"], legend_limits((w, h))["below"]
+    return (out.width - w <= right[0] and out.height <= max(h, right[1])) or \
+        (out.width <= max(w, below[0]) and out.height - h <= below[1])
+
+
+def test_legend_font_size_from_the_short_side() -> None:
+    assert legend_font_size((640, 480)) == 16 and legend_font_size((6000, 4000)) == 133
+    assert legend_font_size((4000, 40)) == 12 and legend_font_size((40, 4000)) == 12  # not from the long side
+    assert legend_limits((451, 300)) == {"right": (225, 300), "below": (451, 192)}
+    assert legend_limits((4000, 40)) == {"right": (2000, 192), "below": (4000, 192)}
+
+
+def test_overlay_long_label_wrapped_not_widened() -> None:
+    photo, ids = _bands(451, 300, 4)  # was 2648 px wide: the 300 characters on one line
+    out = overlay(photo, ids, ["sky", LONG_LABEL, "grass", "other"])
+    assert out.height == 300 and 451 < out.width <= 451 + 225
+    layout = _legend_layout((451, 300), [_Item((1, 2, 3), t, 0.25) for t in ["sky", LONG_LABEL, "grass", "other"]], 0)
+    lines = {item.label: lines for item, lines, _, _ in layout.placed}
+    assert lines["sky"] == ["sky"] and len(lines[LONG_LABEL]) == 2 and lines[LONG_LABEL][-1].endswith("\u2026")
+    assert LONG_LABEL.startswith(lines[LONG_LABEL][0])
+
+
+def test_overlay_of_a_strip_keeps_its_width() -> None:
+    photo, ids = _bands(4000, 40, 4)  # was 4681x753: 89 px text sized from the 4000 px side
+    out = overlay(photo, ids, ["sky", "building", "tree", "other"])
+    assert out.width == 4000 and 40 < out.height <= 40 + 2 * 6 + 20  # one row of 12 px entries below
+    tall = overlay(*_bands(40, 4000, 4), ["sky", "building", "tree", "other"])
+    assert tall.height == 4000 and 40 < tall.width <= 40 + 16 * 12  # a column on the right
+
+
+@pytest.mark.parametrize("size", [(8, 5), (80, 60), (100, 30), (451, 300), (640, 480), (4000, 40), (40, 4000),
+                                  (1920, 1080)])
+@pytest.mark.parametrize("k", [4, 40, 300])
+def test_overlay_size_within_legend_limits(size: tuple[int, int], k: int) -> None:
+    w, h = size
+    labels = [f"label {i}" + (" with a longer description of the thing" if i % 5 == 0 else "") for i in range(k)]
+    out = overlay(*_bands(w, h, k), labels)
+    assert _within_limits(out, w, h), (size, k, out.size)
+    np.testing.assert_array_equal(np.asarray(out)[:h, :w], np.asarray(overlay(*_bands(w, h, k), labels, legend=False)))
+
+
+@pytest.mark.parametrize("k", [4, 20])
+def test_legend_readable_for_a_normal_photo(k: int) -> None:
+    """640x480 with 4-20 labels: every label, one line each, 16 px text, one column on the right."""
+    out = overlay(*_bands(640, 480, k), COMMON[-k:])
+    assert out.height == 480 and 640 + 100 < out.width <= 640 + 200
+    assert _swatch_order(out, 640, palette(k)) == list(range(k))
+    layout = _legend_layout((640, 480), [_Item((1, 2, 3), t, 1 / k) for t in COMMON[-k:]], 0)
+    assert layout.side == "right" and layout.metrics.size == 16 and len(layout.placed) == k
+    assert {x for _, _, x, _ in layout.placed} == {layout.metrics.pad}  # one column
+    assert all(len(lines) == 1 for _, lines, _, _ in layout.placed)
+
+
+def test_legend_too_many_labels_shrinks_then_lists_the_largest() -> None:
+    k = 300
+    items = [_Item((1, 2, 3), f"label number {i}", (i + 1) / (k * (k + 1) / 2)) for i in range(k)]
+    layout = _legend_layout((640, 480), items, 0)
+    shown = [item for item, _, _, _ in layout.placed]
+    assert layout.metrics.size == 12  # shrunk from 16 before leaving labels out
+    assert shown[-1].colour is None and shown[-1].label == f"+ {k - len(shown) + 1} more labels"
+    assert [it.label for it in shown[:3]] == ["label number 299", "label number 298", "label number 297"]
+    limit_w, limit_h = legend_limits((640, 480))[layout.side]  # the side that shows more
+    assert layout.width <= limit_w and layout.height <= limit_h
+
+
+def test_heatmap_caption_cuts_a_long_name() -> None:
+    maps = heatmaps(np.zeros((1, 60, 90), np.float32), [LONG_LABEL], annotate=True)
+    assert maps[LONG_LABEL].width == 90 and maps[LONG_LABEL].height < 60 + 60
 
 
 def test_overlay_errors() -> None:
