@@ -6,6 +6,9 @@ logits at 480x480 for the ViT-L/16 ``LSegNet`` and the ResNet-101 ``LSegRNNetZS`
 
     python scripts/full_size_parity.py            # both
     python scripts/full_size_parity.py vit        # one
+
+``scripts/official_parity.py`` compares against the official lang-seg code itself instead (every
+released family, all numerics modes); this one needs nothing outside the repository.
 """
 
 from __future__ import annotations

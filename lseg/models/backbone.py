@@ -15,7 +15,7 @@ from __future__ import annotations
 import timm
 import torch
 import torch.nn.functional as F
-from timm.layers import use_fused_attn
+from timm.layers import Attention, use_fused_attn
 from torch import nn
 from torchvision.models import resnet
 
@@ -40,6 +40,32 @@ def resize_pos_embed(pos_embed: torch.Tensor, grid_h: int, grid_w: int, num_pref
     grid = F.interpolate(grid, size=(grid_h, grid_w), mode="bilinear")
     grid = grid.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, -1)
     return torch.cat([prefix, grid], dim=1)
+
+
+class OfficialAttention(Attention):
+    """timm's ViT attention computed in the op order of timm 0.4.12 (the official code's pin).
+
+    ``qkv(x)`` viewed as (B, N, 3, heads, C/heads) and permuted to (3, B, heads, N, C/heads); q, k and
+    v are strided views of it (indexed, not copied); the scores are ``(q @ k^T) * scale``, scaled
+    *after* the product; softmax over the last dim; ``(attn @ v)`` back to (B, N, C); ``proj``.
+    timm 1.x's explicit path instead scales a dense copy of q before the product: the same bits only
+    while the scale is a power of two (head width 64, as the released models) and the matmul kernel
+    does not care about q's layout; this class does not rely on either. The parameters are timm's
+    own (same module, same state dict); :meth:`ViTBackbone.set_explicit_attention` switches a block's
+    attention to this class and back. Only used for ``reference`` numerics at inference.
+    """
+
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
+    ) -> torch.Tensor:
+        if attn_mask is not None or is_causal:
+            raise ValueError("the official ViT attention takes no mask")
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+        attn = self.attn_drop(attn)
+        return self.proj_drop(self.proj((attn @ v).transpose(1, 2).reshape(b, n, c)))
 
 
 class ViTBackbone(nn.Module):
@@ -75,14 +101,21 @@ class ViTBackbone(nn.Module):
         self.embed_dim: int = self.vit.embed_dim
 
     def set_explicit_attention(self, explicit: bool) -> None:
-        """Compute attention as the official code's timm 0.4.12 does (``softmax(q k^T * scale) v``,
-        explicit matrices: ``explicit=True``, for ``reference`` numerics) or with timm's default
-        (fused ``scaled_dot_product_attention`` where timm uses it: ~1.25x faster on a CPU). With a
-        head width of 64 the scale is 1/8, exact in floating point, so timm's unfused path (which
-        scales q first) computes the same bits as 0.4.12's."""
+        """Compute attention as the official code's timm 0.4.12 does (:class:`OfficialAttention`:
+        explicit ``softmax((q @ k^T) * scale) @ v`` in 0.4.12's op order; ``explicit=True``, for
+        ``reference`` numerics) or with timm's own module and default (fused
+        ``scaled_dot_product_attention`` where timm uses it: ~1.25x faster on a CPU)."""
         fused = not explicit and use_fused_attn()
         for block in self.vit.blocks:
-            block.attn.fused_attn = fused
+            attn = block.attn
+            if type(attn) not in (Attention, OfficialAttention):
+                raise TypeError(f"unexpected ViT attention module {type(attn).__name__}")
+            extras = (getattr(attn, name, None) for name in ("q_norm", "k_norm", "norm"))
+            if explicit and (any(m is not None and not isinstance(m, nn.Identity) for m in extras)
+                             or getattr(attn, "gate", None) is not None):
+                raise ValueError("the official ViT attention has no q/k norm, output norm or gate")
+            attn.__class__ = OfficialAttention if explicit else Attention  # same parameters, other forward
+            attn.fused_attn = fused
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], tuple[int, int]]:
         """Run the ViT.

@@ -13,12 +13,15 @@ fast         fp32, trimmed      fp32         folded [1]_   channels-last   merge
 ============ ================== ============ ============= =============== =================== ==============
 
 .. [1] folded into the preceding conv on the fly at inference; parameters and state dict untouched.
-.. [2] ``softmax(q k^T / 8) v`` as matrices, as the official code's pinned timm 0.4.12 computes it
-   (:meth:`lseg.models.backbone.ViTBackbone.set_explicit_attention`); timm's default is the fused
+.. [2] ``softmax((q @ k^T) * scale) @ v`` as matrices, in the op order of the official code's pinned
+   timm 0.4.12 (:class:`lseg.models.backbone.OfficialAttention`, switched on by
+   :meth:`lseg.models.backbone.ViTBackbone.set_explicit_attention`); timm's default is the fused
    ``scaled_dot_product_attention``, ~1.25x faster on a CPU.
 
 * ``reference`` reproduces the official code op for op (fp32 weights only: it refuses weights that
-  were already rounded to bf16/fp16, and it overrides the precision policy).
+  were already rounded to bf16/fp16, and it overrides the precision policy): bit-identical logits
+  to the official ``isl-org/lang-seg`` code run on the same CPU with the same thread count
+  (``scripts/official_parity.py``; CPU kernels may split work, hence round, by thread count).
 * ``plain`` is what :class:`lseg.LSeg`, :func:`lseg.load_model` and :func:`lseg.create_model` return:
   the stored weights as they are, in their usual layout (what training, evaluation and ONNX export
   see).

@@ -51,20 +51,50 @@ def test_set_numerics_switches_mode_layout_and_precision():
 
 def test_reference_computes_attention_as_the_official_timm_does():
     """timm 0.4.12 (pinned by the official code) has no fused attention: reference numerics compute
-    it explicitly, the other modes use timm's default (fused on torch >= 2)."""
+    it explicitly in 0.4.12's op order (OfficialAttention), the other modes use timm's own module and
+    default (fused on torch >= 2)."""
+    from timm.layers import Attention
+
+    from lseg.models.backbone import OfficialAttention
+
     model = lseg.create_model("lseg_tiny_test")
-    fused = lambda: {b.attn.fused_attn for b in model.backbone.vit.blocks}
-    assert fused() == {True}
+    kinds = lambda: {(type(b.attn), b.attn.fused_attn) for b in model.backbone.vit.blocks}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert kinds() == {(Attention, True)}
     model.set_numerics("reference")
-    assert fused() == {False}
+    assert kinds() == {(OfficialAttention, False)}
+    assert model.state_dict().keys() == state.keys()  # the same parameters, only another forward
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         explicit = model.encode_image(x)
-        for block in model.backbone.vit.blocks:  # the same network through the fused kernel
-            block.attn.fused_attn = True
+        model.backbone.set_explicit_attention(False)  # the same network through timm's fused kernel
         torch.testing.assert_close(model.encode_image(x), explicit, atol=1e-5, rtol=1e-4)
     model.set_numerics("fast")
-    assert fused() == {True}
+    assert kinds() == {(Attention, True)}
+
+
+def test_official_attention_scales_the_scores_not_q():
+    """timm 0.4.12 computes ``(q @ k^T) * scale``; timm 1.x's explicit path ``(q * scale) @ k^T``.
+    With a head width whose scale is not a power of two (48 here) the two round differently; the
+    reference attention must be the former, bit for bit."""
+    from timm.layers import Attention
+
+    from lseg.models.backbone import OfficialAttention
+
+    torch.manual_seed(0)
+    attn = Attention(96, num_heads=2, qkv_bias=True).eval()
+    x = torch.randn(2, 37, 96)
+    with torch.no_grad():
+        qkv = attn.qkv(x).reshape(2, 37, 3, 2, 48).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        scores = ((q @ k.transpose(-2, -1)) * attn.scale).softmax(dim=-1)
+        expected = attn.proj((scores @ v).transpose(1, 2).reshape(2, 37, 96))
+        attn.fused_attn = False
+        timm_explicit = attn(x)
+        attn.__class__ = OfficialAttention
+        got = attn(x)
+    assert torch.equal(got, expected)
+    assert not torch.equal(timm_explicit, expected)  # the op order does show in the bits
 
 
 def test_reference_overrides_the_precision_in_the_same_call():
