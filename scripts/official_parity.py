@@ -28,7 +28,7 @@ statistics and affine parameters, LayerNorm parameters and every bias outside CL
 randomised (seeded), so that no op can hide behind a zero or a one. It saves its state dict with the
 Lightning ``net.`` prefix (the layout of the released checkpoints), the input and its logits (and,
 with ``--layers``, the intermediates) under a temporary folder. This process loads that state dict
-into lseg through its own key map (:func:`lseg.checkpoints.load_weights`), runs the same input in
+into lseg through its own key map (:func:`lseg.pretrained.checkpoints.load_weights`), runs the same input in
 each numerics mode and prints the comparison. Both processes use the same ``--threads``.
 
 Families (the released checkpoints' networks): ``demo`` (ViT-L/16 ``LSegNet``, the demo/ADE20K
@@ -315,7 +315,7 @@ def compare(family: str, *, src: Path, timm0412: Path, tiny: bool = False, size:
     """Official vs lseg logits of ``family`` in each numerics mode: ``{mode: {max_abs, mean_abs,
     argmax_agree, identical, first_divergence}}`` (``first_divergence`` with ``layers`` only)."""
     import lseg
-    from lseg.checkpoints import load_weights
+    from lseg.pretrained.checkpoints import load_weights
 
     out = run_official(family, src=src, timm0412=timm0412, tiny=tiny, size=size, batch=batch, threads=threads,
                        seed=seed, layers=layers, workdir=workdir)

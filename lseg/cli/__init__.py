@@ -7,8 +7,7 @@ written atomically, so an interrupted run leaves no half-written files and can s
 
 One module per command group (:mod:`~lseg.cli.segment`, :mod:`~lseg.cli.features`,
 :mod:`~lseg.cli.models`, :mod:`~lseg.cli.bench`), each with ``register(subparsers)``; the options
-several commands share in :mod:`lseg.cli.common`, their checks in :mod:`lseg.cli.validate`, the
-parser conventions in :mod:`lseg.cli.parser`. Typed configs become options through one mechanism,
+several commands share in :mod:`lseg.cli.common`, the parser conventions in :mod:`lseg.cli.parser`. Typed configs become options through one mechanism,
 :mod:`lseg.options`.
 """
 
@@ -22,7 +21,6 @@ from collections.abc import Callable, Sequence
 
 from lseg.cli import bench, features, models, segment
 from lseg.cli.parser import Parser
-from lseg.cli.validate import validate_args
 from lseg.errors import LSegError
 
 __all__ = ["EXTENSIONS", "build_parser", "main"]
@@ -81,7 +79,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
-        validate_args(args)  # every option, before any model or file work
         from lseg.inference.allocator import tune_allocator
 
         tune_allocator()  # before any model is built (see its docstring)

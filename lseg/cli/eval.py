@@ -23,9 +23,9 @@ import sys
 from dataclasses import dataclass
 
 from lseg.cli import common
-from lseg.cli.outputs import report_file
 from lseg.cli.parser import plain_doc
 from lseg.eval.config import EvalConfig
+from lseg.io.files import report_file
 from lseg.options import add_options, check_options, option, options_from_args
 
 __all__ = ["EvalRun", "register"]

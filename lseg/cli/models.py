@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass, field
 
 from lseg.cli.common import ArchOptions
-from lseg.cli.outputs import output_folder
 from lseg.errors import LSegError
+from lseg.io.files import output_folder
 from lseg.options import add_options, check_options, option, options_from_args
 
 __all__ = ["ConvertOptions", "DownloadOptions", "InfoOptions", "PathOptions", "register"]

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from lseg.inference.options import check_templates
+from lseg.io.files import output_folder
 from lseg.options import OptionError, check_options, option
 
 __all__ = [
@@ -65,7 +67,7 @@ class FeaturesOptions:
         quiet: no progress bar.
     """
 
-    out: str = option(short="-o", required=True)
+    out: str = option(short="-o", required=True, check=output_folder("out"))
     dtype: Literal["float16", "float32"] = "float16"
     resolution: str | None = option(None, metavar="half|input|original|HxW", check=_checked(parse_resolution))
     pca: bool = False
@@ -136,12 +138,12 @@ class QueryOptions:
 
     store: str = option(positional=True)
     labels: str = option(positional=True)
-    out: str = option(short="-o", required=True)
+    out: str = option(short="-o", required=True, check=output_folder("out"))
     frames: str | None = None
     reduced: bool = False
     heatmaps: bool = False
     scores: bool = False
-    templates: tuple[str, ...] = option((), flag="template", repeat=True)
+    templates: tuple[str, ...] = option((), flag="template", repeat=True, check=check_templates)
     overwrite: bool = False
     quiet: bool = option(False, short="-q")
 
@@ -195,7 +197,7 @@ class StoreExportOptions:
 
     store: str = option(positional=True)
     layout: Literal["openscene", "feature3dgs"] = option(required=True)
-    out: str = option(short="-o", required=True)
+    out: str = option(short="-o", required=True, check=output_folder("out"))
     reduced: bool = False
     overwrite: bool = False
     quiet: bool = option(False, short="-q")

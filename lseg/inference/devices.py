@@ -18,7 +18,8 @@ def check_device(device: str | torch.device, flag: str = "device") -> None:
     line naming ``flag`` (``--device`` on the command line)."""
     import torch  # here: the command line's parser imports this module and must start without torch
 
-    use_cpu = f"use {flag} cpu" if flag.startswith("-") else f"use {flag}='cpu'"
+    # the command line's --flag, a field marked for it (`device`: lseg.options), or Python's keyword
+    use_cpu = f"use {flag} cpu" if flag.startswith(("-", "`")) else f"use {flag}='cpu'"
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):

@@ -6,12 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from lseg.io.files import output_folder
 from lseg.options import OptionError, check_options, option
 
 __all__ = ["PredictorOptions", "SegmentOptions"]
 
 
-def _templates(value: tuple[str, ...]) -> tuple[str, ...]:
+def check_templates(value: tuple[str, ...]) -> tuple[str, ...]:
     from lseg.errors import LSegError
     from lseg.labels import validate_templates
 
@@ -43,7 +44,7 @@ class PredictorOptions:
     size: int | None = option(480, min=1, parse=lambda v: v or None)
     crop_size: int = option(480, min=32)
     stride: int | None = option(None, min=1)
-    templates: tuple[str, ...] = option((), flag="template", repeat=True, check=_templates)
+    templates: tuple[str, ...] = option((), flag="template", repeat=True, check=check_templates)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     batch_size: int = option(4, min=1)
     compile: bool = False
@@ -76,7 +77,7 @@ class SegmentOptions:
         quiet: no progress bar.
     """
 
-    out: str = option("lseg-output", short="-o")
+    out: str = option("lseg-output", short="-o", check=output_folder("out"))
     scores: bool = False
     heatmaps: bool = False
     multiscale: bool = False
