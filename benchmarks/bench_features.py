@@ -10,7 +10,7 @@ a local Ray cluster of ``--workers`` CPU workers (:func:`lseg.features.ray_expor
 cluster start-up excluded, actor start-up included). Each worker has one CPU (one torch thread: Ray sets
 ``OMP_NUM_THREADS=1``), the single process all of them (``torch.set_num_threads(cpu_count)``).
 
-Memory: :func:`lseg.features.store.reduce_store` (fit + writing the reduced maps) over a synthetic
+Memory: :func:`lseg.features.derived.reduce_store` (fit + writing the reduced maps) over a synthetic
 store of 100 and of 1,000 frames (512-d, ``--map`` pixels each), each in a fresh process; peak RSS
 is ``VmHWM``, and a process that only opens the store and reads one frame is the baseline.
 """
@@ -117,7 +117,8 @@ def _synthetic_store(path: Path, n_frames: int, hw: tuple[int, int], d: int = 51
 
 
 def _child(mode: str, store: str, k: int) -> None:
-    from lseg.features.store import FeatureStore, reduce_store
+    from lseg.features.derived import reduce_store
+    from lseg.features.store import FeatureStore
     from lseg.inference.predictor import tune_allocator
 
     tune_allocator()  # as `lseg store reduce` does

@@ -7,9 +7,9 @@ and what the command line needs (short alias, positional, how a text becomes the
   :class:`~lseg.errors.ConfigError` naming the field (``stride must be ...``);
 * :func:`add_options` turns the fields into ``argparse`` options and :func:`options_from_args` builds
   the dataclass back, naming the option in errors instead (``--stride must be ...``);
-* override options (``lseg train``, :func:`add_config_args` with ``overrides=True``): every field is a
-  ``--name VALUE`` option, absent unless given, its text parsed with YAML rules, because a recipe
-  or config file sits between the field's default and the command line.
+* override options (``lseg train``, :func:`add_override_options`): every field is a ``--name VALUE``
+  option, absent unless given, its text parsed with YAML rules, because a recipe or config file sits
+  between the field's default and the command line.
 
 This module is low in the package: it imports no other lseg module but :mod:`lseg.errors`, and
 pyyaml (the ``train`` extra) only when a YAML value is parsed.
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import inspect
 import re
 import types
@@ -30,14 +29,13 @@ from typing import Any, Literal
 from lseg.errors import ConfigError
 
 __all__ = [
-    "FIELD_DEFAULT",
-    "Flag",
-    "add_config_args",
+    "OptionError",
     "add_options",
+    "add_override_options",
     "check_options",
     "coerce_value",
-    "config_from_args",
     "field_defaults",
+    "field_docs",
     "field_types",
     "option",
     "options_from_args",
@@ -201,137 +199,22 @@ def type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-# ---------------------------------------------------------------------- options
+# ---------------------------------------------------------------------- override options
 
-class _FieldDefault:
-    def __repr__(self) -> str:
-        return "FIELD_DEFAULT"
-
-
-#: :attr:`Flag.default` when the option's default is the field's.
-FIELD_DEFAULT: Any = _FieldDefault()
-
-
-@dataclasses.dataclass(frozen=True)
-class Flag:
-    """How one config field shows on the command line; its type and default come from the field.
-
-    Attributes:
-        help: the option's help text (typed options show the default after it, see ``HelpFormatter``).
-        name: the option's name when it is not the field's (``fold`` for the field ``folds``).
-        aliases: more option strings (``("-d",)``).
-        metavar: the value's name in the help.
-        default: what the namespace holds when the option is absent, when that is not the field's
-            default: ``None`` for "derived" (``--protocol``) or "the field's default", as
-            :func:`config_from_args` leaves ``None`` out for a field that cannot be ``None``.
-        required: the option must be given; for an ``exclusive`` option: one of its group must be.
-        exclusive: options with the same name here form one mutually exclusive group.
-        positional: a positional argument named by the field (or ``name``), not an option.
-        repeat: the option may be given several times (a list of texts in the namespace; ``None``
-            when absent).
-        nargs: several values after one option (``"+"``) for a ``tuple[X, ...]`` field.
-        convert: the parsed option -> the field's value (``all`` -> ``(0, 1, 2, 3)``); default:
-            :func:`coerce_value` to the field's type.
-    """
-
-    help: str
-    name: str | None = None
-    aliases: tuple[str, ...] = ()
-    metavar: str | None = None
-    default: Any = FIELD_DEFAULT
-    required: bool = False
-    exclusive: str | None = None
-    positional: bool = False
-    repeat: bool = False
-    nargs: str | None = None
-    convert: Callable[[Any], Any] | None = None
-
-    def dest(self, field: str) -> str:
-        """The namespace attribute of the option (argparse's: the option name with ``_``)."""
-        return (self.name or field).replace("-", "_")
-
-
-def add_config_args(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
-    cls: type,
-    flags: Mapping[str, Flag] | None = None,
-    *,
-    overrides: bool = False,
-    aliases: Mapping[str, str] | None = None,
-) -> None:
-    """Add one option per field of the dataclass ``cls`` to ``parser`` (or an argument group).
-
-    Typed options (default): the fields named in ``flags``, in its order, each as its :class:`Flag`
-    says (a positional argument for :attr:`Flag.positional`); the option's type (``int``, ``float``,
-    ``str``), choices (``Literal``, of that type for numbers) and switch
-    (``bool``: ``--x`` for a ``False`` default, ``--x/--no-x`` for ``None``, the option named by the
-    :class:`Flag` turning a ``True`` default off) follow the annotation.
-
-    ``overrides=True``: every field (or those in ``flags``), ``--field-name VALUE`` with the raw
-    text kept, absent from the namespace unless given, help ``<description> (<type>, default
-    <value>)`` (the description from the class docstring: :func:`field_docs`); ``aliases`` maps
-    more option names to fields (``{"lr": "base_lr"}``). Read them back with
-    :func:`overrides_from_args`.
-    """
-    hints = field_types(cls)
-    defaults = field_defaults(cls)
-    docs = field_docs(cls) if overrides else {}
-    exclusive: dict[str, argparse._MutuallyExclusiveGroup] = {}
-    for name in list(flags) if flags is not None else list(hints):
-        tp = hints[name]
-        if overrides:
-            spec = (flags or {}).get(name)
-            options = ["--" + name.replace("_", "-")]
-            options += ["--" + a for a, target in (aliases or {}).items() if target == name]
-            extra: dict[str, Any] = {"nargs": "?", "const": "true"} if tp is bool else {}
-            parser.add_argument(
-                *options, dest=_OVERRIDE_PREFIX + name, default=argparse.SUPPRESS,
-                metavar="BOOL" if tp is bool else name.upper(),
-                help=spec.help if spec else (f"{docs[name]} " if name in docs else "")
-                + f"({type_name(tp)}, default {_shown(defaults[name])!r})", **extra,
-            )
-            continue
-        assert flags is not None
-        spec = flags[name]
-        if spec.positional:
-            options = [spec.dest(name)]  # argparse names a positional by its namespace attribute
-        else:
-            options = ["--" + (spec.name or name).replace("_", "-"), *spec.aliases]
-        default = defaults.get(name) if spec.default is FIELD_DEFAULT else spec.default
-        kwargs: dict[str, Any] = {"help": spec.help, "default": default}
-        if spec.positional and spec.nargs not in ("?", "*"):
-            kwargs.pop("default")  # always given: argparse refuses required= for a positional
-        elif spec.required and spec.exclusive:
-            kwargs["default"] = None  # the group is required, not each of its options
-        elif spec.required:
-            kwargs.update(required=True, default=None)  # no default to show
-        if spec.metavar:
-            kwargs["metavar"] = spec.metavar
-        base = _non_none(tp)
-        if spec.repeat:
-            # absent: None (argparse would append to a default list); the field's default then applies
-            kwargs.update(action="append", default=None)
-        elif base is bool:
-            # False: a switch that turns it on; True: one that turns it off (named so: --no-verify);
-            # None (three states: on, off, decided by another setting): --x / --no-x
-            kwargs["action"] = (argparse.BooleanOptionalAction if default is None else
-                                "store_false" if default else "store_true")
-        elif spec.nargs:
-            kwargs.update(nargs=spec.nargs, type=typing.get_args(base)[0])
-        elif typing.get_origin(base) is Literal:
-            kwargs["choices"] = typing.get_args(base)
-            kinds = {type(c) for c in kwargs["choices"]}
-            if len(kinds) == 1 and kinds <= {int, float}:
-                kwargs["type"] = kinds.pop()  # "1" on the command line is the choice 1
-        elif base in (int, float, str):
-            kwargs["type"] = base  # argparse's own one-line message for a bad number
-        # tuples and mappings stay text: `convert` or coerce_value reads them
-        target = parser
-        if spec.exclusive:
-            if spec.exclusive not in exclusive:
-                exclusive[spec.exclusive] = parser.add_mutually_exclusive_group(required=spec.required)
-            target = exclusive[spec.exclusive]
-        target.add_argument(*options, **kwargs)
+def add_override_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type,
+                         aliases: Mapping[str, str] | None = None) -> None:
+    """Every field of ``cls`` as ``--field-name VALUE`` with the raw text kept, absent from the
+    namespace unless given (``lseg train``: a recipe or config file sits between the field's default
+    and the command line), help ``<docstring entry> (<type>, default <value>)``; ``aliases`` maps more
+    option names to fields (``{"lr": "base_lr"}``). Read them back with :func:`overrides_from_args`."""
+    hints, defaults, docs = field_types(cls), field_defaults(cls), field_docs(cls)
+    for name, tp in hints.items():
+        options = ["--" + name.replace("_", "-")]
+        options += ["--" + a for a, target in (aliases or {}).items() if target == name]
+        extra: dict[str, Any] = {"nargs": "?", "const": "true"} if tp is bool else {}
+        text = (f"{docs[name]} " if name in docs else "") + f"({type_name(tp)}, default {_shown(defaults[name])!r})"
+        parser.add_argument(*options, dest=_OVERRIDE_PREFIX + name, default=argparse.SUPPRESS,
+                            metavar="BOOL" if tp is bool else name.upper(), help=text.replace("%", "%%"), **extra)
 
 
 def _shown(value: Any) -> Any:
@@ -346,34 +229,9 @@ def _non_none(tp: Any) -> Any:
     return tp
 
 
-def config_from_args(
-    cls: type, args: argparse.Namespace, flags: Mapping[str, Flag], computed: Mapping[str, Any] | None = None
-) -> Any:
-    """Build the dataclass ``cls`` from the typed options of ``flags`` in ``args``, and ``computed``.
-
-    Each option's value goes through its :attr:`Flag.convert` (or :func:`coerce_value`); ``None``
-    for a field that cannot be ``None`` is left out (the field's default applies). ``computed`` holds
-    the fields the command works out itself (``protocol`` from the dataset); they win over the options.
-    """
-    hints = field_types(cls)
-    kwargs: dict[str, Any] = dict(computed or {})
-    for name, spec in flags.items():
-        if name in kwargs:
-            continue
-        value = getattr(args, spec.dest(name))
-        if spec.convert is not None:
-            value = spec.convert(value)
-        elif value is not None:
-            value = coerce_value(value, hints[name], "--" + spec.dest(name).replace("_", "-"))
-        if value is None and type(None) not in typing.get_args(hints[name]):
-            continue
-        kwargs[name] = value
-    return cls(**kwargs)
-
-
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The override options given (:func:`add_config_args` with ``overrides=True``): field -> value,
-    texts parsed with YAML rules (:func:`parse_value`)."""
+    """The override options given (:func:`add_override_options`): field -> value, texts parsed with
+    YAML rules (:func:`parse_value`)."""
     return {
         key[len(_OVERRIDE_PREFIX):]: parse_value(value) if isinstance(value, str) else value
         for key, value in vars(args).items() if key.startswith(_OVERRIDE_PREFIX)
@@ -537,7 +395,8 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
         if dataclasses.is_dataclass(base):
             add_options(parser, base, exclude)
             continue
-        kwargs: dict[str, Any] = {"help": opt.help or docs.get(f.name, ""), "dest": f.name}
+        text = opt.help or docs.get(f.name, "")
+        kwargs: dict[str, Any] = {"help": text.replace("%", "%%"), "dest": f.name}  # argparse formats %
         default = defaults.get(f.name)
         if opt.positional:
             names = [f.name]
@@ -596,8 +455,3 @@ def options_from_args(cls: type, args: argparse.Namespace, **computed: Any) -> A
         return cls(**kwargs)
     except OptionError as e:
         raise ConfigError(e.named(_flag_names(cls))) from None
-
-
-@functools.cache
-def _docs(cls: type) -> dict[str, str]:
-    return field_docs(cls)

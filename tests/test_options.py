@@ -12,13 +12,11 @@ import pytest
 from lseg.cli import main
 from lseg.errors import ConfigError
 from lseg.options import (
-    Flag,
     OptionError,
-    add_config_args,
     add_options,
+    add_override_options,
     check_options,
     coerce_value,
-    config_from_args,
     field_defaults,
     field_types,
     option,
@@ -40,23 +38,6 @@ class Settings:
     verbose: bool = False
     flip: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-FLAGS = {
-    "name": Flag("a name", aliases=("-n",)),
-    "size": Flag("long side (0: native)", convert=lambda v: v or None),
-    "rate": Flag("a rate"),
-    "mode": Flag("how"),
-    "scales": Flag("comma-separated factors", name="scale"),
-    "verbose": Flag("say more"),
-    "flip": Flag("mirror too"),
-}
-
-
-def _parser(flags: dict[str, Flag] = FLAGS) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(exit_on_error=False)
-    add_config_args(p, Settings, flags)
-    return p
 
 
 def test_values_parse_with_yaml_rules():
@@ -87,115 +68,15 @@ def test_field_types_defaults_and_type_names():
     assert type_name(types["pair"]) == "float,float" and type_name(types["extra"]) == "YAML mapping"
 
 
-def test_typed_options_follow_the_annotations():
-    p = _parser()
-    args = p.parse_args([])
-    assert (args.name, args.size, args.rate, args.mode, args.verbose, args.flip) == ("x", 480, 0.5, "fast", False, None)
-    assert config_from_args(Settings, args, FLAGS) == Settings()
-    args = p.parse_args(["-n", "y", "--size", "0", "--rate", "0.25", "--mode", "slow", "--scale", "1,2",
-                         "--verbose", "--no-flip"])
-    cfg = config_from_args(Settings, args, FLAGS, {"pair": (1.0, 1.0), "rate": 0.75})
-    assert cfg == Settings(name="y", size=None, rate=0.75, mode="slow", scales=(1.0, 2.0), pair=(1.0, 1.0),
-                           verbose=True, flip=False)
-    with pytest.raises(argparse.ArgumentError, match="invalid int value"):
-        p.parse_args(["--size", "abc"])
-    with pytest.raises(argparse.ArgumentError, match="invalid choice"):
-        p.parse_args(["--mode", "medium"])
-    with pytest.raises(ConfigError, match="--scale must be a number"):
-        config_from_args(Settings, p.parse_args(["--scale", "a,b"]), FLAGS)
-
-
-def test_help_keeps_the_given_text_and_shows_defaults():
-    from lseg.cli.parser import HelpFormatter
-
-    p = argparse.ArgumentParser(formatter_class=HelpFormatter)
-    add_config_args(p, Settings, {**FLAGS, "name": Flag("a name", required=True),
-                                  "scales": Flag("factors (default: all)", default=None)})
-    text = " ".join(p.format_help().split())
-    assert "--size SIZE long side (0: native) (default: 480)" in text
-    assert "--name NAME a name" in text and "(default: x)" not in text  # required: no default shown
-    assert "--scales SCALES factors (default: all) --verbose" in text and "--flip, --no-flip mirror too" in text
-
-
-def test_repeated_options_collect_a_list():
-    flags = {"scales": Flag("one factor", name="scale", repeat=True, convert=lambda v: tuple(map(float, v or ())))}
-    p = _parser(flags)
-    assert p.parse_args([]).scale is None
-    assert config_from_args(Settings, p.parse_args(["--scale", "1", "--scale", "2"]), flags).scales == (1.0, 2.0)
-
 
 def test_override_options_keep_only_what_was_given():
     p = argparse.ArgumentParser()
-    add_config_args(p, Settings, overrides=True, aliases={"n": "name"})
+    add_override_options(p, Settings, aliases={"n": "name"})
     assert overrides_from_args(p.parse_args([])) == {}
     given = overrides_from_args(p.parse_args(["--n", "z", "--size", "null", "--verbose", "--pair", "[1, 2]"]))
     assert given == {"name": "z", "size": None, "verbose": True, "pair": [1, 2]}
     text = " ".join(p.format_help().split())
     assert "--pair PAIR (float,float, default [0.5, 2.0])" in text and "--verbose [BOOL]" in text
-
-
-@dataclass(frozen=True)
-class Run:
-    fps: float | None = None
-    every_n: int | None = None
-    size: tuple[int, ...] = (480,)
-    verify: bool = True
-
-
-RUN_FLAGS = {
-    "fps": Flag("frames per second", exclusive="frames"),
-    "every_n": Flag("every n-th frame", exclusive="frames"),
-    "size": Flag("S or H W", nargs="+", metavar="N"),
-    "verify": Flag("do not verify", name="no-verify"),
-}
-
-
-def test_exclusive_groups_several_values_and_off_switches():
-    p = argparse.ArgumentParser(exit_on_error=False)
-    add_config_args(p, Run, RUN_FLAGS)
-    assert config_from_args(Run, p.parse_args([]), RUN_FLAGS) == Run()
-    args = p.parse_args(["--every-n", "2", "--size", "64", "96", "--no-verify"])
-    assert config_from_args(Run, args, RUN_FLAGS) == Run(every_n=2, size=(64, 96), verify=False)
-    with pytest.raises(argparse.ArgumentError, match="not allowed with argument"):
-        p.parse_args(["--fps", "1", "--every-n", "2"])
-
-
-@dataclass(frozen=True)
-class Job:
-    source: str
-    names: tuple[str, ...]
-    k: int
-    level: Literal[1, 2] | None = None
-    checkpoint: str | None = None
-    random: str | None = None
-
-
-JOB_FLAGS = {
-    "source": Flag("where from", positional=True),
-    "k": Flag("", positional=True),
-    "names": Flag("names, or all", positional=True, nargs="+", metavar="NAME"),
-    "level": Flag("1 or 2"),
-    "checkpoint": Flag("a file", aliases=("-c",), exclusive="model", required=True),
-    "random": Flag("a random one", metavar="MODEL", exclusive="model", required=True),
-}
-
-
-def test_positionals_numeric_choices_and_required_exclusive_groups():
-    p = argparse.ArgumentParser(prog="x", exit_on_error=False)
-    add_config_args(p, Job, JOB_FLAGS)
-    args = p.parse_args(["s", "3", "a", "b", "--level", "2", "-c", "f"])
-    assert (args.source, args.k, args.names, args.level) == ("s", 3, ["a", "b"], 2)
-    assert config_from_args(Job, args, JOB_FLAGS) == Job("s", ("a", "b"), 3, 2, "f", None)
-    usage = " ".join(p.format_usage().split())
-    assert usage == "usage: x [-h] [--level {1,2}] (--checkpoint CHECKPOINT | --random MODEL) source k NAME [NAME ...]"
-    with pytest.raises(argparse.ArgumentError, match="invalid choice"):
-        p.parse_args(["s", "3", "a", "--level", "3", "-c", "f"])
-    with pytest.raises(argparse.ArgumentError, match="not allowed with argument"):
-        p.parse_args(["s", "3", "a", "-c", "f", "--random", "m"])
-    with pytest.raises(SystemExit):  # one of --checkpoint / --random is required
-        p.parse_args(["s", "3", "a"])
-    with pytest.raises(argparse.ArgumentError, match="invalid int value"):  # k is a number
-        p.parse_args(["s", "x", "a", "-c", "f"])
 
 
 def test_override_options_take_their_help_from_the_class_docstring(capsys):
@@ -300,3 +181,50 @@ def test_declared_options_make_the_command_line_and_check_alike():
         Declared("s", ("a",), rate=2.0)
     normalised = Declared("s", ["a"], count="5")  # type: ignore[arg-type]
     assert normalised.names == ("a",) and normalised.count == 6
+
+
+@dataclass(frozen=True)
+class Choices:
+    """Choices, three-state switches, comma lists and exclusive groups.
+
+    Attributes:
+        mode: how.
+        level: 1 or 2.
+        flip: mirror too.
+        scales: comma-separated factors.
+        checkpoint: a file.
+        random: a random one.
+    """
+
+    mode: Literal["fast", "slow"] = "fast"
+    level: Literal[1, 2] | None = None
+    flip: bool | None = None
+    scales: tuple[float, ...] = option((1.0,), gt=0)
+    checkpoint: str | None = option(None, short="-c", exclusive="model", required=True)
+    random: str | None = option(None, metavar="MODEL", exclusive="model", required=True)
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+
+def test_choices_switches_lists_and_exclusive_groups():
+    p = argparse.ArgumentParser(prog="x", exit_on_error=False)
+    add_options(p, Choices)
+    usage = " ".join(p.format_usage().split())
+    assert usage == ("usage: x [-h] [--mode {fast,slow}] [--level {1,2}] [--flip | --no-flip] [--scales SCALES] "
+                     "(--checkpoint CHECKPOINT | --random MODEL)")
+    args = p.parse_args(["--mode", "slow", "--level", "2", "--no-flip", "--scales", "0.5,2", "-c", "f"])
+    assert options_from_args(Choices, args) == Choices("slow", 2, False, (0.5, 2.0), "f", None)
+    assert options_from_args(Choices, p.parse_args(["--random", "m"])).flip is None
+    with pytest.raises(argparse.ArgumentError, match="invalid choice"):
+        p.parse_args(["--level", "3", "-c", "f"])
+    with pytest.raises(argparse.ArgumentError, match="not allowed with argument"):
+        p.parse_args(["-c", "f", "--random", "m"])
+    with pytest.raises(SystemExit):  # one of --checkpoint / --random is required
+        p.parse_args([])
+    with pytest.raises(ConfigError, match="^--scales must be a number"):
+        options_from_args(Choices, p.parse_args(["--scales", "a,b", "-c", "f"]))
+    with pytest.raises(ConfigError, match="^--scales must be positive, got -1"):
+        options_from_args(Choices, p.parse_args(["--scales", "1,-1", "-c", "f"]))
+    with pytest.raises(ConfigError, match="^mode must be one of 'fast', 'slow', got 'medium'"):
+        Choices(mode="medium")  # type: ignore[arg-type]

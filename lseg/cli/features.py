@@ -200,7 +200,8 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 
 def _cmd_store(args: argparse.Namespace) -> int:
-    from lseg.features.store import FeatureStore, LayoutWriter, ReduceWriter
+    from lseg.features.derived import LayoutWriter, ReduceWriter
+    from lseg.features.store import FeatureStore
     from lseg.jobs.engine import run_job
 
     if args.store_command == "reduce":

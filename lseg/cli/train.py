@@ -21,7 +21,7 @@ from typing import Any
 
 from lseg.cli.parser import plain_doc
 from lseg.errors import ConfigError
-from lseg.options import OptionError, add_config_args, overrides_from_args, parse_value
+from lseg.options import OptionError, add_override_options, overrides_from_args, parse_value
 from lseg.train.config import TrainConfig
 from lseg.train.recipes import RECIPES, list_recipes, load_config
 
@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.add_argument("--list-recipes", action="store_true", help="list the built-in recipes and exit")
     fields = p.add_argument_group("config fields (see lseg.train.TrainConfig)")
-    add_config_args(fields, TrainConfig, overrides=True, aliases=_ALIASES)
+    add_override_options(fields, TrainConfig, aliases=_ALIASES)
     p.set_defaults(func=_cmd_train)
 
 

@@ -10,15 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from lseg.inference.options import ADE20K_SCALES
 from lseg.options import OptionError, check_options, option
 
 __all__ = ["ADE20K_SCALES", "EvalConfig", "Protocol"]
 
 Protocol = Literal["semantic", "open-vocab", "fewshot"]
 
-#: The reference ``MultiEvalModule`` scales (of ``base_size``); the same tuple as
-#: :data:`lseg.inference.predictor.ADE20K_SCALES`, here without its torch import (a test keeps them equal).
-ADE20K_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 
 def _templates(value: tuple[str, ...]) -> tuple[str, ...]:

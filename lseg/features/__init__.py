@@ -1,4 +1,5 @@
-"""Dense pixel features for 3D and robotics pipelines.
+"""Dense pixel features for 3D and robotics pipelines; every writer here runs on the batch engine
+(:mod:`lseg.jobs.engine`).
 
 * :mod:`~lseg.features.export`: the ``npy`` layout (one array per image / video frame), sharding helpers;
 * :mod:`~lseg.features.presets`: reference-exact preprocessing presets (reference evaluator, OpenScene,
@@ -8,50 +9,31 @@
 * :mod:`~lseg.features.reduce`: scene-level PCA fitted in one streaming pass, with ``decode()``;
 * :mod:`~lseg.features.query`: label maps / similarity maps from a store without the image encoder;
 * :mod:`~lseg.features.ray_export`: the store export on Ray Data (optional ``lseg[scale]``);
-* :mod:`~lseg.features.options`: the commands' settings.
+* :mod:`~lseg.features.options`: the commands' settings (no torch: the command line's help imports them).
 
-Every writer here runs on the batch engine (:mod:`lseg.jobs.engine`).
+Names are imported on first use.
 """
 
-from lseg.features.export import (
-    DTYPES,
-    FRAMES_INDEX,
-    MANIFEST,
-    combine_shards,
-    export_features,
-    iter_resized_embeddings,
-    resize_embeddings,
-    torchrun_rank,
-)
-from lseg.features.options import parse_resolution, parse_shard
-from lseg.features.presets import PRESETS, FeatureExtractor, Preset, get_preset
-from lseg.features.query import query_store
-from lseg.features.reduce import PCAFit, Reduction, fit_reduction
-from lseg.features.store import FeatureStore, export_layout, export_store, reduce_store
-from lseg.jobs.engine import Report
+from __future__ import annotations
 
-__all__ = [
-    "DTYPES",
-    "FRAMES_INDEX",
-    "MANIFEST",
-    "PRESETS",
-    "FeatureExtractor",
-    "FeatureStore",
-    "PCAFit",
-    "Preset",
-    "Reduction",
-    "Report",
-    "combine_shards",
-    "export_features",
-    "export_layout",
-    "export_store",
-    "fit_reduction",
-    "get_preset",
-    "iter_resized_embeddings",
-    "parse_resolution",
-    "parse_shard",
-    "query_store",
-    "reduce_store",
-    "resize_embeddings",
-    "torchrun_rank",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DTYPES": "export", "FRAMES_INDEX": "export", "MANIFEST": "export", "combine_shards": "export",
+    "export_features": "export", "iter_resized_embeddings": "export", "resize_embeddings": "export",
+    "torchrun_rank": "export", "parse_resolution": "options", "parse_shard": "options", "PRESETS": "presets",
+    "FeatureExtractor": "presets", "Preset": "presets", "get_preset": "presets", "query_store": "query",
+    "PCAFit": "reduce", "Reduction": "reduce", "fit_reduction": "reduce", "FeatureStore": "store",
+    "export_layout": "derived", "export_store": "store", "reduce_store": "derived",
+}
+__all__ = ["DTYPES", "FRAMES_INDEX", "MANIFEST", "PRESETS", "FeatureExtractor", "FeatureStore", "PCAFit", "Preset",
+           "Reduction", "combine_shards", "export_features", "export_layout", "export_store", "fit_reduction",
+           "get_preset", "iter_resized_embeddings", "parse_resolution", "parse_shard", "query_store", "reduce_store",
+           "resize_embeddings", "torchrun_rank"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lseg.features' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"lseg.features.{_EXPORTS[name]}"), name)

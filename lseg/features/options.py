@@ -57,8 +57,8 @@ class FeaturesOptions:
     Attributes:
         out: output folder.
         dtype: stored dtype (--format npy).
-        resolution: half: the network's output (default; with --format store: the preset's own); input: the
-            working size; original: the image's size; HxW: that size (upsampled bilinearly and re-normalised).
+        resolution: half: the network's output (unset: half, or with --format store the preset's own); input:
+            the working size; original: the image's size; HxW: that size (upsampled bilinearly, re-normalised).
         pca: also write <stem>_pca.png, 3 principal components (--format npy).
         fps: videos: sample at most this many frames/s.
         every_n: videos: every n-th frame.
@@ -88,10 +88,10 @@ class StoreOptions:
     """How ``lseg features --format store`` extracts and stores (:mod:`lseg.features.store`).
 
     Attributes:
-        format: npy: one .npy per image/frame (default); store: one self-describing store (fp16 safetensors
-            shards + index.json) that `lseg query` reads.
-        preset: preprocessing recipe (lseg.features.presets): ours (default), the reference evaluator (6 scales
-            + flip, or -ss: single scale + flip), OpenScene's or VLMaps' extractor.
+        format: npy: one .npy per image/frame; store: one self-describing store (fp16 safetensors shards +
+            index.json) that `lseg query` reads.
+        preset: preprocessing recipe (lseg.features.presets): ours, the reference evaluator (6 scales + flip, or
+            -ss: single scale + flip), OpenScene's or VLMaps' extractor.
         scales: evaluator presets: comma-separated scales (e.g. 0.75,1,1.25,1.75).
         flip: evaluator presets: add the mirrored image's map.
         reduce: also fit a K-d scene PCA over all frames (streaming) and store the reduced maps.
@@ -99,7 +99,7 @@ class StoreOptions:
         engine: ray: spread the units over Ray Data actors (pip install 'lseg[scale]').
         workers: --engine ray: actors (one model each).
         gpus_per_worker: --engine ray: GPUs per actor.
-        ray_address: --engine ray: cluster address (default: a local one).
+        ray_address: --engine ray: cluster address (unset: a local one).
     """
 
     format: Literal["npy", "store"] = "npy"
@@ -127,11 +127,11 @@ class QueryOptions:
         store: a store written by `lseg features --format store`.
         labels: comma-separated labels, e.g. "chair, table, other".
         out: output folder.
-        frames: a:b (frame ids) or a comma-separated list of frame ids / keys (default: all).
+        frames: a:b (frame ids) or a comma-separated list of frame ids / keys (unset: all).
         reduced: score the reduced maps (decoded to the text space).
         heatmaps: also write one probability heatmap per label.
         scores: also write per-label probabilities (.npz, fp16).
-        templates: prompt template with one {} (repeatable: averaged; default: the raw label).
+        templates: prompt template with one {} (repeatable: averaged; unset: the raw label).
         overwrite: redo every frame, even those already done, and replace files lseg did not write.
         quiet: no progress bar.
     """

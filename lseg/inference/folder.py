@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lseg.errors import LSegError
+from lseg.inference.results import segment_files, write_segment_files
 from lseg.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Staged, load_image
 from lseg.jobs.engine import Report, Unit, Writer, run_job
 from lseg.jobs.inputs import check_unique, collect
@@ -24,48 +25,8 @@ from lseg.labels import parse_labels
 if TYPE_CHECKING:
     from lseg.inference.options import PredictorOptions, SegmentOptions
     from lseg.inference.predictor import LSegPredictor
-    from lseg.inference.results import SegmentationResult
 
-__all__ = ["SegmentWriter", "model_identity", "segment_files", "segment_folder", "weights_sha256", "write_segment_files"]
-
-
-def segment_files(base: Path, labels: Sequence[str], *, overlay: bool = True, scores: bool = False,
-                  heatmaps: bool = False) -> dict[str, Path]:
-    """The files of one image: ``{"labels", "overlay", "scores", "heat:<i>"}`` -> path, for ``base``
-    = ``out/<stem>``; the record is ``<stem>_labels.json``."""
-    from lseg.viz import heatmap_path
-
-    files = {"labels": base.with_name(base.name + "_labels.png")}
-    if overlay:
-        files["overlay"] = base.with_name(base.name + "_overlay.png")
-    if scores:
-        files["scores"] = base.with_name(base.name + "_scores.npz")
-    if heatmaps:
-        files.update({f"heat:{i}": heatmap_path(base, i, lb, len(labels)) for i, lb in enumerate(labels)})
-    return files
-
-
-def write_segment_files(result: SegmentationResult, image: Any, files: dict[str, Path], staged: Staged,
-                        alpha: float) -> dict[str, Any]:
-    """Write ``files`` (:func:`segment_files`) of ``result`` for the full-size ``image`` through
-    ``staged`` (they appear together on its commit); returns the record's extra fields."""
-    from lseg.viz import heatmaps as make_heatmaps
-    from lseg.viz import hex_colors, overlay, save_label_map, save_scores
-
-    labels = result.labels
-    staged.write(files["labels"], lambda p: save_label_map(p, result.label_map, labels))
-    heat = [k for k in files if k.startswith("heat:")]
-    if "scores" in files or heat:
-        probs = result.probs
-        if "scores" in files:
-            staged.write(files["scores"], lambda p: save_scores(p, probs, labels))
-        if heat:
-            for key, pic in zip(heat, make_heatmaps(probs, labels, image, annotate=True).values()):
-                staged.write(files[key], lambda p, pic=pic: pic.save(p, format="PNG"))
-    if "overlay" in files:
-        picture = overlay(image, result.label_map, labels, alpha=alpha)
-        staged.write(files["overlay"], lambda p: picture.save(p, format="PNG"))
-    return {"labels": labels, "colors": hex_colors(min(len(labels), 65536)), "shares": result.scores()}
+__all__ = ["SegmentWriter", "model_identity", "segment_folder", "weights_sha256"]
 
 
 class SegmentWriter(Writer):

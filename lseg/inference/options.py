@@ -9,7 +9,10 @@ from typing import Literal
 from lseg.io.files import output_folder
 from lseg.options import OptionError, check_options, option
 
-__all__ = ["PredictorOptions", "SegmentOptions"]
+__all__ = ["ADE20K_SCALES", "PredictorOptions", "SegmentOptions"]
+
+#: The reference's multi-scale evaluation scales (ADE20K and the others; spec section 7).
+ADE20K_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 
 def check_templates(value: tuple[str, ...]) -> tuple[str, ...]:

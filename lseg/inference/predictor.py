@@ -21,30 +21,29 @@ import functools
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lseg.errors import ConfigError, LSegError
 from lseg.geometry import (
     ResizedArgmax,
-    pad_to,
-    pad_value,
-    reference_windows,
-    resize,
-    resize_rgb,
-    scaled_size,
     windows,
     working_size,
 )
 from lseg.inference.allocator import tune_allocator  # its old home: lseg.inference.predictor.tune_allocator
 from lseg.inference.devices import check_device
+from lseg.inference.images import (
+    _as_tensor,
+    _decoded_if_stream,
+    _rgb_pixels,
+    images_per_forward,
+    prepare_image,
+)
+from lseg.inference.multiscale import ADE20K_SCALES, MultiScaleConfig, multiscale_logits
 from lseg.inference.options import PredictorOptions
 from lseg.inference.results import ImageEmbedding, PreparedImage, SegmentationResult, to_numpy
-from lseg.io import DEFAULT_MAX_PIXELS, load_image
 from lseg.labels import NO_TEMPLATE, LabelCache, apply_templates, parse_labels
 from lseg.models.lseg import LSeg
 from lseg.models.precision import resolve_precision
@@ -53,21 +52,6 @@ __all__ = [
     "ADE20K_SCALES", "ImageEmbedding", "LSegPredictor", "MultiScaleConfig", "PreparedImage", "SegmentationResult",
     "images_per_forward", "multiscale_logits", "prepare_image", "to_numpy", "tune_allocator", "working_size",
 ]
-
-#: Reference multi-scale evaluation settings (ADE20K and the others; spec section 7).
-ADE20K_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
-
-
-@dataclass(frozen=True)
-class MultiScaleConfig:
-    """The reference's ``MultiEvalModule`` settings."""
-
-    scales: tuple[float, ...] = ADE20K_SCALES
-    base_size: int = 520
-    crop_size: int = 480
-    stride_rate: float = 2 / 3
-    flip: bool = True
-
 
 _DEFAULTS = PredictorOptions()
 
@@ -427,111 +411,3 @@ def _prepared(model: LSeg, device: str | torch.device | None, precision: str | N
     if to_fast:
         model.set_numerics("fast")
     return model
-
-
-# ---------------------------------------------------------------------- images
-
-def _decoded_if_stream(image: Any) -> Any:
-    """A binary file object, decoded: it can be read once, and a result keeps its image for
-    ``overlay()`` / ``save()``, which would otherwise find the stream exhausted."""
-    return load_image(image) if hasattr(image, "read") else image
-
-
-def images_per_forward(device: torch.device | str, batch_size: int) -> int:
-    """How many same-size images one forward takes: ``batch_size`` on GPUs, 1 on CPUs.
-
-    A CPU gains nothing from stacking images: one 480x480 image already gives the ViT's matrix
-    products 901 rows, and a stack of 8 only overflows the caches (``lseg bench``, Intel Xeon with
-    AMX, 2 threads, full-size model: bf16 0.63 img/s at batch 1 against 0.44 stacked by 8; fp32
-    0.26 against 0.23). So on a CPU a batch is run image by image, after the text is encoded once
-    and while the loader prefetches the next images."""
-    return batch_size if torch.device(device).type != "cpu" else 1
-
-
-
-def prepare_image(image: Any, size: int | None, device: torch.device | str = "cpu") -> PreparedImage:
-    """Any accepted image -> :class:`PreparedImage` at the working size for long side ``size``.
-
-    Needs no model: DataLoader workers run it ahead of the forward (:mod:`lseg.inference.loader`)."""
-    device = torch.device(device)
-    rgb = _rgb_pixels(image, device)
-    image_size = (int(rgb.shape[0]), int(rgb.shape[1]))
-    return PreparedImage(resize_rgb(rgb, working_size(*image_size, size), device)[0], image_size)
-
-
-def _as_tensor(rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(rgb) if isinstance(rgb, np.ndarray) else rgb
-
-
-def _rgb_pixels(image: Any, device: torch.device) -> np.ndarray | torch.Tensor:
-    """``HxWx3 uint8`` pixels of any accepted image: a numpy array, or a tensor view where the image
-    is a ``3xHxW`` uint8 or [0, 1] float tensor already on ``device`` (not the CPU), so a GPU image
-    is never copied to the host and back; other inputs go through :func:`lseg.io.load_image`."""
-    if isinstance(image, torch.Tensor) and image.device.type != "cpu" and image.device == torch.device(device):
-        t = image.detach()
-        if t.ndim == 3 and t.shape[0] == 3 and 0 < t.shape[1] * t.shape[2] <= DEFAULT_MAX_PIXELS:
-            if t.dtype == torch.uint8:
-                return t.permute(1, 2, 0)
-            # As load_image: [0, 1] floats, rounded to uint8 (one check, one sync; bad values go
-            # to load_image for its error message).
-            if t.is_floating_point() and not bool(((t < 0) | (t > 1) | t.isnan()).any()):
-                return t.float().mul(255.0).round_().to(torch.uint8).permute(1, 2, 0)
-    return _rgb_array(image)
-
-
-def _rgb_array(image: Any) -> np.ndarray:
-    """``HxWx3 uint8`` pixels of any accepted image; a plain C-contiguous writable RGB uint8 array
-    within :data:`lseg.io.DEFAULT_MAX_PIXELS` is used as is (read only, not copied)."""
-    if (
-        isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
-        and image.flags.c_contiguous and image.flags.writeable
-        and 0 < image.shape[0] * image.shape[1] <= DEFAULT_MAX_PIXELS
-    ):
-        return image
-    return load_image(image)
-
-
-
-
-def multiscale_logits(
-    model: LSeg, x: torch.Tensor, text: torch.Tensor, cfg: MultiScaleConfig = MultiScaleConfig()
-) -> torch.Tensor:
-    """The reference's ``MultiEvalModule``: (1, 3, H, W) normalised image -> (1, K, H, W) summed logits.
-
-    For each scale: resize the long side to ``ceil(base_size * scale)`` (bilinear, align_corners=True);
-    if it fits in ``crop_size`` pad to a square crop with the normalised black value and run once,
-    else slide ``crop_size`` windows with stride ``int(crop_size * stride_rate)`` (edge windows padded),
-    averaging overlaps;
-    with ``flip`` add the flipped prediction; resize back and add to the running sum.
-    """
-    _, _, h, w = x.shape
-    crop = cfg.crop_size
-    stride = int(crop * cfg.stride_rate)
-    black = pad_value(model.pixel_mean, model.pixel_std)  # -1 everywhere for the 0.5/0.5 normalisation
-    total = torch.zeros(1, text.shape[0], h, w, device=x.device)
-
-    def infer(img: torch.Tensor) -> torch.Tensor:
-        out = model(img, text)
-        if cfg.flip:
-            out = out + model(img.flip(-1), text).flip(-1)
-        return out
-
-    for scale in cfg.scales:
-        long_size = math.ceil(cfg.base_size * scale)
-        height, width = scaled_size(h, w, long_size)
-        cur = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=True)
-        if long_size <= crop:
-            out = infer(pad_to(cur, (crop, crop), black))[..., :height, :width]
-        else:
-            pad = pad_to(cur, (crop, crop), black)
-            ph, pw = pad.shape[-2:]
-            out = torch.zeros(1, text.shape[0], ph, pw, device=x.device)
-            count = torch.zeros(1, 1, ph, pw, device=x.device)
-            # As the reference: the last windows are partial and padded, not shifted back.
-            for y0, y1, x0, x1 in reference_windows(ph, pw, crop, stride):
-                o = infer(pad_to(pad[..., y0:y1, x0:x1], (crop, crop), black))
-                out[..., y0:y1, x0:x1] += o[..., : y1 - y0, : x1 - x0]
-                count[..., y0:y1, x0:x1] += 1
-            out = (out / count)[..., :height, :width]
-        total += resize(out, (h, w))
-    return total

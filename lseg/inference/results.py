@@ -1,11 +1,13 @@
 """Result types of the torch predictor: :class:`ImageEmbedding`, :class:`PreparedImage`,
 :class:`SegmentationResult`, and :func:`to_numpy`, the one place results cross from the device to
-the host (made by :class:`lseg.inference.predictor.LSegPredictor`)."""
+the host (made by :class:`lseg.inference.predictor.LSegPredictor`); and the files of one
+segmentation, as ``lseg segment`` and :meth:`SegmentationResult.save` write them
+(:func:`segment_files`, :func:`write_segment_files`)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 
 from lseg.geometry import resize
+from lseg.io import Staged
 
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -162,8 +165,6 @@ class SegmentationResult:
         there (another source, or any in-memory image) are not replaced unless ``overwrite``: give
         each in-memory image its own ``stem``. Returns ``{kind: path}``."""
         from lseg.errors import LSegError
-        from lseg.inference.folder import segment_files, write_segment_files
-        from lseg.io import Staged
         from lseg.jobs.inputs import read_record
         from lseg.jobs.records import write_record
 
@@ -192,3 +193,44 @@ class SegmentationResult:
         write_record(record, "segment", origin, {"saved_by": "SegmentationResult.save", "alpha": alpha},
                      list(files.values()), extra=extra)
         return {**files, "json": record}
+
+
+# ---------------------------------------------------------------------- segmentation files
+
+def segment_files(base: Path, labels: Sequence[str], *, overlay: bool = True, scores: bool = False,
+                  heatmaps: bool = False) -> dict[str, Path]:
+    """The files of one image: ``{"labels", "overlay", "scores", "heat:<i>"}`` -> path, for ``base``
+    = ``out/<stem>``; the record is ``<stem>_labels.json``."""
+    from lseg.viz import heatmap_path
+
+    files = {"labels": base.with_name(base.name + "_labels.png")}
+    if overlay:
+        files["overlay"] = base.with_name(base.name + "_overlay.png")
+    if scores:
+        files["scores"] = base.with_name(base.name + "_scores.npz")
+    if heatmaps:
+        files.update({f"heat:{i}": heatmap_path(base, i, lb, len(labels)) for i, lb in enumerate(labels)})
+    return files
+
+
+def write_segment_files(result: SegmentationResult, image: Any, files: dict[str, Path], staged: Staged,
+                        alpha: float) -> dict[str, Any]:
+    """Write ``files`` (:func:`segment_files`) of ``result`` for the full-size ``image`` through
+    ``staged`` (they appear together on its commit); returns the record's extra fields."""
+    from lseg.viz import heatmaps as make_heatmaps
+    from lseg.viz import hex_colors, overlay, save_label_map, save_scores
+
+    labels = result.labels
+    staged.write(files["labels"], lambda p: save_label_map(p, result.label_map, labels))
+    heat = [k for k in files if k.startswith("heat:")]
+    if "scores" in files or heat:
+        probs = result.probs
+        if "scores" in files:
+            staged.write(files["scores"], lambda p: save_scores(p, probs, labels))
+        if heat:
+            for key, pic in zip(heat, make_heatmaps(probs, labels, image, annotate=True).values()):
+                staged.write(files[key], lambda p, pic=pic: pic.save(p, format="PNG"))
+    if "overlay" in files:
+        picture = overlay(image, result.label_map, labels, alpha=alpha)
+        staged.write(files["overlay"], lambda p: picture.save(p, format="PNG"))
+    return {"labels": labels, "colors": hex_colors(min(len(labels), 65536)), "shares": result.scores()}

@@ -301,7 +301,15 @@ def _claimed(todo: list[Unit], claims: ClaimSet, recipe: dict[str, Any], overwri
     """The units this worker claims, as the writer pulls them; a unit another worker holds or finished
     meanwhile is counted and passed over."""
     for unit in todo:
-        if not claims.take(unit.record):
+        try:
+            taken = claims.take(unit.record)
+        except OutputWriteError as e:  # its folder is not writable (a name too long, no permission)
+            if e.fatal:
+                raise
+            report.failed.append((unit.source, str(e)))
+            bar.update()
+            continue
+        if not taken:
             report.others.append(unit.record)
             bar.update()
             continue

@@ -52,10 +52,6 @@ def _parsers(parser, prog=()):
                 yield from _parsers(sub, (*prog, name))
 
 
-#: Commands whose options still come from ``Flag`` dicts (lseg.cli.features), left out until converted.
-_NOT_CONVERTED = ("features", "query", "store")
-
-
 def test_every_option_shows_its_help_and_default_once():
     """No "(default ...)" twice in an option's help, no choices repeated in the usage
     (``--compile {off,on,off,on}``), no "(default: )" for an empty default."""
@@ -65,8 +61,6 @@ def test_every_option_shows_its_help_and_default_once():
 
     seen = set()
     for words, sub in _parsers(build_parser()):
-        if words[0] in _NOT_CONVERTED:
-            continue
         text = sub.format_help()
         seen.add(words)
         options = re.split(r"\n  (?=-)", text.split("\noptions:\n", 1)[1])
@@ -77,7 +71,8 @@ def test_every_option_shows_its_help_and_default_once():
         for choices in re.findall(r"\{([^}]*)\}", text.split("\n\n", 1)[0]):
             items = choices.split(",")
             assert len(items) == len(set(items)), (words, choices)
-    assert {("eval",), ("bench",), ("train",), ("demo",), ("export", "onnx"), ("weights", "download")} <= seen
+    assert {("segment",), ("features",), ("query",), ("store", "reduce"), ("store", "export"), ("eval",), ("bench",),
+            ("train",), ("demo",), ("export", "onnx"), ("weights", "download")} <= seen
 
 
 def test_no_help_imports_torch():

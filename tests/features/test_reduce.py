@@ -1,5 +1,5 @@
 """Scene-level reduction: the streaming fit is the exact PCA, decode(encode(x)) error, one projection
-for every view (lseg.features.reduce, lseg.features.store.reduce_store)."""
+for every view (lseg.features.reduce, lseg.features.derived.reduce_store)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from features.helpers import make_inputs
 
 import lseg
 from lseg.features import FeatureExtractor, FeatureStore, PCAFit, export_store, fit_reduction
+from lseg.features.derived import reduce_store
 from lseg.features.reduce import STRIP_PIXELS
-from lseg.features.store import StoreSettings, reduce_store
+from lseg.features.store import StoreSettings
 
 
 def _data(n: int = 20000, d: int = 24, rank: int = 6, seed: int = 0) -> np.ndarray:

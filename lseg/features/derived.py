@@ -1,0 +1,149 @@
+"""What is derived from a finished feature store: the scene-level reduction (a k-d PCA of every
+pixel of every frame, :class:`ReduceWriter`) and the per-image layouts 3D pipelines read
+(:class:`LayoutWriter`); both are writers of the batch engine (records, re-runs, claims)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from lseg.errors import LSegError
+from lseg.features.reduce import PCAFit, Reduction
+from lseg.features.store import PROJECTION, REDUCTION_DIR, STORE_INDEX, FeatureStore
+from lseg.io import Staged, atomic_write
+from lseg.jobs.engine import Report, Unit, Writer, run_job
+
+__all__ = ["LAYOUTS", "LayoutWriter", "ReduceWriter", "export_layout", "reduce_store"]
+
+#: Layouts :func:`export_layout` writes: file name pattern for a frame key.
+LAYOUTS = {"openscene": "{key}.pt", "feature3dgs": "{key}_fmap_CxHxW.pt"}
+
+
+# ---------------------------------------------------------------------------- reduction
+
+class ReduceWriter(Writer):
+    """``lseg store reduce``: a k-dimensional scene PCA fitted over every pixel of every frame (one
+    streaming pass, :class:`~lseg.features.reduce.PCAFit`, in :meth:`setup`), then a unit per shard:
+    its reduced copy under ``reduction/``."""
+
+    kind = "reduce"
+    unit_name = "shard"
+
+    def __init__(self, store: FeatureStore, k: int, overwrite: bool = False, progress: bool = False) -> None:
+        dim = int(store.manifest["model"]["text"]["embed_dim"])
+        if not 1 <= k <= dim:
+            raise LSegError(f"reduce to k dimensions with 1 <= k <= {dim} (the features' dimension), got {k}")
+        old = store.index.get("reduction")
+        if old and old["k"] != k and not overwrite:
+            raise LSegError(f"{store.path} already holds a {old['k']}-d reduction; use --overwrite to replace it")
+        self.store, self.k, self.overwrite, self.progress = store, k, overwrite, progress
+        self.out = store.path / REDUCTION_DIR
+        self.reduction: Reduction | None = None
+
+    def units(self) -> list[Unit]:
+        return [Unit(self.store.path / rel, [self.out / rel], (self.out / rel).with_suffix(".json"), data=rel)
+                for rel in self.store.shards()]
+
+    def recipe(self) -> dict[str, Any]:
+        return {"k": self.k, "store": {**self.store.identity(), "reduction": None}}
+
+    def setup(self) -> None:
+        proj = self.out / PROJECTION
+        old = self.store.index.get("reduction")
+        if old and old["k"] == self.k and proj.is_file() and not self.overwrite:
+            self.reduction = Reduction.load(proj)
+            return
+        from lseg.console import progress_bar
+
+        fit: PCAFit | None = None
+        for i in progress_bar(range(len(self.store)), desc="fit reduction", unit="frame", disable=not self.progress):
+            fmap = torch.from_numpy(self.store.read(i))
+            fit = fit or PCAFit(int(fmap.shape[0]))
+            fit.update_map(fmap)
+        if fit is None:
+            raise LSegError(f"{self.store.path} holds no frames")
+        self.reduction = fit.result(self.k)
+        atomic_write(proj, self.reduction.save)
+
+    def write(self, unit: Unit, result: Any, staged: Staged) -> dict[str, Any]:
+        from safetensors import safe_open
+        from safetensors.numpy import save_file
+
+        assert self.reduction is not None
+        with safe_open(str(unit.source), framework="np") as f:
+            meta = f.metadata()
+            tensors = {key: self.reduction.encode(torch.from_numpy(f.get_tensor(key))).to(torch.float16).numpy()
+                       for key in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+        staged.write(unit.targets[0], lambda p: save_file(tensors, str(p), metadata=meta))
+        return {}
+
+    def finish(self, report: Report) -> None:
+        if self.reduction is None:  # nothing was to be done: the reduction in place is this one
+            return
+        store = self.store
+        index = dict(store.index, reduction={**self.reduction.summary(), "projection": f"{REDUCTION_DIR}/{PROJECTION}"})
+        atomic_write(store.path / STORE_INDEX, lambda p: p.write_text(json.dumps(index, indent=1) + "\n"))
+
+
+def reduce_store(path: str | os.PathLike[str], k: int, *, overwrite: bool = False, progress: bool = False) -> Report:
+    """Fit a k-dimensional scene PCA over the store's frames and write the reduced maps next to the
+    full ones (:class:`ReduceWriter`); :attr:`FeatureStore.reduction` reads it back."""
+    store = FeatureStore(path)
+    writer = ReduceWriter(store, k, overwrite, progress)
+    return run_job(writer, overwrite=overwrite, progress=progress, desc="reduce")
+
+
+# ---------------------------------------------------------------------------- other layouts
+
+class LayoutWriter(Writer):
+    """``lseg store export``: a store's frames as the per-image files a 3D pipeline reads, a unit per
+    frame (its record ``<file>.json`` next to it).
+
+    * ``openscene``: ``OUT/<key>.pt``, a ``torch.save`` of the (D, H, W) float16 tensor, as
+      ``lseg_feature_extraction.py`` writes for OpenScene's fusion scripts;
+    * ``feature3dgs``: ``OUT/<key>_fmap_CxHxW.pt``, the same tensor under Feature 3DGS's name
+      (``encoders/lseg_encoder/encode_images.py``).
+
+    ``key`` is the frame key (``clip/000042`` for video frames). With ``reduced``, the (k, H, W)
+    reduced maps (Feature 3DGS's speed-up trains on low-dimensional features)."""
+
+    kind = "store-export"
+    unit_name = "frame"
+
+    def __init__(self, store: FeatureStore, layout: str, out: str | os.PathLike[str], reduced: bool = False) -> None:
+        if layout not in LAYOUTS:
+            raise LSegError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        self.out = Path(out)
+        inside = self.out.resolve()
+        if inside == store.path.resolve() or store.path.resolve() in inside.parents:
+            raise LSegError(f"the export folder {out} is inside the store {store.path}: choose a folder outside it")
+        if reduced and store.reduction is None:
+            raise LSegError(f"{store.path} has no reduction (run `lseg store reduce`)")
+        self.store, self.layout, self.reduced = store, layout, reduced
+
+    def units(self) -> list[Unit]:
+        units = []
+        for info in self.store.frames:
+            target = self.out / LAYOUTS[self.layout].format(key=info["key"])
+            units.append(Unit(self.store.path / info["shard"], [target], target.with_suffix(".json"), data=info["id"]))
+        return units
+
+    def recipe(self) -> dict[str, Any]:
+        return {"layout": self.layout, "reduced": self.reduced, "store": self.store.identity()}
+
+    def write(self, unit: Unit, result: Any, staged: Staged) -> dict[str, Any]:
+        t = torch.from_numpy(self.store.read(unit.data, reduced=self.reduced))
+        staged.write(unit.targets[0], lambda p: torch.save(t, p))
+        return {}
+
+
+def export_layout(path: str | os.PathLike[str], layout: Literal["openscene", "feature3dgs"],
+                  out_dir: str | os.PathLike[str], *, reduced: bool = False, overwrite: bool = False,
+                  progress: bool = False) -> Report:
+    """Write a store's frames in a 3D pipeline's per-image layout (:class:`LayoutWriter`)."""
+    writer = LayoutWriter(FeatureStore(path), layout, out_dir, reduced)
+    return run_job(writer, overwrite=overwrite, progress=progress, desc="export")
