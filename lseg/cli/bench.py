@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lseg.io.files import report_file
+from lseg.io.checks import report_file
 from lseg.options import OptionError, add_options, check_options, option, options_from_args
 
 __all__ = ["BenchOptions", "register"]

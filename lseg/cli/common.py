@@ -264,8 +264,6 @@ def finish_batch(report: Report, what: str) -> int:
     from lseg.console import say
     from lseg.jobs.engine import exit_code
 
-    if report.stopped:  # a full disk, a read-only file system: every later write would fail too
-        say(f"error: {report.stopped}")
     say(f"{what}: {report.summary()}")
     for path, reason in report.failed:
         say(f"  failed: {path}: {reason}")

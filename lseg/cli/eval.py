@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from lseg.cli import common
 from lseg.cli.parser import plain_doc
 from lseg.eval.config import EvalConfig
-from lseg.io.files import report_file
+from lseg.io.checks import report_file
 from lseg.options import add_options, check_options, option, options_from_args
 
 __all__ = ["EvalRun", "register"]

@@ -7,7 +7,7 @@ import dataclasses
 import sys
 from dataclasses import dataclass
 
-from lseg.io.files import output_folder
+from lseg.io.checks import output_folder
 from lseg.options import OptionError, add_options, check_options, option, options_from_args
 
 __all__ = ["OnnxExportOptions", "register"]

@@ -159,7 +159,7 @@ def _features_store(args: argparse.Namespace, inputs: tuple[str, ...], opts: Fea
 
 def _cmd_query(args: argparse.Namespace) -> int:
     from lseg.features.query import QueryWriter, parse_frames
-    from lseg.features.store import FeatureStore
+    from lseg.features.reader import FeatureStore
     from lseg.jobs.engine import run_job
     from lseg.labels import parse_labels
 
@@ -201,7 +201,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 def _cmd_store(args: argparse.Namespace) -> int:
     from lseg.features.derived import LayoutWriter, ReduceWriter
-    from lseg.features.store import FeatureStore
+    from lseg.features.reader import FeatureStore
     from lseg.jobs.engine import run_job
 
     if args.store_command == "reduce":

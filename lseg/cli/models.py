@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from lseg.cli.common import ArchOptions
 from lseg.errors import LSegError
-from lseg.io.files import output_folder
+from lseg.io.checks import output_folder
 from lseg.options import add_options, check_options, option, options_from_args
 
 __all__ = ["ConvertOptions", "DownloadOptions", "InfoOptions", "PathOptions", "register"]

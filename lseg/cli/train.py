@@ -87,11 +87,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except OptionError as e:  # a bad field: named as the command line gave it (else: from --config)
         raise ConfigError(e.named(given)) from None
     if result.rank == 0:
-        state = "finished" if result.finished else "stopped"
-        loss = "n/a" if result.last_loss is None else f"{result.last_loss:.4f}"
-        print(
-            f"train: {state} at step {result.step}/{result.total_steps} (last loss {loss}); "
-            f"checkpoint {result.checkpoint}" + (f"; model {result.model_dir}" if result.model_dir else ""),
-            file=sys.stderr,
-        )
+        already = result.finished and result.resumed_from is not None and result.last_loss is None
+        print(finished_message(finished=result.finished, step=result.step, total=result.total_steps,
+                               loss=result.last_loss, already=already, out=str(result.out_dir),
+                               model=str(result.model_dir) if result.model_dir else None,
+                               checkpoint=str(result.checkpoint)), file=sys.stderr)
     return 0
+
+
+def finished_message(*, finished: bool, step: int, total: int, loss: float | None, already: bool, out: str = "OUT",
+                     model: str | None = None, checkpoint: str = "") -> str:
+    """What ``lseg train`` says at its end; a run found complete (nothing trained now) says so, and
+    how to train again."""
+    if already:
+        return (f"train: the run in {out} is complete ({step}/{total} steps; model {model}): nothing to train. "
+                "To train again, give another --out-dir, or --resume never to start over in this one")
+    state = "finished" if finished else "stopped"
+    shown = "n/a" if loss is None else f"{loss:.4f}"
+    return (f"train: {state} at step {step}/{total} (last loss {shown}); checkpoint {checkpoint}"
+            + (f"; model {model}" if model else ""))

@@ -24,7 +24,7 @@ _EXPORTS = {
     "export_features": "export", "iter_resized_embeddings": "export", "resize_embeddings": "export",
     "torchrun_rank": "export", "parse_resolution": "options", "parse_shard": "options", "PRESETS": "presets",
     "FeatureExtractor": "presets", "Preset": "presets", "get_preset": "presets", "query_store": "query",
-    "PCAFit": "reduce", "Reduction": "reduce", "fit_reduction": "reduce", "FeatureStore": "store",
+    "PCAFit": "reduce", "Reduction": "reduce", "fit_reduction": "reduce", "FeatureStore": "reader",
     "export_layout": "derived", "export_store": "store", "reduce_store": "derived",
 }
 __all__ = ["DTYPES", "FRAMES_INDEX", "MANIFEST", "PRESETS", "FeatureExtractor", "FeatureStore", "PCAFit", "Preset",

@@ -12,8 +12,8 @@ from typing import Any, Literal
 import torch
 
 from lseg.errors import LSegError
+from lseg.features.reader import PROJECTION, REDUCTION_DIR, STORE_INDEX, FeatureStore
 from lseg.features.reduce import PCAFit, Reduction
-from lseg.features.store import PROJECTION, REDUCTION_DIR, STORE_INDEX, FeatureStore
 from lseg.io import Staged, atomic_write
 from lseg.jobs.engine import Report, Unit, Writer, run_job
 

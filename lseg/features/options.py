@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from lseg.inference.options import check_templates
-from lseg.io.files import output_folder
+from lseg.io.checks import output_folder
 from lseg.options import OptionError, check_options, option
 
 __all__ = [

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from lseg.errors import LSegError
-from lseg.features.store import FeatureStore
+from lseg.features.reader import FeatureStore
 from lseg.io import Staged
 from lseg.jobs.engine import Report, Unit, Writer, run_job
 

@@ -42,7 +42,6 @@ import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +50,9 @@ import torch
 
 import lseg
 from lseg.errors import LSegError
+from lseg.features.derived import reduce_store
 from lseg.features.presets import FeatureExtractor, json_safe
-from lseg.features.reduce import Reduction
+from lseg.features.reader import FORMAT, STORE_INDEX, STORE_MANIFEST, VERSION, FeatureStore
 from lseg.io import Staged, atomic_write, iter_frames, load_image
 from lseg.jobs.engine import Report, Unit, Writer, run_job
 from lseg.jobs.inputs import Media, collect_media, read_record
@@ -62,12 +62,6 @@ __all__ = ["FeatureStore", "StoreSettings", "StoreUnit", "StoreWriter", "export_
 
 _logger = logging.getLogger(__name__)
 
-FORMAT = "lseg-feature-store"
-VERSION = 1
-STORE_MANIFEST = "store.json"
-STORE_INDEX = "index.json"
-REDUCTION_DIR = "reduction"
-PROJECTION = "projection.safetensors"
 
 
 @dataclass(frozen=True)
@@ -216,8 +210,6 @@ class StoreWriter(Writer):
 
     def finish(self, report: Report) -> None:
         if finalize_store(self.out) and self.reduce:  # every unit is done: the scene PCA, if asked
-            from lseg.features.derived import reduce_store
-
             reduce_store(self.out, self.reduce, progress=False)
 
 
@@ -380,79 +372,3 @@ def finalize_store(out: str | os.PathLike[str]) -> bool:
             index["reduction"] = prev.get("reduction")
     atomic_write(old, lambda p: p.write_text(json.dumps(index, indent=1) + "\n"))
     return True
-
-
-# ---------------------------------------------------------------------------- reading
-
-class FeatureStore:
-    """Read a store frame by frame (only the requested frame's bytes are read).
-
-    >>> store = FeatureStore("feats/")                               # doctest: +SKIP
-    >>> store.frames[0]["key"], store.read(0).shape                  # doctest: +SKIP
-    ('clip/000000', (512, 240, 320))
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        try:
-            self.manifest: dict[str, Any] = json.loads((self.path / STORE_MANIFEST).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise LSegError(f"{self.path} is not a feature store (no readable {STORE_MANIFEST}): {e}") from None
-        if self.manifest.get("format") != FORMAT:
-            raise LSegError(f"{self.path}/{STORE_MANIFEST} is not an {FORMAT} manifest")
-        index = self.path / STORE_INDEX
-        if not index.is_file():
-            done = sum(read_record(self.path / "shards" / f"u{int(u['id']):06d}.json") is not None
-                       for u in self.manifest["units"])
-            raise LSegError(f"{self.path} is incomplete ({done} of {len(self.manifest['units'])} units done); "
-                            "re-run the same export to finish it")
-        self.index: dict[str, Any] = json.loads(index.read_text())
-        self.frames: list[dict[str, Any]] = self.index["frames"]
-        self._by_key = {f["key"]: f["id"] for f in self.frames}
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def frame_id(self, frame: int | str) -> int:
-        if isinstance(frame, str):
-            if frame not in self._by_key:
-                raise LSegError(f"no frame {frame!r} in {self.path}")
-            return self._by_key[frame]
-        if not 0 <= frame < len(self.frames):
-            raise LSegError(f"frame {frame} out of range (the store has {len(self.frames)})")
-        return int(frame)
-
-    def read(self, frame: int | str, *, reduced: bool = False) -> np.ndarray:
-        """Frame ``frame`` (id or key): (D, H, W) float16, or (k, H, W) with ``reduced``."""
-        from safetensors import safe_open
-
-        info = self.frames[self.frame_id(frame)]
-        if reduced and not self.index.get("reduction"):
-            raise LSegError(f"{self.path} has no reduction (run `lseg store reduce`)")
-        shard = self.path / (f"{REDUCTION_DIR}/{info['shard']}" if reduced else info["shard"])
-        with safe_open(str(shard), framework="np") as f:
-            return f.get_tensor(info["key"])
-
-    def read_decoded(self, frame: int | str) -> np.ndarray:
-        """A reduced frame decoded back to the text space: (D, H, W) float32, re-normalised."""
-        red = self.reduction
-        if red is None:
-            raise LSegError(f"{self.path} has no reduction (run `lseg store reduce`)")
-        z = torch.from_numpy(self.read(frame, reduced=True)).float()
-        return torch.nn.functional.normalize(red.decode(z), dim=0).numpy()
-
-    @cached_property
-    def reduction(self) -> Reduction | None:
-        if not self.index.get("reduction"):
-            return None
-        return Reduction.load(self.path / REDUCTION_DIR / PROJECTION)
-
-    def shards(self) -> list[str]:
-        return list(dict.fromkeys(f["shard"] for f in self.frames))
-
-
-    def identity(self) -> dict[str, Any]:
-        """What identifies the store's content: its weights, frames and reduction."""
-        frames = digest({"frames": self.frames})
-        return {"weights_sha256": self.manifest.get("weights_sha256"), "frames": frames,
-                "reduction": (self.index.get("reduction") or {}).get("k")}

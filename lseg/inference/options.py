@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from lseg.io.files import output_folder
+from lseg.io.checks import output_folder
 from lseg.options import OptionError, check_options, option
 
 __all__ = ["ADE20K_SCALES", "PredictorOptions", "SegmentOptions"]

@@ -402,7 +402,9 @@ def _prepared(model: LSeg, device: str | torch.device | None, precision: str | N
     to_fast = fast and model.numerics == "plain"
     if not inplace and (model.training or target != model.device or wanted != model.precision or to_fast or compile):
         model = copy.deepcopy(model)
-    model = model.eval().to(target)
+    if target != model.device:
+        model = model.to(target)
+    model.eval()
     if wanted != model.precision:
         model.set_precision(wanted)
     if compile:

@@ -40,30 +40,20 @@ the batch commands run when they start.
 
 from __future__ import annotations
 
-from lseg.io.atomic import (
-    NAME_MAX,
-    Staged,
-    atomic_files,
-    atomic_open,
-    atomic_write,
-    check_writable,
-    create_exclusive,
-    hidden_sibling,
-    remove_stale_temp_files,
-    write_error,
-)
-from lseg.io.files import file_fragment, list_images, walk_files
-from lseg.io.frames import iter_frames
-from lseg.io.images import (
-    ALPHA_BACKGROUND,
-    DEFAULT_MAX_PIXELS,
-    IMAGE_EXTENSIONS,
-    VIDEO_EXTENSIONS,
-    ImageSource,
-    load_image,
-)
-from lseg.io.png import save_png
+import importlib
+from typing import Any
 
+#: public name -> module of this package (imported on first use: the command line's help needs none)
+_EXPORTS = {
+    "NAME_MAX": "atomic", "Staged": "atomic", "atomic_files": "atomic", "atomic_open": "atomic",
+    "atomic_write": "atomic", "check_writable": "atomic", "create_exclusive": "atomic",
+    "hidden_sibling": "atomic", "remove_stale_temp_files": "atomic", "write_error": "atomic",
+    "file_fragment": "files", "list_images": "files", "walk_files": "files",
+    "iter_frames": "frames",
+    "ALPHA_BACKGROUND": "images", "DEFAULT_MAX_PIXELS": "images", "IMAGE_EXTENSIONS": "images",
+    "VIDEO_EXTENSIONS": "images", "ImageSource": "images", "load_image": "images",
+    "save_png": "png",
+}
 __all__ = [
     "ALPHA_BACKGROUND",
     "DEFAULT_MAX_PIXELS",
@@ -87,3 +77,9 @@ __all__ = [
     "walk_files",
     "write_error",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lseg.io' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"lseg.io.{_EXPORTS[name]}"), name)

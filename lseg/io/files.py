@@ -1,20 +1,16 @@
 """Listing input files: :func:`walk_files` (every non-hidden file, symlinks followed without loops)
-and :func:`list_images` (those with an image extension); checks of output paths as option
-``check=`` functions (:func:`output_folder`, :func:`report_file`), run when a command's options are
-built, so a wrong output path is one error before any model or file work."""
+and :func:`list_images` (those with an image extension)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 from lseg.errors import ImageLoadError
 from lseg.io._text import one_line as _one_line
 from lseg.io.images import IMAGE_EXTENSIONS
-from lseg.options import OptionError
 
-__all__ = ["file_fragment", "list_images", "output_folder", "report_file", "walk_files"]
+__all__ = ["file_fragment", "list_images", "walk_files"]
 
 
 def file_fragment(text: str, limit: int = 40, default: str = "label") -> str:
@@ -104,34 +100,3 @@ def _dir_key(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
-
-
-# ---------------------------------------------------------------- checks of output paths (option check=)
-
-def report_file(field: str) -> Callable[[str | None], str | None]:
-    """A file written at the end of the command (an evaluation may take hours): not a folder, and its
-    folder writable (created if needed), so that a finished run never fails to save its result."""
-
-    def check(path: str | None) -> str | None:
-        if path is None:
-            return None
-        from lseg.io import check_writable
-
-        target = Path(path).expanduser()
-        if target.is_dir():
-            raise OptionError(f"`{field}` {path} is a folder: give a file name, e.g. {target / 'report.json'}")
-        check_writable(target.parent)
-        return path
-
-    return check
-
-
-def output_folder(field: str) -> Callable[[str | None], str | None]:
-    """A folder the command writes into (created if needed): not an existing file."""
-
-    def check(path: str | None) -> str | None:
-        if path is not None and Path(path).expanduser().exists() and not Path(path).expanduser().is_dir():
-            raise OptionError(f"`{field}` {path} is a file, not a folder: give a folder (it is created if needed)")
-        return path
-
-    return check

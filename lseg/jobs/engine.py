@@ -19,6 +19,7 @@ does the rest, the same way for every command (:func:`run_job`):
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from lseg.io import Staged, check_writable, remove_stale_temp_files
 from lseg.jobs.claims import ClaimSet, hold_recipe, remove_stale_claims
 from lseg.jobs.inputs import read_record, recorded_outputs
 from lseg.jobs.records import Status, digest, listed_outputs, plan, write_record
+
+_logger = logging.getLogger(__name__)
 
 __all__ = ["Report", "Unit", "Writer", "check_clashes", "exit_code", "pending_units", "run_job", "write_unit"]
 
@@ -55,6 +58,10 @@ class Unit:
     folder: Path | None = None
     data: Any = None
     status: Status = "new"
+
+    def __post_init__(self) -> None:
+        #: What workers claim: the unit's first file, or its record when its files come as it writes.
+        self.key = self.targets[0] if self.targets else self.record
 
 
 @dataclass
@@ -240,19 +247,17 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
                     if isinstance(result, LSegError):
                         raise result
                     write_unit(writer, unit, result, recipe, report)
-                except OutputWriteError as e:
-                    report.failed.append((unit.source, str(e)))
-                    if e.fatal:
-                        report.stopped = str(e)
-                        break
                 except LSegError as e:
-                    report.failed.append((unit.source, str(e)))
+                    _fail(report, unit.source, e)
+                    if report.stopped:
+                        break
                 finally:
-                    claims.release(unit.record)
+                    claims.release(unit.key)
                     bar.update()
     except KeyboardInterrupt:
         report.interrupted = True
     except OutputWriteError as e:  # fatal, raised while claiming or computing
+        _logger.error("%s", e)
         report.stopped = str(e)
     except BaseException:
         if created:  # a model that failed to load: leave no empty output folder behind
@@ -302,26 +307,38 @@ def _claimed(todo: list[Unit], claims: ClaimSet, recipe: dict[str, Any], overwri
     meanwhile is counted and passed over."""
     for unit in todo:
         try:
-            taken = claims.take(unit.record)
+            taken = claims.take(unit.key)
         except OutputWriteError as e:  # its folder is not writable (a name too long, no permission)
             if e.fatal:
                 raise
-            report.failed.append((unit.source, str(e)))
+            _fail(report, unit.source, e)
             bar.update()
             continue
         if not taken:
-            report.others.append(unit.record)
+            report.others.append(unit.key)
             bar.update()
             continue
         status, changed = plan(_targets_now(unit), unit.record, recipe, overwrite)
         if status == "done":
-            claims.release(unit.record)
+            claims.release(unit.key)
             report.skipped.append(unit.targets[0] if unit.targets else unit.record)
             bar.update()
             continue
         unit.status = status
         report.changed |= changed
         yield unit
+
+
+def _fail(report: Report, source: Path, e: LSegError) -> None:
+    """Count a failed unit and say so at once (``error:`` for a write, ``warning: skipping`` for an
+    input); a full disk or read-only file system stops the job."""
+    report.failed.append((source, str(e)))
+    if isinstance(e, OutputWriteError):
+        _logger.error("%s", e)
+        if e.fatal:
+            report.stopped = str(e)
+    else:
+        _logger.warning("skipping %s: %s", source, e)
 
 
 def write_unit(writer: Writer, unit: Unit, result: Any, recipe: dict[str, Any], report: Report) -> None:
@@ -339,7 +356,8 @@ def write_unit(writer: Writer, unit: Unit, result: Any, recipe: dict[str, Any], 
                 unit.record.unlink()
         raise
     write_record(unit.record, writer.kind, unit.source, recipe, unit.targets, extra=extra)
-    report.failed += [(Path(f["source"]), f["error"]) for f in extra.get("failed", ())]
+    for item in extra.get("failed", ()):
+        _fail(report, Path(item["source"]), LSegError(item["error"]))
     # a unit of several frames (a video, a store's run of images) counts its frames
     written = [unit.targets[0] if unit.targets else unit.record] * len(extra.get("frames") or [None])
     report.written += written

@@ -55,8 +55,8 @@ from pathlib import Path
 import lseg.cli
 import lseg.cli.common
 build = lseg.cli.common.make_predictor
-def make_predictor(args):
-    predictor = build(args)
+def make_predictor(*args):
+    predictor = build(*args)
     Path(sys.argv[1]).touch()
     while not Path(sys.argv[2]).exists():
         time.sleep(0.01)

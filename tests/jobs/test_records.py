@@ -149,17 +149,15 @@ def test_eval_reports_and_skips_bad_files(tmp_path, good_images, bad_images, cap
 
 HANGING_CLI = r"""
 import os, sys, time
-import lseg.features.export, lseg.io
-hang_at, calls, original = int(os.environ["HANG_AT"]), [0], lseg.io.atomic_write
-def atomic_write(path, writer):
-    def write(tmp):
-        writer(tmp)  # the whole temp file is written ...
-        calls[0] += 1
-        if calls[0] == hang_at:  # ... and the process is killed before it is renamed
-            print("HANGING", path, flush=True)
-            time.sleep(600)
-    return original(path, write)
-lseg.io.atomic_write = lseg.features.export.atomic_write = atomic_write
+import lseg.io.atomic
+hang_at, calls, original = int(os.environ["HANG_AT"]), [0], lseg.io.atomic.Staged.commit
+def commit(self):
+    calls[0] += 1
+    if calls[0] == hang_at:  # a unit's files are complete temp files; killed before they are renamed
+        print("HANGING", self._temps[0][1], flush=True)
+        time.sleep(600)
+    return original(self)
+lseg.io.atomic.Staged.commit = commit
 from lseg.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -195,19 +193,20 @@ def test_segment_killed_mid_write_and_restarted(twenty_images, tmp_path, capsys)
     out = tmp_path / "seg"
     args = ["segment", str(twenty_images), "-l", "sky,grass", "--random-weights", "lseg_tiny_test", "-o",
             str(out), *MODEL]
-    # 4 writes per image (pending record, label map, overlay, complete record): killed after img03's
-    # label map is in place, while its overlay is a temp file
-    hanging = _run_until_hang_then_kill(args, hang_at=15, tmp_path=tmp_path)
-    assert Path(hanging) == out / "img03_overlay.png"
-    assert (out / "img03_labels.png").exists() and not (out / "img03_overlay.png").exists()
-    # what SIGKILL leaves: the temp file, and the claims of the images being computed (img03 and the
+    # killed while img03's label map and overlay are complete temp files, not yet moved into place
+    hanging = _run_until_hang_then_kill(args, hang_at=4, tmp_path=tmp_path)
+    assert Path(hanging) == out / "img03_labels.png"
+    assert not (out / "img03_labels.png").exists() and not (out / "img03_overlay.png").exists()  # together
+    # what SIGKILL leaves: the temp files, and the claims of the images being computed (img03 and the
     # ones the loader had taken ahead), found stale by the next run
     claims = {p.name for p in _hidden(out) if p.name.endswith(".claim")}
-    stale = [p for p in _hidden(out) if p.name not in claims]
-    assert len(stale) == 1 and stale[0].name.startswith(".img03_overlay.png.")
+    stale = sorted(p.name for p in _hidden(out) if p.name not in claims and not p.name.startswith(".lseg-job"))
+    assert len(stale) == 2 and stale[0].startswith(".img03_labels.png.") and stale[1].startswith(".img03_overlay.png.")
     assert ".img03_labels.png.claim" in claims
-    # 10 finished outputs (records included) + img03's pending record + the temp file
-    assert len(_files(out)) - len(claims) == 12
+    # 9 finished outputs (records included) + img03's pending record
+    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {
+        f"img{i:02d}_{k}" for i in range(3) for k in ("labels.png", "overlay.png", "labels.json")} | {
+        "img03_labels.json"}
     assert json.loads((out / "img03_labels.json").read_text())["complete"] is False
     assert main(args) == 0
     assert "17 written, 3 already done, 0 failed" in capsys.readouterr().err
@@ -219,14 +218,13 @@ def test_segment_killed_mid_write_and_restarted(twenty_images, tmp_path, capsys)
 def test_features_killed_mid_write_and_restarted(twenty_images, tmp_path, capsys):
     out = tmp_path / "feats"
     args = ["features", str(twenty_images), "--random-weights", "lseg_tiny_test", "-o", str(out), *MODEL]
-    # the manifest is write 1, then pending record + .npy + complete record per image; killed while
-    # img06.npy is a complete temp file not yet renamed
-    hanging = _run_until_hang_then_kill(args, hang_at=21, tmp_path=tmp_path)
+    # killed while img06.npy is a complete temp file not yet moved into place
+    hanging = _run_until_hang_then_kill(args, hang_at=7, tmp_path=tmp_path)
     assert Path(hanging) == out / "img06.npy"
     claim = out / ".img06.npy.claim"  # the killed job's claim on the output it was writing
-    stale = [p for p in _hidden(out) if p != claim]
+    stale = [p for p in _hidden(out) if p != claim and not p.name.startswith(".lseg-job")]
     assert len(stale) == 1 and stale[0].name.startswith(".img06.npy.") and claim.is_file()
-    assert _files(out) - {stale[0].name, claim.name} == {"features.json", "img06.json"} | {
+    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {"features.json", "img06.json"} | {
         f"img{i:02d}.{e}" for i in range(6) for e in ("npy", "json")
     }  # img06.json: its pending record
     assert main(args) == 0

@@ -277,7 +277,7 @@ def test_text_cache_is_keyed_by_numerics_and_dtype(model: lseg.LSeg) -> None:
     """Item 3: toggling reference_numerics or casting the model does not return stale embeddings,
     and cached and new labels mix."""
     m = copy.deepcopy(model)
-    p = LSegPredictor(m)
+    p = LSegPredictor(m, inplace=True)  # the test changes the predictor's model behind its back
     fp32 = p.embed_text(["sky", "grass"])
     m.reference_numerics = True
     ref = p.embed_text(["sky", "grass"])

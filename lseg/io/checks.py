@@ -1,0 +1,42 @@
+"""Checks of output paths as option ``check=`` functions (:func:`lseg.options.option`): they run when a
+command's options are built, so a wrong output path is one error before any model or file work.
+Each factory takes the field's name, which the message marks (```out` ...``) so that the command
+line shows the option (``--out ...``). Light on purpose: the command line's help imports it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from lseg.options import OptionError
+
+__all__ = ["output_folder", "report_file"]
+
+
+def report_file(field: str) -> Callable[[str | None], str | None]:
+    """A file written at the end of the command (an evaluation may take hours): not a folder, and its
+    folder writable (created if needed), so that a finished run never fails to save its result."""
+
+    def check(path: str | None) -> str | None:
+        if path is None:
+            return None
+        from lseg.io.atomic import check_writable
+
+        target = Path(path).expanduser()
+        if target.is_dir():
+            raise OptionError(f"`{field}` {path} is a folder: give a file name, e.g. {target / 'report.json'}")
+        check_writable(target.parent)
+        return path
+
+    return check
+
+
+def output_folder(field: str) -> Callable[[str | None], str | None]:
+    """A folder the command writes into (created if needed): not an existing file."""
+
+    def check(path: str | None) -> str | None:
+        if path is not None and Path(path).expanduser().exists() and not Path(path).expanduser().is_dir():
+            raise OptionError(f"`{field}` {path} is a file, not a folder: give a folder (it is created if needed)")
+        return path
+
+    return check
