@@ -63,6 +63,9 @@ class _Handler(logging.Handler):
 def setup_logging(verbose: bool = False) -> None:
     """lseg's log records as ``warning: ...`` lines (``debug:`` too with ``verbose``), in the style of
     :func:`warn`."""
+    # torch's C++ builder (torch.compile on a CPU) warns "No CUDA runtime is found" on a machine with
+    # a CUDA toolkit and no GPU: not the user's concern
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     logger = logging.getLogger("lseg")
     logger.handlers[:] = [_Handler()]
     logger.setLevel(logging.DEBUG if verbose else logging.WARNING)

@@ -175,11 +175,16 @@ class SegmentDemo:
         import gradio as gr
 
         out = self.run(image, labels)
-        if not out.ok:  # the same word in the toast and the status line
-            gr.Warning(out.status, title="Error")
+        if not out.ok:  # the same word in the toast and the status line; the toast goes by itself
+            gr.Warning(out.status, title="Error", duration=TOAST_SECONDS)
             return gr.update(value=None), None, f"**Error:** {out.status}"
         annotated = (out.image, out.masks)
         return gr.update(value=annotated, color_map=out.color_map), str(out.label_png), out.status
+
+
+#: How long an error toast stays: toasts must not pile up, nor outlive a later successful run (the
+#: status line below the result keeps the message until the next run).
+TOAST_SECONDS = 6
 
 
 def _error(message: str) -> DemoOutput:

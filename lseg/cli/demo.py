@@ -39,6 +39,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port another program listens on, in one line (0: any free port)."""
+    import socket
+
+    from lseg.errors import LSegError
+
+    if not port:
+        return
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host.strip("[]"), port))
+        except OSError as e:
+            raise LSegError(f"cannot serve on {host}:{port}: {e.strerror or e} (another program uses it?); "
+                            "give another --port, or --port 0 for any free one") from None
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from lseg.cli.common import make_predictor, model_source_from_args, predictor_options_from_args
     from lseg.errors import LSegError
@@ -53,6 +70,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             "serving on %s: anyone who can reach this machine can use the demo (no authentication); "
             "use --host 127.0.0.1 to keep it local", opts.host,
         )
+    check_port_free(opts.host, opts.port)  # before the model loads (a minute for the full-size one)
     predictor = make_predictor(args, source, popts)
     banner = None
     if source.random_weights:

@@ -9,6 +9,7 @@ becomes one :class:`~lseg.errors.ImageLoadError`. Converting decoded pixels to R
 
 from __future__ import annotations
 
+import functools
 import contextlib
 import io
 import os
@@ -37,7 +38,7 @@ DEFAULT_MAX_PIXELS: int = 16384 * 16384
 
 #: Lower-case file extensions recognised as still/animated images by :func:`list_images`.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif"}
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif", ".heic", ".heif"}
 )
 
 #: Lower-case file extensions that :func:`iter_frames` decodes with PyAV (everything not in
@@ -261,6 +262,16 @@ def _check_jpeg_stream(fp: IO[bytes], name: str) -> None:
                                  f"({message}); re-download or re-export it") from None
 
 
+@functools.cache
+def _register_heif() -> None:
+    """HEIC/HEIF (recent phones' photos, also when renamed .jpg) through the pillow-heif plugin."""
+    try:
+        import pillow_heif
+    except ImportError:  # pragma: no cover - a dependency; a build without it reads everything else
+        return
+    pillow_heif.register_heif_opener()
+
+
 def _identify(fp: IO[bytes], name: str) -> Image.Image:
     """Identify the format of ``fp`` without decoding pixels.
 
@@ -271,6 +282,7 @@ def _identify(fp: IO[bytes], name: str) -> Image.Image:
     prefix = fp.read(16)
     Image.preinit()  # common formats first, like Image.open
     Image.init()
+    _register_heif()
     claimed: list[tuple[str, BaseException]] = []  # formats whose signature matched but failed
     for fmt in list(Image.ID):
         factory, accept = Image.OPEN[fmt]

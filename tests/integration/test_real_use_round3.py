@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import make_photo
 from hostile_inputs import cli_env
@@ -22,7 +23,7 @@ RANDOM = ["--random-weights", "lseg_tiny_test", "--size", "32", "-q"]
 
 def _lseg(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lseg.cli", *args], capture_output=True, text=True, env=cli_env(),
-                          input=stdin, timeout=300)
+                          input=stdin, timeout=300, check=False)
 
 
 @pytest.fixture
@@ -40,7 +41,8 @@ def test_02_a_closed_pipe_is_a_quiet_end(command: list[str]) -> None:
             "stderr=subprocess.PIPE)\n"
             "p.stdout.readline(); p.stdout.close()\n"
             "err = p.stderr.read().decode(); print(p.wait()); print(err)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=120,
+                       check=True)
     rc, _, err = r.stdout.partition("\n")
     assert rc.strip() == "0" and "Traceback" not in err and "BrokenPipeError" not in err, r.stdout
 
@@ -161,3 +163,59 @@ def test_13_rerunning_a_finished_training_says_it_is_complete(tmp_path: Path) ->
 
     assert "complete" in finished_message(finished=True, step=150, total=150, loss=None, already=True)
     assert "--out-dir" in finished_message(finished=True, step=150, total=150, loss=None, already=True)
+
+
+# 10: HEIC photos, also renamed .jpg
+def test_10_heic_photos_are_read_also_renamed(tmp_path: Path) -> None:
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    rgb = make_photo(40, 60)
+    Image.fromarray(rgb).save(tmp_path / "phone.heic", quality=95)
+    (tmp_path / "renamed.jpg").write_bytes((tmp_path / "phone.heic").read_bytes())
+    for name in ("phone.heic", "renamed.jpg"):
+        got = lseg.io.load_image(tmp_path / name)
+        assert got.shape == (40, 60, 3) and np.abs(got.astype(int) - rgb).mean() < 12  # lossy, close
+    assert main(["segment", str(tmp_path), "-l", "a, b", "-o", str(tmp_path / "o"), *RANDOM]) == 0
+    assert (tmp_path / "o" / "phone_labels.png").is_file() and (tmp_path / "o" / "renamed_labels.png").is_file()
+
+
+# 16: a port in use is one line, before the model loads
+def test_16_demo_on_a_taken_port_fails_before_the_model_loads(capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    monkeypatch.setattr("lseg.cli.common.load_source_model", lambda *a: pytest.fail("the model was loaded"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["demo", "--random-weights", "lseg_tiny_test", "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: cannot serve on 127.0.0.1:{port}: ") and "--port 0" in err and "\n" not in err
+
+
+# 17: torch.compile's builder has nothing to say to a CPU user
+def test_17_the_cli_quiets_torchs_cuda_home_warning() -> None:
+    import logging
+
+    from lseg.console import setup_logging
+
+    setup_logging()
+    assert not logging.getLogger("torch.utils.cpp_extension").isEnabledFor(logging.WARNING)
+
+
+# 21: error toasts go by themselves
+def test_21_demo_error_toasts_do_not_pile_up(monkeypatch: pytest.MonkeyPatch, tiny_model, tmp_path: Path) -> None:
+    import gradio as gr
+
+    from lseg.app.demo import TOAST_SECONDS, SegmentDemo
+
+    shown = []
+    monkeypatch.setattr(gr, "Warning", lambda message, **kw: shown.append(kw))
+    demo = SegmentDemo(lseg.LSegPredictor(tiny_model, size=32))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    _, _, status = demo.callback(str(bad), "a, b")
+    assert status.startswith("**Error:**") and shown == [{"title": "Error", "duration": TOAST_SECONDS}]
+    assert 0 < TOAST_SECONDS <= 10
