@@ -1,6 +1,6 @@
-"""The package's shape (issue 9): no import cycle, no arrow from a lower layer up to a higher one,
-no module over ~500 lines without its docstring saying why. Imports inside functions count: a lazy
-import is still a dependency."""
+"""The package's shape: every package on a named floor, imports only to its own package or a lower
+floor, at most 8 floors, no import cycle, no module over 500 lines. Imports inside functions count:
+a lazy import is still a dependency."""
 
 from __future__ import annotations
 
@@ -10,9 +10,17 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "lseg"
-#: Lower layers and what they must never import (not even inside a function).
-LOWER = ("lseg.models", "lseg.data", "lseg.io", "lseg.geometry", "lseg.errors", "lseg.options")
-HIGHER = ("lseg.cli", "lseg.app", "lseg.train", "lseg.eval", "lseg.export", "lseg.features")
+#: The floors, lowest first: a package imports only itself and packages on lower floors.
+FLOORS = (
+    ("lseg.errors", "lseg.geometry", "lseg.console"),  # the ground: no lseg import
+    ("lseg.options", "lseg.labels"),  # options declared once; label lists and templates
+    ("lseg.io", "lseg.models"),  # the front door and the exit; the networks (no weights, no Hub)
+    ("lseg.jobs", "lseg.viz", "lseg.data", "lseg.pretrained", "lseg.export"),  # engine, pictures, datasets, weights
+    ("lseg.inference", "lseg.app"),  # the predictor and its results; the web demo
+    ("lseg.eval", "lseg.features"),  # metrics and benchmarks; features for 3D
+    ("lseg.train",),
+    ("lseg.cli",),  # every command (and ``python -m lseg``, which runs it)
+)
 MAX_LINES = 500
 
 
@@ -94,16 +102,33 @@ def test_no_import_cycle(graph):
     assert not cycles, f"import cycles: {cycles}"
 
 
-def test_no_arrow_from_a_lower_layer_up(graph):
-    up = sorted((a, b) for a, deps in graph.items() if _in(a, LOWER) for b in deps if _in(b, HIGHER))
-    assert not up, f"lower layers importing higher ones: {up}"
+def _package(module: str) -> str:
+    return "lseg.cli" if module == "lseg.__main__" else ".".join(module.split(".")[:2])
 
 
-def test_no_long_module_without_a_reason():
-    long = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        n = len(path.read_text(encoding="utf-8").splitlines())
-        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
-        if n > MAX_LINES and "one module on purpose" not in doc.lower():
-            long.append(f"{path.relative_to(PACKAGE.parent)} ({n} lines)")
-    assert not long, f"over {MAX_LINES} lines with no reason in the docstring: {long}"
+def _floor(module: str) -> int:
+    module = _package(module)
+    for i, names in enumerate(FLOORS):
+        if any(module == n or module.startswith(n + ".") for n in names):
+            return i
+    raise AssertionError(f"{module} is on no floor: add its package to FLOORS")
+
+
+def test_every_module_is_on_a_floor_and_imports_only_downward(graph):
+    assert len(FLOORS) <= 8
+    up = []
+    for a, deps in graph.items():
+        if a == "lseg":  # the package's face: lazy re-exports of the public API
+            continue
+        for b in deps:
+            if b == "lseg":
+                continue
+            if _package(a) != _package(b) and _floor(b) >= _floor(a):
+                up.append((a, b))
+    assert not up, f"imports that do not go down a floor: {sorted(up)}"
+
+
+def test_no_long_module():
+    long = [f"{path.relative_to(PACKAGE.parent)} ({n} lines)" for path in sorted(PACKAGE.rglob("*.py"))
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES]
+    assert not long, f"over {MAX_LINES} lines: {long}"
