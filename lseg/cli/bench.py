@@ -56,6 +56,8 @@ class BenchOptions:
         threads: CPU threads (``None``: all available).
         compile: torch.compile the image path: off, on, or both side by side (off,on).
         json: also write the rows to this JSON file.
+        profile: instead of timing rows, show where one forward's time goes (ms and share per component)
+            for each precision and the fp32 reference numerics.
     """
 
     model: str = "lseg_vitl16_384"
@@ -69,6 +71,7 @@ class BenchOptions:
     threads: int | None = option(None, min=1)
     compile: Literal["off", "on", "off,on"] = option("off", metavar="off|on|off,on")
     json: str | None = option(None, check=report_file("json"))
+    profile: bool = False
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -98,6 +101,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from lseg.models.precision import cpu_has_native_bf16
 
     precisions, batches = opts.precisions, opts.batch_sizes
+    if opts.profile:
+        return _profile(opts)
     if opts.device.startswith("cuda"):
         hardware = torch.cuda.get_device_name(opts.device) if torch.cuda.is_available() else "no CUDA"
     else:
@@ -116,3 +121,28 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         atomic_write(opts.json, lambda p: p.write_text(text))
     return 0
 
+
+
+def _profile(opts: BenchOptions) -> int:
+    """``--profile``: each precision's component times, each in a fresh process, one table."""
+    import os
+    import subprocess
+    import sys
+
+    from lseg.eval.profile import format_profile
+
+    threads = opts.threads or len(os.sched_getaffinity(0))
+    profiles = {}
+    for precision in ("reference", *dict.fromkeys(opts.precisions)):
+        cmd = [sys.executable, "-m", "lseg.eval.profile", json.dumps({
+            "model_name": opts.model, "checkpoint": opts.checkpoint, "precision": precision, "size": opts.size,
+            "device": opts.device, "repeats": opts.repeats, "threads": threads})]
+        r = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"profile {precision} failed: {r.stderr.strip().splitlines()[-1:]}")
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        profiles[f"{precision}={out.pop('precision')}" if precision == "auto" else precision] = out
+    print(f"{opts.checkpoint or opts.model}, {opts.size}x{opts.size}, {opts.device}, {threads} threads: "
+          f"seconds of one forward by component (own time, mean of {opts.repeats} after a warm-up)")
+    print(format_profile(profiles))
+    return 0
