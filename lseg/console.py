@@ -40,6 +40,7 @@ def progress_bar(
 ) -> tqdm:
     """A tqdm bar on stderr (use it like ``tqdm``: iterate, or ``update()`` and ``close()``)."""
     interactive = sys.stderr.isatty()
+    disable = disable or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")  # tqdm's own switch
     interval = {} if interactive or "TQDM_MININTERVAL" in os.environ else {"mininterval": LOG_INTERVAL}
     return tqdm(iterable, desc=desc, unit=unit, total=total, initial=initial, disable=disable, position=position,
                 dynamic_ncols=interactive, file=sys.stderr if interactive else _Lines(), **interval)

@@ -90,7 +90,8 @@ class ModelSource:
 
     Attributes:
         checkpoint: released weights name (lseg weights list), lseg folder, .safetensors, official lang-seg
-            .ckpt, or Hub repo id owner/name (segment, features, demo: default the released weights demo).
+            .ckpt, or Hub repo id owner/name (unset: segment, features and demo take the released weights
+            demo; query the store's own).
         random_weights: use a randomly initialised registered model, e.g. lseg_tiny_test (seeded: the same
             network every run; the output is noise; for trying the tool).
         device: cpu, cuda, cuda:N (default: cuda if available, else cpu).

@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "features", help="export dense pixel embeddings for images and videos",
         description="One (D, h, w) .npy per image or sampled video frame (<video>/<frame:06d>.npy) and a "
         "features.json manifest, or one feature store (--format store); finished outputs are skipped on "
-        "re-runs. Shard with torchrun -m lseg.cli (--nproc_per_node=N: input i goes to rank i %% N) and/or "
+        "re-runs. Shard with torchrun -m lseg.cli (--nproc_per_node=N: input i goes to rank i % N) and/or "
         "--shard k/M across machines.",
     )
     add_options(p, FeaturesInputs)

@@ -19,7 +19,7 @@ a fully cast model, at its speed, with a third less error (random-weight full-si
 three photos: mean logit error 0.0024-0.0032 against 0.0036-0.0051 for the image path cast whole,
 argmax agreement with fp32 98.95-99.11% against 98.19-99.07%).
 
-Measured side by side (``lseg bench``): see the README's performance section.
+Measured side by side (``lseg bench``): docs/performance.md.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Two numerics:
   change the result; 150 ADE20K labels need 5-8 tokens instead of 77, about 15x faster on CPU).
 * ``reference=True``: the reference's CUDA-fp16 path: fp16 linear/attention weights, LayerNorm in
   fp32 with the result cast back to fp16, the full 77-token context. Used to reproduce the
-  official logits bit-for-bit-ish (see README "Numerical parity").
+  official logits bit for bit in reference numerics (docs/performance.md).
 """
 
 from __future__ import annotations

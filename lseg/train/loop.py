@@ -182,7 +182,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         cfg = cfg.replace(devices=max(1, fabric.world_size // cfg.num_nodes))
     fabric.seed_everything(cfg.seed, verbose=False)
     # No cudnn.benchmark: it is process wide and picks kernels by timing, which makes GPU runs differ
-    # from run to run (README "Training and evaluation" says what resume reproduces on GPUs).
+    # from run to run (docs/training.md says what resume reproduces on GPUs).
 
     out_dir = Path(cfg.out_dir)
     ckpt_path = out_dir / "checkpoints" / "last.ckpt"
