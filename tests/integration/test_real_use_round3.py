@@ -21,9 +21,10 @@ from lseg.cli import main
 RANDOM = ["--random-weights", "lseg_tiny_test", "--size", "32", "-q"]
 
 
-def _lseg(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lseg.cli", *args], capture_output=True, text=True, env=cli_env(),
-                          input=stdin, timeout=300, check=False)
+def _lseg(*args: str, bars: bool = False) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in cli_env().items() if not (bars and k == "TQDM_DISABLE")}
+    return subprocess.run([sys.executable, "-m", "lseg.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=300, check=False)
 
 
 @pytest.fixture
@@ -127,7 +128,8 @@ def test_11_segment_a_video_says_what_to_do_before_loading(tmp_path: Path, capsy
 def test_15_warnings_are_plain_lines_in_one_style(photo: Path, tmp_path: Path) -> None:
     long = "a photo of a very " + "very " * 100 + "large dog"
     for command in (["segment", str(photo), "-l", f"{long}, cat"], ["features", str(photo)]):
-        r = _lseg(*command, "-o", str(tmp_path / command[0]), "--random-weights", "lseg_tiny_test", "--size", "32")
+        r = _lseg(*command, "-o", str(tmp_path / command[0]), "--random-weights", "lseg_tiny_test", "--size", "32",
+                  bars=True)
         assert r.returncode == 0, r.stderr
         lines = r.stderr.splitlines()
         assert "warning: using random weights for lseg_tiny_test: the output is noise" in lines
