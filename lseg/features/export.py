@@ -1,40 +1,14 @@
-"""Dense feature export to the ``npy`` layout: one ``.npy`` of pixel embeddings per image or video
-frame; resumable, atomic, and shardable across processes and machines. (The self-describing store
-of :mod:`lseg.features.store` is the other output format.)
+"""The ``npy`` feature layout: one ``(D, H, W)`` array of L2-normalised CLIP-space pixel embeddings per
+image (``OUT/<stem>.npy``, optionally ``<stem>_pca.png``) or sampled video frame
+(``OUT/<video>/<frame:06d>.npy``, the video's record ``frames.json`` last), plus a ``features.json``
+manifest; layout, resolutions and sharding in docs/features-3d.md.
 
-Layout of an output folder::
-
-    OUT/features.json                     # manifest: model config, dtype, resolution, sampling
-    OUT/<relative/path/stem>.npy          # image: (D, h, w) L2-normalised CLIP-space embeddings
-    OUT/<relative/path/stem>_pca.png      # with pca=True: first 3 principal components as RGB
-    OUT/<video stem>/<frame:06d>.npy      # video: one array per sampled frame (index in the file)
-    OUT/<video stem>/frames.json          # video: sampled frame indices and timestamps (written last)
-
-Resolution (``resolution=``):
-
-* ``"half"`` (default): the network's output, half the working resolution (long side ``size``,
-  default 480, so a 640x480 photo gives (512, 180, 240) for the 512-d models);
-* ``"input"``: the working resolution, i.e. the x2 bilinear upsampling (align_corners=True) that
-  LSeg applies to its logits, cropped to the working size;
-* ``"original"``: the image's own size; ``"HxW"`` (e.g. ``"240x320"``) or ``(H, W)``: that size.
-
-Upsampled embeddings follow the logits' path (x2 with align_corners=True, crop, then
-align_corners=True to the target size) and are re-normalised to unit length. They are computed in
-row strips, each written at its place in the file with ``pwrite`` (never through a memory map, whose
-writes die of SIGBUS on a full disk), so a 4000x3000 export needs little RAM (but D*H*W*2 bytes of
-disk).
-
-A file appears only once complete (temporary name, then rename), so a killed job is simply
-restarted: finished outputs are skipped (a video's ``frames.json`` marks it complete). Jobs started
-on one output folder split the work through claim files (:mod:`lseg.jobs.claims`). A write that fails
-(:class:`~lseg.errors.OutputWriteError`) fails its input, and the others go on; a full disk or a
-read-only file system stops the job (``Report.stopped``), and a re-run completes it.
-
-Sharding: with ``torchrun --nproc_per_node=N -m lseg.cli features ...`` (``RANK``/``WORLD_SIZE`` in the
-environment; no process group is needed) input ``i`` (an image or a whole video, in sorted order) is
-done by rank ``i % WORLD_SIZE``; only rank 0 of each job writes the manifest (the same for every
-shard). ``--shard k/M`` splits the inputs across machines the same way, and composes with torchrun
-(part ``k * WORLD_SIZE + RANK`` of ``M * WORLD_SIZE``).
+Resolutions other than ``half`` (the network's output) follow the logits' path (x2 bilinear with
+align_corners=True, crop to the working size, align_corners=True to the target) and are
+re-normalised; they are computed in row strips written in place with ordinary writes (a memory map
+dies of SIGBUS on a full disk), so a 4000x3000 export needs little RAM. Sharding: input ``i`` goes to
+torchrun rank ``i % WORLD_SIZE``; ``--shard k/M`` composes (part ``k * WORLD_SIZE + RANK`` of
+``M * WORLD_SIZE``); only rank 0 writes the manifest.
 """
 
 from __future__ import annotations
