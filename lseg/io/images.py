@@ -9,8 +9,8 @@ becomes one :class:`~lseg.errors.ImageLoadError`. Converting decoded pixels to R
 
 from __future__ import annotations
 
-import functools
 import contextlib
+import functools
 import io
 import os
 import stat
