@@ -26,37 +26,25 @@ Images and masks are returned at their original resolution. The reference evalua
 Episode lists are deterministic: PASCAL and FSS follow fixed lists, COCO draws its episodes up front
 from ``numpy.random.RandomState(seed)``, replaying the reference's ``np.random`` stream.
 
-One module on purpose (over 500 lines): the three benchmarks share the episode sampler,
-the mask binarisation and the split lists, and differ only in where files are; splitting them
-would spread one protocol over four files.
+Shared parts: the episode list and support draw (:mod:`lseg.data.episodes`), COCO-20i's split lists
+(:mod:`lseg.data.coco20i_splits`); their public names are importable from here too.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import pickle
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
-from lseg.data.base import (
-    IGNORE_INDEX,
-    JointTransform,
-    read_image,
-    read_mask_array,
-    require_dir,
-    require_file,
-)
+from lseg.data.base import IGNORE_INDEX, JointTransform, read_mask_array, require_dir, require_file
+from lseg.data.coco20i_splits import convert_coco20i_splits, derive_coco20i_lists, read_coco20i_json
+from lseg.data.episodes import Episode, FewShotDataset
 from lseg.data.label_sets import fewshot_labels, fss_split_categories, read_package_file
 from lseg.errors import DatasetError
-from lseg.io import atomic_write
 
 __all__ = [
     "FSS1000",
@@ -87,107 +75,6 @@ def coco20i_fold_classes(fold: int) -> list[int]:
 def _check_fold(fold: int) -> None:
     if fold not in (0, 1, 2, 3):
         raise DatasetError(f"fold must be 0, 1, 2 or 3, not {fold!r}")
-
-
-@dataclass(frozen=True)
-class Episode:
-    """One query: image file, mask file and the benchmark class id (0-based)."""
-
-    image: Path
-    mask: Path
-    class_id: int
-
-
-class FewShotDataset(Dataset):
-    """Base class: a fixed list of :class:`Episode` plus the benchmark's class names.
-
-    Attributes:
-        episodes: The episodes, in evaluation order.
-        labels: Class string of every benchmark class id (all 20 / 80 / 1000, not just the fold's).
-        class_ids: The class ids this split evaluates (the fold's test classes).
-        ignore_index: 255 (boundary pixels; only PASCAL masks carry them).
-        transform: Optional joint ``(image, mask) -> (image, mask)`` transform.
-    """
-
-    ignore_index: int = IGNORE_INDEX
-
-    def __init__(
-        self,
-        episodes: Sequence[Episode],
-        labels: Sequence[str],
-        class_ids: Sequence[int],
-        transform: JointTransform | None = None,
-        num_support: int = 0,
-    ) -> None:
-        if len(episodes) == 0:
-            raise DatasetError(f"{type(self).__name__}: no episodes")
-        if num_support < 0:
-            raise DatasetError(f"num_support must be >= 0, got {num_support}")
-        self.episodes = list(episodes)
-        self.labels = list(labels)
-        self.class_ids = list(class_ids)
-        self.transform = transform
-        self.num_support = num_support
-        self._pools: dict[int, list[Episode]] | None = None
-
-    def __len__(self) -> int:
-        return len(self.episodes)
-
-    def binary_mask(self, path: Path, class_id: int) -> torch.Tensor:
-        """Read ``path`` and return the int64 ``(H, W)`` mask: 1 = ``class_id``, 0 = rest (+255 if any)."""
-        raise NotImplementedError
-
-    def query_episode(self, index: int) -> Episode:
-        """The episode item ``index`` shows (COCO-20i ``trn`` draws it instead, as the reference)."""
-        return self.episodes[index]
-
-    def pool_episodes(self) -> Sequence[Episode]:
-        """Every (image, class) pair of the split; supports are drawn from it. Default: the episodes."""
-        return self.episodes
-
-    def support_pool(self, class_id: int) -> list[Episode]:
-        """The distinct images of ``class_id`` a support can come from (query not excluded)."""
-        if self._pools is None:
-            pools: dict[int, list[Episode]] = {}
-            for ep in dict.fromkeys(self.pool_episodes()):
-                pools.setdefault(ep.class_id, []).append(ep)
-            self._pools = pools
-        return self._pools.get(class_id, [])
-
-    def _load(self, ep: Episode) -> tuple[torch.Tensor, torch.Tensor]:
-        image = read_image(ep.image)
-        mask = self.binary_mask(ep.mask, ep.class_id)
-        if tuple(image.shape[-2:]) != tuple(mask.shape):
-            raise DatasetError(
-                f"image {ep.image} is {tuple(image.shape[-2:])} but mask {ep.mask} is {tuple(mask.shape)}"
-            )
-        if self.transform is not None:
-            image, mask = self.transform(image, mask)
-        return image, mask
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        ep = self.query_episode(index)
-        image, mask = self._load(ep)
-        item: dict[str, Any] = {
-            "image": image,
-            "mask": mask,
-            "class_id": ep.class_id,
-            "class_name": self.labels[ep.class_id],
-            "path": str(ep.image),
-        }
-        if self.num_support:
-            pool = [e for e in self.support_pool(ep.class_id) if e.image != ep.image]
-            if len(pool) < self.num_support:
-                raise DatasetError(
-                    f"class {ep.class_id} ({self.labels[ep.class_id]!r}) has {len(pool)} image(s) besides "
-                    f"{ep.image}; {self.num_support} support(s) needed"
-                )
-            picks = [pool[int(i)] for i in torch.randperm(len(pool))[: self.num_support]]
-            supports = [self._load(e) for e in picks]
-            item["support_images"] = [im for im, _ in supports]
-            item["support_masks"] = [m for _, m in supports]
-            item["support_paths"] = [str(e.image) for e in picks]
-        return item
 
 
 class Pascal5i(FewShotDataset):
@@ -358,12 +245,12 @@ class COCO20i(FewShotDataset):
             class_ids = [c for c in range(80) if c not in class_ids]
 
         if splits_dir is not None:
-            classwise = _read_coco_json(
+            classwise = read_coco20i_json(
                 require_file(Path(splits_dir) / split / f"fold{fold}.json", "COCO-20i split")
             )
         else:
             coco_split = "val2014" if split == "val" else "train2014"
-            classwise = _derive_coco_classwise(root, coco_split, class_ids)
+            classwise = derive_coco20i_lists(root, coco_split, class_ids)
         for c in class_ids:
             if not classwise.get(c):
                 raise DatasetError(f"COCO-20i fold {fold} ({split}): no image lists class {c}")
@@ -407,88 +294,6 @@ class COCO20i(FewShotDataset):
 
     def binary_mask(self, path: Path, class_id: int) -> torch.Tensor:
         return torch.from_numpy((read_mask_array(path) == class_id + 1).astype(np.int64))
-
-
-def _read_coco_json(path: Path) -> dict[int, list[str]]:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise DatasetError(f"{path}: expected a JSON object mapping class id -> list of image paths")
-    return {int(k): [str(v) for v in vals] for k, vals in data.items()}
-
-
-def _derive_coco_classwise(root: Path, coco_split: str, class_ids: Sequence[int]) -> dict[int, list[str]]:
-    mask_dir = require_dir(root / "annotations" / coco_split, "COCO-20i masks")
-    wanted = np.asarray(class_ids) + 1
-    classwise: dict[int, list[str]] = {c: [] for c in class_ids}
-    for mask in sorted(mask_dir.glob("*.png")):
-        present = np.intersect1d(np.unique(read_mask_array(mask)), wanted)
-        for v in present:
-            classwise[int(v) - 1].append(f"{coco_split}/{mask.stem}.jpg")
-    return classwise
-
-
-class _DataOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that refuses every global lookup.
-
-    dict / list / tuple / str / int / float / bool / None are built by dedicated pickle opcodes and
-    never reach ``find_class``; anything else (classes, functions, numpy scalars) needs a global and
-    is rejected, so loading cannot execute code.
-    """
-
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(
-            f"refusing to load global {module}.{name}: only plain dict/list/str/int data is allowed"
-        )
-
-
-def _load_split_pickle(path: Path) -> dict[int, list[str]]:
-    try:
-        data = _DataOnlyUnpickler(io.BytesIO(path.read_bytes())).load()
-    except (pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise DatasetError(f"cannot convert {path}: {e}") from e
-    if not isinstance(data, Mapping) or not all(
-        isinstance(k, int) and isinstance(v, list) and all(isinstance(x, str) for x in v)
-        for k, v in data.items()
-    ):
-        raise DatasetError(f"{path} is not a dict of int -> list[str]")
-    return {int(k): list(v) for k, v in data.items()}
-
-
-def convert_coco20i_splits(pkl_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """Convert HSNet's COCO-20i split pickles to JSON, once, without executing pickle code.
-
-    Reads ``pkl_dir/{trn,val}/fold{0..3}.pkl`` (each a ``dict`` class id (0-79) -> list of
-    ``"train2014/...jpg"`` / ``"val2014/...jpg"``) with an unpickler that only builds plain
-    dict/list/str/int data, and writes ``out_dir/{trn,val}/fold{i}.json`` (keys as strings, list order
-    kept, which matters for the episode sampler). Missing pickles are skipped.
-
-    Args:
-        pkl_dir: HSNet's ``fewshot_data/data/splits/coco`` folder.
-        out_dir: Destination; pass it as ``splits_dir`` to :class:`COCO20i`.
-
-    Returns:
-        The JSON files written.
-
-    Raises:
-        DatasetError: If no pickle is found, or one holds anything but dict/list/str/int data.
-    """
-    pkl_dir, out_dir = Path(pkl_dir), Path(out_dir)
-    written = []
-    for split in ("trn", "val"):
-        for fold in range(4):
-            src = pkl_dir / split / f"fold{fold}.pkl"
-            if not src.is_file():
-                continue
-            data = _load_split_pickle(src)
-            dst = out_dir / split / f"fold{fold}.json"
-            text = json.dumps({str(k): v for k, v in data.items()}, indent=0)
-            atomic_write(dst, lambda p, text=text: p.write_text(text, encoding="utf-8"))
-            written.append(dst)
-    if not written:
-        raise DatasetError(
-            f"no COCO-20i split pickles found under {pkl_dir} (expected {{trn,val}}/fold{{0..3}}.pkl)"
-        )
-    return written
 
 
 class FSS1000(FewShotDataset):

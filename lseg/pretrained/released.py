@@ -24,45 +24,35 @@ Environment: ``LSEG_HOME`` (cache root), ``LSEG_OFFLINE=1`` or ``HF_HUB_OFFLINE=
 network: cached weights only), ``LSEG_WEIGHTS_MIRROR`` (a base URL serving the files by their file
 name, instead of Google Drive; also ``{"weights_mirror": URL}`` in ``$LSEG_HOME/config.json``).
 
-Google Drive: large files are not served at ``uc?export=download&id=ID`` directly but behind an
-HTML confirmation page (a form whose hidden fields carry a token), and an exhausted download quota
-is an HTML page too. The page is parsed with gdown's own parser
-(``gdown.download.get_url_from_gdrive_confirmation``) and the resulting direct URL downloaded with
-``gdown.download`` (progress bar, ``Range`` resume of its ``.part`` file, retries, size check). We do
-not call ``gdown.download(id=...)`` for the whole flow because gdown recognises Drive only by its
-host name, so the flow could not be exercised against the local server the tests run; resolving
-the confirmation page here keeps one code path for Drive and for the tests (:data:`DRIVE_URL` is
-the only thing they replace).
-
-One module on purpose (over 500 lines): resolving a name, the download, its integrity checks, the
-cache record and the one-time conversion are one state machine under one file lock (partial file ->
-checked file -> recorded -> converted folder -> verified on every load); each step reads what the
-previous one wrote, and the error messages of each name the files of the others. The transport
-helpers at the end (Drive confirmation page, error wording) serve only that machine.
+The transfer itself (Google Drive's confirmation page, gdown, resume, error wording) is
+:mod:`lseg.pretrained.drive`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import hashlib
-import html
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from lseg.errors import CheckpointError, WeightsDownloadError
+from lseg.pretrained.drive import USER_AGENT, disk_guard, fetch, host, html_error, page_detail, reason
 
-_T = TypeVar("_T")
+__all__ = [
+    "DEFAULT", "DRIVE_URL", "MODEL_DIR", "RECORD_NAME", "RETRIES", "TIMEOUT", "USER_AGENT", "WEIGHTS",
+    "PretrainedWeights", "cache_dir", "cached_folder", "download", "get_weights", "is_offline", "list_pretrained",
+    "mirror_url", "resolve", "sha256_file", "weights_dir",
+]
+
 _logger = logging.getLogger(__name__)
 
 #: Google Drive's download endpoint (``?export=download&id=<file id>`` is appended). Tests point it
@@ -72,8 +62,6 @@ DRIVE_URL = "https://drive.google.com/uc"
 RETRIES = 3
 #: (connect, read) timeouts in seconds for every request.
 TIMEOUT = (15.0, 60.0)
-#: Drive serves browsers and scripts differently; this is a browser's, as gdown sends.
-USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
 #: The weights ``segment``, ``features`` and ``demo`` use when no checkpoint is given.
 DEFAULT = "demo"
 MODEL_DIR = "lseg"
@@ -346,7 +334,7 @@ def _write_record(d: Path, record: dict[str, Any]) -> None:
     from lseg.io import atomic_write
 
     text = json.dumps(record, indent=2) + "\n"
-    _disk_guard(lambda: atomic_write(d / RECORD_NAME, lambda p: p.write_text(text)), d, "writing", RECORD_NAME)
+    disk_guard(lambda: atomic_write(d / RECORD_NAME, lambda p: p.write_text(text)), d, "writing", RECORD_NAME)
 
 
 def _model_matches(model_dir: Path, recorded: dict[str, Any]) -> bool:
@@ -393,121 +381,18 @@ def _download(entry: PretrainedWeights, d: Path) -> dict[str, Any]:
     url, drive = _source(entry)
     target = d / (entry.filename + _DOWNLOAD_SUFFIX)
     if not target.is_file():  # else a complete download whose check a killed process did not finish
-        _fetch(entry, url, drive, target)
+        fetch(entry, url, target, drive=drive, timeout=TIMEOUT, retries=RETRIES)
     try:
         size, digest = _check_file(entry, target, url=url)
     except CheckpointError:
         target.unlink(missing_ok=True)
         raise
-    _disk_guard(lambda: os.replace(target, d / entry.filename), d, "moving", entry.filename)
+    disk_guard(lambda: os.replace(target, d / entry.filename), d, "moving", entry.filename)
     record = {"name": entry.name, "file": entry.filename, "size": size, "sha256": digest,
               "source": url if not drive else f"drive:{entry.drive_id}"}
     _write_record(d, record)
     return record
 
-
-def _fetch(entry: PretrainedWeights, url: str, drive: bool, target: Path) -> None:
-    """Download ``url`` (through Drive's confirmation page if ``drive``) to ``target`` with gdown,
-    resuming gdown's partial file of an earlier run; every failure is one :class:`WeightsDownloadError`."""
-    import gdown
-    import requests
-    from gdown.exceptions import DownloadError
-
-    for attempt in range(2):
-        try:
-            direct = _confirm_drive(entry, url, target) if drive else url
-            gdown.download(
-                url=direct, output=str(target), quiet=False, resume=True, use_cookies=False, timeout=TIMEOUT,
-                retries=RETRIES, user_agent=USER_AGENT,
-                log_messages={"start": f"Downloading {entry.name} ({entry.filename})\n",
-                              "output": f"To: {target.parent}\n"},
-            )
-            return
-        except DownloadError as e:
-            if attempt == 0 and "byte range" in str(e):  # no Range support, or the file changed: start over
-                for part in target.parent.glob(f"{target.name}*.part"):
-                    part.unlink()
-                continue
-            raise _transfer_error(entry, url, target, e) from None
-        except requests.RequestException as e:
-            raise _transfer_error(entry, url, target, e) from None
-        except OSError as e:
-            if e.errno == errno.ENOSPC:
-                raise _disk_full(target.parent, "downloading", entry.filename, kept=_partial_bytes(target)) from None
-            raise WeightsDownloadError(f"cannot write {entry.filename} into {target.parent}: {_reason(e)}") from None
-
-
-def _transfer_error(entry: PretrainedWeights, url: str, target: Path, e: Exception) -> WeightsDownloadError:
-    import requests
-
-    partial = _partial_bytes(target)
-    again = (f"the {partial / 1e6:.1f} MB downloaded so far are kept and the next run resumes from there"
-             if partial else "run the command again")
-    where = f"download {entry.url} by hand and put it at {target.parent / entry.filename}"
-    cause = e.__cause__ if e.__cause__ is not None else e
-    if isinstance(e, requests.HTTPError):
-        return WeightsDownloadError(
-            f"cannot download {entry.filename} ({entry.name!r}): {_host(url)} answered {_reason(e)}; {where}"
-        )
-    if isinstance(cause, (requests.ConnectionError, requests.Timeout)) and not partial:
-        return WeightsDownloadError(
-            f"cannot download {entry.filename} ({entry.name!r}) from {_host(url)}: no network connection "
-            f"({_reason(cause)}); {where}, or set LSEG_WEIGHTS_MIRROR"
-        )
-    return WeightsDownloadError(
-        f"the download of {entry.filename} ({entry.name!r}) from {_host(url)} broke off ({_reason(e)}); {again}, "
-        f"or {where}"
-    )
-
-
-def _confirm_drive(entry: PretrainedWeights, url: str, target: Path) -> str:
-    """The direct download URL behind Drive's confirmation page, or ``url`` itself when Drive serves
-    the file at once (small files). A quota page or any other HTML page without a download form is a
-    :class:`WeightsDownloadError`; an HTML page served instead of the file later is caught by
-    :func:`_check_file`."""
-    from urllib.parse import urljoin
-
-    import requests
-    from gdown.download import get_url_from_gdrive_confirmation
-    from gdown.exceptions import FileURLRetrievalError
-
-    with requests.get(url, stream=True, timeout=TIMEOUT, headers={"User-Agent": USER_AGENT}) as r:
-        if "text/html" not in r.headers.get("Content-Type", ""):
-            r.raise_for_status()
-            return url  # the file itself: gdown streams it from this URL
-        page = r.raw.read(1 << 20, decode_content=True).decode(r.encoding or "utf-8", "replace")
-    try:
-        return urljoin(r.url, get_url_from_gdrive_confirmation(page))
-    except FileURLRetrievalError as e:
-        raise _html_error(entry, str(e), target) from None
-
-
-def _html_error(entry: PretrainedWeights, detail: str, target: Path) -> WeightsDownloadError:
-    detail = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", detail)).split())
-    where = f"download {entry.url} in a browser and put it at {target.parent / entry.filename}"
-    if re.search(r"too many users|quota|try .* again later", detail, re.IGNORECASE):
-        return WeightsDownloadError(
-            f"Google Drive's download quota for {entry.filename} ({entry.name!r}) is exceeded: it answered with "
-            f"an HTML page, not the file (\"{_first_sentence(detail)}\"); try again later (up to 24 h), {where}, or set "
-            "LSEG_WEIGHTS_MIRROR"
-        )
-    return WeightsDownloadError(
-        f"Google Drive answered with an HTML page, not {entry.filename} ({entry.name!r}): \"{_first_sentence(detail)}\"; "
-        f"{where}, or set LSEG_WEIGHTS_MIRROR"
-    )
-
-
-def _page_detail(page: str) -> str:
-    """What an HTML page served instead of the file says (Drive's error line when it has one)."""
-    from gdown.download import get_url_from_gdrive_confirmation
-    from gdown.exceptions import FileURLRetrievalError
-
-    try:
-        get_url_from_gdrive_confirmation(page)
-    except FileURLRetrievalError as e:
-        if "uc-error" in page:
-            return str(e)
-    return page
 
 
 def _check_file(entry: PretrainedWeights, path: Path, *, url: str | None) -> tuple[int, str]:
@@ -521,9 +406,9 @@ def _check_file(entry: PretrainedWeights, path: Path, *, url: str | None) -> tup
         if url is None:
             raise CheckpointError(f"{path} is an HTML page, not {entry.filename}: download {entry.url} again")
         if url.startswith(DRIVE_URL):  # a page served instead of the file (e.g. Drive's quota page)
-            raise _html_error(entry, _page_detail(head.decode("utf-8", "replace")), path)
+            raise html_error(entry, page_detail(head.decode("utf-8", "replace")), path)
         raise WeightsDownloadError(
-            f"{_host(url)} answered with an HTML page, not {entry.filename} ({entry.name!r}): check "
+            f"{host(url)} answered with an HTML page, not {entry.filename} ({entry.name!r}): check "
             "LSEG_WEIGHTS_MIRROR (it must serve the files themselves)"
         )
     if entry.size is not None and size != entry.size:
@@ -533,7 +418,7 @@ def _check_file(entry: PretrainedWeights, path: Path, *, url: str | None) -> tup
             with zipfile.ZipFile(path) as z:
                 bad = z.testzip()
         except (zipfile.BadZipFile, EOFError, zlib.error, ValueError, OSError) as e:
-            raise _corrupt(entry, path, url, f"broken zip archive, truncated? ({_reason(e)})") from None
+            raise _corrupt(entry, path, url, f"broken zip archive, truncated? ({reason(e)})") from None
         if bad is not None:
             raise _corrupt(entry, path, url, f"CRC mismatch in {bad}")
     elif head[:1] != b"\x80":  # a legacy torch pickle starts with the protocol opcode
@@ -571,7 +456,7 @@ def _convert(entry: PretrainedWeights, ckpt: Path, d: Path, record: dict[str, An
     tmp = d / f".{MODEL_DIR}.tmp-{os.getpid()}"
     try:
         shutil.rmtree(tmp, ignore_errors=True)
-        _disk_guard(lambda: save_pretrained(model, tmp), d, "converting", entry.filename)
+        disk_guard(lambda: save_pretrained(model, tmp), d, "converting", entry.filename)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     finally:
@@ -594,46 +479,3 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
             h.update(block)
     return h.hexdigest()
 
-
-def _partial_bytes(target: Path) -> int:
-    """Bytes in gdown's partial file(s) of ``target`` (``<target name><8 chars>.part``)."""
-    return sum(p.stat().st_size for p in target.parent.glob(f"{target.name}*.part") if p.is_file())
-
-
-def _disk_full(d: Path, doing: str, filename: str, kept: int = 0) -> WeightsDownloadError:
-    free = shutil.disk_usage(d).free if d.exists() else 0
-    keep = f"; the {kept / 1e6:.1f} MB already downloaded are kept and the download resumes" if kept else ""
-    return WeightsDownloadError(
-        f"disk full while {doing} {filename} in {d} ({free / 1e6:.0f} MB free): free some space or set LSEG_HOME "
-        f"to a folder on another disk{keep}"
-    )
-
-
-def _disk_guard(action: Callable[[], _T], d: Path, doing: str, filename: str) -> _T:
-    """Run ``action()``; a full disk becomes one clear line."""
-    try:
-        return action()
-    except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise _disk_full(d, doing, filename) from None
-        raise
-
-
-def _host(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def _reason(e: BaseException) -> str:
-    """The last informative line of an exception chain (requests nests urllib3's reasons)."""
-    text = " ".join(str(e).split()) or type(e).__name__
-    m = re.search(r"\[Errno[^\]]*\][^')\"]*", text)  # e.g. "[Errno 111] Connection refused"
-    if m:
-        return m.group(0).strip()
-    return _first_sentence(text)
-
-
-def _first_sentence(text: str) -> str:
-    return re.split(r"\.\s+(?=[A-Z])", text, maxsplit=1)[0].rstrip(".")[:200]

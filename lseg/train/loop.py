@@ -33,9 +33,8 @@ Run folder (``out_dir``)::
     logs/version_N/           metrics.csv (or TensorBoard events), one version per invocation
     model/                    the trained model (``lseg.save_pretrained``) when the run finishes
 
-One module on purpose (just over 500 lines): the loop, its validation pass and its resume
-are one sequence over one state (optimizer and schedule live in :mod:`lseg.train.optim`, the
-checkpoint format in :mod:`lseg.train.state`).
+Optimizer and schedule: :mod:`lseg.train.optim`; one step's batch, labels and loss:
+:mod:`lseg.train.step`; the checkpoint file format: :mod:`lseg.train.state`.
 """
 
 from __future__ import annotations
@@ -49,8 +48,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader
 
 from lseg.console import progress_bar
@@ -79,6 +76,7 @@ from lseg.train.state import (
     save_checkpoint,
     set_rng_state,
 )
+from lseg.train.step import PerImageLabels, _collate, _pixel_cross_entropy, _zero_shot_batch
 from lseg.train.sync_bn import convert_sync_batchnorm
 
 if TYPE_CHECKING:
@@ -390,40 +388,6 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     )
 
 
-class PerImageLabels(nn.Module):
-    """The model's forward with labels shared by the batch, ``(K, D)``, or one label set per image,
-    ``(B, K, D)`` (zero-shot training: each image's ``["others", its class]``). A module so that DDP
-    wraps the whole computation in one forward."""
-
-    def __init__(self, model: LSeg) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        if text.dim() == 2:
-            return self.model(x, text)
-        pixels = self.model.encode_image(x)
-        size = (x.shape[-2], x.shape[-1])
-        return torch.cat([self.model.score(pixels[i : i + 1], text[i], size=size) for i in range(len(x))])
-
-
-def _zero_shot_batch(
-    batch: dict[str, Any], text: torch.Tensor, row_of: torch.Tensor, ignore_index: int, boundary: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Supports then queries in one batch (the reference's ``cat(support, query)``), their binary masks,
-    and each image's ``["others", class]`` embeddings ``(N, 2, D)``."""
-    images, target, cls = batch["image"], batch["mask"], batch["class_id"]
-    if "support_images" in batch:
-        s = batch["support_images"].shape[1]
-        images = torch.cat([batch["support_images"].flatten(0, 1), images])
-        target = torch.cat([batch["support_masks"].flatten(0, 1), target])
-        cls = torch.cat([cls.repeat_interleave(s), cls])
-    if boundary == "others":  # the reference's 2-way loss has no ignore index: boundaries are background
-        target = target.masked_fill(target == ignore_index, 0)
-    rows = torch.stack([torch.zeros_like(cls), row_of[cls]], dim=1)
-    return images, target, text[rows]
-
-
 def _build_train_dataset(cfg: TrainConfig, fewshot: bool) -> Any:
     if fewshot:  # zero-shot training: Resize((crop, crop)), no augmentation (reference)
         return build_fewshot_dataset(
@@ -458,38 +422,6 @@ def _validate(model: LSeg, dataset: Any, cfg: TrainConfig, fewshot: bool) -> dic
         return {"mIoU": float(report["miou"]), "FB-IoU": float(report["fb_iou"])}
     report = evaluate_segmentation(model, dataset, list(dataset.labels), ecfg)
     return {"pixAcc": float(report["metrics"]["pixAcc"] or 0.0), "mIoU": float(report["metrics"]["mIoU"] or 0.0)}
-
-
-def _pixel_cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, ignore_index: int, fabric: Fabric, reduction: str = "global"
-) -> torch.Tensor:
-    """Per-pixel cross-entropy over the labelled pixels; 0 if nothing is labelled.
-
-    ``global``: each process returns ``its pixel-loss sum * world_size / labelled pixels on all
-    processes``, so the gradient mean DDP takes equals the gradient of the mean over the **global**
-    forward batch: identical to one process with the whole batch even when processes see different
-    numbers of padded / ignored pixels. ``reference``: each process's own pixel mean (DDP then averages
-    them, as lang-seg), so every process's crops weigh the same whatever their labelled area.
-    """
-    total = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="sum")
-    count = (target != ignore_index).sum().float()
-    if reduction == "reference" or fabric.world_size == 1:
-        return total / count.clamp_min(1)
-    count = fabric.all_reduce(count, reduce_op="sum")
-    return total * fabric.world_size / count.clamp_min(1)
-
-
-def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    out = {
-        "image": torch.stack([s["image"] for s in samples]),
-        "mask": torch.stack([s["mask"] for s in samples]),
-    }
-    if "class_id" in samples[0]:  # few-shot items: class ids and (B, S, ...) supports
-        out["class_id"] = torch.tensor([int(s["class_id"]) for s in samples])
-        if "support_images" in samples[0]:
-            out["support_images"] = torch.stack([torch.stack(s["support_images"]) for s in samples])
-            out["support_masks"] = torch.stack([torch.stack(s["support_masks"]) for s in samples])
-    return out
 
 
 def _warn_changed(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:

@@ -14,7 +14,7 @@ import torch
 
 from lseg.errors import CheckpointError
 from lseg.io import atomic_write
-from lseg.pretrained.checkpoints import load_torch_file
+from lseg.pretrained.files import load_torch_file
 
 if TYPE_CHECKING:
     from lightning.fabric import Fabric
@@ -63,7 +63,7 @@ def save_checkpoint(fabric: Fabric, path: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a training checkpoint (safely, :func:`lseg.pretrained.checkpoints.load_torch_file`) and check its format."""
+    """Read a training checkpoint (safely, :func:`lseg.pretrained.files.load_torch_file`) and check its format."""
     # Read whole, not mapped: resuming uses every tensor in it (weights, optimizer state, RNG).
     ckpt = load_torch_file(path, kind="training checkpoint", mmap=False)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
