@@ -151,9 +151,10 @@ def test_cli_train_then_eval(toy_root: Path, tmp_path: Path, capsys: pytest.Capt
     saved = yaml.safe_load((out_dir / "config.yaml").read_text())
     assert saved["model"] == "lseg_tiny_test" and saved["out_dir"] == str(out_dir) and saved["epochs"] == 1
     assert (out_dir / "model" / "model.safetensors").is_file()
-    # Running the same command again resumes from last.ckpt: nothing left to do.
+    # Running the same command again resumes from last.ckpt: nothing left to do, and it says so.
     assert main(["train", "--config", str(config), "--out-dir", str(out_dir)]) == 0
-    assert "finished at step 4/4" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"the run in {out_dir} is complete (4/4 steps" in err and "--resume never" in err
 
     report_path = tmp_path / "eval.json"
     rc = main([
