@@ -316,18 +316,20 @@ def check_options(obj: Any) -> None:
             object.__setattr__(obj, f.name, new)
 
 
+def _cli_name(f: dataclasses.Field, opt: Option) -> str:
+    """The field as the command line shows it: ``--crop-size``, a positional ``STORE``."""
+    return (opt.metavar or f.name).upper() if opt.positional else "--" + (opt.flag or f.name).replace("_", "-")
+
+
 def _flag_names(cls: type) -> dict[str, str]:
-    """Field name -> its option as the command line shows it (``--crop-size``; a positional: ``STORE``)."""
+    """Field name -> :func:`_cli_name`, nested dataclasses' fields included."""
     names: dict[str, str] = {}
     for f in dataclasses.fields(cls):
-        opt = _meta(f)
         tp = _non_none(field_types(cls)[f.name])
         if dataclasses.is_dataclass(tp):
             names.update(_flag_names(tp))
-        elif opt.positional:
-            names[f.name] = (opt.metavar or f.name).upper()
         else:
-            names[f.name] = "--" + (opt.flag or f.name).replace("_", "-")
+            names[f.name] = _cli_name(f, _meta(f))
     return names
 
 
@@ -351,11 +353,11 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
         if opt.positional:
             names = [f.name]
             kwargs.pop("dest")
-            kwargs["metavar"] = (opt.metavar or f.name).upper()
+            kwargs["metavar"] = _cli_name(f, opt)
             if opt.nargs:
                 kwargs["nargs"] = opt.nargs
         else:
-            names = ["--" + (opt.flag or f.name).replace("_", "-"), *([opt.short] if opt.short else [])]
+            names = [_cli_name(f, opt), *([opt.short] if opt.short else [])]
             kwargs["default"] = None if opt.required else default
             if opt.metavar:
                 kwargs["metavar"] = opt.metavar
