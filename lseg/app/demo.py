@@ -77,16 +77,9 @@ class SegmentDemo:
         out_dir: where label-map PNGs are written (default: a new temporary folder).
     """
 
-    def __init__(
-        self,
-        predictor: LSegPredictor,
-        *,
-        max_upload_mb: float = DemoOptions.max_upload_mb,
-        max_labels: int = DemoOptions.max_labels,
-        max_pixels: int = 40_000_000,
-        max_display_side: int = 1024,
-        out_dir: str | os.PathLike[str] | None = None,
-    ) -> None:
+    def __init__(self, predictor: LSegPredictor, *, max_upload_mb: float = DemoOptions.max_upload_mb,
+                 max_labels: int = DemoOptions.max_labels, max_pixels: int = 40_000_000,
+                 max_display_side: int = 1024, out_dir: str | os.PathLike[str] | None = None) -> None:
         DemoOptions(max_upload_mb=max_upload_mb, max_labels=max_labels)  # the checks of `lseg demo`
         self.predictor = predictor
         self.max_upload_mb = max_upload_mb
@@ -187,15 +180,10 @@ def _hide_folder(message: str, path: Path) -> str:
     return message
 
 
-def build_demo(
-    predictor: LSegPredictor,
-    *,
-    max_upload_mb: float = DemoOptions.max_upload_mb,
-    max_labels: int = DemoOptions.max_labels,
-    max_pixels: int = 40_000_000,
-    banner: str | None = None,
-    title: str = "LSeg: language-driven semantic segmentation",
-) -> gr.Blocks:
+def build_demo(predictor: LSegPredictor, *, max_upload_mb: float = DemoOptions.max_upload_mb,
+               max_labels: int = DemoOptions.max_labels, max_pixels: int = 40_000_000,
+               banner: str | None = None,
+               title: str = "LSeg: language-driven semantic segmentation") -> gr.Blocks:
     """The demo as a ``gr.Blocks`` (not launched; :func:`launch_demo` also enforces ``max_upload_mb`` at
     upload). ``banner`` is shown above the inputs (e.g. a random-weights warning)."""
     import gradio as gr
@@ -248,11 +236,8 @@ def lenient_upload(component: Any) -> Any:
 _I18N = {"en": {"common.complete": "Complete", "common.error": "Error"}}
 
 
-def launch_demo(
-    demo: gr.Blocks, *, host: str = DemoOptions.host, port: int | None = DemoOptions.port,
-    max_upload_mb: float = DemoOptions.max_upload_mb,
-    **kwargs: Any,
-) -> Any:
+def launch_demo(demo: gr.Blocks, *, host: str = DemoOptions.host, port: int | None = DemoOptions.port,
+                max_upload_mb: float = DemoOptions.max_upload_mb, **kwargs: Any) -> Any:
     """``demo.launch`` bound to ``host`` with Gradio's upload limit set (``port`` ``None`` or 0: any
     free port); blocks unless ``prevent_thread_lock``."""
     import gradio as gr

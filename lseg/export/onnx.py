@@ -92,16 +92,9 @@ class OnnxExport:
     max_abs_diff: dict[str, float] = field(default_factory=dict)
 
 
-def export_onnx(
-    model: LSeg,
-    out_dir: str | os.PathLike[str],
-    *,
-    size: int | tuple[int, int] = 480,
-    dynamic: bool = True,
-    opset: int = DEFAULT_OPSET,
-    verify: bool = True,
-    atol: float = 1e-4,
-) -> OnnxExport:
+def export_onnx(model: LSeg, out_dir: str | os.PathLike[str], *, size: int | tuple[int, int] = 480,
+                dynamic: bool = True, opset: int = DEFAULT_OPSET, verify: bool = True,
+                atol: float = 1e-4) -> OnnxExport:
     """Export ``model`` as ``image_encoder.onnx`` + ``text_encoder.onnx`` + ``lseg_onnx.json``.
 
     Args:

@@ -115,16 +115,9 @@ class OnnxPredictor:
         text_cache_size: how many label embeddings to keep (as :class:`lseg.LSegPredictor`).
     """
 
-    def __init__(
-        self,
-        directory: str | os.PathLike[str],
-        *,
-        size: int | None = 480,
-        providers: Sequence[str] | None = None,
-        threads: int | None = None,
-        tokenizer: Callable[[list[str]], Any] | None = None,
-        text_cache_size: int = 4096,
-    ) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, size: int | None = 480,
+                 providers: Sequence[str] | None = None, threads: int | None = None,
+                 tokenizer: Callable[[list[str]], Any] | None = None, text_cache_size: int = 4096) -> None:
         d = Path(directory)
         try:
             self.meta: dict[str, Any] = json.loads((d / METADATA).read_text())

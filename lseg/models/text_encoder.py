@@ -34,12 +34,8 @@ class CLIPTextEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.model = TextTransformer(
-            context_length=cfg.context_length,
-            vocab_size=cfg.vocab_size,
-            width=cfg.width,
-            heads=cfg.heads,
-            layers=cfg.layers,
-            output_dim=cfg.embed_dim,
+            context_length=cfg.context_length, vocab_size=cfg.vocab_size, width=cfg.width, heads=cfg.heads,
+            layers=cfg.layers, output_dim=cfg.embed_dim,
             act_layer=QuickGELU,  # OpenAI CLIP weights use QuickGELU
             norm_layer=LayerNormFp32,  # OpenAI LayerNorm: compute in fp32, cast back
         )
