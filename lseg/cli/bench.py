@@ -1,4 +1,4 @@
-"""``lseg bench``: images/s, latency and peak memory per precision and batch size (:mod:`lseg.eval.benchmark`)."""
+"""``lseg bench``: images/s, latency and peak memory per precision and batch size."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from lseg.cli.common import checked_device
 from lseg.io.checks import report_file
 from lseg.options import OptionError, add_options, check_options, option, options_from_args
 
@@ -28,17 +29,6 @@ def _not_empty(name: str) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
         return value
 
     return check
-
-
-def _device(name: str) -> str:
-    from lseg.errors import LSegError
-    from lseg.inference.devices import check_device
-
-    try:
-        check_device(name, "`device`")
-    except LSegError as e:
-        raise OptionError(str(e)) from None
-    return name
 
 
 @dataclass(frozen=True)
@@ -66,7 +56,7 @@ class BenchOptions:
                                                check=_not_empty("precisions"))
     batch_sizes: tuple[int, ...] = option((1,), flag="batch-size", min=1, check=_not_empty("batch_sizes"))
     size: int = option(480, min=32)
-    device: str = option("cpu", check=_device)
+    device: str = option("cpu", check=checked_device)
     repeats: int = option(3, min=1)
     threads: int | None = option(None, min=1)
     compile: Literal["off", "on", "off,on"] = option("off", metavar="off|on|off,on")
@@ -91,6 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     opts: BenchOptions = options_from_args(BenchOptions, args)  # every option checked before the imports
+    if opts.profile:
+        return _profile(opts)
     import dataclasses
     import platform
 
@@ -100,27 +92,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from lseg.io import atomic_write
     from lseg.models.precision import cpu_has_native_bf16
 
-    precisions, batches = opts.precisions, opts.batch_sizes
-    if opts.profile:
-        return _profile(opts)
     if opts.device.startswith("cuda"):
         hardware = torch.cuda.get_device_name(opts.device) if torch.cuda.is_available() else "no CUDA"
     else:
-        hardware = f"{platform.processor() or platform.machine()} CPU, capability {torch.backends.cpu.get_cpu_capability()}, " \
-            f"native bf16 {'yes' if cpu_has_native_bf16() else 'no'}"
-    rows = bench(opts.model, opts.checkpoint, precisions, batches, opts.size, opts.device,
+        bf16 = "yes" if cpu_has_native_bf16() else "no"
+        hardware = (f"{platform.processor() or platform.machine()} CPU, capability "
+                    f"{torch.backends.cpu.get_cpu_capability()}, native bf16 {bf16}")
+    rows = bench(opts.model, opts.checkpoint, opts.precisions, opts.batch_sizes, opts.size, opts.device,
                  opts.repeats, opts.threads, tuple(c == "on" for c in opts.compile.split(",")))
     title = (f"{opts.checkpoint or opts.model}, {opts.size}x{opts.size}, {opts.device} ({hardware}), "
              f"latency: median of the row's timed runs; vs baseline: median of {opts.repeats} back-to-back "
              "pairs with the eager fp32 reference-numerics baseline, batch 1, in the row's own process; "
-             f"vs batch 1: median of {opts.repeats} back-to-back pairs of one call of the row's batch with as "
-             "many calls at batch 1")
+             f"vs batch 1: median of {opts.repeats} back-to-back pairs of one call of the row's batch with "
+             "as many calls at batch 1")
     print(format_table(rows, title))
     if opts.json:
         text = json.dumps([dataclasses.asdict(r) for r in rows], indent=2)
         atomic_write(opts.json, lambda p: p.write_text(text))
     return 0
-
 
 
 def _profile(opts: BenchOptions) -> int:
@@ -135,8 +124,8 @@ def _profile(opts: BenchOptions) -> int:
     profiles = {}
     for precision in ("reference", *dict.fromkeys(opts.precisions)):
         cmd = [sys.executable, "-m", "lseg.eval.profile", json.dumps({
-            "model_name": opts.model, "checkpoint": opts.checkpoint, "precision": precision, "size": opts.size,
-            "device": opts.device, "repeats": opts.repeats, "threads": threads})]
+            "model_name": opts.model, "checkpoint": opts.checkpoint, "precision": precision,
+            "size": opts.size, "device": opts.device, "repeats": opts.repeats, "threads": threads})]
         r = subprocess.run(cmd, check=False, capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"profile {precision} failed: {r.stderr.strip().splitlines()[-1:]}")
