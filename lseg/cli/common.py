@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RANDOM_WEIGHTS_SEED", "ArchOptions", "LabelsOptions", "ModelSource", "add_labels_args", "add_model_args",
-    "add_predictor_args", "checked_device", "finish_batch", "load_model_from_args", "load_source_model",
+    "add_predictor_args", "checked_device", "finish_batch", "load_source_model",
     "make_predictor", "model_source_from_args", "predictor_options_from_args", "read_labels_arg",
 ]
 
@@ -130,10 +130,6 @@ def model_source_from_args(args: argparse.Namespace) -> ModelSource:
         raise LSegError(
             "give the model: --checkpoint NAME_OR_PATH (lseg weights list) or --random-weights MODEL")
     return source
-
-
-def load_model_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    return load_source_model(model_source_from_args(args), getattr(args, "pretrained_default", False))
 
 
 def load_source_model(source: ModelSource, pretrained_default: bool = False):  # type: ignore[no-untyped-def]
