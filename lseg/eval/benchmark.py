@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -105,6 +106,16 @@ def run_one(model_name: str, checkpoint: str | None, precision: str, batch: int,
         forward(model, batch)
         return time.perf_counter() - t
 
+    def paired(other: Callable[[], float]) -> float:
+        """Median over ``repeats`` back-to-back pairs of ``other()``'s seconds / this row's seconds."""
+        ratios = []
+        for _ in range(repeats):
+            other_s = other()
+            mine_s = timed(model, batch)
+            times.append(mine_s)
+            ratios.append(other_s / mine_s)
+        return statistics.median(ratios)
+
     with torch.inference_mode():
         logits = forward(model, batch)  # warm-up (and compilation)
         _reset_peak()
@@ -113,25 +124,13 @@ def run_one(model_name: str, checkpoint: str | None, precision: str, batch: int,
         times = [timed(model, batch) for _ in range(repeats)]
         peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_mib()
         speedup = 1.0
-        if precision != "reference":  # the baseline, alternated with this row
+        if precision != "reference":  # per image: the baseline's batch-1 seconds x batch / this row's
             baseline = _build(model_name, checkpoint, device, "reference")
             forward(baseline, 1)  # its warm-up
-            ratios = []
-            for _ in range(repeats):
-                base_s = timed(baseline, 1)
-                mine_s = timed(model, batch)
-                times.append(mine_s)
-                ratios.append(base_s / (mine_s / batch))
-            speedup = statistics.median(ratios)
+            speedup = paired(lambda: timed(baseline, 1) * batch)
         vs_batch1 = None
         if batch > 1:  # `batch` calls at batch 1 against one call of the batch: the same work, same load
-            ratios = []
-            for _ in range(repeats):
-                singles_s = sum(timed(model, 1) for _ in range(batch))
-                mine_s = timed(model, batch)
-                times.append(mine_s)
-                ratios.append(singles_s / mine_s)
-            vs_batch1 = statistics.median(ratios)
+            vs_batch1 = paired(lambda: sum(timed(model, 1) for _ in range(batch)))
         t = time.perf_counter()
         model.encode_text(list(dict.fromkeys(ade20k_labels())))
         labels150_s = time.perf_counter() - t

@@ -34,7 +34,7 @@ from lseg.data.registry import (
 from lseg.data.transforms import fewshot_transform
 from lseg.errors import LSegError
 from lseg.eval.config import EvalConfig
-from lseg.eval.metrics import FewShotMeter, SegmentationMeter
+from lseg.eval.metrics import FewShotMeter, SegmentationMeter, iou_per_class
 from lseg.inference.predictor import MultiScaleConfig, multiscale_logits
 from lseg.labels import NO_TEMPLATE, fill_template
 from lseg.models.lseg import LSeg
@@ -61,12 +61,9 @@ def encode_labels(model: LSeg, labels: Sequence[str], templates: Sequence[str] =
 
 def mean_iou_gt_present(cm: torch.Tensor) -> float:
     """Mean IoU over the classes that occur in the ground truth (detectron2 ``SemSegEvaluator``)."""
-    cm = cm.double().cpu()
-    inter = cm.diagonal()
-    gt = cm.sum(1)
-    union = gt + cm.sum(0) - inter
-    present = gt > 0
-    return float((inter[present] / union[present]).mean()) if bool(present.any()) else math.nan
+    cm = cm.cpu()
+    present = cm.sum(1) > 0
+    return float(iou_per_class(cm)[present].mean()) if bool(present.any()) else math.nan
 
 
 def _dist_info() -> tuple[int, int]:

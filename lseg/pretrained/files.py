@@ -205,10 +205,8 @@ def _torch_load_error(p: Path, e: Exception, kind: str) -> CheckpointError:
         else:
             detail = next((line for line in lines if "Unsupported" in line or "Trying" in line or "Can only" in line),
                           "weights_only=True")
-        return CheckpointError(
-            f"refusing to load {p}: it contains Python objects that are not plain tensors "
-            f"(loading it would run code): {detail}"
-        )
+        return CheckpointError(f"refusing to load {p}: it contains Python objects that are not plain tensors "
+                               f"(loading it would run code): {detail}")
     first = lines[0] if lines else type(e).__name__
     return CheckpointError(f"cannot read {kind} {p} (truncated or corrupt?): {first}")
 

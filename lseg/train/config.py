@@ -34,11 +34,12 @@ class TrainConfig:
         model: registered architecture (``lseg.list_models()``); ignored with ``init_checkpoint``.
         init_checkpoint: weights to start from: an lseg folder, ``.safetensors`` or an official
             lang-seg ``.ckpt`` (fine-tuning). ``None`` starts from ``model``'s random init.
-        pretrained_backbone: initialise the ViT from timm's ImageNet weights (the reference's init).
-            Ignored with ``init_checkpoint``.
+        pretrained_backbone: initialise the ViT from timm's ImageNet weights (the reference's init;
+            needs network access or a timm/HF cache). Ignored with ``init_checkpoint``.
         clip_text_weights: the frozen CLIP text tower's weights when training from scratch: ``"openai"``
-            (downloaded by open_clip) or a local file. ``None`` keeps the random text tower (tests
-            only). Ignored with ``init_checkpoint``.
+            (downloaded by open_clip) or a local file (OpenAI ``.pt``, open_clip checkpoint or a
+            text-tower state dict). ``None`` keeps the random text tower (tests only). Ignored with
+            ``init_checkpoint``.
 
     Data:
         dataset: ``ade20k``, ``pascal_voc``, ``pascal_context59``, ``coco_stuff`` or ``folder``
@@ -64,7 +65,7 @@ class TrainConfig:
         num_workers: DataLoader worker processes per device.
 
     Validation:
-        val_split: split evaluated during training (``None``: no validation), with :mod:`lseg.eval`'s
+        val_split: split evaluated during training (``None``: no validation). It runs :mod:`lseg.eval`'s
             semantic or zero-shot protocol.
         val_every_n_epochs: validate after every N-th epoch.
         val_dataset_kwargs: reader arguments for the validation split, over ``dataset_kwargs``.
@@ -79,7 +80,7 @@ class TrainConfig:
         epochs / max_steps: length of the run and of the poly schedule, in epochs or in optimizer
             steps (``max_steps`` wins if both are set).
         schedule_epochs: length of the poly schedule in epochs when it is longer than the run
-            (``None``: ``epochs``; the reference's zero-shot runs decay over 200 but stop after 3).
+            (``None``: ``epochs``). The reference's zero-shot runs decay over 200 but stop after 3.
         stop_after_steps: end this invocation after this many optimizer steps of its own (the
             schedule still follows ``epochs``/``max_steps``); running it again resumes. For job time
             limits.
@@ -103,8 +104,8 @@ class TrainConfig:
         precision: Lightning Fabric's precision.
         sync_batchnorm: use synchronised BatchNorm in the decoder when running on more than one
             process (the reference's ``sync_batchnorm=True``).
-        reference_devices: how many GPUs the run this recipe reproduces used (``None``: not known);
-            another process count logs a warning (it changes the global batch).
+        reference_devices: how many GPUs the run this recipe reproduces used (``None``: not known).
+            Another process count logs a warning (it changes the global batch).
         seed: seeds the model init, the data order and the augmentation.
         out_dir: run folder: ``config.yaml``, ``checkpoints/last.ckpt``, ``logs/``, ``model/``.
         checkpoint_every_n_steps: also save ``last.ckpt`` every N optimizer steps (0: only at

@@ -88,10 +88,8 @@ def _register_zero_shot() -> None:
             RECIPES[name] = make
 
     # FSS-1000: no early exit in the reference, so its default --max_epochs 200.
-    for name, model, what in (
-        ("fss1000_rn101_zs", RN101_ZS_MODEL, f"{RN101_ZS_MODEL}, as fss_rn101"),
-        ("fss1000_vitl16_zs", "lseg_vitl16_384", "lseg_vitl16_384, as fss_l16"),
-    ):
+    for name, model, what in (("fss1000_rn101_zs", RN101_ZS_MODEL, f"{RN101_ZS_MODEL}, as fss_rn101"),
+                              ("fss1000_vitl16_zs", "lseg_vitl16_384", "lseg_vitl16_384, as fss_l16")):
         def make_fss(model: str = model, name: str = name) -> TrainConfig:
             return _zero_shot("fss1000", 0, model, 200, None, name)
 
