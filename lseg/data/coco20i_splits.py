@@ -1,8 +1,5 @@
-"""COCO-20i's per-class image lists: HSNet's, converted once from its pickles to JSON, or derived from the masks.
-
-:class:`lseg.data.fewshot.COCO20i` reads them; :func:`convert_coco20i_splits` makes the JSON files
-without running pickle code.
-"""
+"""COCO-20i's per-class image lists: HSNet's pickles converted once to JSON (without running pickle
+code), or derived from the masks."""
 
 from __future__ import annotations
 
@@ -32,7 +29,7 @@ def read_coco20i_json(path: Path) -> dict[int, list[str]]:
 
 def derive_coco20i_lists(root: Path, coco_split: str, class_ids: Sequence[int]) -> dict[int, list[str]]:
     """Class id -> ``"<coco_split>/<name>.jpg"`` of every mask in ``root/annotations/<coco_split>`` that
-    shows the class, in file-name order (not guaranteed to equal HSNet's lists)."""
+    shows the class, in file-name order (not necessarily HSNet's lists)."""
     mask_dir = require_dir(root / "annotations" / coco_split, "COCO-20i masks")
     wanted = np.asarray(class_ids) + 1
     classwise: dict[int, list[str]] = {c: [] for c in class_ids}
@@ -44,12 +41,8 @@ def derive_coco20i_lists(root: Path, coco_split: str, class_ids: Sequence[int]) 
 
 
 class _DataOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that refuses every global lookup.
-
-    dict / list / tuple / str / int / float / bool / None are built by dedicated pickle opcodes and
-    never reach ``find_class``; anything else (classes, functions, numpy scalars) needs a global and
-    is rejected, so loading cannot execute code.
-    """
+    """An unpickler that refuses every global: plain containers, strings and numbers have their own
+    opcodes, so only data loads and no code can run."""
 
     def find_class(self, module: str, name: str) -> Any:
         raise pickle.UnpicklingError(
@@ -71,22 +64,16 @@ def _load_split_pickle(path: Path) -> dict[int, list[str]]:
 
 
 def convert_coco20i_splits(pkl_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """Convert HSNet's COCO-20i split pickles to JSON, once, without executing pickle code.
-
-    Reads ``pkl_dir/{trn,val}/fold{0..3}.pkl`` (each a ``dict`` class id (0-79) -> list of
-    ``"train2014/...jpg"`` / ``"val2014/...jpg"``) with an unpickler that only builds plain
-    dict/list/str/int data, and writes ``out_dir/{trn,val}/fold{i}.json`` (keys as strings, list order
-    kept, which matters for the episode sampler). Missing pickles are skipped.
-
-    Args:
-        pkl_dir: HSNet's ``fewshot_data/data/splits/coco`` folder.
-        out_dir: Destination; pass it as ``splits_dir`` to :class:`COCO20i`.
+    """Convert HSNet's COCO-20i split pickles ``pkl_dir/{trn,val}/fold{0..3}.pkl`` (class id -> image
+    paths) to ``out_dir/{trn,val}/fold{i}.json`` (list order kept: the episode sampler depends on it),
+    with :class:`_DataOnlyUnpickler`. Missing pickles are skipped. Pass ``out_dir`` as ``splits_dir``
+    to :class:`COCO20i`.
 
     Returns:
         The JSON files written.
 
     Raises:
-        DatasetError: If no pickle is found, or one holds anything but dict/list/str/int data.
+        DatasetError: no pickle found, or one holds anything but dict/list/str/int data.
     """
     pkl_dir, out_dir = Path(pkl_dir), Path(out_dir)
     written = []

@@ -1,9 +1,4 @@
-"""The episode list and the support draw the few-shot benchmarks share.
-
-:class:`FewShotDataset` is the base of :class:`lseg.data.fewshot.Pascal5i`, ``COCO20i`` and ``FSS1000``
-(what an item holds is described in :mod:`lseg.data.fewshot`); a benchmark says where its files are and
-how a mask is binarised (:meth:`FewShotDataset.binary_mask`).
-"""
+"""The episode list and the support draw the few-shot benchmarks of :mod:`lseg.data.fewshot` share."""
 
 from __future__ import annotations
 
@@ -31,26 +26,21 @@ class Episode:
 
 
 class FewShotDataset(Dataset):
-    """Base class: a fixed list of :class:`Episode` plus the benchmark's class names.
+    """Base class: a fixed list of :class:`Episode` plus the benchmark's class names; a benchmark says
+    how a mask is binarised (:meth:`binary_mask`).
 
     Attributes:
-        episodes: The episodes, in evaluation order.
-        labels: Class string of every benchmark class id (all 20 / 80 / 1000, not just the fold's).
-        class_ids: The class ids this split evaluates (the fold's test classes).
+        episodes: the episodes, in evaluation order.
+        labels: class string of every benchmark class id (all 20 / 80 / 1000, not just the fold's).
+        class_ids: the class ids this split evaluates.
         ignore_index: 255 (boundary pixels; only PASCAL masks carry them).
-        transform: Optional joint ``(image, mask) -> (image, mask)`` transform.
+        transform: optional joint ``(image, mask) -> (image, mask)`` transform.
     """
 
     ignore_index: int = IGNORE_INDEX
 
-    def __init__(
-        self,
-        episodes: Sequence[Episode],
-        labels: Sequence[str],
-        class_ids: Sequence[int],
-        transform: JointTransform | None = None,
-        num_support: int = 0,
-    ) -> None:
+    def __init__(self, episodes: Sequence[Episode], labels: Sequence[str], class_ids: Sequence[int],
+                 transform: JointTransform | None = None, num_support: int = 0) -> None:
         if len(episodes) == 0:
             raise DatasetError(f"{type(self).__name__}: no episodes")
         if num_support < 0:
@@ -66,15 +56,15 @@ class FewShotDataset(Dataset):
         return len(self.episodes)
 
     def binary_mask(self, path: Path, class_id: int) -> torch.Tensor:
-        """Read ``path`` and return the int64 ``(H, W)`` mask: 1 = ``class_id``, 0 = rest (+255 if any)."""
+        """The int64 ``(H, W)`` mask of ``path``: 1 = ``class_id``, 0 = rest (255 = ignored, if any)."""
         raise NotImplementedError
 
     def query_episode(self, index: int) -> Episode:
-        """The episode item ``index`` shows (COCO-20i ``trn`` draws it instead, as the reference)."""
+        """The episode item ``index`` shows (COCO-20i ``trn`` draws it, as the reference)."""
         return self.episodes[index]
 
     def pool_episodes(self) -> Sequence[Episode]:
-        """Every (image, class) pair of the split; supports are drawn from it. Default: the episodes."""
+        """Every (image, class) pair of the split, which supports are drawn from."""
         return self.episodes
 
     def support_pool(self, class_id: int) -> list[Episode]:
@@ -100,13 +90,8 @@ class FewShotDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         ep = self.query_episode(index)
         image, mask = self._load(ep)
-        item: dict[str, Any] = {
-            "image": image,
-            "mask": mask,
-            "class_id": ep.class_id,
-            "class_name": self.labels[ep.class_id],
-            "path": str(ep.image),
-        }
+        item: dict[str, Any] = {"image": image, "mask": mask, "class_id": ep.class_id,
+                                "class_name": self.labels[ep.class_id], "path": str(ep.image)}
         if self.num_support:
             pool = [e for e in self.support_pool(ep.class_id) if e.image != ep.image]
             if len(pool) < self.num_support:

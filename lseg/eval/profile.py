@@ -1,13 +1,6 @@
-"""Where the time of one forward goes (``lseg bench --profile``): each submodule's own time (its
-children's subtracted), summed by component, for one precision in a fresh process.
-
-Components: the ViT's matrix products (qkv, projection, MLP: every ``Linear``), its attention core
-(``q·kᵀ``, softmax, ``·v``: the attention module less its ``Linear`` layers), its LayerNorms, the
-rest of its blocks (GELU, residual adds, readout); the decoder's reassemble stages, its 3x3
-``layer_rn`` convolutions and its fusion blocks; the text encoder; and what runs outside every
-submodule (the fused head's 1x1 convolution and x2 upsampling, the similarity, the final
-upsampling). Timing is wall-clock around each module call (hooks), averaged over the timed
-forwards after a warm-up; on a GPU each call is synchronised, which serialises it.
+"""Where the time of one forward goes (``lseg bench --profile``): each submodule's own time (children
+subtracted; wall clock around each call, synchronised on a GPU), summed by component (:data:`COMPONENTS`),
+averaged over the timed forwards after a warm-up, for one precision in a fresh process.
 """
 
 from __future__ import annotations
@@ -106,11 +99,7 @@ def run(model_name: str, checkpoint: str | None, precision: str, size: int, devi
     from lseg.eval.benchmark import LABELS, _build, _photo
 
     torch.set_num_threads(threads)
-    model = _build(model_name, checkpoint, device)
-    if precision == "reference":
-        model.set_numerics("reference")
-    else:
-        model.set_numerics("fast", precision=precision)
+    model = _build(model_name, checkpoint, device, precision)
     image = torch.from_numpy(np.stack([_photo(size, 0)])).permute(0, 3, 1, 2).to(device)
     out = profile_forward(model, image, LABELS, repeats)
     out["precision"] = model.precision if precision != "reference" else "reference"  # type: ignore[assignment]

@@ -1,18 +1,12 @@
 """What a checkpoint holds and how it maps onto the model; our folder format.
 
-Formats:
+* **Official** lang-seg Lightning ``.ckpt``: ``ckpt["state_dict"]`` with keys ``net.<reference key>``
+  (CLIP in fp16), mapped by :func:`convert_official_state_dict`, the one key map.
+* **lseg folder** (huggingface_hub ``PyTorchModelHubMixin`` layout): ``model.safetensors`` (fp32, our
+  keys) + ``config.json`` (:class:`LSegConfig` + ``format_version``).
 
-* **Official** lang-seg PyTorch-Lightning ``.ckpt`` (``demo_e200.ckpt``, ``lseg_ade20k_l16.ckpt``,
-  ``fss_l16.ckpt``, ...): ``ckpt["state_dict"]`` with keys ``net.<reference key>``; CLIP weights in
-  fp16. Read with ``torch.load(weights_only=True)``: a pickle that would run code is refused.
-* **lseg folder** (ours, = huggingface_hub ``PyTorchModelHubMixin`` layout): ``model.safetensors``
-  (fp32, our key names) + ``config.json`` (:class:`LSegConfig` + ``format_version``).
-
-:func:`convert_official_state_dict` is the single documented key map between the two;
-:func:`infer_config` reads the architecture from the same keys. Reading the files safely is
-:mod:`lseg.pretrained.files` (its names are importable from here too). Loading by name, path or Hub id
-is :func:`lseg.load_model` (:mod:`lseg.pretrained.load`); this module never imports the model class
-(:func:`load_local` is given it).
+Safe file reading is :mod:`lseg.pretrained.files` (its names are importable from here too); this module
+never imports the model class (:func:`load_local` is given it). See ``docs/weights.md``.
 """
 
 from __future__ import annotations
@@ -44,14 +38,15 @@ from lseg.pretrained.files import (
     safetensors_shapes,
 )
 
-if TYPE_CHECKING:  # the model imports lseg.pretrained.hub, which imports this module: no run-time import back
+if TYPE_CHECKING:  # the model imports lseg.pretrained.hub, which imports this module
     from lseg.models.lseg import LSeg
 
 __all__ = [
-    "ALLOWED_GLOBALS", "CONFIG_NAME", "FORMAT_VERSION", "MAX_PICKLE_BYTES", "UNUSED_OFFICIAL_KEYS", "WEIGHTS_NAME",
-    "CheckpointFile", "build", "convert_official_state_dict", "count_parameters", "fit_problems", "infer_config",
-    "is_official_state_dict", "load_local", "load_torch_file", "load_weights", "read_checkpoint", "read_config",
-    "read_state_dict", "safetensors_shapes", "save_pretrained", "strip_wrappers", "to_lseg_keys",
+    "ALLOWED_GLOBALS", "CONFIG_NAME", "FORMAT_VERSION", "MAX_PICKLE_BYTES", "UNUSED_OFFICIAL_KEYS",
+    "WEIGHTS_NAME", "CheckpointFile", "build", "convert_official_state_dict", "count_parameters",
+    "fit_problems", "infer_config", "is_official_state_dict", "load_local", "load_torch_file", "load_weights",
+    "read_checkpoint", "read_config", "read_state_dict", "safetensors_shapes", "save_pretrained",
+    "strip_wrappers", "to_lseg_keys",
 ]
 
 FORMAT_VERSION = 1
@@ -59,8 +54,7 @@ CONFIG_NAME = "config.json"
 
 # --------------------------------------------------------------------------- official key map
 
-# (reference key pattern, our key template). Stage numbers are 1-based in the reference and
-# 0-based here; ``{i}`` is the reference number minus one, ``{rest}`` the remainder of the key.
+# (reference key pattern, our key template); ``{i}`` = the reference's 1-based stage number minus one.
 _KEY_MAP: list[tuple[str, str]] = [
     (r"pretrained\.model\.(?P<rest>.+)", "backbone.vit.{rest}"),
     # zero-shot ResNet-101 (LSegRNNetZS): layer1 = Sequential(conv1, bn1, relu, maxpool, layer1)
@@ -99,8 +93,8 @@ def is_official_state_dict(state_dict: Mapping[str, Any]) -> bool:
 
 
 def strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Remove ``net.`` (Lightning module attribute), ``module.`` (DDP) and ``_orig_mod.``
-    (torch.compile) prefixes when every key carries them."""
+    """Remove ``net.`` (Lightning), ``module.`` (DDP), ``_orig_mod.`` (torch.compile) and ``model.``
+    prefixes carried by every key."""
     sd = dict(state_dict)
     changed = True
     while changed and sd:
@@ -113,12 +107,9 @@ def strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map an official (reference ``LSegNet``) state dict to this package's key names.
+    """An official (reference ``LSegNet``) state dict under our key names, tensors unchanged.
 
-    Accepts keys with or without the Lightning ``net.`` prefix. Unused reference weights
-    (:data:`UNUSED_OFFICIAL_KEYS`) are dropped; tensors keep their dtype (the official CLIP
-    tower is stored in fp16). A key that matches neither the map nor the unused list raises
-    :class:`CheckpointError` listing it: nothing is silently ignored.
+    :data:`UNUSED_OFFICIAL_KEYS` are dropped; any other unknown key raises :class:`CheckpointError`.
     """
     out: dict[str, torch.Tensor] = {}
     unknown: list[str] = []
@@ -143,8 +134,7 @@ _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")  # Bat
 
 
 def count_parameters(shapes: Mapping[str, tuple[int, ...]]) -> int:
-    """Number of parameters (not BatchNorm buffers) in a state dict given as ``{key: shape}``:
-    what ``sum(p.numel() for p in net.parameters())`` of the network that saved it says."""
+    """Number of parameters (BatchNorm buffers left out) in a state dict given as ``{key: shape}``."""
     return sum(math.prod(s) for k, s in shapes.items() if not k.endswith(_BUFFER_SUFFIXES))
 
 
@@ -159,13 +149,10 @@ def _short(keys: list[str], n: int = 6) -> str:
 def infer_config(
     state_dict: Mapping[str, torch.Tensor], spatial_block: SpatialBlockConfig | None = None
 ) -> LSegConfig:
-    """Reconstruct the :class:`LSegConfig` of a state dict (ours or official) from tensor shapes.
-
-    Matches a registered model when the shapes agree. What shapes cannot tell: ``arch_option``
-    1 vs 2 and ``block_depth`` (the spatial block's weights are the same for both); pass
-    ``spatial_block`` for a checkpoint with a spatial block, else :class:`CheckpointError` says so.
-    It is ignored for a checkpoint without one.
-    """
+    """The :class:`LSegConfig` of a state dict (ours or official), read from tensor shapes (a
+    registered model when the shapes agree). Shapes cannot tell ``arch_option`` 1 from 2 nor
+    ``block_depth``: a checkpoint with a spatial block needs ``spatial_block`` (else
+    :class:`CheckpointError`); one without ignores it."""
     sd = to_lseg_keys(state_dict)
     try:
         features = sd["decoder.layer_rn.0.weight"].shape[0]
@@ -204,7 +191,7 @@ def infer_config(
 
 
 def to_lseg_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Any accepted state dict (ours or official, with or without wrapper prefixes) under our keys."""
+    """Any accepted state dict (ours or official, wrapped or not) under our keys."""
     sd = strip_wrappers(state_dict)
     return convert_official_state_dict(sd) if is_official_state_dict(sd) else sd
 
@@ -222,8 +209,8 @@ def _infer_vit(sd: Mapping[str, torch.Tensor]) -> ViTConfig:
     channels = tuple(sd[f"decoder.reassemble.{i}.project.weight"].shape[0] for i in range(4))
     grid = round((pos.shape[1] - 1) ** 0.5)
     step = depth // 4
-    # timm_name/hooks/heads are not visible in shapes: a registered config with these shapes supplies
-    # them (see _same_shapes); otherwise hooks are spread evenly as in the released networks.
+    # timm_name/hooks/heads are not in the shapes: a matching registered config supplies them; else
+    # hooks are spread evenly as in the released networks.
     return ViTConfig(
         timm_name="vit_base_patch32_384" if patch == 32 else "vit_large_patch16_384",
         hooks=tuple(step * (k + 1) - 1 for k in range(4)),  # type: ignore[arg-type]
@@ -239,9 +226,8 @@ def _infer_resnet(sd: Mapping[str, torch.Tensor]) -> ResNetConfig:
 
 
 def _same_shapes(c: LSegConfig, backbone: ViTConfig | ResNetConfig, text: TextEncoderConfig, features: int) -> bool:
-    """Whether the registered ``c`` has the weight shapes that ``backbone``/``text``/``features``
-    were read from (fields that shapes cannot show are taken from ``c``)."""
-    # attention heads are not visible in weight shapes: take the registered value
+    """Whether the registered ``c`` has the shapes ``backbone``/``text``/``features`` were read from."""
+    # attention heads and the CLIP name are not in the shapes: take the registered values
     if c.text != dataclasses.replace(text, heads=c.text.heads, clip_name=c.text.clip_name) or c.features != features:
         return False
     b = c.backbone
@@ -261,26 +247,18 @@ def _same_shapes(c: LSegConfig, backbone: ViTConfig | ResNetConfig, text: TextEn
 # --------------------------------------------------------------------------- loading into a model
 
 def load_weights(model: LSeg, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Strictly load a state dict (ours or official) into ``model``.
-
-    Every missing, unexpected or mis-shaped key is reported in one :class:`CheckpointError`;
-    floating tensors of another precision are cast, other dtype mismatches are errors. A model
-    built on the meta device takes the tensors over (``assign=True``): no second copy in memory.
-    """
+    """Strictly load a state dict (ours or official) into ``model``; every key that does not fit is
+    listed in one :class:`CheckpointError`. Floating tensors are cast to the model's precision. A
+    model on the meta device takes the tensors over (``assign=True``): no second copy in memory."""
     sd = to_lseg_keys(state_dict)
     own = model.state_dict()
     problems = fit_problems(own, {k: tuple(v.shape) for k, v in sd.items()})
-    bad_dtype = [
-        f"{k} {sd[k].dtype} (expected {own[k].dtype})"
-        for k in own
-        if k in sd and sd[k].is_floating_point() != own[k].is_floating_point()
-    ]
+    bad_dtype = [f"{k} {sd[k].dtype} (expected {own[k].dtype})" for k in own
+                 if k in sd and sd[k].is_floating_point() != own[k].is_floating_point()]
     if bad_dtype:
         problems.append(f"{len(bad_dtype)} with wrong dtype: {_short(bad_dtype, 3)}")
     if problems:
-        raise CheckpointError(
-            f"checkpoint does not fit {model.config.name}: " + "; ".join(problems)
-        )
+        raise CheckpointError(f"checkpoint does not fit {model.config.name}: " + "; ".join(problems))
     on_meta = model.pixel_mean.is_meta
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True, assign=on_meta)
     if on_meta:
@@ -289,8 +267,8 @@ def load_weights(model: LSeg, state_dict: Mapping[str, torch.Tensor]) -> None:
 
 def fit_problems(own: Mapping[str, torch.Tensor], shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
     """What keeps tensors of these ``shapes`` (lseg keys) from loading into a model whose state dict is
-    ``own``: missing, unexpected and mis-shaped keys, one phrase each (empty: they fit). Shapes are
-    enough, so a model on the meta device and a safetensors header check a file without loading it."""
+    ``own``, one phrase per kind (empty: they fit). Needs no data: a meta model and a safetensors
+    header check a file without loading it."""
     missing = [k for k in own if k not in shapes]
     unexpected = [k for k in shapes if k not in own]
     bad_shape = [f"{k} {tuple(shapes[k])} != {tuple(own[k].shape)}"
@@ -340,27 +318,18 @@ def read_config(directory: str | os.PathLike[str]) -> LSegConfig:
     return config
 
 
-def load_local(
-    model_cls: type[LSeg],
-    path: str | os.PathLike[str],
-    *,
-    spatial_block: SpatialBlockConfig | None = None,
-) -> LSeg:
-    """Build ``model_cls`` (:class:`lseg.LSeg`) from a *local* lseg folder, ``.safetensors`` file or
-    official ``.ckpt``, on the CPU, in eval mode: the local half of :func:`lseg.load_model` (which also
-    takes released names and Hub repo ids) and of the conversion in :mod:`lseg.pretrained.released`.
-
-    For files without a ``config.json`` the architecture is inferred from the tensor shapes
-    (:func:`infer_config`; ``spatial_block`` says what shapes cannot). The state dict is converted
-    to our keys once, here.
-    """
+def load_local(model_cls: type[LSeg], path: str | os.PathLike[str], *,
+               spatial_block: SpatialBlockConfig | None = None) -> LSeg:
+    """``model_cls`` (:class:`lseg.LSeg`) built from a *local* lseg folder, ``.safetensors`` or official
+    ``.ckpt``, on the CPU, in eval mode. Without a ``config.json`` the architecture is inferred from
+    the shapes (:func:`infer_config`; ``spatial_block`` says what shapes cannot)."""
     p = Path(path)
     if p.is_dir():
         config = read_config(p)
         sd = read_state_dict(p / WEIGHTS_NAME)
     else:
         raw = strip_wrappers(read_state_dict(p))
-        sd = to_lseg_keys(raw)  # converted once, here
+        sd = to_lseg_keys(raw)
         if (p.parent / CONFIG_NAME).is_file() and not is_official_state_dict(raw):
             config = read_config(p.parent)
         else:
@@ -369,8 +338,8 @@ def load_local(
 
 
 def build(model_cls: type[LSeg], config: LSegConfig, state_dict: Mapping[str, torch.Tensor]) -> LSeg:
-    """``model_cls(config)`` with ``state_dict`` loaded strictly (:func:`load_weights`), built on the
-    meta device (no random init: saves the time and a second copy of the weights), in eval mode."""
+    """``model_cls(config)`` built on the meta device (no random init, no second copy of the weights)
+    with ``state_dict`` loaded strictly (:func:`load_weights`), in eval mode."""
     with torch.device("meta"):
         model = model_cls(config)
     load_weights(model, state_dict)

@@ -1,14 +1,9 @@
-"""Downloading one released file, from Google Drive or a mirror, with gdown; failures worded as one line.
+"""Downloading one released file, from Google Drive or a mirror, with gdown; each failure one line.
 
-Google Drive does not serve large files at ``uc?export=download&id=ID`` directly but behind an HTML
-confirmation page (a form whose hidden fields carry a token), and an exhausted download quota is an
-HTML page too. The page is parsed with gdown's own parser
-(``gdown.download.get_url_from_gdrive_confirmation``) and the resulting direct URL downloaded with
-``gdown.download`` (progress bar, ``Range`` resume of its ``.part`` file, retries, size check).
-``gdown.download(id=...)`` is not used for the whole flow because gdown recognises Drive only by its
-host name: resolving the page here keeps one code path for Drive and for the local server the tests
-run. Where to download from, and how long to wait, is :mod:`lseg.pretrained.released`'s to say
-(``DRIVE_URL``, ``TIMEOUT``, ``RETRIES``); what the file must be, too (its integrity checks).
+Drive serves a large file behind an HTML confirmation page (a quota error is an HTML page too): the
+page is parsed with gdown's own parser here, not by ``gdown.download(id=...)``, which recognises Drive
+by host name only, so the tests' local stand-in takes the same path. Where from, and how long to wait,
+is :mod:`lseg.pretrained.released`'s to say (``DRIVE_URL``, ``TIMEOUT``, ``RETRIES``).
 """
 
 from __future__ import annotations
@@ -19,9 +14,12 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from lseg.errors import WeightsDownloadError
+
+if TYPE_CHECKING:
+    from lseg.pretrained.released import PretrainedWeights
 
 _T = TypeVar("_T")
 
@@ -29,26 +27,11 @@ _T = TypeVar("_T")
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
 
 
-class ReleasedFile(Protocol):
-    """What a transfer needs of a released file (:class:`lseg.pretrained.released.ReleasedFile`)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def filename(self) -> str: ...
-
-    @property
-    def url(self) -> str: ...
-
-
-def fetch(
-    entry: ReleasedFile, url: str, target: Path, *, drive: bool, timeout: tuple[float, float], retries: int
-) -> None:
+def fetch(entry: PretrainedWeights, url: str, target: Path, *, drive: bool, timeout: tuple[float, float],
+          retries: int) -> None:
     """Download ``url`` (through Drive's confirmation page if ``drive``) to ``target`` with gdown,
-    resuming gdown's partial file of an earlier run; every failure is one :class:`WeightsDownloadError`.
-    ``timeout``: (connect, read) seconds of every request; ``retries``: of a dropped transfer, each
-    resuming where the last stopped."""
+    resuming a partial file; every failure is one :class:`WeightsDownloadError`. ``timeout``:
+    (connect, read) seconds per request; ``retries``: of a dropped transfer, each resuming."""
     import gdown
     import requests
     from gdown.exceptions import DownloadError
@@ -77,7 +60,7 @@ def fetch(
             raise WeightsDownloadError(f"cannot write {entry.filename} into {target.parent}: {reason(e)}") from None
 
 
-def _transfer_error(entry: ReleasedFile, url: str, target: Path, e: Exception) -> WeightsDownloadError:
+def _transfer_error(entry: PretrainedWeights, url: str, target: Path, e: Exception) -> WeightsDownloadError:
     import requests
 
     partial = _partial_bytes(target)
@@ -100,11 +83,9 @@ def _transfer_error(entry: ReleasedFile, url: str, target: Path, e: Exception) -
     )
 
 
-def _confirm_drive(entry: ReleasedFile, url: str, target: Path, timeout: tuple[float, float]) -> str:
-    """The direct download URL behind Drive's confirmation page, or ``url`` itself when Drive serves
-    the file at once (small files). A quota page or any other HTML page without a download form is a
-    :class:`WeightsDownloadError`; an HTML page served instead of the file later is caught by the
-    integrity checks (:mod:`lseg.pretrained.released`)."""
+def _confirm_drive(entry: PretrainedWeights, url: str, target: Path, timeout: tuple[float, float]) -> str:
+    """The direct URL behind Drive's confirmation page, or ``url`` when Drive serves the file at once;
+    an HTML page without a download form (the quota page) is a :class:`WeightsDownloadError`."""
     from urllib.parse import urljoin
 
     import requests
@@ -122,7 +103,7 @@ def _confirm_drive(entry: ReleasedFile, url: str, target: Path, timeout: tuple[f
         raise html_error(entry, str(e), target) from None
 
 
-def html_error(entry: ReleasedFile, detail: str, target: Path) -> WeightsDownloadError:
+def html_error(entry: PretrainedWeights, detail: str, target: Path) -> WeightsDownloadError:
     """One line for an HTML page served instead of the file: Drive's quota page, or any other."""
     detail = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", detail)).split())
     where = f"download {entry.url} in a browser and put it at {target.parent / entry.filename}"

@@ -1,9 +1,7 @@
 """Reading weights files safely: ``.safetensors`` and torch ``.ckpt``/``.pth``/``.pt`` (zip or legacy pickle).
 
-Torch files go through :func:`load_torch_file`, lseg's one ``torch.load``: ``weights_only=True``, so a
-pickle that would run code is refused; the Lightning 1.x classes that released checkpoints name
-(:data:`ALLOWED_GLOBALS`) resolve to inert stand-ins. What the tensors mean (key maps, config inference,
-our folder format) is :mod:`lseg.pretrained.checkpoints`.
+Every torch file goes through :func:`load_torch_file` (``weights_only=True``): a pickle that would run
+code is refused. What the tensors mean is :mod:`lseg.pretrained.checkpoints`; see ``docs/weights.md``.
 """
 
 from __future__ import annotations
@@ -26,13 +24,12 @@ from safetensors.torch import load_file
 
 from lseg.errors import CheckpointError
 
-#: The weights file of an lseg folder (with ``config.json``, see :mod:`lseg.pretrained.checkpoints`).
+#: The weights file of an lseg folder (with ``config.json``).
 WEIGHTS_NAME = "model.safetensors"
 
 
 def _checkpoint_file(path: str | os.PathLike[str]) -> Path:
-    """The weights file ``path`` names (an lseg folder means its ``model.safetensors``); it must
-    exist and not be empty."""
+    """The weights file ``path`` names (a folder: its ``model.safetensors``), existing and not empty."""
     p = Path(path)
     if p.is_dir():
         p = p / WEIGHTS_NAME
@@ -43,24 +40,17 @@ def _checkpoint_file(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-#: Globals that released LSeg-family PyTorch-Lightning 1.x checkpoints carry and that are inert
-#: (full name -> why it is there). Each resolves to a stand-in that stores nothing and runs nothing;
-#: any other global is refused. Lightning 1.x keys ``ckpt["callbacks"]`` by the callback *class*
-#: (``callback_states[type(callback)]``), so the class itself is pickled as a dict key.
+#: Inert globals that released Lightning 1.x checkpoints carry (full name -> why). Each resolves to a
+#: stand-in that stores and runs nothing; any other global is refused. Lightning 1.x keys
+#: ``ckpt["callbacks"]`` by the callback *class*, so the class itself is pickled.
 ALLOWED_GLOBALS: dict[str, str] = {
     **{
         f"pytorch_lightning.callbacks.{name}": "Lightning 1.x callback class, used as the key of its saved state"
         for name in (
-            "model_checkpoint.ModelCheckpoint",
-            "early_stopping.EarlyStopping",
-            "lr_monitor.LearningRateMonitor",
-            "progress.ProgressBar",
-            "progress.tqdm_progress.TQDMProgressBar",
-            "gpu_stats_monitor.GPUStatsMonitor",
-            "stochastic_weight_avg.StochasticWeightAveraging",
-            "timer.Timer",
-            "model_summary.ModelSummary",
-            "finetuning.BackboneFinetuning",
+            "model_checkpoint.ModelCheckpoint", "early_stopping.EarlyStopping",
+            "lr_monitor.LearningRateMonitor", "progress.ProgressBar", "progress.tqdm_progress.TQDMProgressBar",
+            "gpu_stats_monitor.GPUStatsMonitor", "stochastic_weight_avg.StochasticWeightAveraging",
+            "timer.Timer", "model_summary.ModelSummary", "finetuning.BackboneFinetuning",
         )
     },
     "argparse.Namespace": "hyper_parameters of fine-tuned checkpoints (plain attribute bag)",
@@ -79,8 +69,7 @@ class _InertStandIn:
 
 
 class _AttributeDictStandIn:
-    """Lightning's ``AttributeDict`` is a dict subclass: rebuild it as a plain dict (the unpickler
-    fills only exact dicts)."""
+    """Lightning's ``AttributeDict`` rebuilt as a plain dict (the unpickler fills only exact dicts)."""
 
     def __new__(cls, *args: Any) -> dict[str, Any]:  # type: ignore[misc]
         return {}
@@ -106,7 +95,7 @@ class CheckpointFile:
     Attributes:
         state_dict: the model tensors (wrappers such as Lightning's ``state_dict`` removed).
         format: ``safetensors``, ``lightning`` (a PyTorch-Lightning ``.ckpt``) or ``torch``.
-        metadata: for Lightning files ``pytorch-lightning_version``, ``epoch``, ``global_step`` (as
+        metadata: Lightning files: ``pytorch-lightning_version``, ``epoch``, ``global_step`` (as
             found), ``callbacks`` (class names) and ``contents`` (the top-level keys).
     """
 
@@ -116,15 +105,8 @@ class CheckpointFile:
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointFile:
-    """Read tensors and metadata from ``.safetensors`` or a torch file (``.ckpt``/``.pth``/``.pt``), safely.
-
-    Torch files are opened with ``torch.load(weights_only=True)``: only tensors, plain containers and
-    the inert names of :data:`ALLOWED_GLOBALS` are accepted, so a checkpoint that embeds code is
-    refused, never executed. Zip files (every torch >= 1.6 file, the released LSeg checkpoints
-    included) are memory-mapped: only the tensors that are used are ever read, so optimizer state
-    (about the size of the weights again) costs no memory. Legacy (non-zip) files are read whole.
-    Tensors saved on a GPU are mapped to the CPU.
-    """
+    """Tensors and metadata of a ``.safetensors`` or torch file, read safely (:func:`load_torch_file`;
+    a zip's tensors are memory-mapped, so unused ones such as optimizer state are never read)."""
     p = _checkpoint_file(path)
     if _is_safetensors(p):
         try:
@@ -145,10 +127,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointFile:
 
 
 def load_torch_file(path: str | os.PathLike[str], *, kind: str = "checkpoint", mmap: bool = True) -> Any:
-    """lseg's one ``torch.load``: ``weights_only=True`` (plus the inert :data:`ALLOWED_GLOBALS`), a zip
-    checked before it is read (:func:`_check_torch_zip`), every failure one line naming ``path`` as a
-    ``kind`` ("checkpoint", "training checkpoint"). ``mmap``: map a zip's tensors instead of reading
-    them (only those used are ever read); a legacy non-zip file is read whole. Loaded to the CPU.
+    """lseg's one ``torch.load``: ``weights_only=True`` plus the inert :data:`ALLOWED_GLOBALS`, a zip
+    checked first (:func:`_check_torch_zip`), loaded to the CPU. ``kind`` names the file in errors
+    ("checkpoint", "training checkpoint"); ``mmap`` maps a zip's tensors (a legacy file is read whole).
 
     Raises:
         CheckpointError: unreadable, not a torch file, or it would run code.
@@ -165,15 +146,14 @@ def load_torch_file(path: str | os.PathLike[str], *, kind: str = "checkpoint", m
         raise _torch_load_error(p, e, kind) from None
 
 
-#: The pickle of a torch zip holds structure only (about 100 bytes per tensor); a larger one is not a
-#: checkpoint, and unpickling it would cost memory before any error.
+#: A torch zip's pickle holds structure only (~100 bytes per tensor); a larger one is not a checkpoint,
+#: and unpickling it would cost memory before any error.
 MAX_PICKLE_BYTES = 256 << 20
 
 
 def _check_torch_zip(p: Path, kind: str) -> None:
-    """Refuse a zip that could inflate on reading, before ``torch.load`` touches it: torch stores its
-    records uncompressed, so a compressed record, a record reaching past the end of the file, or an
-    oversized pickle means a corrupt or hostile file."""
+    """Refuse a zip that could inflate on reading: torch stores records uncompressed, so a compressed
+    record, one reaching past the end of the file, or an oversized pickle is corrupt or hostile."""
     size = p.stat().st_size
     try:
         with zipfile.ZipFile(p) as zf:
@@ -225,10 +205,8 @@ def _torch_load_error(p: Path, e: Exception, kind: str) -> CheckpointError:
         else:
             detail = next((line for line in lines if "Unsupported" in line or "Trying" in line or "Can only" in line),
                           "weights_only=True")
-        return CheckpointError(
-            f"refusing to load {p}: it contains Python objects that are not plain tensors "
-            f"(loading it would run code): {detail}"
-        )
+        return CheckpointError(f"refusing to load {p}: it contains Python objects that are not plain tensors "
+                               f"(loading it would run code): {detail}")
     first = lines[0] if lines else type(e).__name__
     return CheckpointError(f"cannot read {kind} {p} (truncated or corrupt?): {first}")
 

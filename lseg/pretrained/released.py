@@ -1,31 +1,9 @@
-"""The released LSeg weights by name: ``lseg.load_model("demo")``, ``lseg weights download demo``.
+"""The released LSeg weights by name (``lseg.load_model("demo")``, ``lseg weights download demo``).
 
-One function, :func:`resolve`, turns what a user passes as a checkpoint into a local path: a
-registered name (:data:`WEIGHTS`, the files of the official lang-seg README) becomes the cached,
-converted lseg folder (downloaded and converted on first use); an existing path is itself; a string
-of the form ``owner/name`` is a Hugging Face Hub repo id (:func:`lseg.pretrained.hub.download_repo`).
-:func:`lseg.load_model` and every ``--checkpoint`` go through it.
-
-Cache (shared by every command and process; a file lock serialises concurrent first uses)::
-
-    $LSEG_HOME (else $XDG_CACHE_HOME/lseg, else ~/.cache/lseg)
-      weights/<name>/<file>            the released file as downloaded (e.g. demo_e200.ckpt)
-      weights/<name>/lseg/             converted once: model.safetensors + config.json
-      weights/<name>/record.json       size and sha256 of both, recorded on the first complete download
-
-Integrity: a download is written to a partial file first (resumed with an HTTP ``Range`` request
-when interrupted), then checked (not an HTML page, the announced size, every zip member's CRC, the
-registry's size/sha256 where known) and only then renamed into place and recorded. The converted
-weights are checked against their recorded size and sha256 on every load; the released file
-whenever it is converted again. Loading never unpickles anything but tensors
-(:func:`lseg.pretrained.checkpoints.read_state_dict`), and later loads read only safetensors.
-
-Environment: ``LSEG_HOME`` (cache root), ``LSEG_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` (never touch the
-network: cached weights only), ``LSEG_WEIGHTS_MIRROR`` (a base URL serving the files by their file
-name, instead of Google Drive; also ``{"weights_mirror": URL}`` in ``$LSEG_HOME/config.json``).
-
-The transfer itself (Google Drive's confirmation page, gdown, resume, error wording) is
-:mod:`lseg.pretrained.drive`.
+:func:`resolve` turns a checkpoint argument into a local path: a registered name (:data:`WEIGHTS`)
+becomes the cached, converted lseg folder (downloaded, checked and converted on first use); an
+existing path is itself; ``owner/name`` is a Hugging Face Hub repo. The cache layout, integrity checks
+and environment variables are in ``docs/weights.md``; the transfer is :mod:`lseg.pretrained.drive`.
 """
 
 from __future__ import annotations
@@ -49,14 +27,13 @@ from lseg.pretrained.drive import USER_AGENT, disk_guard, fetch, host, html_erro
 
 __all__ = [
     "DEFAULT", "DRIVE_URL", "MODEL_DIR", "RECORD_NAME", "RETRIES", "TIMEOUT", "USER_AGENT", "WEIGHTS",
-    "PretrainedWeights", "cache_dir", "cached_folder", "download", "get_weights", "is_offline", "list_pretrained",
-    "mirror_url", "resolve", "sha256_file", "weights_dir",
+    "PretrainedWeights", "cache_dir", "cached_folder", "download", "get_weights", "is_offline",
+    "list_pretrained", "mirror_url", "resolve", "sha256_file", "weights_dir",
 ]
 
 _logger = logging.getLogger(__name__)
 
-#: Google Drive's download endpoint (``?export=download&id=<file id>`` is appended). Tests point it
-#: at a local server that answers as Drive does; nothing else changes it.
+#: Google Drive's download endpoint (``?export=download&id=<file id>`` is appended; tests patch it).
 DRIVE_URL = "https://drive.google.com/uc"
 #: Retries of a dropped transfer within one call (each resumes where the last stopped).
 RETRIES = 3
@@ -71,11 +48,8 @@ _DOWNLOAD_SUFFIX = ".download"  # gdown's output; its partial file is <that><8 c
 
 @dataclasses.dataclass(frozen=True)
 class PretrainedWeights:
-    """One released weights file.
-
-    ``config`` is the registered architecture the file must convert to (``None``: not checked);
-    ``size`` / ``sha256`` are checked when known, else recorded on the first complete download.
-    """
+    """One released weights file: ``config`` is the registered architecture it must convert to
+    (``None``: not checked); ``size`` / ``sha256`` are checked when known."""
 
     name: str
     filename: str
@@ -195,22 +169,12 @@ def cached_folder(name: str) -> Path | None:
 
 # --------------------------------------------------------------------------- the resolver
 
-def resolve(
-    source: str | os.PathLike[str],
-    *,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    force_download: bool = False,
-    token: str | bool | None = None,
-    local_files_only: bool = False,
-) -> Path:
-    """The local path a checkpoint argument stands for.
-
-    * a registered name (a ``str`` in :data:`WEIGHTS`, e.g. ``"demo"``): the cached converted lseg
-      folder, downloaded, verified and converted first if needed (:func:`download`). Names never
-      contain a slash: ``"./demo"`` or ``Path("demo")`` is the local folder;
-    * an existing file or folder: itself;
-    * ``owner/name``: a Hugging Face Hub repo, downloaded to (or found in) the Hub cache.
+def resolve(source: str | os.PathLike[str], *, revision: str | None = None,
+            cache_dir: str | os.PathLike[str] | None = None, force_download: bool = False,
+            token: str | bool | None = None, local_files_only: bool = False) -> Path:
+    """The local path a checkpoint argument stands for: a registered name (a ``str`` in
+    :data:`WEIGHTS`; ``"./demo"`` or ``Path("demo")`` is a local folder) -> :func:`download`; an
+    existing file or folder -> itself; ``owner/name`` -> a Hub repo, downloaded to the Hub cache.
 
     ``force_download`` and ``local_files_only`` apply to names and Hub repos; ``revision``,
     ``cache_dir`` and ``token`` to Hub repos (as for ``huggingface_hub.snapshot_download``).
@@ -237,7 +201,7 @@ def resolve(
 
 
 def _looks_like_path(text: str) -> bool:
-    """Strings that are meant as local paths, never as Hub ids (which are ``owner/name``)."""
+    """Strings meant as local paths, never as Hub ids (``owner/name``)."""
     return (
         text.startswith((".", "~", "/")) or text.endswith(("/", os.sep)) or text.count("/") > 1
         or os.sep != "/" and os.sep in text
@@ -254,14 +218,11 @@ def download(name: str, *, force: bool = False, offline: bool | None = None, che
         name: a registered name (:func:`list_pretrained`).
         force: discard what the cache holds for ``name`` (partial downloads too) and download again.
         offline: never use the network (default: :func:`is_offline`).
-        check_all: also verify the released file when the converted folder is present
-            (``lseg weights download`` does; a load verifies only what it reads).
+        check_all: also verify the released file when the converted folder is present.
 
     Raises:
-        WeightsDownloadError: not cached and cannot be downloaded (offline, no network, Drive quota,
-            disk full, interrupted), or the download is corrupt (it is then not kept).
-        CheckpointError: unknown name; the cached file changed since it was recorded; the file
-            cannot be converted.
+        WeightsDownloadError: not cached and not downloadable, or the download is corrupt (not kept).
+        CheckpointError: unknown name; a cached file changed since it was recorded; not convertible.
     """
     entry = get_weights(name)
     offline = is_offline() if offline is None else offline
@@ -330,15 +291,16 @@ def _read_record(d: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and isinstance(record.get("sha256"), str) else None
 
 
-def _write_record(d: Path, record: dict[str, Any]) -> None:
+def _write_record(d: Path, record: dict[str, Any]) -> dict[str, Any]:
     from lseg.io import atomic_write
 
     text = json.dumps(record, indent=2) + "\n"
     disk_guard(lambda: atomic_write(d / RECORD_NAME, lambda p: p.write_text(text)), d, "writing", RECORD_NAME)
+    return record
 
 
 def _model_matches(model_dir: Path, recorded: dict[str, Any]) -> bool:
-    """The converted weights still have their recorded size and sha256 (else they are converted again)."""
+    """The converted weights still have their recorded size and sha256."""
     weights = model_dir / "model.safetensors"
     if not weights.is_file() or not (model_dir / "config.json").is_file():
         return False
@@ -349,13 +311,11 @@ def _model_matches(model_dir: Path, recorded: dict[str, Any]) -> bool:
 
 
 def _verify_cached(entry: PretrainedWeights, ckpt: Path, record: dict[str, Any] | None, d: Path) -> dict[str, Any]:
-    """Check a released file already in the cache against its record; a file put there by hand
-    (no record yet) is checked like a download and recorded."""
+    """Check a cached released file against its record; one put there by hand is checked and recorded."""
     if record is None or record.get("file") != entry.filename:
         size, digest = _check_file(entry, ckpt, url=None)
-        record = {"name": entry.name, "file": entry.filename, "size": size, "sha256": digest, "source": "local"}
-        _write_record(d, record)
-        return record
+        return _write_record(d, {"name": entry.name, "file": entry.filename, "size": size, "sha256": digest,
+                                 "source": "local"})
     size = ckpt.stat().st_size
     digest = sha256_file(ckpt) if size == record["size"] else None
     if digest != record["sha256"]:
@@ -376,8 +336,7 @@ def _source(entry: PretrainedWeights) -> tuple[str, bool]:
 
 
 def _download(entry: PretrainedWeights, d: Path) -> dict[str, Any]:
-    """Download ``entry`` into ``d`` (resuming a partial download), check it, rename it into place
-    and record its size and sha256. A file that fails the checks is deleted, never kept."""
+    """Download ``entry`` into ``d`` (resuming), check it (deleted if bad), move it into place, record it."""
     url, drive = _source(entry)
     target = d / (entry.filename + _DOWNLOAD_SUFFIX)
     if not target.is_file():  # else a complete download whose check a killed process did not finish
@@ -388,17 +347,13 @@ def _download(entry: PretrainedWeights, d: Path) -> dict[str, Any]:
         target.unlink(missing_ok=True)
         raise
     disk_guard(lambda: os.replace(target, d / entry.filename), d, "moving", entry.filename)
-    record = {"name": entry.name, "file": entry.filename, "size": size, "sha256": digest,
-              "source": url if not drive else f"drive:{entry.drive_id}"}
-    _write_record(d, record)
-    return record
-
+    return _write_record(d, {"name": entry.name, "file": entry.filename, "size": size, "sha256": digest,
+                             "source": url if not drive else f"drive:{entry.drive_id}"})
 
 
 def _check_file(entry: PretrainedWeights, path: Path, *, url: str | None) -> tuple[int, str]:
-    """Size and sha256 of a complete-looking file, after checking that it is the checkpoint: not an
-    HTML page, the registry's size, intact zip structure and member CRCs, the registry's sha256.
-    ``url``: where it was downloaded from (None: put into the cache by hand)."""
+    """Size and sha256 of ``path`` once it is known to be the checkpoint (not an HTML page, the
+    registry's size, intact zip CRCs, the registry's sha256). ``url``: its source (None: by hand)."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(1 << 16)
@@ -439,7 +394,7 @@ def _corrupt(entry: PretrainedWeights, path: Path, url: str | None, why: str) ->
 
 
 def _convert(entry: PretrainedWeights, ckpt: Path, d: Path, record: dict[str, Any]) -> Path:
-    """Convert the released file once to an lseg folder (atomically) and record its sha256."""
+    """Convert the released file to an lseg folder (atomically) and record its sha256."""
     from lseg.models.lseg import LSeg
     from lseg.pretrained.checkpoints import WEIGHTS_NAME, load_local, save_pretrained
 

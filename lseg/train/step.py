@@ -18,8 +18,7 @@ __all__ = ["PerImageLabels"]
 
 class PerImageLabels(nn.Module):
     """The model's forward with labels shared by the batch, ``(K, D)``, or one label set per image,
-    ``(B, K, D)`` (zero-shot training: each image's ``["others", its class]``). A module so that DDP
-    wraps the whole computation in one forward."""
+    ``(B, K, D)`` (zero-shot training); a module so that DDP wraps the whole computation."""
 
     def __init__(self, model: LSeg) -> None:
         super().__init__()
@@ -33,9 +32,8 @@ class PerImageLabels(nn.Module):
         return torch.cat([self.model.score(pixels[i : i + 1], text[i], size=size) for i in range(len(x))])
 
 
-def _zero_shot_batch(
-    batch: dict[str, Any], text: torch.Tensor, row_of: torch.Tensor, ignore_index: int, boundary: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _zero_shot_batch(batch: dict[str, Any], text: torch.Tensor, row_of: torch.Tensor, ignore_index: int,
+                     boundary: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Supports then queries in one batch (the reference's ``cat(support, query)``), their binary masks,
     and each image's ``["others", class]`` embeddings ``(N, 2, D)``."""
     images, target, cls = batch["image"], batch["mask"], batch["class_id"]
@@ -50,16 +48,13 @@ def _zero_shot_batch(
     return images, target, text[rows]
 
 
-def _pixel_cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, ignore_index: int, fabric: Fabric, reduction: str = "global"
-) -> torch.Tensor:
+def _pixel_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, fabric: Fabric,
+                         reduction: str = "global") -> torch.Tensor:
     """Per-pixel cross-entropy over the labelled pixels; 0 if nothing is labelled.
 
-    ``global``: each process returns ``its pixel-loss sum * world_size / labelled pixels on all
-    processes``, so the gradient mean DDP takes equals the gradient of the mean over the **global**
-    forward batch: identical to one process with the whole batch even when processes see different
-    numbers of padded / ignored pixels. ``reference``: each process's own pixel mean (DDP then averages
-    them, as lang-seg), so every process's crops weigh the same whatever their labelled area.
+    ``global``: this process's pixel-loss sum x world size / labelled pixels of all processes, so the
+    gradient mean DDP takes is that of the mean over the global batch. ``reference``: each process's
+    own pixel mean, averaged by DDP as lang-seg.
     """
     total = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="sum")
     count = (target != ignore_index).sum().float()
@@ -70,13 +65,10 @@ def _pixel_cross_entropy(
 
 
 def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """The DataLoader's batch: images and masks stacked; for few-shot items also the class ids and the
+    """The DataLoader's batch: images and masks stacked, for few-shot items also the class ids and the
     ``(B, S, ...)`` supports."""
-    out = {
-        "image": torch.stack([s["image"] for s in samples]),
-        "mask": torch.stack([s["mask"] for s in samples]),
-    }
-    if "class_id" in samples[0]:  # few-shot items: class ids and (B, S, ...) supports
+    out = {key: torch.stack([s[key] for s in samples]) for key in ("image", "mask")}
+    if "class_id" in samples[0]:
         out["class_id"] = torch.tensor([int(s["class_id"]) for s in samples])
         if "support_images" in samples[0]:
             out["support_images"] = torch.stack([torch.stack(s["support_images"]) for s in samples])
