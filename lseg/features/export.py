@@ -1,14 +1,8 @@
-"""The ``npy`` feature layout: one ``(D, H, W)`` array of L2-normalised CLIP-space pixel embeddings per
-image (``OUT/<stem>.npy``, optionally ``<stem>_pca.png``) or sampled video frame
-(``OUT/<video>/<frame:06d>.npy``, the video's record ``frames.json`` last), plus a ``features.json``
-manifest; layout, resolutions and sharding in docs/features-3d.md.
+"""The ``npy`` feature layout (one (D, H, W) array per image or sampled video frame, and a
+``features.json`` manifest: docs/features-3d.md), its resizing and the sharding helpers.
 
-Resolutions other than ``half`` (the network's output) follow the logits' path (x2 bilinear with
-align_corners=True, crop to the working size, align_corners=True to the target) and are
-re-normalised; they are computed in row strips written in place with ordinary writes (a memory map
-dies of SIGBUS on a full disk), so a 4000x3000 export needs little RAM. Sharding: input ``i`` goes to
-torchrun rank ``i % WORLD_SIZE``; ``--shard k/M`` composes (part ``k * WORLD_SIZE + RANK`` of
-``M * WORLD_SIZE``); only rank 0 writes the manifest.
+Resolutions other than ``half`` follow the logits' path (x2 bilinear, align_corners=True, crop to
+the working size, align_corners=True to the target), re-normalised, in row strips written in place.
 """
 
 from __future__ import annotations
@@ -31,7 +25,7 @@ from lseg.jobs.inputs import Media, collect_media
 
 __all__ = [
     "DTYPES", "FRAMES_INDEX", "MANIFEST", "NpyWriter", "combine_shards", "export_features",
-    "iter_resized_embeddings", "parse_resolution", "parse_shard", "resize_embeddings", "torchrun_rank",
+    "iter_resized_embeddings", "job_part", "parse_resolution", "parse_shard", "resize_embeddings", "torchrun_rank",
 ]
 
 MANIFEST = "features.json"
@@ -61,23 +55,19 @@ def combine_shards(machine: tuple[int, int] | None, process: tuple[int, int]) ->
     return k * w + r, m * w
 
 
+def job_part(shard: tuple[int, int] | None, write_manifest: bool | None) -> tuple[int, int, bool]:
+    """``(k, M, write_manifest)`` of this process: ``shard``, by default torchrun's ``(RANK,
+    WORLD_SIZE)``; the manifest, by default, on rank 0."""
+    part, parts = shard if shard is not None else torchrun_rank()
+    if not 0 <= part < parts:
+        raise LSegError(f"shard must be (k, M) with 0 <= k < M, got {(part, parts)}")
+    return part, parts, torchrun_rank()[0] == 0 if write_manifest is None else write_manifest
+
+
 # ---------------------------------------------------------------------------- resolution
 
-def _target_size(resolution: Resolution, pixels_hw: tuple[int, int], input_size: tuple[int, int],
-                 image_size: tuple[int, int]) -> tuple[int, int]:
-    if resolution == "half":
-        return pixels_hw
-    if resolution == "input":
-        return input_size
-    if resolution == "original":
-        return image_size
-    assert isinstance(resolution, tuple)
-    return resolution
-
-
-def iter_resized_embeddings(
-    pixels: np.ndarray, input_size: tuple[int, int], size: tuple[int, int], rows: int | None = None
-) -> Iterator[tuple[slice, np.ndarray]]:
+def iter_resized_embeddings(pixels: np.ndarray, input_size: tuple[int, int], size: tuple[int, int],
+                            rows: int | None = None) -> Iterator[tuple[slice, np.ndarray]]:
     """Upsample half-resolution embeddings in row strips, as LSeg upsamples its logits.
 
     Args:
@@ -123,8 +113,7 @@ def resize_embeddings(pixels: np.ndarray, input_size: tuple[int, int], size: tup
 # ---------------------------------------------------------------------------- export
 
 class NpyWriter(Writer):
-    """The ``npy`` layout as a batch writer: a unit per image (``<stem>.npy``, its record
-    ``<stem>.json``) or per video (``<stem>/<frame>.npy``, its record ``<stem>/frames.json``)."""
+    """The ``npy`` layout as a batch writer: a unit per image or video."""
 
     kind = "features"
     unit_name = "input"
@@ -133,9 +122,8 @@ class NpyWriter(Writer):
                  resolution: Resolution, pca: bool, fps: float | None, every_n: int | None,
                  predictor: LSegPredictor | Any, model: Mapping[str, Any], recipe: Mapping[str, Any],
                  write_manifest: bool = True) -> None:
-        """``predictor``: an :class:`LSegPredictor`, or a function that builds it (called only when
-        some input is to be written); ``model``: what identifies the weights in the records;
-        ``recipe``: the predictor's settings (size, crop_size, stride, precision)."""
+        """``predictor``: an :class:`LSegPredictor`, or a function building it (called once there is
+        work); ``model``: what identifies the weights; ``recipe``: the predictor's settings."""
         if dtype not in DTYPES:
             raise LSegError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self.inputs, self.out = list(inputs), Path(out)
@@ -182,8 +170,8 @@ class NpyWriter(Writer):
         return self._video(unit)
 
     def _video(self, unit: Unit) -> dict[str, Any]:
-        """A video's frames, each written as it is computed (a killed run keeps them: its pending
-        record lists them, and a re-run of the same recipe skips those that exist)."""
+        """A video's frames, each written as it is computed (a re-run of a killed one skips those that
+        exist: its pending record lists them)."""
         assert self.predictor is not None
         item: Media = unit.data
         frames: list[dict[str, float]] = []
@@ -201,11 +189,12 @@ class NpyWriter(Writer):
 
     def _save(self, emb: Any, targets: list[Path], write: Any) -> list[int]:
         """Write one embedding (and its PCA picture) with ``write(target, writer)`` (staged or
-        atomic); its stored shape."""
+        atomic); returns its stored shape."""
         pixels = to_numpy(emb.pixels)  # (D, h', w') float32
-        size = _target_size(self.res, tuple(pixels.shape[1:]), tuple(emb.input_size), tuple(emb.image_size))
+        sizes = {"half": tuple(pixels.shape[1:]), "input": tuple(emb.input_size), "original": tuple(emb.image_size)}
+        size = sizes[self.res] if isinstance(self.res, str) else self.res
         dtype = DTYPES[self.dtype]
-        if size == tuple(pixels.shape[1:]) and self.res == "half":
+        if self.res == "half":
             arr = pixels.astype(dtype)
             write(targets[0], lambda p: _save_npy(p, arr))
         else:
@@ -215,24 +204,15 @@ class NpyWriter(Writer):
         return [int(pixels.shape[0]), *size]
 
 
-def export_features(
-    predictor: LSegPredictor,
-    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-    out_dir: str | os.PathLike[str],
-    *,
-    dtype: str = "float16",
-    overwrite: bool = False,
-    progress: bool = True,
-    resolution: Resolution = "half",
-    pca: bool = False,
-    fps: float | None = None,
-    every_n: int | None = None,
-    shard: tuple[int, int] | None = None,
-    write_manifest: bool | None = None,
-    model_id: Mapping[str, Any] | None = None,
-) -> Report:
-    """Write the pixel embeddings of every image / sampled video frame under ``inputs`` (module doc)
-    with the batch engine (:func:`lseg.jobs.engine.run_job`: records, re-runs, claims).
+def export_features(predictor: LSegPredictor,
+                    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                    out_dir: str | os.PathLike[str], *, dtype: str = "float16", overwrite: bool = False,
+                    progress: bool = True, resolution: Resolution = "half", pca: bool = False,
+                    fps: float | None = None, every_n: int | None = None,
+                    shard: tuple[int, int] | None = None, write_manifest: bool | None = None,
+                    model_id: Mapping[str, Any] | None = None) -> Report:
+    """Write the pixel embeddings of every image / sampled video frame under ``inputs`` in the ``npy``
+    layout, with the batch engine's records, re-runs and claims.
 
     Args:
         predictor: computes the embeddings (its ``size`` sets the working resolution).
@@ -242,8 +222,7 @@ def export_features(
         overwrite: redo finished outputs (and replace files lseg did not write).
         progress: show a progress bar.
         resolution: ``half`` | ``input`` | ``original`` | ``"HxW"`` | ``(H, W)``.
-        pca: also write ``<stem>_pca.png`` (:func:`lseg.viz.pca_rgb` of the embeddings, computed at
-            half resolution and resized to the output resolution).
+        pca: also write ``<stem>_pca.png`` (:func:`lseg.viz.pca_rgb` at half resolution, resized).
         fps, every_n: video frame sampling (:func:`lseg.io.iter_frames`); default every frame.
         shard: ``(k, M)``: do only inputs ``i`` with ``i % M == k``. Default: ``(RANK, WORLD_SIZE)``
             from the environment (torchrun), i.e. everything in a plain run.
@@ -256,17 +235,12 @@ def export_features(
         ``failed`` and the others still processed.
     """
     from lseg.features.options import FeaturesOptions
-    from lseg.inference.folder import weights_sha256
+    from lseg.inference.folder import weights_identity
 
     FeaturesOptions(out=str(out_dir), dtype=dtype, fps=fps, every_n=every_n,  # type: ignore[arg-type]
                     resolution=resolution if isinstance(resolution, str) else None)
-    part, parts = shard if shard is not None else torchrun_rank()
-    if not 0 <= part < parts:
-        raise LSegError(f"shard must be (k, M) with 0 <= k < M, got {(part, parts)}")
-    if write_manifest is None:
-        write_manifest = torchrun_rank()[0] == 0
-    model = model_id if model_id is not None else {"config": predictor.model.config.to_dict(),
-                                                   "weights_sha256": weights_sha256(predictor.model)}
+    part, parts, write_manifest = job_part(shard, write_manifest)
+    model = model_id if model_id is not None else weights_identity(predictor.model)
     recipe = {"size": predictor.size, "crop_size": predictor.crop_size, "stride": predictor.stride,
               "precision": predictor.precision}
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
@@ -296,9 +270,8 @@ def _manifest(
 
 def _save_resized(path: Path, pixels: np.ndarray, input_size: tuple[int, int], size: tuple[int, int],
                   dtype: Any) -> None:
-    """A (D, H, W) ``.npy`` written strip by strip: the rows of a strip lie at D places in the file
-    (one per channel), each written with a seek and an ordinary write, so a full disk is an
-    ``OSError`` (ENOSPC), not the SIGBUS of a store through a memory map."""
+    """A (D, H, W) ``.npy`` written strip by strip, each channel's rows with a seek and an ordinary
+    write: a full disk is an ``OSError`` (ENOSPC), not the SIGBUS of a memory map."""
     d, (big_h, big_w) = pixels.shape[0], size
     row_bytes = big_w * np.dtype(dtype).itemsize
     with open(path, "wb") as f:
@@ -314,8 +287,8 @@ def _save_resized(path: Path, pixels: np.ndarray, input_size: tuple[int, int], s
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
-    """``np.save``'s format, written with Python's file write: a full disk is an ``OSError`` with its
-    errno (ENOSPC), where numpy's own write reports only ``N requested and M written``."""
+    """``np.save``'s format through Python's file write: a full disk is an ``OSError`` with its errno
+    (numpy's own write reports only ``N requested and M written``)."""
     with open(path, "wb") as f:
         np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(arr))
         f.write(np.ascontiguousarray(arr).data)
