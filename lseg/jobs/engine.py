@@ -214,7 +214,11 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
     report = Report()
     mine, todo, recipe = pending_units(writer, overwrite, report, shard)
     key = digest(recipe)
-    if not todo:
+    if not todo:  # nothing to write; what a killed run left is still cleared (a read-only folder: kept)
+        if Path(writer.out).is_dir():
+            with contextlib.suppress(OSError):
+                remove_stale_temp_files(writer.out)
+                remove_stale_claims(writer.out)
         return report
     created = not os.path.lexists(writer.out)
     out = check_writable(writer.out)  # one error before the model loads
