@@ -61,7 +61,7 @@ class SegmentWriter(Writer):
         p = self.predictor_options
         return {"labels": self.labels, "templates": list(p.templates), "size": p.size, "crop_size": p.crop_size,
                 "stride": p.window_stride, "precision": self.precision, "multiscale": self.options.multiscale,
-                "alpha": self.options.alpha, "model": self.model}
+                "alpha": self.options.alpha, "legend": self.options.legend, "model": self.model}
 
     def setup(self) -> None:
         self.predictor = self._make_predictor()
@@ -88,7 +88,7 @@ class SegmentWriter(Writer):
     def write(self, unit: Unit, result: Any, staged: Staged) -> dict[str, Any]:
         image = load_image(unit.source)  # full resolution for the overlay (the loader kept the resized copy)
         return write_segment_files(unit.data, staged, result.label_map, result.labels, lambda: result.probs, image,
-                                   alpha=self.options.alpha)
+                                   alpha=self.options.alpha, legend=self.options.legend)
 
 
 def segment_folder(predictor: LSegPredictor,

@@ -202,7 +202,8 @@ def segment_files(base: Path, labels: Sequence[str], *, overlay: bool = True, sc
 
 
 def write_segment_files(files: dict[str, Path], staged: Staged, label_map: np.ndarray, labels: list[str],
-                        probs: Callable[[], np.ndarray], image: Any = None, *, alpha: float = 0.5) -> dict[str, Any]:
+                        probs: Callable[[], np.ndarray], image: Any = None, *, alpha: float = 0.5,
+                        legend: bool = True) -> dict[str, Any]:
     """Write ``files`` (:func:`segment_files`) of one label map through ``staged``; ``probs()`` gives
     the (K, H, W) probabilities (called only for scores and heatmaps); the overlay and the
     heatmaps (then annotated) are drawn over ``image``. Returns the record's extra fields."""
@@ -218,7 +219,7 @@ def write_segment_files(files: dict[str, Path], staged: Staged, label_map: np.nd
         for key, pic in zip(heat, make_heatmaps(prob, labels, image, annotate=image is not None).values()):
             staged.write(files[key], lambda p, pic=pic: pic.save(p, format="PNG"))
     if "overlay" in files:
-        picture = overlay(image, label_map, labels, alpha=alpha)
+        picture = overlay(image, label_map, labels, alpha=alpha, legend=legend)
         staged.write(files["overlay"], lambda p: picture.save(p, format="PNG"))
     shares = np.bincount(label_map.ravel(), minlength=len(labels)) / max(1, label_map.size)
     return {"labels": labels, "colors": hex_colors(min(len(labels), 65536)),
