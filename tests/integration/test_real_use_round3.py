@@ -221,3 +221,14 @@ def test_21_demo_error_toasts_do_not_pile_up(monkeypatch: pytest.MonkeyPatch, ti
     _, _, status = demo.callback(str(bad), "a, b")
     assert status.startswith("**Error:**") and shown == [{"title": "Error", "duration": TOAST_SECONDS}]
     assert 0 < TOAST_SECONDS <= 10
+
+
+# 17: every positional of the store actions is described
+@pytest.mark.parametrize("action", ["info", "reduce", "export"])
+def test_17_store_actions_describe_their_arguments(action: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["store", action, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "STORE the feature store" in text
+    if action == "reduce":
+        assert "K the reduced dimension" in text
