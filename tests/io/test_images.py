@@ -450,6 +450,13 @@ def predictor(tiny_model):
     return lseg.LSegPredictor(tiny_model, size=64)
 
 
+@pytest.fixture(scope="module")
+def predictor32(tiny_model):
+    """One predictor for every example of the property and fuzz tests: building one per example (a
+    copy of the model, the labels encoded again) cost 20x the segmentation itself."""
+    return lseg.LSegPredictor(tiny_model, size=32)
+
+
 def _check(result, size: tuple[int, int], k: int = len(LABELS)) -> None:
     lm = result.label_map
     assert lm.shape == size and lm.dtype == np.int32
@@ -572,16 +579,16 @@ def image_arrays(draw):
 
 @_FAST
 @given(arr=image_arrays())
-def test_property_any_valid_array_gives_a_label_map_of_its_size(tiny_model, arr):
-    r = lseg.LSegPredictor(tiny_model, size=32).segment(arr, LABELS)
+def test_property_any_valid_array_gives_a_label_map_of_its_size(predictor32, arr):
+    r = predictor32.segment(arr, LABELS)
     _check(r, arr.shape[:2])
 
 
 @_FAST
 @given(h=st.integers(1, 40), w=st.integers(1, 40), channels=st.sampled_from([1, 3, 4]), seed=st.integers(0, 99))
-def test_property_chw_tensors(tiny_model, h, w, channels, seed):
+def test_property_chw_tensors(predictor32, h, w, channels, seed):
     t = torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (channels, h, w), dtype=np.uint8))
-    _check(lseg.LSegPredictor(tiny_model, size=32).segment(t, LABELS), (h, w))
+    _check(predictor32.segment(t, LABELS), (h, w))
 
 
 _VALID_FILES = {
@@ -610,10 +617,10 @@ def mutated_files(draw):
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow],
           derandomize=True, database=None)
 @given(data=mutated_files())
-def test_fuzz_encoded_bytes_through_the_predictor(tiny_model, data):
+def test_fuzz_encoded_bytes_through_the_predictor(predictor32, data):
     """Mutated PNG/JPEG/GIF/BMP/WebP/TIFF bytes: a label map of the decoded size, or an
     ImageLoadError with a one-line message; never another exception, hang or crash."""
-    predictor = lseg.LSegPredictor(tiny_model, size=32)
+    predictor = predictor32
     try:
         expected = load_image(data).shape[:2]
     except ImageLoadError as e:
