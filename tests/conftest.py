@@ -94,6 +94,14 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     return run
 
 
+@pytest.fixture(scope="session")
+def two_processes(tmp_path_factory: pytest.TempPathFactory):
+    """The suite's multi-process commands, run once in one torchrun group of two (tests/process_group.py)."""
+    from process_group import run_two_processes
+
+    return run_two_processes(tmp_path_factory.mktemp("two_processes"))
+
+
 def with_bn_stats(name: str = "lseg_tiny_test"):
     """A tiny model (seed 0, eval mode) whose BatchNorm statistics are not the identity, so folding
     them into the convs does something."""
