@@ -84,8 +84,12 @@ def _expected(command: str) -> set[str]:
     return {f"img{i:02d}.{e}" for i in range(N) for e in ("npy", "json")} | {"features.json"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["segment", "features"])
 def test_two_workers_split_the_work(command, forty_images, tmp_path):
+    """Two workers started together on one folder both succeed, share the work, and leave exactly the
+    outputs (no claim or temp file). [features] is also the engine's "concurrent features workers
+    share a folder" (they start up side by side too: their own imports and set-up run unsynchronised)."""
     out = tmp_path / "out"
     args = [command, str(forty_images), "-o", str(out), *MODEL] + (["-l", "sky,grass"] if command == "segment" else [])
     workers = _start_together(2, tmp_path, *args)
@@ -105,6 +109,7 @@ def test_two_workers_split_the_work(command, forty_images, tmp_path):
     assert _files(out) == _expected(command)  # every output present once, no claim or temp file left
 
 
+@pytest.mark.slow
 def test_a_worker_killed_at_random_points_leaves_nothing_that_stops_the_next_run(forty_images, tmp_path, capsys):
     """SIGKILL after a random number of outputs, twice, with a second worker running beside the
     first: the dead worker's claims are found stale (its pid is gone), the next run completes."""
