@@ -102,6 +102,21 @@ def two_processes(tmp_path_factory: pytest.TempPathFactory):
     return run_two_processes(tmp_path_factory.mktemp("two_processes"))
 
 
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``cli(*args)``: ``lseg.cli.main(args)`` in this process, as ``run_cli`` reports a process (exit
+    code, stdout, stderr): for the many tests of a command whose subject is not process behaviour."""
+    from lseg.cli import main
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, out, err)
+
+    return run
+
+
 def with_bn_stats(name: str = "lseg_tiny_test"):
     """A tiny model (seed 0, eval mode) whose BatchNorm statistics are not the identity, so folding
     them into the convs does something."""
