@@ -47,6 +47,20 @@ def make_photo(height: int = 96, width: int = 128, seed: int = 0) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+#: Slow tests in files this suite's maintainers do not mark by hand (tests/integration/test_readme.py
+#: belongs to the README): marked here by node id.
+_SLOW_ELSEWHERE = {
+    "tests/integration/test_readme.py::test_readme_blocks_run",  # the README's commands, each a process
+    "tests/integration/test_readme.py::test_unreadable_sub_folder_is_reported_not_skipped",  # processes
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid in _SLOW_ELSEWHERE:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def photo() -> np.ndarray:
     return make_photo()
