@@ -122,6 +122,7 @@ def test_segment_heatmaps(tmp_path: Path, photo: np.ndarray, capsys: pytest.Capt
     assert "0 written, 1 already done" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # five commands at 256 px
 def test_gallery_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """``scripts/make_gallery.py`` runs ``lseg`` commands through ``lseg.cli.main``: run here, in this process."""
     import importlib.util

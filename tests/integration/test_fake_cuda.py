@@ -216,6 +216,7 @@ def test_forward_in_a_precision(saved_model: Path, precision: str) -> None:
     assert log.syncs == [] and log.to_host == []
 
 
+@pytest.mark.slow  # every predictor path under fake CUDA
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_predictor_paths(saved_model: Path, to_numpy_log: list, dtype: torch.dtype | None) -> None:
     mode, model = _fake_cuda_model(saved_model)

@@ -56,6 +56,7 @@ def test_03_push_to_hub_without_network_is_one_line(monkeypatch: pytest.MonkeyPa
 
 
 # 5: file names that are not valid UTF-8
+@pytest.mark.slow  # a process (a real stderr)
 def test_05_names_that_are_not_utf8_are_processed(tmp_path: Path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
@@ -119,6 +120,7 @@ def test_11_segment_a_video_says_what_to_do_before_loading(tmp_path: Path, capsy
 
 
 # 15: one warning style, clean lines in logs
+@pytest.mark.slow  # a process (Python's own warnings)
 def test_15_warnings_are_plain_lines_in_one_style(photo: Path, tmp_path: Path) -> None:
     long = "a photo of a very " + "very " * 100 + "large dog"
     commands = [["segment", str(photo), "-l", f"{long}, cat"], ["features", str(photo)]]

@@ -177,7 +177,11 @@ state.save_checkpoint(Fabric(), out / "last.ckpt", {})
 }
 
 
-@pytest.mark.parametrize("writer", sorted(CRASHES))
+#: Writers whose script imports torch and builds or exports a model (seconds, not tenths).
+_HEAVY = {"save_pretrained", "onnx_export", "train_checkpoint"}
+
+
+@pytest.mark.parametrize("writer", [pytest.param(w, marks=pytest.mark.slow) if w in _HEAVY else w for w in sorted(CRASHES)])
 def test_a_crashed_writer_leaves_only_what_the_cleanup_removes(tmp_path: Path, writer: str) -> None:
     if writer == "train_checkpoint":
         pytest.importorskip("lightning")

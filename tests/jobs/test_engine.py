@@ -130,6 +130,7 @@ def test_ctrl_c_returns_what_was_written(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o0.json", "o0.txt"]  # nothing half-made, no claims
 
 
+@pytest.mark.slow  # SIGINT to a process
 def test_the_cli_prints_the_summary_on_ctrl_c(tmp_path: Path) -> None:
     photos = tmp_path / "in"
     photos.mkdir()

@@ -56,6 +56,7 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].numel())
 
 
+@pytest.mark.slow  # 150 training steps
 def test_tiny_model_learns_the_toy_dataset(toy_root: Path, tiny_cfg: TrainConfig):
     cfg = tiny_cfg.replace(batch_size=4, max_steps=150, optimizer="adam", base_lr=1e-3, log_every_n_steps=25)
     eval_cfg = EvalConfig(dataset="folder", data_root=str(toy_root), size=None, crop_size=64, num_workers=0, progress=False)
@@ -158,6 +159,7 @@ def test_cli_train_then_eval(toy_root: Path, tmp_path: Path, capsys: pytest.Capt
     assert "mIoU" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_validation_every_epoch_keeps_best_k_and_resumes(toy_val_root: Path, tiny_cfg: TrainConfig, tmp_path: Path):
     # 8 images, batch 2 -> 4 steps per epoch; 4 epochs, validated after each on the 4 val images.
     cfg = tiny_cfg.replace(
@@ -260,6 +262,7 @@ def _held_out(benchmark: str, root: Path, splits: dict, kwargs: dict) -> EvalCon
     )
 
 
+@pytest.mark.slow  # a recipe's training run each
 @pytest.mark.parametrize("recipe", list(_CASES))
 def test_zero_shot_recipe_raises_held_out_miou(recipe: str, hsn: dict[str, Path], tmp_path: Path, capsys):
     benchmark, _, extra, eval_kwargs = _CASES[recipe]
