@@ -7,6 +7,7 @@ session), the tiny model as an lseg folder, and a runner for the ``lseg`` comman
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -108,12 +109,33 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     return run
 
 
+def once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], object]) -> Path:
+    """The folder ``name`` that ``make(folder)`` fills once per test run, for session fixtures that cost
+    seconds: under pytest-xdist the workers share it (the first makes it, the others wait for it and
+    read it); in a single process it is a fresh temp folder."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        folder = tmp_path_factory.mktemp(name)
+        make(folder)
+        return folder
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent  # this run's, shared by its workers
+    folder = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not (folder / ".complete").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            (folder / ".complete").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def two_processes(tmp_path_factory: pytest.TempPathFactory):
     """The suite's multi-process commands, run once in one torchrun group of two (tests/process_group.py)."""
-    from process_group import run_two_processes
+    from process_group import read_two_process_run, run_two_processes
 
-    return run_two_processes(tmp_path_factory.mktemp("two_processes"))
+    return read_two_process_run(once_per_run(tmp_path_factory, "two_processes", run_two_processes))
 
 
 @pytest.fixture

@@ -176,9 +176,11 @@ def released_layouts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tupl
     1.4.9 container with callback classes and optimizer state, torch 1.9 zip), one per entry of
     :data:`RELEASED_LAYOUTS`, all written by ``refimpl.lightning14`` in one process of their own:
     key -> (path, reference network). Read them, never change them."""
-    from refimpl.lightning14 import write_released_layouts
+    from conftest import once_per_run
+    from refimpl.lightning14 import read_released_layouts, write_released_layouts
 
-    return write_released_layouts(tmp_path_factory.mktemp("released_layouts"), RELEASED_LAYOUTS)
+    folder = once_per_run(tmp_path_factory, "released_layouts", lambda d: write_released_layouts(d, RELEASED_LAYOUTS))
+    return read_released_layouts(folder, RELEASED_LAYOUTS)
 
 
 @pytest.fixture(scope="session")

@@ -92,31 +92,42 @@ class TwoProcessRun:
     train_out: Path
 
 
-def run_two_processes(root: Path) -> TwoProcessRun:
-    """Write the inputs under ``root``, run the three commands in one torchrun group, return what they did."""
+_JOBS = ("features", "eval", "train")
+
+
+def _paths(root: Path) -> dict[str, Path]:
+    return {
+        "features_in": root / "features" / "in", "features_out": root / "features" / "out",
+        "eval_data": root / "eval" / "toy", "eval_model": root / "eval" / "tiny", "eval_report": root / "eval" / "ddp.json",
+        "train_data": root / "train" / "data", "train_out": root / "train" / "ddp",
+    }
+
+
+def run_two_processes(root: Path) -> None:
+    """Write the inputs under ``root`` and run the three commands in one torchrun group (the results stay
+    in ``root``: :func:`read_two_process_run`)."""
     import yaml
 
     from lseg.train.toy import make_toy_dataset
 
-    features_in, features_out = root / "features" / "in", root / "features" / "out"
-    random_images(features_in)
+    p = _paths(root)
+    random_images(p["features_in"])
     eval_data, eval_model = eval_inputs(root / "eval")
-    eval_report = root / "eval" / "ddp.json"
-    train_data = make_toy_dataset(root / "train" / "data", num_images=8, size=64, seed=0)
-    (train_data / "splits").mkdir()
-    (train_data / "splits" / "val.txt").write_text("".join(f"toy_{i:04d}\n" for i in range(4)))
-    train_out = root / "train" / "ddp"
-    cfg = ddp_train_config(train_data, train_out)
+    assert (eval_data, eval_model) == (p["eval_data"], p["eval_model"])
+    make_toy_dataset(p["train_data"], num_images=8, size=64, seed=0)
+    (p["train_data"] / "splits").mkdir()
+    (p["train_data"] / "splits" / "val.txt").write_text("".join(f"toy_{i:04d}\n" for i in range(4)))
     config_file = root / "train" / "ddp.yaml"
-    config_file.write_text(yaml.safe_dump(cfg.to_dict()), encoding="utf-8")
+    config_file.write_text(yaml.safe_dump(ddp_train_config(p["train_data"], p["train_out"]).to_dict()), encoding="utf-8")
     jobs = {
-        "features": ["features", str(features_in), "--out", str(features_out), *FEATURES_MODEL_ARGS],
+        "features": ["features", str(p["features_in"]), "--out", str(p["features_out"]), *FEATURES_MODEL_ARGS],
         "eval": ["eval", "-c", str(eval_model), "--dataset", "folder", "--data-root", str(eval_data), "--size", "48",
                  "--crop-size", "32", "--devices", "2", "--device", "cpu", "--num-workers", "0", "--out",
-                 str(eval_report), "-q"],
+                 str(p["eval_report"]), "-q"],
         "train": ["train", "--config", str(config_file), "--devices", "2", "--batch-size", "1", "--out-dir",
-                  str(train_out), "--resume", "never"],
+                  str(p["train_out"]), "--resume", "never"],
     }
+    assert tuple(jobs) == _JOBS
     (root / "jobs.json").write_text(json.dumps(jobs))
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TQDM_DISABLE="1", PYTHONUNBUFFERED="1",
                GLOO_SOCKET_IFNAME="lo", PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
@@ -125,12 +136,16 @@ def run_two_processes(root: Path) -> TwoProcessRun:
     proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", __file__, str(root)], env=env,
                           capture_output=True, text=True, timeout=400, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def read_two_process_run(root: Path) -> TwoProcessRun:
+    """What :func:`run_two_processes` left in ``root``."""
+    p = _paths(root)
     codes = [json.loads((root / f"exit_codes.rank{r}.json").read_text()) for r in (0, 1)]
     return TwoProcessRun(
-        root=root, exit_codes={job: [c[job] for c in codes] for job in jobs},
-        stderr={job: "".join((root / f"{job}.rank{r}.err").read_text() for r in (0, 1)) for job in jobs},
-        features_in=features_in, features_out=features_out, eval_data=eval_data, eval_model=eval_model,
-        eval_report=eval_report, train_data=train_data, train_config=cfg, train_out=train_out,
+        root=root, exit_codes={job: [c[job] for c in codes] for job in _JOBS},
+        stderr={job: "".join((root / f"{job}.rank{r}.err").read_text() for r in (0, 1)) for job in _JOBS},
+        train_config=ddp_train_config(p["train_data"], p["train_out"]), **p,
     )
 
 

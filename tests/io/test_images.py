@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import time
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -223,14 +225,36 @@ def test_decompression_bomb_refused_before_decoding() -> None:
     assert "100000x100000" in message and "max_pixels" in message and "MB" in message
 
 
-@pytest.fixture(scope="module")
-def large_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """12000x8000 (96 M pixels) solid-colour PNG: ~1 MB on disk, created once."""
-    path = tmp_path_factory.mktemp("large") / "large.png"
-    Image.new("RGB", (12000, 8000), (10, 200, 30)).save(path, compress_level=1)
+def _solid_png(path: Path, width: int, height: int, rgb: tuple[int, int, int], rows: int = 100) -> Path:
+    """A solid-colour RGB PNG written without encoding every row: ``rows`` rows are deflated once and
+    end with a full flush (an empty window), so the block repeats byte for byte (Pillow takes ~1 s
+    to encode 12000x8000)."""
+    assert height % rows == 0
+    line = b"\x00" + bytes(rgb) * width  # filter type 0 (None), then the pixels
+    c = zlib.compressobj(1)
+    header = c.compress(b"")  # the zlib header comes with the first output
+    block = c.compress(line * rows) + c.flush(zlib.Z_FULL_FLUSH)
+    tail = c.flush()  # an empty final block; its adler32 would be the first block's only, so recompute
+    adler = 1
+    for _ in range(height // rows):
+        adler = zlib.adler32(line * rows, adler)
+    data = header + block * (height // rows) + tail[:-4] + struct.pack(">I", adler)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
     return path
 
 
+@pytest.fixture(scope="module")
+def large_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12000x8000 (96 M pixels) solid-colour PNG: ~1 MB on disk, created once."""
+    return _solid_png(tmp_path_factory.mktemp("large") / "large.png", 12000, 8000, (10, 200, 30))
+
+
+@pytest.mark.slow  # decodes 96 M pixels
 def test_large_image_loads_without_pil_bomb_warning(large_png: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -210,7 +210,7 @@ def write_legacy(obj: object, path: Path) -> None:
 def write_released_layouts(
     folder: Path, specs: dict[str, tuple[str, tuple[str, ...]]], seed: int = 0
 ) -> dict[str, tuple[Path, torch.nn.Module]]:
-    """Tiny reference networks saved as released checkpoints, all in one subprocess.
+    """Tiny reference networks saved as released checkpoints ``folder/<key>.ckpt``, all in one subprocess.
 
     ``specs``: key -> (tiny registry name, this module's options); each network is built with
     ``torch.manual_seed(seed)``. Returns key -> (checkpoint path, the reference network).
@@ -220,23 +220,31 @@ def write_released_layouts(
 
     from safetensors.torch import save_file
 
-    from .tiny import tiny_reference
-
     folder.mkdir(parents=True, exist_ok=True)
-    out: dict[str, tuple[Path, torch.nn.Module]] = {}
+    out = read_released_layouts(folder, specs, seed)
     jobs = []
-    for key, (name, args) in specs.items():
-        torch.manual_seed(seed)
-        ref = tiny_reference(name)
+    for key, (path, ref) in out.items():
         sd_path = folder / f"{key}-sd.safetensors"
         save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(sd_path))
-        path = folder / f"{key}.ckpt"
-        jobs.append([str(sd_path), str(path), *args])
-        out[key] = (path, ref)
+        jobs.append([str(sd_path), str(path), *specs[key][1]])
     (folder / "jobs.json").write_text(json.dumps(jobs))
     tests = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-m", "refimpl.lightning14", "--jobs", str(folder / "jobs.json")], cwd=tests,
                    check=True, capture_output=True, text=True, timeout=600)
+    return out
+
+
+def read_released_layouts(
+    folder: Path, specs: dict[str, tuple[str, tuple[str, ...]]], seed: int = 0
+) -> dict[str, tuple[Path, torch.nn.Module]]:
+    """What :func:`write_released_layouts` returns for files it wrote before (the networks built again:
+    seeded, so the same)."""
+    from .tiny import tiny_reference
+
+    out: dict[str, tuple[Path, torch.nn.Module]] = {}
+    for key, (name, _) in specs.items():
+        torch.manual_seed(seed)
+        out[key] = (folder / f"{key}.ckpt", tiny_reference(name))
     return out
 
 
