@@ -1,9 +1,8 @@
 """What lseg prints on stderr, in one style: progress bars, ``warning: ...`` lines and messages.
 
-On a terminal a bar redraws in place up to 10 times a second (tqdm). Into a log file or a pipe
-(batch schedulers, ``nohup``, ``| tee``) each redraw is a line of its own, every
-:data:`LOG_INTERVAL` seconds, so a day-long job's log stays readable and a warning never lands in
-the middle of a bar. ``TQDM_MININTERVAL`` in the environment still wins (tqdm's own override).
+On a terminal a bar redraws in place (tqdm); into a log file or a pipe each redraw is a line of its
+own, every :data:`LOG_INTERVAL` seconds (``TQDM_MININTERVAL`` in the environment wins), so a long
+job's log stays readable and a warning never lands in the middle of a bar.
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ def progress_bar(
 ) -> tqdm:
     """A tqdm bar on stderr (use it like ``tqdm``: iterate, or ``update()`` and ``close()``)."""
     interactive = sys.stderr.isatty()
+    disable = disable or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")  # tqdm's own switch
     interval = {} if interactive or "TQDM_MININTERVAL" in os.environ else {"mininterval": LOG_INTERVAL}
     return tqdm(iterable, desc=desc, unit=unit, total=total, initial=initial, disable=disable, position=position,
                 dynamic_ncols=interactive, file=sys.stderr if interactive else _Lines(), **interval)
@@ -61,10 +61,8 @@ class _Handler(logging.Handler):
 
 
 def setup_logging(verbose: bool = False) -> None:
-    """lseg's log records as ``warning: ...`` lines (``debug:`` too with ``verbose``), in the style of
-    :func:`warn`."""
-    # torch's C++ builder (torch.compile on a CPU) warns "No CUDA runtime is found" on a machine with
-    # a CUDA toolkit and no GPU: not the user's concern
+    """lseg's log records as ``warning: ...`` lines (``debug:`` too with ``verbose``), as :func:`warn`."""
+    # torch.compile on a CPU warns "No CUDA runtime is found" where a CUDA toolkit has no GPU: not the user's concern
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     logger = logging.getLogger("lseg")
     logger.handlers[:] = [_Handler()]

@@ -1,9 +1,5 @@
-"""Exception types raised by lseg.
-
-Every error a user can cause (bad image, bad label list, bad checkpoint, bad config) is an
-``LSegError`` with a one-line, actionable message. The CLI prints ``error: <message>`` and exits
-non-zero for these; anything else is a bug and keeps its traceback.
-"""
+"""Exception types raised by lseg: every error a user can cause is an :class:`LSegError` with a one-line,
+actionable message, which the CLI prints as ``error: <message>``; anything else is a bug."""
 
 from __future__ import annotations
 
@@ -38,13 +34,9 @@ class DatasetError(LSegError):
 
 
 class OutputWriteError(LSegError, OSError):
-    """An output file could not be written: disk full, read-only folder, no permission, a name too
-    long for the file system. Also an ``OSError`` (``errno`` is set), so code catching ``OSError``
-    around writes still works.
-
-    :attr:`fatal` errors (disk full, quota, read-only file system, I/O error) concern every later
-    write as well: a batch stops cleanly on them. The others concern one file: it is reported and the
-    batch goes on.
+    """An output file could not be written (disk full, read-only folder, no permission, a name too long);
+    also an ``OSError`` with ``errno`` set. :attr:`fatal` ones (disk full, quota, read-only file system,
+    I/O error) concern every later write too: a batch stops on them, and reports the others and goes on.
     """
 
     def __str__(self) -> str:

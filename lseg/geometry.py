@@ -1,14 +1,10 @@
-"""Image geometry: the one owner of sizes, padding, windows, resizing back and the resized argmax.
+"""Image geometry, for the torch predictor, the model's padding, the ONNX runtime and feature export:
+sizes, padding, windows, resizing back and the resized argmax. It imports nothing from ``lseg`` and no
+torch at module level (the ONNX runtime never imports torch): functions that take tensors import it.
 
-Used by the torch predictor (:mod:`lseg.inference.predictor`), the model's own padding (:mod:`lseg.models.lseg`),
-the ONNX runtime (:mod:`lseg.export.onnx_runtime`, which never imports torch) and feature export.
-So this module imports no torch at module level and nothing from ``lseg``: the size arithmetic is
-plain Python, the numpy functions are numpy, and the functions that take tensors import torch
-inside (they are only called with tensors, so torch is already loaded then).
-
-Conventions: images and maps are ``(..., H, W)``; sizes are ``(height, width)``; logits and
-embeddings are resized back bilinearly with ``align_corners=True`` (as LSeg upsamples its logits);
-padding is at the bottom/right with the normalised value of black (:func:`pad_value`).
+Conventions: images and maps are ``(..., H, W)``; sizes ``(height, width)``; logits and embeddings are
+resized bilinearly with ``align_corners=True`` (as LSeg upsamples its logits); padding is at the
+bottom/right with the normalised value of black (:func:`pad_value`).
 """
 
 from __future__ import annotations
@@ -46,11 +42,8 @@ def fit_size(h: int, w: int, box: tuple[int, int]) -> tuple[int, int]:
 
 
 def scaled_size(h: int, w: int, long_size: int) -> tuple[int, int]:
-    """The reference evaluator's resize: long side ``long_size``, the other ``int(x * long / L + 0.5)``.
-
-    Kept apart from :func:`working_size` because its float arithmetic (``x * long / L``, not
-    ``x * (long / L)``) can round the short side differently, and the reference's numbers are the
-    ones to reproduce."""
+    """The reference evaluator's resize: long side ``long_size``, the other ``int(x * long / L + 0.5)``
+    (not :func:`working_size`'s ``x * (long / L)``, which can round differently)."""
     if h > w:
         return long_size, int(1.0 * w * long_size / h + 0.5)
     return int(1.0 * h * long_size / w + 0.5), long_size
@@ -69,20 +62,17 @@ def half_size(h: int, w: int) -> tuple[int, int]:
 # ---------------------------------------------------------------------- padding
 
 def pad_value(mean: Any, std: Any) -> Any:
-    """The normalised value of black per channel, ``(0 - mean) / std``: what every input is padded with
-    (the model's own padding, the reference evaluator's windows, the ONNX graph's input).
-
-    A property of the model's normalisation, not a constant: -1 everywhere for LSeg's 0.5/0.5, other
-    values for CLIP's. ``mean``/``std`` are tensors (the model's float32 buffers: a tensor comes
-    back) or sequences/arrays (computed in float32 as well, so both give the same bits)."""
+    """The normalised value of black per channel, ``(0 - mean) / std``, what every input is padded with
+    (-1 for LSeg's 0.5/0.5). Tensors give a tensor; sequences and arrays are computed in float32 too,
+    so both give the same bits."""
     if isinstance(mean, (list, tuple)):
         mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
     return -mean / std
 
 
 def pad_to(x: Array, size: tuple[int, int], value: Any) -> Array:
-    """Pad ``x`` (..., C, h, w) at the bottom/right to at least ``size`` with ``value`` (a scalar or one
-    value per channel, e.g. :func:`pad_value`); numpy arrays and tensors alike."""
+    """Pad ``x`` (..., C, h, w), array or tensor, at the bottom/right to at least ``size`` with ``value``
+    (a scalar or one per channel)."""
     h, w = x.shape[-2:]
     big_h, big_w = max(h, size[0]), max(w, size[1])
     if (big_h, big_w) == (h, w):
@@ -111,8 +101,7 @@ def pad_to_multiple(x: Array, value: Any, multiple: int = SIZE_MULTIPLE) -> Arra
 # ---------------------------------------------------------------------- windows
 
 def windows(h: int, w: int, crop: int, stride: int) -> Iterator[tuple[int, int]]:
-    """Top-left corners of ``crop`` windows covering (h, w), the last one flush with the edge
-    (the predictor's windows: no padding beyond the image)."""
+    """Top-left corners of the predictor's ``crop`` windows covering (h, w), the last one flush with the edge."""
     ny = max(1, math.ceil((h - crop) / stride) + 1) if h > crop else 1
     nx = max(1, math.ceil((w - crop) / stride) + 1) if w > crop else 1
     for iy in range(ny):
@@ -123,9 +112,8 @@ def windows(h: int, w: int, crop: int, stride: int) -> Iterator[tuple[int, int]]
 
 
 def reference_windows(h: int, w: int, crop: int, stride: int) -> Iterator[tuple[int, int, int, int]]:
-    """``(y0, y1, x0, x1)`` of the reference evaluator's windows over an (h, w) image already padded to
-    at least ``crop``: steps of ``stride``, the last windows partial (padded by the caller to ``crop``),
-    not shifted back."""
+    """``(y0, y1, x0, x1)`` of the reference evaluator's windows over an (h, w) image padded to at least
+    ``crop``: steps of ``stride``, the last ones partial (the caller pads them), not shifted back."""
     for iy in range(math.ceil((h - crop) / stride) + 1):
         for ix in range(math.ceil((w - crop) / stride) + 1):
             y0, x0 = iy * stride, ix * stride
@@ -135,13 +123,9 @@ def reference_windows(h: int, w: int, crop: int, stride: int) -> Iterator[tuple[
 # ---------------------------------------------------------------------- resizing
 
 def axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices ``lo, hi`` and float32 weights ``t`` of a bilinear align_corners=True resize
-    along one axis: output ``i`` = ``(1 - t) * x[lo] + t * x[hi]``.
-
-    Positions ``i * (n_in - 1) / (n_out - 1)`` are computed in float64 and only the weights rounded
-    to float32: a float32 position can round up onto the next integer and pick other neighbours
-    (same value at that point, but float64 is exact where it matters and costs nothing here).
-    """
+    """Source indices ``lo, hi`` and float32 weights ``t`` of a bilinear align_corners=True resize along
+    one axis: output ``i`` = ``(1 - t) * x[lo] + t * x[hi]``. Positions are float64: in float32 one can
+    round up onto the next integer and pick other neighbours."""
     pos = np.arange(n_out, dtype=np.float64) * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros(1)
     lo = np.clip(np.floor(pos).astype(np.int64), 0, n_in - 1)
     hi = np.minimum(lo + 1, n_in - 1)
@@ -171,12 +155,8 @@ def resize_rgb(
     rgb: np.ndarray | torch.Tensor, size: tuple[int, int], device: Any, max_elems: int = 1 << 22
 ) -> torch.Tensor:
     """``HxWx3 uint8`` (array, or tensor on any device) -> (1, 3, h, w) float in [0, 1] on ``device``,
-    resized bilinearly with antialiasing (an image to its working size).
-
-    Bit for bit ``F.interpolate(whole_float_image, size, antialias=True)`` (whose filter is separable,
-    width first), but only ``max_elems`` floats of the input are converted at a time: the width pass
-    runs on row strips, the height pass on the (3, H, w) result.
-    """
+    bit for bit ``F.interpolate(image, size, mode="bilinear", antialias=True)``, but with only
+    ``max_elems`` input floats at a time (the separable filter's width pass on row strips)."""
     import torch
     import torch.nn.functional as F
 
@@ -202,12 +182,9 @@ def resize_rgb(
 
 class ResizedArgmax:
     """Label map = argmax over labels of (K, h, w) logits bilinearly resized (align_corners=True) to
-    ``size``, computed in row strips of about ``max_elems`` floats and fed in label chunks (a running
-    maximum), so memory is the (H, W) result (+ (H, W) values between chunks) plus one strip, whatever
-    K and the image size. Ties go to the lowest label index, as ``argmax``.
-
-    Takes numpy arrays (the ONNX runtime) or tensors (the predictor; it then runs on the logits'
-    device and :meth:`result` is an int32 tensor there: the caller decides when it crosses to the host).
+    ``size``, in row strips of about ``max_elems`` floats and label chunks (a running maximum): memory
+    is the (H, W) result (and values, between chunks) plus one strip. Ties go to the lowest label.
+    Takes numpy arrays or tensors (then it runs on their device and :meth:`result` is a tensor there).
     """
 
     def __init__(self, size: tuple[int, int], max_elems: int | None = None) -> None:
@@ -269,10 +246,8 @@ class ResizedArgmax:
 
 def _resized_row_strips(logits: Any, size: tuple[int, int], max_elems: int) -> Iterator[tuple[int, int, Any]]:
     """``(r0, r1, band)``: rows r0:r1 of ``logits`` (K, h, w) resized to ``size`` (bilinear,
-    align_corners=True): rows blended at the input width, then a linear pass along the width.
-
-    Tensors keep the arithmetic they always had (``torch.lerp`` and ``F.interpolate``: the
-    predictor's label maps stay bit for bit); arrays use :func:`axis_weights`."""
+    align_corners=True), rows blended first. Tensors use ``torch.lerp`` and ``F.interpolate`` (the
+    predictor's label maps stay bit for bit), arrays :func:`axis_weights`."""
     k, h, w = logits.shape
     H, W = size
     # pixels per strip: the band holds k floats for each, the max() results 12 bytes.

@@ -1,34 +1,11 @@
 """Label lists and prompt templates (pure Python: no tokenizer, no model).
 
-LSeg segments an image into whatever classes the user names, e.g. ``"dog, grass, sky, other"``.
-:func:`parse_labels` turns such input into a clean, validated ``list[str]``; the index of a label
-in that list is its class id in the predicted label map.
-
-Normalisation and policy (decided here, once):
-
-* A ``str`` is split on commas and line breaks (``"dog, cat"``, or the lines of a label file);
-  double quotes group a label that holds a comma, as in CSV: ``'"salt, pepper", sky'``.
-  Surrounding whitespace of the whole string is ignored first, so a trailing newline at the end
-  of a file is fine; any other empty entry (``"dog,,cat"``, ``"dog,"``, a blank line between
-  labels) is an error naming its position. A sequence of strings is taken item by item (so a
-  label may contain a comma there, e.g. ``["person, human", "sky"]``).
-* Each label is stripped and inner runs of whitespace are collapsed to one space.
-* Duplicates are detected **case-insensitively after Unicode compatibility normalisation (NFKC)**:
-  CLIP's tokenizer lower-cases its input and (through ftfy) unfolds ligatures and full-width
-  characters, so ``"Dog"``/``"dog"``, ``"ﬁsh"``/``"fish"`` and ``"ＤＯＧ"``/``"dog"`` would get
-  identical embeddings and the second could never win the per-pixel argmax. The returned labels
-  keep the user's text.
-* Unicode and emoji are accepted as-is.
-
-Prompt templates: LSeg (the reference implementation) feeds the raw label text to CLIP, i.e.
-:data:`NO_TEMPLATE`. :data:`DEFAULT_TEMPLATES` is an optional prompt ensemble. The one template
-path: :func:`validate_templates` checks them (the predictor, the evaluator's config, the CLI) and
-:func:`fill_template` fills one (a plain replacement of ``{}``, never ``str.format``: other braces
-stay as they are, so ``"a {} {x}"`` gives ``"a dog {x}"``); :func:`apply_templates` expands a label
-list into one prompt per template.
-
-:class:`LabelCache` is the LRU cache of per-label text embeddings shared by the torch predictor and
-the ONNX runtime.
+:func:`parse_labels` turns user input (``"dog, grass, sky, other"``) into a clean ``list[str]`` whose
+index ``i`` is class id ``i`` (what is accepted and refused: docs/errors-and-limits.md). Templates:
+LSeg feeds the raw label to CLIP (:data:`NO_TEMPLATE`); :data:`DEFAULT_TEMPLATES` is an optional
+ensemble; :func:`validate_templates` checks them, :func:`fill_template` fills one and
+:func:`apply_templates` expands a label list. :class:`LabelCache` caches per-label text embeddings
+for the torch predictor and the ONNX runtime.
 """
 
 from __future__ import annotations
@@ -43,22 +20,15 @@ from typing import Generic, TypeVar
 from lseg.errors import ConfigError, LabelError
 
 __all__ = [
-    "DEFAULT_TEMPLATES",
-    "NO_TEMPLATE",
-    "LabelCache",
-    "apply_templates",
-    "fill_template",
-    "parse_labels",
+    "DEFAULT_TEMPLATES", "NO_TEMPLATE", "LabelCache", "apply_templates", "fill_template", "parse_labels",
     "validate_templates",
 ]
 
 #: The reference LSeg behaviour: the raw label is the prompt.
 NO_TEMPLATE: tuple[str, ...] = ("{}",)
 
-#: A short prompt ensemble for dense prediction: CLIP's basic "a photo of a {}." prompt
-#: (Radford et al., 2021) plus the scene-level templates used for open-vocabulary detection and
-#: segmentation (ViLD, Gu et al., 2022; MaskCLIP, Zhou et al., 2022). Text embeddings of the
-#: prompts of one label are meant to be averaged. Not used by the original LSeg.
+#: A prompt ensemble for dense prediction (CLIP's "a photo of a {}." and the scene templates of ViLD and
+#: MaskCLIP), its embeddings meant to be averaged per label. Not used by the original LSeg.
 DEFAULT_TEMPLATES: tuple[str, ...] = (
     "a photo of a {}.",
     "a photo of the {}.",
@@ -90,32 +60,20 @@ def _split(text: str) -> list[object]:
 
 
 def _describe(label: str) -> str:
-    """Quote a label for an error message, keeping the message on one line."""
     return repr(label if len(label) <= 60 else label[:57] + "...")
 
 
-def _dedup_key(label: str) -> str:
-    # CLIP lower-cases text and its tokenizer's ftfy unfolds ligatures and full-width forms (NFKC
-    # covers both) -> these collide.
-    return unicodedata.normalize("NFKC", label).lower()
-
-
 def parse_labels(labels: str | Sequence[str]) -> list[str]:
-    """Parse and validate a list of class names.
-
-    Args:
-        labels: Either one string with labels separated by commas and/or line breaks
-            (``"dog, grass, sky, other"``), or a sequence of strings (one label each; commas are
-            kept). Sets are refused because label order defines class ids.
+    """Parse and validate class names: one string, split at commas and line breaks (double quotes
+    group, as in CSV; surrounding whitespace ignored), or a sequence of strings, one label each (not a
+    set: the order defines the class ids).
 
     Returns:
-        Labels in input order, each stripped with inner whitespace runs collapsed to a single
-        space, non-empty, and unique ignoring case. ``result[i]`` is class id ``i``.
+        The labels in input order, stripped, inner whitespace collapsed; ``result[i]`` is class id ``i``.
 
     Raises:
-        LabelError: No labels; a label that is empty or whitespace-only (the message gives its
-            1-based position); a non-string item; two labels that are equal after NFKC
-            normalisation, ignoring case (both positions are named).
+        LabelError: No labels; an empty label (its position named); a non-string item; an unbalanced
+            quote; two labels equal after NFKC normalisation, ignoring case (both positions named).
     """
     if isinstance(labels, str):
         text = labels.strip()
@@ -144,9 +102,9 @@ def parse_labels(labels: str | Sequence[str]) -> list[str]:
         label = " ".join(item.split())
         if not label:
             hint = " (trailing or doubled separator?)" if isinstance(labels, str) else ""
-            raise LabelError(f"label {position} of {len(items)} is empty{hint}; remove it or give it "
-                             "a name")
-        key = _dedup_key(label)
+            raise LabelError(f"label {position} of {len(items)} is empty{hint}; remove it or give it a name")
+        # CLIP lower-cases text and its tokenizer unfolds ligatures and full-width forms (NFKC): these collide
+        key = unicodedata.normalize("NFKC", label).lower()
         if key in seen:
             first = seen[key]
             if result[first] == label:
@@ -164,18 +122,11 @@ def parse_labels(labels: str | Sequence[str]) -> list[str]:
 
 
 def validate_templates(templates: Sequence[str]) -> tuple[str, ...]:
-    """Check prompt templates: a non-empty sequence of strings, each with exactly one ``{}``.
-
-    Args:
-        templates: E.g. :data:`DEFAULT_TEMPLATES` or :data:`NO_TEMPLATE`. Other braces are
-            allowed (substitution is a plain replacement of ``{}``, not ``str.format``).
-
-    Returns:
-        The templates as a tuple.
+    """Check prompt templates, a non-empty sequence of distinct strings each with exactly one ``{}``
+    (other braces allowed); returns them as a tuple.
 
     Raises:
-        ConfigError: Empty, a bare string instead of a sequence, a non-string item, a template
-            without exactly one ``{}``, or duplicate templates.
+        ConfigError: Empty, a bare string, a non-string item, not exactly one ``{}``, or duplicates.
     """
     if isinstance(templates, str):
         raise ConfigError(f"templates must be a list of strings, not one string; use [{templates!r}]")
@@ -199,29 +150,16 @@ def validate_templates(templates: Sequence[str]) -> tuple[str, ...]:
 
 
 def apply_templates(labels: str | Sequence[str], templates: Sequence[str] = NO_TEMPLATE) -> list[list[str]]:
-    """Expand each label into one prompt per template.
-
-    Args:
-        labels: Anything :func:`parse_labels` accepts (it is parsed and validated first).
-        templates: Templates with exactly one ``{}`` each (see :func:`validate_templates`).
-            The default :data:`NO_TEMPLATE` reproduces LSeg (raw labels).
-
-    Returns:
-        ``prompts[i][j]`` = template ``j`` filled with label ``i``; shape
-        ``len(labels) x len(templates)``.
-
-    Raises:
-        LabelError: Invalid labels.
-        ConfigError: Invalid templates.
-    """
+    """``prompts[i][j]``: template ``j`` filled with label ``i``, after :func:`parse_labels` (raises
+    :class:`LabelError`) and :func:`validate_templates` (raises :class:`ConfigError`)."""
     parsed = parse_labels(labels)
     checked = validate_templates(templates)
     return [[fill_template(template, label) for template in checked] for label in parsed]
 
 
 def fill_template(template: str, label: str) -> str:
-    """The prompt for ``label``: ``template`` with its ``{}`` replaced (plainly: other braces, and braces
-    in the label, are kept; ``str.format`` would raise ``KeyError`` on ``"a {} {x}"``)."""
+    """``template`` with its ``{}`` replaced by ``label``, plainly: other braces are kept (``str.format``
+    would raise ``KeyError`` on ``"a {} {x}"``)."""
     return template.replace("{}", label)
 
 
@@ -229,11 +167,8 @@ V = TypeVar("V")
 
 
 class LabelCache(Generic[V]):
-    """LRU cache of per-label values (text embeddings), at most ``capacity`` entries (0: keeps nothing).
-
-    Keys are ``(scope, label)``: the torch predictor scopes by the model's device, dtype and numerics,
-    so moving or casting the model never returns embeddings computed for another state.
-    """
+    """LRU cache of per-label values (text embeddings), at most ``capacity`` entries (0: keeps nothing),
+    keyed by ``(scope, label)`` (the torch predictor's scope: the model's device, dtype and numerics)."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -247,9 +182,8 @@ class LabelCache(Generic[V]):
         return iter(self._items)
 
     def get(self, labels: Sequence[str], encode: Callable[[list[str]], Iterable[V]], scope: Hashable = ()) -> list[V]:
-        """The values of ``labels`` (in order; repeats allowed); ``encode(missing)`` computes the ones
-        not cached, once each. Least recently used entries beyond ``capacity`` are dropped after the
-        lookup (so a request larger than the cache still gets all its values)."""
+        """The values of ``labels`` (in order; repeats allowed), ``encode(missing)`` computing those not
+        cached, once each; least recently used entries beyond ``capacity`` are dropped after the lookup."""
         missing = [lb for lb in dict.fromkeys(labels) if (scope, lb) not in self._items]
         if missing:
             for label, value in zip(missing, encode(missing), strict=True):

@@ -1,23 +1,18 @@
-"""Options, declared once: a frozen dataclass field is the option's name, type and default; its
-entry in the class docstring (``Attributes:``) is the help; :func:`option` metadata adds the range
-and what the command line needs (short alias, positional, how a text becomes the value).
+"""Options, declared once (docs/development.md): a frozen dataclass field is the option's name, type and
+default, its ``Attributes:`` entry in the class docstring the help, :func:`option` metadata its range
+and command-line shape. :func:`check_options` checks a dataclass for the Python API and the command
+line alike (a one-line :class:`~lseg.errors.ConfigError` naming the field); :func:`add_options` /
+:func:`options_from_args` make the ``argparse`` options and build the dataclass back (errors naming
+the option); :func:`add_override_options` / :func:`overrides_from_args` make ``--name VALUE`` options
+parsed with YAML rules (``lseg train``: a recipe or config file sits between default and command line).
 
-* :func:`check_options` (called by the dataclass's ``__post_init__``) checks types, choices and
-  ranges the same way for the Python API and the command line: a bad value is a one-line
-  :class:`~lseg.errors.ConfigError` naming the field (``stride must be ...``);
-* :func:`add_options` turns the fields into ``argparse`` options and :func:`options_from_args` builds
-  the dataclass back, naming the option in errors instead (``--stride must be ...``);
-* override options (``lseg train``, :func:`add_override_options`): every field is a ``--name VALUE``
-  option, absent unless given, its text parsed with YAML rules, because a recipe or config file sits
-  between the field's default and the command line.
-
-This module is low in the package: it imports no other lseg module but :mod:`lseg.errors`, and
-pyyaml (the ``train`` extra) only when a YAML value is parsed.
+Imports no lseg module but :mod:`lseg.errors`, and pyyaml only when a YAML value is parsed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import inspect
 import re
@@ -29,19 +24,8 @@ from typing import Any, Literal
 from lseg.errors import ConfigError
 
 __all__ = [
-    "OptionError",
-    "add_options",
-    "add_override_options",
-    "check_options",
-    "coerce_value",
-    "field_defaults",
-    "field_docs",
-    "field_types",
-    "option",
-    "options_from_args",
-    "overrides_from_args",
-    "parse_value",
-    "type_name",
+    "OptionError", "add_options", "add_override_options", "check_options", "coerce_value", "field_defaults",
+    "field_docs", "field_types", "option", "options_from_args", "overrides_from_args", "parse_value", "type_name",
 ]
 
 _NONE_STRINGS = {"none", "null", "~", ""}
@@ -54,9 +38,8 @@ _OVERRIDE_PREFIX = "field_"
 # ---------------------------------------------------------------------- values
 
 def parse_value(text: str) -> Any:
-    """Parse a command-line value with YAML rules (``4`` -> int, ``0.5`` -> float, ``true``,
-    ``[0.5, 2.0]``, ``{aug: true}``); anything else stays a string (YAML 1.1: ``1e-4`` too, which
-    :func:`coerce_value` reads as a number for a ``float`` field). Needs pyyaml."""
+    """Parse a command-line value with YAML rules (``4``, ``0.5``, ``true``, ``[0.5, 2.0]``, ``{aug: true}``);
+    anything else stays a string (YAML 1.1: ``1e-4`` too). Needs pyyaml."""
     import yaml  # the `train` extra; only commands that take YAML values get here
 
     try:
@@ -66,12 +49,9 @@ def parse_value(text: str) -> Any:
 
 
 def coerce_value(value: Any, tp: Any, name: str = "value") -> Any:
-    """Check / convert ``value`` to the annotated type ``tp`` (the subset of types the configs use).
-
-    Strings are accepted for numbers and booleans (``"4"``, ``"true"``), ``"none"``/``"null"`` for
-    optional fields, ``"0.5,2.0"`` or a list for tuples (``tuple[float, float]`` or
-    ``tuple[float, ...]``). Raises :class:`ConfigError` otherwise.
-    """
+    """Check / convert ``value`` to the annotated type ``tp`` (the types the configs use), or raise
+    :class:`ConfigError`: strings are accepted for numbers and booleans (``"4"``, ``"true"``),
+    ``"none"``/``"null"`` for optional fields, ``"0.5,2.0"`` or a list for tuples."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -106,19 +86,15 @@ def coerce_value(value: Any, tp: Any, name: str = "value") -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):
                 return int(value)
-            except ValueError:
-                pass
         raise ConfigError(f"{name} must be an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):
                 return float(value)
-            except ValueError:
-                pass
         raise ConfigError(f"{name} must be a number, got {value!r}")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -150,19 +126,15 @@ def field_types(cls: type) -> dict[str, Any]:
 
 def field_defaults(cls: type) -> dict[str, Any]:
     """A dataclass's field name -> default value (``default_factory`` called)."""
-    out = {}
-    for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            out[f.name] = f.default_factory()
-    return out
+    missing = dataclasses.MISSING
+    return {f.name: f.default if f.default is not missing else f.default_factory()
+            for f in dataclasses.fields(cls) if f.default is not missing or f.default_factory is not missing}
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """A dataclass's field name -> the first sentence of its entry in the class docstring (Google
-    style: ``name: text`` or ``a, b: text`` / ``a / b: text`` under a section header, continuation
-    lines indented deeper), RST literals unquoted. Fields without an entry are absent."""
+    """A dataclass's field name -> the first sentence of its entry in the class docstring (``name: text``,
+    ``a, b: text`` or ``a / b: text`` under a section header, continuation lines indented deeper), RST
+    markup removed. Fields without an entry are absent."""
     names = {f.name for f in dataclasses.fields(cls)}
     entries: dict[str, list[str]] = {}
     current: list[str] | None = None
@@ -203,10 +175,9 @@ def type_name(tp: Any) -> str:
 
 def add_override_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type,
                          aliases: Mapping[str, str] | None = None) -> None:
-    """Every field of ``cls`` as ``--field-name VALUE`` with the raw text kept, absent from the
-    namespace unless given (``lseg train``: a recipe or config file sits between the field's default
-    and the command line), help ``<docstring entry> (<type>, default <value>)``; ``aliases`` maps more
-    option names to fields (``{"lr": "base_lr"}``). Read them back with :func:`overrides_from_args`."""
+    """Every field of ``cls`` as ``--field-name VALUE``, the raw text kept, absent from the namespace
+    unless given; help ``<docstring entry> (<type>, default <value>)``; ``aliases`` maps more option
+    names to fields (``{"lr": "base_lr"}``). Read them back with :func:`overrides_from_args`."""
     hints, defaults, docs = field_types(cls), field_defaults(cls), field_docs(cls)
     for name, tp in hints.items():
         options = ["--" + name.replace("_", "-")]
@@ -245,7 +216,24 @@ _META = "lseg_option"
 
 @dataclasses.dataclass(frozen=True)
 class Option:
-    """What :func:`option` adds to a field's type and default (see there)."""
+    """What :func:`option` adds to a field's type and default.
+
+    Attributes:
+        flag: the option's name when it is not the field's (``template`` for ``templates``).
+        short: a short alias (``-o``).
+        metavar: the value's name in the help.
+        positional: a positional argument, not an option.
+        nargs: several values after one option or positional (``"+"``).
+        repeat: the option may be given several times (``--template A --template B``).
+        min, max: inclusive bounds of a number (of each number of a tuple); gt: exclusive lower bound.
+        parse: command-line text -> value, where the type alone cannot say (``0`` -> ``None``).
+        check: value -> value (normalised), raising :class:`ConfigError` for a bad one; runs for the
+            Python API and the command line alike.
+        exclusive, required: options with the same ``exclusive`` name form one mutually exclusive
+            group; ``required``: the option (or one of its group) must be given.
+        help: the help when the class docstring has no entry for the field.
+        cli: ``False``: a Python-only field, no command-line option.
+    """
 
     flag: str | None = None
     short: str | None = None
@@ -264,48 +252,11 @@ class Option:
     cli: bool = True
 
 
-def option(
-    default: Any = dataclasses.MISSING,
-    *,
-    default_factory: Any = dataclasses.MISSING,
-    flag: str | None = None,
-    short: str | None = None,
-    metavar: str | None = None,
-    positional: bool = False,
-    nargs: str | None = None,
-    repeat: bool = False,
-    min: float | None = None,
-    max: float | None = None,
-    gt: float | None = None,
-    parse: Callable[[Any], Any] | None = None,
-    check: Callable[[Any], Any] | None = None,
-    exclusive: str | None = None,
-    required: bool = False,
-    help: str | None = None,
-    cli: bool = True,
-) -> Any:
-    """A dataclass field with its range and command-line shape (its help: the class docstring).
-
-    Args:
-        default, default_factory: as :func:`dataclasses.field`.
-        flag: the option's name when it is not the field's (``template`` for ``templates``).
-        short: a short alias (``-o``).
-        metavar: the value's name in the help.
-        positional: a positional argument, not an option.
-        nargs: several values after one option or positional (``"+"``).
-        repeat: the option may be given several times (``--template A --template B``).
-        min, max: inclusive bounds of a number (of each number of a tuple); gt: exclusive lower bound.
-        parse: command-line text -> value, where the type alone cannot say (``0`` -> ``None``).
-        check: value -> value (normalised), raising :class:`ConfigError` for a bad one; runs for the
-            Python API and the command line alike.
-        exclusive, required: options with the same ``exclusive`` name form one mutually exclusive
-            group; ``required``: the option (or one of its group) must be given.
-        help: the help when the class docstring has no entry for the field.
-        cli: ``False``: a Python-only field, no command-line option.
-    """
-    meta = Option(flag, short, metavar, positional, nargs, repeat, min, max, gt, parse, check, exclusive, required,
-                  help, cli)
-    return dataclasses.field(default=default, default_factory=default_factory, metadata={_META: meta})
+def option(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
+           **settings: Any) -> Any:
+    """A dataclass field (``default``, ``default_factory``: as :func:`dataclasses.field`) with its range
+    and command-line shape, ``settings`` being :class:`Option`'s fields; its help: the class docstring."""
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={_META: Option(**settings)})
 
 
 def _meta(f: dataclasses.Field) -> Option:
@@ -344,8 +295,8 @@ def _bounds(name: str, value: Any, opt: Option) -> None:
 
 
 def check_options(obj: Any) -> None:
-    """Check (and normalise: ``"4"`` -> 4, a list -> a tuple) every field of the dataclass ``obj``
-    against its type, choices and :func:`option` range; call it first in ``__post_init__``."""
+    """Check and normalise (``"4"`` -> 4, a list -> a tuple) every field of the dataclass ``obj`` against
+    its type, choices and :func:`option` range; call it first in ``__post_init__``."""
     hints = field_types(type(obj))
     for f in dataclasses.fields(obj):
         tp, opt, value = hints[f.name], _meta(f), getattr(obj, f.name)
@@ -365,26 +316,27 @@ def check_options(obj: Any) -> None:
             object.__setattr__(obj, f.name, new)
 
 
+def _cli_name(f: dataclasses.Field, opt: Option) -> str:
+    """The field as the command line shows it: ``--crop-size``, a positional ``STORE``."""
+    return (opt.metavar or f.name).upper() if opt.positional else "--" + (opt.flag or f.name).replace("_", "-")
+
+
 def _flag_names(cls: type) -> dict[str, str]:
-    """Field name -> its option as the command line shows it (``--crop-size``; a positional: ``STORE``)."""
+    """Field name -> :func:`_cli_name`, nested dataclasses' fields included."""
     names: dict[str, str] = {}
     for f in dataclasses.fields(cls):
-        opt = _meta(f)
         tp = _non_none(field_types(cls)[f.name])
         if dataclasses.is_dataclass(tp):
             names.update(_flag_names(tp))
-        elif opt.positional:
-            names[f.name] = (opt.metavar or f.name).upper()
         else:
-            names[f.name] = "--" + (opt.flag or f.name).replace("_", "-")
+            names[f.name] = _cli_name(f, _meta(f))
     return names
 
 
 def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type,
                 exclude: tuple[str, ...] = ()) -> None:
-    """One ``argparse`` option (or positional) per field of the dataclass ``cls`` (nested dataclass
-    fields: their own fields), in field order; the help is the field's docstring entry. Read them
-    back with :func:`options_from_args`."""
+    """One ``argparse`` option (or positional) per field of the dataclass ``cls`` (of a nested dataclass:
+    its fields), in field order, except ``exclude``. Read them back with :func:`options_from_args`."""
     hints, defaults, docs = field_types(cls), field_defaults(cls), field_docs(cls)
     groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
     for f in dataclasses.fields(cls):
@@ -401,11 +353,11 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
         if opt.positional:
             names = [f.name]
             kwargs.pop("dest")
-            kwargs["metavar"] = (opt.metavar or f.name).upper()
+            kwargs["metavar"] = _cli_name(f, opt)
             if opt.nargs:
                 kwargs["nargs"] = opt.nargs
         else:
-            names = ["--" + (opt.flag or f.name).replace("_", "-"), *([opt.short] if opt.short else [])]
+            names = [_cli_name(f, opt), *([opt.short] if opt.short else [])]
             kwargs["default"] = None if opt.required else default
             if opt.metavar:
                 kwargs["metavar"] = opt.metavar

@@ -225,12 +225,17 @@ def _child(spec_path: str) -> None:
         s.output_conv.register_forward_pre_hook(keep("logits_half", pre=True))
 
     x = torch.randn(spec["batch"], 3, *spec["size"], generator=torch.Generator().manual_seed(7))
-    t = time.time()
+    times = []
     with torch.no_grad():
-        logits = net(x, LABELS) if fam["net"] == "LSegNet" else net(x, _zs_classes(spec["batch"]))
+        for _ in range(1 + spec.get("repeats", 0)):  # the first call warms up when repeats are asked
+            t = time.perf_counter()
+            logits = net(x, LABELS) if fam["net"] == "LSegNet" else net(x, _zs_classes(spec["batch"]))
+            times.append(time.perf_counter() - t)
     out = Path(spec["out"])
-    torch.save({"x": x, "logits": logits, "acts": acts, "forward_s": time.time() - t}, out / "official.pt")
-    torch.save({"net." + k: v for k, v in net.state_dict().items()}, out / "state_dict.pt")
+    torch.save({"x": x, "logits": logits, "acts": acts, "forward_s": times[0], "times": times[1:]},
+               out / "official.pt")
+    if not spec.get("repeats"):
+        torch.save({"net." + k: v for k, v in net.state_dict().items()}, out / "state_dict.pt")
 
 
 # =============================================================================== parent: lseg
@@ -265,11 +270,13 @@ def _hw(size: int | str | tuple[int, int]) -> tuple[int, int]:
 
 
 def run_official(family: str, *, src: Path, timm0412: Path, tiny: bool = False, size: int | str = 480, batch: int = 1,
-                 threads: int = 2, seed: int = 0, layers: bool = False, workdir: Path | None = None) -> Path:
-    """Run the official network of ``family`` in a child process; returns the folder of its files."""
+                 threads: int = 2, seed: int = 0, layers: bool = False, workdir: Path | None = None,
+                 repeats: int = 0) -> Path:
+    """Run the official network of ``family`` in a child process; returns the folder of its files
+    (with ``repeats``: timed forwards after a warm-up, in ``official.pt``'s ``times``; no state dict)."""
     out = Path(tempfile.mkdtemp(prefix=f"official-{family}-", dir=workdir))
     spec = {"family": family, "tiny": tiny, "size": _hw(size), "batch": batch, "threads": threads, "seed": seed,
-            "layers": layers, "src": str(src), "timm0412": str(timm0412), "out": str(out)}
+            "layers": layers, "src": str(src), "timm0412": str(timm0412), "out": str(out), "repeats": repeats}
     (out / "spec.json").write_text(json.dumps(spec))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # lseg and the venv's timm stay out
     res = subprocess.run([sys.executable, __file__, "--child", str(out / "spec.json")], env=env,

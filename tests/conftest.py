@@ -49,16 +49,16 @@ def make_photo(height: int = 96, width: int = 128, seed: int = 0) -> np.ndarray:
 
 
 #: Slow tests in files this suite's maintainers do not mark by hand (tests/integration/test_readme.py
-#: belongs to the README): marked here by node id.
+#: belongs to the docs): (file, test function) -> marked here, every parametrization of it.
 _SLOW_ELSEWHERE = {
-    "tests/integration/test_readme.py::test_readme_blocks_run",  # the README's commands, each a process
-    "tests/integration/test_readme.py::test_unreadable_sub_folder_is_reported_not_skipped",  # processes
+    ("tests/integration/test_readme.py", "test_page_blocks_run"),  # each page's commands, each a process
+    ("tests/integration/test_readme.py", "test_unreadable_sub_folder_is_reported_not_skipped"),  # processes
 }
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if item.nodeid in _SLOW_ELSEWHERE:
+        if (item.nodeid.split("::")[0], getattr(item, "originalname", item.name)) in _SLOW_ELSEWHERE:
             item.add_marker(pytest.mark.slow)
 
 

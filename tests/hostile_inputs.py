@@ -136,13 +136,13 @@ for args in json.loads(sys.argv[1]):
 """
 
 
-def run_cli_commands(*commands: list[str], prefix: tuple[str, ...] = (), timeout: float = 300
-                     ) -> list[subprocess.CompletedProcess[str]]:
+def run_cli_commands(*commands: list[str], prefix: tuple[str, ...] = (), env: dict[str, str] | None = None,
+                     timeout: float = 300) -> list[subprocess.CompletedProcess[str]]:
     """Run ``lseg`` commands one after the other in one fresh process (real stderr, real exit codes):
     for tests of what a process shows (warnings, log lines, file names on a real stderr) or of a
     process started differently (``prefix``, e.g. ``setpriv ...``) that need no process of their own
-    per command. One CompletedProcess per command."""
-    proc = subprocess.run([*prefix, sys.executable, "-c", _SEVERAL, json.dumps(list(commands))], env=cli_env(),
+    per command. One CompletedProcess per command; ``env`` defaults to :func:`cli_env`."""
+    proc = subprocess.run([*prefix, sys.executable, "-c", _SEVERAL, json.dumps(list(commands))], env=env or cli_env(),
                           capture_output=True, text=True, timeout=timeout, check=False)
     (outs, _), (errs, codes) = _split(proc.stdout), _split(proc.stderr)
     assert proc.returncode == 0 and len(codes) == len(commands), proc.stderr[-3000:]

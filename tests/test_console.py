@@ -13,6 +13,7 @@ LOOP = ("import time\nfrom lseg.console import progress_bar\n"
 
 
 def _redraws(env: dict[str, str]) -> int:
+    env = {k: v for k, v in env.items() if k != "TQDM_DISABLE"}  # the tests' environment hides bars
     proc = subprocess.run([sys.executable, "-c", LOOP], env=env, capture_output=True, check=True)  # bytes: keep \r
     assert b"work: 100%" in proc.stderr and b"20/20" in proc.stderr
     assert b"\r" not in proc.stderr  # outside a terminal each frame is a line of its own
@@ -25,3 +26,9 @@ def test_a_bar_into_a_pipe_redraws_at_the_start_and_the_end_only():
 
 def test_tqdm_mininterval_in_the_environment_wins():
     assert _redraws({**cli_env(), "TQDM_MININTERVAL": "0"}) >= 15
+
+
+def test_tqdm_disable_in_the_environment_hides_the_bars():
+    proc = subprocess.run([sys.executable, "-c", LOOP], env={**cli_env(), "TQDM_DISABLE": "1"}, capture_output=True,
+                          check=True)
+    assert b"work:" not in proc.stderr

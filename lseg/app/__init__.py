@@ -1,4 +1,2 @@
-"""User-facing apps: the Gradio web demo (:mod:`lseg.app.demo`, needs ``lseg[demo]``).
-
-Importing this package does not import Gradio.
-"""
+"""User-facing apps: the Gradio web demo (:mod:`lseg.app.demo`, needs ``lseg[demo]``; importing this
+package does not import Gradio)."""

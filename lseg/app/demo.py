@@ -1,19 +1,9 @@
-"""Gradio web demo: upload an image, type labels, get a segmentation (``lseg demo``).
-
-:func:`build_demo` returns a ``gr.Blocks`` without launching it; :class:`SegmentDemo` holds the logic
-and can be called without Gradio (the tests do). Layout: image upload + labels textbox + Segment
-button -> ``gr.AnnotatedImage`` (overlay, legend, per-class masks highlighted on hover; colours from
-:func:`lseg.viz.palette`), a downloadable label-map PNG, and a status line that shows errors (bad
-labels, oversized or unreadable images) in words.
-
->>> demo = build_demo(lseg.LSegPredictor(lseg.load_model("lseg-demo/")))   # doctest: +SKIP
->>> demo.launch(server_name="127.0.0.1")                                    # doctest: +SKIP
-"""
+"""Gradio web demo (``lseg demo``, docs/deployment.md#web-demo): :func:`build_demo` returns the
+``gr.Blocks`` without launching it; :class:`SegmentDemo` holds the logic and runs without Gradio."""
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import tempfile
@@ -38,8 +28,6 @@ if TYPE_CHECKING:
 
     from lseg.inference.predictor import LSegPredictor
 
-_logger = logging.getLogger(__name__)
-
 DEFAULT_LABELS = "dog, grass, sky, other"
 EXAMPLE_LABELS = [
     "dog, grass, sky, other",
@@ -61,10 +49,10 @@ class DemoOutput:
         status: Markdown status line (the error message when ``ok`` is ``False``).
         image: (h, w, 3) uint8 display image (the input, downscaled to ``max_display_side``).
         masks: ``(mask, label)`` per label present: (h, w) float32, :data:`MASK_OPACITY` where the
-            label wins, else 0 (Gradio draws the value as the colour's opacity).
+            label wins, else 0 (Gradio's opacity).
         color_map: ``{label: "#rrggbb"}`` for every label (palette order).
-        label_png: full-resolution label map PNG (palette mode; pixel value = label index; the labels
-            are also stored in its ``lseg:labels`` text chunk as JSON).
+        label_png: full-resolution label map PNG (pixel value = label index; labels in its
+            ``lseg:labels`` text chunk).
         shares: fraction of pixels per label.
     """
 
@@ -85,22 +73,14 @@ class SegmentDemo:
         max_upload_mb: larger files are refused with a message.
         max_labels: longer label lists are refused with a message.
         max_pixels: larger images (width x height) are refused with a message.
-        max_display_side: the annotated image is downscaled to this long side (the label-map PNG
-            keeps the full resolution).
+        max_display_side: the annotated image's long side (the label-map PNG keeps full resolution).
         out_dir: where label-map PNGs are written (default: a new temporary folder).
     """
 
-    def __init__(
-        self,
-        predictor: LSegPredictor,
-        *,
-        max_upload_mb: float = DemoOptions.max_upload_mb,
-        max_labels: int = DemoOptions.max_labels,
-        max_pixels: int = 40_000_000,
-        max_display_side: int = 1024,
-        out_dir: str | os.PathLike[str] | None = None,
-    ) -> None:
-        DemoOptions(max_upload_mb=max_upload_mb, max_labels=max_labels)  # the checks of `lseg demo`'s options
+    def __init__(self, predictor: LSegPredictor, *, max_upload_mb: float = DemoOptions.max_upload_mb,
+                 max_labels: int = DemoOptions.max_labels, max_pixels: int = 40_000_000,
+                 max_display_side: int = 1024, out_dir: str | os.PathLike[str] | None = None) -> None:
+        DemoOptions(max_upload_mb=max_upload_mb, max_labels=max_labels)  # the checks of `lseg demo`
         self.predictor = predictor
         self.max_upload_mb = max_upload_mb
         self.max_labels = max_labels
@@ -130,7 +110,7 @@ class SegmentDemo:
         try:
             rgb = load_image(path, max_pixels=self.max_pixels)
         except ImageLoadError as e:
-            # The upload's path is the server's temp file: the web user sees its name only.
+            # the upload's path is the server's temp file: the web user sees its name only
             return _error(f"Cannot use this image: {_hide_folder(str(e), path)}")
         start = time.perf_counter()
         result = self.predictor.segment(rgb, label_list)
@@ -157,7 +137,7 @@ class SegmentDemo:
             return rgb, label_map
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         small = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
-        # Nearest-neighbour sampling of the label map (class ids must not be blended).
+        # nearest-neighbour: class ids must not be blended
         ys = np.minimum((np.arange(size[1]) + 0.5) * h / size[1], h - 1).astype(np.int64)
         xs = np.minimum((np.arange(size[0]) + 0.5) * w / size[0], w - 1).astype(np.int64)
         return small, label_map[ys[:, None], xs[None, :]]
@@ -182,8 +162,7 @@ class SegmentDemo:
         return gr.update(value=annotated, color_map=out.color_map), str(out.label_png), out.status
 
 
-#: How long an error toast stays: toasts must not pile up, nor outlive a later successful run (the
-#: status line below the result keeps the message until the next run).
+#: How long an error toast stays (the status line keeps the message until the next run).
 TOAST_SECONDS = 6
 
 
@@ -201,17 +180,12 @@ def _hide_folder(message: str, path: Path) -> str:
     return message
 
 
-def build_demo(
-    predictor: LSegPredictor,
-    *,
-    max_upload_mb: float = DemoOptions.max_upload_mb,
-    max_labels: int = DemoOptions.max_labels,
-    max_pixels: int = 40_000_000,
-    banner: str | None = None,
-    title: str = "LSeg: language-driven semantic segmentation",
-) -> gr.Blocks:
-    """The demo as a ``gr.Blocks`` (not launched). ``banner`` is shown above the inputs (e.g. a
-    random-weights warning). Launch with :func:`launch_demo` to also enforce ``max_upload_mb`` at upload."""
+def build_demo(predictor: LSegPredictor, *, max_upload_mb: float = DemoOptions.max_upload_mb,
+               max_labels: int = DemoOptions.max_labels, max_pixels: int = 40_000_000,
+               banner: str | None = None,
+               title: str = "LSeg: language-driven semantic segmentation") -> gr.Blocks:
+    """The demo as a ``gr.Blocks`` (not launched; :func:`launch_demo` also enforces ``max_upload_mb`` at
+    upload). ``banner`` is shown above the inputs (e.g. a random-weights warning)."""
     import gradio as gr
 
     app = SegmentDemo(predictor, max_upload_mb=max_upload_mb, max_labels=max_labels, max_pixels=max_pixels)
@@ -243,9 +217,9 @@ def build_demo(
 
 
 def lenient_upload(component: Any) -> Any:
-    """Make a ``gr.Image`` hand any uploaded file to the demo, which says what is wrong with one it
-    cannot read (Gradio's own check fails with a bare "Error" badge and no message). Patched on the
-    instance: a subclass would make Gradio write a ``.pyi`` stub into this package."""
+    """Make a ``gr.Image`` hand any upload to the demo, which says what is wrong with one it cannot read
+    (Gradio's own check shows a bare "Error"). Patched on the instance: a subclass would make Gradio
+    write a ``.pyi`` stub into this package."""
     original = component.preprocess
 
     def preprocess(payload: Any) -> Any:
@@ -262,19 +236,14 @@ def lenient_upload(component: Any) -> Any:
 _I18N = {"en": {"common.complete": "Complete", "common.error": "Error"}}
 
 
-def launch_demo(
-    demo: gr.Blocks, *, host: str = DemoOptions.host, port: int | None = DemoOptions.port,
-    max_upload_mb: float = DemoOptions.max_upload_mb,
-    **kwargs: Any,
-) -> Any:
-    """``demo.launch`` bound to ``host`` (loopback by default) with Gradio's upload limit set
-    (``port`` ``None`` or 0: any free port)."""
+def launch_demo(demo: gr.Blocks, *, host: str = DemoOptions.host, port: int | None = DemoOptions.port,
+                max_upload_mb: float = DemoOptions.max_upload_mb, **kwargs: Any) -> Any:
+    """``demo.launch`` bound to ``host`` with Gradio's upload limit set (``port`` ``None`` or 0: any
+    free port); blocks unless ``prevent_thread_lock``."""
     import gradio as gr
 
-    DemoOptions(host=host, port=port or 0, max_upload_mb=max_upload_mb)  # the checks of `lseg demo`'s options
-
-    # quiet: Gradio's banner suggests `share=True` in `launch()`, which a CLI user cannot set; the
-    # address is printed here instead.
+    DemoOptions(host=host, port=port or 0, max_upload_mb=max_upload_mb)  # the checks of `lseg demo`
+    # quiet: Gradio's banner suggests `share=True`, which a CLI user cannot set; the address is printed
     kwargs.setdefault("quiet", True)
     kwargs.setdefault("i18n", gr.I18n(**_I18N))
     block = not kwargs.pop("prevent_thread_lock", False)

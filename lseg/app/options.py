@@ -1,6 +1,5 @@
-"""``lseg demo``'s settings (:class:`DemoOptions`), declared once for the Python API
-(:func:`lseg.app.demo.build_demo`, :func:`~lseg.app.demo.launch_demo`) and the command line
-(:mod:`lseg.options`); importing this module costs no Gradio and no torch."""
+"""``lseg demo``'s settings, declared once for the Python API and the command line (imports no Gradio
+and no torch)."""
 
 from __future__ import annotations
 

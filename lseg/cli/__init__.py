@@ -1,14 +1,6 @@
-"""``lseg`` command line: segment, features, query, store, convert, info, weights, bench (+ train, eval,
-demo, export).
+"""``lseg`` command line (docs/cli.md): one module per command group, each with ``register(subparsers)``.
 
-Every user error is one line on stderr (``error: ...``) and a non-zero exit code; outputs are
-written atomically, so an interrupted run leaves no half-written files and can simply be re-run
-(finished outputs are skipped unless ``--overwrite``).
-
-One module per command group (:mod:`~lseg.cli.segment`, :mod:`~lseg.cli.features`,
-:mod:`~lseg.cli.models`, :mod:`~lseg.cli.bench`), each with ``register(subparsers)``; the options
-several commands share in :mod:`lseg.cli.common`, the parser conventions in :mod:`lseg.cli.parser`. Typed configs become options through one mechanism,
-:mod:`lseg.options`.
+Every user error is one line on stderr (``error: ...``) and exit code 2.
 """
 
 from __future__ import annotations
@@ -17,7 +9,7 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from lseg.cli import bench, features, models, segment
 from lseg.cli.parser import Parser
@@ -25,8 +17,7 @@ from lseg.errors import LSegError
 
 __all__ = ["EXTENSIONS", "build_parser", "main"]
 
-#: Modules that add sub-commands: each defines ``register(subparsers)``. They import their heavy
-#: dependencies (Lightning, Gradio, ONNX) only when their command runs.
+#: Modules of the commands of extras (Lightning, Gradio, ONNX: imported only when their command runs).
 EXTENSIONS = ("lseg.cli.train", "lseg.cli.eval", "lseg.cli.demo", "lseg.cli.export")
 
 #: The command groups of this package, in the order ``lseg --help`` lists them.
@@ -50,14 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
             if e.name is None or not name.startswith(e.name):  # a missing dependency is a real error
                 raise
             continue
-        register: Callable[[argparse._SubParsersAction], None] = module.register
-        register(sub)
+        module.register(sub)
     _add_verbose(sub)
     return parser
 
 
 def _add_verbose(sub: argparse._SubParsersAction) -> None:
-    """``-v`` after the command too (``lseg segment ... -v``); SUPPRESS keeps a ``-v`` given before it."""
+    """``-v`` after the command too; SUPPRESS keeps a ``-v`` given before it."""
     for p in sub.choices.values():
         p.when_populated(_add_verbose_option)
 
@@ -81,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from lseg.inference.allocator import tune_allocator
 
-        tune_allocator()  # before any model is built (see its docstring)
+        tune_allocator()  # before any model is built
         return int(args.func(args) or 0)
     except LSegError as e:
         if args.verbose:

@@ -1,4 +1,4 @@
-"""``lseg bench``: images/s, latency and peak memory per precision and batch size (:mod:`lseg.eval.benchmark`)."""
+"""``lseg bench``: images/s, latency and peak memory per precision and batch size."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from lseg.cli.common import checked_device
 from lseg.io.checks import report_file
 from lseg.options import OptionError, add_options, check_options, option, options_from_args
 
@@ -30,17 +31,6 @@ def _not_empty(name: str) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
     return check
 
 
-def _device(name: str) -> str:
-    from lseg.errors import LSegError
-    from lseg.inference.devices import check_device
-
-    try:
-        check_device(name, "`device`")
-    except LSegError as e:
-        raise OptionError(str(e)) from None
-    return name
-
-
 @dataclass(frozen=True)
 class BenchOptions:
     """What ``lseg bench`` times (:func:`lseg.eval.benchmark.bench`).
@@ -56,6 +46,8 @@ class BenchOptions:
         threads: CPU threads (``None``: all available).
         compile: torch.compile the image path: off, on, or both side by side (off,on).
         json: also write the rows to this JSON file.
+        profile: instead of timing rows, show where one forward's time goes (ms and share per component)
+            for each precision and the fp32 reference numerics.
     """
 
     model: str = "lseg_vitl16_384"
@@ -64,11 +56,12 @@ class BenchOptions:
                                                check=_not_empty("precisions"))
     batch_sizes: tuple[int, ...] = option((1,), flag="batch-size", min=1, check=_not_empty("batch_sizes"))
     size: int = option(480, min=32)
-    device: str = option("cpu", check=_device)
+    device: str = option("cpu", check=checked_device)
     repeats: int = option(3, min=1)
     threads: int | None = option(None, min=1)
     compile: Literal["off", "on", "off,on"] = option("off", metavar="off|on|off,on")
     json: str | None = option(None, check=report_file("json"))
+    profile: bool = False
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -88,6 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     opts: BenchOptions = options_from_args(BenchOptions, args)  # every option checked before the imports
+    if opts.profile:
+        return _profile(opts)
     import dataclasses
     import platform
 
@@ -97,22 +92,46 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from lseg.io import atomic_write
     from lseg.models.precision import cpu_has_native_bf16
 
-    precisions, batches = opts.precisions, opts.batch_sizes
     if opts.device.startswith("cuda"):
         hardware = torch.cuda.get_device_name(opts.device) if torch.cuda.is_available() else "no CUDA"
     else:
-        hardware = f"{platform.processor() or platform.machine()} CPU, capability {torch.backends.cpu.get_cpu_capability()}, " \
-            f"native bf16 {'yes' if cpu_has_native_bf16() else 'no'}"
-    rows = bench(opts.model, opts.checkpoint, precisions, batches, opts.size, opts.device,
+        bf16 = "yes" if cpu_has_native_bf16() else "no"
+        hardware = (f"{platform.processor() or platform.machine()} CPU, capability "
+                    f"{torch.backends.cpu.get_cpu_capability()}, native bf16 {bf16}")
+    rows = bench(opts.model, opts.checkpoint, opts.precisions, opts.batch_sizes, opts.size, opts.device,
                  opts.repeats, opts.threads, tuple(c == "on" for c in opts.compile.split(",")))
     title = (f"{opts.checkpoint or opts.model}, {opts.size}x{opts.size}, {opts.device} ({hardware}), "
              f"latency: median of the row's timed runs; vs baseline: median of {opts.repeats} back-to-back "
              "pairs with the eager fp32 reference-numerics baseline, batch 1, in the row's own process; "
-             f"vs batch 1: median of {opts.repeats} back-to-back pairs of one call of the row's batch with as "
-             "many calls at batch 1")
+             f"vs batch 1: median of {opts.repeats} back-to-back pairs of one call of the row's batch with "
+             "as many calls at batch 1")
     print(format_table(rows, title))
     if opts.json:
         text = json.dumps([dataclasses.asdict(r) for r in rows], indent=2)
         atomic_write(opts.json, lambda p: p.write_text(text))
     return 0
 
+
+def _profile(opts: BenchOptions) -> int:
+    """``--profile``: each precision's component times, each in a fresh process, one table."""
+    import os
+    import subprocess
+    import sys
+
+    from lseg.eval.profile import format_profile
+
+    threads = opts.threads or len(os.sched_getaffinity(0))
+    profiles = {}
+    for precision in ("reference", *dict.fromkeys(opts.precisions)):
+        cmd = [sys.executable, "-m", "lseg.eval.profile", json.dumps({
+            "model_name": opts.model, "checkpoint": opts.checkpoint, "precision": precision,
+            "size": opts.size, "device": opts.device, "repeats": opts.repeats, "threads": threads})]
+        r = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"profile {precision} failed: {r.stderr.strip().splitlines()[-1:]}")
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        profiles[f"{precision}={out.pop('precision')}" if precision == "auto" else precision] = out
+    print(f"{opts.checkpoint or opts.model}, {opts.size}x{opts.size}, {opts.device}, {threads} threads: "
+          f"seconds of one forward by component (own time, mean of {opts.repeats} after a warm-up)")
+    print(format_profile(profiles))
+    return 0

@@ -1,10 +1,5 @@
-"""Options several ``lseg`` commands share, and what they build: the model, the predictor, the labels.
-
-Each group is one typed config (:mod:`lseg.options`): the model source (:class:`ModelSource`: a
-mutually exclusive ``--checkpoint`` / ``--random-weights`` pair, the device, and the spatial block
-of official checkpoints, :class:`ArchOptions`), the labels (:class:`LabelsOptions`) and the
-predictor settings (:class:`~lseg.inference.options.PredictorOptions`).
-"""
+"""Options several ``lseg`` commands share, each group one typed config (:mod:`lseg.options`), and what
+they build: the model (:class:`ModelSource`), the predictor, the labels (:class:`LabelsOptions`)."""
 
 from __future__ import annotations
 
@@ -24,16 +19,14 @@ if TYPE_CHECKING:
     from lseg.models.config import SpatialBlockConfig
 
 __all__ = [
-    "RANDOM_WEIGHTS_SEED", "ArchOptions", "LabelsOptions", "ModelSource", "add_arch_args", "add_labels_args",
-    "add_model_args", "add_predictor_args", "finish_batch", "load_model_from_args", "load_source_model",
+    "RANDOM_WEIGHTS_SEED", "ArchOptions", "LabelsOptions", "ModelSource", "add_labels_args", "add_model_args",
+    "add_predictor_args", "checked_device", "finish_batch", "load_source_model",
     "make_predictor", "model_source_from_args", "predictor_options_from_args", "read_labels_arg",
-    "spatial_block_from_args",
 ]
 
 _logger = logging.getLogger("lseg")
 
-#: The seed of ``--random-weights`` models: the same command gives the same network every time
-#: (a resumed batch job must not mix two random networks).
+#: The seed of ``--random-weights`` models (a resumed batch job must not mix two random networks).
 RANDOM_WEIGHTS_SEED = 0
 
 
@@ -55,9 +48,8 @@ class ArchOptions:
         check_options(self)
 
     def spatial_block(self) -> SpatialBlockConfig | None:
-        """One :class:`SpatialBlockConfig`, or ``None`` when the options name no block (both
-        ``arch_option`` and ``block_depth`` are needed)."""
-        from lseg.models.config import SpatialBlockConfig  # lseg.models imports torch: only when used
+        """The block named (by ``arch_option`` and ``block_depth``), or ``None``."""
+        from lseg.models.config import SpatialBlockConfig  # imports torch: only when used
 
         if self.arch_option is None or self.block_depth is None:
             return None
@@ -74,7 +66,8 @@ def _registered(name: str) -> str:
     return name
 
 
-def _device(name: str) -> str:
+def checked_device(name: str) -> str:
+    """The ``check`` of a ``device`` option."""
     from lseg.inference.devices import check_device
 
     try:
@@ -90,7 +83,8 @@ class ModelSource:
 
     Attributes:
         checkpoint: released weights name (lseg weights list), lseg folder, .safetensors, official lang-seg
-            .ckpt, or Hub repo id owner/name (segment, features, demo: default the released weights demo).
+            .ckpt, or Hub repo id owner/name (unset: segment, features and demo take the released weights
+            demo; query the store's own).
         random_weights: use a randomly initialised registered model, e.g. lseg_tiny_test (seeded: the same
             network every run; the output is noise; for trying the tool).
         device: cpu, cuda, cuda:N (default: cuda if available, else cpu).
@@ -99,7 +93,7 @@ class ModelSource:
 
     checkpoint: str | None = option(None, short="-c", exclusive="model")
     random_weights: str | None = option(None, metavar="MODEL", exclusive="model", check=_registered)
-    device: str | None = option(None, check=_device)
+    device: str | None = option(None, check=checked_device)
     arch: ArchOptions = field(default_factory=ArchOptions)
 
     def __post_init__(self) -> None:
@@ -115,42 +109,32 @@ class ModelSource:
         return model_identity(self.checkpoint, self.random_weights, RANDOM_WEIGHTS_SEED)
 
     def device_name(self) -> str:
+        """The device, or cuda if available, else cpu."""
         import torch
 
         return self.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def add_model_args(p: argparse.ArgumentParser, required: bool = True, pretrained_default: bool = False) -> None:
-    """The :class:`ModelSource` options; one of ``--checkpoint`` / ``--random-weights`` is needed
-    when ``required`` unless the command falls back to the released weights (``pretrained_default``)."""
+def add_model_args(p: argparse.ArgumentParser, required: bool = True,
+                   pretrained_default: bool = False) -> None:
+    """The :class:`ModelSource` options; a model is needed when ``required``, unless the command falls
+    back to the released weights (``pretrained_default``)."""
     add_options(p, ModelSource)
     p.set_defaults(model_required=required and not pretrained_default, pretrained_default=pretrained_default)
-
-
-def add_arch_args(p: argparse.ArgumentParser) -> None:
-    add_options(p, ArchOptions)
-
-
-def spatial_block_from_args(args: argparse.Namespace) -> SpatialBlockConfig | None:
-    arch: ArchOptions = options_from_args(ArchOptions, args)
-    return arch.spatial_block()
 
 
 def model_source_from_args(args: argparse.Namespace) -> ModelSource:
     """The :class:`ModelSource` of ``args``; refused when the command needs one and none is given."""
     source: ModelSource = options_from_args(ModelSource, args)
     if getattr(args, "model_required", False) and not source.given():
-        raise LSegError("give the model: --checkpoint NAME_OR_PATH (lseg weights list) or --random-weights MODEL")
+        raise LSegError(
+            "give the model: --checkpoint NAME_OR_PATH (lseg weights list) or --random-weights MODEL")
     return source
 
 
-def load_model_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    return load_source_model(model_source_from_args(args), getattr(args, "pretrained_default", False))
-
-
 def load_source_model(source: ModelSource, pretrained_default: bool = False):  # type: ignore[no-untyped-def]
-    """Build the model of ``source`` on its device (eval mode); none given and ``pretrained_default``:
-    the released weights :data:`lseg.pretrained.released.DEFAULT` (the command says so)."""
+    """The model of ``source`` on its device, in eval mode (none given and ``pretrained_default``: the
+    released weights :data:`lseg.pretrained.released.DEFAULT`, said on stderr)."""
     import torch
 
     from lseg.pretrained.load import create_model, load_model
@@ -169,7 +153,8 @@ def load_source_model(source: ModelSource, pretrained_default: bool = False):  #
 
             checkpoint = DEFAULT
             print(f"no --checkpoint given: using the released weights {checkpoint!r} "
-                  f"({get_weights(checkpoint).network}); `lseg weights list` shows the others", file=sys.stderr)
+                  f"({get_weights(checkpoint).network}); `lseg weights list` shows the others",
+                  file=sys.stderr)
         model = load_model(checkpoint, spatial_block=source.arch.spatial_block())
     return model.to(source.device_name()).eval()
 
@@ -179,13 +164,12 @@ def add_predictor_args(p: argparse.ArgumentParser) -> None:
 
 
 def predictor_options_from_args(args: argparse.Namespace) -> PredictorOptions:
-    options: PredictorOptions = options_from_args(PredictorOptions, args)
-    return options
+    return options_from_args(PredictorOptions, args)
 
 
 def make_predictor(args: argparse.Namespace, source: ModelSource | None = None,
                    options: PredictorOptions | None = None):  # type: ignore[no-untyped-def]
-    """The model of the command's options in a predictor (which may change it: the command owns it)."""
+    """The model of the command's options in a predictor (which may change the model in place)."""
     from lseg.inference.predictor import LSegPredictor
 
     source = source or model_source_from_args(args)
@@ -227,7 +211,7 @@ def add_labels_args(p: argparse.ArgumentParser) -> None:
 
 
 def read_labels_arg(labels: str | None, labels_file: str | None) -> list[str]:
-    """The labels of ``--labels`` or ``--labels-file`` (parsed and checked: :func:`lseg.labels.parse_labels`)."""
+    """The labels of ``--labels`` or ``--labels-file``, parsed and checked."""
     from lseg.labels import parse_labels
 
     if labels_file is not None:
@@ -268,8 +252,3 @@ def finish_batch(report: Report, what: str) -> int:
     for path, reason in report.failed:
         say(f"  failed: {path}: {reason}")
     return exit_code(report)
-
-
-def none_if_zero(value: int | None) -> int | None:
-    """``--size 0`` means "native resolution": ``None``."""
-    return value or None

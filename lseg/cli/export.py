@@ -36,7 +36,8 @@ class OnnxExportOptions:
     size: tuple[int, ...] = option((480,), nargs="+", metavar="N", min=1, check=_one_or_two)
     fixed_size: bool = False
     opset: int = option(18, min=1)
-    verify: bool = option(True, flag="no-verify", help="skip the onnxruntime vs PyTorch comparison after export")
+    verify: bool = option(True, flag="no-verify",
+                          help="skip the onnxruntime vs PyTorch comparison after export")
     atol: float = option(1e-4, gt=0)
 
     def __post_init__(self) -> None:
@@ -52,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     o = sub.add_parser(
         "onnx", help="two ONNX graphs: image -> pixel embeddings, tokens -> text embeddings",
         description="Export image_encoder.onnx (dynamic H, W) and text_encoder.onnx (dynamic labels and "
-        "tokens); the scoring runs in numpy (lseg.export.onnx_runtime.OnnxPredictor). Needs lseg[export].",
+        "tokens); the scoring runs in numpy (lseg.export.onnx_runtime.OnnxPredictor). Needs "
+        "lseg[export].",
     )
     add_options(o, OnnxExportOptions)
     add_model_args(o)
@@ -63,19 +65,16 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
     from lseg.cli.common import load_source_model, model_source_from_args
 
     opts: OnnxExportOptions = options_from_args(OnnxExportOptions, args)
-    size = (opts.size[0], opts.size[0]) if len(opts.size) == 1 else (opts.size[0], opts.size[1])
+    size = (opts.size[0], opts.size[-1])
     # exported on CPU; the graphs run on any onnxruntime provider
     source = dataclasses.replace(model_source_from_args(args), device="cpu")
     from lseg.export.onnx import export_onnx
 
-    model = load_source_model(source)
-    result = export_onnx(
-        model, opts.out, size=size, dynamic=not opts.fixed_size, opset=opts.opset,
-        verify=opts.verify, atol=opts.atol,
-    )
+    result = export_onnx(load_source_model(source), opts.out, size=size, dynamic=not opts.fixed_size,
+                         opset=opts.opset, verify=opts.verify, atol=opts.atol)
     shape = "any HxW" if result.dynamic_size else f"{size[0]}x{size[1]} only"
-    print(f"exported {result.image_encoder.name} ({shape}) and {result.text_encoder.name} to {result.directory} "
-          f"(torch.onnx dynamo exporter, opset {opts.opset})")
+    print(f"exported {result.image_encoder.name} ({shape}) and {result.text_encoder.name} to "
+          f"{result.directory} (torch.onnx dynamo exporter, opset {opts.opset})")
     if result.max_abs_diff:
         worst = max(result.max_abs_diff.values())
         print(f"verified against PyTorch with onnxruntime: max abs diff {worst:.2e}", file=sys.stderr)

@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "features", help="export dense pixel embeddings for images and videos",
         description="One (D, h, w) .npy per image or sampled video frame (<video>/<frame:06d>.npy) and a "
         "features.json manifest, or one feature store (--format store); finished outputs are skipped on "
-        "re-runs. Shard with torchrun -m lseg.cli (--nproc_per_node=N: input i goes to rank i %% N) and/or "
+        "re-runs. Shard with torchrun -m lseg.cli (--nproc_per_node=N: input i goes to rank i % N) and/or "
         "--shard k/M across machines.",
     )
     add_options(p, FeaturesInputs)
@@ -68,10 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("store", help="feature store tools: info, reduce, export to other layouts")
     ssub = p.add_subparsers(dest="store_command", required=True, metavar="ACTION")
     add_options(ssub.add_parser("info", help="what a store holds and how it was made"), StoreInfoOptions)
-    add_options(ssub.add_parser("reduce", help="fit a K-d scene PCA over all frames and store the reduced maps"),
-                StoreReduceOptions)
-    add_options(ssub.add_parser("export", help="write per-image files in the OpenScene or Feature 3DGS layout"),
-                StoreExportOptions)
+    reduce_help = "fit a K-d scene PCA over all frames and store the reduced maps"
+    add_options(ssub.add_parser("reduce", help=reduce_help), StoreReduceOptions)
+    export_help = "write per-image files in the OpenScene or Feature 3DGS layout"
+    add_options(ssub.add_parser("export", help=export_help), StoreExportOptions)
     p.set_defaults(func=_cmd_store)
 
 
@@ -107,13 +107,14 @@ def _cmd_features(args: argparse.Namespace) -> int:
                        fps=opts.fps, every_n=opts.every_n, model=source.identity(), recipe=recipe,
                        predictor=lambda: common.make_predictor(args, source, popts), write_manifest=rank == 0)
     desc = "features" if parts == 1 else f"features {part + 1}/{parts}"
-    report = run_job(writer, overwrite=opts.overwrite, progress=not opts.quiet, shard=(part, parts), desc=desc)
+    report = run_job(writer, overwrite=opts.overwrite, progress=not opts.quiet, shard=(part, parts),
+                     desc=desc)
     return common.finish_batch(report, what)
 
 
-def _features_store(args: argparse.Namespace, inputs: tuple[str, ...], opts: FeaturesOptions, store: StoreOptions,
-                    source: common.ModelSource, popts: common.PredictorOptions, shard: tuple[int, int], rank: int,
-                    what: str) -> int:
+def _features_store(args: argparse.Namespace, inputs: tuple[str, ...], opts: FeaturesOptions,
+                    store: StoreOptions, source: common.ModelSource, popts: common.PredictorOptions,
+                    shard: tuple[int, int], rank: int, what: str) -> int:
     """``lseg features --format store``: the self-describing store (lseg.features.store)."""
     from lseg.features.presets import FeatureExtractor, describe, get_preset
     from lseg.features.store import StoreSettings, StoreWriter
@@ -154,9 +155,6 @@ def _features_store(args: argparse.Namespace, inputs: tuple[str, ...], opts: Fea
     report = run_job(writer, overwrite=opts.overwrite, progress=not opts.quiet, shard=shard, desc=desc)
     return common.finish_batch(report, what)
 
-
-# ---------------------------------------------------------------------------- query / store
-
 def _cmd_query(args: argparse.Namespace) -> int:
     from lseg.features.query import QueryWriter, parse_frames
     from lseg.features.reader import FeatureStore
@@ -177,7 +175,8 @@ def _cmd_query(args: argparse.Namespace) -> int:
         if not checkpoint:
             name = made_with.get("name", "NAME")
             raise LSegError(f"{opts.store} records no checkpoint (made with --random-weights {name}): give "
-                            f"--random-weights {name} (the same seeded network) or the --checkpoint of the weights")
+                            f"--random-weights {name} (the same seeded network) or the --checkpoint of the "
+                            "weights")
         source = dataclasses.replace(source, checkpoint=checkpoint)
     model_id = {"weights_sha256": store.manifest["weights_sha256"]}
 
@@ -189,7 +188,8 @@ def _cmd_query(args: argparse.Namespace) -> int:
         # the store hashed the weights as they ran: cast the same way before comparing
         model.set_precision(store.manifest.get("precision", "fp32"))
         if not source.random_weights and weights_sha256(model) != store.manifest["weights_sha256"]:
-            raise LSegError(f"{source.checkpoint} is not the model that made {opts.store} (weights hash differs)")
+            raise LSegError(
+                f"{source.checkpoint} is not the model that made {opts.store} (weights hash differs)")
         predictor = LSegPredictor(model, templates=list(opts.templates) or None, inplace=True, fast=False)
         return predictor.embed_text(labels), float(model.logit_scale)
 

@@ -158,11 +158,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     info["weights_fit"] = not problems
     print(json.dumps(info, indent=2, default=str))
     if problems:  # after the report, which shows what the file holds
-        raise CheckpointError(f"{opts.checkpoint}: checkpoint does not fit {config.name}: " + "; ".join(problems))
+        raise CheckpointError(
+            f"{opts.checkpoint}: checkpoint does not fit {config.name}: " + "; ".join(problems))
     return 0
-
-
-# ---------------------------------------------------------------------------- weights
 
 def _cmd_weights(args: argparse.Namespace) -> int:
     from lseg.pretrained import released as weights
@@ -170,13 +168,14 @@ def _cmd_weights(args: argparse.Namespace) -> int:
     if args.weights_command == "list":
         rows = [("name", "network", "result in the paper", "file", "cached")]
         for w in weights.WEIGHTS.values():
-            d = weights.weights_dir(w.name)
-            state = "converted" if weights.cached_folder(w.name) else "downloaded" if (d / w.filename).is_file() else "-"
+            downloaded = (weights.weights_dir(w.name) / w.filename).is_file()
+            state = "converted" if weights.cached_folder(w.name) else "downloaded" if downloaded else "-"
             rows.append((w.name, w.network, w.paper, w.filename, state))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
             print("  ".join(c.ljust(n) for c, n in zip(r, widths)).rstrip())
-        print(f"cache: {weights.cache_dir() / 'weights'}" + (" (offline mode)" if weights.is_offline() else ""))
+        offline = " (offline mode)" if weights.is_offline() else ""
+        print(f"cache: {weights.cache_dir() / 'weights'}{offline}")
         return 0
     if args.weights_command == "download":
         download: DownloadOptions = options_from_args(DownloadOptions, args)

@@ -1,8 +1,5 @@
-"""The ``lseg`` parser's conventions: plain help text with defaults, one-line usage errors.
-
-Every command's parser is a :class:`Parser`; a command whose options come from a config that is
-expensive to import (torch) builds them on first use (``populate``), so ``lseg --help`` stays fast.
-"""
+"""The ``lseg`` parser's conventions: plain help text with defaults, one-line usage errors, and options
+built on first use (``populate``) for commands whose configs import torch."""
 
 from __future__ import annotations
 
@@ -34,12 +31,9 @@ def _shown(value: Any) -> str:
 
 
 class Parser(argparse.ArgumentParser):
-    """An ``argparse`` parser whose usage errors are one line (``error: ...``, exit code 2), as
-    every other lseg error, and whose sub-commands share its help formatter.
-
-    ``populate(parser)`` adds the options when the parser is first used (parsing or help), for a
-    sub-command whose options come from a module that imports torch; :meth:`when_populated` runs
-    more additions after it.
+    """An ``argparse`` parser whose usage errors are one line (``error: ...``, exit code 2) and whose
+    sub-commands share its help formatter. ``populate(parser)`` adds the options when the parser is
+    first used (parsing or help); :meth:`when_populated` runs more additions after it.
     """
 
     def __init__(self, *args: Any, populate: Callable[[Parser], None] | None = None, **kwargs: Any) -> None:
@@ -75,7 +69,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def plain_doc(text: str | None) -> str:
-    """A reST docstring as plain help text: ``code`` -> code, :role:`x` -> x, ``Examples::`` -> ``Examples:``."""
+    """A reST docstring as plain help text: ``code`` -> code, :role:`x` -> x, ``::`` -> ``:``."""
     text = text or ""
     text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
     text = re.sub(r"``([^`]+)``", r"\1", text)

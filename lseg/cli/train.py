@@ -95,13 +95,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def finished_message(*, finished: bool, step: int, total: int, loss: float | None, already: bool, out: str = "OUT",
-                     model: str | None = None, checkpoint: str = "") -> str:
+def finished_message(*, finished: bool, step: int, total: int, loss: float | None, already: bool,
+                     out: str = "OUT", model: str | None = None, checkpoint: str = "") -> str:
     """What ``lseg train`` says at its end; a run found complete (nothing trained now) says so, and
     how to train again."""
     if already:
-        return (f"train: the run in {out} is complete ({step}/{total} steps; model {model}): nothing to train. "
-                "To train again, give another --out-dir, or --resume never to start over in this one")
+        return (f"train: the run in {out} is complete ({step}/{total} steps; model {model}): nothing to "
+                "train. To train again, give another --out-dir, or --resume never to start over in this one")
     state = "finished" if finished else "stopped"
     shown = "n/a" if loss is None else f"{loss:.4f}"
     return (f"train: {state} at step {step}/{total} (last loss {shown}); checkpoint {checkpoint}"

@@ -1,15 +1,8 @@
 """Dataset readers, class strings and joint image + mask transforms.
 
-Semantic segmentation readers (:class:`ADE20K`, :class:`ADE20K847`, :class:`PascalVOC`,
-:class:`PascalContext59`, :class:`PascalContext459`, :class:`COCOStuff`, :class:`FolderDataset`) return
-``{"image": uint8 (3, H, W), "mask": int64 (H, W), "path": str}`` with ``ignore_index`` = 255 for
-unlabelled pixels (the reference uses -1 for the same pixels; PASCAL-Context-459 and ADE-847 use 65535).
-
-Few-shot readers (:class:`Pascal5i`, :class:`COCO20i`, :class:`FSS1000`) return zero-shot-protocol
-episodes: a query image, a binary mask (1 = class, 0 = rest, 255 = PASCAL boundary), the class id and
-the class name.
-
-See ``docs/datasets.md`` for layouts and every difference from the reference.
+Semantic readers return ``{"image": uint8 (3, H, W), "mask": int64 (H, W), "path": str}`` with
+``dataset.ignore_index`` (255; 65535 for PASCAL-Context-459 and ADE-847) at unlabelled pixels; the
+few-shot readers return zero-shot-protocol episodes. Layouts and conventions: ``docs/datasets.md``.
 """
 
 from lseg.data.base import IGNORE_INDEX, SampleRecord, SegmentationDataset, read_image, read_mask_array
@@ -45,47 +38,14 @@ from lseg.data.label_sets import (
     pascal_context_labels,
     voc_labels,
 )
-from lseg.data.transforms import (
-    JointCompose,
-    fewshot_transform,
-    train_transform,
-    val_transform,
-)
+from lseg.data.transforms import JointCompose, fewshot_transform, train_transform, val_transform
 
 __all__ = [
-    "ADE20K",
-    "ADE20K847",
-    "COCOSTUFF_RAW_TO_TRAIN_ID",
-    "FEWSHOT_PASCAL_CLASSES",
-    "FSS1000",
-    "IGNORE_INDEX",
-    "VOC_CLASSES",
-    "COCO20i",
-    "COCOStuff",
-    "Episode",
-    "FewShotDataset",
-    "FolderDataset",
-    "JointCompose",
-    "Pascal5i",
-    "PascalContext59",
-    "PascalContext459",
-    "PascalVOC",
-    "SampleRecord",
-    "SegmentationDataset",
-    "ade20k_847_labels",
-    "ade20k_labels",
-    "clean_fewshot_name",
-    "coco20i_fold_classes",
-    "coco_stuff_labels",
-    "convert_coco20i_splits",
-    "fewshot_labels",
-    "fewshot_transform",
-    "load_label_file",
-    "pascal5i_fold_classes",
-    "pascal_context_labels",
-    "read_image",
-    "read_mask_array",
-    "train_transform",
-    "val_transform",
-    "voc_labels",
+    "ADE20K", "ADE20K847", "COCOSTUFF_RAW_TO_TRAIN_ID", "FEWSHOT_PASCAL_CLASSES", "FSS1000", "IGNORE_INDEX",
+    "VOC_CLASSES", "COCO20i", "COCOStuff", "Episode", "FewShotDataset", "FolderDataset", "JointCompose",
+    "Pascal5i", "PascalContext59", "PascalContext459", "PascalVOC", "SampleRecord", "SegmentationDataset",
+    "ade20k_847_labels", "ade20k_labels", "clean_fewshot_name", "coco20i_fold_classes", "coco_stuff_labels",
+    "convert_coco20i_splits", "fewshot_labels", "fewshot_transform", "load_label_file",
+    "pascal5i_fold_classes", "pascal_context_labels", "read_image", "read_mask_array", "train_transform",
+    "val_transform", "voc_labels",
 ]

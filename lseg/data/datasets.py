@@ -1,9 +1,6 @@
-"""Readers for the semantic segmentation datasets, in their standard on-disk layouts.
-
-All readers return the common sample format of :class:`lseg.data.base.SegmentationDataset`
-(uint8 RGB image, int64 mask with ``ignore_index`` for unlabelled pixels, image path). The layouts are
-documented in ``docs/datasets.md``; a missing folder or file raises :class:`lseg.errors.DatasetError`
-naming the path.
+"""Readers for the semantic segmentation datasets, in their standard on-disk layouts (documented,
+with the mask mappings, in ``docs/datasets.md``). A missing folder or file raises
+:class:`lseg.errors.DatasetError` naming the path.
 """
 
 from __future__ import annotations
@@ -22,6 +19,7 @@ from lseg.data.base import (
     SampleRecord,
     SegmentationDataset,
     build_lut,
+    descend,
     pair_by_stem,
     read_split_file,
     require_dir,
@@ -37,14 +35,8 @@ from lseg.data.label_sets import (
 from lseg.errors import DatasetError
 
 __all__ = [
-    "ADE20K",
-    "ADE20K847",
-    "COCOSTUFF_RAW_TO_TRAIN_ID",
-    "COCOStuff",
-    "FolderDataset",
-    "PascalContext59",
-    "PascalContext459",
-    "PascalVOC",
+    "ADE20K", "ADE20K847", "COCOSTUFF_RAW_TO_TRAIN_ID", "COCOStuff", "FolderDataset", "PascalContext59",
+    "PascalContext459", "PascalVOC",
 ]
 
 Split = Literal["train", "val"]
@@ -55,43 +47,22 @@ def _check_split(split: str, allowed: Sequence[str] = ("train", "val")) -> None:
         raise DatasetError(f"unknown split {split!r}; expected one of {tuple(allowed)}")
 
 
-def _descend(root: Path, *candidates: str) -> Path:
-    """Accept either the dataset folder itself or a parent holding it (``root/<candidate>``)."""
-    for name in candidates:
-        if (root / name).is_dir():
-            return root / name
-    return root
-
-
 class ADE20K(SegmentationDataset):
-    """ADE20K / SceneParse150 (``ADEChallengeData2016``): 150 classes.
-
-    Layout::
-
-        ADEChallengeData2016/
-          images/{training,validation}/ADE_*.jpg
-          annotations/{training,validation}/ADE_*.png   # uint8: 0 = other/unlabelled, 1..150
-
-    Mask mapping: stored ``0`` -> ``ignore_index`` (255), stored ``v`` -> class ``v - 1`` (mmseg
-    ``reduce_zero_label``; the reference maps 0 to -1).
+    """ADE20K / SceneParse150 (``ADEChallengeData2016``): 150 classes; stored 0 is ignored, ``v`` is
+    class ``v - 1``.
 
     Args:
         root: ``ADEChallengeData2016`` or its parent folder.
         split: ``"train"`` (20,210 images) or ``"val"`` (2,000).
-        transform: Joint ``(image, mask)`` transform.
+        transform: joint ``(image, mask)`` transform.
         label_style: ``"full"`` (``"coffee table"``) or ``"reference"`` (lang-seg's truncated strings,
             ``"coffee"``, which the official ADE20K checkpoints were trained with).
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: Split = "train",
-        transform: JointTransform | None = None,
-        label_style: Literal["full", "reference"] = "full",
-    ) -> None:
+    def __init__(self, root: str | Path, split: Split = "train", transform: JointTransform | None = None,
+                 label_style: Literal["full", "reference"] = "full") -> None:
         _check_split(split)
-        root = _descend(Path(root), "ADEChallengeData2016")
+        root = descend(Path(root), "ADEChallengeData2016")
         sub = {"train": "training", "val": "validation"}[split]
         image_dir = require_dir(root / "images" / sub, "ADE20K images")
         mask_dir = require_dir(root / "annotations" / sub, "ADE20K annotations")
@@ -102,41 +73,23 @@ class ADE20K(SegmentationDataset):
 
 
 class PascalVOC(SegmentationDataset):
-    """PASCAL VOC 2012 segmentation: 21 classes (0 = background), 255 = boundary/void (ignored).
-
-    Layout::
-
-        VOCdevkit/VOC2012/
-          JPEGImages/*.jpg
-          SegmentationClass/*.png              # palette PNG, indices 0..20 and 255
-          ImageSets/Segmentation/{train,val}.txt
-          SegmentationClassAug/*.png           # optional, SBD-augmented masks (aug=True)
-          ImageSets/Segmentation/train_aug.txt # optional list for aug=True ("trainaug.txt" also accepted)
-
-    Palette PNGs are read as their indices (never converted to RGB).
+    """PASCAL VOC 2012 segmentation: 21 classes (0 = background), 255 = boundary (ignored).
 
     Args:
         root: ``VOC2012``, ``VOCdevkit`` or the folder holding ``VOCdevkit``.
         split: ``"train"`` (1,464) or ``"val"`` (1,449).
-        aug: Read masks from ``SegmentationClassAug``. For ``split="train"`` the id list is the first
-            found of ``ImageSets/Segmentation/{train_aug,trainaug}.txt`` and
-            ``ImageSets/SegmentationAug/train_aug.txt`` (10,582 ids); if there is none, every mask in
-            ``SegmentationClassAug`` whose id is not in ``ImageSets/Segmentation/val.txt`` is used
-            (the val ids are removed so that validation images never leak into training).
-        transform: Joint ``(image, mask)`` transform.
+        aug: masks from ``SegmentationClassAug`` (SBD); train ids from the first list found of
+            ``ImageSets/Segmentation/{train_aug,trainaug}.txt``, ``ImageSets/SegmentationAug/train_aug.txt``,
+            else every mask whose id is not in ``val.txt``.
+        transform: joint ``(image, mask)`` transform.
         label_style: ``"clean"`` (``"dining table"``) or ``"reference"`` (``"diningtable"``).
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: Split = "train",
-        aug: bool = False,
-        transform: JointTransform | None = None,
-        label_style: Literal["clean", "reference"] = "clean",
-    ) -> None:
+    def __init__(self, root: str | Path, split: Split = "train", aug: bool = False,
+                 transform: JointTransform | None = None,
+                 label_style: Literal["clean", "reference"] = "clean") -> None:
         _check_split(split)
-        root = _descend(_descend(Path(root), "VOCdevkit"), "VOC2012")
+        root = descend(descend(Path(root), "VOCdevkit"), "VOC2012")
         image_dir = require_dir(root / "JPEGImages", "PASCAL VOC images")
         sets = root / "ImageSets" / "Segmentation"
         if aug:
@@ -165,38 +118,20 @@ class PascalVOC(SegmentationDataset):
 
 
 class PascalContext59(SegmentationDataset):
-    """PASCAL-Context, 59 classes (background ignored).
-
-    Two layouts are recognised (first match wins):
-
-    * mmsegmentation (``tools/dataset_converters/pascal_context.py``)::
-
-          VOCdevkit/VOC2010/
-            JPEGImages/*.jpg
-            SegmentationClassContext/*.png          # uint8: 0 = background, 1..59 classes
-            ImageSets/SegmentationContext/{train,val}.txt
-
-      Stored ``0`` -> ignore, ``v`` -> ``v - 1`` (mmseg ``reduce_zero_label=True``).
-
-    * detectron2 (MaskFormer ``prepare_pascal_context.py``)::
-
-          VOCdevkit/VOC2010/
-            JPEGImages/*.jpg
-            annotations_detectron2/pc59_{train,val}/*.png   # uint8: 0..58 classes, 255 ignore
-
-    Class strings: mmseg ``PascalContextDataset59`` (alphabetical; ``"pottedplant"``, ``"tvmonitor"``).
+    """PASCAL-Context, 59 classes (background ignored), in the mmsegmentation layout
+    (``SegmentationClassContext``, stored ``v`` -> ``v - 1``) or the detectron2 one
+    (``annotations_detectron2/pc59_<split>``, stored = class), first found.
 
     Args:
         root: ``VOC2010``, ``VOCdevkit`` or the folder holding ``VOCdevkit``.
         split: ``"train"`` (4,996) or ``"val"`` (5,104).
-        transform: Joint ``(image, mask)`` transform.
+        transform: joint ``(image, mask)`` transform.
     """
 
-    def __init__(
-        self, root: str | Path, split: Split = "val", transform: JointTransform | None = None
-    ) -> None:
+    def __init__(self, root: str | Path, split: Split = "val",
+                 transform: JointTransform | None = None) -> None:
         _check_split(split)
-        root = _descend(_descend(Path(root), "VOCdevkit"), "VOC2010")
+        root = descend(descend(Path(root), "VOCdevkit"), "VOC2010")
         image_dir = require_dir(root / "JPEGImages", "PASCAL-Context images")
         mmseg_dir = root / "SegmentationClassContext"
         d2_dir = root / "annotations_detectron2" / f"pc59_{split}"
@@ -216,38 +151,25 @@ class PascalContext59(SegmentationDataset):
 
 
 class PascalContext459(SegmentationDataset):
-    """PASCAL-Context, full 459 classes (validation only), detectron2 layout.
+    """PASCAL-Context, 459 classes (val only, detectron2 layout ``annotations_detectron2/pc459_val``,
+    uint16 ``.tif`` or ``.png``): stored ``v`` is class ``v``.
 
-    Layout (MaskFormer / ODISE ``prepare_pascal_context`` output)::
-
-        VOCdevkit/VOC2010/
-          JPEGImages/*.jpg
-          annotations_detectron2/pc459_val/*.tif     # uint16: 0..458 classes, 65535 ignore (.png accepted)
-
-    Stored value ``v`` (0..458) is class ``v`` (= label ``v + 1`` of the original ``labels.txt``);
-    65535 (the original background / unlabelled 0) is ignored.
-
-    **Ignore index is 65535 here, not 255**: with 459 classes, 255 is a valid class index, so
-    ``dataset.ignore_index == 65535`` and masks carry 65535 for ignored pixels. Pass ``ignore_index=dataset.ignore_index`` to the loss, the metrics and the transforms.
+    **Ignore index is 65535**, since 255 is a class: pass ``dataset.ignore_index`` to the loss, the
+    metrics and the transforms.
 
     Args:
         root: ``VOC2010``, ``VOCdevkit`` or the folder holding ``VOCdevkit``.
-        split: only ``"val"`` (5,104 images) exists in this layout.
-        transform: Joint ``(image, mask)`` transform (build it with ``ignore_index=65535``).
-        labels_file: Optional user label file (one string per line) replacing the shipped 459 names.
+        split: only ``"val"`` (5,104 images).
+        transform: joint ``(image, mask)`` transform (built with ``ignore_index=65535``).
+        labels_file: a user label file (one string per line) replacing the shipped 459 names.
     """
 
     ignore_index = 65535
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: Literal["val"] = "val",
-        transform: JointTransform | None = None,
-        labels_file: str | Path | None = None,
-    ) -> None:
+    def __init__(self, root: str | Path, split: Literal["val"] = "val",
+                 transform: JointTransform | None = None, labels_file: str | Path | None = None) -> None:
         _check_split(split, ("val",))
-        root = _descend(_descend(Path(root), "VOCdevkit"), "VOC2010")
+        root = descend(descend(Path(root), "VOCdevkit"), "VOC2010")
         image_dir = require_dir(root / "JPEGImages", "PASCAL-Context images")
         mask_dir = require_dir(root / "annotations_detectron2" / "pc459_val", "PASCAL-Context-459 masks")
         suffix = ".tif" if any(mask_dir.glob("*.tif")) else ".png"
@@ -257,7 +179,7 @@ class PascalContext459(SegmentationDataset):
 
 
 def _labels_of_length(labels_file: str | Path | None, shipped: list[str], name: str) -> list[str]:
-    """The shipped class names, or a user's label file with the same number of lines."""
+    """The shipped class names, or a user's label file with as many lines."""
     if labels_file is None:
         return shipped
     labels = load_label_file(labels_file)
@@ -267,44 +189,30 @@ def _labels_of_length(labels_file: str | Path | None, shipped: list[str], name: 
 
 
 def _uint16_identity_lut(num_classes: int, ignore_index: int) -> np.ndarray:
-    """uint16 masks storing class ids directly (0..num_classes-1); every other value is ignored."""
+    """uint16 masks storing class ids (0..num_classes-1); every other value is ignored."""
     return build_lut({v: v for v in range(num_classes)}, size=65536, default=ignore_index)
 
 
 class ADE20K847(SegmentationDataset):
-    """ADE20K-Full (ADE-847): the full ADE20K release, 847 classes, detectron2 layout.
+    """ADE20K-Full (ADE-847): 847 classes, detectron2 layout (``ADE20K_2021_17_01``, uint16 ``.tif``);
+    stored ``v`` is class ``v`` of :func:`lseg.data.ade20k_847_labels`.
 
-    Layout (detectron2 / MaskFormer ``prepare_ade20k_full_sem_seg.py`` output)::
-
-        ADE20K_2021_17_01/
-          images_detectron2/{training,validation}/*.jpg
-          annotations_detectron2/{training,validation}/*.tif   # uint16: 0..846 classes, 65535 ignore
-
-    Stored value ``v`` (0..846) is class ``v`` of :func:`lseg.data.ade20k_847_labels` (MaskFormer
-    ``ADE20K_SEM_SEG_FULL_CATEGORIES`` order); 65535 (unlabelled) is ignored.
-
-    **Ignore index is 65535 here, not 255**: 255 is a valid class index, so
-    ``dataset.ignore_index == 65535``. Pass ``ignore_index=dataset.ignore_index`` to the loss, the metrics
-    and the transforms.
+    **Ignore index is 65535**, since 255 is a class: pass ``dataset.ignore_index`` to the loss, the
+    metrics and the transforms.
 
     Args:
         root: ``ADE20K_2021_17_01`` or the folder holding it.
         split: ``"train"`` or ``"val"`` (2,000 images).
-        transform: Joint ``(image, mask)`` transform (build it with ``ignore_index=65535``).
-        labels_file: Optional user label file (one string per line) replacing the shipped 847 names.
+        transform: joint ``(image, mask)`` transform (built with ``ignore_index=65535``).
+        labels_file: a user label file (one string per line) replacing the shipped 847 names.
     """
 
     ignore_index = 65535
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: Split = "val",
-        transform: JointTransform | None = None,
-        labels_file: str | Path | None = None,
-    ) -> None:
+    def __init__(self, root: str | Path, split: Split = "val", transform: JointTransform | None = None,
+                 labels_file: str | Path | None = None) -> None:
         _check_split(split)
-        root = _descend(Path(root), "ADE20K_2021_17_01")
+        root = descend(Path(root), "ADE20K_2021_17_01")
         sub = "training" if split == "train" else "validation"
         image_dir = require_dir(root / "images_detectron2" / sub, "ADE-847 images")
         mask_dir = require_dir(root / "annotations_detectron2" / sub, "ADE-847 masks")
@@ -313,8 +221,8 @@ class ADE20K847(SegmentationDataset):
         super().__init__(records, labels, _uint16_identity_lut(847, self.ignore_index), transform)
 
 
-# mmsegmentation tools/dataset_converters/coco_stuff164k.py `clsID_to_trID`: the stuffthingmaps store
-# COCO category id - 1 (0..181 with 11 unused thing ids); train ids renumber the 171 used ones 0..170.
+# mmsegmentation coco_stuff164k.py `clsID_to_trID`: stuffthingmaps store COCO category id - 1 (0..181,
+# 11 ids unused); train ids renumber the 171 used ones 0..170.
 _COCOSTUFF_UNUSED = frozenset({11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90})
 COCOSTUFF_RAW_TO_TRAIN_ID: dict[int, int] = {
     raw: train for train, raw in enumerate(v for v in range(182) if v not in _COCOSTUFF_UNUSED)
@@ -322,34 +230,21 @@ COCOSTUFF_RAW_TO_TRAIN_ID: dict[int, int] = {
 
 
 class COCOStuff(SegmentationDataset):
-    """COCO-Stuff-164k: 171 classes, 255 ignore.
-
-    Layout::
-
-        coco_stuff164k/
-          images/{train2017,val2017}/*.jpg
-          annotations/{train2017,val2017}/*_labelTrainIds.png   # mmseg-converted: 0..170, 255 ignore
-          annotations/{train2017,val2017}/*.png                 # or raw stuffthingmaps: 0..181, 255
-
-    The raw ``stuffthingmaps_trainval2017/{train2017,val2017}`` folder name is accepted in place of
-    ``annotations``. Raw maps are converted on the fly with the standard 182 -> 171 table
-    (:data:`COCOSTUFF_RAW_TO_TRAIN_ID`; the 11 unused ids become ignore).
+    """COCO-Stuff-164k: 171 classes, 255 ignore. Masks under ``annotations`` (or
+    ``stuffthingmaps_trainval2017``): mmseg train ids, or raw maps converted by
+    :data:`COCOSTUFF_RAW_TO_TRAIN_ID`.
 
     Args:
-        root: The COCO-Stuff folder.
+        root: the COCO-Stuff folder.
         split: ``"train"`` (118k) or ``"val"`` (5k).
         mask_format: ``"train_ids"`` (``*_labelTrainIds.png``), ``"raw"`` (stuffthingmaps ``*.png``) or
-            ``"auto"`` (train ids if any ``*_labelTrainIds.png`` exists, else raw).
-        transform: Joint ``(image, mask)`` transform.
+            ``"auto"`` (train ids if any exist, else raw).
+        transform: joint ``(image, mask)`` transform.
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: Split = "val",
-        mask_format: Literal["auto", "train_ids", "raw"] = "auto",
-        transform: JointTransform | None = None,
-    ) -> None:
+    def __init__(self, root: str | Path, split: Split = "val",
+                 mask_format: Literal["auto", "train_ids", "raw"] = "auto",
+                 transform: JointTransform | None = None) -> None:
         _check_split(split)
         root = Path(root)
         sub = f"{split}2017"
@@ -364,7 +259,7 @@ class COCOStuff(SegmentationDataset):
             records = pair_by_stem(image_dir, ann, None, (".jpg",), "_labelTrainIds.png")
             lut = build_lut({v: v for v in range(171)})
         elif mask_format == "raw":
-            # Raw maps share the folder with converted ones in the mmseg layout; skip the converted.
+            # in the mmseg layout raw and converted maps share the folder
             stems = sorted(p.stem for p in ann.glob("*.png") if not p.stem.endswith("_labelTrainIds"))
             records = pair_by_stem(image_dir, ann, stems, (".jpg",), ".png")
             lut = build_lut(COCOSTUFF_RAW_TO_TRAIN_ID)
@@ -374,50 +269,36 @@ class COCOStuff(SegmentationDataset):
 
 
 class FolderDataset(SegmentationDataset):
-    """A user's own dataset in a plain folder layout.
-
-    Layout::
-
-        root/
-          labels.txt           # one class string per line; line i = class i
-          images/*.jpg|png     # any of .jpg .jpeg .png .bmp .webp .tif .tiff
-          masks/<stem>.png     # index (grayscale or palette) PNG: 0..C-1, 255 = ignore
-          splits/train.txt     # optional: one image stem per line
-          splits/val.txt
+    """A user's own dataset: ``root/labels.txt`` (line i = class i), ``images/*``, ``masks/<stem>.png``
+    (0..C-1, 255 = ignore), optional ``splits/<split>.txt`` (one stem per line).
 
     Args:
-        root: The dataset folder.
-        split: ``None`` (every image with a mask) or a split name read from ``splits/<split>.txt``.
-        transform: Joint ``(image, mask)`` transform.
+        root: the dataset folder.
+        split: ``None`` (every image with a mask) or a split name.
+        transform: joint ``(image, mask)`` transform.
 
     Raises:
-        DatasetError: Missing folder / file, a listed stem without image or mask, or (when a sample is
-            loaded) a mask value that is neither a class index nor 255.
+        DatasetError: a missing folder or file, or (when loaded) a mask value not a class nor 255.
     """
 
-    def __init__(
-        self, root: str | Path, split: str | None = None, transform: JointTransform | None = None
-    ) -> None:
+    def __init__(self, root: str | Path, split: str | None = None,
+                 transform: JointTransform | None = None) -> None:
         root = Path(root)
         require_dir(root, "dataset folder")
         labels = load_label_file(root / "labels.txt")
         if len(labels) > IGNORE_INDEX:
-            raise DatasetError(
-                f"{root / 'labels.txt'} has {len(labels)} classes; at most 255 fit beside ignore 255"
-            )
+            raise DatasetError(f"{root / 'labels.txt'} has {len(labels)} classes; at most 255 fit beside "
+                               "ignore 255")
         image_dir = require_dir(root / "images", "images")
         mask_dir = require_dir(root / "masks", "masks")
         if split is not None:
             stems = read_split_file(root / "splits" / f"{split}.txt")
         else:
-            stems = sorted(
-                p.stem
-                for p in image_dir.iterdir()
-                if p.suffix.lower() in IMAGE_EXTENSIONS and (mask_dir / f"{p.stem}.png").is_file()
-            )
+            stems = sorted(p.stem for p in image_dir.iterdir()
+                           if p.suffix.lower() in IMAGE_EXTENSIONS and (mask_dir / f"{p.stem}.png").is_file())
         exts = tuple(dict.fromkeys((*IMAGE_EXTENSIONS, *(e.upper() for e in IMAGE_EXTENSIONS))))
         records: list[SampleRecord] = pair_by_stem(image_dir, mask_dir, stems, exts, ".png")
-        # Values >= C other than 255 are a labelling error, not "ignore": load_mask raises on them.
+        # values >= C other than 255 are labelling errors, not "ignore": map_mask raises on them
         lut = build_lut({v: v for v in range(len(labels))}, default=-1)
         lut[IGNORE_INDEX] = IGNORE_INDEX
         super().__init__(records, labels, lut, transform)

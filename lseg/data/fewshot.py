@@ -1,85 +1,45 @@
-"""Episodes of the few-shot benchmarks (PASCAL-5i, COCO-20i, FSS-1000), as LSeg's zero-shot protocol uses them.
+"""Episodes of the few-shot benchmarks (PASCAL-5i, COCO-20i, FSS-1000) as LSeg's zero-shot protocol
+uses them: the query image and the **name** of one class in it, scored as a binary mask.
 
-LSeg's "zero-shot" evaluation (reference ``test_lseg_zs.py`` on HSNet's loaders) gives the model the
-query image and the **name** of one class known to be in it, and scores a binary (others vs. class)
-prediction. The support set is not used there, so by default these readers return only the query
-side. Zero-shot *training* (reference ``LSegmentationModuleZS``) adds one support image of the same
-class to every query: pass ``num_support=1``.
-
-Every item is::
-
-    {"image": uint8 tensor (3, H, W) RGB,
-     "mask": int64 tensor (H, W): 1 = the episode's class, 0 = anything else, 255 = ignored boundary
-             (PASCAL only; COCO / FSS masks have no ignored pixels),
-     "class_id": int (benchmark class id), "class_name": str, "path": str}
-
-plus, with ``num_support=S > 0``, ``"support_images"`` / ``"support_masks"`` (lists of S tensors, same
-conventions, each passed through the transform) and ``"support_paths"``. Supports are drawn, as
-HSNet does, uniformly among the other images of the episode's class in the same split (never the
-query itself), with torch's global RNG: the training loop seeds it per (seed, epoch, item), so the
-draws are reproducible and differ from epoch to epoch.
-
-Images and masks are returned at their original resolution. The reference evaluates at 480x480
-(image bilinear, mask nearest, aspect ratio not kept); use
-:func:`lseg.data.transforms.fewshot_transform` for that.
-
-Episode lists are deterministic: PASCAL and FSS follow fixed lists, COCO draws its episodes up front
-from ``numpy.random.RandomState(seed)``, replaying the reference's ``np.random`` stream.
-
-One module on purpose (over 500 lines): the three benchmarks share the episode sampler,
-the mask binarisation and the split lists, and differ only in where files are; splitting them
-would spread one protocol over four files.
+Items: ``{"image": uint8 (3, H, W), "mask": int64 (H, W) 1 = the class, 0 = rest, 255 = boundary
+(PASCAL only), "class_id", "class_name", "path"}`` at the original resolution (the protocol resizes
+to 480x480: :func:`lseg.data.transforms.fewshot_transform`). ``num_support=S`` adds
+``support_images`` / ``support_masks`` / ``support_paths`` (zero-shot training), drawn from torch's
+global RNG as HSNet does. Episode lists are deterministic. Details: ``docs/datasets.md``.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import pickle
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
-from lseg.data.base import (
-    IGNORE_INDEX,
-    JointTransform,
-    read_image,
-    read_mask_array,
-    require_dir,
-    require_file,
-)
+from lseg.data.base import IGNORE_INDEX, JointTransform, descend, read_mask_array, require_dir, require_file
+from lseg.data.coco20i_splits import convert_coco20i_splits, derive_coco20i_lists, read_coco20i_json
+from lseg.data.episodes import Episode, FewShotDataset
 from lseg.data.label_sets import fewshot_labels, fss_split_categories, read_package_file
 from lseg.errors import DatasetError
-from lseg.io import atomic_write
 
 __all__ = [
-    "FSS1000",
-    "COCO20i",
-    "Episode",
-    "FewShotDataset",
-    "Pascal5i",
-    "coco20i_fold_classes",
-    "convert_coco20i_splits",
-    "pascal5i_fold_classes",
+    "FSS1000", "COCO20i", "Episode", "FewShotDataset", "Pascal5i", "coco20i_fold_classes",
+    "convert_coco20i_splits", "pascal5i_fold_classes",
 ]
 
 LabelStyle = Literal["reference", "clean"]
 
 
 def pascal5i_fold_classes(fold: int) -> list[int]:
-    """0-based class ids tested in PASCAL-5i fold ``fold``: the contiguous block ``5*fold .. 5*fold+4``."""
+    """0-based class ids tested in PASCAL-5i fold ``fold``: ``5*fold .. 5*fold+4``."""
     _check_fold(fold)
     return [5 * fold + i for i in range(5)]
 
 
 def coco20i_fold_classes(fold: int) -> list[int]:
-    """0-based class ids tested in COCO-20i fold ``fold``: the interleaved set ``{4k + fold : k = 0..19}``."""
+    """0-based class ids tested in COCO-20i fold ``fold``: ``{4k + fold : k = 0..19}``."""
     _check_fold(fold)
     return [4 * k + fold for k in range(20)]
 
@@ -89,164 +49,48 @@ def _check_fold(fold: int) -> None:
         raise DatasetError(f"fold must be 0, 1, 2 or 3, not {fold!r}")
 
 
-@dataclass(frozen=True)
-class Episode:
-    """One query: image file, mask file and the benchmark class id (0-based)."""
+def _val_or_trn(split: str, name: str) -> str:
+    """``split`` with ``test`` read as ``val`` (as the reference does)."""
+    split = "val" if split in ("val", "test") else split
+    if split not in ("val", "trn"):
+        raise DatasetError(f"unknown {name} split {split!r}; expected 'val', 'test' or 'trn'")
+    return split
 
-    image: Path
-    mask: Path
-    class_id: int
 
-
-class FewShotDataset(Dataset):
-    """Base class: a fixed list of :class:`Episode` plus the benchmark's class names.
-
-    Attributes:
-        episodes: The episodes, in evaluation order.
-        labels: Class string of every benchmark class id (all 20 / 80 / 1000, not just the fold's).
-        class_ids: The class ids this split evaluates (the fold's test classes).
-        ignore_index: 255 (boundary pixels; only PASCAL masks carry them).
-        transform: Optional joint ``(image, mask) -> (image, mask)`` transform.
-    """
-
-    ignore_index: int = IGNORE_INDEX
-
-    def __init__(
-        self,
-        episodes: Sequence[Episode],
-        labels: Sequence[str],
-        class_ids: Sequence[int],
-        transform: JointTransform | None = None,
-        num_support: int = 0,
-    ) -> None:
-        if len(episodes) == 0:
-            raise DatasetError(f"{type(self).__name__}: no episodes")
-        if num_support < 0:
-            raise DatasetError(f"num_support must be >= 0, got {num_support}")
-        self.episodes = list(episodes)
-        self.labels = list(labels)
-        self.class_ids = list(class_ids)
-        self.transform = transform
-        self.num_support = num_support
-        self._pools: dict[int, list[Episode]] | None = None
-
-    def __len__(self) -> int:
-        return len(self.episodes)
-
-    def binary_mask(self, path: Path, class_id: int) -> torch.Tensor:
-        """Read ``path`` and return the int64 ``(H, W)`` mask: 1 = ``class_id``, 0 = rest (+255 if any)."""
-        raise NotImplementedError
-
-    def query_episode(self, index: int) -> Episode:
-        """The episode item ``index`` shows (COCO-20i ``trn`` draws it instead, as the reference)."""
-        return self.episodes[index]
-
-    def pool_episodes(self) -> Sequence[Episode]:
-        """Every (image, class) pair of the split; supports are drawn from it. Default: the episodes."""
-        return self.episodes
-
-    def support_pool(self, class_id: int) -> list[Episode]:
-        """The distinct images of ``class_id`` a support can come from (query not excluded)."""
-        if self._pools is None:
-            pools: dict[int, list[Episode]] = {}
-            for ep in dict.fromkeys(self.pool_episodes()):
-                pools.setdefault(ep.class_id, []).append(ep)
-            self._pools = pools
-        return self._pools.get(class_id, [])
-
-    def _load(self, ep: Episode) -> tuple[torch.Tensor, torch.Tensor]:
-        image = read_image(ep.image)
-        mask = self.binary_mask(ep.mask, ep.class_id)
-        if tuple(image.shape[-2:]) != tuple(mask.shape):
-            raise DatasetError(
-                f"image {ep.image} is {tuple(image.shape[-2:])} but mask {ep.mask} is {tuple(mask.shape)}"
-            )
-        if self.transform is not None:
-            image, mask = self.transform(image, mask)
-        return image, mask
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        ep = self.query_episode(index)
-        image, mask = self._load(ep)
-        item: dict[str, Any] = {
-            "image": image,
-            "mask": mask,
-            "class_id": ep.class_id,
-            "class_name": self.labels[ep.class_id],
-            "path": str(ep.image),
-        }
-        if self.num_support:
-            pool = [e for e in self.support_pool(ep.class_id) if e.image != ep.image]
-            if len(pool) < self.num_support:
-                raise DatasetError(
-                    f"class {ep.class_id} ({self.labels[ep.class_id]!r}) has {len(pool)} image(s) besides "
-                    f"{ep.image}; {self.num_support} support(s) needed"
-                )
-            picks = [pool[int(i)] for i in torch.randperm(len(pool))[: self.num_support]]
-            supports = [self._load(e) for e in picks]
-            item["support_images"] = [im for im, _ in supports]
-            item["support_masks"] = [m for _, m in supports]
-            item["support_paths"] = [str(e.image) for e in picks]
-        return item
+def _require_files(episodes: Sequence[Episode], name: str) -> None:
+    for ep in dict.fromkeys(episodes):
+        require_file(ep.image, f"{name} image")
+        require_file(ep.mask, f"{name} mask")
 
 
 class Pascal5i(FewShotDataset):
-    """PASCAL-5i query episodes (HSNet splits, 20 classes, 4 folds).
+    """PASCAL-5i query episodes (HSNet splits, 20 classes, 4 folds) from ``VOC2012/{JPEGImages,
+    SegmentationClassAug}``. Mask: 1 where the stored value is ``class + 1``, 255 where it is 255.
 
-    Layout (HSNet ``Datasets_HSN/VOC2012``)::
-
-        VOC2012/
-          JPEGImages/*.jpg
-          SegmentationClassAug/*.png     # 0 background, 1..20 classes, 255 boundary
-
-    Fold ``i`` tests classes ``5i .. 5i+4`` (0-based). The val episode lists (``<image>__<class 1-based>``
-    lines, 346/451/725/346 per fold) are shipped with the package, copied from lang-seg
-    ``fewshot_data/data/splits/pascal/val``. Training lists (``trn``) are not shipped; pass
-    ``splits_dir`` holding ``trn/fold{0..3}.txt`` (HSNet layout: lang-seg
-    ``fewshot_data/data/splits/pascal/trn``, 2286/3425/5883/2086 lines). Training fold ``i`` reads
-    the three other folds' ``trn`` lists. A ``val/fold{i}.txt`` missing from ``splits_dir`` falls back
-    to the shipped list.
-
-    Episode ``k`` uses list entry ``k % n``. For ``val`` the reference fixes 1000 episodes, so the list
-    (n = 346..725) is cycled and every entry counts 1000 / n = 1.4-2.9 times, the entries at the start
-    of the list once more than the rest: the score is a re-weighted average, not a per-image one. Pass
-    ``num_episodes=None`` for exactly one pass over the list.
-
-    Mask: ``1`` where the stored value is ``class + 1``, ``255`` where it is 255 (boundary, ignored by
-    :class:`lseg.eval.FewShotMeter`), ``0`` elsewhere.
+    The val lists are shipped; training (``trn``) lists come from ``splits_dir`` and fold ``i`` reads
+    the other three folds'. As in the reference, val has 1000 episodes cycling the list (entry
+    ``k % n``), so the score is a re-weighted average; ``num_episodes=None`` makes one pass.
 
     Args:
         root: ``VOC2012`` or a folder holding it (``Datasets_HSN``, ``VOCdevkit``).
         fold: 0..3.
-        split: ``"val"`` (the reference also maps ``"test"`` here) or ``"trn"`` (the other folds' classes).
-        splits_dir: Folder with ``{trn,val}/fold{i}.txt``; default: the shipped val lists.
-        num_episodes: ``"reference"`` (1000 for val, one pass for trn, as HSNet), an episode count
-            (the list is cycled), or ``None`` for one pass.
-        transform: Joint ``(image, mask)`` transform.
+        split: ``"val"`` (``"test"`` is an alias, as in the reference) or ``"trn"``.
+        splits_dir: folder with ``{trn,val}/fold{i}.txt``; a missing val list falls back to the shipped one.
+        num_episodes: ``"reference"`` (1000 for val, one pass for trn), a count (the list is cycled),
+            or ``None`` for one pass.
+        transform: joint ``(image, mask)`` transform.
         label_style: ``"reference"`` (``"diningtable"``) or ``"clean"`` (``"dining table"``).
-        num_support: Support images per item (0: query only, the evaluation protocol; 1: training).
+        num_support: support images per item (0: query only, the evaluation protocol; 1: training).
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        fold: int,
-        split: Literal["val", "test", "trn"] = "val",
-        splits_dir: str | Path | None = None,
-        num_episodes: int | Literal["reference"] | None = "reference",
-        transform: JointTransform | None = None,
-        label_style: LabelStyle = "reference",
-        num_support: int = 0,
-    ) -> None:
+    def __init__(self, root: str | Path, fold: int, split: Literal["val", "test", "trn"] = "val",
+                 splits_dir: str | Path | None = None,
+                 num_episodes: int | Literal["reference"] | None = "reference",
+                 transform: JointTransform | None = None, label_style: LabelStyle = "reference",
+                 num_support: int = 0) -> None:
         _check_fold(fold)
-        split = "val" if split in ("val", "test") else split
-        if split not in ("val", "trn"):
-            raise DatasetError(f"unknown PASCAL-5i split {split!r}; expected 'val', 'test' or 'trn'")
-        root = Path(root)
-        for sub in ("VOC2012", "VOCdevkit/VOC2012"):
-            if (root / sub).is_dir():
-                root = root / sub
-                break
+        split = _val_or_trn(split, "PASCAL-5i")
+        root = descend(Path(root), "VOC2012", "VOCdevkit/VOC2012")
         image_dir = require_dir(root / "JPEGImages", "PASCAL-5i images")
         mask_dir = require_dir(root / "SegmentationClassAug", "PASCAL-5i SBD-augmented masks")
 
@@ -261,9 +105,7 @@ class Pascal5i(FewShotDataset):
             Episode(image_dir / f"{name}.jpg", mask_dir / f"{name}.png", cls)
             for name, cls in (metadata[k % len(metadata)] for k in range(n))
         ]
-        for ep in dict.fromkeys(episodes):
-            require_file(ep.image, "PASCAL-5i image")
-            require_file(ep.mask, "PASCAL-5i mask")
+        _require_files(episodes, "PASCAL-5i")
         class_ids = pascal5i_fold_classes(fold)
         if split == "trn":
             class_ids = [c for c in range(20) if c not in class_ids]
@@ -297,73 +139,45 @@ class Pascal5i(FewShotDataset):
 
 
 class COCO20i(FewShotDataset):
-    """COCO-20i query episodes (HSNet, 80 classes, 4 interleaved folds).
+    """COCO-20i query episodes (HSNet, 80 classes, 4 interleaved folds) from ``COCO2014/{train2014,
+    val2014}`` and ``annotations/`` (stored ``class + 1``).
 
-    Layout (HSNet ``Datasets_HSN/COCO2014``)::
-
-        COCO2014/
-          train2014/*.jpg, val2014/*.jpg
-          annotations/train2014/*.png, annotations/val2014/*.png   # 0 background, class c -> c + 1
-
-    Fold ``i`` tests classes ``{4k + i}`` (0-based). Per-class image lists come from ``splits_dir``
-    (``{trn,val}/fold{i}.json``, see :func:`convert_coco20i_splits` to make them from HSNet's pickles).
-    Without ``splits_dir`` they are derived by scanning every mask of the split for the fold's classes;
-    HSNet's lists are not guaranteed to be identical, so the episodes (and scores) can differ.
-
-    ``val`` episodes are drawn once at construction, replaying the reference: with
-    ``rs = numpy.random.RandomState(seed)``, each episode takes ``c = rs.choice(class_ids, 1,
-    replace=False)[0]`` then ``rs.choice(images[c], 1, replace=False)[0]``. With ``seed=0`` and HSNet's
-    lists this is the stream the reference's ``fix_randseed(0)`` produces (as long as nothing else draws
-    from ``np.random`` in between), and it does not depend on DataLoader workers.
-
-    ``trn`` items are drawn the same way (a class uniformly, then one of its images) but afresh at every
-    ``__getitem__``, from torch's global RNG, ignoring the index, as HSNet's training loader does; the
-    length (one epoch) is the number of (class, image) pairs in the lists, HSNet's ``len(img_metadata)``.
+    Per-class image lists come from ``splits_dir`` (:func:`convert_coco20i_splits`), else are derived
+    from the masks (then episodes may differ from HSNet's). ``val`` episodes are drawn once, replaying
+    the reference: ``rs = numpy.random.RandomState(seed)``, per episode ``c = rs.choice(class_ids, 1,
+    replace=False)[0]`` then ``rs.choice(images[c], 1, replace=False)[0]``. ``trn`` items are drawn
+    the same way but afresh per ``__getitem__`` from torch's RNG (HSNet's training loader); the epoch
+    length is the number of (class, image) pairs.
 
     Args:
         root: ``COCO2014`` or a folder holding it.
         fold: 0..3.
         split: ``"val"`` (``"test"`` is an alias) or ``"trn"``.
-        splits_dir: Folder with ``{trn,val}/fold{i}.json``; ``None`` derives the lists from the masks.
-        num_episodes: Number of episodes; ``"reference"``: 1000 for val, the (class, image) pair count
-            for trn.
-        seed: Seed of the val episode sampler.
-        transform: Joint ``(image, mask)`` transform.
+        splits_dir: folder with ``{trn,val}/fold{i}.json``; ``None`` derives the lists from the masks.
+        num_episodes: a count; ``"reference"``: 1000 for val, the (class, image) pair count for trn.
+        seed: seed of the val episode sampler.
+        transform: joint ``(image, mask)`` transform.
         label_style: ``"reference"`` (``"trafficlight"``) or ``"clean"`` (``"traffic light"``).
-        num_support: Support images per item (0: query only; 1: training).
+        num_support: support images per item (0: query only; 1: training).
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        fold: int,
-        split: Literal["val", "test", "trn"] = "val",
-        splits_dir: str | Path | None = None,
-        num_episodes: int | Literal["reference"] = "reference",
-        seed: int = 0,
-        transform: JointTransform | None = None,
-        label_style: LabelStyle = "reference",
-        num_support: int = 0,
-    ) -> None:
+    def __init__(self, root: str | Path, fold: int, split: Literal["val", "test", "trn"] = "val",
+                 splits_dir: str | Path | None = None, num_episodes: int | Literal["reference"] = "reference",
+                 seed: int = 0, transform: JointTransform | None = None,
+                 label_style: LabelStyle = "reference", num_support: int = 0) -> None:
         _check_fold(fold)
-        split = "val" if split in ("val", "test") else split
-        if split not in ("val", "trn"):
-            raise DatasetError(f"unknown COCO-20i split {split!r}; expected 'val', 'test' or 'trn'")
-        root = Path(root)
-        if (root / "COCO2014").is_dir():
-            root = root / "COCO2014"
-        require_dir(root, "COCO-20i root")
+        split = _val_or_trn(split, "COCO-20i")
+        root = require_dir(descend(Path(root), "COCO2014"), "COCO-20i root")
         class_ids = coco20i_fold_classes(fold)
         if split == "trn":
             class_ids = [c for c in range(80) if c not in class_ids]
 
         if splits_dir is not None:
-            classwise = _read_coco_json(
-                require_file(Path(splits_dir) / split / f"fold{fold}.json", "COCO-20i split")
-            )
+            lists = require_file(Path(splits_dir) / split / f"fold{fold}.json", "COCO-20i split")
+            classwise = read_coco20i_json(lists)
         else:
             coco_split = "val2014" if split == "val" else "train2014"
-            classwise = _derive_coco_classwise(root, coco_split, class_ids)
+            classwise = derive_coco20i_lists(root, coco_split, class_ids)
         for c in class_ids:
             if not classwise.get(c):
                 raise DatasetError(f"COCO-20i fold {fold} ({split}): no image lists class {c}")
@@ -385,9 +199,7 @@ class COCO20i(FewShotDataset):
                 name = str(rs.choice(classwise[cls], 1, replace=False)[0])
                 episodes.append(self._episode(name, cls))
             to_check = episodes
-        for ep in dict.fromkeys(to_check):
-            require_file(ep.image, "COCO-20i image")
-            require_file(ep.mask, "COCO-20i mask")
+        _require_files(to_check, "COCO-20i")
         self._pairs = pairs
         super().__init__(episodes, fewshot_labels("coco", label_style), class_ids, transform, num_support)
 
@@ -409,125 +221,29 @@ class COCO20i(FewShotDataset):
         return torch.from_numpy((read_mask_array(path) == class_id + 1).astype(np.int64))
 
 
-def _read_coco_json(path: Path) -> dict[int, list[str]]:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise DatasetError(f"{path}: expected a JSON object mapping class id -> list of image paths")
-    return {int(k): [str(v) for v in vals] for k, vals in data.items()}
-
-
-def _derive_coco_classwise(root: Path, coco_split: str, class_ids: Sequence[int]) -> dict[int, list[str]]:
-    mask_dir = require_dir(root / "annotations" / coco_split, "COCO-20i masks")
-    wanted = np.asarray(class_ids) + 1
-    classwise: dict[int, list[str]] = {c: [] for c in class_ids}
-    for mask in sorted(mask_dir.glob("*.png")):
-        present = np.intersect1d(np.unique(read_mask_array(mask)), wanted)
-        for v in present:
-            classwise[int(v) - 1].append(f"{coco_split}/{mask.stem}.jpg")
-    return classwise
-
-
-class _DataOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that refuses every global lookup.
-
-    dict / list / tuple / str / int / float / bool / None are built by dedicated pickle opcodes and
-    never reach ``find_class``; anything else (classes, functions, numpy scalars) needs a global and
-    is rejected, so loading cannot execute code.
-    """
-
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(
-            f"refusing to load global {module}.{name}: only plain dict/list/str/int data is allowed"
-        )
-
-
-def _load_split_pickle(path: Path) -> dict[int, list[str]]:
-    try:
-        data = _DataOnlyUnpickler(io.BytesIO(path.read_bytes())).load()
-    except (pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise DatasetError(f"cannot convert {path}: {e}") from e
-    if not isinstance(data, Mapping) or not all(
-        isinstance(k, int) and isinstance(v, list) and all(isinstance(x, str) for x in v)
-        for k, v in data.items()
-    ):
-        raise DatasetError(f"{path} is not a dict of int -> list[str]")
-    return {int(k): list(v) for k, v in data.items()}
-
-
-def convert_coco20i_splits(pkl_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """Convert HSNet's COCO-20i split pickles to JSON, once, without executing pickle code.
-
-    Reads ``pkl_dir/{trn,val}/fold{0..3}.pkl`` (each a ``dict`` class id (0-79) -> list of
-    ``"train2014/...jpg"`` / ``"val2014/...jpg"``) with an unpickler that only builds plain
-    dict/list/str/int data, and writes ``out_dir/{trn,val}/fold{i}.json`` (keys as strings, list order
-    kept, which matters for the episode sampler). Missing pickles are skipped.
-
-    Args:
-        pkl_dir: HSNet's ``fewshot_data/data/splits/coco`` folder.
-        out_dir: Destination; pass it as ``splits_dir`` to :class:`COCO20i`.
-
-    Returns:
-        The JSON files written.
-
-    Raises:
-        DatasetError: If no pickle is found, or one holds anything but dict/list/str/int data.
-    """
-    pkl_dir, out_dir = Path(pkl_dir), Path(out_dir)
-    written = []
-    for split in ("trn", "val"):
-        for fold in range(4):
-            src = pkl_dir / split / f"fold{fold}.pkl"
-            if not src.is_file():
-                continue
-            data = _load_split_pickle(src)
-            dst = out_dir / split / f"fold{fold}.json"
-            text = json.dumps({str(k): v for k, v in data.items()}, indent=0)
-            atomic_write(dst, lambda p, text=text: p.write_text(text, encoding="utf-8"))
-            written.append(dst)
-    if not written:
-        raise DatasetError(
-            f"no COCO-20i split pickles found under {pkl_dir} (expected {{trn,val}}/fold{{0..3}}.pkl)"
-        )
-    return written
-
-
 class FSS1000(FewShotDataset):
-    """FSS-1000 query episodes (HSNet splits: 520 trn / 240 val / 240 test categories).
+    """FSS-1000 query episodes (HSNet splits: 520 trn / 240 val / 240 test categories, shipped) from
+    ``FSS-1000/<category>/{1..10}.{jpg,png}`` (mask >= 128 = foreground).
 
-    Layout (HSNet ``Datasets_HSN/FSS-1000``)::
-
-        FSS-1000/<category>/{1..10}.jpg     # images
-        FSS-1000/<category>/{1..10}.png     # masks, binarised at 128 (>= 128 = foreground)
-
-    Class id = position of the category in the **sorted** split list + offset (trn 0, val 520,
-    test 760), i.e. the line of lang-seg's ``fewshot_fss.txt``. Every ``.jpg`` of every category is one
-    episode, in ``sorted(glob)`` order (``1, 10, 2, ..., 9``), as the reference does with ``--nshot 0``.
-    The category lists are shipped (copied from lang-seg ``fewshot_data/data/splits/fss``).
+    Class id = position in the sorted split list + offset (trn 0, val 520, test 760), the line of
+    lang-seg's ``fewshot_fss.txt``. Every ``.jpg`` is one episode, in ``sorted(glob)`` order.
 
     Args:
         root: ``FSS-1000`` or a folder holding it.
         split: ``"test"``, ``"val"`` or ``"trn"``.
-        transform: Joint ``(image, mask)`` transform.
+        transform: joint ``(image, mask)`` transform.
         label_style: ``"reference"`` (``"ac_wall"``) or ``"clean"`` (``"ac wall"``).
-        num_support: Support images per item, from the query's category (0: query only; 1: training).
+        num_support: support images per item, from the query's category (0: query only; 1: training).
     """
 
     _OFFSETS: ClassVar[dict[str, int]] = {"trn": 0, "val": 520, "test": 760}
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: Literal["trn", "val", "test"] = "test",
-        transform: JointTransform | None = None,
-        label_style: LabelStyle = "reference",
-        num_support: int = 0,
-    ) -> None:
+    def __init__(self, root: str | Path, split: Literal["trn", "val", "test"] = "test",
+                 transform: JointTransform | None = None, label_style: LabelStyle = "reference",
+                 num_support: int = 0) -> None:
         if split not in self._OFFSETS:
             raise DatasetError(f"unknown FSS-1000 split {split!r}; expected 'trn', 'val' or 'test'")
-        root = Path(root)
-        if (root / "FSS-1000").is_dir():
-            root = root / "FSS-1000"
-        require_dir(root, "FSS-1000 root")
+        root = require_dir(descend(Path(root), "FSS-1000"), "FSS-1000 root")
         categories = sorted(fss_split_categories(split))
         episodes = []
         for i, cat in enumerate(categories):
@@ -537,9 +253,8 @@ class FSS1000(FewShotDataset):
                 name = Path(img).name
                 if name.split(".")[1:2] == ["jpg"]:
                     mask = Path(img).with_name(name.split(".")[0] + ".png")
-                    episodes.append(
-                        Episode(Path(img), require_file(mask, "FSS-1000 mask"), i + self._OFFSETS[split])
-                    )
+                    mask = require_file(mask, "FSS-1000 mask")
+                    episodes.append(Episode(Path(img), mask, i + self._OFFSETS[split]))
         class_ids = list(range(self._OFFSETS[split], self._OFFSETS[split] + len(categories)))
         super().__init__(episodes, fewshot_labels("fss", label_style), class_ids, transform, num_support)
 

@@ -1,25 +1,7 @@
-"""Label sets of the datasets: the class strings of every supported dataset (parsing a user's own
-label list and templates is :mod:`lseg.labels`'s job).
-
-LSeg feeds the raw class string to the CLIP text encoder (no prompt template), so the exact spelling of
-each label matters: a model trained on ``"coffee"`` is evaluated with ``"coffee"``. Every function here
-returns a fresh ``list[str]`` whose index ``i`` is the string for class index ``i`` of the matching
-dataset reader in :mod:`lseg.data`.
-
-Sources (the shipped files are copies of public data, see ``docs/datasets.md``):
-
-* ``ade20k_objectInfo150.txt``: lang-seg ``label_files/ade20k_objectInfo150.txt`` (spaces and synonym
-  separators both written as ``;``), used for ``style="reference"``.
-* ``ade20k_objectInfo150_csail.txt``: CSAILVision/sceneparsing ``objectInfo150.txt`` (tab separated,
-  synonyms separated by ``", "``), used for ``style="full"``.
-* ``coco_stuff171.txt``: the 171 COCO-Stuff-164k train-id names (mmsegmentation ``COCOStuffDataset``).
-* ``pascal_context59.txt`` / ``pascal_context459.txt``: PASCAL-Context 59 (mmsegmentation
-  ``PascalContextDataset59`` order) and the full 459-class list (the dataset's alphabetical
-  ``labels.txt`` order used by the detectron2-style ``pc459`` annotations).
-* ``ade20k_847.txt``: the 847 ADE20K-Full names (``ADE20K_SEM_SEG_FULL_CATEGORIES`` "name" fields of
-  MaskFormer ``mask_former/data/datasets/register_ade20k_full.py``, trainId order), one per line.
-* ``fewshot_coco.txt``: lang-seg ``label_files/fewshot_coco.txt``; FSS-1000 names are rebuilt from the
-  shipped HSNet split lists exactly as lang-seg's ``fewshot_fss.txt`` (sorted trn + sorted val + sorted test).
+"""The class strings of every supported dataset (a user's own label lists and templates are
+:mod:`lseg.labels`). LSeg feeds the raw string to CLIP, so the spelling matters: each function returns a
+fresh ``list[str]`` whose index ``i`` names class ``i`` of the matching reader. The shipped files in
+``label_files/`` are copies of public data (sources: ``docs/datasets.md``).
 """
 
 from __future__ import annotations
@@ -32,68 +14,38 @@ from typing import Literal
 from lseg.errors import DatasetError, LabelError
 
 __all__ = [
-    "FEWSHOT_PASCAL_CLASSES",
-    "VOC_CLASSES",
-    "ade20k_847_labels",
-    "ade20k_labels",
-    "clean_fewshot_name",
-    "coco_stuff_labels",
-    "fewshot_labels",
-    "fss_split_categories",
-    "load_label_file",
-    "pascal_context_labels",
-    "read_package_file",
-    "voc_labels",
+    "FEWSHOT_PASCAL_CLASSES", "VOC_CLASSES", "ade20k_847_labels", "ade20k_labels", "clean_fewshot_name",
+    "coco_stuff_labels", "fewshot_labels", "fss_split_categories", "load_label_file", "pascal_context_labels",
+    "read_package_file", "voc_labels",
 ]
 
 LabelStyle = Literal["reference", "clean"]
 
-# PASCAL VOC order (class index 1..20); index 0 is "background" in the 21-class semantic task.
-# The few-shot benchmarks use the same 20 names without spaces (lang-seg label_files/fewshot_pascal.txt).
+# PASCAL VOC order (class 1..20; 0 is "background"), as the few-shot benchmarks write them.
 FEWSHOT_PASCAL_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )  # fmt: skip
 VOC_CLASSES: tuple[str, ...] = ("background", *FEWSHOT_PASCAL_CLASSES)
 
-# Concatenated reference names -> readable words. Only names that glue several words together are
-# listed; everything else is already a plain word ("motorbike", "aeroplane", "sofa" stay as they are).
+# Reference names that glue words together -> readable words (other names are plain words already).
 _CLEAN_NAMES: dict[str, str] = {
-    "diningtable": "dining table",
-    "pottedplant": "potted plant",
-    "tvmonitor": "tv monitor",
-    "trafficlight": "traffic light",
-    "firehydrant": "fire hydrant",
-    "stopsign": "stop sign",
-    "parkingmeter": "parking meter",
-    "sportsball": "sports ball",
-    "baseballbat": "baseball bat",
-    "baseballglove": "baseball glove",
-    "tennisracket": "tennis racket",
-    "wineglass": "wine glass",
-    "hotdog": "hot dog",
-    "cellphone": "cell phone",
-    "teddybear": "teddy bear",
-    "hairdrier": "hair drier",
+    "diningtable": "dining table", "pottedplant": "potted plant", "tvmonitor": "tv monitor",
+    "trafficlight": "traffic light", "firehydrant": "fire hydrant", "stopsign": "stop sign",
+    "parkingmeter": "parking meter", "sportsball": "sports ball", "baseballbat": "baseball bat",
+    "baseballglove": "baseball glove", "tennisracket": "tennis racket", "wineglass": "wine glass",
+    "hotdog": "hot dog", "cellphone": "cell phone", "teddybear": "teddy bear", "hairdrier": "hair drier",
 }
 
 _FSS_SPLITS = ("trn", "val", "test")
 
 
 def read_package_file(name: str) -> str:
-    """Return the text of a file shipped in ``lseg/data/label_files``.
-
-    Args:
-        name: File name inside ``lseg/data/label_files``.
-
-    Raises:
-        FileNotFoundError: If the file is not part of the installed package.
-    """
+    """The text of a file shipped in ``lseg/data/label_files`` (``FileNotFoundError`` if absent)."""
     return resources.files("lseg.data").joinpath("label_files", name).read_text(encoding="utf-8")
 
 
 def _lines(name: str) -> list[str]:
-    # splitlines() also swallows "\r\n" so a file re-saved on Windows still parses.
     return [line for line in read_package_file(name).splitlines() if line.strip()]
 
 
@@ -112,15 +64,9 @@ def _ade20k(style: str) -> tuple[str, ...]:
 def ade20k_labels(style: Literal["full", "reference"] = "full") -> list[str]:
     """The 150 ADE20K (SceneParse150) class strings, index ``i`` = annotation value ``i + 1``.
 
-    Args:
-        style: ``"full"`` gives each class's first synonym from objectInfo150 with its spaces kept
-            (``"coffee table"``, ``"kitchen island"``, ``"screen door"`` vs ``"screen"``).
-            ``"reference"`` reproduces lang-seg's parser, which truncates multi-word names at the first
-            word (``"coffee"``, ``"kitchen"``, and ``"screen"`` twice, for classes 58 and 130). The
-            official ADE20K checkpoints were trained with the reference strings.
-
-    Returns:
-        150 strings.
+    ``style="full"``: each class's first objectInfo150 synonym with its spaces (``"coffee table"``);
+    ``"reference"``: lang-seg's parser, which truncates at the first word (``"coffee"``, and
+    ``"screen"`` twice), the strings the official ADE20K checkpoints were trained with.
     """
     if style not in ("full", "reference"):
         raise LabelError(f"unknown ADE20K label style {style!r}; expected 'full' or 'reference'")
@@ -128,21 +74,14 @@ def ade20k_labels(style: Literal["full", "reference"] = "full") -> list[str]:
 
 
 def ade20k_847_labels() -> list[str]:
-    """The 847 ADE20K-Full (ADE-847) class strings, index ``i`` = stored value ``i`` of the detectron2
-    ``annotations_detectron2`` masks (MaskFormer ``ADE20K_SEM_SEG_FULL_CATEGORIES`` order).
-
-    Each string is the detectron2 name verbatim, synonyms included (``"building, edifice"``).
-    """
+    """The 847 ADE20K-Full class strings (MaskFormer ``ADE20K_SEM_SEG_FULL_CATEGORIES`` order, synonyms
+    kept: ``"building, edifice"``), index ``i`` = stored value ``i``."""
     return _lines("ade20k_847.txt")
 
 
 def voc_labels(style: LabelStyle = "clean") -> list[str]:
-    """The 21 PASCAL VOC class strings (index 0 = ``"background"``).
-
-    Args:
-        style: ``"clean"`` writes multi-word names with spaces (``"dining table"``);
-            ``"reference"`` keeps the glued VOC spellings (``"diningtable"``).
-    """
+    """The 21 PASCAL VOC class strings (0 = ``"background"``): ``style="clean"`` writes multi-word names
+    with spaces (``"dining table"``), ``"reference"`` keeps the glued spellings (``"diningtable"``)."""
     return [_style(name, style) for name in VOC_CLASSES]
 
 
@@ -152,12 +91,8 @@ def coco_stuff_labels() -> list[str]:
 
 
 def pascal_context_labels(num_classes: Literal[59, 459] = 59) -> list[str]:
-    """PASCAL-Context class strings.
-
-    Args:
-        num_classes: 59 (mmseg ``PascalContextDataset59`` order: alphabetical, background excluded) or
-            459 (the full alphabetical list; index ``i`` = label ``i + 1`` of the original annotations).
-    """
+    """PASCAL-Context class strings: 59 (mmseg ``PascalContextDataset59`` order, background excluded) or
+    459 (the full alphabetical list; index ``i`` = label ``i + 1`` of the original annotations)."""
     if num_classes == 59:
         return _lines("pascal_context59.txt")
     if num_classes == 459:
@@ -167,25 +102,17 @@ def pascal_context_labels(num_classes: Literal[59, 459] = 59) -> list[str]:
 
 @cache
 def fss_split_categories(split: str) -> tuple[str, ...]:
-    """FSS-1000 category folder names of one HSNet split, in file order (not sorted).
-
-    Args:
-        split: ``"trn"`` (520), ``"val"`` (240) or ``"test"`` (240).
-    """
+    """FSS-1000 category folder names of one HSNet split (``trn`` 520, ``val`` / ``test`` 240), in
+    file order (not sorted)."""
     if split not in _FSS_SPLITS:
         raise DatasetError(f"unknown FSS-1000 split {split!r}; expected one of {_FSS_SPLITS}")
     return tuple(_lines(f"fss1000_{split}.txt"))
 
 
 def fewshot_labels(benchmark: Literal["pascal", "coco", "fss"], style: LabelStyle = "reference") -> list[str]:
-    """Class strings of the few-shot (zero-shot protocol) benchmarks, indexed by the benchmark class id.
-
-    Args:
-        benchmark: ``"pascal"`` (20), ``"coco"`` (80) or ``"fss"`` (1000).
-        style: ``"reference"`` returns the strings lang-seg feeds to CLIP (``"diningtable"``,
-            ``"trafficlight"``, ``"ac_wall"``); ``"clean"`` splits glued words and turns underscores into
-            spaces (``"dining table"``, ``"traffic light"``, ``"ac wall"``).
-    """
+    """Class strings of a few-shot benchmark (``pascal`` 20, ``coco`` 80, ``fss`` 1000) by class id:
+    ``style="reference"`` is what lang-seg feeds to CLIP (``"diningtable"``, ``"ac_wall"``),
+    ``"clean"`` splits glued words and underscores (``"dining table"``, ``"ac wall"``)."""
     if benchmark == "pascal":
         names = list(FEWSHOT_PASCAL_CLASSES)
     elif benchmark == "coco":
@@ -199,7 +126,8 @@ def fewshot_labels(benchmark: Literal["pascal", "coco", "fss"], style: LabelStyl
 
 
 def clean_fewshot_name(name: str) -> str:
-    """Readable form of a reference few-shot name: ``"diningtable"`` -> ``"dining table"``, ``"ac_wall"`` -> ``"ac wall"``."""
+    """Readable form of a reference few-shot name (``"diningtable"`` -> ``"dining table"``, ``"ac_wall"``
+    -> ``"ac wall"``)."""
     return _CLEAN_NAMES.get(name, name).replace("_", " ")
 
 
@@ -212,15 +140,13 @@ def _style(name: str, style: str) -> str:
 
 
 def load_label_file(path: str | Path) -> list[str]:
-    """Read a user label file: one class string per line, line ``i`` = class ``i``.
-
-    Surrounding whitespace is stripped; blank lines are an error (they would silently shift every
-    following class index), except trailing blank lines at the end of the file.
+    """A user label file: one class string per line (line ``i`` = class ``i``), stripped; trailing
+    blank lines are dropped.
 
     Raises:
-        DatasetError: If the file is missing.
-        LabelError: If it is empty, has an inner blank line or a line starting with ``#``, or repeats a
-            label (case-insensitively).
+        DatasetError: the file is missing.
+        LabelError: empty, an inner blank line, a line starting with ``#``, or a label repeated
+            (case-insensitively).
     """
     path = Path(path)
     if not path.is_file():

@@ -1,22 +1,8 @@
-"""Dataset names used by ``lseg train`` and ``lseg eval``, mapped to the readers of :mod:`lseg.data` (the registry).
-
-Semantic segmentation (``build_dataset``):
-
-============================  ========================================================  =========
-name (aliases)                reader                                                    classes
-============================  ========================================================  =========
-``ade20k`` (``ade150``)       :class:`lseg.data.ADE20K`                                  150
-``pascal_voc`` (``voc21``)    :class:`lseg.data.PascalVOC` (background = class 0)         21
-``voc20``                     PASCAL VOC without background (background ignored)          20
-``pascal_context59`` (pc59)   :class:`lseg.data.PascalContext59`                          59
-``pascal_context459`` (pc459) :class:`lseg.data.PascalContext459` (ignore 65535)          459
-``coco_stuff``                :class:`lseg.data.COCOStuff`                                171
-``folder``                    :class:`lseg.data.FolderDataset` (your own data)            any
-``ade847`` (``ade-847``)      :class:`lseg.data.ADE20K847` (ignore 65535)                 847
-============================  ========================================================  =========
-
-Few-shot (zero-shot protocol) benchmarks (``build_fewshot_dataset``): ``pascal5i``, ``coco20i``,
-``fss1000``.
+"""Dataset names used by ``lseg train`` and ``lseg eval`` (aliases accepted), mapped to the readers
+of :mod:`lseg.data`: semantic (:func:`build_dataset`) ``ade20k`` (150 classes), ``pascal_voc`` (21),
+``voc20`` (VOC without background), ``pascal_context59``, ``pascal_context459``, ``coco_stuff`` (171),
+``ade847`` and ``folder`` (your own data); few-shot (:func:`build_fewshot_dataset`) ``pascal5i``,
+``coco20i`` and ``fss1000``.
 """
 
 from __future__ import annotations
@@ -43,13 +29,8 @@ from lseg.data.label_sets import voc_labels
 from lseg.errors import DatasetError
 
 __all__ = [
-    "FEWSHOT_DATASETS",
-    "SEMANTIC_DATASETS",
-    "PascalVOC20",
-    "build_dataset",
-    "build_fewshot_dataset",
-    "canonical_name",
-    "open_vocab_labels",
+    "FEWSHOT_DATASETS", "SEMANTIC_DATASETS", "PascalVOC20", "build_dataset", "build_fewshot_dataset",
+    "canonical_name", "open_vocab_labels",
 ]
 
 SEMANTIC_DATASETS = (
@@ -57,32 +38,17 @@ SEMANTIC_DATASETS = (
 )  # fmt: skip
 FEWSHOT_DATASETS = ("pascal5i", "coco20i", "fss1000")
 _ALIASES = {
-    "ade": "ade20k",
-    "ade150": "ade20k",
-    "ade-150": "ade20k",
-    "ade-847": "ade847",
-    "voc": "pascal_voc",
-    "voc21": "pascal_voc",
-    "voc-20": "voc20",
-    "pc59": "pascal_context59",
-    "pc-59": "pascal_context59",
-    "pc459": "pascal_context459",
-    "pc-459": "pascal_context459",
-    "cocostuff": "coco_stuff",
-    "coco-stuff": "coco_stuff",
-    "pascal": "pascal5i",
-    "coco": "coco20i",
-    "fss": "fss1000",
+    "ade": "ade20k", "ade150": "ade20k", "ade-150": "ade20k", "ade-847": "ade847", "voc": "pascal_voc",
+    "voc21": "pascal_voc", "voc-20": "voc20", "pc59": "pascal_context59", "pc-59": "pascal_context59",
+    "pc459": "pascal_context459", "pc-459": "pascal_context459", "cocostuff": "coco_stuff",
+    "coco-stuff": "coco_stuff", "pascal": "pascal5i", "coco": "coco20i", "fss": "fss1000",
     "fss-1000": "fss1000",
 }
 
 
 class PascalVOC20(PascalVOC):
-    """PASCAL VOC without the background class: the open-vocabulary "VOC-20" benchmark.
-
-    Same files as :class:`lseg.data.PascalVOC`; stored ``0`` (background) and ``255`` are ignored and
-    classes ``1..20`` become ``0..19``.
-    """
+    """PASCAL VOC without the background class (the open-vocabulary "VOC-20" benchmark): stored 0 and
+    255 are ignored, classes 1..20 become 0..19."""
 
     def __init__(self, root: str | Path, split: str = "val", **kwargs: Any) -> None:
         super().__init__(root, split, **kwargs)  # type: ignore[arg-type]
@@ -92,7 +58,7 @@ class PascalVOC20(PascalVOC):
 
 
 def canonical_name(name: str) -> str:
-    """Resolve an alias (``ade150``, ``pc59``, ``voc21``...) to the canonical dataset name."""
+    """The canonical dataset name of ``name`` or an alias (``ade150``, ``pc59``, ``voc21``, ...)."""
     key = name.strip().lower()
     key = _ALIASES.get(key, key)
     if key not in SEMANTIC_DATASETS + FEWSHOT_DATASETS:
@@ -101,18 +67,13 @@ def canonical_name(name: str) -> str:
     return key
 
 
-def build_dataset(
-    name: str,
-    root: str | Path | None,
-    split: str | None = "val",
-    transform: JointTransform | None = None,
-    label_style: str | None = None,
-    **kwargs: Any,
-) -> SegmentationDataset:
+def build_dataset(name: str, root: str | Path | None, split: str | None = "val",
+                  transform: JointTransform | None = None, label_style: str | None = None,
+                  **kwargs: Any) -> SegmentationDataset:
     """A semantic segmentation reader by name.
 
     Args:
-        name: see the module table (aliases accepted).
+        name: a name of the module docstring, or an alias.
         root: dataset folder.
         split: ``train``/``val`` (``folder``: a split list name, or ``None`` for every image).
         transform: joint ``(image, mask)`` transform.
@@ -122,53 +83,26 @@ def build_dataset(
     key = canonical_name(name)
     if root is None:
         raise DatasetError(f"dataset {key!r} needs a data root (--data-root)")
-    if label_style is not None:
-        kwargs["label_style"] = label_style
     if key in FEWSHOT_DATASETS:
         raise DatasetError(f"{key!r} is a few-shot benchmark: use the fewshot protocol")
+    if label_style is not None:
+        if key not in ("ade20k", "pascal_voc", "voc20"):
+            raise DatasetError(f"dataset {key!r} has a single label style; do not pass label_style")
+        kwargs["label_style"] = label_style
+    readers: dict[str, Any] = {
+        "ade20k": ADE20K, "pascal_voc": PascalVOC, "voc20": PascalVOC20, "pascal_context59": PascalContext59,
+        "pascal_context459": PascalContext459, "ade847": ADE20K847, "coco_stuff": COCOStuff,
+    }
     if key == "folder":
-        _no_label_style(key, kwargs)
         return FolderDataset(root, split=split, transform=transform, **kwargs)
-    split = split or "val"
-    if key == "ade20k":
-        return ADE20K(root, split=split, transform=transform, **kwargs)  # type: ignore[arg-type]
-    if key == "pascal_voc":
-        return PascalVOC(root, split=split, transform=transform, **kwargs)  # type: ignore[arg-type]
-    if key == "voc20":
-        return PascalVOC20(root, split=split, transform=transform, **kwargs)
-    if key == "pascal_context59":
-        _no_label_style(key, kwargs)
-        return PascalContext59(root, split=split, transform=transform, **kwargs)  # type: ignore[arg-type]
-    if key == "pascal_context459":
-        _no_label_style(key, kwargs)
-        return PascalContext459(root, split=split, transform=transform, **kwargs)  # type: ignore[arg-type]
-    if key == "ade847":
-        _no_label_style(key, kwargs)
-        return ADE20K847(root, split=split, transform=transform, **kwargs)  # type: ignore[arg-type]
-    _no_label_style(key, kwargs)
-    return COCOStuff(root, split=split, transform=transform, **kwargs)  # type: ignore[arg-type]
+    return readers[key](root, split=split or "val", transform=transform, **kwargs)
 
 
-def _no_label_style(key: str, kwargs: dict[str, Any]) -> None:
-    if kwargs.pop("label_style", None) is not None:
-        raise DatasetError(f"dataset {key!r} has a single label style; do not pass label_style")
-
-
-def build_fewshot_dataset(
-    name: str,
-    root: str | Path | None,
-    fold: int = 0,
-    split: str | None = None,
-    transform: JointTransform | None = None,
-    label_style: str | None = None,
-    **kwargs: Any,
-) -> FewShotDataset:
-    """A few-shot benchmark's query episodes (``pascal5i``, ``coco20i``, ``fss1000``).
-
-    ``split=None`` is the reference's test split: ``val`` lists for PASCAL-5i / COCO-20i (the
-    reference maps ``test`` to them) and the ``test`` categories for FSS-1000. ``fold`` is ignored
-    for FSS-1000.
-    """
+def build_fewshot_dataset(name: str, root: str | Path | None, fold: int = 0, split: str | None = None,
+                          transform: JointTransform | None = None, label_style: str | None = None,
+                          **kwargs: Any) -> FewShotDataset:
+    """A few-shot benchmark's query episodes. ``split=None`` is the reference's test split (``val``
+    lists for PASCAL-5i / COCO-20i, ``test`` categories for FSS-1000, which ignores ``fold``)."""
     key = canonical_name(name)
     if key not in FEWSHOT_DATASETS:
         raise DatasetError(f"{key!r} is not a few-shot benchmark ({', '.join(FEWSHOT_DATASETS)})")
@@ -183,8 +117,8 @@ def build_fewshot_dataset(
 
 
 def open_vocab_labels(labels: list[str]) -> list[str]:
-    """Readable class names for open-vocabulary evaluation: glued VOC/PASCAL-Context names are split
-    (``pottedplant`` -> ``potted plant``) and underscores become spaces; other names are kept."""
+    """Readable class names for open-vocabulary evaluation (``pottedplant`` -> ``potted plant``,
+    underscores -> spaces)."""
     return [clean_fewshot_name(lb) for lb in labels]
 
 

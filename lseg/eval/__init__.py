@@ -1,19 +1,12 @@
-"""Segmentation metrics (confusion-matrix based) and the few-shot meter; see :mod:`lseg.eval.metrics`.
-
-The metrics (and torch) are imported on first use, so building the ``lseg`` command line stays cheap.
-"""
+"""Segmentation metrics and the few-shot meter (:mod:`lseg.eval.metrics`), imported on first use so
+that building the ``lseg`` command line stays cheap."""
 
 from __future__ import annotations
 
 from typing import Any
 
 __all__ = [
-    "FewShotMeter",
-    "SegmentationMeter",
-    "confusion_matrix",
-    "iou_per_class",
-    "mean_iou",
-    "pixel_accuracy",
+    "FewShotMeter", "SegmentationMeter", "confusion_matrix", "iou_per_class", "mean_iou", "pixel_accuracy",
 ]
 
 

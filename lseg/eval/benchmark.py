@@ -1,25 +1,9 @@
-"""``lseg bench``: images/s, latency and peak memory per precision and batch size, side by side with
-the eager fp32 reference-numerics baseline, each configuration in a fresh process of the same run.
+"""``lseg bench``: images/s, latency and peak memory per precision and batch size, each configuration
+in a fresh process, beside the eager fp32 reference-numerics baseline (``docs/performance.md``).
 
-A row is one ``(precision, batch size)``: the full forward (image encoder + decoder + text for 4
-labels + similarity + upsampling) on ``batch`` synthetic photos, run as :class:`lseg.LSegPredictor`
-runs a batch (text encoded once; images stacked on a GPU, one by one on a CPU:
-:func:`lseg.inference.predictor.images_per_forward`), timed after one warm-up. Memory is
-the peak resident set of the process during the timed forwards (the kernel's high-water mark,
-reset after the model is built and cast), or ``torch.cuda.max_memory_allocated`` on a GPU.
-Agreement is the share of pixels whose argmax equals the fp32 run's on the same image. "150 labels"
-is one ``encode_text`` of the 150 ADE20K class names after the warm-up (what a new label set costs
-before a predictor's cache holds it; the reference re-encodes them on every forward).
-
-The speed-up over the baseline is measured in pairs: after its own timed forwards, each row's
-process builds the baseline model too and alternates one baseline forward (batch 1) with one of its
-own, ``repeats`` times; the column is the median of the per-pair ratios of seconds per image. Pairs
-run seconds apart, so a host whose speed drifts over minutes (shared cloud CPUs: 15-40% here) moves
-both sides of a ratio alike, where rows timed minutes apart would not compare. Rows with a batch
-``b`` above 1 are paired the same way with their own model run as ``b`` calls at batch 1, back to
-back ("vs batch 1": the seconds of those ``b`` calls over the seconds of one batch call; >= 1.00x
-means batching costs nothing). ``b`` single calls, not one, so both sides of a pair are the same
-work under the same sustained load (a CPU that slows down after seconds of AMX work slows both).
+A row times the full forward (text for 4 labels encoded once, images as :class:`lseg.LSegPredictor`
+runs a batch) after one warm-up. The speed-up over the baseline, and "vs batch 1", are medians of
+ratios of back-to-back pairs, so that host speed drifting over minutes moves both sides alike.
 """
 
 from __future__ import annotations
@@ -31,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -101,14 +86,10 @@ def run_one(model_name: str, checkpoint: str | None, precision: str, batch: int,
 
     torch.set_num_threads(threads)
     tune_allocator()
-    model = _build(model_name, checkpoint, device)
-    if precision == "reference":
-        model.set_numerics("reference")
-    else:
-        model.set_numerics("fast", precision=precision)
-        if compile:
-            model.backbone.compile()
-            model.decoder.compile()
+    model = _build(model_name, checkpoint, device, precision)
+    if compile and precision != "reference":
+        model.backbone.compile()
+        model.decoder.compile()
     images = torch.from_numpy(np.stack([_photo(size, i) for i in range(batch)])).permute(0, 3, 1, 2).to(device)
     cuda = torch.device(device).type == "cuda"
 
@@ -125,6 +106,16 @@ def run_one(model_name: str, checkpoint: str | None, precision: str, batch: int,
         forward(model, batch)
         return time.perf_counter() - t
 
+    def paired(other: Callable[[], float]) -> float:
+        """Median over ``repeats`` back-to-back pairs of ``other()``'s seconds / this row's seconds."""
+        ratios = []
+        for _ in range(repeats):
+            other_s = other()
+            mine_s = timed(model, batch)
+            times.append(mine_s)
+            ratios.append(other_s / mine_s)
+        return statistics.median(ratios)
+
     with torch.inference_mode():
         logits = forward(model, batch)  # warm-up (and compilation)
         _reset_peak()
@@ -133,25 +124,13 @@ def run_one(model_name: str, checkpoint: str | None, precision: str, batch: int,
         times = [timed(model, batch) for _ in range(repeats)]
         peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_mib()
         speedup = 1.0
-        if precision != "reference":  # the baseline, alternated with this row (see the module docstring)
-            baseline = _build(model_name, checkpoint, device).set_numerics("reference")
+        if precision != "reference":  # per image: the baseline's batch-1 seconds x batch / this row's
+            baseline = _build(model_name, checkpoint, device, "reference")
             forward(baseline, 1)  # its warm-up
-            ratios = []
-            for _ in range(repeats):
-                base_s = timed(baseline, 1)
-                mine_s = timed(model, batch)
-                times.append(mine_s)
-                ratios.append(base_s / (mine_s / batch))
-            speedup = statistics.median(ratios)
+            speedup = paired(lambda: timed(baseline, 1) * batch)
         vs_batch1 = None
-        if batch > 1:  # `batch` calls at batch 1, alternated with one call of the whole batch: what batching
-            ratios = []  # changes for the same work under the same sustained load
-            for _ in range(repeats):
-                singles_s = sum(timed(model, 1) for _ in range(batch))
-                mine_s = timed(model, batch)
-                times.append(mine_s)
-                ratios.append(singles_s / mine_s)
-            vs_batch1 = statistics.median(ratios)
+        if batch > 1:  # `batch` calls at batch 1 against one call of the batch: the same work, same load
+            vs_batch1 = paired(lambda: sum(timed(model, 1) for _ in range(batch)))
         t = time.perf_counter()
         model.encode_text(list(dict.fromkeys(ade20k_labels())))
         labels150_s = time.perf_counter() - t
@@ -163,20 +142,23 @@ def run_one(model_name: str, checkpoint: str | None, precision: str, batch: int,
                     vs_batch1=vs_batch1, labels150_s=labels150_s)
 
 
-def _build(model_name: str, checkpoint: str | None, device: str) -> LSeg:
+def _build(model_name: str, checkpoint: str | None, device: str, precision: str) -> LSeg:
+    """The model in eval mode with ``precision``'s numerics (``reference``: the fp32 reference's)."""
     import torch
 
     import lseg
 
     torch.manual_seed(0)  # the same random weights in every process
-    return (lseg.load_model(checkpoint) if checkpoint else lseg.create_model(model_name)).to(device).eval()
+    model = (lseg.load_model(checkpoint) if checkpoint else lseg.create_model(model_name)).to(device).eval()
+    if precision == "reference":
+        return model.set_numerics("reference")
+    return model.set_numerics("fast", precision=precision)
 
 
 def bench(model_name: str = "lseg_vitl16_384", checkpoint: str | None = None, precisions: tuple[str, ...] = ("fp32", "auto"),
           batches: tuple[int, ...] = (1,), size: int = 480, device: str = "cpu", repeats: int = 3,
           threads: int | None = None, compiles: tuple[bool, ...] = (False,)) -> list[BenchRow]:
-    """Every ``(precision, batch, compiled)`` plus the reference baseline (batch 1), each in a fresh
-    process."""
+    """Every ``(precision, batch, compiled)`` and the reference baseline (batch 1), each in a new process."""
     if threads is None:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     rows: list[BenchRow] = []

@@ -1,8 +1,6 @@
 """What ``lseg eval`` (and :func:`lseg.eval.evaluate.evaluate`) evaluates, and how: :class:`EvalConfig`,
-declared once for the Python API and the command line (:mod:`lseg.options`).
-
-Importing this module costs no torch (``lseg eval --help`` builds its options from it); the checks
-that need the dataset registry import it when a config is built.
+declared once for the Python API and the command line (:mod:`lseg.options`). Importing it costs no
+torch (``lseg eval --help`` builds its options from it).
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ from lseg.options import OptionError, check_options, option
 __all__ = ["ADE20K_SCALES", "EvalConfig", "Protocol"]
 
 Protocol = Literal["semantic", "open-vocab", "fewshot"]
-
 
 
 def _templates(value: tuple[str, ...]) -> tuple[str, ...]:

@@ -1,40 +1,14 @@
-"""Dataset-level evaluation of an LSeg model: the reference protocols, single- or multi-process.
+"""Dataset-level evaluation of an LSeg model, single- or multi-process (``docs/training.md``).
 
-Protocols (``EvalConfig.protocol``):
+Protocols (``EvalConfig.protocol``): ``semantic`` (the reference ``test_lseg.py --eval``: a split with
+the class strings the model was trained with), ``open-vocab`` (the same loop on other benchmarks, with
+readable names and optional prompt templates) and ``fewshot`` (LSeg's zero-shot protocol: 480x480
+queries against ``["others", class name]``, HSNet's meter). Single scale resizes the long side to
+``size`` (``None``: original resolution), pads or slides ``crop_size`` windows and scores at the
+original resolution; ``multiscale`` is the reference ``MultiEvalModule``.
 
-``semantic``
-    The reference ``test_lseg.py --eval``: every image of a split, labelled with the dataset's class
-    strings (the ones the model was trained with; for the official ADE20K checkpoint pass
-    ``label_style="reference"``). pixAcc and mIoU from one confusion matrix accumulated over the split.
-``open-vocab``
-    The same loop for benchmarks the model was not trained on (ADE-150, PC-59, PC-459, VOC-20,
-    COCO-Stuff ...): readable class names (``pottedplant`` -> ``potted plant``), optionally averaged
-    over prompt templates.
-``fewshot``
-    LSeg's "zero-shot" protocol on PASCAL-5i / COCO-20i / FSS-1000 (reference
-    ``test_lseg_zs.py``): each episode's query image resized to 480x480, labels
-    ``["others", class name]``, binary argmax; mIoU (mean foreground IoU over the fold's classes) and
-    FB-IoU per fold (:class:`lseg.eval.FewShotMeter`).
-
-Geometry (``semantic``/``open-vocab``): single scale resizes the image so that its long side is
-``size`` (``size=None``: the original resolution, the reference's ``testval``), pads to a square
-``crop_size`` crop or slides ``crop_size`` windows (stride ``crop_size * stride_rate``), and
-resizes the logits back to the original resolution, where the metric is computed. ``multiscale``
-is the reference ``MultiEvalModule`` (scales 0.5-1.75 of ``base_size`` 520, flip, logits summed):
-:func:`lseg.inference.predictor.multiscale_logits`.
-
-Metrics (all in percent in the report):
-
-* ``pixAcc``: correct / labelled pixels (reference).
-* ``mIoU``: mean IoU over **all** classes, a class absent from both ground truth and prediction
-  counting 0 (reference PyTorch-Encoding; equals the others when every class occurs).
-* ``mIoU_excl_absent``: classes with an empty union left out (torchmetrics / mmseg).
-* ``mIoU_gt_present``: mean over the classes present in the ground truth (detectron2's
-  ``SemSegEvaluator``, used by most open-vocabulary papers for ADE-847 / PC-459).
-
-Distributed: when ``torch.distributed`` is initialised (``lseg eval --devices N`` or torchrun),
-process ``r`` of ``W`` evaluates images ``r, r + W, ...`` and the integer confusion matrices are
-summed, so the numbers are identical to a single-process run.
+When ``torch.distributed`` is initialised, process ``r`` of ``W`` evaluates images ``r, r + W, ...``
+and the integer counts are summed: the numbers equal a single-process run.
 """
 
 from __future__ import annotations
@@ -60,30 +34,21 @@ from lseg.data.registry import (
 from lseg.data.transforms import fewshot_transform
 from lseg.errors import LSegError
 from lseg.eval.config import EvalConfig
-from lseg.eval.metrics import FewShotMeter, SegmentationMeter
+from lseg.eval.metrics import FewShotMeter, SegmentationMeter, iou_per_class
 from lseg.inference.predictor import MultiScaleConfig, multiscale_logits
 from lseg.labels import NO_TEMPLATE, fill_template
 from lseg.models.lseg import LSeg
 
 __all__ = [
-    "EvalConfig",
-    "encode_labels",
-    "evaluate",
-    "evaluate_fewshot",
-    "evaluate_segmentation",
-    "format_report",
+    "EvalConfig", "encode_labels", "evaluate", "evaluate_fewshot", "evaluate_segmentation", "format_report",
     "mean_iou_gt_present",
 ]
 
-# ---------------------------------------------------------------------- helpers
 
 @torch.no_grad()
 def encode_labels(model: LSeg, labels: Sequence[str], templates: Sequence[str] = (), chunk: int = 256) -> torch.Tensor:
-    """Class strings -> (K, D) fp32 L2-normalised text embeddings.
-
-    With templates, each class's embedding is the normalised mean of its prompts' embeddings.
-    Duplicated strings are allowed (the reference ADE list has ``screen`` twice).
-    """
+    """Class strings -> (K, D) fp32 L2-normalised text embeddings; with templates, each class's is the
+    normalised mean over its prompts. Duplicated strings are allowed (the reference ADE list has two)."""
     prompts = list(templates) or list(NO_TEMPLATE)
     per_template = []
     for t in prompts:
@@ -96,12 +61,9 @@ def encode_labels(model: LSeg, labels: Sequence[str], templates: Sequence[str] =
 
 def mean_iou_gt_present(cm: torch.Tensor) -> float:
     """Mean IoU over the classes that occur in the ground truth (detectron2 ``SemSegEvaluator``)."""
-    cm = cm.double().cpu()
-    inter = cm.diagonal()
-    gt = cm.sum(1)
-    union = gt + cm.sum(0) - inter
-    present = gt > 0
-    return float((inter[present] / union[present]).mean()) if bool(present.any()) else math.nan
+    cm = cm.cpu()
+    present = cm.sum(1) > 0
+    return float(iou_per_class(cm)[present].mean()) if bool(present.any()) else math.nan
 
 
 def _dist_info() -> tuple[int, int]:
@@ -111,7 +73,7 @@ def _dist_info() -> tuple[int, int]:
 
 
 class _SafeDataset(Dataset):
-    """Turns a failing sample into ``{"error": message, "path": ...}`` so one bad file does not end the run."""
+    """A failing sample becomes ``{"error": message, "path": ...}``: one bad file does not end the run."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -123,30 +85,21 @@ class _SafeDataset(Dataset):
         try:
             return self.dataset[index]
         except (LSegError, OSError, ValueError) as e:
-            return {"error": str(e).splitlines()[0] if str(e) else type(e).__name__, "path": _sample_path(self.dataset, index)}
+            items = getattr(self.dataset, "records", None) or getattr(self.dataset, "episodes", None)
+            path = str(items[index].image) if items is not None else f"#{index}"
+            return {"error": str(e).splitlines()[0] if str(e) else type(e).__name__, "path": path}
 
 
-def _sample_path(dataset: Any, index: int) -> str:
-    for attr, field_name in (("records", "image"), ("episodes", "image")):
-        items = getattr(dataset, attr, None)
-        if items is not None:
-            return str(getattr(items[index], field_name))
-    return f"#{index}"
-
-
-def _loader(dataset: Dataset, cfg: EvalConfig, batch_size: int) -> DataLoader:
-    """This process's shard (``rank::world``; no padding, so nothing is counted twice)."""
+def _batches(dataset: Dataset, cfg: EvalConfig, batch_size: int) -> Iterator[list[dict[str, Any]]]:
+    """This process's shard (``rank::world``; no padding, so nothing is counted twice), in batches."""
     rank, world = _dist_info()
     n = len(dataset)  # type: ignore[arg-type]
     if cfg.max_samples is not None:
         n = min(n, cfg.max_samples)
     shard = Subset(_SafeDataset(dataset), list(range(rank, n, world)))
-    return DataLoader(shard, batch_size=batch_size, num_workers=cfg.num_workers, collate_fn=list)
-
-
-def _progress(loader: DataLoader, cfg: EvalConfig, desc: str) -> Iterator[list[dict[str, Any]]]:
-    rank, _ = _dist_info()
-    yield from progress_bar(loader, desc=desc, unit="batch", disable=not cfg.progress or rank != 0)
+    loader = DataLoader(shard, batch_size=batch_size, num_workers=cfg.num_workers, collate_fn=list)
+    disable = not cfg.progress or rank != 0
+    yield from progress_bar(loader, desc=f"eval {cfg.dataset}", unit="batch", disable=disable)
 
 
 def _gather_failures(failed: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -156,6 +109,12 @@ def _gather_failures(failed: list[dict[str, str]]) -> list[dict[str, str]]:
     everything: list[Any] = [None] * world
     dist.all_gather_object(everything, failed)
     return [f for part in everything for f in part]
+
+
+def _readable(batch: list[dict[str, Any]], failed: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """The samples of ``batch`` that were read; the others are added to ``failed``."""
+    failed += [{"path": s["path"], "error": s["error"]} for s in batch if "error" in s]
+    return [s for s in batch if "error" not in s]
 
 
 def _count(n: int, device: torch.device) -> int:
@@ -171,21 +130,12 @@ def _pct(x: float) -> float | None:
     return None if math.isnan(x) else round(100.0 * x, 4)
 
 
-# ---------------------------------------------------------------------- semantic / open-vocab
-
 @torch.inference_mode()
-def evaluate_segmentation(
-    model: LSeg,
-    dataset: Dataset,
-    labels: Sequence[str],
-    cfg: EvalConfig,
-) -> dict[str, Any]:
-    """Evaluate ``model`` on every image of ``dataset`` (samples ``{"image", "mask"}``, original
-    resolution) with the class strings ``labels`` (index i = mask value i).
-
-    Returns the report dict (see :func:`evaluate`). Runs on ``model``'s device; shards over processes
-    when ``torch.distributed`` is initialised.
-    """
+def evaluate_segmentation(model: LSeg, dataset: Dataset, labels: Sequence[str],
+                          cfg: EvalConfig) -> dict[str, Any]:
+    """Evaluate ``model`` (on its device) on every image of ``dataset`` (samples ``{"image", "mask"}``
+    at the original resolution) with the class strings ``labels`` (index i = mask value i); the report
+    of :func:`evaluate`. Shards over processes when ``torch.distributed`` is initialised."""
     model.eval()
     device = model.device
     text = encode_labels(model, labels, cfg.templates).to(device)
@@ -194,11 +144,8 @@ def evaluate_segmentation(
     failed: list[dict[str, str]] = []
     n_done = 0
     t0 = time.perf_counter()
-    for batch in _progress(_loader(dataset, cfg, 1), cfg, f"eval {cfg.dataset}"):
-        for sample in batch:
-            if "error" in sample:
-                failed.append({"path": sample["path"], "error": sample["error"]})
-                continue
+    for batch in _batches(dataset, cfg, 1):
+        for sample in _readable(batch, failed):
             image = sample["image"].to(device)[None]
             x = model.normalize(image)
             h, w = x.shape[-2:]
@@ -220,6 +167,8 @@ def evaluate_segmentation(
     num_images = _count(n_done, device)
     if not num_images:  # nothing was evaluated: no figure, not 0 (the other metrics are n/a already)
         metrics["mIoU"] = float("nan")
+    keys = ("pixAcc", "mIoU", "mIoU_excl_absent")
+    scores = {k: _pct(float(metrics[k])) for k in keys}  # type: ignore[arg-type]
     return {
         "protocol": cfg.protocol,
         "dataset": canonical_name(cfg.dataset),
@@ -228,12 +177,7 @@ def evaluate_segmentation(
         "num_images": num_images,
         "num_failed": len(failed),
         "failed": failed,
-        "metrics": {
-            "pixAcc": _pct(float(metrics["pixAcc"])),  # type: ignore[arg-type]
-            "mIoU": _pct(float(metrics["mIoU"])),  # type: ignore[arg-type]
-            "mIoU_excl_absent": _pct(float(metrics["mIoU_excl_absent"])),  # type: ignore[arg-type]
-            "mIoU_gt_present": _pct(mean_iou_gt_present(cm)),
-        },
+        "metrics": {**scores, "mIoU_gt_present": _pct(mean_iou_gt_present(cm))},
         "per_class": [
             {"label": lb, "iou": _pct(float(v)), "gt_pixels": int(cm[i].sum())}
             for i, (lb, v) in enumerate(zip(labels, iou.tolist()))
@@ -242,15 +186,11 @@ def evaluate_segmentation(
     }
 
 
-# ---------------------------------------------------------------------- few-shot
-
 @torch.inference_mode()
 def evaluate_fewshot(model: LSeg, dataset: Any, cfg: EvalConfig) -> dict[str, Any]:
-    """The zero-shot protocol on one fold: 2-way ``["others", class name]`` per episode.
-
-    ``dataset`` is a :class:`lseg.data.FewShotDataset` whose transform already resizes to
-    ``fewshot_size`` (see :func:`evaluate`). Returns ``miou``, ``fb_iou`` (percent), per-class IoU.
-    """
+    """The zero-shot protocol on one fold: 2-way ``["others", class name]`` per episode, ``dataset`` a
+    :class:`lseg.data.FewShotDataset` resized to ``fewshot_size``. Returns ``miou``, ``fb_iou``
+    (percent) and per-class IoU."""
     model.eval()
     device = model.device
     class_ids = list(dataset.class_ids)
@@ -261,13 +201,8 @@ def evaluate_fewshot(model: LSeg, dataset: Any, cfg: EvalConfig) -> dict[str, An
     failed: list[dict[str, str]] = []
     n_done = 0
     t0 = time.perf_counter()
-    for batch in _progress(_loader(dataset, cfg, cfg.batch_size), cfg, f"eval {cfg.dataset}"):
-        good = []
-        for sample in batch:
-            if "error" in sample:
-                failed.append({"path": sample["path"], "error": sample["error"]})
-            else:
-                good.append(sample)
+    for batch in _batches(dataset, cfg, cfg.batch_size):
+        good = _readable(batch, failed)
         if not good:
             continue
         images = torch.stack([s["image"] for s in good]).to(device)
@@ -293,8 +228,6 @@ def evaluate_fewshot(model: LSeg, dataset: Any, cfg: EvalConfig) -> dict[str, An
         "seconds": round(time.perf_counter() - t0, 3),
     }
 
-
-# ---------------------------------------------------------------------- entry point
 
 def evaluate(model: LSeg, cfg: EvalConfig) -> dict[str, Any]:
     """Build the dataset(s) ``cfg`` names and evaluate ``model`` (on its device) under the protocol.
@@ -323,9 +256,7 @@ def evaluate(model: LSeg, cfg: EvalConfig) -> dict[str, Any]:
                 label_style=cfg.label_style, **kwargs,
             )
             per_fold[str(fold)] = evaluate_fewshot(model, ds, cfg)
-        mean = {
-            k: round(sum(r[k] for r in per_fold.values()) / len(per_fold), 4) for k in ("miou", "fb_iou")
-        }
+        mean = {k: round(sum(r[k] for r in per_fold.values()) / len(per_fold), 4) for k in ("miou", "fb_iou")}
         return {
             "protocol": "fewshot", "dataset": name, "folds": per_fold, "mean": mean,
             "world_size": world, "settings": settings,

@@ -1,20 +1,7 @@
-"""Segmentation metrics: a confusion matrix and pure reductions of it, plus accumulating meters.
-
-Conventions (rows = ground truth, columns = prediction, as torchmetrics):
-
-* ``cm[t, p]`` counts pixels of true class ``t`` predicted as ``p``; pixels whose **target** equals
-  ``ignore_index`` are skipped, whatever the prediction there.
-* IoU of class c = ``cm[c, c] / (row_c + col_c - cm[c, c])``; ``nan`` when the union is 0 (the class
-  is neither in the ground truth nor predicted).
-* ``mean_iou(cm, absent="zero")`` is the **reference** (PyTorch-Encoding ``SegmentationMetric``, used
-  for LSeg's ADE20K numbers): the mean over all C classes, an absent class counting 0.
-* ``mean_iou(cm, absent="exclude")`` drops absent classes (nan-mean), which equals torchmetrics
-  ``MulticlassJaccardIndex(average="macro", ignore_index=255)`` and mmseg's mIoU. On a full benchmark
-  split where every class occurs both agree; on subsets "zero" is lower.
-* ``pixel_accuracy`` = correct / labelled pixels (reference ``pixAcc``).
-
-Accumulating the matrix over a whole split and reducing once gives dataset-level IoU (sum of
-intersections / sum of unions), not a mean of per-image IoUs.
+"""Segmentation metrics: a confusion matrix (rows = ground truth, columns = prediction, as
+torchmetrics; pixels whose target is ``ignore_index`` skipped) and pure reductions of it, plus
+accumulating meters. Accumulating over a whole split and reducing once gives dataset-level IoU (sum of
+intersections / sum of unions), not a mean of per-image IoUs. Definitions: ``docs/training.md``.
 """
 
 from __future__ import annotations
@@ -26,35 +13,27 @@ from typing import Literal
 import torch
 
 __all__ = [
-    "FewShotMeter",
-    "SegmentationMeter",
-    "confusion_matrix",
-    "iou_per_class",
-    "mean_iou",
-    "pixel_accuracy",
+    "FewShotMeter", "SegmentationMeter", "confusion_matrix", "iou_per_class", "mean_iou", "pixel_accuracy",
 ]
 
 IGNORE_INDEX = 255
 
 
-def confusion_matrix(
-    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = IGNORE_INDEX
-) -> torch.Tensor:
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
+                     ignore_index: int | None = IGNORE_INDEX) -> torch.Tensor:
     """Count (target, prediction) pairs.
 
     Args:
-        pred: Predicted class indices, integer tensor of any shape (e.g. ``(B, H, W)``), or float
-            scores ``(B, C, H, W)`` (one more dim than ``target``) which are arg-maxed over dim 1.
-        target: Ground-truth indices, same shape as the (arg-maxed) ``pred``; values ``0..C-1`` or
-            ``ignore_index``.
+        pred: predicted class indices of any shape (e.g. ``(B, H, W)``), or float scores
+            ``(B, C, H, W)`` (one more dim than ``target``), arg-maxed over dim 1.
+        target: ground-truth indices, ``0..C-1`` or ``ignore_index`` (``None``: skip nothing).
         num_classes: ``C``.
-        ignore_index: Target value to skip (``None``: skip nothing).
 
     Returns:
-        int64 tensor ``(C, C)`` on ``target``'s device; ``cm[t, p]`` = number of pixels.
+        int64 ``(C, C)`` on ``target``'s device; ``cm[t, p]`` = number of pixels.
 
     Raises:
-        ValueError: On shape mismatch, or a kept target / prediction outside ``0..C-1`` (a silent drop
+        ValueError: shape mismatch, or a kept target / prediction outside ``0..C-1`` (a silent drop
             would hide label-mapping bugs).
     """
     if pred.is_floating_point():
@@ -68,8 +47,8 @@ def confusion_matrix(
     pred = pred.reshape(-1).to(target.device, torch.int64)
     target = target.reshape(-1).to(torch.int64)
     keep = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
-    # One host sync per call (the range check): no boolean indexing or bincount, which on a GPU
-    # each wait for the device. Ignored pixels are counted in an extra bin that is dropped.
+    # One host sync per call (the range check): no boolean indexing or bincount, which each wait for a
+    # GPU. Ignored pixels are counted in an extra bin that is dropped.
     bad = keep & ((target < 0) | (target >= num_classes) | (pred < 0) | (pred >= num_classes))
     if bool(bad.any()):
         for name, t in (("target", target[keep]), ("pred", pred[keep])):
@@ -96,16 +75,9 @@ def iou_per_class(cm: torch.Tensor) -> torch.Tensor:
 
 
 def mean_iou(cm: torch.Tensor, absent: Literal["zero", "exclude"] = "zero") -> float:
-    """Mean IoU over classes.
-
-    Args:
-        cm: Confusion matrix ``(C, C)``.
-        absent: How to treat classes with union 0: ``"zero"`` (reference / PyTorch-Encoding: they count
-            as IoU 0 in a mean over all C) or ``"exclude"`` (left out, = torchmetrics macro Jaccard).
-
-    Returns:
-        The mean in [0, 1]; ``nan`` for ``"exclude"`` when no class is present.
-    """
+    """Mean IoU over classes, in [0, 1]. ``absent``: classes with union 0 count as IoU 0 in a mean over
+    all C (``"zero"``: the reference, PyTorch-Encoding) or are left out (``"exclude"``: torchmetrics
+    macro Jaccard, mmseg; ``nan`` when no class is present)."""
     iou = iou_per_class(cm)
     if absent == "zero":
         return float(torch.nan_to_num(iou, nan=0.0).mean())
@@ -116,10 +88,8 @@ def mean_iou(cm: torch.Tensor, absent: Literal["zero", "exclude"] = "zero") -> f
 
 
 def pixel_accuracy(cm: torch.Tensor) -> float:
-    """Correct / labelled pixels (ignored pixels are not in ``cm``); ``nan`` if nothing was counted.
-
-    The reference divides by ``eps + labelled`` and so reports 0 for an empty count.
-    """
+    """Correct / labelled pixels (ignored pixels are not in ``cm``); ``nan`` if nothing was counted
+    (the reference reports 0)."""
     total = int(cm.sum())
     return int(cm.diagonal().sum()) / total if total else math.nan
 
@@ -130,7 +100,7 @@ def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if not (dist.is_available() and dist.is_initialized()):
         return t
     if dist.get_backend() == "nccl" and not t.is_cuda:
-        # NCCL only reduces CUDA tensors; round-trip through the current device.
+        # NCCL only reduces CUDA tensors
         tc = t.cuda()
         dist.all_reduce(tc, op=dist.ReduceOp.SUM)
         return tc.to(t.device)
@@ -139,26 +109,19 @@ def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 
 
 class SegmentationMeter:
-    """Accumulates a ``C x C`` confusion matrix over batches; reduces it to pixAcc / mIoU.
+    """Accumulates a ``C x C`` confusion matrix over batches and reduces it to pixAcc / mIoU.
 
-    Distributed evaluation: call :meth:`reduce` once on every process after the last ``update``; it
-    sums the matrices (``all_reduce``) so every rank then computes the same numbers as a single process
-    seeing all the data. Counts are int64, so the sum is exact. Alternatively move :meth:`state`
-    around yourself and :meth:`merge` / :meth:`load_state` it.
+    Distributed: call :meth:`reduce` once on every process after the last ``update`` (an exact int64
+    sum), or move :meth:`state` around yourself and :meth:`merge` / :meth:`load_state` it.
 
     Args:
         num_classes: ``C``.
-        ignore_index: Target value to skip.
-        device: Where the matrix lives (defaults to the device of the first ``update``'s target;
-            NCCL needs it on the GPU).
+        ignore_index: target value to skip.
+        device: where the matrix lives (default: the first ``update``'s target device; NCCL needs a GPU).
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        ignore_index: int | None = IGNORE_INDEX,
-        device: torch.device | str | None = None,
-    ) -> None:
+    def __init__(self, num_classes: int, ignore_index: int | None = IGNORE_INDEX,
+                 device: torch.device | str | None = None) -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self._device = torch.device(device) if device is not None else None
@@ -176,13 +139,8 @@ class SegmentationMeter:
         self.cm += confusion_matrix(pred, target.to(self.cm.device), self.num_classes, self.ignore_index)
 
     def compute(self) -> dict[str, float | torch.Tensor]:
-        """Metrics of everything accumulated so far.
-
-        Returns:
-            ``pixAcc`` (float), ``mIoU`` (float, reference: absent classes count 0),
-            ``mIoU_excl_absent`` (float, absent classes excluded) and ``iou_per_class`` (float64 ``(C,)``
-            on the CPU, ``nan`` for absent classes). Fractions in [0, 1].
-        """
+        """Fractions in [0, 1] of everything accumulated so far: ``pixAcc``, ``mIoU`` (absent classes
+    count 0), ``mIoU_excl_absent`` and ``iou_per_class`` (float64 ``(C,)`` on the CPU, ``nan`` if absent)."""
         cm = self.cm.cpu()
         return {
             "pixAcc": pixel_accuracy(cm),
@@ -209,39 +167,27 @@ class SegmentationMeter:
         self.cm += cm.to(self.cm.device, torch.int64)
 
     def reduce(self, fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
-        """Sum the matrix across processes, in place. Call once, after the last ``update``.
-
-        Args:
-            fn: Custom reduction (e.g. Lightning Fabric's ``all_reduce(..., reduce_op="sum")``); it gets
-                the matrix and returns the summed one. Default: ``torch.distributed.all_reduce(SUM)`` when
-                a process group is initialised, otherwise a no-op.
-        """
+        """Sum the matrix across processes, in place, once after the last ``update``: with ``fn`` (e.g.
+    Fabric's ``all_reduce(..., reduce_op="sum")``) or ``torch.distributed.all_reduce`` when a process
+    group is initialised."""
         self.cm = (fn or _all_reduce_sum)(self.cm)
 
 
 class FewShotMeter:
-    """HSNet's ``AverageMeter`` for the few-shot / zero-shot protocol (per-class fg/bg areas).
+    """HSNet's ``AverageMeter`` for the few-shot / zero-shot protocol: per episode, background (0) and
+    foreground (1) intersection and union areas (target ``ignore_index`` skipped) added to its class.
 
-    For each episode, background (0) and foreground (1) intersection and union areas are counted over
-    the pixels whose target is not ``ignore_index`` (PASCAL boundaries) and added to the episode's
-    class. Then
-
-    * ``miou`` = mean over the fold's classes of foreground IoU ``Σinter_fg / max(Σunion_fg, 1)`` x 100
-      (a fold class without episodes counts 0, as in HSNet);
-    * ``fb_iou`` = mean over {bg, fg} of ``Σ_c inter / Σ_c union`` (sums over the fold's classes) x 100.
+    ``miou`` = mean over the fold's classes of ``Σinter_fg / max(Σunion_fg, 1)`` x 100 (a class without
+    episodes counts 0, as HSNet); ``fb_iou`` = mean over {bg, fg} of ``Σ_c inter / Σ_c union`` x 100.
 
     Args:
-        class_ids: The classes the score averages over (the dataset's ``class_ids``).
-        num_classes: Size of the per-class buffers (20 / 80 / 1000); default ``max(class_ids) + 1``.
-        ignore_index: Target value to skip (255).
+        class_ids: the classes the score averages over (the dataset's ``class_ids``).
+        num_classes: size of the per-class buffers (20 / 80 / 1000); default ``max(class_ids) + 1``.
+        ignore_index: target value to skip (255).
     """
 
-    def __init__(
-        self,
-        class_ids: Sequence[int],
-        num_classes: int | None = None,
-        ignore_index: int | None = IGNORE_INDEX,
-    ) -> None:
+    def __init__(self, class_ids: Sequence[int], num_classes: int | None = None,
+                 ignore_index: int | None = IGNORE_INDEX) -> None:
         self.class_ids = torch.as_tensor(list(class_ids), dtype=torch.int64)
         self.num_classes = num_classes if num_classes is not None else int(self.class_ids.max()) + 1
         self.ignore_index = ignore_index
@@ -255,16 +201,11 @@ class FewShotMeter:
         self.union.zero_()
 
     @torch.no_grad()
-    def update(
-        self, pred: torch.Tensor, target: torch.Tensor, class_id: int | Sequence[int] | torch.Tensor
-    ) -> None:
-        """Add episodes.
-
-        Args:
-            pred: Binary prediction ``(H, W)`` or ``(B, H, W)`` (1 = class), or 2-way scores ``(B, 2, H, W)``.
-            target: Binary target of the same shape, ``ignore_index`` at ignored pixels.
-            class_id: The episode's class id, or one per batch element.
-        """
+    def update(self, pred: torch.Tensor, target: torch.Tensor,
+               class_id: int | Sequence[int] | torch.Tensor) -> None:
+        """Add episodes: ``pred`` binary ``(H, W)`` / ``(B, H, W)`` (1 = class) or 2-way scores
+    ``(B, 2, H, W)``, ``target`` the same shape (``ignore_index`` at ignored pixels), ``class_id`` one
+    per batch element."""
         if pred.is_floating_point():
             pred = pred.argmax(dim=1)
         if pred.dim() == 2:
@@ -278,11 +219,9 @@ class FewShotMeter:
             raise ValueError(f"{ids.numel()} class ids for a batch of {pred.shape[0]}")
         pred = pred.to(target.device).long()
         target = target.long()
-        valid = (
-            target != self.ignore_index
-            if self.ignore_index is not None
-            else torch.ones_like(target, dtype=torch.bool)
-        )
+        valid = torch.ones_like(target, dtype=torch.bool)
+        if self.ignore_index is not None:
+            valid = target != self.ignore_index
         for k in (0, 1):
             p, t = (pred == k) & valid, (target == k) & valid
             inter = (p & t).flatten(1).sum(1)

@@ -1,11 +1,7 @@
 """Run an :func:`lseg.export.onnx.export_onnx` folder: onnxruntime for the two graphs, numpy for the rest.
 
-Deliberately free of torch (a deployment needs numpy, Pillow, onnxruntime and open_clip's tokenizer
-only): nothing on this module's import path imports torch (tested). The geometry (working size,
-letterbox, padding, resizing, the resized argmax) is :mod:`lseg.geometry`'s, the label parsing and
-the text cache are :mod:`lseg.labels`'s, shared with the torch predictor.
-
->>> OnnxPredictor("lseg-onnx/").segment("dog.jpg", "dog, grass, other").label_map   # doctest: +SKIP
+Nothing on this module's import path imports torch (tested); the geometry is :mod:`lseg.geometry`'s and
+the label parsing and text cache :mod:`lseg.labels`'s, shared with the torch predictor.
 """
 
 from __future__ import annotations
@@ -76,6 +72,7 @@ class OnnxSegmentation:
         labels: label strings; value ``i`` in ``label_map`` is ``labels[i]``.
         label_map: (H, W) int32 argmax at the original resolution.
         logits: (K, h, w) float32 scaled cosine similarities at the working resolution.
+        image_size: (H, W) original image size.
     """
 
     labels: list[str]
@@ -104,10 +101,9 @@ class OnnxSegmentation:
 class OnnxPredictor:
     """Run an :func:`export_onnx` folder with onnxruntime; scoring and upsampling in numpy.
 
-    Mirrors :class:`lseg.LSegPredictor` (whole-image inference; no sliding windows): the image is
-    resized so its long side is ``size`` (Pillow bilinear with antialiasing), normalised, encoded
-    once; any label set is then scored against the cached embedding. A fixed-size export is fed
-    letterboxed images (resized to fit, padded bottom/right with black).
+    Mirrors :class:`lseg.LSegPredictor` without sliding windows: the image is resized to long side
+    ``size`` (Pillow bilinear), encoded once, and any label set scored against it. A fixed-size export
+    is fed letterboxed images (resized to fit, padded bottom/right with black).
 
     Args:
         directory: folder with ``lseg_onnx.json`` and the two graphs.
@@ -115,26 +111,19 @@ class OnnxPredictor:
             fixed-size exports, which use their export size).
         providers: onnxruntime execution providers (default CPU).
         threads: intra-op threads (default: onnxruntime's choice).
-        tokenizer: ``labels -> (K, context_length)`` int token ids; default open_clip's CLIP BPE
-            tokenizer (the one the model was trained with).
+        tokenizer: ``labels -> (K, context_length)`` int token ids (default: open_clip's CLIP BPE).
         text_cache_size: how many label embeddings to keep (as :class:`lseg.LSegPredictor`).
     """
 
-    def __init__(
-        self,
-        directory: str | os.PathLike[str],
-        *,
-        size: int | None = 480,
-        providers: Sequence[str] | None = None,
-        threads: int | None = None,
-        tokenizer: Callable[[list[str]], Any] | None = None,
-        text_cache_size: int = 4096,
-    ) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, size: int | None = 480,
+                 providers: Sequence[str] | None = None, threads: int | None = None,
+                 tokenizer: Callable[[list[str]], Any] | None = None, text_cache_size: int = 4096) -> None:
         d = Path(directory)
         try:
             self.meta: dict[str, Any] = json.loads((d / METADATA).read_text())
         except FileNotFoundError:
-            raise CheckpointError(f"{d} has no {METADATA}: not an lseg ONNX export (lseg export onnx)") from None
+            raise CheckpointError(
+                f"{d} has no {METADATA}: not an lseg ONNX export (lseg export onnx)") from None
         if self.meta.get("format") != "lseg-onnx" or self.meta.get("version") != FORMAT_VERSION:
             raise CheckpointError(f"{d / METADATA}: not an lseg ONNX export of version {FORMAT_VERSION}")
         self.image_session = session(d / self.meta["image_encoder"], providers, threads)
@@ -144,11 +133,9 @@ class OnnxPredictor:
         self.std = np.asarray(self.meta["std"], np.float32).reshape(3, 1, 1)
         self.logit_scale = np.float32(self.meta["logit_scale"])
         self._tokenizer = tokenizer
-        # one value, or one per channel (exports of models with another normalisation than 0.5/0.5)
         self.pad_value = np.asarray(self.meta["pad_value"], np.float32)
         self._text_cache: LabelCache[np.ndarray] = LabelCache(text_cache_size)
 
-    # ------------------------------------------------------------------ text
     def tokenize(self, labels: list[str]) -> np.ndarray:
         """Labels -> (K, T) int64 token ids, cut after the longest label's end token."""
         if self._tokenizer is None:
@@ -165,7 +152,6 @@ class OnnxPredictor:
     def _encode_labels(self, labels: list[str]) -> list[np.ndarray]:
         return list(self.text_session.run(None, {"tokens": self.tokenize(labels)})[0].astype(np.float32))
 
-    # ------------------------------------------------------------------ image
     def working_size(self, h: int, w: int) -> tuple[int, int]:
         """(h, w) the image graph sees for an (h, w) image (a fixed-size export: fitted into its size)."""
         if not self.meta["dynamic_size"]:
@@ -191,13 +177,9 @@ class OnnxPredictor:
         pixels = pixels[:, :hh, :ww]
         return OnnxImageEmbedding(np.ascontiguousarray(pixels, dtype=np.float32), (h, w), image_size)
 
-    # ------------------------------------------------------------------ scoring
     def score(self, pixels: np.ndarray, text: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """(D, h', w') pixels x (K, D) text -> (K, size[0], size[1]) logits at the working resolution.
-
-        ``scale * cos``, the spatial block if the model has one, x2 bilinear upsampling
-        (align_corners=True) and a crop to ``size``: :meth:`lseg.LSeg.score` in numpy.
-        """
+        """(D, h', w') pixels x (K, D) text -> (K, size[0], size[1]) logits at the working resolution:
+        :meth:`lseg.LSeg.score` in numpy."""
         d, hh, ww = pixels.shape
         logits = (text.astype(np.float32) @ pixels.reshape(d, hh * ww)).reshape(-1, hh, ww) * self.logit_scale
         block = self.meta.get("spatial_block")
@@ -212,10 +194,7 @@ class OnnxPredictor:
         label_list = parse_labels(labels)
         emb = image if isinstance(image, OnnxImageEmbedding) else self.embed_image(image)
         logits = self.score(emb.pixels, self.embed_text(label_list), emb.input_size)
-        return OnnxSegmentation(
-            labels=label_list, label_map=argmax_resized(logits, emb.image_size), logits=logits,
-            image_size=emb.image_size,
-        )
+        return OnnxSegmentation(label_list, argmax_resized(logits, emb.image_size), logits, emb.image_size)
 
 
 def _spatial_block(x: np.ndarray, block: dict[str, Any], activate: bool) -> np.ndarray:

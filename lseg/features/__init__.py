@@ -1,17 +1,8 @@
-"""Dense pixel features for 3D and robotics pipelines; every writer here runs on the batch engine
-(:mod:`lseg.jobs.engine`).
-
-* :mod:`~lseg.features.export`: the ``npy`` layout (one array per image / video frame), sharding helpers;
-* :mod:`~lseg.features.presets`: reference-exact preprocessing presets (reference evaluator, OpenScene,
-  VLMaps, ours) and output resolution;
-* :mod:`~lseg.features.store`: one self-describing store per run (fp16 safetensors shards + JSON
-  index), readable frame by frame; exporters to the OpenScene / Feature 3DGS layouts;
-* :mod:`~lseg.features.reduce`: scene-level PCA fitted in one streaming pass, with ``decode()``;
-* :mod:`~lseg.features.query`: label maps / similarity maps from a store without the image encoder;
-* :mod:`~lseg.features.ray_export`: the store export on Ray Data (optional ``lseg[scale]``);
-* :mod:`~lseg.features.options`: the commands' settings (no torch: the command line's help imports them).
-
-Names are imported on first use.
+"""Dense pixel features for 3D and robotics pipelines (docs/features-3d.md): the ``npy`` layout
+(:mod:`.export`), the self-describing store (:mod:`.store`, :mod:`.reader`) with its presets
+(:mod:`.presets`), reduction (:mod:`.reduce`, :mod:`.derived`), queries (:mod:`.query`) and Ray
+engine (:mod:`.ray_export`); the commands' settings (:mod:`.options`) import no torch. Names are
+imported on first use.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
-"""What is derived from a finished feature store: the scene-level reduction (a k-d PCA of every
-pixel of every frame, :class:`ReduceWriter`) and the per-image layouts 3D pipelines read
-(:class:`LayoutWriter`); both are writers of the batch engine (records, re-runs, claims)."""
+"""What is derived from a finished feature store: the scene-level reduction (:class:`ReduceWriter`)
+and the per-image layouts 3D pipelines read (:class:`LayoutWriter`), both batch writers."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ import torch
 
 from lseg.errors import LSegError
 from lseg.features.reader import PROJECTION, REDUCTION_DIR, STORE_INDEX, FeatureStore
-from lseg.features.reduce import PCAFit, Reduction
+from lseg.features.reduce import Reduction, fit_reduction
 from lseg.io import Staged, atomic_write
 from lseg.jobs.engine import Report, Unit, Writer, run_job
 
@@ -26,9 +25,8 @@ LAYOUTS = {"openscene": "{key}.pt", "feature3dgs": "{key}_fmap_CxHxW.pt"}
 # ---------------------------------------------------------------------------- reduction
 
 class ReduceWriter(Writer):
-    """``lseg store reduce``: a k-dimensional scene PCA fitted over every pixel of every frame (one
-    streaming pass, :class:`~lseg.features.reduce.PCAFit`, in :meth:`setup`), then a unit per shard:
-    its reduced copy under ``reduction/``."""
+    """``lseg store reduce``: a k-dimensional scene PCA fitted over every frame (in :meth:`setup`), then
+    a unit per shard: its reduced copy under ``reduction/``."""
 
     kind = "reduce"
     unit_name = "shard"
@@ -59,14 +57,10 @@ class ReduceWriter(Writer):
             return
         from lseg.console import progress_bar
 
-        fit: PCAFit | None = None
-        for i in progress_bar(range(len(self.store)), desc="fit reduction", unit="frame", disable=not self.progress):
-            fmap = torch.from_numpy(self.store.read(i))
-            fit = fit or PCAFit(int(fmap.shape[0]))
-            fit.update_map(fmap)
-        if fit is None:
+        if not len(self.store):
             raise LSegError(f"{self.store.path} holds no frames")
-        self.reduction = fit.result(self.k)
+        frames = progress_bar(range(len(self.store)), desc="fit reduction", unit="frame", disable=not self.progress)
+        self.reduction = fit_reduction((self.store.read(i) for i in frames), self.k)
         atomic_write(proj, self.reduction.save)
 
     def write(self, unit: Unit, result: Any, staged: Staged) -> dict[str, Any]:
@@ -100,16 +94,9 @@ def reduce_store(path: str | os.PathLike[str], k: int, *, overwrite: bool = Fals
 # ---------------------------------------------------------------------------- other layouts
 
 class LayoutWriter(Writer):
-    """``lseg store export``: a store's frames as the per-image files a 3D pipeline reads, a unit per
-    frame (its record ``<file>.json`` next to it).
-
-    * ``openscene``: ``OUT/<key>.pt``, a ``torch.save`` of the (D, H, W) float16 tensor, as
-      ``lseg_feature_extraction.py`` writes for OpenScene's fusion scripts;
-    * ``feature3dgs``: ``OUT/<key>_fmap_CxHxW.pt``, the same tensor under Feature 3DGS's name
-      (``encoders/lseg_encoder/encode_images.py``).
-
-    ``key`` is the frame key (``clip/000042`` for video frames). With ``reduced``, the (k, H, W)
-    reduced maps (Feature 3DGS's speed-up trains on low-dimensional features)."""
+    """``lseg store export``: a store's frames as the per-image files a 3D pipeline reads (a
+    ``torch.save`` of the (D, H, W) float16 tensor, or with ``reduced`` the (k, H, W) one, named as
+    :data:`LAYOUTS` says), a unit per frame."""
 
     kind = "store-export"
     unit_name = "frame"

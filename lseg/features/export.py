@@ -1,40 +1,8 @@
-"""Dense feature export to the ``npy`` layout: one ``.npy`` of pixel embeddings per image or video
-frame; resumable, atomic, and shardable across processes and machines. (The self-describing store
-of :mod:`lseg.features.store` is the other output format.)
+"""The ``npy`` feature layout (one (D, H, W) array per image or sampled video frame, and a
+``features.json`` manifest: docs/features-3d.md), its resizing and the sharding helpers.
 
-Layout of an output folder::
-
-    OUT/features.json                     # manifest: model config, dtype, resolution, sampling
-    OUT/<relative/path/stem>.npy          # image: (D, h, w) L2-normalised CLIP-space embeddings
-    OUT/<relative/path/stem>_pca.png      # with pca=True: first 3 principal components as RGB
-    OUT/<video stem>/<frame:06d>.npy      # video: one array per sampled frame (index in the file)
-    OUT/<video stem>/frames.json          # video: sampled frame indices and timestamps (written last)
-
-Resolution (``resolution=``):
-
-* ``"half"`` (default): the network's output, half the working resolution (long side ``size``,
-  default 480, so a 640x480 photo gives (512, 180, 240) for the 512-d models);
-* ``"input"``: the working resolution, i.e. the x2 bilinear upsampling (align_corners=True) that
-  LSeg applies to its logits, cropped to the working size;
-* ``"original"``: the image's own size; ``"HxW"`` (e.g. ``"240x320"``) or ``(H, W)``: that size.
-
-Upsampled embeddings follow the logits' path (x2 with align_corners=True, crop, then
-align_corners=True to the target size) and are re-normalised to unit length. They are computed in
-row strips, each written at its place in the file with ``pwrite`` (never through a memory map, whose
-writes die of SIGBUS on a full disk), so a 4000x3000 export needs little RAM (but D*H*W*2 bytes of
-disk).
-
-A file appears only once complete (temporary name, then rename), so a killed job is simply
-restarted: finished outputs are skipped (a video's ``frames.json`` marks it complete). Jobs started
-on one output folder split the work through claim files (:mod:`lseg.jobs.claims`). A write that fails
-(:class:`~lseg.errors.OutputWriteError`) fails its input, and the others go on; a full disk or a
-read-only file system stops the job (``Report.stopped``), and a re-run completes it.
-
-Sharding: with ``torchrun --nproc_per_node=N -m lseg.cli features ...`` (``RANK``/``WORLD_SIZE`` in the
-environment; no process group is needed) input ``i`` (an image or a whole video, in sorted order) is
-done by rank ``i % WORLD_SIZE``; only rank 0 of each job writes the manifest (the same for every
-shard). ``--shard k/M`` splits the inputs across machines the same way, and composes with torchrun
-(part ``k * WORLD_SIZE + RANK`` of ``M * WORLD_SIZE``).
+Resolutions other than ``half`` follow the logits' path (x2 bilinear, align_corners=True, crop to
+the working size, align_corners=True to the target), re-normalised, in row strips written in place.
 """
 
 from __future__ import annotations
@@ -57,7 +25,7 @@ from lseg.jobs.inputs import Media, collect_media
 
 __all__ = [
     "DTYPES", "FRAMES_INDEX", "MANIFEST", "NpyWriter", "combine_shards", "export_features",
-    "iter_resized_embeddings", "parse_resolution", "parse_shard", "resize_embeddings", "torchrun_rank",
+    "iter_resized_embeddings", "job_part", "parse_resolution", "parse_shard", "resize_embeddings", "torchrun_rank",
 ]
 
 MANIFEST = "features.json"
@@ -87,23 +55,19 @@ def combine_shards(machine: tuple[int, int] | None, process: tuple[int, int]) ->
     return k * w + r, m * w
 
 
+def job_part(shard: tuple[int, int] | None, write_manifest: bool | None) -> tuple[int, int, bool]:
+    """``(k, M, write_manifest)`` of this process: ``shard``, by default torchrun's ``(RANK,
+    WORLD_SIZE)``; the manifest, by default, on rank 0."""
+    part, parts = shard if shard is not None else torchrun_rank()
+    if not 0 <= part < parts:
+        raise LSegError(f"shard must be (k, M) with 0 <= k < M, got {(part, parts)}")
+    return part, parts, torchrun_rank()[0] == 0 if write_manifest is None else write_manifest
+
+
 # ---------------------------------------------------------------------------- resolution
 
-def _target_size(resolution: Resolution, pixels_hw: tuple[int, int], input_size: tuple[int, int],
-                 image_size: tuple[int, int]) -> tuple[int, int]:
-    if resolution == "half":
-        return pixels_hw
-    if resolution == "input":
-        return input_size
-    if resolution == "original":
-        return image_size
-    assert isinstance(resolution, tuple)
-    return resolution
-
-
-def iter_resized_embeddings(
-    pixels: np.ndarray, input_size: tuple[int, int], size: tuple[int, int], rows: int | None = None
-) -> Iterator[tuple[slice, np.ndarray]]:
+def iter_resized_embeddings(pixels: np.ndarray, input_size: tuple[int, int], size: tuple[int, int],
+                            rows: int | None = None) -> Iterator[tuple[slice, np.ndarray]]:
     """Upsample half-resolution embeddings in row strips, as LSeg upsamples its logits.
 
     Args:
@@ -149,8 +113,7 @@ def resize_embeddings(pixels: np.ndarray, input_size: tuple[int, int], size: tup
 # ---------------------------------------------------------------------------- export
 
 class NpyWriter(Writer):
-    """The ``npy`` layout as a batch writer: a unit per image (``<stem>.npy``, its record
-    ``<stem>.json``) or per video (``<stem>/<frame>.npy``, its record ``<stem>/frames.json``)."""
+    """The ``npy`` layout as a batch writer: a unit per image or video."""
 
     kind = "features"
     unit_name = "input"
@@ -159,9 +122,8 @@ class NpyWriter(Writer):
                  resolution: Resolution, pca: bool, fps: float | None, every_n: int | None,
                  predictor: LSegPredictor | Any, model: Mapping[str, Any], recipe: Mapping[str, Any],
                  write_manifest: bool = True) -> None:
-        """``predictor``: an :class:`LSegPredictor`, or a function that builds it (called only when
-        some input is to be written); ``model``: what identifies the weights in the records;
-        ``recipe``: the predictor's settings (size, crop_size, stride, precision)."""
+        """``predictor``: an :class:`LSegPredictor`, or a function building it (called once there is
+        work); ``model``: what identifies the weights; ``recipe``: the predictor's settings."""
         if dtype not in DTYPES:
             raise LSegError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self.inputs, self.out = list(inputs), Path(out)
@@ -208,8 +170,8 @@ class NpyWriter(Writer):
         return self._video(unit)
 
     def _video(self, unit: Unit) -> dict[str, Any]:
-        """A video's frames, each written as it is computed (a killed run keeps them: its pending
-        record lists them, and a re-run of the same recipe skips those that exist)."""
+        """A video's frames, each written as it is computed (a re-run of a killed one skips those that
+        exist: its pending record lists them)."""
         assert self.predictor is not None
         item: Media = unit.data
         frames: list[dict[str, float]] = []
@@ -227,11 +189,12 @@ class NpyWriter(Writer):
 
     def _save(self, emb: Any, targets: list[Path], write: Any) -> list[int]:
         """Write one embedding (and its PCA picture) with ``write(target, writer)`` (staged or
-        atomic); its stored shape."""
+        atomic); returns its stored shape."""
         pixels = to_numpy(emb.pixels)  # (D, h', w') float32
-        size = _target_size(self.res, tuple(pixels.shape[1:]), tuple(emb.input_size), tuple(emb.image_size))
+        sizes = {"half": tuple(pixels.shape[1:]), "input": tuple(emb.input_size), "original": tuple(emb.image_size)}
+        size = sizes[self.res] if isinstance(self.res, str) else self.res
         dtype = DTYPES[self.dtype]
-        if size == tuple(pixels.shape[1:]) and self.res == "half":
+        if self.res == "half":
             arr = pixels.astype(dtype)
             write(targets[0], lambda p: _save_npy(p, arr))
         else:
@@ -241,24 +204,15 @@ class NpyWriter(Writer):
         return [int(pixels.shape[0]), *size]
 
 
-def export_features(
-    predictor: LSegPredictor,
-    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-    out_dir: str | os.PathLike[str],
-    *,
-    dtype: str = "float16",
-    overwrite: bool = False,
-    progress: bool = True,
-    resolution: Resolution = "half",
-    pca: bool = False,
-    fps: float | None = None,
-    every_n: int | None = None,
-    shard: tuple[int, int] | None = None,
-    write_manifest: bool | None = None,
-    model_id: Mapping[str, Any] | None = None,
-) -> Report:
-    """Write the pixel embeddings of every image / sampled video frame under ``inputs`` (module doc)
-    with the batch engine (:func:`lseg.jobs.engine.run_job`: records, re-runs, claims).
+def export_features(predictor: LSegPredictor,
+                    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                    out_dir: str | os.PathLike[str], *, dtype: str = "float16", overwrite: bool = False,
+                    progress: bool = True, resolution: Resolution = "half", pca: bool = False,
+                    fps: float | None = None, every_n: int | None = None,
+                    shard: tuple[int, int] | None = None, write_manifest: bool | None = None,
+                    model_id: Mapping[str, Any] | None = None) -> Report:
+    """Write the pixel embeddings of every image / sampled video frame under ``inputs`` in the ``npy``
+    layout, with the batch engine's records, re-runs and claims.
 
     Args:
         predictor: computes the embeddings (its ``size`` sets the working resolution).
@@ -268,8 +222,7 @@ def export_features(
         overwrite: redo finished outputs (and replace files lseg did not write).
         progress: show a progress bar.
         resolution: ``half`` | ``input`` | ``original`` | ``"HxW"`` | ``(H, W)``.
-        pca: also write ``<stem>_pca.png`` (:func:`lseg.viz.pca_rgb` of the embeddings, computed at
-            half resolution and resized to the output resolution).
+        pca: also write ``<stem>_pca.png`` (:func:`lseg.viz.pca_rgb` at half resolution, resized).
         fps, every_n: video frame sampling (:func:`lseg.io.iter_frames`); default every frame.
         shard: ``(k, M)``: do only inputs ``i`` with ``i % M == k``. Default: ``(RANK, WORLD_SIZE)``
             from the environment (torchrun), i.e. everything in a plain run.
@@ -282,17 +235,12 @@ def export_features(
         ``failed`` and the others still processed.
     """
     from lseg.features.options import FeaturesOptions
-    from lseg.inference.folder import weights_sha256
+    from lseg.inference.folder import weights_identity
 
     FeaturesOptions(out=str(out_dir), dtype=dtype, fps=fps, every_n=every_n,  # type: ignore[arg-type]
                     resolution=resolution if isinstance(resolution, str) else None)
-    part, parts = shard if shard is not None else torchrun_rank()
-    if not 0 <= part < parts:
-        raise LSegError(f"shard must be (k, M) with 0 <= k < M, got {(part, parts)}")
-    if write_manifest is None:
-        write_manifest = torchrun_rank()[0] == 0
-    model = model_id if model_id is not None else {"config": predictor.model.config.to_dict(),
-                                                   "weights_sha256": weights_sha256(predictor.model)}
+    part, parts, write_manifest = job_part(shard, write_manifest)
+    model = model_id if model_id is not None else weights_identity(predictor.model)
     recipe = {"size": predictor.size, "crop_size": predictor.crop_size, "stride": predictor.stride,
               "precision": predictor.precision}
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
@@ -322,9 +270,8 @@ def _manifest(
 
 def _save_resized(path: Path, pixels: np.ndarray, input_size: tuple[int, int], size: tuple[int, int],
                   dtype: Any) -> None:
-    """A (D, H, W) ``.npy`` written strip by strip: the rows of a strip lie at D places in the file
-    (one per channel), each written with a seek and an ordinary write, so a full disk is an
-    ``OSError`` (ENOSPC), not the SIGBUS of a store through a memory map."""
+    """A (D, H, W) ``.npy`` written strip by strip, each channel's rows with a seek and an ordinary
+    write: a full disk is an ``OSError`` (ENOSPC), not the SIGBUS of a memory map."""
     d, (big_h, big_w) = pixels.shape[0], size
     row_bytes = big_w * np.dtype(dtype).itemsize
     with open(path, "wb") as f:
@@ -340,8 +287,8 @@ def _save_resized(path: Path, pixels: np.ndarray, input_size: tuple[int, int], s
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
-    """``np.save``'s format, written with Python's file write: a full disk is an ``OSError`` with its
-    errno (ENOSPC), where numpy's own write reports only ``N requested and M written``."""
+    """``np.save``'s format through Python's file write: a full disk is an ``OSError`` with its errno
+    (numpy's own write reports only ``N requested and M written``)."""
     with open(path, "wb") as f:
         np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(arr))
         f.write(np.ascontiguousarray(arr).data)

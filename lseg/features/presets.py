@@ -1,59 +1,33 @@
-"""Preprocessing presets: the feature maps each LSeg consumer computes, reproduced step by step.
+"""Preprocessing presets: the feature maps each LSeg consumer computes, reproduced step by step (the
+presets compared: docs/features-3d.md, "Presets"). Each maps an image's uint8 RGB pixels ``x``
+(h x w) to one (D, H, W) map, L2-normalised per pixel (the consumers' sums point the same way).
 
-Every 3D pipeline that vendors LSeg preprocesses differently, and the difference costs accuracy
-(31 vs 49 mIoU on ScanNet in openscene#9). A preset names one of these recipes exactly, and the
-store records it. All presets start from the image's uint8 RGB pixels ``x`` (h x w) and end with
-one (D, H, W) feature map, L2-normalised per pixel (the consumers keep un-normalised sums or
-``logit_scale``-scaled copies; the direction, all a cosine query reads, is the same).
+``ours`` (default; :class:`lseg.inference.predictor.LSegPredictor`): resize (antialiased bilinear)
+to long side ``size``; normalise with the model's mean/std; run whole if it fits in ``crop_size``
+(padded at the bottom/right to a multiple of 32 with normalised black), else ``crop_size``
+windows with stride ``stride``, averaged. Its native output is the half-resolution map; other
+resolutions upsample it as LSeg upsamples its logits (x2, align_corners=True, cropped to the
+working size, then align_corners=True to the target).
 
-``ours`` (default; :class:`lseg.inference.predictor.LSegPredictor`)
-    1. resize (antialiased bilinear) so the long side is ``size`` (480), aspect kept;
-    2. normalise with the model's mean/std; run the whole image if it fits in ``crop_size``
-       (padded at the bottom/right to a multiple of 32 with normalised black, output cropped back),
-       else ``crop_size`` windows with stride ``stride``, averaged;
-    3. native output: the network's half-resolution map (``resolution="half"``).
+The evaluator presets (``reference``, ``reference-ss``, ``openscene``, ``vlmaps``: lang-seg's
+``MultiEvalModule``, spec section 7):
 
-``reference``, ``reference-ss``, ``openscene``, ``vlmaps`` (the reference evaluator's geometry,
-``MultiEvalModule`` of lang-seg, spec section 7):
-    1. ``x / 255``, normalised with the preset's mean/std (at the original size);
-    2. for each scale ``s``: ``long = ceil(base * s)``; resize (bilinear, align_corners=True, no
-       antialiasing) to ``long`` on the long side, short side ``int(short * long / long_side + 0.5)``;
-    3. pad at the bottom/right to at least ``crop x crop`` with ``-mean/std`` (normalised black);
-    4. windows ``crop x crop`` at ``0, stride, 2*stride, ...`` (``stride = int(crop * 2/3)``, the
-       last ones partial and padded, not shifted back); each window's map is the network's
-       half-resolution map upsampled x2 (bilinear, align_corners=True: the network's own
-       ``output_conv``) or, for ``openscene``, the half-resolution map itself; with ``flip``, plus
-       the map of the mirrored window mirrored back (summed, as the reference);
-    5. window maps summed into a canvas, divided by the per-pixel window count, cropped to the
-       resized image (un-padding comes before any resize);
-    6. each scale's map resized (bilinear, align_corners=True) to the output size and summed; then
-       L2-normalised.
+1. ``x / 255``, normalised with the preset's mean/std (at the original size);
+2. for each scale ``s``: ``long = ceil(base * s)``; resize (bilinear, align_corners=True, no
+   antialiasing) to ``long`` on the long side, short side ``int(short * long / long_side + 0.5)``;
+3. pad at the bottom/right to at least ``crop x crop`` with ``-mean/std`` (normalised black);
+4. windows ``crop x crop`` at ``0, stride, 2*stride, ...`` (``stride = int(crop * 2/3)``, the last
+   ones partial and padded, not shifted back); a window's map is the network's half-resolution map
+   upsampled x2 (bilinear, align_corners=True) or, for ``openscene``, that map itself; ``flip``
+   adds the mirrored window's map, mirrored back;
+5. window maps summed into a canvas, divided by the per-pixel window count, cropped to the resized
+   image (un-padding comes before any resize);
+6. each scale's map resized (bilinear, align_corners=True) to the output size and summed; then
+   L2-normalised.
 
-    ========== ======= ======= ========================= ====== ========== ==============
-    preset     base    crop    scales                    flip   window map default output
-    ========== ======= ======= ========================= ====== ========== ==============
-    reference  520     480     0.5 .. 1.75 (6)           yes    x2         original (h, w)
-    reference-ss 520   480     1.0                       yes    x2         original (h, w)
-    openscene  2 x L   2 x L   1.0                       yes    half-res   original (h, w)
-    vlmaps     520     480     1.0                       no     x2         input (long 520)
-    ========== ======= ======= ========================= ====== ========== ==============
-
-    ``L`` is the image's long side: OpenScene's extractor sets ``crop_size = base_size =
-    2 * img_long_side``, so the whole image, upscaled x2 and padded to a square, is one window
-    whose half-resolution map is exactly h x w (its evaluator crops to the image size and returns
-    before resizing). OpenScene and VLMaps normalise with mean = std = 0.5; ``reference`` uses the
-    model's (0.5 for the ViT models). VLMaps keeps the map at the working size (long side 520).
-    Feature 3DGS runs ``reference`` with scales (0.75, 1, 1.25, 1.75):
-    ``dataclasses.replace(get_preset("reference"), scales=(0.75, 1.0, 1.25, 1.75))``.
-
-Output resolution (``resolution=``; default: the preset's ``output``): ``half`` = half the working
-size (ceil), ``input`` = the working size (for the evaluator presets: at scale 1), ``original`` =
-the image's size, ``HxW`` / ``(H, W)``. ``ours`` upsamples its half-resolution map the way LSeg
-upsamples its logits (x2 align_corners=True, cropped to the working size, then align_corners=True to
-the target); the evaluator presets resize each scale's un-padded map straight to the target.
-
-Memory of the evaluator presets: the canvas of one scale, ``D * ph * pw * 4`` bytes (ph, pw: the
-padded working size; 512 x 520 x 480 -> 0.5 GB), as the reference's evaluator.
+OpenScene's extractor sets ``crop = base = 2 x`` the image's long side: the whole image is one
+window whose half-resolution map is exactly h x w. Memory: one scale's canvas, ``D * ph * pw * 4``
+bytes (ph, pw: the padded working size; 0.5 GB for 512 x 520 x 480), as the reference's evaluator.
 """
 
 from __future__ import annotations
@@ -70,14 +44,15 @@ import torch.nn.functional as F
 
 from lseg.errors import LSegError
 from lseg.features.options import Resolution, parse_resolution
-from lseg.geometry import pad_to, pad_value, reference_windows, resize, scaled_size, working_size
+from lseg.geometry import pad_to, pad_value, resize, scaled_size, working_size
+from lseg.inference.multiscale import window_average
 from lseg.inference.predictor import ADE20K_SCALES, LSegPredictor
 from lseg.io import load_image
 
 
 @dataclass(frozen=True)
 class Preset:
-    """One preprocessing recipe (module docstring).
+    """One preprocessing recipe.
 
     Attributes:
         name: preset name (recorded in the store).
@@ -142,7 +117,7 @@ def get_preset(preset: str | Preset) -> Preset:
 
 def describe(preset: str | Preset, resolution: Resolution | None, geometry: tuple[int | None, int, int]
              ) -> dict[str, Any]:
-    """What an extraction computes, known before the model is built: the preset, the predictor's
+    """What an extraction computes, known before the model is built: the preset, the ``geometry``
     ``(size, crop_size, stride)`` for ``ours``, and the output resolution (``None``: the preset's)."""
     p = get_preset(preset)
     out: dict[str, Any] = {"preset": p.to_dict()}
@@ -203,7 +178,7 @@ class FeatureExtractor:
         p = self.preset
         if p.engine == "predictor":
             return working_size(h, w, self.predictor.size)
-        return scaled_size(h, w, math.ceil(self._base(h, w) * 1.0))
+        return scaled_size(h, w, self._base(h, w))
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         """(H, W) of the map for an h x w image."""
@@ -251,22 +226,10 @@ class FeatureExtractor:
         for scale in p.scales:
             height, width = scaled_size(h, w, math.ceil(base * scale))
             cur = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=True)
-            padded = pad_to(cur, (crop, crop), black)
-            ph, pw = padded.shape[-2:]
-            canvas: torch.Tensor | None = None
-            count = torch.zeros(1, 1, math.ceil(ph / f), math.ceil(pw / f), device=x.device)
-            for y0, y1, x0, x1 in reference_windows(ph, pw, crop, stride):
-                e = self._window(pad_to(padded[..., y0:y1, x0:x1], (crop, crop), black))
-                if canvas is None:
-                    canvas = torch.zeros(1, e.shape[1], *count.shape[-2:], device=x.device)
-                ys, xs = slice(y0 // f, math.ceil(y1 / f)), slice(x0 // f, math.ceil(x1 / f))
-                canvas[..., ys, xs] += e[..., : ys.stop - ys.start, : xs.stop - xs.start]
-                count[..., ys, xs] += 1
-            assert canvas is not None
-            m = (canvas / count)[..., : math.ceil(height / f), : math.ceil(width / f)]  # un-pad first
-            m = resize(m, out_size)
+            m = window_average(pad_to(cur, (crop, crop), black), crop, stride, black, self._window, f)
+            m = resize(m[..., : math.ceil(height / f), : math.ceil(width / f)], out_size)  # un-pad first
             total = m if total is None else total.add_(m)
-            del canvas, count, m
+            del m
         assert total is not None
         return F.normalize(total, dim=1)[0].cpu()
 

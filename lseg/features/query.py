@@ -1,15 +1,9 @@
-"""Text queries over a feature store, without running the image encoder again.
+"""Text queries over a feature store, without the image encoder (docs/features-3d.md, "Queries").
 
-For each frame: ``sim[k] = <f, t_k>`` (cosine similarity; stored maps are unit vectors, reduced ones
-are decoded to the text space and re-normalised), ``label_map = argmax_k sim[k]`` (ties: lowest k),
-and ``probs = softmax(logit_scale * sim)``: LSeg's head without its x2 upsampling, at the store's
-resolution. Models with a spatial block (``arch_option`` 1/2) refine their logits with
-convolutions; a query scores the plain similarity (logged once).
-
-Per frame ``<key>``: ``OUT/<key>_labels.png`` (label names in its ``lseg:labels`` chunk), its record
-``<key>_labels.json`` (labels, colours and the recipe, as ``lseg segment`` writes), and optionally
-``<key>_scores.npz`` and ``<key>_heat_<i>_<label>.png``. A query with other labels redoes the
-frames and removes the old labels' files.
+Per frame: ``sim[k] = <f, t_k>`` (stored maps are unit vectors; reduced ones are decoded and
+re-normalised), ``label_map = argmax_k sim`` and ``probs = softmax(logit_scale * sim)``: LSeg's head
+without its x2 upsampling, at the store's resolution, and without a spatial block (``arch_option``
+1/2; logged once). The files per frame are ``lseg segment``'s, without the overlay.
 """
 
 from __future__ import annotations
@@ -21,7 +15,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from lseg.errors import LSegError
@@ -37,14 +30,8 @@ _logger = logging.getLogger(__name__)
 def iter_similarities(
     store: FeatureStore, text: torch.Tensor, frames: Sequence[int | str] | None = None, *, reduced: bool = False
 ) -> Iterator[tuple[dict, torch.Tensor]]:
-    """``(frame record, (K, H, W) float32 cosine similarities)`` per frame.
-
-    Args:
-        store: the store.
-        text: (K, D) L2-normalised text embeddings (:meth:`lseg.LSegPredictor.embed_text`).
-        frames: frame ids or keys (default: all).
-        reduced: score the reduced maps, decoded (:meth:`FeatureStore.read_decoded`).
-    """
+    """``(frame record, (K, H, W) float32 cosine similarities)`` per frame (ids or keys; default all)
+    with the (K, D) L2-normalised ``text`` embeddings; ``reduced``: of the decoded reduced maps."""
     for frame in frames if frames is not None else range(len(store)):
         info = store.frames[store.frame_id(frame)]
         yield info, similarity(store, info["id"], text, reduced)
@@ -58,8 +45,7 @@ def similarity(store: FeatureStore, frame: int, text: torch.Tensor, reduced: boo
 
 
 def parse_frames(text: str, store: FeatureStore) -> list[int]:
-    """``a:b`` (ids a..b-1) or a comma-separated list of ids and keys -> frame ids; a selection with
-    no frame of the store is refused."""
+    """``a:b`` (ids a..b-1) or a comma-separated list of ids and keys -> frame ids (at least one)."""
     n = len(store)
     if ":" in text and "," not in text:
         a, _, b = text.partition(":")
@@ -77,7 +63,7 @@ def parse_frames(text: str, store: FeatureStore) -> list[int]:
 
 
 class QueryWriter(Writer):
-    """``lseg query`` as a batch writer: a unit per frame (module docstring)."""
+    """``lseg query`` as a batch writer: a unit per frame."""
 
     kind = "query"
     unit_name = "frame"
@@ -87,8 +73,7 @@ class QueryWriter(Writer):
                  scores: bool = False, model: dict[str, Any], templates: Sequence[str] = (),
                  text: Callable[[], tuple[torch.Tensor, float]] | tuple[torch.Tensor, float]) -> None:
         """``model``: what identifies the text encoder's weights; ``text``: the (K, D) text embeddings
-        and the logit scale, or a function that computes them (called only when a frame is to be
-        written)."""
+        and the logit scale, or a function computing them (called once there is work)."""
         if reduced and store.reduction is None:
             raise LSegError(f"{store.path} has no reduction (run `lseg store reduce`)")
         if len(labels) > 65536:
@@ -101,7 +86,7 @@ class QueryWriter(Writer):
         self.logit_scale = 0.0
 
     def units(self) -> list[Unit]:
-        from lseg.inference.folder import segment_files
+        from lseg.inference.results import segment_files
 
         units = []
         for frame in self.frames:
@@ -129,40 +114,18 @@ class QueryWriter(Writer):
         return similarity(self.store, unit.data[0], self.text, self.reduced)
 
     def write(self, unit: Unit, result: torch.Tensor, staged: Staged) -> dict[str, Any]:
-        from lseg.viz import heatmaps as make_heatmaps
-        from lseg.viz import hex_colors, save_label_map, save_scores
+        from lseg.inference.results import write_segment_files
 
-        files = unit.data[1]
-        label_map = result.argmax(0).numpy()
-        staged.write(files["labels"], lambda p: save_label_map(p, label_map, self.labels))
-        heat = [k for k in files if k.startswith("heat:")]
-        if heat or "scores" in files:
-            probs = torch.softmax(result * self.logit_scale, dim=0).numpy()
-            if "scores" in files:
-                staged.write(files["scores"], lambda p: save_scores(p, probs, self.labels))
-            for key, pic in zip(heat, make_heatmaps(probs, self.labels).values()):
-                staged.write(files[key], lambda p, pic=pic: pic.save(p, format="PNG"))
-        counts = np.bincount(label_map.ravel(), minlength=len(self.labels)) / max(1, label_map.size)
-        return {"labels": self.labels, "colors": hex_colors(min(len(self.labels), 65536)),
-                "shares": dict(zip(self.labels, counts.tolist()))}
+        return write_segment_files(unit.data[1], staged, result.argmax(0).numpy(), self.labels,
+                                   lambda: torch.softmax(result * self.logit_scale, dim=0).numpy())
 
 
-def query_store(
-    store: FeatureStore | str | os.PathLike[str],
-    text: torch.Tensor,
-    labels: Sequence[str],
-    out_dir: str | os.PathLike[str],
-    *,
-    logit_scale: float,
-    frames: Sequence[int | str] | None = None,
-    reduced: bool = False,
-    heatmaps: bool = False,
-    scores: bool = False,
-    overwrite: bool = False,
-    progress: bool = False,
-) -> Report:
+def query_store(store: FeatureStore | str | os.PathLike[str], text: torch.Tensor, labels: Sequence[str],
+                out_dir: str | os.PathLike[str], *, logit_scale: float,
+                frames: Sequence[int | str] | None = None, reduced: bool = False, heatmaps: bool = False,
+                scores: bool = False, overwrite: bool = False, progress: bool = False) -> Report:
     """Score the frames of ``store`` against ``text`` (the (K, D) embeddings of ``labels``) into
-    ``out_dir`` (module docstring), with the batch engine's records and re-runs."""
+    ``out_dir``, with the batch engine's records and re-runs."""
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)
     ids = [store.frame_id(f) for f in frames] if frames is not None else None
     writer = QueryWriter(store, labels, out_dir, frames=ids, reduced=reduced, heatmaps=heatmaps, scores=scores,

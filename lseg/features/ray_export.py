@@ -1,19 +1,11 @@
 """The store export on Ray Data, for collections that outgrow one machine (``pip install lseg[scale]``).
 
-Pipeline: the driver plans the units and checks them as a single process does
-(:class:`lseg.features.store.StoreWriter` and :func:`lseg.jobs.engine.pending_units`: clashes,
-another run's store, finished units) and writes the manifest; ``ray.data.from_items`` makes one row
-per unfinished unit; ``map_batches`` hands each row to one of ``num_workers`` actors
-(:class:`_UnitWorker`), each of which holds one copy of the writer and its model (put once in the
-object store; moved to its GPU with ``num_gpus_per_worker``), reads the unit's files itself (frames
-never travel through the object store, only file names and records do) and writes the unit's shards
-and record into the store (a filesystem every worker sees) with :func:`lseg.jobs.engine.write_unit`,
-what a single process runs. The shard layout depends only on the inputs, so the store equals the
-single-process one. The driver then writes the index (and the reduction, if asked).
-
-For a few GPUs on one machine, ``torchrun -m lseg.cli features --format store`` is simpler.
-The caller connects to a cluster (``ray.init(address=...)``); without one, Ray Data starts a
-local one.
+The driver plans and checks the units as one process does and writes the manifest; each unfinished
+unit is a row that ``map_batches`` hands to one of ``num_workers`` actors, each holding one copy of
+the writer and its model. An actor reads the unit's files itself (only names and records travel
+through the object store) and writes the unit with :func:`lseg.jobs.engine.write_unit`, as one
+process does, so the store is the same; the driver then writes the index. Without a cluster
+(``ray.init(address=...)``), Ray Data starts a local one.
 """
 
 from __future__ import annotations
@@ -28,7 +20,8 @@ import numpy as np
 
 from lseg.errors import LSegError
 from lseg.features.presets import FeatureExtractor
-from lseg.features.store import StoreSettings, StoreWriter, weights_sha256
+from lseg.features.store import StoreSettings, StoreWriter
+from lseg.inference.folder import weights_identity
 from lseg.jobs.engine import Report, pending_units, write_unit
 
 
@@ -59,25 +52,17 @@ class _UnitWorker:
         return {"unit": np.array(ids), "written": np.array(written), "failed": np.array(failed)}
 
 
-def export_store_ray(
-    extractor: FeatureExtractor,
-    inputs: Sequence[str | os.PathLike[str]],
-    out_dir: str | os.PathLike[str],
-    *,
-    num_workers: int = 2,
-    num_gpus_per_worker: float = 0,
-    settings: StoreSettings | None = None,
-    checkpoint: str | None = None,
-    overwrite: bool = False,
-    reduce: int | None = None,
-    model: dict[str, Any] | None = None,
-) -> Report:
-    """:func:`lseg.features.store.export_store` with the units spread over Ray actors (module doc).
+def export_store_ray(extractor: FeatureExtractor, inputs: Sequence[str | os.PathLike[str]],
+                     out_dir: str | os.PathLike[str], *, num_workers: int = 2, num_gpus_per_worker: float = 0,
+                     settings: StoreSettings | None = None, checkpoint: str | None = None,
+                     overwrite: bool = False, reduce: int | None = None,
+                     model: dict[str, Any] | None = None) -> Report:
+    """:func:`lseg.features.store.export_store` with the units spread over Ray actors.
 
     Args:
         num_workers: actors (one model each).
-        num_gpus_per_worker: GPUs per actor (0: CPU actors, one CPU each). With GPUs, the
-            extractor's model is moved to the CPU to be shipped (each actor moves its copy to its GPU).
+        num_gpus_per_worker: GPUs per actor (0: CPU actors, one CPU each); with GPUs, the
+            extractor's model is moved to the CPU to be shipped.
         model: what identifies the weights in the records (default: config and weights hash).
     """
     try:
@@ -87,7 +72,7 @@ def export_store_ray(
     if num_workers < 1:
         raise LSegError(f"num_workers must be >= 1, got {num_workers}")
     out = Path(out_dir)
-    model = model or {"config": extractor.model.config.to_dict(), "weights_sha256": weights_sha256(extractor.model)}
+    model = model or weights_identity(extractor.model)
     writer = StoreWriter(inputs, out, description=extractor.describe(), model=model, extractor=extractor,
                          settings=settings, checkpoint=checkpoint, overwrite=overwrite, reduce=reduce)
     report = Report()

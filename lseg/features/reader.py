@@ -1,5 +1,5 @@
-"""Reading a feature store (:mod:`lseg.features.store` writes it; module docstring there): the
-manifest, the index, one frame at a time, the reduction."""
+"""Reading a feature store (:mod:`lseg.features.store` writes it): the manifest, the index, one frame
+at a time, the reduction."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from lseg.features.reduce import Reduction
 from lseg.jobs.inputs import read_record
 from lseg.jobs.records import digest
 
-__all__ = ["FORMAT", "PROJECTION", "REDUCTION_DIR", "STORE_INDEX", "STORE_MANIFEST", "VERSION", "FeatureStore"]
+__all__ = ["FORMAT", "PROJECTION", "REDUCTION_DIR", "STORE_INDEX", "STORE_MANIFEST", "VERSION", "FeatureStore",
+           "unit_record"]
 
 FORMAT = "lseg-feature-store"
 VERSION = 1
@@ -27,13 +28,14 @@ REDUCTION_DIR = "reduction"
 PROJECTION = "projection.safetensors"
 
 
-class FeatureStore:
-    """Read a store frame by frame (only the requested frame's bytes are read).
+def unit_record(store: Path, unit_id: int) -> Path:
+    """The record of the store's unit ``unit_id``."""
+    return store / "shards" / f"u{int(unit_id):06d}.json"
 
-    >>> store = FeatureStore("feats/")                               # doctest: +SKIP
-    >>> store.frames[0]["key"], store.read(0).shape                  # doctest: +SKIP
-    ('clip/000000', (512, 240, 320))
-    """
+
+class FeatureStore:
+    """Read a store frame by frame (only the requested frame's bytes are read); ``frames``: the index's
+    frame records (id, key, source, frame, time, image_size, shape, shard)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -45,8 +47,7 @@ class FeatureStore:
             raise LSegError(f"{self.path}/{STORE_MANIFEST} is not an {FORMAT} manifest")
         index = self.path / STORE_INDEX
         if not index.is_file():
-            done = sum(read_record(self.path / "shards" / f"u{int(u['id']):06d}.json") is not None
-                       for u in self.manifest["units"])
+            done = sum(read_record(unit_record(self.path, u["id"])) is not None for u in self.manifest["units"])
             raise LSegError(f"{self.path} is incomplete ({done} of {len(self.manifest['units'])} units done); "
                             "re-run the same export to finish it")
         self.index: dict[str, Any] = json.loads(index.read_text())
@@ -92,7 +93,6 @@ class FeatureStore:
 
     def shards(self) -> list[str]:
         return list(dict.fromkeys(f["shard"] for f in self.frames))
-
 
     def identity(self) -> dict[str, Any]:
         """What identifies the store's content: its weights, frames and reduction."""

@@ -1,18 +1,14 @@
-"""Scene-level dimensionality reduction that decodes back to the text space.
+"""Scene-level dimensionality reduction that decodes back to the text space (docs/features-3d.md,
+"Reduction").
 
-A PCA fitted once over all pixels of all frames of a run, so every view is projected by the same
-linear map (a per-frame PCA is not consistent across views: LangSplatV2#6). The fit streams:
-:class:`PCAFit` accumulates the pixel count, the sum and the sum of outer products in float64
-(``D + D*D`` numbers: 2 MB for D = 512) one strip of pixels at a time, so its memory is bounded by
-``D*D*8 + strip*D*8`` bytes (~35 MB for D = 512) whatever the number of frames; the covariance is
-then diagonalised exactly (``eigh``). Sums are order-independent up to float64 rounding and
-partial fits merge (:meth:`PCAFit.merge`), so sharded fits agree with one pass.
+One PCA over all pixels of all frames, so every view is projected by the same linear map (a
+per-frame PCA is not consistent across views: LangSplatV2#6). :class:`PCAFit` streams: it sums the
+count, the vectors and their outer products in float64, a strip of pixels at a time, whatever the
+number of frames; the covariance is then diagonalised exactly (``eigh``).
 
 ``encode(x) = C (x - mean)`` (C: the top-k eigenvectors, k x D, each with its largest loading
-positive so the basis does not depend on the eigensolver), ``decode(z) = C^T z + mean``. The mean
-squared reconstruction error per pixel vector over the fitted pixels is exactly the sum of the
-discarded eigenvalues (:attr:`Reduction.mse`); :attr:`Reduction.relative_error` is its square root
-relative to the RMS vector length. For cosine queries, decoded vectors are re-normalised.
+positive), ``decode(z) = C^T z + mean``; the mean squared reconstruction error over the fitted
+pixels is the sum of the discarded eigenvalues (:attr:`Reduction.mse`).
 """
 
 from __future__ import annotations
@@ -33,7 +29,7 @@ STRIP_PIXELS = 8192
 
 @dataclass
 class PCAFit:
-    """Streaming PCA statistics over D-dimensional vectors (module docstring)."""
+    """Streaming PCA statistics over D-dimensional vectors; fits merge (e.g. of shards)."""
 
     dim: int
     count: int = 0
@@ -58,9 +54,7 @@ class PCAFit:
 
     def update_map(self, fmap: torch.Tensor | np.ndarray) -> PCAFit:
         """Add every pixel of a (D, H, W) feature map (strip by strip, no full float64 copy)."""
-        fmap = torch.as_tensor(fmap)
-        d = fmap.shape[0]
-        flat = fmap.reshape(d, -1)
+        flat = torch.as_tensor(fmap).flatten(1)
         for i in range(0, flat.shape[1], STRIP_PIXELS):
             self.update(flat[:, i : i + STRIP_PIXELS].T)
         return self
@@ -92,7 +86,7 @@ class PCAFit:
 
 @dataclass
 class Reduction:
-    """A fitted linear projection D -> k with its inverse (module docstring).
+    """A fitted linear projection D -> k with its inverse.
 
     Attributes:
         components: (k, D) float32 orthonormal rows.
@@ -148,14 +142,9 @@ class Reduction:
         return z @ self.components + self.mean
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "k": self.k,
-            "dim": self.dim,
-            "fitted_pixels": self.count,
-            "explained_variance_ratio": round(self.explained_variance_ratio, 6),
-            "mse": self.mse,
-            "relative_error": round(self.relative_error, 6),
-        }
+        return {"k": self.k, "dim": self.dim, "fitted_pixels": self.count,
+                "explained_variance_ratio": round(self.explained_variance_ratio, 6), "mse": self.mse,
+                "relative_error": round(self.relative_error, 6)}
 
     def save(self, path: str | Path) -> None:
         from safetensors.torch import save_file

@@ -1,38 +1,16 @@
-"""A self-describing feature store: one folder per run, readable frame by frame.
+"""A self-describing feature store: one folder per run, readable frame by frame
+(:class:`~lseg.features.reader.FeatureStore`); its layout is in docs/features-3d.md.
 
-Layout::
+The inputs are cut, in sorted order, into units (a video, or ``frames_per_shard`` consecutive
+images); unit ``i`` is done by part ``i % M`` (torchrun rank, ``--shard k/M`` or a Ray worker). A
+unit's frames go into shards of at most ``frames_per_shard`` frames and ``shard_bytes`` bytes, so
+the files do not depend on who wrote them. A killed run restarts where it stopped (finished units,
+and finished shards of an unfinished video, are kept).
 
-    STORE/store.json                          settings: preset + geometry, resolution, dtype (stored
-                                              and computed), model
-                                              config, weights hash, checkpoint, video sampling, the
-                                              planned units (which inputs go in which unit)
-    STORE/shards/u000003-c0001.safetensors    fp16 (D, H, W) maps, one tensor per frame, named by
-                                              the frame key (``a/b`` for image a/b.jpg,
-                                              ``clip/000042`` for frame 42 of clip.mp4); the
-                                              frames' records in the ``__metadata__``
-    STORE/shards/u000003.json                 the unit's record (:mod:`lseg.jobs.records`: its
-                                              shards, frames and recipe), written last
-    STORE/index.json                          every frame in order (id, key, source, frame index,
-                                              timestamp, image size, shape, shard), written once
-                                              all units are done: readers need only this file
-    STORE/reduction/projection.safetensors    optional scene-level PCA (:mod:`lseg.features.derived`)
-    STORE/reduction/shards/<same names>       the reduced (k, H, W) fp16 maps, same tensor names
-
-Why safetensors shards + a JSON index rather than Zarr: safetensors is already a dependency and
-its format is a JSON header + raw little-endian bytes, so ``safe_open(shard).get_tensor(key)``
-memory-maps and copies one frame without reading the rest, from Python, Rust, C++ or JS, with no
-new dependency. Frames of one store may have different sizes (a folder of photos), which Zarr
-would hold as one array per frame (a directory of chunk files each), where a shard holds many.
-Zarr's advantages (sub-frame chunks, appending in place, cloud stores) matter less here: 3D code
-reads whole frames, and every write here is a whole file made atomically.
-
-Units: the inputs are cut, in sorted order, into units (a video, or ``frames_per_shard``
-consecutive images), and unit ``i`` is done by shard ``i % M`` (torchrun rank, ``--shard k/M`` or a
-Ray worker). A unit's frames go into shards of at most ``frames_per_shard`` frames and
-``shard_bytes`` bytes, so the layout does not depend on who wrote it: the Ray export writes the
-same files as one process. The store is written, reduced and exported by batch writers of
-:mod:`lseg.jobs.engine` (records, re-runs, claims); a killed run restarts where it stopped
-(finished units are skipped, and so are finished shards of an unfinished video).
+Why safetensors shards and a JSON index, not Zarr: safetensors is already a dependency, reads one
+frame without the rest from any language, and holds many frames of different sizes in one file
+(Zarr: an array, a directory of chunks, per frame); Zarr's sub-frame chunks, appends and cloud
+stores matter less where 3D code reads whole frames and every write is a whole file.
 """
 
 from __future__ import annotations
@@ -52,7 +30,8 @@ import lseg
 from lseg.errors import LSegError
 from lseg.features.derived import reduce_store
 from lseg.features.presets import FeatureExtractor, json_safe
-from lseg.features.reader import FORMAT, STORE_INDEX, STORE_MANIFEST, VERSION, FeatureStore
+from lseg.features.reader import FORMAT, STORE_INDEX, STORE_MANIFEST, VERSION, FeatureStore, unit_record
+from lseg.inference.folder import weights_identity, weights_sha256
 from lseg.io import Staged, atomic_write, iter_frames, load_image
 from lseg.jobs.engine import Report, Unit, Writer, run_job
 from lseg.jobs.inputs import Media, collect_media, read_record
@@ -61,7 +40,6 @@ from lseg.jobs.records import digest
 __all__ = ["FeatureStore", "StoreSettings", "StoreUnit", "StoreWriter", "export_store", "finalize_store", "plan_units"]
 
 _logger = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -83,15 +61,10 @@ class StoreUnit:
         return {"id": self.id, "kind": "video" if self.is_video else "images",
                 "sources": [str(it.path) for it in self.items], "keys": [it.stem.as_posix() for it in self.items]}
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> StoreUnit:
-        video = d["kind"] == "video"
-        return cls(int(d["id"]), tuple(Media(Path(s), Path(k), video) for s, k in zip(d["sources"], d["keys"])))
-
 
 def plan_units(inputs: Sequence[str | os.PathLike[str]], frames_per_shard: int,
                out: str | os.PathLike[str] | None = None) -> list[StoreUnit]:
-    """Cut the inputs (sorted as :func:`lseg.jobs.inputs.collect_media`) into units (module docstring)."""
+    """Cut the inputs (sorted as :func:`lseg.jobs.inputs.collect_media`) into units."""
     units: list[StoreUnit] = []
     images: list[Media] = []
 
@@ -133,13 +106,9 @@ class StoreSettings:
             raise LSegError("frames_per_shard, batch_size and shard_bytes must be >= 1")
 
 
-def _record_path(out: Path, unit: StoreUnit) -> Path:
-    return out / "shards" / f"{unit.name}.json"
-
-
 class StoreWriter(Writer):
     """``lseg features --format store`` as a batch writer: a unit per video or run of images, its
-    shards written as they fill (:mod:`lseg.jobs.engine`)."""
+    shards written as they fill."""
 
     kind = "store"
     unit_name = "unit"
@@ -149,8 +118,8 @@ class StoreWriter(Writer):
                  settings: StoreSettings | None = None, checkpoint: str | None = None, overwrite: bool = False,
                  write_manifest: bool = True, reduce: int | None = None) -> None:
         """``description``: what is extracted (:func:`lseg.features.presets.describe`); ``model``: what
-        identifies the weights; ``extractor``: a :class:`FeatureExtractor` or a function that builds
-        it (called only when some unit is to be written)."""
+        identifies the weights; ``extractor``: a :class:`FeatureExtractor` or a function building it
+        (called once there is work)."""
         self.inputs, self.out = list(inputs), Path(out)
         self.description, self.model = json_safe(dict(description)), json_safe(dict(model))
         self.settings = settings or StoreSettings()
@@ -161,7 +130,7 @@ class StoreWriter(Writer):
     def units(self) -> list[Unit]:
         self.plan = plan_units(self.inputs, self.settings.frames_per_shard, out=self.out)
         self._check_store()
-        return [Unit(u.items[0].path, [], _record_path(self.out, u), data=u) for u in self.plan]
+        return [Unit(u.items[0].path, [], unit_record(self.out, u.id), data=u) for u in self.plan]
 
     def recipe(self) -> dict[str, Any]:
         s = self.settings
@@ -213,25 +182,11 @@ class StoreWriter(Writer):
             reduce_store(self.out, self.reduce, progress=False)
 
 
-def weights_sha256(model: torch.nn.Module) -> str:
-    from lseg.inference.folder import weights_sha256 as sha
-
-    return sha(model)
-
-
-def export_store(
-    extractor: FeatureExtractor,
-    inputs: Sequence[str | os.PathLike[str]],
-    out_dir: str | os.PathLike[str],
-    *,
-    settings: StoreSettings | None = None,
-    checkpoint: str | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-    shard: tuple[int, int] | None = None,
-    write_manifest: bool | None = None,
-    reduce: int | None = None,
-) -> Report:
+def export_store(extractor: FeatureExtractor, inputs: Sequence[str | os.PathLike[str]],
+                 out_dir: str | os.PathLike[str], *, settings: StoreSettings | None = None,
+                 checkpoint: str | None = None, overwrite: bool = False, progress: bool = True,
+                 shard: tuple[int, int] | None = None, write_manifest: bool | None = None,
+                 reduce: int | None = None) -> Report:
     """Write the feature maps of every image / sampled video frame under ``inputs`` into a store.
 
     Args:
@@ -242,21 +197,16 @@ def export_store(
         checkpoint: recorded in the manifest (what ``lseg query`` loads by default).
         overwrite: recompute finished units and accept a store made with other settings.
         progress: progress bar.
-        shard: ``(k, M)``: do units ``i % M == k``; default from torchrun's ``RANK``/``WORLD_SIZE``.
-        write_manifest: default: when ``RANK`` is 0 (or unset).
+        shard, write_manifest: as :func:`lseg.features.export.export_features`'s.
         reduce: once every unit is done, fit a ``reduce``-dimensional scene PCA (:func:`reduce_store`).
 
     Returns:
         The :class:`~lseg.jobs.engine.Report` of this process's part (a unit per entry).
     """
-    from lseg.features.export import torchrun_rank
+    from lseg.features.export import job_part
 
-    part, parts = shard if shard is not None else torchrun_rank()
-    if not 0 <= part < parts:
-        raise LSegError(f"shard must be (k, M) with 0 <= k < M, got {(part, parts)}")
-    if write_manifest is None:
-        write_manifest = torchrun_rank()[0] == 0
-    model = {"config": extractor.model.config.to_dict(), "weights_sha256": weights_sha256(extractor.model)}
+    part, parts, write_manifest = job_part(shard, write_manifest)
+    model = weights_identity(extractor.model)
     writer = StoreWriter(inputs, out_dir, description=extractor.describe(), model=model, extractor=extractor,
                          settings=settings, checkpoint=checkpoint, overwrite=overwrite,
                          write_manifest=write_manifest, reduce=reduce)
@@ -286,7 +236,7 @@ def write_unit(extractor: FeatureExtractor, out: Path, unit: StoreUnit, settings
                written: list[Path]) -> dict[str, Any]:
     """Compute and write one unit's shards (each atomically, appended to ``written``; with ``resume``
     a finished shard of the same frames is kept); returns the unit record's fields (``frames``,
-    ``failed``: the images that could not be read). A video that stops early raises."""
+    ``failed``: the images that could not be read)."""
     frames: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
     chunk: list[tuple[dict[str, Any], Any]] = []
@@ -351,13 +301,12 @@ def _shard_keys(path: Path) -> list[str] | None:
 
 def finalize_store(out: str | os.PathLike[str]) -> bool:
     """Write ``index.json`` if every planned unit is done; returns whether the store is complete.
-
-    Idempotent and deterministic (several processes finishing together write the same file)."""
+    Deterministic: processes finishing together write the same file."""
     out = Path(out)
     manifest = json.loads((out / STORE_MANIFEST).read_text())
     records = []
     for u in manifest["units"]:
-        rec = read_record(out / "shards" / f"u{int(u['id']):06d}.json")
+        rec = read_record(unit_record(out, u["id"]))
         if rec is None or rec.get("complete", True) is not True:
             return False
         records.append(rec)

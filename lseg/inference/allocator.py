@@ -1,9 +1,5 @@
-"""Process-wide memory allocator tuning for inference: opt in with one call.
-
-Nothing in the library calls this behind the caller's back: the CLI entry points (which own their
-process) call it before any model is built; a library user who wants the flat peak memory it gives
-calls ``lseg.inference.allocator.tune_allocator()`` once, early.
-"""
+"""Process-wide memory allocator tuning for inference, opt-in: the CLI entry points call
+:func:`tune_allocator` before building a model; the library never does behind a caller's back."""
 
 from __future__ import annotations
 
@@ -14,13 +10,9 @@ import sys
 def tune_allocator() -> bool:
     """Pin glibc's malloc thresholds for inference (Linux/glibc only; returns whether it applied).
 
-    By default glibc raises its mmap threshold (up to 32 MiB) each time a large block is freed, so
-    the multi-megabyte activations of a forward end up on the heap, where freed memory is kept and
-    fragments: peak RSS of a ViT-L/480 forward grows by ~150 MB over repeated calls. A fixed 4 MiB
-    mmap threshold (bigger tensors are mapped and returned to the system when freed) with a 32 MiB
-    trim threshold keeps the peak flat; a lower threshold saves a little more memory but costs ~1 s
-    per forward in page faults (measured on this project's 2-core hosts). Process wide: called by the
-    CLI's entry point, ``lseg bench`` and the benchmarks; library users opt in.
+    glibc's sliding mmap threshold puts a forward's multi-megabyte activations on the heap, where
+    they fragment (peak RSS of a ViT-L/480 forward grows ~150 MB over calls); a fixed 4 MiB mmap
+    threshold and 32 MiB trim threshold keep it flat (lower thresholds cost page faults).
     """
     if not sys.platform.startswith("linux"):
         return False

@@ -1,5 +1,5 @@
-"""Device checks shared by the command line and the Python API: a device this machine lacks is one
-line (:class:`~lseg.errors.ConfigError`), not a driver traceback from deep inside torch."""
+"""Device checks for the command line and the Python API: a missing device is one line, not a driver
+traceback."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ __all__ = ["check_device"]
 
 
 def check_device(device: str | torch.device, flag: str = "device") -> None:
-    """``cpu``, ``cuda``, ``cuda:N`` (or ``mps``) that this machine has, else :class:`ConfigError` in one
-    line naming ``flag`` (``--device`` on the command line)."""
+    """Refuse (:class:`ConfigError`, one line naming ``flag``) a device other than ``cpu``, ``cuda``,
+    ``cuda:N`` or ``mps`` that this machine has."""
     import torch  # here: the command line's parser imports this module and must start without torch
 
     # the command line's --flag, a field marked for it (`device`: lseg.options), or Python's keyword
@@ -36,4 +36,3 @@ def check_device(device: str | torch.device, flag: str = "device") -> None:
             raise ConfigError(f"{flag} {device}: MPS is not available on this machine; {use_cpu}")
     elif dev.type != "cpu":
         raise ConfigError(f"{flag} {device!r} is not supported: use cpu, cuda or cuda:N")
-

@@ -1,11 +1,5 @@
-"""Segmentation files: what ``lseg segment``, :func:`segment_folder` and
-:meth:`SegmentationResult.save` write for one image, and the batch writer over files and folders.
-
-Per image ``<stem>``: ``<stem>_labels.png`` (pixel value = label index; the names in its
-``lseg:labels`` text chunk), ``<stem>_overlay.png`` (photo, colours, legend), optionally
-``<stem>_scores.npz`` (fp16 probabilities) and ``<stem>_heat_<i>_<label>.png``, and the record
-``<stem>_labels.json`` (labels, colours, shares and the recipe: :mod:`lseg.jobs.records`).
-"""
+"""``lseg segment`` as a batch writer over files and folders (:class:`SegmentWriter`), and
+:func:`segment_folder`, the same in Python; the files it writes are listed in docs/cli.md."""
 
 from __future__ import annotations
 
@@ -26,20 +20,19 @@ if TYPE_CHECKING:
     from lseg.inference.options import PredictorOptions, SegmentOptions
     from lseg.inference.predictor import LSegPredictor
 
-__all__ = ["SegmentWriter", "model_identity", "segment_folder", "weights_sha256"]
+__all__ = ["SegmentWriter", "model_identity", "segment_folder", "weights_identity", "weights_sha256"]
 
 
 class SegmentWriter(Writer):
-    """``lseg segment`` as a batch writer: one unit per image (:mod:`lseg.jobs.engine`)."""
+    """``lseg segment`` as a batch writer: a unit per image."""
 
     kind = "segment"
 
     def __init__(self, inputs: Sequence[str | os.PathLike[str]], labels: Sequence[str], options: SegmentOptions,
                  predictor_options: PredictorOptions, precision: str, model: dict[str, Any],
                  make_predictor: Callable[[], LSegPredictor]) -> None:
-        """``precision``: the image path's, resolved (it is in the recipe); ``model``: what identifies
-        the weights (:func:`lseg.jobs.records.model_identity`); ``make_predictor`` builds the
-        predictor once some image is to be written."""
+        """``precision``: the image path's, resolved; ``model``: what identifies the weights
+        (:func:`lseg.jobs.records.model_identity`); ``make_predictor`` is called once there is work."""
         self.inputs, self.labels, self.options = list(inputs), list(labels), options
         self.out = Path(options.out)
         self.predictor_options, self.precision, self.model = predictor_options, precision, model
@@ -68,22 +61,22 @@ class SegmentWriter(Writer):
         p = self.predictor_options
         return {"labels": self.labels, "templates": list(p.templates), "size": p.size, "crop_size": p.crop_size,
                 "stride": p.window_stride, "precision": self.precision, "multiscale": self.options.multiscale,
-                "alpha": self.options.alpha, "model": self.model}
+                "alpha": self.options.alpha, "legend": self.options.legend, "model": self.model}
 
     def setup(self) -> None:
         self.predictor = self._make_predictor()
+
+    def compute_one(self, unit: Unit) -> Any:  # the reference evaluator: one image at a time
+        assert self.predictor is not None
+        return self.predictor.segment(load_image(unit.source), self.labels, multiscale=True)
 
     def compute(self, units: Iterator[Unit]) -> Iterator[tuple[Unit, Any]]:
         from lseg.inference.loader import prepared_batches
 
         predictor = self.predictor
         assert predictor is not None
-        if self.options.multiscale:  # the reference evaluator: one image at a time
-            for unit in units:
-                try:
-                    yield unit, predictor.segment(load_image(unit.source), self.labels, multiscale=True)
-                except LSegError as e:
-                    yield unit, e
+        if self.options.multiscale:
+            yield from super().compute(units)
             return
         for batch in prepared_batches(predictor, units):
             good = [(unit, image) for unit, image in batch if not isinstance(image, LSegError)]
@@ -94,31 +87,22 @@ class SegmentWriter(Writer):
 
     def write(self, unit: Unit, result: Any, staged: Staged) -> dict[str, Any]:
         image = load_image(unit.source)  # full resolution for the overlay (the loader kept the resized copy)
-        return write_segment_files(result, image, unit.data, staged, self.options.alpha)
+        return write_segment_files(unit.data, staged, result.label_map, result.labels, lambda: result.probs, image,
+                                   alpha=self.options.alpha, legend=self.options.legend)
 
 
-def segment_folder(
-    predictor: LSegPredictor,
-    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-    labels: str | Sequence[str],
-    options: SegmentOptions | None = None,
-) -> Report:
+def segment_folder(predictor: LSegPredictor,
+                   inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                   labels: str | Sequence[str], options: SegmentOptions | None = None) -> Report:
     """Segment every image under ``inputs`` (files and folders, searched recursively) into
-    ``options.out``, as ``lseg segment`` does: the same files, records and re-run rules (images done
-    with the same settings are skipped, those made with other settings redone), claims shared with
-    concurrent workers, and a :class:`~lseg.jobs.engine.Report` (``report.summary()``) where a failed
-    image is listed, not raised.
-
-    >>> report = lseg.segment_folder(predictor, "photos/", "dog, grass, other")   # doctest: +SKIP
-    """
+    ``options.out`` as ``lseg segment`` does (files, records, re-runs, claims); returns the
+    :class:`~lseg.jobs.engine.Report`, where a failed image is listed, not raised."""
     from lseg.inference.options import SegmentOptions
 
     options = options or SegmentOptions()
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    model = predictor.model
-    ident = {"config": model.config.to_dict(), "weights_sha256": weights_sha256(model)}
-    writer = SegmentWriter(items, parse_labels(labels), options, predictor.options, predictor.precision, ident,
-                           lambda: predictor)
+    writer = SegmentWriter(items, parse_labels(labels), options, predictor.options, predictor.precision,
+                           weights_identity(predictor.model), lambda: predictor)
     return run_job(writer, overwrite=options.overwrite, progress=not options.quiet)
 
 
@@ -134,4 +118,9 @@ def weights_sha256(model: Any) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def weights_identity(model: Any) -> dict[str, Any]:
+    """What identifies a built model in records: its config and :func:`weights_sha256`."""
+    return {"config": model.config.to_dict(), "weights_sha256": weights_sha256(model)}
 

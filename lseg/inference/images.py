@@ -1,5 +1,5 @@
 """Images for the predictor: any accepted input -> ``HxWx3`` uint8 pixels (a GPU tensor stays on its
-GPU) -> a :class:`PreparedImage` at the working size (what DataLoader workers compute ahead)."""
+GPU) -> a :class:`PreparedImage` at the working size."""
 
 from __future__ import annotations
 
@@ -22,50 +22,32 @@ def _decoded_if_stream(image: Any) -> Any:
 
 
 def images_per_forward(device: torch.device | str, batch_size: int) -> int:
-    """How many same-size images one forward takes: ``batch_size`` on GPUs, 1 on CPUs.
-
-    A CPU gains nothing from stacking images: one 480x480 image already gives the ViT's matrix
-    products 901 rows, and a stack of 8 only overflows the caches (``lseg bench``, Intel Xeon with
-    AMX, 2 threads, full-size model: bf16 0.63 img/s at batch 1 against 0.44 stacked by 8; fp32
-    0.26 against 0.23). So on a CPU a batch is run image by image, after the text is encoded once
-    and while the loader prefetches the next images."""
+    """How many same-size images one forward takes: ``batch_size`` on GPUs, 1 on CPUs (one image
+    already fills a CPU's matrix products; stacked ones only overflow its caches: ``lseg bench``)."""
     return batch_size if torch.device(device).type != "cpu" else 1
 
 
-
 def prepare_image(image: Any, size: int | None, device: torch.device | str = "cpu") -> PreparedImage:
-    """Any accepted image -> :class:`PreparedImage` at the working size for long side ``size``.
-
-    Needs no model: DataLoader workers run it ahead of the forward (:mod:`lseg.inference.loader`)."""
+    """Any accepted image -> :class:`PreparedImage` at the working size for long side ``size`` (no
+    model needed: loader workers run it ahead)."""
     device = torch.device(device)
     rgb = _rgb_pixels(image, device)
     image_size = (int(rgb.shape[0]), int(rgb.shape[1]))
     return PreparedImage(resize_rgb(rgb, working_size(*image_size, size), device)[0], image_size)
 
 
-def _as_tensor(rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(rgb) if isinstance(rgb, np.ndarray) else rgb
-
-
 def _rgb_pixels(image: Any, device: torch.device) -> np.ndarray | torch.Tensor:
-    """``HxWx3 uint8`` pixels of any accepted image: a numpy array, or a tensor view where the image
-    is a ``3xHxW`` uint8 or [0, 1] float tensor already on ``device`` (not the CPU), so a GPU image
-    is never copied to the host and back; other inputs go through :func:`lseg.io.load_image`."""
+    """``HxWx3 uint8`` pixels of any accepted image: a view of a ``3xHxW`` uint8 or [0, 1] float
+    tensor already on ``device`` (not the CPU: never copied to the host and back); a plain
+    C-contiguous writable RGB uint8 array as is; anything else through :func:`lseg.io.load_image`."""
     if isinstance(image, torch.Tensor) and image.device.type != "cpu" and image.device == torch.device(device):
         t = image.detach()
         if t.ndim == 3 and t.shape[0] == 3 and 0 < t.shape[1] * t.shape[2] <= DEFAULT_MAX_PIXELS:
             if t.dtype == torch.uint8:
                 return t.permute(1, 2, 0)
-            # As load_image: [0, 1] floats, rounded to uint8 (one check, one sync; bad values go
-            # to load_image for its error message).
+            # as load_image: [0, 1] floats rounded (bad values go to load_image for its error)
             if t.is_floating_point() and not bool(((t < 0) | (t > 1) | t.isnan()).any()):
                 return t.float().mul(255.0).round_().to(torch.uint8).permute(1, 2, 0)
-    return _rgb_array(image)
-
-
-def _rgb_array(image: Any) -> np.ndarray:
-    """``HxWx3 uint8`` pixels of any accepted image; a plain C-contiguous writable RGB uint8 array
-    within :data:`lseg.io.DEFAULT_MAX_PIXELS` is used as is (read only, not copied)."""
     if (
         isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
         and image.flags.c_contiguous and image.flags.writeable

@@ -1,10 +1,6 @@
-"""Prefetching: decode and resize images in DataLoader workers while the model runs.
-
-Each item is decoded and resized to the predictor's working size in a worker process
-(``torch.utils.data.DataLoader``); batches come back in input order, pinned when the model is on a
-GPU, and a file that cannot be read comes back as its error instead of stopping the run. Items are
-drawn from the given iterable only as workers need them, so a batch job claims an input just
-before it is loaded, not all at the start.
+"""Prefetching: decode and resize images in DataLoader workers while the model runs. Batches come
+back in input order (pinned on a GPU), an unreadable file as its error; items are drawn only as
+workers need them, so a batch job claims an input just before it is loaded.
 """
 
 from __future__ import annotations
@@ -59,10 +55,6 @@ def default_workers() -> int:
     return min(4, max(1, (os.cpu_count() or 1) // 2))
 
 
-def _collate(items: list[Any]) -> list[Any]:
-    return items
-
-
 def _init_worker(_: int) -> None:
     torch.set_num_threads(1)  # each worker resizes one image at a time; the model keeps the cores
 
@@ -75,7 +67,7 @@ def prepared_batches(predictor: LSegPredictor, items: Iterable[_Item], num_worke
     keys = _Keys(items)
     loader = DataLoader(
         _Prepared(predictor.size), batch_size=predictor.batch_size, shuffle=False, num_workers=workers,
-        sampler=keys, collate_fn=_collate, worker_init_fn=_init_worker if workers else None,
+        sampler=keys, collate_fn=list, worker_init_fn=_init_worker if workers else None,
         pin_memory=predictor.device.type == "cuda", persistent_workers=False,
         prefetch_factor=2 if workers else None,
     )

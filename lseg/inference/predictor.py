@@ -1,17 +1,7 @@
-"""Predictor: encode an image once, score any label set against it.
+"""The predictor: encode an image once, score any label set against it (docs/python-api.md).
 
->>> predictor = LSegPredictor(lseg.load_model("lseg-vitl16/"))          # doctest: +SKIP
->>> emb = predictor.embed_image("street.jpg")                           # doctest: +SKIP
->>> a = predictor.segment(emb, ["road", "car", "sky", "other"])         # doctest: +SKIP
->>> b = predictor.segment(emb, ["person", "building", "other"])         # no image pass again
-
-Geometry. By default the image is resized so that its long side is ``size`` (480) and run whole
-(any aspect ratio; the model pads to a multiple of 32 internally). Larger working sizes are run as
-overlapping ``crop_size`` windows (stride ``stride``) whose pixel embeddings are averaged, so memory
-stays bounded whatever the image size. ``multiscale=True`` runs the reference evaluator instead
-(scales 0.5-1.75 of base 520, 480 crops with stride 320, flip, logits summed: spec section 7).
-The size, padding, window and resize arithmetic is :mod:`lseg.geometry`'s (shared with the ONNX
-runtime and feature export); the result types live in :mod:`lseg.inference.results`.
+The size, padding, window and resize arithmetic is :mod:`lseg.geometry`'s; the result types live in
+:mod:`lseg.inference.results`, the reference's multi-scale evaluator in :mod:`.multiscale`.
 """
 
 from __future__ import annotations
@@ -27,20 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from lseg.errors import ConfigError, LSegError
-from lseg.geometry import (
-    ResizedArgmax,
-    windows,
-    working_size,
-)
-from lseg.inference.allocator import tune_allocator  # its old home: lseg.inference.predictor.tune_allocator
+from lseg.geometry import ResizedArgmax, windows, working_size
+from lseg.inference.allocator import tune_allocator  # also importable from here (benchmarks, tests)
 from lseg.inference.devices import check_device
-from lseg.inference.images import (
-    _as_tensor,
-    _decoded_if_stream,
-    _rgb_pixels,
-    images_per_forward,
-    prepare_image,
-)
+from lseg.inference.images import _decoded_if_stream, _rgb_pixels, images_per_forward, prepare_image
 from lseg.inference.multiscale import ADE20K_SCALES, MultiScaleConfig, multiscale_logits
 from lseg.inference.options import PredictorOptions
 from lseg.inference.results import ImageEmbedding, PreparedImage, SegmentationResult, to_numpy
@@ -57,47 +37,30 @@ _DEFAULTS = PredictorOptions()
 
 
 class LSegPredictor:
-    """Image -> pixel embeddings (cached per call) and labels -> text embeddings (LRU-cached).
-
-    The settings are :class:`~lseg.inference.options.PredictorOptions` (their ranges and defaults
-    are declared there, for the command line too); ``options=`` takes them as one object.
+    """Image -> pixel embeddings and labels -> text embeddings (LRU-cached), scored against each other.
 
     Args:
-        model: an :class:`LSeg` network. Outputs keep their documented dtypes (float32 embeddings
-            and logits, int32 label maps) whatever the model's dtype or an active autocast.
+        model: an :class:`LSeg` network; outputs are float32 embeddings and logits and int32 label
+            maps whatever its dtype or an active autocast.
         device: where to run; default: the model's device.
-        size, crop_size, stride, templates, batch_size, compile: see :class:`PredictorOptions`;
-            ``templates=None``: the raw label. ``batch_size`` is halved (and kept halved) when a
+        size, crop_size, stride, templates, batch_size, compile: see :class:`PredictorOptions`
+            (``options=`` takes them as one object); ``batch_size`` is halved, and stays so, when a
             GPU batch runs out of memory.
-        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``: run the image path in that precision
-            (:meth:`LSeg.set_precision`); ``None`` (default) keeps the model's.
-        fast: run a ``plain`` model in ``fast`` numerics (BatchNorm folded, channels-last decoder,
-            merged head convs: :mod:`lseg.models.numerics`); a ``reference`` model stays as it is.
-        inplace: prepare ``model`` itself (device, precision, numerics, compile, eval mode). By
-            default the predictor never changes the model it is given: when a setting needs a change,
-            it works on a copy (which costs the model's memory once more while it is made).
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` for the image path; ``None``: the model's.
+        fast: run a ``plain`` model in ``fast`` numerics (:mod:`lseg.models.numerics`).
+        inplace: prepare ``model`` itself; by default a setting that changes the model (device,
+            precision, numerics, compile, eval mode) is applied to a copy.
         text_cache_size: how many label embeddings to keep.
         label_chunk_size: labels scored at once (bounds memory for thousands of labels).
     """
 
-    def __init__(
-        self,
-        model: LSeg,
-        device: str | torch.device | None = None,
-        *,
-        size: int | None = _DEFAULTS.size,
-        crop_size: int = _DEFAULTS.crop_size,
-        stride: int | None = _DEFAULTS.stride,
-        templates: Sequence[str] | None = None,
-        precision: str | None = None,
-        batch_size: int = _DEFAULTS.batch_size,
-        compile: bool = _DEFAULTS.compile,
-        fast: bool = True,
-        inplace: bool = False,
-        text_cache_size: int = 4096,
-        label_chunk_size: int = 256,
-        options: PredictorOptions | None = None,
-    ) -> None:
+    def __init__(self, model: LSeg, device: str | torch.device | None = None, *,
+                 size: int | None = _DEFAULTS.size, crop_size: int = _DEFAULTS.crop_size,
+                 stride: int | None = _DEFAULTS.stride, templates: Sequence[str] | None = None,
+                 precision: str | None = None, batch_size: int = _DEFAULTS.batch_size,
+                 compile: bool = _DEFAULTS.compile, fast: bool = True, inplace: bool = False,
+                 text_cache_size: int = 4096, label_chunk_size: int = 256,
+                 options: PredictorOptions | None = None) -> None:
         if not isinstance(model, torch.nn.Module):
             hint = f"lseg.load_model({model!r})" if isinstance(model, (str, os.PathLike)) else "lseg.load_model(...)"
             raise TypeError(f"LSegPredictor takes a model, not a {type(model).__name__}: use "
@@ -114,16 +77,10 @@ class LSegPredictor:
             check_device(device)
         self.options = options
         self.model = _prepared(model, device, precision, fast, options.compile, inplace)
-        self.batch_size = options.batch_size
-        size, crop_size, stride = options.size, options.crop_size, options.window_stride
-        templates = list(options.templates)
-        self.size = size
-        self.crop_size = crop_size
-        self.stride = stride
-        self.templates = templates or None
-        self.label_chunk_size = label_chunk_size
-        # Scoped by (device, dtype, numerics): moving or casting the model, or toggling
-        # reference_numerics, must not return embeddings computed for another state.
+        self.batch_size, self.label_chunk_size = options.batch_size, label_chunk_size
+        self.size, self.crop_size, self.stride = options.size, options.crop_size, options.window_stride
+        self.templates = list(options.templates) or None
+        # scoped by (device, dtype, numerics): a moved or cast model must not get another state's embeddings
         self._text_cache: LabelCache[torch.Tensor] = LabelCache(text_cache_size)
 
     @property
@@ -138,11 +95,8 @@ class LSegPredictor:
     # ------------------------------------------------------------------ text
     @torch.inference_mode()
     def embed_text(self, labels: str | Sequence[str]) -> torch.Tensor:
-        """Labels (a comma-separated string or a list) -> (K, D) L2-normalised embeddings.
-
-        Each label's embedding is cached (LRU, ``text_cache_size`` entries), so repeated label sets
-        cost nothing. Label strings are validated with :func:`lseg.labels.parse_labels`.
-        """
+        """Labels (a comma-separated string or a list; :func:`lseg.labels.parse_labels`) -> (K, D)
+        L2-normalised embeddings, each label's cached."""
         labels = parse_labels(labels)
         # cached labels are not re-encoded, so the encoder's own check would miss a clash with them
         self.model.text_encoder.check_distinct(labels, self.templates or NO_TEMPLATE)
@@ -167,34 +121,25 @@ class LSegPredictor:
     # ------------------------------------------------------------------ image
     def _to_tensor(self, image: Any) -> torch.Tensor:
         """Any accepted image -> (1, 3, H, W) float in [0, 1] on the model's device."""
-        return _as_tensor(_rgb_pixels(image, self.device)).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
+        return torch.as_tensor(_rgb_pixels(image, self.device)).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
 
     @torch.inference_mode()
     def embed_image(self, image: Any) -> ImageEmbedding:
-        """Image (path, PIL, HxWx3 uint8 array, CHW tensor) -> :class:`ImageEmbedding`.
-
-        The image is resized from its uint8 pixels in row strips, so a large photo costs its own
-        3 bytes/pixel plus a few MB, not a float copy of it (12000x8000: 288 MB, not 1.15 GB). An
-        RGB tensor already on the model's device is used there (no trip through the host).
-        """
+        """Image (path, PIL, HxWx3 uint8 array, CHW tensor) -> :class:`ImageEmbedding`. A large photo
+        is resized from its uint8 pixels in strips; a tensor on the model's device stays there."""
         prepared = prepare_image(image, self.size, self.device)
         image_size, x = prepared.image_size, self.model.normalize(prepared.pixels[None])
         del prepared  # the resized float copy: only its normalised version is needed from here
         return ImageEmbedding(self._embed_windows(x)[0].float(), (x.shape[-2], x.shape[-1]), image_size)
 
     def prepare(self, image: Any, device: torch.device | str = "cpu") -> PreparedImage:
-        """Decode and resize one image to the working size, on ``device`` (by default the CPU work
-        that a DataLoader worker can do ahead of the model: see :func:`prepare_image`)."""
+        """Decode and resize one image to the working size on ``device`` (:func:`prepare_image`)."""
         return prepare_image(image, self.size, device)
 
     @torch.inference_mode()
     def embed_images(self, images: Sequence[Any]) -> list[ImageEmbedding]:
-        """Several images -> one :class:`ImageEmbedding` each, ``batch_size`` images per forward.
-
-        Images whose working sizes are equal share a forward (bucketing); images above
-        ``crop_size`` run through sliding windows one at a time. Items may be anything
-        :meth:`embed_image` takes, or :class:`PreparedImage` (already decoded and resized).
-        """
+        """Images (or :class:`PreparedImage` s) -> an :class:`ImageEmbedding` each: images of equal
+        working size share forwards of ``batch_size``; those above ``crop_size`` run windows alone."""
         out: list[ImageEmbedding | None] = [None] * len(images)
         buckets: dict[tuple[int, int], list[tuple[int, PreparedImage]]] = {}
 
@@ -252,21 +197,14 @@ class LSegPredictor:
 
     # ------------------------------------------------------------------ scoring
     @torch.inference_mode()
-    def segment(
-        self,
-        image: Any,
-        labels: str | Sequence[str],
-        *,
-        multiscale: bool | MultiScaleConfig = False,
-        return_embeddings: bool = False,
-    ) -> SegmentationResult:
-        """Segment one image (or a precomputed :class:`ImageEmbedding`) with a label set.
+    def segment(self, image: Any, labels: str | Sequence[str], *, multiscale: bool | MultiScaleConfig = False,
+                return_embeddings: bool = False) -> SegmentationResult:
+        """Segment one image (anything :meth:`embed_image` takes, or an :class:`ImageEmbedding`).
 
         Args:
-            image: path, PIL image, HxWx3 uint8 RGB array, CHW tensor, or an ``ImageEmbedding``.
             labels: comma-separated string or list of label strings.
-            multiscale: run the reference's multi-scale + flip + sliding-window evaluator
-                (``True`` for the ADE20K settings, or a :class:`MultiScaleConfig`).
+            multiscale: the reference's multi-scale + flip evaluator (``True``: the ADE20K
+                settings, or a :class:`MultiScaleConfig`); needs the image, not an embedding.
             return_embeddings: also return the (D, h', w') pixel embeddings.
         """
         label_list = parse_labels(labels)
@@ -290,8 +228,7 @@ class LSegPredictor:
             result = self._result(label_list, logits, emb.image_size, emb if return_embeddings else None)
             result.image = source
             return result
-        # Many labels: a running argmax over label chunks; the K x h x w logits are never all held
-        # (computed on demand if ``result.logits`` is read).
+        # Many labels: a running argmax over label chunks; the logits are computed only if read.
         argmax = ResizedArgmax(emb.image_size)
         for i in range(0, text.shape[0], chunk):
             part = self.model.score(emb.pixels[None], text[i : i + chunk], size=emb.input_size)[0]
@@ -300,14 +237,9 @@ class LSegPredictor:
         # The lazy logits keep host copies: a list of results must not pin GPU memory.
         pixels = emb.pixels.cpu()
         host_emb = ImageEmbedding(pixels, emb.input_size, emb.image_size)
-        return SegmentationResult(
-            labels=label_list,
-            label_map=to_numpy(argmax.result()),
-            image_size=emb.image_size,
-            _logits=functools.partial(self._lazy_logits, host_emb, text.cpu()),
-            embeddings=to_numpy(pixels) if return_embeddings else None,
-            image=source,
-        )
+        return SegmentationResult(label_list, to_numpy(argmax.result()), emb.image_size,
+                                  embeddings=to_numpy(pixels) if return_embeddings else None,
+                                  _logits=functools.partial(self._lazy_logits, host_emb, text.cpu()), image=source)
 
     @torch.inference_mode()
     def _lazy_logits(self, emb: ImageEmbedding, text: torch.Tensor) -> torch.Tensor:
@@ -315,8 +247,8 @@ class LSegPredictor:
         return self._score(on_device, text.to(self.device)).float().cpu()
 
     def _chunk_size(self) -> int:
-        """Labels scored at once. The bottleneck spatial block (arch_option 1) mixes the labels (it
-        adds their per-pixel maximum), so those models score all labels together."""
+        """Labels scored at once: all of them for the bottleneck spatial block (arch_option 1), which
+        mixes the labels."""
         block = self.model.spatial_block
         if block is not None and getattr(block, "bottleneck", False):
             return 1 << 62
@@ -324,35 +256,24 @@ class LSegPredictor:
 
     def _score(self, emb: ImageEmbedding, text: torch.Tensor) -> torch.Tensor:
         chunk = self._chunk_size()
-        chunks = [
-            self.model.score(emb.pixels[None], text[i : i + chunk], size=emb.input_size)[0]
-            for i in range(0, text.shape[0], chunk)
-        ]
+        chunks = [self.model.score(emb.pixels[None], text[i : i + chunk], size=emb.input_size)[0]
+                  for i in range(0, text.shape[0], chunk)]
         return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
 
-    def _result(
-        self, labels: list[str], logits: torch.Tensor, image_size: tuple[int, int], emb: ImageEmbedding | None
-    ) -> SegmentationResult:
+    def _result(self, labels: list[str], logits: torch.Tensor, image_size: tuple[int, int],
+                emb: ImageEmbedding | None) -> SegmentationResult:
         logits = logits.float()
-        return SegmentationResult(
-            labels=labels,
-            label_map=to_numpy(ResizedArgmax(image_size).add(logits).result()),
-            image_size=image_size,
-            _logits=logits.cpu(),
-            embeddings=to_numpy(emb.pixels) if emb is not None else None,
-        )
+        return SegmentationResult(labels, to_numpy(ResizedArgmax(image_size).add(logits).result()), image_size,
+                                  embeddings=to_numpy(emb.pixels) if emb is not None else None, _logits=logits.cpu())
 
     def segment_batch(
         self, images: Sequence[Any], labels: str | Sequence[str], *, multiscale: bool | MultiScaleConfig = False,
         return_embeddings: bool = False, errors: Literal["raise", "return"] = "raise",
     ) -> list[SegmentationResult]:
-        """:meth:`segment` for several images with the same labels: text encoded once, images
-        ``batch_size`` per forward (see :meth:`embed_images`); :class:`ImageEmbedding` items are scored
-        as they are. ``multiscale`` runs one image at a time.
-
-        ``errors="return"``: an image that cannot be read or segmented (an :class:`LSegError`) takes
-        its error's place in the list, and the others are still segmented; ``"raise"``: the first
-        such error is raised."""
+        """:meth:`segment` for several images (or embeddings) with one label set: text encoded once,
+        images batched as :meth:`embed_images` does (``multiscale``: one at a time).
+        ``errors="return"``: an image's :class:`LSegError` takes its place in the list and the
+        others are still segmented; ``"raise"``: the first is raised."""
         if isinstance(images, (str, bytes, os.PathLike)):  # would be iterated character by character
             raise ConfigError(f"segment_batch takes a list of images, not a {type(images).__name__}: "
                               "segment_batch([image, ...], labels), or segment(image, labels) for one")
@@ -360,43 +281,33 @@ class LSegPredictor:
             raise ConfigError(f"errors must be 'raise' or 'return', got {errors!r}")
         self.embed_text(labels)  # a bad label set is the caller's error, never one per image
         out: list[Any] = [None] * len(images)
-        todo: list[tuple[int, Any]] = []
+        todo: list[tuple[int, Any, ImageEmbedding | PreparedImage]] = []  # (index, source, prepared)
         for i, image in enumerate(images):
             try:
                 image = _decoded_if_stream(image)
-                if not multiscale and not isinstance(image, (ImageEmbedding, PreparedImage)):
-                    image = (image, self.prepare(image, self.device))  # decoded here: a bad file fails alone
-                todo.append((i, image))
+                if multiscale:
+                    out[i] = self.segment(image, labels, multiscale=multiscale, return_embeddings=return_embeddings)
+                elif isinstance(image, (ImageEmbedding, PreparedImage)):
+                    todo.append((i, None, image))
+                else:  # decoded here: a bad file fails alone
+                    todo.append((i, image, self.prepare(image, self.device)))
             except LSegError as e:
                 if errors == "raise":
                     raise
                 out[i] = e
-        if multiscale:
-            for i, image in todo:
-                try:
-                    out[i] = self.segment(image, labels, multiscale=multiscale, return_embeddings=return_embeddings)
-                except LSegError as e:
-                    if errors == "raise":
-                        raise
-                    out[i] = e
-            return out
-        # images through the batched forward; embeddings (already computed) straight to scoring
-        pending = [(i, img) for i, img in todo if not isinstance(img, ImageEmbedding)]
-        embedded = self.embed_images([img[1] if isinstance(img, tuple) else img for _, img in pending])
-        embeddings = dict(zip((i for i, _ in pending), embedded))
-        for i, image in todo:
-            emb = image if isinstance(image, ImageEmbedding) else embeddings[i]
-            result = self.segment(emb, labels, return_embeddings=return_embeddings)
-            source = image[0] if isinstance(image, tuple) else image
-            result.image = None if isinstance(source, (PreparedImage, ImageEmbedding)) else source
-            out[i] = result
+        # prepared images through the batched forward; embeddings straight to scoring
+        pending = [(i, item) for i, _, item in todo if isinstance(item, PreparedImage)]
+        embeddings = dict(zip((i for i, _ in pending), self.embed_images([item for _, item in pending])))
+        for i, source, item in todo:
+            out[i] = self.segment(embeddings.get(i, item), labels, return_embeddings=return_embeddings)
+            out[i].image = source
         return out
 
 
 def _prepared(model: LSeg, device: str | torch.device | None, precision: str | None, fast: bool, compile: bool,
               inplace: bool) -> LSeg:
-    """``model`` (or, unless ``inplace``, a copy where something must change) on ``device``, in eval
-    mode, ``precision``, ``fast`` numerics where asked, compiled where asked."""
+    """``model`` (unless ``inplace``, a copy where something must change) on ``device``, in eval mode,
+    ``precision`` and the asked numerics, compiled where asked."""
     target = torch.device(device) if device is not None else model.device
     wanted = resolve_precision(precision, target) if precision is not None else model.precision
     to_fast = fast and model.numerics == "plain"

@@ -1,8 +1,6 @@
-"""Result types of the torch predictor: :class:`ImageEmbedding`, :class:`PreparedImage`,
-:class:`SegmentationResult`, and :func:`to_numpy`, the one place results cross from the device to
-the host (made by :class:`lseg.inference.predictor.LSegPredictor`); and the files of one
-segmentation, as ``lseg segment`` and :meth:`SegmentationResult.save` write them
-(:func:`segment_files`, :func:`write_segment_files`)."""
+"""The predictor's result types (:class:`ImageEmbedding`, :class:`PreparedImage`,
+:class:`SegmentationResult`) and the files of one segmentation (:func:`segment_files`,
+:func:`write_segment_files`)."""
 
 from __future__ import annotations
 
@@ -20,7 +18,7 @@ from lseg.io import Staged
 
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:
-    """A result tensor as a numpy array: the one place results cross from the device to the host."""
+    """A result tensor as a numpy array (the one place results cross to the host)."""
     return t.cpu().numpy()
 
 
@@ -30,8 +28,7 @@ class ImageEmbedding:
 
     Attributes:
         pixels: (D, h', w') float32 L2-normalised pixel embeddings at half the working resolution
-            (averaged, hence slightly shorter than unit length, where sliding windows overlap), on
-            the model's device; float32 whatever the model's dtype or an active autocast.
+            (where sliding windows overlap, averaged: slightly shorter), on the model's device.
         input_size: (h, w) working resolution the network saw (after resizing).
         image_size: (H, W) original image size.
     """
@@ -66,18 +63,16 @@ class SegmentationResult:
     Attributes:
         labels: the label strings, index ``i`` in ``label_map`` is ``labels[i]``.
         label_map: (H, W) int32 argmax label index at the original resolution.
-        logits: (K, h, w) float32 numpy array of scaled cosine similarities at the working resolution.
-            With more labels than the predictor's ``label_chunk_size`` they are not kept (the label
-            map is a running argmax over label chunks on the model's device, so memory does not
-            grow with K); they are computed on first access then (K*h*w*4 bytes; for that the result
-            keeps a CPU copy of the image embedding and the text, never memory on the GPU).
-        probs: (K, H, W) float32 numpy softmax over the labels at the original resolution.
+        logits: (K, h, w) float32 scaled cosine similarities at the working resolution; with more
+            labels than the predictor's ``label_chunk_size``, computed on first access (from a CPU
+            copy of the embedding and text).
+        probs: (K, H, W) float32 softmax over the labels at the original resolution.
         masks: ``{label: (H, W) bool mask}``; :meth:`mask` gives one.
         embeddings: (D, h', w') float32 pixel embeddings if requested, else ``None``.
-        image: the input image as given (path, array, ...), for :meth:`overlay` and :meth:`save`;
-            ``None`` when segmenting an :class:`ImageEmbedding`.
+        image: the input image as given, for :meth:`overlay` and :meth:`save` (``None`` when
+            segmenting an :class:`ImageEmbedding`).
 
-    Every array attribute is numpy; :meth:`overlay` and :meth:`save` write what ``lseg segment`` writes.
+    Every array is numpy.
     """
 
     labels: list[str]
@@ -107,10 +102,8 @@ class SegmentationResult:
 
     @property
     def probs(self) -> np.ndarray:
-        """(K, H, W) float32 softmax over the labels at the original resolution.
-
-        Computed on access (K*H*W*4 bytes): use :meth:`probs_at` for another size.
-        """
+        """(K, H, W) float32 softmax over the labels at the original resolution, computed on access
+        (:meth:`probs_at` for another size)."""
         return self.probs_at(self.image_size)
 
     def probs_at(self, size: tuple[int, int]) -> np.ndarray:
@@ -142,28 +135,22 @@ class SegmentationResult:
         """``{label: (H, W) bool mask}`` for every label, in label order."""
         return {lb: self.label_map == i for i, lb in enumerate(self.labels)}
 
-    def _image(self, image: Any) -> Any:
-        image = self.image if image is None else image
-        if image is None:
-            raise ValueError("this result was made from an ImageEmbedding: pass the image, e.g. result.overlay(image)")
-        return image
-
     def overlay(self, image: Any = None, *, alpha: float = 0.5, legend: bool = True) -> Any:
         """The photo with each label's colour and a legend (:func:`lseg.viz.overlay`), as a PIL image."""
         from lseg.viz import overlay
 
-        return overlay(self._image(image), self.label_map, self.labels, alpha=alpha, legend=legend)
+        image = self.image if image is None else image
+        if image is None:
+            raise ValueError("this result was made from an ImageEmbedding: pass the image, e.g. result.overlay(image)")
+        return overlay(image, self.label_map, self.labels, alpha=alpha, legend=legend)
 
     def save(self, folder: str | os.PathLike[str], stem: str | None = None, *, image: Any = None,
              alpha: float = 0.5, scores: bool = False, overwrite: bool = False) -> dict[str, Path]:
-        """Write what ``lseg segment`` writes into ``folder``: ``<stem>_labels.png`` (label indices,
-        names in its ``lseg:labels`` text chunk), ``<stem>_overlay.png`` when the image is known, with
-        ``scores`` ``<stem>_scores.npz``, and the record ``<stem>_labels.json`` (labels, colours,
-        shares: a later ``lseg segment`` into ``folder`` knows these files as lseg's).
+        """Write what ``lseg segment`` writes into ``folder`` (the overlay when the image is known,
+        ``<stem>_scores.npz`` with ``scores``) with its record; returns ``{kind: path}``.
 
-        ``stem`` defaults to the image file's stem, else ``"image"``. Files that another image saved
-        there (another source, or any in-memory image) are not replaced unless ``overwrite``: give
-        each in-memory image its own ``stem``. Returns ``{kind: path}``."""
+        ``stem``: default the image file's stem, else ``"image"``. Files another image saved there
+        (another source, or any in-memory image) are replaced only with ``overwrite``."""
         from lseg.errors import LSegError
         from lseg.jobs.inputs import read_record
         from lseg.jobs.records import write_record
@@ -185,7 +172,8 @@ class SegmentationResult:
         files = segment_files(out / stem, self.labels, overlay=source is not None, scores=scores)
         staged = Staged()
         try:
-            extra = write_segment_files(self, source, files, staged, alpha)
+            extra = write_segment_files(files, staged, self.label_map, self.labels, lambda: self.probs, source,
+                                        alpha=alpha)
             staged.commit()
         except BaseException:
             staged.discard()
@@ -199,8 +187,8 @@ class SegmentationResult:
 
 def segment_files(base: Path, labels: Sequence[str], *, overlay: bool = True, scores: bool = False,
                   heatmaps: bool = False) -> dict[str, Path]:
-    """The files of one image: ``{"labels", "overlay", "scores", "heat:<i>"}`` -> path, for ``base``
-    = ``out/<stem>``; the record is ``<stem>_labels.json``."""
+    """The files of one image ``base`` (``out/<stem>``): ``{"labels", "overlay", "scores", "heat:<i>"}``
+    -> path."""
     from lseg.viz import heatmap_path
 
     files = {"labels": base.with_name(base.name + "_labels.png")}
@@ -213,24 +201,26 @@ def segment_files(base: Path, labels: Sequence[str], *, overlay: bool = True, sc
     return files
 
 
-def write_segment_files(result: SegmentationResult, image: Any, files: dict[str, Path], staged: Staged,
-                        alpha: float) -> dict[str, Any]:
-    """Write ``files`` (:func:`segment_files`) of ``result`` for the full-size ``image`` through
-    ``staged`` (they appear together on its commit); returns the record's extra fields."""
+def write_segment_files(files: dict[str, Path], staged: Staged, label_map: np.ndarray, labels: list[str],
+                        probs: Callable[[], np.ndarray], image: Any = None, *, alpha: float = 0.5,
+                        legend: bool = True) -> dict[str, Any]:
+    """Write ``files`` (:func:`segment_files`) of one label map through ``staged``; ``probs()`` gives
+    the (K, H, W) probabilities (called only for scores and heatmaps); the overlay and the
+    heatmaps (then annotated) are drawn over ``image``. Returns the record's extra fields."""
     from lseg.viz import heatmaps as make_heatmaps
     from lseg.viz import hex_colors, overlay, save_label_map, save_scores
 
-    labels = result.labels
-    staged.write(files["labels"], lambda p: save_label_map(p, result.label_map, labels))
+    staged.write(files["labels"], lambda p: save_label_map(p, label_map, labels))
     heat = [k for k in files if k.startswith("heat:")]
     if "scores" in files or heat:
-        probs = result.probs
+        prob = probs()
         if "scores" in files:
-            staged.write(files["scores"], lambda p: save_scores(p, probs, labels))
-        if heat:
-            for key, pic in zip(heat, make_heatmaps(probs, labels, image, annotate=True).values()):
-                staged.write(files[key], lambda p, pic=pic: pic.save(p, format="PNG"))
+            staged.write(files["scores"], lambda p: save_scores(p, prob, labels))
+        for key, pic in zip(heat, make_heatmaps(prob, labels, image, annotate=image is not None).values()):
+            staged.write(files[key], lambda p, pic=pic: pic.save(p, format="PNG"))
     if "overlay" in files:
-        picture = overlay(image, result.label_map, labels, alpha=alpha)
+        picture = overlay(image, label_map, labels, alpha=alpha, legend=legend)
         staged.write(files["overlay"], lambda p: picture.save(p, format="PNG"))
-    return {"labels": labels, "colors": hex_colors(min(len(labels), 65536)), "shares": result.scores()}
+    shares = np.bincount(label_map.ravel(), minlength=len(labels)) / max(1, label_map.size)
+    return {"labels": labels, "colors": hex_colors(min(len(labels), 65536)),
+            "shares": dict(zip(labels, shares.tolist()))}

@@ -1,7 +1,7 @@
 """Atomic output: every file lseg writes goes through :func:`atomic_write` (or :func:`atomic_open`,
-or :func:`atomic_files` for files that belong together), so a killed job never leaves a
-half-written output behind; the hidden temp files and folders of a killed job are removed by
-:func:`remove_stale_temp_files`, which the batch commands run when they start.
+:func:`atomic_files`, :class:`Staged`), so a killed job never leaves a half-written output; the
+hidden temp files and folders it leaves are removed by :func:`remove_stale_temp_files`, which the
+batch commands run when they start.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ __all__ = [
     "hidden_sibling", "remove_stale_temp_files", "write_error",
 ]
 
-# Temp files of atomic_write: ``.<name>.<host>-<pid>-<random>.tmp<suffix>``; the host (hash of the
-# host name) and pid let remove_stale_temp_files() recognise leftovers of killed processes.
+# Temp names: ``.<name>.<host>-<pid>-<random>.tmp<suffix>``; the host (hash of the host name) and pid
+# let remove_stale_temp_files() recognise leftovers of killed processes.
 _TEMP_RE = re.compile(r"\.(?P<name>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}\.tmp(\.[^.]*)?")
 
 
@@ -40,9 +40,8 @@ NAME_MAX = 255
 
 
 def hidden_sibling(target: Path, tail: str) -> Path:
-    """``.<target name><tail>`` next to ``target``, the name part shortened (with a hash of it, so
-    names stay distinct) when the whole would exceed :data:`NAME_MAX` bytes: an output whose own name
-    fits must not fail because of the longer name of its temp or claim file."""
+    """``.<target name><tail>`` next to ``target``; the name part is shortened (and a hash of it added,
+    so names stay distinct) when the whole would exceed :data:`NAME_MAX` bytes."""
     name = target.name
     room = NAME_MAX - 1 - len(os.fsencode(tail))
     if len(os.fsencode(name)) > room:
@@ -53,45 +52,33 @@ def hidden_sibling(target: Path, tail: str) -> Path:
 
 
 def _temp_name(target: Path, suffix: str) -> Path:
-    """A fresh hidden name next to ``target`` that :data:`_TEMP_RE` recognises (host and pid inside)."""
     return hidden_sibling(target, f".{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}.tmp{suffix}")
 
 
-def _temp_path_for(target: Path, keep_suffix: bool = True) -> tuple[Path, int]:
-    """Create (exclusively) a hidden temp file next to ``target``; return its path and fd.
-
-    Created with mode 0o666 so the process umask applies, as for a normal ``open()`` (mkstemp
-    would give 0o600). The suffix is kept so extension-sniffing writers (PIL) pick the format.
-    """
+def _temp_path_for(target: Path, keep_suffix: bool = True, folder: bool = False) -> tuple[Path, int]:
+    """Create (exclusively) a hidden temp file next to ``target``: its path and fd; ``folder``: a temp
+    folder (fd -1, no suffix). A file gets mode 0o666 less the umask, as ``open()`` gives (mkstemp:
+    0o600), and ``target``'s suffix, for writers that pick the format by it (PIL)."""
     for _ in range(100):
-        tmp = _temp_name(target, target.suffix if keep_suffix else "")
+        tmp = _temp_name(target, target.suffix if keep_suffix and not folder else "")
         try:
+            if folder:
+                tmp.mkdir()
+                return tmp, -1
             return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             continue
-    raise FileExistsError(f"could not create a temporary file next to '{target}'")
+    raise FileExistsError(f"could not create a temporary {'folder' if folder else 'file'} next to '{target}'")
 
 
-def _temp_dir_for(target: Path) -> Path:
-    """Create (exclusively) a hidden temp folder next to ``target`` (named like the temp files, no
-    suffix) and return it."""
-    for _ in range(100):
-        tmp = _temp_name(target, "")
-        try:
-            tmp.mkdir()
-            return tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"could not create a temporary folder next to '{target}'")
-
-
+_NO_PERMISSION = "no permission to write there: fix the folder's permissions or write to another folder"
 #: What to do about a failed write, by errno (the message starts with the system's own words).
 _WRITE_REMEDIES = {
     errno.ENOSPC: "free some space and re-run (finished outputs are kept)",
     errno.EDQUOT: "the disk quota is exhausted: free some space and re-run (finished outputs are kept)",
     errno.EROFS: "the file system is read-only: write to another output folder",
-    errno.EACCES: "no permission to write there: fix the folder's permissions or write to another folder",
-    errno.EPERM: "no permission to write there: fix the folder's permissions or write to another folder",
+    errno.EACCES: _NO_PERMISSION,
+    errno.EPERM: _NO_PERMISSION,
     errno.ENAMETOOLONG: "the name is too long for the file system: rename the input or use a shorter "
                         "output folder",
     errno.EFBIG: "the file is too large for this file system (or the process's file size limit)",
@@ -108,7 +95,7 @@ def write_error(target: Path, e: OSError) -> OutputWriteError:
 
 
 def check_writable(folder: str | os.PathLike[str]) -> Path:
-    """Create ``folder`` (with parents) and a temp file in it, or raise :class:`OutputWriteError`:
+    """Create ``folder`` (with parents) and a temp file in it, or raise :class:`OutputWriteError`, so
     a batch learns that it cannot write there before it loads a model or reads an image."""
     root = Path(os.fspath(folder)).expanduser()
     try:
@@ -136,17 +123,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """Delete temp files that :func:`atomic_write` / :func:`atomic_open` (and temp folders that
-    :func:`atomic_files`) left behind in ``folder`` (recursively) when their process was killed
-    (SIGKILL, power loss) before it could clean up.
-
-    Only entries named like this module's temp files *and* created on this host by a process that
-    no longer exists are removed, so jobs still writing into the same folder (other torchrun
-    ranks, a second shard) are safe. Batch commands call this when they start.
-
-    Returns:
-        The removed paths.
-    """
+    """Delete the temp files and folders of this module under ``folder`` (recursively) whose process,
+    on this host, no longer exists (killed before it could clean up); those of live processes (other
+    ranks, a second shard writing into the same folder) are kept. Returns the removed paths."""
     root = Path(os.fspath(folder)).expanduser()
     if not root.is_dir():
         return []
@@ -173,41 +152,37 @@ def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
 
 
 def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], object]) -> Path:
-    """Write a file atomically via a temporary file in the same directory.
-
-    ``writer`` is called with the path of a fresh, empty temporary file next to ``path`` (same
-    extension, hidden name) and must write the complete content there. On success the temp file
-    atomically replaces ``path`` (``os.replace``); if ``writer`` raises (or the process is
-    interrupted by an exception), the temp file is removed and ``path`` is left untouched - a
-    reader never sees a half-written file. Parent directories are created.
-
-    Args:
-        path: Final destination.
-        writer: ``writer(tmp_path)``, e.g. ``lambda p: image.save(p, format="PNG")``.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
+    """Write ``path`` atomically: ``writer(tmp)`` writes the whole content to a fresh hidden temp file
+    next to ``path`` (same suffix), which then replaces ``path`` (``os.replace``); if ``writer`` raises,
+    the temp file is removed and ``path`` is untouched. Parent folders are created. Returns ``path``.
 
     Raises:
-        OutputWriteError: the file system refused (disk full, read-only, permission, name too
-            long, ...): one line naming ``path``; the temp file is removed.
+        OutputWriteError: the file system refused (disk full, read-only, permission, name too long).
     """
+    with _replacing(path) as (target, tmp, fd):
+        mode = os.fstat(fd).st_mode & 0o777  # 0o666 less the umask, as a plain open() gives
+        os.close(fd)
+        writer(tmp)
+        if os.stat(tmp).st_mode & 0o777 != mode:  # a writer that replaced the file (safetensors: 0600)
+            os.chmod(tmp, mode)
+    return target
+
+
+@contextlib.contextmanager
+def _replacing(path: str | os.PathLike[str]) -> Iterator[tuple[Path, Path, int]]:
+    """``(target, temp file, its fd)``; the temp file replaces ``target`` when the block completes and
+    is removed if it raises; file-system errors as :func:`atomic_write`'s."""
     target = Path(os.fspath(path)).expanduser()
     with _write_errors(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp, fd = _temp_path_for(target)
-        mode = os.fstat(fd).st_mode & 0o777  # 0o666 less the umask, as a plain open() gives
-        os.close(fd)
         try:
-            writer(tmp)
-            if os.stat(tmp).st_mode & 0o777 != mode:  # a writer that replaced the file (safetensors: 0600)
-                os.chmod(tmp, mode)
+            yield target, tmp, fd
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
             raise
-    return target
 
 
 #: errnos of ``link()`` on file systems without hard links (FAT, some FUSE and SMB mounts).
@@ -217,12 +192,9 @@ _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, er
 def create_exclusive(path: str | os.PathLike[str], data: bytes) -> bool:
     """Create ``path`` holding ``data`` unless it exists; True if this call created it.
 
-    The file is complete from the instant it exists: ``data`` goes to a temp file that is then
-    hard-linked to ``path`` (``link()`` fails if ``path`` exists, atomically, also on NFS). Creating
-    ``path`` with ``O_EXCL`` and then writing would let a process killed in between leave an empty
-    file that nobody can attribute. A killed process leaves only the temp file, which
-    :func:`remove_stale_temp_files` removes. Where the file system has no hard links, falls back to
-    ``O_EXCL`` + write.
+    The file is complete from the instant it exists: a temp file is hard-linked to ``path`` (``link()``
+    fails atomically if ``path`` exists, also on NFS), so a killed process leaves no empty file, only
+    a temp file for :func:`remove_stale_temp_files`. Without hard links: ``O_EXCL`` + write.
 
     Raises:
         OSError: the file system refused (the caller names what it was creating).
@@ -259,11 +231,8 @@ def create_exclusive(path: str | os.PathLike[str], data: bytes) -> bool:
 
 @contextlib.contextmanager
 def _write_errors(target: Path) -> Iterator[None]:
-    """File-system errors while writing ``target`` -> :class:`OutputWriteError` naming it.
-
-    Only errors with an errno are the file system's; others (PIL's "cannot write mode X as PNG")
-    are bugs and keep their type.
-    """
+    """File-system errors (those with an errno; PIL's "cannot write mode X as PNG" is a bug and keeps
+    its type) while writing ``target`` -> :class:`OutputWriteError` naming it."""
     try:
         yield
     except OutputWriteError:
@@ -276,52 +245,28 @@ def _write_errors(target: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
-    """Context manager form of :func:`atomic_write` yielding an open file object.
-
-    ``with atomic_open("out.json", "w", encoding="utf-8") as f: json.dump(obj, f)`` - the
-    destination appears only when the ``with`` block completes without an exception.
-
-    File-system errors become :class:`OutputWriteError`, as in :func:`atomic_write`.
-
-    Args:
-        path: Final destination (parent directories are created).
-        mode: A write mode (``"w"``, ``"wb"``, ``"wt"``, ...); no reading or appending.
-        **kwargs: Passed to :func:`open` (``encoding``, ``newline``, ...).
-    """
+    """:func:`atomic_write` as a context manager yielding the open temp file (``mode``: a write-only
+    mode, ``"w"``, ``"wb"``, ...; ``kwargs`` go to :func:`open`): ``path`` appears only when the
+    ``with`` block completes. Raises :class:`OutputWriteError` as :func:`atomic_write`."""
     if not mode.startswith("w") or "+" in mode:
         raise ValueError(f"atomic_open: mode must be a write-only mode like 'w' or 'wb', got {mode!r}")
-    target = Path(os.fspath(path)).expanduser()
-    with _write_errors(target):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp, fd = _temp_path_for(target)
-        try:
-            with open(fd, mode, **kwargs) as f:
-                yield f
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            raise
+    with _replacing(path) as (_, _, fd), open(fd, mode, **kwargs) as f:
+        yield f
 
 
 @contextlib.contextmanager
 def atomic_files(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Write files that belong together, such as an ONNX graph and the external weights file it
-    names: yields a fresh hidden temp folder next to ``path``, to be filled with files named as they
-    should end up next to ``path``.
+    """Files that belong together (an ONNX graph and its external weights): yields a fresh hidden temp
+    folder next to ``path``, to be filled with files named as they should end up next to ``path``.
 
-    When the ``with`` block completes, each file is moved into ``path``'s folder with ``os.replace``
-    (so each appears complete), ``path``'s own name last: when it appears, the files it refers to
-    are already in place. On an exception nothing is moved. The temp folder is always removed; a
-    killed process leaves it to :func:`remove_stale_temp_files`.
-
-    Raises:
-        OutputWriteError: the file system refused, as in :func:`atomic_write`.
+    When the ``with`` block completes, each is moved next to ``path`` (``os.replace``), ``path``'s own
+    name last, so what it refers to is already there when it appears; on an exception nothing is
+    moved. The temp folder is always removed. Raises :class:`OutputWriteError` as :func:`atomic_write`.
     """
     target = Path(os.fspath(path)).expanduser()
     with _write_errors(target):
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _temp_dir_for(target)
+        tmp, _ = _temp_path_for(target, folder=True)
         try:
             yield tmp
             for f in sorted(tmp.iterdir(), key=lambda f: (f.name == target.name, f.name)):
@@ -331,10 +276,9 @@ def atomic_files(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 class Staged:
-    """Files of one unit of work that must appear together: :meth:`path` gives a hidden temp file
-    next to each target; :meth:`commit` moves them all into place (``os.replace`` each, in the order
-    given), :meth:`discard` removes them. A killed process leaves only temp files, which
-    :func:`remove_stale_temp_files` removes."""
+    """Files of one unit of work that must appear together: :meth:`path` gives a hidden temp file next
+    to each target, :meth:`commit` moves them all into place (in the order given), :meth:`discard`
+    removes them."""
 
     def __init__(self) -> None:
         self._temps: list[tuple[Path, Path]] = []
@@ -350,8 +294,7 @@ class Staged:
         return tmp
 
     def write(self, target: str | os.PathLike[str], writer: Callable[[Path], object]) -> Path:
-        """``writer(temp file)`` for ``target``; a file-system error names ``target`` (not the temp
-        file), as :func:`atomic_write` does."""
+        """``writer(temp file)`` for ``target``; a file-system error names ``target``, not the temp file."""
         tmp = self.path(target)
         try:
             writer(tmp)
@@ -362,7 +305,7 @@ class Staged:
         return tmp
 
     def commit(self) -> list[Path]:
-        """Move every staged file into place; the targets."""
+        """Move every staged file into place; returns the targets."""
         done = []
         for tmp, final in self._temps:
             with _write_errors(final):

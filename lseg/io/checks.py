@@ -1,7 +1,6 @@
-"""Checks of output paths as option ``check=`` functions (:func:`lseg.options.option`): they run when a
-command's options are built, so a wrong output path is one error before any model or file work.
-Each factory takes the field's name, which the message marks (```out` ...``) so that the command
-line shows the option (``--out ...``). Light on purpose: the command line's help imports it."""
+"""Checks of output paths as option ``check=`` functions (:func:`lseg.options.option`): a wrong output
+path is one error before any model or file work, the field marked (```out` ...``) so that the command
+line names its option. Light on purpose: the command line's help imports it."""
 
 from __future__ import annotations
 
@@ -14,8 +13,8 @@ __all__ = ["output_folder", "report_file"]
 
 
 def report_file(field: str) -> Callable[[str | None], str | None]:
-    """A file written at the end of the command (an evaluation may take hours): not a folder, and its
-    folder writable (created if needed), so that a finished run never fails to save its result."""
+    """A file written at the end of the command: not a folder, and its folder writable (created if
+    needed), so that an hours-long run never fails to save its result."""
 
     def check(path: str | None) -> str | None:
         if path is None:

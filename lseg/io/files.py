@@ -1,5 +1,4 @@
-"""Listing input files: :func:`walk_files` (every non-hidden file, symlinks followed without loops)
-and :func:`list_images` (those with an image extension)."""
+"""Listing input files (:func:`walk_files`, :func:`list_images`) and :func:`file_fragment`."""
 
 from __future__ import annotations
 
@@ -14,32 +13,18 @@ __all__ = ["file_fragment", "list_images", "walk_files"]
 
 
 def file_fragment(text: str, limit: int = 40, default: str = "label") -> str:
-    """``text`` as a piece of a file name (a label in a heatmap's name, an upload's stem): letters,
-    digits, ``-``, ``_`` and ``.`` kept, anything else ``_``; at most ``limit`` characters, no leading
-    or trailing dots or underscores (no hidden files); ``default`` when nothing is left."""
+    """``text`` as a piece of a file name: letters, digits, ``-_.`` kept, anything else ``_``; at most
+    ``limit`` characters, no leading or trailing ``.`` or ``_``; ``default`` when nothing is left."""
     kept = "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:limit].strip("._")
     return kept or default
 
 
 def list_images(folder: str | os.PathLike[str], recursive: bool = True) -> list[Path]:
-    """List image files in a folder.
-
-    Args:
-        folder: Directory to search.
-        recursive: Also search sub-directories, as :func:`walk_files` does (symlinked folders
-            are followed, each real folder once).
-
-    Returns:
-        Paths (``folder`` joined with the relative path) of files whose extension, compared
-        case-insensitively, is in :data:`IMAGE_EXTENSIONS`, sorted lexicographically by path
-        components. Hidden files and files inside hidden directories (name starting with
-        ``.``, e.g. ``.git``, ``.ipynb_checkpoints``) are ignored. A FIFO, device or socket with an
-        image name is listed: :func:`load_image` refuses it (without blocking), so it is reported,
-        not silently left out.
+    """The files of :func:`walk_files` whose extension, in any case, is in :data:`IMAGE_EXTENSIONS`
+    (a FIFO or device with an image name too: :func:`load_image` refuses it, so it is reported).
 
     Raises:
-        ImageLoadError: ``folder`` does not exist or is not a directory, or a folder inside it
-            cannot be read (permission denied).
+        ImageLoadError: as :func:`walk_files`.
     """
     return [f for f in walk_files(folder, recursive) if f.suffix.lower() in IMAGE_EXTENSIONS]
 
@@ -47,18 +32,16 @@ def list_images(folder: str | os.PathLike[str], recursive: bool = True) -> list[
 def walk_files(
     folder: str | os.PathLike[str], recursive: bool = True, exclude: str | os.PathLike[str] | None = None
 ) -> list[Path]:
-    """Every non-hidden entry under ``folder`` that is not a folder, sorted by path components.
+    """Every non-hidden entry under ``folder`` (``recursive``: in sub-folders too) that is not a folder,
+    as ``folder`` / relative path, sorted by path components.
 
-    Symlinked sub-folders are followed, except a link to a folder inside ``folder`` (its files are
-    listed under their real path); each folder is visited once (by device and inode), so a link
-    back to a parent cannot loop and a folder linked twice is listed under the first path in sorted
-    order. Hidden files and folders (``.name``) and broken symlinks are left out. A folder that
-    cannot be read raises instead of being skipped: a job must not report success while missing
-    part of its input. The folder ``exclude`` (a job's output folder, wherever it is linked from)
-    is left out.
+    Symlinked sub-folders are followed, except a link to a folder inside ``folder``; each real folder
+    once (by device and inode: a link back to a parent cannot loop). Hidden files and folders, broken
+    symlinks and the folder ``exclude`` (a job's output) are left out.
 
     Raises:
-        ImageLoadError: ``folder`` is missing or not a directory, or a folder under it is unreadable.
+        ImageLoadError: ``folder`` is missing or not a directory, or a folder under it is unreadable
+            (a job must not succeed while missing part of its input).
     """
     root = Path(os.fspath(folder)).expanduser()
     if not root.exists():

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -26,45 +27,34 @@ from lseg.io.images import (
 
 __all__ = ["iter_frames"]
 
-#: GIF/WebP frames with a missing or zero duration are shown for 100 ms by browsers; we use the
-#: same convention for frame timestamps.
+#: Browsers show GIF/WebP frames with a missing or zero duration for 100 ms; so do our timestamps.
 _DEFAULT_FRAME_DURATION_MS = 100
 
-_T = TypeVar("_T")
 
+def iter_frames(path: str | os.PathLike[str], *, every_n: int | None = None, fps: float | None = None,
+                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Iterator[tuple[int, float, np.ndarray]]:
+    """Decode the frames of an animated image or a video, sampled at a requested rate.
 
-def iter_frames(
-    path: str | os.PathLike[str],
-    *,
-    every_n: int | None = None,
-    fps: float | None = None,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-) -> Iterator[tuple[int, float, np.ndarray]]:
-    """Decode frames of an animated image or a video, sampled at a requested rate.
-
-    Animated images (extensions in :data:`IMAGE_EXTENSIONS`: GIF, WebP, APNG, multi-page TIFF;
-    still images yield one frame) are decoded with Pillow; anything else (mp4, mov, mkv, webm,
-    avi, ...) with PyAV (``pip install av``), imported only when needed. Video frames are
-    rotated upright according to the stream's display matrix (phone videos).
+    Files with an extension in :data:`IMAGE_EXTENSIONS` (GIF, WebP, APNG, multi-page TIFF; a still
+    image is one frame) are decoded with Pillow, anything else with PyAV (``pip install av``); video
+    frames are turned upright by the stream's display matrix.
 
     Args:
-        path: Path to the file.
-        every_n: Keep frames ``0, n, 2n, ...`` (by decoded frame index).
-        fps: Keep at most ``fps`` frames per second of media time: the first frame of each
-            ``1/fps`` interval. If the source has fewer frames per second, all are kept.
-            Give at most one of ``every_n`` / ``fps``; with neither, every frame is yielded.
+        path: The file.
+        every_n: Keep frames ``0, n, 2n, ...``.
+        fps: Keep the first frame of each ``1/fps`` seconds of media time (all, for a slower source).
+            At most one of ``every_n`` / ``fps``; with neither, every frame.
         max_pixels: Per-frame pixel limit, as in :func:`load_image`.
 
     Yields:
-        ``(frame_index, timestamp_seconds, frame)`` with ``frame_index`` the index of the frame
-        in the file (0-based, counting skipped frames), ``timestamp_seconds`` its presentation
-        time (GIF/WebP: cumulative frame durations; missing/zero durations count as 100 ms) and
-        ``frame`` an ``HxWx3 uint8`` RGB array.
+        ``(frame_index, timestamp_seconds, frame)``: the index in the file (skipped frames counted),
+        the presentation time (GIF/WebP: the durations before it, a missing one 100 ms) and an
+        ``HxWx3 uint8`` RGB array.
 
     Raises:
-        ImageLoadError: The file is missing, empty, corrupt, not decodable, or PyAV is missing
-            for a video. Errors can also surface mid-iteration (a truncated video).
-        ValueError: ``every_n`` / ``fps`` are invalid or both given.
+        ImageLoadError: missing, empty, corrupt or undecodable file, or no PyAV for a video; also
+            mid-iteration (a truncated video).
+        ValueError: ``every_n`` / ``fps`` invalid or both given.
     """
     if every_n is not None and fps is not None:
         raise ValueError("iter_frames: give every_n or fps, not both")
@@ -77,41 +67,22 @@ def iter_frames(
     with _open_regular(p, "cannot read frames from") as f:  # never block on a FIFO or a device
         if os.fstat(f.fileno()).st_size == 0:
             raise ImageLoadError(f"cannot read frames from '{p}': the file is empty (0 bytes); re-create it")
-    sampler = _FrameSampler(every_n=every_n, fps=fps)
-    if p.suffix.lower() in IMAGE_EXTENSIONS:
-        frames = _iter_image_frames(p, max_pixels)
-    else:
-        frames = _iter_video_frames(p, max_pixels)
+    frames = (_iter_image_frames if p.suffix.lower() in IMAGE_EXTENSIONS else _iter_video_frames)(p, max_pixels)
+    last_bucket: int | None = None
     for index, timestamp, get_frame in frames:
-        if sampler.keep(index, timestamp):
-            yield index, timestamp, get_frame()
+        if every_n is not None and index % every_n:
+            continue
+        if fps is not None:
+            # Bucket k covers [k/fps, (k+1)/fps); the epsilon absorbs float error in timestamps
+            # like 0.30000000000000004 that are meant to sit exactly on a bucket boundary.
+            bucket = math.floor(timestamp * fps + 1e-6)
+            if last_bucket is not None and bucket <= last_bucket:
+                continue
+            last_bucket = bucket
+        yield index, timestamp, get_frame()
 
 
-class _FrameSampler:
-    """Decides which frames to keep for ``every_n`` / ``fps`` sampling."""
-
-    def __init__(self, *, every_n: int | None, fps: float | None) -> None:
-        self.every_n = every_n
-        self.fps = fps
-        self._last_bucket: int | None = None
-
-    def keep(self, index: int, timestamp: float) -> bool:
-        if self.every_n is not None:
-            return index % self.every_n == 0
-        if self.fps is None:
-            return True
-        # Bucket k covers [k/fps, (k+1)/fps); the epsilon absorbs float error in timestamps
-        # like 0.30000000000000004 that are meant to sit exactly on a bucket boundary.
-        bucket = math.floor(timestamp * self.fps + 1e-6)
-        if self._last_bucket is not None and bucket <= self._last_bucket:
-            return False
-        self._last_bucket = bucket
-        return True
-
-
-def _iter_image_frames(
-    p: Path, max_pixels: int | None
-) -> Iterator[tuple[int, float, Callable[[], np.ndarray]]]:
+def _iter_image_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, float, Callable[[], np.ndarray]]]:
     """Frames of an (animated) image file via Pillow; decoding is deferred to the callback."""
     name = str(p)
     with _open_regular(p, "cannot read frames from") as f:
@@ -125,19 +96,13 @@ def _iter_image_frames(
             for index in range(n):
                 _seek_frame(im, index, name)
                 duration = im.info.get("duration") or _DEFAULT_FRAME_DURATION_MS
-                yield index, t_ms / 1000.0, _bind(_pil_to_rgb, im, name, max_pixels=max_pixels)
+                yield index, t_ms / 1000.0, functools.partial(_pil_to_rgb, im, name, max_pixels=max_pixels)
                 t_ms += float(duration)
         finally:
             im.close()
 
 
-def _bind(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> Callable[[], _T]:
-    return lambda: fn(*args, **kwargs)
-
-
-def _iter_video_frames(
-    p: Path, max_pixels: int | None
-) -> Iterator[tuple[int, float, Callable[[], np.ndarray]]]:
+def _iter_video_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, float, Callable[[], np.ndarray]]]:
     """Frames of a video file via PyAV; conversion to RGB is deferred to the callback."""
     try:
         import av
@@ -174,7 +139,7 @@ def _iter_video_frames(
                 timestamp = float(frame.time - first_pts_time)
             else:
                 timestamp = index / fallback_fps
-            yield index, timestamp, _bind(_video_frame_to_rgb, frame)
+            yield index, timestamp, functools.partial(_video_frame_to_rgb, frame)
             index += 1
         if index == 0:
             raise ImageLoadError(f"cannot read video '{p}': no frames could be decoded; check the file")

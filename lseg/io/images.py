@@ -1,16 +1,14 @@
 """Decoding images: :func:`load_image` turns any supported input into one ``HxWx3 uint8 RGB`` array.
 
-Paths are opened without ever blocking (a FIFO or device named ``x.jpg`` is refused), the format
-is identified without Pillow's global size guard (``max_pixels`` is the per-call limit, checked from
-the header before decoding), JPEG streams are checked for corruption, and every decoding failure
-becomes one :class:`~lseg.errors.ImageLoadError`. Converting decoded pixels to RGB is
-:mod:`lseg.io.pixels`'s job.
+Paths are opened without ever blocking, the format is identified without Pillow's global size guard
+(``max_pixels`` is the per-call limit, checked from the header; no global Pillow state is changed),
+JPEG streams are checked for corruption, and every failure is one :class:`~lseg.errors.ImageLoadError`.
 """
 
 from __future__ import annotations
 
-import functools
 import contextlib
+import functools
 import io
 import os
 import stat
@@ -31,9 +29,7 @@ __all__ = [
     "ALPHA_BACKGROUND", "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "ImageSource", "load_image",
 ]
 
-#: Default pixel limit of :func:`load_image`: 16384 * 16384 = 268,435,456 pixels (~805 MB as
-#: ``HxWx3 uint8``). Large photos (e.g. 12000x8000 = 96 M pixels) load; absurd or malicious
-#: headers ("decompression bombs") are refused before any pixel memory is allocated.
+#: Default pixel limit of :func:`load_image`: 16384 * 16384 = 268 M pixels (~805 MB as ``HxWx3 uint8``).
 DEFAULT_MAX_PIXELS: int = 16384 * 16384
 
 #: Lower-case file extensions recognised as still/animated images by :func:`list_images`.
@@ -41,15 +37,14 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif", ".heic", ".heif"}
 )
 
-#: Lower-case file extensions that :func:`iter_frames` decodes with PyAV (everything not in
-#: :data:`IMAGE_EXTENSIONS` is also tried with PyAV; this set is only used for error hints).
+#: Lower-case video file extensions (for messages: :func:`iter_frames` tries PyAV on anything not in
+#: :data:`IMAGE_EXTENSIONS`).
 VIDEO_EXTENSIONS: frozenset[str] = frozenset(
     {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"}
 )
 
 
-# Exceptions Pillow's format plugins raise while *identifying* a file that is not theirs
-# (the same set PIL.Image.open swallows before trying the next plugin).
+# What Pillow's plugins raise identifying a file that is not theirs (PIL.Image.open tries the next one).
 _IDENTIFY_ERRORS = (SyntaxError, IndexError, TypeError, struct.error)
 
 ImageSource = Any
@@ -58,47 +53,29 @@ memoryview`` (encoded file content), a binary file object, ``PIL.Image.Image``, 
 or ``torch.Tensor``."""
 
 
-def load_image(
-    source: ImageSource,
-    *,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    frame: int = 0,
-) -> np.ndarray:
+def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, frame: int = 0) -> np.ndarray:
     """Load any supported image input as an ``HxWx3 uint8 RGB`` array.
 
     Args:
-        source: One of
-
-            * ``str`` / ``os.PathLike``: path to an image file (``~`` is expanded). Any format
-              Pillow can decode (JPEG, PNG, BMP, GIF, WebP, TIFF, ...). EXIF orientation is
-              applied, so the array is upright as a viewer would show it.
-            * ``bytes`` / ``bytearray`` / ``memoryview``: the *encoded* content of an image file.
-            * a binary file object (``read()`` returning bytes); read from its current position,
-              never closed.
-            * ``PIL.Image.Image`` in any mode (not modified; its frame position is restored).
-            * ``np.ndarray``: ``HxW`` (gray), ``HxWx1``, ``HxWx3`` (RGB) or ``HxWx4`` (RGBA) of
-              dtype ``uint8``, ``uint16`` (scaled by ``>> 8``), ``bool`` (0/255) or float
-              (values must be finite and in ``[0, 1]``; scaled by 255 and rounded).
-            * ``torch.Tensor``: ``CxHxW`` with C in {1, 3, 4}, or ``HxW``; dtype ``uint8``,
-              ``bool`` or float in ``[0, 1]``; may live on any device.
-
-        max_pixels: Refuse images with more than this many pixels (``H * W``) with an
-            :class:`~lseg.errors.ImageLoadError`, checked from the file header before decoding.
-            ``None`` disables the check (only for trusted inputs). The result needs
-            3 bytes/pixel.
-        frame: Frame index for multi-frame files (animated GIF/WebP/PNG, multi-page TIFF).
-            Must be 0 for single-frame inputs.
+        source: A path (``~`` expanded; EXIF orientation applied); the encoded bytes of a file
+            (``bytes``, ``bytearray``, ``memoryview``); a binary file object (read from its position,
+            never closed); a ``PIL.Image`` in any mode (not modified); an ``np.ndarray`` ``HxW``,
+            ``HxWx1``, ``HxWx3`` or ``HxWx4`` of ``uint8``, ``uint16`` (``>> 8``), ``bool`` (0/255) or
+            float in ``[0, 1]`` (times 255, rounded); a ``torch.Tensor`` ``CxHxW`` (C in 1, 3, 4) or
+            ``HxW`` of ``uint8``, ``bool`` or float in ``[0, 1]``, on any device.
+        max_pixels: Refuse images with more than this many pixels (``H * W``), checked from the header
+            before decoding; ``None``: no limit (trusted inputs only).
+        frame: Frame of a multi-frame file (animated GIF/WebP/PNG, multi-page TIFF); 0 for others.
 
     Returns:
-        A new (never aliasing the input) C-contiguous ``HxWx3 uint8`` RGB array, ``H, W >= 1``.
-        Alpha is composited onto white (:data:`ALPHA_BACKGROUND`).
+        A new C-contiguous ``HxWx3 uint8`` RGB array, ``H, W >= 1``; alpha composited onto
+        :data:`ALPHA_BACKGROUND`.
 
     Raises:
-        ImageLoadError: Missing/empty/unreadable file, not an image, truncated or corrupt data,
+        ImageLoadError: missing, empty or unreadable file, not an image, truncated or corrupt data,
             too many pixels, frame out of range, unsupported array shape or dtype.
-        TypeError: ``source`` is of an unsupported Python type.
-        TypeError: ``frame`` is not an int.
-        ValueError: ``max_pixels`` is not a positive int or None.
+        TypeError: ``source`` of an unsupported type, or ``frame`` not an int.
+        ValueError: ``max_pixels`` not a positive int or None.
     """
     if max_pixels is not None and (isinstance(max_pixels, bool) or int(max_pixels) != max_pixels
                                    or max_pixels < 1):
@@ -131,7 +108,6 @@ def load_image(
 
 
 def _load_path(path: str | os.PathLike[str], *, max_pixels: int | None, frame: int) -> np.ndarray:
-    """Open a file path with helpful errors for the usual filesystem problems."""
     text = os.fspath(path)
     if isinstance(text, bytes):  # os.PathLike[bytes]
         text = os.fsdecode(text)
@@ -150,22 +126,16 @@ _SPECIAL_FILES = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a characte
 
 
 def _open_regular(p: Path, doing: str) -> IO[bytes]:
-    """Open ``p`` for reading if it is a regular file (a symlink to one is fine), else one clear
-    :class:`ImageLoadError` - without blocking: a FIFO named ``x.jpg`` would block ``open()`` until a
-    writer appears, a device could stream forever.
-
-    ``O_NONBLOCK`` makes the open itself return at once whatever ``p`` turns out to be (it could be
-    swapped for a FIFO after any check), and ``fstat`` on the opened file decides; for a regular
-    file the flag changes nothing.
-    """
+    """Open ``p`` for reading if it is a regular file (or a link to one), else :class:`ImageLoadError`,
+    never blocking on a FIFO or a device: ``O_NONBLOCK`` makes the open return at once whatever ``p``
+    is (it may be swapped after any check), then ``fstat`` on the open file decides."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
     try:
         fd = os.open(p, flags)
     except FileNotFoundError:
         raise ImageLoadError(f"image file not found: '{p}'; check the path and spelling") from None
     except PermissionError:
-        raise ImageLoadError(f"{doing} '{p}': permission denied; check the file's read "
-                             "permissions") from None
+        raise ImageLoadError(f"{doing} '{p}': permission denied; check the file's read permissions") from None
     except (OSError, ValueError) as e:  # ValueError: embedded NUL byte; ENXIO: a socket
         kind = _special_kind(p)
         if kind is not None:
@@ -193,7 +163,6 @@ def _special_kind(p: Path) -> str | None:
 
 
 def _load_file_object(f: IO[Any], *, max_pixels: int | None, frame: int) -> np.ndarray:
-    """Read a (binary) file object from its current position into memory and decode it."""
     name = getattr(f, "name", None)
     name = f"file object '{name}'" if isinstance(name, (str, os.PathLike)) else "file object"
     try:
@@ -210,10 +179,7 @@ def _load_file_object(f: IO[Any], *, max_pixels: int | None, frame: int) -> np.n
     return _load_encoded(io.BytesIO(data), name, len(data), max_pixels=max_pixels, frame=frame)
 
 
-def _load_encoded(
-    fp: IO[bytes], name: str, nbytes: int, *, max_pixels: int | None, frame: int
-) -> np.ndarray:
-    """Identify, size-check, fully decode and convert one frame of an encoded image."""
+def _load_encoded(fp: IO[bytes], name: str, nbytes: int, *, max_pixels: int | None, frame: int) -> np.ndarray:
     if nbytes == 0:
         raise ImageLoadError(f"cannot load image '{name}': the file is empty (0 bytes); it was probably "
                              "not fully downloaded or written - re-create it")
@@ -228,23 +194,16 @@ def _load_encoded(
         im.close()
 
 
-#: libjpeg's warnings about the compressed data (jerror.h, JWRN_*): the decoder recovers by filling
-#: the rest of the image with gray, and Pillow discards these warnings, so a JPEG with a corrupt
-#: middle would decode "successfully" into a half-gray picture. Other warnings (an unknown JFIF
-#: revision, a bad ICC profile) leave the pixels intact and are ignored.
+#: libjpeg's warnings about the compressed data (jerror.h, JWRN_*), which Pillow discards: a corrupt
+#: middle decodes "successfully" into a half-gray picture. Others (a bad ICC profile) leave the pixels.
 _JPEG_CORRUPTION = ("Corrupt JPEG data:", "Premature end of JPEG file", "Inconsistent progression")
 _JPEG_METADATA_ONLY = ("Corrupt JPEG data: bad ICC marker",)
 
 
 def _check_jpeg_stream(fp: IO[bytes], name: str) -> None:
-    """Refuse a JPEG whose compressed data libjpeg reports as corrupt.
-
-    The whole stream is entropy-decoded by libjpeg-turbo (simplejpeg, strict: its warnings become
-    errors) at 1/8 scale: every Huffman code is read, the inverse DCT works on 1/64 of the pixels
-    (about half of Pillow's decoding time). Files that TurboJPEG's API does not take (unusual
-    sampling factors, 12-bit) are left to Pillow: nothing to check them with. A flipped bit that
-    still decodes cannot be detected (JPEG has no checksum).
-    """
+    """Refuse a JPEG whose compressed data libjpeg reports as corrupt: simplejpeg (strict) decodes the
+    whole stream at 1/8 scale, every Huffman code read for about half of Pillow's time. Files TurboJPEG
+    does not take (12-bit, odd sampling) are left to Pillow unchecked."""
     import simplejpeg
 
     position = fp.tell()
@@ -273,11 +232,8 @@ def _register_heif() -> None:
 
 
 def _identify(fp: IO[bytes], name: str) -> Image.Image:
-    """Identify the format of ``fp`` without decoding pixels.
-
-    This mirrors what ``PIL.Image.open`` does, minus its global ``MAX_IMAGE_PIXELS`` check and
-    warning (we apply ``max_pixels`` ourselves, per call, without touching global state).
-    """
+    """Identify the format of ``fp`` without decoding pixels: ``PIL.Image.open`` without its global
+    ``MAX_IMAGE_PIXELS`` check (``max_pixels`` is checked per call)."""
     fp.seek(0)
     prefix = fp.read(16)
     Image.preinit()  # common formats first, like Image.open
@@ -312,12 +268,9 @@ def _identify(fp: IO[bytes], name: str) -> Image.Image:
 
 
 def _describe_unknown(prefix: bytes, name: str) -> str:
-    """Explain an unidentified file as helpfully as one line allows."""
-    suffix = Path(name).suffix.lower()
-    if suffix in VIDEO_EXTENSIONS:
+    if Path(name).suffix.lower() in VIDEO_EXTENSIONS:
         return "this is a video, not an image; use lseg.io.iter_frames() for videos"
-    head = prefix.lstrip()
-    if head[:1] == b"<":
+    if prefix.lstrip()[:1] == b"<":
         return ("not an image but HTML/XML text (a failed download or an SVG?); download the real "
                 "image or convert it to PNG")
     text = prefix.decode("utf-8", errors="ignore")  # a cut multi-byte char at the end is fine
@@ -328,20 +281,16 @@ def _describe_unknown(prefix: bytes, name: str) -> str:
 
 
 def _load_pil_object(im: Image.Image, *, max_pixels: int | None, frame: int) -> np.ndarray:
-    """Convert a caller-owned PIL image (restoring its frame position afterwards)."""
     name = f"PIL image ({im.format or 'in memory'}, mode {im.mode}, {im.width}x{im.height})"
     _check_pixels(im.size, name, max_pixels)
-    n_frames = _n_frames(im)
-    if n_frames == 1 or (frame == 0 and im.tell() == 0):
-        _seek_frame(im, frame, name)
-        return _pil_to_rgb(im, name, max_pixels=max_pixels)
     position = im.tell()
     try:
         _seek_frame(im, frame, name)
         return _pil_to_rgb(im, name, max_pixels=max_pixels)
     finally:
-        with contextlib.suppress(Exception):  # restoring the caller's position is best effort
-            im.seek(position)
+        with contextlib.suppress(Exception):  # restoring the caller's frame position is best effort
+            if im.tell() != position:
+                im.seek(position)
 
 
 def _n_frames(im: Image.Image) -> int:
@@ -352,12 +301,10 @@ def _n_frames(im: Image.Image) -> int:
 
 
 def _seek_frame(im: Image.Image, frame: int, name: str) -> None:
-    """Seek ``im`` to ``frame`` or raise a clear out-of-range error."""
     n = _n_frames(im)
     if not 0 <= frame < n:
         valid = "only frame 0" if n == 1 else f"frames 0..{n - 1}"
-        raise ImageLoadError(f"cannot load frame {frame} of image '{name}': it has {n} frame(s); "
-                             f"use {valid}")
+        raise ImageLoadError(f"cannot load frame {frame} of image '{name}': it has {n} frame(s); use {valid}")
     if frame == 0 and im.tell() == 0:
         return
     try:
@@ -368,11 +315,9 @@ def _seek_frame(im: Image.Image, frame: int, name: str) -> None:
 
 
 def _check_pixels(size: tuple[int, int], name: str, max_pixels: int | None) -> None:
-    """Refuse empty images and images above ``max_pixels`` (size from the header)."""
     w, h = int(size[0]), int(size[1])
     if w < 1 or h < 1:
-        raise ImageLoadError(f"cannot load image '{name}': it has size {w}x{h} (no pixels); "
-                             "re-export it")
+        raise ImageLoadError(f"cannot load image '{name}': it has size {w}x{h} (no pixels); re-export it")
     if max_pixels is not None and w * h > max_pixels:
         mb = 3 * w * h / 1e6
         raise ImageLoadError(
@@ -382,11 +327,7 @@ def _check_pixels(size: tuple[int, int], name: str, max_pixels: int | None) -> N
 
 
 def _pil_to_rgb(im: Image.Image, name: str, *, max_pixels: int | None = None) -> np.ndarray:
-    """Fully decode ``im`` (current frame) and convert it to ``HxWx3 uint8`` RGB.
-
-    Any decoding failure (truncated data, corrupt streams, broken EXIF) becomes an
-    :class:`ImageLoadError`; nothing is silently accepted.
-    """
+    """Fully decode ``im`` (current frame) to ``HxWx3 uint8`` RGB; any failure is an :class:`ImageLoadError`."""
     try:
         im.load()  # force the full decode here, inside the try (Image.open is lazy)
     except Image.DecompressionBombError:
@@ -414,11 +355,8 @@ def _pil_to_rgb(im: Image.Image, name: str, *, max_pixels: int | None = None) ->
 
 
 def _exif_upright(im: Image.Image) -> Image.Image:
-    """Apply the EXIF Orientation tag. A corrupt EXIF block only loses the rotation.
-
-    Without a rotation the image itself is returned (``exif_transpose`` would copy it: 4 bytes per
-    pixel more at the peak for nothing).
-    """
+    """Apply the EXIF Orientation tag (a corrupt EXIF block only loses the rotation); without one, ``im``
+    itself (``exif_transpose`` would copy it)."""
     try:
         if im.getexif().get(ExifTags.Base.Orientation, 1) not in (2, 3, 4, 5, 6, 7, 8):
             return im

@@ -1,10 +1,6 @@
-"""Pixels to the canonical ``HxWx3 uint8 RGB`` array: decoded PIL images of any mode, numpy arrays
-and torch tensors.
-
-Alpha is composited onto :data:`ALPHA_BACKGROUND` (white); 16-bit data is reduced by ``>> 8``,
-32-bit integer images by the bit range they use, float data in ``[0, 1]`` is scaled by 255. Large
-images are converted in row strips so the peak memory stays near the size of the result.
-"""
+"""Decoded PIL images of any mode, numpy arrays and torch tensors to the ``HxWx3 uint8 RGB`` array:
+alpha composited onto :data:`ALPHA_BACKGROUND`, 16-bit data ``>> 8``, 32-bit integer images by the bit
+range they use, float data in ``[0, 1]`` times 255."""
 
 from __future__ import annotations
 
@@ -21,15 +17,14 @@ ALPHA_BACKGROUND: tuple[int, int, int] = (255, 255, 255)
 # Modes Pillow can convert to RGBA directly (used to honour transparency).
 _ALPHA_CAPABLE_MODES = frozenset({"1", "L", "P", "RGB", "LA", "PA", "La", "RGBA", "RGBa"})
 
-
 #: Large images are converted to RGB in row strips of this many pixels: the peak is then the
 #: decoded image plus the result (12000x8000 RGB PNG: 384 + 288 MB), not several full-size copies.
 _STRIP_PIXELS = 1 << 21
 
 
 def _convert_mode(im: Image.Image, name: str) -> np.ndarray:
-    """Convert a decoded PIL image of any mode to a fresh ``HxWx3 uint8`` RGB array (in row strips
-    for large images, except 'I'/'F' modes, whose scaling depends on the whole image)."""
+    """A decoded PIL image of any mode as a fresh ``HxWx3 uint8`` RGB array (large ones in row strips,
+    except 'I'/'F' modes, whose scaling depends on the whole image)."""
     w, h = im.size
     if w * h <= _STRIP_PIXELS or im.mode.startswith(("I", "F")):
         return _convert_whole(im, name)
@@ -61,19 +56,14 @@ def _convert_whole(im: Image.Image, name: str) -> np.ndarray:
 
 
 def _composite_on_background(rgba: Image.Image) -> np.ndarray:
-    """Composite an RGBA image onto :data:`ALPHA_BACKGROUND` and drop alpha."""
     background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
     return np.array(Image.alpha_composite(background, rgba).convert("RGB"), dtype=np.uint8, order="C")
 
 
 def _int_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Scale integer gray values to 8 bits by the bit range they occupy.
-
-    ``uint16`` containers (Pillow 'I;16*' modes, 16-bit PNGs) are shifted by 8. For 32-bit 'I'
-    images (which Pillow also uses for 16-bit data) the shift is chosen from the maximum value:
-    ``<= 255`` is kept, ``<= 65535`` is treated as 16-bit, larger values shift by
-    ``bit_length - 8``. Negative values are clipped to 0.
-    """
+    """Integer gray values to 8 bits: ``uint16`` ``>> 8``; other integers (32-bit 'I', which Pillow also
+    uses for 16-bit data) clipped at 0 and shifted by the maximum: kept up to 255, ``>> 8`` up to
+    65535, else ``>> bit_length - 8``."""
     if values.dtype.kind == "u" and values.dtype.itemsize == 2:
         return (values.astype(np.uint16) >> 8).astype(np.uint8)
     v = np.clip(values.astype(np.int64), 0, None)
@@ -85,11 +75,8 @@ def _int_to_uint8(values: np.ndarray) -> np.ndarray:
 
 
 def _float_image_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Float *image file* data ('F' mode) to 8 bits.
-
-    A float file has no defined white level: ``[0, 1]`` data is scaled by 255, ``[0, 255]`` data
-    is rounded, anything else is min-max normalised.
-    """
+    """Float image file data ('F' mode, no defined white level) to 8 bits: ``[0, 1]`` times 255,
+    ``[0, 255]`` rounded, anything else min-max normalised."""
     lo, hi = float(values.min()), float(values.max())
     if lo >= 0.0 and hi <= 1.0:
         scaled = values * 255.0
@@ -105,7 +92,6 @@ def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
 
 
 def _array_to_rgb(arr: np.ndarray, name: str, *, max_pixels: int | None) -> np.ndarray:
-    """Validate and convert an ``HxW``/``HxWx{1,3,4}`` array (see :func:`load_image`)."""
     shape = "x".join(str(s) for s in arr.shape) or "scalar"
     if arr.ndim == 3 and arr.shape[2] not in (1, 3, 4) and arr.shape[0] in (1, 3, 4):
         raise ImageLoadError(f"cannot load {name} of shape {shape}: expected HxW, HxWx3 or HxWx4 "
@@ -138,19 +124,15 @@ def _array_to_rgb(arr: np.ndarray, name: str, *, max_pixels: int | None) -> np.n
     else:
         raise ImageLoadError(f"cannot load {name}: unsupported dtype {dtype}; use uint8 (0-255), "
                              "uint16, bool or float in [0, 1] (e.g. arr.astype(np.uint8))")
-    if u8.ndim == 2:
-        return _gray_to_rgb(u8)
-    channels = u8.shape[2]
-    if channels == 1:
-        return _gray_to_rgb(u8[:, :, 0])
-    if channels == 3:
+    if u8.ndim == 2 or u8.shape[2] == 1:
+        return _gray_to_rgb(u8.reshape(u8.shape[:2]))
+    if u8.shape[2] == 3:
         return np.array(u8, dtype=np.uint8, order="C", copy=True)
     return _composite_on_background(Image.fromarray(np.ascontiguousarray(u8)))
 
 
 def _tensor_to_rgb(tensor: Any, *, max_pixels: int | None) -> np.ndarray:
-    """Convert a ``CxHxW``/``HxW`` torch tensor (see :func:`load_image`)."""
-    import torch  # already imported by the caller's process; local import for typing only
+    import torch  # already imported: the caller holds a tensor
 
     shape = "x".join(str(s) for s in tensor.shape) or "scalar"
     t = tensor.detach()

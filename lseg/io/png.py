@@ -14,24 +14,15 @@ from lseg.io.atomic import atomic_write
 __all__ = ["save_png"]
 
 
-def save_png(
-    path: str | os.PathLike[str],
-    array: np.ndarray | Image.Image,
-    palette: np.ndarray | Sequence[Sequence[int]] | None = None,
-) -> Path:
-    """Save an image or label map as PNG, atomically (see :func:`atomic_write`).
+def save_png(path: str | os.PathLike[str], array: np.ndarray | Image.Image,
+             palette: np.ndarray | Sequence[Sequence[int]] | None = None) -> Path:
+    """Save an image or label map as PNG (whatever the suffix of ``path``), atomically; returns ``path``.
 
     Args:
-        path: Destination file (conventionally ``.png``; the format is always PNG).
-        array: One of ``HxW uint8`` (label map or gray), ``HxW uint16`` (label map with more than
-            256 ids, written as 16-bit gray), ``HxWx3 uint8`` RGB, ``HxWx4 uint8`` RGBA, ``HxW``
-            bool (0/255 gray) or a ``PIL.Image``.
-        palette: Optional ``(n, 3) uint8`` colours, ``n <= 256``, for an ``HxW uint8`` label map:
-            the PNG is written in palette mode so pixel values stay class ids while viewers show
-            colours (see :func:`lseg.viz.palette`).
-
-    Returns:
-        The destination path.
+        array: ``HxW uint8`` (label map or gray), ``HxW uint16`` (16-bit gray), ``HxWx3 uint8`` RGB,
+            ``HxWx4 uint8`` RGBA, ``HxW`` bool (0/255 gray) or a ``PIL.Image``.
+        palette: ``(n, 3)`` colours, ``n <= 256``, for an ``HxW uint8`` label map: a palette PNG, whose
+            pixel values stay the class ids.
 
     Raises:
         ValueError: Unsupported shape/dtype, or a palette with an unsupported array.
@@ -59,11 +50,8 @@ def save_png(
                                  f"{pal.shape[0]} colours")
             img = Image.fromarray(np.ascontiguousarray(arr))  # mode L
             img.putpalette(pal.astype(np.uint8).tobytes())  # L -> P, pixel values unchanged
-        elif arr.ndim == 2 and arr.dtype == np.uint8:
-            img = Image.fromarray(np.ascontiguousarray(arr))
-        elif arr.ndim == 2 and arr.dtype == np.uint16:
-            img = Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint16))
-        elif arr.ndim == 3 and arr.shape[2] in (3, 4) and arr.dtype == np.uint8:
+        elif (arr.ndim == 2 and arr.dtype in (np.uint8, np.uint16)
+              or arr.ndim == 3 and arr.shape[2] in (3, 4) and arr.dtype == np.uint8):
             img = Image.fromarray(np.ascontiguousarray(arr))
         else:
             raise ValueError(f"save_png: unsupported array {shape} {arr.dtype}; expected HxW uint8/uint16, "

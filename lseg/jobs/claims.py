@@ -1,21 +1,12 @@
-"""Claims: workers writing into one output folder split the work instead of each doing all of it.
+"""Claims: workers writing into one output folder split the work (docs/cli.md, "Several jobs on one
+folder").
 
-Before computing an output, a worker creates ``.<output name>.claim`` next to it, complete and
-only if it does not exist (:func:`lseg.io.create_exclusive`: a hard link, atomic also on NFS),
-holding who it is: host, pid namespace, pid, the process's start time and a random token. It
-deletes the claim after writing the output (or failing to); a worker that finds a claim leaves that
-output to its holder. So ``N`` workers started on one folder (one per GPU, or on several machines
-sharing it) each compute about ``1/N`` of the outputs, and none computes an output twice.
-
-A claim is *stale*, and taken over, when its holder is gone:
-
-* on the same host (and pid namespace): the pid no longer exists, or belongs to a process started
-  at another time (a reused pid) - known at once, e.g. after SIGKILL;
-* anywhere (the only test for another host's claims): its file was not refreshed for
-  :data:`STALE_AFTER` seconds - a holder touches its claims every :data:`HEARTBEAT` seconds.
-
-Taking over renames the stale file away, then competes with ``O_EXCL`` like a fresh claim. Outputs
-are written atomically (:func:`lseg.io.atomic_write`), so a lost race costs time, never a file.
+A worker claims an output by creating ``.<output name>.claim`` next to it, holding who it is
+(:func:`lseg.io.create_exclusive`: a hard link, so the file is complete when it appears and one
+worker wins, also on NFS), and deletes it after writing the output. A claim is stale, and taken
+over, when its holder is gone: on the same host (pid namespace) its pid is dead or reused;
+anywhere, its file was not refreshed (every :data:`HEARTBEAT` s) for :data:`STALE_AFTER` s.
+Outputs are written atomically, so a lost race costs time, never a file.
 """
 
 from __future__ import annotations
@@ -51,8 +42,7 @@ def _read_file(path: Path) -> str:
 
 
 def _host() -> str:
-    """This host and pid namespace: pids are comparable only within one (containers with the
-    host's network share its host name, not its pids)."""
+    """Host name and pid namespace: pids compare only within one (containers share host names)."""
     try:
         namespace = os.stat("/proc/self/ns/pid").st_ino
     except OSError:
@@ -91,13 +81,10 @@ def _stale(path: Path, content: str, host: str) -> bool:
         return False  # released meanwhile: the caller tries again
     try:
         info = json.loads(content)
-        same_host = info["host"] == host
-        pid, start = int(info["pid"]), info.get("start")
-    except (ValueError, KeyError, TypeError):
-        # Garbage, or (only where the file system has no hard links) created but not yet filled.
-        return age > STALE_AFTER
-    if same_host:
-        return not _alive(pid, start)
+        if info["host"] == host:
+            return not _alive(int(info["pid"]), info.get("start"))
+    except (ValueError, KeyError, TypeError):  # garbage, or (without hard links) not yet filled
+        pass
     return age > STALE_AFTER
 
 
@@ -119,12 +106,8 @@ def _remove_stale(path: Path, content: str) -> None:
 
 
 class ClaimSet:
-    """The claims one batch job holds. Use as a context manager: every claim still held is released
-    when the block ends, however it ends (an exception, Ctrl-C); SIGKILL leaves them stale.
-
-    ``take(output)`` -> True if this job now holds ``output`` (compute it, then ``release(output)``);
-    False if a live worker holds it.
-    """
+    """The claims one batch job holds; as a context manager, releases those still held however the
+    block ends (SIGKILL leaves them stale)."""
 
     def __init__(self, heartbeat: float = HEARTBEAT) -> None:
         self._host = _host()
@@ -142,7 +125,8 @@ class ClaimSet:
         self.close()
 
     def take(self, output: str | os.PathLike[str], extra: dict | None = None) -> bool:
-        """Claim ``output`` (a path; its parent folder is created); ``extra`` is stored in the claim.
+        """Claim ``output`` (its parent folder is created; ``extra`` is stored in the claim): True if
+        this job now holds it, False if a live worker does.
 
         Raises:
             OutputWriteError: the claim file cannot be created (read-only folder, disk full, ...).
@@ -198,12 +182,7 @@ class ClaimSet:
 
 
 def remove_stale_claims(folder: str | os.PathLike[str]) -> list[Path]:
-    """Delete the stale claims under ``folder`` (those of killed jobs; see the module doc), e.g. of
-    outputs a killed job finished but could not release. Live workers' claims stay.
-
-    Returns:
-        The removed claim files.
-    """
+    """Delete the stale claims (of killed jobs) under ``folder``; returns the removed files."""
     root = Path(os.fspath(folder)).expanduser()
     host = _host()
     removed = []
@@ -222,9 +201,8 @@ _JOB_PREFIX = "lseg-job-"
 
 
 def hold_recipe(claims: ClaimSet, folder: Path, recipe_digest: str, what: str) -> None:
-    """Mark ``folder`` as being written with the recipe ``recipe_digest`` by this job (a claim file
-    ``.lseg-job-<token>.claim``, held by ``claims``), and refuse to go on while a live job writes
-    there with another recipe: concurrent workers share a folder only with the same settings.
+    """Mark ``folder`` as written with ``recipe_digest`` by this job (a claim ``.lseg-job-<token>.claim``
+    held by ``claims``); concurrent jobs share a folder only with the same recipe.
 
     Raises:
         LSegError: a live job with other settings writes into ``folder``.

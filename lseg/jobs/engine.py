@@ -1,19 +1,11 @@
-"""The batch engine: one loop for every command that walks inputs and writes outputs.
+"""The batch engine: one loop for every command that walks inputs and writes outputs
+(docs/cli.md, "Records and re-runs" and "Several jobs on one folder").
 
-A command is a :class:`Writer`: it lists its :class:`Unit` s (what one unit reads, the files it
-writes and the record that lists them) and its recipe (the settings that change those files),
-builds its model only when there is work, and computes and writes one unit at a time. The engine
-does the rest, the same way for every command (:func:`run_job`):
-
-1. before any model is built: output clashes (two inputs writing one file, an output that is an
-   input, an existing file no lseg record lists), and the output folder writable;
-2. staleness (:mod:`.records`): a unit whose record holds this recipe and whose files exist is done;
-   one made with another recipe is redone, the old recipe's files removed; nothing to do, no model;
-3. concurrent workers (:mod:`.claims`): jobs sharing a folder split its units, and a job with other
-   settings is refused while another writes there;
-4. writing: a unit's files appear together (staged, then moved into place), its record last;
-   a failed unit leaves nothing; a full disk or read-only file system stops the job;
-5. the summary (``N written, M already done, F failed``), also on Ctrl-C.
+A command is a :class:`Writer` that lists its :class:`Unit` s and its recipe, builds its model only
+when there is work, and computes and writes one unit at a time. :func:`run_job` does the rest:
+refuses output clashes before any model is built, skips units done with this recipe and redoes
+those made with another (:mod:`.records`), splits units with concurrent workers (:mod:`.claims`),
+writes each unit's files together and its record last, and counts what happened (:class:`Report`).
 """
 
 from __future__ import annotations
@@ -44,12 +36,11 @@ class Unit:
 
     Attributes:
         source: what it reads (named in messages and its record).
-        targets: the files it writes (its record apart). Empty for a unit whose files are known only
-            while it writes (a video's frames, a store's shards): it writes them one by one (each
-            atomically) and appends them here; its record comes last.
+        targets: the files it writes, record apart; empty for a unit whose files are known only as
+            it writes them (a video's frames, a store's shards): it appends them here.
         record: its record (:mod:`.records`).
         folder: the folder a video unit fills with its frames (no other input may write there).
-        data: the writer's own (a store unit, a frame id).
+        data: the writer's own.
     """
 
     source: Path
@@ -66,9 +57,9 @@ class Unit:
 
 @dataclass
 class Report:
-    """What a job did: written (``redone``: those whose recipe changed, ``changed``: which keys),
-    skipped (already done), failed (path, reason), left to other workers, why it stopped early
-    (``stopped``: a full disk...) and whether it was interrupted (Ctrl-C)."""
+    """What a job did: written (``redone``: with a changed recipe; ``changed``: its keys), skipped,
+    failed (path, reason), left to ``others`` (workers), why it ``stopped`` early (a full disk...)
+    and whether it was ``interrupted`` (Ctrl-C)."""
 
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
@@ -96,8 +87,8 @@ def exit_code(report: Report) -> int:
 
 
 class Writer:
-    """A batch command plugged into :func:`run_job`. Subclasses set :attr:`kind` and :attr:`out` and
-    implement :meth:`units` and :meth:`write` (and :meth:`compute_one` or :meth:`compute`)."""
+    """A batch command for :func:`run_job`: sets :attr:`kind` and :attr:`out`, implements :meth:`units`
+    and :meth:`write` (and :meth:`compute_one` or :meth:`compute`)."""
 
     #: The record's ``kind``.
     kind = "batch"
@@ -117,8 +108,8 @@ class Writer:
         """Build the model: called once, only when some unit is to be written."""
 
     def compute(self, units: Iterator[Unit]) -> Iterator[tuple[Unit, Any]]:
-        """``(unit, result or LSegError)`` for each unit, pulling units from ``units`` lazily (each is
-        claimed when pulled: prefetching loaders pull ahead)."""
+        """``(unit, result or LSegError)`` per unit, pulled lazily from ``units`` (each is claimed as
+        it is pulled)."""
         for unit in units:
             try:
                 yield unit, self.compute_one(unit)
@@ -131,10 +122,9 @@ class Writer:
         return None
 
     def write(self, unit: Unit, result: Any, staged: Staged) -> dict[str, Any]:
-        """Write ``unit.targets`` through ``staged.path(target)`` (they appear together afterwards);
-        a unit without targets up front writes its files itself and appends them to ``unit.targets``.
-        Returns extra fields for the record; ``"failed"``: ``[{"source", "error"}]`` of items inside
-        the unit that could not be read (reported; the unit is still done)."""
+        """Write ``unit.targets`` through ``staged`` (a unit without targets up front writes its files
+        itself and appends them). Returns extra record fields; ``"failed"``: ``[{"source", "error"}]``
+        of items inside the unit that could not be read (reported; the unit is still done)."""
         raise NotImplementedError
 
     def finish(self, report: Report) -> None:
@@ -149,14 +139,9 @@ def _resolved(p: Path) -> Path:
     return p.absolute()
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
 def check_clashes(units: Sequence[Unit], overwrite: bool = False) -> None:
-    """Refuse, before any work and all at once, outputs that would destroy data: an output that is
-    an input of this run, an output inside the frame folder another input (a video) fills, an
-    existing file no lseg record lists (unless ``overwrite``)."""
+    """Refuse, all at once, outputs that would destroy data: an input of this run, a file inside
+    another input's (a video's) frame folder, an existing file no lseg record lists (unless ``overwrite``)."""
     inputs = {_resolved(u.source): u.source for u in units}
     owned = [(_resolved(u.folder), u.folder, u.source) for u in units if u.folder is not None]
     problems: list[str] = []
@@ -181,7 +166,7 @@ def check_clashes(units: Sequence[Unit], overwrite: bool = False) -> None:
             if real in inputs and inputs[real] != u.source:
                 problems.append(f"{inputs[real]} is an input and also an output of {u.source}")
                 continue
-            inside = next(((f, src) for r, f, src in owned if src != u.source and _inside(real, r)), None)
+            inside = next(((f, src) for r, f, src in owned if src != u.source and (real == r or r in real.parents)), None)
             if inside is not None:
                 problems.append(f"{u.source} would write {target.name} into {inside[0]}, where the video "
                                 f"{inside[1]} writes its frames")
@@ -217,11 +202,11 @@ def _targets_now(unit: Unit) -> list[Path]:
 
 def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, shard: tuple[int, int] = (0, 1),
             desc: str | None = None) -> Report:
-    """Run ``writer``'s units (module docstring): those of shard ``k`` of ``M`` (``units[k::M]``).
+    """Run ``writer``'s units of shard ``k`` of ``M`` (``units[k::M]``).
 
     Returns:
-        The :class:`Report`; a full disk or read-only file system stops the job (``stopped``), Ctrl-C
-        too (``interrupted``); a unit that fails for its own reasons is listed in ``failed``.
+        The :class:`Report`: a unit that fails is listed in ``failed``; a full disk or read-only file
+        system stops the job (``stopped``), Ctrl-C too (``interrupted``).
 
     Raises:
         LSegError: bad inputs, output clashes, another job with other settings, an unwritable folder.
@@ -229,7 +214,11 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
     report = Report()
     mine, todo, recipe = pending_units(writer, overwrite, report, shard)
     key = digest(recipe)
-    if not todo:
+    if not todo:  # nothing to write; what a killed run left is still cleared (a read-only folder: kept)
+        if Path(writer.out).is_dir():
+            with contextlib.suppress(OSError):
+                remove_stale_temp_files(writer.out)
+                remove_stale_claims(writer.out)
         return report
     created = not os.path.lexists(writer.out)
     out = check_writable(writer.out)  # one error before the model loads
@@ -274,37 +263,27 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
 
 def pending_units(writer: Writer, overwrite: bool, report: Report, shard: tuple[int, int] = (0, 1)
                   ) -> tuple[list[Unit], list[Unit], dict[str, Any]]:
-    """The writer's units checked for clashes; this shard's units, those not done yet (the others
-    counted as skipped in ``report``), and the recipe."""
+    """This shard's units (checked for clashes), those not done yet (the others counted as skipped
+    in ``report``), and the recipe."""
     units = writer.units()
     check_clashes(units, overwrite)
     recipe = writer.recipe()
     mine = units[shard[0]::shard[1]]
     todo = []
     for unit in mine:
-        if _peek(unit, recipe, overwrite)[0] == "done":
+        # nothing removed yet: a unit to redo is planned again, and acted on, once claimed
+        if plan(_targets_now(unit), unit.record, recipe, overwrite, remove=False)[0] == "done":
             frames = (read_record(unit.record) or {}).get("frames") or [None]
-            report.skipped += [unit.targets[0] if unit.targets else unit.record] * len(frames)
+            report.skipped += [unit.key] * len(frames)
         else:
             todo.append(unit)
     return mine, todo, recipe
 
 
-def _peek(unit: Unit, recipe: dict[str, Any], overwrite: bool) -> tuple[Status, set[str]]:
-    """The unit's status without touching anything (``redo`` is decided again, and acted on, once claimed)."""
-    old = read_record(unit.record)
-    if old is None:
-        return "new", set()
-    if not overwrite and old.get("digest") == digest(recipe):
-        done = old.get("complete", True) is True and all(map(os.path.exists, _targets_now(unit)))
-        return ("done" if done else "new"), set()
-    return "redo", set()
-
-
 def _claimed(todo: list[Unit], claims: ClaimSet, recipe: dict[str, Any], overwrite: bool, report: Report,
              bar: Any) -> Iterator[Unit]:
-    """The units this worker claims, as the writer pulls them; a unit another worker holds or finished
-    meanwhile is counted and passed over."""
+    """The units this worker claims, as the writer pulls them (those another worker holds or finished
+    are counted and passed over)."""
     for unit in todo:
         try:
             taken = claims.take(unit.key)
@@ -321,7 +300,7 @@ def _claimed(todo: list[Unit], claims: ClaimSet, recipe: dict[str, Any], overwri
         status, changed = plan(_targets_now(unit), unit.record, recipe, overwrite)
         if status == "done":
             claims.release(unit.key)
-            report.skipped.append(unit.targets[0] if unit.targets else unit.record)
+            report.skipped.append(unit.key)
             bar.update()
             continue
         unit.status = status
@@ -330,8 +309,7 @@ def _claimed(todo: list[Unit], claims: ClaimSet, recipe: dict[str, Any], overwri
 
 
 def _fail(report: Report, source: Path, e: LSegError) -> None:
-    """Count a failed unit and say so at once (``error:`` for a write, ``warning: skipping`` for an
-    input); a full disk or read-only file system stops the job."""
+    """Count a failed unit and log it at once; a full disk or read-only file system stops the job."""
     report.failed.append((source, str(e)))
     if isinstance(e, OutputWriteError):
         _logger.error("%s", e)
@@ -343,7 +321,7 @@ def _fail(report: Report, source: Path, e: LSegError) -> None:
 
 def write_unit(writer: Writer, unit: Unit, result: Any, recipe: dict[str, Any], report: Report) -> None:
     """Write one claimed unit: its pending record, its files (staged, then moved into place), its
-    complete record; counted in ``report``. Other processes (Ray actors) call it as the loop does."""
+    complete record; counted in ``report``. Ray actors call it as the loop does."""
     staged = Staged()
     write_record(unit.record, writer.kind, unit.source, recipe, unit.targets, pending=True)
     try:

@@ -1,10 +1,6 @@
-"""Inputs of a batch job: the files under the given paths, never a job's own outputs.
-
-A folder contributes its files with the wanted extensions, sorted by path, leaving out hidden
-files, the job's output folder (an ``--out`` inside an input folder) and files an earlier lseg run
-recorded as its outputs, so re-running a job never reads its results back. A file is taken as
-given, unless it is a recorded lseg output.
-"""
+"""Inputs of a batch job: the files under the given paths, never a job's own outputs (hidden files,
+the output folder and files an lseg record lists are left out of folders; a file named directly
+must not be a recorded output)."""
 
 from __future__ import annotations
 
@@ -27,13 +23,7 @@ MAX_RECORD_BYTES = 1 << 22
 
 @dataclass(frozen=True)
 class Media:
-    """One input: an image (one output) or a video (one output per sampled frame).
-
-    Attributes:
-        path: the file.
-        stem: its outputs' path relative to the output folder, without suffix (``a/b``).
-        is_video: decoded frame by frame (:func:`lseg.io.iter_frames`).
-    """
+    """One input file; ``stem``: its outputs' path relative to the output folder, without suffix."""
 
     path: Path
     stem: Path
@@ -74,7 +64,7 @@ def _walk(root: Path, suffixes: set[str], exclude: Path | None) -> list[Path]:
 
 def collect(inputs: Sequence[str | os.PathLike[str]], suffixes: Iterable[str],
             out: str | os.PathLike[str] | None = None) -> list[tuple[Path, Path]]:
-    """Files and folders -> ``(file, output stem relative to OUT)`` pairs (module docstring).
+    """Files and folders -> ``(file, output stem relative to OUT)`` pairs, folders' files sorted.
 
     Raises:
         LSegError: an input does not exist, or is a recorded lseg output.
@@ -97,14 +87,11 @@ def collect(inputs: Sequence[str | os.PathLike[str]], suffixes: Iterable[str],
 
 
 def check_unique(pairs: Iterable[tuple[Path, Path]], suffix: str) -> None:
-    """Refuse inputs whose outputs would share a name (``a.jpg`` and ``a.png`` in one folder), every
-    clash listed, before any work."""
-    by_stem: dict[Path, list[Path]] = {}
+    """Refuse inputs whose outputs would share a name (``a.jpg`` and ``a.png``), every clash listed."""
+    by_stem: dict[Path, dict[Path, None]] = {}
     for src, stem in pairs:
-        sources = by_stem.setdefault(stem, [])
-        if src not in sources:
-            sources.append(src)
-    clashes = [(stem, srcs) for stem, srcs in by_stem.items() if len(srcs) > 1]
+        by_stem.setdefault(stem, {})[src] = None  # each source once, in order
+    clashes = [(stem, list(srcs)) for stem, srcs in by_stem.items() if len(srcs) > 1]
     if not clashes:
         return
     shown = "; ".join(f"{' and '.join(str(s) for s in srcs)} would {'all' if len(srcs) > 2 else 'both'} "
@@ -116,8 +103,7 @@ def check_unique(pairs: Iterable[tuple[Path, Path]], suffix: str) -> None:
 
 def collect_media(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None = None,
                   videos: bool = True, suffix: str = ".npy") -> list[Media]:
-    """Images (and with ``videos`` videos) under ``inputs``, as :func:`collect` finds them; two
-    inputs that would write the same ``<stem><suffix>`` are refused."""
+    """Images (and videos) under ``inputs`` (:func:`collect`), refusing two that write one ``<stem><suffix>``."""
     pairs = collect(inputs, IMAGE_EXTENSIONS | (VIDEO_EXTENSIONS if videos else set()), out=out)
     check_unique(pairs, suffix)
     return [Media(f, stem, f.suffix.lower() in VIDEO_EXTENSIONS) for f, stem in pairs]

@@ -1,12 +1,6 @@
-"""Records: each unit's outputs get a JSON record of what made them.
-
-A record is written twice, atomically: *pending* (``"complete": false``) before the first output,
-so a killed run's files are known as lseg's and never mistaken for the user's, and complete after
-the last. It holds the recipe (the settings that change the outputs' content: labels, templates,
-size, precision, model identity, ...), its digest, and the files written. A re-run skips a unit
-whose record has the same digest and whose files exist, and redoes one made with another recipe,
-removing the old recipe's files first, so every output matches its record's recipe.
-"""
+"""Records: each unit's outputs get a JSON record of the recipe that made them (docs/cli.md, "Records
+and re-runs"). A record is written twice, atomically: pending (``"complete": false``) before the
+first output, so a killed run's files are known as lseg's, and complete after the last."""
 
 from __future__ import annotations
 
@@ -35,8 +29,7 @@ def digest(recipe: Mapping[str, Any]) -> str:
 
 def model_identity(checkpoint: str | None, random_weights: str | None, seed: int | None = None) -> dict[str, Any]:
     """What identifies a run's weights without loading them: a random model's name and seed, or the
-    checkpoint with the size and modification time of its files when it is a local path (a released
-    name or Hub id is its name)."""
+    checkpoint (a local one with its files' sizes and modification times)."""
     if random_weights:
         return {"random_weights": random_weights, "seed": seed}
     ident: dict[str, Any] = {"checkpoint": checkpoint}
@@ -50,21 +43,20 @@ def model_identity(checkpoint: str | None, random_weights: str | None, seed: int
 
 
 def listed_outputs(record: Mapping[str, Any], path: Path) -> list[str]:
-    """The output names a record (read from ``path``) lists that may be touched: names inside its
-    folder (a record read from disk is not trusted with ``..``), never the record itself."""
+    """The output names the record read from ``path`` lists, those inside its folder only (no ``..``,
+    not the record itself)."""
     names = [n for n in record.get("outputs", ()) if isinstance(n, str)]
     return [n for n in names if n != path.name and ".." not in Path(n).parts and not Path(n).is_absolute()]
 
 
-def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], overwrite: bool = False
-         ) -> tuple[Status, set[str]]:
-    """Whether the outputs ``targets`` of one unit (recorded in ``record``) must be written, and
-    which recipe keys changed.
+def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], overwrite: bool = False,
+         *, remove: bool = True) -> tuple[Status, set[str]]:
+    """Whether one unit's outputs ``targets`` (recorded in ``record``) must be written, and which
+    recipe keys changed.
 
     ``done``: the record is complete, has this recipe, and every target exists. ``redo``: made with
-    another recipe (or ``overwrite``): the old record's outputs are deleted now, so nothing stale
-    stays next to the new ones. ``new``: no record, a pending record of this recipe (a killed run's),
-    or the same recipe with an output missing.
+    another recipe (or ``overwrite``); with ``remove`` the old record's outputs are deleted now.
+    ``new``: no record, a pending one of this recipe (a killed run's), or an output missing.
     """
     old = read_record(record)
     if old is None:
@@ -76,7 +68,7 @@ def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], overw
     changed = {k for k in set(old_recipe) | set(recipe)
                if json.dumps(old_recipe.get(k), default=str, sort_keys=True)
                != json.dumps(recipe.get(k), default=str, sort_keys=True)}
-    for name in listed_outputs(old, record):
+    for name in listed_outputs(old, record) if remove else ():
         with contextlib.suppress(OSError):
             (record.parent / name).unlink()
     return "redo", changed or ({"--overwrite"} if overwrite else {"settings"})
@@ -84,10 +76,8 @@ def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], overw
 
 def write_record(record: Path, kind: str, source: Path | str, recipe: Mapping[str, Any], outputs: Sequence[Path | str],
                  *, pending: bool = False, extra: Mapping[str, Any] | None = None) -> None:
-    """Write the record of one unit's outputs (``pending`` before the first of them).
-
-    Outputs the record already lists for this same recipe that still exist stay listed (a run with
-    ``--scores`` then one with ``--heatmaps`` leaves both, still lseg's)."""
+    """Write the record of one unit's outputs (``pending`` before the first of them). Outputs it
+    already lists for this recipe that still exist stay listed (``--scores``, then ``--heatmaps``)."""
     from lseg.io import atomic_write
 
     base = record.parent

@@ -1,10 +1,5 @@
-"""Typed configuration of an LSeg network.
-
-One frozen dataclass tree describes the whole architecture; it is what ``config.json`` stores next
-to ``model.safetensors`` and what the registry (:mod:`lseg.models.registry`) names. Field names follow
-the reference's constructor arguments where one exists (``features``, ``readout``, ``arch_option``,
-``block_depth``, ``activation``).
-"""
+"""Typed configuration of an LSeg network: one frozen dataclass tree, stored as ``config.json`` next to
+``model.safetensors``. Field names follow the reference's constructor arguments where one exists."""
 
 from __future__ import annotations
 
@@ -50,16 +45,14 @@ class ViTConfig:
 
 @dataclass(frozen=True)
 class ResNetConfig:
-    """Image encoder of the zero-shot ``LSegRNNetZS``: a torchvision ResNet trunk (Bottleneck blocks).
-
-    The reference feeds the outputs of ``layer1..layer4`` (strides 4/8/16/32) straight to the
-    decoder's ``layer_rn`` convs: no tokens, no reassemble stage.
+    """Image encoder of the zero-shot ``LSegRNNetZS``: a torchvision ResNet trunk (Bottleneck blocks)
+    whose four stages feed the decoder directly (no reassemble stage).
 
     Attributes:
         torchvision_name: the torchvision builder the layout follows (``resnet101``).
         layers: Bottleneck blocks per stage (ResNet-101: 3, 4, 23, 3).
-        width_per_group: inner width of the first stage's blocks (64 for the real network; smaller in
-            tiny test models). Output channels are always 256/512/1024/2048.
+        width_per_group: inner width of the first stage's blocks (64; smaller in tiny test models).
+            Output channels are always 256/512/1024/2048.
     """
 
     torchvision_name: str = "resnet101"
@@ -92,11 +85,8 @@ class TextEncoderConfig:
 
 @dataclass(frozen=True)
 class SpatialBlockConfig:
-    """The optional spatial regularisation block after the logits (reference ``head_block``).
-
-    One typed value for the three options that travel together (checkpoint loading, the CLI, the
-    model card); in :class:`LSegConfig` and its ``config.json`` they are the flat fields of the
-    same names (:attr:`LSegConfig.spatial_block` groups them).
+    """The optional spatial regularisation block after the logits (reference ``head_block``); in
+    :class:`LSegConfig` these are flat fields of the same names (:attr:`LSegConfig.spatial_block`).
 
     Attributes:
         arch_option: 0 plain logits, 1 bottleneck blocks, 2 depthwise blocks.
@@ -128,12 +118,10 @@ class LSegConfig:
         text: text encoder config; ``text.embed_dim`` is the pixel embedding size.
         features: decoder width (reference ``num_features``, 256).
         readout: how the ViT cls token is used (reference default ``project``).
-        arch_option, block_depth, activation: the spatial regularisation block
-            (:class:`SpatialBlockConfig`, read together as :attr:`spatial_block`); flat here so that
-            ``config.json`` keeps its format.
+        arch_option, block_depth, activation: the spatial block (:class:`SpatialBlockConfig`, read
+            together as :attr:`spatial_block`).
         logit_scale: fixed temperature (the reference's 1/0.07, never learned).
-        mean, std: input normalisation (the reference uses 0.5/0.5, i.e. RGB in [-1, 1]; its ResNet
-            networks use the ImageNet statistics).
+        mean, std: input normalisation (0.5/0.5, i.e. RGB in [-1, 1]; ImageNet's for the ResNet networks).
     """
 
     name: str = "lseg_vitl16_384"
@@ -163,7 +151,8 @@ class LSegConfig:
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ConfigError("mean and std need exactly 3 entries (RGB)")
         if not all(math.isfinite(v) for v in (*self.mean, *self.std)) or min(self.std) <= 0:
-            raise ConfigError(f"mean must be finite and std finite and > 0, got mean {self.mean}, std {self.std}")
+            raise ConfigError(
+                f"mean must be finite and std finite and > 0, got mean {self.mean}, std {self.std}")
 
     @property
     def spatial_block(self) -> SpatialBlockConfig:
@@ -172,7 +161,7 @@ class LSegConfig:
 
     def with_spatial_block(self, block: SpatialBlockConfig) -> LSegConfig:
         """A copy with the spatial block replaced."""
-        return self.replace(arch_option=block.arch_option, block_depth=block.block_depth, activation=block.activation)
+        return self.replace(**dataclasses.asdict(block))
 
     @property
     def embed_dim(self) -> int:
@@ -195,8 +184,9 @@ class LSegConfig:
         data = dict(data)
         try:
             b = data.pop("backbone", {})
-            # a ResNet config is told apart by its own field (configs written before it had none)
-            backbone = _build(ResNetConfig if isinstance(b, dict) and "torchvision_name" in b else ViTConfig, b)
+            # a ResNet config is told apart by its own field (older configs have no kind)
+            kind = ResNetConfig if isinstance(b, dict) and "torchvision_name" in b else ViTConfig
+            backbone = _build(kind, b)
             text = _build(TextEncoderConfig, data.pop("text", {}))
             return _build(cls, data, backbone=backbone, text=text)
         except TypeError as e:  # missing/unknown fields
@@ -231,17 +221,13 @@ def _checked(name: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, (list, tuple)) or (args[-1] is not Ellipsis and len(value) != len(args)):
             raise ConfigError(f"{name} must be a list of {len(args)} numbers, got {value!r}")
         return tuple(_checked(name, v, args[0]) for v in value)
-    if hint is bool:
-        ok = isinstance(value, bool)
-    elif hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif hint is str:
-        ok = isinstance(value, str)
-    else:
-        ok = True
-    if not ok:
-        raise ConfigError(f"{name} must be {getattr(hint, '__name__', hint)}, got {type(value).__name__} {value!r}")
-    return value
+    kinds = _KINDS.get(hint)
+    if kinds is None:
+        return value
+    if not isinstance(value, kinds) or (hint is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{name} must be {hint.__name__}, got {type(value).__name__} {value!r}")
+    return float(value) if hint is float else value
+
+
+#: The Python types a JSON value of a primitive field may have (a bool is no number here).
+_KINDS: dict[Any, tuple[type, ...]] = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}

@@ -1,7 +1,7 @@
 """DPT decoder: readout, reassemble, and RefineNet fusion (reference ``lseg_vit.py``/``lseg_blocks.py``).
 
-Shapes for ViT-L/16 at 480x480: tokens (B, 901, 1024) -> reassembled 256@120², 512@60², 1024@30²,
-1024@15² -> ``layer_rn`` 256 channels -> fused top-down to 256@240² (1/2 resolution).
+ViT-L/16 at 480x480: tokens (B, 901, 1024) -> reassembled 256@120², 512@60², 1024@30², 1024@15² ->
+``layer_rn`` 256 channels -> fused top-down to 256@240² (1/2 resolution).
 """
 
 from __future__ import annotations
@@ -76,9 +76,8 @@ class Reassemble(nn.Module):
 class ResidualConvUnit(nn.Module):
     """Pre-activation residual unit with BatchNorm: ``x + BN2(conv2(relu(BN1(conv1(relu(x))))))``.
 
-    With ``fold_bn`` (in eval mode only) the BatchNorm is folded into the preceding conv on the fly
-    (same numbers up to rounding, one pass over the activations instead of two); parameters and
-    state dict are untouched. The caller passes it (from the model's numerics mode).
+    ``fold_bn`` (eval mode only) folds each BatchNorm into its conv on the fly: same numbers up to
+    rounding, one pass over the activations instead of two; parameters and state dict untouched.
     """
 
     def __init__(self, features: int) -> None:
@@ -107,16 +106,14 @@ class FusionBlock(nn.Module):
 
     def __init__(self, features: int, has_skip: bool) -> None:
         super().__init__()
-        # The reference's deepest block also owns an unused skip unit; we do not build it.
+        # the reference's deepest block also owns an unused skip unit
         self.rcu_skip = ResidualConvUnit(features) if has_skip else None
         self.rcu = ResidualConvUnit(features)
         self.out_conv = nn.Conv2d(features, features, kernel_size=1)
 
-    def forward(
-        self, x: torch.Tensor, skip: torch.Tensor | None = None, refine_only: bool = False, fold_bn: bool = False
-    ) -> torch.Tensor:
-        """Fuse ``skip`` into ``x``; ``refine_only`` stops before the x2 upsampling and ``out_conv``;
-        ``fold_bn``: see :class:`ResidualConvUnit`."""
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None, refine_only: bool = False,
+                fold_bn: bool = False) -> torch.Tensor:
+        """Fuse ``skip`` into ``x``; ``refine_only`` stops before the x2 upsampling and ``out_conv``."""
         if skip is not None:
             assert self.rcu_skip is not None
             x = x + self.rcu_skip(skip, fold_bn)
@@ -137,32 +134,23 @@ class TokenLayout:
 
 
 class DPTDecoder(nn.Module):
-    """Four reassemble stages (ViT tokens only), four 3x3 ``layer_rn`` convs and four fusion blocks.
-
-    ``reassemble[i]``, ``layer_rn[i]`` and ``fusion[i]`` correspond to the reference's
-    ``act_postprocess{i+1}``, ``scratch.layer{i+1}_rn`` and ``scratch.refinenet{i+1}``. With
-    ``tokens=None`` (a ResNet trunk) there is no reassemble stage: the four feature maps go straight
-    to ``layer_rn``, as in the reference's ``LSegRN``.
-    """
+    """Four reassemble stages (reference ``act_postprocess{i+1}``; none for a ResNet trunk,
+    ``tokens=None``), four 3x3 ``layer_rn`` convs (``scratch.layer{i+1}_rn``) and four fusion blocks
+    (``scratch.refinenet{i+1}``)."""
 
     def __init__(self, channels: tuple[int, ...], features: int, tokens: TokenLayout | None) -> None:
         super().__init__()
         self.reassemble = None if tokens is None else nn.ModuleList(
-            Reassemble(tokens.readout, tokens.dim, c, tokens.patch_size, s) for c, s in zip(channels, _STAGE_STRIDES)
-        )
+            Reassemble(tokens.readout, tokens.dim, c, tokens.patch_size, s)
+            for c, s in zip(channels, _STAGE_STRIDES))
         self.layer_rn = nn.ModuleList(nn.Conv2d(c, features, 3, padding=1, bias=False) for c in channels)
         self.fusion = nn.ModuleList(FusionBlock(features, has_skip=i < 3) for i in range(4))
 
-    def forward(
-        self, taps: list[torch.Tensor], grid: tuple[int, int] | None, refine_only: bool = False,
-        numerics: Numerics = "plain",
-    ) -> torch.Tensor:
-        """Tokens of four ViT blocks on a ``grid`` (or four ResNet feature maps) -> (B, features, H/2, W/2).
-
-        With ``refine_only`` the last fusion block stops before its upsampling and ``out_conv``:
-        (B, features, H/4, W/4), for callers that fuse ``out_conv`` with a following 1x1 conv.
-        ``numerics`` is the model's mode (:mod:`lseg.models.numerics`): BatchNorm folding in
-        ``plain``/``fast``, channels-last activations in ``fast``.
+    def forward(self, taps: list[torch.Tensor], grid: tuple[int, int] | None, refine_only: bool = False,
+                numerics: Numerics = "plain") -> torch.Tensor:
+        """Tokens of four ViT blocks on a ``grid`` (or four ResNet feature maps) -> (B, features, H/2, W/2),
+        or (B, features, H/4, W/4) before the last upsampling and ``out_conv`` with ``refine_only``.
+        ``numerics`` (the model's mode): BatchNorm folding but in ``reference``, channels-last in ``fast``.
         """
         fold_bn = numerics != "reference"
         feats = []
@@ -170,8 +158,8 @@ class DPTDecoder(nn.Module):
             x = t if self.reassemble is None or grid is None else self.reassemble[i](t, grid)
             if numerics == "fast":
                 x = x.contiguous(memory_format=torch.channels_last)
-            # else keep the layout the token transpose produced: the reference does, and the conv
-            # kernel (hence the last bits of the result) depends on it.
+            # else the layout the token transpose produced, as the reference: the conv kernel (hence
+            # the last bits) depends on it
             feats.append(rn(x))
         path = self.fusion[3](feats[3], fold_bn=fold_bn)  # 1/32 -> 1/16
         path = self.fusion[2](path, feats[2], fold_bn=fold_bn)  # -> 1/8

@@ -1,25 +1,10 @@
-"""Precision policy: which dtype the image path (ViT/ResNet, decoder, pixel head) runs in.
+"""Precision policy: the dtype the image path (ViT/ResNet, decoder, pixel head) runs in; the text tower,
+the similarity and the spatial block stay fp32 (docs/python-api.md#precision).
 
-The text tower and the similarity stay in fp32 whatever the policy: they are cheap, and the
-similarity is where precision shows in the argmax. What ``auto`` picks is decided by capability,
-asked of torch, never by assumption about the machine:
-
-* CUDA: bf16 where the GPU supports it (Ampere and later), else fp16;
-* CPU: bf16 where the CPU computes it natively (AMX-BF16 or AVX512-BF16: ~2.5-4x faster than fp32
-  there) and torch's oneDNN may use it, else fp32 (on AVX2-only CPUs bf16 is emulated and several
-  times *slower* than fp32);
-* anything else (MPS, ...): fp32.
-
-How a precision is stored and run (:func:`store_image_path`, :func:`image_path_compute`): the
-matrix weights (every ``Linear`` and ``Conv2d``: ~all the image path's bytes) are stored in the chosen
-dtype, everything else (norms, biases, position embedding, BatchNorm statistics) stays fp32, and the
-image path runs under ``torch.autocast`` for that dtype. So the matrix products run in bf16/fp16 while
-the ViT's residual stream, its LayerNorms and the decoder's residual sums stay fp32: the memory of
-a fully cast model, at its speed, with a third less error (random-weight full-size model, 480x480,
-three photos: mean logit error 0.0024-0.0032 against 0.0036-0.0051 for the image path cast whole,
-argmax agreement with fp32 98.95-99.11% against 98.19-99.07%).
-
-Measured side by side (``lseg bench``): see the README's performance section.
+``auto`` asks torch for capability: CUDA: bf16 where supported, else fp16; CPU: bf16 where computed
+natively (AMX-BF16 or AVX512-BF16) and oneDNN may use it, else fp32 (emulated bf16 is several times
+*slower*); anything else: fp32. The matrix weights are stored in the chosen dtype, the rest in fp32, and
+the image path runs under autocast: a third less error than casting it whole, at the same speed.
 """
 
 from __future__ import annotations
@@ -39,9 +24,8 @@ DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16,
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 in hardware (AMX-BF16 tiles or AVX512-BF16 instructions) and
-    torch's oneDNN, which runs the bf16 matrix products, may use it: an ISA capped with
-    ``ONEDNN_MAX_CPU_ISA`` (to AVX2, say) makes bf16 the slow emulated path again."""
+    """Whether this CPU computes bf16 in hardware (AMX-BF16 or AVX512-BF16) and torch's oneDNN may use
+    it (``ONEDNN_MAX_CPU_ISA`` can cap it to the slow emulated path)."""
     caps = torch.cpu.get_capabilities()
     return bool(caps.get("amx_bf16") or caps.get("avx512_bf16")) and _onednn_computes_bf16()
 
@@ -54,8 +38,7 @@ def _onednn_computes_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """``auto`` -> the concrete precision for ``device`` (see the module docstring); others are
-    validated and returned as they are."""
+    """``auto`` -> the precision for ``device`` (see the module docstring); others checked and returned."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision != "auto":
@@ -68,14 +51,13 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     return "fp32"
 
 
-# The layers whose weights are matrices: autocast runs them in the low precision anyway, so storing
-# them there saves their memory and a cast per call, and costs no accuracy beyond autocast's own.
+# Autocast runs these in the low precision anyway: storing their weights there costs no accuracy.
 MATRIX_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)
 
 
 def store_image_path(modules: Iterable[nn.Module], dtype: torch.dtype) -> None:
-    """Store the matrix weights of ``modules`` in ``dtype`` and every other parameter and buffer in
-    fp32, in place (see the module docstring). ``dtype=torch.float32`` stores everything in fp32."""
+    """Store the matrix weights of ``modules`` in ``dtype`` and every other parameter and buffer in fp32,
+    in place."""
     for module in modules:
         module.float()
         if dtype == torch.float32:
@@ -86,8 +68,6 @@ def store_image_path(modules: Iterable[nn.Module], dtype: torch.dtype) -> None:
 
 
 def image_path_compute(device_type: str, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    """The context the image path runs in: autocast to ``dtype``, or nothing for fp32 (so a caller's
-    own autocast, e.g. mixed-precision training of an fp32 model, stays in force)."""
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type, dtype=dtype)
+    """Autocast to ``dtype``, or nothing for fp32 (a caller's own autocast, e.g. mixed-precision
+    training, stays in force)."""
+    return contextlib.nullcontext() if dtype == torch.float32 else torch.autocast(device_type, dtype=dtype)

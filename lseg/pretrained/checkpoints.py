@@ -1,63 +1,60 @@
-"""Reading, converting and writing LSeg weights: the one place that knows checkpoint formats.
+"""What a checkpoint holds and how it maps onto the model; our folder format.
 
-Formats:
+* **Official** lang-seg Lightning ``.ckpt``: ``ckpt["state_dict"]`` with keys ``net.<reference key>``
+  (CLIP in fp16), mapped by :func:`convert_official_state_dict`, the one key map.
+* **lseg folder** (huggingface_hub ``PyTorchModelHubMixin`` layout): ``model.safetensors`` (fp32, our
+  keys) + ``config.json`` (:class:`LSegConfig` + ``format_version``).
 
-* **Official** lang-seg PyTorch-Lightning ``.ckpt`` (``demo_e200.ckpt``, ``lseg_ade20k_l16.ckpt``,
-  ``fss_l16.ckpt``, ...): ``ckpt["state_dict"]`` with keys ``net.<reference key>``; CLIP weights in
-  fp16. Read with ``torch.load(weights_only=True)``: a pickle that would run code is refused.
-* **lseg folder** (ours, = huggingface_hub ``PyTorchModelHubMixin`` layout): ``model.safetensors``
-  (fp32, our key names) + ``config.json`` (:class:`LSegConfig` + ``format_version``).
-
-:func:`convert_official_state_dict` is the single documented key map between the two.
-
-One module on purpose (it is over 500 lines): the key map, the config inference that reads the
-same keys, the safe reading of every accepted file format (the ``torch.load`` allowlist and the zip
-checks) and our folder format are one job, "what a checkpoint file holds and how it maps onto the
-model", and each part is needed to change any other (a new released format touches the reader, the
-key map and the inference together). Loading by name, path or Hub id is :func:`lseg.load_model`
-(:mod:`lseg.pretrained.load`); this module never imports the model class (:func:`load_local` is given it).
+Safe file reading is :mod:`lseg.pretrained.files` (its names are importable from here too); this module
+never imports the model class (:func:`load_local` is given it). See ``docs/weights.md``.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import dataclasses
 import json
-import logging
 import math
 import os
-import pickle
-import pickletools
 import re
-import warnings
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from lseg.errors import CheckpointError, ConfigError
 from lseg.io import atomic_write
 from lseg.models.config import LSegConfig, ResNetConfig, SpatialBlockConfig, TextEncoderConfig, ViTConfig
 from lseg.models.registry import IMAGENET_MEAN, IMAGENET_STD, check_limits, get_config, list_models
+from lseg.pretrained.files import (
+    ALLOWED_GLOBALS,
+    MAX_PICKLE_BYTES,
+    WEIGHTS_NAME,
+    CheckpointFile,
+    load_torch_file,
+    read_checkpoint,
+    read_state_dict,
+    safetensors_shapes,
+)
 
-if TYPE_CHECKING:  # the model imports lseg.pretrained.hub, which imports this module: no run-time import back
+if TYPE_CHECKING:  # the model imports lseg.pretrained.hub, which imports this module
     from lseg.models.lseg import LSeg
 
-_logger = logging.getLogger(__name__)
+__all__ = [
+    "ALLOWED_GLOBALS", "CONFIG_NAME", "FORMAT_VERSION", "MAX_PICKLE_BYTES", "UNUSED_OFFICIAL_KEYS",
+    "WEIGHTS_NAME", "CheckpointFile", "build", "convert_official_state_dict", "count_parameters",
+    "fit_problems", "infer_config", "is_official_state_dict", "load_local", "load_torch_file", "load_weights",
+    "read_checkpoint", "read_config", "read_state_dict", "safetensors_shapes", "save_pretrained",
+    "strip_wrappers", "to_lseg_keys",
+]
 
 FORMAT_VERSION = 1
-WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
 # --------------------------------------------------------------------------- official key map
 
-# (reference key pattern, our key template). Stage numbers are 1-based in the reference and
-# 0-based here; ``{i}`` is the reference number minus one, ``{rest}`` the remainder of the key.
+# (reference key pattern, our key template); ``{i}`` = the reference's 1-based stage number minus one.
 _KEY_MAP: list[tuple[str, str]] = [
     (r"pretrained\.model\.(?P<rest>.+)", "backbone.vit.{rest}"),
     # zero-shot ResNet-101 (LSegRNNetZS): layer1 = Sequential(conv1, bn1, relu, maxpool, layer1)
@@ -96,8 +93,8 @@ def is_official_state_dict(state_dict: Mapping[str, Any]) -> bool:
 
 
 def strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Remove ``net.`` (Lightning module attribute), ``module.`` (DDP) and ``_orig_mod.``
-    (torch.compile) prefixes when every key carries them."""
+    """Remove ``net.`` (Lightning), ``module.`` (DDP), ``_orig_mod.`` (torch.compile) and ``model.``
+    prefixes carried by every key."""
     sd = dict(state_dict)
     changed = True
     while changed and sd:
@@ -110,12 +107,9 @@ def strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map an official (reference ``LSegNet``) state dict to this package's key names.
+    """An official (reference ``LSegNet``) state dict under our key names, tensors unchanged.
 
-    Accepts keys with or without the Lightning ``net.`` prefix. Unused reference weights
-    (:data:`UNUSED_OFFICIAL_KEYS`) are dropped; tensors keep their dtype (the official CLIP
-    tower is stored in fp16). A key that matches neither the map nor the unused list raises
-    :class:`CheckpointError` listing it: nothing is silently ignored.
+    :data:`UNUSED_OFFICIAL_KEYS` are dropped; any other unknown key raises :class:`CheckpointError`.
     """
     out: dict[str, torch.Tensor] = {}
     unknown: list[str] = []
@@ -140,8 +134,7 @@ _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")  # Bat
 
 
 def count_parameters(shapes: Mapping[str, tuple[int, ...]]) -> int:
-    """Number of parameters (not BatchNorm buffers) in a state dict given as ``{key: shape}``:
-    what ``sum(p.numel() for p in net.parameters())`` of the network that saved it says."""
+    """Number of parameters (BatchNorm buffers left out) in a state dict given as ``{key: shape}``."""
     return sum(math.prod(s) for k, s in shapes.items() if not k.endswith(_BUFFER_SUFFIXES))
 
 
@@ -156,13 +149,10 @@ def _short(keys: list[str], n: int = 6) -> str:
 def infer_config(
     state_dict: Mapping[str, torch.Tensor], spatial_block: SpatialBlockConfig | None = None
 ) -> LSegConfig:
-    """Reconstruct the :class:`LSegConfig` of a state dict (ours or official) from tensor shapes.
-
-    Matches a registered model when the shapes agree. What shapes cannot tell: ``arch_option``
-    1 vs 2 and ``block_depth`` (the spatial block's weights are the same for both); pass
-    ``spatial_block`` for a checkpoint with a spatial block, else :class:`CheckpointError` says so.
-    It is ignored for a checkpoint without one.
-    """
+    """The :class:`LSegConfig` of a state dict (ours or official), read from tensor shapes (a
+    registered model when the shapes agree). Shapes cannot tell ``arch_option`` 1 from 2 nor
+    ``block_depth``: a checkpoint with a spatial block needs ``spatial_block`` (else
+    :class:`CheckpointError`); one without ignores it."""
     sd = to_lseg_keys(state_dict)
     try:
         features = sd["decoder.layer_rn.0.weight"].shape[0]
@@ -201,7 +191,7 @@ def infer_config(
 
 
 def to_lseg_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Any accepted state dict (ours or official, with or without wrapper prefixes) under our keys."""
+    """Any accepted state dict (ours or official, wrapped or not) under our keys."""
     sd = strip_wrappers(state_dict)
     return convert_official_state_dict(sd) if is_official_state_dict(sd) else sd
 
@@ -219,8 +209,8 @@ def _infer_vit(sd: Mapping[str, torch.Tensor]) -> ViTConfig:
     channels = tuple(sd[f"decoder.reassemble.{i}.project.weight"].shape[0] for i in range(4))
     grid = round((pos.shape[1] - 1) ** 0.5)
     step = depth // 4
-    # timm_name/hooks/heads are not visible in shapes: a registered config with these shapes supplies
-    # them (see _same_shapes); otherwise hooks are spread evenly as in the released networks.
+    # timm_name/hooks/heads are not in the shapes: a matching registered config supplies them; else
+    # hooks are spread evenly as in the released networks.
     return ViTConfig(
         timm_name="vit_base_patch32_384" if patch == 32 else "vit_large_patch16_384",
         hooks=tuple(step * (k + 1) - 1 for k in range(4)),  # type: ignore[arg-type]
@@ -236,9 +226,8 @@ def _infer_resnet(sd: Mapping[str, torch.Tensor]) -> ResNetConfig:
 
 
 def _same_shapes(c: LSegConfig, backbone: ViTConfig | ResNetConfig, text: TextEncoderConfig, features: int) -> bool:
-    """Whether the registered ``c`` has the weight shapes that ``backbone``/``text``/``features``
-    were read from (fields that shapes cannot show are taken from ``c``)."""
-    # attention heads are not visible in weight shapes: take the registered value
+    """Whether the registered ``c`` has the shapes ``backbone``/``text``/``features`` were read from."""
+    # attention heads and the CLIP name are not in the shapes: take the registered values
     if c.text != dataclasses.replace(text, heads=c.text.heads, clip_name=c.text.clip_name) or c.features != features:
         return False
     b = c.backbone
@@ -255,300 +244,21 @@ def _same_shapes(c: LSegConfig, backbone: ViTConfig | ResNetConfig, text: TextEn
     )
 
 
-# --------------------------------------------------------------------------- file reading
-
-def _checkpoint_file(path: str | os.PathLike[str]) -> Path:
-    """The weights file ``path`` names (an lseg folder means its ``model.safetensors``); it must
-    exist and not be empty."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / WEIGHTS_NAME
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint not found: {p}")
-    if p.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint is empty (0 bytes): {p}")
-    return p
-
-
-#: Globals that released LSeg-family PyTorch-Lightning 1.x checkpoints carry and that are inert
-#: (full name -> why it is there). Each resolves to a stand-in that stores nothing and runs nothing;
-#: any other global is refused. Lightning 1.x keys ``ckpt["callbacks"]`` by the callback *class*
-#: (``callback_states[type(callback)]``), so the class itself is pickled as a dict key.
-ALLOWED_GLOBALS: dict[str, str] = {
-    **{
-        f"pytorch_lightning.callbacks.{name}": "Lightning 1.x callback class, used as the key of its saved state"
-        for name in (
-            "model_checkpoint.ModelCheckpoint",
-            "early_stopping.EarlyStopping",
-            "lr_monitor.LearningRateMonitor",
-            "progress.ProgressBar",
-            "progress.tqdm_progress.TQDMProgressBar",
-            "gpu_stats_monitor.GPUStatsMonitor",
-            "stochastic_weight_avg.StochasticWeightAveraging",
-            "timer.Timer",
-            "model_summary.ModelSummary",
-            "finetuning.BackboneFinetuning",
-        )
-    },
-    "argparse.Namespace": "hyper_parameters of fine-tuned checkpoints (plain attribute bag)",
-    "pytorch_lightning.utilities.parsing.AttributeDict": "hyper_parameters saved by save_hyperparameters() (a dict)",
-}
-
-
-class _InertStandIn:
-    """What an allowlisted class resolves to: accepts any arguments and state, does nothing."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} (not loaded)>"
-
-
-class _AttributeDictStandIn:
-    """Lightning's ``AttributeDict`` is a dict subclass: rebuild it as a plain dict (the unpickler
-    fills only exact dicts)."""
-
-    def __new__(cls, *args: Any) -> dict[str, Any]:  # type: ignore[misc]
-        return {}
-
-
-def _stand_ins() -> list[tuple[Any, str]]:
-    out: list[tuple[Any, str]] = []
-    for full in ALLOWED_GLOBALS:
-        module, _, name = full.rpartition(".")
-        if full == "argparse.Namespace":
-            out.append((argparse.Namespace, full))  # inert already: a bag of attributes
-        elif full.endswith("AttributeDict"):
-            out.append((_AttributeDictStandIn, full))
-        else:
-            out.append((type(name, (_InertStandIn,), {"__module__": module, "__qualname__": name}), full))
-    return out
-
-
-@dataclasses.dataclass
-class CheckpointFile:
-    """What :func:`read_checkpoint` found in a weights file.
-
-    Attributes:
-        state_dict: the model tensors (wrappers such as Lightning's ``state_dict`` removed).
-        format: ``safetensors``, ``lightning`` (a PyTorch-Lightning ``.ckpt``) or ``torch``.
-        metadata: for Lightning files ``pytorch-lightning_version``, ``epoch``, ``global_step`` (as
-            found), ``callbacks`` (class names) and ``contents`` (the top-level keys).
-    """
-
-    state_dict: dict[str, torch.Tensor]
-    format: str
-    metadata: dict[str, Any]
-
-
-def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointFile:
-    """Read tensors and metadata from ``.safetensors`` or a torch file (``.ckpt``/``.pth``/``.pt``), safely.
-
-    Torch files are opened with ``torch.load(weights_only=True)``: only tensors, plain containers and
-    the inert names of :data:`ALLOWED_GLOBALS` are accepted, so a checkpoint that embeds code is
-    refused, never executed. Zip files (every torch >= 1.6 file, the released LSeg checkpoints
-    included) are memory-mapped: only the tensors that are used are ever read, so optimizer state
-    (about the size of the weights again) costs no memory. Legacy (non-zip) files are read whole.
-    Tensors saved on a GPU are mapped to the CPU.
-    """
-    p = _checkpoint_file(path)
-    if _is_safetensors(p):
-        try:
-            return CheckpointFile(load_file(str(p)), "safetensors", {})
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"cannot read safetensors file {p} (truncated or corrupt?): {e}") from None
-    obj = load_torch_file(p)
-    metadata: dict[str, Any] = {}
-    fmt = "torch"
-    if isinstance(obj, dict) and "pytorch-lightning_version" in obj:
-        fmt = "lightning"
-        metadata = {k: obj[k] for k in ("pytorch-lightning_version", "epoch", "global_step") if k in obj}
-        callbacks = obj.get("callbacks")
-        if isinstance(callbacks, dict):
-            metadata["callbacks"] = sorted(getattr(k, "__name__", str(k)) for k in callbacks)
-        metadata["contents"] = sorted(str(k) for k in obj)
-    return CheckpointFile(_unwrap(obj, p), fmt, metadata)
-
-
-def load_torch_file(path: str | os.PathLike[str], *, kind: str = "checkpoint", mmap: bool = True) -> Any:
-    """lseg's one ``torch.load``: ``weights_only=True`` (plus the inert :data:`ALLOWED_GLOBALS`), a zip
-    checked before it is read (:func:`_check_torch_zip`), every failure one line naming ``path`` as a
-    ``kind`` ("checkpoint", "training checkpoint"). ``mmap``: map a zip's tensors instead of reading
-    them (only those used are ever read); a legacy non-zip file is read whole. Loaded to the CPU.
-
-    Raises:
-        CheckpointError: unreadable, not a torch file, or it would run code.
-    """
-    p = Path(os.fspath(path))
-    is_zip = zipfile.is_zipfile(p)
-    if is_zip:
-        _check_torch_zip(p, kind)
-    try:
-        with warnings.catch_warnings(), torch.serialization.safe_globals(_stand_ins()):
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # the refusal below says it
-            return torch.load(p, map_location="cpu", weights_only=True, mmap=mmap and is_zip)
-    except Exception as e:  # noqa: BLE001 - torch.load fails in many ways (KeyError for text files, ...)
-        raise _torch_load_error(p, e, kind) from None
-
-
-#: The pickle of a torch zip holds structure only (about 100 bytes per tensor); a larger one is not a
-#: checkpoint, and unpickling it would cost memory before any error.
-MAX_PICKLE_BYTES = 256 << 20
-
-
-def _check_torch_zip(p: Path, kind: str) -> None:
-    """Refuse a zip that could inflate on reading, before ``torch.load`` touches it: torch stores its
-    records uncompressed, so a compressed record, a record reaching past the end of the file, or an
-    oversized pickle means a corrupt or hostile file."""
-    size = p.stat().st_size
-    try:
-        with zipfile.ZipFile(p) as zf:
-            infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(f"cannot read {kind} {p} (truncated or corrupt?): {e}") from None
-    for info in infos:
-        if info.compress_type != zipfile.ZIP_STORED:
-            raise CheckpointError(f"{p}: record {info.filename} is compressed; PyTorch never compresses its "
-                                  f"records, so this is not a {kind}")
-        if info.header_offset + info.file_size > size:
-            raise CheckpointError(f"cannot read {kind} {p} (truncated or corrupt?): record {info.filename} "
-                                  f"claims {info.file_size} bytes past the end of the file")
-        if info.filename.endswith("data.pkl") and info.file_size > MAX_PICKLE_BYTES:
-            raise CheckpointError(f"{p}: its pickle is {info.file_size / 2**20:.0f} MiB (at most "
-                                  f"{MAX_PICKLE_BYTES >> 20} MiB for a {kind}): refusing to unpickle it")
-
-
-def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """The model tensors of a weights file (see :func:`read_checkpoint`)."""
-    return read_checkpoint(path).state_dict
-
-
-def _torch_load_error(p: Path, e: Exception, kind: str) -> CheckpointError:
-    """One clear line for a failed ``torch.load``: not a checkpoint / unsafe pickle / corrupt."""
-    with open(p, "rb") as f:
-        head = f.read(8)
-    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch zip, or a pickle (protocol >= 2)
-        return CheckpointError(
-            f"{p} is not a {kind}: neither safetensors nor a PyTorch zip/pickle file (first bytes "
-            f"{head.hex()}); check the path"
-        )
-    text = str(e)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if isinstance(e, pickle.UnpicklingError) and "weights only" in text.lower():
-        m = re.search(r"GLOBAL (\S+?)[ ,.]* was not an allowed global|GLOBAL (\S+)", text)
-        if m:
-            detail = f"Unsupported global: GLOBAL {m.group(1) or m.group(2)}"
-        elif "Unsupported operand" in text:
-            # An opcode the safe unpickler lacks (protocol 4/5 framing, or garbage): the stream's
-            # globals say whether it names code to run.
-            foreign = _foreign_global(p)
-            if foreign is None:
-                op = next(line for line in lines if "Unsupported operand" in line)
-                return CheckpointError(f"cannot read {kind} {p}: torch's safe loader does not support its pickle "
-                                       f"({op}: a damaged file, or saved with a pickle protocol above 2; re-save it "
-                                       "with torch.save's default protocol)")
-            detail = f"Unsupported global: GLOBAL {foreign}"
-        else:
-            detail = next((line for line in lines if "Unsupported" in line or "Trying" in line or "Can only" in line),
-                          "weights_only=True")
-        return CheckpointError(
-            f"refusing to load {p}: it contains Python objects that are not plain tensors "
-            f"(loading it would run code): {detail}"
-        )
-    first = lines[0] if lines else type(e).__name__
-    return CheckpointError(f"cannot read {kind} {p} (truncated or corrupt?): {first}")
-
-
-def _foreign_global(p: Path) -> str | None:
-    """The first global that a torch file's pickles name and ``weights_only`` does not allow, found by
-    reading the opcodes (:mod:`pickletools`: nothing is unpickled); None if there is none before the
-    streams end or break."""
-    from torch._weights_only_unpickler import _get_allowed_globals
-
-    allowed = {*_get_allowed_globals(), *ALLOWED_GLOBALS}
-    with contextlib.ExitStack() as stack:
-        if zipfile.is_zipfile(p):
-            zf = stack.enter_context(zipfile.ZipFile(p))
-            pkl = next((n for n in zf.namelist() if n.endswith("data.pkl")), None)
-            if pkl is None:
-                return None
-            f = stack.enter_context(zf.open(pkl))
-        else:
-            f = stack.enter_context(open(p, "rb"))  # a legacy file: several pickles in a row
-        strings: list[str] = []
-        try:
-            while f.read(1):
-                f.seek(-1, os.SEEK_CUR)
-                for op, arg, _ in pickletools.genops(f):
-                    name = None
-                    if op.name in ("GLOBAL", "INST"):
-                        name = str(arg).replace(" ", ".")
-                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                        name = ".".join(strings[-2:])
-                    elif isinstance(arg, str):
-                        strings = [*strings[-1:], arg]  # STACK_GLOBAL takes the last two
-                    if name is not None and name not in allowed:
-                        return name
-        except Exception:  # noqa: BLE001 - a broken stream: what was read named nothing foreign
-            return None
-    return None
-
-
-def safetensors_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes of a ``.safetensors`` file (or an lseg folder's weights), read from
-    its header without loading data; a truncated or corrupt file raises :class:`CheckpointError`."""
-    from safetensors import safe_open
-
-    p = _checkpoint_file(path)
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read safetensors file {p} (truncated or corrupt?): {e}") from None
-
-
-def _is_safetensors(p: Path) -> bool:
-    if p.suffix == ".safetensors":
-        return True
-    with open(p, "rb") as f:  # safetensors = 8-byte little-endian header length + JSON header
-        head = f.read(9)
-    return len(head) == 9 and head[8:9] == b"{"
-
-
-def _unwrap(obj: Any, p: Path) -> dict[str, torch.Tensor]:
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{p} does not hold a state dict of tensors")
-    return obj
-
-
 # --------------------------------------------------------------------------- loading into a model
 
 def load_weights(model: LSeg, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Strictly load a state dict (ours or official) into ``model``.
-
-    Every missing, unexpected or mis-shaped key is reported in one :class:`CheckpointError`;
-    floating tensors of another precision are cast, other dtype mismatches are errors. A model
-    built on the meta device takes the tensors over (``assign=True``): no second copy in memory.
-    """
+    """Strictly load a state dict (ours or official) into ``model``; every key that does not fit is
+    listed in one :class:`CheckpointError`. Floating tensors are cast to the model's precision. A
+    model on the meta device takes the tensors over (``assign=True``): no second copy in memory."""
     sd = to_lseg_keys(state_dict)
     own = model.state_dict()
     problems = fit_problems(own, {k: tuple(v.shape) for k, v in sd.items()})
-    bad_dtype = [
-        f"{k} {sd[k].dtype} (expected {own[k].dtype})"
-        for k in own
-        if k in sd and sd[k].is_floating_point() != own[k].is_floating_point()
-    ]
+    bad_dtype = [f"{k} {sd[k].dtype} (expected {own[k].dtype})" for k in own
+                 if k in sd and sd[k].is_floating_point() != own[k].is_floating_point()]
     if bad_dtype:
         problems.append(f"{len(bad_dtype)} with wrong dtype: {_short(bad_dtype, 3)}")
     if problems:
-        raise CheckpointError(
-            f"checkpoint does not fit {model.config.name}: " + "; ".join(problems)
-        )
+        raise CheckpointError(f"checkpoint does not fit {model.config.name}: " + "; ".join(problems))
     on_meta = model.pixel_mean.is_meta
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True, assign=on_meta)
     if on_meta:
@@ -557,8 +267,8 @@ def load_weights(model: LSeg, state_dict: Mapping[str, torch.Tensor]) -> None:
 
 def fit_problems(own: Mapping[str, torch.Tensor], shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
     """What keeps tensors of these ``shapes`` (lseg keys) from loading into a model whose state dict is
-    ``own``: missing, unexpected and mis-shaped keys, one phrase each (empty: they fit). Shapes are
-    enough, so a model on the meta device and a safetensors header check a file without loading it."""
+    ``own``, one phrase per kind (empty: they fit). Needs no data: a meta model and a safetensors
+    header check a file without loading it."""
     missing = [k for k in own if k not in shapes]
     unexpected = [k for k in shapes if k not in own]
     bad_shape = [f"{k} {tuple(shapes[k])} != {tuple(own[k].shape)}"
@@ -608,29 +318,18 @@ def read_config(directory: str | os.PathLike[str]) -> LSegConfig:
     return config
 
 
-def load_local(
-    model_cls: type[LSeg],
-    path: str | os.PathLike[str],
-    *,
-    spatial_block: SpatialBlockConfig | None = None,
-) -> LSeg:
-    """Build ``model_cls`` (:class:`lseg.LSeg`) from a *local* lseg folder, ``.safetensors`` file or
-    official ``.ckpt``, on the CPU, in eval mode. Users call :func:`lseg.load_model`, which also takes
-    released names and Hub repo ids; this is its local half (and the converter's, in
-    :mod:`lseg.pretrained.released`). The class is passed in so that this module never imports the model (the
-    model imports :mod:`lseg.pretrained.hub`, which imports this module).
-
-    For files without a ``config.json`` the architecture is inferred from the tensor shapes
-    (:func:`infer_config`; ``spatial_block`` says what shapes cannot). The state dict is converted
-    to our keys once, here.
-    """
+def load_local(model_cls: type[LSeg], path: str | os.PathLike[str], *,
+               spatial_block: SpatialBlockConfig | None = None) -> LSeg:
+    """``model_cls`` (:class:`lseg.LSeg`) built from a *local* lseg folder, ``.safetensors`` or official
+    ``.ckpt``, on the CPU, in eval mode. Without a ``config.json`` the architecture is inferred from
+    the shapes (:func:`infer_config`; ``spatial_block`` says what shapes cannot)."""
     p = Path(path)
     if p.is_dir():
         config = read_config(p)
         sd = read_state_dict(p / WEIGHTS_NAME)
     else:
         raw = strip_wrappers(read_state_dict(p))
-        sd = to_lseg_keys(raw)  # converted once, here
+        sd = to_lseg_keys(raw)
         if (p.parent / CONFIG_NAME).is_file() and not is_official_state_dict(raw):
             config = read_config(p.parent)
         else:
@@ -639,8 +338,8 @@ def load_local(
 
 
 def build(model_cls: type[LSeg], config: LSegConfig, state_dict: Mapping[str, torch.Tensor]) -> LSeg:
-    """``model_cls(config)`` with ``state_dict`` loaded strictly (:func:`load_weights`), built on the
-    meta device (no random init: saves the time and a second copy of the weights), in eval mode."""
+    """``model_cls(config)`` built on the meta device (no random init, no second copy of the weights)
+    with ``state_dict`` loaded strictly (:func:`load_weights`), in eval mode."""
     with torch.device("meta"):
         model = model_cls(config)
     load_weights(model, state_dict)

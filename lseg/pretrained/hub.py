@@ -1,13 +1,7 @@
-"""Hugging Face Hub integration: Hub download, upload and the model card (``model_card.md``, here).
+"""Hugging Face Hub integration: :func:`download_repo` (used by ``resolve`` for ``owner/name``),
+:func:`save_pretrained` with a model card (``model_card.md``, here) and :func:`push_to_hub`. The
+files are those of ``PyTorchModelHubMixin``, written and read by :mod:`lseg.pretrained.checkpoints`.
 
-The files are those of huggingface_hub's ``PyTorchModelHubMixin`` (``model.safetensors`` +
-``config.json``, optionally a ``README.md`` model card), written and read by
-:mod:`lseg.pretrained.checkpoints`; this module adds the Hub download (:func:`download_repo`, which
-:func:`lseg.pretrained.released.resolve` uses for ``owner/name``), :func:`save_pretrained` with a
-model card, and :func:`push_to_hub`. Loading is :func:`lseg.load_model` (a Hub repo id is one of
-the sources it takes).
-
->>> model = lseg.load_model("someone/lseg-vitl16")     # a Hub repo (downloaded, cached)  # doctest: +SKIP
 >>> lseg.save_pretrained(model, "out/", model_card=True)                                       # doctest: +SKIP
 >>> lseg.push_to_hub(model, "me/lseg-vitl16")                                                 # doctest: +SKIP
 """
@@ -33,18 +27,11 @@ MODEL_CARD_NAME = "README.md"
 _TEMPLATE = ("lseg.pretrained", "model_card.md")
 
 
-def download_repo(
-    repo_id: str,
-    *,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    force_download: bool = False,
-    token: str | bool | None = None,
-    local_files_only: bool = False,
-) -> Path:
-    """The local folder of Hub repo ``repo_id`` (``model.safetensors`` + ``config.json``), downloaded
-    to or found in the Hub cache with ``snapshot_download``; every failure is one
-    :class:`CheckpointError`."""
+def download_repo(repo_id: str, *, revision: str | None = None,
+                  cache_dir: str | os.PathLike[str] | None = None, force_download: bool = False,
+                  token: str | bool | None = None, local_files_only: bool = False) -> Path:
+    """The local folder of Hub repo ``repo_id`` (``model.safetensors`` + ``config.json``), from
+    ``snapshot_download``; every failure is one :class:`CheckpointError`."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -87,17 +74,10 @@ def download_repo(
     return local
 
 
-def save_pretrained(
-    model: LSeg,
-    directory: str | os.PathLike[str],
-    *,
-    model_card: bool = False,
-    repo_id: str | None = None,
-    **card_fields: str,
-) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` (the ``PyTorchModelHubMixin`` layout), and a
-    ``README.md`` model card (:func:`render_model_card`) with ``model_card=True``. Returns the folder;
-    load it with :func:`lseg.load_model`."""
+def save_pretrained(model: LSeg, directory: str | os.PathLike[str], *, model_card: bool = False,
+                    repo_id: str | None = None, **card_fields: str) -> Path:
+    """Write ``model.safetensors`` + ``config.json``, and with ``model_card=True`` a ``README.md``
+    model card (:func:`render_model_card`). Returns the folder (:func:`lseg.load_model` reads it)."""
     out = checkpoints.save_pretrained(model, directory)
     if model_card:
         text = render_model_card(model, repo_id=repo_id, **card_fields)
@@ -105,18 +85,9 @@ def save_pretrained(
     return out
 
 
-def push_to_hub(
-    model: LSeg,
-    repo_id: str,
-    *,
-    private: bool | None = None,
-    token: str | bool | None = None,
-    commit_message: str = "Upload LSeg model",
-    revision: str | None = None,
-    create_pr: bool = False,
-    model_card: bool = True,
-    **card_fields: str,
-) -> str:
+def push_to_hub(model: LSeg, repo_id: str, *, private: bool | None = None, token: str | bool | None = None,
+                commit_message: str = "Upload LSeg model", revision: str | None = None,
+                create_pr: bool = False, model_card: bool = True, **card_fields: str) -> str:
     """Create ``repo_id`` if needed and upload ``model.safetensors``, ``config.json`` and a model card.
 
     Returns:
@@ -148,13 +119,10 @@ def push_to_hub(
 
 
 def render_model_card(model: LSeg, repo_id: str | None = None, **fields: str) -> str:
-    """The model card (``lseg/pretrained/model_card.md``) filled in for ``model``.
-
-    ``{{ name }}`` placeholders are replaced by: ``repo_id``, ``model_name``, ``image_encoder``,
-    ``text_encoder``, ``embed_dim``, ``parameters``, ``spatial_block``, ``trained_on``, ``license``
-    (Hub metadata, default ``other``) and any
-    ``fields`` given (which override the defaults, e.g. ``trained_on="ADE20K"``).
-    """
+    """The model card (``lseg/pretrained/model_card.md``) filled in for ``model``: its ``{{ name }}``
+    placeholders get ``repo_id``, ``model_name``, ``image_encoder``, ``text_encoder``, ``embed_dim``,
+    ``parameters``, ``spatial_block``, ``trained_on``, ``license`` (default ``other``), overridden by
+    ``fields`` (e.g. ``trained_on="ADE20K"``)."""
     cfg = model.config
     n_params = sum(p.numel() for p in model.parameters())
     values = {
@@ -190,8 +158,8 @@ def _describe(block: SpatialBlockConfig) -> str:
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
-    """Transport errors of the HTTP clients huggingface_hub uses (httpx2 from 2.x, httpx, requests in
-    older versions), which it lets through as they are (e.g. ``httpx2.ConnectError`` without network)."""
+    """Transport errors of the HTTP clients huggingface_hub uses (httpx2, httpx, requests), which it
+    lets through as they are."""
     import importlib
 
     errors: list[type[BaseException]] = []

@@ -1,14 +1,8 @@
 """The one way to get a model: :func:`load_model` (weights from anywhere) and :func:`create_model`
 (a registered architecture).
 
->>> model = lseg.load_model("demo")                      # released weights by name   # doctest: +SKIP
->>> model = lseg.load_model("lseg-demo/")                # an lseg folder, .safetensors or official .ckpt  # doctest: +SKIP
->>> model = lseg.load_model("someone/lseg-vitl16")       # a Hugging Face Hub repo    # doctest: +SKIP
->>> model = lseg.create_model("lseg_tiny_test")          # random weights             # doctest: +SKIP
-
-Layering (no import cycle): this module -> :mod:`lseg.pretrained.released` (names, cache, Hub ids) ->
-:mod:`lseg.pretrained.hub` (Hub download) and :mod:`lseg.pretrained.checkpoints` (file formats); the model class is
-handed to :func:`lseg.pretrained.checkpoints.load_local`, which never imports it.
+>>> model = lseg.load_model("demo")             # a released name, a local path or a Hub id  # doctest: +SKIP
+>>> model = lseg.create_model("lseg_tiny_test")  # random weights                            # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -24,25 +18,15 @@ from lseg.pretrained.checkpoints import build, load_local, read_state_dict
 from lseg.pretrained.released import resolve
 
 
-def load_model(
-    source: str | os.PathLike[str],
-    *,
-    spatial_block: SpatialBlockConfig | None = None,
-    map_location: str | torch.device = "cpu",
-    revision: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    force_download: bool = False,
-    token: str | bool | None = None,
-    local_files_only: bool = False,
-) -> LSeg:
-    """Build an :class:`LSeg` from a released weights name (``"demo"``), a local lseg folder, a
-    ``.safetensors`` file, an official ``.ckpt``, or a Hugging Face Hub repo id (``owner/name``).
-
-    ``source`` goes through :func:`lseg.pretrained.released.resolve`: a name is downloaded, verified and
-    converted once into the lseg cache; a path that exists is loaded as it is and never touches the
-    network; ``owner/name`` is a Hub repo whose ``model.safetensors`` and ``config.json`` are
-    downloaded (or taken from the Hub cache). For files without a ``config.json`` the architecture
-    is inferred from the tensor shapes (:func:`lseg.pretrained.checkpoints.infer_config`).
+def load_model(source: str | os.PathLike[str], *, spatial_block: SpatialBlockConfig | None = None,
+               map_location: str | torch.device = "cpu", revision: str | None = None,
+               cache_dir: str | os.PathLike[str] | None = None, force_download: bool = False,
+               token: str | bool | None = None, local_files_only: bool = False) -> LSeg:
+    """An :class:`LSeg` from a released weights name (``"demo"``), a local lseg folder, ``.safetensors``
+    or official ``.ckpt``, or a Hugging Face Hub repo id (``owner/name``), resolved by
+    :func:`lseg.pretrained.released.resolve` (an existing path never touches the network). Without a
+    ``config.json`` the architecture is inferred from the shapes. Returned in eval mode and ``plain``
+    numerics (:mod:`lseg.models.numerics`).
 
     Args:
         source: released weights name, local path or Hub repo id.
@@ -51,8 +35,6 @@ def load_model(
         map_location: device for the weights.
         revision, cache_dir, token: as for ``huggingface_hub.snapshot_download`` (Hub repos).
         force_download, local_files_only: download again / never download (names and Hub repos).
-
-    The model is returned in eval mode and ``plain`` numerics (:mod:`lseg.models.numerics`).
 
     Raises:
         CheckpointError: not found locally and not obtainable (offline, unknown repo, no access),
@@ -65,19 +47,14 @@ def load_model(
     return load_local(LSeg, local, spatial_block=spatial_block).to(map_location)
 
 
-def create_model(
-    name: str = "lseg_vitl16_384",
-    checkpoint: str | os.PathLike[str] | None = None,
-    *,
-    pretrained_backbone: bool = False,
-) -> LSeg:
+def create_model(name: str = "lseg_vitl16_384", checkpoint: str | os.PathLike[str] | None = None, *,
+                 pretrained_backbone: bool = False) -> LSeg:
     """A registered architecture, randomly initialised or loaded from ``checkpoint``, in eval mode
     and ``plain`` numerics.
 
     Args:
         name: registry name (``lseg.list_models()``) or a reference backbone name.
-        checkpoint: weights to load strictly into that architecture (anything :func:`load_model`
-            takes).
+        checkpoint: weights to load strictly into it (anything :func:`load_model` takes).
         pretrained_backbone: start the ViT from timm's ImageNet weights (for training).
     """
     if checkpoint is None:

@@ -1,79 +1,44 @@
-"""The released LSeg weights by name: ``lseg.load_model("demo")``, ``lseg weights download demo``.
+"""The released LSeg weights by name (``lseg.load_model("demo")``, ``lseg weights download demo``).
 
-One function, :func:`resolve`, turns what a user passes as a checkpoint into a local path: a
-registered name (:data:`WEIGHTS`, the files of the official lang-seg README) becomes the cached,
-converted lseg folder (downloaded and converted on first use); an existing path is itself; a string
-of the form ``owner/name`` is a Hugging Face Hub repo id (:func:`lseg.pretrained.hub.download_repo`).
-:func:`lseg.load_model` and every ``--checkpoint`` go through it.
-
-Cache (shared by every command and process; a file lock serialises concurrent first uses)::
-
-    $LSEG_HOME (else $XDG_CACHE_HOME/lseg, else ~/.cache/lseg)
-      weights/<name>/<file>            the released file as downloaded (e.g. demo_e200.ckpt)
-      weights/<name>/lseg/             converted once: model.safetensors + config.json
-      weights/<name>/record.json       size and sha256 of both, recorded on the first complete download
-
-Integrity: a download is written to a partial file first (resumed with an HTTP ``Range`` request
-when interrupted), then checked (not an HTML page, the announced size, every zip member's CRC, the
-registry's size/sha256 where known) and only then renamed into place and recorded. The converted
-weights are checked against their recorded size and sha256 on every load; the released file
-whenever it is converted again. Loading never unpickles anything but tensors
-(:func:`lseg.pretrained.checkpoints.read_state_dict`), and later loads read only safetensors.
-
-Environment: ``LSEG_HOME`` (cache root), ``LSEG_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` (never touch the
-network: cached weights only), ``LSEG_WEIGHTS_MIRROR`` (a base URL serving the files by their file
-name, instead of Google Drive; also ``{"weights_mirror": URL}`` in ``$LSEG_HOME/config.json``).
-
-Google Drive: large files are not served at ``uc?export=download&id=ID`` directly but behind an
-HTML confirmation page (a form whose hidden fields carry a token), and an exhausted download quota
-is an HTML page too. The page is parsed with gdown's own parser
-(``gdown.download.get_url_from_gdrive_confirmation``) and the resulting direct URL downloaded with
-``gdown.download`` (progress bar, ``Range`` resume of its ``.part`` file, retries, size check). We do
-not call ``gdown.download(id=...)`` for the whole flow because gdown recognises Drive only by its
-host name, so the flow could not be exercised against the local server the tests run; resolving
-the confirmation page here keeps one code path for Drive and for the tests (:data:`DRIVE_URL` is
-the only thing they replace).
-
-One module on purpose (over 500 lines): resolving a name, the download, its integrity checks, the
-cache record and the one-time conversion are one state machine under one file lock (partial file ->
-checked file -> recorded -> converted folder -> verified on every load); each step reads what the
-previous one wrote, and the error messages of each name the files of the others. The transport
-helpers at the end (Drive confirmation page, error wording) serve only that machine.
+:func:`resolve` turns a checkpoint argument into a local path: a registered name (:data:`WEIGHTS`)
+becomes the cached, converted lseg folder (downloaded, checked and converted on first use); an
+existing path is itself; ``owner/name`` is a Hugging Face Hub repo. The cache layout, integrity checks
+and environment variables are in ``docs/weights.md``; the transfer is :mod:`lseg.pretrained.drive`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import hashlib
-import html
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from lseg.errors import CheckpointError, WeightsDownloadError
+from lseg.pretrained.drive import USER_AGENT, disk_guard, fetch, host, html_error, page_detail, reason
 
-_T = TypeVar("_T")
+__all__ = [
+    "DEFAULT", "DRIVE_URL", "MODEL_DIR", "RECORD_NAME", "RETRIES", "TIMEOUT", "USER_AGENT", "WEIGHTS",
+    "PretrainedWeights", "cache_dir", "cached_folder", "download", "get_weights", "is_offline",
+    "list_pretrained", "mirror_url", "resolve", "sha256_file", "weights_dir",
+]
+
 _logger = logging.getLogger(__name__)
 
-#: Google Drive's download endpoint (``?export=download&id=<file id>`` is appended). Tests point it
-#: at a local server that answers as Drive does; nothing else changes it.
+#: Google Drive's download endpoint (``?export=download&id=<file id>`` is appended; tests patch it).
 DRIVE_URL = "https://drive.google.com/uc"
 #: Retries of a dropped transfer within one call (each resumes where the last stopped).
 RETRIES = 3
 #: (connect, read) timeouts in seconds for every request.
 TIMEOUT = (15.0, 60.0)
-#: Drive serves browsers and scripts differently; this is a browser's, as gdown sends.
-USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
 #: The weights ``segment``, ``features`` and ``demo`` use when no checkpoint is given.
 DEFAULT = "demo"
 MODEL_DIR = "lseg"
@@ -83,11 +48,8 @@ _DOWNLOAD_SUFFIX = ".download"  # gdown's output; its partial file is <that><8 c
 
 @dataclasses.dataclass(frozen=True)
 class PretrainedWeights:
-    """One released weights file.
-
-    ``config`` is the registered architecture the file must convert to (``None``: not checked);
-    ``size`` / ``sha256`` are checked when known, else recorded on the first complete download.
-    """
+    """One released weights file: ``config`` is the registered architecture it must convert to
+    (``None``: not checked); ``size`` / ``sha256`` are checked when known."""
 
     name: str
     filename: str
@@ -207,22 +169,12 @@ def cached_folder(name: str) -> Path | None:
 
 # --------------------------------------------------------------------------- the resolver
 
-def resolve(
-    source: str | os.PathLike[str],
-    *,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    force_download: bool = False,
-    token: str | bool | None = None,
-    local_files_only: bool = False,
-) -> Path:
-    """The local path a checkpoint argument stands for.
-
-    * a registered name (a ``str`` in :data:`WEIGHTS`, e.g. ``"demo"``): the cached converted lseg
-      folder, downloaded, verified and converted first if needed (:func:`download`). Names never
-      contain a slash: ``"./demo"`` or ``Path("demo")`` is the local folder;
-    * an existing file or folder: itself;
-    * ``owner/name``: a Hugging Face Hub repo, downloaded to (or found in) the Hub cache.
+def resolve(source: str | os.PathLike[str], *, revision: str | None = None,
+            cache_dir: str | os.PathLike[str] | None = None, force_download: bool = False,
+            token: str | bool | None = None, local_files_only: bool = False) -> Path:
+    """The local path a checkpoint argument stands for: a registered name (a ``str`` in
+    :data:`WEIGHTS`; ``"./demo"`` or ``Path("demo")`` is a local folder) -> :func:`download`; an
+    existing file or folder -> itself; ``owner/name`` -> a Hub repo, downloaded to the Hub cache.
 
     ``force_download`` and ``local_files_only`` apply to names and Hub repos; ``revision``,
     ``cache_dir`` and ``token`` to Hub repos (as for ``huggingface_hub.snapshot_download``).
@@ -249,7 +201,7 @@ def resolve(
 
 
 def _looks_like_path(text: str) -> bool:
-    """Strings that are meant as local paths, never as Hub ids (which are ``owner/name``)."""
+    """Strings meant as local paths, never as Hub ids (``owner/name``)."""
     return (
         text.startswith((".", "~", "/")) or text.endswith(("/", os.sep)) or text.count("/") > 1
         or os.sep != "/" and os.sep in text
@@ -266,14 +218,11 @@ def download(name: str, *, force: bool = False, offline: bool | None = None, che
         name: a registered name (:func:`list_pretrained`).
         force: discard what the cache holds for ``name`` (partial downloads too) and download again.
         offline: never use the network (default: :func:`is_offline`).
-        check_all: also verify the released file when the converted folder is present
-            (``lseg weights download`` does; a load verifies only what it reads).
+        check_all: also verify the released file when the converted folder is present.
 
     Raises:
-        WeightsDownloadError: not cached and cannot be downloaded (offline, no network, Drive quota,
-            disk full, interrupted), or the download is corrupt (it is then not kept).
-        CheckpointError: unknown name; the cached file changed since it was recorded; the file
-            cannot be converted.
+        WeightsDownloadError: not cached and not downloadable, or the download is corrupt (not kept).
+        CheckpointError: unknown name; a cached file changed since it was recorded; not convertible.
     """
     entry = get_weights(name)
     offline = is_offline() if offline is None else offline
@@ -342,15 +291,16 @@ def _read_record(d: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and isinstance(record.get("sha256"), str) else None
 
 
-def _write_record(d: Path, record: dict[str, Any]) -> None:
+def _write_record(d: Path, record: dict[str, Any]) -> dict[str, Any]:
     from lseg.io import atomic_write
 
     text = json.dumps(record, indent=2) + "\n"
-    _disk_guard(lambda: atomic_write(d / RECORD_NAME, lambda p: p.write_text(text)), d, "writing", RECORD_NAME)
+    disk_guard(lambda: atomic_write(d / RECORD_NAME, lambda p: p.write_text(text)), d, "writing", RECORD_NAME)
+    return record
 
 
 def _model_matches(model_dir: Path, recorded: dict[str, Any]) -> bool:
-    """The converted weights still have their recorded size and sha256 (else they are converted again)."""
+    """The converted weights still have their recorded size and sha256."""
     weights = model_dir / "model.safetensors"
     if not weights.is_file() or not (model_dir / "config.json").is_file():
         return False
@@ -361,13 +311,11 @@ def _model_matches(model_dir: Path, recorded: dict[str, Any]) -> bool:
 
 
 def _verify_cached(entry: PretrainedWeights, ckpt: Path, record: dict[str, Any] | None, d: Path) -> dict[str, Any]:
-    """Check a released file already in the cache against its record; a file put there by hand
-    (no record yet) is checked like a download and recorded."""
+    """Check a cached released file against its record; one put there by hand is checked and recorded."""
     if record is None or record.get("file") != entry.filename:
         size, digest = _check_file(entry, ckpt, url=None)
-        record = {"name": entry.name, "file": entry.filename, "size": size, "sha256": digest, "source": "local"}
-        _write_record(d, record)
-        return record
+        return _write_record(d, {"name": entry.name, "file": entry.filename, "size": size, "sha256": digest,
+                                 "source": "local"})
     size = ckpt.stat().st_size
     digest = sha256_file(ckpt) if size == record["size"] else None
     if digest != record["sha256"]:
@@ -388,132 +336,24 @@ def _source(entry: PretrainedWeights) -> tuple[str, bool]:
 
 
 def _download(entry: PretrainedWeights, d: Path) -> dict[str, Any]:
-    """Download ``entry`` into ``d`` (resuming a partial download), check it, rename it into place
-    and record its size and sha256. A file that fails the checks is deleted, never kept."""
+    """Download ``entry`` into ``d`` (resuming), check it (deleted if bad), move it into place, record it."""
     url, drive = _source(entry)
     target = d / (entry.filename + _DOWNLOAD_SUFFIX)
     if not target.is_file():  # else a complete download whose check a killed process did not finish
-        _fetch(entry, url, drive, target)
+        fetch(entry, url, target, drive=drive, timeout=TIMEOUT, retries=RETRIES)
     try:
         size, digest = _check_file(entry, target, url=url)
     except CheckpointError:
         target.unlink(missing_ok=True)
         raise
-    _disk_guard(lambda: os.replace(target, d / entry.filename), d, "moving", entry.filename)
-    record = {"name": entry.name, "file": entry.filename, "size": size, "sha256": digest,
-              "source": url if not drive else f"drive:{entry.drive_id}"}
-    _write_record(d, record)
-    return record
-
-
-def _fetch(entry: PretrainedWeights, url: str, drive: bool, target: Path) -> None:
-    """Download ``url`` (through Drive's confirmation page if ``drive``) to ``target`` with gdown,
-    resuming gdown's partial file of an earlier run; every failure is one :class:`WeightsDownloadError`."""
-    import gdown
-    import requests
-    from gdown.exceptions import DownloadError
-
-    for attempt in range(2):
-        try:
-            direct = _confirm_drive(entry, url, target) if drive else url
-            gdown.download(
-                url=direct, output=str(target), quiet=False, resume=True, use_cookies=False, timeout=TIMEOUT,
-                retries=RETRIES, user_agent=USER_AGENT,
-                log_messages={"start": f"Downloading {entry.name} ({entry.filename})\n",
-                              "output": f"To: {target.parent}\n"},
-            )
-            return
-        except DownloadError as e:
-            if attempt == 0 and "byte range" in str(e):  # no Range support, or the file changed: start over
-                for part in target.parent.glob(f"{target.name}*.part"):
-                    part.unlink()
-                continue
-            raise _transfer_error(entry, url, target, e) from None
-        except requests.RequestException as e:
-            raise _transfer_error(entry, url, target, e) from None
-        except OSError as e:
-            if e.errno == errno.ENOSPC:
-                raise _disk_full(target.parent, "downloading", entry.filename, kept=_partial_bytes(target)) from None
-            raise WeightsDownloadError(f"cannot write {entry.filename} into {target.parent}: {_reason(e)}") from None
-
-
-def _transfer_error(entry: PretrainedWeights, url: str, target: Path, e: Exception) -> WeightsDownloadError:
-    import requests
-
-    partial = _partial_bytes(target)
-    again = (f"the {partial / 1e6:.1f} MB downloaded so far are kept and the next run resumes from there"
-             if partial else "run the command again")
-    where = f"download {entry.url} by hand and put it at {target.parent / entry.filename}"
-    cause = e.__cause__ if e.__cause__ is not None else e
-    if isinstance(e, requests.HTTPError):
-        return WeightsDownloadError(
-            f"cannot download {entry.filename} ({entry.name!r}): {_host(url)} answered {_reason(e)}; {where}"
-        )
-    if isinstance(cause, (requests.ConnectionError, requests.Timeout)) and not partial:
-        return WeightsDownloadError(
-            f"cannot download {entry.filename} ({entry.name!r}) from {_host(url)}: no network connection "
-            f"({_reason(cause)}); {where}, or set LSEG_WEIGHTS_MIRROR"
-        )
-    return WeightsDownloadError(
-        f"the download of {entry.filename} ({entry.name!r}) from {_host(url)} broke off ({_reason(e)}); {again}, "
-        f"or {where}"
-    )
-
-
-def _confirm_drive(entry: PretrainedWeights, url: str, target: Path) -> str:
-    """The direct download URL behind Drive's confirmation page, or ``url`` itself when Drive serves
-    the file at once (small files). A quota page or any other HTML page without a download form is a
-    :class:`WeightsDownloadError`; an HTML page served instead of the file later is caught by
-    :func:`_check_file`."""
-    from urllib.parse import urljoin
-
-    import requests
-    from gdown.download import get_url_from_gdrive_confirmation
-    from gdown.exceptions import FileURLRetrievalError
-
-    with requests.get(url, stream=True, timeout=TIMEOUT, headers={"User-Agent": USER_AGENT}) as r:
-        if "text/html" not in r.headers.get("Content-Type", ""):
-            r.raise_for_status()
-            return url  # the file itself: gdown streams it from this URL
-        page = r.raw.read(1 << 20, decode_content=True).decode(r.encoding or "utf-8", "replace")
-    try:
-        return urljoin(r.url, get_url_from_gdrive_confirmation(page))
-    except FileURLRetrievalError as e:
-        raise _html_error(entry, str(e), target) from None
-
-
-def _html_error(entry: PretrainedWeights, detail: str, target: Path) -> WeightsDownloadError:
-    detail = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", detail)).split())
-    where = f"download {entry.url} in a browser and put it at {target.parent / entry.filename}"
-    if re.search(r"too many users|quota|try .* again later", detail, re.IGNORECASE):
-        return WeightsDownloadError(
-            f"Google Drive's download quota for {entry.filename} ({entry.name!r}) is exceeded: it answered with "
-            f"an HTML page, not the file (\"{_first_sentence(detail)}\"); try again later (up to 24 h), {where}, or set "
-            "LSEG_WEIGHTS_MIRROR"
-        )
-    return WeightsDownloadError(
-        f"Google Drive answered with an HTML page, not {entry.filename} ({entry.name!r}): \"{_first_sentence(detail)}\"; "
-        f"{where}, or set LSEG_WEIGHTS_MIRROR"
-    )
-
-
-def _page_detail(page: str) -> str:
-    """What an HTML page served instead of the file says (Drive's error line when it has one)."""
-    from gdown.download import get_url_from_gdrive_confirmation
-    from gdown.exceptions import FileURLRetrievalError
-
-    try:
-        get_url_from_gdrive_confirmation(page)
-    except FileURLRetrievalError as e:
-        if "uc-error" in page:
-            return str(e)
-    return page
+    disk_guard(lambda: os.replace(target, d / entry.filename), d, "moving", entry.filename)
+    return _write_record(d, {"name": entry.name, "file": entry.filename, "size": size, "sha256": digest,
+                             "source": url if not drive else f"drive:{entry.drive_id}"})
 
 
 def _check_file(entry: PretrainedWeights, path: Path, *, url: str | None) -> tuple[int, str]:
-    """Size and sha256 of a complete-looking file, after checking that it is the checkpoint: not an
-    HTML page, the registry's size, intact zip structure and member CRCs, the registry's sha256.
-    ``url``: where it was downloaded from (None: put into the cache by hand)."""
+    """Size and sha256 of ``path`` once it is known to be the checkpoint (not an HTML page, the
+    registry's size, intact zip CRCs, the registry's sha256). ``url``: its source (None: by hand)."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(1 << 16)
@@ -521,9 +361,9 @@ def _check_file(entry: PretrainedWeights, path: Path, *, url: str | None) -> tup
         if url is None:
             raise CheckpointError(f"{path} is an HTML page, not {entry.filename}: download {entry.url} again")
         if url.startswith(DRIVE_URL):  # a page served instead of the file (e.g. Drive's quota page)
-            raise _html_error(entry, _page_detail(head.decode("utf-8", "replace")), path)
+            raise html_error(entry, page_detail(head.decode("utf-8", "replace")), path)
         raise WeightsDownloadError(
-            f"{_host(url)} answered with an HTML page, not {entry.filename} ({entry.name!r}): check "
+            f"{host(url)} answered with an HTML page, not {entry.filename} ({entry.name!r}): check "
             "LSEG_WEIGHTS_MIRROR (it must serve the files themselves)"
         )
     if entry.size is not None and size != entry.size:
@@ -533,7 +373,7 @@ def _check_file(entry: PretrainedWeights, path: Path, *, url: str | None) -> tup
             with zipfile.ZipFile(path) as z:
                 bad = z.testzip()
         except (zipfile.BadZipFile, EOFError, zlib.error, ValueError, OSError) as e:
-            raise _corrupt(entry, path, url, f"broken zip archive, truncated? ({_reason(e)})") from None
+            raise _corrupt(entry, path, url, f"broken zip archive, truncated? ({reason(e)})") from None
         if bad is not None:
             raise _corrupt(entry, path, url, f"CRC mismatch in {bad}")
     elif head[:1] != b"\x80":  # a legacy torch pickle starts with the protocol opcode
@@ -554,7 +394,7 @@ def _corrupt(entry: PretrainedWeights, path: Path, url: str | None, why: str) ->
 
 
 def _convert(entry: PretrainedWeights, ckpt: Path, d: Path, record: dict[str, Any]) -> Path:
-    """Convert the released file once to an lseg folder (atomically) and record its sha256."""
+    """Convert the released file to an lseg folder (atomically) and record its sha256."""
     from lseg.models.lseg import LSeg
     from lseg.pretrained.checkpoints import WEIGHTS_NAME, load_local, save_pretrained
 
@@ -571,7 +411,7 @@ def _convert(entry: PretrainedWeights, ckpt: Path, d: Path, record: dict[str, An
     tmp = d / f".{MODEL_DIR}.tmp-{os.getpid()}"
     try:
         shutil.rmtree(tmp, ignore_errors=True)
-        _disk_guard(lambda: save_pretrained(model, tmp), d, "converting", entry.filename)
+        disk_guard(lambda: save_pretrained(model, tmp), d, "converting", entry.filename)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     finally:
@@ -594,46 +434,3 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
             h.update(block)
     return h.hexdigest()
 
-
-def _partial_bytes(target: Path) -> int:
-    """Bytes in gdown's partial file(s) of ``target`` (``<target name><8 chars>.part``)."""
-    return sum(p.stat().st_size for p in target.parent.glob(f"{target.name}*.part") if p.is_file())
-
-
-def _disk_full(d: Path, doing: str, filename: str, kept: int = 0) -> WeightsDownloadError:
-    free = shutil.disk_usage(d).free if d.exists() else 0
-    keep = f"; the {kept / 1e6:.1f} MB already downloaded are kept and the download resumes" if kept else ""
-    return WeightsDownloadError(
-        f"disk full while {doing} {filename} in {d} ({free / 1e6:.0f} MB free): free some space or set LSEG_HOME "
-        f"to a folder on another disk{keep}"
-    )
-
-
-def _disk_guard(action: Callable[[], _T], d: Path, doing: str, filename: str) -> _T:
-    """Run ``action()``; a full disk becomes one clear line."""
-    try:
-        return action()
-    except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise _disk_full(d, doing, filename) from None
-        raise
-
-
-def _host(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def _reason(e: BaseException) -> str:
-    """The last informative line of an exception chain (requests nests urllib3's reasons)."""
-    text = " ".join(str(e).split()) or type(e).__name__
-    m = re.search(r"\[Errno[^\]]*\][^')\"]*", text)  # e.g. "[Errno 111] Connection refused"
-    if m:
-        return m.group(0).strip()
-    return _first_sentence(text)
-
-
-def _first_sentence(text: str) -> str:
-    return re.split(r"\.\s+(?=[A-Z])", text, maxsplit=1)[0].rstrip(".")[:200]

@@ -1,11 +1,9 @@
-"""Training LSeg (``lseg train``): a typed config, named recipes and a Lightning Fabric loop.
+"""Training LSeg (``lseg train``): a typed config, named recipes and a Lightning Fabric loop (imported
+on first use of :func:`train`, so building the command line stays cheap).
 
 >>> from lseg.train import get_recipe, train                                   # doctest: +SKIP
 >>> cfg = get_recipe("folder_finetune").replace(data_root="my_data", init_checkpoint="lseg-vitl16/")
 >>> result = train(cfg)                                                          # doctest: +SKIP
-
-The loop (and Lightning) is imported on first use of :func:`train`, so building the ``lseg`` command
-line stays cheap.
 """
 
 from typing import Any

@@ -1,10 +1,5 @@
-"""The typed training configuration, :class:`TrainConfig`, and its YAML form.
-
-A run is described by one flat :class:`TrainConfig` dataclass. It can come from a named recipe, a
-YAML / JSON file or field-by-field overrides: :mod:`lseg.train.recipes` (:func:`load_config`).
-
-The resolved config is written to ``<out_dir>/config.yaml`` by the training loop
-(:func:`dump_config`), so every run can be re-created with ``lseg train --config <out_dir>/config.yaml``.
+"""The typed training configuration, :class:`TrainConfig`, and its YAML form (:func:`dump_config`,
+written to ``<out_dir>/config.yaml``). Recipes, files and overrides: :mod:`lseg.train.recipes`.
 """
 
 from __future__ import annotations
@@ -33,53 +28,45 @@ def _low_high(value: tuple[float, float]) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run needs.
+    """Everything a training run needs (``docs/training.md`` explains the reference's choices).
 
     Model:
-        model: registered architecture (``lseg.list_models()``); ignored when ``init_checkpoint``
-            is given (the checkpoint carries its architecture).
+        model: registered architecture (``lseg.list_models()``); ignored with ``init_checkpoint``.
         init_checkpoint: weights to start from: an lseg folder, ``.safetensors`` or an official
             lang-seg ``.ckpt`` (fine-tuning). ``None`` starts from ``model``'s random init.
         pretrained_backbone: initialise the ViT from timm's ImageNet weights (the reference's init;
             needs network access or a timm/HF cache). Ignored with ``init_checkpoint``.
-        clip_text_weights: where the frozen CLIP text tower's weights come from when training from
-            scratch: ``"openai"`` (downloaded by open_clip) or a local file (OpenAI ``.pt``, open_clip
-            checkpoint or a text-tower state dict). ``None`` keeps the random text tower (tests only:
-            the label embeddings are then arbitrary, but fixed). Ignored with ``init_checkpoint``.
+        clip_text_weights: the frozen CLIP text tower's weights when training from scratch: ``"openai"``
+            (downloaded by open_clip) or a local file (OpenAI ``.pt``, open_clip checkpoint or a
+            text-tower state dict). ``None`` keeps the random text tower (tests only). Ignored with
+            ``init_checkpoint``.
 
     Data:
         dataset: ``ade20k``, ``pascal_voc``, ``pascal_context59``, ``coco_stuff`` or ``folder``
-            (see :func:`lseg.data.registry.build_dataset`); or a few-shot benchmark, ``pascal5i``,
-            ``coco20i`` or ``fss1000``, for **zero-shot training** (reference
-            ``LSegmentationModuleZS``): each item is a query plus ``fewshot_support`` support images of
-            the same class, concatenated into one batch, every image scored against
-            ``["others", class name]`` with 2-way cross-entropy, images resized to
-            ``crop_size x crop_size`` without augmentation.
+            (:func:`lseg.data.registry.build_dataset`); or ``pascal5i``, ``coco20i`` or ``fss1000`` for
+            zero-shot training (queries plus ``fewshot_support`` supports, each scored against
+            ``["others", class name]``, resized to ``crop_size`` squares).
         data_root: the dataset folder.
         split: training split (``folder``: a ``splits/<name>.txt`` list, or ``None`` for all images;
             few-shot: ``trn``).
-        fold: few-shot fold: PASCAL-5i / COCO-20i train on the other three folds' classes and
-            validate on this fold's; ignored by FSS-1000 (its splits are category lists).
+        fold: few-shot fold: PASCAL-5i / COCO-20i train on the other folds' classes and validate on
+            this one's; ignored by FSS-1000.
         fewshot_support: support images per query in zero-shot training (reference 1; 0 = queries only).
         fewshot_boundary: PASCAL-5i boundary pixels (255) in zero-shot training: ``others`` (the
-            reference: its 2-way loss has no ignore index, so they are trained as background) or
-            ``ignore`` (left out of the loss, as the evaluation leaves them out).
+            reference) or ``ignore`` (left out of the loss).
         dataset_kwargs: extra keyword arguments of the dataset reader (e.g. ``{aug: true}`` for VOC,
             ``{splits_dir: ...}`` for PASCAL-5i / COCO-20i).
-        label_style: class strings fed to CLIP: ADE20K ``full`` (``"coffee table"``) or
-            ``reference`` (lang-seg's truncated ``"coffee"``); VOC ``clean``/``reference``.
-            ``None``: the reader's default.
+        label_style: class strings fed to CLIP: ADE20K ``full`` or ``reference`` (lang-seg's
+            truncated strings); VOC ``clean``/``reference``. ``None``: the reader's default.
         base_size, crop_size, scale_range, hflip_prob: the reference augmentation (random flip,
             long side uniform in ``scale_range * base_size``, pad, random ``crop_size`` crop).
-        ignore_index: mask value excluded from the loss. It must be the dataset's marker (255, or
-            65535 for PASCAL-Context-459; checked); ``None`` takes it from the dataset.
+        ignore_index: mask value excluded from the loss. It must be the dataset's marker (checked);
+            ``None`` takes it from the dataset.
         num_workers: DataLoader worker processes per device.
 
-    Validation (reference: every epoch, top 3 by pixel accuracy + last):
-        val_split: split evaluated during training (``None``: no validation). Semantic datasets use
-            the reference's val transform (short side ``crop_size``, centre crop) and report
-            ``pixAcc`` / ``mIoU``; few-shot datasets run the zero-shot protocol on the fold's
-            held-out classes (``mIoU`` / ``FB-IoU``, HSNet's meter).
+    Validation:
+        val_split: split evaluated during training (``None``: no validation). It runs :mod:`lseg.eval`'s
+            semantic or zero-shot protocol.
         val_every_n_epochs: validate after every N-th epoch.
         val_dataset_kwargs: reader arguments for the validation split, over ``dataset_kwargs``.
         save_top_k: keep the best K validated states as ``checkpoints/best-*.ckpt`` (0: none).
@@ -87,49 +74,38 @@ class TrainConfig:
             ``mIoU``, or ``FB-IoU`` (few-shot).
 
     Optimisation:
-        batch_size: images per device per forward (the reference's ``--batch_size``; zero-shot: queries,
-            each bringing ``fewshot_support`` supports).
+        batch_size: images per device per forward (zero-shot: queries, each with its supports).
         accumulate_grad_batches: forwards per optimizer step. Global batch =
             ``batch_size * devices * num_nodes * accumulate_grad_batches``.
         epochs / max_steps: length of the run and of the poly schedule, in epochs or in optimizer
             steps (``max_steps`` wins if both are set).
         schedule_epochs: length of the poly schedule in epochs when it is longer than the run
-            (``None``: ``epochs``). The reference's zero-shot runs decay over ``--max_epochs`` 200 but
-            end after 3 epochs (section 8.3 of the spec).
+            (``None``: ``epochs``). The reference's zero-shot runs decay over 200 but stop after 3.
         stop_after_steps: end this invocation after this many optimizer steps of its own (the
-            schedule still follows ``epochs``/``max_steps``); the same command run again resumes and
-            does the next ones. For job time limits.
-        optimizer: ``sgd`` (the reference's, with ``momentum``) or ``adam`` (reference
-            ``--midasproto``; betas 0.9/0.999).
+            schedule still follows ``epochs``/``max_steps``); running it again resumes. For job time
+            limits.
+        optimizer: ``sgd`` (the reference's, with ``momentum``) or ``adam`` (betas 0.9/0.999).
         base_lr: learning rate per 16 images, scaled according to ``lr_scaling``.
         lr_scaling: ``global``: ``lr = base_lr / 16 * global_batch`` (linear scaling rule);
-            ``reference``: ``base_lr / 16 * batch_size``, the **per-device** batch as lang-seg does
-            (reference bug 12; with train.sh's batch 1 that is 2.5e-4 whatever the GPU count);
+            ``reference``: ``base_lr / 16 * batch_size``, the per-device batch as lang-seg does;
             ``none``: ``lr = base_lr``.
         decoder_lr_mult: LR multiplier of the decoder group (reference ``scratch``: x10).
         momentum, weight_decay: SGD momentum, weight decay on every group (reference 0.9, 1e-4).
         poly_power: the poly schedule's exponent: ``lr_t = lr * (1 - t / T) ^ poly_power``.
         loss_reduction: how the per-pixel cross-entropy is averaged over processes: ``global``, the
-            mean over the labelled pixels of the global batch, so N processes with batch B train
-            exactly like one with batch N x B; ``reference``, each process's own pixel mean, averaged
-            over processes by DDP (lang-seg), so a crop with many padded or ignored pixels weighs as
-            much as a full one. Identical on one process.
-        lr_schedule_interval: ``step`` (t counts optimizer steps) or ``epoch`` (the reference:
-            Lightning's LambdaLR stepped once per epoch).
+            mean over the labelled pixels of the global batch (N processes x batch B train like one
+            with N x B); ``reference``, each process's own pixel mean, averaged by DDP (lang-seg).
+        lr_schedule_interval: ``step`` (t counts optimizer steps) or ``epoch`` (the reference).
 
     Runtime:
-        accelerator: Lightning Fabric's accelerator, checked against this machine before the run starts
-            (:func:`check_accelerator`).
+        accelerator: Lightning Fabric's accelerator, checked against this machine before the run starts.
         devices, num_nodes: processes per node and nodes (Lightning Fabric).
-        strategy: Lightning Fabric's strategy (``auto``: DDP with more than one process; checkpoints are
-            DDP-style).
+        strategy: Lightning Fabric's strategy (``auto``: DDP with more than one process).
         precision: Lightning Fabric's precision.
         sync_batchnorm: use synchronised BatchNorm in the decoder when running on more than one
             process (the reference's ``sync_batchnorm=True``).
         reference_devices: how many GPUs the run this recipe reproduces used (``None``: not known).
-            The reference trains on all visible GPUs with a per-GPU batch, so the GPU count is part of
-            the recipe (global batch, and the LR with ``lr_scaling=global``); a run with another
-            process count logs a warning.
+            Another process count logs a warning (it changes the global batch).
         seed: seeds the model init, the data order and the augmentation.
         out_dir: run folder: ``config.yaml``, ``checkpoints/last.ckpt``, ``logs/``, ``model/``.
         checkpoint_every_n_steps: also save ``last.ckpt`` every N optimizer steps (0: only at
@@ -204,7 +180,6 @@ class TrainConfig:
         if self.schedule_epochs is not None and self.epochs is not None and self.schedule_epochs < self.epochs:
             raise OptionError(f"`schedule_epochs` ({self.schedule_epochs}) must be at least `epochs` ({self.epochs})")
 
-    # ------------------------------------------------------------------ derived values
     @property
     def world_size(self) -> int:
         """Number of training processes (``devices * num_nodes``)."""
@@ -224,7 +199,6 @@ class TrainConfig:
             return self.base_lr / 16 * self.batch_size
         return self.base_lr
 
-    # ------------------------------------------------------------------ conversion
     def replace(self, **changes: Any) -> TrainConfig:
         """A validated copy with some fields changed; unknown names raise :class:`ConfigError`."""
         unknown = sorted(set(changes) - set(field_names()))
@@ -243,9 +217,8 @@ class TrainConfig:
 
 
 def check_accelerator(cfg: TrainConfig) -> None:
-    """The accelerator and device count of ``cfg`` on this machine, checked before Fabric starts: a
-    missing GPU is one :class:`ConfigError` naming the field, not a traceback from inside Lightning
-    (``No supported gpu backend found!``)."""
+    """Check ``cfg``'s accelerator and device count on this machine before Fabric starts: a missing GPU
+    is one :class:`ConfigError` naming the field, not a traceback from inside Lightning."""
     if cfg.accelerator == "cpu":
         return
     import torch  # here: building a config (``lseg train --print-config``) needs no torch
@@ -270,8 +243,7 @@ def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainConfig)]
 
 
-#: Fields that are folders on this machine: written absolute, so that ``--config`` replayed from
-#: another working directory (a cluster job script) resumes the same run on the same data.
+#: Folders, written absolute: ``--config`` replayed from another working directory resumes the same run.
 _FOLDER_FIELDS = ("out_dir", "data_root")
 
 

@@ -1,18 +1,9 @@
-"""Deterministic, resumable training data: which images, in which order, with which augmentation.
-
-Exact resume and process-count independence come from two rules:
-
-* **Order** is a pure function of ``(seed, epoch)``: :class:`ResumableShardSampler` draws one global
-  permutation per epoch, cuts it into optimizer steps of ``global_batch`` images, and gives process
-  ``rank`` every ``world_size``-th image of each step (``DistributedSampler``'s striding). Resuming
-  at step ``s`` of an epoch simply starts the iteration ``s`` steps in.
-* **Augmentation** is a pure function of ``(seed, epoch, index)``: :class:`SeededSamples` seeds
-  torch's RNG from those three numbers around each sample's transform (and restores the caller's
-  RNG afterwards). It therefore does not depend on the number of DataLoader workers, on the
-  number of processes, or on where a run was interrupted.
-
-So one process with batch 4 sees exactly the same images, identically augmented, as two processes
-with batch 2 each, and a resumed run sees exactly what the uninterrupted run saw.
+"""Deterministic, resumable training data: the **order** is a function of ``(seed, epoch)``
+(:class:`ResumableShardSampler`: one global permutation per epoch, cut into optimizer steps, process
+``rank`` taking every ``world_size``-th image of each step) and each sample's **augmentation** a
+function of ``(seed, epoch, index)`` (:class:`SeededSamples`). So a resumed run sees what the
+uninterrupted one saw, and N processes with batch B see what one with batch N x B sees, whatever the
+number of workers.
 """
 
 from __future__ import annotations
@@ -28,24 +19,19 @@ __all__ = ["ResumableShardSampler", "SeededSamples", "sample_seed", "steps_per_e
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A well-mixed 63-bit seed for one (seed, epoch, index) triple (stable across platforms)."""
+    """A well-mixed 63-bit seed for one (seed, epoch, index) triple, stable across platforms."""
     digest = hashlib.blake2b(f"{seed}/{epoch}/{index}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
 
 
 def steps_per_epoch(num_samples: int, global_batch: int) -> int:
-    """Optimizer steps per epoch: only whole global batches are used (the remainder of the shuffled
-    epoch, fewer than ``global_batch`` images, is left out, a different subset every epoch)."""
+    """Optimizer steps per epoch: whole global batches only (the shuffled remainder is left out)."""
     return num_samples // global_batch
 
 
 class SeededSamples(Dataset):
-    """Wraps a dataset so that item ``(epoch, index)`` is ``dataset[index]`` drawn under torch RNG seed
-    :func:`sample_seed` ``(seed, epoch, index)``.
-
-    The wrapped dataset's own transform (torchvision v2 ops use torch's global RNG) is what gets
-    seeded. Python's ``random`` and NumPy are not used by the lseg transforms.
-    """
+    """``dataset`` whose item ``(epoch, index)`` is ``dataset[index]`` drawn under torch RNG seed
+    :func:`sample_seed` ``(seed, epoch, index)`` (the caller's RNG state is restored afterwards)."""
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
         self.dataset = dataset
@@ -63,7 +49,8 @@ class SeededSamples(Dataset):
 
 
 class ResumableShardSampler(Sampler[tuple[int, int]]):
-    """Yields ``(epoch, index)`` keys for one process, one epoch at a time (see the module docstring).
+    """Yields this process's ``(epoch, index)`` keys for one epoch (see the module docstring), from the
+    position :meth:`set_position` selects.
 
     Args:
         num_samples: dataset length.
@@ -71,14 +58,10 @@ class ResumableShardSampler(Sampler[tuple[int, int]]):
         accumulate: forwards per optimizer step.
         rank, world_size: this process and the number of processes.
         seed: base seed of the permutation.
-
-    Call :meth:`set_position` before iterating; each iteration yields
-    ``steps_per_epoch * accumulate * batch_size`` keys (minus the skipped ones).
     """
 
-    def __init__(
-        self, num_samples: int, batch_size: int, accumulate: int, rank: int, world_size: int, seed: int
-    ) -> None:
+    def __init__(self, num_samples: int, batch_size: int, accumulate: int, rank: int, world_size: int,
+                 seed: int) -> None:
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.accumulate = accumulate
@@ -96,11 +79,8 @@ class ResumableShardSampler(Sampler[tuple[int, int]]):
         self.start_step = 0
 
     def set_position(self, epoch: int, start_step: int = 0) -> None:
-        """Select the epoch, and the optimizer step within it to start from (mid-epoch resume).
-
-        Deliberately not called ``set_epoch``: Lightning's dataloader wrapper calls ``set_epoch(n)``
-        with its own count of ``iter()`` calls, which would undo a mid-epoch resume.
-        """
+        """Select the epoch and the optimizer step within it to start from. Not ``set_epoch``: Lightning's
+    dataloader wrapper calls that with its own count, which would undo a mid-epoch resume."""
         if not 0 <= start_step < self.steps:
             raise ValueError(f"start_step {start_step} outside 0..{self.steps - 1}")
         self.epoch = epoch
@@ -111,7 +91,6 @@ class ResumableShardSampler(Sampler[tuple[int, int]]):
         g = torch.Generator().manual_seed(sample_seed(self.seed, epoch, -1))
         perm = torch.randperm(self.num_samples, generator=g)[: self.steps * self.global_batch]
         per_step = perm.view(self.steps, self.accumulate, self.world_size * self.batch_size)
-        # Within each forward's global slice, process r takes every world_size-th image.
         return per_step[:, :, self.rank :: self.world_size].reshape(-1).tolist()
 
     def __iter__(self) -> Iterator[tuple[int, int]]:

@@ -1,5 +1,5 @@
-"""Building the network a run starts from: a checkpoint to fine-tune, or a fresh model with the
-reference's initialisation (timm ImageNet ViT + OpenAI CLIP text tower)."""
+"""The network a run starts from: a checkpoint to fine-tune, or a fresh model with the reference's
+initialisation (timm ImageNet ViT + OpenAI CLIP text tower)."""
 
 from __future__ import annotations
 
@@ -20,11 +20,8 @@ _logger = logging.getLogger(__name__)
 
 
 def build_model(cfg: TrainConfig) -> LSeg:
-    """The model described by ``cfg`` (in train mode, on the CPU).
-
-    ``init_checkpoint`` wins; otherwise ``create_model(cfg.model)`` (optionally with timm's
-    ImageNet ViT) and, if ``clip_text_weights`` is set, the CLIP text tower's weights.
-    """
+    """The model ``cfg`` describes, in train mode, on the CPU: ``init_checkpoint``, else
+    ``create_model(cfg.model)`` with the CLIP text weights ``clip_text_weights``."""
     if cfg.init_checkpoint:
         model = load_model(cfg.init_checkpoint)
     else:
@@ -40,18 +37,14 @@ def build_model(cfg: TrainConfig) -> LSeg:
 
 
 def load_clip_text_weights(model: LSeg, source: str | Path) -> None:
-    """Copy CLIP text-tower weights into ``model.text_encoder`` (in place).
+    """Copy CLIP text-tower weights into ``model.text_encoder`` (the CLIP ``model.config.text.clip_name``).
 
-    Args:
-        model: the LSeg whose text encoder receives the weights (its ``config.text.clip_name`` says
-            which CLIP: ``ViT-B-32`` or ``RN50x16``).
-        source: ``"openai"`` (open_clip downloads or reads its cache), a state-dict file holding the
-            text tower under OpenAI's names (``token_embedding.weight``, ``transformer.resblocks.*``,
-            ``ln_final.*``, ``text_projection``; an lseg model folder / file with ``text_encoder.model.``
-            prefixes also works), or OpenAI's TorchScript ``.pt`` (read through open_clip).
+    ``source``: ``"openai"`` (open_clip downloads or reads its cache), a state-dict file of the text
+    tower under OpenAI's names (or with ``text_encoder.model.`` / ``clip_pretrained.`` prefixes, e.g.
+    an lseg model), or OpenAI's TorchScript ``.pt`` (read through open_clip).
 
     Raises:
-        CheckpointError: if a text-tower tensor is missing or has the wrong shape.
+        CheckpointError: a text-tower tensor is missing or has the wrong shape.
     """
     target = model.text_encoder.model
     own = target.state_dict()

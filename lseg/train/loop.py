@@ -1,41 +1,11 @@
 """The training loop (Lightning Fabric), top to bottom.
 
-What one optimizer step does, on every process:
-
-1. take ``accumulate_grad_batches`` batches of ``batch_size`` augmented crops
-   (:mod:`lseg.train.data`: order and augmentation are functions of the seed only);
-2. for each: ``logits = model(images, text)`` at full crop resolution, per-pixel cross-entropy with
-   the dataset's ignore index, ``backward(loss / accumulate)`` (gradients are all-reduced by DDP
-   on the last batch only: ``fabric.no_backward_sync``);
-3. one SGD (or Adam) step with two parameter groups: encoder (ViT + reassemble) at ``lr`` and
-   decoder at ``lr * decoder_lr_mult``; the poly schedule sets both.
-
-The frozen text encoder embeds the dataset's label strings **once** per run (the reference re-ran
-CLIP on all 150 labels at every step, with autograd on: reference bug 4).
-
-Zero-shot training (``dataset`` = ``pascal5i``/``coco20i``/``fss1000``, reference
-``LSegmentationModuleZS``): each batch holds the queries and their supports, every image scored
-against its own ``["others", class name]`` pair (the fold's class names are embedded once, then
-gathered per image), 2-way cross-entropy.
-
-Validation (``val_split``): after every ``val_every_n_epochs``-th epoch, with :mod:`lseg.eval`'s
-semantic or zero-shot protocol, sharded over the processes; the best ``save_top_k`` states by
-``monitor`` are kept as ``checkpoints/best-epochNNN-<monitor><value>.ckpt`` and the ranking travels
-in ``last.ckpt``, so a resumed run keeps selecting among the same files.
-
-Run folder (``out_dir``)::
-
-    config.yaml               the resolved config (re-run with ``lseg train --config``)
-    checkpoints/last.ckpt     model + optimizer + scheduler + fp16 GradScaler + step + data
-                              position + RNG + best-k ranking; written atomically; a later run
-                              with the same out_dir resumes from it
-    checkpoints/best-*.ckpt   the best validated states (same format as last.ckpt)
-    logs/version_N/           metrics.csv (or TensorBoard events), one version per invocation
-    model/                    the trained model (``lseg.save_pretrained``) when the run finishes
-
-One module on purpose (just over 500 lines): the loop, its validation pass and its resume
-are one sequence over one state (optimizer and schedule live in :mod:`lseg.train.optim`, the
-checkpoint format in :mod:`lseg.train.state`).
+One optimizer step: ``accumulate_grad_batches`` batches of seeded, sharded crops (:mod:`lseg.train.data`),
+each ``backward(loss / accumulate)`` of the per-pixel cross-entropy (:mod:`lseg.train.step`; DDP
+all-reduces on the last only), then one step of the two-group optimizer under the poly schedule
+(:mod:`lseg.train.optim`). The frozen text encoder embeds the label strings once per run. Validation,
+best-k checkpoints, the run folder and resume are described in ``docs/training.md``; the checkpoint
+format is :mod:`lseg.train.state`.
 """
 
 from __future__ import annotations
@@ -49,8 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader
 
 from lseg.console import progress_bar
@@ -79,6 +47,7 @@ from lseg.train.state import (
     save_checkpoint,
     set_rng_state,
 )
+from lseg.train.step import PerImageLabels, _collate, _pixel_cross_entropy, _zero_shot_batch
 from lseg.train.sync_bn import convert_sync_batchnorm
 
 if TYPE_CHECKING:
@@ -88,7 +57,7 @@ __all__ = ["TrainResult", "train"]
 
 _logger = logging.getLogger(__name__)
 
-# Changing these between an interrupted run and its resumption changes the result.
+# Changing these between an interrupted run and its resumption changes the result (a warning says so).
 _RESUME_SENSITIVE = (
     "model", "init_checkpoint", "dataset", "split", "label_style", "batch_size", "accumulate_grad_batches",
     "epochs", "max_steps", "optimizer", "base_lr", "lr_scaling", "decoder_lr_mult", "momentum", "weight_decay",
@@ -150,11 +119,6 @@ def _make_fabric(cfg: TrainConfig) -> Fabric:
     )
 
 
-def _flush_loggers(fabric: Fabric) -> None:
-    for logger in fabric.loggers:
-        logger.save()
-
-
 # ---------------------------------------------------------------------- the loop
 
 def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainResult:
@@ -162,27 +126,23 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
 
     Args:
         cfg: the run's configuration.
-        resume: ``"auto"`` (default): continue from ``out_dir/checkpoints/last.ckpt`` if it exists;
-            a checkpoint path; or ``"never"``/``None`` to start from scratch (an existing
-            ``last.ckpt`` in ``out_dir`` is then overwritten).
+        resume: ``"auto"``: continue from ``out_dir/checkpoints/last.ckpt`` if it exists; a checkpoint
+            path; or ``"never"``/``None`` to start afresh (overwriting ``last.ckpt``).
 
     With ``devices > 1`` and no launcher, Fabric starts the other processes by re-running the
     current command (use the ``lseg train`` CLI or ``torchrun``, not an interactive session).
     """
     check_accelerator(cfg)  # a GPU this machine lacks: one error before Fabric starts
     fewshot = canonical_name(cfg.dataset) in FEWSHOT_DATASETS
-    if cfg.world_size > 1 and "LOCAL_RANK" not in os.environ:
-        # Check the data before Fabric starts the other processes: a wrong --data-root is then one
-        # error, not one per process after each has started.
-        _build_train_dataset(cfg, fewshot)
-        _build_val_dataset(cfg, fewshot)
+    if cfg.world_size > 1 and "LOCAL_RANK" not in os.environ:  # one data error, not one per process
+        _build_dataset(cfg, fewshot)
+        _build_dataset(cfg, fewshot, val=True)
     fabric = _make_fabric(cfg)
     fabric.launch()
     if fabric.world_size != cfg.world_size:  # e.g. torchrun without --devices
         cfg = cfg.replace(devices=max(1, fabric.world_size // cfg.num_nodes))
     fabric.seed_everything(cfg.seed, verbose=False)
-    # No cudnn.benchmark: it is process wide and picks kernels by timing, which makes GPU runs differ
-    # from run to run (README "Training and evaluation" says what resume reproduces on GPUs).
+    # no cudnn.benchmark: it picks kernels by timing, so GPU runs would differ from run to run
 
     out_dir = Path(cfg.out_dir)
     ckpt_path = out_dir / "checkpoints" / "last.ckpt"
@@ -198,16 +158,17 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     # --- data: the reference augmentation, seeded per (seed, epoch, image); sharded per process
     if cfg.monitor == "FB-IoU" and not fewshot:
         raise ConfigError("monitor FB-IoU is a few-shot metric; use pixAcc or mIoU")
-    dataset = _build_train_dataset(cfg, fewshot)
+    dataset = _build_dataset(cfg, fewshot)
     ignore_index = ignore_index_of(dataset)
     if cfg.ignore_index is not None and cfg.ignore_index != ignore_index:
-        raise ConfigError(f"ignore_index={cfg.ignore_index}, but {cfg.dataset} masks mark ignored pixels with {ignore_index}")
+        raise ConfigError(f"ignore_index={cfg.ignore_index}, but {cfg.dataset} masks mark ignored pixels "
+                          f"with {ignore_index}")
     if not fewshot:
         dataset.transform = train_transform(
             base_size=cfg.base_size, crop_size=cfg.crop_size, scale_range=cfg.scale_range,
             hflip_p=cfg.hflip_prob, ignore_index=ignore_index,
         )
-    val_dataset = _build_val_dataset(cfg, fewshot)
+    val_dataset = _build_dataset(cfg, fewshot, val=True)
     if fabric.is_global_zero:  # only once the data is known to be readable: a failed start leaves nothing
         out_dir.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, out_dir / "config.yaml")
@@ -230,11 +191,10 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     if fabric.world_size > 1 and cfg.sync_batchnorm:
         model = convert_sync_batchnorm(model, fabric.device.type)
     optimizer = build_optimizer(model, cfg)
-    if cfg.lr_schedule_interval == "step":
-        scheduler = PolyLR(optimizer, total=schedule_steps, power=cfg.poly_power)
-    else:
-        scheduler = PolyLR(optimizer, total=math.ceil(schedule_steps / steps_per_epoch), power=cfg.poly_power)
-    # Through the wrapper's forward so DDP sees every forward (per-image label pairs need it).
+    per_epoch = cfg.lr_schedule_interval == "epoch"
+    schedule_len = math.ceil(schedule_steps / steps_per_epoch) if per_epoch else schedule_steps
+    scheduler = PolyLR(optimizer, total=schedule_len, power=cfg.poly_power)
+    # through the wrapper's forward, so that DDP sees every forward (per-image label pairs need it)
     net, optimizer = fabric.setup(PerImageLabels(model), optimizer)
     raw: LSeg = net.module.model
     precision = fabric.strategy.precision
@@ -334,13 +294,13 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
             applied = optimizer_step(optimizer, scaler)
             optimizer.zero_grad(set_to_none=True)
             position += 1
-            if cfg.lr_schedule_interval == "epoch" and position % steps_per_epoch == 0:
+            if per_epoch and position % steps_per_epoch == 0:
                 scheduler.step()
             if not applied:  # inf/NaN fp16 gradients: the scaler lowered its scale and skipped
                 _logger.info("fp16 GradScaler skipped a step (scale now %g); not counted", scaler.get_scale())  # type: ignore[union-attr]
                 continue
             step += 1
-            if cfg.lr_schedule_interval == "step":
+            if not per_epoch:
                 scheduler.step()
 
             if step % cfg.log_every_n_steps == 0 or step == stop_step:
@@ -366,7 +326,8 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
 
             if cfg.checkpoint_every_n_steps and step % cfg.checkpoint_every_n_steps == 0 and step < stop_step:
                 save_checkpoint(fabric, ckpt_path, checkpoint_state())
-                _flush_loggers(fabric)
+                for logger in fabric.loggers:
+                    logger.save()
                 saved_at = step
             if step >= stop_step:
                 break
@@ -390,60 +351,21 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     )
 
 
-class PerImageLabels(nn.Module):
-    """The model's forward with labels shared by the batch, ``(K, D)``, or one label set per image,
-    ``(B, K, D)`` (zero-shot training: each image's ``["others", its class]``). A module so that DDP
-    wraps the whole computation in one forward."""
-
-    def __init__(self, model: LSeg) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        if text.dim() == 2:
-            return self.model(x, text)
-        pixels = self.model.encode_image(x)
-        size = (x.shape[-2], x.shape[-1])
-        return torch.cat([self.model.score(pixels[i : i + 1], text[i], size=size) for i in range(len(x))])
-
-
-def _zero_shot_batch(
-    batch: dict[str, Any], text: torch.Tensor, row_of: torch.Tensor, ignore_index: int, boundary: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Supports then queries in one batch (the reference's ``cat(support, query)``), their binary masks,
-    and each image's ``["others", class]`` embeddings ``(N, 2, D)``."""
-    images, target, cls = batch["image"], batch["mask"], batch["class_id"]
-    if "support_images" in batch:
-        s = batch["support_images"].shape[1]
-        images = torch.cat([batch["support_images"].flatten(0, 1), images])
-        target = torch.cat([batch["support_masks"].flatten(0, 1), target])
-        cls = torch.cat([cls.repeat_interleave(s), cls])
-    if boundary == "others":  # the reference's 2-way loss has no ignore index: boundaries are background
-        target = target.masked_fill(target == ignore_index, 0)
-    rows = torch.stack([torch.zeros_like(cls), row_of[cls]], dim=1)
-    return images, target, text[rows]
-
-
-def _build_train_dataset(cfg: TrainConfig, fewshot: bool) -> Any:
-    if fewshot:  # zero-shot training: Resize((crop, crop)), no augmentation (reference)
-        return build_fewshot_dataset(
-            cfg.dataset, cfg.data_root, fold=cfg.fold, split=cfg.split, transform=fewshot_transform(cfg.crop_size),
-            label_style=cfg.label_style, num_support=cfg.fewshot_support, **cfg.dataset_kwargs,
-        )
-    return build_dataset(cfg.dataset, cfg.data_root, cfg.split, None, cfg.label_style, **cfg.dataset_kwargs)
-
-
-def _build_val_dataset(cfg: TrainConfig, fewshot: bool) -> Any:
-    """The validation split, transformed as the reference validates (``None`` without ``val_split``)."""
-    if cfg.val_split is None:
+def _build_dataset(cfg: TrainConfig, fewshot: bool, val: bool = False) -> Any:
+    """The training split, or with ``val`` the validation split transformed as the reference validates
+    (``None`` without ``val_split``). Few-shot: ``Resize((crop, crop))``, no augmentation (reference)."""
+    split = cfg.val_split if val else cfg.split
+    if val and split is None:
         return None
-    kwargs = {**cfg.dataset_kwargs, **cfg.val_dataset_kwargs}
+    kwargs = {**cfg.dataset_kwargs, **cfg.val_dataset_kwargs} if val else cfg.dataset_kwargs
     if fewshot:
+        support = {} if val else {"num_support": cfg.fewshot_support}
         return build_fewshot_dataset(
-            cfg.dataset, cfg.data_root, fold=cfg.fold, split=cfg.val_split,
-            transform=fewshot_transform(cfg.crop_size), label_style=cfg.label_style, **kwargs,
+            cfg.dataset, cfg.data_root, fold=cfg.fold, split=split,
+            transform=fewshot_transform(cfg.crop_size), label_style=cfg.label_style, **support, **kwargs,
         )
-    return build_dataset(cfg.dataset, cfg.data_root, cfg.val_split, val_transform(cfg.crop_size), cfg.label_style, **kwargs)
+    transform = val_transform(cfg.crop_size) if val else None
+    return build_dataset(cfg.dataset, cfg.data_root, split, transform, cfg.label_style, **kwargs)
 
 
 def _validate(model: LSeg, dataset: Any, cfg: TrainConfig, fewshot: bool) -> dict[str, float]:
@@ -458,38 +380,6 @@ def _validate(model: LSeg, dataset: Any, cfg: TrainConfig, fewshot: bool) -> dic
         return {"mIoU": float(report["miou"]), "FB-IoU": float(report["fb_iou"])}
     report = evaluate_segmentation(model, dataset, list(dataset.labels), ecfg)
     return {"pixAcc": float(report["metrics"]["pixAcc"] or 0.0), "mIoU": float(report["metrics"]["mIoU"] or 0.0)}
-
-
-def _pixel_cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, ignore_index: int, fabric: Fabric, reduction: str = "global"
-) -> torch.Tensor:
-    """Per-pixel cross-entropy over the labelled pixels; 0 if nothing is labelled.
-
-    ``global``: each process returns ``its pixel-loss sum * world_size / labelled pixels on all
-    processes``, so the gradient mean DDP takes equals the gradient of the mean over the **global**
-    forward batch: identical to one process with the whole batch even when processes see different
-    numbers of padded / ignored pixels. ``reference``: each process's own pixel mean (DDP then averages
-    them, as lang-seg), so every process's crops weigh the same whatever their labelled area.
-    """
-    total = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="sum")
-    count = (target != ignore_index).sum().float()
-    if reduction == "reference" or fabric.world_size == 1:
-        return total / count.clamp_min(1)
-    count = fabric.all_reduce(count, reduce_op="sum")
-    return total * fabric.world_size / count.clamp_min(1)
-
-
-def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    out = {
-        "image": torch.stack([s["image"] for s in samples]),
-        "mask": torch.stack([s["mask"] for s in samples]),
-    }
-    if "class_id" in samples[0]:  # few-shot items: class ids and (B, S, ...) supports
-        out["class_id"] = torch.tensor([int(s["class_id"]) for s in samples])
-        if "support_images" in samples[0]:
-            out["support_images"] = torch.stack([torch.stack(s["support_images"]) for s in samples])
-            out["support_masks"] = torch.stack([torch.stack(s["support_masks"]) for s in samples])
-    return out
 
 
 def _warn_changed(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:

@@ -17,11 +17,8 @@ def poly_factor(t: int, total: int, power: float) -> float:
 
 
 class PolyLR(LRScheduler):
-    """Polynomial decay ``lr_t = lr_0 * (1 - t / total) ** power`` (t = number of ``step()`` calls).
-
-    Stepped once per optimizer step (``lr_schedule_interval="step"``) or once per epoch
-    (``"epoch"``, the reference). Its state dict holds plain numbers only.
-    """
+    """Polynomial decay ``lr_t = lr_0 * (1 - t / total) ** power``, t = ``step()`` calls (per optimizer
+    step, or per epoch as the reference); its state dict holds plain numbers only."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, total: int, power: float, last_epoch: int = -1) -> None:
         self.total = total
@@ -34,10 +31,8 @@ class PolyLR(LRScheduler):
 
 
 def build_optimizer(model: LSeg, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD / Adam over the reference's two groups: encoder at ``lr``, decoder at ``lr * decoder_lr_mult``.
-
-    The frozen text encoder is in neither group (and has ``requires_grad=False``).
-    """
+    """SGD / Adam over the reference's two groups: encoder at ``lr``, decoder at ``lr * decoder_lr_mult``
+    (the frozen text encoder is in neither)."""
     lr = cfg.lr
     groups = model.param_groups()
     params = [
@@ -50,11 +45,8 @@ def build_optimizer(model: LSeg, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> bool:
-    """``optimizer.step()``; False if the fp16 GradScaler skipped it (inf/NaN gradients).
-
-    The scaler lowers its scale exactly when it skips (``GradScaler.update``), so comparing the scale
-    around the step tells (one host sync per step, fp16 only).
-    """
+    """``optimizer.step()``; False if the fp16 GradScaler skipped it (inf/NaN gradients), which it
+    signals by lowering its scale (one host sync per step, fp16 only)."""
     if scaler is None or not scaler.is_enabled():
         optimizer.step()
         return True

@@ -1,7 +1,5 @@
-"""A training run's state on disk: ``last.ckpt`` / ``best-*.ckpt`` files and the RNG state in them.
-
-Checkpoints hold tensors and plain numbers only, so they load with ``torch.load(weights_only=True)``.
-"""
+"""A training run's state on disk (``last.ckpt`` / ``best-*.ckpt``): tensors and plain numbers only,
+so they load with ``torch.load(weights_only=True)``."""
 
 from __future__ import annotations
 
@@ -14,22 +12,20 @@ import torch
 
 from lseg.errors import CheckpointError
 from lseg.io import atomic_write
-from lseg.pretrained.checkpoints import load_torch_file
+from lseg.pretrained.files import load_torch_file
 
 if TYPE_CHECKING:
     from lightning.fabric import Fabric
 
-__all__ = [
-    "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "load_checkpoint", "resolve_resume", "rng_state", "save_checkpoint",
-    "set_rng_state",
-]
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "load_checkpoint", "resolve_resume", "rng_state",
+           "save_checkpoint", "set_rng_state"]
 
 CHECKPOINT_FORMAT = "lseg-train-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
 def rng_state() -> dict[str, Any]:
-    """torch / NumPy / Python RNG states as tensors and numbers (``torch.load(weights_only=True)``-safe)."""
+    """torch / NumPy / Python (and CUDA) RNG states as tensors and numbers (``weights_only``-safe)."""
     _, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss_next = random.getstate()
     state: dict[str, Any] = {
@@ -56,15 +52,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(fabric: Fabric, path: Path, state: dict[str, Any]) -> None:
-    """Rank 0 writes ``path`` via a temporary file + rename, so ``last.ckpt`` is always complete."""
+    """Rank 0 writes ``path`` atomically (temporary file + rename); every process waits."""
     if fabric.is_global_zero:
         atomic_write(path, lambda p: torch.save(state, p))
     fabric.barrier()
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a training checkpoint (safely, :func:`lseg.pretrained.checkpoints.load_torch_file`) and check its format."""
-    # Read whole, not mapped: resuming uses every tensor in it (weights, optimizer state, RNG).
+    """A training checkpoint, read safely (:func:`lseg.pretrained.files.load_torch_file`) and checked."""
+    # read whole, not mapped: resuming uses every tensor in it
     ckpt = load_torch_file(path, kind="training checkpoint", mmap=False)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not an lseg training checkpoint (made by `lseg train`)")

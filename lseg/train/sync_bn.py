@@ -1,11 +1,9 @@
-"""Synchronised BatchNorm that also runs on CPU (gloo).
+"""Synchronised BatchNorm that also runs on CPU (gloo), where ``torch.nn.SyncBatchNorm`` does not.
 
-``torch.nn.SyncBatchNorm`` only supports GPU-like devices ("SyncBatchNorm expected input tensor to be
-on GPU"). The decoder's BatchNorms must see the statistics of the **global** batch for a multi-process
-run to compute what one process with the whole batch computes (and, with one image per GPU as in the
-reference recipe, to have a batch statistic at all), so on CPU we use :class:`DistributedBatchNorm2d`:
-the per-channel sums are all-reduced by an autograd-aware collective, so the backward pass also sums
-the statistics' gradients over the processes, exactly like ``SyncBatchNorm``. On CUDA the fused ``torch.nn.SyncBatchNorm`` is used instead.
+The decoder's BatchNorms must see the **global** batch's statistics for N processes to compute what
+one process with the whole batch computes: :class:`DistributedBatchNorm2d` all-reduces the
+per-channel sums with an autograd-aware collective, so the backward also sums their gradients, as
+``SyncBatchNorm`` (still used on CUDA) does.
 """
 
 from __future__ import annotations
@@ -42,13 +40,9 @@ def _sum_all(t: torch.Tensor) -> torch.Tensor:
 
 
 class DistributedBatchNorm2d(nn.BatchNorm2d):
-    """``BatchNorm2d`` whose training-mode statistics are computed over all processes.
-
-    Same parameters, buffers and state-dict keys as ``nn.BatchNorm2d``; identical to it when no
-    process group is initialised, in eval mode, or with a world size of 1. Two collectives per call
-    (sum + count, then the sum of squared deviations): the two-pass variance matches
-    ``F.batch_norm`` of the concatenated batch to float rounding.
-    """
+    """``BatchNorm2d`` whose training-mode statistics are computed over all processes (same parameters,
+    buffers and keys; plain ``BatchNorm2d`` without a process group, in eval mode or alone). The
+    two-pass variance matches ``F.batch_norm`` of the concatenated batch to float rounding."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -79,12 +73,9 @@ class DistributedBatchNorm2d(nn.BatchNorm2d):
 
 
 def convert_sync_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
-    """Replace every ``BatchNorm2d`` in ``module`` by a synchronised one (in place where possible).
-
-    ``device_type`` picks the implementation: ``torch.nn.SyncBatchNorm`` on CUDA/XPU/HPU,
-    :class:`DistributedBatchNorm2d` elsewhere (CPU). Parameters, buffers and ``requires_grad`` are
-    carried over; state-dict keys do not change.
-    """
+    """Replace every ``BatchNorm2d`` in ``module`` by a synchronised one (in place where possible):
+    ``torch.nn.SyncBatchNorm`` on CUDA/XPU/HPU, :class:`DistributedBatchNorm2d` elsewhere. Parameters,
+    buffers and state-dict keys are kept."""
     if device_type in _TORCH_SYNC_BN_DEVICES:
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     if isinstance(module, nn.BatchNorm2d) and not isinstance(module, DistributedBatchNorm2d):

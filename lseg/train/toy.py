@@ -1,18 +1,10 @@
-"""Synthetic datasets in real on-disk layouts, for smoke tests and for trying the pipeline on a CPU.
+"""Synthetic datasets in real on-disk layouts, for smoke tests and for trying the pipeline on a CPU
+(``docs/training.md`` has the commands).
 
->>> from lseg.train.toy import make_toy_dataset, make_toy_fewshot
->>> root = make_toy_dataset("toy", num_images=8, size=64)          # doctest: +SKIP
->>> # lseg train --random-weights ... --dataset folder --data-root toy ...
->>> hsn = make_toy_fewshot("toy_hsn", "pascal5i")                   # doctest: +SKIP
->>> # lseg train --recipe pascal5i_fold0_zs --model lseg_tiny_test --data-root toy_hsn
->>> #     --set dataset_kwargs.splits_dir=toy_hsn/splits/pascal ...
-
-``make_toy_dataset``: each image is a textured background (class 0) with a few rectangles and
-ellipses of the other classes, each class a distinct colour with per-pixel noise, so a small model
-can learn it quickly. ``make_toy_fewshot``: HSNet's PASCAL-5i / COCO-20i / FSS-1000 layouts, every
-image one object of its class (a random saturated colour: the colour does not tell the class) on a
-striped grey-green background, so "which pixels are the named object" can be learnt on some classes
-and carried over to held-out ones.
+:func:`make_toy_dataset` draws shapes of distinctly coloured classes on a textured background (class
+0); :func:`make_toy_fewshot` writes HSNet's few-shot layouts, one object per image in a random
+saturated colour (the colour does not tell the class), so "the named object" can be learnt on some
+classes and carried over to held-out ones.
 """
 
 from __future__ import annotations
@@ -29,24 +21,15 @@ __all__ = ["TOY_COLOURS", "make_toy_dataset", "make_toy_fewshot"]
 
 #: Mean RGB colour of each toy class (background first).
 TOY_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (60, 150, 60),  # 0: grass-like background
-    (200, 40, 40),  # 1
-    (40, 60, 210),  # 2
-    (230, 210, 60),  # 3
-    (150, 60, 200),  # 4
+    (60, 150, 60), (200, 40, 40), (40, 60, 210), (230, 210, 60), (150, 60, 200),  # 0: grass-like background
 )
 
 
-def make_toy_dataset(
-    root: str | Path,
-    num_images: int = 8,
-    size: int | tuple[int, int] = 64,
-    labels: Sequence[str] = ("grass", "red square", "blue ball"),
-    seed: int = 0,
-    noise: float = 12.0,
-    ignore_border: bool = False,
-) -> Path:
-    """Write ``root/{labels.txt, images/*.png, masks/*.png}`` (the :class:`lseg.data.FolderDataset` layout).
+def make_toy_dataset(root: str | Path, num_images: int = 8, size: int | tuple[int, int] = 64,
+                     labels: Sequence[str] = ("grass", "red square", "blue ball"), seed: int = 0,
+                     noise: float = 12.0, ignore_border: bool = False) -> Path:
+    """Write ``root/{labels.txt, images/*.png, masks/*.png}`` (the :class:`lseg.data.FolderDataset`
+    layout) and return ``root``.
 
     Args:
         root: output folder (created).
@@ -56,9 +39,6 @@ def make_toy_dataset(
         seed: makes the images reproducible.
         noise: standard deviation of the per-pixel colour noise.
         ignore_border: mark a 1-pixel ring around every shape as ignore (255), like VOC boundaries.
-
-    Returns:
-        ``root`` as a ``Path``.
     """
     if not 2 <= len(labels) <= len(TOY_COLOURS):
         raise ValueError(f"need 2..{len(TOY_COLOURS)} labels, got {len(labels)}")
@@ -75,11 +55,7 @@ def make_toy_dataset(
             cls = int(rng.integers(1, len(labels)))
             ch, cw = int(rng.integers(h // 5, h // 2)), int(rng.integers(w // 5, w // 2))
             cy, cx = int(rng.integers(0, h)), int(rng.integers(0, w))
-            if rng.random() < 0.5:
-                shape = (abs(yy - cy) <= ch // 2) & (abs(xx - cx) <= cw // 2)
-            else:
-                shape = ((yy - cy) / (ch / 2)) ** 2 + ((xx - cx) / (cw / 2)) ** 2 <= 1.0
-            mask[shape] = cls
+            mask[_blob(rng, yy - cy, xx - cx, ch, cw)] = cls
         colours = np.asarray(TOY_COLOURS[: len(labels)], np.float32)
         image = colours[mask] + rng.normal(0.0, noise, (h, w, 3)).astype(np.float32)
         image[mask == 0] += 25.0 * np.sin(xx[mask == 0, None] / 3.0)  # a stripe texture on the background
@@ -93,20 +69,21 @@ def make_toy_dataset(
     return root
 
 
-def _object_scene(rng: np.random.Generator, h: int, w: int, noise: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
-    """One object (an ellipse or rectangle of a saturated colour) on the striped background.
+def _blob(rng: np.random.Generator, dy: np.ndarray, dx: np.ndarray, ch: int, cw: int) -> np.ndarray:
+    """A ``ch`` x ``cw`` rectangle or (equally likely) ellipse at offsets ``dy``, ``dx`` from its centre."""
+    if rng.random() < 0.5:
+        return (abs(dy) <= ch // 2) & (abs(dx) <= cw // 2)
+    return (dy / (ch / 2)) ** 2 + (dx / (cw / 2)) ** 2 <= 1.0
 
-    Returns the RGB uint8 image and a boolean object mask.
-    """
+
+def _object_scene(rng: np.random.Generator, h: int, w: int,
+                  noise: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+    """One object of a random saturated colour on the striped background: RGB uint8 image, object mask."""
     yy, xx = np.mgrid[0:h, 0:w]
     ch, cw = int(rng.integers(h // 3, 2 * h // 3)), int(rng.integers(w // 3, 2 * w // 3))
     cy, cx = int(rng.integers(ch // 2, h - ch // 2)), int(rng.integers(cw // 2, w - cw // 2))
-    if rng.random() < 0.5:
-        obj = (abs(yy - cy) <= ch // 2) & (abs(xx - cx) <= cw // 2)
-    else:
-        obj = ((yy - cy) / (ch / 2)) ** 2 + ((xx - cx) / (cw / 2)) ** 2 <= 1.0
-    # A random saturated colour per image, not per class: the class cannot be told from the colour,
-    # so what a model learns is "the named object vs the rest", which carries over to held-out classes.
+    obj = _blob(rng, yy - cy, xx - cx, ch, cw)
+    # a colour per image, not per class: what is learnt is "the named object", not a colour
     colour = np.asarray(colorsys.hsv_to_rgb(float(rng.random()), 0.85, 0.95)) * 255.0
     image = np.empty((h, w, 3), np.float32)
     image[:] = (110.0, 125.0, 100.0)
@@ -126,26 +103,15 @@ def _ring(mask: np.ndarray) -> np.ndarray:
     return edge
 
 
-def make_toy_fewshot(
-    root: str | Path,
-    benchmark: Literal["pascal5i", "coco20i", "fss1000"],
-    per_class: int = 2,
-    size: int = 64,
-    seed: int = 0,
-) -> Path:
-    """Write a tiny few-shot benchmark in HSNet's ``Datasets_HSN`` layout under ``root``.
+def make_toy_fewshot(root: str | Path, benchmark: Literal["pascal5i", "coco20i", "fss1000"],
+                     per_class: int = 2, size: int = 64, seed: int = 0) -> Path:
+    """Write a tiny few-shot benchmark in HSNet's ``Datasets_HSN`` layout under ``root`` and return it
+    (the ``data_root``): ``per_class`` (>= 2, so every query has a support) images per class and split.
 
-    * ``pascal5i``: ``VOC2012/{JPEGImages,SegmentationClassAug}`` (values class + 1, a 255 boundary
-      ring) and the episode lists ``splits/pascal/{trn,val}/fold{0..3}.txt`` (pass that folder as
-      ``splits_dir``): ``per_class`` trn and ``per_class`` val images for each of the 20 classes.
-    * ``coco20i``: ``COCO2014/{train2014,val2014}`` + ``annotations/`` (values class + 1);
-      ``per_class`` images per class and split; the class lists are derived from the masks.
+    * ``pascal5i``: ``VOC2012/{JPEGImages,SegmentationClassAug}`` (class + 1, a 255 boundary ring) and
+      the lists ``splits/pascal/{trn,val}/fold{0..3}.txt`` (pass that folder as ``splits_dir``);
+    * ``coco20i``: ``COCO2014/{train2014,val2014}`` + ``annotations/`` (class + 1);
     * ``fss1000``: ``FSS-1000/<category>/{1..per_class}.{jpg,png}`` for all 1,000 categories.
-
-    ``per_class >= 2`` so that every query has another image of its class to draw a support from.
-
-    Returns:
-        ``root`` as a ``Path`` (the ``data_root``).
     """
     if per_class < 2:
         raise ValueError(f"per_class must be >= 2 (a support needs another image of the class), got {per_class}")
@@ -191,14 +157,12 @@ def make_toy_fewshot(
         from lseg.data.label_sets import fss_split_categories
 
         fss = root / "FSS-1000"
-        cls = 0
         for split in ("trn", "val", "test"):
             for cat in sorted(fss_split_categories(split)):
                 for n in range(1, per_class + 1):
                     image, obj = _object_scene(rng, size, size)
                     mask = np.where(obj, 255, 0).astype(np.uint8)
                     save(image, mask, fss / cat / f"{n}.jpg", fss / cat / f"{n}.png")
-                cls += 1
     else:
         raise ValueError(f"unknown few-shot benchmark {benchmark!r}; expected pascal5i, coco20i or fss1000")
     return root

@@ -17,63 +17,36 @@ from lseg.viz.fonts import TextRenderer
 
 
 def legend_font_size(image_size: tuple[int, int]) -> int:
-    """Legend text height in pixels for a ``(W, H)`` picture: 1/30 of its short side (at least 12),
-    so the legend reads the same on a thumbnail and on a 6000x4000 photo viewed whole, and a long
-    thin strip (4000x40) gets small text, not text sized from its length."""
+    """Legend text height in pixels for a ``(W, H)`` picture: 1/30 of its short side, at least 12."""
     return max(12, round(min(image_size) / 30))
 
 
 def legend_limits(image_size: tuple[int, int]) -> dict[str, tuple[int, int]]:
-    """The largest legend :func:`overlay` adds to a ``(W, H)`` photo: ``{"right": (width, height),
-    "below": (width, height)}``, the band's size on either side, with ``f`` the
-    :func:`legend_font_size`:
-
-    * on the right: at most ``max(W // 2, 16 f)`` wide and ``max(H, 16 f)`` high;
-    * below: at most ``max(W, 16 f)`` wide and ``max(H // 2, 16 f)`` high.
-
-    So the overlay of a photo is at most half as large again as the photo in one direction (or
-    ``16 f`` pixels, 192 for a photo whose short side is under 360, enough for a readable column), and
-    no larger in the other, except that a photo thinner than ``16 f`` gets a band that long."""
+    """The largest legend band :func:`overlay` adds to a ``(W, H)`` photo, ``{"right": (width, height),
+    "below": (width, height)}``: on the right at most ``max(W // 2, 16 f)`` by ``max(H, 16 f)``, below
+    at most ``max(W, 16 f)`` by ``max(H // 2, 16 f)``, ``f`` being the :func:`legend_font_size`."""
     w, h = image_size
     floor = 16 * legend_font_size(image_size)
     return {"right": (max(w // 2, floor), max(h, floor)), "below": (max(w, floor), max(h // 2, floor))}
 
 
-def _format_share(fraction: float) -> str:
-    percent = 100.0 * fraction
-    return "<1%" if 0 < percent < 1 else f"{percent:.0f}%"
-
-
-def overlay(
-    image_rgb: Any,
-    label_map: Any,
-    labels: Sequence[str],
-    alpha: float = 0.5,
-    legend: bool = True,
-) -> Image.Image:
-    """Blend class colours over a photo, optionally with a legend panel on the right.
+def overlay(image_rgb: Any, label_map: Any, labels: Sequence[str], alpha: float = 0.5,
+            legend: bool = True) -> Image.Image:
+    """Blend class colours over a photo, with a legend band.
 
     Args:
-        image_rgb: The photo, ``HxWx3 uint8`` RGB or anything :func:`lseg.io.load_image`
-            accepts.
-        label_map: ``HxW`` integer class ids, same ``H, W`` as the image; id ``i`` is
-            ``labels[i]``. Pixels with ids outside ``[0, len(labels))`` (e.g. an ignore index
-            255) are left uncoloured.
-        labels: Class names, ``len(labels)`` classes.
-        alpha: Colour opacity in ``[0, 1]``: output = ``(1 - alpha) * photo + alpha * colour``.
-        legend: Add a white legend band, on the right of the photo (below it for a photo more than
-            twice as wide as high, or when that shows more or larger text), listing every label in
-            index order (up to 256; above, those present, largest first): colour swatch, share of
-            the image, name (any Unicode, see :mod:`lseg.viz.fonts`; wrapped to two lines, then cut
-            with '…'), absent labels in grey. The text is 1/30 of the photo's short side
-            (:func:`legend_font_size`); long lists go into columns (rows below), and if they still
-            do not fit the text shrinks down to half that size (not below 12 px) and then only the
-            largest labels are listed with a '+ N more labels' line. The band never exceeds
-            :func:`legend_limits`: at most half the photo's width (height below) or ``16 x`` the
-            text size, whichever is larger.
+        image_rgb: The photo (anything :func:`lseg.io.load_image` accepts).
+        label_map: ``HxW`` integer class ids, the photo's ``H, W``; id ``i`` is ``labels[i]``, ids
+            outside ``[0, len(labels))`` (an ignore index) are left uncoloured.
+        labels: Class names.
+        alpha: Colour opacity in ``[0, 1]``: ``(1 - alpha) * photo + alpha * colour``.
+        legend: Add a white band on the right (below a photo more than twice as wide as high, or when
+            that shows more or larger text) listing swatch, share and name of every label (above 256
+            labels, those present, largest first), within :func:`legend_limits`
+            (docs/cli.md, "Colours and legends").
 
     Returns:
-        PIL RGB image; ``W x H`` without legend, larger by the band with it.
+        PIL RGB image, ``W x H`` plus the band.
 
     Raises:
         ValueError: Mismatched sizes, ``alpha`` outside ``[0, 1]``, or a bad label map.
@@ -135,7 +108,10 @@ class _Item:
 
     @property
     def share(self) -> str:
-        return _format_share(self.fraction) if self.colour is not None else ""
+        if self.colour is None:
+            return ""
+        percent = 100.0 * self.fraction
+        return "<1%" if 0 < percent < 1 else f"{percent:.0f}%"
 
 
 @dataclass
@@ -150,8 +126,8 @@ class _Layout:
 
 
 class _Metrics:
-    """Sizes in a legend with ``size`` px text (padding, line height), with the widths and wrapped
-    lines of the names measured so far (a layout is tried at several sizes and column counts)."""
+    """Sizes in a legend with ``size`` px text, and the name widths and wrapped lines measured so far
+    (a layout is tried at several sizes and column counts)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -252,9 +228,9 @@ def _layout_below(m: _Metrics, items: Sequence[_Item], max_w: int, max_h: int) -
 
 
 def _legend_layout(size: tuple[int, int], items: list[_Item], absent_left_out: int) -> _Layout:
-    """The legend for a ``(W, H)`` photo: every item at the largest text size (from
-    :func:`legend_font_size` down to half of it, not below 12) on the side where it fits, else as
-    many items as fit, largest share first, and a note for the rest."""
+    """The legend for a ``(W, H)`` photo: every item at the largest text size that fits on either side
+    (from :func:`legend_font_size` down to half of it, not below 12), else as many items as fit,
+    largest share first, and a note for the rest."""
     w, h = size
     limits = legend_limits(size)
     sides = ("right", "below") if w <= 2 * h else ("below", "right")
@@ -327,32 +303,16 @@ def _with_legend(img: Image.Image, items: list[_Item], absent_left_out: int = 0)
     return canvas
 
 
-def heatmaps(
-    probs: Any,
-    labels: Sequence[str],
-    image: Any = None,
-    *,
-    alpha: float = 0.5,
-    vmin: float = 0.0,
-    vmax: float = 1.0,
-    annotate: bool = False,
-) -> dict[str, Image.Image]:
-    """One viridis heatmap per class.
+def heatmaps(probs: Any, labels: Sequence[str], image: Any = None, *, alpha: float = 0.5, vmin: float = 0.0,
+             vmax: float = 1.0, annotate: bool = False) -> dict[str, Image.Image]:
+    """One viridis heatmap per class, ``{label: PIL RGB image}`` in label order.
 
     Args:
-        probs: ``KxHxW`` float per-class scores, typically softmax probabilities in ``[0, 1]``
-            (numpy or torch; a leading batch dimension of 1 is accepted).
-        labels: ``K`` distinct class names (dictionary keys).
-        image: Optional photo (``HxWx3 uint8`` or anything :func:`lseg.io.load_image` accepts)
-            with the same ``H, W``; the heatmap is blended over it with opacity ``alpha``.
-        alpha: Heatmap opacity in ``[0, 1]`` when ``image`` is given.
-        vmin: Score shown darkest (clipped below).
-        vmax: Score shown brightest (clipped above).
-        annotate: Add a strip below each map with the label's name and a colour bar from
-            ``vmin`` to ``vmax`` (the image is then taller than ``H``).
-
-    Returns:
-        ``{label: PIL RGB image of size W x H}`` in label order (``W x (H + strip)`` with ``annotate``).
+        probs: ``KxHxW`` scores, e.g. probabilities (numpy or torch; ``1xKxHxW`` accepted).
+        labels: ``K`` distinct class names (the keys).
+        image: A photo of the same ``H, W`` to blend the maps over, with opacity ``alpha`` in ``[0, 1]``.
+        vmin, vmax: Scores shown darkest and brightest (clipped beyond).
+        annotate: Add a strip below each map (``H`` grows) with the label and a ``vmin``-``vmax`` colour bar.
     """
     p = _to_numpy(probs)
     if p.ndim == 4 and p.shape[0] == 1:
@@ -407,27 +367,11 @@ def _heat_caption(img: Image.Image, name: str, vmin: float, vmax: float) -> Imag
     return canvas
 
 
-def grid(
-    images: Sequence[Any] | Mapping[str, Any],
-    ncols: int = 4,
-    *,
-    pad: int = 4,
-    background: tuple[int, int, int] = (255, 255, 255),
-) -> Image.Image:
-    """Tile images into a gallery.
-
-    Args:
-        images: Images in row-major order (anything :func:`lseg.io.load_image` accepts, e.g. PIL
-            images or ``HxWx3 uint8`` arrays). A mapping uses its values (e.g. the output of
-            :func:`heatmaps`). Sizes may differ: every cell is as large as the largest image and
-            each image is centred in its cell.
-        ncols: Maximum number of columns (fewer if there are fewer images).
-        pad: Pixels of ``background`` between and around cells.
-        background: RGB fill colour.
-
-    Returns:
-        PIL RGB image.
-    """
+def grid(images: Sequence[Any] | Mapping[str, Any], ncols: int = 4, *, pad: int = 4,
+         background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Tile images (anything :func:`lseg.io.load_image` accepts; of a mapping, its values), row by row
+    in at most ``ncols`` columns, into a PIL RGB image: each centred in a cell as large as the largest,
+    ``pad`` pixels of ``background`` between and around the cells."""
     items = list(images.values()) if isinstance(images, Mapping) else list(images)
     if not items:
         raise ValueError("grid: no images given")

@@ -1,40 +1,25 @@
 """Text in pictures (legends, heatmap titles) for any Unicode label, with fonts from pip packages.
 
-Fonts, tried in this order for each character (:func:`font_files`, :func:`font_for`):
+Fonts, tried in this order for each character (:func:`font_files`): DejaVu Sans (matplotlib's file;
+matplotlib is not imported); with ``lseg[fonts]`` Noto Sans, then Noto Sans for each script
+(``manimgx-fonts``); Noto Sans CJK SC (``mplfonts``, ``lseg[cjk]``); with ``lseg[fonts]`` Noto Sans
+Symbols and Noto Emoji; Pillow's built-in font (ASCII) if none is installed. A mark, space, digit or
+punctuation sign stays in the font of the character before it when that font has it, so a word is
+shaped in one font. A character no font has is written as its Unicode name (``[CAT FACE]``) or code
+point (``[U+0E01]``), never a box; invisible modifiers (variation selectors, joiners) are dropped.
 
-1. DejaVu Sans, shipped by matplotlib (a dependency; it is not imported, only its font file is
-   read): Latin, Greek, Cyrillic, Armenian, Georgian, Hebrew, Arabic and many symbols;
-2. with ``pip install 'lseg[fonts]'`` (the ``manimgx-fonts`` package: Noto, OFL-1.1, a 3.5 MB
-   wheel, 6.5 MB installed): Noto Sans, then Noto Sans for Arabic, Armenian, Bengali, Devanagari,
-   Ethiopic, Georgian, Gujarati, Gurmukhi, Hebrew, Kannada, Khmer, Lao, Malayalam, Myanmar, Oriya,
-   Sinhala, Tamil, Telugu and Thai;
-3. Noto Sans CJK SC, shipped by the ``mplfonts`` package (``pip install 'lseg[cjk]'``; 85 MB):
-   Chinese, Japanese kana and kanji, Korean hangul;
-4. with ``lseg[fonts]``: Noto Sans Symbols and Noto Emoji (emoji in black and white);
-5. Pillow's built-in font, if none of them is installed (ASCII).
-
-A combining mark, and a space, digit or punctuation sign, stays in the font of the character before
-it when that font has it, so a word is shaped in one font. A character that no font has (emoji or
-Devanagari without ``lseg[fonts]``, CJK without ``lseg[cjk]``) is written as its Unicode name in
-brackets (``[CAT FACE]``) or code point (``[U+0E01]``) instead of a box, so the text stays readable;
-invisible modifiers (variation selectors, joiners, combining marks without a glyph) are dropped. The
-label files (``*_labels.json``, the PNG text chunk) always keep the exact label text.
-
-Shaping: with Pillow's raqm layout (``PIL.features.check('raqm')``, true for Pillow's wheels where
-FriBiDi is found) Arabic letters are joined, Devanagari and the other Indic scripts get their
-conjuncts and vowel signs, and right-to-left text reads right to left. Without raqm, Pillow's basic
-layout draws one glyph per character: the text is put in visual order here first (right-to-left
-stretches reversed, numbers kept left to right), so Hebrew reads correctly and Arabic has its letters
-in the right order but unjoined (isolated forms); Devanagari and the other Indic scripts are drawn
-unshaped (no conjuncts, vowel signs where they are typed), Thai is readable.
+With Pillow's raqm layout (``PIL.features.check('raqm')``) Arabic is joined, Indic scripts get their
+conjuncts and right-to-left text reads right to left. Without it Pillow draws one glyph per
+character, so the text is put in visual order here first (:func:`_visual_order`): Hebrew reads
+correctly, Arabic in order but unjoined, Indic scripts unshaped.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import itertools
 import unicodedata
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +34,7 @@ _ELLIPSIS = "\u2026"
 
 
 def _package_dir(package: str) -> Path | None:
-    """The folder of an installed package, found without importing the package."""
+    """The folder of an installed package, found without importing it."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -57,7 +42,6 @@ def _package_dir(package: str) -> Path | None:
 
 
 def _package_file(package: str, *parts: str) -> Path | None:
-    """A data file of an installed package, found without importing the package."""
     root = _package_dir(package)
     path = root.joinpath(*parts) if root is not None else None
     return path if path is not None and path.is_file() else None
@@ -65,7 +49,7 @@ def _package_file(package: str, *parts: str) -> Path | None:
 
 @functools.lru_cache(maxsize=1)
 def font_files() -> tuple[Path, ...]:
-    """The font files used, in fallback order (see the module docstring)."""
+    """The font files used, in fallback order."""
     noto = _package_dir("manimgx_fonts")
     ttfs = sorted(noto.glob("*.ttf")) if noto is not None else []
     noto_sans = [p for p in ttfs if p.name.startswith("NotoSans[")]
@@ -94,19 +78,18 @@ def _coverage(path: Path) -> frozenset[int]:
 _ASCII = frozenset(range(32, 127))
 
 
-def _chain(files: Iterable[Path]) -> list[Path | None]:
-    return list(files) or [None]  # no font package: Pillow's own (ASCII)
+def _chain() -> list[Path | None]:
+    return list(font_files()) or [None]  # no font package: Pillow's own (ASCII)
 
 
 def _covers(path: Path | None, cp: int) -> bool:
-    """The font at ``path`` (``None``: Pillow's own) has the code point ``cp`` (cmaps read when first
-    needed: a Latin label never opens the script fonts)."""
+    """The font at ``path`` (``None``: Pillow's own) has ``cp`` (cmaps are read when first needed)."""
     return cp in (_ASCII if path is None else _coverage(path))
 
 
 def _sticky(ch: str) -> bool:
-    """A character that may stay in the previous character's font: a combining mark, a joiner, a
-    space, a digit or a punctuation sign (so a word, its marks and a phrase are drawn in one font)."""
+    """A character that may stay in the previous character's font: a mark, a joiner, a space, a digit
+    or a punctuation sign."""
     return unicodedata.category(ch)[0] in "MZNPC" or unicodedata.category(ch) == "Sk"
 
 
@@ -125,9 +108,9 @@ def _choose(chain: list[Path | None], text: str, i: int, prev: int | None) -> in
 
 
 def font_for(ch: str) -> Path | None:
-    """The font file that draws the character ``ch`` (the first in :func:`font_files` that has it),
-    or ``None`` when none has it (it is then written as its name, see the module docstring)."""
-    chain = _chain(font_files())
+    """The font file that draws the character ``ch`` (the first in :func:`font_files` that has it), or
+    ``None`` when none has it."""
+    chain = _chain()
     i = _choose(chain, ch, 0, None)
     return None if i is None else chain[i]
 
@@ -169,10 +152,9 @@ def _clusters(text: str) -> list[str]:
 
 
 def _visual_order(text: str) -> str:
-    """``text`` in display order for Pillow's basic layout (no raqm): a small bidirectional
-    algorithm on clusters (rules W/N/L2 of UAX #9, without explicit embeddings): right-to-left
-    stretches reversed, numbers in them kept left to right, the paragraph direction from the first
-    strong character."""
+    """``text`` in display order for Pillow's basic layout: UAX #9 rules W/N/L2 on clusters, without
+    explicit embeddings (right-to-left stretches reversed, numbers kept left to right, the paragraph
+    direction from the first strong character)."""
     clusters = _clusters(text)
     kinds = []
     for c in clusters:
@@ -196,16 +178,8 @@ def _visual_order(text: str) -> str:
         levels.append((1 if kind == "R" else 0) if para == "L" else (1 if kind == "R" else 2))
     order = list(range(len(clusters)))
     for level in range(max(levels), 0, -1):  # L2: reverse every stretch at this level or higher
-        i = 0
-        while i < len(order):
-            if levels[order[i]] >= level:
-                j = i
-                while j < len(order) and levels[order[j]] >= level:
-                    j += 1
-                order[i:j] = order[i:j][::-1]
-                i = j
-            else:
-                i += 1
+        stretches = [list(run) for _, run in itertools.groupby(order, key=lambda i: levels[i] >= level)]
+        order = [i for run in stretches for i in (run[::-1] if levels[run[0]] >= level else run)]
     return "".join(clusters[i] for i in order)
 
 
@@ -215,7 +189,7 @@ class TextRenderer:
     def __init__(self, size: int) -> None:
         self.size = max(1, int(size))
         self._raqm = _RAQM
-        self._chain = _chain(font_files())
+        self._chain = _chain()
         #: Baseline below the top of a line: the first font's ascent (the one most text is in).
         self.ascent = self.font(0).getmetrics()[0]
 
@@ -224,8 +198,8 @@ class TextRenderer:
         return _font(self._chain[index], self.size, self._raqm)
 
     def runs(self, text: str) -> list[tuple[Any, str]]:
-        """``text`` split into ``(font, substring)`` runs, in drawing order (left to right; without
-        raqm in visual order already); characters without a font replaced (module docstring)."""
+        """``text`` as ``(font, substring)`` runs in drawing order (without raqm, visual order),
+        characters without a font replaced."""
         text = " ".join(text.split())
         if not self._raqm:
             text = _visual_order(text)
@@ -247,9 +221,8 @@ class TextRenderer:
         return int(sum(font.getlength(s) for font, s in self.runs(text)) + 0.5)
 
     def wrap(self, text: str, max_width: int, max_lines: int = 2) -> list[str]:
-        """``text`` broken into at most ``max_lines`` lines no wider than ``max_width`` pixels: at
-        spaces where it can, else between characters (never inside a letter with its marks); what
-        does not fit ends the last line with an ellipsis ('…')."""
+        """``text`` in at most ``max_lines`` lines of at most ``max_width`` pixels, broken at spaces where
+        it can, else between clusters; what does not fit is cut with '…'."""
         text = " ".join(text.split())
         if self.width(text) <= max_width or max_width <= 0:
             return [text]

@@ -1,8 +1,6 @@
-"""Label maps as pictures: palette colouring (:func:`colorize`, :func:`colorize_rgb`), PNG files that
-name their labels (:func:`save_label_map`, :func:`read_label_names`), and the other files of a
-segmentation, written the same way by ``lseg segment``, ``lseg features query`` and
-:meth:`lseg.SegmentationResult.save`: score files (:func:`save_scores`) and heatmap names
-(:func:`heatmap_path`)."""
+"""Label maps as pictures and files: colouring (:func:`colorize`, :func:`colorize_rgb`), PNGs that name
+their labels (:func:`save_label_map`, :func:`read_label_names`), score files (:func:`save_scores`) and
+heatmap names (:func:`heatmap_path`), the same for every command and :meth:`lseg.SegmentationResult.save`."""
 
 from __future__ import annotations
 
@@ -20,12 +18,9 @@ from lseg.viz.colors import MAX_COLORS, palette
 
 
 def save_label_map(path: str | os.PathLike[str], label_map: Any, labels: Sequence[str]) -> Path:
-    """Write a label map as PNG (atomically) that says which index is which label.
-
-    Pixel value ``i`` is ``labels[i]``: an 8-bit palette PNG coloured with :func:`palette` (up to 256
-    labels) or 16-bit grey (up to 65536). The label names are stored in an ``lseg:labels`` text chunk
-    (iTXt, UTF-8 JSON list): ``json.loads(Image.open(path).text["lseg:labels"])``.
-    """
+    """Write a label map as PNG (atomically), pixel value ``i`` being ``labels[i]``: 8-bit palette
+    (:func:`palette`; up to 256 labels) or 16-bit grey (up to 65536), the names in an ``lseg:labels``
+    iTXt chunk (a JSON list, :func:`read_label_names`)."""
     from PIL.PngImagePlugin import PngInfo
 
     from lseg.io import atomic_write
@@ -48,8 +43,8 @@ def save_label_map(path: str | os.PathLike[str], label_map: Any, labels: Sequenc
 
 
 def save_scores(path: str | os.PathLike[str], probs: Any, labels: Sequence[str]) -> Path:
-    """Write per-label probabilities (atomically) as ``.npz``: ``probs`` float16 (K, H, W) and
-    ``labels`` (K,) strings. Returns the path."""
+    """Write per-label probabilities (atomically) as ``.npz``: ``probs`` float16 (K, H, W), ``labels``
+    (K,) strings. Returns the path."""
     from lseg.io import atomic_write
 
     half = np.asarray(probs, dtype=np.float16)
@@ -63,9 +58,9 @@ def save_scores(path: str | os.PathLike[str], probs: Any, labels: Sequence[str])
 
 
 def heatmap_path(base: str | os.PathLike[str], index: int, label: str, count: int = 100) -> Path:
-    """The file of label ``index``'s heatmap (of ``count`` labels) next to ``base`` (``out/<stem>``):
-    ``<stem>_heat_<index>_<label as a file-name fragment>.png``, the index padded to at least 2 digits
-    and to the digits of ``count - 1``, so the files sort in label order."""
+    """Label ``index``'s heatmap file (of ``count`` labels) next to ``base`` (``out/<stem>``):
+    ``<stem>_heat_<index>_<label fragment>.png``, the index zero-padded (at least 2 digits, as many as
+    ``count - 1`` has) so the files sort in label order."""
     from lseg.io import file_fragment
 
     base = Path(base)
@@ -83,14 +78,8 @@ def read_label_names(path: str | os.PathLike[str]) -> list[str]:
 
 
 def colorize_rgb(label_map: Any, n_colors: int | None = None) -> np.ndarray:
-    """Colour a label map with :func:`palette`: ``HxW`` int -> ``HxWx3 uint8`` RGB.
-
-    Unlike :func:`colorize` this supports any number of classes. Negative ids are drawn black.
-
-    Args:
-        label_map: ``HxW`` integer class ids (numpy or torch).
-        n_colors: Palette size; default ``max(label_map) + 1``.
-    """
+    """``HxW`` integer class ids coloured with :func:`palette` (``n_colors`` colours, default
+    ``max(label_map) + 1``) as ``HxWx3 uint8`` RGB, any number of classes; ids outside the palette black."""
     ids = _label_map(label_map)
     n = int(ids.max()) + 1 if n_colors is None else int(n_colors)
     colours = palette(max(n, 1))
@@ -101,20 +90,11 @@ def colorize_rgb(label_map: Any, n_colors: int | None = None) -> np.ndarray:
 
 
 def colorize(label_map: Any) -> Image.Image:
-    """A label map as a palette ('P' mode) PIL image using :func:`palette`.
-
-    Pixel values stay the class ids (saving it as PNG keeps the ids losslessly) while viewers
-    show the palette colours.
-
-    Args:
-        label_map: ``HxW`` integer class ids in ``[0, 255]`` (numpy or torch).
-
-    Returns:
-        PIL image, mode ``'P'``, size ``(W, H)``, with the 256-entry palette.
+    """``HxW`` integer class ids in ``[0, 255]`` as a 'P' mode PIL image with the 256 colours of
+    :func:`palette`: the pixel values stay the class ids.
 
     Raises:
-        ValueError: Not ``HxW`` integers, or ids outside ``[0, 255]`` (a 'P' image has 256
-            entries; use :func:`colorize_rgb` for more classes).
+        ValueError: Not ``HxW`` integers, or ids outside ``[0, 255]`` (:func:`colorize_rgb` takes more).
     """
     ids = _label_map(label_map)
     lo, hi = int(ids.min()), int(ids.max())

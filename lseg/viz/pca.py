@@ -9,32 +9,18 @@ import numpy as np
 from lseg.viz._arrays import _to_numpy
 
 
-def pca_rgb(
-    features: Any,
-    *,
-    layout: Literal["DHW", "HWD"] = "DHW",
-    n_samples: int = 10_000,
-    seed: int = 0,
-) -> np.ndarray:
-    """Visualise a dense feature map by projecting it on its first 3 principal components.
+def pca_rgb(features: Any, *, layout: Literal["DHW", "HWD"] = "DHW", n_samples: int = 10_000,
+            seed: int = 0) -> np.ndarray:
+    """A dense feature map as ``HxWx3 uint8`` RGB: its projection on its first 3 principal components.
 
-    The principal axes are computed exactly (SVD, float64) on a random subsample of
-    ``n_samples`` pixels (all pixels if fewer), drawn with a fixed ``seed``. Each axis' sign is
-    fixed so its largest-magnitude loading is positive (as scikit-learn's ``svd_flip``), making
-    the colours independent of the SVD implementation. Every pixel is projected, then each
-    channel is min-max normalised to ``[0, 255]`` (a constant channel - or one whose spread is
-    below 1e-6 of the first component's, i.e. numerical noise - becomes 0).
+    The axes are fitted exactly (SVD, float64) on ``n_samples`` (>= 1) pixels drawn with ``seed``,
+    each signed so its largest loading is positive (scikit-learn's ``svd_flip``: colours do not depend
+    on the SVD implementation); each channel is min-max normalised to ``[0, 255]``, a constant one
+    (spread below 1e-6 of the first's) 0.
 
     Args:
-        features: ``DxHxW`` (``layout="DHW"``, default; ``1xDxHxW`` accepted) or ``HxWxD``
-            (``layout="HWD"``) float features, numpy or torch. ``D >= 1``; with ``D < 3`` the
-            missing channels are 0.
-        layout: Axis order of ``features``.
-        n_samples: Pixels used to fit the PCA (>= 1).
-        seed: Seed for the subsample.
-
-    Returns:
-        ``HxWx3 uint8`` RGB.
+        features: ``DxHxW`` (``layout="DHW"``; ``1xDxHxW`` accepted) or ``HxWxD`` (``"HWD"``) numeric
+            features, numpy or torch; with ``D < 3`` the missing channels are 0.
     """
     f = _to_numpy(features)
     if layout not in ("DHW", "HWD"):
@@ -75,8 +61,7 @@ def pca_rgb(
     rgb[:, : projected.shape[1]] = projected
     lo, hi = rgb.min(axis=0), rgb.max(axis=0)
     span = (hi - lo).astype(np.float64)
-    # A channel whose spread is rounding noise next to the first component (rank-deficient
-    # features) is treated as constant instead of stretching that noise to full range.
+    # Rounding noise next to the first component (rank-deficient features) is not stretched to full range.
     meaningful = span > 1e-6 * max(float(span[0]), 1e-30)
     scale = np.where(meaningful, 255.0 / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
     out = np.rint((rgb - lo) * scale).clip(0, 255).astype(np.uint8)

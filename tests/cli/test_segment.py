@@ -142,3 +142,21 @@ def test_gallery_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys:
     assert Image.open(files["input.png"]).size == (256, 192)
     assert Image.open(files["labels.png"]).mode == "P"
     assert Image.open(files["heatmaps.png"]).size[0] > 4 * 256  # four heatmaps side by side
+
+
+def test_no_legend_draws_the_overlay_at_the_photos_size(tmp_path, capsys):
+    """One option, declared once: the CLI flag, its help, the Python field and the recipe follow."""
+    from PIL import Image as PILImage
+
+    from lseg.inference.options import SegmentOptions
+
+    photo = tmp_path / "p.png"
+    PILImage.fromarray(np.full((30, 40, 3), 120, np.uint8)).save(photo)
+    args = ["segment", str(photo), "-l", "a, b", "-o", str(tmp_path / "o"), "--random-weights", "lseg_tiny_test",
+            "--size", "32", "-q"]
+    assert main(args) == 0
+    assert PILImage.open(tmp_path / "o" / "p_overlay.png").size[0] > 40  # legend beside the photo
+    assert main([*args, "--no-legend"]) == 0
+    assert "1 redone: legend changed" in capsys.readouterr().err
+    assert PILImage.open(tmp_path / "o" / "p_overlay.png").size == (40, 30)
+    assert SegmentOptions(legend=False).legend is False

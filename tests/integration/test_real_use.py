@@ -114,7 +114,7 @@ def test_02_output_tree_inside_or_equal_to_the_input_is_never_read_back(pin, cap
 ])
 def test_03_bad_arguments_are_one_line_exit_2_before_any_model_loads(pin, tmp_path, monkeypatch, capsys, extra,
                                                                         message):
-    monkeypatch.setattr("lseg.cli.common.load_model_from_args", lambda args: pytest.fail("model loaded"))
+    monkeypatch.setattr("lseg.cli.common.load_source_model", lambda *a: pytest.fail("model loaded"))
     args = ["segment", str(pin), "-l", "cat, other", "-o", str(tmp_path / "o")]
     if "--random-weights" not in extra:
         args.append("--random-weights=lseg_tiny_test")

@@ -124,8 +124,9 @@ def test_11_segment_a_video_says_what_to_do_before_loading(tmp_path: Path, capsy
 def test_15_warnings_are_plain_lines_in_one_style(photo: Path, tmp_path: Path) -> None:
     long = "a photo of a very " + "very " * 100 + "large dog"
     commands = [["segment", str(photo), "-l", f"{long}, cat"], ["features", str(photo)]]
+    env = {k: v for k, v in cli_env().items() if k != "TQDM_DISABLE"}  # with its progress bars
     results = run_cli_commands(*([*c, "-o", str(tmp_path / c[0]), "--random-weights", "lseg_tiny_test", "--size",
-                                  "32"] for c in commands))  # a process: Python's own warnings would show
+                                  "32"] for c in commands), env=env)  # a process: Python's own warnings would show
     for command, r in zip(commands, results, strict=True):
         assert r.returncode == 0, r.stderr
         lines = r.stderr.splitlines()

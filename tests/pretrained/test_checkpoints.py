@@ -515,7 +515,7 @@ def test_unknown_globals_and_code_are_refused_in_one_line(released_layouts, tmp_
 
 
 def test_allowlisted_names_resolve_to_inert_stand_ins():
-    from lseg.pretrained.checkpoints import _stand_ins
+    from lseg.pretrained.files import _stand_ins
 
     pairs = {name: obj for obj, name in _stand_ins()}
     assert set(pairs) == set(ALLOWED_GLOBALS)

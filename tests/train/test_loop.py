@@ -144,7 +144,8 @@ def test_cli_train_then_eval(toy_root: Path, tmp_path: Path, capsys: pytest.Capt
     assert (out_dir / "model" / "model.safetensors").is_file()
     # Running the same command again resumes from last.ckpt: nothing left to do, and it says so.
     assert main(["train", "--config", str(config), "--out-dir", str(out_dir)]) == 0
-    assert "is complete (4/4 steps" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"the run in {out_dir} is complete (4/4 steps" in err and "--resume never" in err
 
     report_path = tmp_path / "eval.json"
     rc = main([

@@ -1,0 +1,277 @@
+"""Reading weights files safely: ``.safetensors`` and torch ``.ckpt``/``.pth``/``.pt`` (zip or legacy pickle).
+
+Every torch file goes through :func:`load_torch_file` (``weights_only=True``): a pickle that would run
+code is refused. What the tensors mean is :mod:`lseg.pretrained.checkpoints`; see ``docs/weights.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import pickle
+import pickletools
+import re
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from lseg.errors import CheckpointError
+
+#: The weights file of an lseg folder (with ``config.json``).
+WEIGHTS_NAME = "model.safetensors"
+
+
+def _checkpoint_file(path: str | os.PathLike[str]) -> Path:
+    """The weights file ``path`` names (a folder: its ``model.safetensors``), existing and not empty."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / WEIGHTS_NAME
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint is empty (0 bytes): {p}")
+    return p
+
+
+#: Inert globals that released Lightning 1.x checkpoints carry (full name -> why). Each resolves to a
+#: stand-in that stores and runs nothing; any other global is refused. Lightning 1.x keys
+#: ``ckpt["callbacks"]`` by the callback *class*, so the class itself is pickled.
+ALLOWED_GLOBALS: dict[str, str] = {
+    **{
+        f"pytorch_lightning.callbacks.{name}": "Lightning 1.x callback class, used as the key of its saved state"
+        for name in (
+            "model_checkpoint.ModelCheckpoint", "early_stopping.EarlyStopping",
+            "lr_monitor.LearningRateMonitor", "progress.ProgressBar", "progress.tqdm_progress.TQDMProgressBar",
+            "gpu_stats_monitor.GPUStatsMonitor", "stochastic_weight_avg.StochasticWeightAveraging",
+            "timer.Timer", "model_summary.ModelSummary", "finetuning.BackboneFinetuning",
+        )
+    },
+    "argparse.Namespace": "hyper_parameters of fine-tuned checkpoints (plain attribute bag)",
+    "pytorch_lightning.utilities.parsing.AttributeDict": "hyper_parameters saved by save_hyperparameters() (a dict)",
+}
+
+
+class _InertStandIn:
+    """What an allowlisted class resolves to: accepts any arguments and state, does nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} (not loaded)>"
+
+
+class _AttributeDictStandIn:
+    """Lightning's ``AttributeDict`` rebuilt as a plain dict (the unpickler fills only exact dicts)."""
+
+    def __new__(cls, *args: Any) -> dict[str, Any]:  # type: ignore[misc]
+        return {}
+
+
+def _stand_ins() -> list[tuple[Any, str]]:
+    out: list[tuple[Any, str]] = []
+    for full in ALLOWED_GLOBALS:
+        module, _, name = full.rpartition(".")
+        if full == "argparse.Namespace":
+            out.append((argparse.Namespace, full))  # inert already: a bag of attributes
+        elif full.endswith("AttributeDict"):
+            out.append((_AttributeDictStandIn, full))
+        else:
+            out.append((type(name, (_InertStandIn,), {"__module__": module, "__qualname__": name}), full))
+    return out
+
+
+@dataclasses.dataclass
+class CheckpointFile:
+    """What :func:`read_checkpoint` found in a weights file.
+
+    Attributes:
+        state_dict: the model tensors (wrappers such as Lightning's ``state_dict`` removed).
+        format: ``safetensors``, ``lightning`` (a PyTorch-Lightning ``.ckpt``) or ``torch``.
+        metadata: Lightning files: ``pytorch-lightning_version``, ``epoch``, ``global_step`` (as
+            found), ``callbacks`` (class names) and ``contents`` (the top-level keys).
+    """
+
+    state_dict: dict[str, torch.Tensor]
+    format: str
+    metadata: dict[str, Any]
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointFile:
+    """Tensors and metadata of a ``.safetensors`` or torch file, read safely (:func:`load_torch_file`;
+    a zip's tensors are memory-mapped, so unused ones such as optimizer state are never read)."""
+    p = _checkpoint_file(path)
+    if _is_safetensors(p):
+        try:
+            return CheckpointFile(load_file(str(p)), "safetensors", {})
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"cannot read safetensors file {p} (truncated or corrupt?): {e}") from None
+    obj = load_torch_file(p)
+    metadata: dict[str, Any] = {}
+    fmt = "torch"
+    if isinstance(obj, dict) and "pytorch-lightning_version" in obj:
+        fmt = "lightning"
+        metadata = {k: obj[k] for k in ("pytorch-lightning_version", "epoch", "global_step") if k in obj}
+        callbacks = obj.get("callbacks")
+        if isinstance(callbacks, dict):
+            metadata["callbacks"] = sorted(getattr(k, "__name__", str(k)) for k in callbacks)
+        metadata["contents"] = sorted(str(k) for k in obj)
+    return CheckpointFile(_unwrap(obj, p), fmt, metadata)
+
+
+def load_torch_file(path: str | os.PathLike[str], *, kind: str = "checkpoint", mmap: bool = True) -> Any:
+    """lseg's one ``torch.load``: ``weights_only=True`` plus the inert :data:`ALLOWED_GLOBALS`, a zip
+    checked first (:func:`_check_torch_zip`), loaded to the CPU. ``kind`` names the file in errors
+    ("checkpoint", "training checkpoint"); ``mmap`` maps a zip's tensors (a legacy file is read whole).
+
+    Raises:
+        CheckpointError: unreadable, not a torch file, or it would run code.
+    """
+    p = Path(os.fspath(path))
+    is_zip = zipfile.is_zipfile(p)
+    if is_zip:
+        _check_torch_zip(p, kind)
+    try:
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_stand_ins()):
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # the refusal below says it
+            return torch.load(p, map_location="cpu", weights_only=True, mmap=mmap and is_zip)
+    except Exception as e:  # noqa: BLE001 - torch.load fails in many ways (KeyError for text files, ...)
+        raise _torch_load_error(p, e, kind) from None
+
+
+#: A torch zip's pickle holds structure only (~100 bytes per tensor); a larger one is not a checkpoint,
+#: and unpickling it would cost memory before any error.
+MAX_PICKLE_BYTES = 256 << 20
+
+
+def _check_torch_zip(p: Path, kind: str) -> None:
+    """Refuse a zip that could inflate on reading: torch stores records uncompressed, so a compressed
+    record, one reaching past the end of the file, or an oversized pickle is corrupt or hostile."""
+    size = p.stat().st_size
+    try:
+        with zipfile.ZipFile(p) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"cannot read {kind} {p} (truncated or corrupt?): {e}") from None
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(f"{p}: record {info.filename} is compressed; PyTorch never compresses its "
+                                  f"records, so this is not a {kind}")
+        if info.header_offset + info.file_size > size:
+            raise CheckpointError(f"cannot read {kind} {p} (truncated or corrupt?): record {info.filename} "
+                                  f"claims {info.file_size} bytes past the end of the file")
+        if info.filename.endswith("data.pkl") and info.file_size > MAX_PICKLE_BYTES:
+            raise CheckpointError(f"{p}: its pickle is {info.file_size / 2**20:.0f} MiB (at most "
+                                  f"{MAX_PICKLE_BYTES >> 20} MiB for a {kind}): refusing to unpickle it")
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The model tensors of a weights file (see :func:`read_checkpoint`)."""
+    return read_checkpoint(path).state_dict
+
+
+def _torch_load_error(p: Path, e: Exception, kind: str) -> CheckpointError:
+    """One clear line for a failed ``torch.load``: not a checkpoint / unsafe pickle / corrupt."""
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch zip, or a pickle (protocol >= 2)
+        return CheckpointError(
+            f"{p} is not a {kind}: neither safetensors nor a PyTorch zip/pickle file (first bytes "
+            f"{head.hex()}); check the path"
+        )
+    text = str(e)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if isinstance(e, pickle.UnpicklingError) and "weights only" in text.lower():
+        m = re.search(r"GLOBAL (\S+?)[ ,.]* was not an allowed global|GLOBAL (\S+)", text)
+        if m:
+            detail = f"Unsupported global: GLOBAL {m.group(1) or m.group(2)}"
+        elif "Unsupported operand" in text:
+            # An opcode the safe unpickler lacks (protocol 4/5 framing, or garbage): the stream's
+            # globals say whether it names code to run.
+            foreign = _foreign_global(p)
+            if foreign is None:
+                op = next(line for line in lines if "Unsupported operand" in line)
+                return CheckpointError(f"cannot read {kind} {p}: torch's safe loader does not support its pickle "
+                                       f"({op}: a damaged file, or saved with a pickle protocol above 2; re-save it "
+                                       "with torch.save's default protocol)")
+            detail = f"Unsupported global: GLOBAL {foreign}"
+        else:
+            detail = next((line for line in lines if "Unsupported" in line or "Trying" in line or "Can only" in line),
+                          "weights_only=True")
+        return CheckpointError(f"refusing to load {p}: it contains Python objects that are not plain tensors "
+                               f"(loading it would run code): {detail}")
+    first = lines[0] if lines else type(e).__name__
+    return CheckpointError(f"cannot read {kind} {p} (truncated or corrupt?): {first}")
+
+
+def _foreign_global(p: Path) -> str | None:
+    """The first global that a torch file's pickles name and ``weights_only`` does not allow, found by
+    reading the opcodes (:mod:`pickletools`: nothing is unpickled); None if there is none before the
+    streams end or break."""
+    from torch._weights_only_unpickler import _get_allowed_globals
+
+    allowed = {*_get_allowed_globals(), *ALLOWED_GLOBALS}
+    with contextlib.ExitStack() as stack:
+        if zipfile.is_zipfile(p):
+            zf = stack.enter_context(zipfile.ZipFile(p))
+            pkl = next((n for n in zf.namelist() if n.endswith("data.pkl")), None)
+            if pkl is None:
+                return None
+            f = stack.enter_context(zf.open(pkl))
+        else:
+            f = stack.enter_context(open(p, "rb"))  # a legacy file: several pickles in a row
+        strings: list[str] = []
+        try:
+            while f.read(1):
+                f.seek(-1, os.SEEK_CUR)
+                for op, arg, _ in pickletools.genops(f):
+                    name = None
+                    if op.name in ("GLOBAL", "INST"):
+                        name = str(arg).replace(" ", ".")
+                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        name = ".".join(strings[-2:])
+                    elif isinstance(arg, str):
+                        strings = [*strings[-1:], arg]  # STACK_GLOBAL takes the last two
+                    if name is not None and name not in allowed:
+                        return name
+        except Exception:  # noqa: BLE001 - a broken stream: what was read named nothing foreign
+            return None
+    return None
+
+
+def safetensors_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a ``.safetensors`` file (or an lseg folder's weights), read from
+    its header without loading data; a truncated or corrupt file raises :class:`CheckpointError`."""
+    from safetensors import safe_open
+
+    p = _checkpoint_file(path)
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read safetensors file {p} (truncated or corrupt?): {e}") from None
+
+
+def _is_safetensors(p: Path) -> bool:
+    if p.suffix == ".safetensors":
+        return True
+    with open(p, "rb") as f:  # safetensors = 8-byte little-endian header length + JSON header
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def _unwrap(obj: Any, p: Path) -> dict[str, torch.Tensor]:
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{p} does not hold a state dict of tensors")
+    return obj
