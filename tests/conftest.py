@@ -56,10 +56,19 @@ _SLOW_ELSEWHERE = {
 }
 
 
+#: Tests that pytest-xdist may give to either worker one by one (the others go a file at a time, so
+#: that module fixtures are built once): each page of the docs runs its commands, 5-30 s a page.
+_ONE_BY_ONE = {("tests/integration/test_readme.py", "test_page_blocks_run")}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if (item.nodeid.split("::")[0], getattr(item, "originalname", item.name)) in _SLOW_ELSEWHERE:
+        key = (item.nodeid.split("::")[0], getattr(item, "originalname", item.name))
+        if key in _SLOW_ELSEWHERE:
             item.add_marker(pytest.mark.slow)
+        # --dist loadgroup: a group is scheduled as a whole; a test of no group goes with its file
+        item.add_marker(pytest.mark.xdist_group(item.nodeid if key in _ONE_BY_ONE else item.nodeid.split("::")[0]))
 
 
 @pytest.fixture

@@ -132,12 +132,9 @@ def test_a_worker_killed_at_random_points_leaves_nothing_that_stops_the_next_run
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="lseg.jobs.engine.run_job returns before its start-up cleanup when every "
-                   "output is done (`if not todo: return report`), so what a killed worker left stays until a run "
-                   "has work to do")
 def test_a_run_with_nothing_left_to_do_still_removes_what_a_killed_worker_left(forty_images, tmp_path, capsys):
-    """Found by the test above under load: when the other worker finished everything, the re-runs had
-    nothing to do and the killed worker's job claim and temp file stayed."""
+    """When the other worker finished everything, the re-runs above have nothing to do: the killed
+    worker's job claim and temp file are removed all the same (they stayed until a run had work)."""
     from lseg.io.atomic import _host_tag
 
     out = tmp_path / "out"
