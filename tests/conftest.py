@@ -61,14 +61,23 @@ _SLOW_ELSEWHERE = {
 _ONE_BY_ONE = {("tests/integration/test_readme.py", "test_page_blocks_run")}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        key = (item.nodeid.split("::")[0], getattr(item, "originalname", item.name))
-        if key in _SLOW_ELSEWHERE:
+        if (item.nodeid.split("::")[0], getattr(item, "originalname", item.name)) in _SLOW_ELSEWHERE:
             item.add_marker(pytest.mark.slow)
-        # --dist loadgroup: a group is scheduled as a whole; a test of no group goes with its file
-        item.add_marker(pytest.mark.xdist_group(item.nodeid if key in _ONE_BY_ONE else item.nodeid.split("::")[0]))
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """pytest-xdist's scheduling by file (``--dist loadfile``), except :data:`_ONE_BY_ONE`."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FilesAndSomeTests(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file, _, rest = nodeid.partition("::")
+            return nodeid if (file, rest.split("[")[0]) in _ONE_BY_ONE else file
+
+    return FilesAndSomeTests(config, log)
 
 
 @pytest.fixture
