@@ -7,6 +7,7 @@ session), the tiny model as an lseg folder, and a runner for the ``lseg`` comman
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -45,6 +46,38 @@ def make_photo(height: int = 96, width: int = 128, seed: int = 0) -> np.ndarray:
     noise = rng.normal(0, 18, size=(height, width))
     img[grass] = np.stack([40 + noise, 120 + 1.5 * noise, 35 + noise], -1)[grass]
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+#: Slow tests in files this suite's maintainers do not mark by hand (tests/integration/test_readme.py
+#: belongs to the docs): (file, test function) -> marked here, every parametrization of it.
+_SLOW_ELSEWHERE = {
+    ("tests/integration/test_readme.py", "test_page_blocks_run"),  # each page's commands, each a process
+    ("tests/integration/test_readme.py", "test_unreadable_sub_folder_is_reported_not_skipped"),  # processes
+}
+
+
+#: Tests that pytest-xdist may give to either worker one by one (the others go a file at a time, so
+#: that module fixtures are built once): each page of the docs runs its commands, 5-30 s a page.
+_ONE_BY_ONE = {("tests/integration/test_readme.py", "test_page_blocks_run")}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if (item.nodeid.split("::")[0], getattr(item, "originalname", item.name)) in _SLOW_ELSEWHERE:
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """pytest-xdist's scheduling by file (``--dist loadfile``), except :data:`_ONE_BY_ONE`."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FilesAndSomeTests(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file, _, rest = nodeid.partition("::")
+            return nodeid if (file, rest.split("[")[0]) in _ONE_BY_ONE else file
+
+    return FilesAndSomeTests(config, log)
 
 
 @pytest.fixture
@@ -90,6 +123,50 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
             [sys.executable, "-m", "lseg.cli", *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, check=False,
             timeout=timeout,
         )
+
+    return run
+
+
+def once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], object]) -> Path:
+    """The folder ``name`` that ``make(folder)`` fills once per test run, for session fixtures that cost
+    seconds: under pytest-xdist the workers share it (the first makes it, the others wait for it and
+    read it); in a single process it is a fresh temp folder."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        folder = tmp_path_factory.mktemp(name)
+        make(folder)
+        return folder
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent  # this run's, shared by its workers
+    folder = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not (folder / ".complete").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            (folder / ".complete").touch()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def two_processes(tmp_path_factory: pytest.TempPathFactory):
+    """The suite's multi-process commands, run once in one torchrun group of two (tests/process_group.py)."""
+    from process_group import read_two_process_run, run_two_processes
+
+    return read_two_process_run(once_per_run(tmp_path_factory, "two_processes", run_two_processes))
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``cli(*args)``: ``lseg.cli.main(args)`` in this process, as ``run_cli`` reports a process (exit
+    code, stdout, stderr): for the many tests of a command whose subject is not process behaviour."""
+    from lseg.cli import main
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, out, err)
 
     return run
 

@@ -11,11 +11,8 @@ serves the files directly, as a ``LSEG_WEIGHTS_MIRROR`` does.
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -150,7 +147,8 @@ def drive() -> Iterator[FakeDrive]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     server.daemon_threads = True
     state.base = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits for the poll: 0.5 s by default, at every test's teardown
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     try:
         yield state
@@ -159,23 +157,36 @@ def drive() -> Iterator[FakeDrive]:
         server.server_close()
 
 
-@pytest.fixture(scope="session")
-def tiny_ckpt_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    """A tiny ``lseg_tiny_test`` checkpoint laid out exactly as the released ``.ckpt`` files
-    (Lightning 1.4.9 container with callback classes and optimizer state, torch 1.9 zip), written
-    by ``refimpl.lightning14`` in its own process."""
-    from refimpl.tiny import tiny_reference
-    from safetensors.torch import save_file
+#: The tiny released-layout checkpoints of the suite: key -> (tiny registry name, refimpl.lightning14 options).
+RELEASED_LAYOUTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "lseg_tiny_test": ("lseg_tiny_test", ()),  # the ViT-L/16 family (demo_e200, fss_l16)
+    "lseg_tiny_test_p32": ("lseg_tiny_test_p32", ()),  # ViT-B/32
+    "lseg_tiny_test_rn": ("lseg_tiny_test_rn", ()),  # ResNet-101 zero-shot
+    "legacy": ("lseg_tiny_test", ("--legacy",)),
+    "hyper-parameters": ("lseg_tiny_test", ("--hyper-parameters",)),
+    "legacy-hyper-parameters": ("lseg_tiny_test", ("--legacy", "--hyper-parameters")),
+    "payload-unknown-global": ("lseg_tiny_test", ("--payload", "unknown-global")),
+    "payload-code": ("lseg_tiny_test", ("--payload", "code")),
+}
 
-    torch.manual_seed(0)
-    ref = tiny_reference("lseg_tiny_test")
-    d = tmp_path_factory.mktemp("released")
-    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(d / "official.safetensors"))
-    tests = Path(__file__).parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")])}
-    subprocess.run([sys.executable, "-m", "refimpl.lightning14", str(d / "official.safetensors"), str(d / "tiny.ckpt")],
-                   check=True, env=env, timeout=300)
-    return (d / "tiny.ckpt").read_bytes()
+
+@pytest.fixture(scope="session")
+def released_layouts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, torch.nn.Module]]:
+    """Tiny reference networks (seed 0) laid out exactly as the released ``.ckpt`` files (Lightning
+    1.4.9 container with callback classes and optimizer state, torch 1.9 zip), one per entry of
+    :data:`RELEASED_LAYOUTS`, all written by ``refimpl.lightning14`` in one process of their own:
+    key -> (path, reference network). Read them, never change them."""
+    from conftest import once_per_run
+    from refimpl.lightning14 import read_released_layouts, write_released_layouts
+
+    folder = once_per_run(tmp_path_factory, "released_layouts", lambda d: write_released_layouts(d, RELEASED_LAYOUTS))
+    return read_released_layouts(folder, RELEASED_LAYOUTS)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt_bytes(released_layouts: dict[str, tuple[Path, torch.nn.Module]]) -> bytes:
+    """A tiny ``lseg_tiny_test`` checkpoint laid out exactly as the released ``.ckpt`` files."""
+    return released_layouts["lseg_tiny_test"][0].read_bytes()
 
 
 TINY = PretrainedWeights(

@@ -4,8 +4,11 @@ CLI runners and output checks."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import struct
+import subprocess
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +122,43 @@ def one_error_line(stderr: str) -> str:
     assert len(lines) == 1, stderr
     assert lines[0].startswith("error: "), stderr
     return lines[0]
+
+
+#: Several ``lseg`` commands in one fresh interpreter (one ``import torch`` for all): each command's
+#: stdout and stderr end with a marker line that carries its exit code.
+_SEVERAL = r"""
+import json, sys
+from lseg.cli import main
+for args in json.loads(sys.argv[1]):
+    rc = main(args)
+    for stream in (sys.stdout, sys.stderr):
+        print(f"\n\0lseg-exit {rc}", file=stream, flush=True)
+"""
+
+
+def run_cli_commands(*commands: list[str], prefix: tuple[str, ...] = (), env: dict[str, str] | None = None,
+                     timeout: float = 300) -> list[subprocess.CompletedProcess[str]]:
+    """Run ``lseg`` commands one after the other in one fresh process (real stderr, real exit codes):
+    for tests of what a process shows (warnings, log lines, file names on a real stderr) or of a
+    process started differently (``prefix``, e.g. ``setpriv ...``) that need no process of their own
+    per command. One CompletedProcess per command; ``env`` defaults to :func:`cli_env`."""
+    proc = subprocess.run([*prefix, sys.executable, "-c", _SEVERAL, json.dumps(list(commands))], env=env or cli_env(),
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    (outs, _), (errs, codes) = _split(proc.stdout), _split(proc.stderr)
+    assert proc.returncode == 0 and len(codes) == len(commands), proc.stderr[-3000:]
+    return [subprocess.CompletedProcess(args, code, out, err)
+            for args, code, out, err in zip(commands, codes, outs, errs, strict=True)]
+
+
+def _split(text: str) -> tuple[list[str], list[int]]:
+    """``"out0\\n\\0lseg-exit 0\\nout1\\n\\0lseg-exit 2\\n"`` -> (["out0", "out1"], [0, 2])."""
+    parts = text.split("\n\0lseg-exit ")
+    outputs, codes = [parts[0]], []
+    for part in parts[1:]:
+        code, _, rest = part.partition("\n")
+        codes.append(int(code))
+        outputs.append(rest)
+    return outputs[:-1], codes
 
 
 def cli_env() -> dict[str, str]:

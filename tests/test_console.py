@@ -9,7 +9,7 @@ import sys
 from hostile_inputs import cli_env
 
 LOOP = ("import time\nfrom lseg.console import progress_bar\n"
-        "for _ in progress_bar(range(20), desc='work', unit='it'):\n    time.sleep(0.05)\n")
+        "for _ in progress_bar(range(20), desc='work', unit='it'):\n    time.sleep(0.005)\n")
 
 
 def _redraws(env: dict[str, str]) -> int:

@@ -20,7 +20,7 @@ from PIL import Image
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # a Gradio server and headless chromium per test
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} not found (apt-get install -y chromium)", allow_module_level=True)
 pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from dataclasses import asdict
+from types import SimpleNamespace
 
 import pytest
 
 from lseg.cli import build_parser, main
 from lseg.cli.bench import BenchOptions
 from lseg.errors import ConfigError
-from lseg.eval.benchmark import bench
+from lseg.eval.benchmark import bench, run_one
 from lseg.options import options_from_args
 
 
+@pytest.mark.slow  # a fresh process per row, as users run it
 def test_bench_prints_one_table_with_the_baseline(capsys, tmp_path):
     rc = main(["bench", "--model", "lseg_tiny_test", "--size", "64", "--precision", "fp32,bf16", "--repeats", "1",
                "--threads", "1", "--json", str(tmp_path / "bench.json")])
@@ -28,7 +32,17 @@ def test_bench_prints_one_table_with_the_baseline(capsys, tmp_path):
     assert main(["bench", "--precision", "int4"]) == 2  # more bad values: test_bad_bench_options_are_one_line...
 
 
-def test_bench_pairs_a_batch_with_batch_1(capsys):
+def _in_this_process(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """What ``python -m lseg.eval.benchmark JSON`` prints, computed here (the test above runs the rows
+    in their own processes)."""
+    row = run_one(**json.loads(cmd[-1]))
+    return subprocess.CompletedProcess(cmd, 0, json.dumps(asdict(row)) + "\n", "")
+
+
+def test_bench_pairs_a_batch_with_batch_1(capsys, monkeypatch):
+    import lseg.eval.benchmark
+
+    monkeypatch.setattr(lseg.eval.benchmark, "subprocess", SimpleNamespace(run=_in_this_process))
     rows = bench(
         "lseg_tiny_test", precisions=("fp32",), batches=(1, 2), size=64, repeats=1, threads=1)
     assert [(r.precision, r.batch) for r in rows] == [("reference", 1), ("fp32", 1), ("fp32", 2)]

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import make_photo
 from PIL import Image
 
@@ -35,6 +36,7 @@ sys.exit(main(sys.argv[3:]))
 """
 
 
+@pytest.mark.slow  # a fresh process
 def test_first_command_segments_a_photo_with_no_checkpoint(released, tmp_path, monkeypatch):
     Image.fromarray(make_photo(72, 96, seed=4)).save(tmp_path / "photo.png")
     entry = json.dumps(dataclasses.asdict(weights.WEIGHTS[NAME]))

@@ -245,6 +245,7 @@ def test_supports_same_class_never_the_query_and_seeded(tmp_path):
         Pascal5i(root, fold=0, split="trn", splits_dir=lone, num_support=1)[0]
 
 
+@pytest.mark.slow  # the toy FSS-1000 layout: 1,000 categories, 4,000 files
 def test_coco20i_trn_draws_each_item_and_fss_supports(tmp_path):
     from lseg.train.toy import make_toy_fewshot
 

@@ -1,4 +1,8 @@
-"""ONNX export: two graphs, run with onnxruntime, compared with eager PyTorch."""
+"""ONNX export: two graphs, run with onnxruntime, compared with eager PyTorch.
+
+A dynamo export takes 10-30 s on 2 cores, so the tests share two (marked ``slow``): the dynamic-size
+export of the tiny model with the bottleneck block, and the CLI's fixed-size export of the ViT-B/32
+layout with CLIP's normalisation."""
 
 from __future__ import annotations
 
@@ -34,12 +38,43 @@ def block_model() -> LSeg:
 
 @pytest.fixture(scope="module")
 def exported(block_model: LSeg, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The dynamic-size export (one dynamo export takes 10-30 s: the tests share two of them)."""
     out = tmp_path_factory.mktemp("onnx")
-    result = export_onnx(block_model, out, size=(64, 96), verify=False)
+    result = export_onnx(block_model, out, size=(64, 96), verify=True)  # verify: odd sizes too
     assert result.exporter == "dynamo" and result.dynamic_size
+    assert set(result.max_abs_diff) >= {"image 64x96", "image 49x77"} and max(result.max_abs_diff.values()) < ATOL
     return out
 
 
+#: CLIP's normalisation: black is a different value per channel.
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+@pytest.fixture(scope="module")
+def clip_norm_model() -> LSeg:
+    """The ViT-B/32 layout with the bottleneck block and CLIP's normalisation (each channel's own black)."""
+    torch.manual_seed(0)
+    cfg = lseg.get_config("lseg_tiny_test_p32").replace(arch_option=1, block_depth=2, activation="lrelu",
+                                                        mean=CLIP_MEAN, std=CLIP_STD)
+    return LSeg(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def fixed_export(clip_norm_model: LSeg, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``lseg export onnx -c FOLDER --size 64 --fixed-size`` of that model: (folder, stderr)."""
+    import contextlib
+    import io
+
+    root = tmp_path_factory.mktemp("onnx_fixed")
+    folder = lseg.save_pretrained(clip_norm_model, root / "model")
+    out = root / "onnx"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["export", "onnx", "-c", str(folder), "--size", "64", "--fixed-size", "--out", str(out)]) == 0
+    return out, err.getvalue()
+
+
+@pytest.mark.slow
 def test_export_files_and_metadata(exported: Path, block_model: LSeg) -> None:
     assert sorted(p.name for p in exported.iterdir()) == [
         "image_encoder.onnx", "lseg_onnx.json", "text_encoder.onnx"
@@ -52,6 +87,7 @@ def test_export_files_and_metadata(exported: Path, block_model: LSeg) -> None:
     assert lseg.LSegConfig.from_dict(meta["model"]) == block_model.config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hw", [(64, 96), (49, 77), (160, 32)])  # example size, odd/non-32, another
 def test_image_graph_matches_pytorch(exported: Path, block_model: LSeg, hw: tuple[int, int]) -> None:
     import onnxruntime as ort
@@ -71,6 +107,7 @@ def test_image_graph_matches_pytorch(exported: Path, block_model: LSeg, hw: tupl
     assert diff < ATOL
 
 
+@pytest.mark.slow
 def test_text_graph_dynamic_labels_and_tokens(exported: Path, block_model: LSeg) -> None:
     import onnxruntime as ort
 
@@ -87,6 +124,7 @@ def test_text_graph_dynamic_labels_and_tokens(exported: Path, block_model: LSeg)
             assert got.shape == ref.shape and diff < ATOL
 
 
+@pytest.mark.slow
 def test_onnx_predictor_matches_torch_predictor(exported: Path, block_model: LSeg, photo: np.ndarray) -> None:
     labels = "dog, grass, sky, sun, other"
     ref = lseg.LSegPredictor(block_model, size=None).segment(photo, labels)  # no resize: same input
@@ -114,11 +152,9 @@ def test_resize_bilinear_matches_torch() -> None:
     np.testing.assert_allclose(resize_bilinear(x, (15, 11)), ref, atol=1e-5)
 
 
-def test_cli_fixed_size_export(tmp_path: Path, photo: np.ndarray, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "onnx"
-    assert main(["export", "onnx", "--random-weights", "lseg_tiny_test_p32", "--size", "64", "--fixed-size",
-                 "--out", str(out)]) == 0
-    stderr = capsys.readouterr().err
+@pytest.mark.slow
+def test_cli_fixed_size_export(fixed_export: tuple[Path, str], photo: np.ndarray) -> None:
+    out, stderr = fixed_export
     assert "max abs diff" in stderr
     meta = json.loads((out / "lseg_onnx.json").read_text())
     assert meta["dynamic_size"] is False and meta["input_size"] == [64, 64]
@@ -134,6 +170,7 @@ def test_predictor_rejects_non_export_folder(tmp_path: Path) -> None:
         OnnxPredictor(tmp_path)
 
 
+@pytest.mark.slow
 def test_dynamic_export_pads_non_multiple_of_32_like_torch(exported: Path, block_model: LSeg) -> None:
     # 49x77 (no resize with size=None) is padded to 64x96 with normalised black, as encode_image pads
     image = make_photo(49, 77, seed=5)
@@ -146,34 +183,34 @@ def test_dynamic_export_pads_non_multiple_of_32_like_torch(exported: Path, block
     np.testing.assert_allclose(got.probs, ref.probs, atol=1e-4)
 
 
-def test_fixed_size_letterbox_matches_torch(block_model: LSeg, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_fixed_size_letterbox_matches_torch(fixed_export: tuple[Path, str], clip_norm_model: LSeg) -> None:
     # A 64x64 graph; a 42x64 image is letterboxed (padded bottom/right to 64x64) and must give what
     # the torch predictor gives on the same image (it pads to a multiple of 32, i.e. the same 64x64).
-    export_onnx(block_model, tmp_path, size=64, dynamic=False, verify=False)
+    out, _ = fixed_export
     image = make_photo(42, 64, seed=6)
     labels = ["sky", "grass", "other"]
-    pred = OnnxPredictor(tmp_path)
+    pred = OnnxPredictor(out)
     assert pred.working_size(42, 64) == (42, 64) and pred.working_size(84, 128) == (42, 64)
     got = pred.segment(image, labels)
-    ref = lseg.LSegPredictor(block_model, size=64).segment(image, labels)
+    ref = lseg.LSegPredictor(clip_norm_model, size=64).segment(image, labels)
     assert got.logits.shape == tuple(ref.logits.shape) == (3, 42, 64)
     np.testing.assert_allclose(got.logits, ref.logits, atol=1e-3, rtol=0)
     assert (got.label_map == ref.label_map).mean() > 0.999
 
 
-def test_other_normalisation_pads_with_its_black(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_other_normalisation_pads_with_its_black(fixed_export: tuple[Path, str], clip_norm_model: LSeg) -> None:
     # CLIP's normalisation: black is a different value per channel; the metadata carries all three and
-    # the runtime pads with them, as encode_image does (verify checks odd sizes against eager PyTorch).
-    torch.manual_seed(0)
-    cfg = lseg.get_config("lseg_tiny_test").replace(mean=(0.48145466, 0.4578275, 0.40821073),
-                                                    std=(0.26862954, 0.26130258, 0.27577711))
-    model = LSeg(cfg).eval()
-    result = export_onnx(model, tmp_path, size=(64, 64), verify=True)
-    assert max(result.max_abs_diff.values()) < ATOL
-    meta = json.loads((tmp_path / "lseg_onnx.json").read_text())
-    black = [-m / s for m, s in zip(cfg.mean, cfg.std, strict=True)]
+    # the runtime pads with them, as encode_image does (the letterbox pads a 49x77 image, resized to
+    # 41x64, to 64x64; the dynamic export's verify checks odd sizes against eager PyTorch).
+    out, _ = fixed_export
+    meta = json.loads((out / "lseg_onnx.json").read_text())
+    assert max(meta["max_abs_diff"].values()) < ATOL
+    black = [-m / s for m, s in zip(CLIP_MEAN, CLIP_STD, strict=True)]
     assert meta["pad_value"] == pytest.approx(black)
     image = make_photo(49, 77, seed=7)
-    ref = lseg.LSegPredictor(model, size=None).segment(image, ["sky", "grass"])
-    got = OnnxPredictor(tmp_path, size=None).segment(image, ["sky", "grass"])
+    ref = lseg.LSegPredictor(clip_norm_model, size=64).segment(image, ["sky", "grass"])
+    got = OnnxPredictor(out).segment(image, ["sky", "grass"])
+    assert got.logits.shape == tuple(ref.logits.shape) == (2, 41, 64)
     np.testing.assert_allclose(got.logits, ref.logits, atol=1e-3, rtol=0)

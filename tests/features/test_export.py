@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,24 +10,14 @@ import pytest
 import torch
 from features.helpers import write_video
 from PIL import Image
+from process_group import FEATURES_MODEL_ARGS, TwoProcessRun, random_images
 
 import lseg
 from lseg.cli import main
 from lseg.features import export_features, resize_embeddings
 from lseg.jobs.inputs import collect_media
 
-MODEL_ARGS = ["--random-weights", "lseg_tiny_test_p32", "--size", "64", "--device", "cpu", "-q"]
-
-
-def _images(folder: Path, n: int = 6) -> list[Path]:
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(n):
-        p = folder / f"img{i}.png"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (40 + 4 * i, 56, 3), dtype=np.uint8)).save(p)
-        paths.append(p)
-    return paths
+MODEL_ARGS = FEATURES_MODEL_ARGS
 
 
 def _files(out: Path) -> list[str]:
@@ -43,19 +30,16 @@ def predictor() -> lseg.LSegPredictor:
     return lseg.LSegPredictor(lseg.create_model("lseg_tiny_test_p32"), size=64)
 
 
-def test_torchrun_two_processes_write_each_output_once(tmp_path: Path) -> None:
-    _images(tmp_path / "in")
-    out = tmp_path / "out"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "lseg.cli", "features",
-           str(tmp_path / "in"), "--out", str(out), *MODEL_ARGS]
-    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+@pytest.mark.slow
+def test_torchrun_two_processes_write_each_output_once(two_processes: TwoProcessRun) -> None:
+    # `lseg features` in the two ranks of torchrun --standalone --nproc_per_node=2 (tests/process_group.py)
+    assert two_processes.exit_codes["features"] == [0, 0], two_processes.stderr["features"][-3000:]
+    stderr = two_processes.stderr["features"]
     # Each rank reports its own part: 3 + 3 written, so no image was done twice.
-    assert "features (part 1/2): 3 written, 0 already done, 0 failed" in proc.stderr
-    assert "features (part 2/2): 3 written, 0 already done, 0 failed" in proc.stderr
+    assert "features (part 1/2): 3 written, 0 already done, 0 failed" in stderr
+    assert "features (part 2/2): 3 written, 0 already done, 0 failed" in stderr
     # no temp files left; each array has its record (the settings that made it)
+    out = two_processes.features_out
     assert _files(out) == sorted(["features.json"] + [f"img{i}.{ext}" for i in range(6) for ext in ("json", "npy")])
     for i in range(6):
         arr = np.load(out / f"img{i}.npy")
@@ -64,7 +48,7 @@ def test_torchrun_two_processes_write_each_output_once(tmp_path: Path) -> None:
 
 
 def test_resume_rewrites_only_missing_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _images(tmp_path / "in")
+    random_images(tmp_path / "in")
     out = tmp_path / "out"
     args = ["features", str(tmp_path / "in"), "--out", str(out), *MODEL_ARGS]
     assert main(args) == 0
@@ -83,7 +67,7 @@ def test_resume_rewrites_only_missing_outputs(tmp_path: Path, capsys: pytest.Cap
 def test_manual_shard_and_settings_guard(
     tmp_path: Path, predictor: lseg.LSegPredictor, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _images(tmp_path / "in")
+    random_images(tmp_path / "in")
     out = tmp_path / "out"
     report = export_features(predictor, [tmp_path / "in"], out, shard=(1, 3), progress=False)
     assert sorted(p.name for p in report.written) == ["img1.npy", "img4.npy"]
@@ -99,7 +83,7 @@ def test_video_frames(tmp_path: Path, predictor: lseg.LSegPredictor, capsys: pyt
     video = tmp_path / "in" / "clip.mp4"
     video.parent.mkdir()
     write_video(video, n_frames=10, rate=10)
-    _images(tmp_path / "in", n=1)
+    random_images(tmp_path / "in", n=1)
     out = tmp_path / "out"
     assert main(["features", str(tmp_path / "in"), "--out", str(out), "--fps", "5", *MODEL_ARGS]) == 0
     expected = [f"clip/{i:06d}.npy" for i in (0, 2, 4, 6, 8)]

@@ -29,6 +29,7 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-
     mp.undo()
 
 
+@pytest.mark.slow  # a local Ray cluster
 def test_ray_store_equals_single_process_store(local_cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from lseg.features.ray_export import export_store_ray
 

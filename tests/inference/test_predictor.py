@@ -349,22 +349,26 @@ def report(tmp_path_factory) -> dict:
     return data
 
 
+@pytest.mark.slow  # shares the 12000x8000 measurement (one process, ~15 s)
 @needs_clear_refs
 def test_large_image_load_is_bounded(report):
     assert report["load"]["peak_growth"] <= 7 * PIXELS + 64 * MB, report["load"]
 
 
+@pytest.mark.slow
 @needs_clear_refs
 def test_large_image_segment_default_size_is_bounded(report):
     assert report["segment_array"]["peak_growth"] <= 4 * PIXELS + 160 * MB, report["segment_array"]
 
 
+@pytest.mark.slow
 @needs_clear_refs
 def test_large_image_sliding_windows_are_bounded(report):
     assert report["windows"] > 1 and max(report["window_size"]) <= 256
     assert report["segment_file_windows"]["peak_growth"] <= 7 * PIXELS + 64 * MB, report["segment_file_windows"]
 
 
+@pytest.mark.slow
 @needs_clear_refs
 def test_five_thousand_labels_are_bounded_by_chunking(report):
     r = report["labels_5000"]

@@ -12,19 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_photo
-from hostile_inputs import cli_env
+from hostile_inputs import cli_env, run_cli_commands
 from PIL import Image
 
 import lseg
 from lseg.cli import main
 
 RANDOM = ["--random-weights", "lseg_tiny_test", "--size", "32", "-q"]
-
-
-def _lseg(*args: str, bars: bool = False) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in cli_env().items() if not (bars and k == "TQDM_DISABLE")}
-    return subprocess.run([sys.executable, "-m", "lseg.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=300, check=False)
 
 
 @pytest.fixture
@@ -62,14 +56,15 @@ def test_03_push_to_hub_without_network_is_one_line(monkeypatch: pytest.MonkeyPa
 
 
 # 5: file names that are not valid UTF-8
+@pytest.mark.slow  # a process (a real stderr)
 def test_05_names_that_are_not_utf8_are_processed(tmp_path: Path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
     bad = os.fsdecode(b"caf\xe9.png")  # latin-1 bytes: a surrogate in Python's str
     Image.fromarray(make_photo(32, 40)).save(os.path.join(folder, bad))
     Image.fromarray(make_photo(32, 40, seed=3)).save(folder / "ok.png")
-    for command in (["segment", str(folder), "-l", "a, b"], ["features", str(folder)]):
-        r = _lseg(*command, "-o", str(tmp_path / command[0]), *RANDOM)
+    commands = [["segment", str(folder), "-l", "a, b"], ["features", str(folder)]]
+    for r in run_cli_commands(*([*c, "-o", str(tmp_path / c[0]), *RANDOM] for c in commands)):  # a real stderr
         assert r.returncode == 0, r.stderr
         assert "2 written" in r.stderr and "Traceback" not in r.stderr
     names = os.listdir(os.fsencode(tmp_path / "segment"))
@@ -125,11 +120,14 @@ def test_11_segment_a_video_says_what_to_do_before_loading(tmp_path: Path, capsy
 
 
 # 15: one warning style, clean lines in logs
+@pytest.mark.slow  # a process (Python's own warnings)
 def test_15_warnings_are_plain_lines_in_one_style(photo: Path, tmp_path: Path) -> None:
     long = "a photo of a very " + "very " * 100 + "large dog"
-    for command in (["segment", str(photo), "-l", f"{long}, cat"], ["features", str(photo)]):
-        r = _lseg(*command, "-o", str(tmp_path / command[0]), "--random-weights", "lseg_tiny_test", "--size", "32",
-                  bars=True)
+    commands = [["segment", str(photo), "-l", f"{long}, cat"], ["features", str(photo)]]
+    env = {k: v for k, v in cli_env().items() if k != "TQDM_DISABLE"}  # with its progress bars
+    results = run_cli_commands(*([*c, "-o", str(tmp_path / c[0]), "--random-weights", "lseg_tiny_test", "--size",
+                                  "32"] for c in commands), env=env)  # a process: Python's own warnings would show
+    for command, r in zip(commands, results, strict=True):
         assert r.returncode == 0, r.stderr
         lines = r.stderr.splitlines()
         assert "warning: using random weights for lseg_tiny_test: the output is noise" in lines

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hostile_inputs import cli_env, one_error_line, scene
+from hostile_inputs import one_error_line, run_cli_commands, scene
 from io_helpers import leftovers
 from PIL import Image
 
@@ -177,7 +177,11 @@ state.save_checkpoint(Fabric(), out / "last.ckpt", {})
 }
 
 
-@pytest.mark.parametrize("writer", sorted(CRASHES))
+#: Writers whose script imports torch and builds or exports a model (seconds, not tenths).
+_HEAVY = {"save_pretrained", "onnx_export", "train_checkpoint"}
+
+
+@pytest.mark.parametrize("writer", [pytest.param(w, marks=pytest.mark.slow) if w in _HEAVY else w for w in sorted(CRASHES)])
 def test_a_crashed_writer_leaves_only_what_the_cleanup_removes(tmp_path: Path, writer: str) -> None:
     if writer == "train_checkpoint":
         pytest.importorskip("lightning")
@@ -259,8 +263,8 @@ def test_fifo_socket_and_device_are_refused_without_blocking(tmp_path):
         sock.close()
 
 
-@pytest.mark.timeout(300)
-def test_cli_reports_special_files_and_finishes(tmp_path, run_cli):
+@pytest.mark.timeout(120)  # a FIFO opened for reading blocks until a writer comes: a hang here is the bug
+def test_cli_reports_special_files_and_finishes(tmp_path, cli):
     """``lseg segment``/``features`` on a folder with a FIFO, a socket and a device among images, and
     a FIFO given as an argument: each is one failed input, the images are written, exit 1."""
     folder = tmp_path / "photos"
@@ -274,7 +278,7 @@ def test_cli_reports_special_files_and_finishes(tmp_path, run_cli):
     try:
         for command in (["segment", "-l", "sky,grass"], ["features"]):
             out = tmp_path / command[0]
-            r = run_cli(*command, str(folder), str(tmp_path / "arg.jpg"), "-o", str(out), *MODEL, timeout=240)
+            r = cli(*command, str(folder), str(tmp_path / "arg.jpg"), "-o", str(out), *MODEL)
             assert r.returncode == 1, r.stderr
             assert "Traceback" not in r.stderr
             for name, kind in [("pipe.jpg", "a FIFO"), ("zero.png", "a character device"), ("sock.png", "a socket")]:
@@ -317,9 +321,11 @@ def test_segment_on_a_full_disk_stops_cleanly_and_a_rerun_completes(tmp_path, ca
         assert not _hidden(out)
 
 
-def test_features_at_original_resolution_on_a_full_disk_is_an_error_not_sigbus(tmp_path, run_cli):
+@pytest.mark.slow  # a process of its own: SIGBUS would kill pytest
+def test_features_at_original_resolution_on_a_full_disk_is_an_error_not_sigbus(tmp_path, run_cli, cli):
     """The upsampled features were written through a memory map: on a full tmpfs the store died of
-    SIGBUS, and so did every re-run. Now the write fails with ENOSPC like any other."""
+    SIGBUS, and so did every re-run. Now the write fails with ENOSPC like any other (the re-run, with
+    room on the disk, runs in this process)."""
     stems = _images(tmp_path / "photos", 6, 64, 64)  # 32 x 64 x 64 fp16 = 256 KiB each
     with _tmpfs(tmp_path / "disk", "1m") as disk:
         out = disk / "feats"
@@ -332,7 +338,7 @@ def test_features_at_original_resolution_on_a_full_disk_is_an_error_not_sigbus(t
         assert 0 < done < len(stems)
         assert not _hidden(out)
         subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)  # the fault is fixed
-        r = run_cli(*args)
+        r = cli(*args)
         assert r.returncode == 0, r.stderr
         assert f"{len(stems) - done} written, {done} already done, 0 failed" in r.stderr
         assert _files(out) == {f"{s}.{e}" for s in stems for e in ("npy", "json")} | {"features.json"}
@@ -340,13 +346,13 @@ def test_features_at_original_resolution_on_a_full_disk_is_an_error_not_sigbus(t
             assert np.load(out / f"{s}.npy").shape == (32, 64, 64)
 
 
-def test_features_npy_on_a_full_disk_is_one_error_line(tmp_path, run_cli):
+def test_features_npy_on_a_full_disk_is_one_error_line(tmp_path, cli):
     """The network's own resolution is written with numpy's format: on a full disk that was a
     traceback (``OSError: 55296 requested and 28608 written``); now one line, as every write."""
     stems = _images(tmp_path / "photos", 8, 64, 64)  # 32 x 32 x 32 fp16 = 64 KiB each at --size 64
     with _tmpfs(tmp_path / "disk", "256k") as disk:
         out = disk / "feats"
-        r = run_cli("features", str(tmp_path / "photos"), "-o", str(out), *MODEL[:2], "--size", "64", "-q")
+        r = cli("features", str(tmp_path / "photos"), "-o", str(out), *MODEL[:2], "--size", "64", "-q")
         assert r.returncode == 2, r.stderr
         assert "Traceback" not in r.stderr and "requested and" not in r.stderr
         assert re.search(r"cannot write \S+\.npy: No space left on device", r.stderr)
@@ -394,13 +400,9 @@ def _without_root_override(tmp_path: Path) -> list[str]:
     return prefix
 
 
-def _run_cli_as(prefix: list[str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*prefix, sys.executable, "-m", "lseg.cli", *args], env=cli_env(), capture_output=True,
-                          text=True, check=False, timeout=240)
-
-
+@pytest.mark.slow  # processes without root's permission override
 def test_missing_permission_one_line_per_file_and_the_rest_is_written(tmp_path):
-    prefix = _without_root_override(tmp_path)
+    prefix = tuple(_without_root_override(tmp_path))
     photos = tmp_path / "photos"
     _images(photos, 1)
     _images(photos / "sub", 2)
@@ -408,22 +410,21 @@ def test_missing_permission_one_line_per_file_and_the_rest_is_written(tmp_path):
     (out / "sub").mkdir(parents=True)
     (out / "sub").chmod(0o555)  # one sub-folder of the output is not writable
     args = ["segment", str(photos), "-l", "sky,grass", "-o", str(out), *MODEL]
-    r = _run_cli_as(prefix, *args)
+    # and the output folder itself not writable: one line, before any work
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    r, r_locked = run_cli_commands(args, ["features", str(photos), "-o", str(locked), *MODEL], prefix=prefix)
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr
     lines = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
     assert lines == [f"error: cannot write {out / 'sub' / s}_labels.png: Permission denied; no permission to write "
                      "there: fix the folder's permissions or write to another folder" for s in ("img00", "img01")]
     assert _files(out) == {"img00_labels.png", "img00_overlay.png", "img00_labels.json"}
+    assert r_locked.returncode == 2
+    assert one_error_line(r_locked.stderr).startswith(f"error: cannot write {locked}: Permission denied; ")
     (out / "sub").chmod(0o755)  # fixed
-    r = _run_cli_as(prefix, *args)
+    (r,) = run_cli_commands(args, prefix=prefix)
     assert r.returncode == 0 and "2 written, 1 already done, 0 failed" in r.stderr, r.stderr
-    # the output folder itself not writable: one line, before any work
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o555)
-    r = _run_cli_as(prefix, "features", str(photos), "-o", str(locked), *MODEL)
-    assert r.returncode == 2
-    assert one_error_line(r.stderr).startswith(f"error: cannot write {locked}: Permission denied; ")
 
 
 def test_file_name_too_long_for_the_temp_name(tmp_path, capsys):

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import time
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -223,14 +225,36 @@ def test_decompression_bomb_refused_before_decoding() -> None:
     assert "100000x100000" in message and "max_pixels" in message and "MB" in message
 
 
-@pytest.fixture(scope="module")
-def large_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """12000x8000 (96 M pixels) solid-colour PNG: ~1 MB on disk, created once."""
-    path = tmp_path_factory.mktemp("large") / "large.png"
-    Image.new("RGB", (12000, 8000), (10, 200, 30)).save(path, compress_level=1)
+def _solid_png(path: Path, width: int, height: int, rgb: tuple[int, int, int], rows: int = 100) -> Path:
+    """A solid-colour RGB PNG written without encoding every row: ``rows`` rows are deflated once and
+    end with a full flush (an empty window), so the block repeats byte for byte (Pillow takes ~1 s
+    to encode 12000x8000)."""
+    assert height % rows == 0
+    line = b"\x00" + bytes(rgb) * width  # filter type 0 (None), then the pixels
+    c = zlib.compressobj(1)
+    header = c.compress(b"")  # the zlib header comes with the first output
+    block = c.compress(line * rows) + c.flush(zlib.Z_FULL_FLUSH)
+    tail = c.flush()  # an empty final block; its adler32 would be the first block's only, so recompute
+    adler = 1
+    for _ in range(height // rows):
+        adler = zlib.adler32(line * rows, adler)
+    data = header + block * (height // rows) + tail[:-4] + struct.pack(">I", adler)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
     return path
 
 
+@pytest.fixture(scope="module")
+def large_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12000x8000 (96 M pixels) solid-colour PNG: ~1 MB on disk, created once."""
+    return _solid_png(tmp_path_factory.mktemp("large") / "large.png", 12000, 8000, (10, 200, 30))
+
+
+@pytest.mark.slow  # decodes 96 M pixels
 def test_large_image_loads_without_pil_bomb_warning(large_png: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -450,6 +474,13 @@ def predictor(tiny_model):
     return lseg.LSegPredictor(tiny_model, size=64)
 
 
+@pytest.fixture(scope="module")
+def predictor32(tiny_model):
+    """One predictor for every example of the property and fuzz tests: building one per example (a
+    copy of the model, the labels encoded again) cost 20x the segmentation itself."""
+    return lseg.LSegPredictor(tiny_model, size=32)
+
+
 def _check(result, size: tuple[int, int], k: int = len(LABELS)) -> None:
     lm = result.label_map
     assert lm.shape == size and lm.dtype == np.int32
@@ -572,16 +603,16 @@ def image_arrays(draw):
 
 @_FAST
 @given(arr=image_arrays())
-def test_property_any_valid_array_gives_a_label_map_of_its_size(tiny_model, arr):
-    r = lseg.LSegPredictor(tiny_model, size=32).segment(arr, LABELS)
+def test_property_any_valid_array_gives_a_label_map_of_its_size(predictor32, arr):
+    r = predictor32.segment(arr, LABELS)
     _check(r, arr.shape[:2])
 
 
 @_FAST
 @given(h=st.integers(1, 40), w=st.integers(1, 40), channels=st.sampled_from([1, 3, 4]), seed=st.integers(0, 99))
-def test_property_chw_tensors(tiny_model, h, w, channels, seed):
+def test_property_chw_tensors(predictor32, h, w, channels, seed):
     t = torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (channels, h, w), dtype=np.uint8))
-    _check(lseg.LSegPredictor(tiny_model, size=32).segment(t, LABELS), (h, w))
+    _check(predictor32.segment(t, LABELS), (h, w))
 
 
 _VALID_FILES = {
@@ -610,10 +641,10 @@ def mutated_files(draw):
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow],
           derandomize=True, database=None)
 @given(data=mutated_files())
-def test_fuzz_encoded_bytes_through_the_predictor(tiny_model, data):
+def test_fuzz_encoded_bytes_through_the_predictor(predictor32, data):
     """Mutated PNG/JPEG/GIF/BMP/WebP/TIFF bytes: a label map of the decoded size, or an
     ImageLoadError with a one-line message; never another exception, hang or crash."""
-    predictor = lseg.LSegPredictor(tiny_model, size=32)
+    predictor = predictor32
     try:
         expected = load_image(data).shape[:2]
     except ImageLoadError as e:

@@ -41,11 +41,6 @@ def _files(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
 
 
-def _start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "lseg.cli", *args], env=cli_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-
-
 # A worker that imports torch and builds the model (seconds, and uneven on a busy machine), then says
 # it is ready and waits for the start signal: the workers start their loops together, as jobs started
 # at once would if starting up took no time (the tiny model computes an image in milliseconds).
@@ -84,8 +79,12 @@ def _expected(command: str) -> set[str]:
     return {f"img{i:02d}.{e}" for i in range(N) for e in ("npy", "json")} | {"features.json"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["segment", "features"])
 def test_two_workers_split_the_work(command, forty_images, tmp_path):
+    """Two workers started together on one folder both succeed, share the work, and leave exactly the
+    outputs (no claim or temp file). [features] is also the engine's "concurrent features workers
+    share a folder" (they start up side by side too: their own imports and set-up run unsynchronised)."""
     out = tmp_path / "out"
     args = [command, str(forty_images), "-o", str(out), *MODEL] + (["-l", "sky,grass"] if command == "segment" else [])
     workers = _start_together(2, tmp_path, *args)
@@ -105,14 +104,19 @@ def test_two_workers_split_the_work(command, forty_images, tmp_path):
     assert _files(out) == _expected(command)  # every output present once, no claim or temp file left
 
 
+@pytest.mark.slow
 def test_a_worker_killed_at_random_points_leaves_nothing_that_stops_the_next_run(forty_images, tmp_path, capsys):
     """SIGKILL after a random number of outputs, twice, with a second worker running beside the
     first: the dead worker's claims are found stale (its pid is gone), the next run completes."""
     rng = random.Random(int(os.environ.get("LSEG_TEST_SEED", "11")))
     out = tmp_path / "out"
     args = ["segment", str(forty_images), "-l", "sky,grass", "-o", str(out), *MODEL]
-    for _ in range(2):
-        victim, other = _start(*args), _start(*args)
+    for round_ in range(2):
+        # Started together (after their imports), so the other worker really runs beside the victim and
+        # leaves it the images it claims: started apart, on a busy machine the victim could be killed
+        # before the other one began, and the other did everything (the second round had nothing to do).
+        (tmp_path / f"round{round_}").mkdir()
+        victim, other = _start_together(2, tmp_path / f"round{round_}", *args)
         target = len(_files(out)) + rng.randint(2, 16)
         deadline = time.monotonic() + 300
         while len(_files(out)) < target and victim.poll() is None and time.monotonic() < deadline:
@@ -125,6 +129,24 @@ def test_a_worker_killed_at_random_points_leaves_nothing_that_stops_the_next_run
     assert main(args) == 0
     assert "0 failed" in capsys.readouterr().err
     assert _files(out) == _expected("segment")
+
+
+@pytest.mark.slow
+def test_a_run_with_nothing_left_to_do_still_removes_what_a_killed_worker_left(forty_images, tmp_path, capsys):
+    """When the other worker finished everything, the re-runs above have nothing to do: the killed
+    worker's job claim and temp file are removed all the same (they stayed until a run had work)."""
+    from lseg.io.atomic import _host_tag
+
+    out = tmp_path / "out"
+    args = ["segment", str(forty_images / "img00.png"), "-l", "sky,grass", "-o", str(out), *MODEL]
+    assert main(args) == 0
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    _claim_file(out / "lseg-job-0123456789ab", host=_host(), pid=int(dead.stdout), start=None, recipe="x")
+    (out / f".img00_overlay.png.{_host_tag()}-{int(dead.stdout)}-0123abcd.tmp.png").write_bytes(b"half")
+    assert main(args) == 0
+    assert "0 written, 1 already done" in capsys.readouterr().err
+    assert _files(out) == {f"img00_{kind}" for kind in ("labels.png", "overlay.png", "labels.json")}
 
 
 # ------------------------------------------------------------------------------ claims themselves

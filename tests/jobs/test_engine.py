@@ -130,6 +130,7 @@ def test_ctrl_c_returns_what_was_written(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o0.json", "o0.txt"]  # nothing half-made, no claims
 
 
+@pytest.mark.slow  # SIGINT to a process
 def test_the_cli_prints_the_summary_on_ctrl_c(tmp_path: Path) -> None:
     photos = tmp_path / "in"
     photos.mkdir()
@@ -159,20 +160,6 @@ def test_two_workers_with_other_settings_never_mix(tmp_path: Path) -> None:
             hold_recipe(other, tmp_path, "recipe-b", "write")
     with ClaimSet() as later:  # the first has ended: its claim is gone
         hold_recipe(later, tmp_path, "recipe-b", "write")
-
-
-def test_concurrent_features_workers_share_a_folder(tmp_path: Path) -> None:
-    photos = tmp_path / "in"
-    photos.mkdir()
-    for i in range(24):
-        Image.fromarray(np.full((24, 24, 3), i * 9, np.uint8)).save(photos / f"img{i:04d}.png")
-    cmd = [sys.executable, "-m", "lseg.cli", "features", str(photos), "-o", str(tmp_path / "o"),
-           "--random-weights", "lseg_tiny_test", "--size", "32", "-q"]
-    procs = [subprocess.Popen(cmd, env=cli_env(), stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    errs = [p.communicate(timeout=300)[1] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], errs
-    assert len(list((tmp_path / "o").glob("*.npy"))) == 24
-    assert not [p for p in (tmp_path / "o").iterdir() if p.name.startswith(".")]
 
 
 def test_segment_folder_and_per_item_failures(tmp_path: Path, tiny_model) -> None:

@@ -189,6 +189,7 @@ def twenty_images(tmp_path) -> Path:
     return folder
 
 
+@pytest.mark.slow  # SIGKILL to a process
 def test_segment_killed_mid_write_and_restarted(twenty_images, tmp_path, capsys):
     out = tmp_path / "seg"
     args = ["segment", str(twenty_images), "-l", "sky,grass", "--random-weights", "lseg_tiny_test", "-o",
@@ -215,6 +216,7 @@ def test_segment_killed_mid_write_and_restarted(twenty_images, tmp_path, capsys)
     assert not _hidden(out)
 
 
+@pytest.mark.slow  # SIGKILL to a process
 def test_features_killed_mid_write_and_restarted(twenty_images, tmp_path, capsys):
     out = tmp_path / "feats"
     args = ["features", str(twenty_images), "--random-weights", "lseg_tiny_test", "-o", str(out), *MODEL]

@@ -89,6 +89,7 @@ def test_text_features_match_reference_clip_encode_text():
     torch.testing.assert_close(got32, expected.float(), atol=5e-3, rtol=0)
 
 
+@pytest.mark.slow  # full-size text towers in fp16 on a CPU
 @pytest.mark.parametrize("clip_name", ["ViT-B-32", "RN50x16"])
 def test_reference_text_tower_is_bit_identical_to_openai_clip(clip_name):
     """Full-size text towers of both released CLIP models, random weights, OpenAI's fp16 code on CPU."""
@@ -154,6 +155,7 @@ def test_resnet_trunk_is_torchvisions():
         assert torch.equal(g, expected[str(i)])
 
 
+@pytest.mark.slow  # full size, 480x480
 def test_full_size_resnet101_zero_shot_network_has_the_official_keys_and_runs_an_episode():
     from refimpl.lseg_reference import RefLSegRNNetZS
     from torchvision.models import resnet101

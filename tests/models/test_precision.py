@@ -45,6 +45,7 @@ def test_auto_on_cpu_follows_what_onednn_may_use(monkeypatch):
     assert prec.resolve_precision("auto", "cpu") == "fp32"
 
 
+@pytest.mark.slow  # a process (oneDNN reads its ISA cap at start)
 def test_auto_under_an_isa_capped_to_avx2_is_fp32():
     """For real: ONEDNN_MAX_CPU_ISA=AVX2 (how an AVX2-only host is emulated on a newer one) -> fp32."""
     code = "from lseg.models.precision import resolve_precision; print(resolve_precision('auto', 'cpu'))"

@@ -15,6 +15,7 @@ network family. This process never imports the stand-in ``pytorch_lightning`` mo
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 import subprocess
@@ -26,8 +27,8 @@ import pytest
 import torch
 from hostile_inputs import one_error_line, scene
 from PIL import Image
+from refimpl.lightning14 import write_released_layouts
 from refimpl.lseg_reference import RefLSegNet
-from refimpl.tiny import tiny_reference
 from safetensors.torch import load_file, save_file
 
 import lseg
@@ -402,6 +403,7 @@ def test_info_on_a_folder_with_mismatched_weights_reports_their_count(bad_checkp
     assert "does not fit lseg_tiny_test: 1 unexpected" in captured.err
 
 
+@pytest.mark.slow  # the installed entry point, in its own process
 def test_evil_pickle_in_a_real_process(bad_checkpoints, photo_path, tmp_path, run_cli):
     """The installed entry point: one stderr line, exit code 2, the payload never ran."""
     path, _ = bad_checkpoints["pickle that runs code (zip)"]
@@ -420,7 +422,6 @@ def test_good_checkpoint_still_loads(tiny_dir, photo_path, tmp_path, capsys):
                  "--size", "32"]) == 0
 
 
-TESTS = Path(__file__).parents[1]
 FAMILIES = {
     # our tiny registry name: the released network family it has the layout of
     "lseg_tiny_test": "ViT-L/16 (demo_e200, fss_l16)",
@@ -429,24 +430,10 @@ FAMILIES = {
 }
 
 
-def write_released_layout(tmp_path: Path, name: str, *args: str, seed: int = 0) -> tuple[Path, torch.nn.Module]:
-    """A tiny reference network of family ``name`` saved as a released checkpoint (in a subprocess)."""
-    torch.manual_seed(seed)
-    ref = tiny_reference(name)
-    sd_path = tmp_path / f"{name}-sd.safetensors"
-    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(sd_path))
-    out = tmp_path / f"{name}{'-'.join(('',) + args).replace('--', '')}.ckpt"
-    subprocess.run(
-        [sys.executable, "-m", "refimpl.lightning14", str(sd_path), str(out), *args],
-        cwd=TESTS, check=True, capture_output=True, text=True,
-    )
-    return out, ref
-
-
 @pytest.fixture(scope="module")
-def released(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, torch.nn.Module]]:
-    d = tmp_path_factory.mktemp("released")
-    return {name: write_released_layout(d, name) for name in FAMILIES}
+def released(released_layouts: dict[str, tuple[Path, torch.nn.Module]]) -> dict[str, tuple[Path, torch.nn.Module]]:
+    """One released-layout file per network family (the session's, fake_drive.RELEASED_LAYOUTS)."""
+    return {name: released_layouts[name] for name in FAMILIES}
 
 
 def test_the_fixture_is_the_torch19_lightning14_container(released):
@@ -502,8 +489,8 @@ def test_released_layout_loads_strictly_and_equals_the_bare_state_dict(released,
 
 
 @pytest.mark.parametrize("variant", [("--legacy",), ("--hyper-parameters",), ("--legacy", "--hyper-parameters")])
-def test_legacy_container_and_hyper_parameters_load(tmp_path, variant):
-    path, ref = write_released_layout(tmp_path, "lseg_tiny_test", *variant)
+def test_legacy_container_and_hyper_parameters_load(released_layouts, variant):
+    path, ref = released_layouts["-".join(v.removeprefix("--") for v in variant)]
     assert zipfile.is_zipfile(path) == ("--legacy" not in variant)
     ckpt = read_checkpoint(path)
     if "--hyper-parameters" in variant:
@@ -514,8 +501,8 @@ def test_legacy_container_and_hyper_parameters_load(tmp_path, variant):
 
 @pytest.mark.parametrize("payload,name", [("unknown-global", "my_project.callbacks.CustomCallback"),
                                           ("code", "posix.system")])
-def test_unknown_globals_and_code_are_refused_in_one_line(tmp_path, capsys, payload, name):
-    path, _ = write_released_layout(tmp_path, "lseg_tiny_test", "--payload", payload)
+def test_unknown_globals_and_code_are_refused_in_one_line(released_layouts, tmp_path, capsys, payload, name):
+    path, _ = released_layouts[f"payload-{payload}"]
     with pytest.raises(CheckpointError) as e:
         lseg.load_model(path)
     assert f"Unsupported global: GLOBAL {name}" in str(e.value) and "\n" not in str(e.value)
@@ -538,24 +525,38 @@ def test_allowlisted_names_resolve_to_inert_stand_ins():
 
 
 _PEAK = """
-import sys
+import gc, sys
+from pathlib import Path
 from lseg.cli import main
-rc = main(["convert", sys.argv[1], sys.argv[2]])
-# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the (large) parent across exec
-print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")))  # KiB
-sys.exit(rc)
+
+def status(field):  # KiB
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field + ":"))
+
+small, big, out = sys.argv[1:]
+assert main(["convert", small, out + "/warm-up"]) == 0  # imports and first-call allocations
+growth = []
+for i, path in enumerate((small, big)):
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) starts again from VmRSS
+    base = status("VmRSS")
+    assert main(["convert", path, f"{out}/{i}"]) == 0
+    growth.append(status("VmHWM") - base)
+print(*growth)
 """
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux /proc/self/clear_refs")
 def test_optimizer_state_is_never_read_into_memory(tmp_path):
     """Converting a file with ~300 MB of optimizer state costs no more memory than one without:
-    the zip is memory-mapped and only the model's tensors are touched."""
-    small, _ = write_released_layout(tmp_path, "lseg_tiny_test")
-    big, _ = write_released_layout(tmp_path, "lseg_tiny_test", "--extra-optimizer-mb", "300")
+    the zip is memory-mapped and only the model's tensors are touched. Both conversions in one fresh
+    process (after a warm-up conversion), each measured from the peak reset to the resident size."""
+    layouts = write_released_layouts(tmp_path, {"small": ("lseg_tiny_test", ()),
+                                                "big": ("lseg_tiny_test", ("--extra-optimizer-mb", "300"))})
+    (small, _), (big, _) = layouts["small"], layouts["big"]
     assert big.stat().st_size > small.stat().st_size + 300e6
-    peaks = []
-    for path in (small, big):
-        r = subprocess.run([sys.executable, "-c", _PEAK, str(path), str(tmp_path / path.stem)],
-                           capture_output=True, text=True, check=True)
-        peaks.append(int(r.stdout.split()[-1]) / 1024)
-    assert peaks[1] - peaks[0] < 100, peaks  # MiB
+    r = subprocess.run([sys.executable, "-c", _PEAK, str(small), str(big), str(tmp_path / "out")],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    growth = [int(x) / 1024 for x in r.stdout.split()[-2:]]  # MiB
+    assert growth[1] - growth[0] < 100, growth

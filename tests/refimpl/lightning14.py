@@ -17,9 +17,10 @@ folder is ``archive/``). This module reproduces that container without installin
   ``FB`` padding extra field), ``archive/version`` = ``3``; no ``byteorder`` or ``.data/`` records
   (later torch versions add those). ``--legacy`` writes the pre-1.6 non-zip format instead.
 
-Run it in a subprocess (``python -m refimpl.lightning14 IN.safetensors OUT.ckpt``): it registers
-stand-in ``pytorch_lightning`` modules in *that* process only, so the process that loads the file
-has never seen them.
+Run it in a subprocess (``python -m refimpl.lightning14 IN.safetensors OUT.ckpt``, or several files
+with ``--jobs JOBS.json``, a list of such argument lists, as :func:`write_released_layouts` does): it
+registers stand-in ``pytorch_lightning`` modules in *that* process only, so the process that loads the
+file has never seen them.
 """
 
 from __future__ import annotations
@@ -206,7 +207,55 @@ def write_legacy(obj: object, path: Path) -> None:
         torch.save(obj, f, pickle_module=shim, pickle_protocol=2, _use_new_zipfile_serialization=False)
 
 
+def write_released_layouts(
+    folder: Path, specs: dict[str, tuple[str, tuple[str, ...]]], seed: int = 0
+) -> dict[str, tuple[Path, torch.nn.Module]]:
+    """Tiny reference networks saved as released checkpoints ``folder/<key>.ckpt``, all in one subprocess.
+
+    ``specs``: key -> (tiny registry name, this module's options); each network is built with
+    ``torch.manual_seed(seed)``. Returns key -> (checkpoint path, the reference network).
+    """
+    import json
+    import subprocess
+
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = read_released_layouts(folder, specs, seed)
+    jobs = []
+    for key, (path, ref) in out.items():
+        sd_path = folder / f"{key}-sd.safetensors"
+        save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(sd_path))
+        jobs.append([str(sd_path), str(path), *specs[key][1]])
+    (folder / "jobs.json").write_text(json.dumps(jobs))
+    tests = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "refimpl.lightning14", "--jobs", str(folder / "jobs.json")], cwd=tests,
+                   check=True, capture_output=True, text=True, timeout=600)
+    return out
+
+
+def read_released_layouts(
+    folder: Path, specs: dict[str, tuple[str, tuple[str, ...]]], seed: int = 0
+) -> dict[str, tuple[Path, torch.nn.Module]]:
+    """What :func:`write_released_layouts` returns for files it wrote before (the networks built again:
+    seeded, so the same)."""
+    from .tiny import tiny_reference
+
+    out: dict[str, tuple[Path, torch.nn.Module]] = {}
+    for key, (name, _) in specs.items():
+        torch.manual_seed(seed)
+        out[key] = (folder / f"{key}.ckpt", tiny_reference(name))
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--jobs"]:
+        import json
+
+        for job in json.loads(Path(argv[1]).read_text()):
+            main(job)
+        return
     p = argparse.ArgumentParser()
     p.add_argument("state_dict", help="safetensors file with official (reference) keys, no 'net.' prefix")
     p.add_argument("out")

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from train.helpers import tiny_train_config
 
 from lseg.train import TrainConfig
 from lseg.train.toy import make_toy_dataset
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -57,37 +54,4 @@ def toy_val_root(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 @pytest.fixture
 def tiny_cfg(toy_root: Path, tmp_path: Path) -> TrainConfig:
     """A CPU config for the tiny model on the toy data (64 px crops, no workers, no progress bar)."""
-    return TrainConfig(
-        model="lseg_tiny_test", dataset="folder", data_root=str(toy_root), split=None,
-        base_size=64, crop_size=64, scale_range=(0.75, 1.25), batch_size=2, max_steps=4,
-        base_lr=0.01, lr_scaling="none", accelerator="cpu", num_workers=0, log_every_n_steps=1,
-        checkpoint_every_n_steps=0, progress_bar=False, out_dir=str(tmp_path / "run"),
-    )
-
-
-def _cli_env() -> dict[str, str]:
-    """Environment for `python -m lseg.cli ...` subprocesses: loopback-only gloo rendezvous."""
-    env = dict(os.environ)
-    env.update(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", TQDM_DISABLE="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    env.pop("MASTER_PORT", None)  # Fabric picks a free port
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def _run_cli(*args: str, timeout: float = 240) -> str:
-    """Run ``python -m lseg.cli ARGS`` in a subprocess; return stdout+stderr, fail with it on error."""
-    import subprocess
-
-    proc = subprocess.run(
-        [sys.executable, "-m", "lseg.cli", *args], env=_cli_env(), cwd=REPO, capture_output=True, text=True,
-        timeout=timeout, check=False,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"lseg {' '.join(args)} failed ({proc.returncode}):\n{out[-4000:]}"
-    return out
-
-
-@pytest.fixture
-def run_cli():
-    """``run_cli(*args)``: the lseg CLI in a subprocess (needed for Fabric's multi-process self-launch)."""
-    return _run_cli
+    return tiny_train_config(toy_root, tmp_path / "run")

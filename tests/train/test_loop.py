@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from process_group import TwoProcessRun
 
 import lseg
 from lseg.cli import main
@@ -55,6 +56,7 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].numel())
 
 
+@pytest.mark.slow  # 150 training steps
 def test_tiny_model_learns_the_toy_dataset(toy_root: Path, tiny_cfg: TrainConfig):
     cfg = tiny_cfg.replace(batch_size=4, max_steps=150, optimizer="adam", base_lr=1e-3, log_every_n_steps=25)
     eval_cfg = EvalConfig(dataset="folder", data_root=str(toy_root), size=None, crop_size=64, num_workers=0, progress=False)
@@ -100,36 +102,25 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(tiny_cfg: TrainCon
     assert isinstance(a["rng"]["torch"], torch.Tensor) and a["config"]["max_steps"] == 8
 
 
-def test_two_process_ddp_equals_one_process_with_the_same_global_batch(
-    tiny_cfg: TrainConfig, toy_val_root: Path, tmp_path: Path, run_cli
-):
-    # Wide rescale range: crops get padding (ignored pixels) in different amounts on the two ranks.
-    # 2 steps per epoch: validation (sharded over the two processes) after step 2.
-    # Seed 1: with seed 0 (since masks are resampled at pixel centres) the 2nd and 3rd steps land where
-    # the tiny decoder amplifies fp32 rounding ~300x per step (max diff 1e-7 after step 1, 3e-5 after 2,
-    # 2e-4 after 3); seeds 1 and 2 stay at ~1.5e-7 after 3 steps.
-    cfg = tiny_cfg.replace(
-        batch_size=2, accumulate_grad_batches=2, max_steps=3, scale_range=(0.5, 1.5), sync_batchnorm=True,
-        out_dir=str(tmp_path / "single"), data_root=str(toy_val_root), val_split="val", monitor="mIoU", seed=1,
-    )
-    config_file = tmp_path / "ddp.yaml"
-    config_file.write_text(yaml.safe_dump(cfg.to_dict()), encoding="utf-8")
-    run_cli(
-        "train", "--config", str(config_file), "--devices", "2", "--batch-size", "1",
-        "--out-dir", str(tmp_path / "ddp"), "--resume", "never",
-    )
+@pytest.mark.slow
+def test_two_process_ddp_equals_one_process_with_the_same_global_batch(two_processes: TwoProcessRun, tmp_path: Path):
+    # `lseg train --config ddp.yaml --devices 2 --batch-size 1` in the two ranks of torchrun
+    # (tests/process_group.py, which says why this config); here the same config in one process.
+    run = two_processes
+    assert run.exit_codes["train"] == [0, 0], run.stderr["train"][-3000:]
+    cfg = run.train_config.replace(out_dir=str(tmp_path / "single"))
     train(cfg, resume="never")
 
-    single, ddp = _ckpt(tmp_path / "single"), _ckpt(tmp_path / "ddp")
+    single, ddp = _ckpt(tmp_path / "single"), _ckpt(run.train_out)
     assert ddp["world_size"] == 2 and single["world_size"] == 1
     # Parameters and BatchNorm running statistics after 3 SGD steps (momentum, decoder lr 0.1).
     assert _max_diff(single["model"], ddp["model"]) <= 1e-5
-    loss_single, loss_ddp = _logged(tmp_path / "single"), _logged(tmp_path / "ddp")
+    loss_single, loss_ddp = _logged(tmp_path / "single"), _logged(run.train_out)
     assert sorted(loss_single) == sorted(loss_ddp) == [1, 2, 3]
     for step in loss_single:
         assert loss_ddp[step] == pytest.approx(loss_single[step], rel=1e-5)
     for metric in ("val/mIoU", "val/pixAcc"):
-        v_single, v_ddp = _logged(tmp_path / "single", metric), _logged(tmp_path / "ddp", metric)
+        v_single, v_ddp = _logged(tmp_path / "single", metric), _logged(run.train_out, metric)
         assert sorted(v_single) == sorted(v_ddp) == [2]
         assert v_ddp[2] == pytest.approx(v_single[2], abs=0.05)
     assert [b["epoch"] for b in ddp["best"]] == [b["epoch"] for b in single["best"]] == [1]
@@ -169,6 +160,7 @@ def test_cli_train_then_eval(toy_root: Path, tmp_path: Path, capsys: pytest.Capt
     assert "mIoU" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_validation_every_epoch_keeps_best_k_and_resumes(toy_val_root: Path, tiny_cfg: TrainConfig, tmp_path: Path):
     # 8 images, batch 2 -> 4 steps per epoch; 4 epochs, validated after each on the 4 val images.
     cfg = tiny_cfg.replace(
@@ -271,6 +263,7 @@ def _held_out(benchmark: str, root: Path, splits: dict, kwargs: dict) -> EvalCon
     )
 
 
+@pytest.mark.slow  # a recipe's training run each
 @pytest.mark.parametrize("recipe", list(_CASES))
 def test_zero_shot_recipe_raises_held_out_miou(recipe: str, hsn: dict[str, Path], tmp_path: Path, capsys):
     benchmark, _, extra, eval_kwargs = _CASES[recipe]
