@@ -24,9 +24,12 @@ from typing import Any, Literal
 from lseg.errors import ConfigError
 
 __all__ = [
-    "OptionError", "add_options", "add_override_options", "check_options", "coerce_value", "field_defaults",
+    "OptionError", "Precision", "add_options", "add_override_options", "check_options", "coerce_value", "field_defaults",
     "field_docs", "field_types", "option", "options_from_args", "overrides_from_args", "parse_value", "type_name",
 ]
+
+#: The image path's precision, one type for every option that takes it (:mod:`lseg.models.precision`).
+Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 
 _NONE_STRINGS = {"none", "null", "~", ""}
 

@@ -10,12 +10,9 @@ from typing import Any, Literal
 
 from lseg.cli.common import checked_device
 from lseg.io.checks import report_file
-from lseg.options import OptionError, add_options, check_options, option, options_from_args
+from lseg.options import OptionError, Precision, add_options, check_options, option, options_from_args
 
 __all__ = ["BenchOptions", "register"]
-
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
-
 
 def _comma_list(value: Any) -> Any:
     """``fp32, bf16`` -> ``("fp32", "bf16")`` (the type check reads the items)."""
@@ -38,7 +35,7 @@ class BenchOptions:
     Attributes:
         model: registered model, run with random weights (unless ``checkpoint``).
         checkpoint: time this checkpoint instead.
-        precisions: precisions to time next to the baseline, comma-separated: auto, fp32, bf16, fp16.
+        precisions: precisions to time next to the baseline, comma-separated: auto, fp32, bf16, fp16, int8.
         batch_sizes: batch sizes to time, comma-separated (e.g. 1,8).
         size: square input side.
         device: cpu, cuda or cuda:N.

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lseg.inference.options import ADE20K_SCALES
-from lseg.options import OptionError, check_options, option
+from lseg.options import OptionError, Precision, check_options, option
 
 __all__ = ["ADE20K_SCALES", "EvalConfig", "Protocol"]
 
@@ -82,8 +82,8 @@ class EvalConfig:
         num_workers: DataLoader workers per process.
         max_samples: evaluate only the first N images / episodes (debugging; not a benchmark number).
         precision: the image path's precision (fp32: the reference's numbers; auto: bf16 where the
-            CPU/GPU computes it natively; the similarity and the metrics stay in fp32; casts the model
-            in place).
+            CPU/GPU computes it natively; int8: the ViT's linear layers in int8, CPU; the similarity and
+            the metrics stay in fp32; casts the model in place).
         progress: tqdm bar on rank 0 (the command line's ``--quiet`` turns it off).
     """
 
@@ -109,7 +109,7 @@ class EvalConfig:
     batch_size: int = option(1, min=1)
     num_workers: int = option(2, min=0)
     max_samples: int | None = option(None, min=1)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
+    precision: Precision = "fp32"
     progress: bool = option(True, cli=False)
 
     def __post_init__(self) -> None:

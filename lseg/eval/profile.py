@@ -27,10 +27,12 @@ def component(name: str, module: nn.Module) -> str:
     """The component a submodule's own time counts to (by its qualified name and type)."""
     from torch import nn
 
+    from lseg.models.precision import Int8Linear
+
     if name.startswith("text_encoder"):
         return "text encoder"
     if name.startswith("backbone"):
-        if isinstance(module, (nn.Linear, nn.Conv1d)) and "patch_embed" not in name:
+        if isinstance(module, (nn.Linear, nn.Conv1d, Int8Linear)) and "patch_embed" not in name:
             return "ViT matmuls (qkv, proj, MLP)"
         if isinstance(module, nn.LayerNorm):
             return "ViT LayerNorms"

@@ -113,6 +113,9 @@ def export_onnx(model: LSeg, out_dir: str | os.PathLike[str], *, size: int | tup
     hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if min(hw) < 1:
         raise LSegError(f"export size must be positive, got {hw}")
+    if model.precision == "int8":
+        raise LSegError("an int8 model does not export to ONNX (its layers are oneDNN kernels): export it "
+                        "before set_precision('int8')")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     image_graph_cls, text_graph_cls = _graph_modules()

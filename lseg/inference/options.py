@@ -4,10 +4,9 @@ line (:mod:`lseg.options`); importing this module costs no torch."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from lseg.io.checks import output_folder
-from lseg.options import OptionError, check_options, option
+from lseg.options import OptionError, Precision, check_options, option
 
 __all__ = ["ADE20K_SCALES", "PredictorOptions", "SegmentOptions"]
 
@@ -38,7 +37,8 @@ class PredictorOptions:
         templates: prompt templates with one ``{}``, e.g. ``"a photo of a {}."``, averaged per label
             (default: the raw label, as the reference).
         precision: image path precision (auto: bf16 on CPUs with AMX/AVX512-BF16 and on recent GPUs,
-            fp16 on older GPUs, else fp32; text and similarity always fp32).
+            fp16 on older GPUs, else fp32; int8: the ViT's linear layers on a CPU's int8 kernels, the
+            rest as auto; text and similarity always fp32).
         batch_size: images per forward on a GPU (images of equal working size are batched; a CPU runs
             them one by one).
         compile: torch.compile the image path (GPU; the first batch takes a minute).
@@ -48,7 +48,7 @@ class PredictorOptions:
     crop_size: int = option(480, min=32)
     stride: int | None = option(None, min=1)
     templates: tuple[str, ...] = option((), flag="template", repeat=True, check=check_templates)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Precision = "auto"
     batch_size: int = option(4, min=1)
     compile: bool = False
 

@@ -18,7 +18,15 @@ from lseg.models.backbone import ResNetBackbone, ViTBackbone
 from lseg.models.config import Activation, LSegConfig, ResNetConfig
 from lseg.models.decoder import DPTDecoder, TokenLayout
 from lseg.models.numerics import Numerics, check_numerics
-from lseg.models.precision import DTYPES, Precision, image_path_compute, resolve_precision, store_image_path
+from lseg.models.precision import (
+    DTYPES,
+    Int8Linear,
+    Precision,
+    image_path_compute,
+    quantize_linears,
+    resolve_precision,
+    store_image_path,
+)
 from lseg.models.text_encoder import CLIPTextEncoder
 
 
@@ -124,9 +132,9 @@ class LSeg(nn.Module):
         """
         if numerics is not None:
             numerics = check_numerics(numerics)
-            if numerics == "reference" and self.dtype != torch.float32:
+            if numerics == "reference" and (self.dtype != torch.float32 or self.precision == "int8"):
                 raise ConfigError(
-                    f"reference numerics need the fp32 weights, but the image path is stored in {self.dtype} "
+                    f"reference numerics need the fp32 weights, but the image path is stored in {self.precision} "
                     "(rounded for good): load the model again"
                 )
             if (numerics == "fast") != (self._numerics == "fast"):
@@ -152,7 +160,9 @@ class LSeg(nn.Module):
 
     @property
     def precision(self) -> str:
-        """The image path's precision: ``fp32``, ``bf16`` or ``fp16``."""
+        """The image path's precision: ``fp32``, ``bf16``, ``fp16`` or ``int8``."""
+        if any(isinstance(m, Int8Linear) for m in self.backbone.modules()):
+            return "int8"
         return {v: k for k, v in DTYPES.items()}.get(self.dtype, str(self.dtype))
 
     def set_precision(self, precision: str = "auto") -> LSeg:
@@ -161,7 +171,12 @@ class LSeg(nn.Module):
         ``reference`` numerics); see :mod:`lseg.models.precision`. Logits and embeddings stay fp32. The
         cast is in place and lossy: going back to fp32 keeps the rounding. Returns ``self``."""
         chosen = "fp32" if self.reference_numerics else resolve_precision(precision, self.device)
-        store_image_path((self.backbone, self.decoder, self.pixel_proj), DTYPES[chosen])
+        int8 = chosen == "int8"
+        quantize_linears(self.backbone, False)  # int8 layers back to fp32 ones (their rounding kept)
+        stored = resolve_precision("auto", self.device) if int8 else chosen
+        store_image_path((self.backbone, self.decoder, self.pixel_proj), DTYPES[stored])
+        if int8:
+            quantize_linears(self.backbone, True)
         return self
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:

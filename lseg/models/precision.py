@@ -5,20 +5,24 @@ the similarity and the spatial block stay fp32 (docs/python-api.md#precision).
 natively (AMX-BF16 or AVX512-BF16) and oneDNN may use it, else fp32 (emulated bf16 is several times
 *slower*); anything else: fp32. The matrix weights are stored in the chosen dtype, the rest in fp32, and
 the image path runs under autocast: a third less error than casting it whole, at the same speed.
+
+``int8`` (opt-in, CPU): the ViT blocks' linear layers (~80% of the work) run on oneDNN's int8 kernels
+(VNNI / AMX-INT8), with weights quantised per output channel and activations per call (symmetric,
+one scale per tensor, no calibration); the rest of the image path as ``auto`` on that CPU.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
-from typing import Literal, get_args
+from typing import get_args
 
 import torch
 from torch import nn
 
 from lseg.errors import ConfigError
+from lseg.options import Precision
 
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -41,14 +45,25 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     """``auto`` -> the precision for ``device`` (see the module docstring); others checked and returned."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    device = torch.device(device)
+    if precision == "int8":
+        if device.type != "cpu":
+            raise ConfigError(f"precision int8 runs on a CPU, not on {device}")
+        if not int8_supported():
+            raise ConfigError("precision int8 needs torch's oneDNN int8 kernels, which this torch build lacks")
+        return precision
     if precision != "auto":
         return precision
-    device = torch.device(device)
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device.type == "cpu":
         return "bf16" if cpu_has_native_bf16() else "fp32"
     return "fp32"
+
+
+def int8_supported() -> bool:
+    """Whether torch has oneDNN's int8 linear kernels (x86 builds do)."""
+    return hasattr(torch.ops.onednn, "qlinear_pointwise") and torch.backends.mkldnn.is_available()
 
 
 # Autocast runs these in the low precision anyway: storing their weights there costs no accuracy.
@@ -71,3 +86,59 @@ def image_path_compute(device_type: str, dtype: torch.dtype) -> contextlib.Abstr
     """Autocast to ``dtype``, or nothing for fp32 (a caller's own autocast, e.g. mixed-precision
     training, stays in force)."""
     return contextlib.nullcontext() if dtype == torch.float32 else torch.autocast(device_type, dtype=dtype)
+
+
+_ACTIVATION_ZERO = torch.tensor(128)
+
+
+class Int8Linear(nn.Module):
+    """A linear layer on oneDNN's int8 kernels: int8 weights with one scale per output channel, the input
+    quantised at each call with one scale for the tensor (its largest magnitude over 127);
+    the output in the input's dtype. Inference only."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        weight = linear.weight.detach().float()
+        scale = weight.abs().amax(1).clamp_min(1e-12) / 127
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("weight_int8", torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8))
+        self.register_buffer("weight_scale", scale)
+        self.register_buffer("weight_zero", torch.zeros_like(scale, dtype=torch.int64), persistent=False)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
+        self._packed: torch.Tensor | None = None  # oneDNN's layout of the weights, made at the first call
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_packed": None}  # an opaque oneDNN tensor: copies and pickles remake it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._packed is None:
+            self._packed = torch.ops.onednn.qlinear_prepack(self.weight_int8, None)
+        flat = x.reshape(-1, self.in_features)
+        scale = flat.abs().amax().float().clamp_min(1e-12) / 127
+        # uint8 around 128, as oneDNN's x86 int8 path expects activations (int8 ones can hang its first call)
+        q = (flat.float() / scale).round_().clamp_(-127, 127).add_(128).to(torch.uint8)  # rounded in fp32
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        y = torch.ops.onednn.qlinear_pointwise.tensor(
+            q, scale, _ACTIVATION_ZERO, self._packed, self.weight_scale, self.weight_zero,
+            bias, 1.0, 0, x.dtype, "none", [None], "")
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def to_linear(self) -> nn.Linear:
+        """The fp32 layer these int8 weights stand for (the quantisation's rounding kept)."""
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        linear.weight.data = self.weight_int8.float() * self.weight_scale[:, None]
+        if self.bias is not None:
+            linear.bias.data = self.bias.clone()
+        return linear
+
+
+def quantize_linears(module: nn.Module, int8: bool) -> None:
+    """Replace, in place, every ``nn.Linear`` under ``module`` with its :class:`Int8Linear` (``int8``),
+    or every :class:`Int8Linear` with its fp32 ``nn.Linear``."""
+    for name, child in list(module.named_children()):
+        if int8 and type(child) is nn.Linear:
+            setattr(module, name, Int8Linear(child))
+        elif not int8 and isinstance(child, Int8Linear):
+            setattr(module, name, child.to_linear())
+        else:
+            quantize_linears(child, int8)

@@ -287,6 +287,9 @@ def fit_problems(own: Mapping[str, torch.Tensor], shapes: Mapping[str, tuple[int
 
 def save_pretrained(model: LSeg, directory: str | os.PathLike[str]) -> Path:
     """Write ``model.safetensors`` + ``config.json`` into ``directory`` (each written atomically)."""
+    if model.precision == "int8":
+        raise ConfigError("an int8 model is not saved (int8 is a way of running): save the model before "
+                          "set_precision('int8')")
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}

@@ -339,3 +339,64 @@ def test_no_host_syncs_in_segment_and_one_per_meter_update(model: lseg.LSeg, pho
         meter.update(torch.randint(0, 4, (1, 48, 64)), target)
     assert s.seen == ["aten::_local_scalar_dense"]
     assert int(meter.cm.sum()) == 44 * 64
+
+
+needs_int8 = pytest.mark.skipif(not prec.int8_supported(), reason="this torch has no oneDNN int8 kernels")
+
+
+@needs_int8
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_int8_linear_is_close_to_the_layer_it_replaces(dtype):
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 96)
+    x = torch.randn(2, 33, 64)
+    with torch.inference_mode():
+        y = prec.Int8Linear(linear)(x.to(dtype))
+        ref = linear(x)
+    assert y.dtype == dtype and y.shape == ref.shape
+    assert ((y.float() - ref).norm() / ref.norm()) < 0.03
+    back = prec.Int8Linear(linear).to_linear()  # the fp32 layer the int8 weights stand for
+    assert (back.weight - linear.weight).abs().max() <= linear.weight.abs().max() / 127
+
+
+@needs_int8
+def test_int8_model_agrees_with_fp32_and_leaves_the_callers_model_alone(photo, tmp_path):
+    torch.manual_seed(0)
+    model = lseg.create_model("lseg_tiny_test").eval()
+    labels = ["sky", "grass", "sun", "other"]
+    a = LSegPredictor(model, size=96, precision="fp32").segment(photo, labels)
+    int8 = LSegPredictor(model, size=96, precision="int8")
+    assert int8.precision == "int8" and model.precision == "fp32"  # a copy was quantised
+    assert not any(isinstance(m, prec.Int8Linear) for m in model.modules())
+    layers = [m for m in int8.model.backbone.modules() if isinstance(m, prec.Int8Linear)]
+    assert len(layers) == 4 * len(model.backbone.vit.blocks)  # qkv, proj, fc1, fc2 of each block
+    b = int8.segment(photo, labels)
+    assert (a.label_map == b.label_map).mean() >= 0.99
+    copied = copy.deepcopy(int8.model)  # oneDNN's packed weights are remade, not copied
+    assert torch.equal(copied(copied.normalize(torch.zeros(1, 3, 64, 64)), copied.encode_text(labels)),
+                       int8.model(int8.model.normalize(torch.zeros(1, 3, 64, 64)), int8.model.encode_text(labels)))
+    with pytest.raises(ConfigError, match="int8 model is not saved"):
+        lseg.save_pretrained(int8.model, tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+    with pytest.raises(ConfigError, match="reference numerics need the fp32 weights"):
+        int8.model.set_numerics("reference")
+    assert int8.model.set_precision("fp32").precision == "fp32"  # back, rounding kept
+    assert not any(isinstance(m, prec.Int8Linear) for m in int8.model.modules())
+
+
+def test_int8_is_refused_off_the_cpu_in_one_line():
+    with pytest.raises(ConfigError, match="int8 runs on a CPU, not on cuda"):
+        prec.resolve_precision("int8", "cuda")
+
+
+@needs_int8
+def test_segment_runs_in_int8_from_the_command_line(cli, tmp_path):
+    from PIL import Image
+
+    from conftest import make_photo
+
+    Image.fromarray(make_photo()).save(tmp_path / "a.png")
+    r = cli("segment", str(tmp_path / "a.png"), "-l", "sky, other", "-o", str(tmp_path / "out"),
+            "--random-weights", "lseg_tiny_test", "--precision", "int8", "--size", "64")
+    assert r.returncode == 0, r.stderr
+    assert "in int8" in r.stderr
