@@ -391,9 +391,8 @@ def test_int8_is_refused_off_the_cpu_in_one_line():
 
 @needs_int8
 def test_segment_runs_in_int8_from_the_command_line(cli, tmp_path):
-    from PIL import Image
-
     from conftest import make_photo
+    from PIL import Image
 
     Image.fromarray(make_photo()).save(tmp_path / "a.png")
     r = cli("segment", str(tmp_path / "a.png"), "-l", "sky, other", "-o", str(tmp_path / "out"),
