@@ -62,6 +62,8 @@ class BenchOptions:
 
     def __post_init__(self) -> None:
         check_options(self)
+        if "int8" in self.precisions and "on" in self.compile:
+            raise OptionError("`compile` does not apply to precision int8 (its layers are prepacked kernels)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

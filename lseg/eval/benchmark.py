@@ -88,8 +88,7 @@ def run_one(model_name: str, checkpoint: str | None, precision: str, batch: int,
     tune_allocator()
     model = _build(model_name, checkpoint, device, precision)
     if compile and precision != "reference":
-        model.backbone.compile()
-        model.decoder.compile()
+        model.compile_image_path()
     images = torch.from_numpy(np.stack([_photo(size, i) for i in range(batch)])).permute(0, 3, 1, 2).to(device)
     cuda = torch.device(device).type == "cuda"
 

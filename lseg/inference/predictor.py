@@ -318,9 +318,8 @@ def _prepared(model: LSeg, device: str | torch.device | None, precision: str | N
     model.eval()
     if wanted != model.precision:
         model.set_precision(wanted)
-    if compile:
-        model.backbone.compile()
-        model.decoder.compile()
     if to_fast:
         model.set_numerics("fast")
+    if compile:
+        model.compile_image_path()
     return model

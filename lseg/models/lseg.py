@@ -179,6 +179,18 @@ class LSeg(nn.Module):
             quantize_linears(self.backbone, True)
         return self
 
+    def compile_image_path(self) -> LSeg:
+        """``torch.compile`` the image encoder and decoder, in place (the first forward compiles). On a
+        CPU with inductor's freezing: at inference the weights become constants, prepacked for oneDNN,
+        so call it once the weights and precision are final. Returns ``self``."""
+        if self.precision == "int8":
+            raise ConfigError("compile does not apply to precision int8 (its oneDNN int8 layers are already "
+                              "prepacked kernels): use one or the other")
+        options = {"freezing": True} if self.device.type == "cpu" else None
+        self.backbone.compile(options=options)
+        self.decoder.compile(options=options)
+        return self
+
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters as the reference's optimiser groups: ``encoder`` (backbone + reassemble,
         the reference's ``pretrained``) and ``decoder`` (the rest but the frozen text encoder:

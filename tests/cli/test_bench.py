@@ -62,11 +62,12 @@ def test_bench_options_come_from_its_typed_config():
         options_from_args(BenchOptions, parser.parse_args(["bench", "--batch-size", "1,x"]))
     text = " ".join(parser._subparsers._group_actions[0].choices["bench"].format_help().split())
     assert "--compile off|on|off,on torch.compile" in text and "{off,on,off,on}" not in text
-    assert "auto, fp32, bf16, fp16 (default: fp32,auto)" in text
+    assert "auto, fp32, bf16, fp16, int8 (default: fp32,auto)" in text
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (["--precision", "int4"], "--precision must be one of 'auto', 'fp32', 'bf16', 'fp16', got 'int4'"),
+    (["--precision", "int4"], "--precision must be one of 'auto', 'fp32', 'bf16', 'fp16', 'int8', got 'int4'"),
+    (["--precision", "fp32,int8", "--compile", "off,on"], "--compile does not apply to precision int8"),
     (["--precision", ","], "--precision takes at least one value"),
     (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
     (["--size", "16"], "--size must be at least 32, got 16"),

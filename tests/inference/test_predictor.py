@@ -379,3 +379,24 @@ def test_the_default_stride_follows_the_crop(tiny_model):
     assert lseg.LSegPredictor(tiny_model).stride == 320  # the reference's 480 / 320
     assert lseg.LSegPredictor(tiny_model, crop_size=64).stride == 42  # a small crop needs no --stride
     assert lseg.LSegPredictor(tiny_model, crop_size=53).stride == 34  # even: whole half-resolution pixels
+
+
+def test_compile_compiles_the_image_path_of_a_copy_with_freezing_on_a_cpu(monkeypatch):
+    """``compile=True``: the copy's encoder and decoder go through ``torch.compile`` with inductor's
+    freezing on a CPU (what makes it pay there: docs/performance.md); the caller's model is untouched."""
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compiled.append((self, kw)))
+    model = lseg.create_model("lseg_tiny_test")
+    predictor = lseg.LSegPredictor(model, compile=True, precision="fp32")
+    assert [m for m, _ in compiled] == [predictor.model.backbone, predictor.model.decoder]
+    assert all(kw == {"options": {"freezing": True}} for _, kw in compiled)
+    assert predictor.model is not model
+
+
+def test_compile_and_int8_together_are_one_error_line():
+    from lseg.models.precision import int8_supported
+
+    if not int8_supported():
+        pytest.skip("this torch has no oneDNN int8 kernels")
+    with pytest.raises(lseg.ConfigError, match="compile.? does not apply to precision int8"):
+        lseg.LSegPredictor(lseg.create_model("lseg_tiny_test"), compile=True, precision="int8")

@@ -60,7 +60,7 @@ def test_auto_on_cuda_follows_the_gpu(monkeypatch, bf16_ok, expected):
     assert prec.resolve_precision("auto", "cuda") == expected
     assert prec.resolve_precision("auto", "mps") == "fp32"
     with pytest.raises(ConfigError, match="precision must be one of"):
-        prec.resolve_precision("int8", "cpu")
+        prec.resolve_precision("int4", "cpu")
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
