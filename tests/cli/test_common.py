@@ -34,7 +34,7 @@ def test_predictor_options_from_the_command_line():
         compile=True,
     )
     text = " ".join(p.format_help().split())
-    assert "native) (default: 480)" in text and "--precision {auto,fp32,bf16,fp16}" in text
+    assert "native) (default: 480)" in text and "--precision {auto,fp32,bf16,fp16,int8}" in text
     for bad, message in ((["--crop-size", "16"], "--crop-size must be at least 32, got 16"),
                          (["--stride", "600"], "--stride (600) must not exceed --crop-size (480)"),
                          (["--template", "a photo"], "--template: template 1 'a photo' must contain exactly one")):

@@ -86,7 +86,7 @@ def test_the_python_api_checks_alike():
                             ({"stride_rate": 2.0}, "stride_rate must be in (0, 1], got 2"),
                             ({"folds": ()}, "folds must name at least one fold"),
                             ({"folds": (5,)}, "folds must be in [0, 3], got 5"),
-                            ({"precision": "int8"}, "precision must be one of"),
+                            ({"precision": "int4"}, "precision must be one of"),
                             ({"dataset": "fss1000", "protocol": "semantic"}, "dataset 'fss1000' goes with protocol")]:
         with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
             EvalConfig(**kwargs)
