@@ -24,12 +24,19 @@ from typing import Any, Literal
 from lseg.errors import ConfigError
 
 __all__ = [
-    "OptionError", "Precision", "add_options", "add_override_options", "check_options", "coerce_value", "field_defaults",
+    "OptionError", "Precision", "add_options", "add_override_options", "check_compile", "check_options", "coerce_value", "field_defaults",
     "field_docs", "field_types", "option", "options_from_args", "overrides_from_args", "parse_value", "type_name",
 ]
 
 #: The image path's precision, one type for every option that takes it (:mod:`lseg.models.precision`).
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+
+
+def check_compile(compile: bool, precisions: tuple[str, ...]) -> None:
+    """:class:`OptionError` when ``compile`` meets ``int8``: its layers are already prepacked oneDNN
+    kernels, which ``torch.compile`` cannot freeze."""
+    if compile and "int8" in precisions:
+        raise OptionError("`compile` does not apply to precision int8 (its layers are prepacked kernels)")
 
 _NONE_STRINGS = {"none", "null", "~", ""}
 

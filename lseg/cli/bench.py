@@ -10,7 +10,15 @@ from typing import Any, Literal
 
 from lseg.cli.common import checked_device
 from lseg.io.checks import report_file
-from lseg.options import OptionError, Precision, add_options, check_options, option, options_from_args
+from lseg.options import (
+    OptionError,
+    Precision,
+    add_options,
+    check_compile,
+    check_options,
+    option,
+    options_from_args,
+)
 
 __all__ = ["BenchOptions", "register"]
 
@@ -62,8 +70,7 @@ class BenchOptions:
 
     def __post_init__(self) -> None:
         check_options(self)
-        if "int8" in self.precisions and "on" in self.compile:
-            raise OptionError("`compile` does not apply to precision int8 (its layers are prepacked kernels)")
+        check_compile("on" in self.compile, self.precisions)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lseg.io.checks import output_folder
-from lseg.options import OptionError, Precision, check_options, option
+from lseg.options import OptionError, Precision, check_compile, check_options, option
 
 __all__ = ["ADE20K_SCALES", "PredictorOptions", "SegmentOptions"]
 
@@ -55,8 +55,7 @@ class PredictorOptions:
 
     def __post_init__(self) -> None:
         check_options(self)
-        if self.compile and self.precision == "int8":
-            raise OptionError("`compile` does not apply to precision int8 (its layers are prepacked kernels)")
+        check_compile(self.compile, (self.precision,))
         if self.stride is not None and self.stride > self.crop_size:
             raise OptionError(f"`stride` ({self.stride}) must not exceed `crop_size` ({self.crop_size}): windows "
                               "would leave gaps")

@@ -28,6 +28,7 @@ from lseg.models.precision import (
     store_image_path,
 )
 from lseg.models.text_encoder import CLIPTextEncoder
+from lseg.options import check_compile
 
 
 class SpatialBlock(nn.Module):
@@ -183,9 +184,7 @@ class LSeg(nn.Module):
         """``torch.compile`` the image encoder and decoder, in place (the first forward compiles). On a
         CPU with inductor's freezing: at inference the weights become constants, prepacked for oneDNN,
         so call it once the weights and precision are final. Returns ``self``."""
-        if self.precision == "int8":
-            raise ConfigError("compile does not apply to precision int8 (its oneDNN int8 layers are already "
-                              "prepacked kernels): use one or the other")
+        check_compile(True, (self.precision,))
         options = {"freezing": True} if self.device.type == "cpu" else None
         self.backbone.compile(options=options)
         self.decoder.compile(options=options)
