@@ -120,13 +120,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _profile(opts: BenchOptions) -> int:
     """``--profile``: each precision's component times, each in a fresh process, one table."""
-    import os
     import subprocess
     import sys
 
+    from lseg.eval.benchmark import available_threads
     from lseg.eval.profile import format_profile
 
-    threads = opts.threads or len(os.sched_getaffinity(0))
+    threads = opts.threads or available_threads()
     profiles = {}
     for precision in ("reference", *dict.fromkeys(opts.precisions)):
         cmd = [sys.executable, "-m", "lseg.eval.profile", json.dumps({

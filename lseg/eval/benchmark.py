@@ -154,12 +154,16 @@ def _build(model_name: str, checkpoint: str | None, device: str, precision: str)
     return model.set_numerics("fast", precision=precision)
 
 
+def available_threads() -> int:
+    """The CPUs this process may run on (the default thread count of a bench or profile)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def bench(model_name: str = "lseg_vitl16_384", checkpoint: str | None = None, precisions: tuple[str, ...] = ("fp32", "auto"),
           batches: tuple[int, ...] = (1,), size: int = 480, device: str = "cpu", repeats: int = 3,
           threads: int | None = None, compiles: tuple[bool, ...] = (False,)) -> list[BenchRow]:
     """Every ``(precision, batch, compiled)`` and the reference baseline (batch 1), each in a new process."""
-    if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = threads or available_threads()
     rows: list[BenchRow] = []
     with tempfile.TemporaryDirectory() as tmp:
         configs = [("reference", 1, False)] + [(p, b, c) for c in compiles for p in precisions for b in batches]
