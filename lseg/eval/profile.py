@@ -111,14 +111,14 @@ def run(model_name: str, checkpoint: str | None, precision: str, size: int, devi
 def format_profile(profiles: dict[str, dict[str, float]]) -> str:
     """One table: a row per component, ms and share per precision."""
     names = list(profiles)
-    header = f"{'component':<54}" + "".join(f"{n + ' ms':>12}{'share':>8}" for n in names)
+    header = f"{'component':<54}" + "".join(f"{n + ' ms':>14}{'share':>8}" for n in names)
     lines = [header]
     totals = {n: sum(v for k, v in profiles[n].items() if k in COMPONENTS) for n in names}
     for comp in (*COMPONENTS, "total"):
         row = f"{comp:<54}"
         for n in names:
             v = totals[n] if comp == "total" else profiles[n][comp]
-            row += f"{v * 1000:>12.1f}{v / totals[n]:>8.1%}" if totals[n] else f"{'-':>12}{'-':>8}"
+            row += f"{v * 1000:>14.1f}{v / totals[n]:>8.1%}" if totals[n] else f"{'-':>14}{'-':>8}"
         lines.append(row)
     return "\n".join(lines)
 
