@@ -17,7 +17,8 @@ from typing import Any
 _EXPORTS = {
     "NAME_MAX": "atomic", "Staged": "atomic", "atomic_files": "atomic", "atomic_open": "atomic",
     "atomic_write": "atomic", "check_writable": "atomic", "create_exclusive": "atomic",
-    "hidden_sibling": "atomic", "remove_stale_temp_files": "atomic", "write_error": "atomic",
+    "hidden_sibling": "atomic", "pid_exists": "atomic", "remove_stale_temp_files": "atomic",
+    "write_error": "atomic",
     "file_fragment": "files", "list_images": "files", "walk_files": "files",
     "iter_frames": "frames",
     "ALPHA_BACKGROUND": "images", "DEFAULT_MAX_PIXELS": "images", "IMAGE_EXTENSIONS": "images",

@@ -110,14 +110,14 @@ def check_writable(folder: str | os.PathLike[str]) -> Path:
     return root
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
+def pid_exists(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (one of another user's, or where the OS cannot
+    tell, counts as existing: its files are kept)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):  # exists (another user's), or cannot tell: keep its files
+    except OSError:
         return True
     return True
 
@@ -134,7 +134,7 @@ def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
 
     def stale(name: str) -> bool:
         m = _TEMP_RE.fullmatch(name) if name.startswith(".") else None
-        return m is not None and m.group("host") == host and not _pid_alive(int(m.group("pid")))
+        return m is not None and m.group("host") == host and not pid_exists(int(m.group("pid")))
 
     for dirpath, dirnames, filenames in os.walk(root):
         for fn in filter(stale, filenames):

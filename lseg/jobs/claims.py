@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from lseg.io import create_exclusive, hidden_sibling, write_error
+from lseg.io import create_exclusive, hidden_sibling, pid_exists, write_error
 
 __all__ = ["HEARTBEAT", "STALE_AFTER", "ClaimSet", "hold_recipe", "remove_stale_claims"]
 
@@ -64,12 +64,9 @@ def _start_time(pid: int) -> str | None:
 
 
 def _alive(pid: int, start: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    """``pid`` exists and is the process that started at ``start`` (not a reuse of its number)."""
+    if not pid_exists(pid):
         return False
-    except OSError:  # exists, another user's
-        pass
     now = _start_time(pid)
     return start is None or now is None or now == start
 
