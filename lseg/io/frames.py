@@ -16,10 +16,9 @@ from lseg.io._text import one_line as _one_line
 from lseg.io.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
-    _check_jpeg_stream,
     _check_pixels,
-    _identify,
     _n_frames,
+    _open_checked,
     _open_regular,
     _pil_to_rgb,
     _seek_frame,
@@ -86,11 +85,8 @@ def _iter_image_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, f
     """Frames of an (animated) image file via Pillow; decoding is deferred to the callback."""
     name = str(p)
     with _open_regular(p, "cannot read frames from") as f:
-        im = _identify(f, name)
+        im = _open_checked(f, name, max_pixels)
         try:
-            _check_pixels(im.size, name, max_pixels)
-            if im.format in ("JPEG", "MPO"):
-                _check_jpeg_stream(f, name)
             n = _n_frames(im)
             t_ms = 0.0
             for index in range(n):

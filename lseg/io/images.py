@@ -183,11 +183,8 @@ def _load_encoded(fp: IO[bytes], name: str, nbytes: int, *, max_pixels: int | No
     if nbytes == 0:
         raise ImageLoadError(f"cannot load image '{name}': the file is empty (0 bytes); it was probably "
                              "not fully downloaded or written - re-create it")
-    im = _identify(fp, name)
+    im = _open_checked(fp, name, max_pixels)
     try:
-        _check_pixels(im.size, name, max_pixels)
-        if im.format in ("JPEG", "MPO"):
-            _check_jpeg_stream(fp, name)
         _seek_frame(im, frame, name)
         return _pil_to_rgb(im, name, max_pixels=max_pixels)
     finally:
@@ -229,6 +226,19 @@ def _register_heif() -> None:
     except ImportError:  # pragma: no cover - a dependency; a build without it reads everything else
         return
     pillow_heif.register_heif_opener()
+
+
+def _open_checked(fp: IO[bytes], name: str, max_pixels: int | None) -> Image.Image:
+    """:func:`_identify` ``fp``, then refuse it, closed, when over ``max_pixels`` or a corrupt JPEG."""
+    im = _identify(fp, name)
+    try:
+        _check_pixels(im.size, name, max_pixels)
+        if im.format in ("JPEG", "MPO"):
+            _check_jpeg_stream(fp, name)
+    except BaseException:
+        im.close()
+        raise
+    return im
 
 
 def _identify(fp: IO[bytes], name: str) -> Image.Image:
