@@ -74,7 +74,8 @@ class SegmentDemo:
         max_labels: longer label lists are refused with a message.
         max_pixels: larger images (width x height) are refused with a message.
         max_display_side: the annotated image's long side (the label-map PNG keeps full resolution).
-        out_dir: where label-map PNGs are written (default: a new temporary folder).
+        out_dir: where label-map PNGs are written (default: a new temporary folder, removed with the
+            demo).
     """
 
     def __init__(self, predictor: LSegPredictor, *, max_upload_mb: float = DemoOptions.max_upload_mb,
@@ -86,7 +87,9 @@ class SegmentDemo:
         self.max_labels = max_labels
         self.max_pixels = max_pixels
         self.max_display_side = max_display_side
-        self.out_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="lseg-demo-"))
+        # the default folder goes with this object (or at exit), so servers and tests leave none behind
+        self._own_dir = tempfile.TemporaryDirectory(prefix="lseg-demo-") if out_dir is None else None
+        self.out_dir = Path(out_dir if self._own_dir is None else self._own_dir.name)
         self._recent: deque[Path] = deque()
 
     def run(self, image: str | os.PathLike[str] | None, labels: str | None) -> DemoOutput:

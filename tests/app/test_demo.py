@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
@@ -65,6 +66,10 @@ def test_callback_outputs_for_gradio(predictor: lseg.LSegPredictor, photo_file: 
     assert set(annotated["color_map"]) == {"sky", "grass", "other"}
     assert file is not None and Path(file).is_file()
     assert "Segmented" in status
+    folder = demo.out_dir
+    del demo, annotated
+    gc.collect()
+    assert not folder.exists()  # the default output folder goes with the demo
 
 
 @pytest.mark.parametrize(
