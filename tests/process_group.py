@@ -129,7 +129,9 @@ def run_two_processes(root: Path) -> None:
     }
     assert tuple(jobs) == _JOBS
     (root / "jobs.json").write_text(json.dumps(jobs))
+    (root / "tmp").mkdir(exist_ok=True)  # torchrun's torchelastic_* folders stay there, not in /tmp
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TQDM_DISABLE="1", PYTHONUNBUFFERED="1",
+               TMPDIR=str(root / "tmp"),
                GLOO_SOCKET_IFNAME="lo", PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                                      os.environ.get("PYTHONPATH", "")]))
     torchrun = Path(sys.executable).with_name("torchrun")
