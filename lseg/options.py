@@ -24,7 +24,7 @@ from typing import Any, Literal
 from lseg.errors import ConfigError
 
 __all__ = [
-    "OptionError", "Precision", "add_options", "add_override_options", "check_compile", "check_options", "coerce_value", "field_defaults",
+    "CheckedOptions", "OptionError", "Precision", "add_options", "add_override_options", "check_compile", "check_options", "coerce_value", "field_defaults",
     "field_docs", "field_types", "option", "options_from_args", "overrides_from_args", "parse_value", "type_name",
 ]
 
@@ -324,6 +324,13 @@ def check_options(obj: Any) -> None:
             new = opt.check(new)
         if new is not value:
             object.__setattr__(obj, f.name, new)
+
+
+class CheckedOptions:
+    """Base of an option dataclass whose fields :func:`check_options` checks on construction."""
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 def _cli_name(f: dataclasses.Field, opt: Option) -> str:
