@@ -34,9 +34,8 @@ class DatasetError(LSegError):
 
 
 class OutputWriteError(LSegError, OSError):
-    """An output file could not be written (disk full, read-only folder, no permission, a name too long);
-    also an ``OSError`` with ``errno`` set. :attr:`fatal` ones (disk full, quota, read-only file system,
-    I/O error) concern every later write too: a batch stops on them, and reports the others and goes on.
+    """An output file could not be written (an ``OSError`` with ``errno`` set). A batch stops on
+    :attr:`fatal` ones (disk full, quota, read-only file system, I/O error), reports the others and goes on.
     """
 
     def __str__(self) -> str:

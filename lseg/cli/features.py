@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from lseg.cli import common
 from lseg.errors import LSegError
-from lseg.inference.options import PredictorOptions
 from lseg.features.options import (
     FeaturesOptions,
     QueryOptions,
@@ -24,6 +23,7 @@ from lseg.features.options import (
     parse_resolution,
     parse_shard,
 )
+from lseg.inference.options import PredictorOptions
 from lseg.options import add_options, option, options_from_args
 
 __all__ = ["FeaturesInputs", "register"]
