@@ -1,12 +1,4 @@
-"""lseg: language-driven semantic segmentation (LSeg, Li et al., ICLR 2022).
-
-Public API::
-
-    import lseg
-    model = lseg.load_model("demo")   # released weights by name, or a path / Hub repo id
-    predictor = lseg.LSegPredictor(model)
-    result = predictor.segment("photo.jpg", "dog, grass, sky, other")
-    result.label_map, result.probs
+"""lseg: language-driven semantic segmentation (LSeg, Li et al., ICLR 2022); README.md shows the API.
 
 The names below are imported on first use (PEP 562), so ``import lseg`` and ``lseg --help`` do not
 pay for importing torch.

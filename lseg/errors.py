@@ -46,3 +46,11 @@ class OutputWriteError(LSegError, OSError):
         import errno
 
         return self.errno in {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as a short single line (for embedding in our messages)."""
+    text = " ".join(str(e).split())
+    if not text:
+        return type(e).__name__
+    return f"{type(e).__name__}: {text if len(text) <= 200 else text[:197] + '...'}"

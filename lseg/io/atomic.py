@@ -16,8 +16,7 @@ import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from lseg.errors import OutputWriteError
-from lseg.io._text import one_line as _one_line
+from lseg.errors import OutputWriteError, one_line
 
 __all__ = [
     "NAME_MAX", "Staged", "atomic_files", "atomic_write", "check_writable", "create_exclusive",
@@ -84,7 +83,7 @@ _WRITE_REMEDIES = {
 
 def write_error(target: Path, e: OSError) -> OutputWriteError:
     """``cannot write <target>: <strerror>; <remedy>`` as an :class:`OutputWriteError` (same errno)."""
-    reason = e.strerror or (os.strerror(e.errno) if e.errno else _one_line(e))
+    reason = e.strerror or (os.strerror(e.errno) if e.errno else one_line(e))
     remedy = _WRITE_REMEDIES.get(e.errno or 0, "check the output folder")
     error = OutputWriteError(f"cannot write {target}: {reason}; {remedy}")
     error.errno, error.strerror, error.filename = e.errno, reason, str(target)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lseg.errors import ImageLoadError
-from lseg.io._text import one_line as _one_line
+from lseg.errors import ImageLoadError, one_line
 from lseg.io.images import IMAGE_EXTENSIONS
 
 __all__ = ["file_fragment", "list_images", "walk_files"]
@@ -38,7 +37,7 @@ def walk_files(
         raise ImageLoadError(f"'{root}' is not a folder; pass a directory (or load the file directly)")
 
     def unreadable(e: OSError) -> None:
-        raise ImageLoadError(f"cannot read folder '{e.filename}': {e.strerror or _one_line(e)}; fix its "
+        raise ImageLoadError(f"cannot read folder '{e.filename}': {e.strerror or one_line(e)}; fix its "
                              "permissions or move it out of the input folder")
 
     real_root = os.path.realpath(root)

@@ -11,8 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from lseg.errors import ImageLoadError
-from lseg.io._text import one_line as _one_line
+from lseg.errors import ImageLoadError, one_line
 from lseg.io.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
@@ -92,7 +91,7 @@ def _iter_video_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, f
         container = av.open(str(p))
     except Exception as e:  # noqa: BLE001 - FFmpeg reports many error types
         raise ImageLoadError(f"cannot read video '{p}': not a readable video or animated image "
-                             f"({_one_line(e)}); check the file") from None
+                             f"({one_line(e)}); check the file") from None
     try:
         if not container.streams.video:
             raise ImageLoadError(f"cannot read video '{p}': it has no video stream")
@@ -110,7 +109,7 @@ def _iter_video_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, f
                 break
             except Exception as e:  # noqa: BLE001
                 raise ImageLoadError(f"cannot read video '{p}': decoding failed at frame {index} "
-                                     f"({_one_line(e)}); the file may be truncated") from None
+                                     f"({one_line(e)}); the file may be truncated") from None
             _check_pixels((frame.width, frame.height), f"{p} frame {index}", max_pixels)
             if frame.time is not None:
                 # Timestamps relative to the first frame: streams often start at a non-zero pts.

@@ -19,8 +19,7 @@ from typing import IO, Any
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from lseg.errors import ImageLoadError
-from lseg.io._text import one_line as _one_line
+from lseg.errors import ImageLoadError, one_line
 from lseg.io.pixels import ALPHA_BACKGROUND, _array_to_rgb, _convert_mode, _tensor_to_rgb
 
 __all__ = [
@@ -120,7 +119,7 @@ def _open_regular(p: Path, doing: str) -> IO[bytes]:
         if kind is not None:
             raise ImageLoadError(f"{doing} '{p}': it is {kind}, not a regular file; pass an image "
                                  "file") from None
-        raise ImageLoadError(f"{doing} '{p}': cannot open the file ({_one_line(e)}); "
+        raise ImageLoadError(f"{doing} '{p}': cannot open the file ({one_line(e)}); "
                              "check the path") from None
     mode = os.fstat(fd).st_mode
     if stat.S_ISREG(mode):
@@ -147,7 +146,7 @@ def _load_file_object(f: IO[Any], *, max_pixels: int | None, frame: int) -> np.n
     try:
         data = f.read()
     except OSError as e:
-        raise ImageLoadError(f"cannot load image from {name}: read failed ({_one_line(e)})") from None
+        raise ImageLoadError(f"cannot load image from {name}: read failed ({one_line(e)})") from None
     if isinstance(data, str):
         raise ImageLoadError(f"cannot load image from {name}: it is opened in text mode; open it "
                              "with mode 'rb'")
@@ -246,11 +245,11 @@ def _identify(fp: IO[bytes], name: str) -> Image.Image:
                 "guard); if the file is trusted, re-save it in a simpler format") from None
         except Exception as e:  # a plugin recognised the file but its header is broken
             raise ImageLoadError(f"cannot load image '{name}': truncated or corrupt {fmt} header "
-                                 f"({_one_line(e)}); re-export or re-download the file") from e
+                                 f"({one_line(e)}); re-export or re-download the file") from e
     if claimed:
         fmt, err = claimed[0]
         raise ImageLoadError(f"cannot load image '{name}': it looks like {fmt} but its header is corrupt "
-                             f"({_one_line(err)}); re-export or re-download the file")
+                             f"({one_line(err)}); re-export or re-download the file")
     raise ImageLoadError(f"cannot load image '{name}': {_describe_unknown(prefix, name)}")
 
 
@@ -298,7 +297,7 @@ def _seek_frame(im: Image.Image, frame: int, name: str) -> None:
         im.seek(frame)
     except Exception as e:  # noqa: BLE001 - corrupt animations fail in many ways
         raise ImageLoadError(f"cannot load frame {frame} of image '{name}': the file is corrupt "
-                             f"({_one_line(e)}); re-export it") from None
+                             f"({one_line(e)}); re-export it") from None
 
 
 def _check_pixels(size: tuple[int, int], name: str, max_pixels: int | None) -> None:
@@ -326,7 +325,7 @@ def _pil_to_rgb(im: Image.Image, name: str, *, max_pixels: int | None = None) ->
                              "downscale the image") from None
     except Exception as e:
         raise ImageLoadError(f"cannot load image '{name}': the file is truncated or corrupt "
-                             f"({_one_line(e)}); re-download or re-export it") from e
+                             f"({one_line(e)}); re-download or re-export it") from e
     try:
         im = _exif_upright(im)
         _check_pixels(im.size, name, max_pixels)  # decoders may change the size (e.g. ICO, MPO)
@@ -338,7 +337,7 @@ def _pil_to_rgb(im: Image.Image, name: str, *, max_pixels: int | None = None) ->
                              f"{im.width}x{im.height} pixels; downscale the image") from None
     except Exception as e:
         raise ImageLoadError(f"cannot load image '{name}': cannot convert mode {im.mode} to RGB "
-                             f"({_one_line(e)}); re-export it as 8-bit RGB") from e
+                             f"({one_line(e)}); re-export it as 8-bit RGB") from e
 
 
 def _exif_upright(im: Image.Image) -> Image.Image:
@@ -348,7 +347,7 @@ def _exif_upright(im: Image.Image) -> Image.Image:
             return im
         upright = ImageOps.exif_transpose(im)
     except Exception as e:  # noqa: BLE001 - the pixels are fine; only metadata is broken
-        warnings.warn(f"ignoring unreadable EXIF orientation ({_one_line(e)})", stacklevel=4)
+        warnings.warn(f"ignoring unreadable EXIF orientation ({one_line(e)})", stacklevel=4)
         return im
     return upright if upright is not None else im
 

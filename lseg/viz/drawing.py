@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -118,8 +119,8 @@ class _Metrics:
         self.gap = max(3, size // 3)
         self.line = round(1.25 * size)
         self.spacing = max(2, round(0.2 * size))
-        self._widths: dict[str, int] = {}
-        self._wrapped: dict[tuple[str, int], list[str]] = {}
+        self.width = functools.cache(self.text.width)
+        self._wrap = functools.cache(self.text.wrap)
         self.share_w = self.head = 0
 
     def for_items(self, items: Sequence[_Item]) -> _Metrics:
@@ -128,23 +129,13 @@ class _Metrics:
         self.head = self.size + self.gap + self.share_w + self.gap  # swatch, share, then the name
         return self
 
-    def width(self, text: str) -> int:
-        if text not in self._widths:
-            self._widths[text] = self.text.width(text)
-        return self._widths[text]
-
     def least_width(self, item: _Item, cap: int) -> int:
         """A lower bound of the item's width with names at most ``cap`` px wide (no wrapping done)."""
         return (self.head if item.colour is not None else 0) + min(self.width(item.label), cap // 2)
 
     def measure(self, item: _Item, cap: int) -> tuple[list[str], int, int]:
         """The item's lines with names at most ``cap`` px wide, its width and its height."""
-        if self.width(item.label) <= cap:
-            lines = [item.label]
-        else:
-            if (item.label, cap) not in self._wrapped:
-                self._wrapped[item.label, cap] = self.text.wrap(item.label, cap, _LEGEND_LINES)
-            lines = self._wrapped[item.label, cap]
+        lines = [item.label] if self.width(item.label) <= cap else self._wrap(item.label, cap, _LEGEND_LINES)
         head = self.head if item.colour is not None else 0
         return lines, head + max(self.width(line) for line in lines), len(lines) * self.line + self.spacing
 
