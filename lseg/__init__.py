@@ -1,12 +1,4 @@
-"""lseg: language-driven semantic segmentation (LSeg, Li et al., ICLR 2022).
-
-Public API::
-
-    import lseg
-    model = lseg.load_model("demo")   # released weights by name, or a path / Hub repo id
-    predictor = lseg.LSegPredictor(model)
-    result = predictor.segment("photo.jpg", "dog, grass, sky, other")
-    result.label_map, result.probs
+"""lseg: language-driven semantic segmentation (LSeg, Li et al., ICLR 2022); README.md shows the API.
 
 The names below are imported on first use (PEP 562), so ``import lseg`` and ``lseg --help`` do not
 pay for importing torch.
@@ -19,38 +11,21 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-#: public name -> module that defines it
-_EXPORTS = {
-    "convert_official_state_dict": "lseg.pretrained.checkpoints",
-    "create_model": "lseg.pretrained.load",
-    "load_model": "lseg.pretrained.load",
-    "read_state_dict": "lseg.pretrained.checkpoints",
-    "save_pretrained": "lseg.pretrained.hub",
-    "push_to_hub": "lseg.pretrained.hub",
-    "CheckpointError": "lseg.errors",
-    "ConfigError": "lseg.errors",
-    "ImageLoadError": "lseg.errors",
-    "LabelError": "lseg.errors",
-    "LSegError": "lseg.errors",
-    "OutputWriteError": "lseg.errors",
-    "WeightsDownloadError": "lseg.errors",
-    "ImageEmbedding": "lseg.inference.predictor",
-    "PredictorOptions": "lseg.inference.options",
-    "SegmentOptions": "lseg.inference.options",
-    "segment_folder": "lseg.inference.folder",
-    "LSegPredictor": "lseg.inference.predictor",
-    "MultiScaleConfig": "lseg.inference.predictor",
-    "SegmentationResult": "lseg.inference.predictor",
-    "LSeg": "lseg.models.lseg",
-    "LSegConfig": "lseg.models",
-    "SpatialBlockConfig": "lseg.models",
-    "TextEncoderConfig": "lseg.models",
-    "ViTConfig": "lseg.models",
-    "get_config": "lseg.models",
-    "list_models": "lseg.models",
-    "list_pretrained": "lseg.pretrained.released",
+#: module -> the public names it defines
+_MODULES = {
+    "lseg.errors": ("CheckpointError", "ConfigError", "ImageLoadError", "LabelError", "LSegError", "OutputWriteError",
+                    "WeightsDownloadError"),
+    "lseg.inference.folder": ("segment_folder",),
+    "lseg.inference.options": ("PredictorOptions", "SegmentOptions"),
+    "lseg.inference.predictor": ("ImageEmbedding", "LSegPredictor", "MultiScaleConfig", "SegmentationResult"),
+    "lseg.models": ("LSegConfig", "SpatialBlockConfig", "TextEncoderConfig", "ViTConfig", "get_config", "list_models"),
+    "lseg.models.lseg": ("LSeg",),
+    "lseg.pretrained.checkpoints": ("convert_official_state_dict", "read_state_dict"),
+    "lseg.pretrained.hub": ("push_to_hub", "save_pretrained"),
+    "lseg.pretrained.load": ("create_model", "load_model"),
+    "lseg.pretrained.released": ("list_pretrained",),
 }
-
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 __all__ = [
     "CheckpointError",
     "ConfigError",

@@ -1,9 +1,5 @@
-"""What lseg prints on stderr, in one style: progress bars, ``warning: ...`` lines and messages.
-
-On a terminal a bar redraws in place (tqdm); into a log file or a pipe each redraw is a line of its
-own, every :data:`LOG_INTERVAL` seconds (``TQDM_MININTERVAL`` in the environment wins), so a long
-job's log stays readable and a warning never lands in the middle of a bar.
-"""
+"""What lseg prints on stderr: progress bars, ``warning: ...`` lines and messages. Outside a terminal a
+bar is a line every :data:`LOG_INTERVAL` seconds (``TQDM_MININTERVAL`` wins), so logs stay readable."""
 
 from __future__ import annotations
 

@@ -34,9 +34,8 @@ class DatasetError(LSegError):
 
 
 class OutputWriteError(LSegError, OSError):
-    """An output file could not be written (disk full, read-only folder, no permission, a name too long);
-    also an ``OSError`` with ``errno`` set. :attr:`fatal` ones (disk full, quota, read-only file system,
-    I/O error) concern every later write too: a batch stops on them, and reports the others and goes on.
+    """An output file could not be written (an ``OSError`` with ``errno`` set). A batch stops on
+    :attr:`fatal` ones (disk full, quota, read-only file system, I/O error), reports the others and goes on.
     """
 
     def __str__(self) -> str:
@@ -47,3 +46,11 @@ class OutputWriteError(LSegError, OSError):
         import errno
 
         return self.errno in {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as a short single line (for embedding in our messages)."""
+    text = " ".join(str(e).split())
+    if not text:
+        return type(e).__name__
+    return f"{type(e).__name__}: {text if len(text) <= 200 else text[:197] + '...'}"

@@ -1,6 +1,5 @@
-"""Image geometry, for the torch predictor, the model's padding, the ONNX runtime and feature export:
-sizes, padding, windows, resizing back and the resized argmax. It imports nothing from ``lseg`` and no
-torch at module level (the ONNX runtime never imports torch): functions that take tensors import it.
+"""Image geometry (sizes, padding, windows, resizing, the resized argmax) for the predictor, the model,
+the ONNX runtime and feature export; torch is imported only by functions given tensors.
 
 Conventions: images and maps are ``(..., H, W)``; sizes ``(height, width)``; logits and embeddings are
 resized bilinearly with ``align_corners=True`` (as LSeg upsamples its logits); padding is at the
@@ -24,8 +23,6 @@ SIZE_MULTIPLE = 32
 Array = TypeVar("Array", np.ndarray, "torch.Tensor")
 
 
-# ---------------------------------------------------------------------- sizes
-
 def working_size(h: int, w: int, size: int | None) -> tuple[int, int]:
     """The working resolution of an (h, w) image: long side ``size``, aspect kept (``None``: as is)."""
     if size is None:
@@ -43,7 +40,7 @@ def fit_size(h: int, w: int, box: tuple[int, int]) -> tuple[int, int]:
 
 def scaled_size(h: int, w: int, long_size: int) -> tuple[int, int]:
     """The reference evaluator's resize: long side ``long_size``, the other ``int(x * long / L + 0.5)``
-    (not :func:`working_size`'s ``x * (long / L)``, which can round differently)."""
+    (:func:`working_size` can round differently)."""
     if h > w:
         return long_size, int(1.0 * w * long_size / h + 0.5)
     return int(1.0 * h * long_size / w + 0.5), long_size
@@ -59,12 +56,9 @@ def half_size(h: int, w: int) -> tuple[int, int]:
     return math.ceil(h / 2), math.ceil(w / 2)
 
 
-# ---------------------------------------------------------------------- padding
-
 def pad_value(mean: Any, std: Any) -> Any:
-    """The normalised value of black per channel, ``(0 - mean) / std``, what every input is padded with
-    (-1 for LSeg's 0.5/0.5). Tensors give a tensor; sequences and arrays are computed in float32 too,
-    so both give the same bits."""
+    """The normalised value of black per channel, ``(0 - mean) / std``, what every input is padded with;
+    sequences are computed in float32, as tensors are."""
     if isinstance(mean, (list, tuple)):
         mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
     return -mean / std
@@ -98,8 +92,6 @@ def pad_to_multiple(x: Array, value: Any, multiple: int = SIZE_MULTIPLE) -> Arra
     return np.ascontiguousarray(out) if isinstance(out, np.ndarray) else out
 
 
-# ---------------------------------------------------------------------- windows
-
 def windows(h: int, w: int, crop: int, stride: int) -> Iterator[tuple[int, int]]:
     """Top-left corners of the predictor's ``crop`` windows covering (h, w), the last one flush with the edge."""
     ny = max(1, math.ceil((h - crop) / stride) + 1) if h > crop else 1
@@ -120,8 +112,6 @@ def reference_windows(h: int, w: int, crop: int, stride: int) -> Iterator[tuple[
             yield y0, min(y0 + crop, h), x0, min(x0 + crop, w)
 
 
-# ---------------------------------------------------------------------- resizing
-
 def axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source indices ``lo, hi`` and float32 weights ``t`` of a bilinear align_corners=True resize along
     one axis: output ``i`` = ``(1 - t) * x[lo] + t * x[hi]``. Positions are float64: in float32 one can
@@ -136,10 +126,8 @@ def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """numpy (K, h, w) -> (K, size[0], size[1]), bilinear align_corners=True (as :func:`resize`)."""
     if x.shape[1:] == tuple(size):
         return x
-    ylo, yhi, ty = axis_weights(x.shape[1], size[0])
-    xlo, xhi, tx = axis_weights(x.shape[2], size[1])
-    rows = x[:, ylo] * (1 - ty)[None, :, None] + x[:, yhi] * ty[None, :, None]
-    return rows[:, :, xlo] * (1 - tx) + rows[:, :, xhi] * tx
+    whole = max(3, x.shape[0]) * size[0] * size[1]  # one strip
+    return next(_resized_row_strips(x, tuple(size), whole))[2]
 
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -178,13 +166,10 @@ def resize_rgb(
     return F.interpolate(mid, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
 
 
-# ---------------------------------------------------------------------- resized argmax
-
 class ResizedArgmax:
-    """Label map = argmax over labels of (K, h, w) logits bilinearly resized (align_corners=True) to
-    ``size``, in row strips of about ``max_elems`` floats and label chunks (a running maximum): memory
-    is the (H, W) result (and values, between chunks) plus one strip. Ties go to the lowest label.
-    Takes numpy arrays or tensors (then it runs on their device and :meth:`result` is a tensor there).
+    """Label map = argmax over labels of (K, h, w) logits (numpy or a tensor, on its device) bilinearly
+    resized (align_corners=True) to ``size``, in row strips of about ``max_elems`` floats and label
+    chunks (a running maximum): memory is the (H, W) result plus one strip. Ties go to the lowest label.
     """
 
     def __init__(self, size: tuple[int, int], max_elems: int | None = None) -> None:
@@ -246,8 +231,7 @@ class ResizedArgmax:
 
 def _resized_row_strips(logits: Any, size: tuple[int, int], max_elems: int) -> Iterator[tuple[int, int, Any]]:
     """``(r0, r1, band)``: rows r0:r1 of ``logits`` (K, h, w) resized to ``size`` (bilinear,
-    align_corners=True), rows blended first. Tensors use ``torch.lerp`` and ``F.interpolate`` (the
-    predictor's label maps stay bit for bit), arrays :func:`axis_weights`."""
+    align_corners=True), rows first; tensors with ``torch.lerp`` and ``F.interpolate`` (bit for bit)."""
     k, h, w = logits.shape
     H, W = size
     # pixels per strip: the band holds k floats for each, the max() results 12 bytes.

@@ -1,12 +1,5 @@
-"""Label lists and prompt templates (pure Python: no tokenizer, no model).
-
-:func:`parse_labels` turns user input (``"dog, grass, sky, other"``) into a clean ``list[str]`` whose
-index ``i`` is class id ``i`` (what is accepted and refused: docs/errors-and-limits.md). Templates:
-LSeg feeds the raw label to CLIP (:data:`NO_TEMPLATE`); :data:`DEFAULT_TEMPLATES` is an optional
-ensemble; :func:`validate_templates` checks them, :func:`fill_template` fills one and
-:func:`apply_templates` expands a label list. :class:`LabelCache` caches per-label text embeddings
-for the torch predictor and the ONNX runtime.
-"""
+"""Label lists (:func:`parse_labels`; what is accepted: docs/errors-and-limits.md), prompt templates and
+the per-label cache of text embeddings (pure Python: no tokenizer, no model)."""
 
 from __future__ import annotations
 
@@ -39,7 +32,6 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
     "this is one {} in the scene.",
 )
 
-# Separators inside a single label string: comma or any line break (\r\n counts once).
 _SEPARATORS = re.compile(r",|\r\n|\n|\r")
 
 
@@ -64,17 +56,10 @@ def _describe(label: str) -> str:
 
 
 def parse_labels(labels: str | Sequence[str]) -> list[str]:
-    """Parse and validate class names: one string, split at commas and line breaks (double quotes
-    group, as in CSV; surrounding whitespace ignored), or a sequence of strings, one label each (not a
-    set: the order defines the class ids).
-
-    Returns:
-        The labels in input order, stripped, inner whitespace collapsed; ``result[i]`` is class id ``i``.
-
-    Raises:
-        LabelError: No labels; an empty label (its position named); a non-string item; an unbalanced
-            quote; two labels equal after NFKC normalisation, ignoring case (both positions named).
-    """
+    """Class names from one string (split at commas and line breaks; double quotes group, as in CSV) or
+    a sequence of strings, stripped, inner whitespace collapsed; ``result[i]`` is class id ``i``.
+    :class:`LabelError` for no labels, an empty or non-string one, an unbalanced quote, or two equal
+    after NFKC normalisation, ignoring case."""
     if isinstance(labels, str):
         text = labels.strip()
         if not text:
@@ -122,12 +107,8 @@ def parse_labels(labels: str | Sequence[str]) -> list[str]:
 
 
 def validate_templates(templates: Sequence[str]) -> tuple[str, ...]:
-    """Check prompt templates, a non-empty sequence of distinct strings each with exactly one ``{}``
-    (other braces allowed); returns them as a tuple.
-
-    Raises:
-        ConfigError: Empty, a bare string, a non-string item, not exactly one ``{}``, or duplicates.
-    """
+    """Prompt templates as a tuple, checked: a non-empty sequence of distinct strings each with exactly
+    one ``{}``, else :class:`ConfigError`."""
     if isinstance(templates, str):
         raise ConfigError(f"templates must be a list of strings, not one string; use [{templates!r}]")
     try:
@@ -150,16 +131,14 @@ def validate_templates(templates: Sequence[str]) -> tuple[str, ...]:
 
 
 def apply_templates(labels: str | Sequence[str], templates: Sequence[str] = NO_TEMPLATE) -> list[list[str]]:
-    """``prompts[i][j]``: template ``j`` filled with label ``i``, after :func:`parse_labels` (raises
-    :class:`LabelError`) and :func:`validate_templates` (raises :class:`ConfigError`)."""
+    """``prompts[i][j]``: template ``j`` filled with label ``i`` (both checked)."""
     parsed = parse_labels(labels)
     checked = validate_templates(templates)
     return [[fill_template(template, label) for template in checked] for label in parsed]
 
 
 def fill_template(template: str, label: str) -> str:
-    """``template`` with its ``{}`` replaced by ``label``, plainly: other braces are kept (``str.format``
-    would raise ``KeyError`` on ``"a {} {x}"``)."""
+    """``template`` with its ``{}`` replaced by ``label`` (not ``str.format``: other braces are kept)."""
     return template.replace("{}", label)
 
 
@@ -167,8 +146,8 @@ V = TypeVar("V")
 
 
 class LabelCache(Generic[V]):
-    """LRU cache of per-label values (text embeddings), at most ``capacity`` entries (0: keeps nothing),
-    keyed by ``(scope, label)`` (the torch predictor's scope: the model's device, dtype and numerics)."""
+    """LRU cache of per-label values (text embeddings), at most ``capacity`` entries, keyed by
+    ``(scope, label)`` (the torch predictor's scope: the model's device, dtype and numerics)."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -182,8 +161,7 @@ class LabelCache(Generic[V]):
         return iter(self._items)
 
     def get(self, labels: Sequence[str], encode: Callable[[list[str]], Iterable[V]], scope: Hashable = ()) -> list[V]:
-        """The values of ``labels`` (in order; repeats allowed), ``encode(missing)`` computing those not
-        cached, once each; least recently used entries beyond ``capacity`` are dropped after the lookup."""
+        """The values of ``labels`` (repeats allowed), ``encode(missing)`` computing those not cached."""
         missing = [lb for lb in dict.fromkeys(labels) if (scope, lb) not in self._items]
         if missing:
             for label, value in zip(missing, encode(missing), strict=True):

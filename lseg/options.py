@@ -1,12 +1,6 @@
 """Options, declared once (docs/development.md): a frozen dataclass field is the option's name, type and
 default, its ``Attributes:`` entry in the class docstring the help, :func:`option` metadata its range
-and command-line shape. :func:`check_options` checks a dataclass for the Python API and the command
-line alike (a one-line :class:`~lseg.errors.ConfigError` naming the field); :func:`add_options` /
-:func:`options_from_args` make the ``argparse`` options and build the dataclass back (errors naming
-the option); :func:`add_override_options` / :func:`overrides_from_args` make ``--name VALUE`` options
-parsed with YAML rules (``lseg train``: a recipe or config file sits between default and command line).
-
-Imports no lseg module but :mod:`lseg.errors`, and pyyaml only when a YAML value is parsed.
+and command-line shape. Imports pyyaml only when a YAML value is parsed.
 """
 
 from __future__ import annotations
@@ -24,7 +18,7 @@ from typing import Any, Literal
 from lseg.errors import ConfigError
 
 __all__ = [
-    "OptionError", "Precision", "add_options", "add_override_options", "check_compile", "check_options", "coerce_value", "field_defaults",
+    "CheckedOptions", "OptionError", "Precision", "add_options", "add_override_options", "check_compile", "check_options", "coerce_value", "field_defaults",
     "field_docs", "field_types", "option", "options_from_args", "overrides_from_args", "parse_value", "type_name",
 ]
 
@@ -33,23 +27,19 @@ Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 
 
 def check_compile(compile: bool, precisions: tuple[str, ...]) -> None:
-    """:class:`OptionError` when ``compile`` meets ``int8``: its layers are already prepacked oneDNN
-    kernels, which ``torch.compile`` cannot freeze."""
+    """Refuse ``compile`` with ``int8`` (prepacked oneDNN kernels, which ``torch.compile`` cannot freeze)."""
     if compile and "int8" in precisions:
         raise OptionError("`compile` does not apply to precision int8 (its layers are prepacked kernels)")
 
 _NONE_STRINGS = {"none", "null", "~", ""}
 
-#: Namespace prefix of the override options (``--batch-size`` -> ``field_batch_size``): they must not
-#: meet the options a command checks by name (``validate_args``), since their values are raw text.
+#: Namespace prefix of the override options (``--batch-size`` -> ``field_batch_size``): raw text, kept
+#: apart from the options a command reads by name.
 _OVERRIDE_PREFIX = "field_"
 
 
-# ---------------------------------------------------------------------- values
-
 def parse_value(text: str) -> Any:
-    """Parse a command-line value with YAML rules (``4``, ``0.5``, ``true``, ``[0.5, 2.0]``, ``{aug: true}``);
-    anything else stays a string (YAML 1.1: ``1e-4`` too). Needs pyyaml."""
+    """A command-line value by YAML rules (``4``, ``true``, ``[0.5, 2.0]``, ``{aug: true}``); else the text."""
     import yaml  # the `train` extra; only commands that take YAML values get here
 
     try:
@@ -59,9 +49,8 @@ def parse_value(text: str) -> Any:
 
 
 def coerce_value(value: Any, tp: Any, name: str = "value") -> Any:
-    """Check / convert ``value`` to the annotated type ``tp`` (the types the configs use), or raise
-    :class:`ConfigError`: strings are accepted for numbers and booleans (``"4"``, ``"true"``),
-    ``"none"``/``"null"`` for optional fields, ``"0.5,2.0"`` or a list for tuples."""
+    """``value`` checked / converted to the annotated type ``tp``, or :class:`ConfigError`; text is accepted
+    for numbers, booleans, ``None`` (``"null"``) and tuples (``"0.5,2.0"``)."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -88,24 +77,14 @@ def coerce_value(value: Any, tp: Any, name: str = "value") -> Any:
         if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
             return value.strip().lower() in ("true", "yes", "1", "on")
         raise ConfigError(f"{name} must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+    if tp in (int, float):
         if isinstance(value, str):
             with contextlib.suppress(ValueError):
-                return int(value)
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                return float(value)
-        raise ConfigError(f"{name} must be a number, got {value!r}")
+                return tp(value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                tp is float or isinstance(value, int) or value.is_integer()):
+            return tp(value)
+        raise ConfigError(f"{name} must be {'an integer' if tp is int else 'a number'}, got {value!r}")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -129,22 +108,21 @@ def coerce_value(value: Any, tp: Any, name: str = "value") -> Any:
 
 @typing.no_type_check
 def field_types(cls: type) -> dict[str, Any]:
-    """A dataclass's field name -> resolved type annotation, in declaration order."""
+    """A dataclass's field name -> resolved type annotation."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def field_defaults(cls: type) -> dict[str, Any]:
-    """A dataclass's field name -> default value (``default_factory`` called)."""
+    """A dataclass's field name -> default value."""
     missing = dataclasses.MISSING
     return {f.name: f.default if f.default is not missing else f.default_factory()
             for f in dataclasses.fields(cls) if f.default is not missing or f.default_factory is not missing}
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """A dataclass's field name -> the first sentence of its entry in the class docstring (``name: text``,
-    ``a, b: text`` or ``a / b: text`` under a section header, continuation lines indented deeper), RST
-    markup removed. Fields without an entry are absent."""
+    """A dataclass's field name -> the first sentence of its docstring entry (``name: text``, ``a, b: text``
+    or ``a / b: text``, continuation lines indented deeper), reST markup removed."""
     names = {f.name for f in dataclasses.fields(cls)}
     entries: dict[str, list[str]] = {}
     current: list[str] | None = None
@@ -181,13 +159,10 @@ def type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-# ---------------------------------------------------------------------- override options
-
 def add_override_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type,
                          aliases: Mapping[str, str] | None = None) -> None:
-    """Every field of ``cls`` as ``--field-name VALUE``, the raw text kept, absent from the namespace
-    unless given; help ``<docstring entry> (<type>, default <value>)``; ``aliases`` maps more option
-    names to fields (``{"lr": "base_lr"}``). Read them back with :func:`overrides_from_args`."""
+    """Every field of ``cls`` as ``--field-name VALUE`` (raw text, absent unless given; ``aliases``: more
+    names, ``{"lr": "base_lr"}``), read back by :func:`overrides_from_args`."""
     hints, defaults, docs = field_types(cls), field_defaults(cls), field_docs(cls)
     for name, tp in hints.items():
         options = ["--" + name.replace("_", "-")]
@@ -211,15 +186,12 @@ def _non_none(tp: Any) -> Any:
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The override options given (:func:`add_override_options`): field -> value, texts parsed with
-    YAML rules (:func:`parse_value`)."""
+    """The override options given: field -> value, parsed with YAML rules."""
     return {
         key[len(_OVERRIDE_PREFIX):]: parse_value(value) if isinstance(value, str) else value
         for key, value in vars(args).items() if key.startswith(_OVERRIDE_PREFIX)
     }
 
-
-# ---------------------------------------------------------------------- one declaration per option
 
 _META = "lseg_option"
 
@@ -230,15 +202,10 @@ class Option:
 
     Attributes:
         flag: the option's name when it is not the field's (``template`` for ``templates``).
-        short: a short alias (``-o``).
-        metavar: the value's name in the help.
-        positional: a positional argument, not an option.
-        nargs: several values after one option or positional (``"+"``).
         repeat: the option may be given several times (``--template A --template B``).
         min, max: inclusive bounds of a number (of each number of a tuple); gt: exclusive lower bound.
         parse: command-line text -> value, where the type alone cannot say (``0`` -> ``None``).
-        check: value -> value (normalised), raising :class:`ConfigError` for a bad one; runs for the
-            Python API and the command line alike.
+        check: value -> normalised value, or :class:`ConfigError`; for the Python API and command line alike.
         exclusive, required: options with the same ``exclusive`` name form one mutually exclusive
             group; ``required``: the option (or one of its group) must be given.
         help: the help when the class docstring has no entry for the field.
@@ -264,8 +231,7 @@ class Option:
 
 def option(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
            **settings: Any) -> Any:
-    """A dataclass field (``default``, ``default_factory``: as :func:`dataclasses.field`) with its range
-    and command-line shape, ``settings`` being :class:`Option`'s fields; its help: the class docstring."""
+    """A dataclass field (as :func:`dataclasses.field`) with :class:`Option` ``settings``."""
     return dataclasses.field(default=default, default_factory=default_factory, metadata={_META: Option(**settings)})
 
 
@@ -274,8 +240,8 @@ def _meta(f: dataclasses.Field) -> Option:
 
 
 class OptionError(ConfigError):
-    """A bad option value. The message marks field names in backticks (```stride` must be ...``):
-    ``str()`` shows the field name (Python), :meth:`named` the command line's ``--stride``."""
+    """A bad option value, field names marked in backticks (```stride` must be ...``): ``str()`` shows
+    the field name, :meth:`named` the command line's ``--stride``."""
 
     def __init__(self, marked: str) -> None:
         self.marked = marked
@@ -306,7 +272,7 @@ def _bounds(name: str, value: Any, opt: Option) -> None:
 
 def check_options(obj: Any) -> None:
     """Check and normalise (``"4"`` -> 4, a list -> a tuple) every field of the dataclass ``obj`` against
-    its type, choices and :func:`option` range; call it first in ``__post_init__``."""
+    its type and :func:`option` settings."""
     hints = field_types(type(obj))
     for f in dataclasses.fields(obj):
         tp, opt, value = hints[f.name], _meta(f), getattr(obj, f.name)
@@ -326,13 +292,20 @@ def check_options(obj: Any) -> None:
             object.__setattr__(obj, f.name, new)
 
 
+class CheckedOptions:
+    """Base of an option dataclass whose fields :func:`check_options` checks on construction."""
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+
 def _cli_name(f: dataclasses.Field, opt: Option) -> str:
-    """The field as the command line shows it: ``--crop-size``, a positional ``STORE``."""
+    """``--crop-size``, or a positional's ``STORE``."""
     return (opt.metavar or f.name).upper() if opt.positional else "--" + (opt.flag or f.name).replace("_", "-")
 
 
 def _flag_names(cls: type) -> dict[str, str]:
-    """Field name -> :func:`_cli_name`, nested dataclasses' fields included."""
+    """Field name -> :func:`_cli_name`, nested dataclasses' fields too."""
     names: dict[str, str] = {}
     for f in dataclasses.fields(cls):
         tp = _non_none(field_types(cls)[f.name])
@@ -343,19 +316,18 @@ def _flag_names(cls: type) -> dict[str, str]:
     return names
 
 
-def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type,
-                exclude: tuple[str, ...] = ()) -> None:
-    """One ``argparse`` option (or positional) per field of the dataclass ``cls`` (of a nested dataclass:
-    its fields), in field order, except ``exclude``. Read them back with :func:`options_from_args`."""
+def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type) -> None:
+    """One ``argparse`` option (or positional) per field of the dataclass ``cls`` (nested dataclasses'
+    fields too)."""
     hints, defaults, docs = field_types(cls), field_defaults(cls), field_docs(cls)
     groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
     for f in dataclasses.fields(cls):
         opt, tp = _meta(f), hints[f.name]
         base = _non_none(tp)
-        if f.name in exclude or not opt.cli:
+        if not opt.cli:
             continue
         if dataclasses.is_dataclass(base):
-            add_options(parser, base, exclude)
+            add_options(parser, base)
             continue
         text = opt.help or docs.get(f.name, "")
         kwargs: dict[str, Any] = {"help": text.replace("%", "%%"), "dest": f.name}  # argparse formats %
@@ -396,8 +368,8 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
 
 
 def options_from_args(cls: type, args: argparse.Namespace, **computed: Any) -> Any:
-    """The dataclass ``cls`` from the options :func:`add_options` made (``computed``: fields the
-    command works out itself; they win). A bad value is a :class:`ConfigError` naming the option."""
+    """The dataclass ``cls`` from the options :func:`add_options` made, ``computed`` fields winning; a bad
+    value is a :class:`ConfigError` naming the option."""
     hints = field_types(cls)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):

@@ -20,9 +20,6 @@ __all__ = ["EXTENSIONS", "build_parser", "main"]
 #: Modules of the commands of extras (Lightning, Gradio, ONNX: imported only when their command runs).
 EXTENSIONS = ("lseg.cli.train", "lseg.cli.eval", "lseg.cli.demo", "lseg.cli.export")
 
-#: The command groups of this package, in the order ``lseg --help`` lists them.
-_COMMANDS = (segment, features, models, bench)
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``lseg`` parser with every command (those of a missing extra left out); imports no torch."""
@@ -32,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lseg {__version__}")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging and full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in _COMMANDS:
+    for group in (segment, features, models, bench):
         group.register(sub)
     for name in EXTENSIONS:
         try:
@@ -49,16 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_verbose(sub: argparse._SubParsersAction) -> None:
     """``-v`` after the command too; SUPPRESS keeps a ``-v`` given before it."""
     for p in sub.choices.values():
-        p.when_populated(_add_verbose_option)
-
-
-def _add_verbose_option(p: Parser) -> None:
-    if "--verbose" not in p._option_string_actions:
-        p.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
-                       help="debug logging and full tracebacks")
-    for action in p._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            _add_verbose(action)
+        if "--verbose" not in p._option_string_actions:
+            p.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
+                           help="debug logging and full tracebacks")
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _add_verbose(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -74,7 +74,6 @@ class BenchOptions:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the commands of this module to the ``lseg`` parser."""
     p = sub.add_parser(
         "bench", help="images/s, latency and peak memory per precision and batch size",
         description="Times the full forward (image + text for 4 labels + similarity) of a model on synthetic "

@@ -12,16 +12,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from lseg.errors import LSegError
 from lseg.inference.options import PredictorOptions
-from lseg.options import OptionError, add_options, check_options, option, options_from_args
+from lseg.options import CheckedOptions, OptionError, add_options, option, options_from_args
 
 if TYPE_CHECKING:
     from lseg.jobs.engine import Report
     from lseg.models.config import SpatialBlockConfig
 
 __all__ = [
-    "RANDOM_WEIGHTS_SEED", "ArchOptions", "LabelsOptions", "ModelSource", "add_labels_args", "add_model_args",
-    "add_predictor_args", "checked_device", "finish_batch", "load_source_model",
-    "make_predictor", "model_source_from_args", "predictor_options_from_args", "read_labels_arg",
+    "RANDOM_WEIGHTS_SEED", "ArchOptions", "LabelsOptions", "ModelSource", "add_model_args", "checked_device",
+    "finish_batch", "load_source_model", "make_predictor", "model_source_from_args",
 ]
 
 _logger = logging.getLogger("lseg")
@@ -31,7 +30,7 @@ RANDOM_WEIGHTS_SEED = 0
 
 
 @dataclass(frozen=True)
-class ArchOptions:
+class ArchOptions(CheckedOptions):
     """The spatial block of an official checkpoint, which its shapes cannot tell.
 
     Attributes:
@@ -43,9 +42,6 @@ class ArchOptions:
     arch_option: Literal[1, 2] | None = None
     block_depth: int | None = option(None, min=1)
     activation: Literal["relu", "lrelu", "tanh"] | None = None
-
-    def __post_init__(self) -> None:
-        check_options(self)
 
     def spatial_block(self) -> SpatialBlockConfig | None:
         """The block named (by ``arch_option`` and ``block_depth``), or ``None``."""
@@ -78,7 +74,7 @@ def checked_device(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class ModelSource:
+class ModelSource(CheckedOptions):
     """Which model a command runs, and where.
 
     Attributes:
@@ -96,9 +92,6 @@ class ModelSource:
     device: str | None = option(None, check=checked_device)
     arch: ArchOptions = field(default_factory=ArchOptions)
 
-    def __post_init__(self) -> None:
-        check_options(self)
-
     def given(self) -> bool:
         return bool(self.checkpoint or self.random_weights)
 
@@ -109,7 +102,6 @@ class ModelSource:
         return model_identity(self.checkpoint, self.random_weights, RANDOM_WEIGHTS_SEED)
 
     def device_name(self) -> str:
-        """The device, or cuda if available, else cpu."""
         import torch
 
         return self.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -139,32 +131,23 @@ def load_source_model(source: ModelSource, pretrained_default: bool = False):  #
 
     from lseg.pretrained.load import create_model, load_model
 
+    checkpoint = source.checkpoint
     if source.random_weights:
         _logger.warning("using random weights for %s: the output is noise", source.random_weights)
         with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG state
             torch.manual_seed(RANDOM_WEIGHTS_SEED)
             model = create_model(source.random_weights)
-    else:
-        checkpoint = source.checkpoint
-        if checkpoint is None:
-            if not pretrained_default:
-                raise LSegError("give the model: --checkpoint NAME_OR_PATH or --random-weights MODEL")
-            from lseg.pretrained.released import DEFAULT, get_weights
+        return model.to(source.device_name()).eval()
+    if checkpoint is None:
+        if not pretrained_default:
+            raise LSegError("give the model: --checkpoint NAME_OR_PATH or --random-weights MODEL")
+        from lseg.pretrained.released import DEFAULT, get_weights
 
-            checkpoint = DEFAULT
-            print(f"no --checkpoint given: using the released weights {checkpoint!r} "
-                  f"({get_weights(checkpoint).network}); `lseg weights list` shows the others",
-                  file=sys.stderr)
-        model = load_model(checkpoint, spatial_block=source.arch.spatial_block())
+        checkpoint = DEFAULT
+        print(f"no --checkpoint given: using the released weights {checkpoint!r} "
+              f"({get_weights(checkpoint).network}); `lseg weights list` shows the others", file=sys.stderr)
+    model = load_model(checkpoint, spatial_block=source.arch.spatial_block())
     return model.to(source.device_name()).eval()
-
-
-def add_predictor_args(p: argparse.ArgumentParser) -> None:
-    add_options(p, PredictorOptions)
-
-
-def predictor_options_from_args(args: argparse.Namespace) -> PredictorOptions:
-    return options_from_args(PredictorOptions, args)
 
 
 def make_predictor(args: argparse.Namespace, source: ModelSource | None = None,
@@ -173,7 +156,7 @@ def make_predictor(args: argparse.Namespace, source: ModelSource | None = None,
     from lseg.inference.predictor import LSegPredictor
 
     source = source or model_source_from_args(args)
-    options = options or predictor_options_from_args(args)
+    options = options or options_from_args(PredictorOptions, args)
     model = load_source_model(source, getattr(args, "pretrained_default", False))
     predictor = LSegPredictor(model, options=options, inplace=True)
     how = " (auto)" if options.precision == "auto" else ""
@@ -203,44 +186,35 @@ class LabelsOptions:
     labels_file: str | None = option(None, metavar="FILE", exclusive="labels", required=True)
 
     def read(self) -> list[str]:
-        return read_labels_arg(self.labels, self.labels_file)
+        """The labels, parsed and checked."""
+        from lseg.labels import parse_labels
 
+        if self.labels_file is not None:
+            path = Path(self.labels_file).expanduser()
+            source = f"--labels-file {path}"
+            try:
+                text = path.read_text(encoding="utf-8-sig")
+            except FileNotFoundError:
+                raise LSegError(f"{source}: no such file") from None
+            except UnicodeDecodeError:
+                raise LSegError(f"{source} is not UTF-8 text") from None
+            except OSError as e:
+                raise LSegError(f"{source}: {e.strerror or e}") from None
+            parsed = parse_labels("\n".join(ln for ln in text.splitlines()
+                                            if ln.strip() and not ln.lstrip().startswith("#")))
+        else:
+            source = "--labels"
+            parsed = parse_labels(self.labels or "")
+            if len(parsed) == 1 and (Path(parsed[0]).expanduser().is_file() or
+                                     Path(parsed[0]).suffix.lower() in (".txt", ".csv", ".json")):
+                raise LSegError(f"--labels {parsed[0]!r} looks like a file name: to read labels from a file "
+                                f"use --labels-file {parsed[0]}")
+        if len(parsed) == 1:
+            from lseg.console import warn
 
-def add_labels_args(p: argparse.ArgumentParser) -> None:
-    add_options(p, LabelsOptions)
-
-
-def read_labels_arg(labels: str | None, labels_file: str | None) -> list[str]:
-    """The labels of ``--labels`` or ``--labels-file``, parsed and checked."""
-    from lseg.labels import parse_labels
-
-    if labels_file is not None:
-        path = Path(labels_file).expanduser()
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except FileNotFoundError:
-            raise LSegError(f"--labels-file {path}: no such file") from None
-        except UnicodeDecodeError:
-            raise LSegError(f"--labels-file {path} is not UTF-8 text") from None
-        except OSError as e:
-            raise LSegError(f"--labels-file {path}: {e.strerror or e}") from None
-        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-        parsed = parse_labels("\n".join(lines))
-        source = f"--labels-file {path}"
-    else:
-        assert labels is not None
-        parsed = parse_labels(labels)
-        source = "--labels"
-        if len(parsed) == 1 and (Path(parsed[0]).expanduser().is_file() or
-                                 Path(parsed[0]).suffix.lower() in (".txt", ".csv", ".json")):
-            raise LSegError(f"--labels {parsed[0]!r} looks like a file name: to read labels from a file use "
-                            f"--labels-file {parsed[0]}")
-    if len(parsed) == 1:
-        from lseg.console import warn
-
-        warn(f"{source} gives one label ({parsed[0]!r}): every pixel gets it; add the others and a catch-all "
-             "such as 'other'")
-    return parsed
+            warn(f"{source} gives one label ({parsed[0]!r}): every pixel gets it; add the others and a "
+                 "catch-all such as 'other'")
+        return parsed
 
 
 def finish_batch(report: Report, what: str) -> int:

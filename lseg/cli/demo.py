@@ -7,6 +7,9 @@ import ipaddress
 import logging
 
 from lseg.app.options import DemoOptions
+from lseg.cli import common
+from lseg.errors import LSegError
+from lseg.inference.options import PredictorOptions
 from lseg.options import add_options, options_from_args
 
 _logger = logging.getLogger("lseg")
@@ -15,17 +18,14 @@ __all__ = ["DemoOptions", "is_loopback", "register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``demo`` command to the ``lseg`` parser."""
-    from lseg.cli.common import add_model_args, add_predictor_args
-
     p = subparsers.add_parser(
         "demo", help="web demo: upload an image, type labels, see the segmentation",
         description="Serve the Gradio demo. Bound to 127.0.0.1 (this machine only) unless --host says "
         "otherwise; there is no authentication.",
     )
     add_options(p, DemoOptions)
-    add_model_args(p, pretrained_default=True)
-    add_predictor_args(p)
+    common.add_model_args(p, pretrained_default=True)
+    add_options(p, PredictorOptions)
     p.set_defaults(func=_cmd_demo)
 
 
@@ -43,8 +43,6 @@ def check_port_free(host: str, port: int) -> None:
     """Refuse a port another program listens on, in one line (0: any free port)."""
     import socket
 
-    from lseg.errors import LSegError
-
     if not port:
         return
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
@@ -57,21 +55,16 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from lseg.cli.common import make_predictor, model_source_from_args, predictor_options_from_args
-    from lseg.errors import LSegError
-
     opts: DemoOptions = options_from_args(DemoOptions, args)
-    source = model_source_from_args(args)
-    popts = predictor_options_from_args(args)
+    source = common.model_source_from_args(args)
+    popts = options_from_args(PredictorOptions, args)
     from lseg.app.demo import build_demo, launch_demo  # Gradio: once every option is known to be good
 
     if not is_loopback(opts.host):
-        _logger.warning(
-            "serving on %s: anyone who can reach this machine can use the demo (no authentication); "
-            "use --host 127.0.0.1 to keep it local", opts.host,
-        )
+        _logger.warning("serving on %s: anyone who can reach this machine can use the demo (no "
+                        "authentication); use --host 127.0.0.1 to keep it local", opts.host)
     check_port_free(opts.host, opts.port)  # before the model loads (a minute for the full-size one)
-    predictor = make_predictor(args, source, popts)
+    predictor = common.make_predictor(args, source, popts)
     banner = None
     if source.random_weights:
         banner = f"Random weights ({source.random_weights}): the segmentation is noise. Use --checkpoint."

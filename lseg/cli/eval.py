@@ -26,13 +26,13 @@ from lseg.cli import common
 from lseg.cli.parser import plain_doc
 from lseg.eval.config import EvalConfig
 from lseg.io.checks import report_file
-from lseg.options import add_options, check_options, option, options_from_args
+from lseg.options import CheckedOptions, add_options, option, options_from_args
 
 __all__ = ["EvalRun", "register"]
 
 
 @dataclass(frozen=True)
-class EvalRun:
+class EvalRun(CheckedOptions):
     """How ``lseg eval`` runs and reports (what it evaluates: :class:`~lseg.eval.config.EvalConfig`).
 
     Attributes:
@@ -49,12 +49,8 @@ class EvalRun:
     per_class: bool = False
     quiet: bool = option(False, short="-q")
 
-    def __post_init__(self) -> None:
-        check_options(self)
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``eval`` sub-command (its options come from torch-free configs: ``--help`` stays fast)."""
     p = subparsers.add_parser(
         "eval",
         help="evaluate on a dataset (mIoU / pixAcc, open-vocabulary, few-shot protocol)",

@@ -7,8 +7,9 @@ import dataclasses
 import sys
 from dataclasses import dataclass
 
+from lseg.cli import common
 from lseg.io.checks import output_folder
-from lseg.options import OptionError, add_options, check_options, option, options_from_args
+from lseg.options import CheckedOptions, OptionError, add_options, option, options_from_args
 
 __all__ = ["OnnxExportOptions", "register"]
 
@@ -20,7 +21,7 @@ def _one_or_two(size: tuple[int, ...]) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
-class OnnxExportOptions:
+class OnnxExportOptions(CheckedOptions):
     """What ``lseg export onnx`` writes (:func:`lseg.export.onnx.export_onnx`).
 
     Attributes:
@@ -40,14 +41,8 @@ class OnnxExportOptions:
                           help="skip the onnxruntime vs PyTorch comparison after export")
     atol: float = option(1e-4, gt=0)
 
-    def __post_init__(self) -> None:
-        check_options(self)
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``export`` command group (``export onnx``) to the ``lseg`` parser."""
-    from lseg.cli.common import add_model_args
-
     p = subparsers.add_parser("export", help="export the model for deployment (ONNX)")
     sub = p.add_subparsers(dest="export_format", required=True, metavar="FORMAT")
     o = sub.add_parser(
@@ -57,20 +52,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "lseg[export].",
     )
     add_options(o, OnnxExportOptions)
-    add_model_args(o)
+    common.add_model_args(o)
     o.set_defaults(func=_cmd_export_onnx)
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
-    from lseg.cli.common import load_source_model, model_source_from_args
-
     opts: OnnxExportOptions = options_from_args(OnnxExportOptions, args)
     size = (opts.size[0], opts.size[-1])
     # exported on CPU; the graphs run on any onnxruntime provider
-    source = dataclasses.replace(model_source_from_args(args), device="cpu")
+    source = dataclasses.replace(common.model_source_from_args(args), device="cpu")
     from lseg.export.onnx import export_onnx
 
-    result = export_onnx(load_source_model(source), opts.out, size=size, dynamic=not opts.fixed_size,
+    result = export_onnx(common.load_source_model(source), opts.out, size=size, dynamic=not opts.fixed_size,
                          opset=opts.opset, verify=opts.verify, atol=opts.atol)
     shape = "any HxW" if result.dynamic_size else f"{size[0]}x{size[1]} only"
     print(f"exported {result.image_encoder.name} ({shape}) and {result.text_encoder.name} to "

@@ -23,6 +23,7 @@ from lseg.features.options import (
     parse_resolution,
     parse_shard,
 )
+from lseg.inference.options import PredictorOptions
 from lseg.options import add_options, option, options_from_args
 
 __all__ = ["FeaturesInputs", "register"]
@@ -40,7 +41,6 @@ class FeaturesInputs:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``lseg features``, ``lseg query`` and ``lseg store`` to the ``lseg`` parser."""
     p = sub.add_parser(
         "features", help="export dense pixel embeddings for images and videos",
         description="One (D, h, w) .npy per image or sampled video frame (<video>/<frame:06d>.npy) and a "
@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_options(p, FeaturesOptions)
     add_options(p.add_argument_group("feature store (--format store; lseg.features.store)"), StoreOptions)
     common.add_model_args(p, pretrained_default=True)
-    common.add_predictor_args(p)
+    add_options(p, PredictorOptions)
     p.set_defaults(func=_cmd_features)
 
     p = sub.add_parser(
@@ -83,7 +83,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
     opts: FeaturesOptions = options_from_args(FeaturesOptions, args)
     store: StoreOptions = options_from_args(StoreOptions, args)
     source = common.model_source_from_args(args)
-    popts = common.predictor_options_from_args(args)
+    popts: PredictorOptions = options_from_args(PredictorOptions, args)
     # options of the other format: refused before anything is read or built
     if store.format == "store" and (opts.dtype != "float16" or opts.pca):
         raise LSegError("--format store writes float16 maps; --dtype float32 and --pca are for --format npy")
@@ -113,7 +113,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 
 def _features_store(args: argparse.Namespace, inputs: tuple[str, ...], opts: FeaturesOptions,
-                    store: StoreOptions, source: common.ModelSource, popts: common.PredictorOptions,
+                    store: StoreOptions, source: common.ModelSource, popts: PredictorOptions,
                     shard: tuple[int, int], rank: int, what: str) -> int:
     """``lseg features --format store``: the self-describing store (lseg.features.store)."""
     from lseg.features.presets import FeatureExtractor, describe, get_preset
@@ -154,6 +154,7 @@ def _features_store(args: argparse.Namespace, inputs: tuple[str, ...], opts: Fea
     desc = "store" if shard[1] == 1 else f"store {shard[0] + 1}/{shard[1]}"
     report = run_job(writer, overwrite=opts.overwrite, progress=not opts.quiet, shard=shard, desc=desc)
     return common.finish_batch(report, what)
+
 
 def _cmd_query(args: argparse.Namespace) -> int:
     from lseg.features.query import QueryWriter, parse_frames

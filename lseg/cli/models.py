@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from lseg.cli.common import ArchOptions
 from lseg.errors import LSegError
 from lseg.io.checks import output_folder
-from lseg.options import add_options, check_options, option, options_from_args
+from lseg.options import CheckedOptions, add_options, option, options_from_args
 
 __all__ = ["ConvertOptions", "DownloadOptions", "InfoOptions", "PathOptions", "register"]
 
 
 @dataclass(frozen=True)
-class ConvertOptions:
+class ConvertOptions(CheckedOptions):
     """``lseg convert``.
 
     Attributes:
@@ -29,12 +29,9 @@ class ConvertOptions:
     out: str = option(positional=True, check=output_folder("out"))
     arch: ArchOptions = field(default_factory=ArchOptions)
 
-    def __post_init__(self) -> None:
-        check_options(self)
-
 
 @dataclass(frozen=True)
-class InfoOptions:
+class InfoOptions(CheckedOptions):
     """``lseg info``.
 
     Attributes:
@@ -45,12 +42,9 @@ class InfoOptions:
     checkpoint: str = option(positional=True)
     arch: ArchOptions = field(default_factory=ArchOptions)
 
-    def __post_init__(self) -> None:
-        check_options(self)
-
 
 @dataclass(frozen=True)
-class DownloadOptions:
+class DownloadOptions(CheckedOptions):
     """``lseg weights download``.
 
     Attributes:
@@ -61,12 +55,9 @@ class DownloadOptions:
     names: tuple[str, ...] = option(positional=True, nargs="+", metavar="NAME")
     force: bool = False
 
-    def __post_init__(self) -> None:
-        check_options(self)
-
 
 @dataclass(frozen=True)
-class PathOptions:
+class PathOptions(CheckedOptions):
     """``lseg weights path``.
 
     Attributes:
@@ -75,12 +66,8 @@ class PathOptions:
 
     name: str = option(positional=True, metavar="NAME")
 
-    def __post_init__(self) -> None:
-        check_options(self)
-
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the commands of this module to the ``lseg`` parser."""
     p = sub.add_parser("convert", help="convert an official lang-seg .ckpt to an lseg folder")
     add_options(p, ConvertOptions)
     p.set_defaults(func=_cmd_convert)
@@ -161,6 +148,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         raise CheckpointError(
             f"{opts.checkpoint}: checkpoint does not fit {config.name}: " + "; ".join(problems))
     return 0
+
 
 def _cmd_weights(args: argparse.Namespace) -> int:
     from lseg.pretrained import released as weights

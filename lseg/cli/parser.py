@@ -1,11 +1,9 @@
-"""The ``lseg`` parser's conventions: plain help text with defaults, one-line usage errors, and options
-built on first use (``populate``) for commands whose configs import torch."""
+"""The ``lseg`` parser's conventions: plain help text with defaults and one-line usage errors."""
 
 from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 __all__ = ["HelpFormatter", "Parser", "plain_doc"]
@@ -32,37 +30,11 @@ def _shown(value: Any) -> str:
 
 class Parser(argparse.ArgumentParser):
     """An ``argparse`` parser whose usage errors are one line (``error: ...``, exit code 2) and whose
-    sub-commands share its help formatter. ``populate(parser)`` adds the options when the parser is
-    first used (parsing or help); :meth:`when_populated` runs more additions after it.
-    """
+    sub-commands share its help formatter."""
 
-    def __init__(self, *args: Any, populate: Callable[[Parser], None] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
-        self._pending: list[Callable[[Parser], None]] = [populate] if populate else []
-
-    def when_populated(self, add: Callable[[Parser], None]) -> None:
-        """Run ``add(self)`` once the options exist (now, or after ``populate``)."""
-        if self._pending:
-            self._pending.append(add)
-        else:
-            add(self)
-
-    def _populate(self) -> None:
-        while self._pending:
-            self._pending.pop(0)(self)
-
-    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
-        self._populate()
-        return super().parse_known_args(args, namespace)
-
-    def format_help(self) -> str:
-        self._populate()
-        return super().format_help()
-
-    def format_usage(self) -> str:
-        self._populate()
-        return super().format_usage()
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
@@ -70,7 +42,6 @@ class Parser(argparse.ArgumentParser):
 
 def plain_doc(text: str | None) -> str:
     """A reST docstring as plain help text: ``code`` -> code, :role:`x` -> x, ``::`` -> ``:``."""
-    text = text or ""
-    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text or "")
     text = re.sub(r"``([^`]+)``", r"\1", text)
     return re.sub(r"::\n", ":\n", text).strip() + "\n"

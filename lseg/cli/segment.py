@@ -24,7 +24,6 @@ class SegmentInputs:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``lseg segment`` to the ``lseg`` parser."""
     p = sub.add_parser(
         "segment", help="segment images with any labels",
         description="Writes OUT/<stem>_labels.png (pixel value = label index; label names in its lseg:labels "
@@ -32,11 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "<stem>_overlay.png (photo, colours, legend) and optionally scores and heatmaps. A re-run skips "
         "images done with the same settings and redoes those whose settings changed.",
     )
-    add_options(p, SegmentInputs)
-    common.add_labels_args(p)
-    add_options(p, SegmentOptions)
+    for options in (SegmentInputs, common.LabelsOptions, SegmentOptions):
+        add_options(p, options)
     common.add_model_args(p, pretrained_default=True)
-    common.add_predictor_args(p)
+    add_options(p, PredictorOptions)
     p.set_defaults(func=_cmd_segment)
 
 
@@ -48,7 +46,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     opts: SegmentOptions = options_from_args(SegmentOptions, args)
     labels = options_from_args(common.LabelsOptions, args).read()
     source = common.model_source_from_args(args)
-    popts: PredictorOptions = common.predictor_options_from_args(args)
+    popts: PredictorOptions = options_from_args(PredictorOptions, args)
     writer = SegmentWriter(inputs.images, labels, opts, popts, common.resolved_precision(source, popts),
                            source.identity(), lambda: common.make_predictor(args, source, popts))
     report = run_job(writer, overwrite=opts.overwrite, progress=not opts.quiet)

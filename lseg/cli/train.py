@@ -33,7 +33,6 @@ _ALIASES = {"lr": "base_lr", "checkpoint": "init_checkpoint", "accumulate": "acc
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``train`` sub-command."""
     p = subparsers.add_parser(
         "train",
         help="train or fine-tune LSeg (Lightning Fabric; single GPU, multi-GPU DDP, CPU)",

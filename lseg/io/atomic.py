@@ -1,7 +1,6 @@
-"""Atomic output: every file lseg writes goes through :func:`atomic_write` (or :func:`atomic_open`,
-:func:`atomic_files`, :class:`Staged`), so a killed job never leaves a half-written output; the
-hidden temp files and folders it leaves are removed by :func:`remove_stale_temp_files`, which the
-batch commands run when they start.
+"""Atomic output: every file lseg writes goes through :func:`atomic_write` (or :func:`atomic_files`,
+:class:`Staged`), so a killed job never leaves a half-written output, only hidden temp files that
+:func:`remove_stale_temp_files` removes when a batch command starts.
 """
 
 from __future__ import annotations
@@ -16,18 +15,15 @@ import shutil
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
 
-from lseg.errors import OutputWriteError
-from lseg.io._text import one_line as _one_line
+from lseg.errors import OutputWriteError, one_line
 
 __all__ = [
-    "NAME_MAX", "Staged", "atomic_files", "atomic_open", "atomic_write", "check_writable", "create_exclusive",
+    "NAME_MAX", "Staged", "atomic_files", "atomic_write", "check_writable", "create_exclusive",
     "hidden_sibling", "remove_stale_temp_files", "write_error",
 ]
 
-# Temp names: ``.<name>.<host>-<pid>-<random>.tmp<suffix>``; the host (hash of the host name) and pid
-# let remove_stale_temp_files() recognise leftovers of killed processes.
+# Temp names: ``.<name>.<host hash>-<pid>-<random>.tmp<suffix>``: leftovers of killed processes are known.
 _TEMP_RE = re.compile(r"\.(?P<name>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}\.tmp(\.[^.]*)?")
 
 
@@ -40,8 +36,8 @@ NAME_MAX = 255
 
 
 def hidden_sibling(target: Path, tail: str) -> Path:
-    """``.<target name><tail>`` next to ``target``; the name part is shortened (and a hash of it added,
-    so names stay distinct) when the whole would exceed :data:`NAME_MAX` bytes."""
+    """``.<target name><tail>`` next to ``target``, the name shortened (a hash of it added) to fit
+    :data:`NAME_MAX` bytes."""
     name = target.name
     room = NAME_MAX - 1 - len(os.fsencode(tail))
     if len(os.fsencode(name)) > room:
@@ -56,9 +52,9 @@ def _temp_name(target: Path, suffix: str) -> Path:
 
 
 def _temp_path_for(target: Path, keep_suffix: bool = True, folder: bool = False) -> tuple[Path, int]:
-    """Create (exclusively) a hidden temp file next to ``target``: its path and fd; ``folder``: a temp
-    folder (fd -1, no suffix). A file gets mode 0o666 less the umask, as ``open()`` gives (mkstemp:
-    0o600), and ``target``'s suffix, for writers that pick the format by it (PIL)."""
+    """A new hidden temp file next to ``target``, its path and fd (``folder``: a folder, fd -1): mode
+    0o666 less the umask, as ``open()`` gives, and ``target``'s suffix, for writers that pick the
+    format by it (PIL)."""
     for _ in range(100):
         tmp = _temp_name(target, target.suffix if keep_suffix and not folder else "")
         try:
@@ -87,7 +83,7 @@ _WRITE_REMEDIES = {
 
 def write_error(target: Path, e: OSError) -> OutputWriteError:
     """``cannot write <target>: <strerror>; <remedy>`` as an :class:`OutputWriteError` (same errno)."""
-    reason = e.strerror or (os.strerror(e.errno) if e.errno else _one_line(e))
+    reason = e.strerror or (os.strerror(e.errno) if e.errno else one_line(e))
     remedy = _WRITE_REMEDIES.get(e.errno or 0, "check the output folder")
     error = OutputWriteError(f"cannot write {target}: {reason}; {remedy}")
     error.errno, error.strerror, error.filename = e.errno, reason, str(target)
@@ -95,8 +91,7 @@ def write_error(target: Path, e: OSError) -> OutputWriteError:
 
 
 def check_writable(folder: str | os.PathLike[str]) -> Path:
-    """Create ``folder`` (with parents) and a temp file in it, or raise :class:`OutputWriteError`, so
-    a batch learns that it cannot write there before it loads a model or reads an image."""
+    """Create ``folder`` and a temp file in it, or :class:`OutputWriteError` (before any work is done)."""
     root = Path(os.fspath(folder)).expanduser()
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -111,8 +106,7 @@ def check_writable(folder: str | os.PathLike[str]) -> Path:
 
 
 def pid_exists(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this host (one of another user's, or where the OS cannot
-    tell, counts as existing: its files are kept)."""
+    """Whether a process ``pid`` exists on this host (when the OS cannot tell: yes)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -123,9 +117,8 @@ def pid_exists(pid: int) -> bool:
 
 
 def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """Delete the temp files and folders of this module under ``folder`` (recursively) whose process,
-    on this host, no longer exists (killed before it could clean up); those of live processes (other
-    ranks, a second shard writing into the same folder) are kept. Returns the removed paths."""
+    """Delete the temp files and folders of this module under ``folder`` whose process (on this host)
+    no longer exists; those of live processes (other ranks, shards) are kept. Returns the removed paths."""
     root = Path(os.fspath(folder)).expanduser()
     if not root.is_dir():
         return []
@@ -152,13 +145,9 @@ def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
 
 
 def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], object]) -> Path:
-    """Write ``path`` atomically: ``writer(tmp)`` writes the whole content to a fresh hidden temp file
-    next to ``path`` (same suffix), which then replaces ``path`` (``os.replace``); if ``writer`` raises,
-    the temp file is removed and ``path`` is untouched. Parent folders are created. Returns ``path``.
-
-    Raises:
-        OutputWriteError: the file system refused (disk full, read-only, permission, name too long).
-    """
+    """Write ``path`` atomically: ``writer(tmp)`` writes a hidden temp file next to it (same suffix),
+    which then replaces ``path``; if ``writer`` raises, ``path`` is untouched. Returns ``path``; a
+    refusal of the file system is an :class:`OutputWriteError`."""
     with _replacing(path) as (target, tmp, fd):
         mode = os.fstat(fd).st_mode & 0o777  # 0o666 less the umask, as a plain open() gives
         os.close(fd)
@@ -170,8 +159,7 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], object])
 
 @contextlib.contextmanager
 def _replacing(path: str | os.PathLike[str]) -> Iterator[tuple[Path, Path, int]]:
-    """``(target, temp file, its fd)``; the temp file replaces ``target`` when the block completes and
-    is removed if it raises; file-system errors as :func:`atomic_write`'s."""
+    """``(target, temp file, its fd)``; the temp file replaces ``target`` when the block completes."""
     target = Path(os.fspath(path)).expanduser()
     with _write_errors(target):
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -190,15 +178,9 @@ _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, er
 
 
 def create_exclusive(path: str | os.PathLike[str], data: bytes) -> bool:
-    """Create ``path`` holding ``data`` unless it exists; True if this call created it.
-
-    The file is complete from the instant it exists: a temp file is hard-linked to ``path`` (``link()``
-    fails atomically if ``path`` exists, also on NFS), so a killed process leaves no empty file, only
-    a temp file for :func:`remove_stale_temp_files`. Without hard links: ``O_EXCL`` + write.
-
-    Raises:
-        OSError: the file system refused (the caller names what it was creating).
-    """
+    """Create ``path`` holding ``data`` unless it exists; True if this call created it. A temp file is
+    hard-linked to ``path`` (atomic, also on NFS), so the file is complete when it appears; without
+    hard links: ``O_EXCL`` + write."""
     target = Path(os.fspath(path))
     tmp, fd = _temp_path_for(target, keep_suffix=False)  # not a look-alike of ``path`` to globbing readers
     try:
@@ -231,8 +213,7 @@ def create_exclusive(path: str | os.PathLike[str], data: bytes) -> bool:
 
 @contextlib.contextmanager
 def _write_errors(target: Path) -> Iterator[None]:
-    """File-system errors (those with an errno; PIL's "cannot write mode X as PNG" is a bug and keeps
-    its type) while writing ``target`` -> :class:`OutputWriteError` naming it."""
+    """File-system errors (with an errno) while writing ``target`` -> :class:`OutputWriteError`."""
     try:
         yield
     except OutputWriteError:
@@ -244,25 +225,10 @@ def _write_errors(target: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
-    """:func:`atomic_write` as a context manager yielding the open temp file (``mode``: a write-only
-    mode, ``"w"``, ``"wb"``, ...; ``kwargs`` go to :func:`open`): ``path`` appears only when the
-    ``with`` block completes. Raises :class:`OutputWriteError` as :func:`atomic_write`."""
-    if not mode.startswith("w") or "+" in mode:
-        raise ValueError(f"atomic_open: mode must be a write-only mode like 'w' or 'wb', got {mode!r}")
-    with _replacing(path) as (_, _, fd), open(fd, mode, **kwargs) as f:
-        yield f
-
-
-@contextlib.contextmanager
 def atomic_files(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Files that belong together (an ONNX graph and its external weights): yields a fresh hidden temp
-    folder next to ``path``, to be filled with files named as they should end up next to ``path``.
-
-    When the ``with`` block completes, each is moved next to ``path`` (``os.replace``), ``path``'s own
-    name last, so what it refers to is already there when it appears; on an exception nothing is
-    moved. The temp folder is always removed. Raises :class:`OutputWriteError` as :func:`atomic_write`.
-    """
+    """Files that belong together (an ONNX graph and its weights): yields a hidden temp folder to fill
+    with files named as they should end up next to ``path``; when the block completes they are moved
+    there, ``path``'s own name last. The temp folder is always removed."""
     target = Path(os.fspath(path)).expanduser()
     with _write_errors(target):
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -276,9 +242,8 @@ def atomic_files(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 class Staged:
-    """Files of one unit of work that must appear together: :meth:`path` gives a hidden temp file next
-    to each target, :meth:`commit` moves them all into place (in the order given), :meth:`discard`
-    removes them."""
+    """Files of one unit of work that must appear together: :meth:`path` / :meth:`write` a temp file
+    for each, :meth:`commit` moves them all into place (in that order), :meth:`discard` removes them."""
 
     def __init__(self) -> None:
         self._temps: list[tuple[Path, Path]] = []
@@ -294,14 +259,10 @@ class Staged:
         return tmp
 
     def write(self, target: str | os.PathLike[str], writer: Callable[[Path], object]) -> Path:
-        """``writer(temp file)`` for ``target``; a file-system error names ``target``, not the temp file."""
+        """``writer(temp file)`` for ``target``; a file-system error names ``target``."""
         tmp = self.path(target)
-        try:
+        with _write_errors(Path(os.fspath(target))):
             writer(tmp)
-        except OSError as e:
-            if e.errno is None:
-                raise
-            raise write_error(Path(os.fspath(target)), e) from None
         return tmp
 
     def commit(self) -> list[Path]:

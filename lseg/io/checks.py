@@ -1,6 +1,4 @@
-"""Checks of output paths as option ``check=`` functions (:func:`lseg.options.option`): a wrong output
-path is one error before any model or file work, the field marked (```out` ...``) so that the command
-line names its option. Light on purpose: the command line's help imports it."""
+"""Output paths checked as option ``check=`` functions, before any work (light: ``--help`` imports it)."""
 
 from __future__ import annotations
 
@@ -13,8 +11,8 @@ __all__ = ["output_folder", "report_file"]
 
 
 def report_file(field: str) -> Callable[[str | None], str | None]:
-    """A file written at the end of the command: not a folder, and its folder writable (created if
-    needed), so that an hours-long run never fails to save its result."""
+    """A file written at the end of the command: not a folder, its folder writable (a long run must be
+    able to save its result)."""
 
     def check(path: str | None) -> str | None:
         if path is None:

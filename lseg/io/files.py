@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lseg.errors import ImageLoadError
-from lseg.io._text import one_line as _one_line
+from lseg.errors import ImageLoadError, one_line
 from lseg.io.images import IMAGE_EXTENSIONS
 
 __all__ = ["file_fragment", "list_images", "walk_files"]
@@ -14,34 +13,22 @@ __all__ = ["file_fragment", "list_images", "walk_files"]
 
 def file_fragment(text: str, limit: int = 40, default: str = "label") -> str:
     """``text`` as a piece of a file name: letters, digits, ``-_.`` kept, anything else ``_``; at most
-    ``limit`` characters, no leading or trailing ``.`` or ``_``; ``default`` when nothing is left."""
+    ``limit`` characters, not starting or ending with ``.`` or ``_`` (else ``default``)."""
     kept = "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:limit].strip("._")
     return kept or default
 
 
 def list_images(folder: str | os.PathLike[str], recursive: bool = True) -> list[Path]:
-    """The files of :func:`walk_files` whose extension, in any case, is in :data:`IMAGE_EXTENSIONS`
-    (a FIFO or device with an image name too: :func:`load_image` refuses it, so it is reported).
-
-    Raises:
-        ImageLoadError: as :func:`walk_files`.
-    """
+    """The files of :func:`walk_files` whose extension, in any case, is in :data:`IMAGE_EXTENSIONS`."""
     return [f for f in walk_files(folder, recursive) if f.suffix.lower() in IMAGE_EXTENSIONS]
 
 
 def walk_files(
     folder: str | os.PathLike[str], recursive: bool = True, exclude: str | os.PathLike[str] | None = None
 ) -> list[Path]:
-    """Every non-hidden entry under ``folder`` (``recursive``: in sub-folders too) that is not a folder,
-    as ``folder`` / relative path, sorted by path components.
-
-    Symlinked sub-folders are followed, except a link to a folder inside ``folder``; each real folder
-    once (by device and inode: a link back to a parent cannot loop). Hidden files and folders, broken
-    symlinks and the folder ``exclude`` (a job's output) are left out.
-
-    Raises:
-        ImageLoadError: ``folder`` is missing or not a directory, or a folder under it is unreadable
-            (a job must not succeed while missing part of its input).
+    """Every non-hidden entry under ``folder`` that is not a folder, sorted by path components, as
+    docs/errors-and-limits.md ("Folders") says: symlinked folders followed once, ``exclude`` (a job's
+    output) left out; :class:`ImageLoadError` for a missing ``folder`` or an unreadable one under it.
     """
     root = Path(os.fspath(folder)).expanduser()
     if not root.exists():
@@ -50,7 +37,7 @@ def walk_files(
         raise ImageLoadError(f"'{root}' is not a folder; pass a directory (or load the file directly)")
 
     def unreadable(e: OSError) -> None:
-        raise ImageLoadError(f"cannot read folder '{e.filename}': {e.strerror or _one_line(e)}; fix its "
+        raise ImageLoadError(f"cannot read folder '{e.filename}': {e.strerror or one_line(e)}; fix its "
                              "permissions or move it out of the input folder")
 
     real_root = os.path.realpath(root)

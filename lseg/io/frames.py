@@ -11,8 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from lseg.errors import ImageLoadError
-from lseg.io._text import one_line as _one_line
+from lseg.errors import ImageLoadError, one_line
 from lseg.io.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
@@ -32,28 +31,11 @@ _DEFAULT_FRAME_DURATION_MS = 100
 
 def iter_frames(path: str | os.PathLike[str], *, every_n: int | None = None, fps: float | None = None,
                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Iterator[tuple[int, float, np.ndarray]]:
-    """Decode the frames of an animated image or a video, sampled at a requested rate.
-
-    Files with an extension in :data:`IMAGE_EXTENSIONS` (GIF, WebP, APNG, multi-page TIFF; a still
-    image is one frame) are decoded with Pillow, anything else with PyAV (``pip install av``); video
-    frames are turned upright by the stream's display matrix.
-
-    Args:
-        path: The file.
-        every_n: Keep frames ``0, n, 2n, ...``.
-        fps: Keep the first frame of each ``1/fps`` seconds of media time (all, for a slower source).
-            At most one of ``every_n`` / ``fps``; with neither, every frame.
-        max_pixels: Per-frame pixel limit, as in :func:`load_image`.
-
-    Yields:
-        ``(frame_index, timestamp_seconds, frame)``: the index in the file (skipped frames counted),
-        the presentation time (GIF/WebP: the durations before it, a missing one 100 ms) and an
-        ``HxWx3 uint8`` RGB array.
-
-    Raises:
-        ImageLoadError: missing, empty, corrupt or undecodable file, or no PyAV for a video; also
-            mid-iteration (a truncated video).
-        ValueError: ``every_n`` / ``fps`` invalid or both given.
+    """``(frame_index, timestamp_seconds, HxWx3 uint8 RGB)`` of an animated image (an extension in
+    :data:`IMAGE_EXTENSIONS`, via Pillow; a still image is one frame) or a video (PyAV; turned upright),
+    keeping frames ``0, n, 2n, ...`` (``every_n``) or the first of each ``1/fps`` seconds of media time
+    (``fps``), or all. The index counts skipped frames; GIF/WebP times add up the durations (a missing
+    one 100 ms). :class:`ImageLoadError` for an unreadable file, also mid-iteration.
     """
     if every_n is not None and fps is not None:
         raise ValueError("iter_frames: give every_n or fps, not both")
@@ -82,7 +64,7 @@ def iter_frames(path: str | os.PathLike[str], *, every_n: int | None = None, fps
 
 
 def _iter_image_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, float, Callable[[], np.ndarray]]]:
-    """Frames of an (animated) image file via Pillow; decoding is deferred to the callback."""
+    """Frames of an (animated) image file via Pillow, decoded by the callback."""
     name = str(p)
     with _open_regular(p, "cannot read frames from") as f:
         im = _open_checked(f, name, max_pixels)
@@ -99,7 +81,7 @@ def _iter_image_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, f
 
 
 def _iter_video_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, float, Callable[[], np.ndarray]]]:
-    """Frames of a video file via PyAV; conversion to RGB is deferred to the callback."""
+    """Frames of a video file via PyAV, converted by the callback."""
     try:
         import av
     except ImportError:
@@ -109,7 +91,7 @@ def _iter_video_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, f
         container = av.open(str(p))
     except Exception as e:  # noqa: BLE001 - FFmpeg reports many error types
         raise ImageLoadError(f"cannot read video '{p}': not a readable video or animated image "
-                             f"({_one_line(e)}); check the file") from None
+                             f"({one_line(e)}); check the file") from None
     try:
         if not container.streams.video:
             raise ImageLoadError(f"cannot read video '{p}': it has no video stream")
@@ -127,7 +109,7 @@ def _iter_video_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, f
                 break
             except Exception as e:  # noqa: BLE001
                 raise ImageLoadError(f"cannot read video '{p}': decoding failed at frame {index} "
-                                     f"({_one_line(e)}); the file may be truncated") from None
+                                     f"({one_line(e)}); the file may be truncated") from None
             _check_pixels((frame.width, frame.height), f"{p} frame {index}", max_pixels)
             if frame.time is not None:
                 # Timestamps relative to the first frame: streams often start at a non-zero pts.

@@ -1,8 +1,6 @@
-"""Decoding images: :func:`load_image` turns any supported input into one ``HxWx3 uint8 RGB`` array.
-
-Paths are opened without ever blocking, the format is identified without Pillow's global size guard
-(``max_pixels`` is the per-call limit, checked from the header; no global Pillow state is changed),
-JPEG streams are checked for corruption, and every failure is one :class:`~lseg.errors.ImageLoadError`.
+"""Decoding images: :func:`load_image` turns any supported input into one ``HxWx3 uint8 RGB`` array. Paths
+are opened without ever blocking, ``max_pixels`` is checked from the header (no global Pillow state
+changed), JPEG streams are checked for corruption; every failure is one :class:`ImageLoadError`.
 """
 
 from __future__ import annotations
@@ -21,8 +19,7 @@ from typing import IO, Any
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from lseg.errors import ImageLoadError
-from lseg.io._text import one_line as _one_line
+from lseg.errors import ImageLoadError, one_line
 from lseg.io.pixels import ALPHA_BACKGROUND, _array_to_rgb, _convert_mode, _tensor_to_rgb
 
 __all__ = [
@@ -37,8 +34,7 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif", ".heic", ".heif"}
 )
 
-#: Lower-case video file extensions (for messages: :func:`iter_frames` tries PyAV on anything not in
-#: :data:`IMAGE_EXTENSIONS`).
+#: Lower-case video file extensions (for messages: :func:`iter_frames` tries PyAV on any non-image).
 VIDEO_EXTENSIONS: frozenset[str] = frozenset(
     {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"}
 )
@@ -54,28 +50,11 @@ or ``torch.Tensor``."""
 
 
 def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, frame: int = 0) -> np.ndarray:
-    """Load any supported image input as an ``HxWx3 uint8 RGB`` array.
-
-    Args:
-        source: A path (``~`` expanded; EXIF orientation applied); the encoded bytes of a file
-            (``bytes``, ``bytearray``, ``memoryview``); a binary file object (read from its position,
-            never closed); a ``PIL.Image`` in any mode (not modified); an ``np.ndarray`` ``HxW``,
-            ``HxWx1``, ``HxWx3`` or ``HxWx4`` of ``uint8``, ``uint16`` (``>> 8``), ``bool`` (0/255) or
-            float in ``[0, 1]`` (times 255, rounded); a ``torch.Tensor`` ``CxHxW`` (C in 1, 3, 4) or
-            ``HxW`` of ``uint8``, ``bool`` or float in ``[0, 1]``, on any device.
-        max_pixels: Refuse images with more than this many pixels (``H * W``), checked from the header
-            before decoding; ``None``: no limit (trusted inputs only).
-        frame: Frame of a multi-frame file (animated GIF/WebP/PNG, multi-page TIFF); 0 for others.
-
-    Returns:
-        A new C-contiguous ``HxWx3 uint8`` RGB array, ``H, W >= 1``; alpha composited onto
-        :data:`ALPHA_BACKGROUND`.
-
-    Raises:
-        ImageLoadError: missing, empty or unreadable file, not an image, truncated or corrupt data,
-            too many pixels, frame out of range, unsupported array shape or dtype.
-        TypeError: ``source`` of an unsupported type, or ``frame`` not an int.
-        ValueError: ``max_pixels`` not a positive int or None.
+    """Any supported image input (docs/errors-and-limits.md: a path, encoded bytes, a binary file object
+    read from its position, a PIL image, a numpy array or a torch tensor) as a new C-contiguous
+    ``HxWx3 uint8 RGB`` array, alpha composited onto :data:`ALPHA_BACKGROUND`. ``max_pixels`` (``H * W``,
+    checked from the header; ``None``: no limit) and ``frame`` (of a multi-frame file) as documented
+    there; :class:`ImageLoadError` for any unusable input, ``TypeError`` for a source of another type.
     """
     if max_pixels is not None and (isinstance(max_pixels, bool) or int(max_pixels) != max_pixels
                                    or max_pixels < 1):
@@ -126,9 +105,8 @@ _SPECIAL_FILES = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a characte
 
 
 def _open_regular(p: Path, doing: str) -> IO[bytes]:
-    """Open ``p`` for reading if it is a regular file (or a link to one), else :class:`ImageLoadError`,
-    never blocking on a FIFO or a device: ``O_NONBLOCK`` makes the open return at once whatever ``p``
-    is (it may be swapped after any check), then ``fstat`` on the open file decides."""
+    """``p`` opened for reading if it is a regular file, else :class:`ImageLoadError`; ``O_NONBLOCK``
+    never waits on a FIFO or a device, then ``fstat`` on the open file decides (no race)."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
     try:
         fd = os.open(p, flags)
@@ -141,7 +119,7 @@ def _open_regular(p: Path, doing: str) -> IO[bytes]:
         if kind is not None:
             raise ImageLoadError(f"{doing} '{p}': it is {kind}, not a regular file; pass an image "
                                  "file") from None
-        raise ImageLoadError(f"{doing} '{p}': cannot open the file ({_one_line(e)}); "
+        raise ImageLoadError(f"{doing} '{p}': cannot open the file ({one_line(e)}); "
                              "check the path") from None
     mode = os.fstat(fd).st_mode
     if stat.S_ISREG(mode):
@@ -155,7 +133,7 @@ def _open_regular(p: Path, doing: str) -> IO[bytes]:
 
 
 def _special_kind(p: Path) -> str | None:
-    """``a FIFO (named pipe)`` etc. if ``p`` is such a file (``stat`` never blocks), else None."""
+    """``a FIFO (named pipe)`` etc. if ``p`` is such a file, else None."""
     try:
         return _SPECIAL_FILES.get(stat.S_IFMT(os.stat(p).st_mode))
     except (OSError, ValueError):
@@ -168,7 +146,7 @@ def _load_file_object(f: IO[Any], *, max_pixels: int | None, frame: int) -> np.n
     try:
         data = f.read()
     except OSError as e:
-        raise ImageLoadError(f"cannot load image from {name}: read failed ({_one_line(e)})") from None
+        raise ImageLoadError(f"cannot load image from {name}: read failed ({one_line(e)})") from None
     if isinstance(data, str):
         raise ImageLoadError(f"cannot load image from {name}: it is opened in text mode; open it "
                              "with mode 'rb'")
@@ -191,16 +169,15 @@ def _load_encoded(fp: IO[bytes], name: str, nbytes: int, *, max_pixels: int | No
         im.close()
 
 
-#: libjpeg's warnings about the compressed data (jerror.h, JWRN_*), which Pillow discards: a corrupt
-#: middle decodes "successfully" into a half-gray picture. Others (a bad ICC profile) leave the pixels.
+#: libjpeg's warnings about the compressed data (JWRN_*), which Pillow discards (a corrupt middle decodes
+#: into a half-gray picture); others (a bad ICC profile) leave the pixels.
 _JPEG_CORRUPTION = ("Corrupt JPEG data:", "Premature end of JPEG file", "Inconsistent progression")
 _JPEG_METADATA_ONLY = ("Corrupt JPEG data: bad ICC marker",)
 
 
 def _check_jpeg_stream(fp: IO[bytes], name: str) -> None:
-    """Refuse a JPEG whose compressed data libjpeg reports as corrupt: simplejpeg (strict) decodes the
-    whole stream at 1/8 scale, every Huffman code read for about half of Pillow's time. Files TurboJPEG
-    does not take (12-bit, odd sampling) are left to Pillow unchecked."""
+    """Refuse a JPEG whose compressed data libjpeg reports as corrupt (simplejpeg, strict, at 1/8 scale:
+    half of Pillow's time); files TurboJPEG does not take are left to Pillow."""
     import simplejpeg
 
     position = fp.tell()
@@ -220,7 +197,7 @@ def _check_jpeg_stream(fp: IO[bytes], name: str) -> None:
 
 @functools.cache
 def _register_heif() -> None:
-    """HEIC/HEIF (recent phones' photos, also when renamed .jpg) through the pillow-heif plugin."""
+    """HEIC/HEIF through the pillow-heif plugin."""
     try:
         import pillow_heif
     except ImportError:  # pragma: no cover - a dependency; a build without it reads everything else
@@ -229,7 +206,7 @@ def _register_heif() -> None:
 
 
 def _open_checked(fp: IO[bytes], name: str, max_pixels: int | None) -> Image.Image:
-    """:func:`_identify` ``fp``, then refuse it, closed, when over ``max_pixels`` or a corrupt JPEG."""
+    """:func:`_identify` ``fp``; refused (closed) over ``max_pixels`` or as a corrupt JPEG."""
     im = _identify(fp, name)
     try:
         _check_pixels(im.size, name, max_pixels)
@@ -242,8 +219,7 @@ def _open_checked(fp: IO[bytes], name: str, max_pixels: int | None) -> Image.Ima
 
 
 def _identify(fp: IO[bytes], name: str) -> Image.Image:
-    """Identify the format of ``fp`` without decoding pixels: ``PIL.Image.open`` without its global
-    ``MAX_IMAGE_PIXELS`` check (``max_pixels`` is checked per call)."""
+    """``PIL.Image.open`` without its global ``MAX_IMAGE_PIXELS`` check (``max_pixels`` is per call)."""
     fp.seek(0)
     prefix = fp.read(16)
     Image.preinit()  # common formats first, like Image.open
@@ -269,11 +245,11 @@ def _identify(fp: IO[bytes], name: str) -> Image.Image:
                 "guard); if the file is trusted, re-save it in a simpler format") from None
         except Exception as e:  # a plugin recognised the file but its header is broken
             raise ImageLoadError(f"cannot load image '{name}': truncated or corrupt {fmt} header "
-                                 f"({_one_line(e)}); re-export or re-download the file") from e
+                                 f"({one_line(e)}); re-export or re-download the file") from e
     if claimed:
         fmt, err = claimed[0]
         raise ImageLoadError(f"cannot load image '{name}': it looks like {fmt} but its header is corrupt "
-                             f"({_one_line(err)}); re-export or re-download the file")
+                             f"({one_line(err)}); re-export or re-download the file")
     raise ImageLoadError(f"cannot load image '{name}': {_describe_unknown(prefix, name)}")
 
 
@@ -321,7 +297,7 @@ def _seek_frame(im: Image.Image, frame: int, name: str) -> None:
         im.seek(frame)
     except Exception as e:  # noqa: BLE001 - corrupt animations fail in many ways
         raise ImageLoadError(f"cannot load frame {frame} of image '{name}': the file is corrupt "
-                             f"({_one_line(e)}); re-export it") from None
+                             f"({one_line(e)}); re-export it") from None
 
 
 def _check_pixels(size: tuple[int, int], name: str, max_pixels: int | None) -> None:
@@ -337,7 +313,7 @@ def _check_pixels(size: tuple[int, int], name: str, max_pixels: int | None) -> N
 
 
 def _pil_to_rgb(im: Image.Image, name: str, *, max_pixels: int | None = None) -> np.ndarray:
-    """Fully decode ``im`` (current frame) to ``HxWx3 uint8`` RGB; any failure is an :class:`ImageLoadError`."""
+    """``im``'s current frame decoded to ``HxWx3 uint8`` RGB, or :class:`ImageLoadError`."""
     try:
         im.load()  # force the full decode here, inside the try (Image.open is lazy)
     except Image.DecompressionBombError:
@@ -349,7 +325,7 @@ def _pil_to_rgb(im: Image.Image, name: str, *, max_pixels: int | None = None) ->
                              "downscale the image") from None
     except Exception as e:
         raise ImageLoadError(f"cannot load image '{name}': the file is truncated or corrupt "
-                             f"({_one_line(e)}); re-download or re-export it") from e
+                             f"({one_line(e)}); re-download or re-export it") from e
     try:
         im = _exif_upright(im)
         _check_pixels(im.size, name, max_pixels)  # decoders may change the size (e.g. ICO, MPO)
@@ -361,18 +337,17 @@ def _pil_to_rgb(im: Image.Image, name: str, *, max_pixels: int | None = None) ->
                              f"{im.width}x{im.height} pixels; downscale the image") from None
     except Exception as e:
         raise ImageLoadError(f"cannot load image '{name}': cannot convert mode {im.mode} to RGB "
-                             f"({_one_line(e)}); re-export it as 8-bit RGB") from e
+                             f"({one_line(e)}); re-export it as 8-bit RGB") from e
 
 
 def _exif_upright(im: Image.Image) -> Image.Image:
-    """Apply the EXIF Orientation tag (a corrupt EXIF block only loses the rotation); without one, ``im``
-    itself (``exif_transpose`` would copy it)."""
+    """``im`` turned by its EXIF Orientation (a corrupt EXIF block only loses the rotation)."""
     try:
         if im.getexif().get(ExifTags.Base.Orientation, 1) not in (2, 3, 4, 5, 6, 7, 8):
             return im
         upright = ImageOps.exif_transpose(im)
     except Exception as e:  # noqa: BLE001 - the pixels are fine; only metadata is broken
-        warnings.warn(f"ignoring unreadable EXIF orientation ({_one_line(e)})", stacklevel=4)
+        warnings.warn(f"ignoring unreadable EXIF orientation ({one_line(e)})", stacklevel=4)
         return im
     return upright if upright is not None else im
 

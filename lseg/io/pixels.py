@@ -1,6 +1,4 @@
-"""Decoded PIL images of any mode, numpy arrays and torch tensors to the ``HxWx3 uint8 RGB`` array:
-alpha composited onto :data:`ALPHA_BACKGROUND`, 16-bit data ``>> 8``, 32-bit integer images by the bit
-range they use, float data in ``[0, 1]`` times 255."""
+"""Decoded PIL images of any mode, numpy arrays and torch tensors to the ``HxWx3 uint8 RGB`` array."""
 
 from __future__ import annotations
 
@@ -14,17 +12,16 @@ from lseg.errors import ImageLoadError
 #: Colour that transparent pixels are composited onto (white, as viewers and browsers show them).
 ALPHA_BACKGROUND: tuple[int, int, int] = (255, 255, 255)
 
-# Modes Pillow can convert to RGBA directly (used to honour transparency).
 _ALPHA_CAPABLE_MODES = frozenset({"1", "L", "P", "RGB", "LA", "PA", "La", "RGBA", "RGBa"})
 
-#: Large images are converted to RGB in row strips of this many pixels: the peak is then the
-#: decoded image plus the result (12000x8000 RGB PNG: 384 + 288 MB), not several full-size copies.
+#: Large images are converted in row strips of this many pixels: the peak is the decoded image plus the
+#: result, not several full-size copies.
 _STRIP_PIXELS = 1 << 21
 
 
 def _convert_mode(im: Image.Image, name: str) -> np.ndarray:
-    """A decoded PIL image of any mode as a fresh ``HxWx3 uint8`` RGB array (large ones in row strips,
-    except 'I'/'F' modes, whose scaling depends on the whole image)."""
+    """A decoded PIL image of any mode as a fresh ``HxWx3 uint8`` RGB array (in row strips, except 'I'/'F'
+    modes, whose scaling depends on the whole image)."""
     w, h = im.size
     if w * h <= _STRIP_PIXELS or im.mode.startswith(("I", "F")):
         return _convert_whole(im, name)
@@ -61,9 +58,8 @@ def _composite_on_background(rgba: Image.Image) -> np.ndarray:
 
 
 def _int_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Integer gray values to 8 bits: ``uint16`` ``>> 8``; other integers (32-bit 'I', which Pillow also
-    uses for 16-bit data) clipped at 0 and shifted by the maximum: kept up to 255, ``>> 8`` up to
-    65535, else ``>> bit_length - 8``."""
+    """Integer gray values to 8 bits: ``uint16`` ``>> 8``; others (32-bit 'I', which Pillow also uses for
+    16-bit data) clipped at 0, then kept up to 255, ``>> 8`` up to 65535, else by their bit length."""
     if values.dtype.kind == "u" and values.dtype.itemsize == 2:
         return (values.astype(np.uint16) >> 8).astype(np.uint8)
     v = np.clip(values.astype(np.int64), 0, None)
@@ -75,8 +71,8 @@ def _int_to_uint8(values: np.ndarray) -> np.ndarray:
 
 
 def _float_image_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Float image file data ('F' mode, no defined white level) to 8 bits: ``[0, 1]`` times 255,
-    ``[0, 255]`` rounded, anything else min-max normalised."""
+    """'F' mode data (no defined white level) to 8 bits: ``[0, 1]`` times 255, ``[0, 255]`` rounded, else
+    min-max normalised."""
     lo, hi = float(values.min()), float(values.max())
     if lo >= 0.0 and hi <= 1.0:
         scaled = values * 255.0

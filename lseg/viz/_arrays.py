@@ -17,17 +17,14 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _label_map(label_map: Any, name: str = "label_map", int64: bool = True) -> np.ndarray:
-    """Validate an ``HxW`` integer label map and return it as an int64 array (``int64=False``:
-    integer arrays keep their dtype, no copy)."""
+def _label_map(label_map: Any, name: str = "label_map") -> np.ndarray:
+    """An ``HxW`` integer label map (``1xHxW`` accepted) as an integer array (bool: int64), checked."""
     arr = _to_numpy(label_map)
     if arr.ndim == 3 and arr.shape[0] == 1:
-        arr = arr[0]  # tolerate 1xHxW model outputs
+        arr = arr[0]
     if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ValueError(f"{name} must be an HxW array of class ids, got shape {tuple(arr.shape)}")
     if arr.dtype != np.bool_ and arr.dtype.kind not in "ui":
         raise ValueError(f"{name} must hold integer class ids, got dtype {arr.dtype}; use argmax over "
                          "classes first")
-    if not int64 and arr.dtype.kind in "ui":
-        return arr
-    return arr.astype(np.int64)
+    return arr if arr.dtype.kind in "ui" else arr.astype(np.int64)

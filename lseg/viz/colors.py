@@ -10,8 +10,8 @@ import numpy as np
 
 from lseg.viz._arrays import _to_numpy
 
-#: The 10 anchor colours of matplotlib's *viridis* (R's ``viridisLite::viridis(10)``), evenly spaced on
-#: ``[0, 1]``; :func:`colormap` interpolates linearly between them (monotonic lightness kept).
+#: The 10 anchor colours of matplotlib's *viridis*, evenly spaced on ``[0, 1]``; :func:`colormap`
+#: interpolates linearly between them.
 VIRIDIS_ANCHORS: np.ndarray = np.array(
     [[0x44, 0x01, 0x54], [0x48, 0x28, 0x78], [0x3E, 0x4A, 0x89], [0x31, 0x68, 0x8E], [0x26, 0x82, 0x8E],
      [0x1F, 0x9E, 0x89], [0x35, 0xB7, 0x79], [0x6D, 0xCD, 0x59], [0xB4, 0xDE, 0x2C], [0xFD, 0xE7, 0x25]],
@@ -35,8 +35,7 @@ _MAX_VOC = 1 << 24  # the bit-interleaving spreads 24 bits of the id over 3 x 8 
 #: Most colours :func:`palette` makes (label maps hold at most 65536 labels).
 MAX_COLORS = 1 << 16
 
-#: The first colours of :func:`palette`: matplotlib's ``tab10`` without its grey, in its order (blue,
-#: orange, green, red, purple, brown, pink, olive, cyan): mid-light and saturated, to show over photos.
+#: The first colours of :func:`palette`: matplotlib's ``tab10`` without its grey.
 TAB10: np.ndarray = np.array(
     [[0x1F, 0x77, 0xB4], [0xFF, 0x7F, 0x0E], [0x2C, 0xA0, 0x2C], [0xD6, 0x27, 0x28], [0x94, 0x67, 0xBD],
      [0x8C, 0x56, 0x4B], [0xE3, 0x77, 0xC2], [0xBC, 0xBD, 0x22], [0x17, 0xBE, 0xCF]],
@@ -75,15 +74,13 @@ def _palette(n: int) -> np.ndarray:
 
 
 def palette(n: int) -> np.ndarray:
-    """``n`` (``0 <= n <=`` :data:`MAX_COLORS`) distinct colours, each visible over photos: ``(n, 3) uint8``
-    RGB, row ``i`` for label ``i``. The first 9 are :data:`TAB10`, the others golden-ratio-spaced hues
-    with saturation >= 0.55, value in [0.65, 0.95] and luma in [0.15, 0.78]."""
+    """``n`` (at most :data:`MAX_COLORS`) distinct colours, each visible over photos, ``(n, 3) uint8`` RGB:
+    :data:`TAB10`, then golden-ratio-spaced hues of bounded saturation, value and luma."""
     return _palette(_check_n(n, MAX_COLORS, "palette")).copy()
 
 
 def voc_palette(n: int) -> np.ndarray:
-    """The VOC palette of LSeg's ``get_new_pallete``: ``(n, 3) uint8`` RGB (0 = black, 1 = dark red, ...);
-    bit ``3k + c`` of the class id sets bit ``7 - k`` of colour channel ``c``."""
+    """The VOC palette of LSeg's ``get_new_pallete``: ``(n, 3) uint8`` RGB (0 = black, 1 = dark red, ...)."""
     ids = np.arange(_check_n(n, _MAX_VOC, "voc_palette"), dtype=np.int64)
     colours = np.zeros((len(ids), 3), dtype=np.int64)
     for k in range(8):
@@ -98,8 +95,8 @@ def hex_colors(n: int) -> list[str]:
 
 
 def colormap(values: Any, vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
-    """Finite values of any shape as viridis colours, ``values.shape + (3,)`` uint8 RGB: ``vmin`` (and
-    below) darkest, ``vmax`` (and above) brightest."""
+    """Finite values of any shape as viridis colours, ``values.shape + (3,)`` uint8 RGB, clipped to
+    ``[vmin, vmax]``."""
     v = _to_numpy(values).astype(np.float64)
     if not np.isfinite(v).all():
         raise ValueError("colormap: values contain NaN or inf")

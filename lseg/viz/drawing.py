@@ -1,8 +1,8 @@
-"""Drawing over photos: :func:`overlay` (class colours with a legend), :func:`heatmaps` (one viridis
-map per class) and :func:`grid` (a gallery)."""
+"""Drawing over photos: :func:`overlay` (class colours with a legend), :func:`heatmaps`, :func:`grid`."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +23,7 @@ def legend_font_size(image_size: tuple[int, int]) -> int:
 
 def legend_limits(image_size: tuple[int, int]) -> dict[str, tuple[int, int]]:
     """The largest legend band :func:`overlay` adds to a ``(W, H)`` photo, ``{"right": (width, height),
-    "below": (width, height)}``: on the right at most ``max(W // 2, 16 f)`` by ``max(H, 16 f)``, below
-    at most ``max(W, 16 f)`` by ``max(H // 2, 16 f)``, ``f`` being the :func:`legend_font_size`."""
+    "below": (width, height)}`` (docs/cli.md, "Colours and legends")."""
     w, h = image_size
     floor = 16 * legend_font_size(image_size)
     return {"right": (max(w // 2, floor), max(h, floor)), "below": (max(w, floor), max(h // 2, floor))}
@@ -32,25 +31,10 @@ def legend_limits(image_size: tuple[int, int]) -> dict[str, tuple[int, int]]:
 
 def overlay(image_rgb: Any, label_map: Any, labels: Sequence[str], alpha: float = 0.5,
             legend: bool = True) -> Image.Image:
-    """Blend class colours over a photo, with a legend band.
-
-    Args:
-        image_rgb: The photo (anything :func:`lseg.io.load_image` accepts).
-        label_map: ``HxW`` integer class ids, the photo's ``H, W``; id ``i`` is ``labels[i]``, ids
-            outside ``[0, len(labels))`` (an ignore index) are left uncoloured.
-        labels: Class names.
-        alpha: Colour opacity in ``[0, 1]``: ``(1 - alpha) * photo + alpha * colour``.
-        legend: Add a white band on the right (below a photo more than twice as wide as high, or when
-            that shows more or larger text) listing swatch, share and name of every label (above 256
-            labels, those present, largest first), within :func:`legend_limits`
-            (docs/cli.md, "Colours and legends").
-
-    Returns:
-        PIL RGB image, ``W x H`` plus the band.
-
-    Raises:
-        ValueError: Mismatched sizes, ``alpha`` outside ``[0, 1]``, or a bad label map.
-    """
+    """The photo (anything :func:`lseg.io.load_image` accepts) with the colour of ``labels[i]`` blended
+    over each pixel of id ``i`` in the ``HxW`` ``label_map`` (other ids left uncoloured), ``alpha`` the
+    colours' opacity, and (``legend``) a white band listing swatch, share and name of the labels
+    (docs/cli.md, "Colours and legends"), as a PIL RGB image."""
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"overlay: alpha must be in [0, 1], got {alpha}")
     if isinstance(image_rgb, np.ndarray) and image_rgb.ndim == 3 and image_rgb.shape[2] == 3 \
@@ -58,7 +42,7 @@ def overlay(image_rgb: Any, label_map: Any, labels: Sequence[str], alpha: float 
         photo = image_rgb  # only read: no copy of a large photo
     else:
         photo = load_image(image_rgb, max_pixels=None)
-    ids = _label_map(label_map, int64=False)
+    ids = _label_map(label_map)
     if ids.shape != photo.shape[:2]:
         raise ValueError(f"overlay: label_map is {ids.shape[0]}x{ids.shape[1]} but the image is "
                          f"{photo.shape[0]}x{photo.shape[1]} (HxW); resize the label map (nearest) first")
@@ -126,8 +110,7 @@ class _Layout:
 
 
 class _Metrics:
-    """Sizes in a legend with ``size`` px text, and the name widths and wrapped lines measured so far
-    (a layout is tried at several sizes and column counts)."""
+    """Sizes in a legend with ``size`` px text, and the widths and wrapped lines measured so far."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -136,8 +119,8 @@ class _Metrics:
         self.gap = max(3, size // 3)
         self.line = round(1.25 * size)
         self.spacing = max(2, round(0.2 * size))
-        self._widths: dict[str, int] = {}
-        self._wrapped: dict[tuple[str, int], list[str]] = {}
+        self.width = functools.cache(self.text.width)
+        self._wrap = functools.cache(self.text.wrap)
         self.share_w = self.head = 0
 
     def for_items(self, items: Sequence[_Item]) -> _Metrics:
@@ -146,23 +129,13 @@ class _Metrics:
         self.head = self.size + self.gap + self.share_w + self.gap  # swatch, share, then the name
         return self
 
-    def width(self, text: str) -> int:
-        if text not in self._widths:
-            self._widths[text] = self.text.width(text)
-        return self._widths[text]
-
     def least_width(self, item: _Item, cap: int) -> int:
         """A lower bound of the item's width with names at most ``cap`` px wide (no wrapping done)."""
         return (self.head if item.colour is not None else 0) + min(self.width(item.label), cap // 2)
 
     def measure(self, item: _Item, cap: int) -> tuple[list[str], int, int]:
         """The item's lines with names at most ``cap`` px wide, its width and its height."""
-        if self.width(item.label) <= cap:
-            lines = [item.label]
-        else:
-            if (item.label, cap) not in self._wrapped:
-                self._wrapped[item.label, cap] = self.text.wrap(item.label, cap, _LEGEND_LINES)
-            lines = self._wrapped[item.label, cap]
+        lines = [item.label] if self.width(item.label) <= cap else self._wrap(item.label, cap, _LEGEND_LINES)
         head = self.head if item.colour is not None else 0
         return lines, head + max(self.width(line) for line in lines), len(lines) * self.line + self.spacing
 
@@ -229,8 +202,7 @@ def _layout_below(m: _Metrics, items: Sequence[_Item], max_w: int, max_h: int) -
 
 def _legend_layout(size: tuple[int, int], items: list[_Item], absent_left_out: int) -> _Layout:
     """The legend for a ``(W, H)`` photo: every item at the largest text size that fits on either side
-    (from :func:`legend_font_size` down to half of it, not below 12), else as many items as fit,
-    largest share first, and a note for the rest."""
+    (down to half of :func:`legend_font_size`), else as many as fit, largest share first, and a note."""
     w, h = size
     limits = legend_limits(size)
     sides = ("right", "below") if w <= 2 * h else ("below", "right")
@@ -305,15 +277,9 @@ def _with_legend(img: Image.Image, items: list[_Item], absent_left_out: int = 0)
 
 def heatmaps(probs: Any, labels: Sequence[str], image: Any = None, *, alpha: float = 0.5, vmin: float = 0.0,
              vmax: float = 1.0, annotate: bool = False) -> dict[str, Image.Image]:
-    """One viridis heatmap per class, ``{label: PIL RGB image}`` in label order.
-
-    Args:
-        probs: ``KxHxW`` scores, e.g. probabilities (numpy or torch; ``1xKxHxW`` accepted).
-        labels: ``K`` distinct class names (the keys).
-        image: A photo of the same ``H, W`` to blend the maps over, with opacity ``alpha`` in ``[0, 1]``.
-        vmin, vmax: Scores shown darkest and brightest (clipped beyond).
-        annotate: Add a strip below each map (``H`` grows) with the label and a ``vmin``-``vmax`` colour bar.
-    """
+    """One viridis heatmap (:func:`colormap`) of ``KxHxW`` scores per label, ``{label: PIL RGB image}``,
+    blended over ``image`` with opacity ``alpha`` if given; ``annotate`` adds a strip below each map
+    with the label and a ``vmin``-``vmax`` colour bar."""
     p = _to_numpy(probs)
     if p.ndim == 4 and p.shape[0] == 1:
         p = p[0]
@@ -369,9 +335,8 @@ def _heat_caption(img: Image.Image, name: str, vmin: float, vmax: float) -> Imag
 
 def grid(images: Sequence[Any] | Mapping[str, Any], ncols: int = 4, *, pad: int = 4,
          background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """Tile images (anything :func:`lseg.io.load_image` accepts; of a mapping, its values), row by row
-    in at most ``ncols`` columns, into a PIL RGB image: each centred in a cell as large as the largest,
-    ``pad`` pixels of ``background`` between and around the cells."""
+    """Images (anything :func:`lseg.io.load_image` accepts; of a mapping, its values) tiled row by row in
+    ``ncols`` columns, each centred in a cell as large as the largest, ``pad`` pixels apart."""
     items = list(images.values()) if isinstance(images, Mapping) else list(images)
     if not items:
         raise ValueError("grid: no images given")

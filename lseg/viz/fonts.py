@@ -1,17 +1,8 @@
-"""Text in pictures (legends, heatmap titles) for any Unicode label, with fonts from pip packages.
-
-Fonts, tried in this order for each character (:func:`font_files`): DejaVu Sans (matplotlib's file;
-matplotlib is not imported); with ``lseg[fonts]`` Noto Sans, then Noto Sans for each script
-(``manimgx-fonts``); Noto Sans CJK SC (``mplfonts``, ``lseg[cjk]``); with ``lseg[fonts]`` Noto Sans
-Symbols and Noto Emoji; Pillow's built-in font (ASCII) if none is installed. A mark, space, digit or
-punctuation sign stays in the font of the character before it when that font has it, so a word is
-shaped in one font. A character no font has is written as its Unicode name (``[CAT FACE]``) or code
-point (``[U+0E01]``), never a box; invisible modifiers (variation selectors, joiners) are dropped.
-
-With Pillow's raqm layout (``PIL.features.check('raqm')``) Arabic is joined, Indic scripts get their
-conjuncts and right-to-left text reads right to left. Without it Pillow draws one glyph per
-character, so the text is put in visual order here first (:func:`_visual_order`): Hebrew reads
-correctly, Arabic in order but unjoined, Indic scripts unshaped.
+"""Text in pictures (legends, heatmap titles) for any Unicode label (docs/cli.md, "Colours and legends"):
+each character in the first font of :func:`font_files` that has it (a mark, space, digit or punctuation
+sign stays in the previous character's font, so a word is shaped in one font); one that no font has is
+written as its Unicode name or code point. Without Pillow's raqm layout the text is put in visual
+order here (:func:`_visual_order`): Hebrew reads correctly, Arabic unjoined, Indic scripts unshaped.
 """
 
 from __future__ import annotations
@@ -42,14 +33,14 @@ def _package_dir(package: str) -> Path | None:
 
 
 def _package_file(package: str, *parts: str) -> Path | None:
-    root = _package_dir(package)
-    path = root.joinpath(*parts) if root is not None else None
-    return path if path is not None and path.is_file() else None
+    path = (_package_dir(package) or Path("/nonexistent")).joinpath(*parts)
+    return path if path.is_file() else None
 
 
 @functools.lru_cache(maxsize=1)
 def font_files() -> tuple[Path, ...]:
-    """The font files used, in fallback order."""
+    """The font files used, in fallback order: DejaVu Sans (matplotlib's file), Noto Sans and its script
+    fonts (``lseg[fonts]``), Noto Sans CJK (``lseg[cjk]``), Noto Sans Symbols and Noto Emoji."""
     noto = _package_dir("manimgx_fonts")
     ttfs = sorted(noto.glob("*.ttf")) if noto is not None else []
     noto_sans = [p for p in ttfs if p.name.startswith("NotoSans[")]
@@ -94,9 +85,9 @@ def _sticky(ch: str) -> bool:
 
 
 def _choose(chain: list[Path | None], text: str, i: int, prev: int | None) -> int | None:
-    """Index in ``chain`` of the font that draws ``text[i]``, the previous character being drawn
-    with font ``prev``: ``prev`` for a mark it has, and for a space, digit or punctuation sign it
-    has when the next letter is drawn with it too (or none follows); else the first that has it."""
+    """Index in ``chain`` of the font that draws ``text[i]`` after a character in font ``prev``: ``prev``
+    for a mark it has, and for a space, digit or punctuation sign when the next letter is drawn with it
+    too (or none follows); else the first that has it."""
     cp = ord(text[i])
     if prev is not None and _covers(chain[prev], cp) and _sticky(text[i]):
         if unicodedata.category(text[i])[0] == "M":
@@ -108,8 +99,7 @@ def _choose(chain: list[Path | None], text: str, i: int, prev: int | None) -> in
 
 
 def font_for(ch: str) -> Path | None:
-    """The font file that draws the character ``ch`` (the first in :func:`font_files` that has it), or
-    ``None`` when none has it."""
+    """The font file that draws the character ``ch``, or ``None``."""
     chain = _chain()
     i = _choose(chain, ch, 0, None)
     return None if i is None else chain[i]
@@ -152,9 +142,8 @@ def _clusters(text: str) -> list[str]:
 
 
 def _visual_order(text: str) -> str:
-    """``text`` in display order for Pillow's basic layout: UAX #9 rules W/N/L2 on clusters, without
-    explicit embeddings (right-to-left stretches reversed, numbers kept left to right, the paragraph
-    direction from the first strong character)."""
+    """``text`` in display order for Pillow's basic layout: UAX #9 rules W/N/L2 on clusters (no explicit
+    embeddings; the paragraph direction from the first strong character)."""
     clusters = _clusters(text)
     kinds = []
     for c in clusters:
@@ -194,12 +183,11 @@ class TextRenderer:
         self.ascent = self.font(0).getmetrics()[0]
 
     def font(self, index: int) -> Any:
-        """The Pillow font of ``font_files()[index]`` at this size (loaded when first drawn with)."""
+        """The Pillow font of ``font_files()[index]`` at this size."""
         return _font(self._chain[index], self.size, self._raqm)
 
     def runs(self, text: str) -> list[tuple[Any, str]]:
-        """``text`` as ``(font, substring)`` runs in drawing order (without raqm, visual order),
-        characters without a font replaced."""
+        """``text`` as ``(font, substring)`` runs in drawing order, characters without a font replaced."""
         text = " ".join(text.split())
         if not self._raqm:
             text = _visual_order(text)
@@ -221,8 +209,8 @@ class TextRenderer:
         return int(sum(font.getlength(s) for font, s in self.runs(text)) + 0.5)
 
     def wrap(self, text: str, max_width: int, max_lines: int = 2) -> list[str]:
-        """``text`` in at most ``max_lines`` lines of at most ``max_width`` pixels, broken at spaces where
-        it can, else between clusters; what does not fit is cut with '…'."""
+        """``text`` in at most ``max_lines`` lines of at most ``max_width`` pixels, broken at spaces (else
+        between clusters); what does not fit is cut with '…'."""
         text = " ".join(text.split())
         if self.width(text) <= max_width or max_width <= 0:
             return [text]

@@ -4,32 +4,25 @@ from __future__ import annotations
 
 import pytest
 
-from lseg.cli.common import (
-    PredictorOptions,
-    add_labels_args,
-    add_model_args,
-    add_predictor_args,
-    make_predictor,
-    predictor_options_from_args,
-)
+from lseg.cli.common import LabelsOptions, PredictorOptions, add_model_args, make_predictor
 from lseg.cli.parser import Parser
 from lseg.errors import ConfigError
-from lseg.options import options_from_args
+from lseg.options import add_options, options_from_args
 
 
 def _parser() -> Parser:
     p = Parser(prog="lseg x")
     add_model_args(p, pretrained_default=True)
-    add_predictor_args(p)
+    add_options(p, PredictorOptions)
     return p
 
 
 def test_predictor_options_from_the_command_line():
     p = _parser()
-    assert predictor_options_from_args(p.parse_args([])) == PredictorOptions()
+    assert options_from_args(PredictorOptions, p.parse_args([])) == PredictorOptions()
     args = p.parse_args(["--size", "0", "--crop-size", "64", "--stride", "32", "--template", "a {}.",
                          "--template", "the {}", "--precision", "fp32", "--batch-size", "2", "--compile"])
-    assert predictor_options_from_args(args) == PredictorOptions(
+    assert options_from_args(PredictorOptions, args) == PredictorOptions(
         size=None, crop_size=64, stride=32, templates=("a {}.", "the {}"), precision="fp32", batch_size=2,
         compile=True,
     )
@@ -39,7 +32,7 @@ def test_predictor_options_from_the_command_line():
                          (["--stride", "600"], "--stride (600) must not exceed --crop-size (480)"),
                          (["--template", "a photo"], "--template: template 1 'a photo' must contain exactly one")):
         with pytest.raises(ConfigError) as e:
-            predictor_options_from_args(p.parse_args(bad))
+            options_from_args(PredictorOptions, p.parse_args(bad))
         assert message in str(e.value)
 
 
@@ -55,7 +48,7 @@ def test_make_predictor_uses_the_options(capsys):
 def test_model_and_labels_are_exclusive_pairs():
     p = Parser(prog="lseg x")
     add_model_args(p)
-    add_labels_args(p)
+    add_options(p, LabelsOptions)
     with pytest.raises(SystemExit):
         p.parse_args(["--checkpoint", "a", "--random-weights", "b", "-l", "x"])
     with pytest.raises(SystemExit):
@@ -70,7 +63,7 @@ def test_model_source_and_spatial_block_come_from_typed_configs():
 
     p = Parser(prog="lseg x")
     add_model_args(p)
-    add_labels_args(p)
+    add_options(p, LabelsOptions)
     args = p.parse_args(["-c", "a", "--device", "cpu", "--arch-option", "2", "--block-depth", "3", "-l", "x, y"])
     assert model_source_from_args(args) == ModelSource(
         checkpoint="a", device="cpu", arch=ArchOptions(arch_option=2, block_depth=3))

@@ -39,7 +39,6 @@ from lseg.cli import main
 from lseg.errors import ImageLoadError, OutputWriteError
 from lseg.io import (
     atomic_files,
-    atomic_open,
     atomic_write,
     iter_frames,
     list_images,
@@ -83,20 +82,6 @@ def test_atomic_write_failure_leaves_no_temp_and_keeps_old_content(tmp_path: Pat
     assert sorted(os.listdir(tmp_path)) == ["out.png"]
 
 
-def test_atomic_open(tmp_path: Path) -> None:
-    target = tmp_path / "out.json"
-    with atomic_open(target, "w", encoding="utf-8") as f:
-        f.write('{"ok": true}')
-        assert not target.exists()  # nothing visible until the block completes
-    assert target.read_text(encoding="utf-8") == '{"ok": true}'
-    with pytest.raises(ValueError, match="boom"), atomic_open(target, "wb") as f:
-        f.write(b"partial")
-        raise ValueError("boom")
-    assert target.read_text(encoding="utf-8") == '{"ok": true}' and leftovers(tmp_path) == []
-    with pytest.raises(ValueError, match="mode"), atomic_open(target, "a"):
-        pass
-
-
 def test_atomic_files_moves_every_file_main_one_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "out" / "graph.onnx"
     moved: list[str] = []
@@ -130,13 +115,6 @@ CRASHES = {
     "atomic_write": """
 from lseg.io import atomic_write
 atomic_write(out / "a.png", lambda p: (p.write_bytes(b"half"), os._exit(0)))
-""",
-    "atomic_open": """
-from lseg.io import atomic_open
-with atomic_open(out / "a.json", "w") as f:
-    f.write("{")
-    f.flush()
-    os._exit(0)
 """,
     "atomic_files": """
 from lseg.io import atomic_files

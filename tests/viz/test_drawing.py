@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lseg.io import load_image, save_png
+from lseg.io import load_image
 from lseg.viz import (
     VIRIDIS_ANCHORS,
     colormap,
@@ -18,6 +18,7 @@ from lseg.viz import (
     legend_limits,
     overlay,
     palette,
+    save_label_map,
 )
 from lseg.viz.drawing import _Item, _legend_layout
 
@@ -267,8 +268,8 @@ def test_grid_mixed_inputs_centred() -> None:
 
 def test_outputs_save_as_png(tmp_path: Path) -> None:
     photo, ids = _scene()
-    save_png(tmp_path / "overlay.png", overlay(photo, ids, ["a", "b", "c", "d"]))
-    save_png(tmp_path / "ids.png", ids.astype(np.uint8), palette=palette(4))
+    overlay(photo, ids, ["a", "b", "c", "d"]).save(tmp_path / "overlay.png")
+    save_label_map(tmp_path / "ids.png", ids, ["a", "b", "c", "d"])
     assert load_image(tmp_path / "overlay.png").shape[0] >= 60
     with Image.open(tmp_path / "ids.png") as im:
         np.testing.assert_array_equal(np.asarray(im), ids)

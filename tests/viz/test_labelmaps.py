@@ -1,4 +1,4 @@
-"""Tests for lseg.viz.labelmaps: colorize, colorize_rgb, score files, heatmap names."""
+"""Tests for lseg.viz.labelmaps: label map files, score files, heatmap names."""
 
 from __future__ import annotations
 
@@ -8,49 +8,42 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lseg.viz import colorize, colorize_rgb, heatmap_path, palette, save_scores
+from lseg.viz import heatmap_path, palette, read_label_names, save_label_map, save_scores
 
 RNG = np.random.default_rng(7)
 
 
-# ------------------------------------------------------------------------------------------ colorize
+# ------------------------------------------------------------------------------------------ label maps
 
 
-def test_colorize_keeps_ids_and_palette(tmp_path: Path) -> None:
+def test_save_label_map_keeps_ids_palette_and_names(tmp_path: Path) -> None:
     ids = RNG.integers(0, 30, size=(9, 11))
-    img = colorize(ids)
-    assert img.mode == "P" and img.size == (11, 9)
-    np.testing.assert_array_equal(np.asarray(img), ids)
-    np.testing.assert_array_equal(np.array(img.getpalette()[: 3 * 256]).reshape(256, 3), palette(256))
-    np.testing.assert_array_equal(np.asarray(img.convert("RGB")), palette(30)[ids])
-    img.save(tmp_path / "ids.png")
-    with Image.open(tmp_path / "ids.png") as reread:
-        np.testing.assert_array_equal(np.asarray(reread), ids)
+    labels = [f"l{i}" for i in range(30)]
+    path = save_label_map(tmp_path / "ids.png", ids, labels)
+    with Image.open(path) as img:
+        assert img.mode == "P" and img.size == (11, 9)
+        np.testing.assert_array_equal(np.asarray(img), ids)
+        np.testing.assert_array_equal(np.asarray(img.convert("RGB")), palette(30)[ids])
+    assert read_label_names(path) == labels
+    many = np.array([[0, 300], [1000, 2]])
+    with Image.open(save_label_map(tmp_path / "many.png", many, [str(i) for i in range(1001)])) as img:
+        np.testing.assert_array_equal(np.asarray(img), many)  # 16-bit grey
 
 
-def test_colorize_inputs_and_errors() -> None:
+def test_save_label_map_inputs_and_errors(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    ids = torch.tensor([[0, 1], [2, 255]])
-    np.testing.assert_array_equal(np.asarray(colorize(ids)), ids.numpy())
-    np.testing.assert_array_equal(np.asarray(colorize(ids[None])), ids.numpy())  # 1xHxW
-    with pytest.raises(ValueError, match="colorize_rgb"):
-        colorize(np.array([[256]]))
-    with pytest.raises(ValueError, match=r"\[0, 255\]"):
-        colorize(np.array([[-1]]))
+    ids = torch.tensor([[0, 1], [2, 3]])
+    for given in (ids, ids[None]):  # a tensor, and 1xHxW
+        with Image.open(save_label_map(tmp_path / "t.png", given, list("abcd"))) as img:
+            np.testing.assert_array_equal(np.asarray(img), ids.numpy())
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        save_label_map(tmp_path / "x.png", np.array([[4]]), list("abcd"))
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        save_label_map(tmp_path / "x.png", np.array([[-1]]), list("abcd"))
     with pytest.raises(ValueError, match="integer"):
-        colorize(np.zeros((2, 2), np.float32))
+        save_label_map(tmp_path / "x.png", np.zeros((2, 2), np.float32), ["a"])
     with pytest.raises(ValueError, match="HxW"):
-        colorize(np.zeros((2, 2, 2), np.int64))
-
-
-def test_colorize_rgb_many_classes() -> None:
-    ids = np.array([[0, 300], [1000, -1]])
-    rgb = colorize_rgb(ids)
-    assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
-    p = palette(1001)
-    np.testing.assert_array_equal(rgb[0, 1], p[300])
-    np.testing.assert_array_equal(rgb[1, 0], p[1000])
-    np.testing.assert_array_equal(rgb[1, 1], [0, 0, 0])
+        save_label_map(tmp_path / "x.png", np.zeros((2, 2, 2), np.int64), ["a"])
 
 
 # ------------------------------------------------------------------------------------------ files
