@@ -5,7 +5,6 @@ into shards whose files do not depend on which process wrote them."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,11 +24,9 @@ from lseg.io import Staged, atomic_write, iter_frames, load_image
 from lseg.jobs.engine import Report, Unit, Writer, run_job
 from lseg.jobs.inputs import Media, collect_media, read_record
 from lseg.jobs.records import digest
+from lseg.options import check_options, option
 
 __all__ = ["FeatureStore", "StoreSettings", "StoreUnit", "StoreWriter", "export_store", "finalize_store", "plan_units"]
-
-_logger = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class StoreUnit:
@@ -74,21 +71,16 @@ def plan_units(inputs: Sequence[str | os.PathLike[str]], frames_per_shard: int,
 class StoreSettings:
     """How a store is cut into files and how videos are sampled."""
 
-    fps: float | None = None
-    every_n: int | None = None
-    frames_per_shard: int = 16
-    shard_bytes: int = 512 << 20
-    batch_size: int = 8
+    fps: float | None = option(None, gt=0)
+    every_n: int | None = option(None, min=1)
+    frames_per_shard: int = option(16, min=1)
+    shard_bytes: int = option(512 << 20, min=1)
+    batch_size: int = option(8, min=1)
 
     def __post_init__(self) -> None:
+        check_options(self)
         if self.fps is not None and self.every_n is not None:
             raise LSegError("give fps or every_n for videos, not both")
-        if self.fps is not None and not self.fps > 0:
-            raise LSegError(f"fps must be positive, got {self.fps}")
-        if self.every_n is not None and self.every_n < 1:
-            raise LSegError(f"every_n must be >= 1, got {self.every_n}")
-        if self.frames_per_shard < 1 or self.batch_size < 1 or self.shard_bytes < 1:
-            raise LSegError("frames_per_shard, batch_size and shard_bytes must be >= 1")
 
 
 class StoreWriter(Writer):

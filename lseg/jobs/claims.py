@@ -12,7 +12,6 @@ import socket
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
 
 from lseg.io import create_exclusive, hidden_sibling, pid_exists, write_error
 
@@ -91,7 +90,7 @@ def _remove_stale(path: Path, content: str) -> None:
         os.unlink(grave)
 
 
-class ClaimSet:
+class ClaimSet(contextlib.AbstractContextManager):
     """The claims one batch job holds (their files refreshed every ``heartbeat`` s); as a context
     manager, releases those still held however the block ends (SIGKILL leaves them stale)."""
 
@@ -102,13 +101,6 @@ class ClaimSet:
         self._heartbeat = heartbeat
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> ClaimSet:  # noqa: PYI034 - typing.Self needs Python 3.11
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
     def take(self, output: str | os.PathLike[str], extra: dict | None = None) -> bool:
         """Claim ``output`` (its folder is created; ``extra`` is stored in the claim): True if this job
@@ -141,7 +133,7 @@ class ClaimSet:
             with contextlib.suppress(OSError):
                 os.unlink(held[0])
 
-    def close(self) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         """Release every claim still held and stop the heartbeat."""
         for target in list(self._held):
             self.release(target)
