@@ -99,13 +99,9 @@ class LSegPredictor:
         return out
 
     # ------------------------------------------------------------------ image
-    @torch.inference_mode()
     def embed_image(self, image: Any) -> ImageEmbedding:
         """Image (path, PIL, HxWx3 uint8 array, CHW tensor) -> :class:`ImageEmbedding`."""
-        prepared = prepare_image(image, self.size, self.device)
-        image_size, x = prepared.image_size, self.model.normalize(prepared.pixels[None])
-        del prepared  # the resized float copy: only its normalised version is needed from here
-        return ImageEmbedding(self._embed_windows(x)[0].float(), (x.shape[-2], x.shape[-1]), image_size)
+        return self.embed_images([image])[0]
 
     def prepare(self, image: Any, device: torch.device | str = "cpu") -> PreparedImage:
         """Decode and resize one image to the working size on ``device`` (:func:`prepare_image`)."""
@@ -143,8 +139,9 @@ class LSegPredictor:
             prepared = image if isinstance(image, PreparedImage) else self.prepare(image, self.device)
             h, w = prepared.pixels.shape[-2:]
             if h > self.crop_size or w > self.crop_size:  # sliding windows: one image at a time
-                x = self.model.normalize(prepared.pixels[None].to(self.device))
-                out[i] = ImageEmbedding(self._embed_windows(x)[0].float(), (h, w), prepared.image_size)
+                x, image_size = self.model.normalize(prepared.pixels[None].to(self.device)), prepared.image_size
+                del prepared  # the resized float copy: only its normalised version is needed from here
+                out[i] = ImageEmbedding(self._embed_windows(x)[0].float(), (h, w), image_size)
                 continue
             buckets.setdefault((h, w), []).append((i, prepared))
             if len(buckets[(h, w)]) >= self.batch_size:
@@ -154,11 +151,9 @@ class LSegPredictor:
         return [e for e in out if e is not None]
 
     def _embed_windows(self, x: torch.Tensor) -> torch.Tensor:
-        """(1, 3, h, w) -> (1, D, ceil(h/2), ceil(w/2)); sliding windows above ``crop_size``."""
+        """(1, 3, h, w) -> (1, D, ceil(h/2), ceil(w/2)) with sliding windows."""
         h, w = x.shape[-2:]
         c = self.crop_size
-        if h <= c and w <= c:
-            return self.model.encode_image(x)
         canvas: torch.Tensor | None = None
         count = torch.zeros(1, 1, math.ceil(h / 2), math.ceil(w / 2), device=x.device)
         for y0, x0 in windows(h, w, c, self.stride):
@@ -188,17 +183,13 @@ class LSegPredictor:
             x = torch.as_tensor(rgb_pixels(image, self.device)).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
             logits = multiscale_logits(self.model, self.model.normalize(x), text, cfg)[0]
             emb = self.embed_image(image) if return_embeddings else None
-            result = self._result(label_list, logits, (x.shape[-2], x.shape[-1]), emb)
-            result.image = image
-            return result
+            return self._result(label_list, logits, (x.shape[-2], x.shape[-1]), emb, image)
         emb = image if isinstance(image, ImageEmbedding) else self.embed_image(image)
         source = None if isinstance(image, ImageEmbedding) else image
         chunk = self._chunk_size()
         if text.shape[0] <= chunk:
             logits = self._score(emb, text)
-            result = self._result(label_list, logits, emb.image_size, emb if return_embeddings else None)
-            result.image = source
-            return result
+            return self._result(label_list, logits, emb.image_size, emb if return_embeddings else None, source)
         # Many labels: a running argmax over label chunks; the logits are computed only if read.
         argmax = ResizedArgmax(emb.image_size)
         for i in range(0, text.shape[0], chunk):
@@ -232,10 +223,11 @@ class LSegPredictor:
         return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
 
     def _result(self, labels: list[str], logits: torch.Tensor, image_size: tuple[int, int],
-                emb: ImageEmbedding | None) -> SegmentationResult:
+                emb: ImageEmbedding | None, image: Any) -> SegmentationResult:
         logits = logits.float()
         return SegmentationResult(labels, to_numpy(ResizedArgmax(image_size).add(logits).result()), image_size,
-                                  embeddings=to_numpy(emb.pixels) if emb is not None else None, _logits=logits.cpu())
+                                  embeddings=to_numpy(emb.pixels) if emb is not None else None, _logits=logits.cpu(),
+                                  image=image)
 
     def segment_batch(
         self, images: Sequence[Any], labels: str | Sequence[str], *, multiscale: bool | MultiScaleConfig = False,
