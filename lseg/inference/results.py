@@ -65,9 +65,9 @@ class SegmentationResult:
         return f"SegmentationResult({len(self.labels)} labels, {w}x{h}, {{{shares}{', ...' if len(self.labels) > 5 else ''}}})"
 
     def _logits_tensor(self) -> torch.Tensor:
-        if not isinstance(self._logits, torch.Tensor):
-            assert self._logits is not None
+        if callable(self._logits):  # the many-labels case: computed on first access
             self._logits = self._logits()
+        assert self._logits is not None
         return self._logits
 
     @property
