@@ -1,9 +1,5 @@
-"""Dense pixel features for 3D and robotics pipelines (docs/features-3d.md): the ``npy`` layout
-(:mod:`.export`), the self-describing store (:mod:`.store`, :mod:`.reader`) with its presets
-(:mod:`.presets`), reduction (:mod:`.reduce`, :mod:`.derived`), queries (:mod:`.query`) and Ray
-engine (:mod:`.ray_export`); the commands' settings (:mod:`.options`) import no torch. Names are
-imported on first use.
-"""
+"""Dense pixel features for 3D and robotics pipelines (docs/features-3d.md); names are imported on
+first use."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""What is derived from a finished feature store: the scene-level reduction (:class:`ReduceWriter`)
-and the per-image layouts 3D pipelines read (:class:`LayoutWriter`), both batch writers."""
+"""What is derived from a finished feature store: its scene-level reduction (:class:`ReduceWriter`)
+and the per-image layouts 3D pipelines read (:class:`LayoutWriter`)."""
 
 from __future__ import annotations
 
@@ -22,11 +22,9 @@ __all__ = ["LAYOUTS", "LayoutWriter", "ReduceWriter", "export_layout", "reduce_s
 LAYOUTS = {"openscene": "{key}.pt", "feature3dgs": "{key}_fmap_CxHxW.pt"}
 
 
-# ---------------------------------------------------------------------------- reduction
-
 class ReduceWriter(Writer):
-    """``lseg store reduce``: a k-dimensional scene PCA fitted over every frame (in :meth:`setup`), then
-    a unit per shard: its reduced copy under ``reduction/``."""
+    """``lseg store reduce``: a k-d scene PCA fitted in :meth:`setup`, then a unit per shard: its reduced
+    copy under ``reduction/``."""
 
     kind = "reduce"
     unit_name = "shard"
@@ -84,19 +82,15 @@ class ReduceWriter(Writer):
 
 
 def reduce_store(path: str | os.PathLike[str], k: int, *, overwrite: bool = False, progress: bool = False) -> Report:
-    """Fit a k-dimensional scene PCA over the store's frames and write the reduced maps next to the
-    full ones (:class:`ReduceWriter`); :attr:`FeatureStore.reduction` reads it back."""
+    """``lseg store reduce`` in Python (:class:`ReduceWriter`)."""
     store = FeatureStore(path)
     writer = ReduceWriter(store, k, overwrite, progress)
     return run_job(writer, overwrite=overwrite, progress=progress, desc="reduce")
 
 
-# ---------------------------------------------------------------------------- other layouts
-
 class LayoutWriter(Writer):
-    """``lseg store export``: a store's frames as the per-image files a 3D pipeline reads (a
-    ``torch.save`` of the (D, H, W) float16 tensor, or with ``reduced`` the (k, H, W) one, named as
-    :data:`LAYOUTS` says), a unit per frame."""
+    """``lseg store export``: each frame as the file a 3D pipeline reads (a ``torch.save`` of its (D or
+    k, H, W) float16 tensor, named as :data:`LAYOUTS` says)."""
 
     kind = "store-export"
     unit_name = "frame"
@@ -131,6 +125,6 @@ class LayoutWriter(Writer):
 def export_layout(path: str | os.PathLike[str], layout: Literal["openscene", "feature3dgs"],
                   out_dir: str | os.PathLike[str], *, reduced: bool = False, overwrite: bool = False,
                   progress: bool = False) -> Report:
-    """Write a store's frames in a 3D pipeline's per-image layout (:class:`LayoutWriter`)."""
+    """``lseg store export`` in Python (:class:`LayoutWriter`)."""
     writer = LayoutWriter(FeatureStore(path), layout, out_dir, reduced)
     return run_job(writer, overwrite=overwrite, progress=progress, desc="export")

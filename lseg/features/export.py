@@ -1,15 +1,11 @@
 """The ``npy`` feature layout (one (D, H, W) array per image or sampled video frame, and a
-``features.json`` manifest: docs/features-3d.md), its resizing and the sharding helpers.
-
-Resolutions other than ``half`` follow the logits' path (x2 bilinear, align_corners=True, crop to
-the working size, align_corners=True to the target), re-normalised, in row strips written in place.
-"""
+``features.json`` manifest: docs/features-3d.md), its resizing and the sharding helpers."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +31,6 @@ DTYPES = {"float16": np.float16, "float32": np.float32}
 _STRIP_ELEMS = 1 << 26
 
 
-# ---------------------------------------------------------------------------- sharding
-
 def torchrun_rank() -> tuple[int, int]:
     """``(RANK, WORLD_SIZE)`` from the environment (set by torchrun), ``(0, 1)`` if unset."""
     try:
@@ -56,30 +50,20 @@ def combine_shards(machine: tuple[int, int] | None, process: tuple[int, int]) ->
 
 
 def job_part(shard: tuple[int, int] | None, write_manifest: bool | None) -> tuple[int, int, bool]:
-    """``(k, M, write_manifest)`` of this process: ``shard``, by default torchrun's ``(RANK,
-    WORLD_SIZE)``; the manifest, by default, on rank 0."""
+    """``(k, M, write_manifest)``: ``shard``, by default torchrun's ``(RANK, WORLD_SIZE)``; the manifest,
+    by default, on rank 0."""
     part, parts = shard if shard is not None else torchrun_rank()
     if not 0 <= part < parts:
         raise LSegError(f"shard must be (k, M) with 0 <= k < M, got {(part, parts)}")
     return part, parts, torchrun_rank()[0] == 0 if write_manifest is None else write_manifest
 
 
-# ---------------------------------------------------------------------------- resolution
-
 def iter_resized_embeddings(pixels: np.ndarray, input_size: tuple[int, int], size: tuple[int, int],
                             rows: int | None = None) -> Iterator[tuple[slice, np.ndarray]]:
-    """Upsample half-resolution embeddings in row strips, as LSeg upsamples its logits.
-
-    Args:
-        pixels: (D, h', w') embeddings at half the working resolution.
-        input_size: (h, w) working resolution (``h' = ceil(h/2)``).
-        size: (H, W) target size.
-        rows: output rows per strip (default: about 64 M floats per strip).
-
-    Yields:
-        ``(row_slice, strip)`` with strip (D, rows, W) float32, L2-normalised over D: x2 bilinear
-        (align_corners=True) cropped to ``input_size``, then bilinear (align_corners=True) to ``size``.
-    """
+    """(D, h', w') half-resolution embeddings of an ``input_size`` working image -> ``(row_slice,
+    strip)`` of the (D, H, W) map at ``size``, as LSeg upsamples its logits (x2 bilinear,
+    align_corners=True, cropped to ``input_size``, then bilinear to ``size``), L2-normalised over D;
+    ``rows`` per strip (default: about 64 M floats)."""
     d, h2, w2 = pixels.shape
     h, w = input_size
     big_h, big_w = size
@@ -110,8 +94,6 @@ def resize_embeddings(pixels: np.ndarray, input_size: tuple[int, int], size: tup
     return out
 
 
-# ---------------------------------------------------------------------------- export
-
 class NpyWriter(Writer):
     """The ``npy`` layout as a batch writer: a unit per image or video."""
 
@@ -122,8 +104,8 @@ class NpyWriter(Writer):
                  resolution: Resolution, pca: bool, fps: float | None, every_n: int | None,
                  predictor: LSegPredictor | Any, model: Mapping[str, Any], recipe: Mapping[str, Any],
                  write_manifest: bool = True) -> None:
-        """``predictor``: an :class:`LSegPredictor`, or a function building it (called once there is
-        work); ``model``: what identifies the weights; ``recipe``: the predictor's settings."""
+        """``predictor``: an :class:`LSegPredictor`, or a function building it; ``model``: what identifies
+        the weights; ``recipe``: the predictor's settings."""
         if dtype not in DTYPES:
             raise LSegError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self.inputs, self.out = list(inputs), Path(out)
@@ -149,8 +131,7 @@ class NpyWriter(Writer):
         return units
 
     def recipe(self) -> dict[str, Any]:
-        res = list(self.res) if isinstance(self.res, tuple) else self.res
-        return {**self._recipe, "dtype": self.dtype, "resolution": res, "pca": self.pca,
+        return {**self._recipe, "dtype": self.dtype, "resolution": self.res, "pca": self.pca,
                 "video_sampling": {"fps": self.fps, "every_n": self.every_n}, "model": self.model}
 
     def setup(self) -> None:
@@ -170,8 +151,7 @@ class NpyWriter(Writer):
         return self._video(unit)
 
     def _video(self, unit: Unit) -> dict[str, Any]:
-        """A video's frames, each written as it is computed (a re-run of a killed one skips those that
-        exist: its pending record lists them)."""
+        """A video's frames, each written as it is computed (a re-run skips those its pending record lists)."""
         assert self.predictor is not None
         item: Media = unit.data
         frames: list[dict[str, float]] = []
@@ -188,17 +168,15 @@ class NpyWriter(Writer):
         return {"fps": self.fps, "every_n": self.every_n, "frames": frames}
 
     def _save(self, emb: Any, targets: list[Path], write: Any) -> list[int]:
-        """Write one embedding (and its PCA picture) with ``write(target, writer)`` (staged or
-        atomic); returns its stored shape."""
+        """Write one embedding (and its PCA picture) with ``write(target, writer)``; returns its shape."""
         pixels = to_numpy(emb.pixels)  # (D, h', w') float32
         sizes = {"half": tuple(pixels.shape[1:]), "input": tuple(emb.input_size), "original": tuple(emb.image_size)}
         size = sizes[self.res] if isinstance(self.res, str) else self.res
-        dtype = DTYPES[self.dtype]
         if self.res == "half":
-            arr = pixels.astype(dtype)
-            write(targets[0], lambda p: _save_npy(p, arr))
+            strips: Any = [(slice(0, size[0]), pixels)]
         else:
-            write(targets[0], lambda p: _save_resized(p, pixels, emb.input_size, size, dtype))
+            strips = iter_resized_embeddings(pixels, tuple(emb.input_size), size)
+        write(targets[0], lambda p: _save_npy(p, (pixels.shape[0], *size), DTYPES[self.dtype], strips))
         if self.pca:
             write(targets[1], lambda p: _save_pca(p, pixels, size))
         return [int(pixels.shape[0]), *size]
@@ -211,29 +189,12 @@ def export_features(predictor: LSegPredictor,
                     fps: float | None = None, every_n: int | None = None,
                     shard: tuple[int, int] | None = None, write_manifest: bool | None = None,
                     model_id: Mapping[str, Any] | None = None) -> Report:
-    """Write the pixel embeddings of every image / sampled video frame under ``inputs`` in the ``npy``
-    layout, with the batch engine's records, re-runs and claims.
-
-    Args:
-        predictor: computes the embeddings (its ``size`` sets the working resolution).
-        inputs: image / video files and folders (searched recursively).
-        out_dir: output folder.
-        dtype: ``float16`` (default) or ``float32``.
-        overwrite: redo finished outputs (and replace files lseg did not write).
-        progress: show a progress bar.
-        resolution: ``half`` | ``input`` | ``original`` | ``"HxW"`` | ``(H, W)``.
-        pca: also write ``<stem>_pca.png`` (:func:`lseg.viz.pca_rgb` at half resolution, resized).
-        fps, every_n: video frame sampling (:func:`lseg.io.iter_frames`); default every frame.
-        shard: ``(k, M)``: do only inputs ``i`` with ``i % M == k``. Default: ``(RANK, WORLD_SIZE)``
-            from the environment (torchrun), i.e. everything in a plain run.
-        write_manifest: default: only when ``RANK`` is 0 (or unset).
-        model_id: what identifies the weights in the records (default: the model's config and a
-            hash of its weights).
-
-    Returns:
-        The :class:`~lseg.jobs.engine.Report` of this process's part; bad inputs are listed in
-        ``failed`` and the others still processed.
-    """
+    """``lseg features`` (the ``npy`` layout) in Python, with the settings of
+    :class:`~lseg.features.options.FeaturesOptions` (``resolution`` also ``(H, W)``): the embeddings
+    of every image / sampled video frame under ``inputs``. ``shard``: ``(k, M)``, by default torchrun's
+    ``(RANK, WORLD_SIZE)``; ``write_manifest``: by default on rank 0; ``model_id``: what identifies the
+    weights in the records (default: config and weights hash). Returns this process's report (bad
+    inputs listed in ``failed``)."""
     from lseg.features.options import FeaturesOptions
     from lseg.inference.folder import weights_identity
 
@@ -261,37 +222,29 @@ def _manifest(
     note = notes[res] if isinstance(res, str) else "fixed HxW (bilinear, align_corners=True), re-normalised"
     manifest = {
         "format": "lseg-features", "version": 1, "layout": "CHW", "dtype": dtype, "normalized": True,
-        "resolution": list(res) if isinstance(res, tuple) else res, "resolution_note": note,
+        "resolution": res, "resolution_note": note,
         "size": predictor.size, "video_sampling": {"fps": fps, "every_n": every_n}, "pca": pca,
         "model": predictor.model.config.to_dict(),
     }
     return json.loads(json.dumps(manifest))  # as it reads back (tuples -> lists), for comparisons
 
 
-def _save_resized(path: Path, pixels: np.ndarray, input_size: tuple[int, int], size: tuple[int, int],
-                  dtype: Any) -> None:
-    """A (D, H, W) ``.npy`` written strip by strip, each channel's rows with a seek and an ordinary
-    write: a full disk is an ``OSError`` (ENOSPC), not the SIGBUS of a memory map."""
-    d, (big_h, big_w) = pixels.shape[0], size
+def _save_npy(path: Path, shape: tuple[int, int, int], dtype: Any,
+              strips: Iterable[tuple[slice, np.ndarray]]) -> None:
+    """A (D, H, W) ``.npy`` written from ``(row_slice, (D, rows, W) strip)`` s with seeks and Python's
+    file writes: a full disk is an ``OSError`` with its errno (ENOSPC), not the SIGBUS of a memory
+    map nor numpy's ``N requested and M written``."""
+    d, big_h, big_w = shape
     row_bytes = big_w * np.dtype(dtype).itemsize
     with open(path, "wb") as f:
-        np.lib.format.write_array_header_1_0(
-            f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-                "shape": (d, big_h, big_w)})
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(f, header)
         start = f.tell()
-        for sl, strip in iter_resized_embeddings(pixels, tuple(input_size), size):
+        for sl, strip in strips:
             block = strip.astype(dtype)
             for c in range(d):
                 f.seek(start + (c * big_h + sl.start) * row_bytes)
                 f.write(np.ascontiguousarray(block[c]).data)
-
-
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    """``np.save``'s format through Python's file write: a full disk is an ``OSError`` with its errno
-    (numpy's own write reports only ``N requested and M written``)."""
-    with open(path, "wb") as f:
-        np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(arr))
-        f.write(np.ascontiguousarray(arr).data)
 
 
 def _save_pca(path: Path, pixels: np.ndarray, size: tuple[int, int]) -> None:

@@ -1,5 +1,4 @@
-"""The settings of ``lseg features``, ``lseg query`` and ``lseg store``, declared once for the Python
-API and the command line (:mod:`lseg.options`); importing this module costs no torch."""
+"""The settings of ``lseg features``, ``lseg query`` and ``lseg store`` (:mod:`lseg.options`); no torch."""
 
 from __future__ import annotations
 
@@ -57,8 +56,8 @@ class FeaturesOptions:
     Attributes:
         out: output folder.
         dtype: stored dtype (--format npy).
-        resolution: half: the network's output (unset: half, or with --format store the preset's own); input:
-            the working size; original: the image's size; HxW: that size (upsampled bilinearly, re-normalised).
+        resolution: half: the network's output (unset: half, or the store preset's own); input: the working
+            size; original: the image's size; HxW: that size (upsampled bilinearly, re-normalised).
         pca: also write <stem>_pca.png, 3 principal components (--format npy).
         fps: videos: sample at most this many frames/s.
         every_n: videos: every n-th frame.
@@ -88,10 +87,9 @@ class StoreOptions:
     """How ``lseg features --format store`` extracts and stores (:mod:`lseg.features.store`).
 
     Attributes:
-        format: npy: one .npy per image/frame; store: one self-describing store (fp16 safetensors shards +
-            index.json) that `lseg query` reads.
-        preset: preprocessing recipe (lseg.features.presets): ours, the reference evaluator (6 scales + flip, or
-            -ss: single scale + flip), OpenScene's or VLMaps' extractor.
+        format: npy: one .npy per image/frame; store: one self-describing store that `lseg query` reads.
+        preset: preprocessing recipe: ours, the reference evaluator (6 scales + flip; -ss: 1 scale), OpenScene's
+            or VLMaps' extractor.
         scales: evaluator presets: comma-separated scales (e.g. 0.75,1,1.25,1.75).
         flip: evaluator presets: add the mirrored image's map.
         reduce: also fit a K-d scene PCA over all frames (streaming) and store the reduced maps.

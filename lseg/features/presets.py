@@ -1,38 +1,13 @@
-"""Preprocessing presets: the feature maps each LSeg consumer computes, reproduced step by step (the
-presets compared: docs/features-3d.md, "Presets"). Each maps an image's uint8 RGB pixels ``x``
-(h x w) to one (D, H, W) map, L2-normalised per pixel (the consumers' sums point the same way).
-
-``ours`` (default; :class:`lseg.inference.predictor.LSegPredictor`): resize (antialiased bilinear)
-to long side ``size``; normalise with the model's mean/std; run whole if it fits in ``crop_size``
-(padded at the bottom/right to a multiple of 32 with normalised black), else ``crop_size``
-windows with stride ``stride``, averaged. Its native output is the half-resolution map; other
-resolutions upsample it as LSeg upsamples its logits (x2, align_corners=True, cropped to the
-working size, then align_corners=True to the target).
-
-The evaluator presets (``reference``, ``reference-ss``, ``openscene``, ``vlmaps``: lang-seg's
-``MultiEvalModule``, spec section 7):
-
-1. ``x / 255``, normalised with the preset's mean/std (at the original size);
-2. for each scale ``s``: ``long = ceil(base * s)``; resize (bilinear, align_corners=True, no
-   antialiasing) to ``long`` on the long side, short side ``int(short * long / long_side + 0.5)``;
-3. pad at the bottom/right to at least ``crop x crop`` with ``-mean/std`` (normalised black);
-4. windows ``crop x crop`` at ``0, stride, 2*stride, ...`` (``stride = int(crop * 2/3)``, the last
-   ones partial and padded, not shifted back); a window's map is the network's half-resolution map
-   upsampled x2 (bilinear, align_corners=True) or, for ``openscene``, that map itself; ``flip``
-   adds the mirrored window's map, mirrored back;
-5. window maps summed into a canvas, divided by the per-pixel window count, cropped to the resized
-   image (un-padding comes before any resize);
-6. each scale's map resized (bilinear, align_corners=True) to the output size and summed; then
-   L2-normalised.
-
-OpenScene's extractor sets ``crop = base = 2 x`` the image's long side: the whole image is one
-window whose half-resolution map is exactly h x w. Memory: one scale's canvas, ``D * ph * pw * 4``
-bytes (ph, pw: the padded working size; 0.5 GB for 512 x 520 x 480), as the reference's evaluator.
+"""Preprocessing presets: the feature maps each LSeg consumer computes, reproduced step by step
+(docs/features-3d.md, "Presets"). Each maps an image's uint8 RGB pixels to one (D, H, W) map,
+L2-normalised per pixel: ``ours`` with :class:`~lseg.inference.predictor.LSegPredictor`'s
+geometry, the others with the reference's ``MultiEvalModule``'s (:mod:`lseg.inference.multiscale`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,10 +19,10 @@ import torch.nn.functional as F
 
 from lseg.errors import LSegError
 from lseg.features.options import Resolution, parse_resolution
-from lseg.geometry import pad_to, pad_value, resize, scaled_size, working_size
-from lseg.inference.multiscale import window_average
+from lseg.geometry import pad_value, resize, scaled_size, working_size
+from lseg.inference.images import rgb_pixels
+from lseg.inference.multiscale import evaluate_scales
 from lseg.inference.predictor import ADE20K_SCALES, LSegPredictor
-from lseg.io import load_image
 
 
 @dataclass(frozen=True)
@@ -56,8 +31,7 @@ class Preset:
 
     Attributes:
         name: preset name (recorded in the store).
-        engine: ``predictor`` (:class:`LSegPredictor` geometry: ``ours``) or ``evaluator`` (the
-            reference's ``MultiEvalModule`` geometry).
+        engine: ``predictor`` (``ours``) or ``evaluator`` (the reference's ``MultiEvalModule``).
         base_size: long side at scale 1; ``None``: twice the image's long side (OpenScene).
         crop_size: window size; ``None``: the base size.
         stride_rate: window stride = ``int(crop * stride_rate)``.
@@ -86,12 +60,8 @@ class Preset:
 
 
 def json_safe(obj: Any) -> Any:
-    """Tuples -> lists, recursively (what a JSON round trip gives, for comparisons)."""
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
+    """``obj`` as a JSON round trip gives it back (tuples -> lists), for comparisons."""
+    return json.loads(json.dumps(obj))
 
 
 _HALF = (0.5, 0.5, 0.5)
@@ -124,25 +94,20 @@ def describe(preset: str | Preset, resolution: Resolution | None, geometry: tupl
     if p.engine == "predictor":
         size, crop, stride = geometry
         out["geometry"] = {"size": size, "crop_size": crop, "stride": stride, "normalization": "model"}
-    r = parse_resolution(resolution if resolution is not None else p.output)
-    out["resolution"] = list(r) if isinstance(r, tuple) else r
+    out["resolution"] = parse_resolution(resolution if resolution is not None else p.output)
     return json_safe(out)
 
 
 class FeatureExtractor:
-    """Images -> (D, H, W) float32 L2-normalised feature maps, with one preset and one resolution.
-
-    Args:
-        predictor: holds the model (and, for ``ours``, the geometry: ``size``, ``crop_size``, ``stride``).
-        preset: a name in :data:`PRESETS` or a :class:`Preset`.
-        resolution: ``half | input | original | HxW | (H, W)``; ``None``: the preset's ``output``.
-    """
+    """Images -> (D, H, W) float32 L2-normalised feature maps, with one preset (a name in
+    :data:`PRESETS` or a :class:`Preset`) and one resolution (``half | input | original | HxW |
+    (H, W)``; ``None``: the preset's ``output``); ``predictor`` holds the model (and ``ours``'
+    geometry)."""
 
     def __init__(self, predictor: LSegPredictor, preset: str | Preset = "ours",
                  resolution: Resolution | None = None) -> None:
         self.predictor = predictor
-        self.preset = get_preset(preset)
-        p = self.preset
+        self.preset = p = get_preset(preset)
         self.resolution = parse_resolution(resolution if resolution is not None else p.output)
         if p.engine == "evaluator":
             if not p.scales or min(p.scales) <= 0 or not 0 < p.stride_rate <= 1:
@@ -172,11 +137,9 @@ class FeatureExtractor:
         pr = self.predictor
         return describe(self.preset, self.resolution, (pr.size, pr.crop_size, pr.stride))
 
-    # ------------------------------------------------------------------ sizes
     def working_size(self, h: int, w: int) -> tuple[int, int]:
         """(height, width) the network sees (the evaluator presets: at scale 1)."""
-        p = self.preset
-        if p.engine == "predictor":
+        if self.preset.engine == "predictor":
             return working_size(h, w, self.predictor.size)
         return scaled_size(h, w, self._base(h, w))
 
@@ -193,11 +156,10 @@ class FeatureExtractor:
     def _base(self, h: int, w: int) -> int:
         return self.preset.base_size if self.preset.base_size is not None else 2 * max(h, w)
 
-    # ------------------------------------------------------------------ maps
     @torch.inference_mode()
     def __call__(self, images: Sequence[Any]) -> list[torch.Tensor]:
-        """Images (paths, arrays, PIL: anything :func:`lseg.io.load_image` reads) -> maps on the CPU."""
-        rgbs = [load_image(im) if not _is_rgb(im) else im for im in images]
+        """Images (anything :func:`lseg.io.load_image` reads) -> maps on the CPU."""
+        rgbs = [rgb_pixels(im, torch.device("cpu")) for im in images]
         if self.preset.engine == "predictor":
             embs = self.predictor.embed_images(rgbs)
             return [self._from_half(e.pixels, e.input_size, self.output_size(*e.image_size)) for e in embs]
@@ -214,39 +176,25 @@ class FeatureExtractor:
     def _evaluate(self, rgb: np.ndarray) -> torch.Tensor:
         p, model = self.preset, self.model
         h, w = rgb.shape[:2]
-        out_size = self.output_size(h, w)
         x = torch.from_numpy(rgb).to(model.device).permute(2, 0, 1)[None].float().div_(255.0)
         x = (x - self._mean) / self._std
         black = pad_value(self._mean, self._std)  # the preset's normalisation, not necessarily the model's
-        base = self._base(h, w)
-        crop = p.crop_size if p.crop_size is not None else base
-        stride = int(crop * p.stride_rate)
+        crop = p.crop_size if p.crop_size is not None else self._base(h, w)
         f = 2 if p.half_res_windows else 1  # window maps on the half-resolution grid
-        total: torch.Tensor | None = None
-        for scale in p.scales:
-            height, width = scaled_size(h, w, math.ceil(base * scale))
-            cur = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=True)
-            m = window_average(pad_to(cur, (crop, crop), black), crop, stride, black, self._window, f)
-            m = resize(m[..., : math.ceil(height / f), : math.ceil(width / f)], out_size)  # un-pad first
-            total = m if total is None else total.add_(m)
-            del m
-        assert total is not None
+        total = evaluate_scales(x, p.scales, self._base(h, w), crop, int(crop * p.stride_rate), black,
+                                self._window, self.output_size(h, w), f)
         return F.normalize(total, dim=1)[0].cpu()
 
     def _window(self, win: torch.Tensor) -> torch.Tensor:
         """(1, 3, crop, crop) -> its map (+ the mirrored window's, mirrored back, with ``flip``)."""
-        out = self._window_map(win)
+
+        def one(x: torch.Tensor) -> torch.Tensor:
+            half = self.model.encode_image(x).float()
+            if self.preset.half_res_windows:
+                return half
+            return F.interpolate(half, scale_factor=2, mode="bilinear", align_corners=True)[..., : x.shape[-2], : x.shape[-1]]
+
+        out = one(win)
         if self.preset.flip:
-            out += self._window_map(win.flip(-1)).flip(-1)
+            out += one(win.flip(-1)).flip(-1)
         return out
-
-    def _window_map(self, win: torch.Tensor) -> torch.Tensor:
-        half = self.model.encode_image(win).float()
-        if self.preset.half_res_windows:
-            return half
-        up = F.interpolate(half, scale_factor=2, mode="bilinear", align_corners=True)
-        return up[..., : win.shape[-2], : win.shape[-1]]
-
-
-def _is_rgb(image: Any) -> bool:
-    return isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8

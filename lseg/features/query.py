@@ -1,17 +1,13 @@
-"""Text queries over a feature store, without the image encoder (docs/features-3d.md, "Queries").
-
-Per frame: ``sim[k] = <f, t_k>`` (stored maps are unit vectors; reduced ones are decoded and
-re-normalised), ``label_map = argmax_k sim`` and ``probs = softmax(logit_scale * sim)``: LSeg's head
-without its x2 upsampling, at the store's resolution, and without a spatial block (``arch_option``
-1/2; logged once). The files per frame are ``lseg segment``'s, without the overlay.
-"""
+"""Text queries over a feature store, without the image encoder (docs/features-3d.md, "Queries"):
+LSeg's head without its x2 upsampling and spatial block, at the store's resolution; the files per
+frame are ``lseg segment``'s, without the overlay."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +18,14 @@ from lseg.features.reader import FeatureStore
 from lseg.io import Staged
 from lseg.jobs.engine import Report, Unit, Writer, run_job
 
-__all__ = ["QueryWriter", "iter_similarities", "parse_frames", "query_store"]
+__all__ = ["QueryWriter", "parse_frames", "query_store", "similarity"]
 
 _logger = logging.getLogger(__name__)
 
 
-def iter_similarities(
-    store: FeatureStore, text: torch.Tensor, frames: Sequence[int | str] | None = None, *, reduced: bool = False
-) -> Iterator[tuple[dict, torch.Tensor]]:
-    """``(frame record, (K, H, W) float32 cosine similarities)`` per frame (ids or keys; default all)
-    with the (K, D) L2-normalised ``text`` embeddings; ``reduced``: of the decoded reduced maps."""
-    for frame in frames if frames is not None else range(len(store)):
-        info = store.frames[store.frame_id(frame)]
-        yield info, similarity(store, info["id"], text, reduced)
-
-
-def similarity(store: FeatureStore, frame: int, text: torch.Tensor, reduced: bool) -> torch.Tensor:
+def similarity(store: FeatureStore, frame: int, text: torch.Tensor, reduced: bool = False) -> torch.Tensor:
+    """(K, H, W) float32 cosine similarities of frame ``frame``'s map (``reduced``: decoded) with the
+    (K, D) L2-normalised ``text`` embeddings."""
     f = torch.from_numpy(store.read_decoded(frame) if reduced else store.read(frame)).float()
     if f.shape[0] != text.shape[1]:
         raise LSegError(f"the store's features are {f.shape[0]}-d but the text embeddings {text.shape[1]}-d")
@@ -73,7 +61,7 @@ class QueryWriter(Writer):
                  scores: bool = False, model: dict[str, Any], templates: Sequence[str] = (),
                  text: Callable[[], tuple[torch.Tensor, float]] | tuple[torch.Tensor, float]) -> None:
         """``model``: what identifies the text encoder's weights; ``text``: the (K, D) text embeddings
-        and the logit scale, or a function computing them (called once there is work)."""
+        and the logit scale, or a function computing them."""
         if reduced and store.reduction is None:
             raise LSegError(f"{store.path} has no reduction (run `lseg store reduce`)")
         if len(labels) > 65536:

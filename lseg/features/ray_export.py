@@ -1,12 +1,7 @@
-"""The store export on Ray Data, for collections that outgrow one machine (``pip install lseg[scale]``).
-
-The driver plans and checks the units as one process does and writes the manifest; each unfinished
-unit is a row that ``map_batches`` hands to one of ``num_workers`` actors, each holding one copy of
-the writer and its model. An actor reads the unit's files itself (only names and records travel
-through the object store) and writes the unit with :func:`lseg.jobs.engine.write_unit`, as one
-process does, so the store is the same; the driver then writes the index. Without a cluster
-(``ray.init(address=...)``), Ray Data starts a local one.
-"""
+"""The store export on Ray Data (``pip install lseg[scale]``; docs/features-3d.md, "Ray Data"): the
+driver plans the units and writes the manifest and the index; each unfinished unit is a row that an
+actor holding the writer reads and writes with :func:`lseg.jobs.engine.write_unit`, as one process
+does. Without a cluster (``ray.init(address=...)``), Ray Data starts a local one."""
 
 from __future__ import annotations
 
@@ -57,14 +52,9 @@ def export_store_ray(extractor: FeatureExtractor, inputs: Sequence[str | os.Path
                      settings: StoreSettings | None = None, checkpoint: str | None = None,
                      overwrite: bool = False, reduce: int | None = None,
                      model: dict[str, Any] | None = None) -> Report:
-    """:func:`lseg.features.store.export_store` with the units spread over Ray actors.
-
-    Args:
-        num_workers: actors (one model each).
-        num_gpus_per_worker: GPUs per actor (0: CPU actors, one CPU each); with GPUs, the
-            extractor's model is moved to the CPU to be shipped.
-        model: what identifies the weights in the records (default: config and weights hash).
-    """
+    """:func:`lseg.features.store.export_store` with the units spread over ``num_workers`` Ray actors
+    (``num_gpus_per_worker`` each; 0: one CPU each); ``model``: what identifies the weights (default:
+    config and weights hash)."""
     try:
         import ray
     except ModuleNotFoundError:

@@ -1,5 +1,4 @@
-"""Reading a feature store (:mod:`lseg.features.store` writes it): the manifest, the index, one frame
-at a time, the reduction."""
+"""Reading a feature store (:mod:`lseg.features.store` writes it) one frame at a time."""
 
 from __future__ import annotations
 
@@ -29,13 +28,12 @@ PROJECTION = "projection.safetensors"
 
 
 def unit_record(store: Path, unit_id: int) -> Path:
-    """The record of the store's unit ``unit_id``."""
     return store / "shards" / f"u{int(unit_id):06d}.json"
 
 
 class FeatureStore:
-    """Read a store frame by frame (only the requested frame's bytes are read); ``frames``: the index's
-    frame records (id, key, source, frame, time, image_size, shape, shard)."""
+    """Read a store frame by frame (only the requested frame's bytes); ``frames``: the index's frame
+    records (id, key, source, frame, time, image_size, shape, shard)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)

@@ -1,15 +1,6 @@
-"""Scene-level dimensionality reduction that decodes back to the text space (docs/features-3d.md,
-"Reduction").
-
-One PCA over all pixels of all frames, so every view is projected by the same linear map (a
-per-frame PCA is not consistent across views: LangSplatV2#6). :class:`PCAFit` streams: it sums the
-count, the vectors and their outer products in float64, a strip of pixels at a time, whatever the
-number of frames; the covariance is then diagonalised exactly (``eigh``).
-
-``encode(x) = C (x - mean)`` (C: the top-k eigenvectors, k x D, each with its largest loading
-positive), ``decode(z) = C^T z + mean``; the mean squared reconstruction error over the fitted
-pixels is the sum of the discarded eigenvalues (:attr:`Reduction.mse`).
-"""
+"""Scene-level PCA over all pixels of all frames, one projection for every view (a per-frame PCA
+is not consistent across views: LangSplatV2#6), that decodes back to the text space
+(docs/features-3d.md, "Reduction")."""
 
 from __future__ import annotations
 
@@ -29,7 +20,8 @@ STRIP_PIXELS = 8192
 
 @dataclass
 class PCAFit:
-    """Streaming PCA statistics over D-dimensional vectors; fits merge (e.g. of shards)."""
+    """Streaming PCA statistics over D-dimensional vectors (count, sum, sum of outer products, in
+    float64, a strip at a time); fits merge (e.g. of shards)."""
 
     dim: int
     count: int = 0
@@ -60,7 +52,7 @@ class PCAFit:
         return self
 
     def merge(self, other: PCAFit) -> PCAFit:
-        """Add another fit's statistics (e.g. from another shard)."""
+        """Add another fit's statistics."""
         self.total += other.total
         self.outer += other.outer
         self.count += other.count
@@ -86,15 +78,10 @@ class PCAFit:
 
 @dataclass
 class Reduction:
-    """A fitted linear projection D -> k with its inverse.
-
-    Attributes:
-        components: (k, D) float32 orthonormal rows.
-        mean: (D,) float32.
-        eigenvalues: (D,) float64 variances of all principal axes, descending.
-        count: pixels fitted.
-        mean_sq_norm: mean squared length of the fitted vectors.
-    """
+    """A fitted projection ``encode(x) = C (x - mean)``, ``decode(z) = C^T z + mean``: ``components`` C
+    (k, D) float32 orthonormal rows, each with its largest loading positive; ``eigenvalues`` (D,)
+    float64 of all principal axes, descending; ``count`` pixels fitted, of mean squared length
+    ``mean_sq_norm``."""
 
     components: torch.Tensor
     mean: torch.Tensor
@@ -117,7 +104,7 @@ class Reduction:
 
     @property
     def mse(self) -> float:
-        """Mean squared reconstruction error ``|decode(encode(x)) - x|^2`` over the fitted pixels."""
+        """Mean ``|decode(encode(x)) - x|^2`` over the fitted pixels: the discarded eigenvalues' sum."""
         return float(self.eigenvalues[self.k :].sum())
 
     @property

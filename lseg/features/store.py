@@ -1,22 +1,10 @@
-"""A self-describing feature store: one folder per run, readable frame by frame
-(:class:`~lseg.features.reader.FeatureStore`); its layout is in docs/features-3d.md.
-
-The inputs are cut, in sorted order, into units (a video, or ``frames_per_shard`` consecutive
-images); unit ``i`` is done by part ``i % M`` (torchrun rank, ``--shard k/M`` or a Ray worker). A
-unit's frames go into shards of at most ``frames_per_shard`` frames and ``shard_bytes`` bytes, so
-the files do not depend on who wrote them. A killed run restarts where it stopped (finished units,
-and finished shards of an unfinished video, are kept).
-
-Why safetensors shards and a JSON index, not Zarr: safetensors is already a dependency, reads one
-frame without the rest from any language, and holds many frames of different sizes in one file
-(Zarr: an array, a directory of chunks, per frame); Zarr's sub-frame chunks, appends and cloud
-stores matter less where 3D code reads whole frames and every write is a whole file.
-"""
+"""Writing a self-describing feature store (docs/features-3d.md, "Store layout"): the inputs cut, in
+sorted order, into units (a video, or ``frames_per_shard`` consecutive images), each unit's frames
+into shards whose files do not depend on which process wrote them."""
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,11 +24,9 @@ from lseg.io import Staged, atomic_write, iter_frames, load_image
 from lseg.jobs.engine import Report, Unit, Writer, run_job
 from lseg.jobs.inputs import Media, collect_media, read_record
 from lseg.jobs.records import digest
+from lseg.options import check_options, option
 
 __all__ = ["FeatureStore", "StoreSettings", "StoreUnit", "StoreWriter", "export_store", "finalize_store", "plan_units"]
-
-_logger = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class StoreUnit:
@@ -48,10 +34,6 @@ class StoreUnit:
 
     id: int
     items: tuple[Media, ...]
-
-    @property
-    def name(self) -> str:
-        return f"u{self.id:06d}"
 
     @property
     def is_video(self) -> bool:
@@ -89,21 +71,16 @@ def plan_units(inputs: Sequence[str | os.PathLike[str]], frames_per_shard: int,
 class StoreSettings:
     """How a store is cut into files and how videos are sampled."""
 
-    fps: float | None = None
-    every_n: int | None = None
-    frames_per_shard: int = 16
-    shard_bytes: int = 512 << 20
-    batch_size: int = 8
+    fps: float | None = option(None, gt=0)
+    every_n: int | None = option(None, min=1)
+    frames_per_shard: int = option(16, min=1)
+    shard_bytes: int = option(512 << 20, min=1)
+    batch_size: int = option(8, min=1)
 
     def __post_init__(self) -> None:
+        check_options(self)
         if self.fps is not None and self.every_n is not None:
             raise LSegError("give fps or every_n for videos, not both")
-        if self.fps is not None and not self.fps > 0:
-            raise LSegError(f"fps must be positive, got {self.fps}")
-        if self.every_n is not None and self.every_n < 1:
-            raise LSegError(f"every_n must be >= 1, got {self.every_n}")
-        if self.frames_per_shard < 1 or self.batch_size < 1 or self.shard_bytes < 1:
-            raise LSegError("frames_per_shard, batch_size and shard_bytes must be >= 1")
 
 
 class StoreWriter(Writer):
@@ -117,9 +94,8 @@ class StoreWriter(Writer):
                  description: Mapping[str, Any], model: Mapping[str, Any], extractor: FeatureExtractor | Any,
                  settings: StoreSettings | None = None, checkpoint: str | None = None, overwrite: bool = False,
                  write_manifest: bool = True, reduce: int | None = None) -> None:
-        """``description``: what is extracted (:func:`lseg.features.presets.describe`); ``model``: what
-        identifies the weights; ``extractor``: a :class:`FeatureExtractor` or a function building it
-        (called once there is work)."""
+        """``description``: :func:`lseg.features.presets.describe`'s; ``model``: what identifies the
+        weights; ``extractor``: a :class:`FeatureExtractor` or a function building it."""
         self.inputs, self.out = list(inputs), Path(out)
         self.description, self.model = json_safe(dict(description)), json_safe(dict(model))
         self.settings = settings or StoreSettings()
@@ -187,22 +163,10 @@ def export_store(extractor: FeatureExtractor, inputs: Sequence[str | os.PathLike
                  checkpoint: str | None = None, overwrite: bool = False, progress: bool = True,
                  shard: tuple[int, int] | None = None, write_manifest: bool | None = None,
                  reduce: int | None = None) -> Report:
-    """Write the feature maps of every image / sampled video frame under ``inputs`` into a store.
-
-    Args:
-        extractor: preset + resolution + model.
-        inputs: image / video files and folders.
-        out_dir: the store folder.
-        settings: video sampling, shard size, batch size.
-        checkpoint: recorded in the manifest (what ``lseg query`` loads by default).
-        overwrite: recompute finished units and accept a store made with other settings.
-        progress: progress bar.
-        shard, write_manifest: as :func:`lseg.features.export.export_features`'s.
-        reduce: once every unit is done, fit a ``reduce``-dimensional scene PCA (:func:`reduce_store`).
-
-    Returns:
-        The :class:`~lseg.jobs.engine.Report` of this process's part (a unit per entry).
-    """
+    """Write the feature maps of every image / sampled video frame under ``inputs`` into a store
+    (``lseg features --format store``): ``checkpoint`` is recorded (what ``lseg query`` loads),
+    ``shard`` and ``write_manifest`` are :func:`~lseg.features.export.export_features`'s, ``reduce``
+    fits a scene PCA once every unit is done. Returns this process's report."""
     from lseg.features.export import job_part
 
     part, parts, write_manifest = job_part(shard, write_manifest)
@@ -213,8 +177,6 @@ def export_store(extractor: FeatureExtractor, inputs: Sequence[str | os.PathLike
     desc = "store" if parts == 1 else f"store {part + 1}/{parts}"
     return run_job(writer, overwrite=overwrite, progress=progress, shard=(part, parts), desc=desc)
 
-
-# ---------------------------------------------------------------------------- writing units
 
 def _unit_frames(unit: StoreUnit, settings: StoreSettings) -> Iterator[tuple[dict[str, Any], Any]]:
     """``(record, image)`` per frame; a bad image yields ``(record with "error", None)``."""
@@ -246,7 +208,7 @@ def write_unit(extractor: FeatureExtractor, out: Path, unit: StoreUnit, settings
     def flush() -> None:
         nonlocal chunk, chunk_bytes, n_chunks
         if chunk:
-            rel = f"shards/{unit.name}-c{n_chunks:04d}.safetensors"
+            rel = f"shards/u{unit.id:06d}-c{n_chunks:04d}.safetensors"
             _write_chunk(extractor, out / rel, chunk, settings, resume)
             written.append(out / rel)
             frames.extend({**r, "shard": rel} for r, _ in chunk)
@@ -296,8 +258,6 @@ def _shard_keys(path: Path) -> list[str] | None:
     except (SafetensorError, OSError, ValueError, KeyError, TypeError):  # unreadable or foreign: recompute it
         return None
 
-
-# ---------------------------------------------------------------------------- index
 
 def finalize_store(out: str | os.PathLike[str]) -> bool:
     """Write ``index.json`` if every planned unit is done; returns whether the store is complete.

@@ -1,5 +1,4 @@
-"""Inference: the predictor (an image encoded once, scored against any label set), its results,
-prefetching loaders, device checks and the allocator setting. Names are imported on first use, so
+"""Inference: the predictor, its results, loaders, device checks. Names are imported on first use, so
 the command line can check a device without importing torch first."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Process-wide memory allocator tuning for inference, opt-in: the CLI entry points call
-:func:`tune_allocator` before building a model; the library never does behind a caller's back."""
+"""Process-wide memory allocator tuning for inference, opt-in: the CLI calls :func:`tune_allocator`;
+the library never does behind a caller's back."""
 
 from __future__ import annotations
 

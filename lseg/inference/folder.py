@@ -1,5 +1,5 @@
-"""``lseg segment`` as a batch writer over files and folders (:class:`SegmentWriter`), and
-:func:`segment_folder`, the same in Python; the files it writes are listed in docs/cli.md."""
+"""``lseg segment`` as a batch writer (:class:`SegmentWriter`), and :func:`segment_folder`, the same
+in Python; the files it writes are listed in docs/cli.md."""
 
 from __future__ import annotations
 
@@ -31,8 +31,7 @@ class SegmentWriter(Writer):
     def __init__(self, inputs: Sequence[str | os.PathLike[str]], labels: Sequence[str], options: SegmentOptions,
                  predictor_options: PredictorOptions, precision: str, model: dict[str, Any],
                  make_predictor: Callable[[], LSegPredictor]) -> None:
-        """``precision``: the image path's, resolved; ``model``: what identifies the weights
-        (:func:`lseg.jobs.records.model_identity`); ``make_predictor`` is called once there is work."""
+        """``precision``: the image path's, resolved; ``model``: what identifies the weights."""
         self.inputs, self.labels, self.options = list(inputs), list(labels), options
         self.out = Path(options.out)
         self.predictor_options, self.precision, self.model = predictor_options, precision, model
@@ -94,9 +93,8 @@ class SegmentWriter(Writer):
 def segment_folder(predictor: LSegPredictor,
                    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                    labels: str | Sequence[str], options: SegmentOptions | None = None) -> Report:
-    """Segment every image under ``inputs`` (files and folders, searched recursively) into
-    ``options.out`` as ``lseg segment`` does (files, records, re-runs, claims); returns the
-    :class:`~lseg.jobs.engine.Report`, where a failed image is listed, not raised."""
+    """``lseg segment`` in Python: every image under ``inputs`` (files and folders) into ``options.out``;
+    returns the :class:`~lseg.jobs.engine.Report`, where a failed image is listed, not raised."""
     from lseg.inference.options import SegmentOptions
 
     options = options or SegmentOptions()

@@ -1,5 +1,5 @@
-"""Images for the predictor: any accepted input -> ``HxWx3`` uint8 pixels (a GPU tensor stays on its
-GPU) -> a :class:`PreparedImage` at the working size."""
+"""Images for the predictor: any accepted input -> ``HxWx3`` uint8 pixels -> a :class:`PreparedImage`
+at the working size."""
 
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ __all__ = ["images_per_forward", "prepare_image"]
 
 
 def _decoded_if_stream(image: Any) -> Any:
-    """A binary file object, decoded: it can be read once, and a result keeps its image for
-    ``overlay()`` / ``save()``, which would otherwise find the stream exhausted."""
+    """A binary file object, decoded: it can be read once, and a result keeps its image for ``overlay()``."""
     return load_image(image) if hasattr(image, "read") else image
 
 
@@ -31,15 +30,15 @@ def prepare_image(image: Any, size: int | None, device: torch.device | str = "cp
     """Any accepted image -> :class:`PreparedImage` at the working size for long side ``size`` (no
     model needed: loader workers run it ahead)."""
     device = torch.device(device)
-    rgb = _rgb_pixels(image, device)
+    rgb = rgb_pixels(image, device)
     image_size = (int(rgb.shape[0]), int(rgb.shape[1]))
     return PreparedImage(resize_rgb(rgb, working_size(*image_size, size), device)[0], image_size)
 
 
-def _rgb_pixels(image: Any, device: torch.device) -> np.ndarray | torch.Tensor:
-    """``HxWx3 uint8`` pixels of any accepted image: a view of a ``3xHxW`` uint8 or [0, 1] float
-    tensor already on ``device`` (not the CPU: never copied to the host and back); a plain
-    C-contiguous writable RGB uint8 array as is; anything else through :func:`lseg.io.load_image`."""
+def rgb_pixels(image: Any, device: torch.device) -> np.ndarray | torch.Tensor:
+    """``HxWx3 uint8`` pixels of any accepted image: a ``3xHxW`` uint8 or [0, 1] float tensor already on
+    ``device`` (a GPU) stays there, a C-contiguous writable RGB uint8 array is taken as is, anything
+    else goes through :func:`lseg.io.load_image`."""
     if isinstance(image, torch.Tensor) and image.device.type != "cpu" and image.device == torch.device(device):
         t = image.detach()
         if t.ndim == 3 and t.shape[0] == 3 and 0 < t.shape[1] * t.shape[2] <= DEFAULT_MAX_PIXELS:

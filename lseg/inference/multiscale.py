@@ -1,5 +1,4 @@
-"""The reference's multi-scale evaluator (lang-seg's ``MultiEvalModule``): scales 0.5-1.75 of base
-520, 480 crops with stride 320, flip, logits summed (spec section 7)."""
+"""The reference's multi-scale evaluator (lang-seg's ``MultiEvalModule``, spec section 7)."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ from lseg.geometry import pad_to, pad_value, reference_windows, resize, scaled_s
 from lseg.inference.options import ADE20K_SCALES
 from lseg.models.lseg import LSeg
 
-__all__ = ["ADE20K_SCALES", "MultiScaleConfig", "multiscale_logits", "window_average"]
+__all__ = ["ADE20K_SCALES", "MultiScaleConfig", "evaluate_scales", "multiscale_logits", "window_average"]
 
 
 @dataclass(frozen=True)
@@ -30,15 +29,8 @@ class MultiScaleConfig:
 
 def multiscale_logits(model: LSeg, x: torch.Tensor, text: torch.Tensor,
                       cfg: MultiScaleConfig = MultiScaleConfig()) -> torch.Tensor:
-    """(1, 3, H, W) normalised image -> (1, K, H, W) summed logits. Per scale: long side
-    ``ceil(base_size * scale)`` (bilinear, align_corners=True); padded to a crop with normalised
-    black and run once if it fits, else ``crop_size`` windows with stride ``int(crop_size *
-    stride_rate)`` (edge windows padded), overlaps averaged; ``flip`` adds the mirrored prediction."""
-    _, _, h, w = x.shape
-    crop = cfg.crop_size
-    stride = int(crop * cfg.stride_rate)
-    black = pad_value(model.pixel_mean, model.pixel_std)  # -1 everywhere for the 0.5/0.5 normalisation
-    total = torch.zeros(1, text.shape[0], h, w, device=x.device)
+    """(1, 3, H, W) normalised image -> (1, K, H, W) logits summed over ``cfg.scales`` (and the mirrored
+    image with ``flip``): :func:`evaluate_scales`."""
 
     def infer(img: torch.Tensor) -> torch.Tensor:
         out = model(img, text)
@@ -46,11 +38,27 @@ def multiscale_logits(model: LSeg, x: torch.Tensor, text: torch.Tensor,
             out = out + model(img.flip(-1), text).flip(-1)
         return out
 
-    for scale in cfg.scales:
-        height, width = scaled_size(h, w, math.ceil(cfg.base_size * scale))
+    black = pad_value(model.pixel_mean, model.pixel_std)  # -1 everywhere for the 0.5/0.5 normalisation
+    stride = int(cfg.crop_size * cfg.stride_rate)
+    return evaluate_scales(x, cfg.scales, cfg.base_size, cfg.crop_size, stride, black, infer, tuple(x.shape[-2:]))
+
+
+def evaluate_scales(x: torch.Tensor, scales: tuple[float, ...], base_size: int, crop: int, stride: int,
+                    black: torch.Tensor, window_map: Callable[[torch.Tensor], torch.Tensor],
+                    out_size: tuple[int, int], f: int = 1) -> torch.Tensor:
+    """The reference's evaluator: per scale ``s``, ``x`` resized (bilinear, align_corners=True) to long
+    side ``ceil(base_size * s)``, padded with ``black`` to at least a crop, its window maps averaged
+    (:func:`window_average`), cut back to the image and resized to ``out_size``; summed."""
+    h, w = x.shape[-2:]
+    total: torch.Tensor | None = None
+    for scale in scales:
+        height, width = scaled_size(h, w, math.ceil(base_size * scale))
         cur = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=True)
-        out = window_average(pad_to(cur, (crop, crop), black), crop, stride, black, infer)
-        total += resize(out[..., :height, :width], (h, w))
+        m = window_average(pad_to(cur, (crop, crop), black), crop, stride, black, window_map, f)
+        m = resize(m[..., : math.ceil(height / f), : math.ceil(width / f)], out_size)  # un-pad first
+        total = m if total is None else total.add_(m)
+        del m
+    assert total is not None
     return total
 
 

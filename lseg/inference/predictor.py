@@ -1,8 +1,4 @@
-"""The predictor: encode an image once, score any label set against it (docs/python-api.md).
-
-The size, padding, window and resize arithmetic is :mod:`lseg.geometry`'s; the result types live in
-:mod:`lseg.inference.results`, the reference's multi-scale evaluator in :mod:`.multiscale`.
-"""
+"""The predictor: encode an image once, score any label set against it (docs/python-api.md)."""
 
 from __future__ import annotations
 
@@ -20,7 +16,7 @@ from lseg.errors import ConfigError, LSegError
 from lseg.geometry import ResizedArgmax, windows, working_size
 from lseg.inference.allocator import tune_allocator  # also importable from here (benchmarks, tests)
 from lseg.inference.devices import check_device
-from lseg.inference.images import _decoded_if_stream, _rgb_pixels, images_per_forward, prepare_image
+from lseg.inference.images import _decoded_if_stream, images_per_forward, prepare_image, rgb_pixels
 from lseg.inference.multiscale import ADE20K_SCALES, MultiScaleConfig, multiscale_logits
 from lseg.inference.options import PredictorOptions
 from lseg.inference.results import ImageEmbedding, PreparedImage, SegmentationResult, to_numpy
@@ -37,22 +33,9 @@ _DEFAULTS = PredictorOptions()
 
 
 class LSegPredictor:
-    """Image -> pixel embeddings and labels -> text embeddings (LRU-cached), scored against each other.
-
-    Args:
-        model: an :class:`LSeg` network; outputs are float32 embeddings and logits and int32 label
-            maps whatever its dtype or an active autocast.
-        device: where to run; default: the model's device.
-        size, crop_size, stride, templates, batch_size, compile: see :class:`PredictorOptions`
-            (``options=`` takes them as one object); ``batch_size`` is halved, and stays so, when a
-            GPU batch runs out of memory.
-        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` for the image path; ``None``: the model's.
-        fast: run a ``plain`` model in ``fast`` numerics (:mod:`lseg.models.numerics`).
-        inplace: prepare ``model`` itself; by default a setting that changes the model (device,
-            precision, numerics, compile, eval mode) is applied to a copy.
-        text_cache_size: how many label embeddings to keep.
-        label_chunk_size: labels scored at once (bounds memory for thousands of labels).
-    """
+    """Image -> pixel embeddings and labels -> text embeddings (LRU-cached), scored against each other;
+    the arguments are in docs/python-api.md ("The predictor"), ``size`` to ``compile`` those of
+    :class:`PredictorOptions` (``options=`` takes them as one object)."""
 
     def __init__(self, model: LSeg, device: str | torch.device | None = None, *,
                  size: int | None = _DEFAULTS.size, crop_size: int = _DEFAULTS.crop_size,
@@ -106,31 +89,19 @@ class LSegPredictor:
     def _encode_labels(self, labels: list[str]) -> list[torch.Tensor]:
         out: list[torch.Tensor] = []
         for i in range(0, len(labels), self.label_chunk_size):
-            out.extend(self._encode_chunk(labels[i : i + self.label_chunk_size]))
+            chunk = labels[i : i + self.label_chunk_size]
+            if not self.templates:
+                out.extend(self.model.encode_text(chunk).float())
+                continue
+            prompts = apply_templates(chunk, self.templates)  # prompts[label][template]
+            per_template = [self.model.encode_text([p[j] for p in prompts]).float() for j in range(len(self.templates))]
+            out.extend(F.normalize(torch.stack(per_template).mean(0), dim=-1))
         return out
 
-    def _encode_chunk(self, labels: list[str]) -> torch.Tensor:
-        if not self.templates:
-            return self.model.encode_text(labels).float()
-        prompts = apply_templates(labels, self.templates)  # prompts[label][template]
-        per_template = torch.stack(
-            [self.model.encode_text([p[j] for p in prompts]).float() for j in range(len(self.templates))]
-        )
-        return F.normalize(per_template.mean(0), dim=-1)
-
     # ------------------------------------------------------------------ image
-    def _to_tensor(self, image: Any) -> torch.Tensor:
-        """Any accepted image -> (1, 3, H, W) float in [0, 1] on the model's device."""
-        return torch.as_tensor(_rgb_pixels(image, self.device)).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
-
-    @torch.inference_mode()
     def embed_image(self, image: Any) -> ImageEmbedding:
-        """Image (path, PIL, HxWx3 uint8 array, CHW tensor) -> :class:`ImageEmbedding`. A large photo
-        is resized from its uint8 pixels in strips; a tensor on the model's device stays there."""
-        prepared = prepare_image(image, self.size, self.device)
-        image_size, x = prepared.image_size, self.model.normalize(prepared.pixels[None])
-        del prepared  # the resized float copy: only its normalised version is needed from here
-        return ImageEmbedding(self._embed_windows(x)[0].float(), (x.shape[-2], x.shape[-1]), image_size)
+        """Image (path, PIL, HxWx3 uint8 array, CHW tensor) -> :class:`ImageEmbedding`."""
+        return self.embed_images([image])[0]
 
     def prepare(self, image: Any, device: torch.device | str = "cpu") -> PreparedImage:
         """Decode and resize one image to the working size on ``device`` (:func:`prepare_image`)."""
@@ -139,7 +110,8 @@ class LSegPredictor:
     @torch.inference_mode()
     def embed_images(self, images: Sequence[Any]) -> list[ImageEmbedding]:
         """Images (or :class:`PreparedImage` s) -> an :class:`ImageEmbedding` each: images of equal
-        working size share forwards of ``batch_size``; those above ``crop_size`` run windows alone."""
+        working size share forwards of ``batch_size`` (halved for good on a GPU out of memory);
+        those above ``crop_size`` run windows alone."""
         out: list[ImageEmbedding | None] = [None] * len(images)
         buckets: dict[tuple[int, int], list[tuple[int, PreparedImage]]] = {}
 
@@ -167,8 +139,9 @@ class LSegPredictor:
             prepared = image if isinstance(image, PreparedImage) else self.prepare(image, self.device)
             h, w = prepared.pixels.shape[-2:]
             if h > self.crop_size or w > self.crop_size:  # sliding windows: one image at a time
-                x = self.model.normalize(prepared.pixels[None].to(self.device))
-                out[i] = ImageEmbedding(self._embed_windows(x)[0].float(), (h, w), prepared.image_size)
+                x, image_size = self.model.normalize(prepared.pixels[None].to(self.device)), prepared.image_size
+                del prepared  # the resized float copy: only its normalised version is needed from here
+                out[i] = ImageEmbedding(self._embed_windows(x)[0].float(), (h, w), image_size)
                 continue
             buckets.setdefault((h, w), []).append((i, prepared))
             if len(buckets[(h, w)]) >= self.batch_size:
@@ -178,11 +151,9 @@ class LSegPredictor:
         return [e for e in out if e is not None]
 
     def _embed_windows(self, x: torch.Tensor) -> torch.Tensor:
-        """(1, 3, h, w) -> (1, D, ceil(h/2), ceil(w/2)); sliding windows above ``crop_size``."""
+        """(1, 3, h, w) -> (1, D, ceil(h/2), ceil(w/2)) with sliding windows."""
         h, w = x.shape[-2:]
         c = self.crop_size
-        if h <= c and w <= c:
-            return self.model.encode_image(x)
         canvas: torch.Tensor | None = None
         count = torch.zeros(1, 1, math.ceil(h / 2), math.ceil(w / 2), device=x.device)
         for y0, x0 in windows(h, w, c, self.stride):
@@ -199,14 +170,9 @@ class LSegPredictor:
     @torch.inference_mode()
     def segment(self, image: Any, labels: str | Sequence[str], *, multiscale: bool | MultiScaleConfig = False,
                 return_embeddings: bool = False) -> SegmentationResult:
-        """Segment one image (anything :meth:`embed_image` takes, or an :class:`ImageEmbedding`).
-
-        Args:
-            labels: comma-separated string or list of label strings.
-            multiscale: the reference's multi-scale + flip evaluator (``True``: the ADE20K
-                settings, or a :class:`MultiScaleConfig`); needs the image, not an embedding.
-            return_embeddings: also return the (D, h', w') pixel embeddings.
-        """
+        """Segment one image (anything :meth:`embed_image` takes, or an :class:`ImageEmbedding`) with
+        ``labels``; ``multiscale``: the reference's evaluator (``True``: the ADE20K settings, or a
+        :class:`MultiScaleConfig`), from the image only; ``return_embeddings``: keep the pixel embeddings."""
         label_list = parse_labels(labels)
         text = self.embed_text(label_list)
         image = _decoded_if_stream(image)
@@ -214,20 +180,16 @@ class LSegPredictor:
             if isinstance(image, ImageEmbedding):
                 raise ConfigError("multiscale needs the image itself, not an ImageEmbedding")
             cfg = multiscale if isinstance(multiscale, MultiScaleConfig) else MultiScaleConfig()
-            x = self._to_tensor(image)
+            x = torch.as_tensor(rgb_pixels(image, self.device)).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
             logits = multiscale_logits(self.model, self.model.normalize(x), text, cfg)[0]
             emb = self.embed_image(image) if return_embeddings else None
-            result = self._result(label_list, logits, (x.shape[-2], x.shape[-1]), emb)
-            result.image = image
-            return result
+            return self._result(label_list, logits, (x.shape[-2], x.shape[-1]), emb, image)
         emb = image if isinstance(image, ImageEmbedding) else self.embed_image(image)
         source = None if isinstance(image, ImageEmbedding) else image
         chunk = self._chunk_size()
         if text.shape[0] <= chunk:
             logits = self._score(emb, text)
-            result = self._result(label_list, logits, emb.image_size, emb if return_embeddings else None)
-            result.image = source
-            return result
+            return self._result(label_list, logits, emb.image_size, emb if return_embeddings else None, source)
         # Many labels: a running argmax over label chunks; the logits are computed only if read.
         argmax = ResizedArgmax(emb.image_size)
         for i in range(0, text.shape[0], chunk):
@@ -261,19 +223,19 @@ class LSegPredictor:
         return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
 
     def _result(self, labels: list[str], logits: torch.Tensor, image_size: tuple[int, int],
-                emb: ImageEmbedding | None) -> SegmentationResult:
+                emb: ImageEmbedding | None, image: Any) -> SegmentationResult:
         logits = logits.float()
         return SegmentationResult(labels, to_numpy(ResizedArgmax(image_size).add(logits).result()), image_size,
-                                  embeddings=to_numpy(emb.pixels) if emb is not None else None, _logits=logits.cpu())
+                                  embeddings=to_numpy(emb.pixels) if emb is not None else None, _logits=logits.cpu(),
+                                  image=image)
 
     def segment_batch(
         self, images: Sequence[Any], labels: str | Sequence[str], *, multiscale: bool | MultiScaleConfig = False,
         return_embeddings: bool = False, errors: Literal["raise", "return"] = "raise",
     ) -> list[SegmentationResult]:
-        """:meth:`segment` for several images (or embeddings) with one label set: text encoded once,
-        images batched as :meth:`embed_images` does (``multiscale``: one at a time).
-        ``errors="return"``: an image's :class:`LSegError` takes its place in the list and the
-        others are still segmented; ``"raise"``: the first is raised."""
+        """:meth:`segment` for several images (or embeddings) with one label set, batched as
+        :meth:`embed_images` does; ``errors="return"``: an image's :class:`LSegError` takes its place
+        in the list (``"raise"``: the first is raised)."""
         if isinstance(images, (str, bytes, os.PathLike)):  # would be iterated character by character
             raise ConfigError(f"segment_batch takes a list of images, not a {type(images).__name__}: "
                               "segment_batch([image, ...], labels), or segment(image, labels) for one")
@@ -307,7 +269,7 @@ class LSegPredictor:
 def _prepared(model: LSeg, device: str | torch.device | None, precision: str | None, fast: bool, compile: bool,
               inplace: bool) -> LSeg:
     """``model`` (unless ``inplace``, a copy where something must change) on ``device``, in eval mode,
-    ``precision`` and the asked numerics, compiled where asked."""
+    ``precision`` and numerics, compiled where asked."""
     target = torch.device(device) if device is not None else model.device
     wanted = resolve_precision(precision, target) if precision is not None else model.precision
     to_fast = fast and model.numerics == "plain"

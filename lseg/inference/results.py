@@ -1,6 +1,4 @@
-"""The predictor's result types (:class:`ImageEmbedding`, :class:`PreparedImage`,
-:class:`SegmentationResult`) and the files of one segmentation (:func:`segment_files`,
-:func:`write_segment_files`)."""
+"""The predictor's result types and the files of one segmentation (docs/python-api.md, "Results")."""
 
 from __future__ import annotations
 
@@ -24,14 +22,9 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 
 @dataclass
 class ImageEmbedding:
-    """Pixel embeddings of one image, reusable for any number of label sets.
-
-    Attributes:
-        pixels: (D, h', w') float32 L2-normalised pixel embeddings at half the working resolution
-            (where sliding windows overlap, averaged: slightly shorter), on the model's device.
-        input_size: (h, w) working resolution the network saw (after resizing).
-        image_size: (H, W) original image size.
-    """
+    """Pixel embeddings of one image, reusable for any number of label sets: ``pixels`` (D, h', w')
+    float32, L2-normalised (averaged where sliding windows overlap: slightly shorter) at half the
+    working size ``input_size``, on the model's device; ``image_size``: the original (H, W)."""
 
     pixels: torch.Tensor
     input_size: tuple[int, int]
@@ -45,12 +38,8 @@ class ImageEmbedding:
 
 @dataclass
 class PreparedImage:
-    """An image decoded and resized to the working size, ready for the model.
-
-    Attributes:
-        pixels: (3, h, w) float32 RGB in [0, 1] (on the CPU when made by a loader worker).
-        image_size: (H, W) of the original image.
-    """
+    """An image decoded and resized to the working size: ``pixels`` (3, h, w) float32 RGB in [0, 1];
+    ``image_size``: the original (H, W)."""
 
     pixels: torch.Tensor
     image_size: tuple[int, int]
@@ -58,22 +47,8 @@ class PreparedImage:
 
 @dataclass
 class SegmentationResult:
-    """Output of :meth:`LSegPredictor.segment`.
-
-    Attributes:
-        labels: the label strings, index ``i`` in ``label_map`` is ``labels[i]``.
-        label_map: (H, W) int32 argmax label index at the original resolution.
-        logits: (K, h, w) float32 scaled cosine similarities at the working resolution; with more
-            labels than the predictor's ``label_chunk_size``, computed on first access (from a CPU
-            copy of the embedding and text).
-        probs: (K, H, W) float32 softmax over the labels at the original resolution.
-        masks: ``{label: (H, W) bool mask}``; :meth:`mask` gives one.
-        embeddings: (D, h', w') float32 pixel embeddings if requested, else ``None``.
-        image: the input image as given, for :meth:`overlay` and :meth:`save` (``None`` when
-            segmenting an :class:`ImageEmbedding`).
-
-    Every array is numpy.
-    """
+    """Output of :meth:`LSegPredictor.segment`, numpy arrays (docs/python-api.md, "Results"); ``image``:
+    the input as given, for :meth:`overlay` and :meth:`save` (``None`` from an :class:`ImageEmbedding`)."""
 
     labels: list[str]
     label_map: np.ndarray
@@ -90,20 +65,20 @@ class SegmentationResult:
         return f"SegmentationResult({len(self.labels)} labels, {w}x{h}, {{{shares}{', ...' if len(self.labels) > 5 else ''}}})"
 
     def _logits_tensor(self) -> torch.Tensor:
-        if not isinstance(self._logits, torch.Tensor):
-            assert self._logits is not None
+        if callable(self._logits):  # the many-labels case: computed on first access
             self._logits = self._logits()
+        assert self._logits is not None
         return self._logits
 
     @property
     def logits(self) -> np.ndarray:
-        """(K, h, w) float32 logits at the working resolution (see the class docstring)."""
+        """(K, h, w) float32 scaled cosine similarities at the working size (with more labels than the
+        predictor's ``label_chunk_size``, computed on first access)."""
         return to_numpy(self._logits_tensor())
 
     @property
     def probs(self) -> np.ndarray:
-        """(K, H, W) float32 softmax over the labels at the original resolution, computed on access
-        (:meth:`probs_at` for another size)."""
+        """(K, H, W) float32 softmax over the labels at the original size, computed on access."""
         return self.probs_at(self.image_size)
 
     def probs_at(self, size: tuple[int, int]) -> np.ndarray:
@@ -146,11 +121,9 @@ class SegmentationResult:
 
     def save(self, folder: str | os.PathLike[str], stem: str | None = None, *, image: Any = None,
              alpha: float = 0.5, scores: bool = False, overwrite: bool = False) -> dict[str, Path]:
-        """Write what ``lseg segment`` writes into ``folder`` (the overlay when the image is known,
-        ``<stem>_scores.npz`` with ``scores``) with its record; returns ``{kind: path}``.
-
-        ``stem``: default the image file's stem, else ``"image"``. Files another image saved there
-        (another source, or any in-memory image) are replaced only with ``overwrite``."""
+        """Write what ``lseg segment`` writes into ``folder`` (the overlay when the image is known, scores
+        with ``scores``) with its record, as ``stem`` (default the image file's, else ``"image"``);
+        returns ``{kind: path}``. Another image's files are replaced only with ``overwrite``."""
         from lseg.errors import LSegError
         from lseg.jobs.inputs import read_record
         from lseg.jobs.records import write_record
@@ -183,12 +156,9 @@ class SegmentationResult:
         return {**files, "json": record}
 
 
-# ---------------------------------------------------------------------- segmentation files
-
 def segment_files(base: Path, labels: Sequence[str], *, overlay: bool = True, scores: bool = False,
                   heatmaps: bool = False) -> dict[str, Path]:
-    """The files of one image ``base`` (``out/<stem>``): ``{"labels", "overlay", "scores", "heat:<i>"}``
-    -> path."""
+    """The files of one image ``base`` (``out/<stem>``): ``{"labels", "overlay", "scores", "heat:<i>"}`` -> path."""
     from lseg.viz import heatmap_path
 
     files = {"labels": base.with_name(base.name + "_labels.png")}
@@ -204,9 +174,9 @@ def segment_files(base: Path, labels: Sequence[str], *, overlay: bool = True, sc
 def write_segment_files(files: dict[str, Path], staged: Staged, label_map: np.ndarray, labels: list[str],
                         probs: Callable[[], np.ndarray], image: Any = None, *, alpha: float = 0.5,
                         legend: bool = True) -> dict[str, Any]:
-    """Write ``files`` (:func:`segment_files`) of one label map through ``staged``; ``probs()`` gives
-    the (K, H, W) probabilities (called only for scores and heatmaps); the overlay and the
-    heatmaps (then annotated) are drawn over ``image``. Returns the record's extra fields."""
+    """Write ``files`` (:func:`segment_files`) of one label map through ``staged``; ``probs()`` is called
+    only for scores and heatmaps; the overlay and heatmaps are drawn over ``image``. Returns the
+    record's extra fields."""
     from lseg.viz import heatmaps as make_heatmaps
     from lseg.viz import hex_colors, overlay, save_label_map, save_scores
 

@@ -1,13 +1,6 @@
-"""Claims: workers writing into one output folder split the work (docs/cli.md, "Several jobs on one
-folder").
-
-A worker claims an output by creating ``.<output name>.claim`` next to it, holding who it is
-(:func:`lseg.io.create_exclusive`: a hard link, so the file is complete when it appears and one
-worker wins, also on NFS), and deletes it after writing the output. A claim is stale, and taken
-over, when its holder is gone: on the same host (pid namespace) its pid is dead or reused;
-anywhere, its file was not refreshed (every :data:`HEARTBEAT` s) for :data:`STALE_AFTER` s.
-Outputs are written atomically, so a lost race costs time, never a file.
-"""
+"""Claims: workers writing into one output folder split the work, each holding a
+``.<output name>.claim`` file next to the output it computes (docs/cli.md, "Several jobs on one
+folder"). Outputs are written atomically, so a lost race costs time, never a file."""
 
 from __future__ import annotations
 
@@ -19,7 +12,6 @@ import socket
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
 
 from lseg.io import create_exclusive, hidden_sibling, pid_exists, write_error
 
@@ -50,17 +42,13 @@ def _host() -> str:
     return f"{socket.gethostname()}/{namespace}"
 
 
-def _boot_id() -> str:
-    return _read_file(Path("/proc/sys/kernel/random/boot_id")).strip()
-
-
 def _start_time(pid: int) -> str | None:
     """When ``pid`` started (boot id + clock ticks since boot), None where /proc cannot tell."""
     stat = _read_file(Path(f"/proc/{pid}/stat"))
-    if ")" not in stat:
+    fields = stat.rsplit(")", 1)[1].split() if ")" in stat else []
+    if len(fields) <= 19:
         return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return f"{_boot_id()}:{fields[19]}" if len(fields) > 19 else None  # field 22: starttime
+    return f"{_read_file(Path('/proc/sys/kernel/random/boot_id')).strip()}:{fields[19]}"  # field 22: starttime
 
 
 def _alive(pid: int, start: str | None) -> bool:
@@ -102,9 +90,9 @@ def _remove_stale(path: Path, content: str) -> None:
         os.unlink(grave)
 
 
-class ClaimSet:
-    """The claims one batch job holds; as a context manager, releases those still held however the
-    block ends (SIGKILL leaves them stale)."""
+class ClaimSet(contextlib.AbstractContextManager):
+    """The claims one batch job holds (their files refreshed every ``heartbeat`` s); as a context
+    manager, releases those still held however the block ends (SIGKILL leaves them stale)."""
 
     def __init__(self, heartbeat: float = HEARTBEAT) -> None:
         self._host = _host()
@@ -114,20 +102,9 @@ class ClaimSet:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> ClaimSet:  # noqa: PYI034 - typing.Self needs Python 3.11
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
     def take(self, output: str | os.PathLike[str], extra: dict | None = None) -> bool:
-        """Claim ``output`` (its parent folder is created; ``extra`` is stored in the claim): True if
-        this job now holds it, False if a live worker does.
-
-        Raises:
-            OutputWriteError: the claim file cannot be created (read-only folder, disk full, ...).
-        """
+        """Claim ``output`` (its folder is created; ``extra`` is stored in the claim): True if this job
+        now holds it, False if a live worker does; :class:`OutputWriteError` if it cannot be created."""
         target = Path(os.fspath(output))
         path = hidden_sibling(target, _SUFFIX)
         mine = json.dumps({**self._identity, "token": secrets.token_hex(8), "output": target.name, **(extra or {})})
@@ -156,7 +133,7 @@ class ClaimSet:
             with contextlib.suppress(OSError):
                 os.unlink(held[0])
 
-    def close(self) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         """Release every claim still held and stop the heartbeat."""
         for target in list(self._held):
             self.release(target)
@@ -198,12 +175,8 @@ _JOB_PREFIX = "lseg-job-"
 
 
 def hold_recipe(claims: ClaimSet, folder: Path, recipe_digest: str, what: str) -> None:
-    """Mark ``folder`` as written with ``recipe_digest`` by this job (a claim ``.lseg-job-<token>.claim``
-    held by ``claims``); concurrent jobs share a folder only with the same recipe.
-
-    Raises:
-        LSegError: a live job with other settings writes into ``folder``.
-    """
+    """Mark ``folder`` as written with ``recipe_digest`` by this job (a claim held by ``claims``);
+    :class:`LSegError` if a live job with other settings writes there."""
     from lseg.errors import LSegError
 
     mine = folder / f"{_JOB_PREFIX}{secrets.token_hex(6)}"

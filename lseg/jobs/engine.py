@@ -1,16 +1,10 @@
-"""The batch engine: one loop for every command that walks inputs and writes outputs
-(docs/cli.md, "Records and re-runs" and "Several jobs on one folder").
-
-A command is a :class:`Writer` that lists its :class:`Unit` s and its recipe, builds its model only
-when there is work, and computes and writes one unit at a time. :func:`run_job` does the rest:
-refuses output clashes before any model is built, skips units done with this recipe and redoes
-those made with another (:mod:`.records`), splits units with concurrent workers (:mod:`.claims`),
-writes each unit's files together and its record last, and counts what happened (:class:`Report`).
-"""
+"""The batch engine: one loop for every command that walks inputs and writes outputs (a
+:class:`Writer`, run by :func:`run_job`; docs/cli.md, "Records and re-runs")."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -32,16 +26,9 @@ __all__ = ["Report", "Unit", "Writer", "check_clashes", "exit_code", "pending_un
 
 @dataclass
 class Unit:
-    """One unit of work.
-
-    Attributes:
-        source: what it reads (named in messages and its record).
-        targets: the files it writes, record apart; empty for a unit whose files are known only as
-            it writes them (a video's frames, a store's shards): it appends them here.
-        record: its record (:mod:`.records`).
-        folder: the folder a video unit fills with its frames (no other input may write there).
-        data: the writer's own.
-    """
+    """One unit of work: its ``source``, the files it writes (``targets``; empty for a unit that
+    appends them as it writes, e.g. a video's frames), its ``record``, the ``folder`` a video unit
+    fills, and the writer's own ``data``."""
 
     source: Path
     targets: list[Path]
@@ -51,8 +38,7 @@ class Unit:
     status: Status = "new"
 
     def __post_init__(self) -> None:
-        #: What workers claim: the unit's first file, or its record when its files come as it writes.
-        self.key = self.targets[0] if self.targets else self.record
+        self.key = self.targets[0] if self.targets else self.record  # what workers claim
 
 
 @dataclass
@@ -87,12 +73,10 @@ def exit_code(report: Report) -> int:
 
 
 class Writer:
-    """A batch command for :func:`run_job`: sets :attr:`kind` and :attr:`out`, implements :meth:`units`
-    and :meth:`write` (and :meth:`compute_one` or :meth:`compute`)."""
+    """A batch command for :func:`run_job`: sets :attr:`kind` (the record's), :attr:`unit_name` (the
+    progress bar's) and :attr:`out`, implements :meth:`units` and :meth:`write`."""
 
-    #: The record's ``kind``.
     kind = "batch"
-    #: What a unit is, for the progress bar.
     unit_name = "img"
     out: Path
 
@@ -101,15 +85,14 @@ class Writer:
         raise NotImplementedError
 
     def recipe(self) -> dict[str, Any]:
-        """The settings that change the outputs' content (known without building the model)."""
+        """The settings that change the outputs' content (known without the model)."""
         return {}
 
     def setup(self) -> None:
         """Build the model: called once, only when some unit is to be written."""
 
     def compute(self, units: Iterator[Unit]) -> Iterator[tuple[Unit, Any]]:
-        """``(unit, result or LSegError)`` per unit, pulled lazily from ``units`` (each is claimed as
-        it is pulled)."""
+        """``(unit, result or LSegError)`` per unit, pulled lazily (each is claimed as it is pulled)."""
         for unit in units:
             try:
                 yield unit, self.compute_one(unit)
@@ -122,16 +105,13 @@ class Writer:
         return None
 
     def write(self, unit: Unit, result: Any, staged: Staged) -> dict[str, Any]:
-        """Write ``unit.targets`` through ``staged`` (a unit without targets up front writes its files
-        itself and appends them). Returns extra record fields; ``"failed"``: ``[{"source", "error"}]``
-        of items inside the unit that could not be read (reported; the unit is still done)."""
+        """Write ``unit.targets`` through ``staged``; returns extra record fields (``"failed"``:
+        ``[{"source", "error"}]`` of items inside the unit that could not be read)."""
         raise NotImplementedError
 
     def finish(self, report: Report) -> None:
         """After the loop (not after an interruption): e.g. a store's index."""
 
-
-# ---------------------------------------------------------------------------- clashes
 
 def _resolved(p: Path) -> Path:
     with contextlib.suppress(OSError):
@@ -140,22 +120,21 @@ def _resolved(p: Path) -> Path:
 
 
 def check_clashes(units: Sequence[Unit], overwrite: bool = False) -> None:
-    """Refuse, all at once, outputs that would destroy data: an input of this run, a file inside
-    another input's (a video's) frame folder, an existing file no lseg record lists (unless ``overwrite``)."""
+    """Refuse, all at once, outputs that would destroy data: an input of this run, a file in another
+    input's frame folder, an existing file no lseg record lists (unless ``overwrite``)."""
     inputs = {_resolved(u.source): u.source for u in units}
     owned = [(_resolved(u.folder), u.folder, u.source) for u in units if u.folder is not None]
     problems: list[str] = []
     foreign = False
-    listed: dict[Path, set[str]] = {}
+
+    @functools.cache
+    def listed(folder: Path) -> set[str]:
+        with contextlib.suppress(OSError):
+            return recorded_outputs(folder, os.listdir(folder))
+        return set()
 
     def is_recorded(target: Path, record: Path) -> bool:
-        folder = target.parent
-        if folder not in listed:
-            try:
-                listed[folder] = recorded_outputs(folder, os.listdir(folder))
-            except OSError:
-                listed[folder] = set()
-        if target.name in listed[folder]:
+        if target.name in listed(target.parent):
             return True
         own = read_record(record)  # written by a concurrent worker since the folder was listed
         return own is not None and (target == record or target.name in listed_outputs(own, record))
@@ -190,8 +169,6 @@ def check_clashes(units: Sequence[Unit], overwrite: bool = False) -> None:
                     f"{shown}{hint}")
 
 
-# ---------------------------------------------------------------------------- the loop
-
 def _targets_now(unit: Unit) -> list[Path]:
     """A unit's files: known up front, or (a unit that writes as it goes) as its record lists them."""
     if unit.targets:
@@ -202,15 +179,9 @@ def _targets_now(unit: Unit) -> list[Path]:
 
 def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, shard: tuple[int, int] = (0, 1),
             desc: str | None = None) -> Report:
-    """Run ``writer``'s units of shard ``k`` of ``M`` (``units[k::M]``).
-
-    Returns:
-        The :class:`Report`: a unit that fails is listed in ``failed``; a full disk or read-only file
-        system stops the job (``stopped``), Ctrl-C too (``interrupted``).
-
-    Raises:
-        LSegError: bad inputs, output clashes, another job with other settings, an unwritable folder.
-    """
+    """Run ``writer``'s units of shard ``k`` of ``M`` (``units[k::M]``); a unit that fails is listed in
+    the report, a full disk or read-only file system stops the job. Raises :class:`LSegError` for bad
+    inputs, output clashes, another job with other settings, an unwritable folder."""
     report = Report()
     mine, todo, recipe = pending_units(writer, overwrite, report, shard)
     key = digest(recipe)
@@ -286,37 +257,34 @@ def _claimed(todo: list[Unit], claims: ClaimSet, recipe: dict[str, Any], overwri
     are counted and passed over)."""
     for unit in todo:
         try:
-            taken = claims.take(unit.key)
+            taken: bool | None = claims.take(unit.key)
         except OutputWriteError as e:  # its folder is not writable (a name too long, no permission)
             if e.fatal:
                 raise
             _fail(report, unit.source, e)
-            bar.update()
-            continue
-        if not taken:
-            report.others.append(unit.key)
-            bar.update()
-            continue
-        status, changed = plan(_targets_now(unit), unit.record, recipe, overwrite)
-        if status == "done":
+            taken = None
+        if taken:
+            unit.status, changed = plan(_targets_now(unit), unit.record, recipe, overwrite)
+            if unit.status != "done":
+                report.changed |= changed
+                yield unit
+                continue
             claims.release(unit.key)
             report.skipped.append(unit.key)
-            bar.update()
-            continue
-        unit.status = status
-        report.changed |= changed
-        yield unit
+        elif taken is False:
+            report.others.append(unit.key)
+        bar.update()
 
 
 def _fail(report: Report, source: Path, e: LSegError) -> None:
     """Count a failed unit and log it at once; a full disk or read-only file system stops the job."""
     report.failed.append((source, str(e)))
-    if isinstance(e, OutputWriteError):
-        _logger.error("%s", e)
-        if e.fatal:
-            report.stopped = str(e)
-    else:
+    if not isinstance(e, OutputWriteError):
         _logger.warning("skipping %s: %s", source, e)
+        return
+    _logger.error("%s", e)
+    if e.fatal:
+        report.stopped = str(e)
 
 
 def write_unit(writer: Writer, unit: Unit, result: Any, recipe: dict[str, Any], report: Report) -> None:

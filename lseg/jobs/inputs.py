@@ -1,6 +1,5 @@
-"""Inputs of a batch job: the files under the given paths, never a job's own outputs (hidden files,
-the output folder and files an lseg record lists are left out of folders; a file named directly
-must not be a recorded output)."""
+"""Inputs of a batch job: the files under the given paths, never a job's own outputs (the output
+folder, hidden files and files an lseg record lists)."""
 
 from __future__ import annotations
 
@@ -64,11 +63,8 @@ def _walk(root: Path, suffixes: set[str], exclude: Path | None) -> list[Path]:
 
 def collect(inputs: Sequence[str | os.PathLike[str]], suffixes: Iterable[str],
             out: str | os.PathLike[str] | None = None) -> list[tuple[Path, Path]]:
-    """Files and folders -> ``(file, output stem relative to OUT)`` pairs, folders' files sorted.
-
-    Raises:
-        LSegError: an input does not exist, or is a recorded lseg output.
-    """
+    """Files and folders -> ``(file, output stem relative to OUT)`` pairs, folders' files sorted;
+    :class:`LSegError` for an input that does not exist or is a recorded lseg output."""
     wanted = {s.lower() for s in suffixes}
     exclude = Path(out) if out is not None else None
     pairs: list[tuple[Path, Path]] = []
@@ -101,9 +97,8 @@ def check_unique(pairs: Iterable[tuple[Path, Path]], suffix: str) -> None:
                     "rename the files or process them into different --out folders")
 
 
-def collect_media(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None = None,
-                  videos: bool = True, suffix: str = ".npy") -> list[Media]:
-    """Images (and videos) under ``inputs`` (:func:`collect`), refusing two that write one ``<stem><suffix>``."""
-    pairs = collect(inputs, IMAGE_EXTENSIONS | (VIDEO_EXTENSIONS if videos else set()), out=out)
-    check_unique(pairs, suffix)
+def collect_media(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None = None) -> list[Media]:
+    """Images and videos under ``inputs`` (:func:`collect`), refusing two that write one ``<stem>.npy``."""
+    pairs = collect(inputs, IMAGE_EXTENSIONS | VIDEO_EXTENSIONS, out=out)
+    check_unique(pairs, ".npy")
     return [Media(f, stem, f.suffix.lower() in VIDEO_EXTENSIONS) for f, stem in pairs]

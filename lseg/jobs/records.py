@@ -1,6 +1,5 @@
-"""Records: each unit's outputs get a JSON record of the recipe that made them (docs/cli.md, "Records
-and re-runs"). A record is written twice, atomically: pending (``"complete": false``) before the
-first output, so a killed run's files are known as lseg's, and complete after the last."""
+"""Records: each unit's outputs get a JSON record of the recipe that made them, pending before the
+first output and complete after the last (docs/cli.md, "Records and re-runs")."""
 
 from __future__ import annotations
 
@@ -51,13 +50,10 @@ def listed_outputs(record: Mapping[str, Any], path: Path) -> list[str]:
 
 def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], overwrite: bool = False,
          *, remove: bool = True) -> tuple[Status, set[str]]:
-    """Whether one unit's outputs ``targets`` (recorded in ``record``) must be written, and which
-    recipe keys changed.
-
-    ``done``: the record is complete, has this recipe, and every target exists. ``redo``: made with
-    another recipe (or ``overwrite``); with ``remove`` the old record's outputs are deleted now.
-    ``new``: no record, a pending one of this recipe (a killed run's), or an output missing.
-    """
+    """Whether one unit's ``targets`` must be written, and which recipe keys changed: ``done`` (a
+    complete record of this recipe, every target there), ``redo`` (another recipe, or ``overwrite``;
+    with ``remove`` the old outputs are deleted now) or ``new`` (no record, a pending one of this
+    recipe, or an output missing)."""
     old = read_record(record)
     if old is None:
         return "new", set()

@@ -13,7 +13,7 @@ from PIL import Image
 import lseg
 from lseg.cli import main
 from lseg.features import FeatureStore
-from lseg.features.query import iter_similarities
+from lseg.features.query import similarity
 from lseg.viz import read_label_names
 
 
@@ -38,11 +38,12 @@ def test_query_label_maps_equal_argmax_of_similarities(made: tuple[Path, Path], 
     store = FeatureStore(st)
     model = lseg.load_model(store.manifest["checkpoint"])
     text = lseg.LSegPredictor(model).embed_text(labels)
-    for info, sim in iter_similarities(store, text):
+    for info in store.frames:
         got = np.array(Image.open(tmp_path / "q" / f"{info['key']}_labels.png"))
         feats = torch.from_numpy(store.read(info["id"])).float()
         want = torch.einsum("dhw,kd->khw", feats, text).argmax(0).numpy()
         np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(similarity(store, info["key"], text).argmax(0).numpy(), want)
         assert got.shape == tuple(info["shape"][1:])
         assert read_label_names(tmp_path / "q" / f"{info['key']}_labels.png") == labels
     assert (tmp_path / "q" / "clip" / "000004_heat_01_table.png").is_file()
