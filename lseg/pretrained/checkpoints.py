@@ -132,8 +132,6 @@ def _short(keys: list[str], n: int = 6) -> str:
     return ", ".join(keys[:n]) + more
 
 
-# --------------------------------------------------------------------------- config inference
-
 def infer_config(
     state_dict: Mapping[str, torch.Tensor], spatial_block: SpatialBlockConfig | None = None
 ) -> LSegConfig:
@@ -170,11 +168,9 @@ def infer_config(
     if base is None:
         norm = {} if is_vit else {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}  # the reference's ResNets
         base = LSegConfig(name="custom", backbone=backbone, text=text, features=features, **norm)  # type: ignore[arg-type]
-    if has_block and spatial_block is not None:
-        block = spatial_block
-    else:  # no block: only the (unused) activation is kept, as given
-        block = SpatialBlockConfig(activation=spatial_block.activation if spatial_block else base.activation)
-    return base.replace(readout=readout).with_spatial_block(block)
+    # no block: only the (unused) activation is kept, as given
+    no_block = SpatialBlockConfig(activation=spatial_block.activation if spatial_block else base.activation)
+    return base.replace(readout=readout).with_spatial_block(spatial_block if has_block else no_block)
 
 
 def _max_index(sd: Mapping[str, Any], prefix: str) -> int:
@@ -224,8 +220,6 @@ def _same_shapes(c: LSegConfig, backbone: ViTConfig | ResNetConfig, text: TextEn
         and (b.img_size // patch) * patch == backbone.img_size  # type: ignore[operator]
     )
 
-
-# --------------------------------------------------------------------------- loading into a model
 
 def load_weights(model: LSeg, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Strictly load a state dict (ours or official) into ``model``, floating tensors cast to its
@@ -289,8 +283,6 @@ def build(model_cls: type[LSeg], config: LSegConfig, state_dict: Mapping[str, to
     load_weights(model, state_dict)
     return model.eval()
 
-
-# --------------------------------------------------------------------------- our folder format
 
 def save_pretrained(model: LSeg, directory: str | os.PathLike[str], *, model_card: bool = False,
                     repo_id: str | None = None, **card_fields: str) -> Path:

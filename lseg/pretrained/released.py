@@ -92,8 +92,6 @@ WEIGHTS: dict[str, PretrainedWeights] = {
 }
 
 
-# --------------------------------------------------------------------------- names, cache, settings
-
 def list_pretrained() -> list[str]:
     """Names of the released weights (``lseg.load_model(name)``, ``--checkpoint name``)."""
     return list(WEIGHTS)
@@ -152,8 +150,6 @@ def cached_folder(name: str) -> Path | None:
     return folder if (folder / "model.safetensors").is_file() and (weights_dir(name) / RECORD_NAME).is_file() else None
 
 
-# --------------------------------------------------------------------------- the resolver
-
 def resolve(source: str | os.PathLike[str], *, revision: str | None = None,
             cache_dir: str | os.PathLike[str] | None = None, force_download: bool = False,
             token: str | bool | None = None, local_files_only: bool = False) -> Path:
@@ -187,8 +183,6 @@ def _looks_like_path(text: str) -> bool:
         or Path(text).suffix.lower() in (".ckpt", ".pt", ".pth", ".safetensors", ".bin", ".json")
     )
 
-
-# --------------------------------------------------------------------------- download, verify, convert
 
 def download(name: str, *, force: bool = False, offline: bool | None = None, check_all: bool = False) -> Path:
     """The converted lseg folder of the released weights ``name``, downloaded and converted if needed.
@@ -358,7 +352,7 @@ def _corrupt(entry: PretrainedWeights, path: Path, url: str | None, why: str) ->
 def _convert(entry: PretrainedWeights, ckpt: Path, d: Path, record: dict[str, Any]) -> Path:
     """Convert the released file to an lseg folder (atomically) and record its sha256."""
     from lseg.models.lseg import LSeg
-    from lseg.pretrained.checkpoints import CONFIG_NAME, WEIGHTS_NAME, load_local, save_pretrained
+    from lseg.pretrained.checkpoints import WEIGHTS_NAME, load_local, save_pretrained
 
     try:
         model = load_local(LSeg, ckpt)
@@ -379,9 +373,8 @@ def _convert(entry: PretrainedWeights, ckpt: Path, d: Path, record: dict[str, An
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     weights = final / WEIGHTS_NAME
-    record = {**record, "model": {"size": weights.stat().st_size, "sha256": sha256_file(weights),
-                                  "config": json.loads((final / CONFIG_NAME).read_text())["name"]}}
-    _write_record(d, record)
+    _write_record(d, {**record, "model": {"size": weights.stat().st_size, "sha256": sha256_file(weights),
+                                          "config": model.config.name}})
     print(f"converted {entry.name} to {final}", file=sys.stderr)
     return final
 
