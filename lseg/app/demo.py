@@ -65,10 +65,8 @@ class DemoOutput:
 
 
 class SegmentDemo:
-    """The demo's logic: validate inputs (larger files, more labels or more pixels than the limits are
-    refused with a message), segment, prepare the outputs. The annotated image's long side is
-    ``max_display_side``; label-map PNGs go to ``out_dir`` (default: a temporary folder removed with
-    the demo). ``predictor`` is not thread-safe: the demo queue runs one request at a time."""
+    """The demo's logic: refuse inputs over the limits with a message, segment, prepare the outputs.
+    Label-map PNGs go to ``out_dir`` (default: a temporary folder removed with the demo)."""
 
     def __init__(self, predictor: LSegPredictor, *, max_upload_mb: float = DemoOptions.max_upload_mb,
                  max_labels: int = DemoOptions.max_labels, max_pixels: int = 40_000_000,

@@ -48,13 +48,8 @@ def session(path: Path, providers: Sequence[str] | None = None, threads: int | N
 
 @dataclass
 class OnnxImageEmbedding:
-    """Pixel embeddings of one image from the ONNX image graph.
-
-    Attributes:
-        pixels: (D, h', w') float32 L2-normalised embeddings, ``h' = ceil(h/2), w' = ceil(w/2)``.
-        input_size: (h, w) working resolution the graph saw (before letterbox padding).
-        image_size: (H, W) original image size.
-    """
+    """Pixel embeddings (D, ceil(h/2), ceil(w/2)) of one image at working size ``input_size`` (h, w)
+    (before letterbox padding); ``image_size`` is the original (H, W)."""
 
     pixels: np.ndarray
     input_size: tuple[int, int]

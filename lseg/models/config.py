@@ -37,10 +37,6 @@ class ViTConfig:
     depth: int | None = None
     num_heads: int | None = None
 
-    @property
-    def pyramid_channels(self) -> tuple[int, int, int, int]:
-        return self.reassemble_channels
-
 
 @dataclass(frozen=True)
 class ResNetConfig:
@@ -56,10 +52,6 @@ class ResNetConfig:
     torchvision_name: str = "resnet101"
     layers: tuple[int, int, int, int] = (3, 4, 23, 3)
     width_per_group: int = 64
-
-    @property
-    def pyramid_channels(self) -> tuple[int, int, int, int]:
-        return (256, 512, 1024, 2048)  # Bottleneck expansion 4 x (64, 128, 256, 512)
 
 
 @dataclass(frozen=True)

@@ -58,10 +58,12 @@ class LSeg(nn.Module):
         tokens = None
         if isinstance(config.backbone, ResNetConfig):
             self.backbone: ViTBackbone | ResNetBackbone = ResNetBackbone(config.backbone, pretrained_backbone)
+            channels = (256, 512, 1024, 2048)  # Bottleneck expansion 4 x (64, 128, 256, 512)
         else:
             vit = ViTBackbone(config.backbone, pretrained=pretrained_backbone)
             self.backbone, tokens = vit, (config.readout, vit.embed_dim, vit.patch_size)
-        self.decoder = DPTDecoder(config.backbone.pyramid_channels, config.features, tokens)
+            channels = config.backbone.reassemble_channels
+        self.decoder = DPTDecoder(channels, config.features, tokens)
         self.pixel_proj = nn.Conv2d(config.features, config.embed_dim, kernel_size=1)
         block = config.spatial_block
         self.spatial_block: SpatialBlock | None = None

@@ -18,14 +18,9 @@ def load_model(source: str | os.PathLike[str], *, spatial_block: SpatialBlockCon
                map_location: str | torch.device = "cpu", revision: str | None = None,
                cache_dir: str | os.PathLike[str] | None = None, force_download: bool = False,
                token: str | bool | None = None, local_files_only: bool = False) -> LSeg:
-    """An :class:`LSeg` in eval mode and ``plain`` numerics from a released weights name, a local
-    lseg folder, ``.safetensors`` or official ``.ckpt``, or a Hub repo id (:func:`resolve`; the Hub
-    arguments are ``snapshot_download``'s). Without a ``config.json`` the architecture is inferred
-    from the shapes; ``spatial_block`` says which block an official checkpoint has (shapes cannot).
-
-    Raises:
-        CheckpointError: not found, not obtainable, or not an LSeg checkpoint.
-    """
+    """An :class:`LSeg` in eval mode from a released weights name, a local lseg folder, ``.safetensors``
+    or official ``.ckpt``, or a Hub repo id (:func:`resolve`; the Hub arguments are
+    ``snapshot_download``'s). ``spatial_block``: an official checkpoint's block (shapes cannot tell)."""
     local = resolve(
         source, revision=revision, cache_dir=cache_dir, force_download=force_download, token=token,
         local_files_only=local_files_only,
