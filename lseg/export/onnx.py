@@ -4,11 +4,9 @@
     text_encoder.onnx    tokens (K, T) int64 CLIP token ids       -> embeddings (K, D)
     lseg_onnx.json       metadata: normalisation, padding, logit scale, spatial block, verification
 
-Both outputs are L2-normalised. ``H, W`` are dynamic multiples of 32 (or the export size with
-``dynamic=False``): callers pad bottom/right with ``pad_value`` and crop to ``ceil(h/2), ceil(w/2)``.
-``K``, ``T`` are dynamic (the graph pools at the largest id, CLIP's end token); the batch is 1.
-Scoring runs in numpy (:mod:`lseg.export.onnx_runtime`). Uses ``torch.onnx.export(dynamo=True)``: the
-TorchScript exporter cannot trace the position-embedding resize.
+Both outputs are L2-normalised; callers pad images bottom/right with ``pad_value`` and crop to
+``ceil(h/2), ceil(w/2)``; the text graph pools at the largest id (CLIP's end token); the batch is 1.
+Uses ``torch.onnx.export(dynamo=True)``: TorchScript cannot trace the position-embedding resize.
 """
 
 from __future__ import annotations
@@ -42,11 +40,10 @@ class OnnxExport:
     Attributes:
         directory: the output folder.
         image_encoder, text_encoder, metadata: paths of the two graphs and of ``lseg_onnx.json``.
-        exporter: ``"dynamo"`` (the only one used).
+        exporter: ``"dynamo"``.
         dynamic_size: whether the image graph takes any ``H, W`` (else only ``input_size``).
         input_size: (H, W) of the example input.
-        max_abs_diff: onnxruntime vs eager PyTorch per check (``image HxW``, ``text KxT``); empty if
-            not verified.
+        max_abs_diff: onnxruntime vs eager PyTorch per check; empty if not verified.
     """
 
     directory: Path

@@ -1,12 +1,6 @@
-"""What a checkpoint holds and how it maps onto the model; our folder format (``docs/weights.md``).
-
-* **Official** lang-seg Lightning ``.ckpt``: keys ``net.<reference key>`` (CLIP in fp16), mapped by
-  :func:`convert_official_state_dict`, the one key map.
-* **lseg folder** (huggingface_hub ``PyTorchModelHubMixin`` layout): ``model.safetensors`` (fp32, our
-  keys) + ``config.json`` (:class:`LSegConfig` + ``format_version``), optionally a ``README.md`` card.
-
-Files are read by :mod:`lseg.pretrained.files`. This module never imports the model class.
-"""
+"""How an official lang-seg checkpoint maps onto the model (:func:`convert_official_state_dict`, the
+one key map), and our folder format: ``model.safetensors`` + ``config.json`` (+ a ``README.md`` card).
+See ``docs/weights.md``. This module never imports the model class (it is handed in)."""
 
 from __future__ import annotations
 

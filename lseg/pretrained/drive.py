@@ -1,9 +1,6 @@
 """Downloading one released file, from Google Drive or a mirror, with gdown; each failure one line.
-
-Drive's confirmation page (and its quota page) is parsed with gdown's parser here, not by
-``gdown.download(id=...)``, which recognises Drive by host name only: the tests' stand-in takes the
-same path. Where from and how long to wait is :mod:`lseg.pretrained.released`'s to say.
-"""
+Drive's confirmation page is parsed here, not by ``gdown.download(id=...)``, which recognises Drive by
+host name only: the tests' stand-in takes the same path."""
 
 from __future__ import annotations
 

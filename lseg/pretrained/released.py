@@ -1,10 +1,5 @@
-"""The released LSeg weights by name (``lseg.load_model("demo")``, ``lseg weights download demo``).
-
-:func:`resolve` turns a checkpoint argument into a local path: a registered name (:data:`WEIGHTS`)
-becomes the cached, converted lseg folder (downloaded, checked and converted on first use), an
-existing path is itself, ``owner/name`` is a Hub repo. Cache layout, checks and environment
-variables: ``docs/weights.md``; the transfer: :mod:`lseg.pretrained.drive`.
-"""
+"""The released LSeg weights by name, and :func:`resolve`, which turns any checkpoint argument into a
+local path (cache layout, checks and environment variables: ``docs/weights.md``)."""
 
 from __future__ import annotations
 
