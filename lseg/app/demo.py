@@ -1,5 +1,5 @@
-"""Gradio web demo (``lseg demo``, docs/deployment.md#web-demo): :func:`build_demo` returns the
-``gr.Blocks`` without launching it; :class:`SegmentDemo` holds the logic and runs without Gradio."""
+"""Gradio web demo (``lseg demo``): :func:`build_demo` returns the ``gr.Blocks`` without launching it;
+:class:`SegmentDemo` holds the logic and runs without Gradio."""
 
 from __future__ import annotations
 
@@ -46,13 +46,12 @@ class DemoOutput:
 
     Attributes:
         ok: ``False`` if the input was refused (``status`` says why).
-        status: Markdown status line (the error message when ``ok`` is ``False``).
-        image: (h, w, 3) uint8 display image (the input, downscaled to ``max_display_side``).
+        status: Markdown status line.
+        image: (h, w, 3) uint8 display image (downscaled to ``max_display_side``).
         masks: ``(mask, label)`` per label present: (h, w) float32, :data:`MASK_OPACITY` where the
-            label wins, else 0 (Gradio's opacity).
-        color_map: ``{label: "#rrggbb"}`` for every label (palette order).
-        label_png: full-resolution label map PNG (pixel value = label index; labels in its
-            ``lseg:labels`` text chunk).
+            label wins, else 0.
+        color_map: ``{label: "#rrggbb"}`` for every label.
+        label_png: full-resolution label map PNG (pixel value = label index).
         shares: fraction of pixels per label.
     """
 
@@ -66,17 +65,8 @@ class DemoOutput:
 
 
 class SegmentDemo:
-    """The demo's logic: validate inputs, segment, prepare the outputs.
-
-    Args:
-        predictor: runs the model (not thread-safe: the demo queue runs one request at a time).
-        max_upload_mb: larger files are refused with a message.
-        max_labels: longer label lists are refused with a message.
-        max_pixels: larger images (width x height) are refused with a message.
-        max_display_side: the annotated image's long side (the label-map PNG keeps full resolution).
-        out_dir: where label-map PNGs are written (default: a new temporary folder, removed with the
-            demo).
-    """
+    """The demo's logic: refuse inputs over the limits with a message, segment, prepare the outputs.
+    Label-map PNGs go to ``out_dir`` (default: a temporary folder removed with the demo)."""
 
     def __init__(self, predictor: LSegPredictor, *, max_upload_mb: float = DemoOptions.max_upload_mb,
                  max_labels: int = DemoOptions.max_labels, max_pixels: int = 40_000_000,
@@ -95,26 +85,27 @@ class SegmentDemo:
     def run(self, image: str | os.PathLike[str] | None, labels: str | None) -> DemoOutput:
         """Segment the image file ``image`` with the comma-separated ``labels``."""
         if image is None:
-            return _error("Upload an image first.")
+            return DemoOutput(False, "Upload an image first.")
         path = Path(image)
         try:
             size_mb = path.stat().st_size / 2**20
         except OSError as e:
-            return _error(f"Cannot read the uploaded file: {e.strerror or e}.")
+            return DemoOutput(False, f"Cannot read the uploaded file: {e.strerror or e}.")
         if size_mb > self.max_upload_mb:
-            return _error(f"The image is {size_mb:.1f} MB; this demo accepts files up to "
-                          f"{self.max_upload_mb:g} MB. Use a smaller image.")
+            return DemoOutput(False, f"The image is {size_mb:.1f} MB; this demo accepts files up to "
+                                     f"{self.max_upload_mb:g} MB. Use a smaller image.")
         try:
             label_list = parse_labels(labels or "")
         except LabelError as e:
-            return _error(f"Bad labels: {e}")
+            return DemoOutput(False, f"Bad labels: {e}")
         if len(label_list) > self.max_labels:
-            return _error(f"{len(label_list)} labels given; this demo accepts at most {self.max_labels}.")
+            return DemoOutput(False, f"{len(label_list)} labels given; this demo accepts at most "
+                                     f"{self.max_labels}.")
         try:
             rgb = load_image(path, max_pixels=self.max_pixels)
         except ImageLoadError as e:
             # the upload's path is the server's temp file: the web user sees its name only
-            return _error(f"Cannot use this image: {_hide_folder(str(e), path)}")
+            return DemoOutput(False, f"Cannot use this image: {_hide_folder(str(e), path)}")
         start = time.perf_counter()
         result = self.predictor.segment(rgb, label_list)
         seconds = time.perf_counter() - start
@@ -169,10 +160,6 @@ class SegmentDemo:
 TOAST_SECONDS = 6
 
 
-def _error(message: str) -> DemoOutput:
-    return DemoOutput(False, message)
-
-
 def _hide_folder(message: str, path: Path) -> str:
     """``message`` with every spelling of ``path`` (as given, absolute, resolved) shown as its name."""
     spellings = {str(path), str(path.absolute())}
@@ -187,8 +174,7 @@ def build_demo(predictor: LSegPredictor, *, max_upload_mb: float = DemoOptions.m
                max_labels: int = DemoOptions.max_labels, max_pixels: int = 40_000_000,
                banner: str | None = None,
                title: str = "LSeg: language-driven semantic segmentation") -> gr.Blocks:
-    """The demo as a ``gr.Blocks`` (not launched; :func:`launch_demo` also enforces ``max_upload_mb`` at
-    upload). ``banner`` is shown above the inputs (e.g. a random-weights warning)."""
+    """The demo as a ``gr.Blocks``, not launched; ``banner`` is shown above the inputs."""
     import gradio as gr
 
     app = SegmentDemo(predictor, max_upload_mb=max_upload_mb, max_labels=max_labels, max_pixels=max_pixels)
@@ -221,8 +207,7 @@ def build_demo(predictor: LSegPredictor, *, max_upload_mb: float = DemoOptions.m
 
 def lenient_upload(component: Any) -> Any:
     """Make a ``gr.Image`` hand any upload to the demo, which says what is wrong with one it cannot read
-    (Gradio's own check shows a bare "Error"). Patched on the instance: a subclass would make Gradio
-    write a ``.pyi`` stub into this package."""
+    (Gradio shows a bare "Error"). Patched on the instance: a subclass makes Gradio write a ``.pyi`` stub."""
     original = component.preprocess
 
     def preprocess(payload: Any) -> Any:
@@ -241,8 +226,8 @@ _I18N = {"en": {"common.complete": "Complete", "common.error": "Error"}}
 
 def launch_demo(demo: gr.Blocks, *, host: str = DemoOptions.host, port: int | None = DemoOptions.port,
                 max_upload_mb: float = DemoOptions.max_upload_mb, **kwargs: Any) -> Any:
-    """``demo.launch`` bound to ``host`` with Gradio's upload limit set (``port`` ``None`` or 0: any
-    free port); blocks unless ``prevent_thread_lock``."""
+    """``demo.launch`` bound to ``host`` with Gradio's upload limit set (``port`` 0: any free one);
+    blocks unless ``prevent_thread_lock``."""
     import gradio as gr
 
     DemoOptions(host=host, port=port or 0, max_upload_mb=max_upload_mb)  # the checks of `lseg demo`

@@ -1,5 +1,2 @@
-"""Deployment exports of LSeg (ONNX). Needs the ``[export]`` extra: ``pip install lseg[export]``.
-
-See :mod:`lseg.export.onnx` (the exporter, needs torch) and :mod:`lseg.export.onnx_runtime` (runs an
-export with onnxruntime and numpy, without torch).
-"""
+"""ONNX export of LSeg (:mod:`.onnx`, needs torch and ``lseg[export]``) and running it with onnxruntime
+and numpy (:mod:`.onnx_runtime`)."""

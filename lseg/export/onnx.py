@@ -1,16 +1,12 @@
-"""ONNX export of LSeg as two graphs (the segment-anything split; docs/deployment.md#export-to-onnx)::
+"""ONNX export of LSeg as two graphs, as segment-anything splits its model (docs/deployment.md)::
 
     image_encoder.onnx   image  (1, 3, H, W) float32, normalised  -> pixels     (1, D, H/2, W/2)
     text_encoder.onnx    tokens (K, T) int64 CLIP token ids       -> embeddings (K, D)
     lseg_onnx.json       metadata: normalisation, padding, logit scale, spatial block, verification
 
-Both outputs are L2-normalised. ``H, W`` are dynamic multiples of 32 (or the export size with
-``dynamic=False``): callers pad bottom/right with ``pad_value`` (one number, or one per channel) and
-crop to ``ceil(h/2), ceil(w/2)``, as :meth:`lseg.LSeg.encode_image` does inside. ``K`` and ``T`` are
-dynamic (``T``: the full context or cut after the longest label's end token; the graph pools at the
-largest id, CLIP's end token); the batch is 1 (``torch.export`` specialises a size-1 batch). Scoring
-runs in numpy (:mod:`lseg.export.onnx_runtime`). Exported with ``torch.onnx.export(dynamo=True)``
-(opset 18, needs onnxscript); the TorchScript exporter cannot trace the position-embedding resize.
+Both outputs are L2-normalised; callers pad images bottom/right with ``pad_value`` and crop to
+``ceil(h/2), ceil(w/2)``; the text graph pools at the largest id (CLIP's end token); the batch is 1.
+Uses ``torch.onnx.export(dynamo=True)``: TorchScript cannot trace the position-embedding resize.
 """
 
 from __future__ import annotations
@@ -37,37 +33,6 @@ if TYPE_CHECKING:  # imported inside the functions: importing this module stays 
 DEFAULT_OPSET = 18
 
 
-def _graph_modules() -> tuple[type, type]:
-    """The two export wrappers, defined on first use so importing this module does not import torch."""
-    import torch
-    from torch import nn
-
-    from lseg.models.text_encoder import CLIPTextEncoder
-
-    class ImageEncoderGraph(nn.Module):
-        """:meth:`LSeg.encode_image` (H, W symbolic multiples of 32: its padding is a no-op when traced)."""
-
-        def __init__(self, model: LSeg) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, image: torch.Tensor) -> torch.Tensor:
-            return self.model.encode_image(image)
-
-    class TextEncoderGraph(nn.Module):
-        """CLIP token ids (K, T) -> L2-normalised fp32 text embeddings (K, D), at the caller's ``T`` (the
-        per-length grouping of :meth:`CLIPTextEncoder.encode_tokens` is data-dependent)."""
-
-        def __init__(self, encoder: CLIPTextEncoder) -> None:
-            super().__init__()
-            self.encoder = encoder
-
-        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            return self.encoder.encode_groups(tokens, [(None, tokens.shape[1])], torch.float32)
-
-    return ImageEncoderGraph, TextEncoderGraph
-
-
 @dataclass
 class OnnxExport:
     """What :func:`export_onnx` wrote.
@@ -75,11 +40,10 @@ class OnnxExport:
     Attributes:
         directory: the output folder.
         image_encoder, text_encoder, metadata: paths of the two graphs and of ``lseg_onnx.json``.
-        exporter: ``"dynamo"`` (``torch.onnx.export(dynamo=True)``, the only one used).
+        exporter: ``"dynamo"``.
         dynamic_size: whether the image graph takes any ``H, W`` (else only ``input_size``).
-        input_size: (H, W) of the example input (the only accepted size if not ``dynamic_size``).
-        max_abs_diff: onnxruntime vs eager PyTorch per check (``image HxW``, ``text KxT``); empty if
-            not verified.
+        input_size: (H, W) of the example input.
+        max_abs_diff: onnxruntime vs eager PyTorch per check; empty if not verified.
     """
 
     directory: Path
@@ -95,20 +59,27 @@ class OnnxExport:
 def export_onnx(model: LSeg, out_dir: str | os.PathLike[str], *, size: int | tuple[int, int] = 480,
                 dynamic: bool = True, opset: int = DEFAULT_OPSET, verify: bool = True,
                 atol: float = 1e-4) -> OnnxExport:
-    """Export ``model`` as ``image_encoder.onnx`` + ``text_encoder.onnx`` + ``lseg_onnx.json``.
+    """Export ``model`` (on CPU in eval mode; its mode and device are restored) into ``out_dir``.
 
     Args:
-        model: the network (exported on CPU in eval mode; its mode and device are restored).
-        out_dir: output folder (created).
-        size: example input size, ``S`` or ``(H, W)`` (rounded up to multiples of 32 for tracing); with
+        size: example input size, ``S`` or ``(H, W)`` (traced at the next multiples of 32); with
             ``dynamic=False`` the only size the image graph accepts (:class:`OnnxPredictor` letterboxes).
-        dynamic: ``H, W`` of the image graph are any multiples of 32 (``K, T`` always are dynamic).
-        opset: ONNX opset.
+        dynamic: ``H, W`` of the image graph are any multiples of 32.
         verify: compare both graphs under onnxruntime with eager PyTorch on random inputs (two more image
             sizes when dynamic, one odd); :class:`LSegError` beyond ``atol``.
-        atol: tolerance of ``verify``.
     """
     import torch
+    from torch import nn
+
+    class Graph(nn.Module):
+        """``fn(module, input)`` as a module to export."""
+
+        def __init__(self, module: nn.Module, fn: Any) -> None:
+            super().__init__()
+            self.module, self.fn = module, fn
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fn(self.module, x)
 
     hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if min(hw) < 1:
@@ -118,12 +89,14 @@ def export_onnx(model: LSeg, out_dir: str | os.PathLike[str], *, size: int | tup
                         "before set_precision('int8')")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    image_graph_cls, text_graph_cls = _graph_modules()
     was_training, device = model.training, model.device
     model.eval().cpu()
     try:
-        image_graph = image_graph_cls(model).eval()
-        text_graph = text_graph_cls(model.text_encoder).eval()
+        # H, W symbolic multiples of 32: encode_image's padding is a no-op when traced
+        image_graph = Graph(model, lambda m, x: m.encode_image(x)).eval()
+        # at the caller's T: the per-length grouping of encode_tokens is data-dependent
+        text_graph = Graph(model.text_encoder,
+                           lambda e, t: e.encode_groups(t, [(None, t.shape[1])], torch.float32)).eval()
         graph_hw = padded_size(*hw) if dynamic else hw
         example_image = torch.randn(1, 3, *graph_hw, generator=torch.Generator().manual_seed(0))
         tokens = model.text_encoder.tokenize(["dog", "grass", "a photo of the sky"])
@@ -153,8 +126,7 @@ def export_onnx(model: LSeg, out_dir: str | os.PathLike[str], *, size: int | tup
 
 def _export_graph(module: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str,
                   output_name: str, dynamic_shapes: dict[int, Any] | None, opset: int) -> None:
-    """Export one graph to ``path`` (plus ``path.data`` if the weights are stored outside it), atomically
-    (:func:`lseg.io.atomic_files`: the graph names its data file, so both are written under final names)."""
+    """Export one graph to ``path`` (plus ``path.data`` for weights stored outside it), atomically."""
     import torch
 
     with atomic_files(path) as tmp:
@@ -176,7 +148,7 @@ def _export_graph(module: torch.nn.Module, example: torch.Tensor, path: Path, in
 
 def _verify(model: LSeg, out: Path, hw: tuple[int, int], dynamic: bool,
             tokens: torch.Tensor) -> dict[str, float]:
-    """Max abs difference between onnxruntime and eager PyTorch for the exported graphs."""
+    """Max abs difference between onnxruntime and eager PyTorch per input."""
     import torch
 
     image_session = session(out / IMAGE_ENCODER)

@@ -1,8 +1,5 @@
-"""Run an :func:`lseg.export.onnx.export_onnx` folder: onnxruntime for the two graphs, numpy for the rest.
-
-Nothing on this module's import path imports torch (tested); the geometry is :mod:`lseg.geometry`'s and
-the label parsing and text cache :mod:`lseg.labels`'s, shared with the torch predictor.
-"""
+"""Run an :func:`lseg.export.onnx.export_onnx` folder: onnxruntime for the two graphs, numpy for the rest
+(nothing on this module's import path imports torch)."""
 
 from __future__ import annotations
 
@@ -51,13 +48,8 @@ def session(path: Path, providers: Sequence[str] | None = None, threads: int | N
 
 @dataclass
 class OnnxImageEmbedding:
-    """Pixel embeddings of one image from the ONNX image graph.
-
-    Attributes:
-        pixels: (D, h', w') float32 L2-normalised embeddings, ``h' = ceil(h/2), w' = ceil(w/2)``.
-        input_size: (h, w) working resolution the graph saw (before letterbox padding).
-        image_size: (H, W) original image size.
-    """
+    """Pixel embeddings (D, ceil(h/2), ceil(w/2)) of one image at working size ``input_size`` (h, w)
+    (before letterbox padding); ``image_size`` is the original (H, W)."""
 
     pixels: np.ndarray
     input_size: tuple[int, int]
@@ -71,7 +63,7 @@ class OnnxSegmentation:
     Attributes:
         labels: label strings; value ``i`` in ``label_map`` is ``labels[i]``.
         label_map: (H, W) int32 argmax at the original resolution.
-        logits: (K, h, w) float32 scaled cosine similarities at the working resolution.
+        logits: (K, h, w) float32 logits at the working resolution.
         image_size: (H, W) original image size.
     """
 
@@ -99,21 +91,11 @@ class OnnxSegmentation:
 
 
 class OnnxPredictor:
-    """Run an :func:`export_onnx` folder with onnxruntime; scoring and upsampling in numpy.
-
-    Mirrors :class:`lseg.LSegPredictor` without sliding windows: the image is resized to long side
-    ``size`` (Pillow bilinear), encoded once, and any label set scored against it. A fixed-size export
-    is fed letterboxed images (resized to fit, padded bottom/right with black).
-
-    Args:
-        directory: folder with ``lseg_onnx.json`` and the two graphs.
-        size: long side of the working resolution (``None``: the image's own size; ignored by
-            fixed-size exports, which use their export size).
-        providers: onnxruntime execution providers (default CPU).
-        threads: intra-op threads (default: onnxruntime's choice).
-        tokenizer: ``labels -> (K, context_length)`` int token ids (default: open_clip's CLIP BPE).
-        text_cache_size: how many label embeddings to keep (as :class:`lseg.LSegPredictor`).
-    """
+    """Run an :func:`export_onnx` folder with onnxruntime, as :class:`lseg.LSegPredictor` without sliding
+    windows: the image is resized to long side ``size`` (``None``: as it is; a fixed-size export gets
+    it letterboxed into its size), encoded once, and any label set scored against it in numpy.
+    ``tokenizer``: ``labels -> (K, context_length)`` token ids (default: open_clip's CLIP BPE, which
+    imports torch); ``providers``: onnxruntime's (default CPU)."""
 
     def __init__(self, directory: str | os.PathLike[str], *, size: int | None = 480,
                  providers: Sequence[str] | None = None, threads: int | None = None,
@@ -153,13 +135,13 @@ class OnnxPredictor:
         return list(self.text_session.run(None, {"tokens": self.tokenize(labels)})[0].astype(np.float32))
 
     def working_size(self, h: int, w: int) -> tuple[int, int]:
-        """(h, w) the image graph sees for an (h, w) image (a fixed-size export: fitted into its size)."""
+        """(h, w) the image graph sees for an (h, w) image."""
         if not self.meta["dynamic_size"]:
             return fit_size(h, w, tuple(self.meta["input_size"]))
         return working_size(h, w, self.size)
 
     def embed_image(self, image: Any) -> OnnxImageEmbedding:
-        """Image (path, PIL, HxWx3 uint8, ...: anything :func:`lseg.io.load_image` takes) -> embedding."""
+        """Image (anything :func:`lseg.io.load_image` takes) -> embedding."""
         from PIL import Image
 
         rgb = load_image(image)
@@ -178,8 +160,7 @@ class OnnxPredictor:
         return OnnxImageEmbedding(np.ascontiguousarray(pixels, dtype=np.float32), (h, w), image_size)
 
     def score(self, pixels: np.ndarray, text: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """(D, h', w') pixels x (K, D) text -> (K, size[0], size[1]) logits at the working resolution:
-        :meth:`lseg.LSeg.score` in numpy."""
+        """(D, h', w') pixels x (K, D) text -> (K, *size) logits: :meth:`lseg.LSeg.score` in numpy."""
         d, hh, ww = pixels.shape
         logits = (text.astype(np.float32) @ pixels.reshape(d, hh * ww)).reshape(-1, hh, ww) * self.logit_scale
         block = self.meta.get("spatial_block")
@@ -198,7 +179,7 @@ class OnnxPredictor:
 
 
 def _spatial_block(x: np.ndarray, block: dict[str, Any], activate: bool) -> np.ndarray:
-    """The shared 3x3 conv over each class map (+ the per-pixel class max for the bottleneck variant)."""
+    """:class:`lseg.models.lseg.SpatialBlock` in numpy."""
     weight = np.asarray(block["weight"], np.float32)
     padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))
     h, w = x.shape[1:]

@@ -1,10 +1,4 @@
-"""Image encoders: a timm VisionTransformer tapped at four blocks, or a torchvision ResNet trunk.
-
-The ViT runs as an explicit loop over its blocks that returns the tapped tokens and stops at the last
-hook (the reference collects them with forward hooks in a global dict). The position embedding is
-resized with the reference's plain bilinear resize (:func:`resize_pos_embed`), as the checkpoints were
-trained, not timm's antialiased bicubic one.
-"""
+"""Image encoders: a timm VisionTransformer tapped at four blocks, or a torchvision ResNet trunk."""
 
 from __future__ import annotations
 
@@ -18,25 +12,22 @@ from torchvision.models import resnet
 from lseg.models.config import ResNetConfig, ViTConfig
 
 
-def resize_pos_embed(pos_embed: torch.Tensor, grid_h: int, grid_w: int, num_prefix: int = 1) -> torch.Tensor:
-    """(1, num_prefix + S*S, C) square ViT position embedding -> (1, num_prefix + grid_h*grid_w, C),
-    bilinearly resized; the ``num_prefix`` leading (cls) tokens are kept as they are."""
-    prefix, grid = pos_embed[:, :num_prefix], pos_embed[0, num_prefix:]
+def resize_pos_embed(pos_embed: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
+    """(1, 1 + S*S, C) square ViT position embedding -> (1, 1 + grid_h*grid_w, C), the cls token's kept.
+    The reference's plain bilinear resize, as the checkpoints were trained (not timm's antialiased
+    bicubic one)."""
+    prefix, grid = pos_embed[:, :1], pos_embed[0, 1:]
     side = round(grid.shape[0] ** 0.5)
     grid = grid.reshape(1, side, side, -1).permute(0, 3, 1, 2)
-    # Same call as the reference's _resize_pos_embed (align_corners left at its default, False).
-    grid = F.interpolate(grid, size=(grid_h, grid_w), mode="bilinear")
+    grid = F.interpolate(grid, size=(grid_h, grid_w), mode="bilinear")  # align_corners=False, as the reference
     grid = grid.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, -1)
     return torch.cat([prefix, grid], dim=1)
 
 
 class OfficialAttention(Attention):
     """timm's ViT attention in the op order of timm 0.4.12 (the official code's pin), for ``reference``
-    numerics: q, k, v are strided views of ``qkv(x)`` permuted to (3, B, heads, N, C/heads), the scores
-    ``(q @ k^T) * scale`` (scaled *after* the product). timm 1.x scales a dense copy of q first: the
-    same bits only for a power-of-two scale and a layout-blind matmul kernel. Same parameters as
-    timm's module (:meth:`ViTBackbone.set_explicit_attention` switches the class).
-    """
+    numerics: q, k, v strided views of ``qkv(x)``, scores ``(q @ k^T) * scale`` (timm 1.x scales a
+    dense copy of q first: other bits). Same parameters as timm's module."""
 
     def forward(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
@@ -52,8 +43,8 @@ class OfficialAttention(Attention):
 
 
 class ViTBackbone(nn.Module):
-    """timm ViT (at ``self.vit``, timm's parameter names) returning the tokens of four blocks; its
-    classifier head and final norm are removed."""
+    """timm ViT (at ``self.vit``, timm's parameter names) returning the tokens of four blocks, run as a
+    loop that stops at the last hook; its classifier head and final norm are removed."""
 
     def __init__(self, cfg: ViTConfig, pretrained: bool = False) -> None:
         super().__init__()
@@ -67,14 +58,13 @@ class ViTBackbone(nn.Module):
         depth = len(self.vit.blocks)
         if sorted(self.hooks) != list(self.hooks) or self.hooks[-1] >= depth or self.hooks[0] < 0:
             raise ValueError(f"hooks {self.hooks} must be increasing block indices < depth {depth}")
-        # Blocks after the last hook never influence the output.
         self.vit.blocks = self.vit.blocks[: self.hooks[-1] + 1]
         self.patch_size: int = self.vit.patch_embed.proj.kernel_size[0]
         self.embed_dim: int = self.vit.embed_dim
 
     def set_explicit_attention(self, explicit: bool) -> None:
-        """Attention as the official code computes it (:class:`OfficialAttention`, ``explicit=True``) or
-        timm's own (fused ``scaled_dot_product_attention`` where timm uses it: ~1.25x faster on a CPU)."""
+        """Attention as the official code computes it (:class:`OfficialAttention`) or timm's own (fused
+        where timm uses it: ~1.25x faster on a CPU)."""
         fused = not explicit and use_fused_attn()
         for block in self.vit.blocks:
             attn = block.attn
@@ -89,7 +79,7 @@ class ViTBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], tuple[int, int]]:
         """Normalised images (B, 3, H, W) -> the tokens of the four hooked blocks, each (B, 1 + h*w, C),
-        and the patch grid (h, w) = (H // patch, W // patch)."""
+        and the patch grid (h, w)."""
         vit = self.vit
         x = vit.patch_embed.proj(x)  # (B, C, h, w)
         grid = (x.shape[2], x.shape[3])
@@ -106,8 +96,8 @@ class ViTBackbone(nn.Module):
 
 
 class ResNetBackbone(nn.Module):
-    """torchvision ResNet (Bottleneck; at ``self.resnet``, torchvision's names) returning the outputs of
-    ``layer1..layer4`` (strides 4-32), as the reference's ``_make_resnet_backbone``; no classifier."""
+    """torchvision ResNet (at ``self.resnet``, torchvision's names) returning the outputs of
+    ``layer1..layer4`` (strides 4-32), as the reference's ``_make_resnet_backbone``."""
 
     def __init__(self, cfg: ResNetConfig, pretrained: bool = False) -> None:
         super().__init__()
@@ -121,7 +111,7 @@ class ResNetBackbone(nn.Module):
         self.resnet.fc = nn.Identity()  # type: ignore[assignment]  # no parameters: not in the state dict
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], None]:
-        """Normalised images (B, 3, H, W) -> four feature maps (strides 4, 8, 16, 32) and no grid."""
+        """Normalised images (B, 3, H, W) -> four feature maps and no grid."""
         r = self.resnet
         x = r.maxpool(r.relu(r.bn1(r.conv1(x))))
         feats = []

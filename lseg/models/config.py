@@ -1,5 +1,5 @@
-"""Typed configuration of an LSeg network: one frozen dataclass tree, stored as ``config.json`` next to
-``model.safetensors``. Field names follow the reference's constructor arguments where one exists."""
+"""Typed configuration of an LSeg network: one frozen dataclass tree, stored as ``config.json``. Field
+names follow the reference's constructor arguments where one exists."""
 
 from __future__ import annotations
 
@@ -23,10 +23,9 @@ class ViTConfig:
     Attributes:
         timm_name: timm architecture (``vit_large_patch16_384``, ``vit_base_patch32_384``).
         hooks: indices of the four blocks whose outputs feed the decoder.
-        reassemble_channels: output channels of the four reassemble stages (1/4, 1/8, 1/16, 1/32).
-        img_size: side of the square grid the stored position embedding was trained for.
-        patch_size, embed_dim, depth, num_heads: overrides of the timm architecture (tiny test models);
-            ``None`` keeps timm's value for ``timm_name``.
+        reassemble_channels: output channels of the four reassemble stages (1/4 ... 1/32).
+        img_size: side of the square image the stored position embedding was trained for.
+        patch_size, embed_dim, depth, num_heads: overrides of timm's values (``None``: timm's).
     """
 
     timm_name: str = "vit_large_patch16_384"
@@ -38,30 +37,21 @@ class ViTConfig:
     depth: int | None = None
     num_heads: int | None = None
 
-    @property
-    def pyramid_channels(self) -> tuple[int, int, int, int]:
-        return self.reassemble_channels
-
 
 @dataclass(frozen=True)
 class ResNetConfig:
-    """Image encoder of the zero-shot ``LSegRNNetZS``: a torchvision ResNet trunk (Bottleneck blocks)
-    whose four stages feed the decoder directly (no reassemble stage).
+    """Image encoder of the zero-shot ``LSegRNNetZS``: a torchvision ResNet trunk whose four stages
+    feed the decoder directly.
 
     Attributes:
         torchvision_name: the torchvision builder the layout follows (``resnet101``).
         layers: Bottleneck blocks per stage (ResNet-101: 3, 4, 23, 3).
         width_per_group: inner width of the first stage's blocks (64; smaller in tiny test models).
-            Output channels are always 256/512/1024/2048.
     """
 
     torchvision_name: str = "resnet101"
     layers: tuple[int, int, int, int] = (3, 4, 23, 3)
     width_per_group: int = 64
-
-    @property
-    def pyramid_channels(self) -> tuple[int, int, int, int]:
-        return (256, 512, 1024, 2048)  # Bottleneck expansion 4 x (64, 128, 256, 512)
 
 
 @dataclass(frozen=True)
@@ -70,8 +60,8 @@ class TextEncoderConfig:
 
     Attributes:
         clip_name: the OpenAI CLIP model the weights come from (``ViT-B-32``, ``RN50x16``).
-        width, layers, heads: transformer size (ViT-B/32: 512/12/8; RN50x16: 768/12/12).
-        embed_dim: output (= pixel embedding) dimension: 512 for ViT-B/32, 768 for RN50x16.
+        width, layers, heads: transformer size.
+        embed_dim: output (= pixel embedding) dimension.
     """
 
     clip_name: str = "ViT-B-32"
@@ -85,8 +75,8 @@ class TextEncoderConfig:
 
 @dataclass(frozen=True)
 class SpatialBlockConfig:
-    """The optional spatial regularisation block after the logits (reference ``head_block``); in
-    :class:`LSegConfig` these are flat fields of the same names (:attr:`LSegConfig.spatial_block`).
+    """The optional spatial regularisation block after the logits (reference ``head_block``); flat
+    fields of the same names in :class:`LSegConfig`.
 
     Attributes:
         arch_option: 0 plain logits, 1 bottleneck blocks, 2 depthwise blocks.
@@ -113,15 +103,13 @@ class LSegConfig:
 
     Attributes:
         name: registry name this config was made from (informational).
-        backbone: image encoder config: a ViT (every released network but the zero-shot ResNet-101
-            ones) or a ResNet (:class:`ResNetConfig`).
+        backbone: image encoder config (:class:`ViTConfig` or :class:`ResNetConfig`).
         text: text encoder config; ``text.embed_dim`` is the pixel embedding size.
-        features: decoder width (reference ``num_features``, 256).
-        readout: how the ViT cls token is used (reference default ``project``).
-        arch_option, block_depth, activation: the spatial block (:class:`SpatialBlockConfig`, read
-            together as :attr:`spatial_block`).
+        features: decoder width (reference ``num_features``).
+        readout: how the ViT cls token is used.
+        arch_option, block_depth, activation: the spatial block (:attr:`spatial_block`).
         logit_scale: fixed temperature (the reference's 1/0.07, never learned).
-        mean, std: input normalisation (0.5/0.5, i.e. RGB in [-1, 1]; ImageNet's for the ResNet networks).
+        mean, std: input normalisation (ImageNet's for the ResNet networks).
     """
 
     name: str = "lseg_vitl16_384"
@@ -145,7 +133,7 @@ class LSegConfig:
             raise ConfigError("backbone.hooks and backbone.reassemble_channels need exactly 4 entries")
         if isinstance(b, ResNetConfig) and len(b.layers) != 4:
             raise ConfigError("backbone.layers needs exactly 4 entries")
-        # NaN/inf or a zero std would give NaN probabilities without any error
+        # NaN/inf or a zero std would give NaN probabilities without an error
         if not (math.isfinite(self.logit_scale) and self.logit_scale > 0):
             raise ConfigError(f"logit_scale must be a positive finite number, got {self.logit_scale!r}")
         if len(self.mean) != 3 or len(self.std) != 3:
@@ -160,7 +148,6 @@ class LSegConfig:
         return SpatialBlockConfig(self.arch_option, self.block_depth, self.activation)
 
     def with_spatial_block(self, block: SpatialBlockConfig) -> LSegConfig:
-        """A copy with the spatial block replaced."""
         return self.replace(**dataclasses.asdict(block))
 
     @property
@@ -169,11 +156,9 @@ class LSegConfig:
         return self.text.embed_dim
 
     def replace(self, **changes: Any) -> LSegConfig:
-        """A copy with top-level fields changed (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict (tuples become lists)."""
         return dataclasses.asdict(self)
 
     @classmethod
@@ -186,9 +171,8 @@ class LSegConfig:
             b = data.pop("backbone", {})
             # a ResNet config is told apart by its own field (older configs have no kind)
             kind = ResNetConfig if isinstance(b, dict) and "torchvision_name" in b else ViTConfig
-            backbone = _build(kind, b)
             text = _build(TextEncoderConfig, data.pop("text", {}))
-            return _build(cls, data, backbone=backbone, text=text)
+            return _build(cls, data, backbone=_build(kind, b), text=text)
         except TypeError as e:  # missing/unknown fields
             raise ConfigError(f"invalid LSeg config: {e}") from None
 
@@ -218,7 +202,7 @@ def _checked(name: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{name} must be one of {', '.join(map(repr, args))}, got {value!r}")
         return value
     if origin is tuple:
-        if not isinstance(value, (list, tuple)) or (args[-1] is not Ellipsis and len(value) != len(args)):
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{name} must be a list of {len(args)} numbers, got {value!r}")
         return tuple(_checked(name, v, args[0]) for v in value)
     kinds = _KINDS.get(hint)

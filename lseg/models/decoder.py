@@ -1,12 +1,6 @@
-"""DPT decoder: readout, reassemble, and RefineNet fusion (reference ``lseg_vit.py``/``lseg_blocks.py``).
-
-ViT-L/16 at 480x480: tokens (B, 901, 1024) -> reassembled 256@120², 512@60², 1024@30², 1024@15² ->
-``layer_rn`` 256 channels -> fused top-down to 256@240² (1/2 resolution).
-"""
+"""DPT decoder: readout, reassemble, and RefineNet fusion (reference ``lseg_vit.py``/``lseg_blocks.py``)."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,32 +12,21 @@ from lseg.models.numerics import Numerics
 _STAGE_STRIDES = (4, 8, 16, 32)
 
 
-class ReadoutProject(nn.Module):
-    """Concatenate each patch token with the cls token, then Linear(2C -> C) + GELU."""
+class TokenReadout(nn.Module):
+    """What becomes of the cls token: ``ignore``, ``add`` it to each patch token, or ``project``
+    (concatenate it to each patch token, then Linear(2C -> C) + GELU)."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, kind: Readout, dim: int) -> None:
         super().__init__()
-        self.proj = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU())
+        self.kind = kind
+        if kind == "project":
+            self.proj = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU())
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        cls = tokens[:, :1].expand_as(tokens[:, 1:])
-        return self.proj(torch.cat([tokens[:, 1:], cls], dim=-1))
-
-
-class ReadoutIgnore(nn.Module):
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return tokens[:, 1:]
-
-
-class ReadoutAdd(nn.Module):
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return tokens[:, 1:] + tokens[:, :1]
-
-
-def _make_readout(kind: Readout, dim: int) -> nn.Module:
-    if kind == "project":
-        return ReadoutProject(dim)
-    return ReadoutAdd() if kind == "add" else ReadoutIgnore()
+        if self.kind == "project":
+            cls = tokens[:, :1].expand_as(tokens[:, 1:])
+            return self.proj(torch.cat([tokens[:, 1:], cls], dim=-1))
+        return tokens[:, 1:] + tokens[:, :1] if self.kind == "add" else tokens[:, 1:]
 
 
 def _make_resample(channels: int, patch_size: int, stride: int) -> nn.Module:
@@ -61,9 +44,9 @@ def _make_resample(channels: int, patch_size: int, stride: int) -> nn.Module:
 class Reassemble(nn.Module):
     """Tokens -> image-like feature map at one pyramid level (reference ``act_postprocessN``)."""
 
-    def __init__(self, readout: Readout, dim: int, out_channels: int, patch_size: int, stride: int) -> None:
+    def __init__(self, readout: Readout, dim: int, patch_size: int, out_channels: int, stride: int) -> None:
         super().__init__()
-        self.readout = _make_readout(readout, dim)
+        self.readout = TokenReadout(readout, dim)
         self.project = nn.Conv2d(dim, out_channels, kernel_size=1)
         self.resample = _make_resample(out_channels, patch_size, stride)
 
@@ -74,11 +57,8 @@ class Reassemble(nn.Module):
 
 
 class ResidualConvUnit(nn.Module):
-    """Pre-activation residual unit with BatchNorm: ``x + BN2(conv2(relu(BN1(conv1(relu(x))))))``.
-
-    ``fold_bn`` (eval mode only) folds each BatchNorm into its conv on the fly: same numbers up to
-    rounding, one pass over the activations instead of two; parameters and state dict untouched.
-    """
+    """``x + BN2(conv2(relu(BN1(conv1(relu(x))))))``; ``fold_bn`` (eval mode only) folds each BatchNorm
+    into its conv on the fly: same numbers up to rounding, one pass over the activations instead of two."""
 
     def __init__(self, features: int) -> None:
         super().__init__()
@@ -124,34 +104,23 @@ class FusionBlock(nn.Module):
         return self.out_conv(x)
 
 
-@dataclass(frozen=True)
-class TokenLayout:
-    """How a ViT's tokens become feature maps: token width, patch size, cls-token readout."""
-
-    dim: int
-    patch_size: int
-    readout: Readout
-
-
 class DPTDecoder(nn.Module):
-    """Four reassemble stages (reference ``act_postprocess{i+1}``; none for a ResNet trunk,
-    ``tokens=None``), four 3x3 ``layer_rn`` convs (``scratch.layer{i+1}_rn``) and four fusion blocks
-    (``scratch.refinenet{i+1}``)."""
+    """Four reassemble stages (reference ``act_postprocess{i+1}``), four 3x3 ``layer_rn`` convs
+    (``scratch.layer{i+1}_rn``) and four fusion blocks (``scratch.refinenet{i+1}``). ``tokens``: a
+    ViT's (readout, token width, patch size); ``None`` for a ResNet trunk (no reassemble stages)."""
 
-    def __init__(self, channels: tuple[int, ...], features: int, tokens: TokenLayout | None) -> None:
+    def __init__(self, channels: tuple[int, ...], features: int, tokens: tuple[Readout, int, int] | None) -> None:
         super().__init__()
         self.reassemble = None if tokens is None else nn.ModuleList(
-            Reassemble(tokens.readout, tokens.dim, c, tokens.patch_size, s)
-            for c, s in zip(channels, _STAGE_STRIDES))
+            Reassemble(*tokens, c, s) for c, s in zip(channels, _STAGE_STRIDES))
         self.layer_rn = nn.ModuleList(nn.Conv2d(c, features, 3, padding=1, bias=False) for c in channels)
         self.fusion = nn.ModuleList(FusionBlock(features, has_skip=i < 3) for i in range(4))
 
     def forward(self, taps: list[torch.Tensor], grid: tuple[int, int] | None, refine_only: bool = False,
                 numerics: Numerics = "plain") -> torch.Tensor:
-        """Tokens of four ViT blocks on a ``grid`` (or four ResNet feature maps) -> (B, features, H/2, W/2),
-        or (B, features, H/4, W/4) before the last upsampling and ``out_conv`` with ``refine_only``.
-        ``numerics`` (the model's mode): BatchNorm folding but in ``reference``, channels-last in ``fast``.
-        """
+        """Tokens of four ViT blocks on a ``grid`` (or four ResNet feature maps) -> (B, features, H/2, W/2)
+        (with ``refine_only``: H/4, W/4, before the last upsampling and ``out_conv``). ``numerics``: the
+        model's mode (BatchNorm folded but in ``reference``, channels-last in ``fast``)."""
         fold_bn = numerics != "reference"
         feats = []
         for i, (t, rn) in enumerate(zip(taps, self.layer_rn)):

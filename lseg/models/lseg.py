@@ -1,8 +1,5 @@
-"""The LSeg network: image encoder + DPT decoder -> per-pixel embeddings, scored against label embeddings.
-
-``logits = scale * cos(pixel_embedding, label_embedding)`` at 1/2 resolution, the optional spatial
-block, then x2 bilinear upsampling (align_corners=True), as the reference's ``LSeg.forward``.
-"""
+"""The LSeg network: image encoder + DPT decoder -> per-pixel embeddings; logits are ``scale * cos``
+with label embeddings at 1/2 resolution, the optional spatial block, then x2 bilinear upsampling."""
 
 from __future__ import annotations
 
@@ -16,7 +13,7 @@ from lseg.errors import ConfigError
 from lseg.geometry import SIZE_MULTIPLE, pad_to_multiple, pad_value
 from lseg.models.backbone import ResNetBackbone, ViTBackbone
 from lseg.models.config import Activation, LSegConfig, ResNetConfig
-from lseg.models.decoder import DPTDecoder, TokenLayout
+from lseg.models.decoder import DPTDecoder
 from lseg.models.numerics import Numerics, check_numerics
 from lseg.models.precision import (
     DTYPES,
@@ -32,8 +29,8 @@ from lseg.options import check_compile
 
 
 class SpatialBlock(nn.Module):
-    """Reference ``depthwise_block`` (arch_option 2) / ``bottleneck_block`` (1): one shared 3x3 conv
-    over every class map (+ the per-pixel max over classes for the bottleneck), reused at every depth."""
+    """Reference ``depthwise_block`` (arch_option 2) / ``bottleneck_block`` (1): one 3x3 conv shared by
+    every class map (+ the per-pixel max over classes for the bottleneck), reused at every depth."""
 
     def __init__(self, bottleneck: bool, activation: Activation) -> None:
         super().__init__()
@@ -50,39 +47,30 @@ class SpatialBlock(nn.Module):
 
 
 class LSeg(nn.Module):
-    """LSeg network (reference ``LSegNet``; with a ResNet config, the zero-shot ``LSegRNNetZS``).
-
-    The zero-shot networks score each sample against its own ``["others", class name]``: :meth:`score`
-    with per-sample text embeddings (B, K, D).
-
-    Submodules: ``backbone`` (timm ViT or torchvision ResNet), ``decoder`` (reassemble + RefineNet),
-    ``pixel_proj`` (1x1 conv to the embedding dimension, reference ``head1``), optional ``spatial_block``
-    (reference ``head_block``) and ``text_encoder`` (frozen CLIP text tower).
-
-    Args:
-        config: architecture.
-        pretrained_backbone: initialise the image encoder from ImageNet weights (needs network access
-            or a cache; only useful for training from scratch).
-    """
+    """LSeg network (reference ``LSegNet``; with a ResNet config, the zero-shot ``LSegRNNetZS``):
+    ``backbone``, ``decoder``, ``pixel_proj`` (reference ``head1``), optional ``spatial_block``
+    (``head_block``) and the frozen ``text_encoder``. ``pretrained_backbone``: the image encoder starts
+    from ImageNet weights (for training)."""
 
     def __init__(self, config: LSegConfig, pretrained_backbone: bool = False) -> None:
         super().__init__()
         self.config = config
-        tokens: TokenLayout | None
+        tokens = None
         if isinstance(config.backbone, ResNetConfig):
             self.backbone: ViTBackbone | ResNetBackbone = ResNetBackbone(config.backbone, pretrained_backbone)
-            tokens = None
+            channels = (256, 512, 1024, 2048)  # Bottleneck expansion 4 x (64, 128, 256, 512)
         else:
             vit = ViTBackbone(config.backbone, pretrained=pretrained_backbone)
-            self.backbone, tokens = vit, TokenLayout(vit.embed_dim, vit.patch_size, config.readout)
-        self.decoder = DPTDecoder(config.backbone.pyramid_channels, config.features, tokens)
+            self.backbone, tokens = vit, (config.readout, vit.embed_dim, vit.patch_size)
+            channels = config.backbone.reassemble_channels
+        self.decoder = DPTDecoder(channels, config.features, tokens)
         self.pixel_proj = nn.Conv2d(config.features, config.embed_dim, kernel_size=1)
         block = config.spatial_block
         self.spatial_block: SpatialBlock | None = None
         if block.arch_option:
             self.spatial_block = SpatialBlock(bottleneck=block.arch_option == 1, activation=block.activation)
         self.text_encoder = CLIPTextEncoder(config.text)
-        # Fixed temperature; a buffer (not a parameter, not saved) so it follows .to(device).
+        # constants of the config: buffers (not saved) so that they follow .to(device)
         self.register_buffer("logit_scale", torch.empty(()), persistent=False)
         self.register_buffer("pixel_mean", torch.empty(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.empty(1, 3, 1, 1), persistent=False)
@@ -90,8 +78,7 @@ class LSeg(nn.Module):
         self._numerics: Numerics = "plain"
 
     def init_non_persistent_buffers(self, device: torch.device | str | None = None) -> None:
-        """(Re)create the buffers not in the state dict (constants of the config): needed after building
-        on the meta device and loading weights with ``assign=True``."""
+        """(Re)create the buffers not in the state dict (after building on the meta device)."""
         device = device if device is not None else self.pixel_mean.device
         if torch.device(device).type == "meta":
             return
@@ -107,12 +94,11 @@ class LSeg(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        """The image path's compute dtype (fp32, what :meth:`set_precision` stored its matrix weights in,
-        or a whole-model cast); anything but fp32 runs the image path under autocast to it."""
+        """The image path's compute dtype (anything but fp32 runs it under autocast to that)."""
         return self.pixel_proj.weight.dtype
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 or [0, 1] float (B, 3, H, W) RGB -> normalised input in :attr:`dtype` (computed in fp32)."""
+        """uint8 or [0, 1] float (B, 3, H, W) RGB -> normalised input in :attr:`dtype`."""
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         return ((x - self.pixel_mean.float()) / self.pixel_std.float()).to(self.dtype)
 
@@ -122,15 +108,8 @@ class LSeg(nn.Module):
         return self._numerics
 
     def set_numerics(self, numerics: Numerics | None = None, *, precision: Precision | None = None) -> LSeg:
-        """Set how the model computes: the numerics mode and the image path's precision. Returns ``self``.
-
-        Args:
-            numerics: ``reference``, ``plain`` or ``fast`` (:mod:`lseg.models.numerics`); ``None`` keeps
-                the mode. ``reference`` needs fp32 weights (:class:`ConfigError` for weights already
-                rounded); ``fast`` re-lays the decoder and pixel head out channels-last when the mode changes.
-            precision: as :meth:`set_precision`; ``None`` keeps the weights. Applied after the mode, so
-                ``reference`` overrides it.
-        """
+        """Set the numerics mode (:mod:`lseg.models.numerics`; ``reference`` needs fp32 weights) and then
+        the precision (:meth:`set_precision`); ``None`` keeps either. Returns ``self``."""
         if numerics is not None:
             numerics = check_numerics(numerics)
             if numerics == "reference" and (self.dtype != torch.float32 or self.precision == "int8"):
@@ -151,8 +130,7 @@ class LSeg(nn.Module):
 
     @property
     def reference_numerics(self) -> bool:
-        """Whether the mode is ``reference``; setting it is ``set_numerics("reference")``, clearing it
-        ``set_numerics("fast")``."""
+        """Whether the mode is ``reference``; clearing it sets ``fast``."""
         return self._numerics == "reference"
 
     @reference_numerics.setter
@@ -167,10 +145,8 @@ class LSeg(nn.Module):
         return {v: k for k, v in DTYPES.items()}.get(self.dtype, str(self.dtype))
 
     def set_precision(self, precision: str = "auto") -> LSeg:
-        """Store and run the image path (encoder, decoder, pixel head) in ``precision`` (``auto``:
-        :func:`~lseg.models.precision.resolve_precision` for the model's device; always fp32 in
-        ``reference`` numerics); see :mod:`lseg.models.precision`. Logits and embeddings stay fp32. The
-        cast is in place and lossy: going back to fp32 keeps the rounding. Returns ``self``."""
+        """Store and run the image path in ``precision`` (:mod:`lseg.models.precision`; fp32 in
+        ``reference`` numerics), in place and lossy (going back to fp32 keeps the rounding). Returns ``self``."""
         chosen = "fp32" if self.reference_numerics else resolve_precision(precision, self.device)
         int8 = chosen == "int8"
         quantize_linears(self.backbone, False)  # int8 layers back to fp32 ones (their rounding kept)
@@ -181,9 +157,8 @@ class LSeg(nn.Module):
         return self
 
     def compile_image_path(self) -> LSeg:
-        """``torch.compile`` the image encoder and decoder, in place (the first forward compiles). On a
-        CPU with inductor's freezing: at inference the weights become constants, prepacked for oneDNN,
-        so call it once the weights and precision are final. Returns ``self``."""
+        """``torch.compile`` the image encoder and decoder in place; on a CPU with inductor's freezing (the
+        weights become constants: call it once weights and precision are final). Returns ``self``."""
         check_compile(True, (self.precision,))
         options = {"freezing": True} if self.device.type == "cpu" else None
         self.backbone.compile(options=options)
@@ -191,9 +166,8 @@ class LSeg(nn.Module):
         return self
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Trainable parameters as the reference's optimiser groups: ``encoder`` (backbone + reassemble,
-        the reference's ``pretrained``) and ``decoder`` (the rest but the frozen text encoder:
-        ``scratch``, trained with 10x the learning rate)."""
+        """Trainable parameters as the reference's optimiser groups: ``encoder`` (backbone + reassemble)
+        and ``decoder`` (the rest but the frozen text encoder)."""
         reassemble = self.decoder.reassemble
         encoder = [*self.backbone.parameters(), *(reassemble.parameters() if reassemble is not None else ())]
         not_decoder = {id(p) for p in encoder} | {id(p) for p in self.text_encoder.parameters()}
@@ -201,10 +175,8 @@ class LSeg(nn.Module):
         return {k: [p for p in v if p.requires_grad] for k, v in groups.items()}
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised images (B, 3, H, W), any H, W -> L2-normalised fp32 pixel embeddings
-        (B, D, ceil(H/2), ceil(W/2)), whatever the precision or an active autocast. The input is padded
-        bottom/right to a multiple of 32 with the normalised value of black (as the reference evaluator)
-        and the output cropped."""
+        """Normalised images (B, 3, H, W) -> L2-normalised fp32 pixel embeddings (B, D, ceil(H/2),
+        ceil(W/2)); the input is padded bottom/right to a multiple of 32 with black, as the reference."""
         x = x.to(self.dtype)
         h, w = x.shape[-2:]
         if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE:
@@ -218,8 +190,7 @@ class LSeg(nn.Module):
         feats = feats[..., : math.ceil(h / 2), : math.ceil(w / 2)].contiguous()
         if self._numerics == "reference":
             # The reference normalises (N, D) matrices: the whole batch in LSegNet, one image at a time in
-            # the zero-shot networks; the reduction order follows the shape and shows in fp16. ViT
-            # features give the same bits either way (tested); the ResNet network is zero-shot only.
+            # the zero-shot (ResNet) networks; the reduction order shows in fp16.
             _, d, fh, fw = feats.shape
             out = []
             for f in feats.split(1) if isinstance(self.backbone, ResNetBackbone) else [feats]:
@@ -234,16 +205,14 @@ class LSeg(nn.Module):
         return feats.div_(feats.norm(dim=1, keepdim=True).clamp_min_(1e-12))
 
     def _fused_head(self, x: torch.Tensor) -> torch.Tensor:
-        """``pixel_proj(out_conv(up2(x)))`` as ``up2(conv1x1(x))``: both 1x1 convs are linear and bilinear
-        weights sum to one, so they commute with the upsampling and merge (same result up to fp32
-        rounding, ~4x less work for the decoder's two largest convs)."""
+        """``pixel_proj(out_conv(up2(x)))`` as ``up2(conv1x1(x))``: 1x1 convs commute with bilinear
+        upsampling and merge (same result up to rounding, ~4x less work for the two largest convs)."""
         out_conv = self.decoder.fusion[0].out_conv
         with torch.autocast(x.device.type, enabled=False):  # merged in fp32 whatever the storage
             wp = self.pixel_proj.weight.flatten(1).float()  # (D, F)
             weight = (wp @ out_conv.weight.flatten(1).float())[..., None, None]
             bias = wp @ out_conv.bias.float() + self.pixel_proj.bias.float()
-        # contiguous fp32 at a quarter of the size: the upsampled map (the forward's largest tensor)
-        # then needs no layout copy nor cast
+        # contiguous fp32 at a quarter of the size: the upsampled map then needs no copy nor cast
         y = F.conv2d(x, weight, bias).contiguous().float()
         return F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=True)
 
@@ -253,12 +222,8 @@ class LSeg(nn.Module):
 
     def score(self, pixel_embeddings: torch.Tensor, text_embeddings: torch.Tensor,
               size: tuple[int, int] | None = None) -> torch.Tensor:
-        """Pixel embeddings (B, D, h, w) x text embeddings (K, D) -> fp32 logits (B, K, H, W).
-
-        ``H, W`` is ``(2h, 2w)``, or ``size`` (a crop of the x2-upsampled map, for odd inputs). Text of
-        shape (B, K, D) scores each sample against its own labels (the zero-shot networks). Runs in fp32
-        whatever the precision or an active autocast.
-        """
+        """Pixel embeddings (B, D, h, w) x text embeddings (K, D), or (B, K, D) per sample -> fp32 logits
+        (B, K, 2h, 2w), cropped to ``size``."""
         if text_embeddings.ndim == 3:
             return torch.cat([
                 self.score(pixel_embeddings[i : i + 1], text_embeddings[i], size)

@@ -1,17 +1,9 @@
-"""Numerics: the one setting that says how an :class:`lseg.LSeg` computes at inference
-(``model.numerics``, set with :meth:`lseg.LSeg.set_numerics`; the table: docs/python-api.md#numerics).
-
-* ``reference``: the official code op for op (fp16 CLIP text tower on 77 tokens, fp16 similarity,
-  BatchNorm as a separate op, explicit attention in timm 0.4.12's op order; fp32 weights only):
-  bit-identical logits to ``isl-org/lang-seg`` on the same CPU and thread count
-  (``scripts/official_parity.py``; CPU kernels split work, hence round, by thread count).
-* ``plain``: what a new or loaded model is in: the stored weights in their usual layout (what training,
-  evaluation and ONNX export see); fp32 text on trimmed tokens, BatchNorm folded at inference.
-* ``fast``: as ``plain``, with the decoder channels-last and its last two 1x1 convs merged (what
-  :class:`lseg.LSegPredictor` runs a ``plain`` model in).
-
-Training mode always runs the decoder as written, whatever the mode.
-"""
+"""How an :class:`lseg.LSeg` computes at inference, ``model.numerics`` (the table:
+docs/python-api.md#numerics): ``reference`` (the official code op for op: bit-identical logits to
+``isl-org/lang-seg`` on the same CPU and thread count; fp32 weights only), ``plain`` (a new or loaded
+model: the stored weights in their usual layout) or ``fast`` (``plain`` with the decoder channels-last
+and its last two 1x1 convs merged; what :class:`lseg.LSegPredictor` runs). Training mode always runs
+the decoder as written."""
 
 from __future__ import annotations
 

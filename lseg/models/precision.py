@@ -1,15 +1,6 @@
-"""Precision policy: the dtype the image path (ViT/ResNet, decoder, pixel head) runs in; the text tower,
-the similarity and the spatial block stay fp32 (docs/python-api.md#precision).
-
-``auto`` asks torch for capability: CUDA: bf16 where supported, else fp16; CPU: bf16 where computed
-natively (AMX-BF16 or AVX512-BF16) and oneDNN may use it, else fp32 (emulated bf16 is several times
-*slower*); anything else: fp32. The matrix weights are stored in the chosen dtype, the rest in fp32, and
-the image path runs under autocast: a third less error than casting it whole, at the same speed.
-
-``int8`` (opt-in, CPU): the ViT blocks' linear layers (~80% of the work) run on oneDNN's int8 kernels
-(VNNI / AMX-INT8), with weights quantised per output channel and activations per call (symmetric,
-one scale per tensor, no calibration); the rest of the image path as ``auto`` on that CPU.
-"""
+"""Precision policy: the dtype the image path (ViT/ResNet, decoder, pixel head) runs in; its matrix
+weights are stored in it, the rest in fp32, and it runs under autocast. ``int8`` (CPU): the ViT blocks'
+linear layers on oneDNN's int8 kernels. What ``auto`` picks and why: docs/python-api.md#precision."""
 
 from __future__ import annotations
 
@@ -29,7 +20,7 @@ DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16,
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AMX-BF16 or AVX512-BF16) and torch's oneDNN may use
-    it (``ONEDNN_MAX_CPU_ISA`` can cap it to the slow emulated path)."""
+    it (``ONEDNN_MAX_CPU_ISA`` can cap it; emulated bf16 is several times slower than fp32)."""
     caps = torch.cpu.get_capabilities()
     return bool(caps.get("amx_bf16") or caps.get("avx512_bf16")) and _onednn_computes_bf16()
 
@@ -42,7 +33,8 @@ def _onednn_computes_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """``auto`` -> the precision for ``device`` (see the module docstring); others checked and returned."""
+    """``auto`` -> the precision for ``device`` (CUDA: bf16 where supported, else fp16; CPU: bf16 if
+    native, else fp32; others fp32); any other value checked and returned."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     device = torch.device(device)
@@ -71,8 +63,7 @@ MATRIX_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)
 
 
 def store_image_path(modules: Iterable[nn.Module], dtype: torch.dtype) -> None:
-    """Store the matrix weights of ``modules`` in ``dtype`` and every other parameter and buffer in fp32,
-    in place."""
+    """Store the matrix weights of ``modules`` in ``dtype``, everything else in fp32, in place."""
     for module in modules:
         module.float()
         if dtype == torch.float32:
@@ -92,9 +83,8 @@ _ACTIVATION_ZERO = torch.tensor(128)
 
 
 class Int8Linear(nn.Module):
-    """A linear layer on oneDNN's int8 kernels: int8 weights with one scale per output channel, the input
-    quantised at each call with one scale for the tensor (its largest magnitude over 127);
-    the output in the input's dtype. Inference only."""
+    """A linear layer on oneDNN's int8 kernels for inference: int8 weights with one scale per output
+    channel, the input quantised at each call with one scale (its largest magnitude over 127)."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
@@ -133,8 +123,7 @@ class Int8Linear(nn.Module):
 
 
 def quantize_linears(module: nn.Module, int8: bool) -> None:
-    """Replace, in place, every ``nn.Linear`` under ``module`` with its :class:`Int8Linear` (``int8``),
-    or every :class:`Int8Linear` with its fp32 ``nn.Linear``."""
+    """Replace every ``nn.Linear`` under ``module`` with an :class:`Int8Linear` (``int8``), or back."""
     for name, child in list(module.named_children()):
         if int8 and type(child) is nn.Linear:
             setattr(module, name, Int8Linear(child))

@@ -23,7 +23,7 @@ _VITB32 = ViTConfig("vit_base_patch32_384", hooks=(2, 5, 8, 11), reassemble_chan
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# ViT-L/16 + CLIP ViT-B/32 text (512-d): the demo / ADE20K / FSS model
+# ViT-L/16 + CLIP ViT-B/32 text: the demo / ADE20K / FSS model
 _register(LSegConfig("lseg_vitl16_384", _VITL16, _CLIP_VITB32_TEXT), "clip_vitl16_384")
 _register(LSegConfig("lseg_vitb32_384", _VITB32, _CLIP_VITB32_TEXT), "clip_vitb32_384")
 # ViT-L/16 + CLIP RN50x16 text (768-d)
@@ -32,8 +32,7 @@ _register(LSegConfig("lseg_rn50x16_vitl16_384", _VITL16, _CLIP_RN50X16_TEXT), "c
 _register(LSegConfig("lseg_rn101_zs", ResNetConfig(), _CLIP_VITB32_TEXT, mean=IMAGENET_MEAN,
                      std=IMAGENET_STD), "clip_resnet101")
 
-# Tiny random models for tests and CI: the ViT-L/16 layout (patch 16), the ViT-B/32 one (patch 32)
-# and the ResNet zero-shot one (one Bottleneck per stage).
+# Tiny random models for tests: the ViT-L/16 (patch 16), ViT-B/32 (patch 32) and ResNet layouts.
 _TINY_TEXT = TextEncoderConfig(width=32, layers=2, heads=2, embed_dim=32)
 
 
@@ -48,8 +47,8 @@ _register(LSegConfig("lseg_tiny_test_rn", ResNetConfig(layers=(1, 1, 1, 1), widt
                      features=16, mean=IMAGENET_MEAN, std=IMAGENET_STD))
 
 
-#: (depth, embed_dim, num_heads, patch_size) of the timm ViTs the registered networks use: a config
-#: may only name these (any other timm name could build an arbitrarily large model).
+#: (depth, embed_dim, num_heads, patch_size) of the timm ViTs a config may name (any other timm name
+#: could build an arbitrarily large model).
 TIMM_VIT_DIMS = {"vit_large_patch16_384": (24, 1024, 16, 16), "vit_base_patch32_384": (12, 768, 12, 32)}
 #: How far beyond the largest registered network a config may go in any dimension.
 LIMIT_FACTOR = 2

@@ -1,11 +1,6 @@
-"""Frozen CLIP text tower (open_clip ``TextTransformer`` with the OpenAI CLIP parameter layout).
-
-* default: computed in fp32 (matrices stored in fp16, as in the official files), each label's tokens
-  cut after its end token (the mask is causal and the feature is read at the EOT token, so later
-  positions cannot change it; ADE20K's labels need 5-8 tokens instead of 77: ~15x faster on CPU).
-* ``reference=True``: the reference's CUDA-fp16 path (fp16 weights, LayerNorm in fp32 cast back to
-  fp16, the full 77-token context): the official embeddings bit for bit.
-"""
+"""Frozen CLIP text tower (open_clip ``TextTransformer`` with the OpenAI CLIP parameter layout): fp32
+on each label's tokens up to its end token (the mask is causal and the feature is read there: ~15x
+faster on CPU than 77 tokens), or with ``reference=True`` the reference's fp16 path, bit for bit."""
 
 from __future__ import annotations
 
@@ -47,35 +42,20 @@ class CLIPTextEncoder(nn.Module):
                 param.data = param.data.half()
 
     @cached_property
-    def tokenizer(self) -> SimpleTokenizer:
-        # lazily: loading the BPE vocab takes ~0.3 s
+    def tokenizer(self) -> SimpleTokenizer:  # lazily: loading the BPE vocab takes ~0.3 s
         return SimpleTokenizer(context_length=self.cfg.context_length)
 
     def tokenize(self, labels: list[str]) -> torch.Tensor:
-        """Labels -> (K, context_length) int64 token ids. Labels over CLIP's context (77 tokens with
-        start/end) are cut, with a warning; no labels (or two equal within the context):
-        :class:`LabelError`."""
+        """Labels -> (K, context_length) int64 token ids; a label over the context is cut, with a warning;
+        no labels, or two equal within the context: :class:`LabelError`."""
         return self._tokenize(labels)[0]
 
     def check_distinct(self, labels: list[str], templates: Sequence[str] = NO_TEMPLATE) -> None:
         """Refuse (:class:`LabelError`) labels that CLIP reads as equal, alone or in a prompt of
-        ``templates``: they would get one embedding. Cheap unless a prompt may exceed the context
-        (a token covers at least one UTF-8 byte): only then are the prompts tokenised."""
-        self._check_tokenizer_text(labels)
-        limit = self.cfg.context_length - 2
-        if len(labels) < 2 or (max(len(lb.encode()) for lb in labels)
-                               + max(len(t.encode()) for t in templates)) <= limit:
+        ``templates``: they would get one embedding."""
+        if len(labels) < 2:
             return
-        prompts = apply_templates(labels, templates)
-        for j in range(len(templates)):  # the over-long warning comes once, when they are encoded
-            self._tokenize([row[j] for row in prompts], warn=False)
-
-    def _check_tokenizer_text(self, labels: list[str]) -> None:
-        """Refuse two labels that CLIP's tokenizer cleans to the same text (it repairs mojibake, unescapes
-        HTML and lower-cases: ``"salt &amp; pepper"`` is ``"salt & pepper"``)."""
-        clean = getattr(self.tokenizer, "clean_fn", None)
-        if clean is None or len(labels) < 2:
-            return
+        # the tokenizer repairs mojibake, unescapes HTML and lower-cases: "a &amp; b" is "a & b"
         memo = self.__dict__.setdefault("_clean_memo", {})
         if len(memo) > 65536:
             memo.clear()
@@ -83,16 +63,22 @@ class CLIPTextEncoder(nn.Module):
         for i, label in enumerate(labels):
             key = memo.get(label)
             if key is None:
-                key = memo[label] = clean(label)
+                key = memo[label] = self.tokenizer.clean_fn(label)
             j = seen.setdefault(key, i)
             if j != i:
                 raise LabelError(f"labels {labels[j]!r} (position {j + 1}) and {label!r} (position {i + 1}) "
                                  "are the same text to CLIP's tokenizer (it repairs mojibake, unescapes HTML "
                                  "and lower-cases) and would get one embedding; remove one")
+        # only a prompt that may exceed the context is tokenised (a token covers at least one UTF-8 byte)
+        limit = self.cfg.context_length - 2
+        if max(len(lb.encode()) for lb in labels) + max(len(t.encode()) for t in templates) <= limit:
+            return
+        prompts = apply_templates(labels, templates)
+        for j in range(len(templates)):  # the over-long warning comes once, when they are encoded
+            self._tokenize([row[j] for row in prompts], warn=False)
 
     def _tokenize(self, labels: list[str], warn: bool = True) -> tuple[torch.Tensor, list[int]]:
-        """:meth:`tokenize`, plus each label's sequence length with start and end (known without reading
-        the tensor back)."""
+        """:meth:`tokenize`, plus each label's sequence length with start and end tokens."""
         if not labels:
             raise LabelError("no labels given: pass at least one label string")
         limit = self.cfg.context_length - 2
@@ -121,14 +107,12 @@ class CLIPTextEncoder(nn.Module):
     def encode_tokens(self, tokens: torch.Tensor, reference: bool = False,
                       lengths: list[int] | None = None) -> torch.Tensor:
         """Token ids (K, T) -> L2-normalised embeddings (K, D): fp32, or fp16 if ``reference``, whatever
-        the weights' storage dtype or an active autocast. ``lengths`` (from :meth:`_tokenize`) saves
-        reading ``tokens`` back."""
+        an active autocast. ``lengths`` (from :meth:`_tokenize`) saves reading ``tokens`` back."""
         device = self.model.token_embedding.weight.device
         with torch.autocast(device.type, enabled=False):
             if reference:
                 return self.encode_reference(tokens.to(device))
-            # Labels run in groups of equal length, each cut right after its EOT (same result up to ~4e-6;
-            # 150 ADE20K labels: 483 token positions instead of 11,550).
+            # Labels run in groups of equal length, each cut right after its EOT (same result up to ~4e-6).
             if lengths is None:  # EOT has the largest id in CLIP's vocabulary
                 lengths = (tokens.argmax(dim=-1) + 1).tolist()
             rows: dict[int, list[int]] = {}
@@ -139,8 +123,8 @@ class CLIPTextEncoder(nn.Module):
 
     def encode_groups(self, tokens: torch.Tensor, groups: list[tuple[torch.Tensor | None, int]],
                       dtype: torch.dtype) -> torch.Tensor:
-        """Token ids (K, T) -> (K, D) L2-normalised embeddings computed in ``dtype``, the tower run on
-        ``groups``: ``(row indices or None for all rows, sequence length)`` pairs covering every row."""
+        """Token ids (K, T) -> (K, D) L2-normalised embeddings in ``dtype``, the tower run on ``groups``:
+        ``(row indices or None for all rows, sequence length)`` pairs covering every row."""
         m = self.model
         eot = tokens.argmax(dim=-1)
         rows = [tokens if idx is None else tokens[idx] for idx, _ in groups]
@@ -165,12 +149,8 @@ class CLIPTextEncoder(nn.Module):
         return out / out.norm(dim=-1, keepdim=True)
 
     def encode_reference(self, tokens: torch.Tensor) -> torch.Tensor:
-        """OpenAI ``CLIP.encode_text`` as the reference runs it: fp16, full context, L2-normalised.
-
-        Follows ``clip/model.py`` op for op *and* layout for layout (one ``permute`` to sequence-first,
-        fp32 LayerNorm fed to attention as one tensor, residual adds on the view): fp16 products round
-        by memory layout, and this is bit-identical to ``openai-clip`` (tested).
-        """
+        """OpenAI ``CLIP.encode_text`` as the reference runs it (fp16, full context), op for op and layout
+        for layout (fp16 products round by memory layout): bit-identical to ``openai-clip``."""
         m, dt = self.model, torch.float16
         x = m.token_embedding(tokens).to(dt) + m.positional_embedding.to(dt)
         x = x.permute(1, 0, 2)  # NLD -> LND
@@ -188,7 +168,7 @@ class CLIPTextEncoder(nn.Module):
 
 
 def _cast_weights(block: nn.Module, dtype: torch.dtype) -> list[torch.Tensor]:
-    """A residual block's (fp16-stored) attention in/out and MLP fc/proj weights and biases in ``dtype``."""
+    """A residual block's attention and MLP weights and biases in ``dtype``."""
     attn, fc, proj = block.attn, block.mlp.c_fc, block.mlp.c_proj
     return [t.to(dtype) for t in (attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight,
                                   attn.out_proj.bias, fc.weight, fc.bias, proj.weight, proj.bias)]
@@ -196,8 +176,7 @@ def _cast_weights(block: nn.Module, dtype: torch.dtype) -> list[torch.Tensor]:
 
 def _residual_block(block: nn.Module, x: torch.Tensor, w: list[torch.Tensor], mask: torch.Tensor,
                     batch_first: bool) -> torch.Tensor:
-    """One CLIP residual block on ``x`` ((K, T, C) if ``batch_first``, else (T, K, C)), with the weights
-    of :func:`_cast_weights`."""
+    """One CLIP residual block on ``x`` ((K, T, C) if ``batch_first``, else (T, K, C))."""
     w_in, b_in, w_out, b_out, w_fc, b_fc, w_proj, b_proj = w
     h = _layer_norm(block.ln_1, x)
     h = h.transpose(0, 1) if batch_first else h  # attention takes sequence-first
@@ -210,7 +189,7 @@ def _residual_block(block: nn.Module, x: torch.Tensor, w: list[torch.Tensor], ma
 
 
 def _layer_norm(ln: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    """OpenAI's LayerNorm: computed in fp32 (weights too, whatever their storage), cast back to x's dtype."""
+    """OpenAI's LayerNorm: computed in fp32 (weights too), cast back to x's dtype."""
     weight = ln.weight.float() if ln.weight is not None else None
     bias = ln.bias.float() if ln.bias is not None else None
     return F.layer_norm(x.float(), ln.normalized_shape, weight, bias, ln.eps).to(x.dtype)

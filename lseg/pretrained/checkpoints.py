@@ -1,13 +1,6 @@
-"""What a checkpoint holds and how it maps onto the model; our folder format.
-
-* **Official** lang-seg Lightning ``.ckpt``: ``ckpt["state_dict"]`` with keys ``net.<reference key>``
-  (CLIP in fp16), mapped by :func:`convert_official_state_dict`, the one key map.
-* **lseg folder** (huggingface_hub ``PyTorchModelHubMixin`` layout): ``model.safetensors`` (fp32, our
-  keys) + ``config.json`` (:class:`LSegConfig` + ``format_version``).
-
-Safe file reading is :mod:`lseg.pretrained.files` (its names are importable from here too); this module
-never imports the model class (:func:`load_local` is given it). See ``docs/weights.md``.
-"""
+"""How an official lang-seg checkpoint maps onto the model (:func:`convert_official_state_dict`, the
+one key map), and our folder format: ``model.safetensors`` + ``config.json`` (+ a ``README.md`` card).
+See ``docs/weights.md``. This module never imports the model class (it is handed in)."""
 
 from __future__ import annotations
 
@@ -17,6 +10,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,32 +21,19 @@ from lseg.errors import CheckpointError, ConfigError
 from lseg.io import atomic_write
 from lseg.models.config import LSegConfig, ResNetConfig, SpatialBlockConfig, TextEncoderConfig, ViTConfig
 from lseg.models.registry import IMAGENET_MEAN, IMAGENET_STD, check_limits, get_config, list_models
-from lseg.pretrained.files import (
-    ALLOWED_GLOBALS,
-    MAX_PICKLE_BYTES,
+from lseg.pretrained.files import (  # noqa: F401 - read_checkpoint, safetensors_shapes: re-exported
     WEIGHTS_NAME,
-    CheckpointFile,
-    load_torch_file,
     read_checkpoint,
     read_state_dict,
     safetensors_shapes,
 )
 
-if TYPE_CHECKING:  # the model imports lseg.pretrained.hub, which imports this module
+if TYPE_CHECKING:  # the model is handed in (load_local, build)
     from lseg.models.lseg import LSeg
-
-__all__ = [
-    "ALLOWED_GLOBALS", "CONFIG_NAME", "FORMAT_VERSION", "MAX_PICKLE_BYTES", "UNUSED_OFFICIAL_KEYS",
-    "WEIGHTS_NAME", "CheckpointFile", "build", "convert_official_state_dict", "count_parameters",
-    "fit_problems", "infer_config", "is_official_state_dict", "load_local", "load_torch_file", "load_weights",
-    "read_checkpoint", "read_config", "read_state_dict", "safetensors_shapes", "save_pretrained",
-    "strip_wrappers", "to_lseg_keys",
-]
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
-
-# --------------------------------------------------------------------------- official key map
+MODEL_CARD_NAME = "README.md"
 
 # (reference key pattern, our key template); ``{i}`` = the reference's 1-based stage number minus one.
 _KEY_MAP: list[tuple[str, str]] = [
@@ -84,7 +65,6 @@ UNUSED_OFFICIAL_KEYS: list[str] = [
     r"scratch\.refinenet4\.resConfUnit1\..+",  # deepest fusion block has no skip input
 ]
 _UNUSED_RE = re.compile("|".join(f"(?:{p})" for p in UNUSED_OFFICIAL_KEYS))
-_WRAPPER_PREFIXES = ("net.", "module.", "_orig_mod.", "model.")
 
 
 def is_official_state_dict(state_dict: Mapping[str, Any]) -> bool:
@@ -93,13 +73,13 @@ def is_official_state_dict(state_dict: Mapping[str, Any]) -> bool:
 
 
 def strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Remove ``net.`` (Lightning), ``module.`` (DDP), ``_orig_mod.`` (torch.compile) and ``model.``
+    """Remove the ``net.`` (Lightning), ``module.`` (DDP), ``_orig_mod.`` (torch.compile) and ``model.``
     prefixes carried by every key."""
     sd = dict(state_dict)
     changed = True
     while changed and sd:
         changed = False
-        for prefix in _WRAPPER_PREFIXES:
+        for prefix in ("net.", "module.", "_orig_mod.", "model."):
             if all(k.startswith(prefix) for k in sd):
                 sd = {k[len(prefix):]: v for k, v in sd.items()}
                 changed = True
@@ -107,10 +87,8 @@ def strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """An official (reference ``LSegNet``) state dict under our key names, tensors unchanged.
-
-    :data:`UNUSED_OFFICIAL_KEYS` are dropped; any other unknown key raises :class:`CheckpointError`.
-    """
+    """An official (reference ``LSegNet``) state dict under our key names, tensors unchanged;
+    :data:`UNUSED_OFFICIAL_KEYS` are dropped, any other unknown key is a :class:`CheckpointError`."""
     out: dict[str, torch.Tensor] = {}
     unknown: list[str] = []
     for key, value in strip_wrappers(state_dict).items():
@@ -130,12 +108,16 @@ def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[
     return out
 
 
-_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")  # BatchNorm statistics
+def to_lseg_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Any accepted state dict (ours or official, wrapped or not) under our keys."""
+    sd = strip_wrappers(state_dict)
+    return convert_official_state_dict(sd) if is_official_state_dict(sd) else sd
 
 
 def count_parameters(shapes: Mapping[str, tuple[int, ...]]) -> int:
-    """Number of parameters (BatchNorm buffers left out) in a state dict given as ``{key: shape}``."""
-    return sum(math.prod(s) for k, s in shapes.items() if not k.endswith(_BUFFER_SUFFIXES))
+    """Number of parameters (BatchNorm statistics left out) in a state dict given as ``{key: shape}``."""
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    return sum(math.prod(s) for k, s in shapes.items() if not k.endswith(buffers))
 
 
 def _short(keys: list[str], n: int = 6) -> str:
@@ -144,15 +126,12 @@ def _short(keys: list[str], n: int = 6) -> str:
     return ", ".join(keys[:n]) + more
 
 
-# --------------------------------------------------------------------------- config inference
-
 def infer_config(
     state_dict: Mapping[str, torch.Tensor], spatial_block: SpatialBlockConfig | None = None
 ) -> LSegConfig:
     """The :class:`LSegConfig` of a state dict (ours or official), read from tensor shapes (a
-    registered model when the shapes agree). Shapes cannot tell ``arch_option`` 1 from 2 nor
-    ``block_depth``: a checkpoint with a spatial block needs ``spatial_block`` (else
-    :class:`CheckpointError`); one without ignores it."""
+    registered config when the shapes agree). Shapes cannot tell ``arch_option`` 1 from 2 nor
+    ``block_depth``: a checkpoint with a spatial block needs ``spatial_block``."""
     sd = to_lseg_keys(state_dict)
     try:
         features = sd["decoder.layer_rn.0.weight"].shape[0]
@@ -177,23 +156,15 @@ def infer_config(
             "this checkpoint has a spatial regularisation block: say which with "
             "arch_option=1|2 and block_depth=N (CLI: --arch-option, --block-depth); shapes cannot tell"
         )
-    # Prefer a registered config with the same shapes (it knows heads, hooks and normalisation).
+    # A registered config with the same shapes knows heads, hooks and normalisation.
     base = next((c for c in map(get_config, list_models(include_test=True))
                  if _same_shapes(c, backbone, text, features)), None)
     if base is None:
         norm = {} if is_vit else {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}  # the reference's ResNets
         base = LSegConfig(name="custom", backbone=backbone, text=text, features=features, **norm)  # type: ignore[arg-type]
-    if has_block and spatial_block is not None:
-        block = spatial_block
-    else:  # no block: only the (unused) activation is kept, as given
-        block = SpatialBlockConfig(activation=spatial_block.activation if spatial_block else base.activation)
-    return base.replace(readout=readout).with_spatial_block(block)
-
-
-def to_lseg_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Any accepted state dict (ours or official, wrapped or not) under our keys."""
-    sd = strip_wrappers(state_dict)
-    return convert_official_state_dict(sd) if is_official_state_dict(sd) else sd
+    # no block: only the (unused) activation is kept, as given
+    no_block = SpatialBlockConfig(activation=spatial_block.activation if spatial_block else base.activation)
+    return base.replace(readout=readout).with_spatial_block(spatial_block if has_block else no_block)
 
 
 def _max_index(sd: Mapping[str, Any], prefix: str) -> int:
@@ -209,8 +180,8 @@ def _infer_vit(sd: Mapping[str, torch.Tensor]) -> ViTConfig:
     channels = tuple(sd[f"decoder.reassemble.{i}.project.weight"].shape[0] for i in range(4))
     grid = round((pos.shape[1] - 1) ** 0.5)
     step = depth // 4
-    # timm_name/hooks/heads are not in the shapes: a matching registered config supplies them; else
-    # hooks are spread evenly as in the released networks.
+    # timm_name, hooks and heads are not in the shapes: a matching registered config supplies them;
+    # else hooks are spread evenly, as in the released networks.
     return ViTConfig(
         timm_name="vit_base_patch32_384" if patch == 32 else "vit_large_patch16_384",
         hooks=tuple(step * (k + 1) - 1 for k in range(4)),  # type: ignore[arg-type]
@@ -244,12 +215,10 @@ def _same_shapes(c: LSegConfig, backbone: ViTConfig | ResNetConfig, text: TextEn
     )
 
 
-# --------------------------------------------------------------------------- loading into a model
-
 def load_weights(model: LSeg, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Strictly load a state dict (ours or official) into ``model``; every key that does not fit is
-    listed in one :class:`CheckpointError`. Floating tensors are cast to the model's precision. A
-    model on the meta device takes the tensors over (``assign=True``): no second copy in memory."""
+    """Strictly load a state dict (ours or official) into ``model``, floating tensors cast to its
+    precision; every key that does not fit is listed in one :class:`CheckpointError`. A model on the
+    meta device takes the tensors over (``assign=True``): no second copy in memory."""
     sd = to_lseg_keys(state_dict)
     own = model.state_dict()
     problems = fit_problems(own, {k: tuple(v.shape) for k, v in sd.items()})
@@ -267,8 +236,7 @@ def load_weights(model: LSeg, state_dict: Mapping[str, torch.Tensor]) -> None:
 
 def fit_problems(own: Mapping[str, torch.Tensor], shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
     """What keeps tensors of these ``shapes`` (lseg keys) from loading into a model whose state dict is
-    ``own``, one phrase per kind (empty: they fit). Needs no data: a meta model and a safetensors
-    header check a file without loading it."""
+    ``own``, one phrase per kind (empty: they fit). Needs no data (a meta model, a safetensors header)."""
     missing = [k for k in own if k not in shapes]
     unexpected = [k for k in shapes if k not in own]
     bad_shape = [f"{k} {tuple(shapes[k])} != {tuple(own[k].shape)}"
@@ -283,10 +251,37 @@ def fit_problems(own: Mapping[str, torch.Tensor], shapes: Mapping[str, tuple[int
     return problems
 
 
-# --------------------------------------------------------------------------- our folder format
+def load_local(model_cls: type[LSeg], path: str | os.PathLike[str], *,
+               spatial_block: SpatialBlockConfig | None = None) -> LSeg:
+    """``model_cls`` (:class:`lseg.LSeg`) from a *local* lseg folder, ``.safetensors`` or official
+    ``.ckpt``, on the CPU, in eval mode; without a ``config.json``, :func:`infer_config`."""
+    p = Path(path)
+    if p.is_dir():
+        config = read_config(p)
+        sd = read_state_dict(p / WEIGHTS_NAME)
+    else:
+        raw = strip_wrappers(read_state_dict(p))
+        sd = to_lseg_keys(raw)
+        if (p.parent / CONFIG_NAME).is_file() and not is_official_state_dict(raw):
+            config = read_config(p.parent)
+        else:
+            config = infer_config(sd, spatial_block=spatial_block)
+    return build(model_cls, config, sd)
 
-def save_pretrained(model: LSeg, directory: str | os.PathLike[str]) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` into ``directory`` (each written atomically)."""
+
+def build(model_cls: type[LSeg], config: LSegConfig, state_dict: Mapping[str, torch.Tensor]) -> LSeg:
+    """``model_cls(config)`` built on the meta device (no random init, no second copy of the weights),
+    ``state_dict`` loaded strictly, in eval mode."""
+    with torch.device("meta"):
+        model = model_cls(config)
+    load_weights(model, state_dict)
+    return model.eval()
+
+
+def save_pretrained(model: LSeg, directory: str | os.PathLike[str], *, model_card: bool = False,
+                    repo_id: str | None = None, **card_fields: str) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` (each atomically), and with ``model_card`` a
+    ``README.md`` (:func:`render_model_card`). Returns the folder (:func:`lseg.load_model` reads it)."""
     if model.precision == "int8":
         raise ConfigError("an int8 model is not saved (int8 is a way of running): save the model before "
                           "set_precision('int8')")
@@ -296,11 +291,46 @@ def save_pretrained(model: LSeg, directory: str | os.PathLike[str]) -> Path:
     atomic_write(d / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     config = {"format_version": FORMAT_VERSION, **model.config.to_dict()}
     atomic_write(d / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
+    if model_card:
+        text = render_model_card(model, repo_id=repo_id, **card_fields)
+        atomic_write(d / MODEL_CARD_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return d
 
 
+def render_model_card(model: LSeg, repo_id: str | None = None, **fields: str) -> str:
+    """``lseg/pretrained/model_card.md`` filled in for ``model``; ``fields`` override its ``{{ name }}``
+    values (e.g. ``trained_on="ADE20K"``, ``license``)."""
+    cfg = model.config
+    if isinstance(cfg.backbone, ResNetConfig):
+        image_encoder = f"{cfg.backbone.torchvision_name} (torchvision; layers {list(cfg.backbone.layers)})"
+    else:
+        image_encoder = f"{cfg.backbone.timm_name} (timm; hooks {list(cfg.backbone.hooks)})"
+    block = cfg.spatial_block
+    block_text = f"arch_option {block.arch_option}, block_depth {block.block_depth}, {block.activation}"
+    values = {
+        "repo_id": repo_id or "<owner>/<repo>",
+        "title": f"{repo_id}: LSeg ({cfg.name})" if repo_id else f"LSeg ({cfg.name})",
+        "model_name": cfg.name,
+        "image_encoder": image_encoder,
+        "text_encoder": f"CLIP {cfg.text.clip_name} text tower (frozen)",
+        "embed_dim": str(cfg.embed_dim),
+        "parameters": f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M",
+        "spatial_block": block_text if block.arch_option else "none",
+        "trained_on": "unknown (fill in: which official checkpoint or which fine-tuning data)",
+        "license": "other",
+        **fields,
+    }
+    text = resources.files("lseg.pretrained").joinpath("model_card.md").read_text(encoding="utf-8")
+    for key, value in values.items():
+        text = text.replace("{{ " + key + " }}", str(value))
+    if "{{ " in text:
+        start = text.index("{{ ")
+        raise ValueError(f"model card template has an unfilled placeholder: {text[start:start + 30]!r}")
+    return text
+
+
 def read_config(directory: str | os.PathLike[str]) -> LSegConfig:
-    """Read ``config.json`` of an lseg folder."""
+    """The checked :class:`LSegConfig` in ``config.json`` of an lseg folder."""
     p = Path(directory) / CONFIG_NAME
     try:
         data = json.loads(p.read_text())
@@ -319,31 +349,3 @@ def read_config(directory: str | os.PathLike[str]) -> LSegConfig:
     except ConfigError as e:
         raise CheckpointError(f"{p}: {e}") from None
     return config
-
-
-def load_local(model_cls: type[LSeg], path: str | os.PathLike[str], *,
-               spatial_block: SpatialBlockConfig | None = None) -> LSeg:
-    """``model_cls`` (:class:`lseg.LSeg`) built from a *local* lseg folder, ``.safetensors`` or official
-    ``.ckpt``, on the CPU, in eval mode. Without a ``config.json`` the architecture is inferred from
-    the shapes (:func:`infer_config`; ``spatial_block`` says what shapes cannot)."""
-    p = Path(path)
-    if p.is_dir():
-        config = read_config(p)
-        sd = read_state_dict(p / WEIGHTS_NAME)
-    else:
-        raw = strip_wrappers(read_state_dict(p))
-        sd = to_lseg_keys(raw)
-        if (p.parent / CONFIG_NAME).is_file() and not is_official_state_dict(raw):
-            config = read_config(p.parent)
-        else:
-            config = infer_config(sd, spatial_block=spatial_block)
-    return build(model_cls, config, sd)
-
-
-def build(model_cls: type[LSeg], config: LSegConfig, state_dict: Mapping[str, torch.Tensor]) -> LSeg:
-    """``model_cls(config)`` built on the meta device (no random init, no second copy of the weights)
-    with ``state_dict`` loaded strictly (:func:`load_weights`), in eval mode."""
-    with torch.device("meta"):
-        model = model_cls(config)
-    load_weights(model, state_dict)
-    return model.eval()

@@ -1,10 +1,6 @@
 """Downloading one released file, from Google Drive or a mirror, with gdown; each failure one line.
-
-Drive serves a large file behind an HTML confirmation page (a quota error is an HTML page too): the
-page is parsed with gdown's own parser here, not by ``gdown.download(id=...)``, which recognises Drive
-by host name only, so the tests' local stand-in takes the same path. Where from, and how long to wait,
-is :mod:`lseg.pretrained.released`'s to say (``DRIVE_URL``, ``TIMEOUT``, ``RETRIES``).
-"""
+Drive's confirmation page is parsed here, not by ``gdown.download(id=...)``, which recognises Drive by
+host name only: the tests' stand-in takes the same path."""
 
 from __future__ import annotations
 
@@ -15,6 +11,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import urljoin, urlsplit
 
 from lseg.errors import WeightsDownloadError
 
@@ -29,9 +26,8 @@ USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Ge
 
 def fetch(entry: PretrainedWeights, url: str, target: Path, *, drive: bool, timeout: tuple[float, float],
           retries: int) -> None:
-    """Download ``url`` (through Drive's confirmation page if ``drive``) to ``target`` with gdown,
-    resuming a partial file; every failure is one :class:`WeightsDownloadError`. ``timeout``:
-    (connect, read) seconds per request; ``retries``: of a dropped transfer, each resuming."""
+    """Download ``url`` (through Drive's confirmation page if ``drive``) to ``target``, resuming a
+    partial file; every failure is one :class:`WeightsDownloadError`."""
     import gdown
     import requests
     from gdown.exceptions import DownloadError
@@ -85,9 +81,7 @@ def _transfer_error(entry: PretrainedWeights, url: str, target: Path, e: Excepti
 
 def _confirm_drive(entry: PretrainedWeights, url: str, target: Path, timeout: tuple[float, float]) -> str:
     """The direct URL behind Drive's confirmation page, or ``url`` when Drive serves the file at once;
-    an HTML page without a download form (the quota page) is a :class:`WeightsDownloadError`."""
-    from urllib.parse import urljoin
-
+    an HTML page without a download form (the quota page) is an error."""
     import requests
     from gdown.download import get_url_from_gdrive_confirmation
     from gdown.exceptions import FileURLRetrievalError
@@ -138,7 +132,7 @@ def _partial_bytes(target: Path) -> int:
 
 
 def disk_full(d: Path, doing: str, filename: str, kept: int = 0) -> WeightsDownloadError:
-    """One line for a full disk while ``doing`` ``filename`` in ``d`` (``kept``: bytes of a partial download)."""
+    """One line for a full disk while ``doing`` ``filename`` in ``d`` (``kept``: bytes downloaded)."""
     free = shutil.disk_usage(d).free if d.exists() else 0
     keep = f"; the {kept / 1e6:.1f} MB already downloaded are kept and the download resumes" if kept else ""
     return WeightsDownloadError(
@@ -159,8 +153,6 @@ def disk_guard(action: Callable[[], _T], d: Path, doing: str, filename: str) -> 
 
 def host(url: str) -> str:
     """``scheme://netloc`` of ``url``: the server an error message names."""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
 
@@ -169,9 +161,7 @@ def reason(e: BaseException) -> str:
     """The last informative line of an exception chain (requests nests urllib3's reasons)."""
     text = " ".join(str(e).split()) or type(e).__name__
     m = re.search(r"\[Errno[^\]]*\][^')\"]*", text)  # e.g. "[Errno 111] Connection refused"
-    if m:
-        return m.group(0).strip()
-    return _first_sentence(text)
+    return m.group(0).strip() if m else _first_sentence(text)
 
 
 def _first_sentence(text: str) -> str:

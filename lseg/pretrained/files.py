@@ -1,8 +1,5 @@
-"""Reading weights files safely: ``.safetensors`` and torch ``.ckpt``/``.pth``/``.pt`` (zip or legacy pickle).
-
-Every torch file goes through :func:`load_torch_file` (``weights_only=True``): a pickle that would run
-code is refused. What the tensors mean is :mod:`lseg.pretrained.checkpoints`; see ``docs/weights.md``.
-"""
+"""Reading weights files safely: ``.safetensors`` and torch ``.ckpt``/``.pth``/``.pt`` (zip or legacy
+pickle). Every torch file goes through :func:`load_torch_file`: a pickle that would run code is refused."""
 
 from __future__ import annotations
 
@@ -19,13 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from lseg.errors import CheckpointError
 
 #: The weights file of an lseg folder (with ``config.json``).
 WEIGHTS_NAME = "model.safetensors"
+#: A torch zip's pickle holds structure only (~100 bytes per tensor); a larger one is not a checkpoint,
+#: and unpickling it would cost memory before any error.
+MAX_PICKLE_BYTES = 256 << 20
 
 
 def _checkpoint_file(path: str | os.PathLike[str]) -> Path:
@@ -40,9 +40,8 @@ def _checkpoint_file(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-#: Inert globals that released Lightning 1.x checkpoints carry (full name -> why). Each resolves to a
-#: stand-in that stores and runs nothing; any other global is refused. Lightning 1.x keys
-#: ``ckpt["callbacks"]`` by the callback *class*, so the class itself is pickled.
+#: Inert globals that released Lightning 1.x checkpoints carry (full name -> why); each resolves to a
+#: stand-in that stores and runs nothing. Lightning 1.x keys ``ckpt["callbacks"]`` by the callback class.
 ALLOWED_GLOBALS: dict[str, str] = {
     **{
         f"pytorch_lightning.callbacks.{name}": "Lightning 1.x callback class, used as the key of its saved state"
@@ -59,32 +58,20 @@ ALLOWED_GLOBALS: dict[str, str] = {
 
 
 class _InertStandIn:
-    """What an allowlisted class resolves to: accepts any arguments and state, does nothing."""
+    """What an allowlisted callback class resolves to: accepts any arguments and state, does nothing."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} (not loaded)>"
-
-
-class _AttributeDictStandIn:
-    """Lightning's ``AttributeDict`` rebuilt as a plain dict (the unpickler fills only exact dicts)."""
-
-    def __new__(cls, *args: Any) -> dict[str, Any]:  # type: ignore[misc]
-        return {}
-
 
 def _stand_ins() -> list[tuple[Any, str]]:
+    special = {"argparse.Namespace": argparse.Namespace,  # inert already
+               "pytorch_lightning.utilities.parsing.AttributeDict": dict}  # the unpickler fills only exact dicts
     out: list[tuple[Any, str]] = []
     for full in ALLOWED_GLOBALS:
         module, _, name = full.rpartition(".")
-        if full == "argparse.Namespace":
-            out.append((argparse.Namespace, full))  # inert already: a bag of attributes
-        elif full.endswith("AttributeDict"):
-            out.append((_AttributeDictStandIn, full))
-        else:
-            out.append((type(name, (_InertStandIn,), {"__module__": module, "__qualname__": name}), full))
+        inert = type(name, (_InertStandIn,), {"__module__": module, "__qualname__": name})
+        out.append((special.get(full, inert), full))
     return out
 
 
@@ -105,8 +92,8 @@ class CheckpointFile:
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointFile:
-    """Tensors and metadata of a ``.safetensors`` or torch file, read safely (:func:`load_torch_file`;
-    a zip's tensors are memory-mapped, so unused ones such as optimizer state are never read)."""
+    """Tensors and metadata of a ``.safetensors`` or torch file, read safely (a zip's tensors are
+    memory-mapped, so unused ones such as optimizer state are never read)."""
     p = _checkpoint_file(path)
     if _is_safetensors(p):
         try:
@@ -114,26 +101,24 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointFile:
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"cannot read safetensors file {p} (truncated or corrupt?): {e}") from None
     obj = load_torch_file(p)
-    metadata: dict[str, Any] = {}
-    fmt = "torch"
-    if isinstance(obj, dict) and "pytorch-lightning_version" in obj:
-        fmt = "lightning"
-        metadata = {k: obj[k] for k in ("pytorch-lightning_version", "epoch", "global_step") if k in obj}
-        callbacks = obj.get("callbacks")
-        if isinstance(callbacks, dict):
-            metadata["callbacks"] = sorted(getattr(k, "__name__", str(k)) for k in callbacks)
-        metadata["contents"] = sorted(str(k) for k in obj)
-    return CheckpointFile(_unwrap(obj, p), fmt, metadata)
+    if not (isinstance(obj, dict) and "pytorch-lightning_version" in obj):
+        return CheckpointFile(_unwrap(obj, p), "torch", {})
+    metadata = {k: obj[k] for k in ("pytorch-lightning_version", "epoch", "global_step") if k in obj}
+    if isinstance(obj.get("callbacks"), dict):
+        metadata["callbacks"] = sorted(getattr(k, "__name__", str(k)) for k in obj["callbacks"])
+    metadata["contents"] = sorted(str(k) for k in obj)
+    return CheckpointFile(_unwrap(obj, p), "lightning", metadata)
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The model tensors of a weights file (see :func:`read_checkpoint`)."""
+    return read_checkpoint(path).state_dict
 
 
 def load_torch_file(path: str | os.PathLike[str], *, kind: str = "checkpoint", mmap: bool = True) -> Any:
     """lseg's one ``torch.load``: ``weights_only=True`` plus the inert :data:`ALLOWED_GLOBALS`, a zip
-    checked first (:func:`_check_torch_zip`), loaded to the CPU. ``kind`` names the file in errors
-    ("checkpoint", "training checkpoint"); ``mmap`` maps a zip's tensors (a legacy file is read whole).
-
-    Raises:
-        CheckpointError: unreadable, not a torch file, or it would run code.
-    """
+    checked first, to the CPU (``mmap``: a zip's tensors memory-mapped). ``kind`` names the file in
+    errors; any failure, or a pickle that would run code, is one :class:`CheckpointError`."""
     p = Path(os.fspath(path))
     is_zip = zipfile.is_zipfile(p)
     if is_zip:
@@ -144,11 +129,6 @@ def load_torch_file(path: str | os.PathLike[str], *, kind: str = "checkpoint", m
             return torch.load(p, map_location="cpu", weights_only=True, mmap=mmap and is_zip)
     except Exception as e:  # noqa: BLE001 - torch.load fails in many ways (KeyError for text files, ...)
         raise _torch_load_error(p, e, kind) from None
-
-
-#: A torch zip's pickle holds structure only (~100 bytes per tensor); a larger one is not a checkpoint,
-#: and unpickling it would cost memory before any error.
-MAX_PICKLE_BYTES = 256 << 20
 
 
 def _check_torch_zip(p: Path, kind: str) -> None:
@@ -172,49 +152,41 @@ def _check_torch_zip(p: Path, kind: str) -> None:
                                   f"{MAX_PICKLE_BYTES >> 20} MiB for a {kind}): refusing to unpickle it")
 
 
-def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """The model tensors of a weights file (see :func:`read_checkpoint`)."""
-    return read_checkpoint(path).state_dict
-
-
 def _torch_load_error(p: Path, e: Exception, kind: str) -> CheckpointError:
     """One clear line for a failed ``torch.load``: not a checkpoint / unsafe pickle / corrupt."""
     with open(p, "rb") as f:
         head = f.read(8)
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch zip, or a pickle (protocol >= 2)
-        return CheckpointError(
-            f"{p} is not a {kind}: neither safetensors nor a PyTorch zip/pickle file (first bytes "
-            f"{head.hex()}); check the path"
-        )
+        return CheckpointError(f"{p} is not a {kind}: neither safetensors nor a PyTorch zip/pickle file "
+                               f"(first bytes {head.hex()}); check the path")
     text = str(e)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if isinstance(e, pickle.UnpicklingError) and "weights only" in text.lower():
-        m = re.search(r"GLOBAL (\S+?)[ ,.]* was not an allowed global|GLOBAL (\S+)", text)
-        if m:
-            detail = f"Unsupported global: GLOBAL {m.group(1) or m.group(2)}"
-        elif "Unsupported operand" in text:
-            # An opcode the safe unpickler lacks (protocol 4/5 framing, or garbage): the stream's
-            # globals say whether it names code to run.
-            foreign = _foreign_global(p)
-            if foreign is None:
-                op = next(line for line in lines if "Unsupported operand" in line)
-                return CheckpointError(f"cannot read {kind} {p}: torch's safe loader does not support its pickle "
-                                       f"({op}: a damaged file, or saved with a pickle protocol above 2; re-save it "
-                                       "with torch.save's default protocol)")
-            detail = f"Unsupported global: GLOBAL {foreign}"
-        else:
-            detail = next((line for line in lines if "Unsupported" in line or "Trying" in line or "Can only" in line),
-                          "weights_only=True")
-        return CheckpointError(f"refusing to load {p}: it contains Python objects that are not plain tensors "
-                               f"(loading it would run code): {detail}")
-    first = lines[0] if lines else type(e).__name__
-    return CheckpointError(f"cannot read {kind} {p} (truncated or corrupt?): {first}")
+    if not (isinstance(e, pickle.UnpicklingError) and "weights only" in text.lower()):
+        first = lines[0] if lines else type(e).__name__
+        return CheckpointError(f"cannot read {kind} {p} (truncated or corrupt?): {first}")
+    m = re.search(r"GLOBAL (\S+?)[ ,.]* was not an allowed global|GLOBAL (\S+)", text)
+    if m:
+        detail = f"Unsupported global: GLOBAL {m.group(1) or m.group(2)}"
+    elif "Unsupported operand" in text:
+        # An opcode the safe unpickler lacks (protocol 4/5 framing, or garbage): the stream's globals
+        # say whether it names code to run.
+        foreign = _foreign_global(p)
+        if foreign is None:
+            op = next(line for line in lines if "Unsupported operand" in line)
+            return CheckpointError(f"cannot read {kind} {p}: torch's safe loader does not support its pickle "
+                                   f"({op}: a damaged file, or saved with a pickle protocol above 2; re-save it "
+                                   "with torch.save's default protocol)")
+        detail = f"Unsupported global: GLOBAL {foreign}"
+    else:
+        detail = next((line for line in lines if "Unsupported" in line or "Trying" in line or "Can only" in line),
+                      "weights_only=True")
+    return CheckpointError(f"refusing to load {p}: it contains Python objects that are not plain tensors "
+                           f"(loading it would run code): {detail}")
 
 
 def _foreign_global(p: Path) -> str | None:
-    """The first global that a torch file's pickles name and ``weights_only`` does not allow, found by
-    reading the opcodes (:mod:`pickletools`: nothing is unpickled); None if there is none before the
-    streams end or break."""
+    """The first global a torch file's pickles name that ``weights_only`` does not allow, found by
+    reading the opcodes (nothing is unpickled); None if none before the streams end or break."""
     from torch._weights_only_unpickler import _get_allowed_globals
 
     allowed = {*_get_allowed_globals(), *ALLOWED_GLOBALS}
@@ -247,10 +219,8 @@ def _foreign_global(p: Path) -> str | None:
 
 
 def safetensors_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes of a ``.safetensors`` file (or an lseg folder's weights), read from
-    its header without loading data; a truncated or corrupt file raises :class:`CheckpointError`."""
-    from safetensors import safe_open
-
+    """Tensor names and shapes of a ``.safetensors`` file (or an lseg folder's weights), from its
+    header without loading data."""
     p = _checkpoint_file(path)
     try:
         with safe_open(str(p), framework="pt") as f:

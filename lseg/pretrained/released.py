@@ -1,14 +1,8 @@
-"""The released LSeg weights by name (``lseg.load_model("demo")``, ``lseg weights download demo``).
-
-:func:`resolve` turns a checkpoint argument into a local path: a registered name (:data:`WEIGHTS`)
-becomes the cached, converted lseg folder (downloaded, checked and converted on first use); an
-existing path is itself; ``owner/name`` is a Hugging Face Hub repo. The cache layout, integrity checks
-and environment variables are in ``docs/weights.md``; the transfer is :mod:`lseg.pretrained.drive`.
-"""
+"""The released LSeg weights by name, and :func:`resolve`, which turns any checkpoint argument into a
+local path (cache layout, checks and environment variables: ``docs/weights.md``)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -18,18 +12,11 @@ import shutil
 import sys
 import zipfile
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from lseg.errors import CheckpointError, WeightsDownloadError
-from lseg.pretrained.drive import USER_AGENT, disk_guard, fetch, host, html_error, page_detail, reason
-
-__all__ = [
-    "DEFAULT", "DRIVE_URL", "MODEL_DIR", "RECORD_NAME", "RETRIES", "TIMEOUT", "USER_AGENT", "WEIGHTS",
-    "PretrainedWeights", "cache_dir", "cached_folder", "download", "get_weights", "is_offline",
-    "list_pretrained", "mirror_url", "resolve", "sha256_file", "weights_dir",
-]
+from lseg.pretrained.drive import disk_guard, fetch, host, html_error, page_detail, reason
 
 _logger = logging.getLogger(__name__)
 
@@ -70,9 +57,8 @@ class PretrainedWeights:
 def _fold(kind: str, fold: int, drive_id: str, miou: str) -> PretrainedWeights:
     dataset = {"pascal": "PASCAL-5i", "coco": "COCO-20i"}[kind]
     return PretrainedWeights(
-        name=f"{kind}_fold{fold}", filename=f"{kind}_fold{fold}.ckpt", drive_id=drive_id,
-        network="ResNet-101 zero-shot", trained_on=f"{dataset} fold {fold} (train classes)",
-        paper=f"{miou} mIoU ({dataset} fold {fold}, zero-shot)", config="lseg_rn101_zs",
+        f"{kind}_fold{fold}", f"{kind}_fold{fold}.ckpt", drive_id, "ResNet-101 zero-shot",
+        f"{dataset} fold {fold} (train classes)", f"{miou} mIoU ({dataset} fold {fold}, zero-shot)", "lseg_rn101_zs",
     )
 
 
@@ -81,9 +67,9 @@ WEIGHTS: dict[str, PretrainedWeights] = {
     w.name: w
     for w in [
         PretrainedWeights(
-            name="demo", filename="demo_e200.ckpt", drive_id="1FTuHY1xPUkM-5gaDtMfgCl3D0gR89WV7",
-            network="ViT-L/16", trained_on="7-dataset mix (ADE20K, BDD, Cityscapes, COCO-Panoptic, IDD, "
-            "Mapillary, SUN RGB-D)", paper="qualitative (the paper's figures)", config="lseg_vitl16_384",
+            "demo", "demo_e200.ckpt", "1FTuHY1xPUkM-5gaDtMfgCl3D0gR89WV7", "ViT-L/16",
+            "7-dataset mix (ADE20K, BDD, Cityscapes, COCO-Panoptic, IDD, Mapillary, SUN RGB-D)",
+            "qualitative (the paper's figures)", "lseg_vitl16_384",
         ),
         _fold("pascal", 0, "1y4z4_yNGlZtn6osaeN4ZjMs6c0vr0F3m", "52.8"),
         _fold("pascal", 1, "1UZzN8kWkH-G8v6P8xcBXEHRZlQKPRxrX", "53.8"),
@@ -93,21 +79,13 @@ WEIGHTS: dict[str, PretrainedWeights] = {
         _fold("coco", 1, "1w0vz3yjEi_ZLgECRrgtoLxEHugyJkrs5", "25.1"),
         _fold("coco", 2, "1wmHtmJLdta18XuWQv6oX9llidCll_HrD", "24.9"),
         _fold("coco", 3, "1dliBUSOog7taJxMmb9cdefKH4XOKChVJ", "21.5"),
-        PretrainedWeights(
-            name="fss_rn101", filename="fss_rn101.ckpt", drive_id="1UIj49Wp1mAopPub5M6O4WW-Z79VB1bhw",
-            network="ResNet-101 zero-shot", trained_on="FSS-1000 (train classes)",
-            paper="84.7 mIoU (FSS-1000, zero-shot)", config="lseg_rn101_zs",
-        ),
-        PretrainedWeights(
-            name="fss_l16", filename="fss_l16.ckpt", drive_id="1Nplkc_JsHIS55d--K2vonOOC3HrppzYy",
-            network="ViT-L/16 zero-shot", trained_on="FSS-1000 (train classes)",
-            paper="87.8 mIoU (FSS-1000, zero-shot)", config="lseg_vitl16_384",
-        ),
+        PretrainedWeights("fss_rn101", "fss_rn101.ckpt", "1UIj49Wp1mAopPub5M6O4WW-Z79VB1bhw", "ResNet-101 zero-shot",
+                          "FSS-1000 (train classes)", "84.7 mIoU (FSS-1000, zero-shot)", "lseg_rn101_zs"),
+        PretrainedWeights("fss_l16", "fss_l16.ckpt", "1Nplkc_JsHIS55d--K2vonOOC3HrppzYy", "ViT-L/16 zero-shot",
+                          "FSS-1000 (train classes)", "87.8 mIoU (FSS-1000, zero-shot)", "lseg_vitl16_384"),
     ]
 }
 
-
-# --------------------------------------------------------------------------- names, cache, settings
 
 def list_pretrained() -> list[str]:
     """Names of the released weights (``lseg.load_model(name)``, ``--checkpoint name``)."""
@@ -162,26 +140,18 @@ def weights_dir(name: str) -> Path:
 
 
 def cached_folder(name: str) -> Path | None:
-    """The converted lseg folder of ``name`` if it is in the cache (not verified), else None."""
+    """The converted lseg folder of ``name`` if it is cached (not verified), else None."""
     folder = weights_dir(name) / MODEL_DIR
     return folder if (folder / "model.safetensors").is_file() and (weights_dir(name) / RECORD_NAME).is_file() else None
 
-
-# --------------------------------------------------------------------------- the resolver
 
 def resolve(source: str | os.PathLike[str], *, revision: str | None = None,
             cache_dir: str | os.PathLike[str] | None = None, force_download: bool = False,
             token: str | bool | None = None, local_files_only: bool = False) -> Path:
     """The local path a checkpoint argument stands for: a registered name (a ``str`` in
     :data:`WEIGHTS`; ``"./demo"`` or ``Path("demo")`` is a local folder) -> :func:`download`; an
-    existing file or folder -> itself; ``owner/name`` -> a Hub repo, downloaded to the Hub cache.
-
-    ``force_download`` and ``local_files_only`` apply to names and Hub repos; ``revision``,
-    ``cache_dir`` and ``token`` to Hub repos (as for ``huggingface_hub.snapshot_download``).
-
-    Raises:
-        CheckpointError: not found, unknown name, or not obtainable (offline, ...).
-    """
+    existing path -> itself; ``owner/name`` -> a Hub repo (the other arguments as for
+    ``snapshot_download``; ``force_download`` and ``local_files_only`` apply to names too)."""
     if isinstance(source, str) and source in WEIGHTS:
         return download(source, force=force_download, offline=local_files_only or None)
     text = os.fspath(source)
@@ -209,21 +179,13 @@ def _looks_like_path(text: str) -> bool:
     )
 
 
-# --------------------------------------------------------------------------- download, verify, convert
-
 def download(name: str, *, force: bool = False, offline: bool | None = None, check_all: bool = False) -> Path:
     """The converted lseg folder of the released weights ``name``, downloaded and converted if needed.
+    ``force``: discard what the cache holds (partial downloads too); ``offline`` (default
+    :func:`is_offline`): never use the network; ``check_all``: also verify the released file when the
+    converted folder is present."""
+    from filelock import FileLock, Timeout
 
-    Args:
-        name: a registered name (:func:`list_pretrained`).
-        force: discard what the cache holds for ``name`` (partial downloads too) and download again.
-        offline: never use the network (default: :func:`is_offline`).
-        check_all: also verify the released file when the converted folder is present.
-
-    Raises:
-        WeightsDownloadError: not cached and not downloadable, or the download is corrupt (not kept).
-        CheckpointError: unknown name; a cached file changed since it was recorded; not convertible.
-    """
     entry = get_weights(name)
     offline = is_offline() if offline is None else offline
     d = weights_dir(name)
@@ -232,7 +194,13 @@ def download(name: str, *, force: bool = False, offline: bool | None = None, che
     except OSError as e:
         raise CheckpointError(f"cannot create the weights cache {d}: {e.strerror or e}; set LSEG_HOME to a "
                               "writable folder") from None
-    with _locked(d, entry):
+    lock = FileLock(str(d / ".lock"))  # one process downloads and converts, the others wait and reuse
+    try:
+        held = lock.acquire(timeout=1)
+    except Timeout:
+        print(f"waiting for another process that is fetching {entry.name} ({d})", file=sys.stderr)
+        held = lock.acquire()
+    with held:
         if force:
             _clear(d, entry)
         record = _read_record(d)
@@ -253,23 +221,6 @@ def download(name: str, *, force: bool = False, offline: bool | None = None, che
                 )
             record = _download(entry, d)
         return _convert(entry, ckpt, d, record)
-
-
-@contextlib.contextmanager
-def _locked(d: Path, entry: PretrainedWeights) -> Iterator[None]:
-    """Hold ``d``'s file lock: one process downloads and converts, the others wait and reuse."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(str(d / ".lock"))
-    try:
-        lock.acquire(timeout=1)
-    except Timeout:
-        print(f"waiting for another process that is fetching {entry.name} ({d})", file=sys.stderr)
-        lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def _clear(d: Path, entry: PretrainedWeights) -> None:
@@ -353,7 +304,7 @@ def _download(entry: PretrainedWeights, d: Path) -> dict[str, Any]:
 
 def _check_file(entry: PretrainedWeights, path: Path, *, url: str | None) -> tuple[int, str]:
     """Size and sha256 of ``path`` once it is known to be the checkpoint (not an HTML page, the
-    registry's size, intact zip CRCs, the registry's sha256). ``url``: its source (None: by hand)."""
+    registry's size and sha256, intact zip CRCs). ``url``: its source (None: put there by hand)."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(1 << 16)
@@ -417,14 +368,11 @@ def _convert(entry: PretrainedWeights, ckpt: Path, d: Path, record: dict[str, An
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     weights = final / WEIGHTS_NAME
-    record = {**record, "model": {"size": weights.stat().st_size, "sha256": sha256_file(weights),
-                                  "config": json.loads((final / "config.json").read_text())["name"]}}
-    _write_record(d, record)
+    _write_record(d, {**record, "model": {"size": weights.stat().st_size, "sha256": sha256_file(weights),
+                                          "config": model.config.name}})
     print(f"converted {entry.name} to {final}", file=sys.stderr)
     return final
 
-
-# --------------------------------------------------------------------------- helpers
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""

@@ -35,7 +35,6 @@ import lseg
 from lseg.cli import main
 from lseg.errors import CheckpointError
 from lseg.pretrained.checkpoints import (
-    ALLOWED_GLOBALS,
     UNUSED_OFFICIAL_KEYS,
     convert_official_state_dict,
     infer_config,
@@ -44,6 +43,7 @@ from lseg.pretrained.checkpoints import (
     read_state_dict,
     save_pretrained,
 )
+from lseg.pretrained.files import ALLOWED_GLOBALS
 
 
 @pytest.fixture
