@@ -24,12 +24,12 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lseg.console import progress_bar
+from lseg.data.label_sets import clean_fewshot_name
 from lseg.data.registry import (
     build_dataset,
     build_fewshot_dataset,
     canonical_name,
     ignore_index_of,
-    open_vocab_labels,
 )
 from lseg.data.transforms import fewshot_transform
 from lseg.errors import LSegError
@@ -266,7 +266,7 @@ def evaluate(model: LSeg, cfg: EvalConfig) -> dict[str, Any]:
     ds = build_dataset(cfg.dataset, cfg.data_root, cfg.split, None, style, **cfg.dataset_kwargs)
     labels = list(ds.labels)
     if cfg.protocol == "open-vocab" and style is None:
-        labels = open_vocab_labels(labels)
+        labels = [clean_fewshot_name(lb) for lb in labels]  # readable: "pottedplant" -> "potted plant"
     report = evaluate_segmentation(model, ds, labels, cfg)
     report.update(world_size=world, settings=settings)
     return report
