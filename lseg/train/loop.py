@@ -1,11 +1,6 @@
-"""The training loop (Lightning Fabric), top to bottom.
-
-One optimizer step: ``accumulate_grad_batches`` batches of seeded, sharded crops (:mod:`lseg.train.data`),
-each ``backward(loss / accumulate)`` of the per-pixel cross-entropy (:mod:`lseg.train.step`; DDP
-all-reduces on the last only), then one step of the two-group optimizer under the poly schedule
-(:mod:`lseg.train.optim`). The frozen text encoder embeds the label strings once per run. Validation,
-best-k checkpoints, the run folder and resume are described in ``docs/training.md``; the checkpoint
-format is :mod:`lseg.train.state`.
+"""The training loop (Lightning Fabric), top to bottom: per optimizer step, ``accumulate_grad_batches``
+batches of seeded, sharded crops, each ``backward(loss / accumulate)``, then one step of the two-group
+optimizer under the poly schedule. Validation, best-k checkpoints and resume: ``docs/training.md``.
 """
 
 from __future__ import annotations
@@ -47,7 +42,7 @@ from lseg.train.state import (
     save_checkpoint,
     set_rng_state,
 )
-from lseg.train.step import PerImageLabels, _collate, _pixel_cross_entropy, _zero_shot_batch
+from lseg.train.step import PerImageLabels, _pixel_cross_entropy, _zero_shot_batch
 from lseg.train.sync_bn import convert_sync_batchnorm
 
 if TYPE_CHECKING:
@@ -68,21 +63,10 @@ _RESUME_SENSITIVE = (
 
 @dataclass
 class TrainResult:
-    """What :func:`train` did.
-
-    Attributes:
-        out_dir: the run folder.
-        step: optimizer steps done (including those of earlier, resumed invocations).
-        total_steps: the run's planned length.
-        finished: ``step == total_steps`` (``model_dir`` was written).
-        checkpoint: ``out_dir/checkpoints/last.ckpt``.
-        model_dir: ``out_dir/model`` if the run finished, else ``None``.
-        resumed_from: the checkpoint this invocation started from, if any.
-        last_loss: mean training loss of the last logged step (``None`` if nothing was logged).
-        rank: this process's global rank (0 in a single-process run).
-        val_metrics: the last validation's metrics (percent), if any ran in this invocation.
-        best: the kept ``best-*.ckpt`` files, best first (``save_top_k``).
-    """
+    """What :func:`train` did: optimizer steps done (earlier invocations included) of ``total_steps``;
+    ``model_dir`` (``out_dir/model``) once ``finished``, else ``None``; ``last_loss``, the mean loss of
+    the last logged step; ``val_metrics``, the last validation's (percent); ``best``, the kept
+    ``best-*.ckpt`` files, best first."""
 
     out_dir: Path
     step: int
@@ -96,8 +80,6 @@ class TrainResult:
     val_metrics: dict[str, float] | None = None
     best: list[Path] = field(default_factory=list)
 
-
-# ---------------------------------------------------------------------- Fabric
 
 def _make_fabric(cfg: TrainConfig) -> Fabric:
     from lightning.fabric import Fabric
@@ -119,18 +101,12 @@ def _make_fabric(cfg: TrainConfig) -> Fabric:
     )
 
 
-# ---------------------------------------------------------------------- the loop
-
 def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainResult:
     """Train (or continue training) an LSeg model as ``cfg`` describes.
 
-    Args:
-        cfg: the run's configuration.
-        resume: ``"auto"``: continue from ``out_dir/checkpoints/last.ckpt`` if it exists; a checkpoint
-            path; or ``"never"``/``None`` to start afresh (overwriting ``last.ckpt``).
-
-    With ``devices > 1`` and no launcher, Fabric starts the other processes by re-running the
-    current command (use the ``lseg train`` CLI or ``torchrun``, not an interactive session).
+    ``resume``: ``"auto"`` continues from ``out_dir/checkpoints/last.ckpt`` if it exists; a checkpoint
+    path; or ``"never"``/``None`` to start afresh. With ``devices > 1`` and no launcher, Fabric re-runs
+    the current command for the other processes (use the CLI or ``torchrun``, not an interactive session).
     """
     check_accelerator(cfg)  # a GPU this machine lacks: one error before Fabric starts
     fewshot = canonical_name(cfg.dataset) in FEWSHOT_DATASETS
@@ -177,7 +153,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     )
     loader = DataLoader(
         SeededSamples(dataset, cfg.seed), batch_size=cfg.batch_size, sampler=sampler,
-        num_workers=cfg.num_workers, pin_memory=fabric.device.type == "cuda", collate_fn=_collate,
+        num_workers=cfg.num_workers, pin_memory=fabric.device.type == "cuda",
     )
     loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False)
     steps_per_epoch = sampler.steps

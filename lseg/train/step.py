@@ -1,4 +1,4 @@
-"""What one training step computes: the batch, each image's labels, the loss (used by :mod:`lseg.train.loop`)."""
+"""What one training step computes: the batch, each image's labels, the loss."""
 
 from __future__ import annotations
 
@@ -35,12 +35,13 @@ class PerImageLabels(nn.Module):
 def _zero_shot_batch(batch: dict[str, Any], text: torch.Tensor, row_of: torch.Tensor, ignore_index: int,
                      boundary: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Supports then queries in one batch (the reference's ``cat(support, query)``), their binary masks,
-    and each image's ``["others", class]`` embeddings ``(N, 2, D)``."""
+    and each image's ``["others", class]`` embeddings ``(N, 2, D)``. ``batch``: ``default_collate``'s,
+    whose ``support_images`` are S tensors ``(B, ...)``."""
     images, target, cls = batch["image"], batch["mask"], batch["class_id"]
     if "support_images" in batch:
-        s = batch["support_images"].shape[1]
-        images = torch.cat([batch["support_images"].flatten(0, 1), images])
-        target = torch.cat([batch["support_masks"].flatten(0, 1), target])
+        s = len(batch["support_images"])
+        images = torch.cat([torch.stack(batch["support_images"], 1).flatten(0, 1), images])
+        target = torch.cat([torch.stack(batch["support_masks"], 1).flatten(0, 1), target])
         cls = torch.cat([cls.repeat_interleave(s), cls])
     if boundary == "others":  # the reference's 2-way loss has no ignore index: boundaries are background
         target = target.masked_fill(target == ignore_index, 0)
@@ -62,15 +63,3 @@ def _pixel_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_inde
         return total / count.clamp_min(1)
     count = fabric.all_reduce(count, reduce_op="sum")
     return total * fabric.world_size / count.clamp_min(1)
-
-
-def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """The DataLoader's batch: images and masks stacked, for few-shot items also the class ids and the
-    ``(B, S, ...)`` supports."""
-    out = {key: torch.stack([s[key] for s in samples]) for key in ("image", "mask")}
-    if "class_id" in samples[0]:
-        out["class_id"] = torch.tensor([int(s["class_id"]) for s in samples])
-        if "support_images" in samples[0]:
-            out["support_images"] = torch.stack([torch.stack(s["support_images"]) for s in samples])
-            out["support_masks"] = torch.stack([torch.stack(s["support_masks"]) for s in samples])
-    return out
