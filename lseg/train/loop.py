@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from lseg.console import progress_bar
@@ -33,16 +34,7 @@ from lseg.train.config import TrainConfig, check_accelerator, dump_config
 from lseg.train.data import ResumableShardSampler, SeededSamples
 from lseg.train.init import build_model
 from lseg.train.optim import PolyLR, build_optimizer, optimizer_step
-from lseg.train.state import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_VERSION,
-    load_checkpoint,
-    resolve_resume,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
-from lseg.train.step import PerImageLabels, _pixel_cross_entropy, _zero_shot_batch
+from lseg.train.state import load_checkpoint, resolve_resume, rng_state, save_checkpoint, set_rng_state
 from lseg.train.sync_bn import convert_sync_batchnorm
 
 if TYPE_CHECKING:
@@ -170,9 +162,8 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     per_epoch = cfg.lr_schedule_interval == "epoch"
     schedule_len = math.ceil(schedule_steps / steps_per_epoch) if per_epoch else schedule_steps
     scheduler = PolyLR(optimizer, total=schedule_len, power=cfg.poly_power)
-    # through the wrapper's forward, so that DDP sees every forward (per-image label pairs need it)
-    net, optimizer = fabric.setup(PerImageLabels(model), optimizer)
-    raw: LSeg = net.module.model
+    net, optimizer = fabric.setup(model, optimizer)  # net(x, text): text (K, D), or (B, K, D) per image
+    raw: LSeg = net.module
     precision = fabric.strategy.precision
     scaler: torch.amp.GradScaler | None = getattr(precision, "scaler", None)  # fp16 mixed precision only
 
@@ -209,7 +200,6 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
 
     def checkpoint_state() -> dict[str, Any]:
         return {
-            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
             "model": raw.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "step": step, "position": position, "epoch": position // steps_per_epoch,
             "steps_per_epoch": steps_per_epoch, "precision": precision.state_dict(),
@@ -325,6 +315,39 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         model_dir=model_dir, resumed_from=resume_path, last_loss=last_loss, rank=fabric.global_rank,
         val_metrics=val_metrics, best=[Path(b["path"]) for b in best],
     )
+
+
+def _zero_shot_batch(batch: dict[str, Any], text: torch.Tensor, row_of: torch.Tensor, ignore_index: int,
+                     boundary: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Supports then queries in one batch (the reference's ``cat(support, query)``), their binary masks,
+    and each image's ``["others", class]`` embeddings ``(N, 2, D)``. ``batch``: ``default_collate``'s,
+    whose ``support_images`` are S tensors ``(B, ...)``."""
+    images, target, cls = batch["image"], batch["mask"], batch["class_id"]
+    if "support_images" in batch:
+        s = len(batch["support_images"])
+        images = torch.cat([torch.stack(batch["support_images"], 1).flatten(0, 1), images])
+        target = torch.cat([torch.stack(batch["support_masks"], 1).flatten(0, 1), target])
+        cls = torch.cat([cls.repeat_interleave(s), cls])
+    if boundary == "others":  # the reference's 2-way loss has no ignore index: boundaries are background
+        target = target.masked_fill(target == ignore_index, 0)
+    rows = torch.stack([torch.zeros_like(cls), row_of[cls]], dim=1)
+    return images, target, text[rows]
+
+
+def _pixel_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, fabric: Fabric,
+                         reduction: str = "global") -> torch.Tensor:
+    """Per-pixel cross-entropy over the labelled pixels; 0 if nothing is labelled.
+
+    ``global``: this process's pixel-loss sum x world size / labelled pixels of all processes, so the
+    gradient mean DDP takes is that of the mean over the global batch. ``reference``: each process's
+    own pixel mean, averaged by DDP as lang-seg.
+    """
+    total = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="sum")
+    count = (target != ignore_index).sum().float()
+    if reduction == "reference" or fabric.world_size == 1:
+        return total / count.clamp_min(1)
+    count = fabric.all_reduce(count, reduce_op="sum")
+    return total * fabric.world_size / count.clamp_min(1)
 
 
 def _build_dataset(cfg: TrainConfig, fewshot: bool, val: bool = False) -> Any:
