@@ -193,11 +193,8 @@ class Pascal5i(FewShotDataset):
         return out
 
     def binary_mask(self, path: Path, class_id: int) -> torch.Tensor:
-        arr = read_mask_array(path).astype(np.int64)
-        out = np.zeros_like(arr)
-        out[arr == class_id + 1] = 1
-        out[arr == 255] = IGNORE_INDEX
-        return torch.from_numpy(out)
+        arr = read_mask_array(path)
+        return torch.from_numpy(np.where(arr == 255, IGNORE_INDEX, arr == class_id + 1).astype(np.int64))
 
 
 class COCO20i(FewShotDataset):
@@ -281,17 +278,16 @@ class FSS1000(FewShotDataset):
             raise DatasetError(f"unknown FSS-1000 split {split!r}; expected 'trn', 'val' or 'test'")
         root = require_dir(descend(Path(root), "FSS-1000"), "FSS-1000 root")
         categories = sorted(fss_split_categories(split))
+        offset = self._OFFSETS[split]
         episodes = []
         for i, cat in enumerate(categories):
             cat_dir = require_dir(root / cat, f"FSS-1000 category {cat!r}")
             # The reference keeps files whose name's first '.'-field is followed by 'jpg'.
-            for img in sorted(str(p) for p in cat_dir.glob("*")):
-                name = Path(img).name
-                if name.split(".")[1:2] == ["jpg"]:
-                    mask = Path(img).with_name(name.split(".")[0] + ".png")
-                    mask = require_file(mask, "FSS-1000 mask")
-                    episodes.append(Episode(Path(img), mask, i + self._OFFSETS[split]))
-        class_ids = list(range(self._OFFSETS[split], self._OFFSETS[split] + len(categories)))
+            for img in sorted(cat_dir.glob("*"), key=str):
+                if img.name.split(".")[1:2] == ["jpg"]:
+                    mask = require_file(img.with_name(img.name.split(".")[0] + ".png"), "FSS-1000 mask")
+                    episodes.append(Episode(img, mask, i + offset))
+        class_ids = list(range(offset, offset + len(categories)))
         super().__init__(episodes, fewshot_labels("fss", label_style), class_ids, transform, num_support)
 
     def binary_mask(self, path: Path, class_id: int) -> torch.Tensor:

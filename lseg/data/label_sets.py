@@ -86,11 +86,9 @@ def coco_stuff_labels() -> list[str]:
 
 def pascal_context_labels(num_classes: Literal[59, 459] = 59) -> list[str]:
     """PASCAL-Context class strings: 59 (mmseg order, no background) or 459 (alphabetical)."""
-    if num_classes == 59:
-        return _lines("pascal_context59.txt")
-    if num_classes == 459:
-        return _lines("pascal_context459.txt")
-    raise LabelError(f"PASCAL-Context has 59 or 459 classes, not {num_classes}")
+    if num_classes not in (59, 459):
+        raise LabelError(f"PASCAL-Context has 59 or 459 classes, not {num_classes}")
+    return _lines(f"pascal_context{num_classes}.txt")
 
 
 @cache

@@ -39,13 +39,10 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     # GPU. Ignored pixels are counted in an extra bin that is dropped.
     bad = keep & ((target < 0) | (target >= num_classes) | (pred < 0) | (pred >= num_classes))
     if bool(bad.any()):
-        for name, t in (("target", target[keep]), ("pred", pred[keep])):
-            lo, hi = int(t.min()), int(t.max())
-            if lo < 0 or hi >= num_classes:
-                value = lo if lo < 0 else hi
-                raise ValueError(
-                    f"{name} holds {value}, outside 0..{num_classes - 1} (ignore_index={ignore_index})"
-                )
+        for name, t in (("target", target), ("pred", pred)):
+            wrong = t[keep & ((t < 0) | (t >= num_classes))]
+            if wrong.numel():
+                raise ValueError(f"{name} holds {int(wrong[0])}, outside 0..{num_classes - 1} (ignore_index={ignore_index})")
     n = num_classes * num_classes
     index = torch.where(keep, target * num_classes + pred, n)
     counts = torch.zeros(n + 1, dtype=torch.int64, device=target.device)
@@ -85,14 +82,10 @@ def pixel_accuracy(cm: torch.Tensor) -> float:
 def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()):
-        return t
-    if dist.get_backend() == "nccl" and not t.is_cuda:
-        # NCCL only reduces CUDA tensors
-        tc = t.cuda()
+    if dist.is_available() and dist.is_initialized():
+        tc = t.cuda() if dist.get_backend() == "nccl" else t  # NCCL only reduces CUDA tensors
         dist.all_reduce(tc, op=dist.ReduceOp.SUM)
-        return tc.to(t.device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t = tc.to(t.device)
     return t
 
 

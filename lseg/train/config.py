@@ -31,29 +31,23 @@ class TrainConfig:
 
     Model:
         model: registered architecture (``lseg.list_models()``); ignored with ``init_checkpoint``.
-        init_checkpoint: weights to fine-tune: an lseg folder, ``.safetensors`` or an official lang-seg
-            ``.ckpt`` (``None``: ``model``'s random init).
+        init_checkpoint: weights to fine-tune: an lseg folder, ``.safetensors`` or official ``.ckpt``.
         pretrained_backbone: initialise the ViT from timm's ImageNet weights (the reference's init).
-        clip_text_weights: the frozen CLIP text tower's weights when training from scratch: ``"openai"``
-            (downloaded by open_clip) or a local file (``None``: random, for tests).
+        clip_text_weights: CLIP text weights when training from scratch: ``"openai"`` or a file (``None``: random).
 
     Data:
         dataset: ``ade20k``, ``pascal_voc``, ``pascal_context59``, ``coco_stuff`` or ``folder``; or
             ``pascal5i``, ``coco20i`` or ``fss1000`` for zero-shot training.
         data_root: the dataset folder.
-        split: training split (``folder``: a ``splits/<name>.txt`` list, or ``None`` for all images;
-            few-shot: ``trn``).
+        split: training split (``folder``: ``splits/<name>.txt``, ``None``: all images; few-shot: ``trn``).
         fold: few-shot fold held out: trained on the other folds' classes, validated on this one's.
         fewshot_support: support images per query in zero-shot training (reference 1; 0 = queries only).
-        fewshot_boundary: PASCAL-5i boundary pixels in zero-shot training: ``others`` (the reference)
-            or ``ignore`` (left out of the loss).
+        fewshot_boundary: PASCAL-5i boundary pixels in zero-shot training: ``others`` (reference) or ``ignore``.
         dataset_kwargs: extra keyword arguments of the dataset reader (e.g. ``{aug: true}`` for VOC).
-        label_style: class strings fed to CLIP: ADE20K ``full`` or ``reference``, VOC ``clean`` or
-            ``reference`` (``None``: the reader's default).
+        label_style: class strings: ADE20K ``full``/``reference``, VOC ``clean``/``reference`` (``None``: the reader's).
         base_size, crop_size, scale_range, hflip_prob: the reference augmentation (random flip,
             long side uniform in ``scale_range * base_size``, pad, random ``crop_size`` crop).
-        ignore_index: mask value excluded from the loss, which must be the dataset's (``None``: the
-            dataset's).
+        ignore_index: mask value excluded from the loss, checked against the dataset's (``None``: the dataset's).
         num_workers: DataLoader worker processes per device.
 
     Validation:
@@ -69,8 +63,7 @@ class TrainConfig:
             num_nodes * accumulate_grad_batches``).
         epochs / max_steps: length of the run and of the poly schedule, in epochs or in optimizer
             steps (``max_steps`` wins if both are set).
-        schedule_epochs: length of the poly schedule in epochs when it is longer than the run
-            (``None``: ``epochs``).
+        schedule_epochs: length of the poly schedule in epochs when longer than the run (``None``: ``epochs``).
         stop_after_steps: end this invocation after this many optimizer steps of its own (running it
             again resumes; for job time limits).
         optimizer: ``sgd`` (the reference's, with ``momentum``) or ``adam`` (betas 0.9/0.999).
@@ -93,8 +86,7 @@ class TrainConfig:
         reference_devices: the GPU count of the run this recipe reproduces; another count logs a warning.
         seed: seeds the model init, the data order and the augmentation.
         out_dir: run folder: ``config.yaml``, ``checkpoints/``, ``logs/``, ``model/``.
-        checkpoint_every_n_steps: also save ``last.ckpt`` every N optimizer steps (0: only at the end
-            and at ``stop_after_steps``).
+        checkpoint_every_n_steps: also save ``last.ckpt`` every N optimizer steps (0: at the end / stop only).
         log_every_n_steps: how often loss / accuracy / LR are logged.
         logger: ``csv`` (``logs/version_N/metrics.csv``), ``tensorboard`` or ``none``.
         progress_bar: tqdm bar on rank 0.
