@@ -1,9 +1,4 @@
-"""The common sample format, file readers and the ``SegmentationDataset`` base class.
-
-Samples are ``{"image": uint8 (3, H, W) RGB, "mask": int64 (H, W) class indices or ignore_index,
-"path": str}``. Unlabelled pixels are 255 (:data:`IGNORE_INDEX`; the reference marks the same pixels
--1), except where 255 is a class (65535): always read ``dataset.ignore_index``.
-"""
+"""File readers and the ``SegmentationDataset`` base class (sample format: :mod:`lseg.data`)."""
 
 from __future__ import annotations
 
@@ -32,14 +27,12 @@ JointTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torc
 
 
 def require_dir(path: Path, what: str) -> Path:
-    """``path`` if it is a directory, else a ``DatasetError`` naming it."""
     if not path.is_dir():
         raise DatasetError(f"{what}: directory not found: {path}")
     return path
 
 
 def require_file(path: Path, what: str) -> Path:
-    """``path`` if it is a file, else a ``DatasetError`` naming it."""
     if not path.is_file():
         raise DatasetError(f"{what}: file not found: {path}")
     return path
@@ -62,10 +55,7 @@ def read_split_file(path: Path) -> list[str]:
 
 
 def read_image(path: str | Path) -> torch.Tensor:
-    """An image file as an RGB ``uint8`` tensor ``(3, H, W)`` (``DatasetError`` if unreadable).
-
-    EXIF orientation is not applied: masks are stored in raw pixel orientation (as the reference).
-    """
+    """An image file as an RGB ``uint8`` tensor ``(3, H, W)``, without EXIF rotation (as the masks)."""
     try:
         with Image.open(path) as im:
             arr = np.asarray(im.convert("RGB"))
@@ -76,7 +66,7 @@ def read_image(path: str | Path) -> torch.Tensor:
 
 def read_mask_array(path: str | Path) -> np.ndarray:
     """An index mask as an integer array ``(H, W)``, without colour conversion (palette PNGs give
-    their indices, 16-bit files their values). ``DatasetError`` if unreadable or a colour image."""
+    their indices)."""
     try:
         with Image.open(path) as im:
             if im.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LA"):
@@ -94,13 +84,20 @@ def read_mask_array(path: str | Path) -> np.ndarray:
     return arr
 
 
-def build_lut(
-    mapping: dict[int, int] | None = None, size: int = 256, default: int = IGNORE_INDEX
-) -> np.ndarray:
-    """A stored value -> class lookup table of length ``size`` (256 for uint8 masks, 65536 for
-    uint16): ``mapping`` ``{stored value: class}``, every other value ``default``."""
+def load_pair(image_path: Path, mask_path: Path, mask: torch.Tensor,
+              transform: JointTransform | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image of ``mask`` (checked to be its size), then both through ``transform``."""
+    image = read_image(image_path)
+    if tuple(image.shape[-2:]) != tuple(mask.shape):
+        raise DatasetError(f"image {image_path} is {tuple(image.shape[-2:])} (H, W) but its mask {mask_path} "
+                           f"is {tuple(mask.shape)}")
+    return (image, mask) if transform is None else transform(image, mask)
+
+
+def build_lut(mapping: dict[int, int], size: int = 256, default: int = IGNORE_INDEX) -> np.ndarray:
+    """A stored value -> class lookup table of length ``size``: ``mapping``, every other value ``default``."""
     lut = np.full(size, default, dtype=np.int64)
-    for src, dst in (mapping or {}).items():
+    for src, dst in mapping.items():
         lut[src] = dst
     return lut
 
@@ -114,15 +111,9 @@ class SampleRecord:
 
 
 class SegmentationDataset(Dataset):
-    """Base class: (image, mask) file pairs, the class strings and ``lut``, the table mapping stored
-    mask values to class indices or ``ignore_index``.
-
-    Attributes:
-        labels: class strings fed to the text encoder; ``labels[i]`` names class ``i``.
-        ignore_index: mask value of ignored pixels (255; 65535 for PASCAL-Context-459 and ADE-847).
-        records: the (image, mask) file pairs, in a fixed, sorted order.
-        transform: optional joint transform ``(image, mask) -> (image, mask)`` applied last.
-    """
+    """Base class: (image, mask) file pairs (``records``), the class strings (``labels[i]`` names class
+    ``i``), an optional joint ``transform`` applied last, and ``lut``, mapping stored mask values to
+    class indices or ``ignore_index``."""
 
     ignore_index: int = IGNORE_INDEX
 
@@ -137,15 +128,10 @@ class SegmentationDataset(Dataset):
 
     @property
     def num_classes(self) -> int:
-        """Number of classes ``C`` (= ``len(labels)``)."""
         return len(self.labels)
 
     def __len__(self) -> int:
         return len(self.records)
-
-    def load_mask(self, path: Path) -> torch.Tensor:
-        """Read a mask file and map its stored values to class indices; returns int64 ``(H, W)``."""
-        return self.map_mask(read_mask_array(path), path)
 
     def map_mask(self, arr: np.ndarray, path: Path) -> torch.Tensor:
         """Map stored mask values ``arr`` (from file ``path``) to class indices / ``ignore_index``."""
@@ -161,15 +147,8 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rec = self.records[index]
-        image = read_image(rec.image)
-        mask = self.load_mask(rec.mask)
-        if tuple(image.shape[-2:]) != tuple(mask.shape):
-            raise DatasetError(
-                f"image {rec.image} is {tuple(image.shape[-2:])} (H, W) but its mask {rec.mask} is "
-                f"{tuple(mask.shape)}"
-            )
-        if self.transform is not None:
-            image, mask = self.transform(image, mask)
+        mask = self.map_mask(read_mask_array(rec.mask), rec.mask)
+        image, mask = load_pair(rec.image, rec.mask, mask, self.transform)
         return {"image": image, "mask": mask, "path": str(rec.image)}
 
     def __repr__(self) -> str:
@@ -179,8 +158,7 @@ class SegmentationDataset(Dataset):
 def pair_by_stem(image_dir: Path, mask_dir: Path, stems: Sequence[str] | None, image_exts: Sequence[str],
                  mask_suffix: str) -> list[SampleRecord]:
     """Pair ``image_dir/<stem><ext>`` (the first of ``image_exts`` found) with
-    ``mask_dir/<stem><mask_suffix>`` for ``stems`` (``None``: every mask); a missing file is a
-    ``DatasetError`` naming it."""
+    ``mask_dir/<stem><mask_suffix>`` for ``stems`` (``None``: every mask)."""
     if stems is None:
         stems = sorted(p.name[: -len(mask_suffix)] for p in mask_dir.glob(f"*{mask_suffix}") if p.is_file())
     records = []

@@ -1,5 +1,5 @@
-"""Readers for the semantic segmentation datasets, in their standard on-disk layouts (documented,
-with the mask mappings, in ``docs/datasets.md``). A missing folder or file raises
+"""Readers for the semantic segmentation datasets in their standard layouts (``docs/datasets.md``).
+Every reader takes an optional joint ``(image, mask)`` ``transform``; a missing folder or file raises
 :class:`lseg.errors.DatasetError` naming the path.
 """
 
@@ -48,16 +48,9 @@ def _check_split(split: str, allowed: Sequence[str] = ("train", "val")) -> None:
 
 
 class ADE20K(SegmentationDataset):
-    """ADE20K / SceneParse150 (``ADEChallengeData2016``): 150 classes; stored 0 is ignored, ``v`` is
-    class ``v - 1``.
-
-    Args:
-        root: ``ADEChallengeData2016`` or its parent folder.
-        split: ``"train"`` (20,210 images) or ``"val"`` (2,000).
-        transform: joint ``(image, mask)`` transform.
-        label_style: ``"full"`` (``"coffee table"``) or ``"reference"`` (lang-seg's truncated strings,
-            ``"coffee"``, which the official ADE20K checkpoints were trained with).
-    """
+    """ADE20K / SceneParse150 (``root``: ``ADEChallengeData2016`` or its parent), 150 classes; stored 0
+    is ignored, ``v`` is class ``v - 1``. ``label_style``: ``"full"`` (``"coffee table"``) or
+    ``"reference"`` (lang-seg's truncated ``"coffee"``)."""
 
     def __init__(self, root: str | Path, split: Split = "train", transform: JointTransform | None = None,
                  label_style: Literal["full", "reference"] = "full") -> None:
@@ -73,17 +66,9 @@ class ADE20K(SegmentationDataset):
 
 
 class PascalVOC(SegmentationDataset):
-    """PASCAL VOC 2012 segmentation: 21 classes (0 = background), 255 = boundary (ignored).
-
-    Args:
-        root: ``VOC2012``, ``VOCdevkit`` or the folder holding ``VOCdevkit``.
-        split: ``"train"`` (1,464) or ``"val"`` (1,449).
-        aug: masks from ``SegmentationClassAug`` (SBD); train ids from the first list found of
-            ``ImageSets/Segmentation/{train_aug,trainaug}.txt``, ``ImageSets/SegmentationAug/train_aug.txt``,
-            else every mask whose id is not in ``val.txt``.
-        transform: joint ``(image, mask)`` transform.
-        label_style: ``"clean"`` (``"dining table"``) or ``"reference"`` (``"diningtable"``).
-    """
+    """PASCAL VOC 2012 (``root``: ``VOC2012``, ``VOCdevkit`` or its parent), 21 classes (0 = background),
+    255 ignored. ``aug``: SBD masks (``SegmentationClassAug``) and the train_aug ids.
+    ``label_style``: ``"clean"`` (``"dining table"``) or ``"reference"`` (``"diningtable"``)."""
 
     def __init__(self, root: str | Path, split: Split = "train", aug: bool = False,
                  transform: JointTransform | None = None,
@@ -118,15 +103,8 @@ class PascalVOC(SegmentationDataset):
 
 
 class PascalContext59(SegmentationDataset):
-    """PASCAL-Context, 59 classes (background ignored), in the mmsegmentation layout
-    (``SegmentationClassContext``, stored ``v`` -> ``v - 1``) or the detectron2 one
-    (``annotations_detectron2/pc59_<split>``, stored = class), first found.
-
-    Args:
-        root: ``VOC2010``, ``VOCdevkit`` or the folder holding ``VOCdevkit``.
-        split: ``"train"`` (4,996) or ``"val"`` (5,104).
-        transform: joint ``(image, mask)`` transform.
-    """
+    """PASCAL-Context, 59 classes, background ignored (``root``: ``VOC2010``, ``VOCdevkit`` or its parent),
+    in the mmsegmentation layout (stored ``v`` -> ``v - 1``) or the detectron2 one (stored = class)."""
 
     def __init__(self, root: str | Path, split: Split = "val",
                  transform: JointTransform | None = None) -> None:
@@ -150,21 +128,25 @@ class PascalContext59(SegmentationDataset):
         super().__init__(records, pascal_context_labels(59), lut, transform)
 
 
-class PascalContext459(SegmentationDataset):
-    """PASCAL-Context, 459 classes (val only, detectron2 layout ``annotations_detectron2/pc459_val``,
-    uint16 ``.tif`` or ``.png``): stored ``v`` is class ``v``.
-
-    **Ignore index is 65535**, since 255 is a class: pass ``dataset.ignore_index`` to the loss, the
-    metrics and the transforms.
-
-    Args:
-        root: ``VOC2010``, ``VOCdevkit`` or the folder holding ``VOCdevkit``.
-        split: only ``"val"`` (5,104 images).
-        transform: joint ``(image, mask)`` transform (built with ``ignore_index=65535``).
-        labels_file: a user label file (one string per line) replacing the shipped 459 names.
-    """
+class _Uint16Dataset(SegmentationDataset):
+    """uint16 masks storing class ids; 255 is a class, so the **ignore index is 65535** (pass
+    ``dataset.ignore_index`` to the loss, the metrics and the transforms). ``labels_file``: a user
+    label file replacing the shipped names."""
 
     ignore_index = 65535
+
+    def __init__(self, records: list[SampleRecord], shipped: list[str], labels_file: str | Path | None,
+                 transform: JointTransform | None) -> None:
+        labels = shipped if labels_file is None else load_label_file(labels_file)
+        if len(labels) != len(shipped):
+            raise DatasetError(f"{type(self).__name__} needs {len(shipped)} labels, {labels_file} has {len(labels)}")
+        lut = build_lut({v: v for v in range(len(shipped))}, size=65536, default=self.ignore_index)
+        super().__init__(records, labels, lut, transform)
+
+
+class PascalContext459(_Uint16Dataset):
+    """PASCAL-Context, 459 classes, val only (detectron2 ``annotations_detectron2/pc459_val``, ``.tif``
+    or ``.png``): stored ``v`` is class ``v``; ignore 65535."""
 
     def __init__(self, root: str | Path, split: Literal["val"] = "val",
                  transform: JointTransform | None = None, labels_file: str | Path | None = None) -> None:
@@ -174,40 +156,12 @@ class PascalContext459(SegmentationDataset):
         mask_dir = require_dir(root / "annotations_detectron2" / "pc459_val", "PASCAL-Context-459 masks")
         suffix = ".tif" if any(mask_dir.glob("*.tif")) else ".png"
         records = pair_by_stem(image_dir, mask_dir, None, (".jpg",), suffix)
-        labels = _labels_of_length(labels_file, pascal_context_labels(459), "PASCAL-Context-459")
-        super().__init__(records, labels, _uint16_identity_lut(459, self.ignore_index), transform)
+        super().__init__(records, pascal_context_labels(459), labels_file, transform)
 
 
-def _labels_of_length(labels_file: str | Path | None, shipped: list[str], name: str) -> list[str]:
-    """The shipped class names, or a user's label file with as many lines."""
-    if labels_file is None:
-        return shipped
-    labels = load_label_file(labels_file)
-    if len(labels) != len(shipped):
-        raise DatasetError(f"{name} needs {len(shipped)} labels, {labels_file} has {len(labels)}")
-    return labels
-
-
-def _uint16_identity_lut(num_classes: int, ignore_index: int) -> np.ndarray:
-    """uint16 masks storing class ids (0..num_classes-1); every other value is ignored."""
-    return build_lut({v: v for v in range(num_classes)}, size=65536, default=ignore_index)
-
-
-class ADE20K847(SegmentationDataset):
-    """ADE20K-Full (ADE-847): 847 classes, detectron2 layout (``ADE20K_2021_17_01``, uint16 ``.tif``);
-    stored ``v`` is class ``v`` of :func:`lseg.data.ade20k_847_labels`.
-
-    **Ignore index is 65535**, since 255 is a class: pass ``dataset.ignore_index`` to the loss, the
-    metrics and the transforms.
-
-    Args:
-        root: ``ADE20K_2021_17_01`` or the folder holding it.
-        split: ``"train"`` or ``"val"`` (2,000 images).
-        transform: joint ``(image, mask)`` transform (built with ``ignore_index=65535``).
-        labels_file: a user label file (one string per line) replacing the shipped 847 names.
-    """
-
-    ignore_index = 65535
+class ADE20K847(_Uint16Dataset):
+    """ADE20K-Full (ADE-847, detectron2 layout; ``root``: ``ADE20K_2021_17_01`` or its parent), 847
+    classes: stored ``v`` is class ``v`` of :func:`lseg.data.ade20k_847_labels`; ignore 65535."""
 
     def __init__(self, root: str | Path, split: Split = "val", transform: JointTransform | None = None,
                  labels_file: str | Path | None = None) -> None:
@@ -217,8 +171,7 @@ class ADE20K847(SegmentationDataset):
         image_dir = require_dir(root / "images_detectron2" / sub, "ADE-847 images")
         mask_dir = require_dir(root / "annotations_detectron2" / sub, "ADE-847 masks")
         records = pair_by_stem(image_dir, mask_dir, None, (".jpg",), ".tif")
-        labels = _labels_of_length(labels_file, ade20k_847_labels(), "ADE-847")
-        super().__init__(records, labels, _uint16_identity_lut(847, self.ignore_index), transform)
+        super().__init__(records, ade20k_847_labels(), labels_file, transform)
 
 
 # mmsegmentation coco_stuff164k.py `clsID_to_trID`: stuffthingmaps store COCO category id - 1 (0..181,
@@ -230,17 +183,9 @@ COCOSTUFF_RAW_TO_TRAIN_ID: dict[int, int] = {
 
 
 class COCOStuff(SegmentationDataset):
-    """COCO-Stuff-164k: 171 classes, 255 ignore. Masks under ``annotations`` (or
-    ``stuffthingmaps_trainval2017``): mmseg train ids, or raw maps converted by
-    :data:`COCOSTUFF_RAW_TO_TRAIN_ID`.
-
-    Args:
-        root: the COCO-Stuff folder.
-        split: ``"train"`` (118k) or ``"val"`` (5k).
-        mask_format: ``"train_ids"`` (``*_labelTrainIds.png``), ``"raw"`` (stuffthingmaps ``*.png``) or
-            ``"auto"`` (train ids if any exist, else raw).
-        transform: joint ``(image, mask)`` transform.
-    """
+    """COCO-Stuff-164k, 171 classes, 255 ignored. ``mask_format``: ``"train_ids"``
+    (``*_labelTrainIds.png``), ``"raw"`` (stuffthingmaps, through :data:`COCOSTUFF_RAW_TO_TRAIN_ID`)
+    or ``"auto"`` (train ids if any exist)."""
 
     def __init__(self, root: str | Path, split: Split = "val",
                  mask_format: Literal["auto", "train_ids", "raw"] = "auto",
@@ -270,16 +215,8 @@ class COCOStuff(SegmentationDataset):
 
 class FolderDataset(SegmentationDataset):
     """A user's own dataset: ``root/labels.txt`` (line i = class i), ``images/*``, ``masks/<stem>.png``
-    (0..C-1, 255 = ignore), optional ``splits/<split>.txt`` (one stem per line).
-
-    Args:
-        root: the dataset folder.
-        split: ``None`` (every image with a mask) or a split name.
-        transform: joint ``(image, mask)`` transform.
-
-    Raises:
-        DatasetError: a missing folder or file, or (when loaded) a mask value not a class nor 255.
-    """
+    (0..C-1, 255 = ignore); ``split``: ``splits/<split>.txt``, or ``None`` for every image with a mask.
+    A mask value neither a class nor 255 raises :class:`DatasetError` when loaded."""
 
     def __init__(self, root: str | Path, split: str | None = None,
                  transform: JointTransform | None = None) -> None:

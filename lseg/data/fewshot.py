@@ -1,26 +1,33 @@
-"""Episodes of the few-shot benchmarks (PASCAL-5i, COCO-20i, FSS-1000) as LSeg's zero-shot protocol
-uses them: the query image and the **name** of one class in it, scored as a binary mask.
+"""Episodes of the few-shot benchmarks (PASCAL-5i, COCO-20i, FSS-1000) for LSeg's zero-shot protocol:
+a query image and the **name** of one class in it, scored as a binary mask (``docs/datasets.md``).
 
-Items: ``{"image": uint8 (3, H, W), "mask": int64 (H, W) 1 = the class, 0 = rest, 255 = boundary
-(PASCAL only), "class_id", "class_name", "path"}`` at the original resolution (the protocol resizes
-to 480x480: :func:`lseg.data.transforms.fewshot_transform`). ``num_support=S`` adds
-``support_images`` / ``support_masks`` / ``support_paths`` (zero-shot training), drawn from torch's
-global RNG as HSNet does. Episode lists are deterministic. Details: ``docs/datasets.md``.
+Items: ``{"image", "mask": 1 = the class, 0 = rest, 255 = boundary (PASCAL only), "class_id",
+"class_name", "path"}`` at the original resolution. ``num_support=S`` adds ``support_images`` /
+``support_masks`` / ``support_paths`` (zero-shot training), drawn from torch's global RNG as HSNet does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import Dataset
 
-from lseg.data.base import IGNORE_INDEX, JointTransform, descend, read_mask_array, require_dir, require_file
+from lseg.data.base import (
+    IGNORE_INDEX,
+    JointTransform,
+    descend,
+    load_pair,
+    read_mask_array,
+    require_dir,
+    require_file,
+)
 from lseg.data.coco20i_splits import convert_coco20i_splits, derive_coco20i_lists, read_coco20i_json
-from lseg.data.episodes import Episode, FewShotDataset
 from lseg.data.label_sets import fewshot_labels, fss_split_categories, read_package_file
 from lseg.errors import DatasetError
 
@@ -30,6 +37,72 @@ __all__ = [
 ]
 
 LabelStyle = Literal["reference", "clean"]
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One query: image file, mask file and the benchmark class id (0-based)."""
+
+    image: Path
+    mask: Path
+    class_id: int
+
+
+class FewShotDataset(Dataset):
+    """Base class: the ``episodes`` in evaluation order, ``labels`` (the class string of every benchmark
+    class id, not just the fold's), the ``class_ids`` this split scores; :meth:`binary_mask` says how
+    a benchmark binarises a mask. Supports are drawn from ``pool`` (default: the episodes)."""
+
+    ignore_index: int = IGNORE_INDEX
+
+    def __init__(self, episodes: Sequence[Episode], labels: Sequence[str], class_ids: Sequence[int],
+                 transform: JointTransform | None = None, num_support: int = 0,
+                 pool: Sequence[Episode] | None = None) -> None:
+        if len(episodes) == 0:
+            raise DatasetError(f"{type(self).__name__}: no episodes")
+        if num_support < 0:
+            raise DatasetError(f"num_support must be >= 0, got {num_support}")
+        self.episodes = list(episodes)
+        self.labels = list(labels)
+        self.class_ids = list(class_ids)
+        self.transform = transform
+        self.num_support = num_support
+        self._pools: dict[int, list[Episode]] = {}  # class id -> its distinct (image, class) pairs
+        for ep in dict.fromkeys(self.episodes if pool is None else pool):
+            self._pools.setdefault(ep.class_id, []).append(ep)
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def binary_mask(self, path: Path, class_id: int) -> torch.Tensor:
+        """The int64 ``(H, W)`` mask of ``path``: 1 = ``class_id``, 0 = rest (255 = ignored, if any)."""
+        raise NotImplementedError
+
+    def query_episode(self, index: int) -> Episode:
+        """The episode item ``index`` shows (COCO-20i ``trn`` draws it, as the reference)."""
+        return self.episodes[index]
+
+    def _load(self, ep: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+        return load_pair(ep.image, ep.mask, self.binary_mask(ep.mask, ep.class_id), self.transform)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        ep = self.query_episode(index)
+        image, mask = self._load(ep)
+        item: dict[str, Any] = {"image": image, "mask": mask, "class_id": ep.class_id,
+                                "class_name": self.labels[ep.class_id], "path": str(ep.image)}
+        if self.num_support:
+            pool = [e for e in self._pools.get(ep.class_id, []) if e.image != ep.image]
+            if len(pool) < self.num_support:
+                raise DatasetError(
+                    f"class {ep.class_id} ({self.labels[ep.class_id]!r}) has {len(pool)} image(s) besides "
+                    f"{ep.image}; {self.num_support} support(s) needed"
+                )
+            picks = [pool[int(i)] for i in torch.randperm(len(pool))[: self.num_support]]
+            supports = [self._load(e) for e in picks]
+            item["support_images"] = [im for im, _ in supports]
+            item["support_masks"] = [m for _, m in supports]
+            item["support_paths"] = [str(e.image) for e in picks]
+        return item
 
 
 def pascal5i_fold_classes(fold: int) -> list[int]:
@@ -64,23 +137,12 @@ def _require_files(episodes: Sequence[Episode], name: str) -> None:
 
 
 class Pascal5i(FewShotDataset):
-    """PASCAL-5i query episodes (HSNet splits, 20 classes, 4 folds) from ``VOC2012/{JPEGImages,
-    SegmentationClassAug}``. Mask: 1 where the stored value is ``class + 1``, 255 where it is 255.
+    """PASCAL-5i query episodes (HSNet splits, 20 classes, 4 folds; ``root``: ``VOC2012`` or a folder
+    holding it). Mask: 1 where the stored value is ``class + 1``, 255 where it is 255.
 
-    The val lists are shipped; training (``trn``) lists come from ``splits_dir`` and fold ``i`` reads
-    the other three folds'. As in the reference, val has 1000 episodes cycling the list (entry
-    ``k % n``), so the score is a re-weighted average; ``num_episodes=None`` makes one pass.
-
-    Args:
-        root: ``VOC2012`` or a folder holding it (``Datasets_HSN``, ``VOCdevkit``).
-        fold: 0..3.
-        split: ``"val"`` (``"test"`` is an alias, as in the reference) or ``"trn"``.
-        splits_dir: folder with ``{trn,val}/fold{i}.txt``; a missing val list falls back to the shipped one.
-        num_episodes: ``"reference"`` (1000 for val, one pass for trn), a count (the list is cycled),
-            or ``None`` for one pass.
-        transform: joint ``(image, mask)`` transform.
-        label_style: ``"reference"`` (``"diningtable"``) or ``"clean"`` (``"dining table"``).
-        num_support: support images per item (0: query only, the evaluation protocol; 1: training).
+    ``split``: ``"val"`` (alias ``"test"``) or ``"trn"`` (fold ``i`` reads the other folds' lists from
+    ``splits_dir/trn``). ``num_episodes``: ``"reference"`` (1000 for val, cycling the list; one pass
+    for trn), a count, or ``None`` for one pass.
     """
 
     def __init__(self, root: str | Path, fold: int, split: Literal["val", "test", "trn"] = "val",
@@ -131,34 +193,18 @@ class Pascal5i(FewShotDataset):
         return out
 
     def binary_mask(self, path: Path, class_id: int) -> torch.Tensor:
-        arr = read_mask_array(path).astype(np.int64)
-        out = np.zeros_like(arr)
-        out[arr == class_id + 1] = 1
-        out[arr == 255] = IGNORE_INDEX
-        return torch.from_numpy(out)
+        arr = read_mask_array(path)
+        return torch.from_numpy(np.where(arr == 255, IGNORE_INDEX, arr == class_id + 1).astype(np.int64))
 
 
 class COCO20i(FewShotDataset):
-    """COCO-20i query episodes (HSNet, 80 classes, 4 interleaved folds) from ``COCO2014/{train2014,
-    val2014}`` and ``annotations/`` (stored ``class + 1``).
+    """COCO-20i query episodes (HSNet, 80 classes, 4 interleaved folds; ``root``: ``COCO2014`` or a folder
+    holding it; masks store ``class + 1``).
 
-    Per-class image lists come from ``splits_dir`` (:func:`convert_coco20i_splits`), else are derived
-    from the masks (then episodes may differ from HSNet's). ``val`` episodes are drawn once, replaying
-    the reference: ``rs = numpy.random.RandomState(seed)``, per episode ``c = rs.choice(class_ids, 1,
-    replace=False)[0]`` then ``rs.choice(images[c], 1, replace=False)[0]``. ``trn`` items are drawn
-    the same way but afresh per ``__getitem__`` from torch's RNG (HSNet's training loader); the epoch
-    length is the number of (class, image) pairs.
-
-    Args:
-        root: ``COCO2014`` or a folder holding it.
-        fold: 0..3.
-        split: ``"val"`` (``"test"`` is an alias) or ``"trn"``.
-        splits_dir: folder with ``{trn,val}/fold{i}.json``; ``None`` derives the lists from the masks.
-        num_episodes: a count; ``"reference"``: 1000 for val, the (class, image) pair count for trn.
-        seed: seed of the val episode sampler.
-        transform: joint ``(image, mask)`` transform.
-        label_style: ``"reference"`` (``"trafficlight"``) or ``"clean"`` (``"traffic light"``).
-        num_support: support images per item (0: query only; 1: training).
+    Per-class image lists: ``splits_dir/{trn,val}/fold{i}.json`` (:func:`convert_coco20i_splits`), else
+    derived from the masks. ``val`` episodes are drawn once from ``numpy.random.RandomState(seed)`` with
+    the reference's two ``choice`` calls; ``trn`` items are drawn afresh per ``__getitem__`` from torch's
+    RNG. ``num_episodes`` ``"reference"``: 1000 for val, the (class, image) pair count for trn.
     """
 
     def __init__(self, root: str | Path, fold: int, split: Literal["val", "test", "trn"] = "val",
@@ -200,8 +246,7 @@ class COCO20i(FewShotDataset):
                 episodes.append(self._episode(name, cls))
             to_check = episodes
         _require_files(to_check, "COCO-20i")
-        self._pairs = pairs
-        super().__init__(episodes, fewshot_labels("coco", label_style), class_ids, transform, num_support)
+        super().__init__(episodes, fewshot_labels("coco", label_style), class_ids, transform, num_support, pairs)
 
     def _episode(self, name: str, class_id: int) -> Episode:
         stem = name[: name.rindex(".")]
@@ -214,27 +259,15 @@ class COCO20i(FewShotDataset):
         images = self._classwise[cls]
         return images[int(torch.randint(len(images), ()))]
 
-    def pool_episodes(self) -> Sequence[Episode]:
-        return self._pairs
-
     def binary_mask(self, path: Path, class_id: int) -> torch.Tensor:
         return torch.from_numpy((read_mask_array(path) == class_id + 1).astype(np.int64))
 
 
 class FSS1000(FewShotDataset):
-    """FSS-1000 query episodes (HSNet splits: 520 trn / 240 val / 240 test categories, shipped) from
-    ``FSS-1000/<category>/{1..10}.{jpg,png}`` (mask >= 128 = foreground).
-
-    Class id = position in the sorted split list + offset (trn 0, val 520, test 760), the line of
-    lang-seg's ``fewshot_fss.txt``. Every ``.jpg`` is one episode, in ``sorted(glob)`` order.
-
-    Args:
-        root: ``FSS-1000`` or a folder holding it.
-        split: ``"test"``, ``"val"`` or ``"trn"``.
-        transform: joint ``(image, mask)`` transform.
-        label_style: ``"reference"`` (``"ac_wall"``) or ``"clean"`` (``"ac wall"``).
-        num_support: support images per item, from the query's category (0: query only; 1: training).
-    """
+    """FSS-1000 query episodes (HSNet's shipped 520 trn / 240 val / 240 test categories; ``root``:
+    ``FSS-1000`` or a folder holding it; mask >= 128 = foreground). Class id = position in the sorted
+    split list + offset (trn 0, val 520, test 760); every ``.jpg`` is one episode, in ``sorted(glob)``
+    order."""
 
     _OFFSETS: ClassVar[dict[str, int]] = {"trn": 0, "val": 520, "test": 760}
 
@@ -245,17 +278,16 @@ class FSS1000(FewShotDataset):
             raise DatasetError(f"unknown FSS-1000 split {split!r}; expected 'trn', 'val' or 'test'")
         root = require_dir(descend(Path(root), "FSS-1000"), "FSS-1000 root")
         categories = sorted(fss_split_categories(split))
+        offset = self._OFFSETS[split]
         episodes = []
         for i, cat in enumerate(categories):
             cat_dir = require_dir(root / cat, f"FSS-1000 category {cat!r}")
             # The reference keeps files whose name's first '.'-field is followed by 'jpg'.
-            for img in sorted(str(p) for p in cat_dir.glob("*")):
-                name = Path(img).name
-                if name.split(".")[1:2] == ["jpg"]:
-                    mask = Path(img).with_name(name.split(".")[0] + ".png")
-                    mask = require_file(mask, "FSS-1000 mask")
-                    episodes.append(Episode(Path(img), mask, i + self._OFFSETS[split]))
-        class_ids = list(range(self._OFFSETS[split], self._OFFSETS[split] + len(categories)))
+            for img in sorted(cat_dir.glob("*"), key=str):
+                if img.name.split(".")[1:2] == ["jpg"]:
+                    mask = require_file(img.with_name(img.name.split(".")[0] + ".png"), "FSS-1000 mask")
+                    episodes.append(Episode(img, mask, i + offset))
+        class_ids = list(range(offset, offset + len(categories)))
         super().__init__(episodes, fewshot_labels("fss", label_style), class_ids, transform, num_support)
 
     def binary_mask(self, path: Path, class_id: int) -> torch.Tensor:

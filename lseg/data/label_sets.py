@@ -1,7 +1,6 @@
-"""The class strings of every supported dataset (a user's own label lists and templates are
-:mod:`lseg.labels`). LSeg feeds the raw string to CLIP, so the spelling matters: each function returns a
-fresh ``list[str]`` whose index ``i`` names class ``i`` of the matching reader. The shipped files in
-``label_files/`` are copies of public data (sources: ``docs/datasets.md``).
+"""The class strings of every supported dataset: fresh lists whose index ``i`` names class ``i`` of the
+matching reader (CLIP sees the raw string, so the spelling matters). ``label_files/`` holds copies of
+public data (sources: ``docs/datasets.md``).
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ _FSS_SPLITS = ("trn", "val", "test")
 
 
 def read_package_file(name: str) -> str:
-    """The text of a file shipped in ``lseg/data/label_files`` (``FileNotFoundError`` if absent)."""
+    """The text of a file shipped in ``lseg/data/label_files``."""
     return resources.files("lseg.data").joinpath("label_files", name).read_text(encoding="utf-8")
 
 
@@ -55,33 +54,28 @@ def _ade20k(style: str) -> tuple[str, ...]:
         # lang-seg LSegModule.get_labels: last comma field, then the text before the first ';'.
         rows = _lines("ade20k_objectInfo150.txt")[1:]
         return tuple(row.strip().split(",")[-1].split(";")[0] for row in rows)
-    # CSAIL objectInfo150.txt: tab separated; Name = "coffee table, cocktail table". The first synonym
-    # is the class's proper name; strip() removes the stray trailing spaces some rows carry ("bed ").
+    # CSAIL objectInfo150.txt, tab separated: the first synonym of Name ("coffee table, cocktail table"),
+    # without the trailing spaces some rows carry ("bed ").
     rows = _lines("ade20k_objectInfo150_csail.txt")[1:]
     return tuple(row.split("\t")[-1].split(",")[0].strip() for row in rows)
 
 
 def ade20k_labels(style: Literal["full", "reference"] = "full") -> list[str]:
-    """The 150 ADE20K (SceneParse150) class strings, index ``i`` = annotation value ``i + 1``.
-
-    ``style="full"``: each class's first objectInfo150 synonym with its spaces (``"coffee table"``);
-    ``"reference"``: lang-seg's parser, which truncates at the first word (``"coffee"``, and
-    ``"screen"`` twice), the strings the official ADE20K checkpoints were trained with.
-    """
+    """The 150 ADE20K class strings: ``"full"`` (``"coffee table"``) or lang-seg's truncated
+    ``"reference"`` strings (``"coffee"``, ``"screen"`` twice), which the official checkpoints used."""
     if style not in ("full", "reference"):
         raise LabelError(f"unknown ADE20K label style {style!r}; expected 'full' or 'reference'")
     return list(_ade20k(style))
 
 
 def ade20k_847_labels() -> list[str]:
-    """The 847 ADE20K-Full class strings (MaskFormer ``ADE20K_SEM_SEG_FULL_CATEGORIES`` order, synonyms
-    kept: ``"building, edifice"``), index ``i`` = stored value ``i``."""
+    """The 847 ADE20K-Full class strings (MaskFormer order, synonyms kept: ``"building, edifice"``)."""
     return _lines("ade20k_847.txt")
 
 
 def voc_labels(style: LabelStyle = "clean") -> list[str]:
-    """The 21 PASCAL VOC class strings (0 = ``"background"``): ``style="clean"`` writes multi-word names
-    with spaces (``"dining table"``), ``"reference"`` keeps the glued spellings (``"diningtable"``)."""
+    """The 21 PASCAL VOC class strings (0 = ``"background"``), ``"clean"`` (``"dining table"``) or
+    ``"reference"`` (``"diningtable"``)."""
     return [_style(name, style) for name in VOC_CLASSES]
 
 
@@ -91,28 +85,23 @@ def coco_stuff_labels() -> list[str]:
 
 
 def pascal_context_labels(num_classes: Literal[59, 459] = 59) -> list[str]:
-    """PASCAL-Context class strings: 59 (mmseg ``PascalContextDataset59`` order, background excluded) or
-    459 (the full alphabetical list; index ``i`` = label ``i + 1`` of the original annotations)."""
-    if num_classes == 59:
-        return _lines("pascal_context59.txt")
-    if num_classes == 459:
-        return _lines("pascal_context459.txt")
-    raise LabelError(f"PASCAL-Context has 59 or 459 classes, not {num_classes}")
+    """PASCAL-Context class strings: 59 (mmseg order, no background) or 459 (alphabetical)."""
+    if num_classes not in (59, 459):
+        raise LabelError(f"PASCAL-Context has 59 or 459 classes, not {num_classes}")
+    return _lines(f"pascal_context{num_classes}.txt")
 
 
 @cache
 def fss_split_categories(split: str) -> tuple[str, ...]:
-    """FSS-1000 category folder names of one HSNet split (``trn`` 520, ``val`` / ``test`` 240), in
-    file order (not sorted)."""
+    """FSS-1000 category folder names of one HSNet split, in file order (not sorted)."""
     if split not in _FSS_SPLITS:
         raise DatasetError(f"unknown FSS-1000 split {split!r}; expected one of {_FSS_SPLITS}")
     return tuple(_lines(f"fss1000_{split}.txt"))
 
 
 def fewshot_labels(benchmark: Literal["pascal", "coco", "fss"], style: LabelStyle = "reference") -> list[str]:
-    """Class strings of a few-shot benchmark (``pascal`` 20, ``coco`` 80, ``fss`` 1000) by class id:
-    ``style="reference"`` is what lang-seg feeds to CLIP (``"diningtable"``, ``"ac_wall"``),
-    ``"clean"`` splits glued words and underscores (``"dining table"``, ``"ac wall"``)."""
+    """Class strings of a few-shot benchmark by class id: ``"reference"``, what lang-seg feeds to CLIP
+    (``"diningtable"``, ``"ac_wall"``), or ``"clean"`` (``"dining table"``, ``"ac wall"``)."""
     if benchmark == "pascal":
         names = list(FEWSHOT_PASCAL_CLASSES)
     elif benchmark == "coco":
@@ -126,8 +115,7 @@ def fewshot_labels(benchmark: Literal["pascal", "coco", "fss"], style: LabelStyl
 
 
 def clean_fewshot_name(name: str) -> str:
-    """Readable form of a reference few-shot name (``"diningtable"`` -> ``"dining table"``, ``"ac_wall"``
-    -> ``"ac wall"``)."""
+    """Readable form of a reference name (``"diningtable"`` -> ``"dining table"``, ``"ac_wall"`` -> ``"ac wall"``)."""
     return _CLEAN_NAMES.get(name, name).replace("_", " ")
 
 
@@ -140,14 +128,8 @@ def _style(name: str, style: str) -> str:
 
 
 def load_label_file(path: str | Path) -> list[str]:
-    """A user label file: one class string per line (line ``i`` = class ``i``), stripped; trailing
-    blank lines are dropped.
-
-    Raises:
-        DatasetError: the file is missing.
-        LabelError: empty, an inner blank line, a line starting with ``#``, or a label repeated
-            (case-insensitively).
-    """
+    """A user label file: one class string per line (line ``i`` = class ``i``), stripped; trailing blank
+    lines dropped. Empty files, inner blank lines, ``#`` lines and repeated labels raise :class:`LabelError`."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"label file not found: {path}")

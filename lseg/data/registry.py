@@ -1,8 +1,5 @@
-"""Dataset names used by ``lseg train`` and ``lseg eval`` (aliases accepted), mapped to the readers
-of :mod:`lseg.data`: semantic (:func:`build_dataset`) ``ade20k`` (150 classes), ``pascal_voc`` (21),
-``voc20`` (VOC without background), ``pascal_context59``, ``pascal_context459``, ``coco_stuff`` (171),
-``ade847`` and ``folder`` (your own data); few-shot (:func:`build_fewshot_dataset`) ``pascal5i``,
-``coco20i`` and ``fss1000``.
+"""The dataset names of ``lseg train`` and ``lseg eval`` (aliases accepted), mapped to the readers of
+:mod:`lseg.data`: semantic (:func:`build_dataset`) and few-shot (:func:`build_fewshot_dataset`).
 """
 
 from __future__ import annotations
@@ -21,7 +18,6 @@ from lseg.data import (
     PascalContext59,
     PascalContext459,
     PascalVOC,
-    clean_fewshot_name,
 )
 from lseg.data.base import IGNORE_INDEX, JointTransform, SegmentationDataset, build_lut
 from lseg.data.fewshot import FewShotDataset
@@ -30,7 +26,7 @@ from lseg.errors import DatasetError
 
 __all__ = [
     "FEWSHOT_DATASETS", "SEMANTIC_DATASETS", "PascalVOC20", "build_dataset", "build_fewshot_dataset",
-    "canonical_name", "open_vocab_labels",
+    "canonical_name",
 ]
 
 SEMANTIC_DATASETS = (
@@ -70,16 +66,9 @@ def canonical_name(name: str) -> str:
 def build_dataset(name: str, root: str | Path | None, split: str | None = "val",
                   transform: JointTransform | None = None, label_style: str | None = None,
                   **kwargs: Any) -> SegmentationDataset:
-    """A semantic segmentation reader by name.
-
-    Args:
-        name: a name of the module docstring, or an alias.
-        root: dataset folder.
-        split: ``train``/``val`` (``folder``: a split list name, or ``None`` for every image).
-        transform: joint ``(image, mask)`` transform.
-        label_style: ADE20K ``full``/``reference``, VOC ``clean``/``reference``; ``None`` = default.
-        **kwargs: passed to the reader (e.g. ``aug=True`` for VOC, ``mask_format`` for COCO-Stuff).
-    """
+    """A semantic segmentation reader by name (:data:`SEMANTIC_DATASETS` or an alias); ``split``
+    ``None``: val (``folder``: every image); ``label_style`` ``None``: the reader's default; ``kwargs``
+    go to the reader (e.g. ``aug=True`` for VOC)."""
     key = canonical_name(name)
     if root is None:
         raise DatasetError(f"dataset {key!r} needs a data root (--data-root)")
@@ -109,19 +98,12 @@ def build_fewshot_dataset(name: str, root: str | Path | None, fold: int = 0, spl
     if root is None:
         raise DatasetError(f"dataset {key!r} needs a data root (--data-root)")
     style = label_style or "reference"
-    if key == "pascal5i":
-        return Pascal5i(root, fold, split=split or "val", transform=transform, label_style=style, **kwargs)  # type: ignore[arg-type]
-    if key == "coco20i":
-        return COCO20i(root, fold, split=split or "val", transform=transform, label_style=style, **kwargs)  # type: ignore[arg-type]
+    if key != "fss1000":
+        reader = Pascal5i if key == "pascal5i" else COCO20i
+        return reader(root, fold, split=split or "val", transform=transform, label_style=style, **kwargs)  # type: ignore[arg-type]
     return FSS1000(root, split=split or "test", transform=transform, label_style=style, **kwargs)  # type: ignore[arg-type]
 
 
-def open_vocab_labels(labels: list[str]) -> list[str]:
-    """Readable class names for open-vocabulary evaluation (``pottedplant`` -> ``potted plant``,
-    underscores -> spaces)."""
-    return [clean_fewshot_name(lb) for lb in labels]
-
-
 def ignore_index_of(dataset: Any) -> int:
-    """The dataset's ignore marker (255, or 65535 for PASCAL-Context-459 and ADE-847)."""
+    """The dataset's ignore marker (255 for a dataset without one)."""
     return int(getattr(dataset, "ignore_index", IGNORE_INDEX))

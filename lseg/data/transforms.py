@@ -1,10 +1,5 @@
-"""Joint image + mask transforms (torchvision.transforms.v2) reproducing the reference recipes
-(PyTorch-Encoding ``_sync_transform`` / ``_val_sync_transform``; ``docs/datasets.md`` compares them).
-
-A joint transform maps ``(image uint8 (3, H, W), mask int64 (H, W))`` to the same, with one random
-draw (torch's global RNG) for both: images resampled bilinear with antialiasing, masks with
-``NEAREST_EXACT`` (pixel centres, as PIL's ``NEAREST``; torchvision's default ``NEAREST`` would shift
-labels by up to half a pixel), padding 0 for the image and ``ignore_index`` for the mask.
+"""Joint ``(image uint8 (3, H, W), mask int64 (H, W))`` transforms (torchvision.transforms.v2, one
+random draw from torch's global RNG for both) reproducing the reference recipes (``docs/datasets.md``).
 """
 
 from __future__ import annotations
@@ -26,8 +21,8 @@ __all__ = [
 
 
 def resize_pair_item(inpt: Any, size: list[int]) -> Any:
-    """Resize one item of an (image, mask) pair: images bilinear + antialias, masks ``NEAREST_EXACT``.
-    ``size``: ``[h, w]``, or ``[short side]``."""
+    """Resize an image (bilinear, antialiased) or a mask (``NEAREST_EXACT``: pixel centres, as PIL's
+    ``NEAREST``; torchvision's ``NEAREST`` shifts labels by up to half a pixel) to ``[h, w]`` or ``[short side]``."""
     if isinstance(inpt, tv_tensors.Mask):
         return F.resize(inpt, size, interpolation=v2.InterpolationMode.NEAREST_EXACT)
     return F.resize(inpt, size, interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
@@ -72,11 +67,10 @@ class JointResize(v2.Transform):
 class PadToMinSize(v2.Transform):
     """Pad at the bottom/right so that both sides are at least ``size`` (image 0, mask ``ignore_index``)."""
 
-    def __init__(self, size: int, ignore_index: int = IGNORE_INDEX, image_fill: float = 0) -> None:
+    def __init__(self, size: int, ignore_index: int = IGNORE_INDEX) -> None:
         super().__init__()
         self.size = size
         self.ignore_index = ignore_index
-        self.image_fill = image_fill
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         h, w = v2.query_size(flat_inputs)
@@ -85,13 +79,12 @@ class PadToMinSize(v2.Transform):
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if params["padding"] == [0, 0, 0, 0]:
             return inpt
-        fill = self.ignore_index if isinstance(inpt, tv_tensors.Mask) else self.image_fill
+        fill = self.ignore_index if isinstance(inpt, tv_tensors.Mask) else 0
         return F.pad(inpt, params["padding"], fill=fill)
 
 
 class JointCompose:
-    """v2 ``transforms`` applied to an ``(image, mask)`` pair of plain tensors (wrapped as
-    ``tv_tensors.Image`` / ``Mask`` inside, plain tensors again outside)."""
+    """v2 ``transforms`` applied to an ``(image, mask)`` pair of plain tensors."""
 
     def __init__(self, transforms: Sequence[v2.Transform]) -> None:
         self.transforms = list(transforms)
@@ -105,15 +98,13 @@ class JointCompose:
         return img.as_subclass(torch.Tensor), msk.as_subclass(torch.Tensor)
 
     def __repr__(self) -> str:
-        inner = ", ".join(repr(t) for t in self.transforms)
-        return f"JointCompose([{inner}])"
+        return f"JointCompose({self.transforms!r})"
 
 
 def train_transform(base_size: int = 520, crop_size: int = 480, scale_range: tuple[float, float] = (0.5, 2.0),
                     hflip_p: float = 0.5, ignore_index: int = IGNORE_INDEX) -> JointCompose:
-    """The reference training augmentation: horizontal flip (``hflip_p``), long side uniform in
-    ``[int(base_size * lo), int(base_size * hi)]`` for ``scale_range=(lo, hi)``, pad bottom/right to
-    ``crop_size`` (mask: ``ignore_index``), random ``crop_size`` crop."""
+    """The reference training augmentation: horizontal flip, long side uniform in ``base_size *
+    scale_range``, pad bottom/right to ``crop_size`` (mask: ``ignore_index``), random ``crop_size`` crop."""
     lo, hi = int(base_size * scale_range[0]), int(base_size * scale_range[1])
     return JointCompose([v2.RandomHorizontalFlip(hflip_p), RandomLongSideResize(lo, hi),
                          PadToMinSize(crop_size, ignore_index=ignore_index), v2.RandomCrop(crop_size)])

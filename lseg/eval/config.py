@@ -1,6 +1,5 @@
-"""What ``lseg eval`` (and :func:`lseg.eval.evaluate.evaluate`) evaluates, and how: :class:`EvalConfig`,
-declared once for the Python API and the command line (:mod:`lseg.options`). Importing it costs no
-torch (``lseg eval --help`` builds its options from it).
+""":class:`EvalConfig`, the options of ``lseg eval`` and :func:`lseg.eval.evaluate.evaluate` (importing it
+costs no torch: ``lseg eval --help`` builds its options from it).
 """
 
 from __future__ import annotations
@@ -49,32 +48,27 @@ def _folds(value: tuple[int, ...]) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """What to evaluate, and how (see :mod:`lseg.eval.evaluate` for the protocols and the geometry).
+    """What to evaluate, and how (protocols and geometry: ``docs/training.md``).
 
     Attributes:
-        protocol: semantic, open-vocab or fewshot (``None``: fewshot for pascal5i, coco20i and fss1000,
-            else semantic).
+        protocol: semantic, open-vocab or fewshot (``None``: fewshot for the few-shot datasets, else semantic).
         dataset: ade20k, pascal_voc, voc20, pc59, pc459, coco_stuff, ade847 or folder (lseg.data.registry);
             few-shot: pascal5i, coco20i or fss1000.
         data_root: the dataset folder.
-        split: split to evaluate (``None``: val; folder: every image; few-shot: the reference's test
-            episodes).
+        split: split to evaluate (``None``: val; folder: every image; few-shot: the reference's test episodes).
         dataset_kwargs: extra reader arguments (on the command line a YAML mapping, e.g. "{aug: true}").
         label_style: class-string style: ADE20K full or reference, VOC and few-shot clean or reference
             (``None``: the reader's default for semantic and fewshot, the readable form for open-vocab).
-        templates: prompt templates with one {}, each class embedding the normalised mean over them;
-            "default" on the command line: lseg.labels.DEFAULT_TEMPLATES (none: the raw class string,
-            as the reference).
+        templates: prompt templates with one {} ("default": lseg.labels.DEFAULT_TEMPLATES; none: the raw
+            class string, as the reference).
         multiscale: reference multi-scale + flip evaluation (``scales``, ``base_size``).
-        size: single-scale long side (``None``, or 0 on the command line: the original resolution,
-            the reference's testval).
+        size: single-scale long side (``None``, or 0 on the command line: the original resolution).
         crop_size: network input crop / sliding-window size.
         stride_rate: sliding-window stride as a fraction of ``crop_size``.
         scales: multi-scale factors of ``base_size`` (comma-separated on the command line).
         base_size: multi-scale base long side.
         flip: add the horizontally flipped prediction (``None``: with ``multiscale`` only).
-        folds: few-shot folds, 0 to 3 (PASCAL-5i / COCO-20i; ignored for FSS-1000; on the command
-            line a comma list or "all").
+        folds: few-shot folds, 0 to 3, ignored for FSS-1000 (on the command line a comma list or "all").
         fewshot_size: few-shot square resize (aspect not kept).
         num_episodes: few-shot episodes per fold (``None``: the reference's, 1000 for PASCAL/COCO).
         seed: COCO-20i episode sampler seed (the reference's fix_randseed(0)).
@@ -82,8 +76,7 @@ class EvalConfig:
         num_workers: DataLoader workers per process.
         max_samples: evaluate only the first N images / episodes (debugging; not a benchmark number).
         precision: the image path's precision (fp32: the reference's numbers; auto: bf16 where the
-            CPU/GPU computes it natively; int8: the ViT's linear layers in int8, CPU; the similarity and
-            the metrics stay in fp32; casts the model in place).
+            CPU/GPU computes it natively; int8: the ViT's linear layers, CPU); casts the model in place.
         progress: tqdm bar on rank 0 (the command line's ``--quiet`` turns it off).
     """
 

@@ -1,14 +1,7 @@
-"""Dataset-level evaluation of an LSeg model, single- or multi-process (``docs/training.md``).
-
-Protocols (``EvalConfig.protocol``): ``semantic`` (the reference ``test_lseg.py --eval``: a split with
-the class strings the model was trained with), ``open-vocab`` (the same loop on other benchmarks, with
-readable names and optional prompt templates) and ``fewshot`` (LSeg's zero-shot protocol: 480x480
-queries against ``["others", class name]``, HSNet's meter). Single scale resizes the long side to
-``size`` (``None``: original resolution), pads or slides ``crop_size`` windows and scores at the
-original resolution; ``multiscale`` is the reference ``MultiEvalModule``.
-
-When ``torch.distributed`` is initialised, process ``r`` of ``W`` evaluates images ``r, r + W, ...``
-and the integer counts are summed: the numbers equal a single-process run.
+"""Dataset-level evaluation of an LSeg model under the ``semantic``, ``open-vocab`` and ``fewshot``
+protocols (``docs/training.md``). When ``torch.distributed`` is initialised, process ``r`` of ``W``
+evaluates images ``r, r + W, ...`` and the integer counts are summed: the numbers equal a
+single-process run.
 """
 
 from __future__ import annotations
@@ -24,24 +17,23 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lseg.console import progress_bar
+from lseg.data.label_sets import clean_fewshot_name
 from lseg.data.registry import (
     build_dataset,
     build_fewshot_dataset,
     canonical_name,
     ignore_index_of,
-    open_vocab_labels,
 )
 from lseg.data.transforms import fewshot_transform
 from lseg.errors import LSegError
 from lseg.eval.config import EvalConfig
-from lseg.eval.metrics import FewShotMeter, SegmentationMeter, iou_per_class
+from lseg.eval.metrics import FewShotMeter, SegmentationMeter
 from lseg.inference.predictor import MultiScaleConfig, multiscale_logits
 from lseg.labels import NO_TEMPLATE, fill_template
 from lseg.models.lseg import LSeg
 
 __all__ = [
     "EvalConfig", "encode_labels", "evaluate", "evaluate_fewshot", "evaluate_segmentation", "format_report",
-    "mean_iou_gt_present",
 ]
 
 
@@ -57,13 +49,6 @@ def encode_labels(model: LSeg, labels: Sequence[str], templates: Sequence[str] =
         per_template.append(torch.cat(parts))
     emb = torch.stack(per_template).mean(0)
     return emb / emb.norm(dim=-1, keepdim=True)
-
-
-def mean_iou_gt_present(cm: torch.Tensor) -> float:
-    """Mean IoU over the classes that occur in the ground truth (detectron2 ``SemSegEvaluator``)."""
-    cm = cm.cpu()
-    present = cm.sum(1) > 0
-    return float(iou_per_class(cm)[present].mean()) if bool(present.any()) else math.nan
 
 
 def _dist_info() -> tuple[int, int]:
@@ -90,8 +75,10 @@ class _SafeDataset(Dataset):
             return {"error": str(e).splitlines()[0] if str(e) else type(e).__name__, "path": path}
 
 
-def _batches(dataset: Dataset, cfg: EvalConfig, batch_size: int) -> Iterator[list[dict[str, Any]]]:
-    """This process's shard (``rank::world``; no padding, so nothing is counted twice), in batches."""
+def _batches(dataset: Dataset, cfg: EvalConfig, batch_size: int,
+             failed: list[dict[str, str]]) -> Iterator[list[dict[str, Any]]]:
+    """This process's shard (``rank::world``; no padding, so nothing is counted twice), in batches of
+    the samples that were read; the others are added to ``failed``."""
     rank, world = _dist_info()
     n = len(dataset)  # type: ignore[arg-type]
     if cfg.max_samples is not None:
@@ -99,31 +86,19 @@ def _batches(dataset: Dataset, cfg: EvalConfig, batch_size: int) -> Iterator[lis
     shard = Subset(_SafeDataset(dataset), list(range(rank, n, world)))
     loader = DataLoader(shard, batch_size=batch_size, num_workers=cfg.num_workers, collate_fn=list)
     disable = not cfg.progress or rank != 0
-    yield from progress_bar(loader, desc=f"eval {cfg.dataset}", unit="batch", disable=disable)
+    for batch in progress_bar(loader, desc=f"eval {cfg.dataset}", unit="batch", disable=disable):
+        failed += [{"path": s["path"], "error": s["error"]} for s in batch if "error" in s]
+        yield [s for s in batch if "error" not in s]
 
 
-def _gather_failures(failed: list[dict[str, str]]) -> list[dict[str, str]]:
+def _gather(failed: list[dict[str, str]], n_done: int) -> tuple[list[dict[str, str]], int]:
+    """Every process's unreadable samples and its count of evaluated ones."""
     _, world = _dist_info()
     if world == 1:
-        return failed
-    everything: list[Any] = [None] * world
-    dist.all_gather_object(everything, failed)
-    return [f for part in everything for f in part]
-
-
-def _readable(batch: list[dict[str, Any]], failed: list[dict[str, str]]) -> list[dict[str, Any]]:
-    """The samples of ``batch`` that were read; the others are added to ``failed``."""
-    failed += [{"path": s["path"], "error": s["error"]} for s in batch if "error" in s]
-    return [s for s in batch if "error" not in s]
-
-
-def _count(n: int, device: torch.device) -> int:
-    _, world = _dist_info()
-    if world == 1:
-        return n
-    t = torch.tensor([n], dtype=torch.int64, device=device)
-    dist.all_reduce(t)
-    return int(t)
+        return failed, n_done
+    parts: list[Any] = [None] * world
+    dist.all_gather_object(parts, (failed, n_done))
+    return [f for part, _ in parts for f in part], sum(n for _, n in parts)
 
 
 def _pct(x: float) -> float | None:
@@ -144,8 +119,8 @@ def evaluate_segmentation(model: LSeg, dataset: Dataset, labels: Sequence[str],
     failed: list[dict[str, str]] = []
     n_done = 0
     t0 = time.perf_counter()
-    for batch in _batches(dataset, cfg, 1):
-        for sample in _readable(batch, failed):
+    for batch in _batches(dataset, cfg, 1, failed):
+        for sample in batch:
             image = sample["image"].to(device)[None]
             x = model.normalize(image)
             h, w = x.shape[-2:]
@@ -159,16 +134,13 @@ def evaluate_segmentation(model: LSeg, dataset: Dataset, labels: Sequence[str],
             meter.update(logits.argmax(1), sample["mask"].to(device)[None])
             n_done += 1
     meter.reduce()
-    failed = _gather_failures(failed)
+    failed, num_images = _gather(failed, n_done)
     cm = meter.cm.cpu()
     metrics = meter.compute()
-    iou = metrics["iou_per_class"]
+    iou = metrics.pop("iou_per_class")
     assert isinstance(iou, torch.Tensor)
-    num_images = _count(n_done, device)
     if not num_images:  # nothing was evaluated: no figure, not 0 (the other metrics are n/a already)
-        metrics["mIoU"] = float("nan")
-    keys = ("pixAcc", "mIoU", "mIoU_excl_absent")
-    scores = {k: _pct(float(metrics[k])) for k in keys}  # type: ignore[arg-type]
+        metrics["mIoU"] = math.nan
     return {
         "protocol": cfg.protocol,
         "dataset": canonical_name(cfg.dataset),
@@ -177,7 +149,7 @@ def evaluate_segmentation(model: LSeg, dataset: Dataset, labels: Sequence[str],
         "num_images": num_images,
         "num_failed": len(failed),
         "failed": failed,
-        "metrics": {**scores, "mIoU_gt_present": _pct(mean_iou_gt_present(cm))},
+        "metrics": {k: _pct(float(v)) for k, v in metrics.items()},  # type: ignore[arg-type]
         "per_class": [
             {"label": lb, "iou": _pct(float(v)), "gt_pixels": int(cm[i].sum())}
             for i, (lb, v) in enumerate(zip(labels, iou.tolist()))
@@ -201,8 +173,7 @@ def evaluate_fewshot(model: LSeg, dataset: Any, cfg: EvalConfig) -> dict[str, An
     failed: list[dict[str, str]] = []
     n_done = 0
     t0 = time.perf_counter()
-    for batch in _batches(dataset, cfg, cfg.batch_size):
-        good = _readable(batch, failed)
+    for good in _batches(dataset, cfg, cfg.batch_size, failed):
         if not good:
             continue
         images = torch.stack([s["image"] for s in good]).to(device)
@@ -214,14 +185,14 @@ def evaluate_fewshot(model: LSeg, dataset: Any, cfg: EvalConfig) -> dict[str, An
             meter.update(logits.argmax(1), s["mask"].to(device)[None], int(s["class_id"]))
         n_done += len(good)
     meter.reduce()
-    failed = _gather_failures(failed)
+    failed, n_done = _gather(failed, n_done)
     result = meter.compute()
     per_class = result["iou_per_class"]
     assert isinstance(per_class, dict)
     return {
         "miou": round(float(result["miou"]), 4),  # type: ignore[arg-type]
         "fb_iou": round(float(result["fb_iou"]), 4),  # type: ignore[arg-type]
-        "num_episodes": _count(n_done, device),
+        "num_episodes": n_done,
         "num_failed": len(failed),
         "failed": failed,
         "per_class": [{"class_id": c, "label": dataset.labels[c], "iou": round(per_class[c], 4)} for c in class_ids],
@@ -266,7 +237,7 @@ def evaluate(model: LSeg, cfg: EvalConfig) -> dict[str, Any]:
     ds = build_dataset(cfg.dataset, cfg.data_root, cfg.split, None, style, **cfg.dataset_kwargs)
     labels = list(ds.labels)
     if cfg.protocol == "open-vocab" and style is None:
-        labels = open_vocab_labels(labels)
+        labels = [clean_fewshot_name(lb) for lb in labels]  # readable: "pottedplant" -> "potted plant"
     report = evaluate_segmentation(model, ds, labels, cfg)
     report.update(world_size=world, settings=settings)
     return report

@@ -1,7 +1,6 @@
-"""Segmentation metrics: a confusion matrix (rows = ground truth, columns = prediction, as
-torchmetrics; pixels whose target is ``ignore_index`` skipped) and pure reductions of it, plus
-accumulating meters. Accumulating over a whole split and reducing once gives dataset-level IoU (sum of
-intersections / sum of unions), not a mean of per-image IoUs. Definitions: ``docs/training.md``.
+"""Segmentation metrics (definitions: ``docs/training.md``): a confusion matrix and its reductions, and
+meters that accumulate over a whole split, so IoU is dataset-level (sum of intersections / sum of
+unions), not a mean of per-image IoUs.
 """
 
 from __future__ import annotations
@@ -21,21 +20,10 @@ IGNORE_INDEX = 255
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
                      ignore_index: int | None = IGNORE_INDEX) -> torch.Tensor:
-    """Count (target, prediction) pairs.
-
-    Args:
-        pred: predicted class indices of any shape (e.g. ``(B, H, W)``), or float scores
-            ``(B, C, H, W)`` (one more dim than ``target``), arg-maxed over dim 1.
-        target: ground-truth indices, ``0..C-1`` or ``ignore_index`` (``None``: skip nothing).
-        num_classes: ``C``.
-
-    Returns:
-        int64 ``(C, C)`` on ``target``'s device; ``cm[t, p]`` = number of pixels.
-
-    Raises:
-        ValueError: shape mismatch, or a kept target / prediction outside ``0..C-1`` (a silent drop
-            would hide label-mapping bugs).
-    """
+    """int64 ``(C, C)`` counts ``cm[target, pred]`` (as torchmetrics) on ``target``'s device, pixels
+    whose target is ``ignore_index`` skipped. ``pred``: class indices shaped as ``target``, or float
+    scores ``(B, C, ...)``. A kept value outside ``0..C-1`` raises ``ValueError`` (a silent drop would
+    hide label-mapping bugs)."""
     if pred.is_floating_point():
         if pred.dim() != target.dim() + 1:
             raise ValueError(
@@ -51,13 +39,10 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     # GPU. Ignored pixels are counted in an extra bin that is dropped.
     bad = keep & ((target < 0) | (target >= num_classes) | (pred < 0) | (pred >= num_classes))
     if bool(bad.any()):
-        for name, t in (("target", target[keep]), ("pred", pred[keep])):
-            lo, hi = int(t.min()), int(t.max())
-            if lo < 0 or hi >= num_classes:
-                value = lo if lo < 0 else hi
-                raise ValueError(
-                    f"{name} holds {value}, outside 0..{num_classes - 1} (ignore_index={ignore_index})"
-                )
+        for name, t in (("target", target), ("pred", pred)):
+            wrong = t[keep & ((t < 0) | (t >= num_classes))]
+            if wrong.numel():
+                raise ValueError(f"{name} holds {int(wrong[0])}, outside 0..{num_classes - 1} (ignore_index={ignore_index})")
     n = num_classes * num_classes
     index = torch.where(keep, target * num_classes + pred, n)
     counts = torch.zeros(n + 1, dtype=torch.int64, device=target.device)
@@ -97,28 +82,17 @@ def pixel_accuracy(cm: torch.Tensor) -> float:
 def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()):
-        return t
-    if dist.get_backend() == "nccl" and not t.is_cuda:
-        # NCCL only reduces CUDA tensors
-        tc = t.cuda()
+    if dist.is_available() and dist.is_initialized():
+        tc = t.cuda() if dist.get_backend() == "nccl" else t  # NCCL only reduces CUDA tensors
         dist.all_reduce(tc, op=dist.ReduceOp.SUM)
-        return tc.to(t.device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t = tc.to(t.device)
     return t
 
 
 class SegmentationMeter:
-    """Accumulates a ``C x C`` confusion matrix over batches and reduces it to pixAcc / mIoU.
-
-    Distributed: call :meth:`reduce` once on every process after the last ``update`` (an exact int64
-    sum), or move :meth:`state` around yourself and :meth:`merge` / :meth:`load_state` it.
-
-    Args:
-        num_classes: ``C``.
-        ignore_index: target value to skip.
-        device: where the matrix lives (default: the first ``update``'s target device; NCCL needs a GPU).
-    """
+    """Accumulates the ``C x C`` confusion matrix ``cm`` over batches and reduces it to pixAcc / mIoU.
+    ``device``: where ``cm`` lives (default: the first ``update``'s target device). Distributed: call
+    :meth:`reduce` once on every process after the last ``update`` (an exact int64 sum)."""
 
     def __init__(self, num_classes: int, ignore_index: int | None = IGNORE_INDEX,
                  device: torch.device | str | None = None) -> None:
@@ -126,10 +100,6 @@ class SegmentationMeter:
         self.ignore_index = ignore_index
         self._device = torch.device(device) if device is not None else None
         self.cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=self._device)
-
-    def reset(self) -> None:
-        """Zero the matrix."""
-        self.cm = torch.zeros_like(self.cm)
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -139,51 +109,32 @@ class SegmentationMeter:
         self.cm += confusion_matrix(pred, target.to(self.cm.device), self.num_classes, self.ignore_index)
 
     def compute(self) -> dict[str, float | torch.Tensor]:
-        """Fractions in [0, 1] of everything accumulated so far: ``pixAcc``, ``mIoU`` (absent classes
-    count 0), ``mIoU_excl_absent`` and ``iou_per_class`` (float64 ``(C,)`` on the CPU, ``nan`` if absent)."""
+        """Fractions in [0, 1]: ``pixAcc``, ``mIoU`` (absent classes count 0), ``mIoU_excl_absent``,
+        ``mIoU_gt_present`` (classes in the ground truth, as detectron2) and ``iou_per_class``
+        (float64 ``(C,)`` on the CPU, ``nan`` if absent)."""
         cm = self.cm.cpu()
+        iou = iou_per_class(cm)
+        present = cm.sum(1) > 0
         return {
             "pixAcc": pixel_accuracy(cm),
             "mIoU": mean_iou(cm, absent="zero"),
             "mIoU_excl_absent": mean_iou(cm, absent="exclude"),
-            "iou_per_class": iou_per_class(cm),
+            "mIoU_gt_present": float(iou[present].mean()) if bool(present.any()) else math.nan,
+            "iou_per_class": iou,
         }
 
-    def state(self) -> torch.Tensor:
-        """A copy of the accumulated matrix (int64 ``(C, C)``)."""
-        return self.cm.clone()
-
-    def load_state(self, cm: torch.Tensor) -> None:
-        """Replace the accumulated matrix by ``cm``."""
-        if cm.shape != self.cm.shape:
-            raise ValueError(f"state shape {tuple(cm.shape)} != {tuple(self.cm.shape)}")
-        self.cm = cm.to(self.cm.device, torch.int64).clone()
-
-    def merge(self, other: SegmentationMeter | torch.Tensor) -> None:
-        """Add another meter's (or a raw matrix's) counts to this one."""
-        cm = other.cm if isinstance(other, SegmentationMeter) else other
-        if cm.shape != self.cm.shape:
-            raise ValueError(f"cannot merge shape {tuple(cm.shape)} into {tuple(self.cm.shape)}")
-        self.cm += cm.to(self.cm.device, torch.int64)
-
     def reduce(self, fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
-        """Sum the matrix across processes, in place, once after the last ``update``: with ``fn`` (e.g.
-    Fabric's ``all_reduce(..., reduce_op="sum")``) or ``torch.distributed.all_reduce`` when a process
-    group is initialised."""
+        """Sum ``cm`` across processes: with ``fn`` (e.g. Fabric's ``all_reduce(..., reduce_op="sum")``) or
+        ``torch.distributed.all_reduce`` when a process group is initialised."""
         self.cm = (fn or _all_reduce_sum)(self.cm)
 
 
 class FewShotMeter:
-    """HSNet's ``AverageMeter`` for the few-shot / zero-shot protocol: per episode, background (0) and
-    foreground (1) intersection and union areas (target ``ignore_index`` skipped) added to its class.
+    """HSNet's ``AverageMeter`` for the zero-shot protocol: per episode, background (0) and foreground (1)
+    intersection and union areas (``inter``, ``union``: ``(2, num_classes)``) added to its class.
 
-    ``miou`` = mean over the fold's classes of ``Σinter_fg / max(Σunion_fg, 1)`` x 100 (a class without
+    ``miou`` = mean over ``class_ids`` of ``Σinter_fg / max(Σunion_fg, 1)`` x 100 (a class without
     episodes counts 0, as HSNet); ``fb_iou`` = mean over {bg, fg} of ``Σ_c inter / Σ_c union`` x 100.
-
-    Args:
-        class_ids: the classes the score averages over (the dataset's ``class_ids``).
-        num_classes: size of the per-class buffers (20 / 80 / 1000); default ``max(class_ids) + 1``.
-        ignore_index: target value to skip (255).
     """
 
     def __init__(self, class_ids: Sequence[int], num_classes: int | None = None,
@@ -195,17 +146,11 @@ class FewShotMeter:
         self.inter = torch.zeros(2, self.num_classes, dtype=torch.int64)
         self.union = torch.zeros(2, self.num_classes, dtype=torch.int64)
 
-    def reset(self) -> None:
-        """Zero the buffers."""
-        self.inter.zero_()
-        self.union.zero_()
-
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor,
                class_id: int | Sequence[int] | torch.Tensor) -> None:
         """Add episodes: ``pred`` binary ``(H, W)`` / ``(B, H, W)`` (1 = class) or 2-way scores
-    ``(B, 2, H, W)``, ``target`` the same shape (``ignore_index`` at ignored pixels), ``class_id`` one
-    per batch element."""
+        ``(B, 2, H, W)``, ``target`` the same shape, ``class_id`` one per batch element."""
         if pred.is_floating_point():
             pred = pred.argmax(dim=1)
         if pred.dim() == 2:
@@ -241,14 +186,6 @@ class FewShotMeter:
             "iou_per_class": {int(c): float(v * 100) for c, v in zip(self.class_ids, fg_iou)},
         }
 
-    def state(self) -> torch.Tensor:
-        """The buffers as one int64 tensor ``(2, 2, N)``: [inter, union] x [bg, fg] x class."""
-        return torch.stack([self.inter, self.union]).clone()
-
-    def load_state(self, state: torch.Tensor) -> None:
-        """Replace the buffers by a :meth:`state` tensor."""
-        self.inter, self.union = (s.to(self.inter.device, torch.int64).clone() for s in state)
-
     def reduce(self, fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         """Sum the buffers across processes (see :meth:`SegmentationMeter.reduce`). Call once."""
-        self.load_state((fn or _all_reduce_sum)(self.state()))
+        self.inter, self.union = (fn or _all_reduce_sum)(torch.stack([self.inter, self.union])).unbind()

@@ -1,11 +1,10 @@
-"""The typed training configuration, :class:`TrainConfig`, and its YAML form (:func:`dump_config`,
-written to ``<out_dir>/config.yaml``). Recipes, files and overrides: :mod:`lseg.train.recipes`.
+"""The typed training configuration, :class:`TrainConfig`, and its YAML form (:func:`dump_config`).
+Recipes, files and overrides: :mod:`lseg.train.recipes`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,69 +31,50 @@ class TrainConfig:
 
     Model:
         model: registered architecture (``lseg.list_models()``); ignored with ``init_checkpoint``.
-        init_checkpoint: weights to start from: an lseg folder, ``.safetensors`` or an official
-            lang-seg ``.ckpt`` (fine-tuning). ``None`` starts from ``model``'s random init.
-        pretrained_backbone: initialise the ViT from timm's ImageNet weights (the reference's init;
-            needs network access or a timm/HF cache). Ignored with ``init_checkpoint``.
-        clip_text_weights: the frozen CLIP text tower's weights when training from scratch: ``"openai"``
-            (downloaded by open_clip) or a local file (OpenAI ``.pt``, open_clip checkpoint or a
-            text-tower state dict). ``None`` keeps the random text tower (tests only). Ignored with
-            ``init_checkpoint``.
+        init_checkpoint: weights to fine-tune: an lseg folder, ``.safetensors`` or official ``.ckpt``.
+        pretrained_backbone: initialise the ViT from timm's ImageNet weights (the reference's init).
+        clip_text_weights: CLIP text weights when training from scratch: ``"openai"`` or a file (``None``: random).
 
     Data:
-        dataset: ``ade20k``, ``pascal_voc``, ``pascal_context59``, ``coco_stuff`` or ``folder``
-            (:func:`lseg.data.registry.build_dataset`); or ``pascal5i``, ``coco20i`` or ``fss1000`` for
-            zero-shot training (queries plus ``fewshot_support`` supports, each scored against
-            ``["others", class name]``, resized to ``crop_size`` squares).
+        dataset: ``ade20k``, ``pascal_voc``, ``pascal_context59``, ``coco_stuff`` or ``folder``; or
+            ``pascal5i``, ``coco20i`` or ``fss1000`` for zero-shot training.
         data_root: the dataset folder.
-        split: training split (``folder``: a ``splits/<name>.txt`` list, or ``None`` for all images;
-            few-shot: ``trn``).
-        fold: few-shot fold: PASCAL-5i / COCO-20i train on the other folds' classes and validate on
-            this one's; ignored by FSS-1000.
+        split: training split (``folder``: ``splits/<name>.txt``, ``None``: all images; few-shot: ``trn``).
+        fold: few-shot fold held out: trained on the other folds' classes, validated on this one's.
         fewshot_support: support images per query in zero-shot training (reference 1; 0 = queries only).
-        fewshot_boundary: PASCAL-5i boundary pixels (255) in zero-shot training: ``others`` (the
-            reference) or ``ignore`` (left out of the loss).
-        dataset_kwargs: extra keyword arguments of the dataset reader (e.g. ``{aug: true}`` for VOC,
-            ``{splits_dir: ...}`` for PASCAL-5i / COCO-20i).
-        label_style: class strings fed to CLIP: ADE20K ``full`` or ``reference`` (lang-seg's
-            truncated strings); VOC ``clean``/``reference``. ``None``: the reader's default.
+        fewshot_boundary: PASCAL-5i boundary pixels in zero-shot training: ``others`` (reference) or ``ignore``.
+        dataset_kwargs: extra keyword arguments of the dataset reader (e.g. ``{aug: true}`` for VOC).
+        label_style: class strings: ADE20K ``full``/``reference``, VOC ``clean``/``reference`` (``None``: the reader's).
         base_size, crop_size, scale_range, hflip_prob: the reference augmentation (random flip,
             long side uniform in ``scale_range * base_size``, pad, random ``crop_size`` crop).
-        ignore_index: mask value excluded from the loss. It must be the dataset's marker (checked);
-            ``None`` takes it from the dataset.
+        ignore_index: mask value excluded from the loss, checked against the dataset's (``None``: the dataset's).
         num_workers: DataLoader worker processes per device.
 
     Validation:
-        val_split: split evaluated during training (``None``: no validation). It runs :mod:`lseg.eval`'s
-            semantic or zero-shot protocol.
+        val_split: split evaluated during training with :mod:`lseg.eval`'s protocol (``None``: none).
         val_every_n_epochs: validate after every N-th epoch.
         val_dataset_kwargs: reader arguments for the validation split, over ``dataset_kwargs``.
         save_top_k: keep the best K validated states as ``checkpoints/best-*.ckpt`` (0: none).
-        monitor: the validation metric that ranks them (higher is better): ``pixAcc`` (reference),
-            ``mIoU``, or ``FB-IoU`` (few-shot).
+        monitor: the validation metric that ranks them (higher is better).
 
     Optimisation:
         batch_size: images per device per forward (zero-shot: queries, each with its supports).
-        accumulate_grad_batches: forwards per optimizer step. Global batch =
-            ``batch_size * devices * num_nodes * accumulate_grad_batches``.
+        accumulate_grad_batches: forwards per optimizer step (global batch = ``batch_size * devices *
+            num_nodes * accumulate_grad_batches``).
         epochs / max_steps: length of the run and of the poly schedule, in epochs or in optimizer
             steps (``max_steps`` wins if both are set).
-        schedule_epochs: length of the poly schedule in epochs when it is longer than the run
-            (``None``: ``epochs``). The reference's zero-shot runs decay over 200 but stop after 3.
-        stop_after_steps: end this invocation after this many optimizer steps of its own (the
-            schedule still follows ``epochs``/``max_steps``); running it again resumes. For job time
-            limits.
+        schedule_epochs: length of the poly schedule in epochs when longer than the run (``None``: ``epochs``).
+        stop_after_steps: end this invocation after this many optimizer steps of its own (running it
+            again resumes; for job time limits).
         optimizer: ``sgd`` (the reference's, with ``momentum``) or ``adam`` (betas 0.9/0.999).
         base_lr: learning rate per 16 images, scaled according to ``lr_scaling``.
         lr_scaling: ``global``: ``lr = base_lr / 16 * global_batch`` (linear scaling rule);
-            ``reference``: ``base_lr / 16 * batch_size``, the per-device batch as lang-seg does;
-            ``none``: ``lr = base_lr``.
+            ``reference``: the per-device batch instead, as lang-seg; ``none``: ``lr = base_lr``.
         decoder_lr_mult: LR multiplier of the decoder group (reference ``scratch``: x10).
         momentum, weight_decay: SGD momentum, weight decay on every group (reference 0.9, 1e-4).
         poly_power: the poly schedule's exponent: ``lr_t = lr * (1 - t / T) ^ poly_power``.
         loss_reduction: how the per-pixel cross-entropy is averaged over processes: ``global``, the
-            mean over the labelled pixels of the global batch (N processes x batch B train like one
-            with N x B); ``reference``, each process's own pixel mean, averaged by DDP (lang-seg).
+            mean over the global batch's labelled pixels; ``reference``, each process's own mean.
         lr_schedule_interval: ``step`` (t counts optimizer steps) or ``epoch`` (the reference).
 
     Runtime:
@@ -102,14 +82,11 @@ class TrainConfig:
         devices, num_nodes: processes per node and nodes (Lightning Fabric).
         strategy: Lightning Fabric's strategy (``auto``: DDP with more than one process).
         precision: Lightning Fabric's precision.
-        sync_batchnorm: use synchronised BatchNorm in the decoder when running on more than one
-            process (the reference's ``sync_batchnorm=True``).
-        reference_devices: how many GPUs the run this recipe reproduces used (``None``: not known).
-            Another process count logs a warning (it changes the global batch).
+        sync_batchnorm: synchronised BatchNorm in the decoder with more than one process (the reference).
+        reference_devices: the GPU count of the run this recipe reproduces; another count logs a warning.
         seed: seeds the model init, the data order and the augmentation.
-        out_dir: run folder: ``config.yaml``, ``checkpoints/last.ckpt``, ``logs/``, ``model/``.
-        checkpoint_every_n_steps: also save ``last.ckpt`` every N optimizer steps (0: only at
-            the end and at ``stop_after_steps``).
+        out_dir: run folder: ``config.yaml``, ``checkpoints/``, ``logs/``, ``model/``.
+        checkpoint_every_n_steps: also save ``last.ckpt`` every N optimizer steps (0: at the end / stop only).
         log_every_n_steps: how often loss / accuracy / LR are logged.
         logger: ``csv`` (``logs/version_N/metrics.csv``), ``tensorboard`` or ``none``.
         progress_bar: tqdm bar on rank 0.
@@ -210,15 +187,10 @@ class TrainConfig:
         """Plain JSON/YAML-serialisable dict (tuples become lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        """Build from a mapping of field names (unknown names raise :class:`ConfigError`)."""
-        return cls().replace(**dict(data))
-
 
 def check_accelerator(cfg: TrainConfig) -> None:
-    """Check ``cfg``'s accelerator and device count on this machine before Fabric starts: a missing GPU
-    is one :class:`ConfigError` naming the field, not a traceback from inside Lightning."""
+    """Check ``cfg``'s accelerator and device count on this machine: a missing GPU is one error naming
+    the field, not a traceback from inside Lightning."""
     if cfg.accelerator == "cpu":
         return
     import torch  # here: building a config (``lseg train --print-config``) needs no torch
@@ -243,10 +215,6 @@ def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainConfig)]
 
 
-#: Folders, written absolute: ``--config`` replayed from another working directory resumes the same run.
-_FOLDER_FIELDS = ("out_dir", "data_root")
-
-
 def dump_config(cfg: TrainConfig, path: str | Path) -> Path:
     """Write ``cfg`` as YAML (atomically), its folders (``out_dir``, ``data_root``) made absolute."""
     import yaml
@@ -254,7 +222,7 @@ def dump_config(cfg: TrainConfig, path: str | Path) -> Path:
     from lseg.io import atomic_write
 
     data = cfg.to_dict()
-    for name in _FOLDER_FIELDS:
+    for name in ("out_dir", "data_root"):  # absolute: replayed from another directory, it is the same run
         if isinstance(data.get(name), str):
             data[name] = str(Path(data[name]).expanduser().absolute())
     text = "# lseg train config (re-run with: lseg train --config this-file)\n" + yaml.safe_dump(data, sort_keys=False)

@@ -1,9 +1,7 @@
 """Deterministic, resumable training data: the **order** is a function of ``(seed, epoch)``
-(:class:`ResumableShardSampler`: one global permutation per epoch, cut into optimizer steps, process
-``rank`` taking every ``world_size``-th image of each step) and each sample's **augmentation** a
-function of ``(seed, epoch, index)`` (:class:`SeededSamples`). So a resumed run sees what the
-uninterrupted one saw, and N processes with batch B see what one with batch N x B sees, whatever the
-number of workers.
+(:class:`ResumableShardSampler`) and each sample's **augmentation** of ``(seed, epoch, index)``
+(:class:`SeededSamples`), so a resumed run sees what the uninterrupted one saw, and N processes with
+batch B see what one with batch N x B sees, whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -15,18 +13,13 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Sampler
 
-__all__ = ["ResumableShardSampler", "SeededSamples", "sample_seed", "steps_per_epoch"]
+__all__ = ["ResumableShardSampler", "SeededSamples", "sample_seed"]
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """A well-mixed 63-bit seed for one (seed, epoch, index) triple, stable across platforms."""
     digest = hashlib.blake2b(f"{seed}/{epoch}/{index}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
-
-
-def steps_per_epoch(num_samples: int, global_batch: int) -> int:
-    """Optimizer steps per epoch: whole global batches only (the shuffled remainder is left out)."""
-    return num_samples // global_batch
 
 
 class SeededSamples(Dataset):
@@ -49,16 +42,9 @@ class SeededSamples(Dataset):
 
 
 class ResumableShardSampler(Sampler[tuple[int, int]]):
-    """Yields this process's ``(epoch, index)`` keys for one epoch (see the module docstring), from the
-    position :meth:`set_position` selects.
-
-    Args:
-        num_samples: dataset length.
-        batch_size: images per process per forward.
-        accumulate: forwards per optimizer step.
-        rank, world_size: this process and the number of processes.
-        seed: base seed of the permutation.
-    """
+    """Yields this process's ``(epoch, index)`` keys for one epoch, from the position :meth:`set_position`
+    selects: one permutation of the ``num_samples`` per epoch, cut into optimizer steps of whole global
+    batches (the remainder is left out), process ``rank`` taking every ``world_size``-th image of each."""
 
     def __init__(self, num_samples: int, batch_size: int, accumulate: int, rank: int, world_size: int,
                  seed: int) -> None:
@@ -69,7 +55,7 @@ class ResumableShardSampler(Sampler[tuple[int, int]]):
         self.world_size = world_size
         self.seed = seed
         self.global_batch = batch_size * accumulate * world_size
-        self.steps = steps_per_epoch(num_samples, self.global_batch)
+        self.steps = num_samples // self.global_batch  # optimizer steps per epoch
         if self.steps == 0:
             raise ValueError(
                 f"the dataset has {num_samples} images, fewer than one global batch ({self.global_batch} = "
@@ -79,8 +65,8 @@ class ResumableShardSampler(Sampler[tuple[int, int]]):
         self.start_step = 0
 
     def set_position(self, epoch: int, start_step: int = 0) -> None:
-        """Select the epoch and the optimizer step within it to start from. Not ``set_epoch``: Lightning's
-    dataloader wrapper calls that with its own count, which would undo a mid-epoch resume."""
+        """Select the epoch and the optimizer step within it to start from (not ``set_epoch``, which
+        Lightning's dataloader wrapper calls with its own count)."""
         if not 0 <= start_step < self.steps:
             raise ValueError(f"start_step {start_step} outside 0..{self.steps - 1}")
         self.epoch = epoch

@@ -37,15 +37,9 @@ def build_model(cfg: TrainConfig) -> LSeg:
 
 
 def load_clip_text_weights(model: LSeg, source: str | Path) -> None:
-    """Copy CLIP text-tower weights into ``model.text_encoder`` (the CLIP ``model.config.text.clip_name``).
-
-    ``source``: ``"openai"`` (open_clip downloads or reads its cache), a state-dict file of the text
-    tower under OpenAI's names (or with ``text_encoder.model.`` / ``clip_pretrained.`` prefixes, e.g.
-    an lseg model), or OpenAI's TorchScript ``.pt`` (read through open_clip).
-
-    Raises:
-        CheckpointError: a text-tower tensor is missing or has the wrong shape.
-    """
+    """Copy CLIP text-tower weights into ``model.text_encoder`` from ``"openai"`` (through open_clip), a
+    state-dict file under OpenAI's names (or with ``text_encoder.model.`` / ``clip_pretrained.``
+    prefixes, e.g. an lseg model), or OpenAI's TorchScript ``.pt``."""
     target = model.text_encoder.model
     own = target.state_dict()
     state = _read_clip_state(source, model.config.text.clip_name)

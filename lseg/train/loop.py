@@ -1,11 +1,6 @@
-"""The training loop (Lightning Fabric), top to bottom.
-
-One optimizer step: ``accumulate_grad_batches`` batches of seeded, sharded crops (:mod:`lseg.train.data`),
-each ``backward(loss / accumulate)`` of the per-pixel cross-entropy (:mod:`lseg.train.step`; DDP
-all-reduces on the last only), then one step of the two-group optimizer under the poly schedule
-(:mod:`lseg.train.optim`). The frozen text encoder embeds the label strings once per run. Validation,
-best-k checkpoints, the run folder and resume are described in ``docs/training.md``; the checkpoint
-format is :mod:`lseg.train.state`.
+"""The training loop (Lightning Fabric), top to bottom: per optimizer step, ``accumulate_grad_batches``
+batches of seeded, sharded crops, each ``backward(loss / accumulate)``, then one step of the two-group
+optimizer under the poly schedule. Validation, best-k checkpoints and resume: ``docs/training.md``.
 """
 
 from __future__ import annotations
@@ -19,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from lseg.console import progress_bar
@@ -38,16 +34,7 @@ from lseg.train.config import TrainConfig, check_accelerator, dump_config
 from lseg.train.data import ResumableShardSampler, SeededSamples
 from lseg.train.init import build_model
 from lseg.train.optim import PolyLR, build_optimizer, optimizer_step
-from lseg.train.state import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_VERSION,
-    load_checkpoint,
-    resolve_resume,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
-from lseg.train.step import PerImageLabels, _collate, _pixel_cross_entropy, _zero_shot_batch
+from lseg.train.state import load_checkpoint, resolve_resume, rng_state, save_checkpoint, set_rng_state
 from lseg.train.sync_bn import convert_sync_batchnorm
 
 if TYPE_CHECKING:
@@ -68,21 +55,10 @@ _RESUME_SENSITIVE = (
 
 @dataclass
 class TrainResult:
-    """What :func:`train` did.
-
-    Attributes:
-        out_dir: the run folder.
-        step: optimizer steps done (including those of earlier, resumed invocations).
-        total_steps: the run's planned length.
-        finished: ``step == total_steps`` (``model_dir`` was written).
-        checkpoint: ``out_dir/checkpoints/last.ckpt``.
-        model_dir: ``out_dir/model`` if the run finished, else ``None``.
-        resumed_from: the checkpoint this invocation started from, if any.
-        last_loss: mean training loss of the last logged step (``None`` if nothing was logged).
-        rank: this process's global rank (0 in a single-process run).
-        val_metrics: the last validation's metrics (percent), if any ran in this invocation.
-        best: the kept ``best-*.ckpt`` files, best first (``save_top_k``).
-    """
+    """What :func:`train` did: optimizer steps done (earlier invocations included) of ``total_steps``;
+    ``model_dir`` (``out_dir/model``) once ``finished``, else ``None``; ``last_loss``, the mean loss of
+    the last logged step; ``val_metrics``, the last validation's (percent); ``best``, the kept
+    ``best-*.ckpt`` files, best first."""
 
     out_dir: Path
     step: int
@@ -96,8 +72,6 @@ class TrainResult:
     val_metrics: dict[str, float] | None = None
     best: list[Path] = field(default_factory=list)
 
-
-# ---------------------------------------------------------------------- Fabric
 
 def _make_fabric(cfg: TrainConfig) -> Fabric:
     from lightning.fabric import Fabric
@@ -119,18 +93,12 @@ def _make_fabric(cfg: TrainConfig) -> Fabric:
     )
 
 
-# ---------------------------------------------------------------------- the loop
-
 def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainResult:
     """Train (or continue training) an LSeg model as ``cfg`` describes.
 
-    Args:
-        cfg: the run's configuration.
-        resume: ``"auto"``: continue from ``out_dir/checkpoints/last.ckpt`` if it exists; a checkpoint
-            path; or ``"never"``/``None`` to start afresh (overwriting ``last.ckpt``).
-
-    With ``devices > 1`` and no launcher, Fabric starts the other processes by re-running the
-    current command (use the ``lseg train`` CLI or ``torchrun``, not an interactive session).
+    ``resume``: ``"auto"`` continues from ``out_dir/checkpoints/last.ckpt`` if it exists; a checkpoint
+    path; or ``"never"``/``None`` to start afresh. With ``devices > 1`` and no launcher, Fabric re-runs
+    the current command for the other processes (use the CLI or ``torchrun``, not an interactive session).
     """
     check_accelerator(cfg)  # a GPU this machine lacks: one error before Fabric starts
     fewshot = canonical_name(cfg.dataset) in FEWSHOT_DATASETS
@@ -177,7 +145,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     )
     loader = DataLoader(
         SeededSamples(dataset, cfg.seed), batch_size=cfg.batch_size, sampler=sampler,
-        num_workers=cfg.num_workers, pin_memory=fabric.device.type == "cuda", collate_fn=_collate,
+        num_workers=cfg.num_workers, pin_memory=fabric.device.type == "cuda",
     )
     loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False)
     steps_per_epoch = sampler.steps
@@ -194,9 +162,8 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     per_epoch = cfg.lr_schedule_interval == "epoch"
     schedule_len = math.ceil(schedule_steps / steps_per_epoch) if per_epoch else schedule_steps
     scheduler = PolyLR(optimizer, total=schedule_len, power=cfg.poly_power)
-    # through the wrapper's forward, so that DDP sees every forward (per-image label pairs need it)
-    net, optimizer = fabric.setup(PerImageLabels(model), optimizer)
-    raw: LSeg = net.module.model
+    net, optimizer = fabric.setup(model, optimizer)  # net(x, text): text (K, D), or (B, K, D) per image
+    raw: LSeg = net.module
     precision = fabric.strategy.precision
     scaler: torch.amp.GradScaler | None = getattr(precision, "scaler", None)  # fp16 mixed precision only
 
@@ -233,7 +200,6 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
 
     def checkpoint_state() -> dict[str, Any]:
         return {
-            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
             "model": raw.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "step": step, "position": position, "epoch": position // steps_per_epoch,
             "steps_per_epoch": steps_per_epoch, "precision": precision.state_dict(),
@@ -349,6 +315,39 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         model_dir=model_dir, resumed_from=resume_path, last_loss=last_loss, rank=fabric.global_rank,
         val_metrics=val_metrics, best=[Path(b["path"]) for b in best],
     )
+
+
+def _zero_shot_batch(batch: dict[str, Any], text: torch.Tensor, row_of: torch.Tensor, ignore_index: int,
+                     boundary: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Supports then queries in one batch (the reference's ``cat(support, query)``), their binary masks,
+    and each image's ``["others", class]`` embeddings ``(N, 2, D)``. ``batch``: ``default_collate``'s,
+    whose ``support_images`` are S tensors ``(B, ...)``."""
+    images, target, cls = batch["image"], batch["mask"], batch["class_id"]
+    if "support_images" in batch:
+        s = len(batch["support_images"])
+        images = torch.cat([torch.stack(batch["support_images"], 1).flatten(0, 1), images])
+        target = torch.cat([torch.stack(batch["support_masks"], 1).flatten(0, 1), target])
+        cls = torch.cat([cls.repeat_interleave(s), cls])
+    if boundary == "others":  # the reference's 2-way loss has no ignore index: boundaries are background
+        target = target.masked_fill(target == ignore_index, 0)
+    rows = torch.stack([torch.zeros_like(cls), row_of[cls]], dim=1)
+    return images, target, text[rows]
+
+
+def _pixel_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, fabric: Fabric,
+                         reduction: str = "global") -> torch.Tensor:
+    """Per-pixel cross-entropy over the labelled pixels; 0 if nothing is labelled.
+
+    ``global``: this process's pixel-loss sum x world size / labelled pixels of all processes, so the
+    gradient mean DDP takes is that of the mean over the global batch. ``reference``: each process's
+    own pixel mean, averaged by DDP as lang-seg.
+    """
+    total = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="sum")
+    count = (target != ignore_index).sum().float()
+    if reduction == "reference" or fabric.world_size == 1:
+        return total / count.clamp_min(1)
+    count = fabric.all_reduce(count, reduce_op="sum")
+    return total * fabric.world_size / count.clamp_min(1)
 
 
 def _build_dataset(cfg: TrainConfig, fewshot: bool, val: bool = False) -> Any:

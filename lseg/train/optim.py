@@ -8,17 +8,12 @@ from torch.optim.lr_scheduler import LRScheduler
 from lseg.models.lseg import LSeg
 from lseg.train.config import TrainConfig
 
-__all__ = ["PolyLR", "build_optimizer", "optimizer_step", "poly_factor"]
-
-
-def poly_factor(t: int, total: int, power: float) -> float:
-    """``(1 - t / total) ** power``, 0 once ``t >= total``."""
-    return max(0.0, 1.0 - t / total) ** power if total > 0 else 0.0
+__all__ = ["PolyLR", "build_optimizer", "optimizer_step"]
 
 
 class PolyLR(LRScheduler):
-    """Polynomial decay ``lr_t = lr_0 * (1 - t / total) ** power``, t = ``step()`` calls (per optimizer
-    step, or per epoch as the reference); its state dict holds plain numbers only."""
+    """Polynomial decay ``lr_t = lr_0 * (1 - t / total) ** power`` (0 once ``t >= total``), t = ``step()``
+    calls (per optimizer step, or per epoch as the reference); its state dict holds plain numbers only."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, total: int, power: float, last_epoch: int = -1) -> None:
         self.total = total
@@ -26,7 +21,7 @@ class PolyLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:  # type: ignore[override]
-        f = poly_factor(self.last_epoch, self.total, self.power)
+        f = max(0.0, 1.0 - self.last_epoch / self.total) ** self.power if self.total > 0 else 0.0
         return [base * f for base in self.base_lrs]
 
 

@@ -49,53 +49,47 @@ def ade20k_vitl16_paper() -> TrainConfig:
 RN101_ZS_MODEL = "lseg_rn101_zs"
 
 
-def _zero_shot(dataset: str, fold: int, model: str, epochs: int, schedule_epochs: int | None,
-               name: str) -> TrainConfig:
-    """The reference ``LSegmentationModuleZS`` recipe (it never shipped a script): a ``trn`` query plus
-    one support per item, scored against ``["others", class name]`` (boundaries as ``others``),
-    480x480 without augmentation, batch 20, lr 0.005 / 0.05 (per-GPU batch scaling), poly per epoch."""
-    return TrainConfig(
-        model=model, pretrained_backbone=True, clip_text_weights="openai",
-        dataset=dataset, split="trn", fold=fold, fewshot_support=1, fewshot_boundary="others",
-        label_style="reference", crop_size=480,
-        val_split="val", val_every_n_epochs=1, save_top_k=3, monitor="mIoU",
-        batch_size=20, epochs=epochs, schedule_epochs=schedule_epochs, optimizer="sgd", base_lr=0.004,
-        lr_scaling="reference", decoder_lr_mult=10.0, lr_schedule_interval="epoch",
-        loss_reduction="reference", precision="32-true", num_workers=8,
-        out_dir=f"runs/{name}", checkpoint_every_n_steps=500, log_every_n_steps=20,
-    )
+def _zero_shot(name: str, doc: str, dataset: str, fold: int, model: str, epochs: int,
+               schedule_epochs: int | None) -> None:
+    """Register the reference ``LSegmentationModuleZS`` recipe (it never shipped a script): a ``trn``
+    query plus one support per item, scored against ``["others", class name]`` (boundaries as
+    ``others``), 480x480 without augmentation, batch 20, lr 0.005 / 0.05 (per-GPU batch scaling), poly
+    per epoch."""
+    def make() -> TrainConfig:
+        return TrainConfig(
+            model=model, pretrained_backbone=True, clip_text_weights="openai",
+            dataset=dataset, split="trn", fold=fold, fewshot_support=1, fewshot_boundary="others",
+            label_style="reference", crop_size=480,
+            val_split="val", val_every_n_epochs=1, save_top_k=3, monitor="mIoU",
+            batch_size=20, epochs=epochs, schedule_epochs=schedule_epochs, optimizer="sgd", base_lr=0.004,
+            lr_scaling="reference", decoder_lr_mult=10.0, lr_schedule_interval="epoch",
+            loss_reduction="reference", precision="32-true", num_workers=8,
+            out_dir=f"runs/{name}", checkpoint_every_n_steps=500, log_every_n_steps=20,
+        )
+
+    make.__name__, make.__doc__ = name, doc
+    RECIPES[name] = make
 
 
 def _register_zero_shot() -> None:
     # PASCAL-5i / COCO-20i: the reference exit()s after epoch index 3, before that epoch's checkpoint,
     # so the surviving weights are epochs 0-2 of a poly schedule over 200 epochs.
+    lists = {
+        "pascal5i": "Needs HSNet's training lists: ``--set dataset_kwargs.splits_dir=DIR`` with "
+                    "``DIR/trn/fold{0..3}.txt``.",
+        "coco20i": "HSNet's class lists: ``--set dataset_kwargs.splits_dir=DIR`` (``convert_coco20i_splits``); "
+                   "without it they are derived from the masks.",
+    }
     for bench, title in (("pascal5i", "PASCAL-5i"), ("coco20i", "COCO-20i")):
         for fold in range(4):
-            name = f"{bench}_fold{fold}_zs"
-
-            def make(bench: str = bench, fold: int = fold, name: str = name) -> TrainConfig:
-                return _zero_shot(bench, fold, RN101_ZS_MODEL, 3, 200, name)
-
-            make.__name__ = name
-            make.__doc__ = (
-                f"Zero-shot training on {title}, held-out fold {fold} ({RN101_ZS_MODEL}; 3 of 200 epochs, "
-                "batch 20+20).\n\n"
-                + ("Needs HSNet's training lists: ``--set dataset_kwargs.splits_dir=DIR`` with "
-                   "``DIR/trn/fold{0..3}.txt``." if bench == "pascal5i" else
-                   "HSNet's class lists: ``--set dataset_kwargs.splits_dir=DIR`` "
-                   "(``convert_coco20i_splits``); without it they are derived from the masks.")
-            )
-            RECIPES[name] = make
-
+            doc = (f"Zero-shot training on {title}, held-out fold {fold} ({RN101_ZS_MODEL}; 3 of 200 epochs, "
+                   f"batch 20+20).\n\n{lists[bench]}")
+            _zero_shot(f"{bench}_fold{fold}_zs", doc, bench, fold, RN101_ZS_MODEL, 3, 200)
     # FSS-1000: no early exit in the reference, so its default --max_epochs 200.
     for name, model, what in (("fss1000_rn101_zs", RN101_ZS_MODEL, f"{RN101_ZS_MODEL}, as fss_rn101"),
                               ("fss1000_vitl16_zs", "lseg_vitl16_384", "lseg_vitl16_384, as fss_l16")):
-        def make_fss(model: str = model, name: str = name) -> TrainConfig:
-            return _zero_shot("fss1000", 0, model, 200, None, name)
-
-        make_fss.__name__ = name
-        make_fss.__doc__ = f"Zero-shot training on FSS-1000 ({what}; 200 epochs, batch 20+20)."
-        RECIPES[name] = make_fss
+        doc = f"Zero-shot training on FSS-1000 ({what}; 200 epochs, batch 20+20)."
+        _zero_shot(name, doc, "fss1000", 0, model, 200, None)
 
 
 _register_zero_shot()

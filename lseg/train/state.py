@@ -52,8 +52,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(fabric: Fabric, path: Path, state: dict[str, Any]) -> None:
-    """Rank 0 writes ``path`` atomically (temporary file + rename); every process waits."""
+    """Rank 0 writes ``state``, stamped with the format and version, atomically; every process waits."""
     if fabric.is_global_zero:
+        state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
         atomic_write(path, lambda p: torch.save(state, p))
     fabric.barrier()
 

@@ -1,9 +1,6 @@
-"""Synchronised BatchNorm that also runs on CPU (gloo), where ``torch.nn.SyncBatchNorm`` does not.
-
-The decoder's BatchNorms must see the **global** batch's statistics for N processes to compute what
-one process with the whole batch computes: :class:`DistributedBatchNorm2d` all-reduces the
-per-channel sums with an autograd-aware collective, so the backward also sums their gradients, as
-``SyncBatchNorm`` (still used on CUDA) does.
+"""Synchronised BatchNorm that also runs on CPU (gloo), where ``torch.nn.SyncBatchNorm`` does not: the
+decoder's BatchNorms see the **global** batch's statistics, so N processes compute what one process
+with the whole batch computes.
 """
 
 from __future__ import annotations
@@ -35,10 +32,6 @@ class _AllReduceSum(torch.autograd.Function):
         return g
 
 
-def _sum_all(t: torch.Tensor) -> torch.Tensor:
-    return _AllReduceSum.apply(t)
-
-
 class DistributedBatchNorm2d(nn.BatchNorm2d):
     """``BatchNorm2d`` whose training-mode statistics are computed over all processes (same parameters,
     buffers and keys; plain ``BatchNorm2d`` without a process group, in eval mode or alone). The
@@ -52,12 +45,12 @@ class DistributedBatchNorm2d(nn.BatchNorm2d):
         xf = x.float()
         dims = [0, *range(2, x.dim())]
         count = torch.tensor([float(x.numel() // x.shape[1])], device=x.device)
-        stats = _sum_all(torch.cat([xf.sum(dims), count]))
+        stats = _AllReduceSum.apply(torch.cat([xf.sum(dims), count]))
         n = stats[-1]
         mean = stats[:-1] / n
         shape = (1, -1) + (1,) * (x.dim() - 2)
         centered = xf - mean.view(shape)
-        var = _sum_all((centered * centered).sum(dims)) / n  # biased, used to normalise
+        var = _AllReduceSum.apply((centered * centered).sum(dims)) / n  # biased, used to normalise
         if self.track_running_stats:
             with torch.no_grad():
                 assert self.num_batches_tracked is not None
@@ -73,24 +66,11 @@ class DistributedBatchNorm2d(nn.BatchNorm2d):
 
 
 def convert_sync_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
-    """Replace every ``BatchNorm2d`` in ``module`` by a synchronised one (in place where possible):
-    ``torch.nn.SyncBatchNorm`` on CUDA/XPU/HPU, :class:`DistributedBatchNorm2d` elsewhere. Parameters,
-    buffers and state-dict keys are kept."""
+    """Make every ``BatchNorm2d`` in ``module`` synchronised, keeping parameters, buffers and state-dict
+    keys: ``torch.nn.SyncBatchNorm`` on CUDA/XPU/HPU, :class:`DistributedBatchNorm2d` (in place) elsewhere."""
     if device_type in _TORCH_SYNC_BN_DEVICES:
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    if isinstance(module, nn.BatchNorm2d) and not isinstance(module, DistributedBatchNorm2d):
-        new = DistributedBatchNorm2d(
-            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
-        )
-        if module.affine:
-            with torch.no_grad():
-                new.weight = module.weight
-                new.bias = module.bias
-        new.running_mean = module.running_mean
-        new.running_var = module.running_var
-        new.num_batches_tracked = module.num_batches_tracked
-        new.train(module.training)
-        return new
-    for name, child in module.named_children():
-        module.add_module(name, convert_sync_batchnorm(child, device_type))
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.__class__ = DistributedBatchNorm2d  # a subclass that only overrides forward: same state
     return module

@@ -1,10 +1,5 @@
 """Synthetic datasets in real on-disk layouts, for smoke tests and for trying the pipeline on a CPU
 (``docs/training.md`` has the commands).
-
-:func:`make_toy_dataset` draws shapes of distinctly coloured classes on a textured background (class
-0); :func:`make_toy_fewshot` writes HSNet's few-shot layouts, one object per image in a random
-saturated colour (the colour does not tell the class), so "the named object" can be learnt on some
-classes and carried over to held-out ones.
 """
 
 from __future__ import annotations
@@ -26,20 +21,10 @@ TOY_COLOURS: tuple[tuple[int, int, int], ...] = (
 
 
 def make_toy_dataset(root: str | Path, num_images: int = 8, size: int | tuple[int, int] = 64,
-                     labels: Sequence[str] = ("grass", "red square", "blue ball"), seed: int = 0,
-                     noise: float = 12.0, ignore_border: bool = False) -> Path:
-    """Write ``root/{labels.txt, images/*.png, masks/*.png}`` (the :class:`lseg.data.FolderDataset`
-    layout) and return ``root``.
-
-    Args:
-        root: output folder (created).
-        num_images: how many image / mask pairs.
-        size: image side, or ``(height, width)``.
-        labels: class strings, background first (at most ``len(TOY_COLOURS)``).
-        seed: makes the images reproducible.
-        noise: standard deviation of the per-pixel colour noise.
-        ignore_border: mark a 1-pixel ring around every shape as ignore (255), like VOC boundaries.
-    """
+                     labels: Sequence[str] = ("grass", "red square", "blue ball"), seed: int = 0) -> Path:
+    """Write shapes of distinctly coloured classes on a textured background (class 0) in the
+    :class:`lseg.data.FolderDataset` layout under ``root`` and return it. ``size``: a side or
+    ``(height, width)``; ``labels``: background first, at most ``len(TOY_COLOURS)``."""
     if not 2 <= len(labels) <= len(TOY_COLOURS):
         raise ValueError(f"need 2..{len(TOY_COLOURS)} labels, got {len(labels)}")
     h, w = (size, size) if isinstance(size, int) else size
@@ -57,13 +42,8 @@ def make_toy_dataset(root: str | Path, num_images: int = 8, size: int | tuple[in
             cy, cx = int(rng.integers(0, h)), int(rng.integers(0, w))
             mask[_blob(rng, yy - cy, xx - cx, ch, cw)] = cls
         colours = np.asarray(TOY_COLOURS[: len(labels)], np.float32)
-        image = colours[mask] + rng.normal(0.0, noise, (h, w, 3)).astype(np.float32)
+        image = colours[mask] + rng.normal(0.0, 12.0, (h, w, 3)).astype(np.float32)
         image[mask == 0] += 25.0 * np.sin(xx[mask == 0, None] / 3.0)  # a stripe texture on the background
-        if ignore_border:
-            edge = np.zeros_like(mask, bool)
-            edge[1:, :] |= mask[1:, :] != mask[:-1, :]
-            edge[:, 1:] |= mask[:, 1:] != mask[:, :-1]
-            mask[edge] = 255
         Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / "images" / f"toy_{i:04d}.png")
         Image.fromarray(mask).save(root / "masks" / f"toy_{i:04d}.png")
     return root
@@ -76,8 +56,7 @@ def _blob(rng: np.random.Generator, dy: np.ndarray, dx: np.ndarray, ch: int, cw:
     return (dy / (ch / 2)) ** 2 + (dx / (cw / 2)) ** 2 <= 1.0
 
 
-def _object_scene(rng: np.random.Generator, h: int, w: int,
-                  noise: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+def _object_scene(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """One object of a random saturated colour on the striped background: RGB uint8 image, object mask."""
     yy, xx = np.mgrid[0:h, 0:w]
     ch, cw = int(rng.integers(h // 3, 2 * h // 3)), int(rng.integers(w // 3, 2 * w // 3))
@@ -89,7 +68,7 @@ def _object_scene(rng: np.random.Generator, h: int, w: int,
     image[:] = (110.0, 125.0, 100.0)
     image += (22.0 * np.sin((xx + yy * float(rng.uniform(0.3, 1.0))) / 2.5))[..., None]
     image[obj] = colour
-    image += rng.normal(0.0, noise, (h, w, 3)).astype(np.float32)
+    image += rng.normal(0.0, 10.0, (h, w, 3)).astype(np.float32)
     return np.clip(image, 0, 255).astype(np.uint8), obj
 
 
@@ -105,14 +84,10 @@ def _ring(mask: np.ndarray) -> np.ndarray:
 
 def make_toy_fewshot(root: str | Path, benchmark: Literal["pascal5i", "coco20i", "fss1000"],
                      per_class: int = 2, size: int = 64, seed: int = 0) -> Path:
-    """Write a tiny few-shot benchmark in HSNet's ``Datasets_HSN`` layout under ``root`` and return it
-    (the ``data_root``): ``per_class`` (>= 2, so every query has a support) images per class and split.
-
-    * ``pascal5i``: ``VOC2012/{JPEGImages,SegmentationClassAug}`` (class + 1, a 255 boundary ring) and
-      the lists ``splits/pascal/{trn,val}/fold{0..3}.txt`` (pass that folder as ``splits_dir``);
-    * ``coco20i``: ``COCO2014/{train2014,val2014}`` + ``annotations/`` (class + 1);
-    * ``fss1000``: ``FSS-1000/<category>/{1..per_class}.{jpg,png}`` for all 1,000 categories.
-    """
+    """Write a tiny few-shot benchmark in HSNet's ``Datasets_HSN`` layout under ``root`` and return it:
+    ``per_class`` (>= 2, so every query has a support) images per class and split, each one object in a
+    random saturated colour (the colour does not tell the class). ``pascal5i`` also writes the lists
+    ``splits/pascal/{trn,val}/fold{0..3}.txt`` (pass that folder as ``splits_dir``)."""
     if per_class < 2:
         raise ValueError(f"per_class must be >= 2 (a support needs another image of the class), got {per_class}")
     root = Path(root)
