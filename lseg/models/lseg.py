@@ -15,6 +15,7 @@ from lseg.models import precision as prec
 from lseg.models.backbone import ResNetBackbone, ViTBackbone
 from lseg.models.config import NUMERICS, Activation, LSegConfig, Numerics, ResNetConfig
 from lseg.models.decoder import DPTDecoder
+from lseg.models.precision import image_path_compute
 from lseg.models.text_encoder import CLIPTextEncoder
 from lseg.options import Precision, check_compile
 
@@ -176,7 +177,7 @@ class LSeg(nn.Module):
         h, w = x.shape[-2:]
         if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE:
             x = pad_to_multiple(x, pad_value(self.pixel_mean, self.pixel_std))
-        with prec.image_path_compute(x.device.type, self.dtype):
+        with image_path_compute(x.device.type, self.dtype):
             taps, grid = self.backbone(x)
             if self._numerics == "fast" and not self.training:
                 feats = self._fused_head(self.decoder(taps, grid, refine_only=True, numerics="fast"))
