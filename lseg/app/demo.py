@@ -72,11 +72,8 @@ class SegmentDemo:
                  max_labels: int = DemoOptions.max_labels, max_pixels: int = 40_000_000,
                  max_display_side: int = 1024, out_dir: str | os.PathLike[str] | None = None) -> None:
         DemoOptions(max_upload_mb=max_upload_mb, max_labels=max_labels)  # the checks of `lseg demo`
-        self.predictor = predictor
-        self.max_upload_mb = max_upload_mb
-        self.max_labels = max_labels
-        self.max_pixels = max_pixels
-        self.max_display_side = max_display_side
+        self.predictor, self.max_upload_mb, self.max_labels = predictor, max_upload_mb, max_labels
+        self.max_pixels, self.max_display_side = max_pixels, max_display_side
         # the default folder goes with this object (or at exit), so servers and tests leave none behind
         self._own_dir = tempfile.TemporaryDirectory(prefix="lseg-demo-") if out_dir is None else None
         self.out_dir = Path(out_dir if self._own_dir is None else self._own_dir.name)

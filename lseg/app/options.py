@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lseg.options import check_options, option
+from lseg.options import CheckedOptions, option
 
 __all__ = ["DemoOptions"]
 
 
 @dataclass(frozen=True)
-class DemoOptions:
+class DemoOptions(CheckedOptions):
     """Where the demo serves and what it accepts.
 
     Attributes:
@@ -25,6 +25,3 @@ class DemoOptions:
     port: int = option(7860, min=0, max=65535)
     max_upload_mb: float = option(20.0, gt=0)
     max_labels: int = option(64, min=1)
-
-    def __post_init__(self) -> None:
-        check_options(self)

@@ -1,13 +1,8 @@
-"""ONNX export of LSeg as two graphs, as segment-anything splits its model (docs/deployment.md)::
-
-    image_encoder.onnx   image  (1, 3, H, W) float32, normalised  -> pixels     (1, D, H/2, W/2)
-    text_encoder.onnx    tokens (K, T) int64 CLIP token ids       -> embeddings (K, D)
-    lseg_onnx.json       metadata: normalisation, padding, logit scale, spatial block, verification
-
-Both outputs are L2-normalised; callers pad images bottom/right with ``pad_value`` and crop to
-``ceil(h/2), ceil(w/2)``; the text graph pools at the largest id (CLIP's end token); the batch is 1.
-Uses ``torch.onnx.export(dynamo=True)``: TorchScript cannot trace the position-embedding resize.
-"""
+"""ONNX export of LSeg as two graphs (docs/deployment.md): ``image_encoder.onnx`` (normalised image
+(1, 3, H, W) -> pixels (1, D, H/2, W/2); callers pad bottom/right with ``pad_value`` and crop to ``ceil(h/2),
+ceil(w/2)``), ``text_encoder.onnx`` (CLIP token ids (K, T) -> (K, D), pooled at the largest id, the end
+token), both L2-normalised, and ``lseg_onnx.json`` (metadata). Uses ``torch.onnx.export(dynamo=True)``:
+TorchScript cannot trace the position-embedding resize."""
 
 from __future__ import annotations
 
@@ -109,12 +104,10 @@ def export_onnx(model: LSeg, out_dir: str | os.PathLike[str], *, size: int | tup
                           image_dims if dynamic else None, opset)
             _export_graph(text_graph, example_tokens, out / TEXT_ENCODER, "tokens", "embeddings",
                           text_dims, opset)
-        diffs: dict[str, float] = {}
-        if verify:
-            diffs = _verify(model, out, hw, dynamic, example_tokens)
-            bad = {k: v for k, v in diffs.items() if not v <= atol}
-            if bad:
-                raise LSegError(f"exported graphs differ from PyTorch by more than {atol}: {bad}")
+        diffs = _verify(model, out, hw, dynamic, example_tokens) if verify else {}
+        bad = {k: v for k, v in diffs.items() if not v <= atol}
+        if bad:
+            raise LSegError(f"exported graphs differ from PyTorch by more than {atol}: {bad}")
         meta = _metadata(model, opset, dynamic, hw, diffs)
         atomic_write(out / METADATA, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
     finally:

@@ -12,16 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from lseg import geometry
 from lseg.errors import CheckpointError, LSegError
-from lseg.geometry import (
-    argmax_resized,
-    fit_size,
-    half_size,
-    pad_to,
-    pad_to_multiple,
-    resize_bilinear,
-    working_size,
-)
 from lseg.io import load_image
 from lseg.labels import LabelCache, parse_labels
 
@@ -75,7 +67,7 @@ class OnnxSegmentation:
     @property
     def probs(self) -> np.ndarray:
         """(K, H, W) float32 softmax over labels at the original resolution."""
-        logits = resize_bilinear(self.logits, self.image_size)
+        logits = geometry.resize_bilinear(self.logits, self.image_size)
         e = np.exp(logits - logits.max(axis=0, keepdims=True))
         return (e / e.sum(axis=0, keepdims=True)).astype(np.float32)
 
@@ -137,8 +129,8 @@ class OnnxPredictor:
     def working_size(self, h: int, w: int) -> tuple[int, int]:
         """(h, w) the image graph sees for an (h, w) image."""
         if not self.meta["dynamic_size"]:
-            return fit_size(h, w, tuple(self.meta["input_size"]))
-        return working_size(h, w, self.size)
+            return geometry.fit_size(h, w, tuple(self.meta["input_size"]))
+        return geometry.working_size(h, w, self.size)
 
     def embed_image(self, image: Any) -> OnnxImageEmbedding:
         """Image (anything :func:`lseg.io.load_image` takes) -> embedding."""
@@ -151,11 +143,11 @@ class OnnxPredictor:
             rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BILINEAR))
         x = (rgb.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0) - self.mean) / self.std
         if self.meta["dynamic_size"]:
-            x = pad_to_multiple(x, self.pad_value, self.meta["size_multiple"])
+            x = geometry.pad_to_multiple(x, self.pad_value, self.meta["size_multiple"])
         else:  # letterbox into the export size
-            x = pad_to(x, tuple(self.meta["input_size"]), self.pad_value)
+            x = geometry.pad_to(x, tuple(self.meta["input_size"]), self.pad_value)
         pixels = self.image_session.run(None, {"image": np.ascontiguousarray(x[None])})[0][0]
-        hh, ww = half_size(h, w)
+        hh, ww = geometry.half_size(h, w)
         pixels = pixels[:, :hh, :ww]
         return OnnxImageEmbedding(np.ascontiguousarray(pixels, dtype=np.float32), (h, w), image_size)
 
@@ -167,7 +159,7 @@ class OnnxPredictor:
         if block:
             for i in range(block["depth"]):
                 logits = _spatial_block(logits, block, activate=i < block["depth"] - 1)
-        logits = resize_bilinear(logits, (2 * hh, 2 * ww))
+        logits = geometry.resize_bilinear(logits, (2 * hh, 2 * ww))
         return np.ascontiguousarray(logits[:, : size[0], : size[1]])
 
     def segment(self, image: Any, labels: str | Sequence[str]) -> OnnxSegmentation:
@@ -175,7 +167,8 @@ class OnnxPredictor:
         label_list = parse_labels(labels)
         emb = image if isinstance(image, OnnxImageEmbedding) else self.embed_image(image)
         logits = self.score(emb.pixels, self.embed_text(label_list), emb.input_size)
-        return OnnxSegmentation(label_list, argmax_resized(logits, emb.image_size), logits, emb.image_size)
+        label_map = geometry.argmax_resized(logits, emb.image_size)
+        return OnnxSegmentation(label_list, label_map, logits, emb.image_size)
 
 
 def _spatial_block(x: np.ndarray, block: dict[str, Any], activate: bool) -> np.ndarray:

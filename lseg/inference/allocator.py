@@ -8,12 +8,9 @@ import sys
 
 
 def tune_allocator() -> bool:
-    """Pin glibc's malloc thresholds for inference (Linux/glibc only; returns whether it applied).
-
-    glibc's sliding mmap threshold puts a forward's multi-megabyte activations on the heap, where
-    they fragment (peak RSS of a ViT-L/480 forward grows ~150 MB over calls); a fixed 4 MiB mmap
-    threshold and 32 MiB trim threshold keep it flat (lower thresholds cost page faults).
-    """
+    """Pin glibc's malloc thresholds (Linux/glibc only; returns whether it applied): its sliding mmap
+    threshold puts a forward's activations on the heap, where they fragment (a ViT-L/480 forward's peak RSS
+    grows ~150 MB over calls); fixed 4 MiB mmap and 32 MiB trim thresholds keep it flat."""
     if not sys.platform.startswith("linux"):
         return False
     try:

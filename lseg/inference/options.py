@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lseg.io.checks import output_folder
-from lseg.options import OptionError, Precision, check_compile, check_options, option
+from lseg.options import CheckedOptions, OptionError, Precision, check_compile, option
 
 __all__ = ["ADE20K_SCALES", "PredictorOptions", "SegmentOptions"]
 
@@ -25,7 +25,7 @@ def check_templates(value: tuple[str, ...]) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class PredictorOptions:
+class PredictorOptions(CheckedOptions):
     """How the predictor runs (:class:`~lseg.inference.LSegPredictor`; ``lseg segment``, ``features``,
     ``demo``).
 
@@ -54,7 +54,7 @@ class PredictorOptions:
     compile: bool = False
 
     def __post_init__(self) -> None:
-        check_options(self)
+        super().__post_init__()
         check_compile(self.compile, (self.precision,))
         if self.stride is not None and self.stride > self.crop_size:
             raise OptionError(f"`stride` ({self.stride}) must not exceed `crop_size` ({self.crop_size}): windows "
@@ -68,7 +68,7 @@ class PredictorOptions:
 
 
 @dataclass(frozen=True)
-class SegmentOptions:
+class SegmentOptions(CheckedOptions):
     """What ``lseg segment`` (and :func:`lseg.segment_folder`) writes per image.
 
     Attributes:
@@ -91,6 +91,3 @@ class SegmentOptions:
     legend: bool = option(True, flag="no-legend")
     overwrite: bool = False
     quiet: bool = option(False, short="-q")
-
-    def __post_init__(self) -> None:
-        check_options(self)

@@ -211,10 +211,8 @@ class LSegPredictor:
     def _chunk_size(self) -> int:
         """Labels scored at once: all of them for the bottleneck spatial block (arch_option 1), which
         mixes the labels."""
-        block = self.model.spatial_block
-        if block is not None and getattr(block, "bottleneck", False):
-            return 1 << 62
-        return max(1, int(self.label_chunk_size))
+        mixes = getattr(self.model.spatial_block, "bottleneck", False)  # no block: None, no bottleneck
+        return 1 << 62 if mixes else max(1, int(self.label_chunk_size))
 
     def _score(self, emb: ImageEmbedding, text: torch.Tensor) -> torch.Tensor:
         chunk = self._chunk_size()

@@ -161,11 +161,8 @@ def segment_files(base: Path, labels: Sequence[str], *, overlay: bool = True, sc
     """The files of one image ``base`` (``out/<stem>``): ``{"labels", "overlay", "scores", "heat:<i>"}`` -> path."""
     from lseg.viz import heatmap_path
 
-    files = {"labels": base.with_name(base.name + "_labels.png")}
-    if overlay:
-        files["overlay"] = base.with_name(base.name + "_overlay.png")
-    if scores:
-        files["scores"] = base.with_name(base.name + "_scores.npz")
+    kinds = {"labels": ".png", "overlay": overlay and ".png", "scores": scores and ".npz"}
+    files = {kind: base.with_name(f"{base.name}_{kind}{ext}") for kind, ext in kinds.items() if ext}
     if heatmaps:
         files.update({f"heat:{i}": heatmap_path(base, i, lb, len(labels)) for i, lb in enumerate(labels)})
     return files

@@ -48,9 +48,8 @@ class ViTBackbone(nn.Module):
 
     def __init__(self, cfg: ViTConfig, pretrained: bool = False) -> None:
         super().__init__()
-        sizes = {"patch_size": cfg.patch_size, "embed_dim": cfg.embed_dim, "depth": cfg.depth,
-                 "num_heads": cfg.num_heads}
-        overrides = {k: v for k, v in sizes.items() if v is not None}
+        sizes = ("patch_size", "embed_dim", "depth", "num_heads")
+        overrides = {k: getattr(cfg, k) for k in sizes if getattr(cfg, k) is not None}
         self.vit = timm.create_model(cfg.timm_name, pretrained=pretrained, num_classes=0,
                                      img_size=cfg.img_size, **overrides)
         self.vit.norm = nn.Identity()  # computed and discarded by the reference (bug 5)

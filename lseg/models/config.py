@@ -14,6 +14,9 @@ from lseg.errors import ConfigError
 
 Readout = Literal["ignore", "add", "project"]
 Activation = Literal["relu", "lrelu", "tanh"]
+#: How an :class:`lseg.LSeg` computes at inference, ``model.numerics`` (docs/python-api.md#numerics).
+Numerics = Literal["reference", "plain", "fast"]
+NUMERICS: tuple[str, ...] = typing.get_args(Numerics)
 
 
 @dataclass(frozen=True)

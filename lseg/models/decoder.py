@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lseg.models.config import Readout
-from lseg.models.numerics import Numerics
+from lseg.models.config import Numerics, Readout
 
 _STAGE_STRIDES = (4, 8, 16, 32)
 

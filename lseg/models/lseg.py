@@ -11,21 +11,13 @@ from torch import nn
 
 from lseg.errors import ConfigError
 from lseg.geometry import SIZE_MULTIPLE, pad_to_multiple, pad_value
+from lseg.models import precision as prec
 from lseg.models.backbone import ResNetBackbone, ViTBackbone
-from lseg.models.config import Activation, LSegConfig, ResNetConfig
+from lseg.models.config import NUMERICS, Activation, LSegConfig, Numerics, ResNetConfig
 from lseg.models.decoder import DPTDecoder
-from lseg.models.numerics import Numerics, check_numerics
-from lseg.models.precision import (
-    DTYPES,
-    Int8Linear,
-    Precision,
-    image_path_compute,
-    quantize_linears,
-    resolve_precision,
-    store_image_path,
-)
+from lseg.models.precision import image_path_compute
 from lseg.models.text_encoder import CLIPTextEncoder
-from lseg.options import check_compile
+from lseg.options import Precision, check_compile
 
 
 class SpatialBlock(nn.Module):
@@ -104,14 +96,18 @@ class LSeg(nn.Module):
 
     @property
     def numerics(self) -> Numerics:
-        """``reference``, ``plain`` (a new or loaded model) or ``fast`` (:mod:`lseg.models.numerics`)."""
+        """``reference`` (the official code op for op: bit-identical logits to ``isl-org/lang-seg`` on the same
+        CPU and thread count; fp32 weights only), ``plain`` (a new or loaded model: the stored weights in their
+        usual layout) or ``fast`` (``plain`` with the decoder channels-last and its last two 1x1 convs merged;
+        what :class:`lseg.LSegPredictor` runs). Training mode always runs the decoder as written."""
         return self._numerics
 
     def set_numerics(self, numerics: Numerics | None = None, *, precision: Precision | None = None) -> LSeg:
-        """Set the numerics mode (:mod:`lseg.models.numerics`; ``reference`` needs fp32 weights) and then
-        the precision (:meth:`set_precision`); ``None`` keeps either. Returns ``self``."""
+        """Set the numerics mode (:attr:`numerics`; ``reference`` needs fp32 weights) and then the precision
+        (:meth:`set_precision`); ``None`` keeps either. Returns ``self``."""
         if numerics is not None:
-            numerics = check_numerics(numerics)
+            if numerics not in NUMERICS:
+                raise ConfigError(f"numerics must be one of {', '.join(NUMERICS)}, got {numerics!r}")
             if numerics == "reference" and (self.dtype != torch.float32 or self.precision == "int8"):
                 raise ConfigError(
                     f"reference numerics need the fp32 weights, but the image path is stored in {self.precision} "
@@ -140,20 +136,20 @@ class LSeg(nn.Module):
     @property
     def precision(self) -> str:
         """The image path's precision: ``fp32``, ``bf16``, ``fp16`` or ``int8``."""
-        if any(isinstance(m, Int8Linear) for m in self.backbone.modules()):
+        if any(isinstance(m, prec.Int8Linear) for m in self.backbone.modules()):
             return "int8"
-        return {v: k for k, v in DTYPES.items()}.get(self.dtype, str(self.dtype))
+        return {v: k for k, v in prec.DTYPES.items()}.get(self.dtype, str(self.dtype))
 
     def set_precision(self, precision: str = "auto") -> LSeg:
         """Store and run the image path in ``precision`` (:mod:`lseg.models.precision`; fp32 in
         ``reference`` numerics), in place and lossy (going back to fp32 keeps the rounding). Returns ``self``."""
-        chosen = "fp32" if self.reference_numerics else resolve_precision(precision, self.device)
+        chosen = "fp32" if self.reference_numerics else prec.resolve_precision(precision, self.device)
         int8 = chosen == "int8"
-        quantize_linears(self.backbone, False)  # int8 layers back to fp32 ones (their rounding kept)
-        stored = resolve_precision("auto", self.device) if int8 else chosen
-        store_image_path((self.backbone, self.decoder, self.pixel_proj), DTYPES[stored])
+        prec.quantize_linears(self.backbone, False)  # int8 layers back to fp32 ones (their rounding kept)
+        stored = prec.resolve_precision("auto", self.device) if int8 else chosen
+        prec.store_image_path((self.backbone, self.decoder, self.pixel_proj), prec.DTYPES[stored])
         if int8:
-            quantize_linears(self.backbone, True)
+            prec.quantize_linears(self.backbone, True)
         return self
 
     def compile_image_path(self) -> LSeg:
@@ -237,23 +233,20 @@ class LSeg(nn.Module):
             # temperature is 14.2890625, not 14.2857 (`fp16 * scale` would compute in fp32).
             logits = self.logit_scale * img @ text_embeddings.half().t()  # 2-D mm, as the reference
             logits = logits.float().view(b, h, w, -1).permute(0, 3, 1, 2)
-            return self._upsample(self._spatial_block(logits), size)
+            return self._head(logits, size)
         with torch.autocast(pixel_embeddings.device.type, enabled=False):
             pixels, text = pixel_embeddings.float(), text_embeddings.float()
             logits = torch.einsum("bdhw,kd->bkhw", pixels, text) * self.logit_scale.float()
-            return self._upsample(self._spatial_block(logits), size)
+            return self._head(logits, size)
 
-    def _spatial_block(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.spatial_block is None:
-            return logits
-        dtype = logits.dtype
-        logits = logits.to(self.spatial_block.conv.weight.dtype)  # a model cast whole with .half()
-        for _ in range(self.config.block_depth - 1):
-            logits = self.spatial_block(logits)
-        return self.spatial_block(logits, act=False).to(dtype)
-
-    @staticmethod
-    def _upsample(logits: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+    def _head(self, logits: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+        """The spatial block (if any), then x2 bilinear upsampling, cropped to ``size``."""
+        if self.spatial_block is not None:
+            dtype = logits.dtype
+            logits = logits.to(self.spatial_block.conv.weight.dtype)  # a model cast whole with .half()
+            for _ in range(self.config.block_depth - 1):
+                logits = self.spatial_block(logits)
+            logits = self.spatial_block(logits, act=False).to(dtype)
         logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=True)
         return logits if size is None else logits[..., : size[0], : size[1]]
 

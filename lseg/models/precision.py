@@ -22,12 +22,9 @@ def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AMX-BF16 or AVX512-BF16) and torch's oneDNN may use
     it (``ONEDNN_MAX_CPU_ISA`` can cap it; emulated bf16 is several times slower than fp32)."""
     caps = torch.cpu.get_capabilities()
-    return bool(caps.get("amx_bf16") or caps.get("avx512_bf16")) and _onednn_computes_bf16()
-
-
-def _onednn_computes_bf16() -> bool:
+    native = caps.get("amx_bf16") or caps.get("avx512_bf16")
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(native and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a torch built without oneDNN: keep fp32, never the slow path
         return False
 

@@ -82,27 +82,22 @@ class CLIPTextEncoder(nn.Module):
         if not labels:
             raise LabelError("no labels given: pass at least one label string")
         limit = self.cfg.context_length - 2
-        cut, lengths = [], []
-        for i, label in enumerate(labels):
-            n = len(self.tokenizer.encode(label))
-            lengths.append(min(n, limit) + 2)
-            if n > limit:
-                cut.append(i)
-                if warn:
-                    _logger.warning("label %r... has %d tokens; CLIP reads only the first %d",
-                                    label[:40], n, limit)
+        counts = [len(self.tokenizer.encode(label)) for label in labels]
+        cut = [i for i, n in enumerate(counts) if n > limit]
+        for i in cut if warn else ():
+            _logger.warning("label %r... has %d tokens; CLIP reads only the first %d", labels[i][:40], counts[i],
+                            limit)
         tokens = self.tokenizer(labels)
         if cut:  # two labels equal in their first `limit` tokens would get one embedding
-            rows = [tuple(r) for r in tokens.tolist()]
             first: dict[tuple[int, ...], int] = {}
-            for i, row in enumerate(rows):
+            for i, row in enumerate(map(tuple, tokens.tolist())):
                 j = first.setdefault(row, i)
                 if j != i and (i in cut or j in cut):
                     raise LabelError(
                         f"labels {j + 1} and {i + 1} ({labels[j][:30]!r}..., {labels[i][:30]!r}...) are "
                         f"identical within CLIP's {limit}-token context and would get the same embedding; "
                         "make them differ earlier")
-        return tokens, lengths
+        return tokens, [min(n, limit) + 2 for n in counts]
 
     def encode_tokens(self, tokens: torch.Tensor, reference: bool = False,
                       lengths: list[int] | None = None) -> torch.Tensor:
@@ -110,8 +105,8 @@ class CLIPTextEncoder(nn.Module):
         an active autocast. ``lengths`` (from :meth:`_tokenize`) saves reading ``tokens`` back."""
         device = self.model.token_embedding.weight.device
         with torch.autocast(device.type, enabled=False):
-            if reference:
-                return self.encode_reference(tokens.to(device))
+            if reference:  # OpenAI `CLIP.encode_text` as the reference runs it: fp16, full context, seq-first
+                return self.encode_groups(tokens.to(device), [(None, tokens.shape[1])], torch.float16, False)
             # Labels run in groups of equal length, each cut right after its EOT (same result up to ~4e-6).
             if lengths is None:  # EOT has the largest id in CLIP's vocabulary
                 lengths = (tokens.argmax(dim=-1) + 1).tolist()
@@ -122,21 +117,25 @@ class CLIPTextEncoder(nn.Module):
             return self.encode_groups(tokens.to(device), groups, torch.float32)
 
     def encode_groups(self, tokens: torch.Tensor, groups: list[tuple[torch.Tensor | None, int]],
-                      dtype: torch.dtype) -> torch.Tensor:
+                      dtype: torch.dtype, batch_first: bool = True) -> torch.Tensor:
         """Token ids (K, T) -> (K, D) L2-normalised embeddings in ``dtype``, the tower run on ``groups``:
-        ``(row indices or None for all rows, sequence length)`` pairs covering every row."""
+        ``(row indices or None for all rows, sequence length)`` pairs covering every row; ``batch_first``
+        ``False``: the blocks on (T, K, C) views, as OpenAI's code (fp16 products round by memory layout:
+        with one full-context fp16 group, bit-identical to ``openai-clip``)."""
         m = self.model
         eot = tokens.argmax(dim=-1)
         rows = [tokens if idx is None else tokens[idx] for idx, _ in groups]
         xs = [m.token_embedding(r[:, :n]).to(dtype) + m.positional_embedding[:n].to(dtype)
               for r, (_, n) in zip(rows, groups)]
+        xs = xs if batch_first else [x.permute(1, 0, 2) for x in xs]  # NLD -> LND
         masks = [m.attn_mask[:n, :n].to(dtype) for _, n in groups]
         for block in m.transformer.resblocks:
             w = _cast_weights(block, dtype)  # once for all groups
-            xs = [_residual_block(block, x, w, mask, batch_first=True) for x, mask in zip(xs, masks)]
+            xs = [_residual_block(block, x, w, mask, batch_first) for x, mask in zip(xs, masks)]
         projection = m.text_projection.to(dtype)
         pooled = []
         for (idx, _), x in zip(groups, xs):
+            x = x if batch_first else x.permute(1, 0, 2)
             e = eot if idx is None else eot[idx]
             rows_at_eot = _layer_norm(m.ln_final, x)[torch.arange(x.shape[0], device=x.device), e]
             pooled.append(rows_at_eot @ projection)
@@ -146,19 +145,6 @@ class CLIPTextEncoder(nn.Module):
             out = torch.empty(tokens.shape[0], projection.shape[1], dtype=dtype, device=tokens.device)
             for (idx, _), p in zip(groups, pooled):
                 out[idx] = p
-        return out / out.norm(dim=-1, keepdim=True)
-
-    def encode_reference(self, tokens: torch.Tensor) -> torch.Tensor:
-        """OpenAI ``CLIP.encode_text`` as the reference runs it (fp16, full context), op for op and layout
-        for layout (fp16 products round by memory layout): bit-identical to ``openai-clip``."""
-        m, dt = self.model, torch.float16
-        x = m.token_embedding(tokens).to(dt) + m.positional_embedding.to(dt)
-        x = x.permute(1, 0, 2)  # NLD -> LND
-        mask = m.attn_mask.to(dt)
-        for block in m.transformer.resblocks:
-            x = _residual_block(block, x, _cast_weights(block, dt), mask, batch_first=False)
-        x = _layer_norm(m.ln_final, x.permute(1, 0, 2)).to(dt)
-        out = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)] @ m.text_projection.to(dt)
         return out / out.norm(dim=-1, keepdim=True)
 
     def forward(self, labels: list[str], reference: bool = False) -> torch.Tensor:

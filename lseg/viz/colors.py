@@ -20,16 +20,10 @@ VIRIDIS_ANCHORS: np.ndarray = np.array(
 VIRIDIS_ANCHORS.setflags(write=False)
 
 
-def _viridis_lut() -> np.ndarray:
-    x = np.linspace(0.0, 1.0, 256)
-    xp = np.linspace(0.0, 1.0, len(VIRIDIS_ANCHORS))
-    lut = np.stack([np.interp(x, xp, VIRIDIS_ANCHORS[:, c].astype(np.float64)) for c in range(3)], axis=1)
-    out = np.rint(lut).astype(np.uint8)
-    out.setflags(write=False)
-    return out
-
-
-_VIRIDIS_LUT = _viridis_lut()  # (256, 3) uint8, computed once at import (cheap)
+_VIRIDIS_LUT = np.rint(np.stack([  # (256, 3) uint8, computed once at import (cheap)
+    np.interp(np.linspace(0.0, 1.0, 256), np.linspace(0.0, 1.0, len(VIRIDIS_ANCHORS)), channel)
+    for channel in VIRIDIS_ANCHORS.T.astype(np.float64)], axis=1)).astype(np.uint8)
+_VIRIDIS_LUT.setflags(write=False)
 
 _MAX_VOC = 1 << 24  # the bit-interleaving spreads 24 bits of the id over 3 x 8 colour bits
 #: Most colours :func:`palette` makes (label maps hold at most 65536 labels).

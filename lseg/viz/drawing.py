@@ -349,8 +349,8 @@ def grid(images: Sequence[Any] | Mapping[str, Any], ncols: int = 4, *, pad: int 
     rows = -(-len(arrays) // cols)
     cell_h = max(a.shape[0] for a in arrays)
     cell_w = max(a.shape[1] for a in arrays)
-    canvas = np.empty((pad + rows * (cell_h + pad), pad + cols * (cell_w + pad), 3), dtype=np.uint8)
-    canvas[:] = np.asarray(background, dtype=np.uint8)
+    shape = (pad + rows * (cell_h + pad), pad + cols * (cell_w + pad), 3)
+    canvas = np.full(shape, background, dtype=np.uint8)
     for i, a in enumerate(arrays):
         r, c = divmod(i, cols)
         y = pad + r * (cell_h + pad) + (cell_h - a.shape[0]) // 2

@@ -1,12 +1,10 @@
-"""Text in pictures (legends, heatmap titles) for any Unicode label (docs/cli.md, "Colours and legends"):
-each character in the first font of :func:`font_files` that has it (a mark, space, digit or punctuation
-sign stays in the previous character's font, so a word is shaped in one font); one that no font has is
-written as its Unicode name or code point. Without Pillow's raqm layout the text is put in visual
-order here (:func:`_visual_order`): Hebrew reads correctly, Arabic unjoined, Indic scripts unshaped.
-"""
+"""Text in pictures (legends, heatmap titles) for any Unicode label, each character in the first font of
+:func:`font_files` that has it (docs/cli.md, "Colours and legends"); without Pillow's raqm layout, put in
+visual order here (:func:`_visual_order`): Hebrew reads correctly, Arabic unjoined, Indic scripts unshaped."""
 
 from __future__ import annotations
 
+import bisect
 import functools
 import importlib.util
 import itertools
@@ -24,37 +22,27 @@ _RAQM: bool = bool(features.check("raqm"))
 _ELLIPSIS = "\u2026"
 
 
-def _package_dir(package: str) -> Path | None:
-    """The folder of an installed package, found without importing it."""
+def _package_path(package: str, *parts: str) -> Path:
+    """A path in an installed package, found without importing it (one that does not exist without it)."""
     spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return next((Path(root) for root in spec.submodule_search_locations if Path(root).is_dir()), None)
-
-
-def _package_file(package: str, *parts: str) -> Path | None:
-    path = (_package_dir(package) or Path("/nonexistent")).joinpath(*parts)
-    return path if path.is_file() else None
+    roots = [Path(r) for r in (spec.submodule_search_locations or []) if Path(r).is_dir()] if spec else []
+    return (roots[0] if roots else Path("/nonexistent")).joinpath(*parts)
 
 
 @functools.lru_cache(maxsize=1)
 def font_files() -> tuple[Path, ...]:
     """The font files used, in fallback order: DejaVu Sans (matplotlib's file), Noto Sans and its script
     fonts (``lseg[fonts]``), Noto Sans CJK (``lseg[cjk]``), Noto Sans Symbols and Noto Emoji."""
-    noto = _package_dir("manimgx_fonts")
-    ttfs = sorted(noto.glob("*.ttf")) if noto is not None else []
+    ttfs = sorted(_package_path("manimgx_fonts").glob("*.ttf"))
     noto_sans = [p for p in ttfs if p.name.startswith("NotoSans[")]
     last = [p for p in ttfs if p.name.startswith(("NotoSansSymbols", "NotoEmoji"))]
     scripts = [p for p in ttfs if p.name.startswith("NotoSans") and p not in noto_sans and p not in last
                and "Italic" not in p.name]
-    candidates = (
-        _package_file("matplotlib", "mpl-data", "fonts", "ttf", "DejaVuSans.ttf"),
-        *noto_sans,
-        *scripts,
-        _package_file("mplfonts", "fonts", "NotoSansCJKsc-Regular.otf"),
-        *sorted(last, key=lambda p: p.name.startswith("NotoEmoji")),  # symbols, then emoji
-    )
-    return tuple(p for p in candidates if p is not None)
+    dejavu = _package_path("matplotlib", "mpl-data", "fonts", "ttf", "DejaVuSans.ttf")
+    cjk = _package_path("mplfonts", "fonts", "NotoSansCJKsc-Regular.otf")
+    last.sort(key=lambda p: p.name.startswith("NotoEmoji"))  # symbols, then emoji
+    candidates = (dejavu, *noto_sans, *scripts, cjk, *last)
+    return tuple(p for p in candidates if p.is_file())
 
 
 @functools.lru_cache(maxsize=64)
@@ -141,14 +129,15 @@ def _clusters(text: str) -> list[str]:
     return out
 
 
+#: Bidirectional classes as :func:`_visual_order` groups them: strong right, strong left, number.
+_BIDI_KINDS = {"R": "R", "AL": "R", "L": "L", "EN": "EN", "AN": "EN"}
+
+
 def _visual_order(text: str) -> str:
     """``text`` in display order for Pillow's basic layout: UAX #9 rules W/N/L2 on clusters (no explicit
     embeddings; the paragraph direction from the first strong character)."""
     clusters = _clusters(text)
-    kinds = []
-    for c in clusters:
-        bidi = unicodedata.bidirectional(c[0])
-        kinds.append("R" if bidi in ("R", "AL") else "L" if bidi == "L" else "EN" if bidi in ("EN", "AN") else "N")
+    kinds = [_BIDI_KINDS.get(unicodedata.bidirectional(c[0]), "N") for c in clusters]
     if "R" not in kinds:
         return text
     para = next(k for k in kinds if k in "LR")
@@ -227,16 +216,11 @@ class TextRenderer:
         """``text`` on one line of at most ``max_width`` pixels (cut with an ellipsis if longer)."""
         return self.wrap(text, max_width, 1)[0]
 
-    def _longest_prefix(self, clusters: list[str], fits: Any) -> int:
+    @staticmethod
+    def _longest_prefix(clusters: list[str], fits: Any) -> int:
         """The most clusters ``n`` (at least 1) for which ``fits(''.join(clusters[:n]))`` holds."""
-        lo, hi = 1, len(clusters)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if fits("".join(clusters[:mid])):
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        return 1 + bisect.bisect_left(range(2, len(clusters) + 1), True,
+                                      key=lambda n: not fits("".join(clusters[:n])))
 
     def _take_line(self, text: str, max_width: int) -> tuple[str, str]:
         """The first line of ``text`` (at most ``max_width``) and the rest."""

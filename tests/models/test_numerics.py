@@ -1,4 +1,4 @@
-"""The numerics setting (lseg.models.numerics): one named mode per model, stored once."""
+"""The numerics setting (lseg.models.config.Numerics): one named mode per model, stored once."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from conftest import with_bn_stats
 import lseg
 from lseg.errors import ConfigError
 from lseg.inference.predictor import LSegPredictor
+from lseg.models.config import NUMERICS
 from lseg.models.decoder import DPTDecoder, ResidualConvUnit
-from lseg.models.numerics import NUMERICS
 
 
 def _layout_is_channels_last(model: lseg.LSeg) -> bool:

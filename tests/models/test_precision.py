@@ -41,7 +41,7 @@ def test_auto_on_cpu_follows_native_bf16(monkeypatch, caps, expected):
 
 def test_auto_on_cpu_follows_what_onednn_may_use(monkeypatch):
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": True, "avx512_bf16": True})
-    monkeypatch.setattr(prec, "_onednn_computes_bf16", lambda: False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
     assert prec.resolve_precision("auto", "cpu") == "fp32"
 
 
