@@ -71,13 +71,9 @@ def strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """Remove the ``net.`` (Lightning), ``module.`` (DDP), ``_orig_mod.`` (torch.compile) and ``model.``
     prefixes carried by every key."""
     sd = dict(state_dict)
-    changed = True
-    while changed and sd:
-        changed = False
-        for prefix in ("net.", "module.", "_orig_mod.", "model."):
-            if all(k.startswith(prefix) for k in sd):
-                sd = {k[len(prefix):]: v for k, v in sd.items()}
-                changed = True
+    prefixes = ("net.", "module.", "_orig_mod.", "model.")
+    while sd and (prefix := next((p for p in prefixes if all(k.startswith(p) for k in sd)), None)):
+        sd = {k[len(prefix):]: v for k, v in sd.items()}
     return sd
 
 
@@ -121,9 +117,8 @@ def _short(keys: list[str], n: int = 6) -> str:
     return ", ".join(keys[:n]) + more
 
 
-def infer_config(
-    state_dict: Mapping[str, torch.Tensor], spatial_block: SpatialBlockConfig | None = None
-) -> LSegConfig:
+def infer_config(state_dict: Mapping[str, torch.Tensor],
+                 spatial_block: SpatialBlockConfig | None = None) -> LSegConfig:
     """The :class:`LSegConfig` of a state dict (ours or official), read from tensor shapes (a
     registered config when the shapes agree). Shapes cannot tell ``arch_option`` 1 from 2 nor
     ``block_depth``: a checkpoint with a spatial block needs ``spatial_block``."""
