@@ -1,7 +1,5 @@
 """``lseg`` command line (docs/cli.md): one module per command group, each with ``register(subparsers)``.
-
-Every user error is one line on stderr (``error: ...``) and exit code 2.
-"""
+Every user error is one line on stderr (``error: ...``) and exit code 2."""
 
 from __future__ import annotations
 

@@ -109,8 +109,7 @@ class ModelSource(CheckedOptions):
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True,
                    pretrained_default: bool = False) -> None:
-    """The :class:`ModelSource` options; a model is needed when ``required``, unless the command falls
-    back to the released weights (``pretrained_default``)."""
+    """The :class:`ModelSource` options; a model is needed if ``required`` and not ``pretrained_default``."""
     add_options(p, ModelSource)
     p.set_defaults(model_required=required and not pretrained_default, pretrained_default=pretrained_default)
 

@@ -68,8 +68,7 @@ def is_official_state_dict(state_dict: Mapping[str, Any]) -> bool:
 
 
 def strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Remove the ``net.`` (Lightning), ``module.`` (DDP), ``_orig_mod.`` (torch.compile) and ``model.``
-    prefixes carried by every key."""
+    """Remove the prefixes every key carries (``net.``, ``module.``, ``_orig_mod.``, ``model.``)."""
     sd = dict(state_dict)
     prefixes = ("net.", "module.", "_orig_mod.", "model.")
     while sd and (prefix := next((p for p in prefixes if all(k.startswith(p) for k in sd)), None)):
@@ -282,8 +281,7 @@ def save_pretrained(model: LSeg, directory: str | os.PathLike[str], *, model_car
 
 
 def render_model_card(model: LSeg, repo_id: str | None = None, **fields: str) -> str:
-    """``lseg/pretrained/model_card.md`` filled in for ``model``; ``fields`` override its ``{{ name }}``
-    values (e.g. ``trained_on="ADE20K"``, ``license``)."""
+    """``model_card.md`` filled in for ``model``; ``fields`` override its values (``trained_on="ADE20K"``)."""
     cfg = model.config
     if isinstance(cfg.backbone, ResNetConfig):
         image_encoder = f"{cfg.backbone.torchvision_name} (torchvision; layers {list(cfg.backbone.layers)})"

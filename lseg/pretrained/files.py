@@ -218,8 +218,7 @@ def _foreign_global(p: Path) -> str | None:
 
 
 def safetensors_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes of a ``.safetensors`` file (or an lseg folder's weights), from its
-    header without loading data."""
+    """Tensor names and shapes of a ``.safetensors`` file (or an lseg folder's weights), from its header."""
     p = _checkpoint_file(path)
     try:
         with safe_open(str(p), framework="pt") as f:

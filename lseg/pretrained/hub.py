@@ -22,8 +22,7 @@ __all__ = ["download_repo", "push_to_hub", "save_pretrained"]
 def download_repo(repo_id: str, *, revision: str | None = None,
                   cache_dir: str | os.PathLike[str] | None = None, force_download: bool = False,
                   token: str | bool | None = None, local_files_only: bool = False) -> Path:
-    """The local folder of Hub repo ``repo_id`` from ``snapshot_download``; every failure is one
-    :class:`CheckpointError`."""
+    """The local folder of Hub repo ``repo_id`` (``snapshot_download``); a failure is a CheckpointError."""
     from huggingface_hub import errors as hf
     from huggingface_hub import snapshot_download
 
