@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from lseg.cli.common import checked_device
@@ -81,7 +81,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     opts: BenchOptions = options_from_args(BenchOptions, args)  # every option checked before the imports
     if opts.profile:
         return _profile(opts)
-    import dataclasses
     import platform
 
     import torch
@@ -105,7 +104,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
              "as many calls at batch 1")
     print(format_table(rows, title))
     if opts.json:
-        text = json.dumps([dataclasses.asdict(r) for r in rows], indent=2)
+        text = json.dumps([asdict(r) for r in rows], indent=2)
         atomic_write(opts.json, lambda p: p.write_text(text))
     return 0
 
