@@ -1,7 +1,5 @@
 """``lseg`` command line (docs/cli.md): one module per command group, each with ``register(subparsers)``.
-
-Every user error is one line on stderr (``error: ...``) and exit code 2.
-"""
+Every user error is one line on stderr (``error: ...``) and exit code 2."""
 
 from __future__ import annotations
 
@@ -58,8 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``lseg`` command; the exit code (0, 1: some files failed, 2: an error, 130: interrupted)."""
     from lseg.console import setup_logging
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
         from lseg.inference.allocator import tune_allocator
@@ -75,7 +72,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader closed the pipe (`lseg weights list | head -1`): a normal end
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit would fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # else the flush at exit fails
         return 0
 

@@ -4,40 +4,31 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from lseg.cli.common import checked_device
 from lseg.io.checks import report_file
 from lseg.options import (
+    CheckedOptions,
     OptionError,
     Precision,
     add_options,
     check_compile,
-    check_options,
     option,
     options_from_args,
 )
 
 __all__ = ["BenchOptions", "register"]
 
+
 def _comma_list(value: Any) -> Any:
     """``fp32, bf16`` -> ``("fp32", "bf16")`` (the type check reads the items)."""
     return tuple(p.strip() for p in value.split(",") if p.strip()) if isinstance(value, str) else value
 
 
-def _not_empty(name: str) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
-    def check(value: tuple[Any, ...]) -> tuple[Any, ...]:
-        if not value:
-            raise OptionError(f"`{name}` takes at least one value")
-        return value
-
-    return check
-
-
 @dataclass(frozen=True)
-class BenchOptions:
+class BenchOptions(CheckedOptions):
     """What ``lseg bench`` times (:func:`lseg.eval.benchmark.bench`).
 
     Attributes:
@@ -57,9 +48,8 @@ class BenchOptions:
 
     model: str = "lseg_vitl16_384"
     checkpoint: str | None = option(None, short="-c")
-    precisions: tuple[Precision, ...] = option(("fp32", "auto"), flag="precision", parse=_comma_list,
-                                               check=_not_empty("precisions"))
-    batch_sizes: tuple[int, ...] = option((1,), flag="batch-size", min=1, check=_not_empty("batch_sizes"))
+    precisions: tuple[Precision, ...] = option(("fp32", "auto"), flag="precision", parse=_comma_list)
+    batch_sizes: tuple[int, ...] = option((1,), flag="batch-size", min=1)
     size: int = option(480, min=32)
     device: str = option("cpu", check=checked_device)
     repeats: int = option(3, min=1)
@@ -69,7 +59,10 @@ class BenchOptions:
     profile: bool = False
 
     def __post_init__(self) -> None:
-        check_options(self)
+        super().__post_init__()
+        for name in ("precisions", "batch_sizes"):
+            if not getattr(self, name):
+                raise OptionError(f"`{name}` takes at least one value")
         check_compile("on" in self.compile, self.precisions)
 
 
@@ -88,7 +81,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     opts: BenchOptions = options_from_args(BenchOptions, args)  # every option checked before the imports
     if opts.profile:
         return _profile(opts)
-    import dataclasses
     import platform
 
     import torch
@@ -112,7 +104,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
              "as many calls at batch 1")
     print(format_table(rows, title))
     if opts.json:
-        text = json.dumps([dataclasses.asdict(r) for r in rows], indent=2)
+        text = json.dumps([asdict(r) for r in rows], indent=2)
         atomic_write(opts.json, lambda p: p.write_text(text))
     return 0
 

@@ -109,8 +109,7 @@ class ModelSource(CheckedOptions):
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True,
                    pretrained_default: bool = False) -> None:
-    """The :class:`ModelSource` options; a model is needed when ``required``, unless the command falls
-    back to the released weights (``pretrained_default``)."""
+    """The :class:`ModelSource` options; a model is needed if ``required`` and not ``pretrained_default``."""
     add_options(p, ModelSource)
     p.set_defaults(model_required=required and not pretrained_default, pretrained_default=pretrained_default)
 
@@ -130,23 +129,20 @@ def load_source_model(source: ModelSource, pretrained_default: bool = False):  #
     import torch
 
     from lseg.pretrained.load import create_model, load_model
+    from lseg.pretrained.released import DEFAULT, get_weights
 
-    checkpoint = source.checkpoint
     if source.random_weights:
         _logger.warning("using random weights for %s: the output is noise", source.random_weights)
         with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG state
             torch.manual_seed(RANDOM_WEIGHTS_SEED)
             model = create_model(source.random_weights)
-        return model.to(source.device_name()).eval()
-    if checkpoint is None:
-        if not pretrained_default:
-            raise LSegError("give the model: --checkpoint NAME_OR_PATH or --random-weights MODEL")
-        from lseg.pretrained.released import DEFAULT, get_weights
-
-        checkpoint = DEFAULT
-        print(f"no --checkpoint given: using the released weights {checkpoint!r} "
-              f"({get_weights(checkpoint).network}); `lseg weights list` shows the others", file=sys.stderr)
-    model = load_model(checkpoint, spatial_block=source.arch.spatial_block())
+    elif source.checkpoint is None and not pretrained_default:
+        raise LSegError("give the model: --checkpoint NAME_OR_PATH or --random-weights MODEL")
+    else:
+        if source.checkpoint is None:
+            print(f"no --checkpoint given: using the released weights {DEFAULT!r} "
+                  f"({get_weights(DEFAULT).network}); `lseg weights list` shows the others", file=sys.stderr)
+        model = load_model(source.checkpoint or DEFAULT, spatial_block=source.arch.spatial_block())
     return model.to(source.device_name()).eval()
 
 

@@ -65,9 +65,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                         "authentication); use --host 127.0.0.1 to keep it local", opts.host)
     check_port_free(opts.host, opts.port)  # before the model loads (a minute for the full-size one)
     predictor = common.make_predictor(args, source, popts)
-    banner = None
-    if source.random_weights:
-        banner = f"Random weights ({source.random_weights}): the segmentation is noise. Use --checkpoint."
+    noise = f"Random weights ({source.random_weights}): the segmentation is noise. Use --checkpoint."
+    banner = noise if source.random_weights else None
     demo = build_demo(predictor, max_upload_mb=opts.max_upload_mb, max_labels=opts.max_labels, banner=banner)
     try:
         launch_demo(demo, host=opts.host, port=opts.port or None, max_upload_mb=opts.max_upload_mb)

@@ -83,9 +83,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
         device = source.device or ""
         accelerator = "cpu" if device.startswith("cpu") else ("cuda" if device else "auto")
-        devices = run.devices
-        if "WORLD_SIZE" in os.environ:
-            devices = int(os.environ.get("LOCAL_WORLD_SIZE", run.devices))
+        in_torchrun = "WORLD_SIZE" in os.environ
+        devices = int(os.environ.get("LOCAL_WORLD_SIZE", run.devices)) if in_torchrun else run.devices
         fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=run.num_nodes, strategy="ddp")
         fabric.launch()
         source = dataclasses.replace(source, device=str(fabric.device))

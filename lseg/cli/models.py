@@ -109,44 +109,34 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     from lseg.errors import CheckpointError
     from lseg.models.lseg import LSeg
-    from lseg.pretrained.checkpoints import (
-        CONFIG_NAME,
-        count_parameters,
-        fit_problems,
-        infer_config,
-        read_checkpoint,
-        read_config,
-        safetensors_shapes,
-        to_lseg_keys,
-    )
+    from lseg.pretrained import checkpoints as ck
+    from lseg.pretrained.files import CheckpointFile, read_checkpoint, safetensors_shapes
     from lseg.pretrained.released import resolve
 
     p = resolve(opts.checkpoint)
-    info: dict = {}
-    if p.is_dir() or (p.parent / CONFIG_NAME).is_file() and p.suffix == ".safetensors":
-        config = read_config(p if p.is_dir() else p.parent)
-        shapes = safetensors_shapes(p)  # header only: also catches a truncated weights file
-        ours = shapes
-        info["format"] = "lseg"
+    config = ck.read_config(p) if p.is_dir() else None  # first: a folder without config.json says so
+    if config or p.suffix == ".safetensors":  # the header only: no tensor is read
+        meta = {k: torch.empty(s, device="meta") for k, s in safetensors_shapes(p).items()}
+        ckpt = CheckpointFile(meta, "safetensors", {})
     else:
         ckpt = read_checkpoint(p)
-        config = infer_config(ckpt.state_dict, spatial_block=opts.arch.spatial_block())
-        shapes = {k: tuple(v.shape) for k, v in ckpt.state_dict.items()}
-        ours = {k: tuple(v.shape) for k, v in to_lseg_keys(ckpt.state_dict).items()}
-        info["format"] = ckpt.format
-        if ckpt.metadata:
-            info["lightning" if ckpt.format == "lightning" else "metadata"] = ckpt.metadata
+    config = config or ck.config_beside(p, ckpt.state_dict)
+    info: dict = {"format": "lseg" if config and ckpt.format == "safetensors" else ckpt.format}
+    if ckpt.metadata:
+        info["lightning" if ckpt.format == "lightning" else "metadata"] = ckpt.metadata
+    config = config or ck.infer_config(ckpt.state_dict, spatial_block=opts.arch.spatial_block())
     info["config"] = config.to_dict()
-    info["tensors"] = len(shapes)
-    info["parameters"] = count_parameters(shapes)  # as the reference counts: BatchNorm statistics excluded
+    info["tensors"] = len(ckpt.state_dict)
+    # as the reference counts: BatchNorm statistics excluded
+    info["parameters"] = ck.count_parameters({k: v.shape for k, v in ckpt.state_dict.items()})
     with torch.device("meta"):  # the network the config describes, without allocating it
         own = LSeg(config).state_dict()
-    problems = fit_problems(own, ours)
+    problems = ck.fit_problems(own, {k: v.shape for k, v in ck.to_lseg_keys(ckpt.state_dict).items()})
     info["weights_fit"] = not problems
     print(json.dumps(info, indent=2, default=str))
     if problems:  # after the report, which shows what the file holds
-        raise CheckpointError(
-            f"{opts.checkpoint}: checkpoint does not fit {config.name}: " + "; ".join(problems))
+        raise CheckpointError(f"{opts.checkpoint}: checkpoint does not fit {config.name}: "
+                              + "; ".join(problems))
     return 0
 
 

@@ -29,8 +29,7 @@ def _shown(value: Any) -> str:
 
 
 class Parser(argparse.ArgumentParser):
-    """An ``argparse`` parser whose usage errors are one line (``error: ...``, exit code 2) and whose
-    sub-commands share its help formatter."""
+    """An ``argparse`` parser (and sub-commands) with one-line usage errors (``error: ...``, exit code 2)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)

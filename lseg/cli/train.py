@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from lseg.cli.parser import plain_doc
 from lseg.errors import ConfigError
@@ -34,36 +33,18 @@ _ALIASES = {"lr": "base_lr", "checkpoint": "init_checkpoint", "accumulate": "acc
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "train",
-        help="train or fine-tune LSeg (Lightning Fabric; single GPU, multi-GPU DDP, CPU)",
-        description=plain_doc(__doc__),
-    )
-    p.add_argument(
-        "--config", "--recipe", help=f"recipe ({', '.join(list_recipes())}) or YAML/JSON config file"
-    )
-    p.add_argument(
-        "--resume", default="auto",
-        help="auto: continue from OUT_DIR/checkpoints/last.ckpt if present; never; or a checkpoint path",
-    )
+        "train", help="train or fine-tune LSeg (Lightning Fabric; single GPU, multi-GPU DDP, CPU)",
+        description=plain_doc(__doc__))
+    recipes = ", ".join(list_recipes())
+    p.add_argument("--config", "--recipe", help=f"recipe ({recipes}) or YAML/JSON config file")
+    p.add_argument("--resume", default="auto", help="auto: continue from OUT_DIR/checkpoints/last.ckpt if "
+                   "present; never; or a checkpoint path")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any field (repeatable)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.add_argument("--list-recipes", action="store_true", help="list the built-in recipes and exit")
     fields = p.add_argument_group("config fields (see lseg.train.TrainConfig)")
     add_override_options(fields, TrainConfig, aliases=_ALIASES)
     p.set_defaults(func=_cmd_train)
-
-
-def _overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
-    """The fields the command line sets, and the option that set each (for error messages)."""
-    out = overrides_from_args(args)
-    given = {name: "--" + name.replace("_", "-") for name in out}
-    for item in args.set or []:
-        if "=" not in item:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        out[key.strip()] = parse_value(value)
-        given[key.strip().split(".")[0].replace("-", "_")] = f"--set {key.strip()}"
-    return out, given
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -74,7 +55,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
             doc = (RECIPES[name].__doc__ or "").strip().splitlines()[0]
             print(f"{name:<22} {doc}")
         return 0
-    overrides, given = _overrides(args)
+    # the fields the command line sets, and the option that set each (for error messages)
+    overrides = overrides_from_args(args)
+    given = {name: "--" + name.replace("_", "-") for name in overrides}
+    for item in args.set or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = parse_value(value)
+        given[key.strip().split(".")[0].replace("-", "_")] = f"--set {key.strip()}"
     try:
         cfg = load_config(args.config, overrides)
         if args.print_config:

@@ -21,12 +21,7 @@ from lseg.errors import CheckpointError, ConfigError
 from lseg.io import atomic_write
 from lseg.models.config import LSegConfig, ResNetConfig, SpatialBlockConfig, TextEncoderConfig, ViTConfig
 from lseg.models.registry import IMAGENET_MEAN, IMAGENET_STD, check_limits, get_config, list_models
-from lseg.pretrained.files import (  # noqa: F401 - read_checkpoint, safetensors_shapes: re-exported
-    WEIGHTS_NAME,
-    read_checkpoint,
-    read_state_dict,
-    safetensors_shapes,
-)
+from lseg.pretrained.files import WEIGHTS_NAME, read_checkpoint, read_state_dict  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:  # the model is handed in (load_local, build)
     from lseg.models.lseg import LSeg
@@ -73,16 +68,11 @@ def is_official_state_dict(state_dict: Mapping[str, Any]) -> bool:
 
 
 def strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Remove the ``net.`` (Lightning), ``module.`` (DDP), ``_orig_mod.`` (torch.compile) and ``model.``
-    prefixes carried by every key."""
+    """Remove the prefixes every key carries (``net.``, ``module.``, ``_orig_mod.``, ``model.``)."""
     sd = dict(state_dict)
-    changed = True
-    while changed and sd:
-        changed = False
-        for prefix in ("net.", "module.", "_orig_mod.", "model."):
-            if all(k.startswith(prefix) for k in sd):
-                sd = {k[len(prefix):]: v for k, v in sd.items()}
-                changed = True
+    prefixes = ("net.", "module.", "_orig_mod.", "model.")
+    while sd and (prefix := next((p for p in prefixes if all(k.startswith(p) for k in sd)), None)):
+        sd = {k[len(prefix):]: v for k, v in sd.items()}
     return sd
 
 
@@ -126,9 +116,8 @@ def _short(keys: list[str], n: int = 6) -> str:
     return ", ".join(keys[:n]) + more
 
 
-def infer_config(
-    state_dict: Mapping[str, torch.Tensor], spatial_block: SpatialBlockConfig | None = None
-) -> LSegConfig:
+def infer_config(state_dict: Mapping[str, torch.Tensor],
+                 spatial_block: SpatialBlockConfig | None = None) -> LSegConfig:
     """The :class:`LSegConfig` of a state dict (ours or official), read from tensor shapes (a
     registered config when the shapes agree). Shapes cannot tell ``arch_option`` 1 from 2 nor
     ``block_depth``: a checkpoint with a spatial block needs ``spatial_block``."""
@@ -241,14 +230,8 @@ def fit_problems(own: Mapping[str, torch.Tensor], shapes: Mapping[str, tuple[int
     unexpected = [k for k in shapes if k not in own]
     bad_shape = [f"{k} {tuple(shapes[k])} != {tuple(own[k].shape)}"
                  for k in own if k in shapes and tuple(shapes[k]) != tuple(own[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing: {_short(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected: {_short(unexpected)}")
-    if bad_shape:
-        problems.append(f"{len(bad_shape)} with wrong shape: {_short(bad_shape, 3)}")
-    return problems
+    kinds = [("missing", missing, 6), ("unexpected", unexpected, 6), ("with wrong shape", bad_shape, 3)]
+    return [f"{len(keys)} {kind}: {_short(keys, n)}" for kind, keys, n in kinds if keys]
 
 
 def load_local(model_cls: type[LSeg], path: str | os.PathLike[str], *,
@@ -256,17 +239,17 @@ def load_local(model_cls: type[LSeg], path: str | os.PathLike[str], *,
     """``model_cls`` (:class:`lseg.LSeg`) from a *local* lseg folder, ``.safetensors`` or official
     ``.ckpt``, on the CPU, in eval mode; without a ``config.json``, :func:`infer_config`."""
     p = Path(path)
-    if p.is_dir():
-        config = read_config(p)
-        sd = read_state_dict(p / WEIGHTS_NAME)
-    else:
-        raw = strip_wrappers(read_state_dict(p))
-        sd = to_lseg_keys(raw)
-        if (p.parent / CONFIG_NAME).is_file() and not is_official_state_dict(raw):
-            config = read_config(p.parent)
-        else:
-            config = infer_config(sd, spatial_block=spatial_block)
+    config = read_config(p) if p.is_dir() else None  # first: a folder without config.json says so
+    raw = read_state_dict(p)
+    sd = to_lseg_keys(raw)  # converted once, for both infer_config and build
+    config = config or config_beside(p, raw) or infer_config(sd, spatial_block=spatial_block)
     return build(model_cls, config, sd)
+
+
+def config_beside(p: Path, state_dict: Mapping[str, Any]) -> LSegConfig | None:
+    """The ``config.json`` beside the weights file ``p`` if the weights are ours (not official), else None."""
+    ours = not is_official_state_dict(strip_wrappers(state_dict))
+    return read_config(p.parent) if ours and (p.parent / CONFIG_NAME).is_file() else None
 
 
 def build(model_cls: type[LSeg], config: LSegConfig, state_dict: Mapping[str, torch.Tensor]) -> LSeg:
@@ -298,8 +281,7 @@ def save_pretrained(model: LSeg, directory: str | os.PathLike[str], *, model_car
 
 
 def render_model_card(model: LSeg, repo_id: str | None = None, **fields: str) -> str:
-    """``lseg/pretrained/model_card.md`` filled in for ``model``; ``fields`` override its ``{{ name }}``
-    values (e.g. ``trained_on="ADE20K"``, ``license``)."""
+    """``model_card.md`` filled in for ``model``; ``fields`` override its values (``trained_on="ADE20K"``)."""
     cfg = model.config
     if isinstance(cfg.backbone, ResNetConfig):
         image_encoder = f"{cfg.backbone.torchvision_name} (torchvision; layers {list(cfg.backbone.layers)})"

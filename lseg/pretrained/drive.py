@@ -42,13 +42,11 @@ def fetch(entry: PretrainedWeights, url: str, target: Path, *, drive: bool, time
                               "output": f"To: {target.parent}\n"},
             )
             return
-        except DownloadError as e:
-            if attempt == 0 and "byte range" in str(e):  # no Range support, or the file changed: start over
-                for part in target.parent.glob(f"{target.name}*.part"):
+        except (DownloadError, requests.RequestException) as e:
+            if attempt == 0 and isinstance(e, DownloadError) and "byte range" in str(e):
+                for part in target.parent.glob(f"{target.name}*.part"):  # no Range support, or the file changed
                     part.unlink()
-                continue
-            raise _transfer_error(entry, url, target, e) from None
-        except requests.RequestException as e:
+                continue  # start over
             raise _transfer_error(entry, url, target, e) from None
         except OSError as e:
             if e.errno == errno.ENOSPC:

@@ -57,22 +57,21 @@ ALLOWED_GLOBALS: dict[str, str] = {
 }
 
 
-class _InertStandIn:
-    """What an allowlisted callback class resolves to: accepts any arguments and state, does nothing."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-
 def _stand_ins() -> list[tuple[Any, str]]:
+    """(stand-in, name) of each allowed global: a callback class becomes a class of that name whose
+    instances take any arguments and state and do nothing."""
     special = {"argparse.Namespace": argparse.Namespace,  # inert already
                "pytorch_lightning.utilities.parsing.AttributeDict": dict}  # the unpickler fills only exact dicts
     out: list[tuple[Any, str]] = []
     for full in ALLOWED_GLOBALS:
         module, _, name = full.rpartition(".")
-        inert = type(name, (_InertStandIn,), {"__module__": module, "__qualname__": name})
+        inert = type(name, (), {"__init__": _ignore, "__module__": module, "__qualname__": name})
         out.append((special.get(full, inert), full))
     return out
+
+
+def _ignore(*args: Any, **kwargs: Any) -> None:
+    """A stand-in's ``__init__``."""
 
 
 @dataclasses.dataclass
@@ -219,8 +218,7 @@ def _foreign_global(p: Path) -> str | None:
 
 
 def safetensors_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes of a ``.safetensors`` file (or an lseg folder's weights), from its
-    header without loading data."""
+    """Tensor names and shapes of a ``.safetensors`` file (or an lseg folder's weights), from its header."""
     p = _checkpoint_file(path)
     try:
         with safe_open(str(p), framework="pt") as f:

@@ -3,6 +3,7 @@ files are :func:`save_pretrained`'s (:mod:`lseg.pretrained.checkpoints`)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import tempfile
@@ -21,16 +22,9 @@ __all__ = ["download_repo", "push_to_hub", "save_pretrained"]
 def download_repo(repo_id: str, *, revision: str | None = None,
                   cache_dir: str | os.PathLike[str] | None = None, force_download: bool = False,
                   token: str | bool | None = None, local_files_only: bool = False) -> Path:
-    """The local folder of Hub repo ``repo_id`` from ``snapshot_download``; every failure is one
-    :class:`CheckpointError`."""
+    """The local folder of Hub repo ``repo_id`` (``snapshot_download``); a failure is a CheckpointError."""
+    from huggingface_hub import errors as hf
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
 
     try:
         folder = snapshot_download(
@@ -38,23 +32,23 @@ def download_repo(repo_id: str, *, revision: str | None = None,
             local_files_only=local_files_only, allow_patterns=[WEIGHTS_NAME, CONFIG_NAME],
             library_name="lseg",
         )
-    except HFValidationError:
+    except hf.HFValidationError:
         raise CheckpointError(f"checkpoint not found: {repo_id} (no such file or folder, and not a Hub "
                               "repo id like 'owner/name')") from None
-    except LocalEntryNotFoundError:
+    except hf.LocalEntryNotFoundError:
         raise CheckpointError(
             f"cannot get {repo_id!r} from the Hugging Face Hub: offline (HF_HUB_OFFLINE=1, LSEG_OFFLINE=1, "
             "local_files_only, or no network) and not in the local Hub cache; there is also no local "
             f"folder {repo_id!r}. Download it where the Hub is reachable "
             f"(hf download {repo_id} --local-dir DIR) and pass DIR"
         ) from None
-    except GatedRepoError:
+    except hf.GatedRepoError:
         raise CheckpointError(f"Hub repo {repo_id!r} is gated: accept its terms on huggingface.co and log in "
                               "(hf auth login)") from None
-    except RepositoryNotFoundError:
+    except hf.RepositoryNotFoundError:
         raise CheckpointError(f"no Hub repo {repo_id!r} (or it is private: log in with `hf auth login`), "
                               "and no local folder of that name") from None
-    except RevisionNotFoundError:
+    except hf.RevisionNotFoundError:
         raise CheckpointError(f"Hub repo {repo_id!r} has no revision {revision!r}") from None
     except OSError as e:  # network failures (requests/httpx errors subclass OSError or HfHubHTTPError)
         raise CheckpointError(f"cannot download {repo_id!r} from the Hugging Face Hub: {_one_line(e)}") from None
@@ -76,10 +70,8 @@ def push_to_hub(model: LSeg, repo_id: str, *, private: bool | None = None, token
     # transport errors of the HTTP clients huggingface_hub may use, which it lets through as they are
     network_errors = []
     for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "RequestException")):
-        try:
+        with contextlib.suppress(ImportError, AttributeError):
             network_errors.append(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):
-            pass
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="lseg-push-") as tmp:
         save_pretrained(model, tmp, model_card=model_card, repo_id=repo_id, **card_fields)

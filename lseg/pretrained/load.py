@@ -1,5 +1,4 @@
-"""The one way to get a model: :func:`load_model` (weights from anywhere) and :func:`create_model`
-(a registered architecture)."""
+"""The one way to get a model: :func:`load_model` (weights from anywhere), :func:`create_model` (by name)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -201,8 +202,11 @@ def download(name: str, *, force: bool = False, offline: bool | None = None, che
         print(f"waiting for another process that is fetching {entry.name} ({d})", file=sys.stderr)
         held = lock.acquire()
     with held:
-        if force:
-            _clear(d, entry)
+        if force:  # partial downloads too
+            shutil.rmtree(d / MODEL_DIR, ignore_errors=True)
+            for p in d.iterdir():
+                if p.name in (RECORD_NAME, entry.filename) or p.name.startswith(entry.filename + _DOWNLOAD_SUFFIX):
+                    p.unlink(missing_ok=True)
         record = _read_record(d)
         model_dir = d / MODEL_DIR
         ckpt = d / entry.filename
@@ -221,13 +225,6 @@ def download(name: str, *, force: bool = False, offline: bool | None = None, che
                 )
             record = _download(entry, d)
         return _convert(entry, ckpt, d, record)
-
-
-def _clear(d: Path, entry: PretrainedWeights) -> None:
-    shutil.rmtree(d / MODEL_DIR, ignore_errors=True)
-    for p in d.iterdir():
-        if p.name == RECORD_NAME or p.name == entry.filename or p.name.startswith(entry.filename + _DOWNLOAD_SUFFIX):
-            p.unlink(missing_ok=True)
 
 
 def _read_record(d: Path) -> dict[str, Any] | None:
@@ -264,9 +261,7 @@ def _model_matches(model_dir: Path, recorded: dict[str, Any]) -> bool:
 def _verify_cached(entry: PretrainedWeights, ckpt: Path, record: dict[str, Any] | None, d: Path) -> dict[str, Any]:
     """Check a cached released file against its record; one put there by hand is checked and recorded."""
     if record is None or record.get("file") != entry.filename:
-        size, digest = _check_file(entry, ckpt, url=None)
-        return _write_record(d, {"name": entry.name, "file": entry.filename, "size": size, "sha256": digest,
-                                 "source": "local"})
+        return _write_record(d, {**_check_file(entry, ckpt, url=None), "source": "local"})
     size = ckpt.stat().st_size
     digest = sha256_file(ckpt) if size == record["size"] else None
     if digest != record["sha256"]:
@@ -278,33 +273,25 @@ def _verify_cached(entry: PretrainedWeights, ckpt: Path, record: dict[str, Any] 
     return record
 
 
-def _source(entry: PretrainedWeights) -> tuple[str, bool]:
-    """(URL, is Google Drive)."""
-    mirror = mirror_url()
-    if mirror:
-        return f"{mirror.rstrip('/')}/{entry.filename}", False
-    return f"{DRIVE_URL}?export=download&id={entry.drive_id}", True
-
-
 def _download(entry: PretrainedWeights, d: Path) -> dict[str, Any]:
     """Download ``entry`` into ``d`` (resuming), check it (deleted if bad), move it into place, record it."""
-    url, drive = _source(entry)
+    mirror = mirror_url()
+    url = f"{mirror.rstrip('/')}/{entry.filename}" if mirror else f"{DRIVE_URL}?export=download&id={entry.drive_id}"
     target = d / (entry.filename + _DOWNLOAD_SUFFIX)
     if not target.is_file():  # else a complete download whose check a killed process did not finish
-        fetch(entry, url, target, drive=drive, timeout=TIMEOUT, retries=RETRIES)
+        fetch(entry, url, target, drive=not mirror, timeout=TIMEOUT, retries=RETRIES)
     try:
-        size, digest = _check_file(entry, target, url=url)
+        record = _check_file(entry, target, url=url)
     except CheckpointError:
         target.unlink(missing_ok=True)
         raise
     disk_guard(lambda: os.replace(target, d / entry.filename), d, "moving", entry.filename)
-    return _write_record(d, {"name": entry.name, "file": entry.filename, "size": size, "sha256": digest,
-                             "source": url if not drive else f"drive:{entry.drive_id}"})
+    return _write_record(d, {**record, "source": url if mirror else f"drive:{entry.drive_id}"})
 
 
-def _check_file(entry: PretrainedWeights, path: Path, *, url: str | None) -> tuple[int, str]:
-    """Size and sha256 of ``path`` once it is known to be the checkpoint (not an HTML page, the
-    registry's size and sha256, intact zip CRCs). ``url``: its source (None: put there by hand)."""
+def _check_file(entry: PretrainedWeights, path: Path, *, url: str | None) -> dict[str, Any]:
+    """The record (name, file, size, sha256) of ``path`` once it is known to be the checkpoint (not an HTML
+    page, the registry's size and sha256, intact zip CRCs). ``url``: its source (None: put there by hand)."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(1 << 16)
@@ -332,7 +319,7 @@ def _check_file(entry: PretrainedWeights, path: Path, *, url: str | None) -> tup
     digest = sha256_file(path)
     if entry.sha256 is not None and digest != entry.sha256:
         raise _corrupt(entry, path, url, f"sha256 {digest} != the released {entry.sha256}")
-    return size, digest
+    return {"name": entry.name, "file": entry.filename, "size": size, "sha256": digest}
 
 
 def _corrupt(entry: PretrainedWeights, path: Path, url: str | None, why: str) -> CheckpointError:
@@ -359,14 +346,10 @@ def _convert(entry: PretrainedWeights, ckpt: Path, d: Path, record: dict[str, An
             f"(lseg weights download {entry.name} --force)"
         )
     final = d / MODEL_DIR
-    tmp = d / f".{MODEL_DIR}.tmp-{os.getpid()}"
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        disk_guard(lambda: save_pretrained(model, tmp), d, "converting", entry.filename)
+    with tempfile.TemporaryDirectory(prefix=f".{MODEL_DIR}.tmp-", dir=d, ignore_cleanup_errors=True) as tmp:
+        disk_guard(lambda: save_pretrained(model, Path(tmp) / MODEL_DIR), d, "converting", entry.filename)
         shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        os.replace(Path(tmp) / MODEL_DIR, final)
     weights = final / WEIGHTS_NAME
     _write_record(d, {**record, "model": {"size": weights.stat().st_size, "sha256": sha256_file(weights),
                                           "config": model.config.name}})
