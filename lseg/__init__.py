@@ -1,8 +1,5 @@
 """lseg: language-driven semantic segmentation (LSeg, Li et al., ICLR 2022); README.md shows the API.
-
-The names below are imported on first use (PEP 562), so ``import lseg`` and ``lseg --help`` do not
-pay for importing torch.
-"""
+The names below are imported on first use (PEP 562): ``import lseg`` and ``lseg --help`` import no torch."""
 
 from __future__ import annotations
 
@@ -26,36 +23,7 @@ _MODULES = {
     "lseg.pretrained.released": ("list_pretrained",),
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
-__all__ = [
-    "CheckpointError",
-    "ConfigError",
-    "ImageEmbedding",
-    "ImageLoadError",
-    "LSeg",
-    "LSegConfig",
-    "LSegError",
-    "LSegPredictor",
-    "LabelError",
-    "MultiScaleConfig",
-    "OutputWriteError",
-    "PredictorOptions",
-    "SegmentOptions",
-    "SegmentationResult",
-    "SpatialBlockConfig",
-    "TextEncoderConfig",
-    "ViTConfig",
-    "WeightsDownloadError",
-    "convert_official_state_dict",
-    "create_model",
-    "get_config",
-    "list_models",
-    "list_pretrained",
-    "load_model",
-    "push_to_hub",
-    "read_state_dict",
-    "save_pretrained",
-    "segment_folder",
-]
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

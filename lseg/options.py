@@ -280,8 +280,6 @@ def check_options(obj: Any) -> None:
             continue
         try:
             new = coerce_value(value, tp, f"`{f.name}`")
-        except OptionError:
-            raise
         except ConfigError as e:
             raise OptionError(str(e)) from None
         for v in new if isinstance(new, tuple) else (new,):
