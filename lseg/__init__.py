@@ -23,7 +23,36 @@ _MODULES = {
     "lseg.pretrained.released": ("list_pretrained",),
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "ImageEmbedding",
+    "ImageLoadError",
+    "LSeg",
+    "LSegConfig",
+    "LSegError",
+    "LSegPredictor",
+    "LabelError",
+    "MultiScaleConfig",
+    "OutputWriteError",
+    "PredictorOptions",
+    "SegmentOptions",
+    "SegmentationResult",
+    "SpatialBlockConfig",
+    "TextEncoderConfig",
+    "ViTConfig",
+    "WeightsDownloadError",
+    "convert_official_state_dict",
+    "create_model",
+    "get_config",
+    "list_models",
+    "list_pretrained",
+    "load_model",
+    "push_to_hub",
+    "read_state_dict",
+    "save_pretrained",
+    "segment_folder",
+]
 
 
 def __getattr__(name: str) -> Any:

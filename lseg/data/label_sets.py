@@ -133,9 +133,7 @@ def load_label_file(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"label file not found: {path}")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    while lines and not lines[-1]:
-        lines.pop()
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").rstrip().splitlines()]
     if not lines:
         raise LabelError(f"label file {path} is empty")
     if "" in lines:
