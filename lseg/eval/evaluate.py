@@ -18,12 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from lseg.console import progress_bar
 from lseg.data.label_sets import clean_fewshot_name
-from lseg.data.registry import (
-    build_dataset,
-    build_fewshot_dataset,
-    canonical_name,
-    ignore_index_of,
-)
+from lseg.data.registry import build_dataset, build_fewshot_dataset, canonical_name, ignore_index_of
 from lseg.data.transforms import fewshot_transform
 from lseg.errors import LSegError
 from lseg.eval.config import EvalConfig

@@ -51,12 +51,10 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
 
 
 def iou_per_class(cm: torch.Tensor) -> torch.Tensor:
-    """Per-class IoU from a confusion matrix ``(C, C)``: float64 ``(C,)``, ``nan`` where union == 0."""
+    """Per-class IoU of a confusion matrix ``(C, C)``: float64 ``(C,)``, ``nan`` (0 / 0) where union == 0."""
     cm = cm.to(torch.float64)
     inter = cm.diagonal()
-    union = cm.sum(0) + cm.sum(1) - inter
-    iou = inter / union
-    return torch.where(union > 0, iou, torch.full_like(iou, math.nan))
+    return inter / (cm.sum(0) + cm.sum(1) - inter)
 
 
 def mean_iou(cm: torch.Tensor, absent: Literal["zero", "exclude"] = "zero") -> float:
