@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lseg.errors import ConfigError
-from lseg.options import OptionError, check_options, option
+from lseg.options import CheckedOptions, OptionError, option
 
 __all__ = ["TrainConfig", "check_accelerator", "dump_config", "field_names"]
 
@@ -26,7 +26,7 @@ def _low_high(value: tuple[float, float]) -> tuple[float, float]:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(CheckedOptions):
     """Everything a training run needs (``docs/training.md`` explains the reference's choices).
 
     Model:
@@ -150,11 +150,11 @@ class TrainConfig:
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
-        check_options(self)
+        super().__post_init__()
         if self.schedule_epochs is not None and (self.epochs is None or self.max_steps is not None):
             raise OptionError("`schedule_epochs` needs `epochs` (and no `max_steps`): it extends an epoch-based "
                               "schedule")
-        if self.schedule_epochs is not None and self.epochs is not None and self.schedule_epochs < self.epochs:
+        if self.schedule_epochs is not None and self.schedule_epochs < self.epochs:  # type: ignore[operator]
             raise OptionError(f"`schedule_epochs` ({self.schedule_epochs}) must be at least `epochs` ({self.epochs})")
 
     @property
