@@ -1,7 +1,6 @@
 """Readers for the semantic segmentation datasets in their standard layouts (``docs/datasets.md``).
 Every reader takes an optional joint ``(image, mask)`` ``transform``; a missing folder or file raises
-:class:`lseg.errors.DatasetError` naming the path.
-"""
+:class:`lseg.errors.DatasetError` naming the path."""
 
 from __future__ import annotations
 

@@ -138,8 +138,7 @@ class Pascal5i(FewShotDataset):
 
     ``split``: ``"val"`` (alias ``"test"``) or ``"trn"`` (fold ``i`` reads the other folds' lists from
     ``splits_dir/trn``). ``num_episodes``: ``"reference"`` (1000 for val, cycling the list; one pass
-    for trn), a count, or ``None`` for one pass.
-    """
+    for trn), a count, or ``None`` for one pass."""
 
     def __init__(self, root: str | Path, fold: int, split: Literal["val", "test", "trn"] = "val",
                  splits_dir: str | Path | None = None,
@@ -194,8 +193,7 @@ class COCO20i(FewShotDataset):
     Per-class image lists: ``splits_dir/{trn,val}/fold{i}.json`` (:func:`convert_coco20i_splits`), else
     derived from the masks. ``val`` episodes are drawn once from ``numpy.random.RandomState(seed)`` with
     the reference's two ``choice`` calls; ``trn`` items are drawn afresh per ``__getitem__`` from torch's
-    RNG. ``num_episodes`` ``"reference"``: 1000 for val, the (class, image) pair count for trn.
-    """
+    RNG. ``num_episodes`` ``"reference"``: 1000 for val, the (class, image) pair count for trn."""
 
     def __init__(self, root: str | Path, fold: int, split: Literal["val", "test", "trn"] = "val",
                  splits_dir: str | Path | None = None, num_episodes: int | Literal["reference"] = "reference",

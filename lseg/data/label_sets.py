@@ -1,7 +1,6 @@
 """The class strings of every supported dataset: fresh lists whose index ``i`` names class ``i`` of the
 matching reader (CLIP sees the raw string, so the spelling matters). ``label_files/`` holds copies of
-public data (sources: ``docs/datasets.md``).
-"""
+public data (sources: ``docs/datasets.md``)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """The dataset names of ``lseg train`` and ``lseg eval`` (aliases accepted), mapped to the readers of
-:mod:`lseg.data`: semantic (:func:`build_dataset`) and few-shot (:func:`build_fewshot_dataset`).
-"""
+:mod:`lseg.data`: semantic (:func:`build_dataset`) and few-shot (:func:`build_fewshot_dataset`)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """Joint ``(image uint8 (3, H, W), mask int64 (H, W))`` transforms (torchvision.transforms.v2, one
-random draw from torch's global RNG for both) reproducing the reference recipes (``docs/datasets.md``).
-"""
+random draw from torch's global RNG for both) reproducing the reference recipes (``docs/datasets.md``)."""
 
 from __future__ import annotations
 

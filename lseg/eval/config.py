@@ -1,6 +1,5 @@
 """:class:`EvalConfig`, the options of ``lseg eval`` and :func:`lseg.eval.evaluate.evaluate` (importing it
-costs no torch: ``lseg eval --help`` builds its options from it).
-"""
+costs no torch: ``lseg eval --help`` builds its options from it)."""
 
 from __future__ import annotations
 
@@ -74,8 +73,7 @@ class EvalConfig(CheckedOptions):
         max_samples: evaluate only the first N images / episodes (debugging; not a benchmark number).
         precision: the image path's precision (fp32: the reference's numbers; auto: bf16 where the
             CPU/GPU computes it natively; int8: the ViT's linear layers, CPU); casts the model in place.
-        progress: tqdm bar on rank 0 (the command line's ``--quiet`` turns it off).
-    """
+        progress: tqdm bar on rank 0 (the command line's ``--quiet`` turns it off)."""
 
     protocol: Protocol | None = None
     dataset: str = option("ade20k", short="-d", required=True)

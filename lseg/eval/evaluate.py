@@ -1,8 +1,7 @@
 """Dataset-level evaluation of an LSeg model under the ``semantic``, ``open-vocab`` and ``fewshot``
 protocols (``docs/training.md``). When ``torch.distributed`` is initialised, process ``r`` of ``W``
 evaluates images ``r, r + W, ...`` and the integer counts are summed: the numbers equal a
-single-process run.
-"""
+single-process run."""
 
 from __future__ import annotations
 
@@ -202,8 +201,7 @@ def evaluate(model: LSeg, cfg: EvalConfig) -> dict[str, Any]:
 
     * ``semantic`` / ``open-vocab``: ``metrics`` (``pixAcc``, ``mIoU``, ``mIoU_excl_absent``,
       ``mIoU_gt_present``, percent), ``per_class`` IoUs, ``num_images``, ``failed`` (skipped files);
-    * ``fewshot``: ``folds`` (``{fold: {miou, fb_iou, per_class, ...}}``) and their ``mean``.
-    """
+    * ``fewshot``: ``folds`` (``{fold: {miou, fb_iou, per_class, ...}}``) and their ``mean``."""
     _, world = _dist_info()
     model.set_precision(cfg.precision)
     settings = {**asdict(cfg), "precision_ran": model.precision}

@@ -1,6 +1,5 @@
 """The typed training configuration, :class:`TrainConfig`, and its YAML form (:func:`dump_config`).
-Recipes, files and overrides: :mod:`lseg.train.recipes`.
-"""
+Recipes, files and overrides: :mod:`lseg.train.recipes`."""
 
 from __future__ import annotations
 
@@ -89,8 +88,7 @@ class TrainConfig(CheckedOptions):
         checkpoint_every_n_steps: also save ``last.ckpt`` every N optimizer steps (0: at the end / stop only).
         log_every_n_steps: how often loss / accuracy / LR are logged.
         logger: ``csv`` (``logs/version_N/metrics.csv``), ``tensorboard`` or ``none``.
-        progress_bar: tqdm bar on rank 0.
-    """
+        progress_bar: tqdm bar on rank 0."""
 
     # model
     model: str = "lseg_vitl16_384"

@@ -29,8 +29,7 @@ def ade20k_vitl16_paper() -> TrainConfig:
 
     Everything as the reference (8 GPUs: run it with ``--devices 8``) but the **full** ADE20K label
     strings: the reference's truncated list names classes 58 and 130 both ``screen``, so class 130 can
-    never be predicted (``--label-style reference`` restores it).
-    """
+    never be predicted (``--label-style reference`` restores it)."""
     return TrainConfig(
         model="lseg_vitl16_384", pretrained_backbone=True, clip_text_weights="openai",
         dataset="ade20k", split="train", label_style="full", base_size=520, crop_size=480,
@@ -97,8 +96,7 @@ def folder_finetune() -> TrainConfig:
     """Fine-tune a converted / released LSeg checkpoint on your own ``folder`` dataset.
 
     Set ``init_checkpoint`` and ``data_root``: batch 4, 20 epochs, SGD with the global-batch LR rule,
-    per-step poly decay, 480 crops, fp32.
-    """
+    per-step poly decay, 480 crops, fp32."""
     return TrainConfig(
         dataset="folder", split=None, batch_size=4, epochs=20, base_lr=0.004, lr_scaling="global",
         crop_size=480, base_size=520, out_dir="runs/folder_finetune", checkpoint_every_n_steps=500,
