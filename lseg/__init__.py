@@ -1,8 +1,5 @@
 """lseg: language-driven semantic segmentation (LSeg, Li et al., ICLR 2022); README.md shows the API.
-
-The names below are imported on first use (PEP 562), so ``import lseg`` and ``lseg --help`` do not
-pay for importing torch.
-"""
+The names below are imported on first use (PEP 562): ``import lseg`` and ``lseg --help`` import no torch."""
 
 from __future__ import annotations
 

@@ -29,15 +29,13 @@ class _Lines:
         sys.stderr.flush()
 
 
-def progress_bar(
-    iterable: Iterable[Any] | None = None, *, desc: str, unit: str, total: int | None = None, initial: int = 0,
-    disable: bool = False, position: int | None = None,
-) -> tqdm:
+def progress_bar(iterable: Iterable[Any] | None = None, *, desc: str, unit: str, total: int | None = None,
+                 initial: int = 0, disable: bool = False) -> tqdm:
     """A tqdm bar on stderr (use it like ``tqdm``: iterate, or ``update()`` and ``close()``)."""
     interactive = sys.stderr.isatty()
     disable = disable or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")  # tqdm's own switch
     interval = {} if interactive or "TQDM_MININTERVAL" in os.environ else {"mininterval": LOG_INTERVAL}
-    return tqdm(iterable, desc=desc, unit=unit, total=total, initial=initial, disable=disable, position=position,
+    return tqdm(iterable, desc=desc, unit=unit, total=total, initial=initial, disable=disable,
                 dynamic_ncols=interactive, file=sys.stderr if interactive else _Lines(), **interval)
 
 

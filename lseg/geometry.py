@@ -1,13 +1,10 @@
-"""Image geometry (sizes, padding, windows, resizing, the resized argmax) for the predictor, the model,
-the ONNX runtime and feature export; torch is imported only by functions given tensors.
-
-Conventions: images and maps are ``(..., H, W)``; sizes ``(height, width)``; logits and embeddings are
-resized bilinearly with ``align_corners=True`` (as LSeg upsamples its logits); padding is at the
-bottom/right with the normalised value of black (:func:`pad_value`).
-"""
+"""Image geometry (sizes, padding, windows, resizing, the resized argmax); torch is imported only by
+functions given tensors. Maps are ``(..., H, W)``, sizes ``(height, width)``; logits and embeddings are
+resized bilinearly with ``align_corners=True``; padding is bottom/right with black (:func:`pad_value`)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -94,22 +91,16 @@ def pad_to_multiple(x: Array, value: Any, multiple: int = SIZE_MULTIPLE) -> Arra
 
 def windows(h: int, w: int, crop: int, stride: int) -> Iterator[tuple[int, int]]:
     """Top-left corners of the predictor's ``crop`` windows covering (h, w), the last one flush with the edge."""
-    ny = max(1, math.ceil((h - crop) / stride) + 1) if h > crop else 1
-    nx = max(1, math.ceil((w - crop) / stride) + 1) if w > crop else 1
-    for iy in range(ny):
-        for ix in range(nx):
-            y0 = max(0, min(iy * stride, h - crop))
-            x0 = max(0, min(ix * stride, w - crop))
-            yield y0, x0
+    ys = [max(0, min(i * stride, h - crop)) for i in range(max(1, math.ceil((h - crop) / stride) + 1))]
+    xs = [max(0, min(i * stride, w - crop)) for i in range(max(1, math.ceil((w - crop) / stride) + 1))]
+    return itertools.product(ys, xs)
 
 
 def reference_windows(h: int, w: int, crop: int, stride: int) -> Iterator[tuple[int, int, int, int]]:
     """``(y0, y1, x0, x1)`` of the reference evaluator's windows over an (h, w) image padded to at least
     ``crop``: steps of ``stride``, the last ones partial (the caller pads them), not shifted back."""
-    for iy in range(math.ceil((h - crop) / stride) + 1):
-        for ix in range(math.ceil((w - crop) / stride) + 1):
-            y0, x0 = iy * stride, ix * stride
-            yield y0, min(y0 + crop, h), x0, min(x0 + crop, w)
+    for y0, x0 in itertools.product(range(0, h - crop + stride, stride), range(0, w - crop + stride, stride)):
+        yield y0, min(y0 + crop, h), x0, min(x0 + crop, w)
 
 
 def axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -169,8 +160,7 @@ def resize_rgb(
 class ResizedArgmax:
     """Label map = argmax over labels of (K, h, w) logits (numpy or a tensor, on its device) bilinearly
     resized (align_corners=True) to ``size``, in row strips of about ``max_elems`` floats and label
-    chunks (a running maximum): memory is the (H, W) result plus one strip. Ties go to the lowest label.
-    """
+    chunks (a running maximum): memory is the (H, W) result plus one strip. Ties go to the lowest label."""
 
     def __init__(self, size: tuple[int, int], max_elems: int | None = None) -> None:
         self.size = (int(size[0]), int(size[1]))
@@ -182,12 +172,9 @@ class ResizedArgmax:
     def add(self, logits: Any, more: bool = False) -> ResizedArgmax:
         """Feed the next ``k`` labels' logits (k, h, w); ``more``: other chunks follow."""
         numpy = isinstance(logits, np.ndarray)
-        if numpy:
-            where = np.where
-        else:
+        if not numpy:
             import torch
-
-            where = torch.where
+        where = np.where if numpy else torch.where
         first = self.offset == 0
         if first:
             self.index = (np.empty(self.size, np.int32) if numpy
@@ -195,13 +182,11 @@ class ResizedArgmax:
         if more and self.best is None:
             self.best = (np.empty(self.size, logits.dtype) if numpy
                          else torch.empty(self.size, dtype=logits.dtype, device=logits.device))
-        max_elems = self.max_elems
-        if max_elems is None:
-            # Host: 8 MB strips stay in cache and leave glibc's heap little to fragment (a 96 MP label
-            # map: peak 385-430 MB instead of 510-575, and ~10% faster). Accelerators: 32 MB strips,
-            # as each strip costs a few kernel launches.
-            on_host = numpy or logits.device.type == "cpu"
-            max_elems = 1 << 21 if on_host else 1 << 23
+        # Default: on the host, 8 MB strips stay in cache and leave glibc's heap little to fragment (a 96 MP
+        # label map: peak 385-430 MB instead of 510-575, and ~10% faster); accelerators: 32 MB strips, as
+        # each strip costs a few kernel launches.
+        on_host = numpy or logits.device.type == "cpu"
+        max_elems = (1 << 21 if on_host else 1 << 23) if self.max_elems is None else self.max_elems
         for r0, r1, band in _resized_row_strips(logits, self.size, max_elems):
             if numpy:
                 idx = band.argmax(0).astype(np.int32)

@@ -164,12 +164,10 @@ class LabelCache(Generic[V]):
         """The values of ``labels`` (repeats allowed), ``encode(missing)`` computing those not cached."""
         missing = [lb for lb in dict.fromkeys(labels) if (scope, lb) not in self._items]
         if missing:
-            for label, value in zip(missing, encode(missing), strict=True):
-                self._items[(scope, label)] = value
-        out = []
+            self._items.update(zip([(scope, lb) for lb in missing], encode(missing), strict=True))
         for label in labels:
             self._items.move_to_end((scope, label))
-            out.append(self._items[(scope, label)])
+        out = [self._items[(scope, label)] for label in labels]
         while len(self._items) > self.capacity:
             self._items.popitem(last=False)
         return out

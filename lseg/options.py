@@ -1,7 +1,6 @@
 """Options, declared once (docs/development.md): a frozen dataclass field is the option's name, type and
 default, its ``Attributes:`` entry in the class docstring the help, :func:`option` metadata its range
-and command-line shape. Imports pyyaml only when a YAML value is parsed.
-"""
+and command-line shape. Imports pyyaml only when a YAML value is parsed."""
 
 from __future__ import annotations
 
@@ -209,8 +208,7 @@ class Option:
         exclusive, required: options with the same ``exclusive`` name form one mutually exclusive
             group; ``required``: the option (or one of its group) must be given.
         help: the help when the class docstring has no entry for the field.
-        cli: ``False``: a Python-only field, no command-line option.
-    """
+        cli: ``False``: a Python-only field, no command-line option."""
 
     flag: str | None = None
     short: str | None = None
@@ -280,8 +278,6 @@ def check_options(obj: Any) -> None:
             continue
         try:
             new = coerce_value(value, tp, f"`{f.name}`")
-        except OptionError:
-            raise
         except ConfigError as e:
             raise OptionError(str(e)) from None
         for v in new if isinstance(new, tuple) else (new,):

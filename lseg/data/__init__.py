@@ -1,9 +1,6 @@
-"""Dataset readers, class strings and joint image + mask transforms.
-
-Semantic readers return ``{"image": uint8 (3, H, W), "mask": int64 (H, W), "path": str}`` with
-``dataset.ignore_index`` (255; 65535 for PASCAL-Context-459 and ADE-847) at unlabelled pixels; the
-few-shot readers return zero-shot-protocol episodes. Layouts and conventions: ``docs/datasets.md``.
-"""
+"""Dataset readers, class strings and joint image + mask transforms (layouts: ``docs/datasets.md``).
+Semantic readers return ``{"image": uint8 (3, H, W), "mask": int64 (H, W), "path": str}``, unlabelled
+pixels ``dataset.ignore_index`` (255; 65535 for PASCAL-Context-459, ADE-847); few-shot ones episodes."""
 
 from lseg.data.base import IGNORE_INDEX, SampleRecord, SegmentationDataset, read_image, read_mask_array
 from lseg.data.datasets import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from lseg.errors import DatasetError
 
 __all__ = [
     "IGNORE_INDEX", "IMAGE_EXTENSIONS", "JointTransform", "SampleRecord", "SegmentationDataset", "build_lut",
-    "read_image", "read_mask_array", "read_split_file", "require_dir", "require_file",
+    "read_image", "read_mask_array", "read_split_file", "require",
 ]
 
 IGNORE_INDEX = 255
@@ -26,15 +26,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 JointTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def require_dir(path: Path, what: str) -> Path:
-    if not path.is_dir():
-        raise DatasetError(f"{what}: directory not found: {path}")
-    return path
-
-
-def require_file(path: Path, what: str) -> Path:
-    if not path.is_file():
-        raise DatasetError(f"{what}: file not found: {path}")
+def require(path: Path, what: str, kind: Literal["directory", "file"] = "directory") -> Path:
+    """``path``, or :class:`DatasetError` ``<what>: <kind> not found: <path>``."""
+    if not (path.is_file() if kind == "file" else path.is_dir()):
+        raise DatasetError(f"{what}: {kind} not found: {path}")
     return path
 
 
@@ -45,13 +40,8 @@ def descend(root: Path, *candidates: str) -> Path:
 
 def read_split_file(path: Path) -> list[str]:
     """The ids of a split list: one per line, or DeepLab's ``/JPEGImages/<id>.jpg /Seg.../<id>.png`` pairs."""
-    require_file(path, "split list")
-    ids = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        cols = line.split()
-        if cols:
-            ids.append(PurePosixPath(cols[0]).stem if len(cols) > 1 else cols[0])
-    return ids
+    rows = map(str.split, require(path, "split list", "file").read_text(encoding="utf-8").splitlines())
+    return [PurePosixPath(cols[0]).stem if len(cols) > 1 else cols[0] for cols in rows if cols]
 
 
 def read_image(path: str | Path) -> torch.Tensor:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from lseg.data.base import read_mask_array, require_dir
+from lseg.data.base import read_mask_array, require
 from lseg.errors import DatasetError
 from lseg.io import atomic_write
 
@@ -21,7 +21,7 @@ __all__ = ["convert_coco20i_splits", "derive_coco20i_lists", "read_coco20i_json"
 
 def read_coco20i_json(path: Path) -> dict[int, list[str]]:
     """A ``fold{i}.json`` as :func:`convert_coco20i_splits` writes it: class id -> image paths."""
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = json.loads(require(path, "COCO-20i split", "file").read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: expected a JSON object mapping class id -> list of image paths")
     return {int(k): [str(v) for v in vals] for k, vals in data.items()}
@@ -30,7 +30,7 @@ def read_coco20i_json(path: Path) -> dict[int, list[str]]:
 def derive_coco20i_lists(root: Path, coco_split: str, class_ids: Sequence[int]) -> dict[int, list[str]]:
     """Class id -> ``"<coco_split>/<name>.jpg"`` of every mask in ``root/annotations/<coco_split>`` that
     shows the class, in file-name order (not necessarily HSNet's lists)."""
-    mask_dir = require_dir(root / "annotations" / coco_split, "COCO-20i masks")
+    mask_dir = require(root / "annotations" / coco_split, "COCO-20i masks")
     wanted = np.asarray(class_ids) + 1
     classwise: dict[int, list[str]] = {c: [] for c in class_ids}
     for mask in sorted(mask_dir.glob("*.png")):
@@ -65,16 +65,9 @@ def _load_split_pickle(path: Path) -> dict[int, list[str]]:
 
 def convert_coco20i_splits(pkl_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """Convert HSNet's COCO-20i split pickles ``pkl_dir/{trn,val}/fold{0..3}.pkl`` (class id -> image
-    paths) to ``out_dir/{trn,val}/fold{i}.json`` (list order kept: the episode sampler depends on it),
-    with :class:`_DataOnlyUnpickler`. Missing pickles are skipped. Pass ``out_dir`` as ``splits_dir``
-    to :class:`COCO20i`.
-
-    Returns:
-        The JSON files written.
-
-    Raises:
-        DatasetError: no pickle found, or one holds anything but dict/list/str/int data.
-    """
+    paths; missing ones skipped) to ``out_dir/{trn,val}/fold{i}.json`` (list order kept: the episode
+    sampler depends on it) with :class:`_DataOnlyUnpickler`, and return those files; pass ``out_dir`` as
+    ``splits_dir`` to :class:`COCO20i`. :class:`DatasetError`: no pickle, or one holding other data."""
     pkl_dir, out_dir = Path(pkl_dir), Path(out_dir)
     written = []
     for split in ("trn", "val"):

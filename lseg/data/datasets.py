@@ -1,7 +1,6 @@
 """Readers for the semantic segmentation datasets in their standard layouts (``docs/datasets.md``).
 Every reader takes an optional joint ``(image, mask)`` ``transform``; a missing folder or file raises
-:class:`lseg.errors.DatasetError` naming the path.
-"""
+:class:`lseg.errors.DatasetError` naming the path."""
 
 from __future__ import annotations
 
@@ -22,7 +21,7 @@ from lseg.data.base import (
     descend,
     pair_by_stem,
     read_split_file,
-    require_dir,
+    require,
 )
 from lseg.data.label_sets import (
     ade20k_847_labels,
@@ -57,8 +56,8 @@ class ADE20K(SegmentationDataset):
         _check_split(split)
         root = descend(Path(root), "ADEChallengeData2016")
         sub = {"train": "training", "val": "validation"}[split]
-        image_dir = require_dir(root / "images" / sub, "ADE20K images")
-        mask_dir = require_dir(root / "annotations" / sub, "ADE20K annotations")
+        image_dir = require(root / "images" / sub, "ADE20K images")
+        mask_dir = require(root / "annotations" / sub, "ADE20K annotations")
         stems = sorted(p.stem for p in image_dir.glob("*.jpg"))
         records = pair_by_stem(image_dir, mask_dir, stems, (".jpg",), ".png")
         lut = build_lut({v: v - 1 for v in range(1, 151)})
@@ -75,27 +74,22 @@ class PascalVOC(SegmentationDataset):
                  label_style: Literal["clean", "reference"] = "clean") -> None:
         _check_split(split)
         root = descend(descend(Path(root), "VOCdevkit"), "VOC2012")
-        image_dir = require_dir(root / "JPEGImages", "PASCAL VOC images")
+        image_dir = require(root / "JPEGImages", "PASCAL VOC images")
         sets = root / "ImageSets" / "Segmentation"
         if aug:
-            mask_dir = require_dir(root / "SegmentationClassAug", "PASCAL VOC SBD-augmented masks")
-            stems = (
-                self._aug_ids(root, sets, mask_dir) if split == "train" else read_split_file(sets / "val.txt")
-            )
+            mask_dir = require(root / "SegmentationClassAug", "PASCAL VOC SBD-augmented masks")
+            stems = self._aug_ids(sets, mask_dir) if split == "train" else read_split_file(sets / "val.txt")
         else:
-            mask_dir = require_dir(root / "SegmentationClass", "PASCAL VOC masks")
+            mask_dir = require(root / "SegmentationClass", "PASCAL VOC masks")
             stems = read_split_file(sets / f"{split}.txt")
         records = pair_by_stem(image_dir, mask_dir, stems, (".jpg",), ".png")
         lut = build_lut({v: v for v in range(21)})
         super().__init__(records, voc_labels(label_style), lut, transform)
 
     @staticmethod
-    def _aug_ids(root: Path, sets: Path, mask_dir: Path) -> list[str]:
-        for lst in (
-            sets / "train_aug.txt",
-            sets / "trainaug.txt",
-            root / "ImageSets/SegmentationAug/train_aug.txt",
-        ):
+    def _aug_ids(sets: Path, mask_dir: Path) -> list[str]:
+        lists = (sets / "train_aug.txt", sets / "trainaug.txt", sets.parent / "SegmentationAug/train_aug.txt")
+        for lst in lists:
             if lst.is_file():
                 return read_split_file(lst)
         val = set(read_split_file(sets / "val.txt")) if (sets / "val.txt").is_file() else set()
@@ -110,7 +104,7 @@ class PascalContext59(SegmentationDataset):
                  transform: JointTransform | None = None) -> None:
         _check_split(split)
         root = descend(descend(Path(root), "VOCdevkit"), "VOC2010")
-        image_dir = require_dir(root / "JPEGImages", "PASCAL-Context images")
+        image_dir = require(root / "JPEGImages", "PASCAL-Context images")
         mmseg_dir = root / "SegmentationClassContext"
         d2_dir = root / "annotations_detectron2" / f"pc59_{split}"
         if mmseg_dir.is_dir():
@@ -152,8 +146,8 @@ class PascalContext459(_Uint16Dataset):
                  transform: JointTransform | None = None, labels_file: str | Path | None = None) -> None:
         _check_split(split, ("val",))
         root = descend(descend(Path(root), "VOCdevkit"), "VOC2010")
-        image_dir = require_dir(root / "JPEGImages", "PASCAL-Context images")
-        mask_dir = require_dir(root / "annotations_detectron2" / "pc459_val", "PASCAL-Context-459 masks")
+        image_dir = require(root / "JPEGImages", "PASCAL-Context images")
+        mask_dir = require(root / "annotations_detectron2" / "pc459_val", "PASCAL-Context-459 masks")
         suffix = ".tif" if any(mask_dir.glob("*.tif")) else ".png"
         records = pair_by_stem(image_dir, mask_dir, None, (".jpg",), suffix)
         super().__init__(records, pascal_context_labels(459), labels_file, transform)
@@ -168,8 +162,8 @@ class ADE20K847(_Uint16Dataset):
         _check_split(split)
         root = descend(Path(root), "ADE20K_2021_17_01")
         sub = "training" if split == "train" else "validation"
-        image_dir = require_dir(root / "images_detectron2" / sub, "ADE-847 images")
-        mask_dir = require_dir(root / "annotations_detectron2" / sub, "ADE-847 masks")
+        image_dir = require(root / "images_detectron2" / sub, "ADE-847 images")
+        mask_dir = require(root / "annotations_detectron2" / sub, "ADE-847 masks")
         records = pair_by_stem(image_dir, mask_dir, None, (".jpg",), ".tif")
         super().__init__(records, ade20k_847_labels(), labels_file, transform)
 
@@ -193,11 +187,11 @@ class COCOStuff(SegmentationDataset):
         _check_split(split)
         root = Path(root)
         sub = f"{split}2017"
-        image_dir = require_dir(root / "images" / sub, "COCO-Stuff images")
+        image_dir = require(root / "images" / sub, "COCO-Stuff images")
         ann = root / "annotations" / sub
         if not ann.is_dir() and (root / "stuffthingmaps_trainval2017" / sub).is_dir():
             ann = root / "stuffthingmaps_trainval2017" / sub
-        require_dir(ann, "COCO-Stuff annotations")
+        require(ann, "COCO-Stuff annotations")
         if mask_format == "auto":
             mask_format = "train_ids" if any(ann.glob("*_labelTrainIds.png")) else "raw"
         if mask_format == "train_ids":
@@ -220,14 +214,13 @@ class FolderDataset(SegmentationDataset):
 
     def __init__(self, root: str | Path, split: str | None = None,
                  transform: JointTransform | None = None) -> None:
-        root = Path(root)
-        require_dir(root, "dataset folder")
+        root = require(Path(root), "dataset folder")
         labels = load_label_file(root / "labels.txt")
         if len(labels) > IGNORE_INDEX:
             raise DatasetError(f"{root / 'labels.txt'} has {len(labels)} classes; at most 255 fit beside "
                                "ignore 255")
-        image_dir = require_dir(root / "images", "images")
-        mask_dir = require_dir(root / "masks", "masks")
+        image_dir = require(root / "images", "images")
+        mask_dir = require(root / "masks", "masks")
         if split is not None:
             stems = read_split_file(root / "splits" / f"{split}.txt")
         else:

@@ -1,10 +1,8 @@
 """Episodes of the few-shot benchmarks (PASCAL-5i, COCO-20i, FSS-1000) for LSeg's zero-shot protocol:
-a query image and the **name** of one class in it, scored as a binary mask (``docs/datasets.md``).
-
-Items: ``{"image", "mask": 1 = the class, 0 = rest, 255 = boundary (PASCAL only), "class_id",
-"class_name", "path"}`` at the original resolution. ``num_support=S`` adds ``support_images`` /
-``support_masks`` / ``support_paths`` (zero-shot training), drawn from torch's global RNG as HSNet does.
-"""
+a query image and the **name** of one class in it, scored as a binary mask (``docs/datasets.md``). Items:
+``{"image", "mask": 1 = the class, 0 = rest, 255 = boundary (PASCAL only), "class_id", "class_name",
+"path"}`` at the original resolution; ``num_support=S`` adds ``support_images`` / ``support_masks`` /
+``support_paths`` (zero-shot training), drawn from torch's global RNG as HSNet does."""
 
 from __future__ import annotations
 
@@ -24,8 +22,7 @@ from lseg.data.base import (
     descend,
     load_pair,
     read_mask_array,
-    require_dir,
-    require_file,
+    require,
 )
 from lseg.data.coco20i_splits import convert_coco20i_splits, derive_coco20i_lists, read_coco20i_json
 from lseg.data.label_sets import fewshot_labels, fss_split_categories, read_package_file
@@ -98,9 +95,8 @@ class FewShotDataset(Dataset):
                     f"{ep.image}; {self.num_support} support(s) needed"
                 )
             picks = [pool[int(i)] for i in torch.randperm(len(pool))[: self.num_support]]
-            supports = [self._load(e) for e in picks]
-            item["support_images"] = [im for im, _ in supports]
-            item["support_masks"] = [m for _, m in supports]
+            images, masks = zip(*(self._load(e) for e in picks))
+            item.update(support_images=list(images), support_masks=list(masks))
             item["support_paths"] = [str(e.image) for e in picks]
         return item
 
@@ -132,8 +128,8 @@ def _val_or_trn(split: str, name: str) -> str:
 
 def _require_files(episodes: Sequence[Episode], name: str) -> None:
     for ep in dict.fromkeys(episodes):
-        require_file(ep.image, f"{name} image")
-        require_file(ep.mask, f"{name} mask")
+        require(ep.image, f"{name} image", "file")
+        require(ep.mask, f"{name} mask", "file")
 
 
 class Pascal5i(FewShotDataset):
@@ -142,8 +138,7 @@ class Pascal5i(FewShotDataset):
 
     ``split``: ``"val"`` (alias ``"test"``) or ``"trn"`` (fold ``i`` reads the other folds' lists from
     ``splits_dir/trn``). ``num_episodes``: ``"reference"`` (1000 for val, cycling the list; one pass
-    for trn), a count, or ``None`` for one pass.
-    """
+    for trn), a count, or ``None`` for one pass."""
 
     def __init__(self, root: str | Path, fold: int, split: Literal["val", "test", "trn"] = "val",
                  splits_dir: str | Path | None = None,
@@ -153,13 +148,11 @@ class Pascal5i(FewShotDataset):
         _check_fold(fold)
         split = _val_or_trn(split, "PASCAL-5i")
         root = descend(Path(root), "VOC2012", "VOCdevkit/VOC2012")
-        image_dir = require_dir(root / "JPEGImages", "PASCAL-5i images")
-        mask_dir = require_dir(root / "SegmentationClassAug", "PASCAL-5i SBD-augmented masks")
+        image_dir = require(root / "JPEGImages", "PASCAL-5i images")
+        mask_dir = require(root / "SegmentationClassAug", "PASCAL-5i SBD-augmented masks")
 
         folds = [fold] if split == "val" else [f for f in range(4) if f != fold]
-        metadata: list[tuple[str, int]] = []
-        for f in folds:
-            metadata += self._read_fold(split, f, splits_dir)
+        metadata = [pair for f in folds for pair in self._read_fold(split, f, splits_dir)]
         if num_episodes == "reference":
             num_episodes = 1000 if split == "val" else None
         n = len(metadata) if num_episodes is None else int(num_episodes)
@@ -177,7 +170,7 @@ class Pascal5i(FewShotDataset):
     def _read_fold(split: str, fold: int, splits_dir: str | Path | None) -> list[tuple[str, int]]:
         path = None if splits_dir is None else Path(splits_dir) / split / f"fold{fold}.txt"
         if path is not None and (path.is_file() or split == "trn"):
-            text = require_file(path, "PASCAL-5i split list").read_text()
+            text = require(path, "PASCAL-5i split list", "file").read_text()
         elif split == "val":
             text = read_package_file(f"pascal5i_val_fold{fold}.txt")
         else:
@@ -185,12 +178,8 @@ class Pascal5i(FewShotDataset):
                 "PASCAL-5i training lists are not shipped; pass splits_dir=<folder with trn/fold{0..3}.txt> "
                 "(HSNet's lists: lang-seg fewshot_data/data/splits/pascal)"
             )
-        out = []
-        for line in text.splitlines():
-            if line.strip():
-                name, cls = line.strip().split("__")
-                out.append((name, int(cls) - 1))  # files are 1-based
-        return out
+        pairs = [line.strip().split("__") for line in text.splitlines() if line.strip()]
+        return [(name, int(cls) - 1) for name, cls in pairs]  # files are 1-based
 
     def binary_mask(self, path: Path, class_id: int) -> torch.Tensor:
         arr = read_mask_array(path)
@@ -204,8 +193,7 @@ class COCO20i(FewShotDataset):
     Per-class image lists: ``splits_dir/{trn,val}/fold{i}.json`` (:func:`convert_coco20i_splits`), else
     derived from the masks. ``val`` episodes are drawn once from ``numpy.random.RandomState(seed)`` with
     the reference's two ``choice`` calls; ``trn`` items are drawn afresh per ``__getitem__`` from torch's
-    RNG. ``num_episodes`` ``"reference"``: 1000 for val, the (class, image) pair count for trn.
-    """
+    RNG. ``num_episodes`` ``"reference"``: 1000 for val, the (class, image) pair count for trn."""
 
     def __init__(self, root: str | Path, fold: int, split: Literal["val", "test", "trn"] = "val",
                  splits_dir: str | Path | None = None, num_episodes: int | Literal["reference"] = "reference",
@@ -213,14 +201,13 @@ class COCO20i(FewShotDataset):
                  label_style: LabelStyle = "reference", num_support: int = 0) -> None:
         _check_fold(fold)
         split = _val_or_trn(split, "COCO-20i")
-        root = require_dir(descend(Path(root), "COCO2014"), "COCO-20i root")
+        root = require(descend(Path(root), "COCO2014"), "COCO-20i root")
         class_ids = coco20i_fold_classes(fold)
         if split == "trn":
             class_ids = [c for c in range(80) if c not in class_ids]
 
         if splits_dir is not None:
-            lists = require_file(Path(splits_dir) / split / f"fold{fold}.json", "COCO-20i split")
-            classwise = read_coco20i_json(lists)
+            classwise = read_coco20i_json(Path(splits_dir) / split / f"fold{fold}.json")
         else:
             coco_split = "val2014" if split == "val" else "train2014"
             classwise = derive_coco20i_lists(root, coco_split, class_ids)
@@ -276,16 +263,16 @@ class FSS1000(FewShotDataset):
                  num_support: int = 0) -> None:
         if split not in self._OFFSETS:
             raise DatasetError(f"unknown FSS-1000 split {split!r}; expected 'trn', 'val' or 'test'")
-        root = require_dir(descend(Path(root), "FSS-1000"), "FSS-1000 root")
+        root = require(descend(Path(root), "FSS-1000"), "FSS-1000 root")
         categories = sorted(fss_split_categories(split))
         offset = self._OFFSETS[split]
         episodes = []
         for i, cat in enumerate(categories):
-            cat_dir = require_dir(root / cat, f"FSS-1000 category {cat!r}")
+            cat_dir = require(root / cat, f"FSS-1000 category {cat!r}")
             # The reference keeps files whose name's first '.'-field is followed by 'jpg'.
             for img in sorted(cat_dir.glob("*"), key=str):
                 if img.name.split(".")[1:2] == ["jpg"]:
-                    mask = require_file(img.with_name(img.name.split(".")[0] + ".png"), "FSS-1000 mask")
+                    mask = require(img.with_name(img.name.split(".")[0] + ".png"), "FSS-1000 mask", "file")
                     episodes.append(Episode(img, mask, i + offset))
         class_ids = list(range(offset, offset + len(categories)))
         super().__init__(episodes, fewshot_labels("fss", label_style), class_ids, transform, num_support)

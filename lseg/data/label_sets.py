@@ -1,7 +1,6 @@
 """The class strings of every supported dataset: fresh lists whose index ``i`` names class ``i`` of the
 matching reader (CLIP sees the raw string, so the spelling matters). ``label_files/`` holds copies of
-public data (sources: ``docs/datasets.md``).
-"""
+public data (sources: ``docs/datasets.md``)."""
 
 from __future__ import annotations
 
@@ -133,9 +132,7 @@ def load_label_file(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"label file not found: {path}")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    while lines and not lines[-1]:
-        lines.pop()
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").rstrip().splitlines()]
     if not lines:
         raise LabelError(f"label file {path} is empty")
     if "" in lines:

@@ -1,6 +1,5 @@
 """The dataset names of ``lseg train`` and ``lseg eval`` (aliases accepted), mapped to the readers of
-:mod:`lseg.data`: semantic (:func:`build_dataset`) and few-shot (:func:`build_fewshot_dataset`).
-"""
+:mod:`lseg.data`: semantic (:func:`build_dataset`) and few-shot (:func:`build_fewshot_dataset`)."""
 
 from __future__ import annotations
 
@@ -48,8 +47,7 @@ class PascalVOC20(PascalVOC):
 
     def __init__(self, root: str | Path, split: str = "val", **kwargs: Any) -> None:
         super().__init__(root, split, **kwargs)  # type: ignore[arg-type]
-        style = kwargs.get("label_style", "clean")
-        self.labels = voc_labels(style)[1:]
+        self.labels = voc_labels(kwargs.get("label_style", "clean"))[1:]
         self._lut = build_lut({v: v - 1 for v in range(1, 21)})
 
 

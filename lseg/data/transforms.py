@@ -1,6 +1,5 @@
 """Joint ``(image uint8 (3, H, W), mask int64 (H, W))`` transforms (torchvision.transforms.v2, one
-random draw from torch's global RNG for both) reproducing the reference recipes (``docs/datasets.md``).
-"""
+random draw from torch's global RNG for both) reproducing the reference recipes (``docs/datasets.md``)."""
 
 from __future__ import annotations
 
@@ -13,6 +12,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from lseg.data.base import IGNORE_INDEX
+from lseg.geometry import scaled_size
 
 __all__ = [
     "JointCompose", "JointResize", "PadToMinSize", "RandomLongSideResize", "fewshot_transform",
@@ -42,11 +42,7 @@ class RandomLongSideResize(v2.Transform):
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         h, w = v2.query_size(flat_inputs)
         long_size = int(torch.randint(self.min_size, self.max_size + 1, ()).item())
-        if h > w:
-            size = [long_size, int(1.0 * w * long_size / h + 0.5)]
-        else:
-            size = [int(1.0 * h * long_size / w + 0.5), long_size]
-        return {"size": size}
+        return {"size": list(scaled_size(h, w, long_size))}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         return resize_pair_item(inpt, params["size"])

@@ -1,13 +1,11 @@
-"""``lseg bench``: images/s, latency and peak memory per precision and batch size, each configuration
-in a fresh process, beside the eager fp32 reference-numerics baseline (``docs/performance.md``).
-
-A row times the full forward (text for 4 labels encoded once, images as :class:`lseg.LSegPredictor`
-runs a batch) after one warm-up. The speed-up over the baseline, and "vs batch 1", are medians of
-ratios of back-to-back pairs, so that host speed drifting over minutes moves both sides alike.
-"""
+"""``lseg bench``: images/s, latency and peak memory per precision and batch size, each configuration in
+a fresh process, beside the eager fp32 reference-numerics baseline (``docs/performance.md``). A row times
+the full forward (4 labels, images as :class:`lseg.LSegPredictor` batches them) after one warm-up;
+speed-ups are medians of ratios of back-to-back pairs, so host speed drifting moves both sides alike."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -57,19 +55,15 @@ def _photo(size: int, seed: int) -> np.ndarray:
 
 
 def _reset_peak() -> None:
-    try:  # Linux: "5" resets the VmHWM high-water mark of this process
+    with contextlib.suppress(OSError):  # Linux: "5" resets the VmHWM high-water mark of this process
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def _peak_mib() -> float:
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
-    except OSError:
-        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,6 +1,5 @@
 """:class:`EvalConfig`, the options of ``lseg eval`` and :func:`lseg.eval.evaluate.evaluate` (importing it
-costs no torch: ``lseg eval --help`` builds its options from it).
-"""
+costs no torch: ``lseg eval --help`` builds its options from it)."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lseg.inference.options import ADE20K_SCALES
-from lseg.options import OptionError, Precision, check_options, option
+from lseg.options import CheckedOptions, OptionError, Precision, option
 
 __all__ = ["ADE20K_SCALES", "EvalConfig", "Protocol"]
 
@@ -29,10 +28,7 @@ def _template_args(given: list[str]) -> tuple[str, ...]:
     """``--template`` texts, ``default`` standing for :data:`lseg.labels.DEFAULT_TEMPLATES`."""
     from lseg.labels import DEFAULT_TEMPLATES
 
-    templates: list[str] = []
-    for t in given:
-        templates += list(DEFAULT_TEMPLATES) if t == "default" else [t]
-    return tuple(templates)
+    return tuple(text for t in given for text in (DEFAULT_TEMPLATES if t == "default" else (t,)))
 
 
 def _fold_arg(value: Any) -> Any:
@@ -47,7 +43,7 @@ def _folds(value: tuple[int, ...]) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(CheckedOptions):
     """What to evaluate, and how (protocols and geometry: ``docs/training.md``).
 
     Attributes:
@@ -77,8 +73,7 @@ class EvalConfig:
         max_samples: evaluate only the first N images / episodes (debugging; not a benchmark number).
         precision: the image path's precision (fp32: the reference's numbers; auto: bf16 where the
             CPU/GPU computes it natively; int8: the ViT's linear layers, CPU); casts the model in place.
-        progress: tqdm bar on rank 0 (the command line's ``--quiet`` turns it off).
-    """
+        progress: tqdm bar on rank 0 (the command line's ``--quiet`` turns it off)."""
 
     protocol: Protocol | None = None
     dataset: str = option("ade20k", short="-d", required=True)
@@ -106,11 +101,8 @@ class EvalConfig:
     progress: bool = option(True, cli=False)
 
     def __post_init__(self) -> None:
-        check_options(self)
-        from lseg.data.registry import (  # the readers: only when a config is made
-            FEWSHOT_DATASETS,
-            canonical_name,
-        )
+        super().__post_init__()
+        from lseg.data.registry import FEWSHOT_DATASETS, canonical_name  # the readers: only when needed
 
         is_fewshot = canonical_name(self.dataset) in FEWSHOT_DATASETS  # an unknown name: DatasetError
         if self.protocol is None:

@@ -1,8 +1,7 @@
 """Dataset-level evaluation of an LSeg model under the ``semantic``, ``open-vocab`` and ``fewshot``
 protocols (``docs/training.md``). When ``torch.distributed`` is initialised, process ``r`` of ``W``
 evaluates images ``r, r + W, ...`` and the integer counts are summed: the numbers equal a
-single-process run.
-"""
+single-process run."""
 
 from __future__ import annotations
 
@@ -18,12 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from lseg.console import progress_bar
 from lseg.data.label_sets import clean_fewshot_name
-from lseg.data.registry import (
-    build_dataset,
-    build_fewshot_dataset,
-    canonical_name,
-    ignore_index_of,
-)
+from lseg.data.registry import build_dataset, build_fewshot_dataset, canonical_name, ignore_index_of
 from lseg.data.transforms import fewshot_transform
 from lseg.errors import LSegError
 from lseg.eval.config import EvalConfig
@@ -207,8 +201,7 @@ def evaluate(model: LSeg, cfg: EvalConfig) -> dict[str, Any]:
 
     * ``semantic`` / ``open-vocab``: ``metrics`` (``pixAcc``, ``mIoU``, ``mIoU_excl_absent``,
       ``mIoU_gt_present``, percent), ``per_class`` IoUs, ``num_images``, ``failed`` (skipped files);
-    * ``fewshot``: ``folds`` (``{fold: {miou, fb_iou, per_class, ...}}``) and their ``mean``.
-    """
+    * ``fewshot``: ``folds`` (``{fold: {miou, fb_iou, per_class, ...}}``) and their ``mean``."""
     _, world = _dist_info()
     model.set_precision(cfg.precision)
     settings = {**asdict(cfg), "precision_ran": model.precision}

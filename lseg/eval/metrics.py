@@ -1,7 +1,6 @@
 """Segmentation metrics (definitions: ``docs/training.md``): a confusion matrix and its reductions, and
 meters that accumulate over a whole split, so IoU is dataset-level (sum of intersections / sum of
-unions), not a mean of per-image IoUs.
-"""
+unions), not a mean of per-image IoUs."""
 
 from __future__ import annotations
 
@@ -51,12 +50,10 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
 
 
 def iou_per_class(cm: torch.Tensor) -> torch.Tensor:
-    """Per-class IoU from a confusion matrix ``(C, C)``: float64 ``(C,)``, ``nan`` where union == 0."""
+    """Per-class IoU of a confusion matrix ``(C, C)``: float64 ``(C,)``, ``nan`` (0 / 0) where union == 0."""
     cm = cm.to(torch.float64)
     inter = cm.diagonal()
-    union = cm.sum(0) + cm.sum(1) - inter
-    iou = inter / union
-    return torch.where(union > 0, iou, torch.full_like(iou, math.nan))
+    return inter / (cm.sum(0) + cm.sum(1) - inter)
 
 
 def mean_iou(cm: torch.Tensor, absent: Literal["zero", "exclude"] = "zero") -> float:
@@ -134,8 +131,7 @@ class FewShotMeter:
     intersection and union areas (``inter``, ``union``: ``(2, num_classes)``) added to its class.
 
     ``miou`` = mean over ``class_ids`` of ``Σinter_fg / max(Σunion_fg, 1)`` x 100 (a class without
-    episodes counts 0, as HSNet); ``fb_iou`` = mean over {bg, fg} of ``Σ_c inter / Σ_c union`` x 100.
-    """
+    episodes counts 0, as HSNet); ``fb_iou`` = mean over {bg, fg} of ``Σ_c inter / Σ_c union`` x 100."""
 
     def __init__(self, class_ids: Sequence[int], num_classes: int | None = None,
                  ignore_index: int | None = IGNORE_INDEX) -> None:

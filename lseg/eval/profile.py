@@ -1,7 +1,6 @@
 """Where the time of one forward goes (``lseg bench --profile``): each submodule's own time (children
 subtracted; wall clock around each call, synchronised on a GPU), summed by component (:data:`COMPONENTS`),
-averaged over the timed forwards after a warm-up, for one precision in a fresh process.
-"""
+averaged over the timed forwards after a warm-up, for one precision in a fresh process."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """The typed training configuration, :class:`TrainConfig`, and its YAML form (:func:`dump_config`).
-Recipes, files and overrides: :mod:`lseg.train.recipes`.
-"""
+Recipes, files and overrides: :mod:`lseg.train.recipes`."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lseg.errors import ConfigError
-from lseg.options import OptionError, check_options, option
+from lseg.options import CheckedOptions, OptionError, option
 
 __all__ = ["TrainConfig", "check_accelerator", "dump_config", "field_names"]
 
@@ -26,7 +25,7 @@ def _low_high(value: tuple[float, float]) -> tuple[float, float]:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(CheckedOptions):
     """Everything a training run needs (``docs/training.md`` explains the reference's choices).
 
     Model:
@@ -89,8 +88,7 @@ class TrainConfig:
         checkpoint_every_n_steps: also save ``last.ckpt`` every N optimizer steps (0: at the end / stop only).
         log_every_n_steps: how often loss / accuracy / LR are logged.
         logger: ``csv`` (``logs/version_N/metrics.csv``), ``tensorboard`` or ``none``.
-        progress_bar: tqdm bar on rank 0.
-    """
+        progress_bar: tqdm bar on rank 0."""
 
     # model
     model: str = "lseg_vitl16_384"
@@ -150,11 +148,11 @@ class TrainConfig:
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
-        check_options(self)
+        super().__post_init__()
         if self.schedule_epochs is not None and (self.epochs is None or self.max_steps is not None):
             raise OptionError("`schedule_epochs` needs `epochs` (and no `max_steps`): it extends an epoch-based "
                               "schedule")
-        if self.schedule_epochs is not None and self.epochs is not None and self.schedule_epochs < self.epochs:
+        if self.schedule_epochs is not None and self.schedule_epochs < self.epochs:  # type: ignore[operator]
             raise OptionError(f"`schedule_epochs` ({self.schedule_epochs}) must be at least `epochs` ({self.epochs})")
 
     @property

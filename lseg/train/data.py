@@ -1,8 +1,6 @@
-"""Deterministic, resumable training data: the **order** is a function of ``(seed, epoch)``
-(:class:`ResumableShardSampler`) and each sample's **augmentation** of ``(seed, epoch, index)``
-(:class:`SeededSamples`), so a resumed run sees what the uninterrupted one saw, and N processes with
-batch B see what one with batch N x B sees, whatever the number of workers.
-"""
+"""Deterministic, resumable training data: the **order** is a function of ``(seed, epoch)``, each
+sample's **augmentation** of ``(seed, epoch, index)``: a resumed run, or N processes with batch B, see
+what one uninterrupted run with batch N x B sees, whatever the number of workers."""
 
 from __future__ import annotations
 
@@ -72,17 +70,12 @@ class ResumableShardSampler(Sampler[tuple[int, int]]):
         self.epoch = epoch
         self.start_step = start_step
 
-    def epoch_indices(self, epoch: int) -> list[int]:
-        """This process's dataset indices for a whole epoch, in order."""
-        g = torch.Generator().manual_seed(sample_seed(self.seed, epoch, -1))
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, -1))
         perm = torch.randperm(self.num_samples, generator=g)[: self.steps * self.global_batch]
         per_step = perm.view(self.steps, self.accumulate, self.world_size * self.batch_size)
-        return per_step[:, :, self.rank :: self.world_size].reshape(-1).tolist()
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        skip = self.start_step * self.accumulate * self.batch_size
-        for index in self.epoch_indices(self.epoch)[skip:]:
-            yield (self.epoch, index)
+        mine = per_step[:, :, self.rank :: self.world_size].reshape(-1).tolist()  # this epoch, in order
+        return ((self.epoch, index) for index in mine[self.start_step * self.accumulate * self.batch_size :])
 
     def __len__(self) -> int:
         return (self.steps - self.start_step) * self.accumulate * self.batch_size

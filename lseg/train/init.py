@@ -3,6 +3,7 @@ initialisation (timm ImageNet ViT + OpenAI CLIP text tower)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -68,10 +69,8 @@ def load_clip_text_weights(model: LSeg, source: str | Path) -> None:
 def _read_clip_state(source: str | Path, clip_name: str) -> dict[str, torch.Tensor]:
     path = Path(source)
     if str(source) != "openai" and path.exists():  # a file, or an lseg model folder
-        try:
+        with contextlib.suppress(LSegError):  # e.g. OpenAI's TorchScript archive: open_clip reads it below
             return strip_wrappers(read_state_dict(path))
-        except LSegError:
-            pass  # e.g. OpenAI's TorchScript archive: let open_clip read it
     elif str(source) != "openai":
         raise CheckpointError(f"CLIP text weights: {source} is neither 'openai' nor an existing file or folder")
     try:

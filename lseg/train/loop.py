@@ -1,7 +1,6 @@
-"""The training loop (Lightning Fabric), top to bottom: per optimizer step, ``accumulate_grad_batches``
-batches of seeded, sharded crops, each ``backward(loss / accumulate)``, then one step of the two-group
-optimizer under the poly schedule. Validation, best-k checkpoints and resume: ``docs/training.md``.
-"""
+"""The training loop (Lightning Fabric): per optimizer step, ``accumulate_grad_batches`` batches of seeded,
+sharded crops, each ``backward(loss / accumulate)``, then one step of the two-group optimizer under the
+poly schedule. Validation, best-k checkpoints and resume: ``docs/training.md``."""
 
 from __future__ import annotations
 
@@ -75,17 +74,14 @@ class TrainResult:
 
 def _make_fabric(cfg: TrainConfig) -> Fabric:
     from lightning.fabric import Fabric
+    from lightning.fabric.loggers import CSVLogger, TensorBoardLogger
 
     multi = cfg.world_size > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
     strategy = "ddp" if cfg.strategy == "auto" and multi else cfg.strategy
     loggers: list[Any] = []
     if cfg.logger == "csv":
-        from lightning.fabric.loggers import CSVLogger
-
         loggers.append(CSVLogger(root_dir=cfg.out_dir, name="logs", flush_logs_every_n_steps=100))
     elif cfg.logger == "tensorboard":
-        from lightning.fabric.loggers import TensorBoardLogger
-
         loggers.append(TensorBoardLogger(root_dir=cfg.out_dir, name="logs"))
     return Fabric(
         accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=strategy,
@@ -94,12 +90,10 @@ def _make_fabric(cfg: TrainConfig) -> Fabric:
 
 
 def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainResult:
-    """Train (or continue training) an LSeg model as ``cfg`` describes.
-
-    ``resume``: ``"auto"`` continues from ``out_dir/checkpoints/last.ckpt`` if it exists; a checkpoint
-    path; or ``"never"``/``None`` to start afresh. With ``devices > 1`` and no launcher, Fabric re-runs
-    the current command for the other processes (use the CLI or ``torchrun``, not an interactive session).
-    """
+    """Train (or continue training) an LSeg model as ``cfg`` describes. ``resume``: ``"auto"`` continues
+    from ``out_dir/checkpoints/last.ckpt`` if it exists, a path from that checkpoint, ``"never"``/``None``
+    starts afresh. With ``devices > 1`` and no launcher, Fabric re-runs the command for the other
+    processes (use the CLI or ``torchrun``, not an interactive session)."""
     check_accelerator(cfg)  # a GPU this machine lacks: one error before Fabric starts
     fewshot = canonical_name(cfg.dataset) in FEWSHOT_DATASETS
     if cfg.world_size > 1 and "LOCAL_RANK" not in os.environ:  # one data error, not one per process
@@ -302,9 +296,8 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     if saved_at != step:
         save_checkpoint(fabric, ckpt_path, checkpoint_state())
     finished = step >= total_steps
-    model_dir = None
+    model_dir = out_dir / "model" if finished else None
     if finished:
-        model_dir = out_dir / "model"
         if fabric.is_global_zero:
             save_pretrained(raw, model_dir)
         fabric.barrier()
@@ -336,12 +329,9 @@ def _zero_shot_batch(batch: dict[str, Any], text: torch.Tensor, row_of: torch.Te
 
 def _pixel_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, fabric: Fabric,
                          reduction: str = "global") -> torch.Tensor:
-    """Per-pixel cross-entropy over the labelled pixels; 0 if nothing is labelled.
-
-    ``global``: this process's pixel-loss sum x world size / labelled pixels of all processes, so the
-    gradient mean DDP takes is that of the mean over the global batch. ``reference``: each process's
-    own pixel mean, averaged by DDP as lang-seg.
-    """
+    """Per-pixel cross-entropy over the labelled pixels (0 if none). ``global``: this process's pixel-loss
+    sum x world size / labelled pixels of all processes, so the gradient mean DDP takes is that of the
+    global batch's mean; ``reference``: each process's own pixel mean, averaged by DDP as lang-seg."""
     total = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="sum")
     count = (target != ignore_index).sum().float()
     if reduction == "reference" or fabric.world_size == 1:

@@ -1,10 +1,9 @@
-"""Named training recipes and config resolution (:func:`load_config`): a recipe name or a YAML/JSON
-file (whose optional ``recipe: NAME`` key starts from that recipe), then field overrides. The recipes
-and what they reproduce are tabled in ``docs/training.md``.
-"""
+"""Named training recipes (tabled in ``docs/training.md``) and config resolution (:func:`load_config`): a
+recipe name or a YAML/JSON file (an optional ``recipe: NAME`` key starts from that recipe), then overrides."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -30,8 +29,7 @@ def ade20k_vitl16_paper() -> TrainConfig:
 
     Everything as the reference (8 GPUs: run it with ``--devices 8``) but the **full** ADE20K label
     strings: the reference's truncated list names classes 58 and 130 both ``screen``, so class 130 can
-    never be predicted (``--label-style reference`` restores it).
-    """
+    never be predicted (``--label-style reference`` restores it)."""
     return TrainConfig(
         model="lseg_vitl16_384", pretrained_backbone=True, clip_text_weights="openai",
         dataset="ade20k", split="train", label_style="full", base_size=520, crop_size=480,
@@ -55,18 +53,16 @@ def _zero_shot(name: str, doc: str, dataset: str, fold: int, model: str, epochs:
     query plus one support per item, scored against ``["others", class name]`` (boundaries as
     ``others``), 480x480 without augmentation, batch 20, lr 0.005 / 0.05 (per-GPU batch scaling), poly
     per epoch."""
-    def make() -> TrainConfig:
-        return TrainConfig(
-            model=model, pretrained_backbone=True, clip_text_weights="openai",
-            dataset=dataset, split="trn", fold=fold, fewshot_support=1, fewshot_boundary="others",
-            label_style="reference", crop_size=480,
-            val_split="val", val_every_n_epochs=1, save_top_k=3, monitor="mIoU",
-            batch_size=20, epochs=epochs, schedule_epochs=schedule_epochs, optimizer="sgd", base_lr=0.004,
-            lr_scaling="reference", decoder_lr_mult=10.0, lr_schedule_interval="epoch",
-            loss_reduction="reference", precision="32-true", num_workers=8,
-            out_dir=f"runs/{name}", checkpoint_every_n_steps=500, log_every_n_steps=20,
-        )
-
+    make = functools.partial(
+        TrainConfig, model=model, pretrained_backbone=True, clip_text_weights="openai",
+        dataset=dataset, split="trn", fold=fold, fewshot_support=1, fewshot_boundary="others",
+        label_style="reference", crop_size=480,
+        val_split="val", val_every_n_epochs=1, save_top_k=3, monitor="mIoU",
+        batch_size=20, epochs=epochs, schedule_epochs=schedule_epochs, optimizer="sgd", base_lr=0.004,
+        lr_scaling="reference", decoder_lr_mult=10.0, lr_schedule_interval="epoch",
+        loss_reduction="reference", precision="32-true", num_workers=8,
+        out_dir=f"runs/{name}", checkpoint_every_n_steps=500, log_every_n_steps=20,
+    )
     make.__name__, make.__doc__ = name, doc
     RECIPES[name] = make
 
@@ -100,8 +96,7 @@ def folder_finetune() -> TrainConfig:
     """Fine-tune a converted / released LSeg checkpoint on your own ``folder`` dataset.
 
     Set ``init_checkpoint`` and ``data_root``: batch 4, 20 epochs, SGD with the global-batch LR rule,
-    per-step poly decay, 480 crops, fp32.
-    """
+    per-step poly decay, 480 crops, fp32."""
     return TrainConfig(
         dataset="folder", split=None, batch_size=4, epochs=20, base_lr=0.004, lr_scaling="global",
         crop_size=480, base_size=520, out_dir="runs/folder_finetune", checkpoint_every_n_steps=500,

@@ -1,7 +1,5 @@
 """Synchronised BatchNorm that also runs on CPU (gloo), where ``torch.nn.SyncBatchNorm`` does not: the
-decoder's BatchNorms see the **global** batch's statistics, so N processes compute what one process
-with the whole batch computes.
-"""
+decoder's BatchNorms see the **global** batch's statistics, as one process with the whole batch would."""
 
 from __future__ import annotations
 

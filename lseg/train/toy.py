@@ -1,10 +1,10 @@
 """Synthetic datasets in real on-disk layouts, for smoke tests and for trying the pipeline on a CPU
-(``docs/training.md`` has the commands).
-"""
+(``docs/training.md`` has the commands)."""
 
 from __future__ import annotations
 
 import colorsys
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -102,42 +102,34 @@ def make_toy_fewshot(root: str | Path, benchmark: Literal["pascal5i", "coco20i",
     if benchmark == "pascal5i":
         voc = root / "VOC2012"
         lists: dict[tuple[str, int], list[str]] = {}
-        k = 0
-        for split in ("trn", "val"):
-            for cls in range(20):
-                for _ in range(per_class):
-                    name = f"{2007 + (split == 'val')}_{k:06d}"
-                    k += 1
-                    image, obj = _object_scene(rng, size, size)
-                    mask = np.where(obj, cls + 1, 0).astype(np.uint8)
-                    mask[_ring(obj)] = 255
-                    save(image, mask, voc / "JPEGImages" / f"{name}.jpg", voc / "SegmentationClassAug" / f"{name}.png")
-                    lists.setdefault((split, cls // 5), []).append(f"{name}__{cls + 1:02d}")
+        for k, (split, cls, _) in enumerate(itertools.product(("trn", "val"), range(20), range(per_class))):
+            name = f"{2007 + (split == 'val')}_{k:06d}"
+            image, obj = _object_scene(rng, size, size)
+            mask = np.where(obj, cls + 1, 0).astype(np.uint8)
+            mask[_ring(obj)] = 255
+            save(image, mask, voc / "JPEGImages" / f"{name}.jpg", voc / "SegmentationClassAug" / f"{name}.png")
+            lists.setdefault((split, cls // 5), []).append(f"{name}__{cls + 1:02d}")
         for (split, fold), lines in lists.items():
             path = root / "splits" / "pascal" / split / f"fold{fold}.txt"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     elif benchmark == "coco20i":
         coco = root / "COCO2014"
-        k = 0
-        for split in ("train2014", "val2014"):
-            for cls in range(80):
-                for _ in range(per_class):
-                    k += 1
-                    stem = f"COCO_{split}_{k:012d}"
-                    image, obj = _object_scene(rng, size, size)
-                    mask = np.where(obj, cls + 1, 0).astype(np.uint8)
-                    save(image, mask, coco / split / f"{stem}.jpg", coco / "annotations" / split / f"{stem}.png")
+        images = itertools.product(("train2014", "val2014"), range(80), range(per_class))
+        for k, (split, cls, _) in enumerate(images, 1):
+            stem = f"COCO_{split}_{k:012d}"
+            image, obj = _object_scene(rng, size, size)
+            mask = np.where(obj, cls + 1, 0).astype(np.uint8)
+            save(image, mask, coco / split / f"{stem}.jpg", coco / "annotations" / split / f"{stem}.png")
     elif benchmark == "fss1000":
         from lseg.data.label_sets import fss_split_categories
 
         fss = root / "FSS-1000"
-        for split in ("trn", "val", "test"):
-            for cat in sorted(fss_split_categories(split)):
-                for n in range(1, per_class + 1):
-                    image, obj = _object_scene(rng, size, size)
-                    mask = np.where(obj, 255, 0).astype(np.uint8)
-                    save(image, mask, fss / cat / f"{n}.jpg", fss / cat / f"{n}.png")
+        categories = [cat for split in ("trn", "val", "test") for cat in sorted(fss_split_categories(split))]
+        for cat, n in itertools.product(categories, range(1, per_class + 1)):
+            image, obj = _object_scene(rng, size, size)
+            mask = np.where(obj, 255, 0).astype(np.uint8)
+            save(image, mask, fss / cat / f"{n}.jpg", fss / cat / f"{n}.png")
     else:
         raise ValueError(f"unknown few-shot benchmark {benchmark!r}; expected pascal5i, coco20i or fss1000")
     return root
