@@ -5,6 +5,7 @@ a lazy import is still a dependency."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,29 @@ def test_no_long_module():
     long = [f"{path.relative_to(PACKAGE.parent)} ({n} lines)" for path in sorted(PACKAGE.rglob("*.py"))
             if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES]
     assert not long, f"over {MAX_LINES} lines: {long}"
+
+
+def test_the_documented_layout_names_what_exists() -> None:
+    """docs/development.md's layout block lists every package of lseg/ and every file of benchmarks/
+    and scripts/, and each ``name.py`` it names under a package exists there."""
+    text = (PACKAGE.parent / "docs" / "development.md").read_text(encoding="utf-8")
+    block = text.split("## Layout", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+    listed: dict[str, list[str]] = {}
+    current = None
+    for line in block.splitlines():
+        if re.match(r"  \S", line):  # a new entry of lseg/: a package, or a top-level module
+            current = m.group(1) if (m := re.match(r"  (\w+)/ ", line)) else None
+            if current:
+                listed[current] = []
+        elif not line.startswith(" "):  # tests/, benchmarks/, scripts/
+            current = None
+        if current:
+            listed[current] += re.findall(r"\b(\w+)\.py\b", line)
+    missing = [f"lseg/{pkg}/{name}.py" for pkg, names in listed.items() for name in names
+               if not (PACKAGE / pkg / f"{name}.py").is_file()]
+    assert not missing, f"docs/development.md names modules that do not exist: {missing}"
+    packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert packages <= set(listed), f"packages missing from the layout: {sorted(packages - set(listed))}"
+    files = [p for folder in ("benchmarks", "scripts") for p in (PACKAGE.parent / folder).iterdir() if p.is_file()]
+    unnamed = [p.name for p in files if p.name not in block]
+    assert not unnamed, f"files missing from the layout: {unnamed}"
