@@ -242,26 +242,20 @@ def atomic_files(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 class Staged:
-    """Files of one unit of work that must appear together: :meth:`path` / :meth:`write` a temp file
-    for each, :meth:`commit` moves them all into place (in that order), :meth:`discard` removes them."""
+    """Files of one unit of work that must appear together: :meth:`write` a temp file for each,
+    :meth:`commit` moves them all into place (in that order), :meth:`discard` removes them."""
 
     def __init__(self) -> None:
         self._temps: list[tuple[Path, Path]] = []
 
-    def path(self, target: str | os.PathLike[str]) -> Path:
-        """A fresh temp file for ``target`` (its folder created), to be written completely."""
+    def write(self, target: str | os.PathLike[str], writer: Callable[[Path], object]) -> Path:
+        """``writer(temp file)`` for ``target`` (its folder created); a file-system error names ``target``."""
         final = Path(os.fspath(target))
         with _write_errors(final):
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp, fd = _temp_path_for(final)
             os.close(fd)
-        self._temps.append((tmp, final))
-        return tmp
-
-    def write(self, target: str | os.PathLike[str], writer: Callable[[Path], object]) -> Path:
-        """``writer(temp file)`` for ``target``; a file-system error names ``target``."""
-        tmp = self.path(target)
-        with _write_errors(Path(os.fspath(target))):
+            self._temps.append((tmp, final))
             writer(tmp)
         return tmp
 
