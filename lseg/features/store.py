@@ -4,6 +4,7 @@ into shards whose files do not depend on which process wrote them."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -48,24 +49,11 @@ class StoreUnit:
 def plan_units(inputs: Sequence[str | os.PathLike[str]], frames_per_shard: int,
                out: str | os.PathLike[str] | None = None) -> list[StoreUnit]:
     """Cut the inputs (sorted as :func:`lseg.jobs.inputs.collect_media`) into units."""
-    units: list[StoreUnit] = []
-    images: list[Media] = []
-
-    def flush() -> None:
-        if images:
-            units.append(StoreUnit(len(units), tuple(images)))
-            images.clear()
-
-    for item in collect_media(inputs, out=out):
-        if item.is_video:
-            flush()
-            units.append(StoreUnit(len(units), (item,)))
-        else:
-            images.append(item)
-            if len(images) == frames_per_shard:
-                flush()
-    flush()
-    return units
+    groups: list[list[Media]] = []
+    for is_video, run in itertools.groupby(collect_media(inputs, out=out), key=lambda m: m.is_video):
+        items, step = list(run), 1 if is_video else frames_per_shard
+        groups += [items[i : i + step] for i in range(0, len(items), step)]
+    return [StoreUnit(i, tuple(g)) for i, g in enumerate(groups)]
 
 
 @dataclass(frozen=True)

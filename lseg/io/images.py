@@ -1,7 +1,6 @@
 """Decoding images: :func:`load_image` turns any supported input into one ``HxWx3 uint8 RGB`` array. Paths
 are opened without ever blocking, ``max_pixels`` is checked from the header (no global Pillow state
-changed), JPEG streams are checked for corruption; every failure is one :class:`ImageLoadError`.
-"""
+changed), JPEG streams are checked for corruption; every failure is one :class:`ImageLoadError`."""
 
 from __future__ import annotations
 
@@ -54,8 +53,7 @@ def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
     read from its position, a PIL image, a numpy array or a torch tensor) as a new C-contiguous
     ``HxWx3 uint8 RGB`` array, alpha composited onto :data:`ALPHA_BACKGROUND`. ``max_pixels`` (``H * W``,
     checked from the header; ``None``: no limit) and ``frame`` (of a multi-frame file) as documented
-    there; :class:`ImageLoadError` for any unusable input, ``TypeError`` for a source of another type.
-    """
+    there; :class:`ImageLoadError` for any unusable input, ``TypeError`` for a source of another type."""
     if max_pixels is not None and (isinstance(max_pixels, bool) or int(max_pixels) != max_pixels
                                    or max_pixels < 1):
         raise ValueError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
