@@ -104,7 +104,10 @@ class ClaimSet(contextlib.AbstractContextManager):
                 raise write_error(target, e) from None
             if created:
                 self._held[target] = (path, mine)
-                self._start_heartbeat()
+                if self._thread is None and self._heartbeat > 0:
+                    self._stop.clear()
+                    self._thread = threading.Thread(target=self._beat, name="lseg-claims", daemon=True)
+                    self._thread.start()
                 return True
             content = _read_file(path)
             if not _stale(path, content, self._host):
@@ -129,12 +132,6 @@ class ClaimSet(contextlib.AbstractContextManager):
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-
-    def _start_heartbeat(self) -> None:
-        if self._thread is None and self._heartbeat > 0:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._beat, name="lseg-claims", daemon=True)
-            self._thread.start()
 
     def _beat(self) -> None:
         while not self._stop.wait(self._heartbeat):
