@@ -8,7 +8,6 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -222,6 +221,5 @@ def _cmd_store(args: argparse.Namespace) -> int:
             "model": m["model"]["name"], "precision": m.get("precision", "fp32"),
             "weights_sha256": m["weights_sha256"], "checkpoint": m["checkpoint"],
             "video_sampling": m["video_sampling"], "reduction": store.index.get("reduction")}
-    print(json.dumps(info, indent=2))
-    sys.stdout.flush()
+    print(json.dumps(info, indent=2), flush=True)
     return 0

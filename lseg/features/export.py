@@ -151,13 +151,10 @@ class NpyWriter(Writer):
         return None if unit.folder is not None else self.predictor.embed_image(unit.source)
 
     def write(self, unit: Unit, result: Any, staged: Staged) -> dict[str, Any]:
+        assert self.predictor is not None
         if unit.folder is None:
             return {"shape": self._save(result, unit.targets, staged.write)}
-        return self._video(unit)
-
-    def _video(self, unit: Unit) -> dict[str, Any]:
-        """A video's frames, each written as it is computed (a re-run skips those its pending record lists)."""
-        assert self.predictor is not None
+        # a video: each frame written as it is computed (a re-run skips those its pending record lists)
         item: Media = unit.data
         frames: list[dict[str, float]] = []
         resume = unit.status == "new"
@@ -177,10 +174,8 @@ class NpyWriter(Writer):
         pixels = to_numpy(emb.pixels)  # (D, h', w') float32
         sizes = {"half": tuple(pixels.shape[1:]), "input": tuple(emb.input_size), "original": tuple(emb.image_size)}
         size = sizes[self.res] if isinstance(self.res, str) else self.res
-        if self.res == "half":
-            strips: Any = [(slice(0, size[0]), pixels)]
-        else:
-            strips = iter_resized_embeddings(pixels, tuple(emb.input_size), size)
+        strips: Any = ([(slice(0, size[0]), pixels)] if self.res == "half"
+                       else iter_resized_embeddings(pixels, tuple(emb.input_size), size))
         write(targets[0], lambda p: _save_npy(p, (pixels.shape[0], *size), DTYPES[self.dtype], strips))
         if self.pca:
             write(targets[1], lambda p: _save_pca(p, pixels, size))

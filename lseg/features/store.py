@@ -221,8 +221,7 @@ def _write_chunk(extractor: FeatureExtractor, path: Path, chunk: list[tuple[dict
                  settings: StoreSettings, resume: bool) -> None:
     from safetensors.numpy import save_file
 
-    keys = [r["key"] for r, _ in chunk]
-    if resume and path.is_file() and _shard_keys(path) == keys:
+    if resume and path.is_file() and _shard_keys(path) == [r["key"] for r, _ in chunk]:
         return  # a finished shard of an unfinished unit
     tensors: dict[str, np.ndarray] = {}
     for i in range(0, len(chunk), settings.batch_size):

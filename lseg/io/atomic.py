@@ -244,15 +244,12 @@ class Staged:
             writer(tmp)
         return tmp
 
-    def commit(self) -> list[Path]:
-        """Move every staged file into place; returns the targets."""
-        done = []
+    def commit(self) -> None:
+        """Move every staged file into place."""
         for tmp, final in self._temps:
             with _write_errors(final):
                 os.replace(tmp, final)
-            done.append(final)
         self._temps.clear()
-        return done
 
     def discard(self) -> None:
         for tmp, _ in self._temps:
