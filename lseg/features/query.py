@@ -80,9 +80,8 @@ class QueryWriter(Writer):
             info = self.store.frames[frame]
             base = self.out / info["key"]
             files = segment_files(base, self.labels, overlay=False, scores=self.scores, heatmaps=self.heatmaps)
-            source = self.store.path / info["shard"]
-            units.append(Unit(source, list(files.values()), base.with_name(base.name + "_labels.json"),
-                              data=(frame, files)))
+            units.append(Unit(self.store.path / info["shard"], list(files.values()),
+                              base.with_name(base.name + "_labels.json"), data=(frame, files)))
         return units
 
     def recipe(self) -> dict[str, Any]:
