@@ -8,8 +8,8 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from lseg.cli import common
 from lseg.errors import LSegError
@@ -25,6 +25,9 @@ from lseg.features.options import (
 )
 from lseg.inference.options import PredictorOptions
 from lseg.options import add_options, option, options_from_args
+
+if TYPE_CHECKING:
+    from lseg.jobs.engine import Report
 
 __all__ = ["FeaturesInputs", "register"]
 
@@ -76,8 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
-    from lseg.features.export import NpyWriter, combine_shards, torchrun_rank
-    from lseg.jobs.engine import run_job
+    from lseg.features.export import combine_shards, export_features, torchrun_rank
 
     inputs = options_from_args(FeaturesInputs, args).inputs
     opts: FeaturesOptions = options_from_args(FeaturesOptions, args)
@@ -92,6 +94,8 @@ def _cmd_features(args: argparse.Namespace) -> int:
         raise LSegError("--preset, --scales, --flip, --reduce and --engine need --format store")
     rank, world = torchrun_rank()
     part, parts = combine_shards(parse_shard(opts.shard) if opts.shard else None, (rank, world))
+    if store.engine == "ray" and parts > 1:
+        raise LSegError("--engine ray spreads the work itself: no --shard or torchrun")
     if source.device is None and world > 1:  # torchrun on a multi-GPU machine: one GPU per process
         import torch
 
@@ -99,26 +103,26 @@ def _cmd_features(args: argparse.Namespace) -> int:
             local = int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count()
             source = dataclasses.replace(source, device=f"cuda:{local}")
     what = "features" if parts == 1 else f"features (part {part + 1}/{parts})"
+    precision = common.resolved_precision(source, popts)
+    run = {"overwrite": opts.overwrite, "progress": not opts.quiet, "shard": (part, parts),
+           "write_manifest": rank == 0}
     if store.format == "store":
-        return _features_store(args, inputs, opts, store, source, popts, (part, parts), rank, what)
+        report = _features_store(args, inputs, opts, store, source, popts, precision, run)
+        return common.finish_batch(report, what)
     recipe = {"size": popts.size, "crop_size": popts.crop_size, "stride": popts.window_stride,
-              "precision": common.resolved_precision(source, popts)}
-    writer = NpyWriter(inputs, opts.out, dtype=opts.dtype, resolution=opts.resolution or "half", pca=opts.pca,
-                       fps=opts.fps, every_n=opts.every_n, model=source.identity(), recipe=recipe,
-                       predictor=lambda: common.make_predictor(args, source, popts), write_manifest=rank == 0)
-    desc = "features" if parts == 1 else f"features {part + 1}/{parts}"
-    report = run_job(writer, overwrite=opts.overwrite, progress=not opts.quiet, shard=(part, parts),
-                     desc=desc)
+              "precision": precision}
+    report = export_features(lambda: common.make_predictor(args, source, popts), inputs, opts.out,
+                             model_id=source.identity(), recipe=recipe, dtype=opts.dtype, pca=opts.pca,
+                             resolution=opts.resolution or "half", fps=opts.fps, every_n=opts.every_n, **run)
     return common.finish_batch(report, what)
 
 
 def _features_store(args: argparse.Namespace, inputs: tuple[str, ...], opts: FeaturesOptions,
                     store: StoreOptions, source: common.ModelSource, popts: PredictorOptions,
-                    shard: tuple[int, int], rank: int, what: str) -> int:
+                    precision: str, run: dict[str, Any]) -> Report:
     """``lseg features --format store``: the self-describing store (lseg.features.store)."""
     from lseg.features.presets import FeatureExtractor, describe, get_preset
-    from lseg.features.store import StoreSettings, StoreWriter
-    from lseg.jobs.engine import run_job
+    from lseg.features.store import StoreSettings, export_store
 
     preset = get_preset(store.preset)
     if store.scales or store.flip is not None:
@@ -128,14 +132,12 @@ def _features_store(args: argparse.Namespace, inputs: tuple[str, ...], opts: Fea
     resolution = parse_resolution(opts.resolution) if opts.resolution else None
     settings = StoreSettings(fps=opts.fps, every_n=opts.every_n, frames_per_shard=store.frames_per_shard,
                              batch_size=popts.batch_size)
-    if store.engine == "ray" and shard[1] > 1:
-        raise LSegError("--engine ray spreads the work itself: no --shard or torchrun")
+
+    model = {**source.identity(), "precision": precision}
 
     def extractor() -> FeatureExtractor:
         return FeatureExtractor(common.make_predictor(args, source, popts), preset, resolution)
 
-    description = describe(preset, resolution, (popts.size, popts.crop_size, popts.window_stride))
-    model = {**source.identity(), "precision": common.resolved_precision(source, popts)}
     if store.engine == "ray":
         from lseg.features.ray_export import export_store_ray
 
@@ -143,17 +145,13 @@ def _features_store(args: argparse.Namespace, inputs: tuple[str, ...], opts: Fea
             import ray
 
             ray.init(address=store.ray_address)
-        report = export_store_ray(extractor(), inputs, opts.out, num_workers=store.workers,
-                                  num_gpus_per_worker=store.gpus_per_worker, settings=settings,
-                                  checkpoint=source.checkpoint, overwrite=opts.overwrite, reduce=store.reduce,
-                                  model=model)
-        return common.finish_batch(report, what)
-    writer = StoreWriter(inputs, opts.out, description=description, model=model, extractor=extractor,
-                         settings=settings, checkpoint=source.checkpoint, overwrite=opts.overwrite,
-                         write_manifest=rank == 0, reduce=store.reduce)
-    desc = "store" if shard[1] == 1 else f"store {shard[0] + 1}/{shard[1]}"
-    report = run_job(writer, overwrite=opts.overwrite, progress=not opts.quiet, shard=shard, desc=desc)
-    return common.finish_batch(report, what)
+        return export_store_ray(extractor(), inputs, opts.out, num_workers=store.workers,
+                                num_gpus_per_worker=store.gpus_per_worker, settings=settings,
+                                checkpoint=source.checkpoint, overwrite=opts.overwrite, reduce=store.reduce,
+                                model=model)
+    description = describe(preset, resolution, (popts.size, popts.crop_size, popts.window_stride))
+    return export_store(extractor, inputs, opts.out, settings=settings, checkpoint=source.checkpoint,
+                        reduce=store.reduce, description=description, model=model, **run)
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
@@ -179,7 +177,6 @@ def _cmd_query(args: argparse.Namespace) -> int:
                             f"--random-weights {name} (the same seeded network) or the --checkpoint of the "
                             "weights")
         source = dataclasses.replace(source, checkpoint=checkpoint)
-    model_id = {"weights_sha256": store.manifest["weights_sha256"]}
 
     def text():  # type: ignore[no-untyped-def]
         from lseg.features.store import weights_sha256
@@ -195,21 +192,19 @@ def _cmd_query(args: argparse.Namespace) -> int:
         return predictor.embed_text(labels), float(model.logit_scale)
 
     writer = QueryWriter(store, labels, opts.out, frames=frames, reduced=opts.reduced, heatmaps=opts.heatmaps,
-                         scores=opts.scores, model=model_id, templates=opts.templates, text=text)
-    report = run_job(writer, overwrite=opts.overwrite, progress=not opts.quiet, desc="query")
+                         scores=opts.scores, model={"weights_sha256": store.manifest["weights_sha256"]},
+                         templates=opts.templates, text=text)
+    report = run_job(writer, overwrite=opts.overwrite, progress=not opts.quiet)
     return common.finish_batch(report, f"query (into {opts.out})")
 
 
 def _cmd_store(args: argparse.Namespace) -> int:
-    from lseg.features.derived import LayoutWriter, ReduceWriter
+    from lseg.features.derived import export_layout, reduce_store
     from lseg.features.reader import FeatureStore
-    from lseg.jobs.engine import run_job
 
     if args.store_command == "reduce":
         r: StoreReduceOptions = options_from_args(StoreReduceOptions, args)
-        store = FeatureStore(r.store)
-        writer = ReduceWriter(store, r.k, r.overwrite, progress=not r.quiet)  # K checked before the fit
-        report = run_job(writer, overwrite=r.overwrite, progress=not r.quiet, desc="reduce")
+        report = reduce_store(r.store, r.k, overwrite=r.overwrite, progress=not r.quiet)
         code = common.finish_batch(report, f"store reduce (k={r.k})")
         red = FeatureStore(r.store).reduction
         if red is not None and code == 0:
@@ -217,8 +212,8 @@ def _cmd_store(args: argparse.Namespace) -> int:
         return code
     if args.store_command == "export":
         e: StoreExportOptions = options_from_args(StoreExportOptions, args)
-        writer = LayoutWriter(FeatureStore(e.store), e.layout, e.out, e.reduced)
-        report = run_job(writer, overwrite=e.overwrite, progress=not e.quiet, desc="export")
+        report = export_layout(e.store, e.layout, e.out, reduced=e.reduced, overwrite=e.overwrite,
+                               progress=not e.quiet)
         return common.finish_batch(report, f"store export (into {e.out})")
     store = FeatureStore(options_from_args(StoreInfoOptions, args).store)
     m = store.manifest
@@ -226,6 +221,5 @@ def _cmd_store(args: argparse.Namespace) -> int:
             "model": m["model"]["name"], "precision": m.get("precision", "fp32"),
             "weights_sha256": m["weights_sha256"], "checkpoint": m["checkpoint"],
             "video_sampling": m["video_sampling"], "reduction": store.index.get("reduction")}
-    print(json.dumps(info, indent=2))
-    sys.stdout.flush()
+    print(json.dumps(info, indent=2), flush=True)
     return 0

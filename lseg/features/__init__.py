@@ -10,14 +10,11 @@ _EXPORTS = {
     "DTYPES": "export", "FRAMES_INDEX": "export", "MANIFEST": "export", "combine_shards": "export",
     "export_features": "export", "iter_resized_embeddings": "export", "resize_embeddings": "export",
     "torchrun_rank": "export", "parse_resolution": "options", "parse_shard": "options", "PRESETS": "presets",
-    "FeatureExtractor": "presets", "Preset": "presets", "get_preset": "presets", "query_store": "query",
+    "FeatureExtractor": "presets", "Preset": "presets", "get_preset": "presets",
     "PCAFit": "reduce", "Reduction": "reduce", "fit_reduction": "reduce", "FeatureStore": "reader",
     "export_layout": "derived", "export_store": "store", "reduce_store": "derived",
 }
-__all__ = ["DTYPES", "FRAMES_INDEX", "MANIFEST", "PRESETS", "FeatureExtractor", "FeatureStore", "PCAFit", "Preset",
-           "Reduction", "combine_shards", "export_features", "export_layout", "export_store", "fit_reduction",
-           "get_preset", "iter_resized_embeddings", "parse_resolution", "parse_shard", "query_store", "reduce_store",
-           "resize_embeddings", "torchrun_rank"]
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

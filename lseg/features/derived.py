@@ -99,8 +99,7 @@ class LayoutWriter(Writer):
         if layout not in LAYOUTS:
             raise LSegError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
         self.out = Path(out)
-        inside = self.out.resolve()
-        if inside == store.path.resolve() or store.path.resolve() in inside.parents:
+        if self.out.resolve().is_relative_to(store.path.resolve()):
             raise LSegError(f"the export folder {out} is inside the store {store.path}: choose a folder outside it")
         if reduced and store.reduction is None:
             raise LSegError(f"{store.path} has no reduction (run `lseg store reduce`)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,12 +102,8 @@ class NpyWriter(Writer):
 
     def __init__(self, inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *, dtype: str,
                  resolution: Resolution, pca: bool, fps: float | None, every_n: int | None,
-                 predictor: LSegPredictor | Any, model: Mapping[str, Any], recipe: Mapping[str, Any],
-                 write_manifest: bool = True) -> None:
-        """``predictor``: an :class:`LSegPredictor`, or a function building it; ``model``: what identifies
-        the weights; ``recipe``: the predictor's settings."""
-        if dtype not in DTYPES:
-            raise LSegError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+                 predictor: LSegPredictor | Callable[[], LSegPredictor], model: Mapping[str, Any],
+                 recipe: Mapping[str, Any], write_manifest: bool = True) -> None:
         self.inputs, self.out = list(inputs), Path(out)
         self.dtype, self.res, self.pca = dtype, parse_resolution(resolution), pca
         self.fps, self.every_n = fps, every_n
@@ -137,22 +133,28 @@ class NpyWriter(Writer):
     def setup(self) -> None:
         if self.predictor is None:
             self.predictor = self._predictor()
-        if self.write_manifest:  # describes the latest run; each output's record says what made it
-            manifest = _manifest(self.predictor, self.dtype, self.res, self.fps, self.every_n, self.pca)
-            atomic_write(self.out / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
+        if not self.write_manifest:
+            return
+        notes = {"half": "half of the working size (long side = size)",
+                 "input": "working size (x2 bilinear, align_corners=True, as the logits), re-normalised",
+                 "original": "original image size (bilinear, align_corners=True), re-normalised"}
+        note = notes.get(str(self.res), "fixed HxW (bilinear, align_corners=True), re-normalised")
+        manifest = {  # describes the latest run; each output's record says what made it
+            "format": "lseg-features", "version": 1, "layout": "CHW", "dtype": self.dtype, "normalized": True,
+            "resolution": self.res, "resolution_note": note, "size": self.predictor.size,
+            "video_sampling": {"fps": self.fps, "every_n": self.every_n}, "pca": self.pca,
+            "model": self.predictor.model.config.to_dict()}
+        atomic_write(self.out / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
 
     def compute_one(self, unit: Unit) -> Any:
         assert self.predictor is not None
         return None if unit.folder is not None else self.predictor.embed_image(unit.source)
 
     def write(self, unit: Unit, result: Any, staged: Staged) -> dict[str, Any]:
+        assert self.predictor is not None
         if unit.folder is None:
             return {"shape": self._save(result, unit.targets, staged.write)}
-        return self._video(unit)
-
-    def _video(self, unit: Unit) -> dict[str, Any]:
-        """A video's frames, each written as it is computed (a re-run skips those its pending record lists)."""
-        assert self.predictor is not None
+        # a video: each frame written as it is computed (a re-run skips those its pending record lists)
         item: Media = unit.data
         frames: list[dict[str, float]] = []
         resume = unit.status == "new"
@@ -172,61 +174,43 @@ class NpyWriter(Writer):
         pixels = to_numpy(emb.pixels)  # (D, h', w') float32
         sizes = {"half": tuple(pixels.shape[1:]), "input": tuple(emb.input_size), "original": tuple(emb.image_size)}
         size = sizes[self.res] if isinstance(self.res, str) else self.res
-        if self.res == "half":
-            strips: Any = [(slice(0, size[0]), pixels)]
-        else:
-            strips = iter_resized_embeddings(pixels, tuple(emb.input_size), size)
+        strips: Any = ([(slice(0, size[0]), pixels)] if self.res == "half"
+                       else iter_resized_embeddings(pixels, tuple(emb.input_size), size))
         write(targets[0], lambda p: _save_npy(p, (pixels.shape[0], *size), DTYPES[self.dtype], strips))
         if self.pca:
             write(targets[1], lambda p: _save_pca(p, pixels, size))
         return [int(pixels.shape[0]), *size]
 
 
-def export_features(predictor: LSegPredictor,
+def export_features(predictor: LSegPredictor | Callable[[], LSegPredictor],
                     inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                     out_dir: str | os.PathLike[str], *, dtype: str = "float16", overwrite: bool = False,
                     progress: bool = True, resolution: Resolution = "half", pca: bool = False,
                     fps: float | None = None, every_n: int | None = None,
                     shard: tuple[int, int] | None = None, write_manifest: bool | None = None,
-                    model_id: Mapping[str, Any] | None = None) -> Report:
+                    model_id: Mapping[str, Any] | None = None, recipe: Mapping[str, Any] | None = None) -> Report:
     """``lseg features`` (the ``npy`` layout) in Python, with the settings of
     :class:`~lseg.features.options.FeaturesOptions` (``resolution`` also ``(H, W)``): the embeddings
-    of every image / sampled video frame under ``inputs``. ``shard``: ``(k, M)``, by default torchrun's
-    ``(RANK, WORLD_SIZE)``; ``write_manifest``: by default on rank 0; ``model_id``: what identifies the
-    weights in the records (default: config and weights hash). Returns this process's report (bad
-    inputs listed in ``failed``)."""
+    of every image / sampled video frame under ``inputs``. ``predictor``: an :class:`LSegPredictor`, or
+    a function building it once some input is to be written (then ``model_id`` and ``recipe`` are
+    needed); ``shard``: ``(k, M)``, by default torchrun's ``(RANK, WORLD_SIZE)``; ``write_manifest``: by
+    default on rank 0; ``model_id``: what identifies the weights in the records (default: config and
+    weights hash); ``recipe``: the predictor's size, crop_size, stride and precision. Returns this
+    process's report (bad inputs listed in ``failed``)."""
     from lseg.features.options import FeaturesOptions
     from lseg.inference.folder import weights_identity
 
     FeaturesOptions(out=str(out_dir), dtype=dtype, fps=fps, every_n=every_n,  # type: ignore[arg-type]
                     resolution=resolution if isinstance(resolution, str) else None)
     part, parts, write_manifest = job_part(shard, write_manifest)
-    model = model_id if model_id is not None else weights_identity(predictor.model)
-    recipe = {"size": predictor.size, "crop_size": predictor.crop_size, "stride": predictor.stride,
-              "precision": predictor.precision}
+    if recipe is None:
+        recipe = {"size": predictor.size, "crop_size": predictor.crop_size, "stride": predictor.stride,
+                  "precision": predictor.precision}
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     writer = NpyWriter(items, out_dir, dtype=dtype, resolution=resolution, pca=pca, fps=fps, every_n=every_n,
-                       predictor=predictor, model=model, recipe=recipe, write_manifest=write_manifest)
-    desc = "features" if parts == 1 else f"features {part + 1}/{parts}"
-    return run_job(writer, overwrite=overwrite, progress=progress, shard=(part, parts), desc=desc)
-
-
-def _manifest(
-    predictor: LSegPredictor, dtype: str, res: Resolution, fps: float | None, every_n: int | None, pca: bool
-) -> dict[str, Any]:
-    notes = {
-        "half": "half of the working size (long side = size)",
-        "input": "working size (x2 bilinear, align_corners=True, as the logits), re-normalised",
-        "original": "original image size (bilinear, align_corners=True), re-normalised",
-    }
-    note = notes[res] if isinstance(res, str) else "fixed HxW (bilinear, align_corners=True), re-normalised"
-    manifest = {
-        "format": "lseg-features", "version": 1, "layout": "CHW", "dtype": dtype, "normalized": True,
-        "resolution": res, "resolution_note": note,
-        "size": predictor.size, "video_sampling": {"fps": fps, "every_n": every_n}, "pca": pca,
-        "model": predictor.model.config.to_dict(),
-    }
-    return json.loads(json.dumps(manifest))  # as it reads back (tuples -> lists), for comparisons
+                       predictor=predictor, recipe=recipe, write_manifest=write_manifest,
+                       model=weights_identity(predictor.model) if model_id is None else model_id)
+    return run_job(writer, overwrite=overwrite, progress=progress, shard=(part, parts))
 
 
 def _save_npy(path: Path, shape: tuple[int, int, int], dtype: Any,

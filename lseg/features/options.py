@@ -8,11 +8,11 @@ from typing import Literal
 
 from lseg.inference.options import check_templates
 from lseg.io.checks import output_folder
-from lseg.options import OptionError, check_options, option
+from lseg.options import CheckedOptions, OptionError, option
 
 __all__ = [
     "FeaturesOptions", "QueryOptions", "StoreExportOptions", "StoreInfoOptions", "StoreOptions",
-    "StoreReduceOptions", "parse_resolution", "parse_shard",
+    "StoreReduceOptions", "VideoSampling", "parse_resolution", "parse_shard",
 ]
 
 Resolution = str | tuple[int, int]
@@ -49,8 +49,17 @@ def _checked(parse):  # type: ignore[no-untyped-def]
     return check
 
 
+class VideoSampling(CheckedOptions):
+    """Base of the options with ``fps`` and ``every_n`` fields: at most one of them is given."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.fps is not None and self.every_n is not None:  # type: ignore[attr-defined]
+            raise OptionError("give `fps` or `every_n` for videos, not both")
+
+
 @dataclass(frozen=True)
-class FeaturesOptions:
+class FeaturesOptions(VideoSampling):
     """What ``lseg features`` writes, from which frames.
 
     Attributes:
@@ -76,14 +85,9 @@ class FeaturesOptions:
     overwrite: bool = False
     quiet: bool = option(False, short="-q")
 
-    def __post_init__(self) -> None:
-        check_options(self)
-        if self.fps is not None and self.every_n is not None:
-            raise OptionError("give `fps` or `every_n` for videos, not both")
-
 
 @dataclass(frozen=True)
-class StoreOptions:
+class StoreOptions(CheckedOptions):
     """How ``lseg features --format store`` extracts and stores (:mod:`lseg.features.store`).
 
     Attributes:
@@ -112,13 +116,13 @@ class StoreOptions:
     ray_address: str | None = None
 
     def __post_init__(self) -> None:
-        check_options(self)
+        super().__post_init__()
         if self.preset in ("ours", "openscene") and (self.scales or self.flip is not None):
             raise OptionError(f"`scales` and `flip` apply to the evaluator presets, not {self.preset!r}")
 
 
 @dataclass(frozen=True)
-class QueryOptions:
+class QueryOptions(CheckedOptions):
     """``lseg query`` (the model: by default the store's).
 
     Attributes:
@@ -145,12 +149,9 @@ class QueryOptions:
     overwrite: bool = False
     quiet: bool = option(False, short="-q")
 
-    def __post_init__(self) -> None:
-        check_options(self)
-
 
 @dataclass(frozen=True)
-class StoreInfoOptions:
+class StoreInfoOptions(CheckedOptions):
     """``lseg store info``.
 
     Attributes:
@@ -161,7 +162,7 @@ class StoreInfoOptions:
 
 
 @dataclass(frozen=True)
-class StoreReduceOptions:
+class StoreReduceOptions(CheckedOptions):
     """``lseg store reduce``.
 
     Attributes:
@@ -176,12 +177,9 @@ class StoreReduceOptions:
     overwrite: bool = False
     quiet: bool = option(False, short="-q")
 
-    def __post_init__(self) -> None:
-        check_options(self)
-
 
 @dataclass(frozen=True)
-class StoreExportOptions:
+class StoreExportOptions(CheckedOptions):
     """``lseg store export``.
 
     Attributes:
@@ -199,6 +197,3 @@ class StoreExportOptions:
     reduced: bool = False
     overwrite: bool = False
     quiet: bool = option(False, short="-q")
-
-    def __post_init__(self) -> None:
-        check_options(self)

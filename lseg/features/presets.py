@@ -1,8 +1,6 @@
-"""Preprocessing presets: the feature maps each LSeg consumer computes, reproduced step by step
-(docs/features-3d.md, "Presets"). Each maps an image's uint8 RGB pixels to one (D, H, W) map,
-L2-normalised per pixel: ``ours`` with :class:`~lseg.inference.predictor.LSegPredictor`'s
-geometry, the others with the reference's ``MultiEvalModule``'s (:mod:`lseg.inference.multiscale`).
-"""
+"""Preprocessing presets: the L2-normalised (D, H, W) feature maps each LSeg consumer computes, reproduced
+step by step (docs/features-3d.md, "Presets"): ``ours`` with the predictor's geometry, the others with the
+reference's ``MultiEvalModule``'s (:mod:`lseg.inference.multiscale`)."""
 
 from __future__ import annotations
 

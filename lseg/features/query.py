@@ -4,7 +4,6 @@ frame are ``lseg segment``'s, without the overlay."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -16,9 +15,9 @@ import torch
 from lseg.errors import LSegError
 from lseg.features.reader import FeatureStore
 from lseg.io import Staged
-from lseg.jobs.engine import Report, Unit, Writer, run_job
+from lseg.jobs.engine import Unit, Writer
 
-__all__ = ["QueryWriter", "parse_frames", "query_store", "similarity"]
+__all__ = ["QueryWriter", "parse_frames", "similarity"]
 
 _logger = logging.getLogger(__name__)
 
@@ -59,9 +58,9 @@ class QueryWriter(Writer):
     def __init__(self, store: FeatureStore, labels: Sequence[str], out: str | os.PathLike[str], *,
                  frames: Sequence[int] | None = None, reduced: bool = False, heatmaps: bool = False,
                  scores: bool = False, model: dict[str, Any], templates: Sequence[str] = (),
-                 text: Callable[[], tuple[torch.Tensor, float]] | tuple[torch.Tensor, float]) -> None:
-        """``model``: what identifies the text encoder's weights; ``text``: the (K, D) text embeddings
-        and the logit scale, or a function computing them."""
+                 text: Callable[[], tuple[torch.Tensor, float]]) -> None:
+        """``model``: what identifies the text encoder's weights; ``text``: a function computing the (K, D)
+        text embeddings and the logit scale."""
         if reduced and store.reduction is None:
             raise LSegError(f"{store.path} has no reduction (run `lseg store reduce`)")
         if len(labels) > 65536:
@@ -81,9 +80,8 @@ class QueryWriter(Writer):
             info = self.store.frames[frame]
             base = self.out / info["key"]
             files = segment_files(base, self.labels, overlay=False, scores=self.scores, heatmaps=self.heatmaps)
-            source = self.store.path / info["shard"]
-            units.append(Unit(source, list(files.values()), base.with_name(base.name + "_labels.json"),
-                              data=(frame, files)))
+            units.append(Unit(self.store.path / info["shard"], list(files.values()),
+                              base.with_name(base.name + "_labels.json"), data=(frame, files)))
         return units
 
     def recipe(self) -> dict[str, Any]:
@@ -91,7 +89,7 @@ class QueryWriter(Writer):
                 "store": self.store.identity()}
 
     def setup(self) -> None:
-        self.text, self.logit_scale = self._text() if callable(self._text) else self._text
+        self.text, self.logit_scale = self._text()
         if len(self.labels) != self.text.shape[0]:
             raise LSegError(f"{len(self.labels)} labels but {self.text.shape[0]} text embeddings")
         if self.store.manifest["model"].get("arch_option") in (1, 2):
@@ -107,16 +105,3 @@ class QueryWriter(Writer):
         return write_segment_files(unit.data[1], staged, result.argmax(0).numpy(), self.labels,
                                    lambda: torch.softmax(result * self.logit_scale, dim=0).numpy())
 
-
-def query_store(store: FeatureStore | str | os.PathLike[str], text: torch.Tensor, labels: Sequence[str],
-                out_dir: str | os.PathLike[str], *, logit_scale: float,
-                frames: Sequence[int | str] | None = None, reduced: bool = False, heatmaps: bool = False,
-                scores: bool = False, overwrite: bool = False, progress: bool = False) -> Report:
-    """Score the frames of ``store`` against ``text`` (the (K, D) embeddings of ``labels``) into
-    ``out_dir``, with the batch engine's records and re-runs."""
-    store = store if isinstance(store, FeatureStore) else FeatureStore(store)
-    ids = [store.frame_id(f) for f in frames] if frames is not None else None
-    writer = QueryWriter(store, labels, out_dir, frames=ids, reduced=reduced, heatmaps=heatmaps, scores=scores,
-                         model={"text_sha256": hashlib.sha256(text.float().cpu().numpy().tobytes()).hexdigest(),
-                                "logit_scale": float(logit_scale)}, text=(text, float(logit_scale)))
-    return run_job(writer, overwrite=overwrite, progress=progress, desc="query")

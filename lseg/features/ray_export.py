@@ -1,7 +1,6 @@
-"""The store export on Ray Data (``pip install lseg[scale]``; docs/features-3d.md, "Ray Data"): the
-driver plans the units and writes the manifest and the index; each unfinished unit is a row that an
-actor holding the writer reads and writes with :func:`lseg.jobs.engine.write_unit`, as one process
-does. Without a cluster (``ray.init(address=...)``), Ray Data starts a local one."""
+"""The store export on Ray Data (``pip install lseg[scale]``; docs/features-3d.md, "Ray Data"): the driver
+plans the units and writes the manifest and the index; each unfinished unit is a row that an actor holding
+the writer writes with :func:`lseg.jobs.engine.write_unit`, as one process does."""
 
 from __future__ import annotations
 

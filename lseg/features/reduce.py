@@ -46,10 +46,7 @@ class PCAFit:
 
     def update_map(self, fmap: torch.Tensor | np.ndarray) -> PCAFit:
         """Add every pixel of a (D, H, W) feature map (strip by strip, no full float64 copy)."""
-        flat = torch.as_tensor(fmap).flatten(1)
-        for i in range(0, flat.shape[1], STRIP_PIXELS):
-            self.update(flat[:, i : i + STRIP_PIXELS].T)
-        return self
+        return self.update(torch.as_tensor(fmap).flatten(1).T)
 
     def merge(self, other: PCAFit) -> PCAFit:
         """Add another fit's statistics."""

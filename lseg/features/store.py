@@ -4,9 +4,10 @@ into shards whose files do not depend on which process wrote them."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import torch
 import lseg
 from lseg.errors import LSegError
 from lseg.features.derived import reduce_store
+from lseg.features.options import VideoSampling
 from lseg.features.presets import FeatureExtractor, json_safe
 from lseg.features.reader import FORMAT, STORE_INDEX, STORE_MANIFEST, VERSION, FeatureStore, unit_record
 from lseg.inference.folder import weights_identity, weights_sha256
@@ -24,7 +26,7 @@ from lseg.io import Staged, atomic_write, iter_frames, load_image
 from lseg.jobs.engine import Report, Unit, Writer, run_job
 from lseg.jobs.inputs import Media, collect_media, read_record
 from lseg.jobs.records import digest
-from lseg.options import check_options, option
+from lseg.options import option
 
 __all__ = ["FeatureStore", "StoreSettings", "StoreUnit", "StoreWriter", "export_store", "finalize_store", "plan_units"]
 
@@ -47,28 +49,15 @@ class StoreUnit:
 def plan_units(inputs: Sequence[str | os.PathLike[str]], frames_per_shard: int,
                out: str | os.PathLike[str] | None = None) -> list[StoreUnit]:
     """Cut the inputs (sorted as :func:`lseg.jobs.inputs.collect_media`) into units."""
-    units: list[StoreUnit] = []
-    images: list[Media] = []
-
-    def flush() -> None:
-        if images:
-            units.append(StoreUnit(len(units), tuple(images)))
-            images.clear()
-
-    for item in collect_media(inputs, out=out):
-        if item.is_video:
-            flush()
-            units.append(StoreUnit(len(units), (item,)))
-        else:
-            images.append(item)
-            if len(images) == frames_per_shard:
-                flush()
-    flush()
-    return units
+    groups: list[list[Media]] = []
+    for is_video, run in itertools.groupby(collect_media(inputs, out=out), key=lambda m: m.is_video):
+        items, step = list(run), 1 if is_video else frames_per_shard
+        groups += [items[i : i + step] for i in range(0, len(items), step)]
+    return [StoreUnit(i, tuple(g)) for i, g in enumerate(groups)]
 
 
 @dataclass(frozen=True)
-class StoreSettings:
+class StoreSettings(VideoSampling):
     """How a store is cut into files and how videos are sampled."""
 
     fps: float | None = option(None, gt=0)
@@ -76,11 +65,6 @@ class StoreSettings:
     frames_per_shard: int = option(16, min=1)
     shard_bytes: int = option(512 << 20, min=1)
     batch_size: int = option(8, min=1)
-
-    def __post_init__(self) -> None:
-        check_options(self)
-        if self.fps is not None and self.every_n is not None:
-            raise LSegError("give fps or every_n for videos, not both")
 
 
 class StoreWriter(Writer):
@@ -91,11 +75,10 @@ class StoreWriter(Writer):
     unit_name = "unit"
 
     def __init__(self, inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
-                 description: Mapping[str, Any], model: Mapping[str, Any], extractor: FeatureExtractor | Any,
-                 settings: StoreSettings | None = None, checkpoint: str | None = None, overwrite: bool = False,
-                 write_manifest: bool = True, reduce: int | None = None) -> None:
-        """``description``: :func:`lseg.features.presets.describe`'s; ``model``: what identifies the
-        weights; ``extractor``: a :class:`FeatureExtractor` or a function building it."""
+                 description: Mapping[str, Any], model: Mapping[str, Any],
+                 extractor: FeatureExtractor | Callable[[], FeatureExtractor], settings: StoreSettings | None = None,
+                 checkpoint: str | None = None, overwrite: bool = False, write_manifest: bool = True,
+                 reduce: int | None = None) -> None:
         self.inputs, self.out = list(inputs), Path(out)
         self.description, self.model = json_safe(dict(description)), json_safe(dict(model))
         self.settings = settings or StoreSettings()
@@ -158,24 +141,25 @@ class StoreWriter(Writer):
             reduce_store(self.out, self.reduce, progress=False)
 
 
-def export_store(extractor: FeatureExtractor, inputs: Sequence[str | os.PathLike[str]],
-                 out_dir: str | os.PathLike[str], *, settings: StoreSettings | None = None,
-                 checkpoint: str | None = None, overwrite: bool = False, progress: bool = True,
-                 shard: tuple[int, int] | None = None, write_manifest: bool | None = None,
-                 reduce: int | None = None) -> Report:
+def export_store(extractor: FeatureExtractor | Callable[[], FeatureExtractor],
+                 inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *,
+                 settings: StoreSettings | None = None, checkpoint: str | None = None, overwrite: bool = False,
+                 progress: bool = True, shard: tuple[int, int] | None = None, write_manifest: bool | None = None,
+                 reduce: int | None = None, description: Mapping[str, Any] | None = None,
+                 model: Mapping[str, Any] | None = None) -> Report:
     """Write the feature maps of every image / sampled video frame under ``inputs`` into a store
     (``lseg features --format store``): ``checkpoint`` is recorded (what ``lseg query`` loads),
     ``shard`` and ``write_manifest`` are :func:`~lseg.features.export.export_features`'s, ``reduce``
-    fits a scene PCA once every unit is done. Returns this process's report."""
+    fits a scene PCA once every unit is done. ``extractor``: a :class:`FeatureExtractor`, or a function
+    building it once some unit is to be written (then ``description``, :func:`~lseg.features.presets.describe`'s, and ``model``,
+    what identifies the weights, are needed). Returns this process's report."""
     from lseg.features.export import job_part
 
     part, parts, write_manifest = job_part(shard, write_manifest)
-    model = weights_identity(extractor.model)
-    writer = StoreWriter(inputs, out_dir, description=extractor.describe(), model=model, extractor=extractor,
-                         settings=settings, checkpoint=checkpoint, overwrite=overwrite,
-                         write_manifest=write_manifest, reduce=reduce)
-    desc = "store" if parts == 1 else f"store {part + 1}/{parts}"
-    return run_job(writer, overwrite=overwrite, progress=progress, shard=(part, parts), desc=desc)
+    writer = StoreWriter(inputs, out_dir, description=description or extractor.describe(),
+                         model=model or weights_identity(extractor.model), extractor=extractor, settings=settings,
+                         checkpoint=checkpoint, overwrite=overwrite, write_manifest=write_manifest, reduce=reduce)
+    return run_job(writer, overwrite=overwrite, progress=progress, shard=(part, parts))
 
 
 def _unit_frames(unit: StoreUnit, settings: StoreSettings) -> Iterator[tuple[dict[str, Any], Any]]:
@@ -237,8 +221,7 @@ def _write_chunk(extractor: FeatureExtractor, path: Path, chunk: list[tuple[dict
                  settings: StoreSettings, resume: bool) -> None:
     from safetensors.numpy import save_file
 
-    keys = [r["key"] for r, _ in chunk]
-    if resume and path.is_file() and _shard_keys(path) == keys:
+    if resume and path.is_file() and _shard_keys(path) == [r["key"] for r, _ in chunk]:
         return  # a finished shard of an unfinished unit
     tensors: dict[str, np.ndarray] = {}
     for i in range(0, len(chunk), settings.batch_size):

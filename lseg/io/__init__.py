@@ -1,8 +1,5 @@
-"""Image / video input and atomic output: :func:`load_image` (:mod:`~lseg.io.images`, any pixels via
-:mod:`~lseg.io.pixels`), :func:`iter_frames`, input folders (:mod:`~lseg.io.files`) and every write
-(:mod:`~lseg.io.atomic`). Every input becomes one C-contiguous ``HxWx3 uint8 RGB`` array or one
-:class:`~lseg.errors.ImageLoadError` (docs/errors-and-limits.md).
-"""
+"""Image / video input (:func:`load_image`, :func:`iter_frames`, input folders: each input one ``HxWx3 uint8
+RGB`` array or one :class:`~lseg.errors.ImageLoadError`, docs/errors-and-limits.md) and atomic output."""
 
 from __future__ import annotations
 

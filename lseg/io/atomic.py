@@ -1,7 +1,6 @@
 """Atomic output: every file lseg writes goes through :func:`atomic_write` (or :func:`atomic_files`,
 :class:`Staged`), so a killed job never leaves a half-written output, only hidden temp files that
-:func:`remove_stale_temp_files` removes when a batch command starts.
-"""
+:func:`remove_stale_temp_files` removes when a batch command starts."""
 
 from __future__ import annotations
 
@@ -47,16 +46,13 @@ def hidden_sibling(target: Path, tail: str) -> Path:
     return target.with_name(f".{name}{tail}")
 
 
-def _temp_name(target: Path, suffix: str) -> Path:
-    return hidden_sibling(target, f".{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}.tmp{suffix}")
-
-
 def _temp_path_for(target: Path, keep_suffix: bool = True, folder: bool = False) -> tuple[Path, int]:
     """A new hidden temp file next to ``target``, its path and fd (``folder``: a folder, fd -1): mode
     0o666 less the umask, as ``open()`` gives, and ``target``'s suffix, for writers that pick the
     format by it (PIL)."""
+    suffix = target.suffix if keep_suffix and not folder else ""
     for _ in range(100):
-        tmp = _temp_name(target, target.suffix if keep_suffix and not folder else "")
+        tmp = hidden_sibling(target, f".{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}.tmp{suffix}")
         try:
             if folder:
                 tmp.mkdir()
@@ -93,15 +89,11 @@ def write_error(target: Path, e: OSError) -> OutputWriteError:
 def check_writable(folder: str | os.PathLike[str]) -> Path:
     """Create ``folder`` and a temp file in it, or :class:`OutputWriteError` (before any work is done)."""
     root = Path(os.fspath(folder)).expanduser()
-    try:
+    with _write_errors(root):
         root.mkdir(parents=True, exist_ok=True)
         tmp, fd = _temp_path_for(root / "write-test")
         os.close(fd)
         tmp.unlink()
-    except OSError as e:
-        if isinstance(e, OutputWriteError):
-            raise
-        raise write_error(root, e) from None
     return root
 
 
@@ -148,29 +140,22 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], object])
     """Write ``path`` atomically: ``writer(tmp)`` writes a hidden temp file next to it (same suffix),
     which then replaces ``path``; if ``writer`` raises, ``path`` is untouched. Returns ``path``; a
     refusal of the file system is an :class:`OutputWriteError`."""
-    with _replacing(path) as (target, tmp, fd):
-        mode = os.fstat(fd).st_mode & 0o777  # 0o666 less the umask, as a plain open() gives
-        os.close(fd)
-        writer(tmp)
-        if os.stat(tmp).st_mode & 0o777 != mode:  # a writer that replaced the file (safetensors: 0600)
-            os.chmod(tmp, mode)
-    return target
-
-
-@contextlib.contextmanager
-def _replacing(path: str | os.PathLike[str]) -> Iterator[tuple[Path, Path, int]]:
-    """``(target, temp file, its fd)``; the temp file replaces ``target`` when the block completes."""
     target = Path(os.fspath(path)).expanduser()
     with _write_errors(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp, fd = _temp_path_for(target)
         try:
-            yield target, tmp, fd
+            mode = os.fstat(fd).st_mode & 0o777  # 0o666 less the umask, as a plain open() gives
+            os.close(fd)
+            writer(tmp)
+            if os.stat(tmp).st_mode & 0o777 != mode:  # a writer that replaced the file (safetensors: 0600)
+                os.chmod(tmp, mode)
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
             raise
+    return target
 
 
 #: errnos of ``link()`` on file systems without hard links (FAT, some FUSE and SMB mounts).
@@ -242,38 +227,29 @@ def atomic_files(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 class Staged:
-    """Files of one unit of work that must appear together: :meth:`path` / :meth:`write` a temp file
-    for each, :meth:`commit` moves them all into place (in that order), :meth:`discard` removes them."""
+    """Files of one unit of work that must appear together: :meth:`write` a temp file for each,
+    :meth:`commit` moves them all into place (in that order), :meth:`discard` removes them."""
 
     def __init__(self) -> None:
         self._temps: list[tuple[Path, Path]] = []
 
-    def path(self, target: str | os.PathLike[str]) -> Path:
-        """A fresh temp file for ``target`` (its folder created), to be written completely."""
+    def write(self, target: str | os.PathLike[str], writer: Callable[[Path], object]) -> Path:
+        """``writer(temp file)`` for ``target`` (its folder created); a file-system error names ``target``."""
         final = Path(os.fspath(target))
         with _write_errors(final):
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp, fd = _temp_path_for(final)
             os.close(fd)
-        self._temps.append((tmp, final))
-        return tmp
-
-    def write(self, target: str | os.PathLike[str], writer: Callable[[Path], object]) -> Path:
-        """``writer(temp file)`` for ``target``; a file-system error names ``target``."""
-        tmp = self.path(target)
-        with _write_errors(Path(os.fspath(target))):
+            self._temps.append((tmp, final))
             writer(tmp)
         return tmp
 
-    def commit(self) -> list[Path]:
-        """Move every staged file into place; returns the targets."""
-        done = []
+    def commit(self) -> None:
+        """Move every staged file into place."""
         for tmp, final in self._temps:
             with _write_errors(final):
                 os.replace(tmp, final)
-            done.append(final)
         self._temps.clear()
-        return done
 
     def discard(self) -> None:
         for tmp, _ in self._temps:

@@ -28,8 +28,7 @@ def walk_files(
 ) -> list[Path]:
     """Every non-hidden entry under ``folder`` that is not a folder, sorted by path components, as
     docs/errors-and-limits.md ("Folders") says: symlinked folders followed once, ``exclude`` (a job's
-    output) left out; :class:`ImageLoadError` for a missing ``folder`` or an unreadable one under it.
-    """
+    output) left out; :class:`ImageLoadError` for a missing ``folder`` or an unreadable one under it."""
     root = Path(os.fspath(folder)).expanduser()
     if not root.exists():
         raise ImageLoadError(f"image folder not found: '{root}'; check the path")

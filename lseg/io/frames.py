@@ -35,8 +35,7 @@ def iter_frames(path: str | os.PathLike[str], *, every_n: int | None = None, fps
     :data:`IMAGE_EXTENSIONS`, via Pillow; a still image is one frame) or a video (PyAV; turned upright),
     keeping frames ``0, n, 2n, ...`` (``every_n``) or the first of each ``1/fps`` seconds of media time
     (``fps``), or all. The index counts skipped frames; GIF/WebP times add up the durations (a missing
-    one 100 ms). :class:`ImageLoadError` for an unreadable file, also mid-iteration.
-    """
+    one 100 ms). :class:`ImageLoadError` for an unreadable file, also mid-iteration."""
     if every_n is not None and fps is not None:
         raise ValueError("iter_frames: give every_n or fps, not both")
     if every_n is not None and (isinstance(every_n, bool) or not isinstance(every_n, (int, np.integer))

@@ -1,7 +1,6 @@
 """Decoding images: :func:`load_image` turns any supported input into one ``HxWx3 uint8 RGB`` array. Paths
 are opened without ever blocking, ``max_pixels`` is checked from the header (no global Pillow state
-changed), JPEG streams are checked for corruption; every failure is one :class:`ImageLoadError`.
-"""
+changed), JPEG streams are checked for corruption; every failure is one :class:`ImageLoadError`."""
 
 from __future__ import annotations
 
@@ -54,8 +53,7 @@ def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
     read from its position, a PIL image, a numpy array or a torch tensor) as a new C-contiguous
     ``HxWx3 uint8 RGB`` array, alpha composited onto :data:`ALPHA_BACKGROUND`. ``max_pixels`` (``H * W``,
     checked from the header; ``None``: no limit) and ``frame`` (of a multi-frame file) as documented
-    there; :class:`ImageLoadError` for any unusable input, ``TypeError`` for a source of another type.
-    """
+    there; :class:`ImageLoadError` for any unusable input, ``TypeError`` for a source of another type."""
     if max_pixels is not None and (isinstance(max_pixels, bool) or int(max_pixels) != max_pixels
                                    or max_pixels < 1):
         raise ValueError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
@@ -87,9 +85,7 @@ def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
 
 
 def _load_path(path: str | os.PathLike[str], *, max_pixels: int | None, frame: int) -> np.ndarray:
-    text = os.fspath(path)
-    if isinstance(text, bytes):  # os.PathLike[bytes]
-        text = os.fsdecode(text)
+    text = os.fsdecode(path)  # os.PathLike[bytes] too
     if text.startswith(("http://", "https://", "ftp://")):
         raise ImageLoadError(f"cannot load image '{text}': URLs are not supported; download the file "
                              "first and pass its local path")
@@ -115,12 +111,13 @@ def _open_regular(p: Path, doing: str) -> IO[bytes]:
     except PermissionError:
         raise ImageLoadError(f"{doing} '{p}': permission denied; check the file's read permissions") from None
     except (OSError, ValueError) as e:  # ValueError: embedded NUL byte; ENXIO: a socket
-        kind = _special_kind(p)
+        kind = None
+        with contextlib.suppress(OSError, ValueError):
+            kind = _SPECIAL_FILES.get(stat.S_IFMT(os.stat(p).st_mode))
         if kind is not None:
             raise ImageLoadError(f"{doing} '{p}': it is {kind}, not a regular file; pass an image "
                                  "file") from None
-        raise ImageLoadError(f"{doing} '{p}': cannot open the file ({one_line(e)}); "
-                             "check the path") from None
+        raise ImageLoadError(f"{doing} '{p}': cannot open the file ({one_line(e)}); check the path") from None
     mode = os.fstat(fd).st_mode
     if stat.S_ISREG(mode):
         return os.fdopen(fd, "rb")
@@ -130,14 +127,6 @@ def _open_regular(p: Path, doing: str) -> IO[bytes]:
                              "use list_images() to find the images inside it")
     kind = _SPECIAL_FILES.get(stat.S_IFMT(mode), "not a regular file")
     raise ImageLoadError(f"{doing} '{p}': it is {kind}, not a regular file; pass an image file")
-
-
-def _special_kind(p: Path) -> str | None:
-    """``a FIFO (named pipe)`` etc. if ``p`` is such a file, else None."""
-    try:
-        return _SPECIAL_FILES.get(stat.S_IFMT(os.stat(p).st_mode))
-    except (OSError, ValueError):
-        return None
 
 
 def _load_file_object(f: IO[Any], *, max_pixels: int | None, frame: int) -> np.ndarray:
@@ -305,11 +294,10 @@ def _check_pixels(size: tuple[int, int], name: str, max_pixels: int | None) -> N
     if w < 1 or h < 1:
         raise ImageLoadError(f"cannot load image '{name}': it has size {w}x{h} (no pixels); re-export it")
     if max_pixels is not None and w * h > max_pixels:
-        mb = 3 * w * h / 1e6
         raise ImageLoadError(
             f"image '{name}' is {w}x{h} = {w * h / 1e6:.1f} M pixels, above max_pixels={max_pixels} "
-            f"(it would need ~{mb:.0f} MB as HxWx3 uint8); downscale it, or pass a larger max_pixels "
-            "(None = no limit) if the file is trusted")
+            f"(it would need ~{3 * w * h / 1e6:.0f} MB as HxWx3 uint8); downscale it, or pass a larger "
+            "max_pixels (None = no limit) if the file is trusted")
 
 
 def _pil_to_rgb(im: Image.Image, name: str, *, max_pixels: int | None = None) -> np.ndarray:

@@ -28,8 +28,7 @@ def _convert_mode(im: Image.Image, name: str) -> np.ndarray:
     out = np.empty((h, w, 3), dtype=np.uint8)
     rows = max(1, _STRIP_PIXELS // w)
     for y0 in range(0, h, rows):
-        y1 = min(h, y0 + rows)
-        out[y0:y1] = _convert_whole(im.crop((0, y0, w, y1)), name)
+        out[y0 : y0 + rows] = _convert_whole(im.crop((0, y0, w, min(h, y0 + rows))), name)
     return out
 
 

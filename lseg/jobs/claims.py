@@ -26,19 +26,16 @@ _SUFFIX = ".claim"
 
 
 def _read_file(path: Path) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError:
-        return ""
+    with contextlib.suppress(OSError):
+        return path.read_text(encoding="utf-8")
+    return ""
 
 
 def _host() -> str:
     """Host name and pid namespace: pids compare only within one (containers share host names)."""
-    try:
+    namespace = 0
+    with contextlib.suppress(OSError):
         namespace = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        namespace = 0
     return f"{socket.gethostname()}/{namespace}"
 
 
@@ -51,25 +48,16 @@ def _start_time(pid: int) -> str | None:
     return f"{_read_file(Path('/proc/sys/kernel/random/boot_id')).strip()}:{fields[19]}"  # field 22: starttime
 
 
-def _alive(pid: int, start: str | None) -> bool:
-    """``pid`` exists and is the process that started at ``start`` (not a reuse of its number)."""
-    if not pid_exists(pid):
-        return False
-    now = _start_time(pid)
-    return start is None or now is None or now == start
-
-
 def _stale(path: Path, content: str, host: str) -> bool:
     try:
         age = time.time() - os.stat(path).st_mtime
     except FileNotFoundError:
         return False  # released meanwhile: the caller tries again
-    try:
+    with contextlib.suppress(ValueError, KeyError, TypeError):  # garbage, or (no hard links) not yet filled
         info = json.loads(content)
-        if info["host"] == host:
-            return not _alive(int(info["pid"]), info.get("start"))
-    except (ValueError, KeyError, TypeError):  # garbage, or (without hard links) not yet filled
-        pass
+        if info["host"] == host:  # stale unless its process (not a reuse of its pid) is alive
+            pid, start = int(info["pid"]), info.get("start")
+            return not (pid_exists(pid) and (start is None or _start_time(pid) in (None, start)))
     return age > STALE_AFTER
 
 
@@ -116,7 +104,10 @@ class ClaimSet(contextlib.AbstractContextManager):
                 raise write_error(target, e) from None
             if created:
                 self._held[target] = (path, mine)
-                self._start_heartbeat()
+                if self._thread is None and self._heartbeat > 0:
+                    self._stop.clear()
+                    self._thread = threading.Thread(target=self._beat, name="lseg-claims", daemon=True)
+                    self._thread.start()
                 return True
             content = _read_file(path)
             if not _stale(path, content, self._host):
@@ -141,12 +132,6 @@ class ClaimSet(contextlib.AbstractContextManager):
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-
-    def _start_heartbeat(self) -> None:
-        if self._thread is None and self._heartbeat > 0:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._beat, name="lseg-claims", daemon=True)
-            self._thread.start()
 
     def _beat(self) -> None:
         while not self._stop.wait(self._heartbeat):

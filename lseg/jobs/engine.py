@@ -179,9 +179,11 @@ def _targets_now(unit: Unit) -> list[Path]:
 
 def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, shard: tuple[int, int] = (0, 1),
             desc: str | None = None) -> Report:
-    """Run ``writer``'s units of shard ``k`` of ``M`` (``units[k::M]``); a unit that fails is listed in
-    the report, a full disk or read-only file system stops the job. Raises :class:`LSegError` for bad
-    inputs, output clashes, another job with other settings, an unwritable folder."""
+    """Run ``writer``'s units of shard ``k`` of ``M`` (``units[k::M]``; the progress bar ``desc``, by default
+    ``<kind> k+1/M``); a unit that fails is listed in the report, a full disk or read-only file system stops
+    the job. Raises :class:`LSegError` for bad inputs, output clashes, another job with other settings, an
+    unwritable folder."""
+    desc = desc or (writer.kind if shard[1] == 1 else f"{writer.kind} {shard[0] + 1}/{shard[1]}")
     report = Report()
     mine, todo, recipe = pending_units(writer, overwrite, report, shard)
     key = digest(recipe)
@@ -200,7 +202,7 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
         with ClaimSet() as claims:
             hold_recipe(claims, out, key, "write")
             writer.setup()
-            bar = progress_bar(total=len(mine), initial=len(mine) - len(todo), desc=desc or writer.kind,
+            bar = progress_bar(total=len(mine), initial=len(mine) - len(todo), desc=desc,
                                unit=writer.unit_name, disable=not progress)
             for unit, result in writer.compute(_claimed(todo, claims, recipe, overwrite, report, bar)):
                 try:

@@ -51,27 +51,22 @@ def recorded_outputs(folder: Path, filenames: Iterable[str]) -> set[str]:
     return out
 
 
-def _walk(root: Path, suffixes: set[str], exclude: Path | None) -> list[Path]:
-    files = walk_files(root, exclude=exclude)
-    names: dict[Path, list[str]] = {}
-    for f in files:
-        names.setdefault(f.parent, []).append(f.name)
-    outputs = {folder: recorded_outputs(folder, fns) for folder, fns in names.items()}
-    found = [f for f in files if f.suffix.lower() in suffixes and f.name not in outputs[f.parent]]
-    return sorted(found, key=lambda q: q.relative_to(root).parts)
-
-
 def collect(inputs: Sequence[str | os.PathLike[str]], suffixes: Iterable[str],
             out: str | os.PathLike[str] | None = None) -> list[tuple[Path, Path]]:
     """Files and folders -> ``(file, output stem relative to OUT)`` pairs, folders' files sorted;
     :class:`LSegError` for an input that does not exist or is a recorded lseg output."""
     wanted = {s.lower() for s in suffixes}
-    exclude = Path(out) if out is not None else None
     pairs: list[tuple[Path, Path]] = []
     for item in inputs:
         p = Path(item).expanduser()
         if p.is_dir():
-            pairs += [(f, f.relative_to(p).with_suffix("")) for f in _walk(p, wanted, exclude)]
+            files = walk_files(p, exclude=out)  # sorted by path components
+            names: dict[Path, list[str]] = {}
+            for f in files:
+                names.setdefault(f.parent, []).append(f.name)
+            outputs = {folder: recorded_outputs(folder, fns) for folder, fns in names.items()}
+            pairs += [(f, f.relative_to(p).with_suffix("")) for f in files
+                      if f.suffix.lower() in wanted and f.name not in outputs[f.parent]]
         elif p.exists():  # a FIFO or device too: the loader refuses it (without blocking), as a failed input
             if p.is_file() and p.name in recorded_outputs(p.parent, os.listdir(p.parent)):
                 raise LSegError(f"{p} is an output of an earlier lseg run (see the .json record next to it), "

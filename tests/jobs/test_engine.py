@@ -120,7 +120,7 @@ class _Stops(Writer):
         return unit.source.name
 
     def write(self, unit: Unit, result: str, staged: Staged) -> dict:
-        staged.path(unit.targets[0]).write_text(result)
+        staged.write(unit.targets[0], lambda p: p.write_text(result))
         return {}
 
 
