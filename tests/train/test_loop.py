@@ -282,7 +282,10 @@ def test_zero_shot_recipe_raises_held_out_miou(recipe: str, hsn: dict[str, Path]
     assert "finished" in capsys.readouterr().err
     after = evaluate(lseg.load_model(out / "model"), ecfg)["mean"]["miou"]
     print(f"{recipe}: held-out zero-shot mIoU {before:.1f} -> {after:.1f}")
-    # Observed on a 2-core CPU: PASCAL-5i 19.5 -> 80.9, COCO-20i 17.8 -> 74.1, FSS-1000 18.5 -> 54.3.
+    # Observed on a 2-core CPU (2026-12-05): PASCAL-5i 19.5 -> 59.1, COCO-20i 17.8 -> 74.6, FSS-1000 18.5 -> 54.1.
+    # The held-out labels are embedded by a random text tower, so the result is noisy: multiplying its
+    # token embedding by (1 + 5e-4 noise) moved PASCAL-5i to 72.9, 56.6 and 28.1 (three seeds). A change
+    # of numerics can fail this without a regression: try a few perturbations before believing it.
     assert after >= 45.0 and after - before >= 25.0, (before, after)
     if benchmark != "fss1000":  # validated every epoch on the held-out fold; top 3 kept
         best = sorted((out / "checkpoints").glob("best-*.ckpt"))
