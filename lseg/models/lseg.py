@@ -108,7 +108,7 @@ class LSeg(nn.Module):
         if numerics is not None:
             if numerics not in NUMERICS:
                 raise ConfigError(f"numerics must be one of {', '.join(NUMERICS)}, got {numerics!r}")
-            if numerics == "reference" and (self.dtype != torch.float32 or self.precision == "int8"):
+            if numerics == "reference" and self.precision != "fp32":
                 raise ConfigError(
                     f"reference numerics need the fp32 weights, but the image path is stored in {self.precision} "
                     "(rounded for good): load the model again"
@@ -145,6 +145,9 @@ class LSeg(nn.Module):
         ``reference`` numerics), in place and lossy (going back to fp32 keeps the rounding). Returns ``self``."""
         chosen = "fp32" if self.reference_numerics else prec.resolve_precision(precision, self.device)
         int8 = chosen == "int8"
+        if int8 and not isinstance(self.backbone, ViTBackbone):
+            raise ConfigError("precision int8 quantises a ViT's linear layers; this network's ResNet trunk has "
+                              "none: use auto or fp32")
         prec.quantize_linears(self.backbone, False)  # int8 layers back to fp32 ones (their rounding kept)
         stored = prec.resolve_precision("auto", self.device) if int8 else chosen
         prec.store_image_path((self.backbone, self.decoder, self.pixel_proj), prec.DTYPES[stored])

@@ -384,6 +384,14 @@ def test_int8_model_agrees_with_fp32_and_leaves_the_callers_model_alone(photo, t
     assert not any(isinstance(m, prec.Int8Linear) for m in int8.model.modules())
 
 
+@needs_int8
+def test_int8_is_refused_for_a_resnet_network_which_has_no_linear_layers():
+    model = lseg.create_model("lseg_tiny_test_rn")
+    with pytest.raises(ConfigError, match="ResNet trunk has none"):
+        model.set_precision("int8")
+    assert model.precision == "fp32"  # refused before anything was cast
+
+
 def test_int8_is_refused_off_the_cpu_in_one_line():
     with pytest.raises(ConfigError, match="int8 runs on a CPU, not on cuda"):
         prec.resolve_precision("int8", "cuda")
