@@ -128,12 +128,13 @@ class _Uint16Dataset(SegmentationDataset):
     label file replacing the shipped names."""
 
     ignore_index = 65535
+    name = ""  #: the benchmark's name, for messages
 
     def __init__(self, records: list[SampleRecord], shipped: list[str], labels_file: str | Path | None,
                  transform: JointTransform | None) -> None:
         labels = shipped if labels_file is None else load_label_file(labels_file)
         if len(labels) != len(shipped):
-            raise DatasetError(f"{type(self).__name__} needs {len(shipped)} labels, {labels_file} has {len(labels)}")
+            raise DatasetError(f"{self.name} needs {len(shipped)} labels, {labels_file} has {len(labels)}")
         lut = build_lut({v: v for v in range(len(shipped))}, size=65536, default=self.ignore_index)
         super().__init__(records, labels, lut, transform)
 
@@ -142,12 +143,14 @@ class PascalContext459(_Uint16Dataset):
     """PASCAL-Context, 459 classes, val only (detectron2 ``annotations_detectron2/pc459_val``, ``.tif``
     or ``.png``): stored ``v`` is class ``v``; ignore 65535."""
 
+    name = "PASCAL-Context-459"
+
     def __init__(self, root: str | Path, split: Literal["val"] = "val",
                  transform: JointTransform | None = None, labels_file: str | Path | None = None) -> None:
         _check_split(split, ("val",))
         root = descend(descend(Path(root), "VOCdevkit"), "VOC2010")
         image_dir = require(root / "JPEGImages", "PASCAL-Context images")
-        mask_dir = require(root / "annotations_detectron2" / "pc459_val", "PASCAL-Context-459 masks")
+        mask_dir = require(root / "annotations_detectron2" / "pc459_val", f"{self.name} masks")
         suffix = ".tif" if any(mask_dir.glob("*.tif")) else ".png"
         records = pair_by_stem(image_dir, mask_dir, None, (".jpg",), suffix)
         super().__init__(records, pascal_context_labels(459), labels_file, transform)
@@ -157,13 +160,15 @@ class ADE20K847(_Uint16Dataset):
     """ADE20K-Full (ADE-847, detectron2 layout; ``root``: ``ADE20K_2021_17_01`` or its parent), 847
     classes: stored ``v`` is class ``v`` of :func:`lseg.data.ade20k_847_labels`; ignore 65535."""
 
+    name = "ADE-847"
+
     def __init__(self, root: str | Path, split: Split = "val", transform: JointTransform | None = None,
                  labels_file: str | Path | None = None) -> None:
         _check_split(split)
         root = descend(Path(root), "ADE20K_2021_17_01")
         sub = "training" if split == "train" else "validation"
-        image_dir = require(root / "images_detectron2" / sub, "ADE-847 images")
-        mask_dir = require(root / "annotations_detectron2" / sub, "ADE-847 masks")
+        image_dir = require(root / "images_detectron2" / sub, f"{self.name} images")
+        mask_dir = require(root / "annotations_detectron2" / sub, f"{self.name} masks")
         records = pair_by_stem(image_dir, mask_dir, None, (".jpg",), ".tif")
         super().__init__(records, ade20k_847_labels(), labels_file, transform)
 

@@ -148,7 +148,7 @@ def test_pascal_context459_uint16(tmp_path, files):
     labels.write_text("\n".join(f"c{i}" for i in range(459)))
     assert PascalContext459(root, labels_file=labels).labels[3] == "c3"
     labels.write_text("a\nb\n")
-    with pytest.raises(DatasetError, match="459"):
+    with pytest.raises(DatasetError, match="PASCAL-Context-459 needs 459 labels"):
         PascalContext459(root, labels_file=labels)
 
 
@@ -284,7 +284,7 @@ def test_ade847_reader(tmp_path, files):
     labels.write_text("\n".join(f"c{i}" for i in range(847)))
     assert ADE20K847(root, labels_file=labels).labels[846] == "c846"
     labels.write_text("a\nb\n")
-    with pytest.raises(DatasetError, match="847"):
+    with pytest.raises(DatasetError, match="ADE-847 needs 847 labels"):
         ADE20K847(root, labels_file=labels)
     with pytest.raises(DatasetError, match="split"):
         ADE20K847(root, split="test")  # type: ignore[arg-type]
