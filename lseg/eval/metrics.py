@@ -40,8 +40,9 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     if bool(bad.any()):
         for name, t in (("target", target), ("pred", pred)):
             wrong = t[keep & ((t < 0) | (t >= num_classes))]
-            if wrong.numel():
-                raise ValueError(f"{name} holds {int(wrong[0])}, outside 0..{num_classes - 1} (ignore_index={ignore_index})")
+            if wrong.numel():  # the most negative value, else the largest
+                value = int(wrong.min()) if int(wrong.min()) < 0 else int(wrong.max())
+                raise ValueError(f"{name} holds {value}, outside 0..{num_classes - 1} (ignore_index={ignore_index})")
     n = num_classes * num_classes
     index = torch.where(keep, target * num_classes + pred, n)
     counts = torch.zeros(n + 1, dtype=torch.int64, device=target.device)

@@ -44,6 +44,11 @@ def test_confusion_matrix_rejects_bad_values():
         confusion_matrix(torch.where(TARGET == 1, 5, PRED), TARGET, 4)
     with pytest.raises(ValueError, match="shape"):
         confusion_matrix(PRED[:1], TARGET, 4)
+    # several bad values: the most negative is named, else the largest
+    with pytest.raises(ValueError, match="target holds -1,"):
+        confusion_matrix(torch.tensor([0, 0, 0]), torch.tensor([5, -1, 7]), 4)
+    with pytest.raises(ValueError, match="target holds 7,"):
+        confusion_matrix(torch.tensor([0, 0, 0]), torch.tensor([5, 1, 7]), 4)
     # ignore_index=None counts every pixel (so the 255 targets are now out of range)
     with pytest.raises(ValueError, match="target holds 255"):
         confusion_matrix(PRED, TARGET, 4, ignore_index=None)
