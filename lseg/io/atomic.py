@@ -60,7 +60,8 @@ def _temp_path_for(target: Path, keep_suffix: bool = True, folder: bool = False)
             return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             continue
-    raise FileExistsError(f"could not create a temporary {'folder' if folder else 'file'} next to '{target}'")
+    raise FileExistsError(errno.EEXIST, f"could not create a temporary {'folder' if folder else 'file'} next to it",
+                          str(target))  # with its errno, so that every caller reports it as a write error
 
 
 _NO_PERMISSION = "no permission to write there: fix the folder's permissions or write to another folder"

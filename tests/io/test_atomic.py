@@ -40,6 +40,7 @@ from lseg.errors import ImageLoadError, OutputWriteError
 from lseg.io import (
     atomic_files,
     atomic_write,
+    check_writable,
     iter_frames,
     list_images,
     load_image,
@@ -454,3 +455,17 @@ def test_a_writer_that_replaces_its_file_still_gets_the_umask_mode(tmp_path):
     plain = tmp_path / "plain.txt"
     plain.write_text("x")  # open(): 0o666 less the umask
     assert stat.S_IMODE(target.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+
+
+def test_no_free_temp_name_is_a_write_error_everywhere(tmp_path, monkeypatch):
+    """Every temp name taken (100 tries) is reported as a write error by every caller, not a bare
+    FileExistsError (a traceback from the command line)."""
+    from lseg.io import atomic
+
+    taken = tmp_path / ".taken"
+    taken.touch()
+    monkeypatch.setattr(atomic, "hidden_sibling", lambda target, tail: taken)
+    with pytest.raises(OutputWriteError, match="could not create a temporary file next to it"):
+        check_writable(tmp_path)
+    with pytest.raises(OutputWriteError, match="could not create a temporary file next to it"):
+        atomic_write(tmp_path / "a.txt", lambda p: p.write_text("x"))
