@@ -9,6 +9,7 @@ import shutil
 import tempfile
 import time
 import uuid
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,9 +75,9 @@ class SegmentDemo:
         DemoOptions(max_upload_mb=max_upload_mb, max_labels=max_labels)  # the checks of `lseg demo`
         self.predictor, self.max_upload_mb, self.max_labels = predictor, max_upload_mb, max_labels
         self.max_pixels, self.max_display_side = max_pixels, max_display_side
-        # the default folder goes with this object (or at exit), so servers and tests leave none behind
-        self._own_dir = tempfile.TemporaryDirectory(prefix="lseg-demo-") if out_dir is None else None
-        self.out_dir = Path(out_dir if self._own_dir is None else self._own_dir.name)
+        self.out_dir = Path(tempfile.mkdtemp(prefix="lseg-demo-") if out_dir is None else out_dir)
+        if out_dir is None:  # removed with this object (or at exit), quietly: servers and tests leave none behind
+            weakref.finalize(self, shutil.rmtree, self.out_dir, ignore_errors=True)
         self._recent: deque[Path] = deque()
 
     def run(self, image: str | os.PathLike[str] | None, labels: str | None) -> DemoOutput:
