@@ -117,8 +117,10 @@ def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """numpy (K, h, w) -> (K, size[0], size[1]), bilinear align_corners=True (as :func:`resize`)."""
     if x.shape[1:] == tuple(size):
         return x
-    whole = max(3, x.shape[0]) * size[0] * size[1]  # one strip
-    return next(_resized_row_strips(x, tuple(size), whole))[2]
+    ylo, yhi, ty = axis_weights(x.shape[1], size[0])
+    xlo, xhi, tx = axis_weights(x.shape[2], size[1])
+    rows = x[:, ylo] * (1 - ty)[None, :, None] + x[:, yhi] * ty[None, :, None]
+    return rows[:, :, xlo] * (1 - tx) + rows[:, :, xhi] * tx
 
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
