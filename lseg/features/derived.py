@@ -85,7 +85,7 @@ def reduce_store(path: str | os.PathLike[str], k: int, *, overwrite: bool = Fals
     """``lseg store reduce`` in Python (:class:`ReduceWriter`)."""
     store = FeatureStore(path)
     writer = ReduceWriter(store, k, overwrite, progress)
-    return run_job(writer, overwrite=overwrite, progress=progress, desc="reduce")
+    return run_job(writer, overwrite=overwrite, progress=progress)
 
 
 class LayoutWriter(Writer):

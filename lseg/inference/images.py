@@ -12,7 +12,7 @@ from lseg.geometry import resize_rgb, working_size
 from lseg.inference.results import PreparedImage
 from lseg.io import DEFAULT_MAX_PIXELS, load_image
 
-__all__ = ["images_per_forward", "prepare_image"]
+__all__ = ["images_per_forward", "prepare_image", "rgb_pixels"]
 
 
 def _decoded_if_stream(image: Any) -> Any:

@@ -19,7 +19,7 @@ from lseg.errors import OutputWriteError, one_line
 
 __all__ = [
     "NAME_MAX", "Staged", "atomic_files", "atomic_write", "check_writable", "create_exclusive",
-    "hidden_sibling", "remove_stale_temp_files", "write_error",
+    "hidden_sibling", "pid_exists", "remove_stale_temp_files", "write_error",
 ]
 
 # Temp names: ``.<name>.<host hash>-<pid>-<random>.tmp<suffix>``: leftovers of killed processes are known.
