@@ -202,6 +202,8 @@ def export_features(predictor: LSegPredictor | Callable[[], LSegPredictor],
 
     FeaturesOptions(out=str(out_dir), dtype=dtype, fps=fps, every_n=every_n,  # type: ignore[arg-type]
                     resolution=resolution if isinstance(resolution, str) else None)
+    if not hasattr(predictor, "model") and (recipe is None or model_id is None):
+        raise TypeError("export_features: a function building the predictor needs model_id and recipe")
     part, parts, write_manifest = job_part(shard, write_manifest)
     if recipe is None:
         recipe = {"size": predictor.size, "crop_size": predictor.crop_size, "stride": predictor.stride,

@@ -155,6 +155,8 @@ def export_store(extractor: FeatureExtractor | Callable[[], FeatureExtractor],
     what identifies the weights, are needed). Returns this process's report."""
     from lseg.features.export import job_part
 
+    if not hasattr(extractor, "model") and (description is None or model is None):
+        raise TypeError("export_store: a function building the extractor needs description and model")
     part, parts, write_manifest = job_part(shard, write_manifest)
     writer = StoreWriter(inputs, out_dir, description=description or extractor.describe(),
                          model=model or weights_identity(extractor.model), extractor=extractor, settings=settings,

@@ -138,3 +138,15 @@ def test_same_stem_is_an_error(tmp_path: Path) -> None:
     Image.new("RGB", (8, 8)).save(tmp_path / "a.jpg")
     with pytest.raises(lseg.LSegError, match="would both write a.npy"):
         collect_media([tmp_path])
+
+
+def test_a_predictor_factory_needs_what_identifies_the_run(tmp_path: Path) -> None:
+    """A function building the model later cannot say its recipe or weights: refused in one line
+    before any work, instead of an AttributeError on the function."""
+    from lseg.features.store import export_store
+
+    with pytest.raises(TypeError, match="needs model_id and recipe"):
+        export_features(lambda: None, [tmp_path], tmp_path / "out", recipe={"size": 64})
+    with pytest.raises(TypeError, match="needs description and model"):
+        export_store(lambda: None, [tmp_path], tmp_path / "store", model={"name": "x"})
+    assert not (tmp_path / "out").exists() and not (tmp_path / "store").exists()
