@@ -116,11 +116,13 @@ def test_load_official_lightning_ckpt_strictly(tmp_path):
     torch.testing.assert_close(
         model.decoder.fusion[3].rcu.conv1.weight, sd["net.scratch.refinenet4.resConfUnit2.conv1.weight"]
     )
-    # fp16 CLIP matrices load losslessly, fp32 embeddings stay fp32
+    # fp16 CLIP matrices and token embedding load losslessly, the positional embedding stays fp32
     w = model.text_encoder.model.transformer.resblocks[0].attn.in_proj_weight
     assert w.dtype == torch.float16
     assert torch.equal(w, sd["net.clip_pretrained.transformer.resblocks.0.attn.in_proj_weight"])
-    assert model.text_encoder.model.token_embedding.weight.dtype == torch.float32
+    tok = model.text_encoder.model.token_embedding.weight
+    assert tok.dtype == torch.float16 and torch.equal(tok.float(), sd["net.clip_pretrained.token_embedding.weight"])
+    assert model.text_encoder.model.positional_embedding.dtype == torch.float32
 
 
 def test_spatial_block_checkpoint_needs_arch_option(tmp_path):

@@ -39,8 +39,12 @@ CLIP_DIMS = {
 
 
 def make_clip(dims: dict) -> CLIP:
-    """OpenAI's CLIP with the fp16 weights ``clip.load(..., device="cuda", jit=False)`` returns."""
+    """OpenAI's CLIP with the weights ``clip.load(..., device="cuda", jit=False)`` returns: OpenAI's
+    files hold fp16 tensors, so every value is fp16-representable, also in the parameters (embeddings,
+    LayerNorms) that ``convert_weights`` leaves fp32."""
     model = CLIP(**dims)
+    for p in model.parameters():
+        p.data = p.data.half().float()
     convert_weights(model)
     return model
 

