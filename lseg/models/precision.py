@@ -102,8 +102,10 @@ class Int8Linear(nn.Module):
             self._packed = torch.ops.onednn.qlinear_prepack(self.weight_int8, None)
         flat = x.reshape(-1, self.in_features)
         scale = flat.abs().amax().float().clamp_min(1e-12) / 127
-        # uint8 around 128, as oneDNN's x86 int8 path expects activations (int8 ones can hang its first call)
-        q = (flat.float() / scale).round_().clamp_(-127, 127).add_(128).to(torch.uint8)  # rounded in fp32
+        # uint8 around 128, as oneDNN's x86 int8 path expects activations (int8 ones can hang its first call);
+        # rounded in fp32 in one copy (never in the caller's tensor), in place: each temporary of this size
+        # is a fresh mmap (page faults) when the allocator is tuned. |x| / scale <= 127, so no clamp.
+        q = flat.to(torch.float32, copy=True).mul_(1 / scale).round_().add_(128).to(torch.uint8)
         bias = None if self.bias is None else self.bias.to(x.dtype)
         y = torch.ops.onednn.qlinear_pointwise.tensor(
             q, scale, _ACTIVATION_ZERO, self._packed, self.weight_scale, self.weight_zero,

@@ -350,9 +350,11 @@ def test_int8_linear_is_close_to_the_layer_it_replaces(dtype):
     torch.manual_seed(0)
     linear = torch.nn.Linear(64, 96)
     x = torch.randn(2, 33, 64)
+    x_in = x.to(dtype)
     with torch.inference_mode():
-        y = prec.Int8Linear(linear)(x.to(dtype))
+        y = prec.Int8Linear(linear)(x_in)
         ref = linear(x)
+    assert torch.equal(x_in, x.to(dtype))  # quantised in a copy, never in the caller's tensor
     assert y.dtype == dtype and y.shape == ref.shape
     assert ((y.float() - ref).norm() / ref.norm()) < 0.03
     back = prec.Int8Linear(linear).to_linear()  # the fp32 layer the int8 weights stand for
