@@ -81,25 +81,40 @@ _ACTIVATION_ZERO = torch.tensor(128)
 
 class Int8Linear(nn.Module):
     """A linear layer on oneDNN's int8 kernels for inference: int8 weights with one scale per output
-    channel, the input quantised at each call with one scale (its largest magnitude over 127)."""
+    channel, the input quantised at each call with one scale (its largest magnitude over 127). The
+    weights live only in oneDNN's packed layout: a plain int8 copy beside it would cost as much memory
+    as bf16 weights."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         weight = linear.weight.detach().float()
         scale = weight.abs().amax(1).clamp_min(1e-12) / 127
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.register_buffer("weight_int8", torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8))
+        self._pack(torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8))
         self.register_buffer("weight_scale", scale)
         self.register_buffer("weight_zero", torch.zeros_like(scale, dtype=torch.int64), persistent=False)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
-        self._packed: torch.Tensor | None = None  # oneDNN's layout of the weights, made at the first call
+
+    def _pack(self, weight_int8: torch.Tensor) -> None:
+        self._packed = torch.ops.onednn.qlinear_prepack(weight_int8, None)
+
+    @property
+    def weight_int8(self) -> torch.Tensor:
+        """The (out_features, in_features) int8 weights, read back from the packed layout."""
+        return self._packed.to_dense().t()
+
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "weight_int8"] = self.weight_int8  # what identifies the layer's weights
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_packed": None}  # an opaque oneDNN tensor: copies and pickles remake it
+        return {**self.__dict__, "_packed": self.weight_int8.contiguous()}  # copies and pickles hold plain int8
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._pack(self._packed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._packed is None:
-            self._packed = torch.ops.onednn.qlinear_prepack(self.weight_int8, None)
         flat = x.reshape(-1, self.in_features)
         scale = flat.abs().amax().float().clamp_min(1e-12) / 127
         # uint8 around 128, as oneDNN's x86 int8 path expects activations (int8 ones can hang its first call);

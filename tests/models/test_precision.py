@@ -357,7 +357,12 @@ def test_int8_linear_is_close_to_the_layer_it_replaces(dtype):
     assert torch.equal(x_in, x.to(dtype))  # quantised in a copy, never in the caller's tensor
     assert y.dtype == dtype and y.shape == ref.shape
     assert ((y.float() - ref).norm() / ref.norm()) < 0.03
-    back = prec.Int8Linear(linear).to_linear()  # the fp32 layer the int8 weights stand for
+    layer = prec.Int8Linear(linear)
+    assert not any(b.dtype == torch.int8 for b in layer.buffers())  # only oneDNN's packed copy is held
+    scale = linear.weight.abs().amax(1, keepdim=True) / 127
+    assert torch.equal(layer.weight_int8, torch.round(linear.weight / scale).to(torch.int8))  # read back exactly
+    assert torch.equal(layer.state_dict()["weight_int8"], layer.weight_int8)
+    back = layer.to_linear()  # the fp32 layer the int8 weights stand for
     assert (back.weight - linear.weight).abs().max() <= linear.weight.abs().max() / 127
 
 
