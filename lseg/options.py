@@ -57,14 +57,12 @@ def coerce_value(value: Any, tp: Any, name: str = "value") -> Any:
         if none_like and type(None) in args:
             return None
         errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        for arg in [a for a in args if a is not type(None)]:
             try:
                 return coerce_value(value, arg, name)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{name}: invalid value {value!r}")
+        raise ConfigError(errors[0])  # the first member's message
     if origin is Literal:
         if value not in args:
             choices = ", ".join(repr(a) for a in args)
@@ -128,10 +126,10 @@ def field_docs(cls: type) -> dict[str, str]:
     for line in inspect.cleandoc(cls.__doc__ or "").splitlines():
         indent = len(line) - len(line.lstrip())
         m = re.fullmatch(r" {4}([\w ,/]+): (.*)", line)
-        if m and all(n.strip() in names for n in re.split(r"[,/]", m.group(1))):
+        keys = [n.strip() for n in re.split(r"[,/]", m.group(1))] if m else []
+        if m and set(keys) <= names:
             current = [m.group(2)]
-            for n in re.split(r"[,/]", m.group(1)):
-                entries[n.strip()] = current
+            entries.update(dict.fromkeys(keys, current))
         elif current is not None and indent > 4 and line.strip():
             current.append(line.strip())
         else:
@@ -167,13 +165,11 @@ def add_override_options(parser: argparse.ArgumentParser | argparse._ArgumentGro
         options = ["--" + name.replace("_", "-")]
         options += ["--" + a for a, target in (aliases or {}).items() if target == name]
         extra: dict[str, Any] = {"nargs": "?", "const": "true"} if tp is bool else {}
-        text = (f"{docs[name]} " if name in docs else "") + f"({type_name(tp)}, default {_shown(defaults[name])!r})"
+        default = defaults[name]
+        shown = list(default) if isinstance(default, tuple) else default  # as in YAML: [0.5, 2.0]
+        text = (f"{docs[name]} " if name in docs else "") + f"({type_name(tp)}, default {shown!r})"
         parser.add_argument(*options, dest=_OVERRIDE_PREFIX + name, default=argparse.SUPPRESS,
                             metavar="BOOL" if tp is bool else name.upper(), help=text.replace("%", "%%"), **extra)
-
-
-def _shown(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value  # as in YAML: [0.5, 2.0]
 
 
 def _non_none(tp: Any) -> Any:
@@ -318,8 +314,7 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
     hints, defaults, docs = field_types(cls), field_defaults(cls), field_docs(cls)
     groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
     for f in dataclasses.fields(cls):
-        opt, tp = _meta(f), hints[f.name]
-        base = _non_none(tp)
+        opt, base = _meta(f), _non_none(hints[f.name])
         if not opt.cli:
             continue
         if dataclasses.is_dataclass(base):
@@ -355,12 +350,9 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
                 kwargs["type"] = kinds.pop()
         elif base in (int, float):
             kwargs["type"] = base  # argparse's own one-line message for a bad number
-        target: Any = parser
-        if opt.exclusive:
-            if opt.exclusive not in groups:
-                groups[opt.exclusive] = parser.add_mutually_exclusive_group(required=opt.required)
-            target = groups[opt.exclusive]
-        target.add_argument(*names, **kwargs)
+        if opt.exclusive and opt.exclusive not in groups:
+            groups[opt.exclusive] = parser.add_mutually_exclusive_group(required=opt.required)
+        (groups[opt.exclusive] if opt.exclusive else parser).add_argument(*names, **kwargs)
 
 
 def options_from_args(cls: type, args: argparse.Namespace, **computed: Any) -> Any:
