@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import torch
 
+from lseg.console import progress_bar
 from lseg.errors import LSegError
 from lseg.features.reader import PROJECTION, REDUCTION_DIR, STORE_INDEX, FeatureStore
 from lseg.features.reduce import Reduction, fit_reduction
@@ -53,8 +54,6 @@ class ReduceWriter(Writer):
         if old and old["k"] == self.k and proj.is_file() and not self.overwrite:
             self.reduction = Reduction.load(proj)
             return
-        from lseg.console import progress_bar
-
         if not len(self.store):
             raise LSegError(f"{self.store.path} holds no frames")
         frames = progress_bar(range(len(self.store)), desc="fit reduction", unit="frame", disable=not self.progress)
@@ -83,8 +82,7 @@ class ReduceWriter(Writer):
 
 def reduce_store(path: str | os.PathLike[str], k: int, *, overwrite: bool = False, progress: bool = False) -> Report:
     """``lseg store reduce`` in Python (:class:`ReduceWriter`)."""
-    store = FeatureStore(path)
-    writer = ReduceWriter(store, k, overwrite, progress)
+    writer = ReduceWriter(FeatureStore(path), k, overwrite, progress)
     return run_job(writer, overwrite=overwrite, progress=progress)
 
 

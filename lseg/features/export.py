@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from lseg.errors import LSegError
-from lseg.features.options import Resolution, parse_resolution, parse_shard
+from lseg.features.options import FeaturesOptions, Resolution, parse_resolution, parse_shard
 from lseg.geometry import axis_weights
+from lseg.inference.folder import weights_identity
 from lseg.inference.predictor import LSegPredictor, to_numpy
 from lseg.io import Staged, atomic_write, iter_frames
 from lseg.jobs.engine import Report, Unit, Writer, run_job
@@ -197,9 +198,6 @@ def export_features(predictor: LSegPredictor | Callable[[], LSegPredictor],
     default on rank 0; ``model_id``: what identifies the weights in the records (default: config and
     weights hash); ``recipe``: the predictor's size, crop_size, stride and precision. Returns this
     process's report (bad inputs listed in ``failed``)."""
-    from lseg.features.options import FeaturesOptions
-    from lseg.inference.folder import weights_identity
-
     FeaturesOptions(out=str(out_dir), dtype=dtype, fps=fps, every_n=every_n,  # type: ignore[arg-type]
                     resolution=resolution if isinstance(resolution, str) else None)
     if not hasattr(predictor, "model") and (recipe is None or model_id is None):

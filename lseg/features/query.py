@@ -14,6 +14,7 @@ import torch
 
 from lseg.errors import LSegError
 from lseg.features.reader import FeatureStore
+from lseg.inference.results import segment_files, write_segment_files
 from lseg.io import Staged
 from lseg.jobs.engine import Unit, Writer
 
@@ -73,8 +74,6 @@ class QueryWriter(Writer):
         self.logit_scale = 0.0
 
     def units(self) -> list[Unit]:
-        from lseg.inference.results import segment_files
-
         units = []
         for frame in self.frames:
             info = self.store.frames[frame]
@@ -100,8 +99,6 @@ class QueryWriter(Writer):
         return similarity(self.store, unit.data[0], self.text, self.reduced)
 
     def write(self, unit: Unit, result: torch.Tensor, staged: Staged) -> dict[str, Any]:
-        from lseg.inference.results import write_segment_files
-
         return write_segment_files(unit.data[1], staged, result.argmax(0).numpy(), self.labels,
                                    lambda: torch.softmax(result * self.logit_scale, dim=0).numpy())
 

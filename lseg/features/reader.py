@@ -68,20 +68,18 @@ class FeatureStore:
         """Frame ``frame`` (id or key): (D, H, W) float16, or (k, H, W) with ``reduced``."""
         from safetensors import safe_open
 
-        info = self.frames[self.frame_id(frame)]
         if reduced and not self.index.get("reduction"):
             raise LSegError(f"{self.path} has no reduction (run `lseg store reduce`)")
+        info = self.frames[self.frame_id(frame)]
         shard = self.path / (f"{REDUCTION_DIR}/{info['shard']}" if reduced else info["shard"])
         with safe_open(str(shard), framework="np") as f:
             return f.get_tensor(info["key"])
 
     def read_decoded(self, frame: int | str) -> np.ndarray:
         """A reduced frame decoded back to the text space: (D, H, W) float32, re-normalised."""
-        red = self.reduction
-        if red is None:
-            raise LSegError(f"{self.path} has no reduction (run `lseg store reduce`)")
-        z = torch.from_numpy(self.read(frame, reduced=True)).float()
-        return torch.nn.functional.normalize(red.decode(z), dim=0).numpy()
+        z = torch.from_numpy(self.read(frame, reduced=True)).float()  # refuses a store without a reduction
+        assert self.reduction is not None
+        return torch.nn.functional.normalize(self.reduction.decode(z), dim=0).numpy()
 
     @cached_property
     def reduction(self) -> Reduction | None:

@@ -18,6 +18,7 @@ import torch
 import lseg
 from lseg.errors import LSegError
 from lseg.features.derived import reduce_store
+from lseg.features.export import job_part
 from lseg.features.options import VideoSampling
 from lseg.features.presets import FeatureExtractor, json_safe
 from lseg.features.reader import FORMAT, STORE_INDEX, STORE_MANIFEST, VERSION, FeatureStore, unit_record
@@ -153,8 +154,6 @@ def export_store(extractor: FeatureExtractor | Callable[[], FeatureExtractor],
     fits a scene PCA once every unit is done. ``extractor``: a :class:`FeatureExtractor`, or a function
     building it once some unit is to be written (then ``description``, :func:`~lseg.features.presets.describe`'s, and ``model``,
     what identifies the weights, are needed). Returns this process's report."""
-    from lseg.features.export import job_part
-
     if not hasattr(extractor, "model") and (description is None or model is None):
         raise TypeError("export_store: a function building the extractor needs description and model")
     part, parts, write_manifest = job_part(shard, write_manifest)
@@ -249,12 +248,9 @@ def finalize_store(out: str | os.PathLike[str]) -> bool:
     Deterministic: processes finishing together write the same file."""
     out = Path(out)
     manifest = json.loads((out / STORE_MANIFEST).read_text())
-    records = []
-    for u in manifest["units"]:
-        rec = read_record(unit_record(out, u["id"]))
-        if rec is None or rec.get("complete", True) is not True:
-            return False
-        records.append(rec)
+    records = [read_record(unit_record(out, u["id"])) for u in manifest["units"]]
+    if not all(rec is not None and rec.get("complete", True) is True for rec in records):
+        return False
     frames = [{"id": i, **f} for i, f in enumerate(f for r in records for f in r["frames"])]
     failed = [f for r in records for f in r["failed"]]
     index = {"format": FORMAT, "version": VERSION, "num_frames": len(frames), "frames": frames, "failed": failed,

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+from lseg.errors import LSegError
 from lseg.io import create_exclusive, hidden_sibling, pid_exists, write_error
 
 __all__ = ["HEARTBEAT", "STALE_AFTER", "ClaimSet", "hold_recipe", "remove_stale_claims"]
@@ -162,8 +163,6 @@ _JOB_PREFIX = "lseg-job-"
 def hold_recipe(claims: ClaimSet, folder: Path, recipe_digest: str, what: str) -> None:
     """Mark ``folder`` as written with ``recipe_digest`` by this job (a claim held by ``claims``);
     :class:`LSegError` if a live job with other settings writes there."""
-    from lseg.errors import LSegError
-
     mine = folder / f"{_JOB_PREFIX}{secrets.token_hex(6)}"
     claims.take(mine, extra={"recipe": recipe_digest})
     host = _host()

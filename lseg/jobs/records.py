@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from lseg.io import atomic_write
 from lseg.jobs.inputs import RECORD_KEY, read_record
 
 __all__ = ["Status", "digest", "listed_outputs", "model_identity", "plan", "write_record"]
@@ -74,8 +75,6 @@ def write_record(record: Path, kind: str, source: Path | str, recipe: Mapping[st
                  *, pending: bool = False, extra: Mapping[str, Any] | None = None) -> None:
     """Write the record of one unit's outputs (``pending`` before the first of them). Outputs it
     already lists for this recipe that still exist stay listed (``--scores``, then ``--heatmaps``)."""
-    from lseg.io import atomic_write
-
     base = record.parent
     names = [Path(o).relative_to(base).as_posix() if Path(o).is_relative_to(base) else str(o) for o in outputs]
     key = digest(recipe)
