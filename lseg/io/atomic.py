@@ -102,10 +102,8 @@ def pid_exists(pid: int) -> bool:
     """Whether a process ``pid`` exists on this host (when the OS cannot tell: yes)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
+    except OSError as e:  # ESRCH: gone; anything else (EPERM: another user's): it may exist
+        return not isinstance(e, ProcessLookupError)
     return True
 
 

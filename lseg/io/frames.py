@@ -126,9 +126,6 @@ def _iter_video_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, f
 
 def _video_frame_to_rgb(frame: Any) -> np.ndarray:
     """A PyAV VideoFrame to an upright ``HxWx3 uint8`` RGB array."""
-    rgb = frame.to_ndarray(format="rgb24")
     rotation = int(getattr(frame, "rotation", 0) or 0)  # counter-clockwise degrees (display matrix)
-    k = round(rotation / 90) % 4
-    if k:
-        rgb = np.rot90(rgb, k=k)
+    rgb = np.rot90(frame.to_ndarray(format="rgb24"), k=round(rotation / 90) % 4)
     return np.ascontiguousarray(rgb, dtype=np.uint8)

@@ -331,13 +331,11 @@ def _pil_to_rgb(im: Image.Image, name: str, *, max_pixels: int | None = None) ->
 def _exif_upright(im: Image.Image) -> Image.Image:
     """``im`` turned by its EXIF Orientation (a corrupt EXIF block only loses the rotation)."""
     try:
-        if im.getexif().get(ExifTags.Base.Orientation, 1) not in (2, 3, 4, 5, 6, 7, 8):
-            return im
-        upright = ImageOps.exif_transpose(im)
+        if im.getexif().get(ExifTags.Base.Orientation, 1) in (2, 3, 4, 5, 6, 7, 8):
+            return ImageOps.exif_transpose(im)
     except Exception as e:  # noqa: BLE001 - the pixels are fine; only metadata is broken
         warnings.warn(f"ignoring unreadable EXIF orientation ({one_line(e)})", stacklevel=4)
-        return im
-    return upright if upright is not None else im
+    return im
 
 
 def _check_no_frame(frame: int, what: str) -> None:
