@@ -69,9 +69,7 @@ def read_mask_array(path: str | Path) -> np.ndarray:
         raise DatasetError(f"cannot read mask {path}: {e}") from e
     if arr.ndim != 2:
         raise DatasetError(f"mask {path} has shape {arr.shape}; expected (H, W)")
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    return arr
+    return arr.astype(np.uint8) if arr.dtype == bool else arr
 
 
 def load_pair(image_path: Path, mask_path: Path, mask: torch.Tensor,
@@ -87,8 +85,7 @@ def load_pair(image_path: Path, mask_path: Path, mask: torch.Tensor,
 def build_lut(mapping: dict[int, int], size: int = 256, default: int = IGNORE_INDEX) -> np.ndarray:
     """A stored value -> class lookup table of length ``size``: ``mapping``, every other value ``default``."""
     lut = np.full(size, default, dtype=np.int64)
-    for src, dst in mapping.items():
-        lut[src] = dst
+    lut[list(mapping)] = list(mapping.values())
     return lut
 
 

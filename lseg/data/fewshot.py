@@ -145,7 +145,7 @@ class Pascal5i(FewShotDataset):
                  num_episodes: int | Literal["reference"] | None = "reference",
                  transform: JointTransform | None = None, label_style: LabelStyle = "reference",
                  num_support: int = 0) -> None:
-        _check_fold(fold)
+        class_ids = pascal5i_fold_classes(fold)
         split = _val_or_trn(split, "PASCAL-5i")
         root = descend(Path(root), "VOC2012", "VOCdevkit/VOC2012")
         image_dir = require(root / "JPEGImages", "PASCAL-5i images")
@@ -161,7 +161,6 @@ class Pascal5i(FewShotDataset):
             for name, cls in (metadata[k % len(metadata)] for k in range(n))
         ]
         _require_files(episodes, "PASCAL-5i")
-        class_ids = pascal5i_fold_classes(fold)
         if split == "trn":
             class_ids = [c for c in range(20) if c not in class_ids]
         super().__init__(episodes, fewshot_labels("pascal", label_style), class_ids, transform, num_support)
@@ -199,10 +198,9 @@ class COCO20i(FewShotDataset):
                  splits_dir: str | Path | None = None, num_episodes: int | Literal["reference"] = "reference",
                  seed: int = 0, transform: JointTransform | None = None,
                  label_style: LabelStyle = "reference", num_support: int = 0) -> None:
-        _check_fold(fold)
+        class_ids = coco20i_fold_classes(fold)
         split = _val_or_trn(split, "COCO-20i")
         root = require(descend(Path(root), "COCO2014"), "COCO-20i root")
-        class_ids = coco20i_fold_classes(fold)
         if split == "trn":
             class_ids = [c for c in range(80) if c not in class_ids]
 
@@ -261,10 +259,8 @@ class FSS1000(FewShotDataset):
     def __init__(self, root: str | Path, split: Literal["trn", "val", "test"] = "test",
                  transform: JointTransform | None = None, label_style: LabelStyle = "reference",
                  num_support: int = 0) -> None:
-        if split not in self._OFFSETS:
-            raise DatasetError(f"unknown FSS-1000 split {split!r}; expected 'trn', 'val' or 'test'")
+        categories = sorted(fss_split_categories(split))  # DatasetError for an unknown split
         root = require(descend(Path(root), "FSS-1000"), "FSS-1000 root")
-        categories = sorted(fss_split_categories(split))
         offset = self._OFFSETS[split]
         episodes = []
         for i, cat in enumerate(categories):

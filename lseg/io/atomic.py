@@ -46,18 +46,18 @@ def hidden_sibling(target: Path, tail: str) -> Path:
     return target.with_name(f".{name}{tail}")
 
 
-def _temp_path_for(target: Path, keep_suffix: bool = True, folder: bool = False) -> tuple[Path, int]:
-    """A new hidden temp file next to ``target``, its path and fd (``folder``: a folder, fd -1): mode
-    0o666 less the umask, as ``open()`` gives, and ``target``'s suffix, for writers that pick the
-    format by it (PIL)."""
+def _temp_path_for(target: Path, keep_suffix: bool = True, folder: bool = False) -> Path:
+    """A new hidden temp file (``folder``: a folder) next to ``target``: mode 0o666 less the umask, as
+    ``open()`` gives, and ``target``'s suffix, for writers that pick the format by it (PIL)."""
     suffix = target.suffix if keep_suffix and not folder else ""
     for _ in range(100):
         tmp = hidden_sibling(target, f".{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}.tmp{suffix}")
         try:
             if folder:
                 tmp.mkdir()
-                return tmp, -1
-            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            else:
+                tmp.touch(0o666, exist_ok=False)  # O_CREAT | O_EXCL
+            return tmp
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, f"could not create a temporary {'folder' if folder else 'file'} next to it",
@@ -92,9 +92,7 @@ def check_writable(folder: str | os.PathLike[str]) -> Path:
     root = Path(os.fspath(folder)).expanduser()
     with _write_errors(root):
         root.mkdir(parents=True, exist_ok=True)
-        tmp, fd = _temp_path_for(root / "write-test")
-        os.close(fd)
-        tmp.unlink()
+        _temp_path_for(root / "write-test").unlink()
     return root
 
 
@@ -102,10 +100,8 @@ def pid_exists(pid: int) -> bool:
     """Whether a process ``pid`` exists on this host (when the OS cannot tell: yes)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
+    except OSError as e:  # ESRCH: gone; anything else (EPERM: another user's): it may exist
+        return not isinstance(e, ProcessLookupError)
     return True
 
 
@@ -144,10 +140,9 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], object])
     target = Path(os.fspath(path)).expanduser()
     with _write_errors(target):
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp, fd = _temp_path_for(target)
+        tmp = _temp_path_for(target)
         try:
-            mode = os.fstat(fd).st_mode & 0o777  # 0o666 less the umask, as a plain open() gives
-            os.close(fd)
+            mode = os.stat(tmp).st_mode & 0o777  # 0o666 less the umask, as a plain open() gives
             writer(tmp)
             if os.stat(tmp).st_mode & 0o777 != mode:  # a writer that replaced the file (safetensors: 0600)
                 os.chmod(tmp, mode)
@@ -168,10 +163,9 @@ def create_exclusive(path: str | os.PathLike[str], data: bytes) -> bool:
     hard-linked to ``path`` (atomic, also on NFS), so the file is complete when it appears; without
     hard links: ``O_EXCL`` + write."""
     target = Path(os.fspath(path))
-    tmp, fd = _temp_path_for(target, keep_suffix=False)  # not a look-alike of ``path`` to globbing readers
+    tmp = _temp_path_for(target, keep_suffix=False)  # not a look-alike of ``path`` to globbing readers
     try:
-        with open(fd, "wb") as f:
-            f.write(data)
+        tmp.write_bytes(data)
         try:
             os.link(tmp, target)
             return True
@@ -218,7 +212,7 @@ def atomic_files(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(os.fspath(path)).expanduser()
     with _write_errors(target):
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp, _ = _temp_path_for(target, folder=True)
+        tmp = _temp_path_for(target, folder=True)
         try:
             yield tmp
             for f in sorted(tmp.iterdir(), key=lambda f: (f.name == target.name, f.name)):
@@ -239,14 +233,12 @@ class Staged:
         final = Path(os.fspath(target))
         with _write_errors(final):
             final.parent.mkdir(parents=True, exist_ok=True)
-            tmp, fd = _temp_path_for(final)
-            os.close(fd)
+            tmp = _temp_path_for(final)
             self._temps.append((tmp, final))
             writer(tmp)
         return tmp
 
     def commit(self) -> None:
-        """Move every staged file into place."""
         for tmp, final in self._temps:
             with _write_errors(final):
                 os.replace(tmp, final)

@@ -48,7 +48,7 @@ def walk_files(
         keep = []
         for d in sorted(dirnames) if recursive else []:
             key = _dir_key(base / d)
-            inside = (base / d).is_symlink() and _is_within(os.path.realpath(base / d), real_root)
+            inside = (base / d).is_symlink() and Path(os.path.realpath(base / d)).is_relative_to(real_root)
             excluded = skip is not None and os.path.realpath(base / d) == skip
             if not d.startswith(".") and key is not None and key not in seen and not inside and not excluded:
                 seen.add(key)
@@ -56,10 +56,6 @@ def walk_files(
         dirnames[:] = keep
         found += [base / fn for fn in filenames if not fn.startswith(".") and os.path.exists(base / fn)]
     return sorted(found, key=lambda q: q.relative_to(root).parts)
-
-
-def _is_within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def _dir_key(path: Path) -> tuple[int, int] | None:

@@ -68,9 +68,8 @@ def _iter_image_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, f
     with _open_regular(p, "cannot read frames from") as f:
         im = _open_checked(f, name, max_pixels)
         try:
-            n = _n_frames(im)
             t_ms = 0.0
-            for index in range(n):
+            for index in range(_n_frames(im)):
                 _seek_frame(im, index, name)
                 duration = im.info.get("duration") or _DEFAULT_FRAME_DURATION_MS
                 yield index, t_ms / 1000.0, functools.partial(_pil_to_rgb, im, name, max_pixels=max_pixels)
@@ -126,9 +125,6 @@ def _iter_video_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, f
 
 def _video_frame_to_rgb(frame: Any) -> np.ndarray:
     """A PyAV VideoFrame to an upright ``HxWx3 uint8`` RGB array."""
-    rgb = frame.to_ndarray(format="rgb24")
     rotation = int(getattr(frame, "rotation", 0) or 0)  # counter-clockwise degrees (display matrix)
-    k = round(rotation / 90) % 4
-    if k:
-        rgb = np.rot90(rgb, k=k)
+    rgb = np.rot90(frame.to_ndarray(format="rgb24"), k=round(rotation / 90) % 4)
     return np.ascontiguousarray(rgb, dtype=np.uint8)

@@ -65,8 +65,7 @@ def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
         return _load_path(source, max_pixels=max_pixels, frame=frame)
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        return _load_encoded(io.BytesIO(data), f"<{len(data)} bytes>", len(data),
-                             max_pixels=max_pixels, frame=frame)
+        return _load_encoded(io.BytesIO(data), f"<{len(data)} bytes>", max_pixels=max_pixels, frame=frame)
     if isinstance(source, Image.Image):
         return _load_pil_object(source, max_pixels=max_pixels, frame=frame)
     if isinstance(source, np.ndarray):
@@ -91,8 +90,7 @@ def _load_path(path: str | os.PathLike[str], *, max_pixels: int | None, frame: i
                              "first and pass its local path")
     p = Path(text).expanduser()
     with _open_regular(p, "cannot load image") as f:
-        size = os.fstat(f.fileno()).st_size
-        return _load_encoded(f, str(p), size, max_pixels=max_pixels, frame=frame)
+        return _load_encoded(f, str(p), max_pixels=max_pixels, frame=frame)
 
 
 #: What a path that is not a regular file is, for messages (stat.S_IFMT -> words).
@@ -142,12 +140,11 @@ def _load_file_object(f: IO[Any], *, max_pixels: int | None, frame: int) -> np.n
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ImageLoadError(f"cannot load image from {name}: read() returned "
                              f"{type(data).__name__}, expected bytes")
-    data = bytes(data)
-    return _load_encoded(io.BytesIO(data), name, len(data), max_pixels=max_pixels, frame=frame)
+    return _load_encoded(io.BytesIO(bytes(data)), name, max_pixels=max_pixels, frame=frame)
 
 
-def _load_encoded(fp: IO[bytes], name: str, nbytes: int, *, max_pixels: int | None, frame: int) -> np.ndarray:
-    if nbytes == 0:
+def _load_encoded(fp: IO[bytes], name: str, *, max_pixels: int | None, frame: int) -> np.ndarray:
+    if fp.seek(0, io.SEEK_END) == 0:  # _identify reads from the start
         raise ImageLoadError(f"cannot load image '{name}': the file is empty (0 bytes); it was probably "
                              "not fully downloaded or written - re-create it")
     im = _open_checked(fp, name, max_pixels)
@@ -331,13 +328,11 @@ def _pil_to_rgb(im: Image.Image, name: str, *, max_pixels: int | None = None) ->
 def _exif_upright(im: Image.Image) -> Image.Image:
     """``im`` turned by its EXIF Orientation (a corrupt EXIF block only loses the rotation)."""
     try:
-        if im.getexif().get(ExifTags.Base.Orientation, 1) not in (2, 3, 4, 5, 6, 7, 8):
-            return im
-        upright = ImageOps.exif_transpose(im)
+        if im.getexif().get(ExifTags.Base.Orientation, 1) in (2, 3, 4, 5, 6, 7, 8):
+            return ImageOps.exif_transpose(im)
     except Exception as e:  # noqa: BLE001 - the pixels are fine; only metadata is broken
         warnings.warn(f"ignoring unreadable EXIF orientation ({one_line(e)})", stacklevel=4)
-        return im
-    return upright if upright is not None else im
+    return im
 
 
 def _check_no_frame(frame: int, what: str) -> None:

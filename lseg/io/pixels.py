@@ -34,8 +34,7 @@ def _convert_mode(im: Image.Image, name: str) -> np.ndarray:
 
 def _convert_whole(im: Image.Image, name: str) -> np.ndarray:
     mode = im.mode
-    if mode in _ALPHA_CAPABLE_MODES and (mode in {"LA", "PA", "La", "RGBA", "RGBa"}
-                                          or im.has_transparency_data):
+    if mode in _ALPHA_CAPABLE_MODES and im.has_transparency_data:  # an alpha channel or transparency info
         return _composite_on_background(im.convert("RGBA"))
     if mode == "RGB":
         return np.array(im, dtype=np.uint8, order="C")

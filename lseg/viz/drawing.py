@@ -249,12 +249,8 @@ def _with_legend(img: Image.Image, items: list[_Item], absent_left_out: int = 0)
     w, h = img.size
     layout = _legend_layout((w, h), items, absent_left_out)
     m = layout.metrics
-    if layout.side == "right":
-        canvas = Image.new("RGB", (w + layout.width, max(h, layout.height)), (255, 255, 255))
-        ox, oy = w, 0
-    else:
-        canvas = Image.new("RGB", (max(w, layout.width), h + layout.height), (255, 255, 255))
-        ox, oy = 0, h
+    ox, oy = (w, 0) if layout.side == "right" else (0, h)  # the band's top-left corner
+    canvas = Image.new("RGB", (max(w, ox + layout.width), max(h, oy + layout.height)), (255, 255, 255))
     canvas.paste(img, (0, 0))
     draw = ImageDraw.Draw(canvas)
     ascent, descent = m.text.font(0).getmetrics()
