@@ -123,7 +123,6 @@ def _export_graph(module: torch.nn.Module, example: torch.Tensor, path: Path, in
     import torch
 
     with atomic_files(path) as tmp:
-        tmp_path = tmp / path.name
         try:
             program = torch.onnx.export(
                 module, (example,), dynamo=True, opset_version=opset, verbose=False,
@@ -135,7 +134,7 @@ def _export_graph(module: torch.nn.Module, example: torch.Tensor, path: Path, in
         assert program is not None
         # Weights are inlined unless the graph nears protobuf's 2 GB limit (ViT-L is 1.2 GB).
         size = sum(p.numel() * p.element_size() for p in module.parameters())
-        program.save(str(tmp_path), external_data=size > 1_800_000_000)
+        program.save(str(tmp / path.name), external_data=size > 1_800_000_000)
         path.with_name(path.name + ".data").unlink(missing_ok=True)  # a stale one from a larger export
 
 
