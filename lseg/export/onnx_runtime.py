@@ -146,9 +146,8 @@ class OnnxPredictor:
             x = geometry.pad_to_multiple(x, self.pad_value, self.meta["size_multiple"])
         else:  # letterbox into the export size
             x = geometry.pad_to(x, tuple(self.meta["input_size"]), self.pad_value)
-        pixels = self.image_session.run(None, {"image": np.ascontiguousarray(x[None])})[0][0]
         hh, ww = geometry.half_size(h, w)
-        pixels = pixels[:, :hh, :ww]
+        pixels = self.image_session.run(None, {"image": np.ascontiguousarray(x[None])})[0][0, :, :hh, :ww]
         return OnnxImageEmbedding(np.ascontiguousarray(pixels, dtype=np.float32), (h, w), image_size)
 
     def score(self, pixels: np.ndarray, text: np.ndarray, size: tuple[int, int]) -> np.ndarray:

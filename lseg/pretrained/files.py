@@ -65,13 +65,10 @@ def _stand_ins() -> list[tuple[Any, str]]:
     out: list[tuple[Any, str]] = []
     for full in ALLOWED_GLOBALS:
         module, _, name = full.rpartition(".")
-        inert = type(name, (), {"__init__": _ignore, "__module__": module, "__qualname__": name})
+        inert = type(name, (), {"__init__": lambda self, *args, **kwargs: None, "__module__": module,
+                                "__qualname__": name})
         out.append((special.get(full, inert), full))
     return out
-
-
-def _ignore(*args: Any, **kwargs: Any) -> None:
-    """A stand-in's ``__init__``."""
 
 
 @dataclasses.dataclass
