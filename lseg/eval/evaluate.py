@@ -74,9 +74,7 @@ def _batches(dataset: Dataset, cfg: EvalConfig, batch_size: int,
     """This process's shard (``rank::world``; no padding, so nothing is counted twice), in batches of
     the samples that were read; the others are added to ``failed``."""
     rank, world = _dist_info()
-    n = len(dataset)  # type: ignore[arg-type]
-    if cfg.max_samples is not None:
-        n = min(n, cfg.max_samples)
+    n = min(len(dataset), cfg.max_samples or len(dataset))  # type: ignore[arg-type]
     shard = Subset(_SafeDataset(dataset), list(range(rank, n, world)))
     loader = DataLoader(shard, batch_size=batch_size, num_workers=cfg.num_workers, collate_fn=list)
     disable = not cfg.progress or rank != 0
@@ -207,9 +205,8 @@ def evaluate(model: LSeg, cfg: EvalConfig) -> dict[str, Any]:
     settings = {**asdict(cfg), "precision_ran": model.precision}
     if cfg.protocol == "fewshot":
         name = canonical_name(cfg.dataset)
-        folds = (0,) if name == "fss1000" else cfg.folds
         per_fold: dict[str, Any] = {}
-        for fold in folds:
+        for fold in (0,) if name == "fss1000" else cfg.folds:
             kwargs = dict(cfg.dataset_kwargs)
             if cfg.num_episodes is not None:
                 kwargs["num_episodes"] = cfg.num_episodes
