@@ -113,8 +113,7 @@ def evaluate_segmentation(model: LSeg, dataset: Dataset, labels: Sequence[str],
     t0 = time.perf_counter()
     for batch in _batches(dataset, cfg, 1, failed):
         for sample in batch:
-            image = sample["image"].to(device)[None]
-            x = model.normalize(image)
+            x = model.normalize(sample["image"].to(device)[None])
             h, w = x.shape[-2:]
             # Single scale = the same evaluator with one scale whose long side is `size` (or the image's).
             ms = MultiScaleConfig(
@@ -158,8 +157,7 @@ def evaluate_fewshot(model: LSeg, dataset: Any, cfg: EvalConfig) -> dict[str, An
     model.eval()
     device = model.device
     class_ids = list(dataset.class_ids)
-    names = [dataset.labels[c] for c in class_ids]
-    text = encode_labels(model, ["others", *names], cfg.templates).to(device)
+    text = encode_labels(model, ["others", *(dataset.labels[c] for c in class_ids)], cfg.templates).to(device)
     row = {c: i + 1 for i, c in enumerate(class_ids)}
     meter = FewShotMeter(class_ids, num_classes=len(dataset.labels), ignore_index=ignore_index_of(dataset))
     failed: list[dict[str, str]] = []
