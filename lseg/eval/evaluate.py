@@ -221,14 +221,11 @@ def evaluate(model: LSeg, cfg: EvalConfig) -> dict[str, Any]:
             "world_size": world, "settings": settings,
         }
 
-    style = cfg.label_style
-    ds = build_dataset(cfg.dataset, cfg.data_root, cfg.split, None, style, **cfg.dataset_kwargs)
+    ds = build_dataset(cfg.dataset, cfg.data_root, cfg.split, None, cfg.label_style, **cfg.dataset_kwargs)
     labels = list(ds.labels)
-    if cfg.protocol == "open-vocab" and style is None:
+    if cfg.protocol == "open-vocab" and cfg.label_style is None:
         labels = [clean_fewshot_name(lb) for lb in labels]  # readable: "pottedplant" -> "potted plant"
-    report = evaluate_segmentation(model, ds, labels, cfg)
-    report.update(world_size=world, settings=settings)
-    return report
+    return {**evaluate_segmentation(model, ds, labels, cfg), "world_size": world, "settings": settings}
 
 
 def format_report(report: dict[str, Any], per_class: bool = False) -> str:
