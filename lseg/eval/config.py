@@ -6,22 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from lseg.inference.options import ADE20K_SCALES
+from lseg.inference.options import ADE20K_SCALES, check_templates
 from lseg.options import CheckedOptions, OptionError, Precision, option
 
 __all__ = ["ADE20K_SCALES", "EvalConfig", "Protocol"]
 
 Protocol = Literal["semantic", "open-vocab", "fewshot"]
-
-
-def _templates(value: tuple[str, ...]) -> tuple[str, ...]:
-    from lseg.errors import LSegError
-    from lseg.labels import validate_templates
-
-    try:
-        return tuple(validate_templates(list(value))) if value else ()
-    except LSegError as e:
-        raise OptionError(f"`templates`: {e}") from None
 
 
 def _template_args(given: list[str]) -> tuple[str, ...]:
@@ -82,7 +72,7 @@ class EvalConfig(CheckedOptions):
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)
     label_style: str | None = None
     templates: tuple[str, ...] = option((), flag="template", metavar="TEMPLATE", repeat=True, parse=_template_args,
-                                        check=_templates)
+                                        check=check_templates)
     multiscale: bool = False
     size: int | None = option(480, min=1, parse=lambda v: v or None)
     crop_size: int = option(480, min=32)

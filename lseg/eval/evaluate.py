@@ -74,9 +74,7 @@ def _batches(dataset: Dataset, cfg: EvalConfig, batch_size: int,
     """This process's shard (``rank::world``; no padding, so nothing is counted twice), in batches of
     the samples that were read; the others are added to ``failed``."""
     rank, world = _dist_info()
-    n = len(dataset)  # type: ignore[arg-type]
-    if cfg.max_samples is not None:
-        n = min(n, cfg.max_samples)
+    n = min(len(dataset), cfg.max_samples or len(dataset))  # type: ignore[arg-type]
     shard = Subset(_SafeDataset(dataset), list(range(rank, n, world)))
     loader = DataLoader(shard, batch_size=batch_size, num_workers=cfg.num_workers, collate_fn=list)
     disable = not cfg.progress or rank != 0
@@ -115,8 +113,7 @@ def evaluate_segmentation(model: LSeg, dataset: Dataset, labels: Sequence[str],
     t0 = time.perf_counter()
     for batch in _batches(dataset, cfg, 1, failed):
         for sample in batch:
-            image = sample["image"].to(device)[None]
-            x = model.normalize(image)
+            x = model.normalize(sample["image"].to(device)[None])
             h, w = x.shape[-2:]
             # Single scale = the same evaluator with one scale whose long side is `size` (or the image's).
             ms = MultiScaleConfig(
@@ -160,8 +157,7 @@ def evaluate_fewshot(model: LSeg, dataset: Any, cfg: EvalConfig) -> dict[str, An
     model.eval()
     device = model.device
     class_ids = list(dataset.class_ids)
-    names = [dataset.labels[c] for c in class_ids]
-    text = encode_labels(model, ["others", *names], cfg.templates).to(device)
+    text = encode_labels(model, ["others", *(dataset.labels[c] for c in class_ids)], cfg.templates).to(device)
     row = {c: i + 1 for i, c in enumerate(class_ids)}
     meter = FewShotMeter(class_ids, num_classes=len(dataset.labels), ignore_index=ignore_index_of(dataset))
     failed: list[dict[str, str]] = []
@@ -207,9 +203,8 @@ def evaluate(model: LSeg, cfg: EvalConfig) -> dict[str, Any]:
     settings = {**asdict(cfg), "precision_ran": model.precision}
     if cfg.protocol == "fewshot":
         name = canonical_name(cfg.dataset)
-        folds = (0,) if name == "fss1000" else cfg.folds
         per_fold: dict[str, Any] = {}
-        for fold in folds:
+        for fold in (0,) if name == "fss1000" else cfg.folds:
             kwargs = dict(cfg.dataset_kwargs)
             if cfg.num_episodes is not None:
                 kwargs["num_episodes"] = cfg.num_episodes
@@ -226,14 +221,11 @@ def evaluate(model: LSeg, cfg: EvalConfig) -> dict[str, Any]:
             "world_size": world, "settings": settings,
         }
 
-    style = cfg.label_style
-    ds = build_dataset(cfg.dataset, cfg.data_root, cfg.split, None, style, **cfg.dataset_kwargs)
+    ds = build_dataset(cfg.dataset, cfg.data_root, cfg.split, None, cfg.label_style, **cfg.dataset_kwargs)
     labels = list(ds.labels)
-    if cfg.protocol == "open-vocab" and style is None:
+    if cfg.protocol == "open-vocab" and cfg.label_style is None:
         labels = [clean_fewshot_name(lb) for lb in labels]  # readable: "pottedplant" -> "potted plant"
-    report = evaluate_segmentation(model, ds, labels, cfg)
-    report.update(world_size=world, settings=settings)
-    return report
+    return {**evaluate_segmentation(model, ds, labels, cfg), "world_size": world, "settings": settings}
 
 
 def format_report(report: dict[str, Any], per_class: bool = False) -> str:

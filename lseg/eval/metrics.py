@@ -161,9 +161,8 @@ class FewShotMeter:
             raise ValueError(f"{ids.numel()} class ids for a batch of {pred.shape[0]}")
         pred = pred.to(target.device).long()
         target = target.long()
-        valid = torch.ones_like(target, dtype=torch.bool)
-        if self.ignore_index is not None:
-            valid = target != self.ignore_index
+        valid = (target != self.ignore_index if self.ignore_index is not None
+                 else torch.ones_like(target, dtype=torch.bool))
         for k in (0, 1):
             p, t = (pred == k) & valid, (target == k) & valid
             inter = (p & t).flatten(1).sum(1)

@@ -42,8 +42,7 @@ def component(name: str, module: nn.Module) -> str:
         return "ViT other (GELU, residuals, readout)"
     for prefix, what in (("decoder.reassemble", "decoder reassemble"), ("decoder.layer_rn", "decoder 3x3 convs (layer_rn)"),
                          ("decoder.fusion", "decoder fusion blocks"), ("decoder", "decoder other"),
-                         ("pixel_proj", "head (1x1 conv) and spatial block"),
-                         ("spatial_block", "head (1x1 conv) and spatial block")):
+                         (("pixel_proj", "spatial_block"), "head (1x1 conv) and spatial block")):
         if name.startswith(prefix):
             return what
     return "outside modules (fused head, similarity, upsampling)"

@@ -132,8 +132,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         )
     val_dataset = _build_dataset(cfg, fewshot, val=True)
     if fabric.is_global_zero:  # only once the data is known to be readable: a failed start leaves nothing
-        out_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out_dir / "config.yaml")
+        dump_config(cfg, out_dir / "config.yaml")  # makes out_dir
     sampler = ResumableShardSampler(
         len(dataset), cfg.batch_size, cfg.accumulate_grad_batches, fabric.global_rank, fabric.world_size, cfg.seed
     )
@@ -359,10 +358,9 @@ def _build_dataset(cfg: TrainConfig, fewshot: bool, val: bool = False) -> Any:
 
 def _validate(model: LSeg, dataset: Any, cfg: TrainConfig, fewshot: bool) -> dict[str, float]:
     """The :mod:`lseg.eval` protocol on the validation split (sharded over processes, summed), percent."""
-    ecfg = EvalConfig(
-        protocol="fewshot" if fewshot else "semantic", dataset=cfg.dataset, size=cfg.crop_size,
-        crop_size=cfg.crop_size, fewshot_size=cfg.crop_size, batch_size=cfg.batch_size,
-        num_workers=cfg.num_workers, progress=False,  # fp32: never cast the model being trained
+    ecfg = EvalConfig(  # the protocol follows the dataset; fp32: never cast the model being trained
+        dataset=cfg.dataset, size=cfg.crop_size, crop_size=cfg.crop_size, fewshot_size=cfg.crop_size,
+        batch_size=cfg.batch_size, num_workers=cfg.num_workers, progress=False,
     )
     if fewshot:
         report = evaluate_fewshot(model, dataset, ecfg)

@@ -25,9 +25,7 @@ class _AllReduceSum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        g = grad.contiguous().clone()
-        dist.all_reduce(g, op=dist.ReduceOp.SUM)
-        return g
+        return _AllReduceSum.forward(ctx, grad.contiguous())
 
 
 class DistributedBatchNorm2d(nn.BatchNorm2d):
