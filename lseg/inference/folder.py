@@ -3,12 +3,16 @@ in Python; the files it writes are listed in docs/cli.md."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from lseg.errors import LSegError
+from lseg.inference.options import PredictorOptions, SegmentOptions
 from lseg.inference.results import segment_files, write_segment_files
 from lseg.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Staged, load_image
 from lseg.jobs.engine import Report, Unit, Writer, run_job
@@ -17,7 +21,6 @@ from lseg.jobs.records import model_identity
 from lseg.labels import parse_labels
 
 if TYPE_CHECKING:
-    from lseg.inference.options import PredictorOptions, SegmentOptions
     from lseg.inference.predictor import LSegPredictor
 
 __all__ = ["SegmentWriter", "model_identity", "segment_folder", "weights_identity", "weights_sha256"]
@@ -72,17 +75,16 @@ class SegmentWriter(Writer):
     def compute(self, units: Iterator[Unit]) -> Iterator[tuple[Unit, Any]]:
         from lseg.inference.loader import prepared_batches
 
-        predictor = self.predictor
-        assert predictor is not None
         if self.options.multiscale:
             yield from super().compute(units)
             return
+        predictor = self.predictor
+        assert predictor is not None
         for batch in prepared_batches(predictor, units):
-            good = [(unit, image) for unit, image in batch if not isinstance(image, LSegError)]
-            results = predictor.segment_batch([image for _, image in good], self.labels, errors="return") if good else []
-            done = dict(zip((id(u) for u, _ in good), results))
-            for unit, image in batch:
-                yield unit, image if isinstance(image, LSegError) else done[id(unit)]
+            good = [image for _, image in batch if not isinstance(image, LSegError)]
+            results = iter(predictor.segment_batch(good, self.labels, errors="return") if good else ())
+            for unit, image in batch:  # segment_batch keeps the order
+                yield unit, image if isinstance(image, LSegError) else next(results)
 
     def write(self, unit: Unit, result: Any, staged: Staged) -> dict[str, Any]:
         image = load_image(unit.source)  # full resolution for the overlay (the loader kept the resized copy)
@@ -95,8 +97,6 @@ def segment_folder(predictor: LSegPredictor,
                    labels: str | Sequence[str], options: SegmentOptions | None = None) -> Report:
     """``lseg segment`` in Python: every image under ``inputs`` (files and folders) into ``options.out``;
     returns the :class:`~lseg.jobs.engine.Report`, where a failed image is listed, not raised."""
-    from lseg.inference.options import SegmentOptions
-
     options = options or SegmentOptions()
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     writer = SegmentWriter(items, parse_labels(labels), options, predictor.options, predictor.precision,
@@ -106,10 +106,6 @@ def segment_folder(predictor: LSegPredictor,
 
 def weights_sha256(model: Any) -> str:
     """SHA-256 of a model's state dict (names, dtypes, shapes, bytes): which weights made outputs."""
-    import hashlib
-
-    import torch
-
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         t = t.detach().cpu().reshape(-1).contiguous()

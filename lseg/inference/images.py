@@ -29,13 +29,12 @@ def images_per_forward(device: torch.device | str, batch_size: int) -> int:
 def prepare_image(image: Any, size: int | None, device: torch.device | str = "cpu") -> PreparedImage:
     """Any accepted image -> :class:`PreparedImage` at the working size for long side ``size`` (no
     model needed: loader workers run it ahead)."""
-    device = torch.device(device)
     rgb = rgb_pixels(image, device)
     image_size = (int(rgb.shape[0]), int(rgb.shape[1]))
     return PreparedImage(resize_rgb(rgb, working_size(*image_size, size), device)[0], image_size)
 
 
-def rgb_pixels(image: Any, device: torch.device) -> np.ndarray | torch.Tensor:
+def rgb_pixels(image: Any, device: torch.device | str) -> np.ndarray | torch.Tensor:
     """``HxWx3 uint8`` pixels of any accepted image: a ``3xHxW`` uint8 or [0, 1] float tensor already on
     ``device`` (a GPU) stays there, a C-contiguous writable RGB uint8 array is taken as is, anything
     else goes through :func:`lseg.io.load_image`."""

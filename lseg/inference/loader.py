@@ -1,7 +1,6 @@
 """Prefetching: decode and resize images in DataLoader workers while the model runs. Batches come
 back in input order (pinned on a GPU), an unreadable file as its error; items are drawn only as
-workers need them, so a batch job claims an input just before it is loaded.
-"""
+workers need them, so a batch job claims an input just before it is loaded."""
 
 from __future__ import annotations
 

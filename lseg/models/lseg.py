@@ -58,9 +58,8 @@ class LSeg(nn.Module):
         self.decoder = DPTDecoder(channels, config.features, tokens)
         self.pixel_proj = nn.Conv2d(config.features, config.embed_dim, kernel_size=1)
         block = config.spatial_block
-        self.spatial_block: SpatialBlock | None = None
-        if block.arch_option:
-            self.spatial_block = SpatialBlock(bottleneck=block.arch_option == 1, activation=block.activation)
+        self.spatial_block = (SpatialBlock(bottleneck=block.arch_option == 1, activation=block.activation)
+                              if block.arch_option else None)
         self.text_encoder = CLIPTextEncoder(config.text)
         # constants of the config: buffers (not saved) so that they follow .to(device)
         self.register_buffer("logit_scale", torch.empty(()), persistent=False)

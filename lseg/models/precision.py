@@ -90,13 +90,11 @@ class Int8Linear(nn.Module):
         weight = linear.weight.detach().float()
         scale = weight.abs().amax(1).clamp_min(1e-12) / 127
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self._pack(torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8))
+        weight_int8 = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        self._packed = torch.ops.onednn.qlinear_prepack(weight_int8, None)
         self.register_buffer("weight_scale", scale)
         self.register_buffer("weight_zero", torch.zeros_like(scale, dtype=torch.int64), persistent=False)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
-
-    def _pack(self, weight_int8: torch.Tensor) -> None:
-        self._packed = torch.ops.onednn.qlinear_prepack(weight_int8, None)
 
     @property
     def weight_int8(self) -> torch.Tensor:
@@ -112,7 +110,7 @@ class Int8Linear(nn.Module):
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
-        self._pack(self._packed)
+        self._packed = torch.ops.onednn.qlinear_prepack(self._packed, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)

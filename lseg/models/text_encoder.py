@@ -131,7 +131,9 @@ class CLIPTextEncoder(nn.Module):
         xs = xs if batch_first else [x.permute(1, 0, 2) for x in xs]  # NLD -> LND
         masks = [m.attn_mask[:n, :n].to(dtype) for _, n in groups]
         for block in m.transformer.resblocks:
-            w = _cast_weights(block, dtype)  # once for all groups
+            attn, fc, proj = block.attn, block.mlp.c_fc, block.mlp.c_proj  # cast once for all groups:
+            w = [t.to(dtype) for t in (attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight,
+                                       attn.out_proj.bias, fc.weight, fc.bias, proj.weight, proj.bias)]
             xs = [_residual_block(block, x, w, mask, batch_first) for x, mask in zip(xs, masks)]
         projection = m.text_projection.to(dtype)
         pooled = []
@@ -152,13 +154,6 @@ class CLIPTextEncoder(nn.Module):
         """Label strings -> (K, D) L2-normalised embeddings."""
         tokens, lengths = self._tokenize(labels)
         return self.encode_tokens(tokens, reference=reference, lengths=lengths)
-
-
-def _cast_weights(block: nn.Module, dtype: torch.dtype) -> list[torch.Tensor]:
-    """A residual block's attention and MLP weights and biases in ``dtype``."""
-    attn, fc, proj = block.attn, block.mlp.c_fc, block.mlp.c_proj
-    return [t.to(dtype) for t in (attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight,
-                                  attn.out_proj.bias, fc.weight, fc.bias, proj.weight, proj.bias)]
 
 
 def _residual_block(block: nn.Module, x: torch.Tensor, w: list[torch.Tensor], mask: torch.Tensor,
