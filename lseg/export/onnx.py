@@ -82,7 +82,7 @@ def export_onnx(model: LSeg, out_dir: str | os.PathLike[str], *, size: int | tup
     if model.precision == "int8":
         raise LSegError("an int8 model does not export to ONNX (its layers are oneDNN kernels): export it "
                         "before set_precision('int8')")
-    out = Path(out_dir)
+    out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     was_training, device = model.training, model.device
     model.eval().cpu()

@@ -268,7 +268,7 @@ def save_pretrained(model: LSeg, directory: str | os.PathLike[str], *, model_car
     if model.precision == "int8":
         raise ConfigError("an int8 model is not saved (int8 is a way of running): save the model before "
                           "set_precision('int8')")
-    d = Path(directory)
+    d = Path(directory).expanduser()
     d.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write(d / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))

@@ -142,11 +142,10 @@ def _apply(cfg: TrainConfig, changes: Mapping[str, Any]) -> TrainConfig:
         key = key.replace("-", "_")
         if "." in key:
             top, sub = key.split(".", 1)
-            current = dict(flat.get(top, getattr(cfg, top, None)) or {})
+            current = flat.get(top, getattr(cfg, top, None))
             if top not in field_names() or not isinstance(current, dict):
                 raise ConfigError(f"{key!r}: only dict fields accept dotted keys")
-            current[sub] = value
-            flat[top] = current
+            flat[top] = {**current, sub: value}
         else:
             flat[key] = value
     return cfg.replace(**flat)

@@ -233,6 +233,14 @@ def test_save_load_round_trip_is_bit_exact(tiny_model, tmp_path):
         assert torch.equal(tiny_model(x, ["a", "b"]), loaded(x, ["a", "b"]))
 
 
+def test_save_pretrained_expands_the_home_folder(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    out = save_pretrained(tiny_model, "~/m")
+    assert out == tmp_path / "home" / "m" and (out / "model.safetensors").is_file()
+    assert not (tmp_path / "~").exists()  # no folder literally named ~
+
+
 def test_bad_config_json(tiny_model, tmp_path):
     out = save_pretrained(tiny_model, tmp_path / "m")
     (out / "config.json").write_text("{not json")

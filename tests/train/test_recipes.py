@@ -66,3 +66,9 @@ def test_file_with_recipe_and_overrides(tmp_path: Path):
 def test_unknown_recipe_or_file():
     with pytest.raises(ConfigError, match="neither a recipe"):
         load_config("no_such_recipe")
+
+
+@pytest.mark.parametrize("key", ["scale_range.x", "model.x", "no_such_field.x"])
+def test_dotted_key_on_a_field_that_is_not_a_dict(key: str):
+    with pytest.raises(ConfigError, match="only dict fields accept dotted keys"):
+        load_config("folder_finetune", {key: 1})
