@@ -90,10 +90,16 @@ def pad_to_multiple(x: Array, value: Any, multiple: int = SIZE_MULTIPLE) -> Arra
 
 
 def windows(h: int, w: int, crop: int, stride: int) -> Iterator[tuple[int, int]]:
-    """Top-left corners of the predictor's ``crop`` windows covering (h, w), the last one flush with the edge."""
-    ys = [max(0, min(i * stride, h - crop)) for i in range(max(1, math.ceil((h - crop) / stride) + 1))]
-    xs = [max(0, min(i * stride, w - crop)) for i in range(max(1, math.ceil((w - crop) / stride) + 1))]
-    return itertools.product(ys, xs)
+    """Top-left corners of the predictor's ``crop`` windows covering (h, w). Every corner is even, so a
+    window's embeddings land on whole half-resolution pixels; the last one is at the edge, ``n - crop``
+    rounded up to even (its window is then a row or column short), so it reaches row ``ceil(n/2) - 1``."""
+
+    def starts(n: int) -> list[int]:
+        last = max(0, n - crop + (n - crop) % 2)
+        steps = range(max(1, math.ceil((n - crop) / stride) + 1))
+        return list(dict.fromkeys([*(min(i * stride // 2 * 2, last) for i in steps), last]))
+
+    return itertools.product(starts(h), starts(w))
 
 
 def reference_windows(h: int, w: int, crop: int, stride: int) -> Iterator[tuple[int, int, int, int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -97,17 +98,23 @@ def test_pad_to_numpy_and_torch_agree() -> None:
 
 @pytest.mark.parametrize(("h", "w", "crop", "stride"), [
     (96, 128, 64, 48), (100, 100, 64, 32), (64, 64, 64, 32), (30, 200, 64, 50), (481, 719, 480, 320), (7, 9, 4, 1),
+    (65, 64, 64, 42), (267, 400, 64, 41), (101, 99, 33, 33), (96, 97, 32, 31),
 ])
-def test_windows_cover_every_pixel(h: int, w: int, crop: int, stride: int) -> None:
-    covered = np.zeros((h, w), int)
+def test_windows_cover_every_half_resolution_pixel(h: int, w: int, crop: int, stride: int) -> None:
+    """A window from even corner ``y0`` of ``n`` rows gives embedding rows ``y0/2 .. y0/2 + ceil(n/2) - 1``:
+    together they cover all ``ceil(h/2)`` rows (an odd ``h - crop`` once left the last row empty)."""
+    covered = np.zeros((math.ceil(h / 2), math.ceil(w / 2)), int)
     corners = list(windows(h, w, crop, stride))
     assert len(set(corners)) == len(corners)
     for y0, x0 in corners:
-        assert 0 <= y0 and 0 <= x0 and (y0 + crop <= h or y0 == 0) and (x0 + crop <= w or x0 == 0)
-        covered[y0 : y0 + crop, x0 : x0 + crop] += 1
+        assert y0 % 2 == 0 and x0 % 2 == 0 and 0 <= y0 < h and 0 <= x0 < w
+        rows, cols = min(crop, h - y0), min(crop, w - x0)
+        assert rows >= min(crop, h) - 1 and cols >= min(crop, w) - 1  # at most a row/column short
+        covered[y0 // 2 : y0 // 2 + math.ceil(rows / 2), x0 // 2 : x0 // 2 + math.ceil(cols / 2)] += 1
     assert covered.min() >= 1
-    # the last windows are flush with the edge (shifted back, not padded)
-    assert max(y for y, _ in corners) == max(0, h - crop) and max(x for _, x in corners) == max(0, w - crop)
+    # the last windows are at the edge (shifted back, not padded)
+    assert max(y for y, _ in corners) == max(0, h - crop + (h - crop) % 2)
+    assert max(x for _, x in corners) == max(0, w - crop + (w - crop) % 2)
 
 
 @pytest.mark.parametrize(("h", "w", "crop", "stride"), [(71, 100, 64, 42), (64, 64, 64, 42), (149, 85, 48, 32)])

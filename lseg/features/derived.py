@@ -96,7 +96,7 @@ class LayoutWriter(Writer):
     def __init__(self, store: FeatureStore, layout: str, out: str | os.PathLike[str], reduced: bool = False) -> None:
         if layout not in LAYOUTS:
             raise LSegError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-        self.out = Path(out)
+        self.out = Path(out).expanduser()
         if self.out.resolve().is_relative_to(store.path.resolve()):
             raise LSegError(f"the export folder {out} is inside the store {store.path}: choose a folder outside it")
         if reduced and store.reduction is None:

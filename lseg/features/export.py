@@ -105,7 +105,7 @@ class NpyWriter(Writer):
                  resolution: Resolution, pca: bool, fps: float | None, every_n: int | None,
                  predictor: LSegPredictor | Callable[[], LSegPredictor], model: Mapping[str, Any],
                  recipe: Mapping[str, Any], write_manifest: bool = True) -> None:
-        self.inputs, self.out = list(inputs), Path(out)
+        self.inputs, self.out = list(inputs), Path(out).expanduser()
         self.dtype, self.res, self.pca = dtype, parse_resolution(resolution), pca
         self.fps, self.every_n = fps, every_n
         self._predictor, self.model, self._recipe = predictor, dict(model), dict(recipe)

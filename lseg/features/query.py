@@ -66,7 +66,7 @@ class QueryWriter(Writer):
             raise LSegError(f"{store.path} has no reduction (run `lseg store reduce`)")
         if len(labels) > 65536:
             raise LSegError(f"{len(labels)} labels: label maps are 16-bit PNGs, at most 65536 labels")
-        self.store, self.labels, self.out = store, list(labels), Path(out)
+        self.store, self.labels, self.out = store, list(labels), Path(out).expanduser()
         self.frames = list(frames) if frames is not None else list(range(len(store)))
         self.reduced, self.heatmaps, self.scores = reduced, heatmaps, scores
         self.model, self.templates, self._text = model, list(templates), text

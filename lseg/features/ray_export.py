@@ -60,7 +60,7 @@ def export_store_ray(extractor: FeatureExtractor, inputs: Sequence[str | os.Path
         raise LSegError("the Ray export needs Ray Data: pip install 'lseg[scale]'") from None
     if num_workers < 1:
         raise LSegError(f"num_workers must be >= 1, got {num_workers}")
-    out = Path(out_dir)
+    out = Path(out_dir).expanduser()
     model = model or weights_identity(extractor.model)
     writer = StoreWriter(inputs, out, description=extractor.describe(), model=model, extractor=extractor,
                          settings=settings, checkpoint=checkpoint, overwrite=overwrite, reduce=reduce)

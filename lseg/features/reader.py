@@ -36,7 +36,7 @@ class FeatureStore:
     records (id, key, source, frame, time, image_size, shape, shard)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         try:
             self.manifest: dict[str, Any] = json.loads((self.path / STORE_MANIFEST).read_text())
         except (OSError, json.JSONDecodeError) as e:

@@ -80,7 +80,7 @@ class StoreWriter(Writer):
                  extractor: FeatureExtractor | Callable[[], FeatureExtractor], settings: StoreSettings | None = None,
                  checkpoint: str | None = None, overwrite: bool = False, write_manifest: bool = True,
                  reduce: int | None = None) -> None:
-        self.inputs, self.out = list(inputs), Path(out)
+        self.inputs, self.out = list(inputs), Path(out).expanduser()
         self.description, self.model = json_safe(dict(description)), json_safe(dict(model))
         self.settings = settings or StoreSettings()
         self._extractor = extractor
@@ -246,7 +246,7 @@ def _shard_keys(path: Path) -> list[str] | None:
 def finalize_store(out: str | os.PathLike[str]) -> bool:
     """Write ``index.json`` if every planned unit is done; returns whether the store is complete.
     Deterministic: processes finishing together write the same file."""
-    out = Path(out)
+    out = Path(out).expanduser()
     manifest = json.loads((out / STORE_MANIFEST).read_text())
     records = [read_record(unit_record(out, u["id"])) for u in manifest["units"]]
     if not all(rec is not None and rec.get("complete", True) is True for rec in records):

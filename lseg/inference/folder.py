@@ -36,7 +36,7 @@ class SegmentWriter(Writer):
                  make_predictor: Callable[[], LSegPredictor]) -> None:
         """``precision``: the image path's, resolved; ``model``: what identifies the weights."""
         self.inputs, self.labels, self.options = list(inputs), list(labels), options
-        self.out = Path(options.out)
+        self.out = Path(options.out).expanduser()
         self.predictor_options, self.precision, self.model = predictor_options, precision, model
         self._make_predictor = make_predictor
         self.predictor: LSegPredictor | None = None

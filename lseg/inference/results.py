@@ -132,7 +132,7 @@ class SegmentationResult:
         named = isinstance(source, (str, os.PathLike))
         if stem is None:
             stem = Path(source).stem if named else "image"
-        out = Path(folder)
+        out = Path(folder).expanduser()
         if out.exists() and not out.is_dir():
             raise LSegError(f"{out} is a file, not a folder: save() takes the output folder, e.g. "
                             f"result.save('{out.parent / 'out'}/')")
@@ -183,7 +183,8 @@ def write_segment_files(files: dict[str, Path], staged: Staged, label_map: np.nd
         prob = probs()
         if "scores" in files:
             staged.write(files["scores"], lambda p: save_scores(p, prob, labels))
-        for key, pic in zip(heat, make_heatmaps(prob, labels, image, annotate=image is not None).values()):
+        pictures = make_heatmaps(prob, labels, image, annotate=image is not None).values() if heat else ()
+        for key, pic in zip(heat, pictures):
             staged.write(files[key], lambda p, pic=pic: pic.save(p, format="PNG"))
     if "overlay" in files:
         picture = overlay(image, label_map, labels, alpha=alpha, legend=legend)

@@ -230,7 +230,7 @@ class Staged:
 
     def write(self, target: str | os.PathLike[str], writer: Callable[[Path], object]) -> Path:
         """``writer(temp file)`` for ``target`` (its folder created); a file-system error names ``target``."""
-        final = Path(os.fspath(target))
+        final = Path(os.fspath(target)).expanduser()
         with _write_errors(final):
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp = _temp_path_for(final)

@@ -160,3 +160,24 @@ def test_no_legend_draws_the_overlay_at_the_photos_size(tmp_path, capsys):
     assert "1 redone: legend changed" in capsys.readouterr().err
     assert PILImage.open(tmp_path / "o" / "p_overlay.png").size == (40, 30)
     assert SegmentOptions(legend=False).legend is False
+
+
+def test_an_output_folder_under_home_is_written_whole(photos, model_dir, tmp_path, monkeypatch, capsys):
+    """``--out=~/seg`` (the shell does not expand it there) and ``result.save("~/res")``: every file
+    in ``$HOME``, none in a folder literally named ``~``."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    args = ["segment", str(photos / "a.jpg"), "-l", "sky, other", "-c", str(model_dir), "--size", "64", "-q",
+            "--out=~/seg"]
+    assert main(args) == 0
+    assert sorted(p.name for p in (home / "seg").iterdir()) == ["a_labels.json", "a_labels.png", "a_overlay.png"]
+    assert Image.open(home / "seg" / "a_labels.png").size == (128, 96)
+    assert main(args) == 0 and "0 written, 1 already done" in capsys.readouterr().err
+    assert main(["features", str(photos / "a.jpg"), "-c", str(model_dir), "--size", "64", "-q",
+                 "--out=~/feat"]) == 0
+    assert {"a.json", "a.npy"} <= {p.name for p in (home / "feat").iterdir()}
+    predictor = lseg.LSegPredictor(lseg.load_model(model_dir), size=64)
+    predictor.segment(photos / "a.jpg", "sky, other").save("~/res")
+    assert (home / "res" / "a_labels.png").stat().st_size > 0
+    assert not (tmp_path / "~").exists()

@@ -209,6 +209,17 @@ def test_sliding_windows_equal_the_explicit_average(tiny_model, photo):
     assert (r.label_map == big[0].argmax(0).numpy()).mean() > 0.999
 
 
+@pytest.mark.parametrize(("shape", "stride"), [((65, 64), None), ((64, 97), None), ((150, 171), 33)])
+def test_sliding_windows_fill_every_row_of_an_odd_size(tiny_model, shape, stride):
+    """An odd ``h - crop`` (or an odd stride) once left the last embedding row empty: NaN after the
+    average, and label 0 there."""
+    p = lseg.LSegPredictor(tiny_model, size=None, crop_size=64, stride=stride)
+    image = make_photo(*shape, seed=4)
+    r = p.segment(image, "sky, grass, other", return_embeddings=True)
+    assert r.embeddings.shape[1:] == (math.ceil(shape[0] / 2), math.ceil(shape[1] / 2))
+    assert np.isfinite(r.embeddings).all() and np.isfinite(r.logits).all()
+
+
 def test_segment_batch_equals_per_image_segment(tiny_model):
     # two images share a working size (one batched forward), one has another, one runs in windows
     images = [make_photo(96, 128, seed=0), make_photo(60, 80, seed=1), make_photo(70, 50, seed=2),

@@ -134,8 +134,8 @@ def test_ctrl_c_returns_what_was_written(tmp_path: Path) -> None:
 def test_the_cli_prints_the_summary_on_ctrl_c(tmp_path: Path) -> None:
     photos = tmp_path / "in"
     photos.mkdir()
-    for i in range(40):
-        Image.fromarray(np.full((24, 24, 3), i * 5, np.uint8)).save(photos / f"p{i:02d}.png")
+    for i in range(300):  # enough that a loaded machine cannot finish them all before the signal
+        Image.fromarray(np.full((24, 24, 3), i % 250, np.uint8)).save(photos / f"p{i:03d}.png")
     proc = subprocess.Popen([sys.executable, "-m", "lseg.cli", "segment", str(photos), "-l", "a, b", "-o",
                              str(tmp_path / "o"), "--random-weights", "lseg_tiny_test", "--size", "32",
                              "--batch-size", "1"], env=cli_env(), stderr=subprocess.PIPE, text=True)
