@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import dataclasses
 import inspect
+import os
 import re
 import types
 import typing
@@ -83,10 +84,12 @@ def coerce_value(value: Any, tp: Any, name: str = "value") -> Any:
             return tp(value)
         raise ConfigError(f"{name} must be {'an integer' if tp is int else 'a number'}, got {value!r}")
     if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
+        if isinstance(value, (str, int, float, os.PathLike)) and not isinstance(value, bool):
+            return os.fspath(value) if isinstance(value, os.PathLike) else str(value)
         raise ConfigError(f"{name} must be a string, got {value!r}")
     if origin is tuple:
+        if isinstance(value, str) and args[0] is str:  # free text (templates, paths) may hold commas
+            raise ConfigError(f"{name} must be a list of strings, not one string; use [{value!r}]")
         if isinstance(value, str):
             value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
         variadic = len(args) == 2 and args[1] is Ellipsis

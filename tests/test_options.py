@@ -228,3 +228,15 @@ def test_choices_switches_lists_and_exclusive_groups():
         options_from_args(Choices, p.parse_args(["--scales", "1,-1", "-c", "f"]))
     with pytest.raises(ConfigError, match="^mode must be one of 'fast', 'slow', got 'medium'"):
         Choices(mode="medium")  # type: ignore[arg-type]
+
+
+def test_paths_and_one_string_for_a_list_of_strings():
+    from pathlib import Path
+
+    import lseg
+    from lseg.inference.options import PredictorOptions
+
+    assert lseg.SegmentOptions(out=Path("seg")).out == "seg"  # a path-like for a str option
+    with pytest.raises(ConfigError, match=r"not one string; use \['a photo of a \{\}, in the wild'\]"):
+        PredictorOptions(templates="a photo of a {}, in the wild")  # never split at the comma
+    assert PredictorOptions(templates=["a {}.", "the {}"]).templates == ("a {}.", "the {}")

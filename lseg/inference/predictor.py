@@ -49,10 +49,15 @@ class LSegPredictor:
             raise TypeError(f"LSegPredictor takes a model, not a {type(model).__name__}: use "
                             f"LSegPredictor({hint})")
         if options is None:
-            options = PredictorOptions(size=size, crop_size=crop_size, stride=stride, templates=tuple(templates or ()),
+            options = PredictorOptions(size=size, crop_size=crop_size, stride=stride, templates=() if templates is None else templates,
                                        precision=precision or "auto", batch_size=batch_size, compile=compile)
-        elif precision is None:
-            precision = options.precision
+        else:
+            beside = {"size": size, "crop_size": crop_size, "stride": stride, "batch_size": batch_size,
+                      "compile": compile}
+            clash = [k for k, v in beside.items() if v != getattr(_DEFAULTS, k)] + ["templates"] * (templates is not None)
+            if clash:
+                raise ConfigError(f"{', '.join(clash)} given beside options=: set them in the PredictorOptions")
+            precision = precision or options.precision
         if label_chunk_size < 1 or text_cache_size < 0:
             raise ConfigError(f"label_chunk_size must be >= 1 and text_cache_size >= 0, got {label_chunk_size} "
                               f"and {text_cache_size}")

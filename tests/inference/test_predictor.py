@@ -411,3 +411,12 @@ def test_compile_and_int8_together_are_one_error_line():
         pytest.skip("this torch has no oneDNN int8 kernels")
     with pytest.raises(lseg.ConfigError, match="compile.? does not apply to precision int8"):
         lseg.LSegPredictor(lseg.create_model("lseg_tiny_test"), compile=True, precision="int8")
+
+
+def test_settings_beside_options_are_refused_not_dropped(tiny_model):
+    with pytest.raises(lseg.errors.ConfigError, match="templates given beside options="):
+        lseg.LSegPredictor(tiny_model, options=lseg.PredictorOptions(size=64), templates=["a photo of a {}."])
+    with pytest.raises(lseg.errors.ConfigError, match="crop_size, batch_size given beside options="):
+        lseg.LSegPredictor(tiny_model, options=lseg.PredictorOptions(size=64), crop_size=32, batch_size=1)
+    with pytest.raises(lseg.errors.ConfigError, match="not one string"):
+        lseg.LSegPredictor(tiny_model, templates="a photo of a {}.")  # not iterated character by character
