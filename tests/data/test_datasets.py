@@ -244,6 +244,26 @@ def test_read_image_errors(tmp_path):
         read_image(bad)
 
 
+def test_read_image_converts_as_load_image_without_exif(tmp_path):
+    """16-bit gray is scaled by >> 8 and alpha composited onto white, as lseg.io.load_image does; the
+    EXIF orientation is still not applied (the masks are stored unrotated)."""
+    from lseg.io import load_image
+
+    gray16 = tmp_path / "g16.png"
+    Image.fromarray(np.tile(np.linspace(0, 65535, 256), (4, 1)).astype(np.uint16)).save(gray16)
+    assert Image.open(gray16).mode == "I;16"
+    assert torch.equal(read_image(gray16), torch.from_numpy(load_image(gray16)).permute(2, 0, 1))
+    assert read_image(gray16).float().mean() == 127.5
+    clear = tmp_path / "clear.png"
+    Image.fromarray(np.zeros((2, 3, 4), np.uint8), "RGBA").save(clear)
+    assert (read_image(clear) == 255).all()
+    rotated = tmp_path / "rot.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees on display
+    Image.fromarray(np.zeros((4, 8, 3), np.uint8)).save(rotated, exif=exif)
+    assert read_image(rotated).shape == (3, 4, 8) and load_image(rotated).shape == (8, 4, 3)
+
+
 def _write(root, files):
     root = root / "ADE20K_2021_17_01"
     stored = {
