@@ -70,6 +70,7 @@ def build_dataset(name: str, root: str | Path | None, split: str | None = "val",
     key = canonical_name(name)
     if root is None:
         raise DatasetError(f"dataset {key!r} needs a data root (--data-root)")
+    root = Path(root).expanduser()  # a quoted '~/data' on the command line or in a YAML config
     if key in FEWSHOT_DATASETS:
         raise DatasetError(f"{key!r} is a few-shot benchmark: use the fewshot protocol")
     if label_style is not None:
@@ -95,6 +96,7 @@ def build_fewshot_dataset(name: str, root: str | Path | None, fold: int = 0, spl
         raise DatasetError(f"{key!r} is not a few-shot benchmark ({', '.join(FEWSHOT_DATASETS)})")
     if root is None:
         raise DatasetError(f"dataset {key!r} needs a data root (--data-root)")
+    root = Path(root).expanduser()
     style = label_style or "reference"
     if key != "fss1000":
         reader = Pascal5i if key == "pascal5i" else COCO20i

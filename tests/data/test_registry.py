@@ -50,6 +50,18 @@ def test_folder_dataset_by_name(tmp_path, files):
         build_dataset("folder", tmp_path, None, label_style="full")
 
 
+def test_data_root_expands_home(tmp_path, files, monkeypatch):
+    """A quoted '~/...' (command line, YAML config) is the home folder, not a folder named '~'."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "toy" / "labels.txt").parent.mkdir()
+    (tmp_path / "toy" / "labels.txt").write_text("sky\ngrass\n")
+    files.rgb(tmp_path / "toy" / "images" / "0.png")
+    files.mask(tmp_path / "toy" / "masks" / "0.png", files.mask_with([0, 1]))
+    assert len(build_dataset("folder", "~/toy", None)) == 1
+    with pytest.raises(DatasetError, match=f"not found: {tmp_path}"):
+        build_fewshot_dataset("fss1000", "~/none")
+
+
 def test_open_vocab_labels_are_readable():  # what `lseg eval --protocol open-vocab` feeds to CLIP
     from lseg.data import clean_fewshot_name
 
