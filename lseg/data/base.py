@@ -41,7 +41,11 @@ def descend(root: Path, *candidates: str) -> Path:
 
 def read_split_file(path: Path) -> list[str]:
     """The ids of a split list: one per line, or DeepLab's ``/JPEGImages/<id>.jpg /Seg.../<id>.png`` pairs."""
-    rows = map(str.split, require(path, "split list", "file").read_text(encoding="utf-8").splitlines())
+    try:  # utf-8-sig: a byte-order mark is not part of the first id
+        text = require(path, "split list", "file").read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"split list {path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+    rows = map(str.split, text.splitlines())
     return [PurePosixPath(cols[0]).stem if len(cols) > 1 else cols[0] for cols in rows if cols]
 
 

@@ -24,6 +24,7 @@ from lseg.data import (
     read_image,
     val_transform,
 )
+from lseg.data.base import read_split_file
 from lseg.data.registry import build_dataset, canonical_name, ignore_index_of
 from lseg.errors import DatasetError
 
@@ -235,6 +236,15 @@ def test_transform_applied_to_both(tmp_path, files):
     s = ds[0]
     assert s["image"].shape == (3, 6, 6) and s["mask"].shape == (6, 6) and s["mask"].dtype == torch.int64
     assert set(s["mask"].unique().tolist()) <= {0, 1, 2, 255}
+
+
+def test_read_split_file_reads_utf8_only(tmp_path):
+    p = tmp_path / "val.txt"
+    p.write_bytes("\ufeffa\nb\n".encode())
+    assert read_split_file(p) == ["a", "b"]
+    p.write_bytes(b"gr\xe4s\n")
+    with pytest.raises(DatasetError, match=r"^split list .*val.txt is not UTF-8 text"):
+        read_split_file(p)
 
 
 def test_read_image_errors(tmp_path):
