@@ -213,6 +213,19 @@ def test_folder_dataset(tmp_path, files):
         FolderDataset(root, split="test")
 
 
+def test_folder_dataset_refuses_two_images_for_one_mask(tmp_path, files):
+    """a.jpg beside a.png: which one masks/a.png labels is ambiguous (it was listed twice, as a.jpg)."""
+    root, _ = _folder(tmp_path, files)
+    files.rgb(root / "images" / "a.jpg", fmt="JPEG")
+    for split in (None, "val"):
+        (root / "splits").mkdir(exist_ok=True)
+        (root / "splits" / "val.txt").write_text("b\na\n")
+        with pytest.raises(DatasetError, match=r"^images .*a.jpg and .*a.png share the mask .*a.png; keep one$"):
+            FolderDataset(root, split=split)
+    (root / "images" / "a.jpg").rename(root / "images" / "a-1.jpg")  # a different stem: no mask, not used
+    assert [r.image.name for r in FolderDataset(root).records] == ["a.png", "b.png"]
+
+
 def test_folder_dataset_rejects_bad_masks(tmp_path, files):
     root, _ = _folder(tmp_path, files)
     files.mask(root / "masks" / "a.png", files.mask_with([0, 3, 7]))
