@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from lseg.cli.common import checked_device
+from lseg.errors import LSegError
 from lseg.io.checks import report_file
 from lseg.options import (
     CheckedOptions,
@@ -64,6 +65,13 @@ class BenchOptions(CheckedOptions):
             if not getattr(self, name):
                 raise OptionError(f"`{name}` takes at least one value")
         check_compile("on" in self.compile, self.precisions)
+        if self.checkpoint is None:  # here, not in the first of the fresh processes
+            from lseg.models import get_config
+
+            try:
+                get_config(self.model)
+            except LSegError as e:
+                raise OptionError(f"`model`: {e}") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -114,7 +122,7 @@ def _profile(opts: BenchOptions) -> int:
     import subprocess
     import sys
 
-    from lseg.eval.benchmark import available_threads
+    from lseg.eval.benchmark import available_threads, child_failure
     from lseg.eval.profile import format_profile
 
     threads = opts.threads or available_threads()
@@ -125,7 +133,7 @@ def _profile(opts: BenchOptions) -> int:
             "size": opts.size, "device": opts.device, "repeats": opts.repeats, "threads": threads})]
         r = subprocess.run(cmd, check=False, capture_output=True, text=True)
         if r.returncode != 0:
-            raise RuntimeError(f"profile {precision} failed: {r.stderr.strip().splitlines()[-1:]}")
+            raise child_failure(r, f"profile {precision}")
         out = json.loads(r.stdout.strip().splitlines()[-1])
         profiles[f"{precision}={out.pop('precision')}" if precision == "auto" else precision] = out
     print(f"{opts.checkpoint or opts.model}, {opts.size}x{opts.size}, {opts.device}, {threads} threads: "

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from lseg.errors import DatasetError
+from lseg.errors import DatasetError, ImageLoadError
+from lseg.io.pixels import convert_mode
 
 __all__ = [
     "IGNORE_INDEX", "IMAGE_EXTENSIONS", "JointTransform", "SampleRecord", "SegmentationDataset", "build_lut",
@@ -40,18 +41,23 @@ def descend(root: Path, *candidates: str) -> Path:
 
 def read_split_file(path: Path) -> list[str]:
     """The ids of a split list: one per line, or DeepLab's ``/JPEGImages/<id>.jpg /Seg.../<id>.png`` pairs."""
-    rows = map(str.split, require(path, "split list", "file").read_text(encoding="utf-8").splitlines())
+    try:  # utf-8-sig: a byte-order mark is not part of the first id
+        text = require(path, "split list", "file").read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"split list {path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+    rows = map(str.split, text.splitlines())
     return [PurePosixPath(cols[0]).stem if len(cols) > 1 else cols[0] for cols in rows if cols]
 
 
 def read_image(path: str | Path) -> torch.Tensor:
-    """An image file as an RGB ``uint8`` tensor ``(3, H, W)``, without EXIF rotation (as the masks)."""
+    """An image file as an RGB ``uint8`` tensor ``(3, H, W)``, converted as :func:`lseg.io.load_image`
+    does (16-bit ``>> 8``, alpha composited onto white) but without EXIF rotation (as the masks)."""
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
-    except (OSError, ValueError) as e:
+            arr = convert_mode(im, str(path))
+    except (OSError, ValueError, ImageLoadError) as e:
         raise DatasetError(f"cannot read image {path}: {e}") from e
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
 def read_mask_array(path: str | Path) -> np.ndarray:

@@ -226,11 +226,18 @@ class FolderDataset(SegmentationDataset):
                                "ignore 255")
         image_dir = require(root / "images", "images")
         mask_dir = require(root / "masks", "masks")
+        images: dict[str, list[Path]] = {}  # stem -> its image files
+        for p in sorted(image_dir.iterdir()):
+            if p.suffix.lower() in IMAGE_EXTENSIONS:
+                images.setdefault(p.stem, []).append(p)
         if split is not None:
             stems = read_split_file(root / "splits" / f"{split}.txt")
         else:
-            stems = sorted(p.stem for p in image_dir.iterdir()
-                           if p.suffix.lower() in IMAGE_EXTENSIONS and (mask_dir / f"{p.stem}.png").is_file())
+            stems = sorted(stem for stem in images if (mask_dir / f"{stem}.png").is_file())
+        twice = next((images[stem] for stem in stems if len(images.get(stem, ())) > 1), None)
+        if twice is not None:  # which one the mask labels is ambiguous (and each would be counted)
+            raise DatasetError(f"images {' and '.join(str(p) for p in twice)} share the mask "
+                               f"{mask_dir / (twice[0].stem + '.png')}; keep one")
         exts = tuple(dict.fromkeys((*IMAGE_EXTENSIONS, *(e.upper() for e in IMAGE_EXTENSIONS))))
         records: list[SampleRecord] = pair_by_stem(image_dir, mask_dir, stems, exts, ".png")
         # values >= C other than 255 are labelling errors, not "ignore": map_mask raises on them

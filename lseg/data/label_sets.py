@@ -132,7 +132,11 @@ def load_label_file(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"label file not found: {path}")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").rstrip().splitlines()]
+    try:  # utf-8-sig: a byte-order mark (Windows editors) is not part of the first label
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise LabelError(f"label file {path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+    lines = [line.strip() for line in text.rstrip().splitlines()]
     if not lines:
         raise LabelError(f"label file {path} is empty")
     if "" in lines:

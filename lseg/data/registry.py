@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lseg.data import (
     ADE20K,
@@ -45,9 +46,11 @@ class PascalVOC20(PascalVOC):
     """PASCAL VOC without the background class (the open-vocabulary "VOC-20" benchmark): stored 0 and
     255 are ignored, classes 1..20 become 0..19."""
 
-    def __init__(self, root: str | Path, split: str = "val", **kwargs: Any) -> None:
-        super().__init__(root, split, **kwargs)  # type: ignore[arg-type]
-        self.labels = voc_labels(kwargs.get("label_style", "clean"))[1:]
+    def __init__(self, root: str | Path, split: Literal["train", "val"] = "val", aug: bool = False,
+                 transform: JointTransform | None = None,
+                 label_style: Literal["clean", "reference"] = "clean") -> None:
+        super().__init__(root, split, aug=aug, transform=transform, label_style=label_style)
+        self.labels = voc_labels(label_style)[1:]
         self._lut = build_lut({v: v - 1 for v in range(1, 21)})
 
 
@@ -70,6 +73,7 @@ def build_dataset(name: str, root: str | Path | None, split: str | None = "val",
     key = canonical_name(name)
     if root is None:
         raise DatasetError(f"dataset {key!r} needs a data root (--data-root)")
+    root = Path(root).expanduser()  # a quoted '~/data' on the command line or in a YAML config
     if key in FEWSHOT_DATASETS:
         raise DatasetError(f"{key!r} is a few-shot benchmark: use the fewshot protocol")
     if label_style is not None:
@@ -79,7 +83,9 @@ def build_dataset(name: str, root: str | Path | None, split: str | None = "val",
     readers: dict[str, Any] = {
         "ade20k": ADE20K, "pascal_voc": PascalVOC, "voc20": PascalVOC20, "pascal_context59": PascalContext59,
         "pascal_context459": PascalContext459, "ade847": ADE20K847, "coco_stuff": COCOStuff,
+        "folder": FolderDataset,
     }
+    _check_keywords(key, readers[key], kwargs, ("split", "transform"))
     if key == "folder":
         return FolderDataset(root, split=split, transform=transform, **kwargs)
     return readers[key](root, split=split or "val", transform=transform, **kwargs)
@@ -95,11 +101,23 @@ def build_fewshot_dataset(name: str, root: str | Path | None, fold: int = 0, spl
         raise DatasetError(f"{key!r} is not a few-shot benchmark ({', '.join(FEWSHOT_DATASETS)})")
     if root is None:
         raise DatasetError(f"dataset {key!r} needs a data root (--data-root)")
+    root = Path(root).expanduser()
     style = label_style or "reference"
+    reader = {"pascal5i": Pascal5i, "coco20i": COCO20i, "fss1000": FSS1000}[key]
+    _check_keywords(key, reader, kwargs, ("fold", "split", "transform", "label_style"))
     if key != "fss1000":
-        reader = Pascal5i if key == "pascal5i" else COCO20i
         return reader(root, fold, split=split or "val", transform=transform, label_style=style, **kwargs)  # type: ignore[arg-type]
     return FSS1000(root, split=split or "test", transform=transform, label_style=style, **kwargs)  # type: ignore[arg-type]
+
+
+def _check_keywords(key: str, reader: Any, kwargs: dict[str, Any], own: tuple[str, ...]) -> None:
+    """:class:`DatasetError` naming the accepted keywords if ``kwargs`` holds one that ``reader`` does not
+    take; ``own``: the arguments the registry passes itself, not listed as accepted."""
+    accepted = [name for name in inspect.signature(reader).parameters if name not in ("root", *own)]
+    unknown = [name for name in kwargs if name not in accepted]
+    if unknown:
+        raise DatasetError(f"dataset {key!r} ({reader.__name__}) takes no keyword "
+                           f"{', '.join(map(repr, unknown))}; accepted: {', '.join(accepted) or 'none'}")
 
 
 def ignore_index_of(dataset: Any) -> int:

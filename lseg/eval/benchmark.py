@@ -16,9 +16,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from lseg.errors import LSegError
 
 if TYPE_CHECKING:
     from lseg.models.lseg import LSeg
@@ -161,8 +163,8 @@ def bench(model_name: str = "lseg_vitl16_384", checkpoint: str | None = None, pr
     rows: list[BenchRow] = []
     with tempfile.TemporaryDirectory() as tmp:
         configs = [("reference", 1, False)] + [(p, b, c) for c in compiles for p in precisions for b in batches]
-        if "fp32" not in precisions:
-            configs.append(("fp32", batches[0], False))  # the agreement reference
+        if ("fp32", batches[0], False) not in configs:  # e.g. fp32 only compiled (--compile on)
+            configs.append(("fp32", batches[0], False))  # the agreement reference: eager fp32
         for precision, batch, compile in configs:
             out = str(Path(tmp) / f"{precision}-{batch}-{compile}.npy")
             cmd = [sys.executable, "-m", "lseg.eval.benchmark", json.dumps({
@@ -172,13 +174,33 @@ def bench(model_name: str = "lseg_vitl16_384", checkpoint: str | None = None, pr
             })]
             r = subprocess.run(cmd, check=False, capture_output=True, text=True)
             if r.returncode != 0:
-                raise RuntimeError(f"bench {precision} batch {batch} failed: {r.stderr.strip().splitlines()[-1:]}")
+                raise child_failure(r, f"bench {precision} batch {batch}")
             rows.append(BenchRow(**json.loads(r.stdout.strip().splitlines()[-1])))
-        ref_map = np.load(next(Path(tmp).glob("fp32-*-False.npy")))
+        ref_map = np.load(Path(tmp) / f"fp32-{batches[0]}-False.npy")
         for row in rows:
             mine = np.load(Path(tmp) / f"{row.precision}-{row.batch}-{row.compiled}.npy")
             row.agreement = float((mine == ref_map).mean())
     return rows
+
+
+def child_main(run: Callable[..., dict[str, Any]]) -> None:
+    """A fresh process's entry point: ``run(**<JSON argument>)`` printed as JSON; a user mistake
+    (:class:`LSegError`) is one ``error:`` line on stderr and exit 2, for :func:`child_failure`."""
+    try:
+        out = run(**json.loads(sys.argv[1]))
+    except LSegError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(out))
+
+
+def child_failure(r: subprocess.CompletedProcess[str], what: str) -> Exception:
+    """The error of a failed fresh process: its user mistake (see :func:`child_main`) as an
+    :class:`LSegError`, so the command says it in one line; anything else a RuntimeError naming ``what``."""
+    last = r.stderr.strip().splitlines()[-1:]
+    if r.returncode == 2 and last and last[0].startswith("error: "):
+        return LSegError(last[0].removeprefix("error: "))
+    return RuntimeError(f"{what} failed: {last}")
 
 
 def format_table(rows: list[BenchRow], title: str) -> str:
@@ -196,4 +218,4 @@ def format_table(rows: list[BenchRow], title: str) -> str:
 
 
 if __name__ == "__main__":  # one configuration, in a fresh process (see bench())
-    print(json.dumps(asdict(run_one(**json.loads(sys.argv[1])))))
+    child_main(lambda **kwargs: asdict(run_one(**kwargs)))

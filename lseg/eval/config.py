@@ -56,7 +56,8 @@ class EvalConfig(CheckedOptions):
         flip: add the horizontally flipped prediction (``None``: with ``multiscale`` only).
         folds: few-shot folds, 0 to 3, ignored for FSS-1000 (on the command line a comma list or "all").
         fewshot_size: few-shot square resize (aspect not kept).
-        num_episodes: few-shot episodes per fold (``None``: the reference's, 1000 for PASCAL/COCO).
+        num_episodes: few-shot episodes per fold (``None``: the reference's, 1000 for PASCAL/COCO), ignored
+            for FSS-1000 (one episode per test image).
         seed: COCO-20i episode sampler seed (the reference's fix_randseed(0)).
         batch_size: few-shot episodes per forward (semantic evaluation runs one image at a time).
         num_workers: DataLoader workers per process.

@@ -206,7 +206,7 @@ def evaluate(model: LSeg, cfg: EvalConfig) -> dict[str, Any]:
         per_fold: dict[str, Any] = {}
         for fold in (0,) if name == "fss1000" else cfg.folds:
             kwargs = dict(cfg.dataset_kwargs)
-            if cfg.num_episodes is not None:
+            if cfg.num_episodes is not None and name != "fss1000":  # FSS-1000: one episode per test image
                 kwargs["num_episodes"] = cfg.num_episodes
             if name == "coco20i":
                 kwargs.setdefault("seed", cfg.seed)

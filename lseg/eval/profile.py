@@ -4,8 +4,6 @@ averaged over the timed forwards after a warm-up, for one precision in a fresh p
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
@@ -122,4 +120,6 @@ def format_profile(profiles: dict[str, dict[str, float]]) -> str:
 
 
 if __name__ == "__main__":  # one precision, in a fresh process
-    print(json.dumps(run(**json.loads(sys.argv[1]))))
+    from lseg.eval.benchmark import child_main
+
+    child_main(run)

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from lseg.errors import ImageLoadError, one_line
-from lseg.io.pixels import ALPHA_BACKGROUND, _array_to_rgb, _convert_mode, _tensor_to_rgb
+from lseg.io.pixels import ALPHA_BACKGROUND, _array_to_rgb, _tensor_to_rgb, convert_mode
 
 __all__ = [
     "ALPHA_BACKGROUND", "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "ImageSource", "load_image",
@@ -314,7 +314,7 @@ def _pil_to_rgb(im: Image.Image, name: str, *, max_pixels: int | None = None) ->
     try:
         im = _exif_upright(im)
         _check_pixels(im.size, name, max_pixels)  # decoders may change the size (e.g. ICO, MPO)
-        return _convert_mode(im, name)
+        return convert_mode(im, name)
     except ImageLoadError:
         raise
     except MemoryError:

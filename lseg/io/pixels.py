@@ -19,9 +19,10 @@ _ALPHA_CAPABLE_MODES = frozenset({"1", "L", "P", "RGB", "LA", "PA", "La", "RGBA"
 _STRIP_PIXELS = 1 << 21
 
 
-def _convert_mode(im: Image.Image, name: str) -> np.ndarray:
+def convert_mode(im: Image.Image, name: str) -> np.ndarray:
     """A decoded PIL image of any mode as a fresh ``HxWx3 uint8`` RGB array (in row strips, except 'I'/'F'
-    modes, whose scaling depends on the whole image)."""
+    modes, whose scaling depends on the whole image): :func:`lseg.io.load_image`'s conversion, without its
+    EXIF rotation; :class:`ImageLoadError` for float data with NaN or inf."""
     w, h = im.size
     if w * h <= _STRIP_PIXELS or im.mode.startswith(("I", "F")):
         return _convert_whole(im, name)

@@ -7,12 +7,13 @@ import subprocess
 from dataclasses import asdict
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from lseg.cli import build_parser, main
 from lseg.cli.bench import BenchOptions
 from lseg.errors import ConfigError
-from lseg.eval.benchmark import bench, run_one
+from lseg.eval.benchmark import BenchRow, bench, run_one
 from lseg.options import options_from_args
 
 
@@ -49,6 +50,38 @@ def test_bench_pairs_a_batch_with_batch_1(capsys, monkeypatch):
     assert rows[1].vs_batch1 is None and rows[2].vs_batch1 > 0  # per-image speed against batch 1, paired
 
 
+def _fake_row(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """A row without running it: its argmax map written where bench() reads it."""
+    args = json.loads(cmd[-1])
+    np.save(args["argmax_out"], np.zeros((2, 2), np.uint16))
+    row = BenchRow(args["precision"], args["precision"], args["batch"], args["compile"], 1.0, 1.0, 1.0)
+    return subprocess.CompletedProcess(cmd, 0, json.dumps(asdict(row)) + "\n", "")
+
+
+@pytest.mark.parametrize("precisions", [("fp32",), ("fp32", "auto"), ("bf16",)])
+def test_compiled_rows_get_the_eager_fp32_agreement_reference(precisions, monkeypatch):
+    """--compile on: no eager fp32 row was asked for; one is added (it raised StopIteration)."""
+    import lseg.eval.benchmark
+
+    monkeypatch.setattr(lseg.eval.benchmark, "subprocess", SimpleNamespace(run=_fake_row))
+    rows = bench("lseg_tiny_test", precisions=precisions, batches=(2, 1), size=64, repeats=1, threads=1,
+                 compiles=(True,))
+    assert [(r.precision, r.batch, r.compiled) for r in rows] == [
+        ("reference", 1, False), *((p, b, True) for p in precisions for b in (2, 1)), ("fp32", 2, False)]
+    assert all(r.agreement == 1.0 for r in rows)
+
+
+@pytest.mark.slow  # one fresh process
+@pytest.mark.parametrize("profile", [False, True])
+def test_a_user_mistake_in_a_fresh_process_is_one_line(profile, tmp_path, capsys):
+    """A checkpoint that is not there fails in the first fresh process: its LSegError is this command's
+    one `error:` line and exit 2, not a RuntimeError traceback."""
+    rc = main(["bench", "-c", str(tmp_path / "none"), "--size", "64", "--repeats", "1", "--threads", "1",
+               *(["--profile"] if profile else [])])
+    assert rc == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: checkpoint not found: {tmp_path / 'none'}"]
+
+
 def test_bench_options_come_from_its_typed_config():
     parser = build_parser()
     assert options_from_args(BenchOptions, parser.parse_args(["bench"])) == BenchOptions()
@@ -74,6 +107,7 @@ def test_bench_options_come_from_its_typed_config():
     (["--repeats", "0"], "--repeats must be at least 1, got 0"),
     (["--threads", "0"], "--threads must be at least 1, got 0"),
     (["--device", "gpu"], "--device 'gpu' is not a device"),
+    (["--model", "nosuch"], "--model: unknown model 'nosuch'; available: "),
 ])
 def test_bad_bench_options_are_one_line_before_any_work(extra, message, capsys, monkeypatch):
     import lseg.eval.benchmark

@@ -24,6 +24,7 @@ from lseg.data import (
     read_image,
     val_transform,
 )
+from lseg.data.base import read_split_file
 from lseg.data.registry import build_dataset, canonical_name, ignore_index_of
 from lseg.errors import DatasetError
 
@@ -212,6 +213,19 @@ def test_folder_dataset(tmp_path, files):
         FolderDataset(root, split="test")
 
 
+def test_folder_dataset_refuses_two_images_for_one_mask(tmp_path, files):
+    """a.jpg beside a.png: which one masks/a.png labels is ambiguous (it was listed twice, as a.jpg)."""
+    root, _ = _folder(tmp_path, files)
+    files.rgb(root / "images" / "a.jpg", fmt="JPEG")
+    for split in (None, "val"):
+        (root / "splits").mkdir(exist_ok=True)
+        (root / "splits" / "val.txt").write_text("b\na\n")
+        with pytest.raises(DatasetError, match=r"^images .*a.jpg and .*a.png share the mask .*a.png; keep one$"):
+            FolderDataset(root, split=split)
+    (root / "images" / "a.jpg").rename(root / "images" / "a-1.jpg")  # a different stem: no mask, not used
+    assert [r.image.name for r in FolderDataset(root).records] == ["a.png", "b.png"]
+
+
 def test_folder_dataset_rejects_bad_masks(tmp_path, files):
     root, _ = _folder(tmp_path, files)
     files.mask(root / "masks" / "a.png", files.mask_with([0, 3, 7]))
@@ -237,11 +251,40 @@ def test_transform_applied_to_both(tmp_path, files):
     assert set(s["mask"].unique().tolist()) <= {0, 1, 2, 255}
 
 
+def test_read_split_file_reads_utf8_only(tmp_path):
+    p = tmp_path / "val.txt"
+    p.write_bytes("\ufeffa\nb\n".encode())
+    assert read_split_file(p) == ["a", "b"]
+    p.write_bytes(b"gr\xe4s\n")
+    with pytest.raises(DatasetError, match=r"^split list .*val.txt is not UTF-8 text"):
+        read_split_file(p)
+
+
 def test_read_image_errors(tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
     with pytest.raises(DatasetError, match="bad.jpg"):
         read_image(bad)
+
+
+def test_read_image_converts_as_load_image_without_exif(tmp_path):
+    """16-bit gray is scaled by >> 8 and alpha composited onto white, as lseg.io.load_image does; the
+    EXIF orientation is still not applied (the masks are stored unrotated)."""
+    from lseg.io import load_image
+
+    gray16 = tmp_path / "g16.png"
+    Image.fromarray(np.tile(np.linspace(0, 65535, 256), (4, 1)).astype(np.uint16)).save(gray16)
+    assert Image.open(gray16).mode == "I;16"
+    assert torch.equal(read_image(gray16), torch.from_numpy(load_image(gray16)).permute(2, 0, 1))
+    assert read_image(gray16).float().mean() == 127.5
+    clear = tmp_path / "clear.png"
+    Image.fromarray(np.zeros((2, 3, 4), np.uint8), "RGBA").save(clear)
+    assert (read_image(clear) == 255).all()
+    rotated = tmp_path / "rot.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees on display
+    Image.fromarray(np.zeros((4, 8, 3), np.uint8)).save(rotated, exif=exif)
+    assert read_image(rotated).shape == (3, 4, 8) and load_image(rotated).shape == (8, 4, 3)
 
 
 def _write(root, files):

@@ -196,3 +196,15 @@ def test_load_label_file(tmp_path):
         load_label_file(p)
     with pytest.raises(DatasetError, match="nope.txt"):
         load_label_file(tmp_path / "nope.txt")
+
+
+def test_load_label_file_reads_utf8_only(tmp_path):
+    """A byte-order mark is not part of the first label; other encodings are a one-line LabelError naming
+    the file (not a raw UnicodeDecodeError)."""
+    p = tmp_path / "labels.txt"
+    p.write_bytes("\ufeffgräs\nsky\n".encode())
+    assert load_label_file(p) == ["gräs", "sky"]
+    p.write_bytes(b"gr\xe4s\nsky\n")  # latin-1
+    with pytest.raises(LabelError, match=r"^label file .*labels.txt is not UTF-8 text \(.* at byte 2\); save it as "
+                                         r"UTF-8$"):
+        load_label_file(p)

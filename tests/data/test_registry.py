@@ -50,6 +50,38 @@ def test_folder_dataset_by_name(tmp_path, files):
         build_dataset("folder", tmp_path, None, label_style="full")
 
 
+def test_unknown_reader_keywords_name_the_accepted_ones(tmp_path, files):
+    """A keyword the reader does not take is a one-line DatasetError listing what it accepts (not the
+    arguments the registry passes itself), not a TypeError from its constructor."""
+    (tmp_path / "labels.txt").write_text("sky\ngrass\n")
+    files.rgb(tmp_path / "images" / "0.png")
+    files.mask(tmp_path / "masks" / "0.png", files.mask_with([0, 1]))
+    with pytest.raises(DatasetError, match=r"^dataset 'folder' \(FolderDataset\) takes no keyword 'splits'; "
+                                           r"accepted: none$"):
+        build_dataset("folder", tmp_path, None, splits="val")
+    with pytest.raises(DatasetError, match=r"'voc20' \(PascalVOC20\) takes no keyword 'augment', 'labels'; "
+                                           r"accepted: aug, label_style$"):
+        build_dataset("voc20", tmp_path, augment=True, labels=["a"])
+    with pytest.raises(DatasetError, match=r"'fss1000' \(FSS1000\) takes no keyword 'num_episodes'; "
+                                           r"accepted: num_support$"):
+        build_fewshot_dataset("fss1000", tmp_path, num_episodes=5)
+    with pytest.raises(DatasetError, match=r"'pascal5i' \(Pascal5i\) takes no keyword 'seed'; "
+                                           r"accepted: splits_dir, num_episodes, num_support$"):
+        build_fewshot_dataset("pascal5i", tmp_path, seed=0)
+
+
+def test_data_root_expands_home(tmp_path, files, monkeypatch):
+    """A quoted '~/...' (command line, YAML config) is the home folder, not a folder named '~'."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "toy" / "labels.txt").parent.mkdir()
+    (tmp_path / "toy" / "labels.txt").write_text("sky\ngrass\n")
+    files.rgb(tmp_path / "toy" / "images" / "0.png")
+    files.mask(tmp_path / "toy" / "masks" / "0.png", files.mask_with([0, 1]))
+    assert len(build_dataset("folder", "~/toy", None)) == 1
+    with pytest.raises(DatasetError, match=f"not found: {tmp_path}"):
+        build_fewshot_dataset("fss1000", "~/none")
+
+
 def test_open_vocab_labels_are_readable():  # what `lseg eval --protocol open-vocab` feeds to CLIP
     from lseg.data import clean_fewshot_name
 

@@ -235,6 +235,20 @@ def test_fewshot_fss1000_cli_with_a_real_tiny_model(tmp_path: Path, capsys: pyte
     assert "FB-IoU" in capsys.readouterr().out
 
 
+def test_fewshot_fss1000_leaves_num_episodes_out(tmp_path: Path):
+    """--num-episodes does not apply to FSS-1000 (one episode per test image; the reader takes no such
+    keyword): it is left out, as --fold is, instead of a TypeError."""
+    from lseg.data.label_sets import fss_split_categories
+
+    root = tmp_path / "FSS-1000"
+    for cat in fss_split_categories("test"):
+        _write_png(root / cat / "1.jpg", np.zeros((8, 8, 3), np.uint8))
+        _write_png(root / cat / "1.png", np.zeros((8, 8), np.uint8))
+    cfg = EvalConfig(protocol="fewshot", dataset="fss1000", data_root=str(tmp_path), fewshot_size=8, num_episodes=5,
+                     max_samples=2, num_workers=0, progress=False)
+    assert evaluate(ColourOracle(), cfg)["folds"]["0"]["num_episodes"] == 2
+
+
 def test_multiscale_evaluation_sums_the_reference_evaluator(tmp_path: Path):
     root = make_toy_dataset(tmp_path / "toy", num_images=1, size=(40, 56), seed=3)
     torch.manual_seed(0)
