@@ -182,9 +182,9 @@ def _looks_like_path(text: str) -> bool:
 
 def download(name: str, *, force: bool = False, offline: bool | None = None, check_all: bool = False) -> Path:
     """The converted lseg folder of the released weights ``name``, downloaded and converted if needed.
-    ``force``: discard what the cache holds (partial downloads too); ``offline`` (default
-    :func:`is_offline`): never use the network; ``check_all``: also verify the released file when the
-    converted folder is present."""
+    ``force``: download again, replacing what the cache holds once the new file passed its checks;
+    ``offline`` (default :func:`is_offline`): never use the network; ``check_all``: also verify the
+    released file when the converted folder is present."""
     from filelock import FileLock, Timeout
 
     entry = get_weights(name)
@@ -202,14 +202,19 @@ def download(name: str, *, force: bool = False, offline: bool | None = None, che
         print(f"waiting for another process that is fetching {entry.name} ({d})", file=sys.stderr)
         held = lock.acquire()
     with held:
-        if force:  # partial downloads too
-            shutil.rmtree(d / MODEL_DIR, ignore_errors=True)
-            for p in d.iterdir():
-                if p.name in (RECORD_NAME, entry.filename) or p.name.startswith(entry.filename + _DOWNLOAD_SUFFIX):
-                    p.unlink(missing_ok=True)
         record = _read_record(d)
         model_dir = d / MODEL_DIR
         ckpt = d / entry.filename
+        if force:  # the cached files go only once a new download passed its checks (_download)
+            if offline:
+                raise WeightsDownloadError(
+                    f"--force downloads {name!r} again, but offline mode is on (LSEG_OFFLINE / "
+                    "HF_HUB_OFFLINE): the cached files are kept; unset offline mode to download again"
+                )
+            for p in d.iterdir():  # partial downloads: start afresh
+                if p.name.startswith(entry.filename + _DOWNLOAD_SUFFIX):
+                    p.unlink(missing_ok=True)
+            return _convert(entry, ckpt, d, _download(entry, d, replace=True))
         if record is not None and "model" in record and _model_matches(model_dir, record["model"]):
             if check_all and ckpt.is_file():  # the released file may have been deleted to save space
                 _verify_cached(entry, ckpt, record, d)
@@ -273,8 +278,9 @@ def _verify_cached(entry: PretrainedWeights, ckpt: Path, record: dict[str, Any] 
     return record
 
 
-def _download(entry: PretrainedWeights, d: Path) -> dict[str, Any]:
-    """Download ``entry`` into ``d`` (resuming), check it (deleted if bad), move it into place, record it."""
+def _download(entry: PretrainedWeights, d: Path, *, replace: bool = False) -> dict[str, Any]:
+    """Download ``entry`` into ``d`` (resuming), check it (deleted if bad), move it into place, record it.
+    ``replace``: the cached files are removed once the new file passed its checks (``--force``)."""
     mirror = mirror_url()
     url = f"{mirror.rstrip('/')}/{entry.filename}" if mirror else f"{DRIVE_URL}?export=download&id={entry.drive_id}"
     target = d / (entry.filename + _DOWNLOAD_SUFFIX)
@@ -285,6 +291,9 @@ def _download(entry: PretrainedWeights, d: Path) -> dict[str, Any]:
     except CheckpointError:
         target.unlink(missing_ok=True)
         raise
+    if replace:  # no record may describe the old files once the new one is in place
+        (d / RECORD_NAME).unlink(missing_ok=True)
+        shutil.rmtree(d / MODEL_DIR, ignore_errors=True)
     disk_guard(lambda: os.replace(target, d / entry.filename), d, "moving", entry.filename)
     return _write_record(d, {**record, "source": url if mirror else f"drive:{entry.drive_id}"})
 

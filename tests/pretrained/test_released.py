@@ -322,3 +322,44 @@ def test_resnet_zero_shot_layout_converts_and_a_wrong_network_is_refused(release
     with pytest.raises(CheckpointError, match="holds a lseg_tiny_test network, not the lseg_tiny_test_rn"):
         weights.download("tiny_wrong")
     assert weights.cached_folder("tiny_wrong") is None
+
+
+def test_force_keeps_a_good_cache_until_a_new_download_passed_its_checks(released, monkeypatch,
+                                                                        tiny_ckpt_bytes):
+    import socket
+
+    folder = weights.download(NAME)
+
+    def files() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in [*_dir().iterdir(), *folder.iterdir()] if p.is_file()}
+
+    before = files()
+
+    def unchanged() -> bool:
+        return files() == before
+
+    monkeypatch.setenv("LSEG_OFFLINE", "1")  # offline: refused before anything is deleted
+    with pytest.raises(WeightsDownloadError, match="--force .* offline mode is on.*kept") as e:
+        weights.download(NAME, force=True)
+    assert "\n" not in str(e.value) and unchanged()
+    assert weights.download(NAME) == folder
+    monkeypatch.delenv("LSEG_OFFLINE")
+    with socket.socket() as s:  # the network is down: the download fails, the cache stays
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    real_url = weights.DRIVE_URL
+    monkeypatch.setattr(weights, "DRIVE_URL", f"http://127.0.0.1:{closed}/uc")
+    with pytest.raises(WeightsDownloadError, match="no network connection"):
+        weights.download(NAME, force=True)
+    assert unchanged() and weights.download(NAME) == folder
+    monkeypatch.setattr(weights, "DRIVE_URL", real_url)  # a corrupt download: the cache stays too
+    bad = bytearray(tiny_ckpt_bytes)
+    bad[len(bad) // 2] ^= 0xFF
+    released.files[weights.WEIGHTS[NAME].drive_id] = ("tiny_test.ckpt", bytes(bad))
+    with pytest.raises(WeightsDownloadError, match="corrupt"):
+        weights.download(NAME, force=True)
+    assert unchanged() and weights.download(NAME) == folder
+    released.files[weights.WEIGHTS[NAME].drive_id] = ("tiny_test.ckpt", tiny_ckpt_bytes)
+    released.log.clear()
+    assert weights.download(NAME, force=True) == folder and released.paths() == ["/uc", "/download"]
+    assert _cached_files() == ["lseg", "record.json", "tiny_test.ckpt"]
