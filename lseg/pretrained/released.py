@@ -195,15 +195,26 @@ def download(name: str, *, force: bool = False, offline: bool | None = None, che
     except OSError as e:
         raise CheckpointError(f"cannot create the weights cache {d}: {e.strerror or e}; set LSEG_HOME to a "
                               "writable folder") from None
-    lock = FileLock(str(d / ".lock"))  # one process downloads and converts, the others wait and reuse
     try:
-        held = lock.acquire(timeout=1)
-    except Timeout:
-        print(f"waiting for another process that is fetching {entry.name} ({d})", file=sys.stderr)
-        held = lock.acquire()
+        lock = FileLock(str(d / ".lock"))  # one process downloads and converts, the others wait and reuse
+        try:
+            held = lock.acquire(timeout=1)
+        except Timeout:
+            print(f"waiting for another process that is fetching {entry.name} ({d})", file=sys.stderr)
+            held = lock.acquire()
+    except OSError as e:  # no lock file: a read-only cache (a shared mount), usable only as it is
+        if isinstance(e, Timeout):
+            raise
+        folder = None if force else _converted(entry, d, _read_record(d), check_all)
+        if folder is None:
+            raise CheckpointError(
+                f"cannot lock the weights cache {d} ({e.strerror or e}) and it holds no complete converted "
+                f"{entry.name!r} to use as it is{' (--force needs a writable cache)' if force else ''}: set "
+                "LSEG_HOME to a writable folder"
+            ) from None
+        return folder
     with held:
         record = _read_record(d)
-        model_dir = d / MODEL_DIR
         ckpt = d / entry.filename
         if force:  # the cached files go only once a new download passed its checks (_download)
             if offline:
@@ -215,10 +226,8 @@ def download(name: str, *, force: bool = False, offline: bool | None = None, che
                 if p.name.startswith(entry.filename + _DOWNLOAD_SUFFIX):
                     p.unlink(missing_ok=True)
             return _convert(entry, ckpt, d, _download(entry, d, replace=True))
-        if record is not None and "model" in record and _model_matches(model_dir, record["model"]):
-            if check_all and ckpt.is_file():  # the released file may have been deleted to save space
-                _verify_cached(entry, ckpt, record, d)
-            return model_dir
+        if (folder := _converted(entry, d, record, check_all)) is not None:
+            return folder
         if ckpt.is_file():
             record = _verify_cached(entry, ckpt, record, d)
         else:
@@ -230,6 +239,19 @@ def download(name: str, *, force: bool = False, offline: bool | None = None, che
                 )
             record = _download(entry, d)
         return _convert(entry, ckpt, d, record)
+
+
+def _converted(entry: PretrainedWeights, d: Path, record: dict[str, Any] | None,
+               check_all: bool) -> Path | None:
+    """The converted folder in ``d`` if it matches its record (``check_all``: the released file, when
+    kept, its own), else None."""
+    model_dir = d / MODEL_DIR
+    if record is None or "model" not in record or not _model_matches(model_dir, record["model"]):
+        return None
+    ckpt = d / entry.filename
+    if check_all and ckpt.is_file():  # the released file may have been deleted to save space
+        _verify_cached(entry, ckpt, record, d)
+    return model_dir
 
 
 def _read_record(d: Path) -> dict[str, Any] | None:

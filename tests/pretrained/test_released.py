@@ -363,3 +363,29 @@ def test_force_keeps_a_good_cache_until_a_new_download_passed_its_checks(release
     released.log.clear()
     assert weights.download(NAME, force=True) == folder and released.paths() == ["/uc", "/download"]
     assert _cached_files() == ["lseg", "record.json", "tiny_test.ckpt"]
+
+
+def test_a_read_only_cache_is_used_as_it_is_when_complete(released, monkeypatch):
+    import filelock
+
+    folder = weights.download(NAME)
+
+    class ReadOnlyLock:  # the lock file cannot be created: a converted cache on a read-only mount
+        def __init__(self, path: str) -> None:
+            raise OSError(errno.EROFS, "Read-only file system", path)
+
+    monkeypatch.setattr(filelock, "FileLock", ReadOnlyLock)
+    released.log.clear()
+    assert weights.download(NAME) == folder and weights.download(NAME, check_all=True) == folder
+    assert lseg.load_model(NAME).config.name == "lseg_tiny_test" and released.log == []
+    # checked as the locked path checks it: a changed file is one line, never used
+    _flip_byte(_dir() / "tiny_test.ckpt", 100)
+    with pytest.raises(CheckpointError, match="changed since it was downloaded"):
+        weights.download(NAME, check_all=True)
+    _flip_byte(folder / "model.safetensors", -10)
+    for force in (False, True):
+        with pytest.raises(CheckpointError) as e:
+            weights.download(NAME, force=force)
+        msg = str(e.value)
+        assert "\n" not in msg and "cannot lock the weights cache" in msg and "Read-only file system" in msg
+        assert "LSEG_HOME" in msg and ("--force" in msg) == force
