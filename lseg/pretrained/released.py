@@ -238,7 +238,12 @@ def download(name: str, *, force: bool = False, offline: bool | None = None, che
                     f"it at {ckpt} (it is checked and converted on first use), or unset offline mode"
                 )
             record = _download(entry, d)
-        return _convert(entry, ckpt, d, record)
+        try:
+            return _convert(entry, ckpt, d, record)
+        except CheckpointError:
+            if record.get("source") == "local":  # a wrong file put there by hand: check the next one afresh
+                (d / RECORD_NAME).unlink(missing_ok=True)
+            raise
 
 
 def _converted(entry: PretrainedWeights, d: Path, record: dict[str, Any] | None,

@@ -389,3 +389,17 @@ def test_a_read_only_cache_is_used_as_it_is_when_complete(released, monkeypatch)
         msg = str(e.value)
         assert "\n" not in msg and "cannot lock the weights cache" in msg and "Read-only file system" in msg
         assert "LSEG_HOME" in msg and ("--force" in msg) == force
+
+
+def test_a_wrong_file_put_there_by_hand_can_be_replaced_by_the_right_one(released, monkeypatch,
+                                                                        tiny_ckpt_bytes):
+    monkeypatch.setenv("LSEG_OFFLINE", "1")
+    _dir().mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {"something.else": torch.zeros(3)}}, _dir() / "tiny_test.ckpt")
+    with pytest.raises(CheckpointError, match="cannot convert the released weights"):
+        lseg.load_model(NAME)
+    _dir().joinpath("tiny_test.ckpt").write_bytes(tiny_ckpt_bytes)  # the right file, as the docs say
+    assert lseg.load_model(NAME).config.name == "lseg_tiny_test"
+    record = json.loads((_dir() / "record.json").read_text())
+    assert record["source"] == "local" and record["sha256"] == weights.sha256_file(_dir() / "tiny_test.ckpt")
+    assert released.log == []
