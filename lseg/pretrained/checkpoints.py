@@ -25,6 +25,7 @@ from lseg.pretrained.files import WEIGHTS_NAME, read_checkpoint, read_state_dict
 
 if TYPE_CHECKING:  # the model is handed in (load_local, build)
     from lseg.models.lseg import LSeg
+    from lseg.pretrained.files import CheckpointFile
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -240,16 +241,25 @@ def load_local(model_cls: type[LSeg], path: str | os.PathLike[str], *,
     ``.ckpt``, on the CPU, in eval mode; without a ``config.json``, :func:`infer_config`."""
     p = Path(path)
     config = read_config(p) if p.is_dir() else None  # first: a folder without config.json says so
-    raw = read_state_dict(p)
-    sd = to_lseg_keys(raw)  # converted once, for both infer_config and build
-    config = config or config_beside(p, raw) or infer_config(sd, spatial_block=spatial_block)
+    ckpt = read_checkpoint(p)
+    sd = to_lseg_keys(ckpt.state_dict)  # converted once, for both infer_config and build
+    config = (config or config_beside(p, ckpt.state_dict, ckpt)
+              or infer_config(sd, spatial_block=spatial_block))
     return build(model_cls, config, sd)
 
 
-def config_beside(p: Path, state_dict: Mapping[str, Any]) -> LSegConfig | None:
-    """The ``config.json`` beside the weights file ``p`` if the weights are ours (not official), else None."""
-    ours = not is_official_state_dict(strip_wrappers(state_dict))
-    return read_config(p.parent) if ours and (p.parent / CONFIG_NAME).is_file() else None
+def config_beside(p: Path, state_dict: Mapping[str, Any],
+                  checkpoint: CheckpointFile | None = None) -> LSegConfig | None:
+    """The config of the weights file ``p`` if the weights are ours (not official): the model config an lseg
+    training checkpoint stores (``checkpoint``: ``p`` as read already), else the ``config.json`` beside it;
+    else None."""
+    if is_official_state_dict(strip_wrappers(state_dict)):
+        return None
+    if checkpoint is None and p.is_file() and p.suffix != ".safetensors":  # a training checkpoint?
+        checkpoint = read_checkpoint(p)
+    if checkpoint is not None and checkpoint.config is not None:
+        return _checked_config(dict(checkpoint.config), p)
+    return read_config(p.parent) if (p.parent / CONFIG_NAME).is_file() else None
 
 
 def build(model_cls: type[LSeg], config: LSegConfig, state_dict: Mapping[str, torch.Tensor]) -> LSeg:
@@ -325,6 +335,11 @@ def read_config(directory: str | os.PathLike[str]) -> LSegConfig:
     version = data.pop("format_version", None)
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{p}: unsupported format_version {version!r} (this lseg reads {FORMAT_VERSION})")
+    return _checked_config(data, p)
+
+
+def _checked_config(data: dict[str, Any], p: Path) -> LSegConfig:
+    """The :class:`LSegConfig` of ``data`` (``LSegConfig.to_dict()``, read from ``p``), within the limits."""
     try:
         config = LSegConfig.from_dict(data)
         check_limits(config)  # before anything is allocated
