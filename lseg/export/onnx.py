@@ -84,6 +84,9 @@ def export_onnx(model: LSeg, out_dir: str | os.PathLike[str], *, size: int | tup
                         "before set_precision('int8')")
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
+    # written last: a failed or interrupted export leaves a folder OnnxPredictor refuses, not new graphs
+    # beside the old metadata
+    (out / METADATA).unlink(missing_ok=True)
     was_training, device = model.training, model.device
     model.eval().cpu()
     try:

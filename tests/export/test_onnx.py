@@ -214,3 +214,29 @@ def test_other_normalisation_pads_with_its_black(fixed_export: tuple[Path, str],
     got = OnnxPredictor(out).segment(image, ["sky", "grass"])
     assert got.logits.shape == tuple(ref.logits.shape) == (2, 41, 64)
     np.testing.assert_allclose(got.logits, ref.logits, atol=1e-3, rtol=0)
+
+
+def test_a_failed_re_export_leaves_no_old_metadata(tmp_path: Path, tiny_model: LSeg,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """lseg_onnx.json is removed before any graph is written: a failed export is refused as a whole,
+    never run as new graphs with the old metadata."""
+    from lseg.errors import CheckpointError, LSegError
+    from lseg.export import onnx
+
+    out = tmp_path / "onnx"
+    out.mkdir()
+    (out / "lseg_onnx.json").write_text(json.dumps({"format": "lseg-onnx", "version": 1}))  # the last one's
+    written: list[str] = []
+
+    def fail_second(module, example, path: Path, *args, **kwargs) -> None:
+        written.append(path.name)
+        if len(written) == 2:
+            raise LSegError(f"ONNX export of {path.name} failed: interrupted")
+        path.write_bytes(b"new graph")
+
+    monkeypatch.setattr(onnx, "_export_graph", fail_second)
+    with pytest.raises(LSegError, match="interrupted"):
+        export_onnx(tiny_model, out, size=64, verify=False)
+    assert written == ["image_encoder.onnx", "text_encoder.onnx"] and not (out / "lseg_onnx.json").exists()
+    with pytest.raises(CheckpointError, match="has no lseg_onnx.json"):
+        OnnxPredictor(out)
