@@ -155,9 +155,10 @@ class OnnxPredictor:
         d, hh, ww = pixels.shape
         logits = (text.astype(np.float32) @ pixels.reshape(d, hh * ww)).reshape(-1, hh, ww) * self.logit_scale
         block = self.meta.get("spatial_block")
-        if block:
-            for i in range(block["depth"]):
-                logits = _spatial_block(logits, block, activate=i < block["depth"] - 1)
+        if block:  # as LSeg._head: depth - 1 activated passes, then one without (depth 0: that one)
+            passes = max(1, block["depth"])
+            for i in range(passes):
+                logits = _spatial_block(logits, block, activate=i < passes - 1)
         logits = geometry.resize_bilinear(logits, (2 * hh, 2 * ww))
         return np.ascontiguousarray(logits[:, : size[0], : size[1]])
 

@@ -240,3 +240,26 @@ def test_a_failed_re_export_leaves_no_old_metadata(tmp_path: Path, tiny_model: L
     assert written == ["image_encoder.onnx", "text_encoder.onnx"] and not (out / "lseg_onnx.json").exists()
     with pytest.raises(CheckpointError, match="has no lseg_onnx.json"):
         OnnxPredictor(out)
+
+
+@pytest.mark.parametrize(("arch_option", "depth"), [(2, 0), (2, 1), (1, 0), (2, 3)])
+def test_numpy_scoring_applies_the_spatial_block_as_torch_does(arch_option: int, depth: int) -> None:
+    """OnnxPredictor.score runs the block max(1, depth) times, the last pass not activated, as LSeg._head."""
+    from lseg.export.onnx import _metadata
+
+    torch.manual_seed(0)
+    cfg = lseg.get_config("lseg_tiny_test").replace(arch_option=arch_option, block_depth=depth,
+                                                    activation="tanh")
+    model = LSeg(cfg).eval()
+    with torch.no_grad():
+        model.spatial_block.conv.weight.normal_()  # a block that changes the logits
+    pred = OnnxPredictor.__new__(OnnxPredictor)  # score needs the metadata only, no graphs
+    pred.meta = _metadata(model, 18, True, (32, 32), {})
+    pred.logit_scale = np.float32(pred.meta["logit_scale"])
+    gen = torch.Generator().manual_seed(1)
+    pixels = torch.nn.functional.normalize(torch.randn(1, cfg.embed_dim, 6, 7, generator=gen), dim=1)
+    text = torch.nn.functional.normalize(torch.randn(3, cfg.embed_dim, generator=gen), dim=1)
+    with torch.no_grad():
+        ref = model.score(pixels, text, size=(11, 13))[0].numpy()
+    got = pred.score(pixels[0].numpy(), text.numpy(), (11, 13))
+    np.testing.assert_allclose(got, ref, atol=1e-4)
