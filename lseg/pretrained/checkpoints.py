@@ -5,6 +5,7 @@ See ``docs/weights.md``. This module never imports the model class (it is handed
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -15,10 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
-from lseg.errors import CheckpointError, ConfigError
-from lseg.io import atomic_write
+from lseg.errors import CheckpointError, ConfigError, one_line
+from lseg.io import atomic_write, write_error
 from lseg.models.config import LSegConfig, ResNetConfig, SpatialBlockConfig, TextEncoderConfig, ViTConfig
 from lseg.models.registry import IMAGENET_MEAN, IMAGENET_STD, check_limits, get_config, list_models
 from lseg.pretrained.files import WEIGHTS_NAME, read_checkpoint, read_state_dict  # noqa: F401 - re-exported
@@ -279,15 +281,29 @@ def save_pretrained(model: LSeg, directory: str | os.PathLike[str], *, model_car
         raise ConfigError("an int8 model is not saved (int8 is a way of running): save the model before "
                           "set_precision('int8')")
     d = Path(directory).expanduser()
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # e.g. a file where a folder of the path should be
+        raise write_error(d, e) from None
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(d / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    atomic_write(d / WEIGHTS_NAME, lambda tmp: _save_safetensors(tensors, tmp))
     config = {"format_version": FORMAT_VERSION, **model.config.to_dict()}
     atomic_write(d / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
     if model_card:
         text = render_model_card(model, repo_id=repo_id, **card_fields)
         atomic_write(d / MODEL_CARD_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return d
+
+
+def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """``save_file`` to ``path``; a write error is the ``OSError`` it reports (``atomic_write`` names the
+    file and the remedy, as for any other write)."""
+    try:
+        save_file(tensors, str(path), metadata={"format": "pt"})
+    except SafetensorError as e:  # e.g. "I/O error: No space left on device (os error 28)"
+        m = re.search(r"os error (\d+)|code: (\d+)", str(e))
+        code = int(m.group(1) or m.group(2)) if m else errno.EIO
+        raise OSError(code, os.strerror(code) if m else one_line(e), str(path)) from None
 
 
 def render_model_card(model: LSeg, repo_id: str | None = None, **fields: str) -> str:

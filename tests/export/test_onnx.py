@@ -263,3 +263,16 @@ def test_numpy_scoring_applies_the_spatial_block_as_torch_does(arch_option: int,
         ref = model.score(pixels, text, size=(11, 13))[0].numpy()
     got = pred.score(pixels[0].numpy(), text.numpy(), (11, 13))
     np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path: Path, tiny_model: LSeg, tiny_dir: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from lseg.errors import OutputWriteError
+
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    with pytest.raises(OutputWriteError, match=r"^cannot write .*afile/sub: Not a directory; check the"):
+        export_onnx(tiny_model, afile / "sub", size=64, verify=False)
+    assert main(["export", "onnx", "-c", str(tiny_dir), "-o", str(afile / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write") and "Not a directory" in err and "Traceback" not in err

@@ -610,3 +610,36 @@ def test_the_training_checkpoint_format_is_the_one_lseg_train_writes():
     from lseg.train.state import CHECKPOINT_FORMAT
 
     assert TRAIN_CHECKPOINT_FORMAT == CHECKPOINT_FORMAT  # pretrained sits below train: the name is repeated
+
+
+def test_output_errors_of_save_pretrained_are_one_line(tiny_model, tiny_dir, tmp_path, monkeypatch, capsys):
+    """A file where the output folder should be, and a full disk while writing the weights, are one
+    OutputWriteError naming the path (CLI: ``error: ...``, exit 2); nothing is left half-written."""
+    import errno
+
+    from safetensors import SafetensorError
+
+    from lseg.errors import OutputWriteError
+    from lseg.pretrained import checkpoints
+
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    with pytest.raises(OutputWriteError, match=r"^cannot write .*afile/sub: Not a directory; check the"):
+        save_pretrained(tiny_model, afile / "sub")
+    assert main(["convert", str(tiny_dir), str(afile / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write") and "Not a directory" in err and "Traceback" not in err
+
+    def full_disk(tensors, path, metadata=None):
+        Path(path).write_bytes(b"half")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(checkpoints, "save_file", full_disk)
+    out = tmp_path / "out"
+    with pytest.raises(OutputWriteError) as e:
+        save_pretrained(tiny_model, out)
+    assert e.value.errno == errno.ENOSPC and "\n" not in str(e.value)
+    assert str(e.value).startswith(f"cannot write {out / 'model.safetensors'}: No space left on device; free")
+    assert list(out.iterdir()) == []  # the temp file removed, nothing half-written
+    assert main(["convert", str(tiny_dir), str(out)]) == 2
+    assert capsys.readouterr().err.startswith("error: cannot write")
