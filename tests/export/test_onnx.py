@@ -276,3 +276,31 @@ def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path: Path, tiny_m
     assert main(["export", "onnx", "-c", str(tiny_dir), "-o", str(afile / "sub")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: cannot write") and "Not a directory" in err and "Traceback" not in err
+
+
+def test_onnx_predictor_arguments_are_checked_as_lseg_predictor_does(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from lseg.errors import CheckpointError, ConfigError
+    from lseg.export.onnx_runtime import OnnxSegmentation
+
+    for size in (0, -5, 2.5, True):  # LSegPredictor refuses these too; 0 used to segment a 1x1 image
+        with pytest.raises(ConfigError, match="size must be an int of at least 1"):
+            OnnxPredictor(tmp_path, size=size)
+    monkeypatch.setenv("HOME", str(tmp_path))  # ~ is the home folder, as everywhere in lseg
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "lseg_onnx.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(CheckpointError, match=f"^{tmp_path / 'x' / 'lseg_onnx.json'}: not an lseg ONNX"):
+        OnnxPredictor("~/x")
+    (tmp_path / "file.png").write_bytes(b"\x89PNG")
+    with pytest.raises(CheckpointError, match="file.png is a file, not an lseg ONNX export folder"):
+        OnnxPredictor(tmp_path / "file.png")
+    # mask as SegmentationResult.mask: a name (case-insensitive) or an index
+    label_map = np.array([[0, 1], [1, 1]], np.int32)
+    seg = OnnxSegmentation(["dog", "grass"], label_map, np.zeros((2, 1, 1), np.float32), (2, 2))
+    np.testing.assert_array_equal(seg.mask(0), [[True, False], [False, False]])
+    np.testing.assert_array_equal(seg.mask("Dog"), seg.mask("dog"))
+    np.testing.assert_array_equal(seg.mask(np.int64(1)), seg.mask("grass"))
+    with pytest.raises(IndexError):
+        seg.mask(2)
+    with pytest.raises(KeyError, match="'cat' is not one of the labels"):
+        seg.mask("cat")
