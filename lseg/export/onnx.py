@@ -18,7 +18,7 @@ import numpy as np
 from lseg.errors import LSegError
 from lseg.export.onnx_runtime import FORMAT_VERSION, IMAGE_ENCODER, METADATA, TEXT_ENCODER, session
 from lseg.geometry import SIZE_MULTIPLE, half_size, pad_to_multiple, pad_value, padded_size
-from lseg.io import atomic_files, atomic_write
+from lseg.io import atomic_files, atomic_write, write_error
 
 if TYPE_CHECKING:  # imported inside the functions: importing this module stays cheap
     import torch
@@ -83,7 +83,13 @@ def export_onnx(model: LSeg, out_dir: str | os.PathLike[str], *, size: int | tup
         raise LSegError("an int8 model does not export to ONNX (its layers are oneDNN kernels): export it "
                         "before set_precision('int8')")
     out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        # written last: a failed or interrupted export leaves a folder OnnxPredictor refuses, not new graphs
+        # beside the old metadata
+        (out / METADATA).unlink(missing_ok=True)
+    except OSError as e:  # e.g. a file where a folder of the path should be
+        raise write_error(out, e) from None
     was_training, device = model.training, model.device
     model.eval().cpu()
     try:

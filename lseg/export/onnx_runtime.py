@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from lseg import geometry
-from lseg.errors import CheckpointError, LSegError
+from lseg.errors import CheckpointError, ConfigError, LSegError
 from lseg.io import load_image
 from lseg.labels import LabelCache, parse_labels
 
@@ -77,9 +77,19 @@ class OnnxSegmentation:
         total = max(1, self.label_map.size)
         return {label: float(c) / total for label, c in zip(self.labels, counts)}
 
-    def mask(self, label: str) -> np.ndarray:
-        """(H, W) bool: the pixels assigned to ``label``."""
-        return self.label_map == self.labels.index(label)
+    def mask(self, label: str | int) -> np.ndarray:
+        """(H, W) bool: the pixels assigned to ``label`` (its name, or its index), as
+        :meth:`lseg.SegmentationResult.mask`."""
+        if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+            if not 0 <= label < len(self.labels):
+                raise IndexError(f"label index {label} out of range for {len(self.labels)} labels")
+            return self.label_map == label
+        key = " ".join(str(label).split())
+        matches = [i for i, lb in enumerate(self.labels) if lb == key] or \
+            [i for i, lb in enumerate(self.labels) if lb.casefold() == key.casefold()]
+        if not matches:
+            raise KeyError(f"{label!r} is not one of the labels: {', '.join(map(repr, self.labels))}")
+        return self.label_map == matches[0]
 
 
 class OnnxPredictor:
@@ -92,7 +102,12 @@ class OnnxPredictor:
     def __init__(self, directory: str | os.PathLike[str], *, size: int | None = 480,
                  providers: Sequence[str] | None = None, threads: int | None = None,
                  tokenizer: Callable[[list[str]], Any] | None = None, text_cache_size: int = 4096) -> None:
-        d = Path(directory)
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ConfigError(f"size must be an int of at least 1, or None (the image as it is), "
+                              f"got {size!r}")
+        d = Path(directory).expanduser()
+        if d.exists() and not d.is_dir():
+            raise CheckpointError(f"{d} is a file, not an lseg ONNX export folder (lseg export onnx)")
         try:
             self.meta: dict[str, Any] = json.loads((d / METADATA).read_text())
         except FileNotFoundError:
@@ -155,9 +170,10 @@ class OnnxPredictor:
         d, hh, ww = pixels.shape
         logits = (text.astype(np.float32) @ pixels.reshape(d, hh * ww)).reshape(-1, hh, ww) * self.logit_scale
         block = self.meta.get("spatial_block")
-        if block:
-            for i in range(block["depth"]):
-                logits = _spatial_block(logits, block, activate=i < block["depth"] - 1)
+        if block:  # as LSeg._head: depth - 1 activated passes, then one without (depth 0: that one)
+            passes = max(1, block["depth"])
+            for i in range(passes):
+                logits = _spatial_block(logits, block, activate=i < passes - 1)
         logits = geometry.resize_bilinear(logits, (2 * hh, 2 * ww))
         return np.ascontiguousarray(logits[:, : size[0], : size[1]])
 

@@ -5,6 +5,7 @@ See ``docs/weights.md``. This module never imports the model class (it is handed
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -15,16 +16,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
-from lseg.errors import CheckpointError, ConfigError
-from lseg.io import atomic_write
+from lseg.errors import CheckpointError, ConfigError, one_line
+from lseg.io import atomic_write, write_error
 from lseg.models.config import LSegConfig, ResNetConfig, SpatialBlockConfig, TextEncoderConfig, ViTConfig
 from lseg.models.registry import IMAGENET_MEAN, IMAGENET_STD, check_limits, get_config, list_models
 from lseg.pretrained.files import WEIGHTS_NAME, read_checkpoint, read_state_dict  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:  # the model is handed in (load_local, build)
     from lseg.models.lseg import LSeg
+    from lseg.pretrained.files import CheckpointFile
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -240,16 +243,25 @@ def load_local(model_cls: type[LSeg], path: str | os.PathLike[str], *,
     ``.ckpt``, on the CPU, in eval mode; without a ``config.json``, :func:`infer_config`."""
     p = Path(path)
     config = read_config(p) if p.is_dir() else None  # first: a folder without config.json says so
-    raw = read_state_dict(p)
-    sd = to_lseg_keys(raw)  # converted once, for both infer_config and build
-    config = config or config_beside(p, raw) or infer_config(sd, spatial_block=spatial_block)
+    ckpt = read_checkpoint(p)
+    sd = to_lseg_keys(ckpt.state_dict)  # converted once, for both infer_config and build
+    config = (config or config_beside(p, ckpt.state_dict, ckpt)
+              or infer_config(sd, spatial_block=spatial_block))
     return build(model_cls, config, sd)
 
 
-def config_beside(p: Path, state_dict: Mapping[str, Any]) -> LSegConfig | None:
-    """The ``config.json`` beside the weights file ``p`` if the weights are ours (not official), else None."""
-    ours = not is_official_state_dict(strip_wrappers(state_dict))
-    return read_config(p.parent) if ours and (p.parent / CONFIG_NAME).is_file() else None
+def config_beside(p: Path, state_dict: Mapping[str, Any],
+                  checkpoint: CheckpointFile | None = None) -> LSegConfig | None:
+    """The config of the weights file ``p`` if the weights are ours (not official): the model config an lseg
+    training checkpoint stores (``checkpoint``: ``p`` as read already), else the ``config.json`` beside it;
+    else None."""
+    if is_official_state_dict(strip_wrappers(state_dict)):
+        return None
+    if checkpoint is None and p.is_file() and p.suffix != ".safetensors":  # a training checkpoint?
+        checkpoint = read_checkpoint(p)
+    if checkpoint is not None and checkpoint.config is not None:
+        return _checked_config(dict(checkpoint.config), p)
+    return read_config(p.parent) if (p.parent / CONFIG_NAME).is_file() else None
 
 
 def build(model_cls: type[LSeg], config: LSegConfig, state_dict: Mapping[str, torch.Tensor]) -> LSeg:
@@ -269,15 +281,29 @@ def save_pretrained(model: LSeg, directory: str | os.PathLike[str], *, model_car
         raise ConfigError("an int8 model is not saved (int8 is a way of running): save the model before "
                           "set_precision('int8')")
     d = Path(directory).expanduser()
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # e.g. a file where a folder of the path should be
+        raise write_error(d, e) from None
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(d / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    atomic_write(d / WEIGHTS_NAME, lambda tmp: _save_safetensors(tensors, tmp))
     config = {"format_version": FORMAT_VERSION, **model.config.to_dict()}
     atomic_write(d / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
     if model_card:
         text = render_model_card(model, repo_id=repo_id, **card_fields)
         atomic_write(d / MODEL_CARD_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return d
+
+
+def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """``save_file`` to ``path``; a write error is the ``OSError`` it reports (``atomic_write`` names the
+    file and the remedy, as for any other write)."""
+    try:
+        save_file(tensors, str(path), metadata={"format": "pt"})
+    except SafetensorError as e:  # e.g. "I/O error: No space left on device (os error 28)"
+        m = re.search(r"os error (\d+)|code: (\d+)", str(e))
+        code = int(m.group(1) or m.group(2)) if m else errno.EIO
+        raise OSError(code, os.strerror(code) if m else one_line(e), str(path)) from None
 
 
 def render_model_card(model: LSeg, repo_id: str | None = None, **fields: str) -> str:
@@ -325,6 +351,11 @@ def read_config(directory: str | os.PathLike[str]) -> LSegConfig:
     version = data.pop("format_version", None)
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{p}: unsupported format_version {version!r} (this lseg reads {FORMAT_VERSION})")
+    return _checked_config(data, p)
+
+
+def _checked_config(data: dict[str, Any], p: Path) -> LSegConfig:
+    """The :class:`LSegConfig` of ``data`` (``LSegConfig.to_dict()``, read from ``p``), within the limits."""
     try:
         config = LSegConfig.from_dict(data)
         check_limits(config)  # before anything is allocated

@@ -23,6 +23,8 @@ from lseg.errors import CheckpointError
 
 #: The weights file of an lseg folder (with ``config.json``).
 WEIGHTS_NAME = "model.safetensors"
+#: ``format`` of an lseg training checkpoint (``lseg.train.state.CHECKPOINT_FORMAT``, a floor above).
+TRAIN_CHECKPOINT_FORMAT = "lseg-train-checkpoint"
 #: A torch zip's pickle holds structure only (~100 bytes per tensor); a larger one is not a checkpoint,
 #: and unpickling it would cost memory before any error.
 MAX_PICKLE_BYTES = 256 << 20
@@ -80,11 +82,13 @@ class CheckpointFile:
         format: ``safetensors``, ``lightning`` (a PyTorch-Lightning ``.ckpt``) or ``torch``.
         metadata: Lightning files: ``pytorch-lightning_version``, ``epoch``, ``global_step`` (as
             found), ``callbacks`` (class names) and ``contents`` (the top-level keys).
+        config: the model config (``LSegConfig.to_dict()``) an lseg training checkpoint stores, else None.
     """
 
     state_dict: dict[str, torch.Tensor]
     format: str
     metadata: dict[str, Any]
+    config: dict[str, Any] | None = None
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointFile:
@@ -98,7 +102,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointFile:
             raise CheckpointError(f"cannot read safetensors file {p} (truncated or corrupt?): {e}") from None
     obj = load_torch_file(p)
     if not (isinstance(obj, dict) and "pytorch-lightning_version" in obj):
-        return CheckpointFile(_unwrap(obj, p), "torch", {})
+        trained = isinstance(obj, dict) and obj.get("format") == TRAIN_CHECKPOINT_FORMAT
+        stored = obj.get("model_config") if trained else None
+        return CheckpointFile(_unwrap(obj, p), "torch", {}, stored if isinstance(stored, dict) else None)
     metadata = {k: obj[k] for k in ("pytorch-lightning_version", "epoch", "global_step") if k in obj}
     if isinstance(obj.get("callbacks"), dict):
         metadata["callbacks"] = sorted(getattr(k, "__name__", str(k)) for k in obj["callbacks"])

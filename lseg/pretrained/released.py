@@ -182,9 +182,9 @@ def _looks_like_path(text: str) -> bool:
 
 def download(name: str, *, force: bool = False, offline: bool | None = None, check_all: bool = False) -> Path:
     """The converted lseg folder of the released weights ``name``, downloaded and converted if needed.
-    ``force``: discard what the cache holds (partial downloads too); ``offline`` (default
-    :func:`is_offline`): never use the network; ``check_all``: also verify the released file when the
-    converted folder is present."""
+    ``force``: download again, replacing what the cache holds once the new file passed its checks;
+    ``offline`` (default :func:`is_offline`): never use the network; ``check_all``: also verify the
+    released file when the converted folder is present."""
     from filelock import FileLock, Timeout
 
     entry = get_weights(name)
@@ -195,25 +195,39 @@ def download(name: str, *, force: bool = False, offline: bool | None = None, che
     except OSError as e:
         raise CheckpointError(f"cannot create the weights cache {d}: {e.strerror or e}; set LSEG_HOME to a "
                               "writable folder") from None
-    lock = FileLock(str(d / ".lock"))  # one process downloads and converts, the others wait and reuse
     try:
-        held = lock.acquire(timeout=1)
-    except Timeout:
-        print(f"waiting for another process that is fetching {entry.name} ({d})", file=sys.stderr)
-        held = lock.acquire()
+        lock = FileLock(str(d / ".lock"))  # one process downloads and converts, the others wait and reuse
+        try:
+            held = lock.acquire(timeout=1)
+        except Timeout:
+            print(f"waiting for another process that is fetching {entry.name} ({d})", file=sys.stderr)
+            held = lock.acquire()
+    except OSError as e:  # no lock file: a read-only cache (a shared mount), usable only as it is
+        if isinstance(e, Timeout):
+            raise
+        folder = None if force else _converted(entry, d, _read_record(d), check_all)
+        if folder is None:
+            raise CheckpointError(
+                f"cannot lock the weights cache {d} ({e.strerror or e}) and it holds no complete converted "
+                f"{entry.name!r} to use as it is{' (--force needs a writable cache)' if force else ''}: set "
+                "LSEG_HOME to a writable folder"
+            ) from None
+        return folder
     with held:
-        if force:  # partial downloads too
-            shutil.rmtree(d / MODEL_DIR, ignore_errors=True)
-            for p in d.iterdir():
-                if p.name in (RECORD_NAME, entry.filename) or p.name.startswith(entry.filename + _DOWNLOAD_SUFFIX):
-                    p.unlink(missing_ok=True)
         record = _read_record(d)
-        model_dir = d / MODEL_DIR
         ckpt = d / entry.filename
-        if record is not None and "model" in record and _model_matches(model_dir, record["model"]):
-            if check_all and ckpt.is_file():  # the released file may have been deleted to save space
-                _verify_cached(entry, ckpt, record, d)
-            return model_dir
+        if force:  # the cached files go only once a new download passed its checks (_download)
+            if offline:
+                raise WeightsDownloadError(
+                    f"--force downloads {name!r} again, but offline mode is on (LSEG_OFFLINE / "
+                    "HF_HUB_OFFLINE): the cached files are kept; unset offline mode to download again"
+                )
+            for p in d.iterdir():  # partial downloads: start afresh
+                if p.name.startswith(entry.filename + _DOWNLOAD_SUFFIX):
+                    p.unlink(missing_ok=True)
+            return _convert(entry, ckpt, d, _download(entry, d, replace=True))
+        if (folder := _converted(entry, d, record, check_all)) is not None:
+            return folder
         if ckpt.is_file():
             record = _verify_cached(entry, ckpt, record, d)
         else:
@@ -224,7 +238,25 @@ def download(name: str, *, force: bool = False, offline: bool | None = None, che
                     f"it at {ckpt} (it is checked and converted on first use), or unset offline mode"
                 )
             record = _download(entry, d)
-        return _convert(entry, ckpt, d, record)
+        try:
+            return _convert(entry, ckpt, d, record)
+        except CheckpointError:
+            if record.get("source") == "local":  # a wrong file put there by hand: check the next one afresh
+                (d / RECORD_NAME).unlink(missing_ok=True)
+            raise
+
+
+def _converted(entry: PretrainedWeights, d: Path, record: dict[str, Any] | None,
+               check_all: bool) -> Path | None:
+    """The converted folder in ``d`` if it matches its record (``check_all``: the released file, when
+    kept, its own), else None."""
+    model_dir = d / MODEL_DIR
+    if record is None or "model" not in record or not _model_matches(model_dir, record["model"]):
+        return None
+    ckpt = d / entry.filename
+    if check_all and ckpt.is_file():  # the released file may have been deleted to save space
+        _verify_cached(entry, ckpt, record, d)
+    return model_dir
 
 
 def _read_record(d: Path) -> dict[str, Any] | None:
@@ -273,8 +305,9 @@ def _verify_cached(entry: PretrainedWeights, ckpt: Path, record: dict[str, Any] 
     return record
 
 
-def _download(entry: PretrainedWeights, d: Path) -> dict[str, Any]:
-    """Download ``entry`` into ``d`` (resuming), check it (deleted if bad), move it into place, record it."""
+def _download(entry: PretrainedWeights, d: Path, *, replace: bool = False) -> dict[str, Any]:
+    """Download ``entry`` into ``d`` (resuming), check it (deleted if bad), move it into place, record it.
+    ``replace``: the cached files are removed once the new file passed its checks (``--force``)."""
     mirror = mirror_url()
     url = f"{mirror.rstrip('/')}/{entry.filename}" if mirror else f"{DRIVE_URL}?export=download&id={entry.drive_id}"
     target = d / (entry.filename + _DOWNLOAD_SUFFIX)
@@ -285,6 +318,9 @@ def _download(entry: PretrainedWeights, d: Path) -> dict[str, Any]:
     except CheckpointError:
         target.unlink(missing_ok=True)
         raise
+    if replace:  # no record may describe the old files once the new one is in place
+        (d / RECORD_NAME).unlink(missing_ok=True)
+        shutil.rmtree(d / MODEL_DIR, ignore_errors=True)
     disk_guard(lambda: os.replace(target, d / entry.filename), d, "moving", entry.filename)
     return _write_record(d, {**record, "source": url if mirror else f"drive:{entry.drive_id}"})
 

@@ -198,6 +198,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
             "steps_per_epoch": steps_per_epoch, "precision": precision.state_dict(),
             "total_steps": total_steps, "schedule_steps": schedule_steps, "rng": rng_state(), "config": cfg.to_dict(),
             "labels": list(dataset.labels), "world_size": fabric.world_size, "best": [dict(b) for b in best],
+            "model_config": raw.config.to_dict(),  # what loads the weights as a model (config.json's)
         }
 
     def validate_and_rank(epochs_done: int) -> dict[str, float]:

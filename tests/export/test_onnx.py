@@ -214,3 +214,93 @@ def test_other_normalisation_pads_with_its_black(fixed_export: tuple[Path, str],
     got = OnnxPredictor(out).segment(image, ["sky", "grass"])
     assert got.logits.shape == tuple(ref.logits.shape) == (2, 41, 64)
     np.testing.assert_allclose(got.logits, ref.logits, atol=1e-3, rtol=0)
+
+
+def test_a_failed_re_export_leaves_no_old_metadata(tmp_path: Path, tiny_model: LSeg,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """lseg_onnx.json is removed before any graph is written: a failed export is refused as a whole,
+    never run as new graphs with the old metadata."""
+    from lseg.errors import CheckpointError, LSegError
+    from lseg.export import onnx
+
+    out = tmp_path / "onnx"
+    out.mkdir()
+    (out / "lseg_onnx.json").write_text(json.dumps({"format": "lseg-onnx", "version": 1}))  # the last one's
+    written: list[str] = []
+
+    def fail_second(module, example, path: Path, *args, **kwargs) -> None:
+        written.append(path.name)
+        if len(written) == 2:
+            raise LSegError(f"ONNX export of {path.name} failed: interrupted")
+        path.write_bytes(b"new graph")
+
+    monkeypatch.setattr(onnx, "_export_graph", fail_second)
+    with pytest.raises(LSegError, match="interrupted"):
+        export_onnx(tiny_model, out, size=64, verify=False)
+    assert written == ["image_encoder.onnx", "text_encoder.onnx"] and not (out / "lseg_onnx.json").exists()
+    with pytest.raises(CheckpointError, match="has no lseg_onnx.json"):
+        OnnxPredictor(out)
+
+
+@pytest.mark.parametrize(("arch_option", "depth"), [(2, 0), (2, 1), (1, 0), (2, 3)])
+def test_numpy_scoring_applies_the_spatial_block_as_torch_does(arch_option: int, depth: int) -> None:
+    """OnnxPredictor.score runs the block max(1, depth) times, the last pass not activated, as LSeg._head."""
+    from lseg.export.onnx import _metadata
+
+    torch.manual_seed(0)
+    cfg = lseg.get_config("lseg_tiny_test").replace(arch_option=arch_option, block_depth=depth,
+                                                    activation="tanh")
+    model = LSeg(cfg).eval()
+    with torch.no_grad():
+        model.spatial_block.conv.weight.normal_()  # a block that changes the logits
+    pred = OnnxPredictor.__new__(OnnxPredictor)  # score needs the metadata only, no graphs
+    pred.meta = _metadata(model, 18, True, (32, 32), {})
+    pred.logit_scale = np.float32(pred.meta["logit_scale"])
+    gen = torch.Generator().manual_seed(1)
+    pixels = torch.nn.functional.normalize(torch.randn(1, cfg.embed_dim, 6, 7, generator=gen), dim=1)
+    text = torch.nn.functional.normalize(torch.randn(3, cfg.embed_dim, generator=gen), dim=1)
+    with torch.no_grad():
+        ref = model.score(pixels, text, size=(11, 13))[0].numpy()
+    got = pred.score(pixels[0].numpy(), text.numpy(), (11, 13))
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path: Path, tiny_model: LSeg, tiny_dir: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from lseg.errors import OutputWriteError
+
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    with pytest.raises(OutputWriteError, match=r"^cannot write .*afile/sub: Not a directory; check the"):
+        export_onnx(tiny_model, afile / "sub", size=64, verify=False)
+    assert main(["export", "onnx", "-c", str(tiny_dir), "-o", str(afile / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write") and "Not a directory" in err and "Traceback" not in err
+
+
+def test_onnx_predictor_arguments_are_checked_as_lseg_predictor_does(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from lseg.errors import CheckpointError, ConfigError
+    from lseg.export.onnx_runtime import OnnxSegmentation
+
+    for size in (0, -5, 2.5, True):  # LSegPredictor refuses these too; 0 used to segment a 1x1 image
+        with pytest.raises(ConfigError, match="size must be an int of at least 1"):
+            OnnxPredictor(tmp_path, size=size)
+    monkeypatch.setenv("HOME", str(tmp_path))  # ~ is the home folder, as everywhere in lseg
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "lseg_onnx.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(CheckpointError, match=f"^{tmp_path / 'x' / 'lseg_onnx.json'}: not an lseg ONNX"):
+        OnnxPredictor("~/x")
+    (tmp_path / "file.png").write_bytes(b"\x89PNG")
+    with pytest.raises(CheckpointError, match="file.png is a file, not an lseg ONNX export folder"):
+        OnnxPredictor(tmp_path / "file.png")
+    # mask as SegmentationResult.mask: a name (case-insensitive) or an index
+    label_map = np.array([[0, 1], [1, 1]], np.int32)
+    seg = OnnxSegmentation(["dog", "grass"], label_map, np.zeros((2, 1, 1), np.float32), (2, 2))
+    np.testing.assert_array_equal(seg.mask(0), [[True, False], [False, False]])
+    np.testing.assert_array_equal(seg.mask("Dog"), seg.mask("dog"))
+    np.testing.assert_array_equal(seg.mask(np.int64(1)), seg.mask("grass"))
+    with pytest.raises(IndexError):
+        seg.mask(2)
+    with pytest.raises(KeyError, match="'cat' is not one of the labels"):
+        seg.mask("cat")

@@ -570,3 +570,76 @@ def test_optimizer_state_is_never_read_into_memory(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     growth = [int(x) / 1024 for x in r.stdout.split()[-2:]]  # MiB
     assert growth[1] - growth[0] < 100, growth
+
+
+def test_a_training_checkpoint_loads_with_the_model_config_it_was_trained_with(tmp_path, capsys):
+    """last.ckpt / best-*.ckpt keep the model config: a spatial block, readout and normalisation that
+    the shapes cannot tell load as trained; an older checkpoint without it loads as before."""
+    from train.helpers import tiny_train_config
+
+    from lseg.models.config import SpatialBlockConfig
+    from lseg.train import train
+    from lseg.train.toy import make_toy_dataset
+
+    config = lseg.get_config("lseg_tiny_test").replace(
+        readout="add", mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711),
+    ).with_spatial_block(SpatialBlockConfig(arch_option=2, block_depth=3, activation="tanh"))
+    torch.manual_seed(0)
+    start = lseg.save_pretrained(lseg.LSeg(config), tmp_path / "start")
+    data = make_toy_dataset(tmp_path / "data", num_images=2, size=64, seed=0)
+    cfg = tiny_train_config(data, tmp_path / "run").replace(init_checkpoint=str(start), max_steps=1)
+    train(cfg)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    model = lseg.load_model(last)
+    assert model.config.replace(name=config.name) == config
+    assert main(["info", str(last)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["weights_fit"] and info["config"]["readout"] == "add" and info["config"]["arch_option"] == 2
+    # a checkpoint from before the config was stored: the shapes, as before (a block must be named)
+    old = torch.load(last, map_location="cpu", weights_only=True)
+    del old["model_config"]
+    torch.save(old, tmp_path / "old.ckpt")
+    with pytest.raises(CheckpointError, match="arch_option"):
+        lseg.load_model(tmp_path / "old.ckpt")
+    block = SpatialBlockConfig(arch_option=2, block_depth=3, activation="tanh")
+    assert lseg.load_model(tmp_path / "old.ckpt", spatial_block=block).config.arch_option == 2
+
+
+def test_the_training_checkpoint_format_is_the_one_lseg_train_writes():
+    from lseg.pretrained.files import TRAIN_CHECKPOINT_FORMAT
+    from lseg.train.state import CHECKPOINT_FORMAT
+
+    assert TRAIN_CHECKPOINT_FORMAT == CHECKPOINT_FORMAT  # pretrained sits below train: the name is repeated
+
+
+def test_output_errors_of_save_pretrained_are_one_line(tiny_model, tiny_dir, tmp_path, monkeypatch, capsys):
+    """A file where the output folder should be, and a full disk while writing the weights, are one
+    OutputWriteError naming the path (CLI: ``error: ...``, exit 2); nothing is left half-written."""
+    import errno
+
+    from safetensors import SafetensorError
+
+    from lseg.errors import OutputWriteError
+    from lseg.pretrained import checkpoints
+
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    with pytest.raises(OutputWriteError, match=r"^cannot write .*afile/sub: Not a directory; check the"):
+        save_pretrained(tiny_model, afile / "sub")
+    assert main(["convert", str(tiny_dir), str(afile / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write") and "Not a directory" in err and "Traceback" not in err
+
+    def full_disk(tensors, path, metadata=None):
+        Path(path).write_bytes(b"half")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(checkpoints, "save_file", full_disk)
+    out = tmp_path / "out"
+    with pytest.raises(OutputWriteError) as e:
+        save_pretrained(tiny_model, out)
+    assert e.value.errno == errno.ENOSPC and "\n" not in str(e.value)
+    assert str(e.value).startswith(f"cannot write {out / 'model.safetensors'}: No space left on device; free")
+    assert list(out.iterdir()) == []  # the temp file removed, nothing half-written
+    assert main(["convert", str(tiny_dir), str(out)]) == 2
+    assert capsys.readouterr().err.startswith("error: cannot write")

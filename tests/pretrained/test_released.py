@@ -322,3 +322,84 @@ def test_resnet_zero_shot_layout_converts_and_a_wrong_network_is_refused(release
     with pytest.raises(CheckpointError, match="holds a lseg_tiny_test network, not the lseg_tiny_test_rn"):
         weights.download("tiny_wrong")
     assert weights.cached_folder("tiny_wrong") is None
+
+
+def test_force_keeps_a_good_cache_until_a_new_download_passed_its_checks(released, monkeypatch,
+                                                                        tiny_ckpt_bytes):
+    import socket
+
+    folder = weights.download(NAME)
+
+    def files() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in [*_dir().iterdir(), *folder.iterdir()] if p.is_file()}
+
+    before = files()
+
+    def unchanged() -> bool:
+        return files() == before
+
+    monkeypatch.setenv("LSEG_OFFLINE", "1")  # offline: refused before anything is deleted
+    with pytest.raises(WeightsDownloadError, match="--force .* offline mode is on.*kept") as e:
+        weights.download(NAME, force=True)
+    assert "\n" not in str(e.value) and unchanged()
+    assert weights.download(NAME) == folder
+    monkeypatch.delenv("LSEG_OFFLINE")
+    with socket.socket() as s:  # the network is down: the download fails, the cache stays
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    real_url = weights.DRIVE_URL
+    monkeypatch.setattr(weights, "DRIVE_URL", f"http://127.0.0.1:{closed}/uc")
+    with pytest.raises(WeightsDownloadError, match="no network connection"):
+        weights.download(NAME, force=True)
+    assert unchanged() and weights.download(NAME) == folder
+    monkeypatch.setattr(weights, "DRIVE_URL", real_url)  # a corrupt download: the cache stays too
+    bad = bytearray(tiny_ckpt_bytes)
+    bad[len(bad) // 2] ^= 0xFF
+    released.files[weights.WEIGHTS[NAME].drive_id] = ("tiny_test.ckpt", bytes(bad))
+    with pytest.raises(WeightsDownloadError, match="corrupt"):
+        weights.download(NAME, force=True)
+    assert unchanged() and weights.download(NAME) == folder
+    released.files[weights.WEIGHTS[NAME].drive_id] = ("tiny_test.ckpt", tiny_ckpt_bytes)
+    released.log.clear()
+    assert weights.download(NAME, force=True) == folder and released.paths() == ["/uc", "/download"]
+    assert _cached_files() == ["lseg", "record.json", "tiny_test.ckpt"]
+
+
+def test_a_read_only_cache_is_used_as_it_is_when_complete(released, monkeypatch):
+    import filelock
+
+    folder = weights.download(NAME)
+
+    class ReadOnlyLock:  # the lock file cannot be created: a converted cache on a read-only mount
+        def __init__(self, path: str) -> None:
+            raise OSError(errno.EROFS, "Read-only file system", path)
+
+    monkeypatch.setattr(filelock, "FileLock", ReadOnlyLock)
+    released.log.clear()
+    assert weights.download(NAME) == folder and weights.download(NAME, check_all=True) == folder
+    assert lseg.load_model(NAME).config.name == "lseg_tiny_test" and released.log == []
+    # checked as the locked path checks it: a changed file is one line, never used
+    _flip_byte(_dir() / "tiny_test.ckpt", 100)
+    with pytest.raises(CheckpointError, match="changed since it was downloaded"):
+        weights.download(NAME, check_all=True)
+    _flip_byte(folder / "model.safetensors", -10)
+    for force in (False, True):
+        with pytest.raises(CheckpointError) as e:
+            weights.download(NAME, force=force)
+        msg = str(e.value)
+        assert "\n" not in msg and "cannot lock the weights cache" in msg and "Read-only file system" in msg
+        assert "LSEG_HOME" in msg and ("--force" in msg) == force
+
+
+def test_a_wrong_file_put_there_by_hand_can_be_replaced_by_the_right_one(released, monkeypatch,
+                                                                        tiny_ckpt_bytes):
+    monkeypatch.setenv("LSEG_OFFLINE", "1")
+    _dir().mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {"something.else": torch.zeros(3)}}, _dir() / "tiny_test.ckpt")
+    with pytest.raises(CheckpointError, match="cannot convert the released weights"):
+        lseg.load_model(NAME)
+    _dir().joinpath("tiny_test.ckpt").write_bytes(tiny_ckpt_bytes)  # the right file, as the docs say
+    assert lseg.load_model(NAME).config.name == "lseg_tiny_test"
+    record = json.loads((_dir() / "record.json").read_text())
+    assert record["source"] == "local" and record["sha256"] == weights.sha256_file(_dir() / "tiny_test.ckpt")
+    assert released.log == []
