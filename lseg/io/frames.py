@@ -69,7 +69,7 @@ def _iter_image_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, f
         im = _open_checked(f, name, max_pixels)
         try:
             t_ms = 0.0
-            for index in range(_n_frames(im)):
+            for index in range(_n_frames(im, name)):
                 _seek_frame(im, index, name)
                 duration = im.info.get("duration") or _DEFAULT_FRAME_DURATION_MS
                 yield index, t_ms / 1000.0, functools.partial(_pil_to_rgb, im, name, max_pixels=max_pixels)

@@ -265,15 +265,16 @@ def _load_pil_object(im: Image.Image, *, max_pixels: int | None, frame: int) -> 
                 im.seek(position)
 
 
-def _n_frames(im: Image.Image) -> int:
+def _n_frames(im: Image.Image, name: str) -> int:
     try:
         return max(1, int(getattr(im, "n_frames", 1)))
-    except Exception:  # noqa: BLE001 - some plugins compute n_frames lazily and may fail
-        return 1
+    except Exception as e:  # noqa: BLE001 - GIF/WebP count by reading every frame: a cut file fails here
+        raise ImageLoadError(f"cannot read the frames of image '{name}': the file is truncated or corrupt "
+                             f"({one_line(e)}); re-download or re-export it") from None
 
 
 def _seek_frame(im: Image.Image, frame: int, name: str) -> None:
-    n = _n_frames(im)
+    n = _n_frames(im, name)
     if not 0 <= frame < n:
         valid = "only frame 0" if n == 1 else f"frames 0..{n - 1}"
         raise ImageLoadError(f"cannot load frame {frame} of image '{name}': it has {n} frame(s); use {valid}")
