@@ -16,6 +16,7 @@ from lseg.io.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     _check_pixels,
+    _decode,
     _n_frames,
     _open_checked,
     _open_regular,
@@ -71,6 +72,7 @@ def _iter_image_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, f
             t_ms = 0.0
             for index in range(_n_frames(im, name)):
                 _seek_frame(im, index, name)
+                _decode(im, name)  # Pillow's WebP reader sets info["duration"] only when a frame is decoded
                 duration = im.info.get("duration") or _DEFAULT_FRAME_DURATION_MS
                 yield index, t_ms / 1000.0, functools.partial(_pil_to_rgb, im, name, max_pixels=max_pixels)
                 t_ms += float(duration)

@@ -300,18 +300,7 @@ def _check_pixels(size: tuple[int, int], name: str, max_pixels: int | None) -> N
 
 def _pil_to_rgb(im: Image.Image, name: str, *, max_pixels: int | None = None) -> np.ndarray:
     """``im``'s current frame decoded to ``HxWx3 uint8`` RGB, or :class:`ImageLoadError`."""
-    try:
-        im.load()  # force the full decode here, inside the try (Image.open is lazy)
-    except Image.DecompressionBombError:
-        raise ImageLoadError(f"cannot load image '{name}': a frame declares an absurd size "
-                             "(decompression bomb guard); re-save the file") from None
-    except MemoryError:
-        raise ImageLoadError(f"cannot load image '{name}': out of memory while decoding "
-                             f"{im.width}x{im.height} pixels; pass a smaller max_pixels or "
-                             "downscale the image") from None
-    except Exception as e:
-        raise ImageLoadError(f"cannot load image '{name}': the file is truncated or corrupt "
-                             f"({one_line(e)}); re-download or re-export it") from e
+    _decode(im, name)
     try:
         im = _exif_upright(im)
         _check_pixels(im.size, name, max_pixels)  # decoders may change the size (e.g. ICO, MPO)
@@ -324,6 +313,22 @@ def _pil_to_rgb(im: Image.Image, name: str, *, max_pixels: int | None = None) ->
     except Exception as e:
         raise ImageLoadError(f"cannot load image '{name}': cannot convert mode {im.mode} to RGB "
                              f"({one_line(e)}); re-export it as 8-bit RGB") from e
+
+
+def _decode(im: Image.Image, name: str) -> None:
+    """``im``'s current frame decoded (Image.open and seek are lazy), or :class:`ImageLoadError`."""
+    try:
+        im.load()
+    except Image.DecompressionBombError:
+        raise ImageLoadError(f"cannot load image '{name}': a frame declares an absurd size "
+                             "(decompression bomb guard); re-save the file") from None
+    except MemoryError:
+        raise ImageLoadError(f"cannot load image '{name}': out of memory while decoding "
+                             f"{im.width}x{im.height} pixels; pass a smaller max_pixels or "
+                             "downscale the image") from None
+    except Exception as e:
+        raise ImageLoadError(f"cannot load image '{name}': the file is truncated or corrupt "
+                             f"({one_line(e)}); re-download or re-export it") from e
 
 
 def _exif_upright(im: Image.Image) -> Image.Image:
