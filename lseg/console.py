@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -84,11 +85,18 @@ class _Handler(logging.Handler):
         say(f"{record.levelname.lower()}: {record.getMessage()}")
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    warn(" ".join(str(message).split()))  # not Python's two lines with a site-packages path
+
+
 def setup_logging(verbose: bool = False) -> None:
-    """lseg's log records as ``warning: ...`` lines (``debug:`` too with ``verbose``), as :func:`warn`."""
+    """lseg's log records and Python's warnings (Pillow's "Corrupt EXIF data") as ``warning: ...`` lines
+    (``debug:`` too with ``verbose``), as :func:`warn`."""
     # torch.compile on a CPU warns "No CUDA runtime is found" where a CUDA toolkit has no GPU: not the user's concern
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     logger = logging.getLogger("lseg")
     logger.handlers[:] = [_Handler()]
     logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
     logger.propagate = True  # to the root logger too (the application's, or a test's capture)
+    warnings.showwarning = _show_warning

@@ -11,7 +11,9 @@ import os
 import stat
 import struct
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -147,12 +149,42 @@ def _load_encoded(fp: IO[bytes], name: str, *, max_pixels: int | None, frame: in
     if fp.seek(0, io.SEEK_END) == 0:  # _identify reads from the start
         raise ImageLoadError(f"cannot load image '{name}': the file is empty (0 bytes); it was probably "
                              "not fully downloaded or written - re-create it")
-    im = _open_checked(fp, name, max_pixels)
-    try:
-        _seek_frame(im, frame, name)
-        return _pil_to_rgb(im, name, max_pixels=max_pixels)
-    finally:
-        im.close()
+    with _named_warnings(name):  # one re-issue of a warning both open and decode raise
+        im = _open_checked(fp, name, max_pixels)
+        try:
+            _seek_frame(im, frame, name)
+            return _pil_to_rgb(im, name, max_pixels=max_pixels)
+        finally:
+            im.close()
+
+
+#: Held while Pillow's warnings are caught: catch_warnings swaps process-wide state (not thread-safe).
+_WARNINGS_LOCK = threading.RLock()
+_catching = False  # in this lock's holder: an outer _named_warnings re-issues
+
+
+@contextlib.contextmanager
+def _named_warnings(name: str) -> Iterator[None]:
+    """Warnings raised while image ``name`` is read (Pillow's "Corrupt EXIF data", ours), re-issued after
+    it, once each, naming the image (the command line shows them as ``warning: image '...': ...``)."""
+    global _catching
+    with _WARNINGS_LOCK:
+        if _catching:
+            yield
+            return
+        _catching = True
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                yield
+        finally:
+            _catching = False
+        issued: set[tuple[type[Warning], str]] = set()
+        for w in caught:
+            key = (w.category, " ".join(str(w.message).split()))
+            if key not in issued:
+                issued.add(key)
+                warnings.warn(f"image '{name}': {key[1]}", key[0], stacklevel=3)  # past contextlib
 
 
 #: libjpeg's warnings about the compressed data (JWRN_*), which Pillow discards (a corrupt middle decodes
@@ -193,15 +225,16 @@ def _register_heif() -> None:
 
 def _open_checked(fp: IO[bytes], name: str, max_pixels: int | None) -> Image.Image:
     """:func:`_identify` ``fp``; refused (closed) over ``max_pixels`` or as a corrupt JPEG."""
-    im = _identify(fp, name)
-    try:
-        _check_pixels(im.size, name, max_pixels)
-        if im.format in ("JPEG", "MPO"):
-            _check_jpeg_stream(fp, name)
-    except BaseException:
-        im.close()
-        raise
-    return im
+    with _named_warnings(name):
+        im = _identify(fp, name)
+        try:
+            _check_pixels(im.size, name, max_pixels)
+            if im.format in ("JPEG", "MPO"):
+                _check_jpeg_stream(fp, name)
+        except BaseException:
+            im.close()
+            raise
+        return im
 
 
 def _identify(fp: IO[bytes], name: str) -> Image.Image:
@@ -256,13 +289,14 @@ def _load_pil_object(im: Image.Image, *, max_pixels: int | None, frame: int) -> 
     name = f"PIL image ({im.format or 'in memory'}, mode {im.mode}, {im.width}x{im.height})"
     _check_pixels(im.size, name, max_pixels)
     position = im.tell()
-    try:
-        _seek_frame(im, frame, name)
-        return _pil_to_rgb(im, name, max_pixels=max_pixels)
-    finally:
-        with contextlib.suppress(Exception):  # restoring the caller's frame position is best effort
-            if im.tell() != position:
-                im.seek(position)
+    with _named_warnings(name):
+        try:
+            _seek_frame(im, frame, name)
+            return _pil_to_rgb(im, name, max_pixels=max_pixels)
+        finally:
+            with contextlib.suppress(Exception):  # restoring the caller's frame position is best effort
+                if im.tell() != position:
+                    im.seek(position)
 
 
 def _n_frames(im: Image.Image, name: str) -> int:
