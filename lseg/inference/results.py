@@ -123,10 +123,11 @@ class SegmentationResult:
              alpha: float = 0.5, scores: bool = False, overwrite: bool = False) -> dict[str, Path]:
         """Write what ``lseg segment`` writes into ``folder`` (the overlay when the image is known, scores
         with ``scores``) with its record, as ``stem`` (default the image file's, else ``"image"``);
-        returns ``{kind: path}``. Another image's files are replaced only with ``overwrite``."""
+        returns ``{kind: path}``. Another image's files, and files no lseg record lists, are replaced
+        only with ``overwrite``."""
         from lseg.errors import LSegError
-        from lseg.jobs.inputs import read_record
-        from lseg.jobs.records import write_record
+        from lseg.jobs.inputs import read_record, recorded_outputs
+        from lseg.jobs.records import listed_outputs, write_record
 
         source = self.image if image is None else image
         named = isinstance(source, (str, os.PathLike))
@@ -143,6 +144,14 @@ class SegmentationResult:
             raise LSegError(f"{record} is already there (saved from {old.get('source') if old else 'another file'}): "
                             "give this image its own stem (save(folder, stem='...')) or overwrite=True")
         files = segment_files(out / stem, self.labels, overlay=source is not None, scores=scores)
+        own = set(listed_outputs(old, record)) if old else set()
+        there = [f for f in files.values() if f.name not in own and os.path.lexists(f)]
+        # the folder's other records are read only then: saving many images into one folder stays linear
+        listed = recorded_outputs(out, os.listdir(out)) if there else set()
+        foreign = [f for f in there if f.name not in listed]
+        if foreign and not overwrite:
+            raise LSegError(f"{foreign[0]} exists and is not an lseg output (no record lists it): move it, "
+                            "give this image another stem (save(folder, stem='...')) or overwrite=True")
         staged = Staged()
         try:
             extra = write_segment_files(files, staged, self.label_map, self.labels, lambda: self.probs, source,
