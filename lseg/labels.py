@@ -36,19 +36,42 @@ _SEPARATORS = re.compile(r",|\r\n|\n|\r")
 
 
 def _split(text: str) -> list[object]:
-    """A label string's items: commas and line breaks separate; double quotes group (CSV rules)."""
+    """A label string's items: commas and line breaks separate; double quotes group (CSV rules, with
+    spaces allowed around a quoted label)."""
     if '"' not in text:
         return list(_SEPARATORS.split(text))
-    import csv
-
     items: list[object] = []
     for line in text.splitlines() or [""]:
-        try:
-            items += next(csv.reader([line], skipinitialspace=True, strict=True), [""])
-        except csv.Error:
-            raise LabelError(f"unbalanced double quote in {_describe(line)}: quote a whole label, e.g. "
-                             "'\"salt, pepper\", sky', or read labels from a file with --labels-file") from None
+        if line:  # an empty line adds no label (as csv read it)
+            items += _split_line(line)
     return items
+
+
+# A quoted label with the spaces around it; "" inside is one quote.
+_QUOTED = re.compile(r'\s*"((?:[^"]|"")*)"\s*')
+
+
+def _split_line(line: str) -> list[str]:
+    """One line's labels (csv's strict mode refuses the space after a closing quote: ' "x" , y')."""
+    items, i = [], 0
+    while True:
+        quoted = _QUOTED.match(line, i)
+        if quoted:
+            items.append(quoted[1].replace('""', '"'))
+            i = quoted.end()
+            if i < len(line) and line[i] != ",":
+                raise LabelError(f"text after a closing quote in {_describe(line)}: quote a whole label, "
+                                 "e.g. '\"salt, pepper\", sky', or read labels from a file with --labels-file")
+        elif line[i:].lstrip().startswith('"'):
+            raise LabelError(f"unbalanced double quote in {_describe(line)}: quote a whole label, e.g. "
+                             "'\"salt, pepper\", sky', or read labels from a file with --labels-file")
+        else:
+            end = line.find(",", i)
+            items.append(line[i:] if end < 0 else line[i:end])
+            i = len(line) if end < 0 else end
+        if i >= len(line):
+            return items
+        i += 1  # past the comma
 
 
 def _describe(label: str) -> str:
@@ -58,7 +81,8 @@ def _describe(label: str) -> str:
 def parse_labels(labels: str | Sequence[str]) -> list[str]:
     """Class names from one string (split at commas and line breaks; double quotes group, as in CSV) or
     a sequence of strings, stripped, inner whitespace collapsed; ``result[i]`` is class id ``i``.
-    :class:`LabelError` for no labels, an empty or non-string one, an unbalanced quote, or two equal
+    :class:`LabelError` for no labels, an empty or non-string one, an unbalanced quote (or text after a
+    closing one), or two equal
     after NFKC normalisation, ignoring case."""
     if isinstance(labels, str):
         text = labels.strip()

@@ -359,3 +359,21 @@ def test_property_any_label_input_gives_a_result_or_a_label_error(predictor, emb
     assert r.labels == expected
     assert r.label_map.shape == (30, 40) and 0 <= r.label_map.min() and r.label_map.max() < len(expected)
     assert np.isfinite(r.logits).all()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (' "x" , y', ["x", "y"]),
+    ('"salt, pepper" , sky', ["salt, pepper", "sky"]),
+    ('sky ,  "salt, pepper"  ', ["sky", "salt, pepper"]),
+    ('"say ""hi""" , x', ['say "hi"', "x"]),
+    ('a"b, c', ['a"b', "c"]),
+])
+def test_spaces_around_a_quoted_label_are_allowed(text, expected):
+    assert parse_labels(text) == expected
+
+
+def test_text_after_a_closing_quote_is_named():
+    with pytest.raises(LabelError, match="text after a closing quote in '\"salt\" pepper, sky'"):
+        parse_labels('"salt" pepper, sky')
+    with pytest.raises(LabelError, match="unbalanced double quote"):
+        parse_labels('sky, "salt, pepper')

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from lseg.errors import ConfigError
 from lseg.geometry import pad_to, pad_value, reference_windows, resize, scaled_size
 from lseg.inference.options import ADE20K_SCALES
 from lseg.models.lseg import LSeg
@@ -25,6 +26,27 @@ class MultiScaleConfig:
     crop_size: int = 480
     stride_rate: float = 2 / 3
     flip: bool = True
+
+    def __post_init__(self) -> None:
+        # the bounds of EvalConfig's same options; past them the window loop fails without saying why
+        if not self.scales or not all(_positive(s) for s in self.scales):
+            raise ConfigError(f"MultiScaleConfig: scales must be one or more positive numbers, "
+                              f"got {self.scales!r}")
+        for name in ("base_size", "crop_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"MultiScaleConfig: {name} must be a positive int, got {value!r}")
+        if not (_positive(self.stride_rate) and self.stride_rate <= 1):
+            raise ConfigError(f"MultiScaleConfig: stride_rate must be in (0, 1] (a fraction of crop_size), "
+                              f"got {self.stride_rate!r}")
+        if int(self.crop_size * self.stride_rate) < 1:  # the window step multiscale_logits takes
+            raise ConfigError(f"MultiScaleConfig: a stride of stride_rate * crop_size = "
+                              f"{self.stride_rate:g} * {self.crop_size} is under one pixel; raise either")
+
+
+def _positive(value: object) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and value > 0)
 
 
 def multiscale_logits(model: LSeg, x: torch.Tensor, text: torch.Tensor,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -123,37 +124,66 @@ class SegmentationResult:
              alpha: float = 0.5, scores: bool = False, overwrite: bool = False) -> dict[str, Path]:
         """Write what ``lseg segment`` writes into ``folder`` (the overlay when the image is known, scores
         with ``scores``) with its record, as ``stem`` (default the image file's, else ``"image"``);
-        returns ``{kind: path}``. Another image's files are replaced only with ``overwrite``."""
+        returns ``{kind: path}``. Another image's files, and files no lseg record lists, are replaced
+        only with ``overwrite``; the files the old record lists that this save does not write are removed."""
         from lseg.errors import LSegError
-        from lseg.jobs.inputs import read_record
-        from lseg.jobs.records import write_record
+        from lseg.jobs.inputs import read_record, recorded_outputs
+        from lseg.jobs.records import listed_outputs, write_record
 
         source = self.image if image is None else image
         named = isinstance(source, (str, os.PathLike))
         if stem is None:
             stem = Path(source).stem if named else "image"
+        if not stem:
+            raise LSegError("save(): stem is empty; give the files a name, e.g. save(folder, stem='photo')")
         out = Path(folder).expanduser()
         if out.exists() and not out.is_dir():
             raise LSegError(f"{out} is a file, not a folder: save() takes the output folder, e.g. "
                             f"result.save('{out.parent / 'out'}/')")
         record = out / f"{stem}_labels.json"
         old = read_record(record)
-        origin = str(Path(source).resolve()) if named else "<in-memory image>"
-        if not overwrite and (record.exists() and (old is None or not named or old.get("source") != origin)):
+        origin = str(_resolved(source)) if named else "<in-memory image>"
+        if not overwrite and (record.exists() and (old is None or not named or not _same_source(old, origin))):
             raise LSegError(f"{record} is already there (saved from {old.get('source') if old else 'another file'}): "
                             "give this image its own stem (save(folder, stem='...')) or overwrite=True")
         files = segment_files(out / stem, self.labels, overlay=source is not None, scores=scores)
+        own = set(listed_outputs(old, record)) if old else set()
+        there = [f for f in files.values() if f.name not in own and os.path.lexists(f)]
+        # the folder's other records are read only then: saving many images into one folder stays linear
+        listed = recorded_outputs(out, os.listdir(out)) if there else set()
+        foreign = [f for f in there if f.name not in listed]
+        if foreign and not overwrite:
+            raise LSegError(f"{foreign[0]} exists and is not an lseg output (no record lists it): move it, "
+                            "give this image another stem (save(folder, stem='...')) or overwrite=True")
+        stale = sorted(own - {f.name for f in files.values()})
+        recipe = {"saved_by": "SegmentationResult.save", "alpha": alpha, "labels": list(self.labels)}
         staged = Staged()
         try:
             extra = write_segment_files(files, staged, self.label_map, self.labels, lambda: self.probs, source,
                                         alpha=alpha)
+            # listed before they appear, the old ones too until they are gone: no file without a record
+            write_record(record, "segment", origin, recipe, [*files.values(), *stale], pending=True)
             staged.commit()
         except BaseException:
             staged.discard()
             raise
-        write_record(record, "segment", origin, {"saved_by": "SegmentationResult.save", "alpha": alpha},
-                     list(files.values()), extra=extra)
+        for name in stale:  # the old recipe's files this one does not make (heatmaps, scores of other labels)
+            with contextlib.suppress(OSError):
+                (out / name).unlink()
+        write_record(record, "segment", origin, recipe, list(files.values()), extra=extra)
         return {**files, "json": record}
+
+
+def _resolved(source: str | os.PathLike[str]) -> Path:
+    """An image path as save() records it: ``~`` expanded, absolute, links resolved."""
+    return Path(source).expanduser().resolve()
+
+
+def _same_source(record: dict[str, Any], origin: str) -> bool:
+    """Whether ``record`` was written for the image at ``origin`` (:func:`_resolved`): ``lseg segment``
+    records the path as given, ``~`` expanded, relative to the folder it ran in (taken as this one)."""
+    source = record.get("source")
+    return isinstance(source, str) and str(_resolved(source)) == origin
 
 
 def segment_files(base: Path, labels: Sequence[str], *, overlay: bool = True, scores: bool = False,

@@ -16,7 +16,9 @@ from lseg.io.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     _check_pixels,
+    _decode,
     _n_frames,
+    _named_warnings,
     _open_checked,
     _open_regular,
     _pil_to_rgb,
@@ -69,13 +71,23 @@ def _iter_image_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, f
         im = _open_checked(f, name, max_pixels)
         try:
             t_ms = 0.0
-            for index in range(_n_frames(im)):
-                _seek_frame(im, index, name)
+            with _named_warnings(name):
+                count = _n_frames(im, name)
+            for index in range(count):
+                with _named_warnings(name):  # never around a yield: the caller's warnings are its own
+                    _seek_frame(im, index, name)
+                    _decode(im, name)  # Pillow's WebP reader sets info["duration"] only when a frame is decoded
                 duration = im.info.get("duration") or _DEFAULT_FRAME_DURATION_MS
-                yield index, t_ms / 1000.0, functools.partial(_pil_to_rgb, im, name, max_pixels=max_pixels)
+                yield index, t_ms / 1000.0, functools.partial(_frame_rgb, im, name, max_pixels)
                 t_ms += float(duration)
         finally:
             im.close()
+
+
+def _frame_rgb(im: Any, name: str, max_pixels: int | None) -> np.ndarray:
+    """The current frame of ``im`` as RGB, Pillow's warnings naming the file."""
+    with _named_warnings(name):
+        return _pil_to_rgb(im, name, max_pixels=max_pixels)
 
 
 def _iter_video_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, float, Callable[[], np.ndarray]]]:

@@ -11,7 +11,9 @@ import os
 import stat
 import struct
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -147,12 +149,42 @@ def _load_encoded(fp: IO[bytes], name: str, *, max_pixels: int | None, frame: in
     if fp.seek(0, io.SEEK_END) == 0:  # _identify reads from the start
         raise ImageLoadError(f"cannot load image '{name}': the file is empty (0 bytes); it was probably "
                              "not fully downloaded or written - re-create it")
-    im = _open_checked(fp, name, max_pixels)
-    try:
-        _seek_frame(im, frame, name)
-        return _pil_to_rgb(im, name, max_pixels=max_pixels)
-    finally:
-        im.close()
+    with _named_warnings(name):  # one re-issue of a warning both open and decode raise
+        im = _open_checked(fp, name, max_pixels)
+        try:
+            _seek_frame(im, frame, name)
+            return _pil_to_rgb(im, name, max_pixels=max_pixels)
+        finally:
+            im.close()
+
+
+#: Held while Pillow's warnings are caught: catch_warnings swaps process-wide state (not thread-safe).
+_WARNINGS_LOCK = threading.RLock()
+_catching = False  # in this lock's holder: an outer _named_warnings re-issues
+
+
+@contextlib.contextmanager
+def _named_warnings(name: str) -> Iterator[None]:
+    """Warnings raised while image ``name`` is read (Pillow's "Corrupt EXIF data", ours), re-issued after
+    it, once each, naming the image (the command line shows them as ``warning: image '...': ...``)."""
+    global _catching
+    with _WARNINGS_LOCK:
+        if _catching:
+            yield
+            return
+        _catching = True
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                yield
+        finally:
+            _catching = False
+        issued: set[tuple[type[Warning], str]] = set()
+        for w in caught:
+            key = (w.category, " ".join(str(w.message).split()))
+            if key not in issued:
+                issued.add(key)
+                warnings.warn(f"image '{name}': {key[1]}", key[0], stacklevel=3)  # past contextlib
 
 
 #: libjpeg's warnings about the compressed data (JWRN_*), which Pillow discards (a corrupt middle decodes
@@ -193,15 +225,16 @@ def _register_heif() -> None:
 
 def _open_checked(fp: IO[bytes], name: str, max_pixels: int | None) -> Image.Image:
     """:func:`_identify` ``fp``; refused (closed) over ``max_pixels`` or as a corrupt JPEG."""
-    im = _identify(fp, name)
-    try:
-        _check_pixels(im.size, name, max_pixels)
-        if im.format in ("JPEG", "MPO"):
-            _check_jpeg_stream(fp, name)
-    except BaseException:
-        im.close()
-        raise
-    return im
+    with _named_warnings(name):
+        im = _identify(fp, name)
+        try:
+            _check_pixels(im.size, name, max_pixels)
+            if im.format in ("JPEG", "MPO"):
+                _check_jpeg_stream(fp, name)
+        except BaseException:
+            im.close()
+            raise
+        return im
 
 
 def _identify(fp: IO[bytes], name: str) -> Image.Image:
@@ -256,24 +289,26 @@ def _load_pil_object(im: Image.Image, *, max_pixels: int | None, frame: int) -> 
     name = f"PIL image ({im.format or 'in memory'}, mode {im.mode}, {im.width}x{im.height})"
     _check_pixels(im.size, name, max_pixels)
     position = im.tell()
-    try:
-        _seek_frame(im, frame, name)
-        return _pil_to_rgb(im, name, max_pixels=max_pixels)
-    finally:
-        with contextlib.suppress(Exception):  # restoring the caller's frame position is best effort
-            if im.tell() != position:
-                im.seek(position)
+    with _named_warnings(name):
+        try:
+            _seek_frame(im, frame, name)
+            return _pil_to_rgb(im, name, max_pixels=max_pixels)
+        finally:
+            with contextlib.suppress(Exception):  # restoring the caller's frame position is best effort
+                if im.tell() != position:
+                    im.seek(position)
 
 
-def _n_frames(im: Image.Image) -> int:
+def _n_frames(im: Image.Image, name: str) -> int:
     try:
         return max(1, int(getattr(im, "n_frames", 1)))
-    except Exception:  # noqa: BLE001 - some plugins compute n_frames lazily and may fail
-        return 1
+    except Exception as e:  # noqa: BLE001 - GIF/WebP count by reading every frame: a cut file fails here
+        raise ImageLoadError(f"cannot read the frames of image '{name}': the file is truncated or corrupt "
+                             f"({one_line(e)}); re-download or re-export it") from None
 
 
 def _seek_frame(im: Image.Image, frame: int, name: str) -> None:
-    n = _n_frames(im)
+    n = _n_frames(im, name)
     if not 0 <= frame < n:
         valid = "only frame 0" if n == 1 else f"frames 0..{n - 1}"
         raise ImageLoadError(f"cannot load frame {frame} of image '{name}': it has {n} frame(s); use {valid}")
@@ -299,18 +334,7 @@ def _check_pixels(size: tuple[int, int], name: str, max_pixels: int | None) -> N
 
 def _pil_to_rgb(im: Image.Image, name: str, *, max_pixels: int | None = None) -> np.ndarray:
     """``im``'s current frame decoded to ``HxWx3 uint8`` RGB, or :class:`ImageLoadError`."""
-    try:
-        im.load()  # force the full decode here, inside the try (Image.open is lazy)
-    except Image.DecompressionBombError:
-        raise ImageLoadError(f"cannot load image '{name}': a frame declares an absurd size "
-                             "(decompression bomb guard); re-save the file") from None
-    except MemoryError:
-        raise ImageLoadError(f"cannot load image '{name}': out of memory while decoding "
-                             f"{im.width}x{im.height} pixels; pass a smaller max_pixels or "
-                             "downscale the image") from None
-    except Exception as e:
-        raise ImageLoadError(f"cannot load image '{name}': the file is truncated or corrupt "
-                             f"({one_line(e)}); re-download or re-export it") from e
+    _decode(im, name)
     try:
         im = _exif_upright(im)
         _check_pixels(im.size, name, max_pixels)  # decoders may change the size (e.g. ICO, MPO)
@@ -323,6 +347,22 @@ def _pil_to_rgb(im: Image.Image, name: str, *, max_pixels: int | None = None) ->
     except Exception as e:
         raise ImageLoadError(f"cannot load image '{name}': cannot convert mode {im.mode} to RGB "
                              f"({one_line(e)}); re-export it as 8-bit RGB") from e
+
+
+def _decode(im: Image.Image, name: str) -> None:
+    """``im``'s current frame decoded (Image.open and seek are lazy), or :class:`ImageLoadError`."""
+    try:
+        im.load()
+    except Image.DecompressionBombError:
+        raise ImageLoadError(f"cannot load image '{name}': a frame declares an absurd size "
+                             "(decompression bomb guard); re-save the file") from None
+    except MemoryError:
+        raise ImageLoadError(f"cannot load image '{name}': out of memory while decoding "
+                             f"{im.width}x{im.height} pixels; pass a smaller max_pixels or "
+                             "downscale the image") from None
+    except Exception as e:
+        raise ImageLoadError(f"cannot load image '{name}': the file is truncated or corrupt "
+                             f"({one_line(e)}); re-download or re-export it") from e
 
 
 def _exif_upright(im: Image.Image) -> Image.Image:

@@ -1,10 +1,19 @@
-"""Array inputs of the viz functions: numpy arrays or torch tensors, and label maps."""
+"""Array inputs of the viz functions: numpy arrays or torch tensors, label maps, and label names."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from lseg.labels import parse_labels
+
+
+def _label_names(labels: str | Sequence[str]) -> list[str]:
+    """The label names: a string parsed as the rest of the API does (``'dog, cat'`` is two labels, not
+    one per character), a sequence taken as it is."""
+    return parse_labels(labels) if isinstance(labels, str) else [str(label) for label in labels]
 
 
 def _to_numpy(x: Any) -> np.ndarray:

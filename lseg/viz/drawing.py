@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from lseg.io import load_image
-from lseg.viz._arrays import _label_map, _to_numpy
+from lseg.viz._arrays import _label_map, _label_names, _to_numpy
 from lseg.viz.colors import _VIRIDIS_LUT, colormap, palette
 from lseg.viz.fonts import TextRenderer
 
@@ -29,7 +29,7 @@ def legend_limits(image_size: tuple[int, int]) -> dict[str, tuple[int, int]]:
     return {"right": (max(w // 2, floor), max(h, floor)), "below": (max(w, floor), max(h // 2, floor))}
 
 
-def overlay(image_rgb: Any, label_map: Any, labels: Sequence[str], alpha: float = 0.5,
+def overlay(image_rgb: Any, label_map: Any, labels: str | Sequence[str], alpha: float = 0.5,
             legend: bool = True) -> Image.Image:
     """The photo (anything :func:`lseg.io.load_image` accepts) with the colour of ``labels[i]`` blended
     over each pixel of id ``i`` in the ``HxW`` ``label_map`` (other ids left uncoloured), ``alpha`` the
@@ -46,7 +46,7 @@ def overlay(image_rgb: Any, label_map: Any, labels: Sequence[str], alpha: float 
     if ids.shape != photo.shape[:2]:
         raise ValueError(f"overlay: label_map is {ids.shape[0]}x{ids.shape[1]} but the image is "
                          f"{photo.shape[0]}x{photo.shape[1]} (HxW); resize the label map (nearest) first")
-    labels = list(labels)
+    labels = _label_names(labels)
     k = len(labels)
     colours = palette(k)
     # Row strips (~1 M pixels): temporaries stay small for very large photos.
@@ -271,8 +271,8 @@ def _with_legend(img: Image.Image, items: list[_Item], absent_left_out: int = 0)
     return canvas
 
 
-def heatmaps(probs: Any, labels: Sequence[str], image: Any = None, *, alpha: float = 0.5, vmin: float = 0.0,
-             vmax: float = 1.0, annotate: bool = False) -> dict[str, Image.Image]:
+def heatmaps(probs: Any, labels: str | Sequence[str], image: Any = None, *, alpha: float = 0.5,
+             vmin: float = 0.0, vmax: float = 1.0, annotate: bool = False) -> dict[str, Image.Image]:
     """One viridis heatmap (:func:`colormap`) of ``KxHxW`` scores per label, ``{label: PIL RGB image}``,
     blended over ``image`` with opacity ``alpha`` if given; ``annotate`` adds a strip below each map
     with the label and a ``vmin``-``vmax`` colour bar."""
@@ -283,7 +283,7 @@ def heatmaps(probs: Any, labels: Sequence[str], image: Any = None, *, alpha: flo
         raise ValueError(f"heatmaps: probs must be KxHxW, got shape {tuple(p.shape)}")
     if p.dtype.kind not in "fiub":
         raise ValueError(f"heatmaps: probs must be numeric, got dtype {p.dtype}")
-    names = [str(label) for label in labels]
+    names = _label_names(labels)
     if len(names) != p.shape[0]:
         raise ValueError(f"heatmaps: {p.shape[0]} score maps but {len(names)} labels")
     if len(set(names)) != len(names):

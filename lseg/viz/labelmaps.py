@@ -12,18 +12,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lseg.viz._arrays import _label_map
+from lseg.viz._arrays import _label_map, _label_names
 from lseg.viz.colors import MAX_COLORS, palette
 
 
-def save_label_map(path: str | os.PathLike[str], label_map: Any, labels: Sequence[str]) -> Path:
+def save_label_map(path: str | os.PathLike[str], label_map: Any, labels: str | Sequence[str]) -> Path:
     """Write a label map as PNG (atomically), pixel value ``i`` being ``labels[i]``: 8-bit palette
     (:func:`palette`; up to 256 labels) or 16-bit grey, the names in an ``lseg:labels`` iTXt chunk."""
     from PIL.PngImagePlugin import PngInfo
 
     from lseg.io import atomic_write
 
-    names = [str(lb) for lb in labels]
+    names = _label_names(labels)
     ids = _label_map(label_map)
     if len(names) > MAX_COLORS:
         raise ValueError(f"save_label_map: {len(names)} labels; a PNG label map holds at most {MAX_COLORS}")
@@ -40,12 +40,12 @@ def save_label_map(path: str | os.PathLike[str], label_map: Any, labels: Sequenc
     return atomic_write(path, lambda p: img.save(p, format="PNG", pnginfo=info))
 
 
-def save_scores(path: str | os.PathLike[str], probs: Any, labels: Sequence[str]) -> Path:
+def save_scores(path: str | os.PathLike[str], probs: Any, labels: str | Sequence[str]) -> Path:
     """Write per-label probabilities (atomically) as ``.npz``: ``probs`` float16 (K, H, W), ``labels``."""
     from lseg.io import atomic_write
 
     half = np.asarray(probs, dtype=np.float16)
-    names = np.array([str(lb) for lb in labels])
+    names = np.array(_label_names(labels))
 
     def write(p: Path) -> None:
         with open(p, "wb") as f:

@@ -150,3 +150,25 @@ def test_iter_frames_corrupt_video(tmp_path: Path) -> None:
     path = write(tmp_path / "broken.mp4", bytes(RNG.integers(0, 256, 4096, dtype=np.uint8)))
     with pytest.raises(ImageLoadError, match=r"broken\.mp4"):
         list(iter_frames(path))
+
+
+def test_truncated_animated_gif_is_refused_not_read_as_one_frame(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)  # noise: each frame is stored whole, so a cut loses the last ones
+    frames = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(6)]
+    full = tmp_path / "full.gif"
+    frames[0].save(full, save_all=True, append_images=frames[1:], duration=100)
+    data = full.read_bytes()
+    path = write(tmp_path / "cut.gif", data[: int(len(data) * 0.7)])
+    for read in (lambda: list(iter_frames(path)), lambda: load_image(path, frame=3)):
+        with pytest.raises(ImageLoadError, match=r"cut\.gif.*truncated or corrupt"):
+            read()
+
+
+@pytest.mark.parametrize("ext", ["gif", pytest.param("webp", marks=pytest.mark.skipif(
+    not features.check("webp"), reason="Pillow built without WebP"))])
+def test_iter_frames_times_add_up_each_frames_own_duration(tmp_path: Path, ext: str) -> None:
+    frames = [Image.new("RGB", (8, 8), (0, 60 * i, 0)) for i in range(4)]
+    path = tmp_path / f"anim.{ext}"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=[500, 20, 30, 40], lossless=True)
+    assert [t for _, t, _ in iter_frames(path)] == pytest.approx([0, 0.5, 0.52, 0.55])
+    assert [i for i, _, _ in iter_frames(path, fps=2)] == [0, 1]

@@ -655,3 +655,19 @@ def test_fuzz_encoded_bytes_through_the_predictor(predictor32, data):
         return
     event("decoded and segmented")
     _check(predictor.segment(data, LABELS), expected)
+
+
+#: An EXIF block whose one entry points past its end: Pillow warns "Corrupt EXIF data" when reading it.
+CORRUPT_EXIF = (b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00"
+                b"\xff\xff\xff\xff")
+
+
+def test_pillow_warnings_are_reissued_once_naming_the_image(tmp_path: Path) -> None:
+    path = tmp_path / "bad_exif.jpg"
+    Image.fromarray(RGB).save(path, exif=CORRUPT_EXIF)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert_rgb(load_image(path))
+    assert [str(w.message) for w in caught] == [
+        f"image '{path}': Corrupt EXIF data. Expecting to read 12 bytes but only got 4."]
+    assert caught[0].category is UserWarning

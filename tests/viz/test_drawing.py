@@ -273,3 +273,13 @@ def test_outputs_save_as_png(tmp_path: Path) -> None:
     assert load_image(tmp_path / "overlay.png").shape[0] >= 60
     with Image.open(tmp_path / "ids.png") as im:
         np.testing.assert_array_equal(np.asarray(im), ids)
+
+
+def test_a_labels_string_is_a_comma_separated_list_not_one_label_per_character() -> None:
+    photo = np.zeros((40, 60, 3), dtype=np.uint8)
+    ids = np.zeros((40, 60), dtype=np.uint8)
+    ids[:, 30:] = 1
+    as_list = np.asarray(overlay(photo, ids, ["dog", "cat"]))
+    np.testing.assert_array_equal(np.asarray(overlay(photo, ids, "dog, cat")), as_list)
+    probs = np.full((2, 40, 60), 0.5, dtype=np.float32)
+    assert list(heatmaps(probs, "dog, cat")) == ["dog", "cat"]

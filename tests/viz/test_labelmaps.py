@@ -61,3 +61,11 @@ def test_save_scores_writes_float16_probs_and_labels(tmp_path: Path) -> None:
 def test_heatmap_path_names_the_label_safely(tmp_path: Path) -> None:
     assert heatmap_path(tmp_path / "p", 2, "big tree") == tmp_path / "p_heat_02_big_tree.png"
     assert heatmap_path(tmp_path / "p", 0, "../x").name == "p_heat_00_x.png"
+
+
+def test_a_labels_string_is_a_comma_separated_list_not_one_label_per_character(tmp_path: Path) -> None:
+    ids = np.array([[0, 1], [1, 0]], dtype=np.uint8)
+    assert read_label_names(save_label_map(tmp_path / "m.png", ids, "dog, cat")) == ["dog", "cat"]
+    probs = np.full((2, 2, 2), 0.5, dtype=np.float32)
+    with np.load(save_scores(tmp_path / "s.npz", probs, '"salt, pepper", sky')) as f:
+        assert f["labels"].tolist() == ["salt, pepper", "sky"]
