@@ -72,8 +72,12 @@ class FeatureStore:
             raise LSegError(f"{self.path} has no reduction (run `lseg store reduce`)")
         info = self.frames[self.frame_id(frame)]
         shard = self.path / (f"{REDUCTION_DIR}/{info['shard']}" if reduced else info["shard"])
-        with safe_open(str(shard), framework="np") as f:
-            return f.get_tensor(info["key"])
+        try:
+            with safe_open(str(shard), framework="np") as f:
+                return f.get_tensor(info["key"])
+        except FileNotFoundError:
+            raise LSegError(f"{shard} is missing: the store is damaged; re-run the command that wrote it"
+                            ) from None
 
     def read_decoded(self, frame: int | str) -> np.ndarray:
         """A reduced frame decoded back to the text space: (D, H, W) float32, re-normalised."""
