@@ -45,7 +45,8 @@ class FeatureStore:
             raise LSegError(f"{self.path}/{STORE_MANIFEST} is not an {FORMAT} manifest")
         index = self.path / STORE_INDEX
         if not index.is_file():
-            done = sum(read_record(unit_record(self.path, u["id"])) is not None for u in self.manifest["units"])
+            records = [read_record(unit_record(self.path, u["id"])) for u in self.manifest["units"]]
+            done = sum(r is not None and r.get("complete", True) is True for r in records)  # not pending ones
             raise LSegError(f"{self.path} is incomplete ({done} of {len(self.manifest['units'])} units done); "
                             "re-run the same export to finish it")
         self.index: dict[str, Any] = json.loads(index.read_text())

@@ -120,6 +120,8 @@ class StoreWriter(Writer):
         dim = self.extractor.model.config.text.embed_dim
         if self.reduce is not None and not 1 <= self.reduce <= dim:  # refused before any frame is extracted
             raise LSegError(f"--reduce {self.reduce}: the features are {dim}-d; reduce to 1..{dim} dimensions")
+        # some unit is to be (re)written: the store is unfinished until finalize_store indexes it again
+        (self.out / STORE_INDEX).unlink(missing_ok=True)
         if self.write_manifest:
             model = self.extractor.model
             manifest = json_safe({
