@@ -166,3 +166,14 @@ def test_an_interrupted_overwrite_leaves_an_unfinished_store(
     store = FeatureStore(out)
     assert len(store) == 8 and store.index["reduction"]["k"] == 4  # the reduction recorded again
     assert store.read("img1", reduced=True).shape[0] == 4
+
+
+def test_one_folder_by_relative_and_absolute_path_is_one_input(
+        tmp_path: Path, predictor: lseg.LSegPredictor, inputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ex, out = FeatureExtractor(predictor, "ours"), tmp_path / "st"
+    monkeypatch.chdir(inputs.parent)
+    export_store(ex, [inputs.name], out, settings=SETTINGS, progress=False)
+    report = export_store(ex, [inputs.resolve()], out, settings=SETTINGS, progress=False)
+    assert report.summary() == "0 written, 8 already done, 0 failed"
+    with pytest.raises(lseg.LSegError, match="a store made with other inputs"):  # another folder still is not
+        export_store(ex, [inputs / "img0.png"], out, settings=SETTINGS, progress=False)
