@@ -56,6 +56,10 @@ class ReduceWriter(Writer):
             return
         if not len(self.store):
             raise LSegError(f"{self.store.path} holds no frames")
+        if old:  # a half-done replacement must read as no reduction until finish records the new one
+            index = {**self.store.index, "reduction": None}
+            text = json.dumps(index, indent=1) + "\n"
+            atomic_write(self.store.path / STORE_INDEX, lambda p: p.write_text(text))
         frames = progress_bar(range(len(self.store)), desc="fit reduction", unit="frame", disable=not self.progress)
         self.reduction = fit_reduction((self.store.read(i) for i in frames), self.k)
         atomic_write(proj, self.reduction.save)
@@ -83,7 +87,13 @@ class ReduceWriter(Writer):
 def reduce_store(path: str | os.PathLike[str], k: int, *, overwrite: bool = False, progress: bool = False) -> Report:
     """``lseg store reduce`` in Python (:class:`ReduceWriter`)."""
     writer = ReduceWriter(FeatureStore(path), k, overwrite, progress)
-    return run_job(writer, overwrite=overwrite, progress=progress)
+    report = run_job(writer, overwrite=overwrite, progress=progress)
+    if writer.reduction is None and (writer.store.index.get("reduction") or {}).get("k") != k:
+        # every shard done, yet the index records no such reduction (a run killed before recording it, or
+        # the store extracted again): refit it and encode every shard with it
+        report = run_job(writer, overwrite=True, progress=progress)
+        report.changed = {"projection"}
+    return report
 
 
 class LayoutWriter(Writer):

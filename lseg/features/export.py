@@ -19,6 +19,7 @@ from lseg.inference.predictor import LSegPredictor, to_numpy
 from lseg.io import Staged, atomic_write, iter_frames
 from lseg.jobs.engine import Report, Unit, Writer, run_job
 from lseg.jobs.inputs import Media, collect_media
+from lseg.jobs.records import write_record
 
 __all__ = [
     "DTYPES", "FRAMES_INDEX", "MANIFEST", "NpyWriter", "combine_shards", "export_features",
@@ -165,6 +166,9 @@ class NpyWriter(Writer):
             unit.targets += targets
             if resume and all(p.exists() for p in targets):
                 continue
+            # listed in the pending record before they exist, so that a killed run's frames are known as
+            # lseg's (a re-run with other settings removes them)
+            write_record(unit.record, self.kind, unit.source, self.recipe(), unit.targets, pending=True)
             self._save(self.predictor.embed_image(frame), targets, atomic_write)
         if not frames:
             raise LSegError("no frames decoded")

@@ -66,8 +66,8 @@ def export_store_ray(extractor: FeatureExtractor, inputs: Sequence[str | os.Path
                          settings=settings, checkpoint=checkpoint, overwrite=overwrite, reduce=reduce)
     report = Report()
     _, todo, recipe = pending_units(writer, overwrite, report)
-    writer.setup()  # the manifest
     if todo:
+        writer.setup()  # as run_job: the manifest, and the index removed until every unit is done again
         device = "cuda" if num_gpus_per_worker else None
         if device:
             extractor.to("cpu")

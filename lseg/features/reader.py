@@ -45,7 +45,8 @@ class FeatureStore:
             raise LSegError(f"{self.path}/{STORE_MANIFEST} is not an {FORMAT} manifest")
         index = self.path / STORE_INDEX
         if not index.is_file():
-            done = sum(read_record(unit_record(self.path, u["id"])) is not None for u in self.manifest["units"])
+            records = [read_record(unit_record(self.path, u["id"])) for u in self.manifest["units"]]
+            done = sum(r is not None and r.get("complete", True) is True for r in records)  # not pending ones
             raise LSegError(f"{self.path} is incomplete ({done} of {len(self.manifest['units'])} units done); "
                             "re-run the same export to finish it")
         self.index: dict[str, Any] = json.loads(index.read_text())
@@ -72,8 +73,12 @@ class FeatureStore:
             raise LSegError(f"{self.path} has no reduction (run `lseg store reduce`)")
         info = self.frames[self.frame_id(frame)]
         shard = self.path / (f"{REDUCTION_DIR}/{info['shard']}" if reduced else info["shard"])
-        with safe_open(str(shard), framework="np") as f:
-            return f.get_tensor(info["key"])
+        try:
+            with safe_open(str(shard), framework="np") as f:
+                return f.get_tensor(info["key"])
+        except FileNotFoundError:
+            raise LSegError(f"{shard} is missing: the store is damaged; re-run the command that wrote it"
+                            ) from None
 
     def read_decoded(self, frame: int | str) -> np.ndarray:
         """A reduced frame decoded back to the text space: (D, H, W) float32, re-normalised."""

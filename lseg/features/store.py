@@ -107,8 +107,9 @@ class StoreWriter(Writer):
             old = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             return
-        ours = {"recipe": digest(self.recipe()), "units": [u.to_dict() for u in self.plan]}
-        changed = [k for k in ours if old.get(k) != json_safe(ours[k])]
+        units = _resolved(json_safe([u.to_dict() for u in self.plan]))
+        ours = {"recipe": digest(self.recipe()), "units": units}
+        changed = [k for k in ours if (_resolved(old.get(k)) if k == "units" else old.get(k)) != ours[k]]
         if changed:
             what = "settings" if "recipe" in changed else "inputs"
             raise LSegError(f"{self.out} holds a store made with other {what}; use another --out folder or "
@@ -120,6 +121,8 @@ class StoreWriter(Writer):
         dim = self.extractor.model.config.text.embed_dim
         if self.reduce is not None and not 1 <= self.reduce <= dim:  # refused before any frame is extracted
             raise LSegError(f"--reduce {self.reduce}: the features are {dim}-d; reduce to 1..{dim} dimensions")
+        # some unit is to be (re)written: the store is unfinished until finalize_store indexes it again
+        (self.out / STORE_INDEX).unlink(missing_ok=True)
         if self.write_manifest:
             model = self.extractor.model
             manifest = json_safe({
@@ -140,6 +143,15 @@ class StoreWriter(Writer):
     def finish(self, report: Report) -> None:
         if finalize_store(self.out) and self.reduce:  # every unit is done: the scene PCA, if asked
             reduce_store(self.out, self.reduce, progress=False)
+
+
+def _resolved(units: Any) -> Any:
+    """Units as :meth:`StoreUnit.to_dict` writes them, their sources resolved (one folder typed as a relative
+    or an absolute path is one input); anything else as it is."""
+    try:
+        return [{**u, "sources": [os.path.realpath(s) for s in u["sources"]]} for u in units]
+    except (TypeError, KeyError):
+        return units
 
 
 def export_store(extractor: FeatureExtractor | Callable[[], FeatureExtractor],

@@ -53,7 +53,8 @@ def recorded_outputs(folder: Path, filenames: Iterable[str]) -> set[str]:
 
 def collect(inputs: Sequence[str | os.PathLike[str]], suffixes: Iterable[str],
             out: str | os.PathLike[str] | None = None) -> list[tuple[Path, Path]]:
-    """Files and folders -> ``(file, output stem relative to OUT)`` pairs, folders' files sorted;
+    """Files and folders -> ``(file, output stem relative to OUT)`` pairs, folders' files sorted, each file
+    once (the first);
     :class:`LSegError` for an input that does not exist or is a recorded lseg output."""
     wanted = {s.lower() for s in suffixes}
     pairs: list[tuple[Path, Path]] = []
@@ -74,7 +75,12 @@ def collect(inputs: Sequence[str | os.PathLike[str]], suffixes: Iterable[str],
             pairs.append((p, Path(p.stem)))
         else:
             raise LSegError(f"input not found: {p}")
-    return pairs
+    # one file given twice (``a.png a.png``, a folder and its file, relative and absolute) is one input;
+    # by its absolute path, not its target: a link of another name is an input with outputs of its own
+    firsts: dict[str, tuple[Path, Path]] = {}
+    for pair in pairs:
+        firsts.setdefault(os.path.abspath(pair[0]), pair)
+    return list(firsts.values())
 
 
 def check_unique(pairs: Iterable[tuple[Path, Path]], suffix: str) -> None:

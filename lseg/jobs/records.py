@@ -54,12 +54,14 @@ def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], overw
     """Whether one unit's ``targets`` must be written, and which recipe keys changed: ``done`` (a
     complete record of this recipe, every target there), ``redo`` (another recipe, or ``overwrite``;
     with ``remove`` the old outputs are deleted now) or ``new`` (no record, a pending one of this
-    recipe, or an output missing)."""
+    recipe, an output missing, or a record listing failed items)."""
     old = read_record(record)
     if old is None:
         return "new", set()
     if not overwrite and old.get("digest") == digest(recipe):
-        done = old.get("complete", True) is True and all(map(os.path.exists, targets))
+        # a unit some of whose items failed (a store's run of images) is retried, as a failed image is
+        done = (old.get("complete", True) is True and not old.get("failed")
+                and all(map(os.path.exists, targets)))
         return ("done" if done else "new"), set()
     old_recipe = old.get("recipe") or {}
     changed = {k for k in set(old_recipe) | set(recipe)

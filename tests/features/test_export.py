@@ -150,3 +150,28 @@ def test_a_predictor_factory_needs_what_identifies_the_run(tmp_path: Path) -> No
     with pytest.raises(TypeError, match="needs description and model"):
         export_store(lambda: None, [tmp_path], tmp_path / "store", model={"name": "x"})
     assert not (tmp_path / "out").exists() and not (tmp_path / "store").exists()
+
+
+def test_an_interrupted_video_leaves_no_stray_frames_after_a_rerun_with_other_settings(
+        tmp_path: Path, predictor: lseg.LSegPredictor, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lseg.features.export import NpyWriter
+
+    video = tmp_path / "clip.mp4"
+    write_video(video, n_frames=10, rate=10)
+    save, calls = NpyWriter._save, []
+
+    def killed_at_fifth(self: NpyWriter, *args: object) -> object:
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return save(self, *args)
+
+    monkeypatch.setattr(NpyWriter, "_save", killed_at_fifth)
+    assert export_features(predictor, [video], tmp_path / "out", progress=False).interrupted
+    monkeypatch.undo()
+    assert _files(tmp_path / "out") == sorted(["clip/frames.json", "features.json",
+                                               *(f"clip/{i:06d}.npy" for i in range(4))])
+    report = export_features(predictor, [video], tmp_path / "out", every_n=5, progress=False)
+    assert report.summary() == "2 written (2 redone: video_sampling changed), 0 already done, 0 failed"
+    assert _files(tmp_path / "out") == ["clip/000000.npy", "clip/000005.npy", "clip/frames.json",
+                                        "features.json"]

@@ -51,3 +51,4 @@ def test_ray_store_equals_single_process_store(local_cluster, tmp_path: Path) ->
     # a re-run finds every unit done
     again = export_store_ray(ex, [inputs], tmp_path / "ray", num_workers=2, settings=settings)
     assert again.summary() == "0 written, 8 already done, 0 failed"
+    assert FeatureStore(tmp_path / "ray").index == b.index  # its index (and reduction) untouched

@@ -12,7 +12,7 @@ from features.helpers import make_inputs
 
 import lseg
 from lseg.features import FeatureExtractor, FeatureStore, PCAFit, export_store, fit_reduction
-from lseg.features.derived import reduce_store
+from lseg.features.derived import ReduceWriter, reduce_store
 from lseg.features.reduce import STRIP_PIXELS
 from lseg.features.store import StoreSettings
 
@@ -99,3 +99,44 @@ def test_read_and_read_decoded_give_one_array_type(store: FeatureStore) -> None:
     full, decoded = store.read(0), store.read_decoded(0)
     assert isinstance(full, np.ndarray) and isinstance(decoded, np.ndarray)
     assert full.dtype == np.float16 and decoded.dtype == np.float32 and decoded.shape == full.shape
+
+
+def test_an_interrupted_reduction_reads_as_none_until_finished(store: FeatureStore, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    copy = tmp_path / "st"
+    shutil.copytree(store.path, copy)
+    write, calls = ReduceWriter.write, []
+
+    def killed_at_second(self: ReduceWriter, *args: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return write(self, *args)
+
+    monkeypatch.setattr(ReduceWriter, "write", killed_at_second)
+    assert reduce_store(copy, 4, overwrite=True).interrupted  # one shard 4-d, one deleted, one 8-d
+    monkeypatch.undo()
+    s = FeatureStore(copy)
+    assert s.index["reduction"] is None and s.reduction is None
+    with pytest.raises(lseg.LSegError, match="has no reduction"):
+        s.read_decoded(0)
+    assert reduce_store(copy, 4).summary() == "2 written (1 redone: k changed), 1 already done, 0 failed"
+    s = FeatureStore(copy)
+    assert s.index["reduction"]["k"] == 4
+    assert all(s.read(i, reduced=True).shape[0] == 4 for i in range(len(s)))
+    # killed after the last shard, before the index records it: the next run records it
+    monkeypatch.setattr(ReduceWriter, "finish", lambda self, report: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        reduce_store(copy, 6, overwrite=True)
+    monkeypatch.undo()
+    assert FeatureStore(copy).index["reduction"] is None
+    report = reduce_store(copy, 6)
+    assert report.summary() == "3 written (3 redone: projection changed), 0 already done, 0 failed"
+    s = FeatureStore(copy)
+    assert s.index["reduction"]["k"] == 6 and s.read_decoded(0).shape[0] == 32
+    # a missing shard is a one-line error, not a raw FileNotFoundError
+    (copy / s.frames[0]["shard"]).unlink()
+    with pytest.raises(lseg.LSegError, match="is missing: the store is damaged"):
+        s.read(0)

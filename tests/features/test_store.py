@@ -140,3 +140,40 @@ def test_cli_store_info_reduce_export(tmp_path: Path, inputs: Path, capsys: pyte
     assert main(["features", str(inputs), "-o", str(tmp_path / "st2"), "--format", "store", "--pca", *common]) == 2
     assert "--pca are for --format npy" in capsys.readouterr().err
     assert not (tmp_path / "npy").exists() and not (tmp_path / "st2").exists()  # refused before creating -o
+
+
+def test_an_interrupted_overwrite_leaves_an_unfinished_store(
+        tmp_path: Path, predictor: lseg.LSegPredictor, inputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lseg.features.store as store_module
+
+    ex, out = FeatureExtractor(predictor, "ours"), tmp_path / "st"
+    export_store(ex, [inputs], out, settings=SETTINGS, progress=False, reduce=4)
+    write, calls = store_module.write_unit, []
+
+    def killed_at_second(*args: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return write(*args)
+
+    monkeypatch.setattr(store_module, "write_unit", killed_at_second)
+    assert export_store(ex, [inputs], out, settings=SETTINGS, progress=False, overwrite=True).interrupted
+    monkeypatch.undo()
+    with pytest.raises(lseg.LSegError, match="incomplete \\(2 of 3 units done\\)"):
+        FeatureStore(out)
+    report = export_store(ex, [inputs], out, settings=SETTINGS, progress=False, overwrite=True, reduce=4)
+    assert report.summary() == "8 written (8 redone: --overwrite), 0 already done, 0 failed"
+    store = FeatureStore(out)
+    assert len(store) == 8 and store.index["reduction"]["k"] == 4  # the reduction recorded again
+    assert store.read("img1", reduced=True).shape[0] == 4
+
+
+def test_one_folder_by_relative_and_absolute_path_is_one_input(
+        tmp_path: Path, predictor: lseg.LSegPredictor, inputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ex, out = FeatureExtractor(predictor, "ours"), tmp_path / "st"
+    monkeypatch.chdir(inputs.parent)
+    export_store(ex, [inputs.name], out, settings=SETTINGS, progress=False)
+    report = export_store(ex, [inputs.resolve()], out, settings=SETTINGS, progress=False)
+    assert report.summary() == "0 written, 8 already done, 0 failed"
+    with pytest.raises(lseg.LSegError, match="a store made with other inputs"):  # another folder still is not
+        export_store(ex, [inputs / "img0.png"], out, settings=SETTINGS, progress=False)

@@ -337,3 +337,28 @@ def test_remove_stale_temp_files_only_removes_dead_local_writers(tmp_path):
                                                                                if not keep)
     assert {n for n, keep in names.items() if keep} == _files(tmp_path)
     assert remove_stale_temp_files(tmp_path / "missing") == []
+
+
+def test_a_unit_whose_record_lists_failed_items_is_not_done(tmp_path):
+    from lseg.jobs.records import plan, write_record
+
+    record, recipe = tmp_path / "u000000.json", {"size": 32}
+    failed = [{"source": "broken.png", "error": "cannot load image"}]
+    write_record(record, "store", "a.png", recipe, [], extra={"failed": failed})
+    assert plan([], record, recipe) == ("new", set())  # retried, as a failed image of segment or npy
+    write_record(record, "store", "a.png", recipe, [], extra={"failed": []})
+    assert plan([], record, recipe) == ("done", set())
+
+
+def test_a_store_retries_an_image_that_failed(tmp_path, capsys):
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "broken.png").write_bytes(b"garbage")
+    args = ["features", str(tmp_path / "a.png"), str(tmp_path / "broken.png"), "-o", str(tmp_path / "st"),
+            "--format", "store", "--random-weights", "lseg_tiny_test", *MODEL]
+    assert main(args) == 1
+    assert main(args) == 1  # still broken: reported again
+    assert "1 failed" in capsys.readouterr().err
+    Image.fromarray(np.full((32, 32, 3), 30, np.uint8)).save(tmp_path / "broken.png")
+    assert main(args) == 0
+    index = json.loads((tmp_path / "st" / "index.json").read_text())
+    assert [f["key"] for f in index["frames"]] == ["a", "broken"] and index["failed"] == []
