@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,6 @@ from lseg.inference.predictor import LSegPredictor, to_numpy
 from lseg.io import Staged, atomic_write, iter_frames
 from lseg.jobs.engine import Report, Unit, Writer, run_job
 from lseg.jobs.inputs import Media, collect_media
-from lseg.jobs.records import write_record
 
 __all__ = [
     "DTYPES", "FRAMES_INDEX", "MANIFEST", "NpyWriter", "combine_shards", "export_features",
@@ -96,6 +96,10 @@ def resize_embeddings(pixels: np.ndarray, input_size: tuple[int, int], size: tup
     return out
 
 
+#: A video frame's files in its folder (``000012.npy``, ``000012_pca.png``).
+_FRAME_FILE = re.compile(r"\d{6}(\.npy|_pca\.png)")
+
+
 class NpyWriter(Writer):
     """The ``npy`` layout as a batch writer: a unit per image or video."""
 
@@ -166,12 +170,16 @@ class NpyWriter(Writer):
             unit.targets += targets
             if resume and all(p.exists() for p in targets):
                 continue
-            # listed in the pending record before they exist, so that a killed run's frames are known as
-            # lseg's (a re-run with other settings removes them)
-            write_record(unit.record, self.kind, unit.source, self.recipe(), unit.targets, pending=True)
             self._save(self.predictor.embed_image(frame), targets, atomic_write)
         if not frames:
             raise LSegError("no frames decoded")
+        # A killed run's frames under other settings are not in any record (listing each frame as it is
+        # written would rewrite the record per frame: quadratic). They are this folder's frame files that
+        # this run did not make and that no record of their own (an image's NNNNNN.json) claims.
+        made = set(unit.targets)
+        for p in sorted(unit.folder.iterdir()):
+            if _FRAME_FILE.fullmatch(p.name) and p not in made and not p.with_name(p.name[:6] + ".json").exists():
+                p.unlink(missing_ok=True)
         return {"fps": self.fps, "every_n": self.every_n, "frames": frames}
 
     def _save(self, emb: Any, targets: list[Path], write: Any) -> list[int]:
