@@ -383,3 +383,18 @@ def test_stop_after_steps_counts_the_steps_of_each_invocation(tiny_cfg):
     cfg = tiny_cfg.replace(stop_after_steps=2, max_steps=5)
     steps = [(r.step, r.finished) for r in (train(cfg) for _ in range(3))]
     assert steps == [(2, False), (4, False), (5, True)]
+
+
+def test_out_dir_under_home_is_expanded_and_resumes(tiny_cfg, tmp_path, monkeypatch):
+    """``out_dir="~/run"``: every file in $HOME/run (no ./~ made), and a rerun resumes from it."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    cfg = tiny_cfg.replace(out_dir="~/run", max_steps=3, stop_after_steps=2)
+    first = train(cfg)
+    assert first.step == 2 and (home / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert list((home / "run" / "logs").glob("version_*/metrics.csv"))
+    rest = train(cfg)
+    assert rest.resumed_from == home / "run" / "checkpoints" / "last.ckpt" and rest.step == 3 and rest.finished
+    assert not (cwd / "~").exists()
