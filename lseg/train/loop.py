@@ -25,7 +25,7 @@ from lseg.data.registry import (
     ignore_index_of,
 )
 from lseg.data.transforms import fewshot_transform, train_transform, val_transform
-from lseg.errors import ConfigError
+from lseg.errors import CheckpointError, ConfigError
 from lseg.eval.evaluate import EvalConfig, encode_labels, evaluate_fewshot, evaluate_segmentation
 from lseg.models.lseg import LSeg
 from lseg.pretrained.checkpoints import save_pretrained
@@ -168,8 +168,15 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     best: list[dict[str, Any]] = []  # {"path", "score", "epoch", "step"}, best first
     if resume_path is not None:
         ckpt = load_checkpoint(resume_path)
+        try:
+            raw.load_state_dict(ckpt["model"])
+        except RuntimeError:  # missing / unexpected keys or shapes: the checkpoint is another architecture
+            then, now = _model_of(ckpt.get("config", {})), _model_of(cfg.to_dict())
+            raise CheckpointError(
+                f"{resume_path} is a checkpoint of model {then}, not of this run's {now}: give another "
+                "--out-dir, or --resume never to start afresh"
+            ) from None
         _warn_changed(ckpt.get("config", {}), cfg, resume_path)
-        raw.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         step = int(ckpt["step"])
@@ -369,6 +376,11 @@ def _validate(model: LSeg, dataset: Any, cfg: TrainConfig, fewshot: bool) -> dic
         return {"mIoU": float(report["miou"]), "FB-IoU": float(report["fb_iou"])}
     report = evaluate_segmentation(model, dataset, list(dataset.labels), ecfg)
     return {"pixAcc": float(report["metrics"]["pixAcc"] or 0.0), "mIoU": float(report["metrics"]["mIoU"] or 0.0)}
+
+
+def _model_of(config: dict[str, Any]) -> str:
+    """The model a training config builds, as the user named it: its ``init_checkpoint``, else ``model``."""
+    return str(config.get("init_checkpoint") or config.get("model") or "(unknown)")
 
 
 def _warn_changed(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:

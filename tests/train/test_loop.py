@@ -398,3 +398,19 @@ def test_out_dir_under_home_is_expanded_and_resumes(tiny_cfg, tmp_path, monkeypa
     rest = train(cfg)
     assert rest.resumed_from == home / "run" / "checkpoints" / "last.ckpt" and rest.step == 3 and rest.finished
     assert not (cwd / "~").exists()
+
+
+def test_resuming_another_models_checkpoint_is_a_checkpoint_error(tiny_cfg, capsys):
+    first = train(tiny_cfg.replace(max_steps=1))
+    other = tiny_cfg.replace(model="lseg_tiny_test_p32", max_steps=1)
+    with pytest.raises(lseg.errors.CheckpointError, match="is a checkpoint of model lseg_tiny_test, not of this "
+                       "run's lseg_tiny_test_p32: give another --out-dir, or --resume never") as error:
+        train(other)  # the same out_dir: resume="auto" finds the other model's last.ckpt
+    assert "\n" not in str(error.value)
+    code = main(["train", "--model", "lseg_tiny_test_p32", "--dataset", "folder", "--data-root", tiny_cfg.data_root,
+                 "--split", "null", "--base-size", "64", "--crop-size", "64", "--accelerator", "cpu",
+                 "--num-workers", "0", "--progress-bar", "false", "--max-steps", "1",
+                 "--out-dir", str(Path(tiny_cfg.out_dir).parent / "other"), "--resume", str(first.checkpoint)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "is a checkpoint of model lseg_tiny_test," in err
+    assert err.count("\n") == 1  # the error alone: no warning about the changed model before it
