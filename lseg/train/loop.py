@@ -50,6 +50,12 @@ _RESUME_SENSITIVE = (
     "poly_power", "lr_schedule_interval", "seed", "crop_size", "base_size", "scale_range", "hflip_prob",
     "fold", "fewshot_support", "fewshot_boundary", "schedule_epochs", "loss_reduction",
 )  # fmt: skip
+# Of those, the ones the restored optimizer state and LR schedule (base LRs, length, power) override:
+# a resume that changes them would silently not apply them, so it is refused.
+_OPTIMISATION = (
+    "epochs", "max_steps", "schedule_epochs", "optimizer", "base_lr", "lr_scaling", "decoder_lr_mult",
+    "momentum", "weight_decay", "poly_power", "lr_schedule_interval",
+)  # fmt: skip
 
 
 @dataclass
@@ -133,8 +139,6 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
             hflip_p=cfg.hflip_prob, ignore_index=ignore_index,
         )
     val_dataset = _build_dataset(cfg, fewshot, val=True)
-    if fabric.is_global_zero:  # only once the data is known to be readable: a failed start leaves nothing
-        dump_config(cfg, out_dir / "config.yaml")  # makes out_dir
     sampler = ResumableShardSampler(
         len(dataset), cfg.batch_size, cfg.accumulate_grad_batches, fabric.global_rank, fabric.world_size, cfg.seed
     )
@@ -176,7 +180,9 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
                 f"{resume_path} is a checkpoint of model {then}, not of this run's {now}: give another "
                 "--out-dir, or --resume never to start afresh"
             ) from None
-        _warn_changed(ckpt.get("config", {}), cfg, resume_path)
+        _check_changed(ckpt, cfg, resume_path, {
+            "total steps": total_steps, "schedule steps": schedule_steps, "learning rates": list(scheduler.base_lrs),
+        })
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         step = int(ckpt["step"])
@@ -188,6 +194,8 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         if step > total_steps:
             raise ConfigError(f"{resume_path} is at step {step}, beyond this config's {total_steps} steps")
         _logger.info("resumed from %s at step %d", resume_path, step)
+    if fabric.is_global_zero:  # only once the data, model and checkpoint are known to fit: a failed start
+        dump_config(cfg, out_dir / "config.yaml")  # leaves nothing (makes out_dir)
     # steps of this invocation: a job script resubmitted unchanged advances by that many each time
     stop_step = min(total_steps, step + cfg.stop_after_steps) if cfg.stop_after_steps else total_steps
 
@@ -383,12 +391,31 @@ def _model_of(config: dict[str, Any]) -> str:
     return str(config.get("init_checkpoint") or config.get("model") or "(unknown)")
 
 
-def _warn_changed(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
-    now = cfg.to_dict()
-    changed = [k for k in _RESUME_SENSITIVE if k in saved and saved[k] != now.get(k)]
-    if changed:
+def _check_changed(ckpt: dict[str, Any], cfg: TrainConfig, path: Path, derived: dict[str, Any]) -> None:
+    """Refuse to resume ``ckpt`` with other optimisation settings (its optimizer state and LR schedule
+    would override them), and warn about other settings that make the result differ. ``derived``: this
+    run's total steps, schedule steps and learning rates, which other settings (batch size, devices) move."""
+    saved, now = ckpt.get("config", {}), cfg.to_dict()
+
+    def changes(keys: Any, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+        return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in keys if k in old and old[k] != new.get(k)]
+
+    others = changes([k for k in _RESUME_SENSITIVE if k not in _OPTIMISATION], saved, now)
+    refused = changes(_OPTIMISATION, saved, now)
+    if not refused:  # e.g. another batch size: the steps of an epoch-based run or a scaled LR change with it
+        then = {"total steps": ckpt.get("total_steps"), "schedule steps": ckpt.get("schedule_steps"),
+                "learning rates": ckpt.get("scheduler", {}).get("base_lrs")}
+        refused = changes(derived, {k: v for k, v in then.items() if v is not None}, derived)
+        refused += others if refused else []
+    if refused:
+        raise ConfigError(
+            f"{path} was trained with other optimisation settings ({'; '.join(refused)}), which its saved "
+            "optimizer and LR schedule would override: resume with the same settings, fine-tune further with a "
+            f"new --out-dir and --checkpoint {path.parent.parent / 'model'} (a finished run's model), or start "
+            "afresh with --resume never"
+        )
+    if others:
         _logger.warning(
             "resuming %s with changed settings (%s): the result will differ from an uninterrupted run",
-            path, ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed),
+            path, ", ".join(others),
         )
-

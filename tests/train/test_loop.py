@@ -414,3 +414,30 @@ def test_resuming_another_models_checkpoint_is_a_checkpoint_error(tiny_cfg, caps
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "is a checkpoint of model lseg_tiny_test," in err
     assert err.count("\n") == 1  # the error alone: no warning about the changed model before it
+
+
+def test_resume_with_other_optimisation_settings_is_refused(tiny_cfg, caplog, capsys):
+    """The restored optimizer and LR schedule would override a changed LR or run length (before: a
+    longer run logged lr 0 and trained nothing; a new LR was warned about, then ignored)."""
+    cfg = tiny_cfg.replace(base_lr=0.001, max_steps=4, stop_after_steps=2)
+    assert train(cfg).step == 2
+    config_yaml = (Path(cfg.out_dir) / "config.yaml").read_text()
+    last = Path(cfg.out_dir) / "checkpoints" / "last.ckpt"
+    with pytest.raises(lseg.errors.ConfigError) as error:
+        train(cfg.replace(base_lr=0.1, max_steps=6))
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{last} was trained with other optimisation settings")
+    assert "(max_steps: 4 -> 6; base_lr: 0.001 -> 0.1)" in message
+    assert "--resume never" in message and f"--checkpoint {Path(cfg.out_dir) / 'model'}" in message
+    assert (Path(cfg.out_dir) / "config.yaml").read_text() == config_yaml  # the refused config is not recorded
+    # another batch size with an epoch-based run: the run length and the scaled LR change with it
+    epochs = tiny_cfg.replace(out_dir=str(Path(cfg.out_dir).parent / "epochs"), max_steps=None, epochs=2,
+                              lr_scaling="global", stop_after_steps=1)
+    train(epochs)
+    with pytest.raises(lseg.errors.ConfigError, match=r"\(total steps: 8 -> 4; schedule steps: 8 -> 4; "
+                       r"learning rates: .* -> .*; batch_size: 2 -> 4\)"):
+        train(epochs.replace(batch_size=4))
+    # settings the checkpoint does not override may change, with a warning; the run goes on
+    with caplog.at_level(logging.WARNING, logger="lseg.train.loop"):
+        assert train(cfg.replace(seed=1)).step == 4
+    assert "with changed settings (seed: 0 -> 1)" in caplog.text
