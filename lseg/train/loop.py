@@ -25,7 +25,7 @@ from lseg.data.registry import (
     ignore_index_of,
 )
 from lseg.data.transforms import fewshot_transform, train_transform, val_transform
-from lseg.errors import CheckpointError, ConfigError
+from lseg.errors import CheckpointError, ConfigError, LSegError
 from lseg.eval.evaluate import EvalConfig, encode_labels, evaluate_fewshot, evaluate_segmentation
 from lseg.models.lseg import LSeg
 from lseg.pretrained.checkpoints import save_pretrained
@@ -254,7 +254,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
             loss_sum = torch.zeros((), device=fabric.device)
             hits = torch.zeros(2, device=fabric.device)  # correct, labelled pixels (training pixAcc)
             for micro in range(accumulate):
-                batch = next(batches)
+                batch = _next_batch(batches)
                 images, target, labels = batch["image"], batch["mask"], text
                 if fewshot:
                     images, target, labels = _zero_shot_batch(batch, text, row_of, ignore_index, cfg.fewshot_boundary)
@@ -324,6 +324,22 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         model_dir=model_dir, resumed_from=resume_path, last_loss=last_loss, rank=fabric.global_rank,
         val_metrics=val_metrics, best=[Path(b["path"]) for b in best],
     )
+
+
+def _next_batch(batches: Any) -> Any:
+    """The loader's next batch. A data error in a worker process comes back as the same type, its message
+    torch's "Caught ... in DataLoader worker" plus the whole traceback: raised again with its own line."""
+    try:
+        return next(batches)
+    except LSegError as e:
+        text = str(e)
+        if "\nOriginal Traceback" not in text:
+            raise
+        prefix = f"{type(e).__module__}.{type(e).__qualname__}: "
+        line = next((ln for ln in reversed(text.splitlines()) if ln.startswith(prefix)), None)
+        if line is None:
+            raise
+        raise type(e)(line[len(prefix):]) from None
 
 
 def _zero_shot_batch(batch: dict[str, Any], text: torch.Tensor, row_of: torch.Tensor, ignore_index: int,

@@ -441,3 +441,21 @@ def test_resume_with_other_optimisation_settings_is_refused(tiny_cfg, caplog, ca
     with caplog.at_level(logging.WARNING, logger="lseg.train.loop"):
         assert train(cfg.replace(seed=1)).step == 4
     assert "with changed settings (seed: 0 -> 1)" in caplog.text
+
+
+def test_a_bad_image_read_by_a_worker_is_one_line(tiny_cfg, tmp_path, capsys):
+    """With DataLoader workers the error is the same one line as without (before: torch's "Caught
+    DatasetError in DataLoader worker process 0." and the worker's whole traceback)."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_cfg.data_root, root)
+    bad = min((root / "images").iterdir())
+    bad.write_bytes(b"not an image")
+    messages = []
+    for workers in (0, 1):
+        with pytest.raises(lseg.errors.LSegError) as error:
+            train(tiny_cfg.replace(data_root=str(root), num_workers=workers, batch_size=8, max_steps=1,
+                                   out_dir=str(tmp_path / f"run{workers}")))
+        messages.append((type(error.value), str(error.value)))
+    assert messages[1] == messages[0] and bad.name in messages[0][1] and "\n" not in messages[0][1]
