@@ -459,3 +459,15 @@ def test_a_bad_image_read_by_a_worker_is_one_line(tiny_cfg, tmp_path, capsys):
                                    out_dir=str(tmp_path / f"run{workers}")))
         messages.append((type(error.value), str(error.value)))
     assert messages[1] == messages[0] and bad.name in messages[0][1] and "\n" not in messages[0][1]
+
+
+def test_resume_never_removes_the_previous_runs_checkpoints_and_model(toy_val_root, tiny_cfg):
+    cfg = tiny_cfg.replace(data_root=str(toy_val_root), val_split="val", save_top_k=2, max_steps=8)
+    run = Path(cfg.out_dir)
+    first = train(cfg)
+    assert len(first.best) == 2 and (run / "model" / "model.safetensors").is_file()
+    (run / "checkpoints" / "notes.txt").write_text("mine")  # not lseg's: kept
+    again = train(cfg.replace(stop_after_steps=2), resume="never")  # stops before any validation
+    assert again.step == 2 and again.resumed_from is None and again.best == []
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt", "notes.txt"]
+    assert not (run / "model").exists() and _ckpt(run)["step"] == 2
