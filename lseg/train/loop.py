@@ -221,10 +221,12 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         }
 
     def validate_and_rank(epochs_done: int) -> dict[str, float]:
+        nonlocal phase
         metrics = _validate(raw, val_dataset, cfg, fewshot)
         net.train()
         fabric.log_dict({f"val/{k}": v for k, v in metrics.items()}, step=step)
         score = metrics[cfg.monitor]
+        phase = "update"  # the ranking and its files change together
         if cfg.save_top_k and (len(best) < cfg.save_top_k or score > best[-1]["score"]):
             path = out_dir / "checkpoints" / f"best-epoch{epochs_done:03d}-{cfg.monitor}{score:.2f}.ckpt"
             best.append({"path": str(path), "score": score, "epoch": epochs_done, "step": step})
@@ -237,6 +239,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
                 for b in dropped:
                     if b["path"] != str(path):
                         Path(b["path"]).unlink(missing_ok=True)
+        phase = "done"
         return metrics
 
     accumulate = cfg.accumulate_grad_batches
@@ -248,68 +251,91 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     saved_at = step if resume_path is not None else -1
     net.train()
     t_log = time.perf_counter()
-    while step < stop_step:
-        epoch, step_in_epoch = divmod(position, steps_per_epoch)
-        sampler.set_position(epoch, step_in_epoch)
-        batches = iter(loader)
-        for _ in range(step_in_epoch, steps_per_epoch):
-            lr_now = [g["lr"] for g in optimizer.param_groups]
-            loss_sum = torch.zeros((), device=fabric.device)
-            hits = torch.zeros(2, device=fabric.device)  # correct, labelled pixels (training pixAcc)
-            for micro in range(accumulate):
-                batch = _next_batch(batches)
-                images, target, labels = batch["image"], batch["mask"], text
-                if fewshot:
-                    images, target, labels = _zero_shot_batch(batch, text, row_of, ignore_index, cfg.fewshot_boundary)
-                # DDP all-reduces the gradients on the last forward of the step only.
-                with fabric.no_backward_sync(net, enabled=micro < accumulate - 1):
-                    logits = net(raw.normalize(images), labels)
-                    loss = _pixel_cross_entropy(logits, target, ignore_index, fabric, cfg.loss_reduction)
-                    fabric.backward(loss / accumulate)
-                loss_sum += loss.detach()
-                with torch.no_grad():
-                    valid = target != ignore_index
-                    hits += torch.stack([((logits.argmax(1) == target) & valid).sum(), valid.sum()]).float()
-            applied = optimizer_step(optimizer, scaler)
-            optimizer.zero_grad(set_to_none=True)
-            position += 1
-            if per_epoch and position % steps_per_epoch == 0:
-                scheduler.step()
-            if not applied:  # inf/NaN fp16 gradients: the scaler lowered its scale and skipped
-                _logger.info("fp16 GradScaler skipped a step (scale now %g); not counted", scaler.get_scale())  # type: ignore[union-attr]
-                continue
-            step += 1
-            if not per_epoch:
-                scheduler.step()
+    # Where a Ctrl-C finds the run: "done", a whole step's state; "forward", a step's batches under way (only
+    # the BatchNorm statistics and the RNG moved, restored from ``boundary``); "update", neither (not saved).
+    phase = "done"
+    boundary: tuple[dict[str, Any], list[torch.Tensor]] = ({}, [])
+    try:
+        while step < stop_step:
+            epoch, step_in_epoch = divmod(position, steps_per_epoch)
+            sampler.set_position(epoch, step_in_epoch)
+            batches = iter(loader)
+            for _ in range(step_in_epoch, steps_per_epoch):
+                phase, boundary = "forward", (rng_state(), [b.clone() for b in raw.buffers()])
+                lr_now = [g["lr"] for g in optimizer.param_groups]
+                loss_sum = torch.zeros((), device=fabric.device)
+                hits = torch.zeros(2, device=fabric.device)  # correct, labelled pixels (training pixAcc)
+                for micro in range(accumulate):
+                    batch = _next_batch(batches)
+                    images, target, labels = batch["image"], batch["mask"], text
+                    if fewshot:
+                        images, target, labels = _zero_shot_batch(batch, text, row_of, ignore_index, cfg.fewshot_boundary)
+                    # DDP all-reduces the gradients on the last forward of the step only.
+                    with fabric.no_backward_sync(net, enabled=micro < accumulate - 1):
+                        logits = net(raw.normalize(images), labels)
+                        loss = _pixel_cross_entropy(logits, target, ignore_index, fabric, cfg.loss_reduction)
+                        fabric.backward(loss / accumulate)
+                    loss_sum += loss.detach()
+                    with torch.no_grad():
+                        valid = target != ignore_index
+                        hits += torch.stack([((logits.argmax(1) == target) & valid).sum(), valid.sum()]).float()
+                phase = "update"
+                applied = optimizer_step(optimizer, scaler)
+                optimizer.zero_grad(set_to_none=True)
+                position += 1
+                if per_epoch and position % steps_per_epoch == 0:
+                    scheduler.step()
+                if not applied:  # inf/NaN fp16 gradients: the scaler lowered its scale and skipped
+                    _logger.info("fp16 GradScaler skipped a step (scale now %g); not counted", scaler.get_scale())  # type: ignore[union-attr]
+                    phase = "done"
+                    continue
+                step += 1
+                if not per_epoch:
+                    scheduler.step()
+                phase = "done"
 
-            if step % cfg.log_every_n_steps == 0 or step == stop_step:
-                loss_mean = fabric.all_reduce(loss_sum / accumulate, reduce_op="mean")
-                hits = fabric.all_reduce(hits, reduce_op="sum")
-                last_loss = float(loss_mean)
-                if not math.isfinite(last_loss):
-                    raise FloatingPointError(f"training loss is {last_loss} at step {step}: stopping")
-                now = time.perf_counter()
-                metrics = {
-                    "train/loss": last_loss, "train/pixAcc": float(hits[0] / hits[1].clamp_min(1)),
-                    "lr/encoder": lr_now[0], "lr/decoder": lr_now[1], "epoch": epoch,
-                    "time/step_s": (now - t_log) / cfg.log_every_n_steps,
-                }
-                t_log = now
-                fabric.log_dict(metrics, step=step)
-                bar.set_postfix(loss=f"{last_loss:.4f}", epoch=epoch)
-            bar.update(1)
+                if step % cfg.log_every_n_steps == 0 or step == stop_step:
+                    loss_mean = fabric.all_reduce(loss_sum / accumulate, reduce_op="mean")
+                    hits = fabric.all_reduce(hits, reduce_op="sum")
+                    last_loss = float(loss_mean)
+                    if not math.isfinite(last_loss):
+                        raise FloatingPointError(f"training loss is {last_loss} at step {step}: stopping")
+                    now = time.perf_counter()
+                    metrics = {
+                        "train/loss": last_loss, "train/pixAcc": float(hits[0] / hits[1].clamp_min(1)),
+                        "lr/encoder": lr_now[0], "lr/decoder": lr_now[1], "epoch": epoch,
+                        "time/step_s": (now - t_log) / cfg.log_every_n_steps,
+                    }
+                    t_log = now
+                    fabric.log_dict(metrics, step=step)
+                    bar.set_postfix(loss=f"{last_loss:.4f}", epoch=epoch)
+                bar.update(1)
 
-            epochs_done, mid_epoch = divmod(position, steps_per_epoch)
-            if val_dataset is not None and not mid_epoch and epochs_done % cfg.val_every_n_epochs == 0:
-                val_metrics = validate_and_rank(epochs_done)  # before last.ckpt, which records the ranking
+                epochs_done, mid_epoch = divmod(position, steps_per_epoch)
+                if val_dataset is not None and not mid_epoch and epochs_done % cfg.val_every_n_epochs == 0:
+                    val_metrics = validate_and_rank(epochs_done)  # before last.ckpt, which records the ranking
 
-            if cfg.checkpoint_every_n_steps and step % cfg.checkpoint_every_n_steps == 0 and step < stop_step:
-                save_checkpoint(fabric, ckpt_path, checkpoint_state())
-                for logger in fabric.loggers:
-                    logger.save()
-                saved_at = step
-            if step >= stop_step:
-                break
+                if cfg.checkpoint_every_n_steps and step % cfg.checkpoint_every_n_steps == 0 and step < stop_step:
+                    save_checkpoint(fabric, ckpt_path, checkpoint_state())
+                    for logger in fabric.loggers:
+                        logger.save()
+                    saved_at = step
+                if step >= stop_step:
+                    break
+    except KeyboardInterrupt:  # keep the steps done since the last checkpoint, then stop as asked
+        bar.close()
+        # one process only: the others of a DDP run may be a step ahead or behind, and would not meet
+        if phase != "update" and saved_at != step and fabric.world_size == 1:
+            if phase == "forward":
+                set_rng_state(boundary[0])
+                for buffer, saved in zip(raw.buffers(), boundary[1]):
+                    buffer.copy_(saved)
+            save_checkpoint(fabric, ckpt_path, checkpoint_state())
+            _logger.warning("interrupted at step %d: saved %s; run the same command again to continue",
+                            step, ckpt_path)
+        for logger in fabric.loggers:
+            logger.finalize("interrupted")
+        raise
     bar.close()
 
     if saved_at != step:

@@ -471,3 +471,32 @@ def test_resume_never_removes_the_previous_runs_checkpoints_and_model(toy_val_ro
     assert again.step == 2 and again.resumed_from is None and again.best == []
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt", "notes.txt"]
     assert not (run / "model").exists() and _ckpt(run)["step"] == 2
+
+
+def test_ctrl_c_saves_the_last_whole_step_and_a_rerun_continues_exactly(tiny_cfg, tmp_path, monkeypatch):
+    """A KeyboardInterrupt in the middle of step 6 (its second batch) keeps steps 1-5: last.ckpt at step 5
+    (BatchNorm statistics as they were after step 5) and the logged metrics; the rerun equals a run never
+    interrupted (before: nothing saved since the last periodic checkpoint, metrics.csv never written)."""
+    cfg = tiny_cfg.replace(batch_size=1, accumulate_grad_batches=2, max_steps=8)
+    full = train(cfg.replace(out_dir=str(tmp_path / "full")))
+    split = cfg.replace(out_dir=str(tmp_path / "split"))
+    calls = []
+    real = loop._pixel_cross_entropy
+
+    def interrupt_at_call_12(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == 12:  # 2 batches per step: step 6, after its first batch's forward
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "_pixel_cross_entropy", interrupt_at_call_12)
+    with pytest.raises(KeyboardInterrupt):
+        train(split)
+    assert _ckpt(tmp_path / "split")["step"] == 5
+    assert sorted(_logged(tmp_path / "split")) == [1, 2, 3, 4, 5]
+    monkeypatch.setattr(loop, "_pixel_cross_entropy", real)
+    rest = train(split)
+    assert rest.resumed_from is not None and rest.step == 8 and rest.finished and full.finished
+    a, b = _ckpt(tmp_path / "full"), _ckpt(tmp_path / "split")
+    assert _max_diff(a["model"], b["model"]) <= 1e-6
+    assert _logged(tmp_path / "full") == _logged(tmp_path / "split")
