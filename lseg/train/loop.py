@@ -181,9 +181,9 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
                 f"{resume_path} is a checkpoint of model {then}, not of this run's {now}: give another "
                 "--out-dir, or --resume never to start afresh"
             ) from None
-        _check_changed(ckpt, cfg, resume_path, {
-            "total steps": total_steps, "schedule steps": schedule_steps, "learning rates": list(scheduler.base_lrs),
-        })
+        derived = {"total steps": total_steps, "schedule steps": schedule_steps,
+                   "learning rates": list(scheduler.base_lrs)}
+        _check_changed(ckpt, cfg, resume_path, derived)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         step = int(ckpt["step"])
@@ -269,7 +269,8 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
                     batch = _next_batch(batches)
                     images, target, labels = batch["image"], batch["mask"], text
                     if fewshot:
-                        images, target, labels = _zero_shot_batch(batch, text, row_of, ignore_index, cfg.fewshot_boundary)
+                        images, target, labels = _zero_shot_batch(
+                            batch, text, row_of, ignore_index, cfg.fewshot_boundary)
                     # DDP all-reduces the gradients on the last forward of the step only.
                     with fabric.no_backward_sync(net, enabled=micro < accumulate - 1):
                         logits = net(raw.normalize(images), labels)
@@ -278,7 +279,8 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
                     loss_sum += loss.detach()
                     with torch.no_grad():
                         valid = target != ignore_index
-                        hits += torch.stack([((logits.argmax(1) == target) & valid).sum(), valid.sum()]).float()
+                        right = ((logits.argmax(1) == target) & valid).sum()
+                        hits += torch.stack([right, valid.sum()]).float()
                 phase = "update"
                 applied = optimizer_step(optimizer, scaler)
                 optimizer.zero_grad(set_to_none=True)
@@ -313,9 +315,11 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
 
                 epochs_done, mid_epoch = divmod(position, steps_per_epoch)
                 if val_dataset is not None and not mid_epoch and epochs_done % cfg.val_every_n_epochs == 0:
-                    val_metrics = validate_and_rank(epochs_done)  # before last.ckpt, which records the ranking
+                    # before last.ckpt, which records the ranking
+                    val_metrics = validate_and_rank(epochs_done)
 
-                if cfg.checkpoint_every_n_steps and step % cfg.checkpoint_every_n_steps == 0 and step < stop_step:
+                every = cfg.checkpoint_every_n_steps
+                if every and step % every == 0 and step < stop_step:
                     save_checkpoint(fabric, ckpt_path, checkpoint_state())
                     for logger in fabric.loggers:
                         logger.save()
@@ -366,7 +370,8 @@ def _remove_previous_run(out_dir: Path) -> None:
         old.append(out_dir / "model")
         shutil.rmtree(out_dir / "model")
     if old:
-        _logger.info("starting afresh in %s: removed the previous run's %s", out_dir, ", ".join(p.name for p in old))
+        _logger.info("starting afresh in %s: removed the previous run's %s", out_dir,
+                     ", ".join(p.name for p in old))
 
 
 def _next_batch(batches: Any) -> Any:
@@ -468,10 +473,10 @@ def _check_changed(ckpt: dict[str, Any], cfg: TrainConfig, path: Path, derived: 
         refused += others if refused else []
     if refused:
         raise ConfigError(
-            f"{path} was trained with other optimisation settings ({'; '.join(refused)}), which its saved "
-            "optimizer and LR schedule would override: resume with the same settings, fine-tune further with a "
-            f"new --out-dir and --checkpoint {path.parent.parent / 'model'} (a finished run's model), or start "
-            "afresh with --resume never"
+            f"{path} was trained with other optimisation settings ({'; '.join(refused)}), which its "
+            "saved optimizer and LR schedule would override: resume with the same settings, fine-tune "
+            f"further with a new --out-dir and --checkpoint {path.parent.parent / 'model'} (a finished "
+            "run's model), or start afresh with --resume never"
         )
     if others:
         _logger.warning(

@@ -396,21 +396,24 @@ def test_out_dir_under_home_is_expanded_and_resumes(tiny_cfg, tmp_path, monkeypa
     assert first.step == 2 and (home / "run" / "checkpoints" / "last.ckpt").is_file()
     assert list((home / "run" / "logs").glob("version_*/metrics.csv"))
     rest = train(cfg)
-    assert rest.resumed_from == home / "run" / "checkpoints" / "last.ckpt" and rest.step == 3 and rest.finished
+    assert rest.resumed_from == home / "run" / "checkpoints" / "last.ckpt"
+    assert rest.step == 3 and rest.finished
     assert not (cwd / "~").exists()
 
 
 def test_resuming_another_models_checkpoint_is_a_checkpoint_error(tiny_cfg, capsys):
     first = train(tiny_cfg.replace(max_steps=1))
     other = tiny_cfg.replace(model="lseg_tiny_test_p32", max_steps=1)
-    with pytest.raises(lseg.errors.CheckpointError, match="is a checkpoint of model lseg_tiny_test, not of this "
-                       "run's lseg_tiny_test_p32: give another --out-dir, or --resume never") as error:
+    says = "is a checkpoint of model lseg_tiny_test, not of this run's lseg_tiny_test_p32: give another " \
+           "--out-dir, or --resume never"
+    with pytest.raises(lseg.errors.CheckpointError, match=says) as error:
         train(other)  # the same out_dir: resume="auto" finds the other model's last.ckpt
     assert "\n" not in str(error.value)
-    code = main(["train", "--model", "lseg_tiny_test_p32", "--dataset", "folder", "--data-root", tiny_cfg.data_root,
-                 "--split", "null", "--base-size", "64", "--crop-size", "64", "--accelerator", "cpu",
-                 "--num-workers", "0", "--progress-bar", "false", "--max-steps", "1",
-                 "--out-dir", str(Path(tiny_cfg.out_dir).parent / "other"), "--resume", str(first.checkpoint)])
+    other_dir = str(Path(tiny_cfg.out_dir).parent / "other")
+    code = main(["train", "--model", "lseg_tiny_test_p32", "--dataset", "folder", "--data-root",
+                 str(tiny_cfg.data_root), "--split", "null", "--base-size", "64", "--crop-size", "64",
+                 "--accelerator", "cpu", "--num-workers", "0", "--progress-bar", "false", "--max-steps", "1",
+                 "--out-dir", other_dir, "--resume", str(first.checkpoint)])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "is a checkpoint of model lseg_tiny_test," in err
     assert err.count("\n") == 1  # the error alone: no warning about the changed model before it
@@ -429,7 +432,8 @@ def test_resume_with_other_optimisation_settings_is_refused(tiny_cfg, caplog, ca
     assert "\n" not in message and message.startswith(f"{last} was trained with other optimisation settings")
     assert "(max_steps: 4 -> 6; base_lr: 0.001 -> 0.1)" in message
     assert "--resume never" in message and f"--checkpoint {Path(cfg.out_dir) / 'model'}" in message
-    assert (Path(cfg.out_dir) / "config.yaml").read_text() == config_yaml  # the refused config is not recorded
+    # the refused config is not recorded
+    assert (Path(cfg.out_dir) / "config.yaml").read_text() == config_yaml
     # another batch size with an epoch-based run: the run length and the scaled LR change with it
     epochs = tiny_cfg.replace(out_dir=str(Path(cfg.out_dir).parent / "epochs"), max_steps=None, epochs=2,
                               lr_scaling="global", stop_after_steps=1)
