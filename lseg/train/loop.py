@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from lseg.data.registry import (
     ignore_index_of,
 )
 from lseg.data.transforms import fewshot_transform, train_transform, val_transform
-from lseg.errors import ConfigError
+from lseg.errors import CheckpointError, ConfigError, LSegError
 from lseg.eval.evaluate import EvalConfig, encode_labels, evaluate_fewshot, evaluate_segmentation
 from lseg.models.lseg import LSeg
 from lseg.pretrained.checkpoints import save_pretrained
@@ -49,6 +50,12 @@ _RESUME_SENSITIVE = (
     "epochs", "max_steps", "optimizer", "base_lr", "lr_scaling", "decoder_lr_mult", "momentum", "weight_decay",
     "poly_power", "lr_schedule_interval", "seed", "crop_size", "base_size", "scale_range", "hflip_prob",
     "fold", "fewshot_support", "fewshot_boundary", "schedule_epochs", "loss_reduction",
+)  # fmt: skip
+# Of those, the ones the restored optimizer state and LR schedule (base LRs, length, power) override:
+# a resume that changes them would silently not apply them, so it is refused.
+_OPTIMISATION = (
+    "epochs", "max_steps", "schedule_epochs", "optimizer", "base_lr", "lr_scaling", "decoder_lr_mult",
+    "momentum", "weight_decay", "poly_power", "lr_schedule_interval",
 )  # fmt: skip
 
 
@@ -95,6 +102,8 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     starts afresh. With ``devices > 1`` and no launcher, Fabric re-runs the command for the other
     processes (use the CLI or ``torchrun``, not an interactive session)."""
     check_accelerator(cfg)  # a GPU this machine lacks: one error before Fabric starts
+    # expanded before the loggers see it: else logs/ would go to ./~/x and the rest to $HOME/x
+    cfg = cfg.replace(out_dir=str(Path(cfg.out_dir).expanduser()))
     fewshot = canonical_name(cfg.dataset) in FEWSHOT_DATASETS
     if cfg.world_size > 1 and "LOCAL_RANK" not in os.environ:  # one data error, not one per process
         _build_dataset(cfg, fewshot)
@@ -131,8 +140,6 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
             hflip_p=cfg.hflip_prob, ignore_index=ignore_index,
         )
     val_dataset = _build_dataset(cfg, fewshot, val=True)
-    if fabric.is_global_zero:  # only once the data is known to be readable: a failed start leaves nothing
-        dump_config(cfg, out_dir / "config.yaml")  # makes out_dir
     sampler = ResumableShardSampler(
         len(dataset), cfg.batch_size, cfg.accumulate_grad_batches, fabric.global_rank, fabric.world_size, cfg.seed
     )
@@ -166,8 +173,17 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     best: list[dict[str, Any]] = []  # {"path", "score", "epoch", "step"}, best first
     if resume_path is not None:
         ckpt = load_checkpoint(resume_path)
-        _warn_changed(ckpt.get("config", {}), cfg, resume_path)
-        raw.load_state_dict(ckpt["model"])
+        try:
+            raw.load_state_dict(ckpt["model"])
+        except RuntimeError:  # missing / unexpected keys or shapes: the checkpoint is another architecture
+            then, now = _model_of(ckpt.get("config", {})), _model_of(cfg.to_dict())
+            raise CheckpointError(
+                f"{resume_path} is a checkpoint of model {then}, not of this run's {now}: give another "
+                "--out-dir, or --resume never to start afresh"
+            ) from None
+        derived = {"total steps": total_steps, "schedule steps": schedule_steps,
+                   "learning rates": list(scheduler.base_lrs)}
+        _check_changed(ckpt, cfg, resume_path, derived)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         step = int(ckpt["step"])
@@ -179,6 +195,10 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         if step > total_steps:
             raise ConfigError(f"{resume_path} is at step {step}, beyond this config's {total_steps} steps")
         _logger.info("resumed from %s at step %d", resume_path, step)
+    if fabric.is_global_zero:  # only once the data, model and checkpoint are known to fit: a failed start
+        dump_config(cfg, out_dir / "config.yaml")  # leaves nothing (makes out_dir)
+        if resume_path is None:  # afresh: a previous run's states and model would pass for this run's
+            _remove_previous_run(out_dir)
     # steps of this invocation: a job script resubmitted unchanged advances by that many each time
     stop_step = min(total_steps, step + cfg.stop_after_steps) if cfg.stop_after_steps else total_steps
 
@@ -202,10 +222,12 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         }
 
     def validate_and_rank(epochs_done: int) -> dict[str, float]:
+        nonlocal phase
         metrics = _validate(raw, val_dataset, cfg, fewshot)
         net.train()
         fabric.log_dict({f"val/{k}": v for k, v in metrics.items()}, step=step)
         score = metrics[cfg.monitor]
+        phase = "update"  # the ranking and its files change together
         if cfg.save_top_k and (len(best) < cfg.save_top_k or score > best[-1]["score"]):
             path = out_dir / "checkpoints" / f"best-epoch{epochs_done:03d}-{cfg.monitor}{score:.2f}.ckpt"
             best.append({"path": str(path), "score": score, "epoch": epochs_done, "step": step})
@@ -218,6 +240,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
                 for b in dropped:
                     if b["path"] != str(path):
                         Path(b["path"]).unlink(missing_ok=True)
+        phase = "done"
         return metrics
 
     accumulate = cfg.accumulate_grad_batches
@@ -229,68 +252,95 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     saved_at = step if resume_path is not None else -1
     net.train()
     t_log = time.perf_counter()
-    while step < stop_step:
-        epoch, step_in_epoch = divmod(position, steps_per_epoch)
-        sampler.set_position(epoch, step_in_epoch)
-        batches = iter(loader)
-        for _ in range(step_in_epoch, steps_per_epoch):
-            lr_now = [g["lr"] for g in optimizer.param_groups]
-            loss_sum = torch.zeros((), device=fabric.device)
-            hits = torch.zeros(2, device=fabric.device)  # correct, labelled pixels (training pixAcc)
-            for micro in range(accumulate):
-                batch = next(batches)
-                images, target, labels = batch["image"], batch["mask"], text
-                if fewshot:
-                    images, target, labels = _zero_shot_batch(batch, text, row_of, ignore_index, cfg.fewshot_boundary)
-                # DDP all-reduces the gradients on the last forward of the step only.
-                with fabric.no_backward_sync(net, enabled=micro < accumulate - 1):
-                    logits = net(raw.normalize(images), labels)
-                    loss = _pixel_cross_entropy(logits, target, ignore_index, fabric, cfg.loss_reduction)
-                    fabric.backward(loss / accumulate)
-                loss_sum += loss.detach()
-                with torch.no_grad():
-                    valid = target != ignore_index
-                    hits += torch.stack([((logits.argmax(1) == target) & valid).sum(), valid.sum()]).float()
-            applied = optimizer_step(optimizer, scaler)
-            optimizer.zero_grad(set_to_none=True)
-            position += 1
-            if per_epoch and position % steps_per_epoch == 0:
-                scheduler.step()
-            if not applied:  # inf/NaN fp16 gradients: the scaler lowered its scale and skipped
-                _logger.info("fp16 GradScaler skipped a step (scale now %g); not counted", scaler.get_scale())  # type: ignore[union-attr]
-                continue
-            step += 1
-            if not per_epoch:
-                scheduler.step()
+    # Where a Ctrl-C finds the run: "done", a whole step's state; "forward", a step's batches under way (only
+    # the BatchNorm statistics and the RNG moved, restored from ``boundary``); "update", neither (not saved).
+    phase = "done"
+    boundary: tuple[dict[str, Any], list[torch.Tensor]] = ({}, [])
+    try:
+        while step < stop_step:
+            epoch, step_in_epoch = divmod(position, steps_per_epoch)
+            sampler.set_position(epoch, step_in_epoch)
+            batches = iter(loader)
+            for _ in range(step_in_epoch, steps_per_epoch):
+                phase, boundary = "forward", (rng_state(), [b.clone() for b in raw.buffers()])
+                lr_now = [g["lr"] for g in optimizer.param_groups]
+                loss_sum = torch.zeros((), device=fabric.device)
+                hits = torch.zeros(2, device=fabric.device)  # correct, labelled pixels (training pixAcc)
+                for micro in range(accumulate):
+                    batch = _next_batch(batches)
+                    images, target, labels = batch["image"], batch["mask"], text
+                    if fewshot:
+                        images, target, labels = _zero_shot_batch(
+                            batch, text, row_of, ignore_index, cfg.fewshot_boundary)
+                    # DDP all-reduces the gradients on the last forward of the step only.
+                    with fabric.no_backward_sync(net, enabled=micro < accumulate - 1):
+                        logits = net(raw.normalize(images), labels)
+                        loss = _pixel_cross_entropy(logits, target, ignore_index, fabric, cfg.loss_reduction)
+                        fabric.backward(loss / accumulate)
+                    loss_sum += loss.detach()
+                    with torch.no_grad():
+                        valid = target != ignore_index
+                        right = ((logits.argmax(1) == target) & valid).sum()
+                        hits += torch.stack([right, valid.sum()]).float()
+                phase = "update"
+                applied = optimizer_step(optimizer, scaler)
+                optimizer.zero_grad(set_to_none=True)
+                position += 1
+                if per_epoch and position % steps_per_epoch == 0:
+                    scheduler.step()
+                if not applied:  # inf/NaN fp16 gradients: the scaler lowered its scale and skipped
+                    _logger.info("fp16 GradScaler skipped a step (scale now %g); not counted", scaler.get_scale())  # type: ignore[union-attr]
+                    phase = "done"
+                    continue
+                step += 1
+                if not per_epoch:
+                    scheduler.step()
+                phase = "done"
 
-            if step % cfg.log_every_n_steps == 0 or step == stop_step:
-                loss_mean = fabric.all_reduce(loss_sum / accumulate, reduce_op="mean")
-                hits = fabric.all_reduce(hits, reduce_op="sum")
-                last_loss = float(loss_mean)
-                if not math.isfinite(last_loss):
-                    raise FloatingPointError(f"training loss is {last_loss} at step {step}: stopping")
-                now = time.perf_counter()
-                metrics = {
-                    "train/loss": last_loss, "train/pixAcc": float(hits[0] / hits[1].clamp_min(1)),
-                    "lr/encoder": lr_now[0], "lr/decoder": lr_now[1], "epoch": epoch,
-                    "time/step_s": (now - t_log) / cfg.log_every_n_steps,
-                }
-                t_log = now
-                fabric.log_dict(metrics, step=step)
-                bar.set_postfix(loss=f"{last_loss:.4f}", epoch=epoch)
-            bar.update(1)
+                if step % cfg.log_every_n_steps == 0 or step == stop_step:
+                    loss_mean = fabric.all_reduce(loss_sum / accumulate, reduce_op="mean")
+                    hits = fabric.all_reduce(hits, reduce_op="sum")
+                    last_loss = float(loss_mean)
+                    if not math.isfinite(last_loss):
+                        raise FloatingPointError(f"training loss is {last_loss} at step {step}: stopping")
+                    now = time.perf_counter()
+                    metrics = {
+                        "train/loss": last_loss, "train/pixAcc": float(hits[0] / hits[1].clamp_min(1)),
+                        "lr/encoder": lr_now[0], "lr/decoder": lr_now[1], "epoch": epoch,
+                        "time/step_s": (now - t_log) / cfg.log_every_n_steps,
+                    }
+                    t_log = now
+                    fabric.log_dict(metrics, step=step)
+                    bar.set_postfix(loss=f"{last_loss:.4f}", epoch=epoch)
+                bar.update(1)
 
-            epochs_done, mid_epoch = divmod(position, steps_per_epoch)
-            if val_dataset is not None and not mid_epoch and epochs_done % cfg.val_every_n_epochs == 0:
-                val_metrics = validate_and_rank(epochs_done)  # before last.ckpt, which records the ranking
+                epochs_done, mid_epoch = divmod(position, steps_per_epoch)
+                if val_dataset is not None and not mid_epoch and epochs_done % cfg.val_every_n_epochs == 0:
+                    # before last.ckpt, which records the ranking
+                    val_metrics = validate_and_rank(epochs_done)
 
-            if cfg.checkpoint_every_n_steps and step % cfg.checkpoint_every_n_steps == 0 and step < stop_step:
-                save_checkpoint(fabric, ckpt_path, checkpoint_state())
-                for logger in fabric.loggers:
-                    logger.save()
-                saved_at = step
-            if step >= stop_step:
-                break
+                every = cfg.checkpoint_every_n_steps
+                if every and step % every == 0 and step < stop_step:
+                    save_checkpoint(fabric, ckpt_path, checkpoint_state())
+                    for logger in fabric.loggers:
+                        logger.save()
+                    saved_at = step
+                if step >= stop_step:
+                    break
+    except KeyboardInterrupt:  # keep the steps done since the last checkpoint, then stop as asked
+        bar.close()
+        # one process only: the others of a DDP run may be a step ahead or behind, and would not meet
+        if phase != "update" and saved_at != step and fabric.world_size == 1:
+            if phase == "forward":
+                set_rng_state(boundary[0])
+                for buffer, saved in zip(raw.buffers(), boundary[1]):
+                    buffer.copy_(saved)
+            save_checkpoint(fabric, ckpt_path, checkpoint_state())
+            _logger.warning("interrupted at step %d: saved %s; run the same command again to continue",
+                            step, ckpt_path)
+        for logger in fabric.loggers:
+            logger.finalize("interrupted")
+        raise
     bar.close()
 
     if saved_at != step:
@@ -308,6 +358,37 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         model_dir=model_dir, resumed_from=resume_path, last_loss=last_loss, rank=fabric.global_rank,
         val_metrics=val_metrics, best=[Path(b["path"]) for b in best],
     )
+
+
+def _remove_previous_run(out_dir: Path) -> None:
+    """Delete what an earlier run wrote in ``out_dir`` that a new one replaces: ``checkpoints/last.ckpt``,
+    ``checkpoints/best-*.ckpt`` and ``model/`` (its ``config.yaml`` is rewritten, its logs stay)."""
+    old = [p for p in [out_dir / "checkpoints" / "last.ckpt", *(out_dir / "checkpoints").glob("best-*.ckpt")]
+           if p.is_file()]
+    for path in old:
+        path.unlink(missing_ok=True)
+    if (out_dir / "model").is_dir():
+        old.append(out_dir / "model")
+        shutil.rmtree(out_dir / "model")
+    if old:
+        _logger.info("starting afresh in %s: removed the previous run's %s", out_dir,
+                     ", ".join(p.name for p in old))
+
+
+def _next_batch(batches: Any) -> Any:
+    """The loader's next batch. A data error in a worker process comes back as the same type, its message
+    torch's "Caught ... in DataLoader worker" plus the whole traceback: raised again with its own line."""
+    try:
+        return next(batches)
+    except LSegError as e:
+        text = str(e)
+        if "\nOriginal Traceback" not in text:
+            raise
+        prefix = f"{type(e).__module__}.{type(e).__qualname__}: "
+        line = next((ln for ln in reversed(text.splitlines()) if ln.startswith(prefix)), None)
+        if line is None:
+            raise
+        raise type(e)(line[len(prefix):]) from None
 
 
 def _zero_shot_batch(batch: dict[str, Any], text: torch.Tensor, row_of: torch.Tensor, ignore_index: int,
@@ -370,12 +451,36 @@ def _validate(model: LSeg, dataset: Any, cfg: TrainConfig, fewshot: bool) -> dic
     return {"pixAcc": float(report["metrics"]["pixAcc"] or 0.0), "mIoU": float(report["metrics"]["mIoU"] or 0.0)}
 
 
-def _warn_changed(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
-    now = cfg.to_dict()
-    changed = [k for k in _RESUME_SENSITIVE if k in saved and saved[k] != now.get(k)]
-    if changed:
+def _model_of(config: dict[str, Any]) -> str:
+    """The model a training config builds, as the user named it: its ``init_checkpoint``, else ``model``."""
+    return str(config.get("init_checkpoint") or config.get("model") or "(unknown)")
+
+
+def _check_changed(ckpt: dict[str, Any], cfg: TrainConfig, path: Path, derived: dict[str, Any]) -> None:
+    """Refuse to resume ``ckpt`` with other optimisation settings (its optimizer state and LR schedule
+    would override them), and warn about other settings that make the result differ. ``derived``: this
+    run's total steps, schedule steps and learning rates, which other settings (batch size, devices) move."""
+    saved, now = ckpt.get("config", {}), cfg.to_dict()
+
+    def changes(keys: Any, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+        return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in keys if k in old and old[k] != new.get(k)]
+
+    others = changes([k for k in _RESUME_SENSITIVE if k not in _OPTIMISATION], saved, now)
+    refused = changes(_OPTIMISATION, saved, now)
+    if not refused:  # e.g. another batch size: the steps of an epoch-based run or a scaled LR change with it
+        then = {"total steps": ckpt.get("total_steps"), "schedule steps": ckpt.get("schedule_steps"),
+                "learning rates": ckpt.get("scheduler", {}).get("base_lrs")}
+        refused = changes(derived, {k: v for k, v in then.items() if v is not None}, derived)
+        refused += others if refused else []
+    if refused:
+        raise ConfigError(
+            f"{path} was trained with other optimisation settings ({'; '.join(refused)}), which its "
+            "saved optimizer and LR schedule would override: resume with the same settings, fine-tune "
+            f"further with a new --out-dir and --checkpoint {path.parent.parent / 'model'} (a finished "
+            "run's model), or start afresh with --resume never"
+        )
+    if others:
         _logger.warning(
             "resuming %s with changed settings (%s): the result will differ from an uninterrupted run",
-            path, ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed),
+            path, ", ".join(others),
         )
-

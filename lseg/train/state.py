@@ -75,7 +75,7 @@ def resolve_resume(resume: str | Path | bool | None, ckpt_path: Path) -> Path | 
         return None
     if resume in (True, "auto"):
         return ckpt_path if ckpt_path.is_file() else None
-    path = Path(str(resume))
+    path = Path(str(resume)).expanduser()
     if not path.is_file():
         raise CheckpointError(f"--resume: checkpoint not found: {path}")
     return path

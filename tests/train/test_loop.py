@@ -383,3 +383,124 @@ def test_stop_after_steps_counts_the_steps_of_each_invocation(tiny_cfg):
     cfg = tiny_cfg.replace(stop_after_steps=2, max_steps=5)
     steps = [(r.step, r.finished) for r in (train(cfg) for _ in range(3))]
     assert steps == [(2, False), (4, False), (5, True)]
+
+
+def test_out_dir_under_home_is_expanded_and_resumes(tiny_cfg, tmp_path, monkeypatch):
+    """``out_dir="~/run"``: every file in $HOME/run (no ./~ made), and a rerun resumes from it."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    cfg = tiny_cfg.replace(out_dir="~/run", max_steps=3, stop_after_steps=2)
+    first = train(cfg)
+    assert first.step == 2 and (home / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert list((home / "run" / "logs").glob("version_*/metrics.csv"))
+    rest = train(cfg)
+    assert rest.resumed_from == home / "run" / "checkpoints" / "last.ckpt"
+    assert rest.step == 3 and rest.finished
+    assert not (cwd / "~").exists()
+
+
+def test_resuming_another_models_checkpoint_is_a_checkpoint_error(tiny_cfg, capsys):
+    first = train(tiny_cfg.replace(max_steps=1))
+    other = tiny_cfg.replace(model="lseg_tiny_test_p32", max_steps=1)
+    says = "is a checkpoint of model lseg_tiny_test, not of this run's lseg_tiny_test_p32: give another " \
+           "--out-dir, or --resume never"
+    with pytest.raises(lseg.errors.CheckpointError, match=says) as error:
+        train(other)  # the same out_dir: resume="auto" finds the other model's last.ckpt
+    assert "\n" not in str(error.value)
+    other_dir = str(Path(tiny_cfg.out_dir).parent / "other")
+    code = main(["train", "--model", "lseg_tiny_test_p32", "--dataset", "folder", "--data-root",
+                 str(tiny_cfg.data_root), "--split", "null", "--base-size", "64", "--crop-size", "64",
+                 "--accelerator", "cpu", "--num-workers", "0", "--progress-bar", "false", "--max-steps", "1",
+                 "--out-dir", other_dir, "--resume", str(first.checkpoint)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "is a checkpoint of model lseg_tiny_test," in err
+    assert err.count("\n") == 1  # the error alone: no warning about the changed model before it
+
+
+def test_resume_with_other_optimisation_settings_is_refused(tiny_cfg, caplog, capsys):
+    """The restored optimizer and LR schedule would override a changed LR or run length (before: a
+    longer run logged lr 0 and trained nothing; a new LR was warned about, then ignored)."""
+    cfg = tiny_cfg.replace(base_lr=0.001, max_steps=4, stop_after_steps=2)
+    assert train(cfg).step == 2
+    config_yaml = (Path(cfg.out_dir) / "config.yaml").read_text()
+    last = Path(cfg.out_dir) / "checkpoints" / "last.ckpt"
+    with pytest.raises(lseg.errors.ConfigError) as error:
+        train(cfg.replace(base_lr=0.1, max_steps=6))
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{last} was trained with other optimisation settings")
+    assert "(max_steps: 4 -> 6; base_lr: 0.001 -> 0.1)" in message
+    assert "--resume never" in message and f"--checkpoint {Path(cfg.out_dir) / 'model'}" in message
+    # the refused config is not recorded
+    assert (Path(cfg.out_dir) / "config.yaml").read_text() == config_yaml
+    # another batch size with an epoch-based run: the run length and the scaled LR change with it
+    epochs = tiny_cfg.replace(out_dir=str(Path(cfg.out_dir).parent / "epochs"), max_steps=None, epochs=2,
+                              lr_scaling="global", stop_after_steps=1)
+    train(epochs)
+    with pytest.raises(lseg.errors.ConfigError, match=r"\(total steps: 8 -> 4; schedule steps: 8 -> 4; "
+                       r"learning rates: .* -> .*; batch_size: 2 -> 4\)"):
+        train(epochs.replace(batch_size=4))
+    # settings the checkpoint does not override may change, with a warning; the run goes on
+    with caplog.at_level(logging.WARNING, logger="lseg.train.loop"):
+        assert train(cfg.replace(seed=1)).step == 4
+    assert "with changed settings (seed: 0 -> 1)" in caplog.text
+
+
+def test_a_bad_image_read_by_a_worker_is_one_line(tiny_cfg, tmp_path, capsys):
+    """With DataLoader workers the error is the same one line as without (before: torch's "Caught
+    DatasetError in DataLoader worker process 0." and the worker's whole traceback)."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_cfg.data_root, root)
+    bad = min((root / "images").iterdir())
+    bad.write_bytes(b"not an image")
+    messages = []
+    for workers in (0, 1):
+        with pytest.raises(lseg.errors.LSegError) as error:
+            train(tiny_cfg.replace(data_root=str(root), num_workers=workers, batch_size=8, max_steps=1,
+                                   out_dir=str(tmp_path / f"run{workers}")))
+        messages.append((type(error.value), str(error.value)))
+    assert messages[1] == messages[0] and bad.name in messages[0][1] and "\n" not in messages[0][1]
+
+
+def test_resume_never_removes_the_previous_runs_checkpoints_and_model(toy_val_root, tiny_cfg):
+    cfg = tiny_cfg.replace(data_root=str(toy_val_root), val_split="val", save_top_k=2, max_steps=8)
+    run = Path(cfg.out_dir)
+    first = train(cfg)
+    assert len(first.best) == 2 and (run / "model" / "model.safetensors").is_file()
+    (run / "checkpoints" / "notes.txt").write_text("mine")  # not lseg's: kept
+    again = train(cfg.replace(stop_after_steps=2), resume="never")  # stops before any validation
+    assert again.step == 2 and again.resumed_from is None and again.best == []
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt", "notes.txt"]
+    assert not (run / "model").exists() and _ckpt(run)["step"] == 2
+
+
+def test_ctrl_c_saves_the_last_whole_step_and_a_rerun_continues_exactly(tiny_cfg, tmp_path, monkeypatch):
+    """A KeyboardInterrupt in the middle of step 6 (its second batch) keeps steps 1-5: last.ckpt at step 5
+    (BatchNorm statistics as they were after step 5) and the logged metrics; the rerun equals a run never
+    interrupted (before: nothing saved since the last periodic checkpoint, metrics.csv never written)."""
+    cfg = tiny_cfg.replace(batch_size=1, accumulate_grad_batches=2, max_steps=8)
+    full = train(cfg.replace(out_dir=str(tmp_path / "full")))
+    split = cfg.replace(out_dir=str(tmp_path / "split"))
+    calls = []
+    real = loop._pixel_cross_entropy
+
+    def interrupt_at_call_12(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == 12:  # 2 batches per step: step 6, after its first batch's forward
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "_pixel_cross_entropy", interrupt_at_call_12)
+    with pytest.raises(KeyboardInterrupt):
+        train(split)
+    assert _ckpt(tmp_path / "split")["step"] == 5
+    assert sorted(_logged(tmp_path / "split")) == [1, 2, 3, 4, 5]
+    monkeypatch.setattr(loop, "_pixel_cross_entropy", real)
+    rest = train(split)
+    assert rest.resumed_from is not None and rest.step == 8 and rest.finished and full.finished
+    a, b = _ckpt(tmp_path / "full"), _ckpt(tmp_path / "split")
+    assert _max_diff(a["model"], b["model"]) <= 1e-6
+    assert _logged(tmp_path / "full") == _logged(tmp_path / "split")

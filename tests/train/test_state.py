@@ -64,3 +64,9 @@ def test_resolve_resume(tmp_path: Path):
     assert resolve_resume(str(last), tmp_path / "other.ckpt") == last
     with pytest.raises(CheckpointError, match="--resume: checkpoint not found"):
         resolve_resume(tmp_path / "missing.ckpt", last)
+
+
+def test_resolve_resume_expands_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "last.ckpt").write_bytes(b"x")
+    assert resolve_resume("~/last.ckpt", tmp_path / "other.ckpt") == tmp_path / "last.ckpt"
