@@ -196,8 +196,9 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
             raise ConfigError(f"{resume_path} is at step {step}, beyond this config's {total_steps} steps")
         _logger.info("resumed from %s at step %d", resume_path, step)
     if fabric.is_global_zero:  # only once the data, model and checkpoint are known to fit: a failed start
+        earlier_run = (out_dir / "config.yaml").is_file()  # what lseg train writes first
         dump_config(cfg, out_dir / "config.yaml")  # leaves nothing (makes out_dir)
-        if resume_path is None:  # afresh: a previous run's states and model would pass for this run's
+        if resume_path is None and earlier_run:  # afresh: its states and model would pass for this run's
             _remove_previous_run(out_dir)
     # steps of this invocation: a job script resubmitted unchanged advances by that many each time
     stop_step = min(total_steps, step + cfg.stop_after_steps) if cfg.stop_after_steps else total_steps
@@ -367,7 +368,7 @@ def _remove_previous_run(out_dir: Path) -> None:
            if p.is_file()]
     for path in old:
         path.unlink(missing_ok=True)
-    if (out_dir / "model").is_dir():
+    if (out_dir / "model" / "model.safetensors").is_file():  # the model it finished with
         old.append(out_dir / "model")
         shutil.rmtree(out_dir / "model")
     if old:
