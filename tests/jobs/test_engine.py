@@ -6,7 +6,6 @@ the Python folder entry point."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -131,11 +130,11 @@ def test_ctrl_c_returns_what_was_written(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o0.json", "o0.txt"]  # nothing half-made, no claims
 
 
-def _sigint_as_from_a_terminal() -> None:
-    """In the child: SIGINT neither ignored nor blocked. A child inherits both from the test worker, and
-    libraries the suite loads (Lightning's process-group teardown, Ray) change them."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+#: ``python -m lseg.cli`` with SIGINT raising KeyboardInterrupt, neither ignored nor blocked: a child inherits
+#: both from the test worker, and libraries the suite loads (Lightning's process-group teardown) change them.
+_CLI_WITH_SIGINT = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                    "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); sys.argv[0] = 'lseg'; "
+                    "runpy.run_module('lseg.cli', run_name='__main__')")
 
 
 @pytest.mark.slow  # SIGINT to a process
@@ -144,10 +143,9 @@ def test_the_cli_prints_the_summary_on_ctrl_c(tmp_path: Path) -> None:
     photos.mkdir()
     for i in range(300):  # enough that a loaded machine cannot finish them all before the signal
         Image.fromarray(np.full((24, 24, 3), i % 250, np.uint8)).save(photos / f"p{i:03d}.png")
-    proc = subprocess.Popen([sys.executable, "-m", "lseg.cli", "segment", str(photos), "-l", "a, b", "-o",
+    proc = subprocess.Popen([sys.executable, "-c", _CLI_WITH_SIGINT, "segment", str(photos), "-l", "a, b", "-o",
                              str(tmp_path / "o"), "--random-weights", "lseg_tiny_test", "--size", "32",
-                             "--batch-size", "1"], env=cli_env(), stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_sigint_as_from_a_terminal)
+                             "--batch-size", "1"], env=cli_env(), stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list((tmp_path / "o").glob("*_labels.json")):
         time.sleep(0.2)
