@@ -3,6 +3,7 @@ the per-label cache of text embeddings (pure Python: no tokenizer, no model)."""
 
 from __future__ import annotations
 
+import numbers
 import re
 import unicodedata
 from collections import OrderedDict
@@ -13,7 +14,7 @@ from typing import Generic, TypeVar
 from lseg.errors import ConfigError, LabelError
 
 __all__ = [
-    "DEFAULT_TEMPLATES", "NO_TEMPLATE", "LabelCache", "apply_templates", "fill_template", "parse_labels",
+    "DEFAULT_TEMPLATES", "NO_TEMPLATE", "LabelCache", "apply_templates", "fill_template", "label_index", "parse_labels",
     "validate_templates",
 ]
 
@@ -195,3 +196,18 @@ class LabelCache(Generic[V]):
         while len(self._items) > self.capacity:
             self._items.popitem(last=False)
         return out
+
+
+def label_index(labels: Sequence[str], label: str | int) -> int:
+    """The position of ``label`` in ``labels``: an index, or a name (spaces collapsed; an exact match,
+    else a case-insensitive one); :class:`IndexError` / :class:`KeyError` naming the labels otherwise."""
+    if isinstance(label, numbers.Integral) and not isinstance(label, bool):  # numpy's integers too
+        if not 0 <= label < len(labels):
+            raise IndexError(f"label index {label} out of range for {len(labels)} labels")
+        return int(label)
+    key = " ".join(str(label).split())
+    matches = [i for i, lb in enumerate(labels) if lb == key] or \
+        [i for i, lb in enumerate(labels) if lb.casefold() == key.casefold()]
+    if not matches:
+        raise KeyError(f"{label!r} is not one of the labels: {', '.join(map(repr, labels))}")
+    return matches[0]

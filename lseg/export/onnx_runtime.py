@@ -15,7 +15,7 @@ import numpy as np
 from lseg import geometry
 from lseg.errors import CheckpointError, ConfigError, LSegError
 from lseg.io import load_image
-from lseg.labels import LabelCache, parse_labels
+from lseg.labels import LabelCache, label_index, parse_labels
 
 __all__ = ["OnnxImageEmbedding", "OnnxPredictor", "OnnxSegmentation", "session"]
 
@@ -80,16 +80,7 @@ class OnnxSegmentation:
     def mask(self, label: str | int) -> np.ndarray:
         """(H, W) bool: the pixels assigned to ``label`` (its name, or its index), as
         :meth:`lseg.SegmentationResult.mask`."""
-        if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
-            if not 0 <= label < len(self.labels):
-                raise IndexError(f"label index {label} out of range for {len(self.labels)} labels")
-            return self.label_map == label
-        key = " ".join(str(label).split())
-        matches = [i for i, lb in enumerate(self.labels) if lb == key] or \
-            [i for i, lb in enumerate(self.labels) if lb.casefold() == key.casefold()]
-        if not matches:
-            raise KeyError(f"{label!r} is not one of the labels: {', '.join(map(repr, self.labels))}")
-        return self.label_map == matches[0]
+        return self.label_map == label_index(self.labels, label)
 
 
 class OnnxPredictor:

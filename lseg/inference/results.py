@@ -14,6 +14,7 @@ import torch
 
 from lseg.geometry import resize
 from lseg.io import Staged
+from lseg.labels import label_index
 
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -95,16 +96,7 @@ class SegmentationResult:
 
     def mask(self, label: str | int) -> np.ndarray:
         """(H, W) bool: the pixels assigned to ``label`` (its name, or its index)."""
-        if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
-            if not 0 <= label < len(self.labels):
-                raise IndexError(f"label index {label} out of range for {len(self.labels)} labels")
-            return self.label_map == label
-        key = " ".join(str(label).split())
-        matches = [i for i, lb in enumerate(self.labels) if lb == key] or \
-            [i for i, lb in enumerate(self.labels) if lb.casefold() == key.casefold()]
-        if not matches:
-            raise KeyError(f"{label!r} is not one of the labels: {', '.join(map(repr, self.labels))}")
-        return self.label_map == matches[0]
+        return self.label_map == label_index(self.labels, label)
 
     @property
     def masks(self) -> dict[str, np.ndarray]:
