@@ -21,6 +21,15 @@ def _template_args(given: list[str]) -> tuple[str, ...]:
     return tuple(text for t in given for text in (DEFAULT_TEMPLATES if t == "default" else (t,)))
 
 
+def check_dataset_kwargs(value: dict[str, Any]) -> dict[str, Any]:
+    """Reader keywords other than those the registry passes from their own options."""
+    own = [k for k in ("root", "split", "fold", "transform", "label_style") if k in value]
+    if own:
+        raise OptionError(f"`dataset_kwargs` holds {', '.join(own)}: set {own[0]} with its own option "
+                          f"(--{own[0].replace('_', '-')}), not among the reader's keywords")
+    return value
+
+
 def _fold_arg(value: Any) -> Any:
     """``--fold all``: the four folds; ``0,2``: read as a tuple of integers by the type check."""
     return (0, 1, 2, 3) if isinstance(value, str) and value.strip().lower() == "all" else value
@@ -93,6 +102,7 @@ class EvalConfig(CheckedOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_dataset_kwargs(self.dataset_kwargs)
         from lseg.data.registry import FEWSHOT_DATASETS, canonical_name  # the readers: only when needed
 
         is_fewshot = canonical_name(self.dataset) in FEWSHOT_DATASETS  # an unknown name: DatasetError

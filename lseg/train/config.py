@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lseg.errors import ConfigError
+from lseg.eval.config import check_dataset_kwargs
 from lseg.options import CheckedOptions, OptionError, option
 
 __all__ = ["TrainConfig", "check_accelerator", "dump_config", "field_names"]
@@ -149,6 +150,8 @@ class TrainConfig(CheckedOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_dataset_kwargs(self.dataset_kwargs)
+        check_dataset_kwargs(self.val_dataset_kwargs)
         if self.schedule_epochs is not None and (self.epochs is None or self.max_steps is not None):
             raise OptionError("`schedule_epochs` needs `epochs` (and no `max_steps`): it extends an epoch-based "
                               "schedule")

@@ -133,3 +133,14 @@ def test_train_help_shows_each_default_once(capsys: pytest.CaptureFixture[str]):
     assert "--set KEY=VALUE override any field (repeatable) --print-config" in text  # no "(default: )"
     assert "lr_t = lr * (1 - t / T) ^ poly_power (float, default 0.9)" in text
     assert "--data-root /data/Datasets_HSN \\ --set" in text
+
+
+def test_dataset_kwargs_never_hold_what_has_its_own_option():
+    """``{split: val}`` among the reader's keywords once met the registry's own ``split``: a raw TypeError."""
+    from lseg.eval.config import EvalConfig
+
+    with pytest.raises(ConfigError, match="dataset_kwargs holds split: set split with its own option"):
+        EvalConfig(dataset="folder", data_root="x", dataset_kwargs={"split": "val"})
+    with pytest.raises(ConfigError, match="holds label_style"):
+        TrainConfig(dataset="folder", data_root="x", val_dataset_kwargs={"label_style": "clean"})
+    assert TrainConfig(dataset="folder", data_root="x", dataset_kwargs={"aug": True}).dataset_kwargs == {"aug": True}
