@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,7 +88,9 @@ class SegmentWriter(Writer):
                 yield unit, image if isinstance(image, LSegError) else next(results)
 
     def write(self, unit: Unit, result: Any, staged: Staged) -> dict[str, Any]:
-        image = load_image(unit.source)  # full resolution for the overlay (the loader kept the resized copy)
+        with warnings.catch_warnings():  # a second read of the file: its warnings were shown by the first
+            warnings.simplefilter("ignore")
+            image = load_image(unit.source)  # full resolution for the overlay (the loader kept the resized copy)
         return write_segment_files(unit.data, staged, result.label_map, result.labels, lambda: result.probs, image,
                                    alpha=self.options.alpha, legend=self.options.legend)
 

@@ -181,3 +181,19 @@ def test_an_output_folder_under_home_is_written_whole(photos, model_dir, tmp_pat
     predictor.segment(photos / "a.jpg", "sky, other").save("~/res")
     assert (home / "res" / "a_labels.png").stat().st_size > 0
     assert not (tmp_path / "~").exists()
+
+
+def test_a_warning_about_an_image_is_said_once(tmp_path):
+    """The loader reads the file, and the writer again for the overlay: Pillow's warning once, named."""
+    import subprocess
+
+    from hostile_inputs import cli_env
+
+    (tmp_path / "in").mkdir()
+    exif = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00\xff\xff\xff\xff"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "in" / "x.jpg", exif=exif)
+    err = subprocess.run([sys.executable, "-m", "lseg.cli", "segment", str(tmp_path / "in"), "-l", "dog, other",
+                          "--random-weights", "lseg_tiny_test", "-o", str(tmp_path / "o"), "--size", "64", "-q"],
+                         env=cli_env(), capture_output=True, text=True, check=True).stderr
+    assert [ln for ln in err.splitlines() if "Corrupt EXIF" in ln] == [
+        f"warning: image '{tmp_path / 'in' / 'x.jpg'}': Corrupt EXIF data. Expecting to read 12 bytes but only got 4."]
