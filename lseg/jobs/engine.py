@@ -239,6 +239,8 @@ def pending_units(writer: Writer, overwrite: bool, report: Report, shard: tuple[
     """This shard's units (checked for clashes), those not done yet (the others counted as skipped
     in ``report``), and the recipe."""
     units = writer.units()
+    if not units:  # exit 0 with "0 written" alone would not say why
+        _logger.warning("%s: nothing to process (an empty folder, or no files of a supported type)", writer.kind)
     check_clashes(units, overwrite)
     recipe = writer.recipe()
     mine = units[shard[0]::shard[1]]

@@ -195,3 +195,12 @@ def test_the_predictor_never_changes_the_callers_model(tiny_model) -> None:
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     owned = lseg.LSegPredictor(model, precision="bf16", inplace=True)
     assert owned.model is model and model.precision == "bf16" and not model.training
+
+
+def test_nothing_to_process_is_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "empty").mkdir()
+    with caplog.at_level("WARNING", logger="lseg"):
+        report = lseg.segment_folder(lseg.LSegPredictor(lseg.create_model("lseg_tiny_test"), size=32),
+                                     tmp_path / "empty", "a, b", lseg.SegmentOptions(out=tmp_path / "o", quiet=True))
+    assert report.summary() == "0 written, 0 already done, 0 failed"
+    assert "segment: nothing to process (an empty folder, or no files of a supported type)" in caplog.text
