@@ -120,7 +120,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         ckpt = CheckpointFile(meta, "safetensors", {})
     else:
         ckpt = read_checkpoint(p)
-    config = config or ck.config_beside(p, ckpt.state_dict)
+    config = config or ck.config_beside(p, ckpt)  # the file is read once
     info: dict = {"format": "lseg" if config and ckpt.format == "safetensors" else ckpt.format}
     if ckpt.metadata:
         info["lightning" if ckpt.format == "lightning" else "metadata"] = ckpt.metadata

@@ -245,21 +245,17 @@ def load_local(model_cls: type[LSeg], path: str | os.PathLike[str], *,
     config = read_config(p) if p.is_dir() else None  # first: a folder without config.json says so
     ckpt = read_checkpoint(p)
     sd = to_lseg_keys(ckpt.state_dict)  # converted once, for both infer_config and build
-    config = (config or config_beside(p, ckpt.state_dict, ckpt)
-              or infer_config(sd, spatial_block=spatial_block))
+    config = config or config_beside(p, ckpt) or infer_config(sd, spatial_block=spatial_block)
     return build(model_cls, config, sd)
 
 
-def config_beside(p: Path, state_dict: Mapping[str, Any],
-                  checkpoint: CheckpointFile | None = None) -> LSegConfig | None:
-    """The config of the weights file ``p`` if the weights are ours (not official): the model config an lseg
-    training checkpoint stores (``checkpoint``: ``p`` as read already), else the ``config.json`` beside it;
+def config_beside(p: Path, checkpoint: CheckpointFile) -> LSegConfig | None:
+    """The config of the weights file ``p`` (``checkpoint``: as read) if the weights are ours (not
+    official): the model config an lseg training checkpoint stores, else the ``config.json`` beside it;
     else None."""
-    if is_official_state_dict(strip_wrappers(state_dict)):
+    if is_official_state_dict(strip_wrappers(checkpoint.state_dict)):
         return None
-    if checkpoint is None and p.is_file() and p.suffix != ".safetensors":  # a training checkpoint?
-        checkpoint = read_checkpoint(p)
-    if checkpoint is not None and checkpoint.config is not None:
+    if checkpoint.config is not None:
         return _checked_config(dict(checkpoint.config), p)
     return read_config(p.parent) if (p.parent / CONFIG_NAME).is_file() else None
 
