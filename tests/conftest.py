@@ -185,3 +185,17 @@ def with_bn_stats(name: str = "lseg_tiny_test"):
             m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
             m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
     return model.eval()
+
+
+def interrupt_at_call(monkeypatch: pytest.MonkeyPatch, owner: object, name: str, n: int) -> None:
+    """Patch ``owner.name`` (a module function or a class's method) to raise KeyboardInterrupt, as Ctrl-C
+    would, on its ``n``-th call; the calls before it go through."""
+    real, calls = getattr(owner, name), []
+
+    def patched(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, patched)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import interrupt_at_call
 from features.helpers import write_video
 from PIL import Image
 from process_group import FEATURES_MODEL_ARGS, TwoProcessRun, random_images
@@ -158,15 +159,7 @@ def test_an_interrupted_video_leaves_no_stray_frames_after_a_rerun_with_other_se
 
     video = tmp_path / "clip.mp4"
     write_video(video, n_frames=10, rate=10)
-    save, calls = NpyWriter._save, []
-
-    def killed_at_fifth(self: NpyWriter, *args: object) -> object:
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-        return save(self, *args)
-
-    monkeypatch.setattr(NpyWriter, "_save", killed_at_fifth)
+    interrupt_at_call(monkeypatch, NpyWriter, "_save", 5)
     assert export_features(predictor, [video], tmp_path / "out", progress=False).interrupted
     monkeypatch.undo()
     assert _files(tmp_path / "out") == sorted(["clip/frames.json", "features.json",

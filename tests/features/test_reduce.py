@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import interrupt_at_call
 from features.helpers import make_inputs
 
 import lseg
@@ -107,15 +108,7 @@ def test_an_interrupted_reduction_reads_as_none_until_finished(store: FeatureSto
 
     copy = tmp_path / "st"
     shutil.copytree(store.path, copy)
-    write, calls = ReduceWriter.write, []
-
-    def killed_at_second(self: ReduceWriter, *args: object) -> object:
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return write(self, *args)
-
-    monkeypatch.setattr(ReduceWriter, "write", killed_at_second)
+    interrupt_at_call(monkeypatch, ReduceWriter, "write", 2)
     assert reduce_store(copy, 4, overwrite=True).interrupted  # one shard 4-d, one deleted, one 8-d
     monkeypatch.undo()
     s = FeatureStore(copy)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import interrupt_at_call
 from features.helpers import make_inputs
 from safetensors import safe_open
 
@@ -148,15 +149,7 @@ def test_an_interrupted_overwrite_leaves_an_unfinished_store(
 
     ex, out = FeatureExtractor(predictor, "ours"), tmp_path / "st"
     export_store(ex, [inputs], out, settings=SETTINGS, progress=False, reduce=4)
-    write, calls = store_module.write_unit, []
-
-    def killed_at_second(*args: object) -> object:
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return write(*args)
-
-    monkeypatch.setattr(store_module, "write_unit", killed_at_second)
+    interrupt_at_call(monkeypatch, store_module, "write_unit", 2)
     assert export_store(ex, [inputs], out, settings=SETTINGS, progress=False, overwrite=True).interrupted
     monkeypatch.undo()
     with pytest.raises(lseg.LSegError, match="incomplete \\(2 of 3 units done\\)"):

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from conftest import interrupt_at_call
 from process_group import TwoProcessRun
 from torch.utils.data import default_collate
 
@@ -484,21 +485,13 @@ def test_ctrl_c_saves_the_last_whole_step_and_a_rerun_continues_exactly(tiny_cfg
     cfg = tiny_cfg.replace(batch_size=1, accumulate_grad_batches=2, max_steps=8)
     full = train(cfg.replace(out_dir=str(tmp_path / "full")))
     split = cfg.replace(out_dir=str(tmp_path / "split"))
-    calls = []
-    real = loop._pixel_cross_entropy
-
-    def interrupt_at_call_12(*args: Any, **kwargs: Any) -> torch.Tensor:
-        calls.append(1)
-        if len(calls) == 12:  # 2 batches per step: step 6, after its first batch's forward
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "_pixel_cross_entropy", interrupt_at_call_12)
+    # 2 batches per step: the 12th loss is step 6's, after its first batch's forward
+    interrupt_at_call(monkeypatch, loop, "_pixel_cross_entropy", 12)
     with pytest.raises(KeyboardInterrupt):
         train(split)
     assert _ckpt(tmp_path / "split")["step"] == 5
     assert sorted(_logged(tmp_path / "split")) == [1, 2, 3, 4, 5]
-    monkeypatch.setattr(loop, "_pixel_cross_entropy", real)
+    monkeypatch.undo()
     rest = train(split)
     assert rest.resumed_from is not None and rest.step == 8 and rest.finished and full.finished
     a, b = _ckpt(tmp_path / "full"), _ckpt(tmp_path / "split")
