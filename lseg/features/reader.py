@@ -13,7 +13,7 @@ import torch
 
 from lseg.errors import LSegError
 from lseg.features.reduce import Reduction
-from lseg.jobs.inputs import read_record
+from lseg.jobs.inputs import is_complete, read_record
 from lseg.jobs.records import digest
 
 __all__ = ["FORMAT", "PROJECTION", "REDUCTION_DIR", "STORE_INDEX", "STORE_MANIFEST", "VERSION", "FeatureStore",
@@ -45,8 +45,7 @@ class FeatureStore:
             raise LSegError(f"{self.path}/{STORE_MANIFEST} is not an {FORMAT} manifest")
         index = self.path / STORE_INDEX
         if not index.is_file():
-            records = [read_record(unit_record(self.path, u["id"])) for u in self.manifest["units"]]
-            done = sum(r is not None and r.get("complete", True) is True for r in records)  # not pending ones
+            done = sum(is_complete(read_record(unit_record(self.path, u["id"]))) for u in self.manifest["units"])
             raise LSegError(f"{self.path} is incomplete ({done} of {len(self.manifest['units'])} units done); "
                             "re-run the same export to finish it")
         self.index: dict[str, Any] = json.loads(index.read_text())

@@ -25,7 +25,7 @@ from lseg.features.reader import FORMAT, STORE_INDEX, STORE_MANIFEST, VERSION, F
 from lseg.inference.folder import weights_identity, weights_sha256
 from lseg.io import Staged, atomic_write, iter_frames, load_image
 from lseg.jobs.engine import Report, Unit, Writer, run_job
-from lseg.jobs.inputs import Media, collect_media, read_record
+from lseg.jobs.inputs import Media, collect_media, is_complete, read_record
 from lseg.jobs.records import digest
 from lseg.options import option
 
@@ -261,7 +261,7 @@ def finalize_store(out: str | os.PathLike[str]) -> bool:
     out = Path(out).expanduser()
     manifest = json.loads((out / STORE_MANIFEST).read_text())
     records = [read_record(unit_record(out, u["id"])) for u in manifest["units"]]
-    if not all(rec is not None and rec.get("complete", True) is True for rec in records):
+    if not all(map(is_complete, records)):
         return False
     frames = [{"id": i, **f} for i, f in enumerate(f for r in records for f in r["frames"])]
     failed = [f for r in records for f in r["failed"]]

@@ -40,6 +40,12 @@ def read_record(path: Path) -> dict | None:
     return data if isinstance(data, dict) and RECORD_KEY in data else None
 
 
+def is_complete(record: dict | None) -> bool:
+    """Whether ``record`` (:func:`read_record`'s) is a finished unit's, not a pending one (a record
+    without the ``complete`` key predates it: complete)."""
+    return record is not None and record.get("complete", True) is True
+
+
 def recorded_outputs(folder: Path, filenames: Iterable[str]) -> set[str]:
     """Names in ``folder`` (among ``filenames``) that lseg records list, the records included."""
     out: set[str] = set()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lseg.io import atomic_write
-from lseg.jobs.inputs import RECORD_KEY, read_record
+from lseg.jobs.inputs import RECORD_KEY, is_complete, read_record
 
 __all__ = ["Status", "digest", "listed_outputs", "model_identity", "plan", "write_record"]
 
@@ -60,8 +60,7 @@ def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], overw
         return "new", set()
     if not overwrite and old.get("digest") == digest(recipe):
         # a unit some of whose items failed (a store's run of images) is retried, as a failed image is
-        done = (old.get("complete", True) is True and not old.get("failed")
-                and all(map(os.path.exists, targets)))
+        done = is_complete(old) and not old.get("failed") and all(map(os.path.exists, targets))
         return ("done" if done else "new"), set()
     old_recipe = old.get("recipe") or {}
     changed = {k for k in set(old_recipe) | set(recipe)
