@@ -49,12 +49,14 @@ class LSegPredictor:
             raise TypeError(f"LSegPredictor takes a model, not a {type(model).__name__}: use "
                             f"LSegPredictor({hint})")
         if options is None:
-            options = PredictorOptions(size=size, crop_size=crop_size, stride=stride, templates=() if templates is None else templates,
+            options = PredictorOptions(size=size, crop_size=crop_size, stride=stride,
+                                       templates=() if templates is None else templates,
                                        precision=precision or "auto", batch_size=batch_size, compile=compile)
         else:
             beside = {"size": size, "crop_size": crop_size, "stride": stride, "batch_size": batch_size,
                       "compile": compile}
-            clash = [k for k, v in beside.items() if v != getattr(_DEFAULTS, k)] + ["templates"] * (templates is not None)
+            clash = [k for k, v in beside.items() if v != getattr(_DEFAULTS, k)]
+            clash += ["templates"] if templates is not None else []
             if clash:
                 raise ConfigError(f"{', '.join(clash)} given beside options=: set them in the PredictorOptions")
             precision = precision or options.precision
