@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from lseg.inference.options import ADE20K_SCALES, check_templates
+from lseg.inference.options import ADE20K_SCALES, check_templates, some_scales
 from lseg.options import CheckedOptions, OptionError, Precision, option
 
 __all__ = ["ADE20K_SCALES", "EvalConfig", "Protocol"]
@@ -87,7 +87,7 @@ class EvalConfig(CheckedOptions):
     size: int | None = option(480, min=1, parse=lambda v: v or None)
     crop_size: int = option(480, min=32)
     stride_rate: float = option(2 / 3, gt=0, max=1)
-    scales: tuple[float, ...] = option(ADE20K_SCALES, gt=0)
+    scales: tuple[float, ...] = option(ADE20K_SCALES, gt=0, check=some_scales)
     base_size: int = option(520, min=32)
     flip: bool | None = None
     folds: tuple[int, ...] = option((0,), flag="fold", min=0, max=3, parse=_fold_arg, check=_folds)

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from lseg.inference.options import check_templates
+from lseg.inference.options import check_templates, some_scales
 from lseg.io.checks import output_folder
 from lseg.options import CheckedOptions, OptionError, option
 
@@ -106,7 +106,7 @@ class StoreOptions(CheckedOptions):
 
     format: Literal["npy", "store"] = "npy"
     preset: Literal["ours", "reference", "reference-ss", "openscene", "vlmaps"] = "ours"
-    scales: tuple[float, ...] | None = option(None, gt=0)
+    scales: tuple[float, ...] | None = option(None, gt=0, check=some_scales)
     flip: bool | None = None
     reduce: int | None = option(None, min=1, metavar="K")
     frames_per_shard: int = option(16, min=1)

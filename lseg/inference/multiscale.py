@@ -9,44 +9,29 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lseg.errors import ConfigError
 from lseg.geometry import pad_to, pad_value, reference_windows, resize, scaled_size
-from lseg.inference.options import ADE20K_SCALES
+from lseg.inference.options import ADE20K_SCALES, some_scales
 from lseg.models.lseg import LSeg
+from lseg.options import CheckedOptions, OptionError, option
 
 __all__ = ["ADE20K_SCALES", "MultiScaleConfig", "evaluate_scales", "multiscale_logits", "window_average"]
 
 
 @dataclass(frozen=True)
-class MultiScaleConfig:
+class MultiScaleConfig(CheckedOptions):
     """The reference's ``MultiEvalModule`` settings."""
 
-    scales: tuple[float, ...] = ADE20K_SCALES
-    base_size: int = 520
-    crop_size: int = 480
-    stride_rate: float = 2 / 3
+    scales: tuple[float, ...] = option(ADE20K_SCALES, gt=0, check=some_scales)
+    base_size: int = option(520, min=1)
+    crop_size: int = option(480, min=1)
+    stride_rate: float = option(2 / 3, gt=0, max=1)
     flip: bool = True
 
     def __post_init__(self) -> None:
-        # the bounds of EvalConfig's same options; past them the window loop fails without saying why
-        if not self.scales or not all(_positive(s) for s in self.scales):
-            raise ConfigError(f"MultiScaleConfig: scales must be one or more positive numbers, "
-                              f"got {self.scales!r}")
-        for name in ("base_size", "crop_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"MultiScaleConfig: {name} must be a positive int, got {value!r}")
-        if not (_positive(self.stride_rate) and self.stride_rate <= 1):
-            raise ConfigError(f"MultiScaleConfig: stride_rate must be in (0, 1] (a fraction of crop_size), "
-                              f"got {self.stride_rate!r}")
+        super().__post_init__()
         if int(self.crop_size * self.stride_rate) < 1:  # the window step multiscale_logits takes
-            raise ConfigError(f"MultiScaleConfig: a stride of stride_rate * crop_size = "
-                              f"{self.stride_rate:g} * {self.crop_size} is under one pixel; raise either")
-
-
-def _positive(value: object) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            and value > 0)
+            raise OptionError(f"a stride of `stride_rate` * `crop_size` = {self.stride_rate:g} * {self.crop_size} "
+                              "is under one pixel; raise either")
 
 
 def multiscale_logits(model: LSeg, x: torch.Tensor, text: torch.Tensor,

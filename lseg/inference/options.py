@@ -14,6 +14,12 @@ __all__ = ["ADE20K_SCALES", "PredictorOptions", "SegmentOptions"]
 ADE20K_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 
+def some_scales(value: tuple[float, ...]) -> tuple[float, ...]:
+    if not value:
+        raise OptionError("`scales` must name at least one scale")
+    return value
+
+
 def check_templates(value: tuple[str, ...]) -> tuple[str, ...]:
     from lseg.errors import LSegError
     from lseg.labels import validate_templates

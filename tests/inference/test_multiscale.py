@@ -5,18 +5,28 @@ from __future__ import annotations
 import pytest
 
 from lseg.errors import ConfigError
+from lseg.eval.config import EvalConfig
 from lseg.inference.multiscale import MultiScaleConfig
 
 
-@pytest.mark.parametrize("settings", [
-    {"scales": ()}, {"scales": (1.0, 0.0)}, {"scales": (-0.5,)}, {"scales": (float("nan"),)},
-    {"base_size": 0}, {"crop_size": 0}, {"stride_rate": 0}, {"stride_rate": 2.0}, {"stride_rate": -0.5},
-    {"crop_size": 1, "stride_rate": 0.5},
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"scales": ()}, "scales must name at least one"), ({"scales": (1.0, 0.0)}, "scales must be positive"),
+    ({"scales": (-0.5,)}, "scales must be positive"), ({"scales": (float("nan"),)}, "scales must be a finite"),
+    ({"scales": (float("inf"),)}, "scales must be a finite"), ({"base_size": 0}, "base_size must be at least 1"),
+    ({"crop_size": 0}, "crop_size must be at least 1"), ({"crop_size": "big"}, "crop_size must be an integer"),
+    ({"stride_rate": 0}, "stride_rate must be in"), ({"stride_rate": 2.0}, "stride_rate must be in"),
+    ({"stride_rate": -0.5}, "stride_rate must be in"), ({"crop_size": 1, "stride_rate": 0.5}, "under one pixel"),
 ])
-def test_multiscale_config_refuses_values_the_window_loop_cannot_take(settings):
-    with pytest.raises(ConfigError, match="MultiScaleConfig: "):
+def test_multiscale_config_refuses_values_the_window_loop_cannot_take(settings, message):
+    with pytest.raises(ConfigError, match=message):
         MultiScaleConfig(**settings)
 
 
 def test_multiscale_config_keeps_valid_settings():
-    assert MultiScaleConfig(scales=(0.5, 1), base_size=1, crop_size=2, stride_rate=0.5).scales == (0.5, 1)
+    cfg = MultiScaleConfig(scales=[0.5, 1], base_size=1, crop_size=2, stride_rate=0.5)
+    assert cfg.scales == (0.5, 1.0) and cfg.crop_size == 2
+
+
+def test_eval_config_refuses_no_scales_when_made():
+    with pytest.raises(ConfigError, match="scales must name at least one"):
+        EvalConfig(dataset="ade20k", data_root="x", scales=())
