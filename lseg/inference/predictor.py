@@ -181,7 +181,12 @@ class LSegPredictor:
         ``labels``; ``multiscale``: the reference's evaluator (``True``: the ADE20K settings, or a
         :class:`MultiScaleConfig`), from the image only; ``return_embeddings``: keep the pixel embeddings."""
         label_list = parse_labels(labels)
-        text = self.embed_text(label_list)
+        return self._segment(image, label_list, self.embed_text(label_list), multiscale, return_embeddings)
+
+    @torch.inference_mode()
+    def _segment(self, image: Any, label_list: list[str], text: torch.Tensor, multiscale: bool | MultiScaleConfig,
+                 return_embeddings: bool) -> SegmentationResult:
+        """:meth:`segment` with the labels parsed and encoded (``text``)."""
         image = _decoded_if_stream(image)
         if multiscale:
             if isinstance(image, ImageEmbedding):
@@ -246,14 +251,16 @@ class LSegPredictor:
                               "segment_batch([image, ...], labels), or segment(image, labels) for one")
         if errors not in ("raise", "return"):
             raise ConfigError(f"errors must be 'raise' or 'return', got {errors!r}")
-        self.embed_text(labels)  # a bad label set is the caller's error, never one per image
+        # parsed and encoded once: a bad label set is the caller's error, never one per image
+        label_list = parse_labels(labels)
+        text = self.embed_text(label_list)
         out: list[Any] = [None] * len(images)
         todo: list[tuple[int, Any, ImageEmbedding | PreparedImage]] = []  # (index, source, prepared)
         for i, image in enumerate(images):
             try:
                 image = _decoded_if_stream(image)
                 if multiscale:
-                    out[i] = self.segment(image, labels, multiscale=multiscale, return_embeddings=return_embeddings)
+                    out[i] = self._segment(image, label_list, text, multiscale, return_embeddings)
                 elif isinstance(image, (ImageEmbedding, PreparedImage)):
                     todo.append((i, None, image))
                 else:  # decoded here: a bad file fails alone
@@ -266,7 +273,7 @@ class LSegPredictor:
         pending = [(i, item) for i, _, item in todo if isinstance(item, PreparedImage)]
         embeddings = dict(zip((i for i, _ in pending), self.embed_images([item for _, item in pending])))
         for i, source, item in todo:
-            out[i] = self.segment(embeddings.get(i, item), labels, return_embeddings=return_embeddings)
+            out[i] = self._segment(embeddings.get(i, item), label_list, text, False, return_embeddings)
             out[i].image = source
         return out
 

@@ -260,6 +260,20 @@ def test_file_objects_embeddings_and_mistakes_in_segment_and_segment_batch(predi
         lseg.LSegPredictor(predictor.model, label_chunk_size=0)
 
 
+def test_segment_batch_encodes_the_labels_once_whatever_the_cache_and_the_iterable(tiny_model, monkeypatch):
+    """Each image once re-parsed the labels (a generator was then empty: 'no labels given' for every
+    image) and re-encoded them (every image, with more labels than the text cache holds)."""
+    p = lseg.LSegPredictor(tiny_model, size=64, text_cache_size=1)
+    calls = []
+    encode = p.model.encode_text
+    monkeypatch.setattr(p.model, "encode_text", lambda labels: calls.append(labels) or encode(labels))
+    images = [make_photo(40, 60, seed=i) for i in range(3)]
+    batch = p.segment_batch(images, (label for label in ["sky", "grass", "sun"]), errors="return")
+    assert [r.labels for r in batch] == [["sky", "grass", "sun"]] * 3 and calls == [["sky", "grass", "sun"]]
+    ms = MultiScaleConfig(scales=(1.0,), base_size=64, crop_size=64, flip=False)
+    assert p.segment_batch(images[:1], map(str.strip, [" sky", "grass "]), multiscale=ms)[0].labels == ["sky", "grass"]
+
+
 def test_labels_equal_within_the_context_are_refused_even_when_one_is_cached(predictor, caplog):
     long = "word " * 100
     with caplog.at_level("WARNING", "lseg"):
