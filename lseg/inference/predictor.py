@@ -193,7 +193,9 @@ class LSegPredictor:
                 raise ConfigError("multiscale needs the image itself, not an ImageEmbedding")
             cfg = multiscale if isinstance(multiscale, MultiScaleConfig) else MultiScaleConfig()
             x = torch.as_tensor(rgb_pixels(image, self.device)).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
-            logits = multiscale_logits(self.model, self.model.normalize(x), text, cfg)[0]
+            # averaged, not the reference's sum (the same label map): probs and logits on one pass's scale
+            passes = len(cfg.scales) * (2 if cfg.flip else 1)
+            logits = multiscale_logits(self.model, self.model.normalize(x), text, cfg)[0].div_(passes)
             emb = self.embed_image(image) if return_embeddings else None
             return self._result(label_list, logits, (x.shape[-2], x.shape[-1]), emb, image)
         emb = image if isinstance(image, ImageEmbedding) else self.embed_image(image)

@@ -144,6 +144,19 @@ def test_multiscale_flip_and_sliding_window(tiny_model, photo):
         p.segment(p.embed_image(photo), ["sky"], multiscale=True)
 
 
+def test_multiscale_result_averages_the_passes_so_probs_keep_a_single_pass_scale(tiny_model, photo):
+    """The result once held the sum of the 4 passes: logits past 1/0.07 and probabilities sharpened 4x."""
+    p = lseg.LSegPredictor(tiny_model, size=64)
+    cfg = MultiScaleConfig(scales=(0.5, 1.0), base_size=64, crop_size=64, flip=True)
+    r = p.segment(photo, ["sky", "grass", "sun"], multiscale=cfg)
+    with torch.no_grad():
+        x = p.model.normalize(torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255)
+        total = multiscale_logits(p.model, x, p.embed_text(["sky", "grass", "sun"]), cfg)[0]
+    np.testing.assert_allclose(r.logits, total.numpy() / 4, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(r.label_map, total.argmax(0).numpy())
+    assert np.abs(r.logits).max() <= 1 / 0.07 and np.allclose(r.probs, torch.softmax(total / 4, 0).numpy(), atol=1e-6)
+
+
 def test_batch(predictor, photo):
     results = predictor.segment_batch([photo, photo[:50]], ["sky", "grass"])
     assert [r.label_map.shape for r in results] == [photo.shape[:2], (50, photo.shape[1])]
