@@ -224,7 +224,8 @@ class ResizedArgmax:
 
 def _resized_row_strips(logits: Any, size: tuple[int, int], max_elems: int) -> Iterator[tuple[int, int, Any]]:
     """``(r0, r1, band)``: rows r0:r1 of ``logits`` (K, h, w) resized to ``size`` (bilinear,
-    align_corners=True), rows first; tensors with ``torch.lerp`` and ``F.interpolate`` (bit for bit)."""
+    align_corners=True), rows first; tensors with ``torch.lerp`` and ``F.interpolate`` (equal to F.interpolate
+    up to rounding)."""
     k, h, w = logits.shape
     H, W = size
     # pixels per strip: the band holds k floats for each, the max() results 12 bytes.
@@ -247,7 +248,8 @@ def _resized_row_strips(logits: Any, size: tuple[int, int], max_elems: int) -> I
     import torch
     import torch.nn.functional as F
 
-    y = torch.linspace(0, h - 1, H, device=logits.device) if H > 1 else torch.zeros(1, device=logits.device)
+    # source rows as F.interpolate places them (float32 (h - 1) / (H - 1) times the row; linspace rounds otherwise)
+    y = torch.arange(H, device=logits.device, dtype=torch.float32) * (torch.tensor(h - 1.0) / max(1, H - 1)).item()
     for r0 in range(0, H, rows):
         ys = y[r0 : r0 + rows]
         lo = ys.floor().long().clamp(max=h - 1)

@@ -173,6 +173,17 @@ def test_strip_argmax_equals_full_argmax(size: tuple[int, int]) -> None:
     np.testing.assert_array_equal(argmax_resized(logits.numpy(), size), np_full)
 
 
+def test_strips_resize_as_interpolate_places_the_rows() -> None:
+    """The strips once took row positions from torch.linspace, off by up to 1.5e-5 rows from
+    F.interpolate's: logits off by 3e-4, and label maps that disagreed with ``probs.argmax(0)``."""
+    from lseg.geometry import _resized_row_strips
+
+    logits = torch.randn(4, 240, 320, generator=torch.Generator().manual_seed(0)) * 3
+    full = F.interpolate(logits[None], size=(1234, 987), mode="bilinear", align_corners=True)[0]
+    strips = torch.cat([band for _, _, band in _resized_row_strips(logits, (1234, 987), 1 << 21)], 1)
+    torch.testing.assert_close(strips, full, rtol=0, atol=1e-5)
+
+
 def test_argmax_ties_go_to_the_lowest_label() -> None:
     logits = np.zeros((3, 4, 4), np.float32)
     for x in (logits, torch.from_numpy(logits)):

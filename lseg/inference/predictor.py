@@ -181,14 +181,21 @@ class LSegPredictor:
         ``labels``; ``multiscale``: the reference's evaluator (``True``: the ADE20K settings, or a
         :class:`MultiScaleConfig`), from the image only; ``return_embeddings``: keep the pixel embeddings."""
         label_list = parse_labels(labels)
-        text = self.embed_text(label_list)
+        return self._segment(image, label_list, self.embed_text(label_list), multiscale, return_embeddings)
+
+    @torch.inference_mode()
+    def _segment(self, image: Any, label_list: list[str], text: torch.Tensor, multiscale: bool | MultiScaleConfig,
+                 return_embeddings: bool) -> SegmentationResult:
+        """:meth:`segment` with the labels parsed and encoded (``text``)."""
         image = _decoded_if_stream(image)
         if multiscale:
             if isinstance(image, ImageEmbedding):
                 raise ConfigError("multiscale needs the image itself, not an ImageEmbedding")
             cfg = multiscale if isinstance(multiscale, MultiScaleConfig) else MultiScaleConfig()
             x = torch.as_tensor(rgb_pixels(image, self.device)).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
-            logits = multiscale_logits(self.model, self.model.normalize(x), text, cfg)[0]
+            # averaged, not the reference's sum (the same label map): probs and logits on one pass's scale
+            passes = len(cfg.scales) * (2 if cfg.flip else 1)
+            logits = multiscale_logits(self.model, self.model.normalize(x), text, cfg)[0].div_(passes)
             emb = self.embed_image(image) if return_embeddings else None
             return self._result(label_list, logits, (x.shape[-2], x.shape[-1]), emb, image)
         emb = image if isinstance(image, ImageEmbedding) else self.embed_image(image)
@@ -246,14 +253,16 @@ class LSegPredictor:
                               "segment_batch([image, ...], labels), or segment(image, labels) for one")
         if errors not in ("raise", "return"):
             raise ConfigError(f"errors must be 'raise' or 'return', got {errors!r}")
-        self.embed_text(labels)  # a bad label set is the caller's error, never one per image
+        # parsed and encoded once: a bad label set is the caller's error, never one per image
+        label_list = parse_labels(labels)
+        text = self.embed_text(label_list)
         out: list[Any] = [None] * len(images)
         todo: list[tuple[int, Any, ImageEmbedding | PreparedImage]] = []  # (index, source, prepared)
         for i, image in enumerate(images):
             try:
                 image = _decoded_if_stream(image)
                 if multiscale:
-                    out[i] = self.segment(image, labels, multiscale=multiscale, return_embeddings=return_embeddings)
+                    out[i] = self._segment(image, label_list, text, multiscale, return_embeddings)
                 elif isinstance(image, (ImageEmbedding, PreparedImage)):
                     todo.append((i, None, image))
                 else:  # decoded here: a bad file fails alone
@@ -266,7 +275,7 @@ class LSegPredictor:
         pending = [(i, item) for i, _, item in todo if isinstance(item, PreparedImage)]
         embeddings = dict(zip((i for i, _ in pending), self.embed_images([item for _, item in pending])))
         for i, source, item in todo:
-            out[i] = self.segment(embeddings.get(i, item), labels, return_embeddings=return_embeddings)
+            out[i] = self._segment(embeddings.get(i, item), label_list, text, False, return_embeddings)
             out[i].image = source
         return out
 

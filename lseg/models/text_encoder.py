@@ -56,20 +56,22 @@ class CLIPTextEncoder(nn.Module):
         ``templates``: they would get one embedding."""
         if len(labels) < 2:
             return
-        # the tokenizer repairs mojibake, unescapes HTML and lower-cases: "a &amp; b" is "a & b"
+        # the tokenizer repairs mojibake, unescapes HTML, lower-cases and splits into words and punctuation,
+        # dropping spaces: "a &amp; b" is "a & b", "dog-cat" is "dog - cat" (the words: the same tokens)
         memo = self.__dict__.setdefault("_clean_memo", {})
         if len(memo) > 65536:
             memo.clear()
-        seen: dict[str, int] = {}
+        seen: dict[tuple[str, ...], int] = {}
         for i, label in enumerate(labels):
             key = memo.get(label)
             if key is None:
-                key = memo[label] = self.tokenizer.clean_fn(label)
+                key = memo[label] = tuple(self.tokenizer.pat.findall(self.tokenizer.clean_fn(label)))
             j = seen.setdefault(key, i)
             if j != i:
                 raise LabelError(f"labels {labels[j]!r} (position {j + 1}) and {label!r} (position {i + 1}) "
-                                 "are the same text to CLIP's tokenizer (it repairs mojibake, unescapes HTML "
-                                 "and lower-cases) and would get one embedding; remove one")
+                                 "are the same text to CLIP's tokenizer (it repairs mojibake, unescapes HTML, "
+                                 "lower-cases and ignores spaces around punctuation) and would get one embedding; "
+                                 "remove one")
         # only a prompt that may exceed the context is tokenised (a token covers at least one UTF-8 byte)
         limit = self.cfg.context_length - 2
         if max(len(lb.encode()) for lb in labels) + max(len(t.encode()) for t in templates) <= limit:

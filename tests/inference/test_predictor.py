@@ -144,6 +144,19 @@ def test_multiscale_flip_and_sliding_window(tiny_model, photo):
         p.segment(p.embed_image(photo), ["sky"], multiscale=True)
 
 
+def test_multiscale_result_averages_the_passes_so_probs_keep_a_single_pass_scale(tiny_model, photo):
+    """The result once held the sum of the 4 passes: logits past 1/0.07 and probabilities sharpened 4x."""
+    p = lseg.LSegPredictor(tiny_model, size=64)
+    cfg = MultiScaleConfig(scales=(0.5, 1.0), base_size=64, crop_size=64, flip=True)
+    r = p.segment(photo, ["sky", "grass", "sun"], multiscale=cfg)
+    with torch.no_grad():
+        x = p.model.normalize(torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255)
+        total = multiscale_logits(p.model, x, p.embed_text(["sky", "grass", "sun"]), cfg)[0]
+    np.testing.assert_allclose(r.logits, total.numpy() / 4, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(r.label_map, total.argmax(0).numpy())
+    assert np.abs(r.logits).max() <= 1 / 0.07 and np.allclose(r.probs, torch.softmax(total / 4, 0).numpy(), atol=1e-6)
+
+
 def test_batch(predictor, photo):
     results = predictor.segment_batch([photo, photo[:50]], ["sky", "grass"])
     assert [r.label_map.shape for r in results] == [photo.shape[:2], (50, photo.shape[1])]
@@ -258,6 +271,20 @@ def test_file_objects_embeddings_and_mistakes_in_segment_and_segment_batch(predi
         predictor.segment_batch("p.png", "sky, grass")
     with pytest.raises(lseg.errors.ConfigError, match="label_chunk_size must be >= 1"):
         lseg.LSegPredictor(predictor.model, label_chunk_size=0)
+
+
+def test_segment_batch_encodes_the_labels_once_whatever_the_cache_and_the_iterable(tiny_model, monkeypatch):
+    """Each image once re-parsed the labels (a generator was then empty: 'no labels given' for every
+    image) and re-encoded them (every image, with more labels than the text cache holds)."""
+    p = lseg.LSegPredictor(tiny_model, size=64, text_cache_size=1)
+    calls = []
+    encode = p.model.encode_text
+    monkeypatch.setattr(p.model, "encode_text", lambda labels: calls.append(labels) or encode(labels))
+    images = [make_photo(40, 60, seed=i) for i in range(3)]
+    batch = p.segment_batch(images, (label for label in ["sky", "grass", "sun"]), errors="return")
+    assert [r.labels for r in batch] == [["sky", "grass", "sun"]] * 3 and calls == [["sky", "grass", "sun"]]
+    ms = MultiScaleConfig(scales=(1.0,), base_size=64, crop_size=64, flip=False)
+    assert p.segment_batch(images[:1], map(str.strip, [" sky", "grass "]), multiscale=ms)[0].labels == ["sky", "grass"]
 
 
 def test_labels_equal_within_the_context_are_refused_even_when_one_is_cached(predictor, caplog):

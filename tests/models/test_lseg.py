@@ -126,6 +126,17 @@ def test_trimmed_text_tokens_match_full_context(tiny_model):
     torch.testing.assert_close(trimmed, full, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("pair", [("dog-cat", "dog - cat"), ("mother's day", "mother 's day"), ("1 2 3", "123")])
+def test_labels_the_tokenizer_splits_into_the_same_tokens_are_refused(tiny_model, pair):
+    """Labels apart only in spaces around punctuation (or between digits) are the same tokens, so one
+    embedding: the second label could never win a pixel."""
+    enc = tiny_model.text_encoder
+    assert torch.equal(*enc.tokenize(list(pair)))
+    with pytest.raises(lseg.LabelError, match="the same text to CLIP's tokenizer"):
+        enc.check_distinct(list(pair))
+    enc.check_distinct(["t-shirt", "t shirt", "hotdog", "hot dog"])  # other tokens: accepted
+
+
 def test_inference_optimizations_do_not_change_outputs():
     model = with_bn_stats()  # BatchNorm statistics that folding changes something with
     x = torch.randn(1, 3, 96, 64)
