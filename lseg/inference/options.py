@@ -84,7 +84,7 @@ class SegmentOptions(CheckedOptions):
             colour bar (<stem>_heat_<index>_<label>.png).
         multiscale: reference multi-scale + flip evaluation (slow).
         alpha: overlay opacity, 0 to 1.
-        legend: draw the legend beside the overlay (--no-legend: the overlay alone, at the photo's size).
+        legend: draw the legend beside the overlay (False: the overlay alone, at the photo's size).
         overwrite: redo every image, even those already done, and replace files lseg did not write.
         quiet: no progress bar.
     """
@@ -94,6 +94,6 @@ class SegmentOptions(CheckedOptions):
     heatmaps: bool = False
     multiscale: bool = False
     alpha: float = option(0.5, min=0, max=1)
-    legend: bool = option(True, flag="no-legend")
+    legend: bool = option(True, flag="no-legend", help="the overlay alone, at the photo's size, without the legend")
     overwrite: bool = False
     quiet: bool = option(False, short="-q")
