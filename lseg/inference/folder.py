@@ -61,10 +61,10 @@ class SegmentWriter(Writer):
         return units
 
     def recipe(self) -> dict[str, Any]:
-        p = self.predictor_options
-        return {"labels": self.labels, "templates": list(p.templates), "size": p.size, "crop_size": p.crop_size,
-                "stride": p.window_stride, "precision": self.precision, "multiscale": self.options.multiscale,
-                "alpha": self.options.alpha, "legend": self.options.legend, "model": self.model}
+        p, ms = self.predictor_options, self.options.multiscale
+        geometry = {} if ms else {"size": p.size, "crop_size": p.crop_size, "stride": p.window_stride}  # ms: its own
+        return {"labels": self.labels, "templates": list(p.templates), **geometry, "precision": self.precision,
+                "multiscale": ms, "alpha": self.options.alpha, "legend": self.options.legend, "model": self.model}
 
     def setup(self) -> None:
         self.predictor = self._make_predictor()

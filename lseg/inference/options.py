@@ -82,7 +82,8 @@ class SegmentOptions(CheckedOptions):
         scores: also write per-label probabilities (.npz, fp16).
         heatmaps: also write one probability heatmap per label over the image, with its name and a
             colour bar (<stem>_heat_<index>_<label>.png).
-        multiscale: reference multi-scale + flip evaluation (slow).
+        multiscale: reference multi-scale + flip evaluation (slow; its own sizes: base 520, 480 crops, stride
+            320; --size, --crop-size and --stride do not apply).
         alpha: overlay opacity, 0 to 1.
         legend: draw the legend beside the overlay (False: the overlay alone, at the photo's size).
         overwrite: redo every image, even those already done, and replace files lseg did not write.

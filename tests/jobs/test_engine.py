@@ -204,3 +204,14 @@ def test_nothing_to_process_is_said(tmp_path: Path, caplog: pytest.LogCaptureFix
                                      tmp_path / "empty", "a, b", lseg.SegmentOptions(out=tmp_path / "o", quiet=True))
     assert report.summary() == "0 written, 0 already done, 0 failed"
     assert "segment: nothing to process (an empty folder, or no files of a supported type)" in caplog.text
+
+
+def test_multiscale_segment_is_not_redone_for_sizes_it_does_not_use(tmp_path: Path, tiny_model) -> None:
+    photos = tmp_path / "in"
+    photos.mkdir()
+    Image.fromarray(np.full((20, 30, 3), 90, np.uint8)).save(photos / "a.png")
+    options = lseg.SegmentOptions(out=str(tmp_path / "o"), multiscale=True, quiet=True)
+    assert lseg.segment_folder(lseg.LSegPredictor(tiny_model, size=32), photos, "sky, other",
+                               options).summary().startswith("1 written")
+    again = lseg.LSegPredictor(tiny_model, size=64, crop_size=64, stride=32)  # the evaluator has its own sizes
+    assert lseg.segment_folder(again, photos, "sky, other", options).summary().startswith("0 written, 1 already")
