@@ -447,3 +447,8 @@ def test_settings_beside_options_are_refused_not_dropped(tiny_model):
         lseg.LSegPredictor(tiny_model, options=lseg.PredictorOptions(size=64), crop_size=32, batch_size=1)
     with pytest.raises(lseg.errors.ConfigError, match="not one string"):
         lseg.LSegPredictor(tiny_model, templates="a photo of a {}.")  # not iterated character by character
+
+
+def test_options_say_the_precision_the_predictor_runs(tiny_model):
+    assert lseg.LSegPredictor(tiny_model).options.precision == "fp32"  # the model's own, not "auto"
+    assert lseg.LSegPredictor(tiny_model, precision="bf16").options.precision == "bf16"
