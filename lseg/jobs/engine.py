@@ -110,7 +110,7 @@ class Writer:
         raise NotImplementedError
 
     def finish(self, report: Report) -> None:
-        """After the loop (not after an interruption): e.g. a store's index."""
+        """After the loop, also when nothing was to do (not after an interruption): e.g. a store's index."""
 
 
 def _resolved(p: Path) -> Path:
@@ -192,6 +192,7 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
             with contextlib.suppress(OSError):
                 remove_stale_temp_files(writer.out)
                 remove_stale_claims(writer.out)
+        writer.finish(report)  # what a killed run did not get to (a store's index or reduction)
         return report
     created = not os.path.lexists(writer.out)
     out = check_writable(writer.out)  # one error before the model loads

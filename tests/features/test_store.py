@@ -170,3 +170,20 @@ def test_one_folder_by_relative_and_absolute_path_is_one_input(
     assert report.summary() == "0 written, 8 already done, 0 failed"
     with pytest.raises(lseg.LSegError, match="a store made with other inputs"):  # another folder still is not
         export_store(ex, [inputs / "img0.png"], out, settings=SETTINGS, progress=False)
+
+
+def test_a_rerun_with_nothing_to_extract_still_indexes_and_reduces(
+        tmp_path: Path, predictor: lseg.LSegPredictor, inputs: Path) -> None:
+    ex, out = FeatureExtractor(predictor, "ours"), tmp_path / "st"
+    export_store(ex, [inputs], out, settings=SETTINGS, progress=False)
+    stamp = (out / "index.json").stat().st_mtime_ns
+    assert export_store(ex, [inputs], out, settings=SETTINGS, progress=False).summary() == (
+        "0 written, 8 already done, 0 failed")
+    assert (out / "index.json").stat().st_mtime_ns == stamp  # an unchanged index is not rewritten
+    # --reduce K added to a finished store's command: the reduction is fitted, not silently skipped
+    export_store(ex, [inputs], out, settings=SETTINGS, progress=False, reduce=4)
+    assert FeatureStore(out).index["reduction"]["k"] == 4
+    # killed after the last unit, before the index: the same command finishes the store
+    (out / "index.json").unlink()
+    export_store(ex, [inputs], out, settings=SETTINGS, progress=False, reduce=4)
+    assert len(FeatureStore(out)) == 8 and FeatureStore(out).index["reduction"]["k"] == 4
