@@ -187,3 +187,25 @@ def test_a_rerun_with_nothing_to_extract_still_indexes_and_reduces(
     (out / "index.json").unlink()
     export_store(ex, [inputs], out, settings=SETTINGS, progress=False, reduce=4)
     assert len(FeatureStore(out)) == 8 and FeatureStore(out).index["reduction"]["k"] == 4
+
+
+def test_exports_and_queries_are_redone_when_the_store_is_extracted_again(
+        tmp_path: Path, predictor: lseg.LSegPredictor, inputs: Path) -> None:
+    from lseg.features.query import QueryWriter
+    from lseg.jobs.engine import run_job
+
+    def query() -> str:
+        text = torch.nn.functional.normalize(torch.randn(2, 32), dim=1)
+        writer = QueryWriter(FeatureStore(st), ["a", "b"], tmp_path / "q", model={}, text=lambda: (text, 1.0))
+        return run_job(writer, progress=False).summary()
+
+    st = tmp_path / "st"
+    export_store(FeatureExtractor(predictor, "openscene"), [inputs], st, settings=SETTINGS, progress=False)
+    export_layout(st, "openscene", tmp_path / "os")
+    assert query() == "8 written, 0 already done, 0 failed"
+    # same frames, keys and shapes (both at the image's size), other features
+    export_store(FeatureExtractor(predictor, "reference-ss"), [inputs], st, settings=SETTINGS, progress=False,
+                 overwrite=True)
+    assert export_layout(st, "openscene", tmp_path / "os").summary().startswith("8 written (8 redone")
+    np.testing.assert_array_equal(torch.load(tmp_path / "os" / "img1.pt").numpy(), FeatureStore(st).read("img1"))
+    assert query().startswith("8 written (8 redone")
