@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import dataclasses
 import inspect
+import math
 import os
 import re
 import types
@@ -251,6 +252,8 @@ class OptionError(ConfigError):
 def _bounds(name: str, value: Any, opt: Option) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return
+    if value in (math.inf, -math.inf) and (opt.min, opt.max, opt.gt) != (None, None, None):
+        raise OptionError(f"`{name}` must be a finite number, got {value}")
     low_ok = (opt.min is None or value >= opt.min) and (opt.gt is None or value > opt.gt)
     if low_ok and (opt.max is None or value <= opt.max):
         return
