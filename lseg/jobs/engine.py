@@ -249,11 +249,15 @@ def pending_units(writer: Writer, overwrite: bool, report: Report, shard: tuple[
     for unit in mine:
         # nothing removed yet: a unit to redo is planned again, and acted on, once claimed
         if plan(_targets_now(unit), unit.record, recipe, overwrite, remove=False)[0] == "done":
-            frames = (read_record(unit.record) or {}).get("frames") or [None]
-            report.skipped += [unit.key] * len(frames)
+            _skip(report, unit)
         else:
             todo.append(unit)
     return mine, todo, recipe
+
+
+def _skip(report: Report, unit: Unit) -> None:
+    """Count a finished unit as skipped: a unit of several frames (a video, a store's run of images) its frames."""
+    report.skipped += [unit.key] * len((read_record(unit.record) or {}).get("frames") or [None])
 
 
 def _claimed(todo: list[Unit], claims: ClaimSet, recipe: dict[str, Any], overwrite: bool, report: Report,
@@ -275,7 +279,7 @@ def _claimed(todo: list[Unit], claims: ClaimSet, recipe: dict[str, Any], overwri
                 yield unit
                 continue
             claims.release(unit.key)
-            report.skipped.append(unit.key)
+            _skip(report, unit)
         elif taken is False:
             report.others.append(unit.key)
         bar.update()

@@ -209,3 +209,18 @@ def test_exports_and_queries_are_redone_when_the_store_is_extracted_again(
     assert export_layout(st, "openscene", tmp_path / "os").summary().startswith("8 written (8 redone")
     np.testing.assert_array_equal(torch.load(tmp_path / "os" / "img1.pt").numpy(), FeatureStore(st).read("img1"))
     assert query().startswith("8 written (8 redone")
+
+
+def test_units_another_worker_finished_count_their_frames(tmp_path: Path, predictor: lseg.LSegPredictor,
+                                                          inputs: Path) -> None:
+    from lseg.inference.folder import weights_identity
+
+    ex, out = FeatureExtractor(predictor, "ours"), tmp_path / "st"
+
+    def build() -> FeatureExtractor:  # while this worker loads its model, another one does every unit
+        export_store(ex, [inputs], out, settings=SETTINGS, progress=False)
+        return ex
+
+    report = export_store(build, [inputs], out, settings=SETTINGS, progress=False, description=ex.describe(),
+                          model=weights_identity(ex.model))
+    assert report.summary() == "0 written, 8 already done, 0 failed"  # frames, as when planned: not 3 units
