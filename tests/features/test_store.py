@@ -117,9 +117,11 @@ def test_export_to_openscene_and_feature3dgs_layouts(tmp_path: Path, predictor: 
 def test_cli_store_info_reduce_export(tmp_path: Path, inputs: Path, capsys: pytest.CaptureFixture[str]) -> None:
     torch.manual_seed(0)
     lseg.save_pretrained(lseg.create_model("lseg_tiny_test"), tmp_path / "m")
-    common = ["-c", str(tmp_path / "m"), "--size", "64", "--device", "cpu", "-q"]
+    common = ["-c", str(tmp_path / "m"), "--device", "cpu", "-q"]
     args = ["features", str(inputs), "-o", str(tmp_path / "st"), "--format", "store", "--preset", "vlmaps",
             "--resolution", "24x32", "--fps", "5", "--reduce", "4", "--frames-per-shard", "4", *common]
+    assert main([*args, "--size", "64"]) == 2  # ours' geometry: vlmaps resizes to 520 whatever --size says
+    assert "--size, --crop-size and --stride set the ours preset's geometry; vlmaps" in capsys.readouterr().err
     assert main(args) == 0
     assert "features: 8 written, 0 already done, 0 failed" in capsys.readouterr().err
     assert main(["store", "info", str(tmp_path / "st")]) == 0
