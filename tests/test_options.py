@@ -226,6 +226,8 @@ def test_choices_switches_lists_and_exclusive_groups():
         options_from_args(Choices, p.parse_args(["--scales", "a,b", "-c", "f"]))
     with pytest.raises(ConfigError, match="^--scales must be positive, got -1"):
         options_from_args(Choices, p.parse_args(["--scales", "1,-1", "-c", "f"]))
+    with pytest.raises(ConfigError, match="^--scales must be a finite number, got inf$"):  # no traceback later
+        options_from_args(Choices, p.parse_args(["--scales", "1,inf", "-c", "f"]))
     with pytest.raises(ConfigError, match="^mode must be one of 'fast', 'slow', got 'medium'"):
         Choices(mode="medium")  # type: ignore[arg-type]
 

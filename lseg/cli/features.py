@@ -92,6 +92,9 @@ def _cmd_features(args: argparse.Namespace) -> int:
     if store.format != "store" and (store.preset != "ours" or store.reduce or store.engine != "local"
                                     or store.scales or store.flip is not None):
         raise LSegError("--preset, --scales, --flip, --reduce and --engine need --format store")
+    geometry, default = (popts.size, popts.crop_size, popts.stride), PredictorOptions()
+    if store.preset != "ours" and geometry != (default.size, default.crop_size, default.stride):
+        raise LSegError(f"--size, --crop-size and --stride set the ours preset's geometry; {store.preset} has its own")
     rank, world = torchrun_rank()
     part, parts = combine_shards(parse_shard(opts.shard) if opts.shard else None, (rank, world))
     if store.engine == "ray" and parts > 1:

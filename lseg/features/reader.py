@@ -95,7 +95,8 @@ class FeatureStore:
         return list(dict.fromkeys(f["shard"] for f in self.frames))
 
     def identity(self) -> dict[str, Any]:
-        """What identifies the store's content: its weights, frames and reduction."""
+        """What identifies the store's content: its weights, extraction recipe, frames and reduction."""
         frames = digest({"frames": self.frames})
-        return {"weights_sha256": self.manifest.get("weights_sha256"), "frames": frames,
+        return {"weights_sha256": self.manifest.get("weights_sha256"), "recipe": self.manifest.get("recipe"),
+                "frames": frames,
                 "reduction": (self.index.get("reduction") or {}).get("k")}

@@ -259,6 +259,8 @@ def finalize_store(out: str | os.PathLike[str]) -> bool:
     """Write ``index.json`` if every planned unit is done; returns whether the store is complete.
     Deterministic: processes finishing together write the same file."""
     out = Path(out).expanduser()
+    if not (out / STORE_MANIFEST).is_file():  # no unit planned yet (nothing to do, or another part's)
+        return False
     manifest = json.loads((out / STORE_MANIFEST).read_text())
     records = [read_record(unit_record(out, u["id"])) for u in manifest["units"]]
     if not all(map(is_complete, records)):
@@ -272,5 +274,7 @@ def finalize_store(out: str | os.PathLike[str]) -> bool:
         prev = json.loads(old.read_text())
         if prev.get("frames") == frames:
             index["reduction"] = prev.get("reduction")
+        if prev == index:  # as it is (a re-run with nothing to do writes nothing)
+            return True
     atomic_write(old, lambda p: p.write_text(json.dumps(index, indent=1) + "\n"))
     return True

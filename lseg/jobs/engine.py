@@ -110,7 +110,7 @@ class Writer:
         raise NotImplementedError
 
     def finish(self, report: Report) -> None:
-        """After the loop (not after an interruption): e.g. a store's index."""
+        """After the loop, also when nothing was to do (not after an interruption): e.g. a store's index."""
 
 
 def _resolved(p: Path) -> Path:
@@ -192,6 +192,7 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
             with contextlib.suppress(OSError):
                 remove_stale_temp_files(writer.out)
                 remove_stale_claims(writer.out)
+        writer.finish(report)  # what a killed run did not get to (a store's index or reduction)
         return report
     created = not os.path.lexists(writer.out)
     out = check_writable(writer.out)  # one error before the model loads
@@ -248,11 +249,15 @@ def pending_units(writer: Writer, overwrite: bool, report: Report, shard: tuple[
     for unit in mine:
         # nothing removed yet: a unit to redo is planned again, and acted on, once claimed
         if plan(_targets_now(unit), unit.record, recipe, overwrite, remove=False)[0] == "done":
-            frames = (read_record(unit.record) or {}).get("frames") or [None]
-            report.skipped += [unit.key] * len(frames)
+            _skip(report, unit)
         else:
             todo.append(unit)
     return mine, todo, recipe
+
+
+def _skip(report: Report, unit: Unit) -> None:
+    """Count a finished unit as skipped: a unit of several frames (a video, a store's run of images) its frames."""
+    report.skipped += [unit.key] * len((read_record(unit.record) or {}).get("frames") or [None])
 
 
 def _claimed(todo: list[Unit], claims: ClaimSet, recipe: dict[str, Any], overwrite: bool, report: Report,
@@ -274,7 +279,7 @@ def _claimed(todo: list[Unit], claims: ClaimSet, recipe: dict[str, Any], overwri
                 yield unit
                 continue
             claims.release(unit.key)
-            report.skipped.append(unit.key)
+            _skip(report, unit)
         elif taken is False:
             report.others.append(unit.key)
         bar.update()

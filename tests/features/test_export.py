@@ -168,3 +168,13 @@ def test_an_interrupted_video_leaves_no_stray_frames_after_a_rerun_with_other_se
     assert report.summary() == "2 written (2 redone: video_sampling changed), 0 already done, 0 failed"
     assert _files(tmp_path / "out") == ["clip/000000.npy", "clip/000005.npy", "clip/frames.json",
                                         "features.json"]
+
+
+def test_infinite_fps_and_scales_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["--random-weights", "lseg_tiny_test", "--device", "cpu", "-q", "-o", str(tmp_path / "o")]
+    assert main(["features", str(tmp_path), "--fps", "inf", *common]) == 2
+    assert main(["features", str(tmp_path), "--format", "store", "--preset", "reference", "--scales", "1,inf",
+                 *common]) == 2
+    err = capsys.readouterr().err
+    assert "error: --fps must be a finite number, got inf" in err and "--scales must be a finite number" in err
+    assert "Traceback" not in err

@@ -117,9 +117,11 @@ def test_export_to_openscene_and_feature3dgs_layouts(tmp_path: Path, predictor: 
 def test_cli_store_info_reduce_export(tmp_path: Path, inputs: Path, capsys: pytest.CaptureFixture[str]) -> None:
     torch.manual_seed(0)
     lseg.save_pretrained(lseg.create_model("lseg_tiny_test"), tmp_path / "m")
-    common = ["-c", str(tmp_path / "m"), "--size", "64", "--device", "cpu", "-q"]
+    common = ["-c", str(tmp_path / "m"), "--device", "cpu", "-q"]
     args = ["features", str(inputs), "-o", str(tmp_path / "st"), "--format", "store", "--preset", "vlmaps",
             "--resolution", "24x32", "--fps", "5", "--reduce", "4", "--frames-per-shard", "4", *common]
+    assert main([*args, "--size", "64"]) == 2  # ours' geometry: vlmaps resizes to 520 whatever --size says
+    assert "--size, --crop-size and --stride set the ours preset's geometry; vlmaps" in capsys.readouterr().err
     assert main(args) == 0
     assert "features: 8 written, 0 already done, 0 failed" in capsys.readouterr().err
     assert main(["store", "info", str(tmp_path / "st")]) == 0
@@ -170,3 +172,57 @@ def test_one_folder_by_relative_and_absolute_path_is_one_input(
     assert report.summary() == "0 written, 8 already done, 0 failed"
     with pytest.raises(lseg.LSegError, match="a store made with other inputs"):  # another folder still is not
         export_store(ex, [inputs / "img0.png"], out, settings=SETTINGS, progress=False)
+
+
+def test_a_rerun_with_nothing_to_extract_still_indexes_and_reduces(
+        tmp_path: Path, predictor: lseg.LSegPredictor, inputs: Path) -> None:
+    ex, out = FeatureExtractor(predictor, "ours"), tmp_path / "st"
+    export_store(ex, [inputs], out, settings=SETTINGS, progress=False)
+    stamp = (out / "index.json").stat().st_mtime_ns
+    assert export_store(ex, [inputs], out, settings=SETTINGS, progress=False).summary() == (
+        "0 written, 8 already done, 0 failed")
+    assert (out / "index.json").stat().st_mtime_ns == stamp  # an unchanged index is not rewritten
+    # --reduce K added to a finished store's command: the reduction is fitted, not silently skipped
+    export_store(ex, [inputs], out, settings=SETTINGS, progress=False, reduce=4)
+    assert FeatureStore(out).index["reduction"]["k"] == 4
+    # killed after the last unit, before the index: the same command finishes the store
+    (out / "index.json").unlink()
+    export_store(ex, [inputs], out, settings=SETTINGS, progress=False, reduce=4)
+    assert len(FeatureStore(out)) == 8 and FeatureStore(out).index["reduction"]["k"] == 4
+
+
+def test_exports_and_queries_are_redone_when_the_store_is_extracted_again(
+        tmp_path: Path, predictor: lseg.LSegPredictor, inputs: Path) -> None:
+    from lseg.features.query import QueryWriter
+    from lseg.jobs.engine import run_job
+
+    def query() -> str:
+        text = torch.nn.functional.normalize(torch.randn(2, 32), dim=1)
+        writer = QueryWriter(FeatureStore(st), ["a", "b"], tmp_path / "q", model={}, text=lambda: (text, 1.0))
+        return run_job(writer, progress=False).summary()
+
+    st = tmp_path / "st"
+    export_store(FeatureExtractor(predictor, "openscene"), [inputs], st, settings=SETTINGS, progress=False)
+    export_layout(st, "openscene", tmp_path / "os")
+    assert query() == "8 written, 0 already done, 0 failed"
+    # same frames, keys and shapes (both at the image's size), other features
+    export_store(FeatureExtractor(predictor, "reference-ss"), [inputs], st, settings=SETTINGS, progress=False,
+                 overwrite=True)
+    assert export_layout(st, "openscene", tmp_path / "os").summary().startswith("8 written (8 redone")
+    np.testing.assert_array_equal(torch.load(tmp_path / "os" / "img1.pt").numpy(), FeatureStore(st).read("img1"))
+    assert query().startswith("8 written (8 redone")
+
+
+def test_units_another_worker_finished_count_their_frames(tmp_path: Path, predictor: lseg.LSegPredictor,
+                                                          inputs: Path) -> None:
+    from lseg.inference.folder import weights_identity
+
+    ex, out = FeatureExtractor(predictor, "ours"), tmp_path / "st"
+
+    def build() -> FeatureExtractor:  # while this worker loads its model, another one does every unit
+        export_store(ex, [inputs], out, settings=SETTINGS, progress=False)
+        return ex
+
+    report = export_store(build, [inputs], out, settings=SETTINGS, progress=False, description=ex.describe(),
+                          model=weights_identity(ex.model))
+    assert report.summary() == "0 written, 8 already done, 0 failed"  # frames, as when planned: not 3 units
