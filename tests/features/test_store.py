@@ -226,3 +226,16 @@ def test_units_another_worker_finished_count_their_frames(tmp_path: Path, predic
     report = export_store(build, [inputs], out, settings=SETTINGS, progress=False, description=ex.describe(),
                           model=weights_identity(ex.model))
     assert report.summary() == "0 written, 8 already done, 0 failed"  # frames, as when planned: not 3 units
+
+
+def test_a_new_reduction_leaves_no_shard_of_an_earlier_extraction(tmp_path: Path, predictor: lseg.LSegPredictor,
+                                                                  inputs: Path) -> None:
+    from lseg.features import reduce_store
+
+    ex, out = FeatureExtractor(predictor, "ours"), tmp_path / "st"
+    export_store(ex, [inputs], out, settings=StoreSettings(fps=5, frames_per_shard=1), progress=False)
+    reduce_store(out, 4)
+    export_store(ex, [inputs], out, settings=SETTINGS, progress=False, overwrite=True)  # fewer, larger shards
+    reduce_store(out, 4)
+    listed = {Path(rel).name for rel in FeatureStore(out).shards()}
+    assert {p.name for p in (out / "reduction" / "shards").glob("*.safetensors")} == listed
