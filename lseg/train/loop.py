@@ -30,7 +30,7 @@ from lseg.errors import CheckpointError, ConfigError, LSegError
 from lseg.eval.evaluate import EvalConfig, encode_labels, evaluate_fewshot, evaluate_segmentation
 from lseg.models.lseg import LSeg
 from lseg.pretrained.checkpoints import save_pretrained
-from lseg.train.config import TrainConfig, check_accelerator, dump_config
+from lseg.train.config import TrainConfig, absolute_inputs, check_accelerator, dump_config
 from lseg.train.data import ResumableShardSampler, SeededSamples
 from lseg.train.init import build_model
 from lseg.train.optim import PolyLR, build_optimizer, optimizer_step
@@ -103,7 +103,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     processes (use the CLI or ``torchrun``, not an interactive session)."""
     check_accelerator(cfg)  # a GPU this machine lacks: one error before Fabric starts
     # expanded before the loggers see it: else logs/ would go to ./~/x and the rest to $HOME/x
-    cfg = cfg.replace(out_dir=str(Path(cfg.out_dir).expanduser()))
+    cfg = absolute_inputs(cfg.replace(out_dir=str(Path(cfg.out_dir).expanduser())))  # config.yaml: replayable
     fewshot = canonical_name(cfg.dataset) in FEWSHOT_DATASETS
     if cfg.world_size > 1 and "LOCAL_RANK" not in os.environ:  # one data error, not one per process
         _build_dataset(cfg, fewshot)

@@ -497,3 +497,32 @@ def test_ctrl_c_saves_the_last_whole_step_and_a_rerun_continues_exactly(tiny_cfg
     a, b = _ckpt(tmp_path / "full"), _ckpt(tmp_path / "split")
     assert _max_diff(a["model"], b["model"]) <= 1e-6
     assert _logged(tmp_path / "full") == _logged(tmp_path / "split")
+
+
+def test_config_yaml_replayed_from_another_directory_resumes_the_same_run(tiny_cfg, tmp_path, monkeypatch,
+                                                                          caplog):
+    """The paths a run reads (data, the checkpoint it fine-tunes, reader keywords such as ``splits_dir``)
+    are recorded absolute: ``lseg train --config OUT/config.yaml`` from elsewhere resumes it, silently
+    (before: ``error: checkpoint not found: init`` for a relative ``--checkpoint``)."""
+    import shutil
+
+    from lseg.pretrained.checkpoints import save_pretrained
+    from lseg.train import load_config
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    shutil.copytree(tiny_cfg.data_root, work / "data")
+    (work / "data" / "splits").mkdir()
+    (work / "data" / "splits" / "train.txt").write_text("toy_0000\ntoy_0001\n")
+    save_pretrained(lseg.create_model("lseg_tiny_test"), work / "init")
+    elsewhere.mkdir()
+    monkeypatch.chdir(work)
+    cfg = tiny_cfg.replace(data_root="data", init_checkpoint="init", out_dir="run", split="train",
+                           max_steps=2, stop_after_steps=1)
+    assert train(cfg).step == 1
+    saved = yaml.safe_load((work / "run" / "config.yaml").read_text())
+    assert saved["init_checkpoint"] == str(work / "init") and saved["data_root"] == str(work / "data")
+    monkeypatch.chdir(elsewhere)
+    with caplog.at_level(logging.WARNING, logger="lseg.train.loop"):
+        rest = train(load_config(work / "run" / "config.yaml"))
+    assert rest.resumed_from is not None and rest.finished and "changed settings" not in caplog.text
+    assert not (elsewhere / "run").exists()
