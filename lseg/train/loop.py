@@ -34,7 +34,14 @@ from lseg.train.config import TrainConfig, absolute_inputs, check_accelerator, d
 from lseg.train.data import ResumableShardSampler, SeededSamples
 from lseg.train.init import build_model
 from lseg.train.optim import PolyLR, build_optimizer, optimizer_step
-from lseg.train.state import load_checkpoint, resolve_resume, rng_state, save_checkpoint, set_rng_state
+from lseg.train.state import (
+    kept_best,
+    load_checkpoint,
+    resolve_resume,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from lseg.train.sync_bn import convert_sync_batchnorm
 
 if TYPE_CHECKING:
@@ -191,7 +198,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         if ckpt.get("precision"):
             precision.load_state_dict(ckpt["precision"])
         set_rng_state(ckpt["rng"])
-        best = list(ckpt.get("best", []))
+        best = kept_best(ckpt, ckpt_path.parent)
         if step > total_steps:
             raise ConfigError(f"{resume_path} is at step {step}, beyond this config's {total_steps} steps")
         _logger.info("resumed from %s at step %d", resume_path, step)

@@ -17,8 +17,8 @@ from lseg.pretrained.files import load_torch_file
 if TYPE_CHECKING:
     from lightning.fabric import Fabric
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "load_checkpoint", "resolve_resume", "rng_state",
-           "save_checkpoint", "set_rng_state"]
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "kept_best", "load_checkpoint", "resolve_resume",
+           "rng_state", "save_checkpoint", "set_rng_state"]
 
 CHECKPOINT_FORMAT = "lseg-train-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -79,3 +79,10 @@ def resolve_resume(resume: str | Path | bool | None, ckpt_path: Path) -> Path | 
     if not path.is_file():
         raise CheckpointError(f"--resume: checkpoint not found: {path}")
     return path
+
+
+def kept_best(ckpt: dict[str, Any], checkpoints: Path) -> list[dict[str, Any]]:
+    """``ckpt``'s best-k ranking as the run in ``checkpoints`` continues it: its files there (named as they
+    were; the folder may have moved); another run's (resumed into a new ``out_dir``) are left alone."""
+    entries = [{**b, "path": str(checkpoints / Path(b["path"]).name)} for b in ckpt.get("best", [])]
+    return [b for b in entries if Path(b["path"]).is_file()]

@@ -526,3 +526,30 @@ def test_config_yaml_replayed_from_another_directory_resumes_the_same_run(tiny_c
         rest = train(load_config(work / "run" / "config.yaml"))
     assert rest.resumed_from is not None and rest.finished and "changed settings" not in caplog.text
     assert not (elsewhere / "run").exists()
+
+
+def _scripted_validation(monkeypatch, scores: dict[int, float]) -> list[int]:
+    """Replace validation by ``{"pixAcc", "mIoU"}`` of ``scores[epoch]`` (mIoU = half of it); returns the
+    list of epochs validated so far."""
+    seen: list[int] = []
+
+    def validate(model, dataset, cfg, fewshot):
+        seen.append(len(seen) + 1)
+        return {"pixAcc": scores[len(seen)], "mIoU": scores[len(seen)] / 2}
+
+    monkeypatch.setattr(loop, "_validate", validate)
+    return seen
+
+
+def test_resuming_another_runs_checkpoint_in_a_new_out_dir_leaves_its_best_files(toy_val_root, tiny_cfg, tmp_path,
+                                                                                   monkeypatch):
+    """The ranking is this run folder's: another run's best-*.ckpt are neither deleted nor kept on the
+    list (before: a better score in the new run deleted the old run's file)."""
+    _scripted_validation(monkeypatch, {1: 10.0, 2: 20.0, 3: 30.0})
+    cfg = tiny_cfg.replace(data_root=str(toy_val_root), val_split="val", save_top_k=1, max_steps=None, epochs=3)
+    first = train(cfg.replace(out_dir=str(tmp_path / "a"), stop_after_steps=8))
+    (old,) = first.best
+    assert old.name == "best-epoch002-pixAcc20.00.ckpt"
+    rest = train(cfg.replace(out_dir=str(tmp_path / "b")), resume=first.checkpoint)
+    assert old.is_file() and rest.best == [tmp_path / "b" / "checkpoints" / "best-epoch003-pixAcc30.00.ckpt"]
+    assert [Path(b["path"]) for b in _ckpt(tmp_path / "b")["best"]] == rest.best
