@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from lseg.train.optim import PolyLR, build_optimizer, optimizer_step
 from lseg.train.state import (
     kept_best,
     load_checkpoint,
+    remove_previous_run,
     resolve_resume,
     rng_state,
     save_checkpoint,
@@ -206,7 +206,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         earlier_run = (out_dir / "config.yaml").is_file()  # what lseg train writes first
         dump_config(cfg, out_dir / "config.yaml")  # leaves nothing (makes out_dir)
         if resume_path is None and earlier_run:  # afresh: its states and model would pass for this run's
-            _remove_previous_run(out_dir)
+            remove_previous_run(out_dir)
     # steps of this invocation: a job script resubmitted unchanged advances by that many each time
     stop_step = min(total_steps, step + cfg.stop_after_steps) if cfg.stop_after_steps else total_steps
 
@@ -366,21 +366,6 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         model_dir=model_dir, resumed_from=resume_path, last_loss=last_loss, rank=fabric.global_rank,
         val_metrics=val_metrics, best=[Path(b["path"]) for b in best],
     )
-
-
-def _remove_previous_run(out_dir: Path) -> None:
-    """Delete what an earlier run wrote in ``out_dir`` that a new one replaces: ``checkpoints/last.ckpt``,
-    ``checkpoints/best-*.ckpt`` and ``model/`` (its ``config.yaml`` is rewritten, its logs stay)."""
-    old = [p for p in [out_dir / "checkpoints" / "last.ckpt", *(out_dir / "checkpoints").glob("best-*.ckpt")]
-           if p.is_file()]
-    for path in old:
-        path.unlink(missing_ok=True)
-    if (out_dir / "model" / "model.safetensors").is_file():  # the model it finished with
-        old.append(out_dir / "model")
-        shutil.rmtree(out_dir / "model")
-    if old:
-        _logger.info("starting afresh in %s: removed the previous run's %s", out_dir,
-                     ", ".join(p.name for p in old))
 
 
 def _next_batch(batches: Any) -> Any:
