@@ -198,7 +198,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         if ckpt.get("precision"):
             precision.load_state_dict(ckpt["precision"])
         set_rng_state(ckpt["rng"])
-        best = kept_best(ckpt, ckpt_path.parent)
+        best = kept_best(ckpt, ckpt_path.parent, cfg.monitor)
         if step > total_steps:
             raise ConfigError(f"{resume_path} is at step {step}, beyond this config's {total_steps} steps")
         _logger.info("resumed from %s at step %d", resume_path, step)

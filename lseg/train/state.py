@@ -85,9 +85,14 @@ def resolve_resume(resume: str | Path | bool | None, ckpt_path: Path) -> Path | 
     return path
 
 
-def kept_best(ckpt: dict[str, Any], checkpoints: Path) -> list[dict[str, Any]]:
+def kept_best(ckpt: dict[str, Any], checkpoints: Path, monitor: str) -> list[dict[str, Any]]:
     """``ckpt``'s best-k ranking as the run in ``checkpoints`` continues it: its files there (named as they
     were; the folder may have moved); another run's (resumed into a new ``out_dir``) are left alone."""
+    ranked_by = ckpt.get("config", {}).get("monitor", monitor)
+    if ranked_by != monitor:  # scores of another metric: not comparable
+        _logger.warning("the kept best-*.ckpt were ranked by %s; ranking by %s from now on (they stay)",
+                        ranked_by, monitor)
+        return []
     entries = [{**b, "path": str(checkpoints / Path(b["path"]).name)} for b in ckpt.get("best", [])]
     return [b for b in entries if Path(b["path"]).is_file()]
 

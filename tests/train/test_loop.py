@@ -553,3 +553,16 @@ def test_resuming_another_runs_checkpoint_in_a_new_out_dir_leaves_its_best_files
     rest = train(cfg.replace(out_dir=str(tmp_path / "b")), resume=first.checkpoint)
     assert old.is_file() and rest.best == [tmp_path / "b" / "checkpoints" / "best-epoch003-pixAcc30.00.ckpt"]
     assert [Path(b["path"]) for b in _ckpt(tmp_path / "b")["best"]] == rest.best
+
+
+def test_resuming_with_another_monitor_starts_a_new_ranking(toy_val_root, tiny_cfg, monkeypatch, caplog):
+    """pixAcc then mIoU: the mIoU states are ranked among themselves, the pixAcc files stay (before: mIoU
+    35 was compared with pixAcc 50 and 60, so no mIoU state was ever kept)."""
+    _scripted_validation(monkeypatch, {1: 50.0, 2: 60.0, 3: 70.0})
+    cfg = tiny_cfg.replace(data_root=str(toy_val_root), val_split="val", save_top_k=2, max_steps=None, epochs=3)
+    first = train(cfg.replace(stop_after_steps=8))
+    assert [p.name for p in first.best] == ["best-epoch002-pixAcc60.00.ckpt", "best-epoch001-pixAcc50.00.ckpt"]
+    with caplog.at_level(logging.WARNING, logger="lseg.train.state"):
+        rest = train(cfg.replace(monitor="mIoU"))
+    assert [p.name for p in rest.best] == ["best-epoch003-mIoU35.00.ckpt"]
+    assert all(p.is_file() for p in first.best) and "ranked by pixAcc" in caplog.text
