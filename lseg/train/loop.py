@@ -178,6 +178,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     step = 0  # optimizer steps applied (the LR schedule's clock)
     position = 0  # optimizer steps' worth of batches consumed: step + steps the fp16 scaler skipped
     best: list[dict[str, Any]] = []  # {"path", "score", "epoch", "step"}, best first
+    val_pending = False  # an epoch end's validation under way (a Ctrl-C in it: done first on resume)
     if resume_path is not None:
         ckpt = load_checkpoint(resume_path)
         try:
@@ -199,6 +200,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
             precision.load_state_dict(ckpt["precision"])
         set_rng_state(ckpt["rng"])
         best = kept_best(ckpt, ckpt_path.parent, cfg.monitor)
+        val_pending = bool(ckpt.get("val_pending")) and val_dataset is not None
         if step > total_steps:
             raise ConfigError(f"{resume_path} is at step {step}, beyond this config's {total_steps} steps")
         _logger.info("resumed from %s at step %d", resume_path, step)
@@ -226,16 +228,17 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
             "steps_per_epoch": steps_per_epoch, "precision": precision.state_dict(),
             "total_steps": total_steps, "schedule_steps": schedule_steps, "rng": rng_state(), "config": cfg.to_dict(),
             "labels": list(dataset.labels), "world_size": fabric.world_size, "best": [dict(b) for b in best],
+            "val_pending": val_pending,
             "model_config": raw.config.to_dict(),  # what loads the weights as a model (config.json's)
         }
 
     def validate_and_rank(epochs_done: int) -> dict[str, float]:
-        nonlocal phase
+        nonlocal phase, val_pending
         metrics = _validate(raw, val_dataset, cfg, fewshot)
         net.train()
         fabric.log_dict({f"val/{k}": v for k, v in metrics.items()}, step=step)
         score = metrics[cfg.monitor]
-        phase = "update"  # the ranking and its files change together
+        phase, val_pending = "update", False  # the ranking and its files change together
         if cfg.save_top_k and (len(best) < cfg.save_top_k or score > best[-1]["score"]):
             path = out_dir / "checkpoints" / f"best-epoch{epochs_done:03d}-{cfg.monitor}{score:.2f}.ckpt"
             best.append({"path": str(path), "score": score, "epoch": epochs_done, "step": step})
@@ -265,6 +268,9 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     phase = "done"
     boundary: tuple[dict[str, Any], list[torch.Tensor]] = ({}, [])
     try:
+        if val_pending:
+            val_metrics = validate_and_rank(position // steps_per_epoch)
+            saved_at = -1  # last.ckpt records it
         while step < stop_step:
             epoch, step_in_epoch = divmod(position, steps_per_epoch)
             sampler.set_position(epoch, step_in_epoch)
@@ -325,6 +331,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
                 epochs_done, mid_epoch = divmod(position, steps_per_epoch)
                 if val_dataset is not None and not mid_epoch and epochs_done % cfg.val_every_n_epochs == 0:
                     # before last.ckpt, which records the ranking
+                    val_pending = True
                     val_metrics = validate_and_rank(epochs_done)
 
                 every = cfg.checkpoint_every_n_steps

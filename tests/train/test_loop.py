@@ -566,3 +566,23 @@ def test_resuming_with_another_monitor_starts_a_new_ranking(toy_val_root, tiny_c
         rest = train(cfg.replace(monitor="mIoU"))
     assert [p.name for p in rest.best] == ["best-epoch003-mIoU35.00.ckpt"]
     assert all(p.is_file() for p in first.best) and "ranked by pixAcc" in caplog.text
+
+
+def test_ctrl_c_during_validation_validates_that_epoch_on_resume(toy_val_root, tiny_cfg, monkeypatch):
+    """Interrupted while validating epoch 2, the rerun validates epoch 2 first: the same validations and
+    kept files as a run never interrupted (before: epoch 2 was never validated nor ranked)."""
+    cfg = tiny_cfg.replace(data_root=str(toy_val_root), val_split="val", save_top_k=3, max_steps=None, epochs=3)
+    seen = _scripted_validation(monkeypatch, {1: 10.0, 2: 20.0, 3: 30.0})
+    full = train(cfg.replace(out_dir=str(Path(cfg.out_dir) / "full")))
+    seen.clear()
+    validate = loop._validate
+    interrupt_at_call(monkeypatch, loop, "_validate", 2)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    assert _ckpt(Path(cfg.out_dir))["step"] == 8
+    monkeypatch.setattr(loop, "_validate", validate)
+    rest = train(cfg)
+    assert [p.name for p in rest.best] == [p.name for p in full.best] and len(rest.best) == 3
+    assert sorted(_logged(Path(cfg.out_dir), "val/pixAcc").items()) == [(4, 10.0), (8, 20.0), (12, 30.0)]
+    assert "val_pending" not in _ckpt(Path(cfg.out_dir)) or not _ckpt(Path(cfg.out_dir))["val_pending"]
+    assert not any(torch.load(p, weights_only=True)["val_pending"] for p in rest.best)  # --resume takes them
