@@ -12,7 +12,7 @@ from lseg.errors import ConfigError
 from lseg.eval.config import check_dataset_kwargs
 from lseg.options import CheckedOptions, OptionError, option
 
-__all__ = ["TrainConfig", "check_accelerator", "dump_config", "field_names"]
+__all__ = ["TrainConfig", "absolute_inputs", "check_accelerator", "dump_config", "field_names"]
 
 Precision = Literal["32-true", "bf16-mixed", "16-mixed"]
 #: Lightning Fabric's accelerators that lseg trains on (gpu: cuda or mps, whichever the machine has).
@@ -209,6 +209,23 @@ def check_accelerator(cfg: TrainConfig) -> None:
     if count and cfg.devices > count:  # cuda, gpu, or auto on a machine with CUDA GPUs
         raise OptionError(f"`devices` {cfg.devices}: this machine has {count} CUDA GPU(s); give at most {count} "
                           "(or more nodes)")
+
+
+def absolute_inputs(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the local paths it reads made absolute (data, checkpoint, CLIP file, reader ``*_dir`` /
+    ``*_file`` keywords), so that its ``config.yaml`` replayed elsewhere is the same run; names stay."""
+    from lseg.pretrained.released import WEIGHTS  # no torch
+
+    def local(value: Any) -> Any:
+        path = Path(value).expanduser() if isinstance(value, str) and value not in (*WEIGHTS, "openai") else None
+        return str(path.absolute()) if path is not None and path.exists() else value
+
+    def paths(kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {k: local(v) if k.endswith(("_dir", "_file")) else v for k, v in kwargs.items()}
+
+    return cfg.replace(data_root=local(cfg.data_root), init_checkpoint=local(cfg.init_checkpoint),
+                       clip_text_weights=local(cfg.clip_text_weights), dataset_kwargs=paths(cfg.dataset_kwargs),
+                       val_dataset_kwargs=paths(cfg.val_dataset_kwargs))
 
 
 def field_names() -> list[str]:

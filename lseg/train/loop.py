@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +29,19 @@ from lseg.errors import CheckpointError, ConfigError, LSegError
 from lseg.eval.evaluate import EvalConfig, encode_labels, evaluate_fewshot, evaluate_segmentation
 from lseg.models.lseg import LSeg
 from lseg.pretrained.checkpoints import save_pretrained
-from lseg.train.config import TrainConfig, check_accelerator, dump_config
+from lseg.train.config import TrainConfig, absolute_inputs, check_accelerator, dump_config
 from lseg.train.data import ResumableShardSampler, SeededSamples
 from lseg.train.init import build_model
 from lseg.train.optim import PolyLR, build_optimizer, optimizer_step
-from lseg.train.state import load_checkpoint, resolve_resume, rng_state, save_checkpoint, set_rng_state
+from lseg.train.state import (
+    kept_best,
+    load_checkpoint,
+    remove_previous_run,
+    resolve_resume,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from lseg.train.sync_bn import convert_sync_batchnorm
 
 if TYPE_CHECKING:
@@ -103,7 +110,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     processes (use the CLI or ``torchrun``, not an interactive session)."""
     check_accelerator(cfg)  # a GPU this machine lacks: one error before Fabric starts
     # expanded before the loggers see it: else logs/ would go to ./~/x and the rest to $HOME/x
-    cfg = cfg.replace(out_dir=str(Path(cfg.out_dir).expanduser()))
+    cfg = absolute_inputs(cfg.replace(out_dir=str(Path(cfg.out_dir).expanduser())))  # config.yaml: replayable
     fewshot = canonical_name(cfg.dataset) in FEWSHOT_DATASETS
     if cfg.world_size > 1 and "LOCAL_RANK" not in os.environ:  # one data error, not one per process
         _build_dataset(cfg, fewshot)
@@ -171,6 +178,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     step = 0  # optimizer steps applied (the LR schedule's clock)
     position = 0  # optimizer steps' worth of batches consumed: step + steps the fp16 scaler skipped
     best: list[dict[str, Any]] = []  # {"path", "score", "epoch", "step"}, best first
+    val_pending = False  # an epoch end's validation under way (a Ctrl-C in it: done first on resume)
     if resume_path is not None:
         ckpt = load_checkpoint(resume_path)
         try:
@@ -191,7 +199,8 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         if ckpt.get("precision"):
             precision.load_state_dict(ckpt["precision"])
         set_rng_state(ckpt["rng"])
-        best = list(ckpt.get("best", []))
+        best = kept_best(ckpt, ckpt_path.parent, cfg.monitor)
+        val_pending = bool(ckpt.get("val_pending")) and val_dataset is not None
         if step > total_steps:
             raise ConfigError(f"{resume_path} is at step {step}, beyond this config's {total_steps} steps")
         _logger.info("resumed from %s at step %d", resume_path, step)
@@ -199,7 +208,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         earlier_run = (out_dir / "config.yaml").is_file()  # what lseg train writes first
         dump_config(cfg, out_dir / "config.yaml")  # leaves nothing (makes out_dir)
         if resume_path is None and earlier_run:  # afresh: its states and model would pass for this run's
-            _remove_previous_run(out_dir)
+            remove_previous_run(out_dir)
     # steps of this invocation: a job script resubmitted unchanged advances by that many each time
     stop_step = min(total_steps, step + cfg.stop_after_steps) if cfg.stop_after_steps else total_steps
 
@@ -219,16 +228,17 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
             "steps_per_epoch": steps_per_epoch, "precision": precision.state_dict(),
             "total_steps": total_steps, "schedule_steps": schedule_steps, "rng": rng_state(), "config": cfg.to_dict(),
             "labels": list(dataset.labels), "world_size": fabric.world_size, "best": [dict(b) for b in best],
+            "val_pending": val_pending,
             "model_config": raw.config.to_dict(),  # what loads the weights as a model (config.json's)
         }
 
     def validate_and_rank(epochs_done: int) -> dict[str, float]:
-        nonlocal phase
+        nonlocal phase, val_pending
         metrics = _validate(raw, val_dataset, cfg, fewshot)
         net.train()
         fabric.log_dict({f"val/{k}": v for k, v in metrics.items()}, step=step)
         score = metrics[cfg.monitor]
-        phase = "update"  # the ranking and its files change together
+        phase, val_pending = "update", False  # the ranking and its files change together
         if cfg.save_top_k and (len(best) < cfg.save_top_k or score > best[-1]["score"]):
             path = out_dir / "checkpoints" / f"best-epoch{epochs_done:03d}-{cfg.monitor}{score:.2f}.ckpt"
             best.append({"path": str(path), "score": score, "epoch": epochs_done, "step": step})
@@ -258,6 +268,9 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     phase = "done"
     boundary: tuple[dict[str, Any], list[torch.Tensor]] = ({}, [])
     try:
+        if val_pending:
+            val_metrics = validate_and_rank(position // steps_per_epoch)
+            saved_at = -1  # last.ckpt records it
         while step < stop_step:
             epoch, step_in_epoch = divmod(position, steps_per_epoch)
             sampler.set_position(epoch, step_in_epoch)
@@ -318,6 +331,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
                 epochs_done, mid_epoch = divmod(position, steps_per_epoch)
                 if val_dataset is not None and not mid_epoch and epochs_done % cfg.val_every_n_epochs == 0:
                     # before last.ckpt, which records the ranking
+                    val_pending = True
                     val_metrics = validate_and_rank(epochs_done)
 
                 every = cfg.checkpoint_every_n_steps
@@ -359,21 +373,6 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         model_dir=model_dir, resumed_from=resume_path, last_loss=last_loss, rank=fabric.global_rank,
         val_metrics=val_metrics, best=[Path(b["path"]) for b in best],
     )
-
-
-def _remove_previous_run(out_dir: Path) -> None:
-    """Delete what an earlier run wrote in ``out_dir`` that a new one replaces: ``checkpoints/last.ckpt``,
-    ``checkpoints/best-*.ckpt`` and ``model/`` (its ``config.yaml`` is rewritten, its logs stay)."""
-    old = [p for p in [out_dir / "checkpoints" / "last.ckpt", *(out_dir / "checkpoints").glob("best-*.ckpt")]
-           if p.is_file()]
-    for path in old:
-        path.unlink(missing_ok=True)
-    if (out_dir / "model" / "model.safetensors").is_file():  # the model it finished with
-        old.append(out_dir / "model")
-        shutil.rmtree(out_dir / "model")
-    if old:
-        _logger.info("starting afresh in %s: removed the previous run's %s", out_dir,
-                     ", ".join(p.name for p in old))
 
 
 def _next_batch(batches: Any) -> Any:

@@ -158,7 +158,11 @@ def _read_file(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ConfigError(f"cannot parse config file {path}: {e}") from None
+        mark = getattr(e, "problem_mark", None)  # YAML's own report is several lines: its problem and where
+        why = " ".join(str(e).split())
+        if mark is not None:
+            why = f"{getattr(e, 'problem', why)} at line {mark.line + 1}, column {mark.column + 1}"
+        raise ConfigError(f"cannot parse config file {path}: {why}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -3,7 +3,9 @@ so they load with ``torch.load(weights_only=True)``."""
 
 from __future__ import annotations
 
+import logging
 import random
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +19,10 @@ from lseg.pretrained.files import load_torch_file
 if TYPE_CHECKING:
     from lightning.fabric import Fabric
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "load_checkpoint", "resolve_resume", "rng_state",
-           "save_checkpoint", "set_rng_state"]
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "kept_best", "load_checkpoint", "remove_previous_run",
+           "resolve_resume", "rng_state", "save_checkpoint", "set_rng_state"]
+
+_logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "lseg-train-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -79,3 +83,30 @@ def resolve_resume(resume: str | Path | bool | None, ckpt_path: Path) -> Path | 
     if not path.is_file():
         raise CheckpointError(f"--resume: checkpoint not found: {path}")
     return path
+
+
+def kept_best(ckpt: dict[str, Any], checkpoints: Path, monitor: str) -> list[dict[str, Any]]:
+    """``ckpt``'s best-k ranking as the run in ``checkpoints`` continues it: its files there (named as they
+    were; the folder may have moved); another run's (resumed into a new ``out_dir``) are left alone."""
+    ranked_by = ckpt.get("config", {}).get("monitor", monitor)
+    if ranked_by != monitor:  # scores of another metric: not comparable
+        _logger.warning("the kept best-*.ckpt were ranked by %s; ranking by %s from now on (they stay)",
+                        ranked_by, monitor)
+        return []
+    entries = [{**b, "path": str(checkpoints / Path(b["path"]).name)} for b in ckpt.get("best", [])]
+    return [b for b in entries if Path(b["path"]).is_file()]
+
+
+def remove_previous_run(out_dir: Path) -> None:
+    """Delete what an earlier run wrote in ``out_dir`` that a new one replaces: ``checkpoints/last.ckpt``,
+    ``checkpoints/best-*.ckpt`` and ``model/`` (its ``config.yaml`` is rewritten, its logs stay)."""
+    old = [p for p in [out_dir / "checkpoints" / "last.ckpt", *(out_dir / "checkpoints").glob("best-*.ckpt")]
+           if p.is_file()]
+    for path in old:
+        path.unlink(missing_ok=True)
+    if (out_dir / "model" / "model.safetensors").is_file():  # the model it finished with
+        old.append(out_dir / "model")
+        shutil.rmtree(out_dir / "model")
+    if old:
+        _logger.info("starting afresh in %s: removed the previous run's %s", out_dir,
+                     ", ".join(p.name for p in old))

@@ -42,6 +42,25 @@ def test_dumped_config_names_its_folders_absolutely(tmp_path: Path, monkeypatch)
     assert (cfg.data_root, cfg.out_dir) == (str(tmp_path / "toy"), str(tmp_path / "runs" / "a"))
 
 
+
+def test_absolute_inputs_makes_the_local_paths_a_run_reads_absolute(tmp_path: Path, monkeypatch):
+    """Existing local paths become absolute; released names, ``openai``, Hub ids and other keywords stay."""
+    from lseg.train.config import absolute_inputs
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("splits", "init", "clip.pt", "labels.txt"):
+        (tmp_path / name).touch()
+    cfg = absolute_inputs(TrainConfig(
+        init_checkpoint="init", clip_text_weights="clip.pt", dataset_kwargs={"splits_dir": "splits", "aug": "init"},
+        val_dataset_kwargs={"labels_file": "labels.txt", "missing_dir": "nowhere"}))
+    assert (cfg.init_checkpoint, cfg.clip_text_weights) == (str(tmp_path / "init"), str(tmp_path / "clip.pt"))
+    assert cfg.dataset_kwargs == {"splits_dir": str(tmp_path / "splits"), "aug": "init"}
+    assert cfg.val_dataset_kwargs == {"labels_file": str(tmp_path / "labels.txt"), "missing_dir": "nowhere"}
+    (tmp_path / "demo").mkdir()
+    named = absolute_inputs(TrainConfig(init_checkpoint="demo", clip_text_weights="openai"))
+    assert (named.init_checkpoint, named.clip_text_weights) == ("demo", "openai")
+    assert absolute_inputs(TrainConfig(init_checkpoint="owner/repo")).init_checkpoint == "owner/repo"
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [

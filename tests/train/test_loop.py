@@ -497,3 +497,92 @@ def test_ctrl_c_saves_the_last_whole_step_and_a_rerun_continues_exactly(tiny_cfg
     a, b = _ckpt(tmp_path / "full"), _ckpt(tmp_path / "split")
     assert _max_diff(a["model"], b["model"]) <= 1e-6
     assert _logged(tmp_path / "full") == _logged(tmp_path / "split")
+
+
+def test_config_yaml_replayed_from_another_directory_resumes_the_same_run(tiny_cfg, tmp_path, monkeypatch,
+                                                                          caplog):
+    """The paths a run reads (data, the checkpoint it fine-tunes, reader keywords such as ``splits_dir``)
+    are recorded absolute: ``lseg train --config OUT/config.yaml`` from elsewhere resumes it, silently
+    (before: ``error: checkpoint not found: init`` for a relative ``--checkpoint``)."""
+    import shutil
+
+    from lseg.pretrained.checkpoints import save_pretrained
+    from lseg.train import load_config
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    shutil.copytree(tiny_cfg.data_root, work / "data")
+    (work / "data" / "splits").mkdir()
+    (work / "data" / "splits" / "train.txt").write_text("toy_0000\ntoy_0001\n")
+    save_pretrained(lseg.create_model("lseg_tiny_test"), work / "init")
+    elsewhere.mkdir()
+    monkeypatch.chdir(work)
+    cfg = tiny_cfg.replace(data_root="data", init_checkpoint="init", out_dir="run", split="train",
+                           max_steps=2, stop_after_steps=1)
+    assert train(cfg).step == 1
+    saved = yaml.safe_load((work / "run" / "config.yaml").read_text())
+    assert saved["init_checkpoint"] == str(work / "init") and saved["data_root"] == str(work / "data")
+    monkeypatch.chdir(elsewhere)
+    with caplog.at_level(logging.WARNING, logger="lseg.train.loop"):
+        rest = train(load_config(work / "run" / "config.yaml"))
+    assert rest.resumed_from is not None and rest.finished and "changed settings" not in caplog.text
+    assert not (elsewhere / "run").exists()
+
+
+def _scripted_validation(monkeypatch, scores: dict[int, float]) -> list[int]:
+    """Replace validation by ``{"pixAcc", "mIoU"}`` of ``scores[epoch]`` (mIoU = half of it); returns the
+    list of epochs validated so far."""
+    seen: list[int] = []
+
+    def validate(model, dataset, cfg, fewshot):
+        seen.append(len(seen) + 1)
+        return {"pixAcc": scores[len(seen)], "mIoU": scores[len(seen)] / 2}
+
+    monkeypatch.setattr(loop, "_validate", validate)
+    return seen
+
+
+def test_resuming_another_runs_checkpoint_in_a_new_out_dir_leaves_its_best_files(toy_val_root, tiny_cfg, tmp_path,
+                                                                                   monkeypatch):
+    """The ranking is this run folder's: another run's best-*.ckpt are neither deleted nor kept on the
+    list (before: a better score in the new run deleted the old run's file)."""
+    _scripted_validation(monkeypatch, {1: 10.0, 2: 20.0, 3: 30.0})
+    cfg = tiny_cfg.replace(data_root=str(toy_val_root), val_split="val", save_top_k=1, max_steps=None, epochs=3)
+    first = train(cfg.replace(out_dir=str(tmp_path / "a"), stop_after_steps=8))
+    (old,) = first.best
+    assert old.name == "best-epoch002-pixAcc20.00.ckpt"
+    rest = train(cfg.replace(out_dir=str(tmp_path / "b")), resume=first.checkpoint)
+    assert old.is_file() and rest.best == [tmp_path / "b" / "checkpoints" / "best-epoch003-pixAcc30.00.ckpt"]
+    assert [Path(b["path"]) for b in _ckpt(tmp_path / "b")["best"]] == rest.best
+
+
+def test_resuming_with_another_monitor_starts_a_new_ranking(toy_val_root, tiny_cfg, monkeypatch, caplog):
+    """pixAcc then mIoU: the mIoU states are ranked among themselves, the pixAcc files stay (before: mIoU
+    35 was compared with pixAcc 50 and 60, so no mIoU state was ever kept)."""
+    _scripted_validation(monkeypatch, {1: 50.0, 2: 60.0, 3: 70.0})
+    cfg = tiny_cfg.replace(data_root=str(toy_val_root), val_split="val", save_top_k=2, max_steps=None, epochs=3)
+    first = train(cfg.replace(stop_after_steps=8))
+    assert [p.name for p in first.best] == ["best-epoch002-pixAcc60.00.ckpt", "best-epoch001-pixAcc50.00.ckpt"]
+    with caplog.at_level(logging.WARNING, logger="lseg.train.state"):
+        rest = train(cfg.replace(monitor="mIoU"))
+    assert [p.name for p in rest.best] == ["best-epoch003-mIoU35.00.ckpt"]
+    assert all(p.is_file() for p in first.best) and "ranked by pixAcc" in caplog.text
+
+
+def test_ctrl_c_during_validation_validates_that_epoch_on_resume(toy_val_root, tiny_cfg, monkeypatch):
+    """Interrupted while validating epoch 2, the rerun validates epoch 2 first: the same validations and
+    kept files as a run never interrupted (before: epoch 2 was never validated nor ranked)."""
+    cfg = tiny_cfg.replace(data_root=str(toy_val_root), val_split="val", save_top_k=3, max_steps=None, epochs=3)
+    seen = _scripted_validation(monkeypatch, {1: 10.0, 2: 20.0, 3: 30.0})
+    full = train(cfg.replace(out_dir=str(Path(cfg.out_dir) / "full")))
+    seen.clear()
+    validate = loop._validate
+    interrupt_at_call(monkeypatch, loop, "_validate", 2)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    assert _ckpt(Path(cfg.out_dir))["step"] == 8
+    monkeypatch.setattr(loop, "_validate", validate)
+    rest = train(cfg)
+    assert [p.name for p in rest.best] == [p.name for p in full.best] and len(rest.best) == 3
+    assert sorted(_logged(Path(cfg.out_dir), "val/pixAcc").items()) == [(4, 10.0), (8, 20.0), (12, 30.0)]
+    assert "val_pending" not in _ckpt(Path(cfg.out_dir)) or not _ckpt(Path(cfg.out_dir))["val_pending"]
+    assert not any(torch.load(p, weights_only=True)["val_pending"] for p in rest.best)  # --resume takes them

@@ -72,3 +72,12 @@ def test_unknown_recipe_or_file():
 def test_dotted_key_on_a_field_that_is_not_a_dict(key: str):
     with pytest.raises(ConfigError, match="only dict fields accept dotted keys"):
         load_config("folder_finetune", {key: 1})
+
+
+@pytest.mark.parametrize(("text", "where"), [("batch_size: [4\n", "line 2, column 1"), ("a: 1\n\tb: 2\n", "line 2")])
+def test_a_config_file_yaml_cannot_parse_is_one_line_naming_the_line(tmp_path: Path, text: str, where: str):
+    path = tmp_path / "run.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=where) as info:  # before: YAML's own five-line report
+        load_config(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
