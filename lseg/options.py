@@ -314,14 +314,15 @@ def _flag_names(cls: type) -> dict[str, str]:
     return names
 
 
-def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type) -> None:
+def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type,
+                skip: tuple[str, ...] = ()) -> None:
     """One ``argparse`` option (or positional) per field of the dataclass ``cls`` (nested dataclasses'
-    fields too)."""
+    fields too) but those named in ``skip`` (a command they do not apply to: their default)."""
     hints, defaults, docs = field_types(cls), field_defaults(cls), field_docs(cls)
     groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
     for f in dataclasses.fields(cls):
         opt, base = _meta(f), _non_none(hints[f.name])
-        if not opt.cli:
+        if not opt.cli or f.name in skip:
             continue
         if dataclasses.is_dataclass(base):
             add_options(parser, base)

@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_options(p, FeaturesOptions)
     add_options(p.add_argument_group("feature store (--format store; lseg.features.store)"), StoreOptions)
     common.add_model_args(p, pretrained_default=True)
-    add_options(p, PredictorOptions)
+    add_options(p, PredictorOptions, skip=("templates",))  # image features: no text
     p.set_defaults(func=_cmd_features)
 
     p = sub.add_parser(

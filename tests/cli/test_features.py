@@ -69,3 +69,11 @@ def test_query_and_store_read_typed_configs():
         "st", "openscene", "x", reduced=True)
     with pytest.raises(SystemExit):
         parser.parse_args(["store", "export", "st", "--layout", "other", "-o", "x"])
+
+
+def test_features_takes_no_template_option(capsys):
+    """Image features use no text: ``--template`` would be a setting that changes nothing."""
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["features", "x", "-o", "y", "--template", "a {}"])
+    assert e.value.code == 2 and "--template" in capsys.readouterr().err
+    assert "--template" not in build_parser()._subparsers._group_actions[0].choices["features"].format_help()
