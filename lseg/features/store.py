@@ -51,7 +51,8 @@ def plan_units(inputs: Sequence[str | os.PathLike[str]], frames_per_shard: int,
                out: str | os.PathLike[str] | None = None) -> list[StoreUnit]:
     """Cut the inputs (sorted as :func:`lseg.jobs.inputs.collect_media`) into units."""
     groups: list[list[Media]] = []
-    for is_video, run in itertools.groupby(collect_media(inputs, out=out), key=lambda m: m.is_video):
+    media = collect_media(inputs, out=out, suffix=" (one frame key in the store)")
+    for is_video, run in itertools.groupby(media, key=lambda m: m.is_video):
         items, step = list(run), 1 if is_video else frames_per_shard
         groups += [items[i : i + step] for i in range(0, len(items), step)]
     return [StoreUnit(i, tuple(g)) for i, g in enumerate(groups)]

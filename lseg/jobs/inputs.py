@@ -104,8 +104,9 @@ def check_unique(pairs: Iterable[tuple[Path, Path]], suffix: str) -> None:
                     "rename the files or process them into different --out folders")
 
 
-def collect_media(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None = None) -> list[Media]:
-    """Images and videos under ``inputs`` (:func:`collect`), refusing two that write one ``<stem>.npy``."""
+def collect_media(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None = None,
+                  suffix: str = ".npy") -> list[Media]:
+    """Images and videos under ``inputs`` (:func:`collect`), refusing two that write one ``<stem><suffix>``."""
     pairs = collect(inputs, IMAGE_EXTENSIONS | VIDEO_EXTENSIONS, out=out)
-    check_unique(pairs, ".npy")
+    check_unique(pairs, suffix)
     return [Media(f, stem, f.suffix.lower() in VIDEO_EXTENSIONS) for f, stem in pairs]

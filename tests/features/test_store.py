@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import interrupt_at_call
 from features.helpers import make_inputs
+from PIL import Image
 from safetensors import safe_open
 
 import lseg
@@ -239,3 +240,12 @@ def test_a_new_reduction_leaves_no_shard_of_an_earlier_extraction(tmp_path: Path
     reduce_store(out, 4)
     listed = {Path(rel).name for rel in FeatureStore(out).shards()}
     assert {p.name for p in (out / "reduction" / "shards").glob("*.safetensors")} == listed
+
+
+def test_a_name_clash_in_a_store_names_the_frame_key(tmp_path: Path) -> None:
+    from lseg.features.store import plan_units
+
+    for name in ("a.png", "a.jpg"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / name)
+    with pytest.raises(lseg.LSegError, match=r"would both write a \(one frame key in the store\)"):
+        plan_units([tmp_path], 2)
