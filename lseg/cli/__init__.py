@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from lseg.cli import bench, features, models, segment
 from lseg.cli.parser import Parser
-from lseg.errors import LSegError
+from lseg.errors import LSegError, one_line
 
 __all__ = ["EXTENSIONS", "build_parser", "main"]
 
@@ -71,6 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as e:  # torch's CPU and CUDA allocators raise RuntimeErrors
+        if args.verbose or not (isinstance(e, MemoryError) or "allocate" in str(e) or "out of memory" in str(e)):
+            raise
+        print(f"error: out of memory ({one_line(e)}); lower the sizes (--size, --resolution, --batch-size) or "
+              "free memory", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # the reader closed the pipe (`lseg weights list | head -1`): a normal end
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # else the flush at exit fails
         return 0

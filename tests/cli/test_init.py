@@ -14,3 +14,17 @@ def test_random_weights_and_help(photos, tmp_path, capsys):
         main(["--help"])
     assert e.value.code == 0
     assert "segment" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("error", [MemoryError(), RuntimeError("DefaultCPUAllocator: can't allocate memory: you "
+                                                                "tried to allocate 204800000000 bytes.")])
+def test_out_of_memory_is_one_line(monkeypatch, capsys, error):
+    import lseg.cli.models
+
+    def exhausted(args):
+        raise error
+
+    monkeypatch.setattr(lseg.cli.models, "_cmd_weights", exhausted)  # bound when the parser is built
+    assert main(["weights", "list"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of memory (") and err.count("\n") == 1
