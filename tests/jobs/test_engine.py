@@ -130,6 +130,31 @@ def test_ctrl_c_returns_what_was_written(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o0.json", "o0.txt"]  # nothing half-made, no claims
 
 
+class _Echo(Writer):
+    """One unit, o.txt (holding the writer's ``kind``) and its record o.json."""
+
+    def __init__(self, out: Path, kind: str) -> None:
+        self.out, self.kind = out, kind
+
+    def units(self) -> list[Unit]:
+        return [Unit(Path("in"), [self.out / "o.txt"], self.out / "o.json")]
+
+    def write(self, unit: Unit, result: None, staged: Staged) -> dict:
+        staged.write(unit.targets[0], lambda p: p.write_text(self.kind))
+        return {}
+
+
+def test_another_commands_outputs_are_refused_not_redone(tmp_path: Path) -> None:
+    """`lseg query -o seg` where `lseg segment` wrote (or `store export` where `features` wrote): the same
+    names, but not a re-run with other settings: nothing is replaced unless --overwrite."""
+    assert run_job(_Echo(tmp_path, "segment"), progress=False).written
+    with pytest.raises(LSegError, match=r"o.json records the outputs of another command \(segment\)"):
+        run_job(_Echo(tmp_path, "query"), progress=False)
+    assert (tmp_path / "o.txt").read_text() == "segment"
+    assert run_job(_Echo(tmp_path, "query"), overwrite=True, progress=False).written
+    assert (tmp_path / "o.txt").read_text() == "query"
+
+
 #: ``python -m lseg.cli`` with SIGINT raising KeyboardInterrupt, neither ignored nor blocked: a child inherits
 #: both from the test worker, and libraries the suite loads (Lightning's process-group teardown) change them.
 _CLI_WITH_SIGINT = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
