@@ -217,11 +217,11 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
                     write_unit(writer, unit, result, recipe, report)
                 except LSegError as e:
                     _fail(report, unit.source, e)
-                    if report.stopped:
-                        break
                 finally:
                     claims.release(unit.key)
-                    bar.update()
+                bar.update()  # not for a unit Ctrl-C discarded
+                if report.stopped:
+                    break
     except KeyboardInterrupt:
         report.interrupted = True
     except OutputWriteError as e:  # fatal, raised while claiming or computing

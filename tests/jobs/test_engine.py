@@ -155,6 +155,25 @@ def test_another_commands_outputs_are_refused_not_redone(tmp_path: Path) -> None
     assert (tmp_path / "o.txt").read_text() == "query"
 
 
+class _StopsWriting(_Stops):
+    """Ctrl-C while the second unit is written (its files discarded)."""
+
+    def compute_one(self, unit: Unit) -> str:
+        return unit.source.name
+
+    def write(self, unit: Unit, result: str, staged: Staged) -> dict:
+        if result == "in1":
+            raise KeyboardInterrupt
+        return super().write(unit, result, staged)
+
+
+def test_ctrl_c_while_writing_does_not_count_the_discarded_unit(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("TQDM_DISABLE")  # the tests' environment hides bars
+    report = run_job(_StopsWriting(tmp_path), progress=True)
+    assert report.summary() == "1 written, 0 already done, 0 failed; interrupted"
+    assert capsys.readouterr().err.splitlines()[-1].split("|")[-1].lstrip().startswith("1/3 ")  # the bar: not 2/3
+
+
 #: ``python -m lseg.cli`` with SIGINT raising KeyboardInterrupt, neither ignored nor blocked: a child inherits
 #: both from the test worker, and libraries the suite loads (Lightning's process-group teardown) change them.
 _CLI_WITH_SIGINT = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
