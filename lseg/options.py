@@ -375,6 +375,8 @@ def options_from_args(cls: type, args: argparse.Namespace, **computed: Any) -> A
             kwargs[f.name] = options_from_args(base, args)
         elif opt.cli and hasattr(args, f.name):
             value = getattr(args, f.name)
+            if value == "" or isinstance(value, list) and "" in value:  # `-o "$UNSET"`: not the current folder
+                raise ConfigError(f"{_cli_name(f, opt)} is empty ('')")
             if value is not None and opt.parse is not None:
                 value = opt.parse(value)
             if value is None and type(None) not in typing.get_args(hints[f.name]):

@@ -183,6 +183,19 @@ def test_declared_options_make_the_command_line_and_check_alike():
     assert normalised.names == ("a",) and normalised.count == 6
 
 
+def test_an_empty_value_on_the_command_line_is_refused_not_the_current_folder():
+    """`lseg segment "$IN" -o "$OUT" -c "$CKPT"` with unset variables: Path("") is ".", and an empty
+    checkpoint read as none took the default weights."""
+    p = argparse.ArgumentParser(prog="x", exit_on_error=False)
+    add_options(p, Declared)
+    for argv, message in ((["", "a"], "SOURCE is empty ('')"), (["s", "a", ""], "NAME is empty ('')"),
+                          (["s", "a", "--template", ""], "--template is empty ('')")):
+        with pytest.raises(ConfigError) as e:
+            options_from_args(Declared, p.parse_args(argv))
+        assert str(e.value) == message
+    assert main(["segment", "a.png", "-l", "a, b", "-c", ""]) == 2
+
+
 @dataclass(frozen=True)
 class Choices:
     """Choices, three-state switches, comma lists and exclusive groups.

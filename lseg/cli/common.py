@@ -43,6 +43,12 @@ class ArchOptions(CheckedOptions):
     block_depth: int | None = option(None, min=1)
     activation: Literal["relu", "lrelu", "tanh"] | None = None
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (self.arch_option is None) != (self.block_depth is None) or self.activation and not self.arch_option:
+            raise OptionError("give `arch_option` and `block_depth` together (an official checkpoint's spatial "
+                              "block; `activation` only with them)")
+
     def spatial_block(self) -> SpatialBlockConfig | None:
         """The block named (by ``arch_option`` and ``block_depth``), or ``None``."""
         from lseg.models.config import SpatialBlockConfig  # imports torch: only when used
@@ -91,6 +97,11 @@ class ModelSource(CheckedOptions):
     random_weights: str | None = option(None, metavar="MODEL", exclusive="model", check=_registered)
     device: str | None = option(None, check=checked_device)
     arch: ArchOptions = field(default_factory=ArchOptions)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.random_weights and self.arch.arch_option:  # the registered network has no block
+            raise OptionError("`arch_option` is for official checkpoints, not `random_weights`")
 
     def given(self) -> bool:
         return bool(self.checkpoint or self.random_weights)

@@ -167,6 +167,9 @@ def _cmd_weights(args: argparse.Namespace) -> int:
     folder = weights.cached_folder(name)
     if folder is None:
         entry = weights.get_weights(name)
+        if (weights.weights_dir(name) / entry.filename).is_file():  # placed by hand, or a download never converted
+            raise LSegError(f"{name!r} is downloaded but not converted yet: run `lseg weights download {name}` "
+                            "(offline too) to check and convert it")
         raise LSegError(
             f"{name!r} is not in the cache: run `lseg weights download {name}`, or put {entry.filename} "
             f"(from {entry.url}) at {weights.weights_dir(name) / entry.filename}"

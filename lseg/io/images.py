@@ -248,10 +248,12 @@ def _identify(fp: IO[bytes], name: str) -> Image.Image:
     for fmt in list(Image.ID):
         factory, accept = Image.OPEN[fmt]
         try:
-            if accept is not None:
-                verdict = accept(prefix)
-                if not verdict or isinstance(verdict, str):  # a str is a "maybe, but..." warning
-                    continue
+            verdict = accept(prefix) if accept is not None else True
+        except _IDENTIFY_ERRORS:  # a file shorter than the signature test (`hi\n`): not this format
+            continue
+        try:
+            if not verdict or isinstance(verdict, str):  # a str is a "maybe, but..." warning
+                continue
             fp.seek(0)
             return factory(fp, name)  # type: ignore[no-any-return]
         except _IDENTIFY_ERRORS as e:

@@ -119,9 +119,10 @@ def _resolved(p: Path) -> Path:
     return p.absolute()
 
 
-def check_clashes(units: Sequence[Unit], overwrite: bool = False) -> None:
+def check_clashes(units: Sequence[Unit], overwrite: bool = False, kind: str | None = None) -> None:
     """Refuse, all at once, outputs that would destroy data: an input of this run, a file in another
-    input's frame folder, an existing file no lseg record lists (unless ``overwrite``)."""
+    input's frame folder, an existing file no lseg record lists or another command's (not ``kind``) record
+    lists (unless ``overwrite``)."""
     inputs = {_resolved(u.source): u.source for u in units}
     owned = [(_resolved(u.folder), u.folder, u.source) for u in units if u.folder is not None]
     problems: list[str] = []
@@ -140,6 +141,11 @@ def check_clashes(units: Sequence[Unit], overwrite: bool = False) -> None:
         return own is not None and (target == record or target.name in listed_outputs(own, record))
 
     for u in units:
+        other = (read_record(u.record) or {}).get("kind", kind) if kind and not overwrite else kind
+        if other != kind:  # `lseg query` into `lseg segment`'s folder: not a re-run of either
+            problems.append(f"{u.record} records the outputs of another command ({other})")
+            foreign = True
+            continue
         for target in [*u.targets, u.record]:
             real = _resolved(target)
             if real in inputs and inputs[real] != u.source:
@@ -164,7 +170,7 @@ def check_clashes(units: Sequence[Unit], overwrite: bool = False) -> None:
         return
     shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
     hint = "; move those files or choose another --out folder" + (
-        " (or pass --overwrite to replace the files lseg did not write)" if foreign else "")
+        " (or pass --overwrite to replace them)" if foreign else "")
     raise LSegError(f"{len(problems)} output clash{'es' if len(problems) > 1 else ''}, nothing was written: "
                     f"{shown}{hint}")
 
@@ -212,11 +218,11 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
                     write_unit(writer, unit, result, recipe, report)
                 except LSegError as e:
                     _fail(report, unit.source, e)
-                    if report.stopped:
-                        break
                 finally:
                     claims.release(unit.key)
-                    bar.update()
+                bar.update()  # not for a unit Ctrl-C discarded
+                if report.stopped:
+                    break
     except KeyboardInterrupt:
         report.interrupted = True
     except OutputWriteError as e:  # fatal, raised while claiming or computing
@@ -242,7 +248,7 @@ def pending_units(writer: Writer, overwrite: bool, report: Report, shard: tuple[
     units = writer.units()
     if not units:  # exit 0 with "0 written" alone would not say why
         _logger.warning("%s: nothing to process (an empty folder, or no files of a supported type)", writer.kind)
-    check_clashes(units, overwrite)
+    check_clashes(units, overwrite, writer.kind)
     recipe = writer.recipe()
     mine = units[shard[0]::shard[1]]
     todo = []

@@ -69,10 +69,19 @@ def test_model_source_and_spatial_block_come_from_typed_configs():
         checkpoint="a", device="cpu", arch=ArchOptions(arch_option=2, block_depth=3))
     assert model_source_from_args(args).arch.spatial_block() == SpatialBlockConfig(2, 3, "lrelu")
     assert options_from_args(LabelsOptions, args) == LabelsOptions(labels="x, y")
-    args = p.parse_args(["--random-weights", "lseg_tiny_test", "--arch-option", "1", "--activation", "tanh", "-l", "x"])
+    args = p.parse_args(["--random-weights", "lseg_tiny_test", "-l", "x"])
     source = model_source_from_args(args)
     assert (source.random_weights, source.checkpoint, args.pretrained_default) == ("lseg_tiny_test", None, False)
-    assert source.arch.spatial_block() is None  # no --block-depth: no block named
+    assert source.arch.spatial_block() is None
+    # a block half named, or named for a network that has none, was silently left out
+    half = "give --arch-option and --block-depth together (an official checkpoint's spatial block; --activation"
+    for extra, message in ((["-c", "a", "--arch-option", "1", "--activation", "tanh"], half),
+                           (["-c", "a", "--block-depth", "2"], half),
+                           (["--random-weights", "lseg_tiny_test", "--arch-option", "1", "--block-depth", "2"],
+                            "--arch-option is for official checkpoints, not --random-weights")):
+        with pytest.raises(ConfigError) as e:
+            model_source_from_args(p.parse_args([*extra, "-l", "x"]))
+        assert str(e.value).startswith(message)
     with pytest.raises(SystemExit):
         p.parse_args(["-c", "a", "--arch-option", "3", "-l", "x"])
     optional = Parser(prog="lseg y")

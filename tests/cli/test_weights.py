@@ -59,7 +59,7 @@ def test_first_command_segments_a_photo_with_no_checkpoint(released, tmp_path, m
     assert released.paths() == ["/uc", "/download"]
 
 
-def test_weights_list_download_path(released, capsys):
+def test_weights_list_download_path(released, capsys, tiny_ckpt_bytes):
     assert main(["weights", "list"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
@@ -73,6 +73,12 @@ def test_weights_list_download_path(released, capsys):
     assert err.startswith("error: 'tiny_test' is not in the cache: run `lseg weights download tiny_test`")
     assert str(weights.weights_dir(NAME) / "tiny_test.ckpt") in err
 
+    placed = weights.weights_dir(NAME) / "tiny_test.ckpt"  # put where the error says: not told to put it there again
+    placed.parent.mkdir(parents=True)
+    placed.write_bytes(tiny_ckpt_bytes)
+    assert main(["weights", "path", NAME]) == 2
+    assert capsys.readouterr().err == ("error: 'tiny_test' is downloaded but not converted yet: run `lseg weights "
+                                       "download tiny_test` (offline too) to check and convert it\n")
     assert main(["weights", "download", NAME]) == 0
     folder = Path(capsys.readouterr().out.strip())
     assert folder == weights.weights_dir(NAME) / "lseg" and (folder / "model.safetensors").is_file()

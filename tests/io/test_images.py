@@ -135,6 +135,8 @@ def test_text_file_with_image_extension(tmp_path: Path) -> None:
     path.write_text("<!DOCTYPE html><html><body>404</body></html>", encoding="utf-8")
     assert "HTML" in error(path)
     assert "not a recognised image format" in error(bytes(range(256)))
+    path.write_text("hi\n", encoding="utf-8")  # shorter than DIB's 4-byte test: not "it looks like DIB"
+    assert "not an image but a text file" in error(path)
 
 
 def test_video_given_to_load_image_gets_a_hint(tmp_path: Path) -> None:

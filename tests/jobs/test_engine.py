@@ -130,6 +130,50 @@ def test_ctrl_c_returns_what_was_written(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o0.json", "o0.txt"]  # nothing half-made, no claims
 
 
+class _Echo(Writer):
+    """One unit, o.txt (holding the writer's ``kind``) and its record o.json."""
+
+    def __init__(self, out: Path, kind: str) -> None:
+        self.out, self.kind = out, kind
+
+    def units(self) -> list[Unit]:
+        return [Unit(Path("in"), [self.out / "o.txt"], self.out / "o.json")]
+
+    def write(self, unit: Unit, result: None, staged: Staged) -> dict:
+        staged.write(unit.targets[0], lambda p: p.write_text(self.kind))
+        return {}
+
+
+def test_another_commands_outputs_are_refused_not_redone(tmp_path: Path) -> None:
+    """`lseg query -o seg` where `lseg segment` wrote (or `store export` where `features` wrote): the same
+    names, but not a re-run with other settings: nothing is replaced unless --overwrite."""
+    assert run_job(_Echo(tmp_path, "segment"), progress=False).written
+    with pytest.raises(LSegError, match=r"o.json records the outputs of another command \(segment\)"):
+        run_job(_Echo(tmp_path, "query"), progress=False)
+    assert (tmp_path / "o.txt").read_text() == "segment"
+    assert run_job(_Echo(tmp_path, "query"), overwrite=True, progress=False).written
+    assert (tmp_path / "o.txt").read_text() == "query"
+
+
+class _StopsWriting(_Stops):
+    """Ctrl-C while the second unit is written (its files discarded)."""
+
+    def compute_one(self, unit: Unit) -> str:
+        return unit.source.name
+
+    def write(self, unit: Unit, result: str, staged: Staged) -> dict:
+        if result == "in1":
+            raise KeyboardInterrupt
+        return super().write(unit, result, staged)
+
+
+def test_ctrl_c_while_writing_does_not_count_the_discarded_unit(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("TQDM_DISABLE")  # the tests' environment hides bars
+    report = run_job(_StopsWriting(tmp_path), progress=True)
+    assert report.summary() == "1 written, 0 already done, 0 failed; interrupted"
+    assert capsys.readouterr().err.splitlines()[-1].split("|")[-1].lstrip().startswith("1/3 ")  # the bar: not 2/3
+
+
 #: ``python -m lseg.cli`` with SIGINT raising KeyboardInterrupt, neither ignored nor blocked: a child inherits
 #: both from the test worker, and libraries the suite loads (Lightning's process-group teardown) change them.
 _CLI_WITH_SIGINT = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
