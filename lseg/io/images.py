@@ -330,8 +330,8 @@ def _check_pixels(size: tuple[int, int], name: str, max_pixels: int | None) -> N
     if max_pixels is not None and w * h > max_pixels:
         raise ImageLoadError(
             f"image '{name}' is {w}x{h} = {w * h / 1e6:.1f} M pixels, above max_pixels={max_pixels} "
-            f"(it would need ~{3 * w * h / 1e6:.0f} MB as HxWx3 uint8); downscale it, or pass a larger "
-            "max_pixels (None = no limit) if the file is trusted")
+            f"(it would need ~{3 * w * h / 1e6:.0f} MB as HxWx3 uint8); downscale it (from Python, if the file is "
+            "trusted: load_image(..., max_pixels=None))")
 
 
 def _pil_to_rgb(im: Image.Image, name: str, *, max_pixels: int | None = None) -> np.ndarray:

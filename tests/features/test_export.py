@@ -178,3 +178,17 @@ def test_infinite_fps_and_scales_are_one_line_errors(tmp_path: Path, capsys: pyt
     err = capsys.readouterr().err
     assert "error: --fps must be a finite number, got inf" in err and "--scales must be a finite number" in err
     assert "Traceback" not in err
+
+
+def test_a_map_larger_than_the_free_disk_is_refused_before_writing(tmp_path: Path, predictor: lseg.LSegPredictor,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    import lseg.features.export as export_module
+
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "a.png")
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(export_module.shutil, "disk_usage", lambda p: usage._replace(free=1000))
+    report = export_features(predictor, [tmp_path / "a.png"], tmp_path / "o", resolution=(900, 900), progress=False)
+    assert report.stopped and "a.npy: it needs 0.1 GB and 0.0 GB are free" in report.failed[0][1]
+    assert not list((tmp_path / "o").glob("*.npy")) and not list((tmp_path / "o").glob(".*tmp*"))
