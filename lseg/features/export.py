@@ -236,7 +236,7 @@ def _save_npy(path: Path, shape: tuple[int, int, int], dtype: Any,
     row_bytes = big_w * np.dtype(dtype).itemsize
     need, free = d * big_h * row_bytes, shutil.disk_usage(path.parent).free
     if need > free:  # before the seeks below make a sparse file that fills the disk
-        raise OSError(errno.ENOSPC, f"it needs {need / 1e9:.1f} GB and {free / 1e9:.1f} GB are free")
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} for {need / 1e9:.1f} GB ({free / 1e9:.1f} GB free)")
     with open(path, "wb") as f:
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
         np.lib.format.write_array_header_1_0(f, header)
