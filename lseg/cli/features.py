@@ -126,6 +126,7 @@ def _features_store(args: argparse.Namespace, inputs: tuple[str, ...], opts: Fea
     """``lseg features --format store``: the self-describing store (lseg.features.store)."""
     from lseg.features.presets import FeatureExtractor, describe, get_preset
     from lseg.features.store import StoreSettings, export_store
+    from lseg.pretrained.released import portable
 
     preset = get_preset(store.preset)
     if store.scales or store.flip is not None:
@@ -136,7 +137,7 @@ def _features_store(args: argparse.Namespace, inputs: tuple[str, ...], opts: Fea
     settings = StoreSettings(fps=opts.fps, every_n=opts.every_n, frames_per_shard=store.frames_per_shard,
                              batch_size=popts.batch_size)
 
-    model = {**source.identity(), "precision": precision}
+    model, checkpoint = {**source.identity(), "precision": precision}, portable(source.checkpoint)  # query: any cwd
 
     def extractor() -> FeatureExtractor:
         return FeatureExtractor(common.make_predictor(args, source, popts), preset, resolution)
@@ -150,10 +151,10 @@ def _features_store(args: argparse.Namespace, inputs: tuple[str, ...], opts: Fea
             ray.init(address=store.ray_address)
         return export_store_ray(extractor(), inputs, opts.out, num_workers=store.workers,
                                 num_gpus_per_worker=store.gpus_per_worker, settings=settings,
-                                checkpoint=source.checkpoint, overwrite=opts.overwrite, reduce=store.reduce,
+                                checkpoint=checkpoint, overwrite=opts.overwrite, reduce=store.reduce,
                                 model=model)
     description = describe(preset, resolution, (popts.size, popts.crop_size, popts.window_stride))
-    return export_store(extractor, inputs, opts.out, settings=settings, checkpoint=source.checkpoint,
+    return export_store(extractor, inputs, opts.out, settings=settings, checkpoint=checkpoint,
                         reduce=store.reduce, description=description, model=model, **run)
 
 

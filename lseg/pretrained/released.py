@@ -171,6 +171,13 @@ def resolve(source: str | os.PathLike[str], *, revision: str | None = None,
     )
 
 
+def portable(checkpoint: str | None) -> str | None:
+    """``checkpoint`` as it resolves from any folder: an existing local path made absolute, a released
+    name or Hub id as given (what records and configs keep)."""
+    path = Path(checkpoint).expanduser() if checkpoint is not None and checkpoint not in WEIGHTS else None
+    return str(path.absolute()) if path is not None and path.exists() else checkpoint
+
+
 def _looks_like_path(text: str) -> bool:
     """Strings meant as local paths, never as Hub ids (``owner/name``)."""
     return (

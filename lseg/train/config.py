@@ -214,11 +214,10 @@ def check_accelerator(cfg: TrainConfig) -> None:
 def absolute_inputs(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with the local paths it reads made absolute (data, checkpoint, CLIP file, reader ``*_dir`` /
     ``*_file`` keywords), so that its ``config.yaml`` replayed elsewhere is the same run; names stay."""
-    from lseg.pretrained.released import WEIGHTS  # no torch
+    from lseg.pretrained.released import portable  # no torch
 
     def local(value: Any) -> Any:
-        path = Path(value).expanduser() if isinstance(value, str) and value not in (*WEIGHTS, "openai") else None
-        return str(path.absolute()) if path is not None and path.exists() else value
+        return portable(value) if isinstance(value, str) and value != "openai" else value
 
     def paths(kwargs: dict[str, Any]) -> dict[str, Any]:
         return {k: local(v) if k.endswith(("_dir", "_file")) else v for k, v in kwargs.items()}

@@ -249,3 +249,14 @@ def test_a_name_clash_in_a_store_names_the_frame_key(tmp_path: Path) -> None:
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / name)
     with pytest.raises(lseg.LSegError, match=r"would both write a \(one frame key in the store\)"):
         plan_units([tmp_path], 2)
+
+
+def test_a_store_made_with_a_relative_checkpoint_is_queried_from_another_folder(
+        tmp_path: Path, inputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lseg.save_pretrained(lseg.create_model("lseg_tiny_test"), tmp_path / "m")
+    monkeypatch.chdir(tmp_path)
+    assert main(["features", str(inputs), "-o", "st", "--format", "store", "--fps", "5", "-c", "m", "-q"]) == 0
+    assert FeatureStore(tmp_path / "st").manifest["checkpoint"] == str(tmp_path / "m")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["query", "../st", "sky, other", "-o", "q", "-q"]) == 0
