@@ -105,7 +105,10 @@ class SegmentDemo:
             # the upload's path is the server's temp file: the web user sees its name only
             return DemoOutput(False, f"Cannot use this image: {_hide_folder(str(e), path)}")
         start = time.perf_counter()
-        result = self.predictor.segment(rgb, label_list)
+        try:
+            result = self.predictor.segment(rgb, label_list)
+        except LabelError as e:  # the tokenizer's checks: labels CLIP reads as one text
+            return DemoOutput(False, f"Bad labels: {e}")
         seconds = time.perf_counter() - start
         label_map = result.label_map
         shares = result.scores()
