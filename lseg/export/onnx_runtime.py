@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from lseg import geometry
-from lseg.errors import CheckpointError, ConfigError, LSegError
+from lseg.errors import CheckpointError, ConfigError, LSegError, one_line
 from lseg.io import load_image
 from lseg.labels import LabelCache, label_index, parse_labels
 
@@ -23,6 +23,9 @@ IMAGE_ENCODER = "image_encoder.onnx"
 TEXT_ENCODER = "text_encoder.onnx"
 METADATA = "lseg_onnx.json"
 FORMAT_VERSION = 1
+#: What OnnxPredictor reads from METADATA.
+_META_KEYS = ("image_encoder", "text_encoder", "dynamic_size", "input_size", "mean", "std", "size_multiple",
+              "pad_value", "logit_scale", "context_length")
 
 
 def session(path: Path, providers: Sequence[str] | None = None, threads: int | None = None) -> Any:
@@ -35,7 +38,11 @@ def session(path: Path, providers: Sequence[str] | None = None, threads: int | N
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
+    try:
+        return ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
+    except Exception as e:  # noqa: BLE001 - onnxruntime's own types (InvalidProtobuf, InvalidGraph, ...)
+        raise CheckpointError(f"cannot load ONNX graph {path} (truncated or corrupt? export it again): "
+                              f"{one_line(e)}") from None
 
 
 @dataclass
@@ -104,8 +111,13 @@ class OnnxPredictor:
         except FileNotFoundError:
             raise CheckpointError(
                 f"{d} has no {METADATA}: not an lseg ONNX export (lseg export onnx)") from None
-        if self.meta.get("format") != "lseg-onnx" or self.meta.get("version") != FORMAT_VERSION:
+        except (OSError, ValueError) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError
+            raise CheckpointError(f"cannot read {d / METADATA} (truncated or corrupt?): {one_line(e)}") from None
+        if not isinstance(self.meta, dict) or self.meta.get("format") != "lseg-onnx" \
+                or self.meta.get("version") != FORMAT_VERSION:
             raise CheckpointError(f"{d / METADATA}: not an lseg ONNX export of version {FORMAT_VERSION}")
+        if missing := [k for k in _META_KEYS if k not in self.meta]:
+            raise CheckpointError(f"{d / METADATA}: missing {', '.join(missing)} (edited? export it again)")
         self.image_session = session(d / self.meta["image_encoder"], providers, threads)
         self.text_session = session(d / self.meta["text_encoder"], providers, threads)
         self.size = size
