@@ -75,3 +75,20 @@ def test_a_damaged_export_folder_is_one_checkpoint_error(tmp_path: Path) -> None
         with pytest.raises(CheckpointError) as e:
             OnnxPredictor(bad)
         assert str(bad / name) in str(e.value) and "\n" not in str(e.value), what
+
+
+def test_labels_clip_reads_as_one_text_are_refused_as_lseg_predictor_does(tmp_path: Path) -> None:
+    """LSegPredictor refuses labels that CLIP's tokenizer reads as one text (HTML entities, mojibake, equal
+    within the 75-token context); OnnxPredictor gave them one embedding, so the second label never won."""
+    from lseg.errors import LabelError
+
+    predictor = OnnxPredictor(fake_export(tmp_path / "x"), size=64)
+    image = np.zeros((40, 50, 3), np.uint8)
+    long = "x " * 80
+    for labels in (["salt &amp; pepper", "salt & pepper"], ["cafÃ©", "café"], [long + "a", long + "b"]):
+        with pytest.raises(LabelError, match=r"would get one embedding"):
+            predictor.segment(image, labels)
+    predictor.segment(image, ["café"])  # cached now: a clash with a cached label is still seen
+    with pytest.raises(LabelError, match=r"'cafÃ©' \(position 2\)"):
+        predictor.segment(image, ["café", "cafÃ©"])
+    assert predictor.embed_text(["sky", "grass", "a much longer label"]).shape == (3, 3)
