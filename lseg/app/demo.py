@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from lseg.app.options import DemoOptions
+from lseg.app.options import DemoOptions, check_port_free
 from lseg.errors import ImageLoadError, LabelError
 from lseg.io import file_fragment, load_image
 from lseg.labels import parse_labels
@@ -105,7 +105,10 @@ class SegmentDemo:
             # the upload's path is the server's temp file: the web user sees its name only
             return DemoOutput(False, f"Cannot use this image: {_hide_folder(str(e), path)}")
         start = time.perf_counter()
-        result = self.predictor.segment(rgb, label_list)
+        try:
+            result = self.predictor.segment(rgb, label_list)
+        except LabelError as e:  # the tokenizer's checks: labels CLIP reads as one text
+            return DemoOutput(False, f"Bad labels: {e}")
         seconds = time.perf_counter() - start
         label_map = result.label_map
         shares = result.scores()
@@ -229,6 +232,7 @@ def launch_demo(demo: gr.Blocks, *, host: str = DemoOptions.host, port: int | No
     import gradio as gr
 
     DemoOptions(host=host, port=port or 0, max_upload_mb=max_upload_mb)  # the checks of `lseg demo`
+    port = None if port is None else check_port_free(host, port)  # 0: a free one (Gradio takes 0 literally)
     # quiet: Gradio's banner suggests `share=True`, which a CLI user cannot set; the address is printed
     kwargs.setdefault("quiet", True)
     kwargs.setdefault("i18n", gr.I18n(**_I18N))

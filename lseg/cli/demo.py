@@ -6,7 +6,7 @@ import argparse
 import ipaddress
 import logging
 
-from lseg.app.options import DemoOptions
+from lseg.app.options import DemoOptions, check_port_free
 from lseg.cli import common
 from lseg.errors import LSegError
 from lseg.inference.options import PredictorOptions
@@ -14,7 +14,7 @@ from lseg.options import add_options, options_from_args
 
 _logger = logging.getLogger("lseg")
 
-__all__ = ["DemoOptions", "is_loopback", "register"]
+__all__ = ["DemoOptions", "check_port_free", "is_loopback", "register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,21 +39,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_port_free(host: str, port: int) -> None:
-    """Refuse a port another program listens on, in one line (0: any free port)."""
-    import socket
-
-    if not port:
-        return
-    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host.strip("[]"), port))
-        except OSError as e:
-            raise LSegError(f"cannot serve on {host}:{port}: {e.strerror or e} (another program uses it?); "
-                            "give another --port, or --port 0 for any free one") from None
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     opts: DemoOptions = options_from_args(DemoOptions, args)
     source = common.model_source_from_args(args)
@@ -63,13 +48,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if not is_loopback(opts.host):
         _logger.warning("serving on %s: anyone who can reach this machine can use the demo (no "
                         "authentication); use --host 127.0.0.1 to keep it local", opts.host)
-    check_port_free(opts.host, opts.port)  # before the model loads (a minute for the full-size one)
+    port = check_port_free(opts.host, opts.port)  # before the model loads (a minute for the full-size one)
     predictor = common.make_predictor(args, source, popts)
     noise = f"Random weights ({source.random_weights}): the segmentation is noise. Use --checkpoint."
     banner = noise if source.random_weights else None
     demo = build_demo(predictor, max_upload_mb=opts.max_upload_mb, max_labels=opts.max_labels, banner=banner)
     try:
-        launch_demo(demo, host=opts.host, port=opts.port or None, max_upload_mb=opts.max_upload_mb)
+        launch_demo(demo, host=opts.host, port=port, max_upload_mb=opts.max_upload_mb)
     except OSError as e:
         raise LSegError(f"cannot serve on {opts.host}:{opts.port}: {e}; try another --port") from None
     return 0

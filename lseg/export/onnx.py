@@ -79,9 +79,9 @@ def export_onnx(model: LSeg, out_dir: str | os.PathLike[str], *, size: int | tup
     hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if min(hw) < 1:
         raise LSegError(f"export size must be positive, got {hw}")
-    if model.precision == "int8":
-        raise LSegError("an int8 model does not export to ONNX (its layers are oneDNN kernels): export it "
-                        "before set_precision('int8')")
+    if model.precision != "fp32":  # int8: oneDNN kernels; bf16/fp16: an invalid graph for onnxruntime's CPU
+        raise LSegError(f"a {model.precision} model does not export to ONNX (the graphs are fp32): export it "
+                        f"before set_precision({model.precision!r}), or after set_precision('fp32')")
     out = Path(out_dir).expanduser()
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from lseg import geometry
-from lseg.errors import CheckpointError, ConfigError, LSegError
+from lseg.errors import CheckpointError, ConfigError, LabelError, LSegError, one_line
 from lseg.io import load_image
 from lseg.labels import LabelCache, label_index, parse_labels
 
@@ -23,6 +23,9 @@ IMAGE_ENCODER = "image_encoder.onnx"
 TEXT_ENCODER = "text_encoder.onnx"
 METADATA = "lseg_onnx.json"
 FORMAT_VERSION = 1
+#: What OnnxPredictor reads from METADATA.
+_META_KEYS = ("image_encoder", "text_encoder", "dynamic_size", "input_size", "mean", "std", "size_multiple",
+              "pad_value", "logit_scale", "context_length")
 
 
 def session(path: Path, providers: Sequence[str] | None = None, threads: int | None = None) -> Any:
@@ -35,7 +38,11 @@ def session(path: Path, providers: Sequence[str] | None = None, threads: int | N
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
+    try:
+        return ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
+    except Exception as e:  # noqa: BLE001 - onnxruntime's own types (InvalidProtobuf, InvalidGraph, ...)
+        raise CheckpointError(f"cannot load ONNX graph {path} (truncated or corrupt? export it again): "
+                              f"{one_line(e)}") from None
 
 
 @dataclass
@@ -104,8 +111,13 @@ class OnnxPredictor:
         except FileNotFoundError:
             raise CheckpointError(
                 f"{d} has no {METADATA}: not an lseg ONNX export (lseg export onnx)") from None
-        if self.meta.get("format") != "lseg-onnx" or self.meta.get("version") != FORMAT_VERSION:
+        except (OSError, ValueError) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError
+            raise CheckpointError(f"cannot read {d / METADATA} (truncated or corrupt?): {one_line(e)}") from None
+        if not isinstance(self.meta, dict) or self.meta.get("format") != "lseg-onnx" \
+                or self.meta.get("version") != FORMAT_VERSION:
             raise CheckpointError(f"{d / METADATA}: not an lseg ONNX export of version {FORMAT_VERSION}")
+        if missing := [k for k in _META_KEYS if k not in self.meta]:
+            raise CheckpointError(f"{d / METADATA}: missing {', '.join(missing)} (edited? export it again)")
         self.image_session = session(d / self.meta["image_encoder"], providers, threads)
         self.text_session = session(d / self.meta["text_encoder"], providers, threads)
         self.size = size
@@ -122,15 +134,24 @@ class OnnxPredictor:
             from open_clip.tokenizer import SimpleTokenizer
 
             self._tokenizer = SimpleTokenizer(context_length=int(self.meta["context_length"]))
-        tokens = np.asarray(self._tokenizer(labels), dtype=np.int64)
-        return tokens[:, : int(tokens.argmax(axis=1).max()) + 1]
+        return _cut(np.asarray(self._tokenizer(labels), dtype=np.int64))
 
     def embed_text(self, labels: str | Sequence[str]) -> np.ndarray:
-        """Labels (comma-separated string or list) -> (K, D) float32 L2-normalised embeddings (cached)."""
-        return np.stack(self._text_cache.get(parse_labels(labels), self._encode_labels))
+        """Labels (comma-separated string or list) -> (K, D) float32 L2-normalised embeddings (cached);
+        labels with the same tokens (one text to CLIP) are a :class:`LabelError`, as in LSegPredictor."""
+        label_list = parse_labels(labels)
+        tokens = self.tokenize(label_list)  # all of them: a clash with a cached label counts too
+        first: dict[bytes, int] = {}
+        for i, row in enumerate(tokens):
+            if (j := first.setdefault(row.tobytes(), i)) != i:
+                raise LabelError(f"labels {label_list[j]!r} (position {j + 1}) and {label_list[i]!r} (position "
+                                 f"{i + 1}) are the same tokens to CLIP's tokenizer (it repairs mojibake, unescapes "
+                                 "HTML, lower-cases and reads 75 tokens) and would get one embedding; remove one")
+        rows = dict(zip(label_list, tokens))
+        return np.stack(self._text_cache.get(label_list, lambda new: self._encode([rows[lb] for lb in new])))
 
-    def _encode_labels(self, labels: list[str]) -> list[np.ndarray]:
-        return list(self.text_session.run(None, {"tokens": self.tokenize(labels)})[0].astype(np.float32))
+    def _encode(self, rows: list[np.ndarray]) -> list[np.ndarray]:
+        return list(self.text_session.run(None, {"tokens": _cut(np.stack(rows))})[0].astype(np.float32))
 
     def working_size(self, h: int, w: int) -> tuple[int, int]:
         """(h, w) the image graph sees for an (h, w) image."""
@@ -175,6 +196,11 @@ class OnnxPredictor:
         logits = self.score(emb.pixels, self.embed_text(label_list), emb.input_size)
         label_map = geometry.argmax_resized(logits, emb.image_size)
         return OnnxSegmentation(label_list, label_map, logits, emb.image_size)
+
+
+def _cut(tokens: np.ndarray) -> np.ndarray:
+    """(K, T) token ids cut after the longest row's end token (the largest id in CLIP's vocabulary)."""
+    return tokens[:, : int(tokens.argmax(axis=1).max()) + 1]
 
 
 def _spatial_block(x: np.ndarray, block: dict[str, Any], activate: bool) -> np.ndarray:

@@ -120,19 +120,19 @@ def is_offline() -> bool:
 
 def mirror_url() -> str | None:
     """``$LSEG_WEIGHTS_MIRROR``, else ``weights_mirror`` in ``$LSEG_HOME/config.json``, else None."""
-    url = os.environ.get("LSEG_WEIGHTS_MIRROR")
-    if url:
-        return url
+    url, where = os.environ.get("LSEG_WEIGHTS_MIRROR"), "LSEG_WEIGHTS_MIRROR"
     config = cache_dir() / "config.json"
-    if not config.is_file():
-        return None
-    try:
-        url = json.loads(config.read_text()).get("weights_mirror")
-    except (json.JSONDecodeError, AttributeError, OSError) as e:
-        raise CheckpointError(f"{config} is not a JSON object: {e}") from None
-    if url is not None and not isinstance(url, str):
-        raise CheckpointError(f"{config}: weights_mirror must be a URL string, got {url!r}")
-    return url or None
+    if not url and config.is_file():
+        try:
+            url, where = json.loads(config.read_text()).get("weights_mirror"), f"{config}: weights_mirror"
+        except (json.JSONDecodeError, AttributeError, OSError) as e:
+            raise CheckpointError(f"{config} is not a JSON object: {e}") from None
+        if url is not None and not isinstance(url, str):
+            raise CheckpointError(f"{config}: weights_mirror must be a URL string, got {url!r}")
+    if url and not url.strip().lower().startswith(("http://", "https://")):  # requests reads nothing else
+        raise WeightsDownloadError(f"{where} must be an http(s) URL of a server with the released files, got "
+                                   f"{url!r}; a file on this machine goes into the cache by hand: {cache_dir() / 'weights'}/<name>/<file>")
+    return url.strip() if url else None
 
 
 def weights_dir(name: str) -> Path:

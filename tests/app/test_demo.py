@@ -68,6 +68,7 @@ def test_callback_outputs_for_gradio(predictor: lseg.LSegPredictor, photo_file: 
     assert file is not None and Path(file).is_file()
     assert "Segmented" in status
     folder = demo.out_dir
+    gc.collect()  # other tests' garbage (the browser test's sockets) warns on its own, not here
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         del demo, annotated
@@ -83,6 +84,7 @@ def test_callback_outputs_for_gradio(predictor: lseg.LSegPredictor, photo_file: 
         ("dog,,cat", "Bad labels: "),
         ("dog, Dog", "Bad labels: "),
         (", ".join(f"l{i}" for i in range(5)), "5 labels given; this demo accepts at most 4"),
+        ("salt &amp; pepper, salt & pepper", "Bad labels: "),  # one text to CLIP's tokenizer: the model refuses
     ],
 )
 def test_bad_labels(predictor: lseg.LSegPredictor, photo_file: Path, labels: str, message: str) -> None:
@@ -171,6 +173,33 @@ def test_the_python_api_checks_the_options_as_lseg_demo(predictor: lseg.LSegPred
         launch_demo(None, port=70000)  # type: ignore[arg-type]  # refused before Gradio is touched
 
 
+def test_port_0_serves_on_a_free_port_and_a_bad_host_is_one_line(predictor: lseg.LSegPredictor,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """``launch_demo(port=0)`` serves (Gradio took 0 literally and failed); a host that is not this machine's
+    is refused at once, not after Gradio tried 100 ports with an ``ERROR`` line each."""
+    import socket
+    import urllib.request
+
+    from lseg.app.demo import launch_demo
+    from lseg.cli import main
+
+    demo = build_demo(predictor)
+    try:
+        launch_demo(demo, port=0, prevent_thread_lock=True)
+        assert urllib.request.urlopen(demo.local_url, timeout=30).status == 200
+    finally:
+        demo.close()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(lseg.LSegError, match=r"Address already in use \(another program uses it\?\)"):
+            launch_demo(demo, port=busy.getsockname()[1])
+    for port in ("0", "8123"):
+        assert main(["demo", "--random-weights", "lseg_tiny_test_p32", "--host", "192.0.2.1", "--port", port]) == 2
+        err = capsys.readouterr().err
+        assert f"error: cannot serve on 192.0.2.1:{port}: " in err and "(not an address of this machine?)" in err
+
+
 def test_loopback_detection() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4") and not is_loopback("example.com")
@@ -191,5 +220,5 @@ def test_demo_command(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCapture
     assert "serving on" not in caplog.text
     assert main(["demo", "--random-weights", "lseg_tiny_test_p32", "--size", "64", "--device", "cpu",
                  "--host", "0.0.0.0", "--port", "0", "--max-upload-mb", "3"]) == 0
-    assert calls[-1]["host"] == "0.0.0.0" and calls[-1]["port"] is None and calls[-1]["max_upload_mb"] == 3
+    assert calls[-1]["host"] == "0.0.0.0" and calls[-1]["port"] > 0 and calls[-1]["max_upload_mb"] == 3
     assert "serving on 0.0.0.0: anyone who can reach this machine can use the demo" in caplog.text

@@ -304,3 +304,15 @@ def test_onnx_predictor_arguments_are_checked_as_lseg_predictor_does(tmp_path: P
         seg.mask(2)
     with pytest.raises(KeyError, match="'cat' is not one of the labels"):
         seg.mask("cat")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_a_model_not_in_fp32_is_refused_before_anything_is_written(tmp_path: Path, precision: str) -> None:
+    """A bf16 model exported graphs that onnxruntime cannot load (InvalidGraph: bfloat16 Conv), after the
+    export had already replaced the folder's graphs."""
+    from lseg.errors import LSegError
+
+    model = lseg.create_model("lseg_tiny_test").set_precision(precision)
+    with pytest.raises(LSegError, match=rf"^a {precision} model does not export to ONNX .*set_precision\('fp32'\)"):
+        export_onnx(model, tmp_path / "out", size=64)
+    assert not (tmp_path / "out").exists() and model.precision == precision

@@ -219,6 +219,31 @@ def test_truncated_and_empty_files(tiny_model, tmp_path, kind):
         read_state_dict(tmp_path / "missing.ckpt")
 
 
+def test_damaged_model_tensors_are_refused_by_their_zip_crc(tiny_model, tmp_path, capsys):
+    """torch.load checks no CRC: bytes zeroed inside a model tensor's record loaded as silently wrong
+    weights. A damaged record the model never reads (optimizer state) still loads."""
+    path = tmp_path / "m.ckpt"
+    torch.save({"state_dict": tiny_model.state_dict(), "optimizer_states": [{"m": torch.ones(50_000)}]}, path)
+    with zipfile.ZipFile(path) as zf:
+        records = sorted((i for i in zf.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+
+    def damaged(info: zipfile.ZipInfo) -> Path:  # 64 zero bytes in the middle of the record's data
+        start = info.header_offset + 30 + len(info.filename) + len(info.extra) + info.file_size // 2
+        out = tmp_path / f"damaged-{info.filename.rsplit('/', 1)[-1]}.ckpt"
+        out.write_bytes(bytes(data[:start]) + bytes(64) + bytes(data[start + 64:]))
+        return out
+
+    optimizer_record = next(i for i in records if i.file_size == 200_000)  # the 50,000 floats of momentum
+    model_record = next(i for i in reversed(records) if i is not optimizer_record)
+    bad = damaged(model_record)
+    with pytest.raises(CheckpointError, match=r"truncated or corrupt\?\).*CRC-32"):
+        lseg.load_model(bad)
+    assert main(["info", str(bad)]) == 2
+    assert "CRC-32" in capsys.readouterr().err
+    assert lseg.load_model(damaged(optimizer_record)).config.name == "lseg_tiny_test"
+
+
 def test_save_load_round_trip_is_bit_exact(tiny_model, tmp_path):
     out = save_pretrained(tiny_model, tmp_path / "model")
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]

@@ -236,6 +236,20 @@ def test_mirror_replaces_drive(released, monkeypatch, tmp_path, tiny_ckpt_bytes)
         weights.download(NAME, force=True)
 
 
+def test_a_mirror_that_is_not_an_http_url_is_one_line_saying_so(released, monkeypatch, tmp_path):
+    """A folder path or file:// URL as the mirror said the download 'broke off ... from ://' and to run the
+    command again, which cannot help; nothing is fetched and nothing is left in the cache."""
+    for url in ("/mnt/shared/lseg-weights", "file:///mnt/shared/lseg-weights", "ftp://host/w"):
+        monkeypatch.setenv("LSEG_WEIGHTS_MIRROR", url)
+        with pytest.raises(WeightsDownloadError, match=rf"^LSEG_WEIGHTS_MIRROR must be an http\(s\) URL.*got '{url}'"):
+            weights.download(NAME)
+    monkeypatch.delenv("LSEG_WEIGHTS_MIRROR")
+    (tmp_path / "lseg-home" / "config.json").write_text(json.dumps({"weights_mirror": "weights/"}))
+    with pytest.raises(WeightsDownloadError, match=r"config.json: weights_mirror must be an http\(s\) URL"):
+        weights.download(NAME)
+    assert released.log == [] and sorted(p.name for p in _dir().iterdir()) == [".lock"]
+
+
 def test_unknown_name_lists_the_names(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError) as e:
