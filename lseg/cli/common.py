@@ -119,9 +119,10 @@ class ModelSource(CheckedOptions):
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True,
-                   pretrained_default: bool = False) -> None:
-    """The :class:`ModelSource` options; a model is needed if ``required`` and not ``pretrained_default``."""
-    add_options(p, ModelSource)
+                   pretrained_default: bool = False, skip: tuple[str, ...] = ()) -> None:
+    """The :class:`ModelSource` options but ``skip``; a model is needed if ``required`` and not
+    ``pretrained_default``."""
+    add_options(p, ModelSource, skip)
     p.set_defaults(model_required=required and not pretrained_default, pretrained_default=pretrained_default)
 
 

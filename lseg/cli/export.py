@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "lseg[export].",
     )
     add_options(o, OnnxExportOptions)
-    common.add_model_args(o)
+    common.add_model_args(o, skip=("device",))  # the export runs on the CPU
     o.set_defaults(func=_cmd_export_onnx)
 
 

@@ -54,3 +54,10 @@ def test_an_existing_file_is_refused_as_the_output_folder(tmp_path, capsys, monk
     assert main(["export", "onnx", "--random-weights", "lseg_tiny_test", "-o", str(tmp_path / "taken")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --out ") and "is a file, not a folder" in err[0]
+
+
+def test_export_takes_no_device_option(capsys):
+    """The export runs on the CPU (its graphs run on any onnxruntime provider): ``--device`` changed nothing."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["export", "onnx", "--random-weights", "lseg_tiny_test", "-o", "x", "--device", "cuda"])
+    assert "unrecognized arguments: --device cuda" in capsys.readouterr().err
