@@ -176,16 +176,21 @@ def export_store(extractor: FeatureExtractor | Callable[[], FeatureExtractor],
     return run_job(writer, overwrite=overwrite, progress=progress, shard=(part, parts))
 
 
+def _utf8(key: str) -> str:
+    """A frame key safetensors can store: bytes of a file name that are not UTF-8 as ``\\xNN``."""
+    return key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _unit_frames(unit: StoreUnit, settings: StoreSettings) -> Iterator[tuple[dict[str, Any], Any]]:
     """``(record, image)`` per frame; a bad image yields ``(record with "error", None)``."""
     if unit.is_video:
         item = unit.items[0]
         for index, t, frame in iter_frames(item.path, fps=settings.fps, every_n=settings.every_n):
-            key = (item.stem / f"{index:06d}").as_posix()
+            key = _utf8((item.stem / f"{index:06d}").as_posix())
             yield {"key": key, "source": str(item.path), "frame": index, "time": round(float(t), 6)}, frame
         return
     for item in unit.items:
-        rec = {"key": item.stem.as_posix(), "source": str(item.path), "frame": None, "time": None}
+        rec = {"key": _utf8(item.stem.as_posix()), "source": str(item.path), "frame": None, "time": None}
         try:
             yield rec, load_image(item.path)
         except LSegError as e:

@@ -260,3 +260,13 @@ def test_a_store_made_with_a_relative_checkpoint_is_queried_from_another_folder(
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert main(["query", "../st", "sky, other", "-o", "q", "-q"]) == 0
+
+
+def test_a_file_name_that_is_not_utf8_is_a_readable_frame_key(tmp_path: Path, predictor: lseg.LSegPredictor) -> None:
+    import os
+
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(os.fsdecode(bytes(tmp_path / "in") + b"/caf\xe9.png"))
+    export_store(FeatureExtractor(predictor, "ours"), [tmp_path / "in"], tmp_path / "st", progress=False)
+    store = FeatureStore(tmp_path / "st")
+    assert [f["key"] for f in store.frames] == ["caf\\xe9"] and store.read("caf\\xe9").shape[0] == 32
