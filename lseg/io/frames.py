@@ -51,21 +51,21 @@ def iter_frames(path: str | os.PathLike[str], *, every_n: int | None = None, fps
             raise ImageLoadError(f"cannot read frames from '{p}': the file is empty (0 bytes); re-create it")
     frames = (_iter_image_frames if p.suffix.lower() in IMAGE_EXTENSIONS else _iter_video_frames)(p, max_pixels)
     last_bucket: int | None = None
-    for index, timestamp, get_frame in frames:
+    for index, timestamp, slack, get_frame in frames:
         if every_n is not None and index % every_n:
             continue
         if fps is not None:
-            # Bucket k covers [k/fps, (k+1)/fps); the epsilon absorbs float error in timestamps
-            # like 0.30000000000000004 that are meant to sit exactly on a bucket boundary.
-            bucket = math.floor(timestamp * fps + 1e-6)
+            # Bucket k covers [k/fps, (k+1)/fps); ``slack`` (half a time-base tick: WebM's 0.033 s is 1/30 s)
+            # and the epsilon (float error as in 0.30000000000000004) keep a frame on its boundary in its bucket.
+            bucket = math.floor((timestamp + slack) * fps + 1e-6)
             if last_bucket is not None and bucket <= last_bucket:
                 continue
             last_bucket = bucket
         yield index, timestamp, get_frame()
 
 
-def _iter_image_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, float, Callable[[], np.ndarray]]]:
-    """Frames of an (animated) image file via Pillow, decoded by the callback."""
+def _iter_image_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, float, float, Callable[[], np.ndarray]]]:
+    """Frames of an (animated) image file via Pillow (exact times, no slack), decoded by the callback."""
     name = str(p)
     with _open_regular(p, "cannot read frames from") as f:
         im = _open_checked(f, name, max_pixels)
@@ -78,7 +78,7 @@ def _iter_image_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, f
                     _seek_frame(im, index, name)
                     _decode(im, name)  # Pillow's WebP reader sets info["duration"] only when a frame is decoded
                 duration = im.info.get("duration") or _DEFAULT_FRAME_DURATION_MS
-                yield index, t_ms / 1000.0, functools.partial(_frame_rgb, im, name, max_pixels)
+                yield index, t_ms / 1000.0, 0.0, functools.partial(_frame_rgb, im, name, max_pixels)
                 t_ms += float(duration)
         finally:
             im.close()
@@ -90,8 +90,8 @@ def _frame_rgb(im: Any, name: str, max_pixels: int | None) -> np.ndarray:
         return _pil_to_rgb(im, name, max_pixels=max_pixels)
 
 
-def _iter_video_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, float, Callable[[], np.ndarray]]]:
-    """Frames of a video file via PyAV, converted by the callback."""
+def _iter_video_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, float, float, Callable[[], np.ndarray]]]:
+    """Frames of a video file via PyAV with half a time-base tick of slack, converted by the callback."""
     try:
         import av
     except ImportError:
@@ -109,6 +109,7 @@ def _iter_video_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, f
         stream.thread_type = "AUTO"  # frame-level threading: decode order is unchanged
         rate = stream.average_rate or stream.guessed_rate
         fallback_fps = float(rate) if rate else 25.0
+        slack = float(stream.time_base) / 2 if stream.time_base else 0.0
         first_pts_time: float | None = None
         index = 0
         decoded = container.decode(stream)
@@ -127,7 +128,7 @@ def _iter_video_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, f
                 timestamp = float(frame.time - first_pts_time)
             else:
                 timestamp = index / fallback_fps
-            yield index, timestamp, functools.partial(_video_frame_to_rgb, frame)
+            yield index, timestamp, slack if frame.time is not None else 0.0, functools.partial(_video_frame_to_rgb, frame)
             index += 1
         if index == 0:
             raise ImageLoadError(f"cannot read video '{p}': no frames could be decoded; check the file")

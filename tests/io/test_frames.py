@@ -121,6 +121,17 @@ def test_iter_frames_video(tmp_path: Path) -> None:
     assert [i for i, _, _ in iter_frames(path, every_n=7)] == [0, 7, 14]
 
 
+def test_iter_frames_fps_at_the_video_rate_keeps_every_frame_of_a_millisecond_time_base(tmp_path: Path) -> None:
+    # Matroska/WebM store times in ms: frame 1 of 30 fps is at 0.033 s, just before 1/30 s; --fps 30 kept 13
+    # of 20 frames and --fps 15 took frames 0, 2, 5, 6, 8, ...
+    path = tmp_path / "clip.mkv"
+    _write_video(path, n_frames=20, rate=30)
+    assert [t for _, t, _ in iter_frames(path)][1] == pytest.approx(0.033, abs=1e-9)
+    assert [i for i, _, _ in iter_frames(path, fps=30)] == list(range(20))
+    assert [i for i, _, _ in iter_frames(path, fps=15)] == list(range(0, 20, 2))
+    assert [i for i, _, _ in iter_frames(path, fps=10)] == list(range(0, 20, 3))
+
+
 class _FakeVideoFrame:
     """Stands in for av.VideoFrame: a 2x3 frame whose display matrix says ``rotation``."""
 
