@@ -83,6 +83,12 @@ def _choose(chain: list[Path | None], text: str, i: int, prev: int | None) -> in
         nxt = next((j for j in range(i + 1, len(text)) if not _sticky(text[j])), None)
         if nxt is None or _choose(chain, text, nxt, None) == prev:
             return prev
+    if unicodedata.bidirectional(text[i]) == "AL":  # Arabic letters join: a word's letters in one font
+        a, b = text.rfind(" ", 0, i) + 1, (text + " ").find(" ", i)
+        word = [ord(c) for c in text[a:b] if unicodedata.bidirectional(c) == "AL"]
+        whole = next((k for k, path in enumerate(chain) if all(_covers(path, c) for c in word)), None)
+        if whole is not None:
+            return whole
     return next((k for k, path in enumerate(chain) if _covers(path, cp)), None)
 
 
@@ -133,13 +139,12 @@ def _clusters(text: str) -> list[str]:
 _BIDI_KINDS = {"R": "R", "AL": "R", "L": "L", "EN": "EN", "AN": "EN"}
 
 
-def _visual_order(text: str) -> str:
-    """``text`` in display order for Pillow's basic layout: UAX #9 rules W/N/L2 on clusters (no explicit
-    embeddings; the paragraph direction from the first strong character)."""
-    clusters = _clusters(text)
+def _bidi_levels(clusters: list[str]) -> list[int] | None:
+    """UAX #9 levels of ``clusters`` (rules W/N, no explicit embeddings; the paragraph direction from the
+    first strong character); None without right-to-left letters."""
     kinds = [_BIDI_KINDS.get(unicodedata.bidirectional(c[0]), "N") for c in clusters]
     if "R" not in kinds:
-        return text
+        return None
     para = next(k for k in kinds if k in "LR")
     strong = []  # a number counts as the strong direction before it when neutrals are resolved
     for kind in kinds:
@@ -154,11 +159,23 @@ def _visual_order(text: str) -> str:
             after = next((k for k in strong[i + 1:] if k in "LR"), para)
             kind = before if before == after else para
         levels.append((1 if kind == "R" else 0) if para == "L" else (1 if kind == "R" else 2))
-    order = list(range(len(clusters)))
-    for level in range(max(levels), 0, -1):  # L2: reverse every stretch at this level or higher
+    return levels
+
+
+def _display_order(levels: list[int]) -> list[int]:
+    """UAX #9 rule L2: the indices of items at ``levels`` in display order (each stretch reversed)."""
+    order = list(range(len(levels)))
+    for level in range(max(levels, default=0), 0, -1):
         stretches = [list(run) for _, run in itertools.groupby(order, key=lambda i: levels[i] >= level)]
         order = [i for run in stretches for i in (run[::-1] if levels[run[0]] >= level else run)]
-    return "".join(clusters[i] for i in order)
+    return order
+
+
+def _visual_order(text: str) -> str:
+    """``text`` in display order for Pillow's basic layout (:func:`_bidi_levels`, then rule L2 on clusters)."""
+    clusters = _clusters(text)
+    levels = _bidi_levels(clusters)
+    return text if levels is None else "".join(clusters[i] for i in _display_order(levels))
 
 
 class TextRenderer:
@@ -180,19 +197,24 @@ class TextRenderer:
         text = " ".join(text.split())
         if not self._raqm:
             text = _visual_order(text)
-        out: list[tuple[int, str]] = []
+        pieces: list[tuple[int, str]] = []  # (font, character) in logical order
         for i, ch in enumerate(text):
-            index = _choose(self._chain, text, i, out[-1][0] if out else None)
+            index = _choose(self._chain, text, i, pieces[-1][0] if pieces else None)
             if index is None:
-                piece = _stand_in(ch)
-                if not piece:
-                    continue
-                index, ch = 0, piece
-            if out and out[-1][0] == index:
-                out[-1] = (index, out[-1][1] + ch)
-            else:
-                out.append((index, ch))
-        return [(self.font(i), s) for i, s in out]
+                index, ch = 0, _stand_in(ch)
+            pieces.append((index, ch))
+        clusters = _clusters(text)
+        levels = _bidi_levels(clusters) if self._raqm and len({f for f, _ in pieces}) > 1 else None
+        # raqm orders each run; runs of several fonts in right-to-left text are put in display order here
+        keys = [0] * len(text) if levels is None else [lv for c, lv in zip(clusters, levels) for _ in c]
+        out: list[tuple[int, int, str]] = []
+        for (index, ch), level in zip(pieces, keys):
+            if out and out[-1][:2] == (index, level):
+                out[-1] = (index, level, out[-1][2] + ch)
+            elif ch:
+                out.append((index, level, ch))
+        order = _display_order([lv for _, lv, _ in out]) if levels is not None else range(len(out))
+        return [(self.font(out[i][0]), out[i][2]) for i in order]
 
     def width(self, text: str) -> int:
         return int(sum(font.getlength(s) for font, s in self.runs(text)) + 0.5)

@@ -94,3 +94,15 @@ def test_share_and_label_drawn_as_separate_runs(monkeypatch: pytest.MonkeyPatch)
     ids[:, 20:] = 1
     overlay(np.full((30, 40, 3), 90, np.uint8), ids, ["مرحبا", "قطة كبيرة"])
     assert sorted(drawn) == sorted(["50%", "مرحبا", "50%", "قطة كبيرة"])
+
+
+@pytest.mark.skipif(not lseg.viz.fonts._RAQM, reason="needs Pillow's raqm layout")
+def test_right_to_left_text_in_several_fonts_is_drawn_in_display_order() -> None:
+    """Urdu 'سڑک کے کنارے' (ے is not in DejaVu Sans) was drawn 'ے کنارےسڑک ک': the fonts' runs left to right
+    in logical order, a word split between two fonts (unjoined); 'כלב 🐶' had the emoji on the right."""
+    if font_for("ے") is None or font_for("ے") == font_for("س"):
+        pytest.skip("needs lseg[fonts] (Noto Sans Arabic)")
+    runs = TextRenderer(20).runs("سڑک کے کنارے")
+    assert [s for _, s in runs] == ["کے کنارے", "سڑک "]  # each word in one font; the first word on the right
+    assert [s for _, s in TextRenderer(20).runs("כלב 🐶")] == ["🐶", "כלב "]
+    assert [s for _, s in TextRenderer(20).runs("قطة")] == ["قطة"]
