@@ -142,9 +142,15 @@ _BIDI_KINDS = {"R": "R", "AL": "R", "L": "L", "EN": "EN", "AN": "EN"}
 def _bidi_levels(clusters: list[str]) -> list[int] | None:
     """UAX #9 levels of ``clusters`` (rules W/N, no explicit embeddings; the paragraph direction from the
     first strong character); None without right-to-left letters."""
-    kinds = [_BIDI_KINDS.get(unicodedata.bidirectional(c[0]), "N") for c in clusters]
+    raw = [unicodedata.bidirectional(c[0]) for c in clusters]
+    kinds = [_BIDI_KINDS.get(b, "N") for b in raw]
     if "R" not in kinds:
         return None
+    for i in [*range(len(raw)), *range(len(raw) - 1, -1, -1)]:  # W4: 1.5, 1,000; W5: 12% (both sides)
+        near = {kinds[j] for j in (i - 1, i + 1) if 0 <= j < len(raw)}
+        if (raw[i] == "ET" and "EN" in near) or (raw[i] in ("ES", "CS") and 0 < i < len(raw) - 1
+                                                 and kinds[i - 1] == kinds[i + 1] == "EN"):
+            kinds[i] = "EN"
     para = next(k for k in kinds if k in "LR")
     strong = []  # a number counts as the strong direction before it when neutrals are resolved
     for kind in kinds:
@@ -175,7 +181,13 @@ def _visual_order(text: str) -> str:
     """``text`` in display order for Pillow's basic layout (:func:`_bidi_levels`, then rule L2 on clusters)."""
     clusters = _clusters(text)
     levels = _bidi_levels(clusters)
-    return text if levels is None else "".join(clusters[i] for i in _display_order(levels))
+    if levels is None:
+        return text
+    return "".join(clusters[i].translate(_MIRRORED) if levels[i] % 2 else clusters[i] for i in _display_order(levels))
+
+
+#: Rule L4: brackets drawn mirrored in right-to-left text.
+_MIRRORED = str.maketrans("()[]{}<>«»", ")(][}{><»«")
 
 
 class TextRenderer:

@@ -106,3 +106,12 @@ def test_right_to_left_text_in_several_fonts_is_drawn_in_display_order() -> None
     assert [s for _, s in runs] == ["کے کنارے", "سڑک "]  # each word in one font; the first word on the right
     assert [s for _, s in TextRenderer(20).runs("כלב 🐶")] == ["🐶", "כלב "]
     assert [s for _, s in TextRenderer(20).runs("قطة")] == ["قطة"]
+
+
+def test_visual_order_keeps_numbers_whole_and_mirrors_brackets() -> None:
+    """Without raqm, 'מחיר 1.5' was drawn '5.1 ריחמ', 'חתול 12%' '%12 לותח' and 'חתול (גדול)' ')לודג( לותח'."""
+    assert _visual_order("מחיר 1.5") == "1.5 ריחמ"
+    assert _visual_order("גודל 1,000") == "1,000 לדוג"
+    assert _visual_order("חתול 12%") == "12% לותח"
+    assert _visual_order("חתול (גדול)") == "(לודג) לותח"
+    assert _visual_order("a (b) c") == "a (b) c"
