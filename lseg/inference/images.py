@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from lseg.geometry import resize_rgb, working_size
 from lseg.inference.results import PreparedImage
@@ -16,8 +17,13 @@ __all__ = ["images_per_forward", "prepare_image", "rgb_pixels"]
 
 
 def _decoded_if_stream(image: Any) -> Any:
-    """A binary file object, decoded: it can be read once, and a result keeps its image for ``overlay()``."""
-    return load_image(image) if hasattr(image, "read") else image
+    """A binary file object or an animated PIL image, decoded: it can be read once, or seeked to another
+    frame, and a result keeps its image for ``overlay()``."""
+    try:
+        animated = isinstance(image, Image.Image) and bool(image.tell() or getattr(image, "is_animated", False))
+    except Exception:  # noqa: BLE001 - a corrupt animation: load_image says what is wrong
+        animated = True
+    return load_image(image) if hasattr(image, "read") or animated else image
 
 
 def images_per_forward(device: torch.device | str, batch_size: int) -> int:

@@ -50,15 +50,19 @@ memoryview`` (encoded file content), a binary file object, ``PIL.Image.Image``, 
 or ``torch.Tensor``."""
 
 
-def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, frame: int = 0) -> np.ndarray:
+def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               frame: int | None = None) -> np.ndarray:
     """Any supported image input (docs/errors-and-limits.md: a path, encoded bytes, a binary file object
     read from its position, a PIL image, a numpy array or a torch tensor) as a new C-contiguous
     ``HxWx3 uint8 RGB`` array, alpha composited onto :data:`ALPHA_BACKGROUND`. ``max_pixels`` (``H * W``,
     checked from the header; ``None``: no limit) and ``frame`` (of a multi-frame file) as documented
-    there; :class:`ImageLoadError` for any unusable input, ``TypeError`` for a source of another type."""
+    there (unset: a PIL image's current frame, else 0); :class:`ImageLoadError` for any unusable input,
+    ``TypeError`` for a source of another type."""
     if max_pixels is not None and (isinstance(max_pixels, bool) or int(max_pixels) != max_pixels
                                    or max_pixels < 1):
         raise ValueError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
+    if frame is None:  # a PIL image seeked to frame i is that frame, as for np.asarray(image)
+        frame = source.tell() if isinstance(source, Image.Image) else 0
     if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)):
         raise TypeError(f"frame must be an int, got {type(frame).__name__}")
     frame = int(frame)

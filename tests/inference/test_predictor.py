@@ -36,6 +36,7 @@ from PIL import Image
 
 import lseg
 from lseg.inference.predictor import MultiScaleConfig, multiscale_logits
+from lseg.io import load_image
 
 
 @pytest.fixture
@@ -452,3 +453,18 @@ def test_settings_beside_options_are_refused_not_dropped(tiny_model):
 def test_options_say_the_precision_the_predictor_runs(tiny_model):
     assert lseg.LSegPredictor(tiny_model).options.precision == "fp32"  # the model's own, not "auto"
     assert lseg.LSegPredictor(tiny_model, precision="bf16").options.precision == "bf16"
+
+
+def test_an_animated_pil_image_is_segmented_and_drawn_at_its_frame(predictor, tmp_path):
+    """segment(im) of a GIF seeked to frame 2 segmented frame 0; its overlay drew whatever frame the image
+    was at when overlay() was called."""
+    frames = [Image.new("RGB", (32, 24), (80 * i, 40, 200 - 80 * i)) for i in range(3)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    with Image.open(tmp_path / "a.gif") as im:
+        im.seek(2)
+        result = predictor.segment(im, "a, b")
+        expected = predictor.segment(load_image(tmp_path / "a.gif", frame=2), "a, b")
+        np.testing.assert_allclose(result.logits, expected.logits, atol=1e-5)
+        im.seek(0)
+        photo = np.asarray(result.overlay(alpha=0.0, legend=False))
+        np.testing.assert_array_equal(photo, load_image(tmp_path / "a.gif", frame=2))

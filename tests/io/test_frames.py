@@ -183,3 +183,11 @@ def test_iter_frames_times_add_up_each_frames_own_duration(tmp_path: Path, ext: 
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=[500, 20, 30, 40], lossless=True)
     assert [t for _, t, _ in iter_frames(path)] == pytest.approx([0, 0.5, 0.52, 0.55])
     assert [i for i, _, _ in iter_frames(path, fps=2)] == [0, 1]
+
+
+def test_pil_image_seeked_to_a_frame_is_that_frame(tmp_path: Path) -> None:
+    """A PIL image at frame 3 (as np.asarray(im) sees it) was loaded as frame 0."""
+    with Image.open(animated_gif(tmp_path / "anim.gif")) as im:
+        im.seek(3)
+        assert abs(int(load_image(im)[0, 0, 0]) - 75) <= 2 and im.tell() == 3
+        assert abs(int(load_image(im, frame=0)[0, 0, 0])) <= 2 and im.tell() == 3
