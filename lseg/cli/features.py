@@ -23,7 +23,7 @@ from lseg.features.options import (
     parse_resolution,
     parse_shard,
 )
-from lseg.inference.options import PredictorOptions
+from lseg.inference.options import PredictorOptions, refuse_geometry
 from lseg.options import add_options, option, options_from_args
 
 if TYPE_CHECKING:
@@ -92,9 +92,8 @@ def _cmd_features(args: argparse.Namespace) -> int:
     if store.format != "store" and (store.preset != "ours" or store.reduce or store.engine != "local"
                                     or store.scales or store.flip is not None):
         raise LSegError("--preset, --scales, --flip, --reduce and --engine need --format store")
-    geometry, default = (popts.size, popts.crop_size, popts.stride), PredictorOptions()
-    if store.preset != "ours" and geometry != (default.size, default.crop_size, default.stride):
-        raise LSegError(f"--size, --crop-size and --stride set the ours preset's geometry; {store.preset} has its own")
+    if store.preset != "ours":
+        refuse_geometry(popts, f"--preset {store.preset}")
     rank, world = torchrun_rank()
     part, parts = combine_shards(parse_shard(opts.shard) if opts.shard else None, (rank, world))
     if store.engine == "ray" and parts > 1:

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass
 
 from lseg.cli import common
-from lseg.inference.options import PredictorOptions, SegmentOptions
+from lseg.inference.options import PredictorOptions, SegmentOptions, refuse_geometry
 from lseg.options import add_options, option, options_from_args
 
 __all__ = ["SegmentInputs", "register"]
@@ -47,6 +47,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     labels = options_from_args(common.LabelsOptions, args).read()
     source = common.model_source_from_args(args)
     popts: PredictorOptions = options_from_args(PredictorOptions, args)
+    if opts.multiscale:
+        refuse_geometry(popts, "--multiscale")
     writer = SegmentWriter(inputs.images, labels, opts, popts, common.resolved_precision(source, popts),
                            source.identity(), lambda: common.make_predictor(args, source, popts))
     report = run_job(writer, overwrite=opts.overwrite, progress=not opts.quiet)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lseg.io.checks import output_folder
-from lseg.options import CheckedOptions, OptionError, Precision, check_compile, option
+from lseg.options import CheckedOptions, OptionError, Precision, check_compile, field_defaults, option
 
 __all__ = ["ADE20K_SCALES", "PredictorOptions", "SegmentOptions"]
 
@@ -73,6 +73,14 @@ class PredictorOptions(CheckedOptions):
         return self.stride if self.stride is not None else self.crop_size * 2 // 3 // 2 * 2
 
 
+def refuse_geometry(options: PredictorOptions, who: str) -> None:
+    """Refuse ``size``, ``crop_size`` and ``stride`` set (not their defaults) for ``who``, whose geometry is
+    its own (a command-line check: the options are named as flags)."""
+    defaults = field_defaults(PredictorOptions)
+    if any(getattr(options, k) != defaults[k] for k in ("size", "crop_size", "stride")):
+        raise OptionError(f"--size, --crop-size and --stride set the single-pass geometry; {who} has its own")
+
+
 @dataclass(frozen=True)
 class SegmentOptions(CheckedOptions):
     """What ``lseg segment`` (and :func:`lseg.segment_folder`) writes per image.
@@ -82,8 +90,7 @@ class SegmentOptions(CheckedOptions):
         scores: also write per-label probabilities (.npz, fp16).
         heatmaps: also write one probability heatmap per label over the image, with its name and a
             colour bar (<stem>_heat_<index>_<label>.png).
-        multiscale: reference multi-scale + flip evaluation (slow; its own sizes: base 520, 480 crops, stride
-            320; --size, --crop-size and --stride do not apply).
+        multiscale: reference multi-scale + flip evaluation (slow; its own geometry: lseg.MultiScaleConfig).
         alpha: overlay opacity, 0 to 1.
         legend: draw the legend beside the overlay (False: the overlay alone, at the photo's size).
         overwrite: redo every image, even those already done, and replace files lseg did not write.

@@ -197,3 +197,12 @@ def test_a_warning_about_an_image_is_said_once(tmp_path):
                          env=cli_env(), capture_output=True, text=True, check=True).stderr
     assert [ln for ln in err.splitlines() if "Corrupt EXIF" in ln] == [
         f"warning: image '{tmp_path / 'in' / 'x.jpg'}': Corrupt EXIF data. Expecting to read 12 bytes but only got 4."]
+
+
+def test_multiscale_with_a_single_pass_geometry_is_refused(photos, tmp_path, capsys):
+    args = ["segment", str(photos), "-l", "sky, other", "-o", str(tmp_path / "o"), "--multiscale",
+            "--random-weights", "lseg_tiny_test"]
+    assert main([*args, "--size", "240"]) == 2
+    assert "error: --size, --crop-size and --stride set the single-pass geometry; --multiscale has its own" in (
+        capsys.readouterr().err)
+    assert not (tmp_path / "o").exists()

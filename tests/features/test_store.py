@@ -122,7 +122,7 @@ def test_cli_store_info_reduce_export(tmp_path: Path, inputs: Path, capsys: pyte
     args = ["features", str(inputs), "-o", str(tmp_path / "st"), "--format", "store", "--preset", "vlmaps",
             "--resolution", "24x32", "--fps", "5", "--reduce", "4", "--frames-per-shard", "4", *common]
     assert main([*args, "--size", "64"]) == 2  # ours' geometry: vlmaps resizes to 520 whatever --size says
-    assert "--size, --crop-size and --stride set the ours preset's geometry; vlmaps" in capsys.readouterr().err
+    assert "--size, --crop-size and --stride set the single-pass geometry; --preset vlmaps has its own" in capsys.readouterr().err
     assert main(args) == 0
     assert "features: 8 written, 0 already done, 0 failed" in capsys.readouterr().err
     assert main(["store", "info", str(tmp_path / "st")]) == 0
