@@ -453,6 +453,9 @@ def test_settings_beside_options_are_refused_not_dropped(tiny_model):
 def test_options_say_the_precision_the_predictor_runs(tiny_model):
     assert lseg.LSegPredictor(tiny_model).options.precision == "fp32"  # the model's own, not "auto"
     assert lseg.LSegPredictor(tiny_model, precision="bf16").options.precision == "bf16"
+    asked = lseg.PredictorOptions(precision="auto")
+    assert lseg.LSegPredictor(tiny_model, options=asked).options.precision in ("fp32", "bf16")
+    assert asked.precision == "auto"  # the caller's options are not changed
 
 
 def test_an_animated_pil_image_is_segmented_and_drawn_at_its_frame(predictor, tmp_path):
