@@ -212,7 +212,7 @@ def check_accelerator(cfg: TrainConfig) -> None:
 
 
 def absolute_inputs(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with the local paths it reads made absolute (data, checkpoint, CLIP file, reader ``*_dir`` /
+    """``cfg`` with ``out_dir`` and the local paths it reads made absolute (data, checkpoint, CLIP file, reader ``*_dir`` /
     ``*_file`` keywords), so that its ``config.yaml`` replayed elsewhere is the same run; names stay."""
     from lseg.pretrained.released import portable  # no torch
 
@@ -222,7 +222,8 @@ def absolute_inputs(cfg: TrainConfig) -> TrainConfig:
     def paths(kwargs: dict[str, Any]) -> dict[str, Any]:
         return {k: local(v) if k.endswith(("_dir", "_file")) else v for k, v in kwargs.items()}
 
-    return cfg.replace(data_root=local(cfg.data_root), init_checkpoint=local(cfg.init_checkpoint),
+    return cfg.replace(out_dir=str(Path(cfg.out_dir).expanduser().absolute()), data_root=local(cfg.data_root),
+                       init_checkpoint=local(cfg.init_checkpoint),
                        clip_text_weights=local(cfg.clip_text_weights), dataset_kwargs=paths(cfg.dataset_kwargs),
                        val_dataset_kwargs=paths(cfg.val_dataset_kwargs))
 
@@ -233,14 +234,10 @@ def field_names() -> list[str]:
 
 
 def dump_config(cfg: TrainConfig, path: str | Path) -> Path:
-    """Write ``cfg`` as YAML (atomically), its folders (``out_dir``, ``data_root``) made absolute."""
+    """Write ``cfg`` as YAML (atomically)."""
     import yaml
 
     from lseg.io import atomic_write
 
-    data = cfg.to_dict()
-    for name in ("out_dir", "data_root"):  # absolute: replayed from another directory, it is the same run
-        if isinstance(data.get(name), str):
-            data[name] = str(Path(data[name]).expanduser().absolute())
-    text = "# lseg train config (re-run with: lseg train --config this-file)\n" + yaml.safe_dump(data, sort_keys=False)
+    text = "# lseg train config (re-run with: lseg train --config this-file)\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))

@@ -109,8 +109,8 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     starts afresh. With ``devices > 1`` and no launcher, Fabric re-runs the command for the other
     processes (use the CLI or ``torchrun``, not an interactive session)."""
     check_accelerator(cfg)  # a GPU this machine lacks: one error before Fabric starts
-    # expanded before the loggers see it: else logs/ would go to ./~/x and the rest to $HOME/x
-    cfg = absolute_inputs(cfg.replace(out_dir=str(Path(cfg.out_dir).expanduser())))  # config.yaml: replayable
+    # before the loggers see it (else logs/ would go to ./~/x); config.yaml replayed elsewhere: the same run
+    cfg = absolute_inputs(cfg)
     fewshot = canonical_name(cfg.dataset) in FEWSHOT_DATASETS
     if cfg.world_size > 1 and "LOCAL_RANK" not in os.environ:  # one data error, not one per process
         _build_dataset(cfg, fewshot)

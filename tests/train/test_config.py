@@ -10,7 +10,7 @@ import yaml
 from lseg.cli import main
 from lseg.errors import ConfigError
 from lseg.train import TrainConfig, get_recipe, load_config
-from lseg.train.config import dump_config
+from lseg.train.config import absolute_inputs, dump_config
 
 
 def test_schedule_epochs_and_new_field_checks():
@@ -36,7 +36,8 @@ def test_dumped_config_round_trips(tmp_path: Path):
 def test_dumped_config_names_its_folders_absolutely(tmp_path: Path, monkeypatch):
     """Replayed from another working directory (a job script), the config resumes the same run."""
     monkeypatch.chdir(tmp_path)
-    path = dump_config(TrainConfig(data_root="toy", out_dir="runs/a"), tmp_path / "config.yaml")
+    (tmp_path / "toy").mkdir()
+    path = dump_config(absolute_inputs(TrainConfig(data_root="toy", out_dir="runs/a")), tmp_path / "config.yaml")
     monkeypatch.chdir("/")
     cfg = load_config(path)
     assert (cfg.data_root, cfg.out_dir) == (str(tmp_path / "toy"), str(tmp_path / "runs" / "a"))
@@ -45,8 +46,6 @@ def test_dumped_config_names_its_folders_absolutely(tmp_path: Path, monkeypatch)
 
 def test_absolute_inputs_makes_the_local_paths_a_run_reads_absolute(tmp_path: Path, monkeypatch):
     """Existing local paths become absolute; released names, ``openai``, Hub ids and other keywords stay."""
-    from lseg.train.config import absolute_inputs
-
     monkeypatch.chdir(tmp_path)
     for name in ("splits", "init", "clip.pt", "labels.txt"):
         (tmp_path / name).touch()
