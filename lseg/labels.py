@@ -14,8 +14,8 @@ from typing import Generic, TypeVar
 from lseg.errors import ConfigError, LabelError
 
 __all__ = [
-    "DEFAULT_TEMPLATES", "NO_TEMPLATE", "LabelCache", "apply_templates", "fill_template", "label_index", "parse_labels",
-    "validate_templates",
+    "DEFAULT_TEMPLATES", "NO_TEMPLATE", "LabelCache", "apply_templates", "fill_template", "first_clash", "label_index",
+    "parse_labels", "validate_templates",
 ]
 
 #: The reference LSeg behaviour: the raw label is the prompt.
@@ -211,3 +211,12 @@ def label_index(labels: Sequence[str], label: str | int) -> int:
     if not matches:
         raise KeyError(f"{label!r} is not one of the labels: {', '.join(map(repr, labels))}")
     return matches[0]
+
+
+def first_clash(keys: Iterable[Hashable]) -> tuple[int, int] | None:
+    """``(j, i)``: the first position ``i`` whose key equals an earlier one's (at ``j``); None if all differ."""
+    seen: dict[Hashable, int] = {}
+    for i, key in enumerate(keys):
+        if (j := seen.setdefault(key, i)) != i:
+            return j, i
+    return None

@@ -15,7 +15,7 @@ import numpy as np
 from lseg import geometry
 from lseg.errors import CheckpointError, ConfigError, LabelError, LSegError, one_line
 from lseg.io import load_image
-from lseg.labels import LabelCache, label_index, parse_labels
+from lseg.labels import LabelCache, first_clash, label_index, parse_labels
 
 __all__ = ["OnnxImageEmbedding", "OnnxPredictor", "OnnxSegmentation", "session"]
 
@@ -141,12 +141,11 @@ class OnnxPredictor:
         labels with the same tokens (one text to CLIP) are a :class:`LabelError`, as in LSegPredictor."""
         label_list = parse_labels(labels)
         tokens = self.tokenize(label_list)  # all of them: a clash with a cached label counts too
-        first: dict[bytes, int] = {}
-        for i, row in enumerate(tokens):
-            if (j := first.setdefault(row.tobytes(), i)) != i:
-                raise LabelError(f"labels {label_list[j]!r} (position {j + 1}) and {label_list[i]!r} (position "
-                                 f"{i + 1}) are the same tokens to CLIP's tokenizer (it repairs mojibake, unescapes "
-                                 "HTML, lower-cases and reads 75 tokens) and would get one embedding; remove one")
+        if clash := first_clash(row.tobytes() for row in tokens):
+            j, i = clash
+            raise LabelError(f"labels {label_list[j]!r} (position {j + 1}) and {label_list[i]!r} (position {i + 1}) "
+                             "are the same tokens to CLIP's tokenizer (it repairs mojibake, unescapes HTML, "
+                             "lower-cases and reads 75 tokens) and would get one embedding; remove one")
         rows = dict(zip(label_list, tokens))
         return np.stack(self._text_cache.get(label_list, lambda new: self._encode([rows[lb] for lb in new])))
 

@@ -15,7 +15,7 @@ from open_clip.transformer import LayerNormFp32, QuickGELU, TextTransformer
 from torch import nn
 
 from lseg.errors import LabelError
-from lseg.labels import NO_TEMPLATE, apply_templates
+from lseg.labels import NO_TEMPLATE, apply_templates, first_clash
 from lseg.models.config import TextEncoderConfig
 
 _logger = logging.getLogger(__name__)
@@ -61,17 +61,17 @@ class CLIPTextEncoder(nn.Module):
         memo = self.__dict__.setdefault("_clean_memo", {})
         if len(memo) > 65536:
             memo.clear()
-        seen: dict[tuple[str, ...], int] = {}
-        for i, label in enumerate(labels):
-            key = memo.get(label)
-            if key is None:
-                key = memo[label] = tuple(self.tokenizer.pat.findall(self.tokenizer.clean_fn(label)))
-            j = seen.setdefault(key, i)
-            if j != i:
-                raise LabelError(f"labels {labels[j]!r} (position {j + 1}) and {label!r} (position {i + 1}) "
-                                 "are the same text to CLIP's tokenizer (it repairs mojibake, unescapes HTML, "
-                                 "lower-cases and ignores spaces around punctuation) and would get one embedding; "
-                                 "remove one")
+        def words(label: str) -> tuple[str, ...]:
+            if label not in memo:
+                memo[label] = tuple(self.tokenizer.pat.findall(self.tokenizer.clean_fn(label)))
+            return memo[label]
+
+        if clash := first_clash(map(words, labels)):
+            j, i = clash
+            raise LabelError(f"labels {labels[j]!r} (position {j + 1}) and {labels[i]!r} (position {i + 1}) "
+                             "are the same text to CLIP's tokenizer (it repairs mojibake, unescapes HTML, "
+                             "lower-cases and ignores spaces around punctuation) and would get one embedding; "
+                             "remove one")
         # only a prompt that may exceed the context is tokenised (a token covers at least one UTF-8 byte)
         limit = self.cfg.context_length - 2
         if max(len(lb.encode()) for lb in labels) + max(len(t.encode()) for t in templates) <= limit:
@@ -91,15 +91,13 @@ class CLIPTextEncoder(nn.Module):
             _logger.warning("label %r... has %d tokens; CLIP reads only the first %d", labels[i][:40], counts[i],
                             limit)
         tokens = self.tokenizer(labels)
-        if cut:  # two labels equal in their first `limit` tokens would get one embedding
-            first: dict[tuple[int, ...], int] = {}
-            for i, row in enumerate(map(tuple, tokens.tolist())):
-                j = first.setdefault(row, i)
-                if j != i and (i in cut or j in cut):
-                    raise LabelError(
-                        f"labels {j + 1} and {i + 1} ({labels[j][:30]!r}..., {labels[i][:30]!r}...) are "
-                        f"identical within CLIP's {limit}-token context and would get the same embedding; "
-                        "make them differ earlier")
+        # two cut labels equal in their first `limit` tokens would get one embedding
+        rows = (tuple(row) if i in cut else i for i, row in enumerate(tokens.tolist()))
+        if cut and (clash := first_clash(rows)):
+            j, i = clash
+            raise LabelError(f"labels {j + 1} and {i + 1} ({labels[j][:30]!r}..., {labels[i][:30]!r}...) are "
+                             f"identical within CLIP's {limit}-token context and would get the same embedding; "
+                             "make them differ earlier")
         return tokens, [min(n, limit) + 2 for n in counts]
 
     def encode_tokens(self, tokens: torch.Tensor, reference: bool = False,
