@@ -14,7 +14,7 @@ from lseg.options import add_options, options_from_args
 
 _logger = logging.getLogger("lseg")
 
-__all__ = ["DemoOptions", "check_port_free", "is_loopback", "register"]
+__all__ = ["DemoOptions", "is_loopback", "register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,5 +56,5 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     try:
         launch_demo(demo, host=opts.host, port=port, max_upload_mb=opts.max_upload_mb)
     except OSError as e:
-        raise LSegError(f"cannot serve on {opts.host}:{opts.port}: {e}; try another --port") from None
+        raise LSegError(f"cannot serve on {opts.host}:{port}: {e}; try another --port") from None
     return 0

@@ -82,9 +82,9 @@ class ReduceWriter(Writer):
         store = self.store
         index = dict(store.index, reduction={**self.reduction.summary(), "projection": f"{REDUCTION_DIR}/{PROJECTION}"})
         atomic_write(store.path / STORE_INDEX, lambda p: p.write_text(json.dumps(index, indent=1) + "\n"))
-        kept = {name for rel in store.shards() for name in (rel, str(Path(rel).with_suffix(".json")))}
+        kept = {p for u in self.units() for p in (*u.targets, u.record)}
         for p in (self.out / "shards").glob("*"):  # those of shards an earlier extraction had
-            if f"shards/{p.name}" not in kept and not p.name.startswith(".") and p.is_file():
+            if p not in kept and not p.name.startswith(".") and p.is_file():
                 p.unlink(missing_ok=True)
 
 

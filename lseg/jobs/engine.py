@@ -119,7 +119,7 @@ def _resolved(p: Path) -> Path:
     return p.absolute()
 
 
-def check_clashes(units: Sequence[Unit], overwrite: bool = False, kind: str | None = None) -> None:
+def check_clashes(units: Sequence[Unit], overwrite: bool, kind: str) -> None:
     """Refuse, all at once, outputs that would destroy data: an input of this run, a file in another
     input's frame folder, an existing file no lseg record lists or another command's (not ``kind``) record
     lists (unless ``overwrite``)."""
@@ -141,9 +141,9 @@ def check_clashes(units: Sequence[Unit], overwrite: bool = False, kind: str | No
         return own is not None and (target == record or target.name in listed_outputs(own, record))
 
     for u in units:
-        other = (read_record(u.record) or {}).get("kind", kind) if kind and not overwrite else kind
-        if other != kind:  # `lseg query` into `lseg segment`'s folder: not a re-run of either
-            problems.append(f"{u.record} records the outputs of another command ({other})")
+        record = None if overwrite else read_record(u.record)
+        if record is not None and record.get("kind", kind) != kind:  # `lseg query` into `lseg segment`'s folder
+            problems.append(f"{u.record} records the outputs of another command ({record['kind']})")
             foreign = True
             continue
         for target in [*u.targets, u.record]:
@@ -159,7 +159,7 @@ def check_clashes(units: Sequence[Unit], overwrite: bool = False, kind: str | No
             if not overwrite and os.path.lexists(target) and not is_recorded(target, u.record):
                 problems.append(f"{target} exists and is not an lseg output (no record lists it)")
                 foreign = True
-        if u.folder is not None and not overwrite and u.folder.is_dir() and read_record(u.record) is None:
+        if u.folder is not None and not overwrite and u.folder.is_dir() and record is None:
             with contextlib.suppress(OSError):
                 theirs = sorted(n for n in os.listdir(u.folder) if not n.startswith("."))
                 if theirs:
