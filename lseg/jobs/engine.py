@@ -17,7 +17,7 @@ from lseg.errors import LSegError, OutputWriteError
 from lseg.io import Staged, check_writable, remove_stale_temp_files
 from lseg.jobs.claims import ClaimSet, hold_recipe, remove_stale_claims
 from lseg.jobs.inputs import read_record, recorded_outputs
-from lseg.jobs.records import Status, digest, listed_outputs, plan, write_record
+from lseg.jobs.records import Status, digest, input_stamp, listed_outputs, plan, write_record
 
 _logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ __all__ = ["Report", "Unit", "Writer", "check_clashes", "exit_code", "pending_un
 class Unit:
     """One unit of work: its ``source``, the files it writes (``targets``; empty for a unit that
     appends them as it writes, e.g. a video's frames), its ``record``, the ``folder`` a video unit
-    fills, and the writer's own ``data``."""
+    fills, the writer's own ``data``, and its ``inputs`` besides ``source`` (a store's run of images)."""
 
     source: Path
     targets: list[Path]
@@ -36,6 +36,8 @@ class Unit:
     folder: Path | None = None
     data: Any = None
     status: Status = "new"
+    inputs: tuple[Path, ...] = ()
+    stamp: list | None = None  # the inputs' sizes and times, as the unit was claimed
 
     def __post_init__(self) -> None:
         self.key = self.targets[0] if self.targets else self.record  # what workers claim
@@ -254,11 +256,15 @@ def pending_units(writer: Writer, overwrite: bool, report: Report, shard: tuple[
     todo = []
     for unit in mine:
         # nothing removed yet: a unit to redo is planned again, and acted on, once claimed
-        if plan(_targets_now(unit), unit.record, recipe, overwrite, remove=False)[0] == "done":
+        if plan(_targets_now(unit), unit.record, recipe, overwrite, remove=False, stamp=_stamp(unit))[0] == "done":
             _skip(report, unit)
         else:
             todo.append(unit)
     return mine, todo, recipe
+
+
+def _stamp(unit: Unit) -> list:
+    return input_stamp([unit.source, *unit.inputs])
 
 
 def _skip(report: Report, unit: Unit) -> None:
@@ -279,7 +285,8 @@ def _claimed(todo: list[Unit], claims: ClaimSet, recipe: dict[str, Any], overwri
             _fail(report, unit.source, e)
             taken = None
         if taken:
-            unit.status, changed = plan(_targets_now(unit), unit.record, recipe, overwrite)
+            unit.stamp = _stamp(unit)
+            unit.status, changed = plan(_targets_now(unit), unit.record, recipe, overwrite, stamp=unit.stamp)
             if unit.status != "done":
                 report.changed |= changed
                 yield unit
@@ -306,7 +313,8 @@ def write_unit(writer: Writer, unit: Unit, result: Any, recipe: dict[str, Any], 
     """Write one claimed unit: its pending record, its files (staged, then moved into place), its
     complete record; counted in ``report``. Ray actors call it as the loop does."""
     staged = Staged()
-    write_record(unit.record, writer.kind, unit.source, recipe, unit.targets, pending=True)
+    stamp = {"inputs": unit.stamp if unit.stamp is not None else _stamp(unit)}
+    write_record(unit.record, writer.kind, unit.source, recipe, unit.targets, pending=True, extra=stamp)
     try:
         extra = writer.write(unit, result, staged)
         staged.commit()
@@ -316,7 +324,7 @@ def write_unit(writer: Writer, unit: Unit, result: Any, recipe: dict[str, Any], 
             with contextlib.suppress(OSError):
                 unit.record.unlink()
         raise
-    write_record(unit.record, writer.kind, unit.source, recipe, unit.targets, extra=extra)
+    write_record(unit.record, writer.kind, unit.source, recipe, unit.targets, extra={**stamp, **extra})
     for item in extra.get("failed", ()):
         _fail(report, Path(item["source"]), LSegError(item["error"]))
     # a unit of several frames (a video, a store's run of images) counts its frames

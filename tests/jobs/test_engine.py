@@ -259,3 +259,31 @@ def test_multiscale_segment_is_not_redone_for_sizes_it_does_not_use(tmp_path: Pa
                                options).summary().startswith("1 written")
     again = lseg.LSegPredictor(tiny_model, size=64, crop_size=64, stride=32)  # the evaluator has its own sizes
     assert lseg.segment_folder(again, photos, "sky, other", options).summary().startswith("0 written, 1 already")
+
+
+def test_an_input_replaced_under_the_same_name_is_redone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Another image saved as a.png (or the same one edited) is redone on a re-run; an untouched one is not."""
+    photos, out = tmp_path / "in", tmp_path / "o"
+    photos.mkdir()
+    Image.fromarray(np.full((20, 30, 3), 90, np.uint8)).save(photos / "a.png")
+    Image.fromarray(np.full((20, 30, 3), 30, np.uint8)).save(photos / "b.png")
+    args = ["segment", str(photos), "-l", "sky, other", "-o", str(out), *TINY]
+    assert main(args) == 0
+    Image.fromarray(np.full((24, 40, 3), 200, np.uint8)).save(photos / "a.png")
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "1 written (1 redone: input changed), 1 already done" in capsys.readouterr().err
+    assert Image.open(out / "a_labels.png").size == (40, 24)
+    assert json.loads((out / "a_labels.json").read_text())["inputs"][0][0] == (photos / "a.png").stat().st_size
+    assert main(args) == 0 and "0 written, 2 already done" in capsys.readouterr().err
+
+
+def test_a_store_redoes_a_run_of_images_when_one_changes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inputs, out = make_inputs(tmp_path), tmp_path / "store"
+    (inputs / "clip.mp4").unlink()
+    args = ["features", str(inputs), "-o", str(out), "--format", "store", "--frames-per-shard", "2", *TINY]
+    assert main(args) == 0
+    Image.fromarray(np.zeros((48, 48, 3), np.uint8)).save(inputs / "img1.png")  # the second of the first run
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "2 written (2 redone: input changed), 1 already done" in capsys.readouterr().err
