@@ -138,6 +138,9 @@ class NpyWriter(Writer):
         return {**self._recipe, "dtype": self.dtype, "resolution": self.res, "pca": self.pca,
                 "video_sampling": {"fps": self.fps, "every_n": self.every_n}, "model": self.model}
 
+    def unit_recipe(self, unit: Unit, recipe: dict[str, Any]) -> dict[str, Any]:
+        return recipe if unit.folder is not None else {**recipe, "video_sampling": {"fps": None, "every_n": None}}
+
     def setup(self) -> None:
         if self.predictor is None:
             self.predictor = self._predictor()

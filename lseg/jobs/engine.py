@@ -90,6 +90,10 @@ class Writer:
         """The settings that change the outputs' content (known without the model)."""
         return {}
 
+    def unit_recipe(self, unit: Unit, recipe: dict[str, Any]) -> dict[str, Any]:
+        """The part of ``recipe`` that makes ``unit``'s outputs (a still image: no video sampling)."""
+        return recipe
+
     def setup(self) -> None:
         """Build the model: called once, only when some unit is to be written."""
 
@@ -213,7 +217,7 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
             writer.setup()
             bar = progress_bar(total=len(mine), initial=len(mine) - len(todo), desc=desc,
                                unit=writer.unit_name, disable=not progress)
-            for unit, result in writer.compute(_claimed(todo, claims, recipe, overwrite, report, bar)):
+            for unit, result in writer.compute(_claimed(todo, claims, writer, recipe, overwrite, report, bar)):
                 try:
                     if isinstance(result, LSegError):
                         raise result
@@ -256,7 +260,8 @@ def pending_units(writer: Writer, overwrite: bool, report: Report, shard: tuple[
     todo = []
     for unit in mine:
         # nothing removed yet: a unit to redo is planned again, and acted on, once claimed
-        if plan(_targets_now(unit), unit.record, recipe, overwrite, remove=False, stamp=_stamp(unit))[0] == "done":
+        own = writer.unit_recipe(unit, recipe)
+        if plan(_targets_now(unit), unit.record, own, overwrite, remove=False, stamp=_stamp(unit))[0] == "done":
             _skip(report, unit)
         else:
             todo.append(unit)
@@ -272,8 +277,8 @@ def _skip(report: Report, unit: Unit) -> None:
     report.skipped += [unit.key] * len((read_record(unit.record) or {}).get("frames") or [None])
 
 
-def _claimed(todo: list[Unit], claims: ClaimSet, recipe: dict[str, Any], overwrite: bool, report: Report,
-             bar: Any) -> Iterator[Unit]:
+def _claimed(todo: list[Unit], claims: ClaimSet, writer: Writer, recipe: dict[str, Any], overwrite: bool,
+             report: Report, bar: Any) -> Iterator[Unit]:
     """The units this worker claims, as the writer pulls them (those another worker holds or finished
     are counted and passed over)."""
     for unit in todo:
@@ -286,7 +291,8 @@ def _claimed(todo: list[Unit], claims: ClaimSet, recipe: dict[str, Any], overwri
             taken = None
         if taken:
             unit.stamp = _stamp(unit)
-            unit.status, changed = plan(_targets_now(unit), unit.record, recipe, overwrite, stamp=unit.stamp)
+            own = writer.unit_recipe(unit, recipe)
+            unit.status, changed = plan(_targets_now(unit), unit.record, own, overwrite, stamp=unit.stamp)
             if unit.status != "done":
                 report.changed |= changed
                 yield unit
@@ -312,7 +318,7 @@ def _fail(report: Report, source: Path, e: LSegError) -> None:
 def write_unit(writer: Writer, unit: Unit, result: Any, recipe: dict[str, Any], report: Report) -> None:
     """Write one claimed unit: its pending record, its files (staged, then moved into place), its
     complete record; counted in ``report``. Ray actors call it as the loop does."""
-    staged = Staged()
+    staged, recipe = Staged(), writer.unit_recipe(unit, recipe)
     stamp = {"inputs": unit.stamp if unit.stamp is not None else _stamp(unit)}
     write_record(unit.record, writer.kind, unit.source, recipe, unit.targets, pending=True, extra=stamp)
     try:

@@ -192,3 +192,14 @@ def test_a_map_larger_than_the_free_disk_is_refused_before_writing(tmp_path: Pat
     report = export_features(predictor, [tmp_path / "a.png"], tmp_path / "o", resolution=(900, 900), progress=False)
     assert report.stopped and "a.npy: No space left on device for 0.1 GB (0.0 GB free)" in report.failed[0][1]
     assert not list((tmp_path / "o").glob("*.npy")) and not list((tmp_path / "o").glob(".*tmp*"))
+
+
+def test_other_video_sampling_redoes_the_videos_only(tmp_path: Path, predictor: lseg.LSegPredictor) -> None:
+    """--fps / --every-n change which frames of a video are kept, never a still image's map."""
+    from features.helpers import make_inputs
+
+    inputs, out = make_inputs(tmp_path), tmp_path / "out"
+    assert export_features(predictor, [inputs], out, progress=False).summary().startswith("13 written")
+    report = export_features(predictor, [inputs], out, every_n=5, progress=False)
+    assert report.summary() == "2 written (2 redone: video_sampling changed), 3 already done, 0 failed"
+    assert json.loads((out / "img0.json").read_text())["recipe"]["video_sampling"] == {"fps": None, "every_n": None}
