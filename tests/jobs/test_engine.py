@@ -287,3 +287,18 @@ def test_a_store_redoes_a_run_of_images_when_one_changes(tmp_path: Path, capsys:
     capsys.readouterr()
     assert main(args) == 0
     assert "2 written (2 redone: input changed), 1 already done" in capsys.readouterr().err
+
+
+def test_a_run_of_images_another_worker_holds_counts_its_images(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The summary counts images: a store's run of two images a live worker holds is 2 left to it."""
+    from lseg.features.reader import unit_record
+    from lseg.jobs.claims import ClaimSet
+
+    inputs, out = make_inputs(tmp_path), tmp_path / "store"
+    (inputs / "clip.mp4").unlink()
+    with ClaimSet(heartbeat=0) as other:
+        assert other.take(unit_record(out, 0))  # img0 and img1
+        assert main(["features", str(inputs), "-o", str(out), "--format", "store", "--frames-per-shard", "2",
+                     *TINY]) == 0
+    assert "1 written, 0 already done, 0 failed, 2 left to other workers" in capsys.readouterr().err
