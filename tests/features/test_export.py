@@ -190,7 +190,8 @@ def test_a_map_larger_than_the_free_disk_is_refused_before_writing(tmp_path: Pat
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(export_module.shutil, "disk_usage", lambda p: usage._replace(free=1000))
     report = export_features(predictor, [tmp_path / "a.png"], tmp_path / "o", resolution=(900, 900), progress=False)
-    assert report.stopped and "a.npy: No space left on device for 0.1 GB (0.0 GB free)" in report.failed[0][1]
+    # 32 x 900 x 900 float16: 51.8 MB
+    assert report.stopped and "a.npy: No space left on device for 51.8 MB (1000 bytes free)" in report.failed[0][1]
     assert not list((tmp_path / "o").glob("*.npy")) and not list((tmp_path / "o").glob(".*tmp*"))
 
 
