@@ -235,14 +235,12 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
     except OutputWriteError as e:  # fatal, raised while claiming or computing
         _logger.error("%s", e)
         report.stopped = str(e)
-    except BaseException:
-        if created:  # a model that failed to load: leave no empty output folder behind
-            with contextlib.suppress(OSError):
-                os.rmdir(out)
-        raise
     finally:
         if bar is not None:
             bar.close()
+        if created:  # a model that failed to load, Ctrl-C before any output: no empty output folder left
+            with contextlib.suppress(OSError):
+                os.rmdir(out)
     if not report.interrupted and not report.stopped:
         writer.finish(report)
     return report

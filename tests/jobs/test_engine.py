@@ -302,3 +302,15 @@ def test_a_run_of_images_another_worker_holds_counts_its_images(tmp_path: Path,
         assert main(["features", str(inputs), "-o", str(out), "--format", "store", "--frames-per-shard", "2",
                      *TINY]) == 0
     assert "1 written, 0 already done, 0 failed, 2 left to other workers" in capsys.readouterr().err
+
+
+class _SlowModel(_Stops):
+    """Ctrl-C while the model loads."""
+
+    def setup(self) -> None:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_the_model_loads_leaves_no_empty_output_folder(tmp_path: Path) -> None:
+    report = run_job(_SlowModel(tmp_path / "out"), progress=False)
+    assert report.interrupted and not (tmp_path / "out").exists()
