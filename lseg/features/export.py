@@ -135,7 +135,7 @@ class NpyWriter(Writer):
         return units
 
     def recipe(self) -> dict[str, Any]:
-        return {**self._recipe, "dtype": self.dtype, "resolution": self.res, "pca": self.pca,
+        return {**self._recipe, "dtype": self.dtype, "resolution": self.res,  # --pca adds a file, as --scores
                 "video_sampling": {"fps": self.fps, "every_n": self.every_n}, "model": self.model}
 
     def unit_recipe(self, unit: Unit, recipe: dict[str, Any]) -> dict[str, Any]:

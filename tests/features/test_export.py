@@ -204,3 +204,16 @@ def test_other_video_sampling_redoes_the_videos_only(tmp_path: Path, predictor: 
     report = export_features(predictor, [inputs], out, every_n=5, progress=False)
     assert report.summary() == "2 written (2 redone: video_sampling changed), 3 already done, 0 failed"
     assert json.loads((out / "img0.json").read_text())["recipe"]["video_sampling"] == {"fps": None, "every_n": None}
+
+
+def test_pca_pictures_are_added_or_kept_without_redoing_the_maps(tmp_path: Path, predictor: lseg.LSegPredictor) -> None:
+    """--pca adds a file (as segment's --scores): a re-run without it keeps the pictures and the maps."""
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert export_features(predictor, [tmp_path / "a.png"], out, pca=True, progress=False).summary().startswith("1 wr")
+    assert export_features(predictor, [tmp_path / "a.png"], out, progress=False).summary().startswith("0 written, 1 al")
+    assert (out / "a_pca.png").is_file()
+    assert export_features(predictor, [tmp_path / "a.png"], out, pca=True, progress=False).summary().startswith("0 wr")
+    (out / "a_pca.png").unlink()
+    assert export_features(predictor, [tmp_path / "a.png"], out, pca=True, progress=False).summary().startswith("1 wr")
+    assert json.loads((out / "a.json").read_text())["outputs"] == ["a.npy", "a_pca.png"]
