@@ -258,7 +258,7 @@ def pending_units(writer: Writer, overwrite: bool, report: Report, shard: tuple[
     mine = units[shard[0]::shard[1]]
     todo = []
     for unit in mine:
-        # nothing removed yet: a unit to redo is planned again, and acted on, once claimed
+        # nothing removed yet: a unit to redo is planned again once claimed, its old files removed when written
         own = writer.unit_recipe(unit, recipe)
         if plan(_targets_now(unit), unit.record, own, overwrite, remove=False, stamp=_stamp(unit))[0] == "done":
             _skip(report, unit)
@@ -291,7 +291,7 @@ def _claimed(todo: list[Unit], claims: ClaimSet, writer: Writer, recipe: dict[st
         if taken:
             unit.stamp = _stamp(unit)
             own = writer.unit_recipe(unit, recipe)
-            unit.status, changed = plan(_targets_now(unit), unit.record, own, overwrite, stamp=unit.stamp)
+            unit.status, changed = plan(_targets_now(unit), unit.record, own, overwrite, remove=False, stamp=unit.stamp)
             if unit.status != "done":
                 report.changed |= changed
                 yield unit
@@ -318,6 +318,8 @@ def write_unit(writer: Writer, unit: Unit, result: Any, recipe: dict[str, Any], 
     """Write one claimed unit: its pending record, its files (staged, then moved into place), its
     complete record; counted in ``report``. Ray actors call it as the loop does."""
     staged, recipe = Staged(), writer.unit_recipe(unit, recipe)
+    if unit.status == "redo":  # the old recipe's files go now, not when claimed (Ctrl-C keeps those ahead)
+        plan([], unit.record, recipe, overwrite=True)
     stamp = {"inputs": unit.stamp if unit.stamp is not None else _stamp(unit)}
     write_record(unit.record, writer.kind, unit.source, recipe, unit.targets, pending=True, extra=stamp)
     try:

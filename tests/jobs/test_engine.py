@@ -314,3 +314,37 @@ class _SlowModel(_Stops):
 def test_ctrl_c_while_the_model_loads_leaves_no_empty_output_folder(tmp_path: Path) -> None:
     report = run_job(_SlowModel(tmp_path / "out"), progress=False)
     assert report.interrupted and not (tmp_path / "out").exists()
+
+
+class _Ahead(Writer):
+    """Three units, all claimed ahead (as a loader prefetches); with recipe "b", Ctrl-C after the first."""
+
+    kind = "test"
+
+    def __init__(self, out: Path, recipe: str) -> None:
+        self.out, self._recipe = out, recipe
+
+    def units(self) -> list[Unit]:
+        return [Unit(Path(f"in{i}"), [self.out / f"o{i}.txt"], self.out / f"o{i}.json") for i in range(3)]
+
+    def recipe(self) -> dict:
+        return {"r": self._recipe}
+
+    def compute(self, units):
+        claimed = list(units)
+        yield claimed[0], None
+        if self._recipe == "b":
+            raise KeyboardInterrupt
+        yield from ((u, None) for u in claimed[1:])
+
+    def write(self, unit: Unit, result: None, staged: Staged) -> dict:
+        staged.write(unit.targets[0], lambda p: p.write_text(self._recipe))
+        return {}
+
+
+def test_ctrl_c_in_a_redo_keeps_the_old_files_of_the_units_claimed_ahead(tmp_path: Path) -> None:
+    assert run_job(_Ahead(tmp_path, "a"), progress=False).summary() == "3 written, 0 already done, 0 failed"
+    report = run_job(_Ahead(tmp_path, "b"), progress=False)
+    assert report.interrupted and report.summary() == "1 written (1 redone: r changed), 0 already done, 0 failed; interrupted"
+    assert [(tmp_path / f"o{i}.txt").read_text() for i in range(3)] == ["b", "a", "a"]
+    assert run_job(_Ahead(tmp_path, "c"), progress=False).summary().startswith("3 written (3 redone: r changed)")
