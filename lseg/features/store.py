@@ -144,7 +144,9 @@ class StoreWriter(Writer):
 
     def finish(self, report: Report) -> None:
         if finalize_store(self.out) and self.reduce:  # every unit is done: the scene PCA, if asked
-            reduce_store(self.out, self.reduce, progress=False)
+            sub = reduce_store(self.out, self.reduce, progress=False)  # its Ctrl-C, disk full or failures: the job's
+            report.failed, report.stopped = report.failed + sub.failed, report.stopped or sub.stopped
+            report.interrupted |= sub.interrupted
 
 
 def _resolved(units: Any) -> Any:
