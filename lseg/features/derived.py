@@ -92,7 +92,8 @@ def reduce_store(path: str | os.PathLike[str], k: int, *, overwrite: bool = Fals
     """``lseg store reduce`` in Python (:class:`ReduceWriter`)."""
     writer = ReduceWriter(FeatureStore(path), k, overwrite, progress)
     report = run_job(writer, overwrite=overwrite, progress=progress)
-    if writer.reduction is None and (writer.store.index.get("reduction") or {}).get("k") != k:
+    done = not (report.interrupted or report.stopped)  # Ctrl-C in the fit: not fitted again
+    if done and writer.reduction is None and (writer.store.index.get("reduction") or {}).get("k") != k:
         # every shard done, yet the index records no such reduction (a run killed before recording it, or
         # the store extracted again): refit it and encode every shard with it
         report = run_job(writer, overwrite=True, progress=progress)

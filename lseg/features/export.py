@@ -135,8 +135,11 @@ class NpyWriter(Writer):
         return units
 
     def recipe(self) -> dict[str, Any]:
-        return {**self._recipe, "dtype": self.dtype, "resolution": self.res, "pca": self.pca,
+        return {**self._recipe, "dtype": self.dtype, "resolution": self.res,  # --pca adds a file, as --scores
                 "video_sampling": {"fps": self.fps, "every_n": self.every_n}, "model": self.model}
+
+    def unit_recipe(self, unit: Unit, recipe: dict[str, Any]) -> dict[str, Any]:
+        return recipe if unit.folder is not None else {**recipe, "video_sampling": {"fps": None, "every_n": None}}
 
     def setup(self) -> None:
         if self.predictor is None:
@@ -236,7 +239,7 @@ def _save_npy(path: Path, shape: tuple[int, int, int], dtype: Any,
     row_bytes = big_w * np.dtype(dtype).itemsize
     need, free = d * big_h * row_bytes, shutil.disk_usage(path.parent).free
     if need > free:  # before the seeks below make a sparse file that fills the disk
-        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} for {need / 1e9:.1f} GB ({free / 1e9:.1f} GB free)")
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} for {_size(need)} ({_size(free)} free)")
     with open(path, "wb") as f:
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
         np.lib.format.write_array_header_1_0(f, header)
@@ -246,6 +249,10 @@ def _save_npy(path: Path, shape: tuple[int, int, int], dtype: Any,
             for c in range(d):
                 f.seek(start + (c * big_h + sl.start) * row_bytes)
                 f.write(np.ascontiguousarray(block[c]).data)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n} bytes"
 
 
 def _save_pca(path: Path, pixels: np.ndarray, size: tuple[int, int]) -> None:

@@ -91,7 +91,8 @@ class StoreWriter(Writer):
     def units(self) -> list[Unit]:
         self.plan = plan_units(self.inputs, self.settings.frames_per_shard, out=self.out)
         self._check_store()
-        return [Unit(u.items[0].path, [], unit_record(self.out, u.id), data=u) for u in self.plan]
+        return [Unit(u.items[0].path, [], unit_record(self.out, u.id), data=u, inputs=tuple(it.path for it in u.items[1:]),
+                     count=len(u.items)) for u in self.plan]
 
     def recipe(self) -> dict[str, Any]:
         s = self.settings
@@ -143,7 +144,9 @@ class StoreWriter(Writer):
 
     def finish(self, report: Report) -> None:
         if finalize_store(self.out) and self.reduce:  # every unit is done: the scene PCA, if asked
-            reduce_store(self.out, self.reduce, progress=False)
+            sub = reduce_store(self.out, self.reduce, progress=False)  # its Ctrl-C, disk full or failures: the job's
+            report.failed, report.stopped = report.failed + sub.failed, report.stopped or sub.stopped
+            report.interrupted |= sub.interrupted
 
 
 def _resolved(units: Any) -> Any:

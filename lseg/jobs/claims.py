@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from lseg.errors import LSegError
-from lseg.io import create_exclusive, hidden_sibling, pid_exists, write_error
+from lseg.io import create_exclusive, hidden_sibling, pid_exists, remove_stale_temp_files, write_error
 
 __all__ = ["HEARTBEAT", "STALE_AFTER", "ClaimSet", "hold_recipe", "remove_stale_claims"]
 
@@ -116,6 +116,7 @@ class ClaimSet(contextlib.AbstractContextManager):
                     return False
                 continue  # released meanwhile
             _remove_stale(path, content)
+            remove_stale_temp_files(target.parent)  # the dead job's half-written files (a big .npy)
         return False  # contended on every try: leave it to the others
 
     def release(self, output: str | os.PathLike[str]) -> None:

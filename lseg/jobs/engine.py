@@ -17,7 +17,7 @@ from lseg.errors import LSegError, OutputWriteError
 from lseg.io import Staged, check_writable, remove_stale_temp_files
 from lseg.jobs.claims import ClaimSet, hold_recipe, remove_stale_claims
 from lseg.jobs.inputs import read_record, recorded_outputs
-from lseg.jobs.records import Status, digest, listed_outputs, plan, write_record
+from lseg.jobs.records import Status, digest, input_stamp, listed_outputs, plan, write_record
 
 _logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ __all__ = ["Report", "Unit", "Writer", "check_clashes", "exit_code", "pending_un
 class Unit:
     """One unit of work: its ``source``, the files it writes (``targets``; empty for a unit that
     appends them as it writes, e.g. a video's frames), its ``record``, the ``folder`` a video unit
-    fills, and the writer's own ``data``."""
+    fills, the writer's own ``data``, and its ``inputs`` besides ``source`` (a store's run of images)."""
 
     source: Path
     targets: list[Path]
@@ -36,6 +36,9 @@ class Unit:
     folder: Path | None = None
     data: Any = None
     status: Status = "new"
+    inputs: tuple[Path, ...] = ()
+    stamp: list | None = None  # the inputs' sizes and times, as the unit was claimed
+    count: int = 1  # images or frames, where known before it is written (a store's run of images)
 
     def __post_init__(self) -> None:
         self.key = self.targets[0] if self.targets else self.record  # what workers claim
@@ -87,6 +90,10 @@ class Writer:
     def recipe(self) -> dict[str, Any]:
         """The settings that change the outputs' content (known without the model)."""
         return {}
+
+    def unit_recipe(self, unit: Unit, recipe: dict[str, Any]) -> dict[str, Any]:
+        """The part of ``recipe`` that makes ``unit``'s outputs (a still image: no video sampling)."""
+        return recipe
 
     def setup(self) -> None:
         """Build the model: called once, only when some unit is to be written."""
@@ -211,7 +218,7 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
             writer.setup()
             bar = progress_bar(total=len(mine), initial=len(mine) - len(todo), desc=desc,
                                unit=writer.unit_name, disable=not progress)
-            for unit, result in writer.compute(_claimed(todo, claims, recipe, overwrite, report, bar)):
+            for unit, result in writer.compute(_claimed(todo, claims, writer, recipe, overwrite, report, bar)):
                 try:
                     if isinstance(result, LSegError):
                         raise result
@@ -228,14 +235,12 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
     except OutputWriteError as e:  # fatal, raised while claiming or computing
         _logger.error("%s", e)
         report.stopped = str(e)
-    except BaseException:
-        if created:  # a model that failed to load: leave no empty output folder behind
-            with contextlib.suppress(OSError):
-                os.rmdir(out)
-        raise
     finally:
         if bar is not None:
             bar.close()
+        if created:  # a model that failed to load, Ctrl-C before any output: no empty output folder left
+            with contextlib.suppress(OSError):
+                os.rmdir(out)
     if not report.interrupted and not report.stopped:
         writer.finish(report)
     return report
@@ -253,12 +258,17 @@ def pending_units(writer: Writer, overwrite: bool, report: Report, shard: tuple[
     mine = units[shard[0]::shard[1]]
     todo = []
     for unit in mine:
-        # nothing removed yet: a unit to redo is planned again, and acted on, once claimed
-        if plan(_targets_now(unit), unit.record, recipe, overwrite, remove=False)[0] == "done":
+        # nothing removed yet: a unit to redo is planned again once claimed, its old files removed when written
+        own = writer.unit_recipe(unit, recipe)
+        if plan(_targets_now(unit), unit.record, own, overwrite, remove=False, stamp=_stamp(unit))[0] == "done":
             _skip(report, unit)
         else:
             todo.append(unit)
     return mine, todo, recipe
+
+
+def _stamp(unit: Unit) -> list:
+    return input_stamp([unit.source, *unit.inputs])
 
 
 def _skip(report: Report, unit: Unit) -> None:
@@ -266,8 +276,8 @@ def _skip(report: Report, unit: Unit) -> None:
     report.skipped += [unit.key] * len((read_record(unit.record) or {}).get("frames") or [None])
 
 
-def _claimed(todo: list[Unit], claims: ClaimSet, recipe: dict[str, Any], overwrite: bool, report: Report,
-             bar: Any) -> Iterator[Unit]:
+def _claimed(todo: list[Unit], claims: ClaimSet, writer: Writer, recipe: dict[str, Any], overwrite: bool,
+             report: Report, bar: Any) -> Iterator[Unit]:
     """The units this worker claims, as the writer pulls them (those another worker holds or finished
     are counted and passed over)."""
     for unit in todo:
@@ -279,7 +289,9 @@ def _claimed(todo: list[Unit], claims: ClaimSet, recipe: dict[str, Any], overwri
             _fail(report, unit.source, e)
             taken = None
         if taken:
-            unit.status, changed = plan(_targets_now(unit), unit.record, recipe, overwrite)
+            unit.stamp = _stamp(unit)
+            own = writer.unit_recipe(unit, recipe)
+            unit.status, changed = plan(_targets_now(unit), unit.record, own, overwrite, remove=False, stamp=unit.stamp)
             if unit.status != "done":
                 report.changed |= changed
                 yield unit
@@ -287,7 +299,7 @@ def _claimed(todo: list[Unit], claims: ClaimSet, recipe: dict[str, Any], overwri
             claims.release(unit.key)
             _skip(report, unit)
         elif taken is False:
-            report.others.append(unit.key)
+            report.others += [unit.key] * unit.count
         bar.update()
 
 
@@ -305,8 +317,11 @@ def _fail(report: Report, source: Path, e: LSegError) -> None:
 def write_unit(writer: Writer, unit: Unit, result: Any, recipe: dict[str, Any], report: Report) -> None:
     """Write one claimed unit: its pending record, its files (staged, then moved into place), its
     complete record; counted in ``report``. Ray actors call it as the loop does."""
-    staged = Staged()
-    write_record(unit.record, writer.kind, unit.source, recipe, unit.targets, pending=True)
+    staged, recipe = Staged(), writer.unit_recipe(unit, recipe)
+    if unit.status == "redo":  # the old recipe's files go now, not when claimed (Ctrl-C keeps those ahead)
+        plan([], unit.record, recipe, overwrite=True)
+    stamp = {"inputs": unit.stamp if unit.stamp is not None else _stamp(unit)}
+    write_record(unit.record, writer.kind, unit.source, recipe, unit.targets, pending=True, extra=stamp)
     try:
         extra = writer.write(unit, result, staged)
         staged.commit()
@@ -316,7 +331,7 @@ def write_unit(writer: Writer, unit: Unit, result: Any, recipe: dict[str, Any], 
             with contextlib.suppress(OSError):
                 unit.record.unlink()
         raise
-    write_record(unit.record, writer.kind, unit.source, recipe, unit.targets, extra=extra)
+    write_record(unit.record, writer.kind, unit.source, recipe, unit.targets, extra={**stamp, **extra})
     for item in extra.get("failed", ()):
         _fail(report, Path(item["source"]), LSegError(item["error"]))
     # a unit of several frames (a video, a store's run of images) counts its frames

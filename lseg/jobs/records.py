@@ -14,7 +14,7 @@ from typing import Any, Literal
 from lseg.io import atomic_write
 from lseg.jobs.inputs import RECORD_KEY, is_complete, read_record
 
-__all__ = ["Status", "digest", "listed_outputs", "model_identity", "plan", "write_record"]
+__all__ = ["Status", "digest", "input_stamp", "listed_outputs", "model_identity", "plan", "write_record"]
 
 _RECORD_VERSION = 1
 
@@ -42,6 +42,18 @@ def model_identity(checkpoint: str | None, random_weights: str | None, seed: int
     return ident
 
 
+def input_stamp(paths: Sequence[Path]) -> list[list[int] | None]:
+    """Size and modification time (ns) of each input file (None for one that cannot be read)."""
+    stamps: list[list[int] | None] = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            stamps.append([st.st_size, st.st_mtime_ns])
+        except OSError:
+            stamps.append(None)
+    return stamps
+
+
 def listed_outputs(record: Mapping[str, Any], path: Path) -> list[str]:
     """The output names the record read from ``path`` lists, those inside its folder only (no ``..``,
     not the record itself)."""
@@ -50,22 +62,23 @@ def listed_outputs(record: Mapping[str, Any], path: Path) -> list[str]:
 
 
 def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], overwrite: bool = False,
-         *, remove: bool = True) -> tuple[Status, set[str]]:
+         *, remove: bool = True, stamp: list | None = None) -> tuple[Status, set[str]]:
     """Whether one unit's ``targets`` must be written, and which recipe keys changed: ``done`` (a
-    complete record of this recipe, every target there), ``redo`` (another recipe, or ``overwrite``;
-    with ``remove`` the old outputs are deleted now) or ``new`` (no record, a pending one of this
-    recipe, an output missing, or a record listing failed items)."""
+    complete record of this recipe and input ``stamp``, every target there), ``redo`` (another recipe,
+    a changed input, or ``overwrite``; with ``remove`` the old outputs are deleted now) or ``new`` (no
+    record, a pending one of this recipe, an output missing, or a record listing failed items)."""
     old = read_record(record)
     if old is None:
         return "new", set()
-    if not overwrite and old.get("digest") == digest(recipe):
+    same_input = stamp is None or old.get("inputs", stamp) == stamp  # a record without stamps predates them
+    if not overwrite and old.get("digest") == digest(recipe) and same_input:
         # a unit some of whose items failed (a store's run of images) is retried, as a failed image is
         done = is_complete(old) and not old.get("failed") and all(map(os.path.exists, targets))
         return ("done" if done else "new"), set()
     old_recipe = old.get("recipe") or {}
     changed = {k for k in set(old_recipe) | set(recipe)
                if json.dumps(old_recipe.get(k), default=str, sort_keys=True)
-               != json.dumps(recipe.get(k), default=str, sort_keys=True)}
+               != json.dumps(recipe.get(k), default=str, sort_keys=True)} | (set() if same_input else {"input"})
     for name in listed_outputs(old, record) if remove else ():
         with contextlib.suppress(OSError):
             (record.parent / name).unlink()

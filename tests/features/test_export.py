@@ -190,5 +190,30 @@ def test_a_map_larger_than_the_free_disk_is_refused_before_writing(tmp_path: Pat
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(export_module.shutil, "disk_usage", lambda p: usage._replace(free=1000))
     report = export_features(predictor, [tmp_path / "a.png"], tmp_path / "o", resolution=(900, 900), progress=False)
-    assert report.stopped and "a.npy: No space left on device for 0.1 GB (0.0 GB free)" in report.failed[0][1]
+    # 32 x 900 x 900 float16: 51.8 MB
+    assert report.stopped and "a.npy: No space left on device for 51.8 MB (1000 bytes free)" in report.failed[0][1]
     assert not list((tmp_path / "o").glob("*.npy")) and not list((tmp_path / "o").glob(".*tmp*"))
+
+
+def test_other_video_sampling_redoes_the_videos_only(tmp_path: Path, predictor: lseg.LSegPredictor) -> None:
+    """--fps / --every-n change which frames of a video are kept, never a still image's map."""
+    from features.helpers import make_inputs
+
+    inputs, out = make_inputs(tmp_path), tmp_path / "out"
+    assert export_features(predictor, [inputs], out, progress=False).summary().startswith("13 written")
+    report = export_features(predictor, [inputs], out, every_n=5, progress=False)
+    assert report.summary() == "2 written (2 redone: video_sampling changed), 3 already done, 0 failed"
+    assert json.loads((out / "img0.json").read_text())["recipe"]["video_sampling"] == {"fps": None, "every_n": None}
+
+
+def test_pca_pictures_are_added_or_kept_without_redoing_the_maps(tmp_path: Path, predictor: lseg.LSegPredictor) -> None:
+    """--pca adds a file (as segment's --scores): a re-run without it keeps the pictures and the maps."""
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert export_features(predictor, [tmp_path / "a.png"], out, pca=True, progress=False).summary().startswith("1 wr")
+    assert export_features(predictor, [tmp_path / "a.png"], out, progress=False).summary().startswith("0 written, 1 al")
+    assert (out / "a_pca.png").is_file()
+    assert export_features(predictor, [tmp_path / "a.png"], out, pca=True, progress=False).summary().startswith("0 wr")
+    (out / "a_pca.png").unlink()
+    assert export_features(predictor, [tmp_path / "a.png"], out, pca=True, progress=False).summary().startswith("1 wr")
+    assert json.loads((out / "a.json").read_text())["outputs"] == ["a.npy", "a_pca.png"]

@@ -133,3 +133,23 @@ def test_an_interrupted_reduction_reads_as_none_until_finished(store: FeatureSto
     (copy / s.frames[0]["shard"]).unlink()
     with pytest.raises(lseg.LSegError, match="is missing: the store is damaged"):
         s.read(0)
+
+
+def test_ctrl_c_in_the_fit_stops_the_job_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C while --reduce fits its PCA: exit 130 and "interrupted" (it was exit 0, after a second fit)."""
+    from lseg.cli import main
+    from lseg.features import derived
+
+    calls = []
+
+    def fit(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(derived, "fit_reduction", fit)
+    args = ["features", str(make_inputs(tmp_path)), "-o", str(tmp_path / "st"), "--format", "store", "--fps", "5",
+            "--reduce", "4", "--random-weights", "lseg_tiny_test", "--size", "32", "-q"]
+    assert main(args) == 130 and len(calls) == 1
+    assert "8 written, 0 already done, 0 failed; interrupted" in capsys.readouterr().err
+    assert reduce_store(tmp_path / "st", 4).interrupted and len(calls) == 2

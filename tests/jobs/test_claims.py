@@ -262,3 +262,17 @@ def test_a_stale_claim_being_removed_when_its_remover_is_killed_is_removed_next_
     (grave,) = tmp_path.iterdir()
     assert grave != path and grave.name.endswith(".claim")
     assert remove_stale_claims(tmp_path) == [grave] and list(tmp_path.iterdir()) == []
+
+
+def test_taking_over_a_dead_workers_claim_removes_its_temp_files(tmp_path):
+    """A worker killed mid-write while another runs on: the survivor, taking over its unit, removes its
+    half-written file at once (not at the next run: a big .npy would fill the disk meanwhile)."""
+    from lseg.io.atomic import _host_tag
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    _claim_file(tmp_path / "a.npy", host=_host(), pid=dead, start=None)
+    half = tmp_path / f".a.npy.{_host_tag()}-{dead}-0123abcd.tmp.npy"
+    half.write_bytes(b"half")
+    with ClaimSet(heartbeat=0) as claims:
+        assert claims.take(tmp_path / "a.npy") and not half.exists()

@@ -259,3 +259,92 @@ def test_multiscale_segment_is_not_redone_for_sizes_it_does_not_use(tmp_path: Pa
                                options).summary().startswith("1 written")
     again = lseg.LSegPredictor(tiny_model, size=64, crop_size=64, stride=32)  # the evaluator has its own sizes
     assert lseg.segment_folder(again, photos, "sky, other", options).summary().startswith("0 written, 1 already")
+
+
+def test_an_input_replaced_under_the_same_name_is_redone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Another image saved as a.png (or the same one edited) is redone on a re-run; an untouched one is not."""
+    photos, out = tmp_path / "in", tmp_path / "o"
+    photos.mkdir()
+    Image.fromarray(np.full((20, 30, 3), 90, np.uint8)).save(photos / "a.png")
+    Image.fromarray(np.full((20, 30, 3), 30, np.uint8)).save(photos / "b.png")
+    args = ["segment", str(photos), "-l", "sky, other", "-o", str(out), *TINY]
+    assert main(args) == 0
+    Image.fromarray(np.full((24, 40, 3), 200, np.uint8)).save(photos / "a.png")
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "1 written (1 redone: input changed), 1 already done" in capsys.readouterr().err
+    assert Image.open(out / "a_labels.png").size == (40, 24)
+    assert json.loads((out / "a_labels.json").read_text())["inputs"][0][0] == (photos / "a.png").stat().st_size
+    assert main(args) == 0 and "0 written, 2 already done" in capsys.readouterr().err
+
+
+def test_a_store_redoes_a_run_of_images_when_one_changes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inputs, out = make_inputs(tmp_path), tmp_path / "store"
+    (inputs / "clip.mp4").unlink()
+    args = ["features", str(inputs), "-o", str(out), "--format", "store", "--frames-per-shard", "2", *TINY]
+    assert main(args) == 0
+    Image.fromarray(np.zeros((48, 48, 3), np.uint8)).save(inputs / "img1.png")  # the second of the first run
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "2 written (2 redone: input changed), 1 already done" in capsys.readouterr().err
+
+
+def test_a_run_of_images_another_worker_holds_counts_its_images(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The summary counts images: a store's run of two images a live worker holds is 2 left to it."""
+    from lseg.features.reader import unit_record
+    from lseg.jobs.claims import ClaimSet
+
+    inputs, out = make_inputs(tmp_path), tmp_path / "store"
+    (inputs / "clip.mp4").unlink()
+    with ClaimSet(heartbeat=0) as other:
+        assert other.take(unit_record(out, 0))  # img0 and img1
+        assert main(["features", str(inputs), "-o", str(out), "--format", "store", "--frames-per-shard", "2",
+                     *TINY]) == 0
+    assert "1 written, 0 already done, 0 failed, 2 left to other workers" in capsys.readouterr().err
+
+
+class _SlowModel(_Stops):
+    """Ctrl-C while the model loads."""
+
+    def setup(self) -> None:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_the_model_loads_leaves_no_empty_output_folder(tmp_path: Path) -> None:
+    report = run_job(_SlowModel(tmp_path / "out"), progress=False)
+    assert report.interrupted and not (tmp_path / "out").exists()
+
+
+class _Ahead(Writer):
+    """Three units, all claimed ahead (as a loader prefetches); with recipe "b", Ctrl-C after the first."""
+
+    kind = "test"
+
+    def __init__(self, out: Path, recipe: str) -> None:
+        self.out, self._recipe = out, recipe
+
+    def units(self) -> list[Unit]:
+        return [Unit(Path(f"in{i}"), [self.out / f"o{i}.txt"], self.out / f"o{i}.json") for i in range(3)]
+
+    def recipe(self) -> dict:
+        return {"r": self._recipe}
+
+    def compute(self, units):
+        claimed = list(units)
+        yield claimed[0], None
+        if self._recipe == "b":
+            raise KeyboardInterrupt
+        yield from ((u, None) for u in claimed[1:])
+
+    def write(self, unit: Unit, result: None, staged: Staged) -> dict:
+        staged.write(unit.targets[0], lambda p: p.write_text(self._recipe))
+        return {}
+
+
+def test_ctrl_c_in_a_redo_keeps_the_old_files_of_the_units_claimed_ahead(tmp_path: Path) -> None:
+    assert run_job(_Ahead(tmp_path, "a"), progress=False).summary() == "3 written, 0 already done, 0 failed"
+    report = run_job(_Ahead(tmp_path, "b"), progress=False)
+    assert report.interrupted and report.summary() == "1 written (1 redone: r changed), 0 already done, 0 failed; interrupted"
+    assert [(tmp_path / f"o{i}.txt").read_text() for i in range(3)] == ["b", "a", "a"]
+    assert run_job(_Ahead(tmp_path, "c"), progress=False).summary().startswith("3 written (3 redone: r changed)")
