@@ -67,8 +67,8 @@ class LSegPredictor:
         if device is not None:
             check_device(device)
         self.model = _prepared(model, device, precision, fast, options.compile, inplace)
-        # no precision asked: the model's own, which options then says rather than "auto"
-        self.options = options if precision else dataclasses.replace(options, precision=self.model.precision)
+        # the precision asked (also beside options=), else the model's own (not "auto")
+        self.options = dataclasses.replace(options, precision=precision or self.model.precision)
         self.batch_size, self.label_chunk_size = options.batch_size, label_chunk_size
         self.size, self.crop_size, self.stride = options.size, options.crop_size, options.window_stride
         self.templates = list(options.templates) or None

@@ -452,3 +452,6 @@ def test_settings_beside_options_are_refused_not_dropped(tiny_model):
 def test_options_say_the_precision_the_predictor_runs(tiny_model):
     assert lseg.LSegPredictor(tiny_model).options.precision == "fp32"  # the model's own, not "auto"
     assert lseg.LSegPredictor(tiny_model, precision="bf16").options.precision == "bf16"
+    # precision= beside options= runs (it may be given there): options said the PredictorOptions' "auto"
+    beside = lseg.LSegPredictor(tiny_model, precision="fp32", options=lseg.PredictorOptions(size=64))
+    assert beside.precision == "fp32" and beside.options.precision == "fp32" and beside.options.size == 64
