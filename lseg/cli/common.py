@@ -110,7 +110,10 @@ class ModelSource(CheckedOptions):
     def identity(self) -> dict[str, Any]:
         """What identifies the weights in output records, without loading them."""
         from lseg.jobs.records import model_identity
+        from lseg.pretrained.released import WEIGHTS
 
+        if self.checkpoint in WEIGHTS and not self.random_weights:  # as it loads: not a folder so named
+            return {"checkpoint": self.checkpoint}
         return model_identity(self.checkpoint, self.random_weights, RANDOM_WEIGHTS_SEED)
 
     def device_name(self) -> str:

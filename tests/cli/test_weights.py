@@ -121,6 +121,21 @@ def test_the_default_weights_are_named_in_records_and_stores(released, tmp_path,
     assert (tmp_path / "q" / "a_labels.png").is_file()
 
 
+def test_a_released_name_is_recorded_as_the_name_beside_a_folder_so_named(released, tmp_path, capsys, monkeypatch):
+    """`-c demo` loads the released weights even with a folder ./demo, but the record described that
+    folder's files (and a change to them redid every image)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / NAME).mkdir()
+    (tmp_path / NAME / "config.json").write_text("{}")
+    Image.fromarray(make_photo(64, 64, seed=7)).save(tmp_path / "a.png")
+    seg = ["segment", "a.png", "-l", "sky, grass", "-o", "out", "-q", "-c", NAME]
+    assert main(seg) == 0
+    assert json.loads((tmp_path / "out" / "a_labels.json").read_text())["recipe"]["model"] == {"checkpoint": NAME}
+    (tmp_path / NAME / "config.json").write_text('{"changed": 1}')
+    capsys.readouterr()
+    assert main(seg) == 0 and "0 written, 1 already done" in capsys.readouterr().err
+
+
 def test_segment_features_and_demo_default_to_the_demo_weights():
     parser = build_parser()
     for argv in (["segment", "x.jpg", "-l", "a"], ["features", "x.jpg", "-o", "f"], ["demo"]):
