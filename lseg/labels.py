@@ -75,6 +75,15 @@ def _split_line(line: str) -> list[str]:
         i += 1  # past the comma
 
 
+def _is_unicode(text: str) -> bool:
+    """False for text holding lone surrogates (``sys.argv``'s undecodable bytes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _describe(label: str) -> str:
     return repr(label if len(label) <= 60 else label[:57] + "...")
 
@@ -113,6 +122,9 @@ def parse_labels(labels: str | Sequence[str]) -> list[str]:
         if not label:
             hint = " (trailing or doubled separator?)" if isinstance(labels, str) else ""
             raise LabelError(f"label {position} of {len(items)} is empty{hint}; remove it or give it a name")
+        if not _is_unicode(label):  # from bytes that are not UTF-8 (a Latin-1 shell): CLIP cannot read it
+            raise LabelError(f"label {position} {_describe(label)} is not valid text (bytes that are not UTF-8?); "
+                             "pass it as UTF-8")
         # CLIP lower-cases text and its tokenizer unfolds ligatures and full-width forms (NFKC): these collide
         key = unicodedata.normalize("NFKC", label).lower()
         if key in seen:
@@ -145,6 +157,9 @@ def validate_templates(templates: Sequence[str]) -> tuple[str, ...]:
     for position, template in enumerate(items, start=1):
         if not isinstance(template, str):
             raise ConfigError(f"template {position} is a {type(template).__name__}, not a string")
+        if not _is_unicode(template):
+            raise ConfigError(f"template {position} {_describe(template)} is not valid text (bytes that are not "
+                              "UTF-8?); pass it as UTF-8")
         count = template.count("{}")
         if count != 1:
             raise ConfigError(f"template {position} {_describe(template)} must contain exactly one '{{}}' "

@@ -377,3 +377,18 @@ def test_text_after_a_closing_quote_is_named():
         parse_labels('"salt" pepper, sky')
     with pytest.raises(LabelError, match="unbalanced double quote"):
         parse_labels('sky, "salt, pepper')
+
+
+def test_a_label_or_template_from_bytes_that_are_not_utf8_is_one_line():
+    """`lseg segment -l "$(printf 'caf\\xe9')"` (a Latin-1 shell): sys.argv holds a lone surrogate, and
+    the text encoder's .encode() was a UnicodeEncodeError traceback after the model had loaded."""
+    import sys
+
+    label = b"caf\xe9".decode(sys.getfilesystemencoding(), "surrogateescape")
+    with pytest.raises(LabelError, match=r"label 1 'caf\\udce9' is not valid text \(bytes that are not UTF-8\?\)"):
+        parse_labels([label, "other"])
+    with pytest.raises(LabelError, match="label 2 .* is not valid text"):
+        parse_labels(f"other, {label}")
+    with pytest.raises(ConfigError, match=r"template 1 'a \\udce9 \{\}' is not valid text"):
+        validate_templates([b"a \xe9 {}".decode("utf-8", "surrogateescape")])
+    assert parse_labels("café, other") == ["café", "other"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -97,6 +97,7 @@ class ModelSource(CheckedOptions):
     random_weights: str | None = option(None, metavar="MODEL", exclusive="model", check=_registered)
     device: str | None = option(None, check=checked_device)
     arch: ArchOptions = field(default_factory=ArchOptions)
+    defaulted: bool = option(False, cli=False)  # checkpoint is the released default, no --checkpoint given
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -109,7 +110,10 @@ class ModelSource(CheckedOptions):
     def identity(self) -> dict[str, Any]:
         """What identifies the weights in output records, without loading them."""
         from lseg.jobs.records import model_identity
+        from lseg.pretrained.released import WEIGHTS
 
+        if self.checkpoint in WEIGHTS and not self.random_weights:  # as it loads: not a folder so named
+            return {"checkpoint": self.checkpoint}
         return model_identity(self.checkpoint, self.random_weights, RANDOM_WEIGHTS_SEED)
 
     def device_name(self) -> str:
@@ -132,6 +136,10 @@ def model_source_from_args(args: argparse.Namespace) -> ModelSource:
     if getattr(args, "model_required", False) and not source.given():
         raise LSegError(
             "give the model: --checkpoint NAME_OR_PATH (lseg weights list) or --random-weights MODEL")
+    if getattr(args, "pretrained_default", False) and not source.given():  # named in records and stores
+        from lseg.pretrained.released import DEFAULT
+
+        source = replace(source, checkpoint=DEFAULT, defaulted=True)
     return source
 
 
@@ -151,7 +159,7 @@ def load_source_model(source: ModelSource, pretrained_default: bool = False):  #
     elif source.checkpoint is None and not pretrained_default:
         raise LSegError("give the model: --checkpoint NAME_OR_PATH or --random-weights MODEL")
     else:
-        if source.checkpoint is None:
+        if source.checkpoint is None or source.defaulted:
             print(f"no --checkpoint given: using the released weights {DEFAULT!r} "
                   f"({get_weights(DEFAULT).network}); `lseg weights list` shows the others", file=sys.stderr)
         model = load_model(source.checkpoint or DEFAULT, spatial_block=source.arch.spatial_block())

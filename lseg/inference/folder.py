@@ -104,7 +104,10 @@ def segment_folder(predictor: LSegPredictor,
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     writer = SegmentWriter(items, parse_labels(labels), options, predictor.options, predictor.precision,
                            weights_identity(predictor.model), lambda: predictor)
-    return run_job(writer, overwrite=options.overwrite, progress=not options.quiet)
+    report = run_job(writer, overwrite=options.overwrite, progress=not options.quiet)
+    if report.interrupted:  # the job stopped cleanly; Ctrl-C still stops the caller's program
+        raise KeyboardInterrupt
+    return report
 
 
 def weights_sha256(model: Any) -> str:

@@ -85,6 +85,11 @@ class SegmentationResult:
 
     def probs_at(self, size: tuple[int, int]) -> np.ndarray:
         """(K, size[0], size[1]) float32 per-label probabilities."""
+        if not isinstance(size, (tuple, list)) or len(size) != 2 or not all(isinstance(v, (int, np.integer))
+                                                                            for v in size):
+            raise TypeError(f"probs_at: size is (height, width), two ints; got {size!r}")
+        if min(size) < 1:
+            raise ValueError(f"probs_at: size must be at least (1, 1), got {tuple(size)}")
         logits = resize(self._logits_tensor()[None], size)[0]
         return to_numpy(torch.softmax(logits, dim=0))
 

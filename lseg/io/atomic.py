@@ -221,6 +221,16 @@ def atomic_files(path: str | os.PathLike[str]) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _check_name_fits(target: Path) -> None:
+    """ENAMETOOLONG unless ``target``'s name fits its folder's file system (its temp file's name always fits)."""
+    try:
+        limit = os.pathconf(target.parent, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or the file system cannot tell
+        limit = NAME_MAX
+    if len(os.fsencode(target.name)) > (limit if limit > 0 else NAME_MAX):
+        raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), str(target))
+
+
 class Staged:
     """Files of one unit of work that must appear together: :meth:`write` a temp file for each,
     :meth:`commit` moves them all into place (in that order), :meth:`discard` removes them."""
@@ -233,6 +243,7 @@ class Staged:
         final = Path(os.fspath(target)).expanduser()
         with _write_errors(final):
             final.parent.mkdir(parents=True, exist_ok=True)
+            _check_name_fits(final)  # here, not at commit: a unit's files must all move or none
             tmp = _temp_path_for(final)
             self._temps.append((tmp, final))
             writer(tmp)

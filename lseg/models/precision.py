@@ -5,6 +5,7 @@ linear layers on oneDNN's int8 kernels. What ``auto`` picks and why: docs/python
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterable
 from typing import get_args
 
@@ -16,13 +17,17 @@ from lseg.options import Precision
 
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) without native bf16 dot products.
+_NO_BF16_ISAS = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
 
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AMX-BF16 or AVX512-BF16) and torch's oneDNN may use
     it (``ONEDNN_MAX_CPU_ISA`` can cap it; emulated bf16 is several times slower than fp32)."""
     caps = torch.cpu.get_capabilities()
-    native = caps.get("amx_bf16") or caps.get("avx512_bf16")
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
+    # capped below AVX512_CORE_BF16, oneDNN emulates bf16 although the CPU has it (and torch says "supported")
+    native = (caps.get("amx_bf16") or caps.get("avx512_bf16")) and cap.strip().upper() not in _NO_BF16_ISAS
     try:
         return bool(native and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a torch built without oneDNN: keep fp32, never the slow path

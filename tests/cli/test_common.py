@@ -87,4 +87,5 @@ def test_model_source_and_spatial_block_come_from_typed_configs():
     optional = Parser(prog="lseg y")
     add_model_args(optional, pretrained_default=True)
     args = optional.parse_args([])
-    assert model_source_from_args(args) == ModelSource() and args.pretrained_default
+    # the default weights by name (records, stores), said on stderr when they load
+    assert model_source_from_args(args) == ModelSource(checkpoint="demo", defaulted=True) and args.pretrained_default

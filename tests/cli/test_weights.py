@@ -106,6 +106,36 @@ def test_checkpoint_option_takes_a_name(released, tmp_path, capsys):
     assert rc == 2 and "no released weights named 'no_such_weights'" in capsys.readouterr().err
 
 
+def test_the_default_weights_are_named_in_records_and_stores(released, tmp_path, capsys, monkeypatch):
+    """No --checkpoint recorded {"checkpoint": null}: `-c demo` then redid every image (model changed),
+    and a store made so was refused by `lseg query` (made with --random-weights ...)."""
+    monkeypatch.setattr(weights, "DEFAULT", NAME)
+    Image.fromarray(make_photo(64, 64, seed=6)).save(tmp_path / "a.png")
+    seg = ["segment", str(tmp_path / "a.png"), "-l", "sky, grass", "-o", str(tmp_path / "out"), "-q"]
+    assert main(seg) == 0 and f"no --checkpoint given: using the released weights '{NAME}'" in capsys.readouterr().err
+    assert main([*seg, "-c", NAME]) == 0
+    assert "0 written, 1 already done" in capsys.readouterr().err
+    store = str(tmp_path / "store")
+    assert main(["features", str(tmp_path / "a.png"), "-o", store, "--format", "store", "-q"]) == 0
+    assert main(["query", store, "sky, grass", "-o", str(tmp_path / "q"), "-q"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "q" / "a_labels.png").is_file()
+
+
+def test_a_released_name_is_recorded_as_the_name_beside_a_folder_so_named(released, tmp_path, capsys, monkeypatch):
+    """`-c demo` loads the released weights even with a folder ./demo, but the record described that
+    folder's files (and a change to them redid every image)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / NAME).mkdir()
+    (tmp_path / NAME / "config.json").write_text("{}")
+    Image.fromarray(make_photo(64, 64, seed=7)).save(tmp_path / "a.png")
+    seg = ["segment", "a.png", "-l", "sky, grass", "-o", "out", "-q", "-c", NAME]
+    assert main(seg) == 0
+    assert json.loads((tmp_path / "out" / "a_labels.json").read_text())["recipe"]["model"] == {"checkpoint": NAME}
+    (tmp_path / NAME / "config.json").write_text('{"changed": 1}')
+    capsys.readouterr()
+    assert main(seg) == 0 and "0 written, 1 already done" in capsys.readouterr().err
+
+
 def test_segment_features_and_demo_default_to_the_demo_weights():
     parser = build_parser()
     for argv in (["segment", "x.jpg", "-l", "a"], ["features", "x.jpg", "-o", "f"], ["demo"]):

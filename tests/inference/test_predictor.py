@@ -456,6 +456,9 @@ def test_options_say_the_precision_the_predictor_runs(tiny_model):
     asked = lseg.PredictorOptions(precision="auto")
     assert lseg.LSegPredictor(tiny_model, options=asked).options.precision in ("fp32", "bf16")
     assert asked.precision == "auto"  # the caller's options are not changed
+    # precision= beside options= runs (it may be given there): options said the PredictorOptions' "auto"
+    beside = lseg.LSegPredictor(tiny_model, precision="fp32", options=lseg.PredictorOptions(size=64))
+    assert beside.precision == "fp32" and beside.options.precision == "fp32" and beside.options.size == 64
 
 
 def test_an_animated_pil_image_is_segmented_and_drawn_at_its_frame(predictor, tmp_path):

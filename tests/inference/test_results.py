@@ -81,3 +81,13 @@ def test_save_records_a_home_relative_image_path_expanded(predictor, photo_file:
     record = json.loads(Path("o8/photo_labels.json").read_text())
     assert record["source"] == str((home / "photo.png").resolve())
     predictor.segment(home / "photo.png", "dog, other").save("o8")  # the same image
+
+
+@pytest.mark.parametrize("size,error", [((0, 5), ValueError), ((-1, 5), ValueError), ((10.5, 3), TypeError),
+                                        (7, TypeError), ((1, 2, 3), TypeError)])
+def test_probs_at_refuses_a_bad_size_in_one_line(predictor, size, error) -> None:
+    """probs_at((0, 5)) was torch's RuntimeError ('Input and output sizes should be greater than 0')."""
+    result = predictor.segment(make_photo(32, 40), "dog, other")
+    with pytest.raises(error, match=r"^probs_at: size"):
+        result.probs_at(size)
+    assert result.probs_at([3, 4]).shape == (2, 3, 4)

@@ -469,3 +469,19 @@ def test_no_free_temp_name_is_a_write_error_everywhere(tmp_path, monkeypatch):
         check_writable(tmp_path)
     with pytest.raises(OutputWriteError, match="could not create a temporary file next to it"):
         atomic_write(tmp_path / "a.txt", lambda p: p.write_text("x"))
+
+
+def test_staged_refuses_a_name_too_long_before_any_file_moves(tmp_path):
+    """A unit whose last file's name is too long (``lseg segment --heatmaps`` of an image with a
+    243-byte stem) failed only at commit, after its first files had replaced the old ones: the files
+    of a failed unit appeared, not none of them."""
+    from lseg.io import Staged
+
+    (tmp_path / "a_labels.png").write_text("old")
+    staged = Staged()
+    staged.write(tmp_path / "a_labels.png", lambda p: p.write_text("new"))
+    with pytest.raises(OutputWriteError, match="File name too long; the name is too long") as info:
+        staged.write(tmp_path / ("a" * 250 + "_heat_00_dog.png"), lambda p: p.write_text("new"))
+    staged.discard()
+    assert info.value.errno == errno.ENAMETOOLONG and not info.value.fatal  # that input fails, the job goes on
+    assert (tmp_path / "a_labels.png").read_text() == "old" and os.listdir(tmp_path) == ["a_labels.png"]

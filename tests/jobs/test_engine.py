@@ -230,6 +230,28 @@ def test_segment_folder_and_per_item_failures(tmp_path: Path, tiny_model) -> Non
         predictor.segment_batch([photos / "a.png", photos / "b.png"], "sky, other")
 
 
+def test_ctrl_c_in_segment_folder_reaches_the_caller(tmp_path: Path, tiny_model, monkeypatch) -> None:
+    """The job's report swallowed Ctrl-C: `for f in folders: lseg.segment_folder(...)` went on to the next."""
+    photos = tmp_path / "in"
+    photos.mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(np.full((20, 30, 3), 90, np.uint8)).save(photos / f"{name}.png")
+    predictor = lseg.LSegPredictor(tiny_model, size=32, batch_size=1)  # one image per call
+    segment_batch = predictor.segment_batch
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return segment_batch(*args, **kwargs)
+
+    monkeypatch.setattr(predictor, "segment_batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        lseg.segment_folder(predictor, photos, "sky, other", lseg.SegmentOptions(out=str(tmp_path / "o"), quiet=True))
+    assert (tmp_path / "o" / "a_labels.png").is_file() and not (tmp_path / "o" / "b_labels.png").exists()
+
+
 def test_the_predictor_never_changes_the_callers_model(tiny_model) -> None:
     model = lseg.create_model("lseg_tiny_test").train()
     state = {k: v.clone() for k, v in model.state_dict().items()}

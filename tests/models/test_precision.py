@@ -45,6 +45,17 @@ def test_auto_on_cpu_follows_what_onednn_may_use(monkeypatch):
     assert prec.resolve_precision("auto", "cpu") == "fp32"
 
 
+@pytest.mark.parametrize("cap,expected", [("AVX512_CORE", "fp32"), ("avx512_core_vnni", "fp32"), ("AVX2", "fp32"),
+                                           ("AVX512_CORE_BF16", "bf16"), ("AVX512_CORE_AMX", "bf16"), ("", "bf16")])
+def test_auto_on_cpu_follows_the_onednn_isa_cap(monkeypatch, cap, expected):
+    """ONEDNN_MAX_CPU_ISA=AVX512_CORE on a CPU with AVX512-BF16: oneDNN still says bf16 is supported
+    (it emulates it, 2x slower than fp32 there), and auto picked it."""
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": False, "avx512_bf16": True})
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert prec.resolve_precision("auto", "cpu") == expected
+
+
 @pytest.mark.slow  # a process (oneDNN reads its ISA cap at start)
 def test_auto_under_an_isa_capped_to_avx2_is_fp32():
     """For real: ONEDNN_MAX_CPU_ISA=AVX2 (how an AVX2-only host is emulated on a newer one) -> fp32."""

@@ -61,6 +61,8 @@ def test_save_scores_writes_float16_probs_and_labels(tmp_path: Path) -> None:
 def test_heatmap_path_names_the_label_safely(tmp_path: Path) -> None:
     assert heatmap_path(tmp_path / "p", 2, "big tree") == tmp_path / "p_heat_02_big_tree.png"
     assert heatmap_path(tmp_path / "p", 0, "../x").name == "p_heat_00_x.png"
+    # docs/cli.md said `<i>` has two digits: three above 100 labels (names still sort in label order)
+    assert heatmap_path(tmp_path / "p", 7, "x", count=101).name == "p_heat_007_x.png"
 
 
 def test_a_labels_string_is_a_comma_separated_list_not_one_label_per_character(tmp_path: Path) -> None:
