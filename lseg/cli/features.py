@@ -176,9 +176,9 @@ def _cmd_query(args: argparse.Namespace) -> int:
         checkpoint = store.manifest.get("checkpoint")
         if not checkpoint:
             name = made_with.get("name", "NAME")
-            raise LSegError(f"{opts.store} records no checkpoint (made with --random-weights {name}): give "
-                            f"--random-weights {name} (the same seeded network) or the --checkpoint of the "
-                            "weights")
+            raise LSegError(f"{opts.store} records no checkpoint: give the --checkpoint of its weights (e.g. demo "
+                            f"for a store older than lseg's naming of the default), or --random-weights {name} "
+                            "if it was made with random weights")
         source = dataclasses.replace(source, checkpoint=checkpoint)
 
     def text():  # type: ignore[no-untyped-def]
