@@ -92,8 +92,7 @@ class CLIPTextEncoder(nn.Module):
                             limit)
         tokens = self.tokenizer(labels)
         # two cut labels equal in their first `limit` tokens would get one embedding
-        rows = (tuple(row) if i in cut else i for i, row in enumerate(tokens.tolist()))
-        if cut and (clash := first_clash(rows)):
+        if cut and (clash := first_clash(tuple(row) if i in cut else i for i, row in enumerate(tokens.tolist()))):
             j, i = clash
             raise LabelError(f"labels {j + 1} and {i + 1} ({labels[j][:30]!r}..., {labels[i][:30]!r}...) are "
                              f"identical within CLIP's {limit}-token context and would get the same embedding; "

@@ -73,6 +73,8 @@ def test_query_of_a_random_weights_store_names_the_model_to_give(tmp_path: Path,
             "--random-weights", "lseg_tiny_test", "--size", "64", "-q"]
     assert main(args) == 0
     assert main(["query", str(tmp_path / "st"), "a, b", "-o", str(tmp_path / "q")]) == 2
-    assert "give --random-weights lseg_tiny_test (the same seeded network)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "records no checkpoint: give the --checkpoint of its weights" in err
+    assert "--random-weights lseg_tiny_test if it was made with random weights" in err
     assert main(["query", str(tmp_path / "st"), "a, b", "-o", str(tmp_path / "q"), "--random-weights",
                  "lseg_tiny_test"]) == 0

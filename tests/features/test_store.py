@@ -270,13 +270,3 @@ def test_a_file_name_that_is_not_utf8_is_a_readable_frame_key(tmp_path: Path, pr
     export_store(FeatureExtractor(predictor, "ours"), [tmp_path / "in"], tmp_path / "st", progress=False)
     store = FeatureStore(tmp_path / "st")
     assert [f["key"] for f in store.frames] == ["caf\\xe9"] and store.read("caf\\xe9").shape[0] == 32
-
-
-def test_querying_a_store_that_records_no_checkpoint_says_what_to_give(
-        tmp_path: Path, inputs: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["-o", str(tmp_path / "st"), "--format", "store", "--fps", "5", "--random-weights", "lseg_tiny_test", "-q"]
-    assert main(["features", str(inputs), *args]) == 0
-    assert main(["query", str(tmp_path / "st"), "sky, other", "-o", str(tmp_path / "q"), "-q"]) == 2
-    err = capsys.readouterr().err
-    assert "records no checkpoint: give the --checkpoint of its weights" in err
-    assert "--random-weights lseg_tiny_test if it was made with random weights" in err
