@@ -113,9 +113,10 @@ def _cmd_features(args: argparse.Namespace) -> int:
         return common.finish_batch(report, what)
     recipe = {"size": popts.size, "crop_size": popts.crop_size, "stride": popts.window_stride,
               "precision": precision}
-    report = export_features(lambda: common.make_predictor(args, source, popts), inputs, opts.out,
-                             model_id=source.identity(), recipe=recipe, dtype=opts.dtype, pca=opts.pca,
-                             resolution=opts.resolution or "half", fps=opts.fps, every_n=opts.every_n, **run)
+    report = common.reported(lambda: export_features(
+        lambda: common.make_predictor(args, source, popts), inputs, opts.out, model_id=source.identity(),
+        recipe=recipe, dtype=opts.dtype, pca=opts.pca, resolution=opts.resolution or "half", fps=opts.fps,
+        every_n=opts.every_n, **run))
     return common.finish_batch(report, what)
 
 
@@ -153,8 +154,8 @@ def _features_store(args: argparse.Namespace, inputs: tuple[str, ...], opts: Fea
                                 checkpoint=checkpoint, overwrite=opts.overwrite, reduce=store.reduce,
                                 model=model)
     description = describe(preset, resolution, (popts.size, popts.crop_size, popts.window_stride))
-    return export_store(extractor, inputs, opts.out, settings=settings, checkpoint=checkpoint,
-                        reduce=store.reduce, description=description, model=model, **run)
+    return common.reported(lambda: export_store(extractor, inputs, opts.out, settings=settings, checkpoint=checkpoint,
+                                                reduce=store.reduce, description=description, model=model, **run))
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
@@ -207,7 +208,7 @@ def _cmd_store(args: argparse.Namespace) -> int:
 
     if args.store_command == "reduce":
         r: StoreReduceOptions = options_from_args(StoreReduceOptions, args)
-        report = reduce_store(r.store, r.k, overwrite=r.overwrite, progress=not r.quiet)
+        report = common.reported(lambda: reduce_store(r.store, r.k, overwrite=r.overwrite, progress=not r.quiet))
         code = common.finish_batch(report, f"store reduce (k={r.k})")
         red = FeatureStore(r.store).reduction
         if red is not None and code == 0:
@@ -215,8 +216,8 @@ def _cmd_store(args: argparse.Namespace) -> int:
         return code
     if args.store_command == "export":
         e: StoreExportOptions = options_from_args(StoreExportOptions, args)
-        report = export_layout(e.store, e.layout, e.out, reduced=e.reduced, overwrite=e.overwrite,
-                               progress=not e.quiet)
+        report = common.reported(lambda: export_layout(e.store, e.layout, e.out, reduced=e.reduced,
+                                                       overwrite=e.overwrite, progress=not e.quiet))
         return common.finish_batch(report, f"store export (into {e.out})")
     store = FeatureStore(options_from_args(StoreInfoOptions, args).store)
     m = store.manifest

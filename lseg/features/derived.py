@@ -15,7 +15,7 @@ from lseg.errors import LSegError
 from lseg.features.reader import PROJECTION, REDUCTION_DIR, STORE_INDEX, FeatureStore
 from lseg.features.reduce import Reduction, fit_reduction
 from lseg.io import Staged, atomic_write
-from lseg.jobs.engine import Report, Unit, Writer, run_job
+from lseg.jobs.engine import Report, Unit, Writer, finished, run_job
 
 __all__ = ["LAYOUTS", "LayoutWriter", "ReduceWriter", "export_layout", "reduce_store"]
 
@@ -98,7 +98,7 @@ def reduce_store(path: str | os.PathLike[str], k: int, *, overwrite: bool = Fals
         # the store extracted again): refit it and encode every shard with it
         report = run_job(writer, overwrite=True, progress=progress)
         report.changed = {"projection"}
-    return report
+    return finished(report)
 
 
 class LayoutWriter(Writer):
@@ -139,4 +139,4 @@ def export_layout(path: str | os.PathLike[str], layout: Literal["openscene", "fe
                   progress: bool = False) -> Report:
     """``lseg store export`` in Python (:class:`LayoutWriter`)."""
     writer = LayoutWriter(FeatureStore(path), layout, out_dir, reduced)
-    return run_job(writer, overwrite=overwrite, progress=progress, desc="export")
+    return finished(run_job(writer, overwrite=overwrite, progress=progress, desc="export"))

@@ -20,7 +20,7 @@ from lseg.geometry import axis_weights
 from lseg.inference.folder import weights_identity
 from lseg.inference.predictor import LSegPredictor, to_numpy
 from lseg.io import Staged, atomic_write, iter_frames
-from lseg.jobs.engine import Report, Unit, Writer, run_job
+from lseg.jobs.engine import Report, Unit, Writer, finished, run_job
 from lseg.jobs.inputs import Media, collect_media
 
 __all__ = [
@@ -227,7 +227,7 @@ def export_features(predictor: LSegPredictor | Callable[[], LSegPredictor],
     writer = NpyWriter(items, out_dir, dtype=dtype, resolution=resolution, pca=pca, fps=fps, every_n=every_n,
                        predictor=predictor, recipe=recipe, write_manifest=write_manifest,
                        model=weights_identity(predictor.model) if model_id is None else model_id)
-    return run_job(writer, overwrite=overwrite, progress=progress, shard=(part, parts))
+    return finished(run_job(writer, overwrite=overwrite, progress=progress, shard=(part, parts)))
 
 
 def _save_npy(path: Path, shape: tuple[int, int, int], dtype: Any,

@@ -16,7 +16,7 @@ from lseg.errors import LSegError
 from lseg.inference.options import PredictorOptions, SegmentOptions
 from lseg.inference.results import segment_files, write_segment_files
 from lseg.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Staged, load_image
-from lseg.jobs.engine import Report, Unit, Writer, run_job
+from lseg.jobs.engine import Report, Unit, Writer, finished, run_job
 from lseg.jobs.inputs import check_unique, collect
 from lseg.jobs.records import model_identity
 from lseg.labels import parse_labels
@@ -104,10 +104,7 @@ def segment_folder(predictor: LSegPredictor,
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     writer = SegmentWriter(items, parse_labels(labels), options, predictor.options, predictor.precision,
                            weights_identity(predictor.model), lambda: predictor)
-    report = run_job(writer, overwrite=options.overwrite, progress=not options.quiet)
-    if report.interrupted:  # the job stopped cleanly; Ctrl-C still stops the caller's program
-        raise KeyboardInterrupt
-    return report
+    return finished(run_job(writer, overwrite=options.overwrite, progress=not options.quiet))
 
 
 def weights_sha256(model: Any) -> str:

@@ -21,7 +21,10 @@ from lseg.jobs.records import Status, digest, input_stamp, listed_outputs, plan,
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["Report", "Unit", "Writer", "check_clashes", "exit_code", "pending_units", "run_job", "write_unit"]
+__all__ = [
+    "JobInterrupted", "Report", "Unit", "Writer", "check_clashes", "exit_code", "finished", "pending_units", "run_job",
+    "write_unit",
+]
 
 
 @dataclass
@@ -68,6 +71,22 @@ class Report:
         if self.others:
             text += f", {len(self.others)} left to other workers"
         return text + ("; stopped early" if self.stopped else "") + ("; interrupted" if self.interrupted else "")
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a job of the Python API cleanly (finished outputs kept); ``report``: what it did."""
+
+    def __init__(self, report: Report) -> None:
+        super().__init__(report.summary())
+        self.report = report
+
+
+def finished(report: Report) -> Report:
+    """``report``; :class:`JobInterrupted` carrying it if Ctrl-C stopped the job, so that a caller's
+    program stops too (the command line prints the report instead)."""
+    if report.interrupted:
+        raise JobInterrupted(report)
+    return report
 
 
 def exit_code(report: Report) -> int:

@@ -16,6 +16,7 @@ from process_group import FEATURES_MODEL_ARGS, TwoProcessRun, random_images
 import lseg
 from lseg.cli import main
 from lseg.features import export_features, resize_embeddings
+from lseg.jobs.engine import JobInterrupted
 from lseg.jobs.inputs import collect_media
 
 MODEL_ARGS = FEATURES_MODEL_ARGS
@@ -160,7 +161,8 @@ def test_an_interrupted_video_leaves_no_stray_frames_after_a_rerun_with_other_se
     video = tmp_path / "clip.mp4"
     write_video(video, n_frames=10, rate=10)
     interrupt_at_call(monkeypatch, NpyWriter, "_save", 5)
-    assert export_features(predictor, [video], tmp_path / "out", progress=False).interrupted
+    with pytest.raises(JobInterrupted):
+        export_features(predictor, [video], tmp_path / "out", progress=False)
     monkeypatch.undo()
     assert _files(tmp_path / "out") == sorted(["clip/frames.json", "features.json",
                                                *(f"clip/{i:06d}.npy" for i in range(4))])

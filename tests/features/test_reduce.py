@@ -16,6 +16,7 @@ from lseg.features import FeatureExtractor, FeatureStore, PCAFit, export_store, 
 from lseg.features.derived import ReduceWriter, reduce_store
 from lseg.features.reduce import STRIP_PIXELS
 from lseg.features.store import StoreSettings
+from lseg.jobs.engine import JobInterrupted
 
 
 def _data(n: int = 20000, d: int = 24, rank: int = 6, seed: int = 0) -> np.ndarray:
@@ -109,7 +110,8 @@ def test_an_interrupted_reduction_reads_as_none_until_finished(store: FeatureSto
     copy = tmp_path / "st"
     shutil.copytree(store.path, copy)
     interrupt_at_call(monkeypatch, ReduceWriter, "write", 2)
-    assert reduce_store(copy, 4, overwrite=True).interrupted  # one shard 4-d, one deleted, one 8-d
+    with pytest.raises(JobInterrupted):  # one shard 4-d, one deleted, one 8-d
+        reduce_store(copy, 4, overwrite=True)
     monkeypatch.undo()
     s = FeatureStore(copy)
     assert s.index["reduction"] is None and s.reduction is None
@@ -152,4 +154,6 @@ def test_ctrl_c_in_the_fit_stops_the_job_once(tmp_path: Path, monkeypatch: pytes
             "--reduce", "4", "--random-weights", "lseg_tiny_test", "--size", "32", "-q"]
     assert main(args) == 130 and len(calls) == 1
     assert "8 written, 0 already done, 0 failed; interrupted" in capsys.readouterr().err
-    assert reduce_store(tmp_path / "st", 4).interrupted and len(calls) == 2
+    with pytest.raises(JobInterrupted):
+        reduce_store(tmp_path / "st", 4)
+    assert len(calls) == 2

@@ -17,6 +17,7 @@ import lseg
 from lseg.cli import main
 from lseg.features import FeatureExtractor, FeatureStore, export_layout, export_store
 from lseg.features.store import StoreSettings, weights_sha256
+from lseg.jobs.engine import JobInterrupted
 
 SETTINGS = StoreSettings(fps=5, frames_per_shard=2, batch_size=2)
 
@@ -153,7 +154,9 @@ def test_an_interrupted_overwrite_leaves_an_unfinished_store(
     ex, out = FeatureExtractor(predictor, "ours"), tmp_path / "st"
     export_store(ex, [inputs], out, settings=SETTINGS, progress=False, reduce=4)
     interrupt_at_call(monkeypatch, store_module, "write_unit", 2)
-    assert export_store(ex, [inputs], out, settings=SETTINGS, progress=False, overwrite=True).interrupted
+    with pytest.raises(JobInterrupted) as stopped:  # a Python caller's program stops too, with the report
+        export_store(ex, [inputs], out, settings=SETTINGS, progress=False, overwrite=True)
+    assert stopped.value.report.interrupted and isinstance(stopped.value, KeyboardInterrupt)
     monkeypatch.undo()
     with pytest.raises(lseg.LSegError, match="incomplete \\(2 of 3 units done\\)"):
         FeatureStore(out)

@@ -247,8 +247,9 @@ def test_ctrl_c_in_segment_folder_reaches_the_caller(tmp_path: Path, tiny_model,
         return segment_batch(*args, **kwargs)
 
     monkeypatch.setattr(predictor, "segment_batch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as stopped:
         lseg.segment_folder(predictor, photos, "sky, other", lseg.SegmentOptions(out=str(tmp_path / "o"), quiet=True))
+    assert stopped.value.report.summary() == "1 written, 0 already done, 0 failed; interrupted"  # JobInterrupted
     assert (tmp_path / "o" / "a_labels.png").is_file() and not (tmp_path / "o" / "b_labels.png").exists()
 
 
