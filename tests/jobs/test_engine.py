@@ -371,3 +371,14 @@ def test_ctrl_c_in_a_redo_keeps_the_old_files_of_the_units_claimed_ahead(tmp_pat
     assert report.interrupted and report.summary() == "1 written (1 redone: r changed), 0 already done, 0 failed; interrupted"
     assert [(tmp_path / f"o{i}.txt").read_text() for i in range(3)] == ["b", "a", "a"]
     assert run_job(_Ahead(tmp_path, "c"), progress=False).summary().startswith("3 written (3 redone: r changed)")
+
+
+def test_ctrl_c_in_an_overwrite_keeps_the_old_files_of_the_units_claimed_ahead(tmp_path: Path) -> None:
+    class SameRecipe(_Ahead):  # recipe "a" as before; Ctrl-C after the first unit, as with "b"
+        def recipe(self) -> dict:
+            return {"r": "a"}
+
+    run_job(_Ahead(tmp_path, "a"), progress=False)
+    report = run_job(SameRecipe(tmp_path, "b"), overwrite=True, progress=False)
+    assert report.summary() == "1 written (1 redone: --overwrite), 0 already done, 0 failed; interrupted"
+    assert [(tmp_path / f"o{i}.txt").read_text() for i in range(3)] == ["b", "a", "a"]
