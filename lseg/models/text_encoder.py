@@ -91,8 +91,8 @@ class CLIPTextEncoder(nn.Module):
             _logger.warning("label %r... has %d tokens; CLIP reads only the first %d", labels[i][:40], counts[i],
                             limit)
         tokens = self.tokenizer(labels)
-        # two cut labels equal in their first `limit` tokens would get one embedding
-        if cut and (clash := first_clash(tuple(row) if i in cut else i for i, row in enumerate(tokens.tolist()))):
+        # two labels equal in their first `limit` tokens (one of them cut) would get one embedding
+        if cut and (clash := first_clash(map(tuple, tokens.tolist()))):
             j, i = clash
             raise LabelError(f"labels {j + 1} and {i + 1} ({labels[j][:30]!r}..., {labels[i][:30]!r}...) are "
                              f"identical within CLIP's {limit}-token context and would get the same embedding; "

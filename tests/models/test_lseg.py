@@ -171,3 +171,9 @@ def test_param_groups_follow_reference_split(tiny_model):
     assert id(tiny_model.pixel_proj.weight) in dec
     text = {id(p) for p in tiny_model.text_encoder.parameters()}
     assert not text & (enc | dec)
+
+
+def test_a_label_of_exactly_the_context_beside_a_longer_one_that_starts_with_it_is_refused(tiny_model):
+    first = " ".join(["dog"] * 75)  # 75 tokens: uncut, and the same row as the cut label below
+    with pytest.raises(lseg.LabelError, match="identical within CLIP's 75-token context"):
+        lseg.LSegPredictor(tiny_model).embed_text([first, first + " cat"])
