@@ -91,8 +91,8 @@ class StoreWriter(Writer):
     def units(self) -> list[Unit]:
         self.plan = plan_units(self.inputs, self.settings.frames_per_shard, out=self.out)
         self._check_store()
-        return [Unit(u.items[0].path, [], unit_record(self.out, u.id), data=u, inputs=tuple(it.path for it in u.items[1:]),
-                     count=len(u.items)) for u in self.plan]
+        return [Unit(u.items[0].path, [], unit_record(self.out, u.id), data=u,
+                     inputs=tuple(it.path for it in u.items[1:])) for u in self.plan]
 
     def recipe(self) -> dict[str, Any]:
         s = self.settings

@@ -41,7 +41,6 @@ class Unit:
     status: Status = "new"
     inputs: tuple[Path, ...] = ()
     stamp: list | None = None  # the inputs' sizes and times, as the unit was claimed
-    count: int = 1  # images or frames, where known before it is written (a store's run of images)
 
     def __post_init__(self) -> None:
         self.key = self.targets[0] if self.targets else self.record  # what workers claim
@@ -318,7 +317,7 @@ def _claimed(todo: list[Unit], claims: ClaimSet, writer: Writer, recipe: dict[st
             claims.release(unit.key)
             _skip(report, unit)
         elif taken is False:
-            report.others += [unit.key] * unit.count
+            report.others += [unit.key] * (1 + len(unit.inputs))  # a store's run of images: its images
         bar.update()
 
 
