@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RANDOM_WEIGHTS_SEED", "ArchOptions", "LabelsOptions", "ModelSource", "add_model_args", "checked_device",
-    "finish_batch", "load_source_model", "make_predictor", "model_source_from_args", "reported",
+    "finish_batch", "load_source_model", "make_predictor", "model_source_from_args",
 ]
 
 _logger = logging.getLogger("lseg")
@@ -232,17 +231,6 @@ class LabelsOptions:
             warn(f"{source} gives one label ({parsed[0]!r}): every pixel gets it; add the others and a "
                  "catch-all such as 'other'")
         return parsed
-
-
-def reported(job: Callable[[], Report]) -> Report:
-    """``job()``'s report, also when Ctrl-C stopped it (the Python API raises it as
-    :class:`~lseg.jobs.engine.JobInterrupted`; a command prints it)."""
-    from lseg.jobs.engine import JobInterrupted
-
-    try:
-        return job()
-    except JobInterrupted as e:
-        return e.report
 
 
 def finish_batch(report: Report, what: str) -> int:

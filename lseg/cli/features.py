@@ -80,6 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_features(args: argparse.Namespace) -> int:
     from lseg.features.export import combine_shards, export_features, torchrun_rank
+    from lseg.jobs.engine import reported
 
     inputs = options_from_args(FeaturesInputs, args).inputs
     opts: FeaturesOptions = options_from_args(FeaturesOptions, args)
@@ -113,7 +114,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
         return common.finish_batch(report, what)
     recipe = {"size": popts.size, "crop_size": popts.crop_size, "stride": popts.window_stride,
               "precision": precision}
-    report = common.reported(lambda: export_features(
+    report = reported(lambda: export_features(
         lambda: common.make_predictor(args, source, popts), inputs, opts.out, model_id=source.identity(),
         recipe=recipe, dtype=opts.dtype, pca=opts.pca, resolution=opts.resolution or "half", fps=opts.fps,
         every_n=opts.every_n, **run))
@@ -126,6 +127,7 @@ def _features_store(args: argparse.Namespace, inputs: tuple[str, ...], opts: Fea
     """``lseg features --format store``: the self-describing store (lseg.features.store)."""
     from lseg.features.presets import FeatureExtractor, describe, get_preset
     from lseg.features.store import StoreSettings, export_store
+    from lseg.jobs.engine import reported
     from lseg.pretrained.released import portable
 
     preset = get_preset(store.preset)
@@ -154,7 +156,7 @@ def _features_store(args: argparse.Namespace, inputs: tuple[str, ...], opts: Fea
                                 checkpoint=checkpoint, overwrite=opts.overwrite, reduce=store.reduce,
                                 model=model)
     description = describe(preset, resolution, (popts.size, popts.crop_size, popts.window_stride))
-    return common.reported(lambda: export_store(extractor, inputs, opts.out, settings=settings, checkpoint=checkpoint,
+    return reported(lambda: export_store(extractor, inputs, opts.out, settings=settings, checkpoint=checkpoint,
                                                 reduce=store.reduce, description=description, model=model, **run))
 
 
@@ -205,10 +207,11 @@ def _cmd_query(args: argparse.Namespace) -> int:
 def _cmd_store(args: argparse.Namespace) -> int:
     from lseg.features.derived import export_layout, reduce_store
     from lseg.features.reader import FeatureStore
+    from lseg.jobs.engine import reported
 
     if args.store_command == "reduce":
         r: StoreReduceOptions = options_from_args(StoreReduceOptions, args)
-        report = common.reported(lambda: reduce_store(r.store, r.k, overwrite=r.overwrite, progress=not r.quiet))
+        report = reported(lambda: reduce_store(r.store, r.k, overwrite=r.overwrite, progress=not r.quiet))
         code = common.finish_batch(report, f"store reduce (k={r.k})")
         red = FeatureStore(r.store).reduction
         if red is not None and code == 0:
@@ -216,7 +219,7 @@ def _cmd_store(args: argparse.Namespace) -> int:
         return code
     if args.store_command == "export":
         e: StoreExportOptions = options_from_args(StoreExportOptions, args)
-        report = common.reported(lambda: export_layout(e.store, e.layout, e.out, reduced=e.reduced,
+        report = reported(lambda: export_layout(e.store, e.layout, e.out, reduced=e.reduced,
                                                        overwrite=e.overwrite, progress=not e.quiet))
         return common.finish_batch(report, f"store export (into {e.out})")
     store = FeatureStore(options_from_args(StoreInfoOptions, args).store)

@@ -24,7 +24,7 @@ from lseg.features.presets import FeatureExtractor, json_safe
 from lseg.features.reader import FORMAT, STORE_INDEX, STORE_MANIFEST, VERSION, FeatureStore, unit_record
 from lseg.inference.folder import weights_identity, weights_sha256
 from lseg.io import Staged, atomic_write, iter_frames, load_image
-from lseg.jobs.engine import JobInterrupted, Report, Unit, Writer, finished, run_job
+from lseg.jobs.engine import Report, Unit, Writer, finished, reported, run_job
 from lseg.jobs.inputs import Media, collect_media, is_complete, read_record
 from lseg.jobs.records import digest
 from lseg.options import option
@@ -144,10 +144,8 @@ class StoreWriter(Writer):
 
     def finish(self, report: Report) -> None:
         if finalize_store(self.out) and self.reduce:  # every unit is done: the scene PCA, if asked
-            try:  # its Ctrl-C, disk full or failures: the job's
-                sub = reduce_store(self.out, self.reduce, progress=False)
-            except JobInterrupted as e:
-                sub = e.report
+            # its Ctrl-C, disk full or failures: the job's
+            sub = reported(lambda: reduce_store(self.out, self.reduce, progress=False))
             report.failed, report.stopped = report.failed + sub.failed, report.stopped or sub.stopped
             report.interrupted |= sub.interrupted
 

@@ -7,7 +7,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,8 @@ from lseg.jobs.records import Status, digest, input_stamp, listed_outputs, plan,
 _logger = logging.getLogger(__name__)
 
 __all__ = [
-    "JobInterrupted", "Report", "Unit", "Writer", "check_clashes", "exit_code", "finished", "pending_units", "run_job",
-    "write_unit",
+    "JobInterrupted", "Report", "Unit", "Writer", "check_clashes", "exit_code", "finished", "pending_units", "reported",
+    "run_job", "write_unit",
 ]
 
 
@@ -86,6 +86,15 @@ def finished(report: Report) -> Report:
     if report.interrupted:
         raise JobInterrupted(report)
     return report
+
+
+def reported(job: Callable[[], Report]) -> Report:
+    """``job()``'s report, also when Ctrl-C stopped it (:class:`JobInterrupted`): for a caller that
+    reports it itself (a command, an enclosing job)."""
+    try:
+        return job()
+    except JobInterrupted as e:
+        return e.report
 
 
 def exit_code(report: Report) -> int:
