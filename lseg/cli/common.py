@@ -143,9 +143,9 @@ def model_source_from_args(args: argparse.Namespace) -> ModelSource:
     return source
 
 
-def load_source_model(source: ModelSource, pretrained_default: bool = False):  # type: ignore[no-untyped-def]
-    """The model of ``source`` on its device, in eval mode (none given and ``pretrained_default``: the
-    released weights :data:`lseg.pretrained.released.DEFAULT`, said on stderr)."""
+def load_source_model(source: ModelSource):  # type: ignore[no-untyped-def]
+    """The model of ``source`` on its device, in eval mode (the released default, when it stands for no
+    ``--checkpoint``, said on stderr)."""
     import torch
 
     from lseg.pretrained.load import create_model, load_model
@@ -156,13 +156,13 @@ def load_source_model(source: ModelSource, pretrained_default: bool = False):  #
         with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG state
             torch.manual_seed(RANDOM_WEIGHTS_SEED)
             model = create_model(source.random_weights)
-    elif source.checkpoint is None and not pretrained_default:
+    elif source.checkpoint is None:
         raise LSegError("give the model: --checkpoint NAME_OR_PATH or --random-weights MODEL")
     else:
-        if source.checkpoint is None or source.defaulted:
+        if source.defaulted:
             print(f"no --checkpoint given: using the released weights {DEFAULT!r} "
                   f"({get_weights(DEFAULT).network}); `lseg weights list` shows the others", file=sys.stderr)
-        model = load_model(source.checkpoint or DEFAULT, spatial_block=source.arch.spatial_block())
+        model = load_model(source.checkpoint, spatial_block=source.arch.spatial_block())
     return model.to(source.device_name()).eval()
 
 
@@ -173,7 +173,7 @@ def make_predictor(args: argparse.Namespace, source: ModelSource | None = None,
 
     source = source or model_source_from_args(args)
     options = options or options_from_args(PredictorOptions, args)
-    model = load_source_model(source, getattr(args, "pretrained_default", False))
+    model = load_source_model(source)
     predictor = LSegPredictor(model, options=options, inplace=True)
     how = " (auto)" if options.precision == "auto" else ""
     print(f"lseg: running on {predictor.device} in {predictor.precision}{how}", file=sys.stderr)
