@@ -17,7 +17,7 @@ from lseg.errors import LSegError, OutputWriteError
 from lseg.io import Staged, check_writable, remove_stale_temp_files
 from lseg.jobs.claims import ClaimSet, hold_recipe, remove_stale_claims
 from lseg.jobs.inputs import read_record, recorded_outputs
-from lseg.jobs.records import Status, digest, input_stamp, listed_outputs, plan, write_record
+from lseg.jobs.records import Status, digest, input_stamp, listed_outputs, plan, remove_outputs, write_record
 
 _logger = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ def pending_units(writer: Writer, overwrite: bool, report: Report, shard: tuple[
     for unit in mine:
         # nothing removed yet: a unit to redo is planned again once claimed, its old files removed when written
         own = writer.unit_recipe(unit, recipe)
-        if plan(_targets_now(unit), unit.record, own, overwrite, remove=False, stamp=_stamp(unit))[0] == "done":
+        if plan(_targets_now(unit), unit.record, own, overwrite, stamp=_stamp(unit))[0] == "done":
             _skip(report, unit)
         else:
             todo.append(unit)
@@ -318,7 +318,7 @@ def _claimed(todo: list[Unit], claims: ClaimSet, writer: Writer, recipe: dict[st
         if taken:
             unit.stamp = _stamp(unit)
             own = writer.unit_recipe(unit, recipe)
-            unit.status, changed = plan(_targets_now(unit), unit.record, own, overwrite, remove=False, stamp=unit.stamp)
+            unit.status, changed = plan(_targets_now(unit), unit.record, own, overwrite, stamp=unit.stamp)
             if unit.status != "done":
                 report.changed |= changed
                 yield unit
@@ -346,7 +346,7 @@ def write_unit(writer: Writer, unit: Unit, result: Any, recipe: dict[str, Any], 
     complete record; counted in ``report``. Ray actors call it as the loop does."""
     staged, recipe = Staged(), writer.unit_recipe(unit, recipe)
     if unit.status == "redo":  # the old recipe's files go now, not when claimed (Ctrl-C keeps those ahead)
-        plan([], unit.record, recipe, overwrite=True)
+        remove_outputs(unit.record)
     stamp = {"inputs": unit.stamp if unit.stamp is not None else _stamp(unit)}
     write_record(unit.record, writer.kind, unit.source, recipe, unit.targets, pending=True, extra=stamp)
     try:

@@ -14,7 +14,9 @@ from typing import Any, Literal
 from lseg.io import atomic_write
 from lseg.jobs.inputs import RECORD_KEY, is_complete, read_record
 
-__all__ = ["Status", "digest", "input_stamp", "listed_outputs", "model_identity", "plan", "write_record"]
+__all__ = [
+    "Status", "digest", "input_stamp", "listed_outputs", "model_identity", "plan", "remove_outputs", "write_record",
+]
 
 _RECORD_VERSION = 1
 
@@ -62,10 +64,10 @@ def listed_outputs(record: Mapping[str, Any], path: Path) -> list[str]:
 
 
 def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], overwrite: bool = False,
-         *, remove: bool = True, stamp: list | None = None) -> tuple[Status, set[str]]:
+         *, stamp: list | None = None) -> tuple[Status, set[str]]:
     """Whether one unit's ``targets`` must be written, and which recipe keys changed: ``done`` (a
     complete record of this recipe and input ``stamp``, every target there), ``redo`` (another recipe,
-    a changed input, or ``overwrite``; with ``remove`` the old outputs are deleted now) or ``new`` (no
+    a changed input, or ``overwrite``; nothing is deleted: :func:`remove_outputs`) or ``new`` (no
     record, a pending one of this recipe, an output missing, or a record listing failed items)."""
     old = read_record(record)
     if old is None:
@@ -79,10 +81,15 @@ def plan(targets: Sequence[Path], record: Path, recipe: Mapping[str, Any], overw
     changed = {k for k in set(old_recipe) | set(recipe)
                if json.dumps(old_recipe.get(k), default=str, sort_keys=True)
                != json.dumps(recipe.get(k), default=str, sort_keys=True)} | (set() if same_input else {"input"})
-    for name in listed_outputs(old, record) if remove else ():
+    return "redo", changed or ({"--overwrite"} if overwrite else {"settings"})
+
+
+def remove_outputs(record: Path) -> None:
+    """Delete the outputs the unit's record lists (a unit about to be redone)."""
+    old = read_record(record)
+    for name in listed_outputs(old, record) if old is not None else ():
         with contextlib.suppress(OSError):
             (record.parent / name).unlink()
-    return "redo", changed or ({"--overwrite"} if overwrite else {"settings"})
 
 
 def write_record(record: Path, kind: str, source: Path | str, recipe: Mapping[str, Any], outputs: Sequence[Path | str],
