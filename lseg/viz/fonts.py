@@ -215,10 +215,10 @@ class TextRenderer:
             if index is None:
                 index, ch = 0, _stand_in(ch)
             pieces.append((index, ch))
-        clusters = _clusters(text)
-        levels = _bidi_levels(clusters) if self._raqm and len({f for f, _ in pieces}) > 1 else None
+        clusters = _clusters(text) if self._raqm and len({f for f, _ in pieces}) > 1 else None
+        levels = None if clusters is None else _bidi_levels(clusters)
         # raqm orders each run; runs of several fonts in right-to-left text are put in display order here
-        keys = [0] * len(text) if levels is None else [lv for c, lv in zip(clusters, levels) for _ in c]
+        keys = [0] * len(text) if levels is None else [lv for c, lv in zip(clusters or (), levels) for _ in c]
         out: list[tuple[int, int, str]] = []
         for (index, ch), level in zip(pieces, keys):
             if out and out[-1][:2] == (index, level):
