@@ -212,7 +212,7 @@ def evaluate(model: LSeg, cfg: EvalConfig) -> dict[str, Any]:
             if cfg.num_episodes is not None and name != "fss1000":  # FSS-1000: one episode per test image
                 kwargs["num_episodes"] = cfg.num_episodes
             if name == "coco20i":
-                kwargs.setdefault("seed", cfg.seed)
+                kwargs["seed"] = cfg.seed
             ds = build_fewshot_dataset(
                 name, cfg.data_root, fold=fold, split=cfg.split, transform=fewshot_transform(cfg.fewshot_size),
                 label_style=cfg.label_style, **kwargs,
