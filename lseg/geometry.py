@@ -36,11 +36,11 @@ def fit_size(h: int, w: int, box: tuple[int, int]) -> tuple[int, int]:
 
 
 def scaled_size(h: int, w: int, long_size: int) -> tuple[int, int]:
-    """The reference evaluator's resize: long side ``long_size``, the other ``int(x * long / L + 0.5)``
-    (:func:`working_size` can round differently)."""
+    """The reference evaluator's resize: long side ``long_size``, the other ``int(x * long / L + 0.5)``,
+    at least 1 (the reference's 0 crashed; :func:`working_size` can round differently)."""
     if h > w:
-        return long_size, int(1.0 * w * long_size / h + 0.5)
-    return int(1.0 * h * long_size / w + 0.5), long_size
+        return long_size, max(1, int(1.0 * w * long_size / h + 0.5))
+    return max(1, int(1.0 * h * long_size / w + 0.5)), long_size
 
 
 def padded_size(h: int, w: int, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:

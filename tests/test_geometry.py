@@ -61,6 +61,7 @@ def test_fit_scaled_padded_half_sizes() -> None:
     assert scaled_size(50, 70, 100) == (71, 100)
     assert scaled_size(70, 50, 100) == (100, 71)
     assert scaled_size(64, 64, 40) == (40, 40)
+    assert scaled_size(2, 2000, 260) == (1, 260) and scaled_size(2000, 1, 260) == (260, 1)  # never 0 (a crash)
     assert SIZE_MULTIPLE == 32
     assert padded_size(49, 77) == (64, 96) and padded_size(64, 96) == (64, 96) and padded_size(1, 1) == (32, 32)
     assert padded_size(10, 10, 8) == (16, 16)

@@ -14,17 +14,19 @@ from torchvision.transforms.v2 import functional as F
 from lseg.data.base import IGNORE_INDEX
 from lseg.geometry import scaled_size
 
+_NEAREST_EXACT = v2.InterpolationMode.NEAREST_EXACT
+
 __all__ = [
     "JointCompose", "JointResize", "PadToMinSize", "RandomLongSideResize", "fewshot_transform",
     "resize_pair_item", "train_transform", "val_transform",
 ]
 
 
-def resize_pair_item(inpt: Any, size: list[int]) -> Any:
+def resize_pair_item(inpt: Any, size: list[int], mask_mode: v2.InterpolationMode = _NEAREST_EXACT) -> Any:
     """Resize an image (bilinear, antialiased) or a mask (``NEAREST_EXACT``: pixel centres, as PIL's
     ``NEAREST``; torchvision's ``NEAREST`` shifts labels by up to half a pixel) to ``[h, w]`` or ``[short side]``."""
     if isinstance(inpt, tv_tensors.Mask):
-        return F.resize(inpt, size, interpolation=v2.InterpolationMode.NEAREST_EXACT)
+        return F.resize(inpt, size, interpolation=mask_mode)
     return F.resize(inpt, size, interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
 
 
@@ -50,14 +52,15 @@ class RandomLongSideResize(v2.Transform):
 
 class JointResize(v2.Transform):
     """Resize to ``size``: an int sets the short side (long side truncated, as PyTorch-Encoding),
-    ``(h, w)`` exactly that."""
+    ``(h, w)`` exactly that; masks with ``mask_mode`` (:func:`resize_pair_item`)."""
 
-    def __init__(self, size: int | tuple[int, int]) -> None:
+    def __init__(self, size: int | tuple[int, int], mask_mode: v2.InterpolationMode = _NEAREST_EXACT) -> None:
         super().__init__()
         self.size = [size] if isinstance(size, int) else list(size)
+        self.mask_mode = mask_mode
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        return resize_pair_item(inpt, self.size)
+        return resize_pair_item(inpt, self.size, self.mask_mode)
 
 
 class PadToMinSize(v2.Transform):
@@ -112,5 +115,6 @@ def val_transform(crop_size: int = 480) -> JointCompose:
 
 
 def fewshot_transform(size: int = 480) -> JointCompose:
-    """Zero-shot protocol: resize image (bilinear) and mask (nearest) to ``size x size``, aspect not kept."""
-    return JointCompose([JointResize((size, size))])
+    """Zero-shot protocol: resize image (bilinear) and mask to ``size x size``, aspect not kept; the mask
+    with torch's ``nearest`` (top-left sampling), as HSNet's ``F.interpolate``, not at pixel centres."""
+    return JointCompose([JointResize((size, size), mask_mode=v2.InterpolationMode.NEAREST)])

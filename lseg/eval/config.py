@@ -21,9 +21,9 @@ def _template_args(given: list[str]) -> tuple[str, ...]:
     return tuple(text for t in given for text in (DEFAULT_TEMPLATES if t == "default" else (t,)))
 
 
-def check_dataset_kwargs(value: dict[str, Any]) -> dict[str, Any]:
-    """Reader keywords other than those the registry passes from their own options."""
-    own = [k for k in ("root", "split", "fold", "transform", "label_style") if k in value]
+def check_dataset_kwargs(value: dict[str, Any], extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Reader keywords other than those the registry passes from their own options (and ``extra``)."""
+    own = [k for k in ("root", "split", "fold", "transform", "label_style", *extra) if k in value]
     if own:
         raise OptionError(f"`dataset_kwargs` holds {', '.join(own)}: set {own[0]} with its own option "
                           f"(--{own[0].replace('_', '-')}), not among the reader's keywords")
@@ -102,7 +102,7 @@ class EvalConfig(CheckedOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_dataset_kwargs(self.dataset_kwargs)
+        check_dataset_kwargs(self.dataset_kwargs, ("seed",))  # --seed: the COCO-20i sampler's
         from lseg.data.registry import FEWSHOT_DATASETS, canonical_name  # the readers: only when needed
 
         is_fewshot = canonical_name(self.dataset) in FEWSHOT_DATASETS  # an unknown name: DatasetError

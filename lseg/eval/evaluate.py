@@ -93,8 +93,8 @@ def _gather(failed: list[dict[str, str]], n_done: int) -> tuple[list[dict[str, s
     return [f for part, _ in parts for f in part], sum(n for _, n in parts)
 
 
-def _pct(x: float) -> float | None:
-    return None if math.isnan(x) else round(100.0 * x, 4)
+def _pct(x: float, scale: float = 100.0) -> float | None:
+    return None if math.isnan(x) else round(scale * x, 4)
 
 
 @torch.inference_mode()
@@ -179,13 +179,16 @@ def evaluate_fewshot(model: LSeg, dataset: Any, cfg: EvalConfig) -> dict[str, An
     result = meter.compute()
     per_class = result["iou_per_class"]
     assert isinstance(per_class, dict)
+    if not n_done:  # nothing was evaluated: no figure (null in the JSON), not 0 or NaN
+        result = {"miou": math.nan, "fb_iou": math.nan}
+        per_class = dict.fromkeys(per_class, math.nan)
     return {
-        "miou": round(float(result["miou"]), 4),  # type: ignore[arg-type]
-        "fb_iou": round(float(result["fb_iou"]), 4),  # type: ignore[arg-type]
+        "miou": _pct(float(result["miou"]), 1),  # type: ignore[arg-type]
+        "fb_iou": _pct(float(result["fb_iou"]), 1),  # type: ignore[arg-type]
         "num_episodes": n_done,
         "num_failed": len(failed),
         "failed": failed,
-        "per_class": [{"class_id": c, "label": dataset.labels[c], "iou": round(per_class[c], 4)} for c in class_ids],
+        "per_class": [{"class_id": c, "label": dataset.labels[c], "iou": _pct(per_class[c], 1)} for c in class_ids],
         "seconds": round(time.perf_counter() - t0, 3),
     }
 
@@ -209,13 +212,14 @@ def evaluate(model: LSeg, cfg: EvalConfig) -> dict[str, Any]:
             if cfg.num_episodes is not None and name != "fss1000":  # FSS-1000: one episode per test image
                 kwargs["num_episodes"] = cfg.num_episodes
             if name == "coco20i":
-                kwargs.setdefault("seed", cfg.seed)
+                kwargs["seed"] = cfg.seed
             ds = build_fewshot_dataset(
                 name, cfg.data_root, fold=fold, split=cfg.split, transform=fewshot_transform(cfg.fewshot_size),
                 label_style=cfg.label_style, **kwargs,
             )
             per_fold[str(fold)] = evaluate_fewshot(model, ds, cfg)
-        mean = {k: round(sum(r[k] for r in per_fold.values()) / len(per_fold), 4) for k in ("miou", "fb_iou")}
+        values = {k: [r[k] for r in per_fold.values()] for k in ("miou", "fb_iou")}
+        mean = {k: None if None in v else round(sum(v) / len(v), 4) for k, v in values.items()}
         return {
             "protocol": "fewshot", "dataset": name, "folds": per_fold, "mean": mean,
             "world_size": world, "settings": settings,
@@ -228,6 +232,10 @@ def evaluate(model: LSeg, cfg: EvalConfig) -> dict[str, Any]:
     return {**evaluate_segmentation(model, ds, labels, cfg), "world_size": world, "settings": settings}
 
 
+def _cell(value: float | None, width: int) -> str:
+    return f"{'n/a' if value is None else f'{value:.2f}':>{width}}"
+
+
 def format_report(report: dict[str, Any], per_class: bool = False) -> str:
     """A plain-text table of a report (percentages)."""
     lines = []
@@ -235,22 +243,20 @@ def format_report(report: dict[str, Any], per_class: bool = False) -> str:
         lines.append(f"{report['dataset']}  zero-shot protocol (2-way, {report['settings']['fewshot_size']}px)")
         lines.append(f"{'fold':>6} {'mIoU':>8} {'FB-IoU':>8} {'episodes':>9}")
         for fold, r in report["folds"].items():
-            lines.append(f"{fold:>6} {r['miou']:8.2f} {r['fb_iou']:8.2f} {r['num_episodes']:9d}")
+            lines.append(f"{fold:>6} {_cell(r['miou'], 8)} {_cell(r['fb_iou'], 8)} {r['num_episodes']:9d}")
             if per_class:
-                lines += [f"{'':>6}   {c['label']:<24} {c['iou']:7.2f}" for c in r["per_class"]]
+                lines += [f"{'':>6}   {c['label']:<24} {_cell(c['iou'], 7)}" for c in r["per_class"]]
         if len(report["folds"]) > 1:
-            lines.append(f"{'mean':>6} {report['mean']['miou']:8.2f} {report['mean']['fb_iou']:8.2f}")
+            lines.append(f"{'mean':>6} {_cell(report['mean']['miou'], 8)} {_cell(report['mean']['fb_iou'], 8)}")
         return "\n".join(lines)
     s = report["settings"]
     mode = "multi-scale+flip" if s["multiscale"] else f"single-scale ({s['size'] or 'native'})"
     lines.append(f"{report['dataset']} {report['split']}  {report['protocol']}  {mode}  {report['num_images']} images")
     for key, value in report["metrics"].items():
-        lines.append(f"  {key:<18} {'n/a' if value is None else f'{value:.2f}':>8}")
+        lines.append(f"  {key:<18} {_cell(value, 8)}")
     if report["num_failed"]:
         lines.append(f"  skipped {report['num_failed']} unreadable sample(s)")
     if per_class:
         lines.append(f"  {'class':<28} {'IoU':>7}")
-        for c in report["per_class"]:
-            iou = "n/a" if c["iou"] is None else f"{c['iou']:.2f}"
-            lines.append(f"  {c['label']:<28} {iou:>7}")
+        lines += [f"  {c['label']:<28} {_cell(c['iou'], 7)}" for c in report["per_class"]]
     return "\n".join(lines)

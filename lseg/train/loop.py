@@ -446,7 +446,7 @@ def _validate(model: LSeg, dataset: Any, cfg: TrainConfig, fewshot: bool) -> dic
     )
     if fewshot:
         report = evaluate_fewshot(model, dataset, ecfg)
-        return {"mIoU": float(report["miou"]), "FB-IoU": float(report["fb_iou"])}
+        return {"mIoU": float(report["miou"] or 0.0), "FB-IoU": float(report["fb_iou"] or 0.0)}
     report = evaluate_segmentation(model, dataset, list(dataset.labels), ecfg)
     return {"pixAcc": float(report["metrics"]["pixAcc"] or 0.0), "mIoU": float(report["metrics"]["mIoU"] or 0.0)}
 

@@ -209,6 +209,29 @@ def test_fewshot_pascal5i_metrics_match_hsnet_definitions(tmp_path: Path):
     assert [c["label"] for c in fold["per_class"]] == ["aeroplane", "bicycle", "bird", "boat", "bottle"]
 
 
+def test_fewshot_fold_without_episodes_has_no_figure(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """Every episode unreadable: mIoU / FB-IoU / per-class are null (n/a), as for the semantic protocol, not a
+    0.00 mIoU and a NaN FB-IoU that made the --out file invalid JSON."""
+    voc = tmp_path / "VOC2012"
+    (voc / "JPEGImages").mkdir(parents=True)
+    (voc / "JPEGImages" / "a.jpg").write_bytes(b"not a jpeg")
+    _write_png(voc / "SegmentationClassAug" / "a.png", np.ones((8, 8), np.uint8))
+    (tmp_path / "splits" / "val").mkdir(parents=True)
+    for fold in (0, 1):
+        (tmp_path / "splits" / "val" / f"fold{fold}.txt").write_text(f"a__{5 * fold + 1:02d}\n")
+    out = tmp_path / "r.json"
+    code = main(["eval", "--random-weights", "lseg_tiny_test", "-q", "--dataset", "pascal5i", "--data-root",
+                 str(tmp_path), "--dataset-kwargs", f"{{splits_dir: {tmp_path / 'splits'}}}", "--fold", "0,1",
+                 "--num-episodes", "2", "--fewshot-size", "32", "--num-workers", "0", "--per-class", "-o", str(out)])
+    report = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert code == 1 and report["mean"] == {"miou": None, "fb_iou": None}
+    fold = report["folds"]["0"]
+    assert (fold["miou"], fold["fb_iou"], fold["num_episodes"], fold["num_failed"]) == (None, None, 0, 2)
+    assert {c["iou"] for c in fold["per_class"]} == {None}
+    printed = capsys.readouterr().out
+    assert "     0      n/a      n/a         0" in printed and "  mean      n/a      n/a" in printed
+
+
 @pytest.mark.parametrize("model_name", ["lseg_tiny_test", "lseg_tiny_test_rn"])  # LSegNetZS, LSegRNNetZS layouts
 def test_fewshot_fss1000_cli_with_a_real_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str], model_name: str):
     from lseg.data.label_sets import fss_split_categories
