@@ -119,22 +119,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _profile(opts: BenchOptions) -> int:
     """``--profile``: each precision's component times, each in a fresh process, one table."""
-    import subprocess
-    import sys
-
-    from lseg.eval.benchmark import available_threads, child_failure
+    from lseg.eval.benchmark import available_threads, run_child
     from lseg.eval.profile import format_profile
 
     threads = opts.threads or available_threads()
     profiles = {}
     for precision in ("reference", *dict.fromkeys(opts.precisions)):
-        cmd = [sys.executable, "-m", "lseg.eval.profile", json.dumps({
+        out = run_child("lseg.eval.profile", {
             "model_name": opts.model, "checkpoint": opts.checkpoint, "precision": precision,
-            "size": opts.size, "device": opts.device, "repeats": opts.repeats, "threads": threads})]
-        r = subprocess.run(cmd, check=False, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise child_failure(r, f"profile {precision}")
-        out = json.loads(r.stdout.strip().splitlines()[-1])
+            "size": opts.size, "device": opts.device, "repeats": opts.repeats, "threads": threads}, f"profile {precision}")
         profiles[f"{precision}={out.pop('precision')}" if precision == "auto" else precision] = out
     print(f"{opts.checkpoint or opts.model}, {opts.size}x{opts.size}, {opts.device}, {threads} threads: "
           f"seconds of one forward by component (own time, mean of {opts.repeats} after a warm-up)")
