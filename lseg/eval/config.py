@@ -3,7 +3,7 @@ costs no torch: ``lseg eval --help`` builds its options from it)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from lseg.inference.options import ADE20K_SCALES, check_templates, some_scales
@@ -79,7 +79,7 @@ class EvalConfig(CheckedOptions):
     dataset: str = option("ade20k", short="-d", required=True)
     data_root: str | None = option(None, required=True)
     split: str | None = None
-    dataset_kwargs: dict[str, Any] = field(default_factory=dict)
+    dataset_kwargs: dict[str, Any] = option(default_factory=dict, check=check_dataset_kwargs)  # noqa: RUF009 (a field)
     label_style: str | None = None
     templates: tuple[str, ...] = option((), flag="template", metavar="TEMPLATE", repeat=True, parse=_template_args,
                                         check=check_templates)
@@ -102,7 +102,6 @@ class EvalConfig(CheckedOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_dataset_kwargs(self.dataset_kwargs)
         from lseg.data.registry import FEWSHOT_DATASETS, canonical_name  # the readers: only when needed
 
         is_fewshot = canonical_name(self.dataset) in FEWSHOT_DATASETS  # an unknown name: DatasetError
