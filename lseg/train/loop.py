@@ -54,12 +54,11 @@ _logger = logging.getLogger(__name__)
 # Changing these between an interrupted run and its resumption changes the result (a warning says so).
 _RESUME_SENSITIVE = (
     "model", "init_checkpoint", "dataset", "split", "label_style", "batch_size", "accumulate_grad_batches",
-    "epochs", "max_steps", "optimizer", "base_lr", "lr_scaling", "decoder_lr_mult", "momentum", "weight_decay",
-    "poly_power", "lr_schedule_interval", "seed", "crop_size", "base_size", "scale_range", "hflip_prob",
-    "fold", "fewshot_support", "fewshot_boundary", "schedule_epochs", "loss_reduction",
+    "seed", "crop_size", "base_size", "scale_range", "hflip_prob", "fold", "fewshot_support", "fewshot_boundary",
+    "loss_reduction",
 )  # fmt: skip
-# Of those, the ones the restored optimizer state and LR schedule (base LRs, length, power) override:
-# a resume that changes them would silently not apply them, so it is refused.
+# These the restored optimizer state and LR schedule (base LRs, length, power) override: a resume that
+# changes them would silently not apply them, so it is refused.
 _OPTIMISATION = (
     "epochs", "max_steps", "schedule_epochs", "optimizer", "base_lr", "lr_scaling", "decoder_lr_mult",
     "momentum", "weight_decay", "poly_power", "lr_schedule_interval",
@@ -465,7 +464,7 @@ def _check_changed(ckpt: dict[str, Any], cfg: TrainConfig, path: Path, derived: 
     def changes(keys: Any, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in keys if k in old and old[k] != new.get(k)]
 
-    others = changes([k for k in _RESUME_SENSITIVE if k not in _OPTIMISATION], saved, now)
+    others = changes(_RESUME_SENSITIVE, saved, now)
     refused = changes(_OPTIMISATION, saved, now)
     if not refused:  # e.g. another batch size: the steps of an epoch-based run or a scaled LR change with it
         then = {"total steps": ckpt.get("total_steps"), "schedule steps": ckpt.get("schedule_steps"),
