@@ -156,9 +156,7 @@ def load_source_model(source: ModelSource):  # type: ignore[no-untyped-def]
         with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG state
             torch.manual_seed(RANDOM_WEIGHTS_SEED)
             model = create_model(source.random_weights)
-    elif source.checkpoint is None:
-        raise LSegError("give the model: --checkpoint NAME_OR_PATH or --random-weights MODEL")
-    else:
+    else:  # a checkpoint: model_source_from_args refused or defaulted none, query takes its store's
         if source.defaulted:
             print(f"no --checkpoint given: using the released weights {DEFAULT!r} "
                   f"({get_weights(DEFAULT).network}); `lseg weights list` shows the others", file=sys.stderr)
