@@ -15,6 +15,8 @@ from lseg.inference.options import PredictorOptions
 from lseg.options import CheckedOptions, OptionError, add_options, option, options_from_args
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from lseg.jobs.engine import Report
     from lseg.models.config import SpatialBlockConfig
 
@@ -231,11 +233,13 @@ class LabelsOptions:
         return parsed
 
 
-def finish_batch(report: Report, what: str) -> int:
-    """Print the summary and the failed inputs; the exit code (:func:`lseg.jobs.engine.exit_code`)."""
+def finish_batch(what: str, job: Callable[[], Report]) -> int:
+    """Run ``job``; print its summary (also when Ctrl-C stopped it) and the failed inputs; the exit code
+    (:func:`lseg.jobs.engine.exit_code`)."""
     from lseg.console import say
-    from lseg.jobs.engine import exit_code
+    from lseg.jobs.engine import exit_code, reported
 
+    report = reported(job)
     say(f"{what}: {report.summary()}")
     for path, reason in report.failed:
         say(f"  failed: {path}: {reason}")
