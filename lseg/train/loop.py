@@ -183,7 +183,9 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         try:
             raw.load_state_dict(ckpt["model"])
         except RuntimeError:  # missing / unexpected keys or shapes: the checkpoint is another architecture
-            then, now = _model_of(ckpt.get("config", {})), _model_of(cfg.to_dict())
+            # the model each config builds, as the user named it: its init_checkpoint, else its model
+            then, now = (str(c.get("init_checkpoint") or c.get("model") or "(unknown)")
+                         for c in (ckpt.get("config", {}), cfg.to_dict()))
             raise CheckpointError(
                 f"{resume_path} is a checkpoint of model {then}, not of this run's {now}: give another "
                 "--out-dir, or --resume never to start afresh"
@@ -448,11 +450,6 @@ def _validate(model: LSeg, dataset: Any, cfg: TrainConfig, fewshot: bool) -> dic
         return {"mIoU": float(report["miou"]), "FB-IoU": float(report["fb_iou"])}
     report = evaluate_segmentation(model, dataset, list(dataset.labels), ecfg)
     return {"pixAcc": float(report["metrics"]["pixAcc"] or 0.0), "mIoU": float(report["metrics"]["mIoU"] or 0.0)}
-
-
-def _model_of(config: dict[str, Any]) -> str:
-    """The model a training config builds, as the user named it: its ``init_checkpoint``, else ``model``."""
-    return str(config.get("init_checkpoint") or config.get("model") or "(unknown)")
 
 
 def _check_changed(ckpt: dict[str, Any], cfg: TrainConfig, path: Path, derived: dict[str, Any]) -> None:
