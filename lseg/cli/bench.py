@@ -7,8 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from lseg.cli.common import checked_device
-from lseg.errors import LSegError
+from lseg.cli.common import checked_device, registered
 from lseg.io.checks import report_file
 from lseg.options import (
     CheckedOptions,
@@ -66,12 +65,7 @@ class BenchOptions(CheckedOptions):
                 raise OptionError(f"`{name}` takes at least one value")
         check_compile("on" in self.compile, self.precisions)
         if self.checkpoint is None:  # here, not in the first of the fresh processes
-            from lseg.models import get_config
-
-            try:
-                get_config(self.model)
-            except LSegError as e:
-                raise OptionError(f"`model`: {e}") from None
+            registered(self.model, "model")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

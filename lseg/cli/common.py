@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RANDOM_WEIGHTS_SEED", "ArchOptions", "LabelsOptions", "ModelSource", "add_model_args", "checked_device",
-    "finish_batch", "load_source_model", "make_predictor", "model_source_from_args",
+    "finish_batch", "load_source_model", "make_predictor", "model_source_from_args", "registered",
 ]
 
 _logger = logging.getLogger("lseg")
@@ -60,13 +60,14 @@ class ArchOptions(CheckedOptions):
         return SpatialBlockConfig(self.arch_option, self.block_depth, self.activation or "lrelu")
 
 
-def _registered(name: str) -> str:
+def registered(name: str, field: str = "random_weights") -> str:
+    """``name`` if it is a registered model, else :class:`OptionError` naming ``field``."""
     from lseg.models import get_config
 
     try:
         get_config(name)
     except LSegError as e:
-        raise OptionError(f"`random_weights`: {e}") from None
+        raise OptionError(f"`{field}`: {e}") from None
     return name
 
 
@@ -96,7 +97,7 @@ class ModelSource(CheckedOptions):
     """
 
     checkpoint: str | None = option(None, short="-c", exclusive="model")
-    random_weights: str | None = option(None, metavar="MODEL", exclusive="model", check=_registered)
+    random_weights: str | None = option(None, metavar="MODEL", exclusive="model", check=registered)
     device: str | None = option(None, check=checked_device)
     arch: ArchOptions = field(default_factory=ArchOptions)
     defaulted: bool = option(False, cli=False)  # checkpoint is the released default, no --checkpoint given
