@@ -22,13 +22,12 @@ def _is_number(text: str) -> bool:
 # tqdm reads its TQDM_* defaults when imported and fails on a MININTERVAL that is not a number ("5s"):
 # such a value is hidden from it then (progress_bar warns and keeps the default)
 _BAD_INTERVAL = os.environ.get("TQDM_MININTERVAL")
-if _BAD_INTERVAL is None or _is_number(_BAD_INTERVAL):
-    from tqdm.auto import tqdm  # a widget in Jupyter, the text bar elsewhere
-else:
+if _BAD_INTERVAL is not None and not _is_number(_BAD_INTERVAL):
     del os.environ["TQDM_MININTERVAL"]
-    try:
-        from tqdm.auto import tqdm
-    finally:
+try:
+    from tqdm.auto import tqdm  # a widget in Jupyter, the text bar elsewhere
+finally:
+    if _BAD_INTERVAL is not None:  # as it was
         os.environ["TQDM_MININTERVAL"] = _BAD_INTERVAL
 del _BAD_INTERVAL
 

@@ -7,8 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from lseg.cli.common import checked_device
-from lseg.errors import LSegError
+from lseg.cli.common import checked_device, registered
 from lseg.io.checks import report_file
 from lseg.options import (
     CheckedOptions,
@@ -66,12 +65,7 @@ class BenchOptions(CheckedOptions):
                 raise OptionError(f"`{name}` takes at least one value")
         check_compile("on" in self.compile, self.precisions)
         if self.checkpoint is None:  # here, not in the first of the fresh processes
-            from lseg.models import get_config
-
-            try:
-                get_config(self.model)
-            except LSegError as e:
-                raise OptionError(f"`model`: {e}") from None
+            registered(self.model, "model")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -119,22 +113,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _profile(opts: BenchOptions) -> int:
     """``--profile``: each precision's component times, each in a fresh process, one table."""
-    import subprocess
-    import sys
-
-    from lseg.eval.benchmark import available_threads, child_failure
+    from lseg.eval.benchmark import available_threads, run_child
     from lseg.eval.profile import format_profile
 
     threads = opts.threads or available_threads()
     profiles = {}
     for precision in ("reference", *dict.fromkeys(opts.precisions)):
-        cmd = [sys.executable, "-m", "lseg.eval.profile", json.dumps({
+        out = run_child("lseg.eval.profile", {
             "model_name": opts.model, "checkpoint": opts.checkpoint, "precision": precision,
-            "size": opts.size, "device": opts.device, "repeats": opts.repeats, "threads": threads})]
-        r = subprocess.run(cmd, check=False, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise child_failure(r, f"profile {precision}")
-        out = json.loads(r.stdout.strip().splitlines()[-1])
+            "size": opts.size, "device": opts.device, "repeats": opts.repeats, "threads": threads}, f"profile {precision}")
         profiles[f"{precision}={out.pop('precision')}" if precision == "auto" else precision] = out
     print(f"{opts.checkpoint or opts.model}, {opts.size}x{opts.size}, {opts.device}, {threads} threads: "
           f"seconds of one forward by component (own time, mean of {opts.repeats} after a warm-up)")

@@ -15,12 +15,14 @@ from lseg.inference.options import PredictorOptions
 from lseg.options import CheckedOptions, OptionError, add_options, option, options_from_args
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from lseg.jobs.engine import Report
     from lseg.models.config import SpatialBlockConfig
 
 __all__ = [
     "RANDOM_WEIGHTS_SEED", "ArchOptions", "LabelsOptions", "ModelSource", "add_model_args", "checked_device",
-    "finish_batch", "load_source_model", "make_predictor", "model_source_from_args",
+    "finish_batch", "load_source_model", "make_predictor", "model_source_from_args", "registered",
 ]
 
 _logger = logging.getLogger("lseg")
@@ -58,13 +60,14 @@ class ArchOptions(CheckedOptions):
         return SpatialBlockConfig(self.arch_option, self.block_depth, self.activation or "lrelu")
 
 
-def _registered(name: str) -> str:
+def registered(name: str, field: str = "random_weights") -> str:
+    """``name`` if it is a registered model, else :class:`OptionError` naming ``field``."""
     from lseg.models import get_config
 
     try:
         get_config(name)
     except LSegError as e:
-        raise OptionError(f"`random_weights`: {e}") from None
+        raise OptionError(f"`{field}`: {e}") from None
     return name
 
 
@@ -94,7 +97,7 @@ class ModelSource(CheckedOptions):
     """
 
     checkpoint: str | None = option(None, short="-c", exclusive="model")
-    random_weights: str | None = option(None, metavar="MODEL", exclusive="model", check=_registered)
+    random_weights: str | None = option(None, metavar="MODEL", exclusive="model", check=registered)
     device: str | None = option(None, check=checked_device)
     arch: ArchOptions = field(default_factory=ArchOptions)
     defaulted: bool = option(False, cli=False)  # checkpoint is the released default, no --checkpoint given
@@ -156,9 +159,7 @@ def load_source_model(source: ModelSource):  # type: ignore[no-untyped-def]
         with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG state
             torch.manual_seed(RANDOM_WEIGHTS_SEED)
             model = create_model(source.random_weights)
-    elif source.checkpoint is None:
-        raise LSegError("give the model: --checkpoint NAME_OR_PATH or --random-weights MODEL")
-    else:
+    else:  # a checkpoint: model_source_from_args refused or defaulted none, query takes its store's
         if source.defaulted:
             print(f"no --checkpoint given: using the released weights {DEFAULT!r} "
                   f"({get_weights(DEFAULT).network}); `lseg weights list` shows the others", file=sys.stderr)
@@ -233,11 +234,13 @@ class LabelsOptions:
         return parsed
 
 
-def finish_batch(report: Report, what: str) -> int:
-    """Print the summary and the failed inputs; the exit code (:func:`lseg.jobs.engine.exit_code`)."""
+def finish_batch(what: str, job: Callable[[], Report]) -> int:
+    """Run ``job``; print its summary (also when Ctrl-C stopped it) and the failed inputs; the exit code
+    (:func:`lseg.jobs.engine.exit_code`)."""
     from lseg.console import say
-    from lseg.jobs.engine import exit_code
+    from lseg.jobs.engine import exit_code, reported
 
+    report = reported(job)
     say(f"{what}: {report.summary()}")
     for path, reason in report.failed:
         say(f"  failed: {path}: {reason}")

@@ -33,7 +33,7 @@ class OnnxExportOptions(CheckedOptions):
         atol: verification tolerance.
     """
 
-    out: str = option(short="-o", required=True, check=output_folder("out"))
+    out: str = option(short="-o", required=True, check=output_folder)
     size: tuple[int, ...] = option((480,), nargs="+", metavar="N", min=1, check=_one_or_two)
     fixed_size: bool = False
     opset: int = option(18, min=1)

@@ -80,7 +80,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_features(args: argparse.Namespace) -> int:
     from lseg.features.export import combine_shards, export_features, torchrun_rank
-    from lseg.jobs.engine import reported
 
     inputs = options_from_args(FeaturesInputs, args).inputs
     opts: FeaturesOptions = options_from_args(FeaturesOptions, args)
@@ -110,15 +109,14 @@ def _cmd_features(args: argparse.Namespace) -> int:
     run = {"overwrite": opts.overwrite, "progress": not opts.quiet, "shard": (part, parts),
            "write_manifest": rank == 0}
     if store.format == "store":
-        report = _features_store(args, inputs, opts, store, source, popts, precision, run)
-        return common.finish_batch(report, what)
+        return common.finish_batch(what, lambda: _features_store(args, inputs, opts, store, source, popts, precision,
+                                                                 run))
     recipe = {"size": popts.size, "crop_size": popts.crop_size, "stride": popts.window_stride,
               "precision": precision}
-    report = reported(lambda: export_features(
+    return common.finish_batch(what, lambda: export_features(
         lambda: common.make_predictor(args, source, popts), inputs, opts.out, model_id=source.identity(),
         recipe=recipe, dtype=opts.dtype, pca=opts.pca, resolution=opts.resolution or "half", fps=opts.fps,
         every_n=opts.every_n, **run))
-    return common.finish_batch(report, what)
 
 
 def _features_store(args: argparse.Namespace, inputs: tuple[str, ...], opts: FeaturesOptions,
@@ -127,7 +125,6 @@ def _features_store(args: argparse.Namespace, inputs: tuple[str, ...], opts: Fea
     """``lseg features --format store``: the self-describing store (lseg.features.store)."""
     from lseg.features.presets import FeatureExtractor, describe, get_preset
     from lseg.features.store import StoreSettings, export_store
-    from lseg.jobs.engine import reported
     from lseg.pretrained.released import portable
 
     preset = get_preset(store.preset)
@@ -156,8 +153,8 @@ def _features_store(args: argparse.Namespace, inputs: tuple[str, ...], opts: Fea
                                 checkpoint=checkpoint, overwrite=opts.overwrite, reduce=store.reduce,
                                 model=model)
     description = describe(preset, resolution, (popts.size, popts.crop_size, popts.window_stride))
-    return reported(lambda: export_store(extractor, inputs, opts.out, settings=settings, checkpoint=checkpoint,
-                                                reduce=store.reduce, description=description, model=model, **run))
+    return export_store(extractor, inputs, opts.out, settings=settings, checkpoint=checkpoint, reduce=store.reduce,
+                        description=description, model=model, **run)
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
@@ -200,28 +197,26 @@ def _cmd_query(args: argparse.Namespace) -> int:
     writer = QueryWriter(store, labels, opts.out, frames=frames, reduced=opts.reduced, heatmaps=opts.heatmaps,
                          scores=opts.scores, model={"weights_sha256": store.manifest["weights_sha256"]},
                          templates=opts.templates, text=text)
-    report = run_job(writer, overwrite=opts.overwrite, progress=not opts.quiet)
-    return common.finish_batch(report, f"query (into {opts.out})")
+    return common.finish_batch(f"query (into {opts.out})",
+                               lambda: run_job(writer, overwrite=opts.overwrite, progress=not opts.quiet))
 
 
 def _cmd_store(args: argparse.Namespace) -> int:
     from lseg.features.derived import export_layout, reduce_store
     from lseg.features.reader import FeatureStore
-    from lseg.jobs.engine import reported
 
     if args.store_command == "reduce":
         r: StoreReduceOptions = options_from_args(StoreReduceOptions, args)
-        report = reported(lambda: reduce_store(r.store, r.k, overwrite=r.overwrite, progress=not r.quiet))
-        code = common.finish_batch(report, f"store reduce (k={r.k})")
+        code = common.finish_batch(f"store reduce (k={r.k})",
+                                   lambda: reduce_store(r.store, r.k, overwrite=r.overwrite, progress=not r.quiet))
         red = FeatureStore(r.store).reduction
         if red is not None and code == 0:
             print(json.dumps(red.summary(), indent=2))
         return code
     if args.store_command == "export":
         e: StoreExportOptions = options_from_args(StoreExportOptions, args)
-        report = reported(lambda: export_layout(e.store, e.layout, e.out, reduced=e.reduced,
-                                                       overwrite=e.overwrite, progress=not e.quiet))
-        return common.finish_batch(report, f"store export (into {e.out})")
+        return common.finish_batch(f"store export (into {e.out})", lambda: export_layout(
+            e.store, e.layout, e.out, reduced=e.reduced, overwrite=e.overwrite, progress=not e.quiet))
     store = FeatureStore(options_from_args(StoreInfoOptions, args).store)
     m = store.manifest
     info = {"frames": len(store), "failed": len(store.index["failed"]), "extractor": m["extractor"],

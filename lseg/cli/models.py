@@ -26,7 +26,7 @@ class ConvertOptions(CheckedOptions):
     """
 
     checkpoint: str = option(positional=True)
-    out: str = option(positional=True, check=output_folder("out"))
+    out: str = option(positional=True, check=output_folder)
     arch: ArchOptions = field(default_factory=ArchOptions)
 
 

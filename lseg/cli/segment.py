@@ -51,5 +51,5 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         refuse_geometry(popts, "--multiscale")
     writer = SegmentWriter(inputs.images, labels, opts, popts, common.resolved_precision(source, popts),
                            source.identity(), lambda: common.make_predictor(args, source, popts))
-    report = run_job(writer, overwrite=opts.overwrite, progress=not opts.quiet)
-    return common.finish_batch(report, f"segment (into {opts.out})")
+    return common.finish_batch(f"segment (into {opts.out})",
+                               lambda: run_job(writer, overwrite=opts.overwrite, progress=not opts.quiet))

@@ -238,7 +238,7 @@ class FolderDataset(SegmentationDataset):
         if twice is not None:  # which one the mask labels is ambiguous (and each would be counted)
             raise DatasetError(f"images {' and '.join(str(p) for p in twice)} share the mask "
                                f"{mask_dir / (twice[0].stem + '.png')}; keep one")
-        exts = tuple(dict.fromkeys((*IMAGE_EXTENSIONS, *(e.upper() for e in IMAGE_EXTENSIONS))))
+        exts = tuple(dict.fromkeys(p.suffix for found in images.values() for p in found)) or (".png",)  # as listed
         records: list[SampleRecord] = pair_by_stem(image_dir, mask_dir, stems, exts, ".png")
         # values >= C other than 255 are labelling errors, not "ignore": map_mask raises on them
         lut = build_lut({v: v for v in range(len(labels))}, default=-1)

@@ -167,15 +167,11 @@ def bench(model_name: str = "lseg_vitl16_384", checkpoint: str | None = None, pr
             configs.append(("fp32", batches[0], False))  # the agreement reference: eager fp32
         for precision, batch, compile in configs:
             out = str(Path(tmp) / f"{precision}-{batch}-{compile}.npy")
-            cmd = [sys.executable, "-m", "lseg.eval.benchmark", json.dumps({
+            rows.append(BenchRow(**run_child("lseg.eval.benchmark", {
                 "model_name": model_name, "checkpoint": checkpoint, "precision": precision, "batch": batch,
                 "size": size, "device": device, "repeats": repeats, "threads": threads, "compile": compile,
                 "argmax_out": out,
-            })]
-            r = subprocess.run(cmd, check=False, capture_output=True, text=True)
-            if r.returncode != 0:
-                raise child_failure(r, f"bench {precision} batch {batch}")
-            rows.append(BenchRow(**json.loads(r.stdout.strip().splitlines()[-1])))
+            }, f"bench {precision} batch {batch}")))
         ref_map = np.load(Path(tmp) / f"fp32-{batches[0]}-False.npy")
         for row in rows:
             mine = np.load(Path(tmp) / f"{row.precision}-{row.batch}-{row.compiled}.npy")
@@ -185,7 +181,7 @@ def bench(model_name: str = "lseg_vitl16_384", checkpoint: str | None = None, pr
 
 def child_main(run: Callable[..., dict[str, Any]]) -> None:
     """A fresh process's entry point: ``run(**<JSON argument>)`` printed as JSON; a user mistake
-    (:class:`LSegError`) is one ``error:`` line on stderr and exit 2, for :func:`child_failure`."""
+    (:class:`LSegError`) is one ``error:`` line on stderr and exit 2, for :func:`run_child`."""
     try:
         out = run(**json.loads(sys.argv[1]))
     except LSegError as e:
@@ -194,13 +190,17 @@ def child_main(run: Callable[..., dict[str, Any]]) -> None:
     print(json.dumps(out))
 
 
-def child_failure(r: subprocess.CompletedProcess[str], what: str) -> Exception:
-    """The error of a failed fresh process: its user mistake (see :func:`child_main`) as an
-    :class:`LSegError`, so the command says it in one line; anything else a RuntimeError naming ``what``."""
+def run_child(module: str, kwargs: dict[str, Any], what: str) -> dict[str, Any]:
+    """``python -m module`` (:func:`child_main`) run on ``kwargs`` in a fresh process: its JSON result. Its
+    user mistake is an :class:`LSegError` (the command says it in one line), anything else a RuntimeError
+    naming ``what``."""
+    r = subprocess.run([sys.executable, "-m", module, json.dumps(kwargs)], check=False, capture_output=True, text=True)
     last = r.stderr.strip().splitlines()[-1:]
     if r.returncode == 2 and last and last[0].startswith("error: "):
-        return LSegError(last[0].removeprefix("error: "))
-    return RuntimeError(f"{what} failed: {last}")
+        raise LSegError(last[0].removeprefix("error: "))
+    if r.returncode != 0:
+        raise RuntimeError(f"{what} failed: {last}")
+    return json.loads(r.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def format_table(rows: list[BenchRow], title: str) -> str:

@@ -3,7 +3,8 @@ costs no torch: ``lseg eval --help`` builds its options from it)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from lseg.inference.options import ADE20K_SCALES, check_templates, some_scales
@@ -79,7 +80,8 @@ class EvalConfig(CheckedOptions):
     dataset: str = option("ade20k", short="-d", required=True)
     data_root: str | None = option(None, required=True)
     split: str | None = None
-    dataset_kwargs: dict[str, Any] = field(default_factory=dict)
+    # --seed is the COCO-20i sampler's seed
+    dataset_kwargs: dict[str, Any] = option(default_factory=dict, check=partial(check_dataset_kwargs, extra=("seed",)))  # noqa: RUF009
     label_style: str | None = None
     templates: tuple[str, ...] = option((), flag="template", metavar="TEMPLATE", repeat=True, parse=_template_args,
                                         check=check_templates)
@@ -102,7 +104,6 @@ class EvalConfig(CheckedOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_dataset_kwargs(self.dataset_kwargs, ("seed",))  # --seed: the COCO-20i sampler's
         from lseg.data.registry import FEWSHOT_DATASETS, canonical_name  # the readers: only when needed
 
         is_fewshot = canonical_name(self.dataset) in FEWSHOT_DATASETS  # an unknown name: DatasetError

@@ -75,7 +75,7 @@ class FeaturesOptions(VideoSampling):
         quiet: no progress bar.
     """
 
-    out: str = option(short="-o", required=True, check=output_folder("out"))
+    out: str = option(short="-o", required=True, check=output_folder)
     dtype: Literal["float16", "float32"] = "float16"
     resolution: str | None = option(None, metavar="half|input|original|HxW", check=_checked(parse_resolution))
     pca: bool = False
@@ -140,7 +140,7 @@ class QueryOptions(CheckedOptions):
 
     store: str = option(positional=True)
     labels: str = option(positional=True)
-    out: str = option(short="-o", required=True, check=output_folder("out"))
+    out: str = option(short="-o", required=True, check=output_folder)
     frames: str | None = None
     reduced: bool = False
     heatmaps: bool = False
@@ -193,7 +193,7 @@ class StoreExportOptions(CheckedOptions):
 
     store: str = option(positional=True)
     layout: Literal["openscene", "feature3dgs"] = option(required=True)
-    out: str = option(short="-o", required=True, check=output_folder("out"))
+    out: str = option(short="-o", required=True, check=output_folder)
     reduced: bool = False
     overwrite: bool = False
     quiet: bool = option(False, short="-q")

@@ -97,7 +97,7 @@ class SegmentOptions(CheckedOptions):
         quiet: no progress bar.
     """
 
-    out: str = option("lseg-output", short="-o", check=output_folder("out"))
+    out: str = option("lseg-output", short="-o", check=output_folder)
     scores: bool = False
     heatmaps: bool = False
     multiscale: bool = False

@@ -139,8 +139,11 @@ class SegmentationResult:
                             f"result.save('{out.parent / 'out'}/')")
         record = out / f"{stem}_labels.json"
         old = read_record(record)
-        origin = str(_resolved(source)) if named else "<in-memory image>"
-        if not overwrite and (record.exists() and (old is None or not named or not _same_source(old, origin))):
+        origin = str(Path(source).expanduser().resolve()) if named else "<in-memory image>"
+        # the same image: ``lseg segment`` records its path as given, relative to the folder it ran in (this one)
+        theirs = old.get("source") if old else None
+        same = named and isinstance(theirs, str) and str(Path(theirs).expanduser().resolve()) == origin
+        if not overwrite and record.exists() and not same:
             raise LSegError(f"{record} is already there (saved from {old.get('source') if old else 'another file'}): "
                             "give this image its own stem (save(folder, stem='...')) or overwrite=True")
         files = segment_files(out / stem, self.labels, overlay=source is not None, scores=scores)
@@ -169,18 +172,6 @@ class SegmentationResult:
                 (out / name).unlink()
         write_record(record, "segment", origin, recipe, list(files.values()), extra=extra)
         return {**files, "json": record}
-
-
-def _resolved(source: str | os.PathLike[str]) -> Path:
-    """An image path as save() records it: ``~`` expanded, absolute, links resolved."""
-    return Path(source).expanduser().resolve()
-
-
-def _same_source(record: dict[str, Any], origin: str) -> bool:
-    """Whether ``record`` was written for the image at ``origin`` (:func:`_resolved`): ``lseg segment``
-    records the path as given, ``~`` expanded, relative to the folder it ran in (taken as this one)."""
-    source = record.get("source")
-    return isinstance(source, str) and str(_resolved(source)) == origin
 
 
 def segment_files(base: Path, labels: Sequence[str], *, overlay: bool = True, scores: bool = False,

@@ -28,12 +28,8 @@ def report_file(field: str) -> Callable[[str | None], str | None]:
     return check
 
 
-def output_folder(field: str) -> Callable[[str | None], str | None]:
-    """A folder the command writes into (created if needed): not an existing file."""
-
-    def check(path: str | None) -> str | None:
-        if path is not None and Path(path).expanduser().exists() and not Path(path).expanduser().is_dir():
-            raise OptionError(f"`{field}` {path} is a file, not a folder: give a folder (it is created if needed)")
-        return path
-
-    return check
+def output_folder(path: str | None) -> str | None:
+    """``out``, a folder the command writes into (created if needed): not an existing file."""
+    if path is not None and Path(path).expanduser().exists() and not Path(path).expanduser().is_dir():
+        raise OptionError(f"`out` {path} is a file, not a folder: give a folder (it is created if needed)")
+    return path

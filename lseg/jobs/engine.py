@@ -288,7 +288,7 @@ def pending_units(writer: Writer, overwrite: bool, report: Report, shard: tuple[
         # nothing removed yet: a unit to redo is planned again once claimed, its old files removed when written
         own = writer.unit_recipe(unit, recipe)
         if plan(_targets_now(unit), unit.record, own, overwrite, stamp=_stamp(unit))[0] == "done":
-            _skip(report, unit)
+            report.skipped += _counted(unit, read_record(unit.record))
         else:
             todo.append(unit)
     return mine, todo, recipe
@@ -298,9 +298,9 @@ def _stamp(unit: Unit) -> list:
     return input_stamp([unit.source, *unit.inputs])
 
 
-def _skip(report: Report, unit: Unit) -> None:
-    """Count a finished unit as skipped: a unit of several frames (a video, a store's run of images) its frames."""
-    report.skipped += [unit.key] * len((read_record(unit.record) or {}).get("frames") or [None])
+def _counted(unit: Unit, record: dict[str, Any] | None) -> list[Path]:
+    """``unit`` as counted in a report: a unit of several frames (a video, a store's run of images) its frames."""
+    return [unit.key] * len((record or {}).get("frames") or [None])
 
 
 def _claimed(todo: list[Unit], claims: ClaimSet, writer: Writer, recipe: dict[str, Any], overwrite: bool,
@@ -324,7 +324,7 @@ def _claimed(todo: list[Unit], claims: ClaimSet, writer: Writer, recipe: dict[st
                 yield unit
                 continue
             claims.release(unit.key)
-            _skip(report, unit)
+            report.skipped += _counted(unit, read_record(unit.record))
         elif taken is False:
             report.others += [unit.key] * (1 + len(unit.inputs))  # a store's run of images: its images
         bar.update()
@@ -361,8 +361,7 @@ def write_unit(writer: Writer, unit: Unit, result: Any, recipe: dict[str, Any], 
     write_record(unit.record, writer.kind, unit.source, recipe, unit.targets, extra={**stamp, **extra})
     for item in extra.get("failed", ()):
         _fail(report, Path(item["source"]), LSegError(item["error"]))
-    # a unit of several frames (a video, a store's run of images) counts its frames
-    written = [unit.targets[0] if unit.targets else unit.record] * len(extra.get("frames") or [None])
+    written = _counted(unit, extra)
     report.written += written
     if unit.status == "redo":
         report.redone += written

@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from lseg.errors import CheckpointError, ConfigError, one_line
-from lseg.io import atomic_write, write_error
+from lseg.io import atomic_write, check_writable
 from lseg.models.config import LSegConfig, ResNetConfig, SpatialBlockConfig, TextEncoderConfig, ViTConfig
 from lseg.models.registry import IMAGENET_MEAN, IMAGENET_STD, check_limits, get_config, list_models
 from lseg.pretrained.files import WEIGHTS_NAME, read_checkpoint, read_state_dict  # noqa: F401 - re-exported
@@ -276,11 +276,7 @@ def save_pretrained(model: LSeg, directory: str | os.PathLike[str], *, model_car
     if model.precision == "int8":
         raise ConfigError("an int8 model is not saved (int8 is a way of running): save the model before "
                           "set_precision('int8')")
-    d = Path(directory).expanduser()
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # e.g. a file where a folder of the path should be
-        raise write_error(d, e) from None
+    d = check_writable(directory)  # a file where a folder of the path should be: one line
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write(d / WEIGHTS_NAME, lambda tmp: _save_safetensors(tensors, tmp))
     config = {"format_version": FORMAT_VERSION, **model.config.to_dict()}

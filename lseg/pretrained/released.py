@@ -208,10 +208,8 @@ def download(name: str, *, force: bool = False, offline: bool | None = None, che
             held = lock.acquire(timeout=1)
         except Timeout:
             print(f"waiting for another process that is fetching {entry.name} ({d})", file=sys.stderr)
-            held = lock.acquire()
+            held = lock.acquire()  # no timeout: never Timeout (an OSError)
     except OSError as e:  # no lock file: a read-only cache (a shared mount), usable only as it is
-        if isinstance(e, Timeout):
-            raise
         folder = None if force else _converted(entry, d, _read_record(d), check_all)
         if folder is None:
             raise CheckpointError(

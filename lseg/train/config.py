@@ -4,7 +4,7 @@ Recipes, files and overrides: :mod:`lseg.train.recipes`."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,7 +103,7 @@ class TrainConfig(CheckedOptions):
     fold: int = option(0, min=0, max=3)
     fewshot_support: int = option(1, min=0)
     fewshot_boundary: Literal["others", "ignore"] = "others"
-    dataset_kwargs: dict[str, Any] = field(default_factory=dict)
+    dataset_kwargs: dict[str, Any] = option(default_factory=dict, check=check_dataset_kwargs)  # noqa: RUF009 (a field)
     label_style: str | None = None
     base_size: int = option(520, min=1)
     crop_size: int = option(480, min=32)  # as lseg eval: validation runs at crop_size
@@ -114,7 +114,7 @@ class TrainConfig(CheckedOptions):
     # validation
     val_split: str | None = None
     val_every_n_epochs: int = option(1, min=1)
-    val_dataset_kwargs: dict[str, Any] = field(default_factory=dict)
+    val_dataset_kwargs: dict[str, Any] = option(default_factory=dict, check=check_dataset_kwargs)  # noqa: RUF009 (a field)
     save_top_k: int = option(3, min=0)
     monitor: Literal["pixAcc", "mIoU", "FB-IoU"] = "pixAcc"
     # optimisation
@@ -150,8 +150,6 @@ class TrainConfig(CheckedOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_dataset_kwargs(self.dataset_kwargs)
-        check_dataset_kwargs(self.val_dataset_kwargs)
         if self.schedule_epochs is not None and (self.epochs is None or self.max_steps is not None):
             raise OptionError("`schedule_epochs` needs `epochs` (and no `max_steps`): it extends an epoch-based "
                               "schedule")

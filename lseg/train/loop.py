@@ -54,12 +54,11 @@ _logger = logging.getLogger(__name__)
 # Changing these between an interrupted run and its resumption changes the result (a warning says so).
 _RESUME_SENSITIVE = (
     "model", "init_checkpoint", "dataset", "split", "label_style", "batch_size", "accumulate_grad_batches",
-    "epochs", "max_steps", "optimizer", "base_lr", "lr_scaling", "decoder_lr_mult", "momentum", "weight_decay",
-    "poly_power", "lr_schedule_interval", "seed", "crop_size", "base_size", "scale_range", "hflip_prob",
-    "fold", "fewshot_support", "fewshot_boundary", "schedule_epochs", "loss_reduction",
+    "seed", "crop_size", "base_size", "scale_range", "hflip_prob", "fold", "fewshot_support", "fewshot_boundary",
+    "loss_reduction",
 )  # fmt: skip
-# Of those, the ones the restored optimizer state and LR schedule (base LRs, length, power) override:
-# a resume that changes them would silently not apply them, so it is refused.
+# These the restored optimizer state and LR schedule (base LRs, length, power) override: a resume that
+# changes them would silently not apply them, so it is refused.
 _OPTIMISATION = (
     "epochs", "max_steps", "schedule_epochs", "optimizer", "base_lr", "lr_scaling", "decoder_lr_mult",
     "momentum", "weight_decay", "poly_power", "lr_schedule_interval",
@@ -184,7 +183,9 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
         try:
             raw.load_state_dict(ckpt["model"])
         except RuntimeError:  # missing / unexpected keys or shapes: the checkpoint is another architecture
-            then, now = _model_of(ckpt.get("config", {})), _model_of(cfg.to_dict())
+            # the model each config builds, as the user named it: its init_checkpoint, else its model
+            then, now = (str(c.get("init_checkpoint") or c.get("model") or "(unknown)")
+                         for c in (ckpt.get("config", {}), cfg.to_dict()))
             raise CheckpointError(
                 f"{resume_path} is a checkpoint of model {then}, not of this run's {now}: give another "
                 "--out-dir, or --resume never to start afresh"
@@ -451,11 +452,6 @@ def _validate(model: LSeg, dataset: Any, cfg: TrainConfig, fewshot: bool) -> dic
     return {"pixAcc": float(report["metrics"]["pixAcc"] or 0.0), "mIoU": float(report["metrics"]["mIoU"] or 0.0)}
 
 
-def _model_of(config: dict[str, Any]) -> str:
-    """The model a training config builds, as the user named it: its ``init_checkpoint``, else ``model``."""
-    return str(config.get("init_checkpoint") or config.get("model") or "(unknown)")
-
-
 def _check_changed(ckpt: dict[str, Any], cfg: TrainConfig, path: Path, derived: dict[str, Any]) -> None:
     """Refuse to resume ``ckpt`` with other optimisation settings (its optimizer state and LR schedule
     would override them), and warn about other settings that make the result differ. ``derived``: this
@@ -465,7 +461,7 @@ def _check_changed(ckpt: dict[str, Any], cfg: TrainConfig, path: Path, derived: 
     def changes(keys: Any, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in keys if k in old and old[k] != new.get(k)]
 
-    others = changes([k for k in _RESUME_SENSITIVE if k not in _OPTIMISATION], saved, now)
+    others = changes(_RESUME_SENSITIVE, saved, now)
     refused = changes(_OPTIMISATION, saved, now)
     if not refused:  # e.g. another batch size: the steps of an epoch-based run or a scaled LR change with it
         then = {"total steps": ckpt.get("total_steps"), "schedule steps": ckpt.get("schedule_steps"),

@@ -226,6 +226,14 @@ def test_folder_dataset_refuses_two_images_for_one_mask(tmp_path, files):
     assert [r.image.name for r in FolderDataset(root).records] == ["a.png", "b.png"]
 
 
+def test_folder_dataset_reads_the_image_it_listed_whatever_its_suffix_case(tmp_path, files):
+    """c.Jpg is listed as an image (its suffix in any case): it is found, not "missing image ... c.jpg"."""
+    root, _ = _folder(tmp_path, files)
+    (root / "images" / "c.jpg").rename(root / "images" / "c.Jpg")
+    files.mask(root / "masks" / "c.png", files.mask_with([1]))
+    assert [r.image.name for r in FolderDataset(root).records] == ["a.png", "b.png", "c.Jpg"]
+
+
 def test_folder_dataset_rejects_bad_masks(tmp_path, files):
     root, _ = _folder(tmp_path, files)
     files.mask(root / "masks" / "a.png", files.mask_with([0, 3, 7]))
