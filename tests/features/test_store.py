@@ -254,6 +254,21 @@ def test_a_name_clash_in_a_store_names_the_frame_key(tmp_path: Path) -> None:
         plan_units([tmp_path], 2)
 
 
+def test_an_image_named_as_a_video_frame_is_refused_before_its_key_is_stored_twice(tmp_path: Path) -> None:
+    """clip/000000.png and frame 0 of clip.mp4 would both be the key clip/000000 (a read or export returns one of them)."""
+    from features.helpers import write_video
+
+    from lseg.features.store import plan_units
+
+    write_video(tmp_path / "clip.mp4", n_frames=2)
+    (tmp_path / "clip").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "clip" / "notes.png")  # no frame key: fine
+    assert len(plan_units([tmp_path], 2)) == 2
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "clip" / "000000.png")
+    with pytest.raises(lseg.LSegError, match=r"clip/000000.png would take the frame key clip/000000 of the video"):
+        plan_units([tmp_path], 2)
+
+
 def test_a_store_made_with_a_relative_checkpoint_is_queried_from_another_folder(
         tmp_path: Path, inputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lseg.save_pretrained(lseg.create_model("lseg_tiny_test"), tmp_path / "m")
