@@ -33,7 +33,7 @@ def similarity(store: FeatureStore, frame: int, text: torch.Tensor, reduced: boo
 
 
 def parse_frames(text: str, store: FeatureStore) -> list[int]:
-    """``a:b`` (ids a..b-1) or a comma-separated list of ids and keys -> frame ids (at least one)."""
+    """``a:b`` (ids a..b-1) or a comma-separated list of keys and ids -> frame ids (at least one)."""
     n = len(store)
     if ":" in text and "," not in text:
         a, _, b = text.partition(":")
@@ -47,7 +47,8 @@ def parse_frames(text: str, store: FeatureStore) -> list[int]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
         raise LSegError(f"--frames must be a:b or a comma-separated list, got {text!r}")
-    return [store.frame_id(int(t) if t.isdigit() else t) for t in items]
+    keys = {f["key"] for f in store.frames}  # a key of digits (images 0.jpg, 20.jpg) is that key, not an id
+    return [store.frame_id(int(t) if t.isdigit() and t not in keys else t) for t in items]
 
 
 class QueryWriter(Writer):
