@@ -228,7 +228,7 @@ def test_half_resolution_maps_of_sliding_windows_are_unit_vectors(tmp_path: Path
     windows = lseg.LSegPredictor(lseg.create_model("lseg_tiny_test_p32"), size=160, crop_size=64,
                                    precision="fp32")
     assert windows.embed_image(tmp_path / "a.png").pixels.norm(dim=0).min() < 1 - 1e-4  # overlaps averaged
-    for res in ("half",):  # and the same maps as the store's `ours` preset
+    for res in ("half", "original"):  # the same maps as the store's `ours` (original = the half grid: that map)
         export_features(windows, [tmp_path / "a.png"], tmp_path / res, dtype="float32", resolution=res, progress=False)
         arr = np.load(tmp_path / res / "a.npy")
         np.testing.assert_allclose(np.linalg.norm(arr, axis=0), 1.0, atol=1e-5)
