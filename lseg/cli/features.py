@@ -90,8 +90,9 @@ def _cmd_features(args: argparse.Namespace) -> int:
     if store.format == "store" and (opts.dtype != "float16" or opts.pca):
         raise LSegError("--format store writes float16 maps; --dtype float32 and --pca are for --format npy")
     if store.format != "store" and (store.preset != "ours" or store.reduce or store.engine != "local"
-                                    or store.scales or store.flip is not None):
-        raise LSegError("--preset, --scales, --flip, --reduce and --engine need --format store")
+                                    or store.scales or store.flip is not None
+                                    or store.frames_per_shard != StoreOptions.frames_per_shard):
+        raise LSegError("--preset, --scales, --flip, --reduce, --frames-per-shard and --engine need --format store")
     if store.preset != "ours":
         refuse_geometry(popts, f"--preset {store.preset}")
     rank, world = torchrun_rank()

@@ -16,6 +16,7 @@ from lseg.features.reader import PROJECTION, REDUCTION_DIR, STORE_INDEX, Feature
 from lseg.features.reduce import Reduction, fit_reduction
 from lseg.io import Staged, atomic_write
 from lseg.jobs.engine import Report, Unit, Writer, finished, run_job
+from lseg.jobs.records import remove_gone
 
 __all__ = ["LAYOUTS", "LayoutWriter", "ReduceWriter", "export_layout", "reduce_store"]
 
@@ -122,7 +123,8 @@ class LayoutWriter(Writer):
         units = []
         for info in self.store.frames:
             target = self.out / LAYOUTS[self.layout].format(key=info["key"])
-            units.append(Unit(self.store.path / info["shard"], [target], target.with_suffix(".json"), data=info["id"]))
+            shard = self.store.path.absolute() / info["shard"]  # the record's source: from any folder
+            units.append(Unit(shard, [target], target.with_suffix(".json"), data=info["id"]))
         return units
 
     def recipe(self) -> dict[str, Any]:
@@ -132,6 +134,11 @@ class LayoutWriter(Writer):
         t = torch.from_numpy(self.store.read(unit.data, reduced=self.reduced))
         staged.write(unit.targets[0], lambda p: torch.save(t, p))
         return {}
+
+    def finish(self, report: Report) -> None:  # the files of frames the store no longer has (any layout)
+        keep = {(self.out / name.format(key=f["key"])).with_suffix(".json") for name in LAYOUTS.values()
+                for f in self.store.frames}
+        remove_gone(self.out, self.kind, self.store.path, keep)
 
 
 def export_layout(path: str | os.PathLike[str], layout: Literal["openscene", "feature3dgs"],

@@ -192,7 +192,9 @@ class NpyWriter(Writer):
         pixels = to_numpy(emb.pixels)  # (D, h', w') float32
         sizes = {"half": tuple(pixels.shape[1:]), "input": tuple(emb.input_size), "original": tuple(emb.image_size)}
         size = sizes[self.res] if isinstance(self.res, str) else self.res
-        strips: Any = ([(slice(0, size[0]), pixels)] if self.res == "half"
+        # the half map itself at its own size (as the store's), re-normalised (averaged overlapping windows are shorter)
+        strips: Any = ([(slice(0, size[0]), pixels / np.maximum(np.linalg.norm(pixels, axis=0), 1e-12))]
+                       if tuple(size) == pixels.shape[1:]
                        else iter_resized_embeddings(pixels, tuple(emb.input_size), size))
         write(targets[0], lambda p: _save_npy(p, (pixels.shape[0], *size), DTYPES[self.dtype], strips))
         if self.pca:

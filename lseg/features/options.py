@@ -129,7 +129,7 @@ class QueryOptions(CheckedOptions):
         store: a store written by `lseg features --format store`.
         labels: comma-separated labels, e.g. "chair, table, other".
         out: output folder.
-        frames: a:b (frame ids) or a comma-separated list of frame ids / keys (unset: all).
+        frames: a:b (frame ids) or a comma-separated list of frame keys / ids (a key first) (unset: all).
         reduced: score the reduced maps (decoded to the text space).
         heatmaps: also write one probability heatmap per label.
         scores: also write per-label probabilities (.npz, fp16).

@@ -16,7 +16,8 @@ from lseg.errors import LSegError
 from lseg.features.reader import FeatureStore
 from lseg.inference.results import segment_files, write_segment_files
 from lseg.io import Staged
-from lseg.jobs.engine import Unit, Writer
+from lseg.jobs.engine import Report, Unit, Writer
+from lseg.jobs.records import remove_gone
 
 __all__ = ["QueryWriter", "parse_frames", "similarity"]
 
@@ -33,7 +34,7 @@ def similarity(store: FeatureStore, frame: int, text: torch.Tensor, reduced: boo
 
 
 def parse_frames(text: str, store: FeatureStore) -> list[int]:
-    """``a:b`` (ids a..b-1) or a comma-separated list of ids and keys -> frame ids (at least one)."""
+    """``a:b`` (ids a..b-1) or a comma-separated list of keys and ids -> frame ids (at least one)."""
     n = len(store)
     if ":" in text and "," not in text:
         a, _, b = text.partition(":")
@@ -47,7 +48,8 @@ def parse_frames(text: str, store: FeatureStore) -> list[int]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
         raise LSegError(f"--frames must be a:b or a comma-separated list, got {text!r}")
-    return [store.frame_id(int(t) if t.isdigit() else t) for t in items]
+    keys = {f["key"] for f in store.frames}  # a key of digits (images 0.jpg, 20.jpg) is that key, not an id
+    return [store.frame_id(int(t) if t.isdigit() and t not in keys else t) for t in items]
 
 
 class QueryWriter(Writer):
@@ -79,7 +81,7 @@ class QueryWriter(Writer):
             info = self.store.frames[frame]
             base = self.out / info["key"]
             files = segment_files(base, self.labels, overlay=False, scores=self.scores, heatmaps=self.heatmaps)
-            units.append(Unit(self.store.path / info["shard"], list(files.values()),
+            units.append(Unit(self.store.path.absolute() / info["shard"], list(files.values()),
                               base.with_name(base.name + "_labels.json"), data=(frame, files)))
         return units
 
@@ -102,3 +104,6 @@ class QueryWriter(Writer):
         return write_segment_files(unit.data[1], staged, result.argmax(0).numpy(), self.labels,
                                    lambda: torch.softmax(result * self.logit_scale, dim=0).numpy())
 
+    def finish(self, report: Report) -> None:  # the files of frames the store no longer has, selected or not
+        keep = {self.out / f"{f['key']}_labels.json" for f in self.store.frames}
+        remove_gone(self.out, self.kind, self.store.path, keep)

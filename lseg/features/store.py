@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,12 @@ def plan_units(inputs: Sequence[str | os.PathLike[str]], frames_per_shard: int,
     """Cut the inputs (sorted as :func:`lseg.jobs.inputs.collect_media`) into units."""
     groups: list[list[Media]] = []
     media = collect_media(inputs, out=out, suffix=" (one frame key in the store)")
+    videos = {m.stem: m.path for m in media if m.is_video}  # their frames' keys: <video stem>/<frame:06d>
+    clash = [m for m in media if m.stem.parent in videos and re.fullmatch(r"\d{6,}", m.stem.name)]
+    if clash:
+        more = f" (and {len(clash) - 1} more images)" if len(clash) > 1 else ""
+        raise LSegError(f"{clash[0].path} would take the frame key {clash[0].stem.as_posix()} of the video "
+                        f"{videos[clash[0].stem.parent]}{more}; rename or move it")
     for is_video, run in itertools.groupby(media, key=lambda m: m.is_video):
         items, step = list(run), 1 if is_video else frames_per_shard
         groups += [items[i : i + step] for i in range(0, len(items), step)]

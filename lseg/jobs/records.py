@@ -15,7 +15,8 @@ from lseg.io import atomic_write
 from lseg.jobs.inputs import RECORD_KEY, is_complete, read_record
 
 __all__ = [
-    "Status", "digest", "input_stamp", "listed_outputs", "model_identity", "plan", "remove_outputs", "write_record",
+    "Status", "digest", "input_stamp", "listed_outputs", "model_identity", "plan", "remove_gone", "remove_outputs",
+    "write_record",
 ]
 
 _RECORD_VERSION = 1
@@ -90,6 +91,18 @@ def remove_outputs(record: Path) -> None:
     for name in listed_outputs(old, record) if old is not None else ():
         with contextlib.suppress(OSError):
             (record.parent / name).unlink()
+
+
+def remove_gone(out: Path, kind: str, inside: Path, keep: set[Path]) -> None:
+    """Delete the outputs and records of ``kind`` under ``out`` made from a file in ``inside`` but not in
+    ``keep``: units their input no longer has (the frames of a store extracted again)."""
+    inside = inside.resolve()
+    for record in sorted(out.rglob("*.json")) if out.is_dir() else ():
+        data = None if record in keep else read_record(record)
+        if data and data.get("kind") == kind and Path(str(data.get("source"))).resolve().is_relative_to(inside):
+            remove_outputs(record)
+            with contextlib.suppress(OSError):  # a read-only folder: kept, as remove_outputs keeps its files
+                record.unlink()
 
 
 def write_record(record: Path, kind: str, source: Path | str, recipe: Mapping[str, Any], outputs: Sequence[Path | str],

@@ -15,7 +15,7 @@ from process_group import FEATURES_MODEL_ARGS, TwoProcessRun, random_images
 
 import lseg
 from lseg.cli import main
-from lseg.features import export_features, resize_embeddings
+from lseg.features import FeatureExtractor, export_features, resize_embeddings
 from lseg.jobs.engine import JobInterrupted
 from lseg.jobs.inputs import collect_media
 
@@ -219,3 +219,17 @@ def test_pca_pictures_are_added_or_kept_without_redoing_the_maps(tmp_path: Path,
     (out / "a_pca.png").unlink()
     assert export_features(predictor, [tmp_path / "a.png"], out, pca=True, progress=False).summary().startswith("1 wr")
     assert json.loads((out / "a.json").read_text())["outputs"] == ["a.npy", "a_pca.png"]
+
+
+def test_half_resolution_maps_of_sliding_windows_are_unit_vectors(tmp_path: Path) -> None:
+    """Overlapping windows average their embeddings (shorter vectors); the stored map is L2-normalised as documented."""
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    torch.manual_seed(0)
+    windows = lseg.LSegPredictor(lseg.create_model("lseg_tiny_test_p32"), size=160, crop_size=64,
+                                   precision="fp32")
+    assert windows.embed_image(tmp_path / "a.png").pixels.norm(dim=0).min() < 1 - 1e-4  # overlaps averaged
+    for res in ("half", "original"):  # the same maps as the store's `ours` (original = the half grid: that map)
+        export_features(windows, [tmp_path / "a.png"], tmp_path / res, dtype="float32", resolution=res, progress=False)
+        arr = np.load(tmp_path / res / "a.npy")
+        np.testing.assert_allclose(np.linalg.norm(arr, axis=0), 1.0, atol=1e-5)
+        np.testing.assert_allclose(arr, FeatureExtractor(windows, "ours", res)([tmp_path / "a.png"])[0], atol=1e-5)

@@ -78,3 +78,19 @@ def test_query_of_a_random_weights_store_names_the_model_to_give(tmp_path: Path,
     assert "--random-weights lseg_tiny_test if it was made with random weights" in err
     assert main(["query", str(tmp_path / "st"), "a, b", "-o", str(tmp_path / "q"), "--random-weights",
                  "lseg_tiny_test"]) == 0
+
+
+def test_frames_selects_a_key_of_digits_by_its_key(tmp_path: Path) -> None:
+    """ScanNet-style images 0.jpg, 20.jpg, 100.jpg: --frames 20 is the frame 20.jpg, not id 20 (out of range) nor id 2."""
+    from lseg.features import FeatureExtractor, export_store
+    from lseg.features.query import parse_frames
+
+    for name in ("0", "20", "100"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / f"{name}.png")
+    torch.manual_seed(0)
+    ex = FeatureExtractor(lseg.LSegPredictor(lseg.create_model("lseg_tiny_test"), size=32))
+    export_store(ex, [tmp_path], tmp_path / "st", progress=False)
+    store = FeatureStore(tmp_path / "st")
+    assert [f["key"] for f in store.frames] == ["0", "100", "20"]
+    assert parse_frames("20", store) == [2] and parse_frames("100,0", store) == [1, 0]
+    assert parse_frames("1", store) == [1] and parse_frames("0:2", store) == [0, 1]  # no such key: an id

@@ -140,8 +140,9 @@ def test_cli_store_info_reduce_export(tmp_path: Path, inputs: Path, capsys: pyte
                  "-o", str(tmp_path / "f3")]) == 0
     assert torch.load(tmp_path / "f3" / "img0_fmap_CxHxW.pt").shape == (8, 24, 32)
     # presets are a store feature; the npy layout refuses them
-    assert main(["features", str(inputs), "-o", str(tmp_path / "npy"), "--preset", "vlmaps", *common]) == 2
-    assert "need --format store" in capsys.readouterr().err
+    for store_only in (["--preset", "vlmaps"], ["--frames-per-shard", "4"]):  # --frames-per-shard was ignored
+        assert main(["features", str(inputs), "-o", str(tmp_path / "npy"), *store_only, *common]) == 2
+        assert "need --format store" in capsys.readouterr().err
     assert main(["features", str(inputs), "-o", str(tmp_path / "st2"), "--format", "store", "--pca", *common]) == 2
     assert "--pca are for --format npy" in capsys.readouterr().err
     assert not (tmp_path / "npy").exists() and not (tmp_path / "st2").exists()  # refused before creating -o
@@ -254,6 +255,21 @@ def test_a_name_clash_in_a_store_names_the_frame_key(tmp_path: Path) -> None:
         plan_units([tmp_path], 2)
 
 
+def test_an_image_named_as_a_video_frame_is_refused_before_its_key_is_stored_twice(tmp_path: Path) -> None:
+    """clip/000000.png and frame 0 of clip.mp4 would both be the key clip/000000 (a read or export returns one of them)."""
+    from features.helpers import write_video
+
+    from lseg.features.store import plan_units
+
+    write_video(tmp_path / "clip.mp4", n_frames=2)
+    (tmp_path / "clip").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "clip" / "notes.png")  # no frame key: fine
+    assert len(plan_units([tmp_path], 2)) == 2
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "clip" / "000000.png")
+    with pytest.raises(lseg.LSegError, match=r"clip/000000.png would take the frame key clip/000000 of the video"):
+        plan_units([tmp_path], 2)
+
+
 def test_a_store_made_with_a_relative_checkpoint_is_queried_from_another_folder(
         tmp_path: Path, inputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lseg.save_pretrained(lseg.create_model("lseg_tiny_test"), tmp_path / "m")
@@ -273,3 +289,49 @@ def test_a_file_name_that_is_not_utf8_is_a_readable_frame_key(tmp_path: Path, pr
     export_store(FeatureExtractor(predictor, "ours"), [tmp_path / "in"], tmp_path / "st", progress=False)
     store = FeatureStore(tmp_path / "st")
     assert [f["key"] for f in store.frames] == ["caf\\xe9"] and store.read("caf\\xe9").shape[0] == 32
+
+
+def test_exports_and_queries_drop_the_frames_a_store_extracted_again_no_longer_has(
+        tmp_path: Path, predictor: lseg.LSegPredictor, inputs: Path) -> None:
+    """A consumer globbing the export folder read the old sampling's frames beside the new ones."""
+    from lseg.features.query import QueryWriter
+    from lseg.jobs.engine import run_job
+
+    def query(store: Path, frames: list[int] | None = None) -> None:
+        text = torch.nn.functional.normalize(torch.randn(2, 32), dim=1)
+        run_job(QueryWriter(FeatureStore(store), ["a", "b"], tmp_path / "q", frames=frames, model={},
+                            text=lambda: (text, 1.0)), progress=False)
+
+    def keys(folder: Path, suffix: str) -> list[str]:
+        return sorted(p.relative_to(folder).as_posix().removesuffix(suffix) for p in folder.rglob(f"*{suffix}"))
+
+    ex, st, other = FeatureExtractor(predictor, "openscene"), tmp_path / "st", tmp_path / "other"
+    export_store(ex, [inputs], st, settings=SETTINGS, progress=False)  # clip frames 0, 2, 4, 6, 8
+    (tmp_path / "solo").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "solo" / "solo.png")
+    export_store(ex, [tmp_path / "solo"], other, progress=False)  # another store, into the same folders
+    for store in (st, other):
+        export_layout(store, "openscene", tmp_path / "os")
+        query(store)
+    export_layout(st, "feature3dgs", tmp_path / "os")  # the other layout of the same frames is kept
+    export_store(ex, [inputs], st, settings=StoreSettings(every_n=5), progress=False, overwrite=True)  # 0, 5
+    export_layout(st, "openscene", tmp_path / "os")
+    query(st, frames=[0])  # a query of some frames keeps the others the store still has
+    want = ["clip/000000", "clip/000005", "img0", "img1", "img2", "solo"]
+    kept = [f"{k}_fmap_CxHxW" for k in ("clip/000000", "img0", "img1", "img2")]  # not re-exported, still stored
+    assert keys(tmp_path / "os", ".pt") == sorted([*want, *kept])
+    assert keys(tmp_path / "q", "_labels.png") == ["clip/000000", "img0", "img1", "img2", "solo"]
+
+
+def test_two_stores_of_one_relative_name_export_into_one_folder(tmp_path: Path, predictor: lseg.LSegPredictor,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """a/st and b/st, each exported from its folder as `st`: the second keeps the first's frames (its records
+    name their shards by absolute path, not by `st/...` that would now point into b/st)."""
+    for scene, names in (("a", ("x", "y")), ("b", ("z",))):
+        (tmp_path / scene / "img").mkdir(parents=True)
+        for name in names:
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / scene / "img" / f"{name}.png")
+        monkeypatch.chdir(tmp_path / scene)
+        export_store(FeatureExtractor(predictor), ["img"], "st", progress=False)
+        export_layout("st", "openscene", tmp_path / "exp")
+    assert sorted(p.name for p in (tmp_path / "exp").glob("*.pt")) == ["x.pt", "y.pt", "z.pt"]

@@ -92,7 +92,7 @@ def test_iter_frames_without_pyav(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         list(iter_frames(write(tmp_path / "clip.mp4", b"not really a video")))
 
 
-def _write_video(path: Path, n_frames: int, rate: int) -> None:
+def _write_video(path: Path, n_frames: int, rate: int, start: int = 0) -> None:
     av = pytest.importorskip("av")
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("mpeg4", rate=rate)
@@ -100,7 +100,9 @@ def _write_video(path: Path, n_frames: int, rate: int) -> None:
         for i in range(n_frames):
             img = np.zeros((24, 32, 3), np.uint8)
             img[:] = (10 * i, 128, 255 - 10 * i)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = start + i  # in 1/rate ticks
+            for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
@@ -119,6 +121,15 @@ def test_iter_frames_video(tmp_path: Path) -> None:
     sampled = list(iter_frames(path, fps=5))
     assert [i for i, _, _ in sampled] == list(range(0, 20, 2))
     assert [i for i, _, _ in iter_frames(path, every_n=7)] == [0, 7, 14]
+
+
+def test_iter_frames_times_count_from_the_first_frame_as_documented(tmp_path: Path) -> None:
+    # docs/features-3d.md: a clip whose first frame is at 2.5 s starts at 0.0 (the stream's pts are not kept)
+    pytest.importorskip("av")
+    path = tmp_path / "late.mp4"
+    _write_video(path, n_frames=6, rate=10, start=25)
+    assert [(i, t) for i, t, _ in iter_frames(path, fps=5)] == [(0, 0.0), (2, pytest.approx(0.2)),
+                                                                 (4, pytest.approx(0.4))]
 
 
 def test_iter_frames_fps_at_the_video_rate_keeps_every_frame_of_a_millisecond_time_base(tmp_path: Path) -> None:
