@@ -39,9 +39,9 @@ def model_identity(checkpoint: str | None, random_weights: str | None, seed: int
     p = Path(checkpoint).expanduser() if checkpoint else None
     if p is not None and p.exists():
         ident["checkpoint"] = str(p.resolve())
-        files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
-        ident["files"] = {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files
-                          if f.suffix in (".safetensors", ".json", ".ckpt", ".pt", ".pth", ".bin")}
+        files = [f for f in (sorted(p.iterdir()) if p.is_dir() else [p]) if f.is_file()
+                 and f.suffix in (".safetensors", ".json", ".ckpt", ".pt", ".pth", ".bin")]
+        ident["files"] = {f.name: stamp for f, stamp in zip(files, input_stamp(files))}
     return ident
 
 
