@@ -7,7 +7,7 @@ import dataclasses
 import functools
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -31,6 +31,23 @@ __all__ = [
 ]
 
 _DEFAULTS = PredictorOptions()
+
+
+def _inference(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` under inference mode, with the model in eval mode for the call (a model the predictor
+    shares, ``inplace`` or with nothing to change, may be back in training mode since: it is restored)."""
+    @functools.wraps(method)
+    def run(self: LSegPredictor, *args: Any, **kwargs: Any) -> Any:
+        training = [m for m in self.model.modules() if m.training]
+        for m in training:
+            m.training = False
+        try:
+            with torch.inference_mode():
+                return method(self, *args, **kwargs)
+        finally:
+            for m in training:
+                m.training = True
+    return run
 
 
 class LSegPredictor:
@@ -84,7 +101,7 @@ class LSegPredictor:
         return self.model.precision
 
     # ------------------------------------------------------------------ text
-    @torch.inference_mode()
+    @_inference
     def embed_text(self, labels: str | Sequence[str]) -> torch.Tensor:
         """Labels (a comma-separated string or a list; :func:`lseg.labels.parse_labels`) -> (K, D)
         L2-normalised embeddings, each label's cached."""
@@ -115,7 +132,7 @@ class LSegPredictor:
         """Decode and resize one image to the working size on ``device`` (:func:`prepare_image`)."""
         return prepare_image(image, self.size, device)
 
-    @torch.inference_mode()
+    @_inference
     def embed_images(self, images: Sequence[Any]) -> list[ImageEmbedding]:
         """Images (or :class:`PreparedImage` s) -> an :class:`ImageEmbedding` each: images of equal
         working size share forwards of ``batch_size`` (halved for good on a GPU out of memory);
@@ -175,7 +192,7 @@ class LSegPredictor:
         return canvas.div_(count)
 
     # ------------------------------------------------------------------ scoring
-    @torch.inference_mode()
+    @_inference
     def segment(self, image: Any, labels: str | Sequence[str], *, multiscale: bool | MultiScaleConfig = False,
                 return_embeddings: bool = False) -> SegmentationResult:
         """Segment one image (anything :meth:`embed_image` takes, or an :class:`ImageEmbedding`) with
@@ -184,7 +201,7 @@ class LSegPredictor:
         label_list = parse_labels(labels)
         return self._segment(image, label_list, self.embed_text(label_list), multiscale, return_embeddings)
 
-    @torch.inference_mode()
+    @_inference
     def _segment(self, image: Any, label_list: list[str], text: torch.Tensor, multiscale: bool | MultiScaleConfig,
                  return_embeddings: bool) -> SegmentationResult:
         """:meth:`segment` with the labels parsed and encoded (``text``)."""
@@ -218,7 +235,7 @@ class LSegPredictor:
                                   embeddings=to_numpy(pixels) if return_embeddings else None,
                                   _logits=functools.partial(self._lazy_logits, host_emb, text.cpu()), image=source)
 
-    @torch.inference_mode()
+    @_inference
     def _lazy_logits(self, emb: ImageEmbedding, text: torch.Tensor) -> torch.Tensor:
         on_device = ImageEmbedding(emb.pixels.to(self.device), emb.input_size, emb.image_size)
         return self._score(on_device, text.to(self.device)).float().cpu()

@@ -474,3 +474,21 @@ def test_an_animated_pil_image_is_segmented_and_drawn_at_its_frame(predictor, tm
         im.seek(0)
         photo = np.asarray(result.overlay(alpha=0.0, legend=False))
         np.testing.assert_array_equal(photo, load_image(tmp_path / "a.gif", frame=2))
+
+
+def test_a_shared_model_put_back_in_training_mode_is_run_in_eval_mode_and_left_as_it_was():
+    """A predictor sharing the caller's model (nothing to change) ran it in training mode once the caller
+    called model.train(): batch statistics (other logits) and the caller's BatchNorm running stats updated."""
+    from conftest import with_bn_stats
+
+    model = with_bn_stats("lseg_tiny_test_rn")
+    predictor = lseg.LSegPredictor(model, size=64, fast=False)
+    assert predictor.model is model
+    photo = make_photo(48, 64)
+    expected = predictor.segment(photo, "a, b, c").logits
+    model.train()
+    model.text_encoder.eval()  # a caller's mix of modes is kept too
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    np.testing.assert_allclose(predictor.segment(photo, "a, b, c").logits, expected, atol=1e-5)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.training and model.backbone.training and not model.text_encoder.training
