@@ -24,6 +24,7 @@ from lseg.inference.results import ImageEmbedding, PreparedImage, SegmentationRe
 from lseg.labels import NO_TEMPLATE, LabelCache, apply_templates, parse_labels
 from lseg.models.lseg import LSeg
 from lseg.models.precision import resolve_precision
+from lseg.options import coerce_value
 
 __all__ = [
     "ADE20K_SCALES", "ImageEmbedding", "LSegPredictor", "MultiScaleConfig", "PreparedImage", "SegmentationResult",
@@ -66,6 +67,8 @@ class LSegPredictor:
             hint = f"lseg.load_model({model!r})" if isinstance(model, (str, os.PathLike)) else "lseg.load_model(...)"
             raise TypeError(f"LSegPredictor takes a model, not a {type(model).__name__}: use "
                             f"LSegPredictor({hint})")
+        if options is not None and not isinstance(options, PredictorOptions):
+            raise TypeError(f"options must be a lseg.PredictorOptions, not a {type(options).__name__}")
         if options is None:
             options = PredictorOptions(size=size, crop_size=crop_size, stride=stride,
                                        templates=() if templates is None else templates,
@@ -78,6 +81,9 @@ class LSegPredictor:
             if clash:
                 raise ConfigError(f"{', '.join(clash)} given beside options=: set them in the PredictorOptions")
             precision = precision or options.precision
+        fast, inplace = coerce_value(fast, bool, "fast"), coerce_value(inplace, bool, "inplace")
+        label_chunk_size = coerce_value(label_chunk_size, int, "label_chunk_size")
+        text_cache_size = coerce_value(text_cache_size, int, "text_cache_size")
         if label_chunk_size < 1 or text_cache_size < 0:
             raise ConfigError(f"label_chunk_size must be >= 1 and text_cache_size >= 0, got {label_chunk_size} "
                               f"and {text_cache_size}")

@@ -492,3 +492,19 @@ def test_a_shared_model_put_back_in_training_mode_is_run_in_eval_mode_and_left_a
     np.testing.assert_allclose(predictor.segment(photo, "a, b, c").logits, expected, atol=1e-5)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert model.training and model.backbone.training and not model.text_encoder.training
+
+
+def test_the_predictors_own_arguments_are_checked_as_the_options_are(tiny_model):
+    """fast, inplace, text_cache_size and label_chunk_size were used as given: inplace="false" (truthy)
+    prepared the caller's model in place, label_chunk_size=2.5 failed inside segment()."""
+    model = lseg.create_model("lseg_tiny_test")
+    predictor = lseg.LSegPredictor(model, inplace="false", label_chunk_size="2")
+    assert predictor.model is not model and model.numerics == "plain" and predictor.label_chunk_size == 2
+    assert lseg.LSegPredictor(model, fast="false").model.numerics == "plain"
+    for bad, match in [({"label_chunk_size": 2.5}, "label_chunk_size must be an integer"),
+                       ({"text_cache_size": None}, "text_cache_size must be an integer"),
+                       ({"fast": "maybe"}, "fast must be true or false")]:
+        with pytest.raises(lseg.ConfigError, match=match):
+            lseg.LSegPredictor(tiny_model, **bad)
+    with pytest.raises(TypeError, match="options must be a lseg.PredictorOptions, not a dict"):
+        lseg.LSegPredictor(tiny_model, options={"size": 64})
