@@ -35,15 +35,16 @@ _DEFAULTS = PredictorOptions()
 
 
 def _inference(method: Callable[..., Any]) -> Callable[..., Any]:
-    """``method`` under inference mode, with the model in eval mode for the call (a model the predictor
-    shares, ``inplace`` or with nothing to change, may be back in training mode since: it is restored)."""
+    """``method`` without autograd (not inference mode: its tensors may feed a training step), with the model in
+    eval mode for the call (a model the predictor shares, ``inplace`` or with nothing to change, may be back
+    in training mode since: it is restored)."""
     @functools.wraps(method)
     def run(self: LSegPredictor, *args: Any, **kwargs: Any) -> Any:
         training = [m for m in self.model.modules() if m.training]
         for m in training:
             m.training = False
         try:
-            with torch.inference_mode():
+            with torch.no_grad():
                 return method(self, *args, **kwargs)
         finally:
             for m in training:

@@ -508,3 +508,19 @@ def test_the_predictors_own_arguments_are_checked_as_the_options_are(tiny_model)
             lseg.LSegPredictor(tiny_model, **bad)
     with pytest.raises(TypeError, match="options must be a lseg.PredictorOptions, not a dict"):
         lseg.LSegPredictor(tiny_model, options={"size": 64})
+
+
+def test_text_and_image_embeddings_can_feed_a_training_step():
+    """They were inference tensors: a training loss with the predictor's label embeddings (or a probe
+    on ImageEmbedding.pixels) raised "Inference tensors cannot be saved for backward"."""
+    model = lseg.create_model("lseg_tiny_test")
+    predictor = lseg.LSegPredictor(model, size=64)
+    text = predictor.embed_text("a, b")
+    pixels = predictor.embed_image(make_photo(32, 32)).pixels
+    assert not text.requires_grad and not pixels.requires_grad
+    model.train()
+    loss = model.score(model.encode_image(model.normalize(torch.rand(2, 3, 64, 64))), text).mean()
+    loss.backward()
+    probe = torch.nn.Conv2d(pixels.shape[0], 2, 1)
+    probe(pixels[None]).mean().backward()
+    assert probe.weight.grad is not None and model.pixel_proj.weight.grad is not None
