@@ -17,7 +17,7 @@ from lseg.errors import ConfigError, LSegError
 from lseg.geometry import ResizedArgmax, windows, working_size
 from lseg.inference.allocator import tune_allocator  # also importable from here (benchmarks, tests)
 from lseg.inference.devices import check_device
-from lseg.inference.images import _decoded_if_stream, images_per_forward, prepare_image, rgb_pixels
+from lseg.inference.images import _decoded_if_stream, as_list, images_per_forward, prepare_image, rgb_pixels
 from lseg.inference.multiscale import ADE20K_SCALES, MultiScaleConfig, multiscale_logits
 from lseg.inference.options import PredictorOptions
 from lseg.inference.results import ImageEmbedding, PreparedImage, SegmentationResult, to_numpy
@@ -144,6 +144,7 @@ class LSegPredictor:
         """Images (or :class:`PreparedImage` s) -> an :class:`ImageEmbedding` each: images of equal
         working size share forwards of ``batch_size`` (halved for good on a GPU out of memory);
         those above ``crop_size`` run windows alone."""
+        images = as_list(images, "embed_images")
         out: list[ImageEmbedding | None] = [None] * len(images)
         buckets: dict[tuple[int, int], list[tuple[int, PreparedImage]]] = {}
 
@@ -273,9 +274,7 @@ class LSegPredictor:
         """:meth:`segment` for several images (or embeddings) with one label set, batched as
         :meth:`embed_images` does; ``errors="return"``: an image's :class:`LSegError` takes its place
         in the list (``"raise"``: the first is raised)."""
-        if isinstance(images, (str, bytes, os.PathLike)):  # would be iterated character by character
-            raise ConfigError(f"segment_batch takes a list of images, not a {type(images).__name__}: "
-                              "segment_batch([image, ...], labels), or segment(image, labels) for one")
+        images = as_list(images, "segment_batch")
         if errors not in ("raise", "return"):
             raise ConfigError(f"errors must be 'raise' or 'return', got {errors!r}")
         # parsed and encoded once: a bad label set is the caller's error, never one per image

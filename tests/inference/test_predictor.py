@@ -268,7 +268,7 @@ def test_file_objects_embeddings_and_mistakes_in_segment_and_segment_batch(predi
         batch = predictor.segment_batch([f, image, predictor.embed_image(image)], "sky, grass")
     np.testing.assert_array_equal(batch[1].label_map, batch[2].label_map)  # an embedding is scored as it is
     assert batch[0].overlay() is not None and batch[2].image is None
-    with pytest.raises(lseg.errors.ConfigError, match="takes a list of images, not a str"):
+    with pytest.raises(lseg.errors.ConfigError, match="takes a list of images, not one image \\(a str\\)"):
         predictor.segment_batch("p.png", "sky, grass")
     with pytest.raises(lseg.errors.ConfigError, match="label_chunk_size must be >= 1"):
         lseg.LSegPredictor(predictor.model, label_chunk_size=0)
@@ -524,3 +524,17 @@ def test_text_and_image_embeddings_can_feed_a_training_step():
     probe = torch.nn.Conv2d(pixels.shape[0], 2, 1)
     probe(pixels[None]).mean().backward()
     assert probe.weight.grad is not None and model.pixel_proj.weight.grad is not None
+
+
+def test_one_image_given_as_a_batch_is_refused_and_any_iterable_is_a_batch(predictor):
+    """segment_batch(image) of one HxWx3 array segmented each of its rows as an image (H results);
+    embed_images("photo.png") read "p", "h", ...; a generator of images raised TypeError (len)."""
+    image = make_photo(20, 30)
+    for one in (image, image[..., 0], torch.from_numpy(image).permute(2, 0, 1), Image.fromarray(image), "p.png"):
+        for method in (predictor.segment_batch, predictor.embed_images):
+            args = (one, "a, b") if method == predictor.segment_batch else (one,)
+            with pytest.raises(lseg.ConfigError, match="takes a list of images, not one image"):
+                method(*args)
+    assert len(predictor.segment_batch((image for _ in range(2)), "a, b")) == 2
+    assert len(predictor.embed_images(iter([image, image]))) == 2
+    assert len(predictor.segment_batch(np.stack([image] * 3), "a, b")) == 3  # a NxHxWx3 batch
