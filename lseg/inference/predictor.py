@@ -64,9 +64,11 @@ class LSegPredictor:
                  compile: bool = _DEFAULTS.compile, fast: bool = True, inplace: bool = False,
                  text_cache_size: int = 4096, label_chunk_size: int = 256,
                  options: PredictorOptions | None = None) -> None:
-        if not isinstance(model, torch.nn.Module):
+        if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+            model = model.module  # a training wrapper: the network inside
+        if not isinstance(getattr(model, "_orig_mod", model), LSeg):  # torch.compile's wrapper holds it
             hint = f"lseg.load_model({model!r})" if isinstance(model, (str, os.PathLike)) else "lseg.load_model(...)"
-            raise TypeError(f"LSegPredictor takes a model, not a {type(model).__name__}: use "
+            raise TypeError(f"LSegPredictor takes an lseg model, not a {type(model).__name__}: use "
                             f"LSegPredictor({hint})")
         if options is not None and not isinstance(options, PredictorOptions):
             raise TypeError(f"options must be a lseg.PredictorOptions, not a {type(options).__name__}")

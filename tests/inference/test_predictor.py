@@ -538,3 +538,13 @@ def test_one_image_given_as_a_batch_is_refused_and_any_iterable_is_a_batch(predi
     assert len(predictor.segment_batch((image for _ in range(2)), "a, b")) == 2
     assert len(predictor.embed_images(iter([image, image]))) == 2
     assert len(predictor.segment_batch(np.stack([image] * 3), "a, b")) == 3  # a NxHxWx3 batch
+
+
+def test_a_training_wrapper_is_unwrapped_and_another_module_refused_in_one_line():
+    """LSegPredictor(DataParallel(model)), as training code holds it, raised AttributeError: 'DataParallel'
+    object has no attribute 'device'; so did any other torch module."""
+    model = lseg.create_model("lseg_tiny_test")
+    predictor = lseg.LSegPredictor(torch.nn.DataParallel(model), size=64, fast=False)
+    assert predictor.model is model and predictor.segment(make_photo(20, 30), "a, b").labels == ["a", "b"]
+    with pytest.raises(TypeError, match="LSegPredictor takes an lseg model, not a Linear"):
+        lseg.LSegPredictor(torch.nn.Linear(2, 2))
