@@ -6,7 +6,6 @@ import copy
 import dataclasses
 import functools
 import math
-import os
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -22,6 +21,7 @@ from lseg.inference.multiscale import ADE20K_SCALES, MultiScaleConfig, multiscal
 from lseg.inference.options import PredictorOptions
 from lseg.inference.results import ImageEmbedding, PreparedImage, SegmentationResult, to_numpy
 from lseg.labels import NO_TEMPLATE, LabelCache, apply_templates, parse_labels
+from lseg.models.config import unwrapped
 from lseg.models.lseg import LSeg
 from lseg.models.precision import resolve_precision
 from lseg.options import coerce_value
@@ -64,12 +64,7 @@ class LSegPredictor:
                  compile: bool = _DEFAULTS.compile, fast: bool = True, inplace: bool = False,
                  text_cache_size: int = 4096, label_chunk_size: int = 256,
                  options: PredictorOptions | None = None) -> None:
-        if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
-            model = model.module  # a training wrapper: the network inside
-        if not isinstance(getattr(model, "_orig_mod", model), LSeg):  # torch.compile's wrapper holds it
-            hint = f"lseg.load_model({model!r})" if isinstance(model, (str, os.PathLike)) else "lseg.load_model(...)"
-            raise TypeError(f"LSegPredictor takes an lseg model, not a {type(model).__name__}: use "
-                            f"LSegPredictor({hint})")
+        model = unwrapped(model, "LSegPredictor")
         if options is not None and not isinstance(options, PredictorOptions):
             raise TypeError(f"options must be a lseg.PredictorOptions, not a {type(options).__name__}")
         if options is None:

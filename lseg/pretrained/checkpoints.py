@@ -290,6 +290,9 @@ def save_pretrained(model: LSeg, directory: str | os.PathLike[str], *, model_car
                     repo_id: str | None = None, **card_fields: str) -> Path:
     """Write ``model.safetensors`` + ``config.json`` (each atomically), and with ``model_card`` a
     ``README.md`` (:func:`render_model_card`). Returns the folder (:func:`lseg.load_model` reads it)."""
+    from lseg.models.config import unwrapped
+
+    model = unwrapped(model, "save_pretrained")
     if model.precision == "int8":
         raise ConfigError("an int8 model is not saved (int8 is a way of running): save the model before "
                           "set_precision('int8')")
