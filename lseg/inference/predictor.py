@@ -15,13 +15,13 @@ import torch.nn.functional as F
 from lseg.errors import ConfigError, LSegError
 from lseg.geometry import ResizedArgmax, windows, working_size
 from lseg.inference.allocator import tune_allocator  # also importable from here (benchmarks, tests)
-from lseg.inference.devices import check_device
 from lseg.inference.images import _decoded_if_stream, as_list, images_per_forward, prepare_image, rgb_pixels
 from lseg.inference.multiscale import ADE20K_SCALES, MultiScaleConfig, multiscale_logits
 from lseg.inference.options import PredictorOptions
 from lseg.inference.results import ImageEmbedding, PreparedImage, SegmentationResult, to_numpy
 from lseg.labels import NO_TEMPLATE, LabelCache, apply_templates, parse_labels
 from lseg.models.config import unwrapped
+from lseg.models.devices import check_device
 from lseg.models.lseg import LSeg
 from lseg.models.precision import resolve_precision
 from lseg.options import coerce_value

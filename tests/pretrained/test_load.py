@@ -78,6 +78,17 @@ def test_a_spatial_block_the_weights_contradict_is_refused_not_ignored(tmp_path:
         lseg.load_model(path, spatial_block=block)
 
 
+def test_a_missing_map_location_device_is_refused_before_any_download(monkeypatch: pytest.MonkeyPatch):
+    """load_model("demo", map_location="cuda") on a machine without a GPU fetched and converted the weights,
+    then raised torch's RuntimeError (Found no NVIDIA driver ...)."""
+    from lseg.pretrained import load
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(load, "resolve", lambda *a, **k: pytest.fail("resolved before the device was checked"))
+    with pytest.raises(ConfigError, match="map_location cuda: .* use map_location='cpu'"):
+        lseg.load_model("demo", map_location="cuda")
+
+
 def test_load_model_and_create_model_return_plain_eval_models(tmp_path: Path):
     model = lseg.create_model("lseg_tiny_test")
     assert not model.training and model.numerics == "plain"
