@@ -23,7 +23,7 @@ from lseg.labels import NO_TEMPLATE, LabelCache, apply_templates, parse_labels
 from lseg.models.config import unwrapped
 from lseg.models.devices import check_device
 from lseg.models.lseg import LSeg
-from lseg.models.precision import resolve_precision
+from lseg.models.precision import DTYPES, resolve_precision
 from lseg.options import coerce_value
 
 __all__ = [
@@ -306,6 +306,9 @@ def _prepared(model: LSeg, device: str | torch.device | None, precision: str | N
     """``model`` (unless ``inplace``, a copy where something must change) on ``device``, in eval mode,
     ``precision`` and numerics, compiled where asked."""
     target = torch.device(device) if device is not None else model.device
+    if precision is None and model.precision not in (*DTYPES, "int8"):
+        raise ConfigError(f"the model computes in {model.dtype}, which the predictor does not run: give a precision "
+                          "(fp32, bf16, fp16) or cast the model (model.float())")
     wanted = resolve_precision(precision, target) if precision is not None else model.precision
     to_fast = fast and model.numerics == "plain"
     if not inplace and (model.training or target != model.device or wanted != model.precision or to_fast or compile):

@@ -548,3 +548,12 @@ def test_a_training_wrapper_is_unwrapped_and_another_module_refused_in_one_line(
     assert predictor.model is model and predictor.segment(make_photo(20, 30), "a, b").labels == ["a", "b"]
     with pytest.raises(TypeError, match="LSegPredictor takes an lseg model, not a Linear"):
         lseg.LSegPredictor(torch.nn.Linear(2, 2))
+
+
+def test_a_float64_model_is_refused_in_one_line_that_says_why():
+    """LSegPredictor(model.double()) said "precision must be one of ..., got 'torch.float64'" though no
+    precision was given."""
+    model = lseg.create_model("lseg_tiny_test").double()
+    with pytest.raises(lseg.ConfigError, match="the model computes in torch.float64.*model.float"):
+        lseg.LSegPredictor(model)
+    assert lseg.LSegPredictor(model, precision="fp32", size=64).segment(make_photo(20, 30), "a, b").logits.dtype == np.float32
