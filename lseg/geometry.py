@@ -249,7 +249,7 @@ def _resized_row_strips(logits: Any, size: tuple[int, int], max_elems: int) -> I
     import torch.nn.functional as F
 
     # source rows as F.interpolate places them (float32 (h - 1) / (H - 1) times the row; linspace rounds otherwise)
-    y = torch.arange(H, device=logits.device, dtype=torch.float32) * (torch.tensor(h - 1.0) / max(1, H - 1)).item()
+    y = torch.arange(H, device=logits.device, dtype=torch.float32) * float(np.float32(h - 1) / np.float32(max(1, H - 1)))
     for r0 in range(0, H, rows):
         ys = y[r0 : r0 + rows]
         lo = ys.floor().long().clamp(max=h - 1)

@@ -3,6 +3,7 @@ the per-label cache of text embeddings (pure Python: no tokenizer, no model)."""
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import re
 import unicodedata
@@ -185,6 +186,9 @@ def fill_template(template: str, label: str) -> str:
 V = TypeVar("V")
 
 
+_ABSENT = object()
+
+
 class LabelCache(Generic[V]):
     """LRU cache of per-label values (text embeddings), at most ``capacity`` entries, keyed by
     ``(scope, label)`` (the torch predictor's scope: the model's device, dtype and numerics)."""
@@ -201,16 +205,20 @@ class LabelCache(Generic[V]):
         return iter(self._items)
 
     def get(self, labels: Sequence[str], encode: Callable[[list[str]], Iterable[V]], scope: Hashable = ()) -> list[V]:
-        """The values of ``labels`` (repeats allowed), ``encode(missing)`` computing those not cached."""
-        missing = [lb for lb in dict.fromkeys(labels) if (scope, lb) not in self._items]
+        """The values of ``labels`` (repeats allowed), ``encode(missing)`` computing those not cached; safe
+        from several threads (each step is one dict operation: another thread may evict any entry)."""
+        unique = list(dict.fromkeys(labels))
+        found = {lb: v for lb in unique if (v := self._items.get((scope, lb), _ABSENT)) is not _ABSENT}
+        missing = [lb for lb in unique if lb not in found]
         if missing:
-            self._items.update(zip([(scope, lb) for lb in missing], encode(missing), strict=True))
-        for label in labels:
-            self._items.move_to_end((scope, label))
-        out = [self._items[(scope, label)] for label in labels]
+            found.update(zip(missing, encode(missing), strict=True))
+        for label in unique:  # to the most recently used end
+            self._items.pop((scope, label), None)
+            self._items[(scope, label)] = found[label]
         while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
-        return out
+            with contextlib.suppress(KeyError):  # emptied by another thread meanwhile
+                self._items.popitem(last=False)
+        return [found[lb] for lb in labels]
 
 
 def label_index(labels: Sequence[str], label: str | int) -> int:

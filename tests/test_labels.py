@@ -168,6 +168,23 @@ def test_label_cache_is_lru_and_bounded() -> None:
     assert empty.get(["a"], encode) == ["A"] and len(empty) == 0
 
 
+def test_label_cache_shared_by_threads_never_loses_a_value() -> None:
+    """A predictor used from a thread pool: another thread's eviction between this one's insert and its
+    move_to_end / look-up raised KeyError (at once with a small cache, with 4096 entries under load)."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    def encode(labels: list[str]) -> list[str]:
+        time.sleep(0.001)  # the text tower releases the GIL: other threads run meanwhile
+        return [lb.upper() for lb in labels]
+
+    cache: LabelCache[str] = LabelCache(2)
+    sets = [[f"a{i}", f"b{i}", f"c{i % 3}"] for i in range(300)]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda s: cache.get(s, encode), sets))
+    assert got == [[lb.upper() for lb in s] for s in sets] and len(cache) <= 2
+
+
 def _key(label: str) -> str:
     return unicodedata.normalize("NFC", label).lower()
 

@@ -73,7 +73,7 @@ def registered(name: str, field: str = "random_weights") -> str:
 
 def checked_device(name: str) -> str:
     """The ``check`` of a ``device`` option."""
-    from lseg.inference.devices import check_device
+    from lseg.models.devices import check_device
 
     try:
         check_device(name, "`device`")

@@ -10,7 +10,7 @@ _EXPORTS = {
     "ADE20K_SCALES": "predictor", "LSegPredictor": "predictor", "MultiScaleConfig": "predictor",
     "images_per_forward": "predictor", "multiscale_logits": "predictor", "prepare_image": "predictor",
     "working_size": "predictor", "ImageEmbedding": "results", "PreparedImage": "results",
-    "SegmentationResult": "results", "to_numpy": "results", "check_device": "devices",
+    "SegmentationResult": "results", "to_numpy": "results", "check_device": "predictor",
     "tune_allocator": "allocator",
 }
 __all__ = ['ADE20K_SCALES', 'ImageEmbedding', 'LSegPredictor', 'MultiScaleConfig', 'PreparedImage', 'SegmentationResult', 'check_device', 'images_per_forward', 'multiscale_logits', 'prepare_image', 'to_numpy', 'tune_allocator', 'working_size']

@@ -3,17 +3,19 @@ at the working size."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from lseg.errors import ConfigError
 from lseg.geometry import resize_rgb, working_size
 from lseg.inference.results import PreparedImage
 from lseg.io import DEFAULT_MAX_PIXELS, load_image
 
-__all__ = ["images_per_forward", "prepare_image", "rgb_pixels"]
+__all__ = ["as_list", "images_per_forward", "prepare_image", "rgb_pixels"]
 
 
 def _decoded_if_stream(image: Any) -> Any:
@@ -24,6 +26,17 @@ def _decoded_if_stream(image: Any) -> Any:
     except Exception:  # noqa: BLE001 - a corrupt animation: load_image says what is wrong
         animated = True
     return load_image(image) if hasattr(image, "read") or animated else image
+
+
+def as_list(images: Any, method: str) -> list[Any]:
+    """``images`` (any iterable) as a list; :class:`ConfigError` for one image, which would be iterated
+    character by character (a path), row by row (an ``HxWx3`` array) or channel by channel (``CxHxW``)."""
+    array = isinstance(images, (np.ndarray, torch.Tensor))
+    if isinstance(images, (str, bytes, os.PathLike, Image.Image)) or array and (images.ndim < 3 or images.ndim == 3 and (
+            images.shape[-1] if isinstance(images, np.ndarray) else images.shape[0]) in (1, 3, 4)):
+        what = f"a {'x'.join(map(str, images.shape))} array" if array else f"a {type(images).__name__}"
+        raise ConfigError(f"{method} takes a list of images, not one image ({what}): {method}([image, ...], ...)")
+    return list(images)
 
 
 def images_per_forward(device: torch.device | str, batch_size: int) -> int:

@@ -6,8 +6,7 @@ import copy
 import dataclasses
 import functools
 import math
-import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -16,14 +15,16 @@ import torch.nn.functional as F
 from lseg.errors import ConfigError, LSegError
 from lseg.geometry import ResizedArgmax, windows, working_size
 from lseg.inference.allocator import tune_allocator  # also importable from here (benchmarks, tests)
-from lseg.inference.devices import check_device
-from lseg.inference.images import _decoded_if_stream, images_per_forward, prepare_image, rgb_pixels
+from lseg.inference.images import _decoded_if_stream, as_list, images_per_forward, prepare_image, rgb_pixels
 from lseg.inference.multiscale import ADE20K_SCALES, MultiScaleConfig, multiscale_logits
 from lseg.inference.options import PredictorOptions
 from lseg.inference.results import ImageEmbedding, PreparedImage, SegmentationResult, to_numpy
 from lseg.labels import NO_TEMPLATE, LabelCache, apply_templates, parse_labels
+from lseg.models.config import unwrapped
+from lseg.models.devices import check_device
 from lseg.models.lseg import LSeg
-from lseg.models.precision import resolve_precision
+from lseg.models.precision import DTYPES, resolve_precision
+from lseg.options import coerce_value
 
 __all__ = [
     "ADE20K_SCALES", "ImageEmbedding", "LSegPredictor", "MultiScaleConfig", "PreparedImage", "SegmentationResult",
@@ -31,6 +32,24 @@ __all__ = [
 ]
 
 _DEFAULTS = PredictorOptions()
+
+
+def _inference(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` without autograd (not inference mode: its tensors may feed a training step), with the model in
+    eval mode for the call (a model the predictor shares, ``inplace`` or with nothing to change, may be back
+    in training mode since: it is restored)."""
+    @functools.wraps(method)
+    def run(self: LSegPredictor, *args: Any, **kwargs: Any) -> Any:
+        training = [m for m in self.model.modules() if m.training]
+        for m in training:
+            m.training = False
+        try:
+            with torch.no_grad():
+                return method(self, *args, **kwargs)
+        finally:
+            for m in training:
+                m.training = True
+    return run
 
 
 class LSegPredictor:
@@ -45,10 +64,9 @@ class LSegPredictor:
                  compile: bool = _DEFAULTS.compile, fast: bool = True, inplace: bool = False,
                  text_cache_size: int = 4096, label_chunk_size: int = 256,
                  options: PredictorOptions | None = None) -> None:
-        if not isinstance(model, torch.nn.Module):
-            hint = f"lseg.load_model({model!r})" if isinstance(model, (str, os.PathLike)) else "lseg.load_model(...)"
-            raise TypeError(f"LSegPredictor takes a model, not a {type(model).__name__}: use "
-                            f"LSegPredictor({hint})")
+        model = unwrapped(model, "LSegPredictor")
+        if options is not None and not isinstance(options, PredictorOptions):
+            raise TypeError(f"options must be a lseg.PredictorOptions, not a {type(options).__name__}")
         if options is None:
             options = PredictorOptions(size=size, crop_size=crop_size, stride=stride,
                                        templates=() if templates is None else templates,
@@ -61,6 +79,9 @@ class LSegPredictor:
             if clash:
                 raise ConfigError(f"{', '.join(clash)} given beside options=: set them in the PredictorOptions")
             precision = precision or options.precision
+        fast, inplace = coerce_value(fast, bool, "fast"), coerce_value(inplace, bool, "inplace")
+        label_chunk_size = coerce_value(label_chunk_size, int, "label_chunk_size")
+        text_cache_size = coerce_value(text_cache_size, int, "text_cache_size")
         if label_chunk_size < 1 or text_cache_size < 0:
             raise ConfigError(f"label_chunk_size must be >= 1 and text_cache_size >= 0, got {label_chunk_size} "
                               f"and {text_cache_size}")
@@ -84,7 +105,7 @@ class LSegPredictor:
         return self.model.precision
 
     # ------------------------------------------------------------------ text
-    @torch.inference_mode()
+    @_inference
     def embed_text(self, labels: str | Sequence[str]) -> torch.Tensor:
         """Labels (a comma-separated string or a list; :func:`lseg.labels.parse_labels`) -> (K, D)
         L2-normalised embeddings, each label's cached."""
@@ -115,11 +136,12 @@ class LSegPredictor:
         """Decode and resize one image to the working size on ``device`` (:func:`prepare_image`)."""
         return prepare_image(image, self.size, device)
 
-    @torch.inference_mode()
+    @_inference
     def embed_images(self, images: Sequence[Any]) -> list[ImageEmbedding]:
         """Images (or :class:`PreparedImage` s) -> an :class:`ImageEmbedding` each: images of equal
         working size share forwards of ``batch_size`` (halved for good on a GPU out of memory);
         those above ``crop_size`` run windows alone."""
+        images = as_list(images, "embed_images")
         out: list[ImageEmbedding | None] = [None] * len(images)
         buckets: dict[tuple[int, int], list[tuple[int, PreparedImage]]] = {}
 
@@ -175,7 +197,7 @@ class LSegPredictor:
         return canvas.div_(count)
 
     # ------------------------------------------------------------------ scoring
-    @torch.inference_mode()
+    @_inference
     def segment(self, image: Any, labels: str | Sequence[str], *, multiscale: bool | MultiScaleConfig = False,
                 return_embeddings: bool = False) -> SegmentationResult:
         """Segment one image (anything :meth:`embed_image` takes, or an :class:`ImageEmbedding`) with
@@ -184,7 +206,7 @@ class LSegPredictor:
         label_list = parse_labels(labels)
         return self._segment(image, label_list, self.embed_text(label_list), multiscale, return_embeddings)
 
-    @torch.inference_mode()
+    @_inference
     def _segment(self, image: Any, label_list: list[str], text: torch.Tensor, multiscale: bool | MultiScaleConfig,
                  return_embeddings: bool) -> SegmentationResult:
         """:meth:`segment` with the labels parsed and encoded (``text``)."""
@@ -218,7 +240,7 @@ class LSegPredictor:
                                   embeddings=to_numpy(pixels) if return_embeddings else None,
                                   _logits=functools.partial(self._lazy_logits, host_emb, text.cpu()), image=source)
 
-    @torch.inference_mode()
+    @_inference
     def _lazy_logits(self, emb: ImageEmbedding, text: torch.Tensor) -> torch.Tensor:
         on_device = ImageEmbedding(emb.pixels.to(self.device), emb.input_size, emb.image_size)
         return self._score(on_device, text.to(self.device)).float().cpu()
@@ -249,9 +271,7 @@ class LSegPredictor:
         """:meth:`segment` for several images (or embeddings) with one label set, batched as
         :meth:`embed_images` does; ``errors="return"``: an image's :class:`LSegError` takes its place
         in the list (``"raise"``: the first is raised)."""
-        if isinstance(images, (str, bytes, os.PathLike)):  # would be iterated character by character
-            raise ConfigError(f"segment_batch takes a list of images, not a {type(images).__name__}: "
-                              "segment_batch([image, ...], labels), or segment(image, labels) for one")
+        images = as_list(images, "segment_batch")
         if errors not in ("raise", "return"):
             raise ConfigError(f"errors must be 'raise' or 'return', got {errors!r}")
         # parsed and encoded once: a bad label set is the caller's error, never one per image
@@ -286,6 +306,9 @@ def _prepared(model: LSeg, device: str | torch.device | None, precision: str | N
     """``model`` (unless ``inplace``, a copy where something must change) on ``device``, in eval mode,
     ``precision`` and numerics, compiled where asked."""
     target = torch.device(device) if device is not None else model.device
+    if precision is None and model.precision not in (*DTYPES, "int8"):
+        raise ConfigError(f"the model computes in {model.dtype}, which the predictor does not run: give a precision "
+                          "(fp32, bf16, fp16) or cast the model (model.float())")
     wanted = resolve_precision(precision, target) if precision is not None else model.precision
     to_fast = fast and model.numerics == "plain"
     if not inplace and (model.training or target != model.device or wanted != model.precision or to_fast or compile):

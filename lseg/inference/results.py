@@ -66,6 +66,10 @@ class SegmentationResult:
         shares = ", ".join(f"{lb!r}: {v:.0%}" for lb, v in top)
         return f"SegmentationResult({len(self.labels)} labels, {w}x{h}, {{{shares}{', ...' if len(self.labels) > 5 else ''}}})"
 
+    def __getstate__(self) -> dict[str, Any]:  # pickled (deep-copied) with its logits, not the predictor
+        self._logits_tensor()
+        return self.__dict__
+
     def _logits_tensor(self) -> torch.Tensor:
         if callable(self._logits):  # the many-labels case: computed on first access
             self._logits = self._logits()

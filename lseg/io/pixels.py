@@ -131,6 +131,10 @@ def _tensor_to_rgb(tensor: Any, *, max_pixels: int | None) -> np.ndarray:
 
     shape = "x".join(str(s) for s in tensor.shape) or "scalar"
     t = tensor.detach()
+    if t.is_meta or t.layout != torch.strided:  # no pixels to read, or not as a dense array
+        kind = "meta" if t.is_meta else str(t.layout).replace("torch.", "")
+        raise ImageLoadError(f"cannot load torch tensor of shape {shape}: a {kind} tensor holds no dense pixel "
+                             "data; pass a dense tensor that holds the image (tensor.to_dense())")
     if t.ndim == 4:
         raise ImageLoadError(f"cannot load torch tensor of shape {shape}: expected one image CxHxW, got "
                              "a batch; pass tensor[i]")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -218,3 +219,16 @@ def _checked(name: str, value: Any, hint: Any) -> Any:
 
 #: The Python types a JSON value of a primitive field may have (a bool is no number here).
 _KINDS: dict[Any, tuple[type, ...]] = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
+
+
+def unwrapped(model: Any, who: str) -> Any:
+    """The LSeg network ``model`` is (compiled too) or that a ``DataParallel`` / ``DistributedDataParallel``
+    holds (as training code has it), told by its :class:`LSegConfig`; a one-line ``TypeError`` naming ``who``."""
+    from torch import nn  # here: importing a config imports no torch
+
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        model = model.module
+    if not isinstance(getattr(model, "config", None), LSegConfig):
+        hint = repr(model) if isinstance(model, (str, os.PathLike)) else "..."
+        raise TypeError(f"{who} takes an lseg model, not a {type(model).__name__}: use {who}(lseg.load_model({hint}))")
+    return model

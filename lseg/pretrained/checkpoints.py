@@ -148,6 +148,9 @@ def infer_config(state_dict: Mapping[str, torch.Tensor],
             "this checkpoint has a spatial regularisation block: say which with "
             "arch_option=1|2 and block_depth=N (CLI: --arch-option, --block-depth); shapes cannot tell"
         )
+    if not has_block and spatial_block is not None and spatial_block.arch_option:
+        raise CheckpointError("this checkpoint has no spatial regularisation block: leave out arch_option and "
+                              "block_depth (CLI: --arch-option, --block-depth)")
     # A registered config with the same shapes knows heads, hooks and normalisation.
     base = next((c for c in map(get_config, list_models(include_test=True))
                  if _same_shapes(c, backbone, text, features)), None)
@@ -245,8 +248,22 @@ def load_local(model_cls: type[LSeg], path: str | os.PathLike[str], *,
     config = read_config(p) if p.is_dir() else None  # first: a folder without config.json says so
     ckpt = read_checkpoint(p)
     sd = to_lseg_keys(ckpt.state_dict)  # converted once, for both infer_config and build
-    config = config or config_beside(p, ckpt) or infer_config(sd, spatial_block=spatial_block)
-    return build(model_cls, config, sd)
+    config = config or config_beside(p, ckpt)
+    if config is not None and spatial_block is not None and _differ(spatial_block, config.spatial_block):
+        raise CheckpointError(f"{p} holds an lseg model with its own spatial block ({_block(config.spatial_block)}): "
+                              f"spatial_block ({_block(spatial_block)}; CLI: --arch-option, --block-depth) is for "
+                              "official checkpoints; leave it out")
+    return build(model_cls, config or infer_config(sd, spatial_block=spatial_block), sd)
+
+
+def _differ(a: SpatialBlockConfig, b: SpatialBlockConfig) -> bool:
+    """Whether two spatial blocks differ (the activation only counts with a block)."""
+    same_activation = not a.arch_option or a.activation == b.activation
+    return (a.arch_option, a.block_depth) != (b.arch_option, b.block_depth) or not same_activation
+
+
+def _block(b: SpatialBlockConfig) -> str:
+    return f"arch_option {b.arch_option}" + (f", block_depth {b.block_depth}, {b.activation}" if b.arch_option else "")
 
 
 def config_beside(p: Path, checkpoint: CheckpointFile) -> LSegConfig | None:
@@ -273,6 +290,9 @@ def save_pretrained(model: LSeg, directory: str | os.PathLike[str], *, model_car
                     repo_id: str | None = None, **card_fields: str) -> Path:
     """Write ``model.safetensors`` + ``config.json`` (each atomically), and with ``model_card`` a
     ``README.md`` (:func:`render_model_card`). Returns the folder (:func:`lseg.load_model` reads it)."""
+    from lseg.models.config import unwrapped
+
+    model = unwrapped(model, "save_pretrained")
     if model.precision == "int8":
         raise ConfigError("an int8 model is not saved (int8 is a way of running): save the model before "
                           "set_precision('int8')")

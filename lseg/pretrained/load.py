@@ -7,6 +7,7 @@ import os
 import torch
 
 from lseg.models.config import SpatialBlockConfig
+from lseg.models.devices import check_device
 from lseg.models.lseg import LSeg
 from lseg.models.registry import get_config
 from lseg.pretrained.checkpoints import build, load_local, read_state_dict
@@ -20,6 +21,7 @@ def load_model(source: str | os.PathLike[str], *, spatial_block: SpatialBlockCon
     """An :class:`LSeg` in eval mode from a released weights name, a local lseg folder, ``.safetensors``
     or official ``.ckpt``, or a Hub repo id (:func:`resolve`; the Hub arguments are
     ``snapshot_download``'s). ``spatial_block``: an official checkpoint's block (shapes cannot tell)."""
+    check_device(map_location, "map_location")  # before any download
     local = resolve(
         source, revision=revision, cache_dir=cache_dir, force_download=force_download, token=token,
         local_files_only=local_files_only,

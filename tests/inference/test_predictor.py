@@ -268,7 +268,7 @@ def test_file_objects_embeddings_and_mistakes_in_segment_and_segment_batch(predi
         batch = predictor.segment_batch([f, image, predictor.embed_image(image)], "sky, grass")
     np.testing.assert_array_equal(batch[1].label_map, batch[2].label_map)  # an embedding is scored as it is
     assert batch[0].overlay() is not None and batch[2].image is None
-    with pytest.raises(lseg.errors.ConfigError, match="takes a list of images, not a str"):
+    with pytest.raises(lseg.errors.ConfigError, match="takes a list of images, not one image \\(a str\\)"):
         predictor.segment_batch("p.png", "sky, grass")
     with pytest.raises(lseg.errors.ConfigError, match="label_chunk_size must be >= 1"):
         lseg.LSegPredictor(predictor.model, label_chunk_size=0)
@@ -474,3 +474,86 @@ def test_an_animated_pil_image_is_segmented_and_drawn_at_its_frame(predictor, tm
         im.seek(0)
         photo = np.asarray(result.overlay(alpha=0.0, legend=False))
         np.testing.assert_array_equal(photo, load_image(tmp_path / "a.gif", frame=2))
+
+
+def test_a_shared_model_put_back_in_training_mode_is_run_in_eval_mode_and_left_as_it_was():
+    """A predictor sharing the caller's model (nothing to change) ran it in training mode once the caller
+    called model.train(): batch statistics (other logits) and the caller's BatchNorm running stats updated."""
+    from conftest import with_bn_stats
+
+    model = with_bn_stats("lseg_tiny_test_rn")
+    predictor = lseg.LSegPredictor(model, size=64, fast=False)
+    assert predictor.model is model
+    photo = make_photo(48, 64)
+    expected = predictor.segment(photo, "a, b, c").logits
+    model.train()
+    model.text_encoder.eval()  # a caller's mix of modes is kept too
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    np.testing.assert_allclose(predictor.segment(photo, "a, b, c").logits, expected, atol=1e-5)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.training and model.backbone.training and not model.text_encoder.training
+
+
+def test_the_predictors_own_arguments_are_checked_as_the_options_are(tiny_model):
+    """fast, inplace, text_cache_size and label_chunk_size were used as given: inplace="false" (truthy)
+    prepared the caller's model in place, label_chunk_size=2.5 failed inside segment()."""
+    model = lseg.create_model("lseg_tiny_test")
+    predictor = lseg.LSegPredictor(model, inplace="false", label_chunk_size="2")
+    assert predictor.model is not model and model.numerics == "plain" and predictor.label_chunk_size == 2
+    assert lseg.LSegPredictor(model, fast="false").model.numerics == "plain"
+    for bad, match in [({"label_chunk_size": 2.5}, "label_chunk_size must be an integer"),
+                       ({"text_cache_size": None}, "text_cache_size must be an integer"),
+                       ({"fast": "maybe"}, "fast must be true or false")]:
+        with pytest.raises(lseg.ConfigError, match=match):
+            lseg.LSegPredictor(tiny_model, **bad)
+    with pytest.raises(TypeError, match="options must be a lseg.PredictorOptions, not a dict"):
+        lseg.LSegPredictor(tiny_model, options={"size": 64})
+
+
+def test_text_and_image_embeddings_can_feed_a_training_step():
+    """They were inference tensors: a training loss with the predictor's label embeddings (or a probe
+    on ImageEmbedding.pixels) raised "Inference tensors cannot be saved for backward"."""
+    model = lseg.create_model("lseg_tiny_test")
+    predictor = lseg.LSegPredictor(model, size=64)
+    text = predictor.embed_text("a, b")
+    pixels = predictor.embed_image(make_photo(32, 32)).pixels
+    assert not text.requires_grad and not pixels.requires_grad
+    model.train()
+    loss = model.score(model.encode_image(model.normalize(torch.rand(2, 3, 64, 64))), text).mean()
+    loss.backward()
+    probe = torch.nn.Conv2d(pixels.shape[0], 2, 1)
+    probe(pixels[None]).mean().backward()
+    assert probe.weight.grad is not None and model.pixel_proj.weight.grad is not None
+
+
+def test_one_image_given_as_a_batch_is_refused_and_any_iterable_is_a_batch(predictor):
+    """segment_batch(image) of one HxWx3 array segmented each of its rows as an image (H results);
+    embed_images("photo.png") read "p", "h", ...; a generator of images raised TypeError (len)."""
+    image = make_photo(20, 30)
+    for one in (image, image[..., 0], torch.from_numpy(image).permute(2, 0, 1), Image.fromarray(image), "p.png"):
+        for method in (predictor.segment_batch, predictor.embed_images):
+            args = (one, "a, b") if method == predictor.segment_batch else (one,)
+            with pytest.raises(lseg.ConfigError, match="takes a list of images, not one image"):
+                method(*args)
+    assert len(predictor.segment_batch((image for _ in range(2)), "a, b")) == 2
+    assert len(predictor.embed_images(iter([image, image]))) == 2
+    assert len(predictor.segment_batch(np.stack([image] * 3), "a, b")) == 3  # a NxHxWx3 batch
+
+
+def test_a_training_wrapper_is_unwrapped_and_another_module_refused_in_one_line():
+    """LSegPredictor(DataParallel(model)), as training code holds it, raised AttributeError: 'DataParallel'
+    object has no attribute 'device'; so did any other torch module."""
+    model = lseg.create_model("lseg_tiny_test")
+    predictor = lseg.LSegPredictor(torch.nn.DataParallel(model), size=64, fast=False)
+    assert predictor.model is model and predictor.segment(make_photo(20, 30), "a, b").labels == ["a", "b"]
+    with pytest.raises(TypeError, match="LSegPredictor takes an lseg model, not a Linear"):
+        lseg.LSegPredictor(torch.nn.Linear(2, 2))
+
+
+def test_a_float64_model_is_refused_in_one_line_that_says_why():
+    """LSegPredictor(model.double()) said "precision must be one of ..., got 'torch.float64'" though no
+    precision was given."""
+    model = lseg.create_model("lseg_tiny_test").double()
+    with pytest.raises(lseg.ConfigError, match="the model computes in torch.float64.*model.float"):
+        lseg.LSegPredictor(model)
+    assert lseg.LSegPredictor(model, precision="fp32", size=64).segment(make_photo(20, 30), "a, b").logits.dtype == np.float32

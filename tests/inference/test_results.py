@@ -91,3 +91,20 @@ def test_probs_at_refuses_a_bad_size_in_one_line(predictor, size, error) -> None
     with pytest.raises(error, match=r"^probs_at: size"):
         result.probs_at(size)
     assert result.probs_at([3, 4]).shape == (2, 3, 4)
+
+
+def test_a_many_label_result_pickles_its_logits_not_the_predictor(tiny_model) -> None:
+    """With more labels than label_chunk_size the lazy logits were a bound method of the predictor:
+    pickling or deep-copying a result carried the whole model (and its text cache) along."""
+    import copy
+    import pickle
+
+    import numpy as np
+
+    predictor = lseg.LSegPredictor(tiny_model, size=64, label_chunk_size=2)
+    result = predictor.segment(make_photo(32, 48), "a, b, c, d, e")
+    data = pickle.dumps(result)
+    assert len(data) < 200_000 < len(pickle.dumps(tiny_model))
+    for back in (pickle.loads(data), copy.deepcopy(result)):
+        np.testing.assert_array_equal(back.logits, result.logits)
+        np.testing.assert_array_equal(back.label_map, result.label_map)

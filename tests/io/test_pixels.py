@@ -46,6 +46,10 @@ def test_tensor_inputs() -> None:
     assert "batch" in error(t[None])
     assert "permute" in error(torch.zeros(16, 16, 3))
     assert "dtype" in error(t.long())
+    # a meta or sparse tensor raised NotImplementedError / TypeError, not ImageLoadError (segment_batch's
+    # errors="return" raised it instead of returning it in the image's place)
+    assert "a meta tensor holds no dense pixel data" in error(torch.empty(3, 8, 8, device="meta"))
+    assert "a sparse_coo tensor" in error(t.to_sparse())
 
 
 _ARRAY_DTYPES = st.sampled_from(

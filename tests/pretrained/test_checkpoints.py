@@ -258,6 +258,15 @@ def test_save_load_round_trip_is_bit_exact(tiny_model, tmp_path):
         assert torch.equal(tiny_model(x, ["a", "b"]), loaded(x, ["a", "b"]))
 
 
+def test_save_pretrained_saves_the_network_a_training_wrapper_holds(tiny_model, tmp_path):
+    """save_pretrained(DataParallel(model)), as training code holds it, raised AttributeError ('DataParallel'
+    object has no attribute 'precision'); so did any other module."""
+    out = save_pretrained(torch.nn.DataParallel(tiny_model), tmp_path / "m")
+    assert lseg.load_model(out).state_dict().keys() == tiny_model.state_dict().keys()
+    with pytest.raises(TypeError, match="save_pretrained takes an lseg model, not a Linear"):
+        save_pretrained(torch.nn.Linear(2, 2), tmp_path / "n")
+
+
 def test_save_pretrained_expands_the_home_folder(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)

@@ -64,6 +64,31 @@ def test_spatial_block_is_one_typed_value(tmp_path: Path):
     assert cfg.with_spatial_block(block).spatial_block == block
 
 
+def test_a_spatial_block_the_weights_contradict_is_refused_not_ignored(tmp_path: Path):
+    """spatial_block (--arch-option, --block-depth) was silently dropped for an lseg folder (its config
+    decides) and for an official checkpoint without a block."""
+    block = SpatialBlockConfig(arch_option=2, block_depth=2)
+    folder = lseg.save_pretrained(lseg.create_model("lseg_tiny_test"), tmp_path / "m")
+    for source in (folder, folder / "model.safetensors"):
+        with pytest.raises(CheckpointError, match="its own spatial block \\(arch_option 0\\): spatial_block \\(arch"):
+            lseg.load_model(source, spatial_block=block)
+        assert lseg.load_model(source, spatial_block=SpatialBlockConfig()).config.arch_option == 0  # what it says
+    path, _ = _tiny_official(tmp_path)
+    with pytest.raises(CheckpointError, match="has no spatial regularisation block: leave out arch_option"):
+        lseg.load_model(path, spatial_block=block)
+
+
+def test_a_missing_map_location_device_is_refused_before_any_download(monkeypatch: pytest.MonkeyPatch):
+    """load_model("demo", map_location="cuda") on a machine without a GPU fetched and converted the weights,
+    then raised torch's RuntimeError (Found no NVIDIA driver ...)."""
+    from lseg.pretrained import load
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(load, "resolve", lambda *a, **k: pytest.fail("resolved before the device was checked"))
+    with pytest.raises(ConfigError, match="map_location cuda: .* use map_location='cpu'"):
+        lseg.load_model("demo", map_location="cuda")
+
+
 def test_load_model_and_create_model_return_plain_eval_models(tmp_path: Path):
     model = lseg.create_model("lseg_tiny_test")
     assert not model.training and model.numerics == "plain"
