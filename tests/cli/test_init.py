@@ -128,4 +128,4 @@ def test_the_cli_prints_the_summary_on_sigterm(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143
     assert "segment (into" in err and "already done" in err and "; interrupted" in err
-    assert not list((tmp_path / "o").glob(".*.claim"))  # its claims released
+    assert not list((tmp_path / "o").glob(".*"))  # no claim or temp file left
