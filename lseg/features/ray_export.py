@@ -32,18 +32,21 @@ class _UnitWorker:
         self.by_id = {u.data.id: u for u in writer.units()}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ids, written, failed = [], [], []
-        for unit_id in batch["unit"]:
+        ids, written, redone, failed = [], [], [], []
+        for unit_id, status in zip(batch["unit"], batch["status"]):
             report = Report()
             unit = self.by_id[int(unit_id)]
+            unit.status = str(status)  # as the driver planned it: a "redo" recomputes every shard
             try:
                 write_unit(self.writer, unit, None, self.recipe, report)
             except LSegError as e:
                 report.failed.append((unit.source, str(e)))
             ids.append(int(unit_id))
             written.append(len(report.written))
+            redone.append(len(report.redone))
             failed.append(json.dumps([[str(p), r] for p, r in report.failed]))
-        return {"unit": np.array(ids), "written": np.array(written), "failed": np.array(failed)}
+        return {"unit": np.array(ids), "written": np.array(written), "redone": np.array(redone),
+                "failed": np.array(failed)}
 
 
 def export_store_ray(extractor: FeatureExtractor, inputs: Sequence[str | os.PathLike[str]],
@@ -72,14 +75,18 @@ def export_store_ray(extractor: FeatureExtractor, inputs: Sequence[str | os.Path
         if device:
             extractor.to("cpu")
         ref = ray.put(writer)
-        ds = ray.data.from_items([{"unit": u.data.id} for u in todo], override_num_blocks=len(todo))
+        ds = ray.data.from_items([{"unit": u.data.id, "status": u.status} for u in todo],
+                                 override_num_blocks=len(todo))
         ds = ds.map_batches(
             _UnitWorker, fn_constructor_kwargs={"writer_ref": ref, "recipe": recipe, "device": device},
             batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_workers),
             num_cpus=1 if not num_gpus_per_worker else None, num_gpus=num_gpus_per_worker or None,
         )
+        changed = {u.data.id: u.changed for u in todo}
         for row in ds.iter_rows():
             report.written += [out / f"unit {int(row['unit'])}"] * int(row["written"])
+            report.redone += [out / f"unit {int(row['unit'])}"] * int(row["redone"])
+            report.changed |= changed[int(row["unit"])] if row["redone"] else set()
             report.failed += [(Path(p), r) for p, r in json.loads(str(row["failed"]))]
     writer.finish(report)
     return report

@@ -52,3 +52,26 @@ def test_ray_store_equals_single_process_store(local_cluster, tmp_path: Path) ->
     again = export_store_ray(ex, [inputs], tmp_path / "ray", num_workers=2, settings=settings)
     assert again.summary() == "0 written, 8 already done, 0 failed"
     assert FeatureStore(tmp_path / "ray").index == b.index  # its index (and reduction) untouched
+
+
+@pytest.mark.slow  # a local Ray cluster
+def test_ray_redoes_an_edited_image(local_cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The actors wrote every unit as "new", which keeps a finished shard of the same frame keys: an edited
+    image kept its old features (and the summary said nothing was redone)."""
+    from PIL import Image
+
+    from lseg.features.ray_export import export_store_ray
+
+    photos = tmp_path / "in"
+    photos.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((40, 56, 3), 60 * i, np.uint8)).save(photos / f"img{i}.png")
+    torch.manual_seed(0)
+    ex = FeatureExtractor(lseg.LSegPredictor(lseg.create_model("lseg_tiny_test"), size=64), "ours")
+    settings = StoreSettings(frames_per_shard=1)
+    export_store_ray(ex, [photos], tmp_path / "ray", num_workers=2, settings=settings)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(photos / "img1.png")
+    report = export_store_ray(ex, [photos], tmp_path / "ray", num_workers=2, settings=settings)
+    assert report.summary() == "1 written (1 redone: input changed), 1 already done, 0 failed"
+    export_store(ex, [photos], tmp_path / "local", settings=settings, progress=False)
+    np.testing.assert_array_equal(FeatureStore(tmp_path / "ray").read("img1"), FeatureStore(tmp_path / "local").read("img1"))
