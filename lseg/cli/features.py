@@ -147,14 +147,10 @@ def _features_store(args: argparse.Namespace, inputs: tuple[str, ...], opts: Fea
     if store.engine == "ray":
         from lseg.features.ray_export import export_store_ray
 
-        if store.ray_address:
-            import ray
-
-            ray.init(address=store.ray_address)
-        return export_store_ray(extractor(), inputs, opts.out, num_workers=store.workers,
-                                num_gpus_per_worker=store.gpus_per_worker, settings=settings,
-                                checkpoint=checkpoint, overwrite=opts.overwrite, reduce=store.reduce,
-                                model=model)
+        return reported(lambda: export_store_ray(
+            extractor(), inputs, opts.out, num_workers=store.workers, num_gpus_per_worker=store.gpus_per_worker,
+            settings=settings, checkpoint=checkpoint, overwrite=opts.overwrite, reduce=store.reduce, model=model,
+            address=store.ray_address))
     description = describe(preset, resolution, (popts.size, popts.crop_size, popts.window_stride))
     return reported(lambda: export_store(extractor, inputs, opts.out, settings=settings, checkpoint=checkpoint,
                                                 reduce=store.reduce, description=description, model=model, **run))

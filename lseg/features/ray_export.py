@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from lseg.errors import LSegError
 from lseg.features.presets import FeatureExtractor
 from lseg.features.store import StoreSettings, StoreWriter
 from lseg.inference.folder import weights_identity
-from lseg.jobs.engine import Report, pending_units, write_unit
+from lseg.jobs.engine import Report, finished, pending_units, write_unit
 
 
 class _UnitWorker:
@@ -53,10 +54,10 @@ def export_store_ray(extractor: FeatureExtractor, inputs: Sequence[str | os.Path
                      out_dir: str | os.PathLike[str], *, num_workers: int = 2, num_gpus_per_worker: float = 0,
                      settings: StoreSettings | None = None, checkpoint: str | None = None,
                      overwrite: bool = False, reduce: int | None = None,
-                     model: dict[str, Any] | None = None) -> Report:
+                     model: dict[str, Any] | None = None, address: str | None = None) -> Report:
     """:func:`lseg.features.store.export_store` with the units spread over ``num_workers`` Ray actors
     (``num_gpus_per_worker`` each; 0: one CPU each); ``model``: what identifies the weights (default:
-    config and weights hash)."""
+    config and weights hash); ``address``: the cluster's, if Ray is not initialised yet (unset: a local one)."""
     try:
         import ray
     except ModuleNotFoundError:
@@ -69,24 +70,34 @@ def export_store_ray(extractor: FeatureExtractor, inputs: Sequence[str | os.Path
                          settings=settings, checkpoint=checkpoint, overwrite=overwrite, reduce=reduce)
     report = Report()
     _, todo, recipe = pending_units(writer, overwrite, report)
-    if todo:
-        writer.setup()  # as run_job: the manifest, and the index removed until every unit is done again
-        device = "cuda" if num_gpus_per_worker else None
-        if device:
-            extractor.to("cpu")
-        ref = ray.put(writer)
-        ds = ray.data.from_items([{"unit": u.data.id, "status": u.status} for u in todo],
-                                 override_num_blocks=len(todo))
-        ds = ds.map_batches(
-            _UnitWorker, fn_constructor_kwargs={"writer_ref": ref, "recipe": recipe, "device": device},
-            batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_workers),
-            num_cpus=1 if not num_gpus_per_worker else None, num_gpus=num_gpus_per_worker or None,
-        )
-        changed = {u.data.id: u.changed for u in todo}
+    if not todo:
+        writer.finish(report)
+        return report
+    if not ray.is_initialized():
+        handler = signal.getsignal(signal.SIGTERM)
+        ray.init(address=address)
+        if handler is not None:  # ray.init's own exits (or aborts) at once: SIGTERM stops the job as Ctrl-C does
+            signal.signal(signal.SIGTERM, handler)
+    writer.setup()  # as run_job: the manifest, and the index removed until every unit is done again
+    device = "cuda" if num_gpus_per_worker else None
+    if device:
+        extractor.to("cpu")
+    ref = ray.put(writer)
+    ds = ray.data.from_items([{"unit": u.data.id, "status": u.status} for u in todo], override_num_blocks=len(todo))
+    ds = ds.map_batches(
+        _UnitWorker, fn_constructor_kwargs={"writer_ref": ref, "recipe": recipe, "device": device},
+        batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_workers),
+        num_cpus=1 if not num_gpus_per_worker else None, num_gpus=num_gpus_per_worker or None,
+    )
+    changed = {u.data.id: u.changed for u in todo}
+    try:
         for row in ds.iter_rows():
             report.written += [out / f"unit {int(row['unit'])}"] * int(row["written"])
             report.redone += [out / f"unit {int(row['unit'])}"] * int(row["redone"])
             report.changed |= changed[int(row["unit"])] if row["redone"] else set()
             report.failed += [(Path(p), r) for p, r in json.loads(str(row["failed"]))]
+    except KeyboardInterrupt:  # the units finished are kept; the others are written by the next run
+        report.interrupted = True
+        return finished(report)
     writer.finish(report)
     return report

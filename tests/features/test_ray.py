@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from features.helpers import make_inputs
+from PIL import Image
 
 import lseg
 from lseg.features import FeatureExtractor, FeatureStore, export_store
@@ -75,3 +76,42 @@ def test_ray_redoes_an_edited_image(local_cluster, tmp_path: Path) -> None:  # t
     assert report.summary() == "1 written (1 redone: input changed), 1 already done, 0 failed"
     export_store(ex, [photos], tmp_path / "local", settings=settings, progress=False)
     np.testing.assert_array_equal(FeatureStore(tmp_path / "ray").read("img1"), FeatureStore(tmp_path / "local").read("img1"))
+
+
+def test_sigterm_and_ctrl_c_stop_a_ray_export_as_a_local_one(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """ray.init replaced the command's SIGTERM handler (the driver aborted with a stack dump, no summary),
+    and Ctrl-C left export_store_ray as a bare KeyboardInterrupt without its report."""
+    import signal
+
+    from lseg.features.ray_export import export_store_ray
+    from lseg.jobs.engine import JobInterrupted
+
+    def mine(signum, frame):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    class Rows:  # the dataset: one unit written, then Ctrl-C
+        def map_batches(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            return self
+
+        def iter_rows(self):  # type: ignore[no-untyped-def]
+            yield {"unit": 0, "written": 1, "redone": 0, "failed": "[]"}
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda address=None: signal.signal(signal.SIGTERM, lambda *a: None))
+    monkeypatch.setattr(ray, "put", lambda obj: obj)
+    monkeypatch.setattr(ray.data, "from_items", lambda items, **kw: Rows())
+    old = signal.signal(signal.SIGTERM, mine)
+    try:
+        photos = tmp_path / "in"
+        photos.mkdir()
+        for i in range(2):
+            Image.fromarray(np.full((20, 24, 3), 60 * i, np.uint8)).save(photos / f"img{i}.png")
+        ex = FeatureExtractor(lseg.LSegPredictor(lseg.create_model("lseg_tiny_test"), size=32), "ours")
+        with pytest.raises(JobInterrupted) as info:
+            export_store_ray(ex, [photos], tmp_path / "st", settings=StoreSettings(frames_per_shard=1))
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert info.value.report.summary() == "1 written, 0 already done, 0 failed; interrupted"
+    assert not (tmp_path / "st" / "index.json").exists()
