@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,23 +50,27 @@ class _UnitWorker:
                 "failed": np.array(failed)}
 
 
-def export_store_ray(extractor: FeatureExtractor, inputs: Sequence[str | os.PathLike[str]],
+def export_store_ray(extractor: FeatureExtractor | Callable[[], FeatureExtractor], inputs: Sequence[str | os.PathLike[str]],
                      out_dir: str | os.PathLike[str], *, num_workers: int = 2, num_gpus_per_worker: float = 0,
                      settings: StoreSettings | None = None, checkpoint: str | None = None,
                      overwrite: bool = False, reduce: int | None = None,
-                     model: dict[str, Any] | None = None, address: str | None = None) -> Report:
+                     model: dict[str, Any] | None = None, address: str | None = None,
+                     description: Mapping[str, Any] | None = None) -> Report:
     """:func:`lseg.features.store.export_store` with the units spread over ``num_workers`` Ray actors
     (``num_gpus_per_worker`` each; 0: one CPU each); ``model``: what identifies the weights (default:
-    config and weights hash); ``address``: the cluster's, if Ray is not initialised yet (unset: a local one)."""
+    config and weights hash); ``address``: the cluster's, if Ray is not initialised yet (unset: a local one);
+    ``extractor`` a function building it, as :func:`~lseg.features.store.export_store` takes it."""
     try:
         import ray
     except ModuleNotFoundError:
         raise LSegError("the Ray export needs Ray Data: pip install 'lseg[scale]'") from None
     if num_workers < 1:
         raise LSegError(f"num_workers must be >= 1, got {num_workers}")
+    if not isinstance(extractor, FeatureExtractor) and (description is None or model is None):
+        raise TypeError("export_store_ray: a function building the extractor needs description and model")
     out = Path(out_dir).expanduser()
-    model = model or weights_identity(extractor.model)
-    writer = StoreWriter(inputs, out, description=extractor.describe(), model=model, extractor=extractor,
+    writer = StoreWriter(inputs, out, description=description or extractor.describe(),  # type: ignore[union-attr]
+                         model=model or weights_identity(extractor.model), extractor=extractor,  # type: ignore[union-attr]
                          settings=settings, checkpoint=checkpoint, overwrite=overwrite, reduce=reduce)
     report = Report()
     _, todo, recipe = pending_units(writer, overwrite, report)
@@ -78,10 +82,10 @@ def export_store_ray(extractor: FeatureExtractor, inputs: Sequence[str | os.Path
         ray.init(address=address)
         if handler is not None:  # ray.init's own exits (or aborts) at once: SIGTERM stops the job as Ctrl-C does
             signal.signal(signal.SIGTERM, handler)
-    writer.setup()  # as run_job: the manifest, and the index removed until every unit is done again
+    writer.setup()  # as run_job: the model, the manifest, and the index removed until every unit is done again
     device = "cuda" if num_gpus_per_worker else None
     if device:
-        extractor.to("cpu")
+        writer.extractor.to("cpu")  # type: ignore[union-attr]
     ref = ray.put(writer)
     ds = ray.data.from_items([{"unit": u.data.id, "status": u.status} for u in todo], override_num_blocks=len(todo))
     ds = ds.map_batches(

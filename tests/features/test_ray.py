@@ -115,3 +115,24 @@ def test_sigterm_and_ctrl_c_stop_a_ray_export_as_a_local_one(tmp_path: Path, mon
         signal.signal(signal.SIGTERM, old)
     assert info.value.report.summary() == "1 written, 0 already done, 0 failed; interrupted"
     assert not (tmp_path / "st" / "index.json").exists()
+
+
+def test_a_ray_export_with_nothing_to_do_builds_no_model(tmp_path: Path) -> None:
+    """``lseg features --engine ray`` built the model (and started Ray) on a finished store."""
+    from lseg.features.ray_export import export_store_ray
+    from lseg.inference.folder import weights_identity
+
+    photos = tmp_path / "in"
+    photos.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((20, 24, 3), 60 * i, np.uint8)).save(photos / f"img{i}.png")
+    ex = FeatureExtractor(lseg.LSegPredictor(lseg.create_model("lseg_tiny_test"), size=32), "ours")
+    settings = StoreSettings(frames_per_shard=1)
+    export_store(ex, [photos], tmp_path / "st", settings=settings, progress=False)
+
+    def build() -> FeatureExtractor:
+        raise AssertionError("the model was built")
+
+    report = export_store_ray(build, [photos], tmp_path / "st", settings=settings, description=ex.describe(),
+                              model=weights_identity(ex.model))
+    assert report.summary() == "0 written, 2 already done, 0 failed"
