@@ -151,7 +151,7 @@ def _features_store(args: argparse.Namespace, inputs: tuple[str, ...], opts: Fea
         return reported(lambda: export_store_ray(
             extractor, inputs, opts.out, num_workers=store.workers, num_gpus_per_worker=store.gpus_per_worker,
             settings=settings, checkpoint=checkpoint, overwrite=opts.overwrite, reduce=store.reduce, model=model,
-            address=store.ray_address, description=description))
+            address=store.ray_address, description=description, progress=not opts.quiet))
     return reported(lambda: export_store(extractor, inputs, opts.out, settings=settings, checkpoint=checkpoint,
                                                 reduce=store.reduce, description=description, model=model, **run))
 

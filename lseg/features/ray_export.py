@@ -55,11 +55,12 @@ def export_store_ray(extractor: FeatureExtractor | Callable[[], FeatureExtractor
                      settings: StoreSettings | None = None, checkpoint: str | None = None,
                      overwrite: bool = False, reduce: int | None = None,
                      model: dict[str, Any] | None = None, address: str | None = None,
-                     description: Mapping[str, Any] | None = None) -> Report:
+                     description: Mapping[str, Any] | None = None, progress: bool = True) -> Report:
     """:func:`lseg.features.store.export_store` with the units spread over ``num_workers`` Ray actors
     (``num_gpus_per_worker`` each; 0: one CPU each); ``model``: what identifies the weights (default:
     config and weights hash); ``address``: the cluster's, if Ray is not initialised yet (unset: a local one);
-    ``extractor`` a function building it, as :func:`~lseg.features.store.export_store` takes it."""
+    ``extractor`` a function building it, as :func:`~lseg.features.store.export_store` takes it; ``progress``:
+    Ray Data's progress bars."""
     try:
         import ray
     except ModuleNotFoundError:
@@ -94,6 +95,8 @@ def export_store_ray(extractor: FeatureExtractor | Callable[[], FeatureExtractor
         num_cpus=1 if not num_gpus_per_worker else None, num_gpus=num_gpus_per_worker or None,
     )
     changed = {u.data.id: u.changed for u in todo}
+    context = ray.data.DataContext.get_current()
+    bars, context.enable_progress_bars = context.enable_progress_bars, progress and context.enable_progress_bars
     try:
         for row in ds.iter_rows():
             report.written += [out / f"unit {int(row['unit'])}"] * int(row["written"])
@@ -103,5 +106,7 @@ def export_store_ray(extractor: FeatureExtractor | Callable[[], FeatureExtractor
     except KeyboardInterrupt:  # the units finished are kept; the others are written by the next run
         report.interrupted = True
         return finished(report)
+    finally:
+        context.enable_progress_bars = bars
     writer.finish(report)
     return report

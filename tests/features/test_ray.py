@@ -78,7 +78,39 @@ def test_ray_redoes_an_edited_image(local_cluster, tmp_path: Path) -> None:  # t
     np.testing.assert_array_equal(FeatureStore(tmp_path / "ray").read("img1"), FeatureStore(tmp_path / "local").read("img1"))
 
 
-def test_sigterm_and_ctrl_c_stop_a_ray_export_as_a_local_one(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+class _Rows:
+    """A dataset that writes one unit, then meets Ctrl-C (``stop``), noting whether progress bars were on."""
+
+    def __init__(self, stop: bool = True) -> None:
+        self.stop, self.bars = stop, None
+
+    def map_batches(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return self
+
+    def iter_rows(self):  # type: ignore[no-untyped-def]
+        self.bars = ray.data.DataContext.get_current().enable_progress_bars
+        yield {"unit": 0, "written": 1, "redone": 0, "failed": "[]"}
+        if self.stop:
+            raise KeyboardInterrupt
+        yield {"unit": 1, "written": 1, "redone": 0, "failed": "[]"}
+
+
+@pytest.fixture
+def fake_ray(tmp_path: Path, monkeypatch):  # type: ignore[no-untyped-def]
+    """No cluster: ray.init sets a SIGTERM handler of its own, as Ray does; yields (photos, set the dataset)."""
+    import signal
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda address=None: signal.signal(signal.SIGTERM, lambda *a: None))
+    monkeypatch.setattr(ray, "put", lambda obj: obj)
+    photos = tmp_path / "in"
+    photos.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((20, 24, 3), 60 * i, np.uint8)).save(photos / f"img{i}.png")
+    yield photos, lambda rows: monkeypatch.setattr(ray.data, "from_items", lambda items, **kw: rows)
+
+
+def test_sigterm_and_ctrl_c_stop_a_ray_export_as_a_local_one(tmp_path: Path, fake_ray) -> None:  # type: ignore[no-untyped-def]
     """ray.init replaced the command's SIGTERM handler (the driver aborted with a stack dump, no summary),
     and Ctrl-C left export_store_ray as a bare KeyboardInterrupt without its report."""
     import signal
@@ -89,24 +121,10 @@ def test_sigterm_and_ctrl_c_stop_a_ray_export_as_a_local_one(tmp_path: Path, mon
     def mine(signum, frame):  # type: ignore[no-untyped-def]
         raise KeyboardInterrupt
 
-    class Rows:  # the dataset: one unit written, then Ctrl-C
-        def map_batches(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            return self
-
-        def iter_rows(self):  # type: ignore[no-untyped-def]
-            yield {"unit": 0, "written": 1, "redone": 0, "failed": "[]"}
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", lambda address=None: signal.signal(signal.SIGTERM, lambda *a: None))
-    monkeypatch.setattr(ray, "put", lambda obj: obj)
-    monkeypatch.setattr(ray.data, "from_items", lambda items, **kw: Rows())
+    photos, use = fake_ray
+    use(_Rows())
     old = signal.signal(signal.SIGTERM, mine)
     try:
-        photos = tmp_path / "in"
-        photos.mkdir()
-        for i in range(2):
-            Image.fromarray(np.full((20, 24, 3), 60 * i, np.uint8)).save(photos / f"img{i}.png")
         ex = FeatureExtractor(lseg.LSegPredictor(lseg.create_model("lseg_tiny_test"), size=32), "ours")
         with pytest.raises(JobInterrupted) as info:
             export_store_ray(ex, [photos], tmp_path / "st", settings=StoreSettings(frames_per_shard=1))
@@ -115,6 +133,19 @@ def test_sigterm_and_ctrl_c_stop_a_ray_export_as_a_local_one(tmp_path: Path, mon
         signal.signal(signal.SIGTERM, old)
     assert info.value.report.summary() == "1 written, 0 already done, 0 failed; interrupted"
     assert not (tmp_path / "st" / "index.json").exists()
+
+
+def test_quiet_turns_off_ray_datas_progress_bars(tmp_path: Path, fake_ray) -> None:  # type: ignore[no-untyped-def]
+    """``lseg features --engine ray -q`` printed Ray Data's progress all the same."""
+    from lseg.features.ray_export import export_store_ray
+
+    photos, use = fake_ray
+    rows = _Rows(stop=False)
+    use(rows)
+    before = ray.data.DataContext.get_current().enable_progress_bars
+    ex = FeatureExtractor(lseg.LSegPredictor(lseg.create_model("lseg_tiny_test"), size=32), "ours")
+    export_store_ray(ex, [photos], tmp_path / "st", settings=StoreSettings(frames_per_shard=1), progress=False)
+    assert rows.bars is False and ray.data.DataContext.get_current().enable_progress_bars == before
 
 
 def test_a_ray_export_with_nothing_to_do_builds_no_model(tmp_path: Path) -> None:
