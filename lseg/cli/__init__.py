@@ -71,8 +71,8 @@ def _stop_signals() -> Iterator[list[int]]:
         received.append(signum)
         # SLURM signals every process of a job: torch's SIGCHLD handler would raise on DataLoader workers it killed
         old.setdefault(signal.SIGCHLD, signal.signal(signal.SIGCHLD, signal.SIG_DFL))
-        for s in mine:
-            signal.signal(s, signal.SIG_DFL)
+        for s in mine:  # the kernel ignores SIG_DFL signals to pid 1 (a container's first process)
+            signal.signal(s, signal.SIG_DFL if os.getpid() != 1 else lambda n, f: os._exit(128 + n))
         raise KeyboardInterrupt
 
     try:

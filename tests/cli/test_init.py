@@ -129,3 +129,41 @@ def test_the_cli_prints_the_summary_on_sigterm(tmp_path):
     assert proc.returncode == 143
     assert "segment (into" in err and "already done" in err and "; interrupted" in err
     assert not list((tmp_path / "o").glob(".*"))  # no claim or temp file left
+
+
+_SECOND_SIGNAL = """
+import os, signal, sys, time
+import lseg.cli.models
+from lseg.cli import main
+def preempted(args):
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    except KeyboardInterrupt:
+        os.kill(os.getpid(), signal.SIGTERM)  # the second one, while stopping: kills at once
+        time.sleep(60)
+        raise
+lseg.cli.models._cmd_weights = preempted
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+sys.exit(main(["weights", "list"]))
+"""
+
+
+@pytest.mark.parametrize("pid1", [False, True])
+def test_a_second_sigterm_kills_at_once_also_as_pid_1(pid1):
+    """As a container's first process (pid 1: ``docker run``, a Kubernetes pod), where the kernel ignores
+    signals left to their default action, a second SIGTERM or Ctrl-C did nothing."""
+    import shutil
+    import subprocess
+    import sys
+
+    from hostile_inputs import cli_env
+
+    command = [sys.executable, "-c", _SECOND_SIGNAL]
+    if pid1:
+        if not shutil.which("unshare") or subprocess.run(["unshare", "--pid", "--fork", "true"], check=False).returncode:
+            pytest.skip("no pid namespace here (unshare --pid)")
+        command = ["unshare", "--pid", "--fork", *command]
+    done = subprocess.run(command, check=False, env=cli_env(), capture_output=True, text=True, timeout=50)
+    assert done.returncode in (143, -15), done.stderr
+    assert "interrupted" not in done.stderr  # killed, not stopped after the sleep
