@@ -66,11 +66,13 @@ def _stop_signals() -> Iterator[list[int]]:
     ours = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
     old = {s: signal.getsignal(s) for s in ours}
     mine = [s for s in ours if old[s] is ours[s]]
+    chld = getattr(signal, "SIGCHLD", None)  # not on Windows
 
     def stop(signum: int, frame: object) -> None:
         received.append(signum)
         # SLURM signals every process of a job: torch's SIGCHLD handler would raise on DataLoader workers it killed
-        old.setdefault(signal.SIGCHLD, signal.signal(signal.SIGCHLD, signal.SIG_DFL))
+        if chld is not None and chld not in old:
+            old[chld] = signal.signal(chld, signal.SIG_DFL)
         for s in mine:  # the kernel ignores SIG_DFL signals to pid 1 (a container's first process)
             signal.signal(s, signal.SIG_DFL if os.getpid() != 1 else lambda n, f: os._exit(128 + n))
         raise KeyboardInterrupt
@@ -81,7 +83,7 @@ def _stop_signals() -> Iterator[list[int]]:
         yield received
     finally:
         for s, handler in old.items():
-            if s in mine or s == signal.SIGCHLD:
+            if s in mine or s == chld:
                 signal.signal(s, handler)
 
 

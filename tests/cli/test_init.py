@@ -167,3 +167,12 @@ def test_a_second_sigterm_kills_at_once_also_as_pid_1(pid1):
     done = subprocess.run(command, check=False, env=cli_env(), capture_output=True, text=True, timeout=50)
     assert done.returncode in (143, -15), done.stderr
     assert "interrupted" not in done.stderr  # killed, not stopped after the sleep
+
+
+def test_a_platform_without_sigchld_runs_and_stops_commands(default_signals, monkeypatch, capsys):
+    """Windows has no SIGCHLD: every command failed as it ended (the handlers put back named it)."""
+    import signal
+
+    monkeypatch.delattr(signal, "SIGCHLD")
+    assert main(["weights", "list"]) == 0
+    test_sigterm_stops_a_command_as_ctrl_c_does(None, monkeypatch, capsys)
