@@ -17,7 +17,10 @@ from lseg.errors import LSegError
 from lseg.features.presets import FeatureExtractor
 from lseg.features.store import StoreSettings, StoreWriter
 from lseg.inference.folder import weights_identity
+from lseg.io import check_writable
+from lseg.jobs.claims import ClaimSet, hold_recipe
 from lseg.jobs.engine import Report, finished, pending_units, write_unit
+from lseg.jobs.records import digest
 
 
 class _UnitWorker:
@@ -78,35 +81,37 @@ def export_store_ray(extractor: FeatureExtractor | Callable[[], FeatureExtractor
     if not todo:
         writer.finish(report)
         return report
-    if not ray.is_initialized():
-        handler = signal.getsignal(signal.SIGTERM)
-        ray.init(address=address)
-        if handler is not None:  # ray.init's own exits (or aborts) at once: SIGTERM stops the job as Ctrl-C does
-            signal.signal(signal.SIGTERM, handler)
-    writer.setup()  # as run_job: the model, the manifest, and the index removed until every unit is done again
-    device = "cuda" if num_gpus_per_worker else None
-    if device:
-        writer.extractor.to("cpu")  # type: ignore[union-attr]
-    ref = ray.put(writer)
-    ds = ray.data.from_items([{"unit": u.data.id, "status": u.status} for u in todo], override_num_blocks=len(todo))
-    ds = ds.map_batches(
-        _UnitWorker, fn_constructor_kwargs={"writer_ref": ref, "recipe": recipe, "device": device},
-        batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_workers),
-        num_cpus=1 if not num_gpus_per_worker else None, num_gpus=num_gpus_per_worker or None,
-    )
-    changed = {u.data.id: u.changed for u in todo}
-    context = ray.data.DataContext.get_current()
-    bars, context.enable_progress_bars = context.enable_progress_bars, progress and context.enable_progress_bars
-    try:
-        for row in ds.iter_rows():
-            report.written += [out / f"unit {int(row['unit'])}"] * int(row["written"])
-            report.redone += [out / f"unit {int(row['unit'])}"] * int(row["redone"])
-            report.changed |= changed[int(row["unit"])] if row["redone"] else set()
-            report.failed += [(Path(p), r) for p, r in json.loads(str(row["failed"]))]
-    except KeyboardInterrupt:  # the units finished are kept; the others are written by the next run
-        report.interrupted = True
-        return finished(report)
-    finally:
-        context.enable_progress_bars = bars
+    with ClaimSet() as claims:  # as run_job: a job with other settings is refused while this one writes
+        hold_recipe(claims, check_writable(out), digest(recipe), "write")
+        if not ray.is_initialized():
+            handler = signal.getsignal(signal.SIGTERM)
+            ray.init(address=address)
+            if handler is not None:  # ray.init's own exits (or aborts) at once: SIGTERM stops the job as Ctrl-C does
+                signal.signal(signal.SIGTERM, handler)
+        writer.setup()  # as run_job: the model, the manifest, and the index removed until every unit is done again
+        device = "cuda" if num_gpus_per_worker else None
+        if device:
+            writer.extractor.to("cpu")  # type: ignore[union-attr]
+        ref = ray.put(writer)
+        ds = ray.data.from_items([{"unit": u.data.id, "status": u.status} for u in todo], override_num_blocks=len(todo))
+        ds = ds.map_batches(
+            _UnitWorker, fn_constructor_kwargs={"writer_ref": ref, "recipe": recipe, "device": device},
+            batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_workers),
+            num_cpus=1 if not num_gpus_per_worker else None, num_gpus=num_gpus_per_worker or None,
+        )
+        changed = {u.data.id: u.changed for u in todo}
+        context = ray.data.DataContext.get_current()
+        bars, context.enable_progress_bars = context.enable_progress_bars, progress and context.enable_progress_bars
+        try:
+            for row in ds.iter_rows():
+                report.written += [out / f"unit {int(row['unit'])}"] * int(row["written"])
+                report.redone += [out / f"unit {int(row['unit'])}"] * int(row["redone"])
+                report.changed |= changed[int(row["unit"])] if row["redone"] else set()
+                report.failed += [(Path(p), r) for p, r in json.loads(str(row["failed"]))]
+        except KeyboardInterrupt:  # the units finished are kept; the others are written by the next run
+            report.interrupted = True
+            return finished(report)
+        finally:
+            context.enable_progress_bars = bars
     writer.finish(report)
     return report

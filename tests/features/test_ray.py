@@ -167,3 +167,19 @@ def test_a_ray_export_with_nothing_to_do_builds_no_model(tmp_path: Path) -> None
     report = export_store_ray(build, [photos], tmp_path / "st", settings=settings, description=ex.describe(),
                               model=weights_identity(ex.model))
     assert report.summary() == "0 written, 2 already done, 0 failed"
+
+
+def test_a_ray_export_is_refused_while_a_job_with_other_settings_writes_there(tmp_path: Path, fake_ray) -> None:  # type: ignore[no-untyped-def]
+    """The Ray driver held no recipe claim: with --overwrite it wrote into a store another job was writing with
+    other settings (a mixed store), where two local jobs refuse each other."""
+    from lseg.features.ray_export import export_store_ray
+    from lseg.jobs.claims import ClaimSet, hold_recipe
+
+    photos, use = fake_ray
+    use(_Rows(stop=False))
+    ex = FeatureExtractor(lseg.LSegPredictor(lseg.create_model("lseg_tiny_test"), size=32), "ours")
+    with ClaimSet() as other:
+        hold_recipe(other, tmp_path / "st", "a-recipe-of-other-settings", "write")
+        with pytest.raises(lseg.LSegError, match="is writing into .* with other settings"):
+            export_store_ray(ex, [photos], tmp_path / "st", settings=StoreSettings(frames_per_shard=1), overwrite=True)
+    assert not (tmp_path / "st" / "store.json").exists()
