@@ -92,17 +92,17 @@ def export_store_ray(extractor: FeatureExtractor | Callable[[], FeatureExtractor
         device = "cuda" if num_gpus_per_worker else None
         if device:
             writer.extractor.to("cpu")  # type: ignore[union-attr]
-        ref = ray.put(writer)
-        ds = ray.data.from_items([{"unit": u.data.id, "status": u.status} for u in todo], override_num_blocks=len(todo))
-        ds = ds.map_batches(
-            _UnitWorker, fn_constructor_kwargs={"writer_ref": ref, "recipe": recipe, "device": device},
-            batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_workers),
-            num_cpus=1 if not num_gpus_per_worker else None, num_gpus=num_gpus_per_worker or None,
-        )
         changed = {u.data.id: u.changed for u in todo}
-        context = ray.data.DataContext.get_current()
+        context = ray.data.DataContext.get_current()  # a dataset copies it as it is made
         bars, context.enable_progress_bars = context.enable_progress_bars, progress and context.enable_progress_bars
         try:
+            ds = ray.data.from_items([{"unit": u.data.id, "status": u.status} for u in todo],
+                                     override_num_blocks=len(todo))
+            ds = ds.map_batches(
+                _UnitWorker, fn_constructor_kwargs={"writer_ref": ray.put(writer), "recipe": recipe, "device": device},
+                batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_workers),
+                num_cpus=1 if not num_gpus_per_worker else None, num_gpus=num_gpus_per_worker or None,
+            )
             for row in ds.iter_rows():
                 report.written += [out / f"unit {int(row['unit'])}"] * int(row["written"])
                 report.redone += [out / f"unit {int(row['unit'])}"] * int(row["redone"])

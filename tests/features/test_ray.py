@@ -85,10 +85,10 @@ class _Rows:
         self.stop, self.bars = stop, None
 
     def map_batches(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.bars = ray.data.DataContext.get_current().enable_progress_bars  # a dataset copies it as it is made
         return self
 
     def iter_rows(self):  # type: ignore[no-untyped-def]
-        self.bars = ray.data.DataContext.get_current().enable_progress_bars
         yield {"unit": 0, "written": 1, "redone": 0, "failed": "[]"}
         if self.stop:
             raise KeyboardInterrupt
