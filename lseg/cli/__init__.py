@@ -4,10 +4,13 @@ Every user error is one line on stderr (``error: ...``) and exit code 2."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 from lseg.cli import bench, features, models, segment
 from lseg.cli.parser import Parser
@@ -52,8 +55,47 @@ def _add_verbose(sub: argparse._SubParsersAction) -> None:
                 _add_verbose(action)
 
 
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[list[int]]:
+    """SIGTERM (SLURM, Kubernetes, ``kill``, ``timeout``) stops a command as Ctrl-C does (KeyboardInterrupt);
+    a second SIGINT or SIGTERM kills at once. Yields the signals received; handlers ignored or set by a caller are kept."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    ours = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    old = {s: signal.getsignal(s) for s in ours}
+    mine = [s for s in ours if old[s] is ours[s]]
+    chld = getattr(signal, "SIGCHLD", None)  # not on Windows
+
+    def stop(signum: int, frame: object) -> None:
+        received.append(signum)
+        # SLURM signals every process of a job: torch's SIGCHLD handler would raise on DataLoader workers it killed
+        if chld is not None and chld not in old:
+            old[chld] = signal.signal(chld, signal.SIG_DFL)
+        for s in mine:  # the kernel ignores SIG_DFL signals to pid 1 (a container's first process)
+            signal.signal(s, signal.SIG_DFL if os.getpid() != 1 else lambda n, f: os._exit(128 + n))
+        raise KeyboardInterrupt
+
+    try:
+        for s in mine:
+            signal.signal(s, stop)
+        yield received
+    finally:
+        for s, handler in old.items():
+            if s in mine or s == chld:
+                signal.signal(s, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one ``lseg`` command; the exit code (0, 1: some files failed, 2: an error, 130: interrupted)."""
+    """Run one ``lseg`` command; the exit code (0, 1: some files failed, 2: an error, 130: interrupted by
+    Ctrl-C, 143: by SIGTERM)."""
+    with _stop_signals() as received:
+        code = _run(argv)
+    return 128 + received[0] if received and code == 130 else code
+
+
+def _run(argv: Sequence[str] | None) -> int:
     from lseg.console import setup_logging
 
     args = build_parser().parse_args(argv)

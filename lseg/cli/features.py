@@ -142,18 +142,14 @@ def _features_store(args: argparse.Namespace, inputs: tuple[str, ...], opts: Fea
     def extractor() -> FeatureExtractor:
         return FeatureExtractor(common.make_predictor(args, source, popts), preset, resolution)
 
+    description = describe(preset, resolution, (popts.size, popts.crop_size, popts.window_stride))
     if store.engine == "ray":
         from lseg.features.ray_export import export_store_ray
 
-        if store.ray_address:
-            import ray
-
-            ray.init(address=store.ray_address)
-        return export_store_ray(extractor(), inputs, opts.out, num_workers=store.workers,
-                                num_gpus_per_worker=store.gpus_per_worker, settings=settings,
-                                checkpoint=checkpoint, overwrite=opts.overwrite, reduce=store.reduce,
-                                model=model)
-    description = describe(preset, resolution, (popts.size, popts.crop_size, popts.window_stride))
+        return export_store_ray(
+            extractor, inputs, opts.out, num_workers=store.workers, num_gpus_per_worker=store.gpus_per_worker,
+            settings=settings, checkpoint=checkpoint, overwrite=opts.overwrite, reduce=store.reduce, model=model,
+            address=store.ray_address, description=description, progress=not opts.quiet)
     return export_store(extractor, inputs, opts.out, settings=settings, checkpoint=checkpoint, reduce=store.reduce,
                         description=description, model=model, **run)
 

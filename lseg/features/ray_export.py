@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+import signal
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,10 @@ from lseg.errors import LSegError
 from lseg.features.presets import FeatureExtractor
 from lseg.features.store import StoreSettings, StoreWriter
 from lseg.inference.folder import weights_identity
-from lseg.jobs.engine import Report, pending_units, write_unit
+from lseg.io import check_writable
+from lseg.jobs.claims import ClaimSet, hold_recipe
+from lseg.jobs.engine import Report, finished, pending_units, write_unit
+from lseg.jobs.records import digest
 
 
 class _UnitWorker:
@@ -32,54 +36,82 @@ class _UnitWorker:
         self.by_id = {u.data.id: u for u in writer.units()}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ids, written, failed = [], [], []
-        for unit_id in batch["unit"]:
+        ids, written, redone, failed = [], [], [], []
+        for unit_id, status in zip(batch["unit"], batch["status"]):
             report = Report()
             unit = self.by_id[int(unit_id)]
+            unit.status = str(status)  # as the driver planned it: a "redo" recomputes every shard
             try:
                 write_unit(self.writer, unit, None, self.recipe, report)
             except LSegError as e:
                 report.failed.append((unit.source, str(e)))
             ids.append(int(unit_id))
             written.append(len(report.written))
+            redone.append(len(report.redone))
             failed.append(json.dumps([[str(p), r] for p, r in report.failed]))
-        return {"unit": np.array(ids), "written": np.array(written), "failed": np.array(failed)}
+        return {"unit": np.array(ids), "written": np.array(written), "redone": np.array(redone),
+                "failed": np.array(failed)}
 
 
-def export_store_ray(extractor: FeatureExtractor, inputs: Sequence[str | os.PathLike[str]],
+def export_store_ray(extractor: FeatureExtractor | Callable[[], FeatureExtractor], inputs: Sequence[str | os.PathLike[str]],
                      out_dir: str | os.PathLike[str], *, num_workers: int = 2, num_gpus_per_worker: float = 0,
                      settings: StoreSettings | None = None, checkpoint: str | None = None,
                      overwrite: bool = False, reduce: int | None = None,
-                     model: dict[str, Any] | None = None) -> Report:
+                     model: dict[str, Any] | None = None, address: str | None = None,
+                     description: Mapping[str, Any] | None = None, progress: bool = True) -> Report:
     """:func:`lseg.features.store.export_store` with the units spread over ``num_workers`` Ray actors
     (``num_gpus_per_worker`` each; 0: one CPU each); ``model``: what identifies the weights (default:
-    config and weights hash)."""
+    config and weights hash); ``address``: the cluster's, if Ray is not initialised yet (unset: a local one);
+    ``extractor`` a function building it, as :func:`~lseg.features.store.export_store` takes it; ``progress``:
+    Ray Data's progress bars."""
     try:
         import ray
     except ModuleNotFoundError:
         raise LSegError("the Ray export needs Ray Data: pip install 'lseg[scale]'") from None
     if num_workers < 1:
         raise LSegError(f"num_workers must be >= 1, got {num_workers}")
+    if not isinstance(extractor, FeatureExtractor) and (description is None or model is None):
+        raise TypeError("export_store_ray: a function building the extractor needs description and model")
     out = Path(out_dir).expanduser()
-    model = model or weights_identity(extractor.model)
-    writer = StoreWriter(inputs, out, description=extractor.describe(), model=model, extractor=extractor,
+    writer = StoreWriter(inputs, out, description=description or extractor.describe(),  # type: ignore[union-attr]
+                         model=model or weights_identity(extractor.model), extractor=extractor,  # type: ignore[union-attr]
                          settings=settings, checkpoint=checkpoint, overwrite=overwrite, reduce=reduce)
     report = Report()
     _, todo, recipe = pending_units(writer, overwrite, report)
-    if todo:
-        writer.setup()  # as run_job: the manifest, and the index removed until every unit is done again
+    if not todo:
+        writer.finish(report)
+        return report
+    with ClaimSet() as claims:  # as run_job: a job with other settings is refused while this one writes
+        hold_recipe(claims, check_writable(out), digest(recipe), "write")
+        if not ray.is_initialized():
+            handler = signal.getsignal(signal.SIGTERM)
+            ray.init(address=address)
+            if handler is not None:  # ray.init's own exits (or aborts) at once: SIGTERM stops the job as Ctrl-C does
+                signal.signal(signal.SIGTERM, handler)
+        writer.setup()  # as run_job: the model, the manifest, and the index removed until every unit is done again
         device = "cuda" if num_gpus_per_worker else None
         if device:
-            extractor.to("cpu")
-        ref = ray.put(writer)
-        ds = ray.data.from_items([{"unit": u.data.id} for u in todo], override_num_blocks=len(todo))
-        ds = ds.map_batches(
-            _UnitWorker, fn_constructor_kwargs={"writer_ref": ref, "recipe": recipe, "device": device},
-            batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_workers),
-            num_cpus=1 if not num_gpus_per_worker else None, num_gpus=num_gpus_per_worker or None,
-        )
-        for row in ds.iter_rows():
-            report.written += [out / f"unit {int(row['unit'])}"] * int(row["written"])
-            report.failed += [(Path(p), r) for p, r in json.loads(str(row["failed"]))]
+            writer.extractor.to("cpu")  # type: ignore[union-attr]
+        changed = {u.data.id: u.changed for u in todo}
+        context = ray.data.DataContext.get_current()  # a dataset copies it as it is made
+        bars, context.enable_progress_bars = context.enable_progress_bars, progress and context.enable_progress_bars
+        try:
+            ds = ray.data.from_items([{"unit": u.data.id, "status": u.status} for u in todo],
+                                     override_num_blocks=len(todo))
+            ds = ds.map_batches(
+                _UnitWorker, fn_constructor_kwargs={"writer_ref": ray.put(writer), "recipe": recipe, "device": device},
+                batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_workers),
+                num_cpus=1 if not num_gpus_per_worker else None, num_gpus=num_gpus_per_worker or None,
+            )
+            for row in ds.iter_rows():
+                report.written += [out / f"unit {int(row['unit'])}"] * int(row["written"])
+                report.redone += [out / f"unit {int(row['unit'])}"] * int(row["redone"])
+                report.changed |= changed[int(row["unit"])] if row["redone"] else set()
+                report.failed += [(Path(p), r) for p, r in json.loads(str(row["failed"]))]
+        except KeyboardInterrupt:  # the units finished are kept; the others are written by the next run
+            report.interrupted = True
+            return finished(report)
+        finally:
+            context.enable_progress_bars = bars
     writer.finish(report)
     return report

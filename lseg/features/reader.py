@@ -17,7 +17,7 @@ from lseg.jobs.inputs import is_complete, read_record
 from lseg.jobs.records import digest
 
 __all__ = ["FORMAT", "PROJECTION", "REDUCTION_DIR", "STORE_INDEX", "STORE_MANIFEST", "VERSION", "FeatureStore",
-           "unit_record"]
+           "unit_done", "unit_record"]
 
 FORMAT = "lseg-feature-store"
 VERSION = 1
@@ -29,6 +29,11 @@ PROJECTION = "projection.safetensors"
 
 def unit_record(store: Path, unit_id: int) -> Path:
     return store / "shards" / f"u{int(unit_id):06d}.json"
+
+
+def unit_done(manifest: dict[str, Any], record: dict | None) -> bool:
+    """Whether a unit's record is complete and of the store's recipe (not of a part run with other settings)."""
+    return is_complete(record) and manifest.get("recipe") in (None, record.get("digest"))  # type: ignore[union-attr]
 
 
 class FeatureStore:
@@ -45,7 +50,8 @@ class FeatureStore:
             raise LSegError(f"{self.path}/{STORE_MANIFEST} is not an {FORMAT} manifest")
         index = self.path / STORE_INDEX
         if not index.is_file():
-            done = sum(is_complete(read_record(unit_record(self.path, u["id"]))) for u in self.manifest["units"])
+            done = sum(unit_done(self.manifest, read_record(unit_record(self.path, u["id"])))
+                       for u in self.manifest["units"])
             raise LSegError(f"{self.path} is incomplete ({done} of {len(self.manifest['units'])} units done); "
                             "re-run the same export to finish it")
         self.index: dict[str, Any] = json.loads(index.read_text())

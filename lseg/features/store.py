@@ -22,11 +22,19 @@ from lseg.features.derived import reduce_store
 from lseg.features.export import job_part
 from lseg.features.options import VideoSampling
 from lseg.features.presets import FeatureExtractor, json_safe
-from lseg.features.reader import FORMAT, STORE_INDEX, STORE_MANIFEST, VERSION, FeatureStore, unit_record
+from lseg.features.reader import (
+    FORMAT,
+    STORE_INDEX,
+    STORE_MANIFEST,
+    VERSION,
+    FeatureStore,
+    unit_done,
+    unit_record,
+)
 from lseg.inference.folder import weights_identity, weights_sha256
 from lseg.io import Staged, atomic_write, iter_frames, load_image
 from lseg.jobs.engine import Report, Unit, Writer, finished, reported, run_job
-from lseg.jobs.inputs import Media, collect_media, is_complete, read_record
+from lseg.jobs.inputs import Media, collect_media, read_record
 from lseg.jobs.records import digest
 from lseg.options import option
 
@@ -280,7 +288,7 @@ def finalize_store(out: str | os.PathLike[str]) -> bool:
         return False
     manifest = json.loads((out / STORE_MANIFEST).read_text())
     records = [read_record(unit_record(out, u["id"])) for u in manifest["units"]]
-    if not all(map(is_complete, records)):
+    if not all(unit_done(manifest, r) for r in records):  # a part re-run with other settings: not over mixed features
         return False
     frames = [{"id": i, **f} for i, f in enumerate(f for r in records for f in r["frames"])]
     failed = [f for r in records for f in r["failed"]]

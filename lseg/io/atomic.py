@@ -46,12 +46,14 @@ def hidden_sibling(target: Path, tail: str) -> Path:
     return target.with_name(f".{name}{tail}")
 
 
-def _temp_path_for(target: Path, keep_suffix: bool = True, folder: bool = False) -> Path:
+def _temp_path_for(target: Path, made: list[Path], keep_suffix: bool = True, folder: bool = False) -> Path:
     """A new hidden temp file (``folder``: a folder) next to ``target``: mode 0o666 less the umask, as
-    ``open()`` gives, and ``target``'s suffix, for writers that pick the format by it (PIL)."""
+    ``open()`` gives, and ``target``'s suffix, for writers that pick the format by it (PIL). Appended to
+    ``made`` before it exists, so that Ctrl-C or SIGTERM cannot leave one its caller does not know."""
     suffix = target.suffix if keep_suffix and not folder else ""
     for _ in range(100):
         tmp = hidden_sibling(target, f".{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}.tmp{suffix}")
+        made.append(tmp)
         try:
             if folder:
                 tmp.mkdir()
@@ -59,6 +61,7 @@ def _temp_path_for(target: Path, keep_suffix: bool = True, folder: bool = False)
                 tmp.touch(0o666, exist_ok=False)  # O_CREAT | O_EXCL
             return tmp
         except FileExistsError:
+            made.pop()
             continue
     raise FileExistsError(errno.EEXIST, f"could not create a temporary {'folder' if folder else 'file'} next to it",
                           str(target))  # with its errno, so that every caller reports it as a write error
@@ -90,9 +93,13 @@ def write_error(target: Path, e: OSError) -> OutputWriteError:
 def check_writable(folder: str | os.PathLike[str]) -> Path:
     """Create ``folder`` and a temp file in it, or :class:`OutputWriteError` (before any work is done)."""
     root = Path(os.fspath(folder)).expanduser()
+    made: list[Path] = []
     with _write_errors(root):
         root.mkdir(parents=True, exist_ok=True)
-        _temp_path_for(root / "write-test").unlink()
+        try:
+            _temp_path_for(root / "write-test", made)
+        finally:
+            _remove(made)
     return root
 
 
@@ -140,18 +147,24 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], object])
     target = Path(os.fspath(path)).expanduser()
     with _write_errors(target):
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _temp_path_for(target)
+        made: list[Path] = []
         try:
+            tmp = _temp_path_for(target, made)
             mode = os.stat(tmp).st_mode & 0o777  # 0o666 less the umask, as a plain open() gives
             writer(tmp)
             if os.stat(tmp).st_mode & 0o777 != mode:  # a writer that replaced the file (safetensors: 0600)
                 os.chmod(tmp, mode)
             os.replace(tmp, target)
         except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
+            _remove(made)
             raise
     return target
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 #: errnos of ``link()`` on file systems without hard links (FAT, some FUSE and SMB mounts).
@@ -163,8 +176,9 @@ def create_exclusive(path: str | os.PathLike[str], data: bytes) -> bool:
     hard-linked to ``path`` (atomic, also on NFS), so the file is complete when it appears; without
     hard links: ``O_EXCL`` + write."""
     target = Path(os.fspath(path))
-    tmp = _temp_path_for(target, keep_suffix=False)  # not a look-alike of ``path`` to globbing readers
+    made: list[Path] = []
     try:
+        tmp = _temp_path_for(target, made, keep_suffix=False)  # not a look-alike of ``path`` to globbing readers
         tmp.write_bytes(data)
         try:
             os.link(tmp, target)
@@ -187,8 +201,7 @@ def create_exclusive(path: str | os.PathLike[str], data: bytes) -> bool:
             raise
         return True
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        _remove(made)
 
 
 @contextlib.contextmanager
@@ -212,13 +225,15 @@ def atomic_files(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(os.fspath(path)).expanduser()
     with _write_errors(target):
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _temp_path_for(target, folder=True)
+        made: list[Path] = []
         try:
+            tmp = _temp_path_for(target, made, folder=True)
             yield tmp
             for f in sorted(tmp.iterdir(), key=lambda f: (f.name == target.name, f.name)):
                 os.replace(f, target.parent / f.name)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            for folder in made:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def _check_name_fits(target: Path) -> None:
@@ -236,7 +251,8 @@ class Staged:
     :meth:`commit` moves them all into place (in that order), :meth:`discard` removes them."""
 
     def __init__(self) -> None:
-        self._temps: list[tuple[Path, Path]] = []
+        self._temps: list[Path] = []
+        self._finals: list[Path] = []
 
     def write(self, target: str | os.PathLike[str], writer: Callable[[Path], object]) -> Path:
         """``writer(temp file)`` for ``target`` (its folder created); a file-system error names ``target``."""
@@ -244,19 +260,19 @@ class Staged:
         with _write_errors(final):
             final.parent.mkdir(parents=True, exist_ok=True)
             _check_name_fits(final)  # here, not at commit: a unit's files must all move or none
-            tmp = _temp_path_for(final)
-            self._temps.append((tmp, final))
+            tmp = _temp_path_for(final, self._temps)
+            self._finals.append(final)
             writer(tmp)
         return tmp
 
     def commit(self) -> None:
-        for tmp, final in self._temps:
+        for tmp, final in zip(self._temps, self._finals):
             with _write_errors(final):
                 os.replace(tmp, final)
         self._temps.clear()
+        self._finals.clear()
 
     def discard(self) -> None:
-        for tmp, _ in self._temps:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        _remove(self._temps)
         self._temps.clear()
+        self._finals.clear()

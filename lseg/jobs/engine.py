@@ -41,6 +41,7 @@ class Unit:
     status: Status = "new"
     inputs: tuple[Path, ...] = ()
     stamp: list | None = None  # the inputs' sizes and times, as the unit was claimed
+    changed: set[str] = field(default_factory=set)  # the recipe keys that make it a "redo"
 
     def __post_init__(self) -> None:
         self.key = self.targets[0] if self.targets else self.record  # what workers claim
@@ -275,8 +276,8 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
 
 def pending_units(writer: Writer, overwrite: bool, report: Report, shard: tuple[int, int] = (0, 1)
                   ) -> tuple[list[Unit], list[Unit], dict[str, Any]]:
-    """This shard's units (checked for clashes), those not done yet (the others counted as skipped
-    in ``report``), and the recipe."""
+    """This shard's units (checked for clashes), those not done yet (their ``status`` and ``changed`` set;
+    the others counted as skipped in ``report``), and the recipe."""
     units = writer.units()
     if not units:  # exit 0 with "0 written" alone would not say why
         _logger.warning("%s: nothing to process (an empty folder, or no files of a supported type)", writer.kind)
@@ -287,7 +288,8 @@ def pending_units(writer: Writer, overwrite: bool, report: Report, shard: tuple[
     for unit in mine:
         # nothing removed yet: a unit to redo is planned again once claimed, its old files removed when written
         own = writer.unit_recipe(unit, recipe)
-        if plan(_targets_now(unit), unit.record, own, overwrite, stamp=_stamp(unit))[0] == "done":
+        unit.status, unit.changed = plan(_targets_now(unit), unit.record, own, overwrite, stamp=_stamp(unit))
+        if unit.status == "done":
             report.skipped += _counted(unit, read_record(unit.record))
         else:
             todo.append(unit)

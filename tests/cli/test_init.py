@@ -28,3 +28,151 @@ def test_out_of_memory_is_one_line(monkeypatch, capsys, error):
     assert main(["weights", "list"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: out of memory (") and err.count("\n") == 1
+
+
+@pytest.fixture
+def default_signals():  # type: ignore[no-untyped-def]
+    """SIGINT and SIGTERM as a fresh ``lseg`` process has them (libraries the suite loads change them)."""
+    import signal
+
+    old = {s: signal.signal(s, h) for s, h in ((signal.SIGINT, signal.default_int_handler),
+                                                (signal.SIGTERM, signal.SIG_DFL))}
+    yield
+    for s, h in old.items():
+        signal.signal(s, h)
+
+
+def test_sigterm_stops_a_command_as_ctrl_c_does(default_signals, monkeypatch, capsys):
+    """SIGTERM (SLURM, Kubernetes, kill) killed lseg outright: no summary, claims and temp files left."""
+    import os
+    import signal
+    import time
+
+    import lseg.cli.models
+
+    seen = {}
+
+    def preempted(args):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises at once
+        except KeyboardInterrupt:
+            seen["second"] = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+            raise
+
+    monkeypatch.setattr(lseg.cli.models, "_cmd_weights", preempted)
+    assert main(["weights", "list"]) == 143
+    assert capsys.readouterr().err == "interrupted\n"
+    assert seen["second"] == (signal.SIG_DFL, signal.SIG_DFL)  # a second signal kills at once
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the caller's handlers back
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sigterm_to_every_process_of_a_job_is_no_dataloader_error(default_signals, monkeypatch, capsys):
+    """scancel signals the DataLoader workers too: torch's SIGCHLD handler raised "worker killed by signal"
+    while the command was stopping (a traceback, exit 1, no checkpoint saved)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    import lseg.cli.models
+
+    def preempted(args):
+        batches = iter(DataLoader(list(range(100)), num_workers=1))
+        next(batches)
+        worker = batches._workers[0].pid  # type: ignore[attr-defined]
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except KeyboardInterrupt:  # stopping (a checkpoint being saved) as the same signal kills the worker
+            subprocess.run(["kill", "-TERM", str(worker)], check=True)  # not from its parent: it dies of it
+            for _ in range(200):
+                time.sleep(0.01)  # torch's SIGCHLD handler raised here
+            raise
+
+    assert torch.multiprocessing.get_start_method() == "fork"
+    monkeypatch.setattr(lseg.cli.models, "_cmd_weights", preempted)
+    assert main(["weights", "list"]) == 143
+    assert capsys.readouterr().err == "interrupted\n"
+
+
+@pytest.mark.slow  # SIGTERM to a process
+def test_the_cli_prints_the_summary_on_sigterm(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+    from hostile_inputs import cli_env
+    from PIL import Image
+
+    photos = tmp_path / "in"
+    photos.mkdir()
+    for i in range(300):  # enough that a loaded machine cannot finish them all before the signal
+        Image.fromarray(np.full((24, 24, 3), i % 250, np.uint8)).save(photos / f"p{i:03d}.png")
+    prelude = ("import runpy, signal, sys; signal.signal(signal.SIGTERM, signal.SIG_DFL); "
+               "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM}); sys.argv[0] = 'lseg'; "
+               "runpy.run_module('lseg.cli', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", prelude, "segment", str(photos), "-l", "a, b", "-o",
+                             str(tmp_path / "o"), "--random-weights", "lseg_tiny_test", "--size", "32",
+                             "--batch-size", "1"], env=cli_env(), stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "o").glob("*_labels.json")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    assert "segment (into" in err and "already done" in err and "; interrupted" in err
+    assert not list((tmp_path / "o").glob(".*"))  # no claim or temp file left
+
+
+_SECOND_SIGNAL = """
+import os, signal, sys, time
+import lseg.cli.models
+from lseg.cli import main
+def preempted(args):
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    except KeyboardInterrupt:
+        os.kill(os.getpid(), signal.SIGTERM)  # the second one, while stopping: kills at once
+        time.sleep(60)
+        raise
+lseg.cli.models._cmd_weights = preempted
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+sys.exit(main(["weights", "list"]))
+"""
+
+
+@pytest.mark.parametrize("pid1", [False, True])
+def test_a_second_sigterm_kills_at_once_also_as_pid_1(pid1):
+    """As a container's first process (pid 1: ``docker run``, a Kubernetes pod), where the kernel ignores
+    signals left to their default action, a second SIGTERM or Ctrl-C did nothing."""
+    import shutil
+    import subprocess
+    import sys
+
+    from hostile_inputs import cli_env
+
+    command = [sys.executable, "-c", _SECOND_SIGNAL]
+    if pid1:
+        if not shutil.which("unshare") or subprocess.run(["unshare", "--pid", "--fork", "true"], check=False).returncode:
+            pytest.skip("no pid namespace here (unshare --pid)")
+        command = ["unshare", "--pid", "--fork", *command]
+    done = subprocess.run(command, check=False, env=cli_env(), capture_output=True, text=True, timeout=50)
+    assert done.returncode in (143, -15), done.stderr
+    assert "interrupted" not in done.stderr  # killed, not stopped after the sleep
+
+
+def test_a_platform_without_sigchld_runs_and_stops_commands(default_signals, monkeypatch, capsys):
+    """Windows has no SIGCHLD: every command failed as it ended (the handlers put back named it)."""
+    import signal
+
+    monkeypatch.delattr(signal, "SIGCHLD")
+    assert main(["weights", "list"]) == 0
+    test_sigterm_stops_a_command_as_ctrl_c_does(None, monkeypatch, capsys)

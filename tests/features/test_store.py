@@ -335,3 +335,23 @@ def test_two_stores_of_one_relative_name_export_into_one_folder(tmp_path: Path, 
         export_store(FeatureExtractor(predictor), ["img"], "st", progress=False)
         export_layout("st", "openscene", tmp_path / "exp")
     assert sorted(p.name for p in (tmp_path / "exp").glob("*.pt")) == ["x.pt", "y.pt", "z.pt"]
+
+
+def test_a_part_rerun_with_other_settings_leaves_no_index_over_mixed_features(
+        tmp_path: Path, predictor: lseg.LSegPredictor, inputs: Path) -> None:
+    """``--shard 1/2 --overwrite`` with another preset on a finished store: its index listed the other
+    part's frames, made with the old settings, under a manifest naming the new ones."""
+    out = tmp_path / "st"
+    for part in range(2):
+        export_store(FeatureExtractor(predictor, "ours"), [inputs], out, settings=SETTINGS, shard=(part, 2),
+                     progress=False)
+    other = FeatureExtractor(predictor, "openscene")
+    report = export_store(other, [inputs], out, settings=SETTINGS, shard=(1, 2), overwrite=True, progress=False)
+    assert report.summary() == "2 written (2 redone: extractor changed), 0 already done, 0 failed"
+    assert not (out / "index.json").exists()
+    with pytest.raises(lseg.LSegError, match="incomplete \\(1 of 3 units done\\)"):
+        FeatureStore(out)
+    export_store(other, [inputs], out, settings=SETTINGS, shard=(0, 2), progress=False)  # the other part, redone
+    whole = tmp_path / "whole"
+    export_store(other, [inputs], whole, settings=SETTINGS, progress=False)
+    assert FeatureStore(out).index == FeatureStore(whole).index

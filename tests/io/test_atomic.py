@@ -41,6 +41,7 @@ from lseg.io import (
     atomic_files,
     atomic_write,
     check_writable,
+    create_exclusive,
     iter_frames,
     list_images,
     load_image,
@@ -485,3 +486,36 @@ def test_staged_refuses_a_name_too_long_before_any_file_moves(tmp_path):
     staged.discard()
     assert info.value.errno == errno.ENAMETOOLONG and not info.value.fatal  # that input fails, the job goes on
     assert (tmp_path / "a_labels.png").read_text() == "old" and os.listdir(tmp_path) == ["a_labels.png"]
+
+
+def _staged(path: Path) -> None:
+    from lseg.io import Staged
+
+    staged = Staged()
+    try:
+        staged.write(path, lambda p: p.write_text("x"))
+    finally:
+        staged.discard()
+
+
+@pytest.mark.parametrize("write", [
+    lambda p: atomic_write(p, lambda t: t.write_text("x")), _staged, lambda p: create_exclusive(p, b"x"),
+    lambda p: check_writable(p.parent), lambda p: contextlib.ExitStack().enter_context(atomic_files(p)),
+])
+def test_ctrl_c_as_a_temp_file_is_created_leaves_none(tmp_path, monkeypatch, write):
+    """Ctrl-C or SIGTERM handled just after the temp file was created, before its name reached the caller,
+    left it behind (``lseg segment`` stopped by SIGTERM: a hidden .tmp.png in the output folder)."""
+    touch, mkdir = Path.touch, Path.mkdir
+
+    def interrupted(original):  # type: ignore[no-untyped-def]
+        def call(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            original(self, *args, **kwargs)
+            if ".tmp" in self.name:
+                raise KeyboardInterrupt
+        return call
+
+    monkeypatch.setattr(Path, "touch", interrupted(touch))
+    monkeypatch.setattr(Path, "mkdir", interrupted(mkdir))
+    with pytest.raises(KeyboardInterrupt):
+        write(tmp_path / "out.png")
+    assert os.listdir(tmp_path) == []

@@ -154,7 +154,7 @@ hang_at, calls, original = int(os.environ["HANG_AT"]), [0], lseg.io.atomic.Stage
 def commit(self):
     calls[0] += 1
     if calls[0] == hang_at:  # a unit's files are complete temp files; killed before they are renamed
-        print("HANGING", self._temps[0][1], flush=True)
+        print("HANGING", self._finals[0], flush=True)
         time.sleep(600)
     return original(self)
 lseg.io.atomic.Staged.commit = commit
