@@ -89,10 +89,6 @@ def _cmd_features(args: argparse.Namespace) -> int:
     # options of the other format: refused before anything is read or built
     if store.format == "store" and (opts.dtype != "float16" or opts.pca):
         raise LSegError("--format store writes float16 maps; --dtype float32 and --pca are for --format npy")
-    if store.format != "store" and (store.preset != "ours" or store.reduce or store.engine != "local"
-                                    or store.scales or store.flip is not None
-                                    or store.frames_per_shard != StoreOptions.frames_per_shard):
-        raise LSegError("--preset, --scales, --flip, --reduce, --frames-per-shard and --engine need --format store")
     if store.preset != "ours":
         refuse_geometry(popts, f"--preset {store.preset}")
     rank, world = torchrun_rank()

@@ -140,9 +140,13 @@ def test_cli_store_info_reduce_export(tmp_path: Path, inputs: Path, capsys: pyte
                  "-o", str(tmp_path / "f3")]) == 0
     assert torch.load(tmp_path / "f3" / "img0_fmap_CxHxW.pt").shape == (8, 24, 32)
     # presets are a store feature; the npy layout refuses them
-    for store_only in (["--preset", "vlmaps"], ["--frames-per-shard", "4"]):  # --frames-per-shard was ignored
+    for store_only in (["--preset", "vlmaps"], ["--frames-per-shard", "4"], ["--workers", "3"]):  # were ignored
         assert main(["features", str(inputs), "-o", str(tmp_path / "npy"), *store_only, *common]) == 2
-        assert "need --format store" in capsys.readouterr().err
+        assert "--format store" in capsys.readouterr().err
+    for ray_only in (["--workers", "3"], ["--ray-address", "auto"], ["--gpus-per-worker", "1"]):  # were ignored
+        assert main(["features", str(inputs), "-o", str(tmp_path / "st2"), "--format", "store", *ray_only,
+                     *common]) == 2
+        assert "needs --engine ray" in capsys.readouterr().err
     assert main(["features", str(inputs), "-o", str(tmp_path / "st2"), "--format", "store", "--pca", *common]) == 2
     assert "--pca are for --format npy" in capsys.readouterr().err
     assert not (tmp_path / "npy").exists() and not (tmp_path / "st2").exists()  # refused before creating -o
