@@ -109,21 +109,27 @@ class Reduction:
         """``sqrt(mse / mean |x|^2)``: RMS reconstruction error relative to the RMS vector length."""
         return float(np.sqrt(self.mse / self.mean_sq_norm)) if self.mean_sq_norm > 0 else 0.0
 
+    def _on(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The projection on ``t``'s device (a GPU's maps are encoded and decoded there)."""
+        return self.components.to(t.device), self.mean.to(t.device)
+
     def encode(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """(D, H, W) map or (N, D) vectors -> (k, H, W) / (N, k) float32."""
+        """(D, H, W) map or (N, D) vectors -> (k, H, W) / (N, k) float32, on x's device."""
         x = torch.as_tensor(x).float()
+        components, mean = self._on(x)
         if x.ndim == 3:
             d, h, w = x.shape
-            return (self.components @ (x.reshape(d, -1) - self.mean[:, None])).reshape(self.k, h, w)
-        return (x - self.mean) @ self.components.T
+            return (components @ (x.reshape(d, -1) - mean[:, None])).reshape(self.k, h, w)
+        return (x - mean) @ components.T
 
     def decode(self, z: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """(k, H, W) map or (N, k) vectors -> (D, H, W) / (N, D) float32 in the text space."""
+        """(k, H, W) map or (N, k) vectors -> (D, H, W) / (N, D) float32 in the text space, on z's device."""
         z = torch.as_tensor(z).float()
+        components, mean = self._on(z)
         if z.ndim == 3:
             k, h, w = z.shape
-            return (self.components.T @ z.reshape(k, -1) + self.mean[:, None]).reshape(self.dim, h, w)
-        return z @ self.components + self.mean
+            return (components.T @ z.reshape(k, -1) + mean[:, None]).reshape(self.dim, h, w)
+        return z @ components + mean
 
     def summary(self) -> dict[str, Any]:
         return {"k": self.k, "dim": self.dim, "fitted_pixels": self.count,

@@ -64,6 +64,15 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> FeatureStore:
     return FeatureStore(tmp / "st")
 
 
+def test_encode_and_decode_run_on_the_device_of_their_input() -> None:
+    """The projection stays on the CPU: a GPU map met it there (a device-mismatch error)."""
+    red = PCAFit(24).update(_data()).result(6)
+    for x in (torch.zeros(24, 5, 7, device="meta"), torch.zeros(9, 24, device="meta")):  # a device that is not the CPU
+        z = red.encode(x)
+        assert z.device.type == "meta" and z.shape[0 if x.ndim == 3 else 1] == 6
+        assert red.decode(z).device.type == "meta" and red.decode(z).shape == x.shape
+
+
 def test_one_projection_for_every_view_and_decode_error(store: FeatureStore) -> None:
     red = store.reduction
     assert red is not None and red.k == 8 and red.dim == 32
