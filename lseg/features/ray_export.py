@@ -86,7 +86,9 @@ def export_store_ray(extractor: FeatureExtractor | Callable[[], FeatureExtractor
         if not ray.is_initialized():
             handler = signal.getsignal(signal.SIGTERM)
             ray.init(address=address)
-            if handler is not None:  # ray.init's own exits (or aborts) at once: SIGTERM stops the job as Ctrl-C does
+            # ray.init's own exits (or aborts) at once: SIGTERM stops the job as Ctrl-C does (off the main thread
+            # Ray sets none, and none may be set)
+            if handler is not None and signal.getsignal(signal.SIGTERM) is not handler:
                 signal.signal(signal.SIGTERM, handler)
         writer.setup()  # as run_job: the model, the manifest, and the index removed until every unit is done again
         device = "cuda" if num_gpus_per_worker else None

@@ -1,5 +1,5 @@
-"""Inference: the predictor, its results, loaders, device checks. Names are imported on first use, so
-the command line can check a device without importing torch first."""
+"""Inference: the predictor, its results and loaders. Names are imported on first use, so that importing
+this package imports no torch."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ _EXPORTS = {
     "ADE20K_SCALES": "predictor", "LSegPredictor": "predictor", "MultiScaleConfig": "predictor",
     "images_per_forward": "predictor", "multiscale_logits": "predictor", "prepare_image": "predictor",
     "working_size": "predictor", "ImageEmbedding": "results", "PreparedImage": "results",
-    "SegmentationResult": "results", "to_numpy": "results", "check_device": "predictor",
-    "tune_allocator": "allocator",
+    "SegmentationResult": "results", "to_numpy": "results", "tune_allocator": "allocator",
 }
-__all__ = ['ADE20K_SCALES', 'ImageEmbedding', 'LSegPredictor', 'MultiScaleConfig', 'PreparedImage', 'SegmentationResult', 'check_device', 'images_per_forward', 'multiscale_logits', 'prepare_image', 'to_numpy', 'tune_allocator', 'working_size']
+__all__ = ['ADE20K_SCALES', 'ImageEmbedding', 'LSegPredictor', 'MultiScaleConfig', 'PreparedImage', 'SegmentationResult', 'images_per_forward', 'multiscale_logits', 'prepare_image', 'to_numpy', 'tune_allocator', 'working_size']
 
 
 def __getattr__(name: str) -> Any:

@@ -31,7 +31,8 @@ def _decoded_if_stream(image: Any) -> Any:
 def as_list(images: Any, method: str) -> list[Any]:
     """``images`` (any iterable) as a list; :class:`ConfigError` for one image, which would be iterated
     character by character (a path), row by row (an ``HxWx3`` array) or channel by channel (``CxHxW``)."""
-    array = isinstance(images, (np.ndarray, torch.Tensor))
+    # numbers, not an array of paths (``df["path"].values``)
+    array = isinstance(images, torch.Tensor) or isinstance(images, np.ndarray) and images.dtype.kind not in "OUSV"
     if isinstance(images, (str, bytes, os.PathLike, Image.Image)) or array and (images.ndim < 3 or images.ndim == 3 and (
             images.shape[-1] if isinstance(images, np.ndarray) else images.shape[0]) in (1, 3, 4)):
         what = f"a {'x'.join(map(str, images.shape))} array" if array else f"a {type(images).__name__}"

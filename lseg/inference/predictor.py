@@ -40,7 +40,7 @@ def _inference(method: Callable[..., Any]) -> Callable[..., Any]:
     in training mode since: it is restored)."""
     @functools.wraps(method)
     def run(self: LSegPredictor, *args: Any, **kwargs: Any) -> Any:
-        training = [m for m in self.model.modules() if m.training]
+        training = [m for m in self.model.modules() if m.training] if self._shared else []  # a walk: ~1 ms for ViT-L
         for m in training:
             m.training = False
         try:
@@ -88,6 +88,7 @@ class LSegPredictor:
         if device is not None:
             check_device(device)
         self.model = _prepared(model, device, precision, fast, options.compile, inplace)
+        self._shared = self.model is model  # the caller's model: it may put it in training mode between calls
         self.options = dataclasses.replace(options, precision=self.model.precision)  # what runs, not "auto"
         self.batch_size, self.label_chunk_size = options.batch_size, label_chunk_size
         self.size, self.crop_size, self.stride = options.size, options.crop_size, options.window_stride

@@ -526,7 +526,7 @@ def test_text_and_image_embeddings_can_feed_a_training_step():
     assert probe.weight.grad is not None and model.pixel_proj.weight.grad is not None
 
 
-def test_one_image_given_as_a_batch_is_refused_and_any_iterable_is_a_batch(predictor):
+def test_one_image_given_as_a_batch_is_refused_and_any_iterable_is_a_batch(predictor, tmp_path):
     """segment_batch(image) of one HxWx3 array segmented each of its rows as an image (H results);
     embed_images("photo.png") read "p", "h", ...; a generator of images raised TypeError (len)."""
     image = make_photo(20, 30)
@@ -538,6 +538,10 @@ def test_one_image_given_as_a_batch_is_refused_and_any_iterable_is_a_batch(predi
     assert len(predictor.segment_batch((image for _ in range(2)), "a, b")) == 2
     assert len(predictor.embed_images(iter([image, image]))) == 2
     assert len(predictor.segment_batch(np.stack([image] * 3), "a, b")) == 3  # a NxHxWx3 batch
+    paths = [str(tmp_path / f"{i}.png") for i in range(2)]
+    for path in paths:
+        Image.fromarray(image).save(path)
+    assert len(predictor.embed_images(np.array(paths))) == 2  # an array of paths (df["path"].values) is a batch
 
 
 def test_a_training_wrapper_is_unwrapped_and_another_module_refused_in_one_line():
