@@ -4,6 +4,7 @@ the writer writes with :func:`lseg.jobs.engine.write_unit`, as one process does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,9 +18,8 @@ from lseg.errors import LSegError
 from lseg.features.presets import FeatureExtractor
 from lseg.features.store import StoreSettings, StoreWriter
 from lseg.inference.folder import weights_identity
-from lseg.io import check_writable
 from lseg.jobs.claims import ClaimSet, hold_recipe
-from lseg.jobs.engine import Report, finished, pending_units, write_unit
+from lseg.jobs.engine import Report, Unit, finished, open_output, pending_units, write_unit
 from lseg.jobs.records import digest
 
 
@@ -53,6 +53,32 @@ class _UnitWorker:
                 "failed": np.array(failed)}
 
 
+def _run_units(ray: Any, writer: StoreWriter, todo: list[Unit], recipe: dict[str, Any], report: Report,
+               num_workers: int, num_gpus_per_worker: float, progress: bool) -> None:
+    """Write ``todo`` on an actor pool, counting into ``report``."""
+    device = "cuda" if num_gpus_per_worker else None
+    if device:
+        writer.extractor.to("cpu")  # type: ignore[union-attr]
+    changed = {u.data.id: u.changed for u in todo}
+    context = ray.data.DataContext.get_current()  # a dataset copies it as it is made
+    bars, context.enable_progress_bars = context.enable_progress_bars, progress and context.enable_progress_bars
+    try:
+        ds = ray.data.from_items([{"unit": u.data.id, "status": u.status} for u in todo], override_num_blocks=len(todo))
+        ds = ds.map_batches(
+            _UnitWorker, fn_constructor_kwargs={"writer_ref": ray.put(writer), "recipe": recipe, "device": device},
+            batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_workers),
+            num_cpus=1 if not num_gpus_per_worker else None, num_gpus=num_gpus_per_worker or None,
+        )
+        for row in ds.iter_rows():
+            unit = writer.out / f"unit {int(row['unit'])}"
+            report.written += [unit] * int(row["written"])
+            report.redone += [unit] * int(row["redone"])
+            report.changed |= changed[int(row["unit"])] if row["redone"] else set()
+            report.failed += [(Path(p), r) for p, r in json.loads(str(row["failed"]))]
+    finally:
+        context.enable_progress_bars = bars
+
+
 def export_store_ray(extractor: FeatureExtractor | Callable[[], FeatureExtractor], inputs: Sequence[str | os.PathLike[str]],
                      out_dir: str | os.PathLike[str], *, num_workers: int = 2, num_gpus_per_worker: float = 0,
                      settings: StoreSettings | None = None, checkpoint: str | None = None,
@@ -81,39 +107,25 @@ def export_store_ray(extractor: FeatureExtractor | Callable[[], FeatureExtractor
     if not todo:
         writer.finish(report)
         return report
-    with ClaimSet() as claims:  # as run_job: a job with other settings is refused while this one writes
-        hold_recipe(claims, check_writable(out), digest(recipe), "write")
-        if not ray.is_initialized():
-            handler = signal.getsignal(signal.SIGTERM)
-            ray.init(address=address)
-            # ray.init's own exits (or aborts) at once: SIGTERM stops the job as Ctrl-C does (off the main thread
-            # Ray sets none, and none may be set)
-            if handler is not None and signal.getsignal(signal.SIGTERM) is not handler:
-                signal.signal(signal.SIGTERM, handler)
-        writer.setup()  # as run_job: the model, the manifest, and the index removed until every unit is done again
-        device = "cuda" if num_gpus_per_worker else None
-        if device:
-            writer.extractor.to("cpu")  # type: ignore[union-attr]
-        changed = {u.data.id: u.changed for u in todo}
-        context = ray.data.DataContext.get_current()  # a dataset copies it as it is made
-        bars, context.enable_progress_bars = context.enable_progress_bars, progress and context.enable_progress_bars
-        try:
-            ds = ray.data.from_items([{"unit": u.data.id, "status": u.status} for u in todo],
-                                     override_num_blocks=len(todo))
-            ds = ds.map_batches(
-                _UnitWorker, fn_constructor_kwargs={"writer_ref": ray.put(writer), "recipe": recipe, "device": device},
-                batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_workers),
-                num_cpus=1 if not num_gpus_per_worker else None, num_gpus=num_gpus_per_worker or None,
-            )
-            for row in ds.iter_rows():
-                report.written += [out / f"unit {int(row['unit'])}"] * int(row["written"])
-                report.redone += [out / f"unit {int(row['unit'])}"] * int(row["redone"])
-                report.changed |= changed[int(row["unit"])] if row["redone"] else set()
-                report.failed += [(Path(p), r) for p, r in json.loads(str(row["failed"]))]
-        except KeyboardInterrupt:  # the units finished are kept; the others are written by the next run
-            report.interrupted = True
-            return finished(report)
-        finally:
-            context.enable_progress_bars = bars
+    out, created = open_output(out)  # as run_job: checked, a killed run's leftovers removed
+    try:
+        with ClaimSet() as claims:  # as run_job: a job with other settings is refused while this one writes
+            hold_recipe(claims, out, digest(recipe), "write")
+            if not ray.is_initialized():
+                handler = signal.getsignal(signal.SIGTERM)
+                ray.init(address=address)
+                # ray.init's own exits (or aborts) at once: SIGTERM stops the job as Ctrl-C does (off the main
+                # thread Ray sets none, and none may be set)
+                if handler is not None and signal.getsignal(signal.SIGTERM) is not handler:
+                    signal.signal(signal.SIGTERM, handler)
+            writer.setup()  # as run_job: the model, the manifest, and the index removed until every unit is done again
+            _run_units(ray, writer, todo, recipe, report, num_workers, num_gpus_per_worker, progress)
+    except KeyboardInterrupt:  # the units finished are kept; the others are written by the next run
+        report.interrupted = True
+        return finished(report)
+    finally:
+        if created:  # Ctrl-C or a failure before any output: no empty output folder left
+            with contextlib.suppress(OSError):
+                os.rmdir(out)
     writer.finish(report)
     return report

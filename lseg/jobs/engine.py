@@ -235,10 +235,7 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
                 remove_stale_claims(writer.out)
         writer.finish(report)  # what a killed run did not get to (a store's index or reduction)
         return report
-    created = not os.path.lexists(writer.out)
-    out = check_writable(writer.out)  # one error before the model loads
-    remove_stale_temp_files(out)  # of a killed earlier run
-    remove_stale_claims(out)
+    out, created = open_output(writer.out)
     bar = None
     try:
         with ClaimSet() as claims:
@@ -272,6 +269,16 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
     if not report.interrupted and not report.stopped:
         writer.finish(report)
     return report
+
+
+def open_output(folder: Path) -> tuple[Path, bool]:
+    """``folder`` checked writable (one error before the model loads) and whether that created it, with
+    what a killed earlier run left there removed."""
+    created = not os.path.lexists(folder)
+    out = check_writable(folder)
+    remove_stale_temp_files(out)
+    remove_stale_claims(out)
+    return out, created
 
 
 def pending_units(writer: Writer, overwrite: bool, report: Report, shard: tuple[int, int] = (0, 1)

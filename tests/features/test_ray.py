@@ -183,3 +183,35 @@ def test_a_ray_export_is_refused_while_a_job_with_other_settings_writes_there(tm
         with pytest.raises(lseg.LSegError, match="is writing into .* with other settings"):
             export_store_ray(ex, [photos], tmp_path / "st", settings=StoreSettings(frames_per_shard=1), overwrite=True)
     assert not (tmp_path / "st" / "store.json").exists()
+
+
+def test_a_ray_export_clears_a_killed_runs_leftovers_and_stops_cleanly_in_ray_init(  # type: ignore[no-untyped-def]
+        tmp_path: Path, fake_ray, monkeypatch) -> None:
+    """The Ray driver restated run_job's setup without its cleanup: a killed run's temp files stayed, and
+    Ctrl-C (or SIGTERM) while Ray started was a bare KeyboardInterrupt that left an empty output folder."""
+    import subprocess
+    import sys
+
+    from lseg.features.ray_export import export_store_ray
+    from lseg.io.atomic import _host_tag
+    from lseg.jobs.engine import JobInterrupted
+
+    photos, use = fake_ray
+    use(_Rows(stop=False))
+    ex = FeatureExtractor(lseg.LSegPredictor(lseg.create_model("lseg_tiny_test"), size=32), "ours")
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    (tmp_path / "st").mkdir()
+    stale = tmp_path / "st" / f".u000000.safetensors.{_host_tag()}-{dead}-0123abcd.tmp.safetensors"
+    stale.write_bytes(b"half written")
+    export_store_ray(ex, [photos], tmp_path / "st", settings=StoreSettings(frames_per_shard=1))
+    assert not stale.exists()
+
+    def interrupted(address=None):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ray, "init", interrupted)
+    with pytest.raises(JobInterrupted) as info:
+        export_store_ray(ex, [photos], tmp_path / "new", settings=StoreSettings(frames_per_shard=1))
+    assert info.value.report.summary() == "0 written, 0 already done, 0 failed; interrupted"
+    assert not (tmp_path / "new").exists()
