@@ -252,6 +252,8 @@ def write_unit(extractor: FeatureExtractor, out: Path, unit: StoreUnit, settings
     flush()
     if unit.is_video and not frames:
         raise LSegError("no frames decoded")
+    for stale in set((out / "shards").glob(f"u{unit.id:06d}-c*.safetensors")) - set(written):  # a killed run's
+        stale.unlink(missing_ok=True)
     return {"unit": unit.id, "frames": frames, "failed": failed}
 
 
