@@ -60,7 +60,8 @@ def plan_units(inputs: Sequence[str | os.PathLike[str]], frames_per_shard: int,
                out: str | os.PathLike[str] | None = None) -> list[StoreUnit]:
     """Cut the inputs (sorted as :func:`lseg.jobs.inputs.collect_media`) into units."""
     groups: list[list[Media]] = []
-    media = collect_media(inputs, out=out, suffix=" (one frame key in the store)")
+    media = collect_media(inputs, out=out, suffix=" (one frame key in the store)",
+                          video_suffix="/NNNNNN (its frame keys in the store)")
     videos = {m.stem: m.path for m in media if m.is_video}  # their frames' keys: <video stem>/<frame:06d>
     clash = [m for m in media if m.stem.parent in videos and re.fullmatch(r"\d{6,}", m.stem.name)]
     if clash:
