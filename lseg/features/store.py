@@ -60,7 +60,8 @@ def plan_units(inputs: Sequence[str | os.PathLike[str]], frames_per_shard: int,
                out: str | os.PathLike[str] | None = None) -> list[StoreUnit]:
     """Cut the inputs (sorted as :func:`lseg.jobs.inputs.collect_media`) into units."""
     groups: list[list[Media]] = []
-    media = collect_media(inputs, out=out, suffix=" (one frame key in the store)")
+    media = collect_media(inputs, out=out, suffix=" (one frame key in the store)",
+                          video_suffix="/NNNNNN (its frame keys in the store)")
     videos = {m.stem: m.path for m in media if m.is_video}  # their frames' keys: <video stem>/<frame:06d>
     clash = [m for m in media if m.stem.parent in videos and re.fullmatch(r"\d{6,}", m.stem.name)]
     if clash:
@@ -252,6 +253,8 @@ def write_unit(extractor: FeatureExtractor, out: Path, unit: StoreUnit, settings
     flush()
     if unit.is_video and not frames:
         raise LSegError("no frames decoded")
+    for stale in set((out / "shards").glob(f"u{unit.id:06d}-c*.safetensors")) - set(written):  # a killed run's
+        stale.unlink(missing_ok=True)
     return {"unit": unit.id, "frames": frames, "failed": failed}
 
 

@@ -49,7 +49,8 @@ class SegmentWriter(Writer):
             if Path(item).suffix.lower() in VIDEO_EXTENSIONS and Path(item).is_file():
                 raise LSegError(f"{item} is a video; `lseg segment` takes images. For per-frame features use "
                                 f"`lseg features {item} -o OUT`; to segment its frames, extract them first "
-                                f"(ffmpeg -i {item} frames/%06d.png) and segment that folder")
+                                f"as lseg features numbers them (ffmpeg -i {item} -fps_mode passthrough -start_number 0 "
+                                f"{Path(item).stem}/%06d.png) and segment that folder")
         pairs = collect(self.inputs, IMAGE_EXTENSIONS, out=self.out)
         check_unique(pairs, "_labels.png")
         o = self.options

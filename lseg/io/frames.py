@@ -103,9 +103,9 @@ def _iter_video_frames(p: Path, max_pixels: int | None) -> Iterator[tuple[int, f
         raise ImageLoadError(f"cannot read video '{p}': not a readable video or animated image "
                              f"({one_line(e)}); check the file") from None
     try:
-        if not container.streams.video:
+        stream = container.streams.best("video")  # as a player picks it: not a cover picture stored first
+        if stream is None:
             raise ImageLoadError(f"cannot read video '{p}': it has no video stream")
-        stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame-level threading: decode order is unchanged
         rate = stream.average_rate or stream.guessed_rate
         fallback_fps = float(rate) if rate else 25.0

@@ -252,6 +252,9 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
                     _fail(report, unit.source, e)
                 finally:
                     claims.release(unit.key)
+                    if unit.folder is not None and not unit.record.exists():  # a failed video's empty folder
+                        with contextlib.suppress(OSError):
+                            unit.folder.rmdir()
                 bar.update()  # not for a unit Ctrl-C discarded
                 if report.stopped:
                     break
@@ -350,6 +353,14 @@ def _fail(report: Report, source: Path, e: LSegError) -> None:
         report.stopped = str(e)
 
 
+def _bare(unit: Unit) -> bool:
+    """Whether a unit writing its frame folder as it goes has nothing there but its record (and hidden files)."""
+    with contextlib.suppress(OSError):
+        return unit.folder is not None and not unit.targets and [
+            n for n in os.listdir(unit.folder) if not n.startswith(".")] == [unit.record.name]
+    return False
+
+
 def write_unit(writer: Writer, unit: Unit, result: Any, recipe: dict[str, Any], report: Report) -> None:
     """Write one claimed unit: its pending record, its files (staged, then moved into place), its
     complete record; counted in ``report``. Ray actors call it as the loop does."""
@@ -363,7 +374,7 @@ def write_unit(writer: Writer, unit: Unit, result: Any, recipe: dict[str, Any], 
         staged.commit()
     except BaseException:
         staged.discard()
-        if unit.targets and not any(map(os.path.lexists, unit.targets)):  # nothing of it exists: no record
+        if unit.targets and not any(map(os.path.lexists, unit.targets)) or _bare(unit):  # nothing of it exists: no record
             with contextlib.suppress(OSError):
                 unit.record.unlink()
         raise

@@ -105,8 +105,10 @@ def check_unique(pairs: Iterable[tuple[Path, Path]], suffix: str) -> None:
 
 
 def collect_media(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None = None,
-                  suffix: str = ".npy") -> list[Media]:
-    """Images and videos under ``inputs`` (:func:`collect`), refusing two that write one ``<stem><suffix>``."""
-    pairs = collect(inputs, IMAGE_EXTENSIONS | VIDEO_EXTENSIONS, out=out)
-    check_unique(pairs, suffix)
-    return [Media(f, stem, f.suffix.lower() in VIDEO_EXTENSIONS) for f, stem in pairs]
+                  suffix: str = ".npy", video_suffix: str = "/NNNNNN.npy") -> list[Media]:
+    """Images and videos under ``inputs`` (:func:`collect`), refusing two that write one ``<stem><suffix>``
+    (a video: ``<stem><video_suffix>``, its frames)."""
+    media = [Media(f, stem, f.suffix.lower() in VIDEO_EXTENSIONS)
+             for f, stem in collect(inputs, IMAGE_EXTENSIONS | VIDEO_EXTENSIONS, out=out)]
+    check_unique([(m.path, Path(f"{m.stem}{video_suffix if m.is_video else suffix}")) for m in media], "")
+    return media

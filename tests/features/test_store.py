@@ -359,3 +359,20 @@ def test_a_part_rerun_with_other_settings_leaves_no_index_over_mixed_features(
     whole = tmp_path / "whole"
     export_store(other, [inputs], whole, settings=SETTINGS, progress=False)
     assert FeatureStore(out).index == FeatureStore(whole).index
+
+
+def test_a_video_replaced_after_a_killed_run_leaves_none_of_that_runs_shards(
+        tmp_path: Path, predictor: lseg.LSegPredictor, monkeypatch: pytest.MonkeyPatch) -> None:
+    # killed 3 shards into a long clip, then the clip replaced by a short one: the third shard stayed for ever
+    from features.helpers import write_video
+
+    write_video(tmp_path / "in" / "clip.mp4", n_frames=30)
+    settings, out = StoreSettings(every_n=2, frames_per_shard=2), tmp_path / "st"
+    interrupt_at_call(monkeypatch, FeatureExtractor, "__call__", 3)
+    with pytest.raises(JobInterrupted):
+        export_store(FeatureExtractor(predictor, "ours"), [tmp_path / "in"], out, settings=settings, progress=False)
+    assert len(list((out / "shards").glob("*.safetensors"))) == 2
+    monkeypatch.undo()
+    write_video(tmp_path / "in" / "clip.mp4", n_frames=2)
+    export_store(FeatureExtractor(predictor, "ours"), [tmp_path / "in"], out, settings=settings, progress=False)
+    assert sorted(p.name for p in (out / "shards").iterdir()) == ["u000000-c0000.safetensors", "u000000.json"]

@@ -202,3 +202,23 @@ def test_pil_image_seeked_to_a_frame_is_that_frame(tmp_path: Path) -> None:
         im.seek(3)
         assert abs(int(load_image(im)[0, 0, 0]) - 75) <= 2 and im.tell() == 3
         assert abs(int(load_image(im, frame=0)[0, 0, 0])) <= 2 and im.tell() == 3
+
+
+def test_iter_frames_video_skips_a_cover_picture_stored_as_the_first_stream(tmp_path: Path) -> None:
+    # an MKV whose first video stream is a one-frame cover picture: lseg took that picture as the whole video
+    av = pytest.importorskip("av")
+    path = tmp_path / "covered.mkv"
+    with av.open(str(path), mode="w") as container:
+        cover = container.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 16, 16, "yuvj420p"
+        video = container.add_stream("mpeg4", rate=10)
+        video.width, video.height, video.pix_fmt = 32, 24, "yuv420p"
+        for stream, n in ((cover, 1), (video, 6)):
+            for i in range(n):
+                frame = av.VideoFrame.from_ndarray(np.full((stream.height, stream.width, 3), 20 * i, np.uint8), "rgb24")
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+    frames = list(iter_frames(path))
+    assert [i for i, _, _ in frames] == list(range(6)) and frames[0][2].shape == (24, 32, 3)

@@ -382,3 +382,30 @@ def test_ctrl_c_in_an_overwrite_keeps_the_old_files_of_the_units_claimed_ahead(t
     report = run_job(SameRecipe(tmp_path, "b"), overwrite=True, progress=False)
     assert report.summary() == "1 written (1 redone: --overwrite), 0 already done, 0 failed; interrupted"
     assert [(tmp_path / f"o{i}.txt").read_text() for i in range(3)] == ["b", "a", "a"]
+
+
+class _Video(Writer):
+    """One unit writing its frame folder as it goes (a video); ``bad``: its file cannot be decoded."""
+
+    kind = "test"
+
+    def __init__(self, out: Path, bad: bool) -> None:
+        self.out, self.bad = out, bad
+
+    def units(self) -> list[Unit]:
+        return [Unit(Path("v.mp4"), [], self.out / "v" / "frames.json", folder=self.out / "v")]
+
+    def write(self, unit: Unit, result: None, staged: Staged) -> dict:
+        if self.bad:
+            raise LSegError("cannot read video 'v.mp4': it has no video stream")
+        unit.targets.append(unit.folder / "000000.npy")
+        unit.targets[0].write_text("frame")
+        return {}
+
+
+def test_a_video_that_cannot_be_read_leaves_no_frame_folder(tmp_path: Path) -> None:
+    # `lseg features clips/ -o feats` with an audio-only clip left feats/<clip>/frames.json, pending, for ever
+    report = run_job(_Video(tmp_path, bad=True), progress=False)
+    assert len(report.failed) == 1 and list(tmp_path.iterdir()) == []
+    assert run_job(_Video(tmp_path, bad=False), progress=False).written
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["000000.npy", "frames.json"]

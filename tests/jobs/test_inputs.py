@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from lseg.cli import main
+from lseg.errors import LSegError
 from lseg.io import IMAGE_EXTENSIONS
-from lseg.jobs.inputs import collect
+from lseg.jobs.inputs import collect, collect_media
 
 
 def test_a_file_given_twice_is_one_input(tmp_path, monkeypatch):
@@ -30,3 +32,14 @@ def test_segment_of_one_image_given_twice_writes_it_once(tmp_path, capsys):
     assert main(["segment", a, a, "-o", str(tmp_path / "seg"), "-l", "cat,dog", "--random-weights",
                  "lseg_tiny_test", "--size", "32", "-q"]) == 0
     assert "1 written, 0 already done, 0 failed\n" in capsys.readouterr().err
+
+
+def test_a_video_and_an_image_of_one_stem_write_apart_and_two_videos_clash_on_their_frames(tmp_path) -> None:
+    # `lseg features clips/` with a.mp4 and its poster a.png was refused: "would both write a.npy", but
+    # the video writes a/NNNNNN.npy (store keys a/NNNNNN) and the image a.npy (key a)
+    for name in ("a.mp4", "a.png"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [(m.stem.as_posix(), m.is_video) for m in collect_media([tmp_path])] == [("a", True), ("a", False)]
+    (tmp_path / "a.mkv").write_bytes(b"x")
+    with pytest.raises(LSegError, match=r"a\.mkv and .*a\.mp4 would both write a/NNNNNN\.npy;"):
+        collect_media([tmp_path])
