@@ -192,7 +192,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
             ) from None
         derived = {"total steps": total_steps, "schedule steps": schedule_steps,
                    "learning rates": list(scheduler.base_lrs)}
-        _check_changed(ckpt, cfg, resume_path, derived)
+        _check_changed(ckpt, cfg, resume_path, derived, list(dataset.labels))
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         step = int(ckpt["step"])
@@ -452,16 +452,23 @@ def _validate(model: LSeg, dataset: Any, cfg: TrainConfig, fewshot: bool) -> dic
     return {"pixAcc": float(report["metrics"]["pixAcc"] or 0.0), "mIoU": float(report["metrics"]["mIoU"] or 0.0)}
 
 
-def _check_changed(ckpt: dict[str, Any], cfg: TrainConfig, path: Path, derived: dict[str, Any]) -> None:
+def _check_changed(ckpt: dict[str, Any], cfg: TrainConfig, path: Path, derived: dict[str, Any],
+                   labels: list[str]) -> None:
     """Refuse to resume ``ckpt`` with other optimisation settings (its optimizer state and LR schedule
     would override them), and warn about other settings that make the result differ. ``derived``: this
-    run's total steps, schedule steps and learning rates, which other settings (batch size, devices) move."""
+    run's total steps, schedule steps and learning rates, which other settings (batch size, devices) move;
+    ``labels``: the dataset's class strings now (e.g. an edited labels.txt)."""
     saved, now = ckpt.get("config", {}), cfg.to_dict()
 
     def changes(keys: Any, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in keys if k in old and old[k] != new.get(k)]
 
     others = changes(_RESUME_SENSITIVE, saved, now)
+    old = ckpt.get("labels", labels)
+    if old != labels:  # the classes the loss trains: the first one that differs, or the count
+        i = next((i for i, (a, b) in enumerate(zip(old, labels)) if a != b), None)
+        others.append(f"labels: {len(old)} -> {len(labels)} classes" if i is None else
+                      f"labels: class {i} {old[i]!r} -> {labels[i]!r}")
     refused = changes(_OPTIMISATION, saved, now)
     if not refused:  # e.g. another batch size: the steps of an epoch-based run or a scaled LR change with it
         then = {"total steps": ckpt.get("total_steps"), "schedule steps": ckpt.get("schedule_steps"),

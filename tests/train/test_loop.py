@@ -448,6 +448,21 @@ def test_resume_with_other_optimisation_settings_is_refused(tiny_cfg, caplog, ca
     assert "with changed settings (seed: 0 -> 1)" in caplog.text
 
 
+def test_resume_after_labels_txt_changed_warns(tiny_cfg, tmp_path, caplog):
+    """An edited labels.txt between an interrupted run and its resumption changes what the loss trains
+    (before: resumed silently, e.g. two classes swapped)."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_cfg.data_root, root)
+    cfg = tiny_cfg.replace(data_root=str(root), max_steps=4, stop_after_steps=2)
+    assert train(cfg).step == 2
+    (root / "labels.txt").write_text("red square\ngrass\nblue ball\n")
+    with caplog.at_level(logging.WARNING, logger="lseg.train.loop"):
+        assert train(cfg).step == 4
+    assert "with changed settings (labels: class 0 'grass' -> 'red square')" in caplog.text
+
+
 def test_a_bad_image_read_by_a_worker_is_one_line(tiny_cfg, tmp_path, capsys):
     """With DataLoader workers the error is the same one line as without (before: torch's "Caught
     DatasetError in DataLoader worker process 0." and the worker's whole traceback)."""
