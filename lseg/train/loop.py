@@ -263,7 +263,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     val_metrics: dict[str, float] | None = None
     saved_at = step if resume_path is not None else -1
     net.train()
-    t_log = time.perf_counter()
+    t_log, logged_at = time.perf_counter(), step
     # Where a Ctrl-C finds the run: "done", a whole step's state; "forward", a step's batches under way (only
     # the BatchNorm statistics and the RNG moved, restored from ``boundary``); "update", neither (not saved).
     phase = "done"
@@ -322,9 +322,9 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
                     metrics = {
                         "train/loss": last_loss, "train/pixAcc": float(hits[0] / hits[1].clamp_min(1)),
                         "lr/encoder": lr_now[0], "lr/decoder": lr_now[1], "epoch": epoch,
-                        "time/step_s": (now - t_log) / cfg.log_every_n_steps,
+                        "time/step_s": (now - t_log) / (step - logged_at),  # the last may be fewer
                     }
-                    t_log = now
+                    t_log, logged_at = now, step
                     fabric.log_dict(metrics, step=step)
                     bar.set_postfix(loss=f"{last_loss:.4f}", epoch=epoch)
                 bar.update(1)

@@ -463,6 +463,15 @@ def test_resume_after_labels_txt_changed_warns(tiny_cfg, tmp_path, caplog):
     assert "with changed settings (labels: class 0 'grass' -> 'red square')" in caplog.text
 
 
+def test_time_per_step_divides_by_the_steps_since_the_last_log(tiny_cfg, monkeypatch):
+    """A clock that advances 1 s per reading: steps 1-3 take 1 s, the final step 4 alone 1 s (before:
+    every interval was divided by log_every_n_steps, so the last (and a resumed run's first) was wrong)."""
+    clock = iter(range(100))
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    run = train(tiny_cfg.replace(max_steps=4, log_every_n_steps=3))
+    assert _logged(run.out_dir, "time/step_s") == pytest.approx({3: 1 / 3, 4: 1.0})
+
+
 def test_a_bad_image_read_by_a_worker_is_one_line(tiny_cfg, tmp_path, capsys):
     """With DataLoader workers the error is the same one line as without (before: torch's "Caught
     DatasetError in DataLoader worker process 0." and the worker's whole traceback)."""
