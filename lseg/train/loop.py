@@ -25,7 +25,7 @@ from lseg.data.registry import (
     ignore_index_of,
 )
 from lseg.data.transforms import fewshot_transform, train_transform, val_transform
-from lseg.errors import CheckpointError, ConfigError, LSegError
+from lseg.errors import CheckpointError, ConfigError, DatasetError, LSegError
 from lseg.eval.evaluate import EvalConfig, encode_labels, evaluate_fewshot, evaluate_segmentation
 from lseg.models.lseg import LSeg
 from lseg.pretrained.checkpoints import save_pretrained
@@ -343,7 +343,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
                     saved_at = step
                 if step >= stop_step:
                     break
-    except KeyboardInterrupt:  # keep the steps done since the last checkpoint, then stop as asked
+    except (KeyboardInterrupt, DatasetError) as stop:  # keep the steps done since the last checkpoint, then stop
         bar.close()
         # one process only: the others of a DDP run may be a step ahead or behind, and would not meet
         if phase != "update" and saved_at != step and fabric.world_size == 1:
@@ -352,8 +352,10 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
                 for buffer, saved in zip(raw.buffers(), boundary[1]):
                     buffer.copy_(saved)
             save_checkpoint(fabric, ckpt_path, checkpoint_state())
-            _logger.warning("interrupted at step %d: saved %s; run the same command again to continue",
-                            step, ckpt_path)
+            data = isinstance(stop, DatasetError)
+            _logger.warning("%s at step %d: saved %s; %srun the same command again to continue",
+                            "stopped by the data error below" if data else "interrupted", step, ckpt_path,
+                            "fix it, then " if data else "")
         for logger in fabric.loggers:
             logger.finalize("interrupted")
         raise

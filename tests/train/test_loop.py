@@ -523,6 +523,30 @@ def test_ctrl_c_saves_the_last_whole_step_and_a_rerun_continues_exactly(tiny_cfg
     assert _logged(tmp_path / "full") == _logged(tmp_path / "split")
 
 
+def test_a_data_error_saves_the_last_whole_step_like_ctrl_c(tiny_cfg, tmp_path, monkeypatch):
+    """A bad file met in step 4 (a mask edited while training) keeps steps 1-3 in last.ckpt; once fixed,
+    the rerun equals an uninterrupted run (before: every step since the last periodic checkpoint lost)."""
+    cfg = tiny_cfg.replace(max_steps=6)
+    full = train(cfg.replace(out_dir=str(tmp_path / "full")))
+    real, calls = loop._next_batch, []
+
+    def bad_file(batches):
+        calls.append(1)
+        if len(calls) == 4:
+            raise lseg.errors.DatasetError("mask x.png holds value(s) [7]")
+        return real(batches)
+
+    monkeypatch.setattr(loop, "_next_batch", bad_file)
+    split = cfg.replace(out_dir=str(tmp_path / "split"))
+    with pytest.raises(lseg.errors.DatasetError, match=r"^mask x.png holds value\(s\) \[7\]$"):
+        train(split)
+    assert _ckpt(tmp_path / "split")["step"] == 3
+    monkeypatch.undo()
+    rest = train(split)
+    assert rest.resumed_from is not None and rest.finished and full.finished
+    assert _max_diff(_ckpt(tmp_path / "full")["model"], _ckpt(tmp_path / "split")["model"]) <= 1e-6
+
+
 def test_config_yaml_replayed_from_another_directory_resumes_the_same_run(tiny_cfg, tmp_path, monkeypatch,
                                                                           caplog):
     """The paths a run reads (data, the checkpoint it fine-tunes, reader keywords such as ``splits_dir``)
