@@ -234,6 +234,8 @@ class FolderDataset(SegmentationDataset):
             stems = read_split_file(root / "splits" / f"{split}.txt")
         else:
             stems = sorted(stem for stem in images if (mask_dir / f"{stem}.png").is_file())
+            if not stems:  # else the base class's "no samples found", naming no folder
+                raise DatasetError(f"no image in {image_dir} has a mask {mask_dir / '<stem>.png'} (lower-case .png)")
         twice = next((images[stem] for stem in stems if len(images.get(stem, ())) > 1), None)
         if twice is not None:  # which one the mask labels is ambiguous (and each would be counted)
             raise DatasetError(f"images {' and '.join(str(p) for p in twice)} share the mask "

@@ -146,7 +146,8 @@ def infer_config(state_dict: Mapping[str, torch.Tensor],
     if has_block and (spatial_block is None or spatial_block.arch_option not in (1, 2)):
         raise CheckpointError(
             "this checkpoint has a spatial regularisation block: say which with "
-            "arch_option=1|2 and block_depth=N (CLI: --arch-option, --block-depth); shapes cannot tell"
+            "arch_option=1|2 and block_depth=N (CLI: --arch-option, --block-depth; lseg train has neither: "
+            "`lseg convert CKPT DIR` with them, then --init-checkpoint DIR); shapes cannot tell"
         )
     if not has_block and spatial_block is not None and spatial_block.arch_option:
         raise CheckpointError("this checkpoint has no spatial regularisation block: leave out arch_option and "

@@ -25,7 +25,7 @@ from lseg.data.registry import (
     ignore_index_of,
 )
 from lseg.data.transforms import fewshot_transform, train_transform, val_transform
-from lseg.errors import CheckpointError, ConfigError, LSegError
+from lseg.errors import CheckpointError, ConfigError, DatasetError, LSegError
 from lseg.eval.evaluate import EvalConfig, encode_labels, evaluate_fewshot, evaluate_segmentation
 from lseg.models.lseg import LSeg
 from lseg.pretrained.checkpoints import save_pretrained
@@ -192,7 +192,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
             ) from None
         derived = {"total steps": total_steps, "schedule steps": schedule_steps,
                    "learning rates": list(scheduler.base_lrs)}
-        _check_changed(ckpt, cfg, resume_path, derived)
+        _check_changed(ckpt, cfg, resume_path, derived, list(dataset.labels))
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         step = int(ckpt["step"])
@@ -263,7 +263,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
     val_metrics: dict[str, float] | None = None
     saved_at = step if resume_path is not None else -1
     net.train()
-    t_log = time.perf_counter()
+    t_log, logged_at = time.perf_counter(), step
     # Where a Ctrl-C finds the run: "done", a whole step's state; "forward", a step's batches under way (only
     # the BatchNorm statistics and the RNG moved, restored from ``boundary``); "update", neither (not saved).
     phase = "done"
@@ -322,9 +322,9 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
                     metrics = {
                         "train/loss": last_loss, "train/pixAcc": float(hits[0] / hits[1].clamp_min(1)),
                         "lr/encoder": lr_now[0], "lr/decoder": lr_now[1], "epoch": epoch,
-                        "time/step_s": (now - t_log) / cfg.log_every_n_steps,
+                        "time/step_s": (now - t_log) / (step - logged_at),  # the last may be fewer
                     }
-                    t_log = now
+                    t_log, logged_at = now, step
                     fabric.log_dict(metrics, step=step)
                     bar.set_postfix(loss=f"{last_loss:.4f}", epoch=epoch)
                 bar.update(1)
@@ -343,7 +343,7 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
                     saved_at = step
                 if step >= stop_step:
                     break
-    except KeyboardInterrupt:  # keep the steps done since the last checkpoint, then stop as asked
+    except (KeyboardInterrupt, DatasetError) as stop:  # keep the steps done since the last checkpoint, then stop
         bar.close()
         # one process only: the others of a DDP run may be a step ahead or behind, and would not meet
         if phase != "update" and saved_at != step and fabric.world_size == 1:
@@ -352,8 +352,10 @@ def train(cfg: TrainConfig, resume: str | Path | bool | None = "auto") -> TrainR
                 for buffer, saved in zip(raw.buffers(), boundary[1]):
                     buffer.copy_(saved)
             save_checkpoint(fabric, ckpt_path, checkpoint_state())
-            _logger.warning("interrupted at step %d: saved %s; run the same command again to continue",
-                            step, ckpt_path)
+            data = isinstance(stop, DatasetError)
+            _logger.warning("%s at step %d: saved %s; %srun the same command again to continue",
+                            "stopped by the data error below" if data else "interrupted", step, ckpt_path,
+                            "fix it, then " if data else "")
         for logger in fabric.loggers:
             logger.finalize("interrupted")
         raise
@@ -452,16 +454,23 @@ def _validate(model: LSeg, dataset: Any, cfg: TrainConfig, fewshot: bool) -> dic
     return {"pixAcc": float(report["metrics"]["pixAcc"] or 0.0), "mIoU": float(report["metrics"]["mIoU"] or 0.0)}
 
 
-def _check_changed(ckpt: dict[str, Any], cfg: TrainConfig, path: Path, derived: dict[str, Any]) -> None:
+def _check_changed(ckpt: dict[str, Any], cfg: TrainConfig, path: Path, derived: dict[str, Any],
+                   labels: list[str]) -> None:
     """Refuse to resume ``ckpt`` with other optimisation settings (its optimizer state and LR schedule
     would override them), and warn about other settings that make the result differ. ``derived``: this
-    run's total steps, schedule steps and learning rates, which other settings (batch size, devices) move."""
+    run's total steps, schedule steps and learning rates, which other settings (batch size, devices) move;
+    ``labels``: the dataset's class strings now (e.g. an edited labels.txt)."""
     saved, now = ckpt.get("config", {}), cfg.to_dict()
 
     def changes(keys: Any, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in keys if k in old and old[k] != new.get(k)]
 
     others = changes(_RESUME_SENSITIVE, saved, now)
+    old = ckpt.get("labels", labels)
+    if old != labels:  # the classes the loss trains: the first one that differs, or the count
+        i = next((i for i, (a, b) in enumerate(zip(old, labels)) if a != b), None)
+        others.append(f"labels: {len(old)} -> {len(labels)} classes" if i is None else
+                      f"labels: class {i} {old[i]!r} -> {labels[i]!r}")
     refused = changes(_OPTIMISATION, saved, now)
     if not refused:  # e.g. another batch size: the steps of an epoch-based run or a scaled LR change with it
         then = {"total steps": ckpt.get("total_steps"), "schedule steps": ckpt.get("schedule_steps"),

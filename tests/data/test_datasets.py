@@ -234,6 +234,16 @@ def test_folder_dataset_reads_the_image_it_listed_whatever_its_suffix_case(tmp_p
     assert [r.image.name for r in FolderDataset(root).records] == ["a.png", "b.png", "c.Jpg"]
 
 
+def test_folder_dataset_without_any_mask_names_its_folders(tmp_path, files):
+    """Masks saved as .PNG (or in another folder): the error names both folders (before: "FolderDataset:
+    no samples found")."""
+    root, _ = _folder(tmp_path, files)
+    for name in ("a", "b"):
+        (root / "masks" / f"{name}.png").rename(root / "masks" / f"{name}.PNG")
+    with pytest.raises(DatasetError, match=rf"^no image in {root / 'images'} has a mask {root / 'masks'}/<stem>.png"):
+        FolderDataset(root)
+
+
 def test_folder_dataset_rejects_bad_masks(tmp_path, files):
     root, _ = _folder(tmp_path, files)
     files.mask(root / "masks" / "a.png", files.mask_with([0, 3, 7]))

@@ -51,3 +51,14 @@ def test_build_model_fine_tunes_from_a_checkpoint(tmp_path: Path):
     assert model.training and model.config.name == "lseg_tiny_test"  # the checkpoint's architecture wins
     for (name, a), b in zip(source.state_dict().items(), model.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_an_official_checkpoint_with_a_spatial_block_names_a_way_lseg_train_has(tmp_path: Path):
+    """lseg train has no --arch-option / --block-depth (before: the error named only those flags)."""
+    from pretrained.test_checkpoints import _tiny_official
+
+    path, _ = _tiny_official(tmp_path, arch_option=1)
+    with pytest.raises(CheckpointError, match=r"lseg train has neither: `lseg convert CKPT DIR` with them, "
+                       r"then --init-checkpoint DIR\)") as e:
+        build_model(TrainConfig(init_checkpoint=str(path)))
+    assert "\n" not in str(e.value)

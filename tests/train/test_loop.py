@@ -448,6 +448,30 @@ def test_resume_with_other_optimisation_settings_is_refused(tiny_cfg, caplog, ca
     assert "with changed settings (seed: 0 -> 1)" in caplog.text
 
 
+def test_resume_after_labels_txt_changed_warns(tiny_cfg, tmp_path, caplog):
+    """An edited labels.txt between an interrupted run and its resumption changes what the loss trains
+    (before: resumed silently, e.g. two classes swapped)."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_cfg.data_root, root)
+    cfg = tiny_cfg.replace(data_root=str(root), max_steps=4, stop_after_steps=2)
+    assert train(cfg).step == 2
+    (root / "labels.txt").write_text("red square\ngrass\nblue ball\n")
+    with caplog.at_level(logging.WARNING, logger="lseg.train.loop"):
+        assert train(cfg).step == 4
+    assert "with changed settings (labels: class 0 'grass' -> 'red square')" in caplog.text
+
+
+def test_time_per_step_divides_by_the_steps_since_the_last_log(tiny_cfg, monkeypatch):
+    """A clock that advances 1 s per reading: steps 1-3 take 1 s, the final step 4 alone 1 s (before:
+    every interval was divided by log_every_n_steps, so the last (and a resumed run's first) was wrong)."""
+    clock = iter(range(100))
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    run = train(tiny_cfg.replace(max_steps=4, log_every_n_steps=3))
+    assert _logged(run.out_dir, "time/step_s") == pytest.approx({3: 1 / 3, 4: 1.0})
+
+
 def test_a_bad_image_read_by_a_worker_is_one_line(tiny_cfg, tmp_path, capsys):
     """With DataLoader workers the error is the same one line as without (before: torch's "Caught
     DatasetError in DataLoader worker process 0." and the worker's whole traceback)."""
@@ -497,6 +521,30 @@ def test_ctrl_c_saves_the_last_whole_step_and_a_rerun_continues_exactly(tiny_cfg
     a, b = _ckpt(tmp_path / "full"), _ckpt(tmp_path / "split")
     assert _max_diff(a["model"], b["model"]) <= 1e-6
     assert _logged(tmp_path / "full") == _logged(tmp_path / "split")
+
+
+def test_a_data_error_saves_the_last_whole_step_like_ctrl_c(tiny_cfg, tmp_path, monkeypatch):
+    """A bad file met in step 4 (a mask edited while training) keeps steps 1-3 in last.ckpt; once fixed,
+    the rerun equals an uninterrupted run (before: every step since the last periodic checkpoint lost)."""
+    cfg = tiny_cfg.replace(max_steps=6)
+    full = train(cfg.replace(out_dir=str(tmp_path / "full")))
+    real, calls = loop._next_batch, []
+
+    def bad_file(batches):
+        calls.append(1)
+        if len(calls) == 4:
+            raise lseg.errors.DatasetError("mask x.png holds value(s) [7]")
+        return real(batches)
+
+    monkeypatch.setattr(loop, "_next_batch", bad_file)
+    split = cfg.replace(out_dir=str(tmp_path / "split"))
+    with pytest.raises(lseg.errors.DatasetError, match=r"^mask x.png holds value\(s\) \[7\]$"):
+        train(split)
+    assert _ckpt(tmp_path / "split")["step"] == 3
+    monkeypatch.undo()
+    rest = train(split)
+    assert rest.resumed_from is not None and rest.finished and full.finished
+    assert _max_diff(_ckpt(tmp_path / "full")["model"], _ckpt(tmp_path / "split")["model"]) <= 1e-6
 
 
 def test_config_yaml_replayed_from_another_directory_resumes_the_same_run(tiny_cfg, tmp_path, monkeypatch,
