@@ -195,6 +195,12 @@ def test_05_labels_file_and_a_file_name_given_as_labels(pin, tmp_path, capsys):
     out = tmp_path / "o"
     assert main(["segment", str(pin), "--labels-file", str(tmp_path / "labels.txt"), "-o", str(out), *RANDOM]) == 0
     assert read_names(out / "chelsea_labels.json") == ["cat", "person", "coffee", "other"]
+    # a training labels.txt reads that line as one class: the shift of every later class id is warned about
+    assert "the line 'person, coffee' gives 2 labels (split at commas)" in capsys.readouterr().err
+    (tmp_path / "labels.txt").write_text('cat\n"person, coffee"\nother\n', encoding="utf-8")
+    assert main(["segment", str(pin), "--labels-file", str(tmp_path / "labels.txt"), "-o", str(out), *RANDOM]) == 0
+    assert read_names(out / "chelsea_labels.json") == ["cat", "person, coffee", "other"]
+    assert "split at commas" not in capsys.readouterr().err
     assert main(["segment", str(pin), "-l", "cat", "-o", str(tmp_path / "one"), *RANDOM]) == 0
     assert "warning: --labels gives one label ('cat'): every pixel gets it" in capsys.readouterr().err
 
