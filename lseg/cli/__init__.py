@@ -91,7 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``lseg`` command; the exit code (0, 1: some files failed, 2: an error, 130: interrupted by
     Ctrl-C, 143: by SIGTERM)."""
     with _stop_signals() as received:
-        code = _run(argv)
+        try:
+            code = _run(argv)
+        except KeyboardInterrupt:  # also before the command runs (its imports, the parser)
+            print("interrupted", file=sys.stderr)
+            code = 130
     return 128 + received[0] if received and code == 130 else code
 
 
@@ -110,9 +114,6 @@ def _run(argv: Sequence[str] | None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
     except (MemoryError, RuntimeError) as e:  # torch's CPU and CUDA allocators raise RuntimeErrors
         if args.verbose or not (isinstance(e, MemoryError) or "allocate" in str(e) or "out of memory" in str(e)):
             raise

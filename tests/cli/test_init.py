@@ -131,6 +131,21 @@ def test_the_cli_prints_the_summary_on_sigterm(tmp_path):
     assert not list((tmp_path / "o").glob(".*"))  # no claim or temp file left
 
 
+def test_a_signal_before_the_command_runs_is_one_line_and_its_exit_code(default_signals, monkeypatch, capsys):
+    """A SIGTERM while lseg imported its console module or built the parser: a traceback and exit code 130."""
+    import os
+    import signal
+
+    import lseg.cli
+
+    def parser():
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(lseg.cli, "build_parser", parser)
+    assert main(["weights", "list"]) == 143
+    assert capsys.readouterr().err == "interrupted\n"
+
+
 _SECOND_SIGNAL = """
 import os, signal, sys, time
 import lseg.cli.models
