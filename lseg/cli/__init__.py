@@ -10,7 +10,9 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from lseg.cli import bench, features, models, segment
 from lseg.cli.parser import Parser
@@ -67,8 +69,22 @@ def _stop_signals() -> Iterator[list[int]]:
     old = {s: signal.getsignal(s) for s in ours}
     mine = [s for s in ours if old[s] is ours[s]]
     chld = getattr(signal, "SIGCHLD", None)  # not on Windows
+    deferred: list[int] = []
+
+    def resend(signum: int) -> None:
+        while _importing(sys._current_frames().get(threading.main_thread().ident)):
+            time.sleep(0.01)
+        deferred.clear()
+        signal.raise_signal(signum)
 
     def stop(signum: int, frame: object) -> None:
+        # a KeyboardInterrupt inside an import can be swallowed (torch's C init: the command went on) or break
+        # the module (a traceback later): it is raised once the import is done
+        if _importing(frame):
+            if not deferred:
+                deferred.append(signum)
+                threading.Thread(target=resend, args=(signum,), daemon=True).start()
+            return
         received.append(signum)
         # SLURM signals every process of a job: torch's SIGCHLD handler would raise on DataLoader workers it killed
         if chld is not None and chld not in old:
@@ -85,6 +101,12 @@ def _stop_signals() -> Iterator[list[int]]:
         for s, handler in old.items():
             if s in mine or s == chld:
                 signal.signal(s, handler)
+
+
+def _importing(frame: Any) -> bool:
+    while frame is not None and not frame.f_code.co_filename.startswith("<frozen importlib"):
+        frame = frame.f_back
+    return frame is not None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
