@@ -434,3 +434,12 @@ def test_every_command_cli_md_gives_a_progress_bar_turns_it_off_as_it_says():
             parser = parser._subparsers._group_actions[0].choices[command.split()[1]]
         assert "--quiet" in parser._option_string_actions or (
             f"`lseg {command}`: `--progress-bar false`" in text and "--progress-bar" in parser._option_string_actions), command
+
+
+def test_what_each_batch_summary_counts_is_what_cli_md_says():
+    """cli.md said every summary counts images or frames; ``store reduce`` counts the store's shards, its units."""
+    from lseg.features.derived import ReduceWriter
+
+    text = _prose(DOCS / "cli.md")
+    counted = re.search(r"The summary counts images or frames( \(`store reduce`: (\w+)\))?", text)
+    assert counted and counted.group(2) == ReduceWriter.unit_name + "s"
