@@ -10,7 +10,9 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from lseg.cli import bench, features, models, segment
 from lseg.cli.parser import Parser
@@ -67,8 +69,22 @@ def _stop_signals() -> Iterator[list[int]]:
     old = {s: signal.getsignal(s) for s in ours}
     mine = [s for s in ours if old[s] is ours[s]]
     chld = getattr(signal, "SIGCHLD", None)  # not on Windows
+    deferred: list[int] = []
+
+    def resend(signum: int) -> None:
+        while _importing(sys._current_frames().get(threading.main_thread().ident)):
+            time.sleep(0.01)
+        deferred.clear()
+        signal.raise_signal(signum)
 
     def stop(signum: int, frame: object) -> None:
+        # a KeyboardInterrupt inside an import can be swallowed (torch's C init: the command went on) or break
+        # the module (a traceback later): it is raised once the import is done
+        if _importing(frame):
+            if not deferred:
+                deferred.append(signum)
+                threading.Thread(target=resend, args=(signum,), daemon=True).start()
+            return
         received.append(signum)
         # SLURM signals every process of a job: torch's SIGCHLD handler would raise on DataLoader workers it killed
         if chld is not None and chld not in old:
@@ -87,11 +103,21 @@ def _stop_signals() -> Iterator[list[int]]:
                 signal.signal(s, handler)
 
 
+def _importing(frame: Any) -> bool:
+    while frame is not None and not frame.f_code.co_filename.startswith("<frozen importlib"):
+        frame = frame.f_back
+    return frame is not None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``lseg`` command; the exit code (0, 1: some files failed, 2: an error, 130: interrupted by
     Ctrl-C, 143: by SIGTERM)."""
     with _stop_signals() as received:
-        code = _run(argv)
+        try:
+            code = _run(argv)
+        except KeyboardInterrupt:  # also before the command runs (its imports, the parser)
+            print("interrupted", file=sys.stderr)
+            code = 130
     return 128 + received[0] if received and code == 130 else code
 
 
@@ -110,9 +136,6 @@ def _run(argv: Sequence[str] | None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
     except (MemoryError, RuntimeError) as e:  # torch's CPU and CUDA allocators raise RuntimeErrors
         if args.verbose or not (isinstance(e, MemoryError) or "allocate" in str(e) or "out of memory" in str(e)):
             raise

@@ -131,6 +131,51 @@ def test_the_cli_prints_the_summary_on_sigterm(tmp_path):
     assert not list((tmp_path / "o").glob(".*"))  # no claim or temp file left
 
 
+def test_a_signal_during_an_import_stops_the_command_once_it_is_done(default_signals, tmp_path, monkeypatch, capsys):
+    """torch's C init swallows a KeyboardInterrupt raised in it: a SIGTERM or Ctrl-C in the first seconds of a
+    command was lost (it went on and exited 0) or left numpy half-imported (a traceback later)."""
+    import sys
+
+    import lseg.cli
+    import lseg.cli.models
+
+    (tmp_path / "swallower.py").write_text("import os, signal, time\ntry:  # as torch's C init\n"
+                                           "    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(0.5)\n"
+                                           "except BaseException:\n    pass\nDONE = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ran = []
+
+    def command(args):
+        import time
+
+        import swallower
+
+        ran.append(swallower.DONE)
+        time.sleep(3)
+
+    monkeypatch.setattr(lseg.cli.models, "_cmd_weights", command)
+    try:
+        assert main(["weights", "list"]) == 143
+    finally:
+        sys.modules.pop("swallower", None)
+    assert ran == [True] and capsys.readouterr().err == "interrupted\n"
+
+
+def test_a_signal_before_the_command_runs_is_one_line_and_its_exit_code(default_signals, monkeypatch, capsys):
+    """A SIGTERM while lseg imported its console module or built the parser: a traceback and exit code 130."""
+    import os
+    import signal
+
+    import lseg.cli
+
+    def parser():
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(lseg.cli, "build_parser", parser)
+    assert main(["weights", "list"]) == 143
+    assert capsys.readouterr().err == "interrupted\n"
+
+
 _SECOND_SIGNAL = """
 import os, signal, sys, time
 import lseg.cli.models

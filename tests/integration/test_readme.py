@@ -420,3 +420,26 @@ def test_avif_files_are_listed_and_segmented(tmp_path, capsys):
     assert main(["segment", str(root), "-l", "a,b", "-o", str(out), *MODEL]) == 0
     assert "2 written" in capsys.readouterr().err
     assert (out / "a_labels.png").is_file() and (out / "b_labels.png").is_file()
+
+
+def test_every_command_cli_md_gives_a_progress_bar_turns_it_off_as_it_says():
+    """cli.md said ``--quiet`` turns every bar off; ``lseg train`` refused ``-q`` (its switch is ``--progress-bar``)."""
+    from lseg.cli import build_parser
+
+    text = _prose(DOCS / "cli.md")
+    parsers = build_parser()._subparsers._group_actions[0].choices
+    for command in re.findall(r"`([a-z ]+)`", re.search(r"Progress bars \(([^)]*)\)", text).group(1)):
+        parser = parsers[command.split()[0]]
+        if " " in command:
+            parser = parser._subparsers._group_actions[0].choices[command.split()[1]]
+        assert "--quiet" in parser._option_string_actions or (
+            f"`lseg {command}`: `--progress-bar false`" in text and "--progress-bar" in parser._option_string_actions), command
+
+
+def test_what_each_batch_summary_counts_is_what_cli_md_says():
+    """cli.md said every summary counts images or frames; ``store reduce`` counts the store's shards, its units."""
+    from lseg.features.derived import ReduceWriter
+
+    text = _prose(DOCS / "cli.md")
+    counted = re.search(r"The summary counts images or frames( \(`store reduce`: (\w+)\))?", text)
+    assert counted and counted.group(2) == ReduceWriter.unit_name + "s"
