@@ -81,9 +81,10 @@ def _stop_signals() -> Iterator[list[int]]:
         # a KeyboardInterrupt inside an import can be swallowed (torch's C init: the command went on) or break
         # the module (a traceback later): it is raised once the import is done
         if _importing(frame):
-            if not deferred:
-                deferred.append(signum)
-                threading.Thread(target=resend, args=(signum,), daemon=True).start()
+            if deferred:  # a second signal kills at once, also inside an import that never ends
+                os._exit(128 + signum)
+            deferred.append(signum)
+            threading.Thread(target=resend, args=(signum,), daemon=True).start()
             return
         received.append(signum)
         # SLURM signals every process of a job: torch's SIGCHLD handler would raise on DataLoader workers it killed
