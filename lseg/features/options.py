@@ -117,14 +117,14 @@ class StoreOptions(CheckedOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.preset in ("ours", "openscene") and (self.scales or self.flip is not None):
-            raise OptionError(f"`scales` and `flip` apply to the evaluator presets, not {self.preset!r}")
         given = [f.name for f in fields(self) if f.name != "format" and getattr(self, f.name) != f.default]
         if self.format == "npy" and given:  # not silently ignored
             raise OptionError(f"{', '.join(f'`{n}`' for n in given)} need{'s' * (len(given) == 1)} `format` store")
         ray = [f"`{n}`" for n in given if n in ("workers", "gpus_per_worker", "ray_address")]
         if self.engine == "local" and ray:
             raise OptionError(f"{', '.join(ray)} need{'s' * (len(ray) == 1)} `engine` ray")
+        if self.preset in ("ours", "openscene") and (self.scales or self.flip is not None):
+            raise OptionError(f"`scales` and `flip` apply to the evaluator presets, not {self.preset!r}")
 
 
 @dataclass(frozen=True)

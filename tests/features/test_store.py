@@ -140,7 +140,7 @@ def test_cli_store_info_reduce_export(tmp_path: Path, inputs: Path, capsys: pyte
                  "-o", str(tmp_path / "f3")]) == 0
     assert torch.load(tmp_path / "f3" / "img0_fmap_CxHxW.pt").shape == (8, 24, 32)
     # presets are a store feature; the npy layout refuses them
-    for store_only in (["--preset", "vlmaps"], ["--frames-per-shard", "4"], ["--workers", "3"]):  # were ignored
+    for store_only in (["--preset", "vlmaps"], ["--frames-per-shard", "4"], ["--workers", "3"], ["--flip"]):
         assert main(["features", str(inputs), "-o", str(tmp_path / "npy"), *store_only, *common]) == 2
         assert "--format store" in capsys.readouterr().err
     for ray_only in (["--workers", "3"], ["--ray-address", "auto"], ["--gpus-per-worker", "1"]):  # were ignored
