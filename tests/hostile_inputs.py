@@ -165,3 +165,30 @@ def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(HF_HUB_OFFLINE="1", TQDM_DISABLE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     return env
+
+
+def signal_segment_midway(tmp_path: Path, signum: int) -> tuple[int, str]:
+    """``lseg segment`` of 300 small images in a fresh process, sent ``signum`` once an image is written: its
+    exit code and stderr. The child sets ``signum`` to its default and unblocks it: it inherits both from the
+    test worker, and libraries the suite loads (Lightning's process-group teardown) change them."""
+    import signal
+    import time
+
+    photos = tmp_path / "in"
+    photos.mkdir()
+    for i in range(300):  # enough that a loaded machine cannot finish them all before the signal
+        Image.fromarray(np.full((24, 24, 3), i % 250, np.uint8)).save(photos / f"p{i:03d}.png")
+    name = signal.Signals(signum).name
+    default = "signal.default_int_handler" if signum == signal.SIGINT else "signal.SIG_DFL"
+    prelude = (f"import runpy, signal, sys; signal.signal(signal.{name}, {default}); "
+               f"signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.{name}}}); sys.argv[0] = 'lseg'; "
+               "runpy.run_module('lseg.cli', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", prelude, "segment", str(photos), "-l", "a, b", "-o",
+                             str(tmp_path / "o"), "--random-weights", "lseg_tiny_test", "--size", "32",
+                             "--batch-size", "1"], env=cli_env(), stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "o").glob("*_labels.json")):
+        time.sleep(0.2)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err

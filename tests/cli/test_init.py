@@ -103,30 +103,11 @@ def test_sigterm_to_every_process_of_a_job_is_no_dataloader_error(default_signal
 @pytest.mark.slow  # SIGTERM to a process
 def test_the_cli_prints_the_summary_on_sigterm(tmp_path):
     import signal
-    import subprocess
-    import sys
-    import time
 
-    import numpy as np
-    from hostile_inputs import cli_env
-    from PIL import Image
+    from hostile_inputs import signal_segment_midway
 
-    photos = tmp_path / "in"
-    photos.mkdir()
-    for i in range(300):  # enough that a loaded machine cannot finish them all before the signal
-        Image.fromarray(np.full((24, 24, 3), i % 250, np.uint8)).save(photos / f"p{i:03d}.png")
-    prelude = ("import runpy, signal, sys; signal.signal(signal.SIGTERM, signal.SIG_DFL); "
-               "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM}); sys.argv[0] = 'lseg'; "
-               "runpy.run_module('lseg.cli', run_name='__main__')")
-    proc = subprocess.Popen([sys.executable, "-c", prelude, "segment", str(photos), "-l", "a, b", "-o",
-                             str(tmp_path / "o"), "--random-weights", "lseg_tiny_test", "--size", "32",
-                             "--batch-size", "1"], env=cli_env(), stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((tmp_path / "o").glob("*_labels.json")):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143
+    code, err = signal_segment_midway(tmp_path, signal.SIGTERM)
+    assert code == 143
     assert "segment (into" in err and "already done" in err and "; interrupted" in err
     assert not list((tmp_path / "o").glob(".*"))  # no claim or temp file left
 

@@ -6,16 +6,14 @@ the Python folder entry point."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from features.helpers import make_inputs
-from hostile_inputs import cli_env
+from hostile_inputs import signal_segment_midway
 from PIL import Image
 
 import lseg
@@ -174,28 +172,10 @@ def test_ctrl_c_while_writing_does_not_count_the_discarded_unit(tmp_path: Path, 
     assert capsys.readouterr().err.splitlines()[-1].split("|")[-1].lstrip().startswith("1/3 ")  # the bar: not 2/3
 
 
-#: ``python -m lseg.cli`` with SIGINT raising KeyboardInterrupt, neither ignored nor blocked: a child inherits
-#: both from the test worker, and libraries the suite loads (Lightning's process-group teardown) change them.
-_CLI_WITH_SIGINT = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                    "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); sys.argv[0] = 'lseg'; "
-                    "runpy.run_module('lseg.cli', run_name='__main__')")
-
-
 @pytest.mark.slow  # SIGINT to a process
 def test_the_cli_prints_the_summary_on_ctrl_c(tmp_path: Path) -> None:
-    photos = tmp_path / "in"
-    photos.mkdir()
-    for i in range(300):  # enough that a loaded machine cannot finish them all before the signal
-        Image.fromarray(np.full((24, 24, 3), i % 250, np.uint8)).save(photos / f"p{i:03d}.png")
-    proc = subprocess.Popen([sys.executable, "-c", _CLI_WITH_SIGINT, "segment", str(photos), "-l", "a, b", "-o",
-                             str(tmp_path / "o"), "--random-weights", "lseg_tiny_test", "--size", "32",
-                             "--batch-size", "1"], env=cli_env(), stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((tmp_path / "o").glob("*_labels.json")):
-        time.sleep(0.2)
-    proc.send_signal(2)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130
+    code, err = signal_segment_midway(tmp_path, signal.SIGINT)
+    assert code == 130
     assert "segment (into" in err and "already done" in err and "; interrupted" in err
 
 
