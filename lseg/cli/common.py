@@ -219,10 +219,10 @@ class LabelsOptions:
                 raise LSegError(f"{source}: {e.strerror or e}") from None
             lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
             parsed = parse_labels("\n".join(lines))
-            split = next((ln.strip() for ln in lines if len(parse_labels(ln)) > 1), None)
-            if split is not None and len(lines) > 1:  # a dataset's labels.txt: that line is one class there
+            if 1 < len(lines) < len(parsed):  # a line split at commas: in a dataset's labels.txt it is one class
                 from lseg.console import warn
 
+                split = next(ln.strip() for ln in lines if len(parse_labels(ln)) > 1)
                 warn(f"{source}: the line {split!r} gives {len(parse_labels(split))} labels (split at commas); a "
                      'training label file reads it as one class: put it in double quotes to keep it one label')
         else:
