@@ -19,7 +19,7 @@ from lseg.features.presets import FeatureExtractor
 from lseg.features.store import StoreSettings, StoreWriter
 from lseg.inference.folder import weights_identity
 from lseg.jobs.claims import ClaimSet, hold_recipe
-from lseg.jobs.engine import Report, Unit, finished, open_output, pending_units, write_unit
+from lseg.jobs.engine import Report, Unit, finish_idle, finished, open_output, pending_units, write_unit
 from lseg.jobs.records import digest
 
 
@@ -105,8 +105,7 @@ def export_store_ray(extractor: FeatureExtractor | Callable[[], FeatureExtractor
     report = Report()
     _, todo, recipe = pending_units(writer, overwrite, report)
     if not todo:
-        writer.finish(report)
-        return report
+        return finish_idle(writer, report)
     out, created = open_output(out)  # as run_job: checked, a killed run's leftovers removed
     try:
         with ClaimSet() as claims:  # as run_job: a job with other settings is refused while this one writes

@@ -228,13 +228,8 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
     report = Report()
     mine, todo, recipe = pending_units(writer, overwrite, report, shard)
     key = digest(recipe)
-    if not todo:  # nothing to write; what a killed run left is still cleared (a read-only folder: kept)
-        if Path(writer.out).is_dir():
-            with contextlib.suppress(OSError):
-                remove_stale_temp_files(writer.out)
-                remove_stale_claims(writer.out)
-        writer.finish(report)  # what a killed run did not get to (a store's index or reduction)
-        return report
+    if not todo:
+        return finish_idle(writer, report)
     out, created = open_output(writer.out)
     bar = None
     try:
@@ -271,6 +266,17 @@ def run_job(writer: Writer, *, overwrite: bool = False, progress: bool = True, s
                 os.rmdir(out)
     if not report.interrupted and not report.stopped:
         writer.finish(report)
+    return report
+
+
+def finish_idle(writer: Writer, report: Report) -> Report:
+    """End a job with nothing to write: what a killed run left is cleared (a read-only folder: kept), and
+    what it did not get to (a store's index or reduction) done."""
+    if Path(writer.out).is_dir():
+        with contextlib.suppress(OSError):
+            remove_stale_temp_files(writer.out)
+            remove_stale_claims(writer.out)
+    writer.finish(report)
     return report
 
 
